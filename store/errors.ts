@@ -34,6 +34,7 @@ export const ERR = {
   IMAGE_CORRUPT: 'ERR_IMAGE_CORRUPT',
   REGISTRY: 'ERR_REGISTRY',
   AUTH: 'ERR_AUTH',
+  NATIVE_UNAVAILABLE: 'ERR_NATIVE_UNAVAILABLE',
 } as const;
 
 export function isStrataError(e: unknown, code?: string): e is StrataError {
