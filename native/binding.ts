@@ -1,0 +1,44 @@
+/**
+ * Loader for the strata_native addon (native/addon.c, built by `node-gyp rebuild`, which
+ * `npm install` runs). Only modules under native/ import this; everything else uses
+ * native/xattr.ts, native/acl.ts and native/ids.ts.
+ */
+import { createRequire } from 'node:module';
+import { StrataError, ERR } from '../store/errors.js';
+
+/** Raw addon surface; see native/addon.c for the exact semantics of each call. */
+export interface NativeAddon {
+  lgetxattr(path: string | Buffer, name: string): Buffer | undefined;
+  lsetxattr(path: string | Buffer, name: string, value: Uint8Array, flags?: number): void;
+  llistxattr(path: string | Buffer): string[];
+  lremovexattr(path: string | Buffer, name: string): void;
+  mknod(path: string | Buffer, mode: number, major: number, minor: number): void;
+  getpwnam(name: string): number | undefined;
+  getgrnam(name: string): number | undefined;
+}
+
+// From source (native/*.ts under tsx) the build dir is one level up; from dist/native/*.js two.
+const CANDIDATES = ['../build/Release/strata_native.node', '../../build/Release/strata_native.node'];
+
+let loaded: NativeAddon | undefined;
+
+/** The addon, loaded on first use. Throws StrataError NATIVE_UNAVAILABLE if it is not built. */
+export function addon(): NativeAddon {
+  if (loaded !== undefined) return loaded;
+  const require = createRequire(import.meta.url);
+  for (const rel of CANDIDATES) {
+    try {
+      loaded = require(rel) as NativeAddon;
+      return loaded;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') continue;
+      throw new StrataError(ERR.NATIVE_UNAVAILABLE, `cannot load the native addon ${rel}: ${(e as Error).message}`, {
+        hint: 'rebuild it with `npm run install` (node-gyp rebuild) for this Node version',
+        cause: e,
+      });
+    }
+  }
+  throw new StrataError(ERR.NATIVE_UNAVAILABLE, 'the native addon build/Release/strata_native.node is missing', {
+    hint: 'build it with `npm run install` (node-gyp rebuild; needs python3, make and a C compiler)',
+  });
+}
