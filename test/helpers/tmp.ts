@@ -1,0 +1,61 @@
+/**
+ * Temp directories and child processes for tests.
+ *
+ * Processes are always started with an argument vector (spawnSync, no shell), so paths with
+ * spaces, newlines or quotes go through untouched. stdout comes back as raw bytes (tar
+ * streams, binary xattr dumps); stderr as UTF-8 text for messages.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Creates a fresh, empty directory under the OS temp dir; `prefix` names it for humans. */
+export function tempDir(prefix = 'strata-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix.endsWith('-') ? prefix : `${prefix}-`));
+}
+
+/** Removes a directory tree; a missing directory is not an error. */
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+}
+
+export interface RunOptions {
+  cwd?: string;
+  /** Bytes or text written to the child's stdin. */
+  input?: Buffer | string;
+  /** Extra environment, merged over process.env. */
+  env?: Record<string, string>;
+  /** Milliseconds before the child is killed (default 60 s). */
+  timeout?: number;
+}
+
+export interface RunResult {
+  /** Exit code; -1 when the child was killed by a signal or could not start. */
+  code: number;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** Runs `cmd args…` without a shell and returns its exit code and output. Never throws. */
+export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): RunResult {
+  const r = spawnSync(cmd, args, {
+    cwd: opts.cwd,
+    input: opts.input,
+    env: opts.env ? { ...process.env, ...opts.env } : process.env,
+    timeout: opts.timeout ?? 60_000,
+    maxBuffer: 1 << 30,
+  });
+  const stderr = (r.stderr ?? Buffer.alloc(0)).toString('utf8') + (r.error ? `${r.error.message}\n` : '');
+  return { code: r.status ?? -1, stdout: r.stdout ?? Buffer.alloc(0), stderr };
+}
+
+/** Like run(), but throws an Error naming the command and its stderr unless it exits 0. */
+export function mustRun(cmd: string, args: readonly string[], opts: RunOptions = {}): RunResult {
+  const r = run(cmd, args, opts);
+  if (r.code !== 0) {
+    const shown = [cmd, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
+    throw new Error(`command failed (exit ${r.code}): ${shown}\n${r.stderr.trim()}`);
+  }
+  return r;
+}
