@@ -6,11 +6,12 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync, symlinkSync, writeFileSync, constants as C } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync, constants as C } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod, readXattrs, XATTR_CREATE } from '../native/xattr.js';
+import { applyNodeAttrs, readNodeAttrs } from '../native/fsops.js';
 
 const run = (cmd: string, ...args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
 
@@ -259,7 +260,62 @@ console.log(JSON.stringify(out));
   assert.is(getfattrHex(join(dir, 'owned'), 'trusted.x'), undefined);
 });
 
+// ---------------------------------------------------------------------------------------
+const attrs = suite<Ctx>('fsops node attrs');
+attrs.before.each((ctx) => {
+  ctx.dir = mkdtempSync(join(tmpdir(), 'strata-attrs-'));
+});
+attrs.after.each((ctx) => {
+  rmSync(ctx.dir, { recursive: true, force: true });
+});
+
+const getfaclText = (p: string, which: string): string =>
+  run('getfacl', '--absolute-names', '--omit-header', '--numeric', '--no-effective', which, p)
+    .split('\n')
+    .filter((l) => l !== '')
+    .join(',');
+
+attrs('read splits ACLs from xattrs; apply reproduces both on a fresh node', ({ dir }) => {
+  const src = join(dir, 'src');
+  const sub = join(dir, 'sub');
+  writeFileSync(src, '');
+  mkdirSync(sub);
+  run('setfacl', '--set', 'u::rw-,u:1001:r--,g::r-x,m::r-x,o::---', src);
+  run('setfacl', '-d', '--set', 'u::rwx,g::r-x,g:100:rwx,m::rwx,o::---', sub);
+  run('setcap', 'cap_net_raw+ep', src);
+  lsetxattr(src, 'user.u', Buffer.from([0xff]));
+  lsetxattr(src, 'trusted.t', Buffer.from('t'));
+  const a = readNodeAttrs(src);
+  assert.equal([...a.xattrs!.keys()], ['security.capability', 'trusted.t', 'user.u']);
+  assert.equal(a.acl, { access: getfaclText(src, '--access') });
+  assert.equal(readNodeAttrs(sub), { acl: { default: getfaclText(sub, '--default') } }, 'no access ACL: the kernel keeps none');
+  writeFileSync(join(dir, 'empty'), '');
+  assert.equal(readNodeAttrs(join(dir, 'empty')), {});
+
+  const dst = join(dir, 'dst');
+  const dsub = join(dir, 'dsub');
+  writeFileSync(dst, '');
+  mkdirSync(dsub);
+  assert.equal(applyNodeAttrs(dst, a), []);
+  assert.equal(applyNodeAttrs(dsub, readNodeAttrs(sub)), []);
+  assert.equal(readNodeAttrs(dst), a);
+  assert.is(getfaclText(dst, '--access'), getfaclText(src, '--access'));
+  assert.is(getfaclText(dsub, '--default'), getfaclText(sub, '--default'));
+  assert.is(getfattrHex(dst, 'security.capability'), getfattrHex(src, 'security.capability'));
+});
+
+attrs('apply collects what the kernel refuses, or throws without collect', ({ dir }) => {
+  const link = join(dir, 'link');
+  symlinkSync('target', link);
+  const want = { xattrs: new Map([['user.x', Buffer.from('v')], ['trusted.y', Buffer.from('w')]]) };
+  const failed = applyNodeAttrs(link, want, { collect: true });
+  assert.equal(failed.map((f) => [f.name, f.code]), [['user.x', 'EPERM']]);
+  assert.is(lgetxattr(link, 'trusted.y')?.toString(), 'w', 'the rest was still applied');
+  assert.throws(() => applyNodeAttrs(link, want), (e: NodeJS.ErrnoException) => e.code === 'EPERM');
+});
+
 xattr.run();
 links.run();
+attrs.run();
 nodes.run();
 unpriv.run();
