@@ -3,7 +3,7 @@
     {
       "target_name": "strata_native",
       "sources": ["native/addon.c"],
-      "cflags": ["-O2", "-Wall"]
+      "cflags": ["-O2", "-Wall", "-Wextra"]
     }
   ]
 }

@@ -45,12 +45,33 @@ static void throw_pending(napi_env env, const char *what) {
   if (!pending) napi_throw_error(env, "ERR_STRATA_NATIVE", what);
 }
 
-/* Node's names for the errno values; glibc aliases (EOPNOTSUPP, EWOULDBLOCK) map to them. */
+/*
+ * Node's names for errno values. glibc aliases (EOPNOTSUPP, EWOULDBLOCK, EDEADLOCK) come
+ * after the names Node uses, so the first match wins. Anything not listed falls back to
+ * glibc's strerrorname_np (2.32+), kept optional so older HPC distributions still build.
+ */
+#define E(x) {x, #x},
+static const struct {
+  int err;
+  const char *name;
+} ERRNO_NAMES[] = {
+    E(ENOTSUP) E(EAGAIN) E(EDEADLK) E(EPERM) E(ENOENT) E(ESRCH) E(EINTR) E(EIO) E(ENXIO)
+    E(E2BIG) E(EBADF) E(ECHILD) E(ENOMEM) E(EACCES) E(EFAULT) E(EBUSY) E(EEXIST) E(EXDEV)
+    E(ENODEV) E(ENOTDIR) E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE) E(ETXTBSY) E(EFBIG)
+    E(ENOSPC) E(ESPIPE) E(EROFS) E(EMLINK) E(ERANGE) E(ENAMETOOLONG) E(ENOSYS) E(ENOTEMPTY)
+    E(ELOOP) E(ENODATA) E(EOVERFLOW) E(EILSEQ) E(EDQUOT) E(ESTALE) E(EOPNOTSUPP)
+    E(EWOULDBLOCK)
+};
+#undef E
+
 static const char *errno_code(int err) {
-  if (err == EOPNOTSUPP) return "ENOTSUP";
-  if (err == EWOULDBLOCK) return "EAGAIN";
+  for (size_t i = 0; i < sizeof ERRNO_NAMES / sizeof ERRNO_NAMES[0]; i++)
+    if (ERRNO_NAMES[i].err == err) return ERRNO_NAMES[i].name;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
   const char *name = strerrorname_np(err);
-  return name != NULL ? name : "EUNKNOWN";
+  if (name != NULL) return name;
+#endif
+  return "EUNKNOWN";
 }
 
 static void throw_errno(napi_env env, int err, const char *syscall, const char *path) {
