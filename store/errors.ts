@@ -36,6 +36,7 @@ export const ERR = {
   REGISTRY: 'ERR_REGISTRY',
   AUTH: 'ERR_AUTH',
   NATIVE_UNAVAILABLE: 'ERR_NATIVE_UNAVAILABLE',
+  REQUIRE_CYCLE: 'ERR_REQUIRE_CYCLE',
 } as const;
 
 export function isStrataError(e: unknown, code?: string): e is StrataError {
