@@ -55,8 +55,8 @@ export const DIR_HEADER_MAX = 256;
 export const MAX_NAME = 256;
 /** Directory inode file_size = listing bytes + this (the kernel's invented "." and ".."). */
 export const DIR_SIZE_BIAS = 3;
-/** Max distinct uids+gids (the inode stores a u16 index). */
-export const MAX_IDS = 65536;
+/** Max distinct uids+gids: inodes hold a u16 index, but the superblock's u16 id count cannot say 65536. */
+export const MAX_IDS = 65535;
 
 /** Superblock compressor ids. */
 export const COMPRESSOR = { gzip: 1, lzma: 2, lzo: 3, xz: 4, lz4: 5, zstd: 6 } as const;
