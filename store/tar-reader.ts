@@ -72,6 +72,9 @@ export interface TarHeader {
   pax: Map<string, Buffer>;
   /** Byte offset of this entry's own header block in the (decompressed) stream. */
   offset: number;
+  /** Byte offset of the entry's body in the (decompressed) stream: a plain archive on disk
+   *  can be read again by offset, without buffering. */
+  dataOffset: number;
 }
 
 export interface TarEntry {
@@ -517,7 +520,7 @@ export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerato
       const dataSize = type === 'file' || type === 'hardlink' ? size : 0;
       const header: TarHeader = {
         path, type, mode, uid, gid, size: dataSize, mtime, linkname, devmajor, devminor,
-        uname, gname, xattrs, pax, offset: off,
+        uname, gname, xattrs, pax, offset: off, dataOffset: input.offset,
       };
       if (aclAccess !== undefined) header.aclAccess = aclAccess;
       if (aclDefault !== undefined) header.aclDefault = aclDefault;
@@ -534,8 +537,11 @@ export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerato
           yield c;
         }
       })();
-      yield { header, body };
-      state.live = false;
+      try {
+        yield { header, body };
+      } finally {
+        state.live = false;
+      }
       if (state.remaining > 0) {
         const r = state.remaining;
         if ((await input.skip(r)) < r) {
