@@ -1,0 +1,49 @@
+/**
+ * ACLs arrive as binary `system.posix_acl_*` xattrs (directories, umoci tars) or as text
+ * (`SCHILY.acl.*` from GNU tar and bsdtar). Either way they leave here as canonical text with
+ * numeric ids; an access ACL that only restates the mode bits is dropped, as the kernel does.
+ */
+import { hostResolver } from '../native/ids.js';
+import { aclFromText, aclFromXattr, aclToText, isMinimalAcl, type Acl } from '../native/acl.js';
+import { StrataError, ERR } from './errors.js';
+import { EntryAcl } from './types.js';
+
+const ACCESS = 'system.posix_acl_access';
+const DEFAULT = 'system.posix_acl_default';
+
+/** Removes the ACL xattrs from `xattrs` and returns them as canonical text. */
+export function splitAclXattrs(xattrs: Map<string, Buffer>, where: string): EntryAcl | undefined {
+  const access = xattrs.get(ACCESS);
+  const dflt = xattrs.get(DEFAULT);
+  xattrs.delete(ACCESS);
+  xattrs.delete(DEFAULT);
+  return combine(access && parse(() => aclFromXattr(access), where), dflt && parse(() => aclFromXattr(dflt), where));
+}
+
+/** ACL text from a tar header (GNU newline or bsdtar comma form), merged with any binary xattr form. */
+export function aclFromTarText(text: { access?: string; default?: string }, xattrAcl: EntryAcl | undefined, where: string): EntryAcl | undefined {
+  const fromText = combine(
+    text.access?.trim() ? parse(() => aclFromText(text.access!, hostResolver()), where) : undefined,
+    text.default?.trim() ? parse(() => aclFromText(text.default!, hostResolver()), where) : undefined,
+  );
+  if (!fromText) return xattrAcl;
+  if (!xattrAcl) return fromText;
+  return { access: fromText.access ?? xattrAcl.access, default: fromText.default ?? xattrAcl.default };
+}
+
+function combine(access: Acl | undefined, dflt: Acl | undefined): EntryAcl | undefined {
+  const out: EntryAcl = {};
+  if (access && !isMinimalAcl(access)) out.access = aclToText(access);
+  if (dflt && dflt.length > 0) out.default = aclToText(dflt);
+  return out.access || out.default ? out : undefined;
+}
+
+function parse(fn: () => Acl, where: string): Acl {
+  try {
+    return fn();
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    throw new StrataError(ERR.ACL_INVALID, `bad ACL on '${where}': ${msg}`, { cause: e });
+  }
+}
+

@@ -1,0 +1,221 @@
+/**
+ * The blob directory: `blobs/sha256/<hex>`, written through `tmp/`.
+ *
+ * Contract:
+ * - put* is idempotent: a resolved promise means the content is durable at its digest (data
+ *   fsynced, renamed into place, directory fsynced). Writing content that already exists is a
+ *   no-op apart from hashing it.
+ * - read* verifies the digest at the end of the stream and throws ERR_DIGEST_MISMATCH instead of
+ *   ending cleanly, so a consumer that commits only on a clean end never keeps bad bytes.
+ * - Every blob a process is about to make durable is first recorded in that process's pin file
+ *   (`tmp/pins-<pid>`), so a concurrent `gc` never removes a blob whose index entry is not yet
+ *   written. Pins of processes that are gone are removed when the store opens.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { StrataError, ERR } from './errors.js';
+
+const HEX = /^[0-9a-f]{64}$/;
+
+export interface PutResult {
+  hex: string;
+  size: number;
+}
+
+export class BlobStore {
+  readonly blobDir: string;
+  readonly tmpDir: string;
+  private pinFile: fsp.FileHandle | undefined;
+
+  constructor(readonly root: string) {
+    this.blobDir = path.join(root, 'blobs', 'sha256');
+    this.tmpDir = path.join(root, 'tmp');
+  }
+
+  async init(): Promise<void> {
+    await fsp.mkdir(this.blobDir, { recursive: true });
+    await fsp.mkdir(this.tmpDir, { recursive: true });
+    await this.removeStaleTmp();
+  }
+
+  blobPath(hex: string): string {
+    if (!HEX.test(hex)) throw new StrataError(ERR.USAGE, `'${hex}' is not a sha256 digest`);
+    return path.join(this.blobDir, hex);
+  }
+
+  /** A fresh temp path owned by this process (name starts with its pid). */
+  tmpPath(tag: string): string {
+    return path.join(this.tmpDir, `${process.pid}-${tag}-${Math.random().toString(36).slice(2, 10)}`);
+  }
+
+  async has(hex: string): Promise<boolean> {
+    try {
+      await fsp.access(this.blobPath(hex));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async size(hex: string): Promise<number> {
+    return (await fsp.stat(this.blobPath(hex))).size;
+  }
+
+  /** Streams `source` into the store. If `expectHex` is given, a mismatch is an error and nothing is kept. */
+  async put(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, expectHex?: string): Promise<PutResult> {
+    const tmp = this.tmpPath('blob');
+    const fh = await fsp.open(tmp, 'wx', 0o644);
+    const hash = createHash('sha256');
+    let size = 0;
+    try {
+      for await (const chunk of source) {
+        hash.update(chunk);
+        size += chunk.byteLength;
+        await fh.write(chunk);
+      }
+      await fh.sync();
+    } catch (e) {
+      await fh.close().catch(() => {});
+      await fsp.rm(tmp, { force: true });
+      throw e;
+    }
+    await fh.close();
+    const hex = hash.digest('hex');
+    if (expectHex !== undefined && hex !== expectHex) {
+      await fsp.rm(tmp, { force: true });
+      throw new StrataError(ERR.DIGEST_MISMATCH, `content does not match sha256:${expectHex} (got sha256:${hex})`);
+    }
+    await this.commit(tmp, hex);
+    return { hex, size };
+  }
+
+  async putBytes(bytes: Uint8Array): Promise<string> {
+    return (await this.put([bytes])).hex;
+  }
+
+  /** Moves a fully written, fsynced temp file into place as blob `hex` (already verified by the caller). */
+  async commit(tmp: string, hex: string): Promise<void> {
+    await this.pin(hex);
+    const dest = this.blobPath(hex);
+    if (await this.has(hex)) {
+      await fsp.rm(tmp, { force: true });
+      return;
+    }
+    await fsp.rename(tmp, dest);
+    await fsyncDir(this.blobDir);
+  }
+
+  /** Reads a blob, verifying its digest when the stream ends. */
+  async *read(hex: string, what?: string): AsyncGenerator<Buffer> {
+    const hash = createHash('sha256');
+    let stream;
+    try {
+      await fsp.access(this.blobPath(hex));
+      stream = createReadStream(this.blobPath(hex), { highWaterMark: 1 << 20 });
+    } catch {
+      throw new StrataError(ERR.BLOB_MISSING, `${what ?? 'blob'} sha256:${hex} is missing from the store`, {
+        hint: 'run `strata store verify`; re-import or pull the module',
+      });
+    }
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      hash.update(chunk);
+      yield chunk;
+    }
+    if (hash.digest('hex') !== hex) throw this.mismatch(hex, what);
+  }
+
+  async readBytes(hex: string, what?: string): Promise<Buffer> {
+    let buf: Buffer;
+    try {
+      buf = await fsp.readFile(this.blobPath(hex));
+    } catch {
+      throw new StrataError(ERR.BLOB_MISSING, `${what ?? 'blob'} sha256:${hex} is missing from the store`, {
+        hint: 'run `strata store verify`; re-import or pull the module',
+      });
+    }
+    if (createHash('sha256').update(buf).digest('hex') !== hex) throw this.mismatch(hex, what);
+    return buf;
+  }
+
+  /** Hashes a stored blob; true when its content matches its name. */
+  async check(hex: string): Promise<'ok' | 'missing' | 'corrupt'> {
+    try {
+      for await (const _ of this.read(hex)) void _;
+      return 'ok';
+    } catch (e) {
+      if (e instanceof StrataError && e.code === ERR.BLOB_MISSING) return 'missing';
+      if (e instanceof StrataError && e.code === ERR.DIGEST_MISMATCH) return 'corrupt';
+      throw e;
+    }
+  }
+
+  async *list(): AsyncGenerator<string> {
+    for (const name of (await fsp.readdir(this.blobDir)).sort()) if (HEX.test(name)) yield name;
+  }
+
+  async remove(hex: string): Promise<void> {
+    await fsp.rm(this.blobPath(hex), { force: true });
+  }
+
+  /** Digests pinned by live processes (this one included). */
+  async livePins(): Promise<Set<string>> {
+    const pins = new Set<string>();
+    for (const name of await fsp.readdir(this.tmpDir)) {
+      const m = /^pins-(\d+)$/.exec(name);
+      if (!m || !processAlive(Number(m[1]))) continue;
+      const text = await fsp.readFile(path.join(this.tmpDir, name), 'utf8').catch(() => '');
+      for (const line of text.split('\n')) if (HEX.test(line)) pins.add(line);
+    }
+    return pins;
+  }
+
+  async close(): Promise<void> {
+    if (this.pinFile) {
+      await this.pinFile.close();
+      this.pinFile = undefined;
+      await fsp.rm(path.join(this.tmpDir, `pins-${process.pid}`), { force: true });
+    }
+  }
+
+  private async pin(hex: string): Promise<void> {
+    this.pinFile ??= await fsp.open(path.join(this.tmpDir, `pins-${process.pid}`), 'a');
+    await this.pinFile.write(`${hex}\n`);
+    await this.pinFile.datasync();
+  }
+
+  private mismatch(hex: string, what?: string): StrataError {
+    return new StrataError(ERR.DIGEST_MISMATCH, `${what ?? 'blob'} sha256:${hex} is corrupt (its content no longer matches its digest)`, {
+      hint: 'run `strata store verify`, then re-import or pull the module',
+    });
+  }
+
+  /** Removes temp files and pin files left by processes that no longer run. */
+  private async removeStaleTmp(): Promise<void> {
+    for (const name of await fsp.readdir(this.tmpDir)) {
+      const m = /^(?:pins-)?(\d+)(?:-|$)/.exec(name);
+      if (m && processAlive(Number(m[1]))) continue;
+      await fsp.rm(path.join(this.tmpDir, name), { recursive: true, force: true });
+    }
+  }
+}
+
+export function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

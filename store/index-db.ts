@@ -1,0 +1,84 @@
+/**
+ * The LevelDB index: names → record CIDs, defaults, collections, remotes.
+ *
+ * LevelDB admits one process at a time. strata holds the index only for short critical sections
+ * (blobs are written before the lock is taken), and a second process waits for the lock with a
+ * message after a short delay and a bounded timeout — it never dies on LevelDB's LOCK error.
+ *
+ * Keys (UTF-8):
+ *   m/<fullName>     → record CID          (a module)
+ *   d/<name>         → fullName            (marked default of a name)
+ *   c/<collection>   → JSON                (saved collection, pinned records)
+ *   r/<remote>       → JSON                (configured remote)
+ */
+import { Level } from 'level';
+import * as path from 'node:path';
+import { StrataError, ERR } from './errors.js';
+
+export type Batch = Array<{ type: 'put'; key: string; value: string } | { type: 'del'; key: string }>;
+
+export interface IndexView {
+  get(key: string): Promise<string | undefined>;
+  /** All entries whose key starts with `prefix`, sorted by key. */
+  range(prefix: string): Promise<Array<[string, string]>>;
+  /** Applies every operation or none. */
+  batch(ops: Batch): Promise<void>;
+}
+
+export interface LockOptions {
+  /** Seconds to wait for another process before giving up (default $STRATA_LOCK_TIMEOUT or 300). */
+  timeoutSeconds?: number;
+  /** Called once when the wait becomes noticeable. */
+  onWait?(message: string): void;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Opens the index, runs `fn` with it, and closes it again, waiting for the lock if needed. */
+export async function withIndex<T>(storeRoot: string, fn: (ix: IndexView) => Promise<T>, opts: LockOptions = {}): Promise<T> {
+  const db = await openLocked(path.join(storeRoot, 'index'), opts);
+  try {
+    return await fn({
+      get: (key) => db.get(key),
+      range: async (prefix) => {
+        const out: Array<[string, string]> = [];
+        for await (const kv of db.iterator({ gte: prefix, lt: prefix + '\uffff' })) out.push(kv);
+        return out;
+      },
+      batch: (ops) => db.batch(ops),
+    });
+  } finally {
+    await db.close();
+  }
+}
+
+async function openLocked(dir: string, opts: LockOptions): Promise<Level<string, string>> {
+  const timeout = (opts.timeoutSeconds ?? Number(process.env.STRATA_LOCK_TIMEOUT ?? 300)) * 1000;
+  const start = Date.now();
+  let told = false;
+  let delay = 20;
+  for (;;) {
+    const db = new Level<string, string>(dir, { valueEncoding: 'utf8' });
+    try {
+      await db.open();
+      return db;
+    } catch (e) {
+      const cause = (e as { cause?: { code?: string } }).cause;
+      if (cause?.code !== 'LEVEL_LOCKED') {
+        throw new StrataError(ERR.NOT_FOUND, `cannot open the store index at ${dir}: ${(cause as Error | undefined)?.message ?? (e as Error).message}`, { cause: e });
+      }
+    }
+    const waited = Date.now() - start;
+    if (waited > timeout) {
+      throw new StrataError(ERR.LOCKED, `the store is still in use by another strata process after ${Math.round(waited / 1000)} s`, {
+        hint: 'wait for it to finish, or raise STRATA_LOCK_TIMEOUT',
+      });
+    }
+    if (!told && waited > 1000) {
+      told = true;
+      opts.onWait?.('waiting for another strata process to release the store…');
+    }
+    await sleep(delay + Math.random() * delay);
+    delay = Math.min(delay * 2, 250);
+  }
+}

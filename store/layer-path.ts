@@ -1,0 +1,61 @@
+/**
+ * The one place where paths coming from archives and directories become canonical layer paths.
+ * Every archive path goes through normalizeLayerPath; no other code judges path safety.
+ */
+import { StrataError, ERR } from './errors.js';
+import { WHITEOUT_PREFIX, OPAQUE_WHITEOUT } from './types.js';
+
+/**
+ * `./a//b/` → `a/b`; `.`, `./`, `` → `.` (the layer root). Refuses absolute paths, `..`
+ * components and NUL bytes: a layer path can only name something inside the layer.
+ */
+export function normalizeLayerPath(raw: string, what = 'entry'): string {
+  if (raw.includes('\0')) throw unsafe(raw, what, 'contains a NUL byte');
+  if (raw.startsWith('/')) throw unsafe(raw, what, 'is an absolute path');
+  const parts: string[] = [];
+  for (const part of raw.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') throw unsafe(raw, what, "has a '..' component");
+    parts.push(part);
+  }
+  return parts.length === 0 ? '.' : parts.join('/');
+}
+
+export function parentOf(p: string): string {
+  const i = p.lastIndexOf('/');
+  return i < 0 ? '.' : p.slice(0, i);
+}
+
+export function baseName(p: string): string {
+  return p.slice(p.lastIndexOf('/') + 1);
+}
+
+/** Strict ancestors, nearest last: `a/b/c` → ['a', 'a/b']. */
+export function ancestors(p: string): string[] {
+  const out: string[] = [];
+  for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) out.push(p.slice(0, i));
+  return out;
+}
+
+/** For a whiteout path, what it hides: `{ opaque: dir }` or `{ hides: path }`; undefined if not a whiteout. */
+export function whiteoutTarget(p: string): { opaque: string } | { hides: string } | undefined {
+  const name = baseName(p);
+  if (!name.startsWith(WHITEOUT_PREFIX)) return undefined;
+  const dir = parentOf(p);
+  if (name === OPAQUE_WHITEOUT) return { opaque: dir };
+  const hidden = name.slice(WHITEOUT_PREFIX.length);
+  if (hidden === '' || hidden === '.' || hidden === '..' || hidden.includes('/')) {
+    throw unsafe(p, 'whiteout', `names '${hidden}', which is not an entry of its directory`);
+  }
+  return { hides: dir === '.' ? hidden : `${dir}/${hidden}` };
+}
+
+function unsafe(raw: string, what: string, why: string): StrataError {
+  return new StrataError(ERR.LAYER_UNSAFE_PATH, `${what} '${printable(raw)}' ${why}`, {
+    hint: 'refusing a layer that could write outside its root',
+  });
+}
+
+export function printable(s: string): string {
+  return s.length > 120 ? `${s.slice(0, 117)}...` : s.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}

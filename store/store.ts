@@ -1,0 +1,377 @@
+/**
+ * The store: blobs + index + layer ingest. compose/ and cli/ use this interface only.
+ *
+ * Write ordering (crash safety): every blob an index update names is durable (tmp → fsync →
+ * rename → fsync dir) before the index batch is written, and the batch is atomic. A crash at
+ * any point leaves, at worst, unreferenced blobs (removed by gc) and stale temp files (removed
+ * when the store next opens); `verify` is clean.
+ */
+import * as fsp from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { BlobStore } from './blob-store.js';
+import { canonicalJson, cidFromHex, JSON_CODEC, parseCid, RAW_CODEC } from './cid.js';
+import { StrataError, ERR } from './errors.js';
+import { IndexView, LockOptions, withIndex } from './index-db.js';
+import { LayerBuilder } from './layer-builder.js';
+import { normalizeLayerPath } from './layer-path.js';
+import { applyManifestEntry, LayerManifest } from './manifest.js';
+import { checkFullName, EnvOp, fullNameOf, ModuleRecord, splitFullName, validateRecord } from './record.js';
+import { addDirectory } from './source-dir.js';
+import { addTar } from './source-tar.js';
+import { readTar } from './tar-reader.js';
+import { LayerEntry } from './types.js';
+
+export interface ImportOptions {
+  requires?: string[];
+  conflicts?: string[];
+  family?: string;
+  env?: EnvOp[];
+  description?: string;
+  restricted?: string;
+  default?: boolean;
+  overlay?: boolean;
+  force?: boolean;
+  labels?: Record<string, string>;
+  onProgress?(bytesRead: number): void;
+}
+
+export interface ImportResult {
+  fullName: string;
+  status: 'imported' | 'unchanged' | 'replaced';
+  record: string;
+  layer: string;
+  manifest: string;
+  entries: number;
+  bytes: number;
+  skipped: string[];
+}
+
+export interface ModuleSummary {
+  fullName: string;
+  name: string;
+  version: string;
+  record: string;
+  isDefault: boolean;
+  restricted: string | null;
+  description: string;
+}
+
+export interface LoadedModule {
+  fullName: string;
+  cid: string;
+  record: ModuleRecord;
+}
+
+export interface LayerItem {
+  entry: LayerEntry;
+  /** Content of a regular file; must be consumed (or skipped) before the next item. */
+  body: AsyncIterable<Buffer>;
+}
+
+export function defaultStoreRoot(): string {
+  if (process.env.STRATA_STORE) return process.env.STRATA_STORE;
+  const data = process.env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
+  return path.join(data, 'strata');
+}
+
+export class Store {
+  readonly blobs: BlobStore;
+  lockOptions: LockOptions = {};
+
+  private constructor(readonly root: string) {
+    this.blobs = new BlobStore(root);
+  }
+
+  /** Opens (creating if needed) the store at `root`, removing temp files of dead processes. */
+  static async open(root = defaultStoreRoot(), lockOptions: LockOptions = {}): Promise<Store> {
+    const s = new Store(path.resolve(root));
+    s.lockOptions = lockOptions;
+    await fsp.mkdir(path.join(s.root, 'index'), { recursive: true });
+    await fsp.mkdir(path.join(s.root, 'cache'), { recursive: true });
+    await s.blobs.init();
+    return s;
+  }
+
+  get cacheDir(): string {
+    return path.join(this.root, 'cache');
+  }
+
+  async close(): Promise<void> {
+    await this.blobs.close();
+  }
+
+  index<T>(fn: (ix: IndexView) => Promise<T>): Promise<T> {
+    return withIndex(this.root, fn, this.lockOptions);
+  }
+
+  // ---- ingest ---------------------------------------------------------------------------
+
+  /** Builds the canonical layer and manifest of `source` and stores both. No index change. */
+  async importLayer(source: string, opts: { overlay?: boolean; onProgress?(n: number): void } = {}) {
+    const builder = new LayerBuilder();
+    let read = 0;
+    const onEntry = (n: number) => {
+      read += n;
+      opts.onProgress?.(read);
+    };
+    let st;
+    try {
+      st = await fsp.stat(source);
+    } catch {
+      throw new StrataError(ERR.NOT_FOUND, `source '${source}' does not exist`, { hint: 'give a tar file, a directory or oci:DIR[:TAG]' });
+    }
+    const spool = this.blobs.tmpPath('spool');
+    let skipped: string[] = [];
+    try {
+      if (st.isDirectory()) {
+        skipped = (await addDirectory(builder, source, { overlay: opts.overlay, onEntry })).skipped;
+      } else {
+        if (opts.overlay) throw new StrataError(ERR.USAGE, '--overlay takes an upperdir directory, not a file');
+        await addTar(builder, source, { spoolPath: spool, onEntry });
+      }
+      const built = builder.build();
+      const { hex } = await this.blobs.put(built.tar());
+      const layer = cidFromHex(RAW_CODEC, hex);
+      const manifest = built.manifest(layer);
+      const manifestCid = cidFromHex(JSON_CODEC, await this.blobs.putBytes(canonicalJson(manifest)));
+      return { layer, manifest: manifestCid, entries: built.entries, bytes: built.bytes, skipped };
+    } finally {
+      await fsp.rm(spool, { force: true });
+    }
+  }
+
+  /** Imports `source` as module `fullName`. Same name and same record: no-op. Other record: error unless force. */
+  async importModule(fullName: string, source: string, opts: ImportOptions = {}): Promise<ImportResult> {
+    checkFullName(fullName);
+    for (const m of [...(opts.requires ?? []), ...(opts.conflicts ?? [])]) checkFullName(m);
+    const layer = await this.importLayer(source, opts);
+    const { name, version } = splitFullName(fullName);
+    const record: ModuleRecord = {
+      recordVersion: 1,
+      name,
+      version,
+      layer: layer.layer,
+      manifest: layer.manifest,
+      requires: opts.requires ?? [],
+      conflicts: opts.conflicts ?? [],
+      family: opts.family ?? null,
+      env: opts.env ?? [],
+      description: opts.description ?? '',
+      restricted: opts.restricted ?? null,
+      ...(opts.labels && Object.keys(opts.labels).length > 0 ? { labels: opts.labels } : {}),
+    };
+    const recordCid = await this.putJson(record);
+    const status = await this.index(async (ix) => {
+      const existing = await ix.get(`m/${fullName}`);
+      if (existing === recordCid && !opts.default) return 'unchanged' as const;
+      if (existing !== undefined && existing !== recordCid && !opts.force) {
+        throw new StrataError(ERR.EXISTS, `${fullName} is already in the store with other content`, {
+          hint: 'use --force to replace it, or import under another version',
+        });
+      }
+      await this.assertBlobs([recordCid, layer.layer, layer.manifest]);
+      const ops: Parameters<IndexView['batch']>[0] = [{ type: 'put', key: `m/${fullName}`, value: recordCid }];
+      if (opts.default) ops.push({ type: 'put', key: `d/${name}`, value: fullName });
+      await ix.batch(ops);
+      return existing === undefined ? ('imported' as const) : existing === recordCid ? ('unchanged' as const) : ('replaced' as const);
+    });
+    return { fullName, status, record: recordCid, ...layer };
+  }
+
+  /** Stores a JSON document canonically; returns its CID (json codec). */
+  async putJson(value: unknown): Promise<string> {
+    return cidFromHex(JSON_CODEC, await this.blobs.putBytes(canonicalJson(value)));
+  }
+
+  async getJson<T>(cid: string, what: string): Promise<T> {
+    const bytes = await this.blobs.readBytes(parseCid(cid).hex, what);
+    return JSON.parse(bytes.toString('utf8')) as T;
+  }
+
+  /** Index updates must only name durable blobs; a concurrent gc may have removed a reused one. */
+  private async assertBlobs(cids: string[]): Promise<void> {
+    for (const cid of cids) {
+      if (!(await this.blobs.has(parseCid(cid).hex))) {
+        throw new StrataError(ERR.BLOB_MISSING, `blob ${cid} disappeared during the import (a concurrent gc?)`, { hint: 'run the import again' });
+      }
+    }
+  }
+
+  // ---- queries --------------------------------------------------------------------------
+
+  async list(pattern?: string): Promise<ModuleSummary[]> {
+    const { mods, defaults } = await this.index(async (ix) => ({ mods: await ix.range('m/'), defaults: new Map(await ix.range('d/')) }));
+    const out: ModuleSummary[] = [];
+    for (const [key, cid] of mods) {
+      const fullName = key.slice(2);
+      if (pattern && !matches(fullName, pattern)) continue;
+      const record = await this.loadRecord(cid, fullName);
+      out.push({
+        fullName,
+        name: record.name,
+        version: record.version,
+        record: cid,
+        isDefault: defaults.get(`d/${record.name}`) === fullName,
+        restricted: record.restricted,
+        description: record.description,
+      });
+    }
+    return out;
+  }
+
+  async loadRecord(cid: string, fullName?: string): Promise<ModuleRecord> {
+    const what = fullName ? `record of ${fullName}` : `record ${cid}`;
+    return validateRecord(await this.getJson(cid, what), fullName ?? cid);
+  }
+
+  /** A module by exact fullName or record CID. */
+  async get(ref: string): Promise<LoadedModule> {
+    if (isCidLike(ref)) {
+      const record = await this.loadRecord(ref);
+      return { fullName: fullNameOf(record), cid: ref, record };
+    }
+    const cid = await this.index((ix) => ix.get(`m/${ref}`));
+    if (cid === undefined) {
+      throw new StrataError(ERR.NOT_FOUND, `no module ${ref} in the store`, { hint: 'see `strata store ls`' });
+    }
+    return { fullName: ref, cid, record: await this.loadRecord(cid, ref) };
+  }
+
+  async manifestOf(mod: LoadedModule): Promise<LayerManifest> {
+    return this.getJson<LayerManifest>(mod.record.manifest, `manifest of ${mod.fullName}`);
+  }
+
+  /**
+   * Reads a module's layer as entries with their xattrs and ACLs, verifying the layer digest at
+   * the end (a mismatch throws, naming the module).
+   */
+  async *readLayer(mod: LoadedModule): AsyncGenerator<LayerItem> {
+    const manifest = await this.manifestOf(mod);
+    const hex = parseCid(mod.record.layer).hex;
+    for await (const { header: h, body } of readTar(this.blobs.read(hex, `layer of ${mod.fullName}`))) {
+      const p = normalizeLayerPath(h.path);
+      const entry: LayerEntry = {
+        path: p,
+        type: h.type,
+        mode: h.mode,
+        uid: h.uid,
+        gid: h.gid,
+        mtime: h.mtime,
+        size: h.type === 'file' ? h.size : 0,
+      };
+      if (h.type === 'symlink') entry.linkname = h.linkname;
+      if (h.type === 'hardlink') entry.linkname = normalizeLayerPath(h.linkname);
+      if (h.type === 'char' || h.type === 'block') {
+        entry.devmajor = h.devmajor;
+        entry.devminor = h.devminor;
+      }
+      yield { entry: applyManifestEntry(entry, manifest.entries[p]), body };
+    }
+  }
+
+  // ---- index changes --------------------------------------------------------------------
+
+  async remove(fullName: string): Promise<void> {
+    await this.index(async (ix) => {
+      if ((await ix.get(`m/${fullName}`)) === undefined) throw new StrataError(ERR.NOT_FOUND, `no module ${fullName} in the store`);
+      const { name } = splitFullName(fullName);
+      const ops: Parameters<IndexView['batch']>[0] = [{ type: 'del', key: `m/${fullName}` }];
+      if ((await ix.get(`d/${name}`)) === fullName) ops.push({ type: 'del', key: `d/${name}` });
+      await ix.batch(ops);
+    });
+  }
+
+  async setDefault(fullName: string): Promise<void> {
+    await this.index(async (ix) => {
+      if ((await ix.get(`m/${fullName}`)) === undefined) throw new StrataError(ERR.NOT_FOUND, `no module ${fullName} in the store`);
+      await ix.batch([{ type: 'put', key: `d/${splitFullName(fullName).name}`, value: fullName }]);
+    });
+  }
+
+  // ---- maintenance ----------------------------------------------------------------------
+
+  /** Blobs reachable from the index: module records, their layers and manifests, pinned collections. */
+  private async liveBlobs(ix: IndexView): Promise<Set<string>> {
+    const live = new Set<string>();
+    const addRecord = async (cid: string) => {
+      const hex = parseCid(cid).hex;
+      live.add(hex);
+      try {
+        const r = await this.loadRecord(cid);
+        live.add(parseCid(r.layer).hex);
+        live.add(parseCid(r.manifest).hex);
+      } catch {
+        /* a damaged record keeps nothing else alive; verify reports it */
+      }
+    };
+    for (const [, cid] of await ix.range('m/')) await addRecord(cid);
+    for (const [, json] of await ix.range('c/')) {
+      for (const m of (JSON.parse(json) as { modules?: Array<{ record?: string }> }).modules ?? []) if (m.record) await addRecord(m.record);
+    }
+    return live;
+  }
+
+  /** Removes blobs nothing references. Holds the index lock throughout, so no import commits meanwhile. */
+  async gc(opts: { dryRun?: boolean } = {}): Promise<{ removed: string[]; bytes: number }> {
+    return this.index(async (ix) => {
+      const all: string[] = [];
+      for await (const hex of this.blobs.list()) all.push(hex);
+      const live = await this.liveBlobs(ix);
+      for (const hex of await this.blobs.livePins()) live.add(hex);
+      const removed: string[] = [];
+      let bytes = 0;
+      for (const hex of all) {
+        if (live.has(hex)) continue;
+        bytes += await this.blobs.size(hex).catch(() => 0);
+        removed.push(`sha256:${hex}`);
+        if (!opts.dryRun) await this.blobs.remove(hex);
+      }
+      return { removed, bytes };
+    });
+  }
+
+  /** Checks every blob of every module (or of `only`); each problem names its module. */
+  async verify(only?: string): Promise<{ modules: number; problems: Array<{ module: string; what: string; blob: string; status: string }> }> {
+    const mods = (await this.index((ix) => ix.range('m/'))).map(([k, cid]) => ({ fullName: k.slice(2), cid }));
+    const chosen = only ? mods.filter((m) => m.fullName === only || m.cid === only) : mods;
+    if (only && chosen.length === 0) throw new StrataError(ERR.NOT_FOUND, `no module ${only} in the store`);
+    const problems: Array<{ module: string; what: string; blob: string; status: string }> = [];
+    const checked = new Map<string, string>();
+    const check = async (cid: string) => {
+      const hex = parseCid(cid).hex;
+      if (!checked.has(hex)) checked.set(hex, await this.blobs.check(hex));
+      return checked.get(hex)!;
+    };
+    for (const m of chosen) {
+      const rs = await check(m.cid);
+      if (rs !== 'ok') {
+        problems.push({ module: m.fullName, what: 'record', blob: m.cid, status: rs });
+        continue;
+      }
+      let record: ModuleRecord;
+      try {
+        record = await this.loadRecord(m.cid, m.fullName);
+      } catch (e) {
+        problems.push({ module: m.fullName, what: 'record', blob: m.cid, status: (e as Error).message });
+        continue;
+      }
+      for (const [what, cid] of [['manifest', record.manifest], ['layer', record.layer]] as const) {
+        const s = await check(cid);
+        if (s !== 'ok') problems.push({ module: m.fullName, what, blob: cid, status: s });
+      }
+    }
+    return { modules: chosen.length, problems };
+  }
+}
+
+function isCidLike(ref: string): boolean {
+  return /^(baf|sha256:)/.test(ref) && !ref.includes('/');
+}
+
+/** Lmod-style pattern: a substring of the fullName, or a glob with * and ?. */
+export function matches(fullName: string, pattern: string): boolean {
+  if (!/[*?]/.test(pattern)) return fullName.toLowerCase().includes(pattern.toLowerCase());
+  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'i');
+  return re.test(fullName);
+}
