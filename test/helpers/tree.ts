@@ -87,14 +87,18 @@ function splitDev(rdev: bigint): { major: number; minor: number } {
 }
 
 /**
- * getfattr/getfacl print "# file: NAME" with '\\', newline and other control bytes
- * escaped as backslash + three octal digits; everything else is raw bytes.
+ * getfattr/getfacl print "# file: NAME" with newline and other control bytes escaped as
+ * backslash + three octal digits, a backslash as '\\134' (getfattr) or '\\\\' (getfacl);
+ * everything else is raw bytes.
  */
 function unescapeName(s: Buffer): string {
   const out: number[] = [];
   for (let i = 0; i < s.length; i++) {
     const c = s[i]!;
-    if (c === 0x5c && i + 3 < s.length && /^[0-7]{3}$/.test(s.subarray(i + 1, i + 4).toString('latin1'))) {
+    if (c === 0x5c && s[i + 1] === 0x5c) {
+      out.push(0x5c); // getfacl writes a backslash as '\\\\', getfattr as '\\134'
+      i += 1;
+    } else if (c === 0x5c && i + 3 < s.length && /^[0-7]{3}$/.test(s.subarray(i + 1, i + 4).toString('latin1'))) {
       out.push(parseInt(s.subarray(i + 1, i + 4).toString('latin1'), 8));
       i += 3;
     } else {
@@ -244,7 +248,7 @@ function isIgnored(path: string, opts: DiffOptions): boolean {
   return prefixes.some((p) => path === p || path.startsWith(p + '/'));
 }
 
-const oct = (m: number) => '0' + m.toString(8).padStart(4, '0');
+const oct = (m: number) => m.toString(8).padStart(4, '0');
 
 /**
  * Compares two trees (directories or snapshots) and returns one human-readable line per
