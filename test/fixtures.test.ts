@@ -102,7 +102,13 @@ tree('detects each kind of difference', ({ dir }) => {
   mustRun('setfacl', ['-k', join(b, SMALL_TREE.aclDir)]);
   mustRun('setcap', ['-r', join(b, SMALL_TREE.capFile)]);
 
+  // the filters remove exactly their own kind of line
+  const filtered = diffTrees(a, b, { ignoreAcls: true, ignoreXattrPrefixes: ['trusted.', 'security.'] });
+  assert.not.ok(filtered.some((l) => /acl\.|xattr (trusted|security)\./.test(l)), filtered.join('\n'));
+  assert.ok(filtered.some((l) => l.includes('xattr user.binary')));
+
   const d = diffTrees(a, b);
+  assert.is(d.length - filtered.length, 4);
   const expect = [
     `${SMALL_TREE.aclDir}: acl.access user::rwx,user:1001:r-x,group::rwx,group:2001:rwx,mask::rwx,other::r-x != user::rwx,user:1001:r-x,group::rwx,group:2001:rwx,group:2002:r--,mask::rwx,other::r-x`,
     `${SMALL_TREE.aclDir}: acl.default ${SMALL_TREE_ACL.default} != (none)`,

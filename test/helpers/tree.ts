@@ -149,6 +149,8 @@ function walk(root: string, rel: string, out: string[]): void {
 /**
  * Describes the tree under `dir` (the root itself is '.'). Deterministic: the same tree
  * gives an equal snapshot wherever it lives. Needs getfattr and getfacl (attr, acl).
+ * Run as non-root it sees no trusted.* xattrs (the kernel hides them) and throws if a
+ * directory cannot be read.
  */
 export function snapshotTree(dir: string): TreeSnapshot {
   const root = realpathSync(dir);
@@ -240,6 +242,10 @@ export interface DiffOptions {
   ignorePaths?: string[];
   /** Ignore the metadata of the root '.' itself (mode, owner, mtime, xattrs, ACLs). */
   ignoreRoot?: boolean;
+  /** Ignore xattrs whose name starts with one of these (e.g. ['trusted.', 'security.'] for a non-root sandbox). */
+  ignoreXattrPrefixes?: string[];
+  /** Ignore POSIX ACLs (e.g. a tree unpacked by unsquashfs, which has none). */
+  ignoreAcls?: boolean;
 }
 
 function isIgnored(path: string, opts: DiffOptions): boolean {
@@ -296,10 +302,13 @@ export function diffTrees(a: string | TreeSnapshot, b: string | TreeSnapshot, op
     if (!opts.ignoreMtimes && !(opts.ignoreDirMtimes && x.type === 'dir')) d('mtime', x.mtime, y.mtime);
     d('hard links', x.links && `[${x.links.join(',')}]`, y.links && `[${y.links.join(',')}]`);
     for (const n of [...new Set([...Object.keys(x.xattrs), ...Object.keys(y.xattrs)])].sort()) {
+      if (opts.ignoreXattrPrefixes?.some((pre) => n.startsWith(pre))) continue;
       d(`xattr ${n}`, x.xattrs[n], y.xattrs[n]);
     }
-    d('acl.access', x.acl.access, y.acl.access);
-    d('acl.default', x.acl.default, y.acl.default);
+    if (!opts.ignoreAcls) {
+      d('acl.access', x.acl.access, y.acl.access);
+      d('acl.default', x.acl.default, y.acl.default);
+    }
   }
   return out;
 }
