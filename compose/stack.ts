@@ -153,6 +153,7 @@ class Work {
 
   /** Drops auto entries nobody requires any more, repeatedly; returns them in stack order. */
   collect(): string[] {
+    const at = new Map(this.entries.map((e, i) => [e.fullName, i]));
     const gone: string[] = [];
     for (;;) {
       const orphans = this.entries.filter((e) => e.auto && this.requirers(e).length === 0);
@@ -162,7 +163,7 @@ class Work {
         this.drop(o);
       }
     }
-    return gone;
+    return gone.sort((a, b) => at.get(a)! - at.get(b)!);
   }
 
   /** Lmod's w_MissingModules warning for requires no loaded module satisfies, or none. */
@@ -265,7 +266,7 @@ class Loader {
       );
     }
 
-    const before = new Set(w.entries.map((e) => e.fullName));
+    const before = new Set(w.entries.map((e) => w.info(e.fullName).name));
     for (const r of m.requires) {
       if (w.find((x) => matchesSpec(r, x))) continue;
       let req: ModuleInfo;
@@ -294,7 +295,8 @@ class Loader {
 
     w.entries.push({ fullName: m.fullName, auto: isAuto });
     if (!auto) {
-      const added = w.entries.filter((e) => !before.has(e.fullName) && e.fullName !== m.fullName).map((e) => e.fullName);
+      // Newly loaded requirements; one that replaced a loaded version is in the version-change report.
+      const added = w.entries.map((e) => e.fullName).filter((f) => f !== m.fullName && !before.has(w.info(f).name));
       if (added.length > 0) this.messages.push(`Loading ${m.fullName}\n  Loading requirement: ${added.join(' ')}`);
     }
   }
