@@ -471,6 +471,9 @@ hostile('hostile layer stacks hold the traps they describe', ({ dir }) => {
   assert.equal(listTar(h.whiteoutDotDot[1]!), ['etc', 'etc/.wh...', 'etc/.wh..']);
   assert.equal(listTar(h.hardlinkToWhitedOut[1]!), ['lib', 'lib/.wh.x']);
   assert.match(tv(h.hardlinkToWhitedOut[2]!), /lib\/y link to lib\/x/);
+  // the reference merge refuses to write through the lower `etc -> /` symlink
+  const x = join(dir, 'merge');
+  assert.throws(() => referenceExtract(h.etcSymlink, x), /etc\/passwd goes through a lower-layer symlink/);
 });
 
 hostile.run();
