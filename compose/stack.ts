@@ -344,8 +344,8 @@ export function add(stack: StackFile, specs: readonly string[], available: reado
 }
 
 /**
- * `strata compose rm M…`, Lmod's `module unload`. A spec removes the loaded module it
- * names (fullName, bare name, partial version). Auto entries that nothing requires any
+ * `strata compose rm M…`, Lmod's `module unload`. A spec removes the loaded modules it
+ * names (fullName, bare name, partial version, leading part of a name). Auto entries that nothing requires any
  * more go with it, recursively. A spec that names nothing loaded is not an error: Lmod's
  * note "cannot be unloaded because it was not loaded". Removing a module that another
  * loaded module requires is allowed and warned about (Lmod's w_MissingModules).
@@ -354,14 +354,16 @@ export function remove(stack: StackFile, specs: readonly string[], available: re
   const w = new Work(stack, available);
   const messages: string[] = [];
   for (const s of specs) {
-    const e = w.find((m) => matchesSpec(s, m));
-    if (!e) {
+    const hits = w.entries.filter((e) => matchesSpec(s, w.info(e.fullName)));
+    if (hits.length === 0) {
       messages.push(`Note: the module "${s}" cannot be unloaded because it was not loaded.`);
       continue;
     }
-    w.drop(e);
-    const gone = w.collect();
-    if (gone.length > 0) messages.push(`Unloading ${e.fullName}\n  Unloading useless requirement: ${gone.join(' ')}`);
+    for (const e of hits) {
+      w.drop(e);
+      const gone = w.collect();
+      if (gone.length > 0) messages.push(`Unloading ${e.fullName}\n  Unloading useless requirement: ${gone.join(' ')}`);
+    }
   }
   const warn = w.missingWarning();
   if (warn) messages.push(warn);

@@ -368,8 +368,11 @@ removing('a requirement the user asked for stays', () => {
   assert.equal(names(r.stack), ['zlib/1.3']);
 });
 
-removing('a bare name removes the loaded version', () => {
+removing('a bare name removes the loaded version; a leading part removes every name under it', () => {
   assert.equal(names(remove(stackOf('gcc/11.4', 'zlib/1.3'), ['gcc'], AVAILABLE).stack), ['zlib/1.3']);
+  assert.equal(names(remove(stackOf('gcc/11.4', 'zlib/1.3'), ['gcc/11'], AVAILABLE).stack), ['zlib/1.3']);
+  const avail = [...AVAILABLE, mod('tools/b/1.0')];
+  assert.equal(names(remove(stackOf('tools/a/1.0', 'zlib/1.3', 'tools/b/1.0'), ['tools'], avail).stack), ['zlib/1.3']);
 });
 
 removing('not loaded: Lmod note, nothing changes', () => {
