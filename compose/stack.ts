@@ -463,6 +463,36 @@ export function saveCollection(stack: StackFile, available: readonly ModuleInfo[
   return { collectionVersion: 1, modules };
 }
 
+/** Validates a parsed saved collection (spec/stack.schema.json#/$defs/collection). Throws ERR_SOURCE_INVALID. */
+export function validateCollection(v: unknown, name = 'default'): Collection {
+  const bad = (why: string) =>
+    new StrataError(ERR.SOURCE_INVALID, `collection "${name}" is not a strata collection: ${why}`, {
+      hint: `save it again: strata compose save ${name}`,
+    });
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad('not a JSON object');
+  const o = v as Record<string, unknown>;
+  if (o.collectionVersion !== 1) throw bad(`collectionVersion is ${JSON.stringify(o.collectionVersion)}, this strata reads 1`);
+  if (!Array.isArray(o.modules) || Object.keys(o).some((k) => k !== 'collectionVersion' && k !== 'modules')) {
+    throw bad('expected {collectionVersion, modules}');
+  }
+  const modules = o.modules.map((e, i): PinnedModule => {
+    const m = e as Record<string, unknown>;
+    if (typeof m !== 'object' || m === null || typeof m.fullName !== 'string' || m.fullName === '' || typeof m.record !== 'string' || m.record === '') {
+      throw bad(`modules[${i}] needs fullName and record`);
+    }
+    if (Object.keys(m).some((k) => !['fullName', 'record', 'auto'].includes(k)) || (m.auto !== undefined && typeof m.auto !== 'boolean')) {
+      throw bad(`modules[${i}] has unknown keys or a bad auto`);
+    }
+    return { fullName: m.fullName, record: m.record, ...(m.auto === true ? { auto: true } : {}) };
+  });
+  return { collectionVersion: 1, modules };
+}
+
+/** Collection file text: two-space indent, final newline. */
+export function serializeCollection(c: Collection): string {
+  return JSON.stringify({ collectionVersion: 1, modules: c.modules.map((m) => ({ fullName: m.fullName, record: m.record, ...(m.auto ? { auto: true } : {}) })) }, null, 2) + '\n';
+}
+
 /**
  * `strata compose restore [NAME]`: the stack a collection pinned, exactly: every module
  * must still be in the store with the same record CID, else ERR_NOT_FOUND with Lmod's

@@ -23,8 +23,10 @@ import {
   remove,
   restoreCollection,
   saveCollection,
+  serializeCollection,
   serializeStack,
   swap,
+  validateCollection,
   validateStack,
   type StackFile,
 } from '../compose/stack.js';
@@ -544,6 +546,12 @@ collections('save pins record CIDs; restore gives the same stack', () => {
     { fullName: 'openmpi/4.1.6', record: 'bagaaiera-openmpi-4.1.6', auto: true },
     { fullName: 'hdf5/1.14.3', record: 'bagaaiera-hdf5-1.14.3' },
   ]);
+  const collectionSchema = { $ref: '#/$defs/collection' };
+  assert.is(schemaViolation(collectionSchema, JSON.parse(serializeCollection(c)), STACK_SCHEMA), undefined);
+  assert.ok(schemaViolation(collectionSchema, { collectionVersion: 1, modules: [{ fullName: 'zlib/1.3' }] }, STACK_SCHEMA));
+  assert.equal(validateCollection(JSON.parse(serializeCollection(c))), c);
+  throwsCode(() => validateCollection({ collectionVersion: 1, modules: [{ fullName: 'zlib/1.3' }] }, 'w'), ERR.SOURCE_INVALID);
+  throwsCode(() => validateCollection({ collectionVersion: 2, modules: [] }), ERR.SOURCE_INVALID);
   const r = restoreCollection(c, AVAILABLE, ALICE, 'mpi-work');
   assert.equal(r.stack, s);
   assert.equal(r.messages, ["Restoring modules from user's mpi-work"]);
