@@ -226,13 +226,20 @@ export function formatAvail(
   const shown = sortForListing(available).filter((m) => matchesPattern(m, pattern));
   if (shown.length === 0) return [NO_MODULES_FOUND];
   const inStack = new Set(loaded.modules.map((e) => e.fullName));
+  const byName = new Map<string, ModuleInfo[]>();
+  for (const m of available) {
+    const list = byName.get(m.name);
+    if (list) list.push(m);
+    else byName.set(m.name, [m]);
+  }
+  const defaults = new Set<ModuleInfo>();
+  for (const [name, all] of byName) if (all.length > 1) defaults.add(best(all, name)!);
   const used = new Set<string>();
   const cells: Array<[string, string]> = shown.map((m) => {
     const marks: string[] = [];
     if (m.restricted !== null) marks.push('R');
     if (inStack.has(m.fullName)) marks.push('L');
-    const all = available.filter((x) => x.name === m.name);
-    if (all.length > 1 && defaultOf(m.name, available) === m) marks.push('D');
+    if (defaults.has(m)) marks.push('D');
     for (const k of marks) used.add(k);
     return [m.fullName, marks.length > 0 ? `(${marks.join(',')})` : ''];
   });
