@@ -1,0 +1,463 @@
+/**
+ * Benchmark harness: timing and peak RSS of external commands, result rows, the table,
+ * BENCHMARKS.md, and the correctness gate (tree and image comparison with real tools).
+ *
+ * Timing: wall-clock seconds measured around the child with process.hrtime; peak RSS is
+ * `/usr/bin/time -f %M` (KiB), which for a shell script is the largest of its descendants.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync } from 'node:fs';
+import { lstat, mkdir, mkdtemp, readdir, readlink, rm, writeFile, readFile } from 'node:fs/promises';
+import { cpus, release, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { dumpXattrs } from './data.js';
+import { BenchError, run } from './proc.js';
+
+// ---------------------------------------------------------------------------------------
+// Measuring
+
+export interface MeasureOptions {
+  /** At least 3; the first is not discarded (caches are warm from the data build anyway). */
+  runs?: number;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** Run before every timed run, untimed (e.g. remove the previous output). */
+  before?: () => Promise<void>;
+}
+
+export interface Measurement {
+  /** Wall seconds of each run, in run order. */
+  samples: number[];
+  min: number;
+  median: number;
+  max: number;
+  /** Largest peak RSS over the runs, KiB. */
+  rssKiB: number;
+}
+
+/** Runs `cmd args` opts.runs times under /usr/bin/time; throws BenchError if any run fails. */
+export async function measure(cmd: string, args: readonly string[], opts: MeasureOptions = {}): Promise<Measurement> {
+  const runs = Math.max(3, opts.runs ?? 3);
+  const tmp = await mkdtemp('/tmp/strata-bench-time-');
+  const samples: number[] = [];
+  let rssKiB = 0;
+  try {
+    for (let i = 0; i < runs; i++) {
+      if (opts.before) await opts.before();
+      const out = join(tmp, `time.${i}`);
+      const t0 = process.hrtime.bigint();
+      await run('/usr/bin/time', ['-f', '%e %M', '-o', out, cmd, ...args], { cwd: opts.cwd, env: opts.env });
+      samples.push(Number(process.hrtime.bigint() - t0) / 1e9);
+      const [, rss] = (await readFile(out, 'utf8')).trim().split(/\s+/).slice(-2);
+      rssKiB = Math.max(rssKiB, Number(rss));
+    }
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+  return summarize(samples, rssKiB);
+}
+
+export function summarize(samples: number[], rssKiB: number): Measurement {
+  const s = [...samples].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  const median = s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+  return { samples, min: s[0]!, median, max: s[s.length - 1]!, rssKiB };
+}
+
+// ---------------------------------------------------------------------------------------
+// Rows and the table
+
+/** A side of a row: measured, or why not (never a made-up number). */
+export type Outcome =
+  | { kind: 'measured'; m: Measurement }
+  | { kind: 'unavailable'; reason: string }
+  | { kind: 'failed'; reason: string };
+
+export interface Row {
+  what: string;
+  strata: Outcome;
+  peerName: string;
+  peer: Outcome;
+  /** What the issue asks of this row, as text (e.g. "≥ 1.0×"), and the threshold on speedup. */
+  goal?: { text: string; minSpeedup?: number; maxRssMiB?: number };
+  note?: string;
+}
+
+/** peer median / strata median: above 1 means strata is faster. */
+export function speedup(row: Row): number | undefined {
+  if (row.strata.kind !== 'measured' || row.peer.kind !== 'measured') return undefined;
+  return row.peer.m.median / row.strata.m.median;
+}
+
+const f2 = (x: number) => (x < 10 ? x.toFixed(2) : x.toFixed(1));
+const mib = (kib: number) => `${(kib / 1024).toFixed(0)} MiB`;
+
+function cell(o: Outcome): string {
+  if (o.kind === 'measured') return `${f2(o.m.median)} s (${f2(o.m.min)}–${f2(o.m.max)})`;
+  return o.kind === 'unavailable' ? `not available` : `FAILED`;
+}
+
+function goalCell(row: Row): string {
+  if (!row.goal) return '';
+  const s = speedup(row);
+  const rss = row.strata.kind === 'measured' ? row.strata.m.rssKiB / 1024 : undefined;
+  if (s === undefined) return `${row.goal.text}: —`;
+  let ok = true;
+  if (row.goal.minSpeedup !== undefined && s < row.goal.minSpeedup) ok = false;
+  if (row.goal.maxRssMiB !== undefined && rss !== undefined && rss > row.goal.maxRssMiB) ok = false;
+  return `${row.goal.text}: ${ok ? 'met' : 'not met'}`;
+}
+
+/** The results as a Markdown table (also what the terminal shows). */
+export function table(rows: Row[]): string {
+  const head = ['what', 'strata median (min–max)', 'strata peak RSS', 'peer', 'peer median (min–max)', 'peer peak RSS', 'speedup (peer/strata)', 'goal'];
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
+  for (const r of rows) {
+    const s = speedup(r);
+    lines.push(
+      `| ${[
+        r.what,
+        cell(r.strata),
+        r.strata.kind === 'measured' ? mib(r.strata.m.rssKiB) : '',
+        r.peerName,
+        cell(r.peer),
+        r.peer.kind === 'measured' ? mib(r.peer.m.rssKiB) : '',
+        s === undefined ? '—' : `${s.toFixed(2)}×`,
+        goalCell(r),
+      ].join(' | ')} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/** Reasons behind "not available" and "FAILED" cells, one line each. */
+export function outcomeNotes(rows: Row[]): string[] {
+  const notes: string[] = [];
+  for (const r of rows) {
+    for (const [side, o] of [['strata', r.strata], [r.peerName, r.peer]] as const) {
+      if (o.kind !== 'measured') notes.push(`${r.what} — ${side}: ${o.kind === 'failed' ? 'FAILED' : 'not available'}: ${o.reason}`);
+    }
+    if (r.note) notes.push(`${r.what}: ${r.note}`);
+  }
+  return [...new Set(notes)];
+}
+
+// ---------------------------------------------------------------------------------------
+// Machine and tools
+
+export interface Machine {
+  cpu: string;
+  cores: number;
+  memoryGiB: number;
+  kernel: string;
+  node: string;
+}
+
+export function machine(): Machine {
+  const c = cpus();
+  return {
+    cpu: c[0]?.model ?? 'unknown',
+    cores: c.length,
+    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    kernel: release(),
+    node: process.version,
+  };
+}
+
+/** First line of each tool's version output, as printed by the tool. */
+export async function toolVersions(): Promise<Record<string, string>> {
+  const probes: [string, string, string[]][] = [
+    ['tar', 'tar', ['--version']],
+    ['bsdtar', 'bsdtar', ['--version']],
+    ['umoci', 'umoci', ['--version']],
+    ['mksquashfs', 'mksquashfs', ['-version']],
+    ['sqfsdiff', 'sqfsdiff', ['--version']],
+    ['sha256sum', 'sha256sum', ['--version']],
+  ];
+  const out: Record<string, string> = {};
+  for (const [name, cmd, args] of probes) {
+    const r = await run(cmd, args, { allowFail: true }).catch(() => undefined);
+    out[name] = r ? (r.stdout || r.stderr).trim().split('\n')[0] ?? '' : 'not installed';
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// BENCHMARKS.md
+
+export interface Report {
+  date: Date;
+  machine: Machine;
+  tools: Record<string, string>;
+  settings: string[];
+  data: string[];
+  rows: Row[];
+  sizes: { what: string; strata?: number; peer: number; peerName: string }[];
+  /** Correctness gate: name → differences (empty = identical); undefined = not run. */
+  gate: { name: string; diffs: string[] | undefined; reason?: string }[];
+  /** Peer-versus-peer checks of the comparators themselves (informational). */
+  crossChecks: { name: string; diffs: string[] }[];
+}
+
+export function renderReport(r: Report): string {
+  const L: string[] = [];
+  L.push('# strata benchmarks', '');
+  L.push('Generated by `npm run bench` (bench/run.ts); do not edit by hand. See spec/benchmark.md.', '');
+  L.push(`Date: ${r.date.toISOString()}`, '');
+  L.push('## Machine', '');
+  L.push(`- CPU: ${r.machine.cpu}, ${r.machine.cores} cores`);
+  L.push(`- memory: ${r.machine.memoryGiB} GiB`);
+  L.push(`- kernel: ${r.machine.kernel}`);
+  L.push(`- Node: ${r.machine.node}`, '');
+  L.push('## Tools', '');
+  for (const [k, v] of Object.entries(r.tools)) L.push(`- ${k}: ${v}`);
+  L.push('', '## Data', '');
+  for (const d of r.data) L.push(`- ${d}`);
+  L.push('', '## Settings', '');
+  for (const s of r.settings) L.push(`- ${s}`);
+  L.push('', '## Results', '');
+  L.push(table(r.rows), '');
+  const notes = outcomeNotes(r.rows);
+  if (notes.length) {
+    L.push('Notes:', '');
+    for (const n of notes) L.push(`- ${n}`);
+    L.push('');
+  }
+  L.push('## Image sizes', '');
+  L.push('| image | strata | peer | peer size |', '|---|---|---|---|');
+  for (const s of r.sizes) {
+    L.push(`| ${s.what} | ${s.strata === undefined ? 'not available' : `${s.strata} B`} | ${s.peerName} | ${s.peer} B |`);
+  }
+  L.push('', '## Correctness gate', '');
+  for (const g of r.gate) {
+    if (g.diffs === undefined) L.push(`- ${g.name}: not run (${g.reason ?? 'strata output not available'})`);
+    else if (g.diffs.length === 0) L.push(`- ${g.name}: identical`);
+    else {
+      L.push(`- ${g.name}: **${g.diffs.length} difference(s)**`);
+      for (const d of g.diffs.slice(0, 20)) L.push(`  - ${d}`);
+    }
+  }
+  L.push('', '## Peer cross-checks (informational)', '');
+  for (const c of r.crossChecks) {
+    L.push(`- ${c.name}: ${c.diffs.length === 0 ? 'identical' : `${c.diffs.length} difference(s)`}`);
+    for (const d of c.diffs.slice(0, 10)) L.push(`  - ${d}`);
+  }
+  L.push('');
+  return L.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------
+// Correctness: trees
+
+/** What the gate compares of each path. */
+export interface TreeNode {
+  type: 'file' | 'dir' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket';
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: number;
+  nlink: number;
+  rdev: number;
+  link?: string;
+  sha256?: string;
+  /** name → hex value, as getfattr -e hex prints it; includes system.posix_acl_*. */
+  xattrs: Map<string, string>;
+  /** getfacl -n text without the header lines, when the path has an extended or default ACL. */
+  acl?: string;
+}
+
+export interface SnapshotOptions {
+  /** Top-level-relative path prefixes to leave out (e.g. '.strata'). */
+  ignore?: readonly string[];
+}
+
+function ignored(p: string, ignore: readonly string[] | undefined): boolean {
+  return !!ignore?.some((i) => p === i || p.startsWith(i + '/'));
+}
+
+async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** getfacl -R -P -n -s (skip files with base ACLs only), keyed by relative path. */
+async function dumpAcls(dir: string): Promise<Map<string, string>> {
+  const r = await run('getfacl', ['-R', '-P', '-n', '-s', '-E', '.'], { cwd: dir, allowFail: true });
+  const out = new Map<string, string>();
+  for (const block of r.stdout.split('\n\n')) {
+    const lines = block.split('\n').filter((l) => l);
+    const f = lines.find((l) => l.startsWith('# file: '));
+    if (!f) continue;
+    const p = f.slice(8).replace(/^\.\//, '') || '.';
+    out.set(p, lines.filter((l) => !l.startsWith('#')).join(','));
+  }
+  return out;
+}
+
+/** Every path under dir (relative, '.' for dir) with its type, metadata, content hash, xattrs and ACLs. */
+export async function snapshotTree(dir: string, opts: SnapshotOptions = {}): Promise<Map<string, TreeNode>> {
+  const nodes = new Map<string, TreeNode>();
+  const visit = async (rel: string): Promise<void> => {
+    const abs = rel === '.' ? dir : join(dir, rel);
+    const st = await lstat(abs);
+    const type = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isCharacterDevice() ? 'char' : st.isBlockDevice() ? 'block' : st.isFIFO() ? 'fifo' : 'socket';
+    const node: TreeNode = {
+      type,
+      mode: st.mode & 0o7777,
+      uid: st.uid,
+      gid: st.gid,
+      size: type === 'file' ? st.size : 0,
+      mtime: Math.floor(st.mtimeMs / 1000),
+      nlink: type === 'dir' ? 0 : st.nlink,
+      rdev: type === 'char' || type === 'block' ? st.rdev : 0,
+      xattrs: new Map(),
+    };
+    if (type === 'symlink') node.link = await readlink(abs);
+    if (type === 'file') node.sha256 = await sha256File(abs);
+    nodes.set(rel, node);
+    if (type === 'dir') {
+      for (const name of (await readdir(abs)).sort()) {
+        const child = rel === '.' ? name : `${rel}/${name}`;
+        if (!ignored(child, opts.ignore)) await visit(child);
+      }
+    }
+  };
+  await visit('.');
+  for (const [p, attrs] of await dumpXattrs(dir)) nodes.get(p)?.xattrs && (nodes.get(p)!.xattrs = attrs);
+  for (const [p, acl] of await dumpAcls(dir)) if (nodes.has(p)) nodes.get(p)!.acl = acl;
+  return nodes;
+}
+
+export interface DiffOptions {
+  /** Compare as an image against a tree or image: see imageRules below. */
+  image?: boolean;
+  /** Extended ACLs of the reference (path → getfacl text) for the image mode rule. */
+  referenceAcls?: Map<string, string>;
+  limit?: number;
+}
+
+/**
+ * Differences of `actual` from `reference`, one human-readable line each.
+ *
+ * Image rules (opts.image): SquashFS cannot store POSIX ACLs, so system.posix_acl_* xattrs
+ * and getfacl text are not compared; for a path whose reference has an extended ACL the
+ * owner and other bits must match and the group bits may be any subset of
+ * (ACL group:: entry ∧ mask) — that is DESIGN.md's "no one gets more access than the ACL
+ * gave". Directory nlink is never compared (it counts subdirectories).
+ */
+export function diffTrees(actual: Map<string, TreeNode>, reference: Map<string, TreeNode>, opts: DiffOptions = {}): string[] {
+  const out: string[] = [];
+  const limit = opts.limit ?? 200;
+  const add = (s: string) => {
+    if (out.length < limit) out.push(s);
+    else if (out.length === limit) out.push('… more differences left out');
+  };
+  for (const p of reference.keys()) if (!actual.has(p)) add(`${p}: missing`);
+  for (const p of actual.keys()) if (!reference.has(p)) add(`${p}: unexpected`);
+  const oct = (m: number) => m.toString(8).padStart(4, '0');
+  for (const [p, ref] of reference) {
+    const act = actual.get(p);
+    if (!act) continue;
+    if (act.type !== ref.type) {
+      add(`${p}: type ${act.type}, expected ${ref.type}`);
+      continue;
+    }
+    if (act.mode !== ref.mode) {
+      const acl = opts.image ? (opts.referenceAcls?.get(p) ?? ref.acl) : undefined;
+      const allowed = acl ? aclGroupLimit(acl) : undefined;
+      const ok =
+        allowed !== undefined &&
+        (act.mode & ~0o070) === (ref.mode & ~0o070) &&
+        ((act.mode >> 3) & 7 & ~allowed) === 0;
+      if (!ok) add(`${p}: mode ${oct(act.mode)}, expected ${oct(ref.mode)}`);
+    }
+    if (act.uid !== ref.uid || act.gid !== ref.gid) add(`${p}: owner ${act.uid}:${act.gid}, expected ${ref.uid}:${ref.gid}`);
+    if (act.size !== ref.size) add(`${p}: size ${act.size}, expected ${ref.size}`);
+    else if (act.sha256 !== ref.sha256) add(`${p}: content differs`);
+    if (act.type !== 'dir' && act.mtime !== ref.mtime) add(`${p}: mtime ${act.mtime}, expected ${ref.mtime}`);
+    if (act.type === 'dir' && act.mtime !== ref.mtime) add(`${p}: dir mtime ${act.mtime}, expected ${ref.mtime}`);
+    if (act.type !== 'dir' && act.nlink !== ref.nlink) add(`${p}: nlink ${act.nlink}, expected ${ref.nlink}`);
+    if (act.rdev !== ref.rdev) add(`${p}: device ${act.rdev}, expected ${ref.rdev}`);
+    if (act.link !== ref.link) add(`${p}: link target ${act.link}, expected ${ref.link}`);
+    const names = new Set([...act.xattrs.keys(), ...ref.xattrs.keys()]);
+    for (const n of names) {
+      if (opts.image && n.startsWith('system.posix_acl_')) continue;
+      const a = act.xattrs.get(n);
+      const r = ref.xattrs.get(n);
+      if (a !== r) add(`${p}: xattr ${n} ${a === undefined ? 'missing' : r === undefined ? 'unexpected' : `${a}, expected ${r}`}`);
+    }
+    if (!opts.image && act.acl !== ref.acl) add(`${p}: ACL ${act.acl ?? '(none)'}, expected ${ref.acl ?? '(none)'}`);
+  }
+  return out;
+}
+
+/** Permission bits (rwx as 0–7) that an ACL grants the owning group: group:: ∧ mask. */
+function aclGroupLimit(acl: string): number | undefined {
+  const entries = acl.split(',');
+  const bits = (tag: string) => {
+    const e = entries.find((x) => x.startsWith(tag));
+    if (!e) return undefined;
+    const perm = e.slice(tag.length).slice(0, 3);
+    return (perm[0] === 'r' ? 4 : 0) | (perm[1] === 'w' ? 2 : 0) | (perm[2] === 'x' ? 1 : 0);
+  };
+  const g = bits('group::');
+  if (g === undefined) return undefined;
+  const m = bits('mask::');
+  return m === undefined ? g : g & m;
+}
+
+/** compareTrees(actualDir, referenceDir): diffTrees of two snapshots. */
+export async function compareTrees(actualDir: string, referenceDir: string, opts: SnapshotOptions & DiffOptions = {}): Promise<string[]> {
+  const [a, r] = [await snapshotTree(actualDir, opts), await snapshotTree(referenceDir, opts)];
+  return diffTrees(a, r, opts);
+}
+
+// ---------------------------------------------------------------------------------------
+// Correctness: images
+
+/**
+ * Mounts a SquashFS image read-only (loop device, needs root), runs fn on the mount point,
+ * and always unmounts.
+ */
+export async function withMountedImage<T>(image: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const mnt = await mkdtemp('/tmp/strata-bench-mnt-');
+  await run('mount', ['-t', 'squashfs', '-o', 'loop,ro', image, mnt]);
+  try {
+    return await fn(mnt);
+  } finally {
+    const r = await run('umount', [mnt], { allowFail: true });
+    if (r.code !== 0) await run('umount', ['-l', mnt], { allowFail: true });
+    await rm(mnt, { recursive: true, force: true });
+  }
+}
+
+/** Snapshot of an image's contents through a read-only kernel mount (see snapshotTree). */
+export function snapshotImage(image: string, opts: SnapshotOptions = {}): Promise<Map<string, TreeNode>> {
+  return withMountedImage(image, (d) => snapshotTree(d, opts));
+}
+
+/** sqfsdiff -a A -b B, ignoring lines about ignored paths; [] when equal. */
+export async function sqfsdiff(a: string, b: string, opts: SnapshotOptions & { noPermissions?: boolean } = {}): Promise<string[]> {
+  const args = ['--old', a, '--new', b];
+  if (opts.noPermissions) args.push('--no-permissions');
+  const r = await run('sqfsdiff', args, { allowFail: true });
+  if (r.code === 2) throw new BenchError(`sqfsdiff ${a} ${b}: ${r.stderr.trim()}`);
+  return r.stdout
+    .split('\n')
+    .filter((l) => l.trim() && !opts.ignore?.some((i) => l.includes(`/${i}`)));
+}
+
+/** Scratch directory helper: removes and recreates. */
+export async function freshDir(dir: string): Promise<string> {
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+  return dir;
+}
+
+export async function writeText(path: string, text: string): Promise<void> {
+  await writeFile(path, text);
+}
+
+export { existsSync };
