@@ -182,6 +182,14 @@ class Cursor {
     return { block: this.block, offset: this.offset };
   }
 
+  /** The next `n` bytes as a view when they are in the loaded block, else undefined (then use read). */
+  now(n: number): Buffer | undefined {
+    if (this.data === undefined || this.offset + n > this.data.length) return undefined;
+    const b = this.data.subarray(this.offset, this.offset + n);
+    this.offset += n;
+    return b;
+  }
+
   /** The next `n` bytes (a view when they lie in one block, else a copy). */
   async read(n: number): Promise<Buffer> {
     if (this.data === undefined) await this.load();
@@ -696,7 +704,7 @@ export class SquashfsImage {
     let prev: Buffer | undefined;
     while (remaining > 0) {
       if (remaining < 12) throw this.corrupt(`${where}: listing ends inside a header`);
-      const h = await c.read(12);
+      const h = c.now(12) ?? (await c.read(12));
       remaining -= 12;
       const count = h.readUInt32LE(0) + 1;
       const start = h.readUInt32LE(4);
@@ -707,11 +715,12 @@ export class SquashfsImage {
       }
       for (let i = 0; i < count; i++) {
         if (remaining < 9) throw this.corrupt(`${where}: listing ends inside an entry`);
-        const e = await c.read(8);
+        const e = c.now(8) ?? (await c.read(8));
         const nameLen = e.readUInt16LE(6) + 1;
         remaining -= 8;
         if (nameLen > MAX_NAME || nameLen > remaining) throw this.corrupt(`${where}: entry name of ${nameLen} bytes`);
-        const nameBytes = Buffer.from(await c.read(nameLen));
+        // Views into cached blocks are never written to, so keeping them is safe.
+        const nameBytes = c.now(nameLen) ?? (await c.read(nameLen));
         remaining -= nameLen;
         const offset = e.readUInt16LE(0);
         const number = base + e.readInt16LE(2);
