@@ -43,8 +43,9 @@ export interface TarHeader {
   uid: number;
   gid: number;
   /**
-   * Bytes of body that follow. Regular files (and hard links carrying data, allowed by pax);
-   * 0 for directories, symlinks, devices and fifos whatever the header's size field says.
+   * Bytes of body that follow. Regular files, and hard links carrying data in pax archives;
+   * 0 for directories, symlinks, devices, fifos and non-pax hard links whatever the
+   * header's size field says.
    */
   size: number;
   /** Whole seconds since the epoch: floor of pax `mtime` (may be negative), else the field. */
@@ -357,6 +358,9 @@ export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerato
   let longLink: Buffer | null = null;
   let first = true;
   let finished = false;
+  /** Offset of an 'x'/'L'/'K' header still waiting for its entry, else -1. */
+  let pendingAt = -1;
+  let sawPax = false;
 
   const readMeta = async (size: number, max: number, what: string, where: string): Promise<Buffer> => {
     if (size > max) throw corrupt(`${what} ${where} is ${size} bytes, larger than strata accepts (${max})`);
@@ -382,6 +386,9 @@ export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerato
         throw truncated(`archive ends inside the header at byte ${off}`);
       }
       if (isZeroBlock(blk)) {
+        if (pendingAt >= 0) {
+          throw corrupt(`the extended header at byte ${pendingAt} is followed by the end of the archive, not by an entry`);
+        }
         // A leading zero block is an empty archive (`tar -cf x.tar -T /dev/null`).
         finished = true;
         await input.drain();
@@ -401,12 +408,15 @@ export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerato
       const rawSize = parseNumber(blk, 124, 12, 'size', where);
 
       if (flag === 'x' || flag === 'g') {
+        sawPax = true;
+        if (flag === 'x' && pendingAt < 0) pendingAt = off;
         const data = await readMeta(rawSize, MAX_PAX_SIZE, 'pax header', where);
         if (flag === 'g') parsePax(data, globalPax, where, true);
         else parsePax(data, (localPax ??= new Map()), where, false);
         continue;
       }
       if (flag === 'L' || flag === 'K') {
+        if (pendingAt < 0) pendingAt = off;
         const data = await readMeta(rawSize, MAX_LONGNAME_SIZE, 'GNU long name', where);
         if (flag === 'L') longName = Buffer.from(cstring(data));
         else longLink = Buffer.from(cstring(data));
@@ -443,6 +453,7 @@ export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerato
       localPax = null;
       longName = null;
       longLink = null;
+      pendingAt = -1;
 
       let isSparse = flag === 'S';
       for (const k of pax.keys()) if (k.startsWith('GNU.sparse.')) isSparse = true;
@@ -516,8 +527,9 @@ export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerato
       // Raw SCHILY values win over base64 ones for the same name.
       for (const [k, v] of pax) if (k.startsWith('SCHILY.xattr.')) xattrs.set(k.slice(13), v);
 
-      // Only files (and pax hard links with data) carry a body.
-      const dataSize = type === 'file' || type === 'hardlink' ? size : 0;
+      // Only files carry a body, and hard links in pax archives ("hard link with data");
+      // older writers (Solaris tar, star) put the target's size on a link and no data.
+      const dataSize = type === 'file' || (type === 'hardlink' && sawPax) ? size : 0;
       const header: TarHeader = {
         path, type, mode, uid, gid, size: dataSize, mtime, linkname, devmajor, devminor,
         uname, gname, xattrs, pax, offset: off, dataOffset: input.offset,

@@ -163,6 +163,22 @@ tr('malformed pax records', async () => {
   assert.match((await rejection(read(num), ERR.TAR_CORRUPT)).message, /^malformed pax uid value "12a" "m" at byte 1024$/);
 });
 
+tr('an extended header with no entry after it; hard-link size fields without data', async ({ raw }) => {
+  const long = encodeHeader({ path: 'q'.repeat(150), type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, size: 0 });
+  const orphan = Buffer.concat([long.subarray(0, 1024), END_OF_ARCHIVE]);
+  assert.is(
+    (await rejection(read(orphan), ERR.TAR_CORRUPT)).message,
+    'the extended header at byte 0 is followed by the end of the archive, not by an entry',
+  );
+  // ustar hard link whose size field holds the target's size (Solaris tar, star): no body follows.
+  const link = Buffer.from(encodeHeader({ path: 't/c', type: 'hardlink', mode: 0o644, uid: 0, gid: 0, mtime: 0, size: 1000, linkname: 't/a' }));
+  const b = Buffer.concat([raw.subarray(0, 2048), link, raw.subarray(2048)]);
+  const e = await read(b);
+  assert.equal(e.map((x) => [x.header.path, x.header.type, x.header.size, x.data.length]), [
+    ['t/', 'dir', 0, 0], ['t/a', 'file', 1000, 1000], ['t/c', 'hardlink', 0, 0], ['t/b', 'file', 3000, 3000],
+  ]);
+});
+
 tr.run();
 
 const dz = suite<Ctx>('decompress: refusals');
