@@ -16,6 +16,7 @@ import {
   NAME101, NAME255, type Fixture, type ReadEntry,
 } from './tar-fixtures.js';
 import { readTar } from '../store/tar-reader.js';
+import { encodeHeader, END_OF_ARCHIVE } from '../store/tar-writer.js';
 import { openArchive, decompressStream } from '../store/decompress.js';
 import { ERR } from '../store/errors.js';
 
@@ -316,3 +317,55 @@ streaming('an error names the entry and is one line', async ({ raw }) => {
 });
 
 streaming.run();
+
+/** Recomputes a header's checksum, summing bytes as signed chars when `signed`. */
+function checksum(b: Buffer, off: number, signed: boolean): void {
+  b.fill(0x20, off + 148, off + 156);
+  let sum = 0;
+  for (let i = off; i < off + 512; i++) sum += signed && b[i]! >= 0x80 ? b[i]! - 256 : b[i]!;
+  b.write(sum.toString(8).padStart(6, '0') + '\0 ', off + 148, 'latin1');
+}
+
+const variants = suite('tar-reader: header variants');
+
+variants('signed checksums (old writers) and unsigned ones are both accepted', async () => {
+  const h = Buffer.concat([encodeHeader({ path: 'ünï', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 1, size: 0 }), END_OF_ARCHIVE]);
+  for (const signed of [false, true]) {
+    const b = Buffer.from(h);
+    checksum(b, 0, signed);
+    assert.is((await readAll(bytes(b)))[0]!.header.path, 'ünï');
+  }
+  const b = Buffer.from(h);
+  checksum(b, 0, true);
+  assert.not.equal(b.subarray(148, 156), h.subarray(148, 156), 'the signed sum differs for this name');
+});
+
+variants("pre-POSIX (v7) headers: no magic, type NUL, directory by trailing '/'", async () => {
+  const mk = (path: string) => {
+    const b = Buffer.from(encodeHeader({ path, type: 'file', mode: 0o755, uid: 5, gid: 6, mtime: 7, size: 0 }));
+    b.fill(0, 156, 157);
+    b.fill(0, 257, 512);
+    checksum(b, 0, false);
+    return b;
+  };
+  const e = await readAll(bytes(Buffer.concat([mk('v7/'), mk('v7/f'), END_OF_ARCHIVE])));
+  assert.equal(e.map((x) => [x.header.path, x.header.type, x.header.mode, x.header.uid, x.header.gid, x.header.mtime]), [
+    ['v7/', 'dir', 0o755, 5, 6, 7],
+    ['v7/f', 'file', 0o755, 5, 6, 7],
+  ]);
+});
+
+variants("global 'g' records apply to later entries, 'x' ones override them for one entry", async () => {
+  const g = Buffer.from(encodeHeader({ path: 'g', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, size: 0, pax: [['uname', Buffer.from('alice')], ['SCHILY.xattr.user.g', Buffer.from('G')]] }));
+  g[156] = 0x67; // 'g'
+  checksum(g, 0, false);
+  const pg = g.subarray(0, 1024); // the pax block and its records, now global
+  const a = encodeHeader({ path: 'a', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, size: 0 });
+  const b = encodeHeader({ path: 'b', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, size: 0, pax: [['SCHILY.xattr.user.g', Buffer.from('local')]] });
+  const e = await readAll(bytes(Buffer.concat([pg, a, b, a, END_OF_ARCHIVE])));
+  assert.equal(e.map((x) => [x.header.path, x.header.uname, x.header.xattrs.get('user.g')?.toString()]), [
+    ['a', 'alice', 'G'], ['b', 'alice', 'local'], ['a', 'alice', 'G'],
+  ]);
+});
+
+variants.run();
