@@ -32,21 +32,19 @@ interface BlockTask {
 
 export interface BlockResult {
   kind: 'sparse' | 'raw' | 'compressed';
+  /** Bytes to write: the raw block itself for 'raw', empty for 'sparse'. */
   data: Uint8Array;
   cache: 'hit' | 'miss' | 'none';
+  /** The submitted block, handed back so the caller can reuse its memory. */
+  raw?: Uint8Array;
 }
 
 type WorkerReply = { id: number; ok: true; result: BlockResult } | { id: number; ok: false; message: string };
 
+let zeros = new Uint8Array(0);
 function isAllZero(b: Uint8Array): boolean {
-  // Compare 8 bytes at a time where alignment allows; blocks are freshly allocated buffers.
-  const n8 = b.byteOffset % 8 === 0 ? b.length >>> 3 : 0;
-  if (n8) {
-    const w = new BigUint64Array(b.buffer, b.byteOffset, n8);
-    for (let i = 0; i < n8; i++) if (w[i] !== 0n) return false;
-  }
-  for (let i = n8 << 3; i < b.length; i++) if (b[i] !== 0) return false;
-  return true;
+  if (zeros.length < b.length) zeros = new Uint8Array(b.length);
+  return Buffer.from(b.buffer, b.byteOffset, b.length).equals(zeros.subarray(0, b.length));
 }
 
 /** Compresses one block, consulting the cache. Pure function of (config, raw, allowSparse). */
@@ -165,6 +163,12 @@ if (!isMainThread && (workerData as { strataSquashfsWorker?: boolean } | null)?.
     } catch (e) {
       reply = { id: t.id, ok: false, message: e instanceof Error ? e.message : String(e) };
     }
-    parentPort!.postMessage(reply, reply.ok ? transferable(reply.result.data) : []);
+    const back: ArrayBuffer[] = [];
+    if (reply.ok) {
+      reply.result.raw = t.raw;
+      back.push(...transferable(t.raw));
+      if (reply.result.data.buffer !== t.raw.buffer) back.push(...transferable(reply.result.data));
+    }
+    parentPort!.postMessage(reply, back);
   });
 }

@@ -15,6 +15,7 @@ import {
   DATA_UNCOMPRESSED,
   DEFAULT_BLOCK_SIZE,
   DIR_HEADER_MAX,
+  DIR_ENTRY_SIZE,
   DIR_HEADER_SIZE,
   DIR_SIZE_BIAS,
   FLAG,
@@ -138,6 +139,11 @@ class MetaWriter {
     this.used = 0;
   }
 
+  /** Relative on-disk start of block number `i` (flushed, or the open one). */
+  blockStart(i: number): number {
+    return i < this.starts.length ? this.starts[i]! : this.disk;
+  }
+
   /** Flushes the open block and returns the table's bytes. */
   end(): Buffer {
     if (this.used > 0) this.flush();
@@ -191,6 +197,8 @@ export class SquashfsWriter {
   private fragUsed = 0;
   private readonly frags: { start: number; word: number }[] = [];
   private fragCount = 0;
+  /** Block buffers handed back by the workers, reused so memory stays flat on huge files. */
+  private readonly spare: Buffer[] = [];
 
   private constructor(
     private readonly outPath: string,
@@ -297,7 +305,7 @@ export class SquashfsWriter {
       this.group = group;
     }
     const bs = this.blockSize;
-    let block = Buffer.alloc(bs);
+    let block = this.takeBlock();
     let fill = 0;
     let total = 0;
     let index = 0;
@@ -317,7 +325,7 @@ export class SquashfsWriter {
             fd.sizes[i] = word;
             if (word === 0) fd.sparse += bs;
           });
-          block = Buffer.alloc(bs);
+          block = this.takeBlock();
           fill = 0;
         }
       }
@@ -329,6 +337,17 @@ export class SquashfsWriter {
       fd.fragOffset = this.fragUsed;
       this.frag.set(block.subarray(0, fill), this.fragUsed);
       this.fragUsed += fill;
+    }
+    this.spare.push(block);
+  }
+
+  private takeBlock(): Buffer {
+    return this.spare.pop() ?? Buffer.alloc(this.blockSize);
+  }
+
+  private recycle(raw: Uint8Array | undefined): void {
+    if (raw && raw.byteLength === this.blockSize && this.spare.length < this.maxInFlight) {
+      this.spare.push(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength));
     }
   }
 
@@ -356,12 +375,14 @@ export class SquashfsWriter {
     else if (r.cache === 'miss') this.misses++;
     if (r.kind === 'sparse') {
       h.done(this.pos, 0);
+      this.recycle(r.raw);
       return;
     }
     const len = r.data.length;
     await this.fh.write(r.data, 0, len, this.pos);
     h.done(this.pos, r.kind === 'raw' ? (len | DATA_UNCOMPRESSED) >>> 0 : len);
     this.pos += len;
+    this.recycle(r.raw);
   }
 
   /**
@@ -561,7 +582,7 @@ export class SquashfsWriter {
           const f = n.file!;
           const words = Buffer.alloc(4 * f.sizes.length);
           f.sizes.forEach((w, i) => words.writeUInt32LE(w, 4 * i));
-          if (ext || n.nlink > 1 || f.sparse > 0 || f.size > 0xffffffff || f.blocksStart > 0xffffffff) {
+          if (ext || n.nlink > 1 || f.size > 0xffffffff || f.blocksStart > 0xffffffff) {
             const b = Buffer.alloc(40);
             b.writeBigUInt64LE(BigInt(f.blocksStart), 0);
             b.writeBigUInt64LE(BigInt(f.size), 8);
@@ -621,39 +642,38 @@ export class SquashfsWriter {
         }
       }
       // Group entries into runs (see format.ts): ≤256 entries, one inode block, ±32767
-      // from the run's reference number, and a new run whenever an entry would start in a
-      // directory metadata block after the one holding its run's header.
+      // from the run's reference number. Index: measured from the last indexed header (the
+      // listing start at first), a run may not grow past 8 KiB of listing; a run started
+      // more than 8 KiB after it gets an index entry. The same choices as mksquashfs, so
+      // basic/extended directory inodes match its images (sqfsdiff compares inode types).
       const startBlock = dirs.block;
       const startOffset = dirs.offset;
-      type Run = { at: number; base: number; block: number; entries: Node[] };
+      const startBlockNo = dirs.starts.length;
+      type Run = { at: number; base: number; block: number; entries: Node[]; indexed: boolean };
       const runs: Run[] = [];
       let cur: Run | undefined;
       let size = 0;
+      let lastIndexed = 0;
       for (const c of d.children!) {
         const o = owner(c);
-        const mblock = (x: number) => Math.floor((startOffset + x) / METADATA_SIZE);
+        const n = c.name.length;
         if (
           !cur ||
           cur.entries.length === DIR_HEADER_MAX ||
           cur.block !== o.refBlock ||
           Math.abs(o.ino - cur.base) > 32767 ||
-          mblock(size) !== mblock(cur.at)
+          size + n - lastIndexed > METADATA_SIZE
         ) {
-          cur = { at: size, base: o.ino, block: o.refBlock, entries: [] };
+          const indexed = cur !== undefined && size + DIR_ENTRY_SIZE + n - lastIndexed > METADATA_SIZE;
+          if (indexed) lastIndexed = size;
+          cur = { at: size, base: o.ino, block: o.refBlock, entries: [], indexed };
           runs.push(cur);
           size += DIR_HEADER_SIZE;
         }
         cur.entries.push(c);
-        size += 8 + c.name.length;
+        size += DIR_ENTRY_SIZE + n;
       }
-      const index: Buffer[] = [];
-      let lastIndexBlock = startBlock;
       for (const r of runs) {
-        if (dirs.block !== lastIndexBlock) {
-          const first = r.entries[0]!.name;
-          index.push(u32(r.at), u32(dirs.block), u32(first.length - 1), first);
-          lastIndexBlock = dirs.block;
-        }
         dirs.write(u32(r.entries.length - 1));
         dirs.write(u32(r.block));
         dirs.write(u32(r.base));
@@ -668,10 +688,21 @@ export class SquashfsWriter {
           dirs.write(c.name);
         }
       }
+      const index: Buffer[] = [];
+      for (const r of runs) {
+        if (!r.indexed) continue;
+        const first = r.entries[0]!.name;
+        const block = dirs.blockStart(startBlockNo + Math.floor((startOffset + r.at) / METADATA_SIZE));
+        index.push(u32(r.at), u32(block), u32(first.length - 1), first);
+      }
       const fileSize = size + DIR_SIZE_BIAS;
       const xi = xattrIndex(d.entry);
       const indexCount = index.length / 4;
-      if (xi !== INVALID_XATTR || fileSize > 0xffff || indexCount > 0) {
+      // Extended when it must be (xattrs, index, size > u16) and, as mksquashfs decides,
+      // for any directory of more than 256 entries or ≥ 8 KiB of entries without headers.
+      const entryBytes = d.children!.reduce((t, c) => t + DIR_ENTRY_SIZE + c.name.length, 0);
+      const large = d.children!.length > DIR_HEADER_MAX || entryBytes >= METADATA_SIZE;
+      if (xi !== INVALID_XATTR || fileSize > 0xffff || indexCount > 0 || large) {
         const b = Buffer.alloc(24);
         b.writeUInt32LE(d.nlink, 0);
         b.writeUInt32LE(fileSize, 4);

@@ -1,0 +1,369 @@
+/**
+ * compose/squashfs/writer.ts against the reference tools: an awkward tree is written once by
+ * strata's writer (streamed from memory, non-file entries added in reverse order) and once
+ * materialized on a tmpfs (which holds 60 KB xattrs, unlike ext4 without ea_inode) and packed
+ * by mksquashfs. Checked with unsquashfs -lln (listing), sqfsdiff (contents + metadata),
+ * unsquashfs -d extraction and a kernel mount, both compared with the materialized tree by
+ * test/helpers/tree.ts (lstat, sha256, getfattr, hard-link groups). Needs root.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import {
+  chmodSync, existsSync, lchownSync, linkSync, lutimesSync, mkdirSync, openSync, readSync, closeSync,
+  readdirSync, statSync, symlinkSync, writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { isStrataError } from '../store/errors.js';
+import { comparePaths, type LayerEntry } from '../store/types.js';
+import { SquashfsWriter, type SquashOptions } from '../compose/squashfs/writer.js';
+import { diffTrees } from './helpers/tree.js';
+import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+
+interface Item {
+  entry: LayerEntry;
+  data?: Buffer;
+}
+
+const BS = 4096;
+const T0 = 1_700_000_000;
+
+/** Deterministic bytes: xorshift32 stream, incompressible. */
+function noise(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  let x = seed | 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
+
+function dir(path: string, extra: Partial<LayerEntry> = {}): Item {
+  return { entry: { path, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: T0, size: 0, ...extra } };
+}
+function file(path: string, data: Buffer, extra: Partial<LayerEntry> = {}): Item {
+  return { entry: { path, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: T0 + 1, size: data.length, ...extra }, data };
+}
+function other(path: string, type: LayerEntry['type'], extra: Partial<LayerEntry> = {}): Item {
+  return { entry: { path, type, mode: type === 'symlink' ? 0o777 : 0o640, uid: 0, gid: 0, mtime: T0 + 2, size: 0, ...extra } };
+}
+
+const BIG_VALUE = noise(60_000, 99);
+const CAP = Buffer.from('0100000200200000000000000000000000000000', 'hex'); // cap_net_raw+ep, v2
+
+/** The awkward corpus (block size 4096). */
+function corpus(): Item[] {
+  const items: Item[] = [dir('.', { mode: 0o755, mtime: T0 - 5 })];
+  items.push(dir('sizes'));
+  const sizes: Record<string, number> = { empty: 0, one: 1, 'bs-1': BS - 1, bs: BS, 'bs+1': BS + 1, '3bs': 3 * BS, '3bs+7': 3 * BS + 7 };
+  let seed = 1;
+  for (const [name, n] of Object.entries(sizes)) items.push(file(`sizes/${name}`, noise(n, seed++)));
+  items.push(file('sizes/text', Buffer.from('compressible line of text\n'.repeat(700))));
+
+  items.push(dir('holes'));
+  const z = Buffer.alloc(BS);
+  items.push(file('holes/sparse', Buffer.concat([noise(BS, 11), z, noise(BS, 12), z, z, noise(100, 13)])));
+  items.push(file('holes/allzero', Buffer.alloc(3 * BS + 10)));
+
+  items.push(dir('names'));
+  for (const n of ['n'.repeat(255), 'a', 'B', 'a.b', 'a-b', 'é', 'Z', 'a b', '~']) items.push(file(`names/${n}`, Buffer.from(n)));
+
+  items.push(dir('big', { mode: 0o750, uid: 7, gid: 8 }));
+  for (let i = 0; i < 10_000; i++) {
+    const name = `big/f${String(i).padStart(5, '0')}`;
+    items.push(file(name, i % 3 === 0 ? Buffer.alloc(0) : Buffer.from(`content ${i}\n`), { mode: 0o600 + (i % 8) }));
+  }
+
+  items.push(dir('deep'));
+  let p = 'deep';
+  for (let i = 1; i <= 40; i++) {
+    p += `/d${i}`;
+    items.push(dir(p, { mtime: T0 + i }));
+  }
+  items.push(file(`${p}/bottom`, Buffer.from('bottom\n')));
+
+  items.push(dir('links'), dir('links/sub'));
+  items.push(file('links/a', noise(5000, 21), { uid: 1234, gid: 4321, mode: 0o640 }));
+  items.push(other('links/b', 'hardlink', { linkname: 'links/a' }));
+  items.push(other('links/sub/c', 'hardlink', { linkname: 'links/a' }));
+  items.push(file('links/x', Buffer.from('x\n')));
+  items.push(other(`${p}/y`, 'hardlink', { linkname: 'links/x' }));
+
+  items.push(dir('ids'));
+  for (let i = 0; i < 300; i++) {
+    items.push(file(`ids/f${String(i).padStart(3, '0')}`, Buffer.alloc(0), { uid: 10_000 + i, gid: 20_000 + i }));
+  }
+
+  items.push(dir('x', { xattrs: new Map([['user.dir', Buffer.from('on a dir')]]) }));
+  items.push(file('x/big', Buffer.from('big user xattr\n'), { xattrs: new Map([['user.big', BIG_VALUE]]) }));
+  items.push(file('x/big2', Buffer.from('same value, trusted\n'), {
+    xattrs: new Map([['trusted.big', BIG_VALUE], ['user.small', Buffer.from([0, 0xff])]]),
+  }));
+  items.push(file('x/cap', Buffer.from('#!/bin/sh\n'), {
+    mode: 0o755,
+    xattrs: new Map([['security.capability', CAP], ['system.posix_acl_access', Buffer.from('ignored')]]),
+  }));
+  items.push(file('x/same-set', Buffer.from('same set as big\n'), { xattrs: new Map([['user.big', BIG_VALUE]]) }));
+  items.push(other('x/sl', 'symlink', { linkname: 'cap', xattrs: new Map([['trusted.sym', Buffer.from('1')]]) }));
+  items.push(other('x/dev', 'char', { devmajor: 1, devminor: 3, xattrs: new Map([['trusted.dev', Buffer.from('d')]]) }));
+  items.push(other('x/fifo', 'fifo', { xattrs: new Map([['trusted.fifo', Buffer.alloc(0)]]) }));
+
+  items.push(dir('dev'));
+  items.push(other('dev/null', 'char', { devmajor: 1, devminor: 3, mode: 0o666 }));
+  items.push(other('dev/loop', 'block', { devmajor: 7, devminor: 0 }));
+  items.push(other('dev/bigminor', 'char', { devmajor: 4000, devminor: 300_000 }));
+  items.push(other('dev/fifo', 'fifo', { uid: 5, gid: 6 }));
+
+  items.push(dir('modes'));
+  items.push(file('modes/setuid', Buffer.from('u'), { mode: 0o4755 }));
+  items.push(file('modes/none', Buffer.from('n'), { mode: 0 }));
+  items.push(dir('modes/setgid', { mode: 0o2775 }));
+  items.push(dir('modes/sticky', { mode: 0o1777 }));
+
+  items.push(dir('sym'));
+  items.push(other('sym/rel', 'symlink', { linkname: '../sizes/one' }));
+  items.push(other('sym/dangling', 'symlink', { linkname: 'no/where' }));
+  items.push(other('sym/long', 'symlink', { linkname: 'l'.repeat(1000) }));
+  return items;
+}
+
+/** Writes the items as a real tree under `root` (exists, empty). Root only. */
+function materialize(items: Item[], root: string): void {
+  const sorted = [...items].sort((a, b) => comparePaths(a.entry.path, b.entry.path));
+  const abs = (p: string) => (p === '.' ? root : join(root, p));
+  const xattrDump: string[] = [];
+  for (const { entry: e, data } of sorted) {
+    const a = abs(e.path);
+    switch (e.type) {
+      case 'dir':
+        if (e.path !== '.') mkdirSync(a);
+        break;
+      case 'file':
+        writeFileSync(a, data!);
+        break;
+      case 'symlink':
+        symlinkSync(e.linkname!, a);
+        break;
+      case 'hardlink':
+        break; // after every target exists
+      case 'char':
+      case 'block':
+        mustRun('mknod', [a, e.type === 'char' ? 'c' : 'b', String(e.devmajor), String(e.devminor)]);
+        break;
+      case 'fifo':
+        mustRun('mknod', [a, 'p']);
+        break;
+    }
+    if (e.type === 'hardlink') continue;
+    lchownSync(a, e.uid, e.gid);
+    if (e.type !== 'symlink') chmodSync(a, e.mode);
+    const xs = [...(e.xattrs ?? [])].filter(([n]) => !n.startsWith('system.'));
+    if (xs.length) {
+      xattrDump.push(`# file: ${e.path}`);
+      for (const [n, v] of xs) xattrDump.push(v.length ? `${n}=0x${v.toString('hex')}` : `${n}=""`);
+      xattrDump.push('');
+    }
+  }
+  for (const { entry: e } of sorted) if (e.type === 'hardlink') linkSync(abs(e.linkname!), abs(e.path));
+  if (xattrDump.length) {
+    writeFileSync(join(root, '..', 'xattrs.dump'), xattrDump.join('\n') + '\n');
+    mustRun('setfattr', ['-h', `--restore=${join(root, '..', 'xattrs.dump')}`], { cwd: root });
+  }
+  for (const { entry: e } of sorted.reverse()) {
+    if (e.type !== 'hardlink') lutimesSync(abs(e.path), e.mtime, e.mtime);
+  }
+}
+
+async function* chunks(b: Buffer, size = 1500): AsyncIterable<Uint8Array> {
+  for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size);
+}
+
+/** Files in path order (grouped by top-level directory), other entries in reverse order. */
+async function squash(items: Item[], out: string, opts: SquashOptions): Promise<Awaited<ReturnType<SquashfsWriter['finish']>>> {
+  const w = await SquashfsWriter.create(out, opts);
+  const sorted = [...items].sort((a, b) => comparePaths(a.entry.path, b.entry.path));
+  for (const it of [...sorted].reverse()) if (it.entry.type !== 'file') w.addEntry(it.entry);
+  for (const it of sorted) if (it.entry.type === 'file') await w.addFile(it.entry, chunks(it.data!), it.entry.path.split('/')[0]!);
+  return w.finish();
+}
+
+/** unsquashfs -lln without directory sizes (listing layouts legitimately differ). */
+function listing(image: string): string[] {
+  const out = mustRun('unsquashfs', ['-lln', '-d', 'R', image]).stdout.toString('utf8');
+  return out.split('\n').filter((l) => l.includes(' R')).map((l) => (l.startsWith('d') ? l.replace(/^(\S+ \S+)\s+\d+/, '$1 -') : l));
+}
+
+function mountImage(image: string, at: string): void {
+  mkdirSync(at, { recursive: true });
+  mustRun('mount', ['-t', 'squashfs', '-o', 'loop,ro', image, at]);
+}
+
+const Writer = suite('squashfs writer vs reference tools');
+let tmp = '';
+
+Writer.before.each(() => {
+  tmp = tempDir('strata-sqw-');
+  mustRun('mount', ['-t', 'tmpfs', '-o', 'size=1g', 'tmpfs', tmp]);
+});
+
+Writer.after.each(() => {
+  for (const m of ['mnt', 'mnt2']) if (existsSync(join(tmp, m))) run('umount', [join(tmp, m)]);
+  run('umount', [tmp]);
+  removeDir(tmp);
+});
+
+Writer('awkward corpus: listing, sqfsdiff, extraction and kernel mount match the tree', async () => {
+  const items = corpus();
+  const tree = join(tmp, 'tree');
+  mkdirSync(tree);
+  materialize(items, tree);
+
+  const ours = join(tmp, 'ours.sqfs');
+  const r = await squash(items, ours, { compressor: 'gzip', blockSize: BS, workers: 2 });
+  const fileNodes = items.filter((i) => i.entry.type !== 'hardlink').length;
+  assert.is(r.inodes, fileNodes, 'one inode per non-hardlink entry');
+  assert.is(r.bytes % 4096, 0);
+  assert.is(statSync(ours).size, r.bytes);
+  assert.is(r.cacheHits + r.cacheMisses, 0, 'no cache configured');
+
+  const theirs = join(tmp, 'theirs.sqfs');
+  mustRun('mksquashfs', [tree, theirs, '-noappend', '-no-progress', '-quiet', '-b', String(BS), '-comp', 'gzip']);
+
+  const a = listing(ours);
+  const b = listing(theirs);
+  assert.is(a.length, items.length);
+  assert.equal(a, b, 'unsquashfs -lln listings');
+  // (unsquashfs 4.5 prints minors > 255 oddly; the kernel mount below checks 4000:300000.)
+
+  const diff = run('sqfsdiff', ['-T', '-a', ours, '-b', theirs]);
+  assert.is(diff.code, 0, `sqfsdiff:\n${diff.stdout.toString()}${diff.stderr}`);
+
+  const ex = join(tmp, 'ex');
+  const u = run('unsquashfs', ['-no-progress', '-d', ex, ours]);
+  assert.is(u.code, 0, u.stderr);
+  assert.equal(diffTrees(tree, ex), [], 'unsquashfs -d extraction');
+
+  const mnt = join(tmp, 'mnt');
+  mountImage(ours, mnt);
+  assert.equal(diffTrees(tree, mnt), [], 'kernel mount');
+  // Lookups through the directory index of the 10 000-entry directory.
+  for (const n of ['f00000', 'f00001', 'f04567', 'f09998', 'f09999']) assert.ok(existsSync(join(mnt, 'big', n)), n);
+  for (const n of ['f', 'f0', 'f10000', 'f04567x', 'e', 'g']) assert.not.ok(existsSync(join(mnt, 'big', n)), n);
+  assert.is(readdirSync(join(mnt, 'big')).length, 10_000);
+  assert.is(statSync(mnt).nlink, 2 + items.filter((i) => i.entry.type === 'dir' && !i.entry.path.includes('/') && i.entry.path !== '.').length);
+  assert.is(statSync(join(mnt, 'deep/d1')).nlink, 3);
+  assert.is(statSync(join(mnt, 'modes')).nlink, 4);
+  // Block lists as squashfs-tools-ng reads them: holes are size 0, noise is stored raw.
+  const stat = (p: string) => mustRun('rdsquashfs', ['-s', `/${p}`, ours]).stdout.toString();
+  const sparse = stat('holes/sparse');
+  assert.match(sparse, /Block #0 size: 4096 \(uncompressed\)\n\s+Block #1 size: 0 \(compressed\)\n\s+Block #2 size: 4096 \(uncompressed\)\n\s+Block #3 size: 0 \(compressed\)\n\s+Block #4 size: 0 \(compressed\)/);
+  assert.match(stat('holes/allzero'), /Block #0 size: 0 \(compressed\)\n\s+Block #1 size: 0 \(compressed\)\n\s+Block #2 size: 0 \(compressed\)/);
+  assert.match(stat('sizes/text'), /Block #0 size: \d{2,3} \(compressed\)/);
+  assert.match(stat('sizes/bs'), /Fragment index: 0xFFFFFFFF/);
+  assert.match(stat('big'), /Inode type: extended directory/);
+  assert.is(statSync(join(mnt, 'links/a')).ino, statSync(join(mnt, 'links/sub/c')).ino);
+  assert.is(statSync(join(mnt, 'links/a')).nlink, 3);
+});
+
+Writer('a file larger than 4 GiB (holes, tail past 2^32) streams in bounded memory', async () => {
+  const size = 2 ** 32 + 3 * 65536 + 123;
+  const tailData = noise(2 * 65536 + 123, 5);
+  const zero = Buffer.alloc(1 << 20);
+  async function* content(): AsyncIterable<Uint8Array> {
+    const zeros = size - tailData.length;
+    for (let done = 0; done < zeros; ) {
+      const n = Math.min(zero.length, zeros - done);
+      yield zero.subarray(0, n);
+      done += n;
+    }
+    yield tailData;
+  }
+  const rss0 = process.memoryUsage().rss;
+  let peak = rss0;
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
+  const img = join(tmp, 'large.sqfs');
+  const w = await SquashfsWriter.create(img, { compressor: 'zstd', level: 3, blockSize: 65536, workers: 2 });
+  w.addEntry(dir('.').entry);
+  await w.addFile({ path: 'huge', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: T0, size }, content(), 'g');
+  const r = await w.finish();
+  clearInterval(timer);
+  assert.ok(peak - rss0 < 96 * 2 ** 20, `RSS grew by ${Math.round((peak - rss0) / 2 ** 20)} MiB while streaming 4 GiB`);
+  assert.ok(r.bytes < 1 << 20, 'holes take no space');
+  const l = mustRun('unsquashfs', ['-lln', img]).stdout.toString();
+  assert.match(l, new RegExp(`-rw-r--r-- 0/0\\s+${size} `));
+  const mnt = join(tmp, 'mnt');
+  mountImage(img, mnt);
+  assert.is(statSync(join(mnt, 'huge')).size, size);
+  const fd = openSync(join(mnt, 'huge'), 'r');
+  try {
+    const got = Buffer.alloc(tailData.length);
+    assert.is(readSync(fd, got, 0, got.length, size - tailData.length), tailData.length);
+    assert.ok(got.equals(tailData), 'bytes past 4 GiB');
+    const mid = Buffer.alloc(4096, 1);
+    readSync(fd, mid, 0, mid.length, 2 ** 31 + 12345);
+    assert.ok(mid.equals(Buffer.alloc(4096)), 'a hole reads as zeros');
+  } finally {
+    closeSync(fd);
+  }
+});
+
+Writer('missing root gets 0755 root:root mtime 0; zstd image mounts', async () => {
+  const img = join(tmp, 'z.sqfs');
+  const w = await SquashfsWriter.create(img, { compressor: 'zstd', workers: 1, mkfsTime: 1234 });
+  w.addEntry(dir('d', { uid: 3, gid: 4 }).entry);
+  await w.addFile(file('d/f', Buffer.from('zstd data\n'.repeat(1000))).entry, chunks(Buffer.from('zstd data\n'.repeat(1000))), 'l1');
+  await w.finish();
+  const s = mustRun('unsquashfs', ['-s', img]).stdout.toString();
+  assert.match(s, /Compression zstd/);
+  const lines = mustRun('unsquashfs', ['-lln', img]).stdout.toString();
+  assert.match(lines, /drwxr-xr-x 0\/0\s+\d+ 1970-01-01 00:00 squashfs-root\n/);
+  const mnt = join(tmp, 'mnt');
+  mountImage(img, mnt);
+  const st = statSync(mnt);
+  assert.is(st.mode & 0o7777, 0o755);
+  assert.is(st.mtimeMs, 0);
+  assert.is(mustRun('cat', [join(mnt, 'd/f')]).stdout.toString(), 'zstd data\n'.repeat(1000));
+});
+
+Writer('usage errors: missing parent, bad options, wrong size, duplicate; abort removes output', async () => {
+  const expectUsage = async (fn: () => Promise<unknown>, what: string) => {
+    try {
+      await fn();
+    } catch (e) {
+      assert.ok(isStrataError(e, 'ERR_USAGE'), `${what}: ${String(e)}`);
+      return;
+    }
+    assert.unreachable(`${what}: no error`);
+  };
+  const out = join(tmp, 'e.sqfs');
+  await expectUsage(() => SquashfsWriter.create(out, { compressor: 'xz' }), 'xz');
+  await expectUsage(() => SquashfsWriter.create(out, { compressor: 'lz4' }), 'lz4');
+  await expectUsage(() => SquashfsWriter.create(out, { compressor: 'gzip', level: 10 }), 'gzip level 10');
+  await expectUsage(() => SquashfsWriter.create(out, { compressor: 'zstd', level: 0 }), 'zstd level 0');
+  await expectUsage(() => SquashfsWriter.create(out, { compressor: 'gzip', blockSize: 3000 }), 'block size');
+  await expectUsage(() => SquashfsWriter.create(out, { compressor: 'gzip', blockSize: 2 * 1048576 }), 'block size');
+
+  let w = await SquashfsWriter.create(out, { compressor: 'gzip', workers: 1 });
+  w.addEntry(dir('a/b').entry);
+  await expectUsage(() => w.finish(), 'missing parent');
+  assert.equal(readdirSync(tmp).filter((n) => n.startsWith('e.sqfs')), [], 'failed finish leaves nothing');
+
+  w = await SquashfsWriter.create(out, { compressor: 'gzip', workers: 1 });
+  await expectUsage(() => w.addFile(file('f', Buffer.alloc(10)).entry, chunks(Buffer.alloc(9)), 'g'), 'short content');
+  await w.abort();
+  w = await SquashfsWriter.create(out, { compressor: 'gzip', workers: 1 });
+  w.addEntry(dir('d').entry);
+  await expectUsage(async () => w.addEntry(dir('d').entry), 'duplicate');
+  w.addEntry(other('h', 'hardlink', { linkname: 'nope' }).entry);
+  await expectUsage(() => w.finish(), 'dangling hard link');
+
+  w = await SquashfsWriter.create(out, { compressor: 'gzip', workers: 2 });
+  await w.addFile(file('f', noise(100_000, 1)).entry, chunks(noise(100_000, 1)), 'g');
+  assert.ok(readdirSync(tmp).some((n) => n.startsWith('e.sqfs.tmp-')), 'partial output exists while writing');
+  await w.abort();
+  assert.equal(readdirSync(tmp).filter((n) => n.startsWith('e.sqfs')), [], 'abort removes the partial output');
+});
+
+Writer.run();
