@@ -10,7 +10,7 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BlobStore } from './blob-store.js';
-import { canonicalJson, cidFromHex, JSON_CODEC, parseCid, RAW_CODEC } from './cid.js';
+import { canonicalJson, cidFromHex, isCid, JSON_CODEC, parseCid, RAW_CODEC } from './cid.js';
 import { StrataError, ERR } from './errors.js';
 import { IndexView, LockOptions, withIndex } from './index-db.js';
 import { LayerBuilder } from './layer-builder.js';
@@ -227,7 +227,7 @@ export class Store {
 
   /** A module by exact fullName or record CID. */
   async get(ref: string): Promise<LoadedModule> {
-    if (isCidLike(ref)) {
+    if (isCid(ref)) {
       const record = await this.loadRecord(ref);
       return { fullName: fullNameOf(record), cid: ref, record };
     }
@@ -363,10 +363,6 @@ export class Store {
     }
     return { modules: chosen.length, problems };
   }
-}
-
-function isCidLike(ref: string): boolean {
-  return /^(baf|sha256:)/.test(ref) && !ref.includes('/');
 }
 
 /** Lmod-style pattern: a substring of the fullName, or a glob with * and ?. */

@@ -1,0 +1,133 @@
+/**
+ * strata.lock and the hash list. Schema: spec/lock.schema.json.
+ *
+ *   { "lockfileVersion": 1,
+ *     "modules": [ { "fullName", "record", "layer", "manifest" } … ]   in layer order, lowest first
+ *     "env": [ { "op", "var", "value" } … ] }                         the modules' env, in that order
+ *
+ * The lock's identity is CIDv1(json) of its canonical JSON; the file on disk is the same
+ * document pretty-printed. The hash list is the plain-text form: one record CID a line (a layer
+ * CID is accepted when it names exactly one record in the store); `#` starts a comment.
+ */
+import * as fsp from 'node:fs/promises';
+import { canonicalJson, isCid, parseCid, RAW_CODEC } from '../store/cid.js';
+import { StrataError, ERR } from '../store/errors.js';
+import type { EnvOp } from '../store/record.js';
+import type { LoadedModule, Store } from '../store/store.js';
+
+export interface LockModule {
+  fullName: string;
+  record: string;
+  layer: string;
+  manifest: string;
+}
+
+export interface Lock {
+  lockfileVersion: 1;
+  modules: LockModule[];
+  env: EnvOp[];
+}
+
+export function lockOf(mods: LoadedModule[]): Lock {
+  return {
+    lockfileVersion: 1,
+    modules: mods.map((m) => ({ fullName: m.fullName, record: m.cid, layer: m.record.layer, manifest: m.record.manifest })),
+    env: mods.flatMap((m) => m.record.env),
+  };
+}
+
+export function lockText(lock: Lock): string {
+  return `${JSON.stringify(JSON.parse(canonicalJson(lock).toString('utf8')), null, 2)}\n`;
+}
+
+export function hashListText(lock: Lock): string {
+  return `# strata hash list: module record CIDs, lowest layer first\n${lock.modules.map((m) => `${m.record}  # ${m.fullName}`).join('\n')}\n`;
+}
+
+export async function readLockFile(file: string): Promise<Lock> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch {
+    throw new StrataError(ERR.NOT_FOUND, `lock file ${file} does not exist`, { hint: 'run `strata compose lock` first' });
+  }
+  let v: Lock;
+  try {
+    v = JSON.parse(text) as Lock;
+  } catch {
+    throw new StrataError(ERR.SOURCE_INVALID, `${file} is not JSON`, { hint: 'give a strata.lock, or a hash list with --cids' });
+  }
+  if (v?.lockfileVersion !== 1 || !Array.isArray(v.modules)) {
+    throw new StrataError(ERR.SOURCE_INVALID, `${file} is not a strata lock (lockfileVersion 1)`);
+  }
+  for (const m of v.modules) {
+    if (typeof m.fullName !== 'string' || !isCid(m.record) || !isCid(m.layer) || !isCid(m.manifest)) {
+      throw new StrataError(ERR.SOURCE_INVALID, `${file}: a module entry lacks fullName, record, layer or manifest`);
+    }
+  }
+  return v;
+}
+
+/** Loads the lock's records from the store and checks they say what the lock says. */
+export async function modulesOfLock(store: Store, lock: Lock): Promise<LoadedModule[]> {
+  const out: LoadedModule[] = [];
+  for (const m of lock.modules) {
+    const mod = await store.get(m.record).catch((e: unknown) => {
+      if (e instanceof StrataError && (e.code === ERR.BLOB_MISSING || e.code === ERR.NOT_FOUND)) {
+        throw new StrataError(ERR.NOT_FOUND, `module ${m.fullName} (record ${m.record}) is not in this store`, {
+          hint: 'import or pull it, or configure a remote with `strata store remote add`',
+        });
+      }
+      throw e;
+    });
+    if (mod.record.layer !== m.layer || mod.record.manifest !== m.manifest) {
+      throw new StrataError(ERR.DIGEST_MISMATCH, `record ${m.record} of ${m.fullName} does not name the layer and manifest the lock names`);
+    }
+    out.push({ ...mod, fullName: m.fullName });
+  }
+  return out;
+}
+
+/** Reads a hash list: record CIDs, or layer CIDs that name exactly one record in the index. */
+export async function modulesOfHashList(store: Store, file: string): Promise<LoadedModule[]> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch {
+    throw new StrataError(ERR.NOT_FOUND, `hash list ${file} does not exist`);
+  }
+  const cids = text
+    .split('\n')
+    .map((l) => l.replace(/#.*/, '').trim())
+    .filter((l) => l !== '');
+  if (cids.length === 0) throw new StrataError(ERR.SOURCE_INVALID, `hash list ${file} names no CIDs`);
+  let byLayer: Map<string, string[]> | undefined;
+  const out: LoadedModule[] = [];
+  for (const cid of cids) {
+    if (!isCid(cid)) throw new StrataError(ERR.SOURCE_INVALID, `${file}: '${cid}' is not a CID`);
+    if (parseCid(cid).codec !== RAW_CODEC) {
+      out.push(await store.get(cid));
+      continue;
+    }
+    byLayer ??= await recordsByLayer(store);
+    const recs = byLayer.get(cid) ?? [];
+    if (recs.length !== 1) {
+      throw new StrataError(ERR.NOT_FOUND, `layer ${cid} names ${recs.length === 0 ? 'no module' : `${recs.length} modules`} in this store`, {
+        hint: 'list record CIDs instead (strata compose lock --cids)',
+      });
+    }
+    out.push(await store.get(recs[0]!));
+  }
+  return out;
+}
+
+async function recordsByLayer(store: Store): Promise<Map<string, string[]>> {
+  const map = new Map<string, string[]>();
+  for (const m of await store.list()) {
+    const r = await store.loadRecord(m.record, m.fullName);
+    const list = map.get(r.layer) ?? [];
+    if (!list.includes(m.record)) list.push(m.record);
+    map.set(r.layer, list);
+  }
+  return map;
+}

@@ -1,0 +1,76 @@
+/**
+ * Outputs of a stack: the sandbox directory (here) and the SquashFS image (squash.ts), both
+ * with the same embedded metadata, and `inspect` of either.
+ */
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { StrataError, ERR } from '../store/errors.js';
+import type { LoadedModule, Store } from '../store/store.js';
+import { AclIndex, embeddedEntries, embeddedFiles } from './embedded.js';
+import { Lock, lockOf } from './lock.js';
+import { MergePlan, planMerge } from './merge.js';
+import { prepareTarget, SandboxResult, writeSandbox } from './sandbox.js';
+
+/** Plans the merge of `mods` with the embedded metadata laid on top. */
+export async function planOutput(store: Store, mods: LoadedModule[]): Promise<{ plan: MergePlan; embedded: Map<string, Buffer>; lock: Lock }> {
+  const lock = lockOf(mods);
+  const embedded = new Map<string, Buffer>();
+  const plan = await planMerge(store, mods, (acls, hasDir) => {
+    const files = embeddedFiles(lock, acls);
+    for (const f of files) embedded.set(f.path, f.content);
+    return embeddedEntries(files, hasDir);
+  });
+  return { plan, embedded, lock };
+}
+
+export async function buildSandbox(
+  store: Store,
+  mods: LoadedModule[],
+  dir: string,
+  opts: { force?: boolean; onProgress?(bytes: number): void } = {},
+): Promise<SandboxResult> {
+  const { plan, embedded } = await planOutput(store, mods);
+  await prepareTarget(dir, Boolean(opts.force));
+  return writeSandbox(store, mods, plan, embedded, dir, opts);
+}
+
+export interface InspectInfo {
+  kind: 'sandbox' | 'squashfs image';
+  lock: Lock;
+  env: string;
+  acls: { paths: number; withDefault: number; entries: AclIndex['entries'] };
+}
+
+export async function inspectTarget(target: string): Promise<InspectInfo> {
+  let st;
+  try {
+    st = await fsp.stat(target);
+  } catch {
+    throw new StrataError(ERR.NOT_FOUND, `${target} does not exist`);
+  }
+  const read = st.isDirectory()
+    ? async (p: string) => fsp.readFile(path.join(target, p)).catch(() => undefined)
+    : await imageReader(target);
+  const kind = st.isDirectory() ? 'sandbox' : 'squashfs image';
+  const lockBytes = await read('.strata/lock.json');
+  if (!lockBytes) throw new StrataError(ERR.NOT_FOUND, `${target} has no /.strata/lock.json`, { hint: 'it was not built by strata' });
+  const lock = JSON.parse(lockBytes.toString('utf8')) as Lock;
+  const acl = JSON.parse((await read('.strata/acl.json'))?.toString('utf8') ?? '{"entries":{}}') as AclIndex;
+  const env = (await read('.strata/env.sh'))?.toString('utf8') ?? '';
+  const entries = acl.entries ?? {};
+  return {
+    kind,
+    lock,
+    env,
+    acls: { paths: Object.keys(entries).length, withDefault: Object.values(entries).filter((e) => e.default).length, entries },
+  };
+}
+
+async function imageReader(file: string): Promise<(p: string) => Promise<Buffer | undefined>> {
+  const { SquashfsImage } = await import('./squashfs/reader.js');
+  const img = await SquashfsImage.open(file);
+  return async (p: string) => {
+    const s = await img.stat(p);
+    return s ? img.readFile(p) : undefined;
+  };
+}

@@ -1,0 +1,148 @@
+/**
+ * The sandbox: the merged tree written into a directory, with ownership, modes, mtimes, hard
+ * links, symlinks, devices, xattrs and ACLs.
+ *
+ * Safety: the target must be absent or empty (or `--force`, which empties it first without
+ * following links). Paths come from the merge plan, which holds canonical paths only and never
+ * places an entry below a symlink; files are created with O_EXCL|O_NOFOLLOW; metadata calls are
+ * lchown, lutimes and native l*xattr, and chmod is never called on a symlink. So nothing is
+ * written outside the target and no metadata call follows a link.
+ *
+ * As a non-root user it applies what the kernel allows (contents, modes, ACLs, user.* xattrs)
+ * and returns counts of what it could not (ownership, trusted.* and security.* xattrs,
+ * devices), for the caller to report once.
+ */
+import { constants as C } from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { applyNodeAttrs } from '../native/fsops.js';
+import { mknod } from '../native/xattr.js';
+import { StrataError, ERR } from '../store/errors.js';
+import type { LoadedModule, Store } from '../store/store.js';
+import type { LayerEntry } from '../store/types.js';
+import type { MergePlan } from './merge.js';
+
+export interface SandboxResult {
+  entries: number;
+  bytes: number;
+  /** What could not be applied, by kind → count (empty when everything was). */
+  skipped: Record<string, number>;
+}
+
+export async function prepareTarget(target: string, force: boolean): Promise<void> {
+  let names: string[];
+  try {
+    const st = await fsp.lstat(target);
+    if (!st.isDirectory()) throw new StrataError(ERR.TARGET_NOT_EMPTY, `${target} exists and is not a directory`, { hint: 'choose a new path' });
+    names = await fsp.readdir(target);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    await fsp.mkdir(target, { recursive: true });
+    return;
+  }
+  if (names.length === 0) return;
+  if (!force) throw new StrataError(ERR.TARGET_NOT_EMPTY, `${target} is not empty`, { hint: 'choose an empty or new directory, or pass --force to replace its contents' });
+  for (const n of names) await fsp.rm(path.join(target, n), { recursive: true, force: true });
+}
+
+export async function writeSandbox(
+  store: Store,
+  layers: LoadedModule[],
+  plan: MergePlan,
+  embedded: Map<string, Buffer>,
+  target: string,
+  opts: { onProgress?(bytes: number): void } = {},
+): Promise<SandboxResult> {
+  const root = path.resolve(target);
+  const abs = (p: string) => (p === '.' ? root : path.join(root, p));
+  const skipped: Record<string, number> = {};
+  const skip = (kind: string) => (skipped[kind] = (skipped[kind] ?? 0) + 1);
+  const isRoot = process.getuid?.() === 0;
+  let bytes = 0;
+
+  // 1. Directories (owner-only until their metadata is applied at the end).
+  for (const { entry: e } of plan.entries) if (e.type === 'dir' && e.path !== '.') await fsp.mkdir(abs(e.path), { mode: 0o700 });
+
+  // 2. File contents, one pass over each layer in order.
+  const writeFile = async (dest: string, chunks: AsyncIterable<Uint8Array> | Uint8Array[]) => {
+    const fh = await fsp.open(abs(dest), C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+    try {
+      for await (const c of chunks) {
+        await fh.write(c);
+        bytes += c.byteLength;
+        opts.onProgress?.(bytes);
+      }
+    } finally {
+      await fh.close();
+    }
+  };
+  for (let i = 0; i < layers.length; i++) {
+    const wanted = plan.content[i]!;
+    if (wanted.size === 0) continue;
+    for await (const { entry, body } of store.readLayer(layers[i]!)) {
+      const dest = entry.type === 'file' ? wanted.get(entry.path) : undefined;
+      if (dest !== undefined) await writeFile(dest, body);
+    }
+  }
+  for (const [p, content] of embedded) await writeFile(p, [content]);
+
+  // 3. Everything that is not a file or directory.
+  for (const { entry: e } of plan.entries) {
+    switch (e.type) {
+      case 'hardlink':
+        await fsp.link(abs(e.linkname!), abs(e.path));
+        break;
+      case 'symlink':
+        await fsp.symlink(e.linkname!, abs(e.path));
+        break;
+      case 'char':
+      case 'block':
+      case 'fifo':
+        try {
+          const type = e.type === 'char' ? C.S_IFCHR : e.type === 'block' ? C.S_IFBLK : C.S_IFIFO;
+          mknod(abs(e.path), type | 0o600, e.devmajor ?? 0, e.devminor ?? 0);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+          skip('device nodes');
+        }
+        break;
+    }
+  }
+
+  // 4. Metadata, children before parents, so a read-only or closed directory is closed last
+  //    and directory mtimes are not disturbed by later writes.
+  for (let k = plan.entries.length - 1; k >= 0; k--) {
+    const e = plan.entries[k]!.entry;
+    if (e.type === 'hardlink') continue;
+    const p = abs(e.path);
+    if ((e.type === 'char' || e.type === 'block' || e.type === 'fifo') && !(await exists(p))) continue;
+    await applyMetadata(p, e, isRoot, skip);
+  }
+  return { entries: plan.entries.length, bytes, skipped };
+}
+
+async function applyMetadata(p: string, e: LayerEntry, isRoot: boolean, skip: (kind: string) => void): Promise<void> {
+  // chown first: it clears setuid bits and security.capability.
+  try {
+    await fsp.lchown(p, e.uid, e.gid);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM' || isRoot) throw err;
+    skip('ownership');
+  }
+  if (e.type !== 'symlink') await fsp.chmod(p, e.mode);
+  const failures = applyNodeAttrs(p, { xattrs: e.xattrs, acl: e.acl }, { collect: true });
+  for (const f of failures) {
+    if (f.code !== 'EPERM' && f.code !== 'ENOTSUP') throw new StrataError(ERR.USAGE, `cannot set ${f.name} on ${p}: ${f.message}`);
+    skip(`${f.name.split('.')[0]}.* xattrs`);
+  }
+  await fsp.lutimes(p, e.mtime, e.mtime);
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await fsp.lstat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}

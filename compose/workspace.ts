@@ -1,0 +1,121 @@
+/**
+ * The composer's working state and its operations for the CLI: strata.json and strata.lock in
+ * the working directory, the available modules as the resolver sees them, who the user is,
+ * and saved collections (in the store's index, pinned to record CIDs).
+ */
+import { execFileSync } from 'node:child_process';
+import * as fsp from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { StrataError, ERR } from '../store/errors.js';
+import type { LoadedModule, Store } from '../store/store.js';
+import { Lock, lockOf, lockText, modulesOfHashList, modulesOfLock, readLockFile } from './lock.js';
+import { checkAccess, ModuleInfo, User } from './resolve.js';
+import { Collection, emptyStack, layerOrder, parseStack, serializeStack, StackFile } from './stack.js';
+
+export const STACK_FILE = 'strata.json';
+export const LOCK_FILE = 'strata.lock';
+
+export async function availableModules(store: Store): Promise<ModuleInfo[]> {
+  const out: ModuleInfo[] = [];
+  for (const m of await store.list()) {
+    const r = await store.loadRecord(m.record, m.fullName);
+    out.push({
+      fullName: m.fullName,
+      name: r.name,
+      version: r.version,
+      record: m.record,
+      requires: r.requires,
+      conflicts: r.conflicts,
+      family: r.family,
+      restricted: r.restricted,
+      isDefault: m.isDefault,
+      description: r.description,
+    });
+  }
+  return out;
+}
+
+/** The calling user with every group name and gid (as text) it belongs to. */
+export function currentUser(): User {
+  const info = os.userInfo();
+  const groups = new Set<string>((process.getgroups?.() ?? []).map(String));
+  groups.add(String(info.gid));
+  try {
+    for (const g of execFileSync('id', ['-Gn'], { encoding: 'utf8' }).trim().split(/\s+/)) if (g) groups.add(g);
+  } catch {
+    /* numeric groups only */
+  }
+  return { name: info.username, uid: info.uid, groups: [...groups] };
+}
+
+export async function readStack(dir: string): Promise<StackFile> {
+  try {
+    return parseStack(await fsp.readFile(path.join(dir, STACK_FILE), 'utf8'));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return emptyStack();
+    throw e;
+  }
+}
+
+/** Writes strata.json and the strata.lock it resolves to (atomically, each). */
+export async function writeStack(store: Store, dir: string, stack: StackFile): Promise<Lock> {
+  const mods = await stackModules(store, stack);
+  const lock = lockOf(mods);
+  await writeAtomic(path.join(dir, STACK_FILE), serializeStack(stack));
+  await writeAtomic(path.join(dir, LOCK_FILE), lockText(lock));
+  return lock;
+}
+
+/** The stack's modules in layer order (requirements below their users). */
+export async function stackModules(store: Store, stack: StackFile): Promise<LoadedModule[]> {
+  const available = await availableModules(store);
+  const order = layerOrder(stack, available);
+  return Promise.all(order.map(async (m) => ({ fullName: m.fullName, cid: m.record, record: await store.loadRecord(m.record, m.fullName) })));
+}
+
+/**
+ * What an output is built from: `--lock FILE`, `--cids FILE`, else the working stack (whose
+ * lock is written as a side effect). Access rules apply to every module whatever the source.
+ */
+export async function outputModules(store: Store, dir: string, from: { lock?: string; cids?: string }): Promise<LoadedModule[]> {
+  let mods: LoadedModule[];
+  if (from.lock && from.cids) throw new StrataError(ERR.USAGE, 'give --lock or --cids, not both');
+  if (from.lock) mods = await modulesOfLock(store, await readLockFile(from.lock));
+  else if (from.cids) mods = await modulesOfHashList(store, from.cids);
+  else {
+    const stack = await readStack(dir);
+    if (stack.modules.length === 0) {
+      throw new StrataError(ERR.USAGE, 'the stack is empty', { hint: 'add modules with `strata compose add M`, or give --lock FILE or --cids FILE' });
+    }
+    mods = await stackModules(store, stack);
+    await writeStack(store, dir, stack);
+  }
+  const user = currentUser();
+  for (const m of mods) {
+    checkAccess({ fullName: m.fullName, name: m.record.name, version: m.record.version, record: m.cid, requires: [], conflicts: [], family: null, restricted: m.record.restricted, isDefault: false }, user);
+  }
+  return mods;
+}
+
+export async function saveCollectionTo(store: Store, name: string, c: Collection): Promise<void> {
+  await store.index((ix) => ix.batch([{ type: 'put', key: `c/${name}`, value: JSON.stringify(c) }]));
+}
+
+export async function loadCollection(store: Store, name: string): Promise<Collection> {
+  const text = await store.index((ix) => ix.get(`c/${name}`));
+  if (text === undefined) {
+    throw new StrataError(ERR.NOT_FOUND, `Lmod has detected the following error: The collection "${name}" does not exist`, { hint: 'see strata compose savelist' });
+  }
+  return JSON.parse(text) as Collection;
+}
+
+export async function listCollections(store: Store): Promise<string[]> {
+  return (await store.index((ix) => ix.range('c/'))).map(([k]) => k.slice(2));
+}
+
+export async function writeAtomic(file: string, text: string | Buffer): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`;
+  await fsp.writeFile(tmp, text);
+  await fsp.rename(tmp, file);
+}
