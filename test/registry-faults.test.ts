@@ -38,6 +38,7 @@ test('registry killed mid-upload of 30 MB: putBlob retries and completes', async
   let sent = 0;
   let restarting: Promise<void> | undefined;
   const opened: number[] = [];
+  let closed = 0;
   const c = clientFor({
     onProgress: (n) => {
       sent += n;
@@ -47,7 +48,11 @@ test('registry killed mid-upload of 30 MB: putBlob retries and completes', async
   const result = await c.putBlob(d, data.length, (offset) => {
     opened.push(offset);
     return (async function* () {
-      for (let i = offset; i < data.length; i += 256 << 10) yield data.subarray(i, i + (256 << 10));
+      try {
+        for (let i = offset; i < data.length; i += 256 << 10) yield data.subarray(i, i + (256 << 10));
+      } finally {
+        closed++;
+      }
     })();
   });
   await restarting;
@@ -55,6 +60,7 @@ test('registry killed mid-upload of 30 MB: putBlob retries and completes', async
   assert.ok(restarting, 'the registry was restarted');
   assert.ok(retries.length >= 1, 'at least one retry happened');
   assert.ok(opened.length >= 2, `source reopened after the failure (offsets ${opened.join(',')})`);
+  assert.is(closed, opened.length, 'every iterable the client opened was ended');
   assert.is(sha(readFileSync(reg.blobDataPath(d))), d, 'registry storage holds the right bytes');
   c.close();
 });

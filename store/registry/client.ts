@@ -576,7 +576,13 @@ export class RegistryClient {
     while (url) {
       const { res, bytes } = await this.#fetchSmall({ method: 'GET', url, action: 'pull', what: 'tag list' },
         MANIFEST_LIMIT, [200, 404]);
-      if (res.statusCode === 404) return tags;
+      if (res.statusCode === 404) {
+        // NAME_UNKNOWN: nothing was ever pushed to this repository. Any other 404 is a wrong URL.
+        if (bytes.includes('NAME_UNKNOWN')) return tags;
+        throw new StrataError(ERR.NOT_FOUND, `registry ${this.host} has no tag list for ${this.repo} (HTTP 404)`, {
+          hint: 'check the registry URL',
+        });
+      }
       let page: { tags?: unknown };
       try {
         page = JSON.parse(bytes.toString('utf8')) as { tags?: unknown };
@@ -852,8 +858,11 @@ export class RegistryClient {
       const res = await this.#call(op);
       if (!ok.includes(res.statusCode ?? 0)) {
         if (res.statusCode === 404 && op.method === 'GET') {
-          await drain(res);
-          return { res, bytes: Buffer.alloc(0) };
+          let bytes: Buffer = Buffer.alloc(0);
+          try {
+            bytes = await readBody(res, ERROR_BODY_LIMIT);
+          } catch { /* the status says enough */ }
+          return { res, bytes };
         }
         throw await this.#statusError(res, op.what);
       }
