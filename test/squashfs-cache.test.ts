@@ -1,0 +1,205 @@
+/**
+ * Byte identity and the compressed-block cache of compose/squashfs/writer.ts: the same
+ * entries give the same sha256 with 1 or 2 workers, cold or warm cache, any addEntry order,
+ * as root or as an unprivileged user (gzip and zstd); a damaged cache entry is a miss, never
+ * bad output; changing one group's file recompresses only that group's blocks.
+ * Images are also checked by unsquashfs so a "stable" broken image cannot pass.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createHash } from 'node:crypto';
+import { chmodSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { LayerEntry } from '../store/types.js';
+import { SquashfsWriter, type SquashOptions } from '../compose/squashfs/writer.js';
+import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+
+interface Item {
+  entry: LayerEntry;
+  data?: Buffer;
+  group?: string;
+}
+
+function noise(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  let x = (Math.imul(seed, 0x9e3779b1) | 1) >>> 0;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
+
+/** Half-compressible bytes: text with a seeded counter, so every block differs. */
+function text(n: number, seed: number): Buffer {
+  const parts: string[] = [];
+  let len = 0;
+  for (let i = 0; len < n; i++) {
+    const s = `layer ${seed} line ${i} ${(i * 2654435761 + seed) >>> 0}\n`;
+    parts.push(s);
+    len += s.length;
+  }
+  return Buffer.from(parts.join('')).subarray(0, n);
+}
+
+const BS = 8192;
+
+/** Three layers (groups), each a directory with multi-block files and tails. */
+function tree(changed?: 'L2-tail' | 'L2-block'): Item[] {
+  const e = (path: string, type: LayerEntry['type'], extra: Partial<LayerEntry> = {}): LayerEntry => ({
+    path, type, mode: type === 'dir' ? 0o755 : 0o644, uid: 0, gid: 0, mtime: 1_650_000_000, size: 0, ...extra,
+  });
+  const items: Item[] = [{ entry: e('.', 'dir') }];
+  for (const g of ['L1', 'L2', 'L3']) {
+    const seed = Number(g[1]);
+    items.push({ entry: e(g, 'dir', { uid: 100 + seed, xattrs: new Map([['trusted.layer', Buffer.from(g)]]) }) });
+    const files: [string, Buffer][] = [
+      ['a.txt', text(3 * BS + 100, seed)],
+      ['b.bin', noise(2 * BS + 7, seed)],
+      ['c.txt', text(500, seed + 10)],
+      ['d.zero', Buffer.alloc(2 * BS + 3)],
+    ];
+    if (g === 'L2' && changed === 'L2-tail') files[2]![1] = text(501, 99);
+    if (g === 'L2' && changed === 'L2-block') files[0]![1] = Buffer.concat([text(BS, 77), files[0]![1].subarray(BS)]);
+    for (const [name, data] of files) {
+      items.push({ entry: e(`${g}/${name}`, 'file', { size: data.length, uid: 1000 + seed, gid: 2000 }), data, group: g });
+    }
+    items.push({ entry: e(`${g}/link`, 'symlink', { linkname: 'a.txt', mode: 0o777 }) });
+    items.push({ entry: e(`${g}/hard`, 'hardlink', { linkname: `${g}/b.bin` }) });
+    items.push({ entry: e(`${g}/dev`, 'char', { devmajor: 1, devminor: 5 + seed }) });
+  }
+  return items;
+}
+
+async function* chunks(b: Buffer, size: number): AsyncIterable<Uint8Array> {
+  for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size);
+}
+
+/** Writes the tree; `order` permutes the non-file entries (files keep their layer order). */
+async function build(items: Item[], out: string, opts: SquashOptions, order: 'forward' | 'reverse' | 'odd-even' = 'forward') {
+  const w = await SquashfsWriter.create(out, opts);
+  let others = items.filter((i) => i.entry.type !== 'file');
+  if (order === 'reverse') others = others.reverse();
+  if (order === 'odd-even') others = [...others.filter((_, i) => i % 2), ...others.filter((_, i) => !(i % 2))];
+  const half = Math.floor(others.length / 2);
+  for (const it of others.slice(0, half)) w.addEntry(it.entry);
+  for (const it of items) {
+    if (it.entry.type === 'file') await w.addFile(it.entry, chunks(it.data!, 3000 + (it.data!.length % 1000)), it.group!);
+  }
+  for (const it of others.slice(half)) w.addEntry(it.entry);
+  return w.finish();
+}
+
+const sha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
+
+function cacheFiles(dir: string): string[] {
+  const root = join(dir, 'squashfs-blocks');
+  return readdirSync(root).flatMap((sub) => readdirSync(join(root, sub)).map((f) => join(root, sub, f))).sort();
+}
+
+// Child mode: build the tree as whatever user runs this file and print the image digest.
+if (process.env.STRATA_SQ_CHILD) {
+  const [out, comp] = process.env.STRATA_SQ_CHILD.split(',') as [string, SquashOptions['compressor']];
+  await build(tree(), out, { compressor: comp, blockSize: BS, workers: 2 });
+  process.stdout.write(sha(out));
+  process.exit(0);
+}
+
+const Cache = suite('squashfs determinism and block cache');
+let tmp = '';
+
+Cache.before.each(() => {
+  tmp = tempDir('strata-sqc-');
+});
+Cache.after.each(() => {
+  removeDir(tmp);
+});
+
+for (const compressor of ['gzip', 'zstd'] as const) {
+  Cache(`${compressor}: workers 1 vs 2, cold vs warm cache, entry order, non-root caller give one image`, async () => {
+    const items = tree();
+    const base: SquashOptions = { compressor, blockSize: BS };
+    const cache = join(tmp, 'cache');
+    const a = join(tmp, 'a.sqfs');
+    const r1 = await build(items, a, { ...base, workers: 1 });
+    assert.is(r1.cacheHits + r1.cacheMisses, 0);
+    const cold = await build(items, join(tmp, 'b.sqfs'), { ...base, workers: 2, cacheDir: cache }, 'reverse');
+    assert.ok(cold.cacheMisses > 0, 'cold cache misses');
+    const stored = cacheFiles(cache).length;
+    assert.ok(stored > 0 && stored <= cold.cacheMisses, `${stored} cache files for ${cold.cacheMisses} misses`);
+    const warm = await build(items, join(tmp, 'c.sqfs'), { ...base, workers: 2, cacheDir: cache }, 'odd-even');
+    assert.is(warm.cacheMisses, 0, 'warm cache: no misses');
+    assert.is(warm.cacheHits, cold.cacheHits + cold.cacheMisses);
+    const warm1 = await build(items, join(tmp, 'd.sqfs'), { ...base, workers: 1, cacheDir: cache });
+
+    // As nobody: no root needed for root-owned entries, xattrs and devices; same bytes.
+    chmodSync(tmp, 0o777);
+    const e = join(tmp, 'e.sqfs');
+    const self = fileURLToPath(import.meta.url);
+    const child = run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--import', 'tsx', self], {
+      cwd: join(self, '..', '..'),
+      env: { STRATA_SQ_CHILD: `${e},${compressor}`, HOME: tmp },
+    });
+    assert.is(child.code, 0, child.stderr);
+    assert.is(statSync(e).uid, 65534);
+
+    const digests = ['a', 'b', 'c', 'd', 'e'].map((n) => sha(join(tmp, `${n}.sqfs`)));
+    assert.equal(new Set(digests).size, 1, digests.join('\n'));
+    assert.is(child.stdout.toString(), digests[0]);
+
+    const s = mustRun('unsquashfs', ['-s', a]).stdout.toString();
+    assert.match(s, new RegExp(`Compression ${compressor}`));
+    const l = mustRun('unsquashfs', ['-lln', a]).stdout.toString();
+    assert.match(l, /crw-r--r-- 0\/0\s+1,\s+7 /);
+    assert.match(l, /-rw-r--r-- 1002\/2000\s+16391 /);
+    const ex = join(tmp, 'ex');
+    mustRun('unsquashfs', ['-no-progress', '-d', ex, a]);
+    assert.ok(readFileSync(join(ex, 'L3/a.txt')).equals(items.find((i) => i.entry.path === 'L3/a.txt')!.data!));
+    assert.is(statSync(join(ex, 'L2/hard')).ino, statSync(join(ex, 'L2/b.bin')).ino);
+    assert.match(mustRun('getfattr', ['-n', 'trusted.layer', join(ex, 'L1')]).stdout.toString(), /trusted.layer="L1"/);
+  });
+}
+
+Cache('a corrupt, truncated, foreign or missing cache file is a miss, output unchanged', async () => {
+  const items = tree();
+  const cache = join(tmp, 'cache');
+  const opts: SquashOptions = { compressor: 'zstd', blockSize: BS, workers: 2, cacheDir: cache };
+  const first = await build(items, join(tmp, 'a.sqfs'), opts);
+  const files = cacheFiles(cache);
+  assert.ok(files.length >= 4);
+  const flip = readFileSync(files[0]!);
+  flip[flip.length - 1] ^= 0x55;
+  writeFileSync(files[0]!, flip);
+  truncateSync(files[1]!, 10);
+  writeFileSync(files[2]!, 'not a cache entry');
+  removeDir(files[3]!);
+  const second = await build(items, join(tmp, 'b.sqfs'), opts);
+  assert.is(second.cacheMisses, 4);
+  assert.is(second.cacheHits, first.cacheHits + first.cacheMisses - 4);
+  assert.is(sha(join(tmp, 'a.sqfs')), sha(join(tmp, 'b.sqfs')));
+  const third = await build(items, join(tmp, 'c.sqfs'), opts);
+  assert.is(third.cacheMisses, 0, 'damaged entries were rewritten');
+  removeDir(cache);
+  const fourth = await build(items, join(tmp, 'd.sqfs'), opts);
+  assert.is(fourth.cacheHits, 0, 'cache deleted: everything recompressed');
+  assert.is(sha(join(tmp, 'd.sqfs')), sha(join(tmp, 'a.sqfs')));
+});
+
+Cache('changing one layer recompresses only that layer: fragments are packed per group', async () => {
+  const cache = join(tmp, 'cache');
+  const opts: SquashOptions = { compressor: 'gzip', blockSize: BS, workers: 2, cacheDir: cache };
+  await build(tree(), join(tmp, 'a.sqfs'), opts);
+  const tail = await build(tree('L2-tail'), join(tmp, 'b.sqfs'), opts);
+  assert.is(tail.cacheMisses, 1, 'only L2 fragment block');
+  const block = await build(tree('L2-block'), join(tmp, 'c.sqfs'), opts);
+  assert.is(block.cacheMisses, 1, 'only the changed data block of L2/a.txt');
+  assert.is.not(sha(join(tmp, 'a.sqfs')), sha(join(tmp, 'b.sqfs')));
+  const ex = join(tmp, 'ex');
+  mustRun('unsquashfs', ['-no-progress', '-d', ex, join(tmp, 'b.sqfs')]);
+  assert.ok(readFileSync(join(ex, 'L2/c.txt')).equals(text(501, 99)));
+});
+
+Cache.run();
