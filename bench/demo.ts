@@ -1,0 +1,35 @@
+/**
+ * `npm run demo`: the main job on the default store. Generates a small four-layer stack (a base
+ * OS tree with devices, a layer with whiteouts, an application, a licensed layer with ACLs and
+ * a file capability), imports it, composes it the Lmod way and writes a sandbox and an image.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { makeStack } from '../test/fixtures/stack.js';
+
+const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-demo-'));
+const strata = (...args: string[]) => {
+  process.stdout.write(`$ strata ${args.join(' ')}\n`);
+  execFileSync(process.execPath, [cli, ...args], { cwd: work, stdio: 'inherit' });
+};
+
+const stack = makeStack(path.join(work, 'src'));
+const names: Record<string, string[]> = {
+  base: ['base/demo-os-1', '--default', '--description', 'demo base OS'],
+  mid: ['tools/patch-1', '--requires', 'base', '--description', 'whiteouts and an opaque dir'],
+  app: ['app/demo-2.0', '--requires', 'tools', '--prepend', 'PATH=/opt/app/bin', '--description', 'an application'],
+  lic: ['lic/demo-1', '--requires', 'app', '--setenv', 'LIC_SERVER=license.example.org', '--description', 'licensed, group ACLs'],
+};
+for (const l of stack.layers) {
+  const [fullName, ...opts] = names[l.name]!;
+  strata('store', 'import', fullName!, l.tar, '--force', ...opts);
+}
+strata('compose', 'add', 'lic/demo-1');
+strata('compose', 'list');
+strata('compose', 'sandbox', path.join(work, 'sandbox'));
+strata('inspect', path.join(work, 'sandbox'));
+process.stdout.write(`\ndemo output in ${work}\n`);
