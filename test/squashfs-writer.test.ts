@@ -325,6 +325,16 @@ Writer('missing root gets 0755 root:root mtime 0; zstd image mounts', async () =
   assert.is(st.mode & 0o7777, 0o755);
   assert.is(st.mtimeMs, 0);
   assert.is(mustRun('cat', [join(mnt, 'd/f')]).stdout.toString(), 'zstd data\n'.repeat(1000));
+
+  // A non-default gzip level writes compressor options after the superblock.
+  const g = join(tmp, 'g.sqfs');
+  const wg = await SquashfsWriter.create(g, { compressor: 'gzip', level: 1, workers: 1 });
+  await wg.addFile(file('f', Buffer.from('gzip 1\n'.repeat(999))).entry, chunks(Buffer.from('gzip 1\n'.repeat(999))), 'l1');
+  await wg.finish();
+  assert.match(mustRun('unsquashfs', ['-s', g]).stdout.toString(), /compression-level 1/);
+  const mnt2 = join(tmp, 'mnt2');
+  mountImage(g, mnt2);
+  assert.is(mustRun('cat', [join(mnt2, 'f')]).stdout.toString(), 'gzip 1\n'.repeat(999));
 });
 
 Writer('usage errors: missing parent, bad options, wrong size, duplicate; abort removes output', async () => {

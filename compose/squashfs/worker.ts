@@ -14,7 +14,6 @@
  */
 import { createHash } from 'node:crypto';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { ERR, StrataError } from '../../store/errors.js';
 import { BlockCache } from './block-cache.js';
 import { codecVersion, makeCodec, type CodecSpec } from './compressors.js';
 
@@ -115,7 +114,7 @@ export class BlockPool {
     this.waiting.delete(m.id);
     if (--this.load[w]! === 0) this.workers[w]?.unref();
     if (m.ok) p.resolve(m.result);
-    else p.reject(new StrataError(ERR.USAGE, `block compression failed: ${m.message}`));
+    else p.reject(new Error(`SquashFS block compression failed in a worker: ${m.message}`));
   }
 
   private fail(e: Error): void {
