@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { RegistryClient, type RetryInfo } from '../store/registry/client.js';
 import { ERR, isStrataError } from '../store/errors.js';
-import { startRegistry, type RegistryServer } from './helpers/registry-server.js';
+import { startFaultProxy, startRegistry, type Fault, type RegistryServer } from './helpers/registry-server.js';
 
 const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const BIG = 30 << 20;
@@ -127,6 +127,74 @@ test('a registry that stays down gives one clear ERR_REGISTRY after the configur
   assert.equal(retries.map((r) => r.attempt), [1, 2]);
   assert.ok(Date.now() - t0 < 2000);
   c.close();
+});
+
+test('429 and 503 (with Retry-After), 500 inside an upload and a reset are retried; other 4xx are not', async () => {
+  const data = randomBytes(2 * CHUNK + 99);
+  const d = sha(data);
+  const seen = new Map<string, number>();
+  const plan = (method: string, path: string): Fault => {
+    const kind = path.includes('/blobs/uploads/') ? `${method} upload` : `${method} ${path.split('/')[4]}`;
+    const n = (seen.get(kind) ?? 0) + 1;
+    seen.set(kind, n);
+    if (kind === 'HEAD blobs' && n <= 2) return { status: 503, headers: { 'retry-after': '0' } };
+    if (kind === 'POST upload' && n === 1) return { status: 429 };
+    if (kind === 'PATCH upload' && n === 2) return { status: 502 };
+    if (kind === 'PUT upload' && n === 1) return { status: 500 };
+    if (kind === 'PUT manifests' && n === 1) return 'reset';
+    if (kind === 'GET manifests' && n === 1) return { status: 504 };
+    return 'pass';
+  };
+  const proxy = await startFaultProxy(reg.url, plan);
+  try {
+    const c = new RegistryClient({ base: proxy.url, repo: 'faults/test' }, {
+      auth: null, chunkSize: CHUNK, retries: 4, retryDelayMs: 10, onRetry: (i) => retries.push(i),
+    });
+    assert.is(await c.putBlob(d, data.length, (o) => (async function* () { yield data.subarray(o); })()), 'uploaded');
+    assert.is(sha(readFileSync(reg.blobDataPath(d))), d);
+    const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.strata.module.config.v1+json', digest: d, size: data.length }, layers: [] }));
+    const md = await c.putManifest('t', 'application/vnd.oci.image.manifest.v1+json', manifest);
+    assert.is((await c.getManifest('t')).digest, md);
+    const reasons = retries.map((r) => r.reason);
+    for (const want of ['HTTP 503', 'HTTP 429', 'HTTP 502', 'HTTP 500', 'HTTP 504']) assert.ok(reasons.includes(want), `${want} in ${reasons}`);
+    assert.ok(reasons.some((r) => /dropped|ECONNRESET/.test(r)), `a reset in ${reasons}`);
+    c.close();
+
+    // A 4xx that is not 429 is final, not retried.
+    retries = [];
+    const c2 = new RegistryClient({ base: proxy.url, repo: 'faults/test' }, {
+      auth: null, retries: 4, retryDelayMs: 10, onRetry: (i) => retries.push(i),
+    });
+    try {
+      await c2.getManifest(md.replace(/.$/, (x) => (x === '0' ? '1' : '0')));
+      assert.unreachable('found a manifest that does not exist');
+    } catch (e) {
+      assert.ok(isStrataError(e, ERR.NOT_FOUND), String(e));
+    }
+    assert.is(retries.length, 0);
+    c2.close();
+  } finally {
+    await proxy.stop();
+  }
+});
+
+test('a registry that keeps answering 503 gives ERR_REGISTRY naming the status', async () => {
+  const proxy = await startFaultProxy(reg.url, () => ({ status: 503 }));
+  try {
+    const c = new RegistryClient({ base: proxy.url, repo: 'faults/test' }, { auth: null, retries: 3, retryDelayMs: 10 });
+    try {
+      await c.listTags();
+      assert.unreachable('listTags succeeded');
+    } catch (e) {
+      assert.ok(isStrataError(e, ERR.REGISTRY), String(e));
+      assert.match((e as Error).message, /tag list failed after 3 tries \(HTTP 503\)/);
+    }
+    assert.is(proxy.log.length, 3);
+    c.close();
+  } finally {
+    await proxy.stop();
+  }
 });
 
 test.run();

@@ -18,7 +18,7 @@
  *   <storageDir>/docker/registry/v2/blobs/sha256/<hex[0:2]>/<hex>/data
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer as createHttpServer, get as httpGet, type Server } from 'node:http';
+import { createServer as createHttpServer, get as httpGet, request as httpRequest, type Server } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import { createPrivateKey, randomBytes, sign } from 'node:crypto';
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -222,5 +222,68 @@ export async function startRegistry(opts: StartOptions = {}): Promise<RegistrySe
       if (token) await new Promise((r) => token!.server.close(r));
       removeDir(dir);
     },
+  };
+}
+
+/**
+ * What the fault proxy does with one request: pass it to the registry, answer it itself with a
+ * status (the body is a Distribution-style error), or cut the connection (`reset`) before the
+ * registry sees it.
+ */
+export type Fault = 'pass' | 'reset' | { status: number; headers?: Record<string, string> };
+
+export interface FaultProxy {
+  /** Base URL of the proxy, `http://127.0.0.1:<port>`. */
+  url: string;
+  /** Every request seen, as "METHOD /path" (query dropped), with the fault applied to it. */
+  log: { request: string; fault: string }[];
+  stop(): Promise<void>;
+}
+
+/**
+ * A loopback HTTP proxy in front of a real registry that injects faults chosen per request by
+ * `plan` (429/5xx answers, dropped connections). Location headers are rewritten so that the
+ * client keeps talking to the proxy.
+ */
+export async function startFaultProxy(target: string, plan: (method: string, path: string) => Fault): Promise<FaultProxy> {
+  const t = new URL(target);
+  const log: FaultProxy['log'] = [];
+  let self = '';
+  const server = createHttpServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0]!;
+    const fault = plan(req.method ?? 'GET', path);
+    log.push({ request: `${req.method} ${path}`, fault: typeof fault === 'string' ? fault : String(fault.status) });
+    if (fault === 'reset') {
+      req.socket.destroy();
+      return;
+    }
+    if (fault !== 'pass') {
+      req.resume();
+      res.writeHead(fault.status, { 'content-type': 'application/json', ...fault.headers });
+      res.end(JSON.stringify({ errors: [{ code: 'UNAVAILABLE', message: 'injected fault' }] }));
+      return;
+    }
+    const up = httpRequest({
+      host: t.hostname, port: t.port, method: req.method, path: req.url,
+      headers: { ...req.headers, host: t.host },
+    }, (ur) => {
+      const headers = { ...ur.headers };
+      if (typeof headers.location === 'string') headers.location = headers.location.replace(t.origin, self);
+      res.writeHead(ur.statusCode ?? 502, headers);
+      ur.pipe(res);
+    });
+    up.on('error', () => req.socket.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const addr = server.address();
+  self = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
+  return {
+    url: self,
+    log,
+    stop: () => new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
   };
 }
