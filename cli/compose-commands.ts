@@ -19,6 +19,10 @@ import {
   writeAtomic,
   writeStack,
 } from '../compose/workspace.js';
+import * as fsp from 'node:fs/promises';
+import { buildImage, ImageOptions } from '../compose/squash.js';
+import { unsquash } from '../compose/unsquash.js';
+import { StrataError, ERR } from '../store/errors.js';
 import { human, progress } from './progress.js';
 import { table } from './output.js';
 import type { Context } from './main.js';
@@ -174,6 +178,61 @@ export function composeCommands(program: Command, ctx: Context): void {
       ctx.output().result({ dir: path.resolve(dir), ...r }, () => `wrote ${dir}: ${r.entries} entries, ${human(r.bytes)} from ${mods.length} modules`);
     });
 
+  const squashOptions = (c: Command) =>
+    c
+      .option('--lock <file>', 'build from this lock instead of the stack')
+      .option('--cids <file>', 'build from this hash list')
+      .option('--comp <name>', 'compressor: gzip, zstd, xz or lz4', 'gzip')
+      .option('--level <n>', 'compression level', (v) => parseInteger(v, '--level'))
+      .option('--block-size <n>', 'data block size in bytes (power of two, 4096..1048576)', (v) => parseInteger(v, '--block-size'))
+      .option('--workers <n>', 'compression threads (default: all cores; never changes the bytes)', (v) => parseInteger(v, '--workers'));
+
+  const squash = async (out: string, o: { lock?: string; cids?: string; comp: string; level?: number; blockSize?: number; workers?: number }) => {
+    const store = await ctx.store();
+    const mods = await outputModules(store, cwd(), o);
+    const bar = progress(`squash ${out}`, !ctx.global().quiet && !ctx.global().json);
+    const r = await buildImage(store, mods, out, {
+      compressor: o.comp as ImageOptions['compressor'],
+      level: o.level,
+      blockSize: o.blockSize,
+      workers: o.workers,
+      onProgress: (n) => bar.update(n),
+    });
+    bar.done();
+    if (r.aclPaths > 0) {
+      ctx.output().warn(`${r.aclPaths} paths carry POSIX ACLs, which SquashFS cannot store: kept in /.strata/acl.json with group bits narrowed to what the ACL grants (restore with \`strata unsquash\`)`);
+    }
+    ctx.output().result(r, () => `wrote ${out}: ${r.entries} entries, ${human(r.bytes)}, sha256 ${r.sha256}`);
+  };
+
+  squashOptions(compose.command('squash <out>').description('write the stack as one SquashFS image')).action((out: string, o) => squash(out, o));
+
+  program
+    .command('rebuild <lock>')
+    .description('rebuild an image from a lock or hash list (same as compose squash --lock/--cids)')
+    .requiredOption('-o, --output <file>', 'the image to write')
+    .option('--comp <name>', 'compressor: gzip, zstd, xz or lz4', 'gzip')
+    .option('--level <n>', 'compression level', (v) => parseInteger(v, '--level'))
+    .option('--block-size <n>', 'data block size in bytes', (v) => parseInteger(v, '--block-size'))
+    .option('--workers <n>', 'compression threads', (v) => parseInteger(v, '--workers'))
+    .action(async (file: string, o) => {
+      const text = await fsp.readFile(file, 'utf8').catch(() => {
+        throw new StrataError(ERR.NOT_FOUND, `${file} does not exist`);
+      });
+      const isJson = text.trimStart().startsWith('{');
+      await squash(o.output, { ...o, lock: isJson ? file : undefined, cids: isJson ? undefined : file });
+    });
+
+  program
+    .command('unsquash <image> <dir>')
+    .description('extract an image and restore its POSIX ACLs from /.strata/acl.json')
+    .action(async (image: string, dir: string) => {
+      const r = await unsquash(image, dir);
+      const skipped = Object.entries(r.skipped);
+      if (skipped.length > 0) ctx.output().warn(`some metadata could not be applied: ${skipped.map(([k, n]) => `${k} (${n})`).join(', ')}`);
+      ctx.output().result(r, () => `extracted ${r.entries} entries into ${dir}, restored ACLs on ${r.acls} paths`);
+    });
+
   program
     .command('inspect <target>')
     .description('the lock, modules, environment and ACL summary embedded in an image or sandbox')
@@ -190,3 +249,8 @@ export function composeCommands(program: Command, ctx: Context): void {
     });
 }
 
+
+function parseInteger(v: string, flag: string): number {
+  if (!/^\d+$/.test(v)) throw new StrataError(ERR.USAGE, `${flag} takes a whole number, not '${v}'`);
+  return Number(v);
+}
