@@ -207,6 +207,12 @@ export function parseRepositoryRef(text: string): RegistryRef {
   return { base: `${scheme}://${host}`, repo };
 }
 
+/**
+ * One repository on one registry. Methods may run concurrently (they share a keep-alive
+ * connection pool, the learned auth scheme and the token cache); call close() when done so
+ * idle sockets go away. Nothing is written to disk and nothing is logged: progress and retries
+ * are reported only through the onProgress / onRetry hooks.
+ */
 export class RegistryClient {
   /** Origin of the registry, e.g. `http://127.0.0.1:5000`. */
   readonly base: URL;
