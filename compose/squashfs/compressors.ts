@@ -9,7 +9,10 @@
  *   `Codec.version` and therefore of the block-cache key.
  * - zstd: the `zstd-napi` package (Node 20's zlib has no zstd). Its bundled libzstd version
  *   (ZSTD_versionString) is `Codec.version`. One-shot frames, no checksum.
- * - xz, lz4: refused with ERR_USAGE (no implementation that is both cheap and byte-stable).
+ * - lz4: strata's own LZ4 block-format compressor below (greedy, 64 Ki-entry hash of 4-byte
+ *   sequences), so its output is fixed by this file ("strata-lz4-1"), not by a library build.
+ *   Options block always written (format rule): version 1, flags 0 (no HC). No levels.
+ * - xz: refused with ERR_USAGE (no byte-stable xz encoder reachable from Node).
  */
 import { createRequire } from 'node:module';
 import zlib from 'node:zlib';
@@ -26,7 +29,8 @@ export type SquashCompressor = 'gzip' | 'zstd' | 'xz' | 'lz4';
 
 /** Plain data describing a codec; safe to post to a worker. */
 export interface CodecSpec {
-  name: 'gzip' | 'zstd';
+  name: 'gzip' | 'zstd' | 'lz4';
+  /** Compression level; 0 for lz4 (which has none). */
   level: number;
 }
 
@@ -46,21 +50,27 @@ export interface Codec extends CodecSpec {
   options(): Buffer | undefined;
 }
 
-const LEVELS: Record<CodecSpec['name'], { min: number; max: number; def: number }> = {
+const LEVELS: Record<'gzip' | 'zstd', { min: number; max: number; def: number }> = {
   gzip: { min: 1, max: 9, def: GZIP_DEFAULT_LEVEL },
   zstd: { min: 1, max: 22, def: ZSTD_DEFAULT_LEVEL },
 };
 
 /** Validates a user's choice; throws StrataError(ERR.USAGE) with a hint when unusable. */
 export function resolveCodecSpec(name: string, level?: number): CodecSpec {
-  if (name === 'xz' || name === 'lz4') {
+  if (name === 'xz') {
     throw new StrataError(ERR.USAGE, `SquashFS compressor ${name} is not supported by strata's writer`, {
-      hint: 'use --comp zstd or --comp gzip',
+      hint: 'use --comp zstd, gzip or lz4',
     });
+  }
+  if (name === 'lz4') {
+    if (level !== undefined) {
+      throw new StrataError(ERR.USAGE, 'lz4 has no compression levels', { hint: 'leave out --level with --comp lz4' });
+    }
+    return { name, level: 0 };
   }
   if (name !== 'gzip' && name !== 'zstd') {
     throw new StrataError(ERR.USAGE, `unknown SquashFS compressor "${name}"`, {
-      hint: 'choose gzip or zstd',
+      hint: 'choose zstd, gzip or lz4',
     });
   }
   const r = LEVELS[name];
@@ -100,10 +110,26 @@ function loadZstd(): { mod: ZstdModule; version: string } {
 
 /** The library version string that would go into cache keys, without building a codec. */
 export function codecVersion(spec: CodecSpec): string {
+  if (spec.name === 'lz4') return LZ4_VERSION;
   return spec.name === 'gzip' ? `zlib-${process.versions.zlib}` : loadZstd().version;
 }
 
 export function makeCodec(spec: CodecSpec): Codec {
+  if (spec.name === 'lz4') {
+    return {
+      ...spec,
+      id: COMPRESSOR.lz4,
+      version: LZ4_VERSION,
+      compress: lz4Compress,
+      decompress: lz4Decompress,
+      options() {
+        const b = Buffer.alloc(8);
+        b.writeUInt32LE(1, 0); // LZ4_LEGACY stream version, the only one SquashFS knows
+        b.writeUInt32LE(0, 4);
+        return b;
+      },
+    };
+  }
   if (spec.name === 'gzip') {
     const level = spec.level;
     return {
@@ -143,4 +169,96 @@ export function makeCodec(spec: CodecSpec): Codec {
   };
 }
 
-export const COMPRESSOR_NAMES: readonly CompressorName[] = ['gzip', 'zstd'];
+export const COMPRESSOR_NAMES: readonly CompressorName[] = ['gzip', 'zstd', 'lz4'];
+
+/*
+ * LZ4 block format (what the kernel's LZ4_decompress_safe reads): a sequence of
+ *   token (high nibble: literal count, low nibble: match length − 4; 15 = more bytes follow),
+ *   [255…, n] extra literal count, literals, u16 LE offset (1..65535),
+ *   [255…, n] extra match length
+ * ending with a literals-only sequence. A match may not start in the last 12 bytes
+ * (MFLIMIT) and the last 5 bytes are always literals (LASTLITERALS).
+ */
+const LZ4_VERSION = 'strata-lz4-1';
+const MINMATCH = 4;
+const MFLIMIT = 12;
+const LASTLITERALS = 5;
+const HASH_LOG = 16;
+
+function lz4Compress(src: Uint8Array): Buffer {
+  const n = src.length;
+  const out = Buffer.alloc(n + Math.ceil(n / 255) + 16);
+  const table = new Int32Array(1 << HASH_LOG).fill(-1);
+  const read32 = (i: number) => src[i]! | (src[i + 1]! << 8) | (src[i + 2]! << 16) | (src[i + 3]! << 24);
+  let op = 0;
+  const length = (v: number) => {
+    for (; v >= 255; v -= 255) out[op++] = 255;
+    out[op++] = v;
+  };
+  const sequence = (anchor: number, litEnd: number, offset: number, matchLen: number) => {
+    const lit = litEnd - anchor;
+    const ml = matchLen - MINMATCH;
+    out[op++] = (Math.min(lit, 15) << 4) | (offset ? Math.min(ml, 15) : 0);
+    if (lit >= 15) length(lit - 15);
+    out.set(src.subarray(anchor, litEnd), op);
+    op += lit;
+    if (!offset) return;
+    out[op++] = offset & 0xff;
+    out[op++] = offset >>> 8;
+    if (ml >= 15) length(ml - 15);
+  };
+  let anchor = 0;
+  let ip = 0;
+  const matchEnd = n - LASTLITERALS;
+  while (ip + MFLIMIT <= n) {
+    const seq = read32(ip);
+    const h = Math.imul(seq, 2654435761) >>> (32 - HASH_LOG);
+    const ref = table[h]!;
+    table[h] = ip;
+    if (ref >= 0 && ip - ref <= 0xffff && read32(ref) === seq) {
+      let len = MINMATCH;
+      while (ip + len < matchEnd && src[ref + len] === src[ip + len]) len++;
+      sequence(anchor, ip, ip - ref, len);
+      ip += len;
+      anchor = ip;
+    } else {
+      ip++;
+    }
+  }
+  sequence(anchor, n, 0, 0);
+  return out.subarray(0, op);
+}
+
+function lz4Decompress(src: Uint8Array, maxSize: number): Buffer {
+  const out = Buffer.alloc(maxSize);
+  let ip = 0;
+  let op = 0;
+  const bad = () => new RangeError('corrupt LZ4 block');
+  const more = (v: number) => {
+    for (;;) {
+      if (ip >= src.length) throw bad();
+      const b = src[ip++]!;
+      v += b;
+      if (b !== 255) return v;
+    }
+  };
+  while (ip < src.length) {
+    const token = src[ip++]!;
+    let lit = token >>> 4;
+    if (lit === 15) lit = more(lit);
+    if (ip + lit > src.length || op + lit > maxSize) throw bad();
+    out.set(src.subarray(ip, ip + lit), op);
+    ip += lit;
+    op += lit;
+    if (ip === src.length) break;
+    if (ip + 2 > src.length) throw bad();
+    const off = src[ip]! | (src[ip + 1]! << 8);
+    ip += 2;
+    let ml = token & 15;
+    if (ml === 15) ml = more(ml);
+    ml += MINMATCH;
+    if (off === 0 || off > op || op + ml > maxSize) throw bad();
+    for (let k = 0; k < ml; k++, op++) out[op] = out[op - off]!;
+  }
+  return out.subarray(0, op);
+}

@@ -774,7 +774,6 @@ export class SquashfsWriter {
 
     let flags = FLAG.EXPORTABLE;
     if (this.options) flags |= FLAG.COMPRESSOR_OPTIONS;
-    if (xattrIds.length === 0) flags |= FLAG.NO_XATTRS;
     if (this.options) {
       const ob = Buffer.concat([u16(METADATA_UNCOMPRESSED | this.options.length), this.options]);
       await this.fh.write(ob, 0, ob.length, SUPERBLOCK_SIZE);
