@@ -24,7 +24,7 @@ import { lstat, mkdir, open, readdir, realpath, symlink, link, lchown, lutimes, 
 import { join } from 'node:path';
 import { StrataError, ERR } from '../../store/errors.js';
 import { lsetxattr, mknod } from '../../native/xattr.js';
-import type { SquashfsImage, ImageEntry } from './reader.js';
+import { q, type SquashfsImage, type ImageEntry } from './reader.js';
 
 export interface ExtractOptions {
   /** Called once for every entry or attribute left out; `what` is the kind counted in `skipped`. */
@@ -95,7 +95,7 @@ export async function extractImage(image: SquashfsImage, dir: string, opts: Extr
 
   for await (const e of image.walk({ onSkip: skip })) {
     if (e.path !== '.' && !dirPaths.has(parentOf(e.path))) {
-      throw new StrataError(ERR.IMAGE_CORRUPT, `${image.path}: entry '${e.path}' comes before its directory`);
+      throw new StrataError(ERR.IMAGE_CORRUPT, `${image.path}: entry ${q(e.path)} comes before its directory`);
     }
     const abs = safeJoin(root, e.path);
     switch (e.type) {
@@ -129,7 +129,7 @@ export async function extractImage(image: SquashfsImage, dir: string, opts: Extr
       case 'hardlink': {
         const target = e.linkname!;
         if (!linkTargets.has(target)) {
-          throw new StrataError(ERR.IMAGE_CORRUPT, `${image.path}: hard link '${e.path}' to '${target}', which is not an earlier entry`);
+          throw new StrataError(ERR.IMAGE_CORRUPT, `${image.path}: hard link ${q(e.path)} to ${q(target)}, which is not an earlier entry`);
         }
         await link(safeJoin(root, target), abs);
         break;

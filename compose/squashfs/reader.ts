@@ -673,7 +673,7 @@ export class SquashfsImage {
    * matching entry (or once past where it would be), using the directory index when present.
    */
   private async readDir(dir: Inode, path: string, find?: Buffer): Promise<DirEntry[]> {
-    const where = `directory '${path}'`;
+    const where = `directory ${q(path)}`;
     const size = dir.dirSize!;
     if (size < DIR_SIZE_BIAS) {
       if (size === 0) return [];
@@ -749,8 +749,8 @@ export class SquashfsImage {
   /** The inode a directory entry names, checked against what the entry says about it. */
   private async entryInode(de: DirEntry, path: string): Promise<Inode> {
     const ino = await this.readInode(de.ref);
-    if (ino.basic !== de.type) throw this.corrupt(`entry '${path}' says type ${de.type}, its inode is type ${ino.type}`);
-    if (ino.number !== de.number) throw this.corrupt(`entry '${path}' says inode ${de.number}, its inode is ${ino.number}`);
+    if (ino.basic !== de.type) throw this.corrupt(`entry ${q(path)} says type ${de.type}, its inode is type ${ino.type}`);
+    if (ino.number !== de.number) throw this.corrupt(`entry ${q(path)} says inode ${de.number}, its inode is ${ino.number}`);
     return ino;
   }
 
@@ -805,7 +805,7 @@ export class SquashfsImage {
         const path = top.path === '.' ? de.name : `${top.path}/${de.name}`;
         const ino = await this.entryInode(de, path);
         if (ino.basic === INODE.BASIC_DIR) {
-          if (seenDirs.has(ino.number)) throw this.corrupt(`directory '${path}' (inode ${ino.number}) appears twice: a cycle`);
+          if (seenDirs.has(ino.number)) throw this.corrupt(`directory ${q(path)} (inode ${ino.number}) appears twice: a cycle`);
           seenDirs.add(ino.number);
           yield await this.toEntry(path, ino);
           stack.push({ path, list: await this.readDir(ino, path), i: 0 });
@@ -907,7 +907,7 @@ export class SquashfsImage {
     const size = ino.fileSize!;
     const hasFrag = ino.frag !== INVALID_FRAG;
     const nBlocks = hasFrag ? Math.floor(size / bs) : Math.ceil(size / bs);
-    const where = `file '${path}'`;
+    const where = `file ${q(path)}`;
     let pos = ino.blocksStart!;
     if (nBlocks > 0 && (pos < sb.dataStart || pos >= sb.inodeTableStart)) {
       throw this.corrupt(`${where}: data at byte ${pos} outside the data area`);
@@ -987,6 +987,11 @@ export class SquashfsImage {
 }
 
 const HINT = 'the image is damaged; rebuild it or copy it again';
+
+/** A path for a one-line message: quoted, control characters escaped. */
+export function q(s: string): string {
+  return /[\x00-\x1f\x7f']/.test(s) ? JSON.stringify(s) : `'${s}'`;
+}
 
 const TYPE_NAMES: Record<number, LayerEntry['type']> = {
   [INODE.BASIC_DIR]: 'dir',
