@@ -1,6 +1,7 @@
 /**
- * The merge: OCI layer semantics, computed from the layers' headers before anything is
- * written, so each final path is written exactly once.
+ * The merge of layers with OCI semantics, as a tree built from the layers' headers before
+ * anything is written, so each final path is written exactly once. Used by the composer (a
+ * stack's layers) and by OCI image import (an image's layers become one module layer).
  *
  * - A layer's whiteouts (`.wh.<name>`) delete that path and everything below it from the
  *   layers beneath; an opaque marker (`.wh..wh..opq`) hides every lower child of its
@@ -13,11 +14,9 @@
  * - Hard links belong to their layer. If an upper layer replaced a group's first path, the
  *   first surviving member carries the content and the others link to it.
  */
-import { StrataError, ERR } from '../store/errors.js';
-import { ancestors, baseName, printable, whiteoutTarget } from '../store/layer-path.js';
-import type { LoadedModule, Store } from '../store/store.js';
-import type { AclIndex } from './embedded.js';
-import { comparePaths, LayerEntry } from '../store/types.js';
+import { StrataError, ERR } from './errors.js';
+import { ancestors, baseName, printable, whiteoutTarget } from './layer-path.js';
+import { comparePaths, LayerEntry } from './types.js';
 
 export interface PlannedEntry {
   /** Final entry; for hard links, linkname is the final path of the group's file. */
@@ -35,55 +34,17 @@ export interface MergePlan {
   content: Array<Map<string, string>>;
 }
 
-interface Node {
+export interface MergeNode {
   entry: LayerEntry;
   layer: number;
   /** `layer:path-in-layer` of the hard-link group this file or link belongs to. */
   group?: string;
-  children?: Map<string, Node>;
+  children?: Map<string, MergeNode>;
 }
 
 const ROOT_DEFAULT: LayerEntry = { path: '.', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 };
 
-/**
- * Reads each layer's headers (bodies skipped) and plans the merged tree. `extra` is asked,
- * with the merged tree's ACLs, for entries to lay over everything (the embedded metadata);
- * they form the last layer, index `layers.length`.
- */
-export async function planMerge(
-  store: Store,
-  layers: LoadedModule[],
-  extra?: (acls: AclIndex, hasDir: (p: string) => boolean) => LayerEntry[],
-): Promise<MergePlan> {
-  const root = emptyTree();
-  const linkTargets: Array<Map<string, LayerEntry>> = [];
-  for (let i = 0; i < layers.length; i++) {
-    const entries: LayerEntry[] = [];
-    for await (const { entry } of store.readLayer(layers[i]!)) entries.push(entry);
-    linkTargets.push(hardLinkTargets(entries));
-    applyLayer(root, i, entries, layers[i]!.fullName);
-  }
-  if (extra) {
-    const entries = extra(aclIndex(root), (p) => lookup(root, p)?.entry.type === 'dir');
-    applyLayer(root, layers.length, entries, 'strata metadata');
-    linkTargets.push(new Map());
-  }
-  return flatten(root, linkTargets);
-}
-
-/** Every ACL in the tree, by path. */
-export function aclIndex(root: Node): AclIndex {
-  const entries: AclIndex['entries'] = {};
-  const walk = (n: Node, p: string) => {
-    if (n.entry.acl && (n.entry.acl.access || n.entry.acl.default)) entries[p] = { mode: n.entry.mode, ...n.entry.acl };
-    if (!n.children) return;
-    for (const name of [...n.children.keys()].sort(comparePaths)) walk(n.children.get(name)!, p === '.' ? name : `${p}/${name}`);
-  };
-  walk(root, '.');
-  return { aclVersion: 1, entries };
-}
-
-export function emptyTree(): Node {
+export function emptyTree(): MergeNode {
   return { entry: { ...ROOT_DEFAULT }, layer: -1, children: new Map() };
 }
 
@@ -94,7 +55,7 @@ export function hardLinkTargets(entries: LayerEntry[]): Map<string, LayerEntry> 
 }
 
 /** Applies one layer's entries (in canonical order) to the tree. Exported for tests. */
-export function applyLayer(root: Node, layer: number, entries: LayerEntry[], name: string): void {
+export function applyLayer(root: MergeNode, layer: number, entries: LayerEntry[], name: string): void {
   for (const e of entries) {
     const w = whiteoutTarget(e.path);
     if (!w) continue;
@@ -131,7 +92,7 @@ export function applyLayer(root: Node, layer: number, entries: LayerEntry[], nam
     }
     const key = baseName(e.path);
     const old = dir.children!.get(key);
-    const node: Node = { entry: { ...e }, layer };
+    const node: MergeNode = { entry: { ...e }, layer };
     if (e.type === 'dir') node.children = old?.entry.type === 'dir' ? old.children : new Map();
     if (e.type === 'file') node.group = `${layer}:${e.path}`;
     if (e.type === 'hardlink') node.group = `${layer}:${e.linkname}`;
@@ -144,9 +105,9 @@ function parentPath(p: string): string {
   return i < 0 ? '.' : p.slice(0, i);
 }
 
-function lookup(root: Node, p: string): Node | undefined {
+export function lookup(root: MergeNode, p: string): MergeNode | undefined {
   if (p === '.') return root;
-  let n: Node | undefined = root;
+  let n: MergeNode | undefined = root;
   for (const part of p.split('/')) {
     n = n?.children?.get(part);
     if (!n) return undefined;
@@ -154,10 +115,10 @@ function lookup(root: Node, p: string): Node | undefined {
   return n;
 }
 
-export function flatten(root: Node, linkTargets: Array<Map<string, LayerEntry>>): MergePlan {
+export function flatten(root: MergeNode, linkTargets: Array<Map<string, LayerEntry>>): MergePlan {
   const nLayers = linkTargets.length;
   const entries: PlannedEntry[] = [];
-  const walk = (n: Node, p: string) => {
+  const walk = (n: MergeNode, p: string) => {
     entries.push({ entry: { ...n.entry, path: p }, layer: Math.max(n.layer, 0) });
     if (!n.children) return;
     const names = [...n.children.keys()].sort((a, b) => comparePaths(a, b));
@@ -196,4 +157,3 @@ function groupOf(pe: PlannedEntry): string {
   return pe.entry.type === 'file' ? `${pe.layer}:${pe.entry.path}` : `${pe.layer}:${pe.entry.linkname}`;
 }
 
-export { Node as MergeNode };

@@ -1,0 +1,49 @@
+/**
+ * The composer's merge: a stack's layers, read from the store, planned with the OCI
+ * semantics of store/layer-merge.ts, plus the embedded metadata laid on top.
+ */
+import { applyLayer, emptyTree, flatten, hardLinkTargets, lookup, MergeNode, MergePlan } from '../store/layer-merge.js';
+import type { LoadedModule, Store } from '../store/store.js';
+import { comparePaths, LayerEntry } from '../store/types.js';
+import type { AclIndex } from './embedded.js';
+
+export type { MergePlan, PlannedEntry } from '../store/layer-merge.js';
+
+/**
+ * Reads each layer's headers (bodies skipped) and plans the merged tree. `extra` is asked,
+ * with the merged tree's ACLs, for entries to lay over everything (the embedded metadata);
+ * they form the last layer, index `layers.length`.
+ */
+export async function planMerge(
+  store: Store,
+  layers: LoadedModule[],
+  extra?: (acls: AclIndex, hasDir: (p: string) => boolean) => LayerEntry[],
+): Promise<MergePlan> {
+  const root = emptyTree();
+  const linkTargets: Array<Map<string, LayerEntry>> = [];
+  for (let i = 0; i < layers.length; i++) {
+    const entries: LayerEntry[] = [];
+    for await (const { entry } of store.readLayer(layers[i]!)) entries.push(entry);
+    linkTargets.push(hardLinkTargets(entries));
+    applyLayer(root, i, entries, layers[i]!.fullName);
+  }
+  if (extra) {
+    const entries = extra(aclIndex(root), (p) => lookup(root, p)?.entry.type === 'dir');
+    applyLayer(root, layers.length, entries, 'strata metadata');
+    linkTargets.push(new Map());
+  }
+  return flatten(root, linkTargets);
+}
+
+/** Every ACL in the tree, by path. */
+export function aclIndex(root: MergeNode): AclIndex {
+  const entries: AclIndex['entries'] = {};
+  const walk = (n: MergeNode, p: string) => {
+    if (n.entry.acl && (n.entry.acl.access || n.entry.acl.default)) entries[p] = { mode: n.entry.mode, ...n.entry.acl };
+    if (!n.children) return;
+    for (const name of [...n.children.keys()].sort(comparePaths)) walk(n.children.get(name)!, p === '.' ? name : `${p}/${name}`);
+  };
+  walk(root, '.');
+  return { aclVersion: 1, entries };
+}
+
