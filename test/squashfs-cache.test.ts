@@ -139,7 +139,8 @@ for (const compressor of ['gzip', 'zstd'] as const) {
     chmodSync(tmp, 0o777);
     const e = join(tmp, 'e.sqfs');
     const self = fileURLToPath(import.meta.url);
-    const child = run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--import', 'tsx', self], {
+    const loader = self.endsWith('.ts') ? ['--import', 'tsx'] : []; // from source or compiled
+    const child = run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...loader, self], {
       cwd: join(self, '..', '..'),
       env: { STRATA_SQ_CHILD: `${e},${compressor}`, HOME: tmp },
     });

@@ -190,6 +190,7 @@ export class SquashfsWriter {
   private chain: Promise<void> = Promise.resolve();
   private failed: unknown;
   private closed = false;
+  private finishing = false;
   private hits = 0;
   private misses = 0;
   private group: string | undefined;
@@ -251,7 +252,16 @@ export class SquashfsWriter {
 
   private check(): void {
     if (this.failed) throw this.failed;
-    if (this.closed) throw usage('the SquashFS writer is already finished or aborted');
+    if (this.closed || this.finishing) throw usage('the SquashFS writer is already finished or aborted');
+  }
+
+  /** Positional write of the whole buffer (a short write is retried, never left as a gap). */
+  private async writeAll(b: Uint8Array, at: number): Promise<void> {
+    for (let off = 0; off < b.length; ) {
+      const { bytesWritten } = await this.fh.write(b, off, b.length - off, at + off);
+      if (bytesWritten <= 0) throw new Error(`short write to ${this.tmpPath}`);
+      off += bytesWritten;
+    }
   }
 
   private register(entry: LayerEntry, file?: FileData): Node {
@@ -282,8 +292,13 @@ export class SquashfsWriter {
    * fragment block of `group`, which is flushed first when the group changes.
    */
   addFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string): Promise<void> {
-    const run = this.chain.then(async () => {
+    try {
       this.check();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const run = this.chain.then(async () => {
+      if (this.failed) throw this.failed;
       try {
         await this.streamFile(entry, content, group);
       } catch (e) {
@@ -379,7 +394,7 @@ export class SquashfsWriter {
       return;
     }
     const len = r.data.length;
-    await this.fh.write(r.data, 0, len, this.pos);
+    await this.writeAll(r.data, this.pos);
     h.done(this.pos, r.kind === 'raw' ? (len | DATA_UNCOMPRESSED) >>> 0 : len);
     this.pos += len;
     this.recycle(r.raw);
@@ -414,9 +429,11 @@ export class SquashfsWriter {
 
   /** Writes inode, directory, fragment, export, id and xattr tables and the superblock. */
   async finish(): Promise<SquashResult> {
-    await this.chain;
     this.check();
+    this.finishing = true;
+    await this.chain;
     try {
+      if (this.failed) throw this.failed;
       if (this.fragUsed > 0) await this.flushFragment();
       while (this.queue.length) await this.writeHead();
       const r = await this.writeTables();
@@ -728,7 +745,7 @@ export class SquashfsWriter {
     let p = this.pos;
     const out = async (b: Buffer): Promise<number> => {
       const at = p;
-      if (b.length) await this.fh.write(b, 0, b.length, at);
+      await this.writeAll(b, at);
       p += b.length;
       return at;
     };
@@ -776,7 +793,7 @@ export class SquashfsWriter {
     if (this.options) flags |= FLAG.COMPRESSOR_OPTIONS;
     if (this.options) {
       const ob = Buffer.concat([u16(METADATA_UNCOMPRESSED | this.options.length), this.options]);
-      await this.fh.write(ob, 0, ob.length, SUPERBLOCK_SIZE);
+      await this.writeAll(ob, SUPERBLOCK_SIZE);
     }
     const sb = encodeSuperblock({
       inodeCount: count,
@@ -798,7 +815,7 @@ export class SquashfsWriter {
       fragmentTableStart,
       exportTableStart,
     });
-    await this.fh.write(sb, 0, sb.length, 0);
+    await this.writeAll(sb, 0);
     const padded = Math.ceil(bytesUsed / PAD) * PAD;
     await this.fh.truncate(padded);
     await this.fh.sync();
