@@ -29,6 +29,8 @@ interface Staged {
 }
 
 export interface BuiltLayer {
+  /** The canonical entries in order, each file with its content. */
+  items: Array<{ entry: LayerEntry; content?: ContentOpener }>;
   /** Streams the canonical tar. Call once. */
   tar(): AsyncGenerator<Uint8Array>;
   /** The manifest without its `layer` field (known once the tar is hashed). */
@@ -101,6 +103,7 @@ export class LayerBuilder {
     let bytes = 0;
     for (const s of ordered) bytes += s.entry.size;
     return {
+      items: ordered,
       entries: ordered.length,
       bytes,
       tar: () => canonicalTar(ordered),

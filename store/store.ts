@@ -18,6 +18,7 @@ import { normalizeLayerPath } from './layer-path.js';
 import { applyManifestEntry, LayerManifest } from './manifest.js';
 import { checkFullName, EnvOp, fullNameOf, ModuleRecord, splitFullName, validateRecord } from './record.js';
 import { addDirectory } from './source-dir.js';
+import { addDockerArchive, addOciLayout, ImageConfigInfo } from './source-oci.js';
 import { addTar } from './source-tar.js';
 import { readTar } from './tar-reader.js';
 import { LayerEntry } from './types.js';
@@ -107,7 +108,11 @@ export class Store {
 
   // ---- ingest ---------------------------------------------------------------------------
 
-  /** Builds the canonical layer and manifest of `source` and stores both. No index change. */
+  /**
+   * Builds the canonical layer and manifest of `source` — a tar (plain, gzip, zstd), a directory
+   * (an overlay upperdir with `overlay`), `oci:DIR[:TAG]` or `docker-archive:FILE` — and stores
+   * both. No index change. An image's config Env and Labels come back for the record.
+   */
   async importLayer(source: string, opts: { overlay?: boolean; onProgress?(n: number): void } = {}) {
     const builder = new LayerBuilder();
     let read = 0;
@@ -115,29 +120,38 @@ export class Store {
       read += n;
       opts.onProgress?.(read);
     };
-    let st;
-    try {
-      st = await fsp.stat(source);
-    } catch {
-      throw new StrataError(ERR.NOT_FOUND, `source '${source}' does not exist`, { hint: 'give a tar file, a directory or oci:DIR[:TAG]' });
-    }
-    const spool = this.blobs.tmpPath('spool');
+    const spools: string[] = [];
+    const spool = (tag: string) => {
+      const p = this.blobs.tmpPath(tag);
+      spools.push(p);
+      return p;
+    };
     let skipped: string[] = [];
+    let image: ImageConfigInfo | undefined;
     try {
-      if (st.isDirectory()) {
-        skipped = (await addDirectory(builder, source, { overlay: opts.overlay, onEntry })).skipped;
+      if (source.startsWith('oci:')) {
+        image = await addOciLayout(builder, source, spool);
+      } else if (source.startsWith('docker-archive:')) {
+        image = await addDockerArchive(builder, source.slice('docker-archive:'.length), spool);
       } else {
-        if (opts.overlay) throw new StrataError(ERR.USAGE, '--overlay takes an upperdir directory, not a file');
-        await addTar(builder, source, { spoolPath: spool, onEntry });
+        const st = await fsp.stat(source).catch(() => {
+          throw new StrataError(ERR.NOT_FOUND, `source '${source}' does not exist`, { hint: 'give a tar file, a directory, oci:DIR[:TAG] or docker-archive:FILE' });
+        });
+        if (st.isDirectory()) {
+          skipped = (await addDirectory(builder, source, { overlay: opts.overlay, onEntry })).skipped;
+        } else {
+          if (opts.overlay) throw new StrataError(ERR.USAGE, '--overlay takes an upperdir directory, not a file');
+          await addTar(builder, source, { spoolPath: spool('spool'), onEntry });
+        }
       }
       const built = builder.build();
       const { hex } = await this.blobs.put(built.tar());
       const layer = cidFromHex(RAW_CODEC, hex);
       const manifest = built.manifest(layer);
       const manifestCid = cidFromHex(JSON_CODEC, await this.blobs.putBytes(canonicalJson(manifest)));
-      return { layer, manifest: manifestCid, entries: built.entries, bytes: built.bytes, skipped };
+      return { layer, manifest: manifestCid, entries: built.entries, bytes: built.bytes, skipped, image };
     } finally {
-      await fsp.rm(spool, { force: true });
+      for (const p of spools) await fsp.rm(p, { force: true });
     }
   }
 
@@ -145,8 +159,9 @@ export class Store {
   async importModule(fullName: string, source: string, opts: ImportOptions = {}): Promise<ImportResult> {
     checkFullName(fullName);
     for (const m of [...(opts.requires ?? []), ...(opts.conflicts ?? [])]) checkFullName(m);
-    const layer = await this.importLayer(source, opts);
+    const { image, ...layer } = await this.importLayer(source, opts);
     const { name, version } = splitFullName(fullName);
+    const labels = { ...(image?.labels ?? {}), ...(opts.labels ?? {}) };
     const record: ModuleRecord = {
       recordVersion: 1,
       name,
@@ -156,10 +171,10 @@ export class Store {
       requires: opts.requires ?? [],
       conflicts: opts.conflicts ?? [],
       family: opts.family ?? null,
-      env: opts.env ?? [],
+      env: [...(image?.env ?? []), ...(opts.env ?? [])],
       description: opts.description ?? '',
       restricted: opts.restricted ?? null,
-      ...(opts.labels && Object.keys(opts.labels).length > 0 ? { labels: opts.labels } : {}),
+      ...(Object.keys(labels).length > 0 ? { labels } : {}),
     };
     const recordCid = await this.putJson(record);
     const status = await this.index(async (ix) => {
@@ -249,7 +264,25 @@ export class Store {
   async *readLayer(mod: LoadedModule): AsyncGenerator<LayerItem> {
     const manifest = await this.manifestOf(mod);
     const hex = parseCid(mod.record.layer).hex;
-    for await (const { header: h, body } of readTar(this.blobs.read(hex, `layer of ${mod.fullName}`))) {
+    const what = `layer of ${mod.fullName}`;
+    try {
+      yield* this.layerItems(readTar(this.blobs.read(hex, what)), manifest);
+    } catch (e) {
+      // A damaged header trips the tar reader before the digest check at end of stream; say
+      // what it really is (a corrupt blob) and name the module, as the digest check would.
+      if (e instanceof StrataError && (e.code === ERR.DIGEST_MISMATCH || e.code === ERR.BLOB_MISSING)) throw e;
+      if ((await this.blobs.check(hex)) === 'corrupt') {
+        throw new StrataError(ERR.DIGEST_MISMATCH, `${what} sha256:${hex} is corrupt (its content no longer matches its digest)`, {
+          hint: 'run `strata store verify`, then re-import or pull the module',
+          cause: e,
+        });
+      }
+      throw e;
+    }
+  }
+
+  private async *layerItems(tar: ReturnType<typeof readTar>, manifest: LayerManifest): AsyncGenerator<LayerItem> {
+    for await (const { header: h, body } of tar) {
       const p = normalizeLayerPath(h.path);
       const entry: LayerEntry = {
         path: p,
