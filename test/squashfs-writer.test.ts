@@ -200,6 +200,43 @@ function mountImage(image: string, at: string): void {
   mustRun('mount', ['-t', 'squashfs', '-o', 'loop,ro', image, at]);
 }
 
+/**
+ * NFS-style access through the export table: takes a file handle (name_to_handle_at) of every
+ * path, drops the dentry/inode caches, reopens each handle (open_by_handle_at, which makes
+ * squashfs resolve the inode number through the export table) and compares fstat with the
+ * lstat taken before. Python's ctypes reaches the two syscalls; prints "<count> <bad>".
+ */
+const HANDLE_CHECK = `
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class FH(ctypes.Structure):
+    _fields_ = [('handle_bytes', ctypes.c_uint), ('handle_type', ctypes.c_int), ('f_handle', ctypes.c_ubyte * 128)]
+mnt = sys.argv[1]
+paths = [mnt]
+for root, dirs, files in os.walk(mnt):
+    paths += [os.path.join(root, n) for n in dirs + files]
+def key(st):
+    return (st.st_ino, st.st_mode, st.st_size, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_nlink, st.st_rdev)
+handles = []
+for p in paths:
+    fh = FH(); fh.handle_bytes = 128; mid = ctypes.c_int()
+    if libc.name_to_handle_at(-100, p.encode(), ctypes.byref(fh), ctypes.byref(mid), 0) != 0:
+        sys.exit('name_to_handle_at %s: %s' % (p, os.strerror(ctypes.get_errno())))
+    handles.append((p, fh, key(os.lstat(p))))
+mfd = os.open(mnt, os.O_RDONLY)
+with open('/proc/sys/vm/drop_caches', 'w') as f:
+    f.write('2')
+bad = 0
+for p, fh, want in handles:
+    fd = libc.open_by_handle_at(mfd, ctypes.byref(fh), os.O_PATH)
+    if fd < 0:
+        print('open_by_handle_at', p, os.strerror(ctypes.get_errno()), file=sys.stderr); bad += 1; continue
+    got = key(os.fstat(fd)); os.close(fd)
+    if got != want:
+        print('mismatch', p, want, got, file=sys.stderr); bad += 1
+print(len(handles), bad)
+`;
+
 const Writer = suite('squashfs writer vs reference tools');
 let tmp = '';
 
@@ -248,6 +285,9 @@ Writer('awkward corpus: listing, sqfsdiff, extraction and kernel mount match the
   const mnt = join(tmp, 'mnt');
   mountImage(ours, mnt);
   assert.equal(diffTrees(tree, mnt), [], 'kernel mount');
+  const h = run('python3', ['-c', HANDLE_CHECK, mnt]);
+  assert.is(h.code, 0, h.stderr);
+  assert.is(h.stdout.toString().trim(), `${items.length} 0`, `export table: ${h.stderr.slice(0, 2000)}`);
   // Lookups through the directory index of the 10 000-entry directory.
   for (const n of ['f00000', 'f00001', 'f04567', 'f09998', 'f09999']) assert.ok(existsSync(join(mnt, 'big', n)), n);
   for (const n of ['f', 'f0', 'f10000', 'f04567x', 'e', 'g']) assert.not.ok(existsSync(join(mnt, 'big', n)), n);
