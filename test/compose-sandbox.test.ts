@@ -1,0 +1,409 @@
+/**
+ * `strata compose sandbox` through the CLI, checked with the reference tools only:
+ * - the four-layer stack (test/fixtures/stack.ts) imported from its GNU tars gives the tree
+ *   that GNU tar extraction with OCI whiteout handling gives, and the tree `umoci unpack`
+ *   gives of the same layers written by umoci; umoci's own layer blobs imported as modules
+ *   give that tree too;
+ * - the embedded metadata: /.strata/lock.json is strata.lock, /.strata/env.sh sourced by sh
+ *   gives the modules' PATH, `strata inspect DIR` prints the lock's modules, and every lock
+ *   strata writes validates against spec/lock.schema.json;
+ * - hostile stacks (test/fixtures/hostile.ts) are refused or contained, checked by a sentinel
+ *   and listings outside the target; a non-empty target needs --force.
+ * Root (the fixtures make device nodes, foreign owners and security.capability).
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Ajv2020Module from 'ajv/dist/2020.js';
+import { mustRun, removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
+import { diffTrees, snapshotTree, TreeSnapshot } from './helpers/tree.js';
+import { buildOciLayout, makeStack, ociLayerBlobs, referenceExtract, Stack, STACK, umociUnpack } from './fixtures/stack.js';
+import { hostileStackLayers, writeTars } from './fixtures/hostile.js';
+
+// The compiled CLI: beside this file under dist/, or dist/ when run from test/ with tsx.
+const CLI = [new URL('../cli/main.js', import.meta.url), new URL('../dist/cli/main.js', import.meta.url)]
+  .map((u) => fileURLToPath(u))
+  .find((p) => existsSync(p))!;
+
+/** `strata --store STORE ARGS…` with cwd = the working directory (strata.json, strata.lock). */
+function strata(store: string, cwd: string, args: string[]): RunResult {
+  return run(process.execPath, [CLI, '--store', store, ...args], { cwd });
+}
+
+function ok(r: RunResult, what: string): RunResult {
+  assert.is(r.code, 0, `${what} failed (exit ${r.code}): ${r.stderr}`);
+  return r;
+}
+
+const hex = (s: string) => Buffer.from(s).toString('hex');
+
+// Module names per stack layer and the environment they carry (values with a quote, a `$` and
+// a space, which env.sh must keep literal).
+const MODULES = [
+  { layer: 'base', name: 'base/1', opts: [] as string[] },
+  { layer: 'mid', name: 'mid/1', opts: [] },
+  { layer: 'app', name: 'app/2.0', opts: ['--prepend', 'PATH=/opt/app/bin', '--prepend', 'LD_LIBRARY_PATH=/opt/app/lib'] },
+  { layer: 'lic', name: 'lic/1', opts: ['--append', 'PATH=/opt/lic/bin', '--setenv', `LIC_NOTE=it's $HOME and "more"`] },
+];
+
+function importStack(stack: Stack, store: string, work: string): void {
+  for (const m of MODULES) {
+    ok(strata(store, work, ['store', 'import', m.name, stack.layers.find((l) => l.name === m.layer)!.tar, ...m.opts]), `import ${m.name}`);
+  }
+}
+
+// ajv's CommonJS default export seen through NodeNext ESM.
+const Ajv2020 = ((Ajv2020Module as unknown as { default?: unknown }).default ?? Ajv2020Module) as new (o: object) => {
+  compile(schema: object): ((v: unknown) => boolean) & { errors?: unknown };
+};
+const SCHEMA = [new URL('../spec/lock.schema.json', import.meta.url), new URL('../../spec/lock.schema.json', import.meta.url)]
+  .map((u) => fileURLToPath(u))
+  .find((p) => existsSync(p))!;
+const lockSchema = JSON.parse(readFileSync(SCHEMA, 'utf8'));
+const validateLock = new Ajv2020({ allErrors: true, strict: true }).compile(lockSchema);
+
+// ---------------------------------------------------------------------------------------
+interface StackCtx {
+  /** Shared, read-only: the stack, its store, the umoci layout. */
+  shared: string;
+  stack: Stack;
+  store: string;
+  layout: string;
+  /** Per test: a working directory and room for outputs. */
+  dir: string;
+  work: string;
+}
+
+const four = suite<StackCtx>('compose sandbox: four-layer stack');
+// The stack, its store and the umoci layout take seconds to build and no test changes them,
+// so they are made once for the suite; each test gets its own working directory.
+four.before((ctx) => {
+  ctx.shared = tempDir('strata-compose-sandbox');
+  ctx.stack = makeStack(join(ctx.shared, 'stack'));
+  ctx.store = join(ctx.shared, 'store');
+  mkdirSync(join(ctx.shared, 'w'));
+  importStack(ctx.stack, ctx.store, join(ctx.shared, 'w'));
+  ctx.layout = buildOciLayout(ctx.stack, join(ctx.shared, 'oci'));
+});
+four.after((ctx) => removeDir(ctx.shared));
+four.before.each((ctx) => {
+  ctx.dir = tempDir('strata-compose-sandbox-t');
+  ctx.work = join(ctx.dir, 'work');
+  mkdirSync(ctx.work);
+  ok(strata(ctx.store, ctx.work, ['compose', 'add', ...MODULES.map((m) => m.name)]), 'compose add');
+});
+four.after.each((ctx) => removeDir(ctx.dir));
+
+/** The things the four-layer stack must show, so that an empty or partial tree cannot pass a diff. */
+function assertStackShape(snap: TreeSnapshot): void {
+  assert.is(snap.get(STACK.devices.null)?.type, 'char');
+  assert.equal(snap.get(STACK.devices.null)?.rdev, { major: 1, minor: 3 });
+  assert.equal(snap.get(STACK.devices.loop0)?.rdev, { major: 7, minor: 0 });
+  assert.is(snap.get(STACK.devices.loop0)?.gid, 6);
+  assert.is(snap.get(STACK.devices.fifo)?.type, 'fifo');
+  assert.is(snap.get('tmp')?.mode, 0o1777);
+  assert.not.ok(snap.has(STACK.whitedOutFile), 'whiteout of a base file');
+  assert.not.ok(snap.has(STACK.whitedOutDir), 'whiteout of a base dir');
+  for (const p of STACK.opaqueHidden) assert.not.ok(snap.has(p), `opaque dir hides ${p}`);
+  assert.ok(snap.has(STACK.opaqueKept));
+  assert.is(snap.get(STACK.bigFile)?.size, STACK.bigFileSize);
+  assert.equal(snap.get(STACK.licDir)?.acl, STACK.licAcl);
+  assert.is(snap.get(STACK.licFile)?.acl.access, STACK.licFileAcl);
+  assert.is(snap.get(STACK.licFile)?.xattrs['user.license'], hex('site-1234'));
+  assert.ok(snap.get(STACK.licCap)?.xattrs['security.capability'], 'security.capability');
+  assert.equal(snap.get(STACK.licHardLinks[0])?.links, [...STACK.licHardLinks]);
+  assert.is(snap.get(STACK.licSymlink)?.target, 'liblic.so.1');
+}
+
+four('sandbox of the GNU tars equals GNU tar + whiteouts and umoci unpack of the same layers', (ctx) => {
+  const sb = join(ctx.dir, 'sandbox');
+  const r = ok(strata(ctx.store, ctx.work, ['compose', 'sandbox', sb]), 'sandbox');
+  assert.match(r.stdout.toString(), `from ${MODULES.length} modules`);
+  assert.is(r.stderr, '', 'as root nothing is skipped, so nothing is said on stderr');
+  const snap = snapshotTree(sb);
+  assertStackShape(snap);
+  // Only strata's own additions (/.strata, /.singularity.d) are left out of the comparison.
+  const ref = referenceExtract(ctx.stack.layers.map((l) => l.tar), join(ctx.dir, 'gnu'));
+  assert.equal(diffTrees(snap, ref, { ignoreStrataPaths: true }), []);
+  const rootfs = umociUnpack(ctx.layout, 'latest', join(ctx.dir, 'bundle'));
+  assert.equal(diffTrees(snap, rootfs, { ignoreStrataPaths: true }), []);
+  // The embedded lock is the working directory's lock, byte for byte.
+  assert.is(readFileSync(join(sb, '.strata/lock.json'), 'utf8'), readFileSync(join(ctx.work, 'strata.lock'), 'utf8'));
+});
+
+four("umoci's own layer blobs imported as modules give the same sandbox", (ctx) => {
+  const blobs = ociLayerBlobs(ctx.layout);
+  assert.is(blobs.length, 4);
+  const store = join(ctx.dir, 'store-umoci');
+  const names = blobs.map((_, i) => `umoci${i}/1`);
+  blobs.forEach((b, i) => ok(strata(store, ctx.work, ['store', 'import', names[i]!, b.path]), `import ${b.digest}`));
+  const work = join(ctx.dir, 'work-umoci');
+  mkdirSync(work);
+  ok(strata(store, work, ['compose', 'add', ...names]), 'compose add');
+  const sb = join(ctx.dir, 'sandbox-umoci');
+  ok(strata(store, work, ['compose', 'sandbox', sb]), 'sandbox');
+  const snap = snapshotTree(sb);
+  assertStackShape(snap);
+  const rootfs = umociUnpack(ctx.layout, 'latest', join(ctx.dir, 'bundle'));
+  assert.equal(diffTrees(snap, rootfs, { ignoreStrataPaths: true }), []);
+  // Against the sandbox of the GNU tars: /.strata differs only because the lock names other
+  // modules (umoci's mid layer has per-child whiteouts, not an opaque marker, so other CIDs).
+  const gnu = join(ctx.dir, 'sandbox-gnu');
+  ok(strata(ctx.store, ctx.work, ['compose', 'sandbox', gnu]), 'sandbox');
+  assert.equal(diffTrees(snap, gnu, { ignoreStrataPaths: true }), []);
+});
+
+four('strata inspect DIR prints the modules of the lock, lowest first', (ctx) => {
+  const sb = join(ctx.dir, 'sandbox');
+  ok(strata(ctx.store, ctx.work, ['compose', 'sandbox', sb]), 'sandbox');
+  const lock = JSON.parse(readFileSync(join(ctx.work, 'strata.lock'), 'utf8'));
+  const text = ok(strata(ctx.store, ctx.work, ['inspect', sb]), 'inspect').stdout.toString();
+  const rows = text.split('\n').filter((l) => /^\s+\S+\s+baga/.test(l)).map((l) => l.trim().split(/\s+/));
+  assert.equal(rows, lock.modules.map((m: { fullName: string; record: string }) => [m.fullName, m.record]));
+  assert.equal(rows.map((r) => r[0]), MODULES.map((m) => m.name));
+  assert.match(text, 'ACLs: ');
+  const json = JSON.parse(ok(strata(ctx.store, ctx.work, ['--json', 'inspect', sb]), 'inspect --json').stdout.toString());
+  assert.equal(json.lock, lock);
+  assert.is(json.kind, 'sandbox');
+  assert.ok(json.acls.entries[STACK.licDir], 'the ACL summary names opt/lic');
+  // Not a strata tree: refused with one line.
+  const plain = join(ctx.dir, 'plain');
+  mkdirSync(plain);
+  const bad = strata(ctx.store, ctx.work, ['inspect', plain]);
+  assert.is(bad.code, 1);
+  assert.match(bad.stderr, /^strata: .*has no \/\.strata\/lock\.json.*\n$/);
+});
+
+four("/.strata/env.sh sourced by sh gives the modules' environment, values literal", (ctx) => {
+  const sb = join(ctx.dir, 'sandbox');
+  ok(strata(ctx.store, ctx.work, ['compose', 'sandbox', sb]), 'sandbox');
+  const env = readFileSync(join(sb, '.strata/env.sh'));
+  assert.equal(readFileSync(join(sb, '.singularity.d/env/90-strata.sh')), env, 'the Apptainer copy is the same script');
+  const show = (base: Record<string, string>) => {
+    const r = spawnSync('/bin/sh', ['-c', '. "$1/.strata/env.sh" && printf "%s\\n" "$PATH" "${LD_LIBRARY_PATH-unset}" "$LIC_NOTE"', 'sh', sb], {
+      env: base,
+      encoding: 'utf8',
+    });
+    assert.is(r.status, 0, r.stderr);
+    return r.stdout.split('\n').slice(0, 3);
+  };
+  // app/2.0 prepends, lic/1 appends, in layer order; LD_LIBRARY_PATH unset gets no stray ':'.
+  assert.equal(show({ PATH: '/usr/bin:/bin', HOME: '/nowhere' }), [
+    '/opt/app/bin:/usr/bin:/bin:/opt/lic/bin',
+    '/opt/app/lib',
+    `it's $HOME and "more"`,
+  ]);
+  assert.equal(show({ PATH: '/usr/bin:/bin', LD_LIBRARY_PATH: '/x/lib', HOME: '/nowhere' })[1], '/opt/app/lib:/x/lib');
+});
+
+four('every lock strata writes validates against spec/lock.schema.json', (ctx) => {
+  const sb = join(ctx.dir, 'sandbox');
+  ok(strata(ctx.store, ctx.work, ['compose', 'sandbox', sb]), 'sandbox');
+  ok(strata(ctx.store, ctx.work, ['compose', 'lock', '-o', join(ctx.dir, 'out.lock')]), 'lock -o');
+  const docs: Record<string, unknown> = {
+    'strata.lock': JSON.parse(readFileSync(join(ctx.work, 'strata.lock'), 'utf8')),
+    'lock -o': JSON.parse(readFileSync(join(ctx.dir, 'out.lock'), 'utf8')),
+    'lock (stdout)': JSON.parse(ok(strata(ctx.store, ctx.work, ['compose', 'lock']), 'lock').stdout.toString()),
+    'lock --json': JSON.parse(ok(strata(ctx.store, ctx.work, ['--json', 'compose', 'lock']), 'lock --json').stdout.toString()),
+    '/.strata/lock.json': JSON.parse(readFileSync(join(sb, '.strata/lock.json'), 'utf8')),
+  };
+  for (const [what, doc] of Object.entries(docs)) {
+    assert.ok(validateLock(doc), `${what}: ${JSON.stringify(validateLock.errors)}`);
+    assert.equal(doc, docs['strata.lock'], `${what} is the same lock`);
+  }
+  const lock = docs['strata.lock'] as { modules: Array<Record<string, string>>; env: Array<Record<string, string>> };
+  assert.is(lock.modules.length, 4);
+  assert.is(lock.env.length, 4);
+  // The schema can fail: each of these breaks one rule.
+  const broken = [
+    { ...lock, lockfileVersion: 2 },
+    { ...lock, env: undefined },
+    { ...lock, extra: true },
+    { ...lock, modules: [{ ...lock.modules[0], record: lock.modules[0]!.layer }] },
+    { ...lock, modules: [{ ...lock.modules[0], layer: 'sha256:00' }] },
+    { ...lock, env: [{ op: 'unset', var: 'PATH', value: '' }] },
+    { ...lock, env: [{ op: 'set', var: 'A-B', value: '' }] },
+  ];
+  for (const b of broken) assert.not.ok(validateLock(JSON.parse(JSON.stringify(b))), JSON.stringify(b).slice(0, 80));
+});
+
+// ---------------------------------------------------------------------------------------
+interface Ctx {
+  dir: string;
+  store: string;
+  work: string;
+}
+
+const fresh = (name: string) => {
+  const s = suite<Ctx>(name);
+  s.before.each((ctx) => {
+    ctx.dir = tempDir('strata-compose-hostile');
+    ctx.store = join(ctx.dir, 'store');
+    ctx.work = join(ctx.dir, 'work');
+    mkdirSync(ctx.work);
+  });
+  s.after.each((ctx) => removeDir(ctx.dir));
+  return s;
+};
+
+/** A listing of `dir` with each entry's type, mode, size, mtime and (for files) content hash. */
+function listing(dir: string): string[] {
+  return readdirSync(dir).sort().map((n) => {
+    const st = lstatSync(join(dir, n));
+    const sum = st.isFile() ? createHash('sha256').update(readFileSync(join(dir, n))).digest('hex') : '';
+    return `${n} ${st.mode.toString(8)} ${st.size} ${st.mtimeMs} ${sum}`;
+  });
+}
+
+function fileState(p: string): string {
+  const st = statSync(p);
+  return `${st.ino} ${st.size} ${st.mtimeMs} ${st.ctimeMs} ${createHash('sha256').update(readFileSync(p)).digest('hex')}`;
+}
+
+const hostile = fresh('compose sandbox: hostile stacks');
+
+hostile('`etc -> /` then `etc/passwd`: refused, nothing outside the target changes', ({ dir, store, work }) => {
+  const layers = hostileStackLayers(join(dir, 'tars')).etcSymlink;
+  ok(strata(store, work, ['store', 'import', 'evil-etc/1', layers[0]!]), 'import 1');
+  ok(strata(store, work, ['store', 'import', 'evil-passwd/1', layers[1]!]), 'import 2');
+  ok(strata(store, work, ['compose', 'add', 'evil-etc', 'evil-passwd']), 'add');
+  // The target's parent holds only the target and a sentinel (strata.json and strata.lock
+  // change in the working directory, elsewhere).
+  const outer = join(dir, 'outer');
+  mkdirSync(outer);
+  const sentinel = join(outer, 'sentinel');
+  writeFileSync(sentinel, 'outside the target\n');
+  const before = { passwd: fileState('/etc/passwd'), sentinel: fileState(sentinel), parent: listing(outer), root: readdirSync('/').sort() };
+  const target = join(outer, 'sandbox');
+  const r = strata(store, work, ['compose', 'sandbox', target]);
+  assert.is(r.code, 1, r.stderr);
+  assert.is(r.stderr, "strata: layer evil-passwd/1 writes 'etc/passwd' beneath the symlink 'etc' of a lower layer (refusing to write through it; the upper layer must replace it with a directory entry)\n");
+  assert.equal({ passwd: fileState('/etc/passwd'), sentinel: fileState(sentinel), parent: listing(outer), root: readdirSync('/').sort() }, before);
+  assert.not.ok(existsSync(target), 'the plan is refused before the target is made');
+  assert.not.ok(existsSync('/passwd'), 'etc/passwd through etc -> / would be /passwd');
+
+  // The symlink alone is contained: it is written as a link inside the target, and no
+  // metadata call follows it to '/'.
+  ok(strata(store, work, ['compose', 'rm', 'evil-passwd']), 'rm');
+  const rootBefore = lstatSync('/');
+  ok(strata(store, work, ['compose', 'sandbox', target]), 'sandbox of the symlink alone');
+  assert.is(readlinkSync(join(target, 'etc')), '/');
+  const rootAfter = lstatSync('/');
+  assert.equal([rootAfter.mode, rootAfter.uid, rootAfter.gid, rootAfter.mtimeMs], [rootBefore.mode, rootBefore.uid, rootBefore.gid, rootBefore.mtimeMs]);
+  assert.equal({ passwd: fileState('/etc/passwd'), sentinel: fileState(sentinel) }, { passwd: before.passwd, sentinel: before.sentinel });
+});
+
+hostile('whiteouts naming `..` and `.` are refused at import with one line', ({ dir, store, work }) => {
+  const layers = hostileStackLayers(join(dir, 'tars')).whiteoutDotDot;
+  ok(strata(store, work, ['store', 'import', 'hosts/1', layers[0]!]), 'import 1');
+  const r = strata(store, work, ['store', 'import', 'dotdot/1', layers[1]!]);
+  assert.is(r.code, 1);
+  assert.is(r.stderr, "strata: whiteout 'etc/.wh...' names '..', which is not an entry of its directory (refusing a layer that could write outside its root)\n");
+  const ls = ok(strata(store, work, ['store', 'ls']), 'ls').stdout.toString();
+  assert.match(ls, 'hosts/1');
+  assert.not.match(ls, 'dotdot');
+  // `.wh..` alone (a whiteout of '.') is refused the same way.
+  const dot = writeTars([{ out: join(dir, 'dot.tar'), members: [{ name: 'etc', type: 'dir' }, { name: 'etc/.wh..', data: '' }] }])[0]!;
+  const r2 = strata(store, work, ['store', 'import', 'dot/1', dot]);
+  assert.is(r2.code, 1);
+  assert.is(r2.stderr, "strata: whiteout 'etc/.wh..' names '.', which is not an entry of its directory (refusing a layer that could write outside its root)\n");
+});
+
+hostile('a hard link to a whited-out file: refused across layers, content kept within one', ({ dir, store, work }) => {
+  // The fixture's third layer links to a file only a lower, whited-out layer had: a layer may
+  // only link to what it holds, so import refuses it.
+  const layers = hostileStackLayers(join(dir, 'tars')).hardlinkToWhitedOut;
+  ok(strata(store, work, ['store', 'import', 'lx/1', layers[0]!]), 'import 1');
+  ok(strata(store, work, ['store', 'import', 'whx/1', layers[1]!]), 'import 2');
+  const r = strata(store, work, ['store', 'import', 'ly/1', layers[2]!]);
+  assert.is(r.code, 1);
+  assert.is(r.stderr, "strata: hard link 'lib/y' points at 'lib/x', which is not earlier in the layer (a layer may only link to files it holds itself)\n");
+
+  // Within one layer: lib/x and its link lib/y; the layer above whites out lib/x (and puts a
+  // new lib/z beside). lib/y keeps the inode's content and metadata, as GNU tar + whiteouts give.
+  const [low, high] = writeTars([
+    {
+      out: join(dir, 'links-1.tar'),
+      members: [
+        { name: 'lib', type: 'dir', mtime: 1_600_000_000 },
+        { name: 'lib/x', data: 'linked content\n', mode: 0o640, uid: 7, gid: 8, mtime: 1_600_000_100 },
+        { name: 'lib/y', type: 'hardlink', linkname: 'lib/x', mode: 0o640, uid: 7, gid: 8, mtime: 1_600_000_100 },
+        { name: 'lib/w', type: 'hardlink', linkname: 'lib/x', mode: 0o640, uid: 7, gid: 8, mtime: 1_600_000_100 },
+      ],
+    },
+    {
+      out: join(dir, 'links-2.tar'),
+      members: [
+        { name: 'lib', type: 'dir', mtime: 1_600_000_000 },
+        { name: 'lib/.wh.x', data: '' },
+        { name: 'lib/z', data: 'new\n', mtime: 1_600_000_200 },
+      ],
+    },
+  ]);
+  ok(strata(store, work, ['store', 'import', 'links/1', low!]), 'import links');
+  ok(strata(store, work, ['store', 'import', 'nox/1', high!]), 'import nox');
+  ok(strata(store, work, ['compose', 'add', 'links', 'nox']), 'add');
+  const outer = join(dir, 'outer');
+  mkdirSync(outer);
+  writeFileSync(join(outer, 'sentinel'), 'outside\n');
+  const parent = listing(outer);
+  const sb = join(outer, 'sandbox');
+  ok(strata(store, work, ['compose', 'sandbox', sb]), 'sandbox');
+  const snap = snapshotTree(sb);
+  assert.not.ok(snap.has('lib/x'));
+  assert.is(readFileSync(join(sb, 'lib/y'), 'utf8'), 'linked content\n');
+  assert.equal(snap.get('lib/w')?.links, ['lib/w', 'lib/y'], 'the surviving members still share one inode');
+  assert.equal([snap.get('lib/y')?.mode, snap.get('lib/y')?.uid, snap.get('lib/y')?.gid], [0o640, 7, 8]);
+  const ref = referenceExtract([low!, high!], join(dir, 'ref'));
+  assert.equal(diffTrees(snap, ref, { ignoreStrataPaths: true, ignoreRoot: true }), []);
+  assert.equal(listing(outer).filter((l) => !l.startsWith('sandbox ')), parent);
+});
+
+// ---------------------------------------------------------------------------------------
+const target = fresh('compose sandbox: target directory');
+
+target('a non-empty target is refused without --force and replaced with it, links inside not followed', ({ dir, store, work }) => {
+  const [layer] = writeTars([{ out: join(dir, 'one.tar'), members: [{ name: 'hello', data: 'hi\n', mtime: 1_600_000_000 }] }]);
+  ok(strata(store, work, ['store', 'import', 'one/1', layer!]), 'import');
+  ok(strata(store, work, ['compose', 'add', 'one']), 'add');
+  const outside = join(dir, 'outside');
+  mkdirSync(outside);
+  writeFileSync(join(outside, 'keep'), 'keep me\n');
+  const sb = join(dir, 'sandbox');
+  mkdirSync(sb);
+  writeFileSync(join(sb, 'stale'), 'old\n');
+  symlinkSync(outside, join(sb, 'link-out'));
+  const before = listing(outside);
+
+  const r = strata(store, work, ['compose', 'sandbox', sb]);
+  assert.is(r.code, 1);
+  assert.match(r.stderr, /^strata: .*sandbox is not empty \(.*--force.*\)\n$/);
+  assert.equal(readdirSync(sb).sort(), ['link-out', 'stale'], 'refused: the target is untouched');
+
+  ok(strata(store, work, ['compose', 'sandbox', sb, '--force']), 'sandbox --force');
+  assert.equal(readdirSync(sb).sort(), ['.singularity.d', '.strata', 'hello']);
+  assert.is(readFileSync(join(sb, 'hello'), 'utf8'), 'hi\n');
+  assert.equal(listing(outside), before, 'the symlink was removed, not followed');
+
+  // A target that is a file is refused even with --force.
+  writeFileSync(join(dir, 'file'), 'x');
+  const f = strata(store, work, ['compose', 'sandbox', join(dir, 'file'), '--force']);
+  assert.is(f.code, 1);
+  assert.match(f.stderr, /exists and is not a directory/);
+  // So is a symlink to a directory: it is not followed.
+  symlinkSync(outside, join(dir, 'to-outside'));
+  const l = strata(store, work, ['compose', 'sandbox', join(dir, 'to-outside'), '--force']);
+  assert.is(l.code, 1);
+  assert.match(l.stderr, /exists and is not a directory/);
+  assert.equal(listing(outside), before);
+});
+
+four.run();
+hostile.run();
+target.run();
