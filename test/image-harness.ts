@@ -1,0 +1,208 @@
+/**
+ * Shared by the image end-to-end tests (test/image-*.test.ts): the strata CLI run as a real
+ * subprocess (`node dist/cli/main.js --store DIR …`, cwd = a working dir), optionally as an
+ * unprivileged user, the four-layer stack imported into a store, and readers of what the
+ * reference tools print (unsquashfs listings, getfacl text) that do not use strata's code.
+ */
+import * as assert from 'uvu/assert';
+import { chownSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Stack, StackLayerName } from './fixtures/stack.js';
+import type { TreeNode, TreeSnapshot } from './helpers/tree.js';
+import { run, type RunResult } from './helpers/tmp.js';
+
+/** dist/cli/main.js, whether this file runs from dist/test (compiled) or test/ (tsx). */
+export const CLI = fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../cli/main.js' : '../dist/cli/main.js', import.meta.url));
+
+export interface CliOptions {
+  cwd: string;
+  store: string;
+  /** Run as uid/gid 65534 with no supplementary groups (setpriv); HOME must then be given. */
+  nobody?: boolean;
+  env?: Record<string, string>;
+}
+
+export const NOBODY = 65534;
+
+export function cli(o: CliOptions, ...args: string[]): RunResult {
+  const argv = [CLI, '--store', o.store, ...args];
+  const env = { STRATA_STORE: '', ...o.env };
+  if (o.nobody) {
+    return run('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, ...argv], { cwd: o.cwd, env, timeout: 120_000 });
+  }
+  return run(process.execPath, argv, { cwd: o.cwd, env, timeout: 120_000 });
+}
+
+/** Runs the CLI and fails the test unless it exits 0; returns stdout as text. */
+export function cliOk(o: CliOptions, ...args: string[]): string {
+  const r = cli(o, ...args);
+  assert.is(r.code, 0, `strata ${args.join(' ')} exited ${r.code}:\n${r.stderr}`);
+  return r.stdout.toString('utf8');
+}
+
+export function cliJson<T = Record<string, unknown>>(o: CliOptions, ...args: string[]): T {
+  return JSON.parse(cliOk(o, '--json', ...args)) as T;
+}
+
+/** What `compose squash --json` prints. */
+export interface SquashJson {
+  out: string;
+  sha256: string;
+  bytes: number;
+  entries: number;
+  aclPaths: number;
+  cacheHits: number;
+  cacheMisses: number;
+}
+
+/** Module names and import options of the stack layers; stack order is base, mid, app, lic. */
+export const MODULES: Record<StackLayerName, { fullName: string; opts: string[] }> = {
+  base: { fullName: 'base/1.0', opts: ['--description', 'base OS'] },
+  mid: { fullName: 'mid/2.0', opts: ['--prepend', 'PATH=/bin'] },
+  app: { fullName: 'app/3.1', opts: ['--prepend', 'PATH=/opt/app/bin', '--prepend', 'LD_LIBRARY_PATH=/opt/app/lib'] },
+  lic: { fullName: 'lic/2024.1', opts: ['--setenv', 'LM_LICENSE_FILE=/opt/lic/LICENSE'] },
+};
+export const STACK_ORDER: StackLayerName[] = ['base', 'mid', 'app', 'lic'];
+
+/**
+ * Imports the stack's tars in `importOrder` into o.store, then adds the modules to the
+ * stack in o.cwd in stack order (base, mid, app, lic), plus `extra` full names on top.
+ */
+export function importStack(o: CliOptions, stack: Stack, importOrder: StackLayerName[] = STACK_ORDER, extra: string[] = []): void {
+  for (const name of importOrder) {
+    const layer = stack.layers.find((l) => l.name === name)!;
+    cliOk(o, '-q', 'store', 'import', MODULES[name].fullName, layer.tar, ...MODULES[name].opts);
+  }
+  cliOk(o, '-q', 'compose', 'add', ...STACK_ORDER.map((n) => MODULES[n].fullName), ...extra);
+}
+
+/** Makes `dir` (and everything below) owned by nobody, and its ancestors traversable. */
+export function giveToNobody(dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  const walk = (p: string) => {
+    chownSync(p, NOBODY, NOBODY);
+    if (statSync(p).isDirectory()) for (const n of readdirSync(p)) walk(join(p, n));
+  };
+  walk(dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// ACLs as getfacl prints them (TreeNode.acl.access: "user::rwx,user:1001:r-x,group::r-x,…").
+
+function perms(text: string): number {
+  return (text[0] === 'r' ? 4 : 0) | (text[1] === 'w' ? 2 : 0) | (text[2] === 'x' ? 1 : 0);
+}
+
+/** What an access ACL grants the owning group: group:: & mask:: (group:: when there is no mask). */
+export function ownerGroupGrant(access: string): number {
+  const entries = access.split(',');
+  const g = entries.find((e) => e.startsWith('group::'));
+  const m = entries.find((e) => e.startsWith('mask::'));
+  if (!g) throw new Error(`no group:: entry in ${access}`);
+  return perms(g.slice(7)) & (m ? perms(m.slice(6)) : 7);
+}
+
+/**
+ * The tree an image must hold, given the sandbox: every path with an access ACL gets group
+ * bits group:: & mask (the rest of the mode unchanged), and no path keeps an ACL.
+ * `aclPaths` lists every name with an ACL, `aclInodes` one name per inode (hard links share
+ * their ACL; /.strata/acl.json names the first of the group).
+ */
+export function narrowedForImage(sandbox: TreeSnapshot): { snap: TreeSnapshot; aclPaths: string[]; aclInodes: string[]; changed: string[] } {
+  const snap: TreeSnapshot = new Map();
+  const aclPaths: string[] = [];
+  const changed: string[] = [];
+  for (const [p, n] of sandbox) {
+    const copy: TreeNode = { ...n, xattrs: { ...n.xattrs }, acl: {} };
+    if (n.acl.access) {
+      aclPaths.push(p);
+      copy.mode = (n.mode & ~0o070) | (ownerGroupGrant(n.acl.access) << 3);
+      if (copy.mode !== n.mode) changed.push(p);
+    } else if (n.acl.default) {
+      aclPaths.push(p);
+    }
+    snap.set(p, copy);
+  }
+  const aclInodes = aclPaths.filter((p) => (sandbox.get(p)!.links?.[0] ?? p) === p);
+  return { snap, aclPaths, aclInodes, changed };
+}
+
+// ---------------------------------------------------------------------------------------
+// unsquashfs -lls / -lln listings.
+
+export interface ListedEntry {
+  path: string;
+  /** ls-style type + permission string, e.g. "drwxr-x---". */
+  modeString: string;
+  owner: string;
+  group: string;
+  /** File size, or "major,minor" for devices, or symlink target length (as unsquashfs prints it). */
+  size: string;
+  /** "YYYY-MM-DD HH:MM" in UTC (run unsquashfs with TZ=UTC). */
+  time: string;
+  target?: string;
+}
+
+/** Parses `unsquashfs -lls|-lln -d R IMAGE` output (paths without spaces or ' -> '). */
+export function parseListing(text: string): ListedEntry[] {
+  const out: ListedEntry[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([-dlcbps][-rwxsStT]{9}) ([^/\s]+)\/(\S+)\s+(\d+|\d+,\s*\d+) (\d{4}-\d\d-\d\d \d\d:\d\d) R(\/.*)?$/.exec(line);
+    if (!m) continue;
+    let rest = m[6] ?? '';
+    let target: string | undefined;
+    if (m[1]![0] === 'l') {
+      const i = rest.indexOf(' -> ');
+      target = rest.slice(i + 4);
+      rest = rest.slice(0, i);
+    }
+    out.push({
+      path: rest === '' ? '.' : rest.slice(1),
+      modeString: m[1]!,
+      owner: m[2]!,
+      group: m[3]!,
+      size: m[4]!.replace(/\s+/g, ''),
+      time: m[5]!,
+      target,
+    });
+  }
+  return out;
+}
+
+/** `ls -l`-style mode string of a snapshot node. */
+export function modeString(n: TreeNode): string {
+  const t = { file: '-', dir: 'd', symlink: 'l', char: 'c', block: 'b', fifo: 'p', socket: 's' }[n.type];
+  const m = n.type === 'symlink' ? 0o777 : n.mode;
+  const tri = (bits: number, special: boolean, s: string) =>
+    `${bits & 4 ? 'r' : '-'}${bits & 2 ? 'w' : '-'}${special ? (bits & 1 ? s : s.toUpperCase()) : bits & 1 ? 'x' : '-'}`;
+  return t + tri(m >> 6, Boolean(m & 0o4000), 's') + tri(m >> 3, Boolean(m & 0o2000), 's') + tri(m, Boolean(m & 0o1000), 't');
+}
+
+/** Name of a uid/gid as this host resolves it (getent), else the number — as unsquashfs -lls prints it. */
+export function idName(db: 'passwd' | 'group', id: number): string {
+  const r = run('getent', [db, String(id)]);
+  return r.code === 0 ? r.stdout.toString('utf8').split(':')[0]! : String(id);
+}
+
+/** The listing unsquashfs must print for `snap`, directory sizes excepted (entries with size ''). */
+export function expectedListing(snap: TreeSnapshot, numeric: boolean): ListedEntry[] {
+  const names = new Map<string, string>();
+  const name = (db: 'passwd' | 'group', id: number) => {
+    if (numeric) return String(id);
+    const k = `${db}:${id}`;
+    if (!names.has(k)) names.set(k, idName(db, id));
+    return names.get(k)!;
+  };
+  const out: ListedEntry[] = [];
+  for (const n of snap.values()) {
+    const size =
+      n.type === 'dir' ? ''
+      : n.type === 'char' || n.type === 'block' ? `${n.rdev!.major},${n.rdev!.minor}`
+      : n.type === 'symlink' ? String(Buffer.byteLength(n.target!))
+      : String(n.size);
+    const time = new Date(n.mtime * 1000).toISOString().slice(0, 16).replace('T', ' ');
+    out.push({ path: n.path, modeString: modeString(n), owner: name('passwd', n.uid), group: name('group', n.gid), size, time, target: n.target });
+  }
+  return out;
+}
