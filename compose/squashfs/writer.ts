@@ -44,7 +44,7 @@ import { BlockPool, type BlockResult } from './worker.js';
 
 export interface SquashOptions {
   compressor: SquashCompressor;
-  /** Default per compressor: gzip 9 (1..9), zstd 15 (1..22). */
+  /** Default per compressor: gzip 9 (1..9), zstd 15 (1..22); lz4 has none (must be absent). */
   level?: number;
   /** Power of two, 4096..1048576; default 131072. */
   blockSize?: number;
