@@ -22,8 +22,7 @@ export async function planMerge(
   const root = emptyTree();
   const linkTargets: Array<Map<string, LayerEntry>> = [];
   for (let i = 0; i < layers.length; i++) {
-    const entries: LayerEntry[] = [];
-    for await (const { entry } of store.readLayer(layers[i]!)) entries.push(entry);
+    const entries = await store.layerEntries(layers[i]!);
     linkTargets.push(hardLinkTargets(entries));
     applyLayer(root, i, entries, layers[i]!.fullName);
   }

@@ -146,6 +146,7 @@ export class Store {
       }
       const built = builder.build();
       const { hex } = await this.blobs.put(built.tar());
+      await this.writeEntryIndex(hex, built.items.map((i) => i.entry));
       const layer = cidFromHex(RAW_CODEC, hex);
       const manifest = built.manifest(layer);
       const manifestCid = cidFromHex(JSON_CODEC, await this.blobs.putBytes(canonicalJson(manifest)));
@@ -303,6 +304,38 @@ export class Store {
     }
   }
 
+  /**
+   * A layer's entries with their xattrs and ACLs, without reading file contents: from the
+   * rebuildable entry index in cache/entries/ (written at import), else by reading the layer
+   * once (verifying it) and writing that index. The cache is safe to delete.
+   */
+  async layerEntries(mod: LoadedModule): Promise<LayerEntry[]> {
+    const hex = parseCid(mod.record.layer).hex;
+    const manifest = await this.manifestOf(mod);
+    const file = path.join(this.cacheDir, 'entries', `${hex}.json`);
+    let rows: EntryRow[] | undefined;
+    try {
+      rows = JSON.parse(await fsp.readFile(file, 'utf8')) as EntryRow[];
+    } catch {
+      rows = undefined;
+    }
+    if (!Array.isArray(rows)) {
+      const entries: LayerEntry[] = [];
+      for await (const { entry } of this.readLayer(mod)) entries.push(entry);
+      await this.writeEntryIndex(hex, entries);
+      return entries;
+    }
+    return rows.map((r) => applyManifestEntry(fromRow(r), manifest.entries[r[0]]));
+  }
+
+  private async writeEntryIndex(hex: string, entries: LayerEntry[]): Promise<void> {
+    const dir = path.join(this.cacheDir, 'entries');
+    await fsp.mkdir(dir, { recursive: true });
+    const tmp = this.blobs.tmpPath('entries');
+    await fsp.writeFile(tmp, JSON.stringify(entries.map(toRow)));
+    await fsp.rename(tmp, path.join(dir, `${hex}.json`));
+  }
+
   // ---- index changes --------------------------------------------------------------------
 
   async remove(fullName: string): Promise<void> {
@@ -403,4 +436,24 @@ export function matches(fullName: string, pattern: string): boolean {
   if (!/[*?]/.test(pattern)) return fullName.toLowerCase().includes(pattern.toLowerCase());
   const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'i');
   return re.test(fullName);
+}
+
+/** A cached entry: [path, type, mode, uid, gid, mtime, size, linkname, devmajor, devminor]. */
+type EntryRow = [string, LayerEntry['type'], number, number, number, number, number, string?, number?, number?];
+
+function toRow(e: LayerEntry): EntryRow {
+  const row: EntryRow = [e.path, e.type, e.mode, e.uid, e.gid, e.mtime, e.size];
+  if (e.linkname !== undefined || e.devmajor !== undefined) row.push(e.linkname ?? '');
+  if (e.devmajor !== undefined) row.push(e.devmajor, e.devminor ?? 0);
+  return row;
+}
+
+function fromRow(r: EntryRow): LayerEntry {
+  const e: LayerEntry = { path: r[0], type: r[1], mode: r[2], uid: r[3], gid: r[4], mtime: r[5], size: r[6] };
+  if (r[7]) e.linkname = r[7];
+  if (r[8] !== undefined) {
+    e.devmajor = r[8];
+    e.devminor = r[9] ?? 0;
+  }
+  return e;
 }
