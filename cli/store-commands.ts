@@ -5,9 +5,10 @@ import { Command } from 'commander';
 import { parseCid } from '../store/cid.js';
 import { exportModule } from '../store/export.js';
 import { parseEnvOp, EnvOp } from '../store/record.js';
+import { addRemote, fetchReporter, listRemotes, pull, push, removeRemote, type TransferHooks } from '../store/remote.js';
 import { Store } from '../store/store.js';
 import { table } from './output.js';
-import { human, progress } from './progress.js';
+import { human, progress, type Progress } from './progress.js';
 import type { Context } from './main.js';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -145,5 +146,87 @@ export function storeCommands(program: Command, ctx: Context): void {
       const r = await exportModule(s, await s.get(ref), outPath);
       ctx.output().result({ module: ref, out: outPath, ...r }, () => `wrote ${outPath} (${r.entries} entries, ${human(r.bytes)})`);
     });
+
+  remoteCommands(store, ctx);
 }
 
+/** Progress bars (terminal only) and retry notes for registry transfers. */
+function transferHooks(ctx: Context): TransferHooks {
+  const show = !ctx.global().quiet && !ctx.global().json;
+  let bar: Progress | undefined;
+  let total = 0;
+  return {
+    onModule: ({ fullName, action, total: t }) => {
+      bar?.done();
+      total = t;
+      bar = progress(`${action === 'push' ? 'pushing' : 'pulling'} ${fullName}`, show);
+    },
+    onProgress: (done) => bar?.update(done, total),
+    onModuleDone: () => {
+      bar?.done();
+      bar = undefined;
+    },
+    onRetry: (i) => {
+      bar?.done();
+      ctx.output().note(`strata: ${i.what}: ${i.reason}; retrying in ${(i.delayMs / 1000).toFixed(1)} s (try ${i.attempt + 1})`);
+    },
+  };
+}
+
+function remoteCommands(store: Command, ctx: Context): void {
+  // Fetches started by outputs (sandbox, squash, rebuild) report through these hooks; they are
+  // made on first use, after the global options are parsed.
+  let made: TransferHooks | undefined;
+  const lazy = () => (made ??= transferHooks(ctx));
+  fetchReporter.hooks = {
+    onModule: (i) => lazy().onModule?.(i),
+    onProgress: (d) => lazy().onProgress?.(d),
+    onModuleDone: () => lazy().onModuleDone?.(),
+    onRetry: (i) => lazy().onRetry?.(i),
+  };
+
+  store
+    .command('push <target> [modules...]')
+    .description('push modules (default: all) to REGISTRY/REPO or a configured remote')
+    .action(async (target: string, modules: string[]) => {
+      const r = await push(await ctx.store(), target, modules, transferHooks(ctx));
+      ctx.output().result(r, () => r.map((p) => p.status === 'unchanged'
+        ? `${p.fullName}: already on ${target} as ${p.tag}`
+        : `pushed ${p.fullName} as ${target}:${p.tag} (${p.uploaded.length} of 3 blobs sent)  ${p.digest}`));
+    });
+
+  store
+    .command('pull <source> [refs...]')
+    .description('pull modules (fullNames or record CIDs; default: every tag) from REGISTRY/REPO or a remote')
+    .option('--force', 'replace a module of the same name with other content')
+    .action(async (source: string, refs: string[], o) => {
+      const r = await pull(await ctx.store(), source, refs, { ...transferHooks(ctx), force: o.force });
+      ctx.output().result(r, () => r.map((p) => p.status === 'unchanged'
+        ? `${p.fullName}: already in the store, unchanged`
+        : `${p.status} ${p.fullName}  record ${p.record}  (${human(p.bytes)})`));
+    });
+
+  const remote = store.command('remote').description('registries to push to and fetch missing blobs from');
+  remote
+    .command('add <name> <url>')
+    .description('add a remote: URL is REGISTRY/REPO (http for loopback hosts, else https)')
+    .option('--site-internal', 'the registry never leaves the site: restricted modules may be pushed to it')
+    .action(async (name: string, url: string, o) => {
+      const r = await addRemote(await ctx.store(), name, url, { siteInternal: o.siteInternal });
+      ctx.output().result(r, () => `added remote ${r.name} ${r.url}${r.siteInternal ? ' (site-internal)' : ''}`);
+    });
+  remote
+    .command('ls')
+    .description('list remotes')
+    .action(async () => {
+      const r = await listRemotes(await ctx.store());
+      ctx.output().result(r, () => table(r.map((x) => [x.name, x.url, x.siteInternal ? 'site-internal' : ''])));
+    });
+  remote
+    .command('rm <name>')
+    .description('remove a remote')
+    .action(async (name: string) => {
+      await removeRemote(await ctx.store(), name);
+      ctx.output().result({ removed: name }, () => `removed remote ${name}`);
+    });
+}

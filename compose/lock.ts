@@ -68,10 +68,17 @@ export async function readLockFile(file: string): Promise<Lock> {
   return v;
 }
 
-/** Loads the lock's records from the store and checks they say what the lock says. */
-export async function modulesOfLock(store: Store, lock: Lock): Promise<LoadedModule[]> {
+/** Makes sure a record and its layer and manifest blobs are in the store (from a remote). */
+export type FetchMissing = (recordCid: string, fullName?: string) => Promise<void>;
+
+/**
+ * Loads the lock's records from the store and checks they say what the lock says. With
+ * `fetch`, each module's missing blobs are fetched first (a no-op when all are present).
+ */
+export async function modulesOfLock(store: Store, lock: Lock, fetch?: FetchMissing): Promise<LoadedModule[]> {
   const out: LoadedModule[] = [];
   for (const m of lock.modules) {
+    if (fetch) await fetch(m.record, m.fullName);
     const mod = await store.get(m.record).catch((e: unknown) => {
       if (e instanceof StrataError && (e.code === ERR.BLOB_MISSING || e.code === ERR.NOT_FOUND)) {
         throw new StrataError(ERR.NOT_FOUND, `module ${m.fullName} (record ${m.record}) is not in this store`, {
@@ -88,8 +95,11 @@ export async function modulesOfLock(store: Store, lock: Lock): Promise<LoadedMod
   return out;
 }
 
-/** Reads a hash list: record CIDs, or layer CIDs that name exactly one record in the index. */
-export async function modulesOfHashList(store: Store, file: string): Promise<LoadedModule[]> {
+/**
+ * Reads a hash list: record CIDs, or layer CIDs that name exactly one record in the index.
+ * With `fetch`, a record CID's missing blobs are fetched first.
+ */
+export async function modulesOfHashList(store: Store, file: string, fetch?: FetchMissing): Promise<LoadedModule[]> {
   let text: string;
   try {
     text = await fsp.readFile(file, 'utf8');
@@ -106,6 +116,7 @@ export async function modulesOfHashList(store: Store, file: string): Promise<Loa
   for (const cid of cids) {
     if (!isCid(cid)) throw new StrataError(ERR.SOURCE_INVALID, `${file}: '${cid}' is not a CID`);
     if (parseCid(cid).codec !== RAW_CODEC) {
+      if (fetch) await fetch(cid);
       out.push(await store.get(cid));
       continue;
     }
