@@ -1,0 +1,244 @@
+/**
+ * Byte identity of images, end to end through the CLI: the same lock gives the same sha256
+ * from two stores filled in different import orders, on repeated runs, with a cold or warm
+ * block cache, with 1 or 2 compression threads, and as root or as an unprivileged user
+ * (uid/gid 65534, no groups). `strata inspect` shows the embedded lock; `strata rebuild`
+ * from that lock, or from a hash list, on another store gives the same bytes. Re-squashing
+ * after the top module changed recompresses only that module's blocks (and the metadata).
+ * Every sha256 is of the file on disk (not only the one strata reports), and each image is
+ * listed by unsquashfs so that a stable but broken image cannot pass.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createHash } from 'node:crypto';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { inflateSync } from 'node:zlib';
+import { makeStack, STACK, type Stack } from './fixtures/stack.js';
+import { packGnu } from './fixtures/small-tree.js';
+import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import {
+  cli, cliJson, cliOk, giveToNobody, importStack, MODULES, STACK_ORDER, type CliOptions, type SquashJson,
+} from './image-harness.js';
+
+const sha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
+
+/** Squashes with --json and checks the reported sha256 against the file and unsquashfs. */
+function squash(o: CliOptions, out: string, ...flags: string[]): SquashJson {
+  const r = cliJson<SquashJson>(o, 'compose', 'squash', out, ...flags);
+  assert.is(r.sha256, sha(out), `${out}: reported sha256 is the file's`);
+  assert.is(statSync(out).size, r.bytes);
+  const l = mustRun('unsquashfs', ['-lln', out]).stdout.toString();
+  assert.match(l, /squashfs-root\/opt\/app\/share\/big.dat\n/);
+  return r;
+}
+
+/** Every file of the block cache (STORE/cache/squashfs-blocks; cache/ holds other caches too). */
+function cacheFiles(store: string): string[] {
+  const root = join(store, 'cache', 'squashfs-blocks');
+  const out: string[] = [];
+  const walk = (d: string) => {
+    let names: string[];
+    try {
+      names = readdirSync(d);
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      const p = join(d, n);
+      if (statSync(p).isDirectory()) walk(p);
+      else out.push(p);
+    }
+  };
+  walk(root);
+  return out.sort();
+}
+
+const Id = suite('image: byte identity, inspect, rebuild and the block cache, through the CLI');
+let tmp = '';
+let stack: Stack;
+let a: CliOptions;
+
+Id.before.each(() => {
+  tmp = tempDir('strata-image-id-');
+  stack = makeStack(join(tmp, 'stack'));
+  a = { cwd: join(tmp, 'a'), store: join(tmp, 'store-a') };
+  mkdirSync(a.cwd);
+  importStack(a, stack);
+});
+
+Id.after.each(() => {
+  removeDir(tmp);
+});
+
+Id('same bytes: other import order, repeated, cold vs warm cache, 1 vs 2 workers (gzip and zstd)', () => {
+  const b: CliOptions = { cwd: join(tmp, 'b'), store: join(tmp, 'store-b') };
+  mkdirSync(b.cwd);
+  importStack(b, stack, ['lic', 'app', 'mid', 'base']);
+
+  for (const comp of ['gzip', 'zstd']) {
+    const first = squash(a, join(tmp, `a1-${comp}.sqfs`), '--comp', comp, '--workers', '2');
+    assert.ok(first.cacheMisses > 0 && first.cacheHits === 0, `${comp}: a fresh store misses every block (${first.cacheHits}/${first.cacheMisses})`);
+    const again = squash(a, join(tmp, `a2-${comp}.sqfs`), '--comp', comp, '--workers', '2');
+    assert.is(again.sha256, first.sha256, `${comp}: repeated run`);
+    assert.is(again.cacheMisses, 0, `${comp}: warm cache: no block compressed again`);
+    assert.is(again.cacheHits, first.cacheMisses, `${comp}: warm cache: every block a hit`);
+
+    rmSync(join(a.store, 'cache'), { recursive: true, force: true });
+    const cold1 = squash(a, join(tmp, `a3-${comp}.sqfs`), '--comp', comp, '--workers', '1');
+    assert.is(cold1.cacheHits, 0, `${comp}: cache deleted, cold`);
+    assert.is(cold1.sha256, first.sha256, `${comp}: cold cache, 1 worker`);
+
+    rmSync(join(a.store, 'cache'), { recursive: true, force: true });
+    const cold2 = squash(a, join(tmp, `a4-${comp}.sqfs`), '--comp', comp, '--workers', '2');
+    assert.is(cold2.sha256, first.sha256, `${comp}: cold cache, 2 workers`);
+
+    const other = squash(b, join(tmp, `b-${comp}.sqfs`), '--comp', comp);
+    assert.is(other.sha256, first.sha256, `${comp}: a store filled in another order`);
+  }
+  // The two compressors really differ, and so does another block size.
+  assert.not.equal(sha(join(tmp, 'a1-gzip.sqfs')), sha(join(tmp, 'a1-zstd.sqfs')));
+  const small = squash(a, join(tmp, 'a-4k.sqfs'), '--block-size', '4096');
+  assert.not.equal(small.sha256, sha(join(tmp, 'a1-gzip.sqfs')));
+});
+
+Id('an unprivileged user builds the same image without root', () => {
+  const root = squash(a, join(tmp, 'root.sqfs'));
+  // nobody: own store, cwd, HOME and copies of the tars, nothing of root's writable.
+  const home = join(tmp, 'nobody');
+  const n: CliOptions = { cwd: join(home, 'work'), store: join(home, 'store'), nobody: true, env: { HOME: home, XDG_DATA_HOME: join(home, 'xdg') } };
+  mkdirSync(n.cwd, { recursive: true });
+  const copies: Stack = { root: join(home, 'tars'), layers: [] };
+  mkdirSync(copies.root);
+  for (const l of stack.layers) {
+    const t = join(copies.root, `${l.name}.tar`);
+    copyFileSync(l.tar, t);
+    copies.layers.push({ ...l, tar: t });
+  }
+  giveToNobody(home);
+  mustRun('chmod', ['0755', tmp]);
+  assert.is(run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'id', '-u']).stdout.toString().trim(), '65534');
+  // The user really cannot write where root's store lives.
+  assert.is.not(cli({ ...n, store: a.store }, 'store', 'import', 'x/1', copies.layers[0]!.tar).code, 0, 'nobody cannot write root\'s store');
+
+  importStack(n, copies);
+  const r = cliJson<SquashJson>(n, 'compose', 'squash', join(n.cwd, 'nobody.sqfs'));
+  assert.is(r.sha256, root.sha256, 'same sha256 as root');
+  assert.is(sha(join(n.cwd, 'nobody.sqfs')), root.sha256);
+  assert.is(statSync(join(n.cwd, 'nobody.sqfs')).uid, 65534, 'written by nobody');
+  // Root-owned files, the device and the capability are in nobody's image.
+  const l = mustRun('unsquashfs', ['-lln', join(n.cwd, 'nobody.sqfs')]).stdout.toString();
+  assert.match(l, /brw-rw---- 0\/6\s+7,\s+0 .* squashfs-root\/dev\/loop0\n/);
+  const ex = join(tmp, 'ex');
+  mustRun('unsquashfs', ['-no-progress', '-d', ex, join(n.cwd, 'nobody.sqfs')]);
+  assert.match(mustRun('getfattr', ['-n', 'security.capability', '-e', 'hex', join(ex, STACK.licCap)]).stdout.toString(), /security.capability=0x01000002/);
+});
+
+Id('inspect shows the lock; rebuild from that lock and from a hash list on another store: same sha256', () => {
+  const img = join(tmp, 'orig.sqfs');
+  const orig = squash(a, img, '--comp', 'zstd', '--level', '3');
+  const stackLock = JSON.parse(readFileSync(join(a.cwd, 'strata.lock'), 'utf8')) as { modules: { fullName: string; record: string; layer: string }[] };
+  assert.equal(stackLock.modules.map((m) => m.fullName), STACK_ORDER.map((n) => MODULES[n].fullName));
+
+  // Text: every module with its record CID, in layer order, and the environment.
+  const text = cliOk(a, 'inspect', img);
+  const lines = text.split('\n');
+  let last = -1;
+  for (const m of stackLock.modules) {
+    const i = lines.findIndex((l) => l.includes(m.fullName) && l.includes(m.record));
+    assert.ok(i > last, `inspect lists ${m.fullName} ${m.record} in order:\n${text}`);
+    last = i;
+  }
+  assert.match(text, /PATH=\/opt\/app\/bin/);
+  assert.match(text, /LM_LICENSE_FILE=\/opt\/lic\/LICENSE/);
+  assert.match(text, /ACLs: 6 paths/);
+
+  // The lock two ways: inspect --json and unsquashfs -cat; both are the stack's lock.
+  const info = cliJson<{ lock: unknown }>(a, 'inspect', img);
+  const catted = mustRun('unsquashfs', ['-cat', img, '.strata/lock.json']).stdout;
+  assert.equal(JSON.parse(catted.toString('utf8')), info.lock, 'inspect --json lock = /.strata/lock.json');
+  assert.equal(info.lock, stackLock, 'the embedded lock is the stack\'s lock');
+
+  // A second store, filled in another order, with no stack in its working directory.
+  const c: CliOptions = { cwd: join(tmp, 'c'), store: join(tmp, 'store-c') };
+  mkdirSync(c.cwd);
+  for (const name of ['app', 'lic', 'base', 'mid'] as const) {
+    cliOk(c, '-q', 'store', 'import', MODULES[name].fullName, stack.layers.find((l) => l.name === name)!.tar, ...MODULES[name].opts);
+  }
+  writeFileSync(join(c.cwd, 'from-image.lock'), catted);
+  const fromInspect = join(c.cwd, 'from-inspect.lock');
+  writeFileSync(fromInspect, JSON.stringify(info.lock));
+  const r1 = cliJson<SquashJson>(c, 'rebuild', 'from-image.lock', '-o', 'r1.sqfs', '--comp', 'zstd', '--level', '3');
+  assert.is(r1.sha256, orig.sha256, 'rebuild from unsquashfs -cat lock');
+  assert.is(sha(join(c.cwd, 'r1.sqfs')), orig.sha256);
+  const r2 = cliJson<SquashJson>(c, 'rebuild', fromInspect, '-o', 'r2.sqfs', '--comp', 'zstd', '--level', '3');
+  assert.is(r2.sha256, orig.sha256, 'rebuild from inspect --json lock');
+
+  // Hash lists: record CIDs (from compose lock --cids), then layer CIDs.
+  const cids = cliOk(a, 'compose', 'lock', '--cids');
+  assert.equal(cids.split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean), stackLock.modules.map((m) => m.record));
+  writeFileSync(join(c.cwd, 'records.txt'), cids);
+  const r3 = cliJson<SquashJson>(c, 'rebuild', 'records.txt', '-o', 'r3.sqfs', '--comp', 'zstd', '--level', '3');
+  assert.is(r3.sha256, orig.sha256, 'rebuild from a hash list of record CIDs');
+  writeFileSync(join(c.cwd, 'layers.txt'), stackLock.modules.map((m) => m.layer).join('\n') + '\n');
+  const r4 = cliJson<SquashJson>(c, 'rebuild', 'layers.txt', '-o', 'r4.sqfs', '--comp', 'zstd', '--level', '3');
+  assert.is(r4.sha256, orig.sha256, 'rebuild from a hash list of layer CIDs');
+  // The same lock with other settings is another image (the flags really reach the writer).
+  const r5 = cliJson<SquashJson>(c, 'rebuild', 'from-image.lock', '-o', 'r5.sqfs');
+  assert.is.not(r5.sha256, orig.sha256);
+  assert.match(mustRun('unsquashfs', ['-s', join(c.cwd, 'r5.sqfs')]).stdout.toString(), /Compression gzip/);
+
+  // A store lacking a module refuses, one line, naming what is missing.
+  const d: CliOptions = { cwd: join(tmp, 'd'), store: join(tmp, 'store-d') };
+  mkdirSync(d.cwd);
+  cliOk(d, '-q', 'store', 'import', MODULES.base.fullName, stack.layers[0]!.tar, ...MODULES.base.opts);
+  const miss = cli(d, 'rebuild', join(c.cwd, 'from-image.lock'), '-o', 'x.sqfs');
+  assert.is(miss.code, 1, miss.stderr);
+  assert.match(miss.stderr, /^strata: [^\n]+\n$/);
+  assert.equal(readdirSync(d.cwd), [], 'no partial image left');
+});
+
+Id('block cache: after the top module changes, only its blocks (and the metadata) are compressed again', () => {
+  const bs = ['--block-size', '4096'];
+  const cold = squash(a, join(tmp, 'v1.sqfs'), ...bs);
+  const before = new Set(cacheFiles(a.store));
+  assert.is(before.size, cold.cacheMisses, 'one cache file per compressed block');
+
+  // lic with one file changed, big enough for two full blocks and a tail of its own.
+  const licDir = stack.layers.find((l) => l.name === 'lic')!.dir;
+  const newText = Buffer.from(Array.from({ length: 400 }, (_, i) => `licence clause ${i}: site staff only\n`).join(''));
+  writeFileSync(join(licDir, STACK.licFile), newText);
+  mustRun('touch', ['-d', '@1630000500', join(licDir, STACK.licFile)]);
+  const tar2 = packGnu(licDir, join(tmp, 'lic2.tar'));
+  cliOk(a, '-q', 'store', 'import', MODULES.lic.fullName, tar2, ...MODULES.lic.opts, '--force');
+
+  const warm = squash(a, join(tmp, 'v2.sqfs'), ...bs);
+  assert.is.not(warm.sha256, cold.sha256);
+  // New blocks: the file's 2 full blocks + lic's fragment block + the metadata fragment block.
+  const blocks = Math.floor(newText.length / 4096);
+  assert.ok(blocks >= 2);
+  assert.is(warm.cacheMisses, blocks + 2, `misses ${warm.cacheMisses}, expected ${blocks} data blocks + 2 fragment blocks`);
+  assert.is(warm.cacheHits, cold.cacheMisses - 2, 'every other block of the first build is reused');
+  const added = cacheFiles(a.store).filter((f) => !before.has(f));
+  assert.is(added.length, warm.cacheMisses);
+  // What was compressed again is lic's content and the metadata, nothing from base/mid/app.
+  const payloads = added.map((f) => {
+    const b = readFileSync(f);
+    assert.is(b.subarray(0, 4).toString('latin1'), 'SQBC');
+    const raw = (b.readUInt32LE(4) & 1) === 1;
+    return raw ? undefined : inflateSync(b.subarray(44)).toString('latin1');
+  });
+  for (let i = 0; i < blocks; i++) assert.ok(payloads.includes(newText.subarray(i * 4096, (i + 1) * 4096).toString('latin1')), `block ${i} of the new file was compressed`);
+  const tails = payloads.filter((p) => p !== undefined && p.length < 4096 * 2 && !newText.includes(Buffer.from(p, 'latin1')));
+  assert.ok(tails.some((p) => p!.includes(newText.subarray(blocks * 4096).toString('latin1'))), 'lic\'s fragment block holds the new tail');
+  assert.ok(tails.some((p) => p!.includes('lockfileVersion')), 'the metadata fragment block (new lock)');
+  for (const p of payloads) assert.not.ok(p?.includes('small file 0'), 'no block of app was compressed again');
+
+  // The cache never changes the bytes: a cold build of the new stack is identical.
+  rmSync(join(a.store, 'cache'), { recursive: true, force: true });
+  const cold2 = squash(a, join(tmp, 'v2-cold.sqfs'), ...bs);
+  assert.is(cold2.sha256, warm.sha256);
+  assert.is(mustRun('unsquashfs', ['-cat', join(tmp, 'v2.sqfs'), STACK.licFile]).stdout.toString(), newText.toString());
+});
+
+Id.run();
