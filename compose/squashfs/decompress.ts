@@ -7,10 +7,16 @@
  *   gzip  zlib stream (RFC 1950), node:zlib
  *   zstd  one zstd frame, libzstd through zstd-napi's low-level binding
  *   lz4   raw LZ4 block (no frame header), decoded here
- *   xz, lzo, lzma: not supported (decompressorFor returns undefined)
+ *   xz    one .xz stream with a single LZMA2 filter, decoded in xz.ts (BCJ filters are
+ *         refused with UnsupportedBlockError)
+ *   lzo, lzma: not supported (decompressorFor returns undefined)
  */
 import { createRequire } from 'node:module';
 import { inflateSync } from 'node:zlib';
+import { xz, XzUnsupportedError } from './xz.js';
+
+/** A well-formed block using a feature strata does not decode (e.g. an xz BCJ filter). */
+export { XzUnsupportedError as UnsupportedBlockError };
 
 export type Decompress = (src: Buffer, maxOut: number) => Buffer;
 
@@ -42,7 +48,7 @@ export function lz4(src: Buffer, maxOut: number): Buffer {
   let ip = 0;
   let op = 0;
   const end = src.length;
-  const bad = (why: string) => new Error(`lz4: ${why} at input byte ${ip}`);
+  const bad = (why: string) => new Error(`${why} at input byte ${ip}`);
   while (ip < end) {
     const token = src[ip++]!;
     let lit = token >>> 4;
@@ -94,6 +100,8 @@ export function decompressorFor(name: string): Decompress | undefined {
       return zstd;
     case 'lz4':
       return lz4;
+    case 'xz':
+      return xz;
     default:
       return undefined;
   }

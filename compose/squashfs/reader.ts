@@ -6,7 +6,8 @@
  * file size and the table bounds from the superblock before it is used or allocated; every
  * loop is bounded by bytes actually decoded; a directory inode seen twice is a cycle. Any
  * inconsistency is a StrataError ERR_IMAGE_CORRUPT with one line naming the image and the
- * byte position; an unsupported compressor is ERR_IMAGE_UNSUPPORTED. I/O errors of the
+ * byte position; an unsupported compressor (lzo, lzma) or xz filter (BCJ) is
+ * ERR_IMAGE_UNSUPPORTED. I/O errors of the
  * image file itself (EACCES, EIO) are passed through as Node's fs errors.
  *
  * Concurrency: one read-only file handle, positional reads; calls may overlap. Decompressed
@@ -36,7 +37,7 @@ import {
   basicType,
   decodeDevice,
 } from './format.js';
-import { decompressorFor, type Decompress } from './decompress.js';
+import { decompressorFor, UnsupportedBlockError, type Decompress } from './decompress.js';
 
 const COMPRESSOR_NAMES: Record<number, string> = { 1: 'gzip', 2: 'lzma', 3: 'lzo', 4: 'xz', 5: 'lz4', 6: 'zstd' };
 const U64_ABSENT = 0xffffffffffffffffn;
@@ -274,7 +275,7 @@ export class SquashfsImage {
   /**
    * Opens `path` and validates the superblock and the small tables (ids, fragment and xattr
    * locations). Throws ERR_IMAGE_CORRUPT for anything that is not a sound SquashFS 4.0
-   * image, ERR_IMAGE_UNSUPPORTED for a compressor strata cannot decode (lzo, lzma, xz).
+   * image, ERR_IMAGE_UNSUPPORTED for a compressor strata cannot decode (lzo, lzma).
    */
   static async open(path: string): Promise<SquashfsImage> {
     const fh = await open(path, 'r');
@@ -329,7 +330,7 @@ export class SquashfsImage {
     const decompress = decompressorFor(compressor);
     if (decompress === undefined) {
       throw new StrataError(ERR.IMAGE_UNSUPPORTED, `${path} is compressed with ${compressor}, which strata cannot read`, {
-        hint: 'rebuild it with -comp gzip, zstd or lz4, or extract it with unsquashfs',
+        hint: 'rebuild it with -comp gzip, zstd, xz or lz4, or extract it with unsquashfs',
       });
     }
     if (inodes === 0) throw bad('no inodes');
@@ -418,6 +419,17 @@ export class SquashfsImage {
     return new StrataError(ERR.IMAGE_CORRUPT, `${this.path}: ${what}`, { hint: HINT });
   }
 
+  private blockError(e: unknown, what: string): StrataError {
+    const msg = (e as Error).message;
+    if (e instanceof UnsupportedBlockError) {
+      return new StrataError(ERR.IMAGE_UNSUPPORTED, `${this.path}: ${what.replace('corrupt ', '')} uses a feature strata cannot decode (${msg})`, {
+        hint: 'rebuild the image without it, or extract it with unsquashfs',
+        cause: e,
+      });
+    }
+    return new StrataError(ERR.IMAGE_CORRUPT, `${this.path}: ${what} (${this.superblock.compressor}: ${msg})`, { hint: HINT, cause: e });
+  }
+
   /** `n` bytes at absolute `pos`; the range must lie within the image. */
   async readAt(pos: number, n: number, what: string): Promise<Buffer> {
     if (pos < 0 || n < 0 || pos + n > this.superblock.bytesUsed) {
@@ -456,7 +468,7 @@ export class SquashfsImage {
       try {
         data = this.decompress(raw, METADATA_SIZE);
       } catch (e) {
-        throw new StrataError(ERR.IMAGE_CORRUPT, `${this.path}: corrupt metadata block at byte ${pos} (${this.superblock.compressor}: ${(e as Error).message})`, { hint: HINT, cause: e });
+        throw this.blockError(e, `corrupt metadata block at byte ${pos}`);
       }
       if (data.length === 0) throw this.corrupt(`corrupt metadata block at byte ${pos} (empty)`);
     }
@@ -956,7 +968,7 @@ export class SquashfsImage {
     try {
       return this.decompress(raw, this.superblock.blockSize);
     } catch (e) {
-      throw new StrataError(ERR.IMAGE_CORRUPT, `${this.path}: ${what}: corrupt data block at byte ${pos} (${this.superblock.compressor}: ${(e as Error).message})`, { hint: HINT, cause: e });
+      throw this.blockError(e, `${what}: corrupt data block at byte ${pos}`);
     }
   }
 
