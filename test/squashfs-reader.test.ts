@@ -225,7 +225,7 @@ for (const [name, args] of VARIANTS) {
         if (n.rdev) assert.equal([e.devmajor, e.devminor], [n.rdev.major, n.rdev.minor], e.path);
         const xattrs = Object.fromEntries([...(e.xattrs ?? new Map())].map(([k, v]) => [k, v.toString('hex')]));
         assert.equal(xattrs, n.xattrs, `${e.path} xattrs`);
-        if (e.type === 'file') assert.is(sha(await content(img, e)), n.sha256, `${e.path} content`);
+        if (n.type === 'file') assert.is(sha(await content(img, e)), n.sha256, `${e.path} content`); // hard links too
       }
       // Against unsquashfs's own listing.
       const rows = unsquashfsList(image).filter((r) => r[1] !== 's');
@@ -607,6 +607,44 @@ Corrupt('a name with a slash or "..", and out-of-order names, are refused', asyn
     const e = await exercise(bad);
     assert.ok(isStrataError(e, ERR.IMAGE_CORRUPT), `${name}: ${String(e)}`);
     assert.match((e as Error).message, re);
+  }
+});
+
+Corrupt('stat() uses the directory index; a corrupt index entry is reported', async () => {
+  const src = join(cctx.dir, 'bigdir');
+  mkdirSync(join(src, 'big'), { recursive: true });
+  for (let i = 0; i < 3000; i++) writeFileSync(join(src, 'big', `entry-${String(i).padStart(4, '0')}`), '');
+  const image = join(cctx.dir, 'bigdir.sqfs');
+  mksquashfs(src, image, ['-noI', '-noD', '-noF', '-noX']);
+  const b = readFileSync(image);
+  const sb = decodeSuperblock(b);
+  // Index entries (u32 index, u32 start, u32 nameSize, name) follow the extended directory
+  // inode; the names are those of the first entry of a run: find one past the first.
+  const table = b.subarray(Number(sb.inodeTableStart), Number(sb.directoryTableStart));
+  const hits: number[] = [];
+  for (let at = table.indexOf('entry-'); at >= 0; at = table.indexOf('entry-', at + 1)) {
+    if (table.readUInt32LE(at - 4) === 9) hits.push(at);
+  }
+  assert.ok(hits.length >= 4, `index entries found: ${hits.length}`);
+  const name = table.subarray(hits[2]!, hits[2]! + 10).toString();
+  table.writeUInt32LE(0x7fffff, hits[2]! - 8); // its 'start' block
+  const bad = join(cctx.dir, 'bigdir-bad.sqfs');
+  writeFileSync(bad, b);
+  const img = await SquashfsImage.open(bad);
+  try {
+    let n = 0;
+    for await (const e of img.walk()) if (e.path.startsWith('big/')) n++;
+    assert.is(n, 3000, 'walk reads listings without the index');
+    assert.ok(await img.stat('big/entry-0000'));
+    try {
+      await img.stat(`big/${name}`);
+      assert.unreachable('stat through the corrupt index entry');
+    } catch (e) {
+      assert.ok(isStrataError(e, ERR.IMAGE_CORRUPT), String(e));
+      assert.match((e as Error).message, /index entry/);
+    }
+  } finally {
+    await img.close();
   }
 });
 

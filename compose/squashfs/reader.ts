@@ -788,7 +788,7 @@ export class SquashfsImage {
     }
     const x = await this.xattrs(ino.xattr);
     if (x && x.size > 0) e.xattrs = new Map(x);
-    if (type === 'file') this.fileInodes.set(e, ino);
+    if (ino.basic === INODE.BASIC_FILE) this.fileInodes.set(e, ino);
     return e;
   }
 
@@ -889,7 +889,8 @@ export class SquashfsImage {
   /**
    * The content of a regular file, as chunks of at most one block, read on demand (bounded
    * memory; holes come back as zero-filled chunks). `file` is a path or an entry of type
-   * 'file' from walk()/stat() of this image. Chunks are fresh buffers the caller may keep.
+   * 'file' (or a 'hardlink' to a file) from walk()/stat() of this image. Chunks are fresh
+   * buffers the caller may keep.
    */
   async *openFile(file: string | ImageEntry): AsyncGenerator<Buffer> {
     try {
