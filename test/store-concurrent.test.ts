@@ -1,0 +1,99 @@
+/**
+ * Acceptance 6: two strata processes importing different modules into one store at the same
+ * time both succeed. A third process that finds the index locked (the test holds LevelDB's
+ * lock itself by opening the index with `level` for ~2 s) prints the waiting note on stderr
+ * and then succeeds; with STRATA_LOCK_TIMEOUT shorter than the hold it gives up with one line.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Level } from 'level';
+import { removeDir, tempDir } from './helpers/tmp.js';
+import { assertOneLineError, strataAsync, strataJson } from './store-harness.js';
+
+interface Ctx {
+  dir: string;
+  store: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function makeTree(dir: string, tag: string, mib: number): string {
+  mkdirSync(join(dir, 'sub'), { recursive: true });
+  writeFileSync(join(dir, 'tag'), `${tag}\n`);
+  writeFileSync(join(dir, 'sub', 'data.bin'), randomBytes(mib << 20));
+  for (let i = 0; i < 50; i++) writeFileSync(join(dir, 'sub', `f${i}`), `${tag} ${i}\n`);
+  return dir;
+}
+
+/** Holds the store's index open (and so LevelDB's LOCK) for `ms`. */
+async function holdIndex(store: string, ms: number): Promise<void> {
+  const db = new Level<string, string>(join(store, 'index'), { valueEncoding: 'utf8' });
+  await db.open();
+  await sleep(ms);
+  await db.close();
+}
+
+const test = suite<Ctx>('store: concurrent processes');
+test.before.each((ctx) => {
+  ctx.dir = tempDir('strata-conc-');
+  ctx.store = join(ctx.dir, 'store');
+  strataJson(ctx.store, ['store', 'ls']); // creates the store
+});
+test.after.each((ctx) => removeDir(ctx.dir));
+
+test('two imports of different modules at the same time both succeed', async ({ dir, store }) => {
+  const a = makeTree(join(dir, 'a'), 'a', 8);
+  const b = makeTree(join(dir, 'b'), 'b', 8);
+  const pa = strataAsync(store, ['--json', 'store', 'import', 'one/1', a]);
+  const pb = strataAsync(store, ['--json', 'store', 'import', 'two/1', b]);
+  const [ra, rb] = await Promise.all([pa.done, pb.done]);
+  assert.is(ra.code, 0, ra.stderr);
+  assert.is(rb.code, 0, rb.stderr);
+  assert.is(JSON.parse(ra.stdout.toString()).status, 'imported');
+  assert.is(JSON.parse(rb.stdout.toString()).status, 'imported');
+  assert.equal(strataJson(store, ['store', 'ls']).map((m: { fullName: string }) => m.fullName), ['one/1', 'two/1']);
+  assert.equal(strataJson(store, ['store', 'verify']), { modules: 2, problems: [] });
+});
+
+test('four processes at once (imports, ls, verify) all succeed', async ({ dir, store }) => {
+  strataJson(store, ['store', 'import', 'zero/1', makeTree(join(dir, 'z'), 'z', 1)]);
+  const runs = [
+    strataAsync(store, ['--json', 'store', 'import', 'one/1', makeTree(join(dir, 'a'), 'a', 2)]),
+    strataAsync(store, ['--json', 'store', 'import', 'two/1', makeTree(join(dir, 'b'), 'b', 2)]),
+    strataAsync(store, ['--json', 'store', 'ls']),
+    strataAsync(store, ['--json', 'store', 'verify']),
+  ];
+  for (const r of await Promise.all(runs.map((p) => p.done))) {
+    assert.is(r.code, 0, r.stderr);
+    JSON.parse(r.stdout.toString());
+  }
+  assert.is(strataJson(store, ['store', 'ls']).length, 3);
+});
+
+test('a process that finds the index locked says it is waiting, then succeeds', async ({ dir, store }) => {
+  const a = makeTree(join(dir, 'a'), 'a', 1);
+  const held = holdIndex(store, 2500);
+  await sleep(100);
+  const p = strataAsync(store, ['store', 'import', 'waits/1', a]);
+  const r = await p.done;
+  await held;
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^strata: waiting for another strata process to release the store/m);
+  assert.match(r.stdout.toString(), /imported waits\/1/);
+  assert.is(strataJson(store, ['store', 'ls'])[0].fullName, 'waits/1');
+});
+
+test('a lock held past STRATA_LOCK_TIMEOUT: one line, exit 1, nothing listed', async ({ dir, store }) => {
+  const a = makeTree(join(dir, 'a'), 'a', 1);
+  const held = holdIndex(store, 3000);
+  await sleep(100);
+  const r = await strataAsync(store, ['-q', 'store', 'import', 'late/1', a], { STRATA_LOCK_TIMEOUT: '1' }).done;
+  await held;
+  assertOneLineError(r, 'lock timeout', /in use by another strata process/);
+  assert.equal(strataJson(store, ['store', 'ls']), []);
+});
+
+test.run();
