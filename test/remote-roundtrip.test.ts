@@ -1,0 +1,192 @@
+/**
+ * Issue 6, items 2, 3 and 5: modules through a real OCI registry (Debian's docker-registry on
+ * 127.0.0.1), driven through the CLI as a user would.
+ *   - push from store A, pull into an empty store B, squash the same lock in both: same sha256;
+ *     skopeo sees the pushed manifest and its config is the module record;
+ *   - a second push sends nothing (only HEAD/GET reach the registry, seen through a proxy);
+ *   - a fresh store with only a remote configured rebuilds the image from the lock alone;
+ *   - a restricted module is refused to a remote not marked site-internal, allowed to one that is.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { makeSmallTree } from './fixtures/small-tree.js';
+import { startFaultProxy, startRegistry, type RegistryServer } from './helpers/registry-server.js';
+import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
+import { assertOneLineError, cidHex, strata, strataAsync, strataJson } from './store-harness.js';
+
+interface Ctx {
+  dir: string;
+  reg: RegistryServer;
+}
+
+const REPO = 'hpc/strata';
+const fileSha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
+
+const test = suite<Ctx>('remote: push, pull, remotes, fetch-missing');
+test.before.each(async (ctx) => {
+  ctx.dir = tempDir('strata-remote-');
+  ctx.reg = await startRegistry();
+});
+test.after.each(async (ctx) => {
+  await ctx.reg.stop();
+  removeDir(ctx.dir);
+});
+
+/** Store A with base/1 (the small tree: ACLs, xattrs) and app/1.0 (requires base/1), and a lock of both. */
+function storeWithStack(dir: string): { store: string; lock: string } {
+  const store = join(dir, 'A');
+  const base = join(dir, 'base-tree');
+  makeSmallTree(base);
+  const app = join(dir, 'app-tree');
+  mkdirSync(join(app, 'opt/app/bin'), { recursive: true });
+  writeFileSync(join(app, 'opt/app/bin/run'), '#!/bin/sh\necho app\n', { mode: 0o755 });
+  strataJson(store, ['store', 'import', 'base/1', base]);
+  strataJson(store, ['store', 'import', 'app/1.0', app, '--requires', 'base/1', '--prepend', 'PATH=/opt/app/bin']);
+  const work = join(dir, 'work');
+  mkdirSync(work);
+  strataJson(store, ['compose', 'add', 'app/1.0'], { cwd: work });
+  const lock = join(dir, 'stack.lock');
+  strataJson(store, ['compose', 'lock', '-o', lock], { cwd: work });
+  return { store, lock };
+}
+
+test('push A, pull into empty B: same squash sha256; skopeo sees the manifest, config = record', async ({ dir, reg }) => {
+  const { store: A, lock } = storeWithStack(dir);
+  const target = `${reg.host}/${REPO}`;
+  const pushed = strataJson<Array<{ fullName: string; record: string; tag: string; uploaded: string[]; status: string }>>(A, ['store', 'push', target]);
+  assert.equal(pushed.map((p) => [p.fullName, p.tag, p.status, p.uploaded.length]), [['app/1.0', 'app_1.0', 'pushed', 3], ['base/1', 'base_1', 'pushed', 3]]);
+
+  const raw = JSON.parse(mustRun('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${target}:base_1`]).stdout.toString());
+  const baseRecord = pushed.find((p) => p.fullName === 'base/1')!.record;
+  assert.is(raw.mediaType, 'application/vnd.oci.image.manifest.v1+json');
+  assert.is(raw.artifactType, 'application/vnd.strata.module.v1');
+  assert.is(raw.config.mediaType, 'application/vnd.strata.module.config.v1+json');
+  assert.is(raw.config.digest, `sha256:${cidHex(baseRecord)}`);
+  assert.is(raw.annotations['org.opencontainers.image.title'], 'base/1');
+  const shown = strataJson(A, ['store', 'show', 'base/1']);
+  assert.is(raw.layers[0].digest, `sha256:${cidHex(shown.record.layer)}`);
+  assert.is(raw.layers[1].digest, `sha256:${cidHex(shown.record.manifest)}`);
+  // skopeo's config is the record, byte for byte.
+  const config = mustRun('skopeo', ['inspect', '--tls-verify=false', '--raw', '--config', `docker://${target}:base_1`]).stdout;
+  assert.is(createHash('sha256').update(config).digest('hex'), cidHex(baseRecord));
+
+  const B = join(dir, 'B');
+  const pulled = strataJson<Array<{ fullName: string; record: string; status: string }>>(B, ['store', 'pull', target]);
+  assert.equal(pulled.map((p) => [p.fullName, p.status]).sort(), [['app/1.0', 'pulled'], ['base/1', 'pulled']]);
+  assert.equal(strataJson(B, ['store', 'ls']).map((m: { fullName: string; record: string }) => [m.fullName, m.record]),
+    strataJson(A, ['store', 'ls']).map((m: { fullName: string; record: string }) => [m.fullName, m.record]));
+  assert.is(strataJson(B, ['store', 'verify']).problems.length, 0);
+
+  const outA = join(dir, 'a.sqfs');
+  const outB = join(dir, 'b.sqfs');
+  const ra = strataJson(A, ['compose', 'squash', outA, '--lock', lock]);
+  const rb = strataJson(B, ['compose', 'squash', outB, '--lock', lock]);
+  assert.is(fileSha(outA), fileSha(outB));
+  assert.is(ra.sha256, rb.sha256);
+
+  // Pulling again is a no-op; pulling by record CID finds the module by scanning the tags.
+  const again = strataJson<Array<{ status: string }>>(B, ['store', 'pull', target, 'base/1', baseRecord]);
+  assert.equal(again.map((p) => p.status), ['unchanged', 'unchanged']);
+});
+
+test('a second push uploads nothing: only HEAD and GET reach the registry', async ({ dir, reg }) => {
+  const { store: A } = storeWithStack(dir);
+  const proxy = await startFaultProxy(reg.url, () => 'pass');
+  try {
+    // The proxy lives in this process: the CLI must run without blocking it (no spawnSync).
+    const pushVia = async (target: string) => {
+      const r = await strataAsync(A, ['--json', 'store', 'push', target]).done;
+      assert.is(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout.toString()) as Array<{ status: string; uploaded: string[] }>;
+    };
+    const target = `${proxy.url.replace('http://', '')}/${REPO}`;
+    await pushVia(target);
+    const first = proxy.log.map((l) => l.request.split(' ')[0]);
+    assert.ok(first.includes('PUT') && first.includes('POST'), `first push uploads: ${first.join(',')}`);
+    proxy.log.length = 0;
+    const second = await pushVia(target);
+    assert.equal(second.map((p) => [p.status, p.uploaded.length]), [['unchanged', 0], ['unchanged', 0]]);
+    const methods = new Set(proxy.log.map((l) => l.request.split(' ')[0]));
+    assert.equal([...methods].sort(), ['GET', 'HEAD'], `second push sent: ${proxy.log.map((l) => l.request).join(', ')}`);
+  } finally {
+    await proxy.stop();
+  }
+});
+
+test('a fresh store with only a remote rebuilds the image from the lock alone', async ({ dir, reg }) => {
+  const { store: A, lock } = storeWithStack(dir);
+  const outA = join(dir, 'a.sqfs');
+  strataJson(A, ['rebuild', lock, '-o', outA]);
+  strataJson(A, ['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`]);
+  strataJson(A, ['store', 'push', 'site']);
+
+  // No remote: today's clear error.
+  const D = join(dir, 'D');
+  assertOneLineError(strata(D, ['rebuild', lock, '-o', join(dir, 'd.sqfs')]), 'rebuild without remote', /is not in this store/);
+
+  const C = join(dir, 'C');
+  const added = strataJson(C, ['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`]);
+  assert.equal(added, { name: 'site', url: `http://${reg.host}/${REPO}`, siteInternal: false });
+  assert.equal(strataJson(C, ['store', 'ls']), []);
+  const outC = join(dir, 'c.sqfs');
+  const r = strata(C, ['rebuild', lock, '-o', outC]);
+  assert.is(r.code, 0, r.stderr);
+  assert.is(fileSha(outC), fileSha(outA));
+  // The fetched modules are in C now, whole.
+  assert.equal(strataJson(C, ['store', 'ls']).map((m: { fullName: string }) => m.fullName), ['app/1.0', 'base/1']);
+  assert.is(strataJson(C, ['store', 'verify']).problems.length, 0);
+
+  // A remote that does not hold the module: the error says which remotes were asked.
+  const E = join(dir, 'E');
+  strataJson(E, ['store', 'remote', 'add', 'empty', `${reg.host}/other/repo`]);
+  assertOneLineError(strata(E, ['rebuild', lock, '-o', join(dir, 'e.sqfs')]), 'rebuild from a remote without it', /not in this store nor on remote empty/);
+});
+
+test('remote add/ls/rm: stored without credentials; a URL with credentials is refused', async ({ dir, reg }) => {
+  const S = join(dir, 'S');
+  strataJson(S, ['store', 'remote', 'add', 'b-site', `${reg.host}/${REPO}`, '--site-internal']);
+  strataJson(S, ['store', 'remote', 'add', 'a-hub', 'registry.example.org/hpc/strata']);
+  assert.equal(strataJson(S, ['store', 'remote', 'ls']), [
+    { name: 'a-hub', url: 'https://registry.example.org/hpc/strata', siteInternal: false },
+    { name: 'b-site', url: `http://${reg.host}/${REPO}`, siteInternal: true },
+  ]);
+  const r = strata(S, ['store', 'remote', 'add', 'x', 'https://user:s3cret@registry.example.org/hpc/strata']);
+  assert.is(r.code, 2, r.stderr);
+  assert.not.ok(r.stderr.includes('s3cret'), r.stderr);
+  assertOneLineError(strata(S, ['store', 'remote', 'add', 'a-hub', 'other.example.org/x']), 'duplicate remote', /already exists/);
+  strataJson(S, ['store', 'remote', 'rm', 'a-hub']);
+  assert.equal(strataJson(S, ['store', 'remote', 'ls']).map((x: { name: string }) => x.name), ['b-site']);
+  assertOneLineError(strata(S, ['store', 'remote', 'rm', 'a-hub']), 'rm of a missing remote', /no remote a-hub/);
+});
+
+test('a restricted module is refused to a remote not marked site-internal, allowed to one that is', async ({ dir, reg }) => {
+  const S = join(dir, 'S');
+  const tree = join(dir, 'vasp');
+  mkdirSync(join(tree, 'opt/vasp'), { recursive: true });
+  writeFileSync(join(tree, 'opt/vasp/LICENSE'), 'site licence\n');
+  strataJson(S, ['store', 'import', 'lic/vasp-6', tree, '--restricted', 'vasp']);
+  strataJson(S, ['store', 'import', 'free/1', join(dir, 'vasp')]);
+  strataJson(S, ['store', 'remote', 'add', 'hub', `${reg.host}/public`]);
+  strataJson(S, ['store', 'remote', 'add', 'site', `${reg.host}/internal`, '--site-internal']);
+
+  const line = assertOneLineError(strata(S, ['store', 'push', 'hub', 'lic/vasp-6']), 'restricted push to hub');
+  assert.is(line, 'strata: lic/vasp-6 is restricted to group vasp: refusing to push it to hub, which is not marked site-internal (add the remote with --site-internal if it never leaves the site)');
+  // Pushing everything refuses before sending anything, free/1 included.
+  assertOneLineError(strata(S, ['store', 'push', 'hub']), 'push all to hub', /lic\/vasp-6 is restricted/);
+  // A REGISTRY/REPO that is no site-internal remote is refused too.
+  assertOneLineError(strata(S, ['store', 'push', `${reg.host}/elsewhere`, 'lic/vasp-6']), 'restricted push by URL', /refusing to push it to 127\.0\.0\.1:\d+\/elsewhere/);
+  const tags = (repo: string) => JSON.parse(mustRun('skopeo', ['list-tags', '--tls-verify=false', `docker://${reg.host}/${repo}`], {}).stdout.toString() || '{}');
+  assert.is(strata(S, ['store', 'push', 'hub', 'free/1']).code, 0);
+  assert.equal(tags('public').Tags, ['free_1']);
+
+  const ok = strataJson<Array<{ fullName: string; status: string }>>(S, ['store', 'push', 'site', 'lic/vasp-6']);
+  assert.equal(ok.map((p) => [p.fullName, p.status]), [['lic/vasp-6', 'pushed']]);
+  // The site-internal remote's URL given directly counts as that remote.
+  assert.is(strata(S, ['store', 'push', `${reg.host}/internal`, 'lic/vasp-6']).code, 0);
+  assert.equal(tags('internal').Tags, ['lic_vasp-6']);
+});
+
+test.run();
