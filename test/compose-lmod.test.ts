@@ -28,6 +28,18 @@ function ok(r: RunResult, what: string): RunResult {
   return r;
 }
 
+/** uvu drops an error thrown by a `before` hook without a word; print it before rethrowing. */
+function loud<T>(fn: (ctx: T) => void): (ctx: T) => void {
+  return (ctx) => {
+    try {
+      fn(ctx);
+    } catch (e) {
+      process.stderr.write(`suite setup failed: ${(e as Error).stack ?? e}\n`);
+      throw e;
+    }
+  };
+}
+
 /** The stack as [fullName, auto] pairs, from strata.json. */
 function stackOf(work: string): string[] {
   const path = join(work, 'strata.json');
@@ -76,18 +88,18 @@ interface Ctx {
 const lmod = suite<Ctx>('compose: Lmod rules through the CLI');
 // Importing the catalogue takes seconds; the tests only read the store (except where said),
 // so it is made once. Each test has its own working directory (its own stack).
-lmod.before((ctx) => {
+lmod.before(loud((ctx) => {
   ctx.shared = tempDir('strata-compose-lmod');
   ctx.store = join(ctx.shared, 'store');
   const layer = layerDir(ctx.shared, 'common');
   for (const [name, opts] of CATALOGUE) ok(strata(ctx.store, ctx.shared, ['-q', 'store', 'import', name, layer, ...opts]), `import ${name}`);
-});
+}));
 lmod.after((ctx) => removeDir(ctx.shared));
-lmod.before.each((ctx) => {
+lmod.before.each(loud((ctx) => {
   ctx.dir = tempDir('strata-compose-lmod-t');
   ctx.work = join(ctx.dir, 'work');
   mkdirSync(ctx.work);
-});
+}));
 lmod.after.each((ctx) => removeDir(ctx.dir));
 
 lmod('a bare name resolves to the highest version, then to the marked default', ({ store, work }) => {
@@ -192,7 +204,7 @@ lmod('save pins records; restore after a re-import with other content refuses', 
 
 // ---------------------------------------------------------------------------------------
 const restricted = suite<{ dir: string; store: string; group: { name: string; gid: number } }>('compose: restricted modules');
-restricted.before.each((ctx) => {
+restricted.before.each(loud((ctx) => {
   ctx.dir = tempDir('strata-compose-restricted');
   ctx.store = join(ctx.dir, 'store');
   // An existing group of the base system (Debian's "staff", gid 50); uid 65534 is not in it.
@@ -206,7 +218,7 @@ restricted.before.each((ctx) => {
   // LevelDB for writing) and its working directories.
   chmodSync(ctx.dir, 0o755);
   mustRun('chown', ['-R', '65534:65534', ctx.store]);
-});
+}));
 restricted.after.each((ctx) => removeDir(ctx.dir));
 
 function userDir(root: string, name: string): string {

@@ -41,6 +41,18 @@ function ok(r: RunResult, what: string): RunResult {
   return r;
 }
 
+/** uvu drops an error thrown by a `before` hook without a word; print it before rethrowing. */
+function loud<T>(fn: (ctx: T) => void): (ctx: T) => void {
+  return (ctx) => {
+    try {
+      fn(ctx);
+    } catch (e) {
+      process.stderr.write(`suite setup failed: ${(e as Error).stack ?? e}\n`);
+      throw e;
+    }
+  };
+}
+
 const hex = (s: string) => Buffer.from(s).toString('hex');
 
 // Module names per stack layer and the environment they carry (values with a quote, a `$` and
@@ -83,21 +95,21 @@ interface StackCtx {
 const four = suite<StackCtx>('compose sandbox: four-layer stack');
 // The stack, its store and the umoci layout take seconds to build and no test changes them,
 // so they are made once for the suite; each test gets its own working directory.
-four.before((ctx) => {
+four.before(loud((ctx) => {
   ctx.shared = tempDir('strata-compose-sandbox');
   ctx.stack = makeStack(join(ctx.shared, 'stack'));
   ctx.store = join(ctx.shared, 'store');
   mkdirSync(join(ctx.shared, 'w'));
   importStack(ctx.stack, ctx.store, join(ctx.shared, 'w'));
   ctx.layout = buildOciLayout(ctx.stack, join(ctx.shared, 'oci'));
-});
+}));
 four.after((ctx) => removeDir(ctx.shared));
-four.before.each((ctx) => {
+four.before.each(loud((ctx) => {
   ctx.dir = tempDir('strata-compose-sandbox-t');
   ctx.work = join(ctx.dir, 'work');
   mkdirSync(ctx.work);
   ok(strata(ctx.store, ctx.work, ['compose', 'add', ...MODULES.map((m) => m.name)]), 'compose add');
-});
+}));
 four.after.each((ctx) => removeDir(ctx.dir));
 
 /** The things the four-layer stack must show, so that an empty or partial tree cannot pass a diff. */
