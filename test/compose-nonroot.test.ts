@@ -1,0 +1,112 @@
+/**
+ * `strata compose sandbox` run as an unprivileged user (uid/gid 65534, no supplementary
+ * groups, via setpriv): the sandbox still carries the POSIX ACLs (access and default) and
+ * user.* xattrs, as getfacl/getfattr read them, and stderr holds exactly one warning line
+ * naming what could not be applied: ownership, security.* and trusted.* xattrs, device nodes.
+ * The stores and layers are prepared as root (the four-layer stack plus a layer with a
+ * trusted.* xattr); only the sandbox runs unprivileged.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { mustRun, removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
+import { diffTrees, snapshotTree } from './helpers/tree.js';
+import { makeStack, referenceExtract, STACK } from './fixtures/stack.js';
+import { packGnu } from './fixtures/small-tree.js';
+
+const CLI = [new URL('../cli/main.js', import.meta.url), new URL('../dist/cli/main.js', import.meta.url)]
+  .map((u) => fileURLToPath(u))
+  .find((p) => existsSync(p))!;
+
+const NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups'];
+
+function strata(store: string, cwd: string, args: string[], asNobody?: { home: string }): RunResult {
+  const argv = [CLI, '--store', store, ...args];
+  if (!asNobody) return run(process.execPath, argv, { cwd });
+  return run('setpriv', [...NOBODY, '--', process.execPath, ...argv], { cwd, env: { HOME: asNobody.home, USER: 'nobody', LOGNAME: 'nobody' } });
+}
+
+function ok(r: RunResult, what: string): RunResult {
+  assert.is(r.code, 0, `${what} failed (exit ${r.code}): ${r.stderr}`);
+  return r;
+}
+
+interface Ctx {
+  dir: string;
+}
+
+const nonroot = suite<Ctx>('compose sandbox as an unprivileged user');
+nonroot.before.each((ctx) => {
+  ctx.dir = tempDir('strata-compose-nonroot');
+});
+nonroot.after.each((ctx) => removeDir(ctx.dir));
+
+nonroot('keeps ACLs and user.* xattrs, warns once about ownership, security/trusted xattrs and devices', ({ dir }) => {
+  const stack = makeStack(join(dir, 'stack'));
+  // A fifth layer with a trusted.* xattr (root can set it; an unprivileged writer cannot).
+  const extra = join(dir, 'extra');
+  mkdirSync(join(extra, 'opt/extra'), { recursive: true });
+  writeFileSync(join(extra, 'opt/extra/marked'), 'marked\n');
+  mustRun('setfattr', ['-n', 'trusted.strata-test', '-v', 'yes', join(extra, 'opt/extra/marked')]);
+  mustRun('setfattr', ['-n', 'user.note', '-v', 'kept', join(extra, 'opt/extra/marked')]);
+  mustRun('touch', ['-h', '-d', '@1640000000', join(extra, 'opt/extra/marked'), join(extra, 'opt/extra'), join(extra, 'opt'), extra]);
+  const tars = [...stack.layers.map((l) => l.tar), packGnu(extra, join(dir, 'extra.tar'))];
+
+  const store = join(dir, 'store');
+  const work = join(dir, 'work');
+  const home = join(dir, 'home');
+  const out = join(dir, 'out');
+  for (const d of [work, home, out]) mkdirSync(d);
+  const names = ['base/1', 'mid/1', 'app/1', 'lic/1', 'extra/1'];
+  tars.forEach((t, i) => ok(strata(store, work, ['-q', 'store', 'import', names[i]!, t]), `import ${names[i]}`));
+  ok(strata(store, work, ['compose', 'add', ...names]), 'add');
+  // The store readable and writable by the user (it opens LevelDB for writing), the temp dir
+  // traversable.
+  chmodSync(dir, 0o755);
+  mustRun('chown', ['-R', '65534:65534', store, work, home, out]);
+
+  const sb = join(out, 'sandbox');
+  const r = ok(strata(store, work, ['compose', 'sandbox', sb], { home }), 'sandbox as uid 65534');
+  const lines = r.stderr.split('\n').filter((l) => l !== '');
+  assert.is(lines.length, 1, `exactly one line on stderr:\n${r.stderr}`);
+  const warning = lines[0]!;
+  assert.match(warning, /^strata: warning: as uid 65534 some metadata could not be applied: /);
+  // Every entry is owned by root in the layers; 3 device nodes (the fifo can be made); one
+  // security.capability; one trusted.* xattr.
+  assert.match(warning, /ownership \(\d+\)/);
+  assert.match(warning, /device nodes \(3\)/);
+  assert.match(warning, /security\.\* xattrs \(1\)/);
+  assert.match(warning, /trusted\.\* xattrs \(1\)/);
+  assert.not.match(warning, /user\.|system\.|acl/i, 'ACLs and user.* xattrs were applied');
+
+  const snap = snapshotTree(sb);
+  // Written by the unprivileged user, so owned by it.
+  assert.is(snap.get('opt/lic')?.uid, 65534);
+  // ACLs (access and default) and user.* xattrs, as getfacl/getfattr see them.
+  assert.equal(snap.get(STACK.licDir)?.acl, STACK.licAcl);
+  assert.is(snap.get(STACK.licFile)?.acl.access, STACK.licFileAcl);
+  assert.is(snap.get(STACK.licFile)?.xattrs['user.license'], Buffer.from('site-1234').toString('hex'));
+  assert.is(snap.get('opt/extra/marked')?.xattrs['user.note'], Buffer.from('kept').toString('hex'));
+  assert.is(snap.get('opt/extra/marked')?.xattrs['trusted.strata-test'], undefined);
+  assert.is(snap.get(STACK.devices.fifo)?.type, 'fifo');
+  // Everything else is as GNU tar extracts it as root, except exactly what the warning named:
+  // owners, security.*/trusted.* xattrs and the three device nodes.
+  const ref = referenceExtract(tars, join(dir, 'ref'));
+  assert.equal(
+    diffTrees(snap, ref, {
+      ignoreStrataPaths: true,
+      ignoreOwners: true,
+      ignoreXattrPrefixes: ['security.', 'trusted.'],
+      ignorePaths: [STACK.devices.null, STACK.devices.zero, STACK.devices.loop0],
+    }),
+    [],
+  );
+  // And those differences are real (the comparison above would otherwise hide a root run).
+  const full = diffTrees(snap, ref, { ignoreStrataPaths: true });
+  assert.ok(full.includes(`only in b: ${STACK.devices.null} (char)`), full.join('\n'));
+  assert.ok(full.some((l) => l.startsWith(`${STACK.licCap}: xattr security.capability`)), full.join('\n'));
+});
+
+nonroot.run();
