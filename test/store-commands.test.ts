@@ -1,0 +1,155 @@
+/**
+ * The other store commands, through the CLI: `ls [PATTERN]` (substring and glob), `default`,
+ * `rm`, `gc --dry-run` and `gc` (only unreferenced blobs go; shared layers stay while any
+ * module names them), `show` of a record CID, usage errors (exit 2), unknown modules (exit 1,
+ * one line), and `--json` of every command printing exactly one parseable JSON document.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Store } from '../store/store.js';
+import { removeDir, tempDir } from './helpers/tmp.js';
+import { assertOneLineError, blobListing, blobPath, strata, strataJson } from './store-harness.js';
+
+interface Ctx {
+  dir: string;
+  store: string;
+  trees: Record<string, string>;
+}
+
+function tree(dir: string, content: string): string {
+  mkdirSync(join(dir, 'bin'), { recursive: true });
+  writeFileSync(join(dir, 'bin', 'tool'), content);
+  return dir;
+}
+
+const names = (mods: Array<{ fullName: string }>) => mods.map((m) => m.fullName);
+
+const test = suite<Ctx>('store commands');
+test.before.each(async (ctx) => {
+  ctx.dir = tempDir('strata-cmds-');
+  ctx.store = join(ctx.dir, 'store');
+  ctx.trees = {
+    a: tree(join(ctx.dir, 'a'), 'openmpi 4.1.5\n'),
+    b: tree(join(ctx.dir, 'b'), 'openmpi 5.0.3\n'),
+    c: tree(join(ctx.dir, 'c'), 'mpich 3\n'),
+  };
+  // Set up through the API (quicker than four CLI runs); the commands under test go through the CLI.
+  const s = await Store.open(ctx.store);
+  await s.importModule('openmpi/4.1.5', ctx.trees.a!, { description: 'Open MPI' });
+  await s.importModule('openmpi/5.0.3', ctx.trees.b!);
+  await s.importModule('mpi/mpich-3', ctx.trees.c!, { restricted: 'hpc' });
+  // Same layer as openmpi/4.1.5, other record.
+  await s.importModule('alias/1', ctx.trees.a!);
+  await s.close();
+});
+test.after.each((ctx) => removeDir(ctx.dir));
+
+test('ls: all, substring (case-insensitive), glob; --json fields', ({ store }) => {
+  const all = strataJson(store, ['store', 'ls']);
+  assert.equal(names(all), ['alias/1', 'mpi/mpich-3', 'openmpi/4.1.5', 'openmpi/5.0.3']);
+  const m = all.find((x: { fullName: string }) => x.fullName === 'mpi/mpich-3');
+  assert.equal({ name: m.name, version: m.version, restricted: m.restricted, isDefault: m.isDefault }, { name: 'mpi', version: 'mpich-3', restricted: 'hpc', isDefault: false });
+  assert.equal(names(strataJson(store, ['store', 'ls', 'OPENMPI'])), ['openmpi/4.1.5', 'openmpi/5.0.3']);
+  assert.equal(names(strataJson(store, ['store', 'ls', 'mpi'])), ['mpi/mpich-3', 'openmpi/4.1.5', 'openmpi/5.0.3']);
+  assert.equal(names(strataJson(store, ['store', 'ls', 'openmpi/4.*'])), ['openmpi/4.1.5']);
+  assert.equal(names(strataJson(store, ['store', 'ls', 'mpi/*'])), ['mpi/mpich-3']);
+  assert.equal(strataJson(store, ['store', 'ls', 'nothing-like-this']), []);
+  const text = strata(store, ['store', 'ls', 'mpich']);
+  assert.is(text.code, 0);
+  assert.match(text.stdout.toString(), /^mpi\/mpich-3 \(R\)/);
+});
+
+test('default: marks one version, moves on a second call, shows in ls; unknown module is one line', ({ store }) => {
+  assert.equal(strataJson(store, ['store', 'default', 'openmpi/4.1.5']), { default: 'openmpi/4.1.5' });
+  const d = (mods: Array<{ fullName: string; isDefault: boolean }>) => mods.filter((x) => x.isDefault).map((x) => x.fullName);
+  assert.equal(d(strataJson(store, ['store', 'ls'])), ['openmpi/4.1.5']);
+  strataJson(store, ['store', 'default', 'openmpi/5.0.3']);
+  assert.equal(d(strataJson(store, ['store', 'ls'])), ['openmpi/5.0.3']);
+  assert.match(strata(store, ['store', 'ls', 'openmpi']).stdout.toString(), /openmpi\/5\.0\.3 \(D\)/);
+  assertOneLineError(strata(store, ['store', 'default', 'openmpi/9']), 'default of unknown', /no module openmpi\/9/);
+});
+
+test('rm then gc --dry-run then gc: only blobs nothing references go', ({ store }) => {
+  const a = strataJson(store, ['store', 'show', 'openmpi/4.1.5']);
+  const b = strataJson(store, ['store', 'show', 'openmpi/5.0.3']);
+  const alias = strataJson(store, ['store', 'show', 'alias/1']);
+  assert.is(alias.record.layer, a.record.layer, 'alias shares the layer');
+  assert.equal(strataJson(store, ['store', 'gc', '--dry-run']), { removed: [], bytes: 0 });
+
+  strataJson(store, ['store', 'default', 'openmpi/4.1.5']);
+  assert.equal(strataJson(store, ['store', 'rm', 'openmpi/4.1.5']), { removed: 'openmpi/4.1.5' });
+  strataJson(store, ['store', 'rm', 'openmpi/5.0.3']);
+  assert.equal(names(strataJson(store, ['store', 'ls'])), ['alias/1', 'mpi/mpich-3']);
+  assertOneLineError(strata(store, ['store', 'rm', 'openmpi/4.1.5']), 'rm twice', /no module openmpi\/4\.1\.5/);
+
+  const hex = (cid: string) => blobPath(store, cid).split('/').pop()!;
+  const before = blobListing(store);
+  const dry = strataJson(store, ['store', 'gc', '--dry-run']);
+  // a's record goes; a's layer and manifest stay (alias/1 names them); all of b goes.
+  const expected = [a.cid, b.cid, b.record.layer, b.record.manifest].map((c) => `sha256:${hex(c)}`).sort();
+  assert.equal([...dry.removed].sort(), expected);
+  assert.ok(dry.bytes > 0);
+  assert.equal(blobListing(store), before, 'dry run removes nothing');
+  const text = strata(store, ['store', 'gc', '--dry-run']);
+  assert.match(text.stdout.toString(), /would remove sha256:/);
+
+  const real = strataJson(store, ['store', 'gc']);
+  assert.equal([...real.removed].sort(), expected);
+  assert.is(real.bytes, dry.bytes);
+  for (const c of [a.cid, b.cid, b.record.layer, b.record.manifest]) assert.not.ok(existsSync(blobPath(store, c)), `${c} removed`);
+  for (const c of [alias.cid, a.record.layer, a.record.manifest]) assert.ok(existsSync(blobPath(store, c)), `${c} kept`);
+  assert.equal(strataJson(store, ['store', 'gc']), { removed: [], bytes: 0 });
+  assert.equal(strataJson(store, ['store', 'verify']), { modules: 2, problems: [] });
+  // The removed default went with its module.
+  assert.equal(strataJson(store, ['store', 'ls']).filter((x: { isDefault: boolean }) => x.isDefault), []);
+});
+
+test('show by record CID; verify one module; unknown module; usage errors exit 2', ({ store }) => {
+  const a = strataJson(store, ['store', 'show', 'openmpi/4.1.5']);
+  const byCid = strataJson(store, ['store', 'show', a.cid]);
+  assert.equal(byCid.record, a.record);
+  assert.is(byCid.fullName, 'openmpi/4.1.5');
+  assert.equal(strataJson(store, ['store', 'verify', 'openmpi/4.1.5']), { modules: 1, problems: [] });
+  assertOneLineError(strata(store, ['store', 'show', 'nope/1']), 'show unknown', /no module nope\/1/);
+  assertOneLineError(strata(store, ['store', 'verify', 'nope/1']), 'verify unknown', /no module nope\/1/);
+  assertOneLineError(strata(store, ['store', 'export', 'nope/1', join(store, '..', 'x.tar')]), 'export unknown', /no module nope\/1/);
+  const bad = strata(store, ['store', 'import', 'Bad Name', '/nonexistent']);
+  assert.is(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /^strata: 'Bad Name' is not a module name/);
+  const missing = strata(store, ['store', 'import', 'x/1', join(store, '..', 'no-such-source')]);
+  assertOneLineError(missing, 'missing source', /does not exist/);
+  assert.is(strata(store, ['store', 'frobnicate']).code, 2);
+});
+
+test('--json: every store command prints one JSON document', ({ dir, store, trees }) => {
+  const docs = [
+    ['store', 'import', 'json/1', trees.c!, '--prepend', 'PATH=/opt/x/bin', '--setenv', 'X=1', '--family', 'mpi'],
+    ['store', 'ls'],
+    ['store', 'ls', 'json'],
+    ['store', 'show', 'json/1'],
+    ['store', 'default', 'json/1'],
+    ['store', 'verify'],
+    ['store', 'verify', 'json/1'],
+    ['store', 'export', 'json/1', join(dir, 'json.tar')],
+    ['store', 'gc', '--dry-run'],
+    ['store', 'rm', 'json/1'],
+    ['store', 'gc'],
+  ];
+  for (const args of docs) {
+    const r = strata(store, ['--json', ...args]);
+    assert.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    const text = r.stdout.toString('utf8');
+    let doc: unknown;
+    try {
+      doc = JSON.parse(text);
+    } catch {
+      assert.unreachable(`${args.join(' ')} printed no single JSON document: ${text}`);
+    }
+    assert.ok(doc !== null && typeof doc === 'object', `${args.join(' ')}: an object or array`);
+    assert.is(r.stderr, '', `${args.join(' ')}: nothing on stderr`);
+  }
+});
+
+test.run();
