@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SquashfsImage, type ImageEntry } from '../compose/squashfs/reader.js';
 import { extractImage } from '../compose/squashfs/extract.js';
+import { SquashfsWriter } from '../compose/squashfs/writer.js';
 import { decodeSuperblock } from '../compose/squashfs/format.js';
 import { isStrataError, ERR } from '../store/errors.js';
 import { tempDir, removeDir, mustRun, run } from './helpers/tmp.js';
@@ -130,6 +131,18 @@ async function content(img: SquashfsImage, e: ImageEntry): Promise<Buffer> {
     parts.push(b);
   }
   return Buffer.concat(parts);
+}
+
+/** Every entry (inode numbers aside: writers number differently) with its content hash. */
+async function signature(img: SquashfsImage): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of img.walk()) {
+    const { inode, xattrs, ...rest } = e;
+    void inode;
+    const x = [...(xattrs ?? new Map())].map(([k, v]) => `${k}=${v.toString('hex')}`).join(',');
+    out.push(`${JSON.stringify(rest)} ${x}${e.type === 'file' ? ` ${sha(await content(img, e))}` : ''}`);
+  }
+  return out;
 }
 
 /** `unsquashfs -lln` as [path, typeChar, modeString, uid, gid, sizeOrDev, target]. */
@@ -278,6 +291,35 @@ for (const [name, args] of VARIANTS) {
     }
   });
 }
+
+Reader("reads images from strata's own writer (gzip, zstd, lz4) exactly like the mksquashfs image copied into them", async () => {
+  const source = join(ctx.work, 'm.sqfs');
+  mksquashfs(ctx.src, source, ['-comp', 'gzip', '-b', String(BS)]);
+  const a = await SquashfsImage.open(source);
+  const want = await signature(a);
+  try {
+    for (const compressor of ['gzip', 'zstd', 'lz4'] as const) {
+      const out = join(ctx.work, `strata-${compressor}.sqfs`);
+      const w = await SquashfsWriter.create(out, { compressor, blockSize: BS, workers: 1 });
+      for await (const e of a.walk()) {
+        if (e.type === 'file') await w.addFile(e, a.openFile(e), 'all');
+        else w.addEntry(e);
+      }
+      await w.finish();
+      const b = await SquashfsImage.open(out);
+      try {
+        const got = await signature(b);
+        assert.is(got.length, want.length, `${compressor}: entries`);
+        assert.equal(got.filter((l, i) => l !== want[i]).slice(0, 5), [], `${compressor}: differing entries`);
+        assert.is((await b.stat('big/entry-1234'))?.path, 'big/entry-1234');
+      } finally {
+        await b.close();
+      }
+    }
+  } finally {
+    await a.close();
+  }
+});
 
 Reader('extractImage matches unsquashfs -d and the source tree (contents, owners, xattrs, devices)', async () => {
   const image = join(ctx.work, 'x.sqfs');

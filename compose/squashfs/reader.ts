@@ -676,8 +676,10 @@ export class SquashfsImage {
       if (out.has(name)) throw this.corrupt(`${where}: attribute ${name} stored twice`);
       out.set(name, value);
     }
-    this.xattrCache.set(index, out);
-    return out;
+    // Byte order of names, whatever order the writer stored them in (native/xattr.ts does the same).
+    const sorted = new Map([...out].sort(([a], [b]) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
+    this.xattrCache.set(index, sorted);
+    return sorted;
   }
 
   /**
@@ -797,6 +799,7 @@ export class SquashfsImage {
    * of canonical paths (comparePaths). The first path of an inode with nlink > 1 is its
    * own type, later paths are 'hardlink' entries whose linkname is that first path.
    * Sockets have no EntryType: they are left out and reported through opts.onSkip.
+   * xattrs are listed in byte order of their names.
    * Entries of type 'file' can be passed to openFile() while the walk goes on.
    */
   async *walk(opts: WalkOptions = {}): AsyncGenerator<ImageEntry> {
