@@ -182,7 +182,7 @@ export function composeCommands(program: Command, ctx: Context): void {
     c
       .option('--lock <file>', 'build from this lock instead of the stack')
       .option('--cids <file>', 'build from this hash list')
-      .option('--comp <name>', 'compressor: gzip, zstd, xz or lz4', 'gzip')
+      .option('--comp <name>', 'compressor: zstd (default), gzip or lz4', 'zstd')
       .option('--level <n>', 'compression level', (v) => parseInteger(v, '--level'))
       .option('--block-size <n>', 'data block size in bytes (power of two, 4096..1048576)', (v) => parseInteger(v, '--block-size'))
       .option('--workers <n>', 'compression threads (default: all cores; never changes the bytes)', (v) => parseInteger(v, '--workers'));
@@ -211,7 +211,7 @@ export function composeCommands(program: Command, ctx: Context): void {
     .command('rebuild <lock>')
     .description('rebuild an image from a lock or hash list (same as compose squash --lock/--cids)')
     .requiredOption('-o, --output <file>', 'the image to write')
-    .option('--comp <name>', 'compressor: gzip, zstd, xz or lz4', 'gzip')
+    .option('--comp <name>', 'compressor: zstd (default), gzip or lz4', 'zstd')
     .option('--level <n>', 'compression level', (v) => parseInteger(v, '--level'))
     .option('--block-size <n>', 'data block size in bytes', (v) => parseInteger(v, '--block-size'))
     .option('--workers <n>', 'compression threads', (v) => parseInteger(v, '--workers'))

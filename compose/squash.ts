@@ -52,7 +52,7 @@ export async function buildImage(store: Store, mods: LoadedModule[], out: string
   const { plan, embedded } = await planOutput(store, mods);
   const tmp = path.join(path.dirname(path.resolve(out)), `.${path.basename(out)}.strata-${process.pid}`);
   const writer = await SquashfsWriter.create(tmp, {
-    compressor: opts.compressor ?? 'gzip',
+    compressor: opts.compressor ?? 'zstd',
     level: opts.level,
     blockSize: opts.blockSize,
     workers: opts.workers,
