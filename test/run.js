@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Runs the compiled uvu suites (dist/test/**/*.test.js), one process per file so a crash or a
-// leaked handle in one suite cannot hide another's result, and closes with the totals line
-// "N passed, N failed".
-import { spawnSync } from 'node:child_process';
+// leaked handle in one suite cannot hide another's result, as many at once as there are cores
+// (STRATA_TEST_JOBS overrides), and closes with the totals line "N passed, N failed".
+import { spawn } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -21,25 +22,41 @@ let passed = 0;
 let failed = 0;
 let skipped = 0;
 const broken = [];
-for (const file of files) {
+
+function runOne(file) {
+  return new Promise((resolve) => {
+    const start = Date.now();
+    const child = spawn(process.execPath, [file], { env: { ...process.env, FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    child.on('close', (status) => resolve({ file, status, out, secs: ((Date.now() - start) / 1000).toFixed(1) }));
+  });
+}
+
+function report({ file, status, out, secs }) {
   const name = file.slice(root.length);
-  const start = Date.now();
-  const r = spawnSync(process.execPath, [file], { encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' }, maxBuffer: 64 << 20 });
-  const out = `${r.stdout}${r.stderr}`;
   const total = Number(/Total:\s+(\d+)/.exec(out)?.[1] ?? 0);
   const ok = Number(/Passed:\s+(\d+)/.exec(out)?.[1] ?? 0);
   const skip = Number(/Skipped:\s+(\d+)/.exec(out)?.[1] ?? 0);
-  const bad = r.status !== 0 || total === 0 ? Math.max(total - ok - skip, 1) : total - ok - skip;
+  const bad = status !== 0 || total === 0 ? Math.max(total - ok - skip, 1) : total - ok - skip;
   passed += ok;
   failed += bad;
   skipped += skip;
-  const secs = ((Date.now() - start) / 1000).toFixed(1);
   process.stdout.write(`${bad > 0 ? 'FAIL' : 'ok  '} ${name}  ${ok}/${total}${skip ? ` (${skip} skipped)` : ''}  ${secs}s\n`);
   if (bad > 0) {
     broken.push(name);
     process.stdout.write(out.split('\n').map((l) => `    ${l}`).join('\n') + '\n');
   }
 }
+
+const jobs = Math.max(1, Number(process.env.STRATA_TEST_JOBS) || availableParallelism());
+const queue = [...files];
+await Promise.all(
+  Array.from({ length: Math.min(jobs, queue.length) }, async () => {
+    while (queue.length > 0) report(await runOne(queue.shift()));
+  }),
+);
 if (broken.length) process.stdout.write(`\nfailed suites: ${broken.join(', ')}\n`);
 process.stdout.write(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
 process.exit(failed > 0 || files.length === 0 ? 1 : 0);
