@@ -3,8 +3,8 @@
  *
  * Contract:
  * - put* is idempotent: a resolved promise means the content is durable at its digest (data
- *   fsynced, renamed into place, directory fsynced). Writing content that already exists is a
- *   no-op apart from hashing it.
+ *   fsynced, renamed into place, directory fsynced). Writing content that already exists
+ *   replaces the stored file with the freshly hashed copy, so a damaged blob is repaired.
  * - read* verifies the digest at the end of the stream and throws ERR_DIGEST_MISMATCH instead of
  *   ending cleanly, so a consumer that commits only on a clean end never keeps bad bytes.
  * - Every blob a process is about to make durable is first recorded in that process's pin file
@@ -95,15 +95,14 @@ export class BlobStore {
     return (await this.put([bytes])).hex;
   }
 
-  /** Moves a fully written, fsynced temp file into place as blob `hex` (already verified by the caller). */
+  /**
+   * Moves a fully written, fsynced temp file into place as blob `hex` (already verified by the
+   * caller). An existing blob is replaced, not kept: the new bytes are known good, the old ones
+   * may have rotted, and re-importing or re-pulling is how `verify` tells users to repair it.
+   */
   async commit(tmp: string, hex: string): Promise<void> {
     await this.pin(hex);
-    const dest = this.blobPath(hex);
-    if (await this.has(hex)) {
-      await fsp.rm(tmp, { force: true });
-      return;
-    }
-    await fsp.rename(tmp, dest);
+    await fsp.rename(tmp, this.blobPath(hex));
     await fsyncDir(this.blobDir);
   }
 
