@@ -7,6 +7,7 @@
  *   at end of stream) or in a tar header (found by the tar reader first). `show` reads only the
  *   record and manifest, so it still works.
  * - A damaged manifest or record: `show` and `export` fail with one clear line.
+ * - Importing the same content again (what verify's hint says) repairs the damaged blobs.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -115,6 +116,17 @@ test('a missing layer blob: verify says missing, export fails clearly', ({ store
   removeDir(blobPath(store, bad.layer));
   assertVerifyNames(store, 'bad/1', 'missing', 'good/1');
   assertExportFails(store, out, 'bad/1');
+});
+
+test('re-importing the same content (the remedy verify names) repairs a damaged blob', ({ store, bad }) => {
+  const file = blobPath(store, bad.layer);
+  const tar = readFileSync(file);
+  flip(file, tar.indexOf('hello, strata world') + 1);
+  flip(blobPath(store, bad.manifest), 10);
+  assert.is(strata(store, ['store', 'verify']).code, 1);
+  const again = strataJson(store, ['store', 'import', 'bad/1', join(store, '..', 't1'), '--force']);
+  assert.is(again.status, 'unchanged');
+  assert.equal(strataJson(store, ['store', 'verify']), { modules: 2, problems: [] });
 });
 
 test.run();
