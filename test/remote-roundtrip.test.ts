@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { makeSmallTree } from './fixtures/small-tree.js';
 import { startFaultProxy, startRegistry, type RegistryServer } from './helpers/registry-server.js';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
-import { assertOneLineError, cidHex, strata, strataAsync, strataJson } from './store-harness.js';
+import { assertOneLineError, cidHex, CLI, strata, strataAsync, strataJson } from './store-harness.js';
 
 interface Ctx {
   dir: string;
@@ -56,7 +56,10 @@ function storeWithStack(dir: string): { store: string; lock: string } {
 test('push A, pull into empty B: same squash sha256; skopeo sees the manifest, config = record', async ({ dir, reg }) => {
   const { store: A, lock } = storeWithStack(dir);
   const target = `${reg.host}/${REPO}`;
-  const pushed = strataJson<Array<{ fullName: string; record: string; tag: string; uploaded: string[]; status: string }>>(A, ['store', 'push', target]);
+  const first = strata(A, ['--json', 'store', 'push', target]);
+  assert.is(first.code, 0, first.stderr);
+  assert.is(first.stderr, '', 'no progress or notes when not on a terminal');
+  const pushed = JSON.parse(first.stdout.toString()) as Array<{ fullName: string; record: string; tag: string; uploaded: string[]; status: string }>;
   assert.equal(pushed.map((p) => [p.fullName, p.tag, p.status, p.uploaded.length]), [['app/1.0', 'app_1.0', 'pushed', 3], ['base/1', 'base_1', 'pushed', 3]]);
 
   const raw = JSON.parse(mustRun('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${target}:base_1`]).stdout.toString());
@@ -139,10 +142,33 @@ test('a fresh store with only a remote rebuilds the image from the lock alone', 
   assert.equal(strataJson(C, ['store', 'ls']).map((m: { fullName: string }) => m.fullName), ['app/1.0', 'base/1']);
   assert.is(strataJson(C, ['store', 'verify']).problems.length, 0);
 
+  // A hash list (record CIDs only): the remote's tags are scanned for the records.
+  const F = join(dir, 'F');
+  const list = join(dir, 'stack.cids');
+  writeFileSync(list, `${JSON.parse(readFileSync(lock, 'utf8')).modules.map((m: { record: string }) => m.record).join('\n')}\n`);
+  strataJson(F, ['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`]);
+  const outF = join(dir, 'f.sqfs');
+  const rf = strata(F, ['rebuild', list, '-o', outF]);
+  assert.is(rf.code, 0, rf.stderr);
+  assert.is(fileSha(outF), fileSha(outA));
+
   // A remote that does not hold the module: the error says which remotes were asked.
   const E = join(dir, 'E');
   strataJson(E, ['store', 'remote', 'add', 'empty', `${reg.host}/other/repo`]);
   assertOneLineError(strata(E, ['rebuild', lock, '-o', join(dir, 'e.sqfs')]), 'rebuild from a remote without it', /not in this store nor on remote empty/);
+});
+
+test('on a terminal, push and pull show a progress bar per module', async ({ dir, reg }) => {
+  const S = join(dir, 'S');
+  const tree = join(dir, 'tree');
+  mkdirSync(tree);
+  writeFileSync(join(tree, 'f'), 'x'.repeat(100_000));
+  strataJson(S, ['store', 'import', 'tiny/1', tree]);
+  // script(1) gives the CLI a pseudo-terminal for stdout and stderr.
+  const tty = (store: string, args: string[]) =>
+    mustRun('script', ['-qec', [process.execPath, CLI, '--store', store, ...args].join(' '), '/dev/null']).stdout.toString();
+  assert.match(tty(S, ['store', 'push', `${reg.host}/${REPO}`]), /pushing tiny\/1 .*\d+%/);
+  assert.match(tty(join(dir, 'T'), ['store', 'pull', `${reg.host}/${REPO}`]), /pulling tiny\/1 .*\d+%/);
 });
 
 test('remote add/ls/rm: stored without credentials; a URL with credentials is refused', async ({ dir, reg }) => {
