@@ -73,6 +73,8 @@ export async function extractImage(image: SquashfsImage, dir: string, opts: Extr
   const dirs: ImageEntry[] = [];
   const dirPaths = new Set<string>();
   const linkTargets = new Set<string>();
+  /** First names of hard-linked devices not made (non-root): their other names are skipped too. */
+  const skippedTargets = new Set<string>();
   let entries = 0;
 
   const mayChown = (e: ImageEntry): boolean => {
@@ -128,6 +130,10 @@ export async function extractImage(image: SquashfsImage, dir: string, opts: Extr
       }
       case 'hardlink': {
         const target = e.linkname!;
+        if (skippedTargets.has(target)) {
+          skip('device', e.path);
+          continue;
+        }
         if (!linkTargets.has(target)) {
           throw new StrataError(ERR.IMAGE_CORRUPT, `${image.path}: hard link ${q(e.path)} to ${q(target)}, which is not an earlier entry`);
         }
@@ -146,6 +152,7 @@ export async function extractImage(image: SquashfsImage, dir: string, opts: Extr
       case 'fifo': {
         if (e.type !== 'fifo' && !isRoot) {
           skip('device', e.path);
+          if (e.nlink > 1) skippedTargets.add(e.path);
           continue;
         }
         const fmt = e.type === 'char' ? C.S_IFCHR : e.type === 'block' ? C.S_IFBLK : C.S_IFIFO;
