@@ -450,6 +450,24 @@ Reader('xz with x86 BCJ on real executables decodes like unsquashfs', async () =
   }
 });
 
+Reader('names that are not UTF-8 are refused in one line, as layers refuse them', async () => {
+  const src = join(ctx.work, 'latin1');
+  mkdirSync(src);
+  writeFileSync(Buffer.from(`${src}/caf\xe9`, 'latin1'), 'x');
+  const image = join(ctx.work, 'latin1.sqfs');
+  mksquashfs(src, image, []);
+  const img = await SquashfsImage.open(image);
+  try {
+    await collect(img);
+    assert.unreachable('latin-1 name');
+  } catch (e) {
+    assert.ok(isStrataError(e, ERR.IMAGE_UNSUPPORTED), String(e));
+    assert.match((e as Error).message, /is not valid UTF-8$/);
+  } finally {
+    await img.close();
+  }
+});
+
 Reader('lzo and non-SquashFS files are refused with clear errors', async () => {
   for (const comp of ['lzo']) {
     const image = join(ctx.work, `${comp}.sqfs`);

@@ -6,8 +6,8 @@
  * file size and the table bounds from the superblock before it is used or allocated; every
  * loop is bounded by bytes actually decoded; a directory inode seen twice is a cycle. Any
  * inconsistency is a StrataError ERR_IMAGE_CORRUPT with one line naming the image and the
- * byte position; an unsupported compressor (lzo, lzma) or xz filter (BCJ) is
- * ERR_IMAGE_UNSUPPORTED. I/O errors of the
+ * byte position; an unsupported compressor (lzo, lzma), xz filter (other than x86 BCJ)
+ * or a name that is not UTF-8 is ERR_IMAGE_UNSUPPORTED. I/O errors of the
  * image file itself (EACCES, EIO) are passed through as Node's fs errors.
  *
  * Concurrency: one read-only file handle, positional reads; calls may overlap. Decompressed
@@ -41,6 +41,7 @@ import { decompressorFor, UnsupportedBlockError, type Decompress } from './decom
 
 const COMPRESSOR_NAMES: Record<number, string> = { 1: 'gzip', 2: 'lzma', 3: 'lzo', 4: 'xz', 5: 'lz4', 6: 'zstd' };
 const U64_ABSENT = 0xffffffffffffffffn;
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
 /** Longest symlink target accepted (Linux PATH_MAX). */
 const MAX_SYMLINK = 4096;
 /** Linux XATTR_NAME_MAX / XATTR_SIZE_MAX. */
@@ -523,6 +524,17 @@ export class SquashfsImage {
     return m.data.subarray(off, off + size);
   }
 
+  /** Names and targets must be UTF-8, as in layers (the tar reader refuses the same). */
+  private utf8(b: Uint8Array, what: string): string {
+    try {
+      return UTF8.decode(b);
+    } catch {
+      throw new StrataError(ERR.IMAGE_UNSUPPORTED, `${this.path}: ${what} is not valid UTF-8`, {
+        hint: 'rebuild the image with UTF-8 file names, or extract it with unsquashfs',
+      });
+    }
+  }
+
   private id(index: number, at: Pos): number {
     const v = this.ids[index];
     if (v === undefined) throw this.corrupt(`inode at byte ${at.block}+${at.offset} uses id index ${index} of ${this.ids.length}`);
@@ -600,7 +612,7 @@ export class SquashfsImage {
         if (n === 0 || n > MAX_SYMLINK) throw this.corrupt(`${where}: symlink target of ${n} bytes`);
         const t = await c.read(n);
         if (t.includes(0)) throw this.corrupt(`${where}: symlink target contains a NUL byte`);
-        ino.target = t.toString('utf8');
+        ino.target = this.utf8(t, `symlink target of the ${where}`);
         if (type === INODE.EXT_SYMLINK) ino.xattr = (await c.read(4)).readUInt32LE(0);
         break;
       }
@@ -657,7 +669,7 @@ export class SquashfsImage {
       if (nameLen === 0 || nameLen + prefix.length > MAX_XATTR_NAME) throw this.corrupt(`${where}: name of ${nameLen} bytes`);
       const nameBytes = await c.read(nameLen);
       if (nameBytes.includes(0)) throw this.corrupt(`${where}: name contains a NUL byte`);
-      const name = prefix + nameBytes.toString('utf8');
+      const name = prefix + this.utf8(nameBytes, `an xattr name in ${where}`);
       const vlen = (await c.read(4)).readUInt32LE(0);
       let value: Buffer;
       if (t & XATTR_VALUE_OOL) {
@@ -747,7 +759,7 @@ export class SquashfsImage {
         if (type < 1 || type > 7) throw this.corrupt(`${where}: entry of unknown type ${type}`);
         if (offset >= METADATA_SIZE) throw this.corrupt(`${where}: entry inode offset ${offset}`);
         if (number < 1 || number > this.superblock.inodes) throw this.corrupt(`${where}: entry inode number ${number}`);
-        const ent = { name: nameBytes.toString('utf8'), ref: { block: this.superblock.inodeTableStart + start, offset }, number, type };
+        const ent = { name: this.utf8(nameBytes, `entry ${JSON.stringify(nameBytes.toString('utf8'))} of the ${where}`), ref: { block: this.superblock.inodeTableStart + start, offset }, number, type };
         if (find) {
           const cmp = Buffer.compare(nameBytes, find);
           if (cmp === 0) return [ent];
