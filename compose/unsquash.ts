@@ -3,6 +3,7 @@
  * each path's POSIX ACLs and original mode, from the image's /.strata/acl.json.
  */
 import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
 import { applyNodeAttrs } from '../native/fsops.js';
 import { StrataError, ERR } from '../store/errors.js';
 import type { AclIndex } from './embedded.js';
@@ -22,10 +23,16 @@ export async function unsquash(image: string, dir: string): Promise<{ entries: n
       } catch {
         throw new StrataError(ERR.IMAGE_CORRUPT, `${image}: /.strata/acl.json is not valid JSON`);
       }
+      const bad = (p: string, why: string) =>
+        new StrataError(ERR.IMAGE_CORRUPT, `${image}: /.strata/acl.json names ${JSON.stringify(p)}, ${why}`, {
+          hint: 'the image was altered or not written by strata; DIR holds its tree, with ACLs restored only in part',
+        });
       for (const [p, e] of Object.entries(index.entries ?? {})) {
-        const target = safeJoin(dir, p);
-        const s = await fsp.lstat(target);
-        if (s.isSymbolicLink()) continue;
+        if (!Number.isInteger(e?.mode) || e.mode < 0 || e.mode > 0o7777) throw bad(p, 'with an invalid mode');
+        // The image is untrusted: never follow a symlink it planted (lnk -> /etc, then "lnk/passwd").
+        const target = await withinNoFollow(dir, safeJoin(dir, p), p);
+        if (target === undefined) throw bad(p, 'which is not a file or directory in the image');
+        if (target === 'symlink') continue;
         await fsp.chmod(target, e.mode);
         const failed = applyNodeAttrs(target, { acl: { access: e.access, default: e.default } }, { collect: true });
         if (failed.length > 0) r.skipped.acl = (r.skipped.acl ?? 0) + failed.length;
@@ -37,4 +44,23 @@ export async function unsquash(image: string, dir: string): Promise<{ entries: n
   } finally {
     await img.close();
   }
+}
+
+/**
+ * `target` (= dir/p) if every component of `p` below `dir` is a real directory (not a
+ * symlink) and `target` itself exists; 'symlink' when only the last component is a symlink;
+ * undefined otherwise.
+ */
+async function withinNoFollow(dir: string, target: string, p: string): Promise<string | 'symlink' | undefined> {
+  if (p === '.') return target;
+  const parts = p.split('/');
+  let cur = dir;
+  for (let i = 0; i < parts.length; i++) {
+    cur = path.join(cur, parts[i]!);
+    const st = await fsp.lstat(cur).catch(() => undefined);
+    if (!st) return undefined;
+    if (i === parts.length - 1) return st.isSymbolicLink() ? 'symlink' : target;
+    if (!st.isDirectory()) return undefined;
+  }
+  return undefined;
 }
