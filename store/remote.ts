@@ -426,7 +426,16 @@ async function pullArtifact(store: Store, s: Session, art: ParsedArtifact, tag: 
   const where = `${label}:${tag}`;
   if (art.record.size > RECORD_LIMIT) throw new StrataError(ERR.REGISTRY, `${where}: record of ${art.record.size} bytes is too large`);
   const chunks: Buffer[] = [];
-  for await (const c of s.client.getBlob(art.record.digest)) chunks.push(c);
+  let got = 0;
+  for await (const c of s.client.getBlob(art.record.digest)) {
+    got += c.length;
+    if (got > Math.max(art.record.size, 0) || got > RECORD_LIMIT) {
+      throw new StrataError(ERR.DIGEST_MISMATCH, `${where}: the record blob is longer than its ${art.record.size} bytes`, {
+        hint: 'the registry copy is damaged; push the module again from a good store',
+      });
+    }
+    chunks.push(c);
+  }
   const recordBytes = Buffer.concat(chunks);
   let record: ModuleRecord;
   try {
