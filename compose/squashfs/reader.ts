@@ -231,16 +231,13 @@ class Cursor {
  * A SquashFS 4.0 image opened for reading. Open with SquashfsImage.open(), close() when done.
  */
 export class SquashfsImage {
-  readonly superblock: SquashfsSuperblock;
-  private readonly fh: FileHandle;
-  private readonly fileSize: number;
-  private readonly decompress: Decompress;
-  private readonly ids: number[];
-  private readonly fragmentList: number[];
-  private readonly xattrKvStart: number;
-  private readonly xattrIds: number;
-  private readonly xattrList: number[];
-  private readonly rootRef: Pos;
+  readonly superblock: Readonly<SquashfsSuperblock>;
+  // Filled by init() from the small tables before the image is handed out.
+  private ids: number[] = [];
+  private fragmentList: number[] = [];
+  private xattrKvStart = 0;
+  private xattrIds = 0;
+  private xattrList: number[] = [];
   private readonly metaCache = new Lru<number, MetaBlock>(META_CACHE_BLOCKS);
   private readonly fragCache = new Lru<number, Buffer>(FRAG_CACHE_BLOCKS);
   private readonly xattrCache = new Lru<number, Map<string, Buffer>>(256);
@@ -249,25 +246,15 @@ export class SquashfsImage {
   private readonly dirRegion: Region;
   private readonly tableRegion: Region;
 
-  private constructor(readonly path: string, fh: FileHandle, fileSize: number, sb: SquashfsSuperblock, init: {
-    decompress: Decompress;
-    ids: number[];
-    fragmentList: number[];
-    xattrKvStart: number;
-    xattrIds: number;
-    xattrList: number[];
-    rootRef: Pos;
-  }) {
-    this.fh = fh;
-    this.fileSize = fileSize;
+  private constructor(
+    readonly path: string,
+    private readonly fh: FileHandle,
+    private readonly fileSize: number,
+    sb: SquashfsSuperblock,
+    private readonly decompress: Decompress,
+    private readonly rootRef: Pos,
+  ) {
     this.superblock = sb;
-    this.decompress = init.decompress;
-    this.ids = init.ids;
-    this.fragmentList = init.fragmentList;
-    this.xattrKvStart = init.xattrKvStart;
-    this.xattrIds = init.xattrIds;
-    this.xattrList = init.xattrList;
-    this.rootRef = init.rootRef;
     this.inodeRegion = { name: 'inode table', start: sb.inodeTableStart, end: sb.directoryTableStart };
     this.dirRegion = { name: 'directory table', start: sb.directoryTableStart, end: sb.bytesUsed };
     this.tableRegion = { name: 'lookup table', start: sb.directoryTableStart, end: sb.bytesUsed };
@@ -276,7 +263,8 @@ export class SquashfsImage {
   /**
    * Opens `path` and validates the superblock and the small tables (ids, fragment and xattr
    * locations). Throws ERR_IMAGE_CORRUPT for anything that is not a sound SquashFS 4.0
-   * image, ERR_IMAGE_UNSUPPORTED for a compressor strata cannot decode (lzo, lzma).
+   * image, ERR_IMAGE_UNSUPPORTED for a compressor strata cannot decode (lzo, lzma). The
+   * caller must close() the image.
    */
   static async open(path: string): Promise<SquashfsImage> {
     const fh = await open(path, 'r');
@@ -373,10 +361,7 @@ export class SquashfsImage {
       throw bad(`root inode reference ${rootBig} outside the inode table`);
     }
 
-    const img = new SquashfsImage(path, fh, fileSize, sb, {
-      decompress, ids: [], fragmentList: [], xattrKvStart: 0, xattrIds: 0, xattrList: [], rootRef,
-    });
-    const mut = img as unknown as { ids: number[]; fragmentList: number[]; xattrKvStart: number; xattrIds: number; xattrList: number[] };
+    const img = new SquashfsImage(path, fh, fileSize, sb, decompress, rootRef);
 
     if (flags & FLAG.COMPRESSOR_OPTIONS) {
       const opts = await img.metaBlock(SUPERBLOCK_SIZE, { name: 'compressor options', start: SUPERBLOCK_SIZE, end: inodeTableStart });
@@ -393,29 +378,28 @@ export class SquashfsImage {
     const idBlocks = Math.ceil((ids * 4) / METADATA_SIZE);
     const idLocs = await img.locations('id', idTableStart, idBlocks);
     const idBytes = await img.lookupTable('id', idLocs, ids * 4);
-    for (let i = 0; i < ids; i++) mut.ids.push(idBytes.readUInt32LE(i * 4));
+    for (let i = 0; i < ids; i++) img.ids.push(idBytes.readUInt32LE(i * 4));
 
     if (fragmentTableStart !== undefined && fragments > 0) {
-      mut.fragmentList = await img.locations('fragment', fragmentTableStart, Math.ceil((fragments * 16) / METADATA_SIZE));
+      img.fragmentList = await img.locations('fragment', fragmentTableStart, Math.ceil((fragments * 16) / METADATA_SIZE));
     }
 
     if (xattrTableStart !== undefined) {
-      if (xattrTableStart + 16 > bytesUsed) throw truncated('xattr table header', xattrTableStart + 16);
       const h = await img.readAt(xattrTableStart, 16, 'xattr table header');
       const kv = h.readBigUInt64LE(0);
       const count = h.readUInt32LE(8);
       if (kv >= BigInt(xattrTableStart) || kv <= BigInt(directoryTableStart)) throw bad(`xattr key/value area at byte ${kv} outside the image`);
-      mut.xattrKvStart = Number(kv);
-      mut.xattrIds = count;
-      mut.xattrList = await img.locations('xattr id', xattrTableStart + 16, Math.ceil((count * 16) / METADATA_SIZE));
-      for (const l of mut.xattrList) {
+      img.xattrKvStart = Number(kv);
+      img.xattrIds = count;
+      img.xattrList = await img.locations('xattr id', xattrTableStart + 16, Math.ceil((count * 16) / METADATA_SIZE));
+      for (const l of img.xattrList) {
         if (l < Number(kv) || l >= xattrTableStart) throw bad(`xattr id block at byte ${l} outside the xattr table`);
       }
     }
     return img;
   }
 
-  /** Builds the one-line corruption error for this image. */
+  /** Builds the one-line corruption error for this image. (Internal, used by Cursor.) */
   corrupt(what: string): StrataError {
     return new StrataError(ERR.IMAGE_CORRUPT, `${this.path}: ${what}`, { hint: HINT });
   }
@@ -431,7 +415,7 @@ export class SquashfsImage {
     return new StrataError(ERR.IMAGE_CORRUPT, `${this.path}: ${what} (${this.superblock.compressor}: ${msg})`, { hint: HINT, cause: e });
   }
 
-  /** `n` bytes at absolute `pos`; the range must lie within the image. */
+  /** `n` bytes at absolute `pos`; the range must lie within the image. (Internal.) */
   async readAt(pos: number, n: number, what: string): Promise<Buffer> {
     if (pos < 0 || n < 0 || pos + n > this.superblock.bytesUsed) {
       if (pos + n > this.fileSize) {
@@ -451,7 +435,7 @@ export class SquashfsImage {
     return b;
   }
 
-  /** The metadata block whose u16 header is at absolute `pos`, decompressed (cached). */
+  /** The metadata block whose u16 header is at absolute `pos`, decompressed (cached). (Internal.) */
   async metaBlock(pos: number, region: Region): Promise<MetaBlock> {
     if (pos < region.start || pos + 2 > region.end) {
       throw this.corrupt(`${region.name} metadata block at byte ${pos} outside the table (bytes ${region.start}..${region.end})`);
