@@ -4,12 +4,13 @@
  *
  * One ~21 MB tar (a 20 MB file plus 300 small ones) is imported over and over as `crash/m`
  * with --force; before each round three digits inside the archive change, so each round makes
- * a new layer, manifest and record (a kill can land while the archive is read, while the layer
- * blob, the manifest or the record is written, or around the index batch). The delays are seeded and spread
- * over the measured duration of one clean import. After each round: `store verify` exits 0,
- * every module `store ls --json` lists has its record (digest checked here), layer and manifest
- * blob on disk (verify hashed them), and opening the store removed the dead process's temp files. Every fifth
- * round runs `store gc`, which must not take a listed module's blob.
+ * a new layer, manifest and record (a kill can land while the archive is read, while the
+ * layer blob, the manifest or the record is written, or around the index batch). The delays
+ * are seeded and spread over the measured duration of one warm import, past Node's start-up.
+ * After each round: `store verify` exits 0, every module `store ls --json` lists has its
+ * record (digest checked here), layer and manifest blob on disk (verify hashed them), and
+ * opening the store removed the dead process's temp files. Rounds 10 and 20 run `store gc`,
+ * which must not take a listed module's blob.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -109,7 +110,7 @@ test('20 seeded SIGKILLs during import: verify clean, listed modules complete, t
     const label = `${phase}${committed ? '+indexed' : ''}`;
     phases[label] = (phases[label] ?? 0) + 1;
     before = after;
-    if (round % 5 === 0) {
+    if (round % 10 === 0) {
       strataJson(store, ['store', 'gc']);
       assertListedComplete(store, round);
       assert.equal(strataJson(store, ['store', 'verify']).problems, []);
