@@ -14,6 +14,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ERR, isStrataError } from '../store/errors.js';
 import type { RetryInfo } from '../store/registry/client.js';
+import { basicCredentials } from '../store/registry/credentials.js';
 import { pull, push, type TransferHooks } from '../store/remote.js';
 import { Store } from '../store/store.js';
 import { startFaultProxy, startRegistry, type RegistryServer } from './helpers/registry-server.js';
@@ -229,6 +230,33 @@ test('wrong credentials: one line, exit 1, the password never printed; right one
         continue;
       }
       assert.not.ok(text.includes(reg.password!) || text.includes(wrong), `credentials written to ${f}`);
+    }
+  } finally {
+    await reg.stop();
+  }
+});
+
+test('Bearer token registry: push and pull with credentials; one token per transfer and scope', async (ctx) => {
+  const reg = await startRegistry({ auth: 'token' });
+  try {
+    const tree = join(ctx.dir, 'tree');
+    mkdirSync(tree);
+    writeFileSync(join(tree, 'file'), 'token\n');
+    const A = await openStore(ctx, 'A');
+    await A.importModule('tok/1', tree);
+    const auth = basicCredentials(reg.username!, reg.password!);
+    const client = { auth, retryDelayMs: 50 };
+    const pushed = await push(A, `${reg.host}/${REPO}`, [], { client });
+    assert.equal(pushed.map((p) => p.status), ['pushed']);
+    const B = await openStore(ctx, 'B');
+    const pulled = await pull(B, `${reg.host}/${REPO}`, [], { client });
+    assert.equal(pulled.map((p) => [p.fullName, p.status]), [['tok/1', 'pulled']]);
+    assert.ok(reg.tokenRequests() >= 1 && reg.tokenRequests() <= 2, `token requests: ${reg.tokenRequests()}`);
+    try {
+      await pull(await openStore(ctx, 'C'), `${reg.host}/${REPO}`, [], { client: { auth: null } });
+      assert.unreachable('anonymous pull from a token registry succeeded');
+    } catch (e) {
+      assert.ok(isStrataError(e, ERR.AUTH), String(e));
     }
   } finally {
     await reg.stop();

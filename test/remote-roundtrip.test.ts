@@ -171,6 +171,25 @@ test('on a terminal, push and pull show a progress bar per module', async ({ dir
   assert.match(tty(join(dir, 'T'), ['store', 'pull', `${reg.host}/${REPO}`]), /pulling tiny\/1 .*\d+%/);
 });
 
+test('pull over another module of the same name is refused; --force replaces it', async ({ dir, reg }) => {
+  const one = join(dir, 'one');
+  const two = join(dir, 'two');
+  mkdirSync(one);
+  mkdirSync(two);
+  writeFileSync(join(one, 'f'), 'one\n');
+  writeFileSync(join(two, 'f'), 'two\n');
+  const A = join(dir, 'A');
+  const B = join(dir, 'B');
+  const a = strataJson(A, ['store', 'import', 'tool/1', one]);
+  const b = strataJson(B, ['store', 'import', 'tool/1', two]);
+  strataJson(A, ['store', 'push', `${reg.host}/${REPO}`]);
+  assertOneLineError(strata(B, ['store', 'pull', `${reg.host}/${REPO}`, 'tool/1']), 'pull over other content', /tool\/1 is already in the store with other content.*--force/);
+  assert.is(strataJson(B, ['store', 'show', 'tool/1']).cid, b.record);
+  const r = strataJson(B, ['store', 'pull', `${reg.host}/${REPO}`, 'tool/1', '--force']);
+  assert.equal(r.map((x: { status: string }) => x.status), ['replaced']);
+  assert.is(strataJson(B, ['store', 'show', 'tool/1']).cid, a.record);
+});
+
 test('remote add/ls/rm: stored without credentials; a URL with credentials is refused', async ({ dir, reg }) => {
   const S = join(dir, 'S');
   strataJson(S, ['store', 'remote', 'add', 'b-site', `${reg.host}/${REPO}`, '--site-internal']);
