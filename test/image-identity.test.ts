@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
+import { CID } from 'multiformats/cid';
 import { makeStack, STACK, type Stack } from './fixtures/stack.js';
 import { packGnu } from './fixtures/small-tree.js';
 import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
@@ -187,6 +188,17 @@ Id('inspect shows the lock; rebuild from that lock and from a hash list on anoth
   const r5 = cliJson<SquashJson>(c, 'rebuild', 'from-image.lock', '-o', 'r5.sqfs', '--comp', 'gzip');
   assert.is.not(r5.sha256, orig.sha256);
   assert.match(mustRun('unsquashfs', ['-s', join(c.cwd, 'r5.sqfs')]).stdout.toString(), /Compression gzip/);
+
+  // A damaged layer blob (warm cache or not) is an error naming the module, and no image.
+  const app = stackLock.modules.find((m) => m.fullName === MODULES.app.fullName)!;
+  const blob = join(c.store, 'blobs', 'sha256', Buffer.from(CID.parse(app.layer).multihash.digest).toString('hex'));
+  const bytes = readFileSync(blob);
+  bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+  writeFileSync(blob, bytes);
+  const dmg = cli(c, 'rebuild', 'from-image.lock', '-o', 'r6.sqfs', '--comp', 'zstd', '--level', '3');
+  assert.is(dmg.code, 1, dmg.stderr);
+  assert.match(dmg.stderr, new RegExp(`^strata: [^\\n]*${MODULES.app.fullName.replace('.', '\\.')}[^\\n]*\\n$`));
+  assert.equal(readdirSync(c.cwd).filter((n) => n.includes('r6')), [], 'no image and no temporary file');
 
   // A store lacking a module refuses, one line, naming what is missing.
   const d: CliOptions = { cwd: join(tmp, 'd'), store: join(tmp, 'store-d') };
