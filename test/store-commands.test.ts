@@ -115,6 +115,9 @@ test('show by record CID; verify one module; unknown module; usage errors exit 2
   assertOneLineError(strata(store, ['store', 'show', 'nope/1']), 'show unknown', /no module nope\/1/);
   assertOneLineError(strata(store, ['store', 'verify', 'nope/1']), 'verify unknown', /no module nope\/1/);
   assertOneLineError(strata(store, ['store', 'export', 'nope/1', join(store, '..', 'x.tar')]), 'export unknown', /no module nope\/1/);
+  const noDir = strata(store, ['store', 'export', 'openmpi/4.1.5', join(store, '..', 'no-such-dir', 'x.tar')]);
+  const line = assertOneLineError(noDir, 'export into a missing directory', /no-such-dir/);
+  assert.not.match(line, /\.strata-\d+/, 'the message names OUT, not the temp file');
   const bad = strata(store, ['store', 'import', 'Bad Name', '/nonexistent']);
   assert.is(bad.code, 2, bad.stderr);
   assert.match(bad.stderr, /^strata: 'Bad Name' is not a module name/);
