@@ -16,6 +16,7 @@ import { createReadStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { aclFromText, groupClassGrant } from '../native/acl.js';
+import { StrataError, ERR } from '../store/errors.js';
 import type { LoadedModule, Store } from '../store/store.js';
 import type { LayerEntry } from '../store/types.js';
 import { planOutput } from './outputs.js';
@@ -49,6 +50,7 @@ export function imageMode(e: LayerEntry): number {
 }
 
 export async function buildImage(store: Store, mods: LoadedModule[], out: string, opts: ImageOptions = {}): Promise<ImageResult> {
+  await checkOutput(out);
   const { plan, embedded } = await planOutput(store, mods);
   const tmp = path.join(path.dirname(path.resolve(out)), `.${path.basename(out)}.strata-${process.pid}`);
   const writer = await SquashfsWriter.create(tmp, {
@@ -89,6 +91,17 @@ export async function buildImage(store: Store, mods: LoadedModule[], out: string
     await fsp.rm(tmp, { force: true });
     throw e;
   }
+}
+
+/** Refuses an OUT the rename could not replace, before any work (errors would name the temp file). */
+async function checkOutput(out: string): Promise<void> {
+  const st = await fsp.stat(out).catch(() => undefined);
+  if (st?.isDirectory()) {
+    throw new StrataError(ERR.USAGE, `${out} is a directory`, { hint: `give the image's file name, e.g. ${path.join(out, 'stack.sqfs')}` });
+  }
+  const dir = path.dirname(path.resolve(out));
+  const dst = await fsp.stat(dir).catch(() => undefined);
+  if (!dst?.isDirectory()) throw new StrataError(ERR.NOT_FOUND, `directory ${path.dirname(out)} does not exist`, { hint: 'create it first' });
 }
 
 async function* once(b: Buffer): AsyncGenerator<Buffer> {
