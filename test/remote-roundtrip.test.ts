@@ -14,7 +14,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeSmallTree } from './fixtures/small-tree.js';
 import { startFaultProxy, startRegistry, type RegistryServer } from './helpers/registry-server.js';
-import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
+import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
 import { assertOneLineError, cidHex, CLI, strata, strataAsync, strataJson } from './store-harness.js';
 
 interface Ctx {
@@ -221,6 +221,7 @@ test('a restricted module is refused to a remote not marked site-internal, allow
   assert.is(line, 'strata: lic/vasp-6 is restricted to group vasp: refusing to push it to hub, which is not marked site-internal (add the remote with --site-internal if it never leaves the site)');
   // Pushing everything refuses before sending anything, free/1 included.
   assertOneLineError(strata(S, ['store', 'push', 'hub']), 'push all to hub', /lic\/vasp-6 is restricted/);
+  assert.is.not(run('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${reg.host}/public:free_1`]).code, 0, 'nothing was sent');
   // A REGISTRY/REPO that is no site-internal remote is refused too.
   assertOneLineError(strata(S, ['store', 'push', `${reg.host}/elsewhere`, 'lic/vasp-6']), 'restricted push by URL', /refusing to push it to 127\.0\.0\.1:\d+\/elsewhere/);
   const tags = (repo: string) => JSON.parse(mustRun('skopeo', ['list-tags', '--tls-verify=false', `docker://${reg.host}/${repo}`], {}).stdout.toString() || '{}');
