@@ -158,17 +158,23 @@ test('a fresh store with only a remote rebuilds the image from the lock alone', 
   assertOneLineError(strata(E, ['rebuild', lock, '-o', join(dir, 'e.sqfs')]), 'rebuild from a remote without it', /not in this store nor on remote empty/);
 });
 
-test('on a terminal, push and pull show a progress bar per module', async ({ dir, reg }) => {
+test('on a terminal, push, pull and fetch-missing show a progress bar per module', async ({ dir, reg }) => {
   const S = join(dir, 'S');
   const tree = join(dir, 'tree');
   mkdirSync(tree);
   writeFileSync(join(tree, 'f'), 'x'.repeat(100_000));
-  strataJson(S, ['store', 'import', 'tiny/1', tree]);
+  const imp = strataJson(S, ['store', 'import', 'tiny/1', tree]);
   // script(1) gives the CLI a pseudo-terminal for stdout and stderr.
   const tty = (store: string, args: string[]) =>
     mustRun('script', ['-qec', [process.execPath, CLI, '--store', store, ...args].join(' '), '/dev/null']).stdout.toString();
   assert.match(tty(S, ['store', 'push', `${reg.host}/${REPO}`]), /pushing tiny\/1 .*\d+%/);
   assert.match(tty(join(dir, 'T'), ['store', 'pull', `${reg.host}/${REPO}`]), /pulling tiny\/1 .*\d+%/);
+  // Fetch-missing during a rebuild shows its bar too.
+  const U = join(dir, 'U');
+  strataJson(U, ['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`]);
+  const list = join(dir, 'tiny.cids');
+  writeFileSync(list, `${imp.record}\n`);
+  assert.match(tty(U, ['rebuild', list, '-o', join(dir, 'tiny.sqfs')]), /pulling tiny\/1 .*\d+%[^]*wrote /);
 });
 
 test('pull over another module of the same name is refused; --force replaces it', async ({ dir, reg }) => {
