@@ -373,8 +373,45 @@ hostile('a hard link to a whited-out file: refused across layers, content kept w
   assert.equal(snap.get('lib/w')?.links, ['lib/w', 'lib/y'], 'the surviving members still share one inode');
   assert.equal([snap.get('lib/y')?.mode, snap.get('lib/y')?.uid, snap.get('lib/y')?.gid], [0o640, 7, 8]);
   const ref = referenceExtract([low!, high!], join(dir, 'ref'));
+  // ignoreRoot: these layers carry no '.' entry, so the root's metadata is strata's default on
+  // one side and mkdir's on the other.
   assert.equal(diffTrees(snap, ref, { ignoreStrataPaths: true, ignoreRoot: true }), []);
   assert.equal(listing(outer).filter((l) => !l.startsWith('sandbox ')), parent);
+});
+
+hostile('a layer whose .strata and .singularity.d/env are symlinks out of the target: replaced, not followed', ({ dir, store, work }) => {
+  const outside = join(dir, 'outside');
+  mkdirSync(join(outside, 'env'), { recursive: true });
+  writeFileSync(join(outside, 'keep'), 'keep\n');
+  const [layer] = writeTars([
+    {
+      out: join(dir, 'meta.tar'),
+      members: [
+        { name: '.strata', type: 'symlink', linkname: outside },
+        { name: '.singularity.d', type: 'dir' },
+        { name: '.singularity.d/env', type: 'symlink', linkname: join(outside, 'env') },
+        { name: 'data', data: 'data\n' },
+        // Owner and mtime of a link are set on the link (lchown, lutimes), never on its target.
+        { name: 'out', type: 'symlink', linkname: outside, uid: 4321, gid: 4321, mtime: 1_500_000_000 },
+      ],
+    },
+  ]);
+  ok(strata(store, work, ['store', 'import', 'meta/1', layer!]), 'import');
+  ok(strata(store, work, ['compose', 'add', 'meta']), 'add');
+  const self = () => {
+    const st = lstatSync(outside);
+    return [st.uid, st.gid, st.mode, st.mtimeMs];
+  };
+  const before = [listing(outside), listing(join(outside, 'env')), self()];
+  const sb = join(dir, 'sandbox');
+  ok(strata(store, work, ['compose', 'sandbox', sb]), 'sandbox');
+  assert.equal([listing(outside), listing(join(outside, 'env')), self()], before);
+  const link = lstatSync(join(sb, 'out'));
+  assert.equal([link.isSymbolicLink(), link.uid, link.gid, link.mtimeMs], [true, 4321, 4321, 1_500_000_000_000]);
+  assert.ok(lstatSync(join(sb, '.strata')).isDirectory());
+  assert.ok(lstatSync(join(sb, '.singularity.d/env')).isDirectory());
+  assert.is(readFileSync(join(sb, '.strata/lock.json'), 'utf8'), readFileSync(join(work, 'strata.lock'), 'utf8'));
+  assert.ok(existsSync(join(sb, '.singularity.d/env/90-strata.sh')));
 });
 
 // ---------------------------------------------------------------------------------------
@@ -414,6 +451,33 @@ target('a non-empty target is refused without --force and replaced with it, link
   assert.is(l.code, 1);
   assert.match(l.stderr, /exists and is not a directory/);
   assert.equal(listing(outside), before);
+});
+
+target('setuid, setgid and sticky bits and foreign owners come out as GNU tar gives them', ({ dir, store, work }) => {
+  const [layer] = writeTars([
+    {
+      out: join(dir, 'modes.tar'),
+      members: [
+        { name: '.', type: 'dir', mode: 0o755, mtime: 1_600_000_000 },
+        { name: 'bin', type: 'dir', mode: 0o755, mtime: 1_600_000_000 },
+        { name: 'bin/su', data: 'su\n', mode: 0o4755, mtime: 1_600_000_001 },
+        { name: 'bin/wall', data: 'wall\n', mode: 0o2755, gid: 5, mtime: 1_600_000_002 },
+        { name: 'shared', type: 'dir', mode: 0o2775, uid: 1234, gid: 50, mtime: 1_600_000_003 },
+        { name: 'shared/drop', type: 'dir', mode: 0o1733, uid: 3_000_000, gid: 3_000_001, mtime: 1_600_000_004 },
+        { name: 'shared/closed', type: 'dir', mode: 0o500, uid: 1234, mtime: 1_600_000_005 },
+        { name: 'shared/closed/file', data: 'x', mode: 0o400, uid: 1234, mtime: 1_600_000_006 },
+        { name: 'shared/fifo', type: 'fifo', mode: 0o620, uid: 7, gid: 7, mtime: 1_600_000_007 },
+      ],
+    },
+  ]);
+  ok(strata(store, work, ['store', 'import', 'modes/1', layer!]), 'import');
+  ok(strata(store, work, ['compose', 'add', 'modes']), 'add');
+  const sb = join(dir, 'sandbox');
+  ok(strata(store, work, ['compose', 'sandbox', sb]), 'sandbox');
+  const snap = snapshotTree(sb);
+  assert.equal([snap.get('bin/su')?.mode, snap.get('bin/wall')?.mode, snap.get('shared')?.mode, snap.get('shared/drop')?.mode], [0o4755, 0o2755, 0o2775, 0o1733]);
+  assert.equal([snap.get('shared/drop')?.uid, snap.get('shared/drop')?.gid], [3_000_000, 3_000_001]);
+  assert.equal(diffTrees(snap, referenceExtract([layer!], join(dir, 'ref')), { ignoreStrataPaths: true }), []);
 });
 
 four.run();
