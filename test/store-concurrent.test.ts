@@ -3,6 +3,8 @@
  * time both succeed. A third process that finds the index locked (the test holds LevelDB's
  * lock itself by opening the index with `level` for ~2 s) prints the waiting note on stderr
  * and then succeeds; with STRATA_LOCK_TIMEOUT shorter than the hold it gives up with one line.
+ * `store gc` run over and over during an import removes only garbage, never the import's blobs
+ * (they are pinned until its index entry is written).
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -10,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Level } from 'level';
+import { Store } from '../store/store.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
 import { assertOneLineError, strataAsync, strataJson } from './store-harness.js';
 
@@ -71,6 +74,31 @@ test('four processes at once (imports, ls, verify) all succeed', async ({ dir, s
     JSON.parse(r.stdout.toString());
   }
   assert.is(strataJson(store, ['store', 'ls']).length, 3);
+});
+
+test('gc running over and over during an import never takes the blobs of the import', async ({ dir, store }) => {
+  // Garbage first, so each gc has something to remove: a module imported, then removed.
+  strataJson(store, ['store', 'import', 'gone/1', makeTree(join(dir, 'g'), 'g', 1)]);
+  strataJson(store, ['store', 'rm', 'gone/1']);
+  const p = strataAsync(store, ['--json', 'store', 'import', 'kept/1', makeTree(join(dir, 'a'), 'a', 16)]);
+  let finished = false;
+  void p.done.then(() => (finished = true));
+  let gcs = 0;
+  let removed = 0;
+  // gc in this process (no Node start-up per run), so many runs interleave with the import.
+  const s2 = await Store.open(store);
+  while (!finished) {
+    removed += (await s2.gc()).removed.length;
+    gcs++;
+    await sleep(30);
+  }
+  await s2.close();
+  const r = await p.done;
+  assert.is(r.code, 0, r.stderr);
+  assert.ok(gcs >= 3, `gc ran ${gcs} times during the import`);
+  assert.is(removed, 3, 'the garbage went (record, layer, manifest of gone/1), nothing else');
+  assert.equal(strataJson(store, ['store', 'ls']).map((m: { fullName: string }) => m.fullName), ['kept/1']);
+  assert.equal(strataJson(store, ['store', 'verify']), { modules: 1, problems: [] });
 });
 
 test('a process that finds the index locked says it is waiting, then succeeds', async ({ dir, store }) => {
