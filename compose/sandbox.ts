@@ -16,7 +16,8 @@ import { constants as C } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { applyNodeAttrs } from '../native/fsops.js';
-import { mknod } from '../native/xattr.js';
+import { ACL_XATTR_ACCESS, ACL_XATTR_DEFAULT } from '../native/acl.js';
+import { lremovexattr, mknod } from '../native/xattr.js';
 import { StrataError, ERR } from '../store/errors.js';
 import type { LoadedModule, Store } from '../store/store.js';
 import type { LayerEntry } from '../store/types.js';
@@ -59,6 +60,11 @@ export async function writeSandbox(
   const skip = (kind: string) => (skipped[kind] = (skipped[kind] ?? 0) + 1);
   const isRoot = process.getuid?.() === 0;
   let bytes = 0;
+
+  // The target may carry ACLs it did not get from the layers: inherited from its parent's
+  // default ACL, or its own under --force. Without a default ACL nothing below it inherits
+  // one; the root's access ACL goes in step 4 unless the root entry has one.
+  dropXattr(root, ACL_XATTR_DEFAULT);
 
   // 1. Directories (owner-only until their metadata is applied at the end).
   for (const { entry: e } of plan.entries) if (e.type === 'dir' && e.path !== '.') await fsp.mkdir(abs(e.path), { mode: 0o700 });
@@ -129,6 +135,10 @@ async function applyMetadata(p: string, e: LayerEntry, isRoot: boolean, skip: (k
     if ((err as NodeJS.ErrnoException).code !== 'EPERM' || isRoot) throw err;
     skip('ownership');
   }
+  if (e.path === '.') {
+    if (!e.acl?.access) dropXattr(p, ACL_XATTR_ACCESS);
+    if (!e.acl?.default) dropXattr(p, ACL_XATTR_DEFAULT);
+  }
   if (e.type !== 'symlink') await fsp.chmod(p, e.mode);
   const failures = applyNodeAttrs(p, { xattrs: e.xattrs, acl: e.acl }, { collect: true });
   for (const f of failures) {
@@ -136,6 +146,16 @@ async function applyMetadata(p: string, e: LayerEntry, isRoot: boolean, skip: (k
     skip(`${f.name.split('.')[0]}.* xattrs`);
   }
   await fsp.lutimes(p, e.mtime, e.mtime);
+}
+
+/** Removes an attribute if it is there (a filesystem without ACLs has none to remove). */
+function dropXattr(p: string, name: string): void {
+  try {
+    lremovexattr(p, name);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENODATA' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw err;
+  }
 }
 
 async function exists(p: string): Promise<boolean> {
