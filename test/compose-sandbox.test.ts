@@ -480,6 +480,37 @@ target('setuid, setgid and sticky bits and foreign owners come out as GNU tar gi
   assert.equal(diffTrees(snap, referenceExtract([layer!], join(dir, 'ref')), { ignoreStrataPaths: true }), []);
 });
 
+target("ACLs around the target are not inherited: a parent's default ACL, an old target's own", ({ dir, store, work }) => {
+  const [layer] = writeTars([
+    {
+      out: join(dir, 'plain.tar'),
+      members: [
+        { name: '.', type: 'dir', mode: 0o755, mtime: 1_600_000_000 },
+        { name: 'sub', type: 'dir', mode: 0o750, mtime: 1_600_000_001 },
+        { name: 'sub/file', data: 'no acl here\n', mode: 0o640, mtime: 1_600_000_002 },
+      ],
+    },
+  ]);
+  ok(strata(store, work, ['store', 'import', 'plain/1', layer!]), 'import');
+  ok(strata(store, work, ['compose', 'add', 'plain']), 'add');
+  const ref = referenceExtract([layer!], join(dir, 'ref'));
+  assert.equal(snapshotTree(ref).get('sub/file')?.acl, {}, 'the reference has no ACLs');
+  // A shared project directory with a default ACL, as HPC sites set them.
+  const project = join(dir, 'project');
+  mkdirSync(project);
+  mustRun('setfacl', ['-d', '-m', 'u:1001:rwx,g:2001:rwx', project]);
+  const sb = join(project, 'sandbox');
+  ok(strata(store, work, ['compose', 'sandbox', sb]), 'sandbox');
+  assert.equal(diffTrees(sb, ref, { ignoreStrataPaths: true }), []);
+  // --force over a target that carries its own access and default ACLs.
+  const old = join(dir, 'old');
+  mkdirSync(old);
+  writeFileSync(join(old, 'stale'), '');
+  mustRun('setfacl', ['-m', 'u:1001:rwx', '-d', '-m', 'g:2001:rwx', old]);
+  ok(strata(store, work, ['compose', 'sandbox', old, '--force']), 'sandbox --force');
+  assert.equal(diffTrees(old, ref, { ignoreStrataPaths: true }), []);
+});
+
 four.run();
 hostile.run();
 target.run();
