@@ -114,6 +114,9 @@ function checkImage(image: string, sandbox: TreeSnapshot, ref: string, tag: stri
     assert.is(getfattr(join(mnt, p), pattern), inSandbox, `${tag}: getfattr ${pattern} ${p} on the mount`);
   }
   assert.is(getfattr(join(mnt, 'opt/site/policy'), '^trusted\\.'), 'trusted.site.label=0x00ff10ab');
+  // The environment script Apptainer sources from the image (no apptainer here: plain sh).
+  const env = mustRun('env', ['-i', 'PATH=/usr/bin:/bin', 'sh', '-c', `. '${mnt}/.singularity.d/env/90-strata.sh' && printf '%s|%s|%s' "$PATH" "$LD_LIBRARY_PATH" "$LM_LICENSE_FILE"`]);
+  assert.is(env.stdout.toString(), '/opt/app/bin:/bin:/usr/bin:/bin|/opt/app/lib|/opt/lic/LICENSE', `${tag}: 90-strata.sh`);
 }
 
 const oct = (m: number) => m.toString(8).padStart(4, '0');
