@@ -16,8 +16,9 @@
  * .bench-data/ in the package root).
  */
 import { existsSync } from 'node:fs';
-import { mkdir, rm, stat } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultDataRoot, ensureData, type BenchData, type LayerName } from './data.js';
 import {
@@ -103,8 +104,10 @@ async function peer(what: string, cmd: string, args: string[], before?: () => Pr
 
 class Strata {
   readonly available: boolean;
-  constructor(readonly cli: string) {
-    this.available = existsSync(cli);
+  readonly cli: string;
+  constructor(cli: string | undefined) {
+    this.available = cli !== undefined;
+    this.cli = cli ?? 'dist/cli/main.js';
   }
   args(store: string, args: string[]): string[] {
     return [this.cli, '--store', store, '-q', ...args];
@@ -117,7 +120,9 @@ class Strata {
   classify(e: unknown): Outcome {
     if (!this.available) return { kind: 'unavailable', reason: `${this.cli} not built` };
     const err = e instanceof BenchError ? e : undefined;
-    const first = (err?.stderr || String(e)).trim().split('\n').filter((l) => l.trim())[0] ?? String(e);
+    const lines = (err?.stderr || String(e)).trim().split('\n').filter((l) => l.trim());
+    // "strata: …" is the CLI's own message; otherwise the first "…Error: …" of a trace.
+    const first = lines.find((l) => l.startsWith('strata:')) ?? lines.find((l) => /^\w*Error\b/.test(l.trim())) ?? lines[0] ?? String(e);
     if (err?.exitCode === 2 || /unknown (command|option)|not implemented/i.test(err?.stderr ?? '')) {
       return { kind: 'unavailable', reason: first };
     }
@@ -154,14 +159,42 @@ async function sizeOf(p: string): Promise<number | undefined> {
   }
 }
 
+/**
+ * A private copy of the built CLI (dist/, build/Release, package.json) so that a rebuild of
+ * dist/ during the run (others' `npm test`) cannot change what is measured. node_modules
+ * is still found by walking up from the copy. undefined when dist/cli/main.js is absent.
+ */
+async function snapshotCli(root: string, pkg: string): Promise<string | undefined> {
+  if (!existsSync(join(root, 'dist/cli/main.js'))) return undefined;
+  await mkdir(pkg, { recursive: true });
+  await run('cp', ['-a', join(root, 'dist'), join(root, 'package.json'), pkg]);
+  if (existsSync(join(root, 'build/Release'))) {
+    await mkdir(join(pkg, 'build'), { recursive: true });
+    await run('cp', ['-a', join(root, 'build/Release'), join(pkg, 'build')]);
+  }
+  return join(pkg, 'dist/cli/main.js');
+}
+
+/** Layers in the order a strata.lock lists their modules; `fallback` when unreadable. */
+async function lockOrder(lock: string, fallback: LayerName[]): Promise<LayerName[]> {
+  try {
+    const parsed = JSON.parse(await readFile(lock, 'utf8')) as { modules: { fullName: string }[] };
+    const byModule = new Map(Object.entries(MODULES).map(([k, v]) => [v, k as LayerName]));
+    const order = parsed.modules.map((m) => byModule.get(m.fullName));
+    return order.every((n): n is LayerName => n !== undefined) ? order : fallback;
+  } catch {
+    return fallback;
+  }
+}
+
 async function main(): Promise<number> {
   const t0 = Date.now();
+  const loadStart = loadavg();
   const root = packageRoot();
   const data: BenchData = await ensureData(defaultDataRoot(root));
-  const strata = new Strata(join(root, 'dist/cli/main.js'));
   const S = await freshDir(join(data.root, 'scratch'));
+  const strata = new Strata(await snapshotCli(root, join(S, 'pkg')));
   const tars = data.stack.map((n) => data.layers[n].tar);
-  const tars2 = data.stack2.map((n) => data.layers[n].tar);
   const refTree = join(S, 'ref-tree');
   const rows: Row[] = [];
   const rm_ = (...ps: string[]) => async () => {
@@ -264,20 +297,31 @@ async function main(): Promise<number> {
   const reDir = join(S, 'resquash-stack');
   const reOut = join(S, 'resquash.sqfs');
   const squashArgs = (out: string) => ['compose', 'squash', out, '--comp', 'gzip', '--level', String(LEVELS.gzip), '--block-size', String(BLOCK_SIZE)];
-  const resquash = await strataOr(() =>
-    strata.measure('re-squash after swap', store, squashArgs(reOut), {
+  // Warm once: the app stack squashed into an empty cache; then every timed run starts from
+  // a copy of that cache and that stack dir, swaps app for app2 (untimed) and re-squashes.
+  const warmCache = join(S, 'cache-warm');
+  const warmDir = join(S, 'resquash-stack-warm');
+  const cache = join(store, 'cache');
+  const resquash = await strataOr(async () => {
+    try {
+      await rm_(warmDir, warmCache, cache)();
+      await mkdir(warmDir, { recursive: true });
+      await strata.call(store, ['compose', 'add', ...data.stack.map((n) => MODULES[n])], warmDir);
+      await strata.call(store, squashArgs(reOut), warmDir);
+      if (existsSync(cache)) await run('cp', ['-a', cache, warmCache]);
+    } catch (e) {
+      return strata.classify(e);
+    }
+    return strata.measure('re-squash after swap', store, squashArgs(reOut), {
       cwd: reDir,
-      // Each run starts from a cache holding exactly the app stack's blocks.
       before: async () => {
-        await rm_(reDir, reOut, join(store, 'cache'))();
-        await mkdir(reDir, { recursive: true });
-        await strata.call(store, ['compose', 'add', ...data.stack.map((n) => MODULES[n])], reDir);
-        await strata.call(store, squashArgs(reOut), reDir);
-        await rm(reOut, { force: true });
+        await rm_(reDir, reOut, cache)();
+        if (existsSync(warmCache)) await run('cp', ['-a', warmCache, cache]);
+        await run('cp', ['-a', warmDir, reDir]);
         await strata.call(store, ['compose', 'add', MODULES.app2], reDir);
       },
-    }),
-  );
+    });
+  });
   const coldGzip = cold.gzip!;
   rows.push({
     what: 're-squash after app → app2 (gzip)',
@@ -305,12 +349,18 @@ async function main(): Promise<number> {
       diffTrees(await snapshotImage(join(S, `strata-${comp}.sqfs`), { ignore: STRATA_EXTRAS }), peerImages[comp]!, { image: true, referenceAcls: refAcls }),
     );
   }
-  await gateDiff('end-to-end image vs mksquashfs gzip image', e2e, async () =>
-    diffTrees(await snapshotImage(e2eOut, { ignore: STRATA_EXTRAS }), peerImages.gzip!, { image: true, referenceAcls: refAcls }),
-  );
-  await gateDiff('re-squashed app2 image vs GNU tar tree of the app2 stack', resquash, async () => {
+  await gateDiff('end-to-end image vs mksquashfs gzip image', e2e, async () => {
+    // Same lock and settings as the cold gzip squash: byte identity (DESIGN.md) settles it.
+    const same = await run('cmp', ['-s', e2eOut, join(S, 'strata-gzip.sqfs')], { allowFail: true });
+    if (same.code === 0 && cold.gzip!.kind === 'measured' && gate.find((g) => g.name.startsWith('strata gzip image'))?.diffs?.length === 0) return [];
+    return diffTrees(await snapshotImage(e2eOut, { ignore: STRATA_EXTRAS }), peerImages.gzip!, { image: true, referenceAcls: refAcls });
+  });
+  // strata's swap follows Lmod (the new module goes where strata.lock says, possibly on
+  // top): the reference applies the tars in the lock's order.
+  const order2 = await lockOrder(join(reDir, 'strata.lock'), data.stack2);
+  await gateDiff(`re-squashed image vs GNU tar tree of ${order2.join(', ')}`, resquash, async () => {
     const tree2 = join(S, 'ref-tree2');
-    await run('bash', ['-c', EXTRACT_SCRIPT, 'extract', tree2, ...tars2]);
+    await run('bash', ['-c', EXTRACT_SCRIPT, 'extract', tree2, ...order2.map((n) => data.layers[n].tar)]);
     const snap2 = await snapshotTree(tree2);
     const acls2 = new Map<string, string>();
     for (const [p, n] of snap2) if (n.acl) acls2.set(p, n.acl);
@@ -336,14 +386,19 @@ async function main(): Promise<number> {
     ([n, l]) => `${n} (${MODULES[n as LayerName]}): ${l.files} paths, ${(l.bytes / 2 ** 20).toFixed(1)} MiB in files, ${l.whiteouts} whiteouts, ${l.opaque} opaque dirs${data.layers[n as LayerName].overlay ? ' (overlay upperdir)' : ''}`,
   );
   dataLines.push(`built ${data.stamp.built} with debootstrap (minbase, bookworm) and apt in overlay chroots; OCI layout by umoci (tag ${data.ociTag}: ${data.stack.join(', ')})`);
+  const head = await run('git', ['-C', root, 'describe', '--always', '--dirty'], { allowFail: true });
   const report: Report = {
     date: new Date(),
     machine: machine(),
     tools: await toolVersions(),
     settings: [
+      strata.available
+        ? `strata: a copy of dist/ taken at the start of the run, built from ${head.stdout.trim() || 'an unknown commit'}`
+        : 'strata: dist/cli/main.js not built, strata rows not available',
       `${RUNS} runs per command; times are wall-clock seconds, median (min–max); peak RSS is the largest over the runs (/usr/bin/time %M)`,
       `SquashFS: block size ${BLOCK_SIZE}, gzip level ${LEVELS.gzip}, zstd level ${LEVELS.zstd}, the same for strata and mksquashfs (all cores)`,
       'speedup = peer median / strata median; above 1 means strata is faster',
+      `load average (1 min) ${loadStart[0]!.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end: the cores are shared, so other work on the machine shows up in min–max`,
       'page cache warm for both sides (the data was read just before); outputs removed before every run',
     ],
     data: dataLines,
