@@ -38,6 +38,8 @@ export interface ExtractResult {
   skipped: Record<string, number>;
 }
 
+const FILES_IN_FLIGHT = 8;
+
 /** `root` joined with a canonical path; throws on any component that could escape. */
 export function safeJoin(root: string, path: string): string {
   if (path === '.') return root;
@@ -95,78 +97,48 @@ export async function extractImage(image: SquashfsImage, dir: string, opts: Extr
     }
   };
 
-  for await (const e of image.walk({ onSkip: skip })) {
-    if (e.path !== '.' && !dirPaths.has(parentOf(e.path))) {
-      throw new StrataError(ERR.IMAGE_CORRUPT, `${image.path}: entry ${q(e.path)} comes before its directory`);
+  const writeFile = async (e: ImageEntry, abs: string) => {
+    const fh = await open(abs, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+    try {
+      let pos = 0;
+      for await (const chunk of image.openFile(e)) {
+        if (!zeros.subarray(0, chunk.length).equals(chunk)) {
+          let done = 0;
+          while (done < chunk.length) done += (await fh.write(chunk, done, chunk.length - done, pos + done)).bytesWritten;
+        }
+        pos += chunk.length;
+      }
+      await fh.truncate(pos);
+      if (mayChown(e)) await fh.chown(e.uid, e.gid);
+      await fh.chmod(e.mode);
+      setXattrs(e, abs);
+      await fh.utimes(e.mtime, e.mtime);
+    } finally {
+      await fh.close();
     }
-    const abs = safeJoin(root, e.path);
-    switch (e.type) {
-      case 'dir':
-        if (e.path !== '.') await mkdir(abs, 0o700);
-        dirs.push(e);
-        dirPaths.add(e.path);
-        break;
-      case 'file': {
-        const fh = await open(abs, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
-        try {
-          let pos = 0;
-          for await (const chunk of image.openFile(e)) {
-            if (!zeros.subarray(0, chunk.length).equals(chunk)) {
-              let done = 0;
-              while (done < chunk.length) done += (await fh.write(chunk, done, chunk.length - done, pos + done)).bytesWritten;
-            }
-            pos += chunk.length;
-          }
-          await fh.truncate(pos);
-          if (mayChown(e)) await fh.chown(e.uid, e.gid);
-          await fh.chmod(e.mode);
-          setXattrs(e, abs);
-          await fh.utimes(e.mtime, e.mtime);
-        } finally {
-          await fh.close();
-        }
-        if (e.nlink > 1) linkTargets.add(e.path);
-        break;
-      }
-      case 'hardlink': {
-        const target = e.linkname!;
-        if (skippedTargets.has(target)) {
-          skip('device', e.path);
-          continue;
-        }
-        if (!linkTargets.has(target)) {
-          throw new StrataError(ERR.IMAGE_CORRUPT, `${image.path}: hard link ${q(e.path)} to ${q(target)}, which is not an earlier entry`);
-        }
-        await link(safeJoin(root, target), abs);
-        break;
-      }
-      case 'symlink':
-        await symlink(e.linkname!, abs);
-        if (mayChown(e)) await lchown(abs, e.uid, e.gid);
-        setXattrs(e, abs);
-        await lutimes(abs, e.mtime, e.mtime);
-        if (e.nlink > 1) linkTargets.add(e.path);
-        break;
-      case 'char':
-      case 'block':
-      case 'fifo': {
-        if (e.type !== 'fifo' && !isRoot) {
-          skip('device', e.path);
-          if (e.nlink > 1) skippedTargets.add(e.path);
-          continue;
-        }
-        const fmt = e.type === 'char' ? C.S_IFCHR : e.type === 'block' ? C.S_IFBLK : C.S_IFIFO;
-        mknod(abs, fmt | 0o600, e.devmajor ?? 0, e.devminor ?? 0);
-        if (mayChown(e)) await lchown(abs, e.uid, e.gid);
-        // A node we just made in a directory only we have written to: chmod cannot be led astray.
-        await chmod(abs, e.mode);
-        setXattrs(e, abs);
-        await lutimes(abs, e.mtime, e.mtime);
-        if (e.nlink > 1) linkTargets.add(e.path);
-        break;
-      }
-    }
-    entries++;
+  };
+
+  // Regular files are written a few at a time so the thread pool overlaps their system
+  // calls; everything else is made in walk order. A hard link waits for its target's task.
+  const tasks = new Set<Promise<void>>();
+  const fileTasks = new Map<string, Promise<void>>();
+  const failed: unknown[] = [];
+  const spawn = async (fn: () => Promise<void>, key: string | undefined) => {
+    const p: Promise<void> = fn()
+      .catch((err: unknown) => void failed.push(err))
+      .finally(() => tasks.delete(p));
+    tasks.add(p);
+    if (key !== undefined) fileTasks.set(key, p);
+    while (tasks.size >= FILES_IN_FLIGHT) await Promise.race(tasks);
+    if (failed.length > 0) throw failed[0];
+  };
+
+  try {
+    await walkAndMake();
+    await Promise.all(tasks);
+    if (failed.length > 0) throw failed[0];
+  } finally {
+    await Promise.allSettled(tasks);
   }
 
   for (let i = dirs.length - 1; i >= 0; i--) {
@@ -183,6 +155,66 @@ export async function extractImage(image: SquashfsImage, dir: string, opts: Extr
     }
   }
   return { entries, skipped };
+
+  async function walkAndMake(): Promise<void> {
+    for await (const e of image.walk({ onSkip: skip })) {
+      if (e.path !== '.' && !dirPaths.has(parentOf(e.path))) {
+        throw new StrataError(ERR.IMAGE_CORRUPT, `${image.path}: entry ${q(e.path)} comes before its directory`);
+      }
+      const abs = safeJoin(root, e.path);
+      switch (e.type) {
+        case 'dir':
+          if (e.path !== '.') await mkdir(abs, 0o700);
+          dirs.push(e);
+          dirPaths.add(e.path);
+          break;
+        case 'file':
+          await spawn(() => writeFile(e, abs), e.nlink > 1 ? e.path : undefined);
+          if (e.nlink > 1) linkTargets.add(e.path);
+          break;
+        case 'hardlink': {
+          const target = e.linkname!;
+          if (skippedTargets.has(target)) {
+            skip('device', e.path);
+            continue;
+          }
+          if (!linkTargets.has(target)) {
+            throw new StrataError(ERR.IMAGE_CORRUPT, `${image.path}: hard link ${q(e.path)} to ${q(target)}, which is not an earlier entry`);
+          }
+          await fileTasks.get(target);
+          if (failed.length > 0) throw failed[0];
+          await link(safeJoin(root, target), abs);
+          break;
+        }
+        case 'symlink':
+          await symlink(e.linkname!, abs);
+          if (mayChown(e)) await lchown(abs, e.uid, e.gid);
+          setXattrs(e, abs);
+          await lutimes(abs, e.mtime, e.mtime);
+          if (e.nlink > 1) linkTargets.add(e.path);
+          break;
+        case 'char':
+        case 'block':
+        case 'fifo': {
+          if (e.type !== 'fifo' && !isRoot) {
+            skip('device', e.path);
+            if (e.nlink > 1) skippedTargets.add(e.path);
+            continue;
+          }
+          const fmt = e.type === 'char' ? C.S_IFCHR : e.type === 'block' ? C.S_IFBLK : C.S_IFIFO;
+          mknod(abs, fmt | 0o600, e.devmajor ?? 0, e.devminor ?? 0);
+          if (mayChown(e)) await lchown(abs, e.uid, e.gid);
+          // A node we just made in a directory only we have written to: chmod cannot be led astray.
+          await chmod(abs, e.mode);
+          setXattrs(e, abs);
+          await lutimes(abs, e.mtime, e.mtime);
+          if (e.nlink > 1) linkTargets.add(e.path);
+          break;
+        }
+      }
+      entries++;
+    }
+  }
 }
 
 /** Creates `dir` or checks it is an empty directory; returns its real path. */
