@@ -43,7 +43,27 @@ export async function prepareTarget(target: string, force: boolean): Promise<voi
   }
   if (names.length === 0) return;
   if (!force) throw new StrataError(ERR.TARGET_NOT_EMPTY, `${target} is not empty`, { hint: 'choose an empty or new directory, or pass --force to replace its contents' });
-  for (const n of names) await fsp.rm(path.join(target, n), { recursive: true, force: true });
+  for (const n of names) {
+    const p = path.join(target, n);
+    try {
+      await fsp.rm(p, { recursive: true, force: true });
+    } catch (e) {
+      // A non-root user's earlier sandbox may hold read-only directories (0555 /proc, 0500
+      // dirs): open up the ones the user owns, then try again.
+      if ((e as NodeJS.ErrnoException).code !== 'EACCES') throw e;
+      await openUp(p);
+      await fsp.rm(p, { recursive: true, force: true });
+    }
+  }
+}
+
+/** Gives the owner rwx on every directory below `p` (links are not followed; others' dirs are left). */
+async function openUp(p: string): Promise<void> {
+  const st = await fsp.lstat(p);
+  if (!st.isDirectory()) return;
+  if ((st.mode & 0o700) !== 0o700) await fsp.chmod(p, (st.mode & 0o7777) | 0o700).catch(() => undefined);
+  const names = await fsp.readdir(p).catch(() => [] as string[]);
+  for (const n of names) await openUp(path.join(p, n));
 }
 
 export async function writeSandbox(
