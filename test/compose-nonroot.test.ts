@@ -109,4 +109,31 @@ nonroot('keeps ACLs and user.* xattrs, warns once about ownership, security/trus
   assert.ok(full.some((l) => l.startsWith(`${STACK.licCap}: xattr security.capability`)), full.join('\n'));
 });
 
+nonroot('--force replaces an earlier sandbox of the same user that has read-only directories', ({ dir }) => {
+  const layer = join(dir, 'layer');
+  mkdirSync(join(layer, 'proc'), { recursive: true });
+  mkdirSync(join(layer, 'ro/deeper'), { recursive: true });
+  writeFileSync(join(layer, 'ro/deeper/file'), 'x\n');
+  chmodSync(join(layer, 'ro/deeper'), 0o500);
+  chmodSync(join(layer, 'ro'), 0o555);
+  chmodSync(join(layer, 'proc'), 0o555);
+  const store = join(dir, 'store');
+  const work = join(dir, 'work');
+  const home = join(dir, 'home');
+  const out = join(dir, 'out');
+  for (const d of [work, home, out]) mkdirSync(d);
+  ok(strata(store, work, ['-q', 'store', 'import', 'ro/1', layer]), 'import');
+  ok(strata(store, work, ['compose', 'add', 'ro']), 'add');
+  chmodSync(dir, 0o755);
+  mustRun('chown', ['-R', '65534:65534', store, work, home, out]);
+  const sb = join(out, 'sandbox');
+  ok(strata(store, work, ['-q', 'compose', 'sandbox', sb], { home }), 'sandbox');
+  const first = snapshotTree(sb);
+  assert.is(first.get('ro/deeper')?.mode, 0o500);
+  const again = strata(store, work, ['-q', 'compose', 'sandbox', sb], { home });
+  assert.is(again.code, 1, 'not empty: refused without --force');
+  ok(strata(store, work, ['-q', 'compose', 'sandbox', sb, '--force'], { home }), 'sandbox --force');
+  assert.equal(diffTrees(snapshotTree(sb), first), []);
+});
+
 nonroot.run();
