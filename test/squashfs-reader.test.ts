@@ -620,6 +620,38 @@ Corrupt('byte flips in every table: success or one-line ERR_IMAGE_CORRUPT', asyn
   assert.ok(Date.now() - started < 60_000, 'fuzzing took too long');
 });
 
+Corrupt('extractImage of corrupt images: one-line ERR_IMAGE_CORRUPT, nothing outside the target', async () => {
+  const rnd = prng(0xe87);
+  const bad = join(cctx.dir, 'bad-x.sqfs');
+  let failures = 0;
+  for (let k = 0; k < 40; k++) {
+    const im = cctx.images[k % cctx.images.length]!;
+    const sb = decodeSuperblock(im.bytes);
+    const b = Buffer.from(im.bytes);
+    // Data blocks and the inode and directory tables: the parts extraction reads most.
+    const lo = k % 2 === 0 ? 96 : Number(sb.inodeTableStart);
+    const hi = k % 2 === 0 ? Number(sb.inodeTableStart) : Number(sb.fragmentTableStart === 0xffffffffffffffffn ? sb.idTableStart : sb.fragmentTableStart);
+    for (let f = 0; f < 2; f++) b[lo + Math.floor(rnd() * (hi - lo))]! ^= 1 + Math.floor(rnd() * 255);
+    writeFileSync(bad, b);
+    const box = join(cctx.dir, `box-${k}`);
+    const target = join(box, 'out');
+    mkdirSync(box);
+    let err: unknown;
+    let img: SquashfsImage | undefined;
+    try {
+      img = await SquashfsImage.open(bad);
+      await extractImage(img, target);
+    } catch (e) {
+      err = e;
+    } finally {
+      await img?.close();
+    }
+    if (checkOutcome(err, `${im.name} case ${k}`)) failures++;
+    assert.equal(readdirSync(box), readdirSync(box).includes('out') ? ['out'] : [], 'nothing next to the target');
+  }
+  assert.ok(failures >= 10, `only ${failures} of 40 extractions failed`);
+});
+
 Corrupt('truncation at many offsets: ERR_IMAGE_CORRUPT saying truncated', async () => {
   const bad = join(cctx.dir, 'short.sqfs');
   for (const im of cctx.images) {
