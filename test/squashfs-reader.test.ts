@@ -2,13 +2,18 @@
  * compose/squashfs reader and extractor against images made by the reference mksquashfs
  * (squashfs-tools), checked with the reference unsquashfs and with the source tree itself:
  * - walk()/stat()/readFile()/openFile() against the source tree (lstat, getfattr, sha256)
- *   and against `unsquashfs -lln` (paths, order, types, modes, owners, sizes, devices);
+ *   and against `unsquashfs -lln` (paths, order, types, modes, owners, sizes, devices), for
+ *   gzip, zstd, lz4 (and HC), xz (and x86 BCJ), uncompressed tables, 4 KiB / 128 KiB / 1 MiB
+ *   blocks, tail ends, no fragments, no sparse detection, no duplicates;
+ * - images written by strata's own SquashfsWriter read back entry for entry;
  * - extractImage() against `unsquashfs -d` (snapshots: content, modes, owners, mtimes,
- *   hard links, devices, xattrs incl. trusted.* and security.capability);
- * - seeded corruption (byte flips per table, truncations): every outcome is success or a
- *   one-line ERR_IMAGE_CORRUPT, never another exception, a hang or a runaway walk.
+ *   hard links, devices, xattrs incl. trusted.* and security.capability), as root and as an
+ *   unprivileged user (what it may not do is skipped and counted);
+ * - seeded corruption (byte flips per table, truncations, a directory cycle, bad names, a
+ *   bad directory index): every outcome is success or a one-line ERR_IMAGE_CORRUPT /
+ *   ERR_IMAGE_UNSUPPORTED, never another exception, a hang or a runaway walk.
  * Needs root (devices, foreign owners, trusted.* xattrs), mksquashfs/unsquashfs, setcap,
- * setfattr, python3 (to make a socket).
+ * setfattr, setpriv, python3 (to make a socket).
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
