@@ -45,7 +45,8 @@ export async function withIndex<T>(storeRoot: string, fn: (ix: IndexView) => Pro
         for await (const kv of db.iterator({ gte: prefix, lt: prefix + '\uffff' })) out.push(kv);
         return out;
       },
-      batch: (ops) => db.batch(ops),
+      // sync: the batch is on disk before the command reports success (power loss included).
+      batch: (ops) => db.batch(ops, { sync: true }),
     });
   } finally {
     await db.close();

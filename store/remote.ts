@@ -313,6 +313,9 @@ export async function push(store: Store, target: string, modules: string[], hook
         throw e;
       });
       if (there !== digest) await s.client.putManifest(tag, MEDIA_TYPES.OCI_MANIFEST, manifest);
+      // A second tag, the record CID itself, keeps every pushed record reachable after the
+      // fullName tag moves on, so old locks can still be rebuilt from the remote.
+      if (there !== digest || !(await manifestByTag(s, m.cid))) await s.client.putManifest(m.cid, MEDIA_TYPES.OCI_MANIFEST, manifest);
       s.end();
       out.push({ fullName: m.fullName, record: m.cid, tag, digest, uploaded,
         status: uploaded.length === 0 && there === digest ? 'unchanged' : 'pushed' });
@@ -371,7 +374,14 @@ export async function pull(store: Store, source: string, refs: string[], opts: P
       return scanned;
     };
     if (refs.length === 0) {
-      for (const [tag, art] of await scan()) if (art) found.push({ tag, art });
+      // Each record is tagged twice (fullName tag and record CID): pull it once, by name.
+      const byRecord = new Map<string, { tag: string; art: ParsedArtifact }>();
+      for (const [tag, art] of await scan()) {
+        if (!art) continue;
+        const seen = byRecord.get(art.record.digest);
+        if (!seen || isCidText(seen.tag)) byRecord.set(art.record.digest, { tag, art });
+      }
+      found.push(...byRecord.values());
       if (found.length === 0) throw new StrataError(ERR.NOT_FOUND, `${dest.label} holds no strata modules`, { hint: 'push some with `strata store push`' });
     }
     for (const ref of refs) {
@@ -379,7 +389,10 @@ export async function pull(store: Store, source: string, refs: string[], opts: P
       if (isCidText(ref)) {
         const { codec, hex } = parseCid(ref);
         const digest = `sha256:${hex}`;
-        for (const [tag, art] of await scan()) {
+        const direct = codec === RAW_CODEC ? undefined : await manifestByTag(s, ref);
+        const art = direct && parseArtifact(direct.bytes, direct.digest, `${dest.label}:${ref}`);
+        if (art && art.record.digest === digest) hit = { tag: ref, art };
+        for (const [tag, art] of hit ? [] : await scan()) {
           if (art && (codec === RAW_CODEC ? art.layer.digest === digest : art.record.digest === digest)) {
             hit = { tag, art };
             break;
@@ -535,7 +548,10 @@ export async function remoteFetcher(store: Store, hooks?: TransferHooks): Promis
       const s = new Session(parseRepositoryRef(remote.url), h);
       try {
         let hit: { tag: string; art: ParsedArtifact } | undefined;
-        if (fullName !== undefined) {
+        const direct = await manifestByTag(s, recordCid);
+        const byCid = direct && parseArtifact(direct.bytes, direct.digest, `${remote.name}:${recordCid}`);
+        if (byCid && byCid.record.digest === digest) hit = { tag: recordCid, art: byCid };
+        if (!hit && fullName !== undefined) {
           const tag = tagFromFullName(fullName);
           const got = await s.client.getManifest(tag).catch((e: unknown) => {
             if (e instanceof StrataError && e.code === ERR.NOT_FOUND) return undefined;
@@ -569,4 +585,15 @@ export async function remoteFetcher(store: Store, hooks?: TransferHooks): Promis
       `module ${fullName ?? ''}${fullName ? ' ' : ''}(record ${recordCid}) is not in this store nor on remote${remotes.length > 1 ? 's' : ''} ${remotes.map((r) => r.name).join(', ')}`,
       { hint: 'push it from a store that has it, or add the remote that holds it' });
   };
+}
+
+/** The manifest under `tag`, or undefined when the registry has no such tag. */
+async function manifestByTag(s: Session, tag: string): Promise<{ bytes: Buffer; digest: string } | undefined> {
+  return s.client.getManifest(tag).then(
+    (x) => ({ bytes: x.bytes, digest: x.digest }),
+    (e: unknown) => {
+      if (e instanceof StrataError && e.code === ERR.NOT_FOUND) return undefined;
+      throw e;
+    },
+  );
 }
