@@ -65,7 +65,7 @@ export function storeCommands(program: Command, ctx: Context): void {
     .action(async (pattern?: string) => {
       const mods = await (await ctx.store()).list(pattern);
       ctx.output().result(mods, () =>
-        table(mods.map((m) => [m.fullName + (m.isDefault ? ' (D)' : '') + (m.restricted ? ' (R)' : ''), m.record, m.description])),
+        table(mods.map((m) => [m.fullName + (m.isDefault ? ' (D)' : '') + (m.restricted ? ' (R)' : ''), m.record, m.damaged ? `DAMAGED: ${m.damaged}` : m.description])),
       );
     });
 

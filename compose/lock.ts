@@ -135,6 +135,7 @@ export async function modulesOfHashList(store: Store, file: string, fetch?: Fetc
 async function recordsByLayer(store: Store): Promise<Map<string, string[]>> {
   const map = new Map<string, string[]>();
   for (const m of await store.list()) {
+    if (m.damaged) continue;
     const r = await store.loadRecord(m.record, m.fullName);
     const list = map.get(r.layer) ?? [];
     if (!list.includes(m.record)) list.push(m.record);

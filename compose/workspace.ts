@@ -20,6 +20,7 @@ export const LOCK_FILE = 'strata.lock';
 export async function availableModules(store: Store): Promise<ModuleInfo[]> {
   const out: ModuleInfo[] = [];
   for (const m of await store.list()) {
+    if (m.damaged) continue; // unusable until repaired; `strata store verify` names it
     const r = await store.loadRecord(m.record, m.fullName);
     out.push({
       fullName: m.fullName,

@@ -56,6 +56,8 @@ export interface ModuleSummary {
   isDefault: boolean;
   restricted: string | null;
   description: string;
+  /** Set when the module's record cannot be read; `strata store verify` says more. */
+  damaged?: string;
 }
 
 export interface LoadedModule {
@@ -222,7 +224,15 @@ export class Store {
     for (const [key, cid] of mods) {
       const fullName = key.slice(2);
       if (pattern && !matches(fullName, pattern)) continue;
-      const record = await this.loadRecord(cid, fullName);
+      let record: ModuleRecord;
+      try {
+        record = await this.loadRecord(cid, fullName);
+      } catch (e) {
+        // One damaged record must not hide the rest of the store; it is listed as damaged.
+        const { name, version } = splitFullName(fullName);
+        out.push({ fullName, name, version, record: cid, isDefault: false, restricted: null, description: '', damaged: (e as Error).message });
+        continue;
+      }
       out.push({
         fullName,
         name: record.name,
