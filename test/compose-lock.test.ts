@@ -144,4 +144,21 @@ lock('a layer CID in the hash list works when it names one module, and is refuse
   assert.not.ok(existsSync(join(dir, 'sandbox-x')));
 });
 
+lock('a lock whose CIDs do not agree with the records, or that is no lock, is refused in one line', ({ dir, storeB, workA, workB }) => {
+  const doc = JSON.parse(readFileSync(join(workA, 'strata.lock'), 'utf8')) as LockDoc;
+  const app = doc.modules.find((m) => m.fullName === 'app/2.0')!;
+  const lic = doc.modules.find((m) => m.fullName === 'lic/1')!;
+  const tampered = join(dir, 'tampered.lock');
+  writeFileSync(tampered, JSON.stringify({ ...doc, modules: doc.modules.map((m) => (m === app ? { ...m, layer: lic.layer } : m)) }));
+  const r = strata(storeB, workB, ['compose', 'sandbox', join(dir, 'sb'), '--lock', tampered]);
+  assert.is(r.code, 1);
+  assert.is(r.stderr, `strata: record ${app.record} of app/2.0 does not name the layer and manifest the lock names\n`);
+  const notJson = join(dir, 'list.lock');
+  writeFileSync(notJson, `${app.record}\n`);
+  const r2 = strata(storeB, workB, ['compose', 'sandbox', join(dir, 'sb'), '--lock', notJson]);
+  assert.is(r2.code, 1);
+  assert.match(r2.stderr, /^strata: .*list\.lock is not JSON \(give a strata\.lock, or a hash list with --cids\)\n$/);
+  assert.not.ok(existsSync(join(dir, 'sb')));
+});
+
 lock.run();
