@@ -75,6 +75,11 @@ function invokedDirectly(): boolean {
 }
 
 if (invokedDirectly()) {
+  // `strata … | head`: a closed pipe ends the output, it is not an error.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw e;
+  });
   main(process.argv).then(
     (code) => {
       process.exitCode = code;

@@ -48,10 +48,17 @@ export async function inspectTarget(target: string): Promise<InspectInfo> {
   } catch {
     throw new StrataError(ERR.NOT_FOUND, `${target} does not exist`);
   }
-  const read = st.isDirectory()
-    ? async (p: string) => fsp.readFile(path.join(target, p)).catch(() => undefined)
-    : await imageReader(target);
-  const kind = st.isDirectory() ? 'sandbox' : 'squashfs image';
+  if (st.isDirectory()) return describe(target, 'sandbox', async (p) => fsp.readFile(path.join(target, p)).catch(() => undefined));
+  const { SquashfsImage } = await import('./squashfs/reader.js');
+  const img = await SquashfsImage.open(target);
+  try {
+    return await describe(target, 'squashfs image', async (p) => ((await img.stat(p)) ? img.readFile(p) : undefined));
+  } finally {
+    await img.close();
+  }
+}
+
+async function describe(target: string, kind: InspectInfo['kind'], read: (p: string) => Promise<Buffer | undefined>): Promise<InspectInfo> {
   const lockBytes = await read('.strata/lock.json');
   if (!lockBytes) throw new StrataError(ERR.NOT_FOUND, `${target} has no /.strata/lock.json`, { hint: 'it was not built by strata' });
   const lock = JSON.parse(lockBytes.toString('utf8')) as Lock;
@@ -63,14 +70,5 @@ export async function inspectTarget(target: string): Promise<InspectInfo> {
     lock,
     env,
     acls: { paths: Object.keys(entries).length, withDefault: Object.values(entries).filter((e) => e.default).length, entries },
-  };
-}
-
-async function imageReader(file: string): Promise<(p: string) => Promise<Buffer | undefined>> {
-  const { SquashfsImage } = await import('./squashfs/reader.js');
-  const img = await SquashfsImage.open(file);
-  return async (p: string) => {
-    const s = await img.stat(p);
-    return s ? img.readFile(p) : undefined;
   };
 }
