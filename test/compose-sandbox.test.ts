@@ -511,6 +511,53 @@ target("ACLs around the target are not inherited: a parent's default ACL, an old
   assert.equal(diffTrees(old, ref, { ignoreStrataPaths: true }), []);
 });
 
+// ---------------------------------------------------------------------------------------
+const edges = fresh('compose sandbox: merge edge cases');
+
+edges('type changes, opaque and re-created paths, link groups losing a member, as OCI says', ({ dir, store, work }) => {
+  const T = 1_600_000_000;
+  const d = (name: string, mode = 0o755) => ({ name, type: 'dir' as const, mode, mtime: T });
+  const f = (name: string, data: string) => ({ name, data, mtime: T + 1 });
+  const tars = writeTars([
+    {
+      out: join(dir, 'e1.tar'),
+      members: [
+        d('.'), d('a'), f('a/f1', 'a1\n'), d('a/sub'), f('a/sub/f2', 'a2\n'), f('b', 'b file\n'), d('c'), f('c/x', 'cx\n'),
+        { name: 'd', type: 'symlink', linkname: 'a', mtime: T }, d('e'), d('h'), f('h/one', 'linked\n'),
+        { name: 'h/three', type: 'hardlink', linkname: 'h/one' }, { name: 'h/two', type: 'hardlink', linkname: 'h/one' },
+        d('k'), f('k/old', 'old\n'),
+      ],
+    },
+    {
+      out: join(dir, 'e2.tar'),
+      members: [
+        d('.'), f('a', 'now a file\n'), d('b', 0o750), f('b/inner', 'inner\n'), d('c'), f('c/.wh..wh..opq', ''), f('c/y', 'cy\n'),
+        d('d'), f('d/z', 'dz\n'), d('e'), f('e/.wh.nothing', ''), d('h'), f('h/two', 'replaced member\n'),
+      ],
+    },
+    {
+      out: join(dir, 'e3.tar'),
+      members: [d('.'), f('.wh.c', ''), f('.wh.b', ''), f('b', 'b again\n'), f('.wh.k', ''), d('k', 0o700), f('k/new', 'new\n')],
+    },
+  ]);
+  tars.forEach((t, i) => ok(strata(store, work, ['store', 'import', `e${i + 1}/1`, t]), `import ${t}`));
+  ok(strata(store, work, ['compose', 'add', 'e1', 'e2', 'e3']), 'add');
+  const sb = join(dir, 'sandbox');
+  ok(strata(store, work, ['compose', 'sandbox', sb]), 'sandbox');
+  const snap = snapshotTree(sb);
+  const paths = [...snap.keys()].filter((p) => p !== '.' && !p.startsWith('.strata') && !p.startsWith('.singularity.d'));
+  assert.equal(paths, ['a', 'b', 'd', 'd/z', 'e', 'h', 'h/one', 'h/three', 'h/two', 'k', 'k/new']);
+  const text = (p: string) => readFileSync(join(sb, p), 'utf8');
+  assert.is(text('a'), 'now a file\n', 'a file over a directory drops its subtree');
+  assert.is(text('b'), 'b again\n', 'whited out and re-created in one layer: the new one');
+  assert.is(snap.get('d')?.type, 'dir', 'a directory over a symlink');
+  assert.equal(snap.get('h/one')?.links, ['h/one', 'h/three']);
+  assert.is(text('h/two'), 'replaced member\n');
+  assert.is(snap.get('h/two')?.links, undefined);
+  assert.is(snap.get('k')?.mode, 0o700, 'whiteout of a directory, then a new one: no lower children');
+});
+
 four.run();
 hostile.run();
 target.run();
+edges.run();
