@@ -150,6 +150,19 @@ lmod('requirements are added below their module and removed with it', ({ store, 
   assert.equal(stackOf(work), ['zlib/1.3']);
 });
 
+lmod('swap replaces one module with another and says what is left unmet', ({ store, work }) => {
+  ok(strata(store, work, ['compose', 'add', 'hdf5']), 'add');
+  const r = ok(strata(store, work, ['compose', 'swap', 'gcc', 'intel']), 'swap');
+  assert.is(r.stderr, 'The following dependent module(s) are not currently loaded: gcc/12.3 (required by: hdf5/1.14.3)\n');
+  assert.equal(stackOf(work), ['zlib/1.3 (auto)', 'hdf5/1.14.3', 'intel/2023.1']);
+  const bad = strata(store, work, ['compose', 'swap', 'gcc/11.4', 'zlib']);
+  assert.is(bad.code, 1);
+  assert.is(bad.stderr, 'strata: Swap failed: "gcc/11.4" is not loaded. (see strata compose list)\n');
+  const rm = ok(strata(store, work, ['compose', 'rm', 'gcc/12.3']), 'rm not loaded');
+  assert.match(rm.stderr, /^Note: the module "gcc\/12\.3" cannot be unloaded because it was not loaded\.\n/);
+  assert.equal(stackOf(work), ['zlib/1.3 (auto)', 'hdf5/1.14.3', 'intel/2023.1']);
+});
+
 lmod('a conflict is refused with exit 1 and the stack is unchanged', ({ store, work }) => {
   ok(strata(store, work, ['compose', 'add', 'zlib', 'rocm']), 'add');
   const files = () => [readFileSync(join(work, 'strata.json'), 'utf8'), readFileSync(join(work, 'strata.lock'), 'utf8')];
