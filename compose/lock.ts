@@ -51,20 +51,26 @@ export async function readLockFile(file: string): Promise<Lock> {
   } catch {
     throw new StrataError(ERR.NOT_FOUND, `lock file ${file} does not exist`, { hint: 'run `strata compose lock` first' });
   }
+  return parseLock(text, file);
+}
+
+/** Parses and checks lock text; `where` names it in errors (a file, or an image's /.strata/lock.json). */
+export function parseLock(text: string, where: string, code: string = ERR.SOURCE_INVALID): Lock {
   let v: Lock;
   try {
     v = JSON.parse(text) as Lock;
   } catch {
-    throw new StrataError(ERR.SOURCE_INVALID, `${file} is not JSON`, { hint: 'give a strata.lock, or a hash list with --cids' });
+    throw new StrataError(code, `${where} is not JSON`, code === ERR.SOURCE_INVALID ? { hint: 'give a strata.lock, or a hash list with --cids' } : {});
   }
-  if (v?.lockfileVersion !== 1 || !Array.isArray(v.modules)) {
-    throw new StrataError(ERR.SOURCE_INVALID, `${file} is not a strata lock (lockfileVersion 1)`);
+  if (v?.lockfileVersion !== 1 || !Array.isArray(v.modules) || !Array.isArray(v.env ?? [])) {
+    throw new StrataError(code, `${where} is not a strata lock (lockfileVersion 1)`);
   }
   for (const m of v.modules) {
-    if (typeof m.fullName !== 'string' || !isCid(m.record) || !isCid(m.layer) || !isCid(m.manifest)) {
-      throw new StrataError(ERR.SOURCE_INVALID, `${file}: a module entry lacks fullName, record, layer or manifest`);
+    if (typeof m?.fullName !== 'string' || !isCid(m.record) || !isCid(m.layer) || !isCid(m.manifest)) {
+      throw new StrataError(code, `${where}: a module entry lacks fullName, record, layer or manifest`);
     }
   }
+  v.env ??= [];
   return v;
 }
 
@@ -106,6 +112,9 @@ export async function modulesOfHashList(store: Store, file: string, fetch?: Fetc
   } catch {
     throw new StrataError(ERR.NOT_FOUND, `hash list ${file} does not exist`);
   }
+  if (text.includes('\0')) {
+    throw new StrataError(ERR.SOURCE_INVALID, `${file} is not a hash list (it holds binary data)`, { hint: 'a hash list has one record CID a line (strata compose lock --cids)' });
+  }
   const cids = text
     .split('\n')
     .map((l) => l.replace(/#.*/, '').trim())
@@ -114,7 +123,11 @@ export async function modulesOfHashList(store: Store, file: string, fetch?: Fetc
   let byLayer: Map<string, string[]> | undefined;
   const out: LoadedModule[] = [];
   for (const cid of cids) {
-    if (!isCid(cid)) throw new StrataError(ERR.SOURCE_INVALID, `${file}: '${cid}' is not a CID`);
+    if (!isCid(cid)) {
+      throw new StrataError(ERR.SOURCE_INVALID, `${file}: ${JSON.stringify(cid.length > 40 ? `${cid.slice(0, 37)}...` : cid)} is not a CID`, {
+        hint: 'a hash list has one record CID a line (strata compose lock --cids)',
+      });
+    }
     if (parseCid(cid).codec !== RAW_CODEC) {
       if (fetch) await fetch(cid);
       out.push(await store.get(cid));

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { StrataError, ERR } from '../store/errors.js';
 import type { LoadedModule, Store } from '../store/store.js';
 import { AclIndex, embeddedEntries, embeddedFiles } from './embedded.js';
-import { Lock, lockOf } from './lock.js';
+import { Lock, lockOf, parseLock } from './lock.js';
 import { MergePlan, planMerge } from './merge.js';
 import { prepareTarget, SandboxResult, writeSandbox } from './sandbox.js';
 
@@ -61,10 +61,18 @@ export async function inspectTarget(target: string): Promise<InspectInfo> {
 async function describe(target: string, kind: InspectInfo['kind'], read: (p: string) => Promise<Buffer | undefined>): Promise<InspectInfo> {
   const lockBytes = await read('.strata/lock.json');
   if (!lockBytes) throw new StrataError(ERR.NOT_FOUND, `${target} has no /.strata/lock.json`, { hint: 'it was not built by strata' });
-  const lock = JSON.parse(lockBytes.toString('utf8')) as Lock;
-  const acl = JSON.parse((await read('.strata/acl.json'))?.toString('utf8') ?? '{"entries":{}}') as AclIndex;
+  const lock = parseLock(lockBytes.toString('utf8'), `${target}: /.strata/lock.json`, ERR.IMAGE_CORRUPT);
+  let acl: AclIndex | undefined;
+  try {
+    acl = JSON.parse((await read('.strata/acl.json'))?.toString('utf8') ?? '{"aclVersion":1,"entries":{}}') as AclIndex;
+  } catch {
+    acl = undefined;
+  }
+  if (!acl || typeof acl !== 'object' || typeof acl.entries !== 'object' || acl.entries === null || Array.isArray(acl.entries)) {
+    throw new StrataError(ERR.IMAGE_CORRUPT, `${target}: /.strata/acl.json is not a strata ACL index`);
+  }
   const env = (await read('.strata/env.sh'))?.toString('utf8') ?? '';
-  const entries = acl.entries ?? {};
+  const entries = acl.entries;
   return {
     kind,
     lock,
