@@ -3,7 +3,7 @@
  * the working directory, the available modules as the resolver sees them, who the user is,
  * and saved collections (in the store's index, pinned to record CIDs).
  */
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -38,17 +38,24 @@ export async function availableModules(store: Store): Promise<ModuleInfo[]> {
   return out;
 }
 
-/** The calling user with every group name and gid (as text) it belongs to. */
+/**
+ * The calling user with every group name and gid (as text) it belongs to. A uid without a
+ * passwd entry (containers, batch-system uids) is named by its number; `id -Gn` exits 1 when
+ * one of the groups has no name, but the names it did print still count.
+ */
 export function currentUser(): User {
-  const info = os.userInfo();
-  const groups = new Set<string>((process.getgroups?.() ?? []).map(String));
-  groups.add(String(info.gid));
+  const uid = process.getuid?.() ?? -1;
+  let name = String(uid);
   try {
-    for (const g of execFileSync('id', ['-Gn'], { encoding: 'utf8' }).trim().split(/\s+/)) if (g) groups.add(g);
+    name = os.userInfo().username;
   } catch {
-    /* numeric groups only */
+    /* no passwd entry */
   }
-  return { name: info.username, uid: info.uid, groups: [...groups] };
+  const groups = new Set<string>((process.getgroups?.() ?? []).map(String));
+  groups.add(String(process.getgid?.() ?? -1));
+  const id = spawnSync('id', ['-Gn'], { encoding: 'utf8' });
+  for (const g of (id.stdout ?? '').trim().split(/\s+/)) if (g) groups.add(g);
+  return { name, uid, groups: [...groups] };
 }
 
 export async function readStack(dir: string): Promise<StackFile> {
