@@ -277,5 +277,28 @@ restricted('refused for a non-member (also as a requirement and from a lock), al
   assert.equal(stackOf(rootWork), ['ansys/2024.1']);
 });
 
+restricted('a uid with no passwd entry composes, and group names still count when one gid has none', ({ dir, store, group }) => {
+  // Containers and batch systems run jobs as uids /etc/passwd does not know; `id -Gn` then
+  // exits 1 for the nameless gid but still prints the names it found.
+  const uid = 54321;
+  assert.not.ok(run('getent', ['passwd', String(uid)]).code === 0, `uid ${uid} must have no passwd entry`);
+  mustRun('chown', ['-R', `${uid}:${uid}`, store]);
+  const home = join(dir, 'home');
+  const w1 = join(dir, 'w1');
+  const w2 = join(dir, 'w2');
+  for (const d of [home, w1, w2]) {
+    mkdirSync(d);
+    mustRun('chown', [`${uid}:${uid}`, d]);
+  }
+  const outsider = { setpriv: [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups'], home };
+  const member = { setpriv: [`--reuid=${uid}`, `--regid=${uid}`, `--groups=${group.gid}`], home };
+  ok(strata(store, w1, ['compose', 'add', 'zlib'], outsider), 'add zlib as a uid without a name');
+  const denied = strata(store, w1, ['compose', 'add', 'ansys'], outsider);
+  assert.is(denied.code, 1);
+  assert.match(denied.stderr, /^strata: Access to ansys\/2024\.1 is denied/);
+  ok(strata(store, w2, ['compose', 'add', 'ansys'], member), 'add ansys as a member by group name');
+  assert.equal(stackOf(w2), ['ansys/2024.1']);
+});
+
 lmod.run();
 restricted.run();
