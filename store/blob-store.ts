@@ -18,6 +18,7 @@ import * as path from 'node:path';
 import { StrataError, ERR } from './errors.js';
 
 const HEX = /^[0-9a-f]{64}$/;
+const WRITES_IN_FLIGHT = 8;
 
 export interface PutResult {
   hex: string;
@@ -69,14 +70,22 @@ export class BlobStore {
     const fh = await fsp.open(tmp, 'wx', 0o644);
     const hash = createHash('sha256');
     let size = 0;
+    // Up to WRITES_IN_FLIGHT positional writes run in the thread pool while the next chunks
+    // are hashed here; chunks are not reused by their producers, so they stay valid until written.
+    const inflight = new Set<Promise<unknown>>();
     try {
       for await (const chunk of source) {
         hash.update(chunk);
+        const p = fh.write(chunk, 0, chunk.byteLength, size);
         size += chunk.byteLength;
-        await fh.write(chunk);
+        inflight.add(p);
+        void p.finally(() => inflight.delete(p)).catch(() => undefined);
+        if (inflight.size >= WRITES_IN_FLIGHT) await Promise.race(inflight);
       }
+      await Promise.all(inflight);
       await fh.sync();
     } catch (e) {
+      await Promise.allSettled(inflight);
       await fh.close().catch(() => {});
       await fsp.rm(tmp, { force: true });
       throw e;

@@ -11,7 +11,7 @@ import { Readable } from 'node:stream';
 import { aclFromTarText, splitAclXattrs } from './acl-ingest.js';
 import { openArchive } from './decompress.js';
 import { LayerBuilder } from './layer-builder.js';
-import { readTar } from './tar-reader.js';
+import { readTarFile } from './tar-reader.js';
 
 export interface TarSourceOptions {
   /** A temp path the decompressed archive may be written to (removed by the caller). */
@@ -29,8 +29,7 @@ export async function addTar(builder: LayerBuilder, file: string, opts: TarSourc
     // openArchive opened the file to sniff it; we read it again by offset below.
     for await (const _ of stream) break;
   }
-  for await (const { header: h, body } of readTar(createReadStream(plain, { highWaterMark: 1 << 20 }))) {
-    for await (const _ of body) void _;
+  for await (const { header: h } of readTarFile(plain)) {
     const xattrs = new Map(h.xattrs);
     const acl = aclFromTarText({ access: h.aclAccess, default: h.aclDefault }, splitAclXattrs(xattrs, h.path), h.path);
     const start = h.dataOffset;

@@ -27,6 +27,7 @@
  * - GNU 'L' / 'K' headers carry the next entry's long name / link target as their body.
  * - The archive ends with a zero block (normally two; a lone one is accepted).
  */
+import { open as openFile, type FileHandle } from 'node:fs/promises';
 import { StrataError, ERR } from './errors.js';
 import type { EntryType } from './types.js';
 
@@ -180,6 +181,99 @@ class Input {
     }
   }
 }
+
+/**
+ * The same byte source over a file on disk, read by position: `skip` moves past a body
+ * without reading it, so a header-only pass over a plain archive reads headers only.
+ */
+class FileInput {
+  private fh: FileHandle | undefined;
+  private size = 0;
+  private cur: Buffer = EMPTY;
+  /** Absolute offset of cur[0] (the next byte handed out). */
+  offset = 0;
+  /** File position of the byte after cur. */
+  private pos = 0;
+
+  constructor(private readonly path: string) {}
+
+  private async open(): Promise<FileHandle> {
+    if (!this.fh) {
+      this.fh = await openFile(this.path, 'r');
+      this.size = (await this.fh.stat()).size;
+    }
+    return this.fh;
+  }
+
+  private async fill(): Promise<boolean> {
+    if (this.cur.length > 0) return true;
+    const fh = await this.open();
+    if (this.pos >= this.size) return false;
+    const buf = Buffer.allocUnsafe(Math.min(FILE_CHUNK, this.size - this.pos));
+    const { bytesRead } = await fh.read(buf, 0, buf.length, this.pos);
+    if (bytesRead === 0) return false;
+    this.pos += bytesRead;
+    this.cur = buf.subarray(0, bytesRead);
+    return true;
+  }
+
+  async read(n: number): Promise<Buffer> {
+    if (this.cur.length === 0) await this.fill();
+    if (this.cur.length >= n) {
+      const b = this.cur.subarray(0, n);
+      this.cur = this.cur.subarray(n);
+      this.offset += n;
+      return b;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let got = 0;
+    while (got < n) {
+      if (!(await this.fill())) return out.subarray(0, got);
+      const k = Math.min(n - got, this.cur.length);
+      this.cur.copy(out, got, 0, k);
+      this.cur = this.cur.subarray(k);
+      this.offset += k;
+      got += k;
+    }
+    return out;
+  }
+
+  async take(max: number): Promise<Buffer> {
+    if (this.cur.length === 0 && !(await this.fill())) return EMPTY;
+    const b = this.cur.length <= max ? this.cur : this.cur.subarray(0, max);
+    this.cur = this.cur.length <= max ? EMPTY : this.cur.subarray(max);
+    this.offset += b.length;
+    return b;
+  }
+
+  async skip(n: number): Promise<number> {
+    await this.open();
+    if (n <= this.cur.length) {
+      this.cur = this.cur.subarray(n);
+      this.offset += n;
+      return n;
+    }
+    const skipped = Math.min(n, this.cur.length + (this.size - this.pos));
+    this.pos += skipped - this.cur.length;
+    this.cur = EMPTY;
+    this.offset += skipped;
+    return skipped;
+  }
+
+  async drain(): Promise<void> {
+    await this.open();
+    this.offset += this.cur.length + (this.size - this.pos);
+    this.cur = EMPTY;
+    this.pos = this.size;
+  }
+
+  async close(): Promise<void> {
+    await this.fh?.close();
+    this.fh = undefined;
+  }
+}
+
+const FILE_CHUNK = 256 * 1024;
 
 function corrupt(msg: string, hint?: string): StrataError {
   return new StrataError(ERR.TAR_CORRUPT, msg, hint === undefined ? {} : { hint });
@@ -350,8 +444,19 @@ const SPARSE_HINT = 'repack without --sparse';
  * decompressor's trailer is checked and a tee'd hash sees every byte. Stopping the
  * iteration early closes the source.
  */
-export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerator<TarEntry> {
-  const input = new Input(source);
+export function readTar(source: AsyncIterable<Uint8Array>): AsyncGenerator<TarEntry> {
+  return parseTar(new Input(source));
+}
+
+/**
+ * readTar over a plain (uncompressed) archive on disk. Bodies that are not read are skipped
+ * by position, not read, so a pass over the headers costs the headers only.
+ */
+export function readTarFile(path: string): AsyncGenerator<TarEntry> {
+  return parseTar(new FileInput(path));
+}
+
+async function* parseTar(input: Input | FileInput): AsyncGenerator<TarEntry> {
   const globalPax = new Map<string, Buffer>();
   let localPax: Map<string, Buffer> | null = null;
   let longName: Buffer | null = null;
@@ -567,7 +672,7 @@ export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerato
       }
     }
   } finally {
-    if (!finished) await input.close();
+    if (!finished || input instanceof FileInput) await input.close();
   }
 }
 
