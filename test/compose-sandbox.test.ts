@@ -391,8 +391,11 @@ hostile('a layer whose .strata and .singularity.d/env are symlinks out of the ta
         { name: '.singularity.d', type: 'dir' },
         { name: '.singularity.d/env', type: 'symlink', linkname: join(outside, 'env') },
         { name: 'data', data: 'data\n' },
-        // Owner and mtime of a link are set on the link (lchown, lutimes), never on its target.
-        { name: 'out', type: 'symlink', linkname: outside, uid: 4321, gid: 4321, mtime: 1_500_000_000 },
+        // Owner, mtime and xattrs of a link are set on the link, never on its target.
+        {
+          name: 'out', type: 'symlink', linkname: outside, uid: 4321, gid: 4321, mtime: 1_500_000_000,
+          pax: { 'SCHILY.xattr.trusted.strata-link': 'on the link' },
+        },
       ],
     },
   ]);
@@ -406,6 +409,8 @@ hostile('a layer whose .strata and .singularity.d/env are symlinks out of the ta
   const sb = join(dir, 'sandbox');
   ok(strata(store, work, ['compose', 'sandbox', sb]), 'sandbox');
   assert.equal([listing(outside), listing(join(outside, 'env')), self()], before);
+  assert.is(run('getfattr', ['-h', '-n', 'trusted.strata-link', outside]).code, 1, 'the xattr was not set through the link');
+  assert.match(mustRun('getfattr', ['-h', '-n', 'trusted.strata-link', '--only-values', join(sb, 'out')]).stdout.toString(), 'on the link');
   const link = lstatSync(join(sb, 'out'));
   assert.equal([link.isSymbolicLink(), link.uid, link.gid, link.mtimeMs], [true, 4321, 4321, 1_500_000_000_000]);
   assert.ok(lstatSync(join(sb, '.strata')).isDirectory());
