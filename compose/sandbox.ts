@@ -12,6 +12,7 @@
  * and returns counts of what it could not (ownership, trusted.* and security.* xattrs,
  * devices), for the caller to report once.
  */
+import * as fs from 'node:fs';
 import { constants as C } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
@@ -86,40 +87,50 @@ export async function writeSandbox(
   // one; the root's access ACL goes in step 4 unless the root entry has one.
   dropXattr(root, ACL_XATTR_DEFAULT);
 
+  // Every call below is a small syscall; synchronous calls spare each one a thread-pool
+  // round trip, which dominates a tree of many small files. Only reading layers is async.
+
   // 1. Directories (owner-only until their metadata is applied at the end).
-  for (const { entry: e } of plan.entries) if (e.type === 'dir' && e.path !== '.') await fsp.mkdir(abs(e.path), { mode: 0o700 });
+  for (const { entry: e } of plan.entries) if (e.type === 'dir' && e.path !== '.') fs.mkdirSync(abs(e.path), { mode: 0o700 });
 
   // 2. File contents, one pass over each layer in order.
-  const writeFile = async (dest: string, chunks: AsyncIterable<Uint8Array> | Uint8Array[]) => {
-    const fh = await fsp.open(abs(dest), C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
-    try {
-      for await (const c of chunks) {
-        await fh.write(c);
-        bytes += c.byteLength;
-        opts.onProgress?.(bytes);
-      }
-    } finally {
-      await fh.close();
-    }
+  const create = (dest: string) => fs.openSync(abs(dest), C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+  const writeAll = (fd: number, c: Uint8Array) => {
+    for (let off = 0; off < c.byteLength; ) off += fs.writeSync(fd, c, off, c.byteLength - off);
+    bytes += c.byteLength;
   };
   for (let i = 0; i < layers.length; i++) {
     const wanted = plan.content[i]!;
     if (wanted.size === 0) continue;
     for await (const { entry, body } of store.readLayer(layers[i]!)) {
       const dest = entry.type === 'file' ? wanted.get(entry.path) : undefined;
-      if (dest !== undefined) await writeFile(dest, body);
+      if (dest === undefined) continue;
+      const fd = create(dest);
+      try {
+        for await (const c of body) writeAll(fd, c);
+      } finally {
+        fs.closeSync(fd);
+      }
+      opts.onProgress?.(bytes);
     }
   }
-  for (const [p, content] of embedded) await writeFile(p, [content]);
+  for (const [p, content] of embedded) {
+    const fd = create(p);
+    try {
+      writeAll(fd, content);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
 
   // 3. Everything that is not a file or directory.
   for (const { entry: e } of plan.entries) {
     switch (e.type) {
       case 'hardlink':
-        await fsp.link(abs(e.linkname!), abs(e.path));
+        fs.linkSync(abs(e.linkname!), abs(e.path));
         break;
       case 'symlink':
-        await fsp.symlink(e.linkname!, abs(e.path));
+        fs.symlinkSync(e.linkname!, abs(e.path));
         break;
       case 'char':
       case 'block':
@@ -141,16 +152,16 @@ export async function writeSandbox(
     const e = plan.entries[k]!.entry;
     if (e.type === 'hardlink') continue;
     const p = abs(e.path);
-    if ((e.type === 'char' || e.type === 'block' || e.type === 'fifo') && !(await exists(p))) continue;
-    await applyMetadata(p, e, isRoot, skip);
+    if ((e.type === 'char' || e.type === 'block' || e.type === 'fifo') && !exists(p)) continue;
+    applyMetadata(p, e, isRoot, skip);
   }
   return { entries: plan.entries.length, bytes, skipped };
 }
 
-async function applyMetadata(p: string, e: LayerEntry, isRoot: boolean, skip: (kind: string) => void): Promise<void> {
+function applyMetadata(p: string, e: LayerEntry, isRoot: boolean, skip: (kind: string) => void): void {
   // chown first: it clears setuid bits and security.capability.
   try {
-    await fsp.lchown(p, e.uid, e.gid);
+    fs.lchownSync(p, e.uid, e.gid);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EPERM' || isRoot) throw err;
     skip('ownership');
@@ -159,13 +170,14 @@ async function applyMetadata(p: string, e: LayerEntry, isRoot: boolean, skip: (k
     if (!e.acl?.access) dropXattr(p, ACL_XATTR_ACCESS);
     if (!e.acl?.default) dropXattr(p, ACL_XATTR_DEFAULT);
   }
-  if (e.type !== 'symlink') await fsp.chmod(p, e.mode);
-  const failures = applyNodeAttrs(p, { xattrs: e.xattrs, acl: e.acl }, { collect: true });
-  for (const f of failures) {
-    if (f.code !== 'EPERM' && f.code !== 'ENOTSUP') throw new StrataError(ERR.USAGE, `cannot set ${f.name} on ${p}: ${f.message}`);
-    skip(`${f.name.split('.')[0]}.* xattrs`);
+  if (e.type !== 'symlink') fs.chmodSync(p, e.mode);
+  if (e.xattrs?.size || e.acl) {
+    for (const f of applyNodeAttrs(p, { xattrs: e.xattrs, acl: e.acl }, { collect: true })) {
+      if (f.code !== 'EPERM' && f.code !== 'ENOTSUP') throw new StrataError(ERR.USAGE, `cannot set ${f.name} on ${p}: ${f.message}`);
+      skip(`${f.name.split('.')[0]}.* xattrs`);
+    }
   }
-  await fsp.lutimes(p, e.mtime, e.mtime);
+  fs.lutimesSync(p, e.mtime, e.mtime);
 }
 
 /** Removes an attribute if it is there (a filesystem without ACLs has none to remove). */
@@ -178,9 +190,9 @@ function dropXattr(p: string, name: string): void {
   }
 }
 
-async function exists(p: string): Promise<boolean> {
+function exists(p: string): boolean {
   try {
-    await fsp.lstat(p);
+    fs.lstatSync(p);
     return true;
   } catch {
     return false;
