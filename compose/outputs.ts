@@ -30,7 +30,7 @@ export async function buildSandbox(
   opts: { force?: boolean; onProgress?(bytes: number): void } = {},
 ): Promise<SandboxResult> {
   const { plan, embedded } = await planOutput(store, mods);
-  await prepareTarget(dir, Boolean(opts.force));
+  await prepareTarget(dir, Boolean(opts.force), [store.root]);
   return writeSandbox(store, mods, plan, embedded, dir, opts);
 }
 

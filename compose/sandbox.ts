@@ -31,7 +31,11 @@ export interface SandboxResult {
   skipped: Record<string, number>;
 }
 
-export async function prepareTarget(target: string, force: boolean): Promise<void> {
+/**
+ * Makes `target` an empty directory: creates it if absent, accepts it empty, empties it with
+ * `force`. `keep` (the store) must not be the target or below it: --force would delete it.
+ */
+export async function prepareTarget(target: string, force: boolean, keep: string[] = []): Promise<void> {
   let names: string[];
   try {
     const st = await fsp.lstat(target);
@@ -44,6 +48,13 @@ export async function prepareTarget(target: string, force: boolean): Promise<voi
   }
   if (names.length === 0) return;
   if (!force) throw new StrataError(ERR.TARGET_NOT_EMPTY, `${target} is not empty`, { hint: 'choose an empty or new directory, or pass --force to replace its contents' });
+  const real = await fsp.realpath(target);
+  for (const k of keep) {
+    const rel = path.relative(real, await fsp.realpath(k).catch(() => path.resolve(k)));
+    if (rel === '' || (rel.split(path.sep)[0] !== '..' && !path.isAbsolute(rel))) {
+      throw new StrataError(ERR.TARGET_NOT_EMPTY, `${target} holds the store ${k}; --force would delete it`, { hint: 'choose another directory' });
+    }
+  }
   for (const n of names) {
     const p = path.join(target, n);
     try {
