@@ -463,6 +463,21 @@ target('a non-empty target is refused without --force and replaced with it, link
   assert.equal(listing(outside), before);
 });
 
+target('--force on a directory that holds the store is refused, the store intact', ({ dir, work }) => {
+  const outDir = join(dir, 'out');
+  const store = join(outDir, 'store');
+  const [layer] = writeTars([{ out: join(dir, 'one.tar'), members: [{ name: 'hello', data: 'hi\n' }] }]);
+  ok(strata(store, work, ['store', 'import', 'one/1', layer!]), 'import');
+  ok(strata(store, work, ['compose', 'add', 'one']), 'add');
+  for (const target of [outDir, store]) {
+    const r = strata(store, work, ['compose', 'sandbox', target, '--force']);
+    assert.is(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^strata: .* holds the store .*--force would delete it/);
+  }
+  assert.match(ok(strata(store, work, ['store', 'ls']), 'ls').stdout.toString(), 'one/1');
+  ok(strata(store, work, ['store', 'verify']), 'verify');
+});
+
 target('setuid, setgid and sticky bits and foreign owners come out as GNU tar gives them', ({ dir, store, work }) => {
   const [layer] = writeTars([
     {
