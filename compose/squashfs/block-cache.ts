@@ -41,6 +41,8 @@ export class BlockCache {
   private readonly dir: string;
   private readonly prefix: string;
   private seq = 0;
+  /** Subdirectories known to exist (a cache write would otherwise mkdir every time). */
+  private readonly made = new Set<string>();
 
   /** `cacheDir` is the store's cache/ root; `identity` is compressor, version, level, block size. */
   constructor(cacheDir: string, identity: { compressor: string; version: string; level: number; blockSize: number }) {
@@ -86,8 +88,17 @@ export class BlockCache {
     head.writeUInt32LE(rawLength, 8);
     createHash('sha256').update(payload).digest().copy(head, 12);
     try {
-      fs.mkdirSync(path.dirname(final), { recursive: true });
-      fs.writeFileSync(tmp, Buffer.concat([head, payload]));
+      const dir = path.dirname(final);
+      if (!this.made.has(dir)) {
+        fs.mkdirSync(dir, { recursive: true });
+        this.made.add(dir);
+      }
+      const fd = fs.openSync(tmp, 'w');
+      try {
+        fs.writevSync(fd, [head, payload]);
+      } finally {
+        fs.closeSync(fd);
+      }
       fs.renameSync(tmp, final);
     } catch {
       try {

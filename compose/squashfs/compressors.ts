@@ -86,7 +86,13 @@ export function resolveCodecSpec(name: string, level?: number): CodecSpec {
 interface ZstdBinding {
   versionString(): string;
 }
+interface ZstdCompressor {
+  setParameters(p: { compressionLevel?: number }): void;
+  compress(data: Uint8Array): Buffer;
+}
+
 interface ZstdModule {
+  Compressor: new () => ZstdCompressor;
   compress(data: Uint8Array, p?: { compressionLevel?: number }): Buffer;
   decompress(data: Uint8Array): Buffer;
 }
@@ -150,11 +156,20 @@ export function makeCodec(spec: CodecSpec): Codec {
   }
   const z = loadZstd();
   const level = spec.level;
+  let cctx: ZstdCompressor | undefined;
   return {
     ...spec,
     id: COMPRESSOR.zstd,
     version: z.version,
-    compress: (raw) => z.mod.compress(raw, { compressionLevel: level }),
+    // One context per codec (a codec lives in one worker thread), parameters set once:
+    // the same bytes as a fresh context, without re-initialising it for every block.
+    compress: (raw) => {
+      if (!cctx) {
+        cctx = new z.mod.Compressor();
+        cctx.setParameters({ compressionLevel: level });
+      }
+      return cctx.compress(raw);
+    },
     decompress: (data, maxSize) => {
       const out = z.mod.decompress(data);
       if (out.length > maxSize) throw new RangeError('zstd block decompresses past its bound');
