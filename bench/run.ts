@@ -13,7 +13,8 @@
  * strata cells say "not available"; no number is ever made up.
  *
  * Environment: BENCH_RUNS (default 3, minimum 3), BENCH_DATA (data root, default
- * .bench-data/ in the package root).
+ * .bench-data/ in the package root), BENCH_CLI (measure this main.js as is instead of a
+ * copy of dist/; a path that does not exist makes every strata row "not available").
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, stat } from 'node:fs/promises';
@@ -129,7 +130,7 @@ class Strata {
     return { kind: 'failed', reason: first.slice(0, 300) };
   }
   async measure(what: string, store: string, args: string[], opts: { cwd?: string; before?: () => Promise<void> } = {}): Promise<Outcome> {
-    if (!this.available) return { kind: 'unavailable', reason: 'dist/cli/main.js not built' };
+    if (!this.available) return { kind: 'unavailable', reason: `${this.cli} not built` };
     log(`strata: ${what}`);
     try {
       return measured(await measure(process.execPath, this.args(store, args), { runs: RUNS, ...opts }));
@@ -139,7 +140,7 @@ class Strata {
   }
   /** A bash script timed as one command (end to end). */
   async measureScript(what: string, script: string, opts: { before?: () => Promise<void> } = {}): Promise<Outcome> {
-    if (!this.available) return { kind: 'unavailable', reason: 'dist/cli/main.js not built' };
+    if (!this.available) return { kind: 'unavailable', reason: `${this.cli} not built` };
     log(`strata: ${what}`);
     try {
       return measured(await measure('bash', ['-c', script], { runs: RUNS, ...opts }));
@@ -165,6 +166,8 @@ async function sizeOf(p: string): Promise<number | undefined> {
  * is still found by walking up from the copy. undefined when dist/cli/main.js is absent.
  */
 async function snapshotCli(root: string, pkg: string): Promise<string | undefined> {
+  const override = process.env['BENCH_CLI'];
+  if (override !== undefined) return existsSync(override) ? override : undefined;
   if (!existsSync(join(root, 'dist/cli/main.js'))) return undefined;
   await mkdir(pkg, { recursive: true });
   await run('cp', ['-a', join(root, 'dist'), join(root, 'package.json'), pkg]);
@@ -393,8 +396,10 @@ async function main(): Promise<number> {
     tools: await toolVersions(),
     settings: [
       strata.available
-        ? `strata: a copy of dist/ taken at the start of the run, built from ${head.stdout.trim() || 'an unknown commit'}`
-        : 'strata: dist/cli/main.js not built, strata rows not available',
+        ? process.env['BENCH_CLI'] !== undefined
+          ? `strata: ${strata.cli} (BENCH_CLI)`
+          : `strata: a copy of dist/ taken at the start of the run, built from ${head.stdout.trim() || 'an unknown commit'}`
+        : 'strata: CLI not built, strata rows not available',
       `${RUNS} runs per command; times are wall-clock seconds, median (min–max); peak RSS is the largest over the runs (/usr/bin/time %M)`,
       `SquashFS: block size ${BLOCK_SIZE}, gzip level ${LEVELS.gzip}, zstd level ${LEVELS.zstd}, the same for strata and mksquashfs (all cores)`,
       'speedup = peer median / strata median; above 1 means strata is faster',
