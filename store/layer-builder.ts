@@ -41,6 +41,17 @@ export interface BuiltLayer {
 
 export class LayerBuilder {
   private readonly staged = new Map<string, Staged>();
+  private readonly cleanups: Array<() => void> = [];
+
+  /** Runs `fn` at dispose(): sources keep files open until the canonical tar is written. */
+  defer(fn: () => void): void {
+    this.cleanups.push(fn);
+  }
+
+  /** Releases what the sources held open. Call once the tar has been written (or failed). */
+  dispose(): void {
+    for (const fn of this.cleanups.splice(0).reverse()) fn();
+  }
 
   /** Adds one entry. `entry.path` may be raw (it is normalized here); hard-link names too. */
   add(entry: LayerEntry, content?: ContentOpener): void {

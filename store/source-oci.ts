@@ -126,6 +126,7 @@ async function mergeImageLayers(builder: LayerBuilder, layerFiles: string[], spo
       if (e instanceof StrataError) throw new StrataError(e.code, `image layer ${i + 1}: ${e.message}`, { hint: e.hint, cause: e });
       throw e;
     }
+    builder.defer(() => lb.dispose());
     const items = lb.build().items;
     const entries = items.map((x) => x.entry);
     contents.push(new Map(items.map((x) => [x.entry.path, x.content])));

@@ -3,10 +3,9 @@
  * tmp/ so that the canonical tar can read each body by offset, in sorted order, without holding
  * any of it in memory; a plain archive is read in place.
  */
-import { createReadStream } from 'node:fs';
+import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
-import { createWriteStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { aclFromTarText, splitAclXattrs } from './acl-ingest.js';
 import { openArchive } from './decompress.js';
@@ -23,12 +22,16 @@ export async function addTar(builder: LayerBuilder, file: string, opts: TarSourc
   const { compression, stream } = await openArchive(file);
   let plain = file;
   if (compression !== 'none') {
-    await pipeline(Readable.from(stream), createWriteStream(opts.spoolPath, { mode: 0o600 }));
+    await pipeline(Readable.from(stream), fs.createWriteStream(opts.spoolPath, { mode: 0o600 }));
     plain = opts.spoolPath;
   } else {
     // openArchive opened the file to sniff it; we read it again by offset below.
     for await (const _ of stream) break;
   }
+  // One descriptor serves every member's content (positional reads): opening and closing
+  // a stream per member costs more than reading a small file.
+  const fd = fs.openSync(plain, 'r');
+  builder.defer(() => fs.closeSync(fd));
   for await (const { header: h } of readTarFile(plain)) {
     const xattrs = new Map(h.xattrs);
     const acl = aclFromTarText({ access: h.aclAccess, default: h.aclDefault }, splitAclXattrs(xattrs, h.path), h.path);
@@ -49,7 +52,7 @@ export async function addTar(builder: LayerBuilder, file: string, opts: TarSourc
         xattrs,
         acl,
       },
-      h.type === 'file' && size > 0 ? () => createReadStream(plain, { start, end: start + size - 1, highWaterMark: 1 << 20 }) : undefined,
+      h.type === 'file' && size > 0 ? () => readRange(fd, start, size) : undefined,
     );
     opts.onEntry?.(size);
   }
@@ -58,4 +61,21 @@ export async function addTar(builder: LayerBuilder, file: string, opts: TarSourc
 
 export async function removeSpool(p: string): Promise<void> {
   await fsp.rm(p, { force: true });
+}
+
+/**
+ * `size` bytes at `start` of `fd`, in chunks of up to 1 MiB. Synchronous reads from the page
+ * cache are cheap, and the blob writes they feed run in the thread pool meanwhile.
+ */
+async function* readRange(fd: number, start: number, size: number): AsyncGenerator<Buffer> {
+  let pos = start;
+  let left = size;
+  while (left > 0) {
+    const buf = Buffer.allocUnsafe(Math.min(left, 1 << 20));
+    const got = fs.readSync(fd, buf, 0, buf.length, pos);
+    if (got === 0) return; // the builder reports the short member
+    pos += got;
+    left -= got;
+    yield got === buf.length ? buf : buf.subarray(0, got);
+  }
 }

@@ -154,6 +154,7 @@ export class Store {
       const manifestCid = cidFromHex(JSON_CODEC, await this.blobs.putBytes(canonicalJson(manifest)));
       return { layer, manifest: manifestCid, entries: built.entries, bytes: built.bytes, skipped, image };
     } finally {
+      builder.dispose();
       for (const p of spools) await fsp.rm(p, { force: true });
     }
   }
