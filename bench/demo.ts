@@ -1,9 +1,11 @@
 /**
  * `npm run demo`: the main job on the default store. Generates a small four-layer stack (a base
  * OS tree with devices, a layer with whiteouts, an application, a licensed layer with ACLs and
- * a file capability), imports it, composes it the Lmod way and writes a sandbox and an image.
+ * a file capability), imports it, composes it the Lmod way, writes a sandbox and an image, and
+ * rebuilds the image from its lock to show it comes out byte for byte the same.
  */
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -31,5 +33,11 @@ for (const l of stack.layers) {
 strata('compose', 'add', 'lic/demo-1');
 strata('compose', 'list');
 strata('compose', 'sandbox', path.join(work, 'sandbox'));
-strata('inspect', path.join(work, 'sandbox'));
-process.stdout.write(`\ndemo output in ${work}\n`);
+strata('compose', 'squash', path.join(work, 'stack.sqfs'));
+strata('inspect', path.join(work, 'stack.sqfs'));
+strata('compose', 'lock', '-o', path.join(work, 'stack.lock'));
+strata('rebuild', path.join(work, 'stack.lock'), '-o', path.join(work, 'rebuilt.sqfs'));
+const digest = (f: string) => createHash('sha256').update(fs.readFileSync(f)).digest('hex');
+const same = digest(path.join(work, 'stack.sqfs')) === digest(path.join(work, 'rebuilt.sqfs'));
+process.stdout.write(`\nrebuilt from the lock: ${same ? 'byte-identical image' : 'DIFFERENT image'}\ndemo output in ${work}\n`);
+if (!same) process.exitCode = 1;
