@@ -12,6 +12,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { listCacheEntries, type CacheEntry } from '../compose/squashfs/block-cache.js';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
 import { CID } from 'multiformats/cid';
@@ -34,25 +35,9 @@ function squash(o: CliOptions, out: string, ...flags: string[]): SquashJson {
   return r;
 }
 
-/** Every file of the block cache (STORE/cache/squashfs-blocks; cache/ holds other caches too). */
-function cacheFiles(store: string): string[] {
-  const root = join(store, 'cache', 'squashfs-blocks');
-  const out: string[] = [];
-  const walk = (d: string) => {
-    let names: string[];
-    try {
-      names = readdirSync(d);
-    } catch {
-      return;
-    }
-    for (const n of names) {
-      const p = join(d, n);
-      if (statSync(p).isDirectory()) walk(p);
-      else out.push(p);
-    }
-  };
-  walk(root);
-  return out.sort();
+/** Every record of the block cache, by pack and offset (STORE/cache holds other caches too). */
+function cacheRecords(store: string): Map<string, CacheEntry> {
+  return new Map(listCacheEntries(join(store, 'cache')).map((e) => [`${e.pack}@${e.offset}`, e]));
 }
 
 const Id = suite('image: byte identity, inspect, rebuild and the block cache, through the CLI');
@@ -213,8 +198,8 @@ Id('inspect shows the lock; rebuild from that lock and from a hash list on anoth
 Id('block cache: after the top module changes, only its blocks (and the metadata) are compressed again', () => {
   const bs = ['--comp', 'gzip', '--block-size', '4096']; // gzip: the test reads cache payloads with zlib
   const cold = squash(a, join(tmp, 'v1.sqfs'), ...bs);
-  const before = new Set(cacheFiles(a.store));
-  assert.is(before.size, cold.cacheMisses, 'one cache file per compressed block');
+  const before = cacheRecords(a.store);
+  assert.is(before.size, cold.cacheMisses, 'one cache record per compressed block');
 
   // lic with one file changed, big enough for two full blocks and a tail of its own.
   const licDir = stack.layers.find((l) => l.name === 'lic')!.dir;
@@ -231,15 +216,10 @@ Id('block cache: after the top module changes, only its blocks (and the metadata
   assert.ok(blocks >= 2);
   assert.is(warm.cacheMisses, blocks + 2, `misses ${warm.cacheMisses}, expected ${blocks} data blocks + 2 fragment blocks`);
   assert.is(warm.cacheHits, cold.cacheMisses - 2, 'every other block of the first build is reused');
-  const added = cacheFiles(a.store).filter((f) => !before.has(f));
+  const added = [...cacheRecords(a.store)].filter(([k]) => !before.has(k)).map(([, e]) => e);
   assert.is(added.length, warm.cacheMisses);
   // What was compressed again is lic's content and the metadata, nothing from base/mid/app.
-  const payloads = added.map((f) => {
-    const b = readFileSync(f);
-    assert.is(b.subarray(0, 4).toString('latin1'), 'SQBC');
-    const raw = (b.readUInt32LE(4) & 1) === 1;
-    return raw ? undefined : inflateSync(b.subarray(44)).toString('latin1');
-  });
+  const payloads = added.map((e) => (e.raw ? undefined : inflateSync(e.payload).toString('latin1')));
   for (let i = 0; i < blocks; i++) assert.ok(payloads.includes(newText.subarray(i * 4096, (i + 1) * 4096).toString('latin1')), `block ${i} of the new file was compressed`);
   const tails = payloads.filter((p) => p !== undefined && p.length < 4096 * 2 && !newText.includes(Buffer.from(p, 'latin1')));
   assert.ok(tails.some((p) => p!.includes(newText.subarray(blocks * 4096).toString('latin1'))), 'lic\'s fragment block holds the new tail');

@@ -8,11 +8,12 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
-import { chmodSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, openSync, readFileSync, readSync, statSync, truncateSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LayerEntry } from '../store/types.js';
 import { SquashfsWriter, type SquashOptions } from '../compose/squashfs/writer.js';
+import { listCacheEntries, PACK_RECORD_HEADER, type CacheEntry } from '../compose/squashfs/block-cache.js';
 import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
 
 interface Item {
@@ -95,9 +96,17 @@ async function build(items: Item[], out: string, opts: SquashOptions, order: 'fo
 
 const sha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
 
-function cacheFiles(dir: string): string[] {
-  const root = join(dir, 'squashfs-blocks');
-  return readdirSync(root).flatMap((sub) => readdirSync(join(root, sub)).map((f) => join(root, sub, f))).sort();
+/** Damages one cached record in place: flips a byte at `at` bytes into it. */
+function flipRecordByte(e: CacheEntry, at: number): void {
+  const fd = openSync(e.pack, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, e.offset + at);
+    b[0]! ^= 0x55;
+    writeSync(fd, b, 0, 1, e.offset + at);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 // Child mode: build the tree as whatever user runs this file and print the image digest.
@@ -128,8 +137,8 @@ for (const compressor of ['gzip', 'zstd'] as const) {
     assert.is(r1.cacheHits + r1.cacheMisses, 0);
     const cold = await build(items, join(tmp, 'b.sqfs'), { ...base, workers: 2, cacheDir: cache }, 'reverse');
     assert.ok(cold.cacheMisses > 0, 'cold cache misses');
-    const stored = cacheFiles(cache).length;
-    assert.ok(stored > 0 && stored <= cold.cacheMisses, `${stored} cache files for ${cold.cacheMisses} misses`);
+    const stored = listCacheEntries(cache).length;
+    assert.ok(stored > 0 && stored <= cold.cacheMisses, `${stored} cache entries for ${cold.cacheMisses} misses`);
     const warm = await build(items, join(tmp, 'c.sqfs'), { ...base, workers: 2, cacheDir: cache }, 'odd-even');
     assert.is(warm.cacheMisses, 0, 'warm cache: no misses');
     assert.is(warm.cacheHits, cold.cacheHits + cold.cacheMisses);
@@ -164,22 +173,27 @@ for (const compressor of ['gzip', 'zstd'] as const) {
   });
 }
 
-Cache('a corrupt, truncated, foreign or missing cache file is a miss, output unchanged', async () => {
+Cache('a corrupt, torn, foreign or missing cache record is a miss, output unchanged', async () => {
   const items = tree();
   const cache = join(tmp, 'cache');
   const opts: SquashOptions = { compressor: 'zstd', blockSize: BS, workers: 2, cacheDir: cache };
   const first = await build(items, join(tmp, 'a.sqfs'), opts);
-  const files = cacheFiles(cache);
-  assert.ok(files.length >= 4);
-  const flip = readFileSync(files[0]!);
-  flip[flip.length - 1] ^= 0x55;
-  writeFileSync(files[0]!, flip);
-  truncateSync(files[1]!, 10);
-  writeFileSync(files[2]!, 'not a cache entry');
-  removeDir(files[3]!);
+  const all = listCacheEntries(cache);
+  assert.is(all.length, first.cacheMisses, 'one record per compressed block');
+  // Four records, four kinds of damage: the payload, the magic, the recorded digest of three
+  // early compressed records, and the last record of a pack cut off (a crash mid-append).
+  const [payload, magic, digest] = all.filter((e) => !e.raw);
+  const torn = all.at(-1)!;
+  assert.ok(![payload, magic, digest].includes(torn));
+  flipRecordByte(payload!, PACK_RECORD_HEADER + payload!.payload.length - 1);
+  flipRecordByte(magic!, 0);
+  flipRecordByte(digest!, 60);
+  truncateSync(torn.pack, torn.offset + 10);
+  assert.is(listCacheEntries(cache).length, all.length - 4, 'damaged records no longer read back');
+  const damaged = 4;
   const second = await build(items, join(tmp, 'b.sqfs'), opts);
-  assert.is(second.cacheMisses, 4);
-  assert.is(second.cacheHits, first.cacheHits + first.cacheMisses - 4);
+  assert.is(second.cacheMisses, damaged);
+  assert.is(second.cacheHits, first.cacheHits + first.cacheMisses - damaged);
   assert.is(sha(join(tmp, 'a.sqfs')), sha(join(tmp, 'b.sqfs')));
   const third = await build(items, join(tmp, 'c.sqfs'), opts);
   assert.is(third.cacheMisses, 0, 'damaged entries were rewritten');

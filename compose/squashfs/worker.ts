@@ -40,6 +40,9 @@ export interface BlockResult {
 
 type WorkerReply = { id: number; ok: true; result: BlockResult } | { id: number; ok: false; message: string };
 
+/** Sent by the pool when it closes: the worker releases its files and exits. */
+const CLOSE = 'close';
+
 let zeros = new Uint8Array(0);
 function isAllZero(b: Uint8Array): boolean {
   if (zeros.length < b.length) zeros = new Uint8Array(b.length);
@@ -137,9 +140,18 @@ export class BlockPool {
     });
   }
 
+  /** Lets each worker close its cache files and exit (file descriptors outlive a terminated thread). */
   async close(): Promise<void> {
     const ws = this.workers.splice(0);
-    await Promise.all(ws.map((w) => w.terminate()));
+    await Promise.all(
+      ws.map(async (w) => {
+        const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+        w.postMessage(CLOSE);
+        const timer = setTimeout(() => void w.terminate(), 5000);
+        await exited;
+        clearTimeout(timer);
+      }),
+    );
   }
 }
 
@@ -154,7 +166,12 @@ if (!isMainThread && (workerData as { strataSquashfsWorker?: boolean } | null)?.
         blockSize: config.blockSize,
       })
     : undefined;
-  parentPort!.on('message', (t: BlockTask) => {
+  parentPort!.on('message', (t: BlockTask | typeof CLOSE) => {
+    if (t === CLOSE) {
+      cache?.close();
+      parentPort!.close();
+      return;
+    }
     let reply: WorkerReply;
     try {
       const result = processBlock(codec, cache, t.raw, t.allowSparse);
