@@ -44,6 +44,9 @@ export async function measure(cmd: string, args: readonly string[], opts: Measur
   try {
     for (let i = 0; i < runs; i++) {
       if (opts.before) await opts.before();
+      // Untimed: write back what earlier runs or setup left dirty, so no run pays for
+      // another's writeback (it otherwise lands on whichever side happens to run next).
+      await run('sync', []);
       const out = join(tmp, `time.${i}`);
       const t0 = process.hrtime.bigint();
       await run('/usr/bin/time', ['-f', '%e %M', '-o', out, cmd, ...args], { cwd: opts.cwd, env: opts.env });

@@ -404,7 +404,7 @@ async function main(): Promise<number> {
       `SquashFS: block size ${BLOCK_SIZE}, gzip level ${LEVELS.gzip}, zstd level ${LEVELS.zstd}, the same for strata and mksquashfs (all cores)`,
       'speedup = peer median / strata median; above 1 means strata is faster',
       `load average (1 min) ${loadStart[0]!.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end: the cores are shared, so other work on the machine shows up in min–max`,
-      'page cache warm for both sides (the data was read just before); outputs removed before every run',
+      'page cache warm for both sides (the data was read just before); outputs removed and `sync` run (untimed) before every run',
     ],
     data: dataLines,
     rows,

@@ -100,32 +100,21 @@ const EMPTY: Buffer = Buffer.alloc(0);
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 const utf8Lossy = new TextDecoder('utf-8');
 
-/** Pull-based byte source over an async iterable of chunks; hands out views, copies only
- *  when a requested block straddles two chunks. */
-class Input {
-  private readonly it: AsyncIterator<Uint8Array>;
-  private cur: Buffer = EMPTY;
-  /** Absolute offset of cur[0]. */
+/**
+ * A pull-based byte source that hands out views of its chunks, copying only when a requested
+ * block straddles two of them. Subclasses say where chunks come from and how to skip.
+ */
+abstract class ChunkInput {
+  protected cur: Buffer = EMPTY;
+  /** Absolute offset of the next byte handed out. */
   offset = 0;
-  private ended = false;
 
-  constructor(source: AsyncIterable<Uint8Array>) {
-    this.it = source[Symbol.asyncIterator]();
-  }
-
-  private async fill(): Promise<boolean> {
-    while (this.cur.length === 0) {
-      if (this.ended) return false;
-      const r = await this.it.next();
-      if (r.done) {
-        this.ended = true;
-        return false;
-      }
-      const v = r.value;
-      this.cur = Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
-    }
-    return true;
-  }
+  /** Makes `cur` non-empty; false at the end of the input. */
+  protected abstract fill(): Promise<boolean>;
+  /** Skips n bytes; returns how many were skipped (fewer only at end of input). */
+  abstract skip(n: number): Promise<number>;
+  abstract drain(): Promise<void>;
+  abstract close(): Promise<void>;
 
   /** Exactly n bytes, or fewer only when the input ends. */
   async read(n: number): Promise<Buffer> {
@@ -157,8 +146,32 @@ class Input {
     this.offset += b.length;
     return b;
   }
+}
 
-  /** Skips n bytes; returns how many were skipped (fewer only at end of input). */
+/** Chunks from an async iterable (a stream, a decompressor). */
+class Input extends ChunkInput {
+  private readonly it: AsyncIterator<Uint8Array>;
+  private ended = false;
+
+  constructor(source: AsyncIterable<Uint8Array>) {
+    super();
+    this.it = source[Symbol.asyncIterator]();
+  }
+
+  protected async fill(): Promise<boolean> {
+    while (this.cur.length === 0) {
+      if (this.ended) return false;
+      const r = await this.it.next();
+      if (r.done) {
+        this.ended = true;
+        return false;
+      }
+      const v = r.value;
+      this.cur = Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+    }
+    return true;
+  }
+
   async skip(n: number): Promise<number> {
     let done = 0;
     while (done < n) {
@@ -183,19 +196,18 @@ class Input {
 }
 
 /**
- * The same byte source over a file on disk, read by position: `skip` moves past a body
- * without reading it, so a header-only pass over a plain archive reads headers only.
+ * A plain archive on disk, read by position: `skip` moves past a body without reading it, so
+ * a pass over the headers costs the headers only.
  */
-class FileInput {
+class FileInput extends ChunkInput {
   private fh: FileHandle | undefined;
   private size = 0;
-  private cur: Buffer = EMPTY;
-  /** Absolute offset of cur[0] (the next byte handed out). */
-  offset = 0;
   /** File position of the byte after cur. */
   private pos = 0;
 
-  constructor(private readonly path: string) {}
+  constructor(private readonly path: string) {
+    super();
+  }
 
   private async open(): Promise<FileHandle> {
     if (!this.fh) {
@@ -205,7 +217,7 @@ class FileInput {
     return this.fh;
   }
 
-  private async fill(): Promise<boolean> {
+  protected async fill(): Promise<boolean> {
     if (this.cur.length > 0) return true;
     const fh = await this.open();
     if (this.pos >= this.size) return false;
@@ -215,35 +227,6 @@ class FileInput {
     this.pos += bytesRead;
     this.cur = buf.subarray(0, bytesRead);
     return true;
-  }
-
-  async read(n: number): Promise<Buffer> {
-    if (this.cur.length === 0) await this.fill();
-    if (this.cur.length >= n) {
-      const b = this.cur.subarray(0, n);
-      this.cur = this.cur.subarray(n);
-      this.offset += n;
-      return b;
-    }
-    const out = Buffer.allocUnsafe(n);
-    let got = 0;
-    while (got < n) {
-      if (!(await this.fill())) return out.subarray(0, got);
-      const k = Math.min(n - got, this.cur.length);
-      this.cur.copy(out, got, 0, k);
-      this.cur = this.cur.subarray(k);
-      this.offset += k;
-      got += k;
-    }
-    return out;
-  }
-
-  async take(max: number): Promise<Buffer> {
-    if (this.cur.length === 0 && !(await this.fill())) return EMPTY;
-    const b = this.cur.length <= max ? this.cur : this.cur.subarray(0, max);
-    this.cur = this.cur.length <= max ? EMPTY : this.cur.subarray(max);
-    this.offset += b.length;
-    return b;
   }
 
   async skip(n: number): Promise<number> {
@@ -456,7 +439,7 @@ export function readTarFile(path: string): AsyncGenerator<TarEntry> {
   return parseTar(new FileInput(path));
 }
 
-async function* parseTar(input: Input | FileInput): AsyncGenerator<TarEntry> {
+async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
   const globalPax = new Map<string, Buffer>();
   let localPax: Map<string, Buffer> | null = null;
   let longName: Buffer | null = null;

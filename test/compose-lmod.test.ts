@@ -11,33 +11,12 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mustRun, removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
-
-const CLI = [new URL('../cli/main.js', import.meta.url), new URL('../dist/cli/main.js', import.meta.url)]
-  .map((u) => fileURLToPath(u))
-  .find((p) => existsSync(p))!;
+import { loud, ok, strataIn } from './helpers/cli.js';
 
 /** `strata --store STORE ARGS…` with cwd = `cwd`; `as` runs it through setpriv as another user. */
 function strata(store: string, cwd: string, args: string[], as?: { setpriv: string[]; home: string }): RunResult {
-  const argv = [CLI, '--store', store, ...args];
-  if (!as) return run(process.execPath, argv, { cwd });
-  return run('setpriv', [...as.setpriv, '--', process.execPath, ...argv], { cwd, env: { HOME: as.home, USER: 'nobody', LOGNAME: 'nobody' } });
-}
-
-function ok(r: RunResult, what: string): RunResult {
-  assert.is(r.code, 0, `${what} failed (exit ${r.code}): ${r.stderr}`);
-  return r;
-}
-
-/** uvu drops an error thrown by a `before` hook without a word; print it before rethrowing. */
-function loud<T>(fn: (ctx: T) => void): (ctx: T) => void {
-  return (ctx) => {
-    try {
-      fn(ctx);
-    } catch (e) {
-      process.stderr.write(`suite setup failed: ${(e as Error).stack ?? e}\n`);
-      throw e;
-    }
-  };
+  if (!as) return strataIn(store, cwd, args);
+  return strataIn(store, cwd, args, { prefix: ['setpriv', ...as.setpriv, '--'], env: { HOME: as.home, USER: 'nobody', LOGNAME: 'nobody' } });
 }
 
 /** The stack as [fullName, auto] pairs, from strata.json. */

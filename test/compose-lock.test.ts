@@ -11,32 +11,12 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
+import { loud, ok, strataIn } from './helpers/cli.js';
 import { diffTrees, snapshotTree } from './helpers/tree.js';
 import { makeStack, Stack, STACK } from './fixtures/stack.js';
 
-const CLI = [new URL('../cli/main.js', import.meta.url), new URL('../dist/cli/main.js', import.meta.url)]
-  .map((u) => fileURLToPath(u))
-  .find((p) => existsSync(p))!;
-
 function strata(store: string, cwd: string, args: string[]): RunResult {
-  return run(process.execPath, [CLI, '--store', store, ...args], { cwd });
-}
-
-function ok(r: RunResult, what: string): RunResult {
-  assert.is(r.code, 0, `${what} failed (exit ${r.code}): ${r.stderr}`);
-  return r;
-}
-
-/** uvu drops an error thrown by a `before` hook without a word; print it before rethrowing. */
-function loud<T>(fn: (ctx: T) => void): (ctx: T) => void {
-  return (ctx) => {
-    try {
-      fn(ctx);
-    } catch (e) {
-      process.stderr.write(`suite setup failed: ${(e as Error).stack ?? e}\n`);
-      throw e;
-    }
-  };
+  return strataIn(store, cwd, args);
 }
 
 const MODULES: Array<{ layer: string; name: string; opts: string[] }> = [

@@ -12,25 +12,16 @@ import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mustRun, removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
+import { ok, strataIn } from './helpers/cli.js';
 import { diffTrees, snapshotTree } from './helpers/tree.js';
 import { makeStack, referenceExtract, STACK } from './fixtures/stack.js';
 import { packGnu } from './fixtures/small-tree.js';
 
-const CLI = [new URL('../cli/main.js', import.meta.url), new URL('../dist/cli/main.js', import.meta.url)]
-  .map((u) => fileURLToPath(u))
-  .find((p) => existsSync(p))!;
-
 const NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups'];
 
 function strata(store: string, cwd: string, args: string[], asNobody?: { home: string }): RunResult {
-  const argv = [CLI, '--store', store, ...args];
-  if (!asNobody) return run(process.execPath, argv, { cwd });
-  return run('setpriv', [...NOBODY, '--', process.execPath, ...argv], { cwd, env: { HOME: asNobody.home, USER: 'nobody', LOGNAME: 'nobody' } });
-}
-
-function ok(r: RunResult, what: string): RunResult {
-  assert.is(r.code, 0, `${what} failed (exit ${r.code}): ${r.stderr}`);
-  return r;
+  if (!asNobody) return strataIn(store, cwd, args);
+  return strataIn(store, cwd, args, { prefix: ['setpriv', ...NOBODY, '--'], env: { HOME: asNobody.home, USER: 'nobody', LOGNAME: 'nobody' } });
 }
 
 interface Ctx {

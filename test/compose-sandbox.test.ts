@@ -22,35 +22,15 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Ajv2020Module from 'ajv/dist/2020.js';
 import { mustRun, removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
+import { loud, ok, strataIn } from './helpers/cli.js';
 import { diffTrees, snapshotTree, TreeSnapshot } from './helpers/tree.js';
 import { buildOciLayout, makeStack, ociLayerBlobs, referenceExtract, Stack, STACK, umociUnpack } from './fixtures/stack.js';
 import { hostileStackLayers, writeTars } from './fixtures/hostile.js';
 
 // The compiled CLI: beside this file under dist/, or dist/ when run from test/ with tsx.
-const CLI = [new URL('../cli/main.js', import.meta.url), new URL('../dist/cli/main.js', import.meta.url)]
-  .map((u) => fileURLToPath(u))
-  .find((p) => existsSync(p))!;
-
 /** `strata --store STORE ARGS…` with cwd = the working directory (strata.json, strata.lock). */
 function strata(store: string, cwd: string, args: string[]): RunResult {
-  return run(process.execPath, [CLI, '--store', store, ...args], { cwd });
-}
-
-function ok(r: RunResult, what: string): RunResult {
-  assert.is(r.code, 0, `${what} failed (exit ${r.code}): ${r.stderr}`);
-  return r;
-}
-
-/** uvu drops an error thrown by a `before` hook without a word; print it before rethrowing. */
-function loud<T>(fn: (ctx: T) => void): (ctx: T) => void {
-  return (ctx) => {
-    try {
-      fn(ctx);
-    } catch (e) {
-      process.stderr.write(`suite setup failed: ${(e as Error).stack ?? e}\n`);
-      throw e;
-    }
-  };
+  return strataIn(store, cwd, args);
 }
 
 const hex = (s: string) => Buffer.from(s).toString('hex');

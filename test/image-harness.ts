@@ -12,12 +12,8 @@ import type { Stack, StackLayerName } from './fixtures/stack.js';
 import type { TreeNode, TreeSnapshot } from './helpers/tree.js';
 import { run, type RunResult } from './helpers/tmp.js';
 
-/**
- * dist/cli/main.js, whether this file runs from dist/test (compiled) or test/ (tsx);
- * STRATA_TEST_CLI overrides it (to check that the tests fail against a mutated build).
- */
-export const CLI =
-  process.env.STRATA_TEST_CLI || fileURLToPath(new URL(import.meta.url.includes('/dist/') ? '../cli/main.js' : '../dist/cli/main.js', import.meta.url));
+import { CLI } from './helpers/cli.js';
+export { CLI };
 
 export interface CliOptions {
   cwd: string;

@@ -14,17 +14,9 @@ import { CID } from 'multiformats/cid';
 import * as assert from 'uvu/assert';
 import { run, RunOptions, RunResult } from './helpers/tmp.js';
 
-function repoRoot(): string {
-  let d = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(d, 'package.json'))) {
-    const up = dirname(d);
-    if (up === d) throw new Error('package.json not found above the test file');
-    d = up;
-  }
-  return d;
-}
 
-export const CLI = join(repoRoot(), 'dist', 'cli', 'main.js');
+import { CLI } from './helpers/cli.js';
+export { CLI };
 
 /** `strata --store <store> …args`, synchronously. Never throws. */
 export function strata(store: string, args: readonly string[], opts: RunOptions = {}): RunResult {
