@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import Ajv2020Module from 'ajv/dist/2020.js';
 import { mustRun, removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
 import { loud, ok, strataIn } from './helpers/cli.js';
-import { diffTrees, snapshotTree, TreeSnapshot } from './helpers/tree.js';
+import { comparePathsRef, diffTrees, snapshotTree, TreeSnapshot } from './helpers/tree.js';
 import { buildOciLayout, makeStack, ociLayerBlobs, referenceExtract, Stack, STACK, umociUnpack } from './fixtures/stack.js';
 import { hostileStackLayers, writeTars } from './fixtures/hostile.js';
 
@@ -223,6 +223,38 @@ four('every lock strata writes validates against spec/lock.schema.json', (ctx) =
     { ...lock, env: [{ op: 'set', var: 'A-B', value: '' }] },
   ];
   for (const b of broken) assert.not.ok(validateLock(JSON.parse(JSON.stringify(b))), JSON.stringify(b).slice(0, 80));
+});
+
+four('/.strata/acl.json validates against spec/acl-index.schema.json and lists every ACL of the tree', (ctx) => {
+  const sb = join(ctx.dir, 'sandbox');
+  ok(strata(ctx.store, ctx.work, ['compose', 'sandbox', sb]), 'sandbox');
+  const schema = JSON.parse(readFileSync(SCHEMA.replace('lock.schema.json', 'acl-index.schema.json'), 'utf8'));
+  const validate = new Ajv2020({ allErrors: true, strict: true }).compile(schema);
+  const index = JSON.parse(readFileSync(join(sb, '.strata/acl.json'), 'utf8')) as { entries: Record<string, { mode: number; access?: string; default?: string }> };
+  assert.ok(validate(index), JSON.stringify(validate.errors));
+  // The reference tools' view of the tree: every path with an ACL, and nothing else.
+  const snap = snapshotTree(sb);
+  // One entry per inode: a hard-link group's ACL is listed under its first path only.
+  const withAcl = [...snap.values()]
+    .filter((n) => (n.acl.access || n.acl.default) && (!n.links || [...n.links].sort(comparePathsRef)[0] === n.path))
+    .map((n) => n.path)
+    .sort();
+  assert.ok(withAcl.length >= 4, 'the licensed layer brings ACLs');
+  assert.equal(Object.keys(index.entries).sort(), withAcl);
+  for (const p of withAcl) {
+    const n = snap.get(p)!;
+    assert.is(index.entries[p]!.access, n.acl.access, `${p}: access ACL`);
+    assert.is(index.entries[p]!.default, n.acl.default, `${p}: default ACL`);
+    assert.is(index.entries[p]!.mode, n.mode, `${p}: mode`);
+  }
+  // The schema can fail.
+  const anyPath = withAcl[0]!;
+  for (const bad of [
+    { ...index, aclVersion: 2 },
+    { ...index, entries: { '../x': index.entries[anyPath] } },
+    { ...index, entries: { [anyPath]: { mode: 420 } } },
+    { ...index, entries: { [anyPath]: { ...index.entries[anyPath], access: 'user::rw-,user:bob:r--,group::r--,other::---' } } },
+  ]) assert.not.ok(validate(JSON.parse(JSON.stringify(bad))), JSON.stringify(bad).slice(0, 80));
 });
 
 // ---------------------------------------------------------------------------------------
