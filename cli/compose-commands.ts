@@ -24,6 +24,7 @@ import { buildImage, ImageOptions } from '../compose/squash.js';
 import { unsquash } from '../compose/unsquash.js';
 import { StrataError, ERR } from '../store/errors.js';
 import { human, progress } from './progress.js';
+import { transferHooks } from './transfer.js';
 import { table } from './output.js';
 import type { Context } from './main.js';
 
@@ -167,7 +168,7 @@ export function composeCommands(program: Command, ctx: Context): void {
     .option('--force', 'replace the contents of a non-empty DIR')
     .action(async (dir: string, o) => {
       const store = await ctx.store();
-      const mods = await outputModules(store, cwd(), o);
+      const mods = await outputModules(store, cwd(), o, transferHooks(ctx));
       const bar = progress(`sandbox ${dir}`, !ctx.global().quiet && !ctx.global().json);
       const r = await buildSandbox(store, mods, dir, { force: o.force, onProgress: (n) => bar.update(n) });
       bar.done();
@@ -189,7 +190,7 @@ export function composeCommands(program: Command, ctx: Context): void {
 
   const squash = async (out: string, o: { lock?: string; cids?: string; comp: string; level?: number; blockSize?: number; workers?: number }) => {
     const store = await ctx.store();
-    const mods = await outputModules(store, cwd(), o);
+    const mods = await outputModules(store, cwd(), o, transferHooks(ctx));
     const bar = progress(`squash ${out}`, !ctx.global().quiet && !ctx.global().json);
     const r = await buildImage(store, mods, out, {
       compressor: o.comp as ImageOptions['compressor'],

@@ -5,7 +5,8 @@ import { Command } from 'commander';
 import { parseCid } from '../store/cid.js';
 import { exportModule } from '../store/export.js';
 import { parseEnvOp, EnvOp } from '../store/record.js';
-import { addRemote, fetchReporter, listRemotes, pull, push, removeRemote, type TransferHooks } from '../store/remote.js';
+import { addRemote, listRemotes, pull, push, removeRemote } from '../store/remote.js';
+import { transferHooks } from './transfer.js';
 import { Store } from '../store/store.js';
 import { table } from './output.js';
 import { human, progress, type Progress } from './progress.js';
@@ -150,40 +151,7 @@ export function storeCommands(program: Command, ctx: Context): void {
   remoteCommands(store, ctx);
 }
 
-/** Progress bars (terminal only) and retry notes for registry transfers. */
-function transferHooks(ctx: Context): TransferHooks {
-  const show = !ctx.global().quiet && !ctx.global().json;
-  let bar: Progress | undefined;
-  let total = 0;
-  return {
-    onModule: ({ fullName, action, total: t }) => {
-      bar?.done();
-      total = t;
-      bar = progress(`${action === 'push' ? 'pushing' : 'pulling'} ${fullName}`, show);
-    },
-    onProgress: (done) => bar?.update(done, total),
-    onModuleDone: () => {
-      bar?.done();
-      bar = undefined;
-    },
-    onRetry: (i) => {
-      bar?.done();
-      ctx.output().note(`strata: ${i.what}: ${i.reason}; retrying in ${(i.delayMs / 1000).toFixed(1)} s (try ${i.attempt + 1})`);
-    },
-  };
-}
-
 function remoteCommands(store: Command, ctx: Context): void {
-  // Fetches started by outputs (sandbox, squash, rebuild) report through these hooks; they are
-  // made on first use, after the global options are parsed.
-  let made: TransferHooks | undefined;
-  const lazy = () => (made ??= transferHooks(ctx));
-  fetchReporter.hooks = {
-    onModule: (i) => lazy().onModule?.(i),
-    onProgress: (d) => lazy().onProgress?.(d),
-    onModuleDone: () => lazy().onModuleDone?.(),
-    onRetry: (i) => lazy().onRetry?.(i),
-  };
 
   store
     .command('push <target> [modules...]')

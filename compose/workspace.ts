@@ -8,9 +8,9 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { StrataError, ERR } from '../store/errors.js';
-import { remoteFetcher } from '../store/remote.js';
+import { remoteFetcher, type TransferHooks } from '../store/remote.js';
 import type { LoadedModule, Store } from '../store/store.js';
-import { FetchMissing, Lock, lockOf, lockText, modulesOfHashList, modulesOfLock, readLockFile } from './lock.js';
+import { Lock, lockOf, lockText, modulesOfHashList, modulesOfLock, readLockFile } from './lock.js';
 import { checkAccess, ModuleInfo, User } from './resolve.js';
 import { Collection, emptyStack, layerOrder, parseStack, serializeStack, StackFile } from './stack.js';
 
@@ -86,14 +86,18 @@ export async function stackModules(store: Store, stack: StackFile): Promise<Load
 /**
  * What an output is built from: `--lock FILE`, `--cids FILE`, else the working stack (whose
  * lock is written as a side effect). Access rules apply to every module whatever the source.
- * Blobs a lock or hash list names but the store lacks are fetched with `fetch`, by default
- * from the configured remotes (store/remote.ts; none configured: "not in this store").
+ * Blobs a lock or hash list names but the store lacks are fetched from the configured remotes
+ * (store/remote.ts), reporting through `transfer`; none configured: "not in this store".
  */
-export async function outputModules(store: Store, dir: string, from: { lock?: string; cids?: string },
-                                    fetch?: FetchMissing): Promise<LoadedModule[]> {
+export async function outputModules(
+  store: Store,
+  dir: string,
+  from: { lock?: string; cids?: string },
+  transfer?: TransferHooks,
+): Promise<LoadedModule[]> {
   let mods: LoadedModule[];
   if (from.lock && from.cids) throw new StrataError(ERR.USAGE, 'give --lock or --cids, not both');
-  if (from.lock || from.cids) fetch ??= await remoteFetcher(store);
+  const fetch = from.lock || from.cids ? await remoteFetcher(store, transfer) : undefined;
   if (from.lock) mods = await modulesOfLock(store, await readLockFile(from.lock), fetch);
   else if (from.cids) mods = await modulesOfHashList(store, from.cids, fetch);
   else {

@@ -516,12 +516,6 @@ async function pullArtifact(store: Store, s: Session, art: ParsedArtifact, tag: 
 export type FetchMissing = (recordCid: string, fullName?: string) => Promise<void>;
 
 /**
- * Hooks the CLI installs for fetches started below compose (sandbox, squash, rebuild), which
- * have no other way to report progress. Process-wide; unset means silent.
- */
-export const fetchReporter: { hooks: TransferHooks } = { hooks: {} };
-
-/**
  * The fetch-missing hook for outputs, or undefined when no remote is configured (callers then
  * give their "not in this store" error). For a record whose record, layer or manifest blob is
  * missing, the remotes are tried in name order: the manifest is looked up by the fullName's
@@ -531,7 +525,7 @@ export const fetchReporter: { hooks: TransferHooks } = { hooks: {} };
 export async function remoteFetcher(store: Store, hooks?: TransferHooks): Promise<FetchMissing | undefined> {
   const remotes = await listRemotes(store);
   if (remotes.length === 0) return undefined;
-  const h = hooks ?? fetchReporter.hooks;
+  const h = hooks ?? {};
   return async (recordCid: string, fullName?: string) => {
     const { codec, hex } = parseCid(recordCid);
     if (codec !== JSON_CODEC) return;
