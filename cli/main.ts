@@ -4,7 +4,7 @@
  * 2 usage). No logic lives here.
  */
 import { Command, CommanderError } from 'commander';
-import { realpathSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { StrataError } from '../store/errors.js';
 import { Store } from '../store/store.js';
@@ -24,13 +24,17 @@ export async function main(argv: string[]): Promise<number> {
   const program = new Command('strata');
   program
     .description('content-addressed layer store and Lmod-style module composer')
+    .version(packageVersion(), '-V, --version')
     .option('--store <dir>', 'store directory (default $STRATA_STORE or ~/.local/share/strata)')
     .option('--json', 'print one JSON document on stdout')
     .option('-q, --quiet', 'print only results and errors')
     .option('-v, --verbose', 'print stack traces of errors')
     .exitOverride()
-    .showHelpAfterError()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({
+      writeErr: (s) => process.stderr.write(s),
+      // Usage errors are one line too, like every other error.
+      outputError: (s, write) => write(`strata: ${s.replace(/^error: /, '').trim()} (see strata --help, or --help after the command)\n`),
+    });
 
   let opened: Store | undefined;
   const ctx: Context = {
@@ -63,6 +67,15 @@ export async function main(argv: string[]): Promise<number> {
     return code;
   } finally {
     await opened?.close();
+  }
+}
+
+function packageVersion(): string {
+  const pkg = new URL('../../package.json', import.meta.url);
+  try {
+    return (JSON.parse(readFileSync(pkg, 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
   }
 }
 
