@@ -170,7 +170,7 @@ export function composeCommands(program: Command, ctx: Context): void {
       const store = await ctx.store();
       const mods = await outputModules(store, cwd(), o, transferHooks(ctx));
       const bar = progress(`sandbox ${dir}`, !ctx.global().quiet && !ctx.global().json);
-      const r = await buildSandbox(store, mods, dir, { force: o.force, onProgress: (n) => bar.update(n) });
+      const r = await buildSandbox(store, mods, dir, { force: o.force, onProgress: (n, total) => bar.update(n, total) });
       bar.done();
       const skipped = Object.entries(r.skipped);
       if (skipped.length > 0) {
@@ -197,7 +197,7 @@ export function composeCommands(program: Command, ctx: Context): void {
       level: o.level,
       blockSize: o.blockSize,
       workers: o.workers,
-      onProgress: (n) => bar.update(n),
+      onProgress: (n, total) => bar.update(n, total),
     });
     bar.done();
     if (r.aclPaths > 0) {

@@ -50,7 +50,7 @@ export function storeCommands(program: Command, ctx: Context): void {
         default: o.default,
         overlay: o.overlay,
         force: o.force,
-        onProgress: (n) => bar.update(n),
+        onProgress: (n, total) => bar.update(n, total),
       });
       bar.done();
       for (const sk of r.skipped) out.warn(`skipped ${sk}: a layer cannot hold it`);

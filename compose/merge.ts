@@ -46,3 +46,10 @@ export function aclIndex(root: MergeNode): AclIndex {
   return { aclVersion: 1, entries };
 }
 
+
+/** Bytes of file content an output of `plan` writes (embedded metadata included). */
+export function plannedBytes(plan: MergePlan): number {
+  let n = 0;
+  for (const { entry } of plan.entries) if (entry.type === 'file') n += entry.size;
+  return n;
+}

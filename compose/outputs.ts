@@ -27,7 +27,7 @@ export async function buildSandbox(
   store: Store,
   mods: LoadedModule[],
   dir: string,
-  opts: { force?: boolean; onProgress?(bytes: number): void } = {},
+  opts: { force?: boolean; onProgress?(done: number, total: number): void } = {},
 ): Promise<SandboxResult> {
   const { plan, embedded } = await planOutput(store, mods);
   await prepareTarget(dir, Boolean(opts.force), [store.root]);

@@ -22,7 +22,7 @@ import { lremovexattr, mknod } from '../native/xattr.js';
 import { StrataError, ERR } from '../store/errors.js';
 import type { LoadedModule, Store } from '../store/store.js';
 import type { LayerEntry } from '../store/types.js';
-import type { MergePlan } from './merge.js';
+import { plannedBytes, type MergePlan } from './merge.js';
 
 export interface SandboxResult {
   entries: number;
@@ -84,7 +84,7 @@ export async function writeSandbox(
   plan: MergePlan,
   embedded: Map<string, Buffer>,
   target: string,
-  opts: { onProgress?(bytes: number): void } = {},
+  opts: { onProgress?(done: number, total: number): void } = {},
 ): Promise<SandboxResult> {
   const root = path.resolve(target);
   const abs = (p: string) => (p === '.' ? root : path.join(root, p));
@@ -92,6 +92,7 @@ export async function writeSandbox(
   const skip = (kind: string) => (skipped[kind] = (skipped[kind] ?? 0) + 1);
   const isRoot = process.getuid?.() === 0;
   let bytes = 0;
+  const total = plannedBytes(plan);
 
   // The target may carry ACLs it did not get from the layers: inherited from its parent's
   // default ACL, or its own under --force. Without a default ACL nothing below it inherits
@@ -122,7 +123,7 @@ export async function writeSandbox(
       } finally {
         fs.closeSync(fd);
       }
-      opts.onProgress?.(bytes);
+      opts.onProgress?.(bytes, total);
     }
   }
   for (const [p, content] of embedded) {

@@ -19,6 +19,7 @@ import { aclFromText, groupClassGrant } from '../native/acl.js';
 import { StrataError, ERR } from '../store/errors.js';
 import type { LoadedModule, Store } from '../store/store.js';
 import type { LayerEntry } from '../store/types.js';
+import { plannedBytes } from './merge.js';
 import { planOutput } from './outputs.js';
 import { SquashfsWriter, type SquashOptions } from './squashfs/writer.js';
 
@@ -29,7 +30,7 @@ export interface ImageOptions {
   workers?: number;
   /** false disables the block cache (benchmarks of cold runs delete it instead). */
   cache?: boolean;
-  onProgress?(bytes: number): void;
+  onProgress?(done: number, total: number): void;
 }
 
 export interface ImageResult {
@@ -71,6 +72,7 @@ export async function buildImage(store: Store, mods: LoadedModule[], out: string
       else writer.addEntry(e);
     }
     let bytes = 0;
+    const total = plannedBytes(plan);
     for (let i = 0; i < mods.length; i++) {
       const wanted = plan.content[i]!;
       if (wanted.size === 0) continue;
@@ -79,7 +81,7 @@ export async function buildImage(store: Store, mods: LoadedModule[], out: string
         if (dest === undefined) continue;
         await writer.addFile(finalEntry.get(dest)!, body, mods[i]!.record.layer);
         bytes += entry.size;
-        opts.onProgress?.(bytes);
+        opts.onProgress?.(bytes, total);
       }
     }
     for (const [p, content] of embedded) await writer.addFile(finalEntry.get(p)!, once(content), 'strata-metadata');

@@ -18,7 +18,6 @@ import { EntryType, OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './types.js';
 
 export interface DirSourceOptions {
   overlay?: boolean;
-  onEntry?(bytes: number): void;
 }
 
 export interface SourceReport {
@@ -79,7 +78,6 @@ export async function addDirectory(builder: LayerBuilder, root: string, opts: Di
     switch (type) {
       case 'file':
         builder.add({ ...meta, type, size: Number(st.size) }, () => createReadStream(abs, { highWaterMark: 1 << 20 }));
-        opts.onEntry?.(Number(st.size));
         return;
       case 'symlink':
         builder.add({ ...meta, type, size: 0, linkname: await fsp.readlink(abs) });

@@ -15,7 +15,6 @@ import { readTarFile } from './tar-reader.js';
 export interface TarSourceOptions {
   /** A temp path the decompressed archive may be written to (removed by the caller). */
   spoolPath: string;
-  onEntry?(bytes: number): void;
 }
 
 export async function addTar(builder: LayerBuilder, file: string, opts: TarSourceOptions): Promise<{ spooled: boolean }> {
@@ -54,7 +53,6 @@ export async function addTar(builder: LayerBuilder, file: string, opts: TarSourc
       },
       h.type === 'file' && size > 0 ? () => readRange(fd, start, size) : undefined,
     );
-    opts.onEntry?.(size);
   }
   return { spooled: plain !== file };
 }

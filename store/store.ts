@@ -34,7 +34,8 @@ export interface ImportOptions {
   overlay?: boolean;
   force?: boolean;
   labels?: Record<string, string>;
-  onProgress?(bytesRead: number): void;
+  /** Called while the canonical layer is written: bytes so far, and about how many in all. */
+  onProgress?(done: number, total: number): void;
 }
 
 export interface ImportResult {
@@ -115,13 +116,8 @@ export class Store {
    * (an overlay upperdir with `overlay`), `oci:DIR[:TAG]` or `docker-archive:FILE` — and stores
    * both. No index change. An image's config Env and Labels come back for the record.
    */
-  async importLayer(source: string, opts: { overlay?: boolean; onProgress?(n: number): void } = {}) {
+  async importLayer(source: string, opts: { overlay?: boolean; onProgress?(done: number, total: number): void } = {}) {
     const builder = new LayerBuilder();
-    let read = 0;
-    const onEntry = (n: number) => {
-      read += n;
-      opts.onProgress?.(read);
-    };
     const spools: string[] = [];
     const spool = (tag: string) => {
       const p = this.blobs.tmpPath(tag);
@@ -140,14 +136,14 @@ export class Store {
           throw new StrataError(ERR.NOT_FOUND, `source '${source}' does not exist`, { hint: 'give a tar file, a directory, oci:DIR[:TAG] or docker-archive:FILE' });
         });
         if (st.isDirectory()) {
-          skipped = (await addDirectory(builder, source, { overlay: opts.overlay, onEntry })).skipped;
+          skipped = (await addDirectory(builder, source, { overlay: opts.overlay })).skipped;
         } else {
           if (opts.overlay) throw new StrataError(ERR.USAGE, '--overlay takes an upperdir directory, not a file');
-          await addTar(builder, source, { spoolPath: spool('spool'), onEntry });
+          await addTar(builder, source, { spoolPath: spool('spool') });
         }
       }
       const built = builder.build();
-      const { hex } = await this.blobs.put(built.tar());
+      const { hex } = await this.blobs.put(counted(built.tar(), built.bytes + 512 * built.entries, opts.onProgress));
       await this.writeEntryIndex(hex, built.items.map((i) => i.entry));
       const layer = cidFromHex(RAW_CODEC, hex);
       const manifest = built.manifest(layer);
@@ -467,4 +463,18 @@ function fromRow(r: EntryRow): LayerEntry {
     e.devminor = r[9] ?? 0;
   }
   return e;
+}
+
+/** Passes `source` through, reporting how many bytes went by. */
+export async function* counted(
+  source: AsyncIterable<Uint8Array>,
+  total: number,
+  onProgress?: (done: number, total: number) => void,
+): AsyncGenerator<Uint8Array> {
+  let done = 0;
+  for await (const chunk of source) {
+    done += chunk.byteLength;
+    onProgress?.(done, Math.max(total, done));
+    yield chunk;
+  }
 }
