@@ -14,20 +14,9 @@ import { join } from 'node:path';
 import { diffTrees, snapshotTree } from './helpers/tree.js';
 import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
 import { cliJson, cliOk, type CliOptions, type SquashJson } from './image-harness.js';
+import { noise } from './helpers/random.js';
 
 const BS = 4096;
-
-function noise(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n);
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 /** Writes the corpus under `root` and fixes every mtime; returns the number of entries. */
 function makeCorpus(root: string): void {

@@ -15,23 +15,12 @@ import type { LayerEntry } from '../store/types.js';
 import { SquashfsWriter, type SquashOptions } from '../compose/squashfs/writer.js';
 import { listCacheEntries, PACK_RECORD_HEADER, type CacheEntry } from '../compose/squashfs/block-cache.js';
 import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { noise } from './helpers/random.js';
 
 interface Item {
   entry: LayerEntry;
   data?: Buffer;
   group?: string;
-}
-
-function noise(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n);
-  let x = (Math.imul(seed, 0x9e3779b1) | 1) >>> 0;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
 }
 
 /** Half-compressible bytes: text with a seeded counter, so every block differs. */

@@ -31,6 +31,7 @@ import { decodeSuperblock } from '../compose/squashfs/format.js';
 import { isStrataError, ERR } from '../store/errors.js';
 import { tempDir, removeDir, mustRun, run } from './helpers/tmp.js';
 import { snapshotTree, diffTrees, type TreeSnapshot } from './helpers/tree.js';
+import { seeded } from './helpers/random.js';
 
 const BS = 4096;
 const MTIME = 1_600_000_000;
@@ -506,18 +507,6 @@ Reader.run();
 const Corrupt = suite('squashfs reader on corrupt images');
 const cctx = { dir: '', images: [] as { name: string; path: string; bytes: Buffer }[] };
 
-/** Deterministic PRNG (mulberry32) so a failing case can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 Corrupt.before(() => {
   cctx.dir = tempDir('strata-sqfs-bad');
   const src = join(cctx.dir, 'src');
@@ -588,7 +577,7 @@ Corrupt('the pristine images read cleanly', async () => {
 });
 
 Corrupt('byte flips in every table: success or one-line ERR_IMAGE_CORRUPT', async () => {
-  const rnd = prng(0x5eed);
+  const rnd = seeded(0x5eed);
   const bad = join(cctx.dir, 'bad.sqfs');
   const started = Date.now();
   let failures = 0;
@@ -626,7 +615,7 @@ Corrupt('byte flips in every table: success or one-line ERR_IMAGE_CORRUPT', asyn
 });
 
 Corrupt('extractImage of corrupt images: one-line ERR_IMAGE_CORRUPT, nothing outside the target', async () => {
-  const rnd = prng(0xe87);
+  const rnd = seeded(0xe87);
   const bad = join(cctx.dir, 'bad-x.sqfs');
   let failures = 0;
   for (let k = 0; k < 40; k++) {

@@ -18,6 +18,7 @@ import { comparePaths, type LayerEntry } from '../store/types.js';
 import { SquashfsWriter, type SquashOptions } from '../compose/squashfs/writer.js';
 import { diffTrees } from './helpers/tree.js';
 import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { noise } from './helpers/random.js';
 
 interface Item {
   entry: LayerEntry;
@@ -26,19 +27,6 @@ interface Item {
 
 const BS = 4096;
 const T0 = 1_700_000_000;
-
-/** Deterministic bytes: xorshift32 stream, incompressible. */
-function noise(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n);
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 function dir(path: string, extra: Partial<LayerEntry> = {}): Item {
   return { entry: { path, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: T0, size: 0, ...extra } };
