@@ -13,6 +13,7 @@ import type { TreeNode, TreeSnapshot } from './helpers/tree.js';
 import { run, type RunResult } from './helpers/tmp.js';
 
 import { CLI } from './helpers/cli.js';
+import type { ImageResult } from '../compose/squash.js';
 export { CLI };
 
 export interface CliOptions {
@@ -46,15 +47,7 @@ export function cliJson<T = Record<string, unknown>>(o: CliOptions, ...args: str
 }
 
 /** What `compose squash --json` prints. */
-export interface SquashJson {
-  out: string;
-  sha256: string;
-  bytes: number;
-  entries: number;
-  aclPaths: number;
-  cacheHits: number;
-  cacheMisses: number;
-}
+export type SquashJson = ImageResult;
 
 /** Module names and import options of the stack layers; stack order is base, mid, app, lic. */
 export const MODULES: Record<StackLayerName, { fullName: string; opts: string[] }> = {
