@@ -8,14 +8,16 @@
  *   directory. Whiteouts never touch the layer that holds them.
  * - An upper entry replaces the lower entry whole (metadata, xattrs, ACLs). A directory over a
  *   directory keeps the lower children; anything else drops the lower subtree.
- * - An entry whose parent is missing gets an implicit directory (0755, root, mtime 0); an entry
- *   below a symlink or a file of a lower layer is refused: writing through it could leave the
- *   tree, and resolving it would make the result depend on link targets.
+ * - An entry whose parent is missing gets an implicit directory (0755, root, mtime 0). A
+ *   lower layer's symlink on the way is resolved inside the tree, as umoci and Docker do
+ *   (Debian's merged /usr: `lib -> usr/lib`, an upper `lib/x.so` lands in usr/lib): absolute
+ *   targets start at the root and `..` never leaves it, so nothing can point outside. An entry
+ *   below a lower layer's file is refused.
  * - Hard links belong to their layer. If an upper layer replaced a group's first path, the
  *   first surviving member carries the content and the others link to it.
  */
 import { StrataError, ERR } from './errors.js';
-import { ancestors, baseName, printable, whiteoutTarget } from './layer-path.js';
+import { baseName, printable, whiteoutTarget } from './layer-path.js';
 import { comparePaths, LayerEntry } from './types.js';
 
 export interface PlannedEntry {
@@ -60,10 +62,10 @@ export function applyLayer(root: MergeNode, layer: number, entries: LayerEntry[]
     const w = whiteoutTarget(e.path);
     if (!w) continue;
     if ('opaque' in w) {
-      const dir = lookup(root, w.opaque);
+      const dir = resolveDir(root, w.opaque, layer, name, e.path, false)?.node;
       if (dir?.children) for (const [k, child] of dir.children) if (child.layer < layer) dir.children.delete(k);
     } else {
-      const parent = lookup(root, parentPath(w.hides));
+      const parent = resolveDir(root, parentPath(w.hides), layer, name, e.path, false)?.node;
       const child = parent?.children?.get(baseName(w.hides));
       if (child && child.layer < layer) parent!.children!.delete(baseName(w.hides));
     }
@@ -75,21 +77,7 @@ export function applyLayer(root: MergeNode, layer: number, entries: LayerEntry[]
       root.layer = layer;
       continue;
     }
-    let dir = root;
-    for (const a of ancestors(e.path)) {
-      const key = baseName(a);
-      let next = dir.children!.get(key);
-      if (!next) {
-        next = { entry: { path: a, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 }, layer, children: new Map() };
-        dir.children!.set(key, next);
-      } else if (next.entry.type !== 'dir') {
-        const what = next.entry.type === 'symlink' ? 'the symlink' : `the ${next.entry.type}`;
-        throw new StrataError(ERR.LAYER_UNSAFE_PATH, `layer ${name} writes '${printable(e.path)}' beneath ${what} '${printable(a)}' of a lower layer`, {
-          hint: 'refusing to write through it; the upper layer must replace it with a directory entry',
-        });
-      }
-      dir = next;
-    }
+    const dir = resolveDir(root, parentPath(e.path), layer, name, e.path, true)!.node;
     const key = baseName(e.path);
     const old = dir.children!.get(key);
     const node: MergeNode = { entry: { ...e }, layer };
@@ -98,6 +86,61 @@ export function applyLayer(root: MergeNode, layer: number, entries: LayerEntry[]
     if (e.type === 'hardlink') node.group = `${layer}:${e.linkname}`;
     dir.children!.set(key, node);
   }
+}
+
+/** Symlinks followed while resolving one path, at most (as Linux's MAXSYMLINKS). */
+const MAX_HOPS = 40;
+
+/**
+ * The directory node at `dir` (a path in the layer's terms), following lower layers' symlinks
+ * inside the tree the way umoci's securejoin does: an absolute target starts again at the
+ * root, `..` never climbs above it, and after MAX_HOPS links it gives up. With `create`,
+ * missing directories are made (0755, root, mtime 0). A file (or device) in the way is an
+ * error: nothing can be written beneath it. Returns the node and its path in the tree.
+ */
+function resolveDir(
+  root: MergeNode,
+  dir: string,
+  layer: number,
+  name: string,
+  entryPath: string,
+  create: boolean,
+): { node: MergeNode; path: string } | undefined {
+  const chain: Array<{ node: MergeNode; name: string }> = [];
+  const pending = dir === '.' ? [] : dir.split('/');
+  let hops = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      chain.pop();
+      continue;
+    }
+    const cur = chain.length > 0 ? chain[chain.length - 1]!.node : root;
+    let next = cur.children!.get(part);
+    if (!next) {
+      if (!create) return undefined;
+      next = { entry: { path: '', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 }, layer, children: new Map() };
+      cur.children!.set(part, next);
+    } else if (next.entry.type === 'symlink') {
+      if (++hops > MAX_HOPS) {
+        throw new StrataError(ERR.LAYER_UNSAFE_PATH, `layer ${name} writes '${printable(entryPath)}' through a loop of symlinks`, {
+          hint: 'the lower layers\' symlinks point at each other',
+        });
+      }
+      const target = next.entry.linkname ?? '';
+      if (target.startsWith('/')) chain.length = 0;
+      pending.unshift(...target.split('/'));
+      continue;
+    } else if (next.entry.type !== 'dir') {
+      const at = [...chain.map((c) => c.name), part].join('/');
+      throw new StrataError(ERR.LAYER_UNSAFE_PATH, `layer ${name} writes '${printable(entryPath)}' beneath the ${next.entry.type} '${printable(at)}' of a lower layer`, {
+        hint: 'nothing can be written beneath a file; the upper layer must replace it with a directory entry',
+      });
+    }
+    chain.push({ node: next, name: part });
+  }
+  return { node: chain.length > 0 ? chain[chain.length - 1]!.node : root, path: chain.length > 0 ? chain.map((c) => c.name).join('/') : '.' };
 }
 
 function parentPath(p: string): string {
@@ -118,8 +161,13 @@ export function lookup(root: MergeNode, p: string): MergeNode | undefined {
 export function flatten(root: MergeNode, linkTargets: Array<Map<string, LayerEntry>>): MergePlan {
   const nLayers = linkTargets.length;
   const entries: PlannedEntry[] = [];
+  // A node's hard-link group names the layer and the path in that layer's tar, which may
+  // differ from the final path when a lower symlink was resolved on the way.
+  const groupOf = new Map<PlannedEntry, string>();
   const walk = (n: MergeNode, p: string) => {
-    entries.push({ entry: { ...n.entry, path: p }, layer: Math.max(n.layer, 0) });
+    const pe: PlannedEntry = { entry: { ...n.entry, path: p }, layer: Math.max(n.layer, 0) };
+    entries.push(pe);
+    if (n.group) groupOf.set(pe, n.group);
     if (!n.children) return;
     const names = [...n.children.keys()].sort((a, b) => comparePaths(a, b));
     for (const name of names) walk(n.children.get(name)!, p === '.' ? name : `${p}/${name}`);
@@ -129,21 +177,19 @@ export function flatten(root: MergeNode, linkTargets: Array<Map<string, LayerEnt
   if (root.layer < 0) entries[0]!.layer = nLayers;
   // Hard-link groups: the surviving members, in final order.
   for (const pe of entries) {
-    const g = pe.entry.type === 'file' || pe.entry.type === 'hardlink' ? groupOf(pe) : undefined;
+    const g = groupOf.get(pe);
     if (g) (groups.get(g) ?? groups.set(g, []).get(g)!).push(pe);
   }
   const content: Array<Map<string, string>> = Array.from({ length: nLayers }, () => new Map());
-  const files = new Map<string, PlannedEntry>();
-  for (const pe of entries) if (pe.entry.type === 'file') files.set(`${pe.layer}:${pe.entry.path}`, pe);
   for (const [g, members] of groups) {
     const [layerText, ...rest] = g.split(':');
     const layer = Number(layerText);
     const leaderPath = rest.join(':');
     const leader = members[0]!;
     if (leader.entry.type === 'hardlink') {
-      // The group's file was replaced or whited out above: the first surviving link takes its
-      // content and the inode's metadata.
-      const src = files.get(g)?.entry ?? linkTargets[layer]!.get(leaderPath)!;
+      // The group's file was replaced or whited out above, or sorts after a link now: the
+      // first surviving member takes its content and the inode's metadata.
+      const src = members.find((m) => m.entry.type === 'file')?.entry ?? linkTargets[layer]!.get(leaderPath)!;
       leader.entry = { ...src, path: leader.entry.path, type: 'file', linkname: undefined };
     }
     leader.contentPath = leaderPath;
@@ -153,7 +199,4 @@ export function flatten(root: MergeNode, linkTargets: Array<Map<string, LayerEnt
   return { entries, content };
 }
 
-function groupOf(pe: PlannedEntry): string {
-  return pe.entry.type === 'file' ? `${pe.layer}:${pe.entry.path}` : `${pe.layer}:${pe.entry.linkname}`;
-}
 
