@@ -67,7 +67,7 @@ export async function buildImage(store: Store, mods: LoadedModule[], out: string
     let aclPaths = 0;
     for (const { entry } of plan.entries) {
       if (entry.acl) aclPaths++;
-      const e = { ...entry, mode: imageMode(entry) };
+      const e = entry.acl?.access ? { ...entry, mode: imageMode(entry) } : entry;
       if (e.type === 'file') finalEntry.set(e.path, e);
       else writer.addEntry(e);
     }

@@ -59,7 +59,8 @@ export class LayerBuilder {
     if (this.staged.has(p)) {
       throw new StrataError(ERR.LAYER_DUPLICATE, `the layer holds '${printable(p)}' twice`, { hint: 'repack it with each path once' });
     }
-    const e: LayerEntry = { ...entry, path: p, mode: modeWithAcl(entry), mtime: Math.floor(entry.mtime) };
+    // An empty xattr map costs memory on every entry of a large layer: keep none.
+    const e: LayerEntry = { ...entry, path: p, mode: modeWithAcl(entry), mtime: Math.floor(entry.mtime), xattrs: entry.xattrs?.size ? entry.xattrs : undefined };
     if (whiteoutTarget(p)) {
       this.staged.set(p, { entry: { path: p, type: 'file', mode: 0, uid: 0, gid: 0, mtime: 0, size: 0 } });
       return;
@@ -107,6 +108,7 @@ export class LayerBuilder {
       if (s.group === undefined) return s;
       const first = leader.get(s.group)!;
       const original = this.staged.get(s.group)!;
+      if (original === s) return s; // a file that is its own group's first path (nearly all)
       if (first === p) return { entry: { ...original.entry, path: p, type: 'file' as const, linkname: undefined }, content: original.content };
       const { xattrs: _x, acl: _a, ...meta } = original.entry;
       return { entry: { ...meta, path: p, type: 'hardlink' as const, size: 0, linkname: first } };

@@ -73,14 +73,16 @@ export function applyLayer(root: MergeNode, layer: number, entries: LayerEntry[]
   for (const e of entries) {
     if (whiteoutTarget(e.path)) continue;
     if (e.path === '.') {
-      root.entry = { ...e };
+      root.entry = e;
       root.layer = layer;
       continue;
     }
     const dir = resolveDir(root, parentPath(e.path), layer, name, e.path, true)!.node;
     const key = baseName(e.path);
     const old = dir.children!.get(key);
-    const node: MergeNode = { entry: { ...e }, layer };
+    // Entries are the caller's fresh objects, owned by the tree from here on (no copy: a
+    // large stack holds one object per entry, not several).
+    const node: MergeNode = { entry: e, layer };
     if (e.type === 'dir') node.children = old?.entry.type === 'dir' ? old.children : new Map();
     if (e.type === 'file') node.group = `${layer}:${e.path}`;
     if (e.type === 'hardlink') node.group = `${layer}:${e.linkname}`;
@@ -165,7 +167,8 @@ export function flatten(root: MergeNode, linkTargets: Array<Map<string, LayerEnt
   // differ from the final path when a lower symlink was resolved on the way.
   const groupOf = new Map<PlannedEntry, string>();
   const walk = (n: MergeNode, p: string) => {
-    const pe: PlannedEntry = { entry: { ...n.entry, path: p }, layer: Math.max(n.layer, 0) };
+    n.entry.path = p;
+    const pe: PlannedEntry = { entry: n.entry, layer: Math.max(n.layer, 0) };
     entries.push(pe);
     if (n.group) groupOf.set(pe, n.group);
     if (!n.children) return;
