@@ -108,7 +108,7 @@ export class LayerBuilder {
       if (s.group === undefined) return s;
       const first = leader.get(s.group)!;
       const original = this.staged.get(s.group)!;
-      if (original === s) return s; // a file that is its own group's first path (nearly all)
+      if (original === s && first === p) return s; // a file that is its own group's first path (nearly all)
       if (first === p) return { entry: { ...original.entry, path: p, type: 'file' as const, linkname: undefined }, content: original.content };
       const { xattrs: _x, acl: _a, ...meta } = original.entry;
       return { entry: { ...meta, path: p, type: 'hardlink' as const, size: 0, linkname: first } };
