@@ -20,7 +20,7 @@
  * Not atomic: on error the directory holds a partial tree.
  */
 import { constants as C } from 'node:fs';
-import { lstat, mkdir, open, readdir, realpath, symlink, link, lchown, lutimes, chmod } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, realpath, symlink, link, lchown, lutimes, chmod, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StrataError, ERR } from '../../store/errors.js';
 import { lsetxattr, mknod } from '../../native/xattr.js';
@@ -96,6 +96,13 @@ export async function extractImage(image: SquashfsImage, dir: string, opts: Extr
       }
     }
   };
+  /** Owner, mode, xattrs, mtime, in that order (chown clears setuid bits and capabilities), through an open descriptor. */
+  const applyThroughHandle = async (fh: FileHandle, e: ImageEntry, abs: string) => {
+    if (mayChown(e)) await fh.chown(e.uid, e.gid);
+    await fh.chmod(e.mode);
+    setXattrs(e, abs);
+    await fh.utimes(e.mtime, e.mtime);
+  };
 
   const writeFile = async (e: ImageEntry, abs: string) => {
     const fh = await open(abs, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
@@ -109,10 +116,7 @@ export async function extractImage(image: SquashfsImage, dir: string, opts: Extr
         pos += chunk.length;
       }
       await fh.truncate(pos);
-      if (mayChown(e)) await fh.chown(e.uid, e.gid);
-      await fh.chmod(e.mode);
-      setXattrs(e, abs);
-      await fh.utimes(e.mtime, e.mtime);
+      await applyThroughHandle(fh, e, abs);
     } finally {
       await fh.close();
     }
@@ -146,10 +150,7 @@ export async function extractImage(image: SquashfsImage, dir: string, opts: Extr
     const abs = safeJoin(root, e.path);
     const fh = await open(abs, C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW);
     try {
-      if (mayChown(e)) await fh.chown(e.uid, e.gid);
-      await fh.chmod(e.mode);
-      setXattrs(e, abs);
-      await fh.utimes(e.mtime, e.mtime);
+      await applyThroughHandle(fh, e, abs);
     } finally {
       await fh.close();
     }
