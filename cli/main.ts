@@ -1,24 +1,19 @@
 #!/usr/bin/env node
 /**
- * strata's command-line front end: parses, prints, maps errors to exit codes (0 ok, 1 error,
- * 2 usage). No logic lives here.
+ * strata's command-line front end: parses the command line, runs the handler, prints what it
+ * returns (cli/output.ts) and maps errors to exit codes (0 ok, 1 error, 2 usage). No logic
+ * lives here: handlers in cli/commands/ call store/ and compose/ and return data.
  */
 import { Command, CommanderError } from 'commander';
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { StrataError } from '../store/errors.js';
-import { Store } from '../store/store.js';
-import { describeError, GlobalOptions, Output } from './output.js';
-import { storeCommands } from './store-commands.js';
-import { composeCommands } from './compose-commands.js';
-
-export interface Context {
-  global(): GlobalOptions;
-  output(): Output;
-  store(): Promise<Store>;
-  /** Ends the command with exit code 1 and one line on stderr. */
-  fail(message: string, hint?: string): never;
-}
+import { composeCommands } from './commands/compose.js';
+import { outputCommands } from './commands/outputs.js';
+import { remoteCommands } from './commands/remote.js';
+import { storeCommands } from './commands/store.js';
+import type { Action } from './commands/action.js';
+import { Context } from './context.js';
+import type { GlobalOptions } from './output.js';
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('strata');
@@ -26,7 +21,7 @@ export async function main(argv: string[]): Promise<number> {
     .description('content-addressed layer store and Lmod-style module composer')
     .version(packageVersion(), '-V, --version')
     .option('--store <dir>', 'store directory (default $STRATA_STORE or ~/.local/share/strata)')
-    .option('--json', 'print one JSON document on stdout')
+    .option('--json', 'print one JSON document on stdout (errors too)')
     .option('-q, --quiet', 'print only results and errors')
     .option('-v, --verbose', 'print stack traces of errors')
     .exitOverride()
@@ -36,37 +31,27 @@ export async function main(argv: string[]): Promise<number> {
       outputError: (s, write) => write(`strata: ${s.replace(/^error: /, '').trim()} (see strata --help, or --help after the command)\n`),
     });
 
-  let opened: Store | undefined;
-  const ctx: Context = {
-    global: () => program.opts<GlobalOptions>(),
-    output: () => new Output(program.opts<GlobalOptions>()),
-    store: async () => {
-      opened ??= await Store.open(program.opts<GlobalOptions>().store, {
-        onWait: (m) => ctx.output().note(`strata: ${m}`),
-      });
-      return opened;
-    },
-    fail: (message, hint) => {
-      throw new StrataError('ERR_FAILED', message, { hint });
-    },
-  };
-  storeCommands(program, ctx);
-  composeCommands(program, ctx);
+  const ctx = new Context(() => program.opts<GlobalOptions>());
+  let exit = 0;
+  const action: Action =
+    (handler) =>
+    async (...args) => {
+      exit = ctx.out.print(await handler(ctx, ...args));
+    };
+
+  const store = storeCommands(program, action);
+  remoteCommands(store, action);
+  const compose = composeCommands(program, action);
+  outputCommands(program, compose, action);
 
   try {
     await program.parseAsync(argv);
-    return 0;
+    return exit;
   } catch (e) {
-    if (e instanceof CommanderError) {
-      return e.exitCode === 0 ? 0 : 2;
-    }
-    const verbose = Boolean(program.opts<GlobalOptions>().verbose);
-    const { code, line } = describeError(e, verbose);
-    process.stderr.write(`${line}\n`);
-    if (verbose && e instanceof Error) process.stderr.write(`${e.stack}\n`);
-    return code;
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    return ctx.out.fail(e, Boolean(program.opts<GlobalOptions>().verbose));
   } finally {
-    await opened?.close();
+    await ctx.close();
   }
 }
 
@@ -103,4 +88,3 @@ if (invokedDirectly()) {
     },
   );
 }
-

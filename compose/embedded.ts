@@ -10,8 +10,7 @@
  */
 import type { Lock } from './lock.js';
 import { lockText } from './lock.js';
-import type { EntryAcl, LayerEntry } from '../store/types.js';
-import type { EnvOp } from '../store/record.js';
+import type { EntryAcl, LayerEntry, EnvOp } from '../store/index.js';
 
 export interface AclIndexEntry extends EntryAcl {
   /** The path's permission bits as the layers give them (an image may narrow the group bits). */

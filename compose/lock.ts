@@ -10,10 +10,8 @@
  * CID is accepted when it names exactly one record in the store); `#` starts a comment.
  */
 import * as fsp from 'node:fs/promises';
-import { canonicalJson, isCid, parseCid, RAW_CODEC } from '../store/cid.js';
-import { StrataError, ERR } from '../store/errors.js';
-import type { EnvOp } from '../store/record.js';
-import type { LoadedModule, Store } from '../store/store.js';
+import { canonicalJson, isCid, parseCid, RAW_CODEC, STORE_ERR, type EnvOp, type LoadedModule, type Store } from '../store/index.js';
+import { StrataError, COMPOSE_ERR } from './errors.js';
 
 export interface LockModule {
   fullName: string;
@@ -44,23 +42,44 @@ export function hashListText(lock: Lock): string {
   return `# strata hash list: module record CIDs, lowest layer first\n${lock.modules.map((m) => `${m.record}  # ${m.fullName}`).join('\n')}\n`;
 }
 
+/**
+ * What `strata rebuild FILE` was given: a JSON lock (its text starts with `{`), else a hash
+ * list. Throws ERR_NOT_FOUND when FILE cannot be read.
+ */
+export async function buildSourceOf(file: string): Promise<{ lock?: string; cids?: string }> {
+  let head: string;
+  try {
+    const fh = await fsp.open(file, 'r');
+    try {
+      const buf = Buffer.alloc(4096);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+      head = buf.subarray(0, bytesRead).toString('utf8');
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    throw new StrataError(COMPOSE_ERR.NOT_FOUND, `${file} does not exist`, { hint: 'give a lock (strata compose lock -o FILE) or a hash list (--cids)' });
+  }
+  return head.trimStart().startsWith('{') ? { lock: file } : { cids: file };
+}
+
 export async function readLockFile(file: string): Promise<Lock> {
   let text: string;
   try {
     text = await fsp.readFile(file, 'utf8');
   } catch {
-    throw new StrataError(ERR.NOT_FOUND, `lock file ${file} does not exist`, { hint: 'run `strata compose lock` first' });
+    throw new StrataError(COMPOSE_ERR.NOT_FOUND, `lock file ${file} does not exist`, { hint: 'run `strata compose lock` first' });
   }
   return parseLock(text, file);
 }
 
 /** Parses and checks lock text; `where` names it in errors (a file, or an image's /.strata/lock.json). */
-export function parseLock(text: string, where: string, code: string = ERR.SOURCE_INVALID): Lock {
+export function parseLock(text: string, where: string, code: string = COMPOSE_ERR.LOCK_INVALID): Lock {
   let v: Lock;
   try {
     v = JSON.parse(text) as Lock;
   } catch {
-    throw new StrataError(code, `${where} is not JSON`, code === ERR.SOURCE_INVALID ? { hint: 'give a strata.lock, or a hash list with --cids' } : {});
+    throw new StrataError(code, `${where} is not JSON`, code === COMPOSE_ERR.LOCK_INVALID ? { hint: 'give a strata.lock, or a hash list with --cids' } : {});
   }
   if (v?.lockfileVersion !== 1 || !Array.isArray(v.modules) || !Array.isArray(v.env ?? [])) {
     throw new StrataError(code, `${where} is not a strata lock (lockfileVersion 1)`);
@@ -86,15 +105,15 @@ export async function modulesOfLock(store: Store, lock: Lock, fetch?: FetchMissi
   for (const m of lock.modules) {
     if (fetch) await fetch(m.record, m.fullName);
     const mod = await store.get(m.record).catch((e: unknown) => {
-      if (e instanceof StrataError && (e.code === ERR.BLOB_MISSING || e.code === ERR.NOT_FOUND)) {
-        throw new StrataError(ERR.NOT_FOUND, `module ${m.fullName} (record ${m.record}) is not in this store`, {
+      if (e instanceof StrataError && (e.code === STORE_ERR.BLOB_MISSING || e.code === STORE_ERR.NOT_FOUND)) {
+        throw new StrataError(COMPOSE_ERR.NOT_FOUND, `module ${m.fullName} (record ${m.record}) is not in this store`, {
           hint: 'import or pull it, or configure a remote with `strata store remote add`',
         });
       }
       throw e;
     });
     if (mod.record.layer !== m.layer || mod.record.manifest !== m.manifest) {
-      throw new StrataError(ERR.DIGEST_MISMATCH, `record ${m.record} of ${m.fullName} does not name the layer and manifest the lock names`);
+      throw new StrataError(COMPOSE_ERR.LOCK_INVALID, `record ${m.record} of ${m.fullName} does not name the layer and manifest the lock names`);
     }
     out.push({ ...mod, fullName: m.fullName });
   }
@@ -110,21 +129,21 @@ export async function modulesOfHashList(store: Store, file: string, fetch?: Fetc
   try {
     text = await fsp.readFile(file, 'utf8');
   } catch {
-    throw new StrataError(ERR.NOT_FOUND, `hash list ${file} does not exist`);
+    throw new StrataError(COMPOSE_ERR.NOT_FOUND, `hash list ${file} does not exist`);
   }
   if (text.includes('\0')) {
-    throw new StrataError(ERR.SOURCE_INVALID, `${file} is not a hash list (it holds binary data)`, { hint: 'a hash list has one record CID a line (strata compose lock --cids)' });
+    throw new StrataError(COMPOSE_ERR.LOCK_INVALID, `${file} is not a hash list (it holds binary data)`, { hint: 'a hash list has one record CID a line (strata compose lock --cids)' });
   }
   const cids = text
     .split('\n')
     .map((l) => l.replace(/#.*/, '').trim())
     .filter((l) => l !== '');
-  if (cids.length === 0) throw new StrataError(ERR.SOURCE_INVALID, `hash list ${file} names no CIDs`);
+  if (cids.length === 0) throw new StrataError(COMPOSE_ERR.LOCK_INVALID, `hash list ${file} names no CIDs`);
   let byLayer: Map<string, string[]> | undefined;
   const out: LoadedModule[] = [];
   for (const cid of cids) {
     if (!isCid(cid)) {
-      throw new StrataError(ERR.SOURCE_INVALID, `${file}: ${JSON.stringify(cid.length > 40 ? `${cid.slice(0, 37)}...` : cid)} is not a CID`, {
+      throw new StrataError(COMPOSE_ERR.LOCK_INVALID, `${file}: ${JSON.stringify(cid.length > 40 ? `${cid.slice(0, 37)}...` : cid)} is not a CID`, {
         hint: 'a hash list has one record CID a line (strata compose lock --cids)',
       });
     }
@@ -136,7 +155,7 @@ export async function modulesOfHashList(store: Store, file: string, fetch?: Fetc
     byLayer ??= await recordsByLayer(store);
     const recs = byLayer.get(cid) ?? [];
     if (recs.length !== 1) {
-      throw new StrataError(ERR.NOT_FOUND, `layer ${cid} names ${recs.length === 0 ? 'no module' : `${recs.length} modules`} in this store`, {
+      throw new StrataError(COMPOSE_ERR.NOT_FOUND, `layer ${cid} names ${recs.length === 0 ? 'no module' : `${recs.length} modules`} in this store`, {
         hint: 'list record CIDs instead (strata compose lock --cids)',
       });
     }

@@ -2,12 +2,10 @@
  * The composer's merge: a stack's layers, read from the store, planned with the OCI
  * semantics of store/layer-merge.ts, plus the embedded metadata laid on top.
  */
-import { applyLayer, emptyTree, flatten, hardLinkTargets, lookup, MergeNode, MergePlan } from '../store/layer-merge.js';
-import type { LoadedModule, Store } from '../store/store.js';
-import { comparePaths, LayerEntry } from '../store/types.js';
+import { applyLayer, emptyTree, flatten, hardLinkTargets, lookup, MergeNode, MergePlan, comparePaths, LayerEntry, type LoadedModule, type Store } from '../store/index.js';
+export type { MergePlan, PlannedEntry } from '../store/index.js';
 import type { AclIndex } from './embedded.js';
 
-export type { MergePlan, PlannedEntry } from '../store/layer-merge.js';
 
 /**
  * Reads each layer's headers (bodies skipped) and plans the merged tree. `extra` is asked,

@@ -4,8 +4,9 @@
  */
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { StrataError, ERR } from '../store/errors.js';
-import type { LoadedModule, Store } from '../store/store.js';
+import { StrataError, COMPOSE_ERR } from './errors.js';
+import { IMAGE_ERR } from './image/errors.js';
+import type { LoadedModule, Store } from '../store/index.js';
 import { AclIndex, embeddedEntries, embeddedFiles } from './embedded.js';
 import { Lock, lockOf, parseLock } from './lock.js';
 import { MergePlan, planMerge } from './merge.js';
@@ -46,7 +47,7 @@ export async function inspectTarget(target: string): Promise<InspectInfo> {
   try {
     st = await fsp.stat(target);
   } catch {
-    throw new StrataError(ERR.NOT_FOUND, `${target} does not exist`);
+    throw new StrataError(COMPOSE_ERR.NOT_FOUND, `${target} does not exist`);
   }
   if (st.isDirectory()) return describe(target, 'sandbox', async (p) => fsp.readFile(path.join(target, p)).catch(() => undefined));
   const { SquashfsImage } = await import('./squashfs/reader.js');
@@ -60,8 +61,8 @@ export async function inspectTarget(target: string): Promise<InspectInfo> {
 
 async function describe(target: string, kind: InspectInfo['kind'], read: (p: string) => Promise<Buffer | undefined>): Promise<InspectInfo> {
   const lockBytes = await read('.strata/lock.json');
-  if (!lockBytes) throw new StrataError(ERR.NOT_FOUND, `${target} has no /.strata/lock.json`, { hint: 'it was not built by strata' });
-  const lock = parseLock(lockBytes.toString('utf8'), `${target}: /.strata/lock.json`, ERR.IMAGE_CORRUPT);
+  if (!lockBytes) throw new StrataError(COMPOSE_ERR.NOT_FOUND, `${target} has no /.strata/lock.json`, { hint: 'it was not built by strata' });
+  const lock = parseLock(lockBytes.toString('utf8'), `${target}: /.strata/lock.json`, IMAGE_ERR.CORRUPT);
   let acl: AclIndex | undefined;
   try {
     acl = JSON.parse((await read('.strata/acl.json'))?.toString('utf8') ?? '{"aclVersion":1,"entries":{}}') as AclIndex;
@@ -69,7 +70,7 @@ async function describe(target: string, kind: InspectInfo['kind'], read: (p: str
     acl = undefined;
   }
   if (!acl || typeof acl !== 'object' || typeof acl.entries !== 'object' || acl.entries === null || Array.isArray(acl.entries)) {
-    throw new StrataError(ERR.IMAGE_CORRUPT, `${target}: /.strata/acl.json is not a strata ACL index`);
+    throw new StrataError(IMAGE_ERR.CORRUPT, `${target}: /.strata/acl.json is not a strata ACL index`);
   }
   const env = (await read('.strata/env.sh'))?.toString('utf8') ?? '';
   const entries = acl.entries;

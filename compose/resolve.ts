@@ -3,7 +3,7 @@
  * Pure: the caller (store/CLI) supplies the available modules; nothing here does I/O.
  * The rules are written down in spec/compose.md.
  */
-import { StrataError, ERR } from '../store/errors.js';
+import { StrataError, COMPOSE_ERR } from './errors.js';
 import { compareVersionsStrict, splitFullName } from './version-order.js';
 
 /** One importable module as the composer sees it: a module record plus its index state. */
@@ -90,7 +90,7 @@ export function defaultOf(name: string, available: readonly ModuleInfo[]): Modul
 export function unknownModules(specs: readonly string[]): StrataError {
   const list = specs.map((s) => `"${s}"`).join(' ');
   const first = splitFullName(normalizeSpec(specs[0] ?? '')).name || specs[0] || '';
-  return new StrataError(ERR.NOT_FOUND, `The following module(s) are unknown: ${list}`, {
+  return new StrataError(COMPOSE_ERR.NOT_FOUND, `The following module(s) are unknown: ${list}`, {
     hint: `Please check the spelling or version number. Also try "strata compose spider ${first}"`,
   });
 }
@@ -132,7 +132,7 @@ export function mayLoad(m: Pick<ModuleInfo, 'restricted'>, user: User): boolean 
 /** Throws ERR_ACCESS_DENIED with Lmod's e_Forbidden wording unless `user` may load `m`. */
 export function checkAccess(m: ModuleInfo, user: User): void {
   if (mayLoad(m, user)) return;
-  throw new StrataError(ERR.ACCESS_DENIED, `Access to ${m.fullName} is denied`, {
+  throw new StrataError(COMPOSE_ERR.ACCESS_DENIED, `Access to ${m.fullName} is denied`, {
     hint: `it is restricted to members of group "${m.restricted}"; ask your site staff for access`,
   });
 }
@@ -162,6 +162,11 @@ export function sortForListing(available: readonly ModuleInfo[]): ModuleInfo[] {
 function matchesPattern(m: ModuleInfo, pattern: string | undefined): boolean {
   if (pattern === undefined || pattern === '') return true;
   return m.fullName.toLowerCase().includes(pattern.toLowerCase());
+}
+
+/** The modules `avail PATTERN` lists, in listing order. */
+export function availMatching(available: readonly ModuleInfo[], pattern?: string): ModuleInfo[] {
+  return sortForListing(available).filter((m) => matchesPattern(m, pattern));
 }
 
 const LEGEND: Record<string, string> = {
@@ -223,7 +228,7 @@ export function formatAvail(
 ): string[] {
   const width = opts.width ?? 80;
   const label = opts.label ?? 'strata store';
-  const shown = sortForListing(available).filter((m) => matchesPattern(m, pattern));
+  const shown = availMatching(available, pattern);
   if (shown.length === 0) return [NO_MODULES_FOUND];
   const inStack = new Set(loaded.modules.map((e) => e.fullName));
   const byName = new Map<string, ModuleInfo[]>();

@@ -19,9 +19,8 @@ import * as path from 'node:path';
 import { applyNodeAttrs } from '../native/fsops.js';
 import { ACL_XATTR_ACCESS, ACL_XATTR_DEFAULT } from '../native/acl.js';
 import { lremovexattr, mknod } from '../native/xattr.js';
-import { StrataError, ERR } from '../store/errors.js';
-import type { LoadedModule, Store } from '../store/store.js';
-import type { LayerEntry } from '../store/types.js';
+import { StrataError, COMPOSE_ERR } from './errors.js';
+import type { LoadedModule, Store, LayerEntry } from '../store/index.js';
 import { plannedBytes, type MergePlan } from './merge.js';
 
 export interface SandboxResult {
@@ -39,7 +38,7 @@ export async function prepareTarget(target: string, force: boolean, keep: string
   let names: string[];
   try {
     const st = await fsp.lstat(target);
-    if (!st.isDirectory()) throw new StrataError(ERR.TARGET_NOT_EMPTY, `${target} exists and is not a directory`, { hint: 'choose a new path' });
+    if (!st.isDirectory()) throw new StrataError(COMPOSE_ERR.TARGET_NOT_EMPTY, `${target} exists and is not a directory`, { hint: 'choose a new path' });
     names = await fsp.readdir(target);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
@@ -47,12 +46,12 @@ export async function prepareTarget(target: string, force: boolean, keep: string
     return;
   }
   if (names.length === 0) return;
-  if (!force) throw new StrataError(ERR.TARGET_NOT_EMPTY, `${target} is not empty`, { hint: 'choose an empty or new directory, or pass --force to replace its contents' });
+  if (!force) throw new StrataError(COMPOSE_ERR.TARGET_NOT_EMPTY, `${target} is not empty`, { hint: 'choose an empty or new directory, or pass --force to replace its contents' });
   const real = await fsp.realpath(target);
   for (const k of keep) {
     const rel = path.relative(real, await fsp.realpath(k).catch(() => path.resolve(k)));
     if (rel === '' || (rel.split(path.sep)[0] !== '..' && !path.isAbsolute(rel))) {
-      throw new StrataError(ERR.TARGET_NOT_EMPTY, `${target} holds the store ${k}; --force would delete it`, { hint: 'choose another directory' });
+      throw new StrataError(COMPOSE_ERR.TARGET_NOT_EMPTY, `${target} holds the store ${k}; --force would delete it`, { hint: 'choose another directory' });
     }
   }
   for (const n of names) {
@@ -185,7 +184,7 @@ function applyMetadata(p: string, e: LayerEntry, isRoot: boolean, skip: (kind: s
   if (e.type !== 'symlink') fs.chmodSync(p, e.mode);
   if (e.xattrs?.size || e.acl) {
     for (const f of applyNodeAttrs(p, { xattrs: e.xattrs, acl: e.acl }, { collect: true })) {
-      if (f.code !== 'EPERM' && f.code !== 'ENOTSUP') throw new StrataError(ERR.USAGE, `cannot set ${f.name} on ${p}: ${f.message}`);
+      if (f.code !== 'EPERM' && f.code !== 'ENOTSUP') throw new StrataError(COMPOSE_ERR.APPLY_FAILED, `cannot set ${f.name} on ${p}: ${f.message}`);
       skip(`${f.name.split('.')[0]}.* xattrs`);
     }
   }

@@ -16,12 +16,11 @@ import { createReadStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { aclFromText, groupClassGrant } from '../native/acl.js';
-import { StrataError, ERR } from '../store/errors.js';
-import type { LoadedModule, Store } from '../store/store.js';
-import type { LayerEntry } from '../store/types.js';
+import { StrataError, COMPOSE_ERR } from './errors.js';
+import type { LoadedModule, Store, LayerEntry } from '../store/index.js';
 import { plannedBytes } from './merge.js';
 import { planOutput } from './outputs.js';
-import { SquashfsWriter, type SquashOptions } from './squashfs/writer.js';
+import { checkSquashOptions, SquashfsWriter, type SquashOptions } from './squashfs/writer.js';
 
 export interface ImageOptions {
   compressor?: SquashOptions['compressor'];
@@ -48,6 +47,11 @@ export interface ImageResult {
 export function imageMode(e: LayerEntry): number {
   if (!e.acl?.access) return e.mode;
   return (e.mode & ~0o070) | (groupClassGrant(aclFromText(e.acl.access)) << 3);
+}
+
+/** Throws ERR_IMAGE_OPTIONS (with a hint) for options no image can be built with. */
+export function checkImageOptions(opts: ImageOptions): void {
+  checkSquashOptions({ compressor: opts.compressor ?? 'zstd', level: opts.level, blockSize: opts.blockSize, workers: opts.workers });
 }
 
 export async function buildImage(store: Store, mods: LoadedModule[], out: string, opts: ImageOptions = {}): Promise<ImageResult> {
@@ -99,11 +103,11 @@ export async function buildImage(store: Store, mods: LoadedModule[], out: string
 async function checkOutput(out: string): Promise<void> {
   const st = await fsp.stat(out).catch(() => undefined);
   if (st?.isDirectory()) {
-    throw new StrataError(ERR.USAGE, `${out} is a directory`, { hint: `give the image's file name, e.g. ${path.join(out, 'stack.sqfs')}` });
+    throw new StrataError(COMPOSE_ERR.TARGET_INVALID, `${out} is a directory`, { hint: `give the image's file name, e.g. ${path.join(out, 'stack.sqfs')}` });
   }
   const dir = path.dirname(path.resolve(out));
   const dst = await fsp.stat(dir).catch(() => undefined);
-  if (!dst?.isDirectory()) throw new StrataError(ERR.NOT_FOUND, `directory ${path.dirname(out)} does not exist`, { hint: 'create it first' });
+  if (!dst?.isDirectory()) throw new StrataError(COMPOSE_ERR.TARGET_INVALID, `directory ${path.dirname(out)} does not exist`, { hint: 'create it first' });
 }
 
 async function* once(b: Buffer): AsyncGenerator<Buffer> {

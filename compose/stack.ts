@@ -5,7 +5,10 @@
  * throws and the caller's stack is untouched. Schema: spec/stack.schema.json; rules and
  * message wording: spec/compose.md.
  */
-import { StrataError, ERR } from '../store/errors.js';
+import type { Collection, PinnedModule } from '../store/index.js';
+import { StrataError, COMPOSE_ERR } from './errors.js';
+
+export type { Collection, PinnedModule };
 import { checkAccess, matchesSpec, resolveSpec, unknownModules, mayLoad, type ModuleInfo, type User } from './resolve.js';
 import { splitFullName } from './version-order.js';
 
@@ -34,18 +37,6 @@ export interface StackChange {
   messages: string[];
 }
 
-/** A saved collection: the stack pinned to record CIDs, so a restore gets the same bytes. */
-export interface PinnedModule {
-  fullName: string;
-  /** CID of the module record at save time. */
-  record: string;
-  auto?: boolean;
-}
-export interface Collection {
-  collectionVersion: 1;
-  modules: PinnedModule[];
-}
-
 export function emptyStack(): StackFile {
   return { stackVersion: 1, modules: [] };
 }
@@ -54,12 +45,12 @@ export function emptyStack(): StackFile {
 // strata.json I/O helpers (text in, text out; the CLI reads and writes the file)
 
 function invalid(why: string): StrataError {
-  return new StrataError(ERR.SOURCE_INVALID, `strata.json is not a strata stack file: ${why}`, {
+  return new StrataError(COMPOSE_ERR.STACK_INVALID, `strata.json is not a strata stack file: ${why}`, {
     hint: 'fix it, or remove it and add the modules again',
   });
 }
 
-/** Validates a parsed strata.json (see spec/stack.schema.json). Throws ERR_SOURCE_INVALID. */
+/** Validates a parsed strata.json (see spec/stack.schema.json). Throws ERR_STACK_INVALID. */
 export function validateStack(v: unknown): StackFile {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw invalid('not a JSON object');
   const o = v as Record<string, unknown>;
@@ -90,7 +81,7 @@ export function validateStack(v: unknown): StackFile {
   return { stackVersion: 1, modules };
 }
 
-/** Parses strata.json text. Throws ERR_SOURCE_INVALID. */
+/** Parses strata.json text. Throws ERR_STACK_INVALID. */
 export function parseStack(text: string): StackFile {
   let v: unknown;
   try {
@@ -196,7 +187,7 @@ class Work {
 }
 
 function cycleError(path: readonly string[]): StrataError {
-  return new StrataError(ERR.REQUIRE_CYCLE, `Module requirements form a cycle: ${path.join(' -> ')}`, {
+  return new StrataError(COMPOSE_ERR.REQUIRE_CYCLE, `Module requirements form a cycle: ${path.join(' -> ')}`, {
     hint: 're-import one of these modules without the requirement that closes the loop',
   });
 }
@@ -252,7 +243,7 @@ class Loader {
     const upstream = w.entries.filter((e) => m.conflicts.some((c) => matchesSpec(c, w.info(e.fullName))));
     if (upstream.length > 0) {
       throw new StrataError(
-        ERR.CONFLICT,
+        COMPOSE_ERR.CONFLICT,
         `Cannot load module "${m.fullName}" because these module(s) are loaded: ${upstream.map((e) => e.fullName).join(' ')}`,
         { hint: `remove them first (strata compose rm ${upstream.map((e) => e.fullName).join(' ')}), or use strata compose swap` },
       );
@@ -260,7 +251,7 @@ class Loader {
     const downstream = w.entries.find((e) => w.info(e.fullName).conflicts.some((c) => matchesSpec(c, m)));
     if (downstream) {
       throw new StrataError(
-        ERR.CONFLICT,
+        COMPOSE_ERR.CONFLICT,
         `Cannot load module "${m.fullName}" because this module set a conflict: "${downstream.fullName}"`,
         { hint: `remove ${downstream.fullName} first, or use strata compose swap ${downstream.fullName} ${m.fullName}` },
       );
@@ -273,7 +264,7 @@ class Loader {
       try {
         req = resolveSpec(r, w.available);
       } catch (e) {
-        if (e instanceof StrataError && e.code === ERR.NOT_FOUND) {
+        if (e instanceof StrataError && e.code === COMPOSE_ERR.NOT_FOUND) {
           const err = unknownModules([r]);
           throw new StrataError(err.code, `${err.message} (required by ${m.fullName})`, { hint: err.hint, cause: e });
         }
@@ -287,7 +278,7 @@ class Loader {
     const clash = m.family === null ? undefined : w.find((x) => x.family === m.family);
     if (clash) {
       throw new StrataError(
-        ERR.CONFLICT,
+        COMPOSE_ERR.CONFLICT,
         `You can only have one ${m.family} module loaded at a time. You already have ${clash.fullName} loaded.`,
         { hint: `the requirements of ${m.fullName} load ${clash.fullName}; fix the module's requires` },
       );
@@ -333,7 +324,7 @@ export function add(stack: StackFile, specs: readonly string[], available: reado
     try {
       mods.push(resolveSpec(s, available));
     } catch (e) {
-      if (e instanceof StrataError && e.code === ERR.NOT_FOUND) unknown.push(s);
+      if (e instanceof StrataError && e.code === COMPOSE_ERR.NOT_FOUND) unknown.push(s);
       else throw e;
     }
   }
@@ -386,7 +377,7 @@ export function swap(
   const w = new Work(stack, available);
   const old = w.find((m) => matchesSpec(a, m));
   if (!old) {
-    throw new StrataError(ERR.NOT_FOUND, `Swap failed: "${a}" is not loaded.`, { hint: 'see strata compose list' });
+    throw new StrataError(COMPOSE_ERR.NOT_FOUND, `Swap failed: "${a}" is not loaded.`, { hint: 'see strata compose list' });
   }
   const m = resolveSpec(b, available);
   w.drop(old);
@@ -413,7 +404,7 @@ export function layerOrder(stack: StackFile, available: readonly ModuleInfo[]): 
   const mods = stack.modules.map((e) => {
     const m = byFullName.get(e.fullName);
     if (!m) {
-      throw new StrataError(ERR.NOT_FOUND, `Module ${e.fullName} is in the stack but not in the store`, {
+      throw new StrataError(COMPOSE_ERR.NOT_FOUND, `Module ${e.fullName} is in the stack but not in the store`, {
         hint: `import it again, or strata compose rm ${e.fullName}`,
       });
     }
@@ -436,10 +427,6 @@ export function layerOrder(stack: StackFile, available: readonly ModuleInfo[]): 
   return out;
 }
 
-/** Throws ERR_ACCESS_DENIED for the first stack module `user` may not load (for lock/output). */
-export function checkStackAccess(stack: StackFile, available: readonly ModuleInfo[], user: User): void {
-  for (const m of layerOrder(stack, available)) if (!mayLoad(m, user)) checkAccess(m, user);
-}
 
 // ---------------------------------------------------------------------------------------
 // Collections
@@ -452,7 +439,7 @@ export function saveCollection(stack: StackFile, available: readonly ModuleInfo[
   const modules = stack.modules.map((e): PinnedModule => {
     const m = available.find((x) => x.fullName === e.fullName);
     if (!m) {
-      throw new StrataError(ERR.NOT_FOUND, `Module ${e.fullName} is in the stack but not in the store`, {
+      throw new StrataError(COMPOSE_ERR.NOT_FOUND, `Module ${e.fullName} is in the stack but not in the store`, {
         hint: `import it again, or strata compose rm ${e.fullName}, then save`,
       });
     }
@@ -461,36 +448,6 @@ export function saveCollection(stack: StackFile, available: readonly ModuleInfo[
     return p;
   });
   return { collectionVersion: 1, modules };
-}
-
-/** Validates a parsed saved collection (spec/stack.schema.json#/$defs/collection). Throws ERR_SOURCE_INVALID. */
-export function validateCollection(v: unknown, name = 'default'): Collection {
-  const bad = (why: string) =>
-    new StrataError(ERR.SOURCE_INVALID, `collection "${name}" is not a strata collection: ${why}`, {
-      hint: `save it again: strata compose save ${name}`,
-    });
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad('not a JSON object');
-  const o = v as Record<string, unknown>;
-  if (o.collectionVersion !== 1) throw bad(`collectionVersion is ${JSON.stringify(o.collectionVersion)}, this strata reads 1`);
-  if (!Array.isArray(o.modules) || Object.keys(o).some((k) => k !== 'collectionVersion' && k !== 'modules')) {
-    throw bad('expected {collectionVersion, modules}');
-  }
-  const modules = o.modules.map((e, i): PinnedModule => {
-    const m = e as Record<string, unknown>;
-    if (typeof m !== 'object' || m === null || typeof m.fullName !== 'string' || m.fullName === '' || typeof m.record !== 'string' || m.record === '') {
-      throw bad(`modules[${i}] needs fullName and record`);
-    }
-    if (Object.keys(m).some((k) => !['fullName', 'record', 'auto'].includes(k)) || (m.auto !== undefined && typeof m.auto !== 'boolean')) {
-      throw bad(`modules[${i}] has unknown keys or a bad auto`);
-    }
-    return { fullName: m.fullName, record: m.record, ...(m.auto === true ? { auto: true } : {}) };
-  });
-  return { collectionVersion: 1, modules };
-}
-
-/** Collection file text: two-space indent, final newline. */
-export function serializeCollection(c: Collection): string {
-  return JSON.stringify({ collectionVersion: 1, modules: c.modules.map((m) => ({ fullName: m.fullName, record: m.record, ...(m.auto ? { auto: true } : {}) })) }, null, 2) + '\n';
 }
 
 /**
@@ -507,7 +464,7 @@ export function restoreCollection(
   const changed = pinned.modules.filter((p) => !available.some((m) => m.fullName === p.fullName && m.record === p.record));
   if (changed.length > 0) {
     throw new StrataError(
-      ERR.NOT_FOUND,
+      COMPOSE_ERR.NOT_FOUND,
       `One or more modules in your ${name} collection have changed: "${changed.map((p) => p.fullName).join(' ')}".`,
       { hint: `to rebuild the collection, purge, add the modules you wish, then: strata compose save ${name}` },
     );

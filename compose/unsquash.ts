@@ -5,7 +5,8 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { applyNodeAttrs } from '../native/fsops.js';
-import { StrataError, ERR } from '../store/errors.js';
+import { StrataError } from './errors.js';
+import { IMAGE_ERR } from './image/errors.js';
 import type { AclIndex } from './embedded.js';
 import { extractImage, safeJoin } from './squashfs/extract.js';
 import { SquashfsImage } from './squashfs/reader.js';
@@ -21,10 +22,10 @@ export async function unsquash(image: string, dir: string): Promise<{ entries: n
       try {
         index = JSON.parse((await img.readFile('.strata/acl.json')).toString('utf8')) as AclIndex;
       } catch {
-        throw new StrataError(ERR.IMAGE_CORRUPT, `${image}: /.strata/acl.json is not valid JSON`);
+        throw new StrataError(IMAGE_ERR.CORRUPT, `${image}: /.strata/acl.json is not valid JSON`);
       }
       const bad = (p: string, why: string) =>
-        new StrataError(ERR.IMAGE_CORRUPT, `${image}: /.strata/acl.json names ${JSON.stringify(p)}, ${why}`, {
+        new StrataError(IMAGE_ERR.CORRUPT, `${image}: /.strata/acl.json names ${JSON.stringify(p)}, ${why}`, {
           hint: 'the image was altered or not written by strata; DIR holds its tree, with ACLs restored only in part',
         });
       for (const [p, e] of Object.entries(index.entries ?? {})) {

@@ -7,9 +7,8 @@ import { spawnSync } from 'node:child_process';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { StrataError, ERR } from '../store/errors.js';
-import { remoteFetcher, type TransferHooks } from '../store/remote.js';
-import type { LoadedModule, Store } from '../store/store.js';
+import { StrataError, COMPOSE_ERR } from './errors.js';
+import type { TransferHooks, LoadedModule, Store } from '../store/index.js';
 import { Lock, lockOf, lockText, modulesOfHashList, modulesOfLock, readLockFile } from './lock.js';
 import { checkAccess, ModuleInfo, User } from './resolve.js';
 import { Collection, emptyStack, layerOrder, parseStack, serializeStack, StackFile } from './stack.js';
@@ -96,14 +95,13 @@ export async function outputModules(
   transfer?: TransferHooks,
 ): Promise<LoadedModule[]> {
   let mods: LoadedModule[];
-  if (from.lock && from.cids) throw new StrataError(ERR.USAGE, 'give --lock or --cids, not both');
-  const fetch = from.lock || from.cids ? await remoteFetcher(store, transfer) : undefined;
+  const fetch = from.lock || from.cids ? await store.fetcher(transfer) : undefined;
   if (from.lock) mods = await modulesOfLock(store, await readLockFile(from.lock), fetch);
   else if (from.cids) mods = await modulesOfHashList(store, from.cids, fetch);
   else {
     const stack = await readStack(dir);
     if (stack.modules.length === 0) {
-      throw new StrataError(ERR.USAGE, 'the stack is empty', { hint: 'add modules with `strata compose add M`, or give --lock FILE or --cids FILE' });
+      throw new StrataError(COMPOSE_ERR.STACK_EMPTY, 'the stack is empty', { hint: 'add modules with `strata compose add M`, or give --lock FILE or --cids FILE' });
     }
     mods = await stackModules(store, stack);
     await writeStack(store, dir, stack);
@@ -115,20 +113,13 @@ export async function outputModules(
   return mods;
 }
 
-export async function saveCollectionTo(store: Store, name: string, c: Collection): Promise<void> {
-  await store.index((ix) => ix.batch([{ type: 'put', key: `c/${name}`, value: JSON.stringify(c) }]));
-}
-
+/** Collection `name`, or Lmod's "does not exist" error. */
 export async function loadCollection(store: Store, name: string): Promise<Collection> {
-  const text = await store.index((ix) => ix.get(`c/${name}`));
-  if (text === undefined) {
-    throw new StrataError(ERR.NOT_FOUND, `Lmod has detected the following error: The collection "${name}" does not exist`, { hint: 'see strata compose savelist' });
+  const c = await store.loadCollection(name);
+  if (c === undefined) {
+    throw new StrataError(COMPOSE_ERR.NOT_FOUND, `Lmod has detected the following error: The collection "${name}" does not exist`, { hint: 'see strata compose savelist' });
   }
-  return JSON.parse(text) as Collection;
-}
-
-export async function listCollections(store: Store): Promise<string[]> {
-  return (await store.index((ix) => ix.range('c/'))).map(([k]) => k.slice(2));
+  return c;
 }
 
 export async function writeAtomic(file: string, text: string | Buffer): Promise<void> {

@@ -26,7 +26,7 @@
  * non-empty ACL must be complete: user_obj, group_obj and other, plus mask when a named
  * user or group entry exists; at most one entry per (tag, id).
  */
-import { StrataError, ERR } from '../store/errors.js';
+import { NATIVE_ERR, StrataError } from './errors.js';
 
 export type AclTag = 'user_obj' | 'user' | 'group_obj' | 'group' | 'mask' | 'other';
 
@@ -39,6 +39,12 @@ export interface AclEntry {
 }
 
 export type Acl = AclEntry[];
+
+/** A node's POSIX ACLs in canonical text (numeric ids, comma separated); absent when it has none. */
+export interface EntryAcl {
+  access?: string;
+  default?: string;
+}
 
 /** Maps names found in archive text to numeric ids; undefined when the name is unknown. */
 export interface IdResolver {
@@ -66,7 +72,7 @@ const CODE_TAG = new Map<number, AclTag>(Object.entries(TAG_CODE).map(([t, c]) =
 const HINT = 'the ACL must have user::, group:: and other:: entries, and mask:: when named entries exist';
 
 function invalid(message: string, hint = HINT): StrataError {
-  return new StrataError(ERR.ACL_INVALID, message, { hint });
+  return new StrataError(NATIVE_ERR.ACL_INVALID, message, { hint });
 }
 
 function isNamed(tag: AclTag): boolean {

@@ -4,7 +4,7 @@
  * native/xattr.ts, native/acl.ts and native/ids.ts.
  */
 import { createRequire } from 'node:module';
-import { StrataError, ERR } from '../store/errors.js';
+import { NATIVE_ERR, StrataError } from './errors.js';
 
 /** Raw addon surface; see native/addon.c for the exact semantics of each call. */
 export interface NativeAddon {
@@ -32,13 +32,13 @@ export function addon(): NativeAddon {
       return loaded;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') continue;
-      throw new StrataError(ERR.NATIVE_UNAVAILABLE, `cannot load the native addon ${rel}: ${(e as Error).message}`, {
+      throw new StrataError(NATIVE_ERR.UNAVAILABLE, `cannot load the native addon ${rel}: ${(e as Error).message}`, {
         hint: 'rebuild it with `npm run install` (node-gyp rebuild) for this Node version',
         cause: e,
       });
     }
   }
-  throw new StrataError(ERR.NATIVE_UNAVAILABLE, 'the native addon build/Release/strata_native.node is missing', {
+  throw new StrataError(NATIVE_ERR.UNAVAILABLE, 'the native addon build/Release/strata_native.node is missing', {
     hint: 'build it with `npm run install` (node-gyp rebuild; needs python3, make and a C compiler)',
   });
 }

@@ -7,8 +7,7 @@
  * Same contract as native/xattr.ts: the path itself, never a symlink's target;
  * synchronous; one system call per attribute (no all-or-nothing across attributes).
  */
-import type { EntryAcl } from '../store/types.js';
-import { ACL_XATTR_ACCESS, ACL_XATTR_DEFAULT, aclFromText, aclFromXattr, aclToText, aclToXattr, isMinimalAcl } from './acl.js';
+import { ACL_XATTR_ACCESS, ACL_XATTR_DEFAULT, aclFromText, aclFromXattr, aclToText, aclToXattr, isMinimalAcl, type EntryAcl } from './acl.js';
 import { lgetxattr, llistxattr, lsetxattr, type PathArg } from './xattr.js';
 
 export interface NodeAttrs {

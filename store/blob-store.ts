@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { StrataError, ERR } from './errors.js';
+import { StrataError, STORE_ERR } from './errors.js';
 
 const HEX = /^[0-9a-f]{64}$/;
 const WRITES_IN_FLIGHT = 8;
@@ -42,7 +42,7 @@ export class BlobStore {
   }
 
   blobPath(hex: string): string {
-    if (!HEX.test(hex)) throw new StrataError(ERR.USAGE, `'${hex}' is not a sha256 digest`);
+    if (!HEX.test(hex)) throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `'${hex}' is not a sha256 digest`);
     return path.join(this.blobDir, hex);
   }
 
@@ -94,7 +94,7 @@ export class BlobStore {
     const hex = hash.digest('hex');
     if (expectHex !== undefined && hex !== expectHex) {
       await fsp.rm(tmp, { force: true });
-      throw new StrataError(ERR.DIGEST_MISMATCH, `content does not match sha256:${expectHex} (got sha256:${hex})`);
+      throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `content does not match sha256:${expectHex} (got sha256:${hex})`);
     }
     await this.commit(tmp, hex);
     return { hex, size };
@@ -123,7 +123,7 @@ export class BlobStore {
       await fsp.access(this.blobPath(hex));
       stream = createReadStream(this.blobPath(hex), { highWaterMark: 1 << 20 });
     } catch {
-      throw new StrataError(ERR.BLOB_MISSING, `${what ?? 'blob'} sha256:${hex} is missing from the store`, {
+      throw new StrataError(STORE_ERR.BLOB_MISSING, `${what ?? 'blob'} sha256:${hex} is missing from the store`, {
         hint: 'run `strata store verify`; re-import or pull the module',
       });
     }
@@ -139,7 +139,7 @@ export class BlobStore {
     try {
       buf = await fsp.readFile(this.blobPath(hex));
     } catch {
-      throw new StrataError(ERR.BLOB_MISSING, `${what ?? 'blob'} sha256:${hex} is missing from the store`, {
+      throw new StrataError(STORE_ERR.BLOB_MISSING, `${what ?? 'blob'} sha256:${hex} is missing from the store`, {
         hint: 'run `strata store verify`; re-import or pull the module',
       });
     }
@@ -153,8 +153,8 @@ export class BlobStore {
       for await (const _ of this.read(hex)) void _;
       return 'ok';
     } catch (e) {
-      if (e instanceof StrataError && e.code === ERR.BLOB_MISSING) return 'missing';
-      if (e instanceof StrataError && e.code === ERR.DIGEST_MISMATCH) return 'corrupt';
+      if (e instanceof StrataError && e.code === STORE_ERR.BLOB_MISSING) return 'missing';
+      if (e instanceof StrataError && e.code === STORE_ERR.DIGEST_MISMATCH) return 'corrupt';
       throw e;
     }
   }
@@ -194,7 +194,7 @@ export class BlobStore {
   }
 
   private mismatch(hex: string, what?: string): StrataError {
-    return new StrataError(ERR.DIGEST_MISMATCH, `${what ?? 'blob'} sha256:${hex} is corrupt (its content no longer matches its digest)`, {
+    return new StrataError(STORE_ERR.DIGEST_MISMATCH, `${what ?? 'blob'} sha256:${hex} is corrupt (its content no longer matches its digest)`, {
       hint: 'run `strata store verify`, then re-import or pull the module',
     });
   }

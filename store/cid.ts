@@ -7,7 +7,7 @@
 import { CID } from 'multiformats/cid';
 import * as Digest from 'multiformats/hashes/digest';
 import { createHash } from 'node:crypto';
-import { StrataError, ERR } from './errors.js';
+import { StrataError, STORE_ERR } from './errors.js';
 
 export const RAW_CODEC = 0x55;
 export const JSON_CODEC = 0x0200;
@@ -27,10 +27,10 @@ export function parseCid(text: string): { codec: number; hex: string } {
   try {
     cid = CID.parse(text);
   } catch {
-    throw new StrataError(ERR.USAGE, `'${text}' is not a CID`, { hint: 'expected bafk… or bagaaiera…' });
+    throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `'${text}' is not a CID`, { hint: 'expected bafk… or bagaaiera…' });
   }
   if (cid.version !== 1 || cid.multihash.code !== SHA2_256) {
-    throw new StrataError(ERR.USAGE, `CID ${text} is not a CIDv1 with sha2-256`);
+    throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `CID ${text} is not a CIDv1 with sha2-256`);
   }
   return { codec: cid.code, hex: Buffer.from(cid.multihash.digest).toString('hex') };
 }

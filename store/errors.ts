@@ -1,44 +1,43 @@
 /**
- * Errors of the store. Each has a stable `code` callers branch on, an optional `hint` the
- * CLI prints after the message ("strata: <message> (<hint>)"), and `cause` when it wraps.
+ * Codes of the errors store/ raises (the class, StrataError, is native/errors.ts). Callers
+ * branch on these; the CLI exits 1 for every one of them.
  */
-export class StrataError extends Error {
-  readonly code: string;
-  readonly hint: string | undefined;
-  constructor(code: string, message: string, opts: { hint?: string; cause?: unknown } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
-    this.name = 'StrataError';
-    this.code = code;
-    this.hint = opts.hint;
-  }
-}
+import { StrataError, isStrataError } from '../native/errors.js';
+export { StrataError, isStrataError };
 
-export const ERR = {
+export const STORE_ERR = {
+  /** A module, record, source or remote that was named is not there. */
   NOT_FOUND: 'ERR_NOT_FOUND',
+  /** A module of that name exists with other content (import/pull without --force). */
   EXISTS: 'ERR_EXISTS',
-  USAGE: 'ERR_USAGE',
+  /** A name, CID, digest, VAR=VALUE or URL given to the store is malformed. */
+  INVALID_ARGUMENT: 'ERR_INVALID_ARGUMENT',
+  /** A blob's bytes no longer match its digest. */
   DIGEST_MISMATCH: 'ERR_DIGEST_MISMATCH',
+  /** A blob an index entry names is not in blobs/. */
   BLOB_MISSING: 'ERR_BLOB_MISSING',
+  /** A record, manifest or collection is well hashed but not a valid document of its kind. */
+  RECORD_INVALID: 'ERR_RECORD_INVALID',
+  /** Another strata process kept the index locked past the timeout. */
   LOCKED: 'ERR_STORE_LOCKED',
+  /** The index could not be opened for another reason than the lock (permissions, damage). */
+  INDEX_UNAVAILABLE: 'ERR_INDEX_UNAVAILABLE',
   TAR_CORRUPT: 'ERR_TAR_CORRUPT',
   TAR_TRUNCATED: 'ERR_TAR_TRUNCATED',
   TAR_UNSUPPORTED: 'ERR_TAR_UNSUPPORTED',
   LAYER_UNSAFE_PATH: 'ERR_LAYER_UNSAFE_PATH',
   LAYER_DUPLICATE: 'ERR_LAYER_DUPLICATE',
   LAYER_BAD_LINK: 'ERR_LAYER_BAD_LINK',
-  ACL_INVALID: 'ERR_ACL_INVALID',
+  /** A source (archive, directory, OCI layout) that strata cannot import as given. */
   SOURCE_INVALID: 'ERR_SOURCE_INVALID',
-  ACCESS_DENIED: 'ERR_ACCESS_DENIED',
-  CONFLICT: 'ERR_CONFLICT',
-  TARGET_NOT_EMPTY: 'ERR_TARGET_NOT_EMPTY',
-  IMAGE_CORRUPT: 'ERR_IMAGE_CORRUPT',
-  IMAGE_UNSUPPORTED: 'ERR_IMAGE_UNSUPPORTED',
+  /** The registry answered in a way strata cannot use, or not at all. */
   REGISTRY: 'ERR_REGISTRY',
+  /** The registry refused the credentials (or has none that work). */
   AUTH: 'ERR_AUTH',
-  NATIVE_UNAVAILABLE: 'ERR_NATIVE_UNAVAILABLE',
-  REQUIRE_CYCLE: 'ERR_REQUIRE_CYCLE',
+  /** Registry configuration (credentials file, remote URL) that cannot be used. */
+  REGISTRY_CONFIG: 'ERR_REGISTRY_CONFIG',
+  /** A restricted module would leave the site (push to a remote not marked site-internal). */
+  ACCESS_DENIED: 'ERR_ACCESS_DENIED',
+  /** `store verify` found damaged or missing blobs. */
+  VERIFY_FAILED: 'ERR_VERIFY_FAILED',
 } as const;
-
-export function isStrataError(e: unknown, code?: string): e is StrataError {
-  return e instanceof StrataError && (code === undefined || e.code === code);
-}

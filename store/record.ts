@@ -2,7 +2,7 @@
  * Module records. Schema: spec/module-record.schema.json. A record is a canonical-JSON blob,
  * named by CIDv1(json, sha2-256); the index maps fullName → record CID.
  */
-import { StrataError, ERR } from './errors.js';
+import { StrataError, STORE_ERR } from './errors.js';
 
 export interface EnvOp {
   op: 'prepend' | 'append' | 'set';
@@ -44,7 +44,7 @@ const VAR = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 export function checkFullName(fullName: string): void {
   if (!NAME.test(fullName) || fullName.length > 200) {
-    throw new StrataError(ERR.USAGE, `'${fullName}' is not a module name`, {
+    throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `'${fullName}' is not a module name`, {
       hint: 'use name/version, e.g. openmpi/4.1.5 or mpi/openmpi-2 (letters, digits, _ . + @ -)',
     });
   }
@@ -54,13 +54,13 @@ export function checkFullName(fullName: string): void {
 export function parseEnvOp(op: EnvOp['op'], text: string): EnvOp {
   const eq = text.indexOf('=');
   const name = eq < 0 ? '' : text.slice(0, eq);
-  if (!VAR.test(name)) throw new StrataError(ERR.USAGE, `'${text}' is not VAR=VALUE`, { hint: 'e.g. --prepend PATH=/opt/openmpi/bin' });
+  if (!VAR.test(name)) throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `'${text}' is not VAR=VALUE`, { hint: 'e.g. --prepend PATH=/opt/openmpi/bin' });
   return { op, var: name, value: text.slice(eq + 1) };
 }
 
 export function validateRecord(v: unknown, where: string): ModuleRecord {
   const r = v as ModuleRecord;
-  const bad = (why: string) => new StrataError(ERR.DIGEST_MISMATCH, `record ${where} is not a strata module record (${why})`);
+  const bad = (why: string) => new StrataError(STORE_ERR.RECORD_INVALID, `record ${where} is not a strata module record (${why})`);
   if (!r || typeof r !== 'object') throw bad('not an object');
   if (r.recordVersion !== 1) throw bad(`recordVersion ${String(r.recordVersion)}`);
   for (const k of ['name', 'version', 'layer', 'manifest', 'description'] as const) if (typeof r[k] !== 'string') throw bad(`${k} missing`);

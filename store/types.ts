@@ -6,11 +6,10 @@
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
 
-/** POSIX ACLs in canonical text (see native/acl.ts: numeric ids, comma separated). */
-export interface EntryAcl {
-  access?: string;
-  default?: string;
-}
+import type { EntryAcl } from '../native/acl.js';
+
+/** POSIX ACLs in canonical text (native/acl.ts: numeric ids, comma separated). */
+export type { EntryAcl };
 
 export interface LayerEntry {
   /**

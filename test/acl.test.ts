@@ -25,7 +25,8 @@ import {
 } from '../native/acl.js';
 import { hostResolver } from '../native/ids.js';
 import { lgetxattr, llistxattr, lsetxattr } from '../native/xattr.js';
-import { isStrataError, ERR } from '../store/errors.js';
+import { isStrataError,  } from '../store/errors.js';
+import { NATIVE_ERR } from '../native/errors.js';
 
 const run = (cmd: string, ...args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
 
@@ -41,7 +42,7 @@ function expectInvalid(fn: () => unknown, message?: RegExp): void {
   try {
     fn();
   } catch (e) {
-    assert.ok(isStrataError(e, ERR.ACL_INVALID), String(e));
+    assert.ok(isStrataError(e, NATIVE_ERR.ACL_INVALID), String(e));
     if (message) assert.match((e as Error).message, message);
     return;
   }

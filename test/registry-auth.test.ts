@@ -9,10 +9,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
-import { RegistryClient, MEDIA_TYPES } from '../store/registry/client.js';
+import { RegistryClient, MEDIA_TYPES } from '../store/remote/client.js';
 import { basicCredentials, bearerCredentials, parseAuthValue, resolveCredentials,
-  type Credentials } from '../store/registry/credentials.js';
-import { ERR, isStrataError } from '../store/errors.js';
+  type Credentials } from '../store/remote/credentials.js';
+import { STORE_ERR as ERR, isStrataError } from '../store/errors.js';
 import { startRegistry, type RegistryServer } from './helpers/registry-server.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
 
@@ -74,13 +74,13 @@ creds('STRATA_REGISTRY_AUTH: user:password and bearer:TOKEN, for every host', ()
   assert.is((t as { token: string }).token, 'abc.def');
 });
 
-creds('a malformed STRATA_REGISTRY_AUTH is ERR_USAGE without echoing it', () => {
+creds('a malformed STRATA_REGISTRY_AUTH is ERR_REGISTRY_CONFIG without echoing it', () => {
   for (const v of ['no-colon-secret', ':nouser-secret', 'bearer:']) {
     try {
       parseAuthValue(v);
       assert.unreachable(v);
     } catch (e) {
-      assert.ok(isStrataError(e, ERR.USAGE));
+      assert.ok(isStrataError(e, ERR.REGISTRY_CONFIG));
       assert.not.ok((e as Error).message.includes('secret'));
       assert.match((e as { hint?: string }).hint ?? '', /user:password or bearer:TOKEN/);
     }
@@ -116,11 +116,11 @@ creds('~/.docker/config.json auths: base64 auth, scheme/path in keys, Docker Hub
   writeFileSync(join(other, 'config.json'), JSON.stringify({ auths: { 'h:1': { auth: b64('dc:pw5') } } }));
   const d = resolveCredentials('h:1', { env: { DOCKER_CONFIG: other }, home });
   assert.is(d?.kind === 'basic' && d.password, 'pw5');
-  // No file: anonymous. A broken file: ERR_USAGE naming the file.
+  // No file: anonymous. A broken file: ERR_REGISTRY_CONFIG naming the file.
   assert.is(resolveCredentials('h:1', { env: {}, home: join(home, 'none') }), null);
   writeFileSync(join(other, 'config.json'), '{ not json');
   assert.throws(() => resolveCredentials('h:1', { env: { DOCKER_CONFIG: other }, home }),
-    (e: unknown) => isStrataError(e, ERR.USAGE) && (e as Error).message.includes('config.json'));
+    (e: unknown) => isStrataError(e, ERR.REGISTRY_CONFIG) && (e as Error).message.includes('config.json'));
 });
 
 creds('secrets do not show in JSON or inspect output', () => {

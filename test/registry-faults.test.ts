@@ -6,8 +6,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { RegistryClient, type RetryInfo } from '../store/registry/client.js';
-import { ERR, isStrataError } from '../store/errors.js';
+import { RegistryClient, type RetryInfo } from '../store/remote/client.js';
+import { STORE_ERR as ERR, isStrataError } from '../store/errors.js';
 import { startFaultProxy, startRegistry, type Fault, type RegistryServer } from './helpers/registry-server.js';
 
 const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;

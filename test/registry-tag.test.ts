@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { fullNameFromTag, isValidTag, tagFromFullName } from '../store/registry/tag.js';
-import { isStrataError, ERR } from '../store/errors.js';
+import { fullNameFromTag, isValidTag, tagFromFullName } from '../store/remote/tag.js';
+import { isStrataError, STORE_ERR as ERR } from '../store/errors.js';
 
 const test = suite('registry tag');
 
@@ -67,7 +67,7 @@ test('invalid fullNames and tags are refused', () => {
       tagFromFullName(bad);
       assert.unreachable(`accepted ${JSON.stringify(bad)}`);
     } catch (e) {
-      assert.ok(isStrataError(e, ERR.USAGE), String(e));
+      assert.ok(isStrataError(e, ERR.INVALID_ARGUMENT), String(e));
     }
   }
   assert.is(fullNameFromTag('.x'), undefined);

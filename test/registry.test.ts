@@ -7,8 +7,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { RegistryClient, MEDIA_TYPES, parseRepositoryRef } from '../store/registry/client.js';
-import { ERR, isStrataError } from '../store/errors.js';
+import { RegistryClient, MEDIA_TYPES, parseRepositoryRef } from '../store/remote/client.js';
+import { STORE_ERR as ERR, isStrataError } from '../store/errors.js';
 import { startRegistry, type RegistryServer } from './helpers/registry-server.js';
 import { mustRun } from './helpers/tmp.js';
 
@@ -159,15 +159,15 @@ test('a tampered manifest is refused by digest and by tag', async () => {
   await rejects(client.getManifest('v1'), ERR.DIGEST_MISMATCH);
 });
 
-test('bad arguments are ERR_USAGE before any request', async () => {
-  await rejects(client.hasBlob('sha256:xyz'), ERR.USAGE);
-  await rejects(client.getManifest('bad tag'), ERR.USAGE);
-  await rejects(client.putManifest(sha(Buffer.from('other')), MEDIA_TYPES.OCI_MANIFEST, Buffer.from('{}')), ERR.USAGE);
-  await rejects(client.putManifest('-x', MEDIA_TYPES.OCI_MANIFEST, Buffer.from('{}')), ERR.USAGE);
+test('bad arguments are ERR_INVALID_ARGUMENT before any request', async () => {
+  await rejects(client.hasBlob('sha256:xyz'), ERR.INVALID_ARGUMENT);
+  await rejects(client.getManifest('bad tag'), ERR.INVALID_ARGUMENT);
+  await rejects(client.putManifest(sha(Buffer.from('other')), MEDIA_TYPES.OCI_MANIFEST, Buffer.from('{}')), ERR.INVALID_ARGUMENT);
+  await rejects(client.putManifest('-x', MEDIA_TYPES.OCI_MANIFEST, Buffer.from('{}')), ERR.INVALID_ARGUMENT);
   assert.throws(() => new RegistryClient({ base: reg.url, repo: 'Upper/Case' }, { auth: null }),
-    (e: unknown) => isStrataError(e, ERR.USAGE));
+    (e: unknown) => isStrataError(e, ERR.INVALID_ARGUMENT));
   assert.throws(() => new RegistryClient({ base: 'http://u:secret@127.0.0.1:1', repo: 'a' }, { auth: null }),
-    (e: unknown) => isStrataError(e, ERR.USAGE) && !String((e as Error).message).includes('secret'));
+    (e: unknown) => isStrataError(e, ERR.INVALID_ARGUMENT) && !String((e as Error).message).includes('secret'));
 });
 
 test('parseRepositoryRef: loopback is http, anything else https', () => {
@@ -175,7 +175,7 @@ test('parseRepositoryRef: loopback is http, anything else https', () => {
   assert.equal(parseRepositoryRef('localhost/x'), { base: 'http://localhost', repo: 'x' });
   assert.equal(parseRepositoryRef('registry.example.org/site/stack'), { base: 'https://registry.example.org', repo: 'site/stack' });
   assert.equal(parseRepositoryRef('http://reg.lan:5000/a'), { base: 'http://reg.lan:5000', repo: 'a' });
-  assert.throws(() => parseRepositoryRef('justahost'), (e: unknown) => isStrataError(e, ERR.USAGE));
+  assert.throws(() => parseRepositoryRef('justahost'), (e: unknown) => isStrataError(e, ERR.INVALID_ARGUMENT));
 });
 
 test.run();

@@ -12,11 +12,11 @@ import * as assert from 'uvu/assert';
 import { createCipheriv, createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ERR, isStrataError } from '../store/errors.js';
-import type { RetryInfo } from '../store/registry/client.js';
-import { basicCredentials } from '../store/registry/credentials.js';
-import { pull, push, type TransferHooks } from '../store/remote.js';
-import { Store } from '../store/store.js';
+import { STORE_ERR as ERR, isStrataError } from '../store/errors.js';
+import type { RetryInfo } from '../store/remote/client.js';
+import { basicCredentials } from '../store/remote/credentials.js';
+import { pull, push, type TransferHooks } from '../store/remote/remotes.js';
+import { LocalStore } from '../store/local-store.js';
 import { startFaultProxy, startRegistry, type RegistryServer } from './helpers/registry-server.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
 import { assertOneLineError, blobListing, cidHex, fileListing, strata, strataJson } from './store-harness.js';
@@ -24,7 +24,7 @@ import { assertOneLineError, blobListing, cidHex, fileListing, strata, strataJso
 interface Ctx {
   dir: string;
   reg: RegistryServer;
-  stores: Store[];
+  stores: LocalStore[];
 }
 
 const BIG = 30 << 20;
@@ -49,14 +49,14 @@ test.after.each(async (ctx) => {
   removeDir(ctx.dir);
 });
 
-async function openStore(ctx: Ctx, name: string): Promise<Store> {
-  const s = await Store.open(join(ctx.dir, name));
+async function openStore(ctx: Ctx, name: string): Promise<LocalStore> {
+  const s = await LocalStore.open(join(ctx.dir, name));
   ctx.stores.push(s);
   return s;
 }
 
-/** Store A with big/1: one 30 MB file plus a small one. */
-async function bigModule(ctx: Ctx): Promise<{ A: Store; layer: string; data: Buffer }> {
+/** LocalStore A with big/1: one 30 MB file plus a small one. */
+async function bigModule(ctx: Ctx): Promise<{ A: LocalStore; layer: string; data: Buffer }> {
   const tree = join(ctx.dir, 'big-tree');
   mkdirSync(join(tree, 'data'), { recursive: true });
   const data = seededBytes(BIG, 'strata remote faults');

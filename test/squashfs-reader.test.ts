@@ -28,7 +28,9 @@ import { SquashfsImage, type ImageEntry } from '../compose/squashfs/reader.js';
 import { extractImage } from '../compose/squashfs/extract.js';
 import { SquashfsWriter } from '../compose/squashfs/writer.js';
 import { decodeSuperblock } from '../compose/squashfs/format.js';
-import { isStrataError, ERR } from '../store/errors.js';
+import { isStrataError } from '../store/errors.js';
+import { COMPOSE_ERR } from '../compose/errors.js';
+import { IMAGE_ERR } from '../compose/image/errors.js';
 import { tempDir, removeDir, mustRun, run } from './helpers/tmp.js';
 import { snapshotTree, diffTrees, type TreeSnapshot } from './helpers/tree.js';
 import { seeded } from './helpers/random.js';
@@ -290,7 +292,7 @@ for (const [name, args] of VARIANTS) {
         await img.readFile('d');
         assert.unreachable('readFile of a directory');
       } catch (e) {
-        assert.ok(isStrataError(e, ERR.NOT_FOUND), String(e));
+        assert.ok(isStrataError(e, IMAGE_ERR.NOT_FOUND), String(e));
       }
       // openFile by path streams the same bytes as by entry.
       const parts: Buffer[] = [];
@@ -380,7 +382,7 @@ Reader('extractImage of an -all-root image, and into a non-empty directory', asy
       await extractImage(img, join(ctx.work, 'full'));
       assert.unreachable('non-empty target');
     } catch (e) {
-      assert.ok(isStrataError(e, ERR.TARGET_NOT_EMPTY), String(e));
+      assert.ok(isStrataError(e, COMPOSE_ERR.TARGET_NOT_EMPTY), String(e));
     }
   } finally {
     await img.close();
@@ -467,7 +469,7 @@ Reader('names that are not UTF-8 are refused in one line, as layers refuse them'
     await collect(img);
     assert.unreachable('latin-1 name');
   } catch (e) {
-    assert.ok(isStrataError(e, ERR.IMAGE_UNSUPPORTED), String(e));
+    assert.ok(isStrataError(e, IMAGE_ERR.UNSUPPORTED), String(e));
     assert.match((e as Error).message, /is not valid UTF-8$/);
   } finally {
     await img.close();
@@ -482,7 +484,7 @@ Reader('lzo and non-SquashFS files are refused with clear errors', async () => {
       await SquashfsImage.open(image);
       assert.unreachable(comp);
     } catch (e) {
-      assert.ok(isStrataError(e, ERR.IMAGE_UNSUPPORTED), String(e));
+      assert.ok(isStrataError(e, IMAGE_ERR.UNSUPPORTED), String(e));
       assert.match((e as Error).message, `compressed with ${comp}`);
     }
   }
@@ -494,7 +496,7 @@ Reader('lzo and non-SquashFS files are refused with clear errors', async () => {
       await SquashfsImage.open(file);
       assert.unreachable(file);
     } catch (e) {
-      assert.ok(isStrataError(e, ERR.IMAGE_CORRUPT), String(e));
+      assert.ok(isStrataError(e, IMAGE_ERR.CORRUPT), String(e));
       assert.match((e as Error).message, msg);
     }
   }
@@ -564,7 +566,7 @@ async function exercise(path: string): Promise<unknown> {
 
 function checkOutcome(e: unknown, label: string): boolean {
   if (e === undefined) return false;
-  if (!isStrataError(e) || (e.code !== ERR.IMAGE_CORRUPT && e.code !== ERR.IMAGE_UNSUPPORTED)) {
+  if (!isStrataError(e) || (e.code !== IMAGE_ERR.CORRUPT && e.code !== IMAGE_ERR.UNSUPPORTED)) {
     assert.unreachable(`${label}: unexpected ${e instanceof Error ? e.stack : String(e)}`);
   }
   const msg = (e as Error).message;
@@ -682,7 +684,7 @@ Corrupt('a directory entry pointing back at the root is reported as a cycle', as
   const bad = join(cctx.dir, 'cycle.sqfs');
   writeFileSync(bad, b);
   const e = await exercise(bad);
-  assert.ok(isStrataError(e, ERR.IMAGE_CORRUPT), String(e));
+  assert.ok(isStrataError(e, IMAGE_ERR.CORRUPT), String(e));
   assert.match((e as Error).message, /cycle/);
 });
 
@@ -698,7 +700,7 @@ Corrupt('a name with a slash or "..", and out-of-order names, are refused', asyn
     const bad = join(cctx.dir, 'name.sqfs');
     writeFileSync(bad, b);
     const e = await exercise(bad);
-    assert.ok(isStrataError(e, ERR.IMAGE_CORRUPT), `${name}: ${String(e)}`);
+    assert.ok(isStrataError(e, IMAGE_ERR.CORRUPT), `${name}: ${String(e)}`);
     assert.match((e as Error).message, re);
   }
 });
@@ -733,7 +735,7 @@ Corrupt('stat() uses the directory index; a corrupt index entry is reported', as
       await img.stat(`big/${name}`);
       assert.unreachable('stat through the corrupt index entry');
     } catch (e) {
-      assert.ok(isStrataError(e, ERR.IMAGE_CORRUPT), String(e));
+      assert.ok(isStrataError(e, IMAGE_ERR.CORRUPT), String(e));
       assert.match((e as Error).message, /index entry/);
     }
   } finally {

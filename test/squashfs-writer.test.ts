@@ -407,7 +407,7 @@ Writer('usage errors: missing parent, bad options, wrong size, duplicate; abort 
     try {
       await fn();
     } catch (e) {
-      assert.ok(isStrataError(e, 'ERR_USAGE'), `${what}: ${String(e)}`);
+      assert.ok(isStrataError(e, 'ERR_IMAGE_INPUT') || isStrataError(e, 'ERR_IMAGE_OPTIONS'), `${what}: ${String(e)}`);
       return;
     }
     assert.unreachable(`${what}: no error`);

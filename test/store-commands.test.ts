@@ -8,7 +8,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Store } from '../store/store.js';
+import { LocalStore } from '../store/local-store.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
 import { assertOneLineError, blobListing, blobPath, strata, strataJson } from './store-harness.js';
 
@@ -36,7 +36,7 @@ test.before.each(async (ctx) => {
     c: tree(join(ctx.dir, 'c'), 'mpich 3\n'),
   };
   // Set up through the API (quicker than four CLI runs); the commands under test go through the CLI.
-  const s = await Store.open(ctx.store);
+  const s = await LocalStore.open(ctx.store);
   await s.importModule('openmpi/4.1.5', ctx.trees.a!, { description: 'Open MPI' });
   await s.importModule('openmpi/5.0.3', ctx.trees.b!);
   await s.importModule('mpi/mpich-3', ctx.trees.c!, { restricted: 'hpc' });

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Level } from 'level';
-import { Store } from '../store/store.js';
+import { LocalStore } from '../store/local-store.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
 import { assertOneLineError, strataAsync, strataJson } from './store-harness.js';
 
@@ -86,7 +86,7 @@ test('gc running over and over during an import never takes the blobs of the imp
   let gcs = 0;
   let removed = 0;
   // gc in this process (no Node start-up per run), so many runs interleave with the import.
-  const s2 = await Store.open(store);
+  const s2 = await LocalStore.open(store);
   while (!finished) {
     removed += (await s2.gc()).removed.length;
     gcs++;

@@ -91,11 +91,16 @@ test('every hostile archive: exit 1, one line, store and filesystem unchanged', 
   assert.equal(strataJson(store, ['store', 'verify']), { modules: 1, problems: [] });
 });
 
-test('a hostile archive under --json still fails with one stderr line and no stdout', ({ store, archives }) => {
+test('a hostile archive under --json fails with one JSON error document on stdout and nothing on stderr', ({ store, archives }) => {
   const file = HOSTILE_ARCHIVES.dotdot!(archives);
   const r = strata(store, ['--json', 'store', 'import', 'hostile/dotdot', file]);
-  assertOneLineError(r, 'dotdot --json');
-  assert.is(r.stdout.length, 0);
+  assert.is(r.code, 1, r.stderr);
+  assert.is(r.stderr, '');
+  const doc = JSON.parse(r.stdout.toString('utf8')) as { error: { code: string; message: string; hint?: string } };
+  assert.equal(Object.keys(doc), ['error']);
+  assert.is(doc.error.code, 'ERR_LAYER_UNSAFE_PATH');
+  assert.match(doc.error.message, /\.\./);
+  assert.not.match(doc.error.message, /\n/);
 });
 
 test.run();

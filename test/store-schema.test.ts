@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { Store } from '../store/store.js';
+import { LocalStore } from '../store/local-store.js';
 import { makeSmallTree, packGnu, SMALL_TREE } from './fixtures/small-tree.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
 import { CLI, readJsonBlob, sha256, strataJson } from './store-harness.js';
@@ -76,7 +76,7 @@ test('records and manifests of real imports validate, are canonical and named by
     '--description', 'Open MPI 4 — with ACLs', '--restricted', 'hpc', '--default',
   ]);
   const plain = strataJson(store, ['store', 'import', 'tools', tree]);
-  const s = await Store.open(store);
+  const s = await LocalStore.open(store);
   const labelled = await s.importModule('labelled/1', tree, { labels: { 'org.opencontainers.image.title': 'x' } });
   await s.close();
 

@@ -31,7 +31,7 @@ import { mkdirSync, symlinkSync, writeFileSync, linkSync, closeSync, openSync, r
 import { join } from 'node:path';
 import { mustRun } from './helpers/tmp.js';
 import { snapshotTree, type TreeSnapshot } from './helpers/tree.js';
-import { readTar, type TarHeader } from '../store/tar-reader.js';
+import { readTar, type TarHeader } from '../store/tar/reader.js';
 import { isStrataError } from '../store/errors.js';
 
 export const T = 1700000000;

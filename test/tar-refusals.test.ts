@@ -13,10 +13,10 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
 import { bytes, fileChunks, readAll, rejection } from './tar-fixtures.js';
-import { openArchive } from '../store/decompress.js';
-import { readTar } from '../store/tar-reader.js';
-import { encodeHeader, END_OF_ARCHIVE } from '../store/tar-writer.js';
-import { ERR } from '../store/errors.js';
+import { openArchive } from '../store/sources/decompress.js';
+import { readTar } from '../store/tar/reader.js';
+import { encodeHeader, END_OF_ARCHIVE } from '../store/tar/writer.js';
+import { STORE_ERR as ERR } from '../store/errors.js';
 
 /**
  * The plain archive every test starts from (GNU tar --format=ustar, sorted):

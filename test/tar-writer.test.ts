@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
 import { diffTrees, snapshotTree, type TreeNode } from './helpers/tree.js';
 import { bytes, readAll, BIN_XATTR, UNICODE } from './tar-fixtures.js';
-import { encodeHeader, encodePadding, END_OF_ARCHIVE, type TarWriteHeader } from '../store/tar-writer.js';
-import { readTar } from '../store/tar-reader.js';
+import { encodeHeader, encodePadding, END_OF_ARCHIVE, type TarWriteHeader } from '../store/tar/writer.js';
+import { readTar } from '../store/tar/reader.js';
 
 const T = 1600000000;
 const CAP = Buffer.from('0100000200200000000000000000000000000000', 'hex'); // cap_net_raw+ep

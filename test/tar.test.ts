@@ -15,10 +15,10 @@ import {
   buildTree, bytes, fileChunks, readAll, relOf, rejection, BIN_XATTR, DEEP, LINK_TARGET, NAME100,
   NAME101, NAME255, type Fixture, type ReadEntry,
 } from './tar-fixtures.js';
-import { readTar } from '../store/tar-reader.js';
-import { encodeHeader, END_OF_ARCHIVE } from '../store/tar-writer.js';
-import { openArchive, decompressStream } from '../store/decompress.js';
-import { ERR } from '../store/errors.js';
+import { readTar } from '../store/tar/reader.js';
+import { encodeHeader, END_OF_ARCHIVE } from '../store/tar/writer.js';
+import { openArchive, decompressStream } from '../store/sources/decompress.js';
+import { STORE_ERR as ERR } from '../store/errors.js';
 
 type Dialect = 'gnu-pax' | 'gnu' | 'bsdtar';
 

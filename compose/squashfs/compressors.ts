@@ -12,11 +12,12 @@
  * - lz4: strata's own LZ4 block-format compressor below (greedy, 64 Ki-entry hash of 4-byte
  *   sequences), so its output is fixed by this file ("strata-lz4-1"), not by a library build.
  *   Options block always written (format rule): version 1, flags 0 (no HC). No levels.
- * - xz: refused with ERR_USAGE (no byte-stable xz encoder reachable from Node).
+ * - xz: refused with ERR_IMAGE_OPTIONS (no byte-stable xz encoder reachable from Node).
  */
 import { createRequire } from 'node:module';
 import zlib from 'node:zlib';
-import { ERR, StrataError } from '../../store/errors.js';
+import { NATIVE_ERR } from '../../native/errors.js';
+import { StrataError, IMAGE_ERR } from '../image/errors.js';
 import {
   COMPRESSOR,
   GZIP_DEFAULT_LEVEL,
@@ -55,28 +56,28 @@ const LEVELS: Record<'gzip' | 'zstd', { min: number; max: number; def: number }>
   zstd: { min: 1, max: 22, def: ZSTD_DEFAULT_LEVEL },
 };
 
-/** Validates a user's choice; throws StrataError(ERR.USAGE) with a hint when unusable. */
+/** Validates a user's choice; throws StrataError(IMAGE_ERR.OPTIONS) with a hint when unusable. */
 export function resolveCodecSpec(name: string, level?: number): CodecSpec {
   if (name === 'xz') {
-    throw new StrataError(ERR.USAGE, `SquashFS compressor ${name} is not supported by strata's writer`, {
+    throw new StrataError(IMAGE_ERR.OPTIONS, `SquashFS compressor ${name} is not supported by strata's writer`, {
       hint: 'use --comp zstd, gzip or lz4',
     });
   }
   if (name === 'lz4') {
     if (level !== undefined) {
-      throw new StrataError(ERR.USAGE, 'lz4 has no compression levels', { hint: 'leave out --level with --comp lz4' });
+      throw new StrataError(IMAGE_ERR.OPTIONS, 'lz4 has no compression levels', { hint: 'leave out --level with --comp lz4' });
     }
     return { name, level: 0 };
   }
   if (name !== 'gzip' && name !== 'zstd') {
-    throw new StrataError(ERR.USAGE, `unknown SquashFS compressor "${name}"`, {
+    throw new StrataError(IMAGE_ERR.OPTIONS, `unknown SquashFS compressor "${name}"`, {
       hint: 'choose zstd, gzip or lz4',
     });
   }
   const r = LEVELS[name];
   const lv = level ?? r.def;
   if (!Number.isInteger(lv) || lv < r.min || lv > r.max) {
-    throw new StrataError(ERR.USAGE, `${name} compression level ${String(level)} is out of range`, {
+    throw new StrataError(IMAGE_ERR.OPTIONS, `${name} compression level ${String(level)} is out of range`, {
       hint: `use a whole number from ${r.min} to ${r.max}`,
     });
   }
@@ -107,7 +108,7 @@ function loadZstd(): { mod: ZstdModule; version: string } {
     zstdCache = { mod, version: `libzstd-${binding.versionString()}` };
     return zstdCache;
   } catch (e) {
-    throw new StrataError(ERR.NATIVE_UNAVAILABLE, 'the zstd-napi addon could not be loaded', {
+    throw new StrataError(NATIVE_ERR.UNAVAILABLE, 'the zstd-napi addon could not be loaded', {
       hint: 'reinstall strata (npm rebuild zstd-napi) or use --comp gzip',
       cause: e,
     });

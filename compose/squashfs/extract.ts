@@ -22,7 +22,8 @@
 import { constants as C } from 'node:fs';
 import { lstat, mkdir, open, readdir, realpath, symlink, link, lchown, lutimes, chmod, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { StrataError, ERR } from '../../store/errors.js';
+import { COMPOSE_ERR } from '../errors.js';
+import { StrataError, IMAGE_ERR } from '../image/errors.js';
 import { lsetxattr, mknod } from '../../native/xattr.js';
 import { q, type SquashfsImage, type ImageEntry } from './reader.js';
 
@@ -46,7 +47,7 @@ export function safeJoin(root: string, path: string): string {
   const parts = path.split('/');
   for (const p of parts) {
     if (p === '' || p === '.' || p === '..' || p.includes('\0')) {
-      throw new StrataError(ERR.LAYER_UNSAFE_PATH, `unsafe path ${JSON.stringify(path)} in image`);
+      throw new StrataError(IMAGE_ERR.CORRUPT, `unsafe path ${JSON.stringify(path)} in image`);
     }
   }
   return join(root, ...parts);
@@ -160,7 +161,7 @@ export async function extractImage(image: SquashfsImage, dir: string, opts: Extr
   async function walkAndMake(): Promise<void> {
     for await (const e of image.walk({ onSkip: skip })) {
       if (e.path !== '.' && !dirPaths.has(parentOf(e.path))) {
-        throw new StrataError(ERR.IMAGE_CORRUPT, `${image.path}: entry ${q(e.path)} comes before its directory`);
+        throw new StrataError(IMAGE_ERR.CORRUPT, `${image.path}: entry ${q(e.path)} comes before its directory`);
       }
       const abs = safeJoin(root, e.path);
       switch (e.type) {
@@ -180,7 +181,7 @@ export async function extractImage(image: SquashfsImage, dir: string, opts: Extr
             continue;
           }
           if (!linkTargets.has(target)) {
-            throw new StrataError(ERR.IMAGE_CORRUPT, `${image.path}: hard link ${q(e.path)} to ${q(target)}, which is not an earlier entry`);
+            throw new StrataError(IMAGE_ERR.CORRUPT, `${image.path}: hard link ${q(e.path)} to ${q(target)}, which is not an earlier entry`);
           }
           await fileTasks.get(target);
           if (failed.length > 0) throw failed[0];
@@ -229,10 +230,10 @@ async function prepareTarget(dir: string): Promise<string> {
     return realpath(dir);
   }
   if (!st.isDirectory()) {
-    throw new StrataError(ERR.TARGET_NOT_EMPTY, `${dir} exists and is not a directory`, { hint: 'give a new or empty directory' });
+    throw new StrataError(COMPOSE_ERR.TARGET_NOT_EMPTY, `${dir} exists and is not a directory`, { hint: 'give a new or empty directory' });
   }
   if ((await readdir(dir)).length > 0) {
-    throw new StrataError(ERR.TARGET_NOT_EMPTY, `${dir} is not empty`, { hint: 'give a new or empty directory' });
+    throw new StrataError(COMPOSE_ERR.TARGET_NOT_EMPTY, `${dir} is not empty`, { hint: 'give a new or empty directory' });
   }
   return realpath(dir);
 }

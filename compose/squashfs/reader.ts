@@ -14,8 +14,8 @@
  * metadata blocks and fragment blocks are kept in small LRU caches (a few MiB at most).
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import type { LayerEntry } from '../../store/types.js';
-import { StrataError, ERR } from '../../store/errors.js';
+import type { LayerEntry } from '../../store/index.js';
+import { StrataError, IMAGE_ERR } from '../image/errors.js';
 import {
   MAGIC,
   SUPERBLOCK_SIZE,
@@ -280,14 +280,14 @@ export class SquashfsImage {
 
   private static async init(path: string, fh: FileHandle, fileSize: number): Promise<SquashfsImage> {
     const notSquash = (why: string) =>
-      new StrataError(ERR.IMAGE_CORRUPT, `${path} is not a SquashFS 4.0 image (${why})`, {
+      new StrataError(IMAGE_ERR.CORRUPT, `${path} is not a SquashFS 4.0 image (${why})`, {
         hint: 'give a SquashFS image made by strata, mksquashfs or gensquashfs',
       });
     const truncated = (what: string, at: number | bigint) =>
-      new StrataError(ERR.IMAGE_CORRUPT, `${path} is truncated (${what} at byte ${at} beyond end of file at ${fileSize})`, {
+      new StrataError(IMAGE_ERR.CORRUPT, `${path} is truncated (${what} at byte ${at} beyond end of file at ${fileSize})`, {
         hint: 'the file is incomplete; copy or download it again',
       });
-    const bad = (why: string) => new StrataError(ERR.IMAGE_CORRUPT, `${path}: corrupt superblock (${why})`, { hint: HINT });
+    const bad = (why: string) => new StrataError(IMAGE_ERR.CORRUPT, `${path}: corrupt superblock (${why})`, { hint: HINT });
 
     const head = Buffer.alloc(SUPERBLOCK_SIZE);
     const { bytesRead } = await fh.read(head, 0, SUPERBLOCK_SIZE, 0);
@@ -318,7 +318,7 @@ export class SquashfsImage {
     if (compressor === undefined) throw bad(`unknown compressor id ${compId}`);
     const decompress = decompressorFor(compressor);
     if (decompress === undefined) {
-      throw new StrataError(ERR.IMAGE_UNSUPPORTED, `${path} is compressed with ${compressor}, which strata cannot read`, {
+      throw new StrataError(IMAGE_ERR.UNSUPPORTED, `${path} is compressed with ${compressor}, which strata cannot read`, {
         hint: 'rebuild it with -comp gzip, zstd, xz or lz4, or extract it with unsquashfs',
       });
     }
@@ -368,7 +368,7 @@ export class SquashfsImage {
       dataStart = opts.next;
       sb.dataStart = dataStart;
       if (compressor === 'lz4' && (opts.data.length < 8 || opts.data.readUInt32LE(0) !== 1)) {
-        throw new StrataError(ERR.IMAGE_UNSUPPORTED, `${path} uses an LZ4 format version strata cannot read`, {
+        throw new StrataError(IMAGE_ERR.UNSUPPORTED, `${path} uses an LZ4 format version strata cannot read`, {
           hint: 'rebuild it with mksquashfs -comp lz4 or another compressor',
         });
       }
@@ -401,25 +401,25 @@ export class SquashfsImage {
 
   /** Builds the one-line corruption error for this image. (Internal, used by Cursor.) */
   corrupt(what: string): StrataError {
-    return new StrataError(ERR.IMAGE_CORRUPT, `${this.path}: ${what}`, { hint: HINT });
+    return new StrataError(IMAGE_ERR.CORRUPT, `${this.path}: ${what}`, { hint: HINT });
   }
 
   private blockError(e: unknown, what: string): StrataError {
     const msg = (e as Error).message;
     if (e instanceof UnsupportedBlockError) {
-      return new StrataError(ERR.IMAGE_UNSUPPORTED, `${this.path}: ${what.replace('corrupt ', '')} uses a feature strata cannot decode (${msg})`, {
+      return new StrataError(IMAGE_ERR.UNSUPPORTED, `${this.path}: ${what.replace('corrupt ', '')} uses a feature strata cannot decode (${msg})`, {
         hint: 'rebuild the image without it, or extract it with unsquashfs',
         cause: e,
       });
     }
-    return new StrataError(ERR.IMAGE_CORRUPT, `${this.path}: ${what} (${this.superblock.compressor}: ${msg})`, { hint: HINT, cause: e });
+    return new StrataError(IMAGE_ERR.CORRUPT, `${this.path}: ${what} (${this.superblock.compressor}: ${msg})`, { hint: HINT, cause: e });
   }
 
   /** `n` bytes at absolute `pos`; the range must lie within the image. (Internal.) */
   async readAt(pos: number, n: number, what: string): Promise<Buffer> {
     if (pos < 0 || n < 0 || pos + n > this.superblock.bytesUsed) {
       if (pos + n > this.fileSize) {
-        throw new StrataError(ERR.IMAGE_CORRUPT, `${this.path} is truncated (${what} at byte ${pos} beyond end of file at ${this.fileSize})`, {
+        throw new StrataError(IMAGE_ERR.CORRUPT, `${this.path} is truncated (${what} at byte ${pos} beyond end of file at ${this.fileSize})`, {
           hint: 'the file is incomplete; copy or download it again',
         });
       }
@@ -466,7 +466,7 @@ export class SquashfsImage {
   private async locations(name: string, at: number, count: number): Promise<number[]> {
     if (at + count * 8 > this.superblock.bytesUsed) {
       if (at + count * 8 > this.fileSize) {
-        throw new StrataError(ERR.IMAGE_CORRUPT, `${this.path} is truncated (${name} table at byte ${at} beyond end of file at ${this.fileSize})`, {
+        throw new StrataError(IMAGE_ERR.CORRUPT, `${this.path} is truncated (${name} table at byte ${at} beyond end of file at ${this.fileSize})`, {
           hint: 'the file is incomplete; copy or download it again',
         });
       }
@@ -513,7 +513,7 @@ export class SquashfsImage {
     try {
       return UTF8.decode(b);
     } catch {
-      throw new StrataError(ERR.IMAGE_UNSUPPORTED, `${this.path}: ${what} is not valid UTF-8`, {
+      throw new StrataError(IMAGE_ERR.UNSUPPORTED, `${this.path}: ${what} is not valid UTF-8`, {
         hint: 'rebuild the image with UTF-8 file names, or extract it with unsquashfs',
       });
     }
@@ -877,9 +877,9 @@ export class SquashfsImage {
   async readFile(path: string): Promise<Buffer> {
     const e = await this.stat(path);
     if (e === undefined || e.type !== 'file') {
-      throw new StrataError(ERR.NOT_FOUND, `${this.path} has no regular file ${path}`, { hint: 'list the image with `strata inspect`' });
+      throw new StrataError(IMAGE_ERR.NOT_FOUND, `${this.path} has no regular file ${path}`, { hint: 'list the image with `strata inspect`' });
     }
-    if (e.size > READ_FILE_MAX) throw new StrataError(ERR.USAGE, `${this.path}: ${path} is too large to read whole (${e.size} bytes)`);
+    if (e.size > READ_FILE_MAX) throw new StrataError(IMAGE_ERR.TOO_LARGE, `${this.path}: ${path} is too large to read whole (${e.size} bytes)`);
     const parts: Buffer[] = [];
     for await (const b of this.openFile(e)) parts.push(b);
     return Buffer.concat(parts, e.size);
@@ -898,14 +898,14 @@ export class SquashfsImage {
       if (typeof file === 'string') {
         const r = await this.resolve(file);
         if (r === undefined || r.ino.basic !== INODE.BASIC_FILE) {
-          throw new StrataError(ERR.NOT_FOUND, `${this.path} has no regular file ${file}`, { hint: 'list the image with `strata inspect`' });
+          throw new StrataError(IMAGE_ERR.NOT_FOUND, `${this.path} has no regular file ${file}`, { hint: 'list the image with `strata inspect`' });
         }
         ino = r.ino;
         path = r.path;
       } else {
         ino = this.fileInodes.get(file);
         path = file.path;
-        if (ino === undefined) throw new StrataError(ERR.USAGE, `openFile: ${file.path} is not a file entry of ${this.path}`);
+        if (ino === undefined) throw new StrataError(IMAGE_ERR.NOT_FOUND, `openFile: ${file.path} is not a file entry of ${this.path}`);
       }
       yield* this.content(ino, path);
     } catch (e) {
@@ -1029,5 +1029,5 @@ function toImageError(path: string, e: unknown): unknown {
   if (e instanceof StrataError) return e;
   if (e && typeof e === 'object' && 'errno' in e) return e;
   const msg = e instanceof Error ? e.message : String(e);
-  return new StrataError(ERR.IMAGE_CORRUPT, `${path}: corrupt image (${msg})`, { hint: HINT, cause: e });
+  return new StrataError(IMAGE_ERR.CORRUPT, `${path}: corrupt image (${msg})`, { hint: HINT, cause: e });
 }

@@ -8,8 +8,8 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
-import { ERR, StrataError } from '../../store/errors.js';
-import type { LayerEntry } from '../../store/types.js';
+import { StrataError, IMAGE_ERR } from '../image/errors.js';
+import type { LayerEntry } from '../../store/index.js';
 import { makeCodec, resolveCodecSpec, type Codec, type SquashCompressor } from './compressors.js';
 import {
   DATA_UNCOMPRESSED,
@@ -88,7 +88,10 @@ interface Node {
   written: boolean;
 }
 
-const usage = (msg: string, hint?: string) => new StrataError(ERR.USAGE, msg, hint ? { hint } : {});
+/** Entries or calls the writer cannot store (ERR_IMAGE_INPUT). */
+const usage = (msg: string, hint?: string) => new StrataError(IMAGE_ERR.INPUT, msg, hint ? { hint } : {});
+/** Writer options out of range (ERR_IMAGE_OPTIONS). */
+const badOption = (msg: string, hint: string) => new StrataError(IMAGE_ERR.OPTIONS, msg, { hint });
 
 /** Packs a stream of bytes into 8 KiB metadata blocks, compressing each as it fills. */
 class MetaWriter {
@@ -180,6 +183,24 @@ function clampTime(t: number): number {
   return Math.min(Math.floor(t), 0xffffffff);
 }
 
+/** Validates writer options and fills in defaults. Throws ERR_IMAGE_OPTIONS with a hint. */
+export function checkSquashOptions(opts: SquashOptions): { spec: ReturnType<typeof resolveCodecSpec>; blockSize: number; workers: number; mkfsTime: number } {
+  const spec = resolveCodecSpec(opts.compressor, opts.level);
+  const blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
+  if (!Number.isInteger(blockSize) || blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE || (blockSize & (blockSize - 1)) !== 0) {
+    throw badOption(`SquashFS block size ${String(opts.blockSize)} is invalid`, 'use a power of two from 4096 to 1048576');
+  }
+  const workers = opts.workers ?? os.availableParallelism();
+  if (!Number.isInteger(workers) || workers < 1 || workers > 256) {
+    throw badOption(`worker count ${String(opts.workers)} is invalid`, 'use a whole number from 1 to 256');
+  }
+  const mkfsTime = opts.mkfsTime ?? 0;
+  if (!Number.isInteger(mkfsTime) || mkfsTime < 0 || mkfsTime > 0xffffffff) {
+    throw badOption(`mkfs time ${String(opts.mkfsTime)} is invalid`, 'use whole seconds since the epoch');
+  }
+  return { spec, blockSize, workers, mkfsTime };
+}
+
 export class SquashfsWriter {
   private readonly nodes = new Map<string, Node>();
   private readonly meta: Codec;
@@ -220,23 +241,11 @@ export class SquashfsWriter {
   }
 
   /**
-   * Validates options and opens `<outPath>.tmp-<pid>` for writing; finish() renames it to
-   * outPath, abort() removes it. Throws StrataError(ERR.USAGE) for bad options.
+   * Opens `<outPath>.tmp-<pid>` for writing; finish() renames it to outPath, abort() removes
+   * it. Throws ERR_IMAGE_OPTIONS for bad options (see checkSquashOptions).
    */
   static async create(outPath: string, opts: SquashOptions): Promise<SquashfsWriter> {
-    const spec = resolveCodecSpec(opts.compressor, opts.level);
-    const bs = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
-    if (!Number.isInteger(bs) || bs < MIN_BLOCK_SIZE || bs > MAX_BLOCK_SIZE || (bs & (bs - 1)) !== 0) {
-      throw usage(`SquashFS block size ${String(opts.blockSize)} is invalid`, 'use a power of two from 4096 to 1048576');
-    }
-    const threads = opts.workers ?? os.availableParallelism();
-    if (!Number.isInteger(threads) || threads < 1 || threads > 256) {
-      throw usage(`worker count ${String(opts.workers)} is invalid`, 'use a whole number from 1 to 256');
-    }
-    const mkfs = opts.mkfsTime ?? 0;
-    if (!Number.isInteger(mkfs) || mkfs < 0 || mkfs > 0xffffffff) {
-      throw usage(`mkfs time ${String(opts.mkfsTime)} is invalid`, 'use whole seconds since the epoch');
-    }
+    const { spec, blockSize: bs, workers: threads, mkfsTime: mkfs } = checkSquashOptions(opts);
     const codec = makeCodec(spec);
     const tmp = `${outPath}.tmp-${process.pid}`;
     const fh = await fs.open(tmp, 'w');

@@ -28,8 +28,8 @@
  * - The archive ends with a zero block (normally two; a lone one is accepted).
  */
 import { open as openFile, type FileHandle } from 'node:fs/promises';
-import { StrataError, ERR } from './errors.js';
-import type { EntryType } from './types.js';
+import { StrataError, STORE_ERR } from '../errors.js';
+import type { EntryType } from '../types.js';
 
 export interface TarHeader {
   /**
@@ -259,15 +259,15 @@ class FileInput extends ChunkInput {
 const FILE_CHUNK = 256 * 1024;
 
 function corrupt(msg: string, hint?: string): StrataError {
-  return new StrataError(ERR.TAR_CORRUPT, msg, hint === undefined ? {} : { hint });
+  return new StrataError(STORE_ERR.TAR_CORRUPT, msg, hint === undefined ? {} : { hint });
 }
 function truncated(msg: string): StrataError {
-  return new StrataError(ERR.TAR_TRUNCATED, msg, {
+  return new StrataError(STORE_ERR.TAR_TRUNCATED, msg, {
     hint: 'the archive is incomplete; download or copy it again',
   });
 }
 function unsupported(msg: string, hint: string): StrataError {
-  return new StrataError(ERR.TAR_UNSUPPORTED, msg, { hint });
+  return new StrataError(STORE_ERR.TAR_UNSUPPORTED, msg, { hint });
 }
 
 function isZeroBlock(b: Buffer): boolean {

@@ -22,7 +22,7 @@
  * the module record keeps the tag it was pushed under.
  */
 import { createHash } from 'node:crypto';
-import { ERR, StrataError } from '../errors.js';
+import { StrataError, STORE_ERR } from '../errors.js';
 
 const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
 const MAX_TAG = 128;
@@ -40,11 +40,11 @@ function escapeChar(ch: string): string {
 
 /**
  * The tag a module is pushed under. Deterministic and injective over valid fullNames (see the
- * file comment). Throws ERR_USAGE for an empty fullName or one with an empty component.
+ * file comment). Throws ERR_INVALID_ARGUMENT for an empty fullName or one with an empty component.
  */
 export function tagFromFullName(fullName: string): string {
   if (fullName === '' || fullName.split('/').some((c) => c === '')) {
-    throw new StrataError(ERR.USAGE, `not a module name: ${JSON.stringify(fullName)}`, {
+    throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `not a module name: ${JSON.stringify(fullName)}`, {
       hint: 'a module name is name/version with no empty component',
     });
   }

@@ -10,11 +10,11 @@
 import { createReadStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { readXattrs } from '../native/xattr.js';
+import { readXattrs } from '../../native/xattr.js';
 import { splitAclXattrs } from './acl-ingest.js';
-import { StrataError, ERR } from './errors.js';
-import { LayerBuilder } from './layer-builder.js';
-import { EntryType, OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './types.js';
+import { StrataError, STORE_ERR } from '../errors.js';
+import { LayerBuilder } from '../layer/builder.js';
+import { EntryType, OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from '../types.js';
 
 export interface DirSourceOptions {
   overlay?: boolean;
@@ -43,7 +43,7 @@ export async function addDirectory(builder: LayerBuilder, root: string, opts: Di
     if (opts.overlay) {
       for (const name of xattrs.keys()) {
         if (/\.overlay\.(redirect|metacopy)$/.test(name)) {
-          throw new StrataError(ERR.SOURCE_INVALID, `'${rel}' is a redirected or metacopy overlay entry`, {
+          throw new StrataError(STORE_ERR.SOURCE_INVALID, `'${rel}' is a redirected or metacopy overlay entry`, {
             hint: 'mount the overlay with redirect_dir=off,metacopy=off, or import a tar of the merged change',
           });
         }

@@ -26,13 +26,13 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { cidFromHex, JSON_CODEC, parseCid, RAW_CODEC } from './cid.js';
-import { ERR, StrataError } from './errors.js';
-import type { LayerManifest } from './manifest.js';
-import { fullNameOf, validateRecord, type ModuleRecord } from './record.js';
-import { parseRepositoryRef, RegistryClient, MEDIA_TYPES, type RegistryClientOptions, type RegistryRef, type RetryInfo } from './registry/client.js';
-import { tagFromFullName } from './registry/tag.js';
-import type { Store } from './store.js';
+import { cidFromHex, JSON_CODEC, parseCid, RAW_CODEC } from '../cid.js';
+import { StrataError, STORE_ERR } from '../errors.js';
+import type { LayerManifest } from '../layer/manifest.js';
+import { fullNameOf, validateRecord, type ModuleRecord } from '../record.js';
+import { parseRepositoryRef, RegistryClient, MEDIA_TYPES, type RegistryClientOptions, type RegistryRef, type RetryInfo } from './client.js';
+import { tagFromFullName } from './tag.js';
+import type { LocalStore } from '../local-store.js';
 
 export const STRATA_MEDIA_TYPES = {
   ARTIFACT: 'application/vnd.strata.module.v1',
@@ -64,10 +64,10 @@ export function normalizeRemoteUrl(text: string): { ref: RegistryRef; url: strin
   try {
     base = new URL(ref.base);
   } catch {
-    throw new StrataError(ERR.USAGE, `not a registry URL: ${JSON.stringify(text)}`);
+    throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `not a registry URL: ${JSON.stringify(text)}`);
   }
   if (base.username || base.password || ref.base.includes('@')) {
-    throw new StrataError(ERR.USAGE, 'a remote URL must not carry credentials', {
+    throw new StrataError(STORE_ERR.INVALID_ARGUMENT, 'a remote URL must not carry credentials', {
       hint: 'set STRATA_REGISTRY_AUTH=user:password or run docker login instead',
     });
   }
@@ -77,16 +77,16 @@ export function normalizeRemoteUrl(text: string): { ref: RegistryRef; url: strin
 }
 
 /** Adds (or, with replace, changes) remote `name`. Nothing but {url, siteInternal} is stored. */
-export async function addRemote(store: Store, name: string, url: string,
+export async function addRemote(store: LocalStore, name: string, url: string,
                                 opts: { siteInternal?: boolean; replace?: boolean } = {}): Promise<Remote> {
   if (!REMOTE_NAME.test(name)) {
-    throw new StrataError(ERR.USAGE, `'${name}' is not a remote name`, { hint: 'letters, digits, . _ - (no /), e.g. site or hub' });
+    throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `'${name}' is not a remote name`, { hint: 'letters, digits, . _ - (no /), e.g. site or hub' });
   }
   const norm = normalizeRemoteUrl(url);
   const remote: Remote = { name, url: norm.url, siteInternal: Boolean(opts.siteInternal) };
   await store.index(async (ix) => {
     if ((await ix.get(`r/${name}`)) !== undefined && !opts.replace) {
-      throw new StrataError(ERR.EXISTS, `remote ${name} already exists`, { hint: `remove it first with \`strata store remote rm ${name}\`` });
+      throw new StrataError(STORE_ERR.EXISTS, `remote ${name} already exists`, { hint: `remove it first with \`strata store remote rm ${name}\`` });
     }
     await ix.batch([{ type: 'put', key: `r/${name}`, value: JSON.stringify({ url: remote.url, siteInternal: remote.siteInternal }) }]);
   });
@@ -94,7 +94,7 @@ export async function addRemote(store: Store, name: string, url: string,
 }
 
 /** Configured remotes, in name order. */
-export async function listRemotes(store: Store): Promise<Remote[]> {
+export async function listRemotes(store: LocalStore): Promise<Remote[]> {
   const rows = await store.index((ix) => ix.range('r/'));
   return rows.map(([k, v]) => {
     const j = JSON.parse(v) as { url: string; siteInternal?: boolean };
@@ -102,10 +102,10 @@ export async function listRemotes(store: Store): Promise<Remote[]> {
   });
 }
 
-export async function removeRemote(store: Store, name: string): Promise<void> {
+export async function removeRemote(store: LocalStore, name: string): Promise<void> {
   await store.index(async (ix) => {
     if ((await ix.get(`r/${name}`)) === undefined) {
-      throw new StrataError(ERR.NOT_FOUND, `no remote ${name}`, { hint: 'see `strata store remote ls`' });
+      throw new StrataError(STORE_ERR.NOT_FOUND, `no remote ${name}`, { hint: 'see `strata store remote ls`' });
     }
     await ix.batch([{ type: 'del', key: `r/${name}` }]);
   });
@@ -120,12 +120,12 @@ export interface Destination {
 }
 
 /** A remote name, or REGISTRY/REPO (matched against the remotes' URLs, so their flags apply). */
-export async function resolveDestination(store: Store, text: string): Promise<Destination> {
+export async function resolveDestination(store: LocalStore, text: string): Promise<Destination> {
   const remotes = await listRemotes(store);
   const byName = remotes.find((r) => r.name === text);
   if (byName) return { ref: parseRepositoryRef(byName.url), label: byName.name, remote: byName };
   if (!text.includes('/')) {
-    throw new StrataError(ERR.USAGE, `no remote named ${text}`, {
+    throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `no remote named ${text}`, {
       hint: 'give REGISTRY/REPO, or add the remote with `strata store remote add NAME URL`',
     });
   }
@@ -183,7 +183,7 @@ function parseArtifact(bytes: Buffer, digest: string, where: string): ParsedArti
     return undefined;
   }
   if (m?.config?.mediaType !== STRATA_MEDIA_TYPES.CONFIG) return undefined;
-  const bad = (why: string) => new StrataError(ERR.REGISTRY, `${where} is not a well-formed strata module (${why})`, {
+  const bad = (why: string) => new StrataError(STORE_ERR.REGISTRY, `${where} is not a well-formed strata module (${why})`, {
     hint: 'push the module again from a good store',
   });
   const desc = (d: Partial<Descriptor> | undefined, type: string, what: string): Descriptor => {
@@ -263,7 +263,7 @@ export interface PushResult {
 }
 
 function restrictedError(fullName: string, group: string, label: string): StrataError {
-  return new StrataError(ERR.ACCESS_DENIED,
+  return new StrataError(STORE_ERR.ACCESS_DENIED,
     `${fullName} is restricted to group ${group}: refusing to push it to ${label}, which is not marked site-internal`,
     { hint: 'add the remote with --site-internal if it never leaves the site' });
 }
@@ -276,10 +276,10 @@ function restrictedError(fullName: string, group: string, label: string): Strata
  * then the manifest is PUT under the module's tag (skipped when the tag already names it).
  * Idempotent.
  */
-export async function push(store: Store, target: string, modules: string[], hooks: TransferHooks = {}): Promise<PushResult[]> {
+export async function push(store: LocalStore, target: string, modules: string[], hooks: TransferHooks = {}): Promise<PushResult[]> {
   const dest = await resolveDestination(store, target);
   const names = modules.length > 0 ? modules : (await store.list()).map((m) => m.fullName);
-  if (names.length === 0) throw new StrataError(ERR.NOT_FOUND, 'the store has no modules to push', { hint: 'import some with `strata store import`' });
+  if (names.length === 0) throw new StrataError(STORE_ERR.NOT_FOUND, 'the store has no modules to push', { hint: 'import some with `strata store import`' });
   const mods = [];
   for (const n of names) mods.push(await store.get(n));
   for (const m of mods) {
@@ -309,7 +309,7 @@ export async function push(store: Store, target: string, modules: string[], hook
       }
       const digest = `sha256:${createHash('sha256').update(manifest).digest('hex')}`;
       const there = await s.client.getManifest(tag).then((x) => x.digest, (e: unknown) => {
-        if (e instanceof StrataError && e.code === ERR.NOT_FOUND) return undefined;
+        if (e instanceof StrataError && e.code === STORE_ERR.NOT_FOUND) return undefined;
         throw e;
       });
       if (there !== digest) await s.client.putManifest(tag, MEDIA_TYPES.OCI_MANIFEST, manifest);
@@ -326,11 +326,11 @@ export async function push(store: Store, target: string, modules: string[], hook
   return out;
 }
 
-async function blobSize(store: Store, hex: string, what: string): Promise<number> {
+async function blobSize(store: LocalStore, hex: string, what: string): Promise<number> {
   try {
     return await store.blobs.size(hex);
   } catch {
-    throw new StrataError(ERR.BLOB_MISSING, `${what} sha256:${hex} is missing from the store`, {
+    throw new StrataError(STORE_ERR.BLOB_MISSING, `${what} sha256:${hex} is missing from the store`, {
       hint: 'run `strata store verify`; re-import or pull the module',
     });
   }
@@ -359,7 +359,7 @@ export interface PullOptions extends TransferHooks {
  * all its blobs are durable, so an interrupted pull leaves no partial module. The same module
  * already in the store is a no-op; another module of that name is ERR_EXISTS unless `force`.
  */
-export async function pull(store: Store, source: string, refs: string[], opts: PullOptions = {}): Promise<PullResult[]> {
+export async function pull(store: LocalStore, source: string, refs: string[], opts: PullOptions = {}): Promise<PullResult[]> {
   const dest = await resolveDestination(store, source);
   const s = new Session(dest.ref, opts);
   try {
@@ -382,7 +382,7 @@ export async function pull(store: Store, source: string, refs: string[], opts: P
         if (!seen || isCidText(seen.tag)) byRecord.set(art.record.digest, { tag, art });
       }
       found.push(...byRecord.values());
-      if (found.length === 0) throw new StrataError(ERR.NOT_FOUND, `${dest.label} holds no strata modules`, { hint: 'push some with `strata store push`' });
+      if (found.length === 0) throw new StrataError(STORE_ERR.NOT_FOUND, `${dest.label} holds no strata modules`, { hint: 'push some with `strata store push`' });
     }
     for (const ref of refs) {
       let hit: { tag: string; art: ParsedArtifact } | undefined;
@@ -398,12 +398,12 @@ export async function pull(store: Store, source: string, refs: string[], opts: P
             break;
           }
         }
-        if (!hit) throw new StrataError(ERR.NOT_FOUND, `${dest.label} has no module with ${codec === RAW_CODEC ? 'layer' : 'record'} ${ref}`);
+        if (!hit) throw new StrataError(STORE_ERR.NOT_FOUND, `${dest.label} has no module with ${codec === RAW_CODEC ? 'layer' : 'record'} ${ref}`);
       } else {
         const tag = tagFromFullName(ref);
         const { bytes, digest } = await s.client.getManifest(tag);
         const art = parseArtifact(bytes, digest, `${dest.label}:${tag}`);
-        if (!art) throw new StrataError(ERR.REGISTRY, `${dest.label}:${tag} is not a strata module`, { hint: 'it was not pushed by strata store push' });
+        if (!art) throw new StrataError(STORE_ERR.REGISTRY, `${dest.label}:${tag} is not a strata module`, { hint: 'it was not pushed by strata store push' });
         hit = { tag, art };
       }
       found.push(hit);
@@ -434,16 +434,16 @@ function isCidText(ref: string): boolean {
  * Order: record into memory (verified, checked), layer and sidecar streamed into blobs,
  * record blob, then the index batch — only once every blob it names is durable.
  */
-async function pullArtifact(store: Store, s: Session, art: ParsedArtifact, tag: string, label: string,
+async function pullArtifact(store: LocalStore, s: Session, art: ParsedArtifact, tag: string, label: string,
                             opts: { force?: boolean; index: 'always' | 'if-free' }): Promise<PullResult> {
   const where = `${label}:${tag}`;
-  if (art.record.size > RECORD_LIMIT) throw new StrataError(ERR.REGISTRY, `${where}: record of ${art.record.size} bytes is too large`);
+  if (art.record.size > RECORD_LIMIT) throw new StrataError(STORE_ERR.REGISTRY, `${where}: record of ${art.record.size} bytes is too large`);
   const chunks: Buffer[] = [];
   let got = 0;
   for await (const c of s.client.getBlob(art.record.digest)) {
     got += c.length;
     if (got > Math.max(art.record.size, 0) || got > RECORD_LIMIT) {
-      throw new StrataError(ERR.DIGEST_MISMATCH, `${where}: the record blob is longer than its ${art.record.size} bytes`, {
+      throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `${where}: the record blob is longer than its ${art.record.size} bytes`, {
         hint: 'the registry copy is damaged; push the module again from a good store',
       });
     }
@@ -455,10 +455,10 @@ async function pullArtifact(store: Store, s: Session, art: ParsedArtifact, tag: 
     record = validateRecord(JSON.parse(recordBytes.toString('utf8')), `${where} (${art.recordCid})`);
   } catch (e) {
     if (e instanceof StrataError) throw e;
-    throw new StrataError(ERR.REGISTRY, `${where}: the record is not JSON`);
+    throw new StrataError(STORE_ERR.REGISTRY, `${where}: the record is not JSON`);
   }
   const fullName = fullNameOf(record);
-  const mismatch = (why: string) => new StrataError(ERR.DIGEST_MISMATCH, `${where}: ${why}`, { hint: 'the registry copy is damaged or forged; push the module again from a good store' });
+  const mismatch = (why: string) => new StrataError(STORE_ERR.DIGEST_MISMATCH, `${where}: ${why}`, { hint: 'the registry copy is damaged or forged; push the module again from a good store' });
   if (art.title !== undefined && art.title !== fullName) throw mismatch(`the manifest says ${art.title} but its record is ${fullName}`);
   const layer = parseCid(record.layer);
   const sidecar = parseCid(record.manifest);
@@ -472,7 +472,7 @@ async function pullArtifact(store: Store, s: Session, art: ParsedArtifact, tag: 
     return { fullName, record: art.recordCid, tag, bytes: 0, status: 'unchanged' };
   }
   if (existing !== undefined && existing !== art.recordCid && opts.index === 'always' && !opts.force) {
-    throw new StrataError(ERR.EXISTS, `${fullName} is already in the store with other content (record ${existing}, ${where} has ${art.recordCid})`, {
+    throw new StrataError(STORE_ERR.EXISTS, `${fullName} is already in the store with other content (record ${existing}, ${where} has ${art.recordCid})`, {
       hint: 'use --force to replace it',
     });
   }
@@ -499,10 +499,10 @@ async function pullArtifact(store: Store, s: Session, art: ParsedArtifact, tag: 
     if (now === art.recordCid) return 'unchanged' as const;
     if (now !== undefined && opts.index === 'if-free') return 'fetched' as const;
     if (now !== undefined && !opts.force) {
-      throw new StrataError(ERR.EXISTS, `${fullName} is already in the store with other content`, { hint: 'use --force to replace it' });
+      throw new StrataError(STORE_ERR.EXISTS, `${fullName} is already in the store with other content`, { hint: 'use --force to replace it' });
     }
     if (!(await present())) {
-      throw new StrataError(ERR.BLOB_MISSING, `blobs of ${fullName} disappeared during the pull (a concurrent gc?)`, { hint: 'run the pull again' });
+      throw new StrataError(STORE_ERR.BLOB_MISSING, `blobs of ${fullName} disappeared during the pull (a concurrent gc?)`, { hint: 'run the pull again' });
     }
     await ix.batch([{ type: 'put', key: `m/${fullName}`, value: art.recordCid }]);
     return now === undefined ? ('pulled' as const) : ('replaced' as const);
@@ -522,7 +522,7 @@ export type FetchMissing = (recordCid: string, fullName?: string) => Promise<voi
  * tag when known (and must have this record as config), else by scanning the tags. Blobs are
  * verified as they stream in; the module's `m/` entry is added when that name is free.
  */
-export async function remoteFetcher(store: Store, hooks?: TransferHooks): Promise<FetchMissing | undefined> {
+export async function remoteFetcher(store: LocalStore, hooks?: TransferHooks): Promise<FetchMissing | undefined> {
   const remotes = await listRemotes(store);
   if (remotes.length === 0) return undefined;
   const h = hooks ?? {};
@@ -548,7 +548,7 @@ export async function remoteFetcher(store: Store, hooks?: TransferHooks): Promis
         if (!hit && fullName !== undefined) {
           const tag = tagFromFullName(fullName);
           const got = await s.client.getManifest(tag).catch((e: unknown) => {
-            if (e instanceof StrataError && e.code === ERR.NOT_FOUND) return undefined;
+            if (e instanceof StrataError && e.code === STORE_ERR.NOT_FOUND) return undefined;
             throw e;
           });
           const art = got && parseArtifact(got.bytes, got.digest, `${remote.name}:${tag}`);
@@ -575,7 +575,7 @@ export async function remoteFetcher(store: Store, hooks?: TransferHooks): Promis
       }
     }
     if (firstError) throw firstError;
-    throw new StrataError(ERR.NOT_FOUND,
+    throw new StrataError(STORE_ERR.NOT_FOUND,
       `module ${fullName ?? ''}${fullName ? ' ' : ''}(record ${recordCid}) is not in this store nor on remote${remotes.length > 1 ? 's' : ''} ${remotes.map((r) => r.name).join(', ')}`,
       { hint: 'push it from a store that has it, or add the remote that holds it' });
   };
@@ -586,7 +586,7 @@ async function manifestByTag(s: Session, tag: string): Promise<{ bytes: Buffer; 
   return s.client.getManifest(tag).then(
     (x) => ({ bytes: x.bytes, digest: x.digest }),
     (e: unknown) => {
-      if (e instanceof StrataError && e.code === ERR.NOT_FOUND) return undefined;
+      if (e instanceof StrataError && e.code === STORE_ERR.NOT_FOUND) return undefined;
       throw e;
     },
   );

@@ -3,10 +3,10 @@
  * (`SCHILY.acl.*` from GNU tar and bsdtar). Either way they leave here as canonical text with
  * numeric ids; an access ACL that only restates the mode bits is dropped, as the kernel does.
  */
-import { hostResolver } from '../native/ids.js';
-import { aclFromText, aclFromXattr, aclToText, isMinimalAcl, type Acl } from '../native/acl.js';
-import { StrataError, ERR } from './errors.js';
-import { EntryAcl } from './types.js';
+import { hostResolver } from '../../native/ids.js';
+import { aclFromText, aclFromXattr, aclToText, isMinimalAcl, type Acl } from '../../native/acl.js';
+import { NATIVE_ERR, StrataError } from '../../native/errors.js';
+import { EntryAcl } from '../types.js';
 
 const ACCESS = 'system.posix_acl_access';
 const DEFAULT = 'system.posix_acl_default';
@@ -43,7 +43,7 @@ function parse(fn: () => Acl, where: string): Acl {
     return fn();
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
-    throw new StrataError(ERR.ACL_INVALID, `bad ACL on '${where}': ${msg}`, { cause: e });
+    throw new StrataError(NATIVE_ERR.ACL_INVALID, `bad ACL on '${where}': ${msg}`, { cause: e });
   }
 }
 

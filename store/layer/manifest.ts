@@ -7,7 +7,7 @@
  *     "stats": { "entries": N, "bytes": N },
  *     "entries": { "<path>": { "xattrs": { "<name>": "<base64>" }, "acl": { "access": "…", "default": "…" } } } }
  */
-import { LayerEntry, EntryAcl } from './types.js';
+import { LayerEntry, EntryAcl } from '../types.js';
 
 export interface ManifestEntry {
   xattrs?: Record<string, string>;

@@ -10,17 +10,20 @@ import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BlobStore } from './blob-store.js';
+import { exportModule } from './layer/export.js';
+import { addRemote, listRemotes, pull, push, remoteFetcher, removeRemote } from './remote/remotes.js';
+import type { FetchMissing, PullOptions, PullResult, PushResult, Remote, TransferHooks } from './remote/remotes.js';
+import type { ModuleDescription, VerifyReport } from './index.js';
 import { canonicalJson, cidFromHex, isCid, JSON_CODEC, parseCid, RAW_CODEC } from './cid.js';
-import { StrataError, ERR } from './errors.js';
-import { IndexView, LockOptions, withIndex } from './index-db.js';
-import { LayerBuilder } from './layer-builder.js';
-import { normalizeLayerPath } from './layer-path.js';
-import { applyManifestEntry, LayerManifest } from './manifest.js';
+import { StrataError, STORE_ERR } from './errors.js';
+import { IndexView, LockOptions, withIndex } from './catalog/leveldb.js';
+import { LayerBuilder } from './layer/builder.js';
+import { normalizeLayerPath } from './layer/path.js';
+import { applyManifestEntry, LayerManifest } from './layer/manifest.js';
+import { checkCollectionName, parseCollection, serializeCollection, type Collection } from './collections.js';
 import { checkFullName, EnvOp, fullNameOf, ModuleRecord, splitFullName, validateRecord } from './record.js';
-import { addDirectory } from './source-dir.js';
-import { addDockerArchive, addOciLayout, ImageConfigInfo } from './source-oci.js';
-import { addTar } from './source-tar.js';
-import { readTar } from './tar-reader.js';
+import { addSource } from './sources/index.js';
+import { readTar } from './tar/reader.js';
 import { LayerEntry } from './types.js';
 
 export interface ImportOptions {
@@ -79,7 +82,7 @@ export function defaultStoreRoot(): string {
   return path.join(data, 'strata');
 }
 
-export class Store {
+export class LocalStore {
   readonly blobs: BlobStore;
   lockOptions: LockOptions = {};
 
@@ -88,8 +91,8 @@ export class Store {
   }
 
   /** Opens (creating if needed) the store at `root`, removing temp files of dead processes. */
-  static async open(root = defaultStoreRoot(), lockOptions: LockOptions = {}): Promise<Store> {
-    const s = new Store(path.resolve(root));
+  static async open(root = defaultStoreRoot(), lockOptions: LockOptions = {}): Promise<LocalStore> {
+    const s = new LocalStore(path.resolve(root));
     s.lockOptions = lockOptions;
     await fsp.mkdir(path.join(s.root, 'index'), { recursive: true });
     await fsp.mkdir(path.join(s.root, 'cache'), { recursive: true });
@@ -124,24 +127,8 @@ export class Store {
       spools.push(p);
       return p;
     };
-    let skipped: string[] = [];
-    let image: ImageConfigInfo | undefined;
     try {
-      if (source.startsWith('oci:')) {
-        image = await addOciLayout(builder, source, spool);
-      } else if (source.startsWith('docker-archive:')) {
-        image = await addDockerArchive(builder, source.slice('docker-archive:'.length), spool);
-      } else {
-        const st = await fsp.stat(source).catch(() => {
-          throw new StrataError(ERR.NOT_FOUND, `source '${source}' does not exist`, { hint: 'give a tar file, a directory, oci:DIR[:TAG] or docker-archive:FILE' });
-        });
-        if (st.isDirectory()) {
-          skipped = (await addDirectory(builder, source, { overlay: opts.overlay })).skipped;
-        } else {
-          if (opts.overlay) throw new StrataError(ERR.USAGE, '--overlay takes an upperdir directory, not a file');
-          await addTar(builder, source, { spoolPath: spool('spool') });
-        }
-      }
+      const { skipped, image } = await addSource(builder, source, { overlay: opts.overlay }, spool);
       const built = builder.build();
       const { hex } = await this.blobs.put(counted(built.tar(), built.bytes + 512 * built.entries, opts.onProgress));
       await this.writeEntryIndex(hex, built.items.map((i) => i.entry));
@@ -181,7 +168,7 @@ export class Store {
       const existing = await ix.get(`m/${fullName}`);
       if (existing === recordCid && !opts.default) return 'unchanged' as const;
       if (existing !== undefined && existing !== recordCid && !opts.force) {
-        throw new StrataError(ERR.EXISTS, `${fullName} is already in the store with other content`, {
+        throw new StrataError(STORE_ERR.EXISTS, `${fullName} is already in the store with other content`, {
           hint: 'use --force to replace it, or import under another version',
         });
       }
@@ -208,7 +195,7 @@ export class Store {
   private async assertBlobs(cids: string[]): Promise<void> {
     for (const cid of cids) {
       if (!(await this.blobs.has(parseCid(cid).hex))) {
-        throw new StrataError(ERR.BLOB_MISSING, `blob ${cid} disappeared during the import (a concurrent gc?)`, { hint: 'run the import again' });
+        throw new StrataError(STORE_ERR.BLOB_MISSING, `blob ${cid} disappeared during the import (a concurrent gc?)`, { hint: 'run the import again' });
       }
     }
   }
@@ -256,7 +243,7 @@ export class Store {
     }
     const cid = await this.index((ix) => ix.get(`m/${ref}`));
     if (cid === undefined) {
-      throw new StrataError(ERR.NOT_FOUND, `no module ${ref} in the store`, { hint: 'see `strata store ls`' });
+      throw new StrataError(STORE_ERR.NOT_FOUND, `no module ${ref} in the store`, { hint: 'see `strata store ls`' });
     }
     return { fullName: ref, cid, record: await this.loadRecord(cid, ref) };
   }
@@ -278,9 +265,9 @@ export class Store {
     } catch (e) {
       // A damaged header trips the tar reader before the digest check at end of stream; say
       // what it really is (a corrupt blob) and name the module, as the digest check would.
-      if (e instanceof StrataError && (e.code === ERR.DIGEST_MISMATCH || e.code === ERR.BLOB_MISSING)) throw e;
+      if (e instanceof StrataError && (e.code === STORE_ERR.DIGEST_MISMATCH || e.code === STORE_ERR.BLOB_MISSING)) throw e;
       if ((await this.blobs.check(hex)) === 'corrupt') {
-        throw new StrataError(ERR.DIGEST_MISMATCH, `${what} sha256:${hex} is corrupt (its content no longer matches its digest)`, {
+        throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `${what} sha256:${hex} is corrupt (its content no longer matches its digest)`, {
           hint: 'run `strata store verify`, then re-import or pull the module',
           cause: e,
         });
@@ -347,7 +334,7 @@ export class Store {
 
   async remove(fullName: string): Promise<void> {
     await this.index(async (ix) => {
-      if ((await ix.get(`m/${fullName}`)) === undefined) throw new StrataError(ERR.NOT_FOUND, `no module ${fullName} in the store`);
+      if ((await ix.get(`m/${fullName}`)) === undefined) throw new StrataError(STORE_ERR.NOT_FOUND, `no module ${fullName} in the store`);
       const { name } = splitFullName(fullName);
       const ops: Parameters<IndexView['batch']>[0] = [{ type: 'del', key: `m/${fullName}` }];
       if ((await ix.get(`d/${name}`)) === fullName) ops.push({ type: 'del', key: `d/${name}` });
@@ -357,9 +344,68 @@ export class Store {
 
   async setDefault(fullName: string): Promise<void> {
     await this.index(async (ix) => {
-      if ((await ix.get(`m/${fullName}`)) === undefined) throw new StrataError(ERR.NOT_FOUND, `no module ${fullName} in the store`);
+      if ((await ix.get(`m/${fullName}`)) === undefined) throw new StrataError(STORE_ERR.NOT_FOUND, `no module ${fullName} in the store`);
       await ix.batch([{ type: 'put', key: `d/${splitFullName(fullName).name}`, value: fullName }]);
     });
+  }
+
+  /** A module with its layer size and manifest counts. */
+  async describe(ref: string): Promise<ModuleDescription> {
+    const mod = await this.get(ref);
+    const manifest = await this.manifestOf(mod);
+    const entries = Object.values(manifest.entries);
+    return {
+      fullName: mod.fullName,
+      cid: mod.cid,
+      record: mod.record,
+      layerBytes: await this.blobs.size(parseCid(mod.record.layer).hex),
+      manifest: { stats: manifest.stats, aclPaths: entries.filter((e) => e.acl).length, xattrPaths: entries.filter((e) => e.xattrs).length },
+    };
+  }
+
+  exportModule(mod: LoadedModule, out: string): Promise<{ entries: number; bytes: number }> {
+    return exportModule(this, mod, out);
+  }
+
+  // ---- remotes ----------------------------------------------------------------------------
+
+  addRemote(name: string, url: string, opts: { siteInternal?: boolean } = {}): Promise<Remote> {
+    return addRemote(this, name, url, opts);
+  }
+  listRemotes(): Promise<Remote[]> {
+    return listRemotes(this);
+  }
+  removeRemote(name: string): Promise<void> {
+    return removeRemote(this, name);
+  }
+  push(target: string, modules: string[], hooks?: TransferHooks): Promise<PushResult[]> {
+    return push(this, target, modules, hooks);
+  }
+  pull(source: string, refs: string[], opts?: PullOptions): Promise<PullResult[]> {
+    return pull(this, source, refs, opts);
+  }
+  fetcher(hooks?: TransferHooks): Promise<FetchMissing | undefined> {
+    return remoteFetcher(this, hooks);
+  }
+
+  // ---- collections (saved stacks, pinned to records) ----------------------------------------
+
+  /** Saves (or replaces) collection `name`. Atomic: a reader sees the old or the new one. */
+  async saveCollection(name: string, c: Collection): Promise<void> {
+    checkCollectionName(name);
+    await this.index((ix) => ix.batch([{ type: 'put', key: `c/${name}`, value: serializeCollection(c) }]));
+  }
+
+  /** Collection `name`, validated; undefined when there is none. */
+  async loadCollection(name: string): Promise<Collection | undefined> {
+    checkCollectionName(name);
+    const text = await this.index((ix) => ix.get(`c/${name}`));
+    return text === undefined ? undefined : parseCollection(text, name);
+  }
+
+  /** Names of the saved collections, sorted. */
+  async listCollections(): Promise<string[]> {
+    return (await this.index((ix) => ix.range('c/'))).map(([k]) => k.slice(2));
   }
 
   // ---- maintenance ----------------------------------------------------------------------
@@ -379,8 +425,14 @@ export class Store {
       }
     };
     for (const [, cid] of await ix.range('m/')) await addRecord(cid);
-    for (const [, json] of await ix.range('c/')) {
-      for (const m of (JSON.parse(json) as { modules?: Array<{ record?: string }> }).modules ?? []) if (m.record) await addRecord(m.record);
+    for (const [key, text] of await ix.range('c/')) {
+      let c: Collection;
+      try {
+        c = parseCollection(text, key.slice(2));
+      } catch {
+        continue; // a damaged collection pins nothing; `compose restore` names it
+      }
+      for (const m of c.modules) await addRecord(m.record);
     }
     return live;
   }
@@ -405,10 +457,10 @@ export class Store {
   }
 
   /** Checks every blob of every module (or of `only`); each problem names its module. */
-  async verify(only?: string): Promise<{ modules: number; problems: Array<{ module: string; what: string; blob: string; status: string }> }> {
+  async verify(only?: string): Promise<VerifyReport> {
     const mods = (await this.index((ix) => ix.range('m/'))).map(([k, cid]) => ({ fullName: k.slice(2), cid }));
     const chosen = only ? mods.filter((m) => m.fullName === only || m.cid === only) : mods;
-    if (only && chosen.length === 0) throw new StrataError(ERR.NOT_FOUND, `no module ${only} in the store`);
+    if (only && chosen.length === 0) throw new StrataError(STORE_ERR.NOT_FOUND, `no module ${only} in the store`);
     const problems: Array<{ module: string; what: string; blob: string; status: string }> = [];
     const checked = new Map<string, string>();
     const check = async (cid: string) => {

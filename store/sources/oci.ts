@@ -12,13 +12,13 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { StrataError, ERR } from './errors.js';
-import { ContentOpener, LayerBuilder } from './layer-builder.js';
-import { applyLayer, emptyTree, flatten, hardLinkTargets } from './layer-merge.js';
-import type { EnvOp } from './record.js';
-import { addTar } from './source-tar.js';
-import { readTar } from './tar-reader.js';
-import type { LayerEntry } from './types.js';
+import { StrataError, STORE_ERR } from '../errors.js';
+import { ContentOpener, LayerBuilder } from '../layer/builder.js';
+import { applyLayer, emptyTree, flatten, hardLinkTargets } from '../layer/merge.js';
+import type { EnvOp } from '../record.js';
+import { addTar } from './tar.js';
+import { readTar } from '../tar/reader.js';
+import type { LayerEntry } from '../types.js';
 
 export interface ImageConfigInfo {
   env: EnvOp[];
@@ -33,14 +33,14 @@ export async function parseOciRef(ref: string): Promise<{ dir: string; tag?: str
   if (await isDir(rest)) return { dir: rest };
   const i = rest.lastIndexOf(':');
   if (i > 0 && !rest.slice(i + 1).includes('/') && (await isDir(rest.slice(0, i)))) return { dir: rest.slice(0, i), tag: rest.slice(i + 1) };
-  throw new StrataError(ERR.NOT_FOUND, `OCI layout ${rest} does not exist`, { hint: 'give oci:DIR or oci:DIR:TAG, DIR holding oci-layout and index.json' });
+  throw new StrataError(STORE_ERR.NOT_FOUND, `OCI layout ${rest} does not exist`, { hint: 'give oci:DIR or oci:DIR:TAG, DIR holding oci-layout and index.json' });
 }
 
 export async function addOciLayout(builder: LayerBuilder, ref: string, spool: (tag: string) => string): Promise<ImageConfigInfo & { spools: string[] }> {
   const { dir, tag } = await parseOciRef(ref);
   const blob = async (digest: string, what: string) => {
     const m = /^sha256:([0-9a-f]{64})$/.exec(digest ?? '');
-    if (!m) throw new StrataError(ERR.SOURCE_INVALID, `${what} has digest '${digest}', strata reads sha256 only`);
+    if (!m) throw new StrataError(STORE_ERR.SOURCE_INVALID, `${what} has digest '${digest}', strata reads sha256 only`);
     const file = path.join(dir, 'blobs', 'sha256', m[1]!);
     await verifyFile(file, m[1]!, what);
     return file;
@@ -49,7 +49,7 @@ export async function addOciLayout(builder: LayerBuilder, ref: string, spool: (t
     try {
       return JSON.parse(await fsp.readFile(file, 'utf8')) as T;
     } catch (e) {
-      throw new StrataError(ERR.SOURCE_INVALID, `${what} is missing or not JSON`, { cause: e });
+      throw new StrataError(STORE_ERR.SOURCE_INVALID, `${what} is missing or not JSON`, { cause: e });
     }
   };
   const index = await readJson<OciIndex>(path.join(dir, 'index.json'), `${dir}/index.json`);
@@ -87,11 +87,11 @@ export async function addDockerArchive(builder: LayerBuilder, file: string, spoo
     try {
       return JSON.parse(small.get('manifest.json')?.toString('utf8') ?? '') as Array<{ Config: string; Layers: string[] }>;
     } catch {
-      throw new StrataError(ERR.SOURCE_INVALID, `${file} is not a docker archive (no manifest.json)`, { hint: 'make it with `docker save` or `skopeo copy … docker-archive:FILE`' });
+      throw new StrataError(STORE_ERR.SOURCE_INVALID, `${file} is not a docker archive (no manifest.json)`, { hint: 'make it with `docker save` or `skopeo copy … docker-archive:FILE`' });
     }
   })();
   if (!Array.isArray(parsed) || parsed.length !== 1) {
-    throw new StrataError(ERR.SOURCE_INVALID, `${file} holds ${Array.isArray(parsed) ? parsed.length : 0} images; strata imports one at a time`);
+    throw new StrataError(STORE_ERR.SOURCE_INVALID, `${file} holds ${Array.isArray(parsed) ? parsed.length : 0} images; strata imports one at a time`);
   }
   const image = parsed[0]!;
   const configText = small.get(image.Config);
@@ -100,7 +100,7 @@ export async function addDockerArchive(builder: LayerBuilder, file: string, spoo
   const layers: string[] = [];
   for (const name of image.Layers ?? []) {
     const m = members.get(name);
-    if (!m) throw new StrataError(ERR.SOURCE_INVALID, `${file}: layer ${name} named in manifest.json is missing`);
+    if (!m) throw new StrataError(STORE_ERR.SOURCE_INVALID, `${file}: layer ${name} named in manifest.json is missing`);
     const out = spool(`docker-layer-${layers.length}`);
     spools.push(out);
     await pipeline(createReadStream(file, { start: m.offset, end: m.offset + m.size - 1 }), createWriteStream(out, { mode: 0o600 }));
@@ -167,11 +167,11 @@ function pickManifest(manifests: OciDescriptor[], tag: string | undefined, dir: 
       const t = m.annotations?.['org.opencontainers.image.ref.name'];
       return t === tag || t?.endsWith(`:${tag}`);
     });
-    if (!found) throw new StrataError(ERR.NOT_FOUND, `OCI layout ${dir} has no tag ${tag}`, { hint: `its tags: ${tags.join(', ') || 'none'}` });
+    if (!found) throw new StrataError(STORE_ERR.NOT_FOUND, `OCI layout ${dir} has no tag ${tag}`, { hint: `its tags: ${tags.join(', ') || 'none'}` });
     return found;
   }
   if (manifests.length !== 1) {
-    throw new StrataError(ERR.USAGE, `OCI layout ${dir} holds ${manifests.length} images`, { hint: `name one as oci:${dir}:TAG (tags: ${tags.join(', ') || 'none'})` });
+    throw new StrataError(STORE_ERR.SOURCE_INVALID, `OCI layout ${dir} holds ${manifests.length} images`, { hint: `name one as oci:${dir}:TAG (tags: ${tags.join(', ') || 'none'})` });
   }
   return manifests[0]!;
 }
@@ -179,7 +179,7 @@ function pickManifest(manifests: OciDescriptor[], tag: string | undefined, dir: 
 function pickPlatform(manifests: OciDescriptor[], dir: string): OciDescriptor {
   const arch = ({ x64: 'amd64', arm64: 'arm64', ppc64: 'ppc64le', s390x: 's390x' } as Record<string, string>)[process.arch] ?? process.arch;
   const m = manifests.find((d) => d.platform?.os === 'linux' && d.platform.architecture === arch);
-  if (!m) throw new StrataError(ERR.NOT_FOUND, `OCI layout ${dir} has no linux/${arch} image`);
+  if (!m) throw new StrataError(STORE_ERR.NOT_FOUND, `OCI layout ${dir} has no linux/${arch} image`);
   return m;
 }
 
@@ -199,9 +199,9 @@ async function verifyFile(file: string, hex: string, what: string): Promise<void
   try {
     for await (const c of createReadStream(file, { highWaterMark: 1 << 20 })) h.update(c as Buffer);
   } catch {
-    throw new StrataError(ERR.SOURCE_INVALID, `${what} (sha256:${hex}) is missing from the layout`);
+    throw new StrataError(STORE_ERR.SOURCE_INVALID, `${what} (sha256:${hex}) is missing from the layout`);
   }
-  if (h.digest('hex') !== hex) throw new StrataError(ERR.DIGEST_MISMATCH, `${what} does not match its digest sha256:${hex}`, { hint: 'the OCI layout is corrupt' });
+  if (h.digest('hex') !== hex) throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `${what} does not match its digest sha256:${hex}`, { hint: 'the OCI layout is corrupt' });
 }
 
 async function isDir(p: string): Promise<boolean> {

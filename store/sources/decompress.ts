@@ -15,7 +15,7 @@ import { open } from 'node:fs/promises';
 import { Readable, Transform, pipeline } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { DecompressStream } from 'zstd-napi';
-import { StrataError, ERR } from './errors.js';
+import { StrataError, STORE_ERR } from '../errors.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 
@@ -49,7 +49,7 @@ export async function openArchive(path: string): Promise<OpenedArchive> {
     fh = await open(path, 'r');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new StrataError(ERR.NOT_FOUND, `${path}: no such file`, { cause: e });
+      throw new StrataError(STORE_ERR.NOT_FOUND, `${path}: no such file`, { cause: e });
     }
     throw e;
   }
@@ -100,7 +100,7 @@ export async function decompressStream(source: AsyncIterable<Uint8Array>, name =
   for (const [m, kind, tool] of FOREIGN) {
     if (starts(m)) {
       if (!ended) await it.return?.();
-      throw new StrataError(ERR.TAR_UNSUPPORTED, `${name} is ${kind}-compressed; strata reads plain, gzip and zstd tars`, {
+      throw new StrataError(STORE_ERR.TAR_UNSUPPORTED, `${name} is ${kind}-compressed; strata reads plain, gzip and zstd tars`, {
         hint: `decompress it first (${tool}) or recompress with gzip or zstd`,
       });
     }
@@ -158,12 +158,12 @@ function compressionError(e: unknown, kind: string, name: string): StrataError {
   const msg = String(err?.message ?? e);
   const early = err?.code === 'Z_BUF_ERROR' || /unexpected end|ended in middle|truncated/i.test(msg);
   if (early) {
-    return new StrataError(ERR.TAR_TRUNCATED, `${name}: the ${kind} data ends early`, {
+    return new StrataError(STORE_ERR.TAR_TRUNCATED, `${name}: the ${kind} data ends early`, {
       hint: 'the archive is incomplete; download or copy it again',
       cause: e,
     });
   }
-  return new StrataError(ERR.TAR_CORRUPT, `${name}: the ${kind} data is corrupt (${msg.split('\n')[0]})`, {
+  return new StrataError(STORE_ERR.TAR_CORRUPT, `${name}: the ${kind} data is corrupt (${msg.split('\n')[0]})`, {
     hint: 'the archive is damaged; download or copy it again',
     cause: e,
   });

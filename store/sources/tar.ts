@@ -9,8 +9,8 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { aclFromTarText, splitAclXattrs } from './acl-ingest.js';
 import { openArchive } from './decompress.js';
-import { LayerBuilder } from './layer-builder.js';
-import { readTarFile } from './tar-reader.js';
+import { LayerBuilder } from '../layer/builder.js';
+import { readTarFile } from '../tar/reader.js';
 
 export interface TarSourceOptions {
   /** A temp path the decompressed archive may be written to (removed by the caller). */

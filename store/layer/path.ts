@@ -2,8 +2,10 @@
  * The one place where paths coming from archives and directories become canonical layer paths.
  * Every archive path goes through normalizeLayerPath; no other code judges path safety.
  */
-import { StrataError, ERR } from './errors.js';
-import { WHITEOUT_PREFIX, OPAQUE_WHITEOUT } from './types.js';
+import { printable } from '../../native/errors.js';
+import { StrataError, STORE_ERR } from '../errors.js';
+export { printable };
+import { WHITEOUT_PREFIX, OPAQUE_WHITEOUT } from '../types.js';
 
 /**
  * `./a//b/` → `a/b`; `.`, `./`, `` → `.` (the layer root). Refuses absolute paths, `..`
@@ -51,11 +53,8 @@ export function whiteoutTarget(p: string): { opaque: string } | { hides: string 
 }
 
 function unsafe(raw: string, what: string, why: string): StrataError {
-  return new StrataError(ERR.LAYER_UNSAFE_PATH, `${what} '${printable(raw)}' ${why}`, {
+  return new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `${what} '${printable(raw)}' ${why}`, {
     hint: 'refusing a layer that could write outside its root',
   });
 }
 
-export function printable(s: string): string {
-  return s.length > 120 ? `${s.slice(0, 117)}...` : s.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
-}

@@ -9,17 +9,17 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { aclFromText, aclToGnuText } from '../native/acl.js';
-import { StrataError, ERR } from './errors.js';
-import { tarPathOf } from './layer-builder.js';
-import { LoadedModule, Store } from './store.js';
-import { encodeHeader, encodePadding, END_OF_ARCHIVE } from './tar-writer.js';
+import { aclFromText, aclToGnuText } from '../../native/acl.js';
+import { StrataError, STORE_ERR } from '../errors.js';
+import { tarPathOf } from './builder.js';
+import type { LoadedModule, LocalStore } from '../local-store.js';
+import { encodeHeader, encodePadding, END_OF_ARCHIVE } from '../tar/writer.js';
 
-export async function exportModule(store: Store, mod: LoadedModule, out: string): Promise<{ entries: number; bytes: number }> {
+export async function exportModule(store: LocalStore, mod: LoadedModule, out: string): Promise<{ entries: number; bytes: number }> {
   const dir = path.dirname(path.resolve(out));
   if (!(await fsp.stat(dir).catch(() => undefined))?.isDirectory()) {
     // Else the error would name the hidden temp file, a path the user never gave.
-    throw new StrataError(ERR.NOT_FOUND, `cannot write ${out}: ${dir} is not a directory`, { hint: 'create the directory first' });
+    throw new StrataError(STORE_ERR.NOT_FOUND, `cannot write ${out}: ${dir} is not a directory`, { hint: 'create the directory first' });
   }
   const tmp = path.join(dir, `.${path.basename(out)}.strata-${process.pid}`);
   let entries = 0;

@@ -16,9 +16,9 @@
  * - Hard links belong to their layer. If an upper layer replaced a group's first path, the
  *   first surviving member carries the content and the others link to it.
  */
-import { StrataError, ERR } from './errors.js';
-import { baseName, printable, whiteoutTarget } from './layer-path.js';
-import { comparePaths, LayerEntry } from './types.js';
+import { StrataError, STORE_ERR } from '../errors.js';
+import { baseName, printable, whiteoutTarget } from './path.js';
+import { comparePaths, LayerEntry } from '../types.js';
 
 export interface PlannedEntry {
   /** Final entry; for hard links, linkname is the final path of the group's file. */
@@ -126,7 +126,7 @@ function resolveDir(
       cur.children!.set(part, next);
     } else if (next.entry.type === 'symlink') {
       if (++hops > MAX_HOPS) {
-        throw new StrataError(ERR.LAYER_UNSAFE_PATH, `layer ${name} writes '${printable(entryPath)}' through a loop of symlinks`, {
+        throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `layer ${name} writes '${printable(entryPath)}' through a loop of symlinks`, {
           hint: 'the lower layers\' symlinks point at each other',
         });
       }
@@ -136,7 +136,7 @@ function resolveDir(
       continue;
     } else if (next.entry.type !== 'dir') {
       const at = [...chain.map((c) => c.name), part].join('/');
-      throw new StrataError(ERR.LAYER_UNSAFE_PATH, `layer ${name} writes '${printable(entryPath)}' beneath the ${next.entry.type} '${printable(at)}' of a lower layer`, {
+      throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `layer ${name} writes '${printable(entryPath)}' beneath the ${next.entry.type} '${printable(at)}' of a lower layer`, {
         hint: 'nothing can be written beneath a file; the upper layer must replace it with a directory entry',
       });
     }

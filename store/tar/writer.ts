@@ -17,7 +17,7 @@
  * header block itself is fixed: name "PaxHeader", mode 0o644, uid/gid 0, mtime 0, and its
  * records sorted by the bytes of their keys.
  */
-import type { EntryType } from './types.js';
+import type { EntryType } from '../types.js';
 
 export interface TarWriteHeader {
   /** Path as written into the archive (directories end with '/'). UTF-8, no NUL. */

@@ -24,7 +24,7 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
-import { ERR, StrataError } from '../errors.js';
+import { StrataError, STORE_ERR } from '../errors.js';
 
 export interface BasicCredentials {
   readonly kind: 'basic';
@@ -56,7 +56,7 @@ export function bearerCredentials(token: string): BearerCredentials {
   return hide({ kind: 'bearer' } as BearerCredentials, 'token', token);
 }
 
-/** Parses the STRATA_REGISTRY_AUTH format (see the file comment). Throws ERR_USAGE. */
+/** Parses the STRATA_REGISTRY_AUTH format (see the file comment). Throws ERR_REGISTRY_CONFIG. */
 export function parseAuthValue(value: string): Credentials {
   if (value.startsWith('bearer:')) {
     const token = value.slice('bearer:'.length);
@@ -65,7 +65,7 @@ export function parseAuthValue(value: string): Credentials {
     const i = value.indexOf(':');
     if (i > 0) return basicCredentials(value.slice(0, i), value.slice(i + 1));
   }
-  throw new StrataError(ERR.USAGE, 'STRATA_REGISTRY_AUTH is not in a known form', {
+  throw new StrataError(STORE_ERR.REGISTRY_CONFIG, 'STRATA_REGISTRY_AUTH is not in a known form', {
     hint: 'set it to user:password or bearer:TOKEN',
   });
 }
@@ -86,7 +86,7 @@ export interface ResolveOptions {
 
 /**
  * Credentials for `registryHost` ("host" or "host:port", as in the registry URL), or null for
- * anonymous access. Throws ERR_USAGE when STRATA_REGISTRY_AUTH or the Docker config cannot be
+ * anonymous access. Throws ERR_REGISTRY_CONFIG when STRATA_REGISTRY_AUTH or the Docker config cannot be
  * parsed (naming the variable or file, never its content).
  */
 export function resolveCredentials(registryHost: string, opts: ResolveOptions = {}): Credentials | null {
@@ -107,7 +107,7 @@ export function resolveCredentials(registryHost: string, opts: ResolveOptions = 
     const cfg = JSON.parse(text) as { auths?: unknown };
     auths = (cfg && typeof cfg.auths === 'object' && cfg.auths !== null ? cfg.auths : {}) as typeof auths;
   } catch {
-    throw new StrataError(ERR.USAGE, `cannot parse ${file}`, { hint: 'fix the JSON or run docker login again' });
+    throw new StrataError(STORE_ERR.REGISTRY_CONFIG, `cannot parse ${file}`, { hint: 'fix the JSON or run docker login again' });
   }
   const want = registryHost.toLowerCase();
   const wanted = DOCKER_HUB.includes(want) ? DOCKER_HUB : [want];
@@ -117,7 +117,7 @@ export function resolveCredentials(registryHost: string, opts: ResolveOptions = 
       const plain = Buffer.from(entry.auth, 'base64').toString('utf8');
       const i = plain.indexOf(':');
       if (i <= 0) {
-        throw new StrataError(ERR.USAGE, `the auth entry for ${registryHost} in ${file} is not base64 user:password`, {
+        throw new StrataError(STORE_ERR.REGISTRY_CONFIG, `the auth entry for ${registryHost} in ${file} is not base64 user:password`, {
           hint: `run docker login ${registryHost} again`,
         });
       }

@@ -13,7 +13,7 @@
  */
 import { Level } from 'level';
 import * as path from 'node:path';
-import { StrataError, ERR } from './errors.js';
+import { StrataError, STORE_ERR } from '../errors.js';
 
 export type Batch = Array<{ type: 'put'; key: string; value: string } | { type: 'del'; key: string }>;
 
@@ -66,12 +66,12 @@ async function openLocked(dir: string, opts: LockOptions): Promise<Level<string,
     } catch (e) {
       const cause = (e as { cause?: { code?: string } }).cause;
       if (cause?.code !== 'LEVEL_LOCKED') {
-        throw new StrataError(ERR.NOT_FOUND, `cannot open the store index at ${dir}: ${(cause as Error | undefined)?.message ?? (e as Error).message}`, { cause: e });
+        throw new StrataError(STORE_ERR.INDEX_UNAVAILABLE, `cannot open the store index at ${dir}: ${(cause as Error | undefined)?.message ?? (e as Error).message}`, { cause: e });
       }
     }
     const waited = Date.now() - start;
     if (waited > timeout) {
-      throw new StrataError(ERR.LOCKED, `the store is still in use by another strata process after ${Math.round(waited / 1000)} s`, {
+      throw new StrataError(STORE_ERR.LOCKED, `the store is still in use by another strata process after ${Math.round(waited / 1000)} s`, {
         hint: 'wait for it to finish, or raise STRATA_LOCK_TIMEOUT',
       });
     }

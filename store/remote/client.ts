@@ -34,7 +34,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import { ERR, StrataError } from '../errors.js';
+import { StrataError, STORE_ERR } from '../errors.js';
 import { resolveCredentials, type Credentials } from './credentials.js';
 import { drain, isNetError, describeNetError, makeAgents, readBody, send, type Body } from './http.js';
 import { isValidTag } from './tag.js';
@@ -196,7 +196,7 @@ export function parseRepositoryRef(text: string): RegistryRef {
   const rest = text.replace(/^https?:\/\//i, '');
   const slash = rest.indexOf('/');
   if (slash <= 0 || slash === rest.length - 1) {
-    throw new StrataError(ERR.USAGE, `not a registry repository: ${JSON.stringify(text)}`, {
+    throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `not a registry repository: ${JSON.stringify(text)}`, {
       hint: 'write REGISTRY/REPO, e.g. registry.example.org/hpc/strata or 127.0.0.1:5000/test',
     });
   }
@@ -237,18 +237,18 @@ export class RegistryClient {
     try {
       base = new URL(ref.base);
     } catch {
-      throw new StrataError(ERR.USAGE, 'registry base is not a URL', { hint: 'use http://host:port or https://host' });
+      throw new StrataError(STORE_ERR.INVALID_ARGUMENT, 'registry base is not a URL', { hint: 'use http://host:port or https://host' });
     }
     if (base.protocol !== 'http:' && base.protocol !== 'https:') {
-      throw new StrataError(ERR.USAGE, `registry base must be http or https, not ${base.protocol}`);
+      throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `registry base must be http or https, not ${base.protocol}`);
     }
     if (base.username || base.password) {
-      throw new StrataError(ERR.USAGE, `registry base for ${base.host} must not carry credentials`, {
+      throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `registry base for ${base.host} must not carry credentials`, {
         hint: 'set STRATA_REGISTRY_AUTH=user:password or run docker login instead',
       });
     }
     if (!REPO_RE.test(ref.repo)) {
-      throw new StrataError(ERR.USAGE, `not a valid repository name: ${JSON.stringify(ref.repo)}`, {
+      throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `not a valid repository name: ${JSON.stringify(ref.repo)}`, {
         hint: 'lowercase letters, digits and . _ - separators, components joined by /',
       });
     }
@@ -325,13 +325,13 @@ export class RegistryClient {
         const start = m ? Number(m[1]) : NaN;
         if (!m || start > pos) {
           res.destroy();
-          throw new StrataError(ERR.REGISTRY, `registry ${this.host} answered a resumed ${what} with a bad Content-Range`);
+          throw new StrataError(STORE_ERR.REGISTRY, `registry ${this.host} answered a resumed ${what} with a bad Content-Range`);
         }
         skip = pos - start;
         if (m[3] !== '*') total = Number(m[3]);
       } else if (res.statusCode === 404) {
         await drain(res);
-        throw new StrataError(ERR.NOT_FOUND, `registry ${this.host} has no blob ${digest} in ${this.repo}`, {
+        throw new StrataError(STORE_ERR.NOT_FOUND, `registry ${this.host} has no blob ${digest} in ${this.repo}`, {
           hint: 'push it again, or pull from the registry it was pushed to',
         });
       } else {
@@ -369,7 +369,7 @@ export class RegistryClient {
     }
     const got = `sha256:${hash.digest('hex')}`;
     if (got !== digest) {
-      throw new StrataError(ERR.DIGEST_MISMATCH, `registry sent wrong content for ${digest}`, {
+      throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `registry sent wrong content for ${digest}`, {
         hint: `the registry's copy is damaged (it hashes to ${got}); push the blob again from a good store`,
       });
     }
@@ -395,12 +395,12 @@ export class RegistryClient {
                 open: (offset: number) => AsyncIterable<Uint8Array>): Promise<'exists' | 'uploaded'> {
     checkDigest(digest);
     if (!Number.isSafeInteger(size) || size < 0) {
-      throw new StrataError(ERR.USAGE, `bad size ${size} for blob ${digest}`);
+      throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `bad size ${size} for blob ${digest}`);
     }
     if (await this.hasBlob(digest)) return 'exists';
     const what = `upload of blob ${digest}`;
     const progress = this.#progressCounter();
-    const tooShort = (pos: number) => new StrataError(ERR.DIGEST_MISMATCH,
+    const tooShort = (pos: number) => new StrataError(STORE_ERR.DIGEST_MISMATCH,
       `the content given for ${digest} ended at byte ${pos} of ${size}`, { hint: 'the local blob is damaged; run strata store verify' });
     let session: URL | undefined;
     let offset = 0;
@@ -518,7 +518,7 @@ export class RegistryClient {
   async getManifest(ref: string): Promise<{ mediaType: string; digest: string; bytes: Buffer }> {
     const byDigest = DIGEST_RE.test(ref);
     if (!byDigest && !isValidTag(ref)) {
-      throw new StrataError(ERR.USAGE, `not a tag or sha256 digest: ${JSON.stringify(ref)}`);
+      throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `not a tag or sha256 digest: ${JSON.stringify(ref)}`);
     }
     const what = `manifest ${ref}`;
     const { res, bytes } = await this.#fetchSmall({
@@ -526,14 +526,14 @@ export class RegistryClient {
       headers: { accept: MANIFEST_ACCEPT },
     }, MANIFEST_LIMIT, [200]);
     if (res.statusCode === 404) {
-      throw new StrataError(ERR.NOT_FOUND, `registry ${this.host} has no manifest ${ref} in ${this.repo}`, {
+      throw new StrataError(STORE_ERR.NOT_FOUND, `registry ${this.host} has no manifest ${ref} in ${this.repo}`, {
         hint: 'check the module name and the repository',
       });
     }
     const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
     const claimed = res.headers['docker-content-digest'];
     if ((byDigest && digest !== ref) || (typeof claimed === 'string' && claimed.startsWith('sha256:') && claimed !== digest)) {
-      throw new StrataError(ERR.DIGEST_MISMATCH, `registry sent wrong content for manifest ${ref}`, {
+      throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `registry sent wrong content for manifest ${ref}`, {
         hint: `it hashes to ${digest}; the registry's copy is damaged`,
       });
     }
@@ -556,10 +556,10 @@ export class RegistryClient {
   async putManifest(tag: string, mediaType: string, bytes: Buffer): Promise<string> {
     const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
     if (DIGEST_RE.test(tag) ? tag !== digest : !isValidTag(tag)) {
-      throw new StrataError(ERR.USAGE, `not a valid tag (or this manifest's digest): ${JSON.stringify(tag)}`);
+      throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `not a valid tag (or this manifest's digest): ${JSON.stringify(tag)}`);
     }
     if (bytes.length > MANIFEST_LIMIT) {
-      throw new StrataError(ERR.USAGE, `manifest of ${bytes.length} bytes is over the ${MANIFEST_LIMIT}-byte limit registries accept`);
+      throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `manifest of ${bytes.length} bytes is over the ${MANIFEST_LIMIT}-byte limit registries accept`);
     }
     const what = `manifest ${tag}`;
     const { res } = await this.#fetchSmall({
@@ -568,7 +568,7 @@ export class RegistryClient {
     }, ERROR_BODY_LIMIT, [201, 200, 204]);
     const claimed = res.headers['docker-content-digest'];
     if (typeof claimed === 'string' && claimed.startsWith('sha256:') && claimed !== digest) {
-      throw new StrataError(ERR.DIGEST_MISMATCH, `registry ${this.host} stored manifest ${tag} as ${claimed}, expected ${digest}`);
+      throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `registry ${this.host} stored manifest ${tag} as ${claimed}, expected ${digest}`);
     }
     return digest;
   }
@@ -585,7 +585,7 @@ export class RegistryClient {
       if (res.statusCode === 404) {
         // NAME_UNKNOWN: nothing was ever pushed to this repository. Any other 404 is a wrong URL.
         if (bytes.includes('NAME_UNKNOWN')) return tags;
-        throw new StrataError(ERR.NOT_FOUND, `registry ${this.host} has no tag list for ${this.repo} (HTTP 404)`, {
+        throw new StrataError(STORE_ERR.NOT_FOUND, `registry ${this.host} has no tag list for ${this.repo} (HTTP 404)`, {
           hint: 'check the registry URL',
         });
       }
@@ -593,7 +593,7 @@ export class RegistryClient {
       try {
         page = JSON.parse(bytes.toString('utf8')) as { tags?: unknown };
       } catch {
-        throw new StrataError(ERR.REGISTRY, `registry ${this.host} sent a tag list that is not JSON`);
+        throw new StrataError(STORE_ERR.REGISTRY, `registry ${this.host} sent a tag list that is not JSON`);
       }
       if (Array.isArray(page.tags)) tags.push(...page.tags.filter((t): t is string => typeof t === 'string'));
       const link = /<([^>]+)>\s*;\s*rel="?next"?/.exec(String(res.headers.link ?? ''));
@@ -616,7 +616,7 @@ export class RegistryClient {
     }
     await drain(res);
     const loc = res.headers.location;
-    if (!loc) throw new StrataError(ERR.REGISTRY, `registry ${this.host} opened an upload without a Location`);
+    if (!loc) throw new StrataError(STORE_ERR.REGISTRY, `registry ${this.host} opened an upload without a Location`);
     return new URL(loc, this.base);
   }
 
@@ -642,7 +642,7 @@ export class RegistryClient {
     if (err instanceof UploadRetry || !isDigestInvalid(err)) throw err;
     // A resumed session may have kept bytes of a dropped request: start once from scratch.
     if (resumed && !cleanRetryDone) throw new UploadRetry('registry computed another digest (DIGEST_INVALID)', 'restart');
-    throw new StrataError(ERR.DIGEST_MISMATCH, `registry ${this.host} refused ${what}: the content does not hash to the digest`, {
+    throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `registry ${this.host} refused ${what}: the content does not hash to the digest`, {
       hint: 'the local blob is damaged or changed while uploading; run strata store verify',
     });
   }
@@ -721,7 +721,7 @@ export class RegistryClient {
   }
 
   #authError(message: string): StrataError {
-    return new StrataError(ERR.AUTH, message, {
+    return new StrataError(STORE_ERR.AUTH, message, {
       hint: `set STRATA_REGISTRY_AUTH=user:password (or bearer:TOKEN), or run docker login ${this.host}`,
     });
   }
@@ -750,7 +750,7 @@ export class RegistryClient {
     try {
       url = new URL(realm);
     } catch {
-      throw new StrataError(ERR.REGISTRY, `registry ${this.host} named a token realm that is not a URL`);
+      throw new StrataError(STORE_ERR.REGISTRY, `registry ${this.host} named a token realm that is not a URL`);
     }
     if (service) url.searchParams.set('service', service);
     for (const s of scope.split(' ')) if (s) url.searchParams.append('scope', s);
@@ -784,7 +784,7 @@ export class RegistryClient {
         : `registry ${this.host} requires credentials for ${this.repo}`);
     }
     if (status !== 200) {
-      throw new StrataError(ERR.REGISTRY, `token service for ${this.host} answered HTTP ${status}`);
+      throw new StrataError(STORE_ERR.REGISTRY, `token service for ${this.host} answered HTTP ${status}`);
     }
     let token: unknown;
     let expiresIn: unknown;
@@ -794,7 +794,7 @@ export class RegistryClient {
       expiresIn = j.expires_in;
     } catch { /* handled below */ }
     if (typeof token !== 'string' || token === '') {
-      throw new StrataError(ERR.REGISTRY, `token service for ${this.host} sent no token`);
+      throw new StrataError(STORE_ERR.REGISTRY, `token service for ${this.host} sent no token`);
     }
     const life = typeof expiresIn === 'number' && expiresIn > 0 ? expiresIn : 60;
     this.#tokens.set(this.#scope(action), { token, expires: Date.now() + Math.max(5, life - 10) * 1000 });
@@ -850,7 +850,7 @@ export class RegistryClient {
       }
       if (REDIRECT_STATUS.has(status) && (op.method === 'GET' || op.method === 'HEAD') && res.headers.location) {
         await drain(res);
-        if (++redirects > 5) throw new StrataError(ERR.REGISTRY, `registry ${this.host} redirected ${op.what} too often`);
+        if (++redirects > 5) throw new StrataError(STORE_ERR.REGISTRY, `registry ${this.host} redirected ${op.what} too often`);
         url = new URL(res.headers.location, url);
         continue;
       }
@@ -876,7 +876,7 @@ export class RegistryClient {
         return { res, bytes: await readBody(res, limit) };
       } catch (e) {
         if (!isNetError(e) && (e as { message?: string }).message !== 'aborted') {
-          throw new StrataError(ERR.REGISTRY, `registry ${this.host} sent a bad answer for ${op.what}: ${(e as Error).message}`);
+          throw new StrataError(STORE_ERR.REGISTRY, `registry ${this.host} sent a bad answer for ${op.what}: ${(e as Error).message}`);
         }
         await this.#backoff(op.what, attempt, describeNetError(e));
       }
@@ -885,7 +885,7 @@ export class RegistryClient {
 
   async #backoff(what: string, attempt: number, reason: string, retryAfterMs?: number): Promise<void> {
     if (attempt >= this.#retries) {
-      throw new StrataError(ERR.REGISTRY, `registry ${this.host}: ${what} failed after ${attempt} tries (${reason})`, {
+      throw new StrataError(STORE_ERR.REGISTRY, `registry ${this.host}: ${what} failed after ${attempt} tries (${reason})`, {
         hint: 'check that the registry is running and reachable, then run the command again',
       });
     }
@@ -909,14 +909,14 @@ export class RegistryClient {
     const msg = `registry ${this.host} refused ${what} in ${this.repo}: HTTP ${status}${detail ? ` ${oneLine(detail)}` : ''}`;
     if (status === 401) return this.#authError(msg);
     if (status === 403) return this.#authError(`registry ${this.host} denied ${what} in ${this.repo} to these credentials`);
-    if (status === 404) return new StrataError(ERR.NOT_FOUND, msg);
-    return new StrataError(ERR.REGISTRY, msg);
+    if (status === 404) return new StrataError(STORE_ERR.NOT_FOUND, msg);
+    return new StrataError(STORE_ERR.REGISTRY, msg);
   }
 }
 
 function checkDigest(digest: string): void {
   if (!DIGEST_RE.test(digest)) {
-    throw new StrataError(ERR.USAGE, `not a sha256 digest: ${JSON.stringify(digest)}`, {
+    throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `not a sha256 digest: ${JSON.stringify(digest)}`, {
       hint: 'digests are written sha256:<64 lowercase hex digits>',
     });
   }
@@ -927,7 +927,7 @@ function withDigest(session: URL, digest: string): URL {
 }
 
 function longSource(digest: string, size: number): StrataError {
-  return new StrataError(ERR.DIGEST_MISMATCH, `the content given for ${digest} is longer than its size ${size}`, {
+  return new StrataError(STORE_ERR.DIGEST_MISMATCH, `the content given for ${digest} is longer than its size ${size}`, {
     hint: 'the local blob is damaged; run strata store verify',
   });
 }

@@ -12,11 +12,11 @@
  *
  * So the same tree gives the same bytes whatever tool packed it and in whatever order.
  */
-import { aclFromText, aclModeBits } from '../native/acl.js';
-import { StrataError, ERR } from './errors.js';
-import { LayerEntry, comparePaths } from './types.js';
-import { ancestors, normalizeLayerPath, printable, whiteoutTarget } from './layer-path.js';
-import { encodeHeader, encodePadding, END_OF_ARCHIVE } from './tar-writer.js';
+import { aclFromText, aclModeBits } from '../../native/acl.js';
+import { StrataError, STORE_ERR } from '../errors.js';
+import { LayerEntry, comparePaths } from '../types.js';
+import { ancestors, normalizeLayerPath, printable, whiteoutTarget } from './path.js';
+import { encodeHeader, encodePadding, END_OF_ARCHIVE } from '../tar/writer.js';
 import { LayerManifest, manifestEntry } from './manifest.js';
 
 export type ContentOpener = () => AsyncIterable<Uint8Array>;
@@ -57,7 +57,7 @@ export class LayerBuilder {
   add(entry: LayerEntry, content?: ContentOpener): void {
     const p = normalizeLayerPath(entry.path);
     if (this.staged.has(p)) {
-      throw new StrataError(ERR.LAYER_DUPLICATE, `the layer holds '${printable(p)}' twice`, { hint: 'repack it with each path once' });
+      throw new StrataError(STORE_ERR.LAYER_DUPLICATE, `the layer holds '${printable(p)}' twice`, { hint: 'repack it with each path once' });
     }
     // An empty xattr map costs memory on every entry of a large layer: keep none.
     const e: LayerEntry = { ...entry, path: p, mode: modeWithAcl(entry), mtime: Math.floor(entry.mtime), xattrs: entry.xattrs?.size ? entry.xattrs : undefined };
@@ -69,12 +69,12 @@ export class LayerBuilder {
       const target = normalizeLayerPath(e.linkname ?? '', `hard link target of '${printable(p)}'`);
       const t = this.staged.get(target);
       if (!t) {
-        throw new StrataError(ERR.LAYER_BAD_LINK, `hard link '${printable(p)}' points at '${printable(target)}', which is not earlier in the layer`, {
+        throw new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(p)}' points at '${printable(target)}', which is not earlier in the layer`, {
           hint: 'a layer may only link to files it holds itself',
         });
       }
       if (t.entry.type !== 'file' || t.group === undefined) {
-        throw new StrataError(ERR.LAYER_BAD_LINK, `hard link '${printable(p)}' points at '${printable(target)}', which is not a regular file`);
+        throw new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(p)}' points at '${printable(target)}', which is not a regular file`);
       }
       this.staged.set(p, { entry: { ...e, linkname: t.group, size: 0 }, group: t.group });
       return;
@@ -91,7 +91,7 @@ export class LayerBuilder {
         const parent = this.staged.get(a);
         if (parent && parent.entry.type !== 'dir') {
           const how = parent.entry.type === 'symlink' ? 'through the symlink' : 'beneath the non-directory';
-          throw new StrataError(ERR.LAYER_UNSAFE_PATH, `entry '${printable(p)}' is written ${how} '${printable(a)}'`, {
+          throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `entry '${printable(p)}' is written ${how} '${printable(a)}'`, {
             hint: 'refusing a layer that could write outside its root',
           });
         }
@@ -171,7 +171,7 @@ async function* canonicalTar(ordered: Staged[]): AsyncGenerator<Uint8Array> {
       yield chunk;
     }
     if (n !== e.size) {
-      throw new StrataError(ERR.SOURCE_INVALID, `'${printable(e.path)}' changed while it was imported (expected ${e.size} bytes, read ${n})`, {
+      throw new StrataError(STORE_ERR.SOURCE_INVALID, `'${printable(e.path)}' changed while it was imported (expected ${e.size} bytes, read ${n})`, {
         hint: 'import again from a source that is not being written to',
       });
     }

@@ -1,0 +1,138 @@
+/**
+ * The outputs of a stack: `compose sandbox`, `compose squash`, `rebuild`, `unsquash`, `inspect`.
+ */
+import { Command } from 'commander';
+import { buildSourceOf } from '../../compose/lock.js';
+import { buildSandbox, inspectTarget } from '../../compose/outputs.js';
+import { IMAGE_ERR } from '../../compose/image/errors.js';
+import { buildImage, checkImageOptions, type ImageOptions } from '../../compose/squash.js';
+import { isStrataError } from '../../native/errors.js';
+import { unsquash } from '../../compose/unsquash.js';
+import { outputModules } from '../../compose/workspace.js';
+import type { Context } from '../context.js';
+import { usage } from '../errors.js';
+import { plural, result, table, type Result } from '../output.js';
+import { human } from '../progress.js';
+import type { Action } from './action.js';
+
+interface From {
+  lock?: string;
+  cids?: string;
+}
+
+interface SquashFlags extends From {
+  comp: string;
+  level?: number;
+  blockSize?: number;
+  workers?: number;
+}
+
+function checkFrom(o: From): void {
+  if (o.lock && o.cids) throw usage('give --lock or --cids, not both');
+}
+
+async function squash(ctx: Context, out: string, o: SquashFlags): Promise<Result> {
+  checkFrom(o);
+  const options: ImageOptions = { compressor: o.comp as ImageOptions['compressor'], level: o.level, blockSize: o.blockSize, workers: o.workers };
+  try {
+    checkImageOptions(options);
+  } catch (e) {
+    // Out-of-range option values are command-line usage (exit 2), like a malformed number.
+    if (isStrataError(e, IMAGE_ERR.OPTIONS)) throw usage(e.message, e.hint);
+    throw e;
+  }
+  const store = await ctx.store();
+  const mods = await outputModules(store, ctx.cwd, o, ctx.transfer());
+  const bar = ctx.progress(`squash ${out}`);
+  const r = await buildImage(store, mods, out, { ...options, onProgress: (n, total) => bar.update(n, total) });
+  bar.done();
+  const warnings =
+    r.aclPaths > 0
+      ? [`${plural(r.aclPaths, 'path carries', 'paths carry')} POSIX ACLs, which SquashFS cannot store: kept in /.strata/acl.json with group bits narrowed to what the ACL grants (restore with \`strata unsquash\`)`]
+      : [];
+  return result(r, () => `wrote ${out}: ${plural(r.entries, 'entry', 'entries')}, ${human(r.bytes)}, sha256 ${r.sha256}`, { warnings });
+}
+
+function parseInteger(flag: string): (v: string) => number {
+  return (v) => {
+    if (!/^\d+$/.test(v)) throw usage(`${flag} takes a whole number, not '${v}'`);
+    return Number(v);
+  };
+}
+
+function imageOptions(c: Command): Command {
+  return c
+    .option('--comp <name>', 'compressor: zstd (default), gzip or lz4', 'zstd')
+    .option('--level <n>', 'compression level', parseInteger('--level'))
+    .option('--block-size <n>', 'data block size in bytes (power of two, 4096..1048576)', parseInteger('--block-size'))
+    .option('--workers <n>', 'compression threads (default: all cores; never changes the bytes)', parseInteger('--workers'));
+}
+
+export function outputCommands(program: Command, compose: Command, action: Action): void {
+  compose
+    .command('sandbox <dir>')
+    .description('write the stack as a directory tree, ACLs and xattrs intact')
+    .option('--lock <file>', 'build from this lock instead of the stack')
+    .option('--cids <file>', 'build from this hash list')
+    .option('--force', 'replace the contents of a non-empty DIR')
+    .action(
+      action(async (ctx, dir: string, o: From & { force?: boolean }) => {
+        checkFrom(o);
+        const store = await ctx.store();
+        const mods = await outputModules(store, ctx.cwd, o, ctx.transfer());
+        const bar = ctx.progress(`sandbox ${dir}`);
+        const r = await buildSandbox(store, mods, dir, { force: o.force, onProgress: (n, total) => bar.update(n, total) });
+        bar.done();
+        const skipped = Object.entries(r.skipped);
+        const warnings =
+          skipped.length > 0 ? [`as uid ${process.getuid?.()} some metadata could not be applied: ${skipped.map(([k, n]) => `${k} (${n})`).join(', ')}`] : [];
+        return result({ dir: ctx.resolve(dir), ...r }, () => `wrote ${dir}: ${plural(r.entries, 'entry', 'entries')}, ${human(r.bytes)} from ${plural(mods.length, 'module')}`, { warnings });
+      }),
+    );
+
+  imageOptions(
+    compose
+      .command('squash <out>')
+      .description('write the stack as one SquashFS image')
+      .option('--lock <file>', 'build from this lock instead of the stack')
+      .option('--cids <file>', 'build from this hash list'),
+  ).action(action((ctx, out: string, o: SquashFlags) => squash(ctx, out, o)));
+
+  imageOptions(
+    program
+      .command('rebuild <lock>')
+      .description('rebuild an image from a lock or hash list (same as compose squash --lock/--cids)')
+      .requiredOption('-o, --output <file>', 'the image to write'),
+  ).action(
+    action(async (ctx, file: string, o: SquashFlags & { output: string }) => squash(ctx, o.output, { ...o, ...(await buildSourceOf(file)) })),
+  );
+
+  program
+    .command('unsquash <image> <dir>')
+    .description('extract an image and restore its POSIX ACLs from /.strata/acl.json')
+    .action(
+      action(async (ctx, image: string, dir: string) => {
+        const r = await unsquash(image, dir);
+        const skipped = Object.entries(r.skipped);
+        const warnings = skipped.length > 0 ? [`some metadata could not be applied: ${skipped.map(([k, n]) => `${k} (${n})`).join(', ')}`] : [];
+        return result(r, () => `extracted ${plural(r.entries, 'entry', 'entries')} into ${dir}, restored ACLs on ${plural(r.acls, 'path')}`, { warnings });
+      }),
+    );
+
+  program
+    .command('inspect <target>')
+    .description('the lock, modules, environment and ACL summary embedded in an image or sandbox')
+    .action(
+      action(async (_ctx, target: string) => {
+        const info = await inspectTarget(target);
+        return result(info, () => [
+          `${target}: ${info.kind}`,
+          'modules (lowest layer first):',
+          ...table(info.lock.modules.map((m) => [`  ${m.fullName}`, m.record])),
+          `environment:`,
+          ...info.lock.env.map((e) => `  ${e.op} ${e.var}=${e.value}`),
+          `ACLs: ${plural(info.acls.paths, 'path')} (${info.acls.withDefault} with default ACLs)`,
+        ]);
+      }),
+    );
+}

@@ -1,0 +1,28 @@
+/**
+ * Codes of the errors compose/ raises (the class, StrataError, is native/errors.ts).
+ */
+import { StrataError, isStrataError } from '../native/errors.js';
+export { StrataError, isStrataError };
+
+export const COMPOSE_ERR = {
+  /** A module spec, collection, lock file or hash list that names nothing there. */
+  NOT_FOUND: 'ERR_NOT_FOUND',
+  /** Modules that may not be loaded together (conflict, family). */
+  CONFLICT: 'ERR_CONFLICT',
+  /** A restricted module and a user outside its group. */
+  ACCESS_DENIED: 'ERR_ACCESS_DENIED',
+  /** Requirements that form a loop. */
+  REQUIRE_CYCLE: 'ERR_REQUIRE_CYCLE',
+  /** strata.json that is not a stack file. */
+  STACK_INVALID: 'ERR_STACK_INVALID',
+  /** An output asked of an empty stack. */
+  STACK_EMPTY: 'ERR_STACK_EMPTY',
+  /** A lock or hash list that is not one, or that disagrees with the store. */
+  LOCK_INVALID: 'ERR_LOCK_INVALID',
+  /** An output target that exists and may not be replaced. */
+  TARGET_NOT_EMPTY: 'ERR_TARGET_NOT_EMPTY',
+  /** An output target that cannot be one (a directory given for an image, a missing parent). */
+  TARGET_INVALID: 'ERR_TARGET_INVALID',
+  /** The OS refused to apply something the layers hold, for a reason other than privilege. */
+  APPLY_FAILED: 'ERR_APPLY_FAILED',
+} as const;

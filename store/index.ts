@@ -1,0 +1,130 @@
+/**
+ * The store's interface: the only file of store/ that compose/ and cli/ import.
+ *
+ * A store is a directory of content-addressed blobs (layer tars, sidecar manifests, module
+ * records) and an index naming them (modules, defaults, collections, remotes). What is on disk
+ * and why: spec/store.md. Every method below states what it guarantees; "atomic" means a
+ * concurrent reader sees the state before or after the call, never a mix.
+ */
+import type { LayerEntry } from './types.js';
+import type { ModuleRecord } from './record.js';
+import type { LayerManifest } from './layer/manifest.js';
+import type { Collection } from './collections.js';
+import type { ImportOptions, ImportResult, ModuleSummary, LoadedModule, LayerItem } from './local-store.js';
+import type { PullOptions, PullResult, PushResult, Remote, TransferHooks, FetchMissing } from './remote/remotes.js';
+import { LocalStore } from './local-store.js';
+import type { LockOptions } from './catalog/leveldb.js';
+
+export { STORE_ERR, StrataError, isStrataError } from './errors.js';
+export { comparePaths, OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './types.js';
+export type { EntryAcl, EntryType, LayerEntry } from './types.js';
+export type { ModuleRecord, EnvOp } from './record.js';
+export { checkFullName, fullNameOf, parseEnvOp, splitFullName } from './record.js';
+export type { LayerManifest } from './layer/manifest.js';
+export type { Collection, PinnedModule } from './collections.js';
+export type { ImportOptions, ImportResult, ModuleSummary, LoadedModule, LayerItem } from './local-store.js';
+export type { PullOptions, PullResult, PushResult, Remote, TransferHooks, FetchMissing } from './remote/remotes.js';
+export { canonicalJson, cidFromHex, isCid, parseCid, JSON_CODEC, RAW_CODEC } from './cid.js';
+export { matches } from './local-store.js';
+export { applyLayer, emptyTree, flatten, hardLinkTargets, lookup } from './layer/merge.js';
+export type { MergeNode, MergePlan, PlannedEntry } from './layer/merge.js';
+
+/** What an output (sandbox, image, export) reads: records, entry lists and layer bodies. */
+export interface StoreReader {
+  /**
+   * A module by exact fullName or record CID, its record read and validated. Throws
+   * ERR_NOT_FOUND (no such name), ERR_BLOB_MISSING / ERR_DIGEST_MISMATCH (record damaged),
+   * ERR_RECORD_INVALID (not a record).
+   */
+  get(ref: string): Promise<LoadedModule>;
+  /** A record by CID, verified and validated (same errors as get). */
+  loadRecord(cid: string, fullName?: string): Promise<ModuleRecord>;
+  /** The module's sidecar manifest, verified against its CID. */
+  manifestOf(mod: LoadedModule): Promise<LayerManifest>;
+  /**
+   * The layer's entries in canonical order with their xattrs and ACLs, without file contents.
+   * Comes from a rebuildable cache when there is one; the layer itself is authoritative.
+   */
+  layerEntries(mod: LoadedModule): Promise<LayerEntry[]>;
+  /**
+   * The layer's entries with their bodies, in canonical order. The caller drains (or skips) each
+   * body before asking for the next item and must run the iterator to its end: the digest is
+   * checked at the end, and a mismatch throws ERR_DIGEST_MISMATCH naming the module instead of
+   * ending cleanly, so a consumer that commits only on a clean end never keeps bad bytes.
+   */
+  readLayer(mod: LoadedModule): AsyncIterable<LayerItem>;
+}
+
+/** The whole store, as cli/ and compose/ use it. */
+export interface Store extends StoreReader {
+  /** The store's directory (absolute). */
+  readonly root: string;
+  /** Where rebuildable caches go (safe to delete). */
+  readonly cacheDir: string;
+
+  /**
+   * Imports `source` (tar, tar.gz, tar.zst, directory, overlay upperdir with opts.overlay,
+   * `oci:DIR[:TAG]`, `docker-archive:FILE`) as module `fullName`. Idempotent: the same content
+   * under the same name is `unchanged`. Other content under that name is ERR_EXISTS unless
+   * opts.force. Atomic: every blob is durable before the index names it.
+   */
+  importModule(fullName: string, source: string, opts?: ImportOptions): Promise<ImportResult>;
+  /** Modules whose fullName matches `pattern` (substring, or glob with * and ?), sorted by name. */
+  list(pattern?: string): Promise<ModuleSummary[]>;
+  /** A module with the sizes and counts `store show` prints. */
+  describe(ref: string): Promise<ModuleDescription>;
+  /** Removes a module's name (and its default mark) atomically; blobs go at the next gc. */
+  remove(fullName: string): Promise<void>;
+  /** Marks the default version of a name. Atomic. */
+  setDefault(fullName: string): Promise<void>;
+  /** Removes blobs nothing references; `dryRun` only lists them. */
+  gc(opts?: { dryRun?: boolean }): Promise<{ removed: string[]; bytes: number }>;
+  /** Hashes every blob of every module (or of `only`); each problem names its module. */
+  verify(only?: string): Promise<VerifyReport>;
+  /** Writes the module's layer as a tar with SCHILY.xattr/acl records; OUT appears whole or not at all. */
+  exportModule(mod: LoadedModule, out: string): Promise<{ entries: number; bytes: number }>;
+
+  /** Saves (or replaces) collection `name`, atomically. */
+  saveCollection(name: string, c: Collection): Promise<void>;
+  /** Collection `name`, validated on read; undefined when there is none. */
+  loadCollection(name: string): Promise<Collection | undefined>;
+  /** Names of the saved collections, sorted. */
+  listCollections(): Promise<string[]>;
+
+  /** Adds a remote (registry/repository) by name. */
+  addRemote(name: string, url: string, opts?: { siteInternal?: boolean }): Promise<Remote>;
+  listRemotes(): Promise<Remote[]>;
+  removeRemote(name: string): Promise<void>;
+  /** Pushes modules (all when none are named) to a remote or REGISTRY/REPO. */
+  push(target: string, modules: string[], hooks?: TransferHooks): Promise<PushResult[]>;
+  /** Pulls modules (fullNames or record CIDs; every tag when none) into this store. */
+  pull(source: string, refs: string[], opts?: PullOptions): Promise<PullResult[]>;
+  /** A fetcher of missing blobs from the configured remotes, or undefined when there are none. */
+  fetcher(hooks?: TransferHooks): Promise<FetchMissing | undefined>;
+
+  /** Releases what the store holds open (pin file). */
+  close(): Promise<void>;
+}
+
+export interface ModuleDescription {
+  fullName: string;
+  cid: string;
+  record: ModuleRecord;
+  layerBytes: number;
+  manifest: { stats: LayerManifest['stats']; aclPaths: number; xattrPaths: number };
+}
+
+export interface VerifyReport {
+  modules: number;
+  problems: Array<{ module: string; what: string; blob: string; status: string }>;
+}
+
+export interface OpenOptions extends LockOptions {}
+
+/** The default store: $STRATA_STORE, else ${XDG_DATA_HOME:-~/.local/share}/strata. */
+export { defaultStoreRoot } from './local-store.js';
+
+/** Opens (creating if needed) the store at `root`, removing temp files of dead processes. */
+export async function openStore(root?: string, opts: OpenOptions = {}): Promise<Store> {
+  return LocalStore.open(root, opts);
+}
