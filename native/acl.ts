@@ -335,6 +335,65 @@ export function groupClassGrant(acl: Acl): number {
   return mask === undefined ? group : group & mask.perm;
 }
 
+/** What a node becomes where its access ACL cannot be kept: a mode, and maybe another owning group. */
+export interface NarrowedNode {
+  /** Permission bits (setuid, setgid and sticky included). */
+  mode: number;
+  /** The owning group the node must carry instead of its own; absent: keep it. */
+  gid?: number;
+}
+
+/**
+ * The mode (and owning group) that gives nobody more than `access` gave them, for a place
+ * that cannot hold the ACL: a SquashFS image, a filesystem mounted without ACL support.
+ *
+ * POSIX ACL checks (acl(5)): the owner gets user::; a named user gets user:X: & mask, and
+ * nothing else is consulted; a member of the owning group or a named group gets the union of
+ * those entries & mask; everyone else other::. Without the ACL only three classes are left,
+ * so each class gets the intersection of what every kind of user who falls into it had:
+ *
+ * - owner: user:: (unchanged).
+ * - group class: when `prefer` (the gid of a module's licence group) is a named group of the
+ *   ACL, or the ACL names exactly one group, that group becomes the owning group and gets its
+ *   entry & mask; otherwise the owning group keeps group:: & mask. Named users may be members
+ *   of that group, so it also gets no more than any named user's entry & mask.
+ * - other: other:: & every named entry the node's "others" may hold (named users, named groups
+ *   other than the chosen one, and group:: & mask when the owning group changed, since its
+ *   members are others now), & mask where the mask applies.
+ *
+ * A group switch clears setgid: the node must not run with the licence group's privileges.
+ * `ownGroupKept: false` says the owning group cannot be set at all (a non-root build leaves the
+ * builder's primary group): the group class then gets no more than other.
+ */
+export function narrowedNode(mode: number, access: Acl | undefined, opts: { prefer?: number; ownGroupKept?: boolean } = {}): NarrowedNode {
+  const special = mode & 0o7000;
+  let user = (mode >> 6) & 7;
+  let group = (mode >> 3) & 7;
+  let other = mode & 7;
+  let gid: number | undefined;
+  if (access !== undefined) {
+    const mask = find(access, 'mask')?.perm ?? 7;
+    const groupObj = required(access, 'group_obj') & mask;
+    const users = access.filter((e) => e.tag === 'user').map((e) => e.perm & mask);
+    const groups = access.filter((e) => e.tag === 'group');
+    const chosen =
+      (opts.prefer !== undefined ? groups.find((g) => g.id === opts.prefer) : undefined) ?? (groups.length === 1 ? groups[0] : undefined);
+    const all = (perms: number[]) => perms.reduce((a, p) => a & p, 7);
+    user = required(access, 'user_obj');
+    if (chosen !== undefined && opts.ownGroupKept !== false) {
+      gid = chosen.id;
+      group = (chosen.perm & mask) & all(users);
+      other = required(access, 'other') & groupObj & all(users) & all(groups.filter((g) => g !== chosen).map((g) => g.perm & mask));
+    } else {
+      group = groupObj & all(users);
+      other = required(access, 'other') & all(users) & all(groups.map((g) => g.perm & mask));
+    }
+  }
+  if (opts.ownGroupKept === false) group &= other;
+  const sgid = gid !== undefined ? 0o2000 : 0;
+  return { mode: (special & ~sgid) | (user << 6) | (group << 3) | other, ...(gid !== undefined ? { gid } : {}) };
+}
+
 /**
  * The rwx triplets a file's mode carries while this access ACL is applied, as the kernel
  * keeps them in sync (posix_acl_equiv_mode / chmod): user = user::, group = mask:: when

@@ -19,6 +19,7 @@ import {
   aclToText,
   aclToXattr,
   groupClassGrant,
+  narrowedNode,
   isMinimalAcl,
   type Acl,
   type IdResolver,
@@ -235,6 +236,28 @@ codec('hostResolver looks names up through NSS', () => {
 interface Ctx {
   dir: string;
 }
+
+codec('narrowedNode gives every class the least any of its members had', () => {
+  const n = (mode: number, text: string | undefined, o?: { prefer?: number; ownGroupKept?: boolean }) => {
+    const r = narrowedNode(mode, text === undefined ? undefined : aclFromText(text), o);
+    return `${r.mode.toString(8)}${r.gid === undefined ? '' : ` gid ${r.gid}`}`;
+  };
+  // The licence group becomes the owning group; the old owning group falls to other (---).
+  assert.is(n(0o750, 'u::rwx,g::r-x,g:1234:r-x,m::r-x,o::---', { prefer: 1234 }), '750 gid 1234');
+  // One named group: chosen without a preference; setgid never travels to it; group:: --- caps other.
+  assert.is(n(0o2750, 'u::rwx,g::---,g:500:r-x,m::r-x,o::r--'), '750 gid 500');
+  // A named user with less than group:: or other:: caps both (she may be in either class).
+  assert.is(n(0o770, 'u::rwx,g::rwx,u:1000:r--,m::rwx,o::r-x'), '744');
+  // Two named groups and no preference: the owning group stays; each named group caps other.
+  assert.is(n(0o640, 'u::rw-,g::r--,g:7:rw-,g:8:r--,m::rw-,o::---'), '640');
+  assert.is(n(0o664, 'u::rw-,g::rw-,g:7:---,m::rw-,o::r--', { prefer: 9 }), '604 gid 7'); // a denied group stays denied
+  // The mask applies to named entries and group::, never to user:: or other::.
+  assert.is(n(0o774, 'u::rwx,g::rwx,g:7:rwx,m::r--,o::r--', { prefer: 7 }), '744 gid 7');
+  // Without an ACL nothing changes, unless the owning group cannot be set: then group ≤ other.
+  assert.is(n(0o4755, undefined), '4755');
+  assert.is(n(0o770, undefined, { ownGroupKept: false }), '700');
+  assert.is(n(0o750, 'u::rwx,g::r-x,g:7:r-x,m::r-x,o::---', { ownGroupKept: false }), '700');
+});
 
 const files = suite<Ctx>('acl against setfacl/getfacl');
 files.before.each((ctx) => {
