@@ -1,0 +1,78 @@
+/**
+ * Real users and groups for access tests, and commands run as them, the way the kernel sees
+ * them (setpriv with the user's uid, gid and supplementary groups; no sudo, no mocks).
+ *
+ * Users and groups are created once per machine with useradd/groupadd (root only) and kept:
+ * suites running at the same time share them, so creation is serialized with flock and is
+ * idempotent. Names start with `st-` so they are easy to find and remove by hand.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { mustRun, run, type RunOptions, type RunResult } from './tmp.js';
+
+const LOCK = '/run/lock/strata-test-users.lock';
+
+export interface TestUser {
+  name: string;
+  uid: number;
+  gid: number;
+  /** Supplementary group ids (the primary gid included). */
+  groups: number[];
+  home: string;
+}
+
+function getent(db: 'passwd' | 'group', name: string): string[] | undefined {
+  const r = spawnSync('getent', [db, name], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim().split(':') : undefined;
+}
+
+function locked(args: string[]): void {
+  mustRun('flock', [LOCK, ...args]);
+}
+
+/** gid of group `name`, created if missing (root only). */
+export function ensureGroup(name: string): number {
+  let g = getent('group', name);
+  if (!g) {
+    locked(['sh', '-c', `getent group "$1" >/dev/null || groupadd "$1"`, 'sh', name]);
+    g = getent('group', name);
+  }
+  if (!g) throw new Error(`cannot create group ${name}`);
+  return Number(g[2]);
+}
+
+/**
+ * User `name` with its own primary group and membership of `groups` (created as needed), a
+ * home under /tmp. Membership is made to match `groups` exactly (so a suite can rely on who is
+ * outside a group).
+ */
+export function ensureUser(name: string, groups: string[] = []): TestUser {
+  const gids = groups.map(ensureGroup);
+  if (!getent('passwd', name)) {
+    locked(['sh', '-c', `getent passwd "$1" >/dev/null || useradd --user-group --no-create-home --home-dir "/tmp/$1" --shell /bin/sh "$1"`, 'sh', name]);
+  }
+  locked(['usermod', '--groups', groups.join(','), name]);
+  const p = getent('passwd', name);
+  if (!p) throw new Error(`cannot create user ${name}`);
+  const home = join('/tmp', name);
+  mkdirSync(home, { recursive: true });
+  mustRun('chown', [`${p[2]}:${p[3]}`, home]);
+  return { name, uid: Number(p[2]), gid: Number(p[3]), groups: [Number(p[3]), ...gids], home };
+}
+
+/** The argv prefix that runs a command as `u`, with exactly the kernel credentials a login would give. */
+export function asUser(u: TestUser): string[] {
+  return ['setpriv', `--reuid=${u.uid}`, `--regid=${u.gid}`, `--groups=${u.groups.join(',')}`, '--'];
+}
+
+/** Runs `cmd args…` as `u` (HOME, USER and LOGNAME set to u's), never throwing. */
+export function runAs(u: TestUser, cmd: string, args: readonly string[], opts: RunOptions = {}): RunResult {
+  const [c, ...rest] = [...asUser(u), cmd, ...args];
+  return run(c!, rest, { ...opts, env: { HOME: u.home, USER: u.name, LOGNAME: u.name, XDG_DATA_HOME: '', XDG_CACHE_HOME: '', ...(opts.env ?? {}) } });
+}
+
+/** True when this process may create users and switch to them (root). */
+export function canSwitchUsers(): boolean {
+  return process.getuid?.() === 0 && run('setpriv', ['--version']).code === 0;
+}
