@@ -23,6 +23,8 @@ export const COMPOSE_ERR = {
   TARGET_NOT_EMPTY: 'ERR_TARGET_NOT_EMPTY',
   /** An output target that cannot be one (a directory given for an image, a missing parent). */
   TARGET_INVALID: 'ERR_TARGET_INVALID',
+  /** Modules of two licence groups in one output: no mode can keep each group's content from the other. */
+  LICENCE_CONFLICT: 'ERR_LICENCE_CONFLICT',
   /** The OS refused to apply something the layers hold, for a reason other than privilege. */
   APPLY_FAILED: 'ERR_APPLY_FAILED',
 } as const;

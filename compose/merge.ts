@@ -2,7 +2,7 @@
  * The composer's merge: a stack's layers, read from the store, planned with the OCI
  * semantics of store/layer-merge.ts, plus the embedded metadata laid on top.
  */
-import { applyLayer, emptyTree, flatten, hardLinkTargets, lookup, MergeNode, MergePlan, comparePaths, LayerEntry, type LoadedModule, type Store } from '../store/index.js';
+import { applyLayer, emptyTree, flatten, hardLinkTargets, lookup, MergeNode, MergePlan, comparePaths, LayerEntry, type LoadedModule, type Store, type StoreReader } from '../store/index.js';
 export type { MergePlan, PlannedEntry } from '../store/index.js';
 import type { AclIndex } from './embedded.js';
 
@@ -50,4 +50,27 @@ export function plannedBytes(plan: MergePlan): number {
   let n = 0;
   for (const { entry } of plan.entries) if (entry.type === 'file') n += entry.size;
   return n;
+}
+
+/**
+ * Streams the file contents an output of `plan` needs: every layer is read to its end, in
+ * stack order (so each layer's digest is checked, and so the store can check the entry list
+ * the plan was made from against the layer itself, even for a layer none of whose files is
+ * used), and `onFile` is called with the final path of each wanted file and its body, which it
+ * must drain before returning. A failure anywhere rejects before the walk ends: callers make
+ * their output visible only after it resolved.
+ */
+export async function forEachPlannedFile(
+  store: StoreReader,
+  layers: LoadedModule[],
+  plan: MergePlan,
+  onFile: (dest: string, body: AsyncIterable<Uint8Array>, layer: number) => Promise<void>,
+): Promise<void> {
+  for (let i = 0; i < layers.length; i++) {
+    const wanted = plan.content[i]!;
+    for await (const { entry, body } of store.readLayer(layers[i]!)) {
+      const dest = entry.type === 'file' ? wanted.get(entry.path) : undefined;
+      if (dest !== undefined) await onFile(dest, body, i);
+    }
+  }
 }

@@ -4,6 +4,7 @@
  */
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { lookupGroup } from '../native/ids.js';
 import { StrataError, COMPOSE_ERR } from './errors.js';
 import { IMAGE_ERR } from './image/errors.js';
 import type { LoadedModule, Store } from '../store/index.js';
@@ -11,6 +12,43 @@ import { AclIndex, embeddedEntries, embeddedFiles } from './embedded.js';
 import { Lock, lockOf, parseLock } from './lock.js';
 import { MergePlan, planMerge } from './merge.js';
 import { prepareTarget, SandboxResult, writeSandbox } from './sandbox.js';
+
+/** The licence an output carries: the one group its restricted modules belong to. */
+export interface OutputLicence {
+  group: string;
+  gid: number;
+  /** The restricted modules, for messages. */
+  modules: string[];
+}
+
+/**
+ * Outputs of licensed stacks stay licensed: an image file or sandbox root holding restricted
+ * modules is created for the licence group only (no access for others). Modules of two
+ * licence groups cannot share one output (each group's files would be open to the other's
+ * members through the output's own mode), so that is refused. Undefined: nothing restricted.
+ */
+export function outputLicence(mods: readonly LoadedModule[]): OutputLicence | undefined {
+  const byGroup = new Map<string, string[]>();
+  for (const m of mods) {
+    const g = m.record.restricted;
+    if (g !== null) byGroup.set(g, [...(byGroup.get(g) ?? []), m.fullName]);
+  }
+  if (byGroup.size === 0) return undefined;
+  if (byGroup.size > 1) {
+    const list = [...byGroup].map(([g, ms]) => `${ms.join(', ')} (${g})`).join(' and ');
+    throw new StrataError(COMPOSE_ERR.LICENCE_CONFLICT, `modules of ${byGroup.size} licence groups cannot share one output: ${list}`, {
+      hint: 'build one output per licence group, each with the modules it needs',
+    });
+  }
+  const [group, modules] = [...byGroup][0]!;
+  const gid = lookupGroup(group);
+  if (gid === undefined) {
+    throw new StrataError(COMPOSE_ERR.ACCESS_DENIED, `licence group ${group} of ${modules.join(', ')} does not exist on this host`, {
+      hint: 'the output could not be kept from other users; ask your site staff to create the group',
+    });
+  }
+  return { group, gid, modules };
+}
 
 /** Plans the merge of `mods` with the embedded metadata laid on top. */
 export async function planOutput(store: Store, mods: LoadedModule[]): Promise<{ plan: MergePlan; embedded: Map<string, Buffer>; lock: Lock }> {

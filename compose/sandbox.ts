@@ -21,7 +21,7 @@ import { ACL_XATTR_ACCESS, ACL_XATTR_DEFAULT } from '../native/acl.js';
 import { lremovexattr, mknod } from '../native/xattr.js';
 import { StrataError, COMPOSE_ERR } from './errors.js';
 import type { LoadedModule, Store, LayerEntry } from '../store/index.js';
-import { plannedBytes, type MergePlan } from './merge.js';
+import { forEachPlannedFile, plannedBytes, type MergePlan } from './merge.js';
 
 export interface SandboxResult {
   entries: number;
@@ -110,21 +110,15 @@ export async function writeSandbox(
     for (let off = 0; off < c.byteLength; ) off += fs.writeSync(fd, c, off, c.byteLength - off);
     bytes += c.byteLength;
   };
-  for (let i = 0; i < layers.length; i++) {
-    const wanted = plan.content[i]!;
-    if (wanted.size === 0) continue;
-    for await (const { entry, body } of store.readLayer(layers[i]!)) {
-      const dest = entry.type === 'file' ? wanted.get(entry.path) : undefined;
-      if (dest === undefined) continue;
-      const fd = create(dest);
-      try {
-        for await (const c of body) writeAll(fd, c);
-      } finally {
-        fs.closeSync(fd);
-      }
-      opts.onProgress?.(bytes, total);
+  await forEachPlannedFile(store, layers, plan, async (dest, body) => {
+    const fd = create(dest);
+    try {
+      for await (const c of body) writeAll(fd, c);
+    } finally {
+      fs.closeSync(fd);
     }
-  }
+    opts.onProgress?.(bytes, total);
+  });
   for (const [p, content] of embedded) {
     const fd = create(p);
     try {

@@ -18,7 +18,7 @@ import * as path from 'node:path';
 import { aclFromText, groupClassGrant } from '../native/acl.js';
 import { StrataError, COMPOSE_ERR } from './errors.js';
 import type { LoadedModule, Store, LayerEntry } from '../store/index.js';
-import { plannedBytes } from './merge.js';
+import { forEachPlannedFile, plannedBytes } from './merge.js';
 import { planOutput } from './outputs.js';
 import { checkSquashOptions, SquashfsWriter, type SquashOptions } from './squashfs/writer.js';
 
@@ -77,17 +77,12 @@ export async function buildImage(store: Store, mods: LoadedModule[], out: string
     }
     let bytes = 0;
     const total = plannedBytes(plan);
-    for (let i = 0; i < mods.length; i++) {
-      const wanted = plan.content[i]!;
-      if (wanted.size === 0) continue;
-      for await (const { entry, body } of store.readLayer(mods[i]!)) {
-        const dest = entry.type === 'file' ? wanted.get(entry.path) : undefined;
-        if (dest === undefined) continue;
-        await writer.addFile(finalEntry.get(dest)!, body, mods[i]!.record.layer);
-        bytes += entry.size;
-        opts.onProgress?.(bytes, total);
-      }
-    }
+    await forEachPlannedFile(store, mods, plan, async (dest, body, i) => {
+      const e = finalEntry.get(dest)!;
+      await writer.addFile(e, body, mods[i]!.record.layer);
+      bytes += e.size;
+      opts.onProgress?.(bytes, total);
+    });
     for (const [p, content] of embedded) await writer.addFile(finalEntry.get(p)!, once(content), 'strata-metadata');
     const r = await writer.finish();
     await fsp.rename(tmp, out);
