@@ -1,0 +1,89 @@
+/**
+ * EROFS compression settings: which compressors strata writes, their levels, the
+ * superblock configuration record of each, and the decompressors its reader uses.
+ *
+ * The compressors themselves are SquashFS's (compose/squashfs/compressors.ts), because the
+ * bytes an EROFS pcluster needs are the same: lz4 = one raw LZ4 block (strata's own
+ * encoder "strata-lz4-1", byte-stable by construction), zstd = one zstd frame (zstd-napi's
+ * pinned libzstd). Extents go through the same worker pool and content-keyed block cache
+ * (compose/squashfs/worker.ts, block-cache.ts) with the extent size as "block size".
+ * (These move to compose/image/shared/ with the image engineer's restructuring.)
+ *
+ * deflate is not offered: Node's zlib may pick other matches on other CPUs (see
+ * spec/decisions.md), and erofs-utils 1.5 (Debian 12) could not check it. lzma: no
+ * byte-stable encoder reachable from Node.
+ */
+import { createRequire } from 'node:module';
+import { StrataError, IMAGE_ERR } from '../errors.js';
+import { resolveCodecSpec, type CodecSpec } from '../../squashfs/compressors.js';
+import { lz4 } from '../../squashfs/decompress.js';
+import { ALG, PCLUSTER_MAX, BLOCK_SIZE } from './format.js';
+
+export type ErofsCompressor = 'none' | 'lz4' | 'zstd';
+
+export const ZSTD_DEFAULT_LEVEL = 12;
+
+export interface ErofsCodec {
+  name: ErofsCompressor;
+  /** Pool codec (absent for 'none'). */
+  spec?: CodecSpec;
+  /** Algorithm id in h_algorithmtype and the available_compr_algs bit. */
+  alg: number;
+}
+
+/** Validates a compressor choice; ERR_IMAGE_OPTIONS with a hint when unusable. */
+export function resolveErofsCodec(name: string, level?: number): ErofsCodec {
+  switch (name) {
+    case 'none':
+      if (level !== undefined) throw new StrataError(IMAGE_ERR.OPTIONS, 'an uncompressed EROFS image has no level', { hint: 'leave out --level' });
+      return { name, alg: -1 };
+    case 'lz4':
+      return { name, spec: resolveCodecSpec('lz4', level), alg: ALG.LZ4 };
+    case 'zstd':
+      return { name, spec: resolveCodecSpec('zstd', level ?? ZSTD_DEFAULT_LEVEL), alg: ALG.ZSTD };
+    default:
+      throw new StrataError(IMAGE_ERR.OPTIONS, `EROFS compressor "${name}" is not supported by strata's writer`, {
+        hint: 'choose lz4, zstd or none',
+      });
+  }
+}
+
+/**
+ * The configuration record that follows the superblock for `codec` (payload without the
+ * le16 length): lz4 { le16 max_distance (0 = 64 KiB), le16 max_pclusterblks, 10 reserved },
+ * zstd { u8 format (0), u8 windowlog − 10, 4 reserved }.
+ */
+export function configRecord(codec: ErofsCodec, extentSize: number): Buffer {
+  if (codec.alg === ALG.LZ4) {
+    const b = Buffer.alloc(14);
+    b.writeUInt16LE(0, 0);
+    b.writeUInt16LE(Math.min(extentSize, PCLUSTER_MAX) / BLOCK_SIZE, 2);
+    return b;
+  }
+  const b = Buffer.alloc(6);
+  b.writeUInt8(0, 0);
+  b.writeUInt8(Math.max(Math.ceil(Math.log2(extentSize)), 10) - 10, 1);
+  return b;
+}
+
+/** Decompresses one pcluster's payload (leading zero padding already skipped) to exactly `want` bytes at most `maxOut`. */
+export type PclusterDecoder = (src: Buffer, maxOut: number) => Buffer;
+
+interface ZstdBinding {
+  decompress(dst: Uint8Array, src: Uint8Array): number;
+}
+let zstdBinding: ZstdBinding | undefined;
+
+function zstd(src: Buffer, maxOut: number): Buffer {
+  zstdBinding ??= createRequire(import.meta.url)('zstd-napi/binding') as ZstdBinding;
+  const dst = Buffer.allocUnsafe(maxOut);
+  const n = zstdBinding.decompress(dst, src);
+  return dst.subarray(0, n);
+}
+
+/** The decoder for an algorithm id, or undefined when strata cannot read it. */
+export function decoderFor(alg: number): PclusterDecoder | undefined {
+  if (alg === ALG.LZ4) return lz4;
+  if (alg === ALG.ZSTD) return zstd;
+  return undefined;
+}

@@ -1,0 +1,114 @@
+/**
+ * An append-only byte store for what the EROFS writer must keep until finish() (the inline
+ * tails of files, at most 4095 bytes each): in memory up to `memoryLimit` bytes, then in a
+ * temp file beside the image, so memory does not grow with the number of files.
+ * read() may be called in any order once the appends are done; close() removes the file.
+ */
+import fs from 'node:fs/promises';
+
+export interface SpillRef {
+  off: number;
+  len: number;
+}
+
+const CHUNK = 1 << 20;
+
+export class Spill {
+  private readonly chunks: Buffer[] = [];
+  private cur = Buffer.allocUnsafe(CHUNK);
+  private used = 0;
+  private inMemory = 0;
+  private fh: fs.FileHandle | undefined;
+  private fileBytes = 0;
+  /** Spilled data begins at this logical offset (everything before it is in memory). */
+  private fileStart = -1;
+  private readCache: { off: number; data: Buffer } | undefined;
+
+  constructor(
+    private readonly path: string,
+    private readonly memoryLimit = 64 << 20,
+  ) {}
+
+  /** Total bytes appended. */
+  get size(): number {
+    return this.fileStart < 0 ? this.inMemory + this.used : this.fileStart + this.fileBytes;
+  }
+
+  async append(b: Uint8Array): Promise<SpillRef> {
+    const off = this.size;
+    if (this.fileStart < 0 && this.inMemory + this.used + b.length <= this.memoryLimit) {
+      let at = 0;
+      while (at < b.length) {
+        const n = Math.min(CHUNK - this.used, b.length - at);
+        this.cur.set(b.subarray(at, at + n), this.used);
+        this.used += n;
+        at += n;
+        if (this.used === CHUNK) {
+          this.chunks.push(this.cur);
+          this.inMemory += CHUNK;
+          this.cur = Buffer.allocUnsafe(CHUNK);
+          this.used = 0;
+        }
+      }
+      return { off, len: b.length };
+    }
+    if (this.fileStart < 0) {
+      this.fileStart = off;
+      this.fh = await fs.open(this.path, 'wx+', 0o600);
+    }
+    let at = 0;
+    while (at < b.length) {
+      const { bytesWritten } = await this.fh!.write(b, at, b.length - at, this.fileBytes);
+      if (bytesWritten <= 0) throw new Error(`short write to ${this.path}`);
+      at += bytesWritten;
+      this.fileBytes += bytesWritten;
+    }
+    return { off, len: b.length };
+  }
+
+  async read(ref: SpillRef): Promise<Buffer> {
+    if (ref.len === 0) return Buffer.alloc(0);
+    const memEnd = this.fileStart < 0 ? this.size : this.fileStart;
+    if (ref.off + ref.len <= memEnd) {
+      const out = Buffer.allocUnsafe(ref.len);
+      let at = 0;
+      let pos = ref.off;
+      while (at < ref.len) {
+        const ci = Math.floor(pos / CHUNK);
+        const co = pos % CHUNK;
+        const src = ci < this.chunks.length ? this.chunks[ci]! : this.cur;
+        const n = Math.min(CHUNK - co, ref.len - at);
+        src.copy(out, at, co, co + n);
+        at += n;
+        pos += n;
+      }
+      return out;
+    }
+    // Spilled tails are read back in roughly the order they were written: read ahead a MiB.
+    const rel = ref.off - this.fileStart;
+    const c = this.readCache;
+    if (c && rel >= c.off && rel + ref.len <= c.off + c.data.length) {
+      return Buffer.from(c.data.subarray(rel - c.off, rel - c.off + ref.len));
+    }
+    const n = Math.min(Math.max(CHUNK, ref.len), this.fileBytes - rel);
+    const data = Buffer.allocUnsafe(n);
+    let got = 0;
+    while (got < n) {
+      const { bytesRead } = await this.fh!.read(data, got, n - got, rel + got);
+      if (bytesRead <= 0) throw new Error(`short read from ${this.path}`);
+      got += bytesRead;
+    }
+    this.readCache = { off: rel, data };
+    return Buffer.from(data.subarray(0, ref.len));
+  }
+
+  async close(): Promise<void> {
+    this.chunks.length = 0;
+    this.readCache = undefined;
+    if (this.fh) {
+      await this.fh.close().catch(() => undefined);
+      this.fh = undefined;
+    }
+    if (this.fileStart >= 0) await fs.rm(this.path, { force: true });
+  }
+}
