@@ -12,6 +12,12 @@ import { join } from 'node:path';
 import { mustRun, run, type RunOptions, type RunResult } from './tmp.js';
 
 const LOCK = '/run/lock/strata-test-users.lock';
+/**
+ * Test users and groups take ids from 61000..61999, clear of the ids the fixtures use as
+ * nameless (1001, 2001, …: tar and getfacl print names for ids that have one).
+ */
+const RANGE_GROUP = '-K GID_MIN=61000 -K GID_MAX=61999';
+const RANGE_USER = '-K UID_MIN=61000 -K UID_MAX=61999 -K GID_MIN=61000 -K GID_MAX=61999';
 
 export interface TestUser {
   name: string;
@@ -35,7 +41,7 @@ function locked(args: string[]): void {
 export function ensureGroup(name: string): number {
   let g = getent('group', name);
   if (!g) {
-    locked(['sh', '-c', `getent group "$1" >/dev/null || groupadd "$1"`, 'sh', name]);
+    locked(['sh', '-c', `getent group "$1" >/dev/null || groupadd ${RANGE_GROUP} "$1"`, 'sh', name]);
     g = getent('group', name);
   }
   if (!g) throw new Error(`cannot create group ${name}`);
@@ -50,7 +56,7 @@ export function ensureGroup(name: string): number {
 export function ensureUser(name: string, groups: string[] = []): TestUser {
   const gids = groups.map(ensureGroup);
   if (!getent('passwd', name)) {
-    locked(['sh', '-c', `getent passwd "$1" >/dev/null || useradd --user-group --no-create-home --home-dir "/tmp/$1" --shell /bin/sh "$1"`, 'sh', name]);
+    locked(['sh', '-c', `getent passwd "$1" >/dev/null || useradd ${RANGE_USER} --user-group --no-create-home --home-dir "/tmp/$1" --shell /bin/sh "$1"`, 'sh', name]);
   }
   locked(['usermod', '--groups', groups.join(','), name]);
   const p = getent('passwd', name);

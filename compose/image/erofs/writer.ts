@@ -80,6 +80,7 @@ export interface ErofsResult {
 }
 
 export const DEFAULT_EXTENT_SIZE = 131072;
+const STAGE = 1 << 20;
 const MIN_EXTENT = 8192;
 
 /** Block runs of a flat file: `count` blocks from `addr` (NULL_ADDR = a hole). */
@@ -198,6 +199,10 @@ export class ErofsWriter {
   private hits = 0;
   private misses = 0;
   private readonly spill: Spill;
+  /** Staging buffer of flat files (calls are serialized, so one is enough). */
+  private readonly stage = Buffer.allocUnsafeSlow(STAGE);
+  /** Extent buffers handed back by the workers, reused so memory and GC stay flat. */
+  private readonly spareBuffers: Buffer[] = [];
   private mainCodec: Codec | undefined;
   /** Shared all-zero pclusters by decompressed length, and the shared zero block. */
   private readonly zeroPcluster = new Map<number, { pblk: number; blocks: number; plain: boolean }>();
@@ -290,35 +295,21 @@ export class ErofsWriter {
     if (entry.path === '.') throw usage('the image root must be a directory');
     if (!Number.isSafeInteger(entry.size) || entry.size < 0) throw usage(`${entry.path}: size ${entry.size} is invalid`);
     const compressed = this.pool !== undefined && entry.size >= BLOCK_SIZE;
-    const unit = compressed ? Math.min(this.extentSize, align(entry.size, BLOCK_SIZE)) : BLOCK_SIZE;
     const data: FileData = compressed
       ? { kind: 'z', size: entry.size, extents: [] }
       : { kind: 'flat', size: entry.size, runs: [], tailZero: false };
     this.register(entry, data);
-    let buf = Buffer.allocUnsafe(unit);
+    // Compressed files are cut into extents (buffers handed to the pool); flat files go
+    // through one reused staging buffer, written a run of non-zero blocks at a time.
+    const unit = data.kind === 'z' ? Math.min(this.extentSize, align(entry.size, BLOCK_SIZE)) : STAGE;
+    let buf = data.kind === 'z' ? this.takeExtentBuffer(unit) : this.stage;
     let fill = 0;
     let total = 0;
-    // Flat files: consecutive data blocks are written together, up to 1 MiB at a time.
-    const pending: Buffer[] = [];
-    const flushPending = async (): Promise<void> => {
-      if (pending.length === 0 || data.kind !== 'flat') return;
-      const at = this.pos;
-      await this.writeAll(pending.length === 1 ? pending[0]! : Buffer.concat(pending), at);
-      this.pos += pending.length * BLOCK_SIZE;
-      addRun(data.runs, at / BLOCK_SIZE, pending.length);
-      pending.length = 0;
-    };
     const flush = async (len: number): Promise<void> => {
-      const raw = len === buf.length ? buf : buf.subarray(0, len);
-      if (data.kind === 'z') await this.pushExtent(data, raw);
-      else if (isZero(raw)) {
-        await flushPending();
-        addRun(data.runs, NULL_ADDR, 1);
-      } else {
-        pending.push(raw);
-        if (pending.length === 256) await flushPending();
-      }
-      buf = Buffer.allocUnsafe(unit);
+      if (data.kind === 'z') {
+        await this.pushExtent(data, len === buf.length ? buf : buf.subarray(0, len));
+        buf = this.takeExtentBuffer(unit);
+      } else await this.writeFlat(data, buf.subarray(0, len - (len % BLOCK_SIZE)));
       fill = 0;
     };
     for await (const chunk of content) {
@@ -336,13 +327,48 @@ export class ErofsWriter {
     if (total !== entry.size) throw usage(`${entry.path}: content is ${total} bytes, its entry says ${entry.size}`);
     if (data.kind === 'z') {
       if (fill > 0) await flush(fill);
+      this.spareExtent(buf);
       return;
     }
-    await flushPending();
-    if (fill > 0) {
-      const tail = Buffer.from(buf.subarray(0, fill));
+    const whole = fill - (fill % BLOCK_SIZE);
+    if (whole > 0) await this.writeFlat(data, buf.subarray(0, whole));
+    if (fill > whole) {
+      const tail = buf.subarray(whole, fill);
       data.tailZero = isZero(tail);
       data.tail = await this.spill.append(tail);
+    }
+  }
+
+  /** Whole blocks of a flat file: all-zero blocks become holes, runs of others are written. */
+  private async writeFlat(data: Extract<FileData, { kind: 'flat' }>, blocks: Buffer): Promise<void> {
+    let runStart = 0;
+    const writeRun = async (end: number): Promise<void> => {
+      if (end <= runStart) return;
+      const at = this.pos;
+      await this.writeAll(blocks.subarray(runStart, end), at);
+      this.pos += end - runStart;
+      addRun(data.runs, at / BLOCK_SIZE, (end - runStart) / BLOCK_SIZE);
+    };
+    for (let off = 0; off < blocks.length; off += BLOCK_SIZE) {
+      if (!isZero(blocks.subarray(off, off + BLOCK_SIZE))) continue;
+      await writeRun(off);
+      addRun(data.runs, NULL_ADDR, 1);
+      runStart = off + BLOCK_SIZE;
+    }
+    await writeRun(blocks.length);
+  }
+
+  private takeExtentBuffer(size: number): Buffer {
+    if (size === this.extentSize) {
+      const b = this.spareBuffers.pop();
+      if (b) return b;
+    }
+    return Buffer.allocUnsafeSlow(size);
+  }
+
+  private spareExtent(b: Uint8Array | undefined): void {
+    if (b && b.byteLength === this.extentSize && b.byteOffset === 0 && this.spareBuffers.length < this.maxInFlight) {
+      this.spareBuffers.push(Buffer.from(b.buffer, 0, b.byteLength));
     }
   }
 
@@ -357,26 +383,34 @@ export class ErofsWriter {
       done: async (r) => {
         if (r.cache === 'hit') this.hits++;
         else if (r.cache === 'miss') this.misses++;
-        if (r.kind === 'sparse') {
-          data.extents.push({ lclusters, ...(await this.zeroExtent(len, lclusters)) });
-          return;
+        try {
+          await this.placeExtent(data, r, raw, len, lclusters);
+        } finally {
+          this.spareExtent(r.raw);
         }
-        const blocks = Math.ceil(r.data.length / BLOCK_SIZE);
-        if (r.kind === 'compressed' && blocks < lclusters) {
-          const at = this.pos;
-          // Zero padding in front (ZERO_PADDING): the payload ends at the pcluster's end.
-          await this.writeAll(r.data, at + blocks * BLOCK_SIZE - r.data.length);
-          this.pos += blocks * BLOCK_SIZE;
-          data.extents.push({ lclusters, plain: false, pblk: at / BLOCK_SIZE, blocks });
-          return;
-        }
-        const at = this.pos;
-        const back = r.raw ? Buffer.from(r.raw.buffer, r.raw.byteOffset, r.raw.byteLength) : raw;
-        await this.writeAll(r.kind === 'raw' ? r.data : back.subarray(0, len), at);
-        this.pos += lclusters * BLOCK_SIZE;
-        data.extents.push({ lclusters, plain: true, pblk: at / BLOCK_SIZE, blocks: lclusters });
       },
     });
+  }
+
+  /** Where an extent's bytes go: a shared zero pcluster, one compressed pcluster, or plain blocks. */
+  private async placeExtent(data: Extract<FileData, { kind: 'z' }>, r: BlockResult, raw: Buffer, len: number, lclusters: number): Promise<void> {
+    if (r.kind === 'sparse') {
+      data.extents.push({ lclusters, ...(await this.zeroExtent(len, lclusters)) });
+      return;
+    }
+    const blocks = Math.ceil(r.data.length / BLOCK_SIZE);
+    const at = this.pos;
+    if (r.kind === 'compressed' && blocks < lclusters) {
+      // Zero padding in front (ZERO_PADDING): the payload ends at the pcluster's end.
+      await this.writeAll(r.data, at + blocks * BLOCK_SIZE - r.data.length);
+      this.pos += blocks * BLOCK_SIZE;
+      data.extents.push({ lclusters, plain: false, pblk: at / BLOCK_SIZE, blocks });
+      return;
+    }
+    const back = r.raw ? Buffer.from(r.raw.buffer, r.raw.byteOffset, r.raw.byteLength) : raw;
+    await this.writeAll(r.kind === 'raw' ? r.data : back.subarray(0, len), at);
+    this.pos += lclusters * BLOCK_SIZE;
+    data.extents.push({ lclusters, plain: true, pblk: at / BLOCK_SIZE, blocks: lclusters });
   }
 
   /** The shared pcluster of `len` zero bytes (written the first time one is needed). */
@@ -593,20 +627,16 @@ export class ErofsWriter {
     // Plans: form, layout, sizes. Nothing here depends on where an inode lands.
     for (const n of inodes) n.plan = this.plan(n, itemsOf.get(n)!, sharedId, buildTime);
 
-    // Placement: 32-byte slots in inode order; an inode with inline data lies in one block
-    // with its xattrs and that data (the kernel reads inline data from the inode's block).
-    let off = 0;
-    let ino = 0;
-    for (const n of inodes) {
-      const p = n.plan!;
-      const total = p.fixed + p.extra;
-      off = align(off, INODE_SLOT);
-      if (p.layout === LAYOUT.FLAT_INLINE && (off % BLOCK_SIZE) + total > BLOCK_SIZE) off = align(off, BLOCK_SIZE);
-      n.nid = off / INODE_SLOT;
-      n.ino = ino++;
-      off += total;
-    }
-    const metaSize = align(off, INODE_SLOT);
+    // Placement (32-byte slots): an inode that fits in a block (with its xattrs and inline
+    // data) is kept inside one, as the kernel reads inline data from the inode's block; it
+    // goes to the first of the last OPEN_BLOCKS partly filled blocks with room, else to a
+    // new block. Larger ones start a new block and may span several.
+    const placer = new Placer();
+    inodes.forEach((n, i) => {
+      n.nid = placer.place(n.plan!.fixed + n.plan!.extra) / INODE_SLOT;
+      n.ino = i;
+    });
+    const metaSize = placer.size;
     if (root.nid > 0xffff) throw usage('the root directory does not fit the superblock');
 
     // Data written now: directory blocks, symlink targets and file tails that are not inline.
@@ -619,7 +649,7 @@ export class ErofsWriter {
       this.pos += align(sharedBytes, BLOCK_SIZE);
     }
     const metaBlkaddr = this.pos / BLOCK_SIZE;
-    await this.writeInodes(inodes, this.pos);
+    await this.writeInodes([...inodes].sort((a, b) => a.nid - b.nid), this.pos);
     const end = align(this.pos + metaSize, BLOCK_SIZE);
 
     let incompat = 0;
@@ -813,7 +843,7 @@ export class ErofsWriter {
     }
   }
 
-  /** Serializes every inode at its slot, streaming through a 1 MiB buffer. */
+  /** Serializes every inode (in nid order) at its slot, streaming through a 1 MiB buffer. */
   private async writeInodes(inodes: Node[], base: number): Promise<void> {
     const LIMIT = 1 << 20;
     let parts: Buffer[] = [];
@@ -881,6 +911,44 @@ export class ErofsWriter {
       }
     }
     if (partsLen > 0) await this.writeAll(Buffer.concat(parts, partsLen), base + flushed);
+  }
+}
+
+const OPEN_BLOCKS = 32;
+
+/** Metadata space: first fit among the last OPEN_BLOCKS blocks with room, 32-byte aligned. */
+class Placer {
+  private readonly open: { blk: number; used: number }[] = [];
+  private next = 0; // next unallocated block
+
+  get size(): number {
+    return this.next * BLOCK_SIZE;
+  }
+
+  place(bytes: number): number {
+    const size = align(bytes, INODE_SLOT);
+    if (size <= BLOCK_SIZE) {
+      for (let i = 0; i < this.open.length; i++) {
+        const o = this.open[i]!;
+        if (o.used + size > BLOCK_SIZE) continue;
+        const at = o.blk * BLOCK_SIZE + o.used;
+        o.used += size;
+        if (o.used === BLOCK_SIZE) this.open.splice(i, 1);
+        return at;
+      }
+      const blk = this.next++;
+      if (size < BLOCK_SIZE) this.keep({ blk, used: size });
+      return blk * BLOCK_SIZE;
+    }
+    const at = this.next * BLOCK_SIZE;
+    this.next += Math.ceil(size / BLOCK_SIZE);
+    if (size % BLOCK_SIZE) this.keep({ blk: this.next - 1, used: size % BLOCK_SIZE });
+    return at;
+  }
+
+  private keep(o: { blk: number; used: number }): void {
+    this.open.push(o);
+    if (this.open.length > OPEN_BLOCKS) this.open.shift();
   }
 }
 
