@@ -21,7 +21,9 @@ import { ALG, PCLUSTER_MAX, BLOCK_SIZE } from './format.js';
 
 export type ErofsCompressor = 'none' | 'lz4' | 'zstd';
 
-export const ZSTD_DEFAULT_LEVEL = 12;
+export const ZSTD_DEFAULT_LEVEL = 6;
+/** The compressor outputs should default to (spec/erofs.md: mounts on every kernel with EROFS). */
+export const DEFAULT_EROFS_COMPRESSOR: ErofsCompressor = 'lz4';
 
 export interface ErofsCodec {
   name: ErofsCompressor;

@@ -58,7 +58,7 @@ export type { ErofsCompressor };
 export interface ErofsOptions {
   /** 'none', 'lz4' (strata's own encoder) or 'zstd'. */
   compressor: ErofsCompressor;
-  /** zstd only: 1..22, default 12. */
+  /** zstd only: 1..22, default 6. */
   level?: number;
   /**
    * Compressed images: bytes of a file compressed as one extent (the last one of a file may
