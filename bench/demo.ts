@@ -1,5 +1,6 @@
 /**
- * `npm run demo`: the main job on the default store. Generates a small four-layer stack (a base
+ * `npm run demo`: the main job, in a store of its own (never the user's: $STRATA_STORE and
+ * $STRATA_PATH are ignored). Generates a small four-layer stack (a base
  * OS tree with devices, a layer with whiteouts, an application, a licensed layer with ACLs and
  * a file capability), imports it, composes it the Lmod way, writes a sandbox and an image, and
  * rebuilds the image from its lock to show it comes out byte for byte the same.
@@ -14,10 +15,15 @@ import { makeStack } from '../test/fixtures/stack.js';
 
 const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-demo-'));
+const store = path.join(work, 'store');
+const env = { ...process.env };
+delete env.STRATA_STORE;
+delete env.STRATA_PATH;
 const strata = (...args: string[]) => {
   process.stdout.write(`$ strata ${args.join(' ')}\n`);
-  execFileSync(process.execPath, [cli, ...args], { cwd: work, stdio: 'inherit' });
+  execFileSync(process.execPath, [cli, '--store', store, ...args], { cwd: work, stdio: 'inherit', env });
 };
+process.stdout.write(`demo store: ${store}\n`);
 
 const stack = makeStack(path.join(work, 'src'));
 const names: Record<string, string[]> = {
