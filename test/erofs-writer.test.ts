@@ -13,13 +13,14 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErofsImage } from '../compose/image/erofs/reader.js';
-import type { ErofsCompressor } from '../compose/image/erofs/writer.js';
+import { ErofsWriter, type ErofsCompressor } from '../compose/image/erofs/writer.js';
 import { diffTrees } from './helpers/tree.js';
 import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
 import { missing, skipSuite } from './helpers/probe.js';
+import { noise } from './helpers/random.js';
 import { buildErofs, corpus, expectedEntries, lineDiff, materialize, readerEntries, sha256, BS } from './erofs-harness.js';
 
 const why = missing({ tools: ['fsck.erofs', 'dump.erofs', 'mkfs.erofs', 'getfacl', 'setfacl', 'getfattr', 'setfattr'], root: true });
@@ -158,6 +159,70 @@ else {
       assert.is(new Set(ds).size, 1, `${fam}: ${JSON.stringify(digests)}`);
     }
   });
+
+  for (const comp of ['none', 'lz4'] as ErofsCompressor[]) {
+    Writer(`${comp}: a file past 4 GiB (holes, a tail past 2^32) streams in bounded memory`, async () => {
+      const size = 2 ** 32 + 3 * 65536 + 123;
+      const tailData = noise(2 * 65536 + 123, 5);
+      const zero = Buffer.alloc(1 << 20);
+      async function* content(): AsyncIterable<Uint8Array> {
+        const zeros = size - tailData.length;
+        for (let done = 0; done < zeros; ) {
+          const n = Math.min(zero.length, zeros - done);
+          yield zero.subarray(0, n);
+          done += n;
+        }
+        yield tailData;
+      }
+      const rss0 = process.memoryUsage().rss;
+      let peak = rss0;
+      const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
+      const img = join(tmp, `large-${comp}.erofs`);
+      const w = await ErofsWriter.create(img, { compressor: comp, workers: 2 });
+      w.addEntry({ path: '.', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 });
+      await w.addFile({ path: 'huge', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 7, size }, content(), 'g');
+      const r = await w.finish();
+      clearInterval(timer);
+      assert.ok(peak - rss0 < 128 * 2 ** 20, `RSS grew by ${Math.round((peak - rss0) / 2 ** 20)} MiB while streaming 4 GiB`);
+      assert.ok(r.bytes < 16 << 20, `holes take (almost) no space: ${r.bytes} bytes`);
+      if (comp === 'none') assert.is(run('fsck.erofs', [img]).code, 0, 'fsck.erofs');
+      const mnt = join(tmp, 'mnt');
+      mountImage(img, mnt);
+      assert.is(statSync(join(mnt, 'huge')).size, size);
+      const fd = openSync(join(mnt, 'huge'), 'r');
+      try {
+        const got = Buffer.alloc(tailData.length);
+        assert.is(readSync(fd, got, 0, got.length, size - tailData.length), tailData.length);
+        assert.ok(got.equals(tailData), 'bytes past 4 GiB');
+        const mid = Buffer.alloc(4096, 1);
+        readSync(fd, mid, 0, mid.length, 2 ** 31 + 12345);
+        assert.ok(mid.equals(Buffer.alloc(4096)), 'a hole reads as zeros');
+      } finally {
+        closeSync(fd);
+      }
+      // strata's reader: the holes come back as few extents, the data as it was written.
+      const image = await ErofsImage.open(img);
+      try {
+        let holes = 0;
+        let data: Buffer[] = [];
+        let at = 0;
+        for await (const x of image.fileExtents('huge')) {
+          assert.is(x.offset, at);
+          at += x.length;
+          if (x.data) data.push(x.data);
+          else {
+            holes++;
+            data = [];
+          }
+        }
+        assert.is(at, size);
+        assert.is(holes, 1, 'the 4 GiB of zeros come back as one hole');
+        assert.ok(Buffer.concat(data).subarray(-tailData.length).equals(tailData), 'tail through the reader');
+      } finally {
+        await image.close();
+      }
+    });
+  }
 
   Writer("strata's reader reads a mkfs.erofs image of the tree equal to the tree", async () => {
     // (mkfs.erofs 1.5 fails on a 255-byte name: leave those out)

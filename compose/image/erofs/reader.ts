@@ -169,7 +169,7 @@ type Piece =
 export class ErofsImage {
   readonly superblock: Readonly<ErofsSuperblock>;
   private readonly metaCache = new Lru<number, Buffer>(META_CACHE_BLOCKS);
-  private readonly extentCache = new Lru<string, Buffer>(8);
+  private readonly extentCache = new Lru<string, { data: Buffer; zero: boolean }>(8);
   private readonly fileInodes = new WeakMap<object, Inode>();
   private readonly sb: Superblock;
 
@@ -531,8 +531,8 @@ export class ErofsImage {
     }
   }
 
-  /** Decompressed (or plain) bytes of one extent, cached by position. */
-  private async extent(p: Extract<Piece, { kind: 'z' }>, what: string): Promise<Buffer> {
+  /** Decompressed (or plain) bytes of one extent, cached by position, and whether all are zero. */
+  private async extent(p: Extract<Piece, { kind: 'z' }>, what: string): Promise<{ data: Buffer; zero: boolean }> {
     const key = `${p.pa}:${p.len}`;
     const hit = this.extentCache.get(key);
     if (hit) return hit;
@@ -555,8 +555,9 @@ export class ErofsImage {
       }
       if (out.length !== p.len) throw this.corrupt(`${what}: pcluster at byte ${p.pa} gives ${out.length} bytes, ${p.len} expected`);
     }
-    this.extentCache.set(key, out);
-    return out;
+    const r = { data: out, zero: isZero(out) };
+    this.extentCache.set(key, r);
+    return r;
   }
 
   /** The listing of a directory: entries other than "." and "..", in stored order. */
@@ -788,9 +789,11 @@ export class ErofsImage {
   }
 
   /**
-   * The content of a regular file as extents in order: data pieces of at most 1 MiB with
-   * their bytes, and holes (no `data`) whole, so a sparse file costs O(extents) to copy:
-   * an extractor seeks over holes instead of writing zeros. Same `file` as openFile().
+   * The content of a regular file as extents in order: data pieces (at most 1 MiB, or one
+   * compressed extent) with their bytes, and holes (no `data`) whole — hole chunks and
+   * all-zero compressed extents, consecutive ones merged — so a sparse file costs
+   * O(extents) to copy: an extractor seeks over holes instead of writing zeros.
+   * Same `file` as openFile().
    */
   async *fileExtents(file: string | ImageEntry): AsyncGenerator<FileExtent> {
     try {
@@ -841,12 +844,32 @@ export class ErofsImage {
     const size = Number(ino.size);
     let at = 0;
     const what = `data of ${q(path)}`;
+    // Consecutive holes (hole chunks, all-zero extents) are reported as one.
+    let hole: FileExtent | undefined;
+    const endHole = function* (): Generator<FileExtent> {
+      if (hole) yield hole;
+      hole = undefined;
+    };
     for await (const p of this.pieces(ino, path)) {
       if (p.la !== at) throw this.corrupt(`${what}: piece at ${p.la}, expected ${at}`);
       if (p.len <= 0 || p.la + p.len > size) throw this.corrupt(`${what}: piece ${p.la}+${p.len} beyond size ${size}`);
+      at += p.len;
+      let zero = p.kind === 'zero';
+      let data: Buffer | undefined;
+      if (p.kind === 'z') {
+        const x = await this.extent(p, what);
+        zero = x.zero;
+        if (!zero) data = Buffer.from(x.data);
+      }
+      if (zero) {
+        if (hole) hole.length += p.len;
+        else hole = { offset: p.la, length: p.len };
+        continue;
+      }
+      yield* endHole();
       switch (p.kind) {
-        case 'zero':
-          yield { offset: p.la, length: p.len };
+        case 'z':
+          yield { offset: p.la, length: p.len, data: data! };
           break;
         case 'raw':
           for (let done = 0; done < p.len; ) {
@@ -858,12 +881,9 @@ export class ErofsImage {
         case 'inline':
           yield { offset: p.la, length: p.len, data: Buffer.from(await this.meta(p.pa, p.len, what)) };
           break;
-        case 'z':
-          yield { offset: p.la, length: p.len, data: Buffer.from(await this.extent(p, what)) };
-          break;
       }
-      at += p.len;
     }
+    yield* endHole();
     if (at !== size) throw this.corrupt(`${what}: data ends at ${at}, size is ${size}`);
   }
 
@@ -879,6 +899,12 @@ interface Lcluster {
   clusterofs: number;
   blkaddr: number;
   cblkcnt?: number;
+}
+
+let zeros = Buffer.alloc(0);
+function isZero(b: Buffer): boolean {
+  if (zeros.length < b.length) zeros = Buffer.alloc(b.length);
+  return b.equals(zeros.subarray(0, b.length));
 }
 
 /**
