@@ -116,6 +116,10 @@ export function corpus(ids: AclIds = DEFAULT_IDS): Item[] {
   items.push(other('x/sl', 'symlink', { linkname: 'cap', xattrs: new Map([['trusted.sym', Buffer.from('1')]]) }));
   items.push(other('x/dev', 'char', { devmajor: 1, devminor: 3, xattrs: new Map([['trusted.dev', Buffer.from('d')]]) }));
   items.push(other('x/fifo', 'fifo', { xattrs: new Map([['trusted.fifo', Buffer.alloc(0)]]) }));
+  // xattrs larger than a block: the inode's xattr body spans blocks.
+  items.push(file('x/huge-xattr', Buffer.from('tiny\n'), { xattrs: new Map([['user.huge', noise(6000, 33)], ['security.capability', CAP]]) }));
+  items.push(dir('x/huge-dir', { xattrs: new Map([['trusted.huge', noise(9000, 34)]]) }));
+  items.push(file('x/huge-dir/f', noise(5000, 35), { xattrs: new Map([['trusted.huge', noise(9000, 34)], ['user.also', noise(5000, 36)]]) }));
   // Inline data that cannot share a block with 3,900 bytes of xattrs: its tail goes to a block.
   items.push(file('x/fat-tail', noise(BS + 300, 31), { xattrs: new Map([['user.fat', noise(3900, 32)]]) }));
 
