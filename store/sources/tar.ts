@@ -11,6 +11,7 @@ import { aclFromTarText, splitAclXattrs } from './acl-ingest.js';
 import { openArchive } from './decompress.js';
 import { LayerBuilder } from '../layer/builder.js';
 import { readTarFile } from '../tar/reader.js';
+import type { EntryAcl } from '../types.js';
 
 export interface TarSourceOptions {
   /** A temp path the decompressed archive may be written to (removed by the caller). */
@@ -31,9 +32,17 @@ export async function addTar(builder: LayerBuilder, file: string, opts: TarSourc
   // a stream per member costs more than reading a small file.
   const fd = fs.openSync(plain, 'r');
   builder.defer(() => fs.closeSync(fd));
+  // Entries that inherit global pax xattrs share one map; split it once, not per entry.
+  const split = new WeakMap<ReadonlyMap<string, Buffer>, { xattrs: Map<string, Buffer>; acl: EntryAcl | undefined }>();
   for await (const { header: h } of readTarFile(plain)) {
-    const xattrs = new Map(h.xattrs);
-    const acl = aclFromTarText({ access: h.aclAccess, default: h.aclDefault }, splitAclXattrs(xattrs, h.path), h.path);
+    let s = split.get(h.xattrs);
+    if (s === undefined) {
+      const xattrs = new Map(h.xattrs);
+      s = { xattrs, acl: splitAclXattrs(xattrs, h.path) };
+      split.set(h.xattrs, s);
+    }
+    const { xattrs } = s;
+    const acl = aclFromTarText({ access: h.aclAccess, default: h.aclDefault }, s.acl, h.path);
     const start = h.dataOffset;
     const size = h.size;
     builder.add(
