@@ -9,13 +9,20 @@
  *    naming the entry and the limit, never an internal error: names over 255 bytes, symlink
  *    targets over 4095 bytes or empty, ids 4294967295 and above, devices beyond 12/20 bits,
  *    xattrs outside user./trusted./security., user.* on a symlink or FIFO, xattr names over
- *    255 bytes, values over 64 KiB, default ACLs on files, ACLs on symlinks.
+ *    255 bytes, values over 64 KiB, default ACLs on files, ACLs on symlinks, paths over
+ *    4095 bytes;
+ * 3. malformed numbers (GNU base-256 negatives), pax records piled on one entry, and image
+ *    documents of the wrong shape (null descriptors, a null manifest, no size): one line
+ *    each, never an internal error.
  * Root (devices, ownership, trusted xattrs).
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { encodeHeader, END_OF_ARCHIVE } from '../store/tar/writer.js';
+import { gz, MT, OciLayout } from './fixtures/oci.js';
 import { writeTars, type TarMember } from './fixtures/hostile.js';
 import { buildTree, NAME255 } from './tar-fixtures.js';
 import { diffTrees } from './helpers/tree.js';
@@ -67,6 +74,7 @@ const AWKWARD: TarMember[] = [
 /** Each refused at import; the message must match. */
 const REFUSED: Record<string, { members: TarMember[]; re: RegExp }> = {
   longName: { members: [{ name: 'z'.repeat(256), data: 'a' }], re: /name of 256 bytes.*at most 255/ },
+  longPath: { members: [{ name: `${'d/'.repeat(2048)}f`, data: 'a' }], re: /path of 4097 bytes.*at most 4095/ },
   longSymlink: { members: [{ name: 'l', type: 'symlink', linkname: 't'.repeat(4096) }], re: /target is 4096 bytes/ },
   emptySymlink: { members: [{ name: 'l', type: 'symlink', linkname: '' }], re: /empty target/ },
   uidMinus1: { members: [{ name: 'f', data: 'a', uid: 4294967295 }], re: /owned by 4294967295:0/ },
@@ -141,6 +149,62 @@ else {
     writeTars(jobs);
     for (const [name, { re }] of Object.entries(REFUSED)) {
       assertOneLineError(strata(store, ['store', 'import', `bad/${name}`, join(dir, `${name}.tar`)]), name, re);
+    }
+    assert.equal(strataJson(store, ['store', 'ls']), []);
+  });
+
+  test('malformed numbers and image documents: one line each, never an internal error', ({ dir, store }) => {
+    const fix = (b: Buffer) => {
+      b.fill(0x20, 148, 156);
+      let sum = 0;
+      for (let i = 0; i < 512; i++) sum += b[i]!;
+      b.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
+      return b;
+    };
+    // GNU base-256 -1 in a numeric field (0xff bytes).
+    const negative = (name: string, type: 'file' | 'char', off: number, len: number) => {
+      const h = Buffer.from(encodeHeader({ path: 'e', type, mode: 0o644, uid: 0, gid: 0, mtime: 0, size: 0, devmajor: 1, devminor: 1 }));
+      h.fill(0xff, off, off + len);
+      const f = join(dir, `${name}.tar`);
+      writeFileSync(f, Buffer.concat([fix(h), END_OF_ARCHIVE]));
+      return f;
+    };
+    const cases: Array<[string, string, RegExp]> = [
+      ['negative size', negative('size', 'file', 124, 12), /negative size or owner/],
+      ['negative uid', negative('uid', 'file', 108, 8), /negative size or owner/],
+      ['negative major', negative('major', 'char', 329, 8), /negative device number/],
+    ];
+    // Many 'x' headers before one entry add up to more than one header may hold.
+    const big = encodeHeader({ path: 'e', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, size: 0, pax: [['comment', Buffer.alloc(40 * 1024 * 1024, 0x61)]] });
+    const pax = big.subarray(0, big.length - 512);
+    const manyX = join(dir, 'many-x.tar.gz');
+    writeFileSync(manyX, gzipSync(Buffer.concat([pax, pax, big.subarray(big.length - 512), END_OF_ARCHIVE]), { level: 1 }));
+    cases.push(['two 40 MiB pax headers for one entry', manyX, /pax headers .* give one entry \d+ bytes of records/]);
+
+    const layer = gz(readFileSync(writeTars([{ out: join(dir, 'l.tar'), members: [{ name: 'f', data: 'x' }] }])[0]!));
+    const nullIndex = new OciLayout(join(dir, 'null-index'));
+    writeFileSync(join(nullIndex.dir, 'index.json'), '{"manifests":[null]}');
+    cases.push(['index.json with a null descriptor', nullIndex.dir, /lists no manifests, or one that is not a descriptor/]);
+    const nullManifest = new OciLayout(join(dir, 'null-manifest'));
+    nullManifest.top([nullManifest.json(null, MT.manifest)]);
+    cases.push(['a manifest that is null', nullManifest.dir, /is not an image manifest/]);
+    const badLayers = new OciLayout(join(dir, 'bad-layers'));
+    badLayers.top([badLayers.json({ schemaVersion: 2, config: badLayers.blob(Buffer.from('"x"'), MT.config), layers: [null, badLayers.blob(layer, MT.layerGzip)] }, MT.manifest)]);
+    cases.push(['a null layer descriptor', badLayers.dir, /layer 1 has digest 'undefined'/]);
+    const noSize = new OciLayout(join(dir, 'no-size'));
+    const d = noSize.blob(layer, MT.layerGzip);
+    noSize.top([noSize.image([{ ...d, size: undefined as unknown as number }])]);
+    cases.push(['a descriptor with no size', noSize.dir, /declares no valid size/]);
+
+    const stage = join(dir, 'docker-null');
+    mkdirSync(stage);
+    writeFileSync(join(stage, 'manifest.json'), '[null]');
+    const dockerNull = join(dir, 'docker-null.tar');
+    mustRun('tar', ['-C', stage, '-cf', dockerNull, 'manifest.json']);
+    cases.push(['docker manifest.json [null]', `docker-archive:${dockerNull}`, /manifest\.json lists no layers/]);
+
+    for (const [what, src, re] of cases) {
+      assertOneLineError(strata(store, ['store', 'import', 'bad/x', src.startsWith('docker-archive:') || src.endsWith('.tar') || src.endsWith('.gz') ? src : `oci:${src}`]), what, re);
     }
     assert.equal(strataJson(store, ['store', 'ls']), []);
   });

@@ -16,7 +16,7 @@
 import { aclFromText, aclModeBits } from '../../native/acl.js';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { LayerEntry, comparePaths } from '../types.js';
-import { ancestors, normalizeLayerPath, printable, whiteoutTarget } from './path.js';
+import { normalizeLayerPath, parentOf, printable, whiteoutTarget } from './path.js';
 import { encodeHeader, encodePadding, END_OF_ARCHIVE } from '../tar/writer.js';
 import { LayerManifest, manifestEntry } from './manifest.js';
 import { checkOutputLimits } from './limits.js';
@@ -89,8 +89,12 @@ export class LayerBuilder {
   /** Validates the whole layer and fixes its canonical form. */
   build(): BuiltLayer {
     const paths = [...this.staged.keys()].sort(comparePaths);
+    // Every ancestor of every entry is a directory, staged or implicit. Each ancestor is
+    // judged once (`dirs`), so the check costs the paths' bytes, not depth × length.
+    const dirs = new Set<string>(['.']);
     for (const p of paths) {
-      for (const a of ancestors(p)) {
+      const climbed: string[] = [];
+      for (let a = parentOf(p); !dirs.has(a); a = parentOf(a)) {
         const parent = this.staged.get(a);
         if (parent && parent.entry.type !== 'dir') {
           const how = parent.entry.type === 'symlink' ? 'through the symlink' : 'beneath the non-directory';
@@ -98,7 +102,9 @@ export class LayerBuilder {
             hint: 'refusing a layer that could write outside its root',
           });
         }
+        climbed.push(a);
       }
+      for (const a of climbed) dirs.add(a);
     }
     // Hard-link groups: the first member in sorted order becomes the file.
     const leader = new Map<string, string>();

@@ -3,8 +3,11 @@
  * fail (or be silently changed) in the sandbox, the SquashFS writer or the extractors, so the
  * builder refuses it at import, with one line naming the entry and the limit:
  *
+ *   path               ≤ 4095 bytes                  PATH_MAX − 1: no system call could name a
+ *                                                    longer one from the layer root
  *   path component     ≤ 255 bytes                   NAME_MAX (SquashFS: 256)
- *   symlink target     1..4095 bytes                 symlink(2): PATH_MAX − 1, no empty target
+ *   symlink target     1..4095 bytes, no NUL         symlink(2): PATH_MAX − 1, no empty target
+ *   numbers            whole, not negative (mtime excepted)
  *   uid, gid           0..4294967294                 (uid_t)−1 means "no change" to chown
  *   device numbers     major ≤ 4095, minor ≤ 1048575 the kernel's dev_t (12/20 bits), SquashFS's
  *   xattr name         user.*, trusted.*, security.* only, with a non-empty rest, ≤ 255 bytes,
@@ -25,6 +28,7 @@ import { StrataError, STORE_ERR } from '../errors.js';
 import type { LayerEntry } from '../types.js';
 import { printable } from './path.js';
 
+export const PATH_MAX = 4095;
 export const NAME_MAX = 255;
 export const SYMLINK_MAX = 4095;
 export const ID_MAX = 0xfffffffe;
@@ -42,15 +46,22 @@ function refuse(path: string, what: string, hint = 'no output (image or sandbox)
 /** Throws SOURCE_INVALID when `e` (canonical path, not a whiteout) is outside the limits above. */
 export function checkOutputLimits(e: LayerEntry): void {
   if (e.path !== '.') {
+    const n = Buffer.byteLength(e.path);
+    if (n > PATH_MAX) throw refuse(e.path, `has a path of ${n} bytes; Linux names at most ${PATH_MAX}`);
     for (const part of e.path.split('/')) {
       const n = Buffer.byteLength(part);
       if (n > NAME_MAX) throw refuse(e.path, `has a name of ${n} bytes; Linux and SquashFS hold at most ${NAME_MAX}`);
     }
   }
   if (e.type === 'hardlink') return; // the group's file carries the metadata
+  for (const [k, v] of [['uid', e.uid], ['gid', e.gid], ['size', e.size], ['device major', e.devmajor ?? 0], ['device minor', e.devminor ?? 0]] as const) {
+    if (!Number.isSafeInteger(v) || v < 0) throw refuse(e.path, `has ${k} ${v}; it must be a whole number, not negative`, 'the source is damaged');
+  }
+  if (!Number.isSafeInteger(e.mtime)) throw refuse(e.path, `has mtime ${e.mtime}`, 'the source is damaged');
   if (e.type === 'symlink') {
     const n = Buffer.byteLength(e.linkname ?? '');
     if (n === 0) throw refuse(e.path, 'is a symlink with an empty target');
+    if (e.linkname!.includes('\0')) throw refuse(e.path, 'is a symlink whose target holds a NUL byte');
     if (n > SYMLINK_MAX) throw refuse(e.path, `is a symlink whose target is ${n} bytes; Linux holds at most ${SYMLINK_MAX}`);
   }
   if (e.uid > ID_MAX || e.gid > ID_MAX) throw refuse(e.path, `is owned by ${e.uid}:${e.gid}; ids above ${ID_MAX} do not exist on Linux`);

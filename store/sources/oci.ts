@@ -75,17 +75,16 @@ export async function addOciLayout(builder: LayerBuilder, ref: string, spool: (t
   };
 
   const index = parseJson<OciIndex>(await readRegular(path.join(dir, 'index.json'), `${shown}/index.json`, MAX_JSON), `${shown}/index.json`);
-  if (!Array.isArray(index.manifests)) throw invalid(`${shown}/index.json lists no manifests`, 'the OCI layout is damaged');
-  let desc = pickManifest(index.manifests, tag, shown);
+  let desc = pickManifest(descriptors(index, `${shown}/index.json`), tag, shown);
   let manifest: OciManifest & OciIndex = await readBlobJson(desc, 'the image manifest');
   for (let depth = 1; isIndex(desc, manifest); depth++) {
     if (depth > MAX_INDEX_DEPTH) {
       throw invalid(`OCI layout ${shown}: indexes nest more than ${MAX_INDEX_DEPTH} deep`, 'copy the one image you want into a layout of its own (skopeo copy without --all)');
     }
-    desc = pickPlatform(manifest.manifests ?? [], shown);
+    desc = pickPlatform(descriptors(manifest, `the index ${printable(String(desc.digest))}`), shown);
     manifest = await readBlobJson(desc, 'the image manifest');
   }
-  if (!Array.isArray(manifest.layers)) {
+  if (manifest === null || typeof manifest !== 'object' || !Array.isArray(manifest.layers)) {
     throw invalid(`OCI layout ${shown}: ${printable(String(desc.digest))} is not an image manifest (no layers)`, 'the OCI layout is damaged or holds something other than an image');
   }
   const config = manifest.config ? await readBlobJson<ImageConfig>(manifest.config, 'the image config') : {};
@@ -137,7 +136,7 @@ export async function addDockerArchive(builder: LayerBuilder, file: string, spoo
   if (!Array.isArray(parsed) || parsed.length !== 1) {
     throw invalid(`${shown} holds ${Array.isArray(parsed) ? parsed.length : 0} images; strata imports one at a time`, 'save one image per archive (docker save IMAGE, skopeo copy … docker-archive:FILE:NAME)');
   }
-  const image = parsed[0]!;
+  const image = (parsed[0] !== null && typeof parsed[0] === 'object' ? parsed[0] : {}) as { Config?: unknown; Layers?: unknown };
   if (!Array.isArray(image.Layers) || !image.Layers.every((l) => typeof l === 'string')) {
     throw invalid(`docker archive ${shown}: manifest.json lists no layers`, 'the archive is damaged');
   }
@@ -230,12 +229,22 @@ interface ImageConfig {
   config?: { Env?: string[]; Labels?: Record<string, string> | null };
 }
 
+/** The `manifests` of an index, each an object. */
+function descriptors(index: OciIndex, what: string): OciDescriptor[] {
+  const list = (index as OciIndex | null)?.manifests;
+  if (!Array.isArray(list) || !list.every((d) => d !== null && typeof d === 'object' && !Array.isArray(d))) {
+    throw invalid(`${what} lists no manifests, or one that is not a descriptor`, 'the OCI layout is damaged');
+  }
+  return list;
+}
+
 function isIndex(desc: OciDescriptor, doc: OciManifest & OciIndex): boolean {
+  if (doc === null || typeof doc !== 'object') return false;
   return INDEX_TYPES.has(desc.mediaType ?? '') || INDEX_TYPES.has(doc.mediaType ?? '') || (Array.isArray(doc.manifests) && !Array.isArray(doc.layers));
 }
 
 function pickManifest(manifests: OciDescriptor[], tag: string | undefined, dir: string): OciDescriptor {
-  const tagOf = (m: OciDescriptor) => m.annotations?.['org.opencontainers.image.ref.name'];
+  const tagOf = (m: OciDescriptor) => (typeof m.annotations === 'object' ? m.annotations?.['org.opencontainers.image.ref.name'] : undefined);
   const tags = manifests.map(tagOf).filter((t): t is string => typeof t === 'string' && t !== '').map((t) => printable(t));
   if (tag !== undefined) {
     const found = manifests.find((m) => {
@@ -253,7 +262,7 @@ function pickManifest(manifests: OciDescriptor[], tag: string | undefined, dir: 
 
 function pickPlatform(manifests: OciDescriptor[], dir: string): OciDescriptor {
   const arch = ({ x64: 'amd64', arm64: 'arm64', ppc64: 'ppc64le', s390x: 's390x' } as Record<string, string>)[process.arch] ?? process.arch;
-  const m = manifests.find((d) => d.platform?.os === 'linux' && d.platform.architecture === arch);
+  const m = manifests.find((d) => d.platform?.os === 'linux' && d.platform?.architecture === arch);
   if (m) return m;
   // An index of one entry that names no platform (an index wrapping one manifest or index).
   if (manifests.length === 1 && manifests[0]!.platform === undefined) return manifests[0]!;

@@ -286,8 +286,11 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
   /** Offset of an 'x'/'L'/'K' header still waiting for its entry, else -1. */
   let pendingAt = -1;
   let sawPax = false;
+  /** Bytes of 'x' records gathered for the next entry. */
+  let pendingPax = 0;
 
   const readMeta = async (size: number, max: number, what: string, where: string): Promise<Buffer> => {
+    if (size < 0) throw tarCorrupt(`${what} ${where} has a negative size`, 'the archive is damaged');
     if (size > max) throw tarCorrupt(`${what} ${where} is ${size} bytes, larger than strata accepts (${max})`);
     const data = await input.read(size);
     if (data.length < size) throw tarTruncated(`archive ends inside the ${what} ${where}`);
@@ -333,6 +336,11 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
       if (flag === 'x' || flag === 'g') {
         sawPax = true;
         if (flag === 'x' && pendingAt < 0) pendingAt = off;
+        if (flag === 'x') {
+          // Several 'x' headers may precede one entry; together they are held to one header's bound.
+          pendingPax += Math.max(rawSize, 0);
+          if (pendingPax > MAX_PAX_SIZE) throw tarCorrupt(`pax headers ${where} give one entry ${pendingPax} bytes of records, more than strata accepts (${MAX_PAX_SIZE})`);
+        }
         const data = await readMeta(rawSize, MAX_PAX_SIZE, 'pax header', where);
         if (flag === 'g') globalPax.apply(data, where);
         else {
@@ -362,6 +370,7 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
       longName = null;
       longLink = null;
       pendingAt = -1;
+      pendingPax = 0;
 
       let isSparse = flag === 'S' || globalPax.sparse;
       for (const k of local.keys()) if (k.startsWith('GNU.sparse.')) isSparse = true;
@@ -404,6 +413,7 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
       const pm = pax('mtime');
       if (pm !== undefined) mtime = paxTime(pm, ew);
       const mode = decodeNumber(blk, 'mode', ew) & 0o7777;
+      if (size < 0 || uid < 0 || gid < 0) throw tarCorrupt(`negative size or owner (${size}, ${uid}:${gid}) in the header of ${ew}`, 'the archive is damaged');
 
       let devmajor = 0;
       let devminor = 0;
@@ -411,6 +421,7 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
       if ((type === 'char' || type === 'block') && ustar) {
         devmajor = decodeNumber(blk, 'devmajor', ew);
         devminor = decodeNumber(blk, 'devminor', ew);
+        if (devmajor < 0 || devminor < 0) throw tarCorrupt(`negative device number ${devmajor}:${devminor} in the header of ${ew}`, 'the archive is damaged');
       }
       let uname = '';
       let gname = '';
