@@ -69,7 +69,7 @@ test('a missing tag and a damaged blob are one-line errors', ({ layout, store })
   assertOneLineError(strata(store, ['store', 'import', 'img/x', `oci:${layout}:nope`]), 'missing tag', /has no tag nope.*v1/);
   const [first] = ociLayerBlobs(layout, 'v1');
   mustRun('truncate', ['-s', '-1', first!.path]);
-  assertOneLineError(strata(store, ['store', 'import', 'img/y', `oci:${layout}:v1`]), 'damaged layer', /does not match its digest/);
+  assertOneLineError(strata(store, ['store', 'import', 'img/y', `oci:${layout}:v1`]), 'damaged layer', /does not match its digest|is \d+ bytes; its descriptor says/);
   assert.equal(strataJson(store, ['store', 'ls']), []);
 });
 

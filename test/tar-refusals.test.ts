@@ -15,6 +15,7 @@ import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
 import { bytes, fileChunks, readAll, rejection } from './tar-fixtures.js';
 import { openArchive } from '../store/sources/decompress.js';
 import { readTar } from '../store/tar/reader.js';
+import { plainTar } from '../store/sources/tar.js';
 import { encodeHeader, END_OF_ARCHIVE } from '../store/tar/writer.js';
 import { STORE_ERR as ERR } from '../store/errors.js';
 
@@ -225,7 +226,11 @@ dz('a corrupt or cut .tar.zst', async ({ dir }) => {
   const bad = Buffer.from(zst);
   bad.fill(0x55, 20, 200);
   writeFileSync(f, bad);
-  const e = await rejection(openAndRead(f), ERR.TAR_CORRUPT);
+  // Streamed, the tar reader may meet the damaged bytes before zstd's checksum at the frame's
+  // end does; either way it is ERR_TAR_CORRUPT. Imports spool the whole stream first, and so
+  // name zstd.
+  await rejection(openAndRead(f), ERR.TAR_CORRUPT);
+  const e = await rejection(plainTar(f, { spoolPath: join(dir, 'spool') }), ERR.TAR_CORRUPT);
   assert.match(e.message, /x\.tar\.zst: the zstd data is corrupt \(.+\)$/);
   writeFileSync(f, zst.subarray(0, zst.length >> 1));
   assert.match((await rejection(openAndRead(f), ERR.TAR_TRUNCATED)).message, /zstd data ends early/);

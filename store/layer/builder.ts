@@ -8,16 +8,18 @@
  * - a hard-link group is written once: its first path in sorted order carries the content and
  *   the inode's metadata, every other member is a hard link to it;
  * - OCI whiteouts kept as entries, with their metadata zeroed (mode 0, uid/gid 0, mtime 0);
- * - xattrs and ACLs go to the manifest, never into the tar.
+ * - xattrs and ACLs go to the manifest, never into the tar;
+ * - nothing that no output can hold (limits.ts): such an entry is refused when added.
  *
  * So the same tree gives the same bytes whatever tool packed it and in whatever order.
  */
 import { aclFromText, aclModeBits } from '../../native/acl.js';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { LayerEntry, comparePaths } from '../types.js';
-import { ancestors, normalizeLayerPath, printable, whiteoutTarget } from './path.js';
+import { normalizeLayerPath, parentOf, printable, whiteoutTarget } from './path.js';
 import { encodeHeader, encodePadding, END_OF_ARCHIVE } from '../tar/writer.js';
 import { LayerManifest, manifestEntry } from './manifest.js';
+import { checkOutputLimits } from './limits.js';
 
 export type ContentOpener = () => AsyncIterable<Uint8Array>;
 
@@ -65,6 +67,7 @@ export class LayerBuilder {
       this.staged.set(p, { entry: { path: p, type: 'file', mode: 0, uid: 0, gid: 0, mtime: 0, size: 0 } });
       return;
     }
+    checkOutputLimits(e);
     if (e.type === 'hardlink') {
       const target = normalizeLayerPath(e.linkname ?? '', `hard link target of '${printable(p)}'`);
       const t = this.staged.get(target);
@@ -86,8 +89,12 @@ export class LayerBuilder {
   /** Validates the whole layer and fixes its canonical form. */
   build(): BuiltLayer {
     const paths = [...this.staged.keys()].sort(comparePaths);
+    // Every ancestor of every entry is a directory, staged or implicit. Each ancestor is
+    // judged once (`dirs`), so the check costs the paths' bytes, not depth × length.
+    const dirs = new Set<string>(['.']);
     for (const p of paths) {
-      for (const a of ancestors(p)) {
+      const climbed: string[] = [];
+      for (let a = parentOf(p); !dirs.has(a); a = parentOf(a)) {
         const parent = this.staged.get(a);
         if (parent && parent.entry.type !== 'dir') {
           const how = parent.entry.type === 'symlink' ? 'through the symlink' : 'beneath the non-directory';
@@ -95,7 +102,9 @@ export class LayerBuilder {
             hint: 'refusing a layer that could write outside its root',
           });
         }
+        climbed.push(a);
       }
+      for (const a of climbed) dirs.add(a);
     }
     // Hard-link groups: the first member in sorted order becomes the file.
     const leader = new Map<string, string>();
@@ -163,7 +172,7 @@ async function* canonicalTar(ordered: Staged[]): AsyncGenerator<Uint8Array> {
       devminor: e.devminor,
     });
     if (e.type !== 'file' || e.size === 0) continue;
-    if (!content) throw new Error(`internal: no content for ${e.path}`);
+    if (!content) throw new StrataError(STORE_ERR.SOURCE_INVALID, `'${printable(e.path)}' has ${e.size} bytes but its source gave no content`, { hint: 'the source is damaged; import it again' });
     let n = 0;
     for await (const chunk of content()) {
       n += chunk.byteLength;

@@ -5,7 +5,7 @@
  */
 import { hostResolver } from '../../native/ids.js';
 import { aclFromText, aclFromXattr, aclToText, isMinimalAcl, type Acl } from '../../native/acl.js';
-import { NATIVE_ERR, StrataError } from '../../native/errors.js';
+import { NATIVE_ERR, printable, StrataError } from '../../native/errors.js';
 import { EntryAcl } from '../types.js';
 
 const ACCESS = 'system.posix_acl_access';
@@ -43,7 +43,7 @@ function parse(fn: () => Acl, where: string): Acl {
     return fn();
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
-    throw new StrataError(NATIVE_ERR.ACL_INVALID, `bad ACL on '${where}': ${msg}`, { cause: e });
+    throw new StrataError(NATIVE_ERR.ACL_INVALID, `bad ACL on '${printable(where)}': ${printable(msg, 200)}`, { hint: 'the archive is damaged, or its ACL is not a POSIX ACL', cause: e });
   }
 }
 

@@ -2,14 +2,27 @@
  * Directory and overlayfs-upperdir sources. The walk never follows a symlink: lstat for
  * metadata, l*xattr calls (native/) for xattrs and ACLs.
  *
- * With `overlay`, the upperdir conventions become OCI ones: a char device 0/0 is a whiteout
- * (`.wh.<name>`), a directory with `trusted.overlay.opaque=y` (or `user.overlay.opaque`, for
- * userxattr mounts) gets a `.wh..wh..opq` entry, and every `*.overlay.*` xattr is dropped.
- * Redirected or metacopy-only entries cannot be represented in a layer and are refused.
+ * With `overlay`, the upperdir conventions become OCI ones. Overlay metadata lives in
+ * `trusted.overlay.*` xattrs, or in `user.overlay.*` ones for rootless mounts (`userxattr`);
+ * both are read:
+ * - a char device 0/0 is a whiteout (`.wh.<name>`);
+ * - a zero-size regular file with `overlay.whiteout` in a directory marked with
+ *   `overlay.opaque=x` (or the older `overlay.whiteouts`) is a whiteout too (Linux 6.7+
+ *   "xattr whiteouts");
+ * - a directory with `overlay.opaque=y` gets a `.wh..wh..opq` entry ('x' is not opaque: it
+ *   only marks xattr whiteouts inside);
+ * - every other `overlay.*` xattr is dropped, escaped ones (`overlay.overlay.X`) become
+ *   `overlay.X`; redirected or metacopy-only entries cannot be represented in a layer and are
+ *   refused.
+ * `trusted.*` xattrs are invisible to a process without CAP_SYS_ADMIN: without it, an
+ * upperdir shows no opaque directory even when it has them. So a non-root overlay import is
+ * refused unless the upperdir shows it is a `userxattr` one (some `user.overlay.*` xattr).
  */
 import { createReadStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { readFileSync } from 'node:fs';
+import { printable } from '../../native/errors.js';
 import { readXattrs } from '../../native/xattr.js';
 import { splitAclXattrs } from './acl-ingest.js';
 import { StrataError, STORE_ERR } from '../errors.js';
@@ -25,32 +38,49 @@ export interface SourceReport {
 }
 
 const OVERLAY_XATTR = /^(trusted|user)\.overlay\./;
+const ESCAPED_OVERLAY_XATTR = /^(trusted|user)\.overlay\.overlay\./;
+
+/** The value of overlay xattr `name` (trusted or user namespace), as text. */
+function overlayAttr(xattrs: Map<string, Buffer>, name: string): string | undefined {
+  return (xattrs.get(`trusted.overlay.${name}`) ?? xattrs.get(`user.overlay.${name}`))?.toString('latin1');
+}
 
 export async function addDirectory(builder: LayerBuilder, root: string, opts: DirSourceOptions = {}): Promise<SourceReport> {
   const report: SourceReport = { skipped: [] };
   const inodes = new Map<string, string>();
-  const walk = async (rel: string): Promise<void> => {
+  let userxattr = false;
+  const walk = async (rel: string, xwhiteouts: boolean): Promise<void> => {
     const abs = rel === '.' ? root : path.join(root, rel);
     const st = await fsp.lstat(abs, { bigint: true });
     const type = typeOf(st);
     if (type === 'socket') {
-      report.skipped.push(`${rel} (socket)`);
+      report.skipped.push(`${printable(rel)} (socket)`);
       return;
     }
     let xattrs = readXattrs(abs);
     const acl = splitAclXattrs(xattrs, rel);
     let opaque = false;
+    let childXwhiteouts = false;
     if (opts.overlay) {
       for (const name of xattrs.keys()) {
-        if (/\.overlay\.(redirect|metacopy)$/.test(name)) {
-          throw new StrataError(STORE_ERR.SOURCE_INVALID, `'${rel}' is a redirected or metacopy overlay entry`, {
+        if (name.startsWith('user.overlay.')) userxattr = true;
+        if (/^(trusted|user)\.overlay\.(redirect|metacopy)$/.test(name)) {
+          throw new StrataError(STORE_ERR.SOURCE_INVALID, `'${printable(rel)}' is a redirected or metacopy overlay entry`, {
             hint: 'mount the overlay with redirect_dir=off,metacopy=off, or import a tar of the merged change',
           });
         }
       }
-      opaque = ['y', 'x'].includes(xattrs.get('trusted.overlay.opaque')?.toString() ?? xattrs.get('user.overlay.opaque')?.toString() ?? '');
-      xattrs = new Map([...xattrs].filter(([k]) => !OVERLAY_XATTR.test(k)));
-      if (type === 'char' && st.rdev === 0n && rel !== '.') {
+      const opq = overlayAttr(xattrs, 'opaque');
+      opaque = type === 'dir' && opq === 'y';
+      childXwhiteouts = type === 'dir' && (opq === 'x' || overlayAttr(xattrs, 'whiteouts') !== undefined);
+      const xwhiteout = type === 'file' && xwhiteouts && st.size === 0n && overlayAttr(xattrs, 'whiteout') !== undefined;
+      const kept = new Map<string, Buffer>();
+      for (const [k, v] of xattrs) {
+        if (ESCAPED_OVERLAY_XATTR.test(k)) kept.set(k.replace('.overlay.overlay.', '.overlay.'), v);
+        else if (!OVERLAY_XATTR.test(k)) kept.set(k, v);
+      }
+      xattrs = kept;
+      if (((type === 'char' && st.rdev === 0n) || xwhiteout) && rel !== '.') {
         const dir = path.posix.dirname(rel);
         const wh = `${WHITEOUT_PREFIX}${path.posix.basename(rel)}`;
         builder.add({ path: dir === '.' ? wh : `${dir}/${wh}`, type: 'file', mode: 0, uid: 0, gid: 0, mtime: 0, size: 0 });
@@ -93,12 +123,17 @@ export async function addDirectory(builder: LayerBuilder, root: string, opts: Di
         builder.add({ ...meta, type, size: 0 });
         if (opaque) builder.add({ path: rel === '.' ? OPAQUE_WHITEOUT : `${rel}/${OPAQUE_WHITEOUT}`, type: 'file', mode: 0, uid: 0, gid: 0, mtime: 0, size: 0 });
         const names = (await fsp.readdir(abs)).sort();
-        for (const name of names) await walk(rel === '.' ? name : `${rel}/${name}`);
+        for (const name of names) await walk(rel === '.' ? name : `${rel}/${name}`, childXwhiteouts);
         return;
       }
     }
   };
-  await walk('.');
+  await walk('.', false);
+  if (opts.overlay && !userxattr && !canReadTrustedXattrs()) {
+    throw new StrataError(STORE_ERR.SOURCE_INVALID, `cannot import overlay upperdir ${printable(root)} without the right to read trusted.overlay.* xattrs (opaque directories would be lost)`, {
+      hint: 'run the import as root, or use an overlay mounted with userxattr (its user.overlay.* xattrs are read)',
+    });
+  }
   return report;
 }
 
@@ -118,4 +153,18 @@ export function devMajor(rdev: bigint): number {
 }
 export function devMinor(rdev: bigint): number {
   return Number((rdev & 0xffn) | ((rdev >> 12n) & 0xffffff00n));
+}
+
+/**
+ * True when this process can see `trusted.*` xattrs: CAP_SYS_ADMIN in the initial user
+ * namespace, i.e. root outside any user namespace (uid_map the identity over all ids).
+ */
+function canReadTrustedXattrs(): boolean {
+  if (process.geteuid?.() !== 0) return false;
+  try {
+    const map = readFileSync('/proc/self/uid_map', 'utf8').trim().split(/\s+/);
+    return map[0] === '0' && map[1] === '0' && map[2] === '4294967295';
+  } catch {
+    return true;
+  }
 }

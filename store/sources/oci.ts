@@ -2,22 +2,31 @@
  * OCI image sources: `oci:DIR[:TAG]` (an OCI image layout, as umoci and skopeo write it) and
  * `docker-archive:FILE` (`docker save`, `skopeo copy … docker-archive:`). All of an image's
  * layers become one module layer: each layer is first made canonical (the same checks as any
- * tar import), then they are merged with OCI whiteout semantics (store/layer-merge.ts). The
+ * tar import), then they are merged with OCI whiteout semantics (store/layer/merge.ts). The
  * image config's Env and Labels are returned for the module record.
  *
- * Every blob read from a layout is checked against its digest before use.
+ * What a layout may hand us is judged before it is read:
+ * - every blob is a regular file (never a FIFO, device or symlink: /dev/zero or a pipe would
+ *   never end), of exactly the size its descriptor declares, and is checked against its
+ *   digest; JSON documents (index, manifests, config) are at most MAX_JSON bytes;
+ * - an index may name an index (`skopeo copy --all`, nested manifest lists): strata follows
+ *   them, picking this machine's linux platform, at most MAX_INDEX_DEPTH deep; a document
+ *   that is neither an index nor an image manifest is refused;
+ * - a layer listed several times is read, verified and made canonical once, and applied at
+ *   each place it is listed.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { constants as fsc, createReadStream, createWriteStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { printable } from '../../native/errors.js';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { ContentOpener, LayerBuilder } from '../layer/builder.js';
 import { applyLayer, emptyTree, flatten, hardLinkTargets } from '../layer/merge.js';
 import type { EnvOp } from '../record.js';
 import { addTar } from './tar.js';
-import { readTar } from '../tar/reader.js';
+import { readTarFile } from '../tar/reader.js';
 import type { LayerEntry } from '../types.js';
 
 export interface ImageConfigInfo {
@@ -26,6 +35,10 @@ export interface ImageConfigInfo {
 }
 
 const INDEX_TYPES = new Set(['application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.list.v2+json']);
+/** Largest index, manifest or config strata reads (registries cap manifests at 4 MiB). */
+const MAX_JSON = 16 * 1024 * 1024;
+/** Indexes within indexes strata follows. */
+const MAX_INDEX_DEPTH = 4;
 
 /** `oci:DIR[:TAG]` → DIR and TAG. A DIR that exists as written wins over a split at the last ':'. */
 export async function parseOciRef(ref: string): Promise<{ dir: string; tag?: string }> {
@@ -33,105 +46,159 @@ export async function parseOciRef(ref: string): Promise<{ dir: string; tag?: str
   if (await isDir(rest)) return { dir: rest };
   const i = rest.lastIndexOf(':');
   if (i > 0 && !rest.slice(i + 1).includes('/') && (await isDir(rest.slice(0, i)))) return { dir: rest.slice(0, i), tag: rest.slice(i + 1) };
-  throw new StrataError(STORE_ERR.NOT_FOUND, `OCI layout ${rest} does not exist`, { hint: 'give oci:DIR or oci:DIR:TAG, DIR holding oci-layout and index.json' });
+  throw new StrataError(STORE_ERR.NOT_FOUND, `OCI layout ${printable(rest)} does not exist`, { hint: 'give oci:DIR or oci:DIR:TAG, DIR holding oci-layout and index.json' });
+}
+
+/** True when `dir` holds an OCI image layout (an `oci-layout` file beside `index.json`). */
+export async function isOciLayout(dir: string): Promise<boolean> {
+  const f = await fsp.lstat(path.join(dir, 'oci-layout')).catch(() => undefined);
+  const i = await fsp.lstat(path.join(dir, 'index.json')).catch(() => undefined);
+  return (f?.isFile() ?? false) && (i?.isFile() ?? false);
 }
 
 export async function addOciLayout(builder: LayerBuilder, ref: string, spool: (tag: string) => string): Promise<ImageConfigInfo & { spools: string[] }> {
   const { dir, tag } = await parseOciRef(ref);
-  const blob = async (digest: string, what: string) => {
-    const m = /^sha256:([0-9a-f]{64})$/.exec(digest ?? '');
-    if (!m) throw new StrataError(STORE_ERR.SOURCE_INVALID, `${what} has digest '${digest}', strata reads sha256 only`);
-    const file = path.join(dir, 'blobs', 'sha256', m[1]!);
-    await verifyFile(file, m[1]!, what);
-    return file;
-  };
-  const readJson = async <T>(file: string, what: string): Promise<T> => {
-    try {
-      return JSON.parse(await fsp.readFile(file, 'utf8')) as T;
-    } catch (e) {
-      throw new StrataError(STORE_ERR.SOURCE_INVALID, `${what} is missing or not JSON`, { cause: e });
+  const shown = printable(dir);
+  const blobFile = (d: OciDescriptor | undefined, what: string) => {
+    const m = /^sha256:([0-9a-f]{64})$/.exec(typeof d?.digest === 'string' ? d.digest : '');
+    if (!m) throw invalid(`${what} has digest '${printable(String(d?.digest))}', strata reads sha256 only`, 'the OCI layout is damaged or not one strata reads');
+    if (!Number.isSafeInteger(d!.size) || d!.size! < 0) {
+      throw invalid(`the descriptor of ${what} (sha256:${m[1]}) declares no valid size`, 'every OCI descriptor carries the blob size; the layout is damaged');
     }
+    return { file: path.join(dir, 'blobs', 'sha256', m[1]!), hex: m[1]!, size: d!.size! };
   };
-  const index = await readJson<OciIndex>(path.join(dir, 'index.json'), `${dir}/index.json`);
-  let desc = pickManifest(index.manifests ?? [], tag, dir);
-  let manifest = await readJson<OciManifest>(await blob(desc.digest, 'the image manifest'), 'the image manifest');
-  if (INDEX_TYPES.has(desc.mediaType ?? '') || (manifest as unknown as OciIndex).manifests) {
-    desc = pickPlatform((manifest as unknown as OciIndex).manifests ?? [], dir);
-    manifest = await readJson<OciManifest>(await blob(desc.digest, 'the image manifest'), 'the image manifest');
+  const readBlobJson = async <T>(d: OciDescriptor | undefined, what: string): Promise<T> => {
+    const b = blobFile(d, what);
+    if (b.size > MAX_JSON) throw invalid(`${what} is ${b.size} bytes, more than strata reads (${MAX_JSON})`, 'the OCI layout is damaged');
+    const bytes = await readBlob(b.file, what, b.size, b.hex);
+    return parseJson<T>(bytes, what);
+  };
+
+  const index = parseJson<OciIndex>(await readRegular(path.join(dir, 'index.json'), `${shown}/index.json`, MAX_JSON), `${shown}/index.json`);
+  let desc = pickManifest(descriptors(index, `${shown}/index.json`), tag, shown);
+  let manifest: OciManifest & OciIndex = await readBlobJson(desc, 'the image manifest');
+  for (let depth = 1; isIndex(desc, manifest); depth++) {
+    if (depth > MAX_INDEX_DEPTH) {
+      throw invalid(`OCI layout ${shown}: indexes nest more than ${MAX_INDEX_DEPTH} deep`, 'copy the one image you want into a layout of its own (skopeo copy without --all)');
+    }
+    desc = pickPlatform(descriptors(manifest, `the index ${printable(String(desc.digest))}`), shown);
+    manifest = await readBlobJson(desc, 'the image manifest');
   }
-  const config = manifest.config ? await readJson<ImageConfig>(await blob(manifest.config.digest, 'the image config'), 'the image config') : {};
-  const layers: string[] = [];
-  for (const [i, l] of (manifest.layers ?? []).entries()) layers.push(await blob(l.digest, `layer ${i + 1}`));
+  if (manifest === null || typeof manifest !== 'object' || !Array.isArray(manifest.layers)) {
+    throw invalid(`OCI layout ${shown}: ${printable(String(desc.digest))} is not an image manifest (no layers)`, 'the OCI layout is damaged or holds something other than an image');
+  }
+  const config = manifest.config ? await readBlobJson<ImageConfig>(manifest.config, 'the image config') : {};
+  const layers: ImageLayer[] = [];
+  const verified = new Set<string>();
+  for (const [i, l] of manifest.layers.entries()) {
+    const b = blobFile(l, `layer ${i + 1}`);
+    if (!verified.has(b.hex)) {
+      await verifyBlob(b.file, `layer ${i + 1}`, b.size, b.hex);
+      verified.add(b.hex);
+    }
+    layers.push({ key: b.hex, file: b.file });
+  }
   const spools = await mergeImageLayers(builder, layers, spool);
   return { ...configInfo(config), spools };
 }
 
-export async function addDockerArchive(builder: LayerBuilder, file: string, spool: (tag: string) => string): Promise<ImageConfigInfo & { spools: string[] }> {
+/** `docker-archive:FILE`; `label` names FILE in messages when FILE is a decompressed spool. */
+export async function addDockerArchive(builder: LayerBuilder, file: string, spool: (tag: string) => string, label = file): Promise<ImageConfigInfo & { spools: string[] }> {
+  const shown = printable(label);
   const members = new Map<string, { offset: number; size: number }>();
-  const small = new Map<string, Buffer>();
+  await assertRegular(file, `docker archive ${shown}`);
   try {
-    for await (const { header: h, body } of readTar(createReadStream(file, { highWaterMark: 1 << 20 }))) {
-      const name = h.path.replace(/^\.\//, '');
+    for await (const { header: h } of readTarFile(file)) {
+      const name = h.path.replace(/^(\.\/)+/, '');
       if (h.type === 'file') members.set(name, { offset: h.dataOffset, size: h.size });
-      if (h.type === 'file' && (name === 'manifest.json' || (name.endsWith('.json') && h.size < 1 << 20))) {
-        const chunks: Buffer[] = [];
-        for await (const c of body) chunks.push(Buffer.from(c));
-        small.set(name, Buffer.concat(chunks));
-      }
     }
   } catch (e) {
-    if (e instanceof StrataError) throw new StrataError(e.code, `docker archive ${file}: ${e.message}`, { hint: e.hint, cause: e });
+    if (e instanceof StrataError) throw new StrataError(e.code, `docker archive ${shown}: ${e.message}`, { hint: e.hint, cause: e });
     throw e;
   }
-  const parsed = (() => {
+  const member = async (name: string, what: string): Promise<Buffer> => {
+    const m = members.get(name)!;
+    if (m.size > MAX_JSON) throw invalid(`docker archive ${shown}: ${what} is ${m.size} bytes, more than strata reads (${MAX_JSON})`, 'the archive is damaged');
+    const fh = await fsp.open(file, 'r');
     try {
-      return JSON.parse(small.get('manifest.json')?.toString('utf8') ?? '') as Array<{ Config: string; Layers: string[] }>;
-    } catch {
-      throw new StrataError(STORE_ERR.SOURCE_INVALID, `${file} is not a docker archive (no manifest.json)`, { hint: 'make it with `docker save` or `skopeo copy … docker-archive:FILE`' });
+      const buf = Buffer.alloc(m.size);
+      const { bytesRead } = await fh.read(buf, 0, m.size, m.offset);
+      if (bytesRead !== m.size) throw invalid(`docker archive ${shown}: ${what} is cut short`, 'the archive changed while it was read, or is damaged');
+      return buf;
+    } finally {
+      await fh.close();
     }
-  })();
-  if (!Array.isArray(parsed) || parsed.length !== 1) {
-    throw new StrataError(STORE_ERR.SOURCE_INVALID, `${file} holds ${Array.isArray(parsed) ? parsed.length : 0} images; strata imports one at a time`);
+  };
+  if (!members.has('manifest.json')) {
+    throw invalid(`${shown} is not a docker archive (no manifest.json)`, 'make it with `docker save` or `skopeo copy … docker-archive:FILE`');
   }
-  const image = parsed[0]!;
-  const configText = small.get(image.Config);
-  const config = configText ? (JSON.parse(configText.toString('utf8')) as ImageConfig) : {};
+  const parsed = parseJson<Array<{ Config?: unknown; Layers?: unknown }>>(await member('manifest.json', 'manifest.json'), `docker archive ${shown}: manifest.json`);
+  if (!Array.isArray(parsed) || parsed.length !== 1) {
+    throw invalid(`${shown} holds ${Array.isArray(parsed) ? parsed.length : 0} images; strata imports one at a time`, 'save one image per archive (docker save IMAGE, skopeo copy … docker-archive:FILE:NAME)');
+  }
+  const image = (parsed[0] !== null && typeof parsed[0] === 'object' ? parsed[0] : {}) as { Config?: unknown; Layers?: unknown };
+  if (!Array.isArray(image.Layers) || !image.Layers.every((l) => typeof l === 'string')) {
+    throw invalid(`docker archive ${shown}: manifest.json lists no layers`, 'the archive is damaged');
+  }
+  const config = typeof image.Config === 'string' && members.has(image.Config)
+    ? parseJson<ImageConfig>(await member(image.Config, 'the image config'), `docker archive ${shown}: the image config`)
+    : {};
   const spools: string[] = [];
-  const layers: string[] = [];
-  for (const name of image.Layers ?? []) {
-    const m = members.get(name);
-    if (!m) throw new StrataError(STORE_ERR.SOURCE_INVALID, `${file}: layer ${name} named in manifest.json is missing`);
-    const out = spool(`docker-layer-${layers.length}`);
-    spools.push(out);
-    await pipeline(createReadStream(file, { start: m.offset, end: m.offset + m.size - 1 }), createWriteStream(out, { mode: 0o600 }));
-    layers.push(out);
+  const copied = new Map<string, string>();
+  const layers: ImageLayer[] = [];
+  for (const name of image.Layers as string[]) {
+    const m = members.get(name.replace(/^(\.\/)+/, ''));
+    if (!m) throw invalid(`docker archive ${shown}: layer ${printable(name)} named in manifest.json is missing`, 'the archive is damaged');
+    let out = copied.get(name);
+    if (out === undefined) {
+      out = spool(`docker-layer-${copied.size}`);
+      spools.push(out);
+      if (m.size > 0) await pipeline(createReadStream(file, { start: m.offset, end: m.offset + m.size - 1 }), createWriteStream(out, { mode: 0o600 }));
+      else await fsp.writeFile(out, '', { mode: 0o600 });
+      const st = await fsp.stat(out);
+      if (st.size !== m.size) throw invalid(`docker archive ${shown}: layer ${printable(name)} is cut short`, 'the archive changed while it was read, or is damaged');
+      copied.set(name, out);
+    }
+    layers.push({ key: name, file: out });
   }
   spools.push(...(await mergeImageLayers(builder, layers, spool)));
   return { ...configInfo(config), spools };
 }
 
-/** Canonicalises each layer, merges them in order, and adds the result to `builder`. Returns the spool files to remove. */
-async function mergeImageLayers(builder: LayerBuilder, layerFiles: string[], spool: (tag: string) => string): Promise<string[]> {
+interface ImageLayer {
+  /** Same key, same layer: made canonical once. */
+  key: string;
+  file: string;
+}
+
+/** Canonicalises each distinct layer once, merges them in order, and adds the result to `builder`. Returns the spool files to remove. */
+async function mergeImageLayers(builder: LayerBuilder, layerFiles: ImageLayer[], spool: (tag: string) => string): Promise<string[]> {
   const root = emptyTree();
   const linkTargets: Array<Map<string, LayerEntry>> = [];
   const contents: Array<Map<string, ContentOpener | undefined>> = [];
   const spools: string[] = [];
-  for (const [i, file] of layerFiles.entries()) {
-    const lb = new LayerBuilder();
-    const sp = spool(`oci-layer-${i}`);
-    spools.push(sp);
-    try {
-      await addTar(lb, file, { spoolPath: sp });
-    } catch (e) {
-      if (e instanceof StrataError) throw new StrataError(e.code, `image layer ${i + 1}: ${e.message}`, { hint: e.hint, cause: e });
-      throw e;
+  const done = new Map<string, { entries: LayerEntry[]; content: Map<string, ContentOpener | undefined>; links: Map<string, LayerEntry> }>();
+  for (const [i, { key, file }] of layerFiles.entries()) {
+    let layer = done.get(key);
+    if (layer === undefined) {
+      const lb = new LayerBuilder();
+      const sp = spool(`oci-layer-${done.size}`);
+      spools.push(sp);
+      builder.defer(() => lb.dispose());
+      try {
+        await addTar(lb, file, { spoolPath: sp });
+      } catch (e) {
+        if (e instanceof StrataError) throw new StrataError(e.code, `image layer ${i + 1}: ${e.message}`, { hint: e.hint, cause: e });
+        throw e;
+      }
+      const items = lb.build().items;
+      const entries = items.map((x) => x.entry);
+      layer = { entries, content: new Map(items.map((x) => [x.entry.path, x.content])), links: hardLinkTargets(entries) };
+      done.set(key, layer);
     }
-    builder.defer(() => lb.dispose());
-    const items = lb.build().items;
-    const entries = items.map((x) => x.entry);
-    contents.push(new Map(items.map((x) => [x.entry.path, x.content])));
-    linkTargets.push(hardLinkTargets(entries));
-    applyLayer(root, i, entries, `image layer ${i + 1}`);
+    contents.push(layer.content);
+    linkTargets.push(layer.links);
+    applyLayer(root, i, layer.entries, `image layer ${i + 1}`);
   }
   const plan = flatten(root, linkTargets);
   for (const pe of plan.entries) {
@@ -144,15 +211,17 @@ async function mergeImageLayers(builder: LayerBuilder, layerFiles: string[], spo
 
 interface OciDescriptor {
   mediaType?: string;
-  digest: string;
+  digest?: string;
   size?: number;
   annotations?: Record<string, string>;
   platform?: { os?: string; architecture?: string };
 }
 interface OciIndex {
+  mediaType?: string;
   manifests?: OciDescriptor[];
 }
 interface OciManifest {
+  mediaType?: string;
   config?: OciDescriptor;
   layers?: OciDescriptor[];
 }
@@ -160,51 +229,151 @@ interface ImageConfig {
   config?: { Env?: string[]; Labels?: Record<string, string> | null };
 }
 
+/** The `manifests` of an index, each an object. */
+function descriptors(index: OciIndex, what: string): OciDescriptor[] {
+  const list = (index as OciIndex | null)?.manifests;
+  if (!Array.isArray(list) || !list.every((d) => d !== null && typeof d === 'object' && !Array.isArray(d))) {
+    throw invalid(`${what} lists no manifests, or one that is not a descriptor`, 'the OCI layout is damaged');
+  }
+  return list;
+}
+
+function isIndex(desc: OciDescriptor, doc: OciManifest & OciIndex): boolean {
+  if (doc === null || typeof doc !== 'object') return false;
+  return INDEX_TYPES.has(desc.mediaType ?? '') || INDEX_TYPES.has(doc.mediaType ?? '') || (Array.isArray(doc.manifests) && !Array.isArray(doc.layers));
+}
+
 function pickManifest(manifests: OciDescriptor[], tag: string | undefined, dir: string): OciDescriptor {
-  const tags = manifests.map((m) => m.annotations?.['org.opencontainers.image.ref.name']).filter((t): t is string => Boolean(t));
+  const tagOf = (m: OciDescriptor) => (typeof m.annotations === 'object' ? m.annotations?.['org.opencontainers.image.ref.name'] : undefined);
+  const tags = manifests.map(tagOf).filter((t): t is string => typeof t === 'string' && t !== '').map((t) => printable(t));
   if (tag !== undefined) {
     const found = manifests.find((m) => {
-      const t = m.annotations?.['org.opencontainers.image.ref.name'];
-      return t === tag || t?.endsWith(`:${tag}`);
+      const t = tagOf(m);
+      return t === tag || (typeof t === 'string' && t.endsWith(`:${tag}`));
     });
-    if (!found) throw new StrataError(STORE_ERR.NOT_FOUND, `OCI layout ${dir} has no tag ${tag}`, { hint: `its tags: ${tags.join(', ') || 'none'}` });
+    if (!found) throw new StrataError(STORE_ERR.NOT_FOUND, `OCI layout ${dir} has no tag ${printable(tag)}`, { hint: `its tags: ${tags.join(', ') || 'none'}` });
     return found;
   }
   if (manifests.length !== 1) {
-    throw new StrataError(STORE_ERR.SOURCE_INVALID, `OCI layout ${dir} holds ${manifests.length} images`, { hint: `name one as oci:${dir}:TAG (tags: ${tags.join(', ') || 'none'})` });
+    throw invalid(`OCI layout ${dir} holds ${manifests.length} images`, `name one as oci:${dir}:TAG (tags: ${tags.join(', ') || 'none'})`);
   }
   return manifests[0]!;
 }
 
 function pickPlatform(manifests: OciDescriptor[], dir: string): OciDescriptor {
   const arch = ({ x64: 'amd64', arm64: 'arm64', ppc64: 'ppc64le', s390x: 's390x' } as Record<string, string>)[process.arch] ?? process.arch;
-  const m = manifests.find((d) => d.platform?.os === 'linux' && d.platform.architecture === arch);
-  if (!m) throw new StrataError(STORE_ERR.NOT_FOUND, `OCI layout ${dir} has no linux/${arch} image`);
-  return m;
+  const m = manifests.find((d) => d.platform?.os === 'linux' && d.platform?.architecture === arch);
+  if (m) return m;
+  // An index of one entry that names no platform (an index wrapping one manifest or index).
+  if (manifests.length === 1 && manifests[0]!.platform === undefined) return manifests[0]!;
+  throw new StrataError(STORE_ERR.NOT_FOUND, `OCI layout ${dir} has no linux/${arch} image`, { hint: 'copy an image for this platform (skopeo copy --override-arch)' });
 }
 
 function configInfo(config: ImageConfig): ImageConfigInfo {
   const env: EnvOp[] = [];
-  for (const kv of config.config?.Env ?? []) {
+  const list = config?.config?.Env;
+  for (const kv of Array.isArray(list) ? list : []) {
+    if (typeof kv !== 'string') continue;
     const eq = kv.indexOf('=');
     if (eq > 0) env.push({ op: 'set', var: kv.slice(0, eq), value: kv.slice(eq + 1) });
   }
   const labels: Record<string, string> = {};
-  for (const [k, v] of Object.entries(config.config?.Labels ?? {})) if (typeof v === 'string') labels[k] = v;
+  const l = config?.config?.Labels;
+  if (l && typeof l === 'object') for (const [k, v] of Object.entries(l)) if (typeof v === 'string') labels[k] = v;
   return { env, labels };
 }
 
-async function verifyFile(file: string, hex: string, what: string): Promise<void> {
-  const h = createHash('sha256');
+function invalid(message: string, hint: string): StrataError {
+  return new StrataError(STORE_ERR.SOURCE_INVALID, message, { hint });
+}
+
+function parseJson<T>(bytes: Buffer, what: string): T {
   try {
-    for await (const c of createReadStream(file, { highWaterMark: 1 << 20 })) h.update(c as Buffer);
-  } catch {
-    throw new StrataError(STORE_ERR.SOURCE_INVALID, `${what} (sha256:${hex}) is missing from the layout`);
+    return JSON.parse(bytes.toString('utf8')) as T;
+  } catch (e) {
+    throw new StrataError(STORE_ERR.SOURCE_INVALID, `${what} is not JSON`, { hint: 'the image is damaged', cause: e });
   }
-  if (h.digest('hex') !== hex) throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `${what} does not match its digest sha256:${hex}`, { hint: 'the OCI layout is corrupt' });
+}
+
+/**
+ * Opens `file` for reading only if it is a regular file: O_NOFOLLOW refuses a symlink and
+ * O_NONBLOCK keeps a FIFO from blocking the open; the type is judged on the open descriptor.
+ */
+async function openRegular(file: string, what: string): Promise<fsp.FileHandle> {
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw invalid(`${what} is missing`, 'the image is incomplete');
+    if (code === 'ELOOP') throw invalid(`${what} is a symlink; strata reads blobs that are regular files`, 'copy the image with skopeo or umoci so that its blobs are files');
+    throw invalid(`${what} cannot be read (${code ?? (e as Error).message})`, 'check its permissions');
+  }
+  const st = await fh.stat();
+  if (!st.isFile()) {
+    await fh.close();
+    throw invalid(`${what} is not a regular file (a device, FIFO or directory)`, 'an image holds its blobs as regular files; this one is damaged or hostile');
+  }
+  return fh;
+}
+
+/** Refuses a path that is not a regular file, without blocking on a FIFO. */
+export async function assertRegular(file: string, what: string): Promise<void> {
+  await (await openRegular(file, what)).close();
+}
+
+/** The whole of a regular file of at most `max` bytes. */
+async function readRegular(file: string, what: string, max: number): Promise<Buffer> {
+  const fh = await openRegular(file, what);
+  try {
+    const size = (await fh.stat()).size;
+    if (size > max) throw invalid(`${what} is ${size} bytes, more than strata reads (${max})`, 'the image is damaged');
+    const buf = Buffer.alloc(size);
+    const { bytesRead } = await fh.read(buf, 0, size, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Checks a blob: a regular file of exactly `size` bytes whose sha256 is `hex`. Reads at most
+ * `size` bytes whatever the file does meanwhile. Returns the bytes when `keep`.
+ */
+async function checkBlob(file: string, what: string, size: number, hex: string, keep: boolean): Promise<Buffer | undefined> {
+  const fh = await openRegular(file, `${what} (sha256:${hex})`);
+  try {
+    const actual = (await fh.stat()).size;
+    if (actual !== size) {
+      throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `${what} (sha256:${hex}) is ${actual} bytes; its descriptor says ${size}`, { hint: 'the OCI layout is corrupt' });
+    }
+    const h = createHash('sha256');
+    const kept = keep ? Buffer.alloc(size) : undefined;
+    const buf = kept ?? Buffer.allocUnsafe(Math.min(size, 1 << 20) || 1);
+    let pos = 0;
+    while (pos < size) {
+      const { bytesRead } = kept ? await fh.read(kept, pos, size - pos, pos) : await fh.read(buf, 0, Math.min(buf.length, size - pos), pos);
+      if (bytesRead === 0) break;
+      h.update(kept ? kept.subarray(pos, pos + bytesRead) : buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
+    if (pos !== size || h.digest('hex') !== hex) {
+      throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `${what} does not match its digest sha256:${hex}`, { hint: 'the OCI layout is corrupt' });
+    }
+    return kept;
+  } finally {
+    await fh.close();
+  }
+}
+
+async function verifyBlob(file: string, what: string, size: number, hex: string): Promise<void> {
+  await checkBlob(file, what, size, hex, false);
+}
+
+async function readBlob(file: string, what: string, size: number, hex: string): Promise<Buffer> {
+  return (await checkBlob(file, what, size, hex, true))!;
 }
 
 async function isDir(p: string): Promise<boolean> {
   return (await fsp.stat(p).catch(() => undefined))?.isDirectory() ?? false;
 }
-

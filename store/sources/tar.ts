@@ -2,6 +2,11 @@
  * Tar sources (plain, gzip, zstd). A compressed archive is first decompressed into the store's
  * tmp/ so that the canonical tar can read each body by offset, in sorted order, without holding
  * any of it in memory; a plain archive is read in place.
+ *
+ * A tar given as a layer may be an image archive instead: `docker save` output (manifest.json
+ * naming its layer tars) or an OCI layout packed in a tar (oci-layout, index.json, blobs/).
+ * imageArchiveKind tells them apart from a layer by the names at the archive's top level; its
+ * header pass stops at the first name no image archive holds, so a layer costs one header.
  */
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -11,6 +16,7 @@ import { aclFromTarText, splitAclXattrs } from './acl-ingest.js';
 import { openArchive } from './decompress.js';
 import { LayerBuilder } from '../layer/builder.js';
 import { readTarFile } from '../tar/reader.js';
+import type { EntryAcl } from '../types.js';
 
 export interface TarSourceOptions {
   /** A temp path the decompressed archive may be written to (removed by the caller). */
@@ -18,22 +24,43 @@ export interface TarSourceOptions {
 }
 
 export async function addTar(builder: LayerBuilder, file: string, opts: TarSourceOptions): Promise<{ spooled: boolean }> {
+  const plain = await plainTar(file, opts);
+  await addPlainTar(builder, plain);
+  return { spooled: plain !== file };
+}
+
+/**
+ * The path of `file` as a plain tar: `file` itself, or `opts.spoolPath` holding its
+ * decompressed bytes. Refuses what is not a regular file (openArchive).
+ */
+export async function plainTar(file: string, opts: TarSourceOptions): Promise<string> {
   const { compression, stream } = await openArchive(file);
-  let plain = file;
   if (compression !== 'none') {
     await pipeline(Readable.from(stream), fs.createWriteStream(opts.spoolPath, { mode: 0o600 }));
-    plain = opts.spoolPath;
-  } else {
-    // openArchive opened the file to sniff it; we read it again by offset below.
-    for await (const _ of stream) break;
+    return opts.spoolPath;
   }
+  // openArchive opened the file to sniff it; it is read again by offset.
+  for await (const _ of stream) break;
+  return file;
+}
+
+/** Adds every entry of the plain tar at `plain` to the builder; bodies are read at tar() time. */
+export async function addPlainTar(builder: LayerBuilder, plain: string): Promise<void> {
   // One descriptor serves every member's content (positional reads): opening and closing
   // a stream per member costs more than reading a small file.
   const fd = fs.openSync(plain, 'r');
   builder.defer(() => fs.closeSync(fd));
+  // Entries that inherit global pax xattrs share one map; split it once, not per entry.
+  const split = new WeakMap<ReadonlyMap<string, Buffer>, { xattrs: Map<string, Buffer>; acl: EntryAcl | undefined }>();
   for await (const { header: h } of readTarFile(plain)) {
-    const xattrs = new Map(h.xattrs);
-    const acl = aclFromTarText({ access: h.aclAccess, default: h.aclDefault }, splitAclXattrs(xattrs, h.path), h.path);
+    let s = split.get(h.xattrs);
+    if (s === undefined) {
+      const xattrs = new Map(h.xattrs);
+      s = { xattrs, acl: splitAclXattrs(xattrs, h.path) };
+      split.set(h.xattrs, s);
+    }
+    const { xattrs } = s;
+    const acl = aclFromTarText({ access: h.aclAccess, default: h.aclDefault }, s.acl, h.path);
     const start = h.dataOffset;
     const size = h.size;
     builder.add(
@@ -54,7 +81,53 @@ export async function addTar(builder: LayerBuilder, file: string, opts: TarSourc
       h.type === 'file' && size > 0 ? () => readRange(fd, start, size) : undefined,
     );
   }
-  return { spooled: plain !== file };
+}
+
+/** Top-level names an image archive holds: docker save (both formats), skopeo, OCI layouts. */
+const IMAGE_ARCHIVE_TOP = /^(manifest\.json|repositories|index\.json|oci-layout|blobs|[0-9a-f]{64}(\.json|\.tar)?)$/;
+const MAX_MANIFEST = 16 * 1024 * 1024;
+
+/**
+ * What a plain tar holds: 'docker-archive' (a manifest.json listing one or more images whose
+ * Layers are members), 'oci-archive' (oci-layout and index.json at the top), else 'layer'.
+ */
+export async function imageArchiveKind(plain: string): Promise<'layer' | 'docker-archive' | 'oci-archive'> {
+  const members = new Set<string>();
+  let manifest: Buffer | undefined;
+  let ociLayout = false;
+  let index = false;
+  try {
+    for await (const { header: h, body } of readTarFile(plain)) {
+      const name = h.path.replace(/^(\.\/)+/, '').replace(/\/+$/, '');
+      if (name === '' || name === '.') continue;
+      if (!IMAGE_ARCHIVE_TOP.test(name.split('/')[0]!)) return 'layer';
+      if (h.type !== 'file') continue;
+      members.add(name);
+      if (name === 'oci-layout') ociLayout = true;
+      if (name === 'index.json') index = true;
+      if (name === 'manifest.json' && h.size <= MAX_MANIFEST) {
+        const chunks: Buffer[] = [];
+        for await (const c of body) chunks.push(Buffer.from(c));
+        manifest = Buffer.concat(chunks);
+      }
+    }
+  } catch {
+    return 'layer'; // the layer import reads it again and reports what is wrong
+  }
+  if (manifest !== undefined) {
+    try {
+      const m = JSON.parse(manifest.toString('utf8')) as unknown;
+      const isImage = (x: unknown) => {
+        const layers = (x as { Layers?: unknown })?.Layers;
+        return Array.isArray(layers) && layers.every((l) => typeof l === 'string' && members.has(l.replace(/^(\.\/)+/, '')));
+      };
+      if (Array.isArray(m) && m.length > 0 && m.every(isImage)) return 'docker-archive';
+    } catch {
+      // not a docker manifest: a layer that happens to hold a manifest.json
+    }
+  }
+  if (ociLayout && index) return 'oci-archive';
+  return 'layer';
 }
 
 export async function removeSpool(p: string): Promise<void> {

@@ -3,7 +3,7 @@
  * gives the same bytes.
  *
  * Every header is a POSIX ustar block (magic "ustar\0", version "00"; byte layout in
- * tar-reader.ts) with:
+ * header.ts) with:
  * - numbers as zero-padded octal filling the field but its last byte, which is NUL
  *   (mode/uid/gid/devmajor/devminor: 7 digits, size/mtime: 11 digits); the checksum as 6
  *   digits, NUL, space;
@@ -18,6 +18,10 @@
  * records sorted by the bytes of their keys.
  */
 import type { EntryType } from '../types.js';
+import { BLOCK, encodePadding, encodeUstar, MAX_OCTAL_12 as MAX_11, MAX_OCTAL_8 as MAX_7, TYPEFLAG, truncateUtf8 } from './header.js';
+import { encodePaxRecords } from './pax.js';
+
+export { encodePadding };
 
 export interface TarWriteHeader {
   /** Path as written into the archive (directories end with '/'). UTF-8, no NUL. */
@@ -43,22 +47,10 @@ export interface TarWriteHeader {
   pax?: Array<[key: string, value: Buffer]>;
 }
 
-const BLOCK = 512;
-const MAX_7 = 0o7777777;
-const MAX_11 = 0o77777777777;
 const GENERATED = new Set(['path', 'linkpath', 'uid', 'gid', 'size', 'mtime']);
 
 /** Two zero blocks that end an archive. */
 export const END_OF_ARCHIVE: Buffer = Buffer.alloc(2 * BLOCK);
-
-const TYPEFLAG: Record<EntryType, string> = {
-  file: '0', hardlink: '1', symlink: '2', char: '3', block: '4', dir: '5', fifo: '6',
-};
-
-/** Zero bytes that pad a body of `size` bytes to the next 512-byte boundary. */
-export function encodePadding(size: number): Buffer {
-  return Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
-}
 
 /**
  * The header block(s) of one entry: [pax 'x' header + its records, padded] + ustar block.
@@ -98,7 +90,7 @@ export function encodeHeader(h: TarWriteHeader): Buffer {
   }
 
   const dev = h.type === 'char' || h.type === 'block';
-  const main = ustar({
+  const main = encodeUstar({
     name: truncateUtf8(path, 100),
     mode: h.mode & 0o7777,
     uid: h.uid > MAX_7 ? 0 : h.uid,
@@ -114,64 +106,9 @@ export function encodeHeader(h: TarWriteHeader): Buffer {
   if (records.length === 0) return main;
 
   const body = encodePaxRecords(records);
-  const paxHeader = ustar({
+  const paxHeader = encodeUstar({
     name: Buffer.from('PaxHeader'), mode: 0o644, uid: 0, gid: 0, size: body.length, mtime: 0,
     flag: 'x', linkname: Buffer.alloc(0), devmajor: 0, devminor: 0, where: h.path,
   });
   return Buffer.concat([paxHeader, body, encodePadding(body.length), main]);
-}
-
-/** `<len> <key>=<value>\n` records, sorted by key bytes; len counts the whole record. */
-function encodePaxRecords(records: Array<[string, Buffer]>): Buffer {
-  const keyed = records.map(([k, v]) => [Buffer.from(k, 'utf8'), v] as const);
-  keyed.sort((a, b) => Buffer.compare(a[0], b[0]));
-  const parts: Buffer[] = [];
-  for (const [k, v] of keyed) {
-    const rest = k.length + v.length + 3; // ' ', '=', '\n'
-    let len = rest + String(rest).length;
-    if (String(len).length !== String(rest).length) len = rest + String(len).length;
-    parts.push(Buffer.from(`${len} `), k, Buffer.from('='), v, Buffer.from('\n'));
-  }
-  return Buffer.concat(parts);
-}
-
-interface Fields {
-  name: Buffer; mode: number; uid: number; gid: number; size: number; mtime: number;
-  flag: string; linkname: Buffer; devmajor: number; devminor: number; where: string;
-}
-
-function ustar(f: Fields): Buffer {
-  const b = Buffer.alloc(BLOCK);
-  f.name.copy(b, 0);
-  octal(b, 100, 8, f.mode, 'mode', f.where);
-  octal(b, 108, 8, f.uid, 'uid', f.where);
-  octal(b, 116, 8, f.gid, 'gid', f.where);
-  octal(b, 124, 12, f.size, 'size', f.where);
-  octal(b, 136, 12, f.mtime, 'mtime', f.where);
-  b.write(f.flag, 156, 'latin1');
-  f.linkname.copy(b, 157);
-  b.write('ustar\x0000', 257, 'latin1');
-  octal(b, 329, 8, f.devmajor, 'devmajor', f.where);
-  octal(b, 337, 8, f.devminor, 'devminor', f.where);
-  b.fill(0x20, 148, 156);
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += b[i]!;
-  b.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
-  return b;
-}
-
-function octal(b: Buffer, off: number, len: number, v: number, what: string, where: string): void {
-  const s = v.toString(8);
-  if (!Number.isSafeInteger(v) || v < 0 || s.length > len - 1) {
-    throw new RangeError(`${what} ${v} of ${JSON.stringify(where)} does not fit a tar header`);
-  }
-  b.write(s.padStart(len - 1, '0') + '\0', off, 'latin1');
-}
-
-/** At most `max` bytes of `b`, not cutting a UTF-8 sequence. */
-function truncateUtf8(b: Buffer, max: number): Buffer {
-  if (b.length <= max) return b;
-  let end = max;
-  while (end > 0 && (b[end]! & 0xc0) === 0x80) end--;
-  return b.subarray(0, end);
 }

@@ -1,0 +1,234 @@
+/**
+ * The ustar header block: its byte layout, and its encode and decode side by side. The reader
+ * (reader.ts) and the writer (writer.ts) both go through here.
+ *
+ * Header block (512 bytes, all numbers octal ASCII unless GNU base-256, see below):
+ *
+ *   off  len  field            off  len  field (ustar "ustar\0" "00")
+ *     0  100  name             257    6  magic    "ustar\0" (POSIX) / "ustar " (GNU, + " \0")
+ *   100    8  mode             263    2  version
+ *   108    8  uid              265   32  uname
+ *   116    8  gid              297   32  gname
+ *   124   12  size             329    8  devmajor
+ *   136   12  mtime            337    8  devminor
+ *   148    8  chksum           345  155  prefix (POSIX only; GNU keeps atime/ctime/sparse
+ *   156    1  typeflag                   maps there, star a 131-byte prefix + "tar\0" at 508)
+ *   157  100  linkname
+ *
+ * - chksum: sum of the 512 bytes with the chksum field read as 8 spaces; old writers summed
+ *   signed chars, so the decoder accepts both sums. The encoder writes 6 octal digits, NUL,
+ *   space.
+ * - Numbers: octal digits ended by space or NUL, or GNU base-256 when the first byte has its
+ *   high bit set (the rest of the field is a big-endian two's complement number, 0xff first
+ *   meaning negative). The encoder writes zero-padded octal filling the field but its last
+ *   byte, which is NUL (8-byte fields: 7 digits, 12-byte fields: 11 digits), never base-256:
+ *   what does not fit goes to a pax record (pax.ts).
+ * - Typeflags: '0' (or NUL, or '7' contiguous) file, '1' hard link, '2' symlink, '3' char,
+ *   '4' block, '5' directory, '6' fifo; 'x'/'g' pax, 'L'/'K' GNU long name/link, others
+ *   refused by the reader.
+ */
+import { printable } from '../../native/errors.js';
+import { StrataError, STORE_ERR } from '../errors.js';
+import type { EntryType } from '../types.js';
+
+export const BLOCK = 512;
+
+/** [offset, length] of each field. */
+export const FIELD = {
+  name: [0, 100],
+  mode: [100, 8],
+  uid: [108, 8],
+  gid: [116, 8],
+  size: [124, 12],
+  mtime: [136, 12],
+  chksum: [148, 8],
+  typeflag: [156, 1],
+  linkname: [157, 100],
+  magic: [257, 6],
+  version: [263, 2],
+  uname: [265, 32],
+  gname: [297, 32],
+  devmajor: [329, 8],
+  devminor: [337, 8],
+  prefix: [345, 155],
+} as const;
+type NumericField = 'mode' | 'uid' | 'gid' | 'size' | 'mtime' | 'devmajor' | 'devminor';
+
+/** Largest values the octal fields hold (7 and 11 digits). */
+export const MAX_OCTAL_8 = 0o7777777;
+export const MAX_OCTAL_12 = 0o77777777777;
+
+export const TYPEFLAG: Record<EntryType, string> = {
+  file: '0', hardlink: '1', symlink: '2', char: '3', block: '4', dir: '5', fifo: '6',
+};
+export const ENTRY_TYPE: Record<string, EntryType> = {
+  '0': 'file', '\0': 'file', '7': 'file',
+  '1': 'hardlink', '2': 'symlink', '3': 'char', '4': 'block', '5': 'dir', '6': 'fifo',
+};
+
+// ---- errors the codec raises (one line; names through printable) ----------------------
+
+export function tarCorrupt(msg: string, hint?: string): StrataError {
+  return new StrataError(STORE_ERR.TAR_CORRUPT, msg, hint === undefined ? {} : { hint });
+}
+export function tarTruncated(msg: string): StrataError {
+  return new StrataError(STORE_ERR.TAR_TRUNCATED, msg, { hint: 'the archive is incomplete; download or copy it again' });
+}
+export function tarUnsupported(msg: string, hint: string): StrataError {
+  return new StrataError(STORE_ERR.TAR_UNSUPPORTED, msg, { hint });
+}
+
+const utf8Lossy = new TextDecoder('utf-8');
+/** A raw name from an archive, quoted for a message. */
+export function showName(raw: Buffer | string): string {
+  return `"${printable(typeof raw === 'string' ? raw : utf8Lossy.decode(raw))}"`;
+}
+
+// ---- decode ------------------------------------------------------------------------------
+
+export function isZeroBlock(b: Buffer): boolean {
+  for (let i = 0; i < BLOCK; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+export function hasUstarMagic(b: Buffer): boolean {
+  return b.length >= 262 && b.toString('latin1', 257, 262) === 'ustar';
+}
+
+/** 'posix' for "ustar\0", 'gnu' for "ustar ", 'v7' for neither. */
+export function flavourOf(b: Buffer): 'posix' | 'gnu' | 'v7' {
+  const magic = b.toString('latin1', 257, 263);
+  return magic === 'ustar\0' ? 'posix' : magic === 'ustar ' ? 'gnu' : 'v7';
+}
+
+export function checksumOk(b: Buffer): boolean {
+  let unsigned = 0;
+  let signed = 0;
+  for (let i = 0; i < BLOCK; i++) {
+    const c = i >= 148 && i < 156 ? 0x20 : b[i]!;
+    unsigned += c;
+    signed += c >= 0x80 ? c - 0x100 : c;
+  }
+  const stored = parseOctal(b, 148, 8);
+  return stored === unsigned || stored === signed;
+}
+
+/** Octal digits after optional leading spaces/NULs, ended by space, NUL or the field end;
+ *  NaN when anything else is found. */
+function parseOctal(b: Buffer, off: number, len: number): number {
+  let i = off;
+  const end = off + len;
+  while (i < end && (b[i] === 0x20 || b[i] === 0)) i++;
+  let v = 0;
+  for (; i < end; i++) {
+    const c = b[i]!;
+    if (c === 0x20 || c === 0) break;
+    if (c < 0x30 || c > 0x37) return NaN;
+    v = v * 8 + (c - 0x30);
+  }
+  for (; i < end; i++) if (b[i] !== 0x20 && b[i] !== 0) return NaN;
+  return v;
+}
+
+/** A numeric field: octal, or GNU base-256 when the high bit of its first byte is set. */
+export function decodeNumber(b: Buffer, name: NumericField, where: string): number {
+  const [off, len] = FIELD[name];
+  if ((b[off]! & 0x80) === 0) {
+    const v = parseOctal(b, off, len);
+    if (Number.isNaN(v)) throw tarCorrupt(`invalid ${name} field in the header ${where}`);
+    return v;
+  }
+  // Base-256: drop the marker bit of byte 0; 0xff leading means a negative number.
+  let v = BigInt(b[off]! & 0x7f);
+  for (let i = off + 1; i < off + len; i++) v = (v << 8n) | BigInt(b[i]!);
+  if (b[off] === 0xff) v -= 1n << BigInt(len * 8 - 1);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) {
+    throw tarUnsupported(`${name} of the entry ${where} is too large`, 'repack the archive');
+  }
+  return Number(v);
+}
+
+/** Bytes of a NUL-terminated (or field-filling) string field. */
+export function decodeString(b: Buffer, name: 'name' | 'linkname' | 'uname' | 'gname' | 'prefix'): Buffer {
+  const [off, len] = FIELD[name];
+  return cstring(b.subarray(off, off + len));
+}
+
+/** The entry name of a header block: POSIX prefix + '/' + name (star's shorter prefix too). */
+export function decodePath(b: Buffer): Buffer {
+  const name = decodeString(b, 'name');
+  if (flavourOf(b) !== 'posix') return Buffer.from(name);
+  const star = b.toString('latin1', 508, 512) === 'tar\0';
+  const [off] = FIELD.prefix;
+  const prefix = cstring(b.subarray(off, off + (star ? 131 : 155)));
+  return prefix.length > 0 ? Buffer.concat([prefix, Buffer.from('/'), name]) : Buffer.from(name);
+}
+
+export function cstring(b: Buffer): Buffer {
+  const z = b.indexOf(0);
+  return z < 0 ? b : b.subarray(0, z);
+}
+
+// ---- encode ------------------------------------------------------------------------------
+
+export interface UstarFields {
+  name: Buffer;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: number;
+  flag: string;
+  linkname: Buffer;
+  devmajor: number;
+  devminor: number;
+  /** The entry's path, for RangeError messages. */
+  where: string;
+}
+
+/** One POSIX ustar block (magic "ustar\0" "00", empty uname/gname/prefix). Throws RangeError
+ *  for a number that does not fit its octal field. */
+export function encodeUstar(f: UstarFields): Buffer {
+  const b = Buffer.alloc(BLOCK);
+  f.name.copy(b, FIELD.name[0], 0, FIELD.name[1]);
+  writeOctal(b, 'mode', f.mode, f.where);
+  writeOctal(b, 'uid', f.uid, f.where);
+  writeOctal(b, 'gid', f.gid, f.where);
+  writeOctal(b, 'size', f.size, f.where);
+  writeOctal(b, 'mtime', f.mtime, f.where);
+  b.write(f.flag, FIELD.typeflag[0], 'latin1');
+  f.linkname.copy(b, FIELD.linkname[0], 0, FIELD.linkname[1]);
+  b.write('ustar\x0000', FIELD.magic[0], 'latin1');
+  writeOctal(b, 'devmajor', f.devmajor, f.where);
+  writeOctal(b, 'devminor', f.devminor, f.where);
+  b.fill(0x20, 148, 156);
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += b[i]!;
+  b.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
+  return b;
+}
+
+function writeOctal(b: Buffer, name: NumericField, v: number, where: string): void {
+  const [off, len] = FIELD[name];
+  const s = v.toString(8);
+  if (!Number.isSafeInteger(v) || v < 0 || s.length > len - 1) {
+    throw new RangeError(`${name} ${v} of ${JSON.stringify(where)} does not fit a tar header`);
+  }
+  b.write(s.padStart(len - 1, '0') + '\0', off, 'latin1');
+}
+
+/** At most `max` bytes of `b`, not cutting a UTF-8 sequence. */
+export function truncateUtf8(b: Buffer, max: number): Buffer {
+  if (b.length <= max) return b;
+  let end = max;
+  while (end > 0 && (b[end]! & 0xc0) === 0x80) end--;
+  return b.subarray(0, end);
+}
+
+/** Zero bytes that pad a body of `size` bytes to the next 512-byte boundary. */
+export function encodePadding(size: number): Buffer {
+  return Buffer.alloc(padding(size));
+}
+export function padding(size: number): number {
+  return (BLOCK - (size % BLOCK)) % BLOCK;
+}
