@@ -421,4 +421,24 @@ test('a restricted module pushed to a site-internal remote that moves its upload
   assert.equal(requests(reg, /^(PATCH|PUT) /), [], 'no bytes of the module were sent');
 });
 
+test('a compressed layer that holds another tar than the record names is refused after decompression', async (ctx) => {
+  const reg = await server(ctx);
+  const { store: A } = storeWith(ctx, 'A', [['foo/1', 'foo\n'], ['bar/1', 'bar\n']]);
+  const target = `${reg.host}/${REPO}`;
+  const pushed = await cli(A, ['store', 'push', target]);
+  assert.is(pushed.code, 0, pushed.stderr);
+  type M = { layers: Array<{ mediaType: string; digest: string; size: number; annotations: Record<string, string> }> };
+  const read = (tag: string) => JSON.parse(reg.manifests.get(tag)!.bytes.toString()) as M;
+  const foo = read('foo_1');
+  const bar = read('bar_1');
+  assert.is(foo.layers[0]!.mediaType, 'application/vnd.oci.image.layer.v1.tar+zstd');
+  // foo's manifest now points at bar's compressed blob, a valid blob under its own digest.
+  foo.layers[0] = { ...bar.layers[0]!, annotations: { ...foo.layers[0]!.annotations, 'vnd.strata.layer.diff-size': bar.layers[0]!.annotations['vnd.strata.layer.diff-size']! } };
+  reg.manifests.set('foo_1', { type: 'application/vnd.oci.image.manifest.v1+json', bytes: Buffer.from(JSON.stringify(foo)) });
+  const B = join(ctx.dir, 'B');
+  assertOneLineError(await cli(B, ['store', 'pull', target, 'foo/1']), 'forged layer', /foo_1: the zstd layer does not hold layer bafkrei\w+/);
+  assert.equal(strataJson(B, ['store', 'ls']), []);
+  assert.equal(readdirSync(join(B, 'blobs', 'sha256')), [], 'no blob kept');
+});
+
 test.run();

@@ -5,7 +5,10 @@
  *     skopeo sees the pushed manifest and its config is the module record;
  *   - a second push sends nothing (only HEAD/GET reach the registry, seen through a proxy);
  *   - a fresh store with only a remote configured rebuilds the image from the lock alone;
- *   - a restricted module is refused to a remote not marked site-internal, allowed to one that is.
+ *   - a restricted module is refused to a remote not marked site-internal, allowed to one that is;
+ *   - issue 13: layers go zstd (or gzip), the first uncompressed form is still read; default
+ *     marks travel unless the pulling store has its own; push of everything skips what the
+ *     remote may not receive.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -44,7 +47,7 @@ function storeWithStack(dir: string): { store: string; lock: string } {
   const app = join(dir, 'app-tree');
   mkdirSync(join(app, 'opt/app/bin'), { recursive: true });
   writeFileSync(join(app, 'opt/app/bin/run'), '#!/bin/sh\necho app\n', { mode: 0o755 });
-  strataJson(store, ['store', 'import', 'base/1', base]);
+  strataJson(store, ['store', 'import', 'base/1', base, '--default']);
   strataJson(store, ['store', 'import', 'app/1.0', app, '--requires', 'base/1', '--prepend', 'PATH=/opt/app/bin']);
   const work = join(dir, 'work');
   mkdirSync(work);
@@ -253,6 +256,75 @@ test('a restricted module is refused to a remote not marked site-internal, allow
   // The site-internal remote's URL given directly counts as that remote.
   assert.is(strata(S, ['store', 'push', `${reg.host}/internal`, 'lic/vasp-6']).code, 0);
   assert.equal([...tags('internal').Tags].sort(), [ok[0]!.record, 'lic_vasp-6'].sort());
+});
+
+test("default marks travel: pull applies the remote's mark unless the store has its own", async ({ dir, reg }) => {
+  const target = `${reg.host}/${REPO}`;
+  const A = join(dir, 'A');
+  const trees = ['one', 'two', 'zero'].map((n) => {
+    const t = join(dir, n);
+    mkdirSync(t);
+    writeFileSync(join(t, 'f'), `${n}\n`);
+    return t;
+  });
+  strataJson(A, ['store', 'import', 'tool/1', trees[0]!]);
+  strataJson(A, ['store', 'import', 'tool/2', trees[1]!, '--default']);
+  const pushed = strataJson<Array<{ fullName: string; default?: boolean }>>(A, ['store', 'push', target]);
+  assert.equal(pushed.map((p) => [p.fullName, p.default ?? false]), [['tool/1', false], ['tool/2', true]]);
+  // The marks are an artifact of their own, readable by skopeo.
+  const config = JSON.parse(mustRun('skopeo', ['inspect', '--tls-verify=false', '--raw', '--config', `docker://${target}:strata-defaults`]).stdout.toString());
+  assert.equal(config, { defaults: { tool: 'tool/2' } });
+
+  const defaults = (store: string) => strataJson<Array<{ fullName: string; isDefault: boolean }>>(store, ['store', 'ls'])
+    .filter((m) => m.isDefault).map((m) => m.fullName);
+  const B = join(dir, 'B');
+  const pulled = strataJson<Array<{ fullName: string; default?: boolean }>>(B, ['store', 'pull', target]);
+  assert.equal(pulled.map((p) => [p.fullName, p.default ?? false]).sort(), [['tool/1', false], ['tool/2', true]]);
+  assert.equal(defaults(B), ['tool/2']);
+  // A store with its own mark keeps it; one that pulls only tool/1 gets no mark for it.
+  const C = join(dir, 'C');
+  strataJson(C, ['store', 'import', 'tool/0', trees[2]!, '--default']);
+  strataJson(C, ['store', 'pull', target]);
+  assert.equal(defaults(C), ['tool/0']);
+  const D = join(dir, 'D');
+  strataJson(D, ['store', 'pull', target, 'tool/1']);
+  assert.equal(defaults(D), []);
+  // Moving the mark in A and pushing again moves it on the remote.
+  strataJson(A, ['store', 'default', 'tool/1']);
+  strataJson(A, ['store', 'push', target]);
+  const E = join(dir, 'E');
+  strataJson(E, ['store', 'pull', target]);
+  assert.equal(defaults(E), ['tool/1']);
+});
+
+test('gzip and the first, uncompressed form: pushed as asked, pulled to the same modules', async ({ dir, reg }) => {
+  const A = join(dir, 'A');
+  const tree = join(dir, 'base-tree');
+  makeSmallTree(tree);
+  strataJson(A, ['store', 'import', 'base/1', tree]);
+  const layerOf = (fullName: string) => cidHex(strataJson(A, ['store', 'show', fullName]).record.layer);
+  for (const [compression, type, tool] of [['gzip', 'application/vnd.oci.image.layer.v1.tar+gzip', 'gzip'],
+    ['none', 'application/vnd.oci.image.layer.v1.tar', undefined]] as const) {
+    const target = `${reg.host}/form/${compression}`;
+    strataJson(A, ['store', 'push', target, '--compression', compression]);
+    const raw = JSON.parse(mustRun('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${target}:base_1`]).stdout.toString());
+    assert.is(raw.layers[0].mediaType, type);
+    if (tool) {
+      const tar = mustRun(tool, ['-dc', reg.blobDataPath(raw.layers[0].digest)]).stdout;
+      assert.is(createHash('sha256').update(tar).digest('hex'), layerOf('base/1'));
+    } else {
+      assert.is(raw.layers[0].digest, `sha256:${layerOf('base/1')}`);
+      assert.is(raw.layers[0].annotations, undefined, 'the first form, byte for byte');
+    }
+    const B = join(dir, `B-${compression}`);
+    strataJson(B, ['store', 'pull', target]);
+    assert.equal(strataJson(B, ['store', 'ls']).map((m: { fullName: string; record: string }) => [m.fullName, m.record]),
+      strataJson(A, ['store', 'ls']).map((m: { fullName: string; record: string }) => [m.fullName, m.record]));
+    assert.is(strataJson(B, ['store', 'verify']).problems.length, 0);
+  }
+  const bad = strata(A, ['store', 'push', `${reg.host}/x`, '--compression', 'xz']);
+  assert.is(bad.code, 2, 'a usage error');
+  assert.match(bad.stderr, /^strata: --compression takes zstd, gzip or none, not 'xz'/);
 });
 
 const why = missing({ tools: ['docker-registry', 'skopeo', 'script'] });

@@ -802,7 +802,17 @@ async function pullArtifact(store: LocalStore, s: Session, art: ParsedArtifact, 
   } else {
     const body = s.client.getBlob(art.layer.digest, art.layer.size);
     const c = art.layer.compression;
-    await store.blobs.put(c === 'none' ? body : decompressLayer(body, c, art.layer.diffSize, where), layer.hex);
+    try {
+      await store.blobs.put(c === 'none' ? body : decompressLayer(body, c, art.layer.diffSize, where), layer.hex);
+    } catch (e) {
+      // The blob itself was as named (getBlob checks it first); its tar is not the module's.
+      if (c !== 'none' && e instanceof StrataError && e.code === STORE_ERR.DIGEST_MISMATCH && e.message.startsWith('content does not match')) {
+        throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `${where}: the ${c} layer does not hold layer ${record.layer}`, {
+          hint: 'the registry copy is damaged or forged; push the module again from a good store', cause: e,
+        });
+      }
+      throw e;
+    }
     bytes += art.layer.size;
   }
   if (await store.blobs.has(sidecar.hex)) {
