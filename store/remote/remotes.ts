@@ -47,7 +47,7 @@ import { StrataError, STORE_ERR } from '../errors.js';
 import type { LayerManifest } from '../layer/manifest.js';
 import { fullNameOf, splitFullName, validateRecord, type ModuleRecord } from '../record.js';
 import { parseRepositoryRef, RegistryClient, MEDIA_TYPES, type RegistryClientOptions, type RegistryRef, type RetryInfo } from './client.js';
-import { tagFromFullName } from './tag.js';
+import { isValidTag, tagFromFullName } from './tag.js';
 import type { LocalStore, LoadedModule } from '../local-store.js';
 
 export const STRATA_MEDIA_TYPES = {
@@ -674,6 +674,7 @@ export async function pull(store: LocalStore, source: string, refs: string[], op
     const scan = async () => {
       if (scanned.size > 0) return scanned;
       for (const tag of await s.client.listTags()) {
+        if (!isValidTag(tag)) continue; // not a tag strata (or OCI) could have written
         const { bytes, digest } = await s.client.getManifest(tag);
         scanned.set(tag, parseArtifact(bytes, digest, `${dest.label}:${printable(tag)}`));
       }
@@ -889,6 +890,7 @@ export async function remoteFetcher(store: LocalStore, hooks?: TransferHooks): P
         }
         if (!hit) {
           for (const tag of await s.client.listTags()) {
+            if (!isValidTag(tag)) continue;
             const got = await s.client.getManifest(tag);
             const art = parseArtifact(got.bytes, got.digest, `${remote.name}:${tag}`);
             if (art && art.record.digest === digest) {
