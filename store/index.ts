@@ -11,7 +11,7 @@ import type { ModuleRecord } from './record.js';
 import type { LayerManifest } from './layer/manifest.js';
 import type { Collection } from './collections.js';
 import type { ImportOptions, ImportResult, ModuleSummary, LoadedModule, LayerItem } from './local-store.js';
-import type { PullOptions, PullResult, PushResult, Remote, TransferHooks, FetchMissing } from './remote/remotes.js';
+import type { PullOptions, PullResult, PushOptions, PushResult, Remote, TransferHooks, FetchMissing } from './remote/remotes.js';
 import { LocalStore } from './local-store.js';
 import type { LockOptions } from './catalog/leveldb.js';
 
@@ -23,7 +23,7 @@ export { checkFullName, fullNameOf, parseEnvOp, splitFullName } from './record.j
 export type { LayerManifest } from './layer/manifest.js';
 export type { Collection, PinnedModule } from './collections.js';
 export type { ImportOptions, ImportResult, ModuleSummary, LoadedModule, LayerItem } from './local-store.js';
-export type { PullOptions, PullResult, PushResult, Remote, TransferHooks, FetchMissing } from './remote/remotes.js';
+export type { PullOptions, PullResult, PushOptions, PushResult, Remote, TransferHooks, FetchMissing } from './remote/remotes.js';
 export { canonicalJson, cidFromHex, isCid, parseCid, JSON_CODEC, RAW_CODEC } from './cid.js';
 export { matches } from './local-store.js';
 export { applyLayer, emptyTree, flatten, hardLinkTargets, lookup } from './layer/merge.js';
@@ -95,8 +95,8 @@ export interface Store extends StoreReader {
   addRemote(name: string, url: string, opts?: { siteInternal?: boolean }): Promise<Remote>;
   listRemotes(): Promise<Remote[]>;
   removeRemote(name: string): Promise<void>;
-  /** Pushes modules (all when none are named) to a remote or REGISTRY/REPO. */
-  push(target: string, modules: string[], hooks?: TransferHooks): Promise<PushResult[]>;
+  /** Pushes modules (all when none are named: what the remote may not receive is skipped) to a remote or REGISTRY/REPO. */
+  push(target: string, modules: string[], opts?: PushOptions): Promise<PushResult[]>;
   /** Pulls modules (fullNames or record CIDs; every tag when none) into this store. */
   pull(source: string, refs: string[], opts?: PullOptions): Promise<PullResult[]>;
   /** A fetcher of missing blobs from the configured remotes, or undefined when there are none. */

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { BlobStore } from './blob-store.js';
 import { exportModule } from './layer/export.js';
 import { addRemote, listRemotes, pull, push, remoteFetcher, removeRemote } from './remote/remotes.js';
-import type { FetchMissing, PullOptions, PullResult, PushResult, Remote, TransferHooks } from './remote/remotes.js';
+import type { FetchMissing, PullOptions, PullResult, PushOptions, PushResult, Remote, TransferHooks } from './remote/remotes.js';
 import type { ModuleDescription, VerifyReport } from './index.js';
 import { canonicalJson, cidFromHex, isCid, JSON_CODEC, parseCid, RAW_CODEC } from './cid.js';
 import { StrataError, STORE_ERR } from './errors.js';
@@ -378,8 +378,8 @@ export class LocalStore {
   removeRemote(name: string): Promise<void> {
     return removeRemote(this, name);
   }
-  push(target: string, modules: string[], hooks?: TransferHooks): Promise<PushResult[]> {
-    return push(this, target, modules, hooks);
+  push(target: string, modules: string[], opts?: PushOptions): Promise<PushResult[]> {
+    return push(this, target, modules, opts);
   }
   pull(source: string, refs: string[], opts?: PullOptions): Promise<PullResult[]> {
     return pull(this, source, refs, opts);

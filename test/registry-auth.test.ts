@@ -13,6 +13,7 @@ import { RegistryClient, MEDIA_TYPES } from '../store/remote/client.js';
 import { basicCredentials, bearerCredentials, parseAuthValue, resolveCredentials,
   type Credentials } from '../store/remote/credentials.js';
 import { STORE_ERR as ERR, isStrataError } from '../store/errors.js';
+import { missing, skipSuite } from './helpers/probe.js';
 import { startRegistry, type RegistryServer } from './helpers/registry-server.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
 
@@ -33,7 +34,7 @@ async function exercise(c: RegistryClient): Promise<void> {
   assert.equal(await c.listTags(), ['t1']);
   assert.is((await c.getManifest('t1')).digest, digest);
   const parts: Buffer[] = [];
-  for await (const b of c.getBlob(sha(blob))) parts.push(b);
+  for await (const b of c.getBlob(sha(blob), blob.length)) parts.push(b);
   assert.ok(Buffer.concat(parts).equals(blob));
 }
 
@@ -65,16 +66,35 @@ let home: string;
 creds.before.each(() => { home = tempDir('strata-auth-'); });
 creds.after.each(() => removeDir(home));
 
-creds('STRATA_REGISTRY_AUTH: user:password and bearer:TOKEN, for every host', () => {
-  const b = resolveCredentials('any.host:5000', { env: { STRATA_REGISTRY_AUTH: 'alice:pa:ss' }, home });
+creds('STRATA_REGISTRY_AUTH: HOST=user:password and HOST=bearer:TOKEN, each for its own host only', () => {
+  const env = { STRATA_REGISTRY_AUTH: 'any.host:5000=alice:pa:ss  X=bearer:abc.def\nany.host:5000=later:ignored' };
+  const b = resolveCredentials('any.host:5000', { env, home });
   assert.equal({ ...b }, { kind: 'basic', username: 'alice' });
   assert.is((b as { password: string }).password, 'pa:ss');
-  const t = resolveCredentials('x', { env: { STRATA_REGISTRY_AUTH: 'bearer:abc.def' }, home });
+  const t = resolveCredentials('x', { env, home });
   assert.is(t?.kind, 'bearer');
   assert.is((t as { token: string }).token, 'abc.def');
+  // Another host, or the same host on another port, gets nothing.
+  assert.is(resolveCredentials('any.host', { env, home }), null);
+  assert.is(resolveCredentials('any.host:5001', { env, home }), null);
+  assert.is(resolveCredentials('evil.example.org', { env, home }), null);
 });
 
-creds('a malformed STRATA_REGISTRY_AUTH is ERR_REGISTRY_CONFIG without echoing it', () => {
+creds('STRATA_REGISTRY_AUTH_FILE: one HOST=SECRET per line, spaces in secrets, comments; the variable wins', () => {
+  const file = join(home, 'auth');
+  writeFileSync(file, '# site registries\n\nreg.example.org=bob:pass with spaces\r\n127.0.0.1:5000=bearer:tok\n');
+  const env = { STRATA_REGISTRY_AUTH_FILE: file };
+  const b = resolveCredentials('reg.example.org', { env, home });
+  assert.is(b?.kind === 'basic' && `${b.username}:${b.password}`, 'bob:pass with spaces');
+  assert.is(resolveCredentials('127.0.0.1:5000', { env, home })?.kind, 'bearer');
+  assert.is(resolveCredentials('127.0.0.1:5001', { env, home }), null);
+  const both = resolveCredentials('reg.example.org', { env: { ...env, STRATA_REGISTRY_AUTH: 'reg.example.org=env:pw' }, home });
+  assert.is(both?.kind === 'basic' && both.username, 'env');
+  assert.throws(() => resolveCredentials('x', { env: { STRATA_REGISTRY_AUTH_FILE: join(home, 'none') }, home }),
+    (e: unknown) => isStrataError(e, ERR.REGISTRY_CONFIG) && /STRATA_REGISTRY_AUTH_FILE/.test((e as Error).message));
+});
+
+creds('a malformed or unscoped STRATA_REGISTRY_AUTH is ERR_REGISTRY_CONFIG without echoing it', () => {
   for (const v of ['no-colon-secret', ':nouser-secret', 'bearer:']) {
     try {
       parseAuthValue(v);
@@ -82,7 +102,19 @@ creds('a malformed STRATA_REGISTRY_AUTH is ERR_REGISTRY_CONFIG without echoing i
     } catch (e) {
       assert.ok(isStrataError(e, ERR.REGISTRY_CONFIG));
       assert.not.ok((e as Error).message.includes('secret'));
-      assert.match((e as { hint?: string }).hint ?? '', /user:password or bearer:TOKEN/);
+      assert.match((e as { hint?: string }).hint ?? '', /HOST=user:password or HOST=bearer:TOKEN/);
+    }
+  }
+  // The old, unscoped form would go to any registry that asks: refused, for every host.
+  for (const v of ['alice:secret', 'bearer:secret-token', 'h:1=bob:pw alice:secret', 'bad host=u:secret']) {
+    try {
+      resolveCredentials('h:1', { env: { STRATA_REGISTRY_AUTH: v }, home });
+      assert.unreachable(v);
+    } catch (e) {
+      assert.ok(isStrataError(e, ERR.REGISTRY_CONFIG), String(e));
+      assert.match((e as Error).message, /names no registry host/);
+      assert.not.ok((e as Error).message.includes('secret'));
+      assert.match((e as { hint?: string }).hint ?? '', /HOST=user:password/);
     }
   }
 });
@@ -108,7 +140,7 @@ creds('~/.docker/config.json auths: base64 auth, scheme/path in keys, Docker Hub
   assert.is(pw('plain.example.org'), 'u4:pw4');
   assert.is(pw('127.0.0.1:5001'), null);
   // The variable wins over the file.
-  const c = resolveCredentials('127.0.0.1:5000', { env: { STRATA_REGISTRY_AUTH: 'env:pw' }, home });
+  const c = resolveCredentials('127.0.0.1:5000', { env: { STRATA_REGISTRY_AUTH: '127.0.0.1:5000=env:pw' }, home });
   assert.is(c?.kind === 'basic' && c.username, 'env');
   // DOCKER_CONFIG moves the file.
   const other = join(home, 'elsewhere');
@@ -179,7 +211,9 @@ basic('credentials found through DOCKER_CONFIG when none are given', async () =>
   }
 });
 
-basic.run();
+const noBasic = missing({ tools: ['docker-registry', 'htpasswd'] });
+if (noBasic) skipSuite('registry basic auth', noBasic);
+else basic.run();
 
 // ---- Bearer token flow -----------------------------------------------------------------------
 
@@ -217,4 +251,6 @@ bearer('wrong password and anonymous are ERR_AUTH; a ready-made token works, a b
   for (const x of [c, anon, ready, bad]) x.close();
 });
 
-bearer.run();
+const noBearer = missing({ tools: ['docker-registry', 'openssl'] });
+if (noBearer) skipSuite('registry bearer token auth', noBearer);
+else bearer.run();

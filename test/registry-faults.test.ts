@@ -8,6 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { RegistryClient, type RetryInfo } from '../store/remote/client.js';
 import { STORE_ERR as ERR, isStrataError } from '../store/errors.js';
+import { missing, skipSuite } from './helpers/probe.js';
 import { startFaultProxy, startRegistry, type Fault, type RegistryServer } from './helpers/registry-server.js';
 
 const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -98,7 +99,7 @@ test('registry killed mid-download of 30 MB: getBlob resumes and the bytes are r
   await c.putBlob(d, data.length, (o) => (async function* () { yield data.subarray(o); })());
   const parts: Buffer[] = [];
   let n = 0;
-  for await (const b of c.getBlob(d)) {
+  for await (const b of c.getBlob(d, data.length)) {
     if (n === 0) await reg.restart();
     parts.push(b);
     n += b.length;
@@ -114,7 +115,6 @@ test('a registry that stays down gives one clear ERR_REGISTRY after the configur
     auth: null, retries: 3, retryDelayMs: 10, onRetry: (i) => retries.push(i),
   });
   await reg.stop();
-  const t0 = Date.now();
   try {
     await c.hasBlob(sha(Buffer.from('x')));
     assert.unreachable('hasBlob succeeded with the registry down');
@@ -125,7 +125,6 @@ test('a registry that stays down gives one clear ERR_REGISTRY after the configur
   }
   assert.is(retries.length, 2);
   assert.equal(retries.map((r) => r.attempt), [1, 2]);
-  assert.ok(Date.now() - t0 < 2000);
   c.close();
 });
 
@@ -197,4 +196,6 @@ test('a registry that keeps answering 503 gives ERR_REGISTRY naming the status',
   }
 });
 
-test.run();
+const why = missing({ tools: ['docker-registry'] });
+if (why) skipSuite('registry faults', why);
+else test.run();

@@ -5,7 +5,10 @@
  *     skopeo sees the pushed manifest and its config is the module record;
  *   - a second push sends nothing (only HEAD/GET reach the registry, seen through a proxy);
  *   - a fresh store with only a remote configured rebuilds the image from the lock alone;
- *   - a restricted module is refused to a remote not marked site-internal, allowed to one that is.
+ *   - a restricted module is refused to a remote not marked site-internal, allowed to one that is;
+ *   - issue 13: layers go zstd (or gzip), the first uncompressed form is still read; default
+ *     marks travel unless the pulling store has its own; push of everything skips what the
+ *     remote may not receive.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -13,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeSmallTree } from './fixtures/small-tree.js';
+import { missing, skipSuite } from './helpers/probe.js';
 import { startFaultProxy, startRegistry, type RegistryServer } from './helpers/registry-server.js';
 import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
 import { assertOneLineError, cidHex, CLI, strata, strataAsync, strataJson } from './store-harness.js';
@@ -43,7 +47,7 @@ function storeWithStack(dir: string): { store: string; lock: string } {
   const app = join(dir, 'app-tree');
   mkdirSync(join(app, 'opt/app/bin'), { recursive: true });
   writeFileSync(join(app, 'opt/app/bin/run'), '#!/bin/sh\necho app\n', { mode: 0o755 });
-  strataJson(store, ['store', 'import', 'base/1', base]);
+  strataJson(store, ['store', 'import', 'base/1', base, '--default']);
   strataJson(store, ['store', 'import', 'app/1.0', app, '--requires', 'base/1', '--prepend', 'PATH=/opt/app/bin']);
   const work = join(dir, 'work');
   mkdirSync(work);
@@ -70,7 +74,14 @@ test('push A, pull into empty B: same squash sha256; skopeo sees the manifest, c
   assert.is(raw.config.digest, `sha256:${cidHex(baseRecord)}`);
   assert.is(raw.annotations['org.opencontainers.image.title'], 'base/1');
   const shown = strataJson(A, ['store', 'show', 'base/1']);
-  assert.is(raw.layers[0].digest, `sha256:${cidHex(shown.record.layer)}`);
+  // The layer travels zstd-compressed; its uncompressed digest (the layer CID) is kept as the
+  // diff id, and zstd itself restores the canonical tar from the registry's copy.
+  assert.is(raw.layers[0].mediaType, 'application/vnd.oci.image.layer.v1.tar+zstd');
+  assert.is(raw.layers[0].annotations['vnd.strata.layer.diff-id'], `sha256:${cidHex(shown.record.layer)}`);
+  const tar = mustRun('zstd', ['-dc', reg.blobDataPath(raw.layers[0].digest)]).stdout;
+  assert.is(createHash('sha256').update(tar).digest('hex'), cidHex(shown.record.layer));
+  assert.is(raw.layers[0].annotations['vnd.strata.layer.diff-size'], String(tar.length));
+  assert.ok(raw.layers[0].size < tar.length, 'the layer went compressed');
   assert.is(raw.layers[1].digest, `sha256:${cidHex(shown.record.manifest)}`);
   // skopeo's config is the record, byte for byte.
   const config = mustRun('skopeo', ['inspect', '--tls-verify=false', '--raw', '--config', `docker://${target}:base_1`]).stdout;
@@ -223,15 +234,20 @@ test('a restricted module is refused to a remote not marked site-internal, allow
   strataJson(S, ['store', 'remote', 'add', 'hub', `${reg.host}/public`]);
   strataJson(S, ['store', 'remote', 'add', 'site', `${reg.host}/internal`, '--site-internal']);
 
-  const line = assertOneLineError(strata(S, ['store', 'push', 'hub', 'lic/vasp-6']), 'restricted push to hub');
+  // Named, it refuses the whole push before anything is sent, free/1 included.
+  const line = assertOneLineError(strata(S, ['store', 'push', 'hub', 'lic/vasp-6', 'free/1']), 'restricted push to hub');
   assert.is(line, 'strata: lic/vasp-6 is restricted to group vasp: refusing to push it to hub, which is not marked site-internal (add the remote with --site-internal if it never leaves the site)');
-  // Pushing everything refuses before sending anything, free/1 included.
-  assertOneLineError(strata(S, ['store', 'push', 'hub']), 'push all to hub', /lic\/vasp-6 is restricted/);
   assert.is.not(run('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${reg.host}/public:free_1`]).code, 0, 'nothing was sent');
   // A REGISTRY/REPO that is no site-internal remote is refused too.
   assertOneLineError(strata(S, ['store', 'push', `${reg.host}/elsewhere`, 'lic/vasp-6']), 'restricted push by URL', /refusing to push it to 127\.0\.0\.1:\d+\/elsewhere/);
+  // Pushing everything sends what the remote may receive and lists what it skipped (exit 0).
+  const text = strata(S, ['store', 'push', 'hub']);
+  assert.is(text.code, 0, text.stderr);
+  assert.match(text.stdout.toString(), /^pushed free\/1 as hub:free_1 /m);
+  assert.match(text.stdout.toString(), /^skipped lic\/vasp-6: restricted to group vasp; hub is not marked site-internal$/m);
   const tags = (repo: string) => JSON.parse(mustRun('skopeo', ['list-tags', '--tls-verify=false', `docker://${reg.host}/${repo}`], {}).stdout.toString() || '{}');
-  const pushed = strataJson<Array<{ record: string }>>(S, ['store', 'push', 'hub', 'free/1']);
+  const pushed = strataJson<Array<{ fullName: string; record: string; status: string; reason?: string }>>(S, ['store', 'push', 'hub']);
+  assert.equal(pushed.map((p) => [p.fullName, p.status]), [['free/1', 'unchanged'], ['lic/vasp-6', 'skipped']]);
   // Only free/1 went out: its fullName tag and its record-CID tag, nothing of lic/vasp-6.
   assert.equal([...tags('public').Tags].sort(), [pushed[0]!.record, 'free_1'].sort());
 
@@ -242,4 +258,75 @@ test('a restricted module is refused to a remote not marked site-internal, allow
   assert.equal([...tags('internal').Tags].sort(), [ok[0]!.record, 'lic_vasp-6'].sort());
 });
 
-test.run();
+test("default marks travel: pull applies the remote's mark unless the store has its own", async ({ dir, reg }) => {
+  const target = `${reg.host}/${REPO}`;
+  const A = join(dir, 'A');
+  const trees = ['one', 'two', 'zero'].map((n) => {
+    const t = join(dir, n);
+    mkdirSync(t);
+    writeFileSync(join(t, 'f'), `${n}\n`);
+    return t;
+  });
+  strataJson(A, ['store', 'import', 'tool/1', trees[0]!]);
+  strataJson(A, ['store', 'import', 'tool/2', trees[1]!, '--default']);
+  const pushed = strataJson<Array<{ fullName: string; default?: boolean }>>(A, ['store', 'push', target]);
+  assert.equal(pushed.map((p) => [p.fullName, p.default ?? false]), [['tool/1', false], ['tool/2', true]]);
+  // The marks are an artifact of their own, readable by skopeo.
+  const config = JSON.parse(mustRun('skopeo', ['inspect', '--tls-verify=false', '--raw', '--config', `docker://${target}:strata-defaults`]).stdout.toString());
+  assert.equal(config, { defaults: { tool: 'tool/2' } });
+
+  const defaults = (store: string) => strataJson<Array<{ fullName: string; isDefault: boolean }>>(store, ['store', 'ls'])
+    .filter((m) => m.isDefault).map((m) => m.fullName);
+  const B = join(dir, 'B');
+  const pulled = strataJson<Array<{ fullName: string; default?: boolean }>>(B, ['store', 'pull', target]);
+  assert.equal(pulled.map((p) => [p.fullName, p.default ?? false]).sort(), [['tool/1', false], ['tool/2', true]]);
+  assert.equal(defaults(B), ['tool/2']);
+  // A store with its own mark keeps it; one that pulls only tool/1 gets no mark for it.
+  const C = join(dir, 'C');
+  strataJson(C, ['store', 'import', 'tool/0', trees[2]!, '--default']);
+  strataJson(C, ['store', 'pull', target]);
+  assert.equal(defaults(C), ['tool/0']);
+  const D = join(dir, 'D');
+  strataJson(D, ['store', 'pull', target, 'tool/1']);
+  assert.equal(defaults(D), []);
+  // Moving the mark in A and pushing again moves it on the remote.
+  strataJson(A, ['store', 'default', 'tool/1']);
+  strataJson(A, ['store', 'push', target]);
+  const E = join(dir, 'E');
+  strataJson(E, ['store', 'pull', target]);
+  assert.equal(defaults(E), ['tool/1']);
+});
+
+test('gzip and the first, uncompressed form: pushed as asked, pulled to the same modules', async ({ dir, reg }) => {
+  const A = join(dir, 'A');
+  const tree = join(dir, 'base-tree');
+  makeSmallTree(tree);
+  strataJson(A, ['store', 'import', 'base/1', tree]);
+  const layerOf = (fullName: string) => cidHex(strataJson(A, ['store', 'show', fullName]).record.layer);
+  for (const [compression, type, tool] of [['gzip', 'application/vnd.oci.image.layer.v1.tar+gzip', 'gzip'],
+    ['none', 'application/vnd.oci.image.layer.v1.tar', undefined]] as const) {
+    const target = `${reg.host}/form/${compression}`;
+    strataJson(A, ['store', 'push', target, '--compression', compression]);
+    const raw = JSON.parse(mustRun('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${target}:base_1`]).stdout.toString());
+    assert.is(raw.layers[0].mediaType, type);
+    if (tool) {
+      const tar = mustRun(tool, ['-dc', reg.blobDataPath(raw.layers[0].digest)]).stdout;
+      assert.is(createHash('sha256').update(tar).digest('hex'), layerOf('base/1'));
+    } else {
+      assert.is(raw.layers[0].digest, `sha256:${layerOf('base/1')}`);
+      assert.is(raw.layers[0].annotations, undefined, 'the first form, byte for byte');
+    }
+    const B = join(dir, `B-${compression}`);
+    strataJson(B, ['store', 'pull', target]);
+    assert.equal(strataJson(B, ['store', 'ls']).map((m: { fullName: string; record: string }) => [m.fullName, m.record]),
+      strataJson(A, ['store', 'ls']).map((m: { fullName: string; record: string }) => [m.fullName, m.record]));
+    assert.is(strataJson(B, ['store', 'verify']).problems.length, 0);
+  }
+  const bad = strata(A, ['store', 'push', `${reg.host}/x`, '--compression', 'xz']);
+  assert.is(bad.code, 2, 'a usage error');
+  assert.match(bad.stderr, /^strata: --compression takes zstd, gzip or none, not 'xz'/);
+});
+
+const why = missing({ tools: ['docker-registry', 'skopeo', 'script'] });
+if (why) skipSuite('remote: push, pull, remotes, fetch-missing', why);
+else test.run();

@@ -2,6 +2,7 @@
  * `strata store push | pull | remote …`: sharing modules through OCI registries.
  */
 import { Command } from 'commander';
+import { usage } from '../errors.js';
 import { result } from '../output.js';
 import { table } from '../output.js';
 import { human } from '../progress.js';
@@ -10,15 +11,23 @@ import type { Action } from './action.js';
 export function remoteCommands(store: Command, action: Action): void {
   store
     .command('push <target> [modules...]')
-    .description('push modules (default: all) to REGISTRY/REPO or a configured remote')
+    .description('push modules (default: all that the remote may receive) to REGISTRY/REPO or a configured remote')
+    .option('--compression <kind>', 'layer compression: zstd (default), gzip or none')
     .action(
-      action(async (ctx, target: string, modules: string[]) => {
-        const r = await (await ctx.store()).push(target, modules, ctx.transfer());
+      action(async (ctx, target: string, modules: string[], o: { compression?: string }) => {
+        const compression = o.compression ?? 'zstd';
+        if (compression !== 'zstd' && compression !== 'gzip' && compression !== 'none') {
+          throw usage(`--compression takes zstd, gzip or none, not '${compression}'`);
+        }
+        const r = await (await ctx.store()).push(target, modules, { ...ctx.transfer(), compression });
+        const mark = (p: { default?: boolean }) => (p.default ? ' (default)' : '');
         return result(r, () =>
           r.map((p) =>
-            p.status === 'unchanged'
-              ? `${p.fullName}: already on ${target} as ${p.tag}`
-              : `pushed ${p.fullName} as ${target}:${p.tag} (${p.uploaded.length} of 3 blobs sent)  ${p.digest}`,
+            p.status === 'skipped'
+              ? `skipped ${p.fullName}: ${p.reason}`
+              : p.status === 'unchanged'
+                ? `${p.fullName}: already on ${target} as ${p.tag}${mark(p)}`
+                : `pushed ${p.fullName} as ${target}:${p.tag}${mark(p)} (${p.uploaded.length} of 3 blobs sent)  ${p.digest}`,
           ),
         );
       }),
@@ -32,7 +41,12 @@ export function remoteCommands(store: Command, action: Action): void {
       action(async (ctx, source: string, refs: string[], o: { force?: boolean }) => {
         const r = await (await ctx.store()).pull(source, refs, { ...ctx.transfer(), force: o.force });
         return result(r, () =>
-          r.map((p) => (p.status === 'unchanged' ? `${p.fullName}: already in the store, unchanged` : `${p.status} ${p.fullName}  record ${p.record}  (${human(p.bytes)})`)),
+          r.map((p) => {
+            const mark = p.default ? ' (now the default)' : '';
+            return p.status === 'unchanged'
+              ? `${p.fullName}: already in the store, unchanged${mark}`
+              : `${p.status} ${p.fullName}  record ${p.record}  (${human(p.bytes)})${mark}`;
+          }),
         );
       }),
     );

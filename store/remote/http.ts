@@ -1,11 +1,17 @@
 /**
- * The HTTP transport under the registry client: one request, no retry, no auth. node:http and
- * node:https only.
+ * The HTTP transport under the registry client: one request, no retry, no auth, no redirect.
+ * node:http and node:https only.
  *
  * send() resolves with the response as soon as its head arrives; the caller owns the body and
  * must read it to the end (readBody, drain) or destroy it. A request body given as an
  * AsyncIterable is pulled while the request is written and is always ended: on success by being
  * read to the end, on failure by `return()` (Readable.from + pipeline destroy it).
+ *
+ * Bounds: a connection silent for `timeoutMs` fails with NetError ETIMEDOUT; at `deadline`
+ * (epoch ms) the request and its response are cut with NetError EDEADLINE however fast bytes
+ * still trickle, so no single connection outlives its operation. readBody() refuses a body
+ * longer than its limit and drain() discards at most DRAIN_LIMIT bytes before cutting the
+ * connection: an endless body costs a bounded amount of memory and time.
  */
 import { request as httpRequest, Agent as HttpAgent, type IncomingMessage } from 'node:http';
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
@@ -20,6 +26,8 @@ export interface SendOptions {
   body?: Body;
   /** Idle socket timeout; on expiry the request fails with a retryable NetError. */
   timeoutMs: number;
+  /** Epoch ms at which the request and its response are cut (NetError EDEADLINE). */
+  deadline?: number;
   agents: Agents;
 }
 
@@ -48,7 +56,7 @@ export class NetError extends Error {
 const NET_CODES = new Set([
   'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'EHOSTUNREACH',
   'ENETUNREACH', 'ENETDOWN', 'EAI_AGAIN', 'ERR_STREAM_PREMATURE_CLOSE', 'UND_ERR_SOCKET',
-  'ERR_HTTP_REQUEST_TIMEOUT',
+  'ERR_HTTP_REQUEST_TIMEOUT', 'EDEADLINE',
 ]);
 
 /** True for errors of the network rather than of the caller or the data. */
@@ -68,6 +76,9 @@ export function describeNetError(e: unknown): string {
 export function send(url: URL, opts: SendOptions): Promise<IncomingMessage> {
   const isHttps = url.protocol === 'https:';
   const fn = isHttps ? httpsRequest : httpRequest;
+  if (opts.deadline !== undefined && Date.now() >= opts.deadline) {
+    return Promise.reject(new NetError('EDEADLINE', 'deadline reached'));
+  }
   return new Promise((resolve, reject) => {
     const req = fn(url, {
       method: opts.method,
@@ -75,6 +86,22 @@ export function send(url: URL, opts: SendOptions): Promise<IncomingMessage> {
       agent: isHttps ? opts.agents.https : opts.agents.http,
     });
     let settled = false;
+    let timer: NodeJS.Timeout | undefined;
+    if (opts.deadline !== undefined) {
+      const cut = () => {
+        const e = new NetError('EDEADLINE', 'deadline reached');
+        req.destroy(e);
+        current?.destroy(e);
+      };
+      let current: IncomingMessage | undefined;
+      timer = setTimeout(cut, Math.max(0, opts.deadline - Date.now()));
+      timer.unref();
+      req.on('response', (res) => {
+        current = res;
+        res.on('close', () => clearTimeout(timer));
+      });
+      req.on('error', () => { if (!current) clearTimeout(timer); });
+    }
     req.setTimeout(opts.timeoutMs, () => {
       req.destroy(new NetError('ETIMEDOUT', `no answer for ${Math.round(opts.timeoutMs / 1000)} s`));
     });
@@ -116,9 +143,22 @@ export async function readBody(res: IncomingMessage, limit: number): Promise<Buf
   return Buffer.concat(parts);
 }
 
-/** Discards a response body so the socket can be reused; errors are ignored. */
+/** The most drain() reads before it cuts the connection instead. */
+export const DRAIN_LIMIT = 64 << 10;
+
+/**
+ * Discards a response body so the socket can be reused; errors are ignored. A body longer
+ * than DRAIN_LIMIT is not read on: the connection is destroyed.
+ */
 export async function drain(res: IncomingMessage): Promise<void> {
+  let n = 0;
   try {
-    for await (const _ of res) { /* discard */ }
+    for await (const chunk of res) {
+      n += (chunk as Buffer).length;
+      if (n > DRAIN_LIMIT) {
+        res.destroy();
+        return;
+      }
+    }
   } catch { /* the connection is gone either way */ }
 }
