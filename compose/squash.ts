@@ -20,7 +20,7 @@ import { StrataError, COMPOSE_ERR } from './errors.js';
 import type { LoadedModule, Store, LayerEntry } from '../store/index.js';
 import { forEachPlannedFile, plannedBytes } from './merge.js';
 import { planOutput } from './outputs.js';
-import { checkSquashOptions, SquashfsWriter, type SquashOptions } from './squashfs/writer.js';
+import { checkSquashOptions, SquashfsWriter, type SquashOptions } from './image/index.js';
 
 export interface ImageOptions {
   compressor?: SquashOptions['compressor'];
@@ -57,8 +57,7 @@ export function checkImageOptions(opts: ImageOptions): void {
 export async function buildImage(store: Store, mods: LoadedModule[], out: string, opts: ImageOptions = {}): Promise<ImageResult> {
   await checkOutput(out);
   const { plan, embedded } = await planOutput(store, mods);
-  const tmp = path.join(path.dirname(path.resolve(out)), `.${path.basename(out)}.strata-${process.pid}`);
-  const writer = await SquashfsWriter.create(tmp, {
+  const writer = await SquashfsWriter.create(out, {
     compressor: opts.compressor ?? 'zstd',
     level: opts.level,
     blockSize: opts.blockSize,
@@ -85,11 +84,9 @@ export async function buildImage(store: Store, mods: LoadedModule[], out: string
     });
     for (const [p, content] of embedded) await writer.addFile(finalEntry.get(p)!, once(content), 'strata-metadata');
     const r = await writer.finish();
-    await fsp.rename(tmp, out);
     return { out, sha256: await sha256File(out), bytes: r.bytes, entries: plan.entries.length, aclPaths, cacheHits: r.cacheHits, cacheMisses: r.cacheMisses };
   } catch (e) {
     await writer.abort().catch(() => undefined);
-    await fsp.rm(tmp, { force: true });
     throw e;
   }
 }

@@ -1,5 +1,5 @@
 /**
- * Byte identity and the compressed-block cache of compose/squashfs/writer.ts: the same
+ * Byte identity and the compressed-block cache of compose/image/squashfs/writer.ts: the same
  * entries give the same sha256 with 1 or 2 workers, cold or warm cache, any addEntry order,
  * as root or as an unprivileged user (gzip and zstd); a damaged cache entry is a miss, never
  * bad output; changing one group's file recompresses only that group's blocks.
@@ -12,8 +12,8 @@ import { chmodSync, closeSync, openSync, readFileSync, readSync, statSync, trunc
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LayerEntry } from '../store/types.js';
-import { SquashfsWriter, type SquashOptions } from '../compose/squashfs/writer.js';
-import { listCacheEntries, PACK_RECORD_HEADER, type CacheEntry } from '../compose/squashfs/block-cache.js';
+import { SquashfsWriter, type SquashOptions } from '../compose/image/index.js';
+import { listCacheEntries, PACK_RECORD_HEADER, type CacheEntry } from '../compose/image/shared/block-cache.js';
 import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
 import { noise } from './helpers/random.js';
 
