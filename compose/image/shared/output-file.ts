@@ -91,6 +91,19 @@ export class OutputFile {
     }
   }
 
+  /** sha256 (hex) of the temp file as it is now, read through its descriptor. */
+  async sha256(): Promise<string> {
+    const h = createHash('sha256');
+    const buf = Buffer.allocUnsafe(1 << 20);
+    for (let pos = 0; ; ) {
+      const { bytesRead } = await this.fh.read(buf, 0, buf.length, pos);
+      if (bytesRead === 0) break;
+      h.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
+    return h.digest('hex');
+  }
+
   /** Sets the final group and mode, syncs, renames over the destination, syncs the directory. */
   async commit(): Promise<void> {
     const umask = process.umask();

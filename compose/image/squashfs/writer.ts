@@ -55,6 +55,8 @@ export interface SquashOptions {
 export interface SquashResult {
   /** Image size on disk (padded to 4096). */
   bytes: number;
+  /** sha256 (hex) of the image file, read back from the file before it was renamed into place. */
+  sha256: string;
   inodes: number;
   cacheHits: number;
   cacheMisses: number;
@@ -579,6 +581,6 @@ export class SquashfsWriter {
     await this.file.writeAll(sb, 0);
     const padded = Math.ceil(bytesUsed / PAD) * PAD;
     await this.file.fh.truncate(padded);
-    return { bytes: padded, inodes: count, cacheHits: this.hits, cacheMisses: this.misses };
+    return { bytes: padded, sha256: await this.file.sha256(), inodes: count, cacheHits: this.hits, cacheMisses: this.misses };
   }
 }
