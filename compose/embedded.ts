@@ -13,11 +13,13 @@ import { lockText } from './lock.js';
 import type { EntryAcl, LayerEntry, EnvOp } from '../store/index.js';
 
 export interface AclIndexEntry extends EntryAcl {
-  /** The path's permission bits as the layers give them (an image may narrow the group bits). */
+  /** The path's permission bits as the layers give them (an image may narrow them). */
   mode: number;
+  /** The path's owning group as the layers give it (an image may switch it to a group its ACL names). */
+  gid?: number;
 }
 
-/** /.strata/acl.json: `{ aclVersion: 1, entries: { "<path>": { mode, access?, default? } } }` */
+/** /.strata/acl.json: `{ aclVersion: 1, entries: { "<path>": { mode, gid, access?, default? } } }` */
 export interface AclIndex {
   aclVersion: 1;
   entries: Record<string, AclIndexEntry>;

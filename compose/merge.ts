@@ -36,7 +36,7 @@ export async function planMerge(
 export function aclIndex(root: MergeNode): AclIndex {
   const entries: AclIndex['entries'] = {};
   const walk = (n: MergeNode, p: string) => {
-    if (n.entry.acl && (n.entry.acl.access || n.entry.acl.default)) entries[p] = { mode: n.entry.mode, ...n.entry.acl };
+    if (n.entry.acl && (n.entry.acl.access || n.entry.acl.default)) entries[p] = { mode: n.entry.mode, gid: n.entry.gid, ...n.entry.acl };
     if (!n.children) return;
     for (const name of [...n.children.keys()].sort(comparePaths)) walk(n.children.get(name)!, p === '.' ? name : `${p}/${name}`);
   };

@@ -88,7 +88,7 @@ export async function inspectTarget(target: string): Promise<InspectInfo> {
     throw new StrataError(COMPOSE_ERR.NOT_FOUND, `${target} does not exist`);
   }
   if (st.isDirectory()) return describe(target, 'sandbox', async (p) => fsp.readFile(path.join(target, p)).catch(() => undefined));
-  const { SquashfsImage } = await import('./squashfs/reader.js');
+  const { SquashfsImage } = await import('./image/index.js');
   const img = await SquashfsImage.open(target);
   try {
     return await describe(target, 'squashfs image', async (p) => ((await img.stat(p)) ? img.readFile(p) : undefined));

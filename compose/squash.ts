@@ -8,19 +8,22 @@
  * block cache when only another layer changed. The embedded metadata comes last.
  *
  * ACLs: SquashFS cannot store them. They stay in /.strata/acl.json (with each path's original
- * mode), and the image's mode group bits are set to what the ACL actually grants the owning
- * group (group:: & mask) — never the mask, which would widen access.
+ * mode), and each inode with an access ACL gets the mode and owning group of native/acl.ts
+ * narrowedNode(), preferring the licence group of the module the path comes from: nobody
+ * gets more than the ACL gave them, and the licence group keeps what it was granted.
+ *
+ * Licensed stacks (outputLicence): the image file is created for the licence group only (no
+ * access for others), and the compressed blocks of restricted modules (and of the embedded
+ * metadata) are cached in packs of that group with no access for others.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { aclFromText, groupClassGrant } from '../native/acl.js';
+import { aclFromText, narrowedNode } from '../native/acl.js';
 import { StrataError, COMPOSE_ERR } from './errors.js';
 import type { LoadedModule, Store, LayerEntry } from '../store/index.js';
 import { forEachPlannedFile, plannedBytes } from './merge.js';
-import { planOutput } from './outputs.js';
-import { checkSquashOptions, SquashfsWriter, type SquashOptions } from './squashfs/writer.js';
+import { outputLicence, planOutput } from './outputs.js';
+import { checkSquashOptions, SquashfsWriter, type SquashOptions } from './image/index.js';
 
 export interface ImageOptions {
   compressor?: SquashOptions['compressor'];
@@ -43,10 +46,15 @@ export interface ImageResult {
   cacheMisses: number;
 }
 
-/** The mode an image stores for an entry with an access ACL: group bits = what group:: really gets. */
-export function imageMode(e: LayerEntry): number {
-  if (!e.acl?.access) return e.mode;
-  return (e.mode & ~0o070) | (groupClassGrant(aclFromText(e.acl.access)) << 3);
+/**
+ * What an image stores for an entry with an access ACL (the ACL itself goes to
+ * /.strata/acl.json): narrowedNode's mode and, when it moves the node to a group the ACL names
+ * (`prefer`: the licence group's gid, for entries of a restricted module), that owning group.
+ */
+export function imageEntry(e: LayerEntry, prefer?: number): LayerEntry {
+  if (!e.acl?.access) return e;
+  const n = narrowedNode(e.mode, aclFromText(e.acl.access), prefer === undefined ? {} : { prefer });
+  return { ...e, mode: n.mode, ...(n.gid !== undefined ? { gid: n.gid } : {}) };
 }
 
 /** Throws ERR_IMAGE_OPTIONS (with a hint) for options no image can be built with. */
@@ -55,23 +63,26 @@ export function checkImageOptions(opts: ImageOptions): void {
 }
 
 export async function buildImage(store: Store, mods: LoadedModule[], out: string, opts: ImageOptions = {}): Promise<ImageResult> {
+  const licence = outputLicence(mods);
   await checkOutput(out);
   const { plan, embedded } = await planOutput(store, mods);
-  const tmp = path.join(path.dirname(path.resolve(out)), `.${path.basename(out)}.strata-${process.pid}`);
-  const writer = await SquashfsWriter.create(tmp, {
+  const writer = await SquashfsWriter.create(out, {
     compressor: opts.compressor ?? 'zstd',
     level: opts.level,
     blockSize: opts.blockSize,
     workers: opts.workers,
     cacheDir: opts.cache === false ? undefined : store.cacheDir,
     mkfsTime: 0,
+    ...(licence ? { access: { gid: licence.gid } } : {}),
   });
+  const restricted = (layer: number): boolean => mods[layer]?.record.restricted != null;
+  const cacheOf = (licensed: boolean) => (licence && licensed ? { cacheGid: licence.gid } : {});
   try {
     const finalEntry = new Map<string, LayerEntry>();
     let aclPaths = 0;
-    for (const { entry } of plan.entries) {
+    for (const { entry, layer } of plan.entries) {
       if (entry.acl) aclPaths++;
-      const e = entry.acl?.access ? { ...entry, mode: imageMode(entry) } : entry;
+      const e = imageEntry(entry, licence && restricted(layer) ? licence.gid : undefined);
       if (e.type === 'file') finalEntry.set(e.path, e);
       else writer.addEntry(e);
     }
@@ -79,17 +90,15 @@ export async function buildImage(store: Store, mods: LoadedModule[], out: string
     const total = plannedBytes(plan);
     await forEachPlannedFile(store, mods, plan, async (dest, body, i) => {
       const e = finalEntry.get(dest)!;
-      await writer.addFile(e, body, mods[i]!.record.layer);
+      await writer.addFile(e, body, mods[i]!.record.layer, cacheOf(restricted(i)));
       bytes += e.size;
       opts.onProgress?.(bytes, total);
     });
-    for (const [p, content] of embedded) await writer.addFile(finalEntry.get(p)!, once(content), 'strata-metadata');
+    for (const [p, content] of embedded) await writer.addFile(finalEntry.get(p)!, once(content), 'strata-metadata', cacheOf(true));
     const r = await writer.finish();
-    await fsp.rename(tmp, out);
-    return { out, sha256: await sha256File(out), bytes: r.bytes, entries: plan.entries.length, aclPaths, cacheHits: r.cacheHits, cacheMisses: r.cacheMisses };
+    return { out, sha256: r.sha256, bytes: r.bytes, entries: plan.entries.length, aclPaths, cacheHits: r.cacheHits, cacheMisses: r.cacheMisses };
   } catch (e) {
     await writer.abort().catch(() => undefined);
-    await fsp.rm(tmp, { force: true });
     throw e;
   }
 }
@@ -107,10 +116,4 @@ async function checkOutput(out: string): Promise<void> {
 
 async function* once(b: Buffer): AsyncGenerator<Buffer> {
   yield b;
-}
-
-async function sha256File(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const c of createReadStream(file, { highWaterMark: 1 << 20 })) h.update(c as Buffer);
-  return h.digest('hex');
 }

@@ -87,22 +87,48 @@ function perms(text: string): number {
   return (text[0] === 'r' ? 4 : 0) | (text[1] === 'w' ? 2 : 0) | (text[2] === 'x' ? 1 : 0);
 }
 
-/** What an access ACL grants the owning group: group:: & mask:: (group:: when there is no mask). */
-export function ownerGroupGrant(access: string): number {
-  const entries = access.split(',');
-  const g = entries.find((e) => e.startsWith('group::'));
-  const m = entries.find((e) => e.startsWith('mask::'));
-  if (!g) throw new Error(`no group:: entry in ${access}`);
-  return perms(g.slice(7)) & (m ? perms(m.slice(6)) : 7);
+/**
+ * The mode and owning group an image gives a node with this access ACL (getfacl text, numeric
+ * ids), written from the rule in spec/compose.md (not from strata's code): every class gets
+ * the least any user falling into it had. When `prefer` is a named group, or the ACL names
+ * exactly one group, that group owns the node and gets its entry & mask & every named user's
+ * entry & mask; others get other:: & every other named entry & mask & group:: & mask. Else the
+ * owning group keeps group:: & mask & named users', others other:: & every named entry & mask.
+ * A switched group drops setgid.
+ */
+export function narrowedNode(mode: number, access: string, prefer?: number): { mode: number; gid?: number } {
+  const entries = access.split(',').map((e) => {
+    const [tag, id, p] = e.split(':');
+    return { tag: tag!, id: id === '' ? undefined : Number(id), perm: perms(p!) };
+  });
+  const one = (tag: string) => entries.find((e) => e.tag === tag && e.id === undefined)!.perm;
+  const mask = entries.find((e) => e.tag === 'mask')?.perm ?? 7;
+  const users = entries.filter((e) => e.tag === 'user' && e.id !== undefined).map((e) => e.perm & mask);
+  const groups = entries.filter((e) => e.tag === 'group' && e.id !== undefined);
+  const and = (xs: number[]) => xs.reduce((a, b) => a & b, 7);
+  const chosen = groups.find((g) => g.id === prefer) ?? (groups.length === 1 ? groups[0] : undefined);
+  const user = one('user');
+  let group: number;
+  let other: number;
+  if (chosen) {
+    group = chosen.perm & mask & and(users);
+    other = one('other') & one('group') & mask & and(users) & and(groups.filter((g) => g !== chosen).map((g) => g.perm & mask));
+  } else {
+    group = one('group') & mask & and(users);
+    other = one('other') & and(users) & and(groups.map((g) => g.perm & mask));
+  }
+  const special = mode & 0o7000 & (chosen ? ~0o2000 : 0o7777);
+  return { mode: special | (user << 6) | (group << 3) | other, ...(chosen ? { gid: chosen.id! } : {}) };
 }
 
 /**
- * The tree an image must hold, given the sandbox: every path with an access ACL gets group
- * bits group:: & mask (the rest of the mode unchanged), and no path keeps an ACL.
+ * The tree an image must hold, given the sandbox: every path with an access ACL gets the
+ * narrowed mode and owning group (narrowedNode above), and no path keeps an ACL.
  * `aclPaths` lists every name with an ACL, `aclInodes` one name per inode (hard links share
- * their ACL; /.strata/acl.json names the first of the group).
+ * their ACL; /.strata/acl.json names the first of the group); `changed` the paths whose mode
+ * or group the image changes.
  */
-export function narrowedForImage(sandbox: TreeSnapshot): { snap: TreeSnapshot; aclPaths: string[]; aclInodes: string[]; changed: string[] } {
+export function narrowedForImage(sandbox: TreeSnapshot, prefer?: number): { snap: TreeSnapshot; aclPaths: string[]; aclInodes: string[]; changed: string[] } {
   const snap: TreeSnapshot = new Map();
   const aclPaths: string[] = [];
   const changed: string[] = [];
@@ -110,8 +136,10 @@ export function narrowedForImage(sandbox: TreeSnapshot): { snap: TreeSnapshot; a
     const copy: TreeNode = { ...n, xattrs: { ...n.xattrs }, acl: {} };
     if (n.acl.access) {
       aclPaths.push(p);
-      copy.mode = (n.mode & ~0o070) | (ownerGroupGrant(n.acl.access) << 3);
-      if (copy.mode !== n.mode) changed.push(p);
+      const r = narrowedNode(n.mode, n.acl.access, prefer);
+      copy.mode = r.mode;
+      if (r.gid !== undefined) copy.gid = r.gid;
+      if (copy.mode !== n.mode || copy.gid !== n.gid) changed.push(p);
     } else if (n.acl.default) {
       aclPaths.push(p);
     }

@@ -12,7 +12,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { listCacheEntries, type CacheEntry } from '../compose/squashfs/block-cache.js';
+import { listCacheEntries, type CacheEntry } from '../compose/image/shared/block-cache.js';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
 import { CID } from 'multiformats/cid';

@@ -1,5 +1,5 @@
 /**
- * Byte identity and the compressed-block cache of compose/squashfs/writer.ts: the same
+ * Byte identity and the compressed-block cache of compose/image/squashfs/writer.ts: the same
  * entries give the same sha256 with 1 or 2 workers, cold or warm cache, any addEntry order,
  * as root or as an unprivileged user (gzip and zstd); a damaged cache entry is a miss, never
  * bad output; changing one group's file recompresses only that group's blocks.
@@ -8,12 +8,12 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
-import { chmodSync, closeSync, openSync, readFileSync, readSync, statSync, truncateSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, closeSync, openSync, readFileSync, readSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LayerEntry } from '../store/types.js';
-import { SquashfsWriter, type SquashOptions } from '../compose/squashfs/writer.js';
-import { listCacheEntries, PACK_RECORD_HEADER, type CacheEntry } from '../compose/squashfs/block-cache.js';
+import { SquashfsWriter, type SquashOptions } from '../compose/image/index.js';
+import { listCacheEntries, PACK_RECORD_HEADER, type CacheEntry } from '../compose/image/shared/block-cache.js';
 import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
 import { noise } from './helpers/random.js';
 
@@ -190,6 +190,48 @@ Cache('a corrupt, torn, foreign or missing cache record is a miss, output unchan
   const fourth = await build(items, join(tmp, 'd.sqfs'), opts);
   assert.is(fourth.cacheHits, 0, 'cache deleted: everything recompressed');
   assert.is(sha(join(tmp, 'd.sqfs')), sha(join(tmp, 'a.sqfs')));
+});
+
+Cache('a pack record whose payload was swapped for another block\'s, digest made consistent, is a miss: same bytes as no cache', async () => {
+  const items = tree();
+  const cache = join(tmp, 'cache');
+  const opts: SquashOptions = { compressor: 'zstd', blockSize: BS, workers: 2, cacheDir: cache };
+  const noCache = await build(items, join(tmp, 'none.sqfs'), { ...opts, cacheDir: undefined });
+  const first = await build(items, join(tmp, 'a.sqfs'), opts);
+  const all = listCacheEntries(cache);
+  const [a, b] = all.filter((e) => !e.raw && e.payload.length < e.rawLength);
+  assert.ok(a && b && !a.payload.equals(b.payload));
+  assert.ok(b.payload.length < a.rawLength, 'the swapped payload fits the record');
+  // Remove a's index record, then plant a new pack with a's key, a's raw length, b's payload
+  // and b's payload digest: a record every structural check accepts.
+  const idx = a.pack.replace(/\.pack$/, '.idx');
+  const ib = readFileSync(idx);
+  const keep: Buffer[] = [];
+  for (let o = 0; o < ib.length; o += 48) if (ib.subarray(o, o + 32).toString('hex') !== a.key) keep.push(ib.subarray(o, o + 48));
+  writeFileSync(idx, Buffer.concat(keep));
+  const head = Buffer.alloc(PACK_RECORD_HEADER);
+  head.write('SQBP', 0, 'latin1');
+  head.writeUInt32LE(0, 4);
+  head.writeUInt32LE(a.rawLength, 8);
+  head.writeUInt32LE(b.payload.length, 12);
+  Buffer.from(a.key, 'hex').copy(head, 16);
+  createHash('sha256').update(b.payload).digest().copy(head, 48);
+  const planted = join(dirname(a.pack), 'zzzz-planted');
+  writeFileSync(`${planted}.pack`, Buffer.concat([head, b.payload]));
+  const rec = Buffer.alloc(48);
+  Buffer.from(a.key, 'hex').copy(rec, 0);
+  rec.writeUInt32LE(b.payload.length, 40);
+  writeFileSync(`${planted}.idx`, rec);
+  assert.ok(listCacheEntries(cache).some((e) => e.key === a.key && e.payload.equals(b.payload)), 'the planted record reads back as intact');
+
+  const second = await build(items, join(tmp, 'b.sqfs'), opts);
+  assert.is(second.cacheMisses, 1, 'the swapped record is a miss');
+  assert.is(second.cacheHits, first.cacheMisses - 1);
+  assert.is(sha(join(tmp, 'b.sqfs')), sha(join(tmp, 'none.sqfs')), 'same bytes as with no cache');
+  assert.is(noCache.cacheHits + noCache.cacheMisses, 0);
+  const third = await build(items, join(tmp, 'c.sqfs'), opts);
+  assert.is(third.cacheMisses, 0, 'the block was cached again, correctly');
+  assert.is(sha(join(tmp, 'c.sqfs')), sha(join(tmp, 'none.sqfs')));
 });
 
 Cache('changing one layer recompresses only that layer: fragments are packed per group', async () => {

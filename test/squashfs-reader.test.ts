@@ -1,5 +1,5 @@
 /**
- * compose/squashfs reader and extractor against images made by the reference mksquashfs
+ * compose/image/squashfs reader and the extractor against images made by the reference mksquashfs
  * (squashfs-tools), checked with the reference unsquashfs and with the source tree itself:
  * - walk()/stat()/readFile()/openFile() against the source tree (lstat, getfattr, sha256)
  *   and against `unsquashfs -lln` (paths, order, types, modes, owners, sizes, devices), for
@@ -24,10 +24,10 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { SquashfsImage, type ImageEntry } from '../compose/squashfs/reader.js';
+import { SquashfsImage, type ImageEntry } from '../compose/image/index.js';
 import { extractImage } from '../compose/squashfs/extract.js';
-import { SquashfsWriter } from '../compose/squashfs/writer.js';
-import { decodeSuperblock } from '../compose/squashfs/format.js';
+import { SquashfsWriter } from '../compose/image/index.js';
+import { decodeSuperblock } from '../compose/image/squashfs/superblock.js';
 import { isStrataError } from '../store/errors.js';
 import { COMPOSE_ERR } from '../compose/errors.js';
 import { IMAGE_ERR } from '../compose/image/errors.js';
@@ -407,7 +407,7 @@ Reader('extractImage as an unprivileged user skips and counts what it may not do
   const script = join(ctx.work, 'child.mjs');
   writeFileSync(
     script,
-    `const { SquashfsImage } = await import(${JSON.stringify(new URL(`../compose/squashfs/reader.${ext}`, import.meta.url).href)});
+    `const { SquashfsImage } = await import(${JSON.stringify(new URL(`../compose/image/squashfs/reader.${ext}`, import.meta.url).href)});
 const { extractImage } = await import(${JSON.stringify(new URL(`../compose/squashfs/extract.${ext}`, import.meta.url).href)});
 const img = await SquashfsImage.open(${JSON.stringify(image)});
 const seen = [];

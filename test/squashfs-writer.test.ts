@@ -1,5 +1,5 @@
 /**
- * compose/squashfs/writer.ts against the reference tools: an awkward tree is written once by
+ * compose/image/squashfs/writer.ts against the reference tools: an awkward tree is written once by
  * strata's writer (streamed from memory, non-file entries added in reverse order) and once
  * materialized on a tmpfs (which holds 60 KB xattrs, unlike ext4 without ea_inode) and packed
  * by mksquashfs. Checked with unsquashfs -lln (listing), sqfsdiff (contents + metadata),
@@ -15,7 +15,7 @@ import {
 import { join } from 'node:path';
 import { isStrataError } from '../store/errors.js';
 import { comparePaths, type LayerEntry } from '../store/types.js';
-import { SquashfsWriter, type SquashOptions } from '../compose/squashfs/writer.js';
+import { SquashfsWriter, type SquashOptions } from '../compose/image/index.js';
 import { diffTrees } from './helpers/tree.js';
 import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
 import { noise } from './helpers/random.js';
@@ -423,7 +423,7 @@ Writer('usage errors: missing parent, bad options, wrong size, duplicate; abort 
   let w = await SquashfsWriter.create(out, { compressor: 'gzip', workers: 1 });
   w.addEntry(dir('a/b').entry);
   await expectUsage(() => w.finish(), 'missing parent');
-  assert.equal(readdirSync(tmp).filter((n) => n.startsWith('e.sqfs')), [], 'failed finish leaves nothing');
+  assert.equal(readdirSync(tmp).filter((n) => n.startsWith('e.sqfs') || n.startsWith('.strata-tmp-')), [], 'failed finish leaves nothing');
 
   w = await SquashfsWriter.create(out, { compressor: 'gzip', workers: 1 });
   await expectUsage(() => w.addFile(file('f', Buffer.alloc(10)).entry, chunks(Buffer.alloc(9)), 'g'), 'short content');
@@ -436,9 +436,9 @@ Writer('usage errors: missing parent, bad options, wrong size, duplicate; abort 
 
   w = await SquashfsWriter.create(out, { compressor: 'gzip', workers: 2 });
   await w.addFile(file('f', noise(100_000, 1)).entry, chunks(noise(100_000, 1)), 'g');
-  assert.ok(readdirSync(tmp).some((n) => n.startsWith('e.sqfs.tmp-')), 'partial output exists while writing');
+  assert.ok(readdirSync(tmp).some((n) => n.startsWith('.strata-tmp-')), 'partial output exists while writing');
   await w.abort();
-  assert.equal(readdirSync(tmp).filter((n) => n.startsWith('e.sqfs')), [], 'abort removes the partial output');
+  assert.equal(readdirSync(tmp).filter((n) => n.startsWith('e.sqfs') || n.startsWith('.strata-tmp-')), [], 'abort removes the partial output');
 });
 
 Writer.run();

@@ -48,7 +48,7 @@ async function squash(ctx: Context, out: string, o: SquashFlags): Promise<Result
   bar.done();
   const warnings =
     r.aclPaths > 0
-      ? [`${plural(r.aclPaths, 'path carries', 'paths carry')} POSIX ACLs, which SquashFS cannot store: kept in /.strata/acl.json with group bits narrowed to what the ACL grants (restore with \`strata unsquash\`)`]
+      ? [`${plural(r.aclPaths, 'path carries', 'paths carry')} POSIX ACLs, which SquashFS cannot store: kept in /.strata/acl.json, modes narrowed so that no one gets more than the ACL gave them (restore with \`strata unsquash\`)`]
       : [];
   return result(r, () => `wrote ${out}: ${plural(r.entries, 'entry', 'entries')}, ${human(r.bytes)}, sha256 ${r.sha256}`, { warnings });
 }

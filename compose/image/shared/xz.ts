@@ -54,7 +54,8 @@ const FILTER_LZMA2 = 0x21;
 const FILTER_X86 = 0x04;
 
 /** Decodes one .xz stream holding one block; the output is at most `maxOut` bytes. */
-export function xz(src: Buffer, maxOut: number): Buffer {
+export function xz(input: Uint8Array, maxOut: number): Buffer {
+  const src = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
   if (src.length < 12 + 12) fail('stream too short');
   for (let i = 0; i < 6; i++) if (src[i] !== MAGIC[i]) fail('bad stream magic');
   if (src[6] !== 0 || (src[7]! & 0xf0) !== 0) fail('bad stream flags');

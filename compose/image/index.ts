@@ -1,0 +1,14 @@
+/**
+ * The image format library: writes and reads trees of entries as image files. It knows
+ * nothing of modules, stores or locks (compose/ builds on it). Formats live in their folders
+ * (squashfs/); what a second format can share is in shared/:
+ *
+ *   shared/codecs.ts       gzip, zstd, lz4 compressors and decompressors (+ xz decoding)
+ *   shared/worker-pool.ts  worker threads running jobs of one kind (compression)
+ *   shared/block-cache.ts  content-addressed cache of compressed blocks, its size and pruning
+ *   shared/compress-block.ts  one block through cache (verified) and codec
+ *   shared/output-file.ts  temp file beside OUT, O_EXCL|O_NOFOLLOW, one rename
+ */
+export * from './squashfs/index.js';
+export { blockCacheUsage, pruneBlockCache, parseByteSize, listCacheEntries, BLOCK_CACHE_DIR, type BlockCacheUsage, type PruneOptions, type PruneResult, type CacheEntry } from './shared/block-cache.js';
+export { removeStaleTemps, type OutputAccess } from './shared/output-file.js';

@@ -1,0 +1,535 @@
+/**
+ * Content-addressed cache of compressed blocks, shared by the image formats: re-building an
+ * image after one layer changed recompresses only that layer's blocks.
+ *
+ * The cache knows nothing of a format. A caller names a *namespace* (a string fixing
+ * everything that decides the compressed bytes besides the raw block: format, compressor,
+ * library version, level, block size, any job parameter) and gets keys from raw-block digests:
+ *
+ *   key = sha256(namespace + sha256hex(raw))          (32 bytes, hex in the API)
+ *
+ * so a different library build never serves stale bytes. Each record is filed under a *tag*
+ * (the layer the block came from, by its CID) so that a layer's records can be dropped when
+ * no module names it, and may be restricted to a group (blocks of a licensed layer).
+ *
+ * The cache is untrusted input: anyone who could write the directory could have put anything
+ * there. `get` hands a record to the caller's `accept` check (the formats decompress the
+ * payload and compare it with the raw block in hand); a rejected, torn, foreign or corrupt
+ * record is a miss, dropped from this cache's view, and the block is compressed again and
+ * appended anew (a later record of a key wins). What a cache can still do is choose among
+ * encodings of the same content (a payload that decompresses to the right bytes but was made
+ * otherwise): it lives where only its user writes (store.cacheDir).
+ *
+ * Storage, under `<cacheDir>/image-blocks/`:
+ *
+ *   <tag>/<namespace id>/<pid>-<thread>-<random>.pack     records, appended
+ *   <tag>/<namespace id>/<pid>-<thread>-<random>.idx      48-byte index records, appended
+ *
+ * `namespace id` = the first 16 hex digits of sha256(namespace). Every writer (one per worker
+ * thread per build and tag) appends to packs of its own, so concurrent builds need no lock, and
+ * no pack is ever rewritten. A tag directory of a restricted tag is created 0750 and each of
+ * its packs 0640, owned by the tag's group; any other pack is 0644 (less the umask).
+ * A pack's mtime is its last use (writes, and hits at close), which `pruneBlockCache` uses.
+ *
+ * Pack record (little-endian):
+ *    0  4   magic "SQBP"
+ *    4  u32 flags          bit 0: stored raw (compression did not shrink the block); no payload
+ *    8  u32 rawLength      length of the uncompressed block
+ *   12  u32 payloadLength
+ *   16  32  key
+ *   48  32  sha256 of the payload
+ *   80  …   payload
+ *
+ * Index record (48 bytes, appended after its pack record is written):
+ *    0  32  key
+ *   32  u64 offset of the pack record
+ *   40  u32 payloadLength
+ *   44  u32 reserved (0)
+ *
+ * Methods are synchronous: they run in worker threads, off the main event loop. Any failure to
+ * read is a miss, any failure to write leaves the block uncached; nothing here throws.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { threadId } from 'node:worker_threads';
+
+/** The cache's directory under a cache root. */
+export const BLOCK_CACHE_DIR = 'image-blocks';
+/** Directories of earlier layouts, removed by pruneBlockCache. */
+const LEGACY_DIRS = ['squashfs-blocks'];
+const MAGIC = Buffer.from('SQBP');
+const HEADER = 80;
+const INDEX_RECORD = 48;
+const FLAG_RAW = 1;
+/** A tag used as a directory name as it is; anything else is hashed. */
+const SAFE_TAG = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export interface CachedBlock {
+  /** True when the block is stored uncompressed in the image (no payload). */
+  raw: boolean;
+  /** The compressed bytes (empty when `raw`). */
+  data: Buffer;
+}
+
+/** Where a record is filed. */
+export interface CachePlace {
+  /** The layer (or other unit) the block belongs to; a layer's CID. */
+  tag: string;
+  /** Records readable only by this group (no access for others): blocks of restricted content. */
+  gid?: number;
+}
+
+interface Location {
+  pack: string;
+  offset: number;
+  payloadLength: number;
+}
+
+interface PackWriter {
+  pack: string;
+  fd: number;
+  idx: number;
+  offset: number;
+}
+
+/** The directory name of a tag. */
+export function tagDir(tag: string): string {
+  return SAFE_TAG.test(tag) ? tag : `h-${createHash('sha256').update(tag).digest('hex').slice(0, 32)}`;
+}
+
+function namespaceId(namespace: string): string {
+  return createHash('sha256').update(namespace).digest('hex').slice(0, 16);
+}
+
+export class BlockCache {
+  private readonly root: string;
+  private readonly ns: string;
+  private index: Map<string, Location[]> | undefined;
+  private readonly fds = new Map<string, number>();
+  private readonly writers = new Map<string, PackWriter>();
+  private readonly used = new Set<string>();
+
+  /** `cacheDir` is the cache root (the store's cacheDir); `namespace` as in the file comment. */
+  constructor(cacheDir: string, private readonly namespace: string) {
+    this.root = path.join(cacheDir, BLOCK_CACHE_DIR);
+    this.ns = namespaceId(namespace);
+  }
+
+  /** The key of a raw block, from the hex sha256 of its bytes. */
+  key(rawDigestHex: string): string {
+    return createHash('sha256').update(this.namespace + rawDigestHex).digest('hex');
+  }
+
+  /**
+   * The record of `key` if one is stored, intact, for a raw block of `rawLength` bytes, and
+   * `accept` takes it; else undefined (and a record `accept` refused is forgotten, so the next
+   * put of the key replaces it).
+   */
+  get(key: string, rawLength: number, accept: (b: CachedBlock) => boolean): CachedBlock | undefined {
+    const index = this.load();
+    const locs = index.get(key);
+    // The latest record first; an earlier one of the same key may still be good.
+    while (locs && locs.length > 0) {
+      const loc = locs[locs.length - 1]!;
+      let block: CachedBlock | undefined;
+      try {
+        const buf = Buffer.allocUnsafe(HEADER + loc.payloadLength);
+        const got = fs.readSync(this.fd(loc.pack), buf, 0, buf.length, loc.offset);
+        block = got === buf.length ? decodeRecord(buf, key, rawLength) : undefined;
+        if (block && !accept(block)) block = undefined;
+      } catch {
+        block = undefined;
+      }
+      if (block) {
+        this.used.add(loc.pack);
+        return block;
+      }
+      locs.pop();
+    }
+    index.delete(key);
+    return undefined;
+  }
+
+  /** Appends a record (best effort: a full disk or a read-only cache only costs a later miss). */
+  put(key: string, rawLength: number, block: CachedBlock, place: CachePlace): void {
+    const payload = block.raw ? Buffer.alloc(0) : block.data;
+    const head = Buffer.alloc(HEADER);
+    MAGIC.copy(head, 0);
+    head.writeUInt32LE(block.raw ? FLAG_RAW : 0, 4);
+    head.writeUInt32LE(rawLength, 8);
+    head.writeUInt32LE(payload.length, 12);
+    Buffer.from(key, 'hex').copy(head, 16);
+    createHash('sha256').update(payload).digest().copy(head, 48);
+    try {
+      const w = this.writer(place);
+      if (!w) return;
+      const offset = w.offset;
+      fs.writevSync(w.fd, [head, payload], offset);
+      w.offset += HEADER + payload.length;
+      const rec = Buffer.alloc(INDEX_RECORD);
+      Buffer.from(key, 'hex').copy(rec, 0);
+      rec.writeBigUInt64LE(BigInt(offset), 32);
+      rec.writeUInt32LE(payload.length, 40);
+      fs.writeSync(w.idx, rec);
+      this.add(key, { pack: w.pack, offset, payloadLength: payload.length });
+    } catch {
+      /* the block is simply not cached */
+    }
+  }
+
+  /** Closes every file, marks the packs hits came from as used now. Reopens on demand. */
+  close(): void {
+    for (const fd of this.fds.values()) fs.closeSync(fd);
+    this.fds.clear();
+    for (const w of this.writers.values()) fs.closeSync(w.idx);
+    this.writers.clear();
+    const now = new Date();
+    for (const p of this.used) {
+      try {
+        fs.utimesSync(p, now, now);
+      } catch {
+        /* someone else's pack, or pruned meanwhile */
+      }
+    }
+    this.used.clear();
+  }
+
+  private load(): Map<string, Location[]> {
+    if (this.index) return this.index;
+    this.index = new Map();
+    for (const t of readdirOrEmpty(this.root)) for (const e of readIndexes(path.join(this.root, t, this.ns))) this.add(e.key, e);
+    return this.index;
+  }
+
+  private add(key: string, loc: Location): void {
+    const index = this.load();
+    const l = index.get(key);
+    if (l) l.push(loc);
+    else index.set(key, [loc]);
+  }
+
+  private fd(pack: string): number {
+    let fd = this.fds.get(pack);
+    if (fd === undefined) {
+      fd = fs.openSync(pack, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      this.fds.set(pack, fd);
+    }
+    return fd;
+  }
+
+  /** The open pack for `place`, created on first use; undefined when it cannot be made private enough. */
+  private writer(place: CachePlace): PackWriter | undefined {
+    const t = tagDir(place.tag);
+    const k = `${t}\0${place.gid ?? ''}`;
+    const open = this.writers.get(k);
+    if (open) return open;
+    const tdir = path.join(this.root, t);
+    const dir = path.join(tdir, this.ns);
+    fs.mkdirSync(this.root, { recursive: true });
+    if (mkdirOnce(tdir, place.gid === undefined ? 0o755 : 0o750) && place.gid !== undefined) {
+      try {
+        fs.chownSync(tdir, -1, place.gid);
+      } catch {
+        /* the packs themselves carry the restriction */
+      }
+    }
+    mkdirOnce(dir, place.gid === undefined ? 0o755 : 0o750);
+    const base = path.join(dir, `${process.pid}-${threadId}-${randomBytes(6).toString('hex')}`);
+    const flags = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
+    const mode = place.gid === undefined ? 0o644 : 0o600;
+    const fd = fs.openSync(`${base}.pack`, flags, mode);
+    let idx: number | undefined;
+    try {
+      idx = fs.openSync(`${base}.idx`, flags | fs.constants.O_APPEND, mode);
+      if (place.gid !== undefined) {
+        // Created 0600; group access only once the group is right (never a moment open to others).
+        for (const f of [fd, idx]) {
+          fs.fchownSync(f, -1, place.gid);
+          fs.fchmodSync(f, 0o640);
+        }
+      }
+    } catch {
+      fs.closeSync(fd);
+      if (idx !== undefined) fs.closeSync(idx);
+      fs.rmSync(`${base}.pack`, { force: true });
+      fs.rmSync(`${base}.idx`, { force: true });
+      return undefined;
+    }
+    const w = { pack: `${base}.pack`, fd, idx, offset: 0 };
+    this.writers.set(k, w);
+    this.fds.set(w.pack, fd);
+    return w;
+  }
+}
+
+/** mkdir that reports whether it created the directory (an existing one is fine). */
+function mkdirOnce(dir: string, mode: number): boolean {
+  try {
+    fs.mkdirSync(dir, { mode });
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw e;
+  }
+}
+
+function decodeRecord(buf: Buffer, key: string, rawLength: number): CachedBlock | undefined {
+  if (buf.length < HEADER || !buf.subarray(0, 4).equals(MAGIC)) return undefined;
+  if (buf.readUInt32LE(8) !== rawLength) return undefined;
+  if (buf.subarray(16, 48).toString('hex') !== key) return undefined;
+  const payload = buf.subarray(HEADER, HEADER + buf.readUInt32LE(12));
+  if (payload.length !== buf.readUInt32LE(12)) return undefined;
+  if (!createHash('sha256').update(payload).digest().equals(buf.subarray(48, HEADER))) return undefined;
+  const raw = (buf.readUInt32LE(4) & FLAG_RAW) !== 0;
+  if (raw ? payload.length !== 0 : payload.length === 0 || payload.length >= rawLength) return undefined;
+  return { raw, data: payload };
+}
+
+/** Every index record under `dir`, in file-name then append order (later ones win). */
+function readIndexes(dir: string): Array<Location & { key: string }> {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir).filter((n) => n.endsWith('.idx')).sort();
+  } catch {
+    return [];
+  }
+  const out: Array<Location & { key: string }> = [];
+  for (const name of names) {
+    let buf: Buffer;
+    try {
+      const fd = fs.openSync(path.join(dir, name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      try {
+        buf = fs.readFileSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+    } catch {
+      continue;
+    }
+    const pack = path.join(dir, `${name.slice(0, -4)}.pack`);
+    for (let o = 0; o + INDEX_RECORD <= buf.length; o += INDEX_RECORD) {
+      out.push({
+        key: buf.subarray(o, o + 32).toString('hex'),
+        pack,
+        offset: Number(buf.readBigUInt64LE(o + 32)),
+        payloadLength: buf.readUInt32LE(o + 40),
+      });
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Inspection and collection (tests, `store du`, `store gc`).
+
+/** One record as stored. */
+export interface CacheEntry {
+  key: string;
+  tag: string;
+  pack: string;
+  /** Offset of the record in its pack; its payload starts PACK_RECORD_HEADER bytes later. */
+  offset: number;
+  raw: boolean;
+  rawLength: number;
+  payload: Buffer;
+}
+
+export const PACK_RECORD_HEADER = HEADER;
+
+/** Every intact record under `cacheDir` (all tags and namespaces), in index order. */
+export function listCacheEntries(cacheDir: string): CacheEntry[] {
+  const out: CacheEntry[] = [];
+  for (const { tag, dir } of namespaceDirs(cacheDir)) {
+    for (const loc of readIndexes(dir)) {
+      let buf: Buffer;
+      try {
+        const fd = fs.openSync(loc.pack, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+        try {
+          buf = Buffer.alloc(HEADER + loc.payloadLength);
+          if (fs.readSync(fd, buf, 0, buf.length, loc.offset) !== buf.length) continue;
+        } finally {
+          fs.closeSync(fd);
+        }
+      } catch {
+        continue;
+      }
+      const rawLength = buf.readUInt32LE(8);
+      const block = decodeRecord(buf, loc.key, rawLength);
+      if (block) out.push({ key: loc.key, tag, pack: loc.pack, offset: loc.offset, raw: block.raw, rawLength, payload: block.data });
+    }
+  }
+  return out;
+}
+
+function namespaceDirs(cacheDir: string): Array<{ tag: string; dir: string }> {
+  const root = path.join(cacheDir, BLOCK_CACHE_DIR);
+  const out: Array<{ tag: string; dir: string }> = [];
+  for (const tag of readdirOrEmpty(root)) {
+    for (const ns of readdirOrEmpty(path.join(root, tag))) out.push({ tag, dir: path.join(root, tag, ns) });
+  }
+  return out;
+}
+
+function readdirOrEmpty(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir).sort();
+  } catch {
+    return [];
+  }
+}
+
+/** A pack with its index, as pruning sees it. */
+interface PackFile {
+  tag: string;
+  base: string;
+  bytes: number;
+  mtimeMs: number;
+}
+
+function packFiles(cacheDir: string): PackFile[] {
+  const out: PackFile[] = [];
+  for (const { tag, dir } of namespaceDirs(cacheDir)) {
+    const names = readdirOrEmpty(dir);
+    const bases = new Set(names.filter((n) => n.endsWith('.pack') || n.endsWith('.idx')).map((n) => n.replace(/\.(pack|idx)$/, '')));
+    for (const b of bases) {
+      let bytes = 0;
+      let mtimeMs = 0;
+      for (const ext of ['.pack', '.idx']) {
+        try {
+          const st = fs.lstatSync(path.join(dir, b + ext));
+          bytes += st.size;
+          if (ext === '.pack') mtimeMs = st.mtimeMs;
+        } catch {
+          /* half a pair: still counted and collectable */
+        }
+      }
+      out.push({ tag, base: path.join(dir, b), bytes, mtimeMs });
+    }
+  }
+  return out;
+}
+
+export interface BlockCacheUsage {
+  /** Bytes of packs and indexes. */
+  bytes: number;
+  packs: number;
+  /** Bytes by tag directory name (a layer's CID). */
+  byTag: Record<string, number>;
+}
+
+/** How much the block cache under `cacheDir` holds (0 when there is none). */
+export function blockCacheUsage(cacheDir: string): BlockCacheUsage {
+  const byTag: Record<string, number> = {};
+  let bytes = 0;
+  const packs = packFiles(cacheDir);
+  for (const p of packs) {
+    bytes += p.bytes;
+    byTag[p.tag] = (byTag[p.tag] ?? 0) + p.bytes;
+  }
+  for (const d of LEGACY_DIRS) bytes += duBytes(path.join(cacheDir, d));
+  return { bytes, packs: packs.length, byTag };
+}
+
+function duBytes(p: string): number {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(p);
+  } catch {
+    return 0;
+  }
+  if (!st.isDirectory()) return st.size;
+  return readdirOrEmpty(p).reduce((n, c) => n + duBytes(path.join(p, c)), 0);
+}
+
+export interface PruneOptions {
+  /**
+   * Tags still in use (the CIDs of every layer some module names). When given, every tag
+   * directory not listed is removed.
+   */
+  liveTags?: Iterable<string>;
+  /** Then remove least-recently-used packs until the cache holds at most this many bytes. */
+  maxBytes?: number;
+}
+
+export interface PruneResult {
+  removedPacks: number;
+  freedBytes: number;
+  /** What the cache holds afterwards. */
+  bytes: number;
+}
+
+/**
+ * Collects the block cache under `cacheDir`: drops the records of tags no longer live, then
+ * least-recently-used packs past `maxBytes`, and directories of earlier cache layouts. Safe
+ * while builds run: a build that loses a pack it indexed sees misses (or keeps reading a
+ * pack it has open), never wrong bytes. Packs this process cannot remove are left and counted.
+ */
+export function pruneBlockCache(cacheDir: string, opts: PruneOptions): PruneResult {
+  let removedPacks = 0;
+  let freedBytes = 0;
+  const remove = (p: PackFile): boolean => {
+    try {
+      // The index first: a build loading indexes meanwhile never finds a record without its pack.
+      fs.rmSync(`${p.base}.idx`, { force: true });
+      fs.rmSync(`${p.base}.pack`, { force: true });
+    } catch {
+      return false;
+    }
+    removedPacks++;
+    freedBytes += p.bytes;
+    return true;
+  };
+  for (const d of LEGACY_DIRS) {
+    const p = path.join(cacheDir, d);
+    const n = duBytes(p);
+    try {
+      fs.rmSync(p, { recursive: true, force: true });
+      freedBytes += n;
+    } catch {
+      /* left */
+    }
+  }
+  let packs = packFiles(cacheDir);
+  if (opts.liveTags !== undefined) {
+    const live = new Set([...opts.liveTags].map(tagDir));
+    const kept: PackFile[] = [];
+    for (const p of packs) if (live.has(p.tag) || !remove(p)) kept.push(p);
+    packs = kept;
+    const root = path.join(cacheDir, BLOCK_CACHE_DIR);
+    for (const t of readdirOrEmpty(root)) {
+      if (live.has(t)) continue;
+      for (const ns of readdirOrEmpty(path.join(root, t))) rmdirQuiet(path.join(root, t, ns));
+      rmdirQuiet(path.join(root, t));
+    }
+  }
+  let bytes = packs.reduce((n, p) => n + p.bytes, 0);
+  if (opts.maxBytes !== undefined && bytes > opts.maxBytes) {
+    packs.sort((a, b) => a.mtimeMs - b.mtimeMs || (a.base < b.base ? -1 : 1));
+    for (const p of packs) {
+      if (bytes <= opts.maxBytes) break;
+      if (remove(p)) bytes -= p.bytes;
+    }
+  }
+  return { removedPacks, freedBytes, bytes };
+}
+
+function rmdirQuiet(dir: string): void {
+  try {
+    fs.rmdirSync(dir);
+  } catch {
+    /* not empty (a build added to it) or not ours */
+  }
+}
+
+/**
+ * Parses a cache size limit: bytes, or a number with K, M, G or T (powers of 1024), e.g.
+ * "500M", "2G". Undefined for anything else.
+ */
+export function parseByteSize(text: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$/i.exec(text);
+  if (!m) return undefined;
+  const mult = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'];
+  const v = Math.floor(Number(m[1]) * mult);
+  return Number.isSafeInteger(v) ? v : undefined;
+}

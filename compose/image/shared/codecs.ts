@@ -1,0 +1,187 @@
+/**
+ * Block compressors and decompressors shared by the image formats. A `Codec` is one
+ * (compressor, level): it compresses and decompresses whole blocks, deterministically for a
+ * given library version, and says which version that is (`version`, part of every cache key,
+ * so a different build never serves stale bytes). The same codec is built in the main thread
+ * and in every worker thread from the plain `CodecSpec` that crosses the thread boundary.
+ * Format facts (superblock ids, option blocks, default levels) belong to the formats.
+ *
+ * Routes:
+ *   gzip  node:zlib deflate with a zlib wrapper (RFC 1950), window bits 15, memLevel 8, default
+ *         strategy; version "zlib-<process.versions.zlib>"
+ *   zstd  the `zstd-napi` package (Node 20's zlib has no zstd): one frame per block, no
+ *         checksum; version "libzstd-<ZSTD_versionString()>"
+ *   lz4   strata's own block compressor and decoder (lz4.ts); version "strata-lz4-1"
+ *   xz    decode only (xz.ts): one .xz stream per block, LZMA2 alone or after x86 BCJ
+ *
+ * Every decompressor takes the largest size the block may expand to and never allocates
+ * more; malformed input throws a plain Error (the caller names the block), valid input using
+ * a feature strata does not decode throws `UnsupportedBlockError`.
+ */
+import { createRequire } from 'node:module';
+import zlib from 'node:zlib';
+import { NATIVE_ERR } from '../../../native/errors.js';
+import { StrataError, IMAGE_ERR } from '../errors.js';
+import { LZ4_VERSION, lz4Compress, lz4Decompress } from './lz4.js';
+import { xz, XzUnsupportedError } from './xz.js';
+
+/** A well-formed block using a feature strata does not decode (e.g. an xz BCJ filter). */
+export { XzUnsupportedError as UnsupportedBlockError };
+
+export type CodecName = 'gzip' | 'zstd' | 'lz4';
+/** Everything a reader can decode. */
+export type DecoderName = CodecName | 'xz';
+
+/** Plain data describing a codec; safe to post to a worker. */
+export interface CodecSpec {
+  name: CodecName;
+  /** Compression level; 0 for lz4 (which has none). */
+  level: number;
+}
+
+export type Decompress = (src: Uint8Array, maxOut: number) => Buffer;
+
+export interface Codec extends CodecSpec {
+  /** Library identity that decides the compressed bytes, e.g. "zlib-1.3.1" or "libzstd-1.5.7". */
+  version: string;
+  /** Compresses one block. Deterministic for a given `version`. */
+  compress(raw: Uint8Array): Buffer;
+  /** Decompresses one block; `maxOut` bounds the output. Throws on malformed input. */
+  decompress: Decompress;
+}
+
+/** Levels each leveled compressor accepts. */
+export const LEVEL_RANGE: Readonly<Record<'gzip' | 'zstd', { min: number; max: number }>> = {
+  gzip: { min: 1, max: 9 },
+  zstd: { min: 1, max: 22 },
+};
+
+/** What a format offers: its name for messages, its compressors, its default levels. */
+export interface CodecChoice {
+  format: string;
+  /** Compressors the format's writer offers, in the order hints list them. */
+  names: readonly CodecName[];
+  defaultLevel: Readonly<Record<'gzip' | 'zstd', number>>;
+  /** Compressors the format knows but strata's writer does not write (refused with a hint). */
+  notWritten?: readonly string[];
+}
+
+/** Validates a user's choice; throws StrataError(IMAGE_ERR.OPTIONS) with a hint when unusable. */
+export function resolveCodecSpec(name: string, level: number | undefined, choice: CodecChoice): CodecSpec {
+  const list = `${choice.names.slice(0, -1).join(', ')} or ${choice.names[choice.names.length - 1]}`;
+  if (choice.notWritten?.includes(name)) {
+    throw new StrataError(IMAGE_ERR.OPTIONS, `${choice.format} compressor ${name} is not supported by strata's writer`, {
+      hint: `use --comp ${list}`,
+    });
+  }
+  if (!(choice.names as readonly string[]).includes(name)) {
+    throw new StrataError(IMAGE_ERR.OPTIONS, `unknown ${choice.format} compressor "${name}"`, { hint: `choose ${list}` });
+  }
+  if (name === 'lz4') {
+    if (level !== undefined) {
+      throw new StrataError(IMAGE_ERR.OPTIONS, 'lz4 has no compression levels', { hint: 'leave out --level with --comp lz4' });
+    }
+    return { name, level: 0 };
+  }
+  const n = name as 'gzip' | 'zstd';
+  const r = LEVEL_RANGE[n];
+  const lv = level ?? choice.defaultLevel[n];
+  if (!Number.isInteger(lv) || lv < r.min || lv > r.max) {
+    throw new StrataError(IMAGE_ERR.OPTIONS, `${n} compression level ${String(level)} is out of range`, {
+      hint: `use a whole number from ${r.min} to ${r.max}`,
+    });
+  }
+  return { name: n, level: lv };
+}
+
+interface ZstdBinding {
+  versionString(): string;
+  decompress(dst: Uint8Array, src: Uint8Array): number;
+}
+interface ZstdCompressor {
+  setParameters(p: { compressionLevel?: number }): void;
+  compress(data: Uint8Array): Buffer;
+}
+interface ZstdModule {
+  Compressor: new () => ZstdCompressor;
+}
+
+let zstdCache: { mod: ZstdModule; binding: ZstdBinding; version: string } | undefined;
+function loadZstd(): NonNullable<typeof zstdCache> {
+  if (zstdCache) return zstdCache;
+  const require = createRequire(import.meta.url);
+  try {
+    const mod = require('zstd-napi') as ZstdModule;
+    const binding = require('zstd-napi/binding') as ZstdBinding;
+    zstdCache = { mod, binding, version: `libzstd-${binding.versionString()}` };
+    return zstdCache;
+  } catch (e) {
+    throw new StrataError(NATIVE_ERR.UNAVAILABLE, 'the zstd-napi addon could not be loaded', {
+      hint: 'reinstall strata (npm rebuild zstd-napi) or use --comp gzip',
+      cause: e,
+    });
+  }
+}
+
+/** The library version string that goes into cache keys, without building a codec. */
+export function codecVersion(spec: CodecSpec): string {
+  if (spec.name === 'lz4') return LZ4_VERSION;
+  return spec.name === 'gzip' ? `zlib-${process.versions.zlib}` : loadZstd().version;
+}
+
+function gunzip(src: Uint8Array, maxOut: number): Buffer {
+  return zlib.inflateSync(src, { maxOutputLength: maxOut });
+}
+
+function unzstd(src: Uint8Array, maxOut: number): Buffer {
+  const dst = Buffer.allocUnsafe(maxOut);
+  const n = loadZstd().binding.decompress(dst, src);
+  return dst.subarray(0, n);
+}
+
+/** The decompressor for a compressor name, or undefined when strata has none (lzo, lzma). */
+export function decompressor(name: string): Decompress | undefined {
+  switch (name) {
+    case 'gzip':
+      return gunzip;
+    case 'zstd':
+      return unzstd;
+    case 'lz4':
+      return lz4Decompress;
+    case 'xz':
+      return xz;
+    default:
+      return undefined;
+  }
+}
+
+export function makeCodec(spec: CodecSpec): Codec {
+  const { name, level } = spec;
+  if (name === 'lz4') return { name, level, version: LZ4_VERSION, compress: lz4Compress, decompress: lz4Decompress };
+  if (name === 'gzip') {
+    return {
+      name,
+      level,
+      version: codecVersion(spec),
+      compress: (raw) => zlib.deflateSync(raw, { level, windowBits: 15, memLevel: 8 }),
+      decompress: gunzip,
+    };
+  }
+  const z = loadZstd();
+  let cctx: ZstdCompressor | undefined;
+  return {
+    name,
+    level,
+    version: z.version,
+    // One context per codec (a codec lives in one thread), parameters set once: the same
+    // bytes as a fresh context, without re-initialising it for every block.
+    compress: (raw) => {
+      if (!cctx) {
+        cctx = new z.mod.Compressor();
+        cctx.setParameters({ compressionLevel: level });
+      }
+      return cctx.compress(raw);
+    },
+    decompress: unzstd,
+  };
+}

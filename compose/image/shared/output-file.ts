@@ -1,0 +1,134 @@
+/**
+ * An image file written under a temporary name beside its destination and renamed over it
+ * when complete: one temp file, one rename per image; readers of OUT see the old file or the
+ * new one, never a part.
+ *
+ * The temp file is `.strata-tmp-<host>-<pid>-<random>` in OUT's directory (`host`: 8 hex
+ * digits of the hostname's sha256), created with O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600: a name
+ * planted there (a symlink to a victim file, a file of another user) makes the open fail, it
+ * is never followed or reused. Its content is for the builder alone while it is written; on
+ * commit it gets its final group and mode, then rename(2) replaces OUT — a symlink named OUT
+ * is replaced, not followed — and the directory is synced.
+ *
+ * Leftovers: a killed build leaves its temp file. Creating an output first removes the temp
+ * files in that directory of processes of this host that no longer run (their pid is gone);
+ * files of other hosts (a shared filesystem) or live processes are left alone.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { constants as C } from 'node:fs';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+
+const HOST = createHash('sha256').update(os.hostname()).digest('hex').slice(0, 8);
+const TEMP = /^\.strata-tmp-([0-9a-f]{8})-(\d+)-[0-9a-f]{12}$/;
+
+/** The final access of an output: for everyone (the umask's say), or for one group only. */
+export interface OutputAccess {
+  /** The file's group gets read access, others none. */
+  gid?: number;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes temp files of dead processes of this host from `dir`; returns how many. Never throws. */
+export async function removeStaleTemps(dir: string): Promise<number> {
+  let names: string[];
+  try {
+    names = await fs.readdir(dir);
+  } catch {
+    return 0;
+  }
+  let n = 0;
+  for (const name of names) {
+    const m = TEMP.exec(name);
+    if (!m || m[1] !== HOST || Number(m[2]) === process.pid || alive(Number(m[2]))) continue;
+    try {
+      await fs.unlink(path.join(dir, name));
+      n++;
+    } catch {
+      /* not ours to remove */
+    }
+  }
+  return n;
+}
+
+export class OutputFile {
+  private done = false;
+
+  private constructor(
+    /** Where the file ends up. */
+    readonly path: string,
+    /** The temp file being written. */
+    readonly tmpPath: string,
+    readonly fh: fs.FileHandle,
+    private readonly access: OutputAccess,
+  ) {}
+
+  /** Creates the temp file for `out` (after removing stale ones). Errors are the open's (EACCES, ENOENT…). */
+  static async create(out: string, access: OutputAccess = {}): Promise<OutputFile> {
+    const abs = path.resolve(out);
+    const dir = path.dirname(abs);
+    await removeStaleTemps(dir);
+    const tmp = path.join(dir, `.strata-tmp-${HOST}-${process.pid}-${randomBytes(6).toString('hex')}`);
+    const fh = await fs.open(tmp, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+    return new OutputFile(abs, tmp, fh, access);
+  }
+
+  /** Positional write of the whole buffer (a short write is retried, never left as a gap). */
+  async writeAll(b: Uint8Array, at: number): Promise<void> {
+    for (let off = 0; off < b.length; ) {
+      const { bytesWritten } = await this.fh.write(b, off, b.length - off, at + off);
+      if (bytesWritten <= 0) throw new Error(`short write to ${this.tmpPath}`);
+      off += bytesWritten;
+    }
+  }
+
+  /** sha256 (hex) of the temp file as it is now, read through its descriptor. */
+  async sha256(): Promise<string> {
+    const h = createHash('sha256');
+    const buf = Buffer.allocUnsafe(1 << 20);
+    for (let pos = 0; ; ) {
+      const { bytesRead } = await this.fh.read(buf, 0, buf.length, pos);
+      if (bytesRead === 0) break;
+      h.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
+    return h.digest('hex');
+  }
+
+  /** Sets the final group and mode, syncs, renames over the destination, syncs the directory. */
+  async commit(): Promise<void> {
+    const umask = process.umask();
+    let mode = 0o666 & ~umask;
+    if (this.access.gid !== undefined) {
+      await this.fh.chown(-1, this.access.gid);
+      mode &= 0o660;
+    }
+    await this.fh.chmod(mode);
+    await this.fh.sync();
+    await this.fh.close();
+    await fs.rename(this.tmpPath, this.path);
+    this.done = true;
+    const d = await fs.open(path.dirname(this.path), C.O_RDONLY | C.O_DIRECTORY).catch(() => undefined);
+    if (d) {
+      await d.sync().catch(() => undefined);
+      await d.close();
+    }
+  }
+
+  /** Closes and removes the temp file. Safe to call more than once, and after commit (a no-op). */
+  async abort(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    await this.fh.close().catch(() => undefined);
+    await fs.rm(this.tmpPath, { force: true });
+  }
+}

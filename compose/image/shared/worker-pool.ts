@@ -1,0 +1,154 @@
+/**
+ * A pool of worker threads that run jobs of one kind, for the image writers' compression.
+ *
+ * The pool knows nothing of the jobs. A *job module* (given by URL) exports
+ *
+ *   createJobHandler(config: unknown): JobHandler<Job, Result>
+ *
+ * which each worker calls once with the pool's `config` (plain data, copied to every
+ * thread); `run(job)` then answers each job with its result and the buffers to transfer back.
+ * `WorkerPool.run` returns a promise per job: the caller decides the order results are used
+ * in (the writers write in submission order, so output never depends on the number of threads
+ * or on which finished first). Jobs go to the least-loaded worker.
+ *
+ * Ownership: buffers listed in `transfer` move to the worker (do not touch them afterwards);
+ * the handler may transfer buffers back in the same way. Idle workers do not keep the process
+ * alive. `close()` lets every handler release its files (`JobHandler.close`) and waits for the
+ * threads to exit.
+ */
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+
+export interface JobHandler<J, R> {
+  /** Answers one job; a throw becomes a rejected `WorkerPool.run` promise (its message kept). */
+  run(job: J): { result: R; transfer?: ArrayBuffer[] };
+  /** Called once when the pool closes. */
+  close?(): void;
+}
+
+export interface PoolOptions {
+  /** URL (href) of the job module. */
+  module: string;
+  /** Passed to the module's createJobHandler in every worker. */
+  config: unknown;
+  threads: number;
+  /** What the jobs are, for messages ("SquashFS block compression"). */
+  what: string;
+}
+
+type Reply<R> = { id: number; ok: true; result: R } | { id: number; ok: false; message: string };
+interface Envelope<J> {
+  id: number;
+  job: J;
+}
+
+/** Sent by the pool when it closes: the worker releases its files and exits. */
+const CLOSE = 'close';
+
+/** The buffer of `u` when it can be transferred (it owns its whole ArrayBuffer), else nothing. */
+export function transferable(u: Uint8Array): ArrayBuffer[] {
+  return u.byteOffset === 0 && u.byteLength === u.buffer.byteLength && u.buffer instanceof ArrayBuffer ? [u.buffer] : [];
+}
+
+function spawn(options: PoolOptions): Worker {
+  const data = { strataWorkerPool: true, module: options.module, config: options.config };
+  const self = import.meta.url;
+  if (self.endsWith('.ts')) {
+    // Running from source under tsx: workers do not inherit its loader, so register it first.
+    const api = import.meta.resolve('tsx/esm/api');
+    const code = `import(${JSON.stringify(api)}).then((a) => { a.register(); return import(${JSON.stringify(self)}); })`;
+    return new Worker(code, { eval: true, workerData: data });
+  }
+  return new Worker(new URL(self), { workerData: data });
+}
+
+export class WorkerPool<J, R> {
+  private readonly workers: Worker[] = [];
+  private readonly load: number[] = [];
+  private readonly waiting = new Map<number, { w: number; resolve: (r: R) => void; reject: (e: Error) => void }>();
+  private nextId = 0;
+  private failed: Error | undefined;
+
+  constructor(private readonly options: PoolOptions) {
+    for (let i = 0; i < options.threads; i++) {
+      const w = spawn(options);
+      w.on('message', (m: Reply<R>) => this.onReply(i, m));
+      w.on('error', (e) => this.fail(e));
+      w.on('exit', (code) => {
+        if (code !== 0 && this.workers.length) this.fail(new Error(`${options.what} worker exited with code ${code}`));
+      });
+      w.unref(); // idle workers do not hold the process open; ref'd while they have work
+      this.workers.push(w);
+      this.load.push(0);
+    }
+  }
+
+  private onReply(w: number, m: Reply<R>): void {
+    const p = this.waiting.get(m.id);
+    if (!p) return;
+    this.waiting.delete(m.id);
+    if (--this.load[w]! === 0) this.workers[w]?.unref();
+    if (m.ok) p.resolve(m.result);
+    else p.reject(new Error(`${this.options.what} failed in a worker: ${m.message}`));
+  }
+
+  private fail(e: Error): void {
+    this.failed ??= e;
+    for (const p of this.waiting.values()) p.reject(e);
+    this.waiting.clear();
+  }
+
+  /** Runs `job` on the least-loaded worker; `transfer` moves those buffers to it. */
+  run(job: J, transfer: ArrayBuffer[] = []): Promise<R> {
+    if (this.failed) return Promise.reject(this.failed);
+    if (this.workers.length === 0) return Promise.reject(new Error(`${this.options.what}: the worker pool is closed`));
+    let w = 0;
+    for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[w]!) w = i;
+    const id = this.nextId++;
+    if (this.load[w]!++ === 0) this.workers[w]!.ref();
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { w, resolve, reject });
+      const env: Envelope<J> = { id, job };
+      this.workers[w]!.postMessage(env, transfer);
+    });
+  }
+
+  /** Lets each worker close its handler's files and exit (descriptors outlive a terminated thread). */
+  async close(): Promise<void> {
+    const ws = this.workers.splice(0);
+    await Promise.all(
+      ws.map(async (w) => {
+        const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+        w.postMessage(CLOSE);
+        const timer = setTimeout(() => void w.terminate(), 5000);
+        await exited;
+        clearTimeout(timer);
+      }),
+    );
+  }
+}
+
+if (!isMainThread && (workerData as { strataWorkerPool?: boolean } | null)?.strataWorkerPool) {
+  const { module, config } = workerData as { module: string; config: unknown };
+  const port = parentPort!;
+  // Messages wait in the port's queue until the listener is attached.
+  void import(module).then((mod: { createJobHandler(config: unknown): JobHandler<unknown, unknown> }) => {
+    const handler = mod.createJobHandler(config);
+    port.on('message', (m: Envelope<unknown> | typeof CLOSE) => {
+      if (m === CLOSE) {
+        handler.close?.();
+        port.close();
+        return;
+      }
+      let reply: Reply<unknown>;
+      let back: ArrayBuffer[] = [];
+      try {
+        const r = handler.run(m.job);
+        reply = { id: m.id, ok: true, result: r.result };
+        back = r.transfer ?? [];
+      } catch (e) {
+        reply = { id: m.id, ok: false, message: e instanceof Error ? e.message : String(e) };
+      }
+      port.postMessage(reply, back);
+    });
+  });
+}

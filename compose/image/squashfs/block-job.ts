@@ -1,0 +1,68 @@
+/**
+ * The SquashFS writer's compression job, run in worker threads by the shared WorkerPool:
+ * one data or fragment block in, what to write for it out.
+ *
+ *   kind 'sparse':     the block is all zeros and holes are allowed (full data blocks): the
+ *                      size word is 0 and nothing is written;
+ *   kind 'raw':        compression did not shrink it; `data` is the raw block;
+ *   kind 'compressed': `data` is the compressed block.
+ *
+ * Blocks go through the shared block cache (namespace: compressor, library version, level,
+ * block size), filed under the block's group (the layer it came from) and, for restricted
+ * content, readable only by its group. The raw block travels back so the writer can reuse it.
+ */
+import { BlockCache, type CachePlace } from '../shared/block-cache.js';
+import { makeCodec, type CodecSpec } from '../shared/codecs.js';
+import { compressCached } from '../shared/compress-block.js';
+import { transferable, type JobHandler } from '../shared/worker-pool.js';
+
+export interface BlockJobConfig {
+  codec: CodecSpec;
+  blockSize: number;
+  cacheDir?: string;
+}
+
+export interface BlockJob {
+  raw: Uint8Array;
+  allowSparse: boolean;
+  place: CachePlace;
+}
+
+export interface BlockJobResult {
+  kind: 'sparse' | 'raw' | 'compressed';
+  /** Bytes to write: the raw block itself for 'raw', empty for 'sparse'. */
+  data: Uint8Array;
+  cache: 'hit' | 'miss' | 'none';
+  /** The submitted block, handed back so the caller can reuse its memory. */
+  raw: Uint8Array;
+}
+
+/** The cache namespace of SquashFS data blocks (see block-cache.ts). */
+export function blockNamespace(codec: { name: string; version: string; level: number }, blockSize: number): string {
+  return `strata-squashfs-block-v1\0${codec.name}\0${codec.version}\0${codec.level}\0${blockSize}\0`;
+}
+
+let zeros = new Uint8Array(0);
+function isAllZero(b: Uint8Array): boolean {
+  if (zeros.length < b.length) zeros = new Uint8Array(b.length);
+  return Buffer.from(b.buffer, b.byteOffset, b.length).equals(zeros.subarray(0, b.length));
+}
+
+export function createJobHandler(config: unknown): JobHandler<BlockJob, BlockJobResult> {
+  const c = config as BlockJobConfig;
+  const codec = makeCodec(c.codec);
+  const cache = c.cacheDir ? new BlockCache(c.cacheDir, blockNamespace(codec, c.blockSize)) : undefined;
+  return {
+    run(job) {
+      let result: BlockJobResult;
+      if (job.allowSparse && isAllZero(job.raw)) result = { kind: 'sparse', data: new Uint8Array(0), cache: 'none', raw: job.raw };
+      else result = { ...compressCached(codec, cache, job.raw, job.place), raw: job.raw };
+      const transfer = transferable(job.raw);
+      if (result.data.buffer !== job.raw.buffer) transfer.push(...transferable(result.data));
+      return { result, transfer };
+    },
+    close() {
+      cache?.close();
+    },
+  };
+}

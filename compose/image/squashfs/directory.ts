@@ -1,0 +1,240 @@
+/**
+ * The directory table and the directory index.
+ *
+ * Directory table (metadata blocks): per directory, a listing of runs
+ * `header, entry × (count + 1)`, entries sorted by name bytes (unsigned, memcmp order — the
+ * kernel's lookup relies on it).
+ *
+ *   Header (12): 0 u32 count (entries − 1, ≤ 255)  4 u32 start (inode table block start,
+ *                relative, of every entry in the run)  8 u32 inodeNumber (reference)
+ *   Entry (8 + name): 0 u16 offset (into the inode block)  2 s16 inodeNumber − reference
+ *                4 u16 basic inode type  6 u16 nameSize (len − 1)  8 u8[] name
+ *
+ * The directory inode's fileSize is the listing's bytes + 3 (the kernel's invented "." and
+ * ".."); an empty directory has fileSize 3 and no listing.
+ *
+ * Directory index (in an EXT_DIR inode, after its fixed part), one entry per indexed run:
+ *   0 u32 index (byte offset of the run's header within the listing)  4 u32 start (directory
+ *   table block start, relative, of the block holding that header)  8 u32 nameSize (len − 1)
+ *   12 u8[] name (the run's first name)
+ * so a lookup in a large directory skips to the last run whose first name is ≤ the name.
+ *
+ * Runs (strata's writer, the same choices as mksquashfs, so `sqfsdiff` sees the same inode
+ * types): a new header when 256 entries are reached, when the entry's inode lies in another
+ * inode metadata block, when its number is more than ±32767 from the header's, or when the
+ * run would reach past 8 KiB of listing from the last indexed header; a run started more than
+ * 8 KiB after that header gets an index entry.
+ */
+import { METADATA_SIZE, type MetaReader, type MetaWriter, type Region } from './metadata.js';
+
+export const DIR_HEADER_SIZE = 12;
+export const DIR_ENTRY_SIZE = 8;
+export const DIR_INDEX_SIZE = 12;
+/** Entries per directory header (count stored off by one). */
+export const DIR_HEADER_MAX = 256;
+/** Longest entry name the kernel accepts (name size stored off by one). */
+export const MAX_NAME = 256;
+/** Directory inode fileSize = listing bytes + this. */
+export const DIR_SIZE_BIAS = 3;
+
+export interface DirIndexEntry {
+  /** Byte offset of the run's header in the listing. */
+  index: number;
+  /** Relative start of the directory-table block holding it. */
+  start: number;
+  name: Buffer;
+}
+
+export function encodeDirIndex(e: DirIndexEntry): Buffer {
+  const b = Buffer.alloc(DIR_INDEX_SIZE + e.name.length);
+  b.writeUInt32LE(e.index, 0);
+  b.writeUInt32LE(e.start, 4);
+  b.writeUInt32LE(e.name.length - 1, 8);
+  e.name.copy(b, DIR_INDEX_SIZE);
+  return b;
+}
+
+/** One child of a directory being written, with its inode's position and number. */
+export interface DirChild {
+  name: Buffer;
+  ino: number;
+  /** Relative start of the inode-table block holding its inode, and the offset in it. */
+  refBlock: number;
+  refOffset: number;
+  basicType: number;
+}
+
+/** Where a written listing is, for the directory inode. */
+export interface WrittenListing {
+  blockIndex: number;
+  blockOffset: number;
+  /** Listing bytes + DIR_SIZE_BIAS. */
+  fileSize: number;
+  index: DirIndexEntry[];
+}
+
+/** Writes the listing of `children` (sorted by name bytes) to the directory table `dirs`. */
+export function encodeDirectory(children: readonly DirChild[], dirs: MetaWriter): WrittenListing {
+  const blockIndex = dirs.block;
+  const blockOffset = dirs.offset;
+  const firstBlock = dirs.flushed;
+  type Run = { at: number; base: number; block: number; entries: DirChild[]; indexed: boolean };
+  const runs: Run[] = [];
+  let cur: Run | undefined;
+  let size = 0;
+  let lastIndexed = 0;
+  for (const c of children) {
+    const n = c.name.length;
+    if (
+      !cur ||
+      cur.entries.length === DIR_HEADER_MAX ||
+      cur.block !== c.refBlock ||
+      Math.abs(c.ino - cur.base) > 32767 ||
+      size + n - lastIndexed > METADATA_SIZE
+    ) {
+      const indexed = cur !== undefined && size + DIR_ENTRY_SIZE + n - lastIndexed > METADATA_SIZE;
+      if (indexed) lastIndexed = size;
+      cur = { at: size, base: c.ino, block: c.refBlock, entries: [], indexed };
+      runs.push(cur);
+      size += DIR_HEADER_SIZE;
+    }
+    cur.entries.push(c);
+    size += DIR_ENTRY_SIZE + n;
+  }
+  for (const r of runs) {
+    const h = Buffer.alloc(DIR_HEADER_SIZE);
+    h.writeUInt32LE(r.entries.length - 1, 0);
+    h.writeUInt32LE(r.block, 4);
+    h.writeUInt32LE(r.base, 8);
+    dirs.write(h);
+    for (const c of r.entries) {
+      const b = Buffer.alloc(DIR_ENTRY_SIZE);
+      b.writeUInt16LE(c.refOffset, 0);
+      b.writeInt16LE(c.ino - r.base, 2);
+      b.writeUInt16LE(c.basicType, 4);
+      b.writeUInt16LE(c.name.length - 1, 6);
+      dirs.write(b);
+      dirs.write(c.name);
+    }
+  }
+  const index: DirIndexEntry[] = [];
+  for (const r of runs) {
+    if (!r.indexed) continue;
+    const start = dirs.blockStart(firstBlock + Math.floor((blockOffset + r.at) / METADATA_SIZE));
+    index.push({ index: r.at, start, name: r.entries[0]!.name });
+  }
+  return { blockIndex, blockOffset, fileSize: size + DIR_SIZE_BIAS, index };
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading.
+
+/** A listed entry: name, where its inode is (absolute block position), number and basic type. */
+export interface DirEntry {
+  name: string;
+  ref: { block: number; offset: number };
+  number: number;
+  type: number;
+}
+
+/** What reading listings needs from the image. */
+export interface ListingContext {
+  meta: MetaReader;
+  dirRegion: Region;
+  inodeRegion: Region;
+  inodeTableStart: number;
+  directoryTableStart: number;
+  bytesUsed: number;
+  inodes: number;
+  corrupt(what: string): Error;
+  /** A name's bytes as text (the reader refuses what is not UTF-8). */
+  text(bytes: Uint8Array, what: string): string;
+}
+
+/** A directory inode's listing: absolute start, size (fileSize), index entries and where they are. */
+export interface Listing {
+  start: { block: number; offset: number };
+  size: number;
+  indexCount: number;
+  indexAt?: { block: number; offset: number };
+}
+
+/**
+ * The entries of a listing in stored (byte) order, every field checked. With `find`, returns
+ * at the matching entry (or once past where it would be), starting from the directory index
+ * when there is one.
+ */
+export async function readListing(ctx: ListingContext, dir: Listing, where: string, find?: Buffer): Promise<DirEntry[]> {
+  if (dir.size < DIR_SIZE_BIAS) {
+    if (dir.size === 0) return [];
+    throw ctx.corrupt(`${where}: listing size ${dir.size}`);
+  }
+  let remaining = dir.size - DIR_SIZE_BIAS;
+  let c = ctx.meta.cursor(ctx.dirRegion, dir.start.block, dir.start.offset);
+  if (find && dir.indexCount > 0 && dir.indexAt) {
+    const ic = ctx.meta.cursor(ctx.inodeRegion, dir.indexAt.block, dir.indexAt.offset);
+    let best: { index: number; start: number } | undefined;
+    for (let i = 0; i < dir.indexCount; i++) {
+      const e = await ic.read(DIR_INDEX_SIZE);
+      const len = e.readUInt32LE(8) + 1;
+      if (len > MAX_NAME) throw ctx.corrupt(`${where}: index name of ${len} bytes`);
+      const name = await ic.read(len);
+      if (Buffer.compare(name, find) > 0) break;
+      best = { index: e.readUInt32LE(0), start: e.readUInt32LE(4) };
+    }
+    if (best) {
+      if (best.index > remaining || best.start >= ctx.bytesUsed - ctx.directoryTableStart) {
+        throw ctx.corrupt(`${where}: index entry points outside the listing`);
+      }
+      c = ctx.meta.cursor(ctx.dirRegion, ctx.directoryTableStart + best.start, (dir.start.offset + best.index) % METADATA_SIZE);
+      remaining -= best.index;
+    }
+  }
+  const out: DirEntry[] = [];
+  let prev: Buffer | undefined;
+  while (remaining > 0) {
+    if (remaining < DIR_HEADER_SIZE) throw ctx.corrupt(`${where}: listing ends inside a header`);
+    const h = c.now(DIR_HEADER_SIZE) ?? (await c.read(DIR_HEADER_SIZE));
+    remaining -= DIR_HEADER_SIZE;
+    const count = h.readUInt32LE(0) + 1;
+    const start = h.readUInt32LE(4);
+    const base = h.readUInt32LE(8);
+    if (count > DIR_HEADER_MAX) throw ctx.corrupt(`${where}: header with ${count} entries`);
+    if (start >= ctx.directoryTableStart - ctx.inodeTableStart) throw ctx.corrupt(`${where}: inode block ${start} outside the inode table`);
+    for (let i = 0; i < count; i++) {
+      if (remaining < DIR_ENTRY_SIZE + 1) throw ctx.corrupt(`${where}: listing ends inside an entry`);
+      const e = c.now(DIR_ENTRY_SIZE) ?? (await c.read(DIR_ENTRY_SIZE));
+      const nameLen = e.readUInt16LE(6) + 1;
+      remaining -= DIR_ENTRY_SIZE;
+      if (nameLen > MAX_NAME || nameLen > remaining) throw ctx.corrupt(`${where}: entry name of ${nameLen} bytes`);
+      // Views into cached blocks are never written to, so keeping them is safe.
+      const nameBytes = c.now(nameLen) ?? (await c.read(nameLen));
+      remaining -= nameLen;
+      const offset = e.readUInt16LE(0);
+      const number = base + e.readInt16LE(2);
+      const type = e.readUInt16LE(4);
+      if (nameBytes.includes(0x2f) || nameBytes.includes(0) || (nameBytes[0] === 0x2e && (nameLen === 1 || (nameLen === 2 && nameBytes[1] === 0x2e)))) {
+        throw ctx.corrupt(`${where}: invalid entry name ${JSON.stringify(nameBytes.toString('utf8'))}`);
+      }
+      if (prev && Buffer.compare(prev, nameBytes) >= 0) throw ctx.corrupt(`${where}: entries out of order or repeated at ${JSON.stringify(nameBytes.toString('utf8'))}`);
+      prev = nameBytes;
+      if (type < 1 || type > 7) throw ctx.corrupt(`${where}: entry of unknown type ${type}`);
+      if (offset >= METADATA_SIZE) throw ctx.corrupt(`${where}: entry inode offset ${offset}`);
+      if (number < 1 || number > ctx.inodes) throw ctx.corrupt(`${where}: entry inode number ${number}`);
+      const ent = {
+        name: ctx.text(nameBytes, `entry ${JSON.stringify(nameBytes.toString('utf8'))} of the ${where}`),
+        ref: { block: ctx.inodeTableStart + start, offset },
+        number,
+        type,
+      };
+      if (find) {
+        const cmp = Buffer.compare(nameBytes, find);
+        if (cmp === 0) return [ent];
+        if (cmp > 0) return [];
+        continue;
+      }
+      out.push(ent);
+    }
+  }
+  return find ? [] : out;
+}

@@ -1,0 +1,586 @@
+/**
+ * strata's SquashFS 4.0 writer: streams file data into the image as it arrives, compresses
+ * blocks in worker threads (output order fixed by call order), caches compressed blocks by
+ * content, and writes the metadata tables at the end. No root needed, no wall-clock time.
+ * What exactly is written (inode numbering, ordering, fragments, cache key) is specified in
+ * spec/squashfs.md; each on-disk structure's layout is in its own file of this folder.
+ */
+import os from 'node:os';
+import { StrataError, IMAGE_ERR } from '../errors.js';
+import type { LayerEntry } from '../../../store/index.js';
+import { codecVersion, makeCodec, type Codec, type CodecSpec } from '../shared/codecs.js';
+import { OutputFile, type OutputAccess } from '../shared/output-file.js';
+import { WorkerPool } from '../shared/worker-pool.js';
+import { transferable } from '../shared/worker-pool.js';
+import type { BlockJob, BlockJobConfig, BlockJobResult } from './block-job.js';
+import { COMPRESSOR, encodeCompressorOptions, squashCodecSpec, type SquashCompressor } from './compressor.js';
+import { encodeSizeWord } from './data.js';
+import { encodeDirectory, DIR_ENTRY_SIZE, DIR_HEADER_MAX, MAX_NAME } from './directory.js';
+import { encodeExportTable } from './export-table.js';
+import { encodeFragmentTable, type FragmentEntry } from './fragment-table.js';
+import { IdTable, MAX_IDS } from './id-table.js';
+import { basicType, encodeDevice, encodeInode, inodeType, INVALID_FRAG, INVALID_XATTR, type InodeBody } from './inode.js';
+import { METADATA_SIZE, METADATA_UNCOMPRESSED, MetaWriter, metaRef } from './metadata.js';
+import {
+  DEFAULT_BLOCK_SIZE,
+  FLAG,
+  INVALID_TABLE,
+  PAD,
+  SUPERBLOCK_SIZE,
+  VERSION_MAJOR,
+  VERSION_MINOR,
+  encodeSuperblock,
+  validBlockSize,
+} from './superblock.js';
+import { splitXattrName, XattrTableWriter, type XattrPair } from './xattr-table.js';
+
+export type { SquashCompressor };
+
+export interface SquashOptions {
+  compressor: SquashCompressor;
+  /** Default per compressor: gzip 9 (1..9), zstd 15 (1..22); lz4 has none (must be absent). */
+  level?: number;
+  /** Power of two, 4096..1048576; default 131072. */
+  blockSize?: number;
+  /** Compression threads; default os.availableParallelism(). Does not change the bytes. */
+  workers?: number;
+  /** Root of the compressed-block cache (the store's cacheDir); absent = no cache. */
+  cacheDir?: string;
+  /** Superblock mkfs time, seconds; default 0. */
+  mkfsTime?: number;
+  /** Who may read the finished image file (default: as the umask says). */
+  access?: OutputAccess;
+}
+
+export interface SquashResult {
+  /** Image size on disk (padded to 4096). */
+  bytes: number;
+  /** sha256 (hex) of the image file, read back from the file before it was renamed into place. */
+  sha256: string;
+  inodes: number;
+  cacheHits: number;
+  cacheMisses: number;
+}
+
+/** How the blocks of a group's files are cached. */
+export interface GroupOptions {
+  /** Cache records of this group's blocks are readable only by this group (restricted content). */
+  cacheGid?: number;
+}
+
+interface FileData {
+  size: number;
+  blocksStart: number;
+  sizes: number[];
+  sparse: number;
+  fragIndex: number;
+  fragOffset: number;
+}
+
+interface Node {
+  entry: LayerEntry;
+  name: Buffer;
+  children?: Node[];
+  file?: FileData;
+  owner?: Node; // hardlink → the node whose inode it shares
+  nlink: number;
+  ino: number;
+  ref: bigint;
+  refBlock: number;
+  refOffset: number;
+  type: number; // inode type as written
+  written: boolean;
+}
+
+/** Entries or calls the writer cannot store (ERR_IMAGE_INPUT). */
+const usage = (msg: string, hint?: string) => new StrataError(IMAGE_ERR.INPUT, msg, hint ? { hint } : {});
+/** Writer options out of range (ERR_IMAGE_OPTIONS). */
+const badOption = (msg: string, hint: string) => new StrataError(IMAGE_ERR.OPTIONS, msg, { hint });
+
+function parentOf(p: string): string {
+  const i = p.lastIndexOf('/');
+  return i < 0 ? '.' : p.slice(0, i);
+}
+function baseOf(p: string): string {
+  return p.slice(p.lastIndexOf('/') + 1);
+}
+
+function clampTime(t: number): number {
+  if (!Number.isFinite(t) || t < 0) return 0;
+  return Math.min(Math.floor(t), 0xffffffff);
+}
+
+/** Validates writer options and fills in defaults. Throws ERR_IMAGE_OPTIONS with a hint. */
+export function checkSquashOptions(opts: SquashOptions): { spec: CodecSpec; blockSize: number; workers: number; mkfsTime: number } {
+  const spec = squashCodecSpec(opts.compressor, opts.level);
+  const blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
+  if (!validBlockSize(blockSize)) {
+    throw badOption(`SquashFS block size ${String(opts.blockSize)} is invalid`, 'use a power of two from 4096 to 1048576');
+  }
+  const workers = opts.workers ?? os.availableParallelism();
+  if (!Number.isInteger(workers) || workers < 1 || workers > 256) {
+    throw badOption(`worker count ${String(opts.workers)} is invalid`, 'use a whole number from 1 to 256');
+  }
+  const mkfsTime = opts.mkfsTime ?? 0;
+  if (!Number.isInteger(mkfsTime) || mkfsTime < 0 || mkfsTime > 0xffffffff) {
+    throw badOption(`mkfs time ${String(opts.mkfsTime)} is invalid`, 'use whole seconds since the epoch');
+  }
+  return { spec, blockSize, workers, mkfsTime };
+}
+
+export class SquashfsWriter {
+  private readonly nodes = new Map<string, Node>();
+  private readonly pool: WorkerPool<BlockJob, BlockJobResult>;
+  private readonly maxInFlight: number;
+  private readonly queue: { p: Promise<BlockJobResult>; done: (start: number, word: number) => void }[] = [];
+  private pos: number;
+  private chain: Promise<void> = Promise.resolve();
+  private failed: unknown;
+  private closed = false;
+  private finishing = false;
+  private hits = 0;
+  private misses = 0;
+  private group: string | undefined;
+  private groupOpts: GroupOptions = {};
+  private frag: Buffer;
+  private fragUsed = 0;
+  private readonly frags: FragmentEntry[] = [];
+  private fragCount = 0;
+  /** Block buffers handed back by the workers, reused so memory stays flat on huge files. */
+  private readonly spare: Buffer[] = [];
+
+  private constructor(
+    private readonly file: OutputFile,
+    private readonly codec: Codec,
+    private readonly blockSize: number,
+    private readonly mkfsTime: number,
+    private readonly options: Buffer | undefined,
+    threads: number,
+    cacheDir: string | undefined,
+  ) {
+    const config: BlockJobConfig = { codec: { name: codec.name, level: codec.level }, blockSize, cacheDir };
+    this.pool = new WorkerPool({ module: new URL('./block-job.js', import.meta.url).href, config, threads, what: 'SquashFS block compression' });
+    this.maxInFlight = threads * 2 + 2;
+    this.pos = SUPERBLOCK_SIZE + (options ? 2 + options.length : 0);
+    this.frag = Buffer.alloc(blockSize);
+  }
+
+  /**
+   * Creates the image's temp file beside `outPath` (shared/output-file.ts); finish() renames it
+   * to outPath, abort() removes it. Throws ERR_IMAGE_OPTIONS for bad options (see
+   * checkSquashOptions), and the open's error when the temp file cannot be created.
+   */
+  static async create(outPath: string, opts: SquashOptions): Promise<SquashfsWriter> {
+    const { spec, blockSize: bs, workers: threads, mkfsTime: mkfs } = checkSquashOptions(opts);
+    const codec = makeCodec(spec);
+    codecVersion(spec); // a missing addon fails here, in the caller's thread
+    const file = await OutputFile.create(outPath, opts.access);
+    try {
+      return new SquashfsWriter(file, codec, bs, mkfs, encodeCompressorOptions(spec), threads, opts.cacheDir);
+    } catch (e) {
+      await file.abort();
+      throw e;
+    }
+  }
+
+  private check(): void {
+    if (this.failed) throw this.failed;
+    if (this.closed || this.finishing) throw usage('the SquashFS writer is already finished or aborted');
+  }
+
+  private register(entry: LayerEntry, file?: FileData): Node {
+    if (this.nodes.has(entry.path)) throw usage(`duplicate path in SquashFS image: ${entry.path}`);
+    const name = Buffer.from(entry.path === '.' ? '.' : baseOf(entry.path));
+    if (name.length > MAX_NAME) throw usage(`name longer than ${MAX_NAME} bytes: ${entry.path}`);
+    const node: Node = { entry, name, nlink: 1, ino: 0, ref: 0n, refBlock: 0, refOffset: 0, type: 0, written: false };
+    if (entry.type === 'dir') node.children = [];
+    if (file) node.file = file;
+    this.nodes.set(entry.path, node);
+    return node;
+  }
+
+  /**
+   * Streams a regular file's data into the image now, in call order (calls are serialized
+   * even if the caller does not await). `content` must yield exactly entry.size bytes.
+   * Full blocks go to the compression pool; the tail (< blockSize) is packed into the open
+   * fragment block of `group`, which is flushed first when the group changes. `group` also
+   * files the blocks in the cache (a layer's CID); `opts` of a group's first file apply to it.
+   */
+  addFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: GroupOptions = {}): Promise<void> {
+    try {
+      this.check();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const run = this.chain.then(async () => {
+      if (this.failed) throw this.failed;
+      try {
+        await this.streamFile(entry, content, group, opts);
+      } catch (e) {
+        this.failed ??= e;
+        throw e;
+      }
+    });
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async streamFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: GroupOptions): Promise<void> {
+    if (entry.type !== 'file') throw usage(`addFile needs a regular file, got ${entry.type}: ${entry.path}`);
+    if (entry.path === '.') throw usage('the image root must be a directory');
+    const fd: FileData = { size: entry.size, blocksStart: 0, sizes: [], sparse: 0, fragIndex: INVALID_FRAG, fragOffset: 0 };
+    this.register(entry, fd);
+    if (group !== this.group) {
+      if (this.fragUsed > 0) await this.flushFragment();
+      this.group = group;
+      this.groupOpts = opts;
+    }
+    const bs = this.blockSize;
+    let block = this.takeBlock();
+    let fill = 0;
+    let total = 0;
+    let index = 0;
+    for await (const chunk of content) {
+      total += chunk.length;
+      if (total > entry.size) throw usage(`${entry.path}: content is longer than its size ${entry.size}`);
+      let off = 0;
+      while (off < chunk.length) {
+        const n = Math.min(bs - fill, chunk.length - off);
+        block.set(chunk.subarray(off, off + n), fill);
+        fill += n;
+        off += n;
+        if (fill === bs) {
+          const i = index++;
+          await this.pushBlock(block, true, (start, word) => {
+            if (i === 0) fd.blocksStart = start;
+            fd.sizes[i] = word;
+            if (word === 0) fd.sparse += bs;
+          });
+          block = this.takeBlock();
+          fill = 0;
+        }
+      }
+    }
+    if (total !== entry.size) throw usage(`${entry.path}: content is ${total} bytes, its entry says ${entry.size}`);
+    if (fill > 0) {
+      if (this.fragUsed + fill > bs) await this.flushFragment();
+      fd.fragIndex = this.fragCount;
+      fd.fragOffset = this.fragUsed;
+      this.frag.set(block.subarray(0, fill), this.fragUsed);
+      this.fragUsed += fill;
+    }
+    this.spare.push(block);
+  }
+
+  private takeBlock(): Buffer {
+    return this.spare.pop() ?? Buffer.alloc(this.blockSize);
+  }
+
+  private recycle(raw: Uint8Array): void {
+    if (raw.byteLength === this.blockSize && this.spare.length < this.maxInFlight) {
+      this.spare.push(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength));
+    }
+  }
+
+  private async flushFragment(): Promise<void> {
+    const raw = Buffer.alloc(this.fragUsed);
+    this.frag.copy(raw, 0, 0, this.fragUsed);
+    this.fragUsed = 0;
+    const index = this.fragCount++;
+    await this.pushBlock(raw, false, (start, word) => {
+      this.frags[index] = { start, word };
+    });
+  }
+
+  private async pushBlock(raw: Buffer, allowSparse: boolean, done: (start: number, word: number) => void): Promise<void> {
+    const place = { tag: this.group ?? '', ...(this.groupOpts.cacheGid !== undefined ? { gid: this.groupOpts.cacheGid } : {}) };
+    const p = this.pool.run({ raw, allowSparse, place }, transferable(raw));
+    p.catch(() => undefined); // awaited in order by writeHead; avoid an early unhandled rejection
+    this.queue.push({ p, done });
+    while (this.queue.length > this.maxInFlight) await this.writeHead();
+  }
+
+  private async writeHead(): Promise<void> {
+    const h = this.queue.shift()!;
+    const r = await h.p;
+    if (r.cache === 'hit') this.hits++;
+    else if (r.cache === 'miss') this.misses++;
+    if (r.kind === 'sparse') {
+      h.done(this.pos, 0);
+      this.recycle(r.raw);
+      return;
+    }
+    const len = r.data.length;
+    await this.file.writeAll(r.data, this.pos);
+    h.done(this.pos, encodeSizeWord(len, r.kind === 'raw'));
+    this.pos += len;
+    this.recycle(r.raw);
+  }
+
+  /**
+   * Adds a non-file entry: dir, symlink, char, block, fifo, or hardlink (entry.linkname is
+   * the path of another non-directory entry of the image). Order does not matter; parents
+   * are checked in finish().
+   */
+  addEntry(entry: LayerEntry): void {
+    this.check();
+    switch (entry.type) {
+      case 'dir':
+      case 'symlink':
+      case 'char':
+      case 'block':
+      case 'fifo':
+      case 'hardlink':
+        break;
+      case 'file':
+        throw usage(`regular files go through addFile: ${entry.path}`);
+      default:
+        throw usage(`unsupported entry type ${String(entry.type)}: ${entry.path}`);
+    }
+    if (entry.path === '.' && entry.type !== 'dir') throw usage('the image root must be a directory');
+    if ((entry.type === 'symlink' || entry.type === 'hardlink') && !entry.linkname) {
+      throw usage(`${entry.type} without a target: ${entry.path}`);
+    }
+    this.register(entry);
+  }
+
+  /** Writes the tables and the superblock, then renames the image into place. */
+  async finish(): Promise<SquashResult> {
+    this.check();
+    this.finishing = true;
+    await this.chain;
+    try {
+      if (this.failed) throw this.failed;
+      if (this.fragUsed > 0) await this.flushFragment();
+      while (this.queue.length) await this.writeHead();
+      const r = await this.writeTables();
+      this.closed = true;
+      await this.pool.close();
+      await this.file.commit();
+      return r;
+    } catch (e) {
+      this.failed ??= e;
+      await this.abort();
+      throw e;
+    }
+  }
+
+  /** Stops the workers and removes the partial output. Safe to call more than once. */
+  async abort(): Promise<void> {
+    this.closed = true;
+    await this.pool.close();
+    await this.file.abort();
+  }
+
+  private buildTree(): Node {
+    let root = this.nodes.get('.');
+    if (!root) {
+      root = this.register({ path: '.', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 });
+    }
+    for (const [p, n] of this.nodes) {
+      if (p === '.') continue;
+      const parent = this.nodes.get(parentOf(p));
+      if (!parent) throw usage(`parent directory of ${p} is missing`, 'add every directory of the tree');
+      if (!parent.children) throw usage(`parent of ${p} is a ${parent.entry.type}, not a directory`);
+      parent.children.push(n);
+    }
+    for (const n of this.nodes.values()) {
+      n.children?.sort((a, b) => Buffer.compare(a.name, b.name));
+      if (n.entry.type !== 'hardlink') continue;
+      let t: Node | undefined = n;
+      for (let hops = 0; t && t.entry.type === 'hardlink'; hops++) {
+        if (hops > this.nodes.size) throw usage(`hard link loop at ${n.entry.path}`);
+        t = this.nodes.get(t.entry.linkname!);
+      }
+      if (!t) throw usage(`hard link ${n.entry.path} points at ${n.entry.linkname}, which is not in the image`);
+      if (t.entry.type === 'dir') throw usage(`hard link ${n.entry.path} points at a directory`);
+      n.owner = t;
+      t.nlink++;
+    }
+    return root;
+  }
+
+  /**
+   * Inode numbers: post-order, children in name order, a shared inode numbered where it is
+   * first met; this is also the order the inodes are written in. Returns the inode count.
+   */
+  private number(root: Node): number {
+    let count = 0;
+    const walk = (d: Node): void => {
+      let subdirs = 0;
+      for (const c of d.children!) {
+        if (c.children) {
+          subdirs++;
+          walk(c);
+        } else {
+          const o = c.owner ?? c;
+          if (o.ino === 0) o.ino = ++count;
+        }
+      }
+      d.nlink = 2 + subdirs;
+      d.ino = ++count;
+    };
+    walk(root);
+    return count;
+  }
+
+  private idTable(): IdTable {
+    const values: number[] = [];
+    for (const n of this.nodes.values()) {
+      if (n.owner) continue;
+      for (const v of [n.entry.uid, n.entry.gid]) {
+        if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw usage(`${n.entry.path}: uid/gid ${v} out of range`);
+        values.push(v);
+      }
+    }
+    const ids = new IdTable(values);
+    if (ids.ids.length > MAX_IDS) throw usage(`more than ${MAX_IDS} distinct uids and gids`);
+    return ids;
+  }
+
+  private async writeTables(): Promise<SquashResult> {
+    const root = this.buildTree();
+    const count = this.number(root);
+    const ids = this.idTable();
+    const inodes = new MetaWriter(this.codec);
+    const dirs = new MetaWriter(this.codec);
+    const xattrs = new XattrTableWriter(this.codec);
+    const exportRefs: bigint[] = new Array(count);
+
+    const xattrIndex = (e: LayerEntry): number => {
+      if (!e.xattrs || e.xattrs.size === 0) return INVALID_XATTR;
+      const pairs: XattrPair[] = [];
+      for (const [name, value] of e.xattrs) {
+        if (name.startsWith('system.')) continue;
+        const s = splitXattrName(name);
+        if (!s) throw usage(`${e.path}: xattr ${name} cannot be stored in SquashFS`, 'only user.*, trusted.* and security.* are supported');
+        pairs.push({ full: Buffer.from(name), type: s.type, name: Buffer.from(s.rest), value: Buffer.from(value) });
+      }
+      return xattrs.add(pairs);
+    };
+
+    const emit = (n: Node, body: InodeBody, extended = false): void => {
+      const type = inodeType(body, extended);
+      n.refBlock = inodes.block;
+      n.refOffset = inodes.offset;
+      n.ref = metaRef(n.refBlock, n.refOffset);
+      n.type = type;
+      n.written = true;
+      exportRefs[n.ino - 1] = n.ref;
+      const e = n.entry;
+      inodes.write(encodeInode(type, { mode: e.mode, uidIndex: ids.indexOf(e.uid), gidIndex: ids.indexOf(e.gid), mtime: clampTime(e.mtime), number: n.ino }, body));
+    };
+
+    const writeLeaf = (n: Node): void => {
+      const e = n.entry;
+      const xattr = xattrIndex(e);
+      const nlink = n.nlink;
+      switch (e.type) {
+        case 'file': {
+          const f = n.file!;
+          emit(n, { kind: 'file', nlink, blocksStart: f.blocksStart, fileSize: f.size, sparse: f.sparse, fragIndex: f.fragIndex, fragOffset: f.fragOffset, xattr, sizes: f.sizes });
+          return;
+        }
+        case 'symlink':
+          emit(n, { kind: 'symlink', nlink, target: Buffer.from(e.linkname ?? ''), xattr });
+          return;
+        case 'char':
+        case 'block': {
+          const major = e.devmajor ?? 0;
+          const minor = e.devminor ?? 0;
+          if (major < 0 || major > 0xfff || minor < 0 || minor > 0xfffff) {
+            throw usage(`${e.path}: device ${major}:${minor} does not fit SquashFS's 12-bit major, 20-bit minor`);
+          }
+          emit(n, { kind: e.type, nlink, rdev: encodeDevice(major, minor), xattr });
+          return;
+        }
+        case 'fifo':
+          emit(n, { kind: 'fifo', nlink, xattr });
+          return;
+        default:
+          throw usage(`cannot write ${e.type} inode for ${e.path}`);
+      }
+    };
+
+    const writeDir = (d: Node, parent: number): void => {
+      for (const c of d.children!) {
+        if (c.children) writeDir(c, d.ino);
+        else {
+          const o = c.owner ?? c;
+          if (!o.written) writeLeaf(o);
+        }
+      }
+      const listing = encodeDirectory(
+        d.children!.map((c) => {
+          const o = c.owner ?? c;
+          return { name: c.name, ino: o.ino, refBlock: o.refBlock, refOffset: o.refOffset, basicType: basicType(o.type) };
+        }),
+        dirs,
+      );
+      const xattr = xattrIndex(d.entry);
+      // As mksquashfs decides: extended for any directory of more than 256 entries or ≥ 8 KiB
+      // of entries without headers (besides what the basic form cannot hold).
+      const entryBytes = d.children!.reduce((t, c) => t + DIR_ENTRY_SIZE + c.name.length, 0);
+      const large = d.children!.length > DIR_HEADER_MAX || entryBytes >= METADATA_SIZE;
+      emit(d, { kind: 'dir', nlink: d.nlink, fileSize: listing.fileSize, blockIndex: listing.blockIndex, blockOffset: listing.blockOffset, parent, xattr, index: listing.index }, large);
+    };
+    writeDir(root, 0);
+
+    // Tables, in the order the kernel expects.
+    let p = this.pos;
+    const out = async (b: Buffer): Promise<number> => {
+      const at = p;
+      await this.file.writeAll(b, at);
+      p += b.length;
+      return at;
+    };
+    const table = async (t: { bytes: Buffer; locations: number }): Promise<bigint> => {
+      await out(t.bytes);
+      return BigInt(t.locations);
+    };
+    const inodeTableStart = await out(inodes.end());
+    const directoryTableStart = await out(dirs.end());
+    const fragmentTableStart = this.fragCount > 0 ? await table(encodeFragmentTable(this.frags, this.codec, p)) : INVALID_TABLE;
+    const exportTableStart = await table(encodeExportTable(exportRefs, this.codec, p));
+    const idTableStart = await table(ids.encode(this.codec, p));
+    let xattrIdTableStart = INVALID_TABLE;
+    if (xattrs.count > 0) {
+      const x = xattrs.encode(p);
+      await out(x.bytes);
+      xattrIdTableStart = BigInt(x.header);
+    }
+    const bytesUsed = p;
+
+    let flags: number = FLAG.EXPORTABLE;
+    if (this.options) {
+      flags |= FLAG.COMPRESSOR_OPTIONS;
+      const ob = Buffer.alloc(2);
+      ob.writeUInt16LE(METADATA_UNCOMPRESSED | this.options.length, 0);
+      await this.file.writeAll(Buffer.concat([ob, this.options]), SUPERBLOCK_SIZE);
+    }
+    const sb = encodeSuperblock({
+      inodeCount: count,
+      mkfsTime: this.mkfsTime,
+      blockSize: this.blockSize,
+      fragmentCount: this.fragCount,
+      compressor: COMPRESSOR[this.codec.name],
+      blockLog: Math.log2(this.blockSize),
+      flags,
+      idCount: ids.ids.length,
+      versionMajor: VERSION_MAJOR,
+      versionMinor: VERSION_MINOR,
+      rootInode: root.ref,
+      bytesUsed: BigInt(bytesUsed),
+      idTableStart,
+      xattrIdTableStart,
+      inodeTableStart: BigInt(inodeTableStart),
+      directoryTableStart: BigInt(directoryTableStart),
+      fragmentTableStart,
+      exportTableStart,
+    });
+    await this.file.writeAll(sb, 0);
+    const padded = Math.ceil(bytesUsed / PAD) * PAD;
+    await this.file.fh.truncate(padded);
+    return { bytes: padded, sha256: await this.file.sha256(), inodes: count, cacheHits: this.hits, cacheMisses: this.misses };
+  }
+}
