@@ -2,12 +2,12 @@
  * EROFS compression settings: which compressors strata writes, their levels, the
  * superblock configuration record of each, and the decompressors its reader uses.
  *
- * The compressors themselves are SquashFS's (compose/squashfs/compressors.ts), because the
+ * The compressors themselves are the shared ones (compose/image/shared/codecs.ts), because the
  * bytes an EROFS pcluster needs are the same: lz4 = one raw LZ4 block (strata's own
  * encoder "strata-lz4-1", byte-stable by construction), zstd = one zstd frame (zstd-napi's
  * pinned libzstd). Extents go through the same worker pool and content-keyed block cache
- * (compose/squashfs/worker.ts, block-cache.ts) with the extent size as "block size".
- * (These move to compose/image/shared/ with the image engineer's restructuring.)
+ * (compose/image/shared/worker-pool.ts running compose/image/squashfs/block-job.ts, and
+ * shared/block-cache.ts) with the extent size as "block size".
  *
  * deflate is not offered: Node's zlib may pick other matches on other CPUs (see
  * spec/decisions.md), and erofs-utils 1.5 (Debian 12) could not check it. lzma: no
@@ -15,8 +15,8 @@
  */
 import { createRequire } from 'node:module';
 import { StrataError, IMAGE_ERR } from '../errors.js';
-import { resolveCodecSpec, type CodecSpec } from '../../squashfs/compressors.js';
-import { lz4 } from '../../squashfs/decompress.js';
+import { resolveCodecSpec, type CodecChoice, type CodecSpec } from '../shared/codecs.js';
+import { lz4Decompress as lz4 } from '../shared/lz4.js';
 import { ALG, PCLUSTER_MAX, BLOCK_SIZE } from './format.js';
 
 export type ErofsCompressor = 'none' | 'lz4' | 'zstd';
@@ -24,6 +24,12 @@ export type ErofsCompressor = 'none' | 'lz4' | 'zstd';
 export const ZSTD_DEFAULT_LEVEL = 6;
 /** The compressor outputs should default to (spec/erofs.md: mounts on every kernel with EROFS). */
 export const DEFAULT_EROFS_COMPRESSOR: ErofsCompressor = 'lz4';
+
+const EROFS_CODECS: CodecChoice = {
+  format: 'EROFS',
+  names: ['lz4', 'zstd'],
+  defaultLevel: { gzip: 9, zstd: ZSTD_DEFAULT_LEVEL },
+};
 
 export interface ErofsCodec {
   name: ErofsCompressor;
@@ -40,9 +46,9 @@ export function resolveErofsCodec(name: string, level?: number): ErofsCodec {
       if (level !== undefined) throw new StrataError(IMAGE_ERR.OPTIONS, 'an uncompressed EROFS image has no level', { hint: 'leave out --level' });
       return { name, alg: -1 };
     case 'lz4':
-      return { name, spec: resolveCodecSpec('lz4', level), alg: ALG.LZ4 };
+      return { name, spec: resolveCodecSpec('lz4', level, EROFS_CODECS), alg: ALG.LZ4 };
     case 'zstd':
-      return { name, spec: resolveCodecSpec('zstd', level ?? ZSTD_DEFAULT_LEVEL), alg: ALG.ZSTD };
+      return { name, spec: resolveCodecSpec('zstd', level ?? ZSTD_DEFAULT_LEVEL, EROFS_CODECS), alg: ALG.ZSTD };
     default:
       throw new StrataError(IMAGE_ERR.OPTIONS, `EROFS compressor "${name}" is not supported by strata's writer`, {
         hint: 'choose lz4, zstd or none',

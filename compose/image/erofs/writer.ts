@@ -11,8 +11,9 @@ import os from 'node:os';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import type { LayerEntry } from '../../../store/index.js';
 import { aclFromText, aclToXattr } from '../../../native/acl.js';
-import { makeCodec, type Codec } from '../../squashfs/compressors.js';
-import { BlockPool, type BlockResult } from '../../squashfs/worker.js';
+import { makeCodec, type Codec } from '../shared/codecs.js';
+import { transferable, WorkerPool } from '../shared/worker-pool.js';
+import type { BlockJob, BlockJobResult as BlockResult } from '../squashfs/block-job.js';
 import { configRecord, resolveErofsCodec, type ErofsCodec, type ErofsCompressor } from './codec.js';
 import {
   ADVISE,
@@ -187,7 +188,9 @@ type Job = { p: Promise<BlockResult>; done: (r: BlockResult) => Promise<void> };
 
 export class ErofsWriter {
   private readonly nodes = new Map<string, Node>();
-  private readonly pool: BlockPool | undefined;
+  private readonly pool: WorkerPool<BlockJob, BlockResult> | undefined;
+  /** The group (layer) of the file being written: where its extents are filed in the block cache. */
+  private group = 'strata-metadata';
   private readonly maxInFlight: number;
   private readonly queue: Job[] = [];
   /** Next free byte of the data area (always a block boundary between writes). */
@@ -218,7 +221,14 @@ export class ErofsWriter {
     threads: number,
     cacheDir: string | undefined,
   ) {
-    this.pool = codec.spec ? new BlockPool({ codec: codec.spec, blockSize: extentSize, cacheDir }, threads) : undefined;
+    this.pool = codec.spec
+      ? new WorkerPool({
+          module: new URL('../squashfs/block-job.js', import.meta.url).href,
+          config: { codec: codec.spec, blockSize: extentSize, cacheDir },
+          threads,
+          what: 'EROFS extent compression',
+        })
+      : undefined;
     this.maxInFlight = codec.spec ? threads * 2 + 2 : 64;
     this.spill = new Spill(`${tmpPath}.tails`);
   }
@@ -267,11 +277,10 @@ export class ErofsWriter {
   /**
    * Streams a regular file's data into the image now, in call order (calls are serialized
    * even if the caller does not await). `content` must yield exactly entry.size bytes.
-   * `group` is accepted for symmetry with the SquashFS writer: EROFS packs no data of two
-   * files into one block, so it does not change the bytes.
+   * `group` (the layer a file comes from) files its extents in the block cache; EROFS packs
+   * no data of two files into one block, so it does not change the bytes.
    */
   addFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string): Promise<void> {
-    void group;
     try {
       this.check();
     } catch (e) {
@@ -279,6 +288,7 @@ export class ErofsWriter {
     }
     const run = this.chain.then(async () => {
       if (this.failed) throw this.failed;
+      this.group = group;
       try {
         await this.streamFile(entry, content);
       } catch (e) {
@@ -376,7 +386,7 @@ export class ErofsWriter {
   private async pushExtent(data: Extract<FileData, { kind: 'z' }>, raw: Buffer): Promise<void> {
     const lclusters = Math.ceil(raw.length / BLOCK_SIZE);
     const len = raw.length;
-    const p = this.pool!.compress(raw, true);
+    const p = this.pool!.run({ raw, allowSparse: true, place: { tag: this.group } }, transferable(raw));
     p.catch(() => undefined); // awaited in order by writeHead
     await this.enqueue({
       p,
