@@ -25,6 +25,8 @@ export const COMPOSE_ERR = {
   TARGET_INVALID: 'ERR_TARGET_INVALID',
   /** Modules of two licence groups in one output: no mode can keep each group's content from the other. */
   LICENCE_CONFLICT: 'ERR_LICENCE_CONFLICT',
+  /** A sandbox whose build was interrupted while its entries were moved into place. */
+  INCOMPLETE: 'ERR_INCOMPLETE',
   /** The OS refused to apply something the layers hold, for a reason other than privilege. */
   APPLY_FAILED: 'ERR_APPLY_FAILED',
 } as const;

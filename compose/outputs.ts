@@ -6,12 +6,14 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { lookupGroup } from '../native/ids.js';
 import { StrataError, COMPOSE_ERR } from './errors.js';
+import { printable } from '../native/errors.js';
 import { IMAGE_ERR } from './image/errors.js';
 import type { LoadedModule, Store } from '../store/index.js';
 import { AclIndex, embeddedEntries, embeddedFiles } from './embedded.js';
 import { Lock, lockOf, parseLock } from './lock.js';
 import { MergePlan, planMerge } from './merge.js';
-import { prepareTarget, SandboxResult, writeSandbox } from './sandbox.js';
+import { SandboxResult, writeSandbox } from './sandbox.js';
+import { isPrivateName } from './tree/index.js';
 
 /** The licence an output carries: the one group its restricted modules belong to. */
 export interface OutputLicence {
@@ -68,9 +70,9 @@ export async function buildSandbox(
   dir: string,
   opts: { force?: boolean; onProgress?(done: number, total: number): void } = {},
 ): Promise<SandboxResult> {
+  const licence = outputLicence(mods);
   const { plan, embedded } = await planOutput(store, mods);
-  await prepareTarget(dir, Boolean(opts.force), [store.root]);
-  return writeSandbox(store, mods, plan, embedded, dir, opts);
+  return writeSandbox(store, mods, plan, embedded, dir, { ...opts, keep: [store.root], licenceGid: licence?.gid });
 }
 
 export interface InspectInfo {
@@ -87,7 +89,15 @@ export async function inspectTarget(target: string): Promise<InspectInfo> {
   } catch {
     throw new StrataError(COMPOSE_ERR.NOT_FOUND, `${target} does not exist`);
   }
-  if (st.isDirectory()) return describe(target, 'sandbox', async (p) => fsp.readFile(path.join(target, p)).catch(() => undefined));
+  if (st.isDirectory()) {
+    const names = await fsp.readdir(target).catch(() => [] as string[]);
+    if (names.some(isPrivateName)) {
+      throw new StrataError(COMPOSE_ERR.INCOMPLETE, `${printable(target)} is an incomplete sandbox: a build into it was interrupted or is still running`, {
+        hint: 'build it again with --force',
+      });
+    }
+    return describe(target, 'sandbox', async (p) => fsp.readFile(path.join(target, p)).catch(() => undefined));
+  }
   const { SquashfsImage } = await import('./image/index.js');
   const img = await SquashfsImage.open(target);
   try {

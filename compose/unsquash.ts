@@ -1,67 +1,73 @@
 /**
  * `strata unsquash IMAGE DIR`: extracts an image and puts back what SquashFS could not hold —
- * each path's POSIX ACLs and original mode, from the image's /.strata/acl.json.
+ * each path's POSIX ACLs and original mode (and owning group, when the image changed it),
+ * from the image's /.strata/acl.json, in the same pass through the one tree writer: nothing
+ * is looked up or changed by path afterwards.
  */
-import * as fsp from 'node:fs/promises';
-import * as path from 'node:path';
-import { applyNodeAttrs } from '../native/fsops.js';
+import { aclFromText } from '../native/acl.js';
 import { StrataError } from './errors.js';
 import { IMAGE_ERR } from './image/errors.js';
-import type { AclIndex } from './embedded.js';
-import { extractImage, safeJoin } from './squashfs/extract.js';
-import { SquashfsImage } from './squashfs/reader.js';
+import { SquashfsImage, q } from './image/index.js';
+import { checkPath, extractImage, type Restore } from './tree/image.js';
 
-export async function unsquash(image: string, dir: string): Promise<{ entries: number; acls: number; skipped: Record<string, number> }> {
+export interface UnsquashResult {
+  entries: number;
+  acls: number;
+  skipped: Record<string, number>;
+  warnings: string[];
+}
+
+export async function unsquash(image: string, dir: string): Promise<UnsquashResult> {
   const img = await SquashfsImage.open(image);
   try {
-    const r = await extractImage(img, dir);
-    let acls = 0;
-    const st = await img.stat('.strata/acl.json');
-    if (st) {
-      let index: AclIndex;
-      try {
-        index = JSON.parse((await img.readFile('.strata/acl.json')).toString('utf8')) as AclIndex;
-      } catch {
-        throw new StrataError(IMAGE_ERR.CORRUPT, `${image}: /.strata/acl.json is not valid JSON`);
-      }
-      const bad = (p: string, why: string) =>
-        new StrataError(IMAGE_ERR.CORRUPT, `${image}: /.strata/acl.json names ${JSON.stringify(p)}, ${why}`, {
-          hint: 'the image was altered or not written by strata; DIR holds its tree, with ACLs restored only in part',
-        });
-      for (const [p, e] of Object.entries(index.entries ?? {})) {
-        if (!Number.isInteger(e?.mode) || e.mode < 0 || e.mode > 0o7777) throw bad(p, 'with an invalid mode');
-        // The image is untrusted: never follow a symlink it planted (lnk -> /etc, then "lnk/passwd").
-        const target = await withinNoFollow(dir, safeJoin(dir, p), p);
-        if (target === undefined) throw bad(p, 'which is not a file or directory in the image');
-        if (target === 'symlink') continue;
-        await fsp.chmod(target, e.mode);
-        const failed = applyNodeAttrs(target, { acl: { access: e.access, default: e.default } }, { collect: true });
-        if (failed.length > 0) r.skipped.acl = (r.skipped.acl ?? 0) + failed.length;
-        else acls++;
-      }
-      // Restoring ACLs changed ctime only, but chmod on a directory does not touch mtime: nothing to redo.
-    }
-    return { entries: r.entries, acls, skipped: r.skipped };
+    const restore = (await img.stat('.strata/acl.json')) ? parseAclIndex(image, await img.readFile('.strata/acl.json')) : undefined;
+    const r = await extractImage(img, dir, { restore });
+    return { entries: r.entries, acls: r.acls, skipped: r.skipped, warnings: r.warnings };
   } finally {
     await img.close();
   }
 }
 
 /**
- * `target` (= dir/p) if every component of `p` below `dir` is a real directory (not a
- * symlink) and `target` itself exists; 'symlink' when only the last component is a symlink;
- * undefined otherwise.
+ * /.strata/acl.json as untrusted input: every path canonical, every mode an integer in
+ * 0..0o7777, every ACL text parseable, a gid (optional) an id. Anything else is
+ * ERR_IMAGE_CORRUPT, before DIR is touched.
  */
-async function withinNoFollow(dir: string, target: string, p: string): Promise<string | 'symlink' | undefined> {
-  if (p === '.') return target;
-  const parts = p.split('/');
-  let cur = dir;
-  for (let i = 0; i < parts.length; i++) {
-    cur = path.join(cur, parts[i]!);
-    const st = await fsp.lstat(cur).catch(() => undefined);
-    if (!st) return undefined;
-    if (i === parts.length - 1) return st.isSymbolicLink() ? 'symlink' : target;
-    if (!st.isDirectory()) return undefined;
+function parseAclIndex(image: string, bytes: Buffer): Map<string, Restore> {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new StrataError(IMAGE_ERR.CORRUPT, `${image}: /.strata/acl.json is not valid JSON`);
   }
-  return undefined;
+  const entries = (doc as { entries?: unknown })?.entries;
+  if (typeof entries !== 'object' || entries === null || Array.isArray(entries)) {
+    throw new StrataError(IMAGE_ERR.CORRUPT, `${image}: /.strata/acl.json is not a strata ACL index`);
+  }
+  const bad = (p: string, why: string) =>
+    new StrataError(IMAGE_ERR.CORRUPT, `${image}: /.strata/acl.json names ${q(p)} ${why}`, { hint: 'the image was altered or not written by strata' });
+  const out = new Map<string, Restore>();
+  for (const [p, raw] of Object.entries(entries as Record<string, unknown>)) {
+    checkPath(p, `${image}: /.strata/acl.json`);
+    const e = (raw ?? {}) as Record<string, unknown>;
+    const mode = e.mode;
+    if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw bad(p, 'with an invalid mode');
+    const r: Restore = { mode };
+    for (const k of ['access', 'default'] as const) {
+      if (e[k] === undefined) continue;
+      if (typeof e[k] !== 'string') throw bad(p, `with an invalid ${k} ACL`);
+      try {
+        aclFromText(e[k] as string);
+      } catch {
+        throw bad(p, `with an invalid ${k} ACL`);
+      }
+      r[k] = e[k] as string;
+    }
+    if (e.gid !== undefined) {
+      if (typeof e.gid !== 'number' || !Number.isInteger(e.gid) || e.gid < 0 || e.gid > 0xfffffffe) throw bad(p, 'with an invalid group');
+      r.gid = e.gid;
+    }
+    out.set(p, r);
+  }
+  return out;
 }

@@ -6,12 +6,35 @@
  *   lsetxattr(path, name, value, flags?)                   value: any Uint8Array
  *   llistxattr(path)               -> string[]            (kernel order)
  *   lremovexattr(path, name)
- *   mknod(path, mode, major, minor)                       mode carries S_IFCHR/S_IFBLK/S_IFIFO
  *   getpwnam(name) -> number | undefined                  through NSS (files, LDAP, sssd ...)
  *   getgrnam(name) -> number | undefined
  *
+ * Descriptor-relative calls, for writing a tree no other process can redirect (each takes a
+ * directory fd, or AT_FDCWD = -100, and a name or path relative to it; fds are plain ints that
+ * Node's fs.*Sync(fd) calls accept):
+ *   openat(dirfd, path, flags, mode) -> fd                 exactly openat(2); add O_NOFOLLOW
+ *   openBeneath(dirfd, path, flags, mode) -> fd            openat2(2) with RESOLVE_BENEATH |
+ *        RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV: no component may be a
+ *        symlink, `..` may not climb above dirfd, no mount is crossed (ELOOP, EXDEV otherwise).
+ *        Kernels before 5.6 (ENOSYS): the same rule walked by hand, one openat(O_NOFOLLOW |
+ *        O_DIRECTORY) per component, `.`/`..`/empty components refused with EINVAL.
+ *   mkdirat(dirfd, name, mode)   mknodat(dirfd, name, mode, major, minor)
+ *   symlinkat(target, dirfd, name)   linkat(olddirfd, oldname, newdirfd, newname)  (no follow)
+ *   renameat2(olddirfd, oldname, newdirfd, newname, flags)  RENAME_NOREPLACE 1, RENAME_EXCHANGE 2
+ *   unlinkat(dirfd, name, flags)                           AT_REMOVEDIR 0x200
+ *   fchownat(dirfd, name, uid, gid, flags)                 uid/gid -1: leave; AT_SYMLINK_NOFOLLOW 0x100,
+ *   fchmodat(dirfd, name, mode, flags)                     AT_EMPTY_PATH 0x1000 with name '' acts on dirfd
+ *   utimensat(dirfd, name, seconds, flags)                 atime = mtime = seconds (nanoseconds 0)
+ *   fstatat(dirfd, name, flags) -> { dev, ino, mode, uid, gid, nlink }
+ *   fsetxattr(fd, name, value, flags?)   fremovexattr(fd, name)
+ *   readdirfd(fd) -> Buffer[]                              names (raw bytes) but . and .., any order
+ *   rmtreeat(dirfd, name)                                  removes name and everything below it:
+ *        never follows a symlink, never crosses into another filesystem (EXDEV), re-checks
+ *        each directory it opened is the one it inspected, and gives the caller's own
+ *        directories u+rwx when their mode keeps it out. A missing name is not an error.
+ *
  * None of them follows a symlink in the last path component: the l*xattr family acts on
- * the link itself, and mknod never follows (it fails with EEXIST on any existing name).
+ * the link itself.
  * Failures throw an Error shaped like Node's fs errors: message "CODE: description,
  * syscall 'path'", and properties code ('EPERM', 'ENOTSUP', 'ENODATA' ...), errno
  * (negative, as libuv reports it), syscall and path.
@@ -20,12 +43,17 @@
 #include <node_api.h>
 #include <errno.h>
 #include <grp.h>
+#include <limits.h>
 #include <pwd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
@@ -331,21 +359,6 @@ static napi_value js_lremovexattr(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value js_mknod(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  if (!get_args(env, info, 4, argv)) return NULL;
-  uint32_t mode, major, minor;
-  if (!get_u32(env, argv[1], "mode", &mode) || !get_u32(env, argv[2], "major", &major) ||
-      !get_u32(env, argv[3], "minor", &minor))
-    return NULL;
-  char *path = get_cstring(env, argv[0], "path");
-  if (path == NULL) return NULL;
-  int rc = mknod(path, (mode_t)mode, makedev(major, minor));
-  if (rc != 0) throw_errno(env, errno, "mknod", path);
-  free(path);
-  return NULL;
-}
-
 /* getpwnam_r / getgrnam_r with a growing buffer; undefined when the name is unknown. */
 static napi_value lookup_id(napi_env env, napi_callback_info info, bool group) {
   napi_value argv[1], result;
@@ -400,15 +413,476 @@ static napi_value js_getgrnam(napi_env env, napi_callback_info info) {
   return lookup_id(env, info, true);
 }
 
+/* A file descriptor or AT_FDCWD. */
+static bool get_fd(napi_env env, napi_value value, const char *what, int *out) {
+  int32_t v;
+  if (napi_get_value_int32(env, value, &v) != napi_ok || (v < 0 && v != AT_FDCWD)) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a file descriptor", what);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+/* An owner id, or -1 for "leave it". */
+static bool get_id(napi_env env, napi_value value, const char *what, uint32_t *out) {
+  double d;
+  if (napi_get_value_double(env, value, &d) == napi_ok && d == -1) {
+    *out = (uint32_t)-1;
+    return true;
+  }
+  return get_u32(env, value, what, out);
+}
+
+static napi_value fd_value(napi_env env, int fd) {
+  napi_value v;
+  if (napi_create_int32(env, fd, &v) != napi_ok) {
+    close(fd);
+    throw_pending(env, "napi_create_int32");
+    return NULL;
+  }
+  return v;
+}
+
+static napi_value js_openat(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int dirfd;
+  uint32_t flags, mode;
+  if (!get_args(env, info, 4, argv) || !get_fd(env, argv[0], "dirfd", &dirfd) || !get_u32(env, argv[2], "flags", &flags) ||
+      !get_u32(env, argv[3], "mode", &mode))
+    return NULL;
+  char *path = get_cstring(env, argv[1], "path");
+  if (path == NULL) return NULL;
+  int fd = openat(dirfd, path, (int)flags | O_CLOEXEC, (mode_t)mode);
+  if (fd < 0) {
+    throw_errno(env, errno, "openat", path);
+    free(path);
+    return NULL;
+  }
+  free(path);
+  return fd_value(env, fd);
+}
+
+/* The openat2 rule walked by hand: every component a real directory, the last opened with flags. */
+static int open_beneath_walk(int dirfd, const char *path, int flags, mode_t mode) {
+  char *copy = strdup(path);
+  if (copy == NULL) return -1;
+  int cur = dirfd;
+  char *save = NULL, *part = strtok_r(copy, "/", &save);
+  int fd = -1;
+  if (part == NULL || path[0] == '/') errno = EINVAL;
+  while (part != NULL && path[0] != '/') {
+    char *next = strtok_r(NULL, "/", &save);
+    if (strcmp(part, ".") == 0 || strcmp(part, "..") == 0) {
+      errno = EINVAL;
+      break;
+    }
+    if (next == NULL) {
+      fd = openat(cur, part, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+      break;
+    }
+    int sub = openat(cur, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (cur != dirfd) close(cur);
+    cur = sub;
+    if (sub < 0) break;
+    part = next;
+  }
+  int err = errno;
+  if (cur != dirfd && cur >= 0) close(cur);
+  free(copy);
+  errno = err;
+  return fd;
+}
+
+static int have_openat2 = 1;
+
+static napi_value js_open_beneath(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int dirfd;
+  uint32_t flags, mode;
+  if (!get_args(env, info, 4, argv) || !get_fd(env, argv[0], "dirfd", &dirfd) || !get_u32(env, argv[2], "flags", &flags) ||
+      !get_u32(env, argv[3], "mode", &mode))
+    return NULL;
+  char *path = get_cstring(env, argv[1], "path");
+  if (path == NULL) return NULL;
+  int fd = -1;
+  if (have_openat2) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (uint64_t)flags | O_NOFOLLOW | O_CLOEXEC;
+    how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+    do fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    while (fd < 0 && errno == EAGAIN);
+    if (fd < 0 && errno == ENOSYS) have_openat2 = 0;
+  }
+  if (!have_openat2) fd = open_beneath_walk(dirfd, path, (int)flags, (mode_t)mode);
+  if (fd < 0) {
+    throw_errno(env, errno, "openat2", path);
+    free(path);
+    return NULL;
+  }
+  free(path);
+  return fd_value(env, fd);
+}
+
+static napi_value js_mkdirat(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int dirfd;
+  uint32_t mode;
+  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], "dirfd", &dirfd) || !get_u32(env, argv[2], "mode", &mode)) return NULL;
+  char *name = get_cstring(env, argv[1], "name");
+  if (name == NULL) return NULL;
+  if (mkdirat(dirfd, name, (mode_t)mode) != 0) throw_errno(env, errno, "mkdirat", name);
+  free(name);
+  return NULL;
+}
+
+static napi_value js_mknodat(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int dirfd;
+  uint32_t mode, major, minor;
+  if (!get_args(env, info, 5, argv) || !get_fd(env, argv[0], "dirfd", &dirfd) || !get_u32(env, argv[2], "mode", &mode) ||
+      !get_u32(env, argv[3], "major", &major) || !get_u32(env, argv[4], "minor", &minor))
+    return NULL;
+  char *name = get_cstring(env, argv[1], "name");
+  if (name == NULL) return NULL;
+  if (mknodat(dirfd, name, (mode_t)mode, makedev(major, minor)) != 0) throw_errno(env, errno, "mknodat", name);
+  free(name);
+  return NULL;
+}
+
+static napi_value js_symlinkat(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int dirfd;
+  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[1], "dirfd", &dirfd)) return NULL;
+  char *target = get_cstring(env, argv[0], "target");
+  if (target == NULL) return NULL;
+  char *name = get_cstring(env, argv[2], "name");
+  if (name == NULL) {
+    free(target);
+    return NULL;
+  }
+  if (symlinkat(target, dirfd, name) != 0) throw_errno(env, errno, "symlinkat", name);
+  free(target);
+  free(name);
+  return NULL;
+}
+
+/* Two (dirfd, name) pairs, then `extra` unsigned flags. */
+static bool get_pair_args(napi_env env, napi_callback_info info, size_t argc, napi_value *argv, int *fd1, char **n1, int *fd2, char **n2) {
+  *n1 = *n2 = NULL;
+  if (!get_args(env, info, argc, argv) || !get_fd(env, argv[0], "olddirfd", fd1) || !get_fd(env, argv[2], "newdirfd", fd2)) return false;
+  *n1 = get_cstring(env, argv[1], "oldname");
+  if (*n1 == NULL) return false;
+  *n2 = get_cstring(env, argv[3], "newname");
+  if (*n2 == NULL) {
+    free(*n1);
+    *n1 = NULL;
+    return false;
+  }
+  return true;
+}
+
+static napi_value js_linkat(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int fd1, fd2;
+  char *n1, *n2;
+  if (!get_pair_args(env, info, 4, argv, &fd1, &n1, &fd2, &n2)) return NULL;
+  if (linkat(fd1, n1, fd2, n2, 0) != 0) throw_errno(env, errno, "linkat", n2);
+  free(n1);
+  free(n2);
+  return NULL;
+}
+
+static napi_value js_renameat2(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int fd1, fd2;
+  char *n1, *n2;
+  uint32_t flags;
+  if (!get_pair_args(env, info, 5, argv, &fd1, &n1, &fd2, &n2)) return NULL;
+  if (get_u32(env, argv[4], "flags", &flags)) {
+    if (syscall(SYS_renameat2, fd1, n1, fd2, n2, flags) != 0) throw_errno(env, errno, "renameat2", n1);
+  }
+  free(n1);
+  free(n2);
+  return NULL;
+}
+
+static napi_value js_unlinkat(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int dirfd;
+  uint32_t flags;
+  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], "dirfd", &dirfd) || !get_u32(env, argv[2], "flags", &flags)) return NULL;
+  char *name = get_cstring(env, argv[1], "name");
+  if (name == NULL) return NULL;
+  if (unlinkat(dirfd, name, (int)flags) != 0) throw_errno(env, errno, "unlinkat", name);
+  free(name);
+  return NULL;
+}
+
+static napi_value js_fchownat(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int dirfd;
+  uint32_t uid, gid, flags;
+  if (!get_args(env, info, 5, argv) || !get_fd(env, argv[0], "dirfd", &dirfd) || !get_id(env, argv[2], "uid", &uid) ||
+      !get_id(env, argv[3], "gid", &gid) || !get_u32(env, argv[4], "flags", &flags))
+    return NULL;
+  char *name = get_cstring(env, argv[1], "name");
+  if (name == NULL) return NULL;
+  if (fchownat(dirfd, name, (uid_t)uid, (gid_t)gid, (int)flags) != 0) throw_errno(env, errno, "fchownat", name);
+  free(name);
+  return NULL;
+}
+
+static napi_value js_fchmodat(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int dirfd;
+  uint32_t mode, flags;
+  if (!get_args(env, info, 4, argv) || !get_fd(env, argv[0], "dirfd", &dirfd) || !get_u32(env, argv[2], "mode", &mode) ||
+      !get_u32(env, argv[3], "flags", &flags))
+    return NULL;
+  char *name = get_cstring(env, argv[1], "name");
+  if (name == NULL) return NULL;
+  if (fchmodat(dirfd, name, (mode_t)mode, (int)flags) != 0) throw_errno(env, errno, "fchmodat", name);
+  free(name);
+  return NULL;
+}
+
+static napi_value js_utimensat(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int dirfd;
+  uint32_t flags;
+  int64_t sec;
+  if (!get_args(env, info, 4, argv) || !get_fd(env, argv[0], "dirfd", &dirfd) || !get_u32(env, argv[3], "flags", &flags)) return NULL;
+  if (napi_get_value_int64(env, argv[2], &sec) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "seconds must be a number");
+    return NULL;
+  }
+  char *name = get_cstring(env, argv[1], "name");
+  if (name == NULL) return NULL;
+  struct timespec ts[2] = {{(time_t)sec, 0}, {(time_t)sec, 0}};
+  if (utimensat(dirfd, name, ts, (int)flags) != 0) throw_errno(env, errno, "utimensat", name);
+  free(name);
+  return NULL;
+}
+
+static bool set_num(napi_env env, napi_value obj, const char *key, double v) {
+  napi_value n;
+  return napi_create_double(env, v, &n) == napi_ok && napi_set_named_property(env, obj, key, n) == napi_ok;
+}
+
+static napi_value js_fstatat(napi_env env, napi_callback_info info) {
+  napi_value argv[3], result;
+  int dirfd;
+  uint32_t flags;
+  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], "dirfd", &dirfd) || !get_u32(env, argv[2], "flags", &flags)) return NULL;
+  char *name = get_cstring(env, argv[1], "name");
+  if (name == NULL) return NULL;
+  struct stat st;
+  if (fstatat(dirfd, name, &st, (int)flags) != 0) {
+    throw_errno(env, errno, "fstatat", name);
+    free(name);
+    return NULL;
+  }
+  free(name);
+  CHECK(napi_create_object(env, &result));
+  if (!set_num(env, result, "dev", (double)st.st_dev) || !set_num(env, result, "ino", (double)st.st_ino) ||
+      !set_num(env, result, "mode", (double)st.st_mode) || !set_num(env, result, "uid", (double)st.st_uid) ||
+      !set_num(env, result, "gid", (double)st.st_gid) || !set_num(env, result, "nlink", (double)st.st_nlink)) {
+    throw_pending(env, "fstatat result");
+    return NULL;
+  }
+  return result;
+}
+
+static napi_value js_fsetxattr(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  size_t argc = 4;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fd;
+  uint32_t flags = 0;
+  if (argc < 3) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "fsetxattr(fd, name, value[, flags])");
+    return NULL;
+  }
+  if (!get_fd(env, argv[0], "fd", &fd)) return NULL;
+  if (argc >= 4) {
+    napi_valuetype t;
+    CHECK(napi_typeof(env, argv[3], &t));
+    if (t != napi_undefined && !get_u32(env, argv[3], "flags", &flags)) return NULL;
+  }
+  bool is_ta = false;
+  CHECK(napi_is_typedarray(env, argv[2], &is_ta));
+  void *data = NULL;
+  size_t len = 0;
+  napi_typedarray_type tt = napi_int16_array;
+  if (is_ta) {
+    size_t offset;
+    napi_value ab;
+    CHECK(napi_get_typedarray_info(env, argv[2], &tt, &len, &data, &ab, &offset));
+  }
+  if (!is_ta || (tt != napi_uint8_array && tt != napi_uint8_clamped_array && tt != napi_int8_array)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "value must be a Uint8Array");
+    return NULL;
+  }
+  char *name = get_cstring(env, argv[1], "name");
+  if (name == NULL) return NULL;
+  if (fsetxattr(fd, name, len > 0 ? data : "", len, (int)flags) != 0) throw_errno(env, errno, "fsetxattr", name);
+  free(name);
+  return NULL;
+}
+
+static napi_value js_fremovexattr(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], "fd", &fd)) return NULL;
+  char *name = get_cstring(env, argv[1], "name");
+  if (name == NULL) return NULL;
+  if (fremovexattr(fd, name) != 0) throw_errno(env, errno, "fremovexattr", name);
+  free(name);
+  return NULL;
+}
+
+static napi_value js_readdirfd(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  int fd;
+  if (!get_args(env, info, 1, argv) || !get_fd(env, argv[0], "fd", &fd)) return NULL;
+  int dup_fd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *d = dup_fd < 0 ? NULL : fdopendir(dup_fd);
+  if (d == NULL) {
+    int err = errno;
+    if (dup_fd >= 0) close(dup_fd);
+    throw_errno(env, err, "readdir", ".");
+    return NULL;
+  }
+  if (napi_create_array(env, &result) != napi_ok) {
+    closedir(d);
+    throw_pending(env, "napi_create_array");
+    return NULL;
+  }
+  uint32_t idx = 0;
+  struct dirent *ent;
+  for (;;) {
+    errno = 0;
+    ent = readdir(d);
+    if (ent == NULL) break;
+    if (strcmp(ent->d_name, ".") == 0 || strcmp(ent->d_name, "..") == 0) continue;
+    napi_value b;
+    if (napi_create_buffer_copy(env, strlen(ent->d_name), ent->d_name, NULL, &b) != napi_ok ||
+        napi_set_element(env, result, idx++, b) != napi_ok) {
+      closedir(d);
+      throw_pending(env, "readdir result");
+      return NULL;
+    }
+  }
+  int err = errno;
+  closedir(d);
+  if (err != 0) {
+    throw_errno(env, err, "readdir", ".");
+    return NULL;
+  }
+  return result;
+}
+
+#define RMTREE_MAX_DEPTH 2048
+
+static char rmtree_failed[NAME_MAX + 1];
+
+/* 0, or -errno with *where naming the entry that failed (valid until the next call). */
+static int rmtree_at(int parent, const char *name, dev_t dev, int depth, const char **where) {
+  struct stat st;
+  *where = name;
+  if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? 0 : -errno;
+  if (!S_ISDIR(st.st_mode)) return unlinkat(parent, name, 0) == 0 || errno == ENOENT ? 0 : -errno;
+  if (st.st_dev != dev) return -EXDEV;
+  if (depth > RMTREE_MAX_DEPTH) return -ELOOP;
+  if (st.st_uid == geteuid() && (st.st_mode & 0700) != 0700) {
+    if (fchmodat(parent, name, (st.st_mode & 07777) | 0700, AT_SYMLINK_NOFOLLOW) != 0) return -errno;
+  }
+  int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  struct stat now;
+  if (fstat(fd, &now) != 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+    close(fd);
+    return -ESTALE;
+  }
+  DIR *d = fdopendir(fd);
+  if (d == NULL) {
+    int err = errno;
+    close(fd);
+    return -err;
+  }
+  int rc = 0;
+  for (;;) {
+    errno = 0;
+    struct dirent *ent = readdir(d);
+    if (ent == NULL) {
+      if (errno != 0) rc = -errno, *where = name;
+      break;
+    }
+    if (strcmp(ent->d_name, ".") == 0 || strcmp(ent->d_name, "..") == 0) continue;
+    rc = rmtree_at(dirfd(d), ent->d_name, dev, depth + 1, where);
+    if (rc != 0) {
+      /* A name from this DIR's buffer: copy it out before closing. */
+      if (*where == ent->d_name) {
+        snprintf(rmtree_failed, sizeof rmtree_failed, "%s", ent->d_name);
+        *where = rmtree_failed;
+      }
+      break;
+    }
+  }
+  closedir(d);
+  if (rc != 0) return rc;
+  *where = name;
+  return unlinkat(parent, name, AT_REMOVEDIR) == 0 || errno == ENOENT ? 0 : -errno;
+}
+
+static napi_value js_rmtreeat(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int dirfd;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], "dirfd", &dirfd)) return NULL;
+  char *name = get_cstring(env, argv[1], "name");
+  if (name == NULL) return NULL;
+  struct stat parent;
+  if (fstat(dirfd, &parent) != 0) {
+    throw_errno(env, errno, "rmtree", name);
+    free(name);
+    return NULL;
+  }
+  const char *where = name;
+  int rc = rmtree_at(dirfd, name, parent.st_dev, 0, &where);
+  if (rc != 0) throw_errno(env, -rc, "rmtree", where);
+  free(name);
+  return NULL;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lsetxattr", NULL, js_lsetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
       {"llistxattr", NULL, js_llistxattr, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lremovexattr", NULL, js_lremovexattr, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL},
       {"getpwnam", NULL, js_getpwnam, NULL, NULL, NULL, napi_enumerable, NULL},
       {"getgrnam", NULL, js_getgrnam, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"openat", NULL, js_openat, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"openBeneath", NULL, js_open_beneath, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mkdirat", NULL, js_mkdirat, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mknodat", NULL, js_mknodat, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"symlinkat", NULL, js_symlinkat, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"linkat", NULL, js_linkat, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"renameat2", NULL, js_renameat2, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unlinkat", NULL, js_unlinkat, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fchownat", NULL, js_fchownat, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fchmodat", NULL, js_fchmodat, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"utimensat", NULL, js_utimensat, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fstatat", NULL, js_fstatat, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fsetxattr", NULL, js_fsetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fremovexattr", NULL, js_fremovexattr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readdirfd", NULL, js_readdirfd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"rmtreeat", NULL, js_rmtreeat, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
     return NULL;

@@ -1,7 +1,7 @@
 /**
  * Loader for the strata_native addon (native/addon.c, built by `node-gyp rebuild`, which
  * `npm install` runs). Only modules under native/ import this; everything else uses
- * native/xattr.ts, native/acl.ts and native/ids.ts.
+ * native/xattr.ts, native/fsops.ts, native/acl.ts and native/ids.ts.
  */
 import { createRequire } from 'node:module';
 import { NATIVE_ERR, StrataError } from './errors.js';
@@ -12,9 +12,24 @@ export interface NativeAddon {
   lsetxattr(path: string | Buffer, name: string, value: Uint8Array, flags?: number): void;
   llistxattr(path: string | Buffer): string[];
   lremovexattr(path: string | Buffer, name: string): void;
-  mknod(path: string | Buffer, mode: number, major: number, minor: number): void;
   getpwnam(name: string): number | undefined;
   getgrnam(name: string): number | undefined;
+  openat(dirfd: number, path: string | Buffer, flags: number, mode: number): number;
+  openBeneath(dirfd: number, path: string | Buffer, flags: number, mode: number): number;
+  mkdirat(dirfd: number, name: string | Buffer, mode: number): void;
+  mknodat(dirfd: number, name: string | Buffer, mode: number, major: number, minor: number): void;
+  symlinkat(target: string | Buffer, dirfd: number, name: string | Buffer): void;
+  linkat(olddirfd: number, oldname: string | Buffer, newdirfd: number, newname: string | Buffer): void;
+  renameat2(olddirfd: number, oldname: string | Buffer, newdirfd: number, newname: string | Buffer, flags: number): void;
+  unlinkat(dirfd: number, name: string | Buffer, flags: number): void;
+  fchownat(dirfd: number, name: string | Buffer, uid: number, gid: number, flags: number): void;
+  fchmodat(dirfd: number, name: string | Buffer, mode: number, flags: number): void;
+  utimensat(dirfd: number, name: string | Buffer, seconds: number, flags: number): void;
+  fstatat(dirfd: number, name: string | Buffer, flags: number): { dev: number; ino: number; mode: number; uid: number; gid: number; nlink: number };
+  fsetxattr(fd: number, name: string, value: Uint8Array, flags?: number): void;
+  fremovexattr(fd: number, name: string): void;
+  readdirfd(fd: number): Buffer[];
+  rmtreeat(dirfd: number, name: string | Buffer): void;
 }
 
 // From source (native/*.ts under tsx) the build dir is one level up; from dist/native/*.js two.

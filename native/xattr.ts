@@ -1,12 +1,12 @@
 /**
- * Extended attributes and device nodes, through the strata_native addon.
+ * Extended attributes by path, through the strata_native addon (by descriptor: native/fsops.ts).
  *
  * Contract shared by every call here:
  * - Never follows a symlink: when `path` names a symlink, the call acts on the link
  *   itself (Linux allows only trusted.* and security.* on links; user.* gives EPERM) or
  *   fails; the link's target is never read or changed. Symlinks in the parent
  *   components of `path` are resolved as usual, so callers building a tree must make sure
- *   those are real directories (the sandbox writer does, by creating parents first).
+ *   those are real directories (or reach the node through native/fsops.ts fdPath()).
  * - Each call is one system call and atomic as the kernel makes it: a value is replaced
  *   whole, never partly written. Nothing batches several attributes atomically.
  * - Synchronous. Failures throw Errors shaped like Node's fs errors: `code` ('EPERM',
@@ -62,16 +62,6 @@ export function readXattrs(path: PathArg): Map<string, Buffer> {
     if (value !== undefined) out.set(name, value);
   }
   return out;
-}
-
-/**
- * Creates a device node or fifo, like mknod(2): `mode` carries the type (S_IFCHR, S_IFBLK,
- * S_IFIFO, from fs.constants) and permission bits (the umask applies); `major`/`minor` are
- * ignored for fifos. Fails with EEXIST on any existing name (a symlink is not followed)
- * and EPERM for devices without CAP_MKNOD.
- */
-export function mknod(path: PathArg, mode: number, major: number, minor: number): void {
-  addon().mknod(path, mode, major, minor);
 }
 
 function compareNames(a: string, b: string): number {

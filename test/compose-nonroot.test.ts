@@ -3,6 +3,8 @@
  * groups, via setpriv): the sandbox still carries the POSIX ACLs (access and default) and
  * user.* xattrs, as getfacl/getfattr read them, and stderr holds exactly one warning line
  * naming what could not be applied: ownership, security.* and trusted.* xattrs, device nodes.
+ * The files keep the builder's group (65534), which the layers gave nothing: its class gets
+ * no more than others (group bits, and an ACL's group:: entry, & other).
  * The stores and layers are prepared as root (the four-layer stack plus a layer with a
  * trusted.* xattr); only the sandbox runs unprivileged.
  */
@@ -13,7 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mustRun, removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
 import { ok, strataIn } from './helpers/cli.js';
-import { diffTrees, snapshotTree } from './helpers/tree.js';
+import { diffTrees, snapshotTree, type TreeSnapshot } from './helpers/tree.js';
 import { makeStack, referenceExtract, STACK } from './fixtures/stack.js';
 import { packGnu } from './fixtures/small-tree.js';
 
@@ -22,6 +24,27 @@ const NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups'];
 function strata(store: string, cwd: string, args: string[], asNobody?: { home: string }): RunResult {
   if (!asNobody) return strataIn(store, cwd, args);
   return strataIn(store, cwd, args, { prefix: ['setpriv', ...NOBODY, '--'], env: { HOME: asNobody.home, USER: 'nobody', LOGNAME: 'nobody' } });
+}
+
+/**
+ * The reference tree as a builder who cannot set the owning group must write it: the group
+ * class never gets more than others (written here without strata's code).
+ */
+function groupAsOther(ref: TreeSnapshot): TreeSnapshot {
+  const out: TreeSnapshot = new Map();
+  for (const [p, n] of ref) {
+    const m = { ...n, acl: { ...n.acl } };
+    if (n.type !== 'symlink') {
+      if (n.acl.access) {
+        const other = /other::([rwx-]{3})/.exec(n.acl.access)![1]!;
+        m.acl.access = n.acl.access.replace(/group::([rwx-]{3})/, (_, g: string) => `group::${[...g].map((c, i) => (other[i] === '-' ? '-' : c)).join('')}`);
+      } else {
+        m.mode = (n.mode & ~0o070) | (n.mode & ((n.mode & 7) << 3));
+      }
+    }
+    out.set(p, m);
+  }
+  return out;
 }
 
 interface Ctx {
@@ -75,16 +98,18 @@ nonroot('keeps ACLs and user.* xattrs, warns once about ownership, security/trus
   const snap = snapshotTree(sb);
   // Written by the unprivileged user, so owned by it.
   assert.is(snap.get('opt/lic')?.uid, 65534);
-  // ACLs (access and default) and user.* xattrs, as getfacl/getfattr see them.
-  assert.equal(snap.get(STACK.licDir)?.acl, STACK.licAcl);
-  assert.is(snap.get(STACK.licFile)?.acl.access, STACK.licFileAcl);
+  // ACLs (access and default) and user.* xattrs, as getfacl/getfattr see them; the owning
+  // group (now 65534's) gets what others get.
+  assert.equal(snap.get(STACK.licDir)?.acl, { ...STACK.licAcl, access: STACK.licAcl.access.replace('group::rwx', 'group::---') });
+  assert.is(snap.get(STACK.licFile)?.acl.access, STACK.licFileAcl.replace('group::r--', 'group::---'));
   assert.is(snap.get(STACK.licFile)?.xattrs['user.license'], Buffer.from('site-1234').toString('hex'));
   assert.is(snap.get('opt/extra/marked')?.xattrs['user.note'], Buffer.from('kept').toString('hex'));
   assert.is(snap.get('opt/extra/marked')?.xattrs['trusted.strata-test'], undefined);
   assert.is(snap.get(STACK.devices.fifo)?.type, 'fifo');
   // Everything else is as GNU tar extracts it as root, except exactly what the warning named:
   // owners, security.*/trusted.* xattrs and the three device nodes.
-  const ref = referenceExtract(tars, join(dir, 'ref'));
+  const ref = groupAsOther(snapshotTree(referenceExtract(tars, join(dir, 'ref'))));
+  assert.ok([...snap.values()].every((n) => n.type === 'symlink' || n.gid === 65534), 'every file has the builder\'s group');
   assert.equal(
     diffTrees(snap, ref, {
       ignoreStrataPaths: true,

@@ -1,17 +1,26 @@
 /**
- * native/xattr.ts against the real kernel and the reference tools (getfattr, setcap,
- * getcap, stat, setpriv): values byte for byte, symlinks never followed, device nodes,
- * and the unprivileged view (trusted.* refused with EPERM, user.* allowed).
+ * native/xattr.ts and native/fsops.ts against the real kernel and the reference tools
+ * (getfattr, getfacl, setcap, stat, setpriv): values byte for byte, symlinks never followed,
+ * device nodes, the unprivileged view (trusted.* refused with EPERM, user.* allowed), and the
+ * descriptor-relative calls: openBeneath refuses every symlink and escape, the *at calls act
+ * on the name itself, rmtreeat removes without following or crossing a mount.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync, constants as C } from 'node:fs';
+import {
+  chmodSync, closeSync, existsSync, fstatSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readlinkSync, rmSync, statSync,
+  symlinkSync, writeFileSync, writeSync, constants as C,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod, readXattrs, XATTR_CREATE } from '../native/xattr.js';
-import { applyNodeAttrs, readNodeAttrs } from '../native/fsops.js';
+import { lgetxattr, llistxattr, lremovexattr, lsetxattr, readXattrs, XATTR_CREATE } from '../native/xattr.js';
+import {
+  AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, DIR_FLAGS, O_PATH, RENAME_EXCHANGE, RENAME_NOREPLACE, fchmodat, fchownat, fdPath, fremovexattr,
+  fsetxattr, fstatat, linkat, mkdirat, mknodat, openBeneath, openat, readdirfd, renameat2, rmtreeat, symlinkat, unlinkat, utimensat,
+} from '../native/fsops.js';
+import { aclFromText, aclToXattr } from '../native/acl.js';
 
 const run = (cmd: string, ...args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
 
@@ -190,15 +199,17 @@ nodes.after.each((ctx) => {
 const statType = (p: string): string => run('stat', '-c', '%t:%T/%F/%a', p).trim();
 
 nodes('char, block and fifo nodes match stat', ({ dir }) => {
+  const d = openSync(dir, DIR_FLAGS);
   const prev = process.umask(0);
   try {
-    mknod(join(dir, 'null'), C.S_IFCHR | 0o666, 1, 3);
-    mknod(join(dir, 'loop'), C.S_IFBLK | 0o640, 7, 0);
-    mknod(join(dir, 'big'), C.S_IFCHR | 0o600, 259, 70000);
-    mknod(join(dir, 'whiteout'), C.S_IFCHR | 0o000, 0, 0);
-    mknod(join(dir, 'fifo'), C.S_IFIFO | 0o644, 0, 0);
+    mknodat(d, 'null', C.S_IFCHR | 0o666, 1, 3);
+    mknodat(d, 'loop', C.S_IFBLK | 0o640, 7, 0);
+    mknodat(d, 'big', C.S_IFCHR | 0o600, 259, 70000);
+    mknodat(d, 'whiteout', C.S_IFCHR | 0o000, 0, 0);
+    mknodat(d, 'fifo', C.S_IFIFO | 0o644, 0, 0);
   } finally {
     process.umask(prev);
+    closeSync(d);
   }
   // stat prints major/minor in hex.
   assert.is(statType(join(dir, 'null')), '1:3/character special file/666');
@@ -211,9 +222,156 @@ nodes('char, block and fifo nodes match stat', ({ dir }) => {
 nodes('an existing name, a symlink included, is never replaced or followed', ({ dir }) => {
   const link = join(dir, 'link');
   symlinkSync('target', link);
-  expectErrno(() => mknod(link, C.S_IFIFO | 0o644, 0, 0), 'EEXIST', 'mknod', link);
-  assert.not.ok(existsSync(join(dir, 'target')));
-  assert.throws(() => mknod(join(dir, 'x'), C.S_IFIFO, -1, 0), /major/);
+  const d = openSync(dir, DIR_FLAGS);
+  try {
+    expectErrno(() => mknodat(d, 'link', C.S_IFIFO | 0o644, 0, 0), 'EEXIST', 'mknodat', 'link');
+    expectErrno(() => mkdirat(d, 'link', 0o755), 'EEXIST', 'mkdirat', 'link');
+    expectErrno(() => symlinkat('elsewhere', d, 'link'), 'EEXIST', 'symlinkat', 'link');
+    assert.not.ok(existsSync(join(dir, 'target')));
+    assert.throws(() => mknodat(d, 'x', C.S_IFIFO, -1, 0), /major/);
+  } finally {
+    closeSync(d);
+  }
+});
+
+// ---------------------------------------------------------------------------------------
+const at = suite<Ctx>('descriptor-relative calls');
+at.before.each((ctx) => {
+  ctx.dir = mkdtempSync(join(tmpdir(), 'strata-at-'));
+});
+at.after.each((ctx) => {
+  rmSync(ctx.dir, { recursive: true, force: true });
+});
+
+at('openBeneath creates below the root and refuses symlinks, `..`, absolute paths and mounts', ({ dir }) => {
+  const root = join(dir, 'root');
+  const outside = join(dir, 'outside');
+  mkdirSync(join(root, 'a/b'), { recursive: true });
+  mkdirSync(outside);
+  writeFileSync(join(outside, 'victim'), 'keep\n');
+  symlinkSync(outside, join(root, 'a/out'));
+  symlinkSync('victim-link', join(root, 'a/b/last'));
+  const r = openSync(root, DIR_FLAGS);
+  try {
+    const fd = openBeneath(r, 'a/b/new', C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o600);
+    writeSync(fd, 'made\n');
+    closeSync(fd);
+    assert.is(readFileSync(join(root, 'a/b/new'), 'utf8'), 'made\n');
+    expectErrno(() => openBeneath(r, 'a/b/new', C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o600), 'EEXIST', 'openat2', 'a/b/new');
+    expectErrno(() => openBeneath(r, 'a/out/victim', C.O_WRONLY), 'ELOOP', 'openat2', 'a/out/victim');
+    expectErrno(() => openBeneath(r, 'a/out/new', C.O_WRONLY | C.O_CREAT, 0o600), 'ELOOP', 'openat2', 'a/out/new');
+    expectErrno(() => openBeneath(r, 'a/b/last', C.O_WRONLY | C.O_CREAT, 0o600), 'ELOOP', 'openat2', 'a/b/last');
+    expectErrno(() => openBeneath(r, '../outside/victim', C.O_RDONLY), 'EXDEV', 'openat2', '../outside/victim');
+    expectErrno(() => openBeneath(r, `${outside}/victim`, C.O_RDONLY), 'EXDEV', 'openat2', `${outside}/victim`);
+    // A directory for the *at calls, opened as a path only.
+    const b = openBeneath(r, 'a/b', O_PATH | C.O_DIRECTORY);
+    assert.ok(fstatSync(b).isDirectory());
+    closeSync(b);
+    // /proc is another mount: reached from / it is refused.
+    const slash = openSync('/', DIR_FLAGS);
+    try {
+      expectErrno(() => openBeneath(slash, 'proc/self/status', C.O_RDONLY), 'EXDEV', 'openat2', 'proc/self/status');
+    } finally {
+      closeSync(slash);
+    }
+  } finally {
+    closeSync(r);
+  }
+  assert.is(readFileSync(join(outside, 'victim'), 'utf8'), 'keep\n');
+  assert.equal(readdirfd(openSync(outside, DIR_FLAGS)).map(String), ['victim']);
+});
+
+at('the *at calls act on the name in the directory, never through a symlink', ({ dir }) => {
+  const outside = join(dir, 'outside');
+  writeFileSync(outside, 'x', { mode: 0o600 });
+  const d = openSync(dir, DIR_FLAGS);
+  try {
+    symlinkat(outside, d, 'link');
+    assert.is(readlinkSync(join(dir, 'link')), outside);
+    fchownat(d, 'link', 1234, 5678, AT_SYMLINK_NOFOLLOW);
+    assert.equal([lstatSync(join(dir, 'link')).uid, lstatSync(join(dir, 'link')).gid], [1234, 5678]);
+    assert.is(statSync(outside).uid, 0, 'the target keeps its owner');
+    expectErrno(() => fchmodat(d, 'link', 0o777, AT_SYMLINK_NOFOLLOW), 'ENOTSUP', 'fchmodat', 'link');
+    assert.is(statSync(outside).mode & 0o7777, 0o600, 'the target keeps its mode');
+    utimensat(d, 'link', 1_500_000_000, AT_SYMLINK_NOFOLLOW);
+    assert.is(lstatSync(join(dir, 'link')).mtimeMs, 1_500_000_000_000);
+    assert.not.equal(statSync(outside).mtimeMs, 1_500_000_000_000);
+    // xattrs of a symlink through /proc/self/fd/<dir>/<name>.
+    lsetxattr(fdPath(d, 'link'), 'trusted.on-link', Buffer.from('v'));
+    assert.is(getfattrHex(join(dir, 'link'), 'trusted.on-link'), Buffer.from('v').toString('hex'));
+    assert.is(getfattrHex(outside, 'trusted.on-link'), undefined);
+    // A hard link to the symlink is a link to the symlink itself.
+    linkat(d, 'link', d, 'link2');
+    assert.ok(lstatSync(join(dir, 'link2')).isSymbolicLink());
+    assert.is(lstatSync(join(dir, 'link')).nlink, 2);
+    const st = fstatat(d, 'link', AT_SYMLINK_NOFOLLOW);
+    assert.is(st.mode & C.S_IFMT, C.S_IFLNK);
+    assert.equal([st.uid, st.gid, st.nlink], [1234, 5678, 2]);
+    mkdirat(d, 'sub', 0o700);
+    fchmodat(d, 'sub', 0o2750, AT_SYMLINK_NOFOLLOW);
+    assert.is(statSync(join(dir, 'sub')).mode & 0o7777, 0o2750);
+    // Rename: refuse to replace, swap two names atomically.
+    expectErrno(() => renameat2(d, 'sub', d, 'link', RENAME_NOREPLACE), 'EEXIST', 'renameat2', 'sub');
+    renameat2(d, 'sub', d, 'link', RENAME_EXCHANGE);
+    assert.ok(lstatSync(join(dir, 'sub')).isSymbolicLink());
+    assert.ok(lstatSync(join(dir, 'link')).isDirectory());
+    unlinkat(d, 'link', AT_REMOVEDIR);
+    unlinkat(d, 'sub');
+    assert.equal(readdirfd(d).map(String).sort(), ['link2', 'outside']);
+    // fsetxattr on a descriptor: an ACL as getfacl reads it back.
+    const fd = openat(d, 'outside', C.O_RDONLY | C.O_NOFOLLOW);
+    fsetxattr(fd, 'system.posix_acl_access', aclToXattr(aclFromText('u::rw-,u:1001:r--,g::---,m::r--,o::---')));
+    assert.match(run('getfacl', '-c', '-n', outside), /user:1001:r--/);
+    fremovexattr(fd, 'system.posix_acl_access');
+    closeSync(fd);
+    assert.not.match(run('getfacl', '-c', '-n', outside), /user:1001/);
+  } finally {
+    closeSync(d);
+  }
+});
+
+at('rmtreeat removes a tree without following links; read-only dirs of the caller are opened', ({ dir }) => {
+  const outside = join(dir, 'outside');
+  mkdirSync(outside);
+  writeFileSync(join(outside, 'keep'), 'keep\n');
+  const t = join(dir, 't');
+  mkdirSync(join(t, 'ro/deeper'), { recursive: true });
+  writeFileSync(join(t, 'ro/deeper/f'), 'x');
+  symlinkSync(outside, join(t, 'ro/to-outside'));
+  symlinkSync(join(outside, 'keep'), join(t, 'file-link'));
+  chmodSync(join(t, 'ro/deeper'), 0o000);
+  chmodSync(join(t, 'ro'), 0o500);
+  const d = openSync(dir, DIR_FLAGS);
+  try {
+    rmtreeat(d, 't');
+    rmtreeat(d, 'absent');
+    assert.not.ok(existsSync(t));
+    assert.equal(readdirfd(d).map(String), ['outside']);
+    // A file is removed like unlink.
+    writeFileSync(join(dir, 'f'), '');
+    rmtreeat(d, 'f');
+    assert.not.ok(existsSync(join(dir, 'f')));
+  } finally {
+    closeSync(d);
+  }
+  assert.is(readFileSync(join(outside, 'keep'), 'utf8'), 'keep\n');
+  // Another filesystem below is never entered.
+  const m = join(dir, 'm');
+  mkdirSync(join(m, 'mnt'), { recursive: true });
+  if (spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', join(m, 'mnt')]).status === 0) {
+    try {
+      writeFileSync(join(m, 'mnt/inside'), 'kept\n');
+      const dd = openSync(dir, DIR_FLAGS);
+      try {
+        expectErrno(() => rmtreeat(dd, 'm'), 'EXDEV', 'rmtree', 'mnt');
+      } finally {
+        closeSync(dd);
+      }
+      assert.is(readFileSync(join(m, 'mnt/inside'), 'utf8'), 'kept\n');
+    } finally {
+      spawnSync('umount', [join(m, 'mnt')]);
+    }
+  }
 });
 
 // ---------------------------------------------------------------------------------------
@@ -260,62 +418,8 @@ console.log(JSON.stringify(out));
   assert.is(getfattrHex(join(dir, 'owned'), 'trusted.x'), undefined);
 });
 
-// ---------------------------------------------------------------------------------------
-const attrs = suite<Ctx>('fsops node attrs');
-attrs.before.each((ctx) => {
-  ctx.dir = mkdtempSync(join(tmpdir(), 'strata-attrs-'));
-});
-attrs.after.each((ctx) => {
-  rmSync(ctx.dir, { recursive: true, force: true });
-});
-
-const getfaclText = (p: string, which: string): string =>
-  run('getfacl', '--absolute-names', '--omit-header', '--numeric', '--no-effective', which, p)
-    .split('\n')
-    .filter((l) => l !== '')
-    .join(',');
-
-attrs('read splits ACLs from xattrs; apply reproduces both on a fresh node', ({ dir }) => {
-  const src = join(dir, 'src');
-  const sub = join(dir, 'sub');
-  writeFileSync(src, '');
-  mkdirSync(sub);
-  run('setfacl', '--set', 'u::rw-,u:1001:r--,g::r-x,m::r-x,o::---', src);
-  run('setfacl', '-d', '--set', 'u::rwx,g::r-x,g:100:rwx,m::rwx,o::---', sub);
-  run('setcap', 'cap_net_raw+ep', src);
-  lsetxattr(src, 'user.u', Buffer.from([0xff]));
-  lsetxattr(src, 'trusted.t', Buffer.from('t'));
-  const a = readNodeAttrs(src);
-  assert.equal([...a.xattrs!.keys()], ['security.capability', 'trusted.t', 'user.u']);
-  assert.equal(a.acl, { access: getfaclText(src, '--access') });
-  assert.equal(readNodeAttrs(sub), { acl: { default: getfaclText(sub, '--default') } }, 'no access ACL: the kernel keeps none');
-  writeFileSync(join(dir, 'empty'), '');
-  assert.equal(readNodeAttrs(join(dir, 'empty')), {});
-
-  const dst = join(dir, 'dst');
-  const dsub = join(dir, 'dsub');
-  writeFileSync(dst, '');
-  mkdirSync(dsub);
-  assert.equal(applyNodeAttrs(dst, a), []);
-  assert.equal(applyNodeAttrs(dsub, readNodeAttrs(sub)), []);
-  assert.equal(readNodeAttrs(dst), a);
-  assert.is(getfaclText(dst, '--access'), getfaclText(src, '--access'));
-  assert.is(getfaclText(dsub, '--default'), getfaclText(sub, '--default'));
-  assert.is(getfattrHex(dst, 'security.capability'), getfattrHex(src, 'security.capability'));
-});
-
-attrs('apply collects what the kernel refuses, or throws without collect', ({ dir }) => {
-  const link = join(dir, 'link');
-  symlinkSync('target', link);
-  const want = { xattrs: new Map([['user.x', Buffer.from('v')], ['trusted.y', Buffer.from('w')]]) };
-  const failed = applyNodeAttrs(link, want, { collect: true });
-  assert.equal(failed.map((f) => [f.name, f.code]), [['user.x', 'EPERM']]);
-  assert.is(lgetxattr(link, 'trusted.y')?.toString(), 'w', 'the rest was still applied');
-  assert.throws(() => applyNodeAttrs(link, want), (e: NodeJS.ErrnoException) => e.code === 'EPERM');
-});
-
 xattr.run();
 links.run();
-attrs.run();
+at.run();
 nodes.run();
 unpriv.run();

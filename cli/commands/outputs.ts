@@ -83,10 +83,8 @@ export function outputCommands(program: Command, compose: Command, action: Actio
         const bar = ctx.progress(`sandbox ${dir}`);
         const r = await buildSandbox(store, mods, dir, { force: o.force, onProgress: (n, total) => bar.update(n, total) });
         bar.done();
-        const skipped = Object.entries(r.skipped);
-        const warnings =
-          skipped.length > 0 ? [`as uid ${process.getuid?.()} some metadata could not be applied: ${skipped.map(([k, n]) => `${k} (${n})`).join(', ')}`] : [];
-        return result({ dir: ctx.resolve(dir), ...r }, () => `wrote ${dir}: ${plural(r.entries, 'entry', 'entries')}, ${human(r.bytes)} from ${plural(mods.length, 'module')}`, { warnings });
+        const { warnings, ...data } = r;
+        return result({ dir: ctx.resolve(dir), ...data }, () => `wrote ${dir}: ${plural(r.entries, 'entry', 'entries')}, ${human(r.bytes)} from ${plural(mods.length, 'module')}`, { warnings });
       }),
     );
 
@@ -112,9 +110,7 @@ export function outputCommands(program: Command, compose: Command, action: Actio
     .description('extract an image and restore its POSIX ACLs from /.strata/acl.json')
     .action(
       action(async (ctx, image: string, dir: string) => {
-        const r = await unsquash(image, dir);
-        const skipped = Object.entries(r.skipped);
-        const warnings = skipped.length > 0 ? [`some metadata could not be applied: ${skipped.map(([k, n]) => `${k} (${n})`).join(', ')}`] : [];
+        const { warnings, ...r } = await unsquash(image, dir);
         return result(r, () => `extracted ${plural(r.entries, 'entry', 'entries')} into ${dir}, restored ACLs on ${plural(r.acls, 'path')}`, { warnings });
       }),
     );

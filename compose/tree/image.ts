@@ -1,0 +1,177 @@
+/**
+ * An image read into a directory through the one tree writer, like `unsquashfs -d DIR`:
+ * contents (holes kept as holes), modes, owners, mtimes, symlinks, hard links, device nodes
+ * and fifos, extended attributes; with `restore`, modes and POSIX ACLs put back from the
+ * image's /.strata/acl.json (compose/unsquash.ts).
+ *
+ * Contract:
+ * - DIR as compose/tree/target.ts says: absent or an empty directory of the caller; the tree
+ *   is built privately and put in place at the end, so on any error DIR is left as it was.
+ * - Paths come from the image and are checked: plain names only (no '', '.', '..', '/'),
+ *   each below a directory met earlier; a hard link names an earlier non-directory entry.
+ *   Anything else is ERR_IMAGE_CORRUPT. Nothing is ever written outside DIR.
+ * - What the process may not do is skipped and counted with the writer's vocabulary
+ *   ('ownership', 'device nodes', '<ns>.* xattrs', 'POSIX ACLs') plus 'sockets', which
+ *   SquashFS can hold and a tree of layers cannot.
+ */
+import * as fs from 'node:fs';
+import type { LayerEntry } from '../../store/index.js';
+import { StrataError, IMAGE_ERR } from '../image/errors.js';
+import { q, type ImageEntry, type SquashfsImage } from '../image/index.js';
+import { buildTree, type TreeOptions, type TreeResult } from './index.js';
+import type { SkipKind } from './writer.js';
+
+/** What /.strata/acl.json says of one path: the mode before the image narrowed it, the ACLs, maybe the group. */
+export interface Restore {
+  mode: number;
+  gid?: number;
+  access?: string;
+  default?: string;
+}
+
+export interface ExtractOptions extends Pick<TreeOptions, 'force'> {
+  /** Called once for every entry or attribute left out. */
+  onSkip?(kind: SkipKind, path: string): void;
+  /** Modes and ACLs to put back, by path; every path must be an entry of the image. */
+  restore?: Map<string, Restore>;
+}
+
+export interface ExtractResult extends TreeResult {
+  /** Entries written, the root '.' included. */
+  entries: number;
+  /** Paths whose ACLs were put back from `restore`. */
+  acls: number;
+}
+
+const FILES_IN_FLIGHT = 8;
+
+/** Throws ERR_IMAGE_CORRUPT unless `path` is '.' or canonical (plain names joined by '/'). */
+export function checkPath(path: string, where: string): void {
+  if (path === '.') return;
+  for (const p of path.split('/')) {
+    if (p === '' || p === '.' || p === '..' || p.includes('\0')) {
+      throw new StrataError(IMAGE_ERR.CORRUPT, `${where}: unsafe path ${q(path)}`);
+    }
+  }
+}
+
+function parentOf(path: string): string {
+  const i = path.lastIndexOf('/');
+  return i < 0 ? '.' : path.slice(0, i);
+}
+
+/** Extracts every entry of `image` into `dir` (see the file comment). */
+export async function extractImage(image: SquashfsImage, dir: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
+  const restore = opts.restore ?? new Map<string, Restore>();
+  return buildTree(dir, { force: opts.force, onSkip: opts.onSkip }, async (w) => {
+    const zeros = Buffer.alloc(image.superblock.blockSize);
+    const dirs: LayerEntry[] = [];
+    const dirPaths = new Set<string>();
+    /** Non-directory entries made so far: hard links may name them. */
+    const linkable = new Set<string>();
+    const restored = new Set<string>();
+    let entries = 0;
+    let acls = 0;
+
+    const withRestore = (e: ImageEntry): LayerEntry => {
+      const r = restore.get(e.path);
+      if (r === undefined) return e;
+      restored.add(e.path);
+      if (r.access || r.default) acls++;
+      return { ...e, mode: r.mode, gid: r.gid ?? e.gid, acl: { access: r.access, default: r.default } };
+    };
+
+    const writeFile = async (e: LayerEntry, src: ImageEntry) => {
+      const fd = w.createFile(e.path);
+      try {
+        let pos = 0;
+        for await (const chunk of image.openFile(src)) {
+          if (!zeros.subarray(0, chunk.length).equals(chunk)) {
+            for (let done = 0; done < chunk.length; ) done += fs.writeSync(fd, chunk, done, chunk.length - done, pos + done);
+          }
+          pos += chunk.length;
+        }
+        fs.ftruncateSync(fd, pos);
+      } catch (err) {
+        fs.closeSync(fd);
+        throw err;
+      }
+      w.finishFile(fd, e);
+    };
+
+    // Files are read a few at a time so image reads overlap; everything else is made in walk
+    // order. A hard link waits for its target's task.
+    const tasks = new Set<Promise<void>>();
+    const fileTasks = new Map<string, Promise<void>>();
+    const failed: unknown[] = [];
+    const spawn = async (fn: () => Promise<void>, key: string | undefined) => {
+      const p: Promise<void> = fn()
+        .catch((err: unknown) => void failed.push(err))
+        .finally(() => tasks.delete(p));
+      tasks.add(p);
+      if (key !== undefined) fileTasks.set(key, p);
+      while (tasks.size >= FILES_IN_FLIGHT) await Promise.race(tasks);
+      if (failed.length > 0) throw failed[0];
+    };
+
+    let root: LayerEntry | undefined;
+    try {
+      for await (const src of image.walk({ onSkip: (_what, p) => w.skip('sockets', p) })) {
+        checkPath(src.path, image.path);
+        if (src.path !== '.' && !dirPaths.has(parentOf(src.path))) {
+          throw new StrataError(IMAGE_ERR.CORRUPT, `${image.path}: entry ${q(src.path)} comes before its directory`);
+        }
+        const e = withRestore(src);
+        switch (e.type) {
+          case 'dir':
+            if (e.path === '.') root = e;
+            else w.mkdir(e);
+            dirs.push(e);
+            dirPaths.add(e.path);
+            break;
+          case 'file':
+            linkable.add(e.path);
+            await spawn(() => writeFile(e, src), src.nlink > 1 ? e.path : undefined);
+            break;
+          case 'hardlink': {
+            const target = e.linkname!;
+            if (!linkable.has(target)) {
+              throw new StrataError(IMAGE_ERR.CORRUPT, `${image.path}: hard link ${q(e.path)} to ${q(target)}, which is not an earlier entry`);
+            }
+            await fileTasks.get(target);
+            if (failed.length > 0) throw failed[0];
+            w.hardlink(e);
+            if (restore.has(e.path)) w.restoreAt(e);
+            break;
+          }
+          case 'symlink':
+            // ACLs never apply to symlinks: an acl.json entry naming one is left out.
+            w.symlink(src);
+            linkable.add(e.path);
+            break;
+          case 'char':
+          case 'block':
+          case 'fifo':
+            w.node(e);
+            linkable.add(e.path);
+            break;
+        }
+        entries++;
+      }
+      await Promise.all(tasks);
+      if (failed.length > 0) throw failed[0];
+    } finally {
+      await Promise.allSettled(tasks);
+    }
+    for (const p of restore.keys()) {
+      if (!restored.has(p)) {
+        throw new StrataError(IMAGE_ERR.CORRUPT, `${image.path}: /.strata/acl.json names ${q(p)}, which is not an entry of the image`, {
+          hint: 'the image was altered or not written by strata',
+        });
+      }
+    }
+    w.finishDirs(dirs);
+    if (root === undefined) throw new StrataError(IMAGE_ERR.CORRUPT, `${image.path}: no root directory`);
+    return { root, value: { entries, acls } };
+  });
+}
