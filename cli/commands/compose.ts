@@ -118,6 +118,11 @@ export function composeCommands(program: Command, action: Action): Command {
     'hidden',
     'force',
   ]);
+  // The root command hands `compose` every option it does not know, wherever it was typed, so
+  // `compose sandbox DIR --force` reaches compose's --force: give it back to the verb.
+  compose.hook('preSubcommand', (self, verb) => {
+    if (self.opts<LmodFlags>().force && verb.options.some((o) => o.attributeName() === 'force')) verb.setOptionValue('force', true);
+  });
 
   lmodOptions(compose.command('avail [patterns...]'), ['terse', 'hidden'])
     .description('modules you can load now: (D) default, (L) loaded, (R) restricted; PATTERN is a substring or a glob')
