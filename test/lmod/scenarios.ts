@@ -60,7 +60,7 @@ export const SCENARIOS: Scenario[] = [
   // ---- unload ---------------------------------------------------------------------------
   V('unload: partial versions, other versions and unknown names are ignored', s('load gcc/12.3'), s('unload gcc/12'), s('unload gcc/11.4'), s('unload nosuch'), s('unload gcc'), s('list')),
   V('unload: taking a requirement away warns about its dependant', s('load netcdf'), s('unload zlib'), s('list'), s('unload gcc/12.3 netcdf')),
-  V('unload and rm (alias) of several modules', s('load zlib rocm cmake'), s('unload rocm cmake'), s('-t list')),
+  V('add and rm, the aliases of load and unload, with several modules', s('add zlib rocm cmake'), s('rm rocm cmake'), s('-t list'), s('unload zlib'), s('-t list')),
 
   // ---- swap, purge, reset ---------------------------------------------------------------
   V('swap: within one name prints the version-change report; swap B alone', s('load gcc/11.4 zlib'), s('swap gcc gcc/12.3'), s('swap gcc/11.4'), s('-t list')),
