@@ -424,7 +424,7 @@ class Engine {
       }
     }
 
-    const entry: Entry = { key: keyOf(m), fullName: m.fullName, name: m.name, userName: userBefore ? same.userName : userName, auto: depth > 0 && !userBefore, inactive: false };
+    const entry: Entry = { key: keyOf(m), fullName: m.fullName, name: m.name, userName: userBefore && depth > 0 ? same.userName : userName, auto: depth > 0 && !userBefore, inactive: false };
     t.addActive(entry);
 
     if (famOld && t.active().includes(famOld)) {
@@ -510,8 +510,8 @@ class Engine {
         this.t.entries.find((x) => x.inactive && (x.name === spec || x.userName === spec || x.fullName === spec));
       // Not loaded (a partial version, another version, an unknown name): ignored, as in Lmod.
       if (e) this.unload(e, force);
-      this.settle();
     }
+    this.settle();
   }
 
   purge(force: boolean): void {
@@ -652,7 +652,8 @@ export function swap(stack: StackFile, a: string, b: string | undefined, availab
   if (!e) {
     throw new StrataError(COMPOSE_ERR.NOT_FOUND, `${LMOD_ERROR}Swap failed: "${old}" is not loaded.`, { hint: 'see strata compose list' });
   }
-  g.unload(e, false);
+  // Lmod's swap unloads without reloading a sticky module.
+  g.unload(e, true);
   g.settle();
   g.load(target, 0, []);
   g.settle();

@@ -67,6 +67,7 @@ export const SCENARIOS: Scenario[] = [
   V('swap: a module that is not loaded fails with Lmod\'s error', s('load zlib'), s('swap nosuch rocm'), s('swap rocm cuda')),
   V('swap: a compiler away from a module that required it (no warning, as Lmod)', s('load netcdf'), s('swap gcc intel'), s('list')),
   V('purge: everything goes; an empty purge is silent', s('load netcdf rocm'), s('purge'), s('purge'), s('list')),
+  V('sticky: swap replaces it', s('load site'), s('swap site zlib'), s('-t list')),
   V('sticky: purge and unload keep it unless --force', s('load site zlib'), s('purge'), s('list'), s('--force purge'), s('load site'), s('unload site'), s('--force unload site')),
   V('reset: without system defaults it fails and changes nothing', s('load zlib'), s('reset', { differs: { id: 'L9', aspects: ['said'], strata: { exit: 1, said: /^strata: The system default contains no modules/ } } }), s('-t list')),
   V(
@@ -157,6 +158,7 @@ export const SCENARIOS: Scenario[] = [
   H('hierarchy: a compiler of the same family from another vendor', s('load gcc/12.3 mpi/openmpi-4.1 hdf5'), s('load intel'), s('list'), s('load gcc/11.4'), s('list')),
   H('hierarchy: requirements inside a level', s('load gcc/12.3 mpi/openmpi-4.1 h5tool'), s('-t list'), s('unload h5tool'), s('-t list')),
   H('hierarchy: a requirement reloaded under a new MPI, its dependant inactive', s('load gcc/12.3 mpi/openmpi-4.1 h5tool'), s('swap mpi mpi/mpich-4.1'), s('list'), s('swap mpi mpi/openmpi-4.1'), s('list'), s('unload h5tool'), s('-t list')),
+  H('hierarchy: unloading a compiler and its MPI in one command', s('load gcc/12.3 mpi hdf5'), s('unload gcc mpi'), s('list'), s('load gcc/12.3'), s('list'), s('load mpi'), s('list'), s('load hdf5/1.14'), s('swap gcc gcc/11.4'), s('-t list')),
   H('hierarchy: unloading and loading an inactive module', s('load gcc/12.3 boost mpi/openmpi-4.1'), s('swap gcc gcc/11.4'), s('unload boost'), s('list'), s('swap gcc gcc/12.3'), s('-t list'), s('swap gcc gcc/11.4'), s('load boost'), s('purge'), s('list')),
   H('hierarchy: the same full name built under two MPIs', s('load gcc/11.4 mpi/openmpi-4.1 hdf5/1.14'), s('-t avail hdf5'), s('avail hdf5'), s('swap mpi mpi/mpich-4.1'), s('list'), s('swap mpi/mpich-4.1 mpi/openmpi-4.1'), s('-t list')),
   H('hierarchy: spider finds every build and says what to load first', s('spider hdf5'), s('spider hdf5/1.14'), s('spider hdf5/1.12'), s('spider mpi/openmpi-4.1'), s('spider boost'), s('-t spider mpi'), s('spider mpi')),
