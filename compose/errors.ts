@@ -11,6 +11,8 @@ export const COMPOSE_ERR = {
   CONFLICT: 'ERR_CONFLICT',
   /** A restricted module and a user outside its group. */
   ACCESS_DENIED: 'ERR_ACCESS_DENIED',
+  /** A stack whose loaded modules' requirements, prereqs or hierarchy parents are not loaded: it is not built. */
+  REQUIREMENTS_UNMET: 'ERR_REQUIREMENTS_UNMET',
   /** Requirements that form a loop. */
   REQUIRE_CYCLE: 'ERR_REQUIRE_CYCLE',
   /** strata.json that is not a stack file. */

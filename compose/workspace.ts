@@ -11,7 +11,7 @@ import { StrataError, COMPOSE_ERR } from './errors.js';
 import type { TransferHooks, LoadedModule, Store } from '../store/index.js';
 import { Lock, lockOf, lockText, modulesOfHashList, modulesOfLock, readLockFile } from './lock.js';
 import { checkAccess, ModuleInfo, User } from './resolve.js';
-import { Collection, emptyStack, layerOrder, parseStack, serializeStack, StackFile } from './stack.js';
+import { checkRequirementsMet, Collection, emptyStack, layerOrder, parseStack, serializeStack, StackFile } from './stack.js';
 
 export const STACK_FILE = 'strata.json';
 export const LOCK_FILE = 'strata.lock';
@@ -22,7 +22,8 @@ export async function availableModules(store: Store): Promise<ModuleInfo[]> {
     if (m.damaged) continue; // unusable until repaired; `strata store verify` names it
     const r = await store.loadRecord(m.record, m.fullName);
     out.push({
-      fullName: m.fullName,
+      key: m.fullName,
+      fullName: r.version === '' ? r.name : `${r.name}/${r.version}`,
       name: r.name,
       version: r.version,
       record: m.record,
@@ -32,6 +33,13 @@ export async function availableModules(store: Store): Promise<ModuleInfo[]> {
       restricted: r.restricted,
       isDefault: m.isDefault,
       description: r.description,
+      ...(r.parents ? { parents: r.parents } : {}),
+      ...(r.hidden ? { hidden: true } : {}),
+      ...(r.sticky ? { sticky: true } : {}),
+      ...(r.whatis ? { whatis: r.whatis } : {}),
+      ...(r.keywords ? { keywords: r.keywords } : {}),
+      ...(r.prereq ? { prereq: r.prereq } : {}),
+      ...(r.loadAny ? { loadAny: r.loadAny } : {}),
     });
   }
   return out;
@@ -79,7 +87,7 @@ export async function writeStack(store: Store, dir: string, stack: StackFile): P
 export async function stackModules(store: Store, stack: StackFile): Promise<LoadedModule[]> {
   const available = await availableModules(store);
   const order = layerOrder(stack, available);
-  return Promise.all(order.map(async (m) => ({ fullName: m.fullName, cid: m.record, record: await store.loadRecord(m.record, m.fullName) })));
+  return Promise.all(order.map(async (m) => ({ fullName: m.key ?? m.fullName, cid: m.record, record: await store.loadRecord(m.record, m.fullName) })));
 }
 
 /**
@@ -103,13 +111,13 @@ export async function outputModules(
     if (stack.modules.length === 0) {
       throw new StrataError(COMPOSE_ERR.STACK_EMPTY, 'the stack is empty', { hint: 'add modules with `strata compose add M`, or give --lock FILE or --cids FILE' });
     }
+    checkRequirementsMet(stack, await availableModules(store));
     mods = await stackModules(store, stack);
     await writeStack(store, dir, stack);
   }
   const user = currentUser();
-  for (const m of mods) {
-    checkAccess({ fullName: m.fullName, name: m.record.name, version: m.record.version, record: m.cid, requires: [], conflicts: [], family: null, restricted: m.record.restricted, isDefault: false }, user);
-  }
+  for (const m of mods) checkAccess({ fullName: m.fullName, restricted: m.record.restricted }, user);
+
   return mods;
 }
 
@@ -117,7 +125,7 @@ export async function outputModules(
 export async function loadCollection(store: Store, name: string): Promise<Collection> {
   const c = await store.loadCollection(name);
   if (c === undefined) {
-    throw new StrataError(COMPOSE_ERR.NOT_FOUND, `Lmod has detected the following error: The collection "${name}" does not exist`, { hint: 'see strata compose savelist' });
+    throw new StrataError(COMPOSE_ERR.NOT_FOUND, `Lmod has detected the following error: User module collection: "${name}" does not exist.`, { hint: 'Try "strata compose savelist" for possible choices.' });
   }
   return c;
 }

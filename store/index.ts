@@ -18,8 +18,8 @@ import type { LockOptions } from './catalog/leveldb.js';
 export { STORE_ERR, StrataError, isStrataError } from './errors.js';
 export { comparePaths, OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './types.js';
 export type { EntryAcl, EntryType, LayerEntry } from './types.js';
-export type { ModuleRecord, EnvOp } from './record.js';
-export { checkFullName, fullNameOf, parseEnvOp, splitFullName } from './record.js';
+export type { ModuleRecord, EnvOp, RecordExtras } from './record.js';
+export { checkFullName, fullNameOf, parseEnvOp, recordExtras, splitFullName } from './record.js';
 export type { LayerManifest } from './layer/manifest.js';
 export type { Collection, PinnedModule } from './collections.js';
 export type { ImportOptions, ImportResult, ModuleSummary, LoadedModule, LayerItem } from './local-store.js';
@@ -90,6 +90,8 @@ export interface Store extends StoreReader {
   loadCollection(name: string): Promise<Collection | undefined>;
   /** Names of the saved collections, sorted. */
   listCollections(): Promise<string[]>;
+  /** Removes collection `name` atomically (`compose disable`); false when there was none. */
+  removeCollection(name: string): Promise<boolean>;
 
   /** Adds a remote (registry/repository) by name. */
   addRemote(name: string, url: string, opts?: { siteInternal?: boolean }): Promise<Remote>;

@@ -21,7 +21,7 @@ import { LayerBuilder } from './layer/builder.js';
 import { normalizeLayerPath } from './layer/path.js';
 import { applyManifestEntry, LayerManifest } from './layer/manifest.js';
 import { checkCollectionName, parseCollection, serializeCollection, type Collection } from './collections.js';
-import { checkFullName, EnvOp, fullNameOf, ModuleRecord, splitFullName, validateRecord } from './record.js';
+import { checkFullName, EnvOp, fullNameOf, ModuleRecord, recordExtras, RecordExtras, splitFullName, validateRecord } from './record.js';
 import { addSource } from './sources/index.js';
 import { readTar } from './tar/reader.js';
 import { LayerEntry } from './types.js';
@@ -37,6 +37,8 @@ export interface ImportOptions {
   overlay?: boolean;
   force?: boolean;
   labels?: Record<string, string>;
+  /** The optional Lmod fields (whatis, keywords, hidden, sticky, parents, prereq, loadAny); unset ones stay out of the record. */
+  extras?: RecordExtras;
   /** Called while the canonical layer is written: bytes so far, and about how many in all. */
   onProgress?(done: number, total: number): void;
 }
@@ -142,12 +144,17 @@ export class LocalStore {
     }
   }
 
-  /** Imports `source` as module `fullName`. Same name and same record: no-op. Other record: error unless force. */
-  async importModule(fullName: string, source: string, opts: ImportOptions = {}): Promise<ImportResult> {
-    checkFullName(fullName);
-    for (const m of [...(opts.requires ?? []), ...(opts.conflicts ?? [])]) checkFullName(m);
+  /**
+   * Imports `source` as module `fullName`, indexed under its store name (fullNameOf: behind its
+   * hierarchy parents when it has some). Same name and same record: no-op. Other record: error
+   * unless force.
+   */
+  async importModule(moduleName: string, source: string, opts: ImportOptions = {}): Promise<ImportResult> {
+    checkFullName(moduleName);
+    const extras = recordExtras(opts.extras ?? {});
+    for (const m of [...(opts.requires ?? []), ...(opts.conflicts ?? []), ...(extras.parents ?? []), ...(extras.prereq ?? []), ...(extras.loadAny ?? []).flat()]) checkFullName(m);
     const { image, ...layer } = await this.importLayer(source, opts);
-    const { name, version } = splitFullName(fullName);
+    const { name, version } = splitFullName(moduleName);
     const labels = { ...(image?.labels ?? {}), ...(opts.labels ?? {}) };
     const record: ModuleRecord = {
       recordVersion: 1,
@@ -162,7 +169,9 @@ export class LocalStore {
       description: opts.description ?? '',
       restricted: opts.restricted ?? null,
       ...(Object.keys(labels).length > 0 ? { labels } : {}),
+      ...extras,
     };
+    const fullName = fullNameOf(record);
     const recordCid = await this.putJson(record);
     const status = await this.index(async (ix) => {
       const existing = await ix.get(`m/${fullName}`);
@@ -174,7 +183,7 @@ export class LocalStore {
       }
       await this.assertBlobs([recordCid, layer.layer, layer.manifest]);
       const ops: Parameters<IndexView['batch']>[0] = [{ type: 'put', key: `m/${fullName}`, value: recordCid }];
-      if (opts.default) ops.push({ type: 'put', key: `d/${name}`, value: fullName });
+      if (opts.default) ops.push({ type: 'put', key: `d/${splitFullName(fullName).name}`, value: fullName });
       await ix.batch(ops);
       return existing === undefined ? ('imported' as const) : existing === recordCid ? ('unchanged' as const) : ('replaced' as const);
     });
@@ -222,7 +231,7 @@ export class LocalStore {
         name: record.name,
         version: record.version,
         record: cid,
-        isDefault: defaults.get(`d/${record.name}`) === fullName,
+        isDefault: defaults.get(`d/${splitFullName(fullName).name}`) === fullName,
         restricted: record.restricted,
         description: record.description,
       });
@@ -401,6 +410,16 @@ export class LocalStore {
     checkCollectionName(name);
     const text = await this.index((ix) => ix.get(`c/${name}`));
     return text === undefined ? undefined : parseCollection(text, name);
+  }
+
+  /** Removes collection `name` (its pins go with it); false when there was none. */
+  async removeCollection(name: string): Promise<boolean> {
+    checkCollectionName(name);
+    return this.index(async (ix) => {
+      if ((await ix.get(`c/${name}`)) === undefined) return false;
+      await ix.batch([{ type: 'del', key: `c/${name}` }]);
+      return true;
+    });
   }
 
   /** Names of the saved collections, sorted. */

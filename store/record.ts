@@ -1,6 +1,9 @@
 /**
  * Module records. Schema: spec/module-record.schema.json. A record is a canonical-JSON blob,
- * named by CIDv1(json, sha2-256); the index maps fullName → record CID.
+ * named by CIDv1(json, sha2-256); the index maps the module's store name (`fullNameOf`) →
+ * record CID. The Lmod fields added after the first format (whatis, keywords, hidden, sticky,
+ * parents, prereq, loadAny) are optional and omitted when unset, so records written before
+ * them keep their bytes and CIDs.
  */
 import { StrataError, STORE_ERR } from './errors.js';
 
@@ -24,6 +27,51 @@ export interface ModuleRecord {
   restricted: string | null;
   /** Labels carried over from an OCI image config, if the module came from one. */
   labels?: Record<string, string>;
+  /** Lmod `whatis()` lines beyond the description, in order. Omitted when none. */
+  whatis?: string[];
+  /** Words `compose keyword` finds the module by (Lmod: a "Keywords:" whatis line). Omitted when none. */
+  keywords?: string[];
+  /** Left out of avail, spider and default resolution; loadable by its exact name (Lmod hidden). */
+  hidden?: true;
+  /** Survives `purge` and `unload` unless forced (Lmod `add_property("lmod","sticky")`). */
+  sticky?: true;
+  /**
+   * The hierarchy (Lmod's MODULEPATH levels): the modules, outermost first, that must be loaded
+   * before this build is visible, e.g. ["gcc/12.2", "mpi/openmpi-4.1"]. Omitted when none.
+   */
+  parents?: string[];
+  /** Modules that must already be loaded; never loaded for you (Lmod `prereq`). Omitted when none. */
+  prereq?: string[];
+  /** Groups of alternatives: the first one loaded or loadable is used (Lmod `load_any`). Omitted when none. */
+  loadAny?: string[][];
+}
+
+/** The optional Lmod fields of a record, as import takes them. */
+export type RecordExtras = Pick<ModuleRecord, 'whatis' | 'keywords' | 'hidden' | 'sticky' | 'parents' | 'prereq' | 'loadAny'>;
+
+/**
+ * The optional fields to put in a record: empty lists and false flags are left out, so a module
+ * imported without them has the same record (and CID) as before these fields existed.
+ */
+export function recordExtras(o: {
+  whatis?: string[];
+  keywords?: string[];
+  hidden?: boolean;
+  sticky?: boolean;
+  parents?: string[];
+  prereq?: string[];
+  loadAny?: string[][];
+}): RecordExtras {
+  const out: RecordExtras = {};
+  if (o.whatis && o.whatis.length > 0) out.whatis = [...o.whatis];
+  if (o.keywords && o.keywords.length > 0) out.keywords = [...o.keywords];
+  if (o.hidden) out.hidden = true;
+  if (o.sticky) out.sticky = true;
+  if (o.parents && o.parents.length > 0) out.parents = [...o.parents];
+  if (o.prereq && o.prereq.length > 0) out.prereq = [...o.prereq];
+  const groups = (o.loadAny ?? []).filter((g) => g.length > 0);
+  if (groups.length > 0) out.loadAny = groups.map((g) => [...g]);
+  return out;
 }
 
 /**
@@ -35,8 +83,14 @@ export function splitFullName(fullName: string): { name: string; version: string
   return i < 0 ? { name: fullName, version: '' } : { name: fullName.slice(0, i), version: fullName.slice(i + 1) };
 }
 
-export function fullNameOf(r: { name: string; version: string }): string {
-  return r.version === '' ? r.name : `${r.name}/${r.version}`;
+/**
+ * The module's store name, the key of the index: `name/version`, behind its hierarchy parents
+ * when it has some (`gcc/12.2/mpi/openmpi-4.1/hdf5/1.14` for hdf5/1.14 built under gcc/12.2
+ * and mpi/openmpi-4.1), as Lmod's tree puts a build in its parents' directory.
+ */
+export function fullNameOf(r: { name: string; version: string; parents?: readonly string[] }): string {
+  const own = r.version === '' ? r.name : `${r.name}/${r.version}`;
+  return r.parents && r.parents.length > 0 ? `${r.parents.join('/')}/${own}` : own;
 }
 
 const NAME = /^[A-Za-z0-9_+][A-Za-z0-9_.+@-]*(\/[A-Za-z0-9_+][A-Za-z0-9_.+@-]*)*$/;
@@ -65,5 +119,11 @@ export function validateRecord(v: unknown, where: string): ModuleRecord {
   if (r.recordVersion !== 1) throw bad(`recordVersion ${String(r.recordVersion)}`);
   for (const k of ['name', 'version', 'layer', 'manifest', 'description'] as const) if (typeof r[k] !== 'string') throw bad(`${k} missing`);
   if (!Array.isArray(r.requires) || !Array.isArray(r.conflicts) || !Array.isArray(r.env)) throw bad('lists missing');
+  const strings = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'string');
+  for (const k of ['whatis', 'keywords', 'parents', 'prereq'] as const) {
+    if (r[k] !== undefined && !strings(r[k])) throw bad(`${k} is not a list of strings`);
+  }
+  if (r.loadAny !== undefined && !(Array.isArray(r.loadAny) && r.loadAny.length > 0 && r.loadAny.every(strings))) throw bad('loadAny is not a list of lists');
+  for (const k of ['hidden', 'sticky'] as const) if (r[k] !== undefined && r[k] !== true) throw bad(`${k} is not true`);
   return r;
 }

@@ -1,17 +1,19 @@
 /**
- * Lmod behaviours of `strata compose` through the CLI, each with its message on stderr and
- * the stack it leaves in strata.json and strata.lock: default resolution (marked default vs
- * highest version), one-name swap, family swap, requirements added and removed, conflicts
- * refused, restricted modules refused for a non-member and allowed for a member (run as
- * uid 65534 with setpriv), save/restore pinned to records. Root (setpriv, chown).
+ * Lmod behaviours of `strata compose` through the CLI, each with what it says on stderr and the
+ * stack it leaves in strata.json and strata.lock: defaults, version changes, families,
+ * requirements loaded for a module and gone with it, conflicts, save/restore pinned to records,
+ * the import flags of the Lmod fields, a stack whose requirements are not met refused by every
+ * output, `compose diff`, and restricted modules for a non-member and a member (run as uid
+ * 65534 with setpriv). The same rules are checked against the real Lmod in test/lmod/.
+ * Root (setpriv, chown).
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { Ajv2020 } from 'ajv/dist/2020.js';
 import { mustRun, removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
-import { loud, ok, strataIn } from './helpers/cli.js';
+import { CLI, loud, ok, strataIn } from './helpers/cli.js';
 
 /** `strata --store STORE ARGS…` with cwd = `cwd`; `as` runs it through setpriv as another user. */
 function strata(store: string, cwd: string, args: string[], as?: { setpriv: string[]; home: string }): RunResult {
@@ -23,8 +25,8 @@ function strata(store: string, cwd: string, args: string[], as?: { setpriv: stri
 function stackOf(work: string): string[] {
   const path = join(work, 'strata.json');
   if (!existsSync(path)) return [];
-  const s = JSON.parse(readFileSync(path, 'utf8')) as { modules: { fullName: string; auto?: boolean }[] };
-  return s.modules.map((m) => `${m.fullName}${m.auto ? ' (auto)' : ''}`);
+  const s = JSON.parse(readFileSync(path, 'utf8')) as { modules: { fullName: string; auto?: boolean; inactive?: boolean }[] };
+  return s.modules.map((m) => `${m.fullName}${m.auto ? ' (auto)' : ''}${m.inactive ? ' (inactive)' : ''}`);
 }
 
 /** fullNames of strata.lock, lowest layer first. */
@@ -40,6 +42,13 @@ function layerDir(root: string, tag: string): string {
   return d;
 }
 
+/** Exit 1 with exactly one stderr line matching `re`. */
+function fails(r: RunResult, re: RegExp): void {
+  assert.is(r.code, 1, `expected exit 1: ${r.stderr}`);
+  assert.is(r.stderr.split('\n').length, 2, `one line: ${r.stderr}`);
+  assert.match(r.stderr, re);
+}
+
 // The catalogue: fullName → import options. One shared layer, except where content matters.
 const CATALOGUE: Array<[string, string[]]> = [
   ['gcc/11.4', ['--family', 'compiler']],
@@ -49,8 +58,11 @@ const CATALOGUE: Array<[string, string[]]> = [
   ['hdf5/1.14.3', ['--requires', 'zlib', '--requires', 'gcc/12.3']],
   ['rocm/6.0', []],
   ['cuda/12.2', ['--conflicts', 'rocm']],
-  ['mpi/openmpi-2', []],
-  ['mpi/mpich-3', []],
+  ['mpi/openmpi-4.1', ['--family', 'mpi', '--prepend', 'PATH=/opt/openmpi/bin']],
+  ['mpi/mpich-4.1', ['--family', 'mpi', '--prepend', 'PATH=/opt/mpich/bin']],
+  // The README's names: two applications, two names (not two versions of "app").
+  ['gromacs/2023', ['--requires', 'mpi/openmpi-4.1', '--prepend', 'PATH=/opt/gromacs/bin']],
+  ['mpi4py/3', ['--requires', 'mpi/openmpi-4.1']],
   // 3.9 < 3.10 < 3.12 in version order (byte order would pick 3.9).
   ['py/3.9', []],
   ['py/3.12', []],
@@ -82,94 +94,144 @@ lmod.before.each(loud((ctx) => {
 lmod.after.each((ctx) => removeDir(ctx.dir));
 
 lmod('a bare name resolves to the highest version, then to the marked default', ({ store, work }) => {
-  const r = ok(strata(store, work, ['compose', 'add', 'py']), 'add py');
+  const r = ok(strata(store, work, ['compose', 'load', 'py']), 'load py');
   assert.is(r.stderr, '', 'a plain load says nothing');
   assert.equal(stackOf(work), ['py/3.12']);
   assert.match(ok(strata(store, work, ['compose', 'avail', 'py/']), 'avail').stdout.toString(), /py\/3\.12 \(L,D\)/);
   ok(strata(store, work, ['store', 'default', 'py/3.10']), 'store default');
   ok(strata(store, work, ['compose', 'purge']), 'purge');
   assert.equal(stackOf(work), []);
-  ok(strata(store, work, ['compose', 'add', 'py']), 'add py');
+  ok(strata(store, work, ['compose', 'add', 'py']), 'add (the alias of load)');
   assert.equal(stackOf(work), ['py/3.10']);
   assert.equal(lockOf(work), ['py/3.10']);
   const avail = ok(strata(store, work, ['compose', 'avail', 'py/']), 'avail').stdout.toString();
   assert.match(avail, /py\/3\.10 \(L,D\)/);
   assert.not.match(avail, /py\/3\.12 \(/);
+  assert.is(ok(strata(store, work, ['compose', '-t', 'avail', 'py/3.']), '-t avail').stdout.toString(), 'strata store:\npy/3.9\npy/3.10\npy/3.12\n');
+  assert.is(ok(strata(store, work, ['compose', 'avail', '-t', 'py*']), 'avail -t').stdout.toString(), 'strata store:\npy/3.9\npy/3.10\npy/3.12\n');
 });
 
-lmod('a second version of a loaded name swaps it, with the version-change report', ({ store, work }) => {
-  ok(strata(store, work, ['compose', 'add', 'mpi/openmpi-2']), 'add');
-  const r = ok(strata(store, work, ['compose', 'add', 'mpi/mpich-3']), 'add');
-  assert.is(r.stderr, 'The following have been reloaded with a version change:\n  1) mpi/openmpi-2 => mpi/mpich-3\n');
-  assert.equal(stackOf(work), ['mpi/mpich-3']);
-  assert.equal(lockOf(work), ['mpi/mpich-3']);
-  assert.is(ok(strata(store, work, ['compose', 'list']), 'list').stdout.toString(), 'Currently Loaded Modules:\n  1) mpi/mpich-3\n');
+lmod('two applications load side by side; another version of a loaded name replaces it, with the report', ({ store, work }) => {
+  ok(strata(store, work, ['compose', 'load', 'gromacs/2023', 'mpi4py/3']), 'load');
+  assert.equal(stackOf(work), ['mpi/openmpi-4.1 (auto)', 'gromacs/2023', 'mpi4py/3']);
+  const r = ok(strata(store, work, ['compose', 'load', 'mpi/mpich-4.1']), 'load');
+  assert.is(r.stderr, 'The following have been reloaded with a version change:\n  1) mpi/openmpi-4.1 => mpi/mpich-4.1\n');
+  assert.equal(lockOf(work), ['gromacs/2023', 'mpi4py/3', 'mpi/mpich-4.1']);
+  assert.is(ok(strata(store, work, ['compose', 'list']), 'list').stdout.toString(), 'Currently Loaded Modules:\n  1) gromacs/2023   2) mpi4py/3   3) mpi/mpich-4.1\n');
+  assert.is(ok(strata(store, work, ['compose', 'list', '-t']), 'list -t').stdout.toString(), 'gromacs/2023\nmpi4py/3\nmpi/mpich-4.1\n');
 });
 
 lmod('a module of a loaded family replaces it, with Lmod\'s message', ({ store, work }) => {
-  ok(strata(store, work, ['compose', 'add', 'zlib', 'gcc/12.3']), 'add');
-  const r = ok(strata(store, work, ['compose', 'add', 'intel/2023.1']), 'add intel');
+  ok(strata(store, work, ['compose', 'load', 'zlib', 'gcc/12.3']), 'load');
+  const r = ok(strata(store, work, ['compose', 'load', 'intel/2023.1']), 'load intel');
   assert.is(r.stderr, 'Lmod is automatically replacing "gcc/12.3" with "intel/2023.1".\n');
   assert.equal(stackOf(work), ['zlib/1.3', 'intel/2023.1']);
   assert.equal(lockOf(work), ['zlib/1.3', 'intel/2023.1']);
 });
 
-lmod('requirements are added below their module and removed with it', ({ store, work }) => {
-  const add = ok(strata(store, work, ['compose', 'add', 'hdf5']), 'add hdf5');
-  assert.is(add.stderr, 'Loading hdf5/1.14.3\n  Loading requirement: zlib/1.3 gcc/12.3\n');
+lmod('requirements load silently, for the module, and go with it; one the user loaded stays', ({ store, work }) => {
+  const load = ok(strata(store, work, ['compose', 'load', 'hdf5']), 'load hdf5');
+  assert.is(load.stderr, '');
   assert.equal(stackOf(work), ['zlib/1.3 (auto)', 'gcc/12.3 (auto)', 'hdf5/1.14.3']);
   assert.equal(lockOf(work), ['zlib/1.3', 'gcc/12.3', 'hdf5/1.14.3']);
-  const rm = ok(strata(store, work, ['compose', 'rm', 'hdf5']), 'rm hdf5');
-  assert.is(rm.stderr, 'Unloading hdf5/1.14.3\n  Unloading useless requirement: zlib/1.3 gcc/12.3\n');
+  assert.is(ok(strata(store, work, ['compose', 'unload', 'hdf5']), 'unload hdf5').stderr, '');
   assert.equal(stackOf(work), []);
-  // A requirement the user loaded is the user's: it stays.
-  ok(strata(store, work, ['compose', 'add', 'zlib']), 'add zlib');
-  assert.is(ok(strata(store, work, ['compose', 'add', 'hdf5']), 'add').stderr, 'Loading hdf5/1.14.3\n  Loading requirement: gcc/12.3\n');
-  assert.is(ok(strata(store, work, ['compose', 'rm', 'hdf5']), 'rm').stderr, 'Unloading hdf5/1.14.3\n  Unloading useless requirement: gcc/12.3\n');
+  ok(strata(store, work, ['compose', 'load', 'zlib', 'hdf5']), 'load');
+  ok(strata(store, work, ['compose', 'rm', 'hdf5']), 'rm (the alias of unload)');
   assert.equal(stackOf(work), ['zlib/1.3']);
-});
-
-lmod('swap replaces one module with another and says what is left unmet', ({ store, work }) => {
-  ok(strata(store, work, ['compose', 'add', 'hdf5']), 'add');
-  const r = ok(strata(store, work, ['compose', 'swap', 'gcc', 'intel']), 'swap');
+  // A requirement taken away: allowed, with Lmod's warning.
+  ok(strata(store, work, ['compose', 'load', 'hdf5']), 'load');
+  const r = ok(strata(store, work, ['compose', 'unload', 'gcc']), 'unload gcc');
   assert.is(r.stderr, 'The following dependent module(s) are not currently loaded: gcc/12.3 (required by: hdf5/1.14.3)\n');
-  assert.equal(stackOf(work), ['zlib/1.3 (auto)', 'hdf5/1.14.3', 'intel/2023.1']);
-  const bad = strata(store, work, ['compose', 'swap', 'gcc/11.4', 'zlib']);
-  assert.is(bad.code, 1);
-  assert.is(bad.stderr, 'strata: Swap failed: "gcc/11.4" is not loaded. (see strata compose list)\n');
-  const rm = ok(strata(store, work, ['compose', 'rm', 'gcc/12.3']), 'rm not loaded');
-  assert.match(rm.stderr, /^Note: the module "gcc\/12\.3" cannot be unloaded because it was not loaded\.\n/);
-  assert.equal(stackOf(work), ['zlib/1.3 (auto)', 'hdf5/1.14.3', 'intel/2023.1']);
 });
 
-lmod('a conflict is refused with exit 1 and the stack is unchanged', ({ store, work }) => {
-  ok(strata(store, work, ['compose', 'add', 'zlib', 'rocm']), 'add');
+lmod('swap and unload: Lmod\'s wording; what is not loaded is ignored by unload', ({ store, work }) => {
+  ok(strata(store, work, ['compose', 'load', 'gcc/11.4', 'zlib']), 'load');
+  const r = ok(strata(store, work, ['compose', 'swap', 'gcc', 'gcc/12.3']), 'swap');
+  assert.is(r.stderr, 'The following have been reloaded with a version change:\n  1) gcc/11.4 => gcc/12.3\n');
+  fails(strata(store, work, ['compose', 'swap', 'rocm', 'cuda']), /^strata: Lmod has detected the following error: Swap failed: "rocm" is not loaded\. \(see strata compose list\)\n$/);
+  const rm = ok(strata(store, work, ['compose', 'unload', 'gcc/12', 'nosuch']), 'unload');
+  assert.is(rm.stderr, '');
+  assert.equal(stackOf(work), ['zlib/1.3', 'gcc/12.3']);
+});
+
+lmod('a conflict declared by either module is refused with exit 1 and the stack is unchanged', ({ store, work }) => {
+  ok(strata(store, work, ['compose', 'load', 'zlib', 'rocm']), 'load');
   const files = () => [readFileSync(join(work, 'strata.json'), 'utf8'), readFileSync(join(work, 'strata.lock'), 'utf8')];
   const before = files();
-  const r = strata(store, work, ['compose', 'add', 'gcc/12.3', 'cuda/12.2']);
-  assert.is(r.code, 1);
-  assert.is(r.stderr.split('\n').length, 2, 'one line');
-  assert.match(r.stderr, /^strata: Cannot load module "cuda\/12\.2" because these module\(s\) are loaded: rocm\/6\.0( \(.*\))?\n$/);
-  assert.equal(files(), before, 'all or nothing: gcc/12.3 was not added either');
-  // The other direction: rocm loaded after cuda would be refused by cuda's conflict.
+  fails(strata(store, work, ['compose', 'load', 'gcc/12.3', 'cuda/12.2']), /^strata: Lmod has detected the following error: Cannot load module "cuda\/12\.2" because these module\(s\) are loaded: rocm \(/);
+  assert.equal(files(), before, 'all or nothing: gcc/12.3 was not loaded either');
   ok(strata(store, work, ['compose', 'purge']), 'purge');
-  ok(strata(store, work, ['compose', 'add', 'cuda']), 'add cuda');
-  const r2 = strata(store, work, ['compose', 'add', 'rocm']);
-  assert.is(r2.code, 1);
-  assert.match(r2.stderr, /^strata: Cannot load module "rocm\/6\.0" because this module set a conflict: "cuda\/12\.2"/);
+  ok(strata(store, work, ['compose', 'load', 'cuda']), 'load cuda');
+  fails(strata(store, work, ['compose', 'load', 'rocm']), /^strata: Lmod has detected the following error: Cannot load module "rocm\/6\.0" because this module set a conflict: "cuda\/12\.2" \(strata refuses a conflict either module declares/);
   assert.equal(stackOf(work), ['cuda/12.2']);
 });
 
-lmod('save pins records; restore after a re-import with other content refuses', ({ store, dir, work }) => {
+lmod('a stack whose requirements are not met is never built', ({ store, dir, work }) => {
+  // Its own store: this test removes a module.
+  const own = join(dir, 'store');
+  const layer = layerDir(dir, 'x');
+  for (const [name, opts] of CATALOGUE.filter(([n]) => n.startsWith('mpi/') || n.startsWith('gromacs'))) ok(strata(own, work, ['-q', 'store', 'import', name, layer, ...opts]), `import ${name}`);
+  ok(strata(own, work, ['compose', 'load', 'gromacs/2023']), 'load');
+  // A requirement swapped out from under the module that needs it.
+  ok(strata(own, work, ['compose', 'swap', 'mpi', 'mpi/mpich-4.1']), 'swap');
+  const sb = join(dir, 'sb');
+  const unmet = /^strata: the stack's requirements are not met: gromacs\/2023 needs mpi\/openmpi-4\.1 \(mpi\/mpich-4\.1 is loaded\) \(load what is missing \(strata compose load mpi\/openmpi-4\.1\) or unload the modules that need it; nothing was built\)\n$/;
+  fails(strata(own, work, ['compose', 'sandbox', sb]), unmet);
+  assert.not.ok(existsSync(sb), 'nothing written');
+  fails(strata(own, work, ['compose', 'squash', join(dir, 'x.sqfs')]), unmet);
+  assert.not.ok(existsSync(join(dir, 'x.sqfs')));
+  fails(strata(own, work, ['compose', 'lock']), unmet);
+  // Met again, then the record removed from the store.
+  ok(strata(own, work, ['compose', 'swap', 'mpi', 'mpi/openmpi-4.1']), 'swap back');
+  ok(strata(own, work, ['compose', 'sandbox', sb]), 'sandbox');
+  let rm = strata(own, work, ['store', 'rm', 'mpi/openmpi-4.1']);
+  if (rm.code !== 0) rm = strata(own, work, ['store', 'rm', '--force', 'mpi/openmpi-4.1']); // a store that guards required modules
+  ok(rm, 'store rm');
+  fails(strata(own, work, ['compose', 'sandbox', join(dir, 'sb2')]), /^strata: the stack holds mpi\/openmpi-4\.1, which is no longer in the store \(import it again, or strata compose unload mpi\/openmpi-4\.1\)\n$/);
+  assert.not.ok(existsSync(join(dir, 'sb2')));
+  void store;
+});
+
+lmod('compose diff: two stacks, two locks, and a stack against a lock', ({ store, dir, work }) => {
+  ok(strata(store, work, ['compose', 'load', 'gcc/12.3', 'gromacs/2023']), 'load');
+  const other = join(dir, 'other');
+  mkdirSync(other);
+  ok(strata(store, other, ['compose', 'load', 'gcc/11.4', 'mpi/mpich-4.1', 'zlib']), 'load');
+  const d = ok(strata(store, dir, ['compose', 'diff', 'work', 'other']), 'diff');
+  assert.is(
+    d.stdout.toString(),
+    [
+      '--- work',
+      '+++ other',
+      'modules:',
+      '  - gromacs/2023',
+      '  + zlib/1.3',
+      '  ~ gcc/12.3 => gcc/11.4',
+      '  ~ mpi/openmpi-4.1 => mpi/mpich-4.1',
+      'env:',
+      '  PATH: /opt/gromacs/bin:/opt/openmpi/bin:$PATH => /opt/mpich/bin:$PATH',
+      '',
+    ].join('\n'),
+  );
+  const j = JSON.parse(ok(strata(store, dir, ['--json', 'compose', 'diff', 'work/strata.lock', 'other/strata.json']), 'diff --json').stdout.toString());
+  assert.equal([j.added, j.removed, j.same], [['zlib/1.3'], ['gromacs/2023'], false]);
+  assert.is(ok(strata(store, dir, ['compose', 'diff', 'work/strata.lock', 'work']), 'same').stdout.toString(), 'no differences between work/strata.lock and work\n');
+  fails(strata(store, dir, ['compose', 'diff', 'work', 'nowhere']), /^strata: nowhere does not exist/);
+});
+
+lmod('save pins records; restore after a re-import with other content refuses; describe, disable', ({ store, dir, work }) => {
   // Its own store: this test replaces a module.
   const own = join(dir, 'store');
   ok(strata(own, work, ['-q', 'store', 'import', 'tcl/8.6', layerDir(dir, 'tcl-a')]), 'import');
   ok(strata(own, work, ['-q', 'store', 'import', 'tk/8.6', layerDir(dir, 'tk'), '--requires', 'tcl']), 'import');
   ok(strata(own, work, ['-q', 'store', 'import', 'tk/8.7', layerDir(dir, 'tk')]), 'import');
-  ok(strata(own, work, ['compose', 'add', 'tk/8.6']), 'add');
+  fails(strata(own, work, ['compose', 'save']), /^strata: You are trying to save an empty collection of modules in "default"\. If this is what you want then enter: \$ strata compose --force save default\n$/);
+  ok(strata(own, work, ['compose', 'load', 'tk/8.6']), 'load');
   const lock = readFileSync(join(work, 'strata.lock'), 'utf8');
   assert.is(ok(strata(own, work, ['compose', 'save', 'mine']), 'save').stdout.toString(), 'Saved current collection of modules to: "mine"\n');
   assert.match(ok(strata(own, work, ['compose', 'savelist']), 'savelist').stdout.toString(), '1) mine');
+  assert.is(ok(strata(own, work, ['compose', 'describe', 'mine']), 'describe').stdout.toString(), 'Collection "mine" contains: \n   1) tcl/8.6    2) tk/8.6\n');
   ok(strata(own, work, ['compose', 'purge']), 'purge');
   // A newer default does not move a pinned collection.
   ok(strata(own, work, ['store', 'default', 'tk/8.7']), 'default');
@@ -181,17 +243,52 @@ lmod('save pins records; restore after a re-import with other content refuses', 
   // Same fullName, other content: the pinned record is gone, restore refuses, stack unchanged.
   ok(strata(own, work, ['compose', 'purge']), 'purge');
   ok(strata(own, work, ['-q', 'store', 'import', 'tcl/8.6', layerDir(dir, 'tcl-b'), '--force']), 're-import');
-  const bad = strata(own, work, ['compose', 'restore', 'mine']);
-  assert.is(bad.code, 1);
-  assert.match(bad.stderr, /^strata: One or more modules in your mine collection have changed: "tcl\/8\.6"\./);
-  assert.is(bad.stderr.split('\n').length, 2, 'one line');
+  fails(strata(own, work, ['compose', 'restore', 'mine']), /^strata: One or more modules in your mine collection have changed: "tcl\/8\.6"\. \(strata restores the exact records it saved/);
   assert.equal(stackOf(work), []);
-  // The default collection name.
-  ok(strata(own, work, ['compose', 'add', 'tk/8.7']), 'add');
-  ok(strata(own, work, ['compose', 'save']), 'save');
-  ok(strata(own, work, ['compose', 'purge']), 'purge');
-  assert.is(ok(strata(own, work, ['compose', 'restore']), 'restore').stderr, "Restoring modules from user's default\n");
-  assert.equal(stackOf(work), ['tk/8.7']);
+  fails(strata(own, work, ['compose', 'restore', 'nope']), /^strata: Lmod has detected the following error: User module collection: "nope" does not exist\. \(Try "strata compose savelist" for possible choices\.\)\n$/);
+  ok(strata(own, work, ['compose', 'disable', 'mine']), 'disable');
+  assert.is(ok(strata(own, work, ['compose', 'savelist']), 'savelist').stdout.toString(), 'No named collections.\n');
+  fails(strata(own, work, ['compose', 'disable', 'mine']), /^strata: No collection named "mine" found\./);
+  fails(strata(own, work, ['compose', 'describe', 'mine']), /^strata: No collection named "mine" found\./);
+});
+
+lmod('import: the Lmod fields are optional record fields, absent unless given; the hierarchy names its builds', ({ dir, work }) => {
+  const own = join(dir, 'store');
+  const layer = layerDir(dir, 'f');
+  const plain = JSON.parse(ok(strata(own, work, ['--json', 'store', 'import', 'zlib/1.3', layer]), 'import').stdout.toString());
+  const full = JSON.parse(
+    ok(
+      strata(own, work, [
+        '--json', 'store', 'import', 'hdf5/1.14', layer, '--under', 'gcc/12.2', '--under', 'mpi/openmpi-4.1', '--prereq', 'zlib',
+        '--load-any', 'szip/2,zlib', '--whatis', 'URL: https://example.org', '--keyword', 'io,hdf', '--hidden', '--sticky',
+      ]),
+      'import with every Lmod flag',
+    ).stdout.toString(),
+  );
+  assert.is(full.fullName, 'gcc/12.2/mpi/openmpi-4.1/hdf5/1.14', 'the store name of a build under parents');
+  const blob = (cid: string) => {
+    const show = JSON.parse(ok(strata(own, work, ['--json', 'store', 'show', cid]), 'show').stdout.toString());
+    return show.record as Record<string, unknown>;
+  };
+  const p = blob(plain.record);
+  assert.equal(Object.keys(p).sort(), ['conflicts', 'description', 'env', 'family', 'layer', 'manifest', 'name', 'recordVersion', 'requires', 'restricted', 'version'], 'no new keys: old records keep their CIDs');
+  const f = blob(full.record);
+  assert.equal(
+    [f.name, f.version, f.parents, f.prereq, f.loadAny, f.whatis, f.keywords, f.hidden, f.sticky],
+    ['hdf5', '1.14', ['gcc/12.2', 'mpi/openmpi-4.1'], ['zlib'], [['szip/2', 'zlib']], ['URL: https://example.org'], ['io', 'hdf'], true, true],
+  );
+  const schema = JSON.parse(readFileSync(join(CLI, '..', '..', '..', 'spec', 'module-record.schema.json'), 'utf8'));
+  const validate = new Ajv2020({ strict: true, allErrors: true }).compile(schema);
+  assert.ok(validate(f), JSON.stringify(validate.errors));
+  assert.ok(validate(p), JSON.stringify(validate.errors));
+  assert.not.ok(validate({ ...f, hidden: false }), 'hidden is present only as true');
+  const bad = strata(own, work, ['store', 'import', 'x/1', layer, '--under', 'not a name']);
+  assert.is(bad.code, 2, bad.stderr);
+  // Not visible until its parents are loaded; spider says what to load first.
+  ok(strata(own, work, ['-q', 'store', 'import', 'gcc/12.2', layer]), 'import');
+  ok(strata(own, work, ['-q', 'store', 'import', 'mpi/openmpi-4.1', layer, '--under', 'gcc/12.2']), 'import');
+  fails(strata(own, work, ['compose', 'load', 'hdf5/1.14']), /^strata: Lmod has detected the following error: These module\(s\) or extension\(s\) exist but cannot be loaded as requested: "hdf5\/1\.14" \(Try: "strata compose spider hdf5\/1\.14" to see how to load the module\(s\)\.\)\n$/);
+  assert.match(ok(strata(own, work, ['compose', '--show_hidden', 'spider', 'hdf5/1.14']), 'spider').stdout.toString(), /You will need to load all module\(s\) on any one of the lines below before the "hdf5\/1\.14" module is available to load\.\n      gcc\/12\.2  mpi\/openmpi-4\.1\n/);
 });
 
 // ---------------------------------------------------------------------------------------
@@ -237,8 +334,8 @@ restricted('refused for a non-member (also as a requirement and from a lock), al
   assert.is(readFileSync(join(outsider, 'strata.json'), 'utf8'), before, 'stack unchanged');
 
   const insider = userDir(dir, 'insider');
-  const ok1 = ok(strata(store, insider, ['compose', 'add', 'fluent'], member), 'add fluent as a member');
-  assert.is(ok1.stderr, 'Loading fluent/1\n  Loading requirement: ansys/2024.1\n');
+  const ok1 = ok(strata(store, insider, ['compose', 'load', 'fluent'], member), 'load fluent as a member');
+  assert.is(ok1.stderr, '');
   assert.equal(stackOf(insider), ['ansys/2024.1 (auto)', 'fluent/1']);
   assert.match(ok(strata(store, insider, ['compose', 'avail', 'ansys'], member), 'avail').stdout.toString(), /ansys\/2024\.1 \(R,L\)/);
 

@@ -2,7 +2,7 @@
  * `strata store …`: import, list, show, remove, mark defaults, gc, verify, export.
  */
 import { Command } from 'commander';
-import { checkFullName, isStrataError, parseEnvOp, StrataError, STORE_ERR, type EnvOp } from '../../store/index.js';
+import { checkFullName, isStrataError, parseEnvOp, recordExtras, StrataError, STORE_ERR, type EnvOp } from '../../store/index.js';
 import { usage } from '../errors.js';
 import type { Context } from '../context.js';
 import { plural, result, table, type Result } from '../output.js';
@@ -10,6 +10,8 @@ import { human } from '../progress.js';
 import type { Action } from './action.js';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
+/** `--load-any a,b,c`: one group of alternatives. */
+const anyOf = (g: string) => g.split(',').map((m) => m.trim()).filter((m) => m !== '');
 
 interface ImportFlags {
   requires: string[];
@@ -23,6 +25,13 @@ interface ImportFlags {
   default?: boolean;
   overlay?: boolean;
   force?: boolean;
+  under: string[];
+  whatis: string[];
+  keyword: string[];
+  prereq: string[];
+  loadAny: string[];
+  hidden?: boolean;
+  sticky?: boolean;
 }
 
 /** Runs a store-side check of something typed on the command line; a malformed value is usage (exit 2). */
@@ -37,7 +46,7 @@ function typed<T>(check: () => T): T {
 
 export async function importCommand(ctx: Context, fullName: string, source: string, o: ImportFlags): Promise<Result> {
   const env: EnvOp[] = typed(() => {
-    for (const m of [fullName, ...o.requires, ...o.conflicts]) checkFullName(m);
+    for (const m of [fullName, ...o.requires, ...o.conflicts, ...o.under, ...o.prereq, ...o.loadAny.flatMap(anyOf)]) checkFullName(m);
     return [
       ...o.prepend.map((t) => parseEnvOp('prepend', t)),
       ...o.append.map((t) => parseEnvOp('append', t)),
@@ -53,6 +62,15 @@ export async function importCommand(ctx: Context, fullName: string, source: stri
     env,
     description: o.description,
     restricted: o.restricted,
+    extras: recordExtras({
+      parents: o.under,
+      whatis: o.whatis,
+      keywords: o.keyword.flatMap((k) => k.split(',').map((w) => w.trim()).filter((w) => w !== '')),
+      prereq: o.prereq,
+      loadAny: o.loadAny.map(anyOf),
+      hidden: o.hidden,
+      sticky: o.sticky,
+    }),
     default: o.default,
     overlay: o.overlay,
     force: o.force,
@@ -119,6 +137,13 @@ export function storeCommands(program: Command, action: Action): Command {
     .option('--default', 'mark as the default version of its name')
     .option('--overlay', 'the source is an overlayfs upperdir (char 0/0 whiteouts, opaque dirs)')
     .option('--force', 'replace an existing module of the same name with other content')
+    .option('--under <M>', 'hierarchy parent this build is made for, outermost first (repeatable), e.g. --under gcc/12.2 --under mpi/openmpi-4.1', collect, [])
+    .option('--prereq <M>', 'module that must already be loaded (Lmod prereq; repeatable)', collect, [])
+    .option('--load-any <A,B,...>', 'load the first of these that loads (Lmod load_any; repeatable)', collect, [])
+    .option('--whatis <T>', 'a whatis line (repeatable)', collect, [])
+    .option('--keyword <W>', 'a keyword for `compose keyword` (repeatable, or comma-separated)', collect, [])
+    .option('--hidden', 'leave it out of avail and spider; load it by its full name (Lmod hidden)')
+    .option('--sticky', 'purge and unload keep it unless --force (Lmod sticky)')
     .action(action(importCommand));
 
   store.command('ls [pattern]').description('list modules (substring or glob)').action(action(lsCommand));
