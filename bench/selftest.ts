@@ -4,12 +4,16 @@
  * relies on, the image ACL rule must accept exactly the allowed group bits, and the
  * overlay → OCI conversion must turn a real kernel upperdir into OCI whiteouts.
  */
-import { mkdtemp, mkdir, rm, symlink, writeFile, chmod, readdir, stat } from 'node:fs/promises';
+import { mkdtemp, mkdir, rm, symlink, writeFile, chmod, readdir, stat, link, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { dumpXattrs, overlayToOci } from './data.js';
-import { diffTrees, snapshotTree, summarize } from './harness.js';
+import { diffTrees, goalsNotMet, snapshotTree, snapshotTreeFast, speedup, summarize, type Outcome, type Row } from './harness.js';
+import { tarDataEnd } from './peers.js';
+import { scalePlot } from './plot.js';
+import type { ScalePoint } from './scale.js';
+import { GNU_TAR_SCALE_OPTIONS, writeScaleTar, writeScaleTree } from './scale-data.js';
 import { run } from './proc.js';
 
 const Compare = suite<{ dir: string; a: string; b: string }>('compare');
@@ -70,6 +74,24 @@ Compare('image rule: group bits within group:: ∧ mask pass, wider fail, ACL xa
   assert.equal(diffTrees(await snapshotTree(b), ref, { image: true }), ['lic: mode 0644, expected 0640']);
 });
 
+Compare('snapshotTreeFast gives the same map as snapshotTree: devices, fifos, hard links, odd names, ignore', async ({ a }) => {
+  await run('mknod', [join(a, 'null'), 'c', '1', '3']);
+  await run('mknod', [join(a, 'big'), 'b', '259', '70000']);
+  await run('mkfifo', [join(a, 'fifo')]);
+  await link(join(a, 'd/f'), join(a, 'd/hard'));
+  await writeFile(join(a, 'sp ace\ttab'), 'x');
+  await mkdir(join(a, '.strata/sub'), { recursive: true });
+  await writeFile(join(a, '.strata/sub/lock'), '{}');
+  await run('setfacl', ['-d', '-m', 'g:50:rx', join(a, 'd')]);
+  const norm = (m: Map<string, unknown>) => JSON.stringify([...m].map(([k, v]) => [k, { ...(v as object), xattrs: [...(v as { xattrs: Map<string, string> }).xattrs] }]).sort());
+  assert.equal(norm(await snapshotTreeFast(a)), norm(await snapshotTree(a)));
+  const ignore = ['.strata'];
+  const fast = await snapshotTreeFast(a, { ignore });
+  assert.equal(norm(fast), norm(await snapshotTree(a, { ignore })));
+  assert.equal(fast.get('null')?.rdev, (1 << 8) | 3);
+  assert.ok(!fast.has('.strata'));
+});
+
 Compare.run();
 
 const Overlay = suite<{ dir: string }>('overlayToOci');
@@ -109,6 +131,69 @@ Overlay('a kernel upperdir becomes .wh. entries, an opaque marker and no trusted
 });
 
 Overlay.run();
+
+const Scale = suite<{ dir: string }>('scale data');
+Scale.before.each(async (ctx) => {
+  ctx.dir = await mkdtemp('/tmp/strata-bench-selftest-');
+});
+Scale.after.each(async (ctx) => {
+  await rm(ctx.dir, { recursive: true, force: true });
+});
+
+Scale('writeScaleTar is byte for byte what GNU tar writes of writeScaleTree', async ({ dir }) => {
+  for (const n of [1000, 257]) {
+    const tree = join(dir, `tree-${n}`);
+    await mkdir(tree);
+    writeScaleTree(tree, n);
+    await run('tar', [...GNU_TAR_SCALE_OPTIONS, '-C', tree, '-cf', join(dir, `gnu-${n}.tar`), '.']);
+    writeScaleTar(join(dir, `js-${n}.tar`), n);
+    const same = await run('cmp', [join(dir, `gnu-${n}.tar`), join(dir, `js-${n}.tar`)], { allowFail: true });
+    assert.equal(same.code, 0, `${n}: ${same.stdout}`);
+  }
+  const list = (await run('tar', ['-tf', join(dir, 'js-257.tar')])).stdout.trim().split('\n');
+  assert.equal(list.length, 1 + 1 + 2 + 257);
+  assert.equal(list.slice(0, 3), ['./', './scale/', './scale/d0/']);
+});
+
+Scale('tarDataEnd: two tars cut and joined read as one archive', async ({ dir }) => {
+  for (const [name, files] of [['a', ['x', 'y']], ['b', ['z']]] as const) {
+    await mkdir(join(dir, name));
+    for (const f of files) await writeFile(join(dir, name, f), f.repeat(700));
+    await run('tar', ['--format=pax', '-C', join(dir, name), '-cf', join(dir, `${name}.tar`), ...files]);
+  }
+  const end = tarDataEnd(join(dir, 'a.tar'));
+  assert.ok(end > 0 && end < (await stat(join(dir, 'a.tar'))).size);
+  const joined = await run('bash', ['-c', `{ head -c ${end} "$1"; cat "$2"; } | tar -tf -`, 'j', join(dir, 'a.tar'), join(dir, 'b.tar')]);
+  assert.equal(joined.stdout.trim().split('\n'), ['x', 'y', 'z']);
+});
+
+Scale('the plot: a line per series with two points, hollow markers for stopped runs, the RSS goal', () => {
+  const m = (median: number, rssKiB: number): Outcome => ({ kind: 'measured', m: summarize([median], rssKiB) });
+  const points: ScalePoint[] = [
+    { n: 10000, stamp: undefined as never, series: { 'strata squash': m(2, 200 * 1024), mksquashfs: m(1, 100 * 1024) } },
+    { n: 1000000, stamp: undefined as never, series: { 'strata squash': m(50, 900 * 1024), mksquashfs: { kind: 'timeout', seconds: 600, rssKiB: 400 * 1024, reason: '' } } },
+  ];
+  const svg = scalePlot(points, 'test');
+  assert.ok(svg.startsWith('<svg') && svg.trimEnd().endsWith('</svg>'));
+  assert.equal((svg.match(/<path /g) ?? []).length, 4, 'two series × two panels');
+  assert.ok(svg.includes('fill="#fff"'), 'a hollow marker');
+  assert.ok(svg.includes('goal 300 MiB'));
+  assert.ok(svg.includes('>1M<') && svg.includes('>10k<'));
+});
+
+Scale('ratios against a stopped run are bounds, and goals are judged only when the bound decides', () => {
+  const m = (median: number): Outcome => ({ kind: 'measured', m: summarize([median], 1024) });
+  const stopped: Outcome = { kind: 'timeout', seconds: 600, rssKiB: 500 * 1024, reason: '' };
+  const row = (strata: Outcome, peer: Outcome): Row => ({ what: 'r', strata, peerName: 'p', peer, goal: { text: '≥ 1.0×', minSpeedup: 1 } });
+  assert.equal(speedup(row(m(60), stopped)), { value: 10, bound: 'atLeast' });
+  assert.equal(speedup(row(stopped, m(60))), { value: 0.1, bound: 'atMost' });
+  const sec = (rows: Row[]) => [{ title: 't', intro: [], result: { rows, sizes: [], gate: [], crossChecks: [] } }];
+  assert.equal(goalsNotMet(sec([row(m(60), stopped)])), []);
+  assert.equal(goalsNotMet(sec([row(stopped, m(60))])), ['r: 0.10× p, goal ≥ 1.0×', 'r: peak RSS 500 MiB, goal ≤ 300 MiB']);
+  assert.equal(goalsNotMet(sec([row(m(2), m(1))])), ['r: 0.50× p, goal ≥ 1.0×']);
+});
+
+Scale.run();
 
 const Stats = suite('summarize');
 Stats('median of odd and even counts, max RSS kept', () => {

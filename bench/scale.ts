@@ -1,0 +1,204 @@
+/**
+ * The scale section: a generated layer of N small files (bench/scale-data.ts) over the Debian
+ * base layer, for each N of settings.scale.points. Rows: import, sandbox, SquashFS and EROFS
+ * images, time and peak RSS, strata beside sha256sum, GNU tar, mksquashfs, tar2sqfs and
+ * mkfs.erofs; one run per command by default (BENCH_SCALE_RUNS), every command stopped at
+ * BENCH_SCALE_TIMEOUT. The gate compares strata's sandbox and images with the GNU tar tree
+ * (snapshotTreeFast: listing, content hashes, xattrs, ACLs) up to BENCH_SCALE_GATE_MAX.
+ *
+ * Each point works in <scratch>/scale-N/; its trees and stores are removed once the point is
+ * done (a million-file tree takes gigabytes of disk), its images stay for inspection.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { diffTrees, snapshotImage, snapshotTreeFast, type Outcome, type Row, type SectionResult, type TreeNode } from './harness.js';
+import { EXTRACT_SCRIPT, mkfsErofsArgs, mksquashfsArgs, tar2sqfsScript, tarDataEnd } from './peers.js';
+import { log } from './proc.js';
+import { ensureScaleData, type ScaleStamp } from './scale-data.js';
+import { EROFS_LEVELS, LEVELS, settings } from './settings.js';
+import { erofsArgs, MODULES, squashArgs, STRATA_EXTRAS, type SectionContext } from './stack.js';
+import { peer, sizeOf } from './strata.js';
+
+/** The series of the plot, in legend order; strata's first. */
+export const SERIES = ['strata import', 'strata sandbox', 'strata squash', 'strata EROFS', 'sha256sum', 'GNU tar', 'mksquashfs', 'tar2sqfs', 'mkfs.erofs'] as const;
+export type Series = (typeof SERIES)[number];
+
+export interface ScalePoint {
+  n: number;
+  stamp: ScaleStamp;
+  series: Partial<Record<Series, Outcome>>;
+}
+
+export interface ScaleResult extends SectionResult {
+  points: ScalePoint[];
+  /** One line per point, for the report's Data section. */
+  data: string[];
+}
+
+const rm_ = (...ps: string[]) => async () => {
+  for (const p of ps) await rm(p, { recursive: true, force: true });
+};
+
+/** "10k", "100k", "1M": the short name of a size in row labels. */
+export function short(n: number): string {
+  if (n >= 1e6 && n % 1e6 === 0) return `${n / 1e6}M`;
+  if (n >= 1e3 && n % 1e3 === 0) return `${n / 1e3}k`;
+  return String(n);
+}
+
+export async function runScale({ data, S, strata, erofsCompressors }: SectionContext): Promise<ScaleResult> {
+  const cfg = settings.scale;
+  const comp = cfg.comp;
+  const EC = settings.erofsComp;
+  const ecLabel = `${EC}${EROFS_LEVELS[EC] !== undefined && EC !== 'lz4' ? `-${EROFS_LEVELS[EC]}` : ''}`;
+  const opts = { runs: cfg.runs, timeoutSec: cfg.timeoutSec };
+  const result: ScaleResult = { rows: [], sizes: [], gate: [], crossChecks: [], points: [], data: [] };
+  const baseTar = data.layers.base.tar;
+  const baseEnd = tarDataEnd(baseTar);
+
+  for (const n of cfg.points) {
+    const sd = await ensureScaleData(data.root, n);
+    const tarMiB = sd.stamp.tarBytes / 2 ** 20;
+    result.data.push(
+      `scale/${n} (generated): ${n} files in ${sd.stamp.dirs} directories under /scale, ${(sd.stamp.bytes / 2 ** 20).toFixed(1)} MiB in files, tar ${tarMiB.toFixed(0)} MiB; over base (debian/12)`,
+    );
+    const P = join(S, `scale-${n}`);
+    await rm(P, { recursive: true, force: true });
+    await mkdir(P, { recursive: true });
+    const tag = `scale ${short(n)}`;
+    const mod = `scale/${n}`;
+    const store = join(P, 'store');
+    const stackDir = join(P, 'stack');
+    const refTree = join(P, 'ref-tree');
+    const sandboxDir = join(P, 'sandbox');
+    const point: ScalePoint = { n, stamp: sd.stamp, series: {} };
+    result.points.push(point);
+    const rows: Row[] = [];
+
+    // --- import: the generated tar into a store that holds only the base --------------
+    const imp = await strata.measure(`${tag}: import`, store, ['store', 'import', mod, sd.tar], {
+      ...opts,
+      before: async () => {
+        await rm_(store)();
+        await strata.call(store, ['store', 'import', MODULES.base, baseTar]);
+      },
+    });
+    const sha = await peer(`${tag}: sha256sum`, 'sha256sum', [sd.tar], opts);
+    rows.push({ what: `${tag}: import (${tarMiB.toFixed(0)} MiB tar)`, strata: imp, peerName: 'sha256sum', peer: sha, goal: { text: '≥ 1.0×', minSpeedup: 1 } });
+    point.series['strata import'] = imp;
+    point.series['sha256sum'] = sha;
+
+    // Everything after the import needs the module in the store.
+    let setup: Outcome | undefined;
+    if (imp.kind !== 'measured') setup = imp.kind === 'timeout' ? { kind: 'unavailable', reason: `the import was stopped at ${imp.seconds} s` } : imp;
+    else {
+      try {
+        await mkdir(stackDir, { recursive: true });
+        await strata.call(store, ['compose', 'add', MODULES.base, mod], stackDir);
+      } catch (e) {
+        setup = strata.classify(e);
+      }
+    }
+    const strataOr = (fn: () => Promise<Outcome>): Promise<Outcome> => (setup ? Promise.resolve(setup) : fn());
+
+    // --- sandbox ------------------------------------------------------------------------
+    const gnu = await peer(`${tag}: GNU tar extraction`, 'bash', ['-c', EXTRACT_SCRIPT, 'extract', refTree, baseTar, sd.tar], { ...opts, before: rm_(refTree) });
+    const sandbox = await strataOr(() => strata.measure(`${tag}: sandbox`, store, ['compose', 'sandbox', sandboxDir], { ...opts, cwd: stackDir, before: rm_(sandboxDir) }));
+    rows.push({ what: `${tag}: sandbox`, strata: sandbox, peerName: 'GNU tar ×2 + whiteouts', peer: gnu, goal: { text: '≥ 1.0×', minSpeedup: 1 } });
+    point.series['strata sandbox'] = sandbox;
+    point.series['GNU tar'] = gnu;
+    const haveRef = gnu.kind === 'measured';
+
+    // --- SquashFS -----------------------------------------------------------------------
+    const mksOut = join(P, `mksquashfs-${comp}.sqfs`);
+    const t2sOut = join(P, `tar2sqfs-${comp}.sqfs`);
+    const sqOut = join(P, `strata-${comp}.sqfs`);
+    const mks: Outcome = !haveRef
+      ? { kind: 'unavailable', reason: 'no extracted tree (GNU tar was stopped)' }
+      : n > cfg.mksquashfsMax
+        ? { kind: 'skipped', reason: `not run above BENCH_SCALE_MKSQUASHFS_MAX=${cfg.mksquashfsMax} files: mksquashfs 4.5.1 was measured at over 25 minutes for the 1,000,000-file tree` }
+        : await peer(`${tag}: mksquashfs`, 'mksquashfs', mksquashfsArgs(refTree, mksOut, comp), { ...opts, before: rm_(mksOut) });
+    const t2s = await peer(`${tag}: tar2sqfs`, 'bash', ['-c', tar2sqfsScript(comp), 'tar2sqfs', t2sOut, baseTar, String(baseEnd), sd.tar, String(sd.stamp.tarBytes)], {
+      ...opts,
+      before: rm_(t2sOut),
+    });
+    const squash = await strataOr(() =>
+      strata.measure(`${tag}: squash`, store, squashArgs(sqOut, comp), { ...opts, cwd: stackDir, before: rm_(sqOut, join(store, 'cache')) }),
+    );
+    const sqLabel = `${tag}: squash ${comp}-${LEVELS[comp]}`;
+    rows.push({ what: sqLabel, strata: squash, peerName: 'mksquashfs of extracted tree', peer: mks, goal: { text: '≥ 1.0×', minSpeedup: 1 } });
+    rows.push({ what: sqLabel, strata: squash, peerName: 'tar2sqfs of base + generated tar', peer: t2s });
+    point.series['strata squash'] = squash;
+    point.series['mksquashfs'] = mks;
+    point.series['tar2sqfs'] = t2s;
+
+    // --- EROFS --------------------------------------------------------------------------
+    const mkfsOut = join(P, `mkfs-${EC}.erofs`);
+    const erOut = join(P, `strata-${EC}.erofs`);
+    const mkfs: Outcome = !haveRef
+      ? { kind: 'unavailable', reason: 'no extracted tree (GNU tar was stopped)' }
+      : erofsCompressors.has(EC)
+        ? await peer(`${tag}: mkfs.erofs`, 'mkfs.erofs', mkfsErofsArgs(refTree, mkfsOut, EC), { ...opts, before: rm_(mkfsOut) })
+        : { kind: 'unavailable', reason: `this mkfs.erofs has no ${EC}` };
+    const erofs = await strataOr(() =>
+      strata.measure(`${tag}: EROFS`, store, erofsArgs(erOut, EC), { ...opts, cwd: stackDir, before: rm_(erOut, join(store, 'cache')) }),
+    );
+    rows.push({ what: `${tag}: EROFS ${ecLabel}`, strata: erofs, peerName: 'mkfs.erofs of extracted tree', peer: mkfs });
+    point.series['strata EROFS'] = erofs;
+    point.series['mkfs.erofs'] = mkfs;
+    result.rows.push(...rows);
+
+    // --- gate ---------------------------------------------------------------------------
+    const gateDiff = async (name: string, outcome: Outcome, fn: () => Promise<string[]>) => {
+      if (outcome.kind !== 'measured') {
+        const why = { failed: 'strata command failed', timeout: 'strata command stopped', skipped: 'not run', unavailable: 'strata not available' } as const;
+        result.gate.push({ name, diffs: undefined, reason: why[outcome.kind] });
+      } else if (n > cfg.gateMax) result.gate.push({ name, diffs: undefined, reason: `above BENCH_SCALE_GATE_MAX=${cfg.gateMax}` });
+      else if (!haveRef) result.gate.push({ name, diffs: undefined, reason: 'no GNU tar tree to compare with' });
+      else result.gate.push({ name, diffs: await fn() });
+    };
+    let ref: Map<string, TreeNode> | undefined;
+    let refAcls: Map<string, string> | undefined;
+    const reference = async () => {
+      if (!ref) {
+        log(`${tag}: listing the GNU tar tree`);
+        ref = await snapshotTreeFast(refTree);
+        refAcls = new Map([...ref].filter(([, v]) => v.acl).map(([k, v]) => [k, v.acl!]));
+      }
+      return ref;
+    };
+    log(`${tag}: checking outputs`);
+    await gateDiff(`${tag}: sandbox vs GNU tar tree`, sandbox, async () => diffTrees(await snapshotTreeFast(sandboxDir, { ignore: STRATA_EXTRAS }), await reference()));
+    await rm(sandboxDir, { recursive: true, force: true });
+    await gateDiff(`${tag}: strata ${comp} image vs GNU tar tree (image rules)`, squash, async () => {
+      const r = await reference();
+      return diffTrees(await snapshotImage(sqOut, { ignore: STRATA_EXTRAS, fast: true }), r, { image: true, referenceAcls: refAcls });
+    });
+    await gateDiff(`${tag}: strata EROFS image (${EC}) vs GNU tar tree, ACLs included`, erofs, async () =>
+      diffTrees(await snapshotImage(erOut, { ignore: STRATA_EXTRAS, fast: true }), await reference()),
+    );
+    if (haveRef && n <= cfg.crossMax) {
+      const r = await reference();
+      if (t2s.kind === 'measured') result.crossChecks.push({ name: `${tag}: tar2sqfs image vs GNU tar tree (image rules)`, diffs: diffTrees(await snapshotImage(t2sOut, { fast: true }), r, { image: true }) });
+      if (mks.kind === 'measured') result.crossChecks.push({ name: `${tag}: mksquashfs image vs GNU tar tree (image rules)`, diffs: diffTrees(await snapshotImage(mksOut, { fast: true }), r, { image: true }) });
+      if (mkfs.kind === 'measured') result.crossChecks.push({ name: `${tag}: mkfs.erofs image vs GNU tar tree, ACLs included`, diffs: diffTrees(await snapshotImage(mkfsOut, { fast: true }), r) });
+    }
+    ref = undefined;
+
+    // --- sizes --------------------------------------------------------------------------
+    const sqSize = squash.kind === 'measured' ? await sizeOf(sqOut) : undefined;
+    const what = `${tag}: SquashFS ${comp}-${LEVELS[comp]}`;
+    result.sizes.push({ what, strata: sqSize, peer: mks.kind === 'measured' ? await sizeOf(mksOut) : undefined, peerName: 'mksquashfs', goal: true });
+    result.sizes.push({ what, strata: sqSize, peer: t2s.kind === 'measured' ? await sizeOf(t2sOut) : undefined, peerName: 'tar2sqfs' });
+    result.sizes.push({
+      what: `${tag}: EROFS ${ecLabel}`,
+      strata: erofs.kind === 'measured' ? await sizeOf(erOut) : undefined,
+      peer: mkfs.kind === 'measured' ? await sizeOf(mkfsOut) : undefined,
+      peerName: 'mkfs.erofs',
+    });
+
+    log(`${tag}: removing its trees and stores`);
+    await rm_(refTree, sandboxDir, store, stackDir)();
+  }
+  return result;
+}

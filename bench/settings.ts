@@ -1,0 +1,85 @@
+/**
+ * The benchmark's knobs, all read once from the environment (spec/benchmark.md, "Knobs").
+ *
+ *   BENCH_RUNS              runs per command in the stack section (default 3, minimum 3)
+ *   BENCH_SECTIONS          comma list of sections to run: stack, scale (default both). A run
+ *                           without every section writes its report into the scratch dir,
+ *                           never over BENCHMARKS.md
+ *   BENCH_SCALE             comma list of generated-layer sizes in files (default
+ *                           10000,100000,1000000; "0" or "" turns the section off)
+ *   BENCH_SCALE_RUNS        runs per command in the scale section (default 1)
+ *   BENCH_SCALE_COMP        SquashFS compressor of the scale rows: gzip or zstd (default zstd)
+ *   BENCH_SCALE_MKSQUASHFS_MAX  largest size at which mksquashfs runs (default 100000:
+ *                           mksquashfs 4.5.1 needs over 25 minutes for the 1,000,000-file tree)
+ *   BENCH_SCALE_TIMEOUT     seconds a peer command of the scale section may take before it is
+ *                           stopped and reported as such (default 600)
+ *   BENCH_SCALE_GATE_MAX    largest size whose outputs the gate compares (default 1000000)
+ *   BENCH_SCALE_CROSS_MAX   largest size with the peer-against-peer cross-checks (default 100000)
+ *   BENCH_EROFS_COMP        compressed EROFS mode of both sides: lz4 (default), lz4hc or zstd;
+ *                           a mode mkfs.erofs lacks makes its cells "not available"
+ *   BENCH_DATA, BENCH_CLI   see bench/run.ts
+ */
+import { BenchError } from './proc.js';
+
+function int(name: string, dflt: number, min: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new BenchError(`${name}=${raw}: expected an integer ≥ ${min}`);
+  return n;
+}
+
+function oneOf<T extends string>(name: string, dflt: T, allowed: readonly T[]): T {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return dflt;
+  if (!(allowed as readonly string[]).includes(raw)) throw new BenchError(`${name}=${raw}: expected one of ${allowed.join(', ')}`);
+  return raw as T;
+}
+
+export type Comp = 'gzip' | 'zstd';
+export type ErofsComp = 'lz4' | 'lz4hc' | 'zstd';
+export type Section = 'stack' | 'scale';
+
+/** SquashFS settings shared by strata and the peers. */
+export const BLOCK_SIZE = 131072;
+export const LEVELS: Record<Comp, number> = { gzip: 6, zstd: 6 };
+/** EROFS: physical cluster size of mkfs.erofs (-C), the extent size strata's writer uses by default. */
+export const EROFS_PCLUSTER = 131072;
+/** Level for the EROFS compressors that take one (lz4hc, zstd); lz4 has none. */
+export const EROFS_LEVELS: Record<ErofsComp, number | undefined> = { lz4: undefined, lz4hc: 9, zstd: 6 };
+
+const sectionsRaw = process.env['BENCH_SECTIONS'];
+const sections = (sectionsRaw === undefined || sectionsRaw === '' ? 'stack,scale' : sectionsRaw).split(',').map((s) => s.trim()).filter(Boolean);
+for (const s of sections) if (s !== 'stack' && s !== 'scale') throw new BenchError(`BENCH_SECTIONS: unknown section ${s} (stack, scale)`);
+
+const scaleRaw = process.env['BENCH_SCALE'] ?? '10000,100000,1000000';
+const scalePoints = scaleRaw
+  .split(',')
+  .map((s) => s.trim())
+  .filter((s) => s !== '' && s !== '0')
+  .map((s) => {
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < 100 || n > 10_000_000) throw new BenchError(`BENCH_SCALE: ${s} is not a size from 100 to 10000000`);
+    return n;
+  })
+  .sort((a, b) => a - b);
+
+export const settings = {
+  runs: Math.max(3, int('BENCH_RUNS', 3, 1)),
+  sections: new Set(sections as Section[]),
+  scale: {
+    points: [...new Set(scalePoints)],
+    runs: int('BENCH_SCALE_RUNS', 1, 1),
+    comp: oneOf<Comp>('BENCH_SCALE_COMP', 'zstd', ['gzip', 'zstd']),
+    mksquashfsMax: int('BENCH_SCALE_MKSQUASHFS_MAX', 100_000, 0),
+    timeoutSec: int('BENCH_SCALE_TIMEOUT', 600, 1),
+    gateMax: int('BENCH_SCALE_GATE_MAX', 1_000_000, 0),
+    crossMax: int('BENCH_SCALE_CROSS_MAX', 100_000, 0),
+  },
+  erofsComp: oneOf<ErofsComp>('BENCH_EROFS_COMP', 'lz4', ['lz4', 'lz4hc', 'zstd']),
+};
+
+/** True when this run covers every section (only such a run rewrites BENCHMARKS.md). */
+export function fullRun(): boolean {
+  return settings.sections.has('stack') && settings.sections.has('scale') && settings.scale.points.length > 0;
+}

@@ -1,0 +1,315 @@
+/**
+ * The stack section: the real Debian + OpenMPI + mpi4py + licensed-app stack of bench/data.ts
+ * (issue 5's rows, with tar2sqfs and mkfs.erofs beside them and strata's EROFS images).
+ * Every command runs settings.runs times (≥ 3).
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { BenchData, LayerName } from './data.js';
+import { diffTrees, snapshotImage, snapshotTree, type Outcome, type Row, type SectionResult, type TreeNode } from './harness.js';
+import { EXTRACT_SCRIPT, mkfsErofsArgs, mksquashfsArgs, TAR_CREATE, tar2sqfsScript } from './peers.js';
+import { log, run, sh } from './proc.js';
+import { BLOCK_SIZE, EROFS_LEVELS, LEVELS, settings, type Comp, type ErofsComp } from './settings.js';
+import { peer, sizeOf, type Strata } from './strata.js';
+
+/** Module names the layers are imported under (Lmod rule: last component is the version). */
+export const MODULES: Record<LayerName, string> = {
+  base: 'debian/12',
+  mpi: 'openmpi/4.1.4',
+  app: 'mpi4py/3.1.4',
+  app2: 'mpi4py/3.1.4-2',
+  lic: 'licapp/1.0',
+};
+/** Paths strata adds to its outputs on purpose (DESIGN.md, Outputs); left out of comparisons. */
+export const STRATA_EXTRAS = ['.strata', '.singularity.d'];
+
+export const squashArgs = (out: string, comp: Comp) => ['compose', 'squash', out, '--comp', comp, '--level', String(LEVELS[comp]), '--block-size', String(BLOCK_SIZE)];
+
+/** strata's EROFS build: `--comp none` for an uncompressed image. */
+export function erofsArgs(out: string, comp: ErofsComp | 'none'): string[] {
+  const level = comp === 'none' ? undefined : EROFS_LEVELS[comp];
+  return ['compose', 'squash', out, '--format', 'erofs', '--comp', comp, ...(level !== undefined && comp !== 'lz4' ? ['--level', String(level)] : [])];
+}
+
+export interface SectionContext {
+  data: BenchData;
+  /** Scratch directory of the run. */
+  S: string;
+  strata: Strata;
+  /** mkfs.erofs's compressors on this machine. */
+  erofsCompressors: Set<string>;
+}
+
+const rm_ = (...ps: string[]) => async () => {
+  for (const p of ps) await rm(p, { recursive: true, force: true });
+};
+
+/** Layers in the order a strata.lock lists their modules; `fallback` when unreadable. */
+async function lockOrder(lock: string, fallback: LayerName[]): Promise<LayerName[]> {
+  try {
+    const parsed = JSON.parse(await readFile(lock, 'utf8')) as { modules: { fullName: string }[] };
+    const byModule = new Map(Object.entries(MODULES).map(([k, v]) => [v, k as LayerName]));
+    const order = parsed.modules.map((m) => byModule.get(m.fullName));
+    return order.every((n): n is LayerName => n !== undefined) ? order : fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+function aclsOf(snap: Map<string, TreeNode>): Map<string, string> {
+  const acls = new Map<string, string>();
+  for (const [p, n] of snap) if (n.acl) acls.set(p, n.acl);
+  return acls;
+}
+
+export async function runStack({ data, S, strata, erofsCompressors }: SectionContext): Promise<SectionResult> {
+  const RUNS = settings.runs;
+  const EC = settings.erofsComp;
+  const tars = data.stack.map((n) => data.layers[n].tar);
+  const refTree = join(S, 'ref-tree');
+  const rows: Row[] = [];
+
+  // --- ingest --------------------------------------------------------------------------
+  const ingestStore = join(S, 'ingest-store');
+  for (const name of [...data.stack, 'app2'] as LayerName[]) {
+    const tar = data.layers[name].tar;
+    const mb = ((await sizeOf(tar)) ?? 0) / 2 ** 20;
+    rows.push({
+      what: `ingest ${name}.tar (${mb.toFixed(0)} MiB)`,
+      strata: await strata.measure(`ingest ${name}`, ingestStore, ['store', 'import', MODULES[name], tar], { runs: RUNS, before: rm_(ingestStore) }),
+      peerName: 'sha256sum',
+      peer: await peer(`sha256sum ${name}`, 'sha256sum', [tar], { runs: RUNS }),
+      goal: { text: '≥ 1.0×', minSpeedup: 1 },
+    });
+  }
+
+  // --- sandbox -------------------------------------------------------------------------
+  const gnuTar = await peer('GNU tar extraction of 4 tars', 'bash', ['-c', EXTRACT_SCRIPT, 'extract', refTree, ...tars], { runs: RUNS, before: rm_(refTree) });
+  const bundle = join(S, 'umoci-bundle');
+  const umoci = await peer('umoci unpack', 'umoci', ['unpack', '--image', `${data.oci}:${data.ociTag}`, bundle], { runs: RUNS, before: rm_(bundle) });
+
+  // strata: one store with every module, and a stack dir holding strata.json/strata.lock.
+  const store = join(S, 'store');
+  const stackDir = join(S, 'stack');
+  let setup: Outcome | undefined;
+  if (strata.available) {
+    try {
+      log('strata: importing the modules (untimed setup)');
+      for (const name of ['base', 'mpi', 'app', 'app2', 'lic'] as LayerName[]) {
+        await strata.call(store, ['store', 'import', MODULES[name], data.layers[name].tar]);
+      }
+      await mkdir(stackDir, { recursive: true });
+      await strata.call(store, ['compose', 'add', ...data.stack.map((n) => MODULES[n])], stackDir);
+    } catch (e) {
+      const o = strata.classify(e);
+      setup = o.kind === 'unavailable' || o.kind === 'failed' ? { ...o, reason: `setup (import + compose add): ${o.reason}` } : o;
+    }
+  }
+  const strataOr = async (fn: () => Promise<Outcome>): Promise<Outcome> => setup ?? (strata.available ? fn() : strata.classify(undefined));
+
+  const sandboxDir = join(S, 'sandbox');
+  const sandbox = await strataOr(() =>
+    strata.measure('compose sandbox', store, ['compose', 'sandbox', sandboxDir], { runs: RUNS, cwd: stackDir, before: rm_(sandboxDir) }),
+  );
+  rows.push({ what: 'sandbox, 4 layers', strata: sandbox, peerName: 'GNU tar ×4 + whiteouts', peer: gnuTar, goal: { text: '≥ 1.0×', minSpeedup: 1 } });
+  rows.push({ what: 'sandbox, 4 layers', strata: sandbox, peerName: 'umoci unpack', peer: umoci, goal: { text: '≥ 3.0×', minSpeedup: 3 } });
+
+  // --- cold squash ---------------------------------------------------------------------
+  // tar2sqfs reads one tar: the GNU tar tree archived once more (untimed), as a site that
+  // flattens its layers first would feed it.
+  const flatTar = join(S, 'flat.tar');
+  log('peer setup: one tar of the GNU tar tree for tar2sqfs (untimed)');
+  await run('tar', [...TAR_CREATE, '-C', refTree, '-cf', flatTar, '.']);
+  const flatBytes = (await sizeOf(flatTar))!;
+  const cold: Partial<Record<Comp, Outcome>> = {};
+  const tar2sqfsDone: Partial<Record<Comp, Outcome>> = {};
+  for (const comp of ['gzip', 'zstd'] as Comp[]) {
+    const peerOut = join(S, `peer-${comp}.sqfs`);
+    const t2sOut = join(S, `tar2sqfs-${comp}.sqfs`);
+    const out = join(S, `strata-${comp}.sqfs`);
+    const p = await peer(`mksquashfs ${comp}`, 'mksquashfs', mksquashfsArgs(refTree, peerOut, comp), { runs: RUNS, before: rm_(peerOut) });
+    const t2s = await peer(`tar2sqfs ${comp}`, 'bash', ['-c', tar2sqfsScript(comp), 'tar2sqfs', t2sOut, flatTar, String(flatBytes)], { runs: RUNS, before: rm_(t2sOut) });
+    tar2sqfsDone[comp] = t2s;
+    cold[comp] = await strataOr(() =>
+      strata.measure(`cold squash ${comp}`, store, squashArgs(out, comp), { runs: RUNS, cwd: stackDir, before: rm_(out, join(store, 'cache')) }),
+    );
+    rows.push({ what: `cold squash ${comp}-${LEVELS[comp]}`, strata: cold[comp]!, peerName: 'mksquashfs of extracted tree', peer: p, goal: { text: '≥ 1.0×', minSpeedup: 1 } });
+    rows.push({ what: `cold squash ${comp}-${LEVELS[comp]}`, strata: cold[comp]!, peerName: 'tar2sqfs of one tar of the tree', peer: t2s });
+  }
+
+  // --- EROFS ---------------------------------------------------------------------------
+  const erofsModes: (ErofsComp | 'none')[] = ['none', EC];
+  const erofsCold: Partial<Record<ErofsComp | 'none', Outcome>> = {};
+  for (const mode of erofsModes) {
+    const peerOut = join(S, `mkfs-${mode}.erofs`);
+    const out = join(S, `strata-${mode}.erofs`);
+    const label = mode === 'none' ? 'uncompressed' : `${mode}${EROFS_LEVELS[mode] !== undefined && mode !== 'lz4' ? `-${EROFS_LEVELS[mode]}` : ''}`;
+    const p: Outcome =
+      mode === 'none' || erofsCompressors.has(mode)
+        ? await peer(`mkfs.erofs ${label}`, 'mkfs.erofs', mkfsErofsArgs(refTree, peerOut, mode === 'none' ? undefined : mode), { runs: RUNS, before: rm_(peerOut) })
+        : { kind: 'unavailable', reason: `this mkfs.erofs has no ${mode} (it offers ${[...erofsCompressors].join(', ') || 'none'})` };
+    erofsCold[mode] = await strataOr(() =>
+      strata.measure(`cold EROFS ${label}`, store, erofsArgs(out, mode), { runs: RUNS, cwd: stackDir, before: rm_(out, join(store, 'cache')) }),
+    );
+    rows.push({ what: `cold EROFS, ${label}`, strata: erofsCold[mode]!, peerName: 'mkfs.erofs of extracted tree', peer: p });
+  }
+
+  // --- end to end ----------------------------------------------------------------------
+  const e2eTree = join(S, 'e2e-tree');
+  const e2ePeerOut = join(S, 'e2e-peer.sqfs');
+  const e2ePeerScript = `${EXTRACT_SCRIPT}\nmksquashfs ${mksquashfsArgs(e2eTree, e2ePeerOut, 'gzip').map(sh).join(' ')} >/dev/null`;
+  const e2ePeer = await peer('GNU tar + mksquashfs', 'bash', ['-c', e2ePeerScript, 'e2e', e2eTree, ...tars], { runs: RUNS, before: rm_(e2eTree, e2ePeerOut) });
+  await rm(e2eTree, { recursive: true, force: true });
+  const e2eDir = join(S, 'e2e-stack');
+  const e2eOut = join(S, 'e2e-strata.sqfs');
+  const node = (args: string[]) => [process.execPath, ...strata.args(store, args)].map(sh).join(' ');
+  const e2eScript = ['set -e', `cd ${sh(e2eDir)}`, node(['compose', 'add', ...data.stack.map((n) => MODULES[n])]), node(squashArgs(e2eOut, 'gzip'))].join('\n');
+  const e2e = await strataOr(() =>
+    strata.measureScript('end to end', e2eScript, {
+      runs: RUNS,
+      before: async () => {
+        await rm_(e2eDir, e2eOut, join(store, 'cache'))();
+        await mkdir(e2eDir, { recursive: true });
+      },
+    }),
+  );
+  rows.push({
+    what: `end to end, store → image (gzip-${LEVELS.gzip})`,
+    strata: e2e,
+    peerName: 'GNU tar ×4 + mksquashfs',
+    peer: e2ePeer,
+    goal: { text: '≥ 1.3×', minSpeedup: 1.3 },
+    note: 'strata = `compose add` of the 4 modules + `compose squash` with an empty cache',
+  });
+
+  // --- re-build after swapping app for app2 ---------------------------------------------
+  // Warm once: the app stack built into an empty cache; then every timed run starts from a
+  // copy of that cache and that stack dir, swaps app for app2 (untimed) and builds again.
+  const cache = join(store, 'cache');
+  const rebuild = (tag: string, args: (out: string) => string[], out: string) =>
+    strataOr(async () => {
+      const reDir = join(S, `${tag}-stack`);
+      const warmCache = join(S, `${tag}-cache-warm`);
+      const warmDir = join(S, `${tag}-stack-warm`);
+      try {
+        await rm_(warmDir, warmCache, cache, out)();
+        await mkdir(warmDir, { recursive: true });
+        await strata.call(store, ['compose', 'add', ...data.stack.map((n) => MODULES[n])], warmDir);
+        await strata.call(store, args(out), warmDir);
+        if (existsSync(cache)) await run('cp', ['-a', cache, warmCache]);
+      } catch (e) {
+        return strata.classify(e);
+      }
+      return strata.measure(`${tag} after swap`, store, args(out), {
+        runs: RUNS,
+        cwd: reDir,
+        before: async () => {
+          await rm_(reDir, out, cache)();
+          if (existsSync(warmCache)) await run('cp', ['-a', warmCache, cache]);
+          await run('cp', ['-a', warmDir, reDir]);
+          await strata.call(store, ['compose', 'add', MODULES.app2], reDir);
+        },
+      });
+    });
+  const reOut = join(S, 'resquash.sqfs');
+  const resquash = await rebuild('resquash', (o) => squashArgs(o, 'gzip'), reOut);
+  const strataCold = (o: Outcome | undefined, what: string): Outcome => (o?.kind === 'measured' ? o : { kind: 'unavailable', reason: `${what} not measured` });
+  rows.push({
+    what: 're-squash after app → app2 (gzip)',
+    strata: resquash,
+    peerName: 'strata cold squash (gzip)',
+    peer: strataCold(cold.gzip, 'strata cold squash'),
+    goal: { text: '≥ 6.67× (< 15 % of cold)', minSpeedup: 1 / 0.15 },
+  });
+  const reErofsOut = join(S, 'rebuild.erofs');
+  const reErofs = await rebuild('reerofs', (o) => erofsArgs(o, EC), reErofsOut);
+  rows.push({
+    what: `EROFS re-build after app → app2 (${EC})`,
+    strata: reErofs,
+    peerName: `strata cold EROFS (${EC})`,
+    peer: strataCold(erofsCold[EC], 'strata cold EROFS'),
+    goal: { text: '≥ 6.67× (< 15 % of cold)', minSpeedup: 1 / 0.15 },
+  });
+
+  // --- correctness gate ----------------------------------------------------------------
+  log('checking outputs');
+  const gate: SectionResult['gate'] = [];
+  const refSnap = await snapshotTree(refTree);
+  const refAcls = aclsOf(refSnap);
+  const gateDiff = async (name: string, outcome: Outcome, fn: () => Promise<string[]>) => {
+    if (outcome.kind !== 'measured') gate.push({ name, diffs: undefined, reason: outcome.kind === 'failed' ? 'strata command failed' : 'strata not available' });
+    else gate.push({ name, diffs: await fn() });
+  };
+  await gateDiff('sandbox vs GNU tar reference tree', sandbox, async () => diffTrees(await snapshotTree(sandboxDir, { ignore: STRATA_EXTRAS }), refSnap));
+  const peerImages: Partial<Record<Comp, Map<string, TreeNode>>> = {};
+  for (const comp of ['gzip', 'zstd'] as Comp[]) {
+    peerImages[comp] = await snapshotImage(join(S, `peer-${comp}.sqfs`));
+    await gateDiff(`strata ${comp} image vs mksquashfs ${comp} image`, cold[comp]!, async () =>
+      diffTrees(await snapshotImage(join(S, `strata-${comp}.sqfs`), { ignore: STRATA_EXTRAS }), peerImages[comp]!, { image: true, referenceAcls: refAcls }),
+    );
+  }
+  // EROFS keeps POSIX ACLs: strata's EROFS images are held to the tree rules, ACLs included.
+  for (const mode of erofsModes) {
+    await gateDiff(`strata EROFS image (${mode === 'none' ? 'uncompressed' : mode}) vs GNU tar reference tree, ACLs included`, erofsCold[mode]!, async () =>
+      diffTrees(await snapshotImage(join(S, `strata-${mode}.erofs`), { ignore: STRATA_EXTRAS }), refSnap),
+    );
+  }
+  await gateDiff('end-to-end image vs mksquashfs gzip image', e2e, async () => {
+    // Same lock and settings as the cold gzip squash: byte identity (DESIGN.md) settles it.
+    const same = await run('cmp', ['-s', e2eOut, join(S, 'strata-gzip.sqfs')], { allowFail: true });
+    if (same.code === 0 && cold.gzip!.kind === 'measured' && gate.find((g) => g.name.startsWith('strata gzip image'))?.diffs?.length === 0) return [];
+    return diffTrees(await snapshotImage(e2eOut, { ignore: STRATA_EXTRAS }), peerImages.gzip!, { image: true, referenceAcls: refAcls });
+  });
+  // strata's swap follows Lmod (the new module goes where strata.lock says, possibly on
+  // top): the reference applies the tars in the lock's order.
+  let tree2Snap: Map<string, TreeNode> | undefined;
+  const tree2 = async (order: LayerName[]) => {
+    if (!tree2Snap) {
+      const dir = join(S, 'ref-tree2');
+      await rm(dir, { recursive: true, force: true });
+      await run('bash', ['-c', EXTRACT_SCRIPT, 'extract', dir, ...order.map((n) => data.layers[n].tar)]);
+      tree2Snap = await snapshotTree(dir);
+    }
+    return tree2Snap;
+  };
+  const order2 = await lockOrder(join(S, 'resquash-stack', 'strata.lock'), data.stack2);
+  await gateDiff(`re-squashed image vs GNU tar tree of ${order2.join(', ')}`, resquash, async () => {
+    const snap2 = await tree2(order2);
+    return diffTrees(await snapshotImage(reOut, { ignore: STRATA_EXTRAS }), snap2, { image: true, referenceAcls: aclsOf(snap2) });
+  });
+  const order3 = await lockOrder(join(S, 'reerofs-stack', 'strata.lock'), data.stack2);
+  await gateDiff(`re-built EROFS image vs GNU tar tree of ${order3.join(', ')}, ACLs included`, reErofs, async () => {
+    if (order3.join() !== order2.join()) tree2Snap = undefined;
+    return diffTrees(await snapshotImage(reErofsOut, { ignore: STRATA_EXTRAS }), await tree2(order3));
+  });
+
+  // Peers against each other: proves the comparators see what they should.
+  const crossChecks: SectionResult['crossChecks'] = [];
+  crossChecks.push({ name: 'umoci unpack rootfs vs GNU tar reference tree', diffs: diffTrees(await snapshotTree(join(bundle, 'rootfs')), refSnap) });
+  crossChecks.push({ name: 'mksquashfs gzip image vs GNU tar reference tree (image rules)', diffs: diffTrees(peerImages.gzip!, refSnap, { image: true }) });
+  crossChecks.push({ name: 'tar2sqfs gzip image vs GNU tar reference tree (image rules)', diffs: diffTrees(await snapshotImage(join(S, 'tar2sqfs-gzip.sqfs')), refSnap, { image: true }) });
+  for (const mode of erofsModes) {
+    const img = join(S, `mkfs-${mode}.erofs`);
+    if (existsSync(img)) crossChecks.push({ name: `mkfs.erofs ${mode === 'none' ? 'uncompressed' : mode} image vs GNU tar reference tree, ACLs included`, diffs: diffTrees(await snapshotImage(img), refSnap) });
+  }
+
+  // --- sizes ---------------------------------------------------------------------------
+  const sizes: SectionResult['sizes'] = [];
+  const strataSize = async (o: Outcome | undefined, p: string) => (o?.kind === 'measured' ? sizeOf(p) : undefined);
+  for (const comp of ['gzip', 'zstd'] as Comp[]) {
+    const what = `SquashFS ${comp}-${LEVELS[comp]}, ${BLOCK_SIZE / 1024} KiB blocks`;
+    const s = await strataSize(cold[comp], join(S, `strata-${comp}.sqfs`));
+    sizes.push({ what, strata: s, peer: await sizeOf(join(S, `peer-${comp}.sqfs`)), peerName: 'mksquashfs', goal: true });
+    sizes.push({ what, strata: s, peer: tar2sqfsDone[comp]?.kind === 'measured' ? await sizeOf(join(S, `tar2sqfs-${comp}.sqfs`)) : undefined, peerName: 'tar2sqfs' });
+  }
+  for (const mode of erofsModes) {
+    sizes.push({
+      what: `EROFS ${mode === 'none' ? 'uncompressed' : `${mode}, ${131072 / 1024} KiB pclusters`}`,
+      strata: await strataSize(erofsCold[mode], join(S, `strata-${mode}.erofs`)),
+      peer: await sizeOf(join(S, `mkfs-${mode}.erofs`)),
+      peerName: 'mkfs.erofs',
+    });
+  }
+  return { rows, sizes, gate, crossChecks };
+}

@@ -1,0 +1,120 @@
+/**
+ * strata as the benchmark sees it: only through its CLI (DESIGN.md, "CLI"), plus the helpers
+ * that turn a peer's or strata's run into an Outcome.
+ *
+ *   node dist/cli/main.js --store S -q store import NAME TAR
+ *   node dist/cli/main.js --store S -q compose add M…            (cwd = the stack dir)
+ *   node dist/cli/main.js --store S -q compose sandbox DIR
+ *   node dist/cli/main.js --store S -q compose squash OUT --comp C --level N --block-size B
+ *   node dist/cli/main.js --store S -q compose squash OUT --format erofs --comp C [--level N]
+ *
+ * When dist/cli/main.js is absent, or a verb or option is not there yet (usage error, exit 2:
+ * commander's "unknown option" and "unknown command" are usage errors), the strata cells say
+ * "not available"; no number is ever made up.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { measure, MeasureTimeout, type Measurement, type Outcome } from './harness.js';
+import { BenchError, log, run } from './proc.js';
+
+export const measured = (m: Measurement): Outcome => ({ kind: 'measured', m });
+
+export interface MeasureOpts {
+  cwd?: string;
+  before?: () => Promise<void>;
+  runs: number;
+  timeoutSec?: number;
+}
+
+function timedOut(e: MeasureTimeout): Outcome {
+  return { kind: 'timeout', seconds: e.seconds, rssKiB: e.rssKiB, reason: `stopped at the time limit of ${e.seconds} s` };
+}
+
+/**
+ * Runs a peer measurement. A peer failing is a broken benchmark, so it is fatal; a peer
+ * stopped at its time limit is reported as such.
+ */
+export async function peer(what: string, cmd: string, args: string[], opts: MeasureOpts): Promise<Outcome> {
+  log(`peer: ${what}`);
+  try {
+    return measured(await measure(cmd, args, opts));
+  } catch (e) {
+    if (e instanceof MeasureTimeout) return timedOut(e);
+    throw e;
+  }
+}
+
+export class Strata {
+  readonly available: boolean;
+  readonly cli: string;
+  constructor(cli: string | undefined) {
+    this.available = cli !== undefined;
+    this.cli = cli ?? 'dist/cli/main.js';
+  }
+  args(store: string, args: string[]): string[] {
+    return [this.cli, '--store', store, '-q', ...args];
+  }
+  /** Untimed call (setup); throws BenchError. */
+  async call(store: string, args: string[], cwd?: string): Promise<void> {
+    await run(process.execPath, this.args(store, args), { cwd });
+  }
+  /** Maps a strata failure to "not available" (no CLI, usage error), "stopped" or "failed". */
+  classify(e: unknown): Outcome {
+    if (!this.available) return { kind: 'unavailable', reason: `${this.cli} not built` };
+    if (e instanceof MeasureTimeout) return timedOut(e);
+    const err = e instanceof BenchError ? e : undefined;
+    const lines = (err?.stderr || String(e)).trim().split('\n').filter((l) => l.trim());
+    // "strata: …" is the CLI's own message; otherwise the first "…Error: …" of a trace.
+    const first = lines.find((l) => l.startsWith('strata:')) ?? lines.find((l) => /^\w*Error\b/.test(l.trim())) ?? lines[0] ?? String(e);
+    if (err?.exitCode === 2 || /unknown (command|option)|not implemented/i.test(err?.stderr ?? '')) {
+      return { kind: 'unavailable', reason: first };
+    }
+    return { kind: 'failed', reason: first.slice(0, 300) };
+  }
+  async measure(what: string, store: string, args: string[], opts: MeasureOpts): Promise<Outcome> {
+    if (!this.available) return { kind: 'unavailable', reason: `${this.cli} not built` };
+    log(`strata: ${what}`);
+    try {
+      return measured(await measure(process.execPath, this.args(store, args), opts));
+    } catch (e) {
+      return this.classify(e);
+    }
+  }
+  /** A bash script timed as one command (end to end). */
+  async measureScript(what: string, script: string, opts: MeasureOpts): Promise<Outcome> {
+    if (!this.available) return { kind: 'unavailable', reason: `${this.cli} not built` };
+    log(`strata: ${what}`);
+    try {
+      return measured(await measure('bash', ['-c', script], opts));
+    } catch (e) {
+      return this.classify(e);
+    }
+  }
+}
+
+export async function sizeOf(p: string): Promise<number | undefined> {
+  try {
+    return (await stat(p)).size;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A private copy of the built CLI (dist/, build/Release, package.json) so that a rebuild of
+ * dist/ during the run (others' `npm test`) cannot change what is measured. node_modules
+ * is still found by walking up from the copy. undefined when dist/cli/main.js is absent.
+ */
+export async function snapshotCli(root: string, pkg: string): Promise<string | undefined> {
+  const override = process.env['BENCH_CLI'];
+  if (override !== undefined) return existsSync(override) ? override : undefined;
+  if (!existsSync(join(root, 'dist/cli/main.js'))) return undefined;
+  await mkdir(pkg, { recursive: true });
+  await run('cp', ['-a', join(root, 'dist'), join(root, 'package.json'), pkg]);
+  if (existsSync(join(root, 'build/Release'))) {
+    await mkdir(join(pkg, 'build'), { recursive: true });
+    await run('cp', ['-a', join(root, 'build/Release'), join(pkg, 'build')]);
+  }
+  return join(pkg, 'dist/cli/main.js');
+}
