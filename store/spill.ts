@@ -1,0 +1,193 @@
+/**
+ * An external sorter: records go in in any order and come out sorted, with memory bounded by
+ * a budget whatever their number. Below the budget nothing touches the disk (the common
+ * case: a stack of tens of thousands of entries sorts in memory as before). Past it, the
+ * records held are sorted and written to a run file; reading merges the runs.
+ *
+ * Run files: `<dir>/spill-<pid>-<random>` created O_EXCL (0600) in a directory strata owns
+ * (the store's or the user's tmp/), each a sequence of records `u32le length, bytes`. They are
+ * removed by dispose() (call it in a finally); a killed process leaves them to the tmp
+ * cleaner of the next run (names start with the pid).
+ *
+ * Stability: records that compare equal come out in the order they were pushed.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+export interface RecordCodec<T> {
+  encode(t: T): Buffer;
+  decode(b: Buffer): T;
+  /** Approximate bytes `t` holds in memory (for the budget). */
+  size(t: T): number;
+}
+
+export interface SpillOptions<T> {
+  compare(a: T, b: T): number;
+  codec: RecordCodec<T>;
+  /** Directory for run files (must exist; strata's tmp/). */
+  dir: string;
+  /** Bytes of records held in memory before a run is written (default 32 MiB). */
+  budget?: number;
+}
+
+const READ_CHUNK = 1 << 20;
+
+export class SpillSorter<T> {
+  private held: Array<{ t: T; seq: number }> = [];
+  private heldBytes = 0;
+  private seq = 0;
+  private readonly runs: string[] = [];
+  private readonly budget: number;
+  private disposed = false;
+
+  constructor(private readonly opts: SpillOptions<T>) {
+    this.budget = opts.budget ?? 32 << 20;
+  }
+
+  /** Number of records pushed. */
+  get count(): number {
+    return this.seq;
+  }
+
+  /** True once a run has been written (the records no longer all fit the budget). */
+  get spilled(): boolean {
+    return this.runs.length > 0;
+  }
+
+  push(t: T): void {
+    this.held.push({ t, seq: this.seq++ });
+    this.heldBytes += this.opts.codec.size(t) + 48;
+    if (this.heldBytes >= this.budget) this.flush();
+  }
+
+  private sortHeld(): void {
+    const cmp = this.opts.compare;
+    this.held.sort((a, b) => cmp(a.t, b.t) || a.seq - b.seq);
+  }
+
+  private flush(): void {
+    this.sortHeld();
+    const file = path.join(this.opts.dir, `spill-${process.pid}-${randomBytes(6).toString('hex')}`);
+    const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+    this.runs.push(file);
+    try {
+      const parts: Buffer[] = [];
+      let pending = 0;
+      for (const { t } of this.held) {
+        const body = this.opts.codec.encode(t);
+        const head = Buffer.allocUnsafe(4);
+        head.writeUInt32LE(body.length, 0);
+        parts.push(head, body);
+        pending += 4 + body.length;
+        if (pending >= READ_CHUNK) {
+          writeAll(fd, Buffer.concat(parts));
+          parts.length = 0;
+          pending = 0;
+        }
+      }
+      if (parts.length > 0) writeAll(fd, Buffer.concat(parts));
+    } finally {
+      fs.closeSync(fd);
+    }
+    this.held = [];
+    this.heldBytes = 0;
+  }
+
+  /** Every record pushed, sorted. Call once, after the last push. */
+  *sorted(): Generator<T> {
+    if (this.disposed) throw new Error('SpillSorter: already disposed');
+    this.sortHeld();
+    if (this.runs.length === 0) {
+      for (const { t } of this.held) yield t;
+      return;
+    }
+    // k-way merge: each run, plus the records still held, is a sorted source. Ties go to the
+    // earlier source (runs are in push order, the held records last), keeping it stable.
+    const sources: Array<Iterator<T>> = [...this.runs.map((f) => readRun(f, this.opts.codec)), this.held.map((h) => h.t)[Symbol.iterator]()];
+    const heads: Array<{ t: T; src: number }> = [];
+    const cmp = (a: { t: T; src: number }, b: { t: T; src: number }) => this.opts.compare(a.t, b.t) || a.src - b.src;
+    const pushHead = (src: number) => {
+      const n = sources[src]!.next();
+      if (!n.done) heapPush(heads, { t: n.value, src }, cmp);
+    };
+    for (let i = 0; i < sources.length; i++) pushHead(i);
+    while (heads.length > 0) {
+      const top = heapPop(heads, cmp)!;
+      yield top.t;
+      pushHead(top.src);
+    }
+  }
+
+  /** Removes the run files. Safe to call more than once. */
+  dispose(): void {
+    this.disposed = true;
+    for (const f of this.runs.splice(0)) fs.rmSync(f, { force: true });
+    this.held = [];
+  }
+}
+
+function writeAll(fd: number, b: Buffer): void {
+  for (let off = 0; off < b.length; ) off += fs.writeSync(fd, b, off, b.length - off);
+}
+
+function* readRun<T>(file: string, codec: RecordCodec<T>): Generator<T> {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  try {
+    let buf = Buffer.alloc(0);
+    let pos = 0;
+    let eof = false;
+    const need = (n: number): boolean => {
+      while (buf.length - pos < n && !eof) {
+        const chunk = Buffer.allocUnsafe(Math.max(READ_CHUNK, n));
+        const got = fs.readSync(fd, chunk, 0, chunk.length, null);
+        if (got === 0) eof = true;
+        buf = Buffer.concat([buf.subarray(pos), chunk.subarray(0, got)]);
+        pos = 0;
+      }
+      return buf.length - pos >= n;
+    };
+    for (;;) {
+      if (!need(4)) return;
+      const len = buf.readUInt32LE(pos);
+      if (!need(4 + len)) throw new Error(`spill run ${file} is truncated`);
+      const body = buf.subarray(pos + 4, pos + 4 + len);
+      pos += 4 + len;
+      yield codec.decode(Buffer.from(body));
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function heapPush<X>(h: X[], x: X, cmp: (a: X, b: X) => number): void {
+  h.push(x);
+  let i = h.length - 1;
+  while (i > 0) {
+    const p = (i - 1) >> 1;
+    if (cmp(h[i]!, h[p]!) >= 0) break;
+    [h[i], h[p]] = [h[p]!, h[i]!];
+    i = p;
+  }
+}
+
+function heapPop<X>(h: X[], cmp: (a: X, b: X) => number): X | undefined {
+  if (h.length === 0) return undefined;
+  const top = h[0];
+  const last = h.pop()!;
+  if (h.length > 0) {
+    h[0] = last;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < h.length && cmp(h[l]!, h[m]!) < 0) m = l;
+      if (r < h.length && cmp(h[r]!, h[m]!) < 0) m = r;
+      if (m === i) break;
+      [h[i], h[m]] = [h[m]!, h[i]!];
+      i = m;
+    }
+  }
+  return top;
+}

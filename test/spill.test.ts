@@ -1,0 +1,59 @@
+/**
+ * store/spill.ts: records sorted whatever their number, stably, with run files on disk past
+ * the budget and none left afterwards; LayerEntry survives the record codec byte for byte.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readdirSync } from 'node:fs';
+import { SpillSorter, type RecordCodec } from '../store/spill.js';
+import { entryCodec } from '../store/layer/entry-codec.js';
+import { comparePaths, type LayerEntry } from '../store/types.js';
+import { removeDir, tempDir } from './helpers/tmp.js';
+import { seeded } from './helpers/random.js';
+
+const test = suite<{ dir: string }>('spill sorter');
+test.before.each((ctx) => {
+  ctx.dir = tempDir('strata-spill-');
+});
+test.after.each((ctx) => removeDir(ctx.dir));
+
+const pairs: RecordCodec<[number, number]> = {
+  encode: (t) => Buffer.from(JSON.stringify(t)),
+  decode: (b) => JSON.parse(b.toString()) as [number, number],
+  size: () => 16,
+};
+
+for (const [n, budget] of [[0, 1024], [5, 1 << 20], [20_000, 64 * 50], [20_000, 1 << 30]] as const) {
+  test(`${n} records, budget ${budget}: sorted, stable, no run file left`, ({ dir }) => {
+    const rnd = seeded(n + budget);
+    const s = new SpillSorter<[number, number]>({ compare: (a, b) => a[0] - b[0], codec: pairs, dir, budget });
+    const input: Array<[number, number]> = Array.from({ length: n }, (_, i) => [Math.floor(rnd() * 500), i]);
+    for (const r of input) s.push(r);
+    assert.is(s.spilled, n * 64 > budget);
+    const out = [...s.sorted()];
+    s.dispose();
+    const want = [...input].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    assert.equal(out, want);
+    assert.equal(readdirSync(dir), []);
+  });
+}
+
+test('entries keep every byte of their metadata through a spill', ({ dir }) => {
+  const e = (p: string, extra: Partial<LayerEntry> = {}): LayerEntry => ({ path: p, type: 'file', mode: 0o644, uid: 3000000, gid: 7, mtime: 1600000000, size: 3, ...extra });
+  const entries: LayerEntry[] = [
+    e('b', { xattrs: new Map([['security.capability', Buffer.from([0x01, 0x00, 0x00, 0x02, 0xff, 0, 0, 0])]]) }),
+    e('a/x', { type: 'char', size: 0, devmajor: 1, devminor: 3 }),
+    e('a', { type: 'dir', size: 0, acl: { access: 'u::rwx,g::r-x,g:5:rwx,m::rwx,o::---', default: 'u::rwx,g::r-x,o::---' } }),
+    e('a-b', { type: 'symlink', size: 0, linkname: 'a/x' }),
+  ];
+  const s = new SpillSorter({ compare: (x, y) => comparePaths(x.entry.path, y.entry.path), codec: entryCodec<number>(), dir, budget: 1 });
+  entries.forEach((entry, i) => s.push({ entry, extra: i }));
+  const out = [...s.sorted()];
+  s.dispose();
+  assert.equal(out.map((r) => r.entry.path), ['a', 'a/x', 'a-b', 'b']);
+  assert.equal(out.map((r) => r.extra), [2, 1, 3, 0]);
+  assert.equal(out[3]!.entry, entries[0]);
+  assert.equal(out[0]!.entry, entries[2]);
+});
+
+test.run();
