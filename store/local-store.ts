@@ -6,6 +6,7 @@
  * any point leaves, at worst, unreferenced blobs (removed by gc) and stale temp files (removed
  * when the store next opens); `verify` is clean.
  */
+import * as fsSync from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -122,7 +123,7 @@ export class LocalStore {
    * both. No index change. An image's config Env and Labels come back for the record.
    */
   async importLayer(source: string, opts: { overlay?: boolean; onProgress?(done: number, total: number): void } = {}) {
-    const builder = new LayerBuilder();
+    const builder = new LayerBuilder({ tmpDir: this.blobs.tmpDir });
     const spools: string[] = [];
     const spool = (tag: string) => {
       const p = this.blobs.tmpPath(tag);
@@ -132,8 +133,15 @@ export class LocalStore {
     try {
       const { skipped, image } = await addSource(builder, source, { overlay: opts.overlay }, spool);
       const built = builder.build();
-      const { hex } = await this.blobs.put(counted(built.tar(), built.bytes + 512 * built.entries, opts.onProgress));
-      await this.writeEntryIndex(hex, built.items.map((i) => i.entry));
+      // The entry list goes to the cache as the canonical tar is written: no list in memory.
+      const rows = this.entryIndexWriter();
+      let hex: string;
+      try {
+        hex = (await this.blobs.put(counted(built.tar((e) => rows.add(e)), built.bytes + 512 * built.entries, opts.onProgress))).hex;
+        await rows.commit(hex);
+      } finally {
+        rows.abort();
+      }
       const layer = cidFromHex(RAW_CODEC, hex);
       const manifest = built.manifest(layer);
       const manifestCid = cidFromHex(JSON_CODEC, await this.blobs.putBytes(canonicalJson(manifest)));
@@ -329,6 +337,48 @@ export class LocalStore {
       return entries;
     }
     return rows.map((r) => applyManifestEntry(fromRow(r), manifest.entries[r[0]]));
+  }
+
+  /** Writes a layer's entry list row by row into tmp/, then commits it under the layer's digest. */
+  private entryIndexWriter(): { add(e: LayerEntry): void; commit(hex: string): Promise<void>; abort(): void } {
+    const tmp = this.blobs.tmpPath('entries');
+    const fd = fsSync.openSync(tmp, fsSync.constants.O_WRONLY | fsSync.constants.O_CREAT | fsSync.constants.O_EXCL, 0o644);
+    let open = true;
+    let first = true;
+    let pending: string[] = [];
+    let pendingBytes = 0;
+    const flush = () => {
+      if (pending.length === 0) return;
+      fsSync.writeSync(fd, pending.join(''));
+      pending = [];
+      pendingBytes = 0;
+    };
+    const close = () => {
+      if (open) fsSync.closeSync(fd);
+      open = false;
+    };
+    pending.push('[');
+    return {
+      add: (e) => {
+        const row = JSON.stringify(toRow(e));
+        pending.push(first ? row : `,${row}`);
+        first = false;
+        pendingBytes += row.length;
+        if (pendingBytes > 1 << 20) flush();
+      },
+      commit: async (hex) => {
+        pending.push(']');
+        flush();
+        close();
+        const dir = path.join(this.cacheDir, 'entries');
+        await fsp.mkdir(dir, { recursive: true });
+        await fsp.rename(tmp, path.join(dir, `${hex}.json`));
+      },
+      abort: () => {
+        close();
+        fsSync.rmSync(tmp, { force: true });
+      },
+    };
   }
 
   private async writeEntryIndex(hex: string, entries: LayerEntry[]): Promise<void> {

@@ -33,6 +33,15 @@ export interface SpillOptions<T> {
 
 const READ_CHUNK = 1 << 20;
 
+/**
+ * The default memory budget of a sorter: $STRATA_MEMORY_BUDGET bytes (tests set it tiny to
+ * force spilling), else 32 MiB.
+ */
+export function defaultBudget(): number {
+  const env = Number(process.env.STRATA_MEMORY_BUDGET);
+  return Number.isSafeInteger(env) && env > 0 ? env : 32 << 20;
+}
+
 export class SpillSorter<T> {
   private held: Array<{ t: T; seq: number }> = [];
   private heldBytes = 0;
@@ -42,7 +51,7 @@ export class SpillSorter<T> {
   private disposed = false;
 
   constructor(private readonly opts: SpillOptions<T>) {
-    this.budget = opts.budget ?? 32 << 20;
+    this.budget = opts.budget ?? defaultBudget();
   }
 
   /** Number of records pushed. */

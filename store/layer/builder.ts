@@ -16,129 +16,247 @@
 import { aclFromText, aclModeBits } from '../../native/acl.js';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { LayerEntry, comparePaths } from '../types.js';
-import { normalizeLayerPath, parentOf, printable, whiteoutTarget } from './path.js';
+import { normalizeLayerPath, printable, whiteoutTarget } from './path.js';
 import { encodeHeader, encodePadding, END_OF_ARCHIVE } from '../tar/writer.js';
 import { LayerManifest, manifestEntry } from './manifest.js';
 import { checkOutputLimits } from './limits.js';
+import { entryCodec } from './entry-codec.js';
+import { SpillSorter, type RecordCodec } from '../spill.js';
+import * as os from 'node:os';
 
 export type ContentOpener = () => AsyncIterable<Uint8Array>;
 
-interface Staged {
+/**
+ * Where a file's content is, in a form that can go through a spill file: `src` is a reader
+ * registered with contentSource(), `a`/`b` its arguments (an offset and a length, a path).
+ */
+export interface ContentRef {
+  src: number;
+  a: number | string;
+  b?: number;
+}
+
+/** Where a record's content is: a content reference, or the id of an in-memory opener. */
+type Content = [number, number | string, number?] | ['fn', number] | null;
+
+/** What a record carries beside its entry: the order it was added in, and its content. */
+type Extra = [number, Content];
+
+interface Rec {
   entry: LayerEntry;
-  content?: ContentOpener;
-  /** Hard-link group id (the original file's path), for files and hard links. */
-  group?: string;
+  extra: Extra;
 }
 
 export interface BuiltLayer {
-  /** The canonical entries in order, each file with its content. */
-  items: Array<{ entry: LayerEntry; content?: ContentOpener }>;
-  /** Streams the canonical tar. Call once. */
-  tar(): AsyncGenerator<Uint8Array>;
-  /** The manifest without its `layer` field (known once the tar is hashed). */
+  /** Streams the canonical tar; `onEntry` sees each canonical entry as it is written. Call once. */
+  tar(onEntry?: (e: LayerEntry) => void): AsyncGenerator<Uint8Array>;
+  /** The canonical entries with their contents, in order, held in memory (small layers only: OCI image layers). */
+  items(): Array<{ entry: LayerEntry; content?: ContentOpener }>;
+  /** The manifest; after tar() has run (its entries are collected while the tar is written). */
   manifest(layerCid: string): LayerManifest;
   entries: number;
   bytes: number;
 }
 
+export interface BuilderOptions {
+  /** Directory for spill runs (strata's tmp/); default the OS temp dir. */
+  tmpDir?: string;
+  /** Bytes of entries held in memory before they spill to disk (default 32 MiB). */
+  budget?: number;
+}
+
+/**
+ * Collects a layer's entries, in any order and any number (past the budget they are sorted
+ * to disk: store/spill.ts), and builds its canonical form. Memory is bounded by the budget,
+ * plus the hard links of the layer (their groups are resolved in memory) and the manifest's
+ * entries (paths with xattrs or ACLs).
+ */
 export class LayerBuilder {
-  private readonly staged = new Map<string, Staged>();
+  private readonly sorter: SpillSorter<Rec>;
   private readonly cleanups: Array<() => void> = [];
+  private readonly sources: Array<(a: number | string, b?: number) => AsyncIterable<Uint8Array>> = [];
+  private readonly openers: ContentOpener[] = [];
+  /** Hard links as added: path → target path (normalized). */
+  private readonly links = new Map<string, string>();
+  /** The order each hard link was added in: a link may only name an earlier entry. */
+  private readonly linkSeq = new Map<string, number>();
+  private seq = 0;
+  private bytes = 0;
+  private built = false;
+
+  constructor(opts: BuilderOptions = {}) {
+    this.sorter = new SpillSorter<Rec>({
+      compare: (x, y) => comparePaths(x.entry.path, y.entry.path),
+      codec: entryCodec<Extra>() as RecordCodec<Rec>,
+      dir: opts.tmpDir ?? os.tmpdir(),
+      budget: opts.budget,
+    });
+    this.cleanups.push(() => this.sorter.dispose());
+  }
 
   /** Runs `fn` at dispose(): sources keep files open until the canonical tar is written. */
   defer(fn: () => void): void {
     this.cleanups.push(fn);
   }
 
-  /** Releases what the sources held open. Call once the tar has been written (or failed). */
+  /** Releases what the sources held open and the spill runs. Call once the tar has been written (or failed). */
   dispose(): void {
     for (const fn of this.cleanups.splice(0).reverse()) fn();
   }
 
+  /** Registers a content reader; entries then name their content as { src, a, b }. */
+  contentSource(read: (a: number | string, b?: number) => AsyncIterable<Uint8Array>): number {
+    this.sources.push(read);
+    return this.sources.length - 1;
+  }
+
   /** Adds one entry. `entry.path` may be raw (it is normalized here); hard-link names too. */
-  add(entry: LayerEntry, content?: ContentOpener): void {
+  add(entry: LayerEntry, content?: ContentOpener | ContentRef): void {
+    if (this.built) throw new Error('LayerBuilder: add after build');
     const p = normalizeLayerPath(entry.path);
-    if (this.staged.has(p)) {
-      throw new StrataError(STORE_ERR.LAYER_DUPLICATE, `the layer holds '${printable(p)}' twice`, { hint: 'repack it with each path once' });
+    const n = this.seq++;
+    if (whiteoutTarget(p)) {
+      this.sorter.push({ entry: { path: p, type: 'file', mode: 0, uid: 0, gid: 0, mtime: 0, size: 0 }, extra: [n, null] });
+      return;
     }
     // An empty xattr map costs memory on every entry of a large layer: keep none.
     const e: LayerEntry = { ...entry, path: p, mode: modeWithAcl(entry), mtime: Math.floor(entry.mtime), xattrs: entry.xattrs?.size ? entry.xattrs : undefined };
-    if (whiteoutTarget(p)) {
-      this.staged.set(p, { entry: { path: p, type: 'file', mode: 0, uid: 0, gid: 0, mtime: 0, size: 0 } });
-      return;
-    }
     checkOutputLimits(e);
     if (e.type === 'hardlink') {
       const target = normalizeLayerPath(e.linkname ?? '', `hard link target of '${printable(p)}'`);
-      const t = this.staged.get(target);
-      if (!t) {
-        throw new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(p)}' points at '${printable(target)}', which is not earlier in the layer`, {
-          hint: 'a layer may only link to files it holds itself',
-        });
-      }
-      if (t.entry.type !== 'file' || t.group === undefined) {
-        throw new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(p)}' points at '${printable(target)}', which is not a regular file`);
-      }
-      this.staged.set(p, { entry: { ...e, linkname: t.group, size: 0 }, group: t.group });
+      this.links.set(p, target);
+      this.linkSeq.set(p, n);
+      this.sorter.push({ entry: { ...e, linkname: target, size: 0, xattrs: undefined, acl: undefined }, extra: [n, null] });
       return;
     }
     if (e.type !== 'file') e.size = 0;
-    this.staged.set(p, { entry: e, content, group: e.type === 'file' ? p : undefined });
+    this.bytes += e.size;
+    let c: Content = null;
+    if (typeof content === 'function') {
+      this.openers.push(content);
+      c = ['fn', this.openers.length - 1];
+    } else if (content !== undefined) {
+      c = content.b === undefined ? [content.src, content.a] : [content.src, content.a, content.b];
+    }
+    this.sorter.push({ entry: e, extra: [n, c] });
   }
 
-  /** Validates the whole layer and fixes its canonical form. */
+  private opener(extra: Extra): ContentOpener | undefined {
+    const c = extra[1];
+    if (c === null) return undefined;
+    if (c[0] === 'fn') return this.openers[c[1] as number];
+    const [src, a, b] = c as [number, number | string, number?];
+    const read = this.sources[src]!;
+    return () => read(a, b);
+  }
+
+  /**
+   * Validates the whole layer (one pass over the sorted entries, no content read) and fixes
+   * its canonical form. Refuses duplicates, entries beneath a symlink or non-directory of the
+   * layer, and hard links to anything but a regular file of the layer.
+   */
   build(): BuiltLayer {
-    const paths = [...this.staged.keys()].sort(comparePaths);
-    // Every ancestor of every entry is a directory, staged or implicit. Each ancestor is
-    // judged once (`dirs`), so the check costs the paths' bytes, not depth × length.
-    const dirs = new Set<string>(['.']);
-    for (const p of paths) {
-      const climbed: string[] = [];
-      for (let a = parentOf(p); !dirs.has(a); a = parentOf(a)) {
-        const parent = this.staged.get(a);
-        if (parent && parent.entry.type !== 'dir') {
-          const how = parent.entry.type === 'symlink' ? 'through the symlink' : 'beneath the non-directory';
-          throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `entry '${printable(p)}' is written ${how} '${printable(a)}'`, {
-            hint: 'refusing a layer that could write outside its root',
-          });
+    this.built = true;
+    // Hard-link groups: a link's group is the file it finally names (links to links followed).
+    const groupOf = (p: string): string => {
+      let t = p;
+      for (let hops = 0; this.links.has(t); hops++) {
+        if (hops > this.links.size) {
+          throw new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(p)}' is part of a loop of hard links`);
         }
-        climbed.push(a);
+        t = this.links.get(t)!;
       }
-      for (const a of climbed) dirs.add(a);
+      return t;
+    };
+    const groups = new Map<string, { original?: Rec; leader?: string }>();
+    for (const link of this.links.keys()) {
+      const g = groupOf(link);
+      if (!groups.has(g)) groups.set(g, {});
     }
-    // Hard-link groups: the first member in sorted order becomes the file.
-    const leader = new Map<string, string>();
-    for (const p of paths) {
-      const s = this.staged.get(p)!;
-      if (s.group !== undefined && !leader.has(s.group)) leader.set(s.group, p);
+    let count = 0;
+    let prev: string | undefined;
+    const ancestors: Array<{ path: string; type: LayerEntry['type'] }> = [];
+    for (const r of this.sorter.sorted()) {
+      const p = r.entry.path;
+      count++;
+      if (p === prev) {
+        throw new StrataError(STORE_ERR.LAYER_DUPLICATE, `the layer holds '${printable(p)}' twice`, { hint: 'repack it with each path once' });
+      }
+      prev = p;
+      // The staged ancestors of p are exactly the stack's entries that are prefixes of p.
+      while (ancestors.length > 0 && !isBelow(p, ancestors[ancestors.length - 1]!.path)) ancestors.pop();
+      const bad = ancestors.find((a) => a.type !== 'dir');
+      if (bad) {
+        const how = bad.type === 'symlink' ? 'through the symlink' : 'beneath the non-directory';
+        throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `entry '${printable(p)}' is written ${how} '${printable(bad.path)}'`, {
+          hint: 'refusing a layer that could write outside its root',
+        });
+      }
+      ancestors.push({ path: p, type: r.entry.type });
+      const g = groups.get(this.links.has(p) ? groupOf(p) : p);
+      if (g) {
+        if (!this.links.has(p)) g.original = r;
+        g.leader ??= p; // sorted order: the first member seen leads the group
+      }
     }
-    const ordered: Staged[] = paths.map((p) => {
-      const s = this.staged.get(p)!;
-      if (s.group === undefined) return s;
-      const first = leader.get(s.group)!;
-      const original = this.staged.get(s.group)!;
-      if (original === s && first === p) return s; // a file that is its own group's first path (nearly all)
-      if (first === p) return { entry: { ...original.entry, path: p, type: 'file' as const, linkname: undefined }, content: original.content };
+    for (const [link] of this.links) {
+      const g = groups.get(groupOf(link))!;
+      if (!g.original) {
+        throw new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(link)}' points at '${printable(this.links.get(link)!)}', which is not in the layer`, {
+          hint: 'a layer may only link to files it holds itself',
+        });
+      }
+      if (g.original.entry.type !== 'file') {
+        throw new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(link)}' points at '${printable(this.links.get(link)!)}', which is not a regular file`);
+      }
+      const target = this.links.get(link)!;
+      const targetSeq = this.links.has(target) ? this.linkSeq.get(target)! : g.original.extra[0];
+      if (targetSeq > this.linkSeq.get(link)!) {
+        throw new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(link)}' points at '${printable(target)}', which is not earlier in the layer`, {
+          hint: 'a layer may only link to files it holds itself, before the link',
+        });
+      }
+    }
+    // The canonical record of each sorted record: the group's first path carries the file.
+    const canonical = (r: Rec): { entry: LayerEntry; content?: ContentOpener } => {
+      const p = r.entry.path;
+      const g = groups.get(this.links.has(p) ? groupOf(p) : p);
+      if (!g) return { entry: r.entry, content: this.opener(r.extra) };
+      const original = g.original!;
+      if (g.leader === p) {
+        if (original === r) return { entry: r.entry, content: this.opener(r.extra) };
+        return { entry: { ...original.entry, path: p, type: 'file', linkname: undefined }, content: this.opener(original.extra) };
+      }
       const { xattrs: _x, acl: _a, ...meta } = original.entry;
-      return { entry: { ...meta, path: p, type: 'hardlink' as const, size: 0, linkname: first } };
-    });
-    let bytes = 0;
-    for (const s of ordered) bytes += s.entry.size;
+      return { entry: { ...meta, path: p, type: 'hardlink', size: 0, linkname: g.leader } };
+    };
+    const manifestEntries: LayerManifest['entries'] = {};
+    const bytes = this.bytes;
+    const sorted = () => this.sorter.sorted();
     return {
-      items: ordered,
-      entries: ordered.length,
+      entries: count,
       bytes,
-      tar: () => canonicalTar(ordered),
-      manifest: (layer) => {
-        const entries: LayerManifest['entries'] = {};
-        for (const s of ordered) {
-          const m = manifestEntry(s.entry);
-          if (m) entries[s.entry.path] = m;
-        }
-        return { manifestVersion: 1, layer, stats: { entries: ordered.length, bytes }, entries };
-      },
+      tar: (onEntry) =>
+        canonicalTar(
+          (function* () {
+            for (const r of sorted()) {
+              const c = canonical(r);
+              const m = manifestEntry(c.entry);
+              if (m) manifestEntries[c.entry.path] = m;
+              onEntry?.(c.entry);
+              yield c;
+            }
+          })(),
+        ),
+      items: () => [...sorted()].map(canonical),
+      manifest: (layer) => ({ manifestVersion: 1, layer, stats: { entries: count, bytes }, entries: manifestEntries }),
     };
   }
+}
+
+/** True when `p` lies below the directory path `dir` ('.' holds everything). */
+function isBelow(p: string, dir: string): boolean {
+  return dir === '.' ? p !== '.' : p.length > dir.length && p.startsWith(dir) && p.charCodeAt(dir.length) === 47;
 }
 
 /**
@@ -157,7 +275,7 @@ export function tarPathOf(e: LayerEntry): string {
   return e.type === 'dir' ? `${e.path}/` : e.path;
 }
 
-async function* canonicalTar(ordered: Staged[]): AsyncGenerator<Uint8Array> {
+async function* canonicalTar(ordered: Iterable<{ entry: LayerEntry; content?: ContentOpener }>): AsyncGenerator<Uint8Array> {
   for (const { entry: e, content } of ordered) {
     yield encodeHeader({
       path: tarPathOf(e),

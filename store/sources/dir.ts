@@ -48,6 +48,7 @@ function overlayAttr(xattrs: Map<string, Buffer>, name: string): string | undefi
 export async function addDirectory(builder: LayerBuilder, root: string, opts: DirSourceOptions = {}): Promise<SourceReport> {
   const report: SourceReport = { skipped: [] };
   const inodes = new Map<string, string>();
+  const files = builder.contentSource((abs) => createReadStream(abs as string, { highWaterMark: 1 << 20 }));
   let userxattr = false;
   const walk = async (rel: string, xwhiteouts: boolean): Promise<void> => {
     const abs = rel === '.' ? root : path.join(root, rel);
@@ -107,7 +108,7 @@ export async function addDirectory(builder: LayerBuilder, root: string, opts: Di
     }
     switch (type) {
       case 'file':
-        builder.add({ ...meta, type, size: Number(st.size) }, () => createReadStream(abs, { highWaterMark: 1 << 20 }));
+        builder.add({ ...meta, type, size: Number(st.size) }, { src: files, a: abs });
         return;
       case 'symlink':
         builder.add({ ...meta, type, size: 0, linkname: await fsp.readlink(abs) });

@@ -181,8 +181,8 @@ async function mergeImageLayers(builder: LayerBuilder, layerFiles: ImageLayer[],
   for (const [i, { key, file }] of layerFiles.entries()) {
     let layer = done.get(key);
     if (layer === undefined) {
-      const lb = new LayerBuilder();
       const sp = spool(`oci-layer-${done.size}`);
+      const lb = new LayerBuilder({ tmpDir: path.dirname(sp) });
       spools.push(sp);
       builder.defer(() => lb.dispose());
       try {
@@ -191,7 +191,7 @@ async function mergeImageLayers(builder: LayerBuilder, layerFiles: ImageLayer[],
         if (e instanceof StrataError) throw new StrataError(e.code, `image layer ${i + 1}: ${e.message}`, { hint: e.hint, cause: e });
         throw e;
       }
-      const items = lb.build().items;
+      const items = lb.build().items();
       const entries = items.map((x) => x.entry);
       layer = { entries, content: new Map(items.map((x) => [x.entry.path, x.content])), links: hardLinkTargets(entries) };
       done.set(key, layer);

@@ -50,6 +50,7 @@ export async function addPlainTar(builder: LayerBuilder, plain: string): Promise
   // a stream per member costs more than reading a small file.
   const fd = fs.openSync(plain, 'r');
   builder.defer(() => fs.closeSync(fd));
+  const src = builder.contentSource((a, b) => readRange(fd, a as number, b!));
   // Entries that inherit global pax xattrs share one map; split it once, not per entry.
   const split = new WeakMap<ReadonlyMap<string, Buffer>, { xattrs: Map<string, Buffer>; acl: EntryAcl | undefined }>();
   for await (const { header: h } of readTarFile(plain)) {
@@ -78,7 +79,7 @@ export async function addPlainTar(builder: LayerBuilder, plain: string): Promise
         xattrs,
         acl,
       },
-      h.type === 'file' && size > 0 ? () => readRange(fd, start, size) : undefined,
+      h.type === 'file' && size > 0 ? { src, a: start, b: size } : undefined,
     );
   }
 }
