@@ -5,7 +5,7 @@
  * without a subprocess.
  */
 import * as path from 'node:path';
-import { openStore, type Store, type TransferHooks } from '../store/index.js';
+import { openStore, storePath, type Store, type TransferHooks } from '../store/index.js';
 import { Printer, type GlobalOptions } from './output.js';
 import { progress, type Progress } from './progress.js';
 
@@ -25,9 +25,12 @@ export class Context {
     return path.resolve(this.cwd, p);
   }
 
-  /** The store named by --store / $STRATA_STORE / the default, opened once. */
+  /** The store path named by --store (repeatable) / $STRATA_PATH / $STRATA_STORE / the default, opened once. */
   async store(): Promise<Store> {
-    this.opened ??= await openStore(this.options().store, { onWait: (m) => this.out.note(`strata: ${m}`) });
+    if (!this.opened) {
+      const { dirs, implicit } = storePath(this.options().store ?? []);
+      this.opened = await openStore(dirs, { implicit, onWait: (m) => this.out.note(`strata: ${m}`) });
+    }
     return this.opened;
   }
 

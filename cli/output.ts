@@ -8,7 +8,7 @@ import { StrataError } from '../native/errors.js';
 import { CLI_ERR } from './errors.js';
 
 export interface GlobalOptions {
-  store?: string;
+  store?: string[];
   json?: boolean;
   quiet?: boolean;
   verbose?: boolean;

@@ -6,6 +6,7 @@
  */
 import { StrataError, COMPOSE_ERR } from './errors.js';
 import { compareVersionsStrict, splitFullName } from './version-order.js';
+import { lookupGroup } from '../native/ids.js';
 
 /** One importable module as the composer sees it: a module record plus its index state. */
 export interface ModuleInfo {
@@ -56,6 +57,7 @@ export function keyOf(m: Pick<ModuleInfo, 'key' | 'fullName'>): string {
 export interface User {
   name: string;
   uid: number;
+  /** The gids of the user's credentials, as decimal text (a group name also counts as itself). */
   groups: string[];
 }
 
@@ -182,7 +184,9 @@ export function whyNotFound(specs: readonly string[], all: readonly ModuleInfo[]
 
 /** Whether `user` may load `m`: unrestricted, root, or a member of its group. */
 export function mayLoad(m: Pick<ModuleInfo, 'restricted'>, user: User): boolean {
-  return m.restricted === null || user.uid === 0 || user.groups.includes(m.restricted);
+  if (m.restricted === null || user.uid === 0 || user.groups.includes(m.restricted)) return true;
+  const gid = lookupGroup(m.restricted);
+  return gid !== undefined && user.groups.includes(String(gid));
 }
 
 /** Throws ERR_ACCESS_DENIED with Lmod's e_Forbidden wording unless `user` may load `m`. */

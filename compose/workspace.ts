@@ -3,7 +3,6 @@
  * the working directory, the available modules as the resolver sees them, who the user is,
  * and saved collections (in the store's index, pinned to record CIDs).
  */
-import { spawnSync } from 'node:child_process';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -46,23 +45,21 @@ export async function availableModules(store: Store): Promise<ModuleInfo[]> {
 }
 
 /**
- * The calling user with every group name and gid (as text) it belongs to. A uid without a
- * passwd entry (containers, batch-system uids) is named by its number; `id -Gn` exits 1 when
- * one of the groups has no name, but the names it did print still count.
+ * The calling user as the kernel sees it: its uid and the gids of its credentials (effective
+ * gid and supplementary groups, getgroups(2)), never a program found on PATH. Restricted
+ * modules name a group; `mayLoad` turns that name into a gid through NSS in this process.
  */
 export function currentUser(): User {
-  const uid = process.getuid?.() ?? -1;
+  const uid = process.geteuid?.() ?? -1;
   let name = String(uid);
   try {
     name = os.userInfo().username;
   } catch {
-    /* no passwd entry */
+    /* no passwd entry (a batch-system or container uid): named by its number */
   }
-  const groups = new Set<string>((process.getgroups?.() ?? []).map(String));
-  groups.add(String(process.getgid?.() ?? -1));
-  const id = spawnSync('id', ['-Gn'], { encoding: 'utf8' });
-  for (const g of (id.stdout ?? '').trim().split(/\s+/)) if (g) groups.add(g);
-  return { name, uid, groups: [...groups] };
+  const gids = new Set<number>(process.getgroups?.() ?? []);
+  gids.add(process.getegid?.() ?? -1);
+  return { name, uid, groups: [...gids].map(String) };
 }
 
 export async function readStack(dir: string): Promise<StackFile> {

@@ -13,6 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import * as fsSync from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { StrataError, STORE_ERR } from './errors.js';
@@ -29,21 +30,64 @@ export class BlobStore {
   readonly blobDir: string;
   readonly tmpDir: string;
   private pinFile: fsp.FileHandle | undefined;
+  /** Blob directories of the stores below this one on the store path: read, never written. */
+  private readonly lowerDirs: string[];
+  /** Blobs this process holds open (`hold`): readable even after a concurrent gc unlinks them. */
+  private readonly held = new Map<string, fsp.FileHandle>();
 
-  constructor(readonly root: string) {
+  /**
+   * `root` is the store directory; `tmpDir` where in-flight files go (the store's tmp/ for its
+   * writer, the user's cache for a reader); `lowers` are store directories read after this one.
+   */
+  constructor(readonly root: string, tmpDir = path.join(root, 'tmp'), lowers: string[] = []) {
     this.blobDir = path.join(root, 'blobs', 'sha256');
-    this.tmpDir = path.join(root, 'tmp');
+    this.tmpDir = tmpDir;
+    this.lowerDirs = lowers.map((l) => path.join(l, 'blobs', 'sha256'));
   }
 
+  /**
+   * Creates the directories (the store's writer only). tmp/ is 0700: a restricted layer is
+   * whole in it before it gets its group, so no one else may look in.
+   */
   async init(): Promise<void> {
     await fsp.mkdir(this.blobDir, { recursive: true });
-    await fsp.mkdir(this.tmpDir, { recursive: true });
+    await fsp.mkdir(this.tmpDir, { recursive: true, mode: 0o700 });
+    await fsp.chmod(this.tmpDir, 0o700);
     await this.removeStaleTmp();
   }
 
+  /** Where blob `hex` is (or would be) written in this store. */
   blobPath(hex: string): string {
     if (!HEX.test(hex)) throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `'${hex}' is not a sha256 digest`);
     return path.join(this.blobDir, hex);
+  }
+
+  /** Where blob `hex` can be read: this store's copy, else the first store below that has it. */
+  readPath(hex: string): string {
+    const own = this.blobPath(hex);
+    if (this.lowerDirs.length === 0 || fsSync.existsSync(own)) return own;
+    for (const d of this.lowerDirs) {
+      const p = path.join(d, hex);
+      if (fsSync.existsSync(p)) return p;
+    }
+    return own;
+  }
+
+  /**
+   * Opens blob `hex` and keeps it open until close(), so reads of it in this process succeed
+   * even if a concurrent gc removes the name (POSIX keeps an unlinked open file readable).
+   * A missing or unreadable blob is not held; reading it later reports why.
+   */
+  async hold(hex: string): Promise<void> {
+    if (this.held.has(hex)) return;
+    const fh = await fsp.open(this.readPath(hex), 'r').catch(() => undefined);
+    if (fh) this.held.set(hex, fh);
+  }
+
+  /** Restricts a blob to a group: owned by `gid`, 0640 (the tmp file before it is committed). */
+  static async restrict(file: string, gid: number): Promise<void> {
+    await fsp.chown(file, process.geteuid?.() ?? 0, gid);
+    await fsp.chmod(file, 0o640);
   }
 
   /** A fresh temp path owned by this process (name starts with its pid). */
@@ -52,8 +96,9 @@ export class BlobStore {
   }
 
   async has(hex: string): Promise<boolean> {
+    if (this.held.has(hex)) return true;
     try {
-      await fsp.access(this.blobPath(hex));
+      await fsp.access(this.readPath(hex));
       return true;
     } catch {
       return false;
@@ -61,11 +106,20 @@ export class BlobStore {
   }
 
   async size(hex: string): Promise<number> {
-    return (await fsp.stat(this.blobPath(hex))).size;
+    const fh = this.held.get(hex);
+    return (fh ? await fh.stat() : await fsp.stat(this.readPath(hex))).size;
   }
 
-  /** Streams `source` into the store. If `expectHex` is given, a mismatch is an error and nothing is kept. */
-  async put(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, expectHex?: string): Promise<PutResult> {
+  /**
+   * Streams `source` into the store. If `expectHex` is given, a mismatch is an error and nothing
+   * is kept. `groupOf`, when given, is asked once the digest is known and before the blob becomes
+   * visible: a gid makes the blob group-only (0640); it may throw to refuse the content.
+   */
+  async put(
+    source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    expectHex?: string,
+    groupOf?: (hex: string) => Promise<number | undefined>,
+  ): Promise<PutResult> {
     const tmp = this.tmpPath('blob');
     const fh = await fsp.open(tmp, 'wx', 0o644);
     const hash = createHash('sha256');
@@ -96,12 +150,19 @@ export class BlobStore {
       await fsp.rm(tmp, { force: true });
       throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `content does not match sha256:${expectHex} (got sha256:${hex})`);
     }
+    try {
+      const gid = await groupOf?.(hex);
+      if (gid !== undefined) await BlobStore.restrict(tmp, gid);
+    } catch (e) {
+      await fsp.rm(tmp, { force: true });
+      throw e;
+    }
     await this.commit(tmp, hex);
     return { hex, size };
   }
 
-  async putBytes(bytes: Uint8Array): Promise<string> {
-    return (await this.put([bytes])).hex;
+  async putBytes(bytes: Uint8Array, groupOf?: (hex: string) => Promise<number | undefined>): Promise<string> {
+    return (await this.put([bytes], undefined, groupOf)).hex;
   }
 
   /**
@@ -119,13 +180,17 @@ export class BlobStore {
   async *read(hex: string, what?: string): AsyncGenerator<Buffer> {
     const hash = createHash('sha256');
     let stream;
-    try {
-      await fsp.access(this.blobPath(hex));
-      stream = createReadStream(this.blobPath(hex), { highWaterMark: 1 << 20 });
-    } catch {
-      throw new StrataError(STORE_ERR.BLOB_MISSING, `${what ?? 'blob'} sha256:${hex} is missing from the store`, {
-        hint: 'run `strata store verify`; re-import or pull the module',
-      });
+    const fh = this.held.get(hex);
+    if (fh) {
+      stream = createReadStream('', { fd: fh.fd, start: 0, autoClose: false, highWaterMark: 1 << 20 });
+    } else {
+      const file = this.readPath(hex);
+      try {
+        await fsp.access(file, fsSync.constants.R_OK);
+        stream = createReadStream(file, { highWaterMark: 1 << 20 });
+      } catch (e) {
+        throw this.unreadable(hex, what, e);
+      }
     }
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       hash.update(chunk);
@@ -137,23 +202,23 @@ export class BlobStore {
   async readBytes(hex: string, what?: string): Promise<Buffer> {
     let buf: Buffer;
     try {
-      buf = await fsp.readFile(this.blobPath(hex));
-    } catch {
-      throw new StrataError(STORE_ERR.BLOB_MISSING, `${what ?? 'blob'} sha256:${hex} is missing from the store`, {
-        hint: 'run `strata store verify`; re-import or pull the module',
-      });
+      const fh = this.held.get(hex);
+      buf = fh ? await readAllAt(fh) : await fsp.readFile(this.readPath(hex));
+    } catch (e) {
+      throw this.unreadable(hex, what, e);
     }
     if (createHash('sha256').update(buf).digest('hex') !== hex) throw this.mismatch(hex, what);
     return buf;
   }
 
-  /** Hashes a stored blob; true when its content matches its name. */
-  async check(hex: string): Promise<'ok' | 'missing' | 'corrupt'> {
+  /** Hashes a stored blob; 'ok' when its content matches its name. */
+  async check(hex: string): Promise<'ok' | 'missing' | 'corrupt' | 'unreadable'> {
     try {
       for await (const _ of this.read(hex)) void _;
       return 'ok';
     } catch (e) {
       if (e instanceof StrataError && e.code === STORE_ERR.BLOB_MISSING) return 'missing';
+      if (e instanceof StrataError && e.code === STORE_ERR.ACCESS_DENIED) return 'unreadable';
       if (e instanceof StrataError && e.code === STORE_ERR.DIGEST_MISMATCH) return 'corrupt';
       throw e;
     }
@@ -180,6 +245,8 @@ export class BlobStore {
   }
 
   async close(): Promise<void> {
+    for (const fh of this.held.values()) await fh.close().catch(() => {});
+    this.held.clear();
     if (this.pinFile) {
       await this.pinFile.close();
       this.pinFile = undefined;
@@ -191,6 +258,18 @@ export class BlobStore {
     this.pinFile ??= await fsp.open(path.join(this.tmpDir, `pins-${process.pid}`), 'a');
     await this.pinFile.write(`${hex}\n`);
     await this.pinFile.datasync();
+  }
+
+  /** A blob that cannot be opened: missing, or (EACCES) restricted to a group the user is not in. */
+  private unreadable(hex: string, what: string | undefined, e: unknown): StrataError {
+    if ((e as NodeJS.ErrnoException).code === 'EACCES') {
+      return new StrataError(STORE_ERR.ACCESS_DENIED, `${what ?? 'blob'} sha256:${hex} is not readable by you`, {
+        hint: 'it belongs to a restricted module; ask your site staff for access',
+      });
+    }
+    return new StrataError(STORE_ERR.BLOB_MISSING, `${what ?? 'blob'} sha256:${hex} is missing from the store`, {
+      hint: 'run `strata store verify`; re-import or pull the module',
+    });
   }
 
   private mismatch(hex: string, what?: string): StrataError {
@@ -207,6 +286,18 @@ export class BlobStore {
       await fsp.rm(path.join(this.tmpDir, name), { recursive: true, force: true });
     }
   }
+}
+
+async function readAllAt(fh: fsp.FileHandle): Promise<Buffer> {
+  const { size } = await fh.stat();
+  const buf = Buffer.alloc(size);
+  let off = 0;
+  while (off < size) {
+    const { bytesRead } = await fh.read(buf, off, size - off, off);
+    if (bytesRead === 0) break;
+    off += bytesRead;
+  }
+  return buf.subarray(0, off);
 }
 
 export function processAlive(pid: number): boolean {

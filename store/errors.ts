@@ -38,6 +38,12 @@ export const STORE_ERR = {
   REGISTRY_CONFIG: 'ERR_REGISTRY_CONFIG',
   /** A restricted module would leave the site (push to a remote not marked site-internal). */
   ACCESS_DENIED: 'ERR_ACCESS_DENIED',
+  /** The store cannot be written by this user (a site store opened read-only): import, rm, gc… */
+  READ_ONLY: 'ERR_STORE_READ_ONLY',
+  /** A path named as a store holds no store (read verbs never create one). */
+  NO_STORE: 'ERR_NO_STORE',
+  /** A cache (entry list, block pack) disagrees with the layer it was derived from. */
+  CACHE_INVALID: 'ERR_CACHE_INVALID',
   /** `store verify` found damaged or missing blobs. */
   VERIFY_FAILED: 'ERR_VERIFY_FAILED',
 } as const;

@@ -12,7 +12,9 @@ import type { LayerManifest } from './layer/manifest.js';
 import type { Collection } from './collections.js';
 import type { ImportOptions, ImportResult, ModuleSummary, LoadedModule, LayerItem } from './local-store.js';
 import type { PullOptions, PullResult, PushOptions, PushResult, Remote, TransferHooks, FetchMissing } from './remote/remotes.js';
-import { LocalStore } from './local-store.js';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { defaultStoreRoot, LocalStore } from './local-store.js';
 import type { LockOptions } from './catalog/leveldb.js';
 
 export { STORE_ERR, StrataError, isStrataError } from './errors.js';
@@ -77,8 +79,12 @@ export interface Store extends StoreReader {
   remove(fullName: string): Promise<void>;
   /** Marks the default version of a name. Atomic. */
   setDefault(fullName: string): Promise<void>;
-  /** Removes blobs nothing references; `dryRun` only lists them. */
-  gc(opts?: { dryRun?: boolean }): Promise<{ removed: string[]; bytes: number }>;
+  /**
+   * Removes blobs nothing references; `dryRun` only lists them. What a catalog superseded less
+   * than `graceSeconds` ago (default $STRATA_GC_GRACE or 3600) named is kept (`kept` blobs), so
+   * a build that started from it finishes.
+   */
+  gc(opts?: { dryRun?: boolean; graceSeconds?: number }): Promise<{ removed: string[]; bytes: number; kept: number }>;
   /** Hashes every blob of every module (or of `only`); each problem names its module. */
   verify(only?: string): Promise<VerifyReport>;
   /** Writes the module's layer as a tar with SCHILY.xattr/acl records; OUT appears whole or not at all. */
@@ -104,7 +110,12 @@ export interface Store extends StoreReader {
   /** A fetcher of missing blobs from the configured remotes, or undefined when there are none. */
   fetcher(hooks?: TransferHooks): Promise<FetchMissing | undefined>;
 
-  /** Releases what the store holds open (pin file). */
+  /** Keeps the blobs of `mods` open for this process (an output in progress survives a concurrent gc). */
+  hold(mods: LoadedModule[]): Promise<void>;
+  /** True when this user may write the own store (false: a site store opened read-only). */
+  readonly writable: boolean;
+
+  /** Releases what the store holds open (pin file, held blobs). */
   close(): Promise<void>;
 }
 
@@ -124,9 +135,40 @@ export interface VerifyReport {
 export interface OpenOptions extends LockOptions {}
 
 /** The default store: $STRATA_STORE, else ${XDG_DATA_HOME:-~/.local/share}/strata. */
-export { defaultStoreRoot } from './local-store.js';
+export { defaultStoreRoot, userCacheDir } from './local-store.js';
 
-/** Opens (creating if needed) the store at `root`, removing temp files of dead processes. */
-export async function openStore(root?: string, opts: OpenOptions = {}): Promise<Store> {
-  return LocalStore.open(root, opts);
+/**
+ * The store path, like Lmod's MODULEPATH: `stores` given (`--store` once or more), else
+ * $STRATA_PATH (DIR[:DIR…]), else $STRATA_STORE alone, else the user's own store
+ * (${XDG_DATA_HOME:-~/.local/share}/strata) followed by the site stores ($STRATA_SITE_STORES,
+ * else the lines of /etc/strata/stores). The first store is the user's own: it receives
+ * imports, pulls and saved collections; the others are only read. `implicit` is true when
+ * the user named no store, so an absent own store is empty rather than an error.
+ */
+export function storePath(stores: string[] = []): { dirs: string[]; implicit: boolean } {
+  const split = (v: string) => v.split(':').filter((d) => d !== '');
+  if (stores.length > 0) return { dirs: stores, implicit: false };
+  if (process.env.STRATA_PATH) return { dirs: split(process.env.STRATA_PATH), implicit: false };
+  if (process.env.STRATA_STORE) return { dirs: [process.env.STRATA_STORE], implicit: false };
+  let site: string[] = [];
+  if (process.env.STRATA_SITE_STORES !== undefined) site = split(process.env.STRATA_SITE_STORES);
+  else {
+    try {
+      site = readFileSync('/etc/strata/stores', 'utf8').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+    } catch {
+      /* no site configuration */
+    }
+  }
+  return { dirs: [defaultStoreRoot(), ...site], implicit: true };
+}
+
+/**
+ * Opens the store path `dirs` (see storePath): the first store, with the rest read after it.
+ * Read verbs never create a store: a named store that is absent is "no store at DIR"; the
+ * first store is created by the first write. A store the user cannot write is read-only.
+ */
+export async function openStore(dirs: string[], opts: OpenOptions & { implicit?: boolean } = {}): Promise<Store> {
+  const [own, ...lowers] = dirs.map((d) => path.resolve(d));
+  const unique = lowers.filter((d, i) => d !== own && lowers.indexOf(d) === i);
+  return LocalStore.open(own, { ...opts, lowers: unique, create: false });
 }

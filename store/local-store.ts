@@ -18,12 +18,15 @@ import type { ModuleDescription, VerifyReport } from './index.js';
 import { canonicalJson, cidFromHex, isCid, JSON_CODEC, parseCid, RAW_CODEC } from './cid.js';
 import { StrataError, STORE_ERR } from './errors.js';
 import { IndexView, LockOptions, withIndex } from './catalog/leveldb.js';
+import { CATALOG_FILE, catalogView, pruneSnapshots, readCatalog, retainedSnapshots } from './catalog/snapshot.js';
 import { LayerBuilder } from './layer/builder.js';
 import { normalizeLayerPath } from './layer/path.js';
 import { applyManifestEntry, LayerManifest } from './layer/manifest.js';
 import { checkCollectionName, parseCollection, serializeCollection, type Collection } from './collections.js';
 import { checkFullName, EnvOp, fullNameOf, ModuleRecord, recordExtras, RecordExtras, splitFullName, validateRecord } from './record.js';
 import { addSource } from './sources/index.js';
+import { lookupGroup } from '../native/ids.js';
+import { printable } from '../native/errors.js';
 import { readTar } from './tar/reader.js';
 import { LayerEntry } from './types.js';
 
@@ -34,6 +37,11 @@ export interface ImportOptions {
   env?: EnvOp[];
   description?: string;
   restricted?: string;
+  /**
+   * Lift the restriction the layer's content has from an earlier restricted import (staff,
+   * explicitly): without it, content already restricted stays restricted to its group.
+   */
+  unrestrict?: boolean;
   default?: boolean;
   overlay?: boolean;
   force?: boolean;
@@ -85,34 +93,155 @@ export function defaultStoreRoot(): string {
   return path.join(data, 'strata');
 }
 
+/** Where a user's caches and temp files go when they only read a store: ${XDG_CACHE_HOME:-~/.cache}/strata. */
+export function userCacheDir(): string {
+  const cache = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
+  return path.join(cache, 'strata');
+}
+
+export interface StoreOpenOptions extends LockOptions {
+  /** Stores read after this one (the rest of the store path), never written. */
+  lowers?: string[];
+  /** Create the store when it is absent (default true; the CLI creates only to write). */
+  create?: boolean;
+  /** The store was not named by the user (the default): an absent one is empty, not an error. */
+  implicit?: boolean;
+}
+
+/**
+ * One store, or the head of a store path: `root` is the user's own store (written by imports,
+ * pulls, saves) and `lowers` are read after it. Reads come from published catalogs
+ * (store/catalog/snapshot.ts) and take no lock; writes take the LevelDB lock of `root` and
+ * publish a new catalog. A store the user cannot write is opened read-only: every write is
+ * ERR_STORE_READ_ONLY, and caches and temp files go to the user's cache directory.
+ */
 export class LocalStore {
   readonly blobs: BlobStore;
   lockOptions: LockOptions = {};
+  private catalog: IndexView | undefined;
+  /** Entry lists handed out from the cache, by layer digest: readLayer checks the layer against them. */
+  private readonly handedOut = new Map<string, EntryRow[]>();
 
-  private constructor(readonly root: string) {
-    this.blobs = new BlobStore(root);
+  private constructor(
+    readonly root: string,
+    /** True when this user may write `root` (its index, blobs and tmp/). */
+    readonly writable: boolean,
+    /** False when `root` holds no store (yet). */
+    private present: boolean,
+    private readonly opts: StoreOpenOptions,
+  ) {
+    const tmp = writable || !present ? path.join(root, 'tmp') : path.join(userCacheDir(), 'tmp');
+    this.blobs = new BlobStore(root, tmp, (opts.lowers ?? []).map((l) => path.resolve(l)));
   }
 
-  /** Opens (creating if needed) the store at `root`, removing temp files of dead processes. */
-  static async open(root = defaultStoreRoot(), lockOptions: LockOptions = {}): Promise<LocalStore> {
-    const s = new LocalStore(path.resolve(root));
-    s.lockOptions = lockOptions;
-    await fsp.mkdir(path.join(s.root, 'index'), { recursive: true });
-    await fsp.mkdir(path.join(s.root, 'cache'), { recursive: true });
-    await s.blobs.init();
+  /**
+   * Opens the store at `root` (creating it when absent and opts.create is not false), removing
+   * temp files of dead processes when this user is its writer. Never takes the index lock
+   * except to publish the first catalog of a store written by an older strata.
+   */
+  static async open(root = defaultStoreRoot(), opts: StoreOpenOptions = {}): Promise<LocalStore> {
+    const abs = path.resolve(root);
+    let present = isStore(abs);
+    if (!present && opts.create !== false) {
+      await createStore(abs);
+      present = true;
+    }
+    const writable = present ? canWrite(abs) : true;
+    const s = new LocalStore(abs, writable, present, opts);
+    s.lockOptions = opts;
+    for (const l of opts.lowers ?? []) {
+      if (!isStore(path.resolve(l))) throw noStore(path.resolve(l));
+    }
+    if (present && writable) {
+      await s.blobs.init();
+      await fsp.mkdir(path.join(abs, 'cache'), { recursive: true });
+      if ((await readCatalog(abs).catch(() => undefined)) === undefined) await s.index(async () => undefined);
+    }
     return s;
   }
 
+  /** Rebuildable caches: the store's cache/ for its writer, the user's cache directory otherwise. */
   get cacheDir(): string {
-    return path.join(this.root, 'cache');
+    return this.writable && this.present ? path.join(this.root, 'cache') : userCacheDir();
   }
 
   async close(): Promise<void> {
     await this.blobs.close();
   }
 
-  index<T>(fn: (ix: IndexView) => Promise<T>): Promise<T> {
-    return withIndex(this.root, fn, this.lockOptions);
+  /**
+   * Runs `fn` with the writable LevelDB index of the own store (creating the store if it is
+   * absent), holding its lock; what `fn` changed is published as the new catalog.
+   */
+  async index<T>(fn: (ix: IndexView) => Promise<T>): Promise<T> {
+    await this.ensureWritable();
+    try {
+      return await withIndex(this.root, fn, this.lockOptions);
+    } finally {
+      this.catalog = undefined;
+    }
+  }
+
+  /** Creates the own store if it is absent; ERR_STORE_READ_ONLY when this user cannot write it. */
+  async ensureWritable(): Promise<void> {
+    if (!this.present) {
+      await createStore(this.root);
+      this.present = true;
+      await this.blobs.init();
+      await withIndex(this.root, async () => undefined, this.lockOptions); // publishes the empty catalog
+    }
+    if (!this.writable) {
+      throw new StrataError(STORE_ERR.READ_ONLY, `the store ${this.root} is read-only for you`, {
+        hint: `ask its owner to make the change, or put a store of your own first on the path (STRATA_PATH=~/.local/share/strata:${this.root})`,
+      });
+    }
+  }
+
+  /**
+   * The state readers see: the published catalogs of the own store and the stores below it,
+   * read once and kept for the life of this object, so one command sees one state. A key of
+   * the own store hides the same key below it (names resolve in path order, as Lmod's
+   * MODULEPATH); collections (c/) are the own store's only.
+   */
+  async view(): Promise<IndexView> {
+    if (this.catalog) return this.catalog;
+    const layers: Array<Record<string, string>> = [];
+    if (this.present) {
+      const own = await readCatalog(this.root);
+      if (own === undefined) {
+        throw new StrataError(STORE_ERR.INDEX_UNAVAILABLE, `the store ${this.root} has no published catalog`, {
+          hint: "it was written by an older strata: its owner should run any `strata store` command in it once",
+        });
+      }
+      layers.push(own.keys);
+    } else if (!this.opts.implicit) {
+      throw noStore(this.root);
+    }
+    for (const l of this.opts.lowers ?? []) {
+      const c = await readCatalog(path.resolve(l));
+      if (c === undefined) throw noStore(path.resolve(l));
+      layers.push(Object.fromEntries(Object.entries(c.keys).filter(([k]) => !k.startsWith('c/'))));
+    }
+    const merged: Record<string, string> = {};
+    for (const keys of [...layers].reverse()) Object.assign(merged, keys);
+    this.catalog = catalogView({ catalogVersion: 1, seq: 0, published: 0, keys: merged });
+    return this.catalog;
+  }
+
+  /**
+   * The group a layer's content is restricted to in any store on the path, or null. A layer is
+   * restricted once a restricted module has named it, whatever module names it later.
+   */
+  async restrictionOf(layer: string): Promise<string | null> {
+    return (await (await this.view()).get(`x/${layer}`)) ?? null;
+  }
+
+  /**
+   * Keeps the blobs of `mods` (records, layers, manifests) open for this process, so an
+   * output in progress is not broken by a concurrent rm + gc (see gc's grace period too).
+   */
+  async hold(mods: LoadedModule[]): Promise<void> {
+    for (const m of mods) for (const cid of [m.cid, m.record.layer, m.record.manifest]) await this.blobs.hold(parseCid(cid).hex);
   }
 
   // ---- ingest ---------------------------------------------------------------------------
@@ -122,7 +251,18 @@ export class LocalStore {
    * (an overlay upperdir with `overlay`), `oci:DIR[:TAG]` or `docker-archive:FILE` — and stores
    * both. No index change. An image's config Env and Labels come back for the record.
    */
-  async importLayer(source: string, opts: { overlay?: boolean; onProgress?(done: number, total: number): void } = {}) {
+  async importLayer(source: string, opts: { overlay?: boolean; restricted?: string; unrestrict?: boolean; onProgress?(done: number, total: number): void } = {}) {
+    await this.ensureWritable();
+    const gid = opts.restricted === undefined ? undefined : groupId(opts.restricted);
+    // The blob's group is decided before it becomes visible: the module's group, else the
+    // group the same content is already restricted to (restriction follows content).
+    const groupOf = async (hex: string): Promise<number | undefined> => {
+      const held = await this.restrictionOf(cidFromHex(RAW_CODEC, hex));
+      if (held === null || held === opts.restricted || opts.unrestrict) return gid;
+      throw new StrataError(STORE_ERR.ACCESS_DENIED, `this layer is restricted content (group ${held}) in the store`, {
+        hint: `import it with --restricted ${held}; only staff may lift the restriction, with --unrestrict`,
+      });
+    };
     const builder = new LayerBuilder({ tmpDir: this.blobs.tmpDir });
     const spools: string[] = [];
     const spool = (tag: string) => {
@@ -137,14 +277,15 @@ export class LocalStore {
       const rows = this.entryIndexWriter();
       let hex: string;
       try {
-        hex = (await this.blobs.put(counted(built.tar((e) => rows.add(e)), built.bytes + 512 * built.entries, opts.onProgress))).hex;
-        await rows.commit(hex);
+        hex = (await this.blobs.put(counted(built.tar((e) => rows.add(e)), built.bytes + 512 * built.entries, opts.onProgress), undefined, groupOf)).hex;
+        await rows.commit(hex, gid ?? (await groupOf(hex)));
       } finally {
         rows.abort();
       }
       const layer = cidFromHex(RAW_CODEC, hex);
       const manifest = built.manifest(layer);
-      const manifestCid = cidFromHex(JSON_CODEC, await this.blobs.putBytes(canonicalJson(manifest)));
+      const layerGid = gid ?? (await groupOf(parseCid(layer).hex));
+      const manifestCid = cidFromHex(JSON_CODEC, await this.blobs.putBytes(canonicalJson(manifest), async () => layerGid));
       return { layer, manifest: manifestCid, entries: built.entries, bytes: built.bytes, skipped, image };
     } finally {
       builder.dispose();
@@ -161,6 +302,7 @@ export class LocalStore {
     checkFullName(moduleName);
     const extras = recordExtras(opts.extras ?? {});
     for (const m of [...(opts.requires ?? []), ...(opts.conflicts ?? []), ...(extras.parents ?? []), ...(extras.prereq ?? []), ...(extras.loadAny ?? []).flat()]) checkFullName(m);
+    if (opts.restricted !== undefined) groupId(opts.restricted);
     const { image, ...layer } = await this.importLayer(source, opts);
     const { name, version } = splitFullName(moduleName);
     const labels = { ...(image?.labels ?? {}), ...(opts.labels ?? {}) };
@@ -192,6 +334,8 @@ export class LocalStore {
       await this.assertBlobs([recordCid, layer.layer, layer.manifest]);
       const ops: Parameters<IndexView['batch']>[0] = [{ type: 'put', key: `m/${fullName}`, value: recordCid }];
       if (opts.default) ops.push({ type: 'put', key: `d/${splitFullName(fullName).name}`, value: fullName });
+      if (opts.restricted !== undefined) ops.push({ type: 'put', key: `x/${layer.layer}`, value: opts.restricted });
+      else if (opts.unrestrict && (await ix.get(`x/${layer.layer}`)) !== undefined) ops.push({ type: 'del', key: `x/${layer.layer}` });
       await ix.batch(ops);
       return existing === undefined ? ('imported' as const) : existing === recordCid ? ('unchanged' as const) : ('replaced' as const);
     });
@@ -220,7 +364,8 @@ export class LocalStore {
   // ---- queries --------------------------------------------------------------------------
 
   async list(pattern?: string): Promise<ModuleSummary[]> {
-    const { mods, defaults } = await this.index(async (ix) => ({ mods: await ix.range('m/'), defaults: new Map(await ix.range('d/')) }));
+    const ix = await this.view();
+    const [mods, defaults] = [await ix.range('m/'), new Map(await ix.range('d/'))];
     const out: ModuleSummary[] = [];
     for (const [key, cid] of mods) {
       const fullName = key.slice(2);
@@ -258,7 +403,7 @@ export class LocalStore {
       const record = await this.loadRecord(ref);
       return { fullName: fullNameOf(record), cid: ref, record };
     }
-    const cid = await this.index((ix) => ix.get(`m/${ref}`));
+    const cid = await (await this.view()).get(`m/${ref}`);
     if (cid === undefined) {
       throw new StrataError(STORE_ERR.NOT_FOUND, `no module ${ref} in the store`, { hint: 'see `strata store ls`' });
     }
@@ -277,12 +422,17 @@ export class LocalStore {
     const manifest = await this.manifestOf(mod);
     const hex = parseCid(mod.record.layer).hex;
     const what = `layer of ${mod.fullName}`;
+    const check = this.cacheCheck(hex, what);
     try {
-      yield* this.layerItems(readTar(this.blobs.read(hex, what)), manifest);
+      for await (const item of this.layerItems(readTar(this.blobs.read(hex, what)), manifest)) {
+        check?.(item.entry);
+        yield item;
+      }
+      check?.(undefined);
     } catch (e) {
       // A damaged header trips the tar reader before the digest check at end of stream; say
       // what it really is (a corrupt blob) and name the module, as the digest check would.
-      if (e instanceof StrataError && (e.code === STORE_ERR.DIGEST_MISMATCH || e.code === STORE_ERR.BLOB_MISSING)) throw e;
+      if (e instanceof StrataError && [STORE_ERR.DIGEST_MISMATCH, STORE_ERR.BLOB_MISSING, STORE_ERR.CACHE_INVALID, STORE_ERR.ACCESS_DENIED].includes(e.code as never)) throw e;
       if ((await this.blobs.check(hex)) === 'corrupt') {
         throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `${what} sha256:${hex} is corrupt (its content no longer matches its digest)`, {
           hint: 'run `strata store verify`, then re-import or pull the module',
@@ -323,24 +473,55 @@ export class LocalStore {
   async layerEntries(mod: LoadedModule): Promise<LayerEntry[]> {
     const hex = parseCid(mod.record.layer).hex;
     const manifest = await this.manifestOf(mod);
-    const file = path.join(this.cacheDir, 'entries', `${hex}.json`);
+    const file = this.entryCachePath(hex);
     let rows: EntryRow[] | undefined;
     try {
-      rows = JSON.parse(await fsp.readFile(file, 'utf8')) as EntryRow[];
+      rows = checkedRows(JSON.parse(await fsp.readFile(file, 'utf8')));
     } catch {
       rows = undefined;
     }
-    if (!Array.isArray(rows)) {
+    if (rows === undefined) {
       const entries: LayerEntry[] = [];
       for await (const { entry } of this.readLayer(mod)) entries.push(entry);
-      await this.writeEntryIndex(hex, entries);
+      const group = mod.record.restricted ?? (await this.restrictionOf(mod.record.layer));
+      // A cache that cannot be written (a full disk, a read-only cache) only costs the next read.
+      await this.writeEntryIndex(hex, entries, group === null ? undefined : lookupGroup(group)).catch(() => undefined);
       return entries;
     }
-    return rows.map((r) => applyManifestEntry(fromRow(r), manifest.entries[r[0]]));
+    const entries = rows.map((r) => applyManifestEntry(fromRow(r), manifest.entries[r[0]]));
+    // The cache is untrusted: readLayer checks the layer against exactly this list.
+    this.handedOut.set(hex, rows);
+    return entries;
+  }
+
+  private entryCachePath(hex: string): string {
+    return path.join(this.cacheDir, 'entries', `${hex}.json`);
+  }
+
+  /**
+   * Compares each entry read from a layer with the cached row handed out for it, in order; a
+   * difference (a cache edited or damaged after it was written) fails the read in one line and
+   * drops the cache file, so no output is made from a plan the layer does not back.
+   */
+  private cacheCheck(hex: string, what: string): ((e: LayerEntry | undefined) => void) | undefined {
+    const rows = this.handedOut.get(hex);
+    if (rows === undefined) return undefined;
+    let i = 0;
+    return (e) => {
+      const want = rows[i++];
+      const same = e === undefined ? want === undefined : want !== undefined && JSON.stringify(toRow(e)) === JSON.stringify(want);
+      if (same) return;
+      this.handedOut.delete(hex);
+      fsSync.rmSync(this.entryCachePath(hex), { force: true });
+      const at = printable(e?.path ?? want?.[0] ?? '(end)');
+      throw new StrataError(STORE_ERR.CACHE_INVALID, `the cached entry list of ${what} disagrees with the layer at '${at}'; the cache was dropped`, {
+        hint: 'run the command again (the entry list is rebuilt from the layer)',
+      });
+    };
   }
 
   /** Writes a layer's entry list row by row into tmp/, then commits it under the layer's digest. */
-  private entryIndexWriter(): { add(e: LayerEntry): void; commit(hex: string): Promise<void>; abort(): void } {
+  private entryIndexWriter(): { add(e: LayerEntry): void; commit(hex: string, gid?: number): Promise<void>; abort(): void } {
     const tmp = this.blobs.tmpPath('entries');
     const fd = fsSync.openSync(tmp, fsSync.constants.O_WRONLY | fsSync.constants.O_CREAT | fsSync.constants.O_EXCL, 0o644);
     let open = true;
@@ -366,10 +547,11 @@ export class LocalStore {
         pendingBytes += row.length;
         if (pendingBytes > 1 << 20) flush();
       },
-      commit: async (hex) => {
+      commit: async (hex, gid) => {
         pending.push(']');
         flush();
         close();
+        if (gid !== undefined) await BlobStore.restrict(tmp, gid);
         const dir = path.join(this.cacheDir, 'entries');
         await fsp.mkdir(dir, { recursive: true });
         await fsp.rename(tmp, path.join(dir, `${hex}.json`));
@@ -381,11 +563,13 @@ export class LocalStore {
     };
   }
 
-  private async writeEntryIndex(hex: string, entries: LayerEntry[]): Promise<void> {
+  private async writeEntryIndex(hex: string, entries: LayerEntry[], gid?: number): Promise<void> {
     const dir = path.join(this.cacheDir, 'entries');
-    await fsp.mkdir(dir, { recursive: true });
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    await fsp.mkdir(this.blobs.tmpDir, { recursive: true, mode: 0o700 });
     const tmp = this.blobs.tmpPath('entries');
-    await fsp.writeFile(tmp, JSON.stringify(entries.map(toRow)));
+    await fsp.writeFile(tmp, JSON.stringify(entries.map(toRow)), { flag: 'wx', mode: 0o600 });
+    if (gid !== undefined) await BlobStore.restrict(tmp, gid).catch(() => undefined);
     await fsp.rename(tmp, path.join(dir, `${hex}.json`));
   }
 
@@ -458,7 +642,7 @@ export class LocalStore {
   /** Collection `name`, validated; undefined when there is none. */
   async loadCollection(name: string): Promise<Collection | undefined> {
     checkCollectionName(name);
-    const text = await this.index((ix) => ix.get(`c/${name}`));
+    const text = await (await this.view()).get(`c/${name}`);
     return text === undefined ? undefined : parseCollection(text, name);
   }
 
@@ -474,7 +658,7 @@ export class LocalStore {
 
   /** Names of the saved collections, sorted. */
   async listCollections(): Promise<string[]> {
-    return (await this.index((ix) => ix.range('c/'))).map(([k]) => k.slice(2));
+    return (await (await this.view()).range('c/')).map(([k]) => k.slice(2));
   }
 
   // ---- maintenance ----------------------------------------------------------------------
@@ -506,12 +690,23 @@ export class LocalStore {
     return live;
   }
 
-  /** Removes blobs nothing references. Holds the index lock throughout, so no import commits meanwhile. */
-  async gc(opts: { dryRun?: boolean } = {}): Promise<{ removed: string[]; bytes: number }> {
+  /**
+   * Removes blobs nothing references. Holds the index lock throughout, so no import commits
+   * meanwhile. Live: what the index names, what a snapshot still in its grace period names (a
+   * reader may be building from it), and the pins of running imports. Snapshots past the grace
+   * period and restriction marks (x/) of removed layers go too.
+   */
+  async gc(opts: { dryRun?: boolean; graceSeconds?: number } = {}): Promise<{ removed: string[]; bytes: number; kept: number }> {
+    const graceMs = 1000 * (opts.graceSeconds ?? gcGraceSeconds());
     return this.index(async (ix) => {
       const all: string[] = [];
       for await (const hex of this.blobs.list()) all.push(hex);
       const live = await this.liveBlobs(ix);
+      const indexed = live.size;
+      for (const snap of await retainedSnapshots(this.root, graceMs)) {
+        for (const hex of await this.liveBlobs(catalogView(snap))) live.add(hex);
+      }
+      const kept = live.size - indexed;
       for (const hex of await this.blobs.livePins()) live.add(hex);
       const removed: string[] = [];
       let bytes = 0;
@@ -521,13 +716,19 @@ export class LocalStore {
         removed.push(`sha256:${hex}`);
         if (!opts.dryRun) await this.blobs.remove(hex);
       }
-      return { removed, bytes };
+      if (!opts.dryRun) {
+        const gone = new Set(removed.map((r) => r.slice(7)));
+        const marks = (await ix.range('x/')).filter(([k]) => gone.has(parseCid(k.slice(2)).hex));
+        if (marks.length > 0) await ix.batch(marks.map(([key]) => ({ type: 'del' as const, key })));
+        await pruneSnapshots(this.root, graceMs);
+      }
+      return { removed, bytes, kept };
     });
   }
 
   /** Checks every blob of every module (or of `only`); each problem names its module. */
   async verify(only?: string): Promise<VerifyReport> {
-    const mods = (await this.index((ix) => ix.range('m/'))).map(([k, cid]) => ({ fullName: k.slice(2), cid }));
+    const mods = (await (await this.view()).range('m/')).map(([k, cid]) => ({ fullName: k.slice(2), cid }));
     const chosen = only ? mods.filter((m) => m.fullName === only || m.cid === only) : mods;
     if (only && chosen.length === 0) throw new StrataError(STORE_ERR.NOT_FOUND, `no module ${only} in the store`);
     const problems: Array<{ module: string; what: string; blob: string; status: string }> = [];
@@ -559,6 +760,48 @@ export class LocalStore {
   }
 }
 
+/** How long gc keeps what a superseded catalog named: $STRATA_GC_GRACE seconds, default 3600. */
+export function gcGraceSeconds(): number {
+  const v = process.env.STRATA_GC_GRACE;
+  const n = v === undefined || v === '' ? 3600 : Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `STRATA_GC_GRACE=${v} is not a number of seconds`);
+  return n;
+}
+
+/** A directory holds a store when it has an index or a published catalog. */
+function isStore(dir: string): boolean {
+  return fsSync.existsSync(path.join(dir, 'index')) || fsSync.existsSync(path.join(dir, CATALOG_FILE));
+}
+
+/** The writer may change the index and add blobs. */
+function canWrite(dir: string): boolean {
+  try {
+    for (const d of [path.join(dir, 'index'), path.join(dir, 'blobs', 'sha256'), dir]) fsSync.accessSync(d, fsSync.constants.W_OK | fsSync.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function createStore(dir: string): Promise<void> {
+  await fsp.mkdir(path.join(dir, 'index'), { recursive: true });
+  await fsp.mkdir(path.join(dir, 'blobs', 'sha256'), { recursive: true });
+  await fsp.mkdir(path.join(dir, 'cache'), { recursive: true });
+}
+
+/** The gid of a licence group; a group the host does not know is an error (no silent restriction to nobody). */
+function groupId(group: string): number {
+  const gid = lookupGroup(group);
+  if (gid === undefined) {
+    throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `--restricted ${group}: no such group on this host`, { hint: 'create the group first (groupadd), or check its name' });
+  }
+  return gid;
+}
+
+function noStore(dir: string): StrataError {
+  return new StrataError(STORE_ERR.NO_STORE, `no store at ${dir}`, { hint: 'check --store / STRATA_PATH; `strata store import` creates a store' });
+}
+
 /** Lmod-style pattern: a substring of the fullName, or a glob with * and ?. */
 export function matches(fullName: string, pattern: string): boolean {
   if (!/[*?]/.test(pattern)) return fullName.toLowerCase().includes(pattern.toLowerCase());
@@ -574,6 +817,28 @@ function toRow(e: LayerEntry): EntryRow {
   if (e.linkname !== undefined || e.devmajor !== undefined) row.push(e.linkname ?? '');
   if (e.devmajor !== undefined) row.push(e.devmajor, e.devminor ?? 0);
   return row;
+}
+
+const ROW_TYPES = new Set(['file', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo']);
+const isId = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
+
+/**
+ * Rows of a cached entry list, or undefined when the document is not one strata could have
+ * written: a path that is absolute, has a `..` or empty component or a NUL, an unknown type,
+ * a number out of range. Such a cache is a miss (rebuilt from the layer), never a plan.
+ */
+function checkedRows(doc: unknown): EntryRow[] | undefined {
+  if (!Array.isArray(doc)) return undefined;
+  for (const r of doc as unknown[]) {
+    if (!Array.isArray(r) || r.length < 7 || r.length > 10) return undefined;
+    const [p, type, mode, uid, gid, mtime, size] = r as unknown[];
+    if (typeof p !== 'string' || !ROW_TYPES.has(type as string)) return undefined;
+    if (p !== '.' && (p.startsWith('/') || p.includes('\0') || p.split('/').some((c) => c === '' || c === '.' || c === '..'))) return undefined;
+    if (!isId(mode) || (mode as number) > 0o7777 || !isId(uid) || !isId(gid) || !Number.isSafeInteger(mtime) || !isId(size)) return undefined;
+    if (r.length > 7 && typeof r[7] !== 'string') return undefined;
+    if (r.length > 8 && (!isId(r[8]) || !isId(r[9] ?? 0))) return undefined;
+  }
+  return doc as EntryRow[];
 }
 
 function fromRow(r: EntryRow): LayerEntry {

@@ -301,8 +301,8 @@ restricted.before.each(loud((ctx) => {
   ctx.group = { name: line[0]!, gid: Number(line[2]) };
   const layer = layerDir(ctx.dir, 'ansys');
   ok(strata(ctx.store, ctx.dir, ['-q', 'store', 'import', 'ansys/2024.1', layer, '--restricted', ctx.group.name]), 'import');
-  ok(strata(ctx.store, ctx.dir, ['-q', 'store', 'import', 'fluent/1', layer, '--requires', 'ansys']), 'import');
-  ok(strata(ctx.store, ctx.dir, ['-q', 'store', 'import', 'zlib/1.3', layer]), 'import');
+  ok(strata(ctx.store, ctx.dir, ['-q', 'store', 'import', 'fluent/1', layerDir(ctx.dir, 'fluent'), '--requires', 'ansys']), 'import');
+  ok(strata(ctx.store, ctx.dir, ['-q', 'store', 'import', 'zlib/1.3', layerDir(ctx.dir, 'zlib')]), 'import');
   // The unprivileged user needs to traverse the temp dir, and to own the store (it opens
   // LevelDB for writing) and its working directories.
   chmodSync(ctx.dir, 0o755);

@@ -409,7 +409,7 @@ hostile('a hard link to a whited-out file: refused across layers, content kept w
   ok(strata(store, work, ['store', 'import', 'whx/1', layers[1]!]), 'import 2');
   const r = strata(store, work, ['store', 'import', 'ly/1', layers[2]!]);
   assert.is(r.code, 1);
-  assert.is(r.stderr, "strata: hard link 'lib/y' points at 'lib/x', which is not earlier in the layer (a layer may only link to files it holds itself)\n");
+  assert.is(r.stderr, "strata: hard link 'lib/y' points at 'lib/x', which is not in the layer (a layer may only link to files it holds itself)\n");
 
   // Within one layer: lib/x and its link lib/y; the layer above whites out lib/x (and puts a
   // new lib/z beside). lib/y keeps the inode's content and metadata, as GNU tar + whiteouts give.

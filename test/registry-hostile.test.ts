@@ -12,6 +12,7 @@
  * Runs without docker-registry: the server is in this process, so the CLI runs asynchronously.
  */
 import { suite } from 'uvu';
+import { ensureGroup } from './helpers/users.js';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
@@ -380,7 +381,7 @@ test('a pull whose layer never ends, or decompresses past its declared size, sto
     return true;
   };
   const B = join(ctx.dir, 'B');
-  strataJson(B, ['store', 'ls']);
+  strataJson(B, ['store', 'gc']); // creates the store
   const clean = () => {
     assert.equal(strataJson(B, ['store', 'ls']), []);
     assert.equal(readdirSync(join(B, 'tmp')).filter((n) => !n.startsWith('pins-')), [], 'no temp file left');
@@ -413,6 +414,7 @@ test('a restricted module pushed to a site-internal remote that moves its upload
     res.end();
     return true;
   };
+  ensureGroup('vasp'); // --restricted names a group the host has
   const { store: S } = storeWith(ctx, 'S', [['lic/vasp-6', 'licensed\n', '--restricted', 'vasp']]);
   strataJson(S, ['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`, '--site-internal']);
   assertOneLineError(await cli(S, ['store', 'push', 'site']), 'restricted upload moved',

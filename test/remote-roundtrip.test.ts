@@ -11,6 +11,7 @@
  *     remote may not receive.
  */
 import { suite } from 'uvu';
+import { ensureGroup } from './helpers/users.js';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -139,7 +140,7 @@ test('a fresh store with only a remote rebuilds the image from the lock alone', 
 
   // No remote: today's clear error.
   const D = join(dir, 'D');
-  assertOneLineError(strata(D, ['rebuild', lock, '-o', join(dir, 'd.sqfs')]), 'rebuild without remote', /is not in this store/);
+  assertOneLineError(strata(D, ['rebuild', lock, '-o', join(dir, 'd.sqfs')]), 'rebuild without remote', /no store at /);
 
   const C = join(dir, 'C');
   const added = strataJson(C, ['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`]);
@@ -229,8 +230,12 @@ test('a restricted module is refused to a remote not marked site-internal, allow
   const tree = join(dir, 'vasp');
   mkdirSync(join(tree, 'opt/vasp'), { recursive: true });
   writeFileSync(join(tree, 'opt/vasp/LICENSE'), 'site licence\n');
+  ensureGroup('vasp'); // --restricted names a group the host has
   strataJson(S, ['store', 'import', 'lic/vasp-6', tree, '--restricted', 'vasp']);
-  strataJson(S, ['store', 'import', 'free/1', join(dir, 'vasp')]);
+  const free = join(dir, 'free');
+  mkdirSync(join(free, 'opt/free'), { recursive: true });
+  writeFileSync(join(free, 'opt/free/README'), 'free\n');
+  strataJson(S, ['store', 'import', 'free/1', free]);
   strataJson(S, ['store', 'remote', 'add', 'hub', `${reg.host}/public`]);
   strataJson(S, ['store', 'remote', 'add', 'site', `${reg.host}/internal`, '--site-internal']);
 

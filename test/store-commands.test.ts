@@ -5,6 +5,7 @@
  * one line), and `--json` of every command printing exactly one parseable JSON document.
  */
 import { suite } from 'uvu';
+import { ensureGroup } from './helpers/users.js';
 import * as assert from 'uvu/assert';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -39,6 +40,7 @@ test.before.each(async (ctx) => {
   const s = await LocalStore.open(ctx.store);
   await s.importModule('openmpi/4.1.5', ctx.trees.a!, { description: 'Open MPI' });
   await s.importModule('openmpi/5.0.3', ctx.trees.b!);
+  ensureGroup('hpc'); // --restricted names a group the host has
   await s.importModule('mpi/mpich-3', ctx.trees.c!, { restricted: 'hpc' });
   // Same layer as openmpi/4.1.5, other record.
   await s.importModule('alias/1', ctx.trees.a!);
@@ -76,7 +78,7 @@ test('rm then gc --dry-run then gc: only blobs nothing references go', ({ store 
   const b = strataJson(store, ['store', 'show', 'openmpi/5.0.3']);
   const alias = strataJson(store, ['store', 'show', 'alias/1']);
   assert.is(alias.record.layer, a.record.layer, 'alias shares the layer');
-  assert.equal(strataJson(store, ['store', 'gc', '--dry-run']), { removed: [], bytes: 0 });
+  assert.equal(strataJson(store, ['store', 'gc', '--dry-run']), { removed: [], bytes: 0, kept: 0 });
 
   strataJson(store, ['store', 'default', 'openmpi/4.1.5']);
   assert.equal(strataJson(store, ['store', 'rm', 'openmpi/4.1.5']), { removed: 'openmpi/4.1.5' });
@@ -86,21 +88,26 @@ test('rm then gc --dry-run then gc: only blobs nothing references go', ({ store 
 
   const hex = (cid: string) => blobPath(store, cid).split('/').pop()!;
   const before = blobListing(store);
-  const dry = strataJson(store, ['store', 'gc', '--dry-run']);
+  // Within the grace period a build that read the catalog before the rm may still need them.
+  const graced = strataJson(store, ['store', 'gc']);
+  assert.equal([graced.removed, graced.bytes], [[], 0]);
+  assert.is(graced.kept, 4, 'the removed modules\' blobs are kept for the grace period');
+  assert.equal(blobListing(store), before, 'nothing removed in the grace period');
+  const dry = strataJson(store, ['store', 'gc', '--dry-run', '--grace', '0']);
   // a's record goes; a's layer and manifest stay (alias/1 names them); all of b goes.
   const expected = [a.cid, b.cid, b.record.layer, b.record.manifest].map((c) => `sha256:${hex(c)}`).sort();
   assert.equal([...dry.removed].sort(), expected);
   assert.ok(dry.bytes > 0);
   assert.equal(blobListing(store), before, 'dry run removes nothing');
-  const text = strata(store, ['store', 'gc', '--dry-run']);
+  const text = strata(store, ['store', 'gc', '--dry-run', '--grace', '0']);
   assert.match(text.stdout.toString(), /would remove sha256:/);
 
-  const real = strataJson(store, ['store', 'gc']);
+  const real = strataJson(store, ['store', 'gc', '--grace', '0']);
   assert.equal([...real.removed].sort(), expected);
   assert.is(real.bytes, dry.bytes);
   for (const c of [a.cid, b.cid, b.record.layer, b.record.manifest]) assert.not.ok(existsSync(blobPath(store, c)), `${c} removed`);
   for (const c of [alias.cid, a.record.layer, a.record.manifest]) assert.ok(existsSync(blobPath(store, c)), `${c} kept`);
-  assert.equal(strataJson(store, ['store', 'gc']), { removed: [], bytes: 0 });
+  assert.equal(strataJson(store, ['store', 'gc', '--grace', '0']), { removed: [], bytes: 0, kept: 0 });
   assert.equal(strataJson(store, ['store', 'verify']), { modules: 2, problems: [] });
   // The removed default went with its module.
   assert.equal(strataJson(store, ['store', 'ls']).filter((x: { isDefault: boolean }) => x.isDefault), []);
@@ -128,7 +135,7 @@ test('show by record CID; verify one module; unknown module; usage errors exit 2
 
 test('--json: every store command prints one JSON document', ({ dir, store, trees }) => {
   const docs = [
-    ['store', 'import', 'json/1', trees.c!, '--prepend', 'PATH=/opt/x/bin', '--setenv', 'X=1', '--family', 'mpi'],
+    ['store', 'import', 'json/1', trees.a!, '--prepend', 'PATH=/opt/x/bin', '--setenv', 'X=1', '--family', 'mpi'],
     ['store', 'ls'],
     ['store', 'ls', 'json'],
     ['store', 'show', 'json/1'],

@@ -11,6 +11,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { LocalStore } from '../store/local-store.js';
+import { ensureGroup } from './helpers/users.js';
 import { makeSmallTree, packGnu, SMALL_TREE } from './fixtures/small-tree.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
 import { CLI, readJsonBlob, sha256, strataJson } from './store-harness.js';
@@ -69,17 +70,18 @@ test('the schemas are strict', () => {
 test('records and manifests of real imports validate, are canonical and named by their digest', async ({ dir, store }) => {
   const tree = join(dir, 'tree');
   makeSmallTree(tree);
+  // Unrestricted imports first: once a restricted module names the content, it stays restricted.
+  const plain = strataJson(store, ['store', 'import', 'tools', tree]);
+  const s = await LocalStore.open(store);
+  const labelled = await s.importModule('labelled/1', tree, { labels: { 'org.opencontainers.image.title': 'x' } });
+  await s.close();
+  ensureGroup('hpc'); // --restricted names a group the host has
   const full = strataJson(store, [
     'store', 'import', 'mpi/openmpi-4', packGnu(tree, join(dir, 'g.tar')),
     '--requires', 'gcc/12', '--requires', 'ucx', '--conflicts', 'mpi/mpich-3', '--family', 'mpi',
     '--prepend', 'PATH=/opt/openmpi/bin', '--append', 'MANPATH=/opt/openmpi/man', '--setenv', 'OMPI_HOME=/opt/openmpi',
     '--description', 'Open MPI 4 — with ACLs', '--restricted', 'hpc', '--default',
   ]);
-  const plain = strataJson(store, ['store', 'import', 'tools', tree]);
-  const s = await LocalStore.open(store);
-  const labelled = await s.importModule('labelled/1', tree, { labels: { 'org.opencontainers.image.title': 'x' } });
-  await s.close();
-
   const record = compile('module-record.schema.json');
   const manifest = compile('layer-manifest.schema.json');
   let records = 0;

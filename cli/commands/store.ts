@@ -22,6 +22,7 @@ interface ImportFlags {
   setenv: string[];
   description?: string;
   restricted?: string;
+  unrestrict?: boolean;
   default?: boolean;
   overlay?: boolean;
   force?: boolean;
@@ -62,6 +63,7 @@ export async function importCommand(ctx: Context, fullName: string, source: stri
     env,
     description: o.description,
     restricted: o.restricted,
+    unrestrict: o.unrestrict,
     extras: recordExtras({
       parents: o.under,
       whatis: o.whatis,
@@ -133,7 +135,8 @@ export function storeCommands(program: Command, action: Action): Command {
     .option('--append <VAR=VAL>', 'append VAL to path variable VAR (repeatable)', collect, [])
     .option('--setenv <VAR=VAL>', 'set VAR to VAL (repeatable)', collect, [])
     .option('--description <T>', 'one-line description')
-    .option('--restricted <GROUP>', 'only members of GROUP may load it')
+    .option('--restricted <GROUP>', 'only members of GROUP may load it or read its content (GROUP must exist)')
+    .option('--unrestrict', 'lift the restriction this content has from an earlier restricted import (staff)')
     .option('--default', 'mark as the default version of its name')
     .option('--overlay', 'the source is an overlayfs upperdir (char 0/0 whiteouts, opaque dirs)')
     .option('--force', 'replace an existing module of the same name with other content')
@@ -173,12 +176,19 @@ export function storeCommands(program: Command, action: Action): Command {
     .command('gc')
     .description('remove blobs no module or collection references')
     .option('--dry-run', 'list what would be removed')
+    .option('--grace <SECONDS>', 'keep what a catalog superseded less than SECONDS ago named (default $STRATA_GC_GRACE or 3600)')
     .action(
-      action(async (ctx, o: { dryRun?: boolean }) => {
-        const r = await (await ctx.store()).gc({ dryRun: o.dryRun });
+      action(async (ctx, o: { dryRun?: boolean; grace?: string }) => {
+        let graceSeconds: number | undefined;
+        if (o.grace !== undefined) {
+          graceSeconds = Number(o.grace);
+          if (!/^\d+$/.test(o.grace)) throw usage(`--grace ${o.grace}: expected a number of seconds`);
+        }
+        const r = await (await ctx.store()).gc({ dryRun: o.dryRun, graceSeconds });
         return result(r, () => [
           ...(o.dryRun ? r.removed.map((d) => `would remove ${d}`) : []),
-          `${o.dryRun ? 'would free' : 'freed'} ${human(r.bytes)} in ${plural(r.removed.length, 'blob')}`,
+          `${o.dryRun ? 'would free' : 'freed'} ${human(r.bytes)} in ${plural(r.removed.length, 'blob')}` +
+            (r.kept > 0 ? `; kept ${plural(r.kept, 'blob')} that builds started in the grace period may still read (--grace 0 frees them)` : ''),
         ]);
       }),
     );

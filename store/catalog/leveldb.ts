@@ -10,10 +10,13 @@
  *   d/<name>         → fullName            (marked default of a name)
  *   c/<collection>   → JSON                (saved collection, pinned records)
  *   r/<remote>       → JSON                (configured remote)
+ *   x/<layer CID>    → group               (restricted content: the layer and its manifest
+ *                                          stay group-only, whatever module names them)
  */
 import { Level } from 'level';
 import * as path from 'node:path';
 import { StrataError, STORE_ERR } from '../errors.js';
+import { publishCatalog, readCatalog } from './snapshot.js';
 
 export type Batch = Array<{ type: 'put'; key: string; value: string } | { type: 'del'; key: string }>;
 
@@ -34,11 +37,17 @@ export interface LockOptions {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Opens the index, runs `fn` with it, and closes it again, waiting for the lock if needed. */
+/**
+ * Opens the index, runs `fn` with it, and closes it again, waiting for the lock if needed.
+ * When `fn` changed the index (or no catalog was ever published), the new state is published
+ * as the store's catalog before the lock is released (store/catalog/snapshot.ts), so readers,
+ * who never take the lock, see each batch whole.
+ */
 export async function withIndex<T>(storeRoot: string, fn: (ix: IndexView) => Promise<T>, opts: LockOptions = {}): Promise<T> {
   const db = await openLocked(path.join(storeRoot, 'index'), opts);
+  let changed = false;
   try {
-    return await fn({
+    const result = await fn({
       get: (key) => db.get(key),
       range: async (prefix) => {
         const out: Array<[string, string]> = [];
@@ -46,8 +55,17 @@ export async function withIndex<T>(storeRoot: string, fn: (ix: IndexView) => Pro
         return out;
       },
       // sync: the batch is on disk before the command reports success (power loss included).
-      batch: (ops) => db.batch(ops, { sync: true }),
+      batch: async (ops) => {
+        await db.batch(ops, { sync: true });
+        changed = true;
+      },
     });
+    if (changed || (await readCatalog(storeRoot).catch(() => undefined)) === undefined) {
+      const keys: Record<string, string> = {};
+      for await (const [k, v] of db.iterator()) keys[k] = v;
+      await publishCatalog(storeRoot, keys);
+    }
+    return result;
   } finally {
     await db.close();
   }

@@ -34,6 +34,7 @@
  * Remotes live in the index at `r/<name>` as JSON {url, siteInternal}; no credential is ever
  * stored (the registry client finds them per host: credentials.ts).
  */
+import { lookupGroup } from '../../native/ids.js';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -119,7 +120,7 @@ export async function addRemote(store: LocalStore, name: string, url: string,
 
 /** Configured remotes, in name order. */
 export async function listRemotes(store: LocalStore): Promise<Remote[]> {
-  const rows = await store.index((ix) => ix.range('r/'));
+  const rows = await (await store.view()).range('r/');
   return rows.map(([k, v]) => {
     const j = JSON.parse(v) as { url: string; siteInternal?: boolean };
     return { name: k.slice(2), url: j.url, siteInternal: Boolean(j.siteInternal) };
@@ -299,7 +300,7 @@ async function compressLayer(store: LocalStore, hex: string, compression: Exclud
     },
   });
   try {
-    await pipelineAsync(createReadStream(store.blobs.blobPath(hex), { highWaterMark: 1 << 20 }), z, count,
+    await pipelineAsync(createReadStream(store.blobs.readPath(hex), { highWaterMark: 1 << 20 }), z, count,
       createWriteStream(path, { flags: 'wx', mode: 0o600 }));
   } catch (e) {
     await rm(path, { force: true });
@@ -494,13 +495,12 @@ function restrictedError(fullName: string, group: string, label: string): Strata
 }
 
 /**
- * The group a module's content is restricted to, or null.
- * TODO(restrictionOf): ask `store.restrictionOf(record.layer)` once the Store interface has it
- * (a layer is restricted when any module in any store on the path restricts it: restriction
- * follows content). Until then the module's own record decides.
+ * The group a module's content is restricted to, or null: its own record's group, else the
+ * group its layer is restricted to in any store on the path (restriction follows content, so
+ * an unrestricted re-import of a licensed layer cannot leave the site either).
  */
-function restrictionOf(m: LoadedModule): string | null {
-  return m.record.restricted ?? null;
+async function restrictionOf(store: LocalStore, m: LoadedModule): Promise<string | null> {
+  return m.record.restricted ?? (await store.restrictionOf(m.record.layer));
 }
 
 /**
@@ -527,7 +527,7 @@ export async function push(store: LocalStore, target: string, modules: string[],
   const out: PushResult[] = [];
   const sending: LoadedModule[] = [];
   for (const m of mods) {
-    const group = restrictionOf(m);
+    const group = await restrictionOf(store, m);
     if (group !== null && !dest.remote?.siteInternal) {
       if (modules.length > 0) throw restrictedError(m.fullName, group, dest.label);
       out.push({ fullName: m.fullName, record: m.cid, tag: tagFromFullName(m.fullName), uploaded: [], status: 'skipped',
@@ -540,7 +540,7 @@ export async function push(store: LocalStore, target: string, modules: string[],
   const marks = new Map<string, string>();
   try {
     for (const m of sending) {
-      const r = await pushModule(store, s, dest.label, m, compression, restrictionOf(m) !== null);
+      const r = await pushModule(store, s, dest.label, m, compression, (await restrictionOf(store, m)) !== null);
       const { name } = splitFullName(m.fullName);
       if (defaultOf.get(name) === m.fullName) {
         marks.set(name, m.fullName);
@@ -576,7 +576,7 @@ async function pushModule(store: LocalStore, s: Session, label: string, m: Loade
   const record: Descriptor = { mediaType: STRATA_MEDIA_TYPES.CONFIG, digest: `sha256:${recordHex}`,
     size: await blobSize(store, recordHex, `record of ${m.fullName}`) };
   let layer: Descriptor;
-  let layerPath: string | undefined = store.blobs.blobPath(layerHex);
+  let layerPath: string | undefined = store.blobs.readPath(layerHex);
   let temp: string | undefined;
   try {
     if (compression === 'none') {
@@ -601,8 +601,8 @@ async function pushModule(store: LocalStore, s: Session, label: string, m: Loade
     const uploaded: string[] = [];
     const blobs: Array<[Descriptor, string | undefined]> = [
       [layer, layerPath],
-      [sidecar, store.blobs.blobPath(sidecarHex)],
-      [record, store.blobs.blobPath(recordHex)],
+      [sidecar, store.blobs.readPath(sidecarHex)],
+      [record, store.blobs.readPath(recordHex)],
     ];
     for (const [b, path] of blobs) {
       if (path === undefined) {
@@ -666,6 +666,7 @@ export interface PullOptions extends TransferHooks {
  * remote's default mark for a pulled module's name is applied when this store has none.
  */
 export async function pull(store: LocalStore, source: string, refs: string[], opts: PullOptions = {}): Promise<PullResult[]> {
+  await store.ensureWritable();
   const dest = await resolveDestination(store, source);
   const s = new Session(dest.ref, opts);
   try {
@@ -796,6 +797,17 @@ async function pullArtifact(store: LocalStore, s: Session, art: ParsedArtifact, 
     });
   }
 
+  // Restricted content lands group-only, as an import with --restricted makes it.
+  let gid: number | undefined;
+  if (record.restricted !== null) {
+    gid = lookupGroup(record.restricted);
+    if (gid === undefined) {
+      throw new StrataError(STORE_ERR.ACCESS_DENIED, `${fullName} is restricted to group ${printable(record.restricted)}, which this host does not have`, {
+        hint: 'create the group first, then pull again',
+      });
+    }
+  }
+  const groupOf = async () => gid;
   s.begin(fullName, 'pull', art.layer.size + art.sidecar.size + art.record.size);
   let bytes = 0;
   if (await store.blobs.has(layer.hex)) {
@@ -804,7 +816,7 @@ async function pullArtifact(store: LocalStore, s: Session, art: ParsedArtifact, 
     const body = s.client.getBlob(art.layer.digest, art.layer.size);
     const c = art.layer.compression;
     try {
-      await store.blobs.put(c === 'none' ? body : decompressLayer(body, c, art.layer.diffSize, where), layer.hex);
+      await store.blobs.put(c === 'none' ? body : decompressLayer(body, c, art.layer.diffSize, where), layer.hex, groupOf);
     } catch (e) {
       // The blob itself was as named (getBlob checks it first); its tar is not the module's.
       if (c !== 'none' && e instanceof StrataError && e.code === STORE_ERR.DIGEST_MISMATCH && e.message.startsWith('content does not match')) {
@@ -819,7 +831,7 @@ async function pullArtifact(store: LocalStore, s: Session, art: ParsedArtifact, 
   if (await store.blobs.has(sidecar.hex)) {
     s.skip(art.sidecar.size);
   } else {
-    await store.blobs.put(s.client.getBlob(art.sidecar.digest, art.sidecar.size), sidecar.hex);
+    await store.blobs.put(s.client.getBlob(art.sidecar.digest, art.sidecar.size), sidecar.hex, groupOf);
     bytes += art.sidecar.size;
   }
   const m = await store.getJson<LayerManifest>(record.manifest, `manifest of ${fullName}`);
@@ -838,7 +850,10 @@ async function pullArtifact(store: LocalStore, s: Session, art: ParsedArtifact, 
     if (!(await present())) {
       throw new StrataError(STORE_ERR.BLOB_MISSING, `blobs of ${fullName} disappeared during the pull (a concurrent gc?)`, { hint: 'run the pull again' });
     }
-    await ix.batch([{ type: 'put', key: `m/${fullName}`, value: art.recordCid }]);
+    await ix.batch([
+      { type: 'put', key: `m/${fullName}`, value: art.recordCid },
+      ...(record.restricted !== null ? [{ type: 'put' as const, key: `x/${record.layer}`, value: record.restricted }] : []),
+    ]);
     return now === undefined ? ('pulled' as const) : ('replaced' as const);
   });
   return { fullName, record: art.recordCid, tag, bytes, status };
