@@ -114,6 +114,9 @@ export async function outputModules(
   }
   const user = currentUser();
   for (const m of mods) checkAccess({ fullName: m.fullName, restricted: m.record.restricted }, user);
+  // From here the build reads these blobs; holding them open keeps a concurrent rm + gc from
+  // taking them away mid-build (gc's grace period covers the time until now).
+  await store.hold(mods);
 
   return mods;
 }

@@ -130,6 +130,8 @@ export interface ModuleDescription {
 export interface VerifyReport {
   modules: number;
   problems: Array<{ module: string; what: string; blob: string; status: string }>;
+  /** Restricted modules whose content this user may not read (present only when there are some). */
+  skipped?: string[];
 }
 
 export interface OpenOptions extends LockOptions {}

@@ -167,6 +167,8 @@ export class LocalStore {
 
   async close(): Promise<void> {
     await this.blobs.close();
+    const state = await this.stateStore?.catch(() => undefined);
+    if (state && state !== this) await state.close();
   }
 
   /**
@@ -515,7 +517,7 @@ export class LocalStore {
       fsSync.rmSync(this.entryCachePath(hex), { force: true });
       const at = printable(e?.path ?? want?.[0] ?? '(end)');
       throw new StrataError(STORE_ERR.CACHE_INVALID, `the cached entry list of ${what} disagrees with the layer at '${at}'; the cache was dropped`, {
-        hint: 'run the command again (the entry list is rebuilt from the layer)',
+        hint: 'run the command again: the entry list is rebuilt from the layer',
       });
     };
   }
@@ -632,24 +634,39 @@ export class LocalStore {
   }
 
   // ---- collections (saved stacks, pinned to records) ----------------------------------------
+  //
+  // Collections are the user's own state (Lmod keeps them in ~/.lmod.d): they live in the own
+  // store, the first on the path. When the user cannot write that store (a site store named
+  // alone), they live in the user's default store instead, which nobody else writes.
+
+  private stateStore: Promise<LocalStore> | undefined;
+
+  /** Where this user's collections are: this store when it is theirs to write, else their default store. */
+  private collections(): Promise<LocalStore> {
+    if (this.writable) return Promise.resolve(this);
+    const own = path.resolve(process.env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share'), 'strata');
+    if (own === this.root) return Promise.resolve(this);
+    this.stateStore ??= LocalStore.open(own, { ...this.lockOptions, create: false, implicit: true });
+    return this.stateStore;
+  }
 
   /** Saves (or replaces) collection `name`. Atomic: a reader sees the old or the new one. */
   async saveCollection(name: string, c: Collection): Promise<void> {
     checkCollectionName(name);
-    await this.index((ix) => ix.batch([{ type: 'put', key: `c/${name}`, value: serializeCollection(c) }]));
+    await (await this.collections()).index((ix) => ix.batch([{ type: 'put', key: `c/${name}`, value: serializeCollection(c) }]));
   }
 
   /** Collection `name`, validated; undefined when there is none. */
   async loadCollection(name: string): Promise<Collection | undefined> {
     checkCollectionName(name);
-    const text = await (await this.view()).get(`c/${name}`);
+    const text = await (await (await this.collections()).view()).get(`c/${name}`);
     return text === undefined ? undefined : parseCollection(text, name);
   }
 
   /** Removes collection `name` (its pins go with it); false when there was none. */
   async removeCollection(name: string): Promise<boolean> {
     checkCollectionName(name);
-    return this.index(async (ix) => {
+    return (await this.collections()).index(async (ix) => {
       if ((await ix.get(`c/${name}`)) === undefined) return false;
       await ix.batch([{ type: 'del', key: `c/${name}` }]);
       return true;
@@ -658,7 +675,7 @@ export class LocalStore {
 
   /** Names of the saved collections, sorted. */
   async listCollections(): Promise<string[]> {
-    return (await (await this.view()).range('c/')).map(([k]) => k.slice(2));
+    return (await (await (await this.collections()).view()).range('c/')).map(([k]) => k.slice(2));
   }
 
   // ---- maintenance ----------------------------------------------------------------------
@@ -732,6 +749,7 @@ export class LocalStore {
     const chosen = only ? mods.filter((m) => m.fullName === only || m.cid === only) : mods;
     if (only && chosen.length === 0) throw new StrataError(STORE_ERR.NOT_FOUND, `no module ${only} in the store`);
     const problems: Array<{ module: string; what: string; blob: string; status: string }> = [];
+    const skipped = new Set<string>();
     const checked = new Map<string, string>();
     const check = async (cid: string) => {
       const hex = parseCid(cid).hex;
@@ -753,10 +771,12 @@ export class LocalStore {
       }
       for (const [what, cid] of [['manifest', record.manifest], ['layer', record.layer]] as const) {
         const s = await check(cid);
-        if (s !== 'ok') problems.push({ module: m.fullName, what, blob: cid, status: s });
+        // Restricted content this user may not read is not a problem of the store: skipped.
+        if (s === 'unreadable') skipped.add(m.fullName);
+        else if (s !== 'ok') problems.push({ module: m.fullName, what, blob: cid, status: s });
       }
     }
-    return { modules: chosen.length, problems };
+    return { modules: chosen.length, problems, ...(skipped.size > 0 ? { skipped: [...skipped] } : {}) };
   }
 }
 

@@ -112,7 +112,10 @@ export async function showCommand(ctx: Context, ref: string): Promise<Result> {
 export async function verifyCommand(ctx: Context, ref?: string): Promise<Result> {
   const r = await (await ctx.store()).verify(ref);
   const text = () =>
-    r.problems.length === 0 ? `${plural(r.modules, 'module')} verified, no problems` : r.problems.map((p) => `${p.module}: ${p.what} ${p.blob} is ${p.status}`);
+    r.problems.length === 0
+      ? `${plural(r.modules - (r.skipped?.length ?? 0), 'module')} verified, no problems` +
+        (r.skipped ? `; ${plural(r.skipped.length, 'restricted module')} skipped (not readable by you)` : '')
+      : r.problems.map((p) => `${p.module}: ${p.what} ${p.blob} is ${p.status}`);
   if (r.problems.length === 0) return result(r, text);
   const mods = new Set(r.problems.map((p) => p.module)).size;
   return result(r, text, {
