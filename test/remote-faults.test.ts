@@ -189,7 +189,7 @@ test('a tampered blob in the registry is refused at pull; the store is unchanged
   writeFileSync(path, bytes);
 
   const B = join(ctx.dir, 'B');
-  strataJson(B, ['store', 'ls']);
+  strataJson(B, ['store', 'gc']); // creates the store
   const before = fileListing(B).filter((f) => !f.startsWith('index/'));
   const line = assertOneLineError(strata(B, ['store', 'pull', `${ctx.reg.host}/${REPO}`, 'small/1']), 'pull of a tampered layer', /wrong content/);
   assert.match(line, new RegExp(`sha256:${cidHex(imp.layer)}`));
