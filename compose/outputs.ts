@@ -76,7 +76,7 @@ export async function buildSandbox(
 }
 
 export interface InspectInfo {
-  kind: 'sandbox' | 'squashfs image';
+  kind: 'sandbox' | 'squashfs image' | 'erofs image';
   lock: Lock;
   env: string;
   acls: { paths: number; withDefault: number; entries: AclIndex['entries'] };
@@ -98,10 +98,10 @@ export async function inspectTarget(target: string): Promise<InspectInfo> {
     }
     return describe(target, 'sandbox', async (p) => fsp.readFile(path.join(target, p)).catch(() => undefined));
   }
-  const { SquashfsImage } = await import('./image/index.js');
-  const img = await SquashfsImage.open(target);
+  const { openImage } = await import('./image/index.js');
+  const img = await openImage(target);
   try {
-    return await describe(target, 'squashfs image', async (p) => ((await img.stat(p)) ? img.readFile(p) : undefined));
+    return await describe(target, img.format === 'erofs' ? 'erofs image' : 'squashfs image', async (p) => ((await img.stat(p)) ? img.readFile(p) : undefined));
   } finally {
     await img.close();
   }

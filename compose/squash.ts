@@ -23,10 +23,13 @@ import { StrataError, COMPOSE_ERR } from './errors.js';
 import type { LoadedModule, Store, LayerEntry } from '../store/index.js';
 import { forEachPlannedFile, plannedBytes } from './merge.js';
 import { outputLicence, planOutput } from './outputs.js';
-import { checkSquashOptions, SquashfsWriter, type SquashOptions } from './image/index.js';
+import { checkErofsOptions, checkSquashOptions, ErofsWriter, SquashfsWriter, type ErofsCompressor, type ImageFormat, type SquashOptions } from './image/index.js';
 
 export interface ImageOptions {
-  compressor?: SquashOptions['compressor'];
+  /** squashfs (default) or erofs. */
+  format?: ImageFormat;
+  /** SquashFS: zstd (default), gzip, lz4; EROFS: lz4 (default), zstd, none. */
+  compressor?: SquashOptions['compressor'] | ErofsCompressor;
   level?: number;
   blockSize?: number;
   workers?: number;
@@ -59,22 +62,49 @@ export function imageEntry(e: LayerEntry, prefer?: number): LayerEntry {
 
 /** Throws ERR_IMAGE_OPTIONS (with a hint) for options no image can be built with. */
 export function checkImageOptions(opts: ImageOptions): void {
-  checkSquashOptions({ compressor: opts.compressor ?? 'zstd', level: opts.level, blockSize: opts.blockSize, workers: opts.workers });
+  if (opts.format === 'erofs') {
+    checkErofsOptions({ compressor: (opts.compressor ?? 'lz4') as ErofsCompressor, level: opts.level, extentSize: opts.blockSize, workers: opts.workers });
+  } else {
+    checkSquashOptions({ compressor: (opts.compressor ?? 'zstd') as SquashOptions['compressor'], level: opts.level, blockSize: opts.blockSize, workers: opts.workers });
+  }
 }
 
+/** What buildImage needs of a format's writer (SquashfsWriter and ErofsWriter both are one). */
+interface ImageSink {
+  addEntry(e: LayerEntry): void;
+  addFile(e: LayerEntry, body: AsyncIterable<Uint8Array>, group: string, opts: { cacheGid?: number }): Promise<void>;
+  finish(): Promise<{ sha256: string; bytes: number; cacheHits: number; cacheMisses: number }>;
+  abort(): Promise<void>;
+}
+
+async function createSink(out: string, store: Store, opts: ImageOptions, gid: number | undefined): Promise<ImageSink> {
+  const cacheDir = opts.cache === false ? undefined : store.cacheDir;
+  const access = gid !== undefined ? { access: { gid } } : {};
+  if (opts.format === 'erofs') {
+    return ErofsWriter.create(out, { compressor: (opts.compressor ?? 'lz4') as ErofsCompressor, level: opts.level, extentSize: opts.blockSize, workers: opts.workers, cacheDir, ...access });
+  }
+  return SquashfsWriter.create(out, {
+    compressor: (opts.compressor ?? 'zstd') as SquashOptions['compressor'],
+    level: opts.level,
+    blockSize: opts.blockSize,
+    workers: opts.workers,
+    cacheDir,
+    mkfsTime: 0,
+    ...access,
+  });
+}
+
+/**
+ * Writes the stack as one image of `opts.format`. SquashFS cannot hold ACLs: paths with one
+ * get the licence rule's narrowed mode and group (imageEntry). EROFS holds them: entries go in
+ * as the layers have them, and the kernel enforces the ACLs on mount.
+ */
 export async function buildImage(store: Store, mods: LoadedModule[], out: string, opts: ImageOptions = {}): Promise<ImageResult> {
   const licence = outputLicence(mods);
   await checkOutput(out);
   const { plan, embedded } = await planOutput(store, mods);
-  const writer = await SquashfsWriter.create(out, {
-    compressor: opts.compressor ?? 'zstd',
-    level: opts.level,
-    blockSize: opts.blockSize,
-    workers: opts.workers,
-    cacheDir: opts.cache === false ? undefined : store.cacheDir,
-    mkfsTime: 0,
-    ...(licence ? { access: { gid: licence.gid } } : {}),
-  });
+  const writer = await createSink(out, store, opts, licence?.gid);
+  const keepsAcls = opts.format === 'erofs';
   const restricted = (layer: number): boolean => mods[layer]?.record.restricted != null;
   const cacheOf = (licensed: boolean) => (licence && licensed ? { cacheGid: licence.gid } : {});
   try {
@@ -82,7 +112,7 @@ export async function buildImage(store: Store, mods: LoadedModule[], out: string
     let aclPaths = 0;
     for (const { entry, layer } of plan.entries) {
       if (entry.acl) aclPaths++;
-      const e = imageEntry(entry, licence && restricted(layer) ? licence.gid : undefined);
+      const e = keepsAcls ? entry : imageEntry(entry, licence && restricted(layer) ? licence.gid : undefined);
       if (e.type === 'file') finalEntry.set(e.path, e);
       else writer.addEntry(e);
     }

@@ -1,5 +1,6 @@
 /**
- * `strata unsquash IMAGE DIR`: extracts an image and puts back what SquashFS could not hold —
+ * `strata unsquash IMAGE DIR`: extracts an image (SquashFS or EROFS, told by its magic) and puts
+ * back what SquashFS could not hold (an EROFS image holds it already; its acl.json agrees) —
  * each path's POSIX ACLs and original mode (and owning group, when the image changed it),
  * from the image's /.strata/acl.json, in the same pass through the one tree writer: nothing
  * is looked up or changed by path afterwards.
@@ -7,7 +8,7 @@
 import { aclFromText } from '../native/acl.js';
 import { StrataError } from './errors.js';
 import { IMAGE_ERR } from './image/errors.js';
-import { SquashfsImage, q } from './image/index.js';
+import { openImage, q } from './image/index.js';
 import { checkPath, extractImage, type Restore } from './tree/image.js';
 
 export interface UnsquashResult {
@@ -18,7 +19,7 @@ export interface UnsquashResult {
 }
 
 export async function unsquash(image: string, dir: string): Promise<UnsquashResult> {
-  const img = await SquashfsImage.open(image);
+  const img = await openImage(image);
   try {
     const restore = (await img.stat('.strata/acl.json')) ? parseAclIndex(image, await img.readFile('.strata/acl.json')) : undefined;
     const r = await extractImage(img, dir, { restore });

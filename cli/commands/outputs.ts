@@ -5,6 +5,7 @@ import { Command } from 'commander';
 import { buildSourceOf } from '../../compose/lock.js';
 import { buildSandbox, inspectTarget } from '../../compose/outputs.js';
 import { IMAGE_ERR } from '../../compose/image/errors.js';
+import { formatOf } from '../../compose/image/index.js';
 import { buildImage, checkImageOptions, type ImageOptions } from '../../compose/squash.js';
 import { isStrataError } from '../../native/errors.js';
 import { unsquash } from '../../compose/unsquash.js';
@@ -21,7 +22,8 @@ interface From {
 }
 
 interface SquashFlags extends From {
-  comp: string;
+  format?: string;
+  comp?: string;
   level?: number;
   blockSize?: number;
   workers?: number;
@@ -33,8 +35,10 @@ function checkFrom(o: From): void {
 
 async function squash(ctx: Context, out: string, o: SquashFlags): Promise<Result> {
   checkFrom(o);
-  const options: ImageOptions = { compressor: o.comp as ImageOptions['compressor'], level: o.level, blockSize: o.blockSize, workers: o.workers };
+  let options: ImageOptions;
   try {
+    const format = formatOf(out, o.format);
+    options = { format, compressor: o.comp as ImageOptions['compressor'], level: o.level, blockSize: o.blockSize, workers: o.workers };
     checkImageOptions(options);
   } catch (e) {
     // Out-of-range option values are command-line usage (exit 2), like a malformed number.
@@ -47,7 +51,7 @@ async function squash(ctx: Context, out: string, o: SquashFlags): Promise<Result
   const r = await buildImage(store, mods, out, { ...options, onProgress: (n, total) => bar.update(n, total) });
   bar.done();
   const warnings =
-    r.aclPaths > 0
+    r.aclPaths > 0 && options.format !== 'erofs'
       ? [`${plural(r.aclPaths, 'path carries', 'paths carry')} POSIX ACLs, which SquashFS cannot store: kept in /.strata/acl.json, modes narrowed so that no one gets more than the ACL gave them (restore with \`strata unsquash\`)`]
       : [];
   return result(r, () => `wrote ${out}: ${plural(r.entries, 'entry', 'entries')}, ${human(r.bytes)}, sha256 ${r.sha256}`, { warnings });
@@ -62,9 +66,10 @@ function parseInteger(flag: string): (v: string) => number {
 
 function imageOptions(c: Command): Command {
   return c
-    .option('--comp <name>', 'compressor: zstd (default), gzip or lz4', 'zstd')
+    .option('--format <f>', 'squashfs (default) or erofs (POSIX ACLs kept and enforced by the kernel); OUT ending in .erofs means erofs')
+    .option('--comp <name>', 'compressor: squashfs zstd (default), gzip or lz4; erofs lz4 (default), zstd or none')
     .option('--level <n>', 'compression level', parseInteger('--level'))
-    .option('--block-size <n>', 'data block size in bytes (power of two, 4096..1048576)', parseInteger('--block-size'))
+    .option('--block-size <n>', 'data block size in bytes (squashfs: power of two, 4096..1048576; erofs: the extent size, 8192..1048576)', parseInteger('--block-size'))
     .option('--workers <n>', 'compression threads (default: all cores; never changes the bytes)', parseInteger('--workers'));
 }
 
@@ -91,7 +96,8 @@ export function outputCommands(program: Command, compose: Command, action: Actio
   imageOptions(
     compose
       .command('squash <out>')
-      .description('write the stack as one SquashFS image')
+      .alias('image')
+      .description('write the stack as one image (SquashFS, or EROFS with --format erofs / OUT.erofs)')
       .option('--lock <file>', 'build from this lock instead of the stack')
       .option('--cids <file>', 'build from this hash list'),
   ).action(action((ctx, out: string, o: SquashFlags) => squash(ctx, out, o)));
@@ -107,7 +113,7 @@ export function outputCommands(program: Command, compose: Command, action: Actio
 
   program
     .command('unsquash <image> <dir>')
-    .description('extract an image and restore its POSIX ACLs from /.strata/acl.json')
+    .description('extract an image (SquashFS or EROFS) with its POSIX ACLs (SquashFS: from /.strata/acl.json)')
     .action(
       action(async (ctx, image: string, dir: string) => {
         const { warnings, ...r } = await unsquash(image, dir);

@@ -1,7 +1,7 @@
 /**
  * The image format library: writes and reads trees of entries as image files. It knows
  * nothing of modules, stores or locks (compose/ builds on it). Formats live in their folders
- * (squashfs/); what a second format can share is in shared/:
+ * (squashfs/, erofs/; open.ts opens either by its magic); what both share is in shared/:
  *
  *   shared/codecs.ts       gzip, zstd, lz4 compressors and decompressors (+ xz decoding)
  *   shared/worker-pool.ts  worker threads running jobs of one kind (compression)
@@ -10,5 +10,8 @@
  *   shared/output-file.ts  temp file beside OUT, O_EXCL|O_NOFOLLOW, one rename
  */
 export * from './squashfs/index.js';
+export { ErofsWriter, checkErofsOptions, type ErofsOptions, type ErofsResult, type ErofsCompressor } from './erofs/writer.js';
+export { ErofsImage } from './erofs/reader.js';
+export { openImage, imageFormat, formatOf, type ImageReader, type ImageFormat } from './open.js';
 export { blockCacheUsage, pruneBlockCache, parseByteSize, listCacheEntries, BLOCK_CACHE_DIR, type BlockCacheUsage, type PruneOptions, type PruneResult, type CacheEntry } from './shared/block-cache.js';
 export { removeStaleTemps, type OutputAccess } from './shared/output-file.js';

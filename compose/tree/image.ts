@@ -17,7 +17,7 @@
 import * as fs from 'node:fs';
 import type { LayerEntry } from '../../store/index.js';
 import { StrataError, IMAGE_ERR } from '../image/errors.js';
-import { q, type ImageEntry, type SquashfsImage } from '../image/index.js';
+import { q, type ImageEntry, type ImageReader } from '../image/index.js';
 import { buildTree, type TreeOptions, type TreeResult } from './index.js';
 import type { SkipKind } from './writer.js';
 
@@ -61,7 +61,7 @@ function parentOf(path: string): string {
 }
 
 /** Extracts every entry of `image` into `dir` (see the file comment). */
-export async function extractImage(image: SquashfsImage, dir: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
+export async function extractImage(image: ImageReader, dir: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
   const restore = opts.restore ?? new Map<string, Restore>();
   return buildTree(dir, { force: opts.force, onSkip: opts.onSkip }, async (w) => {
     const zeros = Buffer.alloc(image.superblock.blockSize);

@@ -53,6 +53,7 @@ import {
   xattrEntrySize,
 } from './format.js';
 import { Spill, type SpillRef } from './spill.js';
+import { OutputFile, type OutputAccess } from '../shared/output-file.js';
 
 export type { ErofsCompressor };
 
@@ -70,11 +71,20 @@ export interface ErofsOptions {
   workers?: number;
   /** Root of the compressed-block cache (the store's cache/); absent = no cache. */
   cacheDir?: string;
+  /** Who may read the finished image (default: as the umask allows). */
+  access?: OutputAccess;
+}
+
+/** Where a file's extents are cached: readable only by `cacheGid` for restricted content. */
+export interface ErofsFileOptions {
+  cacheGid?: number;
 }
 
 export interface ErofsResult {
   /** Image size on disk (a multiple of 4096). */
   bytes: number;
+  /** sha256 (hex) of the image. */
+  sha256: string;
   inodes: number;
   cacheHits: number;
   cacheMisses: number;
@@ -191,6 +201,7 @@ export class ErofsWriter {
   private readonly pool: WorkerPool<BlockJob, BlockResult> | undefined;
   /** The group (layer) of the file being written: where its extents are filed in the block cache. */
   private group = 'strata-metadata';
+  private groupGid: number | undefined;
   private readonly maxInFlight: number;
   private readonly queue: Job[] = [];
   /** Next free byte of the data area (always a block boundary between writes). */
@@ -212,10 +223,11 @@ export class ErofsWriter {
   private zeroBlock = NULL_ADDR;
   private usedChunks = false;
 
+  private readonly tmpPath: string;
+  private readonly fh: fs.FileHandle;
+
   private constructor(
-    private readonly outPath: string,
-    private readonly tmpPath: string,
-    private readonly fh: fs.FileHandle,
+    private readonly out: OutputFile,
     private readonly codec: ErofsCodec,
     private readonly extentSize: number,
     threads: number,
@@ -230,22 +242,23 @@ export class ErofsWriter {
         })
       : undefined;
     this.maxInFlight = codec.spec ? threads * 2 + 2 : 64;
-    this.spill = new Spill(`${tmpPath}.tails`);
+    this.tmpPath = out.tmpPath;
+    this.fh = out.fh;
+    this.spill = new Spill(`${out.tmpPath}.tails`);
   }
 
   /**
-   * Opens `<outPath>.tmp-<pid>` for writing; finish() renames it to outPath, abort() removes
-   * it. Throws ERR_IMAGE_OPTIONS for bad options (see checkErofsOptions).
+   * Opens a temp file beside `outPath` (shared/output-file.ts: O_EXCL, never following a
+   * planted name); finish() renames it to outPath, abort() removes it. Throws
+   * ERR_IMAGE_OPTIONS for bad options (see checkErofsOptions).
    */
   static async create(outPath: string, opts: ErofsOptions): Promise<ErofsWriter> {
     const { codec, extentSize, workers } = checkErofsOptions(opts);
-    const tmp = `${outPath}.tmp-${process.pid}`;
-    const fh = await fs.open(tmp, 'w');
+    const out = await OutputFile.create(outPath, opts.access ?? {});
     try {
-      return new ErofsWriter(outPath, tmp, fh, codec, extentSize, workers, opts.cacheDir);
+      return new ErofsWriter(out, codec, extentSize, workers, opts.cacheDir);
     } catch (e) {
-      await fh.close();
-      await fs.rm(tmp, { force: true });
+      await out.abort();
       throw e;
     }
   }
@@ -280,7 +293,7 @@ export class ErofsWriter {
    * `group` (the layer a file comes from) files its extents in the block cache; EROFS packs
    * no data of two files into one block, so it does not change the bytes.
    */
-  addFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string): Promise<void> {
+  addFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: ErofsFileOptions = {}): Promise<void> {
     try {
       this.check();
     } catch (e) {
@@ -289,6 +302,7 @@ export class ErofsWriter {
     const run = this.chain.then(async () => {
       if (this.failed) throw this.failed;
       this.group = group;
+      this.groupGid = opts.cacheGid;
       try {
         await this.streamFile(entry, content);
       } catch (e) {
@@ -386,7 +400,7 @@ export class ErofsWriter {
   private async pushExtent(data: Extract<FileData, { kind: 'z' }>, raw: Buffer): Promise<void> {
     const lclusters = Math.ceil(raw.length / BLOCK_SIZE);
     const len = raw.length;
-    const p = this.pool!.run({ raw, allowSparse: true, place: { tag: this.group } }, transferable(raw));
+    const p = this.pool!.run({ raw, allowSparse: true, place: { tag: this.group, ...(this.groupGid !== undefined ? { gid: this.groupGid } : {}) } }, transferable(raw));
     p.catch(() => undefined); // awaited in order by writeHead
     await this.enqueue({
       p,
@@ -515,9 +529,8 @@ export class ErofsWriter {
   async abort(): Promise<void> {
     this.closed = true;
     await this.pool?.close();
-    await this.fh.close().catch(() => undefined);
+    await this.out.abort();
     await this.spill.close().catch(() => undefined);
-    await fs.rm(this.tmpPath, { force: true });
   }
 
   private buildTree(): Node {
@@ -699,10 +712,9 @@ export class ErofsWriter {
     }
     await this.writeAll(Buffer.concat(head), SUPER_OFFSET);
     await this.fh.truncate(end);
-    await this.fh.sync();
-    await this.fh.close();
-    await fs.rename(this.tmpPath, this.outPath);
-    return { bytes: end, inodes: inodes.length, cacheHits: this.hits, cacheMisses: this.misses };
+    const sha256 = await this.out.sha256();
+    await this.out.commit();
+    return { bytes: end, sha256, inodes: inodes.length, cacheHits: this.hits, cacheMisses: this.misses };
   }
 
   private plan(n: Node, items: XattrItem[], sharedId: Map<string, number>, buildTime: number): Plan {
