@@ -3,20 +3,21 @@
  *  - `compose squash --format erofs` and an OUT ending in `.erofs` (and the `compose image`
  *    alias) of the test stack: fsck.erofs is clean; under a kernel mount the tree equals the
  *    sandbox, POSIX ACLs included (getfacl, getfattr, lstat: snapshotTree), no narrowing;
- *  - `rebuild LOCK -o X.erofs` gives the same bytes; lz4 and zstd; the default is lz4;
+ *  - `rebuild LOCK -o X.erofs` gives the same bytes: one worker or all, a cold or warm cache, root
+ *    or a user who only reads the store; lz4 and zstd; the default is lz4;
  *  - `inspect` and `unsquash` read EROFS: the extracted tree equals the sandbox;
  *  - truncated and corrupt images: one line, exit 1, nothing written outside the target.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeStack } from './fixtures/stack.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { removeDir, run, tempDir } from './helpers/tmp.js';
 import { diffTrees, snapshotTree } from './helpers/tree.js';
-import { cli, cliJson, cliOk, importStack, type CliOptions } from './image-harness.js';
+import { cli, cliJson, cliOk, importStack, NOBODY, type CliOptions } from './image-harness.js';
 
 interface Ctx {
   dir: string;
@@ -94,6 +95,18 @@ else {
     const c = join(dir, 'r3.img');
     cliOk(o, '-q', 'rebuild', join(o.cwd, 'strata.lock'), '-o', c, '--format', 'erofs', '--workers', '1');
     assert.is(sha(c), sha(a), 'one worker, the same bytes');
+    // A cold cache, and a user who only reads the store (uid 65534, caches in its own HOME).
+    rmSync(join(o.store, 'cache'), { recursive: true, force: true });
+    const cold = join(dir, 'r4.erofs');
+    cliOk(o, '-q', 'rebuild', join(o.cwd, 'strata.lock'), '-o', cold);
+    assert.is(sha(cold), sha(a), 'a cold block cache, the same bytes');
+    chmodSync(dir, 0o755);
+    const theirs = join(dir, 'nobody');
+    mkdirSync(theirs);
+    chownSync(theirs, NOBODY, NOBODY);
+    copyFileSync(join(o.cwd, 'strata.lock'), join(theirs, 'strata.lock'));
+    cliOk({ ...o, cwd: theirs, nobody: true, env: { HOME: theirs } }, '-q', 'rebuild', join(theirs, 'strata.lock'), '-o', join(theirs, 'n.erofs'));
+    assert.is(sha(join(theirs, 'n.erofs')), sha(a), 'not root, from a store it cannot write: the same bytes');
     const info = cliJson<{ kind: string; lock: { modules: Array<{ fullName: string }> } }>(o, 'inspect', a);
     assert.is(info.kind, 'erofs image');
     assert.equal(info.lock.modules.map((m) => m.fullName), ['base/1.0', 'mid/2.0', 'app/3.1', 'lic/2024.1']);
