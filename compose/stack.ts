@@ -477,7 +477,8 @@ class Engine {
         this.settle();
       }
     }
-    if (unknown.length > 0) throw whyNotFound(unknown, this.t.available);
+    // Named in the order they were given, as Lmod's error lists them.
+    if (unknown.length > 0) throw whyNotFound(unknown.reverse(), this.t.available);
   }
 
   // ---- unload --------------------------------------------------------------------------
