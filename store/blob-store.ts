@@ -24,6 +24,8 @@ const WRITES_IN_FLIGHT = 8;
 export interface PutResult {
   hex: string;
   size: number;
+  /** What the store held under this digest before: nothing, these bytes, or damaged bytes (now good). */
+  prior: 'absent' | 'ok' | 'damaged';
 }
 
 export class BlobStore {
@@ -150,19 +152,29 @@ export class BlobStore {
       await fsp.rm(tmp, { force: true });
       throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `content does not match sha256:${expectHex} (got sha256:${hex})`);
     }
+    let prior: 'absent' | 'ok' | 'damaged';
     try {
       const gid = await groupOf?.(hex);
       if (gid !== undefined) await BlobStore.restrict(tmp, gid);
+      prior = await this.prior(hex, size);
     } catch (e) {
       await fsp.rm(tmp, { force: true });
       throw e;
     }
     await this.commit(tmp, hex);
-    return { hex, size };
+    return { hex, size, prior };
   }
 
   async putBytes(bytes: Uint8Array, groupOf?: (hex: string) => Promise<number | undefined>): Promise<string> {
     return (await this.put([bytes], undefined, groupOf)).hex;
+  }
+
+  /** What this store held under `hex` before a put of `size` bytes: nothing, the same bytes, or damage. */
+  private async prior(hex: string, size: number): Promise<'absent' | 'ok' | 'damaged'> {
+    const st = await fsp.stat(this.blobPath(hex)).catch(() => undefined);
+    if (!st) return 'absent';
+    if (st.size !== size) return 'damaged';
+    return (await this.check(hex).catch(() => 'corrupt')) === 'ok' ? 'ok' : 'damaged';
   }
 
   /**

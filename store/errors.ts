@@ -44,6 +44,8 @@ export const STORE_ERR = {
   NO_STORE: 'ERR_NO_STORE',
   /** A cache (entry list, block pack) disagrees with the layer it was derived from. */
   CACHE_INVALID: 'ERR_CACHE_INVALID',
+  /** A module others still need (requirements, saved collections): rm refused without --force. */
+  IN_USE: 'ERR_IN_USE',
   /** `store verify` found damaged or missing blobs. */
   VERIFY_FAILED: 'ERR_VERIFY_FAILED',
 } as const;

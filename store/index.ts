@@ -75,8 +75,11 @@ export interface Store extends StoreReader {
   list(pattern?: string): Promise<ModuleSummary[]>;
   /** A module with the sizes and counts `store show` prints. */
   describe(ref: string): Promise<ModuleDescription>;
-  /** Removes a module's name (and its default mark) atomically; blobs go at the next gc. */
-  remove(fullName: string): Promise<void>;
+  /**
+   * Removes a module's name (and its default mark) atomically; blobs go at the next gc.
+   * ERR_IN_USE (naming them) while other modules need it or collections pin it, unless `force`.
+   */
+  remove(fullName: string, opts?: { force?: boolean }): Promise<void>;
   /** Marks the default version of a name. Atomic. */
   setDefault(fullName: string): Promise<void>;
   /**

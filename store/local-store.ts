@@ -48,13 +48,16 @@ export interface ImportOptions {
   labels?: Record<string, string>;
   /** The optional Lmod fields (whatis, keywords, hidden, sticky, parents, prereq, loadAny); unset ones stay out of the record. */
   extras?: RecordExtras;
+  /** Accept requirements (requires, prereq, parents, load-any) that name nothing on the store path yet. */
+  allowMissing?: boolean;
   /** Called while the canonical layer is written: bytes so far, and about how many in all. */
   onProgress?(done: number, total: number): void;
 }
 
 export interface ImportResult {
   fullName: string;
-  status: 'imported' | 'unchanged' | 'replaced';
+  /** `repaired`: the module was there, and a damaged blob of it was rewritten with the good bytes. */
+  status: 'imported' | 'unchanged' | 'replaced' | 'repaired';
   record: string;
   layer: string;
   manifest: string;
@@ -205,7 +208,7 @@ export class LocalStore {
    * the own store hides the same key below it (names resolve in path order, as Lmod's
    * MODULEPATH); collections (c/) are the own store's only.
    */
-  async view(): Promise<IndexView> {
+  async view(opts: { absentOk?: boolean } = {}): Promise<IndexView> {
     if (this.catalog) return this.catalog;
     const layers: Array<Record<string, string>> = [];
     if (this.present) {
@@ -216,7 +219,7 @@ export class LocalStore {
         });
       }
       layers.push(own.keys);
-    } else if (!this.opts.implicit) {
+    } else if (!this.opts.implicit && !opts.absentOk) {
       throw noStore(this.root);
     }
     for (const l of this.opts.lowers ?? []) {
@@ -278,8 +281,11 @@ export class LocalStore {
       // The entry list goes to the cache as the canonical tar is written: no list in memory.
       const rows = this.entryIndexWriter();
       let hex: string;
+      let repaired = false; // a blob was absent or damaged before this put
       try {
-        hex = (await this.blobs.put(counted(built.tar((e) => rows.add(e)), built.bytes + 512 * built.entries, opts.onProgress), undefined, groupOf)).hex;
+        const put = await this.blobs.put(counted(built.tar((e) => rows.add(e)), built.bytes + 512 * built.entries, opts.onProgress), undefined, groupOf);
+        hex = put.hex;
+        repaired = put.prior !== 'ok';
         await rows.commit(hex, gid ?? (await groupOf(hex)));
       } finally {
         rows.abort();
@@ -287,8 +293,9 @@ export class LocalStore {
       const layer = cidFromHex(RAW_CODEC, hex);
       const manifest = built.manifest(layer);
       const layerGid = gid ?? (await groupOf(parseCid(layer).hex));
-      const manifestCid = cidFromHex(JSON_CODEC, await this.blobs.putBytes(canonicalJson(manifest), async () => layerGid));
-      return { layer, manifest: manifestCid, entries: built.entries, bytes: built.bytes, skipped, image };
+      const mput = await this.blobs.put([canonicalJson(manifest)], undefined, async () => layerGid);
+      const manifestCid = cidFromHex(JSON_CODEC, mput.hex);
+      return { layer, manifest: manifestCid, entries: built.entries, bytes: built.bytes, skipped, image, repaired: repaired || mput.prior !== 'ok' };
     } finally {
       builder.dispose();
       for (const p of spools) await fsp.rm(p, { force: true });
@@ -305,7 +312,8 @@ export class LocalStore {
     const extras = recordExtras(opts.extras ?? {});
     for (const m of [...(opts.requires ?? []), ...(opts.conflicts ?? []), ...(extras.parents ?? []), ...(extras.prereq ?? []), ...(extras.loadAny ?? []).flat()]) checkFullName(m);
     if (opts.restricted !== undefined) groupId(opts.restricted);
-    const { image, ...layer } = await this.importLayer(source, opts);
+    if (!opts.allowMissing) await this.checkRequirementsExist(moduleName, opts.requires ?? [], extras);
+    const { image, repaired, ...layer } = await this.importLayer(source, opts);
     const { name, version } = splitFullName(moduleName);
     const labels = { ...(image?.labels ?? {}), ...(opts.labels ?? {}) };
     const record: ModuleRecord = {
@@ -324,10 +332,14 @@ export class LocalStore {
       ...extras,
     };
     const fullName = fullNameOf(record);
-    const recordCid = await this.putJson(record);
+    const rput = await this.blobs.put([canonicalJson(record)]);
+    const recordCid = cidFromHex(JSON_CODEC, rput.hex);
+    // For a module already indexed with this record, a blob that was not intact before was missing
+    // or damaged, and is now repaired.
+    const same = repaired || rput.prior !== 'ok' ? ('repaired' as const) : ('unchanged' as const);
     const status = await this.index(async (ix) => {
       const existing = await ix.get(`m/${fullName}`);
-      if (existing === recordCid && !opts.default) return 'unchanged' as const;
+      if (existing === recordCid && !opts.default) return same;
       if (existing !== undefined && existing !== recordCid && !opts.force) {
         throw new StrataError(STORE_ERR.EXISTS, `${fullName} is already in the store with other content`, {
           hint: 'use --force to replace it, or import under another version',
@@ -339,9 +351,23 @@ export class LocalStore {
       if (opts.restricted !== undefined) ops.push({ type: 'put', key: `x/${layer.layer}`, value: opts.restricted });
       else if (opts.unrestrict && (await ix.get(`x/${layer.layer}`)) !== undefined) ops.push({ type: 'del', key: `x/${layer.layer}` });
       await ix.batch(ops);
-      return existing === undefined ? ('imported' as const) : existing === recordCid ? ('unchanged' as const) : ('replaced' as const);
+      return existing === undefined ? ('imported' as const) : existing === recordCid ? same : ('replaced' as const);
     });
     return { fullName, status, record: recordCid, ...layer };
+  }
+
+  /** A requirement that names nothing on the store path is a typo until proven otherwise (--allow-missing). */
+  private async checkRequirementsExist(moduleName: string, requires: string[], extras: RecordExtras): Promise<void> {
+    // The own store may not exist yet: this import creates it.
+    const names = (await (await this.view({ absentOk: true })).range('m/')).map(([k]) => k.slice(2));
+    const found = (spec: string) => names.some((n) => n === spec || n.startsWith(`${spec}/`) || n.startsWith(`${spec}.`));
+    const groups = [...requires, ...(extras.prereq ?? []), ...(extras.parents ?? [])].map((r) => [r]).concat(extras.loadAny ?? []);
+    const missing = groups.filter((g) => !g.some(found)).map((g) => g.join(' or '));
+    if (missing.length > 0) {
+      throw new StrataError(STORE_ERR.NOT_FOUND, `${moduleName} requires ${missing.join(', ')}, which ${missing.length === 1 ? 'is' : 'are'} not on the store path`, {
+        hint: 'import it first, check the spelling, or pass --allow-missing',
+      });
+    }
   }
 
   /** Stores a JSON document canonically; returns its CID (json codec). */
@@ -577,14 +603,60 @@ export class LocalStore {
 
   // ---- index changes --------------------------------------------------------------------
 
-  async remove(fullName: string): Promise<void> {
+  /**
+   * Removes a module's name (and its default mark). Refused (ERR_IN_USE, naming them) while
+   * another module of the store needs it — a requirement, prereq, load-any group or hierarchy
+   * parent that nothing else would satisfy — or a saved collection pins its record, unless
+   * `force`. Atomic; the blobs go at the next gc.
+   */
+  async remove(fullName: string, opts: { force?: boolean } = {}): Promise<void> {
     await this.index(async (ix) => {
-      if ((await ix.get(`m/${fullName}`)) === undefined) throw new StrataError(STORE_ERR.NOT_FOUND, `no module ${fullName} in the store`);
+      const cid = await ix.get(`m/${fullName}`);
+      if (cid === undefined) throw new StrataError(STORE_ERR.NOT_FOUND, `no module ${fullName} in the store`);
+      if (!opts.force) {
+        const users = await this.usersOf(ix, fullName, cid);
+        if (users.length > 0) {
+          const shown = users.slice(0, 5).join(', ') + (users.length > 5 ? `, and ${users.length - 5} more` : '');
+          throw new StrataError(STORE_ERR.IN_USE, `${fullName} is still needed: ${shown}`, {
+            hint: 'remove those first, or use --force to remove it anyway',
+          });
+        }
+      }
       const { name } = splitFullName(fullName);
       const ops: Parameters<IndexView['batch']>[0] = [{ type: 'del', key: `m/${fullName}` }];
       if ((await ix.get(`d/${name}`)) === fullName) ops.push({ type: 'del', key: `d/${name}` });
       await ix.batch(ops);
     });
+  }
+
+  /** Who would break if `fullName` went: modules needing it (by no other match) and collections pinning it. */
+  private async usersOf(ix: IndexView, fullName: string, cid: string): Promise<string[]> {
+    const mods = await ix.range('m/');
+    const names = mods.map(([k]) => k.slice(2));
+    const matchesSpec = (f: string, spec: string) => f === spec || f.startsWith(`${spec}/`) || f.startsWith(`${spec}.`);
+    const out: string[] = [];
+    for (const [key, other] of mods) {
+      if (other === cid && key.slice(2) === fullName) continue;
+      let r: ModuleRecord;
+      try {
+        r = await this.loadRecord(other, key.slice(2));
+      } catch {
+        continue; // a damaged record needs nothing; verify names it
+      }
+      const specs = [...r.requires, ...(r.prereq ?? []), ...(r.parents ?? []), ...(r.loadAny ?? []).map((g) => g.join('|'))];
+      const needs = specs.some((spec) =>
+        spec.split('|').every((alt) => !names.some((n) => n !== fullName && matchesSpec(n, alt))) && spec.split('|').some((alt) => matchesSpec(fullName, alt)),
+      );
+      if (needs) out.push(`${key.slice(2)} requires it`);
+    }
+    for (const [key, text] of await ix.range('c/')) {
+      try {
+        if (parseCollection(text, key.slice(2)).modules.some((m) => m.record === cid)) out.push(`collection ${key.slice(2)} pins it`);
+      } catch {
+        /* a damaged collection pins nothing */
+      }
+    }
+    return out;
   }
 
   async setDefault(fullName: string): Promise<void> {

@@ -260,7 +260,7 @@ lmod('import: the Lmod fields are optional record fields, absent unless given; t
     ok(
       strata(own, work, [
         '--json', 'store', 'import', 'hdf5/1.14', layer, '--under', 'gcc/12.2', '--under', 'mpi/openmpi-4.1', '--prereq', 'zlib',
-        '--load-any', 'szip/2,zlib', '--whatis', 'URL: https://example.org', '--keyword', 'io,hdf', '--hidden', '--sticky',
+        '--load-any', 'szip/2,zlib', '--whatis', 'URL: https://example.org', '--keyword', 'io,hdf', '--hidden', '--sticky', '--allow-missing',
       ]),
       'import with every Lmod flag',
     ).stdout.toString(),

@@ -21,7 +21,7 @@ function strata(store: string, cwd: string, args: string[]): RunResult {
 
 const MODULES: Array<{ layer: string; name: string; opts: string[] }> = [
   { layer: 'base', name: 'base/1', opts: [] },
-  { layer: 'mid', name: 'mid/1', opts: ['--requires', 'base'] },
+  { layer: 'mid', name: 'mid/1', opts: ['--requires', 'base', '--allow-missing'] }, // store B imports top first
   { layer: 'app', name: 'app/2.0', opts: ['--prepend', 'PATH=/opt/app/bin'] },
   { layer: 'lic', name: 'lic/1', opts: ['--append', 'PATH=/opt/lic/bin', '--setenv', 'LIC=/opt/lic/LICENSE'] },
 ];

@@ -12,7 +12,6 @@ import { join } from 'node:path';
 import { LocalStore } from '../store/local-store.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
 import { assertOneLineError, blobListing, blobPath, strata, strataJson } from './store-harness.js';
-
 interface Ctx {
   dir: string;
   store: string;
@@ -160,6 +159,36 @@ test('--json: every store command prints one JSON document', ({ dir, store, tree
     assert.ok(doc !== null && typeof doc === 'object', `${args.join(' ')}: an object or array`);
     assert.is(r.stderr, '', `${args.join(' ')}: nothing on stderr`);
   }
+});
+
+test('rm refuses while a module requires it or a collection pins it, naming them; --force removes', ({ dir, store, trees }) => {
+  strataJson(store, ['store', 'import', 'app/1', trees.b!, '--requires', 'openmpi/5.0.3']);
+  strataJson(store, ['store', 'import', 'tool/1', tree(join(dir, 'd'), 'tool\n'), '--requires', 'openmpi']); // any openmpi will do
+  const line = assertOneLineError(strata(store, ['store', 'rm', 'openmpi/5.0.3']), 'rm of a requirement');
+  assert.is(line, 'strata: openmpi/5.0.3 is still needed: app/1 requires it (remove those first, or use --force to remove it anyway)');
+  // tool/1 names `openmpi`: openmpi/4.1.5 still satisfies it, so only app/1 is named above.
+  strataJson(store, ['store', 'rm', 'app/1']);
+  strataJson(store, ['store', 'rm', 'openmpi/5.0.3']);
+  assertOneLineError(strata(store, ['store', 'rm', 'openmpi/4.1.5']), 'the last openmpi', /tool\/1 requires it/);
+  // A saved collection pins a record.
+  const work = join(dir, 'work');
+  mkdirSync(work);
+  const inWork = (args: string[]) => strata(store, args, { cwd: work });
+  assert.is(inWork(['compose', 'add', 'alias/1']).code, 0);
+  assert.is(inWork(['compose', 'save', 'mine']).code, 0);
+  assertOneLineError(inWork(['store', 'rm', 'alias/1']), 'rm of a pinned module', /collection mine pins it/);
+  assert.equal(strataJson(store, ['store', 'rm', 'alias/1', '--force']), { removed: 'alias/1' });
+  assert.not.ok(names(strataJson(store, ['store', 'ls'])).includes('alias/1'));
+});
+
+test('--requires naming nothing on the store path is refused unless --allow-missing; the store is unchanged', ({ store, trees }) => {
+  const before = blobListing(store);
+  const line = assertOneLineError(strata(store, ['store', 'import', 'x/1', trees.a!, '--requires', 'nosuchmod']), 'a typo in --requires');
+  assert.is(line, 'strata: x/1 requires nosuchmod, which is not on the store path (import it first, check the spelling, or pass --allow-missing)');
+  assert.equal(blobListing(store), before, 'nothing written');
+  assertOneLineError(strata(store, ['store', 'import', 'x/1', trees.a!, '--load-any', 'nope/1,nada']), 'a load-any group of typos', /requires nope\/1 or nada/);
+  assert.is(strataJson(store, ['store', 'import', 'x/1', trees.a!, '--requires', 'openmpi/4']).status, 'imported', 'a partial version that exists');
+  assert.is(strataJson(store, ['store', 'import', 'y/1', trees.a!, '--requires', 'later/1', '--allow-missing']).status, 'imported');
 });
 
 test.run();

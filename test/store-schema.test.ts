@@ -78,7 +78,7 @@ test('records and manifests of real imports validate, are canonical and named by
   ensureGroup('hpc'); // --restricted names a group the host has
   const full = strataJson(store, [
     'store', 'import', 'mpi/openmpi-4', packGnu(tree, join(dir, 'g.tar')),
-    '--requires', 'gcc/12', '--requires', 'ucx', '--conflicts', 'mpi/mpich-3', '--family', 'mpi',
+    '--requires', 'gcc/12', '--requires', 'ucx', '--allow-missing', '--conflicts', 'mpi/mpich-3', '--family', 'mpi',
     '--prepend', 'PATH=/opt/openmpi/bin', '--append', 'MANPATH=/opt/openmpi/man', '--setenv', 'OMPI_HOME=/opt/openmpi',
     '--description', 'Open MPI 4 — with ACLs', '--restricted', 'hpc', '--default',
   ]);

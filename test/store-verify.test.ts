@@ -125,7 +125,12 @@ test('re-importing the same content (the remedy verify names) repairs a damaged 
   flip(blobPath(store, bad.manifest), 10);
   assert.is(strata(store, ['store', 'verify']).code, 1);
   const again = strataJson(store, ['store', 'import', 'bad/1', join(store, '..', 't1'), '--force']);
-  assert.is(again.status, 'unchanged');
+  assert.is(again.status, 'repaired', 'the re-import says what it did');
+  assert.equal(strataJson(store, ['store', 'verify']), { modules: 2, problems: [] });
+  assert.is(strataJson(store, ['store', 'import', 'bad/1', join(store, '..', 't1')]).status, 'unchanged', 'nothing left to repair');
+  // A missing blob is put back the same way, and said so in text too.
+  removeDir(blobPath(store, bad.manifest));
+  assert.match(strata(store, ['store', 'import', 'bad/1', join(store, '..', 't1')]).stdout.toString(), /damaged blobs repaired: bad\/1/);
   assert.equal(strataJson(store, ['store', 'verify']), { modules: 2, problems: [] });
 });
 

@@ -23,6 +23,7 @@ interface ImportFlags {
   description?: string;
   restricted?: string;
   unrestrict?: boolean;
+  allowMissing?: boolean;
   default?: boolean;
   overlay?: boolean;
   force?: boolean;
@@ -64,6 +65,7 @@ export async function importCommand(ctx: Context, fullName: string, source: stri
     description: o.description,
     restricted: o.restricted,
     unrestrict: o.unrestrict,
+    allowMissing: o.allowMissing,
     extras: recordExtras({
       parents: o.under,
       whatis: o.whatis,
@@ -79,7 +81,7 @@ export async function importCommand(ctx: Context, fullName: string, source: stri
     onProgress: (n, total) => bar.update(n, total),
   });
   bar.done();
-  const what = { imported: 'imported', unchanged: 'already in the store, unchanged:', replaced: 'replaced' }[r.status];
+  const what = { imported: 'imported', unchanged: 'already in the store, unchanged:', replaced: 'replaced', repaired: 'already in the store, damaged blobs repaired:' }[r.status];
   return result(r, () => `${what} ${r.fullName}  layer ${r.layer}  (${plural(r.entries, 'entry', 'entries')}, ${human(r.bytes)})`, {
     warnings: r.skipped.map((s) => `skipped ${s}: a layer cannot hold it`),
   });
@@ -139,6 +141,7 @@ export function storeCommands(program: Command, action: Action): Command {
     .option('--setenv <VAR=VAL>', 'set VAR to VAL (repeatable)', collect, [])
     .option('--description <T>', 'one-line description')
     .option('--restricted <GROUP>', 'only members of GROUP may load it or read its content (GROUP must exist)')
+    .option('--allow-missing', 'accept --requires/--prereq/--under naming modules not on the store path (yet)')
     .option('--unrestrict', 'lift the restriction this content has from an earlier restricted import (staff)')
     .option('--default', 'mark as the default version of its name')
     .option('--overlay', 'the source is an overlayfs upperdir (char 0/0 whiteouts, opaque dirs)')
@@ -158,9 +161,10 @@ export function storeCommands(program: Command, action: Action): Command {
   store
     .command('rm <module>')
     .description('remove a module from the index (its blobs go at the next gc)')
+    .option('--force', 'remove it even though other modules require it or collections pin it')
     .action(
-      action(async (ctx, ref: string) => {
-        await (await ctx.store()).remove(ref);
+      action(async (ctx, ref: string, o: { force?: boolean }) => {
+        await (await ctx.store()).remove(ref, { force: o.force });
         return result({ removed: ref }, () => `removed ${ref}`);
       }),
     );
