@@ -20,6 +20,14 @@ export class Context {
     this.out = new Printer(options);
   }
 
+  /**
+   * Where the stack's files (strata.json, strata.lock) are: --stack DIR, else $STRATA_STACK,
+   * else the working directory.
+   */
+  get stackDir(): string {
+    return this.resolve(this.options().stack ?? (process.env.STRATA_STACK || '.'));
+  }
+
   /** A path the user typed, made absolute against the working directory. */
   resolve(p: string): string {
     return path.resolve(this.cwd, p);

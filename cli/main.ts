@@ -21,6 +21,7 @@ export async function main(argv: string[]): Promise<number> {
     .description('content-addressed layer store and Lmod-style module composer')
     .version(packageVersion(), '-V, --version')
     .option('--store <dir>', 'a store on the store path; repeat for more, the first is yours (default $STRATA_PATH, $STRATA_STORE, or ~/.local/share/strata then the site stores)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--stack <dir>', 'where the stack files strata.json and strata.lock are (default $STRATA_STACK, else the working directory)')
     .option('--json', 'print one JSON document on stdout (errors too)')
     .option('-q, --quiet', 'print only results and errors')
     .option('-v, --verbose', 'print stack traces of errors')

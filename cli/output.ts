@@ -9,6 +9,7 @@ import { CLI_ERR } from './errors.js';
 
 export interface GlobalOptions {
   store?: string[];
+  stack?: string;
   json?: boolean;
   quiet?: boolean;
   verbose?: boolean;

@@ -23,7 +23,7 @@ import { StrataError, COMPOSE_ERR } from './errors.js';
 import type { LoadedModule, Store, LayerEntry } from '../store/index.js';
 import { forEachPlannedFile, plannedBytes } from './merge.js';
 import { outputLicence, planOutput } from './outputs.js';
-import { checkErofsOptions, checkSquashOptions, ErofsWriter, SquashfsWriter, type ErofsCompressor, type ImageFormat, type SquashOptions } from './image/index.js';
+import { checkErofsOptions, checkSquashOptions, ErofsWriter, imageFormat, SquashfsWriter, type ErofsCompressor, type ImageFormat, type SquashOptions } from './image/index.js';
 
 export interface ImageOptions {
   /** squashfs (default) or erofs. */
@@ -35,6 +35,8 @@ export interface ImageOptions {
   workers?: number;
   /** false disables the block cache (benchmarks of cold runs delete it instead). */
   cache?: boolean;
+  /** Replace an OUT that is not an image (without it, only an image is ever replaced). */
+  force?: boolean;
   onProgress?(done: number, total: number): void;
 }
 
@@ -101,7 +103,7 @@ async function createSink(out: string, store: Store, opts: ImageOptions, gid: nu
  */
 export async function buildImage(store: Store, mods: LoadedModule[], out: string, opts: ImageOptions = {}): Promise<ImageResult> {
   const licence = outputLicence(mods);
-  await checkOutput(out);
+  await checkOutput(out, opts.force === true);
   const { plan, embedded } = await planOutput(store, mods);
   const writer = await createSink(out, store, opts, licence?.gid);
   const keepsAcls = opts.format === 'erofs';
@@ -133,11 +135,21 @@ export async function buildImage(store: Store, mods: LoadedModule[], out: string
   }
 }
 
-/** Refuses an OUT the rename could not replace, before any work (errors would name the temp file). */
-async function checkOutput(out: string): Promise<void> {
+/**
+ * Refuses, before any work, an OUT the rename could not replace (errors would name the temp
+ * file) and an existing file that is not an image (a lock, a source tar: `rebuild x.lock -o
+ * x.lock`), unless `force`. An image (SquashFS or EROFS magic) is replaced: that is a rebuild.
+ */
+async function checkOutput(out: string, force: boolean): Promise<void> {
   const st = await fsp.stat(out).catch(() => undefined);
   if (st?.isDirectory()) {
     throw new StrataError(COMPOSE_ERR.TARGET_INVALID, `${out} is a directory`, { hint: `give the image's file name, e.g. ${path.join(out, 'stack.sqfs')}` });
+  }
+  if (st && !force) {
+    const image = st.isFile() && (await imageFormat(out).then(() => true, () => false));
+    if (!image) {
+      throw new StrataError(COMPOSE_ERR.TARGET_INVALID, `${out} exists and is not an image`, { hint: 'give another file name, or --force to replace it' });
+    }
   }
   const dir = path.dirname(path.resolve(out));
   const dst = await fsp.stat(dir).catch(() => undefined);

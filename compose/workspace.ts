@@ -3,6 +3,7 @@
  * the working directory, the available modules as the resolver sees them, who the user is,
  * and saved collections (in the store's index, pinned to record CIDs).
  */
+import { randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -130,8 +131,24 @@ export async function loadCollection(store: Store, name: string): Promise<Collec
   return c;
 }
 
+/**
+ * Writes `file` whole or not at all: a temp file beside it created with O_EXCL (a name planted
+ * there is never followed or reused), then rename(2). A directory that cannot be written is one
+ * line naming it and what to do, not the temp file's errno.
+ */
 export async function writeAtomic(file: string, text: string | Buffer): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
-  await fsp.writeFile(tmp, text);
-  await fsp.rename(tmp, file);
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.strata-${process.pid}-${randomBytes(6).toString('hex')}`);
+  try {
+    await fsp.writeFile(tmp, text, { flag: 'wx', mode: 0o644 });
+    await fsp.rename(tmp, file);
+  } catch (e) {
+    await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'ENOENT') {
+      throw new StrataError(COMPOSE_ERR.TARGET_INVALID, `cannot write ${path.basename(file)} in ${path.dirname(file)}: ${code === 'ENOENT' ? 'no such directory' : 'not writable'}`, {
+        hint: 'work in a directory of yours, or keep the stack files elsewhere with --stack DIR or STRATA_STACK',
+      });
+    }
+    throw e;
+  }
 }

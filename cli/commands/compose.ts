@@ -76,8 +76,8 @@ function lmodOptions(c: Command, which: Array<'terse' | 'hidden' | 'force'>): Co
 async function change(ctx: Context, op: (stack: StackFile, available: ModuleInfo[]) => StackChange): Promise<Result> {
   const store = await ctx.store();
   const available = await availableModules(store);
-  const r = op(await readStack(ctx.cwd), available);
-  const lock = await writeStack(store, ctx.cwd, r.stack);
+  const r = op(await readStack(ctx.stackDir), available);
+  const lock = await writeStack(store, ctx.stackDir, r.stack);
   return result({ stack: r.stack, messages: r.messages, lock }, undefined, { notes: r.messages });
 }
 
@@ -130,7 +130,7 @@ export function composeCommands(program: Command, action: Action): Command {
       action(async (ctx, patterns: string[], _o: unknown, cmd: Command) => {
         const f = flags(cmd);
         const available = await availableModules(await ctx.store());
-        const stack = await readStack(ctx.cwd);
+        const stack = await readStack(ctx.stackDir);
         return result(availLevels(available, stack, patterns, f), () => formatAvail(available, stack, patterns, f));
       }),
     );
@@ -141,7 +141,7 @@ export function composeCommands(program: Command, action: Action): Command {
       action(async (ctx, _o: unknown, cmd: Command) => {
         const f = flags(cmd);
         const available = await availableModules(await ctx.store());
-        const stack = await readStack(ctx.cwd);
+        const stack = await readStack(ctx.stackDir);
         return result(availLevels(available, stack, undefined, f), () => formatOverview(available, stack, f));
       }),
     );
@@ -164,7 +164,7 @@ export function composeCommands(program: Command, action: Action): Command {
       action(async (ctx, spec: string) => {
         const store = await ctx.store();
         const available = await availableModules(store);
-        const info = findSpec(spec, visibleNow(available, await readStack(ctx.cwd)));
+        const info = findSpec(spec, visibleNow(available, await readStack(ctx.stackDir)));
         if (!info) throw failedToFind([spec]);
         const mod = await store.get(info.key ?? info.fullName);
         return result({ fullName: info.fullName, key: mod.fullName, record: mod.cid, ...mod.record }, () => [
@@ -181,7 +181,7 @@ export function composeCommands(program: Command, action: Action): Command {
     .action(
       action(async (ctx, specs: string[]) => {
         const available = await availableModules(await ctx.store());
-        const visible = visibleNow(available, await readStack(ctx.cwd));
+        const visible = visibleNow(available, await readStack(ctx.stackDir));
         const mods = specs.map((s) => findSpec(s, visible)).filter((m): m is ModuleInfo => m !== undefined);
         const lost = specs.filter((s) => findSpec(s, visible) === undefined);
         return result(mods, () => mods.flatMap((m) => formatWhatis(m)), lost.length > 0 ? { error: failedToFind(lost) } : {});
@@ -232,7 +232,7 @@ export function composeCommands(program: Command, action: Action): Command {
     .description('the loaded modules in load order, then the inactive ones')
     .action(
       action(async (ctx, _o: unknown, cmd: Command) => {
-        const stack = await readStack(ctx.cwd);
+        const stack = await readStack(ctx.stackDir);
         const available = await availableModules(await ctx.store());
         return result(stack, () => formatList(stack, available, flags(cmd)));
       }),
@@ -244,7 +244,7 @@ export function composeCommands(program: Command, action: Action): Command {
       action(async (ctx, name: string | undefined, _o: unknown, cmd: Command) => {
         name ??= 'default';
         const store = await ctx.store();
-        const stack = await readStack(ctx.cwd);
+        const stack = await readStack(ctx.stackDir);
         if (activeEntries(stack).length === 0 && !flags(cmd).force) {
           throw new StrataError(COMPOSE_ERR.STACK_EMPTY, `You are trying to save an empty collection of modules in "${name}". If this is what you want then enter: $ strata compose --force save ${name}`);
         }
@@ -265,7 +265,7 @@ export function composeCommands(program: Command, action: Action): Command {
         }
         const c = await loadCollection(store, name ?? 'default');
         const r = restoreCollection(c, await availableModules(store), currentUser(), name ?? 'default');
-        const lock = await writeStack(store, ctx.cwd, r.stack);
+        const lock = await writeStack(store, ctx.stackDir, r.stack);
         return result({ stack: r.stack, lock }, undefined, { notes: r.messages });
       }),
     );
@@ -310,7 +310,7 @@ export function composeCommands(program: Command, action: Action): Command {
     .action(
       action(async (ctx, o: { output?: string; cids?: boolean }) => {
         const store = await ctx.store();
-        const stack = await readStack(ctx.cwd);
+        const stack = await readStack(ctx.stackDir);
         checkRequirementsMet(stack, await availableModules(store));
         const lock = lockOf(await stackModules(store, stack));
         const text = o.cids ? hashListText(lock) : lockText(lock);

@@ -23,6 +23,7 @@ interface From {
 
 interface SquashFlags extends From {
   format?: string;
+  force?: boolean;
   comp?: string;
   level?: number;
   blockSize?: number;
@@ -46,9 +47,9 @@ async function squash(ctx: Context, out: string, o: SquashFlags): Promise<Result
     throw e;
   }
   const store = await ctx.store();
-  const mods = await outputModules(store, ctx.cwd, o, ctx.transfer());
+  const mods = await outputModules(store, ctx.stackDir, o, ctx.transfer());
   const bar = ctx.progress(`squash ${out}`);
-  const r = await buildImage(store, mods, out, { ...options, onProgress: (n, total) => bar.update(n, total) });
+  const r = await buildImage(store, mods, out, { ...options, force: o.force, onProgress: (n, total) => bar.update(n, total) });
   bar.done();
   const warnings =
     r.aclPaths > 0 && options.format !== 'erofs'
@@ -70,7 +71,8 @@ function imageOptions(c: Command): Command {
     .option('--comp <name>', 'compressor: squashfs zstd (default), gzip or lz4; erofs lz4 (default), zstd or none')
     .option('--level <n>', 'compression level', parseInteger('--level'))
     .option('--block-size <n>', 'data block size in bytes (squashfs: power of two, 4096..1048576; erofs: the extent size, 8192..1048576)', parseInteger('--block-size'))
-    .option('--workers <n>', 'compression threads (default: all cores; never changes the bytes)', parseInteger('--workers'));
+    .option('--workers <n>', 'compression threads (default: all cores; never changes the bytes)', parseInteger('--workers'))
+    .option('--force', 'replace OUT even if it is not an image');
 }
 
 export function outputCommands(program: Command, compose: Command, action: Action): void {
@@ -84,7 +86,7 @@ export function outputCommands(program: Command, compose: Command, action: Actio
       action(async (ctx, dir: string, o: From & { force?: boolean }) => {
         checkFrom(o);
         const store = await ctx.store();
-        const mods = await outputModules(store, ctx.cwd, o, ctx.transfer());
+        const mods = await outputModules(store, ctx.stackDir, o, ctx.transfer());
         const bar = ctx.progress(`sandbox ${dir}`);
         const r = await buildSandbox(store, mods, dir, { force: o.force, onProgress: (n, total) => bar.update(n, total) });
         bar.done();
