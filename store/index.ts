@@ -10,7 +10,7 @@ import type { LayerEntry } from './types.js';
 import type { ModuleRecord } from './record.js';
 import type { LayerManifest } from './layer/manifest.js';
 import type { Collection } from './collections.js';
-import type { ImportOptions, ImportResult, ModuleSummary, LoadedModule, LayerItem } from './local-store.js';
+import type { ImportOptions, ImportResult, ModuleSummary, LoadedModule, LayerItem, StoreUsage } from './local-store.js';
 import type { PullOptions, PullResult, PushOptions, PushResult, Remote, TransferHooks, FetchMissing } from './remote/remotes.js';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -24,7 +24,7 @@ export type { ModuleRecord, EnvOp, RecordExtras } from './record.js';
 export { checkFullName, fullNameOf, parseEnvOp, recordExtras, splitFullName } from './record.js';
 export type { LayerManifest } from './layer/manifest.js';
 export type { Collection, PinnedModule } from './collections.js';
-export type { ImportOptions, ImportResult, ModuleSummary, LoadedModule, LayerItem } from './local-store.js';
+export type { ImportOptions, ImportResult, ModuleSummary, LoadedModule, LayerItem, StoreUsage } from './local-store.js';
 export type { PullOptions, PullResult, PushOptions, PushResult, Remote, TransferHooks, FetchMissing } from './remote/remotes.js';
 export { canonicalJson, cidFromHex, isCid, parseCid, JSON_CODEC, RAW_CODEC } from './cid.js';
 export { matches } from './local-store.js';
@@ -90,6 +90,8 @@ export interface Store extends StoreReader {
   gc(opts?: { dryRun?: boolean; graceSeconds?: number }): Promise<{ removed: string[]; bytes: number; kept: number }>;
   /** Hashes every blob of every module (or of `only`); each problem names its module. */
   verify(only?: string): Promise<VerifyReport>;
+  /** Bytes on disk of the own store by part (and of this user's entry-list cache). */
+  usage(): Promise<StoreUsage>;
   /** Writes the module's layer as a tar with SCHILY.xattr/acl records; OUT appears whole or not at all. */
   exportModule(mod: LoadedModule, out: string): Promise<{ entries: number; bytes: number }>;
 

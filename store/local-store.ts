@@ -78,6 +78,14 @@ export interface ModuleSummary {
   damaged?: string;
 }
 
+export interface StoreUsage {
+  blobs: number;
+  /** LevelDB, the published catalog and the snapshots kept for gc's grace period. */
+  index: number;
+  tmp: number;
+  entryCache: number;
+}
+
 export interface LoadedModule {
   fullName: string;
   cid: string;
@@ -806,6 +814,11 @@ export class LocalStore {
         if (!opts.dryRun) await this.blobs.remove(hex);
       }
       if (!opts.dryRun) {
+        // Entry lists of layers the store no longer holds go with them.
+        for (const name of await fsp.readdir(path.join(this.cacheDir, 'entries')).catch(() => [] as string[])) {
+          const hex = name.replace(/\.json$/, '');
+          if (!live.has(hex)) await fsp.rm(path.join(this.cacheDir, 'entries', name), { force: true });
+        }
         const gone = new Set(removed.map((r) => r.slice(7)));
         const marks = (await ix.range('x/')).filter(([k]) => gone.has(parseCid(k.slice(2)).hex));
         if (marks.length > 0) await ix.batch(marks.map(([key]) => ({ type: 'del' as const, key })));
@@ -813,6 +826,24 @@ export class LocalStore {
       }
       return { removed, bytes, kept };
     });
+  }
+
+  /** Bytes on disk by part: blobs, snapshots, tmp/, and the entry-list cache (the block cache is compose's). */
+  async usage(): Promise<StoreUsage> {
+    const du = async (p: string): Promise<number> => {
+      const st = await fsp.lstat(p).catch(() => undefined);
+      if (!st) return 0;
+      if (!st.isDirectory()) return st.size;
+      let n = 0;
+      for (const c of await fsp.readdir(p).catch(() => [] as string[])) n += await du(path.join(p, c));
+      return n;
+    };
+    return {
+      blobs: await du(path.join(this.root, 'blobs')),
+      index: (await du(path.join(this.root, 'index'))) + (await du(path.join(this.root, CATALOG_FILE))) + (await du(path.join(this.root, 'snapshots'))),
+      tmp: this.writable ? await du(this.blobs.tmpDir) : 0,
+      entryCache: await du(path.join(this.cacheDir, 'entries')),
+    };
   }
 
   /** Checks every blob of every module (or of `only`); each problem names its module. */

@@ -106,7 +106,7 @@ test('rm then gc --dry-run then gc: only blobs nothing references go', ({ store 
   assert.is(real.bytes, dry.bytes);
   for (const c of [a.cid, b.cid, b.record.layer, b.record.manifest]) assert.not.ok(existsSync(blobPath(store, c)), `${c} removed`);
   for (const c of [alias.cid, a.record.layer, a.record.manifest]) assert.ok(existsSync(blobPath(store, c)), `${c} kept`);
-  assert.equal(strataJson(store, ['store', 'gc', '--grace', '0']), { removed: [], bytes: 0, kept: 0 });
+  assert.equal(strataJson(store, ['store', 'gc', '--grace', '0']), { removed: [], bytes: 0, kept: 0, cacheFreed: 0 });
   assert.equal(strataJson(store, ['store', 'verify']), { modules: 2, problems: [] });
   // The removed default went with its module.
   assert.equal(strataJson(store, ['store', 'ls']).filter((x: { isDefault: boolean }) => x.isDefault), []);
@@ -189,6 +189,40 @@ test('--requires naming nothing on the store path is refused unless --allow-miss
   assertOneLineError(strata(store, ['store', 'import', 'x/1', trees.a!, '--load-any', 'nope/1,nada']), 'a load-any group of typos', /requires nope\/1 or nada/);
   assert.is(strataJson(store, ['store', 'import', 'x/1', trees.a!, '--requires', 'openmpi/4']).status, 'imported', 'a partial version that exists');
   assert.is(strataJson(store, ['store', 'import', 'y/1', trees.a!, '--requires', 'later/1', '--allow-missing']).status, 'imported');
+});
+
+test('gc after removing every module leaves the store within a few hundred KB; du shows each part', ({ dir, store, trees }) => {
+  const big = join(dir, 'big');
+  mkdirSync(join(big, 'data'), { recursive: true });
+  writeFileSync(join(big, 'data', 'blob'), Buffer.alloc(8 << 20, 7).map((_, i) => (i * 2654435761) >>> 24));
+  strataJson(store, ['store', 'import', 'big/1', big]);
+  const work = join(dir, 'work');
+  mkdirSync(work);
+  assert.is(strata(store, ['compose', 'add', 'big/1', 'openmpi/5.0.3'], { cwd: work }).code, 0);
+  assert.is(strata(store, ['compose', 'squash', join(dir, 'x.sqfs')], { cwd: work }).code, 0);
+  const before = strataJson(store, ['store', 'du']);
+  assert.ok(before.blockCache > 0, `the image filled the block cache (${before.blockCache})`);
+  assert.ok(before.entryCache > 0 && before.blobs > 8 << 20);
+  assert.match(strata(store, ['store', 'du']).stdout.toString(), /image-block cache/);
+  for (const m of strataJson(store, ['store', 'ls'])) strataJson(store, ['store', 'rm', m.fullName, '--force']);
+  const gc = strataJson(store, ['store', 'gc', '--grace', '0']);
+  assert.is(gc.cacheFreed, before.blockCache, 'the block cache of removed layers went');
+  const after = strataJson(store, ['store', 'du']);
+  assert.is(after.blockCache, 0);
+  assert.is(after.entryCache, 0);
+  assert.is(after.blobs, 0);
+  assert.ok(after.total < 512 << 10, `what is left is the index (${after.total} bytes)`);
+});
+
+test('gc --cache-max prunes least recently used image-block packs', ({ dir, store }) => {
+  const work = join(dir, 'work');
+  mkdirSync(work);
+  assert.is(strata(store, ['compose', 'add', 'openmpi/5.0.3'], { cwd: work }).code, 0);
+  assert.is(strata(store, ['compose', 'squash', join(dir, 'x.sqfs')], { cwd: work }).code, 0);
+  assert.ok(strataJson(store, ['store', 'du']).blockCache > 0);
+  strataJson(store, ['store', 'gc', '--cache-max', '0']);
+  assert.is(strataJson(store, ['store', 'du']).blockCache, 0);
+  assert.is(strata(store, ['store', 'gc', '--cache-max', 'lots']).code, 2, 'a malformed size is usage');
 });
 
 test.run();

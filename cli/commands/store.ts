@@ -4,6 +4,8 @@
 import { Command } from 'commander';
 import { checkFullName, isStrataError, parseEnvOp, recordExtras, StrataError, STORE_ERR, type EnvOp } from '../../store/index.js';
 import { usage } from '../errors.js';
+import { collectBlockCache, diskUsage } from '../../compose/caches.js';
+import { parseByteSize } from '../../compose/image/index.js';
 import type { Context } from '../context.js';
 import { plural, result, table, type Result } from '../output.js';
 import { human } from '../progress.js';
@@ -184,19 +186,39 @@ export function storeCommands(program: Command, action: Action): Command {
     .description('remove blobs no module or collection references')
     .option('--dry-run', 'list what would be removed')
     .option('--grace <SECONDS>', 'keep what a catalog superseded less than SECONDS ago named (default $STRATA_GC_GRACE or 3600)')
+    .option('--cache-max <SIZE>', 'then prune the least recently used image-block packs past SIZE, e.g. 2G (default $STRATA_CACHE_MAX, none)')
     .action(
-      action(async (ctx, o: { dryRun?: boolean; grace?: string }) => {
+      action(async (ctx, o: { dryRun?: boolean; grace?: string; cacheMax?: string }) => {
         let graceSeconds: number | undefined;
         if (o.grace !== undefined) {
           graceSeconds = Number(o.grace);
           if (!/^\d+$/.test(o.grace)) throw usage(`--grace ${o.grace}: expected a number of seconds`);
         }
-        const r = await (await ctx.store()).gc({ dryRun: o.dryRun, graceSeconds });
-        return result(r, () => [
+        const capText = o.cacheMax ?? (process.env.STRATA_CACHE_MAX || undefined);
+        const cap = capText === undefined ? undefined : parseByteSize(capText);
+        if (capText !== undefined && cap === undefined) throw usage(`--cache-max ${capText}: expected a size such as 500M or 2G`);
+        const store = await ctx.store();
+        const r = await store.gc({ dryRun: o.dryRun, graceSeconds });
+        const cache = o.dryRun ? undefined : await collectBlockCache(store, cap);
+        const data = { ...r, ...(cache ? { cacheFreed: cache.freedBytes } : {}) };
+        return result(data, () => [
           ...(o.dryRun ? r.removed.map((d) => `would remove ${d}`) : []),
           `${o.dryRun ? 'would free' : 'freed'} ${human(r.bytes)} in ${plural(r.removed.length, 'blob')}` +
             (r.kept > 0 ? `; kept ${plural(r.kept, 'blob')} that builds started in the grace period may still read (--grace 0 frees them)` : ''),
+          ...(cache && cache.freedBytes > 0 ? [`freed ${human(cache.freedBytes)} of image-block cache (${plural(cache.removedPacks, 'pack')})`] : []),
         ]);
+      }),
+    );
+
+  store
+    .command('du')
+    .description('bytes on disk: blobs, index and snapshots, temp files, and your caches')
+    .action(
+      action(async (ctx) => {
+        const u = await diskUsage(await ctx.store());
+        const label: Record<string, string> = { blobs: 'blobs', index: 'index and snapshots', tmp: 'temp files', entryCache: 'entry-list cache', blockCache: 'image-block cache' };
+        const total = Object.values(u).reduce((a, b) => a + b, 0);
+        return result({ ...u, total }, () => table([...Object.entries(u).map(([k, v]) => [label[k] ?? k, human(v)]), ['total', human(total)]]));
       }),
     );
 
