@@ -26,6 +26,8 @@ export interface Result<T = unknown> {
   warnings?: string[];
   /** The command did its work and reports, then fails with this (exit 1): `store verify` with problems. */
   error?: StrataError;
+  /** The exit status, when the command passes on another program's (`strata exec`). */
+  exit?: number;
 }
 
 export function result<T>(data: T, text?: () => string | string[], extra: Omit<Result<T>, 'data' | 'text'> = {}): Result<T> {
@@ -57,7 +59,7 @@ export class Printer {
       if (!this.json) process.stderr.write(`${describeError(r.error).line}\n`);
       return 1;
     }
-    return 0;
+    return r.exit ?? 0;
   }
 
   /** Prints an error the way the mode asks; returns its exit code. */

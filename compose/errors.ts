@@ -29,6 +29,8 @@ export const COMPOSE_ERR = {
   LICENCE_CONFLICT: 'ERR_LICENCE_CONFLICT',
   /** A sandbox whose build was interrupted while its entries were moved into place. */
   INCOMPLETE: 'ERR_INCOMPLETE',
+  /** `strata exec` cannot make its namespace or mount the image here (kernel, tools). */
+  EXEC_UNAVAILABLE: 'ERR_EXEC_UNAVAILABLE',
   /** The OS refused to apply something the layers hold, for a reason other than privilege. */
   APPLY_FAILED: 'ERR_APPLY_FAILED',
 } as const;
