@@ -19,6 +19,7 @@ const store = path.join(work, 'store');
 const env = { ...process.env };
 delete env.STRATA_STORE;
 delete env.STRATA_PATH;
+delete env.STRATA_STACK; // the demo's stack files stay in its own directory
 const strata = (...args: string[]) => {
   process.stdout.write(`$ strata ${args.join(' ')}\n`);
   execFileSync(process.execPath, [cli, '--store', store, ...args], { cwd: work, stdio: 'inherit', env });

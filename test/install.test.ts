@@ -1,0 +1,46 @@
+/**
+ * The README's install command, as a new user runs it: a fresh clone of this commit, an empty
+ * HOME (no ~/.npmrc), an empty npm cache, npm's global prefix in a temp directory (so `npm link`
+ * does not touch the machine). Afterwards `strata` is on PATH and runs. The README must carry
+ * exactly this command (checked first), so the test and the documentation cannot drift apart.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { missing, skipSuite } from './helpers/probe.js';
+import { removeDir, run, tempDir } from './helpers/tmp.js';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+const INSTALL = `npm_config_nodedir="$(node -p 'require("path").resolve(process.execPath, "../..")')" npm ci \\\n  && npm link`;
+
+const why = missing({
+  tools: ['git', 'npm', 'make', 'g++'],
+  check: () => (run('git', ['-C', ROOT, 'rev-parse', 'HEAD']).code === 0 ? undefined : 'not a git checkout'),
+});
+if (why) skipSuite('install from a fresh clone', why);
+else {
+  const test = suite('install from a fresh clone');
+  test('the README install command works in a clean HOME and puts strata on PATH', () => {
+    assert.ok(readFileSync(join(ROOT, 'README.md'), 'utf8').includes(INSTALL), 'README.md shows the command this test runs');
+    const dir = tempDir('strata-install-');
+    try {
+      const home = join(dir, 'home');
+      const prefix = join(dir, 'prefix');
+      mkdirSync(home);
+      mkdirSync(prefix);
+      const clone = join(dir, 'strata');
+      assert.is(run('git', ['clone', '-q', ROOT, clone]).code, 0, 'git clone');
+      const env = { HOME: home, npm_config_cache: join(dir, 'cache'), npm_config_prefix: prefix, npm_config_audit: 'false', npm_config_fund: 'false', PATH: `${join(prefix, 'bin')}:${process.env.PATH}` };
+      const r = run('bash', ['-c', INSTALL.replace('\\\n', '')], { cwd: clone, env, timeout: 600_000 });
+      assert.is(r.code, 0, `install failed:\n${r.stdout.toString().slice(-2000)}\n${r.stderr.toString().slice(-3000)}`);
+      const v = run('bash', ['-c', 'command -v strata && strata --version && strata compose --help'], { cwd: dir, env });
+      assert.is(v.code, 0, v.stderr.toString());
+      assert.match(v.stdout.toString(), `${join(prefix, 'bin', 'strata')}\n`);
+      assert.match(v.stdout.toString(), /\n0\.\d+\.\d+\n/);
+    } finally {
+      removeDir(dir);
+    }
+  });
+  test.run();
+}
