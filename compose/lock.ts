@@ -10,7 +10,7 @@
  * CID is accepted when it names exactly one record in the store); `#` starts a comment.
  */
 import * as fsp from 'node:fs/promises';
-import { canonicalJson, isCid, parseCid, RAW_CODEC, STORE_ERR, type EnvOp, type LoadedModule, type Store } from '../store/index.js';
+import { canonicalJson, envOpProblem, isCid, parseCid, RAW_CODEC, STORE_ERR, type EnvOp, type LoadedModule, type Store } from '../store/index.js';
 import { StrataError, COMPOSE_ERR } from './errors.js';
 
 export interface LockModule {
@@ -90,6 +90,10 @@ export function parseLock(text: string, where: string, code: string = COMPOSE_ER
     }
   }
   v.env ??= [];
+  for (const e of v.env) {
+    const why = envOpProblem(e);
+    if (why) throw new StrataError(code, `${where}: ${why}`);
+  }
   return v;
 }
 

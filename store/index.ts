@@ -21,7 +21,7 @@ export { STORE_ERR, StrataError, isStrataError } from './errors.js';
 export { comparePaths, OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './types.js';
 export type { EntryAcl, EntryType, LayerEntry } from './types.js';
 export type { ModuleRecord, EnvOp, RecordExtras } from './record.js';
-export { checkFullName, fullNameOf, parseEnvOp, recordExtras, splitFullName } from './record.js';
+export { checkFullName, envOpProblem, fullNameOf, parseEnvOp, recordExtras, splitFullName } from './record.js';
 export type { LayerManifest } from './layer/manifest.js';
 export type { Collection, PinnedModule } from './collections.js';
 export type { ImportOptions, ImportResult, ModuleSummary, LoadedModule, LayerItem, StoreUsage } from './local-store.js';

@@ -23,7 +23,7 @@ import { LayerBuilder } from './layer/builder.js';
 import { normalizeLayerPath } from './layer/path.js';
 import { applyManifestEntry, LayerManifest } from './layer/manifest.js';
 import { checkCollectionName, parseCollection, serializeCollection, type Collection } from './collections.js';
-import { checkFullName, EnvOp, fullNameOf, ModuleRecord, recordExtras, RecordExtras, splitFullName, validateRecord } from './record.js';
+import { checkFullName, envOpProblem, EnvOp, fullNameOf, ModuleRecord, recordExtras, RecordExtras, splitFullName, validateRecord } from './record.js';
 import { addSource } from './sources/index.js';
 import { lookupGroup } from '../native/ids.js';
 import { printable } from '../native/errors.js';
@@ -320,6 +320,10 @@ export class LocalStore {
     const extras = recordExtras(opts.extras ?? {});
     for (const m of [...(opts.requires ?? []), ...(opts.conflicts ?? []), ...(extras.parents ?? []), ...(extras.prereq ?? []), ...(extras.loadAny ?? []).flat()]) checkFullName(m);
     if (opts.restricted !== undefined) groupId(opts.restricted);
+    for (const e of opts.env ?? []) {
+      const why = envOpProblem(e);
+      if (why) throw new StrataError(STORE_ERR.INVALID_ARGUMENT, why);
+    }
     if (!opts.allowMissing) await this.checkRequirementsExist(moduleName, opts.requires ?? [], extras);
     const { image, repaired, ...layer } = await this.importLayer(source, opts);
     const { name, version } = splitFullName(moduleName);

@@ -5,6 +5,7 @@
  * parents, prereq, loadAny) are optional and omitted when unset, so records written before
  * them keep their bytes and CIDs.
  */
+import { printable } from '../native/errors.js';
 import { StrataError, STORE_ERR } from './errors.js';
 
 export interface EnvOp {
@@ -112,6 +113,19 @@ export function parseEnvOp(op: EnvOp['op'], text: string): EnvOp {
   return { op, var: name, value: text.slice(eq + 1) };
 }
 
+/**
+ * An environment operation's variable name must be a POSIX name and its value text without
+ * NUL: env files strata writes are then data (the value is single-quoted), never commands.
+ * Returns why `e` is not one, or undefined.
+ */
+export function envOpProblem(e: unknown): string | undefined {
+  const o = e as EnvOp | undefined;
+  if (!o || typeof o !== 'object' || !['prepend', 'append', 'set'].includes(o.op)) return 'an environment operation is not prepend, append or set';
+  if (typeof o.var !== 'string' || !VAR.test(o.var)) return `environment variable name ${printable(String(o.var))} is not a POSIX name`;
+  if (typeof o.value !== 'string' || o.value.includes('\0')) return `the value of ${o.var} is not text`;
+  return undefined;
+}
+
 export function validateRecord(v: unknown, where: string): ModuleRecord {
   const r = v as ModuleRecord;
   const bad = (why: string) => new StrataError(STORE_ERR.RECORD_INVALID, `record ${where} is not a strata module record (${why})`);
@@ -119,6 +133,10 @@ export function validateRecord(v: unknown, where: string): ModuleRecord {
   if (r.recordVersion !== 1) throw bad(`recordVersion ${String(r.recordVersion)}`);
   for (const k of ['name', 'version', 'layer', 'manifest', 'description'] as const) if (typeof r[k] !== 'string') throw bad(`${k} missing`);
   if (!Array.isArray(r.requires) || !Array.isArray(r.conflicts) || !Array.isArray(r.env)) throw bad('lists missing');
+  for (const e of r.env) {
+    const why = envOpProblem(e);
+    if (why) throw bad(why);
+  }
   const strings = (v: unknown) => Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'string');
   for (const k of ['whatis', 'keywords', 'parents', 'prereq'] as const) {
     if (r[k] !== undefined && !strings(r[k])) throw bad(`${k} is not a list of strings`);

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
 import { STORE_ERR as ERR, isStrataError } from '../store/errors.js';
+import { cidFromHex, JSON_CODEC } from '../store/cid.js';
 import { Authenticator } from '../store/remote/auth.js';
 import { RegistryClient, type RegistryClientOptions } from '../store/remote/client.js';
 import { basicCredentials, type Credentials } from '../store/remote/credentials.js';
@@ -356,6 +357,27 @@ test('pull of foo/1 from a tag serving bar/1 is refused, with --force too; the s
       /hostile\/strata:foo_1 serves bar\/1, not foo\/1: refused/);
   }
   assert.equal(strataJson(B, ['store', 'ls']).map((m: { fullName: string; record: string }) => [m.fullName, m.record]), [['foo/1', records[0]]]);
+});
+
+test('a pulled record whose environment variable name is a command is refused; the store is unchanged', async (ctx) => {
+  const reg = await server(ctx);
+  const { store: A } = storeWith(ctx, 'A', [['foo/1', 'foo\n', '--setenv', 'X=1']]);
+  assert.is((await cli(A, ['store', 'push', `${reg.host}/${REPO}`])).code, 0);
+  // Rewrite the record (the manifest's config) with a hostile name, digests made consistent.
+  const m = JSON.parse(reg.manifests.get('foo_1')!.bytes.toString()) as { config: { digest: string; size: number } };
+  const record = JSON.parse(reg.blobs.get(m.config.digest)!.toString()) as { env: Array<{ var: string }> };
+  record.env[0]!.var = 'X;touch /tmp/pwned;Y';
+  const bytes = Buffer.from(JSON.stringify(record));
+  const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+  reg.blobs.set(digest, bytes);
+  const [oldCid, newCid] = [m.config.digest, digest].map((d) => cidFromHex(JSON_CODEC, d.slice(7)));
+  m.config = { ...m.config, digest, size: bytes.length };
+  const text = JSON.stringify(m).split(oldCid!).join(newCid!); // the record annotation names it too
+  reg.manifests.set('foo_1', { type: reg.manifests.get('foo_1')!.type, bytes: Buffer.from(text) });
+  const B = join(ctx.dir, 'B');
+  strataJson(B, ['store', 'gc']); // creates the store
+  assertOneLineError(await cli(B, ['store', 'pull', `${reg.host}/${REPO}`, 'foo/1']), 'pull of a hostile record', /environment variable name .*X;touch \/tmp\/pwned;Y.* is not a POSIX name/);
+  assert.equal(strataJson(B, ['store', 'ls']), []);
 });
 
 test('a pull whose layer never ends, or decompresses past its declared size, stops there and leaves no module, blob or temp file', async (ctx) => {

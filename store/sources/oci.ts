@@ -24,7 +24,7 @@ import { printable } from '../../native/errors.js';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { ContentOpener, LayerBuilder } from '../layer/builder.js';
 import { applyLayer, emptyTree, flatten, hardLinkTargets } from '../layer/merge.js';
-import type { EnvOp } from '../record.js';
+import { envOpProblem, type EnvOp } from '../record.js';
 import { addTar } from './tar.js';
 import { readTarFile } from '../tar/reader.js';
 import type { LayerEntry } from '../types.js';
@@ -275,7 +275,11 @@ function configInfo(config: ImageConfig): ImageConfigInfo {
   for (const kv of Array.isArray(list) ? list : []) {
     if (typeof kv !== 'string') continue;
     const eq = kv.indexOf('=');
-    if (eq > 0) env.push({ op: 'set', var: kv.slice(0, eq), value: kv.slice(eq + 1) });
+    if (eq <= 0) continue;
+    const op: EnvOp = { op: 'set', var: kv.slice(0, eq), value: kv.slice(eq + 1) };
+    const why = envOpProblem(op);
+    if (why) throw new StrataError(STORE_ERR.SOURCE_INVALID, `the image config's Env: ${why}`, { hint: 'an environment file made from it could run commands; fix the image' });
+    env.push(op);
   }
   const labels: Record<string, string> = {};
   const l = config?.config?.Labels;
