@@ -79,11 +79,22 @@ if (invokedDirectly()) {
     if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
     throw e;
   });
+  let settled = false;
+  // A command whose work stops waiting on nothing (a stream that never ends) must not look like
+  // a success: Node would exit 0 with the promise pending.
+  process.on('beforeExit', () => {
+    if (settled) return;
+    settled = true;
+    process.stderr.write('strata: internal error: the command stopped before it finished (please report it)\n');
+    process.exitCode = 1;
+  });
   main(process.argv).then(
     (code) => {
+      settled = true;
       process.exitCode = code;
     },
     (e) => {
+      settled = true;
       process.stderr.write(`strata: internal error: ${(e as Error).message}\n`);
       process.exitCode = 1;
     },
