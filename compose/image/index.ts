@@ -12,6 +12,6 @@
 export * from './squashfs/index.js';
 export { ErofsWriter, checkErofsOptions, type ErofsOptions, type ErofsResult, type ErofsCompressor } from './erofs/writer.js';
 export { ErofsImage } from './erofs/reader.js';
-export { openImage, imageFormat, formatOf, type ImageReader, type ImageFormat } from './open.js';
+export { openImage, imageFormat, formatOf, type ImageReader, type ImageFormat, type Piece } from './open.js';
 export { blockCacheUsage, pruneBlockCache, parseByteSize, listCacheEntries, BLOCK_CACHE_DIR, type BlockCacheUsage, type PruneOptions, type PruneResult, type CacheEntry } from './shared/block-cache.js';
 export { removeStaleTemps, type OutputAccess } from './shared/output-file.js';

@@ -21,6 +21,17 @@ export interface ImageReader {
   stat(path: string): Promise<ImageEntry | undefined>;
   readFile(path: string): Promise<Buffer>;
   close(): Promise<void>;
+  /**
+   * A regular file's content as pieces in file order: data, or a hole (no `data`) of `length`
+   * zero bytes. Work grows with the pieces stored, not with the size of the holes.
+   */
+  contentPieces?(file: string | ImageEntry): AsyncGenerator<Piece>;
+}
+
+export interface Piece {
+  offset: number;
+  length: number;
+  data?: Buffer;
 }
 
 const SQUASHFS_MAGIC = 0x73717368;
@@ -43,8 +54,19 @@ export async function imageFormat(path: string): Promise<ImageFormat> {
 /** Opens the image at `path` with the reader of its format. The caller must close() it. */
 export async function openImage(path: string): Promise<ImageReader & { format: ImageFormat }> {
   const format = await imageFormat(path);
-  const img: ImageReader = format === 'squashfs' ? await SquashfsImage.open(path) : await ErofsImage.open(path);
-  return Object.assign(img, { format });
+  if (format === 'squashfs') {
+    const img = await SquashfsImage.open(path);
+    return Object.assign(img, {
+      format,
+      async *contentPieces(file: string | ImageEntry): AsyncGenerator<Piece> {
+        for await (const x of img.extents(file)) {
+          yield x.data ? { offset: x.offset, length: x.data.length, data: x.data } : { offset: x.offset, length: x.hole! };
+        }
+      },
+    });
+  }
+  const img = await ErofsImage.open(path);
+  return Object.assign(img, { format, contentPieces: (file: string | ImageEntry) => img.fileExtents(file) });
 }
 
 /** The format an output name asks for: `.erofs` → EROFS, anything else SquashFS (unless given). */

@@ -81,15 +81,28 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
       return { ...e, mode: r.mode, gid: r.gid ?? e.gid, acl: { access: r.access, default: r.default } };
     };
 
+    // Holes are skipped, not written: the file stays sparse, and a file of huge holes costs
+    // work in its stored pieces only (readers with contentPieces()); otherwise zero chunks are skipped.
+    const chunks = async function* (src: ImageEntry): AsyncGenerator<{ offset: number; length: number; data?: Buffer }> {
+      if (image.contentPieces) {
+        yield* image.contentPieces(src);
+        return;
+      }
+      let offset = 0;
+      for await (const data of image.openFile(src)) {
+        yield zeros.subarray(0, data.length).equals(data) ? { offset, length: data.length } : { offset, length: data.length, data };
+        offset += data.length;
+      }
+    };
     const writeFile = async (e: LayerEntry, src: ImageEntry) => {
       const fd = w.createFile(e.path);
       try {
         let pos = 0;
-        for await (const chunk of image.openFile(src)) {
-          if (!zeros.subarray(0, chunk.length).equals(chunk)) {
-            for (let done = 0; done < chunk.length; ) done += fs.writeSync(fd, chunk, done, chunk.length - done, pos + done);
+        for await (const { offset, length, data } of chunks(src)) {
+          if (data && !zeros.subarray(0, data.length).equals(data)) {
+            for (let done = 0; done < data.length; ) done += fs.writeSync(fd, data, done, data.length - done, offset + done);
           }
-          pos += chunk.length;
+          pos = offset + length;
         }
         fs.ftruncateSync(fd, pos);
       } catch (err) {
