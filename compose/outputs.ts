@@ -3,6 +3,7 @@
  * with the same embedded metadata, and `inspect` of either.
  */
 import * as fsp from 'node:fs/promises';
+import { constants as fsc } from 'node:fs';
 import * as path from 'node:path';
 import { lookupGroup } from '../native/ids.js';
 import { StrataError, COMPOSE_ERR } from './errors.js';
@@ -96,7 +97,7 @@ export async function inspectTarget(target: string): Promise<InspectInfo> {
         hint: 'build it again with --force',
       });
     }
-    return describe(target, 'sandbox', async (p) => fsp.readFile(path.join(target, p)).catch(() => undefined));
+    return describe(target, 'sandbox', async (p) => readRegular(target, p));
   }
   const { openImage } = await import('./image/index.js');
   const img = await openImage(target);
@@ -104,6 +105,32 @@ export async function inspectTarget(target: string): Promise<InspectInfo> {
     return await describe(target, img.format === 'erofs' ? 'erofs image' : 'squashfs image', async (p) => ((await img.stat(p)) ? img.readFile(p) : undefined));
   } finally {
     await img.close();
+  }
+}
+
+/**
+ * A file of a sandbox as untrusted input: opened without following a symlink and without
+ * blocking (a FIFO planted as lock.json must not hang inspect), read only when it is a regular
+ * file of sane size; undefined when absent. Anything else is one line.
+ */
+async function readRegular(root: string, rel: string): Promise<Buffer | undefined> {
+  const file = path.join(root, rel);
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    throw new StrataError(IMAGE_ERR.CORRUPT, `${printable(root)}: /${rel} cannot be read (${code === 'ELOOP' ? 'a symlink' : code})`, { hint: 'it was not written by strata' });
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() || st.size > 64 << 20) {
+      throw new StrataError(IMAGE_ERR.CORRUPT, `${printable(root)}: /${rel} is not a regular file of a sane size`, { hint: 'it was not written by strata' });
+    }
+    return await fh.readFile();
+  } finally {
+    await fh.close();
   }
 }
 

@@ -8,7 +8,8 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI } from './helpers/cli.js';
 import { removeDir, run, tempDir, type RunResult } from './helpers/tmp.js';
@@ -113,6 +114,37 @@ test('a layer found corrupt mid-sandbox leaves the target as it was', (ctx) => {
   oneLine(strata(ctx, ['compose', 'sandbox', empty]), 'sandbox into an empty directory', /corrupt/);
   assert.equal(readdirSync(empty), [], 'the empty target stays empty');
   assert.equal(readdirSync(ctx.dir).filter((n) => n.startsWith('.')), [], 'no private build directory left');
+});
+
+test('inspect of a sandbox whose lock.json is a FIFO or a symlink: one line, no hang', (ctx) => {
+  const sb = join(ctx.dir, 'sb');
+  ok(ctx, ['-q', 'compose', 'sandbox', sb]);
+  const lock = join(sb, '.strata', 'lock.json');
+  rmSync(lock);
+  run('mkfifo', [lock]);
+  oneLine(strata(ctx, ['inspect', sb]), 'a FIFO', /lock\.json is not a regular file/);
+  rmSync(lock);
+  symlinkSync('/etc/passwd', lock);
+  oneLine(strata(ctx, ['inspect', sb]), 'a symlink', /lock\.json cannot be read \(a symlink\)/);
+});
+
+test('a sandbox killed mid-build leaves no target; the next build removes its leftovers', async (ctx) => {
+  const target = join(ctx.dir, 'killed');
+  const child = spawn(process.execPath, [CLI, '--store', ctx.store, 'compose', 'sandbox', target], { cwd: ctx.work, stdio: 'ignore' });
+  // Kill it once its private build directory exists (the build is under way).
+  for (let i = 0; i < 400 && !readdirSync(ctx.dir).some((n) => n.includes('.strata-tree.')); i++) await new Promise((r) => setTimeout(r, 5));
+  child.kill('SIGKILL');
+  await new Promise((r) => child.on('close', r));
+  const left = readdirSync(ctx.dir).filter((n) => n.includes('.strata-tree.'));
+  if (existsSync(target)) {
+    // Killed after the rename: the sandbox is whole.
+    ok(ctx, ['inspect', target]);
+  } else {
+    assert.ok(left.length > 0, 'killed before the rename: a private directory is left');
+    oneLine(strata(ctx, ['inspect', target]), 'inspect of the missing target', /does not exist/);
+  }
+  ok(ctx, ['-q', 'compose', 'sandbox', join(ctx.dir, 'next')]);
+  assert.equal(readdirSync(ctx.dir).filter((n) => n.includes('.strata-tree.')), [], 'the next build removed the dead build\'s directory');
 });
 
 test.run();
