@@ -1,0 +1,95 @@
+/**
+ * Modes never wider than the layers allow, whoever builds and wherever (spec/compose.md, "Tree
+ * writer"): a non-root sandbox cannot give files the layer's group, so the builder's primary
+ * group gets no group bits the layer gave another group; on a filesystem without ACL support
+ * (ext4 mounted noacl) the ACL cannot be set, so the mode is narrowed as SquashFS's is (the
+ * mask never becomes group bits), and strata says so once. Both as the kernel sees them.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { chmodSync, chownSync, lstatSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CLI } from './helpers/cli.js';
+import { missing, skipSuite } from './helpers/probe.js';
+import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { ensureGroup, ensureUser, runAs, type TestUser } from './helpers/users.js';
+
+interface Ctx {
+  dir: string;
+  store: string;
+  user: TestUser;
+  lic: number;
+}
+
+/** Every group that may read `file` by its mode and ACL, as getfacl shows them. */
+function acl(file: string): string[] {
+  return mustRun('getfacl', ['-pn', '--omit-header', file]).stdout.toString().trim().split('\n');
+}
+
+const why = missing({ tools: ['setfacl', 'getfacl', 'setpriv', 'mkfs.ext4', 'mount'], root: true });
+if (why) skipSuite('modes never wider than the layers', why);
+else {
+  const test = suite<Ctx>('modes never wider than the layers');
+  test.before((ctx) => {
+    ctx.dir = tempDir('strata-narrow-');
+    chmodSync(ctx.dir, 0o755);
+    ctx.lic = ensureGroup('st-narrow-lic');
+    ctx.user = ensureUser('st-narrow-user');
+    const src = join(ctx.dir, 'src');
+    mkdirSync(join(src, 'd'), { recursive: true });
+    // Group bits for root's group only, and an ACL that gives a licence group read, others nothing.
+    writeFileSync(join(src, 'd', 'grouponly'), 'g\n', { mode: 0o640 });
+    writeFileSync(join(src, 'd', 'licensed'), 'l\n', { mode: 0o640 });
+    mustRun('setfacl', ['-m', `g:${ctx.lic}:r`, join(src, 'd', 'licensed')]);
+    mustRun('setfacl', ['-m', 'g::-', join(src, 'd', 'licensed')]);
+    ctx.store = join(ctx.dir, 'store');
+    const r = run(process.execPath, [CLI, '--store', ctx.store, '-q', 'store', 'import', 'n/1', src]);
+    assert.is(r.code, 0, r.stderr.toString());
+  });
+  test.after((ctx) => removeDir(ctx.dir));
+
+  test('a non-root sandbox gives the builder\'s group nothing the layer gave another group', ({ dir, store, user }) => {
+    const work = join(dir, 'work-user');
+    mkdirSync(work);
+    chownSync(work, user.uid, user.gid);
+    for (const args of [['compose', 'add', 'n/1'], ['compose', 'sandbox', 'sb']]) {
+      const r = runAs(user, process.execPath, [CLI, '--store', store, '-q', ...args], { cwd: work, env: { XDG_CACHE_HOME: join(work, '.cache') } });
+      assert.is(r.code, 0, r.stderr.toString());
+    }
+    const g = lstatSync(join(work, 'sb/d/grouponly'));
+    assert.is(g.gid, user.gid, 'owned by the builder\'s group (no chown without root)');
+    assert.is(g.mode & 0o070, 0, 'which gets none of the bits the layer gave root\'s group');
+    const l = acl(join(work, 'sb/d/licensed'));
+    assert.ok(l.includes('group::---'), `the owning group gets nothing: ${l.join(' ')}`);
+    assert.ok(l.some((x) => /^group:\d+:r--$/.test(x)), 'the licence group keeps its entry');
+  });
+
+  test('on a filesystem mounted noacl: no mask as group bits; narrowed and said once', ({ dir, store }) => {
+    const img = join(dir, 'fs.img');
+    mustRun('truncate', ['-s', '32M', img]);
+    mustRun('mkfs.ext4', ['-q', '-F', img]);
+    const mnt = join(dir, 'mnt');
+    mkdirSync(mnt);
+    const m = run('mount', ['-o', 'loop,noacl', img, mnt]);
+    if (m.code !== 0) {
+      console.log(`  skip: this kernel's ext4 has no noacl mount option (ACLs are always on), so no ACL-less filesystem to build on: ${m.stderr.toString().trim().split('\n')[0]}`);
+      return;
+    }
+    try {
+      const work = join(mnt, 'work');
+      mkdirSync(work);
+      assert.is(run(process.execPath, [CLI, '--store', store, '-q', 'compose', 'add', 'n/1'], { cwd: work }).code, 0);
+      const r = run(process.execPath, [CLI, '--store', store, 'compose', 'sandbox', 'sb'], { cwd: work });
+      assert.is(r.code, 0, r.stderr.toString());
+      const lic = lstatSync(join(work, 'sb/d/licensed'));
+      assert.is(lic.mode & 0o077, 0, `no group or other bits without the ACL (mode ${(lic.mode & 0o777).toString(8)})`);
+      assert.is(lstatSync(join(work, 'sb/d/grouponly')).mode & 0o777, 0o640, 'a file without an ACL keeps its mode');
+      const said = r.stderr.toString().split('\n').filter((l) => /ACL/i.test(l));
+      assert.is(said.length, 1, `said once: ${r.stderr}`);
+    } finally {
+      run('umount', [mnt]);
+    }
+  });
+
+  test.run();
+}
