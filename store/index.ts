@@ -6,7 +6,7 @@
  * and why: spec/store.md. Every method below states what it guarantees; "atomic" means a
  * concurrent reader sees the state before or after the call, never a mix.
  */
-import type { LayerEntry } from './types.js';
+import type { LayerEntry, ModuleDescription, VerifyReport } from './types.js';
 import type { ModuleRecord } from './record.js';
 import type { LayerManifest } from './layer/manifest.js';
 import type { Collection } from './collections.js';
@@ -19,7 +19,7 @@ import type { LockOptions } from './catalog/leveldb.js';
 
 export { STORE_ERR, StrataError, isStrataError } from './errors.js';
 export { comparePaths, OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './types.js';
-export type { EntryAcl, EntryType, LayerEntry } from './types.js';
+export type { EntryAcl, EntryType, LayerEntry, ModuleDescription, VerifyReport } from './types.js';
 export type { ModuleRecord, EnvOp, RecordExtras } from './record.js';
 export { checkFullName, envOpProblem, fullNameOf, parseEnvOp, recordExtras, splitFullName } from './record.js';
 export type { LayerManifest } from './layer/manifest.js';
@@ -122,21 +122,6 @@ export interface Store extends StoreReader {
 
   /** Releases what the store holds open (pin file, held blobs). */
   close(): Promise<void>;
-}
-
-export interface ModuleDescription {
-  fullName: string;
-  cid: string;
-  record: ModuleRecord;
-  layerBytes: number;
-  manifest: { stats: LayerManifest['stats']; aclPaths: number; xattrPaths: number };
-}
-
-export interface VerifyReport {
-  modules: number;
-  problems: Array<{ module: string; what: string; blob: string; status: string }>;
-  /** Restricted modules whose content this user may not read (present only when there are some). */
-  skipped?: string[];
 }
 
 export interface OpenOptions extends LockOptions {}

@@ -14,7 +14,9 @@ import { BlobStore } from './blob-store.js';
 import { exportModule } from './layer/export.js';
 import { addRemote, listRemotes, pull, push, remoteFetcher, removeRemote } from './remote/remotes.js';
 import type { FetchMissing, PullOptions, PullResult, PushOptions, PushResult, Remote, TransferHooks } from './remote/remotes.js';
-import type { ModuleDescription, VerifyReport } from './index.js';
+import type { ModuleDescription, VerifyReport } from './types.js';
+import type { LayerItem, LoadedModule, ModuleSummary } from './internals.js';
+export type { LayerItem, LoadedModule, ModuleSummary } from './internals.js';
 import { canonicalJson, cidFromHex, isCid, JSON_CODEC, parseCid, RAW_CODEC } from './cid.js';
 import { StrataError, STORE_ERR } from './errors.js';
 import { IndexView, LockOptions, withIndex } from './catalog/leveldb.js';
@@ -66,17 +68,6 @@ export interface ImportResult {
   skipped: string[];
 }
 
-export interface ModuleSummary {
-  fullName: string;
-  name: string;
-  version: string;
-  record: string;
-  isDefault: boolean;
-  restricted: string | null;
-  description: string;
-  /** Set when the module's record cannot be read; `strata store verify` says more. */
-  damaged?: string;
-}
 
 export interface StoreUsage {
   blobs: number;
@@ -86,17 +77,7 @@ export interface StoreUsage {
   entryCache: number;
 }
 
-export interface LoadedModule {
-  fullName: string;
-  cid: string;
-  record: ModuleRecord;
-}
 
-export interface LayerItem {
-  entry: LayerEntry;
-  /** Content of a regular file; must be consumed (or skipped) before the next item. */
-  body: AsyncIterable<Buffer>;
-}
 
 export function defaultStoreRoot(): string {
   if (process.env.STRATA_STORE) return process.env.STRATA_STORE;

@@ -7,6 +7,7 @@
 export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
 
 import type { EntryAcl } from '../native/acl.js';
+import type { ModuleRecord } from './record.js';
 
 /** POSIX ACLs in canonical text (native/acl.ts: numeric ids, comma separated). */
 export type { EntryAcl };
@@ -51,4 +52,20 @@ export function comparePaths(a: string, b: string): number {
     if (pa[i] !== pb[i]) return Buffer.compare(Buffer.from(pa[i]!), Buffer.from(pb[i]!));
   }
   return pa.length - pb.length;
+}
+
+/** A module with the sizes and counts `store show` prints. */
+export interface ModuleDescription {
+  fullName: string;
+  cid: string;
+  record: ModuleRecord;
+  layerBytes: number;
+  manifest: { stats: { entries: number; bytes: number }; aclPaths: number; xattrPaths: number };
+}
+
+export interface VerifyReport {
+  modules: number;
+  problems: Array<{ module: string; what: string; blob: string; status: string }>;
+  /** Restricted modules whose content this user may not read (present only when there are some). */
+  skipped?: string[];
 }

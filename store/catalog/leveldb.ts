@@ -18,15 +18,8 @@ import * as path from 'node:path';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { publishCatalog, readCatalog } from './snapshot.js';
 
-export type Batch = Array<{ type: 'put'; key: string; value: string } | { type: 'del'; key: string }>;
-
-export interface IndexView {
-  get(key: string): Promise<string | undefined>;
-  /** All entries whose key starts with `prefix`, sorted by key. */
-  range(prefix: string): Promise<Array<[string, string]>>;
-  /** Applies every operation or none. */
-  batch(ops: Batch): Promise<void>;
-}
+export type { Batch, IndexView } from './view.js';
+import type { IndexView } from './view.js';
 
 export interface LockOptions {
   /** Seconds to wait for another process before giving up (default $STRATA_LOCK_TIMEOUT or 300). */

@@ -22,7 +22,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { canonicalJson } from '../cid.js';
-import type { Batch, IndexView } from './leveldb.js';
+import type { Batch, IndexView } from './view.js';
 import { fsyncDir } from '../blob-store.js';
 
 export const CATALOG_FILE = 'catalog.json';

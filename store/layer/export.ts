@@ -9,13 +9,13 @@ import * as path from 'node:path';
 import { aclFromText, aclToGnuText } from '../../native/acl.js';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { tarPathOf } from './builder.js';
-import type { LoadedModule, LocalStore } from '../local-store.js';
+import type { LoadedModule, StoreInternals } from '../internals.js';
 import { randomBytes } from 'node:crypto';
 import { constants as C } from 'node:fs';
 import { lookupGroup } from '../../native/ids.js';
 import { encodeHeader, encodePadding, END_OF_ARCHIVE } from '../tar/writer.js';
 
-export async function exportModule(store: LocalStore, mod: LoadedModule, out: string): Promise<{ entries: number; bytes: number }> {
+export async function exportModule(store: StoreInternals, mod: LoadedModule, out: string): Promise<{ entries: number; bytes: number }> {
   const dir = path.dirname(path.resolve(out));
   if (!(await fsp.stat(dir).catch(() => undefined))?.isDirectory()) {
     // Else the error would name the hidden temp file, a path the user never gave.

@@ -49,7 +49,7 @@ import type { LayerManifest } from '../layer/manifest.js';
 import { fullNameOf, splitFullName, validateRecord, type ModuleRecord } from '../record.js';
 import { parseRepositoryRef, RegistryClient, MEDIA_TYPES, type RegistryClientOptions, type RegistryRef, type RetryInfo } from './client.js';
 import { isValidTag, tagFromFullName } from './tag.js';
-import type { LocalStore, LoadedModule } from '../local-store.js';
+import type { StoreInternals, LoadedModule } from '../internals.js';
 
 export const STRATA_MEDIA_TYPES = {
   ARTIFACT: 'application/vnd.strata.module.v1',
@@ -102,7 +102,7 @@ export function normalizeRemoteUrl(text: string): { ref: RegistryRef; url: strin
 }
 
 /** Adds (or, with replace, changes) remote `name`. Nothing but {url, siteInternal} is stored. */
-export async function addRemote(store: LocalStore, name: string, url: string,
+export async function addRemote(store: StoreInternals, name: string, url: string,
                                 opts: { siteInternal?: boolean; replace?: boolean } = {}): Promise<Remote> {
   if (!REMOTE_NAME.test(name)) {
     throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `'${name}' is not a remote name`, { hint: 'letters, digits, . _ - (no /), e.g. site or hub' });
@@ -119,7 +119,7 @@ export async function addRemote(store: LocalStore, name: string, url: string,
 }
 
 /** Configured remotes, in name order. */
-export async function listRemotes(store: LocalStore): Promise<Remote[]> {
+export async function listRemotes(store: StoreInternals): Promise<Remote[]> {
   const rows = await (await store.view()).range('r/');
   return rows.map(([k, v]) => {
     const j = JSON.parse(v) as { url: string; siteInternal?: boolean };
@@ -127,7 +127,7 @@ export async function listRemotes(store: LocalStore): Promise<Remote[]> {
   });
 }
 
-export async function removeRemote(store: LocalStore, name: string): Promise<void> {
+export async function removeRemote(store: StoreInternals, name: string): Promise<void> {
   await store.index(async (ix) => {
     if ((await ix.get(`r/${name}`)) === undefined) {
       throw new StrataError(STORE_ERR.NOT_FOUND, `no remote ${name}`, { hint: 'see `strata store remote ls`' });
@@ -145,7 +145,7 @@ export interface Destination {
 }
 
 /** A remote name, or REGISTRY/REPO (matched against the remotes' URLs, so their flags apply). */
-export async function resolveDestination(store: LocalStore, text: string): Promise<Destination> {
+export async function resolveDestination(store: StoreInternals, text: string): Promise<Destination> {
   const remotes = await listRemotes(store);
   const byName = remotes.find((r) => r.name === text);
   if (byName) return { ref: parseRepositoryRef(byName.url), label: byName.name, remote: byName };
@@ -286,7 +286,7 @@ function parseArtifact(bytes: Buffer, digest: string, where: string): ParsedArti
  * Deterministic for one zstd/zlib version: zstd level 3, gzip level 6 with no name and no time.
  * The caller removes `path`.
  */
-async function compressLayer(store: LocalStore, hex: string, compression: Exclude<LayerCompression, 'none'>):
+async function compressLayer(store: StoreInternals, hex: string, compression: Exclude<LayerCompression, 'none'>):
     Promise<{ path: string; digest: string; size: number }> {
   const path = store.blobs.tmpPath('push');
   const hash = createHash('sha256');
@@ -499,7 +499,7 @@ function restrictedError(fullName: string, group: string, label: string): Strata
  * group its layer is restricted to in any store on the path (restriction follows content, so
  * an unrestricted re-import of a licensed layer cannot leave the site either).
  */
-async function restrictionOf(store: LocalStore, m: LoadedModule): Promise<string | null> {
+async function restrictionOf(store: StoreInternals, m: LoadedModule): Promise<string | null> {
   return m.record.restricted ?? (await store.restrictionOf(m.record.layer));
 }
 
@@ -515,7 +515,7 @@ async function restrictionOf(store: LocalStore, m: LoadedModule): Promise<string
  * marks of the pushed modules are merged into the repository's `strata-defaults`.
  * Idempotent: a second push sends only HEAD and GET requests.
  */
-export async function push(store: LocalStore, target: string, modules: string[], opts: PushOptions = {}): Promise<PushResult[]> {
+export async function push(store: StoreInternals, target: string, modules: string[], opts: PushOptions = {}): Promise<PushResult[]> {
   const dest = await resolveDestination(store, target);
   const compression = opts.compression ?? 'zstd';
   const summaries = await store.list();
@@ -556,7 +556,7 @@ export async function push(store: LocalStore, target: string, modules: string[],
   return out.sort((a, b) => order.get(a.fullName)! - order.get(b.fullName)!);
 }
 
-async function pushModule(store: LocalStore, s: Session, label: string, m: LoadedModule, compression: LayerCompression,
+async function pushModule(store: StoreInternals, s: Session, label: string, m: LoadedModule, compression: LayerCompression,
                           confined: boolean): Promise<PushResult> {
   const recordHex = parseCid(m.cid).hex;
   const layerHex = parseCid(m.record.layer).hex;
@@ -627,7 +627,7 @@ async function pushModule(store: LocalStore, s: Session, label: string, m: Loade
   }
 }
 
-async function blobSize(store: LocalStore, hex: string, what: string): Promise<number> {
+async function blobSize(store: StoreInternals, hex: string, what: string): Promise<number> {
   try {
     return await store.blobs.size(hex);
   } catch {
@@ -665,7 +665,7 @@ export interface PullOptions extends TransferHooks {
  * store is a no-op; another module of that name is ERR_EXISTS unless `force`. Last, the
  * remote's default mark for a pulled module's name is applied when this store has none.
  */
-export async function pull(store: LocalStore, source: string, refs: string[], opts: PullOptions = {}): Promise<PullResult[]> {
+export async function pull(store: StoreInternals, source: string, refs: string[], opts: PullOptions = {}): Promise<PullResult[]> {
   await store.ensureWritable();
   const dest = await resolveDestination(store, source);
   const s = new Session(dest.ref, opts);
@@ -729,7 +729,7 @@ export async function pull(store: LocalStore, source: string, refs: string[], op
 }
 
 /** Applies the remote's default marks to the pulled modules whose name has none in the store. */
-async function applyDefaults(store: LocalStore, s: Session, label: string, pulled: PullResult[]): Promise<void> {
+async function applyDefaults(store: StoreInternals, s: Session, label: string, pulled: PullResult[]): Promise<void> {
   if (pulled.length === 0) return;
   const { defaults } = await readDefaults(s, label);
   const marked = new Set((await store.list()).filter((m) => m.isDefault).map((m) => m.name));
@@ -758,7 +758,7 @@ function isCidText(ref: string): boolean {
  * record blob, then the index batch — only once every blob it names is durable.
  * `expect`: the fullName that was asked for; a record of another module is refused.
  */
-async function pullArtifact(store: LocalStore, s: Session, art: ParsedArtifact, tag: string, label: string,
+async function pullArtifact(store: StoreInternals, s: Session, art: ParsedArtifact, tag: string, label: string,
                             opts: { force?: boolean; index: 'always' | 'if-free'; expect?: string }): Promise<PullResult> {
   const where = `${label}:${printable(tag)}`;
   if (art.record.size > RECORD_LIMIT) throw new StrataError(STORE_ERR.REGISTRY, `${where}: record of ${art.record.size} bytes is too large`);
@@ -871,7 +871,7 @@ export type FetchMissing = (recordCid: string, fullName?: string) => Promise<voi
  * tag when known (and must have this record as config), else by scanning the tags. Blobs are
  * verified as they stream in; the module's `m/` entry is added when that name is free.
  */
-export async function remoteFetcher(store: LocalStore, hooks?: TransferHooks): Promise<FetchMissing | undefined> {
+export async function remoteFetcher(store: StoreInternals, hooks?: TransferHooks): Promise<FetchMissing | undefined> {
   const remotes = await listRemotes(store);
   if (remotes.length === 0) return undefined;
   const h = hooks ?? {};
