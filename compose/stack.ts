@@ -328,6 +328,9 @@ class Engine {
     this.before = this.t.snapshot();
   }
 
+  /** fullNames of the modules whose requirements are being loaded, innermost last. */
+  private readonly requiring: string[] = [];
+
   // ---- load ----------------------------------------------------------------------------
 
   /** Loads what `spec` names at `depth` (0: the user's; more: for another module). Returns its entry. */
@@ -338,6 +341,13 @@ class Engine {
     if (!m) throw whyNotFound([userName], t.available);
     checkAccess(m, this.user);
     const at = chain.indexOf(m.name);
+    if (at >= 0 && at === chain.length - 1) {
+      // Not a loop: one version of a name requiring another, which cannot be loaded beside it.
+      const requirer = this.requiring[this.requiring.length - 1] ?? m.name;
+      throw new StrataError(COMPOSE_ERR.CONFLICT, `${requirer} requires ${m.fullName}, another version of the same module`, {
+        hint: 'only one version of a name is loaded at a time; re-import the module without that requirement',
+      });
+    }
     if (at >= 0) throw cycleError([...chain.slice(at), m.name]);
 
     // One module of a name: loading it again, or another version, unloads the loaded one first.
@@ -379,6 +389,7 @@ class Engine {
     if (info.requires.length > 0) this.depCheck = true;
     for (const r of info.requires) {
       if (t.satisfied(r)) continue;
+      this.requiring.push(m.fullName);
       try {
         this.load(r, depth + 1, nextChain);
       } catch (e) {
@@ -386,6 +397,8 @@ class Engine {
           throw new StrataError(e.code, e.message, { hint: `required by ${m.fullName}; ${e.hint ?? ''}`.replace(/; $/, ''), cause: e });
         }
         throw e;
+      } finally {
+        this.requiring.pop();
       }
     }
     // Lmod's load_any: the first alternative that loads (one loaded already is loaded again).

@@ -260,6 +260,9 @@ ops('all or nothing: an unknown spec, a conflict, a cycle, access, a missing pre
   assert.match(d.message, 'because this module set a conflict: "cuda/12.2"');
   assert.match(d.hint ?? '', 'Lmod checks only the module being loaded');
   throwsCode(() => load(s, ['cyc-a'], AVAILABLE, ALICE), ERR.REQUIRE_CYCLE, 'Module requirements form a cycle: cyc-a -> cyc-b -> cyc-a');
+  // One version requiring another of its own name is no loop: a conflict, said as such.
+  const selfish = [...AVAILABLE, mod('gcc/9', {}), mod('gcc/99', { requires: ['gcc/9'] })];
+  throwsCode(() => load(s, ['gcc/99'], selfish, ALICE), ERR.CONFLICT, 'gcc/99 requires gcc/9, another version of the same module');
   throwsCode(() => load(s, ['fluent-wrapper'], AVAILABLE, ALICE), ERR.ACCESS_DENIED, 'Access to ansys/2024.1 is denied');
   assert.equal(names(load(s, ['fluent-wrapper'], AVAILABLE, BOB).stack), ['rocm/6.0', 'ansys/2024.1*', 'fluent-wrapper/1']);
   const b = throwsCode(() => load(s, ['broken'], AVAILABLE, ALICE), ERR.NOT_FOUND);
