@@ -4,7 +4,7 @@
  *    alias) of the test stack: fsck.erofs is clean; under a kernel mount the tree equals the
  *    sandbox, POSIX ACLs included (getfacl, getfattr, lstat: snapshotTree), no narrowing;
  *  - `rebuild LOCK -o X.erofs` gives the same bytes: one worker or all, a cold or warm cache, root
- *    or a user who only reads the store; lz4 and zstd; the default is lz4;
+ *    or a user who only reads the store, stores filled in either order; lz4 and zstd (lz4 default);
  *  - `inspect` and `unsquash` read EROFS: the extracted tree equals the sandbox;
  *  - truncated and corrupt images: one line, exit 1, nothing written outside the target.
  */
@@ -13,16 +13,17 @@ import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
 import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeStack } from './fixtures/stack.js';
+import { makeStack, type Stack } from './fixtures/stack.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { removeDir, run, tempDir } from './helpers/tmp.js';
 import { diffTrees, snapshotTree } from './helpers/tree.js';
-import { cli, cliJson, cliOk, importStack, NOBODY, type CliOptions } from './image-harness.js';
+import { cli, cliJson, cliOk, importStack, NOBODY, STACK_ORDER, type CliOptions } from './image-harness.js';
 
 interface Ctx {
   dir: string;
   o: CliOptions;
   sandbox: string;
+  stack: Stack;
 }
 
 const sha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
@@ -58,7 +59,8 @@ else {
     const work = join(ctx.dir, 'work');
     mkdirSync(work);
     ctx.o = { cwd: work, store: join(ctx.dir, 'store') };
-    importStack(ctx.o, makeStack(join(ctx.dir, 'stack')));
+    ctx.stack = makeStack(join(ctx.dir, 'stack'));
+    importStack(ctx.o, ctx.stack);
     ctx.sandbox = join(ctx.dir, 'sandbox');
     cliOk(ctx.o, '-q', 'compose', 'sandbox', ctx.sandbox);
   });
@@ -86,7 +88,8 @@ else {
     assert.not.match(cli(o, 'compose', 'squash', join(dir, 'c.erofs')).stderr.toString(), /cannot store/);
   });
 
-  test('rebuild from the lock gives the same bytes; inspect and unsquash read EROFS', ({ dir, o, sandbox }) => {
+  test('rebuild from the lock gives the same bytes; inspect and unsquash read EROFS', (ctx) => {
+  const { dir, o, sandbox } = ctx;
     const a = join(dir, 'r1.erofs');
     cliOk(o, '-q', 'compose', 'squash', a);
     const b = join(dir, 'r2.erofs');
@@ -107,6 +110,13 @@ else {
     copyFileSync(join(o.cwd, 'strata.lock'), join(theirs, 'strata.lock'));
     cliOk({ ...o, cwd: theirs, nobody: true, env: { HOME: theirs } }, '-q', 'rebuild', join(theirs, 'strata.lock'), '-o', join(theirs, 'n.erofs'));
     assert.is(sha(join(theirs, 'n.erofs')), sha(a), 'not root, from a store it cannot write: the same bytes');
+    // Another store filled in the reverse order: the same lock, the same bytes.
+    const other: CliOptions = { cwd: join(dir, 'other-work'), store: join(dir, 'other-store') };
+    mkdirSync(other.cwd);
+    importStack(other, ctx.stack, [...STACK_ORDER].reverse());
+    const rev = join(dir, 'r5.erofs');
+    cliOk(other, '-q', 'rebuild', join(o.cwd, 'strata.lock'), '-o', rev);
+    assert.is(sha(rev), sha(a), 'a store imported in another order: the same bytes');
     const info = cliJson<{ kind: string; lock: { modules: Array<{ fullName: string }> } }>(o, 'inspect', a);
     assert.is(info.kind, 'erofs image');
     assert.equal(info.lock.modules.map((m) => m.fullName), ['base/1.0', 'mid/2.0', 'app/3.1', 'lic/2024.1']);
