@@ -13,7 +13,7 @@ import type { AclIndex } from './embedded.js';
  * they form the last layer, index `layers.length`.
  */
 export async function planMerge(
-  store: Store,
+  store: StoreReader,
   layers: LoadedModule[],
   extra?: (acls: AclIndex, hasDir: (p: string) => boolean) => LayerEntry[],
 ): Promise<MergePlan> {

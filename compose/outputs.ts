@@ -9,7 +9,7 @@ import { lookupGroup } from '../native/ids.js';
 import { StrataError, COMPOSE_ERR } from './errors.js';
 import { printable } from '../native/errors.js';
 import { IMAGE_ERR } from './image/errors.js';
-import type { LoadedModule, Store } from '../store/index.js';
+import type { LoadedModule, Store, StoreReader } from '../store/index.js';
 import { AclIndex, embeddedEntries, embeddedFiles } from './embedded.js';
 import { Lock, lockOf, parseLock } from './lock.js';
 import { MergePlan, planMerge } from './merge.js';
@@ -54,7 +54,7 @@ export function outputLicence(mods: readonly LoadedModule[]): OutputLicence | un
 }
 
 /** Plans the merge of `mods` with the embedded metadata laid on top. */
-export async function planOutput(store: Store, mods: LoadedModule[]): Promise<{ plan: MergePlan; embedded: Map<string, Buffer>; lock: Lock }> {
+export async function planOutput(store: StoreReader, mods: LoadedModule[]): Promise<{ plan: MergePlan; embedded: Map<string, Buffer>; lock: Lock }> {
   const lock = lockOf(mods);
   const embedded = new Map<string, Buffer>();
   const plan = await planMerge(store, mods, (acls, hasDir) => {

@@ -20,7 +20,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { aclFromText, narrowedNode } from '../native/acl.js';
 import { StrataError, COMPOSE_ERR } from './errors.js';
-import type { LoadedModule, Store, LayerEntry } from '../store/index.js';
+import type { LoadedModule, StoreReader, LayerEntry } from '../store/index.js';
 import { forEachPlannedFile, plannedBytes } from './merge.js';
 import { outputLicence, planOutput } from './outputs.js';
 import { checkErofsOptions, checkSquashOptions, ErofsWriter, imageFormat, SquashfsWriter, type ErofsCompressor, type ImageFormat, type SquashOptions } from './image/index.js';
@@ -79,7 +79,7 @@ interface ImageSink {
   abort(): Promise<void>;
 }
 
-async function createSink(out: string, store: Store, opts: ImageOptions, gid: number | undefined): Promise<ImageSink> {
+async function createSink(out: string, store: StoreReader & { cacheDir?: string }, opts: ImageOptions, gid: number | undefined): Promise<ImageSink> {
   const cacheDir = opts.cache === false ? undefined : store.cacheDir;
   const access = gid !== undefined ? { access: { gid } } : {};
   if (opts.format === 'erofs') {
@@ -101,7 +101,8 @@ async function createSink(out: string, store: Store, opts: ImageOptions, gid: nu
  * get the licence rule's narrowed mode and group (imageEntry). EROFS holds them: entries go in
  * as the layers have them, and the kernel enforces the ACLs on mount.
  */
-export async function buildImage(store: Store, mods: LoadedModule[], out: string, opts: ImageOptions = {}): Promise<ImageResult> {
+/** `store` is any StoreReader; with a `cacheDir` the block cache is used (unless opts.cache is false). */
+export async function buildImage(store: StoreReader & { cacheDir?: string }, mods: LoadedModule[], out: string, opts: ImageOptions = {}): Promise<ImageResult> {
   const licence = outputLicence(mods);
   await checkOutput(out, opts.force === true);
   const { plan, embedded } = await planOutput(store, mods);

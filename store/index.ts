@@ -28,6 +28,7 @@ export type { ImportOptions, ImportResult, ModuleSummary, LoadedModule, LayerIte
 export type { PullOptions, PullResult, PushOptions, PushResult, Remote, TransferHooks, FetchMissing } from './remote/remotes.js';
 export { canonicalJson, cidFromHex, isCid, parseCid, JSON_CODEC, RAW_CODEC } from './cid.js';
 export { matches } from './local-store.js';
+export { MemoryStore } from './memory-store.js';
 export { applyLayer, emptyTree, flatten, hardLinkTargets, lookup } from './layer/merge.js';
 export type { MergeNode, MergePlan, PlannedEntry } from './layer/merge.js';
 

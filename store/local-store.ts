@@ -22,7 +22,6 @@ import { StrataError, STORE_ERR } from './errors.js';
 import { IndexView, LockOptions, withIndex } from './catalog/leveldb.js';
 import { CATALOG_FILE, catalogView, pruneSnapshots, readCatalog, retainedSnapshots } from './catalog/snapshot.js';
 import { LayerBuilder } from './layer/builder.js';
-import { normalizeLayerPath } from './layer/path.js';
 import { applyManifestEntry, LayerManifest } from './layer/manifest.js';
 import { checkCollectionName, parseCollection, serializeCollection, type Collection } from './collections.js';
 import { checkFullName, envOpProblem, EnvOp, fullNameOf, ModuleRecord, recordExtras, RecordExtras, splitFullName, validateRecord } from './record.js';
@@ -30,6 +29,7 @@ import { addSource } from './sources/index.js';
 import { lookupGroup } from '../native/ids.js';
 import { printable } from '../native/errors.js';
 import { readTar } from './tar/reader.js';
+import { layerItems } from './layer/items.js';
 import { LayerEntry } from './types.js';
 
 export interface ImportOptions {
@@ -445,7 +445,7 @@ export class LocalStore {
     const what = `layer of ${mod.fullName}`;
     const check = this.cacheCheck(hex, what);
     try {
-      for await (const item of this.layerItems(readTar(this.blobs.read(hex, what)), manifest)) {
+      for await (const item of layerItems(readTar(this.blobs.read(hex, what)), manifest)) {
         check?.(item.entry);
         yield item;
       }
@@ -464,27 +464,7 @@ export class LocalStore {
     }
   }
 
-  private async *layerItems(tar: ReturnType<typeof readTar>, manifest: LayerManifest): AsyncGenerator<LayerItem> {
-    for await (const { header: h, body } of tar) {
-      const p = normalizeLayerPath(h.path);
-      const entry: LayerEntry = {
-        path: p,
-        type: h.type,
-        mode: h.mode,
-        uid: h.uid,
-        gid: h.gid,
-        mtime: h.mtime,
-        size: h.type === 'file' ? h.size : 0,
-      };
-      if (h.type === 'symlink') entry.linkname = h.linkname;
-      if (h.type === 'hardlink') entry.linkname = normalizeLayerPath(h.linkname);
-      if (h.type === 'char' || h.type === 'block') {
-        entry.devmajor = h.devmajor;
-        entry.devminor = h.devminor;
-      }
-      yield { entry: applyManifestEntry(entry, manifest.entries[p]), body };
-    }
-  }
+
 
   /**
    * A layer's entries with their xattrs and ACLs, without reading file contents: from the

@@ -1,0 +1,119 @@
+/**
+ * The StoreReader contract (store/index.ts), held against both implementations: the local
+ * store on disk and the in-memory one (store/memory-store.ts). Records by name and by CID,
+ * manifests, entry lists equal to what the layer holds in canonical order, bodies, an unknown
+ * name, and a layer damaged late in its bytes failing at the end of the read, not cleanly.
+ * Then compose builds the test stack's image from each: the same bytes.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildImage } from '../compose/squash.js';
+import { comparePaths, MemoryStore, STORE_ERR, type LoadedModule, type StoreReader } from '../store/index.js';
+import { LocalStore } from '../store/local-store.js';
+import { parseCid } from '../store/cid.js';
+import { makeStack } from './fixtures/stack.js';
+import { removeDir, tempDir } from './helpers/tmp.js';
+
+interface Ctx {
+  dir: string;
+  local: LocalStore;
+  memory: MemoryStore;
+  names: string[];
+}
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+async function bodiesDigest(store: StoreReader, mod: LoadedModule): Promise<string> {
+  const h = createHash('sha256');
+  for await (const { entry, body } of store.readLayer(mod)) {
+    h.update(`${entry.path}\0`);
+    for await (const c of body) h.update(c);
+  }
+  return h.digest('hex');
+}
+
+async function errorOf(p: Promise<unknown>): Promise<{ code?: string }> {
+  try {
+    await p;
+  } catch (e) {
+    return e as { code?: string };
+  }
+  return {};
+}
+
+const test = suite<Ctx>('StoreReader contract: local and in-memory');
+test.before(async (ctx) => {
+  ctx.dir = tempDir('strata-contract-');
+  const stack = makeStack(join(ctx.dir, 'stack'));
+  ctx.local = await LocalStore.open(join(ctx.dir, 'store'));
+  ctx.memory = new MemoryStore();
+  ctx.names = [];
+  for (const layer of stack.layers) {
+    const name = `${layer.name}/1`;
+    const r = await ctx.local.importModule(name, layer.tar, { allowMissing: true });
+    ctx.names.push(name);
+    for (const cid of [r.record, r.layer, r.manifest]) ctx.memory.put(await ctx.local.blobs.readBytes(parseCid(cid).hex));
+    ctx.memory.names.set(name, r.record);
+  }
+});
+test.after(async (ctx) => {
+  await ctx.local.close();
+  removeDir(ctx.dir);
+});
+
+test('records, manifests, entry lists and bodies agree; the entry list is the layer in canonical order', async ({ local, memory, names }) => {
+  for (const name of names) {
+    const [a, b] = [await local.get(name), await memory.get(name)];
+    assert.equal(b, a, `${name}: by name`);
+    assert.equal(await memory.get(a.cid), { ...a, fullName: a.fullName }, `${name}: by CID`);
+    assert.equal(await memory.manifestOf(b), await local.manifestOf(a), `${name}: manifest`);
+    const entries = await local.layerEntries(a);
+    assert.equal(await memory.layerEntries(b), entries, `${name}: entry lists`);
+    const read: string[] = [];
+    for await (const { entry } of local.readLayer(a)) read.push(entry.path);
+    assert.equal(entries.map((e) => e.path), read, `${name}: the entry list is the layer's`);
+    assert.equal([...read].sort(comparePaths), read, `${name}: canonical order`);
+    assert.is(await bodiesDigest(memory, b), await bodiesDigest(local, a), `${name}: bodies`);
+  }
+  for (const s of [local, memory] as StoreReader[]) assert.is((await errorOf(s.get('nosuch/1'))).code, STORE_ERR.NOT_FOUND);
+});
+
+test('compose builds the same image bytes from either store', async ({ dir, local, memory, names }) => {
+  const mods = [await local.get(names[0]!), await local.get(names[1]!)];
+  const a = await buildImage(local, mods, join(dir, 'local.sqfs'), { cache: false });
+  const b = await buildImage(memory, mods, join(dir, 'memory.sqfs'));
+  assert.is(b.sha256, a.sha256);
+  assert.is(sha(readFileSync(join(dir, 'memory.sqfs'))), a.sha256);
+});
+
+test('a layer damaged late fails at the end of the read in both, never cleanly', async ({ dir, local, memory, names }) => {
+  const mod = await local.get(names[0]!);
+  const hex = parseCid(mod.record.layer).hex;
+  const file = join(dir, 'store', 'blobs', 'sha256', hex);
+  const good = readFileSync(file);
+  const bad = Buffer.from(good);
+  bad[bad.length - 1100] ^= 0x01; // inside the last file's body or padding, not a header
+  writeFileSync(file, bad);
+  memory.blobs.set(hex, bad);
+  try {
+    for (const s of [local, memory] as StoreReader[]) {
+      let items = 0;
+      const e = await errorOf((async () => {
+        for await (const { body } of s.readLayer(mod)) {
+          items++;
+          for await (const _ of body) void _;
+        }
+      })());
+      assert.is(e.code, STORE_ERR.DIGEST_MISMATCH, 'the end of the read throws');
+      assert.ok(items > 0, 'entries came first: the check is at the end');
+    }
+  } finally {
+    writeFileSync(file, good);
+    memory.blobs.set(hex, good);
+  }
+});
+
+test.run();
