@@ -6,6 +6,7 @@
  * any point leaves, at worst, unreferenced blobs (removed by gc) and stale temp files (removed
  * when the store next opens); `verify` is clean.
  */
+import { createHash } from 'node:crypto';
 import * as fsSync from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
@@ -27,7 +28,6 @@ import { checkCollectionName, parseCollection, serializeCollection, type Collect
 import { checkFullName, envOpProblem, EnvOp, fullNameOf, ModuleRecord, recordExtras, RecordExtras, splitFullName, validateRecord } from './record.js';
 import { addSource } from './sources/index.js';
 import { lookupGroup } from '../native/ids.js';
-import { printable } from '../native/errors.js';
 import { readTar } from './tar/reader.js';
 import { layerItems } from './layer/items.js';
 import { LayerEntry } from './types.js';
@@ -111,8 +111,11 @@ export class LocalStore {
   readonly blobs: BlobStore;
   lockOptions: LockOptions = {};
   private catalog: IndexView | undefined;
-  /** Entry lists handed out from the cache, by layer digest: readLayer checks the layer against them. */
-  private readonly handedOut = new Map<string, EntryRow[]>();
+  /**
+   * Entry lists handed out from the cache, by layer digest, as a digest of their rows in order:
+   * readLayer checks the layer against it (constant memory whatever the number of entries).
+   */
+  private readonly handedOut = new Map<string, string>();
 
   private constructor(
     readonly root: string,
@@ -491,7 +494,9 @@ export class LocalStore {
     }
     const entries = rows.map((r) => applyManifestEntry(fromRow(r), manifest.entries[r[0]]));
     // The cache is untrusted: readLayer checks the layer against exactly this list.
-    this.handedOut.set(hex, rows);
+    const h = createHash('sha256');
+    for (const r of rows) h.update(`${JSON.stringify(r)}\n`);
+    this.handedOut.set(hex, h.digest('hex'));
     return entries;
   }
 
@@ -500,26 +505,31 @@ export class LocalStore {
   }
 
   /**
-   * Compares each entry read from a layer with the cached row handed out for it, in order; a
-   * difference (a cache edited or damaged after it was written) fails the read in one line and
-   * drops the cache file, so no output is made from a plan the layer does not back.
+   * Checks a layer, as it is read, against the cached entry list handed out for it: the rows
+   * of the entries read, in order, must hash to what the list hashed to. A difference (a cache
+   * edited or damaged after it was written: a mode, a setuid bit, an extra entry) fails at the
+   * end of the layer, in one line, and drops the cache file. Outputs make their result visible
+   * only after every layer was read to its end, so no output is made from a plan the layer
+   * does not back.
    */
   private cacheCheck(hex: string, what: string): ((e: LayerEntry | undefined) => void) | undefined {
-    const rows = this.handedOut.get(hex);
-    if (rows === undefined) return undefined;
-    let i = 0;
+    const want = this.handedOut.get(hex);
+    if (want === undefined) return undefined;
+    const h = createHash('sha256');
     return (e) => {
-      const want = rows[i++];
-      const same = e === undefined ? want === undefined : want !== undefined && JSON.stringify(toRow(e)) === JSON.stringify(want);
-      if (same) return;
+      if (e !== undefined) {
+        h.update(`${JSON.stringify(toRow(e))}\n`);
+        return;
+      }
+      if (h.digest('hex') === want) return;
       this.handedOut.delete(hex);
       fsSync.rmSync(this.entryCachePath(hex), { force: true });
-      const at = printable(e?.path ?? want?.[0] ?? '(end)');
-      throw new StrataError(STORE_ERR.CACHE_INVALID, `the cached entry list of ${what} disagrees with the layer at '${at}'; the cache was dropped`, {
+      throw new StrataError(STORE_ERR.CACHE_INVALID, `the cached entry list of ${what} disagrees with the layer; the cache was dropped`, {
         hint: 'run the command again: the entry list is rebuilt from the layer',
       });
     };
   }
+
 
   /** Writes a layer's entry list row by row into tmp/, then commits it under the layer's digest. */
   private entryIndexWriter(): { add(e: LayerEntry): void; commit(hex: string, gid?: number): Promise<void>; abort(): void } {
