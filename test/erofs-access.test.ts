@@ -13,7 +13,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ErofsCompressor } from '../compose/image/erofs/writer.js';
 import { ensureGroup, ensureUser, runAs, canSwitchUsers, type TestUser } from './helpers/users.js';
-import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { buildErofs, corpus } from './erofs-harness.js';
 
@@ -44,7 +44,7 @@ else {
     mustRun('chmod', ['0755', tmp]);
   });
   Access.after.each(() => {
-    for (const m of mounts.splice(0)) run('umount', [m]);
+    for (const m of mounts.splice(0)) unmount(m);
     removeDir(tmp);
   });
 

@@ -15,7 +15,7 @@ import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync,
 import { join } from 'node:path';
 import { makeStack, type Stack } from './fixtures/stack.js';
 import { missing, skipSuite } from './helpers/probe.js';
-import { removeDir, run, tempDir } from './helpers/tmp.js';
+import { removeDir, run, tempDir, unmount } from './helpers/tmp.js';
 import { diffTrees, snapshotTree } from './helpers/tree.js';
 import { cli, cliJson, cliOk, importStack, NOBODY, STACK_ORDER, type CliOptions } from './image-harness.js';
 
@@ -46,7 +46,7 @@ function withMount<T>(img: string, mnt: string, fn: (mnt: string) => T): T | und
   try {
     return fn(mnt);
   } finally {
-    run('umount', [mnt]);
+    unmount(mnt);
   }
 }
 

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { ErofsImage } from '../compose/image/erofs/reader.js';
 import { ErofsWriter, type ErofsCompressor } from '../compose/image/erofs/writer.js';
 import { diffTrees } from './helpers/tree.js';
-import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { noise } from './helpers/random.js';
 import { buildErofs, corpus, expectedEntries, lineDiff, materialize, readerEntries, sha256, BS } from './erofs-harness.js';
@@ -36,8 +36,8 @@ else {
   });
 
   Writer.after.each(() => {
-    for (const m of mounts.splice(0)) run('umount', [m]);
-    run('umount', [tmp]);
+    for (const m of mounts.splice(0)) unmount(m);
+    unmount(tmp);
     removeDir(tmp);
   });
 

@@ -12,7 +12,7 @@ import * as assert from 'uvu/assert';
 import { chownSync, linkSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { diffTrees, snapshotTree } from './helpers/tree.js';
-import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
 import { cliJson, cliOk, type CliOptions, type SquashJson } from './image-harness.js';
 import { noise } from './helpers/random.js';
 
@@ -71,7 +71,7 @@ Awk.before.each(() => {
 });
 
 Awk.after.each(() => {
-  for (const m of mounts.splice(0)) run('umount', [m]);
+  for (const m of mounts.splice(0)) unmount(m);
   removeDir(tmp);
 });
 

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import { CLI } from './helpers/cli.js';
 import { missing, skipSuite } from './helpers/probe.js';
-import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
 import { canSwitchUsers, ensureGroup, ensureUser, runAs, type TestUser } from './helpers/users.js';
 
 const NAME = 'image: a licensed module in a kernel-mounted image, for its group only';
@@ -35,7 +35,7 @@ else {
   });
 
   Lic.after.each(() => {
-    if (mnt) run('umount', [mnt]);
+    if (mnt) unmount(mnt);
     mnt = '';
     removeDir(tmp);
   });

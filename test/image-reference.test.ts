@@ -19,7 +19,7 @@ import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 
 import { join } from 'node:path';
 import { makeStack, STACK, type Stack } from './fixtures/stack.js';
 import { diffTrees, snapshotTree, type TreeSnapshot } from './helpers/tree.js';
-import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
 import {
   cliJson, cliOk, expectedListing, importStack, narrowedForImage, parseListing, type CliOptions, type ListedEntry,
   type SquashJson,
@@ -54,7 +54,7 @@ Ref.before.each(() => {
 });
 
 Ref.after.each(() => {
-  for (const m of mounts.splice(0)) run('umount', [m]);
+  for (const m of mounts.splice(0)) unmount(m);
   removeDir(tmp);
 });
 

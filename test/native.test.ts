@@ -21,6 +21,7 @@ import {
   fsetxattr, fstatat, linkat, mkdirat, mknodat, openBeneath, openat, readdirfd, renameat2, rmtreeat, symlinkat, unlinkat, utimensat,
 } from '../native/fsops.js';
 import { aclFromText, aclToXattr } from '../native/acl.js';
+import { unmount } from './helpers/tmp.js';
 
 const run = (cmd: string, ...args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
 
@@ -369,7 +370,7 @@ at('rmtreeat removes a tree without following links; read-only dirs of the calle
       }
       assert.is(readFileSync(join(m, 'mnt/inside'), 'utf8'), 'kept\n');
     } finally {
-      spawnSync('umount', [join(m, 'mnt')]);
+      unmount(join(m, 'mnt'));
     }
   }
 });

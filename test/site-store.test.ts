@@ -24,7 +24,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { CLI } from './helpers/cli.js';
 import { missing, skipSuite } from './helpers/probe.js';
-import { mustRun, removeDir, run, tempDir, type RunResult } from './helpers/tmp.js';
+import { mustRun, removeDir, run, tempDir, type RunResult, unmount } from './helpers/tmp.js';
 import { asUser, ensureGroup, ensureUser, runAs, type TestUser } from './helpers/users.js';
 
 const SECRET = 'LICENSED-BYTES-5e1f0c';
@@ -231,7 +231,7 @@ else {
       assert.is.not(runAs(outsider, join(mnt, 'opt/lic/bin/app'), []).code, 0, 'outsider cannot run');
       assert.is.not(runAs(outsider, 'ls', [join(mnt, 'opt/lic')]).code, 0, 'outsider cannot list');
     } finally {
-      run('umount', [mnt]);
+      unmount(mnt);
     }
   });
 

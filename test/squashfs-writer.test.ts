@@ -17,7 +17,7 @@ import { isStrataError } from '../store/errors.js';
 import { comparePaths, type LayerEntry } from '../store/types.js';
 import { SquashfsWriter, type SquashOptions } from '../compose/image/index.js';
 import { diffTrees } from './helpers/tree.js';
-import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
 import { noise } from './helpers/random.js';
 
 interface Item {
@@ -234,8 +234,8 @@ Writer.before.each(() => {
 });
 
 Writer.after.each(() => {
-  for (const m of ['mnt', 'mnt2']) if (existsSync(join(tmp, m))) run('umount', [join(tmp, m)]);
-  run('umount', [tmp]);
+  for (const m of ['mnt', 'mnt2']) if (existsSync(join(tmp, m))) unmount(join(tmp, m));
+  unmount(tmp);
   removeDir(tmp);
 });
 

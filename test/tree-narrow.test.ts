@@ -11,7 +11,7 @@ import { chmodSync, chownSync, lstatSync, mkdirSync, writeFileSync } from 'node:
 import { join } from 'node:path';
 import { CLI } from './helpers/cli.js';
 import { missing, skipSuite } from './helpers/probe.js';
-import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
 import { ensureGroup, ensureUser, runAs, type TestUser } from './helpers/users.js';
 
 interface Ctx {
@@ -87,7 +87,7 @@ else {
       const said = r.stderr.toString().split('\n').filter((l) => /ACL/i.test(l));
       assert.is(said.length, 1, `said once: ${r.stderr}`);
     } finally {
-      run('umount', [mnt]);
+      unmount(mnt);
     }
   });
 

@@ -50,6 +50,23 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
   return { code: r.status ?? -1, stdout: r.stdout ?? Buffer.alloc(0), stderr };
 }
 
+/**
+ * Detaches a mount a test made; a path that is not mounted is left alone. A mount can stay busy
+ * for a moment after its last user is gone (a loop device is released asynchronously, and on a
+ * loaded machine that outlasts the test), so it is retried for a few seconds and then detached
+ * lazily, which the kernel finishes once the last reference goes. Never throws: it runs in
+ * after-hooks, where an exception would hide the test's own result.
+ */
+export function unmount(path: string): void {
+  if (run('mountpoint', ['-q', path]).code !== 0) return;
+  for (let tries = 0; tries < 20; tries++) {
+    if (run('umount', [path]).code === 0) return;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 250);
+  }
+  const lazy = run('umount', ['-l', path]);
+  if (lazy.code !== 0) process.stderr.write(`note: ${path} stays mounted: ${lazy.stderr.trim()}\n`);
+}
+
 /** Like run(), but throws an Error naming the command and its stderr unless it exits 0. */
 export function mustRun(cmd: string, args: readonly string[], opts: RunOptions = {}): RunResult {
   const r = run(cmd, args, opts);
