@@ -25,6 +25,11 @@ export interface Result<T = unknown> {
   warnings?: string[];
   /** The command did its work and reports, then fails with this (exit 1): `store verify` with problems. */
   error?: StrataError;
+  /**
+   * The command's own process had the terminal (`exec`): nothing is printed but notes,
+   * warnings and `error`, and strata exits with this status.
+   */
+  exitStatus?: number;
 }
 
 export function result<T>(data: T, text?: () => string | string[], extra: Omit<Result<T>, 'data' | 'text'> = {}): Result<T> {
@@ -45,6 +50,10 @@ export class Printer {
   print(r: Result): number {
     for (const n of r.notes ?? []) this.note(n);
     for (const w of r.warnings ?? []) this.warn(w);
+    if (r.exitStatus !== undefined) {
+      if (r.error) this.fail(r.error, false);
+      return r.exitStatus;
+    }
     if (this.json) {
       const doc = r.error ? { ...(isPlainObject(r.data) ? r.data : { result: r.data }), error: errorJson(r.error) } : r.data;
       process.stdout.write(`${JSON.stringify(doc ?? null, null, 2)}\n`);
