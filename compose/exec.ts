@@ -90,6 +90,8 @@ export async function execIn(target: string, argv: readonly string[], opts: Exec
     });
   } finally {
     // Cleanup runs to its end whatever arrives meanwhile: signals stay caught until it is done.
+    // An interrupted run ends all it started, so that the image is free to go.
+    if (signals.received && helper?.mountNs) await endLeftovers(helper.mountNs, helper.pid);
     await helper?.stop();
     const warning = await image?.unmount();
     if (warning) opts.onWarning?.(warning);
@@ -201,6 +203,8 @@ function realDir(p: string | undefined): string | undefined {
 
 interface Helper {
   pid: number;
+  /** The run's mount namespace (`mnt:[inode]`), known once the helper has answered. */
+  mountNs?: string;
   /** Sends the plan, resolves to the reply; rejects when the helper could not start. */
   ask(plan: HelperPlan): Promise<HelperReply>;
   /** Lets the helper go and waits until it has. */
@@ -227,7 +231,7 @@ function startHelper(unshare: string, asRoot: boolean): Helper {
     child.on('error', () => resolve());
   });
   control.on('error', () => undefined);
-  return {
+  const helper: Helper = {
     pid: child.pid ?? -1,
     ask(plan) {
       return new Promise<HelperReply>((resolve, reject) => {
@@ -236,7 +240,9 @@ function startHelper(unshare: string, asRoot: boolean): Helper {
         control.on('data', (chunk: string) => {
           buf += chunk;
           const nl = buf.indexOf('\n');
-          if (nl >= 0) resolve(JSON.parse(buf.slice(0, nl)) as HelperReply);
+          if (nl < 0) return;
+          helper.mountNs = mountNamespaceOf(helper.pid);
+          resolve(JSON.parse(buf.slice(0, nl)) as HelperReply);
         });
         child.on('error', (e) => reject(new StrataError(COMPOSE_ERR.EXEC_UNAVAILABLE, `cannot start unshare: ${e.message}`)));
         void exited.then(() => {
@@ -255,6 +261,40 @@ function startHelper(unshare: string, asRoot: boolean): Helper {
       await exited;
     },
   };
+  return helper;
+}
+
+function mountNamespaceOf(pid: number): string | undefined {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/ns/mnt`);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * SIGKILLs every process left in the mount namespace `ns` but `except` (the command's children,
+ * daemons it started) and waits until they have left it, so that the image they held can be
+ * unmounted at once. A process that exits drops its namespaces before it becomes a zombie.
+ */
+async function endLeftovers(ns: string, except: number): Promise<void> {
+  if (ns === mountNamespaceOf(process.pid)) return;
+  for (let pass = 0; pass < 20; pass++) {
+    const pids = fs
+      .readdirSync('/proc')
+      .filter((n) => /^\d+$/.test(n))
+      .map(Number)
+      .filter((p) => p !== except && p !== process.pid && mountNamespaceOf(p) === ns);
+    if (pids.length === 0) return;
+    for (const p of pids) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+    for (let wait = 0; wait < 200 && pids.some((p) => mountNamespaceOf(p) === ns); wait++) await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 /**
