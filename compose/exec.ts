@@ -83,7 +83,7 @@ export async function execIn(target: string, argv: readonly string[], opts: Exec
     if (!asRoot) args.push(`--map-user=${process.geteuid!()}`, `--map-group=${process.getegid!()}`);
     args.push(`--root=${reply.root}`, `--wd=${reply.wd}`, '--', ...argv);
     const command = spawn(tools.nsenter, args, { stdio: 'inherit', env });
-    signals.relayTo(command);
+    signals.relayTo(command, helper!);
     return await new Promise<number>((resolve, reject) => {
       command.on('error', (e) => reject(new StrataError(COMPOSE_ERR.EXEC_UNAVAILABLE, `cannot start nsenter: ${e.message}`)));
       command.on('exit', (code, signal) => resolve(exitStatus(code, signal ? os.constants.signals[signal] : undefined)));
@@ -278,22 +278,29 @@ function mountNamespaceOf(pid: number): string | undefined {
  * unmounted at once. A process that exits drops its namespaces before it becomes a zombie.
  */
 async function endLeftovers(ns: string, except: number): Promise<void> {
-  if (ns === mountNamespaceOf(process.pid)) return;
   for (let pass = 0; pass < 20; pass++) {
-    const pids = fs
-      .readdirSync('/proc')
-      .filter((n) => /^\d+$/.test(n))
-      .map(Number)
-      .filter((p) => p !== except && p !== process.pid && mountNamespaceOf(p) === ns);
+    const pids = inNamespace(ns, except);
     if (pids.length === 0) return;
-    for (const p of pids) {
-      try {
-        process.kill(p, 'SIGKILL');
-      } catch {
-        // gone already
-      }
-    }
+    for (const p of pids) signal(p, 'SIGKILL');
     for (let wait = 0; wait < 200 && pids.some((p) => mountNamespaceOf(p) === ns); wait++) await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** The processes in mount namespace `ns` but `except`; none when `ns` is strata's own. */
+function inNamespace(ns: string, except: number): number[] {
+  if (ns === mountNamespaceOf(process.pid)) return [];
+  return fs
+    .readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number)
+    .filter((p) => p !== except && p !== process.pid && mountNamespaceOf(p) === ns);
+}
+
+function signal(pid: number, s: NodeJS.Signals): void {
+  try {
+    process.kill(pid, s);
+  } catch {
+    // gone already
   }
 }
 
@@ -306,19 +313,24 @@ async function endLeftovers(ns: string, except: number): Promise<void> {
 class SignalRelay {
   received: NodeJS.Signals | undefined;
   private command: ChildProcess | undefined;
+  private helper: Helper | undefined;
   private readonly handler = (s: NodeJS.Signals) => {
     this.received ??= s;
     if (!this.command || this.command.exitCode !== null || this.command.signalCode !== null) return;
     if (FROM_TERMINAL.has(s) && foregroundOnTerminal()) return;
+    // To every process of the run, as a terminal signals its whole foreground job: a shell
+    // waiting for its child acts on SIGINT only once the child is gone.
     this.command.kill(s);
+    if (this.helper?.mountNs) for (const p of inNamespace(this.helper.mountNs, this.helper.pid)) signal(p, s);
   };
 
   constructor() {
     for (const s of RELAYED) process.on(s, this.handler);
   }
 
-  relayTo(command: ChildProcess): void {
+  relayTo(command: ChildProcess, helper: Helper): void {
     this.command = command;
+    this.helper = helper;
   }
 
   /** The exit status of a run interrupted before its command started. */

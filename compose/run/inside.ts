@@ -24,7 +24,7 @@ import * as path from 'node:path';
 import { printable, StrataError } from '../../native/errors.js';
 import { COMPOSE_ERR } from '../errors.js';
 import { DEFAULT_PATH, type Bind, type HelperPlan, type HelperReply } from './plan.js';
-import { resolveInRoot } from './root-path.js';
+import { makeMountPoint, resolveInRoot } from './root-path.js';
 import { firstLine, TOOL_ENV } from './tools.js';
 
 function mount(plan: HelperPlan, args: string[], what: string): string | undefined {
@@ -54,16 +54,20 @@ function build(plan: HelperPlan): HelperReply {
   // Relative paths (the helper's mounts run in STAGE): the overlay's option string then never
   // holds a ',' or ':' from the tree's own path.
   mustMount(plan, ['--bind', plan.lower, 'lower'], 'bind of the tree');
+  // Mount points go into the upper layer before the overlay is mounted (in a user namespace
+  // the caller may not create entries in the tree's root-owned directories through it).
+  const points = plan.binds.map((b) => mountPoint(plan, b));
   const opts = ['nodev', 'nosuid', 'lowerdir=lower', 'upperdir=upper', 'workdir=work', ...(plan.userns ? ['userxattr'] : [])];
   mustMount(plan, ['-t', 'overlay', '-o', opts.join(','), 'strata-exec', 'root'], 'overlay on the tree');
   const root = path.join(plan.stage, 'root');
 
-  for (const b of plan.binds) {
-    const failed = bind(plan, root, b);
-    if (!failed) continue;
+  plan.binds.forEach((b, i) => {
+    const p = points[i]!;
+    const failed = typeof p === 'object' ? p.failed : mount(plan, [b.kind === 'dir' ? '--rbind' : '--bind', b.src, path.join(root, p)], `bind of ${printable(b.src)}`);
+    if (!failed) return;
     if (!b.optional) throw new StrataError(COMPOSE_ERR.EXEC_SETUP, `cannot set up the root: ${failed}`);
     warnings.push(`${failed}; running without it`);
-  }
+  });
   mustMount(plan, ['-o', 'remount,bind,ro', 'root'], 'read-only remount of the root');
 
   let wd = '/';
@@ -75,16 +79,15 @@ function build(plan: HelperPlan): HelperReply {
   return { ok: true, root, wd, warnings };
 }
 
-function bind(plan: HelperPlan, root: string, b: Bind): string | undefined {
+/** Where bind `b` goes inside the root, its mount point made; or why it cannot go. */
+function mountPoint(plan: HelperPlan, b: Bind): string | { failed: string } {
   const what = `bind of ${printable(b.src)}`;
-  let at;
   try {
-    at = resolveInRoot(root, b.dst, b.kind);
+    const at = makeMountPoint(path.join(plan.stage, 'lower'), path.join(plan.stage, 'upper'), b.dst, b.kind);
+    return at ?? { failed: `${what}: the root has no ${b.kind === 'dir' ? 'directory' : 'file'} at ${printable(b.dst)}` };
   } catch (e) {
-    return `${what}: ${(e as Error).message}`;
+    return { failed: `${what}: ${(e as Error).message}` };
   }
-  if (!at || at.stat.isDirectory() !== (b.kind === 'dir')) return `${what}: the root has no ${b.kind === 'dir' ? 'directory' : 'file'} at ${printable(b.dst)}`;
-  return mount(plan, [b.kind === 'dir' ? '--rbind' : '--bind', b.src, at.host], what);
 }
 
 /** Looks argv[0] up as execvp would inside the root; throws the shell's 127 / 126 cases. */
