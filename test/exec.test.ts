@@ -14,7 +14,13 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { Command } from 'commander';
+import { withCommandSeparator } from '../cli/commands/exec.js';
+import { envScript } from '../compose/embedded.js';
+import { applyEnv, defaultBinds, userNamespaceHint, userNamespacesOff, within } from '../compose/run/plan.js';
+import { makeMountPoint, resolveInRoot } from '../compose/run/root-path.js';
+import type { EnvOp } from '../store/index.js';
 import { join } from 'node:path';
 import { makeStack } from './fixtures/stack.js';
 import { isStaticElf, makeMpiLayer, MPI } from './fixtures/mpi-layer.js';
@@ -25,6 +31,107 @@ import { mustRun, removeDir, run, tempDir, type RunResult } from './helpers/tmp.
 import { asUser, canSwitchUsers, ensureUser, runAs, type TestUser } from './helpers/users.js';
 
 const BUSYBOX = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p) && isStaticElf(p));
+
+// ---------------------------------------------------------------------------------------
+// In-process: the decisions (run/plan.ts), the paths in a hostile tree (run/root-path.ts),
+// the command line. No root needed.
+
+const Plan = suite('exec: plan, hostile paths, command line');
+let ptmp = '';
+Plan.before.each(() => {
+  ptmp = tempDir('strata-exec-plan-');
+});
+Plan.after.each(() => {
+  removeDir(ptmp);
+});
+
+Plan("the stack's env is what /.strata/env.sh makes of the caller's, by the host's sh", () => {
+  const ops: EnvOp[] = [
+    { op: 'prepend', var: 'PATH', value: '/opt/a/bin' },
+    { op: 'append', var: 'PATH', value: '/opt/z bin' },
+    { op: 'prepend', var: 'UNSET_BEFORE', value: "it's" },
+    { op: 'append', var: 'EMPTY_BEFORE', value: 'x:y' },
+    { op: 'set', var: 'LM_LICENSE_FILE', value: '$HOME/"q"' },
+    { op: 'prepend', var: 'LM_LICENSE_FILE', value: '/first' },
+  ];
+  const base = { PATH: '/usr/bin:/bin', EMPTY_BEFORE: '', LM_LICENSE_FILE: 'old' };
+  const script = join(ptmp, 'env.sh');
+  writeFileSync(script, envScript(ops));
+  const vars = ['PATH', 'UNSET_BEFORE', 'EMPTY_BEFORE', 'LM_LICENSE_FILE'];
+  const byShell = mustRun('env', ['-i', ...Object.entries(base).map(([k, v]) => `${k}=${v}`), 'sh', '-c', `. "$1"; printf '%s\\0' ${vars.map((v) => `"$${v}"`).join(' ')}`, 'sh', script]);
+  const ours = applyEnv(base, ops);
+  assert.equal(vars.map((v) => ours[v]), byShell.stdout.toString('utf8').split('\0').slice(0, vars.length));
+  assert.is(ours.PATH, '/opt/a/bin:/usr/bin:/bin:/opt/z bin');
+});
+
+Plan('binds: ch-run set, $HOME and the working directory unless / or already inside a bind', () => {
+  const dirs = new Set(['/dev', '/proc', '/sys', '/tmp', '/home/u', '/home/u/proj', '/work', '/']);
+  const kind = (p: string) => (dirs.has(p) ? ('dir' as const) : p === '/etc/hosts' ? ('file' as const) : undefined);
+  const dsts = (home: string | undefined, cwd: string) => defaultBinds({ home, cwd, kind }).map((b) => `${b.kind}:${b.dst}:${b.optional ? 'opt' : 'req'}`);
+  const base = ['dir:/dev:req', 'dir:/proc:req', 'dir:/sys:req', 'dir:/tmp:req', 'file:/etc/hosts:opt'];
+  assert.equal(dsts('/home/u', '/work'), [...base, 'dir:/home/u:opt', 'dir:/work:opt']);
+  assert.equal(dsts('/home/u', '/home/u/proj'), [...base, 'dir:/home/u:opt']);
+  assert.equal(dsts('/', '/'), base, 'never the host / over the root');
+  assert.equal(dsts(undefined, '/tmp'), base);
+  assert.equal(dsts('/missing', '/work'), [...base, 'dir:/work:opt']);
+  assert.ok(within('/tmp/x', '/tmp') && within('/tmp', '/tmp') && !within('/tmpx', '/tmp') && !within('/..x', '/'.concat('..x/y')));
+});
+
+Plan('user namespaces: the sysctls that switch them off', () => {
+  const host = (files: Record<string, string>) => (f: string) => files[f];
+  assert.is(userNamespacesOff(host({})), undefined);
+  assert.is(userNamespacesOff(host({ '/proc/sys/user/max_user_namespaces': '15000\n', '/proc/sys/kernel/unprivileged_userns_clone': '1\n' })), undefined);
+  assert.match(userNamespacesOff(host({ '/proc/sys/kernel/unprivileged_userns_clone': '0\n' }))!, /unprivileged_userns_clone is 0/);
+  assert.match(userNamespacesOff(host({ '/proc/sys/user/max_user_namespaces': '0\n' }))!, /max_user_namespaces is 0/);
+  assert.match(userNamespaceHint(host({ '/proc/sys/kernel/apparmor_restrict_unprivileged_userns': '1\n' })), /AppArmor/);
+});
+
+Plan('hostile tree: links and .. never lead a lookup or a mount point out of the root', () => {
+  const lower = join(ptmp, 'lower');
+  const upper = join(ptmp, 'upper');
+  // A host path that must stay absent: a link in the tree names it.
+  const outside = `/strata-exec-test-${process.pid}`;
+  for (const d of [lower, upper, join(lower, 'etc'), join(lower, 'var/tmp')]) mkdirSync(d, { recursive: true });
+  writeFileSync(join(lower, 'etc/passwd'), 'root:x:0:0::/root:/bin/sh\n');
+  writeFileSync(join(lower, 'afile'), '');
+  symlinkSync(outside, join(lower, 'home')); // absolute: means <root>/<outside path>, not the host's
+  symlinkSync('../../../../..', join(lower, 'up')); // .. stops at the root
+  symlinkSync('/var/tmp', join(lower, 'tmp'));
+  symlinkSync('loop', join(lower, 'loop'));
+  chmodSync(join(lower, 'etc'), 0o750);
+
+  assert.is(makeMountPoint(lower, upper, '/home/u', 'dir'), `${outside}/u`);
+  assert.ok(existsSync(join(upper, outside, 'u')), 'made in the upper layer, under the link target taken inside the root');
+  assert.not.ok(existsSync(outside), 'nothing made at the host path the link names');
+  assert.is(makeMountPoint(lower, upper, '/tmp', 'dir'), '/var/tmp', 'an existing directory: nothing to make');
+  assert.not.ok(existsSync(join(upper, 'var')));
+  assert.is(makeMountPoint(lower, upper, '/up/up/proc', 'dir'), '/proc');
+  assert.is(makeMountPoint(lower, upper, '/etc/hosts', 'file'), '/etc/hosts');
+  assert.is(statSync(join(upper, 'etc')).mode & 0o7777, 0o750, 'a directory made over the tree has its mode');
+  assert.ok(statSync(join(upper, 'etc/hosts')).isFile());
+  assert.is(makeMountPoint(lower, upper, '/loop/x', 'dir'), undefined, 'a link loop');
+  assert.is(makeMountPoint(lower, upper, '/afile/x', 'dir'), undefined, 'through a file');
+  assert.is(makeMountPoint(lower, upper, '/etc/passwd', 'dir'), undefined, 'a file where a directory is wanted');
+  assert.is(makeMountPoint(lower, upper, '/etc', 'file'), undefined, 'a directory where a file is wanted');
+
+  assert.is(resolveInRoot(lower, '/up/etc/passwd')?.host, join(lower, 'etc/passwd'));
+  assert.is(resolveInRoot(lower, '/home/u'), undefined, 'lookups never make anything');
+  assert.is(resolveInRoot(lower, '/tmp')?.inside, '/var/tmp');
+  assert.is(resolveInRoot(lower, '/loop'), undefined);
+});
+
+Plan('command line: the -- before the command is put in when missing', () => {
+  const program = new Command('strata').option('--store <dir>').option('--json').option('-q, --quiet');
+  const sep = (...args: string[]) => withCommandSeparator(program, ['node', 'strata', ...args]).slice(2);
+  assert.equal(sep('exec', 'img', 'mpirun', '--version'), ['exec', 'img', '--', 'mpirun', '--version']);
+  assert.equal(sep('--store', 'exec', '-q', 'exec', 'img', 'sh', '-c', 'x'), ['--store', 'exec', '-q', 'exec', 'img', '--', 'sh', '-c', 'x']);
+  assert.equal(sep('--store=s', 'exec', 'img', '--', 'ls', '-l'), ['--store=s', 'exec', 'img', '--', 'ls', '-l']);
+  assert.equal(sep('exec', 'img'), ['exec', 'img']);
+  assert.equal(sep('exec', '--help'), ['exec', '--help']);
+  assert.equal(sep('compose', 'exec', 'a', 'b'), ['compose', 'exec', 'a', 'b']);
+});
+
+Plan.run();
 
 const why =
   missing({ tools: ['unshare', 'nsenter', 'mount', 'findmnt', 'losetup'], root: true }) ??

@@ -15,6 +15,29 @@ const SHELL_STATUS: Record<string, number> = {
   [COMPOSE_ERR.COMMAND_NOT_EXECUTABLE]: 126,
 };
 
+/**
+ * `strata exec TARGET CMD --flag` without `--` would have strata parse CMD's options (and
+ * `--version` print strata's): everything after TARGET is the command's, so the `--` is put in
+ * when it is missing. `argv` is process.argv-shaped (node, script, args…); strata's global
+ * options before `exec` are skipped by what `program` declares of them.
+ */
+export function withCommandSeparator(program: Command, argv: readonly string[]): string[] {
+  const out = [...argv];
+  let i = 2;
+  while (i < out.length && out[i]!.startsWith('-') && out[i] !== '--') {
+    const [flag, inline] = out[i]!.split(/=(.*)/s, 2);
+    const opt = program.options.find((o) => o.long === flag || o.short === flag);
+    i += opt && (opt.required || opt.optional) && inline === undefined ? 2 : 1;
+  }
+  if (out[i] !== 'exec') return out;
+  i++;
+  while (i < out.length && out[i]!.startsWith('-') && out[i] !== '--') i++;
+  // out[i] is TARGET (or '--', or nothing).
+  if (i >= out.length || out[i] === '--') return out;
+  if (i + 1 < out.length && out[i + 1] !== '--') out.splice(i + 1, 0, '--');
+  return out;
+}
+
 export function execCommand(program: Command, action: Action): void {
   program
     .command('exec <target> [command...]')

@@ -62,7 +62,7 @@ export type HelperReply =
 /**
  * The binds of every run, ch-run's set with Apptainer's home and working directory:
  * /dev, /proc, /sys (with what is mounted below them), /tmp, the host's /etc/hosts and
- * /etc/resolv.conf, $HOME and the working directory (each unless it is already visible
+ * /etc/resolv.conf, $HOME and the working directory (each unless it is / or already visible
  * through an earlier bind). `kind` says what the host has at a path, undefined when nothing.
  */
 export function defaultBinds(host: { home: string | undefined; cwd: string; kind(p: string): 'dir' | 'file' | undefined }): Bind[] {
@@ -75,7 +75,8 @@ export function defaultBinds(host: { home: string | undefined; cwd: string; kind
     if (host.kind(f) === 'file') binds.push({ src: f, dst: f, kind: 'file', optional: true });
   }
   for (const d of [host.home, host.cwd]) {
-    if (d === undefined || !path.isAbsolute(d) || host.kind(d) !== 'dir') continue;
+    // Never the host's / over the root (a run started in /, a HOME of /).
+    if (d === undefined || !path.isAbsolute(d) || path.posix.normalize(d) === '/' || host.kind(d) !== 'dir') continue;
     if (binds.some((b) => b.kind === 'dir' && within(d, b.dst))) continue;
     binds.push({ src: d, dst: d, kind: 'dir', optional: true });
   }
