@@ -161,10 +161,21 @@ export async function targetKind(target: string): Promise<ExecTargetKind> {
   return format;
 }
 
+/** A lock far larger than any stack's is not read whole: the tree is not to be trusted. */
+const MAX_LOCK_BYTES = 16 << 20;
+
 async function readLock(target: string, tree: string) {
   const at = resolveInRoot(tree, '.strata/lock.json');
   if (!at || !at.stat.isFile()) return undefined;
-  return parseLock(await fsp.readFile(at.host, 'utf8'), `${printable(target)}: /.strata/lock.json`, IMAGE_ERR.CORRUPT);
+  const where = `${printable(target)}: /.strata/lock.json`;
+  const fh = await fsp.open(at.host, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  try {
+    const size = (await fh.stat()).size;
+    if (size > MAX_LOCK_BYTES) throw new StrataError(IMAGE_ERR.CORRUPT, `${where} is ${size} bytes, too large for a lock`);
+    return parseLock(await fh.readFile('utf8'), where, IMAGE_ERR.CORRUPT);
+  } finally {
+    await fh.close();
+  }
 }
 
 function needTool(name: string): string {

@@ -167,6 +167,9 @@ if (why) {
   );
 
   Exec.after(() => {
+    // A failed test may have left a mount below tmp (the assertion says so): detach it first.
+    const mounts = run('findmnt', ['-rn', '-o', 'TARGET']).stdout.toString('utf8').split('\n');
+    for (const m of mounts.filter((m) => m.startsWith(`${tmp}/`)).reverse()) run('umount', ['-l', m]);
     removeDir(tmp);
   });
 
