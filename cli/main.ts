@@ -8,6 +8,7 @@ import { Command, CommanderError } from 'commander';
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { composeCommands } from './commands/compose.js';
+import { execCommand, withCommandSeparator } from './commands/exec.js';
 import { outputCommands } from './commands/outputs.js';
 import { remoteCommands } from './commands/remote.js';
 import { storeCommands } from './commands/store.js';
@@ -44,9 +45,10 @@ export async function main(argv: string[]): Promise<number> {
   remoteCommands(store, action);
   const compose = composeCommands(program, action);
   outputCommands(program, compose, action);
+  execCommand(program, action);
 
   try {
-    await program.parseAsync(argv);
+    await program.parseAsync(withCommandSeparator(program, argv));
     return exit;
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;

@@ -26,8 +26,11 @@ export interface Result<T = unknown> {
   warnings?: string[];
   /** The command did its work and reports, then fails with this (exit 1): `store verify` with problems. */
   error?: StrataError;
-  /** The exit status, when the command passes on another program's (`strata exec`). */
-  exit?: number;
+  /**
+   * The command's own process had the terminal (`exec`): nothing is printed but notes,
+   * warnings and `error`, and strata exits with this status.
+   */
+  exitStatus?: number;
 }
 
 export function result<T>(data: T, text?: () => string | string[], extra: Omit<Result<T>, 'data' | 'text'> = {}): Result<T> {
@@ -48,6 +51,10 @@ export class Printer {
   print(r: Result): number {
     for (const n of r.notes ?? []) this.note(n);
     for (const w of r.warnings ?? []) this.warn(w);
+    if (r.exitStatus !== undefined) {
+      if (r.error) this.fail(r.error, false);
+      return r.exitStatus;
+    }
     if (this.json) {
       const doc = r.error ? { ...(isPlainObject(r.data) ? r.data : { result: r.data }), error: errorJson(r.error) } : r.data;
       process.stdout.write(`${JSON.stringify(doc ?? null, null, 2)}\n`);
@@ -59,7 +66,7 @@ export class Printer {
       if (!this.json) process.stderr.write(`${describeError(r.error).line}\n`);
       return 1;
     }
-    return r.exit ?? 0;
+    return 0;
   }
 
   /** Prints an error the way the mode asks; returns its exit code. */

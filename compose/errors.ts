@@ -29,8 +29,14 @@ export const COMPOSE_ERR = {
   LICENCE_CONFLICT: 'ERR_LICENCE_CONFLICT',
   /** A sandbox whose build was interrupted while its entries were moved into place. */
   INCOMPLETE: 'ERR_INCOMPLETE',
-  /** `strata exec` cannot make its namespace or mount the image here (kernel, tools). */
-  EXEC_UNAVAILABLE: 'ERR_EXEC_UNAVAILABLE',
   /** The OS refused to apply something the layers hold, for a reason other than privilege. */
   APPLY_FAILED: 'ERR_APPLY_FAILED',
+  /** `exec`: this host cannot give this user a root to run in (user namespaces off, a tool or /dev/fuse missing). */
+  EXEC_UNAVAILABLE: 'ERR_EXEC_UNAVAILABLE',
+  /** `exec`: mounting the image or building the root failed (a corrupt image, a mount refused). */
+  EXEC_SETUP: 'ERR_EXEC_SETUP',
+  /** `exec`: the command is not on the stack's PATH inside the root (exit 127, as a shell). */
+  COMMAND_NOT_FOUND: 'ERR_COMMAND_NOT_FOUND',
+  /** `exec`: the command exists inside the root but may not be run (exit 126, as a shell). */
+  COMMAND_NOT_EXECUTABLE: 'ERR_COMMAND_NOT_EXECUTABLE',
 } as const;

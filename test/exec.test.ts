@@ -1,111 +1,456 @@
 /**
- * `strata exec TARGET -- CMD…` (compose/exec.ts): a command run inside the test stack's sandbox
- * and image, as root and as a real unprivileged user, with the stack's environment; its exit
- * status comes back; an image is unmounted after the run, also when strata is terminated.
+ * `strata exec TARGET -- CMD…` through the CLI, as root and as a real user: `mpirun --version`
+ * from the test stack's sandbox and image (the stack plus the openmpi layer of
+ * fixtures/mpi-layer.ts: a static busybox and a `#!/bin/sh` mpirun), the stack's environment
+ * as the host's sh computes it from /.strata/env.sh, the exit status passed on, the binds, a
+ * read-only root, EROFS (mkfs.erofs of the sandbox), refusals in one line, and cleanup: after
+ * every run, also one ended by SIGTERM or SIGINT, nothing stays mounted (findmnt, losetup -j,
+ * no squashfuse left) and strata's temp directory is empty.
  *
- * The stack's MPI is a stand-in: a layer with a static busybox (Debian's busybox-static) as
- * /bin/sh and an `mpirun` script answering `--version` as Open MPI's does, so the test does not
- * need a 100 MB Open MPI layer to show that the command runs from the stack's root.
+ * Where /dev/fuse is not open to users (mode 0600), the user's image run is first checked to
+ * fail with its one-line error, then run again in a private mount namespace where a 0666 copy
+ * of the fuse device node is bound over /dev/fuse (the usual Debian mode), host untouched.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { Command } from 'commander';
+import { withCommandSeparator } from '../cli/commands/exec.js';
+import { envScript } from '../compose/embedded.js';
+import { applyEnv, defaultBinds, userNamespaceHint, userNamespacesOff, within } from '../compose/run/plan.js';
+import { makeMountPoint, resolveInRoot } from '../compose/run/root-path.js';
+import type { EnvOp } from '../store/index.js';
 import { join } from 'node:path';
-import { CLI } from './helpers/cli.js';
-import { missing, skipSuite } from './helpers/probe.js';
-import { removeDir, run, tempDir, type RunResult } from './helpers/tmp.js';
-import { ensureUser, runAs, type TestUser } from './helpers/users.js';
+import { makeStack } from './fixtures/stack.js';
+import { isStaticElf, makeMpiLayer, MPI } from './fixtures/mpi-layer.js';
+import { CLI, cliOk, importStack, STACK_ORDER, type CliOptions } from './image-harness.js';
+import { loud } from './helpers/cli.js';
+import { missing, onPath, skipSuite } from './helpers/probe.js';
+import { mustRun, removeDir, run, tempDir, type RunResult } from './helpers/tmp.js';
+import { asUser, canSwitchUsers, ensureUser, runAs, type TestUser } from './helpers/users.js';
 
-interface Ctx {
-  dir: string;
-  work: string;
-  user: TestUser;
-}
+const BUSYBOX = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p) && isStaticElf(p));
 
-const BUSYBOX = '/bin/busybox';
+// ---------------------------------------------------------------------------------------
+// In-process: the decisions (run/plan.ts), the paths in a hostile tree (run/root-path.ts),
+// the command line. No root needed.
 
-function strata(ctx: Ctx, args: string[]): RunResult {
-  return run(process.execPath, [CLI, '--store', join(ctx.dir, 'store'), ...args], { cwd: ctx.work });
-}
+const Plan = suite('exec: plan, hostile paths, command line');
+let ptmp = '';
+Plan.before.each(() => {
+  ptmp = tempDir('strata-exec-plan-');
+});
+Plan.after.each(() => {
+  removeDir(ptmp);
+});
 
-function asUser(ctx: Ctx, args: string[]): RunResult {
-  return runAs(ctx.user, process.execPath, [CLI, '--store', join(ctx.dir, 'store'), ...args], { cwd: ctx.work });
-}
+Plan("the stack's env is what /.strata/env.sh makes of the caller's, by the host's sh", () => {
+  const ops: EnvOp[] = [
+    { op: 'prepend', var: 'PATH', value: '/opt/a/bin' },
+    { op: 'append', var: 'PATH', value: '/opt/z bin' },
+    { op: 'prepend', var: 'UNSET_BEFORE', value: "it's" },
+    { op: 'append', var: 'EMPTY_BEFORE', value: 'x:y' },
+    { op: 'set', var: 'LM_LICENSE_FILE', value: '$HOME/"q"' },
+    { op: 'prepend', var: 'LM_LICENSE_FILE', value: '/first' },
+  ];
+  const base = { PATH: '/usr/bin:/bin', EMPTY_BEFORE: '', LM_LICENSE_FILE: 'old' };
+  const script = join(ptmp, 'env.sh');
+  writeFileSync(script, envScript(ops));
+  const vars = ['PATH', 'UNSET_BEFORE', 'EMPTY_BEFORE', 'LM_LICENSE_FILE'];
+  const byShell = mustRun('env', ['-i', ...Object.entries(base).map(([k, v]) => `${k}=${v}`), 'sh', '-c', `. "$1"; printf '%s\\0' ${vars.map((v) => `"$${v}"`).join(' ')}`, 'sh', script]);
+  const ours = applyEnv(base, ops);
+  assert.equal(vars.map((v) => ours[v]), byShell.stdout.toString('utf8').split('\0').slice(0, vars.length));
+  assert.is(ours.PATH, '/opt/a/bin:/usr/bin:/bin:/opt/z bin');
+});
 
-const mounts = () => readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => l.includes('strata-exec-')).length;
+Plan('binds: ch-run set, $HOME and the working directory unless / or already inside a bind', () => {
+  const dirs = new Set(['/dev', '/proc', '/sys', '/tmp', '/home/u', '/home/u/proj', '/work', '/']);
+  const kind = (p: string) => (dirs.has(p) ? ('dir' as const) : p === '/etc/hosts' ? ('file' as const) : undefined);
+  const dsts = (home: string | undefined, cwd: string) => defaultBinds({ home, cwd, kind }).map((b) => `${b.kind}:${b.dst}:${b.optional ? 'opt' : 'req'}`);
+  const base = ['dir:/dev:req', 'dir:/proc:req', 'dir:/sys:req', 'dir:/tmp:req', 'file:/etc/hosts:opt'];
+  assert.equal(dsts('/home/u', '/work'), [...base, 'dir:/home/u:opt', 'dir:/work:opt']);
+  assert.equal(dsts('/home/u', '/home/u/proj'), [...base, 'dir:/home/u:opt']);
+  assert.equal(dsts('/', '/'), base, 'never the host / over the root');
+  assert.equal(dsts(undefined, '/tmp'), base);
+  assert.equal(dsts('/missing', '/work'), [...base, 'dir:/work:opt']);
+  assert.ok(within('/tmp/x', '/tmp') && within('/tmp', '/tmp') && !within('/tmpx', '/tmp') && !within('/..x', '/'.concat('..x/y')));
+});
 
-const why = missing({ tools: ['unshare', 'mount'], root: true, check: () => (existsSync(BUSYBOX) ? undefined : `${BUSYBOX} missing (busybox-static)`) });
-if (why) skipSuite('strata exec', why);
-else {
-  const test = suite<Ctx>('strata exec');
-  test.before((ctx) => {
-    ctx.dir = tempDir('strata-exec-test-');
-    chmodSync(ctx.dir, 0o755);
-    const src = join(ctx.dir, 'src');
-    for (const d of ['bin', 'usr/bin', 'proc', 'dev', 'sys', 'tmp', 'opt/mpi/bin']) mkdirSync(join(src, d), { recursive: true });
-    copyFileSync(BUSYBOX, join(src, 'bin/busybox'));
-    chmodSync(join(src, 'bin/busybox'), 0o755);
-    symlinkSync('busybox', join(src, 'bin/sh'));
-    writeFileSync(join(src, 'opt/mpi/bin/mpirun'), '#!/bin/sh\nif [ "$1" = --version ]; then echo "mpirun (Open MPI) 4.1.5"; echo "MPI_HOME=$MPI_HOME"; exit 0; fi\nexit 3\n', { mode: 0o755 });
-    ctx.work = join(ctx.dir, 'work');
-    mkdirSync(ctx.work);
-    ctx.user = ensureUser('st-exec-user');
-    const S = ['-q', 'store', 'import', 'mpi/openmpi-4.1', src, '--prepend', 'PATH=/opt/mpi/bin', '--setenv', 'MPI_HOME=/opt/mpi'];
-    assert.is(strata(ctx, S).code, 0);
-    for (const args of [['compose', 'add', 'mpi/openmpi-4.1'], ['compose', 'sandbox', 'sb'], ['compose', 'squash', 'img.sqfs']]) {
-      const r = strata(ctx, ['-q', ...args]);
-      assert.is(r.code, 0, r.stderr.toString());
-    }
-    chmodSync(ctx.work, 0o755);
+Plan('user namespaces: the sysctls that switch them off', () => {
+  const host = (files: Record<string, string>) => (f: string) => files[f];
+  assert.is(userNamespacesOff(host({})), undefined);
+  assert.is(userNamespacesOff(host({ '/proc/sys/user/max_user_namespaces': '15000\n', '/proc/sys/kernel/unprivileged_userns_clone': '1\n' })), undefined);
+  assert.match(userNamespacesOff(host({ '/proc/sys/kernel/unprivileged_userns_clone': '0\n' }))!, /unprivileged_userns_clone is 0/);
+  assert.match(userNamespacesOff(host({ '/proc/sys/user/max_user_namespaces': '0\n' }))!, /max_user_namespaces is 0/);
+  assert.match(userNamespaceHint(host({ '/proc/sys/kernel/apparmor_restrict_unprivileged_userns': '1\n' })), /AppArmor/);
+});
+
+Plan('hostile tree: links and .. never lead a lookup or a mount point out of the root', () => {
+  const lower = join(ptmp, 'lower');
+  const upper = join(ptmp, 'upper');
+  // A host path that must stay absent: a link in the tree names it.
+  const outside = `/strata-exec-test-${process.pid}`;
+  for (const d of [lower, upper, join(lower, 'etc'), join(lower, 'var/tmp')]) mkdirSync(d, { recursive: true });
+  writeFileSync(join(lower, 'etc/passwd'), 'root:x:0:0::/root:/bin/sh\n');
+  writeFileSync(join(lower, 'afile'), '');
+  symlinkSync(outside, join(lower, 'home')); // absolute: means <root>/<outside path>, not the host's
+  symlinkSync('../../../../..', join(lower, 'up')); // .. stops at the root
+  symlinkSync('/var/tmp', join(lower, 'tmp'));
+  symlinkSync('loop', join(lower, 'loop'));
+  chmodSync(join(lower, 'etc'), 0o750);
+
+  assert.is(makeMountPoint(lower, upper, '/home/u', 'dir'), `${outside}/u`);
+  assert.ok(existsSync(join(upper, outside, 'u')), 'made in the upper layer, under the link target taken inside the root');
+  assert.not.ok(existsSync(outside), 'nothing made at the host path the link names');
+  assert.is(makeMountPoint(lower, upper, '/tmp', 'dir'), '/var/tmp', 'an existing directory: nothing to make');
+  assert.not.ok(existsSync(join(upper, 'var')));
+  assert.is(makeMountPoint(lower, upper, '/up/up/proc', 'dir'), '/proc');
+  assert.is(makeMountPoint(lower, upper, '/etc/hosts', 'file'), '/etc/hosts');
+  assert.is(statSync(join(upper, 'etc')).mode & 0o7777, 0o750, 'a directory made over the tree has its mode');
+  assert.ok(statSync(join(upper, 'etc/hosts')).isFile());
+  assert.is(makeMountPoint(lower, upper, '/loop/x', 'dir'), undefined, 'a link loop');
+  assert.is(makeMountPoint(lower, upper, '/afile/x', 'dir'), undefined, 'through a file');
+  assert.is(makeMountPoint(lower, upper, '/etc/passwd', 'dir'), undefined, 'a file where a directory is wanted');
+  assert.is(makeMountPoint(lower, upper, '/etc', 'file'), undefined, 'a directory where a file is wanted');
+
+  assert.is(resolveInRoot(lower, '/up/etc/passwd')?.host, join(lower, 'etc/passwd'));
+  assert.is(resolveInRoot(lower, '/home/u'), undefined, 'lookups never make anything');
+  assert.is(resolveInRoot(lower, '/tmp')?.inside, '/var/tmp');
+  assert.is(resolveInRoot(lower, '/loop'), undefined);
+});
+
+Plan('command line: the -- before the command is put in when missing', () => {
+  const program = new Command('strata').option('--store <dir>').option('--json').option('-q, --quiet');
+  const sep = (...args: string[]) => withCommandSeparator(program, ['node', 'strata', ...args]).slice(2);
+  assert.equal(sep('exec', 'img', 'mpirun', '--version'), ['exec', 'img', '--', 'mpirun', '--version']);
+  assert.equal(sep('--store', 'exec', '-q', 'exec', 'img', 'sh', '-c', 'x'), ['--store', 'exec', '-q', 'exec', 'img', '--', 'sh', '-c', 'x']);
+  assert.equal(sep('--store=s', 'exec', 'img', '--', 'ls', '-l'), ['--store=s', 'exec', 'img', '--', 'ls', '-l']);
+  assert.equal(sep('exec', 'img'), ['exec', 'img']);
+  assert.equal(sep('exec', '--help'), ['exec', '--help']);
+  assert.equal(sep('compose', 'exec', 'a', 'b'), ['compose', 'exec', 'a', 'b']);
+});
+
+Plan.run();
+
+const why =
+  missing({ tools: ['unshare', 'nsenter', 'mount', 'findmnt', 'losetup'], root: true }) ??
+  (BUSYBOX ? undefined : 'no static busybox (install busybox-static)');
+
+if (why) {
+  skipSuite('exec', why);
+} else {
+  const Exec = suite('exec');
+  let tmp = '';
+  let o: CliOptions;
+  let sandbox = '';
+  let image = '';
+  /** strata's TMPDIR for root runs (its stage directories): must be empty after every run. */
+  let rootTmp = '';
+
+  Exec.before(
+    loud(() => {
+      tmp = tempDir('strata-exec-');
+      chmodSync(tmp, 0o755);
+      o = { cwd: join(tmp, 'work'), store: join(tmp, 'store') };
+      mkdirSync(o.cwd);
+      rootTmp = join(tmp, 'root-tmp');
+      mkdirSync(rootTmp);
+      const stack = makeStack(join(tmp, 'stack'));
+      cliOk(o, '-q', 'store', 'import', MPI.fullName, makeMpiLayer(join(tmp, 'mpi'), BUSYBOX!), ...MPI.opts);
+      importStack(o, stack, STACK_ORDER, [MPI.fullName]);
+      sandbox = join(tmp, 'sandbox');
+      image = join(tmp, 'stack.sqfs');
+      cliOk(o, '-q', 'compose', 'sandbox', sandbox);
+      cliOk(o, '-q', 'compose', 'squash', image);
+    }),
+  );
+
+  Exec.after(() => {
+    // A failed test may have left a mount below tmp (the assertion says so): detach it first.
+    const mounts = run('findmnt', ['-rn', '-o', 'TARGET']).stdout.toString('utf8').split('\n');
+    for (const m of mounts.filter((m) => m.startsWith(`${tmp}/`)).reverse()) run('umount', ['-l', m]);
+    removeDir(tmp);
   });
-  test.after((ctx) => removeDir(ctx.dir));
 
-  test('root: mpirun --version from the sandbox and the image, with the stack\'s environment', (ctx) => {
-    for (const target of ['sb', 'img.sqfs']) {
-      const r = strata(ctx, ['exec', target, '--', 'mpirun', '--version']);
+  /** `strata exec ARGS…` as root in o.cwd, TMPDIR = rootTmp. */
+  function execRoot(args: string[], env: Record<string, string> = {}): RunResult {
+    return run(process.execPath, [CLI, '--store', o.store, ...args], { cwd: o.cwd, env: { TMPDIR: rootTmp, ...env } });
+  }
+
+  /** Nothing mounted from `img` or below `tmpDir`, no loop device on `img`, `tmpDir` empty. */
+  function assertClean(tmpDir: string, img = image): void {
+    const mounts = mustRun('findmnt', ['-rn', '-o', 'TARGET']).stdout.toString('utf8');
+    assert.not.ok(mounts.includes(tmpDir), `a mount below ${tmpDir} is left:\n${mounts}`);
+    assert.is(mustRun('losetup', ['-j', img]).stdout.toString('utf8'), '', 'a loop device still holds the image');
+    assert.equal(readdirSync(tmpDir), [], "strata's stage directory is left behind");
+    const fuse = mustRun('ps', ['-eo', 'args']).stdout.toString('utf8').split('\n').filter((l) => l.includes('squashfuse') && l.includes(img));
+    assert.equal(fuse, [], 'a squashfuse is left');
+  }
+
+  /** What the host's sh makes of the sandbox's /.strata/env.sh, from the same starting env. */
+  function envByHostSh(start: Record<string, string>): string {
+    const script = '. "$1"; printf "%s|%s|%s" "$PATH" "$LM_LICENSE_FILE" "$LD_LIBRARY_PATH"';
+    const argv = ['-i', ...Object.entries(start).map(([k, v]) => `${k}=${v}`), 'sh', '-c', script, 'sh', join(sandbox, '.strata/env.sh')];
+    return mustRun('env', argv).stdout.toString('utf8');
+  }
+  const PRINT_ENV = ['sh', '-c', 'printf "%s|%s|%s" "$PATH" "$LM_LICENSE_FILE" "$LD_LIBRARY_PATH"'];
+  const START = { PATH: '/usr/bin:/bin', LD_LIBRARY_PATH: '', LM_LICENSE_FILE: '' };
+
+  Exec('as root: mpirun --version from the sandbox and the image, the stack env, the exit status', () => {
+    for (const target of [sandbox, image]) {
+      const r = execRoot(['exec', target, '--', 'mpirun', '--version']);
       assert.is(r.code, 0, `${target}: ${r.stderr}`);
-      assert.is(r.stdout.toString(), 'mpirun (Open MPI) 4.1.5\nMPI_HOME=/opt/mpi\n', `${target}: found on the stack's PATH`);
+      assert.is(r.stdout.toString('utf8').split('\n')[0], MPI.versionLine);
+      assert.is(r.stderr, '', 'no warning, no note');
+      assertClean(rootTmp);
+
+      const env = execRoot(['exec', target, '--', ...PRINT_ENV], START);
+      assert.is(env.code, 0, env.stderr);
+      assert.is(env.stdout.toString('utf8'), envByHostSh(START));
+      assert.match(env.stdout.toString('utf8'), /^\/opt\/mpi\/bin:\/opt\/app\/bin:\/bin:\/usr\/bin:\/bin\|\/opt\/lic\/LICENSE\|\/opt\/app\/lib$/);
+
+      const id = execRoot(['exec', target, '--', 'busybox', 'id', '-u']);
+      assert.is(id.stdout.toString('utf8').trim(), '0');
+      const st = execRoot(['exec', target, '--', 'sh', '-c', 'exit 7']);
+      assert.is(st.code, 7, 'the command status is strata exit status');
+      assert.is(st.stderr, '');
+      assertClean(rootTmp);
     }
-    assert.is(strata(ctx, ['exec', 'sb', '--', 'mpirun', 'oops']).code, 3, 'the command\'s exit status');
-    assert.is(strata(ctx, ['exec', 'sb', '--', 'sh', '-c', 'test -f /bin/busybox && test ! -e /etc/os-release']).code, 0, 'the root is the stack\'s');
-    assert.is(mounts(), 0, 'the image is unmounted');
   });
 
-  test('a user: the sandbox through a user namespace, the image through squashfuse', (ctx) => {
-    const r = asUser(ctx, ['exec', 'sb', '--', 'mpirun', '--version']);
-    if (r.code !== 0 && /user namespace/.test(r.stderr.toString())) {
-      console.log(`  skip: ${r.stderr.toString().trim()}`);
+  Exec('as root: the root is read-only; /tmp, $HOME and the working directory are the host', () => {
+    for (const target of [sandbox, image]) {
+      const ro = execRoot(['exec', target, '--', 'sh', '-c', 'echo x > /made-in-root']);
+      assert.is.not(ro.code, 0);
+      assert.match(ro.stderr, /Read-only file system/);
+      const w = execRoot(['exec', target, '--', 'sh', '-c', 'pwd; echo inside > made-inside; busybox ls -d "$HOME"; busybox head -1 /proc/self/status; busybox ls /dev/null']);
+      assert.is(w.code, 0, w.stderr);
+      const lines = w.stdout.toString('utf8').trim().split('\n');
+      assert.is(lines[0], o.cwd, 'the working directory is the host one');
+      assert.is(readFileSync(join(o.cwd, 'made-inside'), 'utf8'), 'inside\n', 'written through to the host');
+      assert.is(lines[1], process.env.HOME ?? '/root');
+      assert.match(lines[2]!, /^Name:\s+busybox$/, '/proc is there');
+      assert.is(lines[3], '/dev/null');
+    }
+    assert.not.ok(existsSync(join(sandbox, 'made-in-root')));
+    assertClean(rootTmp);
+  });
+
+  Exec('as root: an EROFS image made by mkfs.erofs from the sandbox', () => {
+    if (!onPath('mkfs.erofs')) {
+      process.stdout.write('skip: exec: EROFS: mkfs.erofs not installed\n');
       return;
     }
-    assert.is(r.code, 0, r.stderr.toString());
-    assert.match(r.stdout.toString(), 'mpirun (Open MPI) 4.1.5');
-    assert.is(asUser(ctx, ['exec', 'sb', '--', 'sh', '-c', 'echo $(busybox id -u)']).stdout.toString().trim(), '0', 'root inside, the user outside');
-    const img = asUser(ctx, ['exec', 'img.sqfs', '--', 'mpirun', '--version']);
-    if (img.code === 1 && /cannot mount/.test(img.stderr.toString())) {
-      console.log(`  skip the image as a user: ${img.stderr.toString().trim()}`);
-      assert.is(img.stderr.toString().trimEnd().split('\n').length, 1, 'one line');
-    } else {
-      assert.is(img.code, 0, img.stderr.toString());
-      assert.match(img.stdout.toString(), 'mpirun (Open MPI) 4.1.5');
+    const erofs = join(tmp, 'stack.erofs');
+    mustRun('mkfs.erofs', ['--quiet', erofs, sandbox]);
+    const r = execRoot(['exec', erofs, '--', 'mpirun', '--version']);
+    assert.is(r.code, 0, r.stderr);
+    assert.is(r.stdout.toString('utf8').split('\n')[0], MPI.versionLine);
+    const env = execRoot(['exec', erofs, '--', ...PRINT_ENV], START);
+    assert.is(env.stdout.toString('utf8'), envByHostSh(START));
+    assertClean(rootTmp, erofs);
+  });
+
+  Exec('refusals: one line, the right status, nothing left', () => {
+    const notImage = join(tmp, 'not-an-image');
+    mustRun('cp', [join(sandbox, '.strata/lock.json'), notImage]);
+    const corrupt = join(tmp, 'corrupt.sqfs');
+    mustRun('sh', ['-c', 'head -c 4096 "$1" > "$2"; head -c 100000 /dev/zero >> "$2"', 'sh', image, corrupt]);
+    const cases: Array<[string[], number, RegExp]> = [
+      [['exec', join(tmp, 'nothing'), '--', 'true'], 1, /does not exist/],
+      [['exec', notImage, '--', 'true'], 1, /neither a sandbox directory nor a SquashFS or EROFS image/],
+      [['exec', corrupt, '--', 'true'], 1, /^strata: cannot mount .*corrupt\.sqfs: /],
+      [['exec', sandbox], 2, /exec needs a command/],
+      [['exec', image, '--', 'no-such-command'], 127, /^strata: no-such-command: command not found \(PATH inside is /],
+      [['exec', sandbox, '--', '/opt/mpi/nothing'], 127, /no such file/],
+      [['exec', sandbox, '--', '/etc/passwd'], 126, /is not executable/],
+    ];
+    for (const [args, code, msg] of cases) {
+      const r = execRoot(args);
+      assert.is(r.code, code, `${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
+      assert.match(r.stderr, /^strata: [^\n]+\n$/, `${args.join(' ')}: one line: ${r.stderr}`);
+      assert.match(r.stderr, msg, `${args.join(' ')}: ${r.stderr}`);
+      assertClean(rootTmp);
+    }
+    // --json: an error is one document on stdout; a run prints only what the command prints.
+    const j = execRoot(['--json', 'exec', image, '--', 'no-such-command']);
+    assert.is(j.code, 127);
+    assert.is((JSON.parse(j.stdout.toString('utf8')) as { error: { code: string } }).error.code, 'ERR_COMMAND_NOT_FOUND');
+    const ok = execRoot(['--json', 'exec', image, '--', 'mpirun', '--version']);
+    assert.is(ok.stdout.toString('utf8').split('\n')[0], MPI.versionLine);
+    assertClean(rootTmp);
+  });
+
+  /** Starts `argv` (a strata exec whose command prints "started" first), signals it once started. */
+  function interrupted(argv: string[], env: Record<string, string>, signal: NodeJS.Signals): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      const child = spawn(argv[0]!, argv.slice(1), { cwd: o.cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      let sent = false;
+      const guard = setTimeout(() => child.kill('SIGKILL'), 120_000);
+      child.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString('utf8');
+        if (!sent && stdout.includes('started')) {
+          sent = true;
+          child.kill(signal);
+        }
+      });
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+      child.on('close', (code) => {
+        clearTimeout(guard);
+        resolve({ code, stdout, stderr });
+      });
+    });
+  }
+
+  /** The command of an interrupted run: it starts a grandchild that would outlive a plain kill of sh. */
+  const LONG = ['sh', '-c', 'echo started; busybox sleep 677; echo not-reached'];
+
+  function sleepersLeft(): number {
+    let n = 0;
+    for (const p of readdirSync('/proc')) {
+      if (!/^\d+$/.test(p)) continue;
+      try {
+        if (readFileSync(`/proc/${p}/cmdline`, 'utf8') === 'busybox\0sleep\x00677\0') n++;
+      } catch {
+        // gone
+      }
+    }
+    return n;
+  }
+
+  Exec('as root: SIGTERM and SIGINT end the command, strata exits 128+N, the image is unmounted', async () => {
+    for (const [signal, status] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+      for (const target of [image, sandbox]) {
+        const r = await interrupted([process.execPath, CLI, 'exec', target, '--', ...LONG], { TMPDIR: rootTmp }, signal);
+        assert.is(r.code, status, `${signal} ${target}: ${r.stderr}`);
+        assert.not.ok(r.stdout.includes('not-reached'));
+        assert.is(sleepersLeft(), 0, 'what the command started is gone');
+        assertClean(rootTmp);
+      }
     }
   });
 
-  test('terminated during the run: the image is unmounted; no target and no command are one line each', async (ctx) => {
-    const child = spawn(process.execPath, [CLI, '--store', join(ctx.dir, 'store'), 'exec', 'img.sqfs', '--', 'sh', '-c', 'sleep 30'], { cwd: ctx.work, stdio: 'ignore' });
-    for (let i = 0; i < 100 && mounts() === 0; i++) await new Promise((r) => setTimeout(r, 50));
-    assert.is(mounts(), 1, 'mounted while running');
-    child.kill('SIGTERM');
-    await new Promise((r) => child.on('close', r));
-    for (let i = 0; i < 40 && mounts() > 0; i++) await new Promise((r) => setTimeout(r, 50));
-    assert.is(mounts(), 0, 'unmounted after SIGTERM');
-    for (const [args, re] of [[['exec', 'nothere', '--', 'true'], /nothere does not exist/], [['exec', 'strata.lock', '--', 'true'], /neither a directory nor a SquashFS or EROFS image/]] as const) {
-      const r = strata(ctx, [...args]);
+  // -------------------------------------------------------------------------------------
+  // As a user.
+
+  let user: TestUser | undefined;
+  let userWork = '';
+  let userTmp = '';
+  const userWhy = (): string | undefined => {
+    if (!canSwitchUsers()) return 'cannot switch users';
+    user ??= ensureUser('st-exec-user');
+    const ns = runAs(user, 'unshare', ['--user', '--map-root-user', '--mount', 'true']);
+    if (ns.code !== 0) return `no unprivileged user namespaces here (${ns.stderr.trim()})`;
+    return undefined;
+  };
+
+  function userSetup(u: TestUser): void {
+    if (userWork) return;
+    userWork = join(tmp, 'user-work');
+    userTmp = join(tmp, 'user-tmp');
+    for (const d of [userWork, userTmp]) {
+      mkdirSync(d);
+      chownSync(d, u.uid, u.gid);
+    }
+  }
+
+  /** The argv prefix that runs as `u` with /dev/fuse open to users, in a private mount namespace. */
+  function withFuseOpen(u: TestUser): string[] {
+    const node = join(tmp, 'fuse-node');
+    if (!existsSync(node)) {
+      const rdev = statSync('/dev/fuse').rdev;
+      const [major, minor] = [(rdev >> 8) & 0xfff, (rdev & 0xff) | ((rdev >> 12) & 0xfff00)];
+      mustRun('mknod', ['-m', '0666', node, 'c', String(major), String(minor)]);
+    }
+    return ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount --bind "$1" /dev/fuse && shift && exec "$@"', 'sh', node, ...asUser(u)];
+  }
+
+  function userEnv(u: TestUser, extra: Record<string, string> = {}): Record<string, string> {
+    return { HOME: u.home, USER: u.name, LOGNAME: u.name, TMPDIR: userTmp, ...extra };
+  }
+
+  function execUser(u: TestUser, args: string[], opts: { fuse?: boolean; env?: Record<string, string> } = {}): RunResult {
+    const argv = [process.execPath, CLI, '--store', o.store, ...args];
+    if (opts.fuse) {
+      const [cmd, ...rest] = [...withFuseOpen(u), ...argv];
+      return run(cmd!, rest, { cwd: userWork, env: userEnv(u, opts.env) });
+    }
+    return runAs(u, argv[0]!, argv.slice(1), { cwd: userWork, env: userEnv(u, opts.env) });
+  }
+
+  Exec('as a user: mpirun --version from the sandbox, as the user, with the stack env', () => {
+    const w = userWhy();
+    if (w) {
+      process.stdout.write(`skip: exec as a user: ${w}\n`);
+      return;
+    }
+    const u = user!;
+    userSetup(u);
+    const r = execUser(u, ['exec', sandbox, '--', 'mpirun', '--version']);
+    assert.is(r.code, 0, r.stderr);
+    assert.is(r.stdout.toString('utf8').split('\n')[0], MPI.versionLine);
+    assert.is(r.stderr, '');
+    const id = execUser(u, ['exec', sandbox, '--', 'sh', '-c', 'busybox id -u; busybox id -g; pwd; echo $HOME; echo hi > from-user']);
+    assert.is(id.code, 0, id.stderr);
+    assert.equal(id.stdout.toString('utf8').trim().split('\n'), [String(u.uid), String(u.gid), userWork, u.home]);
+    assert.is(statSync(join(userWork, 'from-user')).uid, u.uid, 'files made inside belong to the user');
+    const env = execUser(u, ['exec', sandbox, '--', ...PRINT_ENV], { env: START });
+    assert.is(env.stdout.toString('utf8'), envByHostSh(START));
+    const st = execUser(u, ['exec', sandbox, '--', 'sh', '-c', 'exit 9']);
+    assert.is(st.code, 9);
+    assertClean(userTmp);
+  });
+
+  Exec('as a user: mpirun --version from the image through squashfuse, unmounted after, also after SIGTERM', async () => {
+    const w = userWhy() ?? missing({ tools: ['squashfuse', 'fusermount3', 'mknod'] });
+    if (w) {
+      process.stdout.write(`skip: exec an image as a user: ${w}\n`);
+      return;
+    }
+    const u = user!;
+    userSetup(u);
+    const fuseOpen = runAs(u, 'sh', ['-c', 'test -r /dev/fuse && test -w /dev/fuse']).code === 0;
+    if (!fuseOpen) {
+      const r = execUser(u, ['exec', image, '--', 'mpirun', '--version']);
       assert.is(r.code, 1);
-      assert.is(r.stderr.toString().trimEnd().split('\n').length, 1);
-      assert.match(r.stderr.toString(), re);
+      assert.match(r.stderr, /^strata: cannot mount \S+stack\.sqfs without root: \/dev\/fuse is not open to you \([^\n]+\)\n$/);
+      assertClean(userTmp);
     }
+    const fuse = !fuseOpen;
+    const r = execUser(u, ['exec', image, '--', 'mpirun', '--version'], { fuse });
+    assert.is(r.code, 0, r.stderr);
+    assert.is(r.stdout.toString('utf8').split('\n')[0], MPI.versionLine);
+    const id = execUser(u, ['exec', image, '--', 'sh', '-c', 'busybox id -u; pwd'], { fuse });
+    assert.equal(id.stdout.toString('utf8').trim().split('\n'), [String(u.uid), userWork]);
+    const env = execUser(u, ['exec', image, '--', ...PRINT_ENV], { fuse, env: START });
+    assert.is(env.stdout.toString('utf8'), envByHostSh(START));
+    assertClean(userTmp);
+
+    const prefix = fuse ? withFuseOpen(u) : asUser(u);
+    const t = await interrupted([...prefix, process.execPath, CLI, 'exec', image, '--', ...LONG], userEnv(u), 'SIGTERM');
+    assert.is(t.code, 143, t.stderr);
+    assert.is(sleepersLeft(), 0);
+    assertClean(userTmp);
   });
 
-  test.run();
+  Exec('as a user: an EROFS image needs erofsfuse', () => {
+    const w = userWhy() ?? (onPath('mkfs.erofs') ? undefined : 'mkfs.erofs not installed') ?? (onPath('erofsfuse') ? 'erofsfuse is installed' : undefined);
+    if (w) {
+      process.stdout.write(`skip: exec EROFS as a user without erofsfuse: ${w}\n`);
+      return;
+    }
+    const u = user!;
+    userSetup(u);
+    const erofs = join(tmp, 'user.erofs');
+    mustRun('mkfs.erofs', ['--quiet', erofs, sandbox]);
+    const r = execUser(u, ['exec', erofs, '--', 'true']);
+    assert.is(r.code, 1);
+    assert.match(r.stderr, /^strata: cannot mount the EROFS image \S+ without root: erofsfuse is not installed \([^\n]+\)\n$/);
+    assertClean(userTmp, erofs);
+  });
+
+  Exec.run();
 }

@@ -9,7 +9,6 @@ import { formatOf } from '../../compose/image/index.js';
 import { buildImage, checkImageOptions, type ImageOptions } from '../../compose/squash.js';
 import { isStrataError } from '../../native/errors.js';
 import { unsquash } from '../../compose/unsquash.js';
-import { execIn, execInner } from '../../compose/exec.js';
 import { outputModules } from '../../compose/workspace.js';
 import type { Context } from '../context.js';
 import { usage } from '../errors.js';
@@ -123,21 +122,6 @@ export function outputCommands(program: Command, compose: Command, action: Actio
         return result(r, () => `extracted ${plural(r.entries, 'entry', 'entries')} into ${dir}, restored ACLs on ${plural(r.acls, 'path')}`, { warnings });
       }),
     );
-
-  program
-    .command('exec <target> <command...>')
-    .description('run a command inside a sandbox or image with the stack\'s environment (strata exec TARGET -- CMD ARGS…)')
-    .action(
-      action(async (ctx, target: string, command: string[]) => {
-        const status = await execIn(ctx.resolve(target), command, { cwd: ctx.cwd });
-        return result({ target, command, status }, undefined, { exit: status });
-      }),
-    );
-
-  // The step strata exec runs inside its namespace (not for users: it is not listed).
-  program
-    .command('__exec-inner <dir> <cwd> <command...>', { hidden: true })
-    .action(action(async (_ctx, dir: string, cwd: string, command: string[]) => result(null, undefined, { exit: execInner(dir, cwd, command) })));
 
   program
     .command('inspect <target>')
