@@ -20,6 +20,8 @@ import { StrataError, STORE_ERR } from './errors.js';
 
 const HEX = /^[0-9a-f]{64}$/;
 const WRITES_IN_FLIGHT = 8;
+/** Small chunks are gathered into writes of this size. */
+const WRITE_SIZE = 1 << 20;
 
 export interface PutResult {
   hex: string;
@@ -127,17 +129,41 @@ export class BlobStore {
     const hash = createHash('sha256');
     let size = 0;
     // Up to WRITES_IN_FLIGHT positional writes run in the thread pool while the next chunks
-    // are hashed here; chunks are not reused by their producers, so they stay valid until written.
+    // are hashed here. Small chunks (a canonical tar yields a header and a body per entry) are
+    // gathered into WRITE_SIZE buffers first: one write per chunk costs more than the copy.
+    // Chunks are not reused by their producers, so a large one stays valid until written.
     const inflight = new Set<Promise<unknown>>();
+    const spare: Buffer[] = [];
+    let gather: Buffer = Buffer.allocUnsafe(WRITE_SIZE);
+    let gathered = 0;
+    const writeAt = async (bytes: Uint8Array, at: number, written?: () => void) => {
+      const p = fh.write(bytes, 0, bytes.byteLength, at).then(written);
+      inflight.add(p);
+      void p.finally(() => inflight.delete(p)).catch(() => undefined);
+      if (inflight.size >= WRITES_IN_FLIGHT) await Promise.race(inflight);
+    };
+    /** Writes the gathered bytes, which end where `size` is now; their buffer is reused once written. */
+    const flush = async () => {
+      const buf = gather;
+      const n = gathered;
+      gather = spare.pop() ?? Buffer.allocUnsafe(WRITE_SIZE);
+      gathered = 0;
+      await writeAt(buf.subarray(0, n), size - n, () => spare.push(buf));
+    };
     try {
       for await (const chunk of source) {
         hash.update(chunk);
-        const p = fh.write(chunk, 0, chunk.byteLength, size);
+        const large = chunk.byteLength >= WRITE_SIZE / 4;
+        if (gathered > 0 && (large || gathered + chunk.byteLength > WRITE_SIZE)) await flush();
+        if (large) {
+          await writeAt(chunk, size);
+        } else {
+          gather.set(chunk, gathered);
+          gathered += chunk.byteLength;
+        }
         size += chunk.byteLength;
-        inflight.add(p);
-        void p.finally(() => inflight.delete(p)).catch(() => undefined);
-        if (inflight.size >= WRITES_IN_FLIGHT) await Promise.race(inflight);
       }
+      if (gathered > 0) await flush();
       await Promise.all(inflight);
       await fh.sync();
     } catch (e) {

@@ -19,7 +19,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeStack } from './fixtures/stack.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
@@ -194,12 +194,17 @@ Corrupt('a sweep of flipped bytes across the image: never a crash or a different
   assert.ok(failed > 0, 'some flips in the tables are noticed');
 });
 
-Corrupt('not an image at all: an empty file, text, a directory-less path', () => {
+Corrupt('not an image at all: an empty file, text, a missing path, a directory', () => {
   assertCleanFailure(inspect(Buffer.alloc(0), 'empty'), 'empty file');
   assertCleanFailure(inspect(Buffer.from('hello, not squashfs\n'.repeat(10)), 'text'), 'text file');
   assertCleanFailure(inspect(Buffer.alloc(8192), 'zeros'), 'zeros');
   const r = cli(o, 'inspect', join(tmp, 'missing.sqfs'));
   assertCleanFailure({ code: r.code, stdout: r.stdout.toString(), stderr: r.stderr }, 'missing file');
+  // unsquash takes an image, never a directory: one line naming it, no target made.
+  const d = cli(o, 'unsquash', fixture, join(tmp, 'from-dir'));
+  assertCleanFailure({ code: d.code, stdout: d.stdout.toString(), stderr: d.stderr }, 'a directory given as the image');
+  assert.match(d.stderr, `${fixture} is a directory, not an image file`);
+  assert.not.ok(existsSync(join(tmp, 'from-dir')), 'no target made');
 });
 
 Corrupt.run();

@@ -1,8 +1,9 @@
 /**
  * Acceptance 6: two strata processes importing different modules into one store at the same
  * time both succeed. A third process that finds the index locked (the test holds LevelDB's
- * lock itself by opening the index with `level` for ~2 s) prints the waiting note on stderr
- * and then succeeds; with STRATA_LOCK_TIMEOUT shorter than the hold it gives up with one line.
+ * lock itself by opening the index with `level`, until the process says it waits) prints the
+ * waiting note on stderr and then succeeds; with STRATA_LOCK_TIMEOUT while the lock is held
+ * throughout, it gives up with one line.
  * `store gc` run over and over during an import removes only garbage, never the import's blobs
  * (they are pinned until its index entry is written).
  */
@@ -31,12 +32,18 @@ function makeTree(dir: string, tag: string, mib: number): string {
   return dir;
 }
 
-/** Holds the store's index open (and so LevelDB's LOCK) for `ms`. */
-async function holdIndex(store: string, ms: number): Promise<void> {
+/** Opens the store's index (and so takes LevelDB's LOCK) until the returned release is called. */
+async function lockIndex(store: string): Promise<() => Promise<void>> {
   const db = new Level<string, string>(join(store, 'index'), { valueEncoding: 'utf8' });
   await db.open();
-  await sleep(ms);
-  await db.close();
+  return () => db.close();
+}
+
+/** Waits until `cond` holds, checking every 50 ms; fails the test after `ms`. */
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  for (const end = Date.now() + ms; !cond(); await sleep(50)) {
+    if (Date.now() > end) assert.unreachable(`${what} within ${ms} ms`);
+  }
 }
 
 const test = suite<Ctx>('store: concurrent processes');
@@ -103,11 +110,12 @@ test('gc running over and over during an import never takes the blobs of the imp
 
 test('a process that finds the index locked says it is waiting, then succeeds', async ({ dir, store }) => {
   const a = makeTree(join(dir, 'a'), 'a', 1);
-  const held = holdIndex(store, 2500);
-  await sleep(100);
+  // The lock is let go only once the import says it waits: no race with a slow start-up.
+  const release = await lockIndex(store);
   const p = strataAsync(store, ['store', 'import', 'waits/1', a]);
+  await until(() => /waiting for another strata process/.test(p.stderrSoFar()), 60_000, 'the import says it waits');
+  await release();
   const r = await p.done;
-  await held;
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stderr, /^strata: waiting for another strata process to release the store/m);
   assert.match(r.stdout.toString(), /imported waits\/1/);
@@ -116,10 +124,9 @@ test('a process that finds the index locked says it is waiting, then succeeds', 
 
 test('a lock held past STRATA_LOCK_TIMEOUT: one line, exit 1, nothing listed', async ({ dir, store }) => {
   const a = makeTree(join(dir, 'a'), 'a', 1);
-  const held = holdIndex(store, 3000);
-  await sleep(100);
+  const release = await lockIndex(store);
   const r = await strataAsync(store, ['-q', 'store', 'import', 'late/1', a], { STRATA_LOCK_TIMEOUT: '1' }).done;
-  await held;
+  await release();
   assertOneLineError(r, 'lock timeout', /in use by another strata process/);
   assert.equal(strataJson(store, ['store', 'ls']), []);
 });

@@ -37,10 +37,13 @@ export interface Piece {
 const SQUASHFS_MAGIC = 0x73717368;
 const EROFS_MAGIC = 0xe0f5e1e2;
 
-/** The format of the image at `path` by its magic; ERR_IMAGE_CORRUPT when it is neither. */
+/** The format of the image at `path` by its magic; ERR_IMAGE_CORRUPT when it is neither (or a directory). */
 export async function imageFormat(path: string): Promise<ImageFormat> {
   const fh = await open(path, 'r');
   try {
+    if ((await fh.stat()).isDirectory()) {
+      throw new StrataError(IMAGE_ERR.CORRUPT, `${path} is a directory, not an image file`, { hint: 'give the image file itself' });
+    }
     const head = Buffer.alloc(1028);
     const { bytesRead } = await fh.read(head, 0, head.length, 0);
     if (bytesRead >= 4 && head.readUInt32LE(0) === SQUASHFS_MAGIC) return 'squashfs';
