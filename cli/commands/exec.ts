@@ -5,7 +5,6 @@
  */
 import { Command } from 'commander';
 import { COMPOSE_ERR, isStrataError } from '../../compose/errors.js';
-import { execIn } from '../../compose/exec.js';
 import { result } from '../output.js';
 import { usage } from '../errors.js';
 import type { Action } from './action.js';
@@ -46,6 +45,7 @@ export function execCommand(program: Command, action: Action): void {
       action(async (ctx, target: string, command: string[]) => {
         if (command.length === 0) throw usage('exec needs a command', 'strata exec TARGET -- COMMAND [ARG…]');
         try {
+          const { execIn } = await import('../../compose/exec.js');
           const status = await execIn(target, command, { cwd: ctx.cwd, onWarning: (m) => ctx.out.warn(m) });
           return result({ status }, undefined, { exitStatus: status });
         } catch (e) {

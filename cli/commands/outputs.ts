@@ -1,14 +1,13 @@
 /**
  * The outputs of a stack: `compose sandbox`, `compose squash`, `rebuild`, `unsquash`, `inspect`.
+ * The output code (tree writer, image formats, codecs) is imported when one of these runs, so
+ * every other command starts without loading it.
  */
 import { Command } from 'commander';
 import { buildSourceOf } from '../../compose/lock.js';
-import { buildSandbox, inspectTarget } from '../../compose/outputs.js';
 import { IMAGE_ERR } from '../../compose/image/errors.js';
-import { formatOf } from '../../compose/image/index.js';
-import { buildImage, checkImageOptions, type ImageOptions } from '../../compose/squash.js';
+import type { ImageOptions } from '../../compose/squash.js';
 import { isStrataError } from '../../native/errors.js';
-import { unsquash } from '../../compose/unsquash.js';
 import { outputModules } from '../../compose/workspace.js';
 import type { Context } from '../context.js';
 import { usage } from '../errors.js';
@@ -36,6 +35,8 @@ function checkFrom(o: From): void {
 
 async function squash(ctx: Context, out: string, o: SquashFlags): Promise<Result> {
   checkFrom(o);
+  const { formatOf } = await import('../../compose/image/index.js');
+  const { buildImage, checkImageOptions } = await import('../../compose/squash.js');
   let options: ImageOptions;
   try {
     const format = formatOf(out, o.format);
@@ -87,6 +88,7 @@ export function outputCommands(program: Command, compose: Command, action: Actio
         checkFrom(o);
         const store = await ctx.store();
         const mods = await outputModules(store, ctx.stackDir, o, ctx.transfer());
+        const { buildSandbox } = await import('../../compose/outputs.js');
         const bar = ctx.progress(`sandbox ${dir}`);
         const r = await buildSandbox(store, mods, dir, { force: o.force, onProgress: (n, total) => bar.update(n, total) });
         bar.done();
@@ -118,6 +120,7 @@ export function outputCommands(program: Command, compose: Command, action: Actio
     .description('extract an image (SquashFS or EROFS) with its POSIX ACLs (SquashFS: from /.strata/acl.json)')
     .action(
       action(async (ctx, image: string, dir: string) => {
+        const { unsquash } = await import('../../compose/unsquash.js');
         const { warnings, ...r } = await unsquash(image, dir);
         return result(r, () => `extracted ${plural(r.entries, 'entry', 'entries')} into ${dir}, restored ACLs on ${plural(r.acls, 'path')}`, { warnings });
       }),
@@ -128,6 +131,7 @@ export function outputCommands(program: Command, compose: Command, action: Actio
     .description('the lock, modules, environment and ACL summary embedded in an image or sandbox')
     .action(
       action(async (_ctx, target: string) => {
+        const { inspectTarget } = await import('../../compose/outputs.js');
         const info = await inspectTarget(target);
         return result(info, () => [
           `${target}: ${info.kind}`,

@@ -4,8 +4,6 @@
 import { Command } from 'commander';
 import { checkFullName, isStrataError, parseEnvOp, recordExtras, StrataError, STORE_ERR, type EnvOp } from '../../store/index.js';
 import { usage } from '../errors.js';
-import { collectBlockCache, diskUsage } from '../../compose/caches.js';
-import { parseByteSize } from '../../compose/image/index.js';
 import type { Context } from '../context.js';
 import { plural, result, table, type Result } from '../output.js';
 import { human } from '../progress.js';
@@ -195,6 +193,8 @@ export function storeCommands(program: Command, action: Action): Command {
           if (!/^\d+$/.test(o.grace)) throw usage(`--grace ${o.grace}: expected a number of seconds`);
         }
         const capText = o.cacheMax ?? (process.env.STRATA_CACHE_MAX || undefined);
+        const { collectBlockCache } = await import('../../compose/caches.js');
+        const { parseByteSize } = await import('../../compose/image/index.js');
         const cap = capText === undefined ? undefined : parseByteSize(capText);
         if (capText !== undefined && cap === undefined) throw usage(`--cache-max ${capText}: expected a size such as 500M or 2G`);
         const store = await ctx.store();
@@ -215,6 +215,7 @@ export function storeCommands(program: Command, action: Action): Command {
     .description('bytes on disk: blobs, index and snapshots, temp files, and your caches')
     .action(
       action(async (ctx) => {
+        const { diskUsage } = await import('../../compose/caches.js');
         const u = await diskUsage(await ctx.store());
         const label: Record<string, string> = { blobs: 'blobs', index: 'index and snapshots', tmp: 'temp files', entryCache: 'entry-list cache', blockCache: 'image-block cache' };
         const total = Object.values(u).reduce((a, b) => a + b, 0);
