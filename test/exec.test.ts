@@ -24,8 +24,8 @@ import type { EnvOp } from '../store/index.js';
 import { join } from 'node:path';
 import { makeStack } from './fixtures/stack.js';
 import { isStaticElf, makeMpiLayer, MPI } from './fixtures/mpi-layer.js';
-import { CLI, cliOk, importStack, STACK_ORDER, type CliOptions } from './image-harness.js';
-import { loud } from './helpers/cli.js';
+import { importStack, STACK_ORDER } from './image-harness.js';
+import { CLI, loud, strataOk, type Workspace } from './helpers/cli.js';
 import { missing, onPath, skipSuite } from './helpers/probe.js';
 import { mustRun, removeDir, run, tempDir, type RunResult } from './helpers/tmp.js';
 import { asUser, canSwitchUsers, ensureUser, runAs, type TestUser } from './helpers/users.js';
@@ -142,7 +142,7 @@ if (why) {
 } else {
   const Exec = suite('exec');
   let tmp = '';
-  let o: CliOptions;
+  let o: Workspace;
   let sandbox = '';
   let image = '';
   /** strata's TMPDIR for root runs (its stage directories): must be empty after every run. */
@@ -157,12 +157,12 @@ if (why) {
       rootTmp = join(tmp, 'root-tmp');
       mkdirSync(rootTmp);
       const stack = makeStack(join(tmp, 'stack'));
-      cliOk(o, '-q', 'store', 'import', MPI.fullName, makeMpiLayer(join(tmp, 'mpi'), BUSYBOX!), ...MPI.opts);
+      strataOk(['-q', 'store', 'import', MPI.fullName, makeMpiLayer(join(tmp, 'mpi'), BUSYBOX!), ...MPI.opts], o);
       importStack(o, stack, STACK_ORDER, [MPI.fullName]);
       sandbox = join(tmp, 'sandbox');
       image = join(tmp, 'stack.sqfs');
-      cliOk(o, '-q', 'compose', 'sandbox', sandbox);
-      cliOk(o, '-q', 'compose', 'squash', image);
+      strataOk(['-q', 'compose', 'sandbox', sandbox], o);
+      strataOk(['-q', 'compose', 'squash', image], o);
     }),
   );
 
