@@ -13,7 +13,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { mustRun, removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
-import { CLI, loud, ok, strata } from './helpers/cli.js';
+import { assertOneLineError, CLI, loud, ok, strata } from './helpers/cli.js';
 import { nobody } from './helpers/users.js';
 
 /** The stack as [fullName, auto] pairs, from strata.json. */
@@ -37,10 +37,9 @@ function layerDir(root: string, tag: string): string {
   return d;
 }
 
-/** Exit 1 with exactly one stderr line matching `re`. */
+/** A one-line refusal (assertOneLineError) whose whole stderr, newline included, matches `re`. */
 function fails(r: RunResult, re: RegExp): void {
-  assert.is(r.code, 1, `expected exit 1: ${r.stderr}`);
-  assert.is(r.stderr.split('\n').length, 2, `one line: ${r.stderr}`);
+  assertOneLineError(r, `expected ${re}`);
   assert.match(r.stderr, re);
 }
 

@@ -17,7 +17,7 @@ import { makeStack, type Stack } from './fixtures/stack.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { removeDir, run, tempDir, unmount } from './helpers/tmp.js';
 import { diffTrees, snapshotTree } from './helpers/tree.js';
-import { strata, strataJson, strataOk, type Workspace } from './helpers/cli.js';
+import { assertOneLineError, strata, strataJson, strataOk, type Workspace } from './helpers/cli.js';
 import { importStack, STACK_ORDER } from './image-harness.js';
 import { nobody, NOBODY } from './helpers/users.js';
 
@@ -29,13 +29,6 @@ interface Ctx {
 }
 
 const sha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
-
-function oneLine(r: { code: number; stderr: Buffer | string }, what: string): string {
-  const err = r.stderr.toString();
-  assert.is(r.code, 1, `${what}: exit ${r.code}: ${err}`);
-  assert.is(err.trimEnd().split('\n').length, 1, `${what}: one line: ${err}`);
-  return err;
-}
 
 /** Mounts `img` read-only with the kernel and runs `fn` on the mount point; undefined when mounting is impossible here. */
 function withMount<T>(img: string, mnt: string, fn: (mnt: string) => T): T | undefined {
@@ -149,11 +142,11 @@ else {
     for (const [what, b] of cases) {
       const img = join(dir, `bad-${what.replace(/\W+/g, '-')}.erofs`);
       writeFileSync(img, b);
-      oneLine(strata(['inspect', img], o), `inspect ${what}`);
+      assertOneLineError(strata(['inspect', img], o), `inspect ${what}`);
       const target = join(dir, `x-${what.replace(/\W+/g, '-')}`);
       const r = strata(['unsquash', img, target], o);
       if (r.code !== 0) {
-        oneLine(r, `unsquash ${what}`);
+        assertOneLineError(r, `unsquash ${what}`);
         assert.ok(!existsSync(target) || readdirSync(target).length === 0, `${what}: the target is left as it was`);
       }
       assert.equal(readdirSync(outside), ['keep'], `${what}: nothing written outside`);
