@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
+import { removeDir, tempDir } from './helpers/tmp.js';
 import { loud, ok, strata } from './helpers/cli.js';
 import { diffTrees, snapshotTree } from './helpers/tree.js';
 import { makeStack, Stack, STACK } from './fixtures/stack.js';

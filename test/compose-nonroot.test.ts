@@ -13,7 +13,7 @@ import * as assert from 'uvu/assert';
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { mustRun, removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
+import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
 import { ok, strata } from './helpers/cli.js';
 import { nobody } from './helpers/users.js';
 import { diffTrees, snapshotTree, type TreeSnapshot } from './helpers/tree.js';

@@ -21,7 +21,7 @@ import {
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Ajv2020Module from 'ajv/dist/2020.js';
-import { mustRun, removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
+import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
 import { assertOneLineError, loud, ok, strata } from './helpers/cli.js';
 import { comparePathsRef, diffTrees, snapshotTree, TreeSnapshot } from './helpers/tree.js';
 import { buildOciLayout, makeStack, ociLayerBlobs, referenceExtract, Stack, STACK, umociUnpack } from './fixtures/stack.js';

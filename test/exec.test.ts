@@ -27,7 +27,7 @@ import { isStaticElf, makeMpiLayer, MPI } from './fixtures/mpi-layer.js';
 import { importStack, STACK_ORDER } from './image-harness.js';
 import { loud, strata, strataArgv, strataOk, type StrataOptions, type Workspace } from './helpers/cli.js';
 import { missing, onPath, skipSuite } from './helpers/probe.js';
-import { mustRun, removeDir, run, tempDir, type RunResult } from './helpers/tmp.js';
+import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
 import { asUser, canSwitchUsers, ensureUser, runAs, userEnv, type TestUser } from './helpers/users.js';
 
 const BUSYBOX = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p) && isStaticElf(p));

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { ErofsWriter, SquashfsWriter } from '../compose/image/index.js';
 import type { LayerEntry } from '../store/index.js';
 import { strata } from './helpers/cli.js';
-import { removeDir, run, tempDir } from './helpers/tmp.js';
+import { removeDir, tempDir } from './helpers/tmp.js';
 
 const GiB = 1024 ** 3;
 const BLOCK = 1 << 20;

@@ -18,7 +18,7 @@ import { inflateSync } from 'node:zlib';
 import { CID } from 'multiformats/cid';
 import { makeStack, STACK, type Stack } from './fixtures/stack.js';
 import { packGnu } from './fixtures/small-tree.js';
-import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
 import { strata, strataJson, strataOk, type Workspace } from './helpers/cli.js';
 import { nobody, runAs } from './helpers/users.js';
 import { giveToNobody, importStack, MODULES, STACK_ORDER, type SquashJson } from './image-harness.js';

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import { strataOk } from './helpers/cli.js';
 import { missing, skipSuite } from './helpers/probe.js';
-import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
+import { mustRun, removeDir, tempDir, unmount } from './helpers/tmp.js';
 import { canSwitchUsers, ensureGroup, ensureUser, runAs, type TestUser } from './helpers/users.js';
 
 const NAME = 'image: a licensed module in a kernel-mounted image, for its group only';

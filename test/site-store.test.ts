@@ -23,8 +23,8 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { assertOneLineError, strata, strataAsync, strataJson, strataOk, type StrataOptions } from './helpers/cli.js';
 import { missing, skipSuite } from './helpers/probe.js';
-import { mustRun, removeDir, run, tempDir, type RunResult, unmount } from './helpers/tmp.js';
-import { asUser, ensureGroup, ensureUser, runAs, type TestUser } from './helpers/users.js';
+import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
+import { ensureGroup, ensureUser, runAs, type TestUser } from './helpers/users.js';
 
 const SECRET = 'LICENSED-BYTES-5e1f0c';
 const LIC_GROUP = 'st-site-lic';

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import type { LayerEntry } from '../store/types.js';
 import { SquashfsWriter, type SquashOptions } from '../compose/image/index.js';
 import { listCacheEntries, PACK_RECORD_HEADER, type CacheEntry } from '../compose/image/shared/block-cache.js';
-import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
 import { nobody, runAs } from './helpers/users.js';
 import { noise } from './helpers/random.js';
 

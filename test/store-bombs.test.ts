@@ -27,7 +27,7 @@ import { writeTar } from './fixtures/hostile.js';
 import { dockerArchive, gz, MT, OciLayout } from './fixtures/oci.js';
 import { noise } from './helpers/random.js';
 import { missing, skipSuite } from './helpers/probe.js';
-import { mustRun, removeDir, run, tempDir, type RunResult } from './helpers/tmp.js';
+import { mustRun, removeDir, tempDir, type RunResult } from './helpers/tmp.js';
 import { assertOneLineError, strata, strataJson } from './helpers/cli.js';
 
 interface Ctx {

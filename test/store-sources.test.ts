@@ -21,7 +21,7 @@ import { writeTar } from './fixtures/hostile.js';
 import { dockerArchive, gz, MT, OciLayout } from './fixtures/oci.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
-import { ensureUser, runAs, type TestUser } from './helpers/users.js';
+import { ensureUser, type TestUser } from './helpers/users.js';
 import { assertOneLineError, strata, strataJson } from './helpers/cli.js';
 import { blobPath } from './store-harness.js';
 

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { strata } from './helpers/cli.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
-import { ensureGroup, ensureUser, runAs, type TestUser } from './helpers/users.js';
+import { ensureGroup, ensureUser, type TestUser } from './helpers/users.js';
 
 interface Ctx {
   dir: string;

@@ -14,7 +14,7 @@ import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, 
 import { join } from 'node:path';
 import { strata, type Workspace } from './helpers/cli.js';
 import { missing, skipSuite } from './helpers/probe.js';
-import { removeDir, run, tempDir } from './helpers/tmp.js';
+import { removeDir, tempDir } from './helpers/tmp.js';
 import { asUser, ensureUser, type TestUser } from './helpers/users.js';
 
 interface Ctx {
