@@ -37,7 +37,7 @@ export interface StrataOptions {
   as?: TestUser;
   /** Commands that run the CLI (GNU time, unshare …), put before the switch to `as`. */
   prefix?: readonly string[];
-  /** Bytes or text on stdin (strata only). */
+  /** Bytes or text on stdin (strataAsync closes stdin). */
   input?: Buffer | string;
   /** Milliseconds before the CLI is killed (default 120 s). */
   timeout?: number;
@@ -97,7 +97,7 @@ export interface AsyncRun {
   stderrSoFar(): string;
 }
 
-/** Starts the CLI without waiting for it (stdin closed; `input` and `timeout` do not apply). */
+/** Starts the CLI without waiting for it; stdin is closed, and no timeout: the test kills it. */
 export function strataAsync(args: readonly string[], o: StrataOptions = {}): AsyncRun {
   const { argv, env } = command(args, o);
   const child = spawn(argv[0]!, argv.slice(1), { cwd: o.cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
