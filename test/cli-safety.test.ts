@@ -8,12 +8,11 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI } from './helpers/cli.js';
-import { removeDir, run, tempDir, type RunResult } from './helpers/tmp.js';
-import { canSwitchUsers, ensureUser, runAs } from './helpers/users.js';
+import { assertOneLineError, strata, strataAsync, strataOk, type Workspace } from './helpers/cli.js';
+import { removeDir, run, tempDir } from './helpers/tmp.js';
+import { canSwitchUsers, ensureUser } from './helpers/users.js';
 import { blobPath } from './store-harness.js';
 
 interface Ctx {
@@ -22,22 +21,8 @@ interface Ctx {
   work: string;
 }
 
-function strata(ctx: Ctx, args: string[], env: Record<string, string> = {}, cwd = ctx.work): RunResult {
-  return run(process.execPath, [CLI, '--store', ctx.store, ...args], { cwd, env });
-}
-
-function ok(ctx: Ctx, args: string[], env: Record<string, string> = {}, cwd = ctx.work): string {
-  const r = strata(ctx, args, env, cwd);
-  assert.is(r.code, 0, `strata ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout.toString();
-}
-
-function oneLine(r: RunResult, what: string, re: RegExp): void {
-  const err = r.stderr.toString();
-  assert.is(r.code, 1, `${what}: exit ${r.code} ${err}`);
-  assert.is(err.trimEnd().split('\n').length, 1, `${what}: one line: ${err}`);
-  assert.match(err, re, what);
-}
+/** The suite's store, and its working directory as the cwd. */
+const at = (ctx: Ctx): Workspace => ({ store: ctx.store, cwd: ctx.work });
 
 function layer(dir: string, name: string, files: number): string {
   const d = join(dir, `src-${name}`);
@@ -52,25 +37,25 @@ test.before.each((ctx) => {
   ctx.store = join(ctx.dir, 'store');
   ctx.work = join(ctx.dir, 'work');
   mkdirSync(ctx.work);
-  ok(ctx, ['-q', 'store', 'import', 'base/1', layer(ctx.dir, 'base', 20)]);
-  ok(ctx, ['-q', 'store', 'import', 'app/1', layer(ctx.dir, 'app', 200), '--requires', 'base/1']);
-  ok(ctx, ['-q', 'compose', 'add', 'app/1']);
+  strataOk(['-q', 'store', 'import', 'base/1', layer(ctx.dir, 'base', 20)], at(ctx));
+  strataOk(['-q', 'store', 'import', 'app/1', layer(ctx.dir, 'app', 200), '--requires', 'base/1'], at(ctx));
+  strataOk(['-q', 'compose', 'add', 'app/1'], at(ctx));
 });
 test.after.each((ctx) => removeDir(ctx.dir));
 
 test('-o onto the lock, squash onto a file that is not an image: refused; --force and images replace', (ctx) => {
   const lock = join(ctx.work, 'strata.lock');
   const before = readFileSync(lock);
-  oneLine(strata(ctx, ['rebuild', lock, '-o', lock]), 'rebuild onto its lock', /strata\.lock exists and is not an image \(give another file name, or --force to replace it\)/);
+  assertOneLineError(strata(['rebuild', lock, '-o', lock], at(ctx)), 'rebuild onto its lock', /strata\.lock exists and is not an image \(give another file name, or --force to replace it\)/);
   assert.equal(readFileSync(lock), before, 'the lock is unchanged');
   const notes = join(ctx.work, 'notes.txt');
   writeFileSync(notes, 'mine\n');
-  oneLine(strata(ctx, ['compose', 'squash', notes]), 'squash onto a text file', /exists and is not an image/);
+  assertOneLineError(strata(['compose', 'squash', notes], at(ctx)), 'squash onto a text file', /exists and is not an image/);
   assert.is(readFileSync(notes, 'utf8'), 'mine\n');
   const img = join(ctx.work, 'a.sqfs');
-  ok(ctx, ['-q', 'compose', 'squash', img]);
-  ok(ctx, ['-q', 'rebuild', lock, '-o', img]); // an image is replaced: that is a rebuild
-  ok(ctx, ['-q', 'compose', 'squash', notes, '--force']);
+  strataOk(['-q', 'compose', 'squash', img], at(ctx));
+  strataOk(['-q', 'rebuild', lock, '-o', img], at(ctx)); // an image is replaced: that is a rebuild
+  strataOk(['-q', 'compose', 'squash', notes, '--force'], at(ctx));
   assert.is(readFileSync(notes).subarray(0, 4).toString(), 'hsqs', '--force replaced it with the image');
   assert.equal(readdirSync(ctx.work).filter((n) => n.startsWith('.')), [], 'no temp file left');
 });
@@ -78,14 +63,14 @@ test('-o onto the lock, squash onto a file that is not an image: refused; --forc
 test('--stack DIR and STRATA_STACK keep the stack files elsewhere', (ctx) => {
   const elsewhere = join(ctx.dir, 'stackdir');
   mkdirSync(elsewhere);
-  ok(ctx, ['-q', '--stack', elsewhere, 'compose', 'add', 'base/1']);
+  strataOk(['-q', '--stack', elsewhere, 'compose', 'add', 'base/1'], at(ctx));
   assert.ok(existsSync(join(elsewhere, 'strata.json')) && existsSync(join(elsewhere, 'strata.lock')), 'written under --stack');
   const other = join(ctx.dir, 'other');
   mkdirSync(other);
-  const list = ok(ctx, ['compose', 'list'], { STRATA_STACK: elsewhere }, other);
+  const list = strataOk(['compose', 'list'], { ...at(ctx), env: { STRATA_STACK: elsewhere }, cwd: other });
   assert.match(list, 'base/1');
   assert.not.ok(existsSync(join(other, 'strata.json')), 'nothing in the working directory');
-  ok(ctx, ['-q', 'compose', 'squash', join(ctx.dir, 'b.sqfs')], { STRATA_STACK: elsewhere }, other);
+  strataOk(['-q', 'compose', 'squash', join(ctx.dir, 'b.sqfs')], { ...at(ctx), env: { STRATA_STACK: elsewhere }, cwd: other });
 });
 
 test('an unwritable working directory: one line naming it, with what to do', (ctx) => {
@@ -96,54 +81,54 @@ test('an unwritable working directory: one line naming it, with what to do', (ct
   const u = ensureUser('st-safety-user');
   chmodSync(ctx.dir, 0o755);
   chmodSync(ctx.work, 0o755); // root's: the user cannot write it
-  const r = runAs(u, process.execPath, [CLI, '--store', ctx.store, 'compose', 'add', 'base/1'], { cwd: ctx.work, env: { XDG_CACHE_HOME: join(u.home, '.cache') } });
-  oneLine(r, 'compose add in a directory of root', /cannot write strata\.json in .*work: not writable \(work in a directory of yours, or keep the stack files elsewhere with --stack DIR or STRATA_STACK\)/);
+  const r = strata(['compose', 'add', 'base/1'], { ...at(ctx), as: u, env: { XDG_CACHE_HOME: join(u.home, '.cache') } });
+  assertOneLineError(r, 'compose add in a directory of root', /cannot write strata\.json in .*work: not writable \(work in a directory of yours, or keep the stack files elsewhere with --stack DIR or STRATA_STACK\)/);
 });
 
 test('a layer found corrupt mid-sandbox leaves the target as it was', (ctx) => {
-  const show = JSON.parse(ok(ctx, ['--json', 'store', 'show', 'app/1'])) as { record: { layer: string } };
+  const show = JSON.parse(strataOk(['--json', 'store', 'show', 'app/1'], at(ctx))) as { record: { layer: string } };
   const file = blobPath(ctx.store, show.record.layer);
   const bytes = readFileSync(file);
   bytes[bytes.length - 3000] ^= 0xff; // late in the second layer: the first is already written
   writeFileSync(file, bytes);
   const absent = join(ctx.dir, 'sb-new');
-  oneLine(strata(ctx, ['compose', 'sandbox', absent]), 'sandbox into a new directory', /corrupt/);
+  assertOneLineError(strata(['compose', 'sandbox', absent], at(ctx)), 'sandbox into a new directory', /corrupt/);
   assert.not.ok(existsSync(absent), 'no target left behind');
   const empty = join(ctx.dir, 'sb-empty');
   mkdirSync(empty);
-  oneLine(strata(ctx, ['compose', 'sandbox', empty]), 'sandbox into an empty directory', /corrupt/);
+  assertOneLineError(strata(['compose', 'sandbox', empty], at(ctx)), 'sandbox into an empty directory', /corrupt/);
   assert.equal(readdirSync(empty), [], 'the empty target stays empty');
   assert.equal(readdirSync(ctx.dir).filter((n) => n.startsWith('.')), [], 'no private build directory left');
 });
 
 test('inspect of a sandbox whose lock.json is a FIFO or a symlink: one line, no hang', (ctx) => {
   const sb = join(ctx.dir, 'sb');
-  ok(ctx, ['-q', 'compose', 'sandbox', sb]);
+  strataOk(['-q', 'compose', 'sandbox', sb], at(ctx));
   const lock = join(sb, '.strata', 'lock.json');
   rmSync(lock);
   run('mkfifo', [lock]);
-  oneLine(strata(ctx, ['inspect', sb]), 'a FIFO', /lock\.json is not a regular file/);
+  assertOneLineError(strata(['inspect', sb], at(ctx)), 'a FIFO', /lock\.json is not a regular file/);
   rmSync(lock);
   symlinkSync('/etc/passwd', lock);
-  oneLine(strata(ctx, ['inspect', sb]), 'a symlink', /lock\.json cannot be read \(a symlink\)/);
+  assertOneLineError(strata(['inspect', sb], at(ctx)), 'a symlink', /lock\.json cannot be read \(a symlink\)/);
 });
 
 test('a sandbox killed mid-build leaves no target; the next build removes its leftovers', async (ctx) => {
   const target = join(ctx.dir, 'killed');
-  const child = spawn(process.execPath, [CLI, '--store', ctx.store, 'compose', 'sandbox', target], { cwd: ctx.work, stdio: 'ignore' });
+  const child = strataAsync(['compose', 'sandbox', target], at(ctx));
   // Kill it once its private build directory exists (the build is under way).
   for (let i = 0; i < 400 && !readdirSync(ctx.dir).some((n) => n.includes('.strata-tree.')); i++) await new Promise((r) => setTimeout(r, 5));
   child.kill('SIGKILL');
-  await new Promise((r) => child.on('close', r));
+  await child.done;
   const left = readdirSync(ctx.dir).filter((n) => n.includes('.strata-tree.'));
   if (existsSync(target)) {
     // Killed after the rename: the sandbox is whole.
-    ok(ctx, ['inspect', target]);
+    strataOk(['inspect', target], at(ctx));
   } else {
     assert.ok(left.length > 0, 'killed before the rename: a private directory is left');
-    oneLine(strata(ctx, ['inspect', target]), 'inspect of the missing target', /does not exist/);
+    assertOneLineError(strata(['inspect', target], at(ctx)), 'inspect of the missing target', /does not exist/);
   }
-  ok(ctx, ['-q', 'compose', 'sandbox', join(ctx.dir, 'next')]);
+  strataOk(['-q', 'compose', 'sandbox', join(ctx.dir, 'next')], at(ctx));
   assert.equal(readdirSync(ctx.dir).filter((n) => n.includes('.strata-tree.')), [], 'the next build removed the dead build\'s directory');
 });
 

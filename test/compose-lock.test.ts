@@ -10,14 +10,10 @@ import * as assert from 'uvu/assert';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
-import { loud, ok, strataIn } from './helpers/cli.js';
+import { removeDir, tempDir } from './helpers/tmp.js';
+import { loud, ok, strata } from './helpers/cli.js';
 import { diffTrees, snapshotTree } from './helpers/tree.js';
 import { makeStack, Stack, STACK } from './fixtures/stack.js';
-
-function strata(store: string, cwd: string, args: string[]): RunResult {
-  return strataIn(store, cwd, args);
-}
 
 const MODULES: Array<{ layer: string; name: string; opts: string[] }> = [
   { layer: 'base', name: 'base/1', opts: [] },
@@ -58,13 +54,13 @@ lock.before(loud((ctx) => {
   mkdirSync(ctx.workA);
   mkdirSync(ctx.workB);
   const tar = (l: string) => ctx.stack.layers.find((x) => x.name === l)!.tar;
-  for (const m of MODULES) ok(strata(ctx.storeA, ctx.workA, ['-q', 'store', 'import', m.name, tar(m.layer), ...m.opts]), `import ${m.name}`);
-  ok(strata(ctx.storeB, ctx.workB, ['-q', 'store', 'import', 'other/9', tar('mid')]), 'import other');
-  for (const m of [...MODULES].reverse()) ok(strata(ctx.storeB, ctx.workB, ['-q', 'store', 'import', m.name, tar(m.layer), ...m.opts]), `import ${m.name}`);
+  for (const m of MODULES) ok(strata(['-q', 'store', 'import', m.name, tar(m.layer), ...m.opts], { store: ctx.storeA, cwd: ctx.workA }), `import ${m.name}`);
+  ok(strata(['-q', 'store', 'import', 'other/9', tar('mid')], { store: ctx.storeB, cwd: ctx.workB }), 'import other');
+  for (const m of [...MODULES].reverse()) ok(strata(['-q', 'store', 'import', m.name, tar(m.layer), ...m.opts], { store: ctx.storeB, cwd: ctx.workB }), `import ${m.name}`);
   // base comes in as mid's requirement, below it.
-  ok(strata(ctx.storeA, ctx.workA, ['compose', 'add', 'mid', 'app', 'lic']), 'add');
+  ok(strata(['compose', 'add', 'mid', 'app', 'lic'], { store: ctx.storeA, cwd: ctx.workA }), 'add');
   ctx.sandboxA = join(ctx.shared, 'sandbox-a');
-  ok(strata(ctx.storeA, ctx.workA, ['compose', 'sandbox', ctx.sandboxA]), 'sandbox A');
+  ok(strata(['compose', 'sandbox', ctx.sandboxA], { store: ctx.storeA, cwd: ctx.workA }), 'sandbox A');
 }));
 lock.after((ctx) => removeDir(ctx.shared));
 lock.before.each(loud((ctx) => {
@@ -81,14 +77,14 @@ lock('strata.lock of store A rebuilds the identical sandbox from store B', ({ di
   assert.equal(snapA.get(STACK.licDir)?.acl, STACK.licAcl);
 
   const sb = join(dir, 'sandbox-b');
-  ok(strata(storeB, workB, ['compose', 'sandbox', sb, '--lock', join(workA, 'strata.lock')]), 'sandbox --lock');
+  ok(strata(['compose', 'sandbox', sb, '--lock', join(workA, 'strata.lock')], { store: storeB, cwd: workB }), 'sandbox --lock');
   assert.equal(diffTrees(snapA, sb), []);
   assert.not.ok(existsSync(join(workB, 'strata.json')), 'building from a lock leaves the working stack alone');
 
   // A store lacking one of the modules says which.
   const storeC = join(dir, 'store-c');
-  ok(strata(storeC, workB, ['-q', 'store', 'import', 'base/1', stack.layers[0]!.tar]), 'import');
-  const r = strata(storeC, workB, ['compose', 'sandbox', join(dir, 'sandbox-c'), '--lock', join(workA, 'strata.lock')]);
+  ok(strata(['-q', 'store', 'import', 'base/1', stack.layers[0]!.tar], { store: storeC, cwd: workB }), 'import');
+  const r = strata(['compose', 'sandbox', join(dir, 'sandbox-c'), '--lock', join(workA, 'strata.lock')], { store: storeC, cwd: workB });
   assert.is(r.code, 1);
   assert.match(r.stderr, new RegExp(`^strata: module mid/1 \\(record ${doc.modules[1]!.record}\\) is not in this store \\(.*\\)\\n$`));
   assert.not.ok(existsSync(join(dir, 'sandbox-c')));
@@ -96,12 +92,12 @@ lock('strata.lock of store A rebuilds the identical sandbox from store B', ({ di
 
 lock('compose lock --cids -o F, then sandbox --cids F with store B: identical', ({ dir, storeA, storeB, workA, workB, sandboxA }) => {
   const list = join(dir, 'stack.cids');
-  ok(strata(storeA, workA, ['compose', 'lock', '--cids', '-o', list]), 'lock --cids');
+  ok(strata(['compose', 'lock', '--cids', '-o', list], { store: storeA, cwd: workA }), 'lock --cids');
   const doc = JSON.parse(readFileSync(join(workA, 'strata.lock'), 'utf8')) as LockDoc;
   const cids = readFileSync(list, 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean);
   assert.equal(cids, doc.modules.map((m) => m.record), 'one record CID a line, lowest layer first');
   const sb = join(dir, 'sandbox-b');
-  ok(strata(storeB, workB, ['compose', 'sandbox', sb, '--cids', list]), 'sandbox --cids');
+  ok(strata(['compose', 'sandbox', sb, '--cids', list], { store: storeB, cwd: workB }), 'sandbox --cids');
   assert.equal(diffTrees(sandboxA, sb), []);
 });
 
@@ -112,13 +108,13 @@ lock('a layer CID in the hash list works when it names one module, and is refuse
   const list = join(dir, 'layer.cids');
   writeFileSync(list, `# app by its layer\n${lines.join('\n')}\n`);
   const sb = join(dir, 'sandbox-b');
-  ok(strata(storeB, workB, ['compose', 'sandbox', sb, '--cids', list]), 'sandbox --cids with a layer CID');
+  ok(strata(['compose', 'sandbox', sb, '--cids', list], { store: storeB, cwd: workB }), 'sandbox --cids with a layer CID');
   assert.equal(diffTrees(sandboxA, sb), []);
 
   // mid's layer is also other/9's in store B: ambiguous.
   const mid = doc.modules.find((m) => m.fullName === 'mid/1')!;
   writeFileSync(list, doc.modules.map((m) => (m === mid ? m.layer : m.record)).join('\n'));
-  const r = strata(storeB, workB, ['compose', 'sandbox', join(dir, 'sandbox-x'), '--cids', list]);
+  const r = strata(['compose', 'sandbox', join(dir, 'sandbox-x'), '--cids', list], { store: storeB, cwd: workB });
   assert.is(r.code, 1);
   assert.is(r.stderr, `strata: layer ${mid.layer} names 2 modules in this store (list record CIDs instead (strata compose lock --cids))\n`);
   assert.not.ok(existsSync(join(dir, 'sandbox-x')));
@@ -130,12 +126,12 @@ lock('a lock whose CIDs do not agree with the records, or that is no lock, is re
   const lic = doc.modules.find((m) => m.fullName === 'lic/1')!;
   const tampered = join(dir, 'tampered.lock');
   writeFileSync(tampered, JSON.stringify({ ...doc, modules: doc.modules.map((m) => (m === app ? { ...m, layer: lic.layer } : m)) }));
-  const r = strata(storeB, workB, ['compose', 'sandbox', join(dir, 'sb'), '--lock', tampered]);
+  const r = strata(['compose', 'sandbox', join(dir, 'sb'), '--lock', tampered], { store: storeB, cwd: workB });
   assert.is(r.code, 1);
   assert.is(r.stderr, `strata: record ${app.record} of app/2.0 does not name the layer and manifest the lock names\n`);
   const notJson = join(dir, 'list.lock');
   writeFileSync(notJson, `${app.record}\n`);
-  const r2 = strata(storeB, workB, ['compose', 'sandbox', join(dir, 'sb'), '--lock', notJson]);
+  const r2 = strata(['compose', 'sandbox', join(dir, 'sb'), '--lock', notJson], { store: storeB, cwd: workB });
   assert.is(r2.code, 1);
   assert.match(r2.stderr, /^strata: .*list\.lock is not JSON \(give a strata\.lock, or a hash list with --cids\)\n$/);
   assert.not.ok(existsSync(join(dir, 'sb')));

@@ -13,18 +13,12 @@ import * as assert from 'uvu/assert';
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { mustRun, removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
-import { ok, strataIn } from './helpers/cli.js';
+import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
+import { ok, strata } from './helpers/cli.js';
+import { nobody } from './helpers/users.js';
 import { diffTrees, snapshotTree, type TreeSnapshot } from './helpers/tree.js';
 import { makeStack, referenceExtract, STACK } from './fixtures/stack.js';
 import { packGnu } from './fixtures/small-tree.js';
-
-const NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups'];
-
-function strata(store: string, cwd: string, args: string[], asNobody?: { home: string }): RunResult {
-  if (!asNobody) return strataIn(store, cwd, args);
-  return strataIn(store, cwd, args, { prefix: ['setpriv', ...NOBODY, '--'], env: { HOME: asNobody.home, USER: 'nobody', LOGNAME: 'nobody' } });
-}
 
 /**
  * The reference tree as a builder who cannot set the owning group must write it: the group
@@ -74,15 +68,15 @@ nonroot('keeps ACLs and user.* xattrs, warns once about ownership, security/trus
   const out = join(dir, 'out');
   for (const d of [work, home, out]) mkdirSync(d);
   const names = ['base/1', 'mid/1', 'app/1', 'lic/1', 'extra/1'];
-  tars.forEach((t, i) => ok(strata(store, work, ['-q', 'store', 'import', names[i]!, t]), `import ${names[i]}`));
-  ok(strata(store, work, ['compose', 'add', ...names]), 'add');
+  tars.forEach((t, i) => ok(strata(['-q', 'store', 'import', names[i]!, t], { store, cwd: work }), `import ${names[i]}`));
+  ok(strata(['compose', 'add', ...names], { store, cwd: work }), 'add');
   // The store readable and writable by the user (it opens LevelDB for writing), the temp dir
   // traversable.
   chmodSync(dir, 0o755);
   mustRun('chown', ['-R', '65534:65534', store, work, home, out]);
 
   const sb = join(out, 'sandbox');
-  const r = ok(strata(store, work, ['compose', 'sandbox', sb], { home }), 'sandbox as uid 65534');
+  const r = ok(strata(['compose', 'sandbox', sb], { store, cwd: work, as: nobody(home) }), 'sandbox as uid 65534');
   const lines = r.stderr.split('\n').filter((l) => l !== '');
   assert.is(lines.length, 1, `exactly one line on stderr:\n${r.stderr}`);
   const warning = lines[0]!;
@@ -138,17 +132,17 @@ nonroot('--force replaces an earlier sandbox of the same user that has read-only
   const home = join(dir, 'home');
   const out = join(dir, 'out');
   for (const d of [work, home, out]) mkdirSync(d);
-  ok(strata(store, work, ['-q', 'store', 'import', 'ro/1', layer]), 'import');
-  ok(strata(store, work, ['compose', 'add', 'ro']), 'add');
+  ok(strata(['-q', 'store', 'import', 'ro/1', layer], { store, cwd: work }), 'import');
+  ok(strata(['compose', 'add', 'ro'], { store, cwd: work }), 'add');
   chmodSync(dir, 0o755);
   mustRun('chown', ['-R', '65534:65534', store, work, home, out]);
   const sb = join(out, 'sandbox');
-  ok(strata(store, work, ['-q', 'compose', 'sandbox', sb], { home }), 'sandbox');
+  ok(strata(['-q', 'compose', 'sandbox', sb], { store, cwd: work, as: nobody(home) }), 'sandbox');
   const first = snapshotTree(sb);
   assert.is(first.get('ro/deeper')?.mode, 0o500);
-  const again = strata(store, work, ['-q', 'compose', 'sandbox', sb], { home });
+  const again = strata(['-q', 'compose', 'sandbox', sb], { store, cwd: work, as: nobody(home) });
   assert.is(again.code, 1, 'not empty: refused without --force');
-  ok(strata(store, work, ['-q', 'compose', 'sandbox', sb, '--force'], { home }), 'sandbox --force');
+  ok(strata(['-q', 'compose', 'sandbox', sb, '--force'], { store, cwd: work, as: nobody(home) }), 'sandbox --force');
   assert.equal(diffTrees(snapshotTree(sb), first), []);
 });
 

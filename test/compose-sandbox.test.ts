@@ -21,17 +21,11 @@ import {
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Ajv2020Module from 'ajv/dist/2020.js';
-import { mustRun, removeDir, run, RunResult, tempDir } from './helpers/tmp.js';
-import { loud, ok, strataIn } from './helpers/cli.js';
+import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { assertOneLineError, loud, ok, strata } from './helpers/cli.js';
 import { comparePathsRef, diffTrees, snapshotTree, TreeSnapshot } from './helpers/tree.js';
 import { buildOciLayout, makeStack, ociLayerBlobs, referenceExtract, Stack, STACK, umociUnpack } from './fixtures/stack.js';
 import { hostileStackLayers, writeTars } from './fixtures/hostile.js';
-
-// The compiled CLI: beside this file under dist/, or dist/ when run from test/ with tsx.
-/** `strata --store STORE ARGS…` with cwd = the working directory (strata.json, strata.lock). */
-function strata(store: string, cwd: string, args: string[]): RunResult {
-  return strataIn(store, cwd, args);
-}
 
 const hex = (s: string) => Buffer.from(s).toString('hex');
 
@@ -46,7 +40,7 @@ const MODULES = [
 
 function importStack(stack: Stack, store: string, work: string): void {
   for (const m of MODULES) {
-    ok(strata(store, work, ['store', 'import', m.name, stack.layers.find((l) => l.name === m.layer)!.tar, ...m.opts]), `import ${m.name}`);
+    ok(strata(['store', 'import', m.name, stack.layers.find((l) => l.name === m.layer)!.tar, ...m.opts], { store, cwd: work }), `import ${m.name}`);
   }
 }
 
@@ -88,7 +82,7 @@ four.before.each(loud((ctx) => {
   ctx.dir = tempDir('strata-compose-sandbox-t');
   ctx.work = join(ctx.dir, 'work');
   mkdirSync(ctx.work);
-  ok(strata(ctx.store, ctx.work, ['compose', 'add', ...MODULES.map((m) => m.name)]), 'compose add');
+  ok(strata(['compose', 'add', ...MODULES.map((m) => m.name)], { store: ctx.store, cwd: ctx.work }), 'compose add');
 }));
 four.after.each((ctx) => removeDir(ctx.dir));
 
@@ -115,7 +109,7 @@ function assertStackShape(snap: TreeSnapshot): void {
 
 four('sandbox of the GNU tars equals GNU tar + whiteouts and umoci unpack of the same layers', (ctx) => {
   const sb = join(ctx.dir, 'sandbox');
-  const r = ok(strata(ctx.store, ctx.work, ['compose', 'sandbox', sb]), 'sandbox');
+  const r = ok(strata(['compose', 'sandbox', sb], { store: ctx.store, cwd: ctx.work }), 'sandbox');
   assert.match(r.stdout.toString(), `from ${MODULES.length} modules`);
   assert.is(r.stderr, '', 'as root nothing is skipped, so nothing is said on stderr');
   const snap = snapshotTree(sb);
@@ -134,12 +128,12 @@ four("umoci's own layer blobs imported as modules give the same sandbox", (ctx) 
   assert.is(blobs.length, 4);
   const store = join(ctx.dir, 'store-umoci');
   const names = blobs.map((_, i) => `umoci${i}/1`);
-  blobs.forEach((b, i) => ok(strata(store, ctx.work, ['store', 'import', names[i]!, b.path]), `import ${b.digest}`));
+  blobs.forEach((b, i) => ok(strata(['store', 'import', names[i]!, b.path], { store, cwd: ctx.work }), `import ${b.digest}`));
   const work = join(ctx.dir, 'work-umoci');
   mkdirSync(work);
-  ok(strata(store, work, ['compose', 'add', ...names]), 'compose add');
+  ok(strata(['compose', 'add', ...names], { store, cwd: work }), 'compose add');
   const sb = join(ctx.dir, 'sandbox-umoci');
-  ok(strata(store, work, ['compose', 'sandbox', sb]), 'sandbox');
+  ok(strata(['compose', 'sandbox', sb], { store, cwd: work }), 'sandbox');
   const snap = snapshotTree(sb);
   assertStackShape(snap);
   const rootfs = umociUnpack(ctx.layout, 'latest', join(ctx.dir, 'bundle'));
@@ -147,34 +141,34 @@ four("umoci's own layer blobs imported as modules give the same sandbox", (ctx) 
   // Against the sandbox of the GNU tars: /.strata differs only because the lock names other
   // modules (umoci's mid layer has per-child whiteouts, not an opaque marker, so other CIDs).
   const gnu = join(ctx.dir, 'sandbox-gnu');
-  ok(strata(ctx.store, ctx.work, ['compose', 'sandbox', gnu]), 'sandbox');
+  ok(strata(['compose', 'sandbox', gnu], { store: ctx.store, cwd: ctx.work }), 'sandbox');
   assert.equal(diffTrees(snap, gnu, { ignoreStrataPaths: true }), []);
 });
 
 four('strata inspect DIR prints the modules of the lock, lowest first', (ctx) => {
   const sb = join(ctx.dir, 'sandbox');
-  ok(strata(ctx.store, ctx.work, ['compose', 'sandbox', sb]), 'sandbox');
+  ok(strata(['compose', 'sandbox', sb], { store: ctx.store, cwd: ctx.work }), 'sandbox');
   const lock = JSON.parse(readFileSync(join(ctx.work, 'strata.lock'), 'utf8'));
-  const text = ok(strata(ctx.store, ctx.work, ['inspect', sb]), 'inspect').stdout.toString();
+  const text = ok(strata(['inspect', sb], { store: ctx.store, cwd: ctx.work }), 'inspect').stdout.toString();
   const rows = text.split('\n').filter((l) => /^\s+\S+\s+baga/.test(l)).map((l) => l.trim().split(/\s+/));
   assert.equal(rows, lock.modules.map((m: { fullName: string; record: string }) => [m.fullName, m.record]));
   assert.equal(rows.map((r) => r[0]), MODULES.map((m) => m.name));
   assert.match(text, 'ACLs: ');
-  const json = JSON.parse(ok(strata(ctx.store, ctx.work, ['--json', 'inspect', sb]), 'inspect --json').stdout.toString());
+  const json = JSON.parse(ok(strata(['--json', 'inspect', sb], { store: ctx.store, cwd: ctx.work }), 'inspect --json').stdout.toString());
   assert.equal(json.lock, lock);
   assert.is(json.kind, 'sandbox');
   assert.ok(json.acls.entries[STACK.licDir], 'the ACL summary names opt/lic');
   // Not a strata tree: refused with one line.
   const plain = join(ctx.dir, 'plain');
   mkdirSync(plain);
-  const bad = strata(ctx.store, ctx.work, ['inspect', plain]);
+  const bad = strata(['inspect', plain], { store: ctx.store, cwd: ctx.work });
   assert.is(bad.code, 1);
   assert.match(bad.stderr, /^strata: .*has no \/\.strata\/lock\.json.*\n$/);
 });
 
 four("/.strata/env.sh sourced by sh gives the modules' environment, values literal", (ctx) => {
   const sb = join(ctx.dir, 'sandbox');
-  ok(strata(ctx.store, ctx.work, ['compose', 'sandbox', sb]), 'sandbox');
+  ok(strata(['compose', 'sandbox', sb], { store: ctx.store, cwd: ctx.work }), 'sandbox');
   const env = readFileSync(join(sb, '.strata/env.sh'));
   assert.equal(readFileSync(join(sb, '.singularity.d/env/90-strata.sh')), env, 'the Apptainer copy is the same script');
   const show = (base: Record<string, string>) => {
@@ -196,13 +190,13 @@ four("/.strata/env.sh sourced by sh gives the modules' environment, values liter
 
 four('every lock strata writes validates against spec/lock.schema.json', (ctx) => {
   const sb = join(ctx.dir, 'sandbox');
-  ok(strata(ctx.store, ctx.work, ['compose', 'sandbox', sb]), 'sandbox');
-  ok(strata(ctx.store, ctx.work, ['compose', 'lock', '-o', join(ctx.dir, 'out.lock')]), 'lock -o');
+  ok(strata(['compose', 'sandbox', sb], { store: ctx.store, cwd: ctx.work }), 'sandbox');
+  ok(strata(['compose', 'lock', '-o', join(ctx.dir, 'out.lock')], { store: ctx.store, cwd: ctx.work }), 'lock -o');
   const docs: Record<string, unknown> = {
     'strata.lock': JSON.parse(readFileSync(join(ctx.work, 'strata.lock'), 'utf8')),
     'lock -o': JSON.parse(readFileSync(join(ctx.dir, 'out.lock'), 'utf8')),
-    'lock (stdout)': JSON.parse(ok(strata(ctx.store, ctx.work, ['compose', 'lock']), 'lock').stdout.toString()),
-    'lock --json': JSON.parse(ok(strata(ctx.store, ctx.work, ['--json', 'compose', 'lock']), 'lock --json').stdout.toString()),
+    'lock (stdout)': JSON.parse(ok(strata(['compose', 'lock'], { store: ctx.store, cwd: ctx.work }), 'lock').stdout.toString()),
+    'lock --json': JSON.parse(ok(strata(['--json', 'compose', 'lock'], { store: ctx.store, cwd: ctx.work }), 'lock --json').stdout.toString()),
     '/.strata/lock.json': JSON.parse(readFileSync(join(sb, '.strata/lock.json'), 'utf8')),
   };
   for (const [what, doc] of Object.entries(docs)) {
@@ -227,7 +221,7 @@ four('every lock strata writes validates against spec/lock.schema.json', (ctx) =
 
 four('/.strata/acl.json validates against spec/acl-index.schema.json and lists every ACL of the tree', (ctx) => {
   const sb = join(ctx.dir, 'sandbox');
-  ok(strata(ctx.store, ctx.work, ['compose', 'sandbox', sb]), 'sandbox');
+  ok(strata(['compose', 'sandbox', sb], { store: ctx.store, cwd: ctx.work }), 'sandbox');
   const schema = JSON.parse(readFileSync(SCHEMA.replace('lock.schema.json', 'acl-index.schema.json'), 'utf8'));
   const validate = new Ajv2020({ allErrors: true, strict: true }).compile(schema);
   const index = JSON.parse(readFileSync(join(sb, '.strata/acl.json'), 'utf8')) as { entries: Record<string, { mode: number; access?: string; default?: string }> };
@@ -294,9 +288,9 @@ const hostile = fresh('compose sandbox: hostile stacks');
 
 hostile('`etc -> /` then `etc/passwd`: resolved inside the target, nothing outside changes', ({ dir, store, work }) => {
   const layers = hostileStackLayers(join(dir, 'tars')).etcSymlink;
-  ok(strata(store, work, ['store', 'import', 'evil-etc/1', layers[0]!]), 'import 1');
-  ok(strata(store, work, ['store', 'import', 'evil-passwd/1', layers[1]!]), 'import 2');
-  ok(strata(store, work, ['compose', 'add', 'evil-etc', 'evil-passwd']), 'add');
+  ok(strata(['store', 'import', 'evil-etc/1', layers[0]!], { store, cwd: work }), 'import 1');
+  ok(strata(['store', 'import', 'evil-passwd/1', layers[1]!], { store, cwd: work }), 'import 2');
+  ok(strata(['compose', 'add', 'evil-etc', 'evil-passwd'], { store, cwd: work }), 'add');
   // The target's parent holds only the target and a sentinel (strata.json and strata.lock
   // change in the working directory, elsewhere).
   const outer = join(dir, 'outer');
@@ -311,7 +305,7 @@ hostile('`etc -> /` then `etc/passwd`: resolved inside the target, nothing outsi
   const target = join(outer, 'sandbox');
   // As umoci's securejoin does: `etc` resolves to the layer root, so `etc/passwd` is the
   // target's own /passwd. The absolute link never reaches the host.
-  ok(strata(store, work, ['compose', 'sandbox', target]), 'sandbox');
+  ok(strata(['compose', 'sandbox', target], { store, cwd: work }), 'sandbox');
   assert.ok(readFileSync(join(target, 'passwd'), 'utf8').includes('pwned:x:0:0'), 'etc/passwd landed at the target root');
   assert.is(readlinkSync(join(target, 'etc')), '/');
   const parentNow = listing(outer).filter((l) => !l.startsWith('sandbox '));
@@ -321,9 +315,9 @@ hostile('`etc -> /` then `etc/passwd`: resolved inside the target, nothing outsi
 
   // The symlink alone is contained: it is written as a link inside the target, and no
   // metadata call follows it to '/'.
-  ok(strata(store, work, ['compose', 'rm', 'evil-passwd']), 'rm');
+  ok(strata(['compose', 'rm', 'evil-passwd'], { store, cwd: work }), 'rm');
   const rootBefore = lstatSync('/');
-  ok(strata(store, work, ['compose', 'sandbox', target]), 'sandbox of the symlink alone');
+  ok(strata(['compose', 'sandbox', target], { store, cwd: work }), 'sandbox of the symlink alone');
   assert.is(readlinkSync(join(target, 'etc')), '/');
   const rootAfter = lstatSync('/');
   assert.equal([rootAfter.mode, rootAfter.uid, rootAfter.gid, rootAfter.mtimeMs], [rootBefore.mode, rootBefore.uid, rootBefore.gid, rootBefore.mtimeMs]);
@@ -358,11 +352,11 @@ hostile('a lower symlink on the way (merged /usr: lib -> usr/lib) is resolved in
     },
     { out: join(dir, 'loop.tar'), members: [{ name: 'a/x', data: 'x\n' }] },
   ]);
-  ok(strata(store, work, ['store', 'import', 'usrbase/1', base!]), 'import base');
-  ok(strata(store, work, ['store', 'import', 'vendor/1', vendor!]), 'import vendor');
-  ok(strata(store, work, ['compose', 'add', 'usrbase', 'vendor']), 'add');
+  ok(strata(['store', 'import', 'usrbase/1', base!], { store, cwd: work }), 'import base');
+  ok(strata(['store', 'import', 'vendor/1', vendor!], { store, cwd: work }), 'import vendor');
+  ok(strata(['compose', 'add', 'usrbase', 'vendor'], { store, cwd: work }), 'add');
   const sb = join(dir, 'sb');
-  ok(strata(store, work, ['compose', 'sandbox', sb]), 'sandbox');
+  ok(strata(['compose', 'sandbox', sb], { store, cwd: work }), 'sandbox');
   assert.is(readlinkSync(join(sb, 'lib')), 'usr/lib', 'the symlink stays a symlink');
   const so = join(sb, 'usr/lib/x86_64-linux-gnu/libvendor.so.1');
   assert.is(readFileSync(so, 'utf8'), 'vendor\n');
@@ -372,31 +366,29 @@ hostile('a lower symlink on the way (merged /usr: lib -> usr/lib) is resolved in
   assert.not.ok(existsSync(join(sb, 'usr/lib/libc.so.6')), 'the whiteout below the symlink hid usr/lib/libc.so.6');
   // The same layers as an image agree with the sandbox (through unsquashfs, not our reader).
   const img = join(dir, 'usr.sqfs');
-  ok(strata(store, work, ['compose', 'squash', img]), 'squash');
+  ok(strata(['compose', 'squash', img], { store, cwd: work }), 'squash');
   const ex = join(dir, 'ex');
   mustRun('unsquashfs', ['-no-progress', '-d', ex, img]);
   assert.equal(diffTrees(ex, sb), []);
   // A loop of symlinks on the way is refused in one line.
-  ok(strata(store, work, ['store', 'import', 'loop/1', loop!]), 'import loop');
-  ok(strata(store, work, ['compose', 'add', 'loop']), 'add loop');
-  const r = strata(store, work, ['compose', 'sandbox', join(dir, 'sb2')]);
-  assert.is(r.code, 1);
-  assert.match(r.stderr, /^strata: layer loop\/1 writes 'a\/x' through a loop of symlinks/);
-  assert.is(r.stderr.trim().split('\n').length, 1);
+  ok(strata(['store', 'import', 'loop/1', loop!], { store, cwd: work }), 'import loop');
+  ok(strata(['compose', 'add', 'loop'], { store, cwd: work }), 'add loop');
+  const r = strata(['compose', 'sandbox', join(dir, 'sb2')], { store, cwd: work });
+  assertOneLineError(r, 'sandbox through a symlink loop', /^strata: layer loop\/1 writes 'a\/x' through a loop of symlinks/);
 });
 
 hostile('whiteouts naming `..` and `.` are refused at import with one line', ({ dir, store, work }) => {
   const layers = hostileStackLayers(join(dir, 'tars')).whiteoutDotDot;
-  ok(strata(store, work, ['store', 'import', 'hosts/1', layers[0]!]), 'import 1');
-  const r = strata(store, work, ['store', 'import', 'dotdot/1', layers[1]!]);
+  ok(strata(['store', 'import', 'hosts/1', layers[0]!], { store, cwd: work }), 'import 1');
+  const r = strata(['store', 'import', 'dotdot/1', layers[1]!], { store, cwd: work });
   assert.is(r.code, 1);
   assert.is(r.stderr, "strata: whiteout 'etc/.wh...' names '..', which is not an entry of its directory (refusing a layer that could write outside its root)\n");
-  const ls = ok(strata(store, work, ['store', 'ls']), 'ls').stdout.toString();
+  const ls = ok(strata(['store', 'ls'], { store, cwd: work }), 'ls').stdout.toString();
   assert.match(ls, 'hosts/1');
   assert.not.match(ls, 'dotdot');
   // `.wh..` alone (a whiteout of '.') is refused the same way.
   const dot = writeTars([{ out: join(dir, 'dot.tar'), members: [{ name: 'etc', type: 'dir' }, { name: 'etc/.wh..', data: '' }] }])[0]!;
-  const r2 = strata(store, work, ['store', 'import', 'dot/1', dot]);
+  const r2 = strata(['store', 'import', 'dot/1', dot], { store, cwd: work });
   assert.is(r2.code, 1);
   assert.is(r2.stderr, "strata: whiteout 'etc/.wh..' names '.', which is not an entry of its directory (refusing a layer that could write outside its root)\n");
 });
@@ -405,9 +397,9 @@ hostile('a hard link to a whited-out file: refused across layers, content kept w
   // The fixture's third layer links to a file only a lower, whited-out layer had: a layer may
   // only link to what it holds, so import refuses it.
   const layers = hostileStackLayers(join(dir, 'tars')).hardlinkToWhitedOut;
-  ok(strata(store, work, ['store', 'import', 'lx/1', layers[0]!]), 'import 1');
-  ok(strata(store, work, ['store', 'import', 'whx/1', layers[1]!]), 'import 2');
-  const r = strata(store, work, ['store', 'import', 'ly/1', layers[2]!]);
+  ok(strata(['store', 'import', 'lx/1', layers[0]!], { store, cwd: work }), 'import 1');
+  ok(strata(['store', 'import', 'whx/1', layers[1]!], { store, cwd: work }), 'import 2');
+  const r = strata(['store', 'import', 'ly/1', layers[2]!], { store, cwd: work });
   assert.is(r.code, 1);
   assert.is(r.stderr, "strata: hard link 'lib/y' points at 'lib/x', which is not in the layer (a layer may only link to files it holds itself)\n");
 
@@ -432,15 +424,15 @@ hostile('a hard link to a whited-out file: refused across layers, content kept w
       ],
     },
   ]);
-  ok(strata(store, work, ['store', 'import', 'links/1', low!]), 'import links');
-  ok(strata(store, work, ['store', 'import', 'nox/1', high!]), 'import nox');
-  ok(strata(store, work, ['compose', 'add', 'links', 'nox']), 'add');
+  ok(strata(['store', 'import', 'links/1', low!], { store, cwd: work }), 'import links');
+  ok(strata(['store', 'import', 'nox/1', high!], { store, cwd: work }), 'import nox');
+  ok(strata(['compose', 'add', 'links', 'nox'], { store, cwd: work }), 'add');
   const outer = join(dir, 'outer');
   mkdirSync(outer);
   writeFileSync(join(outer, 'sentinel'), 'outside\n');
   const parent = listing(outer);
   const sb = join(outer, 'sandbox');
-  ok(strata(store, work, ['compose', 'sandbox', sb]), 'sandbox');
+  ok(strata(['compose', 'sandbox', sb], { store, cwd: work }), 'sandbox');
   const snap = snapshotTree(sb);
   assert.not.ok(snap.has('lib/x'));
   assert.is(readFileSync(join(sb, 'lib/y'), 'utf8'), 'linked content\n');
@@ -473,15 +465,15 @@ hostile('a layer whose .strata and .singularity.d/env are symlinks out of the ta
       ],
     },
   ]);
-  ok(strata(store, work, ['store', 'import', 'meta/1', layer!]), 'import');
-  ok(strata(store, work, ['compose', 'add', 'meta']), 'add');
+  ok(strata(['store', 'import', 'meta/1', layer!], { store, cwd: work }), 'import');
+  ok(strata(['compose', 'add', 'meta'], { store, cwd: work }), 'add');
   const self = () => {
     const st = lstatSync(outside);
     return [st.uid, st.gid, st.mode, st.mtimeMs];
   };
   const before = [listing(outside), listing(join(outside, 'env')), self()];
   const sb = join(dir, 'sandbox');
-  ok(strata(store, work, ['compose', 'sandbox', sb]), 'sandbox');
+  ok(strata(['compose', 'sandbox', sb], { store, cwd: work }), 'sandbox');
   assert.equal([listing(outside), listing(join(outside, 'env')), self()], before);
   assert.is(run('getfattr', ['-h', '-n', 'trusted.strata-link', outside]).code, 1, 'the xattr was not set through the link');
   assert.match(mustRun('getfattr', ['-h', '-n', 'trusted.strata-link', '--only-values', join(sb, 'out')]).stdout.toString(), 'on the link');
@@ -498,8 +490,8 @@ const target = fresh('compose sandbox: target directory');
 
 target('a non-empty target is refused without --force and replaced with it, links inside not followed', ({ dir, store, work }) => {
   const [layer] = writeTars([{ out: join(dir, 'one.tar'), members: [{ name: 'hello', data: 'hi\n', mtime: 1_600_000_000 }] }]);
-  ok(strata(store, work, ['store', 'import', 'one/1', layer!]), 'import');
-  ok(strata(store, work, ['compose', 'add', 'one']), 'add');
+  ok(strata(['store', 'import', 'one/1', layer!], { store, cwd: work }), 'import');
+  ok(strata(['compose', 'add', 'one'], { store, cwd: work }), 'add');
   const outside = join(dir, 'outside');
   mkdirSync(outside);
   writeFileSync(join(outside, 'keep'), 'keep me\n');
@@ -509,24 +501,24 @@ target('a non-empty target is refused without --force and replaced with it, link
   symlinkSync(outside, join(sb, 'link-out'));
   const before = listing(outside);
 
-  const r = strata(store, work, ['compose', 'sandbox', sb]);
+  const r = strata(['compose', 'sandbox', sb], { store, cwd: work });
   assert.is(r.code, 1);
   assert.match(r.stderr, /^strata: .*sandbox is not empty \(.*--force.*\)\n$/);
   assert.equal(readdirSync(sb).sort(), ['link-out', 'stale'], 'refused: the target is untouched');
 
-  ok(strata(store, work, ['compose', 'sandbox', sb, '--force']), 'sandbox --force');
+  ok(strata(['compose', 'sandbox', sb, '--force'], { store, cwd: work }), 'sandbox --force');
   assert.equal(readdirSync(sb).sort(), ['.singularity.d', '.strata', 'hello']);
   assert.is(readFileSync(join(sb, 'hello'), 'utf8'), 'hi\n');
   assert.equal(listing(outside), before, 'the symlink was removed, not followed');
 
   // A target that is a file is refused even with --force.
   writeFileSync(join(dir, 'file'), 'x');
-  const f = strata(store, work, ['compose', 'sandbox', join(dir, 'file'), '--force']);
+  const f = strata(['compose', 'sandbox', join(dir, 'file'), '--force'], { store, cwd: work });
   assert.is(f.code, 1);
   assert.match(f.stderr, /exists and is not a directory/);
   // So is a symlink to a directory: it is not followed.
   symlinkSync(outside, join(dir, 'to-outside'));
-  const l = strata(store, work, ['compose', 'sandbox', join(dir, 'to-outside'), '--force']);
+  const l = strata(['compose', 'sandbox', join(dir, 'to-outside'), '--force'], { store, cwd: work });
   assert.is(l.code, 1);
   assert.match(l.stderr, /exists and is not a directory/);
   assert.equal(listing(outside), before);
@@ -536,15 +528,15 @@ target('--force on a directory that holds the store is refused, the store intact
   const outDir = join(dir, 'out');
   const store = join(outDir, 'store');
   const [layer] = writeTars([{ out: join(dir, 'one.tar'), members: [{ name: 'hello', data: 'hi\n' }] }]);
-  ok(strata(store, work, ['store', 'import', 'one/1', layer!]), 'import');
-  ok(strata(store, work, ['compose', 'add', 'one']), 'add');
+  ok(strata(['store', 'import', 'one/1', layer!], { store, cwd: work }), 'import');
+  ok(strata(['compose', 'add', 'one'], { store, cwd: work }), 'add');
   for (const target of [outDir, store]) {
-    const r = strata(store, work, ['compose', 'sandbox', target, '--force']);
+    const r = strata(['compose', 'sandbox', target, '--force'], { store, cwd: work });
     assert.is(r.code, 1, r.stderr);
     assert.match(r.stderr, /^strata: .* holds the store .*--force would delete it/);
   }
-  assert.match(ok(strata(store, work, ['store', 'ls']), 'ls').stdout.toString(), 'one/1');
-  ok(strata(store, work, ['store', 'verify']), 'verify');
+  assert.match(ok(strata(['store', 'ls'], { store, cwd: work }), 'ls').stdout.toString(), 'one/1');
+  ok(strata(['store', 'verify'], { store, cwd: work }), 'verify');
 });
 
 target('setuid, setgid and sticky bits and foreign owners come out as GNU tar gives them', ({ dir, store, work }) => {
@@ -564,10 +556,10 @@ target('setuid, setgid and sticky bits and foreign owners come out as GNU tar gi
       ],
     },
   ]);
-  ok(strata(store, work, ['store', 'import', 'modes/1', layer!]), 'import');
-  ok(strata(store, work, ['compose', 'add', 'modes']), 'add');
+  ok(strata(['store', 'import', 'modes/1', layer!], { store, cwd: work }), 'import');
+  ok(strata(['compose', 'add', 'modes'], { store, cwd: work }), 'add');
   const sb = join(dir, 'sandbox');
-  ok(strata(store, work, ['compose', 'sandbox', sb]), 'sandbox');
+  ok(strata(['compose', 'sandbox', sb], { store, cwd: work }), 'sandbox');
   const snap = snapshotTree(sb);
   assert.equal([snap.get('bin/su')?.mode, snap.get('bin/wall')?.mode, snap.get('shared')?.mode, snap.get('shared/drop')?.mode], [0o4755, 0o2755, 0o2775, 0o1733]);
   assert.equal([snap.get('shared/drop')?.uid, snap.get('shared/drop')?.gid], [3_000_000, 3_000_001]);
@@ -585,8 +577,8 @@ target("ACLs around the target are not inherited: a parent's default ACL, an old
       ],
     },
   ]);
-  ok(strata(store, work, ['store', 'import', 'plain/1', layer!]), 'import');
-  ok(strata(store, work, ['compose', 'add', 'plain']), 'add');
+  ok(strata(['store', 'import', 'plain/1', layer!], { store, cwd: work }), 'import');
+  ok(strata(['compose', 'add', 'plain'], { store, cwd: work }), 'add');
   const ref = referenceExtract([layer!], join(dir, 'ref'));
   assert.equal(snapshotTree(ref).get('sub/file')?.acl, {}, 'the reference has no ACLs');
   // A shared project directory with a default ACL, as HPC sites set them.
@@ -594,14 +586,14 @@ target("ACLs around the target are not inherited: a parent's default ACL, an old
   mkdirSync(project);
   mustRun('setfacl', ['-d', '-m', 'u:1001:rwx,g:2001:rwx', project]);
   const sb = join(project, 'sandbox');
-  ok(strata(store, work, ['compose', 'sandbox', sb]), 'sandbox');
+  ok(strata(['compose', 'sandbox', sb], { store, cwd: work }), 'sandbox');
   assert.equal(diffTrees(sb, ref, { ignoreStrataPaths: true }), []);
   // --force over a target that carries its own access and default ACLs.
   const old = join(dir, 'old');
   mkdirSync(old);
   writeFileSync(join(old, 'stale'), '');
   mustRun('setfacl', ['-m', 'u:1001:rwx', '-d', '-m', 'g:2001:rwx', old]);
-  ok(strata(store, work, ['compose', 'sandbox', old, '--force']), 'sandbox --force');
+  ok(strata(['compose', 'sandbox', old, '--force'], { store, cwd: work }), 'sandbox --force');
   assert.equal(diffTrees(old, ref, { ignoreStrataPaths: true }), []);
 });
 
@@ -634,10 +626,10 @@ edges('type changes, opaque and re-created paths, link groups losing a member, a
       members: [d('.'), f('.wh.c', ''), f('.wh.b', ''), f('b', 'b again\n'), f('.wh.k', ''), d('k', 0o700), f('k/new', 'new\n')],
     },
   ]);
-  tars.forEach((t, i) => ok(strata(store, work, ['store', 'import', `e${i + 1}/1`, t]), `import ${t}`));
-  ok(strata(store, work, ['compose', 'add', 'e1', 'e2', 'e3']), 'add');
+  tars.forEach((t, i) => ok(strata(['store', 'import', `e${i + 1}/1`, t], { store, cwd: work }), `import ${t}`));
+  ok(strata(['compose', 'add', 'e1', 'e2', 'e3'], { store, cwd: work }), 'add');
   const sb = join(dir, 'sandbox');
-  ok(strata(store, work, ['compose', 'sandbox', sb]), 'sandbox');
+  ok(strata(['compose', 'sandbox', sb], { store, cwd: work }), 'sandbox');
   const snap = snapshotTree(sb);
   const paths = [...snap.keys()].filter((p) => p !== '.' && !p.startsWith('.strata') && !p.startsWith('.singularity.d'));
   assert.equal(paths, ['a', 'b', 'd', 'd/z', 'e', 'h', 'h/one', 'h/three', 'h/two', 'k', 'k/new']);

@@ -24,11 +24,11 @@ import type { EnvOp } from '../store/index.js';
 import { join } from 'node:path';
 import { makeStack } from './fixtures/stack.js';
 import { isStaticElf, makeMpiLayer, MPI } from './fixtures/mpi-layer.js';
-import { CLI, cliOk, importStack, STACK_ORDER, type CliOptions } from './image-harness.js';
-import { loud } from './helpers/cli.js';
+import { importStack, STACK_ORDER } from './image-harness.js';
+import { loud, strata, strataArgv, strataOk, type StrataOptions, type Workspace } from './helpers/cli.js';
 import { missing, onPath, skipSuite } from './helpers/probe.js';
-import { mustRun, removeDir, run, tempDir, type RunResult } from './helpers/tmp.js';
-import { asUser, canSwitchUsers, ensureUser, runAs, type TestUser } from './helpers/users.js';
+import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { asUser, canSwitchUsers, ensureUser, runAs, userEnv, type TestUser } from './helpers/users.js';
 
 const BUSYBOX = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p) && isStaticElf(p));
 
@@ -142,7 +142,7 @@ if (why) {
 } else {
   const Exec = suite('exec');
   let tmp = '';
-  let o: CliOptions;
+  let o: Workspace;
   let sandbox = '';
   let image = '';
   /** strata's TMPDIR for root runs (its stage directories): must be empty after every run. */
@@ -157,12 +157,12 @@ if (why) {
       rootTmp = join(tmp, 'root-tmp');
       mkdirSync(rootTmp);
       const stack = makeStack(join(tmp, 'stack'));
-      cliOk(o, '-q', 'store', 'import', MPI.fullName, makeMpiLayer(join(tmp, 'mpi'), BUSYBOX!), ...MPI.opts);
+      strataOk(['-q', 'store', 'import', MPI.fullName, makeMpiLayer(join(tmp, 'mpi'), BUSYBOX!), ...MPI.opts], o);
       importStack(o, stack, STACK_ORDER, [MPI.fullName]);
       sandbox = join(tmp, 'sandbox');
       image = join(tmp, 'stack.sqfs');
-      cliOk(o, '-q', 'compose', 'sandbox', sandbox);
-      cliOk(o, '-q', 'compose', 'squash', image);
+      strataOk(['-q', 'compose', 'sandbox', sandbox], o);
+      strataOk(['-q', 'compose', 'squash', image], o);
     }),
   );
 
@@ -173,10 +173,8 @@ if (why) {
     removeDir(tmp);
   });
 
-  /** `strata exec ARGS…` as root in o.cwd, TMPDIR = rootTmp. */
-  function execRoot(args: string[], env: Record<string, string> = {}): RunResult {
-    return run(process.execPath, [CLI, '--store', o.store, ...args], { cwd: o.cwd, env: { TMPDIR: rootTmp, ...env } });
-  }
+  /** strata as root in o.cwd, TMPDIR = rootTmp. */
+  const rootRun = (env: Record<string, string> = {}): StrataOptions => ({ ...o, env: { TMPDIR: rootTmp, ...env } });
 
   /** Nothing mounted from `img` or below `tmpDir`, no loop device on `img`, `tmpDir` empty. */
   function assertClean(tmpDir: string, img = image): void {
@@ -199,20 +197,20 @@ if (why) {
 
   Exec('as root: mpirun --version from the sandbox and the image, the stack env, the exit status', () => {
     for (const target of [sandbox, image]) {
-      const r = execRoot(['exec', target, '--', 'mpirun', '--version']);
+      const r = strata(['exec', target, '--', 'mpirun', '--version'], rootRun());
       assert.is(r.code, 0, `${target}: ${r.stderr}`);
       assert.is(r.stdout.toString('utf8').split('\n')[0], MPI.versionLine);
       assert.is(r.stderr, '', 'no warning, no note');
       assertClean(rootTmp);
 
-      const env = execRoot(['exec', target, '--', ...PRINT_ENV], START);
+      const env = strata(['exec', target, '--', ...PRINT_ENV], rootRun(START));
       assert.is(env.code, 0, env.stderr);
       assert.is(env.stdout.toString('utf8'), envByHostSh(START));
       assert.match(env.stdout.toString('utf8'), /^\/opt\/mpi\/bin:\/opt\/app\/bin:\/bin:\/usr\/bin:\/bin\|\/opt\/lic\/LICENSE\|\/opt\/app\/lib$/);
 
-      const id = execRoot(['exec', target, '--', 'busybox', 'id', '-u']);
+      const id = strata(['exec', target, '--', 'busybox', 'id', '-u'], rootRun());
       assert.is(id.stdout.toString('utf8').trim(), '0');
-      const st = execRoot(['exec', target, '--', 'sh', '-c', 'exit 7']);
+      const st = strata(['exec', target, '--', 'sh', '-c', 'exit 7'], rootRun());
       assert.is(st.code, 7, 'the command status is strata exit status');
       assert.is(st.stderr, '');
       assertClean(rootTmp);
@@ -221,10 +219,10 @@ if (why) {
 
   Exec('as root: the root is read-only; /tmp, $HOME and the working directory are the host', () => {
     for (const target of [sandbox, image]) {
-      const ro = execRoot(['exec', target, '--', 'sh', '-c', 'echo x > /made-in-root']);
+      const ro = strata(['exec', target, '--', 'sh', '-c', 'echo x > /made-in-root'], rootRun());
       assert.is.not(ro.code, 0);
       assert.match(ro.stderr, /Read-only file system/);
-      const w = execRoot(['exec', target, '--', 'sh', '-c', 'pwd; echo inside > made-inside; busybox ls -d "$HOME"; busybox head -1 /proc/self/status; busybox ls /dev/null']);
+      const w = strata(['exec', target, '--', 'sh', '-c', 'pwd; echo inside > made-inside; busybox ls -d "$HOME"; busybox head -1 /proc/self/status; busybox ls /dev/null'], rootRun());
       assert.is(w.code, 0, w.stderr);
       const lines = w.stdout.toString('utf8').trim().split('\n');
       assert.is(lines[0], o.cwd, 'the working directory is the host one');
@@ -244,10 +242,10 @@ if (why) {
     }
     const erofs = join(tmp, 'stack.erofs');
     mustRun('mkfs.erofs', ['--quiet', erofs, sandbox]);
-    const r = execRoot(['exec', erofs, '--', 'mpirun', '--version']);
+    const r = strata(['exec', erofs, '--', 'mpirun', '--version'], rootRun());
     assert.is(r.code, 0, r.stderr);
     assert.is(r.stdout.toString('utf8').split('\n')[0], MPI.versionLine);
-    const env = execRoot(['exec', erofs, '--', ...PRINT_ENV], START);
+    const env = strata(['exec', erofs, '--', ...PRINT_ENV], rootRun(START));
     assert.is(env.stdout.toString('utf8'), envByHostSh(START));
     assertClean(rootTmp, erofs);
   });
@@ -267,17 +265,17 @@ if (why) {
       [['exec', sandbox, '--', '/etc/passwd'], 126, /is not executable/],
     ];
     for (const [args, code, msg] of cases) {
-      const r = execRoot(args);
+      const r = strata(args, rootRun());
       assert.is(r.code, code, `${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
       assert.match(r.stderr, /^strata: [^\n]+\n$/, `${args.join(' ')}: one line: ${r.stderr}`);
       assert.match(r.stderr, msg, `${args.join(' ')}: ${r.stderr}`);
       assertClean(rootTmp);
     }
     // --json: an error is one document on stdout; a run prints only what the command prints.
-    const j = execRoot(['--json', 'exec', image, '--', 'no-such-command']);
+    const j = strata(['--json', 'exec', image, '--', 'no-such-command'], rootRun());
     assert.is(j.code, 127);
     assert.is((JSON.parse(j.stdout.toString('utf8')) as { error: { code: string } }).error.code, 'ERR_COMMAND_NOT_FOUND');
-    const ok = execRoot(['--json', 'exec', image, '--', 'mpirun', '--version']);
+    const ok = strata(['--json', 'exec', image, '--', 'mpirun', '--version'], rootRun());
     assert.is(ok.stdout.toString('utf8').split('\n')[0], MPI.versionLine);
     assertClean(rootTmp);
   });
@@ -324,7 +322,7 @@ if (why) {
   Exec('as root: SIGTERM and SIGINT end the command, strata exits 128+N, the image is unmounted', async () => {
     for (const [signal, status] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
       for (const target of [image, sandbox]) {
-        const r = await interrupted([process.execPath, CLI, 'exec', target, '--', ...LONG], { TMPDIR: rootTmp }, signal);
+        const r = await interrupted(strataArgv(['exec', target, '--', ...LONG]), { TMPDIR: rootTmp }, signal);
         assert.is(r.code, status, `${signal} ${target}: ${r.stderr}`);
         assert.not.ok(r.stdout.includes('not-reached'));
         assert.is(sleepersLeft(), 0, 'what the command started is gone');
@@ -357,28 +355,20 @@ if (why) {
     }
   }
 
-  /** The argv prefix that runs as `u` with /dev/fuse open to users, in a private mount namespace. */
-  function withFuseOpen(u: TestUser): string[] {
+  /** The argv prefix that opens /dev/fuse to users, in a private mount namespace (before the switch to a user). */
+  function openFuse(): string[] {
     const node = join(tmp, 'fuse-node');
     if (!existsSync(node)) {
       const rdev = statSync('/dev/fuse').rdev;
       const [major, minor] = [(rdev >> 8) & 0xfff, (rdev & 0xff) | ((rdev >> 12) & 0xfff00)];
       mustRun('mknod', ['-m', '0666', node, 'c', String(major), String(minor)]);
     }
-    return ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount --bind "$1" /dev/fuse && shift && exec "$@"', 'sh', node, ...asUser(u)];
+    return ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount --bind "$1" /dev/fuse && shift && exec "$@"', 'sh', node];
   }
 
-  function userEnv(u: TestUser, extra: Record<string, string> = {}): Record<string, string> {
-    return { HOME: u.home, USER: u.name, LOGNAME: u.name, TMPDIR: userTmp, ...extra };
-  }
-
-  function execUser(u: TestUser, args: string[], opts: { fuse?: boolean; env?: Record<string, string> } = {}): RunResult {
-    const argv = [process.execPath, CLI, '--store', o.store, ...args];
-    if (opts.fuse) {
-      const [cmd, ...rest] = [...withFuseOpen(u), ...argv];
-      return run(cmd!, rest, { cwd: userWork, env: userEnv(u, opts.env) });
-    }
-    return runAs(u, argv[0]!, argv.slice(1), { cwd: userWork, env: userEnv(u, opts.env) });
+  /** strata as `u` in its working directory, TMPDIR = userTmp; `fuse` opens /dev/fuse to it first. */
+  function userRun(u: TestUser, opts: { fuse?: boolean; env?: Record<string, string> } = {}): StrataOptions {
+    return { store: o.store, cwd: userWork, as: u, prefix: opts.fuse ? openFuse() : [], env: { TMPDIR: userTmp, ...opts.env } };
   }
 
   Exec('as a user: mpirun --version from the sandbox, as the user, with the stack env', () => {
@@ -389,17 +379,17 @@ if (why) {
     }
     const u = user!;
     userSetup(u);
-    const r = execUser(u, ['exec', sandbox, '--', 'mpirun', '--version']);
+    const r = strata(['exec', sandbox, '--', 'mpirun', '--version'], userRun(u));
     assert.is(r.code, 0, r.stderr);
     assert.is(r.stdout.toString('utf8').split('\n')[0], MPI.versionLine);
     assert.is(r.stderr, '');
-    const id = execUser(u, ['exec', sandbox, '--', 'sh', '-c', 'busybox id -u; busybox id -g; pwd; echo $HOME; echo hi > from-user']);
+    const id = strata(['exec', sandbox, '--', 'sh', '-c', 'busybox id -u; busybox id -g; pwd; echo $HOME; echo hi > from-user'], userRun(u));
     assert.is(id.code, 0, id.stderr);
     assert.equal(id.stdout.toString('utf8').trim().split('\n'), [String(u.uid), String(u.gid), userWork, u.home]);
     assert.is(statSync(join(userWork, 'from-user')).uid, u.uid, 'files made inside belong to the user');
-    const env = execUser(u, ['exec', sandbox, '--', ...PRINT_ENV], { env: START });
+    const env = strata(['exec', sandbox, '--', ...PRINT_ENV], userRun(u, { env: START }));
     assert.is(env.stdout.toString('utf8'), envByHostSh(START));
-    const st = execUser(u, ['exec', sandbox, '--', 'sh', '-c', 'exit 9']);
+    const st = strata(['exec', sandbox, '--', 'sh', '-c', 'exit 9'], userRun(u));
     assert.is(st.code, 9);
     assertClean(userTmp);
   });
@@ -414,23 +404,23 @@ if (why) {
     userSetup(u);
     const fuseOpen = runAs(u, 'sh', ['-c', 'test -r /dev/fuse && test -w /dev/fuse']).code === 0;
     if (!fuseOpen) {
-      const r = execUser(u, ['exec', image, '--', 'mpirun', '--version']);
+      const r = strata(['exec', image, '--', 'mpirun', '--version'], userRun(u));
       assert.is(r.code, 1);
       assert.match(r.stderr, /^strata: cannot mount \S+stack\.sqfs without root: \/dev\/fuse is not open to you \([^\n]+\)\n$/);
       assertClean(userTmp);
     }
     const fuse = !fuseOpen;
-    const r = execUser(u, ['exec', image, '--', 'mpirun', '--version'], { fuse });
+    const r = strata(['exec', image, '--', 'mpirun', '--version'], userRun(u, { fuse }));
     assert.is(r.code, 0, r.stderr);
     assert.is(r.stdout.toString('utf8').split('\n')[0], MPI.versionLine);
-    const id = execUser(u, ['exec', image, '--', 'sh', '-c', 'busybox id -u; pwd'], { fuse });
+    const id = strata(['exec', image, '--', 'sh', '-c', 'busybox id -u; pwd'], userRun(u, { fuse }));
     assert.equal(id.stdout.toString('utf8').trim().split('\n'), [String(u.uid), userWork]);
-    const env = execUser(u, ['exec', image, '--', ...PRINT_ENV], { fuse, env: START });
+    const env = strata(['exec', image, '--', ...PRINT_ENV], userRun(u, { fuse, env: START }));
     assert.is(env.stdout.toString('utf8'), envByHostSh(START));
     assertClean(userTmp);
 
-    const prefix = fuse ? withFuseOpen(u) : asUser(u);
-    const t = await interrupted([...prefix, process.execPath, CLI, 'exec', image, '--', ...LONG], userEnv(u), 'SIGTERM');
+    const prefix = [...(fuse ? openFuse() : []), ...asUser(u)];
+    const t = await interrupted([...prefix, ...strataArgv(['exec', image, '--', ...LONG])], { ...userEnv(u), TMPDIR: userTmp }, 'SIGTERM');
     assert.is(t.code, 143, t.stderr);
     assert.is(sleepersLeft(), 0);
     assertClean(userTmp);
@@ -446,7 +436,7 @@ if (why) {
     userSetup(u);
     const erofs = join(tmp, 'user.erofs');
     mustRun('mkfs.erofs', ['--quiet', erofs, sandbox]);
-    const r = execUser(u, ['exec', erofs, '--', 'true']);
+    const r = strata(['exec', erofs, '--', 'true'], userRun(u));
     assert.is(r.code, 1);
     assert.match(r.stderr, /^strata: cannot mount the EROFS image \S+ without root: erofsfuse is not installed \([^\n]+\)\n$/);
     assertClean(userTmp, erofs);

@@ -13,7 +13,8 @@ import { chownSync, linkSync, mkdirSync, symlinkSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { diffTrees, snapshotTree } from './helpers/tree.js';
 import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
-import { cliJson, cliOk, type CliOptions, type SquashJson } from './image-harness.js';
+import { strataJson, strataOk, type Workspace } from './helpers/cli.js';
+import { type SquashJson } from './image-harness.js';
 import { noise } from './helpers/random.js';
 
 const BS = 4096;
@@ -61,7 +62,7 @@ function makeCorpus(root: string): void {
 
 const Awk = suite('image: the awkward corpus through store import and compose squash');
 let tmp = '';
-let o: CliOptions;
+let o: Workspace;
 const mounts: string[] = [];
 
 Awk.before.each(() => {
@@ -78,10 +79,10 @@ Awk.after.each(() => {
 Awk('every awkward case survives store → image, by unsquashfs, sqfsdiff, rdsquashfs and the kernel', () => {
   const src = join(tmp, 'src');
   makeCorpus(src);
-  cliOk(o, '-q', 'store', 'import', 'awk/1', src);
-  cliOk(o, '-q', 'compose', 'add', 'awk/1');
+  strataOk(['-q', 'store', 'import', 'awk/1', src], o);
+  strataOk(['-q', 'compose', 'add', 'awk/1'], o);
   const img = join(tmp, 'awk.sqfs');
-  const r = cliJson<SquashJson>(o, 'compose', 'squash', img, '--block-size', String(BS), '--workers', '2');
+  const r = strataJson<SquashJson>(['compose', 'squash', img, '--block-size', String(BS), '--workers', '2'], o);
   assert.is(r.aclPaths, 0);
   const want = snapshotTree(src);
   assert.ok(want.get('links/a')!.links?.length === 3, 'the source has a 3-name hard-link group');
@@ -99,7 +100,7 @@ Awk('every awkward case survives store → image, by unsquashfs, sqfsdiff, rdsqu
 
   // sqfsdiff against mksquashfs of the sandbox (which carries the same /.strata files).
   const sb = join(tmp, 'sandbox');
-  cliOk(o, '-q', 'compose', 'sandbox', sb);
+  strataOk(['-q', 'compose', 'sandbox', sb], o);
   assert.equal(diffTrees(want, sb, { ignoreStrataPaths: true }), [], 'the sandbox is the source tree');
   const ref = join(tmp, 'ref.sqfs');
   mustRun('mksquashfs', [sb, ref, '-comp', 'gzip', '-b', String(BS), '-noappend', '-no-progress', '-quiet', '-xattrs']);

@@ -8,11 +8,11 @@ import * as assert from 'uvu/assert';
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { removeDir, tempDir } from './helpers/tmp.js';
-import { cli, cliOk, type CliOptions } from './image-harness.js';
+import { strata, strataOk, type Workspace } from './helpers/cli.js';
 
 const Cli = suite('image: squash and rebuild refusals');
 let tmp = '';
-let o: CliOptions;
+let o: Workspace;
 
 Cli.before.each(() => {
   tmp = tempDir('strata-image-cli-');
@@ -25,14 +25,14 @@ Cli.after.each(() => {
 });
 
 Cli('bad OUT, bad flags, empty stack: one line, right exit code, nothing written', () => {
-  const empty = cli(o, 'compose', 'squash', 'x.sqfs');
+  const empty = strata(['compose', 'squash', 'x.sqfs'], o);
   assert.is(empty.code, 1, empty.stderr);
   assert.match(empty.stderr, /^strata: the stack is empty[^\n]*\n$/);
 
   mkdirSync(join(tmp, 'src/etc'), { recursive: true });
   writeFileSync(join(tmp, 'src/etc/motd'), 'hi\n');
-  cliOk(o, '-q', 'store', 'import', 'tiny/1', join(tmp, 'src'));
-  cliOk(o, '-q', 'compose', 'add', 'tiny/1');
+  strataOk(['-q', 'store', 'import', 'tiny/1', join(tmp, 'src')], o);
+  strataOk(['-q', 'compose', 'add', 'tiny/1'], o);
   mkdirSync(join(o.cwd, 'adir'));
   const cases: Array<[string[], number, RegExp]> = [
     [['adir'], 1, /^strata: adir is a directory \(give the image's file name/],
@@ -45,18 +45,18 @@ Cli('bad OUT, bad flags, empty stack: one line, right exit code, nothing written
     [['x.sqfs', '--lock', 'missing.lock'], 1, /missing\.lock does not exist/],
   ];
   for (const [args, code, msg] of cases) {
-    const r = cli(o, 'compose', 'squash', ...args);
+    const r = strata(['compose', 'squash', ...args], o);
     assert.is(r.code, code, `squash ${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
     assert.match(r.stderr, /^strata: [^\n]+\n$/, `squash ${args.join(' ')}: one line: ${r.stderr}`);
     assert.match(r.stderr, msg, `squash ${args.join(' ')}: ${r.stderr}`);
   }
-  const rb = cli(o, 'rebuild', 'nothing.lock', '-o', 'x.sqfs');
+  const rb = strata(['rebuild', 'nothing.lock', '-o', 'x.sqfs'], o);
   assert.is(rb.code, 1, rb.stderr);
   assert.match(rb.stderr, /^strata: nothing\.lock does not exist( \([^\n]*\))?\n$/);
   assert.equal(readdirSync(o.cwd).sort(), ['adir', 'strata.json', 'strata.lock'], 'no image, no temporary file');
   assert.equal(readdirSync(join(o.cwd, 'adir')), []);
   // And the stack still squashes.
-  assert.match(cliOk(o, 'compose', 'squash', 'ok.sqfs'), /sha256 [0-9a-f]{64}/);
+  assert.match(strataOk(['compose', 'squash', 'ok.sqfs'], o), /sha256 [0-9a-f]{64}/);
 });
 
 Cli.run();

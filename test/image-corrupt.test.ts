@@ -23,12 +23,13 @@ import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeStack } from './fixtures/stack.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
-import { cli, cliOk, importStack, type CliOptions } from './image-harness.js';
+import { strata, strataOk, type Workspace } from './helpers/cli.js';
+import { importStack } from './image-harness.js';
 
 const Corrupt = suite('image: inspect of corrupt and truncated images');
 let fixture = '';
 let tmp = '';
-let o: CliOptions;
+let o: Workspace;
 /** The image under test and what inspect prints for it intact. */
 let image: Buffer;
 let intact = '';
@@ -45,8 +46,8 @@ Corrupt.before(() => {
   mkdirSync(o.cwd);
   importStack(o, makeStack(join(fixture, 'stack')));
   for (const comp of ['zstd', 'gzip'] as const) {
-    cliOk(o, '-q', 'compose', 'squash', `${comp}.sqfs`, '--comp', comp, '--block-size', '4096');
-    good[comp] = { image: readFileSync(join(o.cwd, `${comp}.sqfs`)), intact: cliOk(o, 'inspect', `${comp}.sqfs`) };
+    strataOk(['-q', 'compose', 'squash', `${comp}.sqfs`, '--comp', comp, '--block-size', '4096'], o);
+    good[comp] = { image: readFileSync(join(o.cwd, `${comp}.sqfs`)), intact: strataOk(['inspect', `${comp}.sqfs`], o) };
     assert.match(good[comp].intact, /lic\/2024\.1/);
   }
   use('zstd');
@@ -75,7 +76,7 @@ interface Outcome {
 function inspect(bytes: Buffer, name: string): Outcome {
   const f = join(tmp, `${name}.sqfs`);
   writeFileSync(f, bytes);
-  const r = cli(o, 'inspect', f);
+  const r = strata(['inspect', f], o);
   return { code: r.code, stdout: r.stdout.toString('utf8'), stderr: r.stderr };
 }
 
@@ -198,10 +199,10 @@ Corrupt('not an image at all: an empty file, text, a missing path, a directory',
   assertCleanFailure(inspect(Buffer.alloc(0), 'empty'), 'empty file');
   assertCleanFailure(inspect(Buffer.from('hello, not squashfs\n'.repeat(10)), 'text'), 'text file');
   assertCleanFailure(inspect(Buffer.alloc(8192), 'zeros'), 'zeros');
-  const r = cli(o, 'inspect', join(tmp, 'missing.sqfs'));
+  const r = strata(['inspect', join(tmp, 'missing.sqfs')], o);
   assertCleanFailure({ code: r.code, stdout: r.stdout.toString(), stderr: r.stderr }, 'missing file');
   // unsquash takes an image, never a directory: one line naming it, no target made.
-  const d = cli(o, 'unsquash', fixture, join(tmp, 'from-dir'));
+  const d = strata(['unsquash', fixture, join(tmp, 'from-dir')], o);
   assertCleanFailure({ code: d.code, stdout: d.stdout.toString(), stderr: d.stderr }, 'a directory given as the image');
   assert.match(d.stderr, `${fixture} is a directory, not an image file`);
   assert.not.ok(existsSync(join(tmp, 'from-dir')), 'no target made');

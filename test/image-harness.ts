@@ -1,50 +1,16 @@
 /**
- * Shared by the image end-to-end tests (test/image-*.test.ts): the strata CLI run as a real
- * subprocess (`node dist/cli/main.js --store DIR …`, cwd = a working dir), optionally as an
- * unprivileged user, the four-layer stack imported into a store, and readers of what the
+ * Shared by the image end-to-end tests (test/image-*.test.ts), which run the strata CLI through
+ * helpers/cli.ts: the four-layer stack imported into a store, and readers of what the
  * reference tools print (unsquashfs listings, getfacl text) that do not use strata's code.
  */
-import * as assert from 'uvu/assert';
 import { chownSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Stack, StackLayerName } from './fixtures/stack.js';
 import type { TreeNode, TreeSnapshot } from './helpers/tree.js';
-import { run, type RunResult } from './helpers/tmp.js';
-
-import { CLI } from './helpers/cli.js';
+import { run } from './helpers/tmp.js';
+import { strataOk, type Workspace } from './helpers/cli.js';
+import { NOBODY } from './helpers/users.js';
 import type { ImageResult } from '../compose/squash.js';
-export { CLI };
-
-export interface CliOptions {
-  cwd: string;
-  store: string;
-  /** Run as uid/gid 65534 with no supplementary groups (setpriv); HOME must then be given. */
-  nobody?: boolean;
-  env?: Record<string, string>;
-}
-
-export const NOBODY = 65534;
-
-export function cli(o: CliOptions, ...args: string[]): RunResult {
-  const argv = [CLI, '--store', o.store, ...args];
-  const env = { STRATA_STORE: '', ...o.env };
-  if (o.nobody) {
-    return run('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, ...argv], { cwd: o.cwd, env, timeout: 120_000 });
-  }
-  return run(process.execPath, argv, { cwd: o.cwd, env, timeout: 120_000 });
-}
-
-/** Runs the CLI and fails the test unless it exits 0; returns stdout as text. */
-export function cliOk(o: CliOptions, ...args: string[]): string {
-  const r = cli(o, ...args);
-  assert.is(r.code, 0, `strata ${args.join(' ')} exited ${r.code}:\n${r.stderr}`);
-  return r.stdout.toString('utf8');
-}
-
-export function cliJson<T = Record<string, unknown>>(o: CliOptions, ...args: string[]): T {
-  return JSON.parse(cliOk(o, '--json', ...args)) as T;
-}
 
 /** What `compose squash --json` prints. */
 export type SquashJson = ImageResult;
@@ -62,12 +28,12 @@ export const STACK_ORDER: StackLayerName[] = ['base', 'mid', 'app', 'lic'];
  * Imports the stack's tars in `importOrder` into o.store, then adds the modules to the
  * stack in o.cwd in stack order (base, mid, app, lic), plus `extra` full names on top.
  */
-export function importStack(o: CliOptions, stack: Stack, importOrder: StackLayerName[] = STACK_ORDER, extra: string[] = []): void {
+export function importStack(o: Workspace, stack: Stack, importOrder: StackLayerName[] = STACK_ORDER, extra: string[] = []): void {
   for (const name of importOrder) {
     const layer = stack.layers.find((l) => l.name === name)!;
-    cliOk(o, '-q', 'store', 'import', MODULES[name].fullName, layer.tar, ...MODULES[name].opts);
+    strataOk(['-q', 'store', 'import', MODULES[name].fullName, layer.tar, ...MODULES[name].opts], o);
   }
-  cliOk(o, '-q', 'compose', 'add', ...STACK_ORDER.map((n) => MODULES[n].fullName), ...extra);
+  strataOk(['-q', 'compose', 'add', ...STACK_ORDER.map((n) => MODULES[n].fullName), ...extra], o);
 }
 
 /** Makes `dir` (and everything below) owned by nobody, and its ancestors traversable. */

@@ -12,8 +12,8 @@ import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErofsWriter, SquashfsWriter } from '../compose/image/index.js';
 import type { LayerEntry } from '../store/index.js';
-import { CLI } from './helpers/cli.js';
-import { removeDir, run, tempDir } from './helpers/tmp.js';
+import { strata } from './helpers/cli.js';
+import { removeDir, tempDir } from './helpers/tmp.js';
 
 const GiB = 1024 ** 3;
 const BLOCK = 1 << 20;
@@ -78,7 +78,7 @@ for (const format of ['squashfs', 'erofs'] as const) {
     // entry per 4 KiB lcluster (3 M of them here): small either way against 12 GiB of content.
     assert.ok(statSync(img).size < (12 * GiB) / 256, `the image is small (${statSync(img).size} bytes)`);
     const out = join(dir, `out-${format}`);
-    const r = run('/usr/bin/time', ['-f', '%M', process.execPath, CLI, 'unsquash', img, out], { timeout: 300_000 });
+    const r = strata(['unsquash', img, out], { prefix: ['/usr/bin/time', '-f', '%M'], timeout: 300_000 });
     assert.is(r.code, 0, r.stderr.toString());
     const rssKiB = Number(r.stderr.toString().trim().split('\n').pop());
     assert.ok(rssKiB < 400 * 1024, `peak RSS ${rssKiB} KiB, far below the holes' size`);
@@ -95,7 +95,7 @@ for (const format of ['squashfs', 'erofs'] as const) {
 
     const only = join(dir, `only.${format}`);
     await writeImage(format, only, false);
-    const o = run(process.execPath, [CLI, 'unsquash', only, join(dir, `only-${format}`)]);
+    const o = strata(['unsquash', only, join(dir, `only-${format}`)]);
     assert.is(o.code, 0, `an image whose only file is all holes is valid: ${o.stderr}`);
     assert.is(statSync(join(dir, `only-${format}`, 'holes')).size, 8 * GiB);
   });

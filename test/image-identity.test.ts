@@ -18,16 +18,16 @@ import { inflateSync } from 'node:zlib';
 import { CID } from 'multiformats/cid';
 import { makeStack, STACK, type Stack } from './fixtures/stack.js';
 import { packGnu } from './fixtures/small-tree.js';
-import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
-import {
-  cli, cliJson, cliOk, giveToNobody, importStack, MODULES, STACK_ORDER, type CliOptions, type SquashJson,
-} from './image-harness.js';
+import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
+import { strata, strataJson, strataOk, type Workspace } from './helpers/cli.js';
+import { nobody, runAs } from './helpers/users.js';
+import { giveToNobody, importStack, MODULES, STACK_ORDER, type SquashJson } from './image-harness.js';
 
 const sha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
 
 /** Squashes with --json and checks the reported sha256 against the file and unsquashfs. */
-function squash(o: CliOptions, out: string, ...flags: string[]): SquashJson {
-  const r = cliJson<SquashJson>(o, 'compose', 'squash', out, ...flags);
+function squash(o: Workspace, out: string, ...flags: string[]): SquashJson {
+  const r = strataJson<SquashJson>(['compose', 'squash', out, ...flags], o);
   assert.is(r.sha256, sha(out), `${out}: reported sha256 is the file's`);
   assert.is(statSync(out).size, r.bytes);
   const l = mustRun('unsquashfs', ['-lln', out]).stdout.toString();
@@ -43,7 +43,7 @@ function cacheRecords(store: string): Map<string, CacheEntry> {
 const Id = suite('image: byte identity, inspect, rebuild and the block cache, through the CLI');
 let tmp = '';
 let stack: Stack;
-let a: CliOptions;
+let a: Workspace;
 
 Id.before.each(() => {
   tmp = tempDir('strata-image-id-');
@@ -58,7 +58,7 @@ Id.after.each(() => {
 });
 
 Id('same bytes: other import order, repeated, cold vs warm cache, 1 vs 2 workers (gzip and zstd)', () => {
-  const b: CliOptions = { cwd: join(tmp, 'b'), store: join(tmp, 'store-b') };
+  const b: Workspace = { cwd: join(tmp, 'b'), store: join(tmp, 'store-b') };
   mkdirSync(b.cwd);
   importStack(b, stack, ['lic', 'app', 'mid', 'base']);
 
@@ -92,7 +92,7 @@ Id('an unprivileged user builds the same image without root', () => {
   const root = squash(a, join(tmp, 'root.sqfs'));
   // nobody: own store, cwd, HOME and copies of the tars, nothing of root's writable.
   const home = join(tmp, 'nobody');
-  const n: CliOptions = { cwd: join(home, 'work'), store: join(home, 'store'), nobody: true, env: { HOME: home, XDG_DATA_HOME: join(home, 'xdg') } };
+  const n: Workspace = { cwd: join(home, 'work'), store: join(home, 'store'), as: nobody(home), env: { XDG_DATA_HOME: join(home, 'xdg') } };
   mkdirSync(n.cwd, { recursive: true });
   const copies: Stack = { root: join(home, 'tars'), layers: [] };
   mkdirSync(copies.root);
@@ -103,12 +103,12 @@ Id('an unprivileged user builds the same image without root', () => {
   }
   giveToNobody(home);
   mustRun('chmod', ['0755', tmp]);
-  assert.is(run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'id', '-u']).stdout.toString().trim(), '65534');
+  assert.is(runAs(nobody(home), 'id', ['-u']).stdout.toString().trim(), '65534');
   // The user really cannot write where root's store lives.
-  assert.is.not(cli({ ...n, store: a.store }, 'store', 'import', 'x/1', copies.layers[0]!.tar).code, 0, 'nobody cannot write root\'s store');
+  assert.is.not(strata(['store', 'import', 'x/1', copies.layers[0]!.tar], { ...n, store: a.store }).code, 0, 'nobody cannot write root\'s store');
 
   importStack(n, copies);
-  const r = cliJson<SquashJson>(n, 'compose', 'squash', join(n.cwd, 'nobody.sqfs'));
+  const r = strataJson<SquashJson>(['compose', 'squash', join(n.cwd, 'nobody.sqfs')], n);
   assert.is(r.sha256, root.sha256, 'same sha256 as root');
   assert.is(sha(join(n.cwd, 'nobody.sqfs')), root.sha256);
   assert.is(statSync(join(n.cwd, 'nobody.sqfs')).uid, 65534, 'written by nobody');
@@ -127,7 +127,7 @@ Id('inspect shows the lock; rebuild from that lock and from a hash list on anoth
   assert.equal(stackLock.modules.map((m) => m.fullName), STACK_ORDER.map((n) => MODULES[n].fullName));
 
   // Text: every module with its record CID, in layer order, and the environment.
-  const text = cliOk(a, 'inspect', img);
+  const text = strataOk(['inspect', img], a);
   const lines = text.split('\n');
   let last = -1;
   for (const m of stackLock.modules) {
@@ -140,37 +140,37 @@ Id('inspect shows the lock; rebuild from that lock and from a hash list on anoth
   assert.match(text, /ACLs: 6 paths/);
 
   // The lock two ways: inspect --json and unsquashfs -cat; both are the stack's lock.
-  const info = cliJson<{ lock: unknown }>(a, 'inspect', img);
+  const info = strataJson<{ lock: unknown }>(['inspect', img], a);
   const catted = mustRun('unsquashfs', ['-cat', img, '.strata/lock.json']).stdout;
   assert.equal(JSON.parse(catted.toString('utf8')), info.lock, 'inspect --json lock = /.strata/lock.json');
   assert.equal(info.lock, stackLock, 'the embedded lock is the stack\'s lock');
 
   // A second store, filled in another order, with no stack in its working directory.
-  const c: CliOptions = { cwd: join(tmp, 'c'), store: join(tmp, 'store-c') };
+  const c: Workspace = { cwd: join(tmp, 'c'), store: join(tmp, 'store-c') };
   mkdirSync(c.cwd);
   for (const name of ['app', 'lic', 'base', 'mid'] as const) {
-    cliOk(c, '-q', 'store', 'import', MODULES[name].fullName, stack.layers.find((l) => l.name === name)!.tar, ...MODULES[name].opts);
+    strataOk(['-q', 'store', 'import', MODULES[name].fullName, stack.layers.find((l) => l.name === name)!.tar, ...MODULES[name].opts], c);
   }
   writeFileSync(join(c.cwd, 'from-image.lock'), catted);
   const fromInspect = join(c.cwd, 'from-inspect.lock');
   writeFileSync(fromInspect, JSON.stringify(info.lock));
-  const r1 = cliJson<SquashJson>(c, 'rebuild', 'from-image.lock', '-o', 'r1.sqfs', '--comp', 'zstd', '--level', '3');
+  const r1 = strataJson<SquashJson>(['rebuild', 'from-image.lock', '-o', 'r1.sqfs', '--comp', 'zstd', '--level', '3'], c);
   assert.is(r1.sha256, orig.sha256, 'rebuild from unsquashfs -cat lock');
   assert.is(sha(join(c.cwd, 'r1.sqfs')), orig.sha256);
-  const r2 = cliJson<SquashJson>(c, 'rebuild', fromInspect, '-o', 'r2.sqfs', '--comp', 'zstd', '--level', '3');
+  const r2 = strataJson<SquashJson>(['rebuild', fromInspect, '-o', 'r2.sqfs', '--comp', 'zstd', '--level', '3'], c);
   assert.is(r2.sha256, orig.sha256, 'rebuild from inspect --json lock');
 
   // Hash lists: record CIDs (from compose lock --cids), then layer CIDs.
-  const cids = cliOk(a, 'compose', 'lock', '--cids');
+  const cids = strataOk(['compose', 'lock', '--cids'], a);
   assert.equal(cids.split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean), stackLock.modules.map((m) => m.record));
   writeFileSync(join(c.cwd, 'records.txt'), cids);
-  const r3 = cliJson<SquashJson>(c, 'rebuild', 'records.txt', '-o', 'r3.sqfs', '--comp', 'zstd', '--level', '3');
+  const r3 = strataJson<SquashJson>(['rebuild', 'records.txt', '-o', 'r3.sqfs', '--comp', 'zstd', '--level', '3'], c);
   assert.is(r3.sha256, orig.sha256, 'rebuild from a hash list of record CIDs');
   writeFileSync(join(c.cwd, 'layers.txt'), stackLock.modules.map((m) => m.layer).join('\n') + '\n');
-  const r4 = cliJson<SquashJson>(c, 'rebuild', 'layers.txt', '-o', 'r4.sqfs', '--comp', 'zstd', '--level', '3');
+  const r4 = strataJson<SquashJson>(['rebuild', 'layers.txt', '-o', 'r4.sqfs', '--comp', 'zstd', '--level', '3'], c);
   assert.is(r4.sha256, orig.sha256, 'rebuild from a hash list of layer CIDs');
   // The same lock with other settings is another image (the flags really reach the writer).
-  const r5 = cliJson<SquashJson>(c, 'rebuild', 'from-image.lock', '-o', 'r5.sqfs', '--comp', 'gzip');
+  const r5 = strataJson<SquashJson>(['rebuild', 'from-image.lock', '-o', 'r5.sqfs', '--comp', 'gzip'], c);
   assert.is.not(r5.sha256, orig.sha256);
   assert.match(mustRun('unsquashfs', ['-s', join(c.cwd, 'r5.sqfs')]).stdout.toString(), /Compression gzip/);
 
@@ -180,16 +180,16 @@ Id('inspect shows the lock; rebuild from that lock and from a hash list on anoth
   const bytes = readFileSync(blob);
   bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
   writeFileSync(blob, bytes);
-  const dmg = cli(c, 'rebuild', 'from-image.lock', '-o', 'r6.sqfs', '--comp', 'zstd', '--level', '3');
+  const dmg = strata(['rebuild', 'from-image.lock', '-o', 'r6.sqfs', '--comp', 'zstd', '--level', '3'], c);
   assert.is(dmg.code, 1, dmg.stderr);
   assert.match(dmg.stderr, new RegExp(`^strata: [^\\n]*${MODULES.app.fullName.replace('.', '\\.')}[^\\n]*\\n$`));
   assert.equal(readdirSync(c.cwd).filter((n) => n.includes('r6')), [], 'no image and no temporary file');
 
   // A store lacking a module refuses, one line, naming what is missing.
-  const d: CliOptions = { cwd: join(tmp, 'd'), store: join(tmp, 'store-d') };
+  const d: Workspace = { cwd: join(tmp, 'd'), store: join(tmp, 'store-d') };
   mkdirSync(d.cwd);
-  cliOk(d, '-q', 'store', 'import', MODULES.base.fullName, stack.layers[0]!.tar, ...MODULES.base.opts);
-  const miss = cli(d, 'rebuild', join(c.cwd, 'from-image.lock'), '-o', 'x.sqfs');
+  strataOk(['-q', 'store', 'import', MODULES.base.fullName, stack.layers[0]!.tar, ...MODULES.base.opts], d);
+  const miss = strata(['rebuild', join(c.cwd, 'from-image.lock'), '-o', 'x.sqfs'], d);
   assert.is(miss.code, 1, miss.stderr);
   assert.match(miss.stderr, /^strata: [^\n]+\n$/);
   assert.equal(readdirSync(d.cwd), [], 'no partial image left');
@@ -207,7 +207,7 @@ Id('block cache: after the top module changes, only its blocks (and the metadata
   writeFileSync(join(licDir, STACK.licFile), newText);
   mustRun('touch', ['-d', '@1630000500', join(licDir, STACK.licFile)]);
   const tar2 = packGnu(licDir, join(tmp, 'lic2.tar'));
-  cliOk(a, '-q', 'store', 'import', MODULES.lic.fullName, tar2, ...MODULES.lic.opts, '--force');
+  strataOk(['-q', 'store', 'import', MODULES.lic.fullName, tar2, ...MODULES.lic.opts, '--force'], a);
 
   const warm = squash(a, join(tmp, 'v2.sqfs'), ...bs);
   assert.is.not(warm.sha256, cold.sha256);

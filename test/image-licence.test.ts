@@ -13,9 +13,9 @@ import * as assert from 'uvu/assert';
 import { chmodSync, lstatSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
-import { CLI } from './helpers/cli.js';
+import { strataOk } from './helpers/cli.js';
 import { missing, skipSuite } from './helpers/probe.js';
-import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
+import { mustRun, removeDir, tempDir, unmount } from './helpers/tmp.js';
 import { canSwitchUsers, ensureGroup, ensureUser, runAs, type TestUser } from './helpers/users.js';
 
 const NAME = 'image: a licensed module in a kernel-mounted image, for its group only';
@@ -74,18 +74,13 @@ else {
     const store = join(tmp, 'store');
     const work = join(tmp, 'work');
     mkdirSync(work);
-    const as = (u: TestUser | undefined, ...args: string[]) => {
-      const argv = [CLI, '--store', store, ...args];
-      return u ? runAs(u, process.execPath, argv, { cwd: work }) : run(process.execPath, argv, { cwd: work });
-    };
-    const ok = (r: ReturnType<typeof as>, what: string) => assert.is(r.code, 0, `${what}: ${r.stderr}`);
-    ok(as(undefined, '-q', 'store', 'import', 'licapp/1', src, '--restricted', 'st-img-lic'), 'import');
+    strataOk(['-q', 'store', 'import', 'licapp/1', src, '--restricted', 'st-img-lic'], { store, cwd: work });
     // The member owns this store, so the build's block cache is the store's (a staff store read
     // by members, with caches in the member's home, is test/site-store's).
     mustRun('chown', ['-R', `${member.uid}:${member.gid}`, store, work]);
-    ok(as(member, '-q', 'compose', 'add', 'licapp/1'), 'member: compose add');
+    strataOk(['-q', 'compose', 'add', 'licapp/1'], { store, cwd: work, as: member });
     const image = join(work, file);
-    ok(as(member, '-q', 'compose', 'squash', image), 'member: compose squash');
+    strataOk(['-q', 'compose', 'squash', image], { store, cwd: work, as: member });
 
     // The image file: the licence group's, nothing for others; the outsider cannot read it.
     const st = lstatSync(image);

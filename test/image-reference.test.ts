@@ -20,10 +20,8 @@ import { join } from 'node:path';
 import { makeStack, STACK, type Stack } from './fixtures/stack.js';
 import { diffTrees, snapshotTree, type TreeSnapshot } from './helpers/tree.js';
 import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
-import {
-  cliJson, cliOk, expectedListing, importStack, narrowedForImage, parseListing, type CliOptions, type ListedEntry,
-  type SquashJson,
-} from './image-harness.js';
+import { strataJson, strataOk, type Workspace } from './helpers/cli.js';
+import { expectedListing, importStack, narrowedForImage, parseListing, type ListedEntry, type SquashJson } from './image-harness.js';
 
 /** A layer the stack fixture lacks: trusted.* xattrs on a file and a directory (root only). */
 function makeSiteLayer(dir: string): void {
@@ -38,7 +36,7 @@ function makeSiteLayer(dir: string): void {
 
 const Ref = suite('image: the four-layer stack against unsquashfs, sqfsdiff, mksquashfs and a kernel mount');
 let tmp = '';
-let o: CliOptions;
+let o: Workspace;
 let stack: Stack;
 const mounts: string[] = [];
 
@@ -48,9 +46,9 @@ Ref.before.each(() => {
   mkdirSync(o.cwd);
   stack = makeStack(join(tmp, 'stack'));
   makeSiteLayer(join(tmp, 'site'));
-  cliOk(o, '-q', 'store', 'import', 'site/1', join(tmp, 'site'));
+  strataOk(['-q', 'store', 'import', 'site/1', join(tmp, 'site')], o);
   importStack(o, stack, undefined, ['site/1']);
-  cliOk(o, '-q', 'compose', 'sandbox', join(tmp, 'sandbox'));
+  strataOk(['-q', 'compose', 'sandbox', join(tmp, 'sandbox')], o);
 });
 
 Ref.after.each(() => {
@@ -155,7 +153,7 @@ Ref('gzip and zstd images match the sandbox under every reference tool', () => {
   const ref = referenceImage(sandbox, 131072);
   for (const comp of ['gzip', 'zstd']) {
     const img = join(tmp, `stack-${comp}.sqfs`);
-    const r = cliJson<SquashJson>(o, 'compose', 'squash', img, '--comp', comp);
+    const r = strataJson<SquashJson>(['compose', 'squash', img, '--comp', comp], o);
     assert.is(r.aclPaths, narrowedForImage(sandbox).aclInodes.length, `${comp}: aclPaths (one per inode)`);
     assert.match(mustRun('unsquashfs', ['-s', img]).stdout.toString(), new RegExp(`Compression ${comp}\\b`));
     assert.match(mustRun('unsquashfs', ['-s', img]).stdout.toString(), /Block size 131072/);
@@ -167,7 +165,7 @@ Ref('--block-size 4096 --level 1: same tree, and mksquashfs with -b 4096 agrees'
   const sandbox = snapshotTree(join(tmp, 'sandbox'));
   const ref = referenceImage(sandbox, 4096);
   const img = join(tmp, 'small-blocks.sqfs');
-  cliOk(o, '-q', 'compose', 'squash', img, '--comp', 'gzip', '--block-size', '4096', '--level', '1');
+  strataOk(['-q', 'compose', 'squash', img, '--comp', 'gzip', '--block-size', '4096', '--level', '1'], o);
   const s = mustRun('unsquashfs', ['-s', img]).stdout.toString();
   assert.match(s, /Block size 4096/);
   assert.match(s, /compression-level 1/);
@@ -178,7 +176,7 @@ Ref('ACL paths: no class of users gets more than the ACL gave it; unsquash resto
   const sbDir = join(tmp, 'sandbox');
   const sandbox = snapshotTree(sbDir);
   const img = join(tmp, 'acl.sqfs');
-  const squash = cliOk({ ...o }, 'compose', 'squash', img);
+  const squash = strataOk(['compose', 'squash', img], { ...o });
   assert.match(squash, /sha256 [0-9a-f]{64}/);
 
   // Owning group and its bits, and other's bits, from unsquashfs's numeric listing, against
@@ -236,7 +234,7 @@ Ref('ACL paths: no class of users gets more than the ACL gave it; unsquash resto
   // in acl.json (`gid`); putting them back is compose/unsquash.ts's part (the tree writer's
   // rework), so until then they are the only difference.
   const out = join(tmp, 'unsquashed');
-  const text = cliOk(o, 'unsquash', img, out);
+  const text = strataOk(['unsquash', img, out], o);
   assert.match(text, new RegExp(`restored ACLs on ${aclInodes.length} paths?`));
   for (const p of aclInodes) assert.is(aclJson.entries[p]!.gid, sandbox.get(p)!.gid, `acl.json keeps ${p}'s owning group`);
   const switched = narrowedForImage(sandbox).changed.filter((p) => narrowedForImage(sandbox).snap.get(p)!.gid !== sandbox.get(p)!.gid);

@@ -10,11 +10,11 @@ import * as assert from 'uvu/assert';
 import { mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
-import { cli, cliOk, type CliOptions } from './image-harness.js';
+import { strata, strataOk, type Workspace } from './helpers/cli.js';
 
 const Un = suite('image: strata unsquash of hostile acl.json');
 let tmp = '';
-let o: CliOptions;
+let o: Workspace;
 let victim = '';
 
 Un.before.each(() => {
@@ -54,7 +54,7 @@ Un('a path through a planted symlink, "..", a missing path or a bad mode: exit 1
     ['huge-mode', { file: { mode: 0o100777, access: acl } }],
   ];
   for (const [name, entries] of cases) {
-    const r = cli(o, 'unsquash', hostileImage(name, entries), join(tmp, `out-${name}`));
+    const r = strata(['unsquash', hostileImage(name, entries), join(tmp, `out-${name}`)], o);
     if (name === 'symlinked-dir') {
       // The last component being a symlink is skipped (ACLs never apply to symlinks).
       assert.is(r.code, 0, `${name}: ${r.stderr}`);
@@ -73,7 +73,7 @@ Un('a path through a planted symlink, "..", a missing path or a bad mode: exit 1
 Un('a well-formed acl.json on a foreign image is applied inside DIR', () => {
   const img = hostileImage('fine', { file: { mode: 0o640, access: 'user::rw-,user:1001:r--,group::r--,mask::r--,other::---' } });
   const out = join(tmp, 'out');
-  assert.match(cliOk(o, 'unsquash', img, out), /restored ACLs on 1 path$/m);
+  assert.match(strataOk(['unsquash', img, out], o), /restored ACLs on 1 path$/m);
   assert.match(mustRun('getfacl', ['-c', '-n', join(out, 'file')]).stdout.toString(), /user:1001:r--/);
 });
 

@@ -22,6 +22,7 @@ import {
 } from '../native/fsops.js';
 import { aclFromText, aclToXattr } from '../native/acl.js';
 import { unmount } from './helpers/tmp.js';
+import { nobody, runAs } from './helpers/users.js';
 
 const run = (cmd: string, ...args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
 
@@ -407,13 +408,9 @@ console.log(JSON.stringify(out));
 `,
   );
   const nodeArgs = fromSource ? ['--import', 'tsx', script] : [script];
-  const r = spawnSync(
-    'setpriv',
-    ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...nodeArgs],
-    { cwd: fileURLToPath(new URL('..', import.meta.url)), encoding: 'utf8', env: { ...process.env, HOME: dir, TMPDIR: dir } },
-  );
-  assert.is(r.status, 0, r.stderr);
-  const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  const r = runAs(nobody(dir), process.execPath, nodeArgs, { cwd: fileURLToPath(new URL('..', import.meta.url)), env: { TMPDIR: dir } });
+  assert.is(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout.toString('utf8').trim().split('\n').pop()!);
   assert.equal(out, { uid: 65534, user: 'ff00', trusted: 'EPERM', syscall: 'lsetxattr' });
   assert.is(getfattrHex(join(dir, 'owned'), 'user.x'), 'ff00');
   assert.is(getfattrHex(join(dir, 'owned'), 'trusted.x'), undefined);

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { buildOciLayout, makeStack, ociLayerBlobs, umociUnpack } from './fixtures/stack.js';
 import { diffTrees } from './helpers/tree.js';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
-import { assertOneLineError, strata, strataJson } from './store-harness.js';
+import { assertOneLineError, strata, strataJson } from './helpers/cli.js';
 
 interface Ctx {
   dir: string;
@@ -34,31 +34,31 @@ test.after.each((ctx) => removeDir(ctx.dir));
 test('sandbox of the imported image equals umoci unpack; Env and Labels in the record', ({ dir, layout, store }) => {
   const blobs = ociLayerBlobs(layout, 'v1');
   assert.is(blobs.length, 4, 'umoci wrote four layers');
-  const imp = strataJson(store, ['store', 'import', 'img/v1', `oci:${layout}:v1`]);
+  const imp = strataJson(['store', 'import', 'img/v1', `oci:${layout}:v1`], { store });
   assert.is(imp.status, 'imported');
-  const rec = strataJson(store, ['store', 'show', 'img/v1']).record;
+  const rec = strataJson(['store', 'show', 'img/v1'], { store }).record;
   assert.ok(rec.env.some((e: { op: string; var: string; value: string }) => e.op === 'set' && e.var === 'APP_HOME' && e.value === '/opt/app'),
     `APP_HOME in ${JSON.stringify(rec.env)}`);
   assert.is(rec.labels?.['org.example.site'], 'hpc');
 
   const work = join(dir, 'work');
   mkdirSync(work);
-  strataJson(store, ['compose', 'add', 'img/v1'], { cwd: work });
+  strataJson(['compose', 'add', 'img/v1'], { store, cwd: work });
   const sb = join(dir, 'sandbox');
-  strataJson(store, ['compose', 'sandbox', sb], { cwd: work });
+  strataJson(['compose', 'sandbox', sb], { store, cwd: work });
   const rootfs = umociUnpack(layout, 'v1', join(dir, 'bundle'));
   assert.equal(diffTrees(sb, rootfs, { ignoreStrataPaths: true }), []);
 });
 
 test('zstd layers (skopeo) and a docker archive (skopeo) give the same layer CID', ({ dir, layout, store }) => {
-  const gz = strataJson(store, ['store', 'import', 'img/gz', `oci:${layout}:v1`]);
+  const gz = strataJson(['store', 'import', 'img/gz', `oci:${layout}:v1`], { store });
   const zst = join(dir, 'oci-zstd');
   mustRun('skopeo', ['copy', '--dest-compress-format', 'zstd', `oci:${layout}:v1`, `oci:${zst}:v1`]);
   assert.ok(ociLayerBlobs(zst, 'v1').every((b) => b.mediaType === 'application/vnd.oci.image.layer.v1.tar+zstd'), 'skopeo wrote zstd layers');
   const archive = join(dir, 'img.tar');
   mustRun('skopeo', ['copy', `oci:${layout}:v1`, `docker-archive:${archive}:img:v1`]);
-  const z = strataJson(store, ['store', 'import', 'img/zstd', `oci:${zst}`]);
-  const d = strataJson(store, ['store', 'import', 'img/docker', `docker-archive:${archive}`]);
+  const z = strataJson(['store', 'import', 'img/zstd', `oci:${zst}`], { store });
+  const d = strataJson(['store', 'import', 'img/docker', `docker-archive:${archive}`], { store });
   assert.is(z.layer, gz.layer);
   assert.is(d.layer, gz.layer);
   assert.is(z.manifest, gz.manifest);
@@ -66,11 +66,11 @@ test('zstd layers (skopeo) and a docker archive (skopeo) give the same layer CID
 });
 
 test('a missing tag and a damaged blob are one-line errors', ({ layout, store }) => {
-  assertOneLineError(strata(store, ['store', 'import', 'img/x', `oci:${layout}:nope`]), 'missing tag', /has no tag nope.*v1/);
+  assertOneLineError(strata(['store', 'import', 'img/x', `oci:${layout}:nope`], { store }), 'missing tag', /has no tag nope.*v1/);
   const [first] = ociLayerBlobs(layout, 'v1');
   mustRun('truncate', ['-s', '-1', first!.path]);
-  assertOneLineError(strata(store, ['store', 'import', 'img/y', `oci:${layout}:v1`]), 'damaged layer', /does not match its digest|is \d+ bytes; its descriptor says/);
-  assert.equal(strataJson(store, ['store', 'ls']), []);
+  assertOneLineError(strata(['store', 'import', 'img/y', `oci:${layout}:v1`], { store }), 'damaged layer', /does not match its digest|is \d+ bytes; its descriptor says/);
+  assert.equal(strataJson(['store', 'ls'], { store }), []);
 });
 
 test.run();

@@ -28,7 +28,7 @@ import { Endpoints } from '../store/remote/endpoints.js';
 import { endless, startHostileRegistry, type HostileRegistry } from './helpers/hostile-registry.js';
 import { noise } from './helpers/random.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
-import { assertOneLineError, strataAsync, strataJson } from './store-harness.js';
+import { assertOneLineError, strataAsync, strataJson } from './helpers/cli.js';
 
 const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const REPO = 'hostile/strata';
@@ -309,13 +309,13 @@ function storeWith(ctx: Ctx, name: string, mods: Array<[string, string, ...strin
     const tree = join(ctx.dir, `${name}-${fullName.replace('/', '-')}`);
     mkdirSync(tree, { recursive: true });
     writeFileSync(join(tree, 'f'), content);
-    records.push(strataJson(store, ['store', 'import', fullName, tree, ...extra]).record);
+    records.push(strataJson(['store', 'import', fullName, tree, ...extra], { store }).record);
   }
   return { store, records };
 }
 
 async function cli(store: string, args: string[], env: Record<string, string> = {}) {
-  return strataAsync(store, args, { STRATA_REGISTRY_AUTH: '', DOCKER_CONFIG: '/nonexistent', ...env }).done;
+  return strataAsync(args, { store, env: { STRATA_REGISTRY_AUTH: '', DOCKER_CONFIG: '/nonexistent', ...env } }).done;
 }
 
 test('STRATA_REGISTRY_AUTH goes only to its host, also to the second remote a rebuild tries', async (ctx) => {
@@ -329,8 +329,8 @@ test('STRATA_REGISTRY_AUTH goes only to its host, also to the second remote a re
   assert.is(pushed.code, 0, pushed.stderr);
 
   const C = join(ctx.dir, 'C');
-  strataJson(C, ['store', 'remote', 'add', 'a-evil', `${evil.host}/${REPO}`]);
-  strataJson(C, ['store', 'remote', 'add', 'b-site', `${holder.host}/${REPO}`]);
+  strataJson(['store', 'remote', 'add', 'a-evil', `${evil.host}/${REPO}`], { store: C });
+  strataJson(['store', 'remote', 'add', 'b-site', `${holder.host}/${REPO}`], { store: C });
   const list = join(ctx.dir, 'stack.cids');
   writeFileSync(list, `${records[0]}\n`);
   const r = await cli(C, ['rebuild', list, '-o', join(ctx.dir, 'out.sqfs')], auth);
@@ -356,7 +356,7 @@ test('pull of foo/1 from a tag serving bar/1 is refused, with --force too; the s
     assertOneLineError(await cli(B, ['store', 'pull', `${reg.host}/${REPO}`, 'foo/1', ...extra]), `pull foo/1 ${extra.join(' ')}`,
       /hostile\/strata:foo_1 serves bar\/1, not foo\/1: refused/);
   }
-  assert.equal(strataJson(B, ['store', 'ls']).map((m: { fullName: string; record: string }) => [m.fullName, m.record]), [['foo/1', records[0]]]);
+  assert.equal(strataJson(['store', 'ls'], { store: B }).map((m: { fullName: string; record: string }) => [m.fullName, m.record]), [['foo/1', records[0]]]);
 });
 
 test('a pulled record whose environment variable name is a command is refused; the store is unchanged', async (ctx) => {
@@ -375,9 +375,9 @@ test('a pulled record whose environment variable name is a command is refused; t
   const text = JSON.stringify(m).split(oldCid!).join(newCid!); // the record annotation names it too
   reg.manifests.set('foo_1', { type: reg.manifests.get('foo_1')!.type, bytes: Buffer.from(text) });
   const B = join(ctx.dir, 'B');
-  strataJson(B, ['store', 'gc']); // creates the store
+  strataJson(['store', 'gc'], { store: B }); // creates the store
   assertOneLineError(await cli(B, ['store', 'pull', `${reg.host}/${REPO}`, 'foo/1']), 'pull of a hostile record', /environment variable name .*X;touch \/tmp\/pwned;Y.* is not a POSIX name/);
-  assert.equal(strataJson(B, ['store', 'ls']), []);
+  assert.equal(strataJson(['store', 'ls'], { store: B }), []);
 });
 
 test('a pull whose layer never ends, or decompresses past its declared size, stops there and leaves no module, blob or temp file', async (ctx) => {
@@ -403,9 +403,9 @@ test('a pull whose layer never ends, or decompresses past its declared size, sto
     return true;
   };
   const B = join(ctx.dir, 'B');
-  strataJson(B, ['store', 'gc']); // creates the store
+  strataJson(['store', 'gc'], { store: B }); // creates the store
   const clean = () => {
-    assert.equal(strataJson(B, ['store', 'ls']), []);
+    assert.equal(strataJson(['store', 'ls'], { store: B }), []);
     assert.equal(readdirSync(join(B, 'tmp')).filter((n) => !n.startsWith('pins-')), [], 'no temp file left');
     assert.equal(readdirSync(join(B, 'blobs', 'sha256')), [], 'no blob left');
   };
@@ -438,7 +438,7 @@ test('a restricted module pushed to a site-internal remote that moves its upload
   };
   ensureGroup('vasp'); // --restricted names a group the host has
   const { store: S } = storeWith(ctx, 'S', [['lic/vasp-6', 'licensed\n', '--restricted', 'vasp']]);
-  strataJson(S, ['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`, '--site-internal']);
+  strataJson(['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`, '--site-internal'], { store: S });
   assertOneLineError(await cli(S, ['store', 'push', 'site']), 'restricted upload moved',
     /moved the upload of blob sha256:\w+ to another host \(127\.0\.0\.2:\d+\); refused for restricted content/);
   assert.is(other.log.length, 0, 'not one request reached the other host');
@@ -461,7 +461,7 @@ test('a compressed layer that holds another tar than the record names is refused
   reg.manifests.set('foo_1', { type: 'application/vnd.oci.image.manifest.v1+json', bytes: Buffer.from(JSON.stringify(foo)) });
   const B = join(ctx.dir, 'B');
   assertOneLineError(await cli(B, ['store', 'pull', target, 'foo/1']), 'forged layer', /foo_1: the zstd layer does not hold layer bafkrei\w+/);
-  assert.equal(strataJson(B, ['store', 'ls']), []);
+  assert.equal(strataJson(['store', 'ls'], { store: B }), []);
   assert.equal(readdirSync(join(B, 'blobs', 'sha256')), [], 'no blob kept');
 });
 

@@ -20,7 +20,8 @@ import { LocalStore } from '../store/local-store.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { startFaultProxy, startRegistry, type RegistryServer } from './helpers/registry-server.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
-import { assertOneLineError, blobListing, cidHex, fileListing, strata, strataJson } from './store-harness.js';
+import { assertOneLineError, strata, strataJson } from './helpers/cli.js';
+import { blobListing, cidHex, fileListing } from './store-harness.js';
 
 interface Ctx {
   dir: string;
@@ -178,8 +179,8 @@ test('a tampered blob in the registry is refused at pull; the store is unchanged
   mkdirSync(tree);
   writeFileSync(join(tree, 'file'), 'the real content\n');
   const A = join(ctx.dir, 'A');
-  const imp = strataJson(A, ['store', 'import', 'small/1', tree]);
-  strataJson(A, ['store', 'push', `${ctx.reg.host}/${REPO}`, '--compression', 'none']);
+  const imp = strataJson(['store', 'import', 'small/1', tree], { store: A });
+  strataJson(['store', 'push', `${ctx.reg.host}/${REPO}`, '--compression', 'none'], { store: A });
   // Flip bytes of the layer tar in the registry's storage, keeping its size.
   const path = ctx.reg.blobDataPath(`sha256:${cidHex(imp.layer)}`);
   const bytes = readFileSync(path);
@@ -189,11 +190,11 @@ test('a tampered blob in the registry is refused at pull; the store is unchanged
   writeFileSync(path, bytes);
 
   const B = join(ctx.dir, 'B');
-  strataJson(B, ['store', 'gc']); // creates the store
+  strataJson(['store', 'gc'], { store: B }); // creates the store
   const before = fileListing(B).filter((f) => !f.startsWith('index/'));
-  const line = assertOneLineError(strata(B, ['store', 'pull', `${ctx.reg.host}/${REPO}`, 'small/1']), 'pull of a tampered layer', /wrong content/);
+  const line = assertOneLineError(strata(['store', 'pull', `${ctx.reg.host}/${REPO}`, 'small/1'], { store: B }), 'pull of a tampered layer', /wrong content/);
   assert.match(line, new RegExp(`sha256:${cidHex(imp.layer)}`));
-  assert.equal(strataJson(B, ['store', 'ls']), []);
+  assert.equal(strataJson(['store', 'ls'], { store: B }), []);
   assert.equal(fileListing(B).filter((f) => !f.startsWith('index/')), before);
   assert.equal(blobListing(B), []);
 });
@@ -205,14 +206,14 @@ test('wrong credentials: one line, exit 1, the password never printed; right one
     mkdirSync(tree);
     writeFileSync(join(tree, 'file'), 'x\n');
     const A = join(ctx.dir, 'A');
-    strataJson(A, ['store', 'import', 'small/1', tree]);
+    strataJson(['store', 'import', 'small/1', tree], { store: A });
     const dockerConfig = join(ctx.dir, 'docker');
     mkdirSync(dockerConfig);
     const wrong = 'Wr0ng-pass-5e1f9a';
     const env = { STRATA_REGISTRY_AUTH: `${reg.host}=${reg.username}:${wrong}`, DOCKER_CONFIG: dockerConfig };
     const target = `${reg.host}/${REPO}`;
     for (const args of [['store', 'push', target], ['store', 'pull', target, 'small/1'], ['-v', 'store', 'push', target]]) {
-      const r = strata(A, args, { env });
+      const r = strata(args, { store: A, env });
       const all = r.stdout.toString() + r.stderr;
       assert.not.ok(all.includes(wrong), `the password is printed by ${args.join(' ')}: ${all}`);
       assert.not.ok(all.includes(Buffer.from(`${reg.username}:${wrong}`).toString('base64')), 'no encoded password either');
@@ -220,9 +221,9 @@ test('wrong credentials: one line, exit 1, the password never printed; right one
       else assert.is(r.code, 1);
     }
     // Anonymous: a clear "requires credentials".
-    assertOneLineError(strata(A, ['store', 'push', target], { env: { STRATA_REGISTRY_AUTH: '', DOCKER_CONFIG: dockerConfig } }),
+    assertOneLineError(strata(['store', 'push', target], { store: A, env: { STRATA_REGISTRY_AUTH: '', DOCKER_CONFIG: dockerConfig } }),
       'anonymous push', /requires credentials/);
-    const ok = strata(A, ['--json', 'store', 'push', target], { env: { STRATA_REGISTRY_AUTH: `${reg.host}=${reg.username}:${reg.password}`, DOCKER_CONFIG: dockerConfig } });
+    const ok = strata(['--json', 'store', 'push', target], { store: A, env: { STRATA_REGISTRY_AUTH: `${reg.host}=${reg.username}:${reg.password}`, DOCKER_CONFIG: dockerConfig } });
     assert.is(ok.code, 0, ok.stderr);
     assert.not.ok((ok.stdout.toString() + ok.stderr).includes(reg.password!));
     // Nothing of the credentials is stored.

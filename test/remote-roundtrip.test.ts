@@ -20,7 +20,8 @@ import { makeSmallTree } from './fixtures/small-tree.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { startFaultProxy, startRegistry, type RegistryServer } from './helpers/registry-server.js';
 import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
-import { assertOneLineError, cidHex, CLI, strata, strataAsync, strataJson } from './store-harness.js';
+import { assertOneLineError, strata, strataArgv, strataAsync, strataJson } from './helpers/cli.js';
+import { cidHex } from './store-harness.js';
 
 interface Ctx {
   dir: string;
@@ -48,20 +49,20 @@ function storeWithStack(dir: string): { store: string; lock: string } {
   const app = join(dir, 'app-tree');
   mkdirSync(join(app, 'opt/app/bin'), { recursive: true });
   writeFileSync(join(app, 'opt/app/bin/run'), '#!/bin/sh\necho app\n', { mode: 0o755 });
-  strataJson(store, ['store', 'import', 'base/1', base, '--default']);
-  strataJson(store, ['store', 'import', 'app/1.0', app, '--requires', 'base/1', '--prepend', 'PATH=/opt/app/bin']);
+  strataJson(['store', 'import', 'base/1', base, '--default'], { store });
+  strataJson(['store', 'import', 'app/1.0', app, '--requires', 'base/1', '--prepend', 'PATH=/opt/app/bin'], { store });
   const work = join(dir, 'work');
   mkdirSync(work);
-  strataJson(store, ['compose', 'add', 'app/1.0'], { cwd: work });
+  strataJson(['compose', 'add', 'app/1.0'], { store, cwd: work });
   const lock = join(dir, 'stack.lock');
-  strataJson(store, ['compose', 'lock', '-o', lock], { cwd: work });
+  strataJson(['compose', 'lock', '-o', lock], { store, cwd: work });
   return { store, lock };
 }
 
 test('push A, pull into empty B: same squash sha256; skopeo sees the manifest, config = record', async ({ dir, reg }) => {
   const { store: A, lock } = storeWithStack(dir);
   const target = `${reg.host}/${REPO}`;
-  const first = strata(A, ['--json', 'store', 'push', target]);
+  const first = strata(['--json', 'store', 'push', target], { store: A });
   assert.is(first.code, 0, first.stderr);
   assert.is(first.stderr, '', 'no progress or notes when not on a terminal');
   const pushed = JSON.parse(first.stdout.toString()) as Array<{ fullName: string; record: string; tag: string; uploaded: string[]; status: string }>;
@@ -74,7 +75,7 @@ test('push A, pull into empty B: same squash sha256; skopeo sees the manifest, c
   assert.is(raw.config.mediaType, 'application/vnd.strata.module.config.v1+json');
   assert.is(raw.config.digest, `sha256:${cidHex(baseRecord)}`);
   assert.is(raw.annotations['org.opencontainers.image.title'], 'base/1');
-  const shown = strataJson(A, ['store', 'show', 'base/1']);
+  const shown = strataJson(['store', 'show', 'base/1'], { store: A });
   // The layer travels zstd-compressed; its uncompressed digest (the layer CID) is kept as the
   // diff id, and zstd itself restores the canonical tar from the registry's copy.
   assert.is(raw.layers[0].mediaType, 'application/vnd.oci.image.layer.v1.tar+zstd');
@@ -89,21 +90,21 @@ test('push A, pull into empty B: same squash sha256; skopeo sees the manifest, c
   assert.is(createHash('sha256').update(config).digest('hex'), cidHex(baseRecord));
 
   const B = join(dir, 'B');
-  const pulled = strataJson<Array<{ fullName: string; record: string; status: string }>>(B, ['store', 'pull', target]);
+  const pulled = strataJson<Array<{ fullName: string; record: string; status: string }>>(['store', 'pull', target], { store: B });
   assert.equal(pulled.map((p) => [p.fullName, p.status]).sort(), [['app/1.0', 'pulled'], ['base/1', 'pulled']]);
-  assert.equal(strataJson(B, ['store', 'ls']).map((m: { fullName: string; record: string }) => [m.fullName, m.record]),
-    strataJson(A, ['store', 'ls']).map((m: { fullName: string; record: string }) => [m.fullName, m.record]));
-  assert.is(strataJson(B, ['store', 'verify']).problems.length, 0);
+  assert.equal(strataJson(['store', 'ls'], { store: B }).map((m: { fullName: string; record: string }) => [m.fullName, m.record]),
+    strataJson(['store', 'ls'], { store: A }).map((m: { fullName: string; record: string }) => [m.fullName, m.record]));
+  assert.is(strataJson(['store', 'verify'], { store: B }).problems.length, 0);
 
   const outA = join(dir, 'a.sqfs');
   const outB = join(dir, 'b.sqfs');
-  const ra = strataJson(A, ['compose', 'squash', outA, '--lock', lock]);
-  const rb = strataJson(B, ['compose', 'squash', outB, '--lock', lock]);
+  const ra = strataJson(['compose', 'squash', outA, '--lock', lock], { store: A });
+  const rb = strataJson(['compose', 'squash', outB, '--lock', lock], { store: B });
   assert.is(fileSha(outA), fileSha(outB));
   assert.is(ra.sha256, rb.sha256);
 
   // Pulling again is a no-op; pulling by record CID finds the module by scanning the tags.
-  const again = strataJson<Array<{ status: string }>>(B, ['store', 'pull', target, 'base/1', baseRecord]);
+  const again = strataJson<Array<{ status: string }>>(['store', 'pull', target, 'base/1', baseRecord], { store: B });
   assert.equal(again.map((p) => p.status), ['unchanged', 'unchanged']);
 });
 
@@ -113,7 +114,7 @@ test('a second push uploads nothing: only HEAD and GET reach the registry', asyn
   try {
     // The proxy lives in this process: the CLI must run without blocking it (no spawnSync).
     const pushVia = async (target: string) => {
-      const r = await strataAsync(A, ['--json', 'store', 'push', target]).done;
+      const r = await strataAsync(['--json', 'store', 'push', target], { store: A }).done;
       assert.is(r.code, 0, r.stderr);
       return JSON.parse(r.stdout.toString()) as Array<{ status: string; uploaded: string[] }>;
     };
@@ -134,40 +135,40 @@ test('a second push uploads nothing: only HEAD and GET reach the registry', asyn
 test('a fresh store with only a remote rebuilds the image from the lock alone', async ({ dir, reg }) => {
   const { store: A, lock } = storeWithStack(dir);
   const outA = join(dir, 'a.sqfs');
-  strataJson(A, ['rebuild', lock, '-o', outA]);
-  strataJson(A, ['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`]);
-  strataJson(A, ['store', 'push', 'site']);
+  strataJson(['rebuild', lock, '-o', outA], { store: A });
+  strataJson(['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`], { store: A });
+  strataJson(['store', 'push', 'site'], { store: A });
 
   // No remote: today's clear error.
   const D = join(dir, 'D');
-  assertOneLineError(strata(D, ['rebuild', lock, '-o', join(dir, 'd.sqfs')]), 'rebuild without remote', /no store at /);
+  assertOneLineError(strata(['rebuild', lock, '-o', join(dir, 'd.sqfs')], { store: D }), 'rebuild without remote', /no store at /);
 
   const C = join(dir, 'C');
-  const added = strataJson(C, ['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`]);
+  const added = strataJson(['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`], { store: C });
   assert.equal(added, { name: 'site', url: `http://${reg.host}/${REPO}`, siteInternal: false });
-  assert.equal(strataJson(C, ['store', 'ls']), []);
+  assert.equal(strataJson(['store', 'ls'], { store: C }), []);
   const outC = join(dir, 'c.sqfs');
-  const r = strata(C, ['rebuild', lock, '-o', outC]);
+  const r = strata(['rebuild', lock, '-o', outC], { store: C });
   assert.is(r.code, 0, r.stderr);
   assert.is(fileSha(outC), fileSha(outA));
   // The fetched modules are in C now, whole.
-  assert.equal(strataJson(C, ['store', 'ls']).map((m: { fullName: string }) => m.fullName), ['app/1.0', 'base/1']);
-  assert.is(strataJson(C, ['store', 'verify']).problems.length, 0);
+  assert.equal(strataJson(['store', 'ls'], { store: C }).map((m: { fullName: string }) => m.fullName), ['app/1.0', 'base/1']);
+  assert.is(strataJson(['store', 'verify'], { store: C }).problems.length, 0);
 
   // A hash list (record CIDs only): the remote's tags are scanned for the records.
   const F = join(dir, 'F');
   const list = join(dir, 'stack.cids');
   writeFileSync(list, `${JSON.parse(readFileSync(lock, 'utf8')).modules.map((m: { record: string }) => m.record).join('\n')}\n`);
-  strataJson(F, ['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`]);
+  strataJson(['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`], { store: F });
   const outF = join(dir, 'f.sqfs');
-  const rf = strata(F, ['rebuild', list, '-o', outF]);
+  const rf = strata(['rebuild', list, '-o', outF], { store: F });
   assert.is(rf.code, 0, rf.stderr);
   assert.is(fileSha(outF), fileSha(outA));
 
   // A remote that does not hold the module: the error says which remotes were asked.
   const E = join(dir, 'E');
-  strataJson(E, ['store', 'remote', 'add', 'empty', `${reg.host}/other/repo`]);
-  assertOneLineError(strata(E, ['rebuild', lock, '-o', join(dir, 'e.sqfs')]), 'rebuild from a remote without it', /not in this store nor on remote empty/);
+  strataJson(['store', 'remote', 'add', 'empty', `${reg.host}/other/repo`], { store: E });
+  assertOneLineError(strata(['rebuild', lock, '-o', join(dir, 'e.sqfs')], { store: E }), 'rebuild from a remote without it', /not in this store nor on remote empty/);
 });
 
 test('on a terminal, push, pull and fetch-missing show a progress bar per module', async ({ dir, reg }) => {
@@ -175,15 +176,15 @@ test('on a terminal, push, pull and fetch-missing show a progress bar per module
   const tree = join(dir, 'tree');
   mkdirSync(tree);
   writeFileSync(join(tree, 'f'), 'x'.repeat(100_000));
-  const imp = strataJson(S, ['store', 'import', 'tiny/1', tree]);
+  const imp = strataJson(['store', 'import', 'tiny/1', tree], { store: S });
   // script(1) gives the CLI a pseudo-terminal for stdout and stderr.
   const tty = (store: string, args: string[]) =>
-    mustRun('script', ['-qec', [process.execPath, CLI, '--store', store, ...args].join(' '), '/dev/null']).stdout.toString();
+    mustRun('script', ['-qec', strataArgv(args, store).join(' '), '/dev/null']).stdout.toString();
   assert.match(tty(S, ['store', 'push', `${reg.host}/${REPO}`]), /pushing tiny\/1 .*\d+%/);
   assert.match(tty(join(dir, 'T'), ['store', 'pull', `${reg.host}/${REPO}`]), /pulling tiny\/1 .*\d+%/);
   // Fetch-missing during a rebuild shows its bar too.
   const U = join(dir, 'U');
-  strataJson(U, ['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`]);
+  strataJson(['store', 'remote', 'add', 'site', `${reg.host}/${REPO}`], { store: U });
   const list = join(dir, 'tiny.cids');
   writeFileSync(list, `${imp.record}\n`);
   assert.match(tty(U, ['rebuild', list, '-o', join(dir, 'tiny.sqfs')]), /pulling tiny\/1 .*\d+%[^]*wrote /);
@@ -198,31 +199,31 @@ test('pull over another module of the same name is refused; --force replaces it'
   writeFileSync(join(two, 'f'), 'two\n');
   const A = join(dir, 'A');
   const B = join(dir, 'B');
-  const a = strataJson(A, ['store', 'import', 'tool/1', one]);
-  const b = strataJson(B, ['store', 'import', 'tool/1', two]);
-  strataJson(A, ['store', 'push', `${reg.host}/${REPO}`]);
-  assertOneLineError(strata(B, ['store', 'pull', `${reg.host}/${REPO}`, 'tool/1']), 'pull over other content', /tool\/1 is already in the store with other content.*--force/);
-  assert.is(strataJson(B, ['store', 'show', 'tool/1']).cid, b.record);
-  const r = strataJson(B, ['store', 'pull', `${reg.host}/${REPO}`, 'tool/1', '--force']);
+  const a = strataJson(['store', 'import', 'tool/1', one], { store: A });
+  const b = strataJson(['store', 'import', 'tool/1', two], { store: B });
+  strataJson(['store', 'push', `${reg.host}/${REPO}`], { store: A });
+  assertOneLineError(strata(['store', 'pull', `${reg.host}/${REPO}`, 'tool/1'], { store: B }), 'pull over other content', /tool\/1 is already in the store with other content.*--force/);
+  assert.is(strataJson(['store', 'show', 'tool/1'], { store: B }).cid, b.record);
+  const r = strataJson(['store', 'pull', `${reg.host}/${REPO}`, 'tool/1', '--force'], { store: B });
   assert.equal(r.map((x: { status: string }) => x.status), ['replaced']);
-  assert.is(strataJson(B, ['store', 'show', 'tool/1']).cid, a.record);
+  assert.is(strataJson(['store', 'show', 'tool/1'], { store: B }).cid, a.record);
 });
 
 test('remote add/ls/rm: stored without credentials; a URL with credentials is refused', async ({ dir, reg }) => {
   const S = join(dir, 'S');
-  strataJson(S, ['store', 'remote', 'add', 'b-site', `${reg.host}/${REPO}`, '--site-internal']);
-  strataJson(S, ['store', 'remote', 'add', 'a-hub', 'registry.example.org/hpc/strata']);
-  assert.equal(strataJson(S, ['store', 'remote', 'ls']), [
+  strataJson(['store', 'remote', 'add', 'b-site', `${reg.host}/${REPO}`, '--site-internal'], { store: S });
+  strataJson(['store', 'remote', 'add', 'a-hub', 'registry.example.org/hpc/strata'], { store: S });
+  assert.equal(strataJson(['store', 'remote', 'ls'], { store: S }), [
     { name: 'a-hub', url: 'https://registry.example.org/hpc/strata', siteInternal: false },
     { name: 'b-site', url: `http://${reg.host}/${REPO}`, siteInternal: true },
   ]);
-  const r = strata(S, ['store', 'remote', 'add', 'x', 'https://user:s3cret@registry.example.org/hpc/strata']);
+  const r = strata(['store', 'remote', 'add', 'x', 'https://user:s3cret@registry.example.org/hpc/strata'], { store: S });
   assert.is(r.code, 1, r.stderr);
   assert.not.ok(r.stderr.includes('s3cret'), r.stderr);
-  assertOneLineError(strata(S, ['store', 'remote', 'add', 'a-hub', 'other.example.org/x']), 'duplicate remote', /already exists/);
-  strataJson(S, ['store', 'remote', 'rm', 'a-hub']);
-  assert.equal(strataJson(S, ['store', 'remote', 'ls']).map((x: { name: string }) => x.name), ['b-site']);
-  assertOneLineError(strata(S, ['store', 'remote', 'rm', 'a-hub']), 'rm of a missing remote', /no remote a-hub/);
+  assertOneLineError(strata(['store', 'remote', 'add', 'a-hub', 'other.example.org/x'], { store: S }), 'duplicate remote', /already exists/);
+  strataJson(['store', 'remote', 'rm', 'a-hub'], { store: S });
+  assert.equal(strataJson(['store', 'remote', 'ls'], { store: S }).map((x: { name: string }) => x.name), ['b-site']);
+  assertOneLineError(strata(['store', 'remote', 'rm', 'a-hub'], { store: S }), 'rm of a missing remote', /no remote a-hub/);
 });
 
 test('a restricted module is refused to a remote not marked site-internal, allowed to one that is', async ({ dir, reg }) => {
@@ -231,35 +232,35 @@ test('a restricted module is refused to a remote not marked site-internal, allow
   mkdirSync(join(tree, 'opt/vasp'), { recursive: true });
   writeFileSync(join(tree, 'opt/vasp/LICENSE'), 'site licence\n');
   ensureGroup('vasp'); // --restricted names a group the host has
-  strataJson(S, ['store', 'import', 'lic/vasp-6', tree, '--restricted', 'vasp']);
+  strataJson(['store', 'import', 'lic/vasp-6', tree, '--restricted', 'vasp'], { store: S });
   const free = join(dir, 'free');
   mkdirSync(join(free, 'opt/free'), { recursive: true });
   writeFileSync(join(free, 'opt/free/README'), 'free\n');
-  strataJson(S, ['store', 'import', 'free/1', free]);
-  strataJson(S, ['store', 'remote', 'add', 'hub', `${reg.host}/public`]);
-  strataJson(S, ['store', 'remote', 'add', 'site', `${reg.host}/internal`, '--site-internal']);
+  strataJson(['store', 'import', 'free/1', free], { store: S });
+  strataJson(['store', 'remote', 'add', 'hub', `${reg.host}/public`], { store: S });
+  strataJson(['store', 'remote', 'add', 'site', `${reg.host}/internal`, '--site-internal'], { store: S });
 
   // Named, it refuses the whole push before anything is sent, free/1 included.
-  const line = assertOneLineError(strata(S, ['store', 'push', 'hub', 'lic/vasp-6', 'free/1']), 'restricted push to hub');
+  const line = assertOneLineError(strata(['store', 'push', 'hub', 'lic/vasp-6', 'free/1'], { store: S }), 'restricted push to hub');
   assert.is(line, 'strata: lic/vasp-6 is restricted to group vasp: refusing to push it to hub, which is not marked site-internal (add the remote with --site-internal if it never leaves the site)');
   assert.is.not(run('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${reg.host}/public:free_1`]).code, 0, 'nothing was sent');
   // A REGISTRY/REPO that is no site-internal remote is refused too.
-  assertOneLineError(strata(S, ['store', 'push', `${reg.host}/elsewhere`, 'lic/vasp-6']), 'restricted push by URL', /refusing to push it to 127\.0\.0\.1:\d+\/elsewhere/);
+  assertOneLineError(strata(['store', 'push', `${reg.host}/elsewhere`, 'lic/vasp-6'], { store: S }), 'restricted push by URL', /refusing to push it to 127\.0\.0\.1:\d+\/elsewhere/);
   // Pushing everything sends what the remote may receive and lists what it skipped (exit 0).
-  const text = strata(S, ['store', 'push', 'hub']);
+  const text = strata(['store', 'push', 'hub'], { store: S });
   assert.is(text.code, 0, text.stderr);
   assert.match(text.stdout.toString(), /^pushed free\/1 as hub:free_1 /m);
   assert.match(text.stdout.toString(), /^skipped lic\/vasp-6: restricted to group vasp; hub is not marked site-internal$/m);
   const tags = (repo: string) => JSON.parse(mustRun('skopeo', ['list-tags', '--tls-verify=false', `docker://${reg.host}/${repo}`], {}).stdout.toString() || '{}');
-  const pushed = strataJson<Array<{ fullName: string; record: string; status: string; reason?: string }>>(S, ['store', 'push', 'hub']);
+  const pushed = strataJson<Array<{ fullName: string; record: string; status: string; reason?: string }>>(['store', 'push', 'hub'], { store: S });
   assert.equal(pushed.map((p) => [p.fullName, p.status]), [['free/1', 'unchanged'], ['lic/vasp-6', 'skipped']]);
   // Only free/1 went out: its fullName tag and its record-CID tag, nothing of lic/vasp-6.
   assert.equal([...tags('public').Tags].sort(), [pushed[0]!.record, 'free_1'].sort());
 
-  const ok = strataJson<Array<{ fullName: string; status: string; record: string }>>(S, ['store', 'push', 'site', 'lic/vasp-6']);
+  const ok = strataJson<Array<{ fullName: string; status: string; record: string }>>(['store', 'push', 'site', 'lic/vasp-6'], { store: S });
   assert.equal(ok.map((p) => [p.fullName, p.status]), [['lic/vasp-6', 'pushed']]);
   // The site-internal remote's URL given directly counts as that remote.
-  assert.is(strata(S, ['store', 'push', `${reg.host}/internal`, 'lic/vasp-6']).code, 0);
+  assert.is(strata(['store', 'push', `${reg.host}/internal`, 'lic/vasp-6'], { store: S }).code, 0);
   assert.equal([...tags('internal').Tags].sort(), [ok[0]!.record, 'lic_vasp-6'].sort());
 });
 
@@ -272,33 +273,33 @@ test("default marks travel: pull applies the remote's mark unless the store has 
     writeFileSync(join(t, 'f'), `${n}\n`);
     return t;
   });
-  strataJson(A, ['store', 'import', 'tool/1', trees[0]!]);
-  strataJson(A, ['store', 'import', 'tool/2', trees[1]!, '--default']);
-  const pushed = strataJson<Array<{ fullName: string; default?: boolean }>>(A, ['store', 'push', target]);
+  strataJson(['store', 'import', 'tool/1', trees[0]!], { store: A });
+  strataJson(['store', 'import', 'tool/2', trees[1]!, '--default'], { store: A });
+  const pushed = strataJson<Array<{ fullName: string; default?: boolean }>>(['store', 'push', target], { store: A });
   assert.equal(pushed.map((p) => [p.fullName, p.default ?? false]), [['tool/1', false], ['tool/2', true]]);
   // The marks are an artifact of their own, readable by skopeo.
   const config = JSON.parse(mustRun('skopeo', ['inspect', '--tls-verify=false', '--raw', '--config', `docker://${target}:strata-defaults`]).stdout.toString());
   assert.equal(config, { defaults: { tool: 'tool/2' } });
 
-  const defaults = (store: string) => strataJson<Array<{ fullName: string; isDefault: boolean }>>(store, ['store', 'ls'])
+  const defaults = (store: string) => strataJson<Array<{ fullName: string; isDefault: boolean }>>(['store', 'ls'], { store })
     .filter((m) => m.isDefault).map((m) => m.fullName);
   const B = join(dir, 'B');
-  const pulled = strataJson<Array<{ fullName: string; default?: boolean }>>(B, ['store', 'pull', target]);
+  const pulled = strataJson<Array<{ fullName: string; default?: boolean }>>(['store', 'pull', target], { store: B });
   assert.equal(pulled.map((p) => [p.fullName, p.default ?? false]).sort(), [['tool/1', false], ['tool/2', true]]);
   assert.equal(defaults(B), ['tool/2']);
   // A store with its own mark keeps it; one that pulls only tool/1 gets no mark for it.
   const C = join(dir, 'C');
-  strataJson(C, ['store', 'import', 'tool/0', trees[2]!, '--default']);
-  strataJson(C, ['store', 'pull', target]);
+  strataJson(['store', 'import', 'tool/0', trees[2]!, '--default'], { store: C });
+  strataJson(['store', 'pull', target], { store: C });
   assert.equal(defaults(C), ['tool/0']);
   const D = join(dir, 'D');
-  strataJson(D, ['store', 'pull', target, 'tool/1']);
+  strataJson(['store', 'pull', target, 'tool/1'], { store: D });
   assert.equal(defaults(D), []);
   // Moving the mark in A and pushing again moves it on the remote.
-  strataJson(A, ['store', 'default', 'tool/1']);
-  strataJson(A, ['store', 'push', target]);
+  strataJson(['store', 'default', 'tool/1'], { store: A });
+  strataJson(['store', 'push', target], { store: A });
   const E = join(dir, 'E');
-  strataJson(E, ['store', 'pull', target]);
+  strataJson(['store', 'pull', target], { store: E });
   assert.equal(defaults(E), ['tool/1']);
 });
 
@@ -306,12 +307,12 @@ test('gzip and the first, uncompressed form: pushed as asked, pulled to the same
   const A = join(dir, 'A');
   const tree = join(dir, 'base-tree');
   makeSmallTree(tree);
-  strataJson(A, ['store', 'import', 'base/1', tree]);
-  const layerOf = (fullName: string) => cidHex(strataJson(A, ['store', 'show', fullName]).record.layer);
+  strataJson(['store', 'import', 'base/1', tree], { store: A });
+  const layerOf = (fullName: string) => cidHex(strataJson(['store', 'show', fullName], { store: A }).record.layer);
   for (const [compression, type, tool] of [['gzip', 'application/vnd.oci.image.layer.v1.tar+gzip', 'gzip'],
     ['none', 'application/vnd.oci.image.layer.v1.tar', undefined]] as const) {
     const target = `${reg.host}/form/${compression}`;
-    strataJson(A, ['store', 'push', target, '--compression', compression]);
+    strataJson(['store', 'push', target, '--compression', compression], { store: A });
     const raw = JSON.parse(mustRun('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${target}:base_1`]).stdout.toString());
     assert.is(raw.layers[0].mediaType, type);
     if (tool) {
@@ -322,12 +323,12 @@ test('gzip and the first, uncompressed form: pushed as asked, pulled to the same
       assert.is(raw.layers[0].annotations, undefined, 'the first form, byte for byte');
     }
     const B = join(dir, `B-${compression}`);
-    strataJson(B, ['store', 'pull', target]);
-    assert.equal(strataJson(B, ['store', 'ls']).map((m: { fullName: string; record: string }) => [m.fullName, m.record]),
-      strataJson(A, ['store', 'ls']).map((m: { fullName: string; record: string }) => [m.fullName, m.record]));
-    assert.is(strataJson(B, ['store', 'verify']).problems.length, 0);
+    strataJson(['store', 'pull', target], { store: B });
+    assert.equal(strataJson(['store', 'ls'], { store: B }).map((m: { fullName: string; record: string }) => [m.fullName, m.record]),
+      strataJson(['store', 'ls'], { store: A }).map((m: { fullName: string; record: string }) => [m.fullName, m.record]));
+    assert.is(strataJson(['store', 'verify'], { store: B }).problems.length, 0);
   }
-  const bad = strata(A, ['store', 'push', `${reg.host}/x`, '--compression', 'xz']);
+  const bad = strata(['store', 'push', `${reg.host}/x`, '--compression', 'xz'], { store: A });
   assert.is(bad.code, 2, 'a usage error');
   assert.match(bad.stderr, /^strata: --compression takes zstd, gzip or none, not 'xz'/);
 });

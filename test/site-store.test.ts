@@ -18,14 +18,13 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { CLI } from './helpers/cli.js';
+import { assertOneLineError, strata, strataAsync, strataJson, strataOk, type StrataOptions } from './helpers/cli.js';
 import { missing, skipSuite } from './helpers/probe.js';
-import { mustRun, removeDir, run, tempDir, type RunResult, unmount } from './helpers/tmp.js';
-import { asUser, ensureGroup, ensureUser, runAs, type TestUser } from './helpers/users.js';
+import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
+import { ensureGroup, ensureUser, runAs, type TestUser } from './helpers/users.js';
 
 const SECRET = 'LICENSED-BYTES-5e1f0c';
 const LIC_GROUP = 'st-site-lic';
@@ -55,36 +54,9 @@ function fingerprint(root: string): string[] {
   return out;
 }
 
-function root(args: readonly string[], env: Record<string, string> = {}): RunResult {
-  return run(process.execPath, [CLI, ...args], { env });
-}
-
-function rootOk(args: readonly string[], env: Record<string, string> = {}): RunResult {
-  const r = root(args, env);
-  assert.is(r.code, 0, `strata ${args.join(' ')}: ${r.stderr}`);
-  return r;
-}
-
 /** strata as user `u`, in `cwd`, with its own data and cache directories under `home`. */
-function as(u: TestUser, home: string, cwd: string, args: readonly string[], env: Record<string, string> = {}): RunResult {
-  return runAs(u, process.execPath, [CLI, ...args], {
-    cwd,
-    env: { HOME: home, XDG_DATA_HOME: join(home, 'data'), XDG_CACHE_HOME: join(home, 'cache'), STRATA_SITE_STORES: '', ...env },
-  });
-}
-
-function asOk(u: TestUser, home: string, cwd: string, args: readonly string[], env: Record<string, string> = {}): RunResult {
-  const r = as(u, home, cwd, args, env);
-  assert.is(r.code, 0, `${u.name}: strata ${args.join(' ')}: ${r.stderr}`);
-  return r;
-}
-
-/** Exit 1 and exactly one line on stderr. */
-function refused(r: RunResult, what: string, re?: RegExp): void {
-  const err = r.stderr.toString();
-  assert.is(r.code, 1, `${what}: exit ${r.code}, stderr ${err}`);
-  assert.is(err.trimEnd().split('\n').length, 1, `${what}: one line, got ${err}`);
-  if (re) assert.match(err, re, what);
+function inHome(u: TestUser, home: string, cwd: string, env: Record<string, string> = {}): StrataOptions {
+  return { as: u, cwd, env: { HOME: home, XDG_DATA_HOME: join(home, 'data'), XDG_CACHE_HOME: join(home, 'cache'), STRATA_SITE_STORES: '', ...env } };
 }
 
 /** A directory owned by `u` (its working directory or home). */
@@ -140,9 +112,9 @@ else {
     const layers = makeLayers(ctx.dir);
     ctx.site = join(ctx.dir, 'site');
     const S = ['--store', ctx.site, '-q', 'store', 'import'];
-    rootOk([...S, 'base/1', layers.base]);
-    rootOk([...S, 'lic/1', layers.lic, '--restricted', LIC_GROUP, '--requires', 'base/1']);
-    rootOk([...S, 'tools/1', layers.extra(0)]);
+    strataOk([...S, 'base/1', layers.base]);
+    strataOk([...S, 'lic/1', layers.lic, '--restricted', LIC_GROUP, '--requires', 'base/1']);
+    strataOk([...S, 'tools/1', layers.extra(0)]);
   });
   test.after((ctx) => removeDir(ctx.dir));
 
@@ -152,47 +124,47 @@ else {
       const home = userDir(u, join(dir, `home1-${u.name}`));
       const work = userDir(u, join(home, 'work'));
       const st = ['--store', site];
-      const avail = asOk(u, home, work, [...st, 'compose', 'avail']).stdout.toString();
+      const avail = strataOk([...st, 'compose', 'avail'], inHome(u, home, work));
       assert.match(avail, 'base/1');
-      for (const m of mods) asOk(u, home, work, [...st, 'compose', 'add', m]);
-      asOk(u, home, work, [...st, 'compose', 'list']);
-      asOk(u, home, work, [...st, 'compose', 'lock']);
-      asOk(u, home, work, [...st, 'compose', 'save', 'mine']);
-      asOk(u, home, work, [...st, 'compose', 'restore', 'mine']);
-      asOk(u, home, work, [...st, 'compose', 'sandbox', join(work, 'sb')]);
-      asOk(u, home, work, [...st, 'compose', 'squash', join(work, 'img.sqfs')]);
+      for (const m of mods) strataOk([...st, 'compose', 'add', m], inHome(u, home, work));
+      strataOk([...st, 'compose', 'list'], inHome(u, home, work));
+      strataOk([...st, 'compose', 'lock'], inHome(u, home, work));
+      strataOk([...st, 'compose', 'save', 'mine'], inHome(u, home, work));
+      strataOk([...st, 'compose', 'restore', 'mine'], inHome(u, home, work));
+      strataOk([...st, 'compose', 'sandbox', join(work, 'sb')], inHome(u, home, work));
+      strataOk([...st, 'compose', 'squash', join(work, 'img.sqfs')], inHome(u, home, work));
       assert.ok(existsSync(join(work, 'sb/etc/os-release')), `${u.name}: the sandbox holds the base`);
-      asOk(u, home, work, [...st, 'store', 'ls']);
-      asOk(u, home, work, [...st, 'store', 'show', 'base/1']);
-      const verify = asOk(u, home, work, [...st, '--json', 'store', 'verify']);
-      assert.equal(JSON.parse(verify.stdout.toString()).problems, [], `${u.name}: verify is clean`);
+      strataOk([...st, 'store', 'ls'], inHome(u, home, work));
+      strataOk([...st, 'store', 'show', 'base/1'], inHome(u, home, work));
+      const verify = strataJson([...st, 'store', 'verify'], inHome(u, home, work));
+      assert.equal(verify.problems, [], `${u.name}: verify is clean`);
       // Per-user state is the user's own: the collection is in their data directory.
       assert.ok(existsSync(join(home, 'data', 'strata', 'catalog.json')), `${u.name}: the collection went to the user's own store`);
     }
     assert.equal(fingerprint(site), before, 'the site store is byte-for-byte unchanged');
     // The two users' collections do not meet: each restores its own 'mine'.
-    refused(as(member, join(dir, `home1-${member.name}`), dir, ['--store', site, 'store', 'import', 'x/1', dir]), 'import into the site store', /read-only for you/);
+    assertOneLineError(strata(['--store', site, 'store', 'import', 'x/1', dir], inHome(member, join(dir, `home1-${member.name}`), dir)), 'import into the site store', /read-only for you/);
     assert.equal(fingerprint(site), before, 'a refused import leaves it unchanged');
   });
 
   test('2. the outsider gets no byte of licensed content by any path', ({ dir, site, member, outsider }) => {
     const mhome = userDir(member, join(dir, 'home2-mem'));
     const mwork = userDir(member, join(mhome, 'work'));
-    asOk(member, mhome, mwork, ['--store', site, 'compose', 'add', 'lic/1']);
-    asOk(member, mhome, mwork, ['--store', site, 'compose', 'lock']);
+    strataOk(['--store', site, 'compose', 'add', 'lic/1'], inHome(member, mhome, mwork));
+    strataOk(['--store', site, 'compose', 'lock'], inHome(member, mhome, mwork));
     const lock = readFileSync(join(mwork, 'strata.lock'));
 
     const home = userDir(outsider, join(dir, 'home2-out'));
     const work = userDir(outsider, join(home, 'work'));
     writeFileSync(join(work, 'their.lock'), lock);
     const st = ['--store', site];
-    refused(as(outsider, home, work, [...st, 'compose', 'add', 'lic/1']), 'add', /denied/);
-    refused(as(outsider, home, work, [...st, 'store', 'export', 'lic/1', join(work, 'lic.tar')]), 'export');
+    assertOneLineError(strata([...st, 'compose', 'add', 'lic/1'], inHome(outsider, home, work)), 'add', /denied/);
+    assertOneLineError(strata([...st, 'store', 'export', 'lic/1', join(work, 'lic.tar')], inHome(outsider, home, work)), 'export');
     assert.not.ok(existsSync(join(work, 'lic.tar')), 'no export file');
-    refused(as(outsider, home, work, [...st, 'store', 'show', 'lic/1']), 'show');
-    refused(as(outsider, home, work, [...st, 'rebuild', join(work, 'their.lock'), '-o', join(work, 'x.sqfs')]), 'rebuild', /denied/);
-    refused(as(outsider, home, work, [...st, 'compose', 'sandbox', join(work, 'sb'), '--lock', join(work, 'their.lock')]), 'sandbox --lock', /denied/);
-    refused(as(outsider, home, work, [...st, 'compose', 'squash', join(work, 'y.sqfs'), '--lock', join(work, 'their.lock')]), 'squash --lock', /denied/);
+    assertOneLineError(strata([...st, 'store', 'show', 'lic/1'], inHome(outsider, home, work)), 'show');
+    assertOneLineError(strata([...st, 'rebuild', join(work, 'their.lock'), '-o', join(work, 'x.sqfs')], inHome(outsider, home, work)), 'rebuild', /denied/);
+    assertOneLineError(strata([...st, 'compose', 'sandbox', join(work, 'sb'), '--lock', join(work, 'their.lock')], inHome(outsider, home, work)), 'sandbox --lock', /denied/);
+    assertOneLineError(strata([...st, 'compose', 'squash', join(work, 'y.sqfs'), '--lock', join(work, 'their.lock')], inHome(outsider, home, work)), 'squash --lock', /denied/);
     assert.not.ok(existsSync(join(work, 'x.sqfs')) || existsSync(join(work, 'y.sqfs')) || existsSync(join(work, 'sb')), 'no output');
     // The files themselves: grep as the outsider over everything in the store.
     const g = runAs(outsider, 'grep', ['-r', '-l', '-a', SECRET, site]);
@@ -208,9 +180,9 @@ else {
   test('3. the member runs the licensed files from a kernel-mounted image; the outsider cannot', ({ dir, site, member, outsider }) => {
     const home = userDir(member, join(dir, 'home3-mem'));
     const work = userDir(member, join(home, 'work'));
-    asOk(member, home, work, ['--store', site, 'compose', 'add', 'lic/1']);
+    strataOk(['--store', site, 'compose', 'add', 'lic/1'], inHome(member, home, work));
     const img = join(work, 'lic.sqfs');
-    asOk(member, home, work, ['--store', site, 'compose', 'squash', img]);
+    strataOk(['--store', site, 'compose', 'squash', img], inHome(member, home, work));
     const st = lstatSync(img);
     assert.is(st.mode & 0o007, 0, 'the image file gives others nothing');
     assert.is.not(runAs(outsider, 'cat', [img]).code, 0, 'the outsider cannot read the image file');
@@ -241,17 +213,19 @@ else {
     const own = join(home, 'mystore');
     const src = join(dir, 'src-app');
     const env = { STRATA_PATH: `${own}:${site}` };
-    asOk(member, home, work, ['-q', 'store', 'import', 'mine/1', src, '--requires', 'base/1'], env);
-    const listed = JSON.parse(asOk(member, home, work, ['--json', 'store', 'ls'], env).stdout.toString()) as Array<{ fullName: string }>;
+    strataOk(['-q', 'store', 'import', 'mine/1', src, '--requires', 'base/1'], inHome(member, home, work, env));
+    const listed = strataJson<Array<{ fullName: string }>>(['store', 'ls'], inHome(member, home, work, env));
     assert.equal(listed.map((m) => m.fullName), ['base/1', 'lic/1', 'mine/1', 'tools/1'], 'both stores, in name order');
-    asOk(member, home, work, ['compose', 'add', 'mine/1'], env);
-    asOk(member, home, work, ['compose', 'sandbox', join(work, 'sb')], env);
+    strataOk(['compose', 'add', 'mine/1'], inHome(member, home, work, env));
+    strataOk(['compose', 'sandbox', join(work, 'sb')], inHome(member, home, work, env));
     assert.ok(existsSync(join(work, 'sb/opt/mine/README')) && existsSync(join(work, 'sb/etc/os-release')), 'own and site layers in the sandbox');
-    asOk(member, home, work, ['compose', 'squash', join(work, 'a.sqfs')], env);
+    strataOk(['compose', 'squash', join(work, 'a.sqfs')], inHome(member, home, work, env));
     // A fresh shell: nothing but the lock and the path.
     const fresh = userDir(member, join(home, 'fresh'));
-    const r = runAs(member, 'sh', ['-c', `cd "${fresh}" && STRATA_PATH="${own}:${site}" "${process.execPath}" "${CLI}" rebuild "${join(work, 'strata.lock')}" -o "${join(fresh, 'b.sqfs')}"`], {
-      env: { HOME: home, XDG_DATA_HOME: join(home, 'data'), XDG_CACHE_HOME: join(home, 'cache2') },
+    const r = strata(['rebuild', join(work, 'strata.lock'), '-o', join(fresh, 'b.sqfs')], {
+      as: member,
+      cwd: fresh,
+      env: { HOME: home, XDG_DATA_HOME: join(home, 'data'), XDG_CACHE_HOME: join(home, 'cache2'), STRATA_PATH: `${own}:${site}` },
     });
     assert.is(r.code, 0, r.stderr.toString());
     assert.is(sha(readFileSync(join(fresh, 'b.sqfs'))), sha(readFileSync(join(work, 'a.sqfs'))), 'rebuild gives the same bytes');
@@ -264,10 +238,10 @@ else {
     const works = users.map((u, i) => userDir(u, join(homes[i]!, 'work')));
     // The lock names base/1 and tools/1 by CID; staff remove and re-import tools/1 meanwhile.
     for (const [i, u] of users.entries()) {
-      asOk(u, homes[i]!, works[i]!, ['--store', site, 'compose', 'add', 'base/1', 'tools/1']);
-      asOk(u, homes[i]!, works[i]!, ['--store', site, 'compose', 'lock']);
+      strataOk(['--store', site, 'compose', 'add', 'base/1', 'tools/1'], inHome(u, homes[i]!, works[i]!));
+      strataOk(['--store', site, 'compose', 'lock'], inHome(u, homes[i]!, works[i]!));
     }
-    asOk(member, homes[0]!, works[0]!, ['--store', site, 'rebuild', join(works[0]!, 'strata.lock'), '-o', join(works[0]!, 'quiet.sqfs')]);
+    strataOk(['--store', site, 'rebuild', join(works[0]!, 'strata.lock'), '-o', join(works[0]!, 'quiet.sqfs')], inHome(member, homes[0]!, works[0]!));
     const quiet = sha(readFileSync(join(works[0]!, 'quiet.sqfs')));
 
     let stop = false;
@@ -275,11 +249,11 @@ else {
       let n = 1;
       while (!stop) {
         const S = ['--store', site, '-q', 'store'];
-        await runAsync([process.execPath, CLI, ...S, 'import', `churn/${n}`, layers.extra(n)]);
-        await runAsync([process.execPath, CLI, ...S, 'rm', 'tools/1']);
-        await runAsync([process.execPath, CLI, ...S, 'gc']);
-        if (n > 1) await runAsync([process.execPath, CLI, ...S, 'rm', `churn/${n - 1}`]);
-        await runAsync([process.execPath, CLI, ...S, 'import', 'tools/1', layers.extra(0)]);
+        await strataAsync([...S, 'import', `churn/${n}`, layers.extra(n)]).done;
+        await strataAsync([...S, 'rm', 'tools/1']).done;
+        await strataAsync([...S, 'gc']).done;
+        if (n > 1) await strataAsync([...S, 'rm', `churn/${n - 1}`]).done;
+        await strataAsync([...S, 'import', 'tools/1', layers.extra(0)]).done;
         n++;
       }
     })();
@@ -287,10 +261,7 @@ else {
       const results: string[] = [];
       for (let round = 0; round < 4; round++) {
         const out = join(works[i]!, `r${round}.sqfs`);
-        const r = await runAsync([...asUser(u), process.execPath, CLI, '--store', site, 'rebuild', join(works[i]!, 'strata.lock'), '-o', out], {
-          cwd: works[i]!,
-          env: { ...process.env, HOME: homes[i]!, XDG_DATA_HOME: join(homes[i]!, 'data'), XDG_CACHE_HOME: join(homes[i]!, 'cache'), STRATA_SITE_STORES: '' },
-        });
+        const r = await strataAsync(['--store', site, 'rebuild', join(works[i]!, 'strata.lock'), '-o', out], inHome(u, homes[i]!, works[i]!)).done;
         assert.is(r.code, 0, `${u.name} round ${round}: ${r.stderr}`);
         results.push(sha(readFileSync(out)));
       }
@@ -299,7 +270,7 @@ else {
     const all = await Promise.all(builds).finally(() => (stop = true));
     await staff;
     for (const r of all) for (const h of r) assert.is(h, quiet, 'a build during staff work gives the quiet bytes');
-    const v = JSON.parse(rootOk(['--store', site, '--json', 'store', 'verify']).stdout.toString());
+    const v = strataJson(['store', 'verify'], { store: site });
     assert.equal(v.problems, [], 'verify is clean');
   });
 
@@ -307,10 +278,10 @@ else {
     // Root is the site's writer: its cache is the store's cache/entries.
     const work = join(dir, 'six');
     mkdirSync(work);
-    const st = ['--store', site];
-    assert.is(run(process.execPath, [CLI, ...st, 'compose', 'add', 'base/1'], { cwd: work }).code, 0);
+    const at = { store: site, cwd: work };
+    assert.is(strata(['compose', 'add', 'base/1'], at).code, 0);
     const clean = join(work, 'clean.sqfs');
-    const r0 = run(process.execPath, [CLI, ...st, 'compose', 'squash', clean], { cwd: work });
+    const r0 = strata(['compose', 'squash', clean], at);
     assert.is(r0.code, 0, r0.stderr.toString());
     const cleanSha = sha(readFileSync(clean));
     // The store's writer keeps entry lists in cache/entries/<layer sha256>.json.
@@ -329,19 +300,19 @@ else {
     for (const [what, edited] of edits) {
       writeFileSync(file, JSON.stringify(edited));
       const out = join(work, 'edited.sqfs');
-      const r = run(process.execPath, [CLI, ...st, 'compose', 'squash', out], { cwd: work });
+      const r = strata(['compose', 'squash', out], at);
       console.log(`  ${what}: squash ${r.code === 0 ? 'succeeded' : `refused: ${r.stderr.toString().trim()}`}`);
       if (r.code === 0) assert.is(sha(readFileSync(out)), cleanSha, `${what}: the same bytes as with a clean cache`);
-      else refused(r, what, /cache/);
+      else assertOneLineError(r, what, /cache/);
       const sb = join(work, `sb-${what.replace(/\W+/g, '-')}`);
       writeFileSync(file, JSON.stringify(edited));
-      const s = run(process.execPath, [CLI, ...st, 'compose', 'sandbox', sb], { cwd: work });
+      const s = strata(['compose', 'sandbox', sb], at);
       console.log(`  ${what}: sandbox ${s.code === 0 ? 'succeeded' : `refused: ${s.stderr.toString().trim()}`}`);
       if (s.code === 0) {
         assert.is((lstatSync(join(sb, 'usr/bin/hello')).mode & 0o7777).toString(8), '755', `${what}: no setuid bit in the sandbox`);
         assert.is((lstatSync(join(sb, 'etc/os-release')).mode & 0o7777).toString(8), '644', `${what}: the layer's mode`);
       } else {
-        refused(s, what, /cache/);
+        assertOneLineError(s, what, /cache/);
         assert.ok(!existsSync(sb) || readdirSync(sb).length === 0, `${what}: a failed sandbox leaves the target as it was`);
       }
       assert.equal(fingerprint(dir).filter((l) => !l.startsWith('six/') && !l.startsWith('site/')), outside, `${what}: nothing outside changed`);
@@ -350,14 +321,4 @@ else {
   });
 
   test.run();
-}
-
-function runAsync(argv: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolve) => {
-    const [cmd, ...args] = argv;
-    const child = spawn(cmd!, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('close', (code) => resolve({ code: code ?? 1, stderr }));
-  });
 }

@@ -14,7 +14,8 @@ import { fileURLToPath } from 'node:url';
 import type { LayerEntry } from '../store/types.js';
 import { SquashfsWriter, type SquashOptions } from '../compose/image/index.js';
 import { listCacheEntries, PACK_RECORD_HEADER, type CacheEntry } from '../compose/image/shared/block-cache.js';
-import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
+import { nobody, runAs } from './helpers/users.js';
 import { noise } from './helpers/random.js';
 
 interface Item {
@@ -138,9 +139,9 @@ for (const compressor of ['gzip', 'zstd'] as const) {
     const e = join(tmp, 'e.sqfs');
     const self = fileURLToPath(import.meta.url);
     const loader = self.endsWith('.ts') ? ['--import', 'tsx'] : []; // from source or compiled
-    const child = run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...loader, self], {
+    const child = runAs(nobody(tmp), process.execPath, [...loader, self], {
       cwd: join(self, '..', '..'),
-      env: { STRATA_SQ_CHILD: `${e},${compressor}`, HOME: tmp },
+      env: { STRATA_SQ_CHILD: `${e},${compressor}` },
     });
     assert.is(child.code, 0, child.stderr);
     assert.is(statSync(e).uid, 65534);

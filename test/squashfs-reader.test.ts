@@ -32,6 +32,7 @@ import { isStrataError } from '../store/errors.js';
 import { COMPOSE_ERR } from '../compose/errors.js';
 import { IMAGE_ERR } from '../compose/image/errors.js';
 import { tempDir, removeDir, mustRun, run } from './helpers/tmp.js';
+import { nobody, runAs } from './helpers/users.js';
 import { snapshotTree, diffTrees, type TreeSnapshot } from './helpers/tree.js';
 import { seeded } from './helpers/random.js';
 
@@ -416,9 +417,9 @@ await img.close();
 console.log(JSON.stringify({ uid: process.getuid(), ...r, seen }));
 `,
   );
-  const r = run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...(fromSource ? ['--import', 'tsx'] : []), script], {
+  const r = runAs(nobody(ctx.work), process.execPath, [...(fromSource ? ['--import', 'tsx'] : []), script], {
     cwd: fileURLToPath(new URL('..', import.meta.url)),
-    env: { HOME: ctx.work, TMPDIR: ctx.work },
+    env: { TMPDIR: ctx.work },
   });
   assert.is(r.code, 0, r.stderr);
   const res = JSON.parse(r.stdout.toString('utf8').trim().split('\n').pop()!);

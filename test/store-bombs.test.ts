@@ -27,8 +27,8 @@ import { writeTar } from './fixtures/hostile.js';
 import { dockerArchive, gz, MT, OciLayout } from './fixtures/oci.js';
 import { noise } from './helpers/random.js';
 import { missing, skipSuite } from './helpers/probe.js';
-import { mustRun, removeDir, run, tempDir, type RunResult } from './helpers/tmp.js';
-import { assertOneLineError, CLI, strataJson } from './store-harness.js';
+import { mustRun, removeDir, tempDir, type RunResult } from './helpers/tmp.js';
+import { assertOneLineError, strata, strataJson } from './helpers/cli.js';
 
 interface Ctx {
   dir: string;
@@ -40,7 +40,7 @@ const MiB = 1024 * 1024;
 
 /** The CLI under GNU time: the result with time's line taken out, peak RSS and bytes written. */
 function measured(store: string, args: string[]): { r: RunResult; rss: number; written: number } {
-  const r = run(TIME, ['-f', '@usage %M %O', process.execPath, CLI, '--store', store, ...args], { timeout: 120_000 });
+  const r = strata(args, { store, prefix: [TIME, '-f', '@usage %M %O'] });
   const lines = r.stderr.split('\n');
   const i = lines.findIndex((l) => l.startsWith('@usage '));
   assert.ok(i >= 0, `no usage line from time: ${r.stderr}`);
@@ -142,7 +142,7 @@ else {
     assertOneLineError(measured(store, ['store', 'import', 'bomb/fifo', fifo]).r, 'a FIFO as a tar', /not a regular file/);
     assertOneLineError(measured(store, ['store', 'import', 'bomb/zero', '/dev/zero']).r, '/dev/zero as a tar', /not a regular file/);
     assertOneLineError(measured(store, ['store', 'import', 'bomb/fifo', `docker-archive:${fifo}`]).r, 'a FIFO as a docker archive', /not a regular file/);
-    assert.equal(strataJson(store, ['store', 'ls']), []);
+    assert.equal(strataJson(['store', 'ls'], { store }), []);
   });
 
   test('a layer listed 100 times is copied and made canonical once (docker archive and OCI layout)', ({ dir, store }) => {
@@ -150,7 +150,7 @@ else {
     const layer = randomLayer(dir, 'big', size, 2);
     const once = dockerArchive(join(dir, 'once.tar'), [layer]);
     const many = dockerArchive(join(dir, 'many.tar'), [layer], Array(100).fill(0));
-    const a = strataJson(store, ['store', 'import', 'd/once', `docker-archive:${once}`]);
+    const a = strataJson(['store', 'import', 'd/once', `docker-archive:${once}`], { store });
     const m = measured(store, ['--json', 'store', 'import', 'd/many', `docker-archive:${many}`]);
     assert.is(m.r.code, 0, m.r.stderr);
     assert.is(JSON.parse(m.r.stdout.toString()).layer, a.layer, 'a layer applied again over itself changes nothing');
@@ -169,7 +169,7 @@ else {
     const layer = gz(randomLayer(dir, 'n', 3000, 3));
     const flat = new OciLayout(join(dir, 'flat'));
     flat.top([flat.image([flat.blob(layer, MT.layerGzip)], ['A=1'])]);
-    const want = strataJson(store, ['store', 'import', 'n/flat', `oci:${flat.dir}`]);
+    const want = strataJson(['store', 'import', 'n/flat', `oci:${flat.dir}`], { store });
 
     const nested = (name: string, depth: number) => {
       const o = new OciLayout(join(dir, name));
@@ -178,7 +178,7 @@ else {
       o.top([d]);
       return o.dir;
     };
-    const two = strataJson(store, ['store', 'import', 'n/two', `oci:${nested('two', 2)}`]);
+    const two = strataJson(['store', 'import', 'n/two', `oci:${nested('two', 2)}`], { store });
     assert.is(two.layer, want.layer, 'an index in an index gives the image it names');
     assert.ok(two.entries > 0);
     assertOneLineError(measured(store, ['store', 'import', 'n/deep', `oci:${nested('deep', 6)}`]).r, 'indexes six deep', /indexes nest more than \d+ deep/);

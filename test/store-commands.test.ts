@@ -11,7 +11,8 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LocalStore } from '../store/local-store.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
-import { assertOneLineError, blobListing, blobPath, strata, strataJson } from './store-harness.js';
+import { assertOneLineError, strata, strataJson } from './helpers/cli.js';
+import { blobListing, blobPath } from './store-harness.js';
 interface Ctx {
   dir: string;
   store: string;
@@ -48,88 +49,88 @@ test.before.each(async (ctx) => {
 test.after.each((ctx) => removeDir(ctx.dir));
 
 test('ls: all, substring (case-insensitive), glob; --json fields', ({ store }) => {
-  const all = strataJson(store, ['store', 'ls']);
+  const all = strataJson(['store', 'ls'], { store });
   assert.equal(names(all), ['alias/1', 'mpi/mpich-3', 'openmpi/4.1.5', 'openmpi/5.0.3']);
   const m = all.find((x: { fullName: string }) => x.fullName === 'mpi/mpich-3');
   assert.equal({ name: m.name, version: m.version, restricted: m.restricted, isDefault: m.isDefault }, { name: 'mpi', version: 'mpich-3', restricted: 'hpc', isDefault: false });
-  assert.equal(names(strataJson(store, ['store', 'ls', 'OPENMPI'])), ['openmpi/4.1.5', 'openmpi/5.0.3']);
-  assert.equal(names(strataJson(store, ['store', 'ls', 'mpi'])), ['mpi/mpich-3', 'openmpi/4.1.5', 'openmpi/5.0.3']);
-  assert.equal(names(strataJson(store, ['store', 'ls', 'openmpi/4.*'])), ['openmpi/4.1.5']);
-  assert.equal(names(strataJson(store, ['store', 'ls', 'mpi/*'])), ['mpi/mpich-3']);
-  assert.equal(strataJson(store, ['store', 'ls', 'nothing-like-this']), []);
-  const text = strata(store, ['store', 'ls', 'mpich']);
+  assert.equal(names(strataJson(['store', 'ls', 'OPENMPI'], { store })), ['openmpi/4.1.5', 'openmpi/5.0.3']);
+  assert.equal(names(strataJson(['store', 'ls', 'mpi'], { store })), ['mpi/mpich-3', 'openmpi/4.1.5', 'openmpi/5.0.3']);
+  assert.equal(names(strataJson(['store', 'ls', 'openmpi/4.*'], { store })), ['openmpi/4.1.5']);
+  assert.equal(names(strataJson(['store', 'ls', 'mpi/*'], { store })), ['mpi/mpich-3']);
+  assert.equal(strataJson(['store', 'ls', 'nothing-like-this'], { store }), []);
+  const text = strata(['store', 'ls', 'mpich'], { store });
   assert.is(text.code, 0);
   assert.match(text.stdout.toString(), /^mpi\/mpich-3 \(R\)/);
 });
 
 test('default: marks one version, moves on a second call, shows in ls; unknown module is one line', ({ store }) => {
-  assert.equal(strataJson(store, ['store', 'default', 'openmpi/4.1.5']), { default: 'openmpi/4.1.5' });
+  assert.equal(strataJson(['store', 'default', 'openmpi/4.1.5'], { store }), { default: 'openmpi/4.1.5' });
   const d = (mods: Array<{ fullName: string; isDefault: boolean }>) => mods.filter((x) => x.isDefault).map((x) => x.fullName);
-  assert.equal(d(strataJson(store, ['store', 'ls'])), ['openmpi/4.1.5']);
-  strataJson(store, ['store', 'default', 'openmpi/5.0.3']);
-  assert.equal(d(strataJson(store, ['store', 'ls'])), ['openmpi/5.0.3']);
-  assert.match(strata(store, ['store', 'ls', 'openmpi']).stdout.toString(), /openmpi\/5\.0\.3 \(D\)/);
-  assertOneLineError(strata(store, ['store', 'default', 'openmpi/9']), 'default of unknown', /no module openmpi\/9/);
+  assert.equal(d(strataJson(['store', 'ls'], { store })), ['openmpi/4.1.5']);
+  strataJson(['store', 'default', 'openmpi/5.0.3'], { store });
+  assert.equal(d(strataJson(['store', 'ls'], { store })), ['openmpi/5.0.3']);
+  assert.match(strata(['store', 'ls', 'openmpi'], { store }).stdout.toString(), /openmpi\/5\.0\.3 \(D\)/);
+  assertOneLineError(strata(['store', 'default', 'openmpi/9'], { store }), 'default of unknown', /no module openmpi\/9/);
 });
 
 test('rm then gc --dry-run then gc: only blobs nothing references go', ({ store }) => {
-  const a = strataJson(store, ['store', 'show', 'openmpi/4.1.5']);
-  const b = strataJson(store, ['store', 'show', 'openmpi/5.0.3']);
-  const alias = strataJson(store, ['store', 'show', 'alias/1']);
+  const a = strataJson(['store', 'show', 'openmpi/4.1.5'], { store });
+  const b = strataJson(['store', 'show', 'openmpi/5.0.3'], { store });
+  const alias = strataJson(['store', 'show', 'alias/1'], { store });
   assert.is(alias.record.layer, a.record.layer, 'alias shares the layer');
-  assert.equal(strataJson(store, ['store', 'gc', '--dry-run']), { removed: [], bytes: 0, kept: 0 });
+  assert.equal(strataJson(['store', 'gc', '--dry-run'], { store }), { removed: [], bytes: 0, kept: 0 });
 
-  strataJson(store, ['store', 'default', 'openmpi/4.1.5']);
-  assert.equal(strataJson(store, ['store', 'rm', 'openmpi/4.1.5']), { removed: 'openmpi/4.1.5' });
-  strataJson(store, ['store', 'rm', 'openmpi/5.0.3']);
-  assert.equal(names(strataJson(store, ['store', 'ls'])), ['alias/1', 'mpi/mpich-3']);
-  assertOneLineError(strata(store, ['store', 'rm', 'openmpi/4.1.5']), 'rm twice', /no module openmpi\/4\.1\.5/);
+  strataJson(['store', 'default', 'openmpi/4.1.5'], { store });
+  assert.equal(strataJson(['store', 'rm', 'openmpi/4.1.5'], { store }), { removed: 'openmpi/4.1.5' });
+  strataJson(['store', 'rm', 'openmpi/5.0.3'], { store });
+  assert.equal(names(strataJson(['store', 'ls'], { store })), ['alias/1', 'mpi/mpich-3']);
+  assertOneLineError(strata(['store', 'rm', 'openmpi/4.1.5'], { store }), 'rm twice', /no module openmpi\/4\.1\.5/);
 
   const hex = (cid: string) => blobPath(store, cid).split('/').pop()!;
   const before = blobListing(store);
   // Within the grace period a build that read the catalog before the rm may still need them.
-  const graced = strataJson(store, ['store', 'gc']);
+  const graced = strataJson(['store', 'gc'], { store });
   assert.equal([graced.removed, graced.bytes], [[], 0]);
   assert.is(graced.kept, 4, 'the removed modules\' blobs are kept for the grace period');
   assert.equal(blobListing(store), before, 'nothing removed in the grace period');
-  const dry = strataJson(store, ['store', 'gc', '--dry-run', '--grace', '0']);
+  const dry = strataJson(['store', 'gc', '--dry-run', '--grace', '0'], { store });
   // a's record goes; a's layer and manifest stay (alias/1 names them); all of b goes.
   const expected = [a.cid, b.cid, b.record.layer, b.record.manifest].map((c) => `sha256:${hex(c)}`).sort();
   assert.equal([...dry.removed].sort(), expected);
   assert.ok(dry.bytes > 0);
   assert.equal(blobListing(store), before, 'dry run removes nothing');
-  const text = strata(store, ['store', 'gc', '--dry-run', '--grace', '0']);
+  const text = strata(['store', 'gc', '--dry-run', '--grace', '0'], { store });
   assert.match(text.stdout.toString(), /would remove sha256:/);
 
-  const real = strataJson(store, ['store', 'gc', '--grace', '0']);
+  const real = strataJson(['store', 'gc', '--grace', '0'], { store });
   assert.equal([...real.removed].sort(), expected);
   assert.is(real.bytes, dry.bytes);
   for (const c of [a.cid, b.cid, b.record.layer, b.record.manifest]) assert.not.ok(existsSync(blobPath(store, c)), `${c} removed`);
   for (const c of [alias.cid, a.record.layer, a.record.manifest]) assert.ok(existsSync(blobPath(store, c)), `${c} kept`);
-  assert.equal(strataJson(store, ['store', 'gc', '--grace', '0']), { removed: [], bytes: 0, kept: 0, cacheFreed: 0 });
-  assert.equal(strataJson(store, ['store', 'verify']), { modules: 2, problems: [] });
+  assert.equal(strataJson(['store', 'gc', '--grace', '0'], { store }), { removed: [], bytes: 0, kept: 0, cacheFreed: 0 });
+  assert.equal(strataJson(['store', 'verify'], { store }), { modules: 2, problems: [] });
   // The removed default went with its module.
-  assert.equal(strataJson(store, ['store', 'ls']).filter((x: { isDefault: boolean }) => x.isDefault), []);
+  assert.equal(strataJson(['store', 'ls'], { store }).filter((x: { isDefault: boolean }) => x.isDefault), []);
 });
 
 test('show by record CID; verify one module; unknown module; usage errors exit 2', ({ store }) => {
-  const a = strataJson(store, ['store', 'show', 'openmpi/4.1.5']);
-  const byCid = strataJson(store, ['store', 'show', a.cid]);
+  const a = strataJson(['store', 'show', 'openmpi/4.1.5'], { store });
+  const byCid = strataJson(['store', 'show', a.cid], { store });
   assert.equal(byCid.record, a.record);
   assert.is(byCid.fullName, 'openmpi/4.1.5');
-  assert.equal(strataJson(store, ['store', 'verify', 'openmpi/4.1.5']), { modules: 1, problems: [] });
-  assertOneLineError(strata(store, ['store', 'show', 'nope/1']), 'show unknown', /no module nope\/1/);
-  assertOneLineError(strata(store, ['store', 'verify', 'nope/1']), 'verify unknown', /no module nope\/1/);
-  assertOneLineError(strata(store, ['store', 'export', 'nope/1', join(store, '..', 'x.tar')]), 'export unknown', /no module nope\/1/);
-  const noDir = strata(store, ['store', 'export', 'openmpi/4.1.5', join(store, '..', 'no-such-dir', 'x.tar')]);
+  assert.equal(strataJson(['store', 'verify', 'openmpi/4.1.5'], { store }), { modules: 1, problems: [] });
+  assertOneLineError(strata(['store', 'show', 'nope/1'], { store }), 'show unknown', /no module nope\/1/);
+  assertOneLineError(strata(['store', 'verify', 'nope/1'], { store }), 'verify unknown', /no module nope\/1/);
+  assertOneLineError(strata(['store', 'export', 'nope/1', join(store, '..', 'x.tar')], { store }), 'export unknown', /no module nope\/1/);
+  const noDir = strata(['store', 'export', 'openmpi/4.1.5', join(store, '..', 'no-such-dir', 'x.tar')], { store });
   const line = assertOneLineError(noDir, 'export into a missing directory', /no-such-dir/);
   assert.not.match(line, /\.strata-\d+/, 'the message names OUT, not the temp file');
-  const bad = strata(store, ['store', 'import', 'Bad Name', '/nonexistent']);
+  const bad = strata(['store', 'import', 'Bad Name', '/nonexistent'], { store });
   assert.is(bad.code, 2, bad.stderr);
   assert.match(bad.stderr, /^strata: 'Bad Name' is not a module name/);
-  const missing = strata(store, ['store', 'import', 'x/1', join(store, '..', 'no-such-source')]);
+  const missing = strata(['store', 'import', 'x/1', join(store, '..', 'no-such-source')], { store });
   assertOneLineError(missing, 'missing source', /does not exist/);
-  assert.is(strata(store, ['store', 'frobnicate']).code, 2);
+  assert.is(strata(['store', 'frobnicate'], { store }).code, 2);
 });
 
 test('--json: every store command prints one JSON document', ({ dir, store, trees }) => {
@@ -147,7 +148,7 @@ test('--json: every store command prints one JSON document', ({ dir, store, tree
     ['store', 'gc'],
   ];
   for (const args of docs) {
-    const r = strata(store, ['--json', ...args]);
+    const r = strata(['--json', ...args], { store });
     assert.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
     const text = r.stdout.toString('utf8');
     let doc: unknown;
@@ -162,52 +163,52 @@ test('--json: every store command prints one JSON document', ({ dir, store, tree
 });
 
 test('rm refuses while a module requires it or a collection pins it, naming them; --force removes', ({ dir, store, trees }) => {
-  strataJson(store, ['store', 'import', 'app/1', trees.b!, '--requires', 'openmpi/5.0.3']);
-  strataJson(store, ['store', 'import', 'tool/1', tree(join(dir, 'd'), 'tool\n'), '--requires', 'openmpi']); // any openmpi will do
-  const line = assertOneLineError(strata(store, ['store', 'rm', 'openmpi/5.0.3']), 'rm of a requirement');
+  strataJson(['store', 'import', 'app/1', trees.b!, '--requires', 'openmpi/5.0.3'], { store });
+  strataJson(['store', 'import', 'tool/1', tree(join(dir, 'd'), 'tool\n'), '--requires', 'openmpi'], { store }); // any openmpi will do
+  const line = assertOneLineError(strata(['store', 'rm', 'openmpi/5.0.3'], { store }), 'rm of a requirement');
   assert.is(line, 'strata: openmpi/5.0.3 is still needed: app/1 requires it (remove those first, or use --force to remove it anyway)');
   // tool/1 names `openmpi`: openmpi/4.1.5 still satisfies it, so only app/1 is named above.
-  strataJson(store, ['store', 'rm', 'app/1']);
-  strataJson(store, ['store', 'rm', 'openmpi/5.0.3']);
-  assertOneLineError(strata(store, ['store', 'rm', 'openmpi/4.1.5']), 'the last openmpi', /tool\/1 requires it/);
+  strataJson(['store', 'rm', 'app/1'], { store });
+  strataJson(['store', 'rm', 'openmpi/5.0.3'], { store });
+  assertOneLineError(strata(['store', 'rm', 'openmpi/4.1.5'], { store }), 'the last openmpi', /tool\/1 requires it/);
   // A saved collection pins a record.
   const work = join(dir, 'work');
   mkdirSync(work);
-  const inWork = (args: string[]) => strata(store, args, { cwd: work });
+  const inWork = (args: string[]) => strata(args, { store, cwd: work });
   assert.is(inWork(['compose', 'add', 'alias/1']).code, 0);
   assert.is(inWork(['compose', 'save', 'mine']).code, 0);
   assertOneLineError(inWork(['store', 'rm', 'alias/1']), 'rm of a pinned module', /collection mine pins it/);
-  assert.equal(strataJson(store, ['store', 'rm', 'alias/1', '--force']), { removed: 'alias/1' });
-  assert.not.ok(names(strataJson(store, ['store', 'ls'])).includes('alias/1'));
+  assert.equal(strataJson(['store', 'rm', 'alias/1', '--force'], { store }), { removed: 'alias/1' });
+  assert.not.ok(names(strataJson(['store', 'ls'], { store })).includes('alias/1'));
 });
 
 test('--requires naming nothing on the store path is refused unless --allow-missing; the store is unchanged', ({ store, trees }) => {
   const before = blobListing(store);
-  const line = assertOneLineError(strata(store, ['store', 'import', 'x/1', trees.a!, '--requires', 'nosuchmod']), 'a typo in --requires');
+  const line = assertOneLineError(strata(['store', 'import', 'x/1', trees.a!, '--requires', 'nosuchmod'], { store }), 'a typo in --requires');
   assert.is(line, 'strata: x/1 requires nosuchmod, which is not on the store path (import it first, check the spelling, or pass --allow-missing)');
   assert.equal(blobListing(store), before, 'nothing written');
-  assertOneLineError(strata(store, ['store', 'import', 'x/1', trees.a!, '--load-any', 'nope/1,nada']), 'a load-any group of typos', /requires nope\/1 or nada/);
-  assert.is(strataJson(store, ['store', 'import', 'x/1', trees.a!, '--requires', 'openmpi/4']).status, 'imported', 'a partial version that exists');
-  assert.is(strataJson(store, ['store', 'import', 'y/1', trees.a!, '--requires', 'later/1', '--allow-missing']).status, 'imported');
+  assertOneLineError(strata(['store', 'import', 'x/1', trees.a!, '--load-any', 'nope/1,nada'], { store }), 'a load-any group of typos', /requires nope\/1 or nada/);
+  assert.is(strataJson(['store', 'import', 'x/1', trees.a!, '--requires', 'openmpi/4'], { store }).status, 'imported', 'a partial version that exists');
+  assert.is(strataJson(['store', 'import', 'y/1', trees.a!, '--requires', 'later/1', '--allow-missing'], { store }).status, 'imported');
 });
 
 test('gc after removing every module leaves the store within a few hundred KB; du shows each part', ({ dir, store, trees }) => {
   const big = join(dir, 'big');
   mkdirSync(join(big, 'data'), { recursive: true });
   writeFileSync(join(big, 'data', 'blob'), Buffer.alloc(8 << 20, 7).map((_, i) => (i * 2654435761) >>> 24));
-  strataJson(store, ['store', 'import', 'big/1', big]);
+  strataJson(['store', 'import', 'big/1', big], { store });
   const work = join(dir, 'work');
   mkdirSync(work);
-  assert.is(strata(store, ['compose', 'add', 'big/1', 'openmpi/5.0.3'], { cwd: work }).code, 0);
-  assert.is(strata(store, ['compose', 'squash', join(dir, 'x.sqfs')], { cwd: work }).code, 0);
-  const before = strataJson(store, ['store', 'du']);
+  assert.is(strata(['compose', 'add', 'big/1', 'openmpi/5.0.3'], { store, cwd: work }).code, 0);
+  assert.is(strata(['compose', 'squash', join(dir, 'x.sqfs')], { store, cwd: work }).code, 0);
+  const before = strataJson(['store', 'du'], { store });
   assert.ok(before.blockCache > 0, `the image filled the block cache (${before.blockCache})`);
   assert.ok(before.entryCache > 0 && before.blobs > 8 << 20);
-  assert.match(strata(store, ['store', 'du']).stdout.toString(), /image-block cache/);
-  for (const m of strataJson(store, ['store', 'ls'])) strataJson(store, ['store', 'rm', m.fullName, '--force']);
-  const gc = strataJson(store, ['store', 'gc', '--grace', '0']);
+  assert.match(strata(['store', 'du'], { store }).stdout.toString(), /image-block cache/);
+  for (const m of strataJson(['store', 'ls'], { store })) strataJson(['store', 'rm', m.fullName, '--force'], { store });
+  const gc = strataJson(['store', 'gc', '--grace', '0'], { store });
   assert.is(gc.cacheFreed, before.blockCache, 'the block cache of removed layers went');
-  const after = strataJson(store, ['store', 'du']);
+  const after = strataJson(['store', 'du'], { store });
   assert.is(after.blockCache, 0);
   assert.is(after.entryCache, 0);
   assert.is(after.blobs, 0);
@@ -217,12 +218,12 @@ test('gc after removing every module leaves the store within a few hundred KB; d
 test('gc --cache-max prunes least recently used image-block packs', ({ dir, store }) => {
   const work = join(dir, 'work');
   mkdirSync(work);
-  assert.is(strata(store, ['compose', 'add', 'openmpi/5.0.3'], { cwd: work }).code, 0);
-  assert.is(strata(store, ['compose', 'squash', join(dir, 'x.sqfs')], { cwd: work }).code, 0);
-  assert.ok(strataJson(store, ['store', 'du']).blockCache > 0);
-  strataJson(store, ['store', 'gc', '--cache-max', '0']);
-  assert.is(strataJson(store, ['store', 'du']).blockCache, 0);
-  assert.is(strata(store, ['store', 'gc', '--cache-max', 'lots']).code, 2, 'a malformed size is usage');
+  assert.is(strata(['compose', 'add', 'openmpi/5.0.3'], { store, cwd: work }).code, 0);
+  assert.is(strata(['compose', 'squash', join(dir, 'x.sqfs')], { store, cwd: work }).code, 0);
+  assert.ok(strataJson(['store', 'du'], { store }).blockCache > 0);
+  strataJson(['store', 'gc', '--cache-max', '0'], { store });
+  assert.is(strataJson(['store', 'du'], { store }).blockCache, 0);
+  assert.is(strata(['store', 'gc', '--cache-max', 'lots'], { store }).code, 2, 'a malformed size is usage');
 });
 
 test.run();

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { Level } from 'level';
 import { LocalStore } from '../store/local-store.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
-import { assertOneLineError, strataAsync, strataJson } from './store-harness.js';
+import { assertOneLineError, strataAsync, strataJson } from './helpers/cli.js';
 
 interface Ctx {
   dir: string;
@@ -50,44 +50,44 @@ const test = suite<Ctx>('store: concurrent processes');
 test.before.each((ctx) => {
   ctx.dir = tempDir('strata-conc-');
   ctx.store = join(ctx.dir, 'store');
-  strataJson(ctx.store, ['store', 'gc']); // creates the store (read verbs never do)
+  strataJson(['store', 'gc'], { store: ctx.store }); // creates the store (read verbs never do)
 });
 test.after.each((ctx) => removeDir(ctx.dir));
 
 test('two imports of different modules at the same time both succeed', async ({ dir, store }) => {
   const a = makeTree(join(dir, 'a'), 'a', 8);
   const b = makeTree(join(dir, 'b'), 'b', 8);
-  const pa = strataAsync(store, ['--json', 'store', 'import', 'one/1', a]);
-  const pb = strataAsync(store, ['--json', 'store', 'import', 'two/1', b]);
+  const pa = strataAsync(['--json', 'store', 'import', 'one/1', a], { store });
+  const pb = strataAsync(['--json', 'store', 'import', 'two/1', b], { store });
   const [ra, rb] = await Promise.all([pa.done, pb.done]);
   assert.is(ra.code, 0, ra.stderr);
   assert.is(rb.code, 0, rb.stderr);
   assert.is(JSON.parse(ra.stdout.toString()).status, 'imported');
   assert.is(JSON.parse(rb.stdout.toString()).status, 'imported');
-  assert.equal(strataJson(store, ['store', 'ls']).map((m: { fullName: string }) => m.fullName), ['one/1', 'two/1']);
-  assert.equal(strataJson(store, ['store', 'verify']), { modules: 2, problems: [] });
+  assert.equal(strataJson(['store', 'ls'], { store }).map((m: { fullName: string }) => m.fullName), ['one/1', 'two/1']);
+  assert.equal(strataJson(['store', 'verify'], { store }), { modules: 2, problems: [] });
 });
 
 test('four processes at once (imports, ls, verify) all succeed', async ({ dir, store }) => {
-  strataJson(store, ['store', 'import', 'zero/1', makeTree(join(dir, 'z'), 'z', 1)]);
+  strataJson(['store', 'import', 'zero/1', makeTree(join(dir, 'z'), 'z', 1)], { store });
   const runs = [
-    strataAsync(store, ['--json', 'store', 'import', 'one/1', makeTree(join(dir, 'a'), 'a', 2)]),
-    strataAsync(store, ['--json', 'store', 'import', 'two/1', makeTree(join(dir, 'b'), 'b', 2)]),
-    strataAsync(store, ['--json', 'store', 'ls']),
-    strataAsync(store, ['--json', 'store', 'verify']),
+    strataAsync(['--json', 'store', 'import', 'one/1', makeTree(join(dir, 'a'), 'a', 2)], { store }),
+    strataAsync(['--json', 'store', 'import', 'two/1', makeTree(join(dir, 'b'), 'b', 2)], { store }),
+    strataAsync(['--json', 'store', 'ls'], { store }),
+    strataAsync(['--json', 'store', 'verify'], { store }),
   ];
   for (const r of await Promise.all(runs.map((p) => p.done))) {
     assert.is(r.code, 0, r.stderr);
     JSON.parse(r.stdout.toString());
   }
-  assert.is(strataJson(store, ['store', 'ls']).length, 3);
+  assert.is(strataJson(['store', 'ls'], { store }).length, 3);
 });
 
 test('gc running over and over during an import never takes the blobs of the import', async ({ dir, store }) => {
   // Garbage first, so each gc has something to remove: a module imported, then removed.
-  strataJson(store, ['store', 'import', 'gone/1', makeTree(join(dir, 'g'), 'g', 1)]);
-  strataJson(store, ['store', 'rm', 'gone/1']);
-  const p = strataAsync(store, ['--json', 'store', 'import', 'kept/1', makeTree(join(dir, 'a'), 'a', 16)]);
+  strataJson(['store', 'import', 'gone/1', makeTree(join(dir, 'g'), 'g', 1)], { store });
+  strataJson(['store', 'rm', 'gone/1'], { store });
+  const p = strataAsync(['--json', 'store', 'import', 'kept/1', makeTree(join(dir, 'a'), 'a', 16)], { store });
   let finished = false;
   void p.done.then(() => (finished = true));
   let gcs = 0;
@@ -104,31 +104,31 @@ test('gc running over and over during an import never takes the blobs of the imp
   assert.is(r.code, 0, r.stderr);
   assert.ok(gcs >= 3, `gc ran ${gcs} times during the import`);
   assert.is(removed, 3, 'the garbage went (record, layer, manifest of gone/1), nothing else');
-  assert.equal(strataJson(store, ['store', 'ls']).map((m: { fullName: string }) => m.fullName), ['kept/1']);
-  assert.equal(strataJson(store, ['store', 'verify']), { modules: 1, problems: [] });
+  assert.equal(strataJson(['store', 'ls'], { store }).map((m: { fullName: string }) => m.fullName), ['kept/1']);
+  assert.equal(strataJson(['store', 'verify'], { store }), { modules: 1, problems: [] });
 });
 
 test('a process that finds the index locked says it is waiting, then succeeds', async ({ dir, store }) => {
   const a = makeTree(join(dir, 'a'), 'a', 1);
   // The lock is let go only once the import says it waits: no race with a slow start-up.
   const release = await lockIndex(store);
-  const p = strataAsync(store, ['store', 'import', 'waits/1', a]);
+  const p = strataAsync(['store', 'import', 'waits/1', a], { store });
   await until(() => /waiting for another strata process/.test(p.stderrSoFar()), 60_000, 'the import says it waits');
   await release();
   const r = await p.done;
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stderr, /^strata: waiting for another strata process to release the store/m);
   assert.match(r.stdout.toString(), /imported waits\/1/);
-  assert.is(strataJson(store, ['store', 'ls'])[0].fullName, 'waits/1');
+  assert.is(strataJson(['store', 'ls'], { store })[0].fullName, 'waits/1');
 });
 
 test('a lock held past STRATA_LOCK_TIMEOUT: one line, exit 1, nothing listed', async ({ dir, store }) => {
   const a = makeTree(join(dir, 'a'), 'a', 1);
   const release = await lockIndex(store);
-  const r = await strataAsync(store, ['-q', 'store', 'import', 'late/1', a], { STRATA_LOCK_TIMEOUT: '1' }).done;
+  const r = await strataAsync(['-q', 'store', 'import', 'late/1', a], { store, env: { STRATA_LOCK_TIMEOUT: '1' } }).done;
   await release();
   assertOneLineError(r, 'lock timeout', /in use by another strata process/);
-  assert.equal(strataJson(store, ['store', 'ls']), []);
+  assert.equal(strataJson(['store', 'ls'], { store }), []);
 });
 
 test.run();

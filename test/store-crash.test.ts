@@ -18,7 +18,8 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
-import { blobPath, readJsonBlob, seeded, strataAsync, strataJson } from './store-harness.js';
+import { strataAsync, strataJson } from './helpers/cli.js';
+import { blobPath, readJsonBlob, seeded } from './store-harness.js';
 
 interface Ctx {
   dir: string;
@@ -56,7 +57,7 @@ function setRound(ctx: Ctx, n: number): void {
 
 /** Every listed module's record, layer and manifest are on disk and match their digests. */
 function assertListedComplete(store: string, round: number): string[] {
-  const ls: Array<{ fullName: string; record: string }> = strataJson(store, ['store', 'ls']);
+  const ls: Array<{ fullName: string; record: string }> = strataJson(['store', 'ls'], { store });
   for (const m of ls) {
     const rec = readJsonBlob(store, m.record);
     for (const cid of [rec.layer, rec.manifest]) {
@@ -70,16 +71,16 @@ function assertListedComplete(store: string, round: number): string[] {
 test('20 seeded SIGKILLs during import: verify clean, listed modules complete, tmp/ cleaned', async (ctx) => {
   const { store } = ctx;
   // Calibrate: a clean import, then a timed one (warm, as the rounds are), spawn to exit.
-  const base = await strataAsync(store, ['--json', 'store', 'import', 'crash/base', ctx.tar]).done;
+  const base = await strataAsync(['--json', 'store', 'import', 'crash/base', ctx.tar], { store }).done;
   assert.is(base.code, 0, base.stderr);
   setRound(ctx, 998);
   const t0 = Date.now();
-  const warm = await strataAsync(store, ['--json', 'store', 'import', 'crash/m', ctx.tar]).done;
+  const warm = await strataAsync(['--json', 'store', 'import', 'crash/m', ctx.tar], { store }).done;
   const duration = Date.now() - t0;
   assert.is(warm.code, 0, warm.stderr);
   // Node's start-up is most of a short import: aim the kills past most of it.
   const t1 = Date.now();
-  assert.is((await strataAsync(store, ['store', 'ls']).done).code, 0);
+  assert.is((await strataAsync(['store', 'ls'], { store }).done).code, 0);
   const startup = Math.min(Date.now() - t1, duration / 2) * 0.8;
 
   const rnd = seeded(20261121);
@@ -88,7 +89,7 @@ test('20 seeded SIGKILLs during import: verify clean, listed modules complete, t
   let before = assertListedComplete(store, -1);
   for (let round = 1; round <= ROUNDS; round++) {
     setRound(ctx, round);
-    const p = strataAsync(store, ['--json', 'store', 'import', 'crash/m', ctx.tar, '--force']);
+    const p = strataAsync(['--json', 'store', 'import', 'crash/m', ctx.tar, '--force'], { store });
     await sleep(Math.floor(startup + rnd() * (duration - startup)));
     p.kill('SIGKILL');
     const r = await p.done;
@@ -102,7 +103,7 @@ test('20 seeded SIGKILLs during import: verify clean, listed modules complete, t
       : left.some((n) => n.includes('-blob-')) ? 'mid-blob'
       : left.some((n) => n.startsWith('pins-')) ? 'after-a-blob'
       : 'before-writing';
-    const v = strataJson(store, ['store', 'verify']);
+    const v = strataJson(['store', 'verify'], { store });
     assert.equal(v.problems, [], `round ${round} (${phase}): verify problems ${JSON.stringify(v.problems)}`);
     assert.equal(readdirSync(join(store, 'tmp')), [], `round ${round}: the dead process's temp files are removed on open`);
     const after = assertListedComplete(store, round);
@@ -111,9 +112,9 @@ test('20 seeded SIGKILLs during import: verify clean, listed modules complete, t
     phases[label] = (phases[label] ?? 0) + 1;
     before = after;
     if (round % 10 === 0) {
-      strataJson(store, ['store', 'gc']);
+      strataJson(['store', 'gc'], { store });
       assertListedComplete(store, round);
-      assert.equal(strataJson(store, ['store', 'verify']).problems, []);
+      assert.equal(strataJson(['store', 'verify'], { store }).problems, []);
     }
   }
   console.log(`  import ${duration} ms, start-up ${Math.round(startup)} ms; ${killed}/${ROUNDS} killed; kills landed: ${JSON.stringify(phases)}`);
@@ -121,9 +122,9 @@ test('20 seeded SIGKILLs during import: verify clean, listed modules complete, t
   assert.ok((phases['mid-blob'] ?? 0) >= 2, `some kills landed mid-write: ${JSON.stringify(phases)}`);
   // The store still works: a last clean import, then everything verifies.
   setRound(ctx, 999);
-  const last = strataJson(store, ['store', 'import', 'crash/m', ctx.tar, '--force']);
+  const last = strataJson(['store', 'import', 'crash/m', ctx.tar, '--force'], { store });
   assert.ok(['imported', 'replaced'].includes(last.status));
-  assert.equal(strataJson(store, ['store', 'verify']), { modules: 2, problems: [] });
+  assert.equal(strataJson(['store', 'verify'], { store }), { modules: 2, problems: [] });
   console.log(`  ${((Date.now() - t0) / 1000).toFixed(1)} s in all`);
 });
 

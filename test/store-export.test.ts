@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { makeSmallTree, packBsd, SMALL_TREE, SMALL_TREE_ACL, SMALL_TREE_XATTRS } from './fixtures/small-tree.js';
 import { diffTrees, snapshotTree } from './helpers/tree.js';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
-import { strataJson } from './store-harness.js';
+import { strataJson } from './helpers/cli.js';
 
 interface Ctx {
   dir: string;
@@ -33,7 +33,7 @@ test.after.each((ctx) => removeDir(ctx.dir));
 
 function exportAndExtract(store: string, dir: string, module: string, name: string): string {
   const out = join(dir, `${name}.tar`);
-  const r = strataJson(store, ['store', 'export', module, out]);
+  const r = strataJson(['store', 'export', module, out], { store });
   assert.is(r.out, out);
   assert.ok(r.entries > 20, `exported ${r.entries} entries`);
   const dest = join(dir, name);
@@ -56,7 +56,7 @@ function assertSnapshotHasTheHardParts(dest: string): void {
 }
 
 test('directory import → export → GNU tar extract is the source tree, byte for byte', ({ dir, tree, store }) => {
-  strataJson(store, ['store', 'import', 'ex/dir', tree]);
+  strataJson(['store', 'import', 'ex/dir', tree], { store });
   const dest = exportAndExtract(store, dir, 'ex/dir', 'out');
   const diff = diffTrees(tree, dest);
   assert.equal(diff, [], `differences:\n${diff.join('\n')}`);
@@ -64,7 +64,7 @@ test('directory import → export → GNU tar extract is the source tree, byte f
 });
 
 test('bsdtar import (base64 xattrs, comma ACLs) → export → GNU tar extract is the source tree', ({ dir, tree, store }) => {
-  strataJson(store, ['store', 'import', 'ex/bsd', packBsd(tree, join(dir, 'bsd.tar'))]);
+  strataJson(['store', 'import', 'ex/bsd', packBsd(tree, join(dir, 'bsd.tar'))], { store });
   const dest = exportAndExtract(store, dir, 'ex/bsd', 'out');
   const diff = diffTrees(tree, dest);
   assert.equal(diff, [], `differences:\n${diff.join('\n')}`);
@@ -72,10 +72,10 @@ test('bsdtar import (base64 xattrs, comma ACLs) → export → GNU tar extract i
 });
 
 test('export by record CID works too, and the export leaves no temp file beside OUT', ({ dir, tree, store }) => {
-  const r = strataJson(store, ['store', 'import', 'ex/dir', tree]);
+  const r = strataJson(['store', 'import', 'ex/dir', tree], { store });
   const outDir = join(dir, 'outdir');
   mkdirSync(outDir);
-  strataJson(store, ['store', 'export', r.record, join(outDir, 'by-cid.tar')]);
+  strataJson(['store', 'export', r.record, join(outDir, 'by-cid.tar')], { store });
   assert.equal(readdirSync(outDir), ['by-cid.tar']);
   const listing = mustRun('tar', ['-tf', join(outDir, 'by-cid.tar')]).stdout.toString('utf8');
   assert.ok(listing.includes(SMALL_TREE.longPath), 'the 300-byte path survives');

@@ -16,7 +16,8 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { HOSTILE_ARCHIVES, hostileSymlinkEscape } from './fixtures/hostile.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
-import { assertOneLineError, blobListing, fileListing, strata, strataJson } from './store-harness.js';
+import { assertOneLineError, strata, strataJson } from './helpers/cli.js';
+import { blobListing, fileListing } from './store-harness.js';
 
 interface Ctx {
   dir: string;
@@ -54,7 +55,7 @@ test.before.each((ctx) => {
   const t = join(ctx.dir, 'tree');
   mkdirSync(t);
   writeFileSync(join(t, 'keep'), 'an innocent module\n');
-  strataJson(ctx.store, ['store', 'import', 'keep/1', t]);
+  strataJson(['store', 'import', 'keep/1', t], { store: ctx.store });
 });
 test.after.each((ctx) => removeDir(ctx.dir));
 
@@ -67,7 +68,7 @@ test('every hostile archive: exit 1, one line, store and filesystem unchanged', 
   const files: Record<string, string> = {};
   for (const [name, make] of Object.entries(HOSTILE_ARCHIVES)) files[name] = make(archives);
   files.symlinkEscapeHere = hostileSymlinkEscape(join(archives, 'here'), escapeTarget);
-  const ls = strataJson(store, ['store', 'ls']);
+  const ls = strataJson(['store', 'ls'], { store });
   assert.is(ls.length, 1);
   const blobs = blobListing(store);
   const outside = fileListing(dir).filter((p) => !p.startsWith('store/'));
@@ -75,7 +76,7 @@ test('every hostile archive: exit 1, one line, store and filesystem unchanged', 
   const parent = readdirSync(dirname(dir)).filter((n) => !n.startsWith('strata-')).sort();
 
   for (const [name, file] of Object.entries(files)) {
-    const r = strata(store, ['store', 'import', `hostile/${name}`, file], { cwd: work });
+    const r = strata(['store', 'import', `hostile/${name}`, file], { store, cwd: work });
     assertOneLineError(r, name, EXPECT[name] ?? EXPECT.symlinkEscape);
     assert.equal(blobListing(store), blobs, `${name}: no blob added or changed`);
     assert.equal(readdirSync(join(store, 'tmp')), [], `${name}: nothing left in tmp/`);
@@ -87,13 +88,13 @@ test('every hostile archive: exit 1, one line, store and filesystem unchanged', 
   assert.not.ok(existsSync(escapeTarget), 'symlink target not written');
   assert.equal(readdirSync('/').sort(), root, 'nothing new in /');
   assert.equal(readdirSync(dirname(dir)).filter((n) => !n.startsWith('strata-')).sort(), parent, 'nothing new beside the temp dir');
-  assert.equal(strataJson(store, ['store', 'ls']), ls, 'store ls unchanged');
-  assert.equal(strataJson(store, ['store', 'verify']), { modules: 1, problems: [] });
+  assert.equal(strataJson(['store', 'ls'], { store }), ls, 'store ls unchanged');
+  assert.equal(strataJson(['store', 'verify'], { store }), { modules: 1, problems: [] });
 });
 
 test('a hostile archive under --json fails with one JSON error document on stdout and nothing on stderr', ({ store, archives }) => {
   const file = HOSTILE_ARCHIVES.dotdot!(archives);
-  const r = strata(store, ['--json', 'store', 'import', 'hostile/dotdot', file]);
+  const r = strata(['--json', 'store', 'import', 'hostile/dotdot', file], { store });
   assert.is(r.code, 1, r.stderr);
   assert.is(r.stderr, '');
   const doc = JSON.parse(r.stdout.toString('utf8')) as { error: { code: string; message: string; hint?: string } };

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { makeSmallTree, packBsd, packGnu, packGnuReverse, SMALL_TREE } from './fixtures/small-tree.js';
 import { comparePathsRef } from './helpers/tree.js';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
-import { blobPath, cidCodec, cidHex, sha256, strataJson } from './store-harness.js';
+import { strataJson } from './helpers/cli.js';
+import { blobPath, cidCodec, cidHex, sha256 } from './store-harness.js';
 
 interface Ctx {
   dir: string;
@@ -44,10 +45,10 @@ test('GNU tar, bsdtar, reverse order, gzip, zstd and a directory give one layer 
 
   const got: Record<string, { layer: string; manifest: string; record: string; status: string; entries: number }> = {};
   for (const [name, src] of Object.entries(sources)) {
-    got[name] = strataJson(store, ['store', 'import', `id/${name}`, src]);
+    got[name] = strataJson(['store', 'import', `id/${name}`, src], { store });
     assert.is(got[name]!.status, 'imported', name);
     // The same, with a memory budget so small that every few entries spill to disk.
-    got[`${name}-spilled`] = strataJson(store, ['store', 'import', `id/${name}-spilled`, src], { env: { STRATA_MEMORY_BUDGET: '2048' } });
+    got[`${name}-spilled`] = strataJson(['store', 'import', `id/${name}-spilled`, src], { store, env: { STRATA_MEMORY_BUDGET: '2048' } });
   }
   const layers = new Set(Object.values(got).map((r) => r.layer));
   const manifests = new Set(Object.values(got).map((r) => r.manifest));
@@ -76,7 +77,7 @@ test('GNU tar, bsdtar, reverse order, gzip, zstd and a directory give one layer 
 });
 
 test('the canonical tar lists sorted, parents first, numeric owners, whole-second mtimes', ({ dir, tree, store }) => {
-  const r = strataJson(store, ['store', 'import', 'id/gnu', packGnu(tree, join(dir, 'gnu.tar'))]);
+  const r = strataJson(['store', 'import', 'id/gnu', packGnu(tree, join(dir, 'gnu.tar'))], { store });
   const blob = blobPath(store, r.layer);
   const names = mustRun('tar', ['-tf', blob]).stdout.toString('utf8').split('\n').filter(Boolean);
   const paths = names.map((n) => (n === './' ? '.' : n.replace(/\/$/, '')));

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { packBsd, packGnu } from './fixtures/small-tree.js';
 import { writeTar } from './fixtures/hostile.js';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
-import { blobPath, strataJson } from './store-harness.js';
+import { strataJson } from './helpers/cli.js';
+import { blobPath } from './store-harness.js';
 
 interface Ctx {
   dir: string;
@@ -43,11 +44,11 @@ function ownerOf(tarFile: string, name: string): string {
 }
 
 function roundTrip(store: string, dir: string, module: string, source: string): void {
-  const r = strataJson(store, ['store', 'import', module, source]);
+  const r = strataJson(['store', 'import', module, source], { store });
   assert.is(ownerOf(blobPath(store, r.layer), 'sub/owned'), `${UID}/${GID}`, 'stored layer');
   assert.is(ownerOf(blobPath(store, r.layer), 'sub'), `${UID + 7}/${GID + 7}`, 'stored layer dir');
   const out = join(dir, `${module.replace('/', '-')}.tar`);
-  strataJson(store, ['store', 'export', module, out]);
+  strataJson(['store', 'export', module, out], { store });
   assert.is(ownerOf(out, 'sub/owned'), `${UID}/${GID}`, 'export');
   const dest = join(dir, `x-${module.replace('/', '-')}`);
   mkdirSync(dest);

@@ -28,7 +28,8 @@ import { buildTree, NAME255 } from './tar-fixtures.js';
 import { diffTrees } from './helpers/tree.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
-import { assertOneLineError, blobPath, strata, strataJson } from './store-harness.js';
+import { assertOneLineError, strata, strataJson } from './helpers/cli.js';
+import { blobPath } from './store-harness.js';
 
 interface Ctx {
   dir: string;
@@ -112,18 +113,18 @@ else {
     const fxTar = join(dir, 'fx.tar');
     mustRun('tar', ['--xattrs', '--xattrs-include=*', '--acls', '--format=pax', '--numeric-owner', '--exclude=./old', '-C', fx.tree, '-cf', fxTar, '.']);
     const [awkTar] = writeTars([{ out: join(dir, 'awk.tar'), members: AWKWARD }]);
-    strataJson(store, ['store', 'import', 'fx/1', fxTar]);
-    const awk = strataJson(store, ['store', 'import', 'awk/1', awkTar!]);
+    strataJson(['store', 'import', 'fx/1', fxTar], { store });
+    const awk = strataJson(['store', 'import', 'awk/1', awkTar!], { store });
     const names = mustRun('tar', ['-tf', blobPath(store, awk.layer)]).stdout.toString();
     assert.match(names, new RegExp(`n/${'y'.repeat(255)}\n`), 'the 255-byte name is in the layer');
-    strataJson(store, ['compose', 'add', 'fx/1', 'awk/1'], { cwd: work });
+    strataJson(['compose', 'add', 'fx/1', 'awk/1'], { store, cwd: work });
 
     const img = join(dir, 'img.sqfs');
-    strataJson(store, ['compose', 'squash', img], { cwd: work });
+    strataJson(['compose', 'squash', img], { store, cwd: work });
     const sb = join(dir, 'sandbox');
-    strataJson(store, ['compose', 'sandbox', sb], { cwd: work });
+    strataJson(['compose', 'sandbox', sb], { store, cwd: work });
     const un = join(dir, 'unsquash');
-    const u = strata(store, ['unsquash', img, un], { cwd: work });
+    const u = strata(['unsquash', img, un], { store, cwd: work });
     assert.is(u.code, 0, u.stderr);
     const ref = join(dir, 'unsquashfs');
     const r = run('unsquashfs', ['-no-progress', '-d', ref, img]);
@@ -132,7 +133,7 @@ else {
     const opts = { ignoreStrataPaths: true };
     assert.equal(diffTrees(sb, un, opts), [], 'strata unsquash of the image = the sandbox');
     // unsquashfs restores no ACLs (strata keeps them in /.strata/acl.json and narrows modes).
-    const manifest = JSON.parse(readFileSync(blobPath(store, strataJson(store, ['store', 'show', 'fx/1']).record.manifest), 'utf8'));
+    const manifest = JSON.parse(readFileSync(blobPath(store, strataJson(['store', 'show', 'fx/1'], { store }).record.manifest), 'utf8'));
     const aclPaths = Object.entries(manifest.entries as Record<string, { acl?: unknown }>).filter(([, e]) => e.acl).map(([p]) => p);
     assert.ok(aclPaths.length >= 2, 'the fixture has ACLs');
     assert.equal(diffTrees(sb, ref, { ...opts, ignoreAcls: true, ignorePaths: aclPaths }), [], 'unsquashfs of the image = the sandbox');
@@ -148,9 +149,9 @@ else {
     const jobs = Object.entries(REFUSED).map(([name, { members }]) => ({ out: join(dir, `${name}.tar`), members }));
     writeTars(jobs);
     for (const [name, { re }] of Object.entries(REFUSED)) {
-      assertOneLineError(strata(store, ['store', 'import', `bad/${name}`, join(dir, `${name}.tar`)]), name, re);
+      assertOneLineError(strata(['store', 'import', `bad/${name}`, join(dir, `${name}.tar`)], { store }), name, re);
     }
-    assert.equal(strataJson(store, ['store', 'ls']), []);
+    assert.equal(strataJson(['store', 'ls'], { store }), []);
   });
 
   test('malformed numbers and image documents: one line each, never an internal error', ({ dir, store }) => {
@@ -204,9 +205,9 @@ else {
     cases.push(['docker manifest.json [null]', `docker-archive:${dockerNull}`, /manifest\.json lists no layers/]);
 
     for (const [what, src, re] of cases) {
-      assertOneLineError(strata(store, ['store', 'import', 'bad/x', src.startsWith('docker-archive:') || src.endsWith('.tar') || src.endsWith('.gz') ? src : `oci:${src}`]), what, re);
+      assertOneLineError(strata(['store', 'import', 'bad/x', src.startsWith('docker-archive:') || src.endsWith('.tar') || src.endsWith('.gz') ? src : `oci:${src}`], { store }), what, re);
     }
-    assert.equal(strataJson(store, ['store', 'ls']), []);
+    assert.equal(strataJson(['store', 'ls'], { store }), []);
   });
 
   test.run();

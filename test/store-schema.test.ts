@@ -14,7 +14,8 @@ import { LocalStore } from '../store/local-store.js';
 import { ensureGroup } from './helpers/users.js';
 import { makeSmallTree, packGnu, SMALL_TREE } from './fixtures/small-tree.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
-import { CLI, readJsonBlob, sha256, strataJson } from './store-harness.js';
+import { CLI, strataJson } from './helpers/cli.js';
+import { readJsonBlob, sha256 } from './store-harness.js';
 
 const SPEC = join(CLI, '..', '..', '..', 'spec');
 const load = (name: string) => JSON.parse(readFileSync(join(SPEC, name), 'utf8'));
@@ -71,17 +72,17 @@ test('records and manifests of real imports validate, are canonical and named by
   const tree = join(dir, 'tree');
   makeSmallTree(tree);
   // Unrestricted imports first: once a restricted module names the content, it stays restricted.
-  const plain = strataJson(store, ['store', 'import', 'tools', tree]);
+  const plain = strataJson(['store', 'import', 'tools', tree], { store });
   const s = await LocalStore.open(store);
   const labelled = await s.importModule('labelled/1', tree, { labels: { 'org.opencontainers.image.title': 'x' } });
   await s.close();
   ensureGroup('hpc'); // --restricted names a group the host has
-  const full = strataJson(store, [
+  const full = strataJson([
     'store', 'import', 'mpi/openmpi-4', packGnu(tree, join(dir, 'g.tar')),
     '--requires', 'gcc/12', '--requires', 'ucx', '--allow-missing', '--conflicts', 'mpi/mpich-3', '--family', 'mpi',
     '--prepend', 'PATH=/opt/openmpi/bin', '--append', 'MANPATH=/opt/openmpi/man', '--setenv', 'OMPI_HOME=/opt/openmpi',
     '--description', 'Open MPI 4 — with ACLs', '--restricted', 'hpc', '--default',
-  ]);
+  ], { store });
   const record = compile('module-record.schema.json');
   const manifest = compile('layer-manifest.schema.json');
   let records = 0;

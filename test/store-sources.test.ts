@@ -21,8 +21,9 @@ import { writeTar } from './fixtures/hostile.js';
 import { dockerArchive, gz, MT, OciLayout } from './fixtures/oci.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
-import { ensureUser, runAs, type TestUser } from './helpers/users.js';
-import { assertOneLineError, blobPath, CLI, strata, strataJson } from './store-harness.js';
+import { ensureUser, type TestUser } from './helpers/users.js';
+import { assertOneLineError, strata, strataJson } from './helpers/cli.js';
+import { blobPath } from './store-harness.js';
 
 interface Ctx {
   dir: string;
@@ -46,11 +47,11 @@ else {
   test('an OCI layout directory without oci: is imported as one, same layer as with the prefix', ({ dir, store }) => {
     const o = new OciLayout(join(dir, 'layout'));
     o.top([o.image([o.blob(gz(layerTar(dir, 'a', 'one')), MT.layerGzip), o.blob(layerTar(dir, 'b', 'two'), MT.layer)], ['APP=/opt'])], 'v1');
-    const withPrefix = strataJson(store, ['store', 'import', 'img/prefix', `oci:${o.dir}`]);
-    const bare = strataJson(store, ['store', 'import', 'img/bare', o.dir]);
+    const withPrefix = strataJson(['store', 'import', 'img/prefix', `oci:${o.dir}`], { store });
+    const bare = strataJson(['store', 'import', 'img/bare', o.dir], { store });
     assert.is(bare.layer, withPrefix.layer);
     assert.is(bare.manifest, withPrefix.manifest);
-    assert.equal(strataJson(store, ['store', 'show', 'img/bare']).record.env, [{ op: 'set', var: 'APP', value: '/opt' }]);
+    assert.equal(strataJson(['store', 'show', 'img/bare'], { store }).record.env, [{ op: 'set', var: 'APP', value: '/opt' }]);
     const names = mustRun('tar', ['-tf', blobPath(store, bare.layer)]).stdout.toString();
     assert.match(names, /opt\/a\n/);
     assert.not.match(names, /blobs|index\.json/, 'not a directory of blobs');
@@ -59,38 +60,38 @@ else {
     const tree = join(dir, 'tree');
     mkdirSync(tree);
     writeFileSync(join(tree, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-    const plain = strataJson(store, ['store', 'import', 'tree/1', tree]);
+    const plain = strataJson(['store', 'import', 'tree/1', tree], { store });
     assert.match(mustRun('tar', ['-tf', blobPath(store, plain.layer)]).stdout.toString(), /^oci-layout$/m);
   });
 
   test('a docker archive without docker-archive: is imported as one (skopeo, docker save shape, gzip); an oci-archive is refused', ({ dir, store }) => {
     const o = new OciLayout(join(dir, 'layout'));
     o.top([o.image([o.blob(gz(layerTar(dir, 'a', 'one')), MT.layerGzip), o.blob(gz(layerTar(dir, 'b', 'two')), MT.layerGzip)], ['X=1'])], 'v1');
-    const want = strataJson(store, ['store', 'import', 'img/oci', `oci:${o.dir}`]);
+    const want = strataJson(['store', 'import', 'img/oci', `oci:${o.dir}`], { store });
 
     const sk = join(dir, 'skopeo.tar');
     mustRun('skopeo', ['copy', '-q', `oci:${o.dir}:v1`, `docker-archive:${sk}:img:v1`]);
-    assert.is(strataJson(store, ['store', 'import', 'img/sk-prefix', `docker-archive:${sk}`]).layer, want.layer);
-    const skBare = strataJson(store, ['store', 'import', 'img/sk-bare', sk]);
+    assert.is(strataJson(['store', 'import', 'img/sk-prefix', `docker-archive:${sk}`], { store }).layer, want.layer);
+    const skBare = strataJson(['store', 'import', 'img/sk-bare', sk], { store });
     assert.is(skBare.layer, want.layer);
-    assert.equal(strataJson(store, ['store', 'show', 'img/sk-bare']).record.env, [{ op: 'set', var: 'X', value: '1' }]);
+    assert.equal(strataJson(['store', 'show', 'img/sk-bare'], { store }).record.env, [{ op: 'set', var: 'X', value: '1' }]);
 
     const ds = dockerArchive(join(dir, 'save.tar'), [layerTar(dir, 'a', 'one'), layerTar(dir, 'b', 'two')]);
-    assert.is(strataJson(store, ['store', 'import', 'img/ds', ds]).layer, want.layer);
+    assert.is(strataJson(['store', 'import', 'img/ds', ds], { store }).layer, want.layer);
     const dsgz = join(dir, 'save.tar.gz');
     writeFileSync(dsgz, gzipSync(readFileSync(ds)));
-    assert.is(strataJson(store, ['store', 'import', 'img/dsgz', dsgz]).layer, want.layer);
+    assert.is(strataJson(['store', 'import', 'img/dsgz', dsgz], { store }).layer, want.layer);
 
     const oa = join(dir, 'oci-archive.tar');
     mustRun('skopeo', ['copy', '-q', `oci:${o.dir}:v1`, `oci-archive:${oa}:v1`]);
-    assertOneLineError(strata(store, ['store', 'import', 'img/oa', oa]), 'oci-archive', /OCI layout packed in a tar.*extract it.*oci:DIR/);
+    assertOneLineError(strata(['store', 'import', 'img/oa', oa], { store }), 'oci-archive', /OCI layout packed in a tar.*extract it.*oci:DIR/);
 
     // A layer whose top level looks like an image archive's but whose manifest.json is not one.
     const fake = writeTar(join(dir, 'fake.tar'), [
       { name: 'manifest.json', data: '[{"Config":"c.json","Layers":["missing/layer.tar"]}]' },
       { name: 'repositories', data: '{}' },
     ]);
-    const f = strataJson(store, ['store', 'import', 'fake/1', fake]);
+    const f = strataJson(['store', 'import', 'fake/1', fake], { store });
     assert.is(f.entries, 2);
   });
 
@@ -117,7 +118,7 @@ else {
   test('a rootless (userxattr) overlay upperdir: the same layer as root and as a user; trusted.overlay refused for the user', ({ dir, store }) => {
     const user = ensureUser('st-src-user');
     const upper = rootlessUpper(join(dir, 'upper'), user);
-    const asRoot = strataJson(store, ['store', 'import', 'ov/root', upper, '--overlay']);
+    const asRoot = strataJson(['store', 'import', 'ov/root', upper, '--overlay'], { store });
     const names = mustRun('tar', ['-tf', blobPath(store, asRoot.layer)]).stdout.toString().split('\n').filter(Boolean);
     for (const n of ['opq/.wh..wh..opq', '.wh.gone', 'xw/.wh.xgone', 'xw/kept', 'opq/new']) assert.ok(names.includes(n), `${n} in ${names.join(' ')}`);
     assert.not.ok(names.includes('xw/.wh..wh..opq'), "opaque=x is not opaque");
@@ -128,7 +129,7 @@ else {
     const ustore = join(dir, 'ustore');
     mkdirSync(ustore);
     mustRun('chown', [`${user.uid}:${user.gid}`, ustore]);
-    const r = runAs(user, process.execPath, [CLI, '--store', ustore, '--json', 'store', 'import', 'ov/user', upper, '--overlay']);
+    const r = strata(['--json', 'store', 'import', 'ov/user', upper, '--overlay'], { store: ustore, as: user });
     assert.is(r.code, 0, r.stderr);
     const asUser = JSON.parse(r.stdout.toString());
     assert.is(asUser.layer, asRoot.layer, 'non-root import gives root\'s layer');
@@ -140,9 +141,9 @@ else {
     writeFileSync(join(priv, 'd', 'f'), 'x\n');
     mustRun('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', join(priv, 'd')]);
     mustRun('chown', ['-R', `${user.uid}:${user.gid}`, priv]);
-    const rootPriv = strataJson(store, ['store', 'import', 'ov/priv', priv, '--overlay']);
+    const rootPriv = strataJson(['store', 'import', 'ov/priv', priv, '--overlay'], { store });
     assert.match(mustRun('tar', ['-tf', blobPath(store, rootPriv.layer)]).stdout.toString(), /^d\/\.wh\.\.wh\.\.opq$/m);
-    const refused = runAs(user, process.execPath, [CLI, '--store', ustore, 'store', 'import', 'ov/priv', priv, '--overlay']);
+    const refused = strata(['store', 'import', 'ov/priv', priv, '--overlay'], { store: ustore, as: user });
     assertOneLineError(refused, 'non-root trusted overlay', /without the right to read trusted\.overlay.*run the import as root.*userxattr/);
   });
 

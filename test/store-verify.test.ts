@@ -15,7 +15,8 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeSmallTree } from './fixtures/small-tree.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
-import { assertOneLineError, blobPath, seeded, strata, strataJson } from './store-harness.js';
+import { assertOneLineError, strata, strataJson } from './helpers/cli.js';
+import { blobPath, seeded } from './store-harness.js';
 
 interface Ctx {
   dir: string;
@@ -42,29 +43,29 @@ test.before.each((ctx) => {
   const t2 = join(ctx.dir, 't2');
   mkdirSync(t2);
   writeFileSync(join(t2, 'other'), 'a different layer\n');
-  ctx.bad = strataJson(ctx.store, ['store', 'import', 'bad/1', t1]);
-  ctx.good = strataJson(ctx.store, ['store', 'import', 'good/1', t2]);
-  const v = strataJson(ctx.store, ['store', 'verify']);
+  ctx.bad = strataJson(['store', 'import', 'bad/1', t1], { store: ctx.store });
+  ctx.good = strataJson(['store', 'import', 'good/1', t2], { store: ctx.store });
+  const v = strataJson(['store', 'verify'], { store: ctx.store });
   assert.equal(v, { modules: 2, problems: [] });
 });
 test.after.each((ctx) => removeDir(ctx.dir));
 
 function assertVerifyNames(store: string, module: string, what: string, sound: string): void {
-  const r = strata(store, ['store', 'verify']);
+  const r = strata(['store', 'verify'], { store });
   assert.is(r.code, 1, `verify exit: ${r.stdout}${r.stderr}`);
   const text = r.stdout.toString() + r.stderr;
   assert.ok(text.includes(module), `verify names ${module}: ${text}`);
   assert.ok(text.includes(what), `verify says which blob (${what}): ${text}`);
   assert.not.ok(text.includes(sound), `verify does not blame ${sound}: ${text}`);
-  const j = strata(store, ['--json', 'store', 'verify']);
+  const j = strata(['--json', 'store', 'verify'], { store });
   assert.is(j.code, 1);
   const doc = JSON.parse(j.stdout.toString());
   assert.ok(doc.problems.length >= 1 && doc.problems.every((p: { module: string }) => p.module === module), JSON.stringify(doc));
-  assert.is(strata(store, ['store', 'verify', sound]).code, 0, `verify ${sound} is clean`);
+  assert.is(strata(['store', 'verify', sound], { store }).code, 0, `verify ${sound} is clean`);
 }
 
 function assertExportFails(store: string, out: string, module: string): void {
-  const r = strata(store, ['store', 'export', module, join(out, 'x.tar')]);
+  const r = strata(['store', 'export', module, join(out, 'x.tar')], { store });
   assertOneLineError(r, `export of ${module}`, new RegExp(module.replace('/', '\\/')));
   assert.equal(readdirSync(out), [], 'no OUT file and no temp file left');
 }
@@ -76,9 +77,9 @@ test('a flipped byte of file content in the layer', ({ store, out, bad, good }) 
   flip(blobPath(store, bad.layer), at + 3);
   assertVerifyNames(store, 'bad/1', 'layer', 'good/1');
   assertExportFails(store, out, 'bad/1');
-  assert.is(strata(store, ['store', 'show', 'bad/1']).code, 0, 'show reads only the record and manifest');
+  assert.is(strata(['store', 'show', 'bad/1'], { store }).code, 0, 'show reads only the record and manifest');
   // The sound module still exports.
-  assert.is(strata(store, ['store', 'export', 'good/1', join(out, 'good.tar')]).code, 0);
+  assert.is(strata(['store', 'export', 'good/1', join(out, 'good.tar')], { store }).code, 0);
 });
 
 test('a flipped byte in a tar header of the layer (seeded positions)', ({ store, out, bad, good }) => {
@@ -99,14 +100,14 @@ test('a flipped byte in a tar header of the layer (seeded positions)', ({ store,
 test('a flipped byte of the manifest: verify names it, show and export fail clearly', ({ store, out, bad, good }) => {
   flip(blobPath(store, bad.manifest), 10);
   assertVerifyNames(store, 'bad/1', 'manifest', 'good/1');
-  assertOneLineError(strata(store, ['store', 'show', 'bad/1']), 'show', /manifest of bad\/1.*corrupt/);
+  assertOneLineError(strata(['store', 'show', 'bad/1'], { store }), 'show', /manifest of bad\/1.*corrupt/);
   assertExportFails(store, out, 'bad/1');
 });
 
 test('a flipped byte of the record: verify names it, show and export fail clearly', ({ store, out, bad, good }) => {
   flip(blobPath(store, bad.record), 5);
   assertVerifyNames(store, 'bad/1', 'record', 'good/1');
-  assertOneLineError(strata(store, ['store', 'show', 'bad/1']), 'show', /record of bad\/1.*corrupt/);
+  assertOneLineError(strata(['store', 'show', 'bad/1'], { store }), 'show', /record of bad\/1.*corrupt/);
   assertExportFails(store, out, 'bad/1');
 });
 
@@ -123,15 +124,15 @@ test('re-importing the same content (the remedy verify names) repairs a damaged 
   const tar = readFileSync(file);
   flip(file, tar.indexOf('hello, strata world') + 1);
   flip(blobPath(store, bad.manifest), 10);
-  assert.is(strata(store, ['store', 'verify']).code, 1);
-  const again = strataJson(store, ['store', 'import', 'bad/1', join(store, '..', 't1'), '--force']);
+  assert.is(strata(['store', 'verify'], { store }).code, 1);
+  const again = strataJson(['store', 'import', 'bad/1', join(store, '..', 't1'), '--force'], { store });
   assert.is(again.status, 'repaired', 'the re-import says what it did');
-  assert.equal(strataJson(store, ['store', 'verify']), { modules: 2, problems: [] });
-  assert.is(strataJson(store, ['store', 'import', 'bad/1', join(store, '..', 't1')]).status, 'unchanged', 'nothing left to repair');
+  assert.equal(strataJson(['store', 'verify'], { store }), { modules: 2, problems: [] });
+  assert.is(strataJson(['store', 'import', 'bad/1', join(store, '..', 't1')], { store }).status, 'unchanged', 'nothing left to repair');
   // A missing blob is put back the same way, and said so in text too.
   removeDir(blobPath(store, bad.manifest));
-  assert.match(strata(store, ['store', 'import', 'bad/1', join(store, '..', 't1')]).stdout.toString(), /damaged blobs repaired: bad\/1/);
-  assert.equal(strataJson(store, ['store', 'verify']), { modules: 2, problems: [] });
+  assert.match(strata(['store', 'import', 'bad/1', join(store, '..', 't1')], { store }).stdout.toString(), /damaged blobs repaired: bad\/1/);
+  assert.equal(strataJson(['store', 'verify'], { store }), { modules: 2, problems: [] });
 });
 
 test.run();

@@ -9,10 +9,10 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { chmodSync, chownSync, lstatSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI } from './helpers/cli.js';
+import { strata } from './helpers/cli.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
-import { ensureGroup, ensureUser, runAs, type TestUser } from './helpers/users.js';
+import { ensureGroup, ensureUser, type TestUser } from './helpers/users.js';
 
 interface Ctx {
   dir: string;
@@ -43,7 +43,7 @@ else {
     mustRun('setfacl', ['-m', `g:${ctx.lic}:r`, join(src, 'd', 'licensed')]);
     mustRun('setfacl', ['-m', 'g::-', join(src, 'd', 'licensed')]);
     ctx.store = join(ctx.dir, 'store');
-    const r = run(process.execPath, [CLI, '--store', ctx.store, '-q', 'store', 'import', 'n/1', src]);
+    const r = strata(['-q', 'store', 'import', 'n/1', src], { store: ctx.store });
     assert.is(r.code, 0, r.stderr.toString());
   });
   test.after((ctx) => removeDir(ctx.dir));
@@ -53,7 +53,7 @@ else {
     mkdirSync(work);
     chownSync(work, user.uid, user.gid);
     for (const args of [['compose', 'add', 'n/1'], ['compose', 'sandbox', 'sb']]) {
-      const r = runAs(user, process.execPath, [CLI, '--store', store, '-q', ...args], { cwd: work, env: { XDG_CACHE_HOME: join(work, '.cache') } });
+      const r = strata(['-q', ...args], { store, cwd: work, as: user, env: { XDG_CACHE_HOME: join(work, '.cache') } });
       assert.is(r.code, 0, r.stderr.toString());
     }
     const g = lstatSync(join(work, 'sb/d/grouponly'));
@@ -78,8 +78,8 @@ else {
     try {
       const work = join(mnt, 'work');
       mkdirSync(work);
-      assert.is(run(process.execPath, [CLI, '--store', store, '-q', 'compose', 'add', 'n/1'], { cwd: work }).code, 0);
-      const r = run(process.execPath, [CLI, '--store', store, 'compose', 'sandbox', 'sb'], { cwd: work });
+      assert.is(strata(['-q', 'compose', 'add', 'n/1'], { store, cwd: work }).code, 0);
+      const r = strata(['compose', 'sandbox', 'sb'], { store, cwd: work });
       assert.is(r.code, 0, r.stderr.toString());
       const lic = lstatSync(join(work, 'sb/d/licensed'));
       assert.is(lic.mode & 0o077, 0, `no group or other bits without the ACL (mode ${(lic.mode & 0o777).toString(8)})`);

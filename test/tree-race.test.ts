@@ -12,9 +12,9 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI } from './helpers/cli.js';
+import { strata, type Workspace } from './helpers/cli.js';
 import { missing, skipSuite } from './helpers/probe.js';
-import { removeDir, run, tempDir } from './helpers/tmp.js';
+import { removeDir, tempDir } from './helpers/tmp.js';
 import { asUser, ensureUser, type TestUser } from './helpers/users.js';
 
 interface Ctx {
@@ -42,9 +42,8 @@ function fingerprint(root: string): string[] {
   return out;
 }
 
-function strata(ctx: Ctx, args: string[]) {
-  return run(process.execPath, [CLI, '--store', ctx.store, ...args], { cwd: ctx.work, timeout: 60_000 });
-}
+/** The suite's store and working directory; a minute per run. */
+const at = (ctx: Ctx): Workspace => ({ store: ctx.store, cwd: ctx.work, timeout: 60_000 });
 
 const why = missing({ tools: ['setpriv', 'useradd', 'sh'], root: true });
 if (why) skipSuite('no write outside the target under races', why);
@@ -70,9 +69,9 @@ else {
     ctx.store = join(ctx.dir, 'store');
     ctx.work = join(ctx.dir, 'work');
     mkdirSync(ctx.work);
-    assert.is(strata(ctx, ['-q', 'store', 'import', 'race/1', src]).code, 0);
-    assert.is(strata(ctx, ['-q', 'compose', 'add', 'race/1']).code, 0);
-    assert.is(strata(ctx, ['-q', 'compose', 'squash', join(ctx.work, 'race.sqfs')]).code, 0);
+    assert.is(strata(['-q', 'store', 'import', 'race/1', src], at(ctx)).code, 0);
+    assert.is(strata(['-q', 'compose', 'add', 'race/1'], at(ctx)).code, 0);
+    assert.is(strata(['-q', 'compose', 'squash', join(ctx.work, 'race.sqfs')], at(ctx)).code, 0);
     // The project directory: the attacker's, writable by them.
     ctx.project = join(ctx.dir, 'project');
     mkdirSync(ctx.project);
@@ -99,7 +98,7 @@ else {
     try {
       for (let i = 0; i < ROUNDS; i++) {
         for (const args of [['compose', 'sandbox', join(ctx.project, `sb${i}`)], ['unsquash', join(ctx.work, 'race.sqfs'), join(ctx.project, `un${i}`)]]) {
-          const r = strata(ctx, ['-q', ...args]);
+          const r = strata(['-q', ...args], at(ctx));
           if (r.code === 0) ok++;
           else {
             failed++;
@@ -134,7 +133,7 @@ else {
       ['store', 'export', 'race/1', join(out, 'race.tar')],
     ];
     for (const args of runs) {
-      const r = strata(ctx, ['-q', ...args]);
+      const r = strata(['-q', ...args], at(ctx));
       assert.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
       const target = args[args.length - 1]!;
       assert.ok(lstatSync(target).isFile(), `${target} is a regular file`);

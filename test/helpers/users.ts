@@ -23,7 +23,7 @@ export interface TestUser {
   name: string;
   uid: number;
   gid: number;
-  /** Supplementary group ids (the primary gid included). */
+  /** Supplementary group ids (ensureUser puts the primary gid first); empty: none at all. */
   groups: number[];
   home: string;
 }
@@ -67,15 +67,38 @@ export function ensureUser(name: string, groups: string[] = []): TestUser {
   return { name, uid: Number(p[2]), gid: Number(p[3]), groups: [Number(p[3]), ...gids], home };
 }
 
-/** The argv prefix that runs a command as `u`, with exactly the kernel credentials a login would give. */
-export function asUser(u: TestUser): string[] {
-  return ['setpriv', `--reuid=${u.uid}`, `--regid=${u.gid}`, `--groups=${u.groups.join(',')}`, '--'];
+/** uid and gid of "nobody", the unprivileged user of the base system. */
+export const NOBODY = 65534;
+
+/**
+ * An unprivileged identity that needs no passwd entry: uid and gid `uid` (65534, nobody, by
+ * default), supplementary groups exactly `groups` (none by default), HOME `home` (give one: a
+ * run as nobody must not fall back to root's).
+ */
+export function nobody(home: string, opts: { uid?: number; groups?: number[] } = {}): TestUser {
+  const uid = opts.uid ?? NOBODY;
+  return { name: 'nobody', uid, gid: uid, groups: opts.groups ?? [], home };
 }
 
-/** Runs `cmd args…` as `u` (HOME, USER and LOGNAME set to u's), never throwing. */
+/**
+ * The argv prefix that runs a command as `u`, with exactly the kernel credentials a login would
+ * give (no groups at all when `u.groups` is empty). The one place a test switches users: runAs
+ * and the CLI runner (helpers/cli.ts) both go through it.
+ */
+export function asUser(u: TestUser): string[] {
+  const groups = u.groups.length > 0 ? `--groups=${u.groups.join(',')}` : '--clear-groups';
+  return ['setpriv', `--reuid=${u.uid}`, `--regid=${u.gid}`, groups, '--'];
+}
+
+/** The environment a run as `u` starts from: u's HOME, USER and LOGNAME; no XDG directories of the caller's. */
+export function userEnv(u: TestUser): Record<string, string> {
+  return { HOME: u.home, USER: u.name, LOGNAME: u.name, XDG_DATA_HOME: '', XDG_CACHE_HOME: '' };
+}
+
+/** Runs `cmd args…` as `u` (userEnv, then opts.env over it), never throwing. */
 export function runAs(u: TestUser, cmd: string, args: readonly string[], opts: RunOptions = {}): RunResult {
   const [c, ...rest] = [...asUser(u), cmd, ...args];
-  return run(c!, rest, { ...opts, env: { HOME: u.home, USER: u.name, LOGNAME: u.name, XDG_DATA_HOME: '', XDG_CACHE_HOME: '', ...(opts.env ?? {}) } });
+  return run(c!, rest, { ...opts, env: { ...userEnv(u), ...opts.env } });
 }
 
 /** True when this process may create users and switch to them (root). */
