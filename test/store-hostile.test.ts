@@ -46,7 +46,10 @@ const EXPECT: Record<string, RegExp> = {
 
 const test = suite<Ctx>('store import: hostile archives refused, store unchanged');
 test.before.each((ctx) => {
-  ctx.dir = tempDir('strata-hostile-');
+  // The test's directory sits alone in a private parent, so "nothing new beside it" is not
+  // disturbed by whatever else runs on the machine and uses /tmp.
+  ctx.dir = join(tempDir('strata-hostile-'), 'test');
+  mkdirSync(ctx.dir);
   ctx.store = join(ctx.dir, 'store');
   ctx.archives = join(ctx.dir, 'archives');
   ctx.work = join(ctx.dir, 'work');
@@ -57,7 +60,7 @@ test.before.each((ctx) => {
   writeFileSync(join(t, 'keep'), 'an innocent module\n');
   strataJson(['store', 'import', 'keep/1', t], { store: ctx.store });
 });
-test.after.each((ctx) => removeDir(ctx.dir));
+test.after.each((ctx) => removeDir(dirname(ctx.dir)));
 
 test('the fixture table is what this test expects', () => {
   assert.equal(Object.keys(HOSTILE_ARCHIVES).sort(), Object.keys(EXPECT).sort());
@@ -73,7 +76,6 @@ test('every hostile archive: exit 1, one line, store and filesystem unchanged', 
   const blobs = blobListing(store);
   const outside = fileListing(dir).filter((p) => !p.startsWith('store/'));
   const root = readdirSync('/').sort();
-  const parent = readdirSync(dirname(dir)).filter((n) => !n.startsWith('strata-')).sort();
 
   for (const [name, file] of Object.entries(files)) {
     const r = strata(['store', 'import', `hostile/${name}`, file], { store, cwd: work });
@@ -87,7 +89,7 @@ test('every hostile archive: exit 1, one line, store and filesystem unchanged', 
   assert.not.ok(existsSync('/tmp/strata-hostile-X'), 'symlink target not written');
   assert.not.ok(existsSync(escapeTarget), 'symlink target not written');
   assert.equal(readdirSync('/').sort(), root, 'nothing new in /');
-  assert.equal(readdirSync(dirname(dir)).filter((n) => !n.startsWith('strata-')).sort(), parent, 'nothing new beside the temp dir');
+  assert.equal(readdirSync(dirname(dir)), ['test'], 'nothing new beside the test directory');
   assert.equal(strataJson(['store', 'ls'], { store }), ls, 'store ls unchanged');
   assert.equal(strataJson(['store', 'verify'], { store }), { modules: 1, problems: [] });
 });
