@@ -50,8 +50,8 @@ export const DEFAULT_IDS: AclIds = { user: 3_000_101, group: 3_000_201, owner: 3
 /**
  * The corpus: sizes around the block size, holes, a 3,000-entry directory, 255-byte
  * names, devices, fifos, symlinks, hard links, big ids, setuid/setgid/sticky modes,
- * user/trusted/security xattrs (binary capability), and a licensed tree with named-user,
- * named-group, mask and default ACLs.
+ * user/trusted/security xattrs (binary capability), a licensed tree with named-user,
+ * named-group, mask and default ACLs, and identical files (dups/, the later copies in COPIES).
  */
 export function corpus(ids: AclIds = DEFAULT_IDS): Item[] {
   const items: Item[] = [dir('.', { mode: 0o755, mtime: T0 - 5 })];
@@ -64,6 +64,17 @@ export function corpus(ids: AclIds = DEFAULT_IDS): Item[] {
   for (const [name, n] of Object.entries(sizes)) items.push(file(`sizes/${name}`, noise(n, seed++)));
   items.push(file('sizes/text', Buffer.from('compressible line of text\n'.repeat(9000))));
   items.push(file('sizes/text-bs+1', Buffer.from('a'.repeat(BS + 1))));
+
+  // Identical content: a compressed file of two extents, one with a zero extent (the shared
+  // zero pcluster is first written among its extents), a file differing in its last byte.
+  items.push(dir('dups'));
+  const text = Buffer.from('compressible duplicate line\n'.repeat(6000));
+  const holes = Buffer.concat([text.subarray(0, 131072), Buffer.alloc(131072), noise(100, 61)]);
+  const near = noise(3 * BS + 100, 62);
+  const near2 = Buffer.concat([near.subarray(0, -1), Buffer.from([near.at(-1)! ^ 1])]);
+  for (const [name, data] of Object.entries({ holes1: holes, holes2: holes, near1: near, near2, text1: text, text2: text })) {
+    items.push(file(`dups/${name}`, data));
+  }
 
   items.push(dir('holes'));
   const z = Buffer.alloc(BS);
@@ -167,6 +178,9 @@ export function corpus(ids: AclIds = DEFAULT_IDS): Item[] {
   items.push(file('lic/data/table', noise(10_000, 41), { mode: 0o660, gid: ids.owner }));
   return items;
 }
+
+/** The files of the corpus whose content an earlier file has. */
+export const COPIES = ['dups/holes2', 'dups/text2'];
 
 /** Writes the items as a real tree under `root` (exists, empty). Root only. */
 export function materialize(items: Item[], root: string): void {

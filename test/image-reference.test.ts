@@ -9,6 +9,8 @@
  *     images are also extracted by unsquashfs and the trees compared);
  *   - a kernel mount (`mount -t squashfs -o loop,ro`), plus getfattr of trusted.* and
  *     security.capability.
+ * Files whose content another file has (in the site layer, copies of app's files) must point
+ * at the first file's blocks and tail, as squashfs-tools-ng's rdsquashfs reads the inodes.
  * ACL paths: SquashFS holds no ACLs; the image's mode keeps everything but the group bits,
  * which become group:: & mask as getfacl of the sandbox shows them. `strata unsquash` puts
  * every ACL back. Needs root (fixture, mounts, trusted.* xattrs).
@@ -22,16 +24,26 @@ import { diffTrees, snapshotTree, type TreeSnapshot } from './helpers/tree.js';
 import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
 import { strataJson, strataOk, type Workspace } from './helpers/cli.js';
 import { expectedListing, importStack, narrowedForImage, parseListing, type ListedEntry, type SquashJson } from './image-harness.js';
+import { noise } from './helpers/random.js';
 
-/** A layer the stack fixture lacks: trusted.* xattrs on a file and a directory (root only). */
+/**
+ * A layer the stack fixture lacks: trusted.* xattrs on a file and a directory (root only), and
+ * copies of app's files: big.dat (full blocks and a tail), big.dat with another last byte, a
+ * small file.
+ */
 function makeSiteLayer(dir: string): void {
   mkdirSync(join(dir, 'opt/site'), { recursive: true });
   writeFileSync(join(dir, 'opt/site/policy'), 'site policy\n', { mode: 0o644 });
+  const big = noise(STACK.bigFileSize, 4); // the bytes of STACK.bigFile
+  writeFileSync(join(dir, 'opt/site/big.copy'), big);
+  big[big.length - 1]! ^= 1;
+  writeFileSync(join(dir, 'opt/site/big.near'), big);
+  writeFileSync(join(dir, 'opt/site/f000.copy'), 'small file 000\n');
   symlinkSync('policy', join(dir, 'opt/site/current'));
   mustRun('setfattr', ['-n', 'trusted.site.label', '-v', '0x00ff10ab', join(dir, 'opt/site/policy')]);
   mustRun('setfattr', ['-n', 'trusted.site.zone', '-v', 'restricted', join(dir, 'opt/site')]);
   mustRun('setfattr', ['-n', 'user.site', '-v', 'x', join(dir, 'opt/site/policy')]);
-  for (const p of ['opt/site/policy', 'opt/site', 'opt', '.']) mustRun('touch', ['-h', '-d', '@1640000000', join(dir, p)]);
+  for (const p of ['opt/site/policy', 'opt/site/big.copy', 'opt/site/big.near', 'opt/site/f000.copy', 'opt/site', 'opt', '.']) mustRun('touch', ['-h', '-d', '@1640000000', join(dir, p)]);
 }
 
 const Ref = suite('image: the four-layer stack against unsquashfs, sqfsdiff, mksquashfs and a kernel mount');
@@ -72,7 +84,7 @@ function getfattr(path: string, pattern: string): string {
 }
 
 /** Every check of one image against the sandbox; `ref` is mksquashfs of the narrowed copy. */
-function checkImage(image: string, sandbox: TreeSnapshot, ref: string, tag: string): void {
+function checkImage(image: string, sandbox: TreeSnapshot, ref: string, tag: string, blockSize = 131072): void {
   const { snap: want, aclPaths, changed } = narrowedForImage(sandbox);
   assert.ok(aclPaths.length >= 5, `${tag}: the fixture has ACL paths (${aclPaths.join(' ')})`);
   assert.ok(changed.includes('opt/lic/lib') && changed.includes('opt/lic/bin'), `${tag}: narrowing changes some modes and groups: ${changed.join(' ')}`);
@@ -97,6 +109,22 @@ function checkImage(image: string, sandbox: TreeSnapshot, ref: string, tag: stri
   });
   assert.equal(raw, expected, `${tag}: only narrowed modes and groups differ`);
   for (const p of changed) assert.is(sandbox.get(p)!.mode & 0o700, got.get(p)!.mode & 0o700, `${tag}: ${p} owner bits`);
+
+  // Identical content stored once: a copy's inode points at the first file's data; a file
+  // differing in its last byte shares the full blocks, not the tail.
+  const data = (p: string) => {
+    const lines = mustRun('rdsquashfs', ['-s', `/${p}`, image]).stdout.toString().split('\n');
+    const blocks = lines.filter((l) => /^(Blocks start|\s+Block #)/.test(l)).join('\n');
+    return { blocks, tail: lines.filter((l) => l.startsWith('Fragment ')).join(' ') };
+  };
+  assert.equal(data('opt/site/big.copy'), data(STACK.bigFile), `${tag}: big.copy uses big.dat's data`);
+  assert.equal(data('opt/site/f000.copy'), data('opt/app/share/data/f000'), `${tag}: f000.copy uses f000's tail`);
+  assert.equal(data('opt/app/share/motd'), data('etc/motd'), `${tag}: app's motd uses mid's`);
+  if (STACK.bigFileSize % blockSize !== 0) {
+    const near = data('opt/site/big.near');
+    assert.is(near.blocks, data(STACK.bigFile).blocks, `${tag}: big.near shares big.dat's full blocks`);
+    assert.is.not(near.tail, data(STACK.bigFile).tail, `${tag}: and has a tail of its own`);
+  }
 
   // sqfsdiff against mksquashfs of the same tree: contents, owners, permissions, timestamps.
   const d = run('sqfsdiff', ['-T', '-a', image, '-b', ref]);
@@ -169,7 +197,7 @@ Ref('--block-size 4096 --level 1: same tree, and mksquashfs with -b 4096 agrees'
   const s = mustRun('unsquashfs', ['-s', img]).stdout.toString();
   assert.match(s, /Block size 4096/);
   assert.match(s, /compression-level 1/);
-  checkImage(img, sandbox, ref, 'gzip-4k');
+  checkImage(img, sandbox, ref, 'gzip-4k', 4096);
 });
 
 Ref('ACL paths: no class of users gets more than the ACL gave it; unsquash restores every ACL', () => {

@@ -4,18 +4,23 @@
  * materialized on a tmpfs (which holds 60 KB xattrs, unlike ext4 without ea_inode) and packed
  * by mksquashfs. Checked with unsquashfs -lln (listing), sqfsdiff (contents + metadata),
  * unsquashfs -d extraction and a kernel mount, both compared with the materialized tree by
- * test/helpers/tree.ts (lstat, sha256, getfattr, hard-link groups). Needs root.
+ * test/helpers/tree.ts (lstat, sha256, getfattr, hard-link groups). A corpus of identical
+ * files checks that their content is stored once and still reads back right everywhere
+ * (strata's reader and extractImage too), with the same bytes for any worker count or cache
+ * state. Needs root.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { createHash } from 'node:crypto';
 import {
   chmodSync, existsSync, lchownSync, linkSync, lutimesSync, mkdirSync, openSync, readSync, closeSync,
-  readdirSync, statSync, symlinkSync, writeFileSync,
+  readdirSync, readFileSync, statSync, symlinkSync, writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { isStrataError } from '../store/errors.js';
 import { comparePaths, type LayerEntry } from '../store/types.js';
-import { SquashfsWriter, type SquashOptions } from '../compose/image/index.js';
+import { SquashfsImage, SquashfsWriter, type SquashOptions } from '../compose/image/index.js';
+import { extractImage } from '../compose/tree/image.js';
 import { diffTrees } from './helpers/tree.js';
 import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
 import { noise } from './helpers/random.js';
@@ -114,6 +119,40 @@ function corpus(): Item[] {
   items.push(other('sym/rel', 'symlink', { linkname: '../sizes/one' }));
   items.push(other('sym/dangling', 'symlink', { linkname: 'no/where' }));
   items.push(other('sym/long', 'symlink', { linkname: 'l'.repeat(1000) }));
+  return items;
+}
+
+/**
+ * Identical content in every shape (block size 4096), in three groups a, b, z (squash() writes
+ * in path order, one group per top-level directory). `copies: false` leaves out every file
+ * whose content an earlier file already has, so the two images differ by those inodes only.
+ */
+function dupCorpus(copies = true): Item[] {
+  const multi = noise(3 * BS + 100, 41);
+  const tail = Buffer.from('Copyright (c) 2026 the strata tests\nAll rights reserved.\n');
+  const near = noise(2 * BS + 50, 42);
+  const small = noise(300, 43);
+  const z = Buffer.alloc(BS);
+  const holes = Buffer.concat([noise(BS, 44), z, z, noise(BS, 45), noise(10, 46)]);
+  const exact = noise(2 * BS, 47);
+  const linked = Buffer.from('hard linked content\n');
+  const big = noise(64 * BS, 48);
+  const lastByte = (b: Buffer) => Buffer.concat([b.subarray(0, -1), Buffer.from([b.at(-1)! ^ 1])]);
+  const items: Item[] = [dir('.'), dir('a'), dir('b'), dir('z')];
+  const first: [string, Buffer][] = [
+    ['a/big', big], ['a/empty1', Buffer.alloc(0)], ['a/exact1', exact], ['a/holes1', holes], ['a/linked', linked],
+    ['a/multi1', multi], ['a/near1', near], ['a/near2', lastByte(near)], ['a/small1', small], ['a/small2', lastByte(small)],
+    ['a/tail1', tail], ['a/zeros1', Buffer.alloc(2 * BS + 5)],
+  ];
+  const again: [string, Buffer][] = [
+    ['a/empty2', Buffer.alloc(0)], ['a/multi2', multi], ['a/tail2', tail], ['a/zeros2', Buffer.alloc(2 * BS + 5)],
+    ['b/exact2', exact], ['b/holes2', holes], ['b/linked-copy', linked], ['b/multi3', multi], ['b/tail3', tail],
+    ['z/last', big], // the last file written: its blocks went past where the image ends
+  ];
+  // (one xattr: on a mount of an image without any, listxattr fails, and the snapshot needs it)
+  const xattrs = new Map([['user.k', Buffer.from('v')]]);
+  for (const [p, data] of [...first, ...(copies ? again : [])]) items.push(file(p, data, p === 'a/linked' ? { xattrs } : {}));
+  items.push(other('a/linked-hl', 'hardlink', { linkname: 'a/linked' }));
   return items;
 }
 
@@ -293,6 +332,78 @@ Writer('awkward corpus: listing, sqfsdiff, extraction and kernel mount match the
   assert.match(stat('big'), /Inode type: extended directory/);
   assert.is(statSync(join(mnt, 'links/a')).ino, statSync(join(mnt, 'links/sub/c')).ino);
   assert.is(statSync(join(mnt, 'links/a')).nlink, 3);
+});
+
+Writer('identical files are stored once; every reader sees the tree; same bytes for any workers and cache', async () => {
+  const items = dupCorpus();
+  const tree = join(tmp, 'tree');
+  mkdirSync(tree);
+  materialize(items, tree);
+  const ours = join(tmp, 'ours.sqfs');
+  const opts: SquashOptions = { compressor: 'gzip', blockSize: BS, workers: 2 };
+  const r = await squash(items, ours, opts);
+
+  // Same bytes: 1 or 2 workers, no cache, cold cache, warm cache.
+  const cache = join(tmp, 'cache');
+  const digests = [r.sha256];
+  for (const [i, o] of ([{ workers: 1 }, { workers: 2, cacheDir: cache }, { workers: 1, cacheDir: cache }, { workers: 2, cacheDir: cache }] as const).entries()) {
+    const again = await squash(items, join(tmp, `again${i}.sqfs`), { ...opts, ...o });
+    if (i === 3) assert.is(again.cacheMisses, 0, 'warm cache');
+    digests.push(again.sha256);
+  }
+  assert.equal(new Set(digests).size, 1, digests.join('\n'));
+
+  // The image holds the tree, for every reader.
+  const theirs = join(tmp, 'theirs.sqfs');
+  mustRun('mksquashfs', [tree, theirs, '-noappend', '-no-progress', '-quiet', '-b', String(BS), '-comp', 'gzip']);
+  assert.equal(listing(ours), listing(theirs), 'unsquashfs -lln listings');
+  const diff = run('sqfsdiff', ['-T', '-a', ours, '-b', theirs]);
+  assert.is(diff.code, 0, `sqfsdiff:\n${diff.stdout.toString()}${diff.stderr}`);
+  const ex = join(tmp, 'ex');
+  const u = run('unsquashfs', ['-no-progress', '-d', ex, ours]);
+  assert.is(u.code, 0, u.stderr);
+  assert.equal(diffTrees(tree, ex), [], 'unsquashfs -d extraction');
+  const mnt = join(tmp, 'mnt');
+  mountImage(ours, mnt);
+  assert.equal(diffTrees(tree, mnt), [], 'kernel mount');
+  const img = await SquashfsImage.open(ours);
+  try {
+    for (const it of items) if (it.data) assert.ok((await img.readFile(it.entry.path)).equals(it.data), `strata's reader: ${it.entry.path}`);
+    await extractImage(img, join(tmp, 'strata-ex'));
+  } finally {
+    await img.close();
+  }
+  assert.equal(diffTrees(tree, join(tmp, 'strata-ex')), [], 'extractImage (strata unsquash)');
+  assert.match(mustRun('unsquashfs', ['-s', ours]).stdout.toString(), /Duplicates are removed/);
+
+  // Where each file's data is, as squashfs-tools-ng reads the inodes: a copy points at the
+  // first file's blocks and tail; a file differing in its last byte shares only its blocks.
+  const where = (p: string) => {
+    const s = mustRun('rdsquashfs', ['-s', `/${p}`, ours]).stdout.toString();
+    const field = (name: string) => new RegExp(`${name}: (\\S+)`).exec(s)![1]!;
+    return { start: field('Blocks start'), frag: `${field('Fragment index')}@${field('Fragment offset')}`, blocks: s.split('\n').filter((l) => l.includes('Block #')).join('\n') };
+  };
+  for (const [a, b] of [['a/multi1', 'a/multi2'], ['a/multi1', 'b/multi3'], ['a/tail1', 'a/tail2'], ['a/tail1', 'b/tail3'], ['a/holes1', 'b/holes2'], ['a/exact1', 'b/exact2'], ['a/zeros1', 'a/zeros2'], ['a/linked', 'b/linked-copy'], ['a/big', 'z/last']]) {
+    assert.equal(where(b!), where(a!), `${b} uses ${a}'s data`);
+  }
+  assert.match(where('b/holes2').blocks, /Block #1 size: 0 .*\n.*Block #2 size: 0 /, 'holes stay holes');
+  const [n1, n2, s1, s2] = ['a/near1', 'a/near2', 'a/small1', 'a/small2'].map(where);
+  assert.equal([n2!.start, n2!.blocks], [n1!.start, n1!.blocks], 'same full blocks, shared');
+  assert.is.not(n2!.frag, n1!.frag, 'another last byte: a tail of its own');
+  assert.is.not(s2!.frag, s1!.frag, 'tail-only files differing in the last byte');
+
+  // Size: the copies (over 300 KB of incompressible data) cost only their inodes and names.
+  const uniq = await squash(dupCorpus(false), join(tmp, 'uniq.sqfs'), opts);
+  const used = (f: string) => Number(readFileSync(f).readBigUInt64LE(40));
+  const copyBytes = items.filter((i) => i.data).reduce((t, i) => t + i.data!.length, 0) - dupCorpus(false).filter((i) => i.data).reduce((t, i) => t + i.data!.length, 0);
+  assert.ok(copyBytes > 300_000);
+  assert.ok(used(ours) - used(join(tmp, 'uniq.sqfs')) < 2048, `copies of ${copyBytes} bytes grew the image by ${used(ours) - used(join(tmp, 'uniq.sqfs'))} bytes`);
+  assert.ok(uniq.bytes <= r.bytes);
+  // z/last's blocks were written, then dropped: the image ends at bytes_used, zeros after.
+  const bytes = readFileSync(ours);
+  assert.is(bytes.length, Math.ceil(used(ours) / 4096) * 4096);
+  assert.ok(bytes.subarray(used(ours)).equals(Buffer.alloc(bytes.length - used(ours))), 'the padding is zeros');
+  assert.is(createHash('sha256').update(bytes).digest('hex'), r.sha256);
 });
 
 Writer('a file larger than 4 GiB (holes, tail past 2^32) streams in bounded memory', async () => {

@@ -6,6 +6,7 @@
  * content of addFile calls, and the options (see spec/erofs.md for the exact rules).
  * Its public API mirrors SquashfsWriter (create / addFile / addEntry / finish / abort).
  */
+import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import { StrataError, IMAGE_ERR } from '../errors.js';
@@ -114,6 +115,21 @@ type FileData =
   | { kind: 'flat'; size: number; runs: Run[]; tail?: SpillRef; tailZero: boolean }
   | { kind: 'z'; size: number; extents: Extent[] };
 
+/** A compressed file's extents on their way through the queue: settled when the last is placed. */
+interface ExtentRun {
+  data: Extract<FileData, { kind: 'z' }>;
+  /** sha256 over the file size and the sha256 of each raw extent, in order: the file's identity. */
+  digests: Hash;
+  /** Extents pushed and not yet placed. */
+  pending: number;
+  /** All extents pushed (the content ended). */
+  ended: boolean;
+  /** Data-area position where the first extent was placed. */
+  start: number;
+  /** ErofsWriter.zeroWrites when the first extent was placed. */
+  zeroWrites: number;
+}
+
 interface Node {
   entry: LayerEntry;
   name: Buffer;
@@ -221,6 +237,10 @@ export class ErofsWriter {
   /** Shared all-zero pclusters by decompressed length, and the shared zero block. */
   private readonly zeroPcluster = new Map<number, { pblk: number; blocks: number; plain: boolean }>();
   private zeroBlock = NULL_ADDR;
+  /** How many times a shared zero pcluster or block was written (they must never be dropped). */
+  private zeroWrites = 0;
+  /** The first compressed file of each distinct content, by its identity (ExtentRun.digests). */
+  private readonly firstFiles = new Map<string, Extract<FileData, { kind: 'z' }>>();
   private usedChunks = false;
 
   private readonly tmpPath: string;
@@ -329,9 +349,11 @@ export class ErofsWriter {
     let buf = data.kind === 'z' ? this.takeExtentBuffer(unit) : this.stage;
     let fill = 0;
     let total = 0;
+    const run: ExtentRun | undefined =
+      data.kind === 'z' ? { data, digests: createHash('sha256').update(`${entry.size}\0`), pending: 0, ended: false, start: 0, zeroWrites: 0 } : undefined;
     const flush = async (len: number): Promise<void> => {
       if (data.kind === 'z') {
-        await this.pushExtent(data, len === buf.length ? buf : buf.subarray(0, len));
+        await this.pushExtent(run!, len === buf.length ? buf : buf.subarray(0, len));
         buf = this.takeExtentBuffer(unit);
       } else await this.writeFlat(data, buf.subarray(0, len - (len % BLOCK_SIZE)));
       fill = 0;
@@ -352,6 +374,8 @@ export class ErofsWriter {
     if (data.kind === 'z') {
       if (fill > 0) await flush(fill);
       this.spareExtent(buf);
+      run!.ended = true;
+      if (run!.pending === 0) await this.settleExtents(run!);
       return;
     }
     const whole = fill - (fill % BLOCK_SIZE);
@@ -397,9 +421,11 @@ export class ErofsWriter {
   }
 
   /** One extent of a compressed file: compressed in the pool, written in queue order. */
-  private async pushExtent(data: Extract<FileData, { kind: 'z' }>, raw: Buffer): Promise<void> {
+  private async pushExtent(run: ExtentRun, raw: Buffer): Promise<void> {
     const lclusters = Math.ceil(raw.length / BLOCK_SIZE);
     const len = raw.length;
+    const first = run.pending === 0 && run.data.extents.length === 0;
+    run.pending++;
     const p = this.pool!.run({ raw, allowSparse: true, place: { tag: this.group, ...(this.groupGid !== undefined ? { gid: this.groupGid } : {}) } }, transferable(raw));
     p.catch(() => undefined); // awaited in order by writeHead
     await this.enqueue({
@@ -407,13 +433,38 @@ export class ErofsWriter {
       done: async (r) => {
         if (r.cache === 'hit') this.hits++;
         else if (r.cache === 'miss') this.misses++;
+        if (first) {
+          run.start = this.pos;
+          run.zeroWrites = this.zeroWrites;
+        }
         try {
-          await this.placeExtent(data, r, raw, len, lclusters);
+          await this.placeExtent(run.data, r, raw, len, lclusters);
         } finally {
           this.spareExtent(r.raw);
         }
+        run.digests.update(r.digest);
+        if (--run.pending === 0 && run.ended) await this.settleExtents(run);
       },
     });
+  }
+
+  /**
+   * Called once all of a compressed file's extents are placed, before anything after them:
+   * when an earlier file had the same size and extents, this file's pclusters (the last ones
+   * written) are cut off the image and the file points at the earlier file's. Not when a
+   * shared zero pcluster was written among them (later files need it).
+   */
+  private async settleExtents(run: ExtentRun): Promise<void> {
+    const key = run.digests.digest('base64');
+    const first = this.firstFiles.get(key);
+    if (!first) {
+      this.firstFiles.set(key, run.data);
+      return;
+    }
+    if (this.zeroWrites !== run.zeroWrites) return;
+    await this.fh.truncate(run.start);
+    this.pos = run.start;
+    run.data.extents = first.extents;
   }
 
   /** Where an extent's bytes go: a shared zero pcluster, one compressed pcluster, or plain blocks. */
@@ -449,6 +500,7 @@ export class ErofsWriter {
         const at = this.pos;
         await this.writeAll(c, at + blocks * BLOCK_SIZE - c.length);
         this.pos += blocks * BLOCK_SIZE;
+        this.zeroWrites++;
         z = { pblk: at / BLOCK_SIZE, blocks, plain: false };
       } else {
         z = { pblk: await this.sharedZeroBlock(), blocks: 1, plain: true };
@@ -463,6 +515,7 @@ export class ErofsWriter {
       this.zeroBlock = this.pos / BLOCK_SIZE;
       await this.writeAll(Buffer.alloc(BLOCK_SIZE), this.pos);
       this.pos += BLOCK_SIZE;
+      this.zeroWrites++;
     }
     return this.zeroBlock;
   }

@@ -22,11 +22,15 @@ export function recordMatches(codec: Codec, raw: Uint8Array, b: CachedBlock): bo
   return out.length === raw.length && Buffer.compare(out, raw) === 0;
 }
 
-/** Compresses `raw` with `codec`, through `cache` when there is one (records filed at `place`). */
-export function compressCached(codec: Codec, cache: BlockCache | undefined, raw: Uint8Array, place: CachePlace): CompressedBlock {
+/**
+ * Compresses `raw` with `codec`, through `cache` when there is one (records filed at `place`).
+ * `rawDigestHex` is the hex sha256 of `raw` when the caller has it already (it is computed
+ * here otherwise).
+ */
+export function compressCached(codec: Codec, cache: BlockCache | undefined, raw: Uint8Array, place: CachePlace, rawDigestHex?: string): CompressedBlock {
   let key: string | undefined;
   if (cache) {
-    key = cache.key(createHash('sha256').update(raw).digest('hex'));
+    key = cache.key(rawDigestHex ?? createHash('sha256').update(raw).digest('hex'));
     const hit = cache.get(key, raw.length, (b) => recordMatches(codec, raw, b));
     if (hit) return hit.raw ? { kind: 'raw', data: raw, cache: 'hit' } : { kind: 'compressed', data: hit.data, cache: 'hit' };
   }

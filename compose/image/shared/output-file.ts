@@ -91,6 +91,15 @@ export class OutputFile {
     }
   }
 
+  /**
+   * Ends the file at `length` bytes followed by zeros up to `padded`: whatever was written at or
+   * past `length` before (a writer that moved its position back) is gone, the padding is zeros.
+   */
+  async setLength(length: number, padded: number): Promise<void> {
+    await this.fh.truncate(length);
+    if (padded > length) await this.fh.truncate(padded);
+  }
+
   /** sha256 (hex) of the temp file as it is now, read through its descriptor. */
   async sha256(): Promise<string> {
     const h = createHash('sha256');

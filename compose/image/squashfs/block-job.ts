@@ -9,8 +9,11 @@
  *
  * Blocks go through the shared block cache (namespace: compressor, library version, level,
  * block size), filed under the block's group (the layer it came from) and, for restricted
- * content, readable only by its group. The raw block travels back so the writer can reuse it.
+ * content, readable only by its group. The raw block travels back so the writer can reuse it,
+ * with the block's sha256 (computed once, for the cache key too): the writer tells identical
+ * files apart by these digests (spec/squashfs.md, "Identical content is stored once").
  */
+import { createHash } from 'node:crypto';
 import { BlockCache, type CachePlace } from '../shared/block-cache.js';
 import { makeCodec, type CodecSpec } from '../shared/codecs.js';
 import { compressCached } from '../shared/compress-block.js';
@@ -35,6 +38,8 @@ export interface BlockJobResult {
   cache: 'hit' | 'miss' | 'none';
   /** The submitted block, handed back so the caller can reuse its memory. */
   raw: Uint8Array;
+  /** sha256 of the raw block (32 bytes). */
+  digest: Uint8Array;
 }
 
 /** The cache namespace of SquashFS data blocks (see block-cache.ts). */
@@ -48,6 +53,14 @@ function isAllZero(b: Uint8Array): boolean {
   return Buffer.from(b.buffer, b.byteOffset, b.length).equals(zeros.subarray(0, b.length));
 }
 
+/** sha256 of `length` zero bytes, computed once per length (holes of a huge file cost nothing). */
+const zeroDigests = new Map<number, Uint8Array>();
+function zeroDigest(length: number): Uint8Array {
+  let d = zeroDigests.get(length);
+  if (!d) zeroDigests.set(length, (d = new Uint8Array(createHash('sha256').update(new Uint8Array(length)).digest())));
+  return d;
+}
+
 export function createJobHandler(config: unknown): JobHandler<BlockJob, BlockJobResult> {
   const c = config as BlockJobConfig;
   const codec = makeCodec(c.codec);
@@ -55,8 +68,13 @@ export function createJobHandler(config: unknown): JobHandler<BlockJob, BlockJob
   return {
     run(job) {
       let result: BlockJobResult;
-      if (job.allowSparse && isAllZero(job.raw)) result = { kind: 'sparse', data: new Uint8Array(0), cache: 'none', raw: job.raw };
-      else result = { ...compressCached(codec, cache, job.raw, job.place), raw: job.raw };
+      if (job.allowSparse && isAllZero(job.raw)) {
+        result = { kind: 'sparse', data: new Uint8Array(0), cache: 'none', raw: job.raw, digest: zeroDigest(job.raw.length) };
+      } else {
+        const digest = createHash('sha256').update(job.raw).digest();
+        // (a 32-byte copy: a Buffer may view a larger pool, which postMessage would copy whole)
+        result = { ...compressCached(codec, cache, job.raw, job.place, digest.toString('hex')), raw: job.raw, digest: new Uint8Array(digest) };
+      }
       const transfer = transferable(job.raw);
       if (result.data.buffer !== job.raw.buffer) transfer.push(...transferable(result.data));
       return { result, transfer };

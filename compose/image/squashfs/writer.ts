@@ -1,10 +1,12 @@
 /**
  * strata's SquashFS 4.0 writer: streams file data into the image as it arrives, compresses
  * blocks in worker threads (output order fixed by call order), caches compressed blocks by
- * content, and writes the metadata tables at the end. No root needed, no wall-clock time.
+ * content, stores identical file content once (by the sha256 of its bytes), and writes the
+ * metadata tables at the end. No root needed, no wall-clock time.
  * What exactly is written (inode numbering, ordering, fragments, cache key) is specified in
  * spec/squashfs.md; each on-disk structure's layout is in its own file of this folder.
  */
+import { createHash, type Hash } from 'node:crypto';
 import os from 'node:os';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import type { LayerEntry } from '../../../store/index.js';
@@ -77,6 +79,17 @@ interface FileData {
   fragOffset: number;
 }
 
+/** A file's full blocks on their way through the queue: settled when the last one is written. */
+interface BlockRun {
+  fd: FileData;
+  /** sha256 over the sha256 of each block, in order: the identity of the run. */
+  digests: Hash;
+  /** Blocks pushed and not yet written. */
+  pending: number;
+  /** All blocks pushed (the content ended). */
+  ended: boolean;
+}
+
 interface Node {
   entry: LayerEntry;
   name: Buffer;
@@ -132,7 +145,7 @@ export class SquashfsWriter {
   private readonly nodes = new Map<string, Node>();
   private readonly pool: WorkerPool<BlockJob, BlockJobResult>;
   private readonly maxInFlight: number;
-  private readonly queue: { p: Promise<BlockJobResult>; done: (start: number, word: number) => void }[] = [];
+  private readonly queue: { p: Promise<BlockJobResult>; done: (start: number, word: number, digest: Uint8Array) => void }[] = [];
   private pos: number;
   private chain: Promise<void> = Promise.resolve();
   private failed: unknown;
@@ -148,6 +161,10 @@ export class SquashfsWriter {
   private fragCount = 0;
   /** Block buffers handed back by the workers, reused so memory stays flat on huge files. */
   private readonly spare: Buffer[] = [];
+  /** The first file of each distinct run of full blocks, by the run's identity (BlockRun.digests). */
+  private readonly blockRuns = new Map<string, FileData>();
+  /** The first file of each distinct tail, by the tail's sha256. */
+  private readonly tails = new Map<string, FileData>();
 
   private constructor(
     private readonly file: OutputFile,
@@ -205,6 +222,7 @@ export class SquashfsWriter {
    * Full blocks go to the compression pool; the tail (< blockSize) is packed into the open
    * fragment block of `group`, which is flushed first when the group changes. `group` also
    * files the blocks in the cache (a layer's CID); `opts` of a group's first file apply to it.
+   * Full blocks or a tail equal to an earlier file's are not stored again (settleBlocks, placeTail).
    */
   addFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: GroupOptions = {}): Promise<void> {
     try {
@@ -240,6 +258,7 @@ export class SquashfsWriter {
     let fill = 0;
     let total = 0;
     let index = 0;
+    let run: BlockRun | undefined;
     for await (const chunk of content) {
       total += chunk.length;
       if (total > entry.size) throw usage(`${entry.path}: content is longer than its size ${entry.size}`);
@@ -251,10 +270,14 @@ export class SquashfsWriter {
         off += n;
         if (fill === bs) {
           const i = index++;
-          await this.pushBlock(block, true, (start, word) => {
+          const r = (run ??= { fd, digests: createHash('sha256'), pending: 0, ended: false });
+          r.pending++;
+          await this.pushBlock(block, true, (start, word, digest) => {
             if (i === 0) fd.blocksStart = start;
             fd.sizes[i] = word;
             if (word === 0) fd.sparse += bs;
+            r.digests.update(digest);
+            if (--r.pending === 0 && r.ended) this.settleBlocks(r);
           });
           block = this.takeBlock();
           fill = 0;
@@ -262,14 +285,47 @@ export class SquashfsWriter {
       }
     }
     if (total !== entry.size) throw usage(`${entry.path}: content is ${total} bytes, its entry says ${entry.size}`);
-    if (fill > 0) {
-      if (this.fragUsed + fill > bs) await this.flushFragment();
-      fd.fragIndex = this.fragCount;
-      fd.fragOffset = this.fragUsed;
-      this.frag.set(block.subarray(0, fill), this.fragUsed);
-      this.fragUsed += fill;
+    if (run) {
+      run.ended = true;
+      if (run.pending === 0) this.settleBlocks(run);
     }
+    if (fill > 0) await this.placeTail(fd, block.subarray(0, fill));
     this.spare.push(block);
+  }
+
+  /**
+   * Called once all of a file's full blocks are written, before anything after them: when an
+   * earlier file had the same blocks, this file's (the last bytes written) are dropped by
+   * moving the write position back to where they start, and the file points at the earlier ones.
+   */
+  private settleBlocks(run: BlockRun): void {
+    const key = run.digests.digest('base64');
+    const first = this.blockRuns.get(key);
+    if (!first) {
+      this.blockRuns.set(key, run.fd);
+      return;
+    }
+    this.pos = run.fd.blocksStart;
+    run.fd.blocksStart = first.blocksStart;
+    run.fd.sizes = first.sizes;
+    run.fd.sparse = first.sparse;
+  }
+
+  /** Packs a tail into the open fragment block, or points at an earlier copy of the same bytes. */
+  private async placeTail(fd: FileData, tail: Buffer): Promise<void> {
+    const key = createHash('sha256').update(tail).digest('base64');
+    const first = this.tails.get(key);
+    if (first) {
+      fd.fragIndex = first.fragIndex;
+      fd.fragOffset = first.fragOffset;
+      return;
+    }
+    if (this.fragUsed + tail.length > this.blockSize) await this.flushFragment();
+    fd.fragIndex = this.fragCount;
+    fd.fragOffset = this.fragUsed;
+    this.frag.set(tail, this.fragUsed);
+    this.fragUsed += tail.length;
+    this.tails.set(key, fd);
   }
 
   private takeBlock(): Buffer {
@@ -292,7 +348,7 @@ export class SquashfsWriter {
     });
   }
 
-  private async pushBlock(raw: Buffer, allowSparse: boolean, done: (start: number, word: number) => void): Promise<void> {
+  private async pushBlock(raw: Buffer, allowSparse: boolean, done: (start: number, word: number, digest: Uint8Array) => void): Promise<void> {
     const place = { tag: this.group ?? '', ...(this.groupOpts.cacheGid !== undefined ? { gid: this.groupOpts.cacheGid } : {}) };
     const p = this.pool.run({ raw, allowSparse, place }, transferable(raw));
     p.catch(() => undefined); // awaited in order by writeHead; avoid an early unhandled rejection
@@ -305,16 +361,15 @@ export class SquashfsWriter {
     const r = await h.p;
     if (r.cache === 'hit') this.hits++;
     else if (r.cache === 'miss') this.misses++;
-    if (r.kind === 'sparse') {
-      h.done(this.pos, 0);
-      this.recycle(r.raw);
-      return;
+    const start = this.pos;
+    let word = 0;
+    if (r.kind !== 'sparse') {
+      await this.file.writeAll(r.data, start);
+      this.pos += r.data.length;
+      word = encodeSizeWord(r.data.length, r.kind === 'raw');
     }
-    const len = r.data.length;
-    await this.file.writeAll(r.data, this.pos);
-    h.done(this.pos, encodeSizeWord(len, r.kind === 'raw'));
-    this.pos += len;
     this.recycle(r.raw);
+    h.done(start, word, r.digest); // may move pos back (settleBlocks)
   }
 
   /**
@@ -551,7 +606,7 @@ export class SquashfsWriter {
     }
     const bytesUsed = p;
 
-    let flags: number = FLAG.EXPORTABLE;
+    let flags: number = FLAG.EXPORTABLE | FLAG.DUPLICATES;
     if (this.options) {
       flags |= FLAG.COMPRESSOR_OPTIONS;
       const ob = Buffer.alloc(2);
@@ -580,7 +635,7 @@ export class SquashfsWriter {
     });
     await this.file.writeAll(sb, 0);
     const padded = Math.ceil(bytesUsed / PAD) * PAD;
-    await this.file.fh.truncate(padded);
+    await this.file.setLength(bytesUsed, padded); // blocks of duplicates may have been written past the end
     return { bytes: padded, sha256: await this.file.sha256(), inodes: count, cacheHits: this.hits, cacheMisses: this.misses };
   }
 }
