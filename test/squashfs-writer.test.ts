@@ -278,6 +278,28 @@ Writer.after.each(() => {
   removeDir(tmp);
 });
 
+/**
+ * The reference readers agree that `ours` holds `tree`: unsquashfs -lln lists what it lists for
+ * mksquashfs's image of the tree, sqfsdiff finds them equal, and unsquashfs -d and a kernel
+ * mount give the tree back. Returns the mount point for further checks.
+ */
+function assertHoldsTree(ours: string, tree: string): string {
+  const theirs = join(tmp, 'theirs.sqfs');
+  mustRun('mksquashfs', [tree, theirs, '-noappend', '-no-progress', '-quiet', '-b', String(BS), '-comp', 'gzip']);
+  assert.equal(listing(ours), listing(theirs), 'unsquashfs -lln listings');
+  // (unsquashfs 4.5 prints minors > 255 oddly; the kernel mount checks 4000:300000.)
+  const diff = run('sqfsdiff', ['-T', '-a', ours, '-b', theirs]);
+  assert.is(diff.code, 0, `sqfsdiff:\n${diff.stdout.toString()}${diff.stderr}`);
+  const ex = join(tmp, 'ex');
+  const u = run('unsquashfs', ['-no-progress', '-d', ex, ours]);
+  assert.is(u.code, 0, u.stderr);
+  assert.equal(diffTrees(tree, ex), [], 'unsquashfs -d extraction');
+  const mnt = join(tmp, 'mnt');
+  mountImage(ours, mnt);
+  assert.equal(diffTrees(tree, mnt), [], 'kernel mount');
+  return mnt;
+}
+
 Writer('awkward corpus: listing, sqfsdiff, extraction and kernel mount match the tree', async () => {
   const items = corpus();
   const tree = join(tmp, 'tree');
@@ -292,26 +314,8 @@ Writer('awkward corpus: listing, sqfsdiff, extraction and kernel mount match the
   assert.is(statSync(ours).size, r.bytes);
   assert.is(r.cacheHits + r.cacheMisses, 0, 'no cache configured');
 
-  const theirs = join(tmp, 'theirs.sqfs');
-  mustRun('mksquashfs', [tree, theirs, '-noappend', '-no-progress', '-quiet', '-b', String(BS), '-comp', 'gzip']);
-
-  const a = listing(ours);
-  const b = listing(theirs);
-  assert.is(a.length, items.length);
-  assert.equal(a, b, 'unsquashfs -lln listings');
-  // (unsquashfs 4.5 prints minors > 255 oddly; the kernel mount below checks 4000:300000.)
-
-  const diff = run('sqfsdiff', ['-T', '-a', ours, '-b', theirs]);
-  assert.is(diff.code, 0, `sqfsdiff:\n${diff.stdout.toString()}${diff.stderr}`);
-
-  const ex = join(tmp, 'ex');
-  const u = run('unsquashfs', ['-no-progress', '-d', ex, ours]);
-  assert.is(u.code, 0, u.stderr);
-  assert.equal(diffTrees(tree, ex), [], 'unsquashfs -d extraction');
-
-  const mnt = join(tmp, 'mnt');
-  mountImage(ours, mnt);
-  assert.equal(diffTrees(tree, mnt), [], 'kernel mount');
+  assert.is(listing(ours).length, items.length);
+  const mnt = assertHoldsTree(ours, tree);
   const h = run('python3', ['-c', HANDLE_CHECK, mnt]);
   assert.is(h.code, 0, h.stderr);
   assert.is(h.stdout.toString().trim(), `${items.length} 0`, `export table: ${h.stderr.slice(0, 2000)}`);
@@ -354,18 +358,7 @@ Writer('identical files are stored once; every reader sees the tree; same bytes 
   assert.equal(new Set(digests).size, 1, digests.join('\n'));
 
   // The image holds the tree, for every reader.
-  const theirs = join(tmp, 'theirs.sqfs');
-  mustRun('mksquashfs', [tree, theirs, '-noappend', '-no-progress', '-quiet', '-b', String(BS), '-comp', 'gzip']);
-  assert.equal(listing(ours), listing(theirs), 'unsquashfs -lln listings');
-  const diff = run('sqfsdiff', ['-T', '-a', ours, '-b', theirs]);
-  assert.is(diff.code, 0, `sqfsdiff:\n${diff.stdout.toString()}${diff.stderr}`);
-  const ex = join(tmp, 'ex');
-  const u = run('unsquashfs', ['-no-progress', '-d', ex, ours]);
-  assert.is(u.code, 0, u.stderr);
-  assert.equal(diffTrees(tree, ex), [], 'unsquashfs -d extraction');
-  const mnt = join(tmp, 'mnt');
-  mountImage(ours, mnt);
-  assert.equal(diffTrees(tree, mnt), [], 'kernel mount');
+  assertHoldsTree(ours, tree);
   const img = await SquashfsImage.open(ours);
   try {
     for (const it of items) if (it.data) assert.ok((await img.readFile(it.entry.path)).equals(it.data), `strata's reader: ${it.entry.path}`);
