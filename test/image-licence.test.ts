@@ -76,7 +76,7 @@ else {
     mkdirSync(work);
     strataOk(['-q', 'store', 'import', 'licapp/1', src, '--restricted', 'st-img-lic'], { store, cwd: work });
     // The member owns this store, so the build's block cache is the store's (a staff store read
-    // by members, with caches in the member's home, is test/site-store's).
+    // by members, with caches in the member's home, is test/store-site's).
     mustRun('chown', ['-R', `${member.uid}:${member.gid}`, store, work]);
     strataOk(['-q', 'compose', 'add', 'licapp/1'], { store, cwd: work, as: member });
     const image = join(work, file);
