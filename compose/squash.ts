@@ -24,6 +24,7 @@ import type { LoadedModule, StoreReader, LayerEntry } from '../store/index.js';
 import { forEachPlannedFile, plannedBytes } from './merge.js';
 import { outputLicence, planOutput } from './outputs.js';
 import { checkErofsOptions, checkSquashOptions, ErofsWriter, imageFormat, SquashfsWriter, type ErofsCompressor, type ImageFormat, type SquashOptions } from './image/index.js';
+import { cacheSecret as userCacheSecret } from './caches.js';
 
 export interface ImageOptions {
   /** squashfs (default) or erofs. */
@@ -81,9 +82,10 @@ interface ImageSink {
 
 async function createSink(out: string, store: StoreReader & { cacheDir?: string }, opts: ImageOptions, gid: number | undefined): Promise<ImageSink> {
   const cacheDir = opts.cache === false ? undefined : store.cacheDir;
+  const cacheSecret = cacheDir === undefined ? undefined : userCacheSecret();
   const access = gid !== undefined ? { access: { gid } } : {};
   if (opts.format === 'erofs') {
-    return ErofsWriter.create(out, { compressor: (opts.compressor ?? 'lz4') as ErofsCompressor, level: opts.level, extentSize: opts.blockSize, workers: opts.workers, cacheDir, ...access });
+    return ErofsWriter.create(out, { compressor: (opts.compressor ?? 'lz4') as ErofsCompressor, level: opts.level, extentSize: opts.blockSize, workers: opts.workers, cacheDir, cacheSecret, ...access });
   }
   return SquashfsWriter.create(out, {
     compressor: (opts.compressor ?? 'zstd') as SquashOptions['compressor'],
@@ -91,6 +93,7 @@ async function createSink(out: string, store: StoreReader & { cacheDir?: string 
     blockSize: opts.blockSize,
     workers: opts.workers,
     cacheDir,
+    cacheSecret,
     mkfsTime: 0,
     ...access,
   });

@@ -7,7 +7,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, openSync, readFileSync, readSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -193,12 +193,12 @@ Cache('a corrupt, torn, foreign or missing cache record is a miss, output unchan
   assert.is(sha(join(tmp, 'd.sqfs')), sha(join(tmp, 'a.sqfs')));
 });
 
-Cache('a pack record whose payload was swapped for another block\'s, digest made consistent, is a miss: same bytes as no cache', async () => {
-  const items = tree();
-  const cache = join(tmp, 'cache');
-  const opts: SquashOptions = { compressor: 'zstd', blockSize: BS, workers: 2, cacheDir: cache };
-  const noCache = await build(items, join(tmp, 'none.sqfs'), { ...opts, cacheDir: undefined });
-  const first = await build(items, join(tmp, 'a.sqfs'), opts);
+/**
+ * Plants a record every structural check accepts but whose payload is another block's: a's
+ * key and raw length with b's payload and b's payload digest (a's own index record removed).
+ * With `secret`, the record also carries that secret's seal.
+ */
+function plantSwapped(cache: string, secret?: Buffer): void {
   const all = listCacheEntries(cache);
   const [a, b] = all.filter((e) => !e.raw && e.payload.length < e.rawLength);
   assert.ok(a && b && !a.payload.equals(b.payload));
@@ -211,12 +211,13 @@ Cache('a pack record whose payload was swapped for another block\'s, digest made
   for (let o = 0; o < ib.length; o += 48) if (ib.subarray(o, o + 32).toString('hex') !== a.key) keep.push(ib.subarray(o, o + 48));
   writeFileSync(idx, Buffer.concat(keep));
   const head = Buffer.alloc(PACK_RECORD_HEADER);
-  head.write('SQBP', 0, 'latin1');
+  head.write('SQB2', 0, 'latin1');
   head.writeUInt32LE(0, 4);
   head.writeUInt32LE(a.rawLength, 8);
   head.writeUInt32LE(b.payload.length, 12);
   Buffer.from(a.key, 'hex').copy(head, 16);
   createHash('sha256').update(b.payload).digest().copy(head, 48);
+  if (secret) createHmac('sha256', secret).update(head.subarray(0, 80)).digest().copy(head, 80);
   const planted = join(dirname(a.pack), 'zzzz-planted');
   writeFileSync(`${planted}.pack`, Buffer.concat([head, b.payload]));
   const rec = Buffer.alloc(48);
@@ -224,6 +225,15 @@ Cache('a pack record whose payload was swapped for another block\'s, digest made
   rec.writeUInt32LE(b.payload.length, 40);
   writeFileSync(`${planted}.idx`, rec);
   assert.ok(listCacheEntries(cache).some((e) => e.key === a.key && e.payload.equals(b.payload)), 'the planted record reads back as intact');
+}
+
+Cache('a pack record whose payload was swapped for another block\'s, digest made consistent, is a miss: same bytes as no cache', async () => {
+  const items = tree();
+  const cache = join(tmp, 'cache');
+  const opts: SquashOptions = { compressor: 'zstd', blockSize: BS, workers: 2, cacheDir: cache };
+  const noCache = await build(items, join(tmp, 'none.sqfs'), { ...opts, cacheDir: undefined });
+  const first = await build(items, join(tmp, 'a.sqfs'), opts);
+  plantSwapped(cache);
 
   const second = await build(items, join(tmp, 'b.sqfs'), opts);
   assert.is(second.cacheMisses, 1, 'the swapped record is a miss');
@@ -233,6 +243,31 @@ Cache('a pack record whose payload was swapped for another block\'s, digest made
   const third = await build(items, join(tmp, 'c.sqfs'), opts);
   assert.is(third.cacheMisses, 0, 'the block was cached again, correctly');
   assert.is(sha(join(tmp, 'c.sqfs')), sha(join(tmp, 'none.sqfs')));
+});
+
+Cache('records sealed with the build\'s secret are used as they are; under another secret or none they are checked', async () => {
+  const items = tree();
+  const cache = join(tmp, 'cache');
+  const opts: SquashOptions = { compressor: 'zstd', blockSize: BS, workers: 2, cacheDir: cache };
+  const mine = randomBytes(32);
+  await build(items, join(tmp, 'none.sqfs'), { ...opts, cacheDir: undefined });
+  const first = await build(items, join(tmp, 'a.sqfs'), { ...opts, cacheSecret: mine });
+  assert.is(sha(join(tmp, 'a.sqfs')), sha(join(tmp, 'none.sqfs')));
+  // A swapped record carrying this user's seal is taken without decompressing it: the seal,
+  // not a check of the payload, is what lets it through (so only this user may hold the secret).
+  plantSwapped(cache, mine);
+  const trusted = await build(items, join(tmp, 'b.sqfs'), { ...opts, cacheSecret: mine });
+  assert.is(trusted.cacheMisses, 0);
+  assert.is.not(sha(join(tmp, 'b.sqfs')), sha(join(tmp, 'none.sqfs')), 'the sealed record was used as it is');
+  // Under another secret the planted record's seal is not one it trusts: decompressed, found
+  // wrong, a miss, and compressed again (that record sealed with the other secret).
+  const other = await build(items, join(tmp, 'c.sqfs'), { ...opts, cacheSecret: randomBytes(32) });
+  assert.is(other.cacheMisses, 1);
+  assert.is(sha(join(tmp, 'c.sqfs')), sha(join(tmp, 'none.sqfs')), 'another secret: same bytes as with no cache');
+  // Without a secret every record is checked: all good now, all hits.
+  const none = await build(items, join(tmp, 'd.sqfs'), opts);
+  assert.is(none.cacheMisses, 0);
+  assert.is(sha(join(tmp, 'd.sqfs')), sha(join(tmp, 'none.sqfs')), 'no secret: same bytes as with no cache');
 });
 
 Cache('changing one layer recompresses only that layer: fragments are packed per group', async () => {

@@ -72,6 +72,8 @@ export interface ErofsOptions {
   workers?: number;
   /** Root of the compressed-block cache (the store's cache/); absent = no cache. */
   cacheDir?: string;
+  /** The user's cache secret (compose/caches.ts): records sealed with it are trusted as they are. */
+  cacheSecret?: Uint8Array;
   /** Who may read the finished image (default: as the umask allows). */
   access?: OutputAccess;
 }
@@ -252,11 +254,12 @@ export class ErofsWriter {
     private readonly extentSize: number,
     threads: number,
     cacheDir: string | undefined,
+    cacheSecret: Uint8Array | undefined,
   ) {
     this.pool = codec.spec
       ? new WorkerPool({
           module: new URL('../squashfs/block-job.js', import.meta.url).href,
-          config: { codec: codec.spec, blockSize: extentSize, cacheDir },
+          config: { codec: codec.spec, blockSize: extentSize, cacheDir, cacheSecret },
           threads,
           what: 'EROFS extent compression',
         })
@@ -276,7 +279,7 @@ export class ErofsWriter {
     const { codec, extentSize, workers } = checkErofsOptions(opts);
     const out = await OutputFile.create(outPath, opts.access ?? {});
     try {
-      return new ErofsWriter(out, codec, extentSize, workers, opts.cacheDir);
+      return new ErofsWriter(out, codec, extentSize, workers, opts.cacheDir, opts.cacheSecret);
     } catch (e) {
       await out.abort();
       throw e;

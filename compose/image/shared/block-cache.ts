@@ -20,6 +20,12 @@
  * encodings of the same content (a payload that decompresses to the right bytes but was made
  * otherwise): it lives where only its user writes (store.cacheDir).
  *
+ * Sealed records skip that check. A cache opened with the user's secret (compose/caches.ts:
+ * 32 random bytes only this user can read) seals what it writes with an HMAC of the record's
+ * header, which holds the payload's digest; a record whose seal verifies under the secret was
+ * written by this user's own build and is used as it is. Anything else (another user's
+ * record in a shared cache, an edited one, a record from before seals) is checked as above.
+ *
  * Storage, under `<cacheDir>/image-blocks/`:
  *
  *   <tag>/<namespace id>/<pid>-<thread>-<random>.pack     records, appended
@@ -32,13 +38,15 @@
  * A pack's mtime is its last use (writes, and hits at close), which `pruneBlockCache` uses.
  *
  * Pack record (little-endian):
- *    0  4   magic "SQBP"
+ *    0  4   magic "SQB2"
  *    4  u32 flags          bit 0: stored raw (compression did not shrink the block); no payload
  *    8  u32 rawLength      length of the uncompressed block
  *   12  u32 payloadLength
  *   16  32  key
  *   48  32  sha256 of the payload
- *   80  …   payload
+ *   80  32  seal: HMAC-SHA256(secret, bytes 0..80), or zeros when written without a secret
+ *  112  …   payload
+ * (Records of the first layout, magic "SQBP" without a seal, read as misses.)
  *
  * Index record (48 bytes, appended after its pack record is written):
  *    0  32  key
@@ -49,7 +57,7 @@
  * Methods are synchronous: they run in worker threads, off the main event loop. Any failure to
  * read is a miss, any failure to write leaves the block uncached; nothing here throws.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { threadId } from 'node:worker_threads';
@@ -58,8 +66,10 @@ import { threadId } from 'node:worker_threads';
 export const BLOCK_CACHE_DIR = 'image-blocks';
 /** Directories of earlier layouts, removed by pruneBlockCache. */
 const LEGACY_DIRS = ['squashfs-blocks'];
-const MAGIC = Buffer.from('SQBP');
-const HEADER = 80;
+const MAGIC = Buffer.from('SQB2');
+const HEADER = 112;
+/** Bytes 0..SEALED are what the seal covers. */
+const SEALED = 80;
 const INDEX_RECORD = 48;
 const FLAG_RAW = 1;
 /** A tag used as a directory name as it is; anything else is hashed. */
@@ -110,8 +120,15 @@ export class BlockCache {
   private readonly writers = new Map<string, PackWriter>();
   private readonly used = new Set<string>();
 
-  /** `cacheDir` is the cache root (the store's cacheDir); `namespace` as in the file comment. */
-  constructor(cacheDir: string, private readonly namespace: string) {
+  /**
+   * `cacheDir` is the cache root (the store's cacheDir); `namespace` as in the file comment;
+   * `secret`, when given, seals what this cache writes and lets its sealed records skip `accept`.
+   */
+  constructor(
+    cacheDir: string,
+    private readonly namespace: string,
+    private readonly secret?: Uint8Array,
+  ) {
     this.root = path.join(cacheDir, BLOCK_CACHE_DIR);
     this.ns = namespaceId(namespace);
   }
@@ -137,7 +154,7 @@ export class BlockCache {
         const buf = Buffer.allocUnsafe(HEADER + loc.payloadLength);
         const got = fs.readSync(this.fd(loc.pack), buf, 0, buf.length, loc.offset);
         block = got === buf.length ? decodeRecord(buf, key, rawLength) : undefined;
-        if (block && !accept(block)) block = undefined;
+        if (block && !this.sealedBy(buf) && !accept(block)) block = undefined;
       } catch {
         block = undefined;
       }
@@ -161,6 +178,7 @@ export class BlockCache {
     head.writeUInt32LE(payload.length, 12);
     Buffer.from(key, 'hex').copy(head, 16);
     createHash('sha256').update(payload).digest().copy(head, 48);
+    if (this.secret) seal(this.secret, head).copy(head, SEALED);
     try {
       const w = this.writer(place);
       if (!w) return;
@@ -176,6 +194,11 @@ export class BlockCache {
     } catch {
       /* the block is simply not cached */
     }
+  }
+
+  /** True when the record in `buf` carries this cache's seal. */
+  private sealedBy(buf: Buffer): boolean {
+    return this.secret !== undefined && seal(this.secret, buf).equals(buf.subarray(SEALED, HEADER));
   }
 
   /** Closes every file, marks the packs hits came from as used now. Reopens on demand. */
@@ -280,10 +303,15 @@ function decodeRecord(buf: Buffer, key: string, rawLength: number): CachedBlock 
   if (buf.subarray(16, 48).toString('hex') !== key) return undefined;
   const payload = buf.subarray(HEADER, HEADER + buf.readUInt32LE(12));
   if (payload.length !== buf.readUInt32LE(12)) return undefined;
-  if (!createHash('sha256').update(payload).digest().equals(buf.subarray(48, HEADER))) return undefined;
+  if (!createHash('sha256').update(payload).digest().equals(buf.subarray(48, SEALED))) return undefined;
   const raw = (buf.readUInt32LE(4) & FLAG_RAW) !== 0;
   if (raw ? payload.length !== 0 : payload.length === 0 || payload.length >= rawLength) return undefined;
   return { raw, data: payload };
+}
+
+/** The seal of a record: an HMAC of its header up to the seal (which holds the payload's digest). */
+function seal(secret: Uint8Array, record: Buffer): Buffer {
+  return createHmac('sha256', secret).update(record.subarray(0, SEALED)).digest();
 }
 
 /** Every index record under `dir`, in file-name then append order (later ones win). */

@@ -23,6 +23,8 @@ export interface BlockJobConfig {
   codec: CodecSpec;
   blockSize: number;
   cacheDir?: string;
+  /** The user's cache secret: seals records written, trusts records sealed (shared/block-cache.ts). */
+  cacheSecret?: Uint8Array;
 }
 
 export interface BlockJob {
@@ -64,7 +66,7 @@ function zeroDigest(length: number): Uint8Array {
 export function createJobHandler(config: unknown): JobHandler<BlockJob, BlockJobResult> {
   const c = config as BlockJobConfig;
   const codec = makeCodec(c.codec);
-  const cache = c.cacheDir ? new BlockCache(c.cacheDir, blockNamespace(codec, c.blockSize)) : undefined;
+  const cache = c.cacheDir ? new BlockCache(c.cacheDir, blockNamespace(codec, c.blockSize), c.cacheSecret) : undefined;
   return {
     run(job) {
       let result: BlockJobResult;

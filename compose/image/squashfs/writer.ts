@@ -48,6 +48,8 @@ export interface SquashOptions {
   workers?: number;
   /** Root of the compressed-block cache (the store's cacheDir); absent = no cache. */
   cacheDir?: string;
+  /** The user's cache secret (compose/caches.ts): records sealed with it are trusted as they are. */
+  cacheSecret?: Uint8Array;
   /** Superblock mkfs time, seconds; default 0. */
   mkfsTime?: number;
   /** Who may read the finished image file (default: as the umask says). */
@@ -174,8 +176,9 @@ export class SquashfsWriter {
     private readonly options: Buffer | undefined,
     threads: number,
     cacheDir: string | undefined,
+    cacheSecret: Uint8Array | undefined,
   ) {
-    const config: BlockJobConfig = { codec: { name: codec.name, level: codec.level }, blockSize, cacheDir };
+    const config: BlockJobConfig = { codec: { name: codec.name, level: codec.level }, blockSize, cacheDir, cacheSecret };
     this.pool = new WorkerPool({ module: new URL('./block-job.js', import.meta.url).href, config, threads, what: 'SquashFS block compression' });
     this.maxInFlight = threads * 2 + 2;
     this.pos = SUPERBLOCK_SIZE + (options ? 2 + options.length : 0);
@@ -193,7 +196,7 @@ export class SquashfsWriter {
     codecVersion(spec); // a missing addon fails here, in the caller's thread
     const file = await OutputFile.create(outPath, opts.access);
     try {
-      return new SquashfsWriter(file, codec, bs, mkfs, encodeCompressorOptions(spec), threads, opts.cacheDir);
+      return new SquashfsWriter(file, codec, bs, mkfs, encodeCompressorOptions(spec), threads, opts.cacheDir, opts.cacheSecret);
     } catch (e) {
       await file.abort();
       throw e;
