@@ -16,6 +16,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { defaultStoreRoot, LocalStore } from './local-store.js';
 import type { LockOptions } from './catalog/leveldb.js';
+import type { StoreReader } from './reader.js';
 
 export { STORE_ERR, StrataError, isStrataError } from './errors.js';
 export { comparePaths, OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './types.js';
@@ -32,31 +33,7 @@ export { MemoryStore } from './memory-store.js';
 export { applyLayer, emptyTree, flatten, hardLinkTargets, lookup } from './layer/merge.js';
 export type { MergeNode, MergePlan, PlannedEntry } from './layer/merge.js';
 
-/** What an output (sandbox, image, export) reads: records, entry lists and layer bodies. */
-export interface StoreReader {
-  /**
-   * A module by exact fullName or record CID, its record read and validated. Throws
-   * ERR_NOT_FOUND (no such name), ERR_BLOB_MISSING / ERR_DIGEST_MISMATCH (record damaged),
-   * ERR_RECORD_INVALID (not a record).
-   */
-  get(ref: string): Promise<LoadedModule>;
-  /** A record by CID, verified and validated (same errors as get). */
-  loadRecord(cid: string, fullName?: string): Promise<ModuleRecord>;
-  /** The module's sidecar manifest, verified against its CID. */
-  manifestOf(mod: LoadedModule): Promise<LayerManifest>;
-  /**
-   * The layer's entries in canonical order with their xattrs and ACLs, without file contents.
-   * Comes from a rebuildable cache when there is one; the layer itself is authoritative.
-   */
-  layerEntries(mod: LoadedModule): Promise<LayerEntry[]>;
-  /**
-   * The layer's entries with their bodies, in canonical order. The caller drains (or skips) each
-   * body before asking for the next item and must run the iterator to its end: the digest is
-   * checked at the end, and a mismatch throws ERR_DIGEST_MISMATCH naming the module instead of
-   * ending cleanly, so a consumer that commits only on a clean end never keeps bad bytes.
-   */
-  readLayer(mod: LoadedModule): AsyncIterable<LayerItem>;
-}
+export type { StoreReader } from './reader.js';
 
 /** The whole store, as cli/ and compose/ use it. */
 export interface Store extends StoreReader {

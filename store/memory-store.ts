@@ -13,7 +13,7 @@ import type { LayerManifest } from './layer/manifest.js';
 import { fullNameOf, validateRecord, type ModuleRecord } from './record.js';
 import { readTar } from './tar/reader.js';
 import type { LayerEntry } from './types.js';
-import type { StoreReader } from './index.js';
+import type { StoreReader } from './reader.js';
 
 export class MemoryStore implements StoreReader {
   /** Blobs by sha256 hex. */

@@ -1,0 +1,34 @@
+/**
+ * The narrow reader interface outputs use (sandbox, images, export): the local store and the
+ * in-memory one both implement it, and test/store-contract holds them to the same contract.
+ * Its own file so store/memory-store.ts implements it without importing store/index.ts.
+ */
+import type { LayerEntry } from './types.js';
+import type { ModuleRecord } from './record.js';
+import type { LayerManifest } from './layer/manifest.js';
+import type { LayerItem, LoadedModule } from './internals.js';
+
+export interface StoreReader {
+  /**
+   * A module by exact fullName or record CID, its record read and validated. Throws
+   * ERR_NOT_FOUND (no such name), ERR_BLOB_MISSING / ERR_DIGEST_MISMATCH (record damaged),
+   * ERR_RECORD_INVALID (not a record).
+   */
+  get(ref: string): Promise<LoadedModule>;
+  /** A record by CID, verified and validated (same errors as get). */
+  loadRecord(cid: string, fullName?: string): Promise<ModuleRecord>;
+  /** The module's sidecar manifest, verified against its CID. */
+  manifestOf(mod: LoadedModule): Promise<LayerManifest>;
+  /**
+   * The layer's entries in canonical order with their xattrs and ACLs, without file contents.
+   * Comes from a rebuildable cache when there is one; the layer itself is authoritative.
+   */
+  layerEntries(mod: LoadedModule): Promise<LayerEntry[]>;
+  /**
+   * The layer's entries with their bodies, in canonical order. The caller drains (or skips) each
+   * body before asking for the next item and must run the iterator to its end: the digest is
+   * checked at the end, and a mismatch throws ERR_DIGEST_MISMATCH naming the module instead of
+   * ending cleanly, so a consumer that commits only on a clean end never keeps bad bytes.
+   */
+  readLayer(mod: LoadedModule): AsyncIterable<LayerItem>;
+}
