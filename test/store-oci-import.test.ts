@@ -14,6 +14,7 @@ import { buildOciLayout, makeStack, ociLayerBlobs, umociUnpack } from './fixture
 import { diffTrees } from './helpers/tree.js';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
 import { assertOneLineError, strata, strataJson } from './helpers/cli.js';
+import { missing, skipSuite, testIf } from './helpers/probe.js';
 
 interface Ctx {
   dir: string;
@@ -21,7 +22,8 @@ interface Ctx {
   store: string;
 }
 
-const test = suite<Ctx>('store import oci:DIR (umoci layout)');
+const NAME = 'store import oci:DIR (umoci layout)';
+const test = suite<Ctx>(NAME);
 test.before.each((ctx) => {
   ctx.dir = tempDir('strata-oci-import-');
   ctx.store = join(ctx.dir, 'store');
@@ -50,7 +52,7 @@ test('sandbox of the imported image equals umoci unpack; Env and Labels in the r
   assert.equal(diffTrees(sb, rootfs, { ignoreStrataPaths: true }), []);
 });
 
-test('zstd layers (skopeo) and a docker archive (skopeo) give the same layer CID', ({ dir, layout, store }) => {
+testIf(test, { tools: ['skopeo'] }, 'zstd layers (skopeo) and a docker archive (skopeo) give the same layer CID', ({ dir, layout, store }) => {
   const gz = strataJson(['store', 'import', 'img/gz', `oci:${layout}:v1`], { store });
   const zst = join(dir, 'oci-zstd');
   mustRun('skopeo', ['copy', '--dest-compress-format', 'zstd', `oci:${layout}:v1`, `oci:${zst}:v1`]);
@@ -73,4 +75,6 @@ test('a missing tag and a damaged blob are one-line errors', ({ layout, store })
   assert.equal(strataJson(['store', 'ls'], { store }), []);
 });
 
-test.run();
+const why = missing({ tools: ['umoci'], root: true });
+if (why) skipSuite(NAME, why);
+else test.run();

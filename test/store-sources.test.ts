@@ -10,7 +10,8 @@
  *   whiteouts, xattr whiteouts in an opaque=x directory, an escaped overlay xattr — imports
  *   to the same layer as root and as a real non-root user; a trusted.overlay upperdir is
  *   refused for the non-root user with a hint, and read by root (its opaque directory kept).
- * Root (mknod, trusted.* xattrs, switching users); skopeo for real archives.
+ * Root (mknod, trusted.* xattrs, switching users); skopeo for real archives (that test alone
+ * is skipped without it).
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -19,7 +20,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { writeTar } from './fixtures/hostile.js';
 import { dockerArchive, gz, MT, OciLayout } from './fixtures/oci.js';
-import { missing, skipSuite } from './helpers/probe.js';
+import { missing, skipSuite, testIf } from './helpers/probe.js';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
 import { ensureUser, type TestUser } from './helpers/users.js';
 import { assertOneLineError, strata, strataJson } from './helpers/cli.js';
@@ -30,7 +31,7 @@ interface Ctx {
   store: string;
 }
 
-const why = missing({ tools: ['skopeo', 'setfattr', 'setpriv'], root: true });
+const why = missing({ tools: ['setfattr', 'setpriv'], root: true });
 if (why) skipSuite('store import: sources recognised', why);
 else {
   const test = suite<Ctx>('store import: sources recognised');
@@ -64,7 +65,7 @@ else {
     assert.match(mustRun('tar', ['-tf', blobPath(store, plain.layer)]).stdout.toString(), /^oci-layout$/m);
   });
 
-  test('a docker archive without docker-archive: is imported as one (skopeo, docker save shape, gzip); an oci-archive is refused', ({ dir, store }) => {
+  testIf(test, { tools: ['skopeo'] }, 'a docker archive without docker-archive: is imported as one (skopeo, docker save shape, gzip); an oci-archive is refused', ({ dir, store }) => {
     const o = new OciLayout(join(dir, 'layout'));
     o.top([o.image([o.blob(gz(layerTar(dir, 'a', 'one')), MT.layerGzip), o.blob(gz(layerTar(dir, 'b', 'two')), MT.layerGzip)], ['X=1'])], 'v1');
     const want = strataJson(['store', 'import', 'img/oci', `oci:${o.dir}`], { store });

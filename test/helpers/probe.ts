@@ -6,7 +6,7 @@
  *   if (why) skipSuite('registry round trip', why); else { …the suite… }
  */
 import { spawnSync } from 'node:child_process';
-import { suite } from 'uvu';
+import { suite, type Test } from 'uvu';
 
 export interface Needs {
   /** Programs that must be on PATH. */
@@ -35,4 +35,18 @@ export function skipSuite(name: string, why: string): void {
   const s = suite(name);
   s.skip(`skipped: ${why}`, () => undefined);
   s.run();
+}
+
+/**
+ * A test that runs only where `needs` are met; elsewhere it is registered as skipped (so the
+ * runner counts it) and the reason is printed, while the rest of its suite runs.
+ */
+export function testIf<T>(test: Test<T>, needs: Needs, name: string, fn: (ctx: T) => void | Promise<void>): void {
+  const why = missing(needs);
+  if (why === undefined) {
+    test(name, fn);
+    return;
+  }
+  process.stdout.write(`skip: ${name}: ${why}\n`);
+  test.skip(`${name} (skipped: ${why})`, () => undefined);
 }
