@@ -13,7 +13,7 @@
  * "not available"; no number is ever made up.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir, stat, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { measure, MeasureTimeout, type Measurement, type Outcome } from './harness.js';
 import { BenchError, log, run } from './proc.js';
@@ -103,8 +103,8 @@ export async function sizeOf(p: string): Promise<number | undefined> {
 
 /**
  * A private copy of the built CLI (dist/, build/Release, package.json) so that a rebuild of
- * dist/ during the run (others' `npm test`) cannot change what is measured. node_modules
- * is still found by walking up from the copy. undefined when dist/cli/main.js is absent.
+ * dist/ during the run (others' `npm test`) cannot change what is measured; node_modules is
+ * linked beside it. undefined when dist/cli/main.js is absent.
  */
 export async function snapshotCli(root: string, pkg: string): Promise<string | undefined> {
   const override = process.env['BENCH_CLI'];
@@ -116,5 +116,8 @@ export async function snapshotCli(root: string, pkg: string): Promise<string | u
     await mkdir(join(pkg, 'build'), { recursive: true });
     await run('cp', ['-a', join(root, 'build/Release'), join(pkg, 'build')]);
   }
+  // The dependencies are found through a link: under a BENCH_DATA outside the package, walking
+  // up from the copy would find none, and every strata command would fail.
+  await symlink(join(root, 'node_modules'), join(pkg, 'node_modules'));
   return join(pkg, 'dist/cli/main.js');
 }
