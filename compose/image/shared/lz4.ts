@@ -24,8 +24,7 @@ const MFLIMIT = 12;
 const LASTLITERALS = 5;
 const HASH_LOG = 16;
 
-/** The match table and the output scratch, reused by every call in their thread (a call runs
- * to its end synchronously). */
+/** The match table and the output scratch: one each per thread, reused by every call (a call runs to its end synchronously). */
 const table = new Int32Array(1 << HASH_LOG);
 let scratch = Buffer.allocUnsafeSlow(0);
 
