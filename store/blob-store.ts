@@ -12,16 +12,18 @@
  *   written. Pins of processes that are gone are removed when the store opens.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import * as fsSync from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { StrataError, STORE_ERR } from './errors.js';
+import { StreamHash } from '../native/sha256.js';
 
 const HEX = /^[0-9a-f]{64}$/;
 const WRITES_IN_FLIGHT = 8;
 /** Small chunks are gathered into writes of this size. */
 const WRITE_SIZE = 1 << 20;
+/** Reads of a blob stream are this large. */
+const READ_SIZE = 1 << 20;
 
 export interface PutResult {
   hex: string;
@@ -126,10 +128,11 @@ export class BlobStore {
   ): Promise<PutResult> {
     const tmp = this.tmpPath('blob');
     const fh = await fsp.open(tmp, 'wx', 0o644);
-    const hash = createHash('sha256');
+    const hash = new StreamHash(); // off the main thread (native/sha256.ts)
     let size = 0;
+    let hex: string;
     // Up to WRITES_IN_FLIGHT positional writes run in the thread pool while the next chunks
-    // are hashed here. Small chunks (a canonical tar yields a header and a body per entry) are
+    // are hashed. Small chunks (a canonical tar yields a header and a body per entry) are
     // gathered into WRITE_SIZE buffers first: one write per chunk costs more than the copy.
     // Chunks are not reused by their producers, so a large one stays valid until written.
     const inflight = new Set<Promise<unknown>>();
@@ -153,6 +156,8 @@ export class BlobStore {
     try {
       for await (const chunk of source) {
         hash.update(chunk);
+        const behind = hash.backlog();
+        if (behind) await behind;
         const large = chunk.byteLength >= WRITE_SIZE / 4;
         if (gathered > 0 && (large || gathered + chunk.byteLength > WRITE_SIZE)) await flush();
         if (large) {
@@ -166,14 +171,15 @@ export class BlobStore {
       if (gathered > 0) await flush();
       await Promise.all(inflight);
       await fh.sync();
+      hex = await hash.digest();
     } catch (e) {
+      hash.abort();
       await Promise.allSettled(inflight);
       await fh.close().catch(() => {});
       await fsp.rm(tmp, { force: true });
       throw e;
     }
     await fh.close();
-    const hex = hash.digest('hex');
     if (expectHex !== undefined && hex !== expectHex) {
       await fsp.rm(tmp, { force: true });
       throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `content does not match sha256:${expectHex} (got sha256:${hex})`);
@@ -214,27 +220,47 @@ export class BlobStore {
     await fsyncDir(this.blobDir);
   }
 
-  /** Reads a blob, verifying its digest when the stream ends. */
+  /**
+   * Reads a blob, verifying its digest when the stream ends. The digest is computed off the
+   * main thread (native/sha256.ts); the next chunk is read while the caller handles this one.
+   */
   async *read(hex: string, what?: string): AsyncGenerator<Buffer> {
-    const hash = createHash('sha256');
-    let stream;
-    const fh = this.held.get(hex);
-    if (fh) {
-      stream = createReadStream('', { fd: fh.fd, start: 0, autoClose: false, highWaterMark: 1 << 20 });
-    } else {
-      const file = this.readPath(hex);
+    let fh = this.held.get(hex);
+    const own = !fh;
+    if (!fh) {
       try {
-        await fsp.access(file, fsSync.constants.R_OK);
-        stream = createReadStream(file, { highWaterMark: 1 << 20 });
+        fh = await fsp.open(this.readPath(hex), 'r');
       } catch (e) {
         throw this.unreadable(hex, what, e);
       }
     }
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      hash.update(chunk);
-      yield chunk;
+    const hash = new StreamHash();
+    let verified = false;
+    try {
+      let pos = 0;
+      const readAt = async (at: number) => {
+        const buf = Buffer.allocUnsafeSlow(READ_SIZE);
+        const { bytesRead } = await fh.read(buf, 0, READ_SIZE, at);
+        return buf.subarray(0, bytesRead);
+      };
+      let next = readAt(0);
+      for (;;) {
+        const chunk = await next;
+        if (chunk.length === 0) break;
+        pos += chunk.length;
+        const behind = hash.backlog();
+        if (behind) await behind;
+        next = readAt(pos);
+        next.catch(() => undefined); // awaited on the next turn, unless the caller stops first
+        hash.update(chunk);
+        yield chunk;
+      }
+      if ((await hash.digest()) !== hex) throw this.mismatch(hex, what);
+      verified = true;
+    } finally {
+      if (!verified) hash.abort();
+      if (own) await fh.close().catch(() => undefined);
     }
-    if (hash.digest('hex') !== hex) throw this.mismatch(hex, what);
   }
 
   async readBytes(hex: string, what?: string): Promise<Buffer> {

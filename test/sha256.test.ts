@@ -1,0 +1,81 @@
+/**
+ * native/sha256.ts: a stream's digest is the digest of its bytes whatever the chunking, the
+ * stream's size (hashed here, or in the worker through the shared ring), interleaving with
+ * other streams, a producer that never waits (the ring runs out: copies of its own), and the
+ * caller reusing its buffer right after update(). abort() frees what the stream held.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createHash } from 'node:crypto';
+import { StreamHash } from '../native/sha256.js';
+import { noise, seeded } from './helpers/random.js';
+
+const test = suite('sha256 off the main thread');
+const want = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+/** `data` cut into chunks of random sizes up to `max`, each passed through one reused buffer. */
+async function hashChunked(data: Buffer, max: number, seed: number, wait: boolean): Promise<string> {
+  const rnd = seeded(seed);
+  const h = new StreamHash();
+  const scratch = Buffer.alloc(max);
+  for (let off = 0; off < data.length; ) {
+    const n = Math.min(data.length - off, 1 + Math.floor(rnd() * max));
+    data.copy(scratch, 0, off, off + n);
+    h.update(scratch.subarray(0, n));
+    scratch.fill(0xa5); // the caller's buffer changes at once: the hash must have copied
+    off += n;
+    if (wait) await h.backlog();
+  }
+  return h.digest();
+}
+
+for (const [size, max] of [[0, 1], [1, 1], [1000, 7], [1 << 20, 1 << 20], [(1 << 20) + 1, 4096], [5_000_003, 300_000], [9 << 20, 3 << 20]] as const) {
+  test(`${size} bytes in chunks up to ${max}: the same digest, waiting on the backlog or not`, async () => {
+    const data = noise(size, size + 1);
+    assert.is(await hashChunked(data, max, 1, true), want(data));
+    assert.is(await hashChunked(data, max, 2, false), want(data));
+  });
+}
+
+test('a producer that never waits runs past the ring and still gets the right digest', async () => {
+  const data = noise(40 << 20, 9);
+  const h = new StreamHash();
+  for (let off = 0; off < data.length; off += 1 << 20) h.update(data.subarray(off, off + (1 << 20)));
+  assert.is(await h.digest(), want(data));
+});
+
+test('streams interleaved on the one worker keep their own bytes; an aborted one frees its slots', async () => {
+  const a = noise(6 << 20, 3);
+  const b = noise(5 << 20, 4);
+  const ha = new StreamHash();
+  const hb = new StreamHash();
+  const dropped = new StreamHash();
+  for (let i = 0; i < 6; i++) {
+    ha.update(a.subarray(i << 20, (i + 1) << 20));
+    if (i < 5) hb.update(b.subarray(i << 20, (i + 1) << 20));
+    dropped.update(noise(700_000, 10 + i));
+    await ha.backlog();
+  }
+  dropped.abort();
+  dropped.abort();
+  const [da, db] = await Promise.all([ha.digest(), hb.digest()]);
+  assert.is(da, want(a));
+  assert.is(db, want(b));
+  // Every slot is free again: a long stream that waits on the backlog never needs a copy.
+  const c = noise(20 << 20, 5);
+  assert.is(await hashChunked(c, 1 << 20, 6, true), want(c));
+});
+
+test('digest is given once; update after it is a programming error', async () => {
+  const h = new StreamHash();
+  h.update(Buffer.from('abc'));
+  assert.is(await h.digest(), want(Buffer.from('abc')));
+  assert.throws(() => h.update(Buffer.from('x')), /after digest/);
+  await h.digest().then(
+    () => assert.unreachable('a second digest'),
+    (e: Error) => assert.match(e.message, /twice/),
+  );
+  h.abort();
+});
+
+test.run();
