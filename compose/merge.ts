@@ -56,21 +56,21 @@ export function plannedBytes(plan: MergePlan): number {
  * Streams the file contents an output of `plan` needs: every layer is read to its end, in
  * stack order (so each layer's digest is checked, and so the store can check the entry list
  * the plan was made from against the layer itself, even for a layer none of whose files is
- * used), and `onFile` is called with the final path of each wanted file and its body, which it
- * must drain before returning. A failure anywhere rejects before the walk ends: callers make
+ * used), and `onFile` is called with the final path of each wanted file, its body, which it
+ * must drain before returning, and where in its layer the body is (LayerItem.offset). A failure anywhere rejects before the walk ends: callers make
  * their output visible only after it resolved.
  */
 export async function forEachPlannedFile(
   store: StoreReader,
   layers: LoadedModule[],
   plan: MergePlan,
-  onFile: (dest: string, body: AsyncIterable<Uint8Array>, layer: number) => Promise<void>,
+  onFile: (dest: string, body: AsyncIterable<Uint8Array>, layer: number, offset: number) => Promise<void>,
 ): Promise<void> {
   for (let i = 0; i < layers.length; i++) {
     const wanted = plan.content[i]!;
-    for await (const { entry, body } of store.readLayer(layers[i]!)) {
+    for await (const { entry, body, offset } of store.readLayer(layers[i]!)) {
       const dest = entry.type === 'file' ? wanted.get(entry.path) : undefined;
-      if (dest !== undefined) await onFile(dest, body, i);
+      if (dest !== undefined) await onFile(dest, body, i, offset);
     }
   }
 }

@@ -75,7 +75,7 @@ export function checkImageOptions(opts: ImageOptions): void {
 /** What buildImage needs of a format's writer (SquashfsWriter and ErofsWriter both are one). */
 interface ImageSink {
   addEntry(e: LayerEntry): void;
-  addFile(e: LayerEntry, body: AsyncIterable<Uint8Array>, group: string, opts: { cacheGid?: number }): Promise<void>;
+  addFile(e: LayerEntry, body: AsyncIterable<Uint8Array>, group: string, opts: { cacheGid?: number }, origin?: number): Promise<void>;
   finish(): Promise<{ sha256: string; bytes: number; cacheHits: number; cacheMisses: number }>;
   abort(): Promise<void>;
 }
@@ -124,9 +124,9 @@ export async function buildImage(store: StoreReader & { cacheDir?: string }, mod
     }
     let bytes = 0;
     const total = plannedBytes(plan);
-    await forEachPlannedFile(store, mods, plan, async (dest, body, i) => {
+    await forEachPlannedFile(store, mods, plan, async (dest, body, i, offset) => {
       const e = finalEntry.get(dest)!;
-      await writer.addFile(e, body, mods[i]!.record.layer, cacheOf(restricted(i)));
+      await writer.addFile(e, body, mods[i]!.record.layer, cacheOf(restricted(i)), offset);
       bytes += e.size;
       opts.onProgress?.(bytes, total);
     });

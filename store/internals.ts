@@ -30,6 +30,11 @@ export interface LayerItem {
   entry: LayerEntry;
   /** Content of a regular file; must be consumed (or skipped) before the next item. */
   body: AsyncIterable<Buffer>;
+  /**
+   * Where the body starts in the layer's tar. With the layer's CID it names these bytes: the
+   * layer is verified whole as it is read, so an output kept at the end was made from them.
+   */
+  offset: number;
 }
 
 export interface StoreInternals {

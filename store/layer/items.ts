@@ -27,6 +27,6 @@ export async function* layerItems(tar: ReturnType<typeof readTar>, manifest: Lay
       entry.devmajor = h.devmajor;
       entry.devminor = h.devminor;
     }
-    yield { entry: applyManifestEntry(entry, manifest.entries[p]), body };
+    yield { entry: applyManifestEntry(entry, manifest.entries[p]), body, offset: h.dataOffset };
   }
 }

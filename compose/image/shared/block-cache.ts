@@ -1,14 +1,19 @@
 /**
- * Content-addressed cache of compressed blocks, shared by the image formats: re-building an
+ * A cache of compressed blocks, shared by the image formats: re-building an
  * image after one layer changed recompresses only that layer's blocks.
  *
  * The cache knows nothing of a format. A caller names a *namespace* (a string fixing
  * everything that decides the compressed bytes besides the raw block: format, compressor,
- * library version, level, block size, any job parameter) and gets keys from raw-block digests:
+ * library version, level, block size, any job parameter) and gets keys of one of two kinds:
  *
- *   key = sha256(namespace + sha256hex(raw))          (32 bytes, hex in the API)
+ *   by content:   key = sha256(namespace + sha256hex(raw))        (32 bytes, hex in the API)
+ *   by position:  key = sha256(namespace + "\0at\0" + tag + "\0" + offset)
  *
- * so a different library build never serves stale bytes. Each record is filed under a *tag*
+ * so a different library build never serves stale bytes. A key by position names the raw
+ * block at a byte offset of the tagged content (a layer, which its reader verifies whole
+ * against its CID before any output made from it is kept): it is looked up before the block
+ * is hashed, and a sealed record gives the block's digest too, so a warm build hashes no
+ * block it finds. Each record is filed under a *tag*
  * (the layer the block came from, by its CID) so that a layer's records can be dropped when
  * no module names it, and may be restricted to a group (blocks of a licensed layer).
  *
@@ -38,15 +43,16 @@
  * A pack's mtime is its last use (writes, and hits at close), which `pruneBlockCache` uses.
  *
  * Pack record (little-endian):
- *    0  4   magic "SQB2"
+ *    0  4   magic "SQB3"
  *    4  u32 flags          bit 0: stored raw (compression did not shrink the block); no payload
  *    8  u32 rawLength      length of the uncompressed block
  *   12  u32 payloadLength
  *   16  32  key
  *   48  32  sha256 of the payload
- *   80  32  seal: HMAC-SHA256(secret, bytes 0..80), or zeros when written without a secret
- *  112  …   payload
- * (Records of the first layout, magic "SQBP" without a seal, read as misses.)
+ *   80  32  sha256 of the raw block
+ *  112  32  seal: HMAC-SHA256(secret, bytes 0..112), or zeros when written without a secret
+ *  144  …   payload
+ * (Records of earlier layouts, magic "SQBP" and "SQB2", read as misses.)
  *
  * Index record (48 bytes, appended after its pack record is written):
  *    0  32  key
@@ -66,10 +72,11 @@ import { threadId } from 'node:worker_threads';
 export const BLOCK_CACHE_DIR = 'image-blocks';
 /** Directories of earlier layouts, removed by pruneBlockCache. */
 const LEGACY_DIRS = ['squashfs-blocks'];
-const MAGIC = Buffer.from('SQB2');
-const HEADER = 112;
-/** Bytes 0..SEALED are what the seal covers. */
-const SEALED = 80;
+const MAGIC = Buffer.from('SQB3');
+const HEADER = 144;
+/** Where the raw block's digest is; bytes 0..SEALED are what the seal covers. */
+const RAW_DIGEST = 80;
+const SEALED = 112;
 const INDEX_RECORD = 48;
 const FLAG_RAW = 1;
 /** A tag used as a directory name as it is; anything else is hashed. */
@@ -82,12 +89,29 @@ export interface CachedBlock {
   data: Buffer;
 }
 
+/** A record as `get` finds it. */
+export interface FoundBlock extends CachedBlock {
+  /**
+   * True when the record carries this cache's seal (this user's own build wrote it): it was
+   * used without `accept`, and `rawDigest` can be trusted.
+   */
+  sealed: boolean;
+  /** The sha256 of the raw block, as the record gives it (trust it only when `sealed`). */
+  rawDigest: Buffer;
+  /** `data` views a buffer of its own (the record's), which the caller may transfer. */
+}
+
 /** Where a record is filed. */
 export interface CachePlace {
   /** The layer (or other unit) the block belongs to; a layer's CID. */
   tag: string;
   /** Records readable only by this group (no access for others): blocks of restricted content. */
   gid?: number;
+  /**
+   * The block's byte offset in the tagged content (tag = a layer's CID, offset = where the
+   * block starts in that layer's tar): the block is keyed by position (positionKey).
+   */
+  at?: number;
 }
 
 interface Location {
@@ -138,23 +162,33 @@ export class BlockCache {
     return createHash('sha256').update(this.namespace + rawDigestHex).digest('hex');
   }
 
+  /** The key of the raw block at byte `at` of the content tagged `tag` (see the file comment). */
+  positionKey(tag: string, at: number): string {
+    return createHash('sha256').update(`${this.namespace}\0at\0${tag}\0${at}`).digest('hex');
+  }
+
   /**
    * The record of `key` if one is stored, intact, for a raw block of `rawLength` bytes, and
    * `accept` takes it; else undefined (and a record `accept` refused is forgotten, so the next
    * put of the key replaces it).
    */
-  get(key: string, rawLength: number, accept: (b: CachedBlock) => boolean): CachedBlock | undefined {
+  get(key: string, rawLength: number, accept: (b: CachedBlock) => boolean): FoundBlock | undefined {
     const index = this.load();
     const locs = index.get(key);
     // The latest record first; an earlier one of the same key may still be good.
     while (locs && locs.length > 0) {
       const loc = locs[locs.length - 1]!;
-      let block: CachedBlock | undefined;
+      let block: FoundBlock | undefined;
       try {
-        const buf = Buffer.allocUnsafe(HEADER + loc.payloadLength);
+        // A buffer of its own, so that the payload can be transferred to another thread.
+        const buf = Buffer.allocUnsafeSlow(HEADER + loc.payloadLength);
         const got = fs.readSync(this.fd(loc.pack), buf, 0, buf.length, loc.offset);
-        block = got === buf.length ? decodeRecord(buf, key, rawLength) : undefined;
-        if (block && !this.sealedBy(buf) && !accept(block)) block = undefined;
+        const head = buf.subarray(0, HEADER);
+        const found = got === buf.length ? decodeRecord(head, buf.subarray(HEADER), key, rawLength) : undefined;
+        if (found) {
+          const sealed = this.sealedBy(head);
+          if (sealed || accept(found)) block = { ...found, sealed, rawDigest: head.subarray(RAW_DIGEST, SEALED) };
+        }
       } catch {
         block = undefined;
       }
@@ -169,7 +203,7 @@ export class BlockCache {
   }
 
   /** Appends a record (best effort: a full disk or a read-only cache only costs a later miss). */
-  put(key: string, rawLength: number, block: CachedBlock, place: CachePlace): void {
+  put(key: string, rawLength: number, block: CachedBlock, place: CachePlace, rawDigest: Uint8Array): void {
     const payload = block.raw ? Buffer.alloc(0) : block.data;
     const head = Buffer.alloc(HEADER);
     MAGIC.copy(head, 0);
@@ -178,6 +212,7 @@ export class BlockCache {
     head.writeUInt32LE(payload.length, 12);
     Buffer.from(key, 'hex').copy(head, 16);
     createHash('sha256').update(payload).digest().copy(head, 48);
+    head.set(rawDigest, RAW_DIGEST);
     if (this.secret) seal(this.secret, head).copy(head, SEALED);
     try {
       const w = this.writer(place);
@@ -259,12 +294,13 @@ export class BlockCache {
     }
     mkdirOnce(dir, place.gid === undefined ? 0o755 : 0o750);
     const base = path.join(dir, `${process.pid}-${threadId}-${randomBytes(6).toString('hex')}`);
-    const flags = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
+    const flags = fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
     const mode = place.gid === undefined ? 0o644 : 0o600;
-    const fd = fs.openSync(`${base}.pack`, flags, mode);
+    // Read and write: the pack is also where this cache reads back what it wrote (fd()).
+    const fd = fs.openSync(`${base}.pack`, flags | fs.constants.O_RDWR, mode);
     let idx: number | undefined;
     try {
-      idx = fs.openSync(`${base}.idx`, flags | fs.constants.O_APPEND, mode);
+      idx = fs.openSync(`${base}.idx`, flags | fs.constants.O_WRONLY | fs.constants.O_APPEND, mode);
       if (place.gid !== undefined) {
         // Created 0600; group access only once the group is right (never a moment open to others).
         for (const f of [fd, idx]) {
@@ -297,14 +333,14 @@ function mkdirOnce(dir: string, mode: number): boolean {
   }
 }
 
-function decodeRecord(buf: Buffer, key: string, rawLength: number): CachedBlock | undefined {
-  if (buf.length < HEADER || !buf.subarray(0, 4).equals(MAGIC)) return undefined;
-  if (buf.readUInt32LE(8) !== rawLength) return undefined;
-  if (buf.subarray(16, 48).toString('hex') !== key) return undefined;
-  const payload = buf.subarray(HEADER, HEADER + buf.readUInt32LE(12));
-  if (payload.length !== buf.readUInt32LE(12)) return undefined;
-  if (!createHash('sha256').update(payload).digest().equals(buf.subarray(48, SEALED))) return undefined;
-  const raw = (buf.readUInt32LE(4) & FLAG_RAW) !== 0;
+/** A record from its header and the payload its index entry gives the length of. */
+function decodeRecord(head: Buffer, payload: Buffer, key: string, rawLength: number): CachedBlock | undefined {
+  if (head.length !== HEADER || !head.subarray(0, 4).equals(MAGIC)) return undefined;
+  if (head.readUInt32LE(8) !== rawLength) return undefined;
+  if (head.subarray(16, 48).toString('hex') !== key) return undefined;
+  if (payload.length !== head.readUInt32LE(12)) return undefined;
+  if (!createHash('sha256').update(payload).digest().equals(head.subarray(48, RAW_DIGEST))) return undefined;
+  const raw = (head.readUInt32LE(4) & FLAG_RAW) !== 0;
   if (raw ? payload.length !== 0 : payload.length === 0 || payload.length >= rawLength) return undefined;
   return { raw, data: payload };
 }
@@ -364,6 +400,8 @@ export interface CacheEntry {
 }
 
 export const PACK_RECORD_HEADER = HEADER;
+/** Where a pack record's fields are (see the file comment), for tests that forge records. */
+export const PACK_RECORD_LAYOUT = { magic: MAGIC.toString('latin1'), payloadDigest: 48, rawDigest: RAW_DIGEST, seal: SEALED, header: HEADER } as const;
 
 /** Every intact record under `cacheDir` (all tags and namespaces), in index order. */
 export function listCacheEntries(cacheDir: string): CacheEntry[] {
@@ -383,7 +421,7 @@ export function listCacheEntries(cacheDir: string): CacheEntry[] {
         continue;
       }
       const rawLength = buf.readUInt32LE(8);
-      const block = decodeRecord(buf, loc.key, rawLength);
+      const block = decodeRecord(buf.subarray(0, HEADER), buf.subarray(HEADER), loc.key, rawLength);
       if (block) out.push({ key: loc.key, tag, pack: loc.pack, offset: loc.offset, raw: block.raw, rawLength, payload: block.data });
     }
   }

@@ -1,7 +1,8 @@
 /**
  * One block through the cache and the codec: the step every format's compression job
- * shares. A cached record is used only when it decompresses to exactly the raw block in hand
- * (the cache is untrusted input); otherwise the block is compressed and the result cached.
+ * shares. A cached record is used only when it carries this user's seal or decompresses to
+ * exactly the raw block in hand (the cache is untrusted input); otherwise the block is
+ * compressed and the result cached.
  */
 import { createHash } from 'node:crypto';
 import type { BlockCache, CachedBlock, CachePlace } from './block-cache.js';
@@ -13,6 +14,10 @@ export interface CompressedBlock {
   data: Uint8Array;
   /** 'hit' / 'miss' with a cache, 'none' without. */
   cache: 'hit' | 'miss' | 'none';
+  /** sha256 of the raw block (32 bytes): hashed here, or from a sealed record found by position. */
+  digest: Uint8Array;
+  /** True when `data` views a buffer of its own (a cache record's) that may be transferred. */
+  owned: boolean;
 }
 
 /** True when `b` is a faithful record of `raw` for `codec`. */
@@ -23,20 +28,28 @@ export function recordMatches(codec: Codec, raw: Uint8Array, b: CachedBlock): bo
 }
 
 /**
- * Compresses `raw` with `codec`, through `cache` when there is one (records filed at `place`).
- * `rawDigestHex` is the hex sha256 of `raw` when the caller has it already (it is computed
- * here otherwise).
+ * Compresses `raw` with `codec`, through `cache` when there is one (records filed at `place`,
+ * keyed by position when `place.at` is given, else by content).
  */
-export function compressCached(codec: Codec, cache: BlockCache | undefined, raw: Uint8Array, place: CachePlace, rawDigestHex?: string): CompressedBlock {
+export function compressCached(codec: Codec, cache: BlockCache | undefined, raw: Uint8Array, place: CachePlace): CompressedBlock {
+  let digest: Buffer | undefined;
+  const sha = () => (digest ??= createHash('sha256').update(raw).digest());
   let key: string | undefined;
   if (cache) {
-    key = cache.key(rawDigestHex ?? createHash('sha256').update(raw).digest('hex'));
+    key = place.at !== undefined ? cache.positionKey(place.tag, place.at) : cache.key(sha().toString('hex'));
     const hit = cache.get(key, raw.length, (b) => recordMatches(codec, raw, b));
-    if (hit) return hit.raw ? { kind: 'raw', data: raw, cache: 'hit' } : { kind: 'compressed', data: hit.data, cache: 'hit' };
+    if (hit) {
+      // (a 32-byte copy: the record's digest views its whole buffer, which may be transferred)
+      const d = hit.sealed ? new Uint8Array(hit.rawDigest) : new Uint8Array(sha());
+      return hit.raw
+        ? { kind: 'raw', data: raw, cache: 'hit', digest: d, owned: false }
+        : { kind: 'compressed', data: hit.data, cache: 'hit', digest: d, owned: true };
+    }
   }
   const out = codec.compress(raw);
   const shrunk = out.length < raw.length;
-  if (cache && key) cache.put(key, raw.length, { raw: !shrunk, data: out }, place);
+  if (cache && key) cache.put(key, raw.length, { raw: !shrunk, data: out }, place, sha());
   const c = cache ? 'miss' : 'none';
-  return shrunk ? { kind: 'compressed', data: out, cache: c } : { kind: 'raw', data: raw, cache: c };
+  const d = new Uint8Array(sha());
+  return shrunk ? { kind: 'compressed', data: out, cache: c, digest: d, owned: false } : { kind: 'raw', data: raw, cache: c, digest: d, owned: false };
 }

@@ -9,9 +9,10 @@
  *
  * Blocks go through the shared block cache (namespace: compressor, library version, level,
  * block size), filed under the block's group (the layer it came from) and, for restricted
- * content, readable only by its group. The raw block travels back so the writer can reuse it,
- * with the block's sha256 (computed once, for the cache key too): the writer tells identical
- * files apart by these digests (spec/squashfs.md, "Identical content is stored once").
+ * content, readable only by its group. A block whose place has a position (`at`) is looked up
+ * by it, before it is hashed. The raw block travels back so the writer can reuse it, with its
+ * sha256 (computed once, for a content key too, or given by a sealed record): the writer tells
+ * identical files apart by these digests (spec/squashfs.md, "Identical content is stored once").
  */
 import { createHash } from 'node:crypto';
 import { BlockCache, type CachePlace } from '../shared/block-cache.js';
@@ -70,15 +71,14 @@ export function createJobHandler(config: unknown): JobHandler<BlockJob, BlockJob
   return {
     run(job) {
       let result: BlockJobResult;
+      const transfer = transferable(job.raw);
       if (job.allowSparse && isAllZero(job.raw)) {
         result = { kind: 'sparse', data: new Uint8Array(0), cache: 'none', raw: job.raw, digest: zeroDigest(job.raw.length) };
       } else {
-        const digest = createHash('sha256').update(job.raw).digest();
-        // (a 32-byte copy: a Buffer may view a larger pool, which postMessage would copy whole)
-        result = { ...compressCached(codec, cache, job.raw, job.place, digest.toString('hex')), raw: job.raw, digest: new Uint8Array(digest) };
+        const { owned, ...block } = compressCached(codec, cache, job.raw, job.place);
+        result = { ...block, raw: job.raw };
+        if (block.data.buffer !== job.raw.buffer) transfer.push(...(owned ? [block.data.buffer as ArrayBuffer] : transferable(block.data)));
       }
-      const transfer = transferable(job.raw);
-      if (result.data.buffer !== job.raw.buffer) transfer.push(...transferable(result.data));
       return { result, transfer };
     },
     close() {

@@ -1,0 +1,85 @@
+/**
+ * The block cache's keys by position (compose/image/shared/block-cache.ts): a block found by
+ * where it sits in a layer is used as it is, digest included, only when this user's secret
+ * sealed the record; any other record at that key must decompress to the block in hand, and
+ * one that does not (another block's payload and digest, sealed by another secret or by
+ * none) is a miss: the block is compressed again and its own digest computed.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createHash, randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { BlockCache } from '../compose/image/shared/block-cache.js';
+import { makeCodec } from '../compose/image/shared/codecs.js';
+import { compressCached } from '../compose/image/shared/compress-block.js';
+import { removeDir, tempDir } from './helpers/tmp.js';
+
+const test = suite<{ dir: string }>('block cache: keys by position');
+test.before.each((ctx) => {
+  ctx.dir = tempDir('strata-bcache-');
+});
+test.after.each((ctx) => removeDir(ctx.dir));
+
+const codec = makeCodec({ name: 'gzip', level: 6 });
+const NS = 'strata-test-block\0gzip\0';
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+/** A compressible 4 KiB block, different for each seed. */
+const block = (seed: number) => Buffer.from(Array.from({ length: 4096 }, (_, i) => `${seed}:${i % 97} `).join('').slice(0, 4096));
+const A = block(1);
+const B = block(2);
+const mine = randomBytes(32);
+const place = { tag: 'bafylayer', at: 8192 };
+
+/** A cache holding, at A's position, B's compressed payload and B's digest, sealed by `secret` (or by none). */
+function forged(dir: string, secret?: Buffer): string {
+  const cacheDir = join(dir, 'forged');
+  const c = new BlockCache(cacheDir, NS, secret);
+  c.put(c.positionKey(place.tag, place.at), A.length, { raw: false, data: codec.compress(B) }, { tag: place.tag }, createHash('sha256').update(B).digest());
+  c.close();
+  return cacheDir;
+}
+
+test('a record sealed by this user: found by position, its digest given, nothing hashed again', ({ dir }) => {
+  const c = new BlockCache(dir, NS, mine);
+  const cold = compressCached(codec, c, A, place);
+  assert.is(cold.cache, 'miss');
+  assert.is(hex(cold.digest), sha(A));
+  const warm = compressCached(codec, c, A, place);
+  assert.is(warm.cache, 'hit');
+  assert.is(hex(warm.digest), sha(A));
+  assert.ok(codec.decompress(warm.data, A.length).equals(A));
+  // Another position of the same layer is another key.
+  assert.is(compressCached(codec, c, A, { ...place, at: 0 }).cache, 'miss');
+  c.close();
+});
+
+for (const [what, secret] of [['sealed by another secret', randomBytes(32)], ['not sealed', undefined]] as const) {
+  test(`another block's payload at the position, ${what}: a miss, the block's own bytes and digest`, ({ dir }) => {
+    const c = new BlockCache(forged(dir, secret), NS, mine);
+    const r = compressCached(codec, c, A, place);
+    assert.is(r.cache, 'miss');
+    assert.is(hex(r.digest), sha(A));
+    assert.ok(codec.decompress(r.data, A.length).equals(A));
+    // The good record written in its place is used next time.
+    const again = compressCached(codec, c, A, place);
+    assert.is(again.cache, 'hit');
+    assert.ok(codec.decompress(again.data, A.length).equals(A));
+    c.close();
+  });
+}
+
+test('a faithful record this user did not seal is used, with the digest computed here', ({ dir }) => {
+  const other = new BlockCache(dir, NS, randomBytes(32));
+  const key = other.positionKey(place.tag, place.at);
+  // Faithful payload, but a lying raw digest: only a seal makes the recorded digest count.
+  other.put(key, A.length, { raw: false, data: codec.compress(A) }, { tag: place.tag }, createHash('sha256').update(B).digest());
+  other.close();
+  const c = new BlockCache(dir, NS, mine);
+  const r = compressCached(codec, c, A, place);
+  assert.is(r.cache, 'hit');
+  assert.is(hex(r.digest), sha(A));
+  c.close();
+});
+
+test.run();
