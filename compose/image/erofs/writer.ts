@@ -264,7 +264,9 @@ export class ErofsWriter {
           what: 'EROFS extent compression',
         })
       : undefined;
-    this.maxInFlight = codec.spec ? threads * 2 + 2 : 64;
+    // When full, the queue drains to half before more go out: extents reach the pool in
+    // batches (shared/worker-pool.ts), as in the SquashFS writer.
+    this.maxInFlight = codec.spec ? threads * 6 + 4 : 64;
     this.tmpPath = out.tmpPath;
     this.fh = out.fh;
     this.spill = new Spill(`${out.tmpPath}.tails`);
@@ -525,7 +527,7 @@ export class ErofsWriter {
 
   private async enqueue(job: Job): Promise<void> {
     this.queue.push(job);
-    while (this.queue.length > this.maxInFlight) await this.writeHead();
+    if (this.queue.length > this.maxInFlight) while (this.queue.length > this.maxInFlight / 2) await this.writeHead();
   }
 
   private async writeHead(): Promise<void> {

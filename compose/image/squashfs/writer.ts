@@ -15,6 +15,7 @@ import { OutputFile, type OutputAccess } from '../shared/output-file.js';
 import { WorkerPool } from '../shared/worker-pool.js';
 import { transferable } from '../shared/worker-pool.js';
 import type { BlockJob, BlockJobConfig, BlockJobResult } from './block-job.js';
+import type { CachePlace } from '../shared/block-cache.js';
 import { COMPRESSOR, encodeCompressorOptions, squashCodecSpec, type SquashCompressor } from './compressor.js';
 import { encodeSizeWord } from './data.js';
 import { encodeDirectory, DIR_ENTRY_SIZE, DIR_HEADER_MAX, MAX_NAME } from './directory.js';
@@ -180,7 +181,10 @@ export class SquashfsWriter {
   ) {
     const config: BlockJobConfig = { codec: { name: codec.name, level: codec.level }, blockSize, cacheDir, cacheSecret };
     this.pool = new WorkerPool({ module: new URL('./block-job.js', import.meta.url).href, config, threads, what: 'SquashFS block compression' });
-    this.maxInFlight = threads * 2 + 2;
+    // Blocks in flight (memory: this many blocks). When full, the queue drains to half before
+    // more go out, so blocks reach the pool in batches (shared/worker-pool.ts) and each worker
+    // has work while the writer catches up.
+    this.maxInFlight = threads * 6 + 4;
     this.pos = SUPERBLOCK_SIZE + (options ? 2 + options.length : 0);
     this.frag = Buffer.alloc(blockSize);
   }
@@ -225,9 +229,11 @@ export class SquashfsWriter {
    * Full blocks go to the compression pool; the tail (< blockSize) is packed into the open
    * fragment block of `group`, which is flushed first when the group changes. `group` also
    * files the blocks in the cache (a layer's CID); `opts` of a group's first file apply to it.
+   * `origin`, when given, is where `content` starts in the content `group` names (the file's
+   * offset in its layer's tar): full blocks are then cached by position (shared/block-cache.ts).
    * Full blocks or a tail equal to an earlier file's are not stored again (settleBlocks, placeTail).
    */
-  addFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: GroupOptions = {}): Promise<void> {
+  addFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: GroupOptions = {}, origin?: number): Promise<void> {
     try {
       this.check();
     } catch (e) {
@@ -236,7 +242,7 @@ export class SquashfsWriter {
     const run = this.chain.then(async () => {
       if (this.failed) throw this.failed;
       try {
-        await this.streamFile(entry, content, group, opts);
+        await this.streamFile(entry, content, group, opts, origin);
       } catch (e) {
         this.failed ??= e;
         throw e;
@@ -246,7 +252,7 @@ export class SquashfsWriter {
     return run;
   }
 
-  private async streamFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: GroupOptions): Promise<void> {
+  private async streamFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: GroupOptions, origin: number | undefined): Promise<void> {
     if (entry.type !== 'file') throw usage(`addFile needs a regular file, got ${entry.type}: ${entry.path}`);
     if (entry.path === '.') throw usage('the image root must be a directory');
     const fd: FileData = { size: entry.size, blocksStart: 0, sizes: [], sparse: 0, fragIndex: INVALID_FRAG, fragOffset: 0 };
@@ -275,7 +281,8 @@ export class SquashfsWriter {
           const i = index++;
           const r = (run ??= { fd, digests: createHash('sha256'), pending: 0, ended: false });
           r.pending++;
-          await this.pushBlock(block, true, (start, word, digest) => {
+          const at = origin === undefined ? undefined : origin + i * bs;
+          await this.pushBlock(block, true, at, (start, word, digest) => {
             if (i === 0) fd.blocksStart = start;
             fd.sizes[i] = word;
             if (word === 0) fd.sparse += bs;
@@ -309,6 +316,7 @@ export class SquashfsWriter {
       return;
     }
     this.pos = run.fd.blocksStart;
+    this.file.discardFrom(this.pos);
     run.fd.blocksStart = first.blocksStart;
     run.fd.sizes = first.sizes;
     run.fd.sparse = first.sparse;
@@ -346,17 +354,19 @@ export class SquashfsWriter {
     this.frag.copy(raw, 0, 0, this.fragUsed);
     this.fragUsed = 0;
     const index = this.fragCount++;
-    await this.pushBlock(raw, false, (start, word) => {
+    await this.pushBlock(raw, false, undefined, (start, word) => {
       this.frags[index] = { start, word };
     });
   }
 
-  private async pushBlock(raw: Buffer, allowSparse: boolean, done: (start: number, word: number, digest: Uint8Array) => void): Promise<void> {
-    const place = { tag: this.group ?? '', ...(this.groupOpts.cacheGid !== undefined ? { gid: this.groupOpts.cacheGid } : {}) };
+  private async pushBlock(raw: Buffer, allowSparse: boolean, at: number | undefined, done: (start: number, word: number, digest: Uint8Array) => void): Promise<void> {
+    const place: CachePlace = { tag: this.group ?? '' };
+    if (this.groupOpts.cacheGid !== undefined) place.gid = this.groupOpts.cacheGid;
+    if (at !== undefined) place.at = at;
     const p = this.pool.run({ raw, allowSparse, place }, transferable(raw));
     p.catch(() => undefined); // awaited in order by writeHead; avoid an early unhandled rejection
     this.queue.push({ p, done });
-    while (this.queue.length > this.maxInFlight) await this.writeHead();
+    if (this.queue.length > this.maxInFlight) while (this.queue.length > this.maxInFlight / 2) await this.writeHead();
   }
 
   private async writeHead(): Promise<void> {
@@ -367,11 +377,11 @@ export class SquashfsWriter {
     const start = this.pos;
     let word = 0;
     if (r.kind !== 'sparse') {
-      await this.file.writeAll(r.data, start);
+      await this.file.queueWrite(r.data, start);
       this.pos += r.data.length;
       word = encodeSizeWord(r.data.length, r.kind === 'raw');
     }
-    this.recycle(r.raw);
+    if (r.kind !== 'raw') this.recycle(r.raw); // a raw block is its own data, queued to be written
     h.done(start, word, r.digest); // may move pos back (settleBlocks)
   }
 
