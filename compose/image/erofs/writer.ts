@@ -15,6 +15,7 @@ import { aclFromText, aclToXattr } from '../../../native/acl.js';
 import { makeCodec, type Codec } from '../shared/codecs.js';
 import { transferable, WorkerPool } from '../shared/worker-pool.js';
 import type { BlockJob, BlockJobResult as BlockResult } from '../squashfs/block-job.js';
+import type { CachePlace } from '../shared/block-cache.js';
 import { configRecord, resolveErofsCodec, type ErofsCodec, type ErofsCompressor } from './codec.js';
 import {
   ADVISE,
@@ -316,9 +317,11 @@ export class ErofsWriter {
    * Streams a regular file's data into the image now, in call order (calls are serialized
    * even if the caller does not await). `content` must yield exactly entry.size bytes.
    * `group` (the layer a file comes from) files its extents in the block cache; EROFS packs
-   * no data of two files into one block, so it does not change the bytes.
+   * no data of two files into one block, so it does not change the bytes. `origin`, when
+   * given, is where `content` starts in the content `group` names (the file's offset in its
+   * layer's tar): extents are then cached by position (shared/block-cache.ts).
    */
-  addFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: ErofsFileOptions = {}): Promise<void> {
+  addFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: ErofsFileOptions = {}, origin?: number): Promise<void> {
     try {
       this.check();
     } catch (e) {
@@ -329,7 +332,7 @@ export class ErofsWriter {
       this.group = group;
       this.groupGid = opts.cacheGid;
       try {
-        await this.streamFile(entry, content);
+        await this.streamFile(entry, content, origin);
       } catch (e) {
         this.failed ??= e;
         throw e;
@@ -339,7 +342,7 @@ export class ErofsWriter {
     return run;
   }
 
-  private async streamFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>): Promise<void> {
+  private async streamFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, origin: number | undefined): Promise<void> {
     if (entry.type !== 'file') throw usage(`addFile needs a regular file, got ${entry.type}: ${entry.path}`);
     if (entry.path === '.') throw usage('the image root must be a directory');
     if (!Number.isSafeInteger(entry.size) || entry.size < 0) throw usage(`${entry.path}: size ${entry.size} is invalid`);
@@ -354,11 +357,14 @@ export class ErofsWriter {
     let buf = data.kind === 'z' ? this.takeExtentBuffer(unit) : this.stage;
     let fill = 0;
     let total = 0;
+    let extents = 0;
     const run: ExtentRun | undefined =
       data.kind === 'z' ? { data, digests: createHash('sha256').update(`${entry.size}\0`), pending: 0, ended: false, start: 0, zeroWrites: 0 } : undefined;
     const flush = async (len: number): Promise<void> => {
       if (data.kind === 'z') {
-        await this.pushExtent(run!, len === buf.length ? buf : buf.subarray(0, len));
+        const at = origin === undefined ? undefined : origin + extents * unit;
+        extents++;
+        await this.pushExtent(run!, len === buf.length ? buf : buf.subarray(0, len), at);
         buf = this.takeExtentBuffer(unit);
       } else await this.writeFlat(data, buf.subarray(0, len - (len % BLOCK_SIZE)));
       fill = 0;
@@ -426,12 +432,15 @@ export class ErofsWriter {
   }
 
   /** One extent of a compressed file: compressed in the pool, written in queue order. */
-  private async pushExtent(run: ExtentRun, raw: Buffer): Promise<void> {
+  private async pushExtent(run: ExtentRun, raw: Buffer, at: number | undefined): Promise<void> {
     const lclusters = Math.ceil(raw.length / BLOCK_SIZE);
     const len = raw.length;
     const first = run.pending === 0 && run.data.extents.length === 0;
     run.pending++;
-    const p = this.pool!.run({ raw, allowSparse: true, place: { tag: this.group, ...(this.groupGid !== undefined ? { gid: this.groupGid } : {}) } }, transferable(raw));
+    const place: CachePlace = { tag: this.group };
+    if (this.groupGid !== undefined) place.gid = this.groupGid;
+    if (at !== undefined) place.at = at;
+    const p = this.pool!.run({ raw, allowSparse: true, place }, transferable(raw));
     p.catch(() => undefined); // awaited in order by writeHead
     await this.enqueue({
       p,
