@@ -120,15 +120,18 @@ export class BlobStore {
    * Streams `source` into the store. If `expectHex` is given, a mismatch is an error and nothing
    * is kept. `groupOf`, when given, is asked once the digest is known and before the blob becomes
    * visible: a gid makes the blob group-only (0640); it may throw to refuse the content.
+   * `sizeHint`: the stream's length when known, or about it (a small stream is hashed inline;
+   * a wrong hint costs only speed).
    */
   async put(
     source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
     expectHex?: string,
     groupOf?: (hex: string) => Promise<number | undefined>,
+    sizeHint?: number,
   ): Promise<PutResult> {
     const tmp = this.tmpPath('blob');
     const fh = await fsp.open(tmp, 'wx', 0o644);
-    const hash = new StreamHash(); // off the main thread (native/sha256.ts)
+    const hash = new StreamHash(sizeHint); // a large stream off the main thread (native/sha256.ts)
     let size = 0;
     let hex: string;
     // Up to WRITES_IN_FLIGHT positional writes run in the thread pool while the next chunks
@@ -198,7 +201,7 @@ export class BlobStore {
   }
 
   async putBytes(bytes: Uint8Array, groupOf?: (hex: string) => Promise<number | undefined>): Promise<string> {
-    return (await this.put([bytes], undefined, groupOf)).hex;
+    return (await this.put([bytes], undefined, groupOf, bytes.length)).hex;
   }
 
   /** What this store held under `hex` before a put of `size` bytes: nothing, the same bytes, or damage. */
@@ -234,7 +237,7 @@ export class BlobStore {
         throw this.unreadable(hex, what, e);
       }
     }
-    const hash = new StreamHash();
+    const hash = new StreamHash((await fh.stat()).size);
     let verified = false;
     try {
       let pos = 0;

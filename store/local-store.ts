@@ -275,7 +275,8 @@ export class LocalStore {
       let hex: string;
       let repaired = false; // a blob was absent or damaged before this put
       try {
-        const put = await this.blobs.put(counted(built.tar((e) => rows.add(e)), built.bytes + 512 * built.entries, opts.onProgress), undefined, groupOf);
+        const size = built.bytes + 512 * built.entries; // about the tar's size (headers and padding aside)
+        const put = await this.blobs.put(counted(built.tar((e) => rows.add(e)), size, opts.onProgress), undefined, groupOf, size);
         hex = put.hex;
         repaired = put.prior !== 'ok';
         await rows.commit(hex, gid ?? (await groupOf(hex)));

@@ -6,6 +6,7 @@
  * into one canonical JSON document and publishes it:
  *
  *   <store>/snapshots/<seq>.json   each published state, kept for the gc grace period
+ *                                  (renamed into place, not fsynced: see publishCatalog)
  *   <store>/catalog.json           the newest state (written to a temp file, fsynced, renamed)
  *
  * A reader reads `catalog.json` once per command: one read of one file that is only ever
@@ -93,8 +94,11 @@ export function catalogView(c: Catalog): IndexView {
 
 /**
  * Publishes `keys` as the store's next catalog (the caller holds the index lock, so sequence
- * numbers are never reused). Durable and atomic: the snapshot and the new catalog.json are
- * fsynced before the rename that makes them current.
+ * numbers are never reused). catalog.json is durable and atomic: fsynced before the rename
+ * that makes it current, and its directory after. The snapshot is atomic only: it serves the
+ * gc grace period of builds running now, and no build outlives a crash of the machine, while
+ * a snapshot lost or torn by one keeps nothing alive (retainedSnapshots). Two fsyncs fewer per
+ * index batch: a small import made 16 fsyncs, 7 before catalogs were published.
  */
 export async function publishCatalog(storeRoot: string, keys: Record<string, string>): Promise<Catalog> {
   const before = await readCatalog(storeRoot).catch(() => undefined);
@@ -102,9 +106,8 @@ export async function publishCatalog(storeRoot: string, keys: Record<string, str
   const bytes = canonicalJson(catalog);
   const dir = path.join(storeRoot, SNAPSHOT_DIR);
   await fsp.mkdir(dir, { recursive: true, mode: 0o755 });
-  await writeDurable(path.join(dir, snapshotName(catalog.seq)), bytes);
-  await fsyncDir(dir);
-  await writeDurable(path.join(storeRoot, CATALOG_FILE), bytes);
+  await writeReplacing(path.join(dir, snapshotName(catalog.seq)), bytes, false);
+  await writeReplacing(path.join(storeRoot, CATALOG_FILE), bytes, true);
   await fsyncDir(storeRoot);
   return catalog;
 }
@@ -141,13 +144,14 @@ function snapshotName(seq: number): string {
   return `${String(seq).padStart(12, '0')}.json`;
 }
 
-async function writeDurable(file: string, bytes: Uint8Array): Promise<void> {
+/** Writes `file` through a temp file and a rename (fsynced first when `durable`). */
+async function writeReplacing(file: string, bytes: Uint8Array, durable: boolean): Promise<void> {
   const tmp = `${path.dirname(file)}/.${path.basename(file)}.${process.pid}-${randomBytes(4).toString('hex')}`;
   const fh = await fsp.open(tmp, 'wx', 0o644);
   try {
     await fh.writeFile(bytes);
     await fh.chmod(0o644); // readable by every user whatever the writer's umask
-    await fh.sync();
+    if (durable) await fh.sync();
   } catch (e) {
     await fh.close().catch(() => {});
     await fsp.rm(tmp, { force: true });

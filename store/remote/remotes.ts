@@ -816,7 +816,7 @@ async function pullArtifact(store: StoreInternals, s: Session, art: ParsedArtifa
     const body = s.client.getBlob(art.layer.digest, art.layer.size);
     const c = art.layer.compression;
     try {
-      await store.blobs.put(c === 'none' ? body : decompressLayer(body, c, art.layer.diffSize, where), layer.hex, groupOf);
+      await store.blobs.put(c === 'none' ? body : decompressLayer(body, c, art.layer.diffSize, where), layer.hex, groupOf, art.layer.diffSize);
     } catch (e) {
       // The blob itself was as named (getBlob checks it first); its tar is not the module's.
       if (c !== 'none' && e instanceof StrataError && e.code === STORE_ERR.DIGEST_MISMATCH && e.message.startsWith('content does not match')) {
@@ -831,12 +831,12 @@ async function pullArtifact(store: StoreInternals, s: Session, art: ParsedArtifa
   if (await store.blobs.has(sidecar.hex)) {
     s.skip(art.sidecar.size);
   } else {
-    await store.blobs.put(s.client.getBlob(art.sidecar.digest, art.sidecar.size), sidecar.hex, groupOf);
+    await store.blobs.put(s.client.getBlob(art.sidecar.digest, art.sidecar.size), sidecar.hex, groupOf, art.sidecar.size);
     bytes += art.sidecar.size;
   }
   const m = await store.getJson<LayerManifest>(record.manifest, `manifest of ${fullName}`);
   if (m.layer !== record.layer) throw mismatch(`layer manifest ${record.manifest} describes layer ${m.layer}, not ${record.layer}`);
-  await store.blobs.put([recordBytes], recordHex);
+  await store.blobs.put([recordBytes], recordHex, undefined, recordBytes.length);
   bytes += recordBytes.length;
   s.end();
 

@@ -158,7 +158,7 @@ export class OutputFile {
   /** sha256 (hex) of the temp file as it is now, read through its descriptor, hashed off the main thread. */
   async sha256(): Promise<string> {
     await this.flush();
-    const h = new StreamHash();
+    const h = new StreamHash((await this.fh.stat()).size);
     try {
       const buf = Buffer.allocUnsafe(READ_SIZE);
       for (let pos = 0; ; ) {
