@@ -132,7 +132,8 @@ class HashWorker {
 
   private start(): Worker {
     if (this.worker) return this.worker;
-    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { ring: this.ring, slot: SLOT } });
+    // A small young generation: the thread allocates only its messages (see worker-pool.ts).
+    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { ring: this.ring, slot: SLOT }, resourceLimits: { maxYoungGenerationSizeMb: 2 } });
     w.unref();
     w.on('message', ([id, value]: [number, number | string]) => {
       if (id === 0) {
