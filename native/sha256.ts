@@ -7,13 +7,12 @@
  * parses the tar and feeds the compression workers. Here one worker thread per process hashes
  * every large stream instead, overlapping that work on the other core.
  *
- * A `StreamHash` starts on the calling thread: the first INLINE_LIMIT bytes are only gathered,
- * and a stream that ends within them (a record, a manifest) is hashed there, with no worker.
- * Past the limit the hash moves to the worker. A stream its caller knows to be at most
- * SMALL_STREAM bytes (a size hint) is hashed on the calling thread as it comes: starting the
- * worker costs more than hashing it (a 20 MiB import was 10 % slower through the worker). Bytes cross through a ring of SLOTS shared
- * slots of SLOT bytes, made once per process: update() copies into the current slot (a copy
- * costs a fifth of the hash), a full slot is posted by index and comes back free once hashed.
+ * A stream its caller knows to be at most SMALL_STREAM bytes (a size hint: records, manifests,
+ * small layers) is hashed on the calling thread as it comes: starting the worker thread costs
+ * more CPU than hashing a few MiB. Any other stream goes to the worker. Bytes cross through a
+ * ring of SLOTS shared slots of SLOT bytes, made once per process: update() copies into the
+ * current slot (a copy costs a fifth of the hash), a full slot is posted by index and comes
+ * back free once hashed.
  * Nothing is allocated per chunk on either side, so memory stays at the ring's size (a
  * SharedArrayBuffer posted per chunk stays alive until the worker's heap is collected, which
  * on a thread that allocates almost nothing is rarely: a 650 MB stack held 1 GB that way).
@@ -30,8 +29,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 
-/** Streams no longer than this are hashed on the calling thread. */
-const INLINE_LIMIT = 1 << 20;
 /** Streams announced as no longer than this are hashed on the calling thread as they come. */
 const SMALL_STREAM = 32 << 20;
 /** The ring: SLOTS slots of SLOT bytes shared with the worker. */
@@ -68,6 +65,14 @@ parentPort.on('message', ([op, id, where, len]) => {
   }
 });
 `;
+
+/**
+ * The resource limits of strata's worker threads (this one and the image writers' pool): a
+ * small young generation. By default each thread grows it to 16 MiB or more, for threads that
+ * hold little but short-lived buffers; on the bench's cold zstd squash (two compression
+ * workers and this one) the limit took peak RSS from 312 to about 270 MiB at the same speed.
+ */
+export const WORKER_LIMITS = { maxYoungGenerationSizeMb: 2 };
 
 interface Waiter {
   resolve(hex: string): void;
@@ -132,8 +137,7 @@ class HashWorker {
 
   private start(): Worker {
     if (this.worker) return this.worker;
-    // A small young generation: the thread allocates only its messages (see worker-pool.ts).
-    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { ring: this.ring, slot: SLOT }, resourceLimits: { maxYoungGenerationSizeMb: 2 } });
+    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { ring: this.ring, slot: SLOT }, resourceLimits: WORKER_LIMITS });
     w.unref();
     w.on('message', ([id, value]: [number, number | string]) => {
       if (id === 0) {
@@ -168,41 +172,34 @@ class HashWorker {
 let shared: HashWorker | undefined;
 
 export class StreamHash {
-  /** The hash while it runs here; undefined once it moved to the worker. */
-  private inline: Hash | undefined = createHash('sha256');
-  /** True when the whole stream is hashed here, as it comes (a small size hint). */
-  private readonly here: boolean;
-  private inlineBytes = 0;
-  private held: Uint8Array[] = [];
-  private worker: HashWorker | undefined;
-  private id = 0;
-  private generation = 0;
+  /** The hash, when this stream is hashed here (a size hint of at most SMALL_STREAM bytes). */
+  private readonly here: Hash | undefined;
+  private readonly worker: HashWorker | undefined;
+  private readonly id: number = 0;
+  private readonly generation: number = 0;
+  /** Bytes handed to the worker: none, and the digest is the empty stream's, with no worker started. */
+  private sent = 0;
   /** The slot being filled (or a buffer of its own when no slot was free) and how far. */
   private fill: { index: number; bytes: Uint8Array } | undefined;
   private filled = 0;
   private ended = false;
 
-  /** `sizeHint`: the stream's length when the caller knows it (or a bound). */
+  /** `sizeHint`: the stream's length, or a bound on it, when the caller knows it. */
   constructor(sizeHint?: number) {
-    this.here = sizeHint !== undefined && sizeHint <= SMALL_STREAM;
+    if (sizeHint !== undefined && sizeHint <= SMALL_STREAM) {
+      this.here = createHash('sha256');
+      return;
+    }
+    this.worker = shared ??= new HashWorker();
+    this.id = this.worker.open();
+    this.generation = this.worker.generation;
   }
 
   update(chunk: Uint8Array): void {
     if (this.ended) throw new Error('StreamHash: update after digest or abort');
     if (chunk.byteLength === 0) return;
-    if (this.here) {
-      this.inline!.update(chunk);
-      return;
-    }
-    if (this.inline) {
-      if (this.inlineBytes + chunk.byteLength <= INLINE_LIMIT) {
-        this.held.push(new Uint8Array(chunk)); // a copy: the caller may reuse its buffer
-        this.inlineBytes += chunk.byteLength;
-        return;
-      }
-      this.moveToWorker();
-    }
-    this.send(chunk);
+    if (this.here) this.here.update(chunk);
+    else this.send(chunk);
   }
 
   /**
@@ -217,13 +214,8 @@ export class StreamHash {
   async digest(): Promise<string> {
     if (this.ended) throw new Error('StreamHash: digest twice');
     this.ended = true;
-    if (this.inline) {
-      const h = this.inline;
-      for (const c of this.held) h.update(c);
-      this.held = [];
-      this.inline = undefined;
-      return h.digest('hex');
-    }
+    if (this.here) return this.here.digest('hex');
+    if (this.sent === 0) return createHash('sha256').digest('hex');
     this.post();
     this.alive();
     return this.worker!.digest(this.id);
@@ -233,22 +225,10 @@ export class StreamHash {
   abort(): void {
     if (this.ended) return;
     this.ended = true;
-    this.held = [];
-    this.inline = undefined;
-    if (!this.worker) return;
+    if (!this.worker || this.sent === 0) return;
     if (this.fill && this.fill.index >= 0 && this.worker.generation === this.generation) this.worker.returnSlot(this.fill.index);
     this.fill = undefined;
     this.worker.post(['x', this.id]);
-  }
-
-  private moveToWorker(): void {
-    this.inline = undefined;
-    this.worker = shared ??= new HashWorker();
-    this.id = this.worker.open();
-    this.generation = this.worker.generation;
-    const held = this.held;
-    this.held = [];
-    for (const c of held) this.send(c);
   }
 
   /** Throws when the worker that holds this stream's state has failed since it began. */
@@ -258,6 +238,7 @@ export class StreamHash {
 
   private send(chunk: Uint8Array): void {
     this.alive();
+    this.sent += chunk.byteLength;
     for (let off = 0; off < chunk.byteLength; ) {
       this.fill ??= this.worker!.takeSlot() ?? { index: -1, bytes: new Uint8Array(SLOT) };
       const n = Math.min(SLOT - this.filled, chunk.byteLength - off);

@@ -131,7 +131,8 @@ export class BlobStore {
   ): Promise<PutResult> {
     const tmp = this.tmpPath('blob');
     const fh = await fsp.open(tmp, 'wx', 0o644);
-    const hash = new StreamHash(sizeHint); // a large stream off the main thread (native/sha256.ts)
+    // A large stream is hashed off the main thread (native/sha256.ts); a list of buffers is its own hint.
+    const hash = new StreamHash(sizeHint ?? (Array.isArray(source) ? source.reduce((n: number, b: Uint8Array) => n + b.byteLength, 0) : undefined));
     let size = 0;
     let hex: string;
     // Up to WRITES_IN_FLIGHT positional writes run in the thread pool while the next chunks
@@ -201,7 +202,7 @@ export class BlobStore {
   }
 
   async putBytes(bytes: Uint8Array, groupOf?: (hex: string) => Promise<number | undefined>): Promise<string> {
-    return (await this.put([bytes], undefined, groupOf, bytes.length)).hex;
+    return (await this.put([bytes], undefined, groupOf)).hex;
   }
 
   /** What this store held under `hex` before a put of `size` bytes: nothing, the same bytes, or damage. */
@@ -238,7 +239,6 @@ export class BlobStore {
       }
     }
     const hash = new StreamHash((await fh.stat()).size);
-    let verified = false;
     try {
       let pos = 0;
       const readAt = async (at: number) => {
@@ -259,9 +259,8 @@ export class BlobStore {
         yield chunk;
       }
       if ((await hash.digest()) !== hex) throw this.mismatch(hex, what);
-      verified = true;
     } finally {
-      if (!verified) hash.abort();
+      hash.abort(); // a no-op once digested
       if (own) await fh.close().catch(() => undefined);
     }
   }

@@ -1,6 +1,6 @@
 /**
  * native/sha256.ts: a stream's digest is the digest of its bytes whatever the chunking, the
- * stream's size (hashed here, or in the worker through the shared ring), interleaving with
+ * stream's size and size hint (hashed here, or in the worker through the shared ring), interleaving with
  * other streams, a producer that never waits (the ring runs out: copies of its own), and the
  * caller reusing its buffer right after update(). abort() frees what the stream held.
  */
@@ -14,9 +14,9 @@ const test = suite('sha256 off the main thread');
 const want = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 /** `data` cut into chunks of random sizes up to `max`, each passed through one reused buffer. */
-async function hashChunked(data: Buffer, max: number, seed: number, wait: boolean): Promise<string> {
+async function hashChunked(data: Buffer, max: number, seed: number, wait: boolean, sizeHint?: number): Promise<string> {
   const rnd = seeded(seed);
-  const h = new StreamHash();
+  const h = new StreamHash(sizeHint);
   const scratch = Buffer.alloc(max);
   for (let off = 0; off < data.length; ) {
     const n = Math.min(data.length - off, 1 + Math.floor(rnd() * max));
@@ -34,6 +34,7 @@ for (const [size, max] of [[0, 1], [1, 1], [1000, 7], [1 << 20, 1 << 20], [(1 <<
     const data = noise(size, size + 1);
     assert.is(await hashChunked(data, max, 1, true), want(data));
     assert.is(await hashChunked(data, max, 2, false), want(data));
+    assert.is(await hashChunked(data, max, 3, true, size), want(data), 'with its size as the hint');
   });
 }
 

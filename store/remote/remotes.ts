@@ -836,7 +836,7 @@ async function pullArtifact(store: StoreInternals, s: Session, art: ParsedArtifa
   }
   const m = await store.getJson<LayerManifest>(record.manifest, `manifest of ${fullName}`);
   if (m.layer !== record.layer) throw mismatch(`layer manifest ${record.manifest} describes layer ${m.layer}, not ${record.layer}`);
-  await store.blobs.put([recordBytes], recordHex, undefined, recordBytes.length);
+  await store.blobs.put([recordBytes], recordHex);
   bytes += recordBytes.length;
   s.end();
 

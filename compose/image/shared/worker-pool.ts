@@ -23,6 +23,7 @@
  * threads to exit.
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { WORKER_LIMITS } from '../../../native/sha256.js';
 
 export interface JobHandler<J, R> {
   /** Answers one job; a throw becomes a rejected `WorkerPool.run` promise (its message kept). */
@@ -57,14 +58,6 @@ const CLOSE = 'close';
 export function transferable(u: Uint8Array): ArrayBuffer[] {
   return u.byteOffset === 0 && u.byteLength === u.buffer.byteLength && u.buffer instanceof ArrayBuffer ? [u.buffer] : [];
 }
-
-/**
- * Worker threads keep a small young generation: by default each grows it to 16 MiB or more,
- * for threads that hold little but short-lived buffers. On the bench's cold zstd squash (two
- * workers and the hashing thread) this took peak RSS from 312 to about 270 MiB, at the same
- * speed.
- */
-export const WORKER_LIMITS = { maxYoungGenerationSizeMb: 2 };
 
 function spawn(options: PoolOptions): Worker {
   const data = { strataWorkerPool: true, module: options.module, config: options.config };
