@@ -185,7 +185,6 @@ export class LocalStore {
       await createStore(this.root);
       this.present = true;
       await this.blobs.init();
-      await withIndex(this.root, async () => undefined, this.lockOptions); // publishes the empty catalog
     }
     if (!this.writable) {
       throw new StrataError(STORE_ERR.READ_ONLY, `the store ${this.root} is read-only for you`, {

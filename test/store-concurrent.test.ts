@@ -10,7 +10,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Level } from 'level';
 import { LocalStore } from '../store/local-store.js';
@@ -53,6 +53,23 @@ test.before.each((ctx) => {
   strataJson(['store', 'gc'], { store: ctx.store }); // creates the store (read verbs never do)
 });
 test.after.each((ctx) => removeDir(ctx.dir));
+
+test('creating a store opens no index: readers see it empty, and its first write publishes', async ({ dir }) => {
+  const fresh = join(dir, 'fresh');
+  const s = await LocalStore.open(fresh);
+  try {
+    assert.not.ok(existsSync(join(fresh, 'index', 'CURRENT')), 'no LevelDB was created');
+    assert.not.ok(existsSync(join(fresh, 'catalog.json')), 'no catalog was published');
+    assert.equal(await s.list(), []);
+  } finally {
+    await s.close();
+  }
+  assert.equal(strataJson(['store', 'ls'], { store: fresh }), []);
+  const r = strataJson(['store', 'import', 'one/1', makeTree(join(dir, 'a'), 'a', 2)], { store: fresh });
+  assert.is(r.status, 'imported');
+  assert.ok(existsSync(join(fresh, 'catalog.json')), 'the first write published a catalog');
+  assert.equal(strataJson(['store', 'ls'], { store: fresh }).map((m: { fullName: string }) => m.fullName), ['one/1']);
+});
 
 test('two imports of different modules at the same time both succeed', async ({ dir, store }) => {
   const a = makeTree(join(dir, 'a'), 'a', 8);

@@ -40,14 +40,22 @@ export function emptyCatalog(): Catalog {
   return { catalogVersion: 1, seq: 0, published: 0, keys: {} };
 }
 
-/** The store's current catalog; undefined when none was ever published. */
+/**
+ * The store's current catalog; undefined when none was published although the index holds
+ * keys (a store written by an older strata). A store whose index was never created (no
+ * LevelDB `CURRENT` file: created, nothing written yet) has the empty catalog without
+ * publishing one: creating a store opens no LevelDB, and its first write publishes.
+ */
 export async function readCatalog(storeRoot: string): Promise<Catalog | undefined> {
   const file = path.join(storeRoot, CATALOG_FILE);
   let text: string;
   try {
     text = await fsp.readFile(file, 'utf8');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      const never = await fsp.stat(path.join(storeRoot, 'index', 'CURRENT')).then(() => false, (e2) => (e2 as NodeJS.ErrnoException).code === 'ENOENT');
+      return never ? emptyCatalog() : undefined;
+    }
     throw new StrataError(STORE_ERR.INDEX_UNAVAILABLE, `cannot read the store's catalog ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
       hint: 'the store directory must be readable by you; ask its owner',
     });
