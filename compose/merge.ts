@@ -1,76 +1,75 @@
 /**
  * The composer's merge: a stack's layers, read from the store, planned with the OCI
- * semantics of store/layer-merge.ts, plus the embedded metadata laid on top.
+ * semantics of store/layer/merge.ts, plus the embedded metadata laid on top.
  */
-import { applyLayer, emptyTree, flatten, hardLinkTargets, lookup, MergeNode, MergePlan, comparePaths, LayerEntry, type LoadedModule, type Store, type StoreReader } from '../store/index.js';
-export type { MergePlan, PlannedEntry } from '../store/index.js';
+import { comparePaths, LayerMerge, type LayerEntry, type LoadedModule, type MergePlan, type StoreReader } from '../store/index.js';
+export type { MergePlan, PlannedEntry, PlannedFile } from '../store/index.js';
 import type { AclIndex } from './embedded.js';
-
 
 /**
  * Reads each layer's headers (bodies skipped) and plans the merged tree. `extra` is asked,
  * with the merged tree's ACLs, for entries to lay over everything (the embedded metadata);
- * they form the last layer, index `layers.length`.
+ * they form the last layer, index `layers.length`. Memory is bounded: the plan spills to the
+ * store's scratch directory past its budget. Call plan.dispose() when done.
  */
 export async function planMerge(
   store: StoreReader,
   layers: LoadedModule[],
   extra?: (acls: AclIndex, hasDir: (p: string) => boolean) => LayerEntry[],
 ): Promise<MergePlan> {
-  const root = emptyTree();
-  const linkTargets: Array<Map<string, LayerEntry>> = [];
-  for (let i = 0; i < layers.length; i++) {
-    const entries = await store.layerEntries(layers[i]!);
-    linkTargets.push(hardLinkTargets(entries));
-    applyLayer(root, i, entries, layers[i]!.fullName);
+  const merge = new LayerMerge({ tmpDir: await store.scratchDir() });
+  try {
+    for (const mod of layers) await merge.addLayer(() => store.layerEntries(mod), mod.fullName);
+    if (extra) {
+      const entries = extra(aclIndex(merge), (p) => merge.isDir(p));
+      await merge.addLayer(() => entries, 'strata metadata');
+    }
+    return merge.plan();
+  } catch (e) {
+    merge.dispose();
+    throw e;
   }
-  if (extra) {
-    const entries = extra(aclIndex(root), (p) => lookup(root, p)?.entry.type === 'dir');
-    applyLayer(root, layers.length, entries, 'strata metadata');
-    linkTargets.push(new Map());
-  }
-  return flatten(root, linkTargets);
 }
 
-/** Every ACL in the tree, by path. */
-export function aclIndex(root: MergeNode): AclIndex {
+/** Every ACL of the merged tree, by path (each entry as its layer holds it). */
+function aclIndex(merge: LayerMerge): AclIndex {
   const entries: AclIndex['entries'] = {};
-  const walk = (n: MergeNode, p: string) => {
-    if (n.entry.acl && (n.entry.acl.access || n.entry.acl.default)) entries[p] = { mode: n.entry.mode, gid: n.entry.gid, ...n.entry.acl };
-    if (!n.children) return;
-    for (const name of [...n.children.keys()].sort(comparePaths)) walk(n.children.get(name)!, p === '.' ? name : `${p}/${name}`);
-  };
-  walk(root, '.');
+  for (const { entry: e } of merge.walk(true)) if (e.acl && (e.acl.access || e.acl.default)) entries[e.path] = { mode: e.mode, gid: e.gid, ...e.acl };
   return { aclVersion: 1, entries };
-}
-
-
-/** Bytes of file content an output of `plan` writes (embedded metadata included). */
-export function plannedBytes(plan: MergePlan): number {
-  let n = 0;
-  for (const { entry } of plan.entries) if (entry.type === 'file') n += entry.size;
-  return n;
 }
 
 /**
  * Streams the file contents an output of `plan` needs: every layer is read to its end, in
  * stack order (so each layer's digest is checked, and so the store can check the entry list
  * the plan was made from against the layer itself, even for a layer none of whose files is
- * used), and `onFile` is called with the final path of each wanted file, its body, which it
- * must drain before returning, and where in its layer the body is (LayerItem.offset). A failure anywhere rejects before the walk ends: callers make
- * their output visible only after it resolved.
+ * used), and `onFile` is called with each wanted file's final entry, its body, which it must
+ * drain before returning, and where in its layer the body is (LayerItem.offset). The plan's
+ * files of a layer come in the layer's own order, so the two are joined as they stream. A
+ * failure anywhere rejects before the walk ends: callers make their output visible only
+ * after it resolved.
  */
 export async function forEachPlannedFile(
   store: StoreReader,
   layers: LoadedModule[],
   plan: MergePlan,
-  onFile: (dest: string, body: AsyncIterable<Uint8Array>, layer: number, offset: number) => Promise<void>,
+  onFile: (entry: LayerEntry, body: AsyncIterable<Uint8Array>, layer: number, offset: number) => Promise<void>,
 ): Promise<void> {
   for (let i = 0; i < layers.length; i++) {
-    const wanted = plan.content[i]!;
+    const wanted = plan.files(i)[Symbol.iterator]();
+    let next = wanted.next();
     for await (const { entry, body, offset } of store.readLayer(layers[i]!)) {
-      const dest = entry.type === 'file' ? wanted.get(entry.path) : undefined;
-      if (dest !== undefined) await onFile(dest, body, i, offset);
+      if (entry.type !== 'file') continue;
+      while (!next.done && comparePaths(next.value.contentPath, entry.path) < 0) next = wanted.next();
+      if (next.done || next.value.contentPath !== entry.path) continue;
+      const { entry: final } = next.value;
+      next = wanted.next();
+      await onFile(final, body, i, offset);
     }
   }
+}
+
+/** The embedded files (the plan's last layer), in `embedded`'s order, each with its final entry. */
+export function embeddedPlanned(plan: MergePlan, layers: number, embedded: Map<string, Buffer>): Array<{ entry: LayerEntry; content: Buffer }> {
+  const finals = new Map([...plan.files(layers)].map((f) => [f.contentPath, f.entry]));
+  return [...embedded].map(([p, content]) => ({ entry: finals.get(p)!, content }));
 }

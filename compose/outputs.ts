@@ -73,7 +73,11 @@ export async function buildSandbox(
 ): Promise<SandboxResult> {
   const licence = outputLicence(mods);
   const { plan, embedded } = await planOutput(store, mods);
-  return writeSandbox(store, mods, plan, embedded, dir, { ...opts, keep: [store.root], licenceGid: licence?.gid });
+  try {
+    return await writeSandbox(store, mods, plan, embedded, dir, { ...opts, keep: [store.root], licenceGid: licence?.gid });
+  } finally {
+    plan.dispose();
+  }
 }
 
 export interface InspectInfo {

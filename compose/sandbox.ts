@@ -13,7 +13,7 @@
  */
 import * as fs from 'node:fs';
 import type { LoadedModule, Store, LayerEntry } from '../store/index.js';
-import { forEachPlannedFile, plannedBytes, type MergePlan } from './merge.js';
+import { embeddedPlanned, forEachPlannedFile, type MergePlan } from './merge.js';
 import { buildTree, type TreeResult } from './tree/index.js';
 
 export interface SandboxResult extends TreeResult {
@@ -40,19 +40,15 @@ export async function writeSandbox(
 ): Promise<SandboxResult> {
   return buildTree(target, opts, async (w) => {
     let bytes = 0;
-    const total = plannedBytes(plan);
-    const files = new Map<string, LayerEntry>();
+    const total = plan.bytes;
     const dirs: LayerEntry[] = [];
 
     // 1. Directories, symlinks, device nodes and fifos, in path order.
-    for (const { entry: e } of plan.entries) {
+    for (const { entry: e } of plan.entries()) {
       switch (e.type) {
         case 'dir':
           dirs.push(e);
           if (e.path !== '.') w.mkdir(e);
-          break;
-        case 'file':
-          files.set(e.path, e);
           break;
         case 'symlink':
           w.symlink(e);
@@ -72,28 +68,28 @@ export async function writeSandbox(
       for (let off = 0; off < c.byteLength; ) off += fs.writeSync(fd, c, off, c.byteLength - off);
       bytes += c.byteLength;
     };
-    const write = async (dest: string, body: AsyncIterable<Uint8Array> | Uint8Array) => {
-      const fd = w.createFile(dest);
+    const write = async (e: LayerEntry, body: AsyncIterable<Uint8Array> | Uint8Array) => {
+      const fd = w.createFile(e.path);
       try {
         if (body instanceof Uint8Array) writeAll(fd, body);
         else for await (const c of body) writeAll(fd, c);
-      } catch (e) {
+      } catch (err) {
         fs.closeSync(fd);
-        throw e;
+        throw err;
       }
-      w.finishFile(fd, files.get(dest)!);
+      w.finishFile(fd, e);
     };
-    await forEachPlannedFile(store, layers, plan, async (dest, body) => {
-      await write(dest, body);
+    await forEachPlannedFile(store, layers, plan, async (e, body) => {
+      await write(e, body);
       opts.onProgress?.(bytes, total);
     });
-    for (const [p, content] of embedded) await write(p, content);
+    for (const { entry, content } of embeddedPlanned(plan, layers.length, embedded)) await write(entry, content);
 
     // 3. Hard links, to files, symlinks and nodes made above.
-    for (const { entry: e } of plan.entries) if (e.type === 'hardlink') w.hardlink(e);
+    for (const { entry: e } of plan.entries()) if (e.type === 'hardlink') w.hardlink(e);
 
     // 4. Directory metadata, deepest first; the root goes last, with the tree into place.
     w.finishDirs(dirs);
-    return { root: plan.entries[0]!.entry, value: { entries: plan.entries.length, bytes } };
+    return { root: plan.root, value: { entries: plan.count, bytes } };
   });
 }

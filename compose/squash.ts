@@ -21,7 +21,7 @@ import * as path from 'node:path';
 import { aclFromText, narrowedNode } from '../native/acl.js';
 import { StrataError, COMPOSE_ERR } from './errors.js';
 import type { LoadedModule, StoreReader, LayerEntry } from '../store/index.js';
-import { forEachPlannedFile, plannedBytes } from './merge.js';
+import { embeddedPlanned, forEachPlannedFile } from './merge.js';
 import { outputLicence, planOutput } from './outputs.js';
 import { checkErofsOptions, checkSquashOptions, ErofsWriter, imageFormat, SquashfsWriter, type ErofsCompressor, type ImageFormat, type SquashOptions } from './image/index.js';
 import { cacheSecret as userCacheSecret } from './caches.js';
@@ -109,33 +109,37 @@ export async function buildImage(store: StoreReader & { cacheDir?: string }, mod
   const licence = outputLicence(mods);
   await checkOutput(out, opts.force === true);
   const { plan, embedded } = await planOutput(store, mods);
-  const writer = await createSink(out, store, opts, licence?.gid);
+  const writer = await createSink(out, store, opts, licence?.gid).catch((e) => {
+    plan.dispose();
+    throw e;
+  });
   const keepsAcls = opts.format === 'erofs';
   const restricted = (layer: number): boolean => mods[layer]?.record.restricted != null;
+  // What the image stores of an entry of `layer`: as planned (EROFS), or with its ACL narrowed.
+  const finalOf = (e: LayerEntry, layer: number) => (keepsAcls ? e : imageEntry(e, licence && restricted(layer) ? licence.gid : undefined));
   const cacheOf = (licensed: boolean) => (licence && licensed ? { cacheGid: licence.gid } : {});
   try {
-    const finalEntry = new Map<string, LayerEntry>();
     let aclPaths = 0;
-    for (const { entry, layer } of plan.entries) {
+    for (const { entry, layer } of plan.entries()) {
       if (entry.acl) aclPaths++;
-      const e = keepsAcls ? entry : imageEntry(entry, licence && restricted(layer) ? licence.gid : undefined);
-      if (e.type === 'file') finalEntry.set(e.path, e);
-      else writer.addEntry(e);
+      if (entry.type !== 'file') writer.addEntry(finalOf(entry, layer));
     }
     let bytes = 0;
-    const total = plannedBytes(plan);
-    await forEachPlannedFile(store, mods, plan, async (dest, body, i, offset) => {
-      const e = finalEntry.get(dest)!;
-      await writer.addFile(e, body, mods[i]!.record.layer, cacheOf(restricted(i)), offset);
-      bytes += e.size;
-      opts.onProgress?.(bytes, total);
+    await forEachPlannedFile(store, mods, plan, async (entry, body, i, offset) => {
+      await writer.addFile(finalOf(entry, i), body, mods[i]!.record.layer, cacheOf(restricted(i)), offset);
+      bytes += entry.size;
+      opts.onProgress?.(bytes, plan.bytes);
     });
-    for (const [p, content] of embedded) await writer.addFile(finalEntry.get(p)!, once(content), 'strata-metadata', cacheOf(true));
+    for (const { entry, content } of embeddedPlanned(plan, mods.length, embedded)) {
+      await writer.addFile(finalOf(entry, mods.length), once(content), 'strata-metadata', cacheOf(true));
+    }
     const r = await writer.finish();
-    return { out, sha256: r.sha256, bytes: r.bytes, entries: plan.entries.length, aclPaths, cacheHits: r.cacheHits, cacheMisses: r.cacheMisses };
+    return { out, sha256: r.sha256, bytes: r.bytes, entries: plan.count, aclPaths, cacheHits: r.cacheHits, cacheMisses: r.cacheMisses };
   } catch (e) {
     await writer.abort().catch(() => undefined);
     throw e;
+  } finally {
+    plan.dispose();
   }
 }
 

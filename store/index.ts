@@ -30,8 +30,8 @@ export type { PullOptions, PullResult, PushOptions, PushResult, Remote, Transfer
 export { canonicalJson, cidFromHex, isCid, parseCid, JSON_CODEC, RAW_CODEC } from './cid.js';
 export { matches } from './local-store.js';
 export { MemoryStore } from './memory-store.js';
-export { applyLayer, emptyTree, flatten, hardLinkTargets, lookup } from './layer/merge.js';
-export type { MergeNode, MergePlan, PlannedEntry } from './layer/merge.js';
+export { LayerMerge } from './layer/merge.js';
+export type { EntrySource, MergePlan, PlannedEntry, PlannedFile } from './layer/merge.js';
 
 export type { StoreReader } from './reader.js';
 

@@ -470,38 +470,80 @@ export class LocalStore {
 
 
   /**
-   * A layer's entries with their xattrs and ACLs, without reading file contents: from the
-   * rebuildable entry index in cache/entries/ (written at import), else by reading the layer
-   * once (verifying it) and writing that index. The cache is safe to delete.
+   * A layer's entries with their xattrs and ACLs, without reading file contents, streamed: from
+   * the rebuildable entry index in cache/entries/ (written at import), else by reading the
+   * layer once (verifying it) and writing that index as it goes. The cache is safe to delete.
+   * A cache whose first line is not the list's is a miss; a row found bad further on drops the
+   * cache and fails in one line (the caller has used the rows before it).
    */
-  async layerEntries(mod: LoadedModule): Promise<LayerEntry[]> {
+  async *layerEntries(mod: LoadedModule): AsyncGenerator<LayerEntry> {
     const hex = parseCid(mod.record.layer).hex;
     const manifest = await this.manifestOf(mod);
     const file = this.entryCachePath(hex);
-    let rows: EntryRow[] | undefined;
-    try {
-      rows = checkedRows(JSON.parse(await fsp.readFile(file, 'utf8')));
-    } catch {
-      rows = undefined;
-    }
-    if (rows === undefined) {
-      const entries: LayerEntry[] = [];
-      for await (const { entry } of this.readLayer(mod)) entries.push(entry);
+    const lines = await openLines(file);
+    if (lines === undefined) {
       const group = mod.record.restricted ?? (await this.restrictionOf(mod.record.layer));
+      await this.scratchDir();
       // A cache that cannot be written (a full disk, a read-only cache) only costs the next read.
-      await this.writeEntryIndex(hex, entries, group === null ? undefined : lookupGroup(group)).catch(() => undefined);
-      return entries;
+      const rows = (() => {
+        try {
+          return this.entryIndexWriter();
+        } catch {
+          return undefined;
+        }
+      })();
+      try {
+        for await (const { entry } of this.readLayer(mod)) {
+          rows?.add(entry);
+          yield entry;
+        }
+        await rows?.commit(hex, group === null ? undefined : lookupGroup(group)).catch(() => undefined);
+      } finally {
+        rows?.abort();
+      }
+      return;
     }
-    const entries = rows.map((r) => applyManifestEntry(fromRow(r), manifest.entries[r[0]]));
-    // The cache is untrusted: readLayer checks the layer against exactly this list.
+    // The cache is untrusted: readLayer checks the layer against exactly these rows.
     const h = createHash('sha256');
-    for (const r of rows) h.update(`${JSON.stringify(r)}\n`);
-    this.handedOut.set(hex, h.digest('hex'));
-    return entries;
+    const bad = () => {
+      fsSync.rmSync(file, { force: true });
+      this.handedOut.delete(hex);
+      return new StrataError(STORE_ERR.CACHE_INVALID, `the cached entry list of layer of ${mod.fullName} is damaged; the cache was dropped`, {
+        hint: 'run the command again: the entry list is rebuilt from the layer',
+      });
+    };
+    let ended = false;
+    for await (const line of lines) {
+      if (ended) throw bad();
+      if (line === ']') {
+        ended = true;
+        continue;
+      }
+      let row: EntryRow | undefined;
+      try {
+        row = checkedRow(JSON.parse(line.endsWith(',') ? line.slice(0, -1) : line));
+      } catch {
+        row = undefined;
+      }
+      if (row === undefined) throw bad();
+      h.update(`${JSON.stringify(row)}\n`);
+      yield applyManifestEntry(fromRow(row), manifest.entries[row[0]]);
+    }
+    if (!ended) throw bad();
+    // Read twice by a plan (store/layer/merge.ts): both reads must be the same list.
+    const digest = h.digest('hex');
+    const before = this.handedOut.get(hex);
+    this.handedOut.set(hex, digest);
+    if (before !== undefined && before !== digest) throw bad();
+  }
+
+  async scratchDir(): Promise<string> {
+    await fsp.mkdir(this.blobs.tmpDir, { recursive: true, mode: 0o700 });
+    return this.blobs.tmpDir;
   }
 
   private entryCachePath(hex: string): string {
-    return path.join(this.cacheDir, 'entries', `${hex}.json`);
+    return path.join(this.cacheDir, 'entries', `${hex}.rows`);
   }
 
   /**
@@ -531,10 +573,14 @@ export class LocalStore {
   }
 
 
-  /** Writes a layer's entry list row by row into tmp/, then commits it under the layer's digest. */
+  /**
+   * Writes a layer's entry list row by row into tmp/, then commits it under the layer's digest.
+   * The file is one JSON array with a row per line (`[`, rows ending in `,` but the last, `]`),
+   * so it is read a line at a time (openLines).
+   */
   private entryIndexWriter(): { add(e: LayerEntry): void; commit(hex: string, gid?: number): Promise<void>; abort(): void } {
     const tmp = this.blobs.tmpPath('entries');
-    const fd = fsSync.openSync(tmp, fsSync.constants.O_WRONLY | fsSync.constants.O_CREAT | fsSync.constants.O_EXCL, 0o644);
+    const fd = fsSync.openSync(tmp, fsSync.constants.O_WRONLY | fsSync.constants.O_CREAT | fsSync.constants.O_EXCL | fsSync.constants.O_NOFOLLOW, 0o600);
     let open = true;
     let first = true;
     let pending: string[] = [];
@@ -553,35 +599,26 @@ export class LocalStore {
     return {
       add: (e) => {
         const row = JSON.stringify(toRow(e));
-        pending.push(first ? row : `,${row}`);
+        pending.push(first ? `\n${row}` : `,\n${row}`);
         first = false;
         pendingBytes += row.length;
         if (pendingBytes > 1 << 20) flush();
       },
       commit: async (hex, gid) => {
-        pending.push(']');
+        pending.push('\n]\n');
         flush();
         close();
         if (gid !== undefined) await BlobStore.restrict(tmp, gid);
+        else fsSync.chmodSync(tmp, 0o644);
         const dir = path.join(this.cacheDir, 'entries');
         await fsp.mkdir(dir, { recursive: true });
-        await fsp.rename(tmp, path.join(dir, `${hex}.json`));
+        await fsp.rename(tmp, path.join(dir, `${hex}.rows`));
       },
       abort: () => {
         close();
         fsSync.rmSync(tmp, { force: true });
       },
     };
-  }
-
-  private async writeEntryIndex(hex: string, entries: LayerEntry[], gid?: number): Promise<void> {
-    const dir = path.join(this.cacheDir, 'entries');
-    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    await fsp.mkdir(this.blobs.tmpDir, { recursive: true, mode: 0o700 });
-    const tmp = this.blobs.tmpPath('entries');
-    await fsp.writeFile(tmp, JSON.stringify(entries.map(toRow)), { flag: 'wx', mode: 0o600 });
-    if (gid !== undefined) await BlobStore.restrict(tmp, gid).catch(() => undefined);
-    await fsp.rename(tmp, path.join(dir, `${hex}.json`));
   }
 
   // ---- index changes --------------------------------------------------------------------
@@ -921,22 +958,70 @@ const ROW_TYPES = new Set(['file', 'dir', 'symlink', 'hardlink', 'char', 'block'
 const isId = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
 
 /**
- * Rows of a cached entry list, or undefined when the document is not one strata could have
- * written: a path that is absolute, has a `..` or empty component or a NUL, an unknown type,
- * a number out of range. Such a cache is a miss (rebuilt from the layer), never a plan.
+ * A row of a cached entry list, or undefined when it is not one strata could have written: a
+ * path that is absolute, has a `..` or empty component or a NUL, an unknown type, a number out
+ * of range. Such a cache is never a plan.
  */
-function checkedRows(doc: unknown): EntryRow[] | undefined {
-  if (!Array.isArray(doc)) return undefined;
-  for (const r of doc as unknown[]) {
-    if (!Array.isArray(r) || r.length < 7 || r.length > 10) return undefined;
-    const [p, type, mode, uid, gid, mtime, size] = r as unknown[];
-    if (typeof p !== 'string' || !ROW_TYPES.has(type as string)) return undefined;
-    if (p !== '.' && (p.startsWith('/') || p.includes('\0') || p.split('/').some((c) => c === '' || c === '.' || c === '..'))) return undefined;
-    if (!isId(mode) || (mode as number) > 0o7777 || !isId(uid) || !isId(gid) || !Number.isSafeInteger(mtime) || !isId(size)) return undefined;
-    if (r.length > 7 && typeof r[7] !== 'string') return undefined;
-    if (r.length > 8 && (!isId(r[8]) || !isId(r[9] ?? 0))) return undefined;
+function checkedRow(r: unknown): EntryRow | undefined {
+  if (!Array.isArray(r) || r.length < 7 || r.length > 10) return undefined;
+  const [p, type, mode, uid, gid, mtime, size] = r as unknown[];
+  if (typeof p !== 'string' || !ROW_TYPES.has(type as string)) return undefined;
+  if (p !== '.' && (p.startsWith('/') || p.includes('\0') || p.split('/').some((c) => c === '' || c === '.' || c === '..'))) return undefined;
+  if (!isId(mode) || (mode as number) > 0o7777 || !isId(uid) || !isId(gid) || !Number.isSafeInteger(mtime) || !isId(size)) return undefined;
+  if (r.length > 7 && typeof r[7] !== 'string') return undefined;
+  if (r.length > 8 && (!isId(r[8]) || !isId(r[9] ?? 0))) return undefined;
+  return r as EntryRow;
+}
+
+/**
+ * The lines of a cached entry list after its opening `[` line, read a MiB at a time; undefined
+ * when the file is absent or does not open as one (a miss). Never follows a symlink.
+ */
+async function openLines(file: string): Promise<AsyncIterable<string> | undefined> {
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(file, fsSync.constants.O_RDONLY | fsSync.constants.O_NOFOLLOW);
+  } catch {
+    return undefined;
   }
-  return doc as EntryRow[];
+  const chunk = Buffer.allocUnsafe(1 << 20);
+  let carry = '';
+  let eof = false;
+  const decoder = new TextDecoder('utf-8', { fatal: false });
+  const lines: string[] = [];
+  const fill = async (): Promise<boolean> => {
+    while (lines.length === 0 && !eof) {
+      const { bytesRead } = await fh.read(chunk, 0, chunk.length, null);
+      if (bytesRead === 0) {
+        eof = true;
+        if (carry !== '') lines.push(carry);
+        carry = '';
+        break;
+      }
+      const text = carry + decoder.decode(chunk.subarray(0, bytesRead), { stream: true });
+      const parts = text.split('\n');
+      carry = parts.pop()!;
+      for (const l of parts) if (l !== '') lines.push(l);
+    }
+    return lines.length > 0;
+  };
+  const ok = (await fill().catch(() => false)) && lines.shift() === '[';
+  if (!ok) {
+    await fh.close();
+    return undefined;
+  }
+  return {
+    async *[Symbol.asyncIterator]() {
+      try {
+        while (await fill()) {
+          const batch = lines.splice(0);
+          yield* batch;
+        }
+      } finally {
+        await fh.close();
+      }
+    },
+  };
 }
 
 function fromRow(r: EntryRow): LayerEntry {

@@ -5,6 +5,7 @@
  * outputs can be exercised without a store on disk, and the contract suite
  * (test/store-contract.test.ts) can hold both implementations to the same behaviour.
  */
+import * as os from 'node:os';
 import { StrataError, STORE_ERR } from './errors.js';
 import { isCid, parseCid, sha256Hex } from './cid.js';
 import type { LayerItem, LoadedModule } from './internals.js';
@@ -63,10 +64,12 @@ export class MemoryStore implements StoreReader {
     return JSON.parse(this.verified(mod.record.manifest, `manifest of ${mod.fullName}`).toString('utf8')) as LayerManifest;
   }
 
-  async layerEntries(mod: LoadedModule): Promise<LayerEntry[]> {
-    const out: LayerEntry[] = [];
-    for await (const { entry } of this.readLayer(mod)) out.push(entry);
-    return out;
+  async *layerEntries(mod: LoadedModule): AsyncGenerator<LayerEntry> {
+    for await (const { entry } of this.readLayer(mod)) yield entry;
+  }
+
+  async scratchDir(): Promise<string> {
+    return os.tmpdir();
   }
 
   async *readLayer(mod: LoadedModule): AsyncGenerator<LayerItem> {

@@ -22,8 +22,11 @@ export interface StoreReader {
   /**
    * The layer's entries in canonical order with their xattrs and ACLs, without file contents.
    * Comes from a rebuildable cache when there is one; the layer itself is authoritative.
+   * Streamed: memory does not grow with the layer.
    */
-  layerEntries(mod: LoadedModule): Promise<LayerEntry[]>;
+  layerEntries(mod: LoadedModule): AsyncIterable<LayerEntry>;
+  /** A private directory (0700) for this process's spill files (store/spill.ts). */
+  scratchDir(): Promise<string>;
   /**
    * The layer's entries with their bodies, in canonical order. The caller drains (or skips) each
    * body before asking for the next item and must run the iterator to its end: the digest is

@@ -103,7 +103,7 @@ export class SpillSorter<T> {
     this.heldBytes = 0;
   }
 
-  /** Every record pushed, sorted. Call once, after the last push. */
+  /** Every record pushed so far, sorted. May be called again, also after more pushes. */
   *sorted(): Generator<T> {
     if (this.disposed) throw new Error('SpillSorter: already disposed');
     this.sortHeld();

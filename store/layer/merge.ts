@@ -1,11 +1,12 @@
 /**
- * The merge of layers with OCI semantics, as a tree built from the layers' headers before
- * anything is written, so each final path is written exactly once. Used by the composer (a
- * stack's layers) and by OCI image import (an image's layers become one module layer).
+ * The merge of layers with OCI semantics, planned from the layers' headers before anything is
+ * written, so each final path is written exactly once. Used by the composer (a stack's layers)
+ * and by OCI image import (an image's layers become one module layer).
  *
  * - A layer's whiteouts (`.wh.<name>`) delete that path and everything below it from the
  *   layers beneath; an opaque marker (`.wh..wh..opq`) hides every lower child of its
- *   directory. Whiteouts never touch the layer that holds them.
+ *   directory. Whiteouts never touch the layer that holds them (they are applied before its
+ *   entries).
  * - An upper entry replaces the lower entry whole (metadata, xattrs, ACLs). A directory over a
  *   directory keeps the lower children; anything else drops the lower subtree.
  * - An entry whose parent is missing gets an implicit directory (0755, root, mtime 0). A
@@ -15,191 +16,377 @@
  *   below a lower layer's file is refused.
  * - Hard links belong to their layer. If an upper layer replaced a group's first path, the
  *   first surviving member carries the content and the others link to it.
+ *
+ * Memory does not grow with the number of files. Only directories and symlinks live in memory
+ * (they are what paths resolve through); every other entry ("leaf") goes, under its final
+ * path, into a SpillSorter (store/spill.ts) that moves to disk past its budget. What removes
+ * leaves is kept as *hides*: "below path P (or at it), nothing of a layer under L survives",
+ * one per whiteout, opaque marker or replaced directory. The plan is then one ordered walk
+ * that merges the directory tree with the sorted leaves and drops what a hide covers; it is
+ * re-run, not stored, each time a caller iterates the plan's entries.
+ *
+ * Memory: the directories and symlinks of the stack, the hides, the hard-link targets, plus
+ * the sorters' budgets.
  */
 import { StrataError, STORE_ERR } from '../errors.js';
-import { baseName, printable, whiteoutTarget } from './path.js';
+import { SpillSorter, defaultBudget, type RecordCodec } from '../spill.js';
+import { decodeEntry, encodeEntry, entrySize } from './entry-codec.js';
+import { baseName, parentOf, printable, whiteoutTarget } from './path.js';
 import { comparePaths, LayerEntry } from '../types.js';
 
 export interface PlannedEntry {
   /** Final entry; for hard links, linkname is the final path of the group's file. */
   entry: LayerEntry;
-  /** Index of the layer that provides it (layers.length for synthetic entries). */
+  /** Index of the layer that provides it (the number of layers for synthetic entries). */
   layer: number;
   /** For files: the path inside the layer's tar whose body is this file's content. */
   contentPath?: string;
 }
 
-export interface MergePlan {
-  /** Every final entry, sorted by path (parents first), root first. */
-  entries: PlannedEntry[];
-  /** Per layer: content path in that layer's tar → final file path that takes it. */
-  content: Array<Map<string, string>>;
+/** A file of the plan as its layer holds it: the path of its body in the layer's tar. */
+export interface PlannedFile {
+  contentPath: string;
+  entry: LayerEntry;
 }
 
-export interface MergeNode {
+export interface MergePlan {
+  /** Number of final entries. */
+  readonly count: number;
+  /** Bytes of file content the plan writes. */
+  readonly bytes: number;
+  /** The final root entry. */
+  readonly root: LayerEntry;
+  /** Every final entry, sorted by path (parents first), root first. Re-iterable. */
+  entries(): Iterable<PlannedEntry>;
+  /** The files whose content is in layer `layer`, in that layer's canonical order. Re-iterable. */
+  files(layer: number): Iterable<PlannedFile>;
+  /** Removes the spill files. Call once the plan is no longer used. */
+  dispose(): void;
+}
+
+/** An entry source read twice per layer (whiteouts first, then the rest). */
+export type EntrySource = () => Iterable<LayerEntry> | AsyncIterable<LayerEntry>;
+
+interface Node {
   entry: LayerEntry;
   layer: number;
-  /** `layer:path-in-layer` of the hard-link group this file or link belongs to. */
-  group?: string;
-  children?: Map<string, MergeNode>;
+  children?: Map<string, Node>;
+}
+
+/** A leaf under its final path; `tarPath` when the layer holds it under another path. */
+interface Leaf {
+  entry: LayerEntry;
+  layer: number;
+  tarPath?: string;
+}
+
+/** Nothing of a layer below `layer` survives below `path`, nor at it when `self`. */
+interface Hide {
+  path: string;
+  layer: number;
+  self: boolean;
+}
+
+/**
+ * A path resolution passed where nothing was in the tree (and, creating, made a directory):
+ * a leaf of a lower layer alive there at that moment is an error, as in the layer's terms
+ * something is written beneath a file.
+ */
+interface Claim {
+  path: string;
+  layer: number;
+  name: string;
+  entryPath: string;
 }
 
 const ROOT_DEFAULT: LayerEntry = { path: '.', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 };
-
-export function emptyTree(): MergeNode {
-  return { entry: { ...ROOT_DEFAULT }, layer: -1, children: new Map() };
-}
-
-/** The files of a layer that hard links point at: their metadata outlives a whiteout of the path. */
-export function hardLinkTargets(entries: LayerEntry[]): Map<string, LayerEntry> {
-  const wanted = new Set(entries.filter((e) => e.type === 'hardlink').map((e) => e.linkname!));
-  return new Map(entries.filter((e) => e.type === 'file' && wanted.has(e.path)).map((e) => [e.path, e]));
-}
-
-/** Applies one layer's entries (in canonical order) to the tree. Exported for tests. */
-export function applyLayer(root: MergeNode, layer: number, entries: LayerEntry[], name: string): void {
-  for (const e of entries) {
-    const w = whiteoutTarget(e.path);
-    if (!w) continue;
-    if ('opaque' in w) {
-      const dir = resolveDir(root, w.opaque, layer, name, e.path, false)?.node;
-      if (dir?.children) for (const [k, child] of dir.children) if (child.layer < layer) dir.children.delete(k);
-    } else {
-      const parent = resolveDir(root, parentPath(w.hides), layer, name, e.path, false)?.node;
-      const child = parent?.children?.get(baseName(w.hides));
-      if (child && child.layer < layer) parent!.children!.delete(baseName(w.hides));
-    }
-  }
-  for (const e of entries) {
-    if (whiteoutTarget(e.path)) continue;
-    if (e.path === '.') {
-      root.entry = e;
-      root.layer = layer;
-      continue;
-    }
-    const dir = resolveDir(root, parentPath(e.path), layer, name, e.path, true)!.node;
-    const key = baseName(e.path);
-    const old = dir.children!.get(key);
-    // Entries are the caller's fresh objects, owned by the tree from here on (no copy: a
-    // large stack holds one object per entry, not several).
-    const node: MergeNode = { entry: e, layer };
-    if (e.type === 'dir') node.children = old?.entry.type === 'dir' ? old.children : new Map();
-    if (e.type === 'file') node.group = `${layer}:${e.path}`;
-    if (e.type === 'hardlink') node.group = `${layer}:${e.linkname}`;
-    dir.children!.set(key, node);
-  }
-}
-
 /** Symlinks followed while resolving one path, at most (as Linux's MAXSYMLINKS). */
 const MAX_HOPS = 40;
 
-/**
- * The directory node at `dir` (a path in the layer's terms), following lower layers' symlinks
- * inside the tree the way umoci's securejoin does: an absolute target starts again at the
- * root, `..` never climbs above it, and after MAX_HOPS links it gives up. With `create`,
- * missing directories are made (0755, root, mtime 0). A file (or device) in the way is an
- * error: nothing can be written beneath it. Returns the node and its path in the tree.
- */
-function resolveDir(
-  root: MergeNode,
-  dir: string,
-  layer: number,
-  name: string,
-  entryPath: string,
-  create: boolean,
-): { node: MergeNode; path: string } | undefined {
-  const chain: Array<{ node: MergeNode; name: string }> = [];
-  const pending = dir === '.' ? [] : dir.split('/');
-  let hops = 0;
-  while (pending.length > 0) {
-    const part = pending.shift()!;
-    if (part === '' || part === '.') continue;
-    if (part === '..') {
-      chain.pop();
-      continue;
-    }
-    const cur = chain.length > 0 ? chain[chain.length - 1]!.node : root;
-    let next = cur.children!.get(part);
-    if (!next) {
-      if (!create) return undefined;
-      next = { entry: { path: '', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 }, layer, children: new Map() };
-      cur.children!.set(part, next);
-    } else if (next.entry.type === 'symlink') {
-      if (++hops > MAX_HOPS) {
-        throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `layer ${name} writes '${printable(entryPath)}' through a loop of symlinks`, {
-          hint: 'the lower layers\' symlinks point at each other',
-        });
+const leafCodec: RecordCodec<Leaf> = {
+  encode: (l) => encodeEntry(l.entry, l.tarPath === undefined ? [l.layer] : [l.layer, l.tarPath]),
+  decode: (b) => {
+    const { entry, extra } = decodeEntry(b);
+    const [layer, tarPath] = extra as [number, string?];
+    return tarPath === undefined ? { entry, layer } : { entry, layer, tarPath };
+  },
+  size: (l) => entrySize(l.entry) + (l.tarPath?.length ?? 0) * 2 + 32,
+};
+
+const fileCodec: RecordCodec<PlannedFile> = {
+  encode: (f) => encodeEntry(f.entry, f.contentPath === f.entry.path ? undefined : f.contentPath),
+  decode: (b) => {
+    const { entry, extra } = decodeEntry(b);
+    return { entry, contentPath: (extra as string | undefined) ?? entry.path };
+  },
+  size: (f) => entrySize(f.entry) + 32,
+};
+
+export interface LayerMergeOptions {
+  /** Directory for spill runs (strata's tmp/). */
+  tmpDir: string;
+  /** Bytes of leaves held in memory before they spill (default defaultBudget()). */
+  budget?: number;
+}
+
+export class LayerMerge {
+  private readonly root: Node = { entry: { ...ROOT_DEFAULT }, layer: -1, children: new Map() };
+  private readonly leaves: SpillSorter<Leaf>;
+  private readonly hides: Hide[] = [];
+  private readonly claims: Claim[] = [];
+  /** Per layer: the files hard links point at (their metadata outlives a whiteout of the path). */
+  private readonly linkTargets: Array<Map<string, LayerEntry>> = [];
+  private readonly sorters: Array<SpillSorter<unknown>> = [];
+
+  constructor(private readonly opts: LayerMergeOptions) {
+    this.leaves = new SpillSorter<Leaf>({ compare: (a, b) => comparePaths(a.entry.path, b.entry.path), codec: leafCodec, dir: opts.tmpDir, budget: opts.budget });
+    this.sorters.push(this.leaves as SpillSorter<unknown>);
+  }
+
+  /** Layers applied so far. */
+  get layers(): number {
+    return this.linkTargets.length;
+  }
+
+  /**
+   * Applies the next layer: `read` gives its entries in canonical order, and is called twice
+   * (whiteouts and hard-link targets first, then the entries).
+   */
+  async addLayer(read: EntrySource, name: string): Promise<void> {
+    const layer = this.linkTargets.length;
+    const linked = new Set<string>();
+    for await (const e of read()) {
+      if (e.type === 'hardlink') linked.add(e.linkname!);
+      const w = whiteoutTarget(e.path);
+      if (!w) continue;
+      if ('opaque' in w) {
+        const at = this.resolveDir(w.opaque, layer, name, e.path, false);
+        if (at?.node.children) {
+          for (const [k, child] of at.node.children) if (child.layer < layer) at.node.children.delete(k);
+          this.hides.push({ path: at.path, layer, self: false });
+        }
+      } else {
+        const at = this.resolveDir(parentOf(w.hides), layer, name, e.path, false);
+        if (!at) continue;
+        const key = baseName(w.hides);
+        const child = at.node.children!.get(key);
+        if (child && child.layer < layer) at.node.children!.delete(key);
+        this.hides.push({ path: join(at.path, key), layer, self: true });
       }
-      const target = next.entry.linkname ?? '';
-      if (target.startsWith('/')) chain.length = 0;
-      pending.unshift(...target.split('/'));
-      continue;
-    } else if (next.entry.type !== 'dir') {
-      const at = [...chain.map((c) => c.name), part].join('/');
-      throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `layer ${name} writes '${printable(entryPath)}' beneath the ${next.entry.type} '${printable(at)}' of a lower layer`, {
-        hint: 'nothing can be written beneath a file; the upper layer must replace it with a directory entry',
-      });
     }
-    chain.push({ node: next, name: part });
-  }
-  return { node: chain.length > 0 ? chain[chain.length - 1]!.node : root, path: chain.length > 0 ? chain.map((c) => c.name).join('/') : '.' };
-}
-
-function parentPath(p: string): string {
-  const i = p.lastIndexOf('/');
-  return i < 0 ? '.' : p.slice(0, i);
-}
-
-export function lookup(root: MergeNode, p: string): MergeNode | undefined {
-  if (p === '.') return root;
-  let n: MergeNode | undefined = root;
-  for (const part of p.split('/')) {
-    n = n?.children?.get(part);
-    if (!n) return undefined;
-  }
-  return n;
-}
-
-export function flatten(root: MergeNode, linkTargets: Array<Map<string, LayerEntry>>): MergePlan {
-  const nLayers = linkTargets.length;
-  const entries: PlannedEntry[] = [];
-  // A node's hard-link group names the layer and the path in that layer's tar, which may
-  // differ from the final path when a lower symlink was resolved on the way.
-  const groupOf = new Map<PlannedEntry, string>();
-  const walk = (n: MergeNode, p: string) => {
-    n.entry.path = p;
-    const pe: PlannedEntry = { entry: n.entry, layer: Math.max(n.layer, 0) };
-    entries.push(pe);
-    if (n.group) groupOf.set(pe, n.group);
-    if (!n.children) return;
-    const names = [...n.children.keys()].sort((a, b) => comparePaths(a, b));
-    for (const name of names) walk(n.children.get(name)!, p === '.' ? name : `${p}/${name}`);
-  };
-  const groups = new Map<string, PlannedEntry[]>();
-  walk(root, '.');
-  if (root.layer < 0) entries[0]!.layer = nLayers;
-  // Hard-link groups: the surviving members, in final order.
-  for (const pe of entries) {
-    const g = groupOf.get(pe);
-    if (g) (groups.get(g) ?? groups.set(g, []).get(g)!).push(pe);
-  }
-  const content: Array<Map<string, string>> = Array.from({ length: nLayers }, () => new Map());
-  for (const [g, members] of groups) {
-    const [layerText, ...rest] = g.split(':');
-    const layer = Number(layerText);
-    const leaderPath = rest.join(':');
-    const leader = members[0]!;
-    if (leader.entry.type === 'hardlink') {
-      // The group's file was replaced or whited out above, or sorts after a link now: the
-      // first surviving member takes its content and the inode's metadata.
-      const src = members.find((m) => m.entry.type === 'file')?.entry ?? linkTargets[layer]!.get(leaderPath)!;
-      leader.entry = { ...src, path: leader.entry.path, type: 'file', linkname: undefined };
+    const targets = new Map<string, LayerEntry>();
+    this.linkTargets.push(targets);
+    for await (const e of read()) {
+      if (whiteoutTarget(e.path)) continue;
+      if (e.type === 'file' && linked.has(e.path)) targets.set(e.path, e);
+      if (e.path === '.') {
+        this.root.entry = e;
+        this.root.layer = layer;
+        continue;
+      }
+      const at = this.resolveDir(parentOf(e.path), layer, name, e.path, true)!;
+      const key = baseName(e.path);
+      const finalPath = join(at.path, key);
+      const old = at.node.children!.get(key);
+      if (e.type === 'dir' || e.type === 'symlink') {
+        // Entries are the caller's fresh objects, owned by the tree from here on.
+        const node: Node = { entry: e, layer };
+        if (e.type === 'dir') node.children = old?.entry.type === 'dir' ? old.children : new Map();
+        else if (old?.children) this.hides.push({ path: finalPath, layer, self: false });
+        at.node.children!.set(key, node);
+        continue;
+      }
+      if (old) {
+        at.node.children!.delete(key);
+        if (old.children) this.hides.push({ path: finalPath, layer, self: false });
+      }
+      const leaf: Leaf = { entry: finalPath === e.path ? e : { ...e, path: finalPath }, layer };
+      if (finalPath !== e.path) leaf.tarPath = e.path;
+      this.leaves.push(leaf);
     }
-    leader.contentPath = leaderPath;
-    content[layer]!.set(leaderPath, leader.entry.path);
-    for (const m of members.slice(1)) m.entry = { ...m.entry, type: 'hardlink', size: 0, linkname: leader.entry.path };
   }
-  return { entries, content };
+
+  /** True when `p` (a final path) is a directory of the tree so far. */
+  isDir(p: string): boolean {
+    if (p === '.') return true;
+    let n: Node | undefined = this.root;
+    for (const part of p.split('/')) {
+      n = n?.children?.get(part);
+      if (!n) return false;
+    }
+    return n.entry.type === 'dir';
+  }
+
+  /**
+   * The final entries of the layers applied so far, in path order. With `raw`, hard-link
+   * groups are left as the layers hold them (no leader chosen), for callers that only look at
+   * the entries' own metadata.
+   */
+  *walk(raw = false): Generator<PlannedEntry> {
+    const nLayers = this.linkTargets.length;
+    const hides = [...this.hides].sort((a, b) => comparePaths(a.path, b.path));
+    const claims = [...this.claims].sort((a, b) => comparePaths(a.path, b.path));
+    const active: Hide[] = [];
+    let hi = 0;
+    let ci = 0;
+    const leaders = new Map<string, string>();
+    const leaves = this.leaves.sorted()[Symbol.iterator]();
+    let leaf = leaves.next();
+    const tree = dfs(this.root, '.');
+    let node = tree.next();
+    let lastLeaf: string | undefined;
+    const cands: Leaf[] = [];
+    // Whether a hide of a layer in (from, to] covers `p`.
+    const covered = (p: string, from: number, to: number) => active.some((h) => h.layer > from && h.layer <= to && (h.path !== p || h.self));
+
+    while (!node.done || !leaf.done) {
+      const p = node.done ? leaf.value!.entry.path : leaf.done ? node.value.path : comparePaths(node.value.path, leaf.value.entry.path) <= 0 ? node.value.path : leaf.value.entry.path;
+      let n: Node | undefined;
+      if (!node.done && node.value.path === p) {
+        n = node.value.node;
+        node = tree.next();
+      }
+      cands.length = 0;
+      while (!leaf.done && leaf.value.entry.path === p) {
+        cands.push(leaf.value);
+        leaf = leaves.next();
+      }
+      while (active.length > 0 && !isAtOrBelow(p, active[active.length - 1]!.path)) active.pop();
+      for (; hi < hides.length && comparePaths(hides[hi]!.path, p) <= 0; hi++) if (isAtOrBelow(p, hides[hi]!.path)) active.push(hides[hi]!);
+      for (; ci < claims.length && comparePaths(claims[ci]!.path, p) <= 0; ci++) {
+        const c = claims[ci]!;
+        if (c.path !== p) continue;
+        const blocker = [...cands].reverse().find((l) => l.layer < c.layer && !covered(p, l.layer, c.layer));
+        if (blocker) {
+          throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `layer ${c.name} writes '${printable(c.entryPath)}' beneath the ${blocker.entry.type} '${printable(p)}' of a lower layer`, {
+            hint: 'nothing can be written beneath a file; the upper layer must replace it with a directory entry',
+          });
+        }
+      }
+      if (n) {
+        yield { entry: n.entry.path === p ? n.entry : { ...n.entry, path: p }, layer: n.layer < 0 ? nLayers : n.layer };
+        continue;
+      }
+      let top: Leaf | undefined;
+      for (let i = cands.length - 1; i >= 0 && !top; i--) if (!covered(p, cands[i]!.layer, Infinity)) top = cands[i];
+      if (!top) continue;
+      if (lastLeaf !== undefined && isAtOrBelow(p, lastLeaf)) {
+        throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `'${printable(p)}' lies beneath the ${top.entry.type} '${printable(lastLeaf)}'`);
+      }
+      lastLeaf = p;
+      yield raw ? { entry: top.entry, layer: top.layer } : this.planned(top, leaders);
+    }
+  }
+
+  /** A surviving leaf as planned: hard-link groups get their leader (the first survivor in path order). */
+  private planned(l: Leaf, leaders: Map<string, string>): PlannedEntry {
+    const e = l.entry;
+    const tarPath = l.tarPath ?? e.path;
+    if (e.type !== 'file' && e.type !== 'hardlink') return { entry: e, layer: l.layer };
+    const group = e.type === 'file' ? tarPath : e.linkname!;
+    const targets = this.linkTargets[l.layer]!;
+    if (!targets.has(group)) return { entry: e, layer: l.layer, contentPath: tarPath };
+    const key = `${l.layer}:${group}`;
+    const leader = leaders.get(key);
+    if (leader !== undefined) return { entry: { ...e, type: 'hardlink', size: 0, linkname: leader }, layer: l.layer };
+    leaders.set(key, e.path);
+    // The group's file was replaced or whited out above, or sorts after a link now: the
+    // first surviving member takes its content and the inode's metadata.
+    const entry = e.type === 'file' ? e : { ...targets.get(group)!, path: e.path, type: 'file' as const, linkname: undefined };
+    return { entry, layer: l.layer, contentPath: group };
+  }
+
+  /**
+   * Fixes the plan: one walk sorts each layer's files by their place in the layer (spilling
+   * past the budget) and counts. Apply no layer after this.
+   */
+  plan(): MergePlan {
+    const nLayers = this.linkTargets.length;
+    const budget = Math.max(4 << 20, Math.floor((this.opts.budget ?? defaultBudget()) / Math.max(1, nLayers)));
+    const files = Array.from({ length: nLayers }, () => {
+      const s = new SpillSorter<PlannedFile>({ compare: (a, b) => comparePaths(a.contentPath, b.contentPath), codec: fileCodec, dir: this.opts.tmpDir, budget });
+      this.sorters.push(s as SpillSorter<unknown>);
+      return s;
+    });
+    let count = 0;
+    let bytes = 0;
+    let root: LayerEntry | undefined;
+    for (const pe of this.walk()) {
+      root ??= pe.entry;
+      count++;
+      if (pe.entry.type !== 'file') continue;
+      bytes += pe.entry.size;
+      if (pe.layer < nLayers) files[pe.layer]!.push({ contentPath: pe.contentPath!, entry: pe.entry });
+    }
+    return {
+      count,
+      bytes,
+      root: root!,
+      entries: () => ({ [Symbol.iterator]: () => this.walk() }),
+      files: (layer) => ({ [Symbol.iterator]: () => files[layer]!.sorted() }),
+      dispose: () => this.dispose(),
+    };
+  }
+
+  dispose(): void {
+    for (const s of this.sorters) s.dispose();
+  }
+
+  /**
+   * The directory node at `dir` (a path in the layer's terms), following symlinks inside the
+   * tree the way umoci's securejoin does: an absolute target starts again at the root, `..`
+   * never climbs above it, and after MAX_HOPS links it gives up. With `create`, missing
+   * directories are made (0755, root, mtime 0). Where nothing is in the tree a claim is
+   * recorded: a lower layer's leaf there is an error, found by walk(). Returns the node and
+   * its final path.
+   */
+  private resolveDir(dir: string, layer: number, name: string, entryPath: string, create: boolean): { node: Node; path: string } | undefined {
+    const chain: Array<{ node: Node; name: string }> = [];
+    const pending = dir === '.' ? [] : dir.split('/');
+    let hops = 0;
+    while (pending.length > 0) {
+      const part = pending.shift()!;
+      if (part === '' || part === '.') continue;
+      if (part === '..') {
+        chain.pop();
+        continue;
+      }
+      const cur = chain.length > 0 ? chain[chain.length - 1]!.node : this.root;
+      let next = cur.children!.get(part);
+      if (!next) {
+        this.claims.push({ path: [...chain.map((c) => c.name), part].join('/'), layer, name, entryPath });
+        if (!create) return undefined;
+        next = { entry: { path: '', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 }, layer, children: new Map() };
+        cur.children!.set(part, next);
+      } else if (next.entry.type === 'symlink') {
+        if (++hops > MAX_HOPS) {
+          throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `layer ${name} writes '${printable(entryPath)}' through a loop of symlinks`, {
+            hint: "the lower layers' symlinks point at each other",
+          });
+        }
+        const target = next.entry.linkname ?? '';
+        if (target.startsWith('/')) chain.length = 0;
+        pending.unshift(...target.split('/'));
+        continue;
+      }
+      chain.push({ node: next, name: part });
+    }
+    return { node: chain.length > 0 ? chain[chain.length - 1]!.node : this.root, path: chain.length > 0 ? chain.map((c) => c.name).join('/') : '.' };
+  }
 }
 
+/** The tree's nodes in path order (children by comparePaths of their names), with their final paths. */
+function* dfs(n: Node, p: string): Generator<{ node: Node; path: string }> {
+  yield { node: n, path: p };
+  if (!n.children) return;
+  for (const name of [...n.children.keys()].sort(comparePaths)) yield* dfs(n.children.get(name)!, join(p, name));
+}
 
+function join(dir: string, name: string): string {
+  return dir === '.' ? name : `${dir}/${name}`;
+}
+
+/** True when `p` is `dir` or lies below it ('.' holds everything). */
+function isAtOrBelow(p: string, dir: string): boolean {
+  return dir === '.' || p === dir || (p.length > dir.length && p.startsWith(dir) && p.charCodeAt(dir.length) === 47);
+}

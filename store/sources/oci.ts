@@ -23,7 +23,7 @@ import { pipeline } from 'node:stream/promises';
 import { printable } from '../../native/errors.js';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { ContentOpener, LayerBuilder } from '../layer/builder.js';
-import { applyLayer, emptyTree, flatten, hardLinkTargets } from '../layer/merge.js';
+import { LayerMerge } from '../layer/merge.js';
 import { envOpProblem, type EnvOp } from '../record.js';
 import { addTar } from './tar.js';
 import { readTarFile } from '../tar/reader.js';
@@ -173,11 +173,11 @@ interface ImageLayer {
 
 /** Canonicalises each distinct layer once, merges them in order, and adds the result to `builder`. Returns the spool files to remove. */
 async function mergeImageLayers(builder: LayerBuilder, layerFiles: ImageLayer[], spool: (tag: string) => string): Promise<string[]> {
-  const root = emptyTree();
-  const linkTargets: Array<Map<string, LayerEntry>> = [];
   const contents: Array<Map<string, ContentOpener | undefined>> = [];
   const spools: string[] = [];
-  const done = new Map<string, { entries: LayerEntry[]; content: Map<string, ContentOpener | undefined>; links: Map<string, LayerEntry> }>();
+  const done = new Map<string, { entries: LayerEntry[]; content: Map<string, ContentOpener | undefined> }>();
+  const merge = new LayerMerge({ tmpDir: path.dirname(spool('oci-merge')) });
+  builder.defer(() => merge.dispose());
   for (const [i, { key, file }] of layerFiles.entries()) {
     let layer = done.get(key);
     if (layer === undefined) {
@@ -192,16 +192,15 @@ async function mergeImageLayers(builder: LayerBuilder, layerFiles: ImageLayer[],
         throw e;
       }
       const items = lb.build().items();
-      const entries = items.map((x) => x.entry);
-      layer = { entries, content: new Map(items.map((x) => [x.entry.path, x.content])), links: hardLinkTargets(entries) };
+      layer = { entries: items.map((x) => x.entry), content: new Map(items.map((x) => [x.entry.path, x.content])) };
       done.set(key, layer);
     }
     contents.push(layer.content);
-    linkTargets.push(layer.links);
-    applyLayer(root, i, layer.entries, `image layer ${i + 1}`);
+    // Each read gets its own copies: the merge owns the entries it is given.
+    const entries = layer.entries;
+    await merge.addLayer(() => entries.map((e) => ({ ...e })), `image layer ${i + 1}`);
   }
-  const plan = flatten(root, linkTargets);
-  for (const pe of plan.entries) {
+  for (const pe of merge.plan().entries()) {
     if (pe.entry.path === '.' && pe.layer >= layerFiles.length) continue; // no layer had a root entry
     const content = pe.entry.type === 'file' ? contents[pe.layer]!.get(pe.contentPath ?? pe.entry.path) : undefined;
     builder.add(pe.entry, content);
