@@ -19,7 +19,7 @@ export async function planMerge(
 ): Promise<MergePlan> {
   const merge = new LayerMerge({ tmpDir: await store.scratchDir() });
   try {
-    for (const mod of layers) await merge.addLayer(() => store.layerEntries(mod), mod.fullName);
+    for (const mod of layers) await merge.addLayer((first) => store.layerEntries(mod, { whiteoutsAndLinks: first }), mod.fullName);
     if (extra) {
       const entries = extra(aclIndex(merge), (p) => merge.isDir(p));
       await merge.addLayer(() => entries, 'strata metadata');

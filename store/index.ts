@@ -33,7 +33,7 @@ export { MemoryStore } from './memory-store.js';
 export { LayerMerge } from './layer/merge.js';
 export type { EntrySource, MergePlan, PlannedEntry, PlannedFile } from './layer/merge.js';
 
-export type { StoreReader } from './reader.js';
+export type { EntryListOptions, StoreReader } from './reader.js';
 
 /** The whole store, as cli/ and compose/ use it. */
 export interface Store extends StoreReader {

@@ -14,7 +14,8 @@ import type { LayerManifest } from './layer/manifest.js';
 import { fullNameOf, validateRecord, type ModuleRecord } from './record.js';
 import { readTar } from './tar/reader.js';
 import type { LayerEntry } from './types.js';
-import type { StoreReader } from './reader.js';
+import type { EntryListOptions, StoreReader } from './reader.js';
+import { whiteoutOrLink } from './layer/path.js';
 
 export class MemoryStore implements StoreReader {
   /** Blobs by sha256 hex. */
@@ -64,8 +65,8 @@ export class MemoryStore implements StoreReader {
     return JSON.parse(this.verified(mod.record.manifest, `manifest of ${mod.fullName}`).toString('utf8')) as LayerManifest;
   }
 
-  async *layerEntries(mod: LoadedModule): AsyncGenerator<LayerEntry> {
-    for await (const { entry } of this.readLayer(mod)) yield entry;
+  async *layerEntries(mod: LoadedModule, opts: EntryListOptions = {}): AsyncGenerator<LayerEntry> {
+    for await (const { entry } of this.readLayer(mod)) if (!opts.whiteoutsAndLinks || whiteoutOrLink(entry)) yield entry;
   }
 
   async scratchDir(): Promise<string> {

@@ -8,6 +8,11 @@ import type { ModuleRecord } from './record.js';
 import type { LayerManifest } from './layer/manifest.js';
 import type { LayerItem, LoadedModule } from './internals.js';
 
+export interface EntryListOptions {
+  /** Only the whiteouts and hard links (what a merge needs before the rest): a cheaper read. */
+  whiteoutsAndLinks?: boolean;
+}
+
 export interface StoreReader {
   /**
    * A module by exact fullName or record CID, its record read and validated. Throws
@@ -24,7 +29,7 @@ export interface StoreReader {
    * Comes from a rebuildable cache when there is one; the layer itself is authoritative.
    * Streamed: memory does not grow with the layer.
    */
-  layerEntries(mod: LoadedModule): AsyncIterable<LayerEntry>;
+  layerEntries(mod: LoadedModule, opts?: EntryListOptions): AsyncIterable<LayerEntry>;
   /** A private directory (0700) for this process's spill files (store/spill.ts). */
   scratchDir(): Promise<string>;
   /**

@@ -40,18 +40,31 @@ export interface LayerEntry {
 export const WHITEOUT_PREFIX = '.wh.';
 export const OPAQUE_WHITEOUT = '.wh..wh..opq';
 
-/** Byte order of canonical paths: component by component, so parents sort before children. */
+/**
+ * Byte order of canonical paths: component by component (the UTF-8 bytes of each), so parents
+ * sort before children. Compared a UTF-16 unit at a time without splitting or encoding: a '/'
+ * ends a component and sorts before every other character, and units are mapped to UTF-8 byte
+ * order (a surrogate, part of a code point above U+FFFF, after every other unit).
+ */
 export function comparePaths(a: string, b: string): number {
   if (a === b) return 0;
   if (a === '.') return -1;
   if (b === '.') return 1;
-  const pa = a.split('/');
-  const pb = b.split('/');
-  const n = Math.min(pa.length, pb.length);
+  const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) {
-    if (pa[i] !== pb[i]) return Buffer.compare(Buffer.from(pa[i]!), Buffer.from(pb[i]!));
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x === 47) return -1;
+    if (y === 47) return 1;
+    return utf8Rank(x) - utf8Rank(y);
   }
-  return pa.length - pb.length;
+  return a.length - b.length;
+}
+
+/** A UTF-16 unit's place in UTF-8 byte order: surrogates (U+10000 and up) after U+E000–U+FFFF. */
+function utf8Rank(u: number): number {
+  return u < 0xd800 ? u : u < 0xe000 ? u + 0x2000 : u - 0x800;
 }
 
 /** A module with the sizes and counts `store show` prints. */

@@ -38,6 +38,30 @@ for (const [n, budget] of [[0, 1024], [5, 1 << 20], [20_000, 64 * 50], [20_000, 
   });
 }
 
+test('comparePaths is the UTF-8 byte order of the components (parents first)', () => {
+  // The reference: split into components and compare their UTF-8 bytes.
+  const reference = (a: string, b: string): number => {
+    if (a === b) return 0;
+    if (a === '.') return -1;
+    if (b === '.') return 1;
+    const [pa, pb] = [a.split('/'), b.split('/')];
+    for (let i = 0; i < Math.min(pa.length, pb.length); i++) if (pa[i] !== pb[i]) return Buffer.compare(Buffer.from(pa[i]!), Buffer.from(pb[i]!));
+    return pa.length - pb.length;
+  };
+  const rnd = seeded(11);
+  // '/', characters below and above it, two- and three-byte ones on each side of the
+  // surrogates, and a four-byte one (a surrogate pair in UTF-16).
+  const alphabet = ['a', 'b', '/', '-', '.', '0', '~', 'é', '\u{e000}', '\u{ffff}', '\u{1f600}'];
+  const path = () => {
+    const parts = Array.from({ length: 1 + Math.floor(rnd() * 6) }, () => alphabet[Math.floor(rnd() * alphabet.length)]).join('').split('/').filter(Boolean);
+    return parts.length > 0 ? parts.join('/') : '.';
+  };
+  for (let i = 0; i < 50_000; i++) {
+    const [a, b] = [path(), path()];
+    assert.is(Math.sign(comparePaths(a, b)), Math.sign(reference(a, b)), `${JSON.stringify(a)} vs ${JSON.stringify(b)}`);
+  }
+});
+
 test('entries keep every byte of their metadata through a spill', ({ dir }) => {
   const e = (p: string, extra: Partial<LayerEntry> = {}): LayerEntry => ({ path: p, type: 'file', mode: 0o644, uid: 3000000, gid: 7, mtime: 1600000000, size: 3, ...extra });
   const entries: LayerEntry[] = [

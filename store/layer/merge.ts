@@ -64,8 +64,11 @@ export interface MergePlan {
   dispose(): void;
 }
 
-/** An entry source read twice per layer (whiteouts first, then the rest). */
-export type EntrySource = () => Iterable<LayerEntry> | AsyncIterable<LayerEntry>;
+/**
+ * A layer's entries in canonical order, read twice: first (`first` true) only its whiteouts and
+ * hard links are needed (a source may give just those, or everything), then all of them.
+ */
+export type EntrySource = (first: boolean) => Iterable<LayerEntry> | AsyncIterable<LayerEntry>;
 
 interface Node {
   entry: LayerEntry;
@@ -150,12 +153,12 @@ export class LayerMerge {
 
   /**
    * Applies the next layer: `read` gives its entries in canonical order, and is called twice
-   * (whiteouts and hard-link targets first, then the entries).
+   * (whiteouts and hard-link names first, then the entries).
    */
   async addLayer(read: EntrySource, name: string): Promise<void> {
     const layer = this.linkTargets.length;
     const linked = new Set<string>();
-    for await (const e of read()) {
+    for await (const e of read(true)) {
       if (e.type === 'hardlink') linked.add(e.linkname!);
       const w = whiteoutTarget(e.path);
       if (!w) continue;
@@ -176,7 +179,10 @@ export class LayerMerge {
     }
     const targets = new Map<string, LayerEntry>();
     this.linkTargets.push(targets);
-    for await (const e of read()) {
+    // The last parent resolved: a layer's entries come in path order, so siblings follow each
+    // other. Forgotten when a node is replaced by another kind (a resolution may change).
+    let last: { dir: string; at: { node: Node; path: string } } | undefined;
+    for await (const e of read(false)) {
       if (whiteoutTarget(e.path)) continue;
       if (e.type === 'file' && linked.has(e.path)) targets.set(e.path, e);
       if (e.path === '.') {
@@ -184,7 +190,9 @@ export class LayerMerge {
         this.root.layer = layer;
         continue;
       }
-      const at = this.resolveDir(parentOf(e.path), layer, name, e.path, true)!;
+      const dir = parentOf(e.path);
+      if (last?.dir !== dir) last = { dir, at: this.resolveDir(dir, layer, name, e.path, true)! };
+      const at = last.at;
       const key = baseName(e.path);
       const finalPath = join(at.path, key);
       const old = at.node.children!.get(key);
@@ -193,10 +201,12 @@ export class LayerMerge {
         const node: Node = { entry: e, layer };
         if (e.type === 'dir') node.children = old?.entry.type === 'dir' ? old.children : new Map();
         else if (old?.children) this.hides.push({ path: finalPath, layer, self: false });
+        if (e.type === 'symlink' || (old && old.entry.type !== 'dir')) last = undefined;
         at.node.children!.set(key, node);
         continue;
       }
       if (old) {
+        last = undefined;
         at.node.children!.delete(key);
         if (old.children) this.hides.push({ path: finalPath, layer, self: false });
       }
@@ -376,10 +386,18 @@ export class LayerMerge {
 }
 
 /** The tree's nodes in path order (children by comparePaths of their names), with their final paths. */
-function* dfs(n: Node, p: string): Generator<{ node: Node; path: string }> {
-  yield { node: n, path: p };
-  if (!n.children) return;
-  for (const name of [...n.children.keys()].sort(comparePaths)) yield* dfs(n.children.get(name)!, join(p, name));
+function* dfs(root: Node, rootPath: string): Generator<{ node: Node; path: string }> {
+  // An explicit stack, children pushed in reverse: a recursive yield* would pass every node
+  // up through one generator per level.
+  const stack: Array<{ node: Node; path: string }> = [{ node: root, path: rootPath }];
+  while (stack.length > 0) {
+    const top = stack.pop()!;
+    yield top;
+    const children = top.node.children;
+    if (!children || children.size === 0) continue;
+    const names = [...children.keys()].sort(comparePaths);
+    for (let i = names.length - 1; i >= 0; i--) stack.push({ node: children.get(names[i]!)!, path: join(top.path, names[i]!) });
+  }
 }
 
 function join(dir: string, name: string): string {

@@ -52,6 +52,11 @@ export function whiteoutTarget(p: string): { opaque: string } | { hides: string 
   return { hides: dir === '.' ? hidden : `${dir}/${hidden}` };
 }
 
+/** What a merge reads of a layer before the rest: its whiteouts and hard links. */
+export function whiteoutOrLink(e: { path: string; type: string }): boolean {
+  return e.type === 'hardlink' || baseName(e.path).startsWith(WHITEOUT_PREFIX);
+}
+
 function unsafe(raw: string, what: string, why: string): StrataError {
   return new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `${what} '${printable(raw)}' ${why}`, {
     hint: 'refusing a layer that could write outside its root',
