@@ -833,10 +833,11 @@ export class LocalStore {
         if (!opts.dryRun) await this.blobs.remove(hex);
       }
       if (!opts.dryRun) {
-        // Entry lists of layers the store no longer holds go with them.
+        // Entry lists of layers the store no longer holds go with them, and so do lists in
+        // a form this strata does not read (the `.json` of strata before lists streamed).
         for (const name of await fsp.readdir(path.join(this.cacheDir, 'entries')).catch(() => [] as string[])) {
-          const hex = name.replace(/\.json$/, '');
-          if (!live.has(hex)) await fsp.rm(path.join(this.cacheDir, 'entries', name), { force: true });
+          const hex = /^([0-9a-f]{64})\.rows$/.exec(name)?.[1];
+          if (hex === undefined || !live.has(hex)) await fsp.rm(path.join(this.cacheDir, 'entries', name), { force: true });
         }
         const gone = new Set(removed.map((r) => r.slice(7)));
         const marks = (await ix.range('x/')).filter(([k]) => gone.has(parseCid(k.slice(2)).hex));

@@ -10,7 +10,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Level } from 'level';
 import { LocalStore } from '../store/local-store.js';
@@ -69,6 +69,14 @@ test('creating a store opens no index: readers see it empty, and its first write
   assert.is(r.status, 'imported');
   assert.ok(existsSync(join(fresh, 'catalog.json')), 'the first write published a catalog');
   assert.equal(strataJson(['store', 'ls'], { store: fresh }).map((m: { fullName: string }) => m.fullName), ['one/1']);
+  // gc keeps the entry list of a live layer, and drops a dead one's and one of an old form.
+  const entries = join(fresh, 'cache', 'entries');
+  const live = readdirSync(entries);
+  assert.equal(live.length, 1);
+  writeFileSync(join(entries, `${'d'.repeat(64)}.rows`), '[\n]\n');
+  writeFileSync(join(entries, `${live[0]!.slice(0, 64)}.json`), '[]');
+  strataJson(['store', 'gc', '--grace', '0'], { store: fresh });
+  assert.equal(readdirSync(entries), live);
 });
 
 test('two imports of different modules at the same time both succeed', async ({ dir, store }) => {

@@ -284,7 +284,8 @@ else {
     const r0 = strata(['compose', 'squash', clean], at);
     assert.is(r0.code, 0, r0.stderr.toString());
     const cleanSha = sha(readFileSync(clean));
-    // The store's writer keeps entry lists in cache/entries/<layer sha256>.json.
+    // The store's writer keeps entry lists in cache/entries/<layer sha256>.rows: one JSON
+    // array, a row per line.
     const entriesDir = join(site, 'cache', 'entries');
     const layerFile = readdirSync(entriesDir).find((f) => readFileSync(join(entriesDir, f), 'utf8').includes('os-release'));
     assert.ok(layerFile, 'an entry list for base/1');
@@ -297,15 +298,16 @@ else {
       ['a setuid bit', rows.map((r) => (r[0] === 'usr/bin/hello' ? [r[0], r[1], 0o4755, ...r.slice(3)] : r))],
       ['a changed mode', rows.map((r) => (r[0] === 'etc/os-release' ? [r[0], r[1], 0o666, ...r.slice(3)] : r))],
     ];
+    const rowsText = (rs: unknown[][]) => `[\n${rs.map((r) => JSON.stringify(r)).join(',\n')}\n]\n`;
     for (const [what, edited] of edits) {
-      writeFileSync(file, JSON.stringify(edited));
+      writeFileSync(file, rowsText(edited));
       const out = join(work, 'edited.sqfs');
       const r = strata(['compose', 'squash', out], at);
       console.log(`  ${what}: squash ${r.code === 0 ? 'succeeded' : `refused: ${r.stderr.toString().trim()}`}`);
       if (r.code === 0) assert.is(sha(readFileSync(out)), cleanSha, `${what}: the same bytes as with a clean cache`);
       else assertOneLineError(r, what, /cache/);
       const sb = join(work, `sb-${what.replace(/\W+/g, '-')}`);
-      writeFileSync(file, JSON.stringify(edited));
+      writeFileSync(file, rowsText(edited));
       const s = strata(['compose', 'sandbox', sb], at);
       console.log(`  ${what}: sandbox ${s.code === 0 ? 'succeeded' : `refused: ${s.stderr.toString().trim()}`}`);
       if (s.code === 0) {
