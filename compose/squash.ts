@@ -82,6 +82,7 @@ interface ImageSink {
 
 async function createSink(out: string, store: StoreReader & { cacheDir?: string }, opts: ImageOptions, gid: number | undefined): Promise<ImageSink> {
   const cacheDir = opts.cache === false ? undefined : store.cacheDir;
+  const scratchDir = await store.scratchDir();
   const cacheSecret = cacheDir === undefined ? undefined : userCacheSecret();
   const access = gid !== undefined ? { access: { gid } } : {};
   if (opts.format === 'erofs') {
@@ -94,6 +95,7 @@ async function createSink(out: string, store: StoreReader & { cacheDir?: string 
     workers: opts.workers,
     cacheDir,
     cacheSecret,
+    scratchDir,
     mkfsTime: 0,
     ...access,
   });

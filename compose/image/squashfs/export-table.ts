@@ -8,14 +8,15 @@ import { encodeLookupTable } from './table.js';
 
 export const EXPORT_ENTRY_SIZE = 8;
 
-/** The export table's bytes when it starts at absolute `at`; `refs[i]` is inode i + 1's reference. */
-export function encodeExportTable(refs: readonly bigint[], codec: Pick<Codec, 'compress'>, at: number): { bytes: Buffer; locations: number } {
+/**
+ * The export table's bytes when it starts at absolute `at`; `refs` holds inode i + 1's
+ * reference as a u64 (little-endian) at byte 8i: one buffer, not an object per inode.
+ */
+export function encodeExportTable(refs: Buffer, codec: Pick<Codec, 'compress'>, at: number): { bytes: Buffer; locations: number } {
   return encodeLookupTable(
-    refs.map((r) => {
-      const b = Buffer.alloc(EXPORT_ENTRY_SIZE);
-      b.writeBigUInt64LE(r, 0);
-      return b;
-    }),
+    (function* () {
+      for (let i = 0; i < refs.length; i += EXPORT_ENTRY_SIZE) yield refs.subarray(i, i + EXPORT_ENTRY_SIZE);
+    })(),
     codec,
     at,
   );

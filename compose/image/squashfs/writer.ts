@@ -9,7 +9,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import os from 'node:os';
 import { StrataError, IMAGE_ERR } from '../errors.js';
-import type { LayerEntry } from '../../../store/index.js';
+import { comparePaths, decodeEntry, encodeEntry, entrySize, SpillSorter, type LayerEntry, type RecordCodec } from '../../../store/index.js';
 import { codecVersion, makeCodec, type Codec, type CodecSpec } from '../shared/codecs.js';
 import { OutputFile, type OutputAccess } from '../shared/output-file.js';
 import { WorkerPool } from '../shared/worker-pool.js';
@@ -18,7 +18,7 @@ import type { BlockJob, BlockJobConfig, BlockJobResult } from './block-job.js';
 import type { CachePlace } from '../shared/block-cache.js';
 import { COMPRESSOR, encodeCompressorOptions, squashCodecSpec, type SquashCompressor } from './compressor.js';
 import { encodeSizeWord } from './data.js';
-import { encodeDirectory, DIR_ENTRY_SIZE, DIR_HEADER_MAX, MAX_NAME } from './directory.js';
+import { encodeDirectory, DIR_ENTRY_SIZE, DIR_HEADER_MAX, MAX_NAME, type DirChild } from './directory.js';
 import { encodeExportTable } from './export-table.js';
 import { encodeFragmentTable, type FragmentEntry } from './fragment-table.js';
 import { IdTable, MAX_IDS } from './id-table.js';
@@ -55,6 +55,8 @@ export interface SquashOptions {
   mkfsTime?: number;
   /** Who may read the finished image file (default: as the umask says). */
   access?: OutputAccess;
+  /** A private directory for the entry list once it outgrows memory (default: the OS temp dir). */
+  scratchDir?: string;
 }
 
 export interface SquashResult {
@@ -82,9 +84,17 @@ interface FileData {
   fragOffset: number;
 }
 
+/** A file's data in flight: its record goes to the entry list when blocks and tail are both placed. */
+interface PendingFile {
+  entry: LayerEntry;
+  fd: FileData;
+  /** Parts not yet placed: the full blocks (settled) and the tail. */
+  open: number;
+}
+
 /** A file's full blocks on their way through the queue: settled when the last one is written. */
 interface BlockRun {
-  fd: FileData;
+  file: PendingFile;
   /** sha256 over the sha256 of each block, in order: the identity of the run. */
   digests: Hash;
   /** Blocks pushed and not yet written. */
@@ -93,20 +103,32 @@ interface BlockRun {
   ended: boolean;
 }
 
-interface Node {
+/** One entry of the image as finish() reads it back, in path order. */
+interface Rec {
   entry: LayerEntry;
-  name: Buffer;
-  children?: Node[];
   file?: FileData;
-  owner?: Node; // hardlink → the node whose inode it shares
-  nlink: number;
+}
+
+/** Where an inode was written: what a directory entry naming it needs. */
+interface Placed {
   ino: number;
-  ref: bigint;
   refBlock: number;
   refOffset: number;
-  type: number; // inode type as written
-  written: boolean;
+  type: number;
 }
+
+const recCodec: RecordCodec<Rec> = {
+  encode: (r) => encodeEntry(r.entry, r.file ? [r.file.size, r.file.blocksStart, r.file.sizes, r.file.sparse, r.file.fragIndex, r.file.fragOffset] : undefined),
+  decode: (b) => {
+    const { entry, extra } = decodeEntry(b);
+    if (extra === undefined) return { entry };
+    const [size, blocksStart, sizes, sparse, fragIndex, fragOffset] = extra as [number, number, number[], number, number, number];
+    return { entry, file: { size, blocksStart, sizes, sparse, fragIndex, fragOffset } };
+  },
+  size: (r) => entrySize(r.entry) + (r.file ? 64 + r.file.sizes.length * 8 : 0),
+};
+
+const DEFAULT_ROOT: LayerEntry = { path: '.', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 };
 
 /** Entries or calls the writer cannot store (ERR_IMAGE_INPUT). */
 const usage = (msg: string, hint?: string) => new StrataError(IMAGE_ERR.INPUT, msg, hint ? { hint } : {});
@@ -119,6 +141,73 @@ function parentOf(p: string): string {
 }
 function baseOf(p: string): string {
   return p.slice(p.lastIndexOf('/') + 1);
+}
+function nameOf(p: string): Buffer {
+  return Buffer.from(baseOf(p));
+}
+/** True when `p` lies below the directory `dir` ('.' holds everything). */
+function isBelow(p: string, dir: string): boolean {
+  return dir === '.' ? p !== '.' : p.length > dir.length && p.startsWith(dir) && p.charCodeAt(dir.length) === 47;
+}
+
+/**
+ * Where each distinct tail went (fragment index, offset), by the first 16 bytes of its sha256:
+ * an open-addressing table in typed arrays, 24 bytes a slot, so a million small files cost
+ * 48 MiB, not a Map entry each. It stops taking new tails at 2^21 slots half full (about a
+ * million distinct tails; tails after that are stored again), a choice that depends only on
+ * the order of the files, so images stay deterministic.
+ */
+class DigestTable {
+  private static readonly MAX_SLOTS = 1 << 21;
+  private slots = 1 << 12;
+  private used = 0;
+  private keys = new Uint32Array(this.slots * 4);
+  private values = new Uint32Array(this.slots * 2);
+  private full = new Uint8Array(this.slots);
+
+  get(digest: Buffer): [number, number] | undefined {
+    const i = this.find(digest);
+    return this.full[i] ? [this.values[i * 2]!, this.values[i * 2 + 1]!] : undefined;
+  }
+
+  set(digest: Buffer, a: number, b: number): void {
+    if ((this.used + 1) * 2 > this.slots) {
+      if (this.slots >= DigestTable.MAX_SLOTS) return;
+      this.grow();
+    }
+    const i = this.find(digest);
+    if (!this.full[i]) this.used++;
+    this.full[i] = 1;
+    for (let k = 0; k < 4; k++) this.keys[i * 4 + k] = digest.readUInt32LE(k * 4);
+    this.values[i * 2] = a;
+    this.values[i * 2 + 1] = b;
+  }
+
+  /** The slot of `digest`, or the empty slot where it would go. */
+  private find(digest: Buffer): number {
+    const mask = this.slots - 1;
+    for (let i = digest.readUInt32LE(0) & mask; ; i = (i + 1) & mask) {
+      if (!this.full[i]) return i;
+      let k = 0;
+      while (k < 4 && this.keys[i * 4 + k] === digest.readUInt32LE(k * 4)) k++;
+      if (k === 4) return i;
+    }
+  }
+
+  private grow(): void {
+    const [keys, values, full, n] = [this.keys, this.values, this.full, this.slots];
+    this.slots *= 2;
+    this.keys = new Uint32Array(this.slots * 4);
+    this.values = new Uint32Array(this.slots * 2);
+    this.full = new Uint8Array(this.slots);
+    this.used = 0;
+    const key = Buffer.alloc(16);
+    for (let i = 0; i < n; i++) {
+      if (!full[i]) continue;
+      for (let k = 0; k < 4; k++) key.writeUInt32LE(keys[i * 4 + k]!, k * 4);
+      this.set(key, values[i * 2]!, values[i * 2 + 1]!);
+    }
+  }
 }
 
 function clampTime(t: number): number {
@@ -145,7 +234,10 @@ export function checkSquashOptions(opts: SquashOptions): { spec: CodecSpec; bloc
 }
 
 export class SquashfsWriter {
-  private readonly nodes = new Map<string, Node>();
+  /** Every entry, files once placed: sorted by path at finish(), spilled past its budget. */
+  private readonly records: SpillSorter<Rec>;
+  /** Hard links as added: path → the path it names. */
+  private readonly links = new Map<string, string>();
   private readonly pool: WorkerPool<BlockJob, BlockJobResult>;
   private readonly maxInFlight: number;
   private readonly queue: { p: Promise<BlockJobResult>; done: (start: number, word: number, digest: Uint8Array) => void }[] = [];
@@ -164,10 +256,10 @@ export class SquashfsWriter {
   private fragCount = 0;
   /** Block buffers handed back by the workers, reused so memory stays flat on huge files. */
   private readonly spare: Buffer[] = [];
-  /** The first file of each distinct run of full blocks, by the run's identity (BlockRun.digests). */
-  private readonly blockRuns = new Map<string, FileData>();
-  /** The first file of each distinct tail, by the tail's sha256. */
-  private readonly tails = new Map<string, FileData>();
+  /** Where each distinct run of full blocks is, by the run's identity (BlockRun.digests). */
+  private readonly blockRuns = new Map<string, Pick<FileData, 'blocksStart' | 'sizes' | 'sparse'>>();
+  /** Where each distinct tail is, by the tail's sha256. */
+  private readonly tails = new DigestTable();
 
   private constructor(
     private readonly file: OutputFile,
@@ -178,7 +270,9 @@ export class SquashfsWriter {
     threads: number,
     cacheDir: string | undefined,
     cacheSecret: Uint8Array | undefined,
+    scratchDir: string,
   ) {
+    this.records = new SpillSorter<Rec>({ compare: (a, b) => comparePaths(a.entry.path, b.entry.path), codec: recCodec, dir: scratchDir });
     const config: BlockJobConfig = { codec: { name: codec.name, level: codec.level }, blockSize, cacheDir, cacheSecret };
     this.pool = new WorkerPool({ module: new URL('./block-job.js', import.meta.url).href, config, threads, what: 'SquashFS block compression' });
     // Blocks in flight (memory: this many blocks). When full, the queue drains to half before
@@ -200,7 +294,7 @@ export class SquashfsWriter {
     codecVersion(spec); // a missing addon fails here, in the caller's thread
     const file = await OutputFile.create(outPath, opts.access);
     try {
-      return new SquashfsWriter(file, codec, bs, mkfs, encodeCompressorOptions(spec), threads, opts.cacheDir, opts.cacheSecret);
+      return new SquashfsWriter(file, codec, bs, mkfs, encodeCompressorOptions(spec), threads, opts.cacheDir, opts.cacheSecret, opts.scratchDir ?? os.tmpdir());
     } catch (e) {
       await file.abort();
       throw e;
@@ -212,15 +306,15 @@ export class SquashfsWriter {
     if (this.closed || this.finishing) throw usage('the SquashFS writer is already finished or aborted');
   }
 
-  private register(entry: LayerEntry, file?: FileData): Node {
-    if (this.nodes.has(entry.path)) throw usage(`duplicate path in SquashFS image: ${entry.path}`);
-    const name = Buffer.from(entry.path === '.' ? '.' : baseOf(entry.path));
-    if (name.length > MAX_NAME) throw usage(`name longer than ${MAX_NAME} bytes: ${entry.path}`);
-    const node: Node = { entry, name, nlink: 1, ino: 0, ref: 0n, refBlock: 0, refOffset: 0, type: 0, written: false };
-    if (entry.type === 'dir') node.children = [];
-    if (file) node.file = file;
-    this.nodes.set(entry.path, node);
-    return node;
+  /** Checks what can be checked of one entry alone; the tree is checked at finish(). */
+  private checkEntry(entry: LayerEntry): void {
+    const name = entry.path === '.' ? '.' : baseOf(entry.path);
+    if (Buffer.byteLength(name) > MAX_NAME) throw usage(`name longer than ${MAX_NAME} bytes: ${entry.path}`);
+  }
+
+  /** One part of a file placed; with the last, its record joins the entry list. */
+  private placed(f: PendingFile): void {
+    if (--f.open === 0) this.records.push({ entry: f.entry, file: f.fd });
   }
 
   /**
@@ -255,8 +349,9 @@ export class SquashfsWriter {
   private async streamFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: GroupOptions, origin: number | undefined): Promise<void> {
     if (entry.type !== 'file') throw usage(`addFile needs a regular file, got ${entry.type}: ${entry.path}`);
     if (entry.path === '.') throw usage('the image root must be a directory');
+    this.checkEntry(entry);
     const fd: FileData = { size: entry.size, blocksStart: 0, sizes: [], sparse: 0, fragIndex: INVALID_FRAG, fragOffset: 0 };
-    this.register(entry, fd);
+    const pending: PendingFile = { entry, fd, open: 2 };
     if (group !== this.group) {
       if (this.fragUsed > 0) await this.flushFragment();
       this.group = group;
@@ -279,7 +374,7 @@ export class SquashfsWriter {
         off += n;
         if (fill === bs) {
           const i = index++;
-          const r = (run ??= { fd, digests: createHash('sha256'), pending: 0, ended: false });
+          const r = (run ??= { file: pending, digests: createHash('sha256'), pending: 0, ended: false });
           r.pending++;
           const at = origin === undefined ? undefined : origin + i * bs;
           await this.pushBlock(block, true, at, (start, word, digest) => {
@@ -298,9 +393,10 @@ export class SquashfsWriter {
     if (run) {
       run.ended = true;
       if (run.pending === 0) this.settleBlocks(run);
-    }
+    } else this.placed(pending);
     if (fill > 0) await this.placeTail(fd, block.subarray(0, fill));
     this.spare.push(block);
+    this.placed(pending);
   }
 
   /**
@@ -309,26 +405,27 @@ export class SquashfsWriter {
    * moving the write position back to where they start, and the file points at the earlier ones.
    */
   private settleBlocks(run: BlockRun): void {
+    const fd = run.file.fd;
     const key = run.digests.digest('base64');
     const first = this.blockRuns.get(key);
     if (!first) {
-      this.blockRuns.set(key, run.fd);
-      return;
+      this.blockRuns.set(key, { blocksStart: fd.blocksStart, sizes: fd.sizes, sparse: fd.sparse });
+    } else {
+      this.pos = fd.blocksStart;
+      this.file.discardFrom(this.pos);
+      fd.blocksStart = first.blocksStart;
+      fd.sizes = first.sizes;
+      fd.sparse = first.sparse;
     }
-    this.pos = run.fd.blocksStart;
-    this.file.discardFrom(this.pos);
-    run.fd.blocksStart = first.blocksStart;
-    run.fd.sizes = first.sizes;
-    run.fd.sparse = first.sparse;
+    this.placed(run.file);
   }
 
   /** Packs a tail into the open fragment block, or points at an earlier copy of the same bytes. */
   private async placeTail(fd: FileData, tail: Buffer): Promise<void> {
-    const key = createHash('sha256').update(tail).digest('base64');
+    const key = createHash('sha256').update(tail).digest();
     const first = this.tails.get(key);
     if (first) {
-      fd.fragIndex = first.fragIndex;
-      fd.fragOffset = first.fragOffset;
+      [fd.fragIndex, fd.fragOffset] = first;
       return;
     }
     if (this.fragUsed + tail.length > this.blockSize) await this.flushFragment();
@@ -336,7 +433,7 @@ export class SquashfsWriter {
     fd.fragOffset = this.fragUsed;
     this.frag.set(tail, this.fragUsed);
     this.fragUsed += tail.length;
-    this.tails.set(key, fd);
+    this.tails.set(key, fd.fragIndex, fd.fragOffset);
   }
 
   private takeBlock(): Buffer {
@@ -387,8 +484,8 @@ export class SquashfsWriter {
 
   /**
    * Adds a non-file entry: dir, symlink, char, block, fifo, or hardlink (entry.linkname is
-   * the path of another non-directory entry of the image). Order does not matter; parents
-   * are checked in finish().
+   * the path of another non-directory entry of the image). Order does not matter; parents,
+   * duplicates and link targets are checked in finish().
    */
   addEntry(entry: LayerEntry): void {
     this.check();
@@ -409,7 +506,9 @@ export class SquashfsWriter {
     if ((entry.type === 'symlink' || entry.type === 'hardlink') && !entry.linkname) {
       throw usage(`${entry.type} without a target: ${entry.path}`);
     }
-    this.register(entry);
+    this.checkEntry(entry);
+    if (entry.type === 'hardlink') this.links.set(entry.path, entry.linkname!);
+    this.records.push({ entry });
   }
 
   /** Writes the tables and the superblock, then renames the image into place. */
@@ -422,6 +521,7 @@ export class SquashfsWriter {
       if (this.fragUsed > 0) await this.flushFragment();
       while (this.queue.length) await this.writeHead();
       const r = await this.writeTables();
+      this.records.dispose();
       this.closed = true;
       await this.pool.close();
       await this.file.commit();
@@ -436,84 +536,116 @@ export class SquashfsWriter {
   /** Stops the workers and removes the partial output. Safe to call more than once. */
   async abort(): Promise<void> {
     this.closed = true;
+    this.records.dispose();
     await this.pool.close();
     await this.file.abort();
   }
 
-  private buildTree(): Node {
-    let root = this.nodes.get('.');
-    if (!root) {
-      root = this.register({ path: '.', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 });
+  /**
+   * The entries in path order (a directory's children by name bytes, as the listing needs
+   * them), the root first (a default one when none was added). Checks duplicates.
+   */
+  private *ordered(): Generator<Rec> {
+    let prev: string | undefined;
+    for (const r of this.records.sorted()) {
+      const p = r.entry.path;
+      if (p === prev) throw usage(`duplicate path in SquashFS image: ${p}`);
+      if (prev === undefined && p !== '.') yield { entry: { ...DEFAULT_ROOT } };
+      prev = p;
+      yield r;
     }
-    for (const [p, n] of this.nodes) {
-      if (p === '.') continue;
-      const parent = this.nodes.get(parentOf(p));
-      if (!parent) throw usage(`parent directory of ${p} is missing`, 'add every directory of the tree');
-      if (!parent.children) throw usage(`parent of ${p} is a ${parent.entry.type}, not a directory`);
-      parent.children.push(n);
+    if (prev === undefined) yield { entry: { ...DEFAULT_ROOT } };
+  }
+
+  /** The inode a hard link shares: its target, links to links followed. */
+  private ownerOf(link: string): string {
+    let t = link;
+    for (let hops = 0; this.links.has(t); hops++) {
+      if (hops > this.links.size) throw usage(`hard link loop at ${link}`);
+      t = this.links.get(t)!;
     }
-    for (const n of this.nodes.values()) {
-      n.children?.sort((a, b) => Buffer.compare(a.name, b.name));
-      if (n.entry.type !== 'hardlink') continue;
-      let t: Node | undefined = n;
-      for (let hops = 0; t && t.entry.type === 'hardlink'; hops++) {
-        if (hops > this.nodes.size) throw usage(`hard link loop at ${n.entry.path}`);
-        t = this.nodes.get(t.entry.linkname!);
-      }
-      if (!t) throw usage(`hard link ${n.entry.path} points at ${n.entry.linkname}, which is not in the image`);
-      if (t.entry.type === 'dir') throw usage(`hard link ${n.entry.path} points at a directory`);
-      n.owner = t;
-      t.nlink++;
-    }
-    return root;
+    return t;
   }
 
   /**
-   * Inode numbers: post-order, children in name order, a shared inode numbered where it is
-   * first met; this is also the order the inodes are written in. Returns the inode count.
+   * The first of finish()'s two passes over the entries: checks the tree (every parent a
+   * directory that is there, every link's target a non-directory that is there), and counts
+   * what the second pass must know before it writes: the inode numbers of directories (they
+   * come after their children, but a child directory's inode names its parent's), each
+   * shared inode's links, the ids, and the records of link targets that sort after a link to
+   * them (their inode is written where it is first met). Memory: the open directories, the
+   * links and the directories' numbers.
    */
-  private number(root: Node): number {
+  private survey(): { count: number; dirInos: number[]; nlinks: Map<string, number>; early: Map<string, Rec>; ids: IdTable } {
+    const nlinks = new Map<string, number>();
+    for (const link of this.links.keys()) {
+      const o = this.ownerOf(link);
+      nlinks.set(o, (nlinks.get(o) ?? 1) + 1);
+    }
+    const seen = new Map<string, LayerEntry['type']>(); // link targets met
+    const numbered = new Set<string>(); // link targets numbered (where first met)
+    const laterTargets = new Set<string>();
+    const early = new Map<string, Rec>();
+    const ids = new Set<number>();
+    const dirInos: number[] = [];
+    const stack: Array<{ path: string; slot: number }> = [];
     let count = 0;
-    const walk = (d: Node): void => {
-      let subdirs = 0;
-      for (const c of d.children!) {
-        if (c.children) {
-          subdirs++;
-          walk(c);
-        } else {
-          const o = c.owner ?? c;
-          if (o.ino === 0) o.ino = ++count;
+    let lastLeaf: { path: string; type: string } | undefined;
+    const close = () => {
+      dirInos[stack.pop()!.slot] = ++count;
+    };
+    for (const r of this.ordered()) {
+      const e = r.entry;
+      if (e.path !== '.') {
+        const parent = parentOf(e.path);
+        while (stack.length > 0 && stack[stack.length - 1]!.path !== parent && !isBelow(parent, stack[stack.length - 1]!.path)) close();
+        if (stack[stack.length - 1]?.path !== parent) {
+          if (lastLeaf?.path === parent) throw usage(`parent of ${e.path} is a ${lastLeaf.type}, not a directory`);
+          throw usage(`parent directory of ${e.path} is missing`, 'add every directory of the tree');
         }
       }
-      d.nlink = 2 + subdirs;
-      d.ino = ++count;
-    };
-    walk(root);
-    return count;
-  }
-
-  private idTable(): IdTable {
-    const values: number[] = [];
-    for (const n of this.nodes.values()) {
-      if (n.owner) continue;
-      for (const v of [n.entry.uid, n.entry.gid]) {
-        if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw usage(`${n.entry.path}: uid/gid ${v} out of range`);
-        values.push(v);
+      if (e.type !== 'hardlink') {
+        for (const v of [e.uid, e.gid]) {
+          if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw usage(`${e.path}: uid/gid ${v} out of range`);
+          ids.add(v);
+        }
       }
+      if (e.type === 'dir') {
+        stack.push({ path: e.path, slot: dirInos.length });
+        dirInos.push(0);
+        continue;
+      }
+      lastLeaf = { path: e.path, type: e.type };
+      const owner = e.type === 'hardlink' ? this.ownerOf(e.path) : e.path;
+      if (nlinks.has(owner)) {
+        if (e.type !== 'hardlink') {
+          seen.set(owner, e.type);
+          if (laterTargets.has(owner)) early.set(owner, r);
+        }
+        if (numbered.has(owner)) continue;
+        numbered.add(owner);
+        if (e.type === 'hardlink') laterTargets.add(owner);
+      }
+      count++;
     }
-    const ids = new IdTable(values);
-    if (ids.ids.length > MAX_IDS) throw usage(`more than ${MAX_IDS} distinct uids and gids`);
-    return ids;
+    while (stack.length > 0) close();
+    for (const link of this.links.keys()) {
+      const o = this.ownerOf(link);
+      const type = seen.get(o);
+      if (type === undefined) throw usage(`hard link ${link} points at ${this.links.get(link)}, which is not in the image`);
+      if (type === 'dir') throw usage(`hard link ${link} points at a directory`);
+    }
+    const idTable = new IdTable([...ids].sort((x, y) => x - y));
+    if (idTable.ids.length > MAX_IDS) throw usage(`more than ${MAX_IDS} distinct uids and gids`);
+    return { count, dirInos, nlinks, early, ids: idTable };
   }
 
   private async writeTables(): Promise<SquashResult> {
-    const root = this.buildTree();
-    const count = this.number(root);
-    const ids = this.idTable();
+    const { count, dirInos, nlinks, early, ids } = this.survey();
     const inodes = new MetaWriter(this.codec);
     const dirs = new MetaWriter(this.codec);
     const xattrs = new XattrTableWriter(this.codec);
-    const exportRefs: bigint[] = new Array(count);
+    const exportRefs = Buffer.alloc(count * 8);
 
     const xattrIndex = (e: LayerEntry): number => {
       if (!e.xattrs || e.xattrs.size === 0) return INVALID_XATTR;
@@ -527,31 +659,26 @@ export class SquashfsWriter {
       return xattrs.add(pairs);
     };
 
-    const emit = (n: Node, body: InodeBody, extended = false): void => {
+    const emit = (e: LayerEntry, ino: number, body: InodeBody, extended = false): Placed => {
       const type = inodeType(body, extended);
-      n.refBlock = inodes.block;
-      n.refOffset = inodes.offset;
-      n.ref = metaRef(n.refBlock, n.refOffset);
-      n.type = type;
-      n.written = true;
-      exportRefs[n.ino - 1] = n.ref;
-      const e = n.entry;
-      inodes.write(encodeInode(type, { mode: e.mode, uidIndex: ids.indexOf(e.uid), gidIndex: ids.indexOf(e.gid), mtime: clampTime(e.mtime), number: n.ino }, body));
+      const at: Placed = { ino, refBlock: inodes.block, refOffset: inodes.offset, type };
+      exportRefs.writeBigUInt64LE(metaRef(at.refBlock, at.refOffset), (ino - 1) * 8);
+      inodes.write(encodeInode(type, { mode: e.mode, uidIndex: ids.indexOf(e.uid), gidIndex: ids.indexOf(e.gid), mtime: clampTime(e.mtime), number: ino }, body));
+      return at;
     };
 
-    const writeLeaf = (n: Node): void => {
-      const e = n.entry;
+    let count2 = 0;
+    const writeLeaf = (r: Rec, nlink: number): Placed => {
+      const e = r.entry;
       const xattr = xattrIndex(e);
-      const nlink = n.nlink;
+      const ino = ++count2;
       switch (e.type) {
         case 'file': {
-          const f = n.file!;
-          emit(n, { kind: 'file', nlink, blocksStart: f.blocksStart, fileSize: f.size, sparse: f.sparse, fragIndex: f.fragIndex, fragOffset: f.fragOffset, xattr, sizes: f.sizes });
-          return;
+          const f = r.file!;
+          return emit(e, ino, { kind: 'file', nlink, blocksStart: f.blocksStart, fileSize: f.size, sparse: f.sparse, fragIndex: f.fragIndex, fragOffset: f.fragOffset, xattr, sizes: f.sizes });
         }
         case 'symlink':
-          emit(n, { kind: 'symlink', nlink, target: Buffer.from(e.linkname ?? ''), xattr });
-          return;
+          return emit(e, ino, { kind: 'symlink', nlink, target: Buffer.from(e.linkname ?? ''), xattr });
         case 'char':
         case 'block': {
           const major = e.devmajor ?? 0;
@@ -559,40 +686,68 @@ export class SquashfsWriter {
           if (major < 0 || major > 0xfff || minor < 0 || minor > 0xfffff) {
             throw usage(`${e.path}: device ${major}:${minor} does not fit SquashFS's 12-bit major, 20-bit minor`);
           }
-          emit(n, { kind: e.type, nlink, rdev: encodeDevice(major, minor), xattr });
-          return;
+          return emit(e, ino, { kind: e.type, nlink, rdev: encodeDevice(major, minor), xattr });
         }
         case 'fifo':
-          emit(n, { kind: 'fifo', nlink, xattr });
-          return;
+          return emit(e, ino, { kind: 'fifo', nlink, xattr });
         default:
           throw usage(`cannot write ${e.type} inode for ${e.path}`);
       }
     };
 
-    const writeDir = (d: Node, parent: number): void => {
-      for (const c of d.children!) {
-        if (c.children) writeDir(c, d.ino);
-        else {
-          const o = c.owner ?? c;
-          if (!o.written) writeLeaf(o);
-        }
-      }
-      const listing = encodeDirectory(
-        d.children!.map((c) => {
-          const o = c.owner ?? c;
-          return { name: c.name, ino: o.ino, refBlock: o.refBlock, refOffset: o.refOffset, basicType: basicType(o.type) };
-        }),
-        dirs,
-      );
+    // The second pass: inodes in post-order (a directory after its children, children by
+    // name), each shared inode where first met; a directory's listing as it closes.
+    interface Open {
+      entry: LayerEntry;
+      ino: number;
+      parentIno: number;
+      children: Array<DirChild>;
+      subdirs: number;
+    }
+    const stack: Open[] = [];
+    const shared = new Map<string, Placed>();
+    let dirSlot = 0;
+    let root: Placed | undefined;
+    const closeDir = (): void => {
+      const d = stack.pop()!;
+      const listing = encodeDirectory(d.children, dirs);
       const xattr = xattrIndex(d.entry);
       // As mksquashfs decides: extended for any directory of more than 256 entries or ≥ 8 KiB
       // of entries without headers (besides what the basic form cannot hold).
-      const entryBytes = d.children!.reduce((t, c) => t + DIR_ENTRY_SIZE + c.name.length, 0);
-      const large = d.children!.length > DIR_HEADER_MAX || entryBytes >= METADATA_SIZE;
-      emit(d, { kind: 'dir', nlink: d.nlink, fileSize: listing.fileSize, blockIndex: listing.blockIndex, blockOffset: listing.blockOffset, parent, xattr, index: listing.index }, large);
+      const entryBytes = d.children.reduce((t, c) => t + DIR_ENTRY_SIZE + c.name.length, 0);
+      const large = d.children.length > DIR_HEADER_MAX || entryBytes >= METADATA_SIZE;
+      if (++count2 !== d.ino) throw new Error(`SquashFS writer: directory ${d.entry.path} numbered ${count2}, surveyed ${d.ino}`);
+      const at = emit(d.entry, d.ino, { kind: 'dir', nlink: 2 + d.subdirs, fileSize: listing.fileSize, blockIndex: listing.blockIndex, blockOffset: listing.blockOffset, parent: d.parentIno, xattr, index: listing.index }, large);
+      const parent = stack[stack.length - 1];
+      if (parent) {
+        parent.subdirs++;
+        parent.children.push({ name: nameOf(d.entry.path), ino: at.ino, refBlock: at.refBlock, refOffset: at.refOffset, basicType: basicType(at.type) });
+      } else root = at;
     };
-    writeDir(root, 0);
+    for (const r of this.ordered()) {
+      const e = r.entry;
+      if (e.path !== '.') {
+        const parent = parentOf(e.path);
+        while (stack[stack.length - 1]!.entry.path !== parent) closeDir();
+      }
+      if (e.type === 'dir') {
+        stack.push({ entry: e, ino: dirInos[dirSlot++]!, parentIno: stack[stack.length - 1]?.ino ?? 0, children: [], subdirs: 0 });
+        continue;
+      }
+      const owner = e.type === 'hardlink' ? this.ownerOf(e.path) : e.path;
+      let at: Placed;
+      if (!nlinks.has(owner)) at = writeLeaf(r, 1);
+      else {
+        const done = shared.get(owner);
+        if (done) at = done;
+        else {
+          at = writeLeaf(e.type === 'hardlink' ? early.get(owner)! : r, nlinks.get(owner)!);
+          shared.set(owner, at);
+        }
+      }
+      stack[stack.length - 1]!.children.push({ name: nameOf(e.path), ino: at.ino, refBlock: at.refBlock, refOffset: at.refOffset, basicType: basicType(at.type) });
+    }
+    while (stack.length > 0) closeDir();
 
     // Tables, in the order the kernel expects.
     let p = this.pos;
@@ -637,7 +792,7 @@ export class SquashfsWriter {
       idCount: ids.ids.length,
       versionMajor: VERSION_MAJOR,
       versionMinor: VERSION_MINOR,
-      rootInode: root.ref,
+      rootInode: metaRef(root!.refBlock, root!.refOffset),
       bytesUsed: BigInt(bytesUsed),
       idTableStart,
       xattrIdTableStart,
