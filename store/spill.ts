@@ -27,19 +27,20 @@ export interface SpillOptions<T> {
   codec: RecordCodec<T>;
   /** Directory for run files (must exist; strata's tmp/). */
   dir: string;
-  /** Bytes of records held in memory before a run is written (default 32 MiB). */
+  /** Bytes of records held in memory before a run is written (default 16 MiB). */
   budget?: number;
 }
 
-const READ_CHUNK = 1 << 20;
+/** Bytes a run file is read (and written) in. */
+const READ_CHUNK = 256 << 10;
 
 /**
  * The default memory budget of a sorter: $STRATA_MEMORY_BUDGET bytes (tests set it tiny to
- * force spilling), else 32 MiB.
+ * force spilling), else 16 MiB.
  */
 export function defaultBudget(): number {
   const env = Number(process.env.STRATA_MEMORY_BUDGET);
-  return Number.isSafeInteger(env) && env > 0 ? env : 32 << 20;
+  return Number.isSafeInteger(env) && env > 0 ? env : 16 << 20;
 }
 
 export class SpillSorter<T> {
@@ -140,29 +141,42 @@ function writeAll(fd: number, b: Buffer): void {
   for (let off = 0; off < b.length; ) off += fs.writeSync(fd, b, off, b.length - off);
 }
 
+/**
+ * A run's records, read through one buffer of its own (READ_CHUNK, larger only for a record
+ * that needs it): a merge of many runs holds a buffer per run, and refills reuse it.
+ */
 function* readRun<T>(file: string, codec: RecordCodec<T>): Generator<T> {
   const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   try {
-    let buf = Buffer.alloc(0);
-    let pos = 0;
+    let buf = Buffer.allocUnsafe(READ_CHUNK);
+    let start = 0; // unread bytes are buf[start, end)
+    let end = 0;
     let eof = false;
     const need = (n: number): boolean => {
-      while (buf.length - pos < n && !eof) {
-        const chunk = Buffer.allocUnsafe(Math.max(READ_CHUNK, n));
-        const got = fs.readSync(fd, chunk, 0, chunk.length, null);
+      while (end - start < n && !eof) {
+        if (start > 0) {
+          buf.copy(buf, 0, start, end);
+          end -= start;
+          start = 0;
+        }
+        if (buf.length < n) {
+          const bigger = Buffer.allocUnsafe(n);
+          buf.copy(bigger, 0, 0, end);
+          buf = bigger;
+        }
+        const got = fs.readSync(fd, buf, end, buf.length - end, null);
         if (got === 0) eof = true;
-        buf = Buffer.concat([buf.subarray(pos), chunk.subarray(0, got)]);
-        pos = 0;
+        end += got;
       }
-      return buf.length - pos >= n;
+      return end - start >= n;
     };
     for (;;) {
       if (!need(4)) return;
-      const len = buf.readUInt32LE(pos);
+      const len = buf.readUInt32LE(start);
       if (!need(4 + len)) throw new Error(`spill run ${file} is truncated`);
-      const body = buf.subarray(pos + 4, pos + 4 + len);
-      pos += 4 + len;
-      yield codec.decode(Buffer.from(body));
+      const body = buf.subarray(start + 4, start + 4 + len);
+      start += 4 + len;
+      yield codec.decode(body);
     }
   } finally {
     fs.closeSync(fd);

@@ -61,7 +61,7 @@ export interface BuiltLayer {
 export interface BuilderOptions {
   /** Directory for spill runs (strata's tmp/); default the OS temp dir. */
   tmpDir?: string;
-  /** Bytes of entries held in memory before they spill to disk (default 32 MiB). */
+  /** Bytes of entries held in memory before they spill to disk (default store/spill.ts defaultBudget()). */
   budget?: number;
 }
 
