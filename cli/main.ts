@@ -7,11 +7,7 @@
 import { Command, CommanderError } from 'commander';
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { composeCommands } from './commands/compose.js';
-import { execCommand, withCommandSeparator } from './commands/exec.js';
-import { outputCommands } from './commands/outputs.js';
-import { remoteCommands } from './commands/remote.js';
-import { storeCommands } from './commands/store.js';
+import { commandWord, execCommand, withCommandSeparator } from './commands/exec.js';
 import type { Action } from './commands/action.js';
 import { Context } from './context.js';
 import type { GlobalOptions } from './output.js';
@@ -41,11 +37,18 @@ export async function main(argv: string[]): Promise<number> {
       exit = ctx.out.print(await handler(ctx, ...args));
     };
 
-  const store = storeCommands(program, action);
-  remoteCommands(store, action);
-  const compose = composeCommands(program, action);
-  outputCommands(program, compose, action);
-  execCommand(program, action);
+  // Only the group the command line names is loaded (a `store import` loads neither the
+  // composer nor the outputs); help, a bare `strata` or an unknown word get them all.
+  const group = GROUP_OF[commandWord(program, argv) ?? ''];
+  if (group === undefined || group === 'store') {
+    const [{ storeCommands }, { remoteCommands }] = await Promise.all([import('./commands/store.js'), import('./commands/remote.js')]);
+    remoteCommands(storeCommands(program, action), action);
+  }
+  if (group === undefined || group === 'compose') {
+    const [{ composeCommands }, { outputCommands }] = await Promise.all([import('./commands/compose.js'), import('./commands/outputs.js')]);
+    outputCommands(program, composeCommands(program, action), action);
+  }
+  if (group === undefined || group === 'exec') execCommand(program, action);
 
   try {
     await program.parseAsync(withCommandSeparator(program, argv));
@@ -57,6 +60,9 @@ export async function main(argv: string[]): Promise<number> {
     await ctx.close();
   }
 }
+
+/** The top-level commands of each group (the outputs' rebuild, unsquash and inspect are the composer's). */
+const GROUP_OF: Record<string, 'store' | 'compose' | 'exec'> = { store: 'store', compose: 'compose', rebuild: 'compose', unsquash: 'compose', inspect: 'compose', exec: 'exec' };
 
 function packageVersion(): string {
   const pkg = new URL('../../package.json', import.meta.url);

@@ -13,7 +13,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { BlobStore } from './blob-store.js';
 import { exportModule } from './layer/export.js';
-import { addRemote, listRemotes, pull, push, remoteFetcher, removeRemote } from './remote/remotes.js';
 import type { FetchMissing, PullOptions, PullResult, PushOptions, PushResult, Remote, TransferHooks } from './remote/remotes.js';
 import type { ModuleDescription, VerifyReport } from './types.js';
 import type { LayerItem, LoadedModule, ModuleSummary } from './internals.js';
@@ -713,23 +712,24 @@ export class LocalStore {
 
   // ---- remotes ----------------------------------------------------------------------------
 
-  addRemote(name: string, url: string, opts: { siteInternal?: boolean } = {}): Promise<Remote> {
-    return addRemote(this, name, url, opts);
+  // The registry client (HTTP, TLS, auth) is loaded when a remote is used, not by every command.
+  async addRemote(name: string, url: string, opts: { siteInternal?: boolean } = {}): Promise<Remote> {
+    return (await remotes()).addRemote(this, name, url, opts);
   }
-  listRemotes(): Promise<Remote[]> {
-    return listRemotes(this);
+  async listRemotes(): Promise<Remote[]> {
+    return (await remotes()).listRemotes(this);
   }
-  removeRemote(name: string): Promise<void> {
-    return removeRemote(this, name);
+  async removeRemote(name: string): Promise<void> {
+    return (await remotes()).removeRemote(this, name);
   }
-  push(target: string, modules: string[], opts?: PushOptions): Promise<PushResult[]> {
-    return push(this, target, modules, opts);
+  async push(target: string, modules: string[], opts?: PushOptions): Promise<PushResult[]> {
+    return (await remotes()).push(this, target, modules, opts);
   }
-  pull(source: string, refs: string[], opts?: PullOptions): Promise<PullResult[]> {
-    return pull(this, source, refs, opts);
+  async pull(source: string, refs: string[], opts?: PullOptions): Promise<PullResult[]> {
+    return (await remotes()).pull(this, source, refs, opts);
   }
-  fetcher(hooks?: TransferHooks): Promise<FetchMissing | undefined> {
-    return remoteFetcher(this, hooks);
+  async fetcher(hooks?: TransferHooks): Promise<FetchMissing | undefined> {
+    return (await remotes()).remoteFetcher(this, hooks);
   }
 
   // ---- collections (saved stacks, pinned to records) ----------------------------------------
@@ -910,6 +910,8 @@ export function gcGraceSeconds(): number {
   if (!Number.isFinite(n) || n < 0) throw new StrataError(STORE_ERR.INVALID_ARGUMENT, `STRATA_GC_GRACE=${v} is not a number of seconds`);
   return n;
 }
+
+const remotes = () => import('./remote/remotes.js');
 
 /** A directory holds a store when it has an index or a published catalog. */
 function isStore(dir: string): boolean {

@@ -20,14 +20,25 @@ const SHELL_STATUS: Record<string, number> = {
  * when it is missing. `argv` is process.argv-shaped (node, script, args…); strata's global
  * options before `exec` are skipped by what `program` declares of them.
  */
-export function withCommandSeparator(program: Command, argv: readonly string[]): string[] {
-  const out = [...argv];
+/** Where the command word is in `argv` (node, script, global options…, command): past the global options and their values. */
+function commandIndex(program: Command, argv: readonly string[]): number {
   let i = 2;
-  while (i < out.length && out[i]!.startsWith('-') && out[i] !== '--') {
-    const [flag, inline] = out[i]!.split(/=(.*)/s, 2);
+  while (i < argv.length && argv[i]!.startsWith('-') && argv[i] !== '--') {
+    const [flag, inline] = argv[i]!.split(/=(.*)/s, 2);
     const opt = program.options.find((o) => o.long === flag || o.short === flag);
     i += opt && (opt.required || opt.optional) && inline === undefined ? 2 : 1;
   }
+  return i;
+}
+
+/** The top-level command `argv` names, if any. */
+export function commandWord(program: Command, argv: readonly string[]): string | undefined {
+  return argv[commandIndex(program, argv)];
+}
+
+export function withCommandSeparator(program: Command, argv: readonly string[]): string[] {
+  const out = [...argv];
+  let i = commandIndex(program, out);
   if (out[i] !== 'exec') return out;
   i++;
   while (i < out.length && out[i]!.startsWith('-') && out[i] !== '--') i++;
