@@ -22,6 +22,7 @@ export { STORE_ERR, StrataError, isStrataError } from './errors.js';
 export { comparePaths, OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './types.js';
 export { SpillSorter, defaultBudget, type RecordCodec } from './spill.js';
 export { decodeEntry, encodeEntry, entrySize } from './layer/entry-codec.js';
+export { isBelow } from './layer/path.js';
 export type { EntryAcl, EntryType, LayerEntry, ModuleDescription, VerifyReport } from './types.js';
 export type { ModuleRecord, EnvOp, RecordExtras } from './record.js';
 export { checkFullName, envOpProblem, fullNameOf, parseEnvOp, recordExtras, splitFullName } from './record.js';

@@ -16,7 +16,7 @@
 import { aclFromText, aclModeBits } from '../../native/acl.js';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { LayerEntry, comparePaths } from '../types.js';
-import { normalizeLayerPath, printable, whiteoutTarget } from './path.js';
+import { isBelow, normalizeLayerPath, printable, whiteoutTarget } from './path.js';
 import { encodeHeader, encodePadding, END_OF_ARCHIVE } from '../tar/writer.js';
 import { LayerManifest, manifestEntry } from './manifest.js';
 import { checkOutputLimits } from './limits.js';
@@ -252,11 +252,6 @@ export class LayerBuilder {
       manifest: (layer) => ({ manifestVersion: 1, layer, stats: { entries: count, bytes }, entries: manifestEntries }),
     };
   }
-}
-
-/** True when `p` lies below the directory path `dir` ('.' holds everything). */
-function isBelow(p: string, dir: string): boolean {
-  return dir === '.' ? p !== '.' : p.length > dir.length && p.startsWith(dir) && p.charCodeAt(dir.length) === 47;
 }
 
 /**

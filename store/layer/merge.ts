@@ -31,7 +31,7 @@
 import { StrataError, STORE_ERR } from '../errors.js';
 import { SpillSorter, defaultBudget, type RecordCodec } from '../spill.js';
 import { decodeEntry, encodeEntry, entrySize } from './entry-codec.js';
-import { baseName, parentOf, printable, whiteoutTarget } from './path.js';
+import { baseName, isBelow, parentOf, printable, whiteoutTarget } from './path.js';
 import { comparePaths, LayerEntry } from '../types.js';
 
 export interface PlannedEntry {
@@ -261,8 +261,8 @@ export class LayerMerge {
         cands.push(leaf.value);
         leaf = leaves.next();
       }
-      while (active.length > 0 && !isAtOrBelow(p, active[active.length - 1]!.path)) active.pop();
-      for (; hi < hides.length && comparePaths(hides[hi]!.path, p) <= 0; hi++) if (isAtOrBelow(p, hides[hi]!.path)) active.push(hides[hi]!);
+      while (active.length > 0 && !atOrBelow(p, active[active.length - 1]!.path)) active.pop();
+      for (; hi < hides.length && comparePaths(hides[hi]!.path, p) <= 0; hi++) if (atOrBelow(p, hides[hi]!.path)) active.push(hides[hi]!);
       for (; ci < claims.length && comparePaths(claims[ci]!.path, p) <= 0; ci++) {
         const c = claims[ci]!;
         if (c.path !== p) continue;
@@ -280,7 +280,7 @@ export class LayerMerge {
       let top: Leaf | undefined;
       for (let i = cands.length - 1; i >= 0 && !top; i--) if (!covered(p, cands[i]!.layer, Infinity)) top = cands[i];
       if (!top) continue;
-      if (lastLeaf !== undefined && isAtOrBelow(p, lastLeaf)) {
+      if (lastLeaf !== undefined && atOrBelow(p, lastLeaf)) {
         throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `'${printable(p)}' lies beneath the ${top.entry.type} '${printable(lastLeaf)}'`);
       }
       lastLeaf = p;
@@ -400,11 +400,9 @@ function* dfs(root: Node, rootPath: string): Generator<{ node: Node; path: strin
   }
 }
 
+const atOrBelow = (p: string, dir: string) => p === dir || isBelow(p, dir);
+
 function join(dir: string, name: string): string {
   return dir === '.' ? name : `${dir}/${name}`;
 }
 
-/** True when `p` is `dir` or lies below it ('.' holds everything). */
-function isAtOrBelow(p: string, dir: string): boolean {
-  return dir === '.' || p === dir || (p.length > dir.length && p.startsWith(dir) && p.charCodeAt(dir.length) === 47);
-}

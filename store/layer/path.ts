@@ -32,6 +32,11 @@ export function baseName(p: string): string {
   return p.slice(p.lastIndexOf('/') + 1);
 }
 
+/** True when `p` lies below the directory path `dir` ('.' holds everything). */
+export function isBelow(p: string, dir: string): boolean {
+  return dir === '.' ? p !== '.' : p.length > dir.length && p.startsWith(dir) && p.charCodeAt(dir.length) === 47;
+}
+
 /** Strict ancestors, nearest last: `a/b/c` → ['a', 'a/b']. */
 export function ancestors(p: string): string[] {
   const out: string[] = [];

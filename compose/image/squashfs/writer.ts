@@ -9,7 +9,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import os from 'node:os';
 import { StrataError, IMAGE_ERR } from '../errors.js';
-import { comparePaths, decodeEntry, encodeEntry, entrySize, SpillSorter, type LayerEntry, type RecordCodec } from '../../../store/index.js';
+import { comparePaths, isBelow, decodeEntry, encodeEntry, entrySize, SpillSorter, type LayerEntry, type RecordCodec } from '../../../store/index.js';
 import { codecVersion, makeCodec, type Codec, type CodecSpec } from '../shared/codecs.js';
 import { OutputFile, type OutputAccess } from '../shared/output-file.js';
 import { WorkerPool } from '../shared/worker-pool.js';
@@ -144,10 +144,6 @@ function baseOf(p: string): string {
 }
 function nameOf(p: string): Buffer {
   return Buffer.from(baseOf(p));
-}
-/** True when `p` lies below the directory `dir` ('.' holds everything). */
-function isBelow(p: string, dir: string): boolean {
-  return dir === '.' ? p !== '.' : p.length > dir.length && p.startsWith(dir) && p.charCodeAt(dir.length) === 47;
 }
 
 /**
