@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeStack } from '../test/fixtures/stack.js';
 
-const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'main.js');
+const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bundle', 'strata.js');
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-demo-'));
 const store = path.join(work, 'store');
 const env = { ...process.env };

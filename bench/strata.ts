@@ -2,13 +2,13 @@
  * strata as the benchmark sees it: only through its CLI (DESIGN.md, "CLI"), plus the helpers
  * that turn a peer's or strata's run into an Outcome.
  *
- *   node dist/cli/main.js --store S -q store import NAME TAR
- *   node dist/cli/main.js --store S -q compose add M…            (cwd = the stack dir)
- *   node dist/cli/main.js --store S -q compose sandbox DIR
- *   node dist/cli/main.js --store S -q compose squash OUT --comp C --level N --block-size B
- *   node dist/cli/main.js --store S -q compose squash OUT --format erofs --comp C [--level N]
+ *   node dist/bundle/strata.js --store S -q store import NAME TAR
+ *   node dist/bundle/strata.js --store S -q compose add M…            (cwd = the stack dir)
+ *   node dist/bundle/strata.js --store S -q compose sandbox DIR
+ *   node dist/bundle/strata.js --store S -q compose squash OUT --comp C --level N --block-size B
+ *   node dist/bundle/strata.js --store S -q compose squash OUT --format erofs --comp C [--level N]
  *
- * When dist/cli/main.js is absent, or a verb or option is not there yet (usage error, exit 2:
+ * When no executable was built, or a verb or option is not there yet (usage error, exit 2:
  * commander's "unknown option" and "unknown command" are usage errors), the strata cells say
  * "not available"; no number is ever made up.
  */
@@ -45,12 +45,15 @@ export async function peer(what: string, cmd: string, args: string[], opts: Meas
   }
 }
 
+/** The executable `npm run build` makes (cli/bundle.mjs), else the compiled entry of a build before it. */
+const EXECUTABLES = ['dist/bundle/strata.js', 'dist/cli/main.js'];
+
 export class Strata {
   readonly available: boolean;
   readonly cli: string;
   constructor(cli: string | undefined) {
     this.available = cli !== undefined;
-    this.cli = cli ?? 'dist/cli/main.js';
+    this.cli = cli ?? EXECUTABLES[0];
   }
   args(store: string, args: string[]): string[] {
     return [this.cli, '--store', store, '-q', ...args];
@@ -104,12 +107,13 @@ export async function sizeOf(p: string): Promise<number | undefined> {
 /**
  * A private copy of the built CLI (dist/, build/Release, package.json) so that a rebuild of
  * dist/ during the run (others' `npm test`) cannot change what is measured; node_modules is
- * linked beside it. undefined when dist/cli/main.js is absent.
+ * linked beside it. undefined when no executable was built.
  */
 export async function snapshotCli(root: string, pkg: string): Promise<string | undefined> {
   const override = process.env['BENCH_CLI'];
   if (override !== undefined) return existsSync(override) ? override : undefined;
-  if (!existsSync(join(root, 'dist/cli/main.js'))) return undefined;
+  const executable = EXECUTABLES.find((e) => existsSync(join(root, e)));
+  if (executable === undefined) return undefined;
   await mkdir(pkg, { recursive: true });
   await run('cp', ['-a', join(root, 'dist'), join(root, 'package.json'), pkg]);
   if (existsSync(join(root, 'build/Release'))) {
@@ -119,5 +123,5 @@ export async function snapshotCli(root: string, pkg: string): Promise<string | u
   // The dependencies are found through a link: under a BENCH_DATA outside the package, walking
   // up from the copy would find none, and every strata command would fail.
   await symlink(join(root, 'node_modules'), join(pkg, 'node_modules'));
-  return join(pkg, 'dist/cli/main.js');
+  return join(pkg, executable);
 }

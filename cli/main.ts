@@ -1,12 +1,11 @@
-#!/usr/bin/env node
 /**
- * strata's command-line front end: parses the command line, runs the handler, prints what it
- * returns (cli/output.ts) and maps errors to exit codes (0 ok, 1 error, 2 usage). No logic
- * lives here: handlers in cli/commands/ call store/ and compose/ and return data.
+ * strata's command-line front end (cli/bin.ts runs it): parses the command line, runs the
+ * handler, prints what it returns (cli/output.ts) and maps errors to exit codes (0 ok, 1 error,
+ * 2 usage). No logic lives here: handlers in cli/commands/ call store/ and compose/ and return
+ * data.
  */
 import { Command, CommanderError } from 'commander';
-import { readFileSync, realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { commandWord, execCommand, withCommandSeparator } from './commands/exec.js';
 import type { Action } from './commands/action.js';
 import { Context } from './context.js';
@@ -71,40 +70,4 @@ function packageVersion(): string {
   } catch {
     return 'unknown';
   }
-}
-
-function invokedDirectly(): boolean {
-  try {
-    return realpathSync(process.argv[1] ?? '') === fileURLToPath(import.meta.url);
-  } catch {
-    return false;
-  }
-}
-
-if (invokedDirectly()) {
-  // `strata … | head`: a closed pipe ends the output, it is not an error.
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-    throw e;
-  });
-  let settled = false;
-  // A command whose work stops waiting on nothing (a stream that never ends) must not look like
-  // a success: Node would exit 0 with the promise pending.
-  process.on('beforeExit', () => {
-    if (settled) return;
-    settled = true;
-    process.stderr.write('strata: internal error: the command stopped before it finished (please report it)\n');
-    process.exitCode = 1;
-  });
-  main(process.argv).then(
-    (code) => {
-      settled = true;
-      process.exitCode = code;
-    },
-    (e) => {
-      settled = true;
-      process.stderr.write(`strata: internal error: ${(e as Error).message}\n`);
-      process.exitCode = 1;
-    },
-  );
 }

@@ -19,7 +19,7 @@ import type { LayerItem, LoadedModule, ModuleSummary } from './internals.js';
 export type { LayerItem, LoadedModule, ModuleSummary } from './internals.js';
 import { canonicalJson, cidFromHex, isCid, JSON_CODEC, parseCid, RAW_CODEC } from './cid.js';
 import { StrataError, STORE_ERR } from './errors.js';
-import { IndexView, LockOptions, withIndex } from './catalog/leveldb.js';
+import { IndexView, LockOptions, preloadIndex, withIndex } from './catalog/leveldb.js';
 import { CATALOG_FILE, catalogView, pruneSnapshots, readCatalog, retainedSnapshots } from './catalog/snapshot.js';
 import { LayerBuilder } from './layer/builder.js';
 import { applyManifestEntry, LayerManifest } from './layer/manifest.js';
@@ -182,6 +182,7 @@ export class LocalStore {
 
   /** Creates the own store if it is absent; ERR_STORE_READ_ONLY when this user cannot write it. */
   async ensureWritable(): Promise<void> {
+    preloadIndex(); // every write ends in the index
     if (!this.present) {
       await createStore(this.root);
       this.present = true;

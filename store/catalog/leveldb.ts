@@ -13,7 +13,7 @@
  *   x/<layer CID>    → group               (restricted content: the layer and its manifest
  *                                          stay group-only, whatever module names them)
  */
-import { Level } from 'level';
+import type { Level } from 'level';
 import * as path from 'node:path';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { publishCatalog, readCatalog } from './snapshot.js';
@@ -29,6 +29,18 @@ export interface LockOptions {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let levelModule: Promise<typeof import('level')> | undefined;
+
+/**
+ * LevelDB's modules (some 25 files), loaded on first use: readers never open the index (they
+ * read the published catalog), so only writers pay for them. A writer calls this as it starts
+ * so that the load overlaps its first I/O; a failure surfaces where the index is opened.
+ */
+export function preloadIndex(): void {
+  levelModule ??= import('level');
+  levelModule.catch(() => undefined);
+}
 
 /**
  * Opens the index, runs `fn` with it, and closes it again, waiting for the lock if needed.
@@ -69,6 +81,8 @@ async function openLocked(dir: string, opts: LockOptions): Promise<Level<string,
   const start = Date.now();
   let told = false;
   let delay = 20;
+  preloadIndex();
+  const { Level } = await levelModule!;
   for (;;) {
     const db = new Level<string, string>(dir, { valueEncoding: 'utf8' });
     try {

@@ -1,0 +1,33 @@
+#!/usr/bin/env node
+/**
+ * The `strata` executable: runs cli/main.ts on this process's command line and owns what only
+ * a process has (its exit code, a closed stdout). `npm run build` bundles it with the modules
+ * it loads (cli/bundle.mjs) so that a command starts without resolving a hundred files.
+ */
+import { main } from './main.js';
+
+// `strata … | head`: a closed pipe ends the output, it is not an error.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw e;
+});
+let settled = false;
+// A command whose work stops waiting on nothing (a stream that never ends) must not look like
+// a success: Node would exit 0 with the promise pending.
+process.on('beforeExit', () => {
+  if (settled) return;
+  settled = true;
+  process.stderr.write('strata: internal error: the command stopped before it finished (please report it)\n');
+  process.exitCode = 1;
+});
+main(process.argv).then(
+  (code) => {
+    settled = true;
+    process.exitCode = code;
+  },
+  (e) => {
+    settled = true;
+    process.stderr.write(`strata: internal error: ${(e as Error).message}\n`);
+    process.exitCode = 1;
+  },
+);
