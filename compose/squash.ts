@@ -86,7 +86,7 @@ async function createSink(out: string, store: StoreReader & { cacheDir?: string 
   const cacheSecret = cacheDir === undefined ? undefined : userCacheSecret();
   const access = gid !== undefined ? { access: { gid } } : {};
   if (opts.format === 'erofs') {
-    return ErofsWriter.create(out, { compressor: (opts.compressor ?? 'lz4') as ErofsCompressor, level: opts.level, extentSize: opts.blockSize, workers: opts.workers, cacheDir, cacheSecret, ...access });
+    return ErofsWriter.create(out, { compressor: (opts.compressor ?? 'lz4') as ErofsCompressor, level: opts.level, extentSize: opts.blockSize, workers: opts.workers, cacheDir, cacheSecret, scratchDir, ...access });
   }
   return SquashfsWriter.create(out, {
     compressor: (opts.compressor ?? 'zstd') as SquashOptions['compressor'],

@@ -11,6 +11,7 @@ import os from 'node:os';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import { comparePaths, isBelow, decodeEntry, encodeEntry, entrySize, SpillSorter, type LayerEntry, type RecordCodec } from '../../../store/index.js';
 import { codecVersion, makeCodec, type Codec, type CodecSpec } from '../shared/codecs.js';
+import { DigestTable } from '../shared/digest-table.js';
 import { OutputFile, type OutputAccess } from '../shared/output-file.js';
 import { WorkerPool } from '../shared/worker-pool.js';
 import { transferable } from '../shared/worker-pool.js';
@@ -144,66 +145,6 @@ function baseOf(p: string): string {
 }
 function nameOf(p: string): Buffer {
   return Buffer.from(baseOf(p));
-}
-
-/**
- * Where each distinct tail went (fragment index, offset), by the first 16 bytes of its sha256:
- * an open-addressing table in typed arrays, 24 bytes a slot, so a million small files cost
- * 48 MiB, not a Map entry each. It stops taking new tails at 2^21 slots half full (about a
- * million distinct tails; tails after that are stored again), a choice that depends only on
- * the order of the files, so images stay deterministic.
- */
-class DigestTable {
-  private static readonly MAX_SLOTS = 1 << 21;
-  private slots = 1 << 12;
-  private used = 0;
-  private keys = new Uint32Array(this.slots * 4);
-  private values = new Uint32Array(this.slots * 2);
-  private full = new Uint8Array(this.slots);
-
-  get(digest: Buffer): [number, number] | undefined {
-    const i = this.find(digest);
-    return this.full[i] ? [this.values[i * 2]!, this.values[i * 2 + 1]!] : undefined;
-  }
-
-  set(digest: Buffer, a: number, b: number): void {
-    if ((this.used + 1) * 2 > this.slots) {
-      if (this.slots >= DigestTable.MAX_SLOTS) return;
-      this.grow();
-    }
-    const i = this.find(digest);
-    if (!this.full[i]) this.used++;
-    this.full[i] = 1;
-    for (let k = 0; k < 4; k++) this.keys[i * 4 + k] = digest.readUInt32LE(k * 4);
-    this.values[i * 2] = a;
-    this.values[i * 2 + 1] = b;
-  }
-
-  /** The slot of `digest`, or the empty slot where it would go. */
-  private find(digest: Buffer): number {
-    const mask = this.slots - 1;
-    for (let i = digest.readUInt32LE(0) & mask; ; i = (i + 1) & mask) {
-      if (!this.full[i]) return i;
-      let k = 0;
-      while (k < 4 && this.keys[i * 4 + k] === digest.readUInt32LE(k * 4)) k++;
-      if (k === 4) return i;
-    }
-  }
-
-  private grow(): void {
-    const [keys, values, full, n] = [this.keys, this.values, this.full, this.slots];
-    this.slots *= 2;
-    this.keys = new Uint32Array(this.slots * 4);
-    this.values = new Uint32Array(this.slots * 2);
-    this.full = new Uint8Array(this.slots);
-    this.used = 0;
-    const key = Buffer.alloc(16);
-    for (let i = 0; i < n; i++) {
-      if (!full[i]) continue;
-      for (let k = 0; k < 4; k++) key.writeUInt32LE(keys[i * 4 + k]!, k * 4);
-      this.set(key, values[i * 2]!, values[i * 2 + 1]!);
-    }
-  }
 }
 
 function clampTime(t: number): number {
