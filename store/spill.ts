@@ -44,7 +44,7 @@ export function defaultBudget(): number {
 }
 
 export class SpillSorter<T> {
-  private held: Array<{ t: T; seq: number }> = [];
+  private heldRecords: Array<{ t: T; seq: number }> = [];
   private heldBytes = 0;
   private seq = 0;
   private readonly runs: string[] = [];
@@ -60,20 +60,25 @@ export class SpillSorter<T> {
     return this.seq;
   }
 
+  /** Records held in memory (the rest are in run files). */
+  get held(): number {
+    return this.heldRecords.length;
+  }
+
   /** True once a run has been written (the records no longer all fit the budget). */
   get spilled(): boolean {
     return this.runs.length > 0;
   }
 
   push(t: T): void {
-    this.held.push({ t, seq: this.seq++ });
+    this.heldRecords.push({ t, seq: this.seq++ });
     this.heldBytes += this.opts.codec.size(t) + 48;
     if (this.heldBytes >= this.budget) this.flush();
   }
 
   private sortHeld(): void {
     const cmp = this.opts.compare;
-    this.held.sort((a, b) => cmp(a.t, b.t) || a.seq - b.seq);
+    this.heldRecords.sort((a, b) => cmp(a.t, b.t) || a.seq - b.seq);
   }
 
   private flush(): void {
@@ -84,7 +89,7 @@ export class SpillSorter<T> {
     try {
       const parts: Buffer[] = [];
       let pending = 0;
-      for (const { t } of this.held) {
+      for (const { t } of this.heldRecords) {
         const body = this.opts.codec.encode(t);
         const head = Buffer.allocUnsafe(4);
         head.writeUInt32LE(body.length, 0);
@@ -100,21 +105,24 @@ export class SpillSorter<T> {
     } finally {
       fs.closeSync(fd);
     }
-    this.held = [];
+    this.heldRecords = [];
     this.heldBytes = 0;
   }
 
   /** Every record pushed so far, sorted. May be called again, also after more pushes. */
   *sorted(): Generator<T> {
     if (this.disposed) throw new Error('SpillSorter: already disposed');
+    // Once it has spilled, a sorter is read from disk alone: the records still held become the
+    // last run, so a finished sorter holds no records while others fill (a build keeps several).
+    if (this.runs.length > 0 && this.heldRecords.length > 0) this.flush();
     this.sortHeld();
     if (this.runs.length === 0) {
-      for (const { t } of this.held) yield t;
+      for (const { t } of this.heldRecords) yield t;
       return;
     }
     // k-way merge: each run, plus the records still held, is a sorted source. Ties go to the
     // earlier source (runs are in push order, the held records last), keeping it stable.
-    const sources: Array<Iterator<T>> = [...this.runs.map((f) => readRun(f, this.opts.codec)), this.held.map((h) => h.t)[Symbol.iterator]()];
+    const sources: Array<Iterator<T>> = [...this.runs.map((f) => readRun(f, this.opts.codec)), this.heldRecords.map((h) => h.t)[Symbol.iterator]()];
     const heads: Array<{ t: T; src: number }> = [];
     const cmp = (a: { t: T; src: number }, b: { t: T; src: number }) => this.opts.compare(a.t, b.t) || a.src - b.src;
     const pushHead = (src: number) => {
@@ -133,7 +141,7 @@ export class SpillSorter<T> {
   dispose(): void {
     this.disposed = true;
     for (const f of this.runs.splice(0)) fs.rmSync(f, { force: true });
-    this.held = [];
+    this.heldRecords = [];
   }
 }
 

@@ -38,6 +38,28 @@ for (const [n, budget] of [[0, 1024], [5, 1 << 20], [20_000, 64 * 50], [20_000, 
   });
 }
 
+test('a sorter that spilled is read from disk alone: reading it leaves no record in memory', ({ dir }) => {
+  const mk = (budget: number) => {
+    const s = new SpillSorter<[number, number]>({ compare: (a, b) => a[0] - b[0], codec: pairs, dir, budget });
+    for (let i = 0; i < 1000; i++) s.push([(i * 7919) % 1000, i]);
+    return s;
+  };
+  const spilled = mk(64 * 300);
+  const small = mk(1 << 20);
+  assert.ok(spilled.spilled && spilled.held > 0, 'records past the last run are held while pushing');
+  const first = [...spilled.sorted()];
+  assert.is(spilled.held, 0, 'after reading, every record of a spilled sorter is in a run file');
+  assert.equal([...spilled.sorted()], first, 'read again, the same order');
+  spilled.push([-1, 1000]);
+  assert.equal([...spilled.sorted()][0], [-1, 1000], 'pushes after a read still sort in');
+  assert.is(small.held, 1000, 'a sorter that never spilled keeps its records in memory');
+  assert.equal([...small.sorted()], first);
+  assert.is(small.held, 1000);
+  spilled.dispose();
+  small.dispose();
+  assert.equal(readdirSync(dir), []);
+});
+
 test('comparePaths is the UTF-8 byte order of the components (parents first)', () => {
   // The reference: split into components and compare their UTF-8 bytes.
   const reference = (a: string, b: string): number => {
