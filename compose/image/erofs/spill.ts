@@ -19,7 +19,10 @@ export class Spill {
   private used = 0;
   private inMemory = 0;
   private fh: fs.FileHandle | undefined;
+  /** Bytes in the file; `pending` holds the next ones, written a chunk at a time. */
   private fileBytes = 0;
+  private pending: Buffer | undefined;
+  private pendingUsed = 0;
   /** Spilled data begins at this logical offset (everything before it is in memory). */
   private fileStart = -1;
   private readCache: { off: number; data: Buffer } | undefined;
@@ -31,7 +34,7 @@ export class Spill {
 
   /** Total bytes appended. */
   get size(): number {
-    return this.fileStart < 0 ? this.inMemory + this.used : this.fileStart + this.fileBytes;
+    return this.fileStart < 0 ? this.inMemory + this.used : this.fileStart + this.fileBytes + this.pendingUsed;
   }
 
   async append(b: Uint8Array): Promise<SpillRef> {
@@ -56,14 +59,27 @@ export class Spill {
       this.fileStart = off;
       this.fh = await fs.open(this.path, 'wx+', 0o600);
     }
+    // Past the memory limit: through one chunk-sized buffer, so a small tail is a copy, not a write.
+    this.pending ??= Buffer.allocUnsafe(CHUNK);
     let at = 0;
     while (at < b.length) {
-      const { bytesWritten } = await this.fh!.write(b, at, b.length - at, this.fileBytes);
+      const n = Math.min(CHUNK - this.pendingUsed, b.length - at);
+      this.pending.set(b.subarray(at, at + n), this.pendingUsed);
+      this.pendingUsed += n;
+      at += n;
+      if (this.pendingUsed === CHUNK) await this.flushPending();
+    }
+    return { off, len: b.length };
+  }
+
+  private async flushPending(): Promise<void> {
+    for (let at = 0; at < this.pendingUsed; ) {
+      const { bytesWritten } = await this.fh!.write(this.pending!, at, this.pendingUsed - at, this.fileBytes);
       if (bytesWritten <= 0) throw new Error(`short write to ${this.path}`);
       at += bytesWritten;
       this.fileBytes += bytesWritten;
     }
-    return { off, len: b.length };
+    this.pendingUsed = 0;
   }
 
   async read(ref: SpillRef): Promise<Buffer> {
@@ -86,6 +102,7 @@ export class Spill {
     }
     // Spilled tails are read back in roughly the order they were written: read ahead a MiB.
     const rel = ref.off - this.fileStart;
+    if (rel + ref.len > this.fileBytes) await this.flushPending();
     const c = this.readCache;
     if (c && rel >= c.off && rel + ref.len <= c.off + c.data.length) {
       return Buffer.from(c.data.subarray(rel - c.off, rel - c.off + ref.len));
