@@ -19,10 +19,10 @@ import type { LockOptions } from './catalog/leveldb.js';
 import type { StoreReader } from './reader.js';
 
 export { STORE_ERR, StrataError, isStrataError } from './errors.js';
-export { comparePaths, OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './types.js';
+export { compareNames, comparePaths, OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './types.js';
 export { SpillSorter, defaultBudget, type RecordCodec } from './spill.js';
 export { decodeEntry, encodeEntry, entrySize } from './layer/entry-codec.js';
-export { isBelow } from './layer/path.js';
+export { baseName, isBelow, parentOf } from './layer/path.js';
 export type { EntryAcl, EntryType, LayerEntry, ModuleDescription, VerifyReport } from './types.js';
 export type { ModuleRecord, EnvOp, RecordExtras } from './record.js';
 export { checkFullName, envOpProblem, fullNameOf, parseEnvOp, recordExtras, splitFullName } from './record.js';

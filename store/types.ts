@@ -62,6 +62,18 @@ export function comparePaths(a: string, b: string): number {
   return a.length - b.length;
 }
 
+/** Two names (no '/') in the UTF-8 byte order of their encodings, as Buffer.compare would give. */
+export function compareNames(a: string, b: string): number {
+  if (a === b) return 0;
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return utf8Rank(x) - utf8Rank(y);
+  }
+  return a.length - b.length;
+}
+
 /** A UTF-16 unit's place in UTF-8 byte order: surrogates (U+10000 and up) after U+E000–U+FFFF. */
 function utf8Rank(u: number): number {
   return u < 0xd800 ? u : u < 0xe000 ? u + 0x2000 : u - 0x800;

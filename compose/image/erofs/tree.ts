@@ -15,7 +15,7 @@
  * of the open directories, the sorters' budgets and the metadata window. The bytes are those
  * of laying the whole tree out in memory (spec/erofs.md).
  */
-import { comparePaths, decodeEntry, encodeEntry, entrySize, isBelow, SpillSorter, type LayerEntry, type RecordCodec } from '../../../store/index.js';
+import { baseName as baseOf, compareNames, comparePaths, parentOf, decodeEntry, encodeEntry, entrySize, isBelow, SpillSorter, type LayerEntry, type RecordCodec } from '../../../store/index.js';
 import { aclFromText, aclToXattr } from '../../../native/acl.js';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import {
@@ -82,14 +82,6 @@ export interface Rec {
 /** Entries the writer cannot store (ERR_IMAGE_INPUT). */
 export const usage = (msg: string, hint?: string) => new StrataError(IMAGE_ERR.INPUT, msg, hint ? { hint } : {});
 
-export function parentOf(p: string): string {
-  const i = p.lastIndexOf('/');
-  return i < 0 ? '.' : p.slice(0, i);
-}
-export function baseOf(p: string): string {
-  return p.slice(p.lastIndexOf('/') + 1);
-}
-
 /**
  * Inode order as a path order: a directory, then its other entries by name, then its
  * subdirectories by name, each with its own entries. Every component carries a flag that
@@ -110,21 +102,6 @@ export function inodeKey(path: string, dir: boolean): string {
 }
 
 export const compareRecs = (a: Rec, b: Rec): number => comparePaths(a.key, b.key);
-
-/** Names by their UTF-8 bytes (Buffer.compare of the encoded names). */
-function compareNames(a: string, b: string): number {
-  if (a === b) return 0;
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) {
-    const x = a.charCodeAt(i);
-    const y = b.charCodeAt(i);
-    if (x !== y) return utf8Rank(x) - utf8Rank(y);
-  }
-  return a.length - b.length;
-}
-function utf8Rank(u: number): number {
-  return u < 0xd800 ? u : u < 0xe000 ? u + 0x2000 : u - 0x800;
-}
 
 function encodeData(d: FileData): unknown {
   if (d.kind === 'z') return ['z', d.size, d.extents.flatMap((x) => [x.lclusters, x.plain ? 1 : 0, x.pblk, x.blocks])];

@@ -10,7 +10,7 @@ import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import { StrataError, IMAGE_ERR } from '../errors.js';
-import { SpillSorter, type LayerEntry } from '../../../store/index.js';
+import { baseName, SpillSorter, type LayerEntry } from '../../../store/index.js';
 import { makeCodec, type Codec } from '../shared/codecs.js';
 import { DigestTable } from '../shared/digest-table.js';
 import { transferable, WorkerPool } from '../shared/worker-pool.js';
@@ -20,7 +20,7 @@ import { configRecord, resolveErofsCodec, type ErofsCodec, type ErofsCompressor 
 import { BLOCK_BITS, BLOCK_SIZE, FEATURE_INCOMPAT, NAME_MAX, NULL_ADDR, PCLUSTER_MAX, SUPER_OFFSET, align, encodeSuperblock } from './format.js';
 import { Spill } from './spill.js';
 import { OutputFile, type OutputAccess } from '../shared/output-file.js';
-import { baseOf, compareRecs, decodeExtents, encodeExtents, inodeKey, recCodec, usage, writeTree, type Extent, type FileData, type Rec, type Run } from './tree.js';
+import { compareRecs, decodeExtents, encodeExtents, inodeKey, recCodec, usage, writeTree, type Extent, type FileData, type Rec, type Run } from './tree.js';
 
 export type { ErofsCompressor };
 
@@ -203,7 +203,7 @@ export class ErofsWriter {
 
   /** Checks what can be checked of one entry alone; the tree is checked at finish(). */
   private checkEntry(entry: LayerEntry): void {
-    const name = entry.path === '.' ? '.' : baseOf(entry.path);
+    const name = entry.path === '.' ? '.' : baseName(entry.path);
     if (Buffer.byteLength(name) > NAME_MAX) throw usage(`name longer than ${NAME_MAX} bytes: ${entry.path}`);
   }
 
