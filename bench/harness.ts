@@ -11,7 +11,7 @@ import { lstat, mkdir, mkdtemp, open, readdir, readlink, rm, writeFile, readFile
 import { cpus, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { dumpXattrs } from './data.js';
-import { BenchError, run } from './proc.js';
+import { BenchError, log, run } from './proc.js';
 
 // ---------------------------------------------------------------------------------------
 // Measuring
@@ -56,10 +56,13 @@ export async function measure(cmd: string, args: readonly string[], opts: Measur
   let rssKiB = 0;
   try {
     for (let i = 0; i < runs; i++) {
+      const p0 = Date.now();
       if (opts.before) await opts.before();
       // Untimed: write back what earlier runs or setup left dirty, so no run pays for
       // another's writeback (it otherwise lands on whichever side happens to run next).
       await run('sync', []);
+      const prep = (Date.now() - p0) / 1000;
+      if (prep >= 5) log(`  (clean-up and sync before the run: ${prep.toFixed(0)} s)`);
       const out = join(tmp, `time.${i}`);
       const t0 = process.hrtime.bigint();
       const limit = opts.timeoutSec === undefined ? [] : ['timeout', '-k', '10', String(opts.timeoutSec)];

@@ -65,6 +65,10 @@ export function sh(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
+const started = Date.now();
+
+/** One progress line on stderr, stamped with the seconds since the run started. */
 export function log(msg: string): void {
-  process.stderr.write(`bench: ${msg}\n`);
+  const t = ((Date.now() - started) / 1000).toFixed(0).padStart(5);
+  process.stderr.write(`bench ${t} s: ${msg}\n`);
 }

@@ -80,13 +80,13 @@ interface ImageSink {
   abort(): Promise<void>;
 }
 
-async function createSink(out: string, store: StoreReader & { cacheDir?: string }, opts: ImageOptions, gid: number | undefined): Promise<ImageSink> {
+async function createSink(out: string, store: StoreReader & { cacheDir?: string }, opts: ImageOptions, gid: number | undefined, expectedFiles: number): Promise<ImageSink> {
   const cacheDir = opts.cache === false ? undefined : store.cacheDir;
   const scratchDir = await store.scratchDir();
   const cacheSecret = cacheDir === undefined ? undefined : userCacheSecret();
   const access = gid !== undefined ? { access: { gid } } : {};
   if (opts.format === 'erofs') {
-    return ErofsWriter.create(out, { compressor: (opts.compressor ?? 'lz4') as ErofsCompressor, level: opts.level, extentSize: opts.blockSize, workers: opts.workers, cacheDir, cacheSecret, scratchDir, ...access });
+    return ErofsWriter.create(out, { compressor: (opts.compressor ?? 'lz4') as ErofsCompressor, level: opts.level, extentSize: opts.blockSize, workers: opts.workers, cacheDir, cacheSecret, scratchDir, expectedFiles, ...access });
   }
   return SquashfsWriter.create(out, {
     compressor: (opts.compressor ?? 'zstd') as SquashOptions['compressor'],
@@ -96,6 +96,7 @@ async function createSink(out: string, store: StoreReader & { cacheDir?: string 
     cacheDir,
     cacheSecret,
     scratchDir,
+    expectedFiles,
     mkfsTime: 0,
     ...access,
   });
@@ -111,7 +112,7 @@ export async function buildImage(store: StoreReader & { cacheDir?: string }, mod
   const licence = outputLicence(mods);
   await checkOutput(out, opts.force === true);
   const { plan, embedded } = await planOutput(store, mods);
-  const writer = await createSink(out, store, opts, licence?.gid).catch((e) => {
+  const writer = await createSink(out, store, opts, licence?.gid, plan.count).catch((e) => {
     plan.dispose();
     throw e;
   });

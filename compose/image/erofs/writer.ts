@@ -44,6 +44,11 @@ export interface ErofsOptions {
   access?: OutputAccess;
   /** Where the entry sorters spill past their budget (the store's tmp/); default the system's. */
   scratchDir?: string;
+  /**
+   * About how many files will be added (the plan's count): the dedup index is sized for them
+   * once instead of growing as they come. Only memory depends on it, never the bytes.
+   */
+  expectedFiles?: number;
 }
 
 /** Where a file's extents are cached: readable only by `cacheGid` for restricted content. */
@@ -137,7 +142,7 @@ export class ErofsWriter {
   /** How many times a shared zero pcluster or block was written (they must never be dropped). */
   private zeroWrites = 0;
   /** The first compressed file of each distinct content, by its identity (ExtentRun.digests): where its extents are in `extentStore`. */
-  private readonly firstFiles = new DigestTable();
+  private readonly firstFiles: DigestTable;
   private readonly extentStore: Spill;
   private readonly scratchDir: string;
 
@@ -152,7 +157,9 @@ export class ErofsWriter {
     cacheDir: string | undefined,
     cacheSecret: Uint8Array | undefined,
     scratchDir: string,
+    expectedFiles: number,
   ) {
+    this.firstFiles = new DigestTable(expectedFiles);
     this.pool = codec.spec
       ? new WorkerPool({
           module: new URL('../squashfs/block-job.js', import.meta.url).href,
@@ -181,7 +188,7 @@ export class ErofsWriter {
     const { codec, extentSize, workers } = checkErofsOptions(opts);
     const out = await OutputFile.create(outPath, opts.access ?? {});
     try {
-      return new ErofsWriter(out, codec, extentSize, workers, opts.cacheDir, opts.cacheSecret, opts.scratchDir ?? os.tmpdir());
+      return new ErofsWriter(out, codec, extentSize, workers, opts.cacheDir, opts.cacheSecret, opts.scratchDir ?? os.tmpdir(), opts.expectedFiles ?? 0);
     } catch (e) {
       await out.abort();
       throw e;
@@ -485,6 +492,7 @@ export class ErofsWriter {
       if (this.failed) throw this.failed;
       while (this.queue.length > 0) await this.writeHead();
       await this.pool?.close();
+      this.firstFiles.release(); // every file is placed: the metadata needs the memory more
       const r = await this.writeMetadata();
       this.closed = true;
       await this.release();
@@ -566,7 +574,7 @@ export class ErofsWriter {
 }
 
 /** Bytes of file tails and extent lists held in memory before they go to a temp file beside the image. */
-const SPILL_MEMORY = 16 << 20;
+const SPILL_MEMORY = 4 << 20;
 
 /** Appends `count` blocks from `addr` (NULL_ADDR: holes) to a run list, merging with the last run. */
 function addRun(runs: Run[], addr: number, count: number): void {

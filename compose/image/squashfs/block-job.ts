@@ -71,7 +71,9 @@ export function createJobHandler(config: unknown): JobHandler<BlockJob, BlockJob
   return {
     run(job) {
       let result: BlockJobResult;
-      const transfer = transferable(job.raw);
+      // The block's buffer is this job's alone here (moved or copied to this thread), also
+      // when the block is a view of part of it: it goes back whole, for the writer to reuse.
+      const transfer: ArrayBuffer[] = job.raw.buffer instanceof ArrayBuffer ? [job.raw.buffer] : [];
       if (job.allowSparse && isAllZero(job.raw)) {
         result = { kind: 'sparse', data: new Uint8Array(0), cache: 'none', raw: job.raw, digest: zeroDigest(job.raw.length) };
       } else {

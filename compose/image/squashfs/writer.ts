@@ -14,7 +14,6 @@ import { codecVersion, makeCodec, type Codec, type CodecSpec } from '../shared/c
 import { DigestTable } from '../shared/digest-table.js';
 import { OutputFile, type OutputAccess } from '../shared/output-file.js';
 import { WorkerPool } from '../shared/worker-pool.js';
-import { transferable } from '../shared/worker-pool.js';
 import type { BlockJob, BlockJobConfig, BlockJobResult } from './block-job.js';
 import type { CachePlace } from '../shared/block-cache.js';
 import { COMPRESSOR, encodeCompressorOptions, squashCodecSpec, type SquashCompressor } from './compressor.js';
@@ -58,6 +57,11 @@ export interface SquashOptions {
   access?: OutputAccess;
   /** A private directory for the entry list once it outgrows memory (default: the OS temp dir). */
   scratchDir?: string;
+  /**
+   * About how many files will be added (the plan's count): the dedup index is sized for them
+   * once instead of growing as they come. Only memory depends on it, never the bytes.
+   */
+  expectedFiles?: number;
 }
 
 export interface SquashResult {
@@ -196,7 +200,7 @@ export class SquashfsWriter {
   /** Where each distinct run of full blocks is, by the run's identity (BlockRun.digests). */
   private readonly blockRuns = new Map<string, Pick<FileData, 'blocksStart' | 'sizes' | 'sparse'>>();
   /** Where each distinct tail is, by the tail's sha256. */
-  private readonly tails = new DigestTable();
+  private readonly tails: DigestTable;
 
   private constructor(
     private readonly file: OutputFile,
@@ -208,8 +212,10 @@ export class SquashfsWriter {
     cacheDir: string | undefined,
     cacheSecret: Uint8Array | undefined,
     scratchDir: string,
+    expectedFiles: number,
   ) {
     this.records = new SpillSorter<Rec>({ compare: (a, b) => comparePaths(a.entry.path, b.entry.path), codec: recCodec, dir: scratchDir });
+    this.tails = new DigestTable(expectedFiles);
     const config: BlockJobConfig = { codec: { name: codec.name, level: codec.level }, blockSize, cacheDir, cacheSecret };
     this.pool = new WorkerPool({ module: new URL('./block-job.js', import.meta.url).href, config, threads, what: 'SquashFS block compression' });
     // Blocks in flight (memory: this many blocks). When full, the queue drains to half before
@@ -231,7 +237,7 @@ export class SquashfsWriter {
     codecVersion(spec); // a missing addon fails here, in the caller's thread
     const file = await OutputFile.create(outPath, opts.access);
     try {
-      return new SquashfsWriter(file, codec, bs, mkfs, encodeCompressorOptions(spec), threads, opts.cacheDir, opts.cacheSecret, opts.scratchDir ?? os.tmpdir());
+      return new SquashfsWriter(file, codec, bs, mkfs, encodeCompressorOptions(spec), threads, opts.cacheDir, opts.cacheSecret, opts.scratchDir ?? os.tmpdir(), opts.expectedFiles ?? 0);
     } catch (e) {
       await file.abort();
       throw e;
@@ -377,15 +383,17 @@ export class SquashfsWriter {
     return this.spare.pop() ?? Buffer.alloc(this.blockSize);
   }
 
+  /** Keeps a block buffer back from the workers (a full block or a fragment's) for reuse. */
   private recycle(raw: Uint8Array): void {
-    if (raw.byteLength === this.blockSize && this.spare.length < this.maxInFlight) {
-      this.spare.push(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength));
-    }
+    const ab = raw.buffer;
+    if (ab instanceof ArrayBuffer && ab.byteLength === this.blockSize && this.spare.length < this.maxInFlight) this.spare.push(Buffer.from(ab));
   }
 
   private async flushFragment(): Promise<void> {
-    const raw = Buffer.alloc(this.fragUsed);
-    this.frag.copy(raw, 0, 0, this.fragUsed);
+    // The fragment's own buffer goes to the worker (a view of its first fragUsed bytes) and
+    // comes back to the spare list; the next fragment fills a spare block.
+    const raw = this.frag.subarray(0, this.fragUsed);
+    this.frag = this.takeBlock();
     this.fragUsed = 0;
     const index = this.fragCount++;
     await this.pushBlock(raw, false, undefined, (start, word) => {
@@ -397,7 +405,9 @@ export class SquashfsWriter {
     const place: CachePlace = { tag: this.group ?? '' };
     if (this.groupOpts.cacheGid !== undefined) place.gid = this.groupOpts.cacheGid;
     if (at !== undefined) place.at = at;
-    const p = this.pool.run({ raw, allowSparse, place }, transferable(raw));
+    // Every raw block here owns its whole buffer (takeBlock, flushFragment), a fragment's
+    // included, which is a view of its first bytes.
+    const p = this.pool.run({ raw, allowSparse, place }, [raw.buffer as ArrayBuffer]);
     p.catch(() => undefined); // awaited in order by writeHead; avoid an early unhandled rejection
     this.queue.push({ p, done });
     if (this.queue.length > this.maxInFlight) while (this.queue.length > this.maxInFlight / 2) await this.writeHead();
@@ -457,6 +467,9 @@ export class SquashfsWriter {
       if (this.failed) throw this.failed;
       if (this.fragUsed > 0) await this.flushFragment();
       while (this.queue.length) await this.writeHead();
+      // Every file is placed: the tables need the memory more than the dedup indexes.
+      this.tails.release();
+      this.blockRuns.clear();
       const r = await this.writeTables();
       this.records.dispose();
       this.closed = true;
