@@ -43,7 +43,9 @@ function aclIndex(merge: LayerMerge): AclIndex {
  * stack order (so each layer's digest is checked, and so the store can check the entry list
  * the plan was made from against the layer itself, even for a layer none of whose files is
  * used), and `onFile` is called with each wanted file's final entry, its body, which it must
- * drain before returning, and where in its layer the body is (LayerItem.offset). The plan's
+ * drain before returning, and where in its layer the body is (LayerItem.offset). The body's
+ * chunks are transient (StoreReader.readLayer): each must be copied or written before the next
+ * is asked for. The plan's
  * files of a layer come in the layer's own order, so the two are joined as they stream. A
  * failure anywhere rejects before the walk ends: callers make their output visible only
  * after it resolved.
@@ -57,7 +59,7 @@ export async function forEachPlannedFile(
   for (let i = 0; i < layers.length; i++) {
     const wanted = plan.files(i)[Symbol.iterator]();
     let next = wanted.next();
-    for await (const { entry, body, offset } of store.readLayer(layers[i]!)) {
+    for await (const { entry, body, offset } of store.readLayer(layers[i]!, { transient: true })) {
       if (entry.type !== 'file') continue;
       while (!next.done && comparePaths(next.value.contentPath, entry.path) < 0) next = wanted.next();
       if (next.done || next.value.contentPath !== entry.path) continue;

@@ -227,8 +227,11 @@ export class BlobStore {
   /**
    * Reads a blob, verifying its digest when the stream ends. The digest is computed off the
    * main thread (native/sha256.ts); the next chunk is read while the caller handles this one.
+   * With `transient`, chunks are read into a ring of three buffers: the chunk the caller has and
+   * the next one (being read) stay valid, so a chunk may be kept until the chunk after it is
+   * asked for, no longer. Without it every chunk is a buffer of its own.
    */
-  async *read(hex: string, what?: string): AsyncGenerator<Buffer> {
+  async *read(hex: string, what?: string, opts: { transient?: boolean } = {}): AsyncGenerator<Buffer> {
     let fh = this.held.get(hex);
     const own = !fh;
     if (!fh) {
@@ -241,8 +244,10 @@ export class BlobStore {
     const hash = new StreamHash((await fh.stat()).size);
     try {
       let pos = 0;
+      const ring = opts.transient ? [0, 1, 2].map(() => Buffer.allocUnsafeSlow(READ_SIZE)) : undefined;
+      let turn = 0;
       const readAt = async (at: number) => {
-        const buf = Buffer.allocUnsafeSlow(READ_SIZE);
+        const buf = ring ? ring[turn++ % ring.length]! : Buffer.allocUnsafeSlow(READ_SIZE);
         const { bytesRead } = await fh.read(buf, 0, READ_SIZE, at);
         return buf.subarray(0, bytesRead);
       };

@@ -26,6 +26,11 @@ export interface LoadedModule {
   record: ModuleRecord;
 }
 
+export interface ReadLayerOptions {
+  /** Body chunks are reused read buffers: each is valid until the next one is asked for. */
+  transient?: boolean;
+}
+
 export interface LayerItem {
   entry: LayerEntry;
   /** Content of a regular file; must be consumed (or skipped) before the next item. */
@@ -50,6 +55,6 @@ export interface StoreInternals {
   get(ref: string): Promise<LoadedModule>;
   list(pattern?: string): Promise<ModuleSummary[]>;
   setDefault(fullName: string): Promise<void>;
-  readLayer(mod: LoadedModule): AsyncGenerator<LayerItem>;
+  readLayer(mod: LoadedModule, opts?: ReadLayerOptions): AsyncGenerator<LayerItem>;
   restrictionOf(layer: string): Promise<string | null>;
 }

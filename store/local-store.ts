@@ -15,7 +15,7 @@ import { BlobStore } from './blob-store.js';
 import { exportModule } from './layer/export.js';
 import type { FetchMissing, PullOptions, PullResult, PushOptions, PushResult, Remote, TransferHooks } from './remote/remotes.js';
 import type { ModuleDescription, VerifyReport } from './types.js';
-import type { LayerItem, LoadedModule, ModuleSummary } from './internals.js';
+import type { LayerItem, LoadedModule, ModuleSummary, ReadLayerOptions } from './internals.js';
 export type { LayerItem, LoadedModule, ModuleSummary } from './internals.js';
 import { canonicalJson, cidFromHex, isCid, JSON_CODEC, parseCid, RAW_CODEC } from './cid.js';
 import { StrataError, STORE_ERR } from './errors.js';
@@ -444,13 +444,13 @@ export class LocalStore {
    * Reads a module's layer as entries with their xattrs and ACLs, verifying the layer digest at
    * the end (a mismatch throws, naming the module).
    */
-  async *readLayer(mod: LoadedModule): AsyncGenerator<LayerItem> {
+  async *readLayer(mod: LoadedModule, opts: ReadLayerOptions = {}): AsyncGenerator<LayerItem> {
     const manifest = await this.manifestOf(mod);
     const hex = parseCid(mod.record.layer).hex;
     const what = `layer of ${mod.fullName}`;
     const check = this.cacheCheck(hex, what);
     try {
-      for await (const item of layerItems(readTar(this.blobs.read(hex, what)), manifest)) {
+      for await (const item of layerItems(readTar(this.blobs.read(hex, what, opts)), manifest)) {
         check?.(item.entry);
         yield item;
       }

@@ -6,7 +6,7 @@
 import type { LayerEntry } from './types.js';
 import type { ModuleRecord } from './record.js';
 import type { LayerManifest } from './layer/manifest.js';
-import type { LayerItem, LoadedModule } from './internals.js';
+import type { LayerItem, LoadedModule, ReadLayerOptions } from './internals.js';
 
 export interface EntryListOptions {
   /** Only the whiteouts and hard links (what a merge needs before the rest): a cheaper read. */
@@ -37,6 +37,10 @@ export interface StoreReader {
    * body before asking for the next item and must run the iterator to its end: the digest is
    * checked at the end, and a mismatch throws ERR_DIGEST_MISMATCH naming the module instead of
    * ending cleanly, so a consumer that commits only on a clean end never keeps bad bytes.
+   *
+   * With `transient`, the bodies' chunks are views of a few read buffers the store fills again:
+   * a chunk is valid only until the chunk after it is asked for (copy or write each one first).
+   * That keeps a long read from leaving a MiB of garbage per MiB read.
    */
-  readLayer(mod: LoadedModule): AsyncIterable<LayerItem>;
+  readLayer(mod: LoadedModule, opts?: ReadLayerOptions): AsyncIterable<LayerItem>;
 }
