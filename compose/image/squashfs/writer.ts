@@ -9,7 +9,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import os from 'node:os';
 import { StrataError, IMAGE_ERR } from '../errors.js';
-import { comparePaths, isBelow, decodeEntry, encodeEntry, entrySize, SpillSorter, type LayerEntry, type RecordCodec } from '../../../store/index.js';
+import { baseName, comparePaths, isBelow, parentOf, decodeEntry, encodeEntry, entrySize, SpillSorter, type LayerEntry, type RecordCodec } from '../../../store/index.js';
 import { codecVersion, makeCodec, type Codec, type CodecSpec } from '../shared/codecs.js';
 import { DigestTable } from '../shared/digest-table.js';
 import { OutputFile, type OutputAccess } from '../shared/output-file.js';
@@ -140,15 +140,8 @@ const usage = (msg: string, hint?: string) => new StrataError(IMAGE_ERR.INPUT, m
 /** Writer options out of range (ERR_IMAGE_OPTIONS). */
 const badOption = (msg: string, hint: string) => new StrataError(IMAGE_ERR.OPTIONS, msg, { hint });
 
-function parentOf(p: string): string {
-  const i = p.lastIndexOf('/');
-  return i < 0 ? '.' : p.slice(0, i);
-}
-function baseOf(p: string): string {
-  return p.slice(p.lastIndexOf('/') + 1);
-}
 function nameOf(p: string): Buffer {
-  return Buffer.from(baseOf(p));
+  return Buffer.from(baseName(p));
 }
 
 function clampTime(t: number): number {
@@ -251,7 +244,7 @@ export class SquashfsWriter {
 
   /** Checks what can be checked of one entry alone; the tree is checked at finish(). */
   private checkEntry(entry: LayerEntry): void {
-    const name = entry.path === '.' ? '.' : baseOf(entry.path);
+    const name = entry.path === '.' ? '.' : baseName(entry.path);
     if (Buffer.byteLength(name) > MAX_NAME) throw usage(`name longer than ${MAX_NAME} bytes: ${entry.path}`);
   }
 
