@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, open, readdir, readlink, rm, writeFile, readFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, open, readdir, readlink, rename, rm, writeFile, readFile } from 'node:fs/promises';
 import { cpus, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { dumpXattrs } from './data.js';
@@ -88,6 +88,51 @@ export function summarize(samples: number[], rssKiB: number): Measurement {
   const mid = s.length >> 1;
   const median = s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
   return { samples, min: s[0]!, median, max: s[s.length - 1]!, rssKiB };
+}
+
+// ---------------------------------------------------------------------------------------
+// Trees between runs
+
+/**
+ * Trees that timed runs wrote (sandboxes, extracted layers) are moved aside between runs and
+ * deleted once the whole bench is done, not deleted before the next run.
+ *
+ * Why: on ext4 without a journal (this machine's disk), the inode allocator passes over
+ * every inode freed in the last minute or so, looking up its inode-table block for each one.
+ * A tree of thousands of files created right after `rm -rf` of a tree of the same size pays
+ * that for every new inode: the same sandbox took 5.3–6.2 s right after removing the last
+ * one and 2.9 s a minute later. Deleting between runs made each time depend on how recently
+ * the bench itself had deleted something, on whichever side ran next.
+ */
+let trash: { dir: string; count: number } | undefined;
+
+/** Sets the directory trees are moved into (on the scratch filesystem); emptied by emptyTrash. */
+export function useTrash(dir: string): void {
+  trash = { dir, count: 0 };
+}
+
+/** Moves each existing path into the trash (removes it when there is none, or it is on another filesystem). */
+export async function setAside(...paths: string[]): Promise<void> {
+  for (const p of paths) {
+    if (!existsSync(p)) continue;
+    if (trash) {
+      await mkdir(trash.dir, { recursive: true });
+      try {
+        await rename(p, join(trash.dir, String(trash.count++)));
+        continue;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
+      }
+    }
+    await rm(p, { recursive: true, force: true });
+  }
+}
+
+/** Deletes what setAside kept; seconds taken. */
+export async function emptyTrash(): Promise<number> {
+  const t0 = Date.now();
+  if (trash) await rm(trash.dir, { recursive: true, force: true });
+  return (Date.now() - t0) / 1000;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -503,8 +548,15 @@ export async function snapshotTreeFast(dir: string, opts: SnapshotOptions = {}):
   const prune: string[] = [];
   for (const i of opts.ignore ?? []) prune.push(...(prune.length ? ['-o'] : []), '-path', `./${i}`);
   const findArgs = ['.', ...(prune.length ? ['(', ...prune, ')', '-prune', '-o'] : [])];
+  // The four listings read the tree independently: run together, the tools' waits on the
+  // disk (or on an image's decompression) overlap. Each is joined to the metadata below.
+  const [listing, hashes, xattrs, acls] = await Promise.all([
+    run('find', [...findArgs, '-printf', '%P\\0%y %m %U %G %s %T@ %n\\0%l\\0'], { cwd: dir }),
+    contentHashes(dir, findArgs),
+    dumpXattrs(dir),
+    dumpAcls(dir),
+  ]);
   const types: Record<string, TreeNode['type']> = { f: 'file', d: 'dir', l: 'symlink', c: 'char', b: 'block', p: 'fifo', s: 'socket' };
-  const listing = await run('find', [...findArgs, '-printf', '%P\\0%y %m %U %G %s %T@ %n\\0%l\\0'], { cwd: dir });
   const f = listing.stdout.split('\0');
   const nodes = new Map<string, TreeNode>();
   const devices: string[] = [];
@@ -536,28 +588,35 @@ export async function snapshotTreeFast(dir: string, opts: SnapshotOptions = {}):
       nodes.get(batch[k]!)!.rdev = makedev(maj!, min!);
     });
   }
+  for (const [p, sha256] of hashes) {
+    const node = nodes.get(p);
+    if (!node) throw new BenchError(`sha256sum: unexpected path ${p}`);
+    node.sha256 = sha256;
+  }
+  for (const [p, attrs] of xattrs) {
+    const node = nodes.get(p);
+    if (node && attrs.size) node.xattrs = attrs;
+  }
+  for (const [p, acl] of acls) if (nodes.has(p)) nodes.get(p)!.acl = acl;
+  return nodes;
+}
+
+/** sha256 of every regular file find(1) lists with `findArgs` under dir: `sha256sum -z` in parallel batches. */
+async function contentHashes(dir: string, findArgs: readonly string[]): Promise<Map<string, string>> {
+  const hashes = new Map<string, string>();
   const tmp = await mkdtemp('/tmp/strata-bench-sha-');
   try {
     const jobs = String(Math.max(1, cpus().length));
     await run('bash', ['-c', `set -o pipefail; find ${findArgs.map((a) => `'${a}'`).join(' ')} -type f -print0 | xargs -0 -r -P ${jobs} -n 4096 sh -c 'sha256sum -z -- "$@" > "$(mktemp "$0/h.XXXXXX")"' "$1"`, 'sha', tmp], { cwd: dir });
     for (const name of await readdir(tmp)) {
       for (const rec of (await readFile(join(tmp, name), 'utf8')).split('\0')) {
-        if (!rec) continue;
-        const p = rec.slice(66).replace(/^\.\//, '');
-        const node = nodes.get(p);
-        if (!node) throw new BenchError(`sha256sum: unexpected path ${p}`);
-        node.sha256 = rec.slice(0, 64);
+        if (rec) hashes.set(rec.slice(66).replace(/^\.\//, ''), rec.slice(0, 64));
       }
     }
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
-  for (const [p, attrs] of await dumpXattrs(dir)) {
-    const node = nodes.get(p);
-    if (node && attrs.size) node.xattrs = attrs;
-  }
-  for (const [p, acl] of await dumpAcls(dir)) if (nodes.has(p)) nodes.get(p)!.acl = acl;
-  return nodes;
+  return hashes;
 }
 
 export interface DiffOptions {
@@ -638,12 +697,6 @@ function aclGroupLimit(acl: string): number | undefined {
   return m === undefined ? g : g & m;
 }
 
-/** compareTrees(actualDir, referenceDir): diffTrees of two snapshots. */
-export async function compareTrees(actualDir: string, referenceDir: string, opts: SnapshotOptions & DiffOptions = {}): Promise<string[]> {
-  const [a, r] = [await snapshotTree(actualDir, opts), await snapshotTree(referenceDir, opts)];
-  return diffTrees(a, r, opts);
-}
-
 // ---------------------------------------------------------------------------------------
 // Correctness: images
 
@@ -678,9 +731,9 @@ export async function withMountedImage<T>(image: string, fn: (dir: string) => Pr
   }
 }
 
-/** Snapshot of an image's contents through a read-only kernel mount (see snapshotTree); `fast` uses snapshotTreeFast. */
-export function snapshotImage(image: string, opts: SnapshotOptions & { fast?: boolean } = {}): Promise<Map<string, TreeNode>> {
-  return withMountedImage(image, (d) => (opts.fast ? snapshotTreeFast(d, opts) : snapshotTree(d, opts)));
+/** Snapshot of an image's contents through a read-only kernel mount (snapshotTreeFast). */
+export function snapshotImage(image: string, opts: SnapshotOptions = {}): Promise<Map<string, TreeNode>> {
+  return withMountedImage(image, (d) => snapshotTreeFast(d, opts));
 }
 
 /** sqfsdiff -a A -b B, ignoring lines about ignored paths; [] when equal. */

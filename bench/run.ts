@@ -17,7 +17,7 @@ import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultDataRoot, ensureData, type BenchData, type LayerName } from './data.js';
-import { freshDir, machine, renderReport, table, toolVersions, writeText, type Report, type ReportSection } from './harness.js';
+import { emptyTrash, freshDir, machine, useTrash, renderReport, table, toolVersions, writeText, type Report, type ReportSection } from './harness.js';
 import { mkfsErofsCompressors } from './peers.js';
 import { scalePlot } from './plot.js';
 import { BenchError, log, run } from './proc.js';
@@ -44,6 +44,7 @@ async function main(): Promise<number> {
   const root = packageRoot();
   const data: BenchData = await ensureData(defaultDataRoot(root));
   const S = await freshDir(join(data.root, 'scratch'));
+  useTrash(join(S, 'trash'));
   const strata = new Strata(await snapshotCli(root, join(S, 'pkg')));
   const erofsCompressors = await mkfsErofsCompressors();
   const ctx = { data, S, strata, erofsCompressors };
@@ -86,6 +87,10 @@ async function main(): Promise<number> {
     });
   } else notRun.push('the scale section (BENCH_SECTIONS or BENCH_SCALE)');
 
+  const trashSec = await emptyTrash();
+  log(`removed the trees set aside between runs (${trashSec.toFixed(0)} s)`);
+  timings.push(`removing trees set aside ${trashSec.toFixed(0)} s`);
+
   // --- report --------------------------------------------------------------------------
   const dataLines = Object.entries(data.stamp.layers).map(
     ([n, l]) => `${n} (${MODULES[n as LayerName]}): ${l.files} paths, ${(l.bytes / 2 ** 20).toFixed(1)} MiB in files, ${l.whiteouts} whiteouts, ${l.opaque} opaque dirs${data.layers[n as LayerName].overlay ? ' (overlay upperdir)' : ''}`,
@@ -108,7 +113,7 @@ async function main(): Promise<number> {
       `EROFS: uncompressed, and ${EC}${ecLevel} (BENCH_EROFS_COMP) with ${EROFS_PCLUSTER / 1024} KiB physical clusters for mkfs.erofs (-C${EROFS_PCLUSTER}) and strata's default extent size; strata's EROFS command is \`compose squash OUT --format erofs --comp C\``,
       'speedup = peer median / strata median; above 1 means strata is faster',
       `load average (1 min) ${loadStart[0]!.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end: the cores are shared, so other work on the machine shows up in the times`,
-      'page cache warm for both sides (the data was read just before); outputs removed and `sync` run (untimed) before every run',
+      'page cache warm for both sides (the data was read just before); before every run (untimed) the last output is removed, or moved aside if it is a tree (deleted at the end: see spec/benchmark.md), and `sync` is run',
       `sections: ${timings.join(', ')}; whole run ${((Date.now() - t0) / 1000).toFixed(0)} s`,
     ],
     data: dataLines,

@@ -11,7 +11,7 @@
  */
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { diffTrees, snapshotImage, snapshotTreeFast, type Outcome, type Row, type SectionResult, type TreeNode } from './harness.js';
+import { diffTrees, setAside, snapshotImage, snapshotTreeFast, type Outcome, type Row, type SectionResult, type TreeNode } from './harness.js';
 import { EXTRACT_SCRIPT, mkfsErofsArgs, mksquashfsArgs, tar2sqfsScript, tarDataEnd } from './peers.js';
 import { log } from './proc.js';
 import { ensureScaleData, type ScaleStamp } from './scale-data.js';
@@ -102,8 +102,8 @@ export async function runScale({ data, S, strata, erofsCompressors }: SectionCon
     const strataOr = (fn: () => Promise<Outcome>): Promise<Outcome> => (setup ? Promise.resolve(setup) : fn());
 
     // --- sandbox ------------------------------------------------------------------------
-    const gnu = await peer(`${tag}: GNU tar extraction`, 'bash', ['-c', EXTRACT_SCRIPT, 'extract', refTree, baseTar, sd.tar], { ...opts, before: rm_(refTree) });
-    const sandbox = await strataOr(() => strata.measure(`${tag}: sandbox`, store, ['compose', 'sandbox', sandboxDir], { ...opts, cwd: stackDir, before: rm_(sandboxDir) }));
+    const gnu = await peer(`${tag}: GNU tar extraction`, 'bash', ['-c', EXTRACT_SCRIPT, 'extract', refTree, baseTar, sd.tar], { ...opts, before: () => setAside(refTree) });
+    const sandbox = await strataOr(() => strata.measure(`${tag}: sandbox`, store, ['compose', 'sandbox', sandboxDir], { ...opts, cwd: stackDir, before: () => setAside(sandboxDir) }));
     rows.push({ what: `${tag}: sandbox`, strata: sandbox, peerName: 'GNU tar ×2 + whiteouts', peer: gnu, goal: { text: '≥ 1.0×', minSpeedup: 1 } });
     point.series['strata sandbox'] = sandbox;
     point.series['GNU tar'] = gnu;
@@ -169,19 +169,19 @@ export async function runScale({ data, S, strata, erofsCompressors }: SectionCon
     };
     log(`${tag}: checking outputs`);
     await gateDiff(`${tag}: sandbox vs GNU tar tree`, sandbox, async () => diffTrees(await snapshotTreeFast(sandboxDir, { ignore: STRATA_EXTRAS }), await reference()));
-    await rm(sandboxDir, { recursive: true, force: true });
+    await setAside(sandboxDir);
     await gateDiff(`${tag}: strata ${comp} image vs GNU tar tree (image rules)`, squash, async () => {
       const r = await reference();
-      return diffTrees(await snapshotImage(sqOut, { ignore: STRATA_EXTRAS, fast: true }), r, { image: true, referenceAcls: refAcls });
+      return diffTrees(await snapshotImage(sqOut, { ignore: STRATA_EXTRAS }), r, { image: true, referenceAcls: refAcls });
     });
     await gateDiff(`${tag}: strata EROFS image (${EC}) vs GNU tar tree, ACLs included`, erofs, async () =>
-      diffTrees(await snapshotImage(erOut, { ignore: STRATA_EXTRAS, fast: true }), await reference()),
+      diffTrees(await snapshotImage(erOut, { ignore: STRATA_EXTRAS }), await reference()),
     );
     if (haveRef && n <= cfg.crossMax) {
       const r = await reference();
-      if (t2s.kind === 'measured') result.crossChecks.push({ name: `${tag}: tar2sqfs image vs GNU tar tree (image rules)`, diffs: diffTrees(await snapshotImage(t2sOut, { fast: true }), r, { image: true }) });
-      if (mks.kind === 'measured') result.crossChecks.push({ name: `${tag}: mksquashfs image vs GNU tar tree (image rules)`, diffs: diffTrees(await snapshotImage(mksOut, { fast: true }), r, { image: true }) });
-      if (mkfs.kind === 'measured') result.crossChecks.push({ name: `${tag}: mkfs.erofs image vs GNU tar tree, ACLs included`, diffs: diffTrees(await snapshotImage(mkfsOut, { fast: true }), r) });
+      if (t2s.kind === 'measured') result.crossChecks.push({ name: `${tag}: tar2sqfs image vs GNU tar tree (image rules)`, diffs: diffTrees(await snapshotImage(t2sOut), r, { image: true }) });
+      if (mks.kind === 'measured') result.crossChecks.push({ name: `${tag}: mksquashfs image vs GNU tar tree (image rules)`, diffs: diffTrees(await snapshotImage(mksOut), r, { image: true }) });
+      if (mkfs.kind === 'measured') result.crossChecks.push({ name: `${tag}: mkfs.erofs image vs GNU tar tree, ACLs included`, diffs: diffTrees(await snapshotImage(mkfsOut), r) });
     }
     ref = undefined;
 
@@ -198,7 +198,8 @@ export async function runScale({ data, S, strata, erofsCompressors }: SectionCon
     });
 
     log(`${tag}: removing its trees and stores`);
-    await rm_(refTree, sandboxDir, store, stackDir)();
+    await setAside(refTree, sandboxDir);
+    await rm_(store, stackDir)();
   }
   return result;
 }

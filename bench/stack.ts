@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BenchData, LayerName } from './data.js';
-import { diffTrees, snapshotImage, snapshotTree, type Outcome, type Row, type SectionResult, type TreeNode } from './harness.js';
+import { diffTrees, setAside, snapshotImage, snapshotTreeFast, type Outcome, type Row, type SectionResult, type TreeNode } from './harness.js';
 import { EXTRACT_SCRIPT, mkfsErofsArgs, mksquashfsArgs, TAR_CREATE, tar2sqfsScript } from './peers.js';
 import { log, run, sh } from './proc.js';
 import { BLOCK_SIZE, EROFS_LEVELS, LEVELS, settings, type Comp, type ErofsComp } from './settings.js';
@@ -85,9 +85,9 @@ export async function runStack({ data, S, strata, erofsCompressors }: SectionCon
   }
 
   // --- sandbox -------------------------------------------------------------------------
-  const gnuTar = await peer('GNU tar extraction of 4 tars', 'bash', ['-c', EXTRACT_SCRIPT, 'extract', refTree, ...tars], { runs: RUNS, before: rm_(refTree) });
+  const gnuTar = await peer('GNU tar extraction of 4 tars', 'bash', ['-c', EXTRACT_SCRIPT, 'extract', refTree, ...tars], { runs: RUNS, before: () => setAside(refTree) });
   const bundle = join(S, 'umoci-bundle');
-  const umoci = await peer('umoci unpack', 'umoci', ['unpack', '--image', `${data.oci}:${data.ociTag}`, bundle], { runs: RUNS, before: rm_(bundle) });
+  const umoci = await peer('umoci unpack', 'umoci', ['unpack', '--image', `${data.oci}:${data.ociTag}`, bundle], { runs: RUNS, before: () => setAside(bundle) });
 
   // strata: one store with every module, and a stack dir holding strata.json/strata.lock.
   const store = join(S, 'store');
@@ -110,7 +110,7 @@ export async function runStack({ data, S, strata, erofsCompressors }: SectionCon
 
   const sandboxDir = join(S, 'sandbox');
   const sandbox = await strataOr(() =>
-    strata.measure('compose sandbox', store, ['compose', 'sandbox', sandboxDir], { runs: RUNS, cwd: stackDir, before: rm_(sandboxDir) }),
+    strata.measure('compose sandbox', store, ['compose', 'sandbox', sandboxDir], { runs: RUNS, cwd: stackDir, before: () => setAside(sandboxDir) }),
   );
   rows.push({ what: 'sandbox, 4 layers', strata: sandbox, peerName: 'GNU tar ×4 + whiteouts', peer: gnuTar, goal: { text: '≥ 1.0×', minSpeedup: 1 } });
   rows.push({ what: 'sandbox, 4 layers', strata: sandbox, peerName: 'umoci unpack', peer: umoci, goal: { text: '≥ 3.0×', minSpeedup: 3 } });
@@ -159,8 +159,14 @@ export async function runStack({ data, S, strata, erofsCompressors }: SectionCon
   const e2eTree = join(S, 'e2e-tree');
   const e2ePeerOut = join(S, 'e2e-peer.sqfs');
   const e2ePeerScript = `${EXTRACT_SCRIPT}\nmksquashfs ${mksquashfsArgs(e2eTree, e2ePeerOut, 'gzip').map(sh).join(' ')} >/dev/null`;
-  const e2ePeer = await peer('GNU tar + mksquashfs', 'bash', ['-c', e2ePeerScript, 'e2e', e2eTree, ...tars], { runs: RUNS, before: rm_(e2eTree, e2ePeerOut) });
-  await rm(e2eTree, { recursive: true, force: true });
+  const e2ePeer = await peer('GNU tar + mksquashfs', 'bash', ['-c', e2ePeerScript, 'e2e', e2eTree, ...tars], {
+    runs: RUNS,
+    before: async () => {
+      await setAside(e2eTree);
+      await rm_(e2ePeerOut)();
+    },
+  });
+  await setAside(e2eTree);
   const e2eDir = join(S, 'e2e-stack');
   const e2eOut = join(S, 'e2e-strata.sqfs');
   const node = (args: string[]) => [process.execPath, ...strata.args(store, args)].map(sh).join(' ');
@@ -235,13 +241,13 @@ export async function runStack({ data, S, strata, erofsCompressors }: SectionCon
   // --- correctness gate ----------------------------------------------------------------
   log('checking outputs');
   const gate: SectionResult['gate'] = [];
-  const refSnap = await snapshotTree(refTree);
+  const refSnap = await snapshotTreeFast(refTree);
   const refAcls = aclsOf(refSnap);
   const gateDiff = async (name: string, outcome: Outcome, fn: () => Promise<string[]>) => {
     if (outcome.kind !== 'measured') gate.push({ name, diffs: undefined, reason: outcome.kind === 'failed' ? 'strata command failed' : 'strata not available' });
     else gate.push({ name, diffs: await fn() });
   };
-  await gateDiff('sandbox vs GNU tar reference tree', sandbox, async () => diffTrees(await snapshotTree(sandboxDir, { ignore: STRATA_EXTRAS }), refSnap));
+  await gateDiff('sandbox vs GNU tar reference tree', sandbox, async () => diffTrees(await snapshotTreeFast(sandboxDir, { ignore: STRATA_EXTRAS }), refSnap));
   const peerImages: Partial<Record<Comp, Map<string, TreeNode>>> = {};
   for (const comp of ['gzip', 'zstd'] as Comp[]) {
     peerImages[comp] = await snapshotImage(join(S, `peer-${comp}.sqfs`));
@@ -269,7 +275,7 @@ export async function runStack({ data, S, strata, erofsCompressors }: SectionCon
       const dir = join(S, 'ref-tree2');
       await rm(dir, { recursive: true, force: true });
       await run('bash', ['-c', EXTRACT_SCRIPT, 'extract', dir, ...order.map((n) => data.layers[n].tar)]);
-      tree2Snap = await snapshotTree(dir);
+      tree2Snap = await snapshotTreeFast(dir);
     }
     return tree2Snap;
   };
@@ -286,13 +292,17 @@ export async function runStack({ data, S, strata, erofsCompressors }: SectionCon
 
   // Peers against each other: proves the comparators see what they should.
   const crossChecks: SectionResult['crossChecks'] = [];
-  crossChecks.push({ name: 'umoci unpack rootfs vs GNU tar reference tree', diffs: diffTrees(await snapshotTree(join(bundle, 'rootfs')), refSnap) });
+  crossChecks.push({ name: 'umoci unpack rootfs vs GNU tar reference tree', diffs: diffTrees(await snapshotTreeFast(join(bundle, 'rootfs')), refSnap) });
   crossChecks.push({ name: 'mksquashfs gzip image vs GNU tar reference tree (image rules)', diffs: diffTrees(peerImages.gzip!, refSnap, { image: true }) });
   crossChecks.push({ name: 'tar2sqfs gzip image vs GNU tar reference tree (image rules)', diffs: diffTrees(await snapshotImage(join(S, 'tar2sqfs-gzip.sqfs')), refSnap, { image: true }) });
   for (const mode of erofsModes) {
     const img = join(S, `mkfs-${mode}.erofs`);
     if (existsSync(img)) crossChecks.push({ name: `mkfs.erofs ${mode === 'none' ? 'uncompressed' : mode} image vs GNU tar reference tree, ACLs included`, diffs: diffTrees(await snapshotImage(img), refSnap) });
   }
+
+  // The trees are done with: deleted with the other trees at the end (harness setAside), not
+  // left behind for the next bench's first runs to pay for.
+  await setAside(refTree, sandboxDir, bundle, join(S, 'ref-tree2'));
 
   // --- sizes ---------------------------------------------------------------------------
   const sizes: SectionResult['sizes'] = [];
