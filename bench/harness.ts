@@ -128,10 +128,17 @@ export async function setAside(...paths: string[]): Promise<void> {
   }
 }
 
-/** Deletes what setAside kept; seconds taken. */
+/** Deletes what setAside kept, a tree per core at a time (unlinking is a syscall per entry); seconds taken. */
 export async function emptyTrash(): Promise<number> {
   const t0 = Date.now();
-  if (trash) await rm(trash.dir, { recursive: true, force: true });
+  if (trash && existsSync(trash.dir)) {
+    const queue = (await readdir(trash.dir)).map((name) => join(trash!.dir, name));
+    const worker = async () => {
+      for (let p = queue.shift(); p !== undefined; p = queue.shift()) await run('rm', ['-rf', '--', p]);
+    };
+    await Promise.all(Array.from({ length: Math.max(1, cpus().length) }, worker));
+    await rm(trash.dir, { recursive: true, force: true });
+  }
   return (Date.now() - t0) / 1000;
 }
 
