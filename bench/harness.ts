@@ -503,7 +503,11 @@ async function dumpAcls(dir: string): Promise<Map<string, string>> {
   return out;
 }
 
-/** Every path under dir (relative, '.' for dir) with its type, metadata, content hash, xattrs and ACLs. */
+/**
+ * Every path under dir (relative, '.' for dir) with its type, metadata, content hash, xattrs
+ * and ACLs, by a JS walk: the selftest's independent reference for snapshotTreeFast, which is
+ * what the gate uses (5–8 times faster).
+ */
 export async function snapshotTree(dir: string, opts: SnapshotOptions = {}): Promise<Map<string, TreeNode>> {
   const nodes = new Map<string, TreeNode>();
   const visit = async (rel: string): Promise<void> => {
@@ -546,9 +550,10 @@ function makedev(major: number, minor: number): number {
 }
 
 /**
- * The same map as snapshotTree, built by C tools instead of a JS walk, for trees of a
- * million entries: `find -printf` for the metadata, `sha256sum -z` (in parallel batches)
- * for the contents, `stat` for device numbers, getfattr and getfacl for xattrs and ACLs.
+ * The same map as snapshotTree, built by C tools instead of a JS walk (the gate's listing, up
+ * to a million entries): `find -printf` for the metadata, `sha256sum -z` (in parallel
+ * batches) for the contents, getfattr and getfacl for xattrs and ACLs, all four at once;
+ * `stat` for device numbers.
  * bench/selftest.ts checks that both give equal maps.
  */
 export async function snapshotTreeFast(dir: string, opts: SnapshotOptions = {}): Promise<Map<string, TreeNode>> {
