@@ -17,7 +17,7 @@ import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultDataRoot, ensureData, type BenchData, type LayerName } from './data.js';
-import { emptyTrash, freshDir, machine, useTrash, renderReport, table, toolVersions, writeText, type Report, type ReportSection } from './harness.js';
+import { emptyTrash, freshDir, machine, renderReport, table, toolVersions, useTrash, writeText, type Report, type ReportSection } from './harness.js';
 import { mkfsErofsCompressors } from './peers.js';
 import { scalePlot } from './plot.js';
 import { BenchError, log, run } from './proc.js';
@@ -46,6 +46,8 @@ async function main(): Promise<number> {
   const S = await freshDir(join(data.root, 'scratch'));
   useTrash(join(S, 'trash'));
   const strata = new Strata(await snapshotCli(root, join(S, 'pkg')));
+  // The commit the copy was built from, read now: the tree may change while the bench runs.
+  const head = await run('git', ['-C', root, 'describe', '--always', '--dirty'], { allowFail: true });
   const erofsCompressors = await mkfsErofsCompressors();
   const ctx = { data, S, strata, erofsCompressors };
   const EC = settings.erofsComp;
@@ -97,7 +99,6 @@ async function main(): Promise<number> {
   );
   dataLines.push(`built ${data.stamp.built} with debootstrap (minbase, bookworm) and apt in overlay chroots; OCI layout by umoci (tag ${data.ociTag}: ${data.stack.join(', ')})`);
   for (const sec of sections) if ('data' in sec.result) dataLines.push(...(sec.result as { data: string[] }).data);
-  const head = await run('git', ['-C', root, 'describe', '--always', '--dirty'], { allowFail: true });
   const report: Report = {
     date: new Date(),
     machine: machine(),

@@ -6,8 +6,9 @@
  * BENCH_SCALE_TIMEOUT. The gate compares strata's sandbox and images with the GNU tar tree
  * (snapshotTreeFast: listing, content hashes, xattrs, ACLs) up to BENCH_SCALE_GATE_MAX.
  *
- * Each point works in <scratch>/scale-N/; its trees and stores are removed once the point is
- * done (a million-file tree takes gigabytes of disk), its images stay for inspection.
+ * Each point works in <scratch>/scale-N/; once the point is done its stores are removed and
+ * its trees set aside (harness setAside: deleted at the end of the bench, so no later run
+ * creates files right after a million were deleted); its images stay for inspection.
  */
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -197,7 +198,7 @@ export async function runScale({ data, S, strata, erofsCompressors }: SectionCon
       peerName: 'mkfs.erofs',
     });
 
-    log(`${tag}: removing its trees and stores`);
+    log(`${tag}: setting its trees aside, removing its stores`);
     await setAside(refTree, sandboxDir);
     await rm_(store, stackDir)();
   }

@@ -1,15 +1,16 @@
 /**
  * Self-test of the benchmark's own machinery (not part of `npm test`; run as root with
  * `npx tsx bench/selftest.ts`): the comparator must see each kind of difference the gate
- * relies on, the image ACL rule must accept exactly the allowed group bits, and the
- * overlay → OCI conversion must turn a real kernel upperdir into OCI whiteouts.
+ * relies on, the image ACL rule must accept exactly the allowed group bits, the
+ * overlay → OCI conversion must turn a real kernel upperdir into OCI whiteouts, and what is
+ * set aside between runs must be gone at the end.
  */
 import { mkdtemp, mkdir, rm, symlink, writeFile, chmod, readdir, stat, link, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { dumpXattrs, overlayToOci } from './data.js';
-import { diffTrees, goalsNotMet, snapshotTree, snapshotTreeFast, speedup, summarize, type Outcome, type Row } from './harness.js';
+import { diffTrees, emptyTrash, goalsNotMet, setAside, snapshotTree, snapshotTreeFast, speedup, summarize, useTrash, type Outcome, type Row } from './harness.js';
 import { tarDataEnd } from './peers.js';
 import { scalePlot } from './plot.js';
 import type { ScalePoint } from './scale.js';
@@ -194,6 +195,34 @@ Scale('ratios against a stopped run are bounds, and goals are judged only when t
 });
 
 Scale.run();
+
+const Trash = suite<{ dir: string }>('trees set aside');
+Trash.before.each(async (ctx) => {
+  ctx.dir = await mkdtemp('/tmp/strata-bench-selftest-');
+});
+Trash.after.each(async (ctx) => {
+  await rm(ctx.dir, { recursive: true, force: true });
+});
+
+Trash('setAside moves trees and files out of the way at once; emptyTrash deletes them all', async ({ dir }) => {
+  const trash = join(dir, 'trash');
+  useTrash(trash);
+  for (const t of ['a', 'b']) {
+    await mkdir(join(dir, t, 'sub'), { recursive: true });
+    await writeFile(join(dir, t, 'sub', 'f'), t);
+  }
+  await writeFile(join(dir, 'img'), 'i');
+  await setAside(join(dir, 'a'), join(dir, 'missing'), join(dir, 'img'));
+  await setAside(join(dir, 'b'));
+  assert.equal((await readdir(dir)).sort(), ['trash']);
+  assert.equal((await readdir(trash)).sort(), ['0', '1', '2']);
+  assert.equal(await readFile(join(trash, '2', 'sub', 'f'), 'utf8'), 'b');
+  await emptyTrash();
+  assert.equal(await readdir(dir), []);
+  await emptyTrash(); // nothing set aside since: a no-op
+});
+
+Trash.run();
 
 const Stats = suite('summarize');
 Stats('median of odd and even counts, max RSS kept', () => {
