@@ -133,13 +133,19 @@ Overlay('a kernel upperdir becomes .wh. entries, an opaque marker and no trusted
 
 Overlay.run();
 
-const Scale = suite<{ dir: string }>('scale data');
-Scale.before.each(async (ctx) => {
-  ctx.dir = await mkdtemp('/tmp/strata-bench-selftest-');
-});
-Scale.after.each(async (ctx) => {
-  await rm(ctx.dir, { recursive: true, force: true });
-});
+/** A suite whose every test gets a scratch directory of its own, removed after it. */
+function scratchSuite(name: string) {
+  const s = suite<{ dir: string }>(name);
+  s.before.each(async (ctx) => {
+    ctx.dir = await mkdtemp('/tmp/strata-bench-selftest-');
+  });
+  s.after.each(async (ctx) => {
+    await rm(ctx.dir, { recursive: true, force: true });
+  });
+  return s;
+}
+
+const Scale = scratchSuite('scale data');
 
 Scale('writeScaleTar is byte for byte what GNU tar writes of writeScaleTree', async ({ dir }) => {
   for (const n of [1000, 257]) {
@@ -196,13 +202,7 @@ Scale('ratios against a stopped run are bounds, and goals are judged only when t
 
 Scale.run();
 
-const Trash = suite<{ dir: string }>('trees set aside');
-Trash.before.each(async (ctx) => {
-  ctx.dir = await mkdtemp('/tmp/strata-bench-selftest-');
-});
-Trash.after.each(async (ctx) => {
-  await rm(ctx.dir, { recursive: true, force: true });
-});
+const Trash = scratchSuite('trees set aside');
 
 Trash('setAside moves trees and files out of the way at once; emptyTrash deletes them all', async ({ dir }) => {
   const trash = join(dir, 'trash');
