@@ -95,7 +95,7 @@ export function summarize(samples: number[], rssKiB: number): Measurement {
 
 /**
  * Trees that timed runs wrote (sandboxes, extracted layers) are moved aside between runs and
- * deleted once the whole bench is done, not deleted before the next run.
+ * deleted once no timed run follows (startEmptyingTrash, emptyTrash), not before the next run.
  *
  * Why: on ext4 without a journal (this machine's disk), the inode allocator passes over
  * every inode freed in the last minute or so, looking up its inode-table block for each one.
@@ -104,7 +104,7 @@ export function summarize(samples: number[], rssKiB: number): Measurement {
  * one and 2.9 s a minute later. Deleting between runs made each time depend on how recently
  * the bench itself had deleted something, on whichever side ran next.
  */
-let trash: { dir: string; count: number } | undefined;
+let trash: { dir: string; count: number; draining?: Promise<void>; eagerSince?: number } | undefined;
 
 /** Sets the directory trees are moved into (on the scratch filesystem); emptied by emptyTrash. */
 export function useTrash(dir: string): void {
@@ -119,6 +119,7 @@ export async function setAside(...paths: string[]): Promise<void> {
       await mkdir(trash.dir, { recursive: true });
       try {
         await rename(p, join(trash.dir, String(trash.count++)));
+        if (trash.eagerSince !== undefined) void drainTrash();
         continue;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
@@ -128,18 +129,52 @@ export async function setAside(...paths: string[]): Promise<void> {
   }
 }
 
-/** Deletes what setAside kept, a tree per core at a time (unlinking is a syscall per entry); seconds taken. */
-export async function emptyTrash(): Promise<number> {
+/**
+ * Called once no timed run follows: deletes what is set aside, and whatever is set aside
+ * later, in the background. The gates that remain read trees and images and mostly wait on
+ * the CPU; deleting mostly waits on the disk (this disk is mounted with `discard`, so every
+ * freed extent is trimmed as it is freed), so the two overlap.
+ */
+export function startEmptyingTrash(): void {
+  if (!trash || trash.eagerSince !== undefined) return;
+  trash.eagerSince = Date.now();
+  void drainTrash();
+}
+
+/** Deletes everything in the trash, a tree per core at a time, until a look finds it empty. */
+function drainTrash(): Promise<void> {
+  const t = trash;
+  if (!t) return Promise.resolve();
+  t.draining ??= (async () => {
+    for (;;) {
+      const queue = existsSync(t.dir) ? (await readdir(t.dir)).map((name) => join(t.dir, name)) : [];
+      if (!queue.length) return;
+      const worker = async () => {
+        for (let p = queue.shift(); p !== undefined; p = queue.shift()) await run('rm', ['-rf', '--', p]);
+      };
+      await Promise.all(Array.from({ length: Math.max(1, cpus().length) }, worker));
+    }
+  })().finally(() => {
+    t.draining = undefined;
+  });
+  return t.draining;
+}
+
+/**
+ * Deletes what setAside kept (waiting for the deletion startEmptyingTrash began); seconds
+ * waited here, and seconds since startEmptyingTrash when it was called.
+ */
+export async function emptyTrash(): Promise<{ waited: number; total: number }> {
   const t0 = Date.now();
-  if (trash && existsSync(trash.dir)) {
-    const queue = (await readdir(trash.dir)).map((name) => join(trash!.dir, name));
-    const worker = async () => {
-      for (let p = queue.shift(); p !== undefined; p = queue.shift()) await run('rm', ['-rf', '--', p]);
-    };
-    await Promise.all(Array.from({ length: Math.max(1, cpus().length) }, worker));
+  if (trash) {
+    await drainTrash();
+    await drainTrash(); // anything set aside while the last round ran
     await rm(trash.dir, { recursive: true, force: true });
   }
-  return (Date.now() - t0) / 1000;
+  const end = Date.now();
+  const since = trash?.eagerSince ?? t0;
+  if (trash) trash.eagerSince = undefined;
+  return { waited: (end - t0) / 1000, total: (end - since) / 1000 };
 }
 
 // ---------------------------------------------------------------------------------------

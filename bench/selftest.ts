@@ -5,12 +5,13 @@
  * overlay → OCI conversion must turn a real kernel upperdir into OCI whiteouts, and what is
  * set aside between runs must be gone at the end.
  */
+import { existsSync } from 'node:fs';
 import { mkdtemp, mkdir, rm, symlink, writeFile, chmod, readdir, stat, link, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { dumpXattrs, overlayToOci } from './data.js';
-import { diffTrees, emptyTrash, goalsNotMet, setAside, snapshotTree, snapshotTreeFast, speedup, summarize, useTrash, type Outcome, type Row } from './harness.js';
+import { diffTrees, emptyTrash, goalsNotMet, setAside, snapshotTree, snapshotTreeFast, speedup, startEmptyingTrash, summarize, useTrash, type Outcome, type Row } from './harness.js';
 import { tarDataEnd } from './peers.js';
 import { scalePlot } from './plot.js';
 import type { ScalePoint } from './scale.js';
@@ -220,6 +221,25 @@ Trash('setAside moves trees and files out of the way at once; emptyTrash deletes
   await emptyTrash();
   assert.equal(await readdir(dir), []);
   await emptyTrash(); // nothing set aside since: a no-op
+});
+
+Trash('after startEmptyingTrash, what is set aside is deleted in the background, later arrivals too', async ({ dir }) => {
+  const trash = join(dir, 'trash');
+  useTrash(trash);
+  const tree = async (t: string) => {
+    await mkdir(join(dir, t, 'sub'), { recursive: true });
+    await writeFile(join(dir, t, 'sub', 'f'), t);
+    return join(dir, t);
+  };
+  await setAside(await tree('a'));
+  startEmptyingTrash();
+  await setAside(await tree('b'), await tree('c'));
+  const deadline = Date.now() + 10_000;
+  while (existsSync(trash) && (await readdir(trash)).length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(await readdir(trash), [], 'deleted without waiting for emptyTrash');
+  const { waited, total } = await emptyTrash();
+  assert.ok(waited <= total, `waited ${waited} s of ${total} s`);
+  assert.equal(await readdir(dir), []);
 });
 
 Trash.run();

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BenchData, LayerName } from './data.js';
-import { diffTrees, setAside, snapshotImage, snapshotTreeFast, type Outcome, type Row, type SectionResult, type TreeNode } from './harness.js';
+import { diffTrees, setAside, snapshotImage, snapshotTreeFast, startEmptyingTrash, type Outcome, type Row, type SectionResult, type TreeNode } from './harness.js';
 import { EXTRACT_SCRIPT, mkfsErofsArgs, mksquashfsArgs, TAR_CREATE, tar2sqfsScript } from './peers.js';
 import { log, run, sh } from './proc.js';
 import { BLOCK_SIZE, EROFS_LEVELS, LEVELS, settings, type Comp, type ErofsComp } from './settings.js';
@@ -39,6 +39,8 @@ export interface SectionContext {
   strata: Strata;
   /** mkfs.erofs's compressors on this machine. */
   erofsCompressors: Set<string>;
+  /** No section runs after this one: once its last timed run is done, the trash may be emptied. */
+  final: boolean;
 }
 
 const rm_ = (...ps: string[]) => async () => {
@@ -63,7 +65,7 @@ function aclsOf(snap: Map<string, TreeNode>): Map<string, string> {
   return acls;
 }
 
-export async function runStack({ data, S, strata, erofsCompressors }: SectionContext): Promise<SectionResult> {
+export async function runStack({ data, S, strata, erofsCompressors, final }: SectionContext): Promise<SectionResult> {
   const RUNS = settings.runs;
   const EC = settings.erofsComp;
   const tars = data.stack.map((n) => data.layers[n].tar);
@@ -239,6 +241,7 @@ export async function runStack({ data, S, strata, erofsCompressors }: SectionCon
   });
 
   // --- correctness gate ----------------------------------------------------------------
+  if (final) startEmptyingTrash(); // the gate only reads
   log('checking outputs');
   const gate: SectionResult['gate'] = [];
   const refSnap = await snapshotTreeFast(refTree);
