@@ -6,6 +6,7 @@
  * `/usr/bin/time -f %M` (KiB), which for a shell script is the largest of its descendants.
  */
 import { createHash } from 'node:crypto';
+import type { ChildProcess } from 'node:child_process';
 import { createReadStream, existsSync } from 'node:fs';
 import { lstat, mkdir, mkdtemp, open, readdir, readlink, rename, rm, writeFile, readFile } from 'node:fs/promises';
 import { cpus, release, totalmem } from 'node:os';
@@ -56,24 +57,31 @@ export async function measure(cmd: string, args: readonly string[], opts: Measur
   let rssKiB = 0;
   try {
     for (let i = 0; i < runs; i++) {
-      const p0 = Date.now();
-      if (opts.before) await opts.before();
-      // Untimed: write back what earlier runs or setup left dirty, so no run pays for
-      // another's writeback (it otherwise lands on whichever side happens to run next).
-      await run('sync', []);
-      const prep = (Date.now() - p0) / 1000;
-      if (prep >= 5) log(`  (clean-up and sync before the run: ${prep.toFixed(0)} s)`);
-      const out = join(tmp, `time.${i}`);
-      const t0 = process.hrtime.bigint();
-      const limit = opts.timeoutSec === undefined ? [] : ['timeout', '-k', '10', String(opts.timeoutSec)];
-      const r = await run('/usr/bin/time', ['-f', '%e %M', '-o', out, ...limit, cmd, ...args], { cwd: opts.cwd, env: opts.env, allowFail: limit.length > 0 });
-      const wall = Number(process.hrtime.bigint() - t0) / 1e9;
-      const [, rss] = (await readFile(out, 'utf8')).trim().split(/\s+/).slice(-2);
-      rssKiB = Math.max(rssKiB, Number(rss) || 0);
-      if (r.code === 124 || r.code === 137) throw new MeasureTimeout(opts.timeoutSec!, rssKiB);
-      if (r.code !== 0) {
-        const tail = r.stderr.trim().split('\n').slice(-5).join('\n');
-        throw new BenchError(`${cmd} ${args.join(' ')} failed (exit ${r.code})${tail ? `:\n${tail}` : ''}`, r.code, r.stderr);
+      // No tree is deleted in the background while a run is timed (harness startEmptyingTrash).
+      holdTrash();
+      let wall: number;
+      try {
+        const p0 = Date.now();
+        if (opts.before) await opts.before();
+        // Untimed: write back what earlier runs or setup left dirty, so no run pays for
+        // another's writeback (it otherwise lands on whichever side happens to run next).
+        await run('sync', []);
+        const prep = (Date.now() - p0) / 1000;
+        if (prep >= 5) log(`  (clean-up and sync before the run: ${prep.toFixed(0)} s)`);
+        const out = join(tmp, `time.${i}`);
+        const t0 = process.hrtime.bigint();
+        const limit = opts.timeoutSec === undefined ? [] : ['timeout', '-k', '10', String(opts.timeoutSec)];
+        const r = await run('/usr/bin/time', ['-f', '%e %M', '-o', out, ...limit, cmd, ...args], { cwd: opts.cwd, env: opts.env, allowFail: limit.length > 0 });
+        wall = Number(process.hrtime.bigint() - t0) / 1e9;
+        const [, rss] = (await readFile(out, 'utf8')).trim().split(/\s+/).slice(-2);
+        rssKiB = Math.max(rssKiB, Number(rss) || 0);
+        if (r.code === 124 || r.code === 137) throw new MeasureTimeout(opts.timeoutSec!, rssKiB);
+        if (r.code !== 0) {
+          const tail = r.stderr.trim().split('\n').slice(-5).join('\n');
+          throw new BenchError(`${cmd} ${args.join(' ')} failed (exit ${r.code})${tail ? `:\n${tail}` : ''}`, r.code, r.stderr);
+        }
+      } finally {
+        releaseTrash();
       }
       samples.push(wall);
     }
@@ -104,11 +112,22 @@ export function summarize(samples: number[], rssKiB: number): Measurement {
  * one and 2.9 s a minute later. Deleting between runs made each time depend on how recently
  * the bench itself had deleted something, on whichever side ran next.
  */
-let trash: { dir: string; count: number; draining?: Promise<void>; eagerSince?: number } | undefined;
+let trash:
+  | {
+      dir: string;
+      count: number;
+      draining?: Promise<void>;
+      eagerSince?: number;
+      /** The rm processes deleting now. */
+      running: Set<ChildProcess>;
+      /** Set while a timed run goes on: no rm starts, the running ones are stopped. */
+      held?: { until: Promise<void>; release: () => void };
+    }
+  | undefined;
 
 /** Sets the directory trees are moved into (on the scratch filesystem); emptied by emptyTrash. */
 export function useTrash(dir: string): void {
-  trash = { dir, count: 0 };
+  trash = { dir, count: 0, running: new Set() };
 }
 
 /** Moves each existing path into the trash (removes it when there is none, or it is on another filesystem). */
@@ -130,16 +149,41 @@ export async function setAside(...paths: string[]): Promise<void> {
 }
 
 /**
- * Called once no timed run follows: deletes what is set aside, and whatever is set aside
- * later, in the background. The gates that remain read trees and images and mostly wait on
- * the CPU; deleting mostly waits on the disk (this disk is mounted with `discard`, so every
- * freed extent is trimmed as it is freed), so the two overlap.
+ * Called once no timed run creates a tree any more: deletes what is set aside, and whatever
+ * is set aside later, in the background, but never during a timed run (measure() holds it:
+ * the rm processes are stopped, SIGSTOP, and `sync` writes back what they left before the run
+ * starts). The gates and the untimed steps mostly wait on the CPU; deleting mostly waits on
+ * the disk (this disk is mounted with `discard`, so every freed extent is trimmed as it is
+ * freed), so the two overlap. Timed runs after this point write images (a few files each),
+ * so they do not meet the inode allocator's scan of recently freed inodes.
  */
 export function startEmptyingTrash(): void {
   if (!trash || trash.eagerSince !== undefined) return;
   trash.eagerSince = Date.now();
   void drainTrash();
 }
+
+/** Stops the deletion for a timed run; releaseTrash lets it go on. */
+function holdTrash(): void {
+  if (!trash || trash.held) return;
+  let release!: () => void;
+  const until = new Promise<void>((r) => (release = r));
+  trash.held = { until, release };
+  for (const c of trash.running) c.kill('SIGSTOP');
+}
+
+function releaseTrash(): void {
+  const held = trash?.held;
+  if (!trash || !held) return;
+  trash.held = undefined;
+  for (const c of trash.running) c.kill('SIGCONT');
+  held.release();
+}
+
+// A stopped rm must not outlive the bench stopped.
+process.on('exit', () => {
+  for (const c of trash?.running ?? []) c.kill('SIGCONT');
+});
 
 /** Deletes everything in the trash, a tree per core at a time, until a look finds it empty. */
 function drainTrash(): Promise<void> {
@@ -150,7 +194,21 @@ function drainTrash(): Promise<void> {
       const queue = existsSync(t.dir) ? (await readdir(t.dir)).map((name) => join(t.dir, name)) : [];
       if (!queue.length) return;
       const worker = async () => {
-        for (let p = queue.shift(); p !== undefined; p = queue.shift()) await run('rm', ['-rf', '--', p]);
+        for (let p = queue.shift(); p !== undefined; p = queue.shift()) {
+          while (t.held) await t.held.until;
+          let child: ChildProcess | undefined;
+          try {
+            await run('rm', ['-rf', '--', p], {
+              spawned: (c) => {
+                child = c;
+                t.running.add(c);
+                if (t.held) c.kill('SIGSTOP');
+              },
+            });
+          } finally {
+            if (child) t.running.delete(child);
+          }
+        }
       };
       await Promise.all(Array.from({ length: Math.max(1, cpus().length) }, worker));
     }
@@ -162,7 +220,7 @@ function drainTrash(): Promise<void> {
 
 /**
  * Deletes what setAside kept (waiting for the deletion startEmptyingTrash began); seconds
- * waited here, and seconds since startEmptyingTrash when it was called.
+ * waited here, and seconds since startEmptyingTrash (or since this call, without it).
  */
 export async function emptyTrash(): Promise<{ waited: number; total: number }> {
   const t0 = Date.now();

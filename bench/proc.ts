@@ -4,7 +4,7 @@
  * Every external tool is run without a shell unless the caller asks for `bash -c` itself;
  * a non-zero exit becomes a BenchError carrying the command line and the tail of stderr.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 
 export class BenchError extends Error {
   constructor(message: string, readonly exitCode: number | null = null, readonly stderr = '') {
@@ -20,6 +20,8 @@ export interface RunOptions {
   inherit?: boolean;
   /** Resolve instead of throwing on a non-zero exit. */
   allowFail?: boolean;
+  /** Told the child once it is spawned (to signal it while it runs). */
+  spawned?: (child: ChildProcess) => void;
 }
 
 export interface RunResult {
@@ -36,6 +38,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       env: opts.env ?? process.env,
       stdio: ['ignore', opts.inherit ? 2 : 'pipe', opts.inherit ? 2 : 'pipe'],
     });
+    opts.spawned?.(child);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout?.on('data', (b: Buffer) => out.push(b));

@@ -91,8 +91,8 @@ async function main(): Promise<number> {
   } else notRun.push('the scale section (BENCH_SECTIONS or BENCH_SCALE)');
 
   const trashSec = await emptyTrash();
-  log(`removed the trees set aside between runs (${trashSec.total.toFixed(0)} s since the last timed run, ${trashSec.waited.toFixed(0)} s of it after the last gate)`);
-  timings.push(`removing the trees set aside ${trashSec.total.toFixed(0)} s (${trashSec.waited.toFixed(0)} s after the last gate)`);
+  log(`removed the trees set aside (${trashSec.total.toFixed(0)} s since the deletion began, between timed runs; ${trashSec.waited.toFixed(0)} s of it after the last gate)`);
+  timings.push(`removing the trees set aside ${trashSec.total.toFixed(0)} s, between the last point's timed runs (${trashSec.waited.toFixed(0)} s after the last gate)`);
 
   // --- report --------------------------------------------------------------------------
   const dataLines = Object.entries(data.stamp.layers).map(

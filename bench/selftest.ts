@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { dumpXattrs, overlayToOci } from './data.js';
-import { diffTrees, emptyTrash, goalsNotMet, setAside, snapshotTree, snapshotTreeFast, speedup, startEmptyingTrash, summarize, useTrash, type Outcome, type Row } from './harness.js';
+import { diffTrees, emptyTrash, goalsNotMet, measure, setAside, snapshotTree, snapshotTreeFast, speedup, startEmptyingTrash, summarize, useTrash, type Outcome, type Row } from './harness.js';
 import { tarDataEnd } from './peers.js';
 import { scalePlot } from './plot.js';
 import type { ScalePoint } from './scale.js';
@@ -240,6 +240,21 @@ Trash('after startEmptyingTrash, what is set aside is deleted in the background,
   const { waited, total } = await emptyTrash();
   assert.ok(waited <= total, `waited ${waited} s of ${total} s`);
   assert.equal(await readdir(dir), []);
+});
+
+Trash('nothing set aside is deleted while a run is timed', async ({ dir }) => {
+  const trash = join(dir, 'trash');
+  useTrash(trash);
+  await mkdir(join(dir, 't'));
+  for (let i = 0; i < 500; i++) await writeFile(join(dir, 't', String(i)), '');
+  await setAside(join(dir, 't'));
+  startEmptyingTrash();
+  const counts = join(dir, 'counts');
+  // The timed command counts the trash's files, waits, and counts again.
+  await measure('sh', ['-c', 'c() { find "$1" -type f | wc -l; }; c "$1" > "$2"; sleep 0.5; c "$1" >> "$2"', 'count', trash, counts], { runs: 1 });
+  assert.equal((await readFile(counts, 'utf8')).split('\n').filter(Boolean).map(Number), [500, 500]);
+  await emptyTrash();
+  assert.equal((await readdir(dir)).sort(), ['counts']);
 });
 
 Trash.run();
