@@ -7,7 +7,6 @@
  * Its public API mirrors SquashfsWriter (create / addFile / addEntry / finish / abort).
  */
 import { createHash, type Hash } from 'node:crypto';
-import fs from 'node:fs/promises';
 import os from 'node:os';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import { baseName, SpillSorter, type LayerEntry } from '../../../store/index.js';
@@ -69,6 +68,8 @@ export interface ErofsResult {
 export const DEFAULT_EXTENT_SIZE = 131072;
 const STAGE = 1 << 20;
 const MIN_EXTENT = 8192;
+/** Queued between data writes that do not meet (queueData); never changed. */
+const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 
 /** A compressed file's extents on their way through the queue: settled when the last is placed. */
 interface ExtentRun {
@@ -146,8 +147,8 @@ export class ErofsWriter {
   private readonly extentStore: Spill;
   private readonly scratchDir: string;
 
-  private readonly tmpPath: string;
-  private readonly fh: fs.FileHandle;
+  /** Where the last queued data write ends (queueData). */
+  private queuedEnd: number | undefined;
 
   private constructor(
     private readonly out: OutputFile,
@@ -171,8 +172,6 @@ export class ErofsWriter {
     // When full, the queue drains to half before more go out: extents reach the pool in
     // batches (shared/worker-pool.ts), as in the SquashFS writer.
     this.maxInFlight = codec.spec ? threads * 6 + 4 : 64;
-    this.tmpPath = out.tmpPath;
-    this.fh = out.fh;
     this.spill = new Spill(`${out.tmpPath}.tails`, SPILL_MEMORY);
     this.extentStore = new Spill(`${out.tmpPath}.extents`, SPILL_MEMORY);
     this.scratchDir = scratchDir;
@@ -200,12 +199,17 @@ export class ErofsWriter {
     if (this.closed || this.finishing) throw usage('the EROFS writer is already finished or aborted');
   }
 
-  private async writeAll(b: Uint8Array, at: number): Promise<void> {
-    for (let off = 0; off < b.length; ) {
-      const { bytesWritten } = await this.fh.write(b, off, b.length - off, at + off);
-      if (bytesWritten <= 0) throw new Error(`short write to ${this.tmpPath}`);
-      off += bytesWritten;
-    }
+  /**
+   * Queues a write of the data area at `at`, at or past the end of the last one (`b` must not
+   * change until it is written). The few bytes between the two (a compressed pcluster's zero
+   * padding, the end of a plain one) are queued as zeros, so the data goes to the file in
+   * runs of a megabyte (shared/output-file.ts) instead of a write per extent.
+   */
+  private async queueData(b: Uint8Array, at: number): Promise<void> {
+    const end = this.queuedEnd;
+    if (end !== undefined && at > end && at - end <= BLOCK_SIZE) await this.out.queueWrite(ZERO_BLOCK.subarray(0, at - end), end);
+    await this.out.queueWrite(b, at);
+    this.queuedEnd = at + b.length;
   }
 
   /** Checks what can be checked of one entry alone; the tree is checked at finish(). */
@@ -312,7 +316,7 @@ export class ErofsWriter {
     const writeRun = async (end: number): Promise<void> => {
       if (end <= runStart) return;
       const at = this.pos;
-      await this.writeAll(blocks.subarray(runStart, end), at);
+      await this.queueData(Buffer.from(blocks.subarray(runStart, end)), at); // a copy: the staging buffer is reused
       this.pos += end - runStart;
       addRun(data.runs, at / BLOCK_SIZE, (end - runStart) / BLOCK_SIZE);
     };
@@ -359,10 +363,11 @@ export class ErofsWriter {
           run.start = this.pos;
           run.zeroWrites = this.zeroWrites;
         }
+        let queued = false;
         try {
-          await this.placeExtent(run.data, r, raw, len, lclusters);
+          queued = await this.placeExtent(run.data, r, raw, len, lclusters);
         } finally {
-          this.spareExtent(r.raw);
+          if (!queued) this.spareExtent(r.raw);
         }
         run.digests.update(r.digest);
         if (--run.pending === 0 && run.ended) await this.settleExtents(run);
@@ -383,32 +388,38 @@ export class ErofsWriter {
       const ref = await this.extentStore.append(encodeExtents(run.data.extents));
       if (ref.off + ref.len <= 0xffffffff) this.firstFiles.set(key, ref.off, ref.len);
     } else if (this.zeroWrites === run.zeroWrites) {
-      await this.fh.truncate(run.start);
+      this.out.discardFrom(run.start);
+      await this.out.fh.truncate(run.start);
       this.pos = run.start;
+      this.queuedEnd = undefined;
       run.data.extents = decodeExtents(await this.extentStore.read({ off: first[0], len: first[1] }));
     }
     this.push(run.entry, run.data);
   }
 
-  /** Where an extent's bytes go: a shared zero pcluster, one compressed pcluster, or plain blocks. */
-  private async placeExtent(data: Extract<FileData, { kind: 'z' }>, r: BlockResult, raw: Buffer, len: number, lclusters: number): Promise<void> {
+  /**
+   * Where an extent's bytes go: a shared zero pcluster, one compressed pcluster, or plain
+   * blocks. True when the raw block itself was queued to be written (it must not be reused).
+   */
+  private async placeExtent(data: Extract<FileData, { kind: 'z' }>, r: BlockResult, raw: Buffer, len: number, lclusters: number): Promise<boolean> {
     if (r.kind === 'sparse') {
       data.extents.push({ lclusters, ...(await this.zeroExtent(len, lclusters)) });
-      return;
+      return false;
     }
     const blocks = Math.ceil(r.data.length / BLOCK_SIZE);
     const at = this.pos;
     if (r.kind === 'compressed' && blocks < lclusters) {
       // Zero padding in front (ZERO_PADDING): the payload ends at the pcluster's end.
-      await this.writeAll(r.data, at + blocks * BLOCK_SIZE - r.data.length);
+      await this.queueData(r.data, at + blocks * BLOCK_SIZE - r.data.length);
       this.pos += blocks * BLOCK_SIZE;
       data.extents.push({ lclusters, plain: false, pblk: at / BLOCK_SIZE, blocks });
-      return;
+      return false;
     }
     const back = r.raw ? Buffer.from(r.raw.buffer, r.raw.byteOffset, r.raw.byteLength) : raw;
-    await this.writeAll(r.kind === 'raw' ? r.data : back.subarray(0, len), at);
+    await this.queueData(r.kind === 'raw' ? r.data : back.subarray(0, len), at);
     this.pos += lclusters * BLOCK_SIZE;
     data.extents.push({ lclusters, plain: true, pblk: at / BLOCK_SIZE, blocks: lclusters });
+    return true;
   }
 
   /** The shared pcluster of `len` zero bytes (written the first time one is needed). */
@@ -421,7 +432,7 @@ export class ErofsWriter {
       const blocks = Math.ceil(c.length / BLOCK_SIZE);
       if (blocks < lclusters) {
         const at = this.pos;
-        await this.writeAll(c, at + blocks * BLOCK_SIZE - c.length);
+        await this.queueData(c, at + blocks * BLOCK_SIZE - c.length);
         this.pos += blocks * BLOCK_SIZE;
         this.zeroWrites++;
         z = { pblk: at / BLOCK_SIZE, blocks, plain: false };
@@ -436,7 +447,7 @@ export class ErofsWriter {
   private async sharedZeroBlock(): Promise<number> {
     if (this.zeroBlock === NULL_ADDR) {
       this.zeroBlock = this.pos / BLOCK_SIZE;
-      await this.writeAll(Buffer.alloc(BLOCK_SIZE), this.pos);
+      await this.queueData(Buffer.alloc(BLOCK_SIZE), this.pos);
       this.pos += BLOCK_SIZE;
       this.zeroWrites++;
     }
@@ -528,7 +539,7 @@ export class ErofsWriter {
       pos: this.pos,
       alg: this.codec.alg,
       zeroBlock: this.zeroBlock,
-      write: (b, at) => this.writeAll(b, at),
+      write: (b, at) => this.out.writeAll(b, at),
     });
     let incompat = 0;
     let u1 = 0;
@@ -565,8 +576,8 @@ export class ErofsWriter {
       len.writeUInt16LE(cfg.length, 0);
       head.push(len, cfg);
     }
-    await this.writeAll(Buffer.concat(head), SUPER_OFFSET);
-    await this.fh.truncate(tree.end);
+    await this.out.writeAll(Buffer.concat(head), SUPER_OFFSET);
+    await this.out.setLength(tree.end, tree.end);
     const sha256 = await this.out.sha256();
     await this.out.commit();
     return { bytes: tree.end, sha256, inodes: tree.inodes, cacheHits: this.hits, cacheMisses: this.misses };
