@@ -2,7 +2,7 @@
  * The composer's merge: a stack's layers, read from the store, planned with the OCI
  * semantics of store/layer/merge.ts, plus the embedded metadata laid on top.
  */
-import { comparePaths, LayerMerge, type LayerEntry, type LoadedModule, type MergePlan, type StoreReader } from '../store/index.js';
+import { comparePaths, LayerMerge, type LayerEntry, type LoadedModule, type MergePlan, type PlannedFile, type StoreReader } from '../store/index.js';
 export type { MergePlan, PlannedEntry, PlannedFile } from '../store/index.js';
 import type { AclIndex } from './embedded.js';
 
@@ -49,15 +49,20 @@ function aclIndex(merge: LayerMerge): AclIndex {
  * files of a layer come in the layer's own order, so the two are joined as they stream. A
  * failure anywhere rejects before the walk ends: callers make their output visible only
  * after it resolved.
+ *
+ * `ahead` sees each planned file `depth` files before `onFile` gets it (in the same order), so
+ * that work for it can start early (the sandbox creates files on other threads). A file seen
+ * may never reach `onFile` only when the layer does not hold it, and then the walk fails.
  */
 export async function forEachPlannedFile(
   store: StoreReader,
   layers: LoadedModule[],
   plan: MergePlan,
   onFile: (entry: LayerEntry, body: AsyncIterable<Uint8Array>, layer: number, offset: number) => Promise<void>,
+  ahead?: { depth: number; see(file: PlannedFile): void },
 ): Promise<void> {
   for (let i = 0; i < layers.length; i++) {
-    const wanted = plan.files(i)[Symbol.iterator]();
+    const wanted = (ahead ? lookahead(plan.files(i), ahead.depth, ahead.see) : plan.files(i))[Symbol.iterator]();
     let next = wanted.next();
     for await (const { entry, body, offset } of store.readLayer(layers[i]!, { transient: true })) {
       if (entry.type !== 'file') continue;
@@ -67,6 +72,25 @@ export async function forEachPlannedFile(
       next = wanted.next();
       await onFile(final, body, i, offset);
     }
+  }
+}
+
+/** `items` as they are, each shown to `see` `depth` items before it is yielded. */
+function* lookahead<T>(items: Iterable<T>, depth: number, see: (t: T) => void): Generator<T> {
+  const it = items[Symbol.iterator]();
+  const window: T[] = [];
+  let more = true;
+  for (;;) {
+    while (more && window.length <= depth) {
+      const n = it.next();
+      if (n.done) more = false;
+      else {
+        see(n.value);
+        window.push(n.value);
+      }
+    }
+    if (window.length === 0) return;
+    yield window.shift()!;
   }
 }
 

@@ -7,14 +7,14 @@
  * following a link, and paths come from the merge plan (canonical, never below a symlink).
  *
  * Order of work: (1) directories (0700 until the end), symlinks, device nodes and fifos, in
- * path order; (2) file contents, one pass over each layer in stack order, each file's
- * metadata applied through its descriptor once written, then the embedded files; (3) hard
+ * path order; (2) file contents, one pass over each layer in stack order, each file created
+ * ahead on other threads (tree/ahead.ts) and its metadata applied through its descriptor once
+ * written, then the embedded files; (3) hard
  * links; (4) directory metadata, deepest first; the root last, when the tree goes in place.
  */
-import * as fs from 'node:fs';
 import type { LoadedModule, Store, LayerEntry } from '../store/index.js';
 import { embeddedPlanned, forEachPlannedFile, type MergePlan } from './merge.js';
-import { buildTree, type TreeResult } from './tree/index.js';
+import { AHEAD_DEPTH, buildTree, CreateAhead, WriteBehind, type TreeResult } from './tree/index.js';
 
 export interface SandboxResult extends TreeResult {
   entries: number;
@@ -62,28 +62,40 @@ export async function writeSandbox(
     }
     w.close();
 
-    // 2. File contents, one pass over each layer in order. Synchronous writes spare each small
-    //    file a thread-pool round trip; only reading layers is async.
-    const writeAll = (fd: number, c: Uint8Array) => {
-      for (let off = 0; off < c.byteLength; ) off += fs.writeSync(fd, c, off, c.byteLength - off);
-      bytes += c.byteLength;
-    };
-    const write = async (e: LayerEntry, body: AsyncIterable<Uint8Array> | Uint8Array) => {
-      const fd = w.createFile(e.path);
+    // 2. File contents, one pass over each layer in order. Files are created ahead
+    //    (tree/ahead.ts) and written behind (tree/write-behind.ts) on libuv's pool, so the
+    //    kernel's share of the work runs on the other core while this thread reads and verifies
+    //    the layers; each file's metadata goes on through its descriptor once it is written.
+    const ahead = new CreateAhead(w.root, (p) => w.createFile(p));
+    const behind = new WriteBehind((p, err) => w.failure(p, err));
+    const write = async (e: LayerEntry, body: AsyncIterable<Uint8Array> | Uint8Array, fd: number) => {
+      const file = behind.open(fd, e.path);
       try {
-        if (body instanceof Uint8Array) writeAll(fd, body);
-        else for await (const c of body) writeAll(fd, c);
+        if (body instanceof Uint8Array) await file.write(body);
+        else for await (const c of body) await file.write(c);
       } catch (err) {
-        fs.closeSync(fd);
+        file.close();
         throw err;
       }
-      w.finishFile(fd, e);
+      bytes += e.size;
+      file.close(() => w.finishFile(fd, e));
     };
-    await forEachPlannedFile(store, layers, plan, async (e, body) => {
-      await write(e, body);
-      opts.onProgress?.(bytes, total);
-    });
-    for (const { entry, content } of embeddedPlanned(plan, layers.length, embedded)) await write(entry, content);
+    try {
+      await forEachPlannedFile(
+        store,
+        layers,
+        plan,
+        async (e, body) => {
+          await write(e, body, await ahead.take(e.path));
+          opts.onProgress?.(bytes, total);
+        },
+        { depth: AHEAD_DEPTH, see: (f) => ahead.want(f.entry.path) },
+      );
+      for (const { entry, content } of embeddedPlanned(plan, layers.length, embedded)) await write(entry, content, w.createFile(entry.path));
+      await behind.drain();
+    } finally {
+      await Promise.all([ahead.settle(), behind.settled()]);
+    }
 
     // 3. Hard links, to files, symlinks and nodes made above.
     for (const { entry: e } of plan.entries()) if (e.type === 'hardlink') w.hardlink(e);

@@ -21,7 +21,7 @@ import {
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Ajv2020Module from 'ajv/dist/2020.js';
-import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
 import { assertOneLineError, loud, ok, strata } from './helpers/cli.js';
 import { comparePathsRef, diffTrees, snapshotTree, TreeSnapshot } from './helpers/tree.js';
 import { buildOciLayout, makeStack, ociLayerBlobs, referenceExtract, Stack, STACK, umociUnpack } from './fixtures/stack.js';
@@ -522,6 +522,30 @@ target('a non-empty target is refused without --force and replaced with it, link
   assert.is(l.code, 1);
   assert.match(l.stderr, /exists and is not a directory/);
   assert.equal(listing(outside), before);
+});
+
+target('a sandbox that runs out of space fails in one line and leaves the target as it was', ({ dir, store, work }) => {
+  // Files are written behind on other threads (compose/tree/write-behind.ts): a write that fails
+  // there fails the build, like one on the main thread did.
+  const members = Array.from({ length: 48 }, (_, i) => ({ name: `d${i % 3}/f${String(i).padStart(2, '0')}`, data: Buffer.alloc(100_000, i) }));
+  const [layer] = writeTars([{ out: join(dir, 'big.tar'), members }]);
+  ok(strata(['store', 'import', 'big/1', layer!], { store, cwd: work }), 'import');
+  ok(strata(['compose', 'add', 'big'], { store, cwd: work }), 'add');
+  const small = join(dir, 'small');
+  mkdirSync(small);
+  mustRun('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', small]);
+  try {
+    const sb = join(small, 'sandbox');
+    mkdirSync(sb);
+    writeFileSync(join(sb, 'old'), 'keep\n');
+    const before = listing(small);
+    const r = strata(['compose', 'sandbox', sb, '--force'], { store, cwd: work });
+    assertOneLineError(r, 'sandbox on a full filesystem', /ENOSPC.*\(free some space and build again\)/);
+    assert.equal(listing(small), before, 'the target and its filesystem are as they were');
+    assert.equal(readdirSync(small), ['sandbox'], 'no private build directory is left');
+  } finally {
+    unmount(small);
+  }
 });
 
 target('--force on a directory that holds the store is refused, the store intact', ({ dir, work }) => {

@@ -307,6 +307,11 @@ export class TreeWriter {
     }
   }
 
+  /** The error a failure to create or write `p` is reported as (APPLY_FAILED, naming the path). */
+  failure(p: string, err: unknown): StrataError {
+    return this.failed(p, err);
+  }
+
   private failed(p: string, err: unknown, attr?: string): StrataError {
     if (err instanceof StrataError) return err;
     const e = err as NodeJS.ErrnoException;
