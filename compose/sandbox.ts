@@ -42,6 +42,7 @@ export async function writeSandbox(
     let bytes = 0;
     const total = plan.bytes;
     const dirs: LayerEntry[] = [];
+    let hardlinks = 0;
 
     // 1. Directories, symlinks, device nodes and fifos, in path order.
     for (const { entry: e } of plan.entries()) {
@@ -57,6 +58,9 @@ export async function writeSandbox(
         case 'block':
         case 'fifo':
           w.node(e);
+          break;
+        case 'hardlink':
+          hardlinks++;
           break;
       }
     }
@@ -98,7 +102,8 @@ export async function writeSandbox(
     }
 
     // 3. Hard links, to files, symlinks and nodes made above.
-    for (const { entry: e } of plan.entries()) if (e.type === 'hardlink') w.hardlink(e);
+    //    (A walk of the whole plan: skipped when phase 1 met none.)
+    if (hardlinks > 0) for (const { entry: e } of plan.entries()) if (e.type === 'hardlink') w.hardlink(e);
 
     // 4. Directory metadata, deepest first; the root goes last, with the tree into place.
     w.finishDirs(dirs);
