@@ -452,7 +452,13 @@ static napi_value fd_value(napi_env env, int fd) {
   return v;
 }
 
-static napi_value js_openat(napi_env env, napi_callback_info info) {
+/* openat(2) exactly, O_CLOEXEC added: the new descriptor, or -1 with errno set. */
+static int openat_fd(int dirfd, const char *path, int flags, mode_t mode) {
+  return openat(dirfd, path, flags | O_CLOEXEC, mode);
+}
+
+/* The JS side of an open call (dirfd, path, flags, mode) -> fd; failures throw, naming `syscall`. */
+static napi_value open_call(napi_env env, napi_callback_info info, int (*open_fn)(int, const char *, int, mode_t), const char *syscall_name) {
   napi_value argv[4];
   int dirfd;
   uint32_t flags, mode;
@@ -461,14 +467,18 @@ static napi_value js_openat(napi_env env, napi_callback_info info) {
     return NULL;
   char *path = get_cstring(env, argv[1], "path");
   if (path == NULL) return NULL;
-  int fd = openat(dirfd, path, (int)flags | O_CLOEXEC, (mode_t)mode);
+  int fd = open_fn(dirfd, path, (int)flags, (mode_t)mode);
   if (fd < 0) {
-    throw_errno(env, errno, "openat", path);
+    throw_errno(env, errno, syscall_name, path);
     free(path);
     return NULL;
   }
   free(path);
   return fd_value(env, fd);
+}
+
+static napi_value js_openat(napi_env env, napi_callback_info info) {
+  return open_call(env, info, openat_fd, "openat");
 }
 
 /* The openat2 rule walked by hand: every component a real directory, the last opened with flags. */
@@ -524,22 +534,61 @@ static int open_beneath_fd(int dirfd, const char *path, int flags, mode_t mode) 
 }
 
 static napi_value js_open_beneath(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  int dirfd;
-  uint32_t flags, mode;
-  if (!get_args(env, info, 4, argv) || !get_fd(env, argv[0], "dirfd", &dirfd) || !get_u32(env, argv[2], "flags", &flags) ||
-      !get_u32(env, argv[3], "mode", &mode))
-    return NULL;
-  char *path = get_cstring(env, argv[1], "path");
-  if (path == NULL) return NULL;
-  int fd = open_beneath_fd(dirfd, path, (int)flags, (mode_t)mode);
-  if (fd < 0) {
-    throw_errno(env, errno, "openat2", path);
-    free(path);
+  return open_call(env, info, open_beneath_fd, "openat2");
+}
+
+/*
+ * What the two batch calls share: a job run on libuv's pool whose promise resolves to one
+ * int32 result per item. Each job type embeds this first and gives `release` (frees the job;
+ * with `failed`, the results reached no one, so it also undoes what they hold).
+ */
+typedef struct batch_job {
+  napi_async_work work;
+  napi_deferred deferred;
+  uint32_t n;
+  int32_t *results;
+  const char *name;
+  void (*release)(struct batch_job *job, bool failed);
+} batch_job;
+
+static void batch_complete(napi_env env, napi_status status, void *data) {
+  batch_job *j = data;
+  napi_value buf, arr;
+  void *bytes = NULL;
+  bool ok = status == napi_ok && napi_create_arraybuffer(env, (size_t)j->n * 4, &bytes, &buf) == napi_ok &&
+            napi_create_typedarray(env, napi_int32_array, j->n, buf, 0, &arr) == napi_ok;
+  if (ok) {
+    if (j->n > 0) memcpy(bytes, j->results, (size_t)j->n * 4);
+    napi_resolve_deferred(env, j->deferred, arr);
+  } else {
+    char text[96];
+    snprintf(text, sizeof text, "%s did not complete", j->name);
+    napi_value msg, err;
+    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_reject_deferred(env, j->deferred, err);
+  }
+  napi_delete_async_work(env, j->work);
+  j->release(j, !ok && status == napi_ok);
+}
+
+/* Queues `j` with `execute` on libuv's pool: its promise, or NULL with an exception pending (j released). */
+static napi_value batch_queue(napi_env env, batch_job *j, napi_async_execute_callback execute) {
+  napi_value promise, name;
+  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, j->name, NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, execute, batch_complete, j, &j->work) != napi_ok) {
+    j->release(j, false);
+    throw_pending(env, "napi_create_async_work");
     return NULL;
   }
-  free(path);
-  return fd_value(env, fd);
+  if (napi_queue_async_work(env, j->work) != napi_ok) {
+    napi_delete_async_work(env, j->work);
+    j->release(j, false);
+    throw_pending(env, "napi_queue_async_work");
+    return NULL;
+  }
+  return promise;
 }
 
 /*
@@ -550,52 +599,31 @@ static napi_value js_open_beneath(napi_env env, napi_callback_info info) {
  * open until the promise settles and owns every descriptor it returns.
  */
 typedef struct {
-  napi_async_work work;
-  napi_deferred deferred;
+  batch_job job; /* results: the descriptors */
   int dirfd;
   int flags;
   mode_t mode;
-  uint32_t n;
   char **paths;
-  int32_t *fds;
 } open_batch;
 
-static void open_batch_free(open_batch *b) {
-  for (uint32_t i = 0; i < b->n; i++) free(b->paths[i]);
+static void open_batch_release(batch_job *j, bool failed) {
+  open_batch *b = (open_batch *)j;
+  for (uint32_t i = 0; i < j->n; i++) {
+    if (failed && j->results[i] >= 0) close(j->results[i]); /* nobody will own them */
+    free(b->paths[i]);
+  }
   free(b->paths);
-  free(b->fds);
+  free(j->results);
   free(b);
 }
 
 static void open_batch_execute(napi_env env, void *data) {
   (void)env;
   open_batch *b = data;
-  for (uint32_t i = 0; i < b->n; i++) {
+  for (uint32_t i = 0; i < b->job.n; i++) {
     int fd = open_beneath_fd(b->dirfd, b->paths[i], b->flags, b->mode);
-    b->fds[i] = fd >= 0 ? fd : -errno;
+    b->job.results[i] = fd >= 0 ? fd : -errno;
   }
-}
-
-static void open_batch_complete(napi_env env, napi_status status, void *data) {
-  open_batch *b = data;
-  napi_value buf, arr;
-  void *bytes = NULL;
-  if (status == napi_ok && napi_create_arraybuffer(env, (size_t)b->n * 4, &bytes, &buf) == napi_ok &&
-      napi_create_typedarray(env, napi_int32_array, b->n, buf, 0, &arr) == napi_ok) {
-    if (b->n > 0) memcpy(bytes, b->fds, (size_t)b->n * 4);
-    napi_resolve_deferred(env, b->deferred, arr);
-  } else {
-    /* Nobody will own the descriptors: close them. */
-    if (status == napi_ok)
-      for (uint32_t i = 0; i < b->n; i++)
-        if (b->fds[i] >= 0) close(b->fds[i]);
-    napi_value msg, err;
-    napi_create_string_utf8(env, "openBeneathBatch did not complete", NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &err);
-    napi_reject_deferred(env, b->deferred, err);
-  }
-  napi_delete_async_work(env, b->work);
-  open_batch_free(b);
 }
 
 static napi_value js_open_beneath_batch(napi_env env, napi_callback_info info) {
@@ -612,40 +640,29 @@ static napi_value js_open_beneath_batch(napi_env env, napi_callback_info info) {
   }
   CHECK(napi_get_array_length(env, argv[1], &n));
   open_batch *b = calloc(1, sizeof *b);
-  if (b == NULL || (b->paths = calloc(n ? n : 1, sizeof *b->paths)) == NULL || (b->fds = calloc(n ? n : 1, sizeof *b->fds)) == NULL) {
+  if (b == NULL || (b->paths = calloc(n ? n : 1, sizeof *b->paths)) == NULL ||
+      (b->job.results = calloc(n ? n : 1, sizeof *b->job.results)) == NULL) {
     if (b) free(b->paths);
     free(b);
     napi_throw_error(env, "ENOMEM", "out of memory");
     return NULL;
   }
+  b->job.name = "openBeneathBatch";
+  b->job.release = open_batch_release;
   b->dirfd = dirfd;
   b->flags = (int)flags;
   b->mode = (mode_t)mode;
   for (uint32_t i = 0; i < n; i++) {
     napi_value v;
     if (napi_get_element(env, argv[1], i, &v) != napi_ok || (b->paths[i] = get_cstring(env, v, "path")) == NULL) {
-      open_batch_free(b);
+      open_batch_release(&b->job, false);
       throw_pending(env, "paths");
       return NULL;
     }
-    b->n = i + 1;
+    b->job.results[i] = -1;
+    b->job.n = i + 1;
   }
-  b->n = n;
-  napi_value promise, name;
-  if (napi_create_promise(env, &b->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "strata:openBeneathBatch", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, open_batch_execute, open_batch_complete, b, &b->work) != napi_ok) {
-    open_batch_free(b);
-    throw_pending(env, "napi_create_async_work");
-    return NULL;
-  }
-  if (napi_queue_async_work(env, b->work) != napi_ok) {
-    napi_delete_async_work(env, b->work);
-    open_batch_free(b);
-    throw_pending(env, "napi_queue_async_work");
-    return NULL;
-  }
-  return promise;
+  return batch_queue(env, &b->job, open_batch_execute);
 }
 
 /*
@@ -657,29 +674,28 @@ static napi_value js_open_beneath_batch(napi_env env, napi_callback_info info) {
  * promise settles (the data is read from them on the other thread, not copied).
  */
 typedef struct {
-  napi_async_work work;
-  napi_deferred deferred;
-  uint32_t n;
+  batch_job job; /* results: 0 or -errno */
   int32_t *fds;
   const uint8_t **data;
   uint32_t *lens;
   int64_t *pos;
-  int32_t *res;
 } write_batch;
 
-static void write_batch_free(write_batch *b) {
+static void write_batch_release(batch_job *j, bool failed) {
+  (void)failed;
+  write_batch *b = (write_batch *)j;
   free(b->fds);
   free(b->data);
   free(b->lens);
   free(b->pos);
-  free(b->res);
+  free(j->results);
   free(b);
 }
 
 static void write_batch_execute(napi_env env, void *data) {
   (void)env;
   write_batch *b = data;
-  for (uint32_t i = 0; i < b->n; i++) {
+  for (uint32_t i = 0; i < b->job.n; i++) {
     const uint8_t *p = b->data[i];
     size_t left = b->lens[i];
     off_t at = (off_t)b->pos[i];
@@ -699,26 +715,8 @@ static void write_batch_execute(napi_env env, void *data) {
       left -= (size_t)w;
       at += w;
     }
-    b->res[i] = r;
+    b->job.results[i] = r;
   }
-}
-
-static void write_batch_complete(napi_env env, napi_status status, void *data) {
-  write_batch *b = data;
-  napi_value buf, arr;
-  void *bytes = NULL;
-  if (status == napi_ok && napi_create_arraybuffer(env, (size_t)b->n * 4, &bytes, &buf) == napi_ok &&
-      napi_create_typedarray(env, napi_int32_array, b->n, buf, 0, &arr) == napi_ok) {
-    if (b->n > 0) memcpy(bytes, b->res, (size_t)b->n * 4);
-    napi_resolve_deferred(env, b->deferred, arr);
-  } else {
-    napi_value msg, err;
-    napi_create_string_utf8(env, "writeBatch did not complete", NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &err);
-    napi_reject_deferred(env, b->deferred, err);
-  }
-  napi_delete_async_work(env, b->work);
-  write_batch_free(b);
 }
 
 /* The elements of a typed array argument of the given type and length. */
@@ -754,13 +752,19 @@ static napi_value js_write_batch(napi_env env, napi_callback_info info) {
   if (pos == NULL && n > 0) return NULL;
   write_batch *b = calloc(1, sizeof *b);
   size_t k = n ? n : 1;
-  if (b == NULL || !(b->fds = malloc(k * sizeof *b->fds)) || !(b->data = malloc(k * sizeof *b->data)) ||
-      !(b->lens = malloc(k * sizeof *b->lens)) || !(b->pos = malloc(k * sizeof *b->pos)) || !(b->res = malloc(k * sizeof *b->res))) {
-    if (b) write_batch_free(b);
+  if (b == NULL) {
     napi_throw_error(env, "ENOMEM", "out of memory");
     return NULL;
   }
-  b->n = n;
+  b->job.name = "writeBatch";
+  b->job.release = write_batch_release;
+  if (!(b->fds = malloc(k * sizeof *b->fds)) || !(b->data = malloc(k * sizeof *b->data)) || !(b->lens = malloc(k * sizeof *b->lens)) ||
+      !(b->pos = malloc(k * sizeof *b->pos)) || !(b->job.results = malloc(k * sizeof *b->job.results))) {
+    write_batch_release(&b->job, false);
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  b->job.n = n;
   for (uint32_t i = 0; i < n; i++) {
     napi_value v;
     void *data = NULL;
@@ -769,7 +773,7 @@ static napi_value js_write_batch(napi_env env, napi_callback_info info) {
     if (napi_get_element(env, argv[1], i, &v) != napi_ok || napi_is_buffer(env, v, &is_buffer) != napi_ok || !is_buffer ||
         napi_get_buffer_info(env, v, &data, &len) != napi_ok || (size_t)offs[i] + lens[i] > len || !(pos[i] >= 0) ||
         pos[i] > 9007199254740991.0 || fds[i] < 0) {
-      write_batch_free(b);
+      write_batch_release(&b->job, false);
       napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "writeBatch: an item is not a descriptor, a Buffer and a range inside it");
       return NULL;
     }
@@ -778,21 +782,7 @@ static napi_value js_write_batch(napi_env env, napi_callback_info info) {
     b->lens[i] = lens[i];
     b->pos[i] = (int64_t)pos[i];
   }
-  napi_value promise, name;
-  if (napi_create_promise(env, &b->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "strata:writeBatch", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, write_batch_execute, write_batch_complete, b, &b->work) != napi_ok) {
-    write_batch_free(b);
-    throw_pending(env, "napi_create_async_work");
-    return NULL;
-  }
-  if (napi_queue_async_work(env, b->work) != napi_ok) {
-    napi_delete_async_work(env, b->work);
-    write_batch_free(b);
-    throw_pending(env, "napi_queue_async_work");
-    return NULL;
-  }
-  return promise;
+  return batch_queue(env, &b->job, write_batch_execute);
 }
 
 /*
