@@ -8,8 +8,8 @@
  *
  * Order of work: (1) directories (0700 until the end), symlinks, device nodes and fifos, in
  * path order; (2) file contents, one pass over each layer in stack order, each file created
- * ahead on other threads (tree/ahead.ts) and its metadata applied through its descriptor once
- * written, then the embedded files; (3) hard
+ * ahead and written behind on other threads (tree/ahead.ts, tree/write-behind.ts) and its
+ * metadata applied through its descriptor once written, then the embedded files; (3) hard
  * links; (4) directory metadata, deepest first; the root last, when the tree goes in place.
  */
 import type { LoadedModule, Store, LayerEntry } from '../store/index.js';

@@ -13,7 +13,8 @@
  * - openBeneath() is the safe way to reach a path below a directory: no component may be a
  *   symlink, none may climb above `dirfd`, none may cross a mount (openat2(2)'s RESOLVE_*
  *   rules; on kernels before 5.6 the same rule walked one component at a time).
- * - Synchronous, but for openBeneathBatch. Failures throw Errors shaped like Node's fs errors: `code` ('EEXIST',
+ * - Synchronous, but for the two batches (openBeneathBatch, writeBatch), which resolve to a
+ *   result per item. Failures throw Errors shaped like Node's fs errors: `code` ('EEXIST',
  *   'ELOOP', 'EPERM' ...), negative `errno`, `syscall` and `path` (the name as given).
  * - Names and paths may be strings (UTF-8) or Buffers (raw bytes); readdirfd returns Buffers.
  */

@@ -1,7 +1,7 @@
 /**
- * Files created ahead of their writing. Creating a file is the kernel's most expensive step of
- * writing a tree (on ext4, allocating the inode: its scan for recently freed ones is most of
- * GNU tar's time too), and a tree writer that creates each file just before writing it waits
+ * Files created ahead of their writing. Creating a file is, with copying its data, the kernel's
+ * costly part of writing a tree (on ext4 after large deletions, the inode allocator's scan for
+ * recently freed inodes is most of GNU tar's time), and a tree writer that creates each file just before writing it waits
  * for that on the JS thread. Here the writer announces the files it will write, in the order
  * it will write them (`want`), and they are created in batches on libuv's pool, two batches at
  * a time, while the JS thread reads layers and writes the files created before: `take` gives
@@ -42,8 +42,8 @@ export class CreateAhead {
   private readonly queue: Slot[] = [];
   private open: Batch | undefined;
   private readonly waiting: Batch[] = [];
+  /** The batches running on the pool. */
   private readonly started = new Set<Batch>();
-  private running = 0;
   private settled = false;
 
   constructor(
@@ -66,7 +66,7 @@ export class CreateAhead {
    * never announced is created in place.
    */
   async take(p: string): Promise<number> {
-    const at = this.queue.findIndex((s) => s.path === p);
+    const at = this.queue[0]?.path === p ? 0 : this.queue.findIndex((s) => s.path === p);
     if (at < 0) return this.create(p);
     const dropped = this.queue.splice(0, at + 1);
     const slot = dropped.pop()!;
@@ -99,12 +99,10 @@ export class CreateAhead {
       start: () => {
         batch.started = true;
         this.started.add(batch);
-        this.running++;
         openBeneathBatch(this.root, batch.paths, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o600).then(
           (fds) => (batch.fds = fds),
           () => (batch.fds = new Int32Array(batch.paths.length).fill(-1)),
         ).finally(() => {
-          this.running--;
           this.started.delete(batch);
           resolve();
           this.pump();
@@ -123,6 +121,6 @@ export class CreateAhead {
   }
 
   private pump(): void {
-    while (!this.settled && this.running < RUNNING && this.waiting.length > 0) this.waiting.shift()!.start();
+    while (!this.settled && this.started.size < RUNNING && this.waiting.length > 0) this.waiting.shift()!.start();
   }
 }

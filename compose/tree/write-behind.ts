@@ -47,7 +47,7 @@ export class WriteBehind {
   private running = 0;
 
   /** `shape` turns a failed write of a file into the error the build reports (TreeWriter.failure). */
-  constructor(private readonly shape: (path: string, err: unknown) => unknown = (_p, err) => err) {}
+  constructor(private readonly shape: (path: string, err: unknown) => unknown) {}
 
   /** A file's writes, at increasing positions from 0. */
   open(fd: number, path: string): FileWrites {
