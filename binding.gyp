@@ -1,8 +1,22 @@
 {
   "targets": [
     {
+      "target_name": "libdeflate",
+      "type": "static_library",
+      "sources": [
+        "native/vendor/libdeflate/lib/adler32.c",
+        "native/vendor/libdeflate/lib/deflate_compress.c",
+        "native/vendor/libdeflate/lib/utils.c",
+        "native/vendor/libdeflate/lib/zlib_compress.c",
+        "native/vendor/libdeflate/lib/x86/cpu_features.c",
+        "native/vendor/libdeflate/lib/arm/cpu_features.c"
+      ],
+      "cflags": ["-O2", "-fomit-frame-pointer", "-std=c99", "-fvisibility=hidden", "-D_ANSI_SOURCE", "-Wno-sign-compare"]
+    },
+    {
       "target_name": "strata_native",
-      "sources": ["native/addon.c"],
+      "dependencies": ["libdeflate"],
+      "sources": ["native/addon.c", "native/deflate.c"],
       "cflags": ["-O2", "-Wall", "-Wextra"]
     }
   ]

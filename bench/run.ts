@@ -16,6 +16,7 @@ import { existsSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { libdeflateVersion } from '../native/deflate.js';
 import { defaultDataRoot, ensureData, type BenchData, type LayerName } from './data.js';
 import { emptyTrash, freshDir, machine, renderReport, table, toolVersions, useTrash, writeText, type Report, type ReportSection } from './harness.js';
 import { mkfsErofsCompressors } from './peers.js';
@@ -111,7 +112,7 @@ async function main(): Promise<number> {
           : `strata: a copy of dist/ taken at the start of the run, built from ${head.stdout.trim() || 'an unknown commit'}`
         : 'strata: CLI not built, strata rows not available',
       'times are wall-clock seconds; peak RSS is /usr/bin/time %M (for a shell script, its largest descendant)',
-      `SquashFS: block size ${BLOCK_SIZE}, gzip level ${LEVELS.gzip}, zstd level ${LEVELS.zstd}, the same for strata, mksquashfs and tar2sqfs (all cores)`,
+      `SquashFS: block size ${BLOCK_SIZE}, gzip level ${LEVELS.gzip}, zstd level ${LEVELS.zstd}, the same for strata, mksquashfs and tar2sqfs (all cores); strata's gzip is libdeflate ${libdeflateVersion()} (its own levels), the peers' the system zlib`,
       `EROFS: uncompressed, and ${EC}${ecLevel} (BENCH_EROFS_COMP) with ${EROFS_PCLUSTER / 1024} KiB physical clusters for mkfs.erofs (-C${EROFS_PCLUSTER}) and strata's default extent size; strata's EROFS command is \`compose squash OUT --format erofs --comp C\``,
       'speedup = peer median / strata median; above 1 means strata is faster',
       `load average (1 min) ${loadStart[0]!.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end: the cores are shared, so other work on the machine shows up in the times`,

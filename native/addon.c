@@ -39,6 +39,8 @@
  *        each directory it opened is the one it inspected, and gives the caller's own
  *        directories u+rwx when their mode keeps it out. A missing name is not an error.
  *
+ * And, from native/deflate.c: zlibCompress(src, level) -> Buffer, libdeflateVersion.
+ *
  * None of them follows a symlink in the last path component: the l*xattr family acts on
  * the link itself.
  * Failures throw an Error shaped like Node's fs errors: message "CODE: description,
@@ -64,6 +66,8 @@
 #include <sys/types.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+
+#include "deflate.h"
 
 #define CHECK(call)                                                                      \
   do {                                                                                   \
@@ -1164,7 +1168,8 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"readdirfd", NULL, js_readdirfd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"rmtreeat", NULL, js_rmtreeat, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok ||
+      deflate_register(env, exports) != napi_ok)
     return NULL;
   return exports;
 }

@@ -33,6 +33,8 @@ export interface NativeAddon {
   fremovexattr(fd: number, name: string): void;
   readdirfd(fd: number): Buffer[];
   rmtreeat(dirfd: number, name: string | Buffer): void;
+  zlibCompress(src: Uint8Array, level: number): Buffer;
+  libdeflateVersion: string;
 }
 
 // From source (native/*.ts under tsx) the build dir is one level up; from dist/native/*.js two.

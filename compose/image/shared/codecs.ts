@@ -7,8 +7,8 @@
  * Format facts (superblock ids, option blocks, default levels) belong to the formats.
  *
  * Routes:
- *   gzip  node:zlib deflate with a zlib wrapper (RFC 1950), window bits 15, memLevel 8, default
- *         strategy; version "zlib-<process.versions.zlib>"
+ *   gzip  the vendored libdeflate (native/deflate.ts) with a zlib wrapper (RFC 1950), one
+ *         whole block at a time; version "libdeflate-<version>"; decoded by node:zlib
  *   zstd  the `zstd-napi` package (Node 20's zlib has no zstd): one frame per block, no
  *         checksum; version "libzstd-<ZSTD_versionString()>"
  *   lz4   strata's own block compressor and decoder (lz4.ts); version "strata-lz4-1"
@@ -20,6 +20,7 @@
  */
 import { createRequire } from 'node:module';
 import zlib from 'node:zlib';
+import { libdeflateVersion, zlibCompress } from '../../../native/deflate.js';
 import { NATIVE_ERR } from '../../../native/errors.js';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import { LZ4_VERSION, lz4Compress, lz4Decompress } from './lz4.js';
@@ -42,7 +43,7 @@ export interface CodecSpec {
 export type Decompress = (src: Uint8Array, maxOut: number) => Buffer;
 
 export interface Codec extends CodecSpec {
-  /** Library identity that decides the compressed bytes, e.g. "zlib-1.3.1" or "libzstd-1.5.7". */
+  /** Library identity that decides the compressed bytes, e.g. "libdeflate-1.14" or "libzstd-1.5.7". */
   version: string;
   /** Compresses one block. Deterministic for a given `version`. */
   compress(raw: Uint8Array): Buffer;
@@ -126,7 +127,7 @@ function loadZstd(): NonNullable<typeof zstdCache> {
 /** The library version string that goes into cache keys, without building a codec. */
 export function codecVersion(spec: CodecSpec): string {
   if (spec.name === 'lz4') return LZ4_VERSION;
-  return spec.name === 'gzip' ? `zlib-${process.versions.zlib}` : loadZstd().version;
+  return spec.name === 'gzip' ? `libdeflate-${libdeflateVersion()}` : loadZstd().version;
 }
 
 function gunzip(src: Uint8Array, maxOut: number): Buffer {
@@ -163,7 +164,7 @@ export function makeCodec(spec: CodecSpec): Codec {
       name,
       level,
       version: codecVersion(spec),
-      compress: (raw) => zlib.deflateSync(raw, { level, windowBits: 15, memLevel: 8 }),
+      compress: (raw) => zlibCompress(raw, level),
       decompress: gunzip,
     };
   }
