@@ -6,7 +6,7 @@
  */
 import { addon } from './binding.js';
 
-/** Compresses `src` at libdeflate `level` (0–12) into a zlib stream. Never fails on valid arguments. */
+/** Compresses `src` at libdeflate `level` (0–12) into a zlib stream. Throws only on bad arguments or when memory runs out. */
 export function zlibCompress(src: Uint8Array, level: number): Buffer {
   return addon().zlibCompress(src, level);
 }

@@ -140,7 +140,7 @@ export async function removeSpool(p: string): Promise<void> {
 const IN_ORDER_GAP = 64 * 1024;
 /** What one read takes in when members are read in the archive's order. */
 const WINDOW = 512 * 1024;
-/** Reads of up to this size go straight to a buffer of their own. */
+/** A member read outside a window is read in chunks of at most this size. */
 const CHUNK = 1 << 20;
 
 /**
