@@ -164,17 +164,18 @@ export class BlobStore {
       // The disk writes a large blob while the rest is produced: writeback of what was handed
       // to the kernel is started every WRITEBACK_STEP (a hint; the fsync below is what makes it
       // durable). Measured on the bench's mpi.tar: the fsync took 0.19 s of a 1.2 s import.
+      // Only bytes handed to a write count: the gathered ones are not in the file yet.
       let kicked = 0;
-      const kick = () => {
+      const kick = (handed: number) => {
         try {
-          syncFileRange(fh.fd, kicked, size - kicked);
+          syncFileRange(fh.fd, kicked, handed - kicked);
         } catch {
           // A filesystem without it: the fsync does all the work, as before.
         }
-        kicked = size;
+        kicked = handed;
       };
       for await (const chunk of source) {
-        if (size - kicked >= WRITEBACK_STEP) kick();
+        if (size - gathered - kicked >= WRITEBACK_STEP) kick(size - gathered);
         hash.update(chunk);
         const behind = hash.backlog();
         if (behind) await behind;
