@@ -17,6 +17,7 @@ import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { libdeflateVersion } from '../native/deflate.js';
+import { lz4Version } from '../native/lz4.js';
 import { defaultDataRoot, ensureData, type BenchData, type LayerName } from './data.js';
 import { emptyTrash, freshDir, machine, renderReport, table, toolVersions, useTrash, writeText, type Report, type ReportSection } from './harness.js';
 import { mkfsErofsCompressors } from './peers.js';
@@ -113,7 +114,7 @@ async function main(): Promise<number> {
         : 'strata: CLI not built, strata rows not available',
       'times are wall-clock seconds; peak RSS is /usr/bin/time %M (for a shell script, its largest descendant)',
       `SquashFS: block size ${BLOCK_SIZE}, gzip level ${LEVELS.gzip}, zstd level ${LEVELS.zstd}, the same for strata, mksquashfs and tar2sqfs (all cores); strata's gzip is libdeflate ${libdeflateVersion()} (its own levels), the peers' the system zlib`,
-      `EROFS: uncompressed, and ${EC}${ecLevel} (BENCH_EROFS_COMP) with ${EROFS_PCLUSTER / 1024} KiB physical clusters for mkfs.erofs (-C${EROFS_PCLUSTER}) and strata's default extent size; strata's EROFS command is \`compose squash OUT --format erofs --comp C\``,
+      `EROFS: uncompressed, and ${EC}${ecLevel} (BENCH_EROFS_COMP) with ${EROFS_PCLUSTER / 1024} KiB physical clusters for mkfs.erofs (-C${EROFS_PCLUSTER}) and strata's default extent size; strata's EROFS command is \`compose squash OUT --format erofs --comp C\`; strata's lz4 is liblz4 ${lz4Version()}, mkfs.erofs's the system liblz4`,
       'speedup = peer median / strata median; above 1 means strata is faster',
       `load average (1 min) ${loadStart[0]!.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end: the cores are shared, so other work on the machine shows up in the times`,
       'page cache warm for both sides (the data was read just before); before every run (untimed) the last output is removed, or moved aside if it is a tree (deleted at the end: see spec/benchmark.md), and `sync` is run',

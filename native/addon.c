@@ -39,7 +39,8 @@
  *        each directory it opened is the one it inspected, and gives the caller's own
  *        directories u+rwx when their mode keeps it out. A missing name is not an error.
  *
- * And, from native/deflate.c: zlibCompress(src, level) -> Buffer, libdeflateVersion.
+ * And, from native/deflate.c: zlibCompress(src, level) -> Buffer, libdeflateVersion; from
+ * native/lz4.c: lz4Compress(src) -> Buffer, lz4Version.
  *
  * None of them follows a symlink in the last path component: the l*xattr family acts on
  * the link itself.
@@ -67,7 +68,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "deflate.h"
+#include "compressors.h"
 
 #define CHECK(call)                                                                      \
   do {                                                                                   \
@@ -1169,7 +1170,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"rmtreeat", NULL, js_rmtreeat, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok ||
-      deflate_register(env, exports) != napi_ok)
+      deflate_register(env, exports) != napi_ok || lz4_register(env, exports) != napi_ok)
     return NULL;
   return exports;
 }

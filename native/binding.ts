@@ -35,6 +35,8 @@ export interface NativeAddon {
   rmtreeat(dirfd: number, name: string | Buffer): void;
   zlibCompress(src: Uint8Array, level: number): Buffer;
   libdeflateVersion: string;
+  lz4Compress(src: Uint8Array): Buffer;
+  lz4Version: string;
 }
 
 // From source (native/*.ts under tsx) the build dir is one level up; from dist/native/*.js two.

@@ -17,7 +17,8 @@
 #include <stdlib.h>
 
 #include "vendor/libdeflate/libdeflate.h"
-#include "deflate.h"
+#include "compressors.h"
+#include "instance.h"
 
 #define LEVELS 13 /* libdeflate's levels 0 (stored) to 12 */
 
@@ -27,26 +28,13 @@ typedef struct {
   size_t out_size;
 } deflate_state;
 
-static void state_free(napi_env env, void *data, void *hint) {
-  (void)env;
-  (void)hint;
+static void *state_new(void) { return calloc(1, sizeof(deflate_state)); }
+
+static void state_free(void *data) {
   deflate_state *s = data;
   for (int i = 0; i < LEVELS; i++) libdeflate_free_compressor(s->compressors[i]);
   free(s->out);
   free(s);
-}
-
-static deflate_state *state(napi_env env) {
-  void *p = NULL;
-  if (napi_get_instance_data(env, &p) != napi_ok) return NULL;
-  if (p != NULL) return p;
-  deflate_state *s = calloc(1, sizeof *s);
-  if (s == NULL) return NULL;
-  if (napi_set_instance_data(env, s, state_free, NULL) != napi_ok) {
-    free(s);
-    return NULL;
-  }
-  return s;
 }
 
 static napi_value js_zlib_compress(napi_env env, napi_callback_info info) {
@@ -68,7 +56,7 @@ static napi_value js_zlib_compress(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "zlibCompress: level must be 0 to 12");
     return NULL;
   }
-  deflate_state *s = state(env);
+  deflate_state *s = instance_slot(env, SLOT_DEFLATE, state_new, state_free);
   if (s != NULL && s->compressors[level] == NULL) s->compressors[level] = libdeflate_alloc_compressor(level);
   if (s == NULL || s->compressors[level] == NULL) {
     napi_throw_error(env, "ENOMEM", "zlibCompress: out of memory");

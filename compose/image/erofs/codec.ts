@@ -3,14 +3,13 @@
  * superblock configuration record of each, and the decompressors its reader uses.
  *
  * The compressors themselves are the shared ones (compose/image/shared/codecs.ts), because the
- * bytes an EROFS pcluster needs are the same: lz4 = one raw LZ4 block (strata's own
- * encoder "strata-lz4-1", byte-stable by construction), zstd = one zstd frame (zstd-napi's
+ * bytes an EROFS pcluster needs are the same: lz4 = one raw LZ4 block (the vendored liblz4,
+ * "liblz4-1.9.4-m16"), zstd = one zstd frame (zstd-napi's
  * pinned libzstd). Extents go through the same worker pool and content-keyed block cache
  * (compose/image/shared/worker-pool.ts running compose/image/squashfs/block-job.ts, and
  * shared/block-cache.ts) with the extent size as "block size".
  *
- * deflate is not offered: Node's zlib may pick other matches on other CPUs (see
- * spec/decisions.md), and erofs-utils 1.5 (Debian 12) could not check it. lzma: no
+ * deflate is not offered: erofs-utils 1.5 (Debian 12) could not check it (spec/erofs.md). lzma: no
  * byte-stable encoder reachable from Node.
  */
 import { createRequire } from 'node:module';

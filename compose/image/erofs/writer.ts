@@ -24,7 +24,7 @@ import { compareRecs, decodeExtents, encodeExtents, inodeKey, recCodec, usage, w
 export type { ErofsCompressor };
 
 export interface ErofsOptions {
-  /** 'none', 'lz4' (strata's own encoder) or 'zstd'. */
+  /** 'none', 'lz4' (the vendored liblz4) or 'zstd'. */
   compressor: ErofsCompressor;
   /** zstd only: 1..22, default 6. */
   level?: number;

@@ -11,7 +11,8 @@
  *         whole block at a time; version "libdeflate-<version>"; decoded by node:zlib
  *   zstd  the `zstd-napi` package (Node 20's zlib has no zstd): one frame per block, no
  *         checksum; version "libzstd-<ZSTD_versionString()>"
- *   lz4   strata's own block compressor and decoder (lz4.ts); version "strata-lz4-1"
+ *   lz4   the vendored liblz4 (native/lz4.ts), one raw LZ4 block per block; version
+ *         "liblz4-<version>-m<LZ4_MEMORY_USAGE>"; strata's own decoder (lz4.ts)
  *   xz    decode only (xz.ts): one .xz stream per block, LZMA2 alone or after x86 BCJ
  *
  * Every decompressor takes the largest size the block may expand to and never allocates
@@ -23,7 +24,7 @@ import zlib from 'node:zlib';
 import { libdeflateVersion, zlibCompress } from '../../../native/deflate.js';
 import { NATIVE_ERR } from '../../../native/errors.js';
 import { StrataError, IMAGE_ERR } from '../errors.js';
-import { LZ4_VERSION, lz4Compress, lz4Decompress } from './lz4.js';
+import { lz4BlockVersion, lz4Compress, lz4Decompress } from './lz4.js';
 import { xz, XzUnsupportedError } from './xz.js';
 
 /** A well-formed block using a feature strata does not decode (e.g. an xz BCJ filter). */
@@ -126,7 +127,7 @@ function loadZstd(): NonNullable<typeof zstdCache> {
 
 /** The library version string that goes into cache keys, without building a codec. */
 export function codecVersion(spec: CodecSpec): string {
-  if (spec.name === 'lz4') return LZ4_VERSION;
+  if (spec.name === 'lz4') return lz4BlockVersion();
   return spec.name === 'gzip' ? `libdeflate-${libdeflateVersion()}` : loadZstd().version;
 }
 
@@ -158,7 +159,7 @@ export function decompressor(name: string): Decompress | undefined {
 
 export function makeCodec(spec: CodecSpec): Codec {
   const { name, level } = spec;
-  if (name === 'lz4') return { name, level, version: LZ4_VERSION, compress: lz4Compress, decompress: lz4Decompress };
+  if (name === 'lz4') return { name, level, version: lz4BlockVersion(), compress: lz4Compress, decompress: lz4Decompress };
   if (name === 'gzip') {
     return {
       name,

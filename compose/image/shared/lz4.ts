@@ -11,90 +11,16 @@
  * ending with a literals-only sequence. A match may not start in the last 12 bytes
  * (MFLIMIT) and the last 5 bytes are always literals (LASTLITERALS).
  *
- * The compressor is strata's own (greedy, a 64 Ki-entry hash of 4-byte sequences), so its
- * output is fixed by this file, not by a library build: `LZ4_VERSION` names it in cache keys.
- * The decoder is the one every format and the block cache use.
+ * The compressor is the vendored liblz4 (native/lz4.ts); `lz4BlockVersion()` names its
+ * bytes in cache keys. The decoder here is the one every format and the block cache use.
  */
+import { lz4Compress, lz4Version } from '../../../native/lz4.js';
 
-/** Identity of the compressor below; change it whenever its output could change. */
-export const LZ4_VERSION = 'strata-lz4-1';
+export { lz4Compress };
 
-const MINMATCH = 4;
-const MFLIMIT = 12;
-const LASTLITERALS = 5;
-const HASH_LOG = 16;
-
-/** The match table and the output scratch: one each per thread, reused by every call (a call runs to its end synchronously). */
-const table = new Int32Array(1 << HASH_LOG);
-let scratch = Buffer.allocUnsafeSlow(0);
-
-function read32(b: Uint8Array, i: number): number {
-  return b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16) | (b[i + 3]! << 24);
-}
-
-/**
- * Greedy parse: at each position, the last earlier position with the same 4-byte hash is the
- * only candidate; a candidate within 64 KiB holding the same 4 bytes is extended as far as it
- * goes and taken. The result is an exact-size Buffer of its own (whole, so a worker can
- * transfer it instead of copying a larger scratch buffer).
- */
-export function lz4Compress(src: Uint8Array): Buffer {
-  const n = src.length;
-  const bound = n + Math.ceil(n / 255) + 16;
-  if (scratch.length < bound) scratch = Buffer.allocUnsafeSlow(bound);
-  const out = scratch;
-  table.fill(-1);
-  let op = 0;
-  let anchor = 0;
-  let ip = 0;
-  const matchEnd = n - LASTLITERALS;
-  while (ip + MFLIMIT <= n) {
-    const seq = read32(src, ip);
-    const h = Math.imul(seq, 2654435761) >>> (32 - HASH_LOG);
-    const ref = table[h]!;
-    table[h] = ip;
-    if (ref >= 0 && ip - ref <= 0xffff && read32(src, ref) === seq) {
-      // Four bytes at a time while all four are before matchEnd, then byte by byte: the same
-      // length as a byte loop to the first difference or matchEnd.
-      let len = MINMATCH;
-      while (ip + len + 4 <= matchEnd && read32(src, ref + len) === read32(src, ip + len)) len += 4;
-      while (ip + len < matchEnd && src[ref + len] === src[ip + len]) len++;
-      op = writeSequence(out, op, src, anchor, ip, ip - ref, len);
-      ip += len;
-      anchor = ip;
-    } else {
-      ip++;
-    }
-  }
-  op = writeSequence(out, op, src, anchor, n, 0, 0);
-  const result = Buffer.allocUnsafeSlow(op);
-  out.copy(result, 0, 0, op);
-  return result;
-}
-
-/** One sequence: token, literals, and (unless `offset` is 0, the last sequence) the match. */
-function writeSequence(out: Buffer, op: number, src: Uint8Array, anchor: number, litEnd: number, offset: number, matchLen: number): number {
-  const lit = litEnd - anchor;
-  const ml = matchLen - MINMATCH;
-  out[op++] = (Math.min(lit, 15) << 4) | (offset ? Math.min(ml, 15) : 0);
-  if (lit >= 15) op = writeLength(out, op, lit - 15);
-  if (lit < 32) {
-    for (let i = anchor; i < litEnd; i++) out[op++] = src[i]!;
-  } else {
-    out.set(src.subarray(anchor, litEnd), op);
-    op += lit;
-  }
-  if (!offset) return op;
-  out[op++] = offset & 0xff;
-  out[op++] = offset >>> 8;
-  if (ml >= 15) op = writeLength(out, op, ml - 15);
-  return op;
-}
-
-function writeLength(out: Buffer, op: number, v: number): number {
-  for (; v >= 255; v -= 255) out[op++] = 255;
-  out[op++] = v;
-  return op;
+/** Identity of the compressor's bytes, for cache keys: "liblz4-" and the addon's lz4Version. */
+export function lz4BlockVersion(): string {
+  return `liblz4-${lz4Version()}`;
 }
 
 /** Decodes one block into at most `maxOut` bytes; malformed input throws a plain Error. */
