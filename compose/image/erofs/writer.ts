@@ -578,8 +578,7 @@ export class ErofsWriter {
     }
     await this.out.writeAll(Buffer.concat(head), SUPER_OFFSET);
     await this.out.setLength(tree.end, tree.end);
-    const sha256 = await this.out.sha256();
-    await this.out.commit();
+    const sha256 = await this.out.commit();
     return { bytes: tree.end, sha256, inodes: tree.inodes, cacheHits: this.hits, cacheMisses: this.misses };
   }
 }

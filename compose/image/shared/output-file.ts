@@ -100,7 +100,7 @@ export class OutputFile {
   /**
    * Queues a positional write of `b`, which must not change until it is written: writes that
    * continue one another go out together, once WRITE_BEHIND bytes are queued or at the next
-   * writeAll, flush, setLength, sha256 or commit (one system call, one wake-up of the thread
+   * writeAll, flush, setLength or commit (one system call, one wake-up of the thread
    * pool, per megabyte instead of per block).
    */
   async queueWrite(b: Uint8Array, at: number): Promise<void> {
@@ -156,8 +156,7 @@ export class OutputFile {
   }
 
   /** sha256 (hex) of the temp file as it is now, read through its descriptor, hashed off the main thread. */
-  async sha256(): Promise<string> {
-    await this.flush();
+  private async sha256(): Promise<string> {
     const h = new StreamHash((await this.fh.stat()).size);
     try {
       const buf = Buffer.allocUnsafe(READ_SIZE);
@@ -174,8 +173,13 @@ export class OutputFile {
     }
   }
 
-  /** Sets the final group and mode, syncs, renames over the destination, syncs the directory. */
-  async commit(): Promise<void> {
+  /**
+   * Finishes the file: sets the final group and mode, syncs it while reading it back for its
+   * sha256 (the fsync writes the page cache out on the thread pool as the hash reads it, so
+   * neither waits for the other), renames it over the destination and syncs the directory.
+   * Returns the sha256 (hex) of the file as committed.
+   */
+  async commit(): Promise<string> {
     await this.flush();
     const umask = process.umask();
     let mode = 0o666 & ~umask;
@@ -184,7 +188,7 @@ export class OutputFile {
       mode &= 0o660;
     }
     await this.fh.chmod(mode);
-    await this.fh.sync();
+    const [sha256] = await Promise.all([this.sha256(), this.fh.sync()]);
     await this.fh.close();
     await fs.rename(this.tmpPath, this.path);
     this.done = true;
@@ -193,6 +197,7 @@ export class OutputFile {
       await d.sync().catch(() => undefined);
       await d.close();
     }
+    return sha256;
   }
 
   /** Closes and removes the temp file. Safe to call more than once, and after commit (a no-op). */

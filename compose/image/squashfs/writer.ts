@@ -67,7 +67,7 @@ export interface SquashOptions {
 export interface SquashResult {
   /** Image size on disk (padded to 4096). */
   bytes: number;
-  /** sha256 (hex) of the image file, read back from the file before it was renamed into place. */
+  /** sha256 (hex) of the image file, read back from the file as it was synced, before it was renamed into place. */
   sha256: string;
   inodes: number;
   cacheHits: number;
@@ -466,9 +466,8 @@ export class SquashfsWriter {
       const r = await this.writeTables();
       this.records.dispose();
       this.closed = true;
-      await this.pool.close();
-      await this.file.commit();
-      return r;
+      const [sha256] = await Promise.all([this.file.commit(), this.pool.close()]);
+      return { ...r, sha256 };
     } catch (e) {
       this.failed ??= e;
       await this.abort();
@@ -583,7 +582,7 @@ export class SquashfsWriter {
     return { count, dirInos, nlinks, early, ids: idTable };
   }
 
-  private async writeTables(): Promise<SquashResult> {
+  private async writeTables(): Promise<Omit<SquashResult, 'sha256'>> {
     const { count, dirInos, nlinks, early, ids } = this.survey();
     const inodes = new MetaWriter(this.codec);
     const dirs = new MetaWriter(this.codec);
@@ -747,6 +746,6 @@ export class SquashfsWriter {
     await this.file.writeAll(sb, 0);
     const padded = Math.ceil(bytesUsed / PAD) * PAD;
     await this.file.setLength(bytesUsed, padded); // blocks of duplicates may have been written past the end
-    return { bytes: padded, sha256: await this.file.sha256(), inodes: count, cacheHits: this.hits, cacheMisses: this.misses };
+    return { bytes: padded, inodes: count, cacheHits: this.hits, cacheMisses: this.misses };
   }
 }
