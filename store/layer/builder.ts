@@ -17,7 +17,8 @@ import { aclFromText, aclModeBits } from '../../native/acl.js';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { LayerEntry, comparePaths } from '../types.js';
 import { isBelow, normalizeLayerPath, printable, whiteoutTarget } from './path.js';
-import { encodeHeader, encodePadding, END_OF_ARCHIVE } from '../tar/writer.js';
+import { encodeHeader, END_OF_ARCHIVE } from '../tar/writer.js';
+import { padding } from '../tar/header.js';
 import { LayerManifest, manifestEntry } from './manifest.js';
 import { checkOutputLimits } from './limits.js';
 import { entryCodec } from './entry-codec.js';
@@ -270,9 +271,29 @@ export function tarPathOf(e: LayerEntry): string {
   return e.type === 'dir' ? `${e.path}/` : e.path;
 }
 
+/** Bytes of small pieces (headers, small bodies, padding) gathered into one chunk of the canonical tar. */
+const GATHER = 512 << 10;
+/** A body chunk at least this long goes out as it is. */
+const PASS = 128 << 10;
+
+/**
+ * The canonical tar of `ordered`, as chunks. A tree of small files is mostly headers, short
+ * bodies and padding: each passed on alone cost more (a turn of every async loop downstream)
+ * than copying it, so they are gathered into chunks of about GATHER bytes, each a buffer of
+ * its own that is never reused; large body chunks pass through as they come.
+ */
 async function* canonicalTar(ordered: Iterable<{ entry: LayerEntry; content?: ContentOpener }>): AsyncGenerator<Uint8Array> {
+  let buf = Buffer.allocUnsafe(GATHER);
+  let used = 0;
+  /** The gathered bytes, to yield: a fresh buffer takes their place. */
+  const cut = (): Buffer => {
+    const out = buf.subarray(0, used);
+    buf = Buffer.allocUnsafe(GATHER);
+    used = 0;
+    return out;
+  };
   for (const { entry: e, content } of ordered) {
-    yield encodeHeader({
+    const header = encodeHeader({
       path: tarPathOf(e),
       type: e.type,
       mode: e.mode,
@@ -284,20 +305,38 @@ async function* canonicalTar(ordered: Iterable<{ entry: LayerEntry; content?: Co
       devmajor: e.devmajor,
       devminor: e.devminor,
     });
+    if (used + header.length > GATHER) yield cut();
+    if (header.length > GATHER) yield header;
+    else {
+      buf.set(header, used);
+      used += header.length;
+    }
     if (e.type !== 'file' || e.size === 0) continue;
     if (!content) throw new StrataError(STORE_ERR.SOURCE_INVALID, `'${printable(e.path)}' has ${e.size} bytes but its source gave no content`, { hint: 'the source is damaged; import it again' });
     let n = 0;
     for await (const chunk of content()) {
       n += chunk.byteLength;
       if (n > e.size) break;
-      yield chunk;
+      if (chunk.byteLength >= PASS) {
+        if (used > 0) yield cut();
+        yield chunk;
+        continue;
+      }
+      // Copied now: a source may reuse its buffer for the next chunk.
+      if (used + chunk.byteLength > GATHER) yield cut();
+      buf.set(chunk, used);
+      used += chunk.byteLength;
     }
     if (n !== e.size) {
       throw new StrataError(STORE_ERR.SOURCE_INVALID, `'${printable(e.path)}' changed while it was imported (expected ${e.size} bytes, read ${n})`, {
         hint: 'import again from a source that is not being written to',
       });
     }
-    yield encodePadding(e.size);
+    const pad = padding(e.size);
+    if (used + pad > GATHER) yield cut();
+    buf.fill(0, used, used + pad);
+    used += pad;
   }
+  if (used > 0) yield cut();
   yield END_OF_ARCHIVE;
 }
