@@ -8,9 +8,10 @@
  * LZ4_compress_fast at acceleration 1 (LZ4_compress_default's parse), with the match table
  * built at LZ4_MEMORY_USAGE 16 (binding.gyp): 64 KiB instead of liblz4's default 16 KiB,
  * 2-3 % smaller output on the bench's tars for about a fifth more time. The bytes depend on
- * the liblz4 version, that setting and the word size (liblz4 hashes 5 bytes on 64-bit
- * machines, 4 on 32-bit), so the version string names the setting and the cache key names
- * the version (spec/decisions.md, Images).
+ * the liblz4 version, that setting, the word size and the byte order (liblz4 hashes 5 bytes
+ * on 64-bit machines and 4 on 32-bit ones, each way round by byte order), so the version
+ * string names the setting, and the machine class unless it is 64-bit little-endian
+ * (x86-64, arm64): the cache key names the version (spec/decisions.md, Images).
  *
  * Each thread that loads the addon keeps its own match table and output buffer
  * (native/instance.h), freed when that thread's environment goes away.
@@ -93,9 +94,20 @@ static napi_value js_lz4_compress(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* "" on 64-bit little-endian machines, else the class whose liblz4 output differs from theirs. */
+static const char *machine_tag(void) {
+  const union {
+    uint32_t u;
+    uint8_t c[4];
+  } one = {1};
+  int little = one.c[0] == 1;
+  if (sizeof(size_t) == 8) return little ? "" : "-64be";
+  return little ? "-32le" : "-32be";
+}
+
 napi_status lz4_register(napi_env env, napi_value exports) {
-  char text[32];
-  snprintf(text, sizeof text, "%s-m%d", LZ4_versionString(), LZ4_MEMORY_USAGE);
+  char text[48];
+  snprintf(text, sizeof text, "%s-m%d%s", LZ4_versionString(), LZ4_MEMORY_USAGE, machine_tag());
   napi_value version;
   napi_status st = napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &version);
   if (st != napi_ok) return st;
