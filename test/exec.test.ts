@@ -280,7 +280,15 @@ if (why) {
     assertClean(rootTmp);
   });
 
-  /** Starts `argv` (a strata exec whose command prints "started" first), signals it once started. */
+  /**
+   * Starts `argv` (a strata exec of LONG), signals it once the command has started its sleeper.
+   * Not at "started" alone: the shell prints it before it forks the sleeper, and a signal
+   * relayed in between reaches the shell only (strata signals the processes there are). A
+   * shell acts on SIGINT only once its foreground child is gone, and busybox's ash, caught as
+   * it forks, waits for the child it forks next: that run waits out the sleep, as it would
+   * after a terminal's ^C at that moment. Signalled at "started", this test failed once in
+   * a CI run under load (strata still waiting at the 120 s guard).
+   */
   function interrupted(argv: string[], env: Record<string, string>, signal: NodeJS.Signals): Promise<{ code: number | null; stdout: string; stderr: string }> {
     return new Promise((resolve) => {
       const child = spawn(argv[0]!, argv.slice(1), { cwd: o.cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -288,11 +296,15 @@ if (why) {
       let stderr = '';
       let sent = false;
       const guard = setTimeout(() => child.kill('SIGKILL'), 120_000);
+      const send = (tries: number) => {
+        if (sleepersLeft() > 0 || tries === 0) child.kill(signal);
+        else setTimeout(() => send(tries - 1), 10);
+      };
       child.stdout.on('data', (d: Buffer) => {
         stdout += d.toString('utf8');
         if (!sent && stdout.includes('started')) {
           sent = true;
-          child.kill(signal);
+          send(1000);
         }
       });
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
