@@ -48,6 +48,7 @@
       "sources": [
         "native/addon.c",
         "native/deflate.c",
+        "native/compressors.c",
         "native/instance.c",
         "native/lz4.c"
       ],

@@ -24,8 +24,7 @@
 
 typedef struct {
   struct libdeflate_compressor *compressors[LEVELS];
-  void *out;
-  size_t out_size;
+  block_out out;
 } deflate_state;
 
 static void *state_new(void) { return calloc(1, sizeof(deflate_state)); }
@@ -33,26 +32,20 @@ static void *state_new(void) { return calloc(1, sizeof(deflate_state)); }
 static void state_free(void *data) {
   deflate_state *s = data;
   for (int i = 0; i < LEVELS; i++) libdeflate_free_compressor(s->compressors[i]);
-  free(s->out);
+  free(s->out.buf);
   free(s);
 }
 
 static napi_value js_zlib_compress(napi_env env, napi_callback_info info) {
+  static const char fn[] = "zlibCompress";
   size_t argc = 2;
-  napi_value argv[2];
+  napi_value argv[2] = {NULL, NULL};
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
-  bool is_typed = false;
-  napi_typedarray_type type;
-  size_t length = 0;
-  void *data = NULL;
+  const void *data;
+  size_t length;
+  if (!block_source(env, argv[0], fn, &data, &length)) return NULL;
   int32_t level = -1;
-  if (argc < 2 || napi_is_typedarray(env, argv[0], &is_typed) != napi_ok || !is_typed ||
-      napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok ||
-      type != napi_uint8_array) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "zlibCompress: src must be a Uint8Array");
-    return NULL;
-  }
-  if (napi_get_value_int32(env, argv[1], &level) != napi_ok || level < 0 || level >= LEVELS) {
+  if (argv[1] == NULL || napi_get_value_int32(env, argv[1], &level) != napi_ok || level < 0 || level >= LEVELS) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "zlibCompress: level must be 0 to 12");
     return NULL;
   }
@@ -65,22 +58,9 @@ static napi_value js_zlib_compress(napi_env env, napi_callback_info info) {
   struct libdeflate_compressor *c = s->compressors[level];
   /* The bound always fits, so the result is the same as with any larger buffer. */
   size_t bound = libdeflate_zlib_compress_bound(c, length);
-  if (s->out_size < bound) {
-    void *grown = realloc(s->out, bound);
-    if (grown == NULL) {
-      napi_throw_error(env, "ENOMEM", "zlibCompress: out of memory");
-      return NULL;
-    }
-    s->out = grown;
-    s->out_size = bound;
-  }
-  size_t n = libdeflate_zlib_compress(c, data, length, s->out, s->out_size);
-  napi_value result;
-  if (n == 0 || napi_create_buffer_copy(env, n, s->out, NULL, &result) != napi_ok) {
-    napi_throw_error(env, "ERR_STRATA_NATIVE", "zlibCompress: compression failed");
-    return NULL;
-  }
-  return result;
+  void *out = block_scratch(env, &s->out, bound, fn);
+  if (out == NULL) return NULL;
+  return block_result(env, &s->out, libdeflate_zlib_compress(c, data, length, out, bound), fn);
 }
 
 napi_status deflate_register(napi_env env, napi_value exports) {

@@ -31,8 +31,7 @@
 
 typedef struct {
   void *table; /* LZ4_sizeofState() bytes */
-  char *out;
-  size_t out_size;
+  block_out out;
 } lz4_state;
 
 static void *state_new(void) {
@@ -49,49 +48,33 @@ static void *state_new(void) {
 static void state_free(void *data) {
   lz4_state *s = data;
   free(s->table);
-  free(s->out);
+  free(s->out.buf);
   free(s);
 }
 
 static napi_value js_lz4_compress(napi_env env, napi_callback_info info) {
+  static const char fn[] = "lz4Compress";
   size_t argc = 1;
-  napi_value argv[1];
+  napi_value argv[1] = {NULL};
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
-  bool is_typed = false;
-  napi_typedarray_type type;
-  size_t length = 0;
-  void *data = NULL;
-  if (argc < 1 || napi_is_typedarray(env, argv[0], &is_typed) != napi_ok || !is_typed ||
-      napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok ||
-      type != napi_uint8_array) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "lz4Compress: src must be a Uint8Array");
-    return NULL;
-  }
+  const void *data;
+  size_t length;
+  if (!block_source(env, argv[0], fn, &data, &length)) return NULL;
   if (length > LZ4_MAX_INPUT_SIZE) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "lz4Compress: src is larger than LZ4_MAX_INPUT_SIZE");
     return NULL;
   }
   lz4_state *s = instance_slot(env, SLOT_LZ4, state_new, state_free);
-  /* The bound always fits, so the result is the same as with any larger buffer. */
-  size_t bound = (size_t)LZ4_compressBound((int)length);
-  if (s != NULL && s->out_size < bound) {
-    char *grown = realloc(s->out, bound);
-    if (grown != NULL) {
-      s->out = grown;
-      s->out_size = bound;
-    }
-  }
-  if (s == NULL || s->out_size < bound) {
+  if (s == NULL) {
     napi_throw_error(env, "ENOMEM", "lz4Compress: out of memory");
     return NULL;
   }
-  int n = LZ4_compress_fast_extState(s->table, data, s->out, (int)length, (int)bound, 1);
-  napi_value result;
-  if (n <= 0 || napi_create_buffer_copy(env, (size_t)n, s->out, NULL, &result) != napi_ok) {
-    napi_throw_error(env, "ERR_STRATA_NATIVE", "lz4Compress: compression failed");
-    return NULL;
-  }
-  return result;
+  /* The bound always fits, so the result is the same as with any larger buffer. */
+  int bound = LZ4_compressBound((int)length);
+  char *out = block_scratch(env, &s->out, (size_t)bound, fn);
+  if (out == NULL) return NULL;
+  int n = LZ4_compress_fast_extState(s->table, data, out, (int)length, bound, 1);
+  return block_result(env, &s->out, n > 0 ? (size_t)n : 0, fn);
 }
 
 /* "" on 64-bit little-endian machines, else the class whose liblz4 output differs from theirs. */
