@@ -1,7 +1,7 @@
 /**
  * Files created ahead of their writing. Creating a file is, with copying its data, the kernel's
- * costly part of writing a tree (on ext4 after large deletions, the inode allocator's scan for
- * recently freed inodes is most of GNU tar's time), and a tree writer that creates each file just before writing it waits
+ * costly part of writing a tree (on ext4 without a journal, within minutes of large deletions,
+ * the inode allocator's scan past recently freed inodes is most of GNU tar's time), and a tree writer that creates each file just before writing it waits
  * for that on the JS thread. Here the writer announces the files it will write, in the order
  * it will write them (`want`), and they are created in batches on libuv's pool, two batches at
  * a time, while the JS thread reads layers and writes the files created before: `take` gives
