@@ -7,10 +7,10 @@
  */
 import { createHash } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
-import { createReadStream, existsSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { lstat, mkdir, mkdtemp, open, readdir, readlink, rename, rm, writeFile, readFile } from 'node:fs/promises';
 import { cpus, release, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { dumpXattrs } from './data.js';
 import { BenchError, log, run } from './proc.js';
 
@@ -370,9 +370,11 @@ export interface Machine {
   memoryGiB: number;
   kernel: string;
   node: string;
+  /** The filesystem the outputs and trees are written to (scratchFilesystem). */
+  scratch: string;
 }
 
-export function machine(): Machine {
+export function machine(scratchDir: string): Machine {
   const c = cpus();
   return {
     cpu: c[0]?.model ?? 'unknown',
@@ -380,7 +382,49 @@ export function machine(): Machine {
     memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
     kernel: release(),
     node: process.version,
+    scratch: scratchFilesystem(scratchDir),
   };
+}
+
+/**
+ * The filesystem `dir` is on, from /proc/self/mountinfo (the last mount over the longest
+ * prefix), and for ext4 whether it has a journal (/proc/fs/jbd2 lists the devices that do).
+ * Without one, ext4 passes over inodes freed in the last minutes when it allocates new ones,
+ * which slows every tool's file creation after a large deletion (spec/benchmark.md).
+ */
+export function scratchFilesystem(dir: string): string {
+  let real: string;
+  let lines: string[];
+  try {
+    real = realpathSync(dir);
+    lines = readFileSync('/proc/self/mountinfo', 'utf8').split('\n');
+  } catch {
+    return 'unknown';
+  }
+  const unescape = (f: string) => f.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  let best: { mount: string; type: string; source: string } | undefined;
+  for (const line of lines) {
+    const [pre, post] = line.split(' - ');
+    const mount = unescape(pre?.split(' ')[4] ?? '');
+    const [type, source] = (post ?? '').split(' ');
+    if (!mount || !type || !source) continue;
+    const under = real === mount || real.startsWith(mount === '/' ? '/' : `${mount}/`);
+    if (under && (!best || mount.length >= best.mount.length)) best = { mount, type, source: unescape(source) };
+  }
+  if (!best) return 'unknown';
+  const what = `${best.type} on ${best.source} (mounted at ${best.mount})`;
+  if (best.type !== 'ext4') return what;
+  let journaled: boolean | undefined;
+  try {
+    const dev = basename(best.source);
+    journaled = readdirSync('/proc/fs/jbd2').some((n) => n.startsWith(`${dev}-`));
+  } catch {
+    journaled = undefined;
+  }
+  if (journaled === undefined) return what;
+  return journaled
+    ? `${what}, with a journal`
+    : `${what}, without a journal: creating files there costs every tool more for a few minutes after a large deletion on the machine (spec/benchmark.md)`;
 }
 
 /** First line of each tool's version output, as printed by the tool. */
@@ -479,7 +523,8 @@ export function renderReport(r: Report): string {
   L.push(`- CPU: ${r.machine.cpu}, ${r.machine.cores} cores`);
   L.push(`- memory: ${r.machine.memoryGiB} GiB`);
   L.push(`- kernel: ${r.machine.kernel}`);
-  L.push(`- Node: ${r.machine.node}`, '');
+  L.push(`- Node: ${r.machine.node}`);
+  L.push(`- scratch filesystem (outputs and trees): ${r.machine.scratch}`, '');
   L.push('## Tools', '');
   for (const [k, v] of Object.entries(r.tools)) L.push(`- ${k}: ${v}`);
   L.push('', '## Data', '');

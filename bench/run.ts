@@ -104,7 +104,7 @@ async function main(): Promise<number> {
   for (const sec of sections) if ('data' in sec.result) dataLines.push(...(sec.result as { data: string[] }).data);
   const report: Report = {
     date: new Date(),
-    machine: machine(),
+    machine: machine(S),
     tools: await toolVersions(),
     settings: [
       strata.available
