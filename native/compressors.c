@@ -46,3 +46,14 @@ napi_value block_result(napi_env env, const block_out *out, size_t n, const char
   }
   return result;
 }
+
+napi_status block_register(napi_env env, napi_value exports, const char *fn_name, napi_callback fn, const char *version_name, const char *version) {
+  napi_value v;
+  napi_status st = napi_create_string_utf8(env, version, NAPI_AUTO_LENGTH, &v);
+  if (st != napi_ok) return st;
+  napi_property_descriptor props[] = {
+      {fn_name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL},
+      {version_name, NULL, NULL, NULL, NULL, v, napi_enumerable, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}

@@ -29,4 +29,7 @@ void *block_scratch(napi_env env, block_out *out, size_t need, const char *fn);
 /* The first `n` bytes of `out` as a Buffer of their own (n = 0 is a failed compression: throws, NULL). */
 napi_value block_result(napi_env env, const block_out *out, size_t n, const char *fn);
 
+/* Adds the compressor `fn` as `fn_name` and its library's version string `version` as `version_name`. */
+napi_status block_register(napi_env env, napi_value exports, const char *fn_name, napi_callback fn, const char *version_name, const char *version);
+
 #endif

@@ -64,12 +64,5 @@ static napi_value js_zlib_compress(napi_env env, napi_callback_info info) {
 }
 
 napi_status deflate_register(napi_env env, napi_value exports) {
-  napi_value version;
-  napi_status st = napi_create_string_utf8(env, LIBDEFLATE_VERSION_STRING, NAPI_AUTO_LENGTH, &version);
-  if (st != napi_ok) return st;
-  napi_property_descriptor props[] = {
-      {"zlibCompress", NULL, js_zlib_compress, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"libdeflateVersion", NULL, NULL, NULL, NULL, version, napi_enumerable, NULL},
-  };
-  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return block_register(env, exports, "zlibCompress", js_zlib_compress, "libdeflateVersion", LIBDEFLATE_VERSION_STRING);
 }

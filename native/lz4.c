@@ -91,12 +91,5 @@ static const char *machine_tag(void) {
 napi_status lz4_register(napi_env env, napi_value exports) {
   char text[48];
   snprintf(text, sizeof text, "%s-m%d%s", LZ4_versionString(), LZ4_MEMORY_USAGE, machine_tag());
-  napi_value version;
-  napi_status st = napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &version);
-  if (st != napi_ok) return st;
-  napi_property_descriptor props[] = {
-      {"lz4Compress", NULL, js_lz4_compress, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"lz4Version", NULL, NULL, NULL, NULL, version, napi_enumerable, NULL},
-  };
-  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return block_register(env, exports, "lz4Compress", js_lz4_compress, "lz4Version", text);
 }
