@@ -31,9 +31,13 @@ export async function planMerge(
   }
 }
 
-/** Every ACL of the merged tree, by path (each entry as its layer holds it). */
+/**
+ * Every ACL of the merged tree, by path (each entry as its layer holds it). A walk of the whole
+ * plan (from the spilled runs at scale), so skipped when no layer entry had an ACL at all.
+ */
 function aclIndex(merge: LayerMerge): AclIndex {
   const entries: AclIndex['entries'] = {};
+  if (!merge.hasAcls) return { aclVersion: 1, entries };
   for (const { entry: e } of merge.walk(true)) if (e.acl && (e.acl.access || e.acl.default)) entries[e.path] = { mode: e.mode, gid: e.gid, ...e.acl };
   return { aclVersion: 1, entries };
 }

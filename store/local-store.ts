@@ -482,7 +482,9 @@ export class LocalStore {
     const hex = parseCid(mod.record.layer).hex;
     const manifest = await this.manifestOf(mod);
     const file = this.entryCachePath(hex);
-    const lines = await openLines(file);
+    // The list's digest is of the file's bytes as read (the rows and their framing).
+    const h = createHash('sha256');
+    const lines = await openLines(file, (b) => h.update(b));
     if (lines === undefined) {
       const group = mod.record.restricted ?? (await this.restrictionOf(mod.record.layer));
       await this.scratchDir();
@@ -506,7 +508,6 @@ export class LocalStore {
       return;
     }
     // The cache is untrusted: readLayer checks the layer against exactly these rows.
-    const h = createHash('sha256');
     const bad = () => {
       fsSync.rmSync(file, { force: true });
       this.handedOut.delete(hex);
@@ -522,7 +523,6 @@ export class LocalStore {
         continue;
       }
       const text = line.endsWith(',') ? line.slice(0, -1) : line;
-      h.update(`${text}\n`);
       // The quick test can only let through more than it must: a row that hides a whiteout
       // from it (an escaped character) is not the row the layer gives, and fails its check.
       if (opts.whiteoutsAndLinks && !text.includes(WHITEOUT_PREFIX) && !text.includes('"hardlink"')) continue;
@@ -564,12 +564,22 @@ export class LocalStore {
   private cacheCheck(hex: string, what: string): ((e: LayerEntry | undefined) => void) | undefined {
     const want = this.handedOut.get(hex);
     if (want === undefined) return undefined;
+    // The bytes entryIndexWriter writes for these entries, hashed a batch of rows at a time.
     const h = createHash('sha256');
+    let rows: string[] = ['['];
+    let first = true;
     return (e) => {
       if (e !== undefined) {
-        h.update(`${JSON.stringify(toRow(e))}\n`);
+        rows.push(first ? '\n' : ',\n', JSON.stringify(toRow(e)));
+        first = false;
+        if (rows.length >= 512) {
+          h.update(rows.join(''));
+          rows = [];
+        }
         return;
       }
+      rows.push('\n]\n');
+      h.update(rows.join(''));
       if (h.digest('hex') === want) return;
       this.handedOut.delete(hex);
       fsSync.rmSync(this.entryCachePath(hex), { force: true });
@@ -986,9 +996,10 @@ function checkedRow(r: unknown): EntryRow | undefined {
 
 /**
  * The lines of a cached entry list after its opening `[` line, read a MiB at a time; undefined
- * when the file is absent or does not open as one (a miss). Never follows a symlink.
+ * when the file is absent or does not open as one (a miss). Never follows a symlink. `onBytes`
+ * sees every byte read, in order (the opening line too).
  */
-async function openLines(file: string): Promise<AsyncIterable<string> | undefined> {
+async function openLines(file: string, onBytes: (b: Buffer) => void): Promise<AsyncIterable<string> | undefined> {
   let fh: fsp.FileHandle;
   try {
     fh = await fsp.open(file, fsSync.constants.O_RDONLY | fsSync.constants.O_NOFOLLOW);
@@ -1009,6 +1020,7 @@ async function openLines(file: string): Promise<AsyncIterable<string> | undefine
         carry = '';
         break;
       }
+      onBytes(chunk.subarray(0, bytesRead));
       const text = carry + decoder.decode(chunk.subarray(0, bytesRead), { stream: true });
       const parts = text.split('\n');
       carry = parts.pop()!;

@@ -140,6 +140,7 @@ export class LayerMerge {
   /** Per layer: the files hard links point at (their metadata outlives a whiteout of the path). */
   private readonly linkTargets: Array<Map<string, LayerEntry>> = [];
   private readonly sorters: Array<SpillSorter<unknown>> = [];
+  private aclSeen = false;
 
   constructor(private readonly opts: LayerMergeOptions) {
     this.leaves = new SpillSorter<Leaf>({ compare: (a, b) => comparePaths(a.entry.path, b.entry.path), codec: leafCodec, dir: opts.tmpDir, budget: opts.budget });
@@ -149,6 +150,11 @@ export class LayerMerge {
   /** Layers applied so far. */
   get layers(): number {
     return this.linkTargets.length;
+  }
+
+  /** False when no entry of the layers applied so far carries an ACL (then none of the tree does). */
+  get hasAcls(): boolean {
+    return this.aclSeen;
   }
 
   /**
@@ -184,6 +190,7 @@ export class LayerMerge {
     let last: { dir: string; at: { node: Node; path: string } } | undefined;
     for await (const e of read(false)) {
       if (whiteoutTarget(e.path)) continue;
+      if (e.acl && (e.acl.access || e.acl.default)) this.aclSeen = true;
       if (e.type === 'file' && linked.has(e.path)) targets.set(e.path, e);
       if (e.path === '.') {
         this.root.entry = e;
