@@ -3,6 +3,9 @@
     {
       "target_name": "libdeflate",
       "type": "static_library",
+      "include_dirs": [
+        "native/vendor/libdeflate"
+      ],
       "sources": [
         "native/vendor/libdeflate/lib/adler32.c",
         "native/vendor/libdeflate/lib/deflate_compress.c",
