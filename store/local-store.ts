@@ -566,20 +566,20 @@ export class LocalStore {
     if (want === undefined) return undefined;
     // The bytes entryIndexWriter writes for these entries, hashed a batch of rows at a time.
     const h = createHash('sha256');
-    let rows: string[] = ['['];
+    let pieces: string[] = [LIST_OPEN];
     let first = true;
     return (e) => {
       if (e !== undefined) {
-        rows.push(first ? '\n' : ',\n', JSON.stringify(toRow(e)));
+        pieces.push(listRow(e, first));
         first = false;
-        if (rows.length >= 512) {
-          h.update(rows.join(''));
-          rows = [];
+        if (pieces.length >= 512) {
+          h.update(pieces.join(''));
+          pieces = [];
         }
         return;
       }
-      rows.push('\n]\n');
-      h.update(rows.join(''));
+      pieces.push(LIST_CLOSE);
+      h.update(pieces.join(''));
       if (h.digest('hex') === want) return;
       this.handedOut.delete(hex);
       fsSync.rmSync(this.entryCachePath(hex), { force: true });
@@ -612,17 +612,17 @@ export class LocalStore {
       if (open) fsSync.closeSync(fd);
       open = false;
     };
-    pending.push('[');
+    pending.push(LIST_OPEN);
     return {
       add: (e) => {
-        const row = JSON.stringify(toRow(e));
-        pending.push(first ? `\n${row}` : `,\n${row}`);
+        const row = listRow(e, first);
+        pending.push(row);
         first = false;
         pendingBytes += row.length;
         if (pendingBytes > 1 << 20) flush();
       },
       commit: async (hex, gid) => {
-        pending.push('\n]\n');
+        pending.push(LIST_CLOSE);
         flush();
         close();
         if (gid !== undefined) await BlobStore.restrict(tmp, gid);
@@ -963,6 +963,13 @@ export function matches(fullName: string, pattern: string): boolean {
   if (!/[*?]/.test(pattern)) return fullName.toLowerCase().includes(pattern.toLowerCase());
   const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'i');
   return re.test(fullName);
+}
+
+/** An entry list's file: `[`, then each row on a line of its own, `,` ending all but the last, then `]`. */
+const LIST_OPEN = '[';
+const LIST_CLOSE = '\n]\n';
+function listRow(e: LayerEntry, first: boolean): string {
+  return `${first ? '\n' : ',\n'}${JSON.stringify(toRow(e))}`;
 }
 
 /** A cached entry: [path, type, mode, uid, gid, mtime, size, linkname, devmajor, devminor]. */
