@@ -52,6 +52,7 @@
         "native/addon.c",
         "native/deflate.c",
         "native/compressors.c",
+        "native/extract.c",
         "native/instance.c",
         "native/lz4.c"
       ],

@@ -7,14 +7,15 @@
  * following a link, and paths come from the merge plan (canonical, never below a symlink).
  *
  * Order of work: (1) directories (0700 until the end), symlinks, device nodes and fifos, in
- * path order; (2) file contents, one pass over each layer in stack order, each file created
- * ahead and written behind on other threads (tree/ahead.ts, tree/write-behind.ts) and its
- * metadata applied through its descriptor once written, then the embedded files; (3) hard
- * links; (4) directory metadata, deepest first; the root last, when the tree goes in place.
+ * path order; (2) file contents: each layer's blob read once, whole, on a thread of libuv's
+ * pool, which verifies it and writes the files the plan takes from it, two layers at once
+ * (tree/layers.ts), then the embedded files; (3) hard links; (4) directory metadata, deepest
+ * first; the root last, when the tree goes in place.
  */
+import * as fs from 'node:fs';
 import type { LoadedModule, Store, LayerEntry } from '../store/index.js';
 import { embeddedPlanned, forEachPlannedFile, type MergePlan } from './merge.js';
-import { AHEAD_DEPTH, buildTree, CreateAhead, WriteBehind, type TreeResult } from './tree/index.js';
+import { buildTree, canExtract, extractLayers, type TreeResult, type TreeWriter } from './tree/index.js';
 
 export interface SandboxResult extends TreeResult {
   entries: number;
@@ -66,40 +67,22 @@ export async function writeSandbox(
     }
     w.close();
 
-    // 2. File contents, one pass over each layer in order. Files are created ahead
-    //    (tree/ahead.ts) and written behind (tree/write-behind.ts) on libuv's pool, so the
-    //    kernel's share of the work runs on the other core while this thread reads and verifies
-    //    the layers; each file's metadata goes on through its descriptor once it is written.
-    const ahead = new CreateAhead(w.root, (p) => w.createFile(p));
-    const behind = new WriteBehind((p, err) => w.failure(p, err));
-    const write = async (e: LayerEntry, body: AsyncIterable<Uint8Array> | Uint8Array, fd: number) => {
-      const file = behind.open(fd, e.path);
-      try {
-        if (body instanceof Uint8Array) await file.write(body);
-        else for await (const c of body) await file.write(c);
-      } catch (err) {
-        file.close();
-        throw err;
-      }
-      bytes += e.size;
-      file.close(() => w.finishFile(fd, e));
+    // 2. File contents: each layer's blob read whole on another thread, which writes the files
+    //    the plan takes from it (tree/layers.ts); a store without blob files, or a process
+    //    without libcrypto's sha256, takes the layers as readLayer streams them. Then the
+    //    embedded files.
+    const written = (n: number) => {
+      bytes += n;
+      opts.onProgress?.(bytes, total);
     };
-    try {
-      await forEachPlannedFile(
-        store,
-        layers,
-        plan,
-        async (e, body) => {
-          await write(e, body, await ahead.take(e.path));
-          opts.onProgress?.(bytes, total);
-        },
-        { depth: AHEAD_DEPTH, see: (f) => ahead.want(f.entry.path) },
-      );
-      for (const { entry, content } of embeddedPlanned(plan, layers.length, embedded)) await write(entry, content, w.createFile(entry.path));
-      await behind.drain();
-    } finally {
-      await Promise.all([ahead.settle(), behind.settled()]);
+    if (canExtract(store)) await extractLayers(w, store, layers, plan, written);
+    else {
+      await forEachPlannedFile(store, layers, plan, async (e, body) => {
+        await writeFile(w, e, body);
+        written(e.size);
+      });
     }
+    for (const { entry, content } of embeddedPlanned(plan, layers.length, embedded)) await writeFile(w, entry, [content]);
 
     // 3. Hard links, to files, symlinks and nodes made above.
     //    (A walk of the whole plan: skipped when phase 1 met none.)
@@ -109,4 +92,18 @@ export async function writeSandbox(
     w.finishDirs(dirs);
     return { root: plan.root, value: { entries: plan.count, bytes } };
   });
+}
+
+/** A file created, written and finished on this thread. */
+async function writeFile(w: TreeWriter, e: LayerEntry, body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> {
+  const fd = w.createFile(e.path);
+  try {
+    for await (const chunk of body) {
+      for (let at = 0; at < chunk.byteLength; ) at += fs.writeSync(fd, chunk, at);
+    }
+  } catch (err) {
+    fs.closeSync(fd);
+    throw w.failure(e.path, err);
+  }
+  w.finishFile(fd, e);
 }

@@ -69,6 +69,7 @@
 #include <unistd.h>
 
 #include "compressors.h"
+#include "native.h"
 
 #define CHECK(call)                                                                      \
   do {                                                                                   \
@@ -78,7 +79,7 @@
     }                                                                                    \
   } while (0)
 
-static void throw_pending(napi_env env, const char *what) {
+void throw_pending(napi_env env, const char *what) {
   bool pending = false;
   napi_is_exception_pending(env, &pending);
   if (!pending) napi_throw_error(env, "ERR_STRATA_NATIVE", what);
@@ -522,7 +523,7 @@ static int open_beneath_walk(int dirfd, const char *path, int flags, mode_t mode
 static int have_openat2 = 1;
 
 /* openBeneath's rule for one path: the new descriptor, or -1 with errno set. Thread-safe. */
-static int open_beneath_fd(int dirfd, const char *path, int flags, mode_t mode) {
+int open_beneath_fd(int dirfd, const char *path, int flags, mode_t mode) {
   int fd = -1;
   if (__atomic_load_n(&have_openat2, __ATOMIC_RELAXED)) {
     struct open_how how;
@@ -1170,7 +1171,8 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"rmtreeat", NULL, js_rmtreeat, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok ||
-      deflate_register(env, exports) != napi_ok || lz4_register(env, exports) != napi_ok)
+      deflate_register(env, exports) != napi_ok || lz4_register(env, exports) != napi_ok ||
+      extract_register(env, exports) != napi_ok)
     return NULL;
   return exports;
 }

@@ -37,6 +37,10 @@ export interface NativeAddon {
   libdeflateVersion: string;
   lz4Compress(src: Uint8Array): Buffer;
   lz4Version: string;
+  extractAvailable(): boolean;
+  extractOpen(blobFd: number, rootFd: number): unknown;
+  extractRun(session: unknown, batch: Buffer, count: number, last: boolean): Promise<unknown>;
+  extractClose(session: unknown): void;
 }
 
 // From source (native/*.ts under tsx) the build dir is one level up; from dist/native/*.js two.

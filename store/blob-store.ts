@@ -287,6 +287,24 @@ export class BlobStore {
     }
   }
 
+  /**
+   * Blob `hex` opened for a reader that reads and verifies it itself: its descriptor (the held
+   * one, else one of its own until `close`) and its size. Errors as `read` reports them.
+   */
+  async open(hex: string, what?: string): Promise<{ fd: number; size: number; close(): Promise<void> }> {
+    const held = this.held.get(hex);
+    let fh = held;
+    if (!fh) {
+      try {
+        fh = await fsp.open(this.readPath(hex), 'r');
+      } catch (e) {
+        throw this.unreadable(hex, what, e);
+      }
+    }
+    const file = fh;
+    return { fd: file.fd, size: (await file.stat()).size, close: async () => (held ? undefined : file.close()) };
+  }
+
   async readBytes(hex: string, what?: string): Promise<Buffer> {
     let buf: Buffer;
     try {
@@ -360,7 +378,7 @@ export class BlobStore {
     });
   }
 
-  private mismatch(hex: string, what?: string): StrataError {
+  mismatch(hex: string, what?: string): StrataError {
     return new StrataError(STORE_ERR.DIGEST_MISMATCH, `${what ?? 'blob'} sha256:${hex} is corrupt (its content no longer matches its digest)`, {
       hint: 'run `strata store verify`, then re-import or pull the module',
     });

@@ -36,7 +36,7 @@ export { MemoryStore } from './memory-store.js';
 export { LayerMerge } from './layer/merge.js';
 export type { EntrySource, MergePlan, PlannedEntry, PlannedFile } from './layer/merge.js';
 
-export type { EntryListOptions, StoreReader } from './reader.js';
+export type { EntryListOptions, LayerBlob, StoreReader } from './reader.js';
 
 /** The whole store, as cli/ and compose/ use it. */
 export interface Store extends StoreReader {

@@ -21,7 +21,7 @@ import { canonicalJson, cidFromHex, isCid, JSON_CODEC, parseCid, RAW_CODEC } fro
 import { StrataError, STORE_ERR } from './errors.js';
 import { IndexView, LockOptions, preloadIndex, withIndex } from './catalog/leveldb.js';
 import { CATALOG_FILE, catalogView, pruneSnapshots, readCatalog, retainedSnapshots } from './catalog/snapshot.js';
-import { LayerBuilder } from './layer/builder.js';
+import { canonicalHeader, LayerBuilder } from './layer/builder.js';
 import { applyManifestEntry, LayerManifest } from './layer/manifest.js';
 import { checkCollectionName, parseCollection, serializeCollection, type Collection } from './collections.js';
 import { checkFullName, envOpProblem, EnvOp, fullNameOf, ModuleRecord, recordExtras, RecordExtras, splitFullName, validateRecord } from './record.js';
@@ -31,7 +31,7 @@ import { readTar } from './tar/reader.js';
 import { layerItems } from './layer/items.js';
 import { LayerEntry, WHITEOUT_PREFIX } from './types.js';
 import { whiteoutOrLink } from './layer/path.js';
-import type { EntryListOptions } from './reader.js';
+import type { EntryListOptions, LayerBlob } from './reader.js';
 
 export interface ImportOptions {
   requires?: string[];
@@ -117,6 +117,12 @@ export class LocalStore {
    * readLayer checks the layer against it (constant memory whatever the number of entries).
    */
   private readonly handedOut = new Map<string, string>();
+  /**
+   * Per layer, the sha256 of the canonical header blocks of the entries a whole read of its
+   * entry list handed out (and whether they came from the cache): what openLayerBlob's reader
+   * must find in the blob.
+   */
+  private readonly headersOut = new Map<string, { digest: string; cached: boolean }>();
 
   private constructor(
     readonly root: string,
@@ -496,11 +502,14 @@ export class LocalStore {
           return undefined;
         }
       })();
+      const headers = opts.whiteoutsAndLinks ? undefined : new HeaderDigest();
       try {
         for await (const { entry } of this.readLayer(mod)) {
           rows?.add(entry);
+          headers?.add(entry);
           if (!opts.whiteoutsAndLinks || whiteoutOrLink(entry)) yield entry;
         }
+        if (headers) this.headersOut.set(hex, { digest: headers.digest(), cached: false });
         await rows?.commit(hex, group === null ? undefined : lookupGroup(group)).catch(() => undefined);
       } finally {
         rows?.abort();
@@ -516,6 +525,7 @@ export class LocalStore {
       });
     };
     let ended = false;
+    const headers = opts.whiteoutsAndLinks ? undefined : new HeaderDigest();
     for await (const line of lines) {
       if (ended) throw bad();
       if (line === ']') {
@@ -533,7 +543,9 @@ export class LocalStore {
         row = undefined;
       }
       if (row === undefined) throw bad();
-      const e = applyManifestEntry(fromRow(row), manifest.entries[row[0]]);
+      const plain = fromRow(row);
+      headers?.add(plain);
+      const e = applyManifestEntry(plain, manifest.entries[row[0]]);
       if (!opts.whiteoutsAndLinks || whiteoutOrLink(e)) yield e;
     }
     if (!ended) throw bad();
@@ -542,6 +554,41 @@ export class LocalStore {
     const before = this.handedOut.get(hex);
     this.handedOut.set(hex, digest);
     if (before !== undefined && before !== digest) throw bad();
+    if (headers) this.headersOut.set(hex, { digest: headers.digest(), cached: true });
+  }
+
+  async openLayerBlob(mod: LoadedModule): Promise<LayerBlob> {
+    const hex = parseCid(mod.record.layer).hex;
+    const what = `layer of ${mod.fullName}`;
+    const listed = this.headersOut.get(hex);
+    const blob = await this.blobs.open(hex, what);
+    return {
+      fd: blob.fd,
+      size: blob.size,
+      close: blob.close,
+      check: (read) => {
+        if (read.error) throw read.error;
+        if (read.blob !== hex) throw this.blobs.mismatch(hex, what);
+        if (read.problem !== undefined) {
+          throw new StrataError(STORE_ERR.TAR_UNSUPPORTED, `${what} sha256:${hex} is not a canonical layer: ${read.problem}`, {
+            hint: 'import it again (strata writes layers canonically)',
+          });
+        }
+        if (listed === undefined) throw new Error(`openLayerBlob: the entry list of ${what} was not read whole before it`);
+        if (read.headers === listed.digest) return;
+        if (listed.cached) {
+          this.handedOut.delete(hex);
+          this.headersOut.delete(hex);
+          fsSync.rmSync(this.entryCachePath(hex), { force: true });
+          throw new StrataError(STORE_ERR.CACHE_INVALID, `the cached entry list of ${what} disagrees with the layer; the cache was dropped`, {
+            hint: 'run the command again: the entry list is rebuilt from the layer',
+          });
+        }
+        throw new StrataError(STORE_ERR.TAR_UNSUPPORTED, `${what} sha256:${hex} is not a canonical layer: its headers are not the ones strata writes for its entries`, {
+          hint: 'import it again (strata writes layers canonically)',
+        });
+      },
+    };
   }
 
   async scratchDir(): Promise<string> {
@@ -963,6 +1010,33 @@ export function matches(fullName: string, pattern: string): boolean {
   if (!/[*?]/.test(pattern)) return fullName.toLowerCase().includes(pattern.toLowerCase());
   const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'i');
   return re.test(fullName);
+}
+
+/** sha256 of the canonical header blocks of entries, hashed 64 KiB at a time. */
+class HeaderDigest {
+  private readonly h = createHash('sha256');
+  private readonly buf = Buffer.allocUnsafe(64 << 10);
+  private used = 0;
+
+  add(e: LayerEntry): void {
+    const b = canonicalHeader(e);
+    if (this.used + b.length > this.buf.length) this.flush();
+    if (b.length > this.buf.length) this.h.update(b);
+    else {
+      b.copy(this.buf, this.used);
+      this.used += b.length;
+    }
+  }
+
+  digest(): string {
+    this.flush();
+    return this.h.digest('hex');
+  }
+
+  private flush(): void {
+    this.h.update(this.buf.subarray(0, this.used));
+    this.used = 0;
+  }
 }
 
 /** An entry list's file: `[`, then each row on a line of its own, `,` ending all but the last, then `]`. */

@@ -43,4 +43,31 @@ export interface StoreReader {
    * That keeps a long read from leaving a MiB of garbage per MiB read.
    */
   readLayer(mod: LoadedModule, opts?: ReadLayerOptions): AsyncIterable<LayerItem>;
+  /**
+   * The layer's blob opened, for a reader that reads all of it itself instead of readLayer
+   * (the sandbox's native extraction, native/extract.ts), planning from the entries
+   * layerEntries handed out for it in this process. Absent when the store keeps no files (the
+   * in-memory store): read with readLayer. The reader must call `check` with what it found
+   * over the whole blob before it makes anything of it visible.
+   */
+  openLayerBlob?(mod: LoadedModule): Promise<LayerBlob>;
+}
+
+/** A layer's blob, open for one reader (StoreReader.openLayerBlob). */
+export interface LayerBlob {
+  /** A descriptor of the canonical tar, readable from its first byte; valid until close(). */
+  readonly fd: number;
+  /** The blob's length in bytes. */
+  readonly size: number;
+  /**
+   * Throws as readLayer would when the layer is not what the plan was made from: `blob` is
+   * the sha256 of all its bytes, `headers` that of its header blocks (each entry's pax
+   * header with its records and padding, if any, then its ustar block; no body, no padding
+   * of a body, no end-of-archive block), `problem` what made the blob unreadable as a
+   * canonical tar, `error` a failure to read it. A digest that differs is
+   * ERR_DIGEST_MISMATCH; headers that differ from the entry list's are ERR_CACHE_INVALID (the
+   * cached list is dropped) or, when the list came from the layer itself, ERR_TAR_UNSUPPORTED.
+   */
+  check(read: { blob?: string; headers?: string; problem?: string; error?: Error }): void;
+  close(): Promise<void>;
 }

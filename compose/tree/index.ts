@@ -9,8 +9,7 @@ import { skipWarnings, TreeWriter, type WriterOptions } from './writer.js';
 
 export { isPrivateName, openTarget, type TreeTarget } from './target.js';
 export { skipWarnings, TreeWriter, type SkipKind, type WriterOptions } from './writer.js';
-export { AHEAD_DEPTH, CreateAhead } from './ahead.js';
-export { WriteBehind, type FileWrites } from './write-behind.js';
+export { canExtract, extractLayers } from './layers.js';
 
 export interface TreeOptions extends WriterOptions {
   /** Replace a non-empty DIR (its old contents go only once the new tree is in place). */

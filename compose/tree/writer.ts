@@ -44,6 +44,7 @@ import { lsetxattr } from '../../native/xattr.js';
 import { ACL_XATTR_ACCESS, ACL_XATTR_DEFAULT, aclFromText, aclToXattr, narrowedNode, type Acl } from '../../native/acl.js';
 import { printable, StrataError } from '../../native/errors.js';
 import { COMPOSE_ERR } from '../errors.js';
+import type { ExtractFinish } from '../../native/extract.js';
 import type { LayerEntry } from '../../store/index.js';
 
 export type SkipKind = 'ownership' | 'device nodes' | 'sockets' | 'POSIX ACLs' | `${string}.* xattrs`;
@@ -140,6 +141,24 @@ export class TreeWriter {
     } finally {
       fs.closeSync(fd);
     }
+  }
+
+  /**
+   * What meta() would do to file `e`, for a writer on another thread (native/extract.ts):
+   * owner, mode and mtime, decided here. Undefined when only meta() itself can finish the file
+   * (xattrs or ACLs). A skip meta() would count whatever the chown does is counted now; one it
+   * counts only when the chown is refused, by `refused` (ExtractResult.refused).
+   */
+  plainFinish(e: LayerEntry): (ExtractFinish & { refused?: () => void }) | undefined {
+    if (e.xattrs?.size || e.acl?.access || e.acl?.default) return undefined;
+    const mode = e.mode & 0o7777;
+    const modeRefused = narrowedNode(mode, undefined, { ownGroupKept: false }).mode;
+    if (this.isRoot || (e.uid === this.uid && this.groups.has(e.gid))) {
+      return { chown: { uid: e.uid, gid: e.gid, strict: this.isRoot }, mode, modeRefused, mtime: e.mtime, refused: () => this.skip('ownership', e.path) };
+    }
+    this.skip('ownership', e.path);
+    if (!this.groups.has(e.gid)) return { mode: modeRefused, modeRefused, mtime: e.mtime };
+    return { chown: { uid: -1, gid: e.gid, strict: false }, mode, modeRefused, mtime: e.mtime };
   }
 
   symlink(e: LayerEntry): void {

@@ -271,6 +271,26 @@ export function tarPathOf(e: LayerEntry): string {
   return e.type === 'dir' ? `${e.path}/` : e.path;
 }
 
+/**
+ * The header block(s) of `e` in its canonical tar: everything of the entry but its body and
+ * padding. An entry list re-encodes to exactly the headers of the layer it was read from
+ * (the store checks the two against each other: local-store.ts, openLayerBlob).
+ */
+export function canonicalHeader(e: LayerEntry): Buffer {
+  return encodeHeader({
+    path: tarPathOf(e),
+    type: e.type,
+    mode: e.mode,
+    uid: e.uid,
+    gid: e.gid,
+    mtime: e.mtime,
+    size: e.size,
+    linkname: e.linkname,
+    devmajor: e.devmajor,
+    devminor: e.devminor,
+  });
+}
+
 /** Bytes of small pieces (headers, small bodies, padding) gathered into one chunk of the canonical tar. */
 const GATHER = 512 << 10;
 /** A body chunk at least this long goes out as it is. */
@@ -293,18 +313,7 @@ async function* canonicalTar(ordered: Iterable<{ entry: LayerEntry; content?: Co
     return out;
   };
   for (const { entry: e, content } of ordered) {
-    const header = encodeHeader({
-      path: tarPathOf(e),
-      type: e.type,
-      mode: e.mode,
-      uid: e.uid,
-      gid: e.gid,
-      mtime: e.mtime,
-      size: e.size,
-      linkname: e.linkname,
-      devmajor: e.devmajor,
-      devminor: e.devminor,
-    });
+    const header = canonicalHeader(e);
     if (used + header.length > GATHER) yield cut();
     if (header.length > GATHER) yield header;
     else {

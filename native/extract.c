@@ -1,0 +1,787 @@
+/*
+ * Layer extraction on libuv's pool: the file contents of a sandbox (compose/sandbox.ts).
+ *
+ * A session reads one canonical layer blob (spec/store.md) once, from its first byte to its
+ * last, and in that one pass
+ *   - hashes every byte: the blob's sha256, its name in the store;
+ *   - hashes, apart, the bytes of every entry's header blocks (a pax extended header with its
+ *     records and their padding, then the ustar block; not the bodies, their padding or the
+ *     end-of-archive blocks): the store checks that digest against the entry list the plan
+ *     was made from (store/local-store.ts openLayerBlob), which re-encodes to exactly those
+ *     bytes;
+ *   - writes the files the plan wants from the layer, in the layer's order: each is created
+ *     beneath the tree's root as openBeneath does (openat2 with RESOLVE_BENEATH |
+ *     RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV, O_CREAT | O_EXCL, 0600), its body written, and
+ *     then either finished here (owner, mode, mtime, close) or handed back open for the caller
+ *     to finish (a file with xattrs or ACLs).
+ * Nothing of the tar decides where a file goes: the plan names each file's path in the tree
+ * and the tar member whose body it gets (by its path in the tar, in order). A blob that is not
+ * what the plan says fails the build, which the caller makes visible only after every layer
+ * was read to its end and both digests matched.
+ *
+ * The files come in batches; each batch runs on a thread of libuv's pool. Runs of one session
+ * never overlap (the caller waits for one before starting the next), so a session needs no
+ * lock; sessions of different layers run at once. sha256 is the one of Node's own OpenSSL
+ * (libcrypto's EVP interface, found in the process at run time: Node links it, statically or
+ * not), so nothing more is built or linked.
+ *
+ * JS surface (native/extract.ts wraps it):
+ *   extractAvailable -> boolean
+ *   extractOpen(blobFd, rootFd) -> session          both descriptors stay the caller's, open
+ *                                                   until the session is closed
+ *   extractRun(session, batch: Buffer, count, last) -> Promise<result>
+ *   extractClose(session)
+ * A batch is `count` records, each a 40-byte head of little-endian numbers, then the bytes
+ * of the member's path in the tar, then those of the file's path below the root:
+ *   u32 tarPathLength, u32 pathLength, u32 flags, u32 uid, u32 gid, u32 mode, u32 modeRefused,
+ *   u32 zero, f64 mtime
+ * flags: FINISH (1) finish the file here, else hand it back open; CHOWN (2) fchown it to uid
+ * (0xffffffff: leave) and gid; STRICT (4) a refused fchown (EPERM) fails the build, else
+ * EPERM and EINVAL only set modeRefused instead of mode (a user who may not give files away).
+ * result: { fds: Int32Array (a handed-back descriptor, -1 finished here, -2 not reached),
+ *           refused: Uint8Array (1: the fchown was refused),
+ *           failed: index of the file that failed, or -1; errno, syscall when it did,
+ *           problem: a string when the blob is not a canonical tar, or a planned file is not
+ *           in it (the rest of the blob is still hashed),
+ *           blob, headers: sha256 hex, after the last batch }
+ */
+#define _GNU_SOURCE
+#include <node_api.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "native.h"
+
+/* ---- sha256 from the process's libcrypto ------------------------------------------------ */
+
+typedef struct evp_md_ctx EVP_MD_CTX;
+typedef struct evp_md EVP_MD;
+static struct {
+  bool tried, ok;
+  EVP_MD_CTX *(*ctx_new)(void);
+  void (*ctx_free)(EVP_MD_CTX *);
+  const EVP_MD *(*sha256)(void);
+  int (*init)(EVP_MD_CTX *, const EVP_MD *, void *);
+  int (*update)(EVP_MD_CTX *, const void *, size_t);
+  int (*final)(EVP_MD_CTX *, unsigned char *, unsigned int *);
+} ossl;
+
+/* Resolves the EVP calls once (on the JS thread: extractAvailable or extractOpen). */
+static bool ossl_load(void) {
+  if (ossl.tried) return ossl.ok;
+  ossl.tried = true;
+  ossl.ctx_new = (EVP_MD_CTX * (*)(void)) dlsym(RTLD_DEFAULT, "EVP_MD_CTX_new");
+  ossl.ctx_free = (void (*)(EVP_MD_CTX *))dlsym(RTLD_DEFAULT, "EVP_MD_CTX_free");
+  ossl.sha256 = (const EVP_MD *(*)(void))dlsym(RTLD_DEFAULT, "EVP_sha256");
+  ossl.init = (int (*)(EVP_MD_CTX *, const EVP_MD *, void *))dlsym(RTLD_DEFAULT, "EVP_DigestInit_ex");
+  ossl.update = (int (*)(EVP_MD_CTX *, const void *, size_t))dlsym(RTLD_DEFAULT, "EVP_DigestUpdate");
+  ossl.final = (int (*)(EVP_MD_CTX *, unsigned char *, unsigned int *))dlsym(RTLD_DEFAULT, "EVP_DigestFinal_ex");
+  ossl.ok = ossl.ctx_new && ossl.ctx_free && ossl.sha256 && ossl.init && ossl.update && ossl.final;
+  return ossl.ok;
+}
+
+static EVP_MD_CTX *hash_new(void) {
+  EVP_MD_CTX *c = ossl.ctx_new();
+  if (c != NULL && ossl.init(c, ossl.sha256(), NULL) != 1) {
+    ossl.ctx_free(c);
+    c = NULL;
+  }
+  return c;
+}
+
+static void hash_hex(EVP_MD_CTX *c, char out[65]) {
+  unsigned char md[32];
+  unsigned int n = 0;
+  ossl.final(c, md, &n);
+  for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* ---- the session ------------------------------------------------------------------------- */
+
+#define BLOCK 512
+/* Bytes read at once. */
+#define READ_SIZE (1 << 20)
+/* A pax header's records, at most (strata writes a few hundred bytes). */
+#define PAX_MAX (1 << 20)
+
+enum { F_FINISH = 1, F_CHOWN = 2, F_STRICT = 4 };
+enum { FD_FINISHED = -1, FD_NOT_REACHED = -2 };
+
+typedef struct {
+  char *tar_path, *path;
+  uint32_t flags, uid, gid, mode, mode_refused;
+  time_t mtime;
+} wanted_file;
+
+typedef enum { AT_HEADER, AT_BODY, AT_PAX, AT_END } position;
+
+typedef struct {
+  int blob, root;
+  EVP_MD_CTX *blob_hash, *header_hash;
+  uint8_t *buf;
+  size_t len, at;     /* bytes in buf, and the first not yet consumed */
+  uint64_t offset;    /* of the blob, read so far */
+  bool eof;
+  position where;
+  uint64_t body_left; /* of the member's body, then its padding */
+  uint32_t pad_left;
+  int out;            /* the file being written, or -1 (the body is skipped) */
+  uint8_t *pax;       /* the pax records being gathered */
+  size_t pax_len, pax_want;
+  char *pax_path;     /* what the last pax header said */
+  bool pax_size_set;
+  uint64_t pax_size;
+  bool busy;
+} session;
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  session *s;
+  wanted_file *files;
+  uint32_t n, next; /* files, and the next one the layer must reach */
+  bool last;
+  int32_t *fds;
+  uint8_t *refused;
+  int32_t failed, err;
+  const char *syscall;
+  char problem[256];
+  char blob_hex[65], header_hex[65];
+} run_job;
+
+/* An octal (or base-256) number field of a ustar header. */
+static bool parse_number(const uint8_t *f, size_t n, uint64_t *out) {
+  uint64_t v = 0;
+  if (f[0] & 0x80) {
+    if (f[0] != 0x80) return false; /* negative or too large */
+    for (size_t i = 1; i < n; i++) {
+      if (v >> 56) return false;
+      v = (v << 8) | f[i];
+    }
+    *out = v;
+    return true;
+  }
+  size_t i = 0;
+  while (i < n && f[i] == ' ') i++;
+  bool digits = false;
+  for (; i < n && f[i] >= '0' && f[i] <= '7'; i++) {
+    if (v >> 60) return false;
+    v = (v << 3) | (uint64_t)(f[i] - '0');
+    digits = true;
+  }
+  for (; i < n; i++)
+    if (f[i] != ' ' && f[i] != 0) return false;
+  *out = v;
+  return digits;
+}
+
+static bool all_zero(const uint8_t *b) {
+  for (int i = 0; i < BLOCK; i++)
+    if (b[i]) return false;
+  return true;
+}
+
+static bool checksum_ok(const uint8_t *h) {
+  uint64_t want;
+  if (!parse_number(h + 148, 8, &want)) return false;
+  uint64_t sum = 0;
+  for (int i = 0; i < BLOCK; i++) sum += (i >= 148 && i < 156) ? ' ' : h[i];
+  return sum == want;
+}
+
+/* Reads more of the blob after what is left in buf (moved to its start); false on a read error (errno). */
+static bool fill(session *s) {
+  if (s->at > 0) {
+    memmove(s->buf, s->buf + s->at, s->len - s->at);
+    s->len -= s->at;
+    s->at = 0;
+  }
+  while (s->len < READ_SIZE && !s->eof) {
+    ssize_t r = pread(s->blob, s->buf + s->len, READ_SIZE - s->len, (off_t)s->offset);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (r == 0) {
+      s->eof = true;
+      break;
+    }
+    ossl.update(s->blob_hash, s->buf + s->len, (size_t)r);
+    s->len += (size_t)r;
+    s->offset += (uint64_t)r;
+    if (s->len >= BLOCK) break; /* enough to go on: the rest comes with the next fill */
+  }
+  return true;
+}
+
+static void set_problem(run_job *j, const char *what) {
+  if (j->problem[0] == 0) snprintf(j->problem, sizeof j->problem, "%s (at byte %llu)", what, (unsigned long long)(j->s->offset - (j->s->len - j->s->at)));
+}
+
+static void set_failed(run_job *j, uint32_t index, int err, const char *syscall) {
+  j->failed = (int32_t)index;
+  j->err = err;
+  j->syscall = syscall;
+}
+
+/* Owner, mode and mtime of a written file, then close; false (and the failure set) on an error. */
+static bool finish_file(run_job *j, uint32_t i, int fd) {
+  wanted_file *w = &j->files[i];
+  mode_t mode = w->mode;
+  if (w->flags & F_CHOWN) {
+    if (fchown(fd, w->uid, w->gid) < 0) {
+      int e = errno;
+      if (e == EINVAL || (e == EPERM && !(w->flags & F_STRICT))) {
+        j->refused[i] = 1;
+        mode = w->mode_refused;
+      } else {
+        close(fd);
+        set_failed(j, i, e, "fchown");
+        return false;
+      }
+    }
+  }
+  if (fchmod(fd, mode) < 0) {
+    int e = errno;
+    close(fd);
+    set_failed(j, i, e, "fchmod");
+    return false;
+  }
+  struct timespec ts[2] = {{w->mtime, 0}, {w->mtime, 0}};
+  if (futimens(fd, ts) < 0) {
+    int e = errno;
+    close(fd);
+    set_failed(j, i, e, "futime");
+    return false;
+  }
+  if (close(fd) < 0 && errno != EINTR) {
+    set_failed(j, i, errno, "close");
+    return false;
+  }
+  return true;
+}
+
+/* The end of the body of the file being written: finish it or hand it back. */
+static bool body_done(run_job *j) {
+  session *s = j->s;
+  uint32_t i = j->next++;
+  int fd = s->out;
+  s->out = -1;
+  if (!(j->files[i].flags & F_FINISH)) {
+    j->fds[i] = fd;
+    return true;
+  }
+  if (!finish_file(j, i, fd)) return false;
+  j->fds[i] = FD_FINISHED;
+  return true;
+}
+
+/* Writes n bytes to the file being written; false (failure set, file closed) on an error. */
+static bool write_body(run_job *j, const uint8_t *p, size_t n) {
+  session *s = j->s;
+  while (n > 0) {
+    ssize_t w = write(s->out, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      close(s->out);
+      s->out = -1;
+      set_failed(j, j->next, e, "write");
+      return false;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return true;
+}
+
+/* The records of the pax header just read: `path` and `size` are what extraction needs. */
+static bool parse_pax(session *s) {
+  const uint8_t *p = s->pax, *end = s->pax + s->pax_len;
+  while (p < end) {
+    uint64_t len = 0;
+    const uint8_t *q = p;
+    while (q < end && *q >= '0' && *q <= '9') {
+      len = len * 10 + (uint64_t)(*q - '0');
+      if (len > PAX_MAX) return false;
+      q++;
+    }
+    if (q == p || q >= end || *q != ' ' || len > (uint64_t)(end - p) || (uint64_t)(q + 1 - p) >= len || p[len - 1] != '\n') return false;
+    const uint8_t *key = q + 1, *rec_end = p + len - 1;
+    const uint8_t *eq = memchr(key, '=', (size_t)(rec_end - key));
+    if (eq == NULL) return false;
+    size_t klen = (size_t)(eq - key), vlen = (size_t)(rec_end - eq - 1);
+    if (klen == 4 && memcmp(key, "path", 4) == 0) {
+      free(s->pax_path);
+      if ((s->pax_path = malloc(vlen + 1)) == NULL) return false;
+      memcpy(s->pax_path, eq + 1, vlen);
+      s->pax_path[vlen] = 0;
+    } else if (klen == 4 && memcmp(key, "size", 4) == 0) {
+      uint64_t v = 0;
+      if (vlen == 0 || vlen > 19) return false;
+      for (size_t k = 0; k < vlen; k++) {
+        if (eq[1 + k] < '0' || eq[1 + k] > '9') return false;
+        v = v * 10 + (uint64_t)(eq[1 + k] - '0');
+      }
+      s->pax_size = v;
+      s->pax_size_set = true;
+    }
+    p += len;
+  }
+  return true;
+}
+
+static uint64_t padded(uint64_t n) {
+  return (BLOCK - n % BLOCK) % BLOCK;
+}
+
+/*
+ * One ustar header block at s->buf + s->at (BLOCK bytes there). Returns false with the
+ * problem or failure set.
+ */
+static bool take_header(run_job *j) {
+  session *s = j->s;
+  const uint8_t *h = s->buf + s->at;
+  if (all_zero(h)) {
+    s->at += BLOCK;
+    s->where = AT_END;
+    if (s->pax_path != NULL || s->pax_size_set) {
+      set_problem(j, "the archive ends after a pax header");
+      return false;
+    }
+    return true;
+  }
+  if (memcmp(h + 257, "ustar", 5) != 0 || !checksum_ok(h)) {
+    set_problem(j, "a header is damaged");
+    return false;
+  }
+  uint8_t type = h[156];
+  uint64_t size;
+  if (!parse_number(h + 124, 12, &size)) {
+    set_problem(j, "a header's size is not a number");
+    return false;
+  }
+  ossl.update(s->header_hash, h, BLOCK);
+  s->at += BLOCK;
+  if (type == 'x') {
+    if (s->pax_path != NULL || s->pax_size_set || size > PAX_MAX) {
+      set_problem(j, "a pax header is not followed by its entry, or is too large");
+      return false;
+    }
+    s->where = AT_PAX;
+    s->pax_len = 0;
+    s->pax_want = (size_t)size;
+    s->pad_left = (uint32_t)padded(size);
+    if ((s->pax = malloc(size ? size : 1)) == NULL) {
+      set_problem(j, "out of memory");
+      return false;
+    }
+    return true;
+  }
+  if (type != '0' && type != '1' && type != '2' && type != '3' && type != '4' && type != '5' && type != '6') {
+    set_problem(j, "a member is of a type canonical layers do not hold");
+    return false;
+  }
+  if (s->pax_size_set) size = s->pax_size;
+  /* The path: a pax record's, else the ustar prefix (POSIX magic only: GNU's has none) and name. */
+  char name[257];
+  const char *path = s->pax_path;
+  if (path == NULL) {
+    size_t at = 0;
+    if (h[345] != 0 && memcmp(h + 257, "ustar\0", 6) == 0) {
+      at = strnlen((const char *)h + 345, 155);
+      memcpy(name, h + 345, at);
+      name[at++] = '/';
+    }
+    size_t n = strnlen((const char *)h, 100);
+    memcpy(name + at, h, n);
+    name[at + n] = 0;
+    path = name;
+  }
+  s->where = AT_BODY;
+  s->body_left = size;
+  s->pad_left = (uint32_t)padded(size);
+  s->out = -1;
+  if (type == '0' && j->next < j->n && strcmp(path, j->files[j->next].tar_path) == 0) {
+    int fd = open_beneath_fd(s->root, j->files[j->next].path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) {
+      set_failed(j, j->next, errno, "openat2");
+      return false;
+    }
+    s->out = fd;
+  }
+  free(s->pax_path);
+  s->pax_path = NULL;
+  s->pax_size_set = false;
+  return true;
+}
+
+/* Runs the batch: on until its files are written (to the blob's end for the last batch). */
+static void run_execute(napi_env env, void *data) {
+  (void)env;
+  run_job *j = data;
+  session *s = j->s;
+  for (;;) {
+    if (!j->last && j->next == j->n && s->where != AT_BODY) return;
+    size_t avail = s->len - s->at;
+    if (s->where == AT_BODY) {
+      if (s->body_left > 0 || s->pad_left > 0) {
+        if (avail == 0) {
+          if (s->eof) break;
+          s->at = s->len = 0;
+          if (!fill(s)) goto read_failed;
+          continue;
+        }
+        size_t n = s->body_left < avail ? (size_t)s->body_left : avail;
+        if (n > 0) {
+          if (s->out >= 0 && !write_body(j, s->buf + s->at, n)) return;
+          s->at += n;
+          s->body_left -= n;
+          continue;
+        }
+        n = s->pad_left < avail ? s->pad_left : avail;
+        s->at += n;
+        s->pad_left -= (uint32_t)n;
+        continue;
+      }
+      s->where = AT_HEADER;
+      if (s->out >= 0 && !body_done(j)) return;
+      continue;
+    }
+    if (s->where == AT_PAX) {
+      if (s->pax_len < s->pax_want || s->pad_left > 0) {
+        if (avail == 0) {
+          if (s->eof) break;
+          s->at = s->len = 0;
+          if (!fill(s)) goto read_failed;
+          continue;
+        }
+        size_t n = s->pax_want - s->pax_len < avail ? s->pax_want - s->pax_len : avail;
+        if (n > 0) {
+          memcpy(s->pax + s->pax_len, s->buf + s->at, n);
+          ossl.update(s->header_hash, s->buf + s->at, n);
+          s->pax_len += n;
+          s->at += n;
+          continue;
+        }
+        n = s->pad_left < avail ? s->pad_left : avail;
+        ossl.update(s->header_hash, s->buf + s->at, n);
+        s->at += n;
+        s->pad_left -= (uint32_t)n;
+        continue;
+      }
+      bool ok = parse_pax(s);
+      free(s->pax);
+      s->pax = NULL;
+      if (!ok) {
+        set_problem(j, "a pax header's records are malformed");
+        goto drain;
+      }
+      s->where = AT_HEADER;
+      continue;
+    }
+    if (s->where == AT_END) {
+      /* Past the end-of-archive block: the rest is only hashed. */
+      s->at = s->len;
+      if (s->eof) break;
+      s->at = s->len = 0;
+      if (!fill(s)) goto read_failed;
+      continue;
+    }
+    /* AT_HEADER */
+    if (avail < BLOCK) {
+      if (s->eof) {
+        set_problem(j, "the archive ends in the middle of an entry");
+        break;
+      }
+      if (!fill(s)) goto read_failed;
+      continue;
+    }
+    if (!take_header(j)) {
+      if (j->failed >= 0) return;
+      goto drain;
+    }
+  }
+  /* The blob's end. */
+  if (s->where != AT_END && j->problem[0] == 0) set_problem(j, "the archive ends in the middle of an entry");
+  if (j->next < j->n && j->problem[0] == 0) {
+    snprintf(j->problem, sizeof j->problem, "the layer does not hold %s, which the plan takes from it", j->files[j->next].tar_path);
+  }
+  if (j->last || j->problem[0] != 0) {
+    hash_hex(s->blob_hash, j->blob_hex);
+    hash_hex(s->header_hash, j->header_hex);
+  }
+  return;
+
+drain:
+  /* Not a tar this reader can follow: hash the rest, so the caller can tell a corrupt blob. */
+  s->where = AT_END;
+  for (;;) {
+    s->at = s->len = 0;
+    if (s->eof) break;
+    if (!fill(s)) goto read_failed;
+  }
+  hash_hex(s->blob_hash, j->blob_hex);
+  hash_hex(s->header_hash, j->header_hex);
+  return;
+
+read_failed:
+  set_failed(j, j->next, errno, "read");
+  j->failed = -1; /* a failure of the layer, not of a file */
+}
+
+/* ---- JS glue ------------------------------------------------------------------------------ */
+
+static void session_free(session *s) {
+  if (s == NULL) return;
+  if (s->out >= 0) close(s->out);
+  if (s->blob_hash) ossl.ctx_free(s->blob_hash);
+  if (s->header_hash) ossl.ctx_free(s->header_hash);
+  free(s->buf);
+  free(s->pax);
+  free(s->pax_path);
+  free(s);
+}
+
+static void session_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  session_free(data);
+}
+
+static session *get_session(napi_env env, napi_value v) {
+  void *data = NULL;
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &data) != napi_ok || data == NULL) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "not an extraction session");
+    return NULL;
+  }
+  return data;
+}
+
+static napi_value js_extract_available(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value v;
+  napi_get_boolean(env, ossl_load(), &v);
+  return v;
+}
+
+static napi_value js_extract_open(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t blob, root;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || napi_get_value_int32(env, argv[0], &blob) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &root) != napi_ok || blob < 0 || root < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "extractOpen(blobFd, rootFd)");
+    return NULL;
+  }
+  if (!ossl_load()) {
+    napi_throw_error(env, "ERR_NATIVE_UNAVAILABLE", "extractOpen: this process has no libcrypto sha256");
+    return NULL;
+  }
+  session *s = calloc(1, sizeof *s);
+  if (s == NULL || (s->buf = malloc(READ_SIZE)) == NULL || (s->blob_hash = hash_new()) == NULL || (s->header_hash = hash_new()) == NULL) {
+    if (s) s->out = -1;
+    session_free(s);
+    napi_throw_error(env, "ENOMEM", "extractOpen: out of memory");
+    return NULL;
+  }
+  s->blob = blob;
+  s->root = root;
+  s->out = -1;
+  s->where = AT_HEADER;
+  posix_fadvise(blob, 0, 0, POSIX_FADV_SEQUENTIAL);
+  napi_value v;
+  if (napi_create_external(env, s, session_finalize, NULL, &v) != napi_ok) {
+    session_free(s);
+    throw_pending(env, "napi_create_external");
+    return NULL;
+  }
+  return v;
+}
+
+static void job_free(run_job *j) {
+  for (uint32_t i = 0; i < j->n; i++) {
+    free(j->files[i].tar_path);
+    free(j->files[i].path);
+  }
+  free(j->files);
+  free(j->fds);
+  free(j->refused);
+  free(j);
+}
+
+static bool set_prop(napi_env env, napi_value obj, const char *key, napi_value v) {
+  return napi_set_named_property(env, obj, key, v) == napi_ok;
+}
+
+static void run_complete(napi_env env, napi_status status, void *data) {
+  run_job *j = data;
+  j->s->busy = false;
+  napi_value result, fds_ab, fds, ref_ab, refused, v;
+  void *fd_bytes = NULL, *ref_bytes = NULL;
+  size_t n = j->n ? j->n : 1;
+  bool ok = status == napi_ok && napi_create_object(env, &result) == napi_ok &&
+            napi_create_arraybuffer(env, n * 4, &fd_bytes, &fds_ab) == napi_ok &&
+            napi_create_typedarray(env, napi_int32_array, j->n, fds_ab, 0, &fds) == napi_ok &&
+            napi_create_arraybuffer(env, n, &ref_bytes, &ref_ab) == napi_ok &&
+            napi_create_typedarray(env, napi_uint8_array, j->n, ref_ab, 0, &refused) == napi_ok && set_prop(env, result, "fds", fds) &&
+            set_prop(env, result, "refused", refused) && napi_create_int32(env, j->failed, &v) == napi_ok && set_prop(env, result, "failed", v);
+  if (ok && j->syscall != NULL) {
+    ok = napi_create_int32(env, j->err, &v) == napi_ok && set_prop(env, result, "errno", v) &&
+         napi_create_string_utf8(env, j->syscall, NAPI_AUTO_LENGTH, &v) == napi_ok && set_prop(env, result, "syscall", v);
+  }
+  if (ok && j->problem[0] != 0) ok = napi_create_string_utf8(env, j->problem, NAPI_AUTO_LENGTH, &v) == napi_ok && set_prop(env, result, "problem", v);
+  if (ok && j->blob_hex[0] != 0) {
+    ok = napi_create_string_utf8(env, j->blob_hex, 64, &v) == napi_ok && set_prop(env, result, "blob", v) &&
+         napi_create_string_utf8(env, j->header_hex, 64, &v) == napi_ok && set_prop(env, result, "headers", v);
+  }
+  if (ok) {
+    memcpy(fd_bytes, j->fds, (size_t)j->n * 4);
+    memcpy(ref_bytes, j->refused, j->n);
+    napi_resolve_deferred(env, j->deferred, result);
+  } else {
+    /* The results reach no one: close what was handed back. */
+    for (uint32_t i = 0; i < j->n; i++)
+      if (j->fds[i] >= 0) close(j->fds[i]);
+    napi_value msg, err;
+    napi_create_string_utf8(env, "extractRun did not complete", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_reject_deferred(env, j->deferred, err);
+  }
+  napi_delete_async_work(env, j->work);
+  job_free(j);
+}
+
+static uint32_t le32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static char *copy_string(const uint8_t *p, uint32_t n) {
+  if (memchr(p, 0, n) != NULL) return NULL;
+  char *s = malloc((size_t)n + 1);
+  if (s == NULL) return NULL;
+  memcpy(s, p, n);
+  s[n] = 0;
+  return s;
+}
+
+/* The batch's records into j->files; false after throwing. */
+static bool read_batch(napi_env env, run_job *j, const uint8_t *b, size_t len) {
+  size_t at = 0;
+  for (uint32_t i = 0; i < j->n; i++) {
+    if (len - at < 40) goto bad;
+    const uint8_t *r = b + at;
+    uint32_t tl = le32(r), pl = le32(r + 4);
+    double mtime;
+    memcpy(&mtime, r + 32, 8);
+    at += 40;
+    if (tl == 0 || pl == 0 || len - at < (size_t)tl + pl || !(mtime >= -9007199254740991.0 && mtime <= 9007199254740991.0)) goto bad;
+    wanted_file *w = &j->files[i];
+    w->flags = le32(r + 8);
+    w->uid = le32(r + 12);
+    w->gid = le32(r + 16);
+    w->mode = le32(r + 20) & 07777;
+    w->mode_refused = le32(r + 24) & 07777;
+    w->mtime = (time_t)mtime;
+    if ((w->tar_path = copy_string(b + at, tl)) == NULL || (w->path = copy_string(b + at + tl, pl)) == NULL) goto bad;
+    at += (size_t)tl + pl;
+    j->fds[i] = FD_NOT_REACHED;
+  }
+  if (at == len) return true;
+bad:
+  napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "extractRun: the batch is not count records of files");
+  return false;
+}
+
+static napi_value js_extract_run(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  uint32_t count;
+  bool last = false, is_buffer = false;
+  void *bytes = NULL;
+  size_t len = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "extractRun(session, batch, count, last)");
+    return NULL;
+  }
+  session *s = get_session(env, argv[0]);
+  if (s == NULL) return NULL;
+  if (napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, argv[1], &bytes, &len) != napi_ok ||
+      napi_get_value_uint32(env, argv[2], &count) != napi_ok || napi_get_value_bool(env, argv[3], &last) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "extractRun(session, batch: Buffer, count: number, last: boolean)");
+    return NULL;
+  }
+  if (s->busy) {
+    napi_throw_error(env, "ERR_INVALID_STATE", "extractRun: the session's last run has not completed");
+    return NULL;
+  }
+  run_job *j = calloc(1, sizeof *j);
+  size_t k = count ? count : 1;
+  if (j == NULL || (j->files = calloc(k, sizeof *j->files)) == NULL || (j->fds = calloc(k, sizeof *j->fds)) == NULL ||
+      (j->refused = calloc(k, 1)) == NULL) {
+    if (j) j->n = 0;
+    if (j) job_free(j);
+    napi_throw_error(env, "ENOMEM", "extractRun: out of memory");
+    return NULL;
+  }
+  j->n = count;
+  j->s = s;
+  j->last = last;
+  j->failed = -1;
+  if (!read_batch(env, j, bytes, len)) {
+    job_free(j);
+    return NULL;
+  }
+  napi_value promise, name;
+  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok || napi_create_string_utf8(env, "extractRun", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, run_execute, run_complete, j, &j->work) != napi_ok) {
+    job_free(j);
+    throw_pending(env, "napi_create_async_work");
+    return NULL;
+  }
+  if (napi_queue_async_work(env, j->work) != napi_ok) {
+    napi_delete_async_work(env, j->work);
+    job_free(j);
+    throw_pending(env, "napi_queue_async_work");
+    return NULL;
+  }
+  s->busy = true;
+  return promise;
+}
+
+static napi_value js_extract_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) return NULL;
+  session *s = get_session(env, argv[0]);
+  if (s == NULL) return NULL;
+  if (s->busy) {
+    napi_throw_error(env, "ERR_INVALID_STATE", "extractClose: a run of the session has not completed");
+    return NULL;
+  }
+  /* What the session holds goes now; the External's finalizer then frees the rest. */
+  if (s->out >= 0) close(s->out);
+  s->out = -1;
+  return NULL;
+}
+
+napi_status extract_register(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"extractAvailable", NULL, js_extract_available, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"extractOpen", NULL, js_extract_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"extractRun", NULL, js_extract_run, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"extractClose", NULL, js_extract_close, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}

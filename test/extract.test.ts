@@ -1,0 +1,242 @@
+/**
+ * native/extract.ts: a layer blob read once on libuv's pool, verified and written into a tree.
+ * Checked on canonical tars (strata's own header encoding), on GNU tar's and bsdtar's archives
+ * (the reader follows a real tar), and on hostile plans and blobs: the digests are sha256sum's,
+ * the header digest is the canonical encoding of the entries, nothing is written through a
+ * symlink or above the root, and a blob that is not what the plan says is reported with the
+ * digests of all its bytes.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createHash } from 'node:crypto';
+import { closeSync, fstatSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DIR_FLAGS } from '../native/fsops.js';
+import { extractAvailable, LayerExtraction, type ExtractFile, type ExtractResult } from '../native/extract.js';
+import { canonicalHeader } from '../store/layer/builder.js';
+import { END_OF_ARCHIVE, encodePadding } from '../store/tar/writer.js';
+import type { LayerEntry } from '../store/types.js';
+import { missing, skipSuite } from './helpers/probe.js';
+import { mustRun } from './helpers/tmp.js';
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+/** Deterministic bytes: `n` of them, from `seed`. */
+function bytes(n: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  let x = seed * 2654435761 + 1;
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    b[i] = x >>> 16;
+  }
+  return b;
+}
+
+interface Member {
+  entry: LayerEntry;
+  body?: Buffer;
+}
+
+/** A canonical layer tar of `members` (in the given order), and the digest of its headers. */
+function canonicalTar(members: Member[]): { tar: Buffer; headers: string } {
+  const parts: Buffer[] = [];
+  const h = createHash('sha256');
+  for (const { entry, body } of members) {
+    const head = canonicalHeader(entry);
+    h.update(head);
+    parts.push(head);
+    if (body) parts.push(body, encodePadding(body.length));
+  }
+  parts.push(END_OF_ARCHIVE);
+  return { tar: Buffer.concat(parts), headers: h.digest('hex') };
+}
+
+const file = (path: string, body: Buffer, mode = 0o644, extra: Partial<LayerEntry> = {}): Member => ({
+  entry: { path, type: 'file', mode, uid: 0, gid: 0, mtime: 1_700_000_000, size: body.length, ...extra },
+  body,
+});
+const dir = (path: string): Member => ({ entry: { path, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 1_700_000_000, size: 0 } });
+
+const LONG = `deep/${'n'.repeat(120)}/file.bin`;
+const MEMBERS: Member[] = [
+  dir('.'),
+  dir('deep'),
+  file('deep/a.txt', Buffer.from('alpha\n')),
+  dir(`deep/${'n'.repeat(120)}`),
+  file(LONG, bytes(3 * (1 << 20) + 1234, 1), 0o4755, { uid: 1234, gid: 99, mtime: 1_600_000_000 }),
+  file('deep/empty', Buffer.alloc(0), 0o600),
+  file('deep/skipped', bytes(70_000, 2)),
+  { entry: { path: 'deep/link', type: 'symlink', mode: 0o777, uid: 0, gid: 0, mtime: 1_700_000_000, size: 0, linkname: 'a.txt' } },
+  file('zz', bytes(511, 3), 0o640, { uid: 7, gid: 8 }),
+];
+
+interface Ctx {
+  dir: string;
+  root: string;
+  rootFd: number;
+}
+
+const fin = (e: LayerEntry) => ({ chown: { uid: e.uid, gid: e.gid, strict: true }, mode: e.mode, modeRefused: e.mode & ~0o070, mtime: e.mtime });
+
+/** Runs `batches` (lists of member paths) against `blob`, the last with last=true. */
+async function extract(blob: Buffer, rootFd: number, dir: string, batches: ExtractFile[][]): Promise<ExtractResult[]> {
+  const path = join(dir, 'blob');
+  writeFileSync(path, blob);
+  const fd = openSync(path, 'r');
+  const ex = new LayerExtraction(fd, rootFd);
+  const out: ExtractResult[] = [];
+  try {
+    for (let i = 0; i < batches.length; i++) {
+      const r = await ex.run(batches[i]!, i === batches.length - 1);
+      out.push(r);
+      if (r.error || r.problem) break;
+    }
+  } finally {
+    ex.close();
+    closeSync(fd);
+  }
+  return out;
+}
+
+const why = missing({ root: true, tools: ['tar', 'bsdtar', 'sha256sum'], check: () => (extractAvailable() ? undefined : 'no sha256 in this process') });
+if (why) skipSuite('native layer extraction', why);
+else {
+  const t = suite<Ctx>('native layer extraction');
+  t.before.each((ctx) => {
+    ctx.dir = mkdtempSync(join(tmpdir(), 'strata-extract-'));
+    ctx.root = join(ctx.dir, 'root');
+    mkdirSync(join(ctx.root, 'deep', 'n'.repeat(120)), { recursive: true });
+    ctx.rootFd = openSync(ctx.root, DIR_FLAGS);
+  });
+  t.after.each((ctx) => {
+    closeSync(ctx.rootFd);
+    rmSync(ctx.dir, { recursive: true, force: true });
+  });
+
+  t('a canonical layer: the planned files, byte for byte, with owner, mode and mtime; both digests', async ({ dir, root, rootFd }) => {
+    const { tar, headers } = canonicalTar(MEMBERS);
+    const want = MEMBERS.filter((m) => m.entry.type === 'file' && m.entry.path !== 'deep/skipped');
+    // Three batches: the long file alone, the rest, and an empty last one.
+    const plan = want.map((m) => ({ tarPath: m.entry.path, path: m.entry.path, finish: fin(m.entry) }));
+    const rs = await extract(tar, rootFd, dir, [plan.slice(0, 2), plan.slice(2), []]);
+    assert.is(rs.length, 3);
+    for (const r of rs) assert.is(r.failed, -1);
+    assert.equal([...rs[0]!.fds, ...rs[1]!.fds], want.map(() => -1), 'every file finished on the other thread');
+    assert.is(rs[0]!.blob, undefined, 'digests only after the last batch');
+    assert.is(rs[2]!.blob, sha(tar));
+    assert.is(mustRun('sha256sum', [join(dir, 'blob')]).stdout.toString().slice(0, 64), sha(tar), "sha256sum's digest");
+    assert.is(rs[2]!.headers, headers, 'the header blocks, re-encoded from the entries');
+    for (const m of want) {
+      const p = join(root, m.entry.path);
+      assert.ok(readFileSync(p).equals(m.body!), `${m.entry.path}: content`);
+      const st = lstatSync(p);
+      assert.is(st.mode & 0o7777, m.entry.mode, `${m.entry.path}: mode (setuid kept: set after the owner)`);
+      assert.equal([st.uid, st.gid, Math.floor(st.mtimeMs / 1000)], [m.entry.uid, m.entry.gid, m.entry.mtime], `${m.entry.path}: owner, mtime`);
+    }
+    assert.equal(readdirSync(join(root, 'deep')).sort(), ['a.txt', 'empty', 'n'.repeat(120)], 'an unplanned member is not written');
+  });
+
+  t('a file may come back open, written, and go elsewhere than its member', async ({ dir, root, rootFd }) => {
+    const { tar } = canonicalTar(MEMBERS);
+    const rs = await extract(tar, rootFd, dir, [[{ tarPath: 'zz', path: 'deep/renamed' }]]);
+    const fd = rs[0]!.fds[0]!;
+    assert.ok(fd >= 0, 'handed back');
+    assert.is(fstatSync(fd).mode & 0o7777, 0o600, 'created 0600, nothing applied');
+    closeSync(fd);
+    assert.ok(readFileSync(join(root, 'deep/renamed')).equals(MEMBERS.at(-1)!.body!));
+    assert.is(rs[0]!.blob, sha(tar));
+  });
+
+  t('GNU tar and bsdtar archives are followed: bodies right, the blob digest right, the headers not canonical', async ({ dir, root, rootFd }) => {
+    const src = join(dir, 'src');
+    mkdirSync(join(src, 'd', 'n'.repeat(150)), { recursive: true });
+    const files: Array<[string, Buffer]> = [
+      ['d/one', bytes(5000, 4)],
+      [`d/${'n'.repeat(150)}/two`, bytes((1 << 20) + 7, 5)],
+      ['d/three', bytes(0, 6)],
+    ];
+    for (const [p, b] of files) writeFileSync(join(src, p), b);
+    for (const [tool, args] of [
+      ['tar', ['--format=pax', '--sort=name', '-C', src, '-cf', '-', 'd']],
+      ['bsdtar', ['--format=pax', '-C', src, '-cf', '-', 'd']],
+    ] as const) {
+      const tar = mustRun(tool, [...args]).stdout;
+      const out = `${tool}-out`;
+      mkdirSync(join(root, out, 'n'.repeat(150)), { recursive: true });
+      // bsdtar's order is the directory's: plan in the archive's order.
+      const names = mustRun('tar', ['-tf', '-'], { input: tar }).stdout.toString().split('\n').filter((n) => files.some(([p]) => p === n));
+      const plan = names.map((n) => ({ tarPath: n, path: `${out}/${n.slice(2)}` }));
+      const rs = await extract(tar, rootFd, dir, [plan]);
+      assert.is(rs[0]!.problem, undefined, `${tool}: ${rs[0]!.problem}`);
+      assert.is(rs[0]!.blob, sha(tar), `${tool}: blob digest`);
+      for (const fd of rs[0]!.fds) closeSync(fd);
+      for (const [p, b] of files) assert.ok(readFileSync(join(root, out, p.slice(2))).equals(b), `${tool}: ${p}`);
+    }
+  });
+
+  t('a hostile plan: no write through a symlink, above the root or over a file; the rest not reached', async ({ dir, root, rootFd }) => {
+    const outside = join(dir, 'outside');
+    mkdirSync(outside);
+    symlinkSync(outside, join(root, 'out'));
+    writeFileSync(join(root, 'there'), 'old\n');
+    const { tar } = canonicalTar(MEMBERS);
+    for (const [path, code] of [
+      ['out/escape', 'ELOOP'],
+      ['../outside/up', 'EXDEV'],
+      ['/etc/strata-test', 'EXDEV'],
+      ['there', 'EEXIST'],
+    ] as const) {
+      const rs = await extract(tar, rootFd, dir, [[{ tarPath: 'deep/a.txt', path }, { tarPath: 'zz', path: 'fine' }]]);
+      const r = rs[0]!;
+      assert.is(r.failed, 0, path);
+      assert.is(r.error?.code, code, `${path}: ${r.error?.message}`);
+      assert.is(r.error?.syscall, 'openat2');
+      assert.is(r.fds[1], -2, 'the file after it is not reached');
+    }
+    assert.equal(readdirSync(outside), [], 'nothing outside');
+    assert.is(readFileSync(join(root, 'there'), 'utf8'), 'old\n');
+    assert.equal(readdirSync(root).sort(), ['deep', 'out', 'there']);
+  });
+
+  t('a blob that is not the plan\'s: every byte still hashed, the problem named', async ({ dir, rootFd }) => {
+    const { tar } = canonicalTar(MEMBERS);
+    const cases: Array<[string, Buffer, ExtractFile[], RegExp]> = [
+      ['not a tar', bytes(100_000, 9), [], /header is damaged/],
+      ['cut short', tar.subarray(0, 4096), [{ tarPath: LONG, path: 'x1' }], /ends in the middle/],
+      ['no end-of-archive', tar.subarray(0, tar.length - 1024), [], /ends in the middle/],
+      ['a planned file it lacks', tar, [{ tarPath: 'deep/nope', path: 'x2' }], /does not hold deep\/nope/],
+      ['out of order', tar, [{ tarPath: 'zz', path: 'x3' }, { tarPath: 'deep/a.txt', path: 'x4' }], /does not hold deep\/a\.txt/],
+      ['a damaged checksum', Buffer.concat([Buffer.from('x'), tar.subarray(1)]), [], /header is damaged/],
+    ];
+    for (const [what, blob, plan, problem] of cases) {
+      const rs = await extract(blob, rootFd, dir, [plan]);
+      const r = rs.at(-1)!;
+      assert.match(r.problem ?? '', problem, what);
+      assert.is(r.blob, sha(blob), `${what}: the whole blob hashed`);
+      for (const fd of r.fds) if (fd >= 0) closeSync(fd);
+    }
+  });
+
+  t('the session refuses a second run while one runs, and a malformed batch', async ({ dir, rootFd }) => {
+    const { tar } = canonicalTar(MEMBERS);
+    writeFileSync(join(dir, 'blob'), tar);
+    const fd = openSync(join(dir, 'blob'), 'r');
+    const ex = new LayerExtraction(fd, rootFd);
+    try {
+      const first = ex.run([], false);
+      await ex.run([], false).then(
+        () => assert.unreachable('a second run at once'),
+        (e: NodeJS.ErrnoException) => assert.is(e.code, 'ERR_INVALID_STATE'),
+      );
+      await first;
+      const r = await ex.run([{ tarPath: 'zz', path: 'a\0b' }], true).catch((e: Error) => e);
+      assert.instance(r, Error, 'a NUL in a path is refused before anything runs');
+    } finally {
+      ex.close();
+      closeSync(fd);
+    }
+  });
+
+  t.run();
+}
