@@ -1,5 +1,6 @@
 /*
- * strata_native: the few system calls Node does not expose, all synchronous but two.
+ * strata_native: the few system calls Node does not expose, all synchronous; the layer extraction
+ * (native/extract.c) and the image block compressors (deflate.c, lz4.c) are registered here too.
  *
  * Exports (every path argument is a string, UTF-8, or a Buffer of raw bytes):
  *   lgetxattr(path, name)          -> Buffer | undefined   (undefined on ENODATA)
@@ -18,10 +19,6 @@
  *        symlink, `..` may not climb above dirfd, no mount is crossed (ELOOP, EXDEV otherwise).
  *        Kernels before 5.6 (ENOSYS): the same rule walked by hand, one openat(O_NOFOLLOW |
  *        O_DIRECTORY) per component, `.`/`..`/empty components refused with EINVAL.
- *   openBeneathBatch(dirfd, paths, flags, mode) -> Promise<Int32Array>   openBeneath of each
- *        path on a thread of libuv's pool: fd or -errno for each.
- *   writeBatch(fds, buffers, offsets, lengths, positions) -> Promise<Int32Array>   pwrite of each
- *        item on a thread of libuv's pool: 0 or -errno for each.
  *   syncFileRange(fd, offset, nbytes)                      sync_file_range(2), SYNC_FILE_RANGE_WRITE:
  *        start writing back a range, without waiting
  *   mkdirat(dirfd, name, mode)   mknodat(dirfd, name, mode, major, minor)
@@ -40,7 +37,8 @@
  *        directories u+rwx when their mode keeps it out. A missing name is not an error.
  *
  * And, from native/deflate.c: zlibCompress(src, level) -> Buffer, libdeflateVersion; from
- * native/lz4.c: lz4Compress(src) -> Buffer, lz4Version.
+ * native/lz4.c: lz4Compress(src) -> Buffer, lz4Version; from native/extract.c: extractAvailable,
+ * extractOpen, extractRun, extractClose.
  *
  * None of them follows a symlink in the last path component: the l*xattr family acts on
  * the link itself.
@@ -519,7 +517,7 @@ static int open_beneath_walk(int dirfd, const char *path, int flags, mode_t mode
 }
 
 /* openat2 is probed once: a kernel without it (ENOSYS) gets the walk from then on. Several
- * threads may read it (openBeneathBatch runs on libuv's pool); it only ever goes 1 -> 0. */
+ * threads may read it (native/extract.c runs on libuv's pool); it only ever goes 1 -> 0. */
 static int have_openat2 = 1;
 
 /* openBeneath's rule for one path: the new descriptor, or -1 with errno set. Thread-safe. */
@@ -541,254 +539,6 @@ int open_beneath_fd(int dirfd, const char *path, int flags, mode_t mode) {
 
 static napi_value js_open_beneath(napi_env env, napi_callback_info info) {
   return open_call(env, info, open_beneath_fd, "openat2");
-}
-
-/*
- * What the two batch calls share: a job run on libuv's pool whose promise resolves to one
- * int32 result per item. Each job type embeds this first and gives `release` (frees the job;
- * with `failed`, the results reached no one, so it also undoes what they hold).
- */
-typedef struct batch_job {
-  napi_async_work work;
-  napi_deferred deferred;
-  uint32_t n;
-  int32_t *results;
-  const char *name;
-  void (*release)(struct batch_job *job, bool failed);
-} batch_job;
-
-static void batch_complete(napi_env env, napi_status status, void *data) {
-  batch_job *j = data;
-  napi_value buf, arr;
-  void *bytes = NULL;
-  bool ok = status == napi_ok && napi_create_arraybuffer(env, (size_t)j->n * 4, &bytes, &buf) == napi_ok &&
-            napi_create_typedarray(env, napi_int32_array, j->n, buf, 0, &arr) == napi_ok;
-  if (ok) {
-    if (j->n > 0) memcpy(bytes, j->results, (size_t)j->n * 4);
-    napi_resolve_deferred(env, j->deferred, arr);
-  } else {
-    char text[96];
-    snprintf(text, sizeof text, "%s did not complete", j->name);
-    napi_value msg, err;
-    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &err);
-    napi_reject_deferred(env, j->deferred, err);
-  }
-  napi_delete_async_work(env, j->work);
-  j->release(j, !ok && status == napi_ok);
-}
-
-/* Queues `j` with `execute` on libuv's pool: its promise, or NULL with an exception pending (j released). */
-static napi_value batch_queue(napi_env env, batch_job *j, napi_async_execute_callback execute) {
-  napi_value promise, name;
-  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, j->name, NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, execute, batch_complete, j, &j->work) != napi_ok) {
-    j->release(j, false);
-    throw_pending(env, "napi_create_async_work");
-    return NULL;
-  }
-  if (napi_queue_async_work(env, j->work) != napi_ok) {
-    napi_delete_async_work(env, j->work);
-    j->release(j, false);
-    throw_pending(env, "napi_queue_async_work");
-    return NULL;
-  }
-  return promise;
-}
-
-/*
- * openBeneathBatch(dirfd, paths, flags, mode) -> Promise<Int32Array>: openBeneath of every path,
- * in order, on a thread of libuv's pool, so that creating files (the kernel's most expensive
- * part of writing a tree) runs beside the JS thread and beside other batches. Element i is the
- * descriptor of paths[i] or -errno; a failure does not stop the batch. The caller keeps dirfd
- * open until the promise settles and owns every descriptor it returns.
- */
-typedef struct {
-  batch_job job; /* results: the descriptors */
-  int dirfd;
-  int flags;
-  mode_t mode;
-  char **paths;
-} open_batch;
-
-static void open_batch_release(batch_job *j, bool failed) {
-  open_batch *b = (open_batch *)j;
-  for (uint32_t i = 0; i < j->n; i++) {
-    if (failed && j->results[i] >= 0) close(j->results[i]); /* nobody will own them */
-    free(b->paths[i]);
-  }
-  free(b->paths);
-  free(j->results);
-  free(b);
-}
-
-static void open_batch_execute(napi_env env, void *data) {
-  (void)env;
-  open_batch *b = data;
-  for (uint32_t i = 0; i < b->job.n; i++) {
-    int fd = open_beneath_fd(b->dirfd, b->paths[i], b->flags, b->mode);
-    b->job.results[i] = fd >= 0 ? fd : -errno;
-  }
-}
-
-static napi_value js_open_beneath_batch(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  int dirfd;
-  uint32_t flags, mode, n;
-  bool is_array = false;
-  if (!get_args(env, info, 4, argv) || !get_fd(env, argv[0], "dirfd", &dirfd) || !get_u32(env, argv[2], "flags", &flags) ||
-      !get_u32(env, argv[3], "mode", &mode))
-    return NULL;
-  if (napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "paths must be an array");
-    return NULL;
-  }
-  CHECK(napi_get_array_length(env, argv[1], &n));
-  open_batch *b = calloc(1, sizeof *b);
-  if (b == NULL || (b->paths = calloc(n ? n : 1, sizeof *b->paths)) == NULL ||
-      (b->job.results = calloc(n ? n : 1, sizeof *b->job.results)) == NULL) {
-    if (b) free(b->paths);
-    free(b);
-    napi_throw_error(env, "ENOMEM", "out of memory");
-    return NULL;
-  }
-  b->job.name = "openBeneathBatch";
-  b->job.release = open_batch_release;
-  b->dirfd = dirfd;
-  b->flags = (int)flags;
-  b->mode = (mode_t)mode;
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value v;
-    if (napi_get_element(env, argv[1], i, &v) != napi_ok || (b->paths[i] = get_cstring(env, v, "path")) == NULL) {
-      open_batch_release(&b->job, false);
-      throw_pending(env, "paths");
-      return NULL;
-    }
-    b->job.results[i] = -1;
-    b->job.n = i + 1;
-  }
-  return batch_queue(env, &b->job, open_batch_execute);
-}
-
-/*
- * writeBatch(fds, buffers, offsets, lengths, positions) -> Promise<Int32Array>: for each i,
- * pwrite of lengths[i] bytes of buffers[i] from offsets[i] to fds[i] at positions[i] (all of it,
- * short writes continued), on a thread of libuv's pool; element i of the result is 0 or
- * -errno. fds is an Int32Array, offsets and lengths Uint32Arrays, positions a Float64Array.
- * The caller keeps the buffers alive and unchanged, and the descriptors open, until the
- * promise settles (the data is read from them on the other thread, not copied).
- */
-typedef struct {
-  batch_job job; /* results: 0 or -errno */
-  int32_t *fds;
-  const uint8_t **data;
-  uint32_t *lens;
-  int64_t *pos;
-} write_batch;
-
-static void write_batch_release(batch_job *j, bool failed) {
-  (void)failed;
-  write_batch *b = (write_batch *)j;
-  free(b->fds);
-  free(b->data);
-  free(b->lens);
-  free(b->pos);
-  free(j->results);
-  free(b);
-}
-
-static void write_batch_execute(napi_env env, void *data) {
-  (void)env;
-  write_batch *b = data;
-  for (uint32_t i = 0; i < b->job.n; i++) {
-    const uint8_t *p = b->data[i];
-    size_t left = b->lens[i];
-    off_t at = (off_t)b->pos[i];
-    int32_t r = 0;
-    while (left > 0) {
-      ssize_t w = pwrite(b->fds[i], p, left, at);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        r = -errno;
-        break;
-      }
-      if (w == 0) {
-        r = -EIO;
-        break;
-      }
-      p += w;
-      left -= (size_t)w;
-      at += w;
-    }
-    b->job.results[i] = r;
-  }
-}
-
-/* The elements of a typed array argument of the given type and length. */
-static void *typed_elements(napi_env env, napi_value v, napi_typedarray_type want, uint32_t n, const char *what) {
-  bool is = false;
-  napi_typedarray_type type;
-  size_t len;
-  void *data = NULL;
-  if (napi_is_typedarray(env, v, &is) != napi_ok || !is || napi_get_typedarray_info(env, v, &type, &len, &data, NULL, NULL) != napi_ok ||
-      type != want || len != n) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be a typed array of the batch's length", what);
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-    return NULL;
-  }
-  return data;
-}
-
-static napi_value js_write_batch(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  bool is_array = false;
-  uint32_t n;
-  if (!get_args(env, info, 5, argv)) return NULL;
-  if (napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "buffers must be an array");
-    return NULL;
-  }
-  CHECK(napi_get_array_length(env, argv[1], &n));
-  const int32_t *fds = typed_elements(env, argv[0], napi_int32_array, n, "fds");
-  const uint32_t *offs = fds ? typed_elements(env, argv[2], napi_uint32_array, n, "offsets") : NULL;
-  const uint32_t *lens = offs ? typed_elements(env, argv[3], napi_uint32_array, n, "lengths") : NULL;
-  const double *pos = lens ? typed_elements(env, argv[4], napi_float64_array, n, "positions") : NULL;
-  if (pos == NULL && n > 0) return NULL;
-  write_batch *b = calloc(1, sizeof *b);
-  size_t k = n ? n : 1;
-  if (b == NULL) {
-    napi_throw_error(env, "ENOMEM", "out of memory");
-    return NULL;
-  }
-  b->job.name = "writeBatch";
-  b->job.release = write_batch_release;
-  if (!(b->fds = malloc(k * sizeof *b->fds)) || !(b->data = malloc(k * sizeof *b->data)) || !(b->lens = malloc(k * sizeof *b->lens)) ||
-      !(b->pos = malloc(k * sizeof *b->pos)) || !(b->job.results = malloc(k * sizeof *b->job.results))) {
-    write_batch_release(&b->job, false);
-    napi_throw_error(env, "ENOMEM", "out of memory");
-    return NULL;
-  }
-  b->job.n = n;
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value v;
-    void *data = NULL;
-    size_t len = 0;
-    bool is_buffer = false;
-    if (napi_get_element(env, argv[1], i, &v) != napi_ok || napi_is_buffer(env, v, &is_buffer) != napi_ok || !is_buffer ||
-        napi_get_buffer_info(env, v, &data, &len) != napi_ok || (size_t)offs[i] + lens[i] > len || !(pos[i] >= 0) ||
-        pos[i] > 9007199254740991.0 || fds[i] < 0) {
-      write_batch_release(&b->job, false);
-      napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "writeBatch: an item is not a descriptor, a Buffer and a range inside it");
-      return NULL;
-    }
-    b->fds[i] = fds[i];
-    b->data[i] = (const uint8_t *)data + offs[i];
-    b->lens[i] = lens[i];
-    b->pos[i] = (int64_t)pos[i];
-  }
-  return batch_queue(env, &b->job, write_batch_execute);
 }
 
 /*
@@ -1152,9 +902,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"getgrnam", NULL, js_getgrnam, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openat", NULL, js_openat, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openBeneath", NULL, js_open_beneath, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"openBeneathBatch", NULL, js_open_beneath_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"syncFileRange", NULL, js_sync_file_range, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"writeBatch", NULL, js_write_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mkdirat", NULL, js_mkdirat, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mknodat", NULL, js_mknodat, NULL, NULL, NULL, napi_enumerable, NULL},
       {"symlinkat", NULL, js_symlinkat, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -16,9 +16,7 @@ export interface NativeAddon {
   getgrnam(name: string): number | undefined;
   openat(dirfd: number, path: string | Buffer, flags: number, mode: number): number;
   openBeneath(dirfd: number, path: string | Buffer, flags: number, mode: number): number;
-  openBeneathBatch(dirfd: number, paths: Array<string | Buffer>, flags: number, mode: number): Promise<Int32Array>;
   syncFileRange(fd: number, offset: number, nbytes: number): void;
-  writeBatch(fds: Int32Array, buffers: Buffer[], offsets: Uint32Array, lengths: Uint32Array, positions: Float64Array): Promise<Int32Array>;
   mkdirat(dirfd: number, name: string | Buffer, mode: number): void;
   mknodat(dirfd: number, name: string | Buffer, mode: number, major: number, minor: number): void;
   symlinkat(target: string | Buffer, dirfd: number, name: string | Buffer): void;

@@ -13,8 +13,7 @@
  * - openBeneath() is the safe way to reach a path below a directory: no component may be a
  *   symlink, none may climb above `dirfd`, none may cross a mount (openat2(2)'s RESOLVE_*
  *   rules; on kernels before 5.6 the same rule walked one component at a time).
- * - Synchronous, but for the two batches (openBeneathBatch, writeBatch), which resolve to a
- *   result per item. Failures throw Errors shaped like Node's fs errors: `code` ('EEXIST',
+ * - Synchronous. Failures throw Errors shaped like Node's fs errors: `code` ('EEXIST',
  *   'ELOOP', 'EPERM' ...), negative `errno`, `syscall` and `path` (the name as given).
  * - Names and paths may be strings (UTF-8) or Buffers (raw bytes); readdirfd returns Buffers.
  */
@@ -55,48 +54,6 @@ export function openat(dirfd: number, path: PathArg, flags: number, mode = 0): n
  */
 export function openBeneath(dirfd: number, path: PathArg, flags: number, mode = 0): number {
   return addon().openBeneath(dirfd, path, flags, mode);
-}
-
-/**
- * openBeneath() of each path, in order, on a thread of libuv's pool (the kernel's work of
- * creating files runs beside the caller and beside other batches). Resolves to one number per
- * path: its new descriptor, which the caller owns, or -errno (the batch goes on past a
- * failure). `dirfd` must stay open until the promise settles.
- */
-export function openBeneathBatch(dirfd: number, paths: PathArg[], flags: number, mode = 0): Promise<Int32Array> {
-  return addon().openBeneathBatch(dirfd, paths, flags, mode);
-}
-
-/** One write of writeBatch: `length` bytes of `buf` from `offset`, to `fd` at `position`. */
-export interface BatchWrite {
-  fd: number;
-  buf: Buffer;
-  offset: number;
-  length: number;
-  position: number;
-}
-
-/**
- * pwrite(2) of each item, whole (short writes continued), on a thread of libuv's pool.
- * Resolves to 0 or -errno per item. The buffers must stay alive and unchanged, and the
- * descriptors open, until the promise settles: the other thread reads them in place.
- */
-export function writeBatch(items: readonly BatchWrite[]): Promise<Int32Array> {
-  const n = items.length;
-  const fds = new Int32Array(n);
-  const offsets = new Uint32Array(n);
-  const lengths = new Uint32Array(n);
-  const positions = new Float64Array(n);
-  const bufs: Buffer[] = new Array(n);
-  for (let i = 0; i < n; i++) {
-    const it = items[i]!;
-    fds[i] = it.fd;
-    bufs[i] = it.buf;
-    offsets[i] = it.offset;
-    lengths[i] = it.length;
-    positions[i] = it.position;
-  }
-  return addon().writeBatch(fds, bufs, offsets, lengths, positions);
 }
 
 /**

@@ -525,8 +525,8 @@ target('a non-empty target is refused without --force and replaced with it, link
 });
 
 target('a sandbox that runs out of space fails in one line and leaves the target as it was', ({ dir, store, work }) => {
-  // Files are written behind on other threads (compose/tree/write-behind.ts): a write that fails
-  // there fails the build, like one on the main thread did.
+  // Files are written on libuv's pool (native/extract.c): a write that fails there fails the
+  // build, like one on the main thread.
   const members = Array.from({ length: 48 }, (_, i) => ({ name: `d${i % 3}/f${String(i).padStart(2, '0')}`, data: Buffer.alloc(100_000, i) }));
   const [layer] = writeTars([{ out: join(dir, 'big.tar'), members }]);
   ok(strata(['store', 'import', 'big/1', layer!], { store, cwd: work }), 'import');

@@ -13,14 +13,13 @@ import {
   symlinkSync, writeFileSync, writeSync, constants as C,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import * as util from 'node:util';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { lgetxattr, llistxattr, lremovexattr, lsetxattr, readXattrs, XATTR_CREATE } from '../native/xattr.js';
 import {
   AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, DIR_FLAGS, O_PATH, RENAME_EXCHANGE, RENAME_NOREPLACE, fchmodat, fchownat, fdPath, fremovexattr,
-  fsetxattr, fstatat, linkat, mkdirat, mknodat, openBeneath, openBeneathBatch, openat, readdirfd, renameat2, rmtreeat, symlinkat, unlinkat, utimensat,
-  syncFileRange, writeBatch,
+  fsetxattr, fstatat, linkat, mkdirat, mknodat, openBeneath, openat, readdirfd, renameat2, rmtreeat, symlinkat, unlinkat, utimensat,
+  syncFileRange,
 } from '../native/fsops.js';
 import { aclFromText, aclToXattr } from '../native/acl.js';
 import { unmount } from './helpers/tmp.js';
@@ -283,58 +282,6 @@ at('openBeneath creates below the root and refuses symlinks, `..`, absolute path
   }
   assert.is(readFileSync(join(outside, 'victim'), 'utf8'), 'keep\n');
   assert.equal(readdirfd(openSync(outside, DIR_FLAGS)).map(String), ['victim']);
-});
-
-at('openBeneathBatch creates each path as openBeneath does, off the main thread, failures per path', async ({ dir }) => {
-  const root = join(dir, 'root');
-  const outside = join(dir, 'outside');
-  mkdirSync(join(root, 'a'), { recursive: true });
-  mkdirSync(outside);
-  symlinkSync(outside, join(root, 'out'));
-  writeFileSync(join(root, 'a/there'), 'old\n');
-  const r = openSync(root, DIR_FLAGS);
-  try {
-    const paths = ['a/one', 'out/escape', 'a/there', '../outside/up', 'a/two'];
-    const fds = await openBeneathBatch(r, paths, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o600);
-    assert.instance(fds, Int32Array);
-    assert.is(fds.length, paths.length);
-    const code = (n: number) => util.getSystemErrorName(n);
-    assert.equal([code(fds[1]!), code(fds[2]!), code(fds[3]!)], ['ELOOP', 'EEXIST', 'EXDEV']);
-    for (const i of [0, 4]) {
-      assert.ok(fds[i]! >= 0, `${paths[i]} created`);
-      writeSync(fds[i]!, `${paths[i]}\n`);
-      assert.is(fstatSync(fds[i]!).mode & 0o7777, 0o600 & ~process.umask());
-      closeSync(fds[i]!);
-    }
-    assert.is(readFileSync(join(root, 'a/two'), 'utf8'), 'a/two\n');
-    assert.is(readFileSync(join(root, 'a/there'), 'utf8'), 'old\n');
-    assert.equal(readdirSync(outside), [], 'nothing was made through the symlink or above the root');
-    assert.equal(await openBeneathBatch(r, [], C.O_RDONLY), new Int32Array(0));
-  } finally {
-    closeSync(r);
-  }
-});
-
-at('writeBatch writes every item whole at its position, off the main thread, failures per item', async ({ dir }) => {
-  const a = openSync(join(dir, 'a'), 'w+');
-  const b = openSync(join(dir, 'b'), 'w+');
-  const ro = openSync(join(dir, 'a'), 'r');
-  try {
-    const big = Buffer.alloc(3 << 20);
-    for (let i = 0; i < big.length; i++) big[i] = (i * 7) & 0xff;
-    const res = await writeBatch([
-      { fd: a, buf: big, offset: 1000, length: big.length - 1000, position: 0 },
-      { fd: b, buf: Buffer.from('xxhello'), offset: 2, length: 5, position: 10 },
-      { fd: ro, buf: Buffer.from('no'), offset: 0, length: 2, position: 0 },
-      { fd: b, buf: Buffer.from('abc'), offset: 0, length: 3, position: 0 },
-    ]);
-    assert.equal([...res].map((n) => (n === 0 ? 0 : util.getSystemErrorName(n))), [0, 0, 'EBADF', 0]);
-    assert.ok(readFileSync(join(dir, 'a')).equals(big.subarray(1000)), 'a 3 MiB write is written whole');
-    assert.ok(readFileSync(join(dir, 'b')).equals(Buffer.from('abc\0\0\0\0\0\0\0hello')));
-    assert.throws(() => writeBatch([{ fd: a, buf: Buffer.from('x'), offset: 0, length: 2, position: 0 }]), /range inside it/);
-  } finally {
-    for (const fd of [a, b, ro]) closeSync(fd);
-  }
 });
 
 at('syncFileRange starts writeback without changing the file, and refuses what is not a file descriptor', ({ dir }) => {
