@@ -4,11 +4,10 @@
  * A session reads one canonical layer blob (spec/store.md) once, from its first byte to its
  * last, and in that one pass
  *   - hashes every byte: the blob's sha256, its name in the store;
- *   - hashes, apart, the bytes of every entry's header blocks (a pax extended header with its
- *     records and their padding, then the ustar block; not the bodies, their padding or the
- *     end-of-archive blocks): the store checks that digest against the entry list the plan
- *     was made from (store/local-store.ts openLayerBlob), which re-encodes to exactly those
- *     bytes;
+ *   - derives the layer's entry list from its headers, as the text the store's entry-list
+ *     cache holds (store/local-store.ts: `[`, a JSON row per entry on a line of its own, `]`),
+ *     and hashes that: the store checks it against the digest of the list the plan was made
+ *     from (openLayerBlob), as its readLayer does for the image writers;
  *   - writes the files the plan wants from the layer, in the layer's order: each is created
  *     beneath the tree's root as openBeneath does (openat2 with RESOLVE_BENEATH |
  *     RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV, O_CREAT | O_EXCL, 0600), its body written, and
@@ -41,9 +40,9 @@
  * result: { fds: Int32Array (a handed-back descriptor, -1 finished here, -2 not reached),
  *           refused: Uint8Array (1: the fchown was refused),
  *           failed: index of the file that failed, or -1; errno, syscall when it did,
- *           problem: a string when the blob is not a canonical tar, or a planned file is not
+ *           problem: a string when the blob is not a tar of a layer, or a planned file is not
  *           in it (the rest of the blob is still hashed),
- *           blob, headers: sha256 hex, after the last batch }
+ *           blob, rows: sha256 hex, after the last batch }
  */
 #define _GNU_SOURCE
 #include <node_api.h>
@@ -125,9 +124,18 @@ typedef struct {
 
 typedef enum { AT_HEADER, AT_BODY, AT_PAX, AT_END } position;
 
+/* A growing byte string: a row of the entry list being made. */
+typedef struct {
+  char *data;
+  size_t len, cap;
+  bool failed; /* out of memory */
+} text;
+
 typedef struct {
   int blob, root;
-  EVP_MD_CTX *blob_hash, *header_hash;
+  EVP_MD_CTX *blob_hash, *rows_hash;
+  uint64_t rows;      /* entries seen */
+  text row;
   uint8_t *buf;
   size_t len, at;     /* bytes in buf, and the first not yet consumed */
   uint64_t offset;    /* of the blob, read so far */
@@ -138,9 +146,11 @@ typedef struct {
   int out;            /* the file being written, or -1 (the body is skipped) */
   uint8_t *pax;       /* the pax records being gathered */
   size_t pax_len, pax_want;
-  char *pax_path;     /* what the last pax header said */
-  bool pax_size_set;
-  uint64_t pax_size;
+  /* What the last pax header said: path, linkpath, and the numbers it set (PAX_* bits). */
+  char *pax_path, *pax_link;
+  unsigned pax_set;
+  uint64_t pax_size, pax_uid, pax_gid;
+  int64_t pax_mtime;
   bool busy;
 } session;
 
@@ -156,8 +166,10 @@ typedef struct {
   int32_t failed, err;
   const char *syscall;
   char problem[256];
-  char blob_hex[65], header_hex[65];
+  char blob_hex[65], rows_hex[65];
 } run_job;
+
+enum { PAX_SIZE = 1, PAX_UID = 2, PAX_GID = 4, PAX_MTIME = 8 };
 
 /* An octal (or base-256) number field of a ustar header. */
 static bool parse_number(const uint8_t *f, size_t n, uint64_t *out) {
@@ -305,7 +317,98 @@ static bool write_body(run_job *j, const uint8_t *p, size_t n) {
   return true;
 }
 
-/* The records of the pax header just read: `path` and `size` are what extraction needs. */
+/* ---- the entry list, as store/local-store.ts writes it -------------------------------------- */
+
+static void put(text *t, const void *p, size_t n) {
+  if (t->failed) return;
+  if (t->len + n > t->cap) {
+    size_t cap = t->cap ? t->cap : 256;
+    while (cap < t->len + n) cap *= 2;
+    char *d = realloc(t->data, cap);
+    if (d == NULL) {
+      t->failed = true;
+      return;
+    }
+    t->data = d;
+    t->cap = cap;
+  }
+  memcpy(t->data + t->len, p, n);
+  t->len += n;
+}
+
+static void put_str(text *t, const char *s) {
+  put(t, s, strlen(s));
+}
+
+static void put_int(text *t, int64_t v) {
+  char b[24];
+  put(t, b, (size_t)snprintf(b, sizeof b, "%lld", (long long)v));
+}
+
+/* The inside of a JSON string as JSON.stringify writes it: `"` and `\` escaped, control
+ * characters as \b \t \n \f \r or \u00xx (lowercase), everything else (UTF-8) as it is. */
+static void put_escaped(text *t, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  size_t run = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    put(t, s + run, i - run);
+    run = i + 1;
+    char e[6] = {'\\', 0};
+    size_t k = 2;
+    switch (c) {
+      case '"': e[1] = '"'; break;
+      case '\\': e[1] = '\\'; break;
+      case '\b': e[1] = 'b'; break;
+      case '\t': e[1] = 't'; break;
+      case '\n': e[1] = 'n'; break;
+      case '\f': e[1] = 'f'; break;
+      case '\r': e[1] = 'r'; break;
+      default:
+        memcpy(e + 1, "u00", 3);
+        e[4] = hex[c >> 4];
+        e[5] = hex[c & 15];
+        k = 6;
+    }
+    put(t, e, k);
+  }
+  put(t, s + run, n - run);
+}
+
+static void put_json(text *t, const char *s) {
+  put(t, "\"", 1);
+  put_escaped(t, s, strlen(s));
+  put(t, "\"", 1);
+}
+
+/*
+ * A layer path as store/layer/path.ts normalizeLayerPath makes it, as a JSON string: empty
+ * and `.` components dropped, the root `.`; false for what a layer cannot hold (`..`, an
+ * absolute path).
+ */
+static bool put_layer_path(text *t, const char *raw) {
+  if (raw[0] == '/') return false;
+  put(t, "\"", 1);
+  bool any = false;
+  for (const char *p = raw; *p;) {
+    const char *end = strchr(p, '/');
+    size_t n = end ? (size_t)(end - p) : strlen(p);
+    if (n == 2 && p[0] == '.' && p[1] == '.') return false;
+    if (n > 0 && !(n == 1 && p[0] == '.')) {
+      if (any) put(t, "/", 1);
+      put_escaped(t, p, n);
+      any = true;
+    }
+    p += n;
+    if (*p == '/') p++;
+  }
+  if (!any) put(t, ".", 1);
+  put(t, "\"", 1);
+  return true;
+}
+
+/* The records of the pax header just read: path, linkpath, size, uid, gid and mtime. */
 static bool parse_pax(session *s) {
   const uint8_t *p = s->pax, *end = s->pax + s->pax_len;
   while (p < end) {
@@ -321,21 +424,40 @@ static bool parse_pax(session *s) {
     const uint8_t *eq = memchr(key, '=', (size_t)(rec_end - key));
     if (eq == NULL) return false;
     size_t klen = (size_t)(eq - key), vlen = (size_t)(rec_end - eq - 1);
-    if (klen == 4 && memcmp(key, "path", 4) == 0) {
-      free(s->pax_path);
-      if ((s->pax_path = malloc(vlen + 1)) == NULL) return false;
-      memcpy(s->pax_path, eq + 1, vlen);
-      s->pax_path[vlen] = 0;
-    } else if (klen == 4 && memcmp(key, "size", 4) == 0) {
-      uint64_t v = 0;
-      if (vlen == 0 || vlen > 19) return false;
+    const char *v = (const char *)eq + 1;
+#define KEY(k) (klen == sizeof k - 1 && memcmp(key, k, klen) == 0)
+    if (KEY("path") || KEY("linkpath")) {
+      char **to = KEY("path") ? &s->pax_path : &s->pax_link;
+      free(*to);
+      if (memchr(v, 0, vlen) != NULL || (*to = malloc(vlen + 1)) == NULL) return false;
+      memcpy(*to, v, vlen);
+      (*to)[vlen] = 0;
+    } else if (KEY("size") || KEY("uid") || KEY("gid")) {
+      uint64_t n = 0;
+      if (vlen == 0 || vlen > 16) return false;
       for (size_t k = 0; k < vlen; k++) {
-        if (eq[1 + k] < '0' || eq[1 + k] > '9') return false;
-        v = v * 10 + (uint64_t)(eq[1 + k] - '0');
+        if (v[k] < '0' || v[k] > '9') return false;
+        n = n * 10 + (uint64_t)(v[k] - '0');
       }
-      s->pax_size = v;
-      s->pax_size_set = true;
+      if (KEY("size")) s->pax_size = n, s->pax_set |= PAX_SIZE;
+      else if (KEY("uid")) s->pax_uid = n, s->pax_set |= PAX_UID;
+      else s->pax_gid = n, s->pax_set |= PAX_GID;
+    } else if (KEY("mtime")) {
+      /* Whole seconds, the floor of a fraction (as the store's tar reader takes it). */
+      size_t k = v[0] == '-' ? 1 : 0;
+      int64_t n = 0;
+      bool frac = false, digits = false;
+      for (; k < vlen && v[k] >= '0' && v[k] <= '9'; k++, digits = true) {
+        if (n > 99999999999999LL) return false;
+        n = n * 10 + (v[k] - '0');
+      }
+      if (k < vlen && v[k] == '.')
+        for (k++; k < vlen && v[k] >= '0' && v[k] <= '9'; k++) frac |= v[k] != '0';
+      if (!digits || k != vlen) return false;
+      s->pax_mtime = v[0] == '-' ? -n - (frac ? 1 : 0) : n;
+      s->pax_set |= PAX_MTIME;
     }
+#undef KEY
     p += len;
   }
   return true;
@@ -343,6 +465,65 @@ static bool parse_pax(session *s) {
 
 static uint64_t padded(uint64_t n) {
   return (BLOCK - n % BLOCK) % BLOCK;
+}
+
+/* A ustar string field (or a pax record's value) as a C string. */
+static void field(char *out, const uint8_t *f, size_t n) {
+  size_t k = strnlen((const char *)f, n);
+  memcpy(out, f, k);
+  out[k] = 0;
+}
+
+/*
+ * The entry-list row of a ustar header (its pax records applied), hashed with what goes
+ * before it, as local-store.ts listRow writes it: [path, type, mode, uid, gid, mtime, size],
+ * then the link target for links and devices ('' for devices), then the device numbers.
+ */
+static bool hash_row(session *s, const uint8_t *h, uint8_t type, const char *path, uint64_t size) {
+  static const char *types[] = {"file", "hardlink", "symlink", "char", "block", "dir", "fifo"};
+  uint64_t mode, uid, gid, mtime, major = 0, minor = 0;
+  if (!parse_number(h + 100, 8, &mode) || !parse_number(h + 108, 8, &uid) || !parse_number(h + 116, 8, &gid) ||
+      !parse_number(h + 136, 12, &mtime) || !parse_number(h + 329, 8, &major) || !parse_number(h + 337, 8, &minor))
+    return false;
+  text *t = &s->row;
+  t->len = 0;
+  put_str(t, s->rows++ == 0 ? "\n[" : ",\n[");
+  if (!put_layer_path(t, path)) return false;
+  put_str(t, ",\"");
+  put_str(t, types[type - '0']);
+  put_str(t, "\",");
+  put_int(t, (int64_t)(mode & 07777));
+  put(t, ",", 1);
+  put_int(t, (int64_t)(s->pax_set & PAX_UID ? s->pax_uid : uid));
+  put(t, ",", 1);
+  put_int(t, (int64_t)(s->pax_set & PAX_GID ? s->pax_gid : gid));
+  put(t, ",", 1);
+  put_int(t, s->pax_set & PAX_MTIME ? s->pax_mtime : (int64_t)mtime);
+  put(t, ",", 1);
+  put_int(t, type == '0' ? (int64_t)size : 0);
+  if (type == '1' || type == '2' || type == '3' || type == '4') {
+    char link[101];
+    const char *target = s->pax_link;
+    if (target == NULL) {
+      field(link, h + 157, 100);
+      target = link;
+    }
+    put(t, ",", 1);
+    if (type == '1') {
+      if (!put_layer_path(t, target)) return false;
+    } else if (type == '2') {
+      put_json(t, target);
+    } else {
+      put_str(t, "\"\",");
+      put_int(t, (int64_t)major);
+      put(t, ",", 1);
+      put_int(t, (int64_t)minor);
+    }
+  }
+  put(t, "]", 1);
+  if (t->failed) return false;
+  ossl.update(s->rows_hash, t->data, t->len);
+  return true;
 }
 
 /*
@@ -355,7 +536,7 @@ static bool take_header(run_job *j) {
   if (all_zero(h)) {
     s->at += BLOCK;
     s->where = AT_END;
-    if (s->pax_path != NULL || s->pax_size_set) {
+    if (s->pax_path != NULL || s->pax_link != NULL || s->pax_set) {
       set_problem(j, "the archive ends after a pax header");
       return false;
     }
@@ -371,10 +552,9 @@ static bool take_header(run_job *j) {
     set_problem(j, "a header's size is not a number");
     return false;
   }
-  ossl.update(s->header_hash, h, BLOCK);
   s->at += BLOCK;
   if (type == 'x') {
-    if (s->pax_path != NULL || s->pax_size_set || size > PAX_MAX) {
+    if (s->pax_path != NULL || s->pax_link != NULL || s->pax_set || size > PAX_MAX) {
       set_problem(j, "a pax header is not followed by its entry, or is too large");
       return false;
     }
@@ -388,25 +568,27 @@ static bool take_header(run_job *j) {
     }
     return true;
   }
-  if (type != '0' && type != '1' && type != '2' && type != '3' && type != '4' && type != '5' && type != '6') {
-    set_problem(j, "a member is of a type canonical layers do not hold");
+  if (type < '0' || type > '6') {
+    set_problem(j, "a member is of a type layers do not hold");
     return false;
   }
-  if (s->pax_size_set) size = s->pax_size;
+  if (s->pax_set & PAX_SIZE) size = s->pax_size;
   /* The path: a pax record's, else the ustar prefix (POSIX magic only: GNU's has none) and name. */
   char name[257];
   const char *path = s->pax_path;
   if (path == NULL) {
     size_t at = 0;
     if (h[345] != 0 && memcmp(h + 257, "ustar\0", 6) == 0) {
-      at = strnlen((const char *)h + 345, 155);
-      memcpy(name, h + 345, at);
+      field(name, h + 345, 155);
+      at = strlen(name);
       name[at++] = '/';
     }
-    size_t n = strnlen((const char *)h, 100);
-    memcpy(name + at, h, n);
-    name[at + n] = 0;
+    field(name + at, h, 100);
     path = name;
+  }
+  if (!hash_row(s, h, type, path, size)) {
+    set_problem(j, "an entry is not one a layer holds (its path leaves the layer, or a number is malformed)");
+    return false;
   }
   s->where = AT_BODY;
   s->body_left = size;
@@ -421,9 +603,17 @@ static bool take_header(run_job *j) {
     s->out = fd;
   }
   free(s->pax_path);
-  s->pax_path = NULL;
-  s->pax_size_set = false;
+  free(s->pax_link);
+  s->pax_path = s->pax_link = NULL;
+  s->pax_set = 0;
   return true;
+}
+
+/* The blob's digest, and the entry list's with its closing line. */
+static void finish_digests(run_job *j) {
+  hash_hex(j->s->blob_hash, j->blob_hex);
+  ossl.update(j->s->rows_hash, "\n]\n", 3);
+  hash_hex(j->s->rows_hash, j->rows_hex);
 }
 
 /* Runs the batch: on until its files are written (to the blob's end for the last batch). */
@@ -469,13 +659,11 @@ static void run_execute(napi_env env, void *data) {
         size_t n = s->pax_want - s->pax_len < avail ? s->pax_want - s->pax_len : avail;
         if (n > 0) {
           memcpy(s->pax + s->pax_len, s->buf + s->at, n);
-          ossl.update(s->header_hash, s->buf + s->at, n);
           s->pax_len += n;
           s->at += n;
           continue;
         }
         n = s->pad_left < avail ? s->pad_left : avail;
-        ossl.update(s->header_hash, s->buf + s->at, n);
         s->at += n;
         s->pad_left -= (uint32_t)n;
         continue;
@@ -517,10 +705,7 @@ static void run_execute(napi_env env, void *data) {
   if (j->next < j->n && j->problem[0] == 0) {
     snprintf(j->problem, sizeof j->problem, "the layer does not hold %s, which the plan takes from it", j->files[j->next].tar_path);
   }
-  if (j->last || j->problem[0] != 0) {
-    hash_hex(s->blob_hash, j->blob_hex);
-    hash_hex(s->header_hash, j->header_hex);
-  }
+  if (j->last || j->problem[0] != 0) finish_digests(j);
   return;
 
 drain:
@@ -531,8 +716,7 @@ drain:
     if (s->eof) break;
     if (!fill(s)) goto read_failed;
   }
-  hash_hex(s->blob_hash, j->blob_hex);
-  hash_hex(s->header_hash, j->header_hex);
+  finish_digests(j);
   return;
 
 read_failed:
@@ -546,7 +730,9 @@ static void session_free(session *s) {
   if (s == NULL) return;
   if (s->out >= 0) close(s->out);
   if (s->blob_hash) ossl.ctx_free(s->blob_hash);
-  if (s->header_hash) ossl.ctx_free(s->header_hash);
+  if (s->rows_hash) ossl.ctx_free(s->rows_hash);
+  free(s->row.data);
+  free(s->pax_link);
   free(s->buf);
   free(s->pax);
   free(s->pax_path);
@@ -590,7 +776,7 @@ static napi_value js_extract_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   session *s = calloc(1, sizeof *s);
-  if (s == NULL || (s->buf = malloc(READ_SIZE)) == NULL || (s->blob_hash = hash_new()) == NULL || (s->header_hash = hash_new()) == NULL) {
+  if (s == NULL || (s->buf = malloc(READ_SIZE)) == NULL || (s->blob_hash = hash_new()) == NULL || (s->rows_hash = hash_new()) == NULL) {
     if (s) s->out = -1;
     session_free(s);
     napi_throw_error(env, "ENOMEM", "extractOpen: out of memory");
@@ -600,6 +786,7 @@ static napi_value js_extract_open(napi_env env, napi_callback_info info) {
   s->root = root;
   s->out = -1;
   s->where = AT_HEADER;
+  ossl.update(s->rows_hash, "[", 1);
   posix_fadvise(blob, 0, 0, POSIX_FADV_SEQUENTIAL);
   napi_value v;
   if (napi_create_external(env, s, session_finalize, NULL, &v) != napi_ok) {
@@ -644,7 +831,7 @@ static void run_complete(napi_env env, napi_status status, void *data) {
   if (ok && j->problem[0] != 0) ok = napi_create_string_utf8(env, j->problem, NAPI_AUTO_LENGTH, &v) == napi_ok && set_prop(env, result, "problem", v);
   if (ok && j->blob_hex[0] != 0) {
     ok = napi_create_string_utf8(env, j->blob_hex, 64, &v) == napi_ok && set_prop(env, result, "blob", v) &&
-         napi_create_string_utf8(env, j->header_hex, 64, &v) == napi_ok && set_prop(env, result, "headers", v);
+         napi_create_string_utf8(env, j->rows_hex, 64, &v) == napi_ok && set_prop(env, result, "rows", v);
   }
   if (ok) {
     memcpy(fd_bytes, j->fds, (size_t)j->n * 4);

@@ -1,7 +1,7 @@
 /**
  * Layer extraction on libuv's pool (native/extract.c): one pass over a canonical layer blob
- * that hashes all of it, hashes its header blocks apart, and writes the files a plan wants
- * from it beneath a tree's root. The caller (compose/tree/layers.ts) decides everything about
+ * that hashes all of it, hashes the entry list its headers give, and writes the files a plan
+ * wants from it beneath a tree's root. The caller (compose/tree/layers.ts) decides everything about
  * each file (where it goes, which member's body it gets, its owner, mode and mtime); this
  * module only carries those decisions to the other thread and the outcome back.
  */
@@ -44,9 +44,12 @@ export interface ExtractResult {
   error?: NodeJS.ErrnoException;
   /** The blob is not a tar this reader follows, or lacks a file the batch names. */
   problem?: string;
-  /** After the last batch (or a problem): sha256 of the whole blob and of its header blocks. */
+  /**
+   * After the last batch (or a problem): sha256 of the whole blob, and of the entry list its
+   * headers give, as the store's cache holds it.
+   */
   blob?: string;
-  headers?: string;
+  rows?: string;
 }
 
 const F_FINISH = 1;
@@ -62,7 +65,7 @@ interface RawResult {
   syscall?: string;
   problem?: string;
   blob?: string;
-  headers?: string;
+  rows?: string;
 }
 
 /** True when native extraction can run in this process (its sha256 comes from Node's libcrypto). */
@@ -86,7 +89,7 @@ export class LayerExtraction {
    */
   async run(files: readonly ExtractFile[], last: boolean): Promise<ExtractResult> {
     const r = (await addon().extractRun(this.session, pack(files), files.length, last)) as RawResult;
-    const result: ExtractResult = { fds: r.fds, refused: r.refused, failed: r.failed, problem: r.problem, blob: r.blob, headers: r.headers };
+    const result: ExtractResult = { fds: r.fds, refused: r.refused, failed: r.failed, problem: r.problem, blob: r.blob, rows: r.rows };
     if (r.errno !== undefined) result.error = errnoError(r.errno, r.syscall ?? 'read', r.failed >= 0 ? files[r.failed]!.path : undefined);
     return result;
   }

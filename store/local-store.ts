@@ -21,7 +21,7 @@ import { canonicalJson, cidFromHex, isCid, JSON_CODEC, parseCid, RAW_CODEC } fro
 import { StrataError, STORE_ERR } from './errors.js';
 import { IndexView, LockOptions, preloadIndex, withIndex } from './catalog/leveldb.js';
 import { CATALOG_FILE, catalogView, pruneSnapshots, readCatalog, retainedSnapshots } from './catalog/snapshot.js';
-import { canonicalHeader, LayerBuilder } from './layer/builder.js';
+import { LayerBuilder } from './layer/builder.js';
 import { applyManifestEntry, LayerManifest } from './layer/manifest.js';
 import { checkCollectionName, parseCollection, serializeCollection, type Collection } from './collections.js';
 import { checkFullName, envOpProblem, EnvOp, fullNameOf, ModuleRecord, recordExtras, RecordExtras, splitFullName, validateRecord } from './record.js';
@@ -117,12 +117,6 @@ export class LocalStore {
    * readLayer checks the layer against it (constant memory whatever the number of entries).
    */
   private readonly handedOut = new Map<string, string>();
-  /**
-   * Per layer, the sha256 of the canonical header blocks of the entries a whole read of its
-   * entry list handed out (and whether they came from the cache): what openLayerBlob's reader
-   * must find in the blob.
-   */
-  private readonly headersOut = new Map<string, { digest: string; cached: boolean }>();
 
   private constructor(
     readonly root: string,
@@ -502,14 +496,17 @@ export class LocalStore {
           return undefined;
         }
       })();
-      const headers = opts.whiteoutsAndLinks ? undefined : new HeaderDigest();
+      // What a cache file of these entries would hold, hashed as if it had been read.
+      const list = new ListDigest();
       try {
         for await (const { entry } of this.readLayer(mod)) {
           rows?.add(entry);
-          headers?.add(entry);
+          list.add(entry);
           if (!opts.whiteoutsAndLinks || whiteoutOrLink(entry)) yield entry;
         }
-        if (headers) this.headersOut.set(hex, { digest: headers.digest(), cached: false });
+        this.handOut(hex, list.digest(), () => new StrataError(STORE_ERR.DIGEST_MISMATCH, `layer of ${mod.fullName} sha256:${hex} changed while it was read`, {
+          hint: 'run `strata store verify`, then re-import or pull the module',
+        }));
         await rows?.commit(hex, group === null ? undefined : lookupGroup(group)).catch(() => undefined);
       } finally {
         rows?.abort();
@@ -524,43 +521,35 @@ export class LocalStore {
         hint: 'run the command again: the entry list is rebuilt from the layer',
       });
     };
-    let ended = false;
-    const headers = opts.whiteoutsAndLinks ? undefined : new HeaderDigest();
-    for await (const line of lines) {
-      if (ended) throw bad();
-      if (line === ']') {
-        ended = true;
-        continue;
-      }
-      const text = line.endsWith(',') ? line.slice(0, -1) : line;
+    try {
       // The quick test can only let through more than it must: a row that hides a whiteout
       // from it (an escaped character) is not the row the layer gives, and fails its check.
-      if (opts.whiteoutsAndLinks && !text.includes(WHITEOUT_PREFIX) && !text.includes('"hardlink"')) continue;
-      let row: EntryRow | undefined;
-      try {
-        row = checkedRow(JSON.parse(text));
-      } catch {
-        row = undefined;
+      const quick = opts.whiteoutsAndLinks ? (text: string) => text.includes(WHITEOUT_PREFIX) || text.includes('"hardlink"') : undefined;
+      for await (const row of cachedRows(lines, quick)) {
+        const e = applyManifestEntry(fromRow(row), manifest.entries[row[0]]);
+        if (!opts.whiteoutsAndLinks || whiteoutOrLink(e)) yield e;
       }
-      if (row === undefined) throw bad();
-      const plain = fromRow(row);
-      headers?.add(plain);
-      const e = applyManifestEntry(plain, manifest.entries[row[0]]);
-      if (!opts.whiteoutsAndLinks || whiteoutOrLink(e)) yield e;
+    } catch (e) {
+      throw e === BAD_ROWS ? bad() : e;
     }
-    if (!ended) throw bad();
-    // Read twice by a plan (store/layer/merge.ts): both reads must be the same list, byte for byte.
-    const digest = h.digest('hex');
+    this.handOut(hex, h.digest('hex'), bad);
+  }
+
+  /**
+   * Records the digest of the entry list of layer `hex` just handed out. A plan reads a list
+   * twice (store/layer/merge.ts): both reads must be the same list, byte for byte.
+   */
+  private handOut(hex: string, digest: string, differs: () => StrataError): void {
     const before = this.handedOut.get(hex);
     this.handedOut.set(hex, digest);
-    if (before !== undefined && before !== digest) throw bad();
-    if (headers) this.headersOut.set(hex, { digest: headers.digest(), cached: true });
+    if (before !== undefined && before !== digest) throw differs();
   }
 
   async openLayerBlob(mod: LoadedModule): Promise<LayerBlob> {
     const hex = parseCid(mod.record.layer).hex;
     const what = `layer of ${mod.fullName}`;
-    const listed = this.headersOut.get(hex);
+    const listed = this.handedOut.get(hex);
+    if (listed === undefined) throw new Error(`openLayerBlob: the entry list of ${what} was not read before it`);
     const blob = await this.blobs.open(hex, what);
     return {
       fd: blob.fd,
@@ -570,23 +559,11 @@ export class LocalStore {
         if (read.error) throw read.error;
         if (read.blob !== hex) throw this.blobs.mismatch(hex, what);
         if (read.problem !== undefined) {
-          throw new StrataError(STORE_ERR.TAR_UNSUPPORTED, `${what} sha256:${hex} is not a canonical layer: ${read.problem}`, {
-            hint: 'import it again (strata writes layers canonically)',
+          throw new StrataError(STORE_ERR.TAR_UNSUPPORTED, `${what} sha256:${hex} is not a layer strata can read: ${read.problem}`, {
+            hint: 'import it again',
           });
         }
-        if (listed === undefined) throw new Error(`openLayerBlob: the entry list of ${what} was not read whole before it`);
-        if (read.headers === listed.digest) return;
-        if (listed.cached) {
-          this.handedOut.delete(hex);
-          this.headersOut.delete(hex);
-          fsSync.rmSync(this.entryCachePath(hex), { force: true });
-          throw new StrataError(STORE_ERR.CACHE_INVALID, `the cached entry list of ${what} disagrees with the layer; the cache was dropped`, {
-            hint: 'run the command again: the entry list is rebuilt from the layer',
-          });
-        }
-        throw new StrataError(STORE_ERR.TAR_UNSUPPORTED, `${what} sha256:${hex} is not a canonical layer: its headers are not the ones strata writes for its entries`, {
-          hint: 'import it again (strata writes layers canonically)',
-        });
+        if (read.rows !== listed) throw this.dropList(hex, what);
       },
     };
   }
@@ -611,29 +588,24 @@ export class LocalStore {
   private cacheCheck(hex: string, what: string): ((e: LayerEntry | undefined) => void) | undefined {
     const want = this.handedOut.get(hex);
     if (want === undefined) return undefined;
-    // The bytes entryIndexWriter writes for these entries, hashed a batch of rows at a time.
-    const h = createHash('sha256');
-    let pieces: string[] = [LIST_OPEN];
-    let first = true;
+    // The bytes entryIndexWriter writes for these entries.
+    const list = new ListDigest();
     return (e) => {
       if (e !== undefined) {
-        pieces.push(listRow(e, first));
-        first = false;
-        if (pieces.length >= 512) {
-          h.update(pieces.join(''));
-          pieces = [];
-        }
+        list.add(e);
         return;
       }
-      pieces.push(LIST_CLOSE);
-      h.update(pieces.join(''));
-      if (h.digest('hex') === want) return;
-      this.handedOut.delete(hex);
-      fsSync.rmSync(this.entryCachePath(hex), { force: true });
-      throw new StrataError(STORE_ERR.CACHE_INVALID, `the cached entry list of ${what} disagrees with the layer; the cache was dropped`, {
-        hint: 'run the command again: the entry list is rebuilt from the layer',
-      });
+      if (list.digest() !== want) throw this.dropList(hex, what);
     };
+  }
+
+  /** Drops the cached entry list of layer `hex`, which disagrees with the layer: the error to throw. */
+  private dropList(hex: string, what: string): StrataError {
+    this.handedOut.delete(hex);
+    fsSync.rmSync(this.entryCachePath(hex), { force: true });
+    return new StrataError(STORE_ERR.CACHE_INVALID, `the cached entry list of ${what} disagrees with the layer; the cache was dropped`, {
+      hint: 'run the command again: the entry list is rebuilt from the layer',
+    });
   }
 
 
@@ -1012,30 +984,55 @@ export function matches(fullName: string, pattern: string): boolean {
   return re.test(fullName);
 }
 
-/** sha256 of the canonical header blocks of entries, hashed 64 KiB at a time. */
-class HeaderDigest {
+/** Thrown by cachedRows: the list is not one strata writes. */
+const BAD_ROWS = new Error('not an entry list');
+
+/**
+ * The rows of a cached entry list's lines (those after its `[`), each checked, up to its `]`,
+ * which must be its last line; throws BAD_ROWS otherwise. A line `keep` says no to is passed
+ * over unparsed.
+ */
+async function* cachedRows(lines: AsyncIterable<string>, keep?: (text: string) => boolean): AsyncGenerator<EntryRow> {
+  let ended = false;
+  for await (const line of lines) {
+    if (ended) throw BAD_ROWS;
+    if (line === ']') {
+      ended = true;
+      continue;
+    }
+    const text = line.endsWith(',') ? line.slice(0, -1) : line;
+    if (keep && !keep(text)) continue;
+    let row: EntryRow | undefined;
+    try {
+      row = checkedRow(JSON.parse(text));
+    } catch {
+      row = undefined;
+    }
+    if (row === undefined) throw BAD_ROWS;
+    yield row;
+  }
+  if (!ended) throw BAD_ROWS;
+}
+
+/** sha256 of the text of an entry list (what entryIndexWriter writes for the entries added), hashed 512 rows at a time. */
+class ListDigest {
   private readonly h = createHash('sha256');
-  private readonly buf = Buffer.allocUnsafe(64 << 10);
-  private used = 0;
+  private pieces: string[] = [LIST_OPEN];
+  private first = true;
 
   add(e: LayerEntry): void {
-    const b = canonicalHeader(e);
-    if (this.used + b.length > this.buf.length) this.flush();
-    if (b.length > this.buf.length) this.h.update(b);
-    else {
-      b.copy(this.buf, this.used);
-      this.used += b.length;
+    this.pieces.push(listRow(e, this.first));
+    this.first = false;
+    if (this.pieces.length >= 512) {
+      this.h.update(this.pieces.join(''));
+      this.pieces = [];
     }
   }
 
   digest(): string {
-    this.flush();
+    this.pieces.push(LIST_CLOSE);
+    this.h.update(this.pieces.join(''));
     return this.h.digest('hex');
-  }
-
-  private flush(): void {
-    this.h.update(this.buf.subarray(0, this.used));
-    this.used = 0;
   }
 }
 

@@ -61,13 +61,13 @@ export interface LayerBlob {
   readonly size: number;
   /**
    * Throws as readLayer would when the layer is not what the plan was made from: `blob` is
-   * the sha256 of all its bytes, `headers` that of its header blocks (each entry's pax
-   * header with its records and padding, if any, then its ustar block; no body, no padding
-   * of a body, no end-of-archive block), `problem` what made the blob unreadable as a
-   * canonical tar, `error` a failure to read it. A digest that differs is
-   * ERR_DIGEST_MISMATCH; headers that differ from the entry list's are ERR_CACHE_INVALID (the
-   * cached list is dropped) or, when the list came from the layer itself, ERR_TAR_UNSUPPORTED.
+   * the sha256 of all its bytes, `rows` that of the entry list its headers give, as the
+   * store's cache holds it (`[`, a JSON row per entry on a line of its own, `]`: see
+   * local-store.ts listRow), `problem` what made the blob unreadable as a layer's tar, `error`
+   * a failure to read it. A blob digest that differs is ERR_DIGEST_MISMATCH; an entry list that
+   * differs from the one layerEntries handed out is ERR_CACHE_INVALID (the cached list is
+   * dropped, as readLayer's check does).
    */
-  check(read: { blob?: string; headers?: string; problem?: string; error?: Error }): void;
+  check(read: { blob?: string; rows?: string; problem?: string; error?: Error }): void;
   close(): Promise<void>;
 }

@@ -17,6 +17,7 @@ import { extractAvailable, LayerExtraction, type ExtractFile, type ExtractResult
 import { canonicalHeader } from '../store/layer/builder.js';
 import { END_OF_ARCHIVE, encodePadding } from '../store/tar/writer.js';
 import type { LayerEntry } from '../store/types.js';
+import { strataOk } from './helpers/cli.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { mustRun } from './helpers/tmp.js';
 
@@ -38,18 +39,29 @@ interface Member {
   body?: Buffer;
 }
 
-/** A canonical layer tar of `members` (in the given order), and the digest of its headers. */
-function canonicalTar(members: Member[]): { tar: Buffer; headers: string } {
+/**
+ * The text of an entry list as the store's cache holds it (`[`, a JSON row per entry on a
+ * line of its own, `]`), restated here as the oracle the native reader is held to.
+ */
+function listText(entries: LayerEntry[]): string {
+  const row = (e: LayerEntry) => {
+    const r: unknown[] = [e.path, e.type, e.mode, e.uid, e.gid, e.mtime, e.size];
+    if (e.linkname !== undefined || e.devmajor !== undefined) r.push(e.linkname ?? '');
+    if (e.devmajor !== undefined) r.push(e.devmajor, e.devminor ?? 0);
+    return JSON.stringify(r);
+  };
+  return `[${entries.map((e, i) => `${i === 0 ? '\n' : ',\n'}${row(e)}`).join('')}\n]\n`;
+}
+
+/** A canonical layer tar of `members` (in the given order), and the digest of its entry list. */
+function canonicalTar(members: Member[]): { tar: Buffer; rows: string } {
   const parts: Buffer[] = [];
-  const h = createHash('sha256');
   for (const { entry, body } of members) {
-    const head = canonicalHeader(entry);
-    h.update(head);
-    parts.push(head);
+    parts.push(canonicalHeader(entry));
     if (body) parts.push(body, encodePadding(body.length));
   }
   parts.push(END_OF_ARCHIVE);
-  return { tar: Buffer.concat(parts), headers: h.digest('hex') };
+  return { tar: Buffer.concat(parts), rows: sha(Buffer.from(listText(members.map((m) => m.entry)))) };
 }
 
 const file = (path: string, body: Buffer, mode = 0o644, extra: Partial<LayerEntry> = {}): Member => ({
@@ -99,7 +111,32 @@ async function extract(blob: Buffer, rootFd: number, dir: string, batches: Extra
   return out;
 }
 
-const why = missing({ root: true, tools: ['tar', 'bsdtar', 'sha256sum'], check: () => (extractAvailable() ? undefined : 'no sha256 in this process') });
+/** A pax tar (python's tarfile) of names and values a row must escape or a pax record carry. */
+const AWKWARD_TAR = `
+import io, sys, tarfile
+t = tarfile.open(sys.argv[1], 'w', format=tarfile.PAX_FORMAT, encoding='utf-8')
+def add(name, type=tarfile.REGTYPE, data=b'', **kw):
+    ti = tarfile.TarInfo(name)
+    ti.type = type
+    for k, v in kw.items(): setattr(ti, k, v)
+    ti.size = len(data)
+    t.addfile(ti, io.BytesIO(data) if data else None)
+add('./', tarfile.DIRTYPE, mode=0o755, mtime=1700000000)
+add('d', tarfile.DIRTYPE, mode=0o2775, mtime=5)
+for i, n in enumerate(['q"uote', 'back\\\\slash', 'tab\\there', 'ctl\\x01\\x1f\\x7f', 'e\\u0301-\\u00fc', '\\U0001f600', 'line\\u2028sep', 'x' * 150]):
+    add('d/' + n, data=bytes([i]) * (i * 100 + 1), mode=0o640 + i, uid=1000 + i, gid=2000 + i, mtime=1600000000 + i)
+add('d/neg', data=b'n', mtime=-12345)
+add('d/frac', data=b'f', mtime=1700000000.75)
+add('d/big-ids', data=b'b', uid=3000000000, gid=4000000000)
+add('d/link', tarfile.SYMTYPE, linkname='../' + 'y' * 140 + '/"\\\\target')
+add('d/hard', tarfile.LNKTYPE, linkname='d/' + 'x' * 150)
+add('d/char', tarfile.CHRTYPE, devmajor=4095, devminor=1048575)
+add('d/fifo', tarfile.FIFOTYPE)
+add('d/.wh.gone')
+t.close()
+`;
+
+const why = missing({ root: true, tools: ['tar', 'bsdtar', 'sha256sum', 'python3'], check: () => (extractAvailable() ? undefined : 'no sha256 in this process') });
 if (why) skipSuite('native layer extraction', why);
 else {
   const t = suite<Ctx>('native layer extraction');
@@ -115,7 +152,7 @@ else {
   });
 
   t('a canonical layer: the planned files, byte for byte, with owner, mode and mtime; both digests', async ({ dir, root, rootFd }) => {
-    const { tar, headers } = canonicalTar(MEMBERS);
+    const { tar, rows } = canonicalTar(MEMBERS);
     const want = MEMBERS.filter((m) => m.entry.type === 'file' && m.entry.path !== 'deep/skipped');
     // Three batches: the long file alone, the rest, and an empty last one.
     const plan = want.map((m) => ({ tarPath: m.entry.path, path: m.entry.path, finish: fin(m.entry) }));
@@ -126,7 +163,7 @@ else {
     assert.is(rs[0]!.blob, undefined, 'digests only after the last batch');
     assert.is(rs[2]!.blob, sha(tar));
     assert.is(mustRun('sha256sum', [join(dir, 'blob')]).stdout.toString().slice(0, 64), sha(tar), "sha256sum's digest");
-    assert.is(rs[2]!.headers, headers, 'the header blocks, re-encoded from the entries');
+    assert.is(rs[2]!.rows, rows, 'the entry list its headers give');
     for (const m of want) {
       const p = join(root, m.entry.path);
       assert.ok(readFileSync(p).equals(m.body!), `${m.entry.path}: content`);
@@ -135,6 +172,21 @@ else {
       assert.equal([st.uid, st.gid, Math.floor(st.mtimeMs / 1000)], [m.entry.uid, m.entry.gid, m.entry.mtime], `${m.entry.path}: owner, mtime`);
     }
     assert.equal(readdirSync(join(root, 'deep')).sort(), ['a.txt', 'empty', 'n'.repeat(120)], 'an unplanned member is not written');
+  });
+
+  t("the entry list a store's layer gives is its cached list, byte for byte, awkward names and numbers included", async ({ dir, rootFd }) => {
+    const tar = join(dir, 'awkward.tar');
+    mustRun('python3', ['-c', AWKWARD_TAR, tar]);
+    const store = join(dir, 'store');
+    strataOk(['store', 'import', 'awkward/1', tar], { store });
+    const [rows] = readdirSync(join(store, 'cache', 'entries'));
+    const hex = rows!.replace(/\.rows$/, '');
+    const list = readFileSync(join(store, 'cache', 'entries', rows!));
+    assert.match(list.toString(), /\\u0001\\u001f\x7f/, 'control characters escaped as JSON.stringify does');
+    const rs = await extract(readFileSync(join(store, 'blobs', 'sha256', hex)), rootFd, dir, [[]]);
+    assert.is(rs[0]!.problem, undefined);
+    assert.is(rs[0]!.blob, hex, 'the blob is its name');
+    assert.is(rs[0]!.rows, sha(list), 'the entry list the headers give is the cached one');
   });
 
   t('a file may come back open, written, and go elsewhere than its member', async ({ dir, root, rootFd }) => {
@@ -148,7 +200,7 @@ else {
     assert.is(rs[0]!.blob, sha(tar));
   });
 
-  t('GNU tar and bsdtar archives are followed: bodies right, the blob digest right, the headers not canonical', async ({ dir, root, rootFd }) => {
+  t('GNU tar and bsdtar archives are followed: bodies right, the blob digest right', async ({ dir, root, rootFd }) => {
     const src = join(dir, 'src');
     mkdirSync(join(src, 'd', 'n'.repeat(150)), { recursive: true });
     const files: Array<[string, Buffer]> = [

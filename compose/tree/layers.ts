@@ -9,7 +9,7 @@
  * comes back open and TreeWriter.finishFile finishes it here. Several layers are read at once
  * (the plan gives every path to exactly one layer). Once a layer's blob has been read to its
  * end, the store checks both digests (StoreReader.openLayerBlob): the blob's against its
- * name, the headers' against the entry list the plan was made from. The tree goes in place
+ * name, the entry list its headers give against the one the plan was made from. The tree goes in place
  * only after every layer passed, so nothing is ever made visible from a layer that is not the
  * one the lock names, or from a plan the layer does not back.
  *

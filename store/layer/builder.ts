@@ -271,11 +271,7 @@ export function tarPathOf(e: LayerEntry): string {
   return e.type === 'dir' ? `${e.path}/` : e.path;
 }
 
-/**
- * The header block(s) of `e` in its canonical tar: everything of the entry but its body and
- * padding. An entry list re-encodes to exactly the headers of the layer it was read from
- * (the store checks the two against each other: local-store.ts, openLayerBlob).
- */
+/** The header block(s) of `e` in its canonical tar: everything of the entry but its body and padding. */
 export function canonicalHeader(e: LayerEntry): Buffer {
   return encodeHeader({
     path: tarPathOf(e),
