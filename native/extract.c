@@ -49,6 +49,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -108,8 +109,14 @@ static void hash_hex(EVP_MD_CTX *c, char out[65]) {
 /* ---- the session ------------------------------------------------------------------------- */
 
 #define BLOCK 512
-/* Bytes read at once. */
-#define READ_SIZE (1 << 20)
+/* Bytes one read fills: a multiple of BLOCK, so no header straddles two slots. */
+#define SLOT (1 << 20)
+/* Slots of the ring the reader fills and the writers empty: the session's memory. */
+#define SLOTS 8
+/* Threads that create, write and finish files. */
+#define WRITERS 2
+/* Files handed to the writers and not yet taken, at most. */
+#define QUEUE 256
 /* A pax header's records, at most (strata writes a few hundred bytes). */
 #define PAX_MAX (1 << 20)
 
@@ -122,7 +129,8 @@ typedef struct {
   time_t mtime;
 } wanted_file;
 
-typedef enum { AT_HEADER, AT_BODY, AT_PAX, AT_END } position;
+/* Where the parser is: at a header, in a pax header's records, or past the end-of-archive block. */
+typedef enum { AT_HEADER, AT_PAX, AT_END } position;
 
 /* A growing byte string: a row of the entry list being made. */
 typedef struct {
@@ -131,30 +139,57 @@ typedef struct {
   bool failed; /* out of memory */
 } text;
 
+/* A file of the batch for a writer: its index and where its body is in the blob. */
+typedef struct {
+  uint32_t index;
+  uint64_t start, len;
+} job;
+
+struct run_job;
+
+/*
+ * One layer blob being read. The reader (the thread of libuv's pool that runs a batch) reads
+ * the blob a slot at a time into a ring, hashes each slot as it is read, and parses the
+ * headers; each file the batch wants becomes a job for the writers, which create it and write
+ * its body straight from the ring. A slot is read again only once nobody needs its bytes (the
+ * low-water mark: the parser's position, the queued jobs' starts, the writers' positions).
+ * Everything below `mu` is shared; the rest is the reader's.
+ */
 typedef struct {
   int blob, root;
   EVP_MD_CTX *blob_hash, *rows_hash;
-  uint64_t rows;      /* entries seen */
+  uint64_t rows; /* entries seen */
   text row;
-  uint8_t *buf;
-  size_t len, at;     /* bytes in buf, and the first not yet consumed */
-  uint64_t offset;    /* of the blob, read so far */
-  bool eof;
+  uint8_t *slot[SLOTS];
+  uint64_t pos; /* the next byte the parser needs */
   position where;
-  uint64_t body_left; /* of the member's body, then its padding */
-  uint32_t pad_left;
-  int out;            /* the file being written, or -1 (the body is skipped) */
-  uint8_t *pax;       /* the pax records being gathered */
+  uint8_t *pax; /* the pax records being gathered */
   size_t pax_len, pax_want;
+  uint32_t pax_pad;
   /* What the last pax header said: path, linkpath, and the numbers it set (PAX_* bits). */
   char *pax_path, *pax_link;
   unsigned pax_set;
   uint64_t pax_size, pax_uid, pax_gid;
   int64_t pax_mtime;
-  bool busy;
+  bool busy; /* a run is in flight (the JS thread's flag) */
+
+  pthread_mutex_t mu;
+  pthread_cond_t to_writers, to_reader;
+  uint64_t read_to; /* bytes of the blob read and hashed */
+  bool eof;
+  job queue[QUEUE];
+  uint32_t q_head, q_len;
+  uint64_t writer_at[WRITERS]; /* the first byte each writer still needs; UINT64_MAX when idle */
+  uint32_t busy_writers, starving; /* writers with a job; writers waiting for bytes not yet read */
+  bool reader_waits;
+  struct run_job *run; /* the batch the jobs belong to */
+  bool abort;          /* the batch failed: writers drop what they hold */
+  bool stop;           /* the session closes: writers end */
+  pthread_t writers[WRITERS];
+  int started; /* writer threads running */
 } session;
 
-typedef struct {
+typedef struct run_job {
   napi_async_work work;
   napi_deferred deferred;
   session *s;
@@ -163,7 +198,7 @@ typedef struct {
   bool last;
   int32_t *fds;
   uint8_t *refused;
-  int32_t failed, err;
+  int32_t failed, err; /* under s->mu once writers run */
   const char *syscall;
   char problem[256];
   char blob_hex[65], rows_hex[65];
@@ -211,110 +246,229 @@ static bool checksum_ok(const uint8_t *h) {
   return sum == want;
 }
 
-/* Reads more of the blob after what is left in buf (moved to its start); false on a read error (errno). */
-static bool fill(session *s) {
-  if (s->at > 0) {
-    memmove(s->buf, s->buf + s->at, s->len - s->at);
-    s->len -= s->at;
-    s->at = 0;
-  }
-  while (s->len < READ_SIZE && !s->eof) {
-    ssize_t r = pread(s->blob, s->buf + s->len, READ_SIZE - s->len, (off_t)s->offset);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    if (r == 0) {
-      s->eof = true;
-      break;
-    }
-    ossl.update(s->blob_hash, s->buf + s->len, (size_t)r);
-    s->len += (size_t)r;
-    s->offset += (uint64_t)r;
-    if (s->len >= BLOCK) break; /* enough to go on: the rest comes with the next fill */
-  }
-  return true;
+/* The ring's copy of blob byte `at` (read, and not yet given up). */
+static uint8_t *at_byte(session *s, uint64_t at) {
+  return s->slot[(at / SLOT) % SLOTS] + at % SLOT;
 }
 
-static void set_problem(run_job *j, const char *what) {
-  if (j->problem[0] == 0) snprintf(j->problem, sizeof j->problem, "%s (at byte %llu)", what, (unsigned long long)(j->s->offset - (j->s->len - j->s->at)));
+/* The lowest byte anyone still needs (under mu). */
+static uint64_t low_water(session *s) {
+  uint64_t low = s->where == AT_END ? s->read_to : s->pos;
+  if (s->q_len > 0 && s->queue[s->q_head].start < low) low = s->queue[s->q_head].start;
+  for (int w = 0; w < WRITERS; w++)
+    if (s->writer_at[w] < low) low = s->writer_at[w];
+  return low;
 }
 
-static void set_failed(run_job *j, uint32_t index, int err, const char *syscall) {
-  j->failed = (int32_t)index;
+static void set_failed(run_job *j, int32_t index, int err, const char *syscall) {
+  if (j->failed >= 0 || j->syscall != NULL) return; /* the first failure is the one told */
+  j->failed = index;
   j->err = err;
   j->syscall = syscall;
 }
 
-/* Owner, mode and mtime of a written file, then close; false (and the failure set) on an error. */
-static bool finish_file(run_job *j, uint32_t i, int fd) {
-  wanted_file *w = &j->files[i];
-  mode_t mode = w->mode;
-  if (w->flags & F_CHOWN) {
-    if (fchown(fd, w->uid, w->gid) < 0) {
-      int e = errno;
-      if (e == EINVAL || (e == EPERM && !(w->flags & F_STRICT))) {
-        j->refused[i] = 1;
-        mode = w->mode_refused;
-      } else {
-        close(fd);
-        set_failed(j, i, e, "fchown");
-        return false;
-      }
-    }
-  }
-  if (fchmod(fd, mode) < 0) {
-    int e = errno;
-    close(fd);
-    set_failed(j, i, e, "fchmod");
-    return false;
-  }
-  struct timespec ts[2] = {{w->mtime, 0}, {w->mtime, 0}};
-  if (futimens(fd, ts) < 0) {
-    int e = errno;
-    close(fd);
-    set_failed(j, i, e, "futime");
-    return false;
-  }
-  if (close(fd) < 0 && errno != EINTR) {
-    set_failed(j, i, errno, "close");
-    return false;
-  }
-  return true;
+/* A failure of the batch (under mu): recorded, and everyone stops. */
+static void fail_locked(session *s, int32_t index, int err, const char *syscall) {
+  set_failed(s->run, index, err, syscall);
+  s->abort = true;
+  pthread_cond_broadcast(&s->to_writers);
+  pthread_cond_broadcast(&s->to_reader);
 }
 
-/* The end of the body of the file being written: finish it or hand it back. */
-static bool body_done(run_job *j) {
-  session *s = j->s;
-  uint32_t i = j->next++;
-  int fd = s->out;
-  s->out = -1;
-  if (!(j->files[i].flags & F_FINISH)) {
-    j->fds[i] = fd;
-    return true;
+/*
+ * Reads the next slot of the blob (hashing it), once the bytes it held are needed by nobody.
+ * False when the batch was aborted meanwhile, or on a read error (recorded).
+ */
+static bool read_slot(session *s) {
+  pthread_mutex_lock(&s->mu);
+  uint64_t k = s->read_to / SLOT;
+  while (!s->abort && k >= SLOTS && low_water(s) < (k - SLOTS + 1) * (uint64_t)SLOT) {
+    s->reader_waits = true;
+    pthread_cond_wait(&s->to_reader, &s->mu);
   }
-  if (!finish_file(j, i, fd)) return false;
-  j->fds[i] = FD_FINISHED;
-  return true;
-}
-
-/* Writes n bytes to the file being written; false (failure set, file closed) on an error. */
-static bool write_body(run_job *j, const uint8_t *p, size_t n) {
-  session *s = j->s;
-  while (n > 0) {
-    ssize_t w = write(s->out, p, n);
-    if (w < 0) {
+  s->reader_waits = false;
+  bool go = !s->abort && !s->eof;
+  pthread_mutex_unlock(&s->mu);
+  if (!go) return false;
+  uint8_t *buf = s->slot[k % SLOTS];
+  size_t got = 0;
+  bool eof = false;
+  while (got < SLOT) {
+    ssize_t r = pread(s->blob, buf + got, SLOT - got, (off_t)(k * SLOT + got));
+    if (r < 0) {
       if (errno == EINTR) continue;
       int e = errno;
-      close(s->out);
-      s->out = -1;
-      set_failed(j, j->next, e, "write");
+      pthread_mutex_lock(&s->mu);
+      fail_locked(s, -1, e, "read");
+      pthread_mutex_unlock(&s->mu);
       return false;
     }
-    p += w;
-    n -= (size_t)w;
+    if (r == 0) {
+      eof = true;
+      break;
+    }
+    got += (size_t)r;
   }
+  ossl.update(s->blob_hash, buf, got);
+  pthread_mutex_lock(&s->mu);
+  s->read_to += got;
+  s->eof = eof;
+  if (s->starving > 0) pthread_cond_broadcast(&s->to_writers);
+  pthread_mutex_unlock(&s->mu);
   return true;
+}
+
+static void set_problem(run_job *j, const char *what) {
+  if (j->problem[0] == 0) snprintf(j->problem, sizeof j->problem, "%s (at byte %llu)", what, (unsigned long long)j->s->pos);
+}
+
+/* Owner, mode and mtime of a written file, then close; false (and the failure set) on an error. */
+static bool finish_file(session *s, run_job *j, uint32_t i, int fd) {
+  wanted_file *w = &j->files[i];
+  mode_t mode = w->mode;
+  const char *call = NULL;
+  int e = 0;
+  if ((w->flags & F_CHOWN) && fchown(fd, w->uid, w->gid) < 0) {
+    e = errno;
+    if (e == EINVAL || (e == EPERM && !(w->flags & F_STRICT))) {
+      j->refused[i] = 1;
+      mode = w->mode_refused;
+    } else {
+      call = "fchown";
+    }
+  }
+  if (call == NULL && fchmod(fd, mode) < 0) call = "fchmod", e = errno;
+  struct timespec ts[2] = {{w->mtime, 0}, {w->mtime, 0}};
+  if (call == NULL && futimens(fd, ts) < 0) call = "futime", e = errno;
+  if (close(fd) < 0 && errno != EINTR && call == NULL) call = "close", e = errno;
+  if (call == NULL) return true;
+  pthread_mutex_lock(&s->mu);
+  fail_locked(s, (int32_t)i, e, call);
+  pthread_mutex_unlock(&s->mu);
+  return false;
+}
+
+/* One file: created beneath the root, its body written from the ring, finished or handed back. */
+static void write_file(session *s, run_job *j, int me, job f) {
+  wanted_file *w = &j->files[f.index];
+  int fd = open_beneath_fd(s->root, w->path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) {
+    int e = errno;
+    pthread_mutex_lock(&s->mu);
+    fail_locked(s, (int32_t)f.index, e, "openat2");
+    pthread_mutex_unlock(&s->mu);
+    return;
+  }
+  uint64_t pos = f.start, end = f.start + f.len;
+  while (pos < end) {
+    pthread_mutex_lock(&s->mu);
+    s->writer_at[me] = pos;
+    if (s->reader_waits) pthread_cond_signal(&s->to_reader);
+    while (pos >= s->read_to && !s->eof && !s->abort) {
+      s->starving++;
+      if (s->reader_waits) pthread_cond_signal(&s->to_reader);
+      pthread_cond_wait(&s->to_writers, &s->mu);
+      s->starving--;
+    }
+    uint64_t avail = s->read_to;
+    bool stop = s->abort || pos >= avail;
+    pthread_mutex_unlock(&s->mu);
+    if (stop) { /* aborted, or the blob ends inside the body (the reader tells) */
+      close(fd);
+      return;
+    }
+    uint64_t slot_end = (pos / SLOT + 1) * SLOT;
+    size_t n = (size_t)((end < avail ? end : avail) < slot_end ? (end < avail ? end : avail) - pos : slot_end - pos);
+    const uint8_t *p = at_byte(s, pos);
+    for (size_t left = n; left > 0;) {
+      ssize_t r = write(fd, p, left);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        int e = errno;
+        close(fd);
+        pthread_mutex_lock(&s->mu);
+        fail_locked(s, (int32_t)f.index, e, "write");
+        pthread_mutex_unlock(&s->mu);
+        return;
+      }
+      p += r;
+      left -= (size_t)r;
+    }
+    pos += n;
+  }
+  if (!(w->flags & F_FINISH)) j->fds[f.index] = fd;
+  else if (finish_file(s, j, f.index, fd)) j->fds[f.index] = FD_FINISHED;
+}
+
+/* A writer thread: takes the queued files in order until the session closes. */
+static void *writer_main(void *arg) {
+  session *s = arg;
+  pthread_mutex_lock(&s->mu);
+  int me = 0;
+  while (me < WRITERS && !pthread_equal(s->writers[me], pthread_self())) me++;
+  for (;;) {
+    while (!s->stop && s->q_len == 0) pthread_cond_wait(&s->to_writers, &s->mu);
+    if (s->q_len == 0) break; /* stop */
+    job f = s->queue[s->q_head];
+    s->q_head = (s->q_head + 1) % QUEUE;
+    s->q_len--;
+    run_job *j = s->run;
+    bool dropped = s->abort;
+    if (!dropped) {
+      s->busy_writers++;
+      s->writer_at[me] = f.start;
+    }
+    if (s->reader_waits) pthread_cond_signal(&s->to_reader);
+    pthread_mutex_unlock(&s->mu);
+    if (!dropped) write_file(s, j, me, f);
+    pthread_mutex_lock(&s->mu);
+    if (!dropped) {
+      s->writer_at[me] = UINT64_MAX;
+      s->busy_writers--;
+    }
+    if (s->reader_waits) pthread_cond_signal(&s->to_reader);
+  }
+  pthread_mutex_unlock(&s->mu);
+  return NULL;
+}
+
+/* Hands file `index` (body at start, len bytes) to the writers; false when the batch was aborted. */
+static bool dispatch(session *s, uint32_t index, uint64_t start, uint64_t len) {
+  pthread_mutex_lock(&s->mu);
+  while (s->q_len == QUEUE && !s->abort) {
+    s->reader_waits = true;
+    pthread_cond_wait(&s->to_reader, &s->mu);
+  }
+  s->reader_waits = false;
+  bool ok = !s->abort;
+  if (ok) {
+    s->queue[(s->q_head + s->q_len) % QUEUE] = (job){index, start, len};
+    s->q_len++;
+    pthread_cond_signal(&s->to_writers);
+  }
+  pthread_mutex_unlock(&s->mu);
+  return ok;
+}
+
+/*
+ * Waits until the writers have every file of the batch done, reading on while one of them
+ * waits for bytes not yet read.
+ */
+static void settle_writers(session *s) {
+  pthread_mutex_lock(&s->mu);
+  for (;;) {
+    if (s->q_len == 0 && s->busy_writers == 0) break;
+    if (s->starving > 0 && !s->eof && !s->abort) {
+      pthread_mutex_unlock(&s->mu);
+      read_slot(s);
+      pthread_mutex_lock(&s->mu);
+      continue;
+    }
+    s->reader_waits = true;
+    pthread_cond_wait(&s->to_reader, &s->mu);
+  }
+  s->reader_waits = false;
+  pthread_mutex_unlock(&s->mu);
 }
 
 /* ---- the entry list, as store/local-store.ts writes it -------------------------------------- */
@@ -527,19 +681,20 @@ static bool hash_row(session *s, const uint8_t *h, uint8_t type, const char *pat
 }
 
 /*
- * One ustar header block at s->buf + s->at (BLOCK bytes there). Returns false with the
- * problem or failure set.
+ * The ustar header block at s->pos (read: BLOCK bytes there, in one slot). A file the batch
+ * wants next goes to the writers; every body is skipped by the parser (the bytes are hashed as
+ * they are read). Returns false with the problem set, or when the batch was aborted.
  */
 static bool take_header(run_job *j) {
   session *s = j->s;
-  const uint8_t *h = s->buf + s->at;
+  const uint8_t *h = at_byte(s, s->pos);
   if (all_zero(h)) {
-    s->at += BLOCK;
     s->where = AT_END;
     if (s->pax_path != NULL || s->pax_link != NULL || s->pax_set) {
       set_problem(j, "the archive ends after a pax header");
       return false;
     }
+    s->pos += BLOCK;
     return true;
   }
   if (memcmp(h + 257, "ustar", 5) != 0 || !checksum_ok(h)) {
@@ -552,20 +707,20 @@ static bool take_header(run_job *j) {
     set_problem(j, "a header's size is not a number");
     return false;
   }
-  s->at += BLOCK;
   if (type == 'x') {
     if (s->pax_path != NULL || s->pax_link != NULL || s->pax_set || size > PAX_MAX) {
       set_problem(j, "a pax header is not followed by its entry, or is too large");
       return false;
     }
-    s->where = AT_PAX;
-    s->pax_len = 0;
-    s->pax_want = (size_t)size;
-    s->pad_left = (uint32_t)padded(size);
     if ((s->pax = malloc(size ? size : 1)) == NULL) {
       set_problem(j, "out of memory");
       return false;
     }
+    s->where = AT_PAX;
+    s->pax_len = 0;
+    s->pax_want = (size_t)size;
+    s->pax_pad = (uint32_t)padded(size);
+    s->pos += BLOCK;
     return true;
   }
   if (type < '0' || type > '6') {
@@ -590,22 +745,18 @@ static bool take_header(run_job *j) {
     set_problem(j, "an entry is not one a layer holds (its path leaves the layer, or a number is malformed)");
     return false;
   }
-  s->where = AT_BODY;
-  s->body_left = size;
-  s->pad_left = (uint32_t)padded(size);
-  s->out = -1;
-  if (type == '0' && j->next < j->n && strcmp(path, j->files[j->next].tar_path) == 0) {
-    int fd = open_beneath_fd(s->root, j->files[j->next].path, O_WRONLY | O_CREAT | O_EXCL, 0600);
-    if (fd < 0) {
-      set_failed(j, j->next, errno, "openat2");
-      return false;
-    }
-    s->out = fd;
-  }
+  bool wanted = type == '0' && j->next < j->n && strcmp(path, j->files[j->next].tar_path) == 0;
   free(s->pax_path);
   free(s->pax_link);
   s->pax_path = s->pax_link = NULL;
   s->pax_set = 0;
+  uint64_t body = s->pos + BLOCK;
+  if (size > UINT64_MAX / 2) {
+    set_problem(j, "a header's size is too large");
+    return false;
+  }
+  s->pos = body + size + padded(size);
+  if (wanted && !dispatch(s, j->next++, body, size)) return false;
   return true;
 }
 
@@ -616,127 +767,143 @@ static void finish_digests(run_job *j) {
   hash_hex(j->s->rows_hash, j->rows_hex);
 }
 
-/* Runs the batch: on until its files are written (to the blob's end for the last batch). */
+/*
+ * Runs the batch on a thread of libuv's pool: parses on until every file of the batch has gone
+ * to the writers (to the blob's end for the last batch), then waits for them.
+ */
 static void run_execute(napi_env env, void *data) {
   (void)env;
   run_job *j = data;
   session *s = j->s;
+  pthread_mutex_lock(&s->mu);
+  s->run = j;
+  s->abort = false;
+  pthread_mutex_unlock(&s->mu);
+  bool end = false; /* the blob's end was reached */
   for (;;) {
-    if (!j->last && j->next == j->n && s->where != AT_BODY) return;
-    size_t avail = s->len - s->at;
-    if (s->where == AT_BODY) {
-      if (s->body_left > 0 || s->pad_left > 0) {
-        if (avail == 0) {
-          if (s->eof) break;
-          s->at = s->len = 0;
-          if (!fill(s)) goto read_failed;
-          continue;
-        }
-        size_t n = s->body_left < avail ? (size_t)s->body_left : avail;
-        if (n > 0) {
-          if (s->out >= 0 && !write_body(j, s->buf + s->at, n)) return;
-          s->at += n;
-          s->body_left -= n;
-          continue;
-        }
-        n = s->pad_left < avail ? s->pad_left : avail;
-        s->at += n;
-        s->pad_left -= (uint32_t)n;
-        continue;
+    if (!j->last && j->next == j->n) break;
+    if (s->where == AT_END) {
+      /* Past the end-of-archive block: the rest is only hashed. */
+      if (s->eof) {
+        end = true;
+        break;
       }
-      s->where = AT_HEADER;
-      if (s->out >= 0 && !body_done(j)) return;
+      if (!read_slot(s)) break;
+      continue;
+    }
+    uint64_t need = s->where == AT_HEADER ? s->pos + BLOCK : s->pos + 1;
+    if (need > s->read_to) {
+      if (s->eof) {
+        set_problem(j, "the archive ends in the middle of an entry");
+        end = true;
+        break;
+      }
+      if (!read_slot(s)) break;
       continue;
     }
     if (s->where == AT_PAX) {
-      if (s->pax_len < s->pax_want || s->pad_left > 0) {
-        if (avail == 0) {
-          if (s->eof) break;
-          s->at = s->len = 0;
-          if (!fill(s)) goto read_failed;
-          continue;
-        }
-        size_t n = s->pax_want - s->pax_len < avail ? s->pax_want - s->pax_len : avail;
-        if (n > 0) {
-          memcpy(s->pax + s->pax_len, s->buf + s->at, n);
-          s->pax_len += n;
-          s->at += n;
-          continue;
-        }
-        n = s->pad_left < avail ? s->pad_left : avail;
-        s->at += n;
-        s->pad_left -= (uint32_t)n;
+      if (s->pax_len < s->pax_want) {
+        uint64_t slot_end = (s->pos / SLOT + 1) * SLOT;
+        uint64_t stop = s->read_to < slot_end ? s->read_to : slot_end;
+        size_t n = s->pax_want - s->pax_len < stop - s->pos ? s->pax_want - s->pax_len : (size_t)(stop - s->pos);
+        memcpy(s->pax + s->pax_len, at_byte(s, s->pos), n);
+        s->pax_len += n;
+        s->pos += n;
         continue;
       }
+      s->pos += s->pax_pad;
       bool ok = parse_pax(s);
       free(s->pax);
       s->pax = NULL;
+      s->where = AT_HEADER;
       if (!ok) {
         set_problem(j, "a pax header's records are malformed");
-        goto drain;
-      }
-      s->where = AT_HEADER;
-      continue;
-    }
-    if (s->where == AT_END) {
-      /* Past the end-of-archive block: the rest is only hashed. */
-      s->at = s->len;
-      if (s->eof) break;
-      s->at = s->len = 0;
-      if (!fill(s)) goto read_failed;
-      continue;
-    }
-    /* AT_HEADER */
-    if (avail < BLOCK) {
-      if (s->eof) {
-        set_problem(j, "the archive ends in the middle of an entry");
         break;
       }
-      if (!fill(s)) goto read_failed;
       continue;
     }
-    if (!take_header(j)) {
-      if (j->failed >= 0) return;
-      goto drain;
-    }
+    if (!take_header(j)) break;
   }
-  /* The blob's end. */
-  if (s->where != AT_END && j->problem[0] == 0) set_problem(j, "the archive ends in the middle of an entry");
-  if (j->next < j->n && j->problem[0] == 0) {
+  settle_writers(s);
+  if (j->failed >= 0 || j->syscall != NULL) return; /* a file or a read failed: told as such */
+  if (j->problem[0] == 0 && end && j->next < j->n) {
     snprintf(j->problem, sizeof j->problem, "the layer does not hold %s, which the plan takes from it", j->files[j->next].tar_path);
   }
-  if (j->last || j->problem[0] != 0) finish_digests(j);
-  return;
-
-drain:
-  /* Not a tar this reader can follow: hash the rest, so the caller can tell a corrupt blob. */
-  s->where = AT_END;
-  for (;;) {
-    s->at = s->len = 0;
-    if (s->eof) break;
-    if (!fill(s)) goto read_failed;
+  if (j->problem[0] != 0) {
+    /* Not a layer this reader can follow: hash the rest, so the caller can tell a corrupt blob. */
+    s->where = AT_END;
+    while (read_slot(s)) continue;
+    if (j->syscall == NULL) finish_digests(j);
+    return;
   }
-  finish_digests(j);
-  return;
-
-read_failed:
-  set_failed(j, j->next, errno, "read");
-  j->failed = -1; /* a failure of the layer, not of a file */
+  if (j->last) finish_digests(j);
 }
 
 /* ---- JS glue ------------------------------------------------------------------------------ */
 
+/* Ends the writer threads (none may hold a job: no run in flight). */
+static void stop_writers(session *s) {
+  if (s->started > 0) {
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    pthread_cond_broadcast(&s->to_writers);
+    pthread_mutex_unlock(&s->mu);
+    for (int w = 0; w < s->started; w++) pthread_join(s->writers[w], NULL);
+    s->started = 0;
+  }
+}
+
+/* Ends the writers and frees the session. */
 static void session_free(session *s) {
   if (s == NULL) return;
-  if (s->out >= 0) close(s->out);
+  stop_writers(s);
+  pthread_mutex_destroy(&s->mu);
+  pthread_cond_destroy(&s->to_writers);
+  pthread_cond_destroy(&s->to_reader);
   if (s->blob_hash) ossl.ctx_free(s->blob_hash);
   if (s->rows_hash) ossl.ctx_free(s->rows_hash);
+  for (int i = 0; i < SLOTS; i++) free(s->slot[i]);
   free(s->row.data);
-  free(s->pax_link);
-  free(s->buf);
   free(s->pax);
   free(s->pax_path);
+  free(s->pax_link);
   free(s);
+}
+
+/* A new session: its ring, hashes and writer threads; NULL (errno) when one cannot be made. */
+static session *session_new(int blob, int root) {
+  session *s = calloc(1, sizeof *s);
+  if (s == NULL) return NULL;
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->to_writers, NULL);
+  pthread_cond_init(&s->to_reader, NULL);
+  s->blob = blob;
+  s->root = root;
+  s->where = AT_HEADER;
+  for (int w = 0; w < WRITERS; w++) s->writer_at[w] = UINT64_MAX;
+  bool ok = (s->blob_hash = hash_new()) != NULL && (s->rows_hash = hash_new()) != NULL;
+  for (int i = 0; ok && i < SLOTS; i++) ok = (s->slot[i] = malloc(SLOT)) != NULL;
+  /* The writers find their index by their thread id: they wait for `mu`, held until all are made. */
+  pthread_mutex_lock(&s->mu);
+  for (int w = 0; ok && w < WRITERS; w++) {
+    int e = pthread_create(&s->writers[w], NULL, writer_main, s);
+    if (e != 0) {
+      errno = e;
+      ok = false;
+    } else {
+      s->started++;
+    }
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (!ok) {
+    int e = errno ? errno : ENOMEM;
+    session_free(s);
+    errno = e;
+    return NULL;
+  }
+  ossl.update(s->rows_hash, "[", 1);
+  posix_fadvise(blob, 0, 0, POSIX_FADV_SEQUENTIAL);
+  return s;
 }
 
 static void session_finalize(napi_env env, void *data, void *hint) {
@@ -775,19 +942,13 @@ static napi_value js_extract_open(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_NATIVE_UNAVAILABLE", "extractOpen: this process has no libcrypto sha256");
     return NULL;
   }
-  session *s = calloc(1, sizeof *s);
-  if (s == NULL || (s->buf = malloc(READ_SIZE)) == NULL || (s->blob_hash = hash_new()) == NULL || (s->rows_hash = hash_new()) == NULL) {
-    if (s) s->out = -1;
-    session_free(s);
-    napi_throw_error(env, "ENOMEM", "extractOpen: out of memory");
+  session *s = session_new(blob, root);
+  if (s == NULL) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "extractOpen: %s", strerror(errno));
+    napi_throw_error(env, "ENOMEM", msg);
     return NULL;
   }
-  s->blob = blob;
-  s->root = root;
-  s->out = -1;
-  s->where = AT_HEADER;
-  ossl.update(s->rows_hash, "[", 1);
-  posix_fadvise(blob, 0, 0, POSIX_FADV_SEQUENTIAL);
   napi_value v;
   if (napi_create_external(env, s, session_finalize, NULL, &v) != napi_ok) {
     session_free(s);
@@ -957,9 +1118,8 @@ static napi_value js_extract_close(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_INVALID_STATE", "extractClose: a run of the session has not completed");
     return NULL;
   }
-  /* What the session holds goes now; the External's finalizer then frees the rest. */
-  if (s->out >= 0) close(s->out);
-  s->out = -1;
+  /* The writer threads end now; the External's finalizer frees the rest. */
+  stop_writers(s);
   return NULL;
 }
 
