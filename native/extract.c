@@ -174,7 +174,8 @@ typedef struct {
   bool busy; /* a run is in flight (the JS thread's flag) */
 
   pthread_mutex_t mu;
-  pthread_cond_t to_writers, to_reader;
+  /* Writers wait for a job, or for bytes not yet read (`starving`); the reader for either side. */
+  pthread_cond_t has_job, has_data, to_reader;
   uint64_t read_to; /* bytes of the blob read and hashed */
   bool eof;
   job queue[QUEUE];
@@ -271,7 +272,8 @@ static void set_failed(run_job *j, int32_t index, int err, const char *syscall) 
 static void fail_locked(session *s, int32_t index, int err, const char *syscall) {
   set_failed(s->run, index, err, syscall);
   s->abort = true;
-  pthread_cond_broadcast(&s->to_writers);
+  pthread_cond_broadcast(&s->has_job);
+  pthread_cond_broadcast(&s->has_data);
   pthread_cond_broadcast(&s->to_reader);
 }
 
@@ -313,7 +315,7 @@ static bool read_slot(session *s) {
   pthread_mutex_lock(&s->mu);
   s->read_to += got;
   s->eof = eof;
-  if (s->starving > 0) pthread_cond_broadcast(&s->to_writers);
+  if (s->starving > 0) pthread_cond_broadcast(&s->has_data);
   pthread_mutex_unlock(&s->mu);
   return true;
 }
@@ -367,7 +369,7 @@ static void write_file(session *s, run_job *j, int me, job f) {
     while (pos >= s->read_to && !s->eof && !s->abort) {
       s->starving++;
       if (s->reader_waits) pthread_cond_signal(&s->to_reader);
-      pthread_cond_wait(&s->to_writers, &s->mu);
+      pthread_cond_wait(&s->has_data, &s->mu);
       s->starving--;
     }
     uint64_t avail = s->read_to;
@@ -407,7 +409,7 @@ static void *writer_main(void *arg) {
   int me = 0;
   while (me < WRITERS && !pthread_equal(s->writers[me], pthread_self())) me++;
   for (;;) {
-    while (!s->stop && s->q_len == 0) pthread_cond_wait(&s->to_writers, &s->mu);
+    while (!s->stop && s->q_len == 0) pthread_cond_wait(&s->has_job, &s->mu);
     if (s->q_len == 0) break; /* stop */
     job f = s->queue[s->q_head];
     s->q_head = (s->q_head + 1) % QUEUE;
@@ -444,7 +446,7 @@ static bool dispatch(session *s, uint32_t index, uint64_t start, uint64_t len) {
   if (ok) {
     s->queue[(s->q_head + s->q_len) % QUEUE] = (job){index, start, len};
     s->q_len++;
-    pthread_cond_signal(&s->to_writers);
+    pthread_cond_signal(&s->has_job);
   }
   pthread_mutex_unlock(&s->mu);
   return ok;
@@ -846,7 +848,7 @@ static void stop_writers(session *s) {
   if (s->started > 0) {
     pthread_mutex_lock(&s->mu);
     s->stop = true;
-    pthread_cond_broadcast(&s->to_writers);
+    pthread_cond_broadcast(&s->has_job);
     pthread_mutex_unlock(&s->mu);
     for (int w = 0; w < s->started; w++) pthread_join(s->writers[w], NULL);
     s->started = 0;
@@ -858,7 +860,8 @@ static void session_free(session *s) {
   if (s == NULL) return;
   stop_writers(s);
   pthread_mutex_destroy(&s->mu);
-  pthread_cond_destroy(&s->to_writers);
+  pthread_cond_destroy(&s->has_job);
+  pthread_cond_destroy(&s->has_data);
   pthread_cond_destroy(&s->to_reader);
   if (s->blob_hash) ossl.ctx_free(s->blob_hash);
   if (s->rows_hash) ossl.ctx_free(s->rows_hash);
@@ -875,7 +878,8 @@ static session *session_new(int blob, int root) {
   session *s = calloc(1, sizeof *s);
   if (s == NULL) return NULL;
   pthread_mutex_init(&s->mu, NULL);
-  pthread_cond_init(&s->to_writers, NULL);
+  pthread_cond_init(&s->has_job, NULL);
+  pthread_cond_init(&s->has_data, NULL);
   pthread_cond_init(&s->to_reader, NULL);
   s->blob = blob;
   s->root = root;
