@@ -452,15 +452,24 @@ static bool dispatch(session *s, uint32_t index, uint64_t start, uint64_t len) {
   return ok;
 }
 
+/* True when a writer's next byte is past what was read (under mu). */
+static bool writer_waits_for_bytes(session *s) {
+  for (int w = 0; w < WRITERS; w++)
+    if (s->writer_at[w] != UINT64_MAX && s->writer_at[w] >= s->read_to) return true;
+  return false;
+}
+
 /*
  * Waits until the writers have every file of the batch done, reading on while one of them
- * waits for bytes not yet read.
+ * needs bytes not yet read. (Not while one merely counts as starving: a writer woken by the
+ * last read still does until it runs, and reading on for it would run the ring past the
+ * parser, whose own position then holds the next read back.)
  */
 static void settle_writers(session *s) {
   pthread_mutex_lock(&s->mu);
   for (;;) {
     if (s->q_len == 0 && s->busy_writers == 0) break;
-    if (s->starving > 0 && !s->eof && !s->abort) {
+    if (writer_waits_for_bytes(s) && !s->eof && !s->abort) {
       pthread_mutex_unlock(&s->mu);
       read_slot(s);
       pthread_mutex_lock(&s->mu);
