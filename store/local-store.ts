@@ -525,10 +525,14 @@ export class LocalStore {
       // The quick test can only let through more than it must: a row that hides a whiteout
       // from it (an escaped character) is not the row the layer gives, and fails its check.
       const quick = opts.whiteoutsAndLinks ? (text: string) => text.includes(WHITEOUT_PREFIX) || text.includes('"hardlink"') : undefined;
-      for await (const row of cachedRows(lines, quick)) {
-        const e = applyManifestEntry(fromRow(row), manifest.entries[row[0]]);
-        if (!opts.whiteoutsAndLinks || whiteoutOrLink(e)) yield e;
+      const list = new CachedRows();
+      for await (const batch of lines) {
+        for (const row of list.rows(batch, quick)) {
+          const e = applyManifestEntry(fromRow(row), manifest.entries[row[0]]);
+          if (!opts.whiteoutsAndLinks || whiteoutOrLink(e)) yield e;
+        }
       }
+      list.end();
     } catch (e) {
       throw e === BAD_ROWS ? bad() : e;
     }
@@ -984,34 +988,41 @@ export function matches(fullName: string, pattern: string): boolean {
   return re.test(fullName);
 }
 
-/** Thrown by cachedRows: the list is not one strata writes. */
+/** Thrown by CachedRows: the list is not one strata writes. */
 const BAD_ROWS = new Error('not an entry list');
 
 /**
- * The rows of a cached entry list's lines (those after its `[`), each checked, up to its `]`,
- * which must be its last line; throws BAD_ROWS otherwise. A line `keep` says no to is passed
- * over unparsed.
+ * The rows of a cached entry list's lines (those after its `[`), each checked, given a batch of
+ * lines at a time, up to its `]`, which must be its last line; throws BAD_ROWS otherwise.
  */
-async function* cachedRows(lines: AsyncIterable<string>, keep?: (text: string) => boolean): AsyncGenerator<EntryRow> {
-  let ended = false;
-  for await (const line of lines) {
-    if (ended) throw BAD_ROWS;
-    if (line === ']') {
-      ended = true;
-      continue;
+class CachedRows {
+  private ended = false;
+
+  /** The rows of `lines`; a line `keep` says no to is passed over unparsed. */
+  *rows(lines: readonly string[], keep?: (text: string) => boolean): Generator<EntryRow> {
+    for (const line of lines) {
+      if (this.ended) throw BAD_ROWS;
+      if (line === ']') {
+        this.ended = true;
+        continue;
+      }
+      const text = line.endsWith(',') ? line.slice(0, -1) : line;
+      if (keep && !keep(text)) continue;
+      let row: EntryRow | undefined;
+      try {
+        row = checkedRow(JSON.parse(text));
+      } catch {
+        row = undefined;
+      }
+      if (row === undefined) throw BAD_ROWS;
+      yield row;
     }
-    const text = line.endsWith(',') ? line.slice(0, -1) : line;
-    if (keep && !keep(text)) continue;
-    let row: EntryRow | undefined;
-    try {
-      row = checkedRow(JSON.parse(text));
-    } catch {
-      row = undefined;
-    }
-    if (row === undefined) throw BAD_ROWS;
-    yield row;
   }
-  if (!ended) throw BAD_ROWS;
+
+  /** Throws BAD_ROWS unless the list ended. */
+  end(): void {
+    if (!this.ended) throw BAD_ROWS;
+  }
 }
 
 /** sha256 of the text of an entry list (what entryIndexWriter writes for the entries added), hashed 512 rows at a time. */
@@ -1073,11 +1084,11 @@ function checkedRow(r: unknown): EntryRow | undefined {
 }
 
 /**
- * The lines of a cached entry list after its opening `[` line, read a MiB at a time; undefined
- * when the file is absent or does not open as one (a miss). Never follows a symlink. `onBytes`
- * sees every byte read, in order (the opening line too).
+ * The lines of a cached entry list after its opening `[` line, read and given a MiB's worth at
+ * a time; undefined when the file is absent or does not open as one (a miss). Never follows a
+ * symlink. `onBytes` sees every byte read, in order (the opening line too).
  */
-async function openLines(file: string, onBytes: (b: Buffer) => void): Promise<AsyncIterable<string> | undefined> {
+async function openLines(file: string, onBytes: (b: Buffer) => void): Promise<AsyncIterable<string[]> | undefined> {
   let fh: fsp.FileHandle;
   try {
     fh = await fsp.open(file, fsSync.constants.O_RDONLY | fsSync.constants.O_NOFOLLOW);
@@ -1114,10 +1125,7 @@ async function openLines(file: string, onBytes: (b: Buffer) => void): Promise<As
   return {
     async *[Symbol.asyncIterator]() {
       try {
-        while (await fill()) {
-          const batch = lines.splice(0);
-          yield* batch;
-        }
+        while (await fill()) yield lines.splice(0);
       } finally {
         await fh.close();
       }
