@@ -58,6 +58,12 @@ export interface MergePlan {
   readonly root: LayerEntry;
   /** Every final entry, sorted by path (parents first), root first. Re-iterable. */
   entries(): Iterable<PlannedEntry>;
+  /**
+   * Every final entry but the regular files, in the same order: what a tree writer makes
+   * before and after the contents (directories, symlinks, nodes, hard links). Kept aside when
+   * the plan is fixed, so it costs what it holds, not a walk of the plan. Re-iterable.
+   */
+  others(): Iterable<PlannedEntry>;
   /** The files whose content is in layer `layer`, in that layer's canonical order. Re-iterable. */
   files(layer: number): Iterable<PlannedFile>;
   /** Removes the spill files. Call once the plan is no longer used. */
@@ -114,6 +120,15 @@ const leafCodec: RecordCodec<Leaf> = {
     return tarPath === undefined ? { entry, layer } : { entry, layer, tarPath };
   },
   size: (l) => entrySize(l.entry) + (l.tarPath?.length ?? 0) * 2 + 32,
+};
+
+const plannedCodec: RecordCodec<PlannedEntry> = {
+  encode: (p) => encodeEntry(p.entry, p.layer),
+  decode: (b) => {
+    const { entry, extra } = decodeEntry(b);
+    return { entry, layer: extra as number };
+  },
+  size: (p) => entrySize(p.entry) + 16,
 };
 
 const fileCodec: RecordCodec<PlannedFile> = {
@@ -314,24 +329,31 @@ export class LayerMerge {
   }
 
   /**
-   * Fixes the plan: one walk sorts each layer's files by their place in the layer (spilling
-   * past the budget) and counts. Apply no layer after this.
+   * Fixes the plan: one walk sorts each layer's files by their place in the layer, keeps every
+   * other entry aside in path order (both spilling past the budget), and counts. Apply no
+   * layer after this.
    */
   plan(): MergePlan {
     const nLayers = this.linkTargets.length;
-    const budget = Math.max(4 << 20, Math.floor((this.opts.budget ?? defaultBudget()) / Math.max(1, nLayers)));
-    const files = Array.from({ length: nLayers }, () => {
-      const s = new SpillSorter<PlannedFile>({ compare: (a, b) => comparePaths(a.contentPath, b.contentPath), codec: fileCodec, dir: this.opts.tmpDir, budget });
+    const budget = Math.max(4 << 20, Math.floor((this.opts.budget ?? defaultBudget()) / Math.max(1, nLayers + 1)));
+    const sorter = <T>(compare: (a: T, b: T) => number, codec: RecordCodec<T>) => {
+      const s = new SpillSorter<T>({ compare, codec, dir: this.opts.tmpDir, budget });
       this.sorters.push(s as SpillSorter<unknown>);
       return s;
-    });
+    };
+    const files = Array.from({ length: nLayers }, () => sorter<PlannedFile>((a, b) => comparePaths(a.contentPath, b.contentPath), fileCodec));
+    // Pushed in path order already: the sort keeps that order (equal keys never meet).
+    const others = sorter<PlannedEntry>((a, b) => comparePaths(a.entry.path, b.entry.path), plannedCodec);
     let count = 0;
     let bytes = 0;
     let root: LayerEntry | undefined;
     for (const pe of this.walk()) {
       root ??= pe.entry;
       count++;
-      if (pe.entry.type !== 'file') continue;
+      if (pe.entry.type !== 'file') {
+        others.push(pe);
+        continue;
+      }
       bytes += pe.entry.size;
       if (pe.layer < nLayers) files[pe.layer]!.push({ contentPath: pe.contentPath!, entry: pe.entry });
     }
@@ -340,6 +362,7 @@ export class LayerMerge {
       bytes,
       root: root!,
       entries: () => ({ [Symbol.iterator]: () => this.walk() }),
+      others: () => ({ [Symbol.iterator]: () => others.sorted() }),
       files: (layer) => ({ [Symbol.iterator]: () => files[layer]!.sorted() }),
       dispose: () => this.dispose(),
     };
