@@ -37,6 +37,7 @@
  * flags: FINISH (1) finish the file here, else hand it back open; CHOWN (2) fchown it to uid
  * (0xffffffff: leave) and gid; STRICT (4) a refused fchown (EPERM) fails the build, else
  * EPERM and EINVAL only set modeRefused instead of mode (a user who may not give files away).
+ * A file finished here is created with its final mode when the umask allows (no fchmod then).
  * result: { fds: Int32Array (a handed-back descriptor, -1 finished here, -2 not reached),
  *           refused: Uint8Array (1: the fchown was refused),
  *           failed: index of the file that failed, or -1; errno, syscall when it did,
@@ -157,6 +158,8 @@ struct run_job;
  */
 typedef struct {
   int blob, root;
+  /* The process's umask, or -1 when it cannot be read without changing it (always fchmod). */
+  int umask;
   EVP_MD_CTX *blob_hash, *rows_hash;
   uint64_t rows; /* entries seen */
   text row;
@@ -324,10 +327,21 @@ static void set_problem(run_job *j, const char *what) {
   if (j->problem[0] == 0) snprintf(j->problem, sizeof j->problem, "%s (at byte %llu)", what, (unsigned long long)j->s->pos);
 }
 
+/*
+ * The mode a file is created with: its final one when the umask leaves it whole and it has no
+ * setuid, setgid or sticky bit (a chown would clear those), so no fchmod is needed after; else
+ * 0600 (the tree's private root keeps everyone else out meanwhile).
+ */
+static mode_t create_mode(const session *s, const wanted_file *w) {
+  if ((w->flags & F_FINISH) && s->umask >= 0 && (w->mode & 07000) == 0 && (w->mode & (mode_t)s->umask) == 0) return w->mode;
+  return 0600;
+}
+
 /* Owner, mode and mtime of a written file, then close; false (and the failure set) on an error. */
 static bool finish_file(session *s, run_job *j, uint32_t i, int fd) {
   wanted_file *w = &j->files[i];
   mode_t mode = w->mode;
+  bool chmod_needed = create_mode(s, w) != mode;
   const char *call = NULL;
   int e = 0;
   if ((w->flags & F_CHOWN) && fchown(fd, w->uid, w->gid) < 0) {
@@ -335,11 +349,12 @@ static bool finish_file(session *s, run_job *j, uint32_t i, int fd) {
     if (e == EINVAL || (e == EPERM && !(w->flags & F_STRICT))) {
       j->refused[i] = 1;
       mode = w->mode_refused;
+      chmod_needed = true;
     } else {
       call = "fchown";
     }
   }
-  if (call == NULL && fchmod(fd, mode) < 0) call = "fchmod", e = errno;
+  if (call == NULL && chmod_needed && fchmod(fd, mode) < 0) call = "fchmod", e = errno;
   struct timespec ts[2] = {{w->mtime, 0}, {w->mtime, 0}};
   if (call == NULL && futimens(fd, ts) < 0) call = "futime", e = errno;
   if (close(fd) < 0 && errno != EINTR && call == NULL) call = "close", e = errno;
@@ -353,7 +368,7 @@ static bool finish_file(session *s, run_job *j, uint32_t i, int fd) {
 /* One file: created beneath the root, its body written from the ring, finished or handed back. */
 static void write_file(session *s, run_job *j, int me, job f) {
   wanted_file *w = &j->files[f.index];
-  int fd = open_beneath_fd(s->root, w->path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  int fd = open_beneath_fd(s->root, w->path, O_WRONLY | O_CREAT | O_EXCL, create_mode(s, w));
   if (fd < 0) {
     int e = errno;
     pthread_mutex_lock(&s->mu);
@@ -882,6 +897,23 @@ static void session_free(session *s) {
   free(s);
 }
 
+/* The process's umask from /proc/self/status (reading it with umask(2) would change it for a moment, for every thread); -1 when absent. */
+static int read_umask(void) {
+  FILE *f = fopen("/proc/self/status", "re");
+  if (f == NULL) return -1;
+  char line[128];
+  int mask = -1;
+  while (fgets(line, sizeof line, f) != NULL) {
+    unsigned m;
+    if (sscanf(line, "Umask: %o", &m) == 1) {
+      mask = (int)(m & 0777);
+      break;
+    }
+  }
+  fclose(f);
+  return mask;
+}
+
 /* A new session: its ring, hashes and writer threads; NULL (errno) when one cannot be made. */
 static session *session_new(int blob, int root) {
   session *s = calloc(1, sizeof *s);
@@ -892,6 +924,7 @@ static session *session_new(int blob, int root) {
   pthread_cond_init(&s->to_reader, NULL);
   s->blob = blob;
   s->root = root;
+  s->umask = read_umask();
   s->where = AT_HEADER;
   for (int w = 0; w < WRITERS; w++) s->writer_at[w] = UINT64_MAX;
   bool ok = (s->blob_hash = hash_new()) != NULL && (s->rows_hash = hash_new()) != NULL;

@@ -77,6 +77,13 @@ export class TreeWriter {
   readonly aclsSupported: boolean;
   private readonly isRoot = process.geteuid?.() === 0;
   private readonly uid = process.geteuid?.() ?? -1;
+  private readonly gid = process.getegid?.() ?? -1;
+  /**
+   * True when a file created in the tree is owned by this process's uid and primary group: the
+   * root says so (not a filesystem that maps owners, such as a root-squashed NFS, and no
+   * setgid directory above that hands its group down).
+   */
+  private readonly ownersAsCreated: boolean;
   private readonly groups = new Set<number>([process.getegid?.() ?? -1, ...(process.getgroups?.() ?? [])]);
   /** Open directories below the root along the current path. */
   private readonly stack: { name: string; fd: number }[] = [];
@@ -88,6 +95,8 @@ export class TreeWriter {
     private readonly opts: WriterOptions = {},
   ) {
     this.aclsSupported = probeAcls(root);
+    const st = fs.fstatSync(root);
+    this.ownersAsCreated = st.uid === this.uid && st.gid === this.gid && (st.mode & 0o2000) === 0;
   }
 
   skip(kind: SkipKind, path: string): void {
@@ -153,6 +162,8 @@ export class TreeWriter {
     if (e.xattrs?.size || e.acl?.access || e.acl?.default) return undefined;
     const mode = e.mode & 0o7777;
     const modeRefused = narrowedNode(mode, undefined, { ownGroupKept: false }).mode;
+    // A new file is the creator's, uid and primary group: no chown when that is what it needs.
+    if (this.ownersAsCreated && e.uid === this.uid && e.gid === this.gid) return { mode, modeRefused, mtime: e.mtime };
     if (this.isRoot || (e.uid === this.uid && this.groups.has(e.gid))) {
       return { chown: { uid: e.uid, gid: e.gid, strict: this.isRoot }, mode, modeRefused, mtime: e.mtime, refused: () => this.skip('ownership', e.path) };
     }
