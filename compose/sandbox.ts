@@ -46,7 +46,7 @@ export async function writeSandbox(
     let hardlinks = 0;
 
     // 1. Directories, symlinks, device nodes and fifos, in path order.
-    for (const { entry: e } of plan.entries()) {
+    for (const { entry: e } of plan.others()) {
       switch (e.type) {
         case 'dir':
           dirs.push(e);
@@ -85,8 +85,7 @@ export async function writeSandbox(
     for (const { entry, content } of embeddedPlanned(plan, layers.length, embedded)) await writeFile(w, entry, [content]);
 
     // 3. Hard links, to files, symlinks and nodes made above.
-    //    (A walk of the whole plan: skipped when phase 1 met none.)
-    if (hardlinks > 0) for (const { entry: e } of plan.entries()) if (e.type === 'hardlink') w.hardlink(e);
+    if (hardlinks > 0) for (const { entry: e } of plan.others()) if (e.type === 'hardlink') w.hardlink(e);
 
     // 4. Directory metadata, deepest first; the root goes last, with the tree into place.
     w.finishDirs(dirs);

@@ -123,17 +123,19 @@ export async function buildImage(store: StoreReader & { cacheDir?: string }, mod
   const cacheOf = (licensed: boolean) => (licence && licensed ? { cacheGid: licence.gid } : {});
   try {
     let aclPaths = 0;
-    for (const { entry, layer } of plan.entries()) {
+    for (const { entry, layer } of plan.others()) {
       if (entry.acl) aclPaths++;
-      if (entry.type !== 'file') writer.addEntry(finalOf(entry, layer));
+      writer.addEntry(finalOf(entry, layer));
     }
     let bytes = 0;
     await forEachPlannedFile(store, mods, plan, async (entry, body, i, offset) => {
+      if (entry.acl) aclPaths++;
       await writer.addFile(finalOf(entry, i), body, mods[i]!.record.layer, cacheOf(restricted(i)), offset);
       bytes += entry.size;
       opts.onProgress?.(bytes, plan.bytes);
     });
     for (const { entry, content } of embeddedPlanned(plan, mods.length, embedded)) {
+      if (entry.acl) aclPaths++;
       await writer.addFile(finalOf(entry, mods.length), once(content), 'strata-metadata', cacheOf(true));
     }
     const r = await writer.finish();
