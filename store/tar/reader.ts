@@ -5,6 +5,7 @@
  * - GNU 'L' / 'K' headers carry the next entry's long name / link target as their body.
  * - The archive ends with a zero block (normally two; a lone one is accepted).
  */
+import { readSync } from 'node:fs';
 import { open as openFile, type FileHandle } from 'node:fs/promises';
 import type { StrataError } from '../errors.js';
 import type { EntryType } from '../types.js';
@@ -191,6 +192,13 @@ class FileInput extends ChunkInput {
   private size = 0;
   /** File position of the byte after cur. */
   private pos = 0;
+  /**
+   * How much the next fill reads: after a skip past cur (a body not read) the next bytes are
+   * most likely a header, so a little is read and the size grows back as reads continue in
+   * order. Reading FILE_CHUNK bytes after every large body read most of an archive of large
+   * files only to skip it (base.tar's header pass: 0.33 s against 0.07 s).
+   */
+  private want = FILE_CHUNK;
 
   constructor(private readonly path: string) {
     super();
@@ -208,8 +216,11 @@ class FileInput extends ChunkInput {
     if (this.cur.length > 0) return true;
     const fh = await this.open();
     if (this.pos >= this.size) return false;
-    const buf = Buffer.allocUnsafe(Math.min(FILE_CHUNK, this.size - this.pos));
-    const { bytesRead } = await fh.read(buf, 0, buf.length, this.pos);
+    const buf = Buffer.allocUnsafe(Math.min(this.want, this.size - this.pos));
+    this.want = Math.min(FILE_CHUNK, this.want * 4);
+    // A read from a plain file on the calling thread: one through the thread pool costs a
+    // round trip per header (about 30 µs per entry of base.tar) for a read the page cache serves.
+    const bytesRead = readSync(fh.fd, buf, 0, buf.length, this.pos);
     if (bytesRead === 0) return false;
     this.pos += bytesRead;
     this.cur = buf.subarray(0, bytesRead);
@@ -226,6 +237,7 @@ class FileInput extends ChunkInput {
     const skipped = Math.min(n, this.cur.length + (this.size - this.pos));
     this.pos += skipped - this.cur.length;
     this.cur = EMPTY;
+    this.want = AFTER_SKIP;
     this.offset += skipped;
     return skipped;
   }
@@ -244,6 +256,8 @@ class FileInput extends ChunkInput {
 }
 
 const FILE_CHUNK = 256 * 1024;
+/** What the first fill after a skip past the buffered bytes reads: a header and a little more. */
+const AFTER_SKIP = 16 * 1024;
 
 const SPARSE_HINT = 'repack without --sparse';
 
