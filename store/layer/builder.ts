@@ -25,6 +25,10 @@ import { entryCodec } from './entry-codec.js';
 import { SpillSorter, type RecordCodec } from '../spill.js';
 import * as os from 'node:os';
 
+/**
+ * A file's content as chunks, each valid until the next is asked for (a source may reuse its
+ * buffers: the consumer copies what it keeps).
+ */
 export type ContentOpener = () => AsyncIterable<Uint8Array>;
 
 /**
@@ -49,7 +53,10 @@ interface Rec {
 }
 
 export interface BuiltLayer {
-  /** Streams the canonical tar; `onEntry` sees each canonical entry as it is written. Call once. */
+  /**
+   * Streams the canonical tar, each chunk valid until the next is asked for; `onEntry` sees
+   * each canonical entry as it is written. Call once.
+   */
   tar(onEntry?: (e: LayerEntry) => void): AsyncGenerator<Uint8Array>;
   /** The canonical entries with their contents, in order, held in memory (small layers only: OCI image layers). */
   items(): Array<{ entry: LayerEntry; content?: ContentOpener }>;
@@ -295,16 +302,15 @@ const PASS = 128 << 10;
 /**
  * The canonical tar of `ordered`, as chunks. A tree of small files is mostly headers, short
  * bodies and padding: each passed on alone cost more (a turn of every async loop downstream)
- * than copying it, so they are gathered into chunks of about GATHER bytes, each a buffer of
- * its own that is never reused; large body chunks pass through as they come.
+ * than copying it, so they are gathered into chunks of about GATHER bytes, in one buffer
+ * reused once the consumer asks for more; large body chunks pass through as they come.
  */
 async function* canonicalTar(ordered: Iterable<{ entry: LayerEntry; content?: ContentOpener }>): AsyncGenerator<Uint8Array> {
-  let buf = Buffer.allocUnsafe(GATHER);
+  const buf = Buffer.allocUnsafe(GATHER);
   let used = 0;
-  /** The gathered bytes, to yield: a fresh buffer takes their place. */
+  /** The gathered bytes, to yield: the buffer fills again once the consumer asks for more. */
   const cut = (): Buffer => {
     const out = buf.subarray(0, used);
-    buf = Buffer.allocUnsafe(GATHER);
     used = 0;
     return out;
   };

@@ -149,14 +149,18 @@ const CHUNK = 1 << 20;
  * tree), and then one small member after the next cost a system call each: 100,000 files
  * took 0.8 s of reads alone. So a read that starts just after the previous one ended takes in
  * a window of the archive, and the members that follow are served from it; a read anywhere
- * else reads just its member, as before. Chunks handed out are views of buffers never reused,
- * so the consumer may keep them. Synchronous reads from the page cache are cheap, and the blob
- * writes they feed run in the thread pool meanwhile.
+ * else reads just its member, as before. Chunks handed out are views of the reader's two
+ * buffers (the window, and one for a chunk read alone): each is valid until the next chunk is
+ * asked for, and its consumer (the canonical tar, then the blob put) copies it by then.
+ * Synchronous reads from the page cache are cheap, and the blob writes they feed run in the
+ * thread pool meanwhile.
  */
 class MemberReader {
-  private window = Buffer.alloc(0);
+  private window: Buffer = Buffer.alloc(0);
   private windowAt = 0;
   private lastEnd = -1;
+  private winBuf: Buffer | undefined;
+  private chunkBuf: Buffer | undefined;
 
   constructor(private readonly fd: number) {}
 
@@ -175,7 +179,7 @@ class MemberReader {
         continue;
       }
       const windowed = inOrder && left < WINDOW;
-      const buf = Buffer.allocUnsafe(windowed ? WINDOW : Math.min(left, CHUNK));
+      const buf = windowed ? (this.winBuf ??= Buffer.allocUnsafe(WINDOW)) : (this.chunkBuf ??= Buffer.allocUnsafe(CHUNK)).subarray(0, Math.min(left, CHUNK));
       const got = fs.readSync(this.fd, buf, 0, buf.length, pos);
       if (got === 0) return; // the builder reports the short member
       if (windowed) {
