@@ -117,6 +117,8 @@ export class LocalStore {
    * readLayer checks the layer against it (constant memory whatever the number of entries).
    */
   private readonly handedOut = new Map<string, string>();
+  /** Layers whose entry list was handed out from another store's cache (sharedListPaths). */
+  private readonly fromShared = new Set<string>();
 
   private constructor(
     readonly root: string,
@@ -481,10 +483,22 @@ export class LocalStore {
   async *layerEntries(mod: LoadedModule, opts: EntryListOptions = {}): AsyncGenerator<LayerEntry> {
     const hex = parseCid(mod.record.layer).hex;
     const manifest = await this.manifestOf(mod);
-    const file = this.entryCachePath(hex);
+    let file = this.entryCachePath(hex);
     // The list's digest is of the file's bytes as read (the rows and their framing).
-    const h = createHash('sha256');
-    const lines = await openLines(file, (b) => h.update(b));
+    let h = createHash('sha256');
+    let lines = await openLines(file, (b) => h.update(b));
+    this.fromShared.delete(hex);
+    if (lines === undefined && !fsSync.existsSync(this.distrustPath(hex))) {
+      for (const shared of this.sharedListPaths(hex)) {
+        h = createHash('sha256');
+        lines = await openLines(shared, (b) => h.update(b));
+        if (lines !== undefined) {
+          file = shared;
+          this.fromShared.add(hex);
+          break;
+        }
+      }
+    }
     if (lines === undefined) {
       const group = mod.record.restricted ?? (await this.restrictionOf(mod.record.layer));
       await this.scratchDir();
@@ -515,8 +529,7 @@ export class LocalStore {
     }
     // The cache is untrusted: readLayer checks the layer against exactly these rows.
     const bad = () => {
-      fsSync.rmSync(file, { force: true });
-      this.handedOut.delete(hex);
+      this.forgetList(hex);
       return new StrataError(STORE_ERR.CACHE_INVALID, `the cached entry list of layer of ${mod.fullName} is damaged; the cache was dropped`, {
         hint: 'run the command again: the entry list is rebuilt from the layer',
       });
@@ -582,6 +595,43 @@ export class LocalStore {
   }
 
   /**
+   * Where the stores this one reads (its own root when this user only reads it, and the lowers
+   * of its store path) keep the entry list of layer `hex`: the list their owner's import or
+   * build wrote. A user of a site store uses it instead of reading the layer once more to make
+   * a list of their own. It is untrusted like any cache: the layer is checked against it as it
+   * is read. A restricted layer's list is readable by its group only, like the layer.
+   */
+  private sharedListPaths(hex: string): string[] {
+    const own = path.join(this.root, 'cache');
+    const roots = this.cacheDir === own ? [] : [this.root];
+    return [...roots, ...(this.opts.lowers ?? []).map((l) => path.resolve(l))].map((r) => path.join(r, 'cache', 'entries', `${hex}.rows`));
+  }
+
+  /** Marks another store's entry list of layer `hex` as one this user no longer uses (found wrong). */
+  private distrustPath(hex: string): string {
+    return path.join(this.cacheDir, 'entries', `${hex}.distrust`);
+  }
+
+  /**
+   * Forgets the entry list of layer `hex` handed out, found to disagree with the layer: the
+   * user's own file is removed; another store's, which this user cannot remove, is marked not
+   * to be used again, so the next run reads the layer and writes a list of the user's own.
+   */
+  private forgetList(hex: string): void {
+    this.handedOut.delete(hex);
+    if (!this.fromShared.delete(hex)) {
+      fsSync.rmSync(this.entryCachePath(hex), { force: true });
+      return;
+    }
+    try {
+      fsSync.mkdirSync(path.dirname(this.distrustPath(hex)), { recursive: true, mode: 0o700 });
+      fsSync.writeFileSync(this.distrustPath(hex), '', { mode: 0o600 });
+    } catch {
+      // A cache this user cannot write: the list is used again, and found wrong again.
+    }
+  }
+
+  /**
    * Checks a layer, as it is read, against the cached entry list handed out for it: the rows
    * of the entries read, in order, must hash to what the list hashed to. A difference (a cache
    * edited or damaged after it was written: a mode, a setuid bit, an extra entry) fails at the
@@ -605,8 +655,7 @@ export class LocalStore {
 
   /** Drops the cached entry list of layer `hex`, which disagrees with the layer: the error to throw. */
   private dropList(hex: string, what: string): StrataError {
-    this.handedOut.delete(hex);
-    fsSync.rmSync(this.entryCachePath(hex), { force: true });
+    this.forgetList(hex);
     return new StrataError(STORE_ERR.CACHE_INVALID, `the cached entry list of ${what} disagrees with the layer; the cache was dropped`, {
       hint: 'run the command again: the entry list is rebuilt from the layer',
     });

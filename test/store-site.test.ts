@@ -15,6 +15,9 @@
  *  5. three users rebuild while staff import, rm and gc: every build gives the quiet bytes
  *  6. edited entry-list caches (a `..` entry, a setuid bit, a changed mode) never change an
  *     output: the same image bytes as with no cache, or one line; nothing outside changes
+ *  7. a user's first build uses the entry lists the site store's import wrote (the user makes
+ *     none); a site list edited to disagree with its layer is refused in one line, not used
+ *     again, and the next build gives the first build's bytes
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -320,6 +323,44 @@ else {
       assert.equal(fingerprint(dir).filter((l) => !l.startsWith('six/') && !l.startsWith('site/')), outside, `${what}: nothing outside changed`);
     }
     writeFileSync(file, original);
+  });
+
+  test("7. a user's first build uses the site store's entry lists; one found wrong is not used again", ({ dir, site, member }) => {
+    const home = userDir(member, join(dir, 'home7'));
+    const work = userDir(member, join(home, 'work'));
+    const at = inHome(member, home, work);
+    const st = ['--store', site];
+    for (const m of ['base/1', 'lic/1']) strataOk([...st, 'compose', 'add', m], at);
+    const siteLists = join(site, 'cache', 'entries');
+    const own = join(home, 'cache', 'strata', 'entries');
+    const ownLists = () => (existsSync(own) ? readdirSync(own).filter((f) => f.endsWith('.rows')) : []);
+    const img1 = join(work, 'one.sqfs');
+    strataOk([...st, 'compose', 'squash', img1], at);
+    strataOk([...st, 'compose', 'sandbox', join(work, 'sb1')], at);
+    assert.equal(ownLists(), [], "the site's lists were used: the user made none of their own");
+
+    // The staff's list of base/1 edited (a changed mode): the member's build is refused in one
+    // line and leaves the site's file as it is (the member cannot write it) ...
+    const baseList = readdirSync(siteLists).find((f) => readFileSync(join(siteLists, f), 'utf8').includes('os-release'))!;
+    const file = join(siteLists, baseList);
+    const original = readFileSync(file, 'utf8');
+    try {
+      const rows = JSON.parse(original) as unknown[][];
+      const edited = rows.map((r) => (r[0] === 'etc/os-release' ? [r[0], r[1], 0o666, ...r.slice(3)] : r));
+      writeFileSync(file, `[\n${edited.map((r) => JSON.stringify(r)).join(',\n')}\n]\n`);
+      const before = fingerprint(site);
+      const img2 = join(work, 'two.sqfs');
+      assertOneLineError(strata([...st, 'compose', 'squash', img2], at), 'an edited site list', /cached entry list .* disagrees|is damaged/);
+      assert.ok(!existsSync(img2), 'no image from a list the layer does not back');
+      assert.equal(fingerprint(site), before, "the site's files are unchanged");
+      // ... and the next build reads the layer instead, makes the user's own list, and gives
+      // the first build's bytes.
+      strataOk([...st, 'compose', 'squash', img2], at);
+      assert.is(sha(readFileSync(img2)), sha(readFileSync(img1)), 'the same image as with the clean site list');
+      assert.equal(ownLists(), [baseList], "the user's own list of base/1, and only that");
+    } finally {
+      writeFileSync(file, original);
+    }
   });
 
   test.run();
