@@ -17,7 +17,7 @@ import { diffTrees, setAside, snapshotImage, snapshotTreeFast, startEmptyingTras
 import { EXTRACT_SCRIPT, mkfsErofsArgs, mksquashfsArgs, tar2sqfsScript, tarDataEnd } from './peers.js';
 import { log } from './proc.js';
 import { ensureScaleData, type ScaleStamp } from './scale-data.js';
-import { EROFS_LEVELS, LEVELS, settings } from './settings.js';
+import { blockCacheOf, EROFS_LEVELS, LEVELS, settings } from './settings.js';
 import { erofsArgs, MODULES, squashArgs, STRATA_EXTRAS, type SectionContext } from './stack.js';
 import { peer, sizeOf } from './strata.js';
 
@@ -151,7 +151,7 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
       before: rm_(t2sOut),
     });
     const squash = await strataOr(() =>
-      strata.measure(`${tag}: squash`, store, squashArgs(sqOut, comp), { ...opts, cwd: stackDir, before: rm_(sqOut, join(store, 'cache')) }),
+      strata.measure(`${tag}: squash`, store, squashArgs(sqOut, comp), { ...opts, cwd: stackDir, before: rm_(sqOut, blockCacheOf(store)) }),
     );
     const sqLabel = `${tag}: squash ${comp}-${LEVELS[comp]}`;
     rows.push({ what: sqLabel, strata: squash, peerName: 'mksquashfs of extracted tree', peer: mks, goal: { text: '≥ 1.0×', minSpeedup: 1 } });
@@ -169,7 +169,7 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
         ? await peer(`${tag}: mkfs.erofs`, 'mkfs.erofs', mkfsErofsArgs(refTree, mkfsOut, EC), { ...opts, before: rm_(mkfsOut) })
         : { kind: 'unavailable', reason: `this mkfs.erofs has no ${EC}` };
     const erofs = await strataOr(() =>
-      strata.measure(`${tag}: EROFS`, store, erofsArgs(erOut, EC), { ...opts, cwd: stackDir, before: rm_(erOut, join(store, 'cache')) }),
+      strata.measure(`${tag}: EROFS`, store, erofsArgs(erOut, EC), { ...opts, cwd: stackDir, before: rm_(erOut, blockCacheOf(store)) }),
     );
     rows.push({ what: `${tag}: EROFS ${ecLabel}`, strata: erofs, peerName: 'mkfs.erofs of extracted tree', peer: mkfs });
     point.series['strata EROFS'] = erofs;

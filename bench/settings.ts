@@ -19,7 +19,17 @@
  *                           a mode mkfs.erofs lacks makes its cells "not available"
  *   BENCH_DATA, BENCH_CLI   see bench/run.ts
  */
+import { join } from 'node:path';
+import { BLOCK_CACHE_DIR } from '../compose/image/shared/block-cache.js';
 import { BenchError } from './proc.js';
+
+/**
+ * What a cold image build starts without: the store's block cache. The entry lists the import
+ * wrote stay (cache/entries): the sandbox rows use them too, and a site user's first build
+ * reads the site store's (spec/store.md); removing them as well measured about 1 s more of
+ * the bench stack's zstd image.
+ */
+export const blockCacheOf = (store: string): string => join(store, 'cache', BLOCK_CACHE_DIR);
 
 function int(name: string, dflt: number, min: number): number {
   const raw = process.env[name];

@@ -10,7 +10,7 @@ import type { BenchData, LayerName } from './data.js';
 import { diffTrees, setAside, snapshotImage, snapshotTreeFast, startEmptyingTrash, type Outcome, type Row, type SectionResult, type TreeNode } from './harness.js';
 import { EXTRACT_SCRIPT, mkfsErofsArgs, mksquashfsArgs, TAR_CREATE, tar2sqfsScript } from './peers.js';
 import { log, run, sh } from './proc.js';
-import { BLOCK_SIZE, EROFS_LEVELS, LEVELS, settings, type Comp, type ErofsComp } from './settings.js';
+import { BLOCK_SIZE, blockCacheOf, EROFS_LEVELS, LEVELS, settings, type Comp, type ErofsComp } from './settings.js';
 import { peer, sizeOf, type Strata } from './strata.js';
 
 /** Module names the layers are imported under (Lmod rule: last component is the version). */
@@ -134,7 +134,7 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
     const t2s = await peer(`tar2sqfs ${comp}`, 'bash', ['-c', tar2sqfsScript(comp), 'tar2sqfs', t2sOut, flatTar, String(flatBytes)], { runs: RUNS, before: rm_(t2sOut) });
     tar2sqfsDone[comp] = t2s;
     cold[comp] = await strataOr(() =>
-      strata.measure(`cold squash ${comp}`, store, squashArgs(out, comp), { runs: RUNS, cwd: stackDir, before: rm_(out, join(store, 'cache')) }),
+      strata.measure(`cold squash ${comp}`, store, squashArgs(out, comp), { runs: RUNS, cwd: stackDir, before: rm_(out, blockCacheOf(store)) }),
     );
     rows.push({ what: `cold squash ${comp}-${LEVELS[comp]}`, strata: cold[comp]!, peerName: 'mksquashfs of extracted tree', peer: p, goal: { text: '≥ 1.0×', minSpeedup: 1 } });
     rows.push({ what: `cold squash ${comp}-${LEVELS[comp]}`, strata: cold[comp]!, peerName: 'tar2sqfs of one tar of the tree', peer: t2s });
@@ -152,7 +152,7 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
         ? await peer(`mkfs.erofs ${label}`, 'mkfs.erofs', mkfsErofsArgs(refTree, peerOut, mode === 'none' ? undefined : mode), { runs: RUNS, before: rm_(peerOut) })
         : { kind: 'unavailable', reason: `this mkfs.erofs has no ${mode} (it offers ${[...erofsCompressors].join(', ') || 'none'})` };
     erofsCold[mode] = await strataOr(() =>
-      strata.measure(`cold EROFS ${label}`, store, erofsArgs(out, mode), { runs: RUNS, cwd: stackDir, before: rm_(out, join(store, 'cache')) }),
+      strata.measure(`cold EROFS ${label}`, store, erofsArgs(out, mode), { runs: RUNS, cwd: stackDir, before: rm_(out, blockCacheOf(store)) }),
     );
     rows.push({ what: `cold EROFS, ${label}`, strata: erofsCold[mode]!, peerName: 'mkfs.erofs of extracted tree', peer: p });
   }
@@ -177,7 +177,7 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
     strata.measureScript('end to end', e2eScript, {
       runs: RUNS,
       before: async () => {
-        await rm_(e2eDir, e2eOut, join(store, 'cache'))();
+        await rm_(e2eDir, e2eOut, blockCacheOf(store))();
         await mkdir(e2eDir, { recursive: true });
       },
     }),
@@ -188,7 +188,7 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
     peerName: 'GNU tar ×4 + mksquashfs',
     peer: e2ePeer,
     goal: { text: '≥ 1.3×', minSpeedup: 1.3 },
-    note: 'strata = `compose add` of the 4 modules + `compose squash` with an empty cache',
+    note: 'strata = `compose add` of the 4 modules + `compose squash` with an empty block cache',
   });
 
   // --- re-build after swapping app for app2 ---------------------------------------------
