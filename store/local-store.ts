@@ -1134,14 +1134,20 @@ function checkedRow(r: unknown): EntryRow | undefined {
 
 /**
  * The lines of a cached entry list after its opening `[` line, read and given a MiB's worth at
- * a time; undefined when the file is absent or does not open as one (a miss). Never follows a
- * symlink. `onBytes` sees every byte read, in order (the opening line too).
+ * a time; undefined when the file is absent, not a regular file, or does not open as one (a
+ * miss). Never follows a symlink. `onBytes` sees every byte read, in order (the opening line too).
  */
 async function openLines(file: string, onBytes: (b: Buffer) => void): Promise<AsyncIterable<string[]> | undefined> {
   let fh: fsp.FileHandle;
   try {
-    fh = await fsp.open(file, fsSync.constants.O_RDONLY | fsSync.constants.O_NOFOLLOW);
+    // O_NONBLOCK: a FIFO put in the list's place (another store's cache is read too) must not
+    // hang the open; only a regular file is a list.
+    fh = await fsp.open(file, fsSync.constants.O_RDONLY | fsSync.constants.O_NOFOLLOW | fsSync.constants.O_NONBLOCK);
   } catch {
+    return undefined;
+  }
+  if (!(await fh.stat().then((st) => st.isFile(), () => false))) {
+    await fh.close();
     return undefined;
   }
   const chunk = Buffer.allocUnsafe(1 << 20);

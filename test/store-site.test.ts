@@ -17,11 +17,12 @@
  *     output: the same image bytes as with no cache, or one line; nothing outside changes
  *  7. a user's first build uses the entry lists the site store's import wrote (the user makes
  *     none); a site list edited to disagree with its layer is refused in one line, not used
- *     again, and the next build gives the first build's bytes
+ *     again, and the next build gives the first build's bytes; a FIFO in a list's place is a
+ *     miss, not a hang
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { assertOneLineError, strata, strataAsync, strataJson, strataOk, type StrataOptions } from './helpers/cli.js';
@@ -101,7 +102,7 @@ function makeLayers(dir: string): { base: string; lic: string; app: string; extr
   return { base, lic, app, extra };
 }
 
-const why = missing({ tools: ['setfacl', 'setpriv', 'useradd', 'grep'], root: true });
+const why = missing({ tools: ['setfacl', 'setpriv', 'useradd', 'grep', 'mkfifo'], root: true });
 if (why) skipSuite('site store', why);
 else {
   const test = suite<Ctx>('site store');
@@ -360,6 +361,25 @@ else {
       assert.equal(ownLists(), [baseList], "the user's own list of base/1, and only that");
     } finally {
       writeFileSync(file, original);
+    }
+
+    // A FIFO in place of the site's list of lic/1 is a miss, not a hang: the build reads the layer.
+    const licList = readdirSync(siteLists).find((f) => readFileSync(join(siteLists, f), 'utf8').includes('opt/lic/data'))!;
+    const licFile = join(siteLists, licList);
+    const licOriginal = readFileSync(licFile);
+    const licStat = lstatSync(licFile);
+    try {
+      rmSync(licFile);
+      mustRun('mkfifo', ['-m', '0644', licFile]);
+      const img3 = join(work, 'three.sqfs');
+      const r = strata([...st, 'compose', 'squash', img3], { ...at, timeout: 60_000 });
+      assert.is(r.code, 0, `a FIFO for a list: ${r.stderr.toString()}`);
+      assert.is(sha(readFileSync(img3)), sha(readFileSync(img1)), 'the same image');
+    } finally {
+      rmSync(licFile, { force: true });
+      writeFileSync(licFile, licOriginal, { mode: licStat.mode & 0o777 });
+      chownSync(licFile, licStat.uid, licStat.gid);
+      chmodSync(licFile, licStat.mode & 0o777);
     }
   });
 
