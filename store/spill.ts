@@ -16,7 +16,9 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 export interface RecordCodec<T> {
+  /** `t` as bytes; they may be a view of the codec's own buffer, valid until its next call. */
   encode(t: T): Buffer;
+  /** A record back from `b`, a view valid only during the call: keep nothing that views it. */
   decode(b: Buffer): T;
   /** Approximate bytes `t` holds in memory (for the budget). */
   size(t: T): number;
@@ -99,21 +101,22 @@ export class SpillSorter<T> {
     const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
     this.runs.push(file);
     try {
-      const parts: Buffer[] = [];
-      let pending = 0;
+      // Records are copied into one chunk as they are encoded (an encoder may hand back a view
+      // of its own buffer, valid until its next call), and the chunk written when full.
+      let chunk = Buffer.allocUnsafe(READ_CHUNK);
+      let used = 0;
       for (const { t } of this.heldRecords) {
         const body = this.opts.codec.encode(t);
-        const head = Buffer.allocUnsafe(4);
-        head.writeUInt32LE(body.length, 0);
-        parts.push(head, body);
-        pending += 4 + body.length;
-        if (pending >= READ_CHUNK) {
-          writeAll(fd, Buffer.concat(parts));
-          parts.length = 0;
-          pending = 0;
+        if (used + 4 + body.length > chunk.length) {
+          writeAll(fd, chunk.subarray(0, used));
+          used = 0;
+          if (4 + body.length > chunk.length) chunk = Buffer.allocUnsafe(4 + body.length);
         }
+        chunk.writeUInt32LE(body.length, used);
+        body.copy(chunk, used + 4);
+        used += 4 + body.length;
       }
-      if (parts.length > 0) writeAll(fd, Buffer.concat(parts));
+      if (used > 0) writeAll(fd, chunk.subarray(0, used));
     } finally {
       fs.closeSync(fd);
     }

@@ -102,15 +102,23 @@ export function flavourOf(b: Buffer): 'posix' | 'gnu' | 'v7' {
 }
 
 export function checksumOk(b: Buffer): boolean {
-  let unsigned = 0;
-  let signed = 0;
-  for (let i = 0; i < BLOCK; i++) {
-    const c = i >= 148 && i < 156 ? 0x20 : b[i]!;
+  // The sum with the checksum field read as spaces, bytes unsigned and (old tars) signed: a
+  // signed sum is the unsigned one less 256 for every byte of 0x80 or more. No branch per byte
+  // (every header of a million-entry import goes through this).
+  let unsigned = 8 * 0x20;
+  let high = 0;
+  for (let i = 0; i < 148; i++) {
+    const c = b[i]!;
     unsigned += c;
-    signed += c >= 0x80 ? c - 0x100 : c;
+    high += c >> 7;
+  }
+  for (let i = 156; i < BLOCK; i++) {
+    const c = b[i]!;
+    unsigned += c;
+    high += c >> 7;
   }
   const stored = parseOctal(b, 148, 8);
-  return stored === unsigned || stored === signed;
+  return stored === unsigned || stored === unsigned - 256 * high;
 }
 
 /** Octal digits after optional leading spaces/NULs, ended by space, NUL or the field end;
