@@ -6,7 +6,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readdirSync } from 'node:fs';
 import { SpillSorter, type RecordCodec } from '../store/spill.js';
-import { entryCodec } from '../store/layer/entry-codec.js';
+import { decodeEntry, encodeEntry, entryCodec } from '../store/layer/entry-codec.js';
 import { comparePaths, type LayerEntry } from '../store/types.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
 import { seeded } from './helpers/random.js';
@@ -100,6 +100,24 @@ test('entries keep every byte of their metadata through a spill', ({ dir }) => {
   assert.equal(out.map((r) => r.extra), [2, 1, 3, 0]);
   assert.equal(out[3]!.entry, entries[0]);
   assert.equal(out[0]!.entry, entries[2]);
+});
+
+test('the record codec keeps every extra value a caller gives, and refuses a lone surrogate', () => {
+  const e: LayerEntry = { path: 'dir/naïve \u{1F600}', type: 'hardlink', mode: 0o7777, uid: 2 ** 40, gid: 0, mtime: -86400, size: 0, linkname: '' };
+  const extras: unknown[] = [undefined, null, 0, -1.5, 2 ** 53 - 1, '', 'a/b', [7], [3, 'tar/path'], [12, [0, 4096, undefined]], ['fn', 3], [1, [2, [3, []]]], { kind: 'object' }, true];
+  for (const extra of extras) {
+    const back = decodeEntry(Buffer.from(encodeEntry(e, extra)));
+    assert.equal(back.entry, e);
+    assert.equal(back.extra, extra);
+    assert.is('extra' in back, extra !== undefined);
+  }
+  // An encoded record is a view of the encoder's buffer: the next call reuses it.
+  const a = encodeEntry(e, 1);
+  const copy = Buffer.from(a);
+  encodeEntry({ ...e, path: 'other' }, 2);
+  assert.equal(decodeEntry(copy).extra, 1);
+  assert.throws(() => encodeEntry({ ...e, path: 'bad\ud800' }), /not well-formed/);
+  assert.throws(() => decodeEntry(copy.subarray(0, copy.length - 1)), /past the record|out of range|read/);
 });
 
 test.run();
