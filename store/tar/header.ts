@@ -86,6 +86,20 @@ export function showName(raw: Buffer | string): string {
 
 // ---- decode ------------------------------------------------------------------------------
 
+/**
+ * Where an entry is, for an error message: a string, or text made only if a message is
+ * (naming the entry costs an escape of its path, which every header of an import would pay).
+ */
+export type Where = string | LazyText;
+
+export class LazyText {
+  private text: string | undefined;
+  constructor(private readonly make: () => string) {}
+  toString(): string {
+    return (this.text ??= this.make());
+  }
+}
+
 export function isZeroBlock(b: Buffer): boolean {
   for (let i = 0; i < BLOCK; i++) if (b[i] !== 0) return false;
   return true;
@@ -139,7 +153,7 @@ function parseOctal(b: Buffer, off: number, len: number): number {
 }
 
 /** A numeric field: octal, or GNU base-256 when the high bit of its first byte is set. */
-export function decodeNumber(b: Buffer, name: NumericField, where: string): number {
+export function decodeNumber(b: Buffer, name: NumericField, where: Where): number {
   const [off, len] = FIELD[name];
   if ((b[off]! & 0x80) === 0) {
     const v = parseOctal(b, off, len);

@@ -15,7 +15,7 @@
  * the few keys it needs and shares the global xattr map, so a large global header costs its
  * size once, not once per later entry.
  */
-import { tarCorrupt, tarUnsupported } from './header.js';
+import { tarCorrupt, tarUnsupported, type Where } from './header.js';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -74,7 +74,7 @@ export function encodePaxRecords(records: ReadonlyArray<readonly [string, Buffer
   return Buffer.concat(parts);
 }
 
-export function paxInteger(v: Buffer, key: string, where: string): number {
+export function paxInteger(v: Buffer, key: string, where: Where): number {
   const s = v.toString('latin1');
   if (!/^[0-9]{1,16}$/.test(s)) throw tarCorrupt(`malformed pax ${key} value ${JSON.stringify(s.slice(0, 40))} ${where}`);
   const n = Number(s);
@@ -83,7 +83,7 @@ export function paxInteger(v: Buffer, key: string, where: string): number {
 }
 
 /** Floor of a pax decimal time `[-]digits[.digits]`. */
-export function paxTime(v: Buffer, where: string): number {
+export function paxTime(v: Buffer, where: Where): number {
   const s = v.toString('latin1');
   const m = /^(-?)([0-9]{1,16})(?:\.([0-9]*))?$/.exec(s);
   if (m === null) throw tarCorrupt(`malformed pax mtime value ${JSON.stringify(s.slice(0, 40))} ${where}`);
@@ -93,7 +93,7 @@ export function paxTime(v: Buffer, where: string): number {
   return whole;
 }
 
-export function paxText(v: Buffer, key: string, where: string): string {
+export function paxText(v: Buffer, key: string, where: Where): string {
   try {
     return utf8.decode(v);
   } catch {
@@ -114,7 +114,7 @@ export function isXattrKey(k: string): boolean {
  * has no value yet, then `SCHILY.xattr.*` (raw bytes) over anything (bsdtar writes both,
  * equal; the raw form is exact).
  */
-export function addXattrs(records: ReadonlyMap<string, Buffer>, into: Map<string, Buffer>, where: string): void {
+export function addXattrs(records: ReadonlyMap<string, Buffer>, into: Map<string, Buffer>, where: Where): void {
   for (const [k, v] of records) {
     if (!k.startsWith(LIBARCHIVE_XATTR)) continue;
     const name = decodeLibarchiveName(k.slice(LIBARCHIVE_XATTR.length), where);
@@ -125,7 +125,7 @@ export function addXattrs(records: ReadonlyMap<string, Buffer>, into: Map<string
 
 /** libarchive writes xattr names in pax keys with '%XX' escapes for '%', '=' and
  *  non-printable bytes. */
-function decodeLibarchiveName(s: string, where: string): string {
+function decodeLibarchiveName(s: string, where: Where): string {
   if (!s.includes('%')) return s;
   const bytes = Buffer.from(s, 'utf8');
   const out: number[] = [];
@@ -211,7 +211,7 @@ export class GlobalPax {
    * The xattrs the global records give to one entry (shared, never to be modified). Their
    * bytes, and those of global ACL records, count against MAX_GLOBAL_XATTR_SPREAD.
    */
-  xattrs(where: string): ReadonlyMap<string, Buffer> {
+  xattrs(where: Where): ReadonlyMap<string, Buffer> {
     if (this.xattrsDirty) {
       const m = new Map<string, Buffer>();
       addXattrs(this.records, m, where);

@@ -11,7 +11,7 @@ import type { StrataError } from '../errors.js';
 import type { EntryType } from '../types.js';
 import {
   BLOCK, checksumOk, cstring, decodeNumber, decodePath, decodeString, ENTRY_TYPE, flavourOf, hasUstarMagic, isZeroBlock,
-  padding, showName, tarCorrupt, tarTruncated, tarUnsupported,
+  LazyText, padding, showName, tarCorrupt, tarTruncated, tarUnsupported,
 } from './header.js';
 import { addXattrs, decodePaxRecords, GlobalPax, isXattrKey, paxInteger, paxText, paxTime } from './pax.js';
 
@@ -413,7 +413,8 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
       // Pre-POSIX tars mark directories only by the trailing slash.
       if (flag === '\0' && path.endsWith('/')) type = 'dir';
 
-      const ew = `${showName(path)} ${where}`;
+      const named = path;
+      const ew = new LazyText(() => `${showName(named)} ${where}`);
       let size = rawSize;
       const ps = pax('size');
       if (ps !== undefined) size = paxInteger(ps, 'size', ew);
