@@ -6,7 +6,7 @@
  *
  *   u8 type          index in TYPES
  *   u8 flags         1 linkname, 2 device numbers, 4 xattrs, 8 acl, 16 acl.access,
- *                    32 acl.default
+ *                    32 acl.default (a field that is null or undefined is absent)
  *   u16 mode
  *   f64 uid, gid, mtime, size
  *   str path
@@ -113,10 +113,10 @@ export function encodeEntry(e: LayerEntry, extra?: unknown): Buffer {
   const xattrs = e.xattrs !== undefined && e.xattrs.size > 0 ? e.xattrs : undefined;
   const acl = e.acl;
   let flags = 0;
-  if (e.linkname !== undefined) flags |= F_LINK;
-  if (e.devmajor !== undefined) flags |= F_DEV;
+  if (e.linkname != null) flags |= F_LINK;
+  if (e.devmajor != null) flags |= F_DEV;
   if (xattrs) flags |= F_XATTRS;
-  if (acl) flags |= F_ACL | (acl.access !== undefined ? F_ACCESS : 0) | (acl.default !== undefined ? F_DEFAULT : 0);
+  if (acl) flags |= F_ACL | (acl.access != null ? F_ACCESS : 0) | (acl.default != null ? F_DEFAULT : 0);
   out[0] = type;
   out[1] = flags;
   out.writeUInt16LE(e.mode, 2);
