@@ -117,7 +117,7 @@ test('the record codec keeps every extra value a caller gives, and refuses a lon
   encodeEntry({ ...e, path: 'other' }, 2);
   assert.equal(decodeEntry(copy).extra, 1);
   assert.throws(() => encodeEntry({ ...e, path: 'bad\ud800' }), /not well-formed/);
-  assert.throws(() => decodeEntry(copy.subarray(0, copy.length - 1)), /past the record|out of range|read/);
+  assert.throws(() => decodeEntry(copy.subarray(0, copy.length - 1)), (e: unknown) => e instanceof RangeError && /out of range|past the record/.test(e.message));
 });
 
 test.run();
