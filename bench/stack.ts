@@ -192,9 +192,10 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
   });
 
   // --- re-build after swapping app for app2 ---------------------------------------------
-  // Warm once: the app stack built into an empty cache; then every timed run starts from a
-  // copy of that cache and that stack dir, swaps app for app2 (untimed) and builds again.
-  const cache = join(store, 'cache');
+  // Warm once: the app stack built into an empty block cache; then every timed run starts
+  // from a copy of that block cache and that stack dir, swaps app for app2 (untimed) and
+  // builds again. The entry lists the import wrote stay, as for the cold rows.
+  const cache = blockCacheOf(store);
   const rebuild = (tag: string, args: (out: string) => string[], out: string) =>
     strataOr(async () => {
       const reDir = join(S, `${tag}-stack`);

@@ -57,6 +57,10 @@ function aclIndex(merge: LayerMerge): AclIndex {
  * `ahead` sees each planned file `depth` files before `onFile` gets it (in the same order), so
  * that work for it can start early (the sandbox creates files on other threads). A file seen
  * may never reach `onFile` only when the layer does not hold it, and then the walk fails.
+ *
+ * `placed`, asked before each layer, may answer that the output already has that layer's
+ * files from elsewhere (an image writer's segment of the user's own earlier build): the layer
+ * is then not read. It answers so only for what a verified read made.
  */
 export async function forEachPlannedFile(
   store: StoreReader,
@@ -64,8 +68,10 @@ export async function forEachPlannedFile(
   plan: MergePlan,
   onFile: (entry: LayerEntry, body: AsyncIterable<Uint8Array>, layer: number, offset: number) => Promise<void>,
   ahead?: { depth: number; see(file: PlannedFile): void },
+  placed?: (layer: number) => Promise<boolean>,
 ): Promise<void> {
   for (let i = 0; i < layers.length; i++) {
+    if (placed && (await placed(i))) continue;
     const wanted = (ahead ? lookahead(plan.files(i), ahead.depth, ahead.see) : plan.files(i))[Symbol.iterator]();
     let next = wanted.next();
     for await (const { entry, body, offset } of store.readLayer(layers[i]!, { transient: true })) {

@@ -16,14 +16,15 @@
  * access for others), and the compressed blocks of restricted modules (and of the embedded
  * metadata) are cached in packs of that group with no access for others.
  */
+import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { aclFromText, narrowedNode } from '../native/acl.js';
 import { StrataError, COMPOSE_ERR } from './errors.js';
 import type { LoadedModule, StoreReader, LayerEntry } from '../store/index.js';
-import { embeddedPlanned, forEachPlannedFile } from './merge.js';
+import { embeddedPlanned, forEachPlannedFile, type MergePlan } from './merge.js';
 import { outputLicence, planOutput } from './outputs.js';
-import { checkErofsOptions, checkSquashOptions, ErofsWriter, imageFormat, SquashfsWriter, type ErofsCompressor, type ImageFormat, type SquashOptions } from './image/index.js';
+import { checkErofsOptions, checkSquashOptions, ErofsWriter, imageFormat, SEGMENT_MAX_FILES, SquashfsWriter, type ErofsCompressor, type ImageFormat, type SquashOptions } from './image/index.js';
 import { cacheSecret as userCacheSecret } from './caches.js';
 
 export interface ImageOptions {
@@ -50,6 +51,8 @@ export interface ImageResult {
   aclPaths: number;
   cacheHits: number;
   cacheMisses: number;
+  /** Layers placed whole from segments of the user's earlier builds (not read; their blocks count as hits). */
+  segmentHits: number;
 }
 
 /**
@@ -76,7 +79,9 @@ export function checkImageOptions(opts: ImageOptions): void {
 interface ImageSink {
   addEntry(e: LayerEntry): void;
   addFile(e: LayerEntry, body: AsyncIterable<Uint8Array>, group: string, opts: { cacheGid?: number }, origin?: number): Promise<void>;
-  finish(): Promise<{ sha256: string; bytes: number; cacheHits: number; cacheMisses: number }>;
+  /** Opens a group (a layer); true when the writer placed it whole from a segment (SquashfsWriter.beginGroup). */
+  beginGroup?(group: string, opts: { cacheGid?: number }, identity: string | undefined, files: () => Iterable<LayerEntry>): Promise<boolean>;
+  finish(): Promise<{ sha256: string; bytes: number; cacheHits: number; cacheMisses: number; segmentHits?: number }>;
   abort(): Promise<void>;
 }
 
@@ -128,24 +133,85 @@ export async function buildImage(store: StoreReader & { cacheDir?: string }, mod
       writer.addEntry(finalOf(entry, layer));
     }
     let bytes = 0;
-    await forEachPlannedFile(store, mods, plan, async (entry, body, i, offset) => {
-      if (entry.acl) aclPaths++;
-      await writer.addFile(finalOf(entry, i), body, mods[i]!.record.layer, cacheOf(restricted(i)), offset);
-      bytes += entry.size;
+    // Each layer is a group of the writer's: one it may place from a segment of the user's own
+    // earlier build, which then is not read (the user must still be allowed to read it).
+    const placed = async (i: number): Promise<boolean> => {
+      if (!writer.beginGroup) return false;
+      const mod = mods[i]!;
+      const id = await layerIdentity(store, mod, plan, i);
+      if (id.files === 0) return false;
+      if (id.identity !== undefined) await store.checkLayerAccess!(mod);
+      const finals = function* () {
+        for (const f of plan.files(i)) yield finalOf(f.entry, i);
+      };
+      if (!(await writer.beginGroup(mod.record.layer, cacheOf(restricted(i)), id.identity, finals))) return false;
+      aclPaths += id.acls;
+      bytes += id.bytes;
       opts.onProgress?.(bytes, plan.bytes);
-    });
+      return true;
+    };
+    await forEachPlannedFile(
+      store,
+      mods,
+      plan,
+      async (entry, body, i, offset) => {
+        if (entry.acl) aclPaths++;
+        await writer.addFile(finalOf(entry, i), body, mods[i]!.record.layer, cacheOf(restricted(i)), offset);
+        bytes += entry.size;
+        opts.onProgress?.(bytes, plan.bytes);
+      },
+      undefined,
+      placed,
+    );
     for (const { entry, content } of embeddedPlanned(plan, mods.length, embedded)) {
       if (entry.acl) aclPaths++;
       await writer.addFile(finalOf(entry, mods.length), once(content), 'strata-metadata', cacheOf(true));
     }
     const r = await writer.finish();
-    return { out, sha256: r.sha256, bytes: r.bytes, entries: plan.count, aclPaths, cacheHits: r.cacheHits, cacheMisses: r.cacheMisses };
+    return { out, sha256: r.sha256, bytes: r.bytes, entries: plan.count, aclPaths, cacheHits: r.cacheHits, cacheMisses: r.cacheMisses, segmentHits: r.segmentHits ?? 0 };
   } catch (e) {
     await writer.abort().catch(() => undefined);
     throw e;
   } finally {
     plan.dispose();
   }
+}
+
+/** A layer's files in the plan: how many, their bytes and ACLs, and the identity of its group. */
+interface LayerIdentity {
+  files: number;
+  bytes: number;
+  acls: number;
+  /**
+   * What decides the layer's part of an image given the layers before it: the layer (CID), the
+   * entry list the plan was made from (its digest, which a read of the layer checks), and the
+   * planned files in order (path in the layer, size). Undefined when the store cannot say
+   * which list the plan came from, or for a layer of more files than a segment holds.
+   */
+  identity?: string;
+}
+
+async function layerIdentity(store: StoreReader, mod: LoadedModule, plan: MergePlan, i: number): Promise<LayerIdentity> {
+  const list = store.entryListDigest?.(mod);
+  const usable = list !== undefined && store.checkLayerAccess !== undefined;
+  const h = createHash('sha256').update(`strata-layer-files-v1\0${mod.record.layer}\0${list ?? ''}\0`);
+  let files = 0;
+  let bytes = 0;
+  let acls = 0;
+  let text = '';
+  for (const f of plan.files(i)) {
+    files++;
+    bytes += f.entry.size;
+    if (f.entry.acl) acls++;
+    if (!usable) continue;
+    text += `${f.contentPath}\0${f.entry.size}\n`;
+    if (text.length >= 1 << 16) {
+      h.update(text);
+      text = '';
+    }
+  }
+  h.update(text);
+  return { files, bytes, acls, ...(usable && files <= SEGMENT_MAX_FILES ? { identity: h.digest('hex') } : {}) };
 }
 
 /**

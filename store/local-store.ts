@@ -585,6 +585,15 @@ export class LocalStore {
     };
   }
 
+  entryListDigest(mod: LoadedModule): string | undefined {
+    return this.handedOut.get(parseCid(mod.record.layer).hex);
+  }
+
+  async checkLayerAccess(mod: LoadedModule): Promise<void> {
+    const blob = await this.blobs.open(parseCid(mod.record.layer).hex, `layer of ${mod.fullName}`);
+    await blob.close();
+  }
+
   async scratchDir(): Promise<string> {
     await fsp.mkdir(this.blobs.tmpDir, { recursive: true, mode: 0o700 });
     return this.blobs.tmpDir;

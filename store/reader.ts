@@ -51,6 +51,19 @@ export interface StoreReader {
    * over the whole blob before it makes anything of it visible.
    */
   openLayerBlob?(mod: LoadedModule): Promise<LayerBlob>;
+  /**
+   * The sha256 of the entry list layerEntries handed out for the layer in this process (the
+   * list a plan was made from, as the store's cache holds it: see LayerBlob.check), or
+   * undefined when none was. With checkLayerAccess, what lets an output take a layer's part
+   * from a record of its user's own earlier build, made from a verified read of the same list.
+   */
+  entryListDigest?(mod: LoadedModule): string | undefined;
+  /**
+   * Throws as readLayer would when the layer's blob is missing or this user may not read it
+   * (the kernel's answer: it is opened), and reads none of it. An output that does not read a
+   * layer still asks this first: no one gets from a cache what they could not read.
+   */
+  checkLayerAccess?(mod: LoadedModule): Promise<void>;
 }
 
 /** A layer's blob, open for one reader (StoreReader.openLayerBlob). */

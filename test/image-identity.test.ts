@@ -11,7 +11,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { listCacheEntries, type CacheEntry } from '../compose/image/shared/block-cache.js';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
@@ -118,6 +118,19 @@ Id('an unprivileged user builds the same image without root', () => {
   const ex = join(tmp, 'ex');
   mustRun('unsquashfs', ['-no-progress', '-d', ex, join(n.cwd, 'nobody.sqfs')]);
   assert.match(mustRun('getfattr', ['-n', 'security.capability', '-e', 'hex', join(ex, STACK.licCap)]).stdout.toString(), /security.capability=0x01000002/);
+
+  // Again from nobody's own segments; then one layer nobody may no longer read: the kernel's
+  // refusal stops the build, although nobody's cache holds what was built from that layer.
+  const again = strataJson<SquashJson>(['compose', 'squash', join(n.cwd, 'again.sqfs')], n);
+  assert.is(again.segmentHits, 4);
+  assert.is(again.sha256, root.sha256);
+  const lockOfN = JSON.parse(readFileSync(join(n.cwd, 'strata.lock'), 'utf8')) as { modules: { fullName: string; layer: string }[] };
+  const mid = lockOfN.modules.find((m) => m.fullName === MODULES.mid.fullName)!;
+  chmodSync(join(n.store!, 'blobs', 'sha256', Buffer.from(CID.parse(mid.layer).multihash.digest).toString('hex')), 0o000);
+  const denied = strata(['compose', 'squash', join(n.cwd, 'denied.sqfs')], n);
+  assert.is(denied.code, 1, denied.stderr);
+  assert.match(denied.stderr, /^strata: layer of mid\/2\.0 [^\n]* is not readable by you[^\n]*\n$/);
+  assert.not.ok(existsSync(join(n.cwd, 'denied.sqfs')), 'no image');
 });
 
 Id('inspect shows the lock; rebuild from that lock and from a hash list on another store: same sha256', () => {
@@ -174,16 +187,22 @@ Id('inspect shows the lock; rebuild from that lock and from a hash list on anoth
   assert.is.not(r5.sha256, orig.sha256);
   assert.match(mustRun('unsquashfs', ['-s', join(c.cwd, 'r5.sqfs')]).stdout.toString(), /Compression gzip/);
 
-  // A damaged layer blob (warm cache or not) is an error naming the module, and no image.
+  // A damaged layer blob: a build that reads it is an error naming the module, and no image.
+  // One that takes every layer from segments of this user's earlier builds (made from verified
+  // reads) does not read it, and gives the same bytes.
   const app = stackLock.modules.find((m) => m.fullName === MODULES.app.fullName)!;
   const blob = join(c.store, 'blobs', 'sha256', Buffer.from(CID.parse(app.layer).multihash.digest).toString('hex'));
   const bytes = readFileSync(blob);
   bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
   writeFileSync(blob, bytes);
-  const dmg = strata(['rebuild', 'from-image.lock', '-o', 'r6.sqfs', '--comp', 'zstd', '--level', '3'], c);
+  const fromSegments = strataJson<SquashJson>(['rebuild', 'from-image.lock', '-o', 'r6.sqfs', '--comp', 'zstd', '--level', '3'], c);
+  assert.is(fromSegments.segmentHits, 4, 'every layer from a segment');
+  assert.is(sha(join(c.cwd, 'r6.sqfs')), orig.sha256);
+  rmSync(join(c.store, 'cache'), { recursive: true, force: true });
+  const dmg = strata(['rebuild', 'from-image.lock', '-o', 'r7.sqfs', '--comp', 'zstd', '--level', '3'], c);
   assert.is(dmg.code, 1, dmg.stderr);
   assert.match(dmg.stderr, new RegExp(`^strata: [^\\n]*${MODULES.app.fullName.replace('.', '\\.')}[^\\n]*\\n$`));
-  assert.equal(readdirSync(c.cwd).filter((n) => n.includes('r6')), [], 'no image and no temporary file');
+  assert.equal(readdirSync(c.cwd).filter((n) => n.includes('r7')), [], 'no image and no temporary file');
 
   // A store lacking a module refuses, one line, naming what is missing.
   const d: Workspace = { cwd: join(tmp, 'd'), store: join(tmp, 'store-d') };
@@ -231,6 +250,88 @@ Id('block cache: after the top module changes, only its blocks (and the metadata
   const cold2 = squash(a, join(tmp, 'v2-cold.sqfs'), ...bs);
   assert.is(cold2.sha256, warm.sha256);
   assert.is(mustRun('unsquashfs', ['-cat', join(tmp, 'v2.sqfs'), STACK.licFile]).stdout.toString(), newText.toString());
+});
+
+/** The segment files of the block cache, by the layer (CID) they are filed under. */
+function segments(store: string): Map<string, string[]> {
+  const root = join(store, 'cache', 'image-blocks');
+  const out = new Map<string, string[]>();
+  for (const tag of readdirSync(root)) {
+    for (const ns of readdirSync(join(root, tag))) {
+      const segs = readdirSync(join(root, tag, ns)).filter((n) => n.endsWith('.seg'));
+      if (segs.length) out.set(tag, [...(out.get(tag) ?? []), ...segs.map((n) => join(root, tag, ns, n))]);
+    }
+  }
+  return out;
+}
+
+Id('segments: layers before a changed one are placed from segments, the rest built again; damaged segments are not used; the bytes are always a cold build\'s', () => {
+  const flags = ['--comp', 'gzip', '--block-size', '4096'];
+  const lock = () => JSON.parse(readFileSync(join(a.cwd, 'strata.lock'), 'utf8')) as { modules: { fullName: string; layer: string }[] };
+  const first = squash(a, join(tmp, 's1.sqfs'), ...flags);
+  assert.is(first.segmentHits, 0, 'a cold build has no segments to use');
+  const layers = lock().modules.map((m) => m.layer);
+  assert.equal([...segments(a.store).keys()].sort(), [...layers].sort(), 'one segment per layer recorded');
+  const again = squash(a, join(tmp, 's2.sqfs'), ...flags);
+  assert.is(again.segmentHits, 4, 'the same stack again: every layer from its segment');
+  assert.is(again.sha256, first.sha256);
+  assert.is(again.cacheMisses, 0);
+  assert.is(again.cacheHits, first.cacheMisses, 'segment blocks count as hits');
+
+  // app (the third layer) changes: base and mid come from segments, app and lic are built.
+  const appDir = stack.layers.find((l) => l.name === 'app')!.dir;
+  writeFileSync(join(appDir, 'opt/app/share/data/f007'), 'changed small file\n'.repeat(500));
+  mustRun('touch', ['-d', '@1620000500', join(appDir, 'opt/app/share/data/f007')]);
+  strataOk(['-q', 'store', 'import', MODULES.app.fullName, packGnu(appDir, join(tmp, 'app2.tar')), ...MODULES.app.opts, '--force'], a);
+  strataOk(['-q', 'compose', 'add', MODULES.app.fullName, '--force'], a);
+  const changed = squash(a, join(tmp, 's3.sqfs'), ...flags);
+  assert.is.not(changed.sha256, first.sha256);
+  assert.is(changed.segmentHits, 2, 'base and mid from segments; app changed, lic comes after it');
+  const changedAgain = squash(a, join(tmp, 's4.sqfs'), ...flags);
+  assert.is(changedAgain.segmentHits, 4);
+  assert.is(changedAgain.sha256, changed.sha256);
+
+  // Damaged segments: each is built again instead (and recorded anew), the bytes never change.
+  const segs = segments(a.store);
+  const of = (name: 'base' | 'mid' | 'app' | 'lic') => {
+    const cid = lock().modules.find((m) => m.fullName === MODULES[name].fullName)!.layer;
+    return segs.get(cid)!.map((f) => ({ f, st: statSync(f) })).sort((x, y) => y.st.mtimeMs - x.st.mtimeMs)[0]!.f;
+  };
+  const flip = (f: string, at: (len: number) => number) => {
+    const b = readFileSync(f);
+    b[at(b.length)]! ^= 0x40;
+    writeFileSync(f, b);
+  };
+  flip(of('base'), (n) => n - 1); // the last byte of the data
+  flip(of('mid'), () => 152 + 8); // the meta
+  flip(of('app'), () => 130); // the seal
+  const damaged = squash(a, join(tmp, 's5.sqfs'), ...flags);
+  assert.is(damaged.sha256, changed.sha256, 'damaged segments never change the image');
+  assert.is(damaged.segmentHits, 1, 'only lic\'s segment was whole');
+  const mended = squash(a, join(tmp, 's6.sqfs'), ...flags);
+  assert.is(mended.segmentHits, 4, 'the damaged ones were recorded again');
+  assert.is(mended.sha256, changed.sha256);
+  // A segment under another key's name (a copy), and one cut short: not used either.
+  writeFileSync(of('mid'), readFileSync(of('base')));
+  writeFileSync(of('lic'), readFileSync(of('lic')).subarray(0, -1));
+  const swapped = squash(a, join(tmp, 's7.sqfs'), ...flags);
+  assert.is(swapped.sha256, changed.sha256);
+  assert.is(swapped.segmentHits, 2);
+
+  // A cold build of the changed stack: the same bytes.
+  rmSync(join(a.store, 'cache', 'image-blocks'), { recursive: true, force: true });
+  const cold = squash(a, join(tmp, 's8.sqfs'), ...flags);
+  assert.is(cold.segmentHits, 0);
+  assert.is(cold.sha256, changed.sha256, 'warm with segments = cold');
+
+  // A layer no longer in the store is an error, segments or not: nothing is built from a cache alone.
+  squash(a, join(tmp, 's9.sqfs'), ...flags);
+  const base = lock().modules[0]!.layer;
+  rmSync(join(a.store, 'blobs', 'sha256', Buffer.from(CID.parse(base).multihash.digest).toString('hex')));
+  const gone = strata(['compose', 'squash', join(tmp, 's10.sqfs'), ...flags], a);
+  assert.is(gone.code, 1, gone.stderr);
+  assert.match(gone.stderr, /^strata: [^\n]*base\/1\.0[^\n]*\n$/);
+  assert.not.ok(readdirSync(tmp).some((n) => n.startsWith('s10') || n.startsWith('.strata-tmp')), 'no image');
 });
 
 Id.run();

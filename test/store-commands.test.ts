@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LocalStore } from '../store/local-store.js';
-import { removeDir, tempDir } from './helpers/tmp.js';
+import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
 import { assertOneLineError, strata, strataJson } from './helpers/cli.js';
 import { blobListing, blobPath } from './store-harness.js';
 interface Ctx {
@@ -205,11 +205,14 @@ test('gc after removing every module leaves the store within a few hundred KB; d
   assert.ok(before.blockCache > 0, `the image filled the block cache (${before.blockCache})`);
   assert.ok(before.entryCache > 0 && before.blobs > 8 << 20);
   assert.match(strata(['store', 'du'], { store }).stdout.toString(), /image-block cache/);
+  const segs = () => mustRun('find', [join(store, 'cache'), '-name', '*.seg']).stdout.toString().trim();
+  assert.ok(segs() !== '', 'the image recorded its layers\' segments, which du counts');
   for (const m of strataJson(['store', 'ls'], { store })) strataJson(['store', 'rm', m.fullName, '--force'], { store });
   const gc = strataJson(['store', 'gc', '--grace', '0'], { store });
   assert.is(gc.cacheFreed, before.blockCache, 'the block cache of removed layers went');
   const after = strataJson(['store', 'du'], { store });
   assert.is(after.blockCache, 0);
+  assert.is(segs(), '', 'the segments went with their layers');
   assert.is(after.entryCache, 0);
   assert.is(after.blobs, 0);
   assert.ok(after.total < 512 << 10, `what is left is the index (${after.total} bytes)`);

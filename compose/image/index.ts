@@ -6,6 +6,7 @@
  *   shared/codecs.ts       gzip, zstd, lz4 compressors and decompressors (+ xz decoding)
  *   shared/worker-pool.ts  worker threads running jobs of one kind (compression)
  *   shared/block-cache.ts  content-addressed cache of compressed blocks, its size and pruning
+ *   shared/segment-cache.ts  what a group (a layer) added to an image, sealed, to place again
  *   shared/compress-block.ts  one block through cache (verified) and codec
  *   shared/output-file.ts  temp file beside OUT, O_EXCL|O_NOFOLLOW, one rename
  */

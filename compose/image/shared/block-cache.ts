@@ -132,7 +132,7 @@ export function tagDir(tag: string): string {
   return SAFE_TAG.test(tag) ? tag : `h-${createHash('sha256').update(tag).digest('hex').slice(0, 32)}`;
 }
 
-function namespaceId(namespace: string): string {
+export function namespaceId(namespace: string): string {
   return createHash('sha256').update(namespace).digest('hex').slice(0, 16);
 }
 
@@ -282,17 +282,7 @@ export class BlockCache {
     const k = `${t}\0${place.gid ?? ''}`;
     const open = this.writers.get(k);
     if (open) return open;
-    const tdir = path.join(this.root, t);
-    const dir = path.join(tdir, this.ns);
-    fs.mkdirSync(this.root, { recursive: true });
-    if (mkdirOnce(tdir, place.gid === undefined ? 0o755 : 0o750) && place.gid !== undefined) {
-      try {
-        fs.chownSync(tdir, -1, place.gid);
-      } catch {
-        /* the packs themselves carry the restriction */
-      }
-    }
-    mkdirOnce(dir, place.gid === undefined ? 0o755 : 0o750);
+    const dir = namespaceDir(this.root, place.tag, this.ns, place.gid);
     const base = path.join(dir, `${process.pid}-${threadId}-${randomBytes(6).toString('hex')}`);
     const flags = fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
     const mode = place.gid === undefined ? 0o644 : 0o600;
@@ -320,6 +310,26 @@ export class BlockCache {
     this.fds.set(w.pack, fd);
     return w;
   }
+}
+
+/**
+ * The directory of `tag`'s records in namespace `ns` under the cache's `root`, made when
+ * missing: 0755, or for a restricted tag (`gid`) 0750 with the tag directory owned by that
+ * group (the files in it carry the restriction too). Throws when it cannot be made.
+ */
+export function namespaceDir(root: string, tag: string, ns: string, gid: number | undefined): string {
+  const tdir = path.join(root, tagDir(tag));
+  const dir = path.join(tdir, ns);
+  fs.mkdirSync(root, { recursive: true });
+  if (mkdirOnce(tdir, gid === undefined ? 0o755 : 0o750) && gid !== undefined) {
+    try {
+      fs.chownSync(tdir, -1, gid);
+    } catch {
+      /* the files themselves carry the restriction */
+    }
+  }
+  mkdirOnce(dir, gid === undefined ? 0o755 : 0o750);
+  return dir;
 }
 
 /** mkdir that reports whether it created the directory (an existing one is fine). */
@@ -445,10 +455,15 @@ function readdirOrEmpty(dir: string): string[] {
   }
 }
 
-/** A pack with its index, as pruning sees it. */
+/**
+ * What pruning removes as one: a pack with its index (the index first), or a segment
+ * (segment-cache.ts) or a segment's leftover temporary file. Its mtime is the pack's or the
+ * segment's (its last use).
+ */
 interface PackFile {
   tag: string;
-  base: string;
+  /** Removed in this order. */
+  files: string[];
   bytes: number;
   mtimeMs: number;
 }
@@ -457,27 +472,32 @@ function packFiles(cacheDir: string): PackFile[] {
   const out: PackFile[] = [];
   for (const { tag, dir } of namespaceDirs(cacheDir)) {
     const names = readdirOrEmpty(dir);
-    const bases = new Set(names.filter((n) => n.endsWith('.pack') || n.endsWith('.idx')).map((n) => n.replace(/\.(pack|idx)$/, '')));
-    for (const b of bases) {
+    const units = new Map<string, string[]>();
+    for (const n of names) {
+      const pair = /^(.*)\.(pack|idx)$/.exec(n);
+      if (pair) units.set(pair[1]!, [`${pair[1]}.idx`, `${pair[1]}.pack`]);
+      else if (n.endsWith('.seg') || n.endsWith('.tmp')) units.set(n, [n]);
+    }
+    for (const files of units.values()) {
       let bytes = 0;
       let mtimeMs = 0;
-      for (const ext of ['.pack', '.idx']) {
+      for (const f of files) {
         try {
-          const st = fs.lstatSync(path.join(dir, b + ext));
+          const st = fs.lstatSync(path.join(dir, f));
           bytes += st.size;
-          if (ext === '.pack') mtimeMs = st.mtimeMs;
+          if (!f.endsWith('.idx')) mtimeMs = st.mtimeMs;
         } catch {
           /* half a pair: still counted and collectable */
         }
       }
-      out.push({ tag, base: path.join(dir, b), bytes, mtimeMs });
+      out.push({ tag, files: files.map((f) => path.join(dir, f)), bytes, mtimeMs });
     }
   }
   return out;
 }
 
 export interface BlockCacheUsage {
-  /** Bytes of packs and indexes. */
+  /** Bytes of packs, indexes and segments. */
   bytes: number;
   packs: number;
   /** Bytes by tag directory name (a layer's CID). */
@@ -537,8 +557,7 @@ export function pruneBlockCache(cacheDir: string, opts: PruneOptions): PruneResu
   const remove = (p: PackFile): boolean => {
     try {
       // The index first: a build loading indexes meanwhile never finds a record without its pack.
-      fs.rmSync(`${p.base}.idx`, { force: true });
-      fs.rmSync(`${p.base}.pack`, { force: true });
+      for (const f of p.files) fs.rmSync(f, { force: true });
     } catch {
       return false;
     }
@@ -571,7 +590,7 @@ export function pruneBlockCache(cacheDir: string, opts: PruneOptions): PruneResu
   }
   let bytes = packs.reduce((n, p) => n + p.bytes, 0);
   if (opts.maxBytes !== undefined && bytes > opts.maxBytes) {
-    packs.sort((a, b) => a.mtimeMs - b.mtimeMs || (a.base < b.base ? -1 : 1));
+    packs.sort((a, b) => a.mtimeMs - b.mtimeMs || (a.files[0]! < b.files[0]! ? -1 : 1));
     for (const p of packs) {
       if (bytes <= opts.maxBytes) break;
       if (remove(p)) bytes -= p.bytes;

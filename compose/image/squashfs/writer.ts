@@ -14,8 +14,9 @@ import { codecVersion, makeCodec, type Codec, type CodecSpec } from '../shared/c
 import { DigestTable } from '../shared/digest-table.js';
 import { OutputFile, type OutputAccess } from '../shared/output-file.js';
 import { WorkerPool } from '../shared/worker-pool.js';
-import type { BlockJob, BlockJobConfig, BlockJobResult } from './block-job.js';
+import { blockNamespace, type BlockJob, type BlockJobConfig, type BlockJobResult } from './block-job.js';
 import type { CachePlace } from '../shared/block-cache.js';
+import { SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
 import { COMPRESSOR, encodeCompressorOptions, squashCodecSpec, type SquashCompressor } from './compressor.js';
 import { encodeSizeWord } from './data.js';
 import { encodeDirectory, DIR_ENTRY_SIZE, DIR_HEADER_MAX, MAX_NAME, type DirChild } from './directory.js';
@@ -72,6 +73,8 @@ export interface SquashResult {
   inodes: number;
   cacheHits: number;
   cacheMisses: number;
+  /** Groups placed whole from segments of an earlier build (beginGroup); their blocks count as hits. */
+  segmentHits: number;
 }
 
 /** How the blocks of a group's files are cached. */
@@ -95,7 +98,36 @@ interface PendingFile {
   fd: FileData;
   /** Parts not yet placed: the full blocks (settled) and the tail. */
   open: number;
+  /** The file as its group's segment records it (when the group is being recorded). */
+  rec?: SegmentFile;
 }
+
+/**
+ * A file of a recorded group: where its data is, and the dedup keys it added (what a build
+ * that places the group from its segment must add to the writer's tables, in the same order).
+ */
+interface SegmentFile {
+  fd: FileData;
+  /** The identity of its run of full blocks, when it was the first with it. */
+  run?: Buffer;
+  /** The sha256 of its tail, when the tail was packed (not found earlier). */
+  tail?: Buffer;
+}
+
+/** A group being recorded as a segment: where it started, and its files in order. */
+interface Recording {
+  key: Buffer;
+  group: string;
+  gid: number | undefined;
+  start: number;
+  fragStart: number;
+  /** hits + misses when the group began. */
+  blocksBefore: number;
+  files: SegmentFile[];
+}
+
+/** Groups of more files than this are not recorded (the writer holds a recorded group's files until it ends). */
+export const SEGMENT_MAX_FILES = 100_000;
 
 /** A file's full blocks on their way through the queue: settled when the last one is written. */
 interface BlockRun {
@@ -194,6 +226,17 @@ export class SquashfsWriter {
   private readonly blockRuns = new Map<string, Pick<FileData, 'blocksStart' | 'sizes' | 'sparse'>>();
   /** Where each distinct tail is, by the tail's sha256. */
   private readonly tails: DigestTable;
+  /** Segments of groups (shared/segment-cache.ts): only with a cache and this user's secret. */
+  private readonly segments: SegmentCache | undefined;
+  /**
+   * What decides the writer's state before the next group, as a key: the options, then each
+   * group's identity in turn (beginGroup). Undefined once a group came without one.
+   */
+  private prefix: Buffer | undefined;
+  private recording: Recording | undefined;
+  /** Segment files being written (best effort), awaited before the image is committed. */
+  private readonly segmentWrites: Promise<void>[] = [];
+  private segmentHits = 0;
 
   private constructor(
     private readonly file: OutputFile,
@@ -217,6 +260,11 @@ export class SquashfsWriter {
     this.maxInFlight = threads * 6 + 4;
     this.pos = SUPERBLOCK_SIZE + (options ? 2 + options.length : 0);
     this.frag = Buffer.alloc(blockSize);
+    if (cacheDir !== undefined && cacheSecret !== undefined) {
+      const namespace = blockNamespace(codec, blockSize);
+      this.segments = new SegmentCache(cacheDir, namespace, cacheSecret);
+      this.prefix = createHash('sha256').update(`strata-squashfs-segment-v1\0${namespace}\0${this.pos}\0`).update(options ?? Buffer.alloc(0)).digest();
+    }
   }
 
   /**
@@ -288,10 +336,10 @@ export class SquashfsWriter {
     this.checkEntry(entry);
     const fd: FileData = { size: entry.size, blocksStart: 0, sizes: [], sparse: 0, fragIndex: INVALID_FRAG, fragOffset: 0 };
     const pending: PendingFile = { entry, fd, open: 2 };
-    if (group !== this.group) {
-      if (this.fragUsed > 0) await this.flushFragment();
-      this.group = group;
-      this.groupOpts = opts;
+    if (group !== this.group) await this.switchGroup(group, opts, undefined);
+    if (this.recording) {
+      if (this.recording.files.length >= SEGMENT_MAX_FILES) this.recording = undefined;
+      else this.recording.files.push((pending.rec = { fd }));
     }
     const bs = this.blockSize;
     let block = this.takeBlock();
@@ -330,7 +378,7 @@ export class SquashfsWriter {
       run.ended = true;
       if (run.pending === 0) this.settleBlocks(run);
     } else this.placed(pending);
-    if (fill > 0) await this.placeTail(fd, block.subarray(0, fill));
+    if (fill > 0) await this.placeTail(fd, block.subarray(0, fill), pending.rec);
     this.spare.push(block);
     this.placed(pending);
   }
@@ -342,10 +390,12 @@ export class SquashfsWriter {
    */
   private settleBlocks(run: BlockRun): void {
     const fd = run.file.fd;
-    const key = run.digests.digest('base64');
+    const digest = run.digests.digest();
+    const key = digest.toString('base64');
     const first = this.blockRuns.get(key);
     if (!first) {
       this.blockRuns.set(key, { blocksStart: fd.blocksStart, sizes: fd.sizes, sparse: fd.sparse });
+      if (run.file.rec) run.file.rec.run = digest;
     } else {
       this.pos = fd.blocksStart;
       this.file.discardFrom(this.pos);
@@ -357,7 +407,7 @@ export class SquashfsWriter {
   }
 
   /** Packs a tail into the open fragment block, or points at an earlier copy of the same bytes. */
-  private async placeTail(fd: FileData, tail: Buffer): Promise<void> {
+  private async placeTail(fd: FileData, tail: Buffer, rec: SegmentFile | undefined): Promise<void> {
     // One call, no Hash object: one tail per small file (1.6 against 2.4 µs a tail here).
     const key = hash('sha256', tail, 'buffer');
     const first = this.tails.get(key);
@@ -371,6 +421,7 @@ export class SquashfsWriter {
     this.frag.set(tail, this.fragUsed);
     this.fragUsed += tail.length;
     this.tails.set(key, fd.fragIndex, fd.fragOffset);
+    if (rec) rec.tail = key;
   }
 
   private takeBlock(): Buffer {
@@ -424,6 +475,126 @@ export class SquashfsWriter {
   }
 
   /**
+   * Starts group `group` (its files then come through addFile with the same group).
+   * `identity`: the caller's key for everything that decides what the group adds to the image
+   * given what came before it (for a layer: its CID, its entry list, and which of its files,
+   * in order, the image takes; hex or any text), or undefined when it has none. Groups begun
+   * with an identity after groups that all had one are recorded as segments (with a cache and
+   * the user's secret), and a later build that begins the same groups in the same order places
+   * such a group from its segment: then this returns true, `files()` gives the group's entries
+   * as addFile would have had them, in the same order, and none of the group's files may be
+   * added. False: add the group's files as usual.
+   */
+  beginGroup(group: string, opts: GroupOptions, identity: string | undefined, files: () => Iterable<LayerEntry>): Promise<boolean> {
+    try {
+      this.check();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const run = this.chain.then(async () => {
+      if (this.failed) throw this.failed;
+      try {
+        return await this.switchGroup(group, opts, identity, files);
+      } catch (e) {
+        this.failed ??= e;
+        throw e;
+      }
+    });
+    this.chain = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  /**
+   * Ends the open group (its fragment block flushed, its recording finished) and opens `group`:
+   * from its segment when `identity` continues the prefix and one is found (true), else to be
+   * filled by addFile. A group without an identity (or the same group again: its fragment
+   * block stays open) ends the prefix.
+   */
+  private async switchGroup(group: string, opts: GroupOptions, identity: string | undefined, files?: () => Iterable<LayerEntry>): Promise<boolean> {
+    if (group === this.group) {
+      // The group goes on (its fragment block stays open): no segment can end or start here.
+      this.recording = undefined;
+      this.prefix = undefined;
+      return false;
+    }
+    await this.endRecording();
+    if (this.fragUsed > 0) await this.flushFragment();
+    this.group = group;
+    this.groupOpts = opts;
+    if (identity === undefined || this.prefix === undefined || this.segments === undefined) {
+      this.prefix = undefined;
+      return false;
+    }
+    // The group starts where everything before it ended.
+    while (this.queue.length) await this.writeHead();
+    const key = createHash('sha256').update(this.prefix!).update(`\0${identity}\0${group}\0`).digest();
+    this.prefix = key;
+    const found = await this.segments!.open(group, key);
+    if (found) {
+      try {
+        if (await this.placeSegment(found, files!)) return true;
+      } finally {
+        await found.close();
+      }
+    }
+    this.recording = { key, group, gid: opts.cacheGid, start: this.pos, fragStart: this.fragCount, blocksBefore: this.hits + this.misses, files: [] };
+    return false;
+  }
+
+  /** Ends the group being recorded: once all of it is written, its segment is saved (in the background). */
+  private async endRecording(): Promise<void> {
+    const r = this.recording;
+    if (!r) return;
+    this.recording = undefined;
+    if (this.fragUsed > 0) await this.flushFragment();
+    while (this.queue.length) await this.writeHead();
+    const meta = encodeSegmentMeta({
+      start: r.start,
+      end: this.pos,
+      blocks: this.hits + this.misses - r.blocksBefore,
+      fragBase: r.fragStart,
+      frags: this.frags.slice(r.fragStart),
+      files: r.files,
+    });
+    await this.file.flush();
+    this.segmentWrites.push(this.segments!.write(r.group, r.gid, r.key, meta, this.file.fh, r.start, this.pos - r.start));
+  }
+
+  /**
+   * Places a group from its segment: true when the segment fits (it starts here, its files are
+   * the group's) and its bytes are what it sealed; else nothing of the writer's state changed
+   * (bytes copied past the position are overwritten by what comes next).
+   */
+  private async placeSegment(found: FoundSegment, files: () => Iterable<LayerEntry>): Promise<boolean> {
+    const m = decodeSegmentMeta(found.meta);
+    if (!m || m.start !== this.pos || m.fragBase !== this.fragCount || m.end - m.start !== found.length) return false;
+    const recs: Rec[] = [];
+    for (const entry of files()) {
+      const f = m.files[recs.length];
+      if (!f || entry.type !== 'file' || entry.size !== f.fd.size) return false;
+      this.checkEntry(entry);
+      recs.push({ entry, file: f.fd });
+    }
+    if (recs.length !== m.files.length) return false;
+    if (!(await found.copyTo((chunk, at) => this.file.writeAll(chunk, m.start + at)))) return false;
+    for (let i = 0; i < recs.length; i++) {
+      const f = m.files[i]!;
+      if (f.run) this.blockRuns.set(f.run.toString('base64'), { blocksStart: f.fd.blocksStart, sizes: f.fd.sizes, sparse: f.fd.sparse });
+      if (f.tail) this.tails.set(f.tail, f.fd.fragIndex, f.fd.fragOffset);
+      this.records.push(recs[i]!);
+    }
+    this.frags.push(...m.frags);
+    this.fragCount += m.frags.length;
+    this.pos = m.end;
+    this.hits += m.blocks;
+    this.segmentHits++;
+    return true;
+  }
+
+  /**
    * Adds a non-file entry: dir, symlink, char, block, fifo, or hardlink (entry.linkname is
    * the path of another non-directory entry of the image). Order does not matter; parents,
    * duplicates and link targets are checked in finish().
@@ -459,8 +630,11 @@ export class SquashfsWriter {
     await this.chain;
     try {
       if (this.failed) throw this.failed;
+      await this.endRecording();
       if (this.fragUsed > 0) await this.flushFragment();
       while (this.queue.length) await this.writeHead();
+      // Segments read the image back: they are written before it is committed.
+      await Promise.all(this.segmentWrites.splice(0));
       // Every file is placed: the tables need the memory more than the dedup indexes.
       this.tails.release();
       this.blockRuns.clear();
@@ -479,7 +653,9 @@ export class SquashfsWriter {
   /** Stops the workers and removes the partial output. Safe to call more than once. */
   async abort(): Promise<void> {
     this.closed = true;
+    this.recording = undefined;
     this.records.dispose();
+    await Promise.all(this.segmentWrites.splice(0));
     await this.pool.close();
     await this.file.abort();
   }
@@ -747,6 +923,94 @@ export class SquashfsWriter {
     await this.file.writeAll(sb, 0);
     const padded = Math.ceil(bytesUsed / PAD) * PAD;
     await this.file.setLength(bytesUsed, padded); // blocks of duplicates may have been written past the end
-    return { bytes: padded, inodes: count, cacheHits: this.hits, cacheMisses: this.misses };
+    return { bytes: padded, inodes: count, cacheHits: this.hits, cacheMisses: this.misses, segmentHits: this.segmentHits };
+  }
+}
+
+/** A recorded group, as its segment's meta holds it. */
+interface SegmentMeta {
+  start: number;
+  end: number;
+  /** Blocks the group put through the cache (counted as hits when it is placed again). */
+  blocks: number;
+  fragBase: number;
+  frags: FragmentEntry[];
+  files: SegmentFile[];
+}
+
+const META_VERSION = 1;
+
+/** The meta of a segment: fixed fields, then the fragment blocks, then each file (little-endian, numbers as f64). */
+function encodeSegmentMeta(m: SegmentMeta): Buffer {
+  let size = 4 + 8 * 3 + 4 * 3;
+  size += m.frags.length * 12;
+  for (const f of m.files) size += 8 * 3 + 4 * 3 + 1 + f.fd.sizes.length * 4 + (f.run ? 32 : 0) + (f.tail ? 32 : 0);
+  const b = Buffer.alloc(size);
+  let o = 0;
+  o = b.writeUInt32LE(META_VERSION, o);
+  o = b.writeDoubleLE(m.start, o);
+  o = b.writeDoubleLE(m.end, o);
+  o = b.writeDoubleLE(m.blocks, o);
+  o = b.writeUInt32LE(m.fragBase, o);
+  o = b.writeUInt32LE(m.frags.length, o);
+  o = b.writeUInt32LE(m.files.length, o);
+  for (const fr of m.frags) {
+    o = b.writeDoubleLE(fr.start, o);
+    o = b.writeUInt32LE(fr.word, o);
+  }
+  for (const f of m.files) {
+    const d = f.fd;
+    o = b.writeDoubleLE(d.size, o);
+    o = b.writeDoubleLE(d.blocksStart, o);
+    o = b.writeDoubleLE(d.sparse, o);
+    o = b.writeUInt32LE(d.fragIndex, o);
+    o = b.writeUInt32LE(d.fragOffset, o);
+    o = b.writeUInt32LE(d.sizes.length, o);
+    for (const w of d.sizes) o = b.writeUInt32LE(w, o);
+    o = b.writeUInt8((f.run ? 1 : 0) | (f.tail ? 2 : 0), o);
+    if (f.run) o += f.run.copy(b, o);
+    if (f.tail) o += f.tail.copy(b, o);
+  }
+  return b;
+}
+
+/** The meta as encodeSegmentMeta wrote it; undefined for anything else (a sealed segment of another version). */
+function decodeSegmentMeta(b: Buffer): SegmentMeta | undefined {
+  try {
+    let o = 0;
+    const u32 = () => ((o += 4), b.readUInt32LE(o - 4));
+    const f64 = () => ((o += 8), b.readDoubleLE(o - 8));
+    const bytes = (n: number) => {
+      if (o + n > b.length) throw new RangeError('segment meta ends early');
+      return Buffer.from(b.subarray((o += n) - n, o));
+    };
+    if (u32() !== META_VERSION) return undefined;
+    const start = f64();
+    const end = f64();
+    const blocks = f64();
+    const fragBase = u32();
+    const nFrags = u32();
+    const nFiles = u32();
+    const frags: FragmentEntry[] = [];
+    for (let i = 0; i < nFrags; i++) frags.push({ start: f64(), word: u32() });
+    const files: SegmentFile[] = [];
+    for (let i = 0; i < nFiles; i++) {
+      const size = f64();
+      const blocksStart = f64();
+      const sparse = f64();
+      const fragIndex = u32();
+      const fragOffset = u32();
+      const n = u32();
+      const sizes: number[] = [];
+      for (let k = 0; k < n; k++) sizes.push(u32());
+      const flags = b.readUInt8(o++);
+      const f: SegmentFile = { fd: { size, blocksStart, sizes, sparse, fragIndex, fragOffset } };
+      if (flags & 1) f.run = bytes(32);
+      if (flags & 2) f.tail = bytes(32);
+      files.push(f);
+    }
+    return o === b.length ? { start, end, blocks, fragBase, frags, files } : undefined;
+  } catch {
+    return undefined;
   }
 }

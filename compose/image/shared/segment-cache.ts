@@ -1,0 +1,221 @@
+/**
+ * Segments: the bytes one group of files (a layer) added to an image, kept so that a later
+ * build whose image starts the same way places them again without reading the layer.
+ *
+ * An image writer lays out its data group by group, and what a group adds depends only on
+ * what came before it (positions, fragment numbers, which contents were already stored) and
+ * on the group's own files. A writer that can name both with one key (a chain of the groups'
+ * identities, each its caller's digest of a layer, its entry list and the files taken from it)
+ * records, at the end of each group, the bytes the group wrote and what it needs to take them
+ * again (`meta`, the writer's own encoding). A build that reaches the same key copies the
+ * bytes into its image and applies the meta: the layer is not read, no block is looked up.
+ *
+ * The cache is untrusted input (block-cache.ts), and segments are only ever trusted, never
+ * checked another way: a segment is used only when it carries this user's seal (an HMAC
+ * under the cache secret of the header, which holds the key, both lengths and the sha256 of
+ * the meta and of the bytes), its meta hashes to what the header says (checked before the
+ * meta is used) and its bytes do too (hashed as they are copied; a mismatch leaves the copy
+ * to be overwritten and the writer builds the group as if there were no segment). So a
+ * segment is always what this user's own build wrote for that key, from layers it verified.
+ * Without a secret there are no segments.
+ *
+ * Storage, beside the block packs of the same tag and namespace (so pruning and restrictions
+ * treat both alike):
+ *
+ *   image-blocks/<tag>/<namespace id>/<key hex>.seg
+ *
+ * written under a temporary name and renamed into place (a reader sees a whole segment or
+ * none); a restricted tag's segments are 0640, owned by its group, like its packs.
+ *
+ * Segment file (little-endian):
+ *    0  4   magic "SQS1"
+ *    4  u32 flags (0)
+ *    8  32  key
+ *   40  u64 length of the bytes
+ *   48  u32 length of the meta
+ *   52  u32 reserved (0)
+ *   56  32  sha256 of the meta
+ *   88  32  sha256 of the bytes
+ *  120  32  seal: HMAC-SHA256(secret, bytes 0..120)
+ *  152  …   meta, then the bytes
+ *
+ * Nothing here throws: a segment that cannot be read is a miss, one that cannot be written is
+ * simply not there next time.
+ */
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { StreamHash } from '../../../native/sha256.js';
+import { BLOCK_CACHE_DIR, namespaceDir, namespaceId, tagDir } from './block-cache.js';
+
+const MAGIC = Buffer.from('SQS1');
+const HEADER = 152;
+const SEALED = 120;
+/** Copies go through buffers of this size. */
+const CHUNK = 1 << 20;
+export const SEGMENT_SUFFIX = '.seg';
+
+/** A sealed segment found for a key: its meta (checked), its bytes still to be copied. */
+export interface FoundSegment {
+  meta: Buffer;
+  length: number;
+  /**
+   * Hands the bytes to `write` in order (`at`: offset in the segment; each chunk is valid
+   * until `write`'s promise settles) and checks them: true when they are the sealed bytes.
+   */
+  copyTo(write: (chunk: Buffer, at: number) => Promise<void>): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export class SegmentCache {
+  private readonly root: string;
+  private readonly ns: string;
+
+  /** `namespace` as the block cache's (what decides the bytes besides the content); `secret` the user's. */
+  constructor(
+    cacheDir: string,
+    namespace: string,
+    private readonly secret: Uint8Array,
+  ) {
+    this.root = path.join(cacheDir, BLOCK_CACHE_DIR);
+    this.ns = namespaceId(namespace);
+  }
+
+  private file(tag: string, key: Buffer): string {
+    return path.join(this.root, tagDir(tag), this.ns, `${key.toString('hex')}${SEGMENT_SUFFIX}`);
+  }
+
+  /** The segment of `key` filed under `tag`, when there is one this user sealed; else undefined. */
+  async open(tag: string, key: Buffer): Promise<FoundSegment | undefined> {
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(this.file(tag, key), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    } catch {
+      return undefined;
+    }
+    try {
+      const head = Buffer.alloc(HEADER);
+      if ((await fh.read(head, 0, HEADER, 0)).bytesRead !== HEADER) throw new Error('short');
+      if (!head.subarray(0, 4).equals(MAGIC) || !head.subarray(8, 40).equals(key)) throw new Error('foreign');
+      if (!timingSafeEqual(seal(this.secret, head), head.subarray(SEALED, HEADER))) throw new Error('unsealed');
+      const length = Number(head.readBigUInt64LE(40));
+      const metaLength = head.readUInt32LE(48);
+      if ((await fh.stat()).size !== HEADER + metaLength + length) throw new Error('torn');
+      const meta = Buffer.alloc(metaLength);
+      if ((await fh.read(meta, 0, metaLength, HEADER)).bytesRead !== metaLength) throw new Error('short');
+      if (!createHash('sha256').update(meta).digest().equals(head.subarray(56, 88))) throw new Error('meta');
+      const bytesDigest = head.subarray(88, 120).toString('hex');
+      const at = HEADER + metaLength;
+      const file = this.file(tag, key);
+      return {
+        meta,
+        length,
+        copyTo: async (write) => {
+          if (!(await copyChecked(fh, at, length, bytesDigest, write))) return false;
+          // Used now: what the cache's pruning keeps longest (block-cache.ts).
+          const now = new Date();
+          await fsp.utimes(file, now, now).catch(() => undefined);
+          return true;
+        },
+        close: () => fh.close().catch(() => undefined),
+      };
+    } catch {
+      await fh.close().catch(() => undefined);
+      return undefined;
+    }
+  }
+
+  /**
+   * Records `length` bytes of `src` from `start` as the segment of `key` under `tag`, with
+   * `meta`; `gid`: readable by that group only. Best effort: resolves when done or given up.
+   */
+  async write(tag: string, gid: number | undefined, key: Buffer, meta: Buffer, src: fsp.FileHandle, start: number, length: number): Promise<void> {
+    let tmp: string | undefined;
+    let fh: fsp.FileHandle | undefined;
+    try {
+      const dir = namespaceDir(this.root, tag, this.ns, gid);
+      tmp = path.join(dir, `.${key.toString('hex')}-${process.pid}-${randomBytes(6).toString('hex')}.tmp`);
+      fh = await fsp.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+      if (gid !== undefined) {
+        // Created 0600; group access only once the group is right (never a moment open to others).
+        await fh.chown(-1, gid);
+        await fh.chmod(0o640);
+      } else {
+        await fh.chmod(0o644 & ~process.umask());
+      }
+      await writeAll(fh, meta, HEADER);
+      const h = new StreamHash(length);
+      const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, length)));
+      try {
+        for (let off = 0; off < length; ) {
+          const n = Math.min(buf.length, length - off);
+          const { bytesRead } = await src.read(buf, 0, n, start + off);
+          if (bytesRead !== n) throw new Error('short read');
+          h.update(buf.subarray(0, n));
+          await h.backlog();
+          await writeAll(fh, buf.subarray(0, n), HEADER + meta.length + off);
+          off += n;
+        }
+        const head = Buffer.alloc(HEADER);
+        MAGIC.copy(head, 0);
+        key.copy(head, 8);
+        head.writeBigUInt64LE(BigInt(length), 40);
+        head.writeUInt32LE(meta.length, 48);
+        createHash('sha256').update(meta).digest().copy(head, 56);
+        Buffer.from(await h.digest(), 'hex').copy(head, 88);
+        seal(this.secret, head).copy(head, SEALED);
+        await writeAll(fh, head, 0);
+      } finally {
+        h.abort();
+      }
+      await fh.close();
+      fh = undefined;
+      await fsp.rename(tmp, this.file(tag, key));
+      tmp = undefined;
+    } catch {
+      /* not recorded: the next build reads the layer */
+    } finally {
+      await fh?.close().catch(() => undefined);
+      if (tmp !== undefined) await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    }
+  }
+}
+
+async function copyChecked(fh: fsp.FileHandle, at: number, length: number, digest: string, write: (chunk: Buffer, at: number) => Promise<void>): Promise<boolean> {
+  const h = new StreamHash(length);
+  try {
+    // Two buffers: the next chunk is read while the last one is written.
+    const bufs = [Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, length))), Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, length)))];
+    let pending: Promise<void> = Promise.resolve();
+    for (let off = 0, i = 0; off < length; i ^= 1) {
+      const buf = bufs[i]!;
+      const n = Math.min(buf.length, length - off);
+      const { bytesRead } = await fh.read(buf, 0, n, at + off);
+      if (bytesRead !== n) return false;
+      h.update(buf.subarray(0, n));
+      await h.backlog();
+      await pending;
+      pending = write(buf.subarray(0, n), off);
+      off += n;
+    }
+    await pending;
+    return (await h.digest()) === digest;
+  } catch {
+    return false;
+  } finally {
+    h.abort();
+  }
+}
+
+async function writeAll(fh: fsp.FileHandle, b: Buffer, at: number): Promise<void> {
+  for (let off = 0; off < b.length; ) {
+    const { bytesWritten } = await fh.write(b, off, b.length - off, at + off);
+    if (bytesWritten <= 0) throw new Error('short write');
+    off += bytesWritten;
+  }
+}
+
+function seal(secret: Uint8Array, head: Buffer): Buffer {
+  return createHmac('sha256', secret).update(head.subarray(0, SEALED)).digest();
+}
