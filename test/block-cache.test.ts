@@ -49,8 +49,25 @@ test('a record sealed by this user: found by position, its digest given, nothing
   assert.is(warm.cache, 'hit');
   assert.is(hex(warm.digest), sha(A));
   assert.ok(codec.decompress(warm.data, A.length).equals(A));
-  // Another position of the same layer is another key.
-  assert.is(compressCached(codec, c, A, { ...place, at: 0 }).cache, 'miss');
+  // Another position (or layer) is another key, but the record is indexed by content too: the
+  // same bytes elsewhere (the next version of the layer) are found once hashed.
+  const moved = compressCached(codec, c, A, { tag: 'bafy-other-layer', at: 0 });
+  assert.is(moved.cache, 'hit');
+  assert.is(hex(moved.digest), sha(A));
+  assert.ok(codec.decompress(moved.data, A.length).equals(A));
+  assert.is(compressCached(codec, c, B, { ...place, at: 0 }).cache, 'miss', 'other bytes are not found by content');
+  c.close();
+});
+
+test('a record by position whose raw digest lies is not found by content (unless this user sealed it)', ({ dir }) => {
+  const other = new BlockCache(dir, NS, randomBytes(32));
+  // A's payload, filed by position with B's digest: indexed under B's content key.
+  other.put(other.positionKey(place.tag, place.at), A.length, { raw: false, data: codec.compress(A) }, place, createHash('sha256').update(B).digest());
+  other.close();
+  const c = new BlockCache(dir, NS, mine);
+  const r = compressCached(codec, c, B, { tag: 'bafy-next-version', at: 0 });
+  assert.is(r.cache, 'miss', 'the payload does not decompress to B');
+  assert.ok(codec.decompress(r.data, B.length).equals(B), 'B\'s own bytes');
   c.close();
 });
 

@@ -9,6 +9,10 @@
  *   by content:   key = sha256(namespace + sha256hex(raw))        (32 bytes, hex in the API)
  *   by position:  key = sha256(namespace + "\0at\0" + tag + "\0" + offset)
  *
+ * A record filed by position is indexed under its content key too (its header holds the raw
+ * block's digest, from which a lookup by content checks the key), so a block that moved (the
+ * same bytes in the next version of a layer) is found once it is hashed.
+ *
  * so a different library build never serves stale bytes. A key by position names the raw
  * block at a byte offset of the tagged content (a layer, which its reader verifies whole
  * against its CID before any output made from it is kept): it is looked up before the block
@@ -127,6 +131,10 @@ interface PackWriter {
   offset: number;
 }
 
+function contentKey(namespace: string, rawDigestHex: string): string {
+  return createHash('sha256').update(namespace + rawDigestHex).digest('hex');
+}
+
 /** The directory name of a tag. */
 export function tagDir(tag: string): string {
   return SAFE_TAG.test(tag) ? tag : `h-${createHash('sha256').update(tag).digest('hex').slice(0, 32)}`;
@@ -159,7 +167,7 @@ export class BlockCache {
 
   /** The key of a raw block, from the hex sha256 of its bytes. */
   key(rawDigestHex: string): string {
-    return createHash('sha256').update(this.namespace + rawDigestHex).digest('hex');
+    return contentKey(this.namespace, rawDigestHex);
   }
 
   /** The key of the raw block at byte `at` of the content tagged `tag` (see the file comment). */
@@ -184,7 +192,7 @@ export class BlockCache {
         const buf = Buffer.allocUnsafeSlow(HEADER + loc.payloadLength);
         const got = fs.readSync(this.fd(loc.pack), buf, 0, buf.length, loc.offset);
         const head = buf.subarray(0, HEADER);
-        const found = got === buf.length ? decodeRecord(head, buf.subarray(HEADER), key, rawLength) : undefined;
+        const found = got === buf.length ? decodeRecord(head, buf.subarray(HEADER), key, rawLength, this.namespace) : undefined;
         if (found) {
           const sealed = this.sealedBy(head);
           if (sealed || accept(found)) block = { ...found, sealed, rawDigest: head.subarray(RAW_DIGEST, SEALED) };
@@ -220,12 +228,17 @@ export class BlockCache {
       const offset = w.offset;
       fs.writevSync(w.fd, [head, payload], offset);
       w.offset += HEADER + payload.length;
-      const rec = Buffer.alloc(INDEX_RECORD);
-      Buffer.from(key, 'hex').copy(rec, 0);
-      rec.writeBigUInt64LE(BigInt(offset), 32);
-      rec.writeUInt32LE(payload.length, 40);
+      // A block filed by position is indexed by its content too: a layer that holds the same
+      // bytes at other offsets (the next version of a module) finds it once it hashed the block.
+      const keys = place.at !== undefined ? [key, this.key(Buffer.from(rawDigest).toString('hex'))] : [key];
+      const rec = Buffer.alloc(INDEX_RECORD * keys.length);
+      keys.forEach((k, i) => {
+        Buffer.from(k, 'hex').copy(rec, i * INDEX_RECORD);
+        rec.writeBigUInt64LE(BigInt(offset), i * INDEX_RECORD + 32);
+        rec.writeUInt32LE(payload.length, i * INDEX_RECORD + 40);
+      });
       fs.writeSync(w.idx, rec);
-      this.add(key, { pack: w.pack, offset, payloadLength: payload.length });
+      for (const k of keys) this.add(k, { pack: w.pack, offset, payloadLength: payload.length });
     } catch {
       /* the block is simply not cached */
     }
@@ -343,11 +356,15 @@ function mkdirOnce(dir: string, mode: number): boolean {
   }
 }
 
-/** A record from its header and the payload its index entry gives the length of. */
-function decodeRecord(head: Buffer, payload: Buffer, key: string, rawLength: number): CachedBlock | undefined {
+/**
+ * A record from its header and the payload its index entry gives the length of, found under
+ * `key`: the record's own key, or (a record filed by position, indexed by content too) the
+ * content key of the raw digest the record holds.
+ */
+function decodeRecord(head: Buffer, payload: Buffer, key: string, rawLength: number, namespace?: string): CachedBlock | undefined {
   if (head.length !== HEADER || !head.subarray(0, 4).equals(MAGIC)) return undefined;
   if (head.readUInt32LE(8) !== rawLength) return undefined;
-  if (head.subarray(16, 48).toString('hex') !== key) return undefined;
+  if (head.subarray(16, 48).toString('hex') !== key && (namespace === undefined || contentKey(namespace, head.subarray(RAW_DIGEST, SEALED).toString('hex')) !== key)) return undefined;
   if (payload.length !== head.readUInt32LE(12)) return undefined;
   if (!createHash('sha256').update(payload).digest().equals(head.subarray(48, RAW_DIGEST))) return undefined;
   const raw = (head.readUInt32LE(4) & FLAG_RAW) !== 0;

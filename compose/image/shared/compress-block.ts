@@ -37,7 +37,9 @@ export function compressCached(codec: Codec, cache: BlockCache | undefined, raw:
   let key: string | undefined;
   if (cache) {
     key = place.at !== undefined ? cache.positionKey(place.tag, place.at) : cache.key(sha().toString('hex'));
-    const hit = cache.get(key, raw.length, (b) => recordMatches(codec, raw, b));
+    const accept = (b: CachedBlock) => recordMatches(codec, raw, b);
+    // Not at this position: the same bytes may be cached from elsewhere (another version of the layer).
+    const hit = cache.get(key, raw.length, accept) ?? (place.at !== undefined ? cache.get(cache.key(sha().toString('hex')), raw.length, accept) : undefined);
     if (hit) {
       // (a 32-byte copy: the record's digest views its whole buffer, which may be transferred)
       const d = hit.sealed ? new Uint8Array(hit.rawDigest) : new Uint8Array(sha());
