@@ -20,12 +20,13 @@ import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { aclFromText, narrowedNode } from '../native/acl.js';
-import { StrataError, COMPOSE_ERR } from './errors.js';
+import { StrataError, COMPOSE_ERR, isStrataError } from './errors.js';
 import type { LoadedModule, StoreReader, LayerEntry } from '../store/index.js';
 import { embeddedPlanned, forEachPlannedFile, type MergePlan } from './merge.js';
 import { outputLicence, planOutput } from './outputs.js';
 import { checkErofsOptions, checkSquashOptions, ErofsWriter, imageFormat, SEGMENT_MAX_FILES, SquashfsWriter, type ErofsCompressor, type ImageFormat, type SquashOptions } from './image/index.js';
 import { cacheSecret as userCacheSecret } from './caches.js';
+import { IMAGE_ERR } from './image/errors.js';
 
 export interface ImageOptions {
   /** squashfs (default) or erofs. */
@@ -85,7 +86,7 @@ interface ImageSink {
   abort(): Promise<void>;
 }
 
-async function createSink(out: string, store: StoreReader & { cacheDir?: string }, opts: ImageOptions, gid: number | undefined, expectedFiles: number): Promise<ImageSink> {
+async function createSink(out: string, store: StoreReader & { cacheDir?: string }, opts: ImageOptions, gid: number | undefined, expectedFiles: number, useSegments: boolean): Promise<ImageSink> {
   const cacheDir = opts.cache === false ? undefined : store.cacheDir;
   const scratchDir = await store.scratchDir();
   const cacheSecret = cacheDir === undefined ? undefined : userCacheSecret();
@@ -102,6 +103,7 @@ async function createSink(out: string, store: StoreReader & { cacheDir?: string 
     cacheSecret,
     scratchDir,
     expectedFiles,
+    useSegments,
     mkfsTime: 0,
     ...access,
   });
@@ -117,10 +119,29 @@ export async function buildImage(store: StoreReader & { cacheDir?: string }, mod
   const licence = outputLicence(mods);
   await checkOutput(out, opts.force === true);
   const { plan, embedded } = await planOutput(store, mods);
-  const writer = await createSink(out, store, opts, licence?.gid, plan.count).catch((e) => {
+  try {
+    return await writeImage(store, mods, out, opts, plan, embedded, true);
+  } catch (e) {
+    // A segment found damaged as it was copied (it is gone now): the same image, layers read.
+    if (!isStrataError(e) || e.code !== IMAGE_ERR.SEGMENT_DAMAGED) throw e;
+    return await writeImage(store, mods, out, opts, plan, embedded, false);
+  } finally {
     plan.dispose();
-    throw e;
-  });
+  }
+}
+
+/** buildImage's writing, once (`useSegments`: place layers from segments of earlier builds). */
+async function writeImage(
+  store: StoreReader & { cacheDir?: string },
+  mods: LoadedModule[],
+  out: string,
+  opts: ImageOptions,
+  plan: MergePlan,
+  embedded: Map<string, Buffer>,
+  useSegments: boolean,
+): Promise<ImageResult> {
+  const licence = outputLicence(mods);
+  const writer = await createSink(out, store, opts, licence?.gid, plan.count, useSegments);
   const keepsAcls = opts.format === 'erofs';
   const restricted = (layer: number): boolean => mods[layer]?.record.restricted != null;
   // What the image stores of an entry of `layer`: as planned (EROFS), or with its ACL narrowed.
@@ -172,8 +193,6 @@ export async function buildImage(store: StoreReader & { cacheDir?: string }, mod
   } catch (e) {
     await writer.abort().catch(() => undefined);
     throw e;
-  } finally {
-    plan.dispose();
   }
 }
 

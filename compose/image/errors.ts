@@ -18,4 +18,10 @@ export const IMAGE_ERR = {
   NOT_FOUND: 'ERR_NOT_FOUND',
   /** A file too large to read whole (stream it instead). */
   TOO_LARGE: 'ERR_IMAGE_TOO_LARGE',
+  /**
+   * A cached segment whose bytes were not what it sealed, found once they were copied into the
+   * image (SquashfsWriter.finish): the segment is gone, the image must be built without using
+   * segments (compose/squash.ts does so at once).
+   */
+  SEGMENT_DAMAGED: 'ERR_SEGMENT_DAMAGED',
 } as const;

@@ -111,6 +111,14 @@ export class OutputFile {
     if (this.queuedBytes >= WRITE_BEHIND) await this.flush();
   }
 
+  /**
+   * Positional write of the whole buffer beside the queue (neither flushed nor waited for): for
+   * a range no queued write covers, filled while the writer goes on after it.
+   */
+  async writeRange(b: Uint8Array, at: number): Promise<void> {
+    await this.writeAt(b, at);
+  }
+
   /** Forgets queued bytes at or past `pos` (a writer that moved its position back over them). */
   discardFrom(pos: number): void {
     while (this.queued.length > 0 && this.queuedAt + this.queuedBytes > pos) {

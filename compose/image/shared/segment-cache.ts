@@ -14,8 +14,9 @@
  * checked another way: a segment is used only when it carries this user's seal (an HMAC
  * under the cache secret of the header, which holds the key, both lengths and the sha256 of
  * the meta and of the bytes), its meta hashes to what the header says (checked before the
- * meta is used) and its bytes do too (hashed as they are copied; a mismatch leaves the copy
- * to be overwritten and the writer builds the group as if there were no segment). So a
+ * meta is used) and its bytes do too (hashed as they are copied, while the writer goes on
+ * with the groups after it; a mismatch drops the segment and fails the build with
+ * ERR_SEGMENT_DAMAGED, which the composer answers by building again without segments). So a
  * segment is always what this user's own build wrote for that key, from layers it verified.
  * Without a secret there are no segments.
  *
@@ -66,6 +67,8 @@ export interface FoundSegment {
    */
   copyTo(write: (chunk: Buffer, at: number) => Promise<void>): Promise<boolean>;
   close(): Promise<void>;
+  /** Removes the segment (its bytes were found wrong). */
+  drop(): Promise<void>;
 }
 
 export class SegmentCache {
@@ -119,6 +122,7 @@ export class SegmentCache {
           return true;
         },
         close: () => fh.close().catch(() => undefined),
+        drop: () => fsp.rm(file, { force: true }).catch(() => undefined),
       };
     } catch {
       await fh.close().catch(() => undefined);

@@ -59,6 +59,11 @@ export interface SquashOptions {
   /** A private directory for the entry list once it outgrows memory (default: the OS temp dir). */
   scratchDir?: string;
   /**
+   * Use segments of earlier builds (default true; they are still recorded when false): a
+   * build found ERR_SEGMENT_DAMAGED is done again with false.
+   */
+  useSegments?: boolean;
+  /**
    * About how many files will be added (the plan's count): the dedup index is sized for them
    * once instead of growing as they come. Only memory depends on it, never the bytes.
    */
@@ -236,7 +241,10 @@ export class SquashfsWriter {
   private recording: Recording | undefined;
   /** Segment files being written (best effort), awaited before the image is committed. */
   private readonly segmentWrites: Promise<void>[] = [];
+  /** Segments being copied into the image (their state already applied): each resolves to whether its bytes were sealed ones. */
+  private readonly segmentCopies: Promise<boolean>[] = [];
   private segmentHits = 0;
+  private readonly useSegments: boolean;
 
   private constructor(
     private readonly file: OutputFile,
@@ -249,7 +257,9 @@ export class SquashfsWriter {
     cacheSecret: Uint8Array | undefined,
     scratchDir: string,
     expectedFiles: number,
+    useSegments: boolean,
   ) {
+    this.useSegments = useSegments;
     this.records = new SpillSorter<Rec>({ compare: (a, b) => comparePaths(a.entry.path, b.entry.path), codec: recCodec, dir: scratchDir });
     this.tails = new DigestTable(expectedFiles);
     const config: BlockJobConfig = { codec: { name: codec.name, level: codec.level }, blockSize, cacheDir, cacheSecret };
@@ -278,7 +288,7 @@ export class SquashfsWriter {
     codecVersion(spec); // a missing addon fails here, in the caller's thread
     const file = await OutputFile.create(outPath, opts.access);
     try {
-      return new SquashfsWriter(file, codec, bs, mkfs, encodeCompressorOptions(spec), threads, opts.cacheDir, opts.cacheSecret, opts.scratchDir ?? os.tmpdir(), opts.expectedFiles ?? 0);
+      return new SquashfsWriter(file, codec, bs, mkfs, encodeCompressorOptions(spec), threads, opts.cacheDir, opts.cacheSecret, opts.scratchDir ?? os.tmpdir(), opts.expectedFiles ?? 0, opts.useSegments ?? true);
     } catch (e) {
       await file.abort();
       throw e;
@@ -532,13 +542,10 @@ export class SquashfsWriter {
     while (this.queue.length) await this.writeHead();
     const key = createHash('sha256').update(this.prefix!).update(`\0${identity}\0${group}\0`).digest();
     this.prefix = key;
-    const found = await this.segments!.open(group, key);
+    const found = this.useSegments ? await this.segments!.open(group, key) : undefined;
     if (found) {
-      try {
-        if (await this.placeSegment(found, files!)) return true;
-      } finally {
-        await found.close();
-      }
+      if (this.placeSegment(found, files!)) return true;
+      await found.close();
     }
     this.recording = { key, group, gid: opts.cacheGid, start: this.pos, fragStart: this.fragCount, blocksBefore: this.hits + this.misses, files: [] };
     return false;
@@ -564,11 +571,12 @@ export class SquashfsWriter {
   }
 
   /**
-   * Places a group from its segment: true when the segment fits (it starts here, its files are
-   * the group's) and its bytes are what it sealed; else nothing of the writer's state changed
-   * (bytes copied past the position are overwritten by what comes next).
+   * Places a group from its segment when it fits (it starts here, its files are the group's):
+   * the writer's state moves past the group at once, and the bytes are copied into the image
+   * while the writer goes on (finish() waits for them, and fails with ERR_SEGMENT_DAMAGED if
+   * they were not the sealed ones). False: nothing of the writer's state changed.
    */
-  private async placeSegment(found: FoundSegment, files: () => Iterable<LayerEntry>): Promise<boolean> {
+  private placeSegment(found: FoundSegment, files: () => Iterable<LayerEntry>): boolean {
     const m = decodeSegmentMeta(found.meta);
     if (!m || m.start !== this.pos || m.fragBase !== this.fragCount || m.end - m.start !== found.length) return false;
     const recs: Rec[] = [];
@@ -579,7 +587,12 @@ export class SquashfsWriter {
       recs.push({ entry, file: f.fd });
     }
     if (recs.length !== m.files.length) return false;
-    if (!(await found.copyTo((chunk, at) => this.file.writeAll(chunk, m.start + at)))) return false;
+    const copy = found.copyTo((chunk, at) => this.file.writeRange(chunk, m.start + at)).then(async (ok) => {
+      if (!ok) await found.drop();
+      await found.close();
+      return ok;
+    });
+    this.segmentCopies.push(copy);
     for (let i = 0; i < recs.length; i++) {
       const f = m.files[i]!;
       if (f.run) this.blockRuns.set(f.run.toString('base64'), { blocksStart: f.fd.blocksStart, sizes: f.fd.sizes, sparse: f.fd.sparse });
@@ -635,6 +648,11 @@ export class SquashfsWriter {
       while (this.queue.length) await this.writeHead();
       // Segments read the image back: they are written before it is committed.
       await Promise.all(this.segmentWrites.splice(0));
+      if ((await Promise.all(this.segmentCopies.splice(0))).includes(false)) {
+        throw new StrataError(IMAGE_ERR.SEGMENT_DAMAGED, 'a segment of the block cache was damaged (it was removed)', {
+          hint: 'build again: the layers are read instead',
+        });
+      }
       // Every file is placed: the tables need the memory more than the dedup indexes.
       this.tails.release();
       this.blockRuns.clear();
@@ -655,7 +673,7 @@ export class SquashfsWriter {
     this.closed = true;
     this.recording = undefined;
     this.records.dispose();
-    await Promise.all(this.segmentWrites.splice(0));
+    await Promise.all([...this.segmentWrites.splice(0), ...this.segmentCopies.splice(0)]);
     await this.pool.close();
     await this.file.abort();
   }
