@@ -39,6 +39,11 @@ export interface NativeAddon {
   extractOpen(blobFd: number, rootFd: number): unknown;
   extractRun(session: unknown, batch: Buffer, count: number, last: boolean): Promise<unknown>;
   extractClose(session: unknown): void;
+  /**
+   * sha256 (hex) of `length` bytes of `src` from `srcAt`, written to `dst` at `dstAt` as they
+   * are read (dst -1: only hashed), on a thread of libuv's pool (native/extract.c).
+   */
+  hashCopy(src: number, srcAt: number, length: number, dst: number, dstAt: number): Promise<string>;
 }
 
 // From source (native/*.ts under tsx) the build dir is one level up; from dist/native/*.js two.

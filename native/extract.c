@@ -1169,12 +1169,146 @@ static napi_value js_extract_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* ---- a byte range hashed, and copied, on libuv's pool --------------------------------------- */
+
+/*
+ * hashCopy(src, srcAt, length, dst, dstAt): reads `length` bytes of descriptor `src` from
+ * `srcAt` (pread), hashes them, and writes them to descriptor `dst` at `dstAt` (pwrite; none
+ * when dst is -1), a MiB at a time on one thread of the pool; resolves to the sha256 (hex) of
+ * the bytes read. What an image writer does with its segments (compose/image/shared/
+ * segment-cache.ts) and its digest, without a chunk passing through the JS thread. Rejects
+ * with the errno of a failed read or write, or ERR_OUT_OF_RANGE when the source ends early.
+ */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  int src, dst;
+  int64_t src_at, dst_at, length;
+  int err;
+  const char *syscall;
+  bool short_read;
+  char hex[65];
+} copy_job;
+
+#define COPY_CHUNK (1 << 20)
+
+static void copy_execute(napi_env env, void *data) {
+  (void)env;
+  copy_job *j = data;
+  EVP_MD_CTX *h = hash_new();
+  unsigned char *buf = malloc(COPY_CHUNK);
+  if (h == NULL || buf == NULL) {
+    j->err = ENOMEM;
+    j->syscall = "malloc";
+    goto done;
+  }
+  for (int64_t off = 0; off < j->length;) {
+    size_t want = (size_t)(j->length - off < COPY_CHUNK ? j->length - off : COPY_CHUNK);
+    ssize_t n = pread(j->src, buf, want, (off_t)(j->src_at + off));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      j->err = errno;
+      j->syscall = "pread";
+      goto done;
+    }
+    if (n == 0) {
+      j->short_read = true;
+      goto done;
+    }
+    ossl.update(h, buf, (size_t)n);
+    for (ssize_t w = 0; j->dst >= 0 && w < n;) {
+      ssize_t m = pwrite(j->dst, buf + w, (size_t)(n - w), (off_t)(j->dst_at + off + w));
+      if (m < 0 && errno == EINTR) continue;
+      if (m <= 0) {
+        j->err = m < 0 ? errno : EIO;
+        j->syscall = "pwrite";
+        goto done;
+      }
+      w += m;
+    }
+    off += n;
+  }
+  hash_hex(h, j->hex);
+done:
+  if (h != NULL) ossl.ctx_free(h);
+  free(buf);
+}
+
+static void copy_complete(napi_env env, napi_status status, void *data) {
+  copy_job *j = data;
+  napi_value v = NULL, code, msg;
+  if (status == napi_ok && j->hex[0] != 0 && napi_create_string_utf8(env, j->hex, 64, &v) == napi_ok) {
+    napi_resolve_deferred(env, j->deferred, v);
+  } else {
+    char text[160];
+    const char *c = j->short_read ? "ERR_OUT_OF_RANGE" : "EIO";
+    if (j->short_read) snprintf(text, sizeof text, "hashCopy: the source ended before %lld bytes", (long long)j->length);
+    else if (j->syscall != NULL) snprintf(text, sizeof text, "hashCopy: %s: %s", j->syscall, strerror(j->err));
+    else snprintf(text, sizeof text, "hashCopy failed");
+    napi_create_string_utf8(env, c, NAPI_AUTO_LENGTH, &code);
+    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, code, msg, &v);
+    napi_reject_deferred(env, j->deferred, v);
+  }
+  napi_delete_async_work(env, j->work);
+  free(j);
+}
+
+static bool arg_i64(napi_env env, napi_value v, int64_t *out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0 && d <= 9007199254740991.0) || d != (double)(int64_t)d) return false;
+  *out = (int64_t)d;
+  return true;
+}
+
+static napi_value js_hash_copy(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  int32_t src, dst;
+  int64_t src_at, length, dst_at;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 || napi_get_value_int32(env, argv[0], &src) != napi_ok ||
+      !arg_i64(env, argv[1], &src_at) || !arg_i64(env, argv[2], &length) || napi_get_value_int32(env, argv[3], &dst) != napi_ok ||
+      !arg_i64(env, argv[4], &dst_at) || src < 0 || dst < -1) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "hashCopy(src: fd, srcAt, length, dst: fd or -1, dstAt)");
+    return NULL;
+  }
+  if (!ossl_load()) {
+    napi_throw_error(env, "ENOSYS", "hashCopy: sha256 is not available from the process's libcrypto");
+    return NULL;
+  }
+  copy_job *j = calloc(1, sizeof *j);
+  if (j == NULL) {
+    napi_throw_error(env, "ENOMEM", "hashCopy: out of memory");
+    return NULL;
+  }
+  j->src = src;
+  j->dst = dst;
+  j->src_at = src_at;
+  j->dst_at = dst_at;
+  j->length = length;
+  napi_value promise, name;
+  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok || napi_create_string_utf8(env, "hashCopy", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, copy_execute, copy_complete, j, &j->work) != napi_ok) {
+    free(j);
+    throw_pending(env, "napi_create_async_work");
+    return NULL;
+  }
+  if (napi_queue_async_work(env, j->work) != napi_ok) {
+    napi_delete_async_work(env, j->work);
+    free(j);
+    throw_pending(env, "napi_queue_async_work");
+    return NULL;
+  }
+  return promise;
+}
+
 napi_status extract_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"extractAvailable", NULL, js_extract_available, NULL, NULL, NULL, napi_enumerable, NULL},
       {"extractOpen", NULL, js_extract_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"extractRun", NULL, js_extract_run, NULL, NULL, NULL, napi_enumerable, NULL},
       {"extractClose", NULL, js_extract_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hashCopy", NULL, js_hash_copy, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

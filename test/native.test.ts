@@ -23,6 +23,8 @@ import {
 } from '../native/fsops.js';
 import { aclFromText, aclToXattr } from '../native/acl.js';
 import { unmount } from './helpers/tmp.js';
+import { addon } from '../native/binding.js';
+import { createHash } from 'node:crypto';
 import { nobody, runAs } from './helpers/users.js';
 
 const run = (cmd: string, ...args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
@@ -296,6 +298,36 @@ at('syncFileRange starts writeback without changing the file, and refuses what i
     closeSync(fd);
   }
   expectErrno(() => syncFileRange(fd, 0, 1), 'EBADF', 'sync_file_range', '');
+});
+
+at('hashCopy hashes a byte range on the pool and writes it where asked; a short source or a bad descriptor rejects', async ({ dir }) => {
+  const bytes = Buffer.from(Array.from({ length: 3 << 20 }, (_, i) => (i * 2654435761) >>> 24));
+  writeFileSync(join(dir, 'src'), bytes);
+  writeFileSync(join(dir, 'dst'), Buffer.alloc(16, 0x55));
+  const src = openSync(join(dir, 'src'), 'r');
+  const dst = openSync(join(dir, 'dst'), 'r+');
+  try {
+    const from = 12_345;
+    const length = bytes.length - from - 999;
+    const range = bytes.subarray(from, from + length);
+    const digest = await addon().hashCopy(src, from, length, dst, 7);
+    assert.is(digest, createHash('sha256').update(range).digest('hex'), 'the sha256 of the bytes read');
+    const out = readFileSync(join(dir, 'dst'));
+    assert.ok(out.subarray(0, 7).equals(Buffer.alloc(7, 0x55)), 'the bytes before the target offset are untouched');
+    assert.ok(out.subarray(7).equals(range), 'the range, written at the target offset (across several MiB reads)');
+    assert.is(await addon().hashCopy(src, 0, bytes.length, -1, 0), createHash('sha256').update(bytes).digest('hex'), 'dst -1: only hashed');
+    assert.is(await addon().hashCopy(src, 5, 0, -1, 0), createHash('sha256').digest('hex'), 'nothing: the empty digest');
+    const short = await addon().hashCopy(src, bytes.length - 10, 11, -1, 0).catch((e: NodeJS.ErrnoException) => e);
+    assert.instance(short, Error);
+    assert.is((short as NodeJS.ErrnoException).code, 'ERR_OUT_OF_RANGE');
+    const bad = await addon().hashCopy(src, 0, 10, src, 0).catch((e: Error) => e); // read-only descriptor as target
+    assert.instance(bad, Error);
+    assert.match((bad as Error).message, /pwrite/);
+    assert.throws(() => addon().hashCopy(src, -1, 10, -1, 0), /hashCopy\(/);
+  } finally {
+    closeSync(src);
+    closeSync(dst);
+  }
 });
 
 at('the *at calls act on the name in the directory, never through a symlink', ({ dir }) => {

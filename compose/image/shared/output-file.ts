@@ -19,12 +19,10 @@ import { constants as C } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { StreamHash } from '../../../native/sha256.js';
+import { addon } from '../../../native/binding.js';
 
 /** Queued writes go out once this many bytes are queued. */
 const WRITE_BEHIND = 1 << 20;
-/** Reads of the finished file, for its digest. */
-const READ_SIZE = 1 << 20;
 const HOST = createHash('sha256').update(os.hostname()).digest('hex').slice(0, 8);
 const TEMP = /^\.strata-tmp-([0-9a-f]{8})-(\d+)-[0-9a-f]{12}$/;
 
@@ -111,14 +109,6 @@ export class OutputFile {
     if (this.queuedBytes >= WRITE_BEHIND) await this.flush();
   }
 
-  /**
-   * Positional write of the whole buffer beside the queue (neither flushed nor waited for): for
-   * a range no queued write covers, filled while the writer goes on after it.
-   */
-  async writeRange(b: Uint8Array, at: number): Promise<void> {
-    await this.writeAt(b, at);
-  }
-
   /** Forgets queued bytes at or past `pos` (a writer that moved its position back over them). */
   discardFrom(pos: number): void {
     while (this.queued.length > 0 && this.queuedAt + this.queuedBytes > pos) {
@@ -163,22 +153,12 @@ export class OutputFile {
     if (padded > length) await this.fh.truncate(padded);
   }
 
-  /** sha256 (hex) of the temp file as it is now, read through its descriptor, hashed off the main thread. */
+  /**
+   * sha256 (hex) of the temp file as it is now, read through its descriptor and hashed on a
+   * thread of libuv's pool (no chunk passes through the JS thread).
+   */
   private async sha256(): Promise<string> {
-    const h = new StreamHash((await this.fh.stat()).size);
-    try {
-      const buf = Buffer.allocUnsafe(READ_SIZE);
-      for (let pos = 0; ; ) {
-        const { bytesRead } = await this.fh.read(buf, 0, READ_SIZE, pos);
-        if (bytesRead === 0) break;
-        pos += bytesRead;
-        h.update(buf.subarray(0, bytesRead));
-        await h.backlog();
-      }
-      return await h.digest();
-    } finally {
-      h.abort();
-    }
+    return addon().hashCopy(this.fh.fd, 0, (await this.fh.stat()).size, -1, 0);
   }
 
   /**

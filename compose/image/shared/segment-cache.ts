@@ -47,14 +47,12 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypt
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { StreamHash } from '../../../native/sha256.js';
+import { addon } from '../../../native/binding.js';
 import { BLOCK_CACHE_DIR, namespaceDir, namespaceId, tagDir } from './block-cache.js';
 
 const MAGIC = Buffer.from('SQS1');
 const HEADER = 152;
 const SEALED = 120;
-/** Copies go through buffers of this size. */
-const CHUNK = 1 << 20;
 export const SEGMENT_SUFFIX = '.seg';
 
 /** A sealed segment found for a key: its meta (checked), its bytes still to be copied. */
@@ -62,10 +60,10 @@ export interface FoundSegment {
   meta: Buffer;
   length: number;
   /**
-   * Hands the bytes to `write` in order (`at`: offset in the segment; each chunk is valid
-   * until `write`'s promise settles) and checks them: true when they are the sealed bytes.
+   * Writes the bytes to descriptor `fd` from `at` (on a thread of libuv's pool, hashed as
+   * they go) and checks them: true when they are the sealed bytes.
    */
-  copyTo(write: (chunk: Buffer, at: number) => Promise<void>): Promise<boolean>;
+  copyInto(fd: number, at: number): Promise<boolean>;
   close(): Promise<void>;
   /** Removes the segment (its bytes were found wrong). */
   drop(): Promise<void>;
@@ -114,8 +112,11 @@ export class SegmentCache {
       return {
         meta,
         length,
-        copyTo: async (write) => {
-          if (!(await copyChecked(fh, at, length, bytesDigest, write))) return false;
+        copyInto: async (fd, to) => {
+          const digest = await addon()
+            .hashCopy(fh.fd, at, length, fd, to)
+            .catch(() => undefined);
+          if (digest !== bytesDigest) return false;
           // Used now: what the cache's pruning keeps longest (block-cache.ts).
           const now = new Date();
           await fsp.utimes(file, now, now).catch(() => undefined);
@@ -149,30 +150,16 @@ export class SegmentCache {
         await fh.chmod(0o644 & ~process.umask());
       }
       await writeAll(fh, meta, HEADER);
-      const h = new StreamHash(length);
-      const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, length)));
-      try {
-        for (let off = 0; off < length; ) {
-          const n = Math.min(buf.length, length - off);
-          const { bytesRead } = await src.read(buf, 0, n, start + off);
-          if (bytesRead !== n) throw new Error('short read');
-          h.update(buf.subarray(0, n));
-          await h.backlog();
-          await writeAll(fh, buf.subarray(0, n), HEADER + meta.length + off);
-          off += n;
-        }
-        const head = Buffer.alloc(HEADER);
-        MAGIC.copy(head, 0);
-        key.copy(head, 8);
-        head.writeBigUInt64LE(BigInt(length), 40);
-        head.writeUInt32LE(meta.length, 48);
-        createHash('sha256').update(meta).digest().copy(head, 56);
-        Buffer.from(await h.digest(), 'hex').copy(head, 88);
-        seal(this.secret, head).copy(head, SEALED);
-        await writeAll(fh, head, 0);
-      } finally {
-        h.abort();
-      }
+      const bytesDigest = await addon().hashCopy(src.fd, start, length, fh.fd, HEADER + meta.length);
+      const head = Buffer.alloc(HEADER);
+      MAGIC.copy(head, 0);
+      key.copy(head, 8);
+      head.writeBigUInt64LE(BigInt(length), 40);
+      head.writeUInt32LE(meta.length, 48);
+      createHash('sha256').update(meta).digest().copy(head, 56);
+      Buffer.from(bytesDigest, 'hex').copy(head, 88);
+      seal(this.secret, head).copy(head, SEALED);
+      await writeAll(fh, head, 0);
       await fh.close();
       fh = undefined;
       await fsp.rename(tmp, this.file(tag, key));
@@ -183,32 +170,6 @@ export class SegmentCache {
       await fh?.close().catch(() => undefined);
       if (tmp !== undefined) await fsp.rm(tmp, { force: true }).catch(() => undefined);
     }
-  }
-}
-
-async function copyChecked(fh: fsp.FileHandle, at: number, length: number, digest: string, write: (chunk: Buffer, at: number) => Promise<void>): Promise<boolean> {
-  const h = new StreamHash(length);
-  try {
-    // Two buffers: the next chunk is read while the last one is written.
-    const bufs = [Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, length))), Buffer.allocUnsafe(Math.min(CHUNK, Math.max(1, length)))];
-    let pending: Promise<void> = Promise.resolve();
-    for (let off = 0, i = 0; off < length; i ^= 1) {
-      const buf = bufs[i]!;
-      const n = Math.min(buf.length, length - off);
-      const { bytesRead } = await fh.read(buf, 0, n, at + off);
-      if (bytesRead !== n) return false;
-      h.update(buf.subarray(0, n));
-      await h.backlog();
-      await pending;
-      pending = write(buf.subarray(0, n), off);
-      off += n;
-    }
-    await pending;
-    return (await h.digest()) === digest;
-  } catch {
-    return false;
-  } finally {
-    h.abort();
   }
 }
 

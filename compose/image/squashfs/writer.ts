@@ -587,7 +587,7 @@ export class SquashfsWriter {
       recs.push({ entry, file: f.fd });
     }
     if (recs.length !== m.files.length) return false;
-    const copy = found.copyTo((chunk, at) => this.file.writeRange(chunk, m.start + at)).then(async (ok) => {
+    const copy = found.copyInto(this.file.fh.fd, m.start).then(async (ok) => {
       if (!ok) await found.drop();
       await found.close();
       return ok;
