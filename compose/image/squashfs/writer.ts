@@ -117,9 +117,15 @@ interface SegmentFile {
   run?: Buffer;
   /** The sha256 of its tail, when the tail was packed (not found earlier). */
   tail?: Buffer;
+  /** All of it placed (then it is encoded, in order, and let go). */
+  done?: boolean;
 }
 
-/** A group being recorded as a segment: where it started, and its files in order. */
+/**
+ * A group being recorded as a segment: where it started, and its files, encoded in order as
+ * each is placed (files are placed in order but for a few small ones ahead of a large one's
+ * blocks, which wait in `waiting`): memory is the meta's bytes, not an object per file.
+ */
 interface Recording {
   key: Buffer;
   group: string;
@@ -128,10 +134,16 @@ interface Recording {
   fragStart: number;
   /** hits + misses when the group began. */
   blocksBefore: number;
-  files: SegmentFile[];
+  /** Files added to the group so far. */
+  count: number;
+  waiting: SegmentFile[];
+  meta: MetaChunks;
 }
 
-/** Groups of more files than this are not recorded (the writer holds a recorded group's files until it ends). */
+/**
+ * Groups of more files than this are not recorded: a recorded group's meta is held until the
+ * group ends (about 60 bytes a file), and a build placing it holds its files' records.
+ */
 export const SEGMENT_MAX_FILES = 100_000;
 
 /** A file's full blocks on their way through the queue: settled when the last one is written. */
@@ -308,7 +320,13 @@ export class SquashfsWriter {
 
   /** One part of a file placed; with the last, its record joins the entry list. */
   private placed(f: PendingFile): void {
-    if (--f.open === 0) this.records.push({ entry: f.entry, file: f.fd });
+    if (--f.open !== 0) return;
+    this.records.push({ entry: f.entry, file: f.fd });
+    const r = this.recording;
+    if (f.rec && r) {
+      f.rec.done = true;
+      while (r.waiting.length > 0 && r.waiting[0]!.done) encodeSegmentFile(r.meta, r.waiting.shift()!);
+    }
   }
 
   /**
@@ -348,8 +366,8 @@ export class SquashfsWriter {
     const pending: PendingFile = { entry, fd, open: 2 };
     if (group !== this.group) await this.switchGroup(group, opts, undefined);
     if (this.recording) {
-      if (this.recording.files.length >= SEGMENT_MAX_FILES) this.recording = undefined;
-      else this.recording.files.push((pending.rec = { fd }));
+      if (this.recording.count++ >= SEGMENT_MAX_FILES) this.recording = undefined;
+      else this.recording.waiting.push((pending.rec = { fd }));
     }
     const bs = this.blockSize;
     let block = this.takeBlock();
@@ -547,7 +565,7 @@ export class SquashfsWriter {
       if (this.placeSegment(found, files!)) return true;
       await found.close();
     }
-    this.recording = { key, group, gid: opts.cacheGid, start: this.pos, fragStart: this.fragCount, blocksBefore: this.hits + this.misses, files: [] };
+    this.recording = { key, group, gid: opts.cacheGid, start: this.pos, fragStart: this.fragCount, blocksBefore: this.hits + this.misses, count: 0, waiting: [], meta: new MetaChunks() };
     return false;
   }
 
@@ -555,17 +573,12 @@ export class SquashfsWriter {
   private async endRecording(): Promise<void> {
     const r = this.recording;
     if (!r) return;
-    this.recording = undefined;
+    // Still recording while the group's last blocks are written: its last files are placed now.
     if (this.fragUsed > 0) await this.flushFragment();
     while (this.queue.length) await this.writeHead();
-    const meta = encodeSegmentMeta({
-      start: r.start,
-      end: this.pos,
-      blocks: this.hits + this.misses - r.blocksBefore,
-      fragBase: r.fragStart,
-      frags: this.frags.slice(r.fragStart),
-      files: r.files,
-    });
+    this.recording = undefined;
+    if (r.waiting.length > 0) throw new Error('SquashFS writer: a recorded file was not placed by the end of its group');
+    const meta = encodeSegmentMeta({ start: r.start, end: this.pos, blocks: this.hits + this.misses - r.blocksBefore, fragBase: r.fragStart, frags: this.frags.slice(r.fragStart), files: r.count }, r.meta);
     await this.file.flush();
     this.segmentWrites.push(this.segments!.write(r.group, r.gid, r.key, meta, this.file.fh, r.start, this.pos - r.start));
   }
@@ -957,39 +970,64 @@ interface SegmentMeta {
 }
 
 const META_VERSION = 1;
+const META_CHUNK = 64 << 10;
 
-/** The meta of a segment: fixed fields, then the fragment blocks, then each file (little-endian, numbers as f64). */
-function encodeSegmentMeta(m: SegmentMeta): Buffer {
-  let size = 4 + 8 * 3 + 4 * 3;
-  size += m.frags.length * 12;
-  for (const f of m.files) size += 8 * 3 + 4 * 3 + 1 + f.fd.sizes.length * 4 + (f.run ? 32 : 0) + (f.tail ? 32 : 0);
-  const b = Buffer.alloc(size);
+/** Encoded files, appended to chunks of their own (no buffer grows by copying). */
+class MetaChunks {
+  readonly done: Buffer[] = [];
+  private cur = Buffer.allocUnsafe(META_CHUNK);
+  private used = 0;
+
+  /** Room for `n` more bytes; returns the buffer and where to write. */
+  room(n: number): [Buffer, number] {
+    if (this.used + n > this.cur.length) {
+      this.done.push(this.cur.subarray(0, this.used));
+      this.cur = Buffer.allocUnsafe(Math.max(META_CHUNK, n));
+      this.used = 0;
+    }
+    const at = this.used;
+    this.used += n;
+    return [this.cur, at];
+  }
+
+  all(): Buffer[] {
+    return [...this.done, this.cur.subarray(0, this.used)];
+  }
+}
+
+/** One file of a segment's meta: its FileData (numbers as f64, words as u32), then its new dedup keys. */
+function encodeSegmentFile(out: MetaChunks, f: SegmentFile): void {
+  const d = f.fd;
+  const [b, start] = out.room(8 * 3 + 4 * 3 + 1 + d.sizes.length * 4 + (f.run ? 32 : 0) + (f.tail ? 32 : 0));
+  let o = start;
+  o = b.writeDoubleLE(d.size, o);
+  o = b.writeDoubleLE(d.blocksStart, o);
+  o = b.writeDoubleLE(d.sparse, o);
+  o = b.writeUInt32LE(d.fragIndex, o);
+  o = b.writeUInt32LE(d.fragOffset, o);
+  o = b.writeUInt32LE(d.sizes.length, o);
+  for (const w of d.sizes) o = b.writeUInt32LE(w, o);
+  o = b.writeUInt8((f.run ? 1 : 0) | (f.tail ? 2 : 0), o);
+  if (f.run) o += f.run.copy(b, o);
+  if (f.tail) f.tail.copy(b, o);
+}
+
+/** The meta of a segment: fixed fields, the fragment blocks, then the files `encoded` holds (little-endian). */
+function encodeSegmentMeta(m: Omit<SegmentMeta, 'files'> & { files: number }, encoded: MetaChunks): Buffer {
+  const head = Buffer.alloc(4 + 8 * 3 + 4 * 3 + m.frags.length * 12);
   let o = 0;
-  o = b.writeUInt32LE(META_VERSION, o);
-  o = b.writeDoubleLE(m.start, o);
-  o = b.writeDoubleLE(m.end, o);
-  o = b.writeDoubleLE(m.blocks, o);
-  o = b.writeUInt32LE(m.fragBase, o);
-  o = b.writeUInt32LE(m.frags.length, o);
-  o = b.writeUInt32LE(m.files.length, o);
+  o = head.writeUInt32LE(META_VERSION, o);
+  o = head.writeDoubleLE(m.start, o);
+  o = head.writeDoubleLE(m.end, o);
+  o = head.writeDoubleLE(m.blocks, o);
+  o = head.writeUInt32LE(m.fragBase, o);
+  o = head.writeUInt32LE(m.frags.length, o);
+  o = head.writeUInt32LE(m.files, o);
   for (const fr of m.frags) {
-    o = b.writeDoubleLE(fr.start, o);
-    o = b.writeUInt32LE(fr.word, o);
+    o = head.writeDoubleLE(fr.start, o);
+    o = head.writeUInt32LE(fr.word, o);
   }
-  for (const f of m.files) {
-    const d = f.fd;
-    o = b.writeDoubleLE(d.size, o);
-    o = b.writeDoubleLE(d.blocksStart, o);
-    o = b.writeDoubleLE(d.sparse, o);
-    o = b.writeUInt32LE(d.fragIndex, o);
-    o = b.writeUInt32LE(d.fragOffset, o);
-    o = b.writeUInt32LE(d.sizes.length, o);
-    for (const w of d.sizes) o = b.writeUInt32LE(w, o);
-    o = b.writeUInt8((f.run ? 1 : 0) | (f.tail ? 2 : 0), o);
-    if (f.run) o += f.run.copy(b, o);
-    if (f.tail) o += f.tail.copy(b, o);
-  }
-  return b;
+  return Buffer.concat([head, ...encoded.all()]);
 }
 
 /** The meta as encodeSegmentMeta wrote it; undefined for anything else (a sealed segment of another version). */
