@@ -1098,6 +1098,26 @@ bad:
   return false;
 }
 
+/*
+ * Queues `data`'s work on libuv's pool and returns the promise `done` settles; NULL with a
+ * pending exception when it could not (the caller still owns `data` then).
+ */
+static napi_value queue_job(napi_env env, const char *what, napi_async_execute_callback execute, napi_async_complete_callback done, void *data,
+                            napi_async_work *work, napi_deferred *deferred) {
+  napi_value promise, name;
+  if (napi_create_promise(env, deferred, &promise) != napi_ok || napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, execute, done, data, work) != napi_ok) {
+    throw_pending(env, "napi_create_async_work");
+    return NULL;
+  }
+  if (napi_queue_async_work(env, *work) != napi_ok) {
+    napi_delete_async_work(env, *work);
+    throw_pending(env, "napi_queue_async_work");
+    return NULL;
+  }
+  return promise;
+}
+
 static napi_value js_extract_run(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -1137,17 +1157,9 @@ static napi_value js_extract_run(napi_env env, napi_callback_info info) {
     job_free(j);
     return NULL;
   }
-  napi_value promise, name;
-  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok || napi_create_string_utf8(env, "extractRun", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, run_execute, run_complete, j, &j->work) != napi_ok) {
+  napi_value promise = queue_job(env, "extractRun", run_execute, run_complete, j, &j->work, &j->deferred);
+  if (promise == NULL) {
     job_free(j);
-    throw_pending(env, "napi_create_async_work");
-    return NULL;
-  }
-  if (napi_queue_async_work(env, j->work) != napi_ok) {
-    napi_delete_async_work(env, j->work);
-    job_free(j);
-    throw_pending(env, "napi_queue_async_work");
     return NULL;
   }
   s->busy = true;
@@ -1286,19 +1298,8 @@ static napi_value js_hash_copy(napi_env env, napi_callback_info info) {
   j->src_at = src_at;
   j->dst_at = dst_at;
   j->length = length;
-  napi_value promise, name;
-  if (napi_create_promise(env, &j->deferred, &promise) != napi_ok || napi_create_string_utf8(env, "hashCopy", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, copy_execute, copy_complete, j, &j->work) != napi_ok) {
-    free(j);
-    throw_pending(env, "napi_create_async_work");
-    return NULL;
-  }
-  if (napi_queue_async_work(env, j->work) != napi_ok) {
-    napi_delete_async_work(env, j->work);
-    free(j);
-    throw_pending(env, "napi_queue_async_work");
-    return NULL;
-  }
+  napi_value promise = queue_job(env, "hashCopy", copy_execute, copy_complete, j, &j->work, &j->deferred);
+  if (promise == NULL) free(j);
   return promise;
 }
 
