@@ -340,6 +340,14 @@ export class SquashfsWriter {
    * Full blocks or a tail equal to an earlier file's are not stored again (settleBlocks, placeTail).
    */
   addFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: GroupOptions = {}, origin?: number): Promise<void> {
+    return this.serialized(() => this.streamFile(entry, content, group, opts, origin));
+  }
+
+  /**
+   * Runs `work` after every call before it (addFile, beginGroup), even if the caller does not
+   * await; its failure fails the writer (every later call, and finish(), rejects with it).
+   */
+  private serialized<T>(work: () => Promise<T>): Promise<T> {
     try {
       this.check();
     } catch (e) {
@@ -348,13 +356,16 @@ export class SquashfsWriter {
     const run = this.chain.then(async () => {
       if (this.failed) throw this.failed;
       try {
-        await this.streamFile(entry, content, group, opts, origin);
+        return await work();
       } catch (e) {
         this.failed ??= e;
         throw e;
       }
     });
-    this.chain = run.catch(() => undefined);
+    this.chain = run.then(
+      () => undefined,
+      () => undefined,
+    );
     return run;
   }
 
@@ -514,25 +525,7 @@ export class SquashfsWriter {
    * added. False: add the group's files as usual.
    */
   beginGroup(group: string, opts: GroupOptions, identity: string | undefined, files: () => Iterable<LayerEntry>): Promise<boolean> {
-    try {
-      this.check();
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    const run = this.chain.then(async () => {
-      if (this.failed) throw this.failed;
-      try {
-        return await this.switchGroup(group, opts, identity, files);
-      } catch (e) {
-        this.failed ??= e;
-        throw e;
-      }
-    });
-    this.chain = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    return run;
+    return this.serialized(() => this.switchGroup(group, opts, identity, files));
   }
 
   /**
