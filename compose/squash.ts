@@ -159,7 +159,7 @@ async function writeImage(
     const placed = async (i: number): Promise<boolean> => {
       if (!writer.beginGroup) return false;
       const mod = mods[i]!;
-      const id = await layerIdentity(store, mod, plan, i);
+      const id = layerIdentity(store, mod, plan, i);
       if (id.files === 0) return false;
       if (id.identity !== undefined) await store.checkLayerAccess!(mod);
       const finals = function* () {
@@ -205,12 +205,13 @@ interface LayerIdentity {
    * What decides the layer's part of an image given the layers before it: the layer (CID), the
    * entry list the plan was made from (its digest, which a read of the layer checks), and the
    * planned files in order (path in the layer, size). Undefined when the store cannot say
-   * which list the plan came from, or for a layer of more files than a segment holds.
+   * which list the plan came from, or for a layer of more files than a segment holds (whose
+   * count then stops one past SEGMENT_MAX_FILES, and bytes and acls are not counted).
    */
   identity?: string;
 }
 
-async function layerIdentity(store: StoreReader, mod: LoadedModule, plan: MergePlan, i: number): Promise<LayerIdentity> {
+function layerIdentity(store: StoreReader, mod: LoadedModule, plan: MergePlan, i: number): LayerIdentity {
   const list = store.entryListDigest?.(mod);
   const usable = list !== undefined && store.checkLayerAccess !== undefined;
   const h = createHash('sha256').update(`strata-layer-files-v1\0${mod.record.layer}\0${list ?? ''}\0`);
@@ -219,7 +220,8 @@ async function layerIdentity(store: StoreReader, mod: LoadedModule, plan: MergeP
   let acls = 0;
   let text = '';
   for (const f of plan.files(i)) {
-    files++;
+    // More than a segment holds: the layer is read as usual, so its files are not walked twice.
+    if (++files > SEGMENT_MAX_FILES) return { files, bytes: 0, acls: 0 };
     bytes += f.entry.size;
     if (f.entry.acl) acls++;
     if (!usable) continue;
@@ -230,7 +232,7 @@ async function layerIdentity(store: StoreReader, mod: LoadedModule, plan: MergeP
     }
   }
   h.update(text);
-  return { files, bytes, acls, ...(usable && files <= SEGMENT_MAX_FILES ? { identity: h.digest('hex') } : {}) };
+  return { files, bytes, acls, ...(usable ? { identity: h.digest('hex') } : {}) };
 }
 
 /**
