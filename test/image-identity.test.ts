@@ -286,7 +286,7 @@ Id('segments: layers before a changed one are placed from segments, the rest bui
   strataOk(['-q', 'compose', 'add', MODULES.app.fullName, '--force'], a);
   const changed = squash(a, join(tmp, 's3.sqfs'), ...flags);
   assert.is.not(changed.sha256, first.sha256);
-  assert.is(changed.segmentHits, 2, 'base and mid from segments; app changed, lic comes after it');
+  assert.is(changed.segmentHits, 3, 'base, mid and lic from segments, lic at its new place; app changed');
   const changedAgain = squash(a, join(tmp, 's4.sqfs'), ...flags);
   assert.is(changedAgain.segmentHits, 4);
   assert.is(changedAgain.sha256, changed.sha256);
@@ -337,6 +337,71 @@ Id('segments: layers before a changed one are placed from segments, the rest bui
   assert.is(gone.code, 1, gone.stderr);
   assert.match(gone.stderr, /^strata: [^\n]*base\/1\.0[^\n]*\n$/);
   assert.not.ok(readdirSync(tmp).some((n) => n.startsWith('s10') || n.startsWith('.strata-tmp')), 'no image');
+});
+
+Id('segments: a layer above a changed one is placed from its segment at its new position only when every dedup lookup of it answers as before', () => {
+  // low holds contents top also has (a run of full blocks and a tail, found by top); top
+  // stores B itself. Each version of low moves top; the image must always be a cold build's.
+  const flags = ['--comp', 'gzip', '--block-size', '4096'];
+  const o: Workspace = { cwd: join(tmp, 'dedup'), store: join(tmp, 'store-dedup') };
+  mkdirSync(o.cwd);
+  const A = Buffer.alloc(3 * 4096 + 100, 'A-content ');
+  const B = Buffer.alloc(2 * 4096 + 7, 'B content, top only ');
+  const S = Buffer.from('a small shared tail\n');
+  const layer = (name: string, files: Record<string, Buffer>) => {
+    const dir = join(tmp, 'dedup-src', name);
+    mkdirSync(join(dir, 'data'), { recursive: true });
+    for (const [f, b] of Object.entries(files)) writeFileSync(join(dir, 'data', f), b);
+    mustRun('touch', ['-d', '@1620000000', ...Object.keys(files).map((f) => join(dir, 'data', f)), join(dir, 'data'), dir]);
+    return packGnu(dir, join(tmp, `${name}.tar`));
+  };
+  const useLow = (name: string, files: Record<string, Buffer>) => {
+    strataOk(['-q', 'store', 'import', 'low/1', layer(name, files), '--force'], o);
+    strataOk(['-q', 'compose', 'purge'], o); // load order: low, then top
+    strataOk(['-q', 'compose', 'add', 'low/1', 'top/1'], o);
+  };
+  let n = 0;
+  const build = (): SquashJson => {
+    const out = join(tmp, `dedup-${n++}.sqfs`);
+    const r = strataJson<SquashJson>(['compose', 'squash', out, ...flags], o);
+    assert.is(r.sha256, sha(out));
+    assert.match(mustRun('unsquashfs', ['-lln', out]).stdout.toString(), /squashfs-root\/top\/data\/own\.dat\n/);
+    return r;
+  };
+  /** A warm build, then the same stack cold (which records the segments anew): the same bytes. */
+  const warmThenCold = (): SquashJson => {
+    const warm = build();
+    rmSync(join(o.store, 'cache', 'image-blocks'), { recursive: true, force: true });
+    const cold = build();
+    assert.is(cold.segmentHits, 0);
+    assert.is(warm.sha256, cold.sha256, 'placed from segments or not, the same bytes');
+    return warm;
+  };
+  strataOk(['-q', 'store', 'import', 'low/1', layer('low1', { 'a.dat': A, 's.txt': S, 'x.txt': Buffer.from('one\n') })], o);
+  const topDir = join(tmp, 'dedup-src', 'top');
+  mkdirSync(join(topDir, 'top', 'data'), { recursive: true });
+  writeFileSync(join(topDir, 'top', 'data', 'copy-a.dat'), A);
+  writeFileSync(join(topDir, 'top', 'data', 'own.dat'), B);
+  writeFileSync(join(topDir, 'top', 'data', 's.txt'), S);
+  strataOk(['-q', 'store', 'import', 'top/1', packGnu(topDir, join(tmp, 'top.tar'))], o);
+  strataOk(['-q', 'compose', 'add', 'low/1', 'top/1'], o);
+  assert.is(build().segmentHits, 0);
+  assert.is(build().segmentHits, 2, 'the same stack again');
+
+  // low grows (top moves) but holds the same contents top looks up: top from its segment.
+  useLow('low2', { 'a.dat': A, 's.txt': S, 'x.txt': Buffer.alloc(9000, 'two ') });
+  assert.is(warmThenCold().segmentHits, 1, 'top placed at its new position');
+  // low now holds B, which top stored itself: a build of top finds it, so the segment is not used.
+  useLow('low3', { 'a.dat': A, 's.txt': S, 'b.dat': B });
+  assert.is(warmThenCold().segmentHits, 0, 'top stored B, which low now has');
+  // low no longer holds A, which top found there: not used either.
+  useLow('low4', { 'a.dat': Buffer.alloc(A.length, 'A-changed '), 's.txt': S, 'b.dat': B });
+  assert.is(warmThenCold().segmentHits, 0, 'top found A in low, which low no longer has');
+  // nor S, a tail top found there.
+  useLow('low5', { 'a.dat': Buffer.alloc(A.length, 'A-changed '), 's.txt': Buffer.from('another tail\n'), 'b.dat': B });
+  assert.is(warmThenCold().segmentHits, 0, 'top found the tail S in low, which low no longer has');
+  useLow('low6', { 'a.dat': Buffer.alloc(A.length, 'A-changed '), 's.txt': Buffer.from('another tail\n'), 'b.dat': B, 'y.txt': Buffer.from('more\n') });
+  assert.is(warmThenCold().segmentHits, 1, 'and placed again once the answers are the same');
 });
 
 Id.run();

@@ -27,6 +27,11 @@ export class DigestTable {
     this.table = new Uint32Array(this.slots * DigestTable.WORDS);
   }
 
+  /** Keys held; `set` of a new key is ignored once this reaches MAX_KEYS. */
+  get size(): number {
+    return this.used;
+  }
+
   get(digest: Buffer): [number, number] | undefined {
     const at = this.find(digest) * DigestTable.WORDS;
     const a = this.table[at + 4]!;

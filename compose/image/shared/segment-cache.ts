@@ -1,14 +1,16 @@
 /**
  * Segments: the bytes one group of files (a layer) added to an image, kept so that a later
- * build whose image starts the same way places them again without reading the layer.
+ * build with the same group places them again without reading the layer.
  *
- * An image writer lays out its data group by group, and what a group adds depends only on
- * what came before it (positions, fragment numbers, which contents were already stored) and
- * on the group's own files. A writer that can name both with one key (a chain of the groups'
- * identities, each its caller's digest of a layer, its entry list and the files taken from it)
- * records, at the end of each group, the bytes the group wrote and what it needs to take them
- * again (`meta`, the writer's own encoding). A build that reaches the same key copies the
- * bytes into its image and applies the meta: the layer is not read, no block is looked up.
+ * An image writer lays out its data group by group. What a group adds depends on its own
+ * files and on which of their contents were already stored before it; where it starts only
+ * moves it. A writer names the group by a key (the options and the group's identity, its
+ * caller's digest of a layer, its entry list and the files taken from it) and records, at the
+ * end of the group, the bytes the group wrote and what it needs to place them again (`meta`,
+ * the writer's own encoding: positions relative to the group, and each dedup lookup's answer).
+ * A build that reaches the same key, wherever the group now starts, and whose earlier groups
+ * give every lookup the same answer, copies the bytes into its image and applies the meta:
+ * the layer is not read, no block is looked up.
  *
  * The cache is untrusted input (block-cache.ts), and segments are only ever trusted, never
  * checked another way: a segment is used only when it carries this user's seal (an HMAC

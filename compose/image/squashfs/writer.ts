@@ -108,15 +108,18 @@ interface PendingFile {
 }
 
 /**
- * A file of a recorded group: where its data is, and the dedup keys it added (what a build
- * that places the group from its segment must add to the writer's tables, in the same order).
+ * A file of a recorded group: where its data is, and the dedup keys it looked up, each with
+ * whether the file stored that content itself (the first with it) or found it stored before.
+ * A build placing the group needs the same answers for every key to write the same bytes.
  */
 interface SegmentFile {
   fd: FileData;
-  /** The identity of its run of full blocks, when it was the first with it. */
+  /** The identity of its run of full blocks (when it has one), and whether it stored the run. */
   run?: Buffer;
-  /** The sha256 of its tail, when the tail was packed (not found earlier). */
+  ownRun?: boolean;
+  /** The sha256 of its tail (when it has one), and whether it packed the tail. */
   tail?: Buffer;
+  ownTail?: boolean;
   /** All of it placed (then it is encoded, in order, and let go). */
   done?: boolean;
 }
@@ -136,6 +139,8 @@ interface Recording {
   blocksBefore: number;
   /** Files added to the group so far. */
   count: number;
+  /** Tails the group packed (keys it added to the tail table). */
+  ownTails: number;
   waiting: SegmentFile[];
   meta: MetaChunks;
 }
@@ -245,11 +250,8 @@ export class SquashfsWriter {
   private readonly tails: DigestTable;
   /** Segments of groups (shared/segment-cache.ts): only with a cache and this user's secret. */
   private readonly segments: SegmentCache | undefined;
-  /**
-   * What decides the writer's state before the next group, as a key: the options, then each
-   * group's identity in turn (beginGroup). Undefined once a group came without one.
-   */
-  private prefix: Buffer | undefined;
+  /** What decides a group's bytes besides its files and the contents before it: the options, hashed (segment keys). */
+  private segmentBase: Buffer | undefined;
   private recording: Recording | undefined;
   /** Segment files being written (best effort), awaited before the image is committed. */
   private readonly segmentWrites: Promise<void>[] = [];
@@ -285,7 +287,7 @@ export class SquashfsWriter {
     if (cacheDir !== undefined && cacheSecret !== undefined) {
       const namespace = blockNamespace(codec, blockSize);
       this.segments = new SegmentCache(cacheDir, namespace, cacheSecret);
-      this.prefix = createHash('sha256').update(`strata-squashfs-segment-v1\0${namespace}\0${this.pos}\0`).update(options ?? Buffer.alloc(0)).digest();
+      this.segmentBase = createHash('sha256').update(`strata-squashfs-segment-v2\0${namespace}\0${this.pos}\0`).update(options ?? Buffer.alloc(0)).digest();
     }
   }
 
@@ -325,7 +327,7 @@ export class SquashfsWriter {
     const r = this.recording;
     if (f.rec && r) {
       f.rec.done = true;
-      while (r.waiting.length > 0 && r.waiting[0]!.done) encodeSegmentFile(r.meta, r.waiting.shift()!);
+      while (r.waiting.length > 0 && r.waiting[0]!.done) encodeSegmentFile(r.meta, r.waiting.shift()!, r);
     }
   }
 
@@ -432,9 +434,12 @@ export class SquashfsWriter {
     const digest = run.digests.digest();
     const key = digest.toString('base64');
     const first = this.blockRuns.get(key);
+    if (run.file.rec) {
+      run.file.rec.run = digest;
+      run.file.rec.ownRun = !first;
+    }
     if (!first) {
       this.blockRuns.set(key, { blocksStart: fd.blocksStart, sizes: fd.sizes, sparse: fd.sparse });
-      if (run.file.rec) run.file.rec.run = digest;
     } else {
       this.pos = fd.blocksStart;
       this.file.discardFrom(this.pos);
@@ -450,6 +455,10 @@ export class SquashfsWriter {
     // One call, no Hash object: one tail per small file (1.6 against 2.4 µs a tail here).
     const key = hash('sha256', tail, 'buffer');
     const first = this.tails.get(key);
+    if (rec) {
+      rec.tail = key;
+      rec.ownTail = !first;
+    }
     if (first) {
       [fd.fragIndex, fd.fragOffset] = first;
       return;
@@ -459,8 +468,12 @@ export class SquashfsWriter {
     fd.fragOffset = this.fragUsed;
     this.frag.set(tail, this.fragUsed);
     this.fragUsed += tail.length;
+    if (this.recording && this.tails.size >= DigestTable.MAX_KEYS) {
+      // The table no longer takes keys: what later files find depends on more than which
+      // contents came before, so this group is not recorded (placeSegment's condition).
+      this.recording = undefined;
+    } else if (this.recording) this.recording.ownTails++;
     this.tails.set(key, fd.fragIndex, fd.fragOffset);
-    if (rec) rec.tail = key;
   }
 
   private takeBlock(): Buffer {
@@ -518,10 +531,11 @@ export class SquashfsWriter {
    * `identity`: the caller's key for everything that decides what the group adds to the image
    * given what came before it (for a layer: its CID, its entry list, and which of its files,
    * in order, the image takes; hex or any text), or undefined when it has none. Groups begun
-   * with an identity after groups that all had one are recorded as segments (with a cache and
-   * the user's secret), and a later build that begins the same groups in the same order places
-   * such a group from its segment: then this returns true, `files()` gives the group's entries
-   * as addFile would have had them, in the same order, and none of the group's files may be
+   * with an identity are recorded as segments (with a cache and the user's secret), and a later
+   * build that begins a group of the same identity places it from its segment, wherever the
+   * group now starts, when the contents before it give every dedup lookup of the group the
+   * same answer (placeSegment): then this returns true, `files()` gives the group's entries as
+   * addFile would have had them, in the same order, and none of the group's files may be
    * added. False: add the group's files as usual.
    */
   beginGroup(group: string, opts: GroupOptions, identity: string | undefined, files: () => Iterable<LayerEntry>): Promise<boolean> {
@@ -530,35 +544,29 @@ export class SquashfsWriter {
 
   /**
    * Ends the open group (its fragment block flushed, its recording finished) and opens `group`:
-   * from its segment when `identity` continues the prefix and one is found (true), else to be
-   * filled by addFile. A group without an identity (or the same group again: its fragment
-   * block stays open) ends the prefix.
+   * from its segment when the group has an identity and a segment of it fits (true), else to
+   * be filled by addFile. The same group again goes on (its fragment block stays open), and is
+   * then not recorded: its segment would hold only part of it.
    */
   private async switchGroup(group: string, opts: GroupOptions, identity: string | undefined, files?: () => Iterable<LayerEntry>): Promise<boolean> {
     if (group === this.group) {
-      // The group goes on (its fragment block stays open): no segment can end or start here.
       this.recording = undefined;
-      this.prefix = undefined;
       return false;
     }
     await this.endRecording();
     if (this.fragUsed > 0) await this.flushFragment();
     this.group = group;
     this.groupOpts = opts;
-    if (identity === undefined || this.prefix === undefined || this.segments === undefined) {
-      this.prefix = undefined;
-      return false;
-    }
+    if (identity === undefined || this.segmentBase === undefined || this.segments === undefined) return false;
     // The group starts where everything before it ended.
     while (this.queue.length) await this.writeHead();
-    const key = createHash('sha256').update(this.prefix!).update(`\0${identity}\0${group}\0`).digest();
-    this.prefix = key;
-    const found = this.useSegments ? await this.segments!.open(group, key) : undefined;
+    const key = createHash('sha256').update(this.segmentBase).update(`\0${identity}\0${group}\0`).digest();
+    const found = this.useSegments ? await this.segments.open(group, key) : undefined;
     if (found) {
       if (this.placeSegment(found, files!)) return true;
       await found.close();
     }
-    this.recording = { key, group, gid: opts.cacheGid, start: this.pos, fragStart: this.fragCount, blocksBefore: this.hits + this.misses, count: 0, waiting: [], meta: new MetaChunks() };
+    this.recording = { key, group, gid: opts.cacheGid, start: this.pos, fragStart: this.fragCount, blocksBefore: this.hits + this.misses, count: 0, ownTails: 0, waiting: [], meta: new MetaChunks() };
     return false;
   }
 
@@ -571,43 +579,64 @@ export class SquashfsWriter {
     while (this.queue.length) await this.writeHead();
     this.recording = undefined;
     if (r.waiting.length > 0) throw new Error('SquashFS writer: a recorded file was not placed by the end of its group');
-    const meta = encodeSegmentMeta({ start: r.start, end: this.pos, blocks: this.hits + this.misses - r.blocksBefore, fragBase: r.fragStart, frags: this.frags.slice(r.fragStart), files: r.count }, r.meta);
+    const frags = this.frags.slice(r.fragStart).map((f) => ({ start: f.start - r.start, word: f.word }));
+    const meta = encodeSegmentMeta({ length: this.pos - r.start, blocks: this.hits + this.misses - r.blocksBefore, ownTails: r.ownTails, frags, files: r.count }, r.meta);
     await this.file.flush();
     this.segmentWrites.push(this.segments!.write(r.group, r.gid, r.key, meta, this.file.fh, r.start, this.pos - r.start));
   }
 
   /**
-   * Places a group from its segment when it fits (it starts here, its files are the group's):
-   * the writer's state moves past the group at once, and the bytes are copied into the image
-   * while the writer goes on (finish() waits for them, and fails with ERR_SEGMENT_DAMAGED if
-   * they were not the sealed ones). False: nothing of the writer's state changed.
+   * Places a group from its segment when it fits: its files are the group's, and each of the
+   * group's dedup lookups (a run of full blocks, a tail) finds an earlier copy now exactly when
+   * it did when the segment was recorded. Then the group's bytes are what a build of it here
+   * would write, only at another position: the writer's state moves past the group at once
+   * (the segment's own contents relocated to here, the ones it found taken from the tables),
+   * and the bytes are copied into the image while the writer goes on (finish() waits for them,
+   * and fails with ERR_SEGMENT_DAMAGED if they were not the sealed ones). False: nothing of the
+   * writer's state changed.
    */
   private placeSegment(found: FoundSegment, files: () => Iterable<LayerEntry>): boolean {
     const m = decodeSegmentMeta(found.meta);
-    if (!m || m.start !== this.pos || m.fragBase !== this.fragCount || m.end - m.start !== found.length) return false;
+    if (!m || m.length !== found.length || this.tails.size + m.ownTails > DigestTable.MAX_KEYS) return false;
     const recs: Rec[] = [];
+    const runs = new Set<string>();
+    const tails = new Set<string>();
     for (const entry of files()) {
       const f = m.files[recs.length];
       if (!f || entry.type !== 'file' || entry.size !== f.fd.size) return false;
+      if (f.run && !agrees(f.ownRun!, f.run.toString('base64'), runs, (k) => this.blockRuns.has(k))) return false;
+      if (f.tail && !agrees(f.ownTail!, f.tail.toString('hex'), tails, () => this.tails.get(f.tail!) !== undefined)) return false;
       this.checkEntry(entry);
       recs.push({ entry, file: f.fd });
     }
     if (recs.length !== m.files.length) return false;
-    const copy = found.copyInto(this.file.fh.fd, m.start).then(async (ok) => {
+    const start = this.pos;
+    const copy = found.copyInto(this.file.fh.fd, start).then(async (ok) => {
       if (!ok) await found.drop();
       await found.close();
       return ok;
     });
     this.segmentCopies.push(copy);
     for (let i = 0; i < recs.length; i++) {
-      const f = m.files[i]!;
-      if (f.run) this.blockRuns.set(f.run.toString('base64'), { blocksStart: f.fd.blocksStart, sizes: f.fd.sizes, sparse: f.fd.sparse });
-      if (f.tail) this.tails.set(f.tail, f.fd.fragIndex, f.fd.fragOffset);
+      const { fd, run, ownRun, tail, ownTail } = m.files[i]!;
+      if (run) {
+        const key = run.toString('base64');
+        if (ownRun) {
+          fd.blocksStart += start;
+          this.blockRuns.set(key, { blocksStart: fd.blocksStart, sizes: fd.sizes, sparse: fd.sparse });
+        } else Object.assign(fd, this.blockRuns.get(key)!);
+      }
+      if (tail) {
+        if (ownTail) {
+          fd.fragIndex += this.fragCount;
+          this.tails.set(tail, fd.fragIndex, fd.fragOffset);
+        } else [fd.fragIndex, fd.fragOffset] = this.tails.get(tail)!;
+      }
       this.records.push(recs[i]!);
     }
-    this.frags.push(...m.frags);
+    for (const f of m.frags) this.frags.push({ start: f.start + start, word: f.word });
     this.fragCount += m.frags.length;
-    this.pos = m.end;
+    this.pos = start + m.length;
     this.hits += m.blocks;
     this.segmentHits++;
     return true;
@@ -951,18 +980,21 @@ export class SquashfsWriter {
   }
 }
 
-/** A recorded group, as its segment's meta holds it. */
+/**
+ * A recorded group, as its segment's meta holds it: positions are from the group's start and
+ * fragment numbers from its first fragment block, so the group can be placed anywhere.
+ */
 interface SegmentMeta {
-  start: number;
-  end: number;
+  length: number;
   /** Blocks the group put through the cache (counted as hits when it is placed again). */
   blocks: number;
-  fragBase: number;
+  /** Tails the group packed (keys it adds to the tail table). */
+  ownTails: number;
   frags: FragmentEntry[];
   files: SegmentFile[];
 }
 
-const META_VERSION = 1;
+const META_VERSION = 2;
 const META_CHUNK = 64 << 10;
 
 /** Encoded files, appended to chunks of their own (no buffer grows by copying). */
@@ -988,32 +1020,43 @@ class MetaChunks {
   }
 }
 
-/** One file of a segment's meta: its FileData (numbers as f64, words as u32), then its new dedup keys. */
-function encodeSegmentFile(out: MetaChunks, f: SegmentFile): void {
+/**
+ * One file of a segment's meta: its FileData (numbers as f64, words as u32; its own blocks
+ * from the group's start, its own tail's fragment from the group's first; a found run's
+ * place and block sizes are not kept, the tables give them), then its dedup keys.
+ */
+function encodeSegmentFile(out: MetaChunks, f: SegmentFile, group: { start: number; fragStart: number }): void {
   const d = f.fd;
-  const [b, start] = out.room(8 * 3 + 4 * 3 + 1 + d.sizes.length * 4 + (f.run ? 32 : 0) + (f.tail ? 32 : 0));
-  let o = start;
+  const sizes = f.run && !f.ownRun ? [] : d.sizes;
+  const [b, at] = out.room(8 * 3 + 4 * 3 + 1 + sizes.length * 4 + (f.run ? 32 : 0) + (f.tail ? 32 : 0));
+  let o = at;
   o = b.writeDoubleLE(d.size, o);
-  o = b.writeDoubleLE(d.blocksStart, o);
-  o = b.writeDoubleLE(d.sparse, o);
-  o = b.writeUInt32LE(d.fragIndex, o);
-  o = b.writeUInt32LE(d.fragOffset, o);
-  o = b.writeUInt32LE(d.sizes.length, o);
-  for (const w of d.sizes) o = b.writeUInt32LE(w, o);
-  o = b.writeUInt8((f.run ? 1 : 0) | (f.tail ? 2 : 0), o);
+  o = b.writeDoubleLE(f.run && f.ownRun ? d.blocksStart - group.start : f.run ? 0 : d.blocksStart, o);
+  o = b.writeDoubleLE(f.run && !f.ownRun ? 0 : d.sparse, o);
+  o = b.writeUInt32LE(f.tail && f.ownTail ? d.fragIndex - group.fragStart : f.tail ? 0 : d.fragIndex, o);
+  o = b.writeUInt32LE(f.tail && !f.ownTail ? 0 : d.fragOffset, o);
+  o = b.writeUInt32LE(sizes.length, o);
+  for (const w of sizes) o = b.writeUInt32LE(w, o);
+  o = b.writeUInt8((f.run ? 1 : 0) | (f.ownRun ? 2 : 0) | (f.tail ? 4 : 0) | (f.ownTail ? 8 : 0), o);
   if (f.run) o += f.run.copy(b, o);
   if (f.tail) f.tail.copy(b, o);
 }
 
+/** Whether a dedup lookup answers as it did when recorded: a content the file stored must not be there yet, one it found must. `local`: the keys the group stored so far. */
+function agrees(own: boolean, key: string, local: Set<string>, held: (key: string) => boolean): boolean {
+  const there = local.has(key) || held(key);
+  if (own) local.add(key);
+  return own !== there;
+}
+
 /** The meta of a segment: fixed fields, the fragment blocks, then the files `encoded` holds (little-endian). */
 function encodeSegmentMeta(m: Omit<SegmentMeta, 'files'> & { files: number }, encoded: MetaChunks): Buffer {
-  const head = Buffer.alloc(4 + 8 * 3 + 4 * 3 + m.frags.length * 12);
+  const head = Buffer.alloc(4 + 8 * 2 + 4 * 3 + m.frags.length * 12);
   let o = 0;
   o = head.writeUInt32LE(META_VERSION, o);
-  o = head.writeDoubleLE(m.start, o);
-  o = head.writeDoubleLE(m.end, o);
+  o = head.writeDoubleLE(m.length, o);
   o = head.writeDoubleLE(m.blocks, o);
-  o = head.writeUInt32LE(m.fragBase, o);
+  o = head.writeUInt32LE(m.ownTails, o);
   o = head.writeUInt32LE(m.frags.length, o);
   o = head.writeUInt32LE(m.files, o);
   for (const fr of m.frags) {
@@ -1034,10 +1077,9 @@ function decodeSegmentMeta(b: Buffer): SegmentMeta | undefined {
       return Buffer.from(b.subarray((o += n) - n, o));
     };
     if (u32() !== META_VERSION) return undefined;
-    const start = f64();
-    const end = f64();
+    const length = f64();
     const blocks = f64();
-    const fragBase = u32();
+    const ownTails = u32();
     const nFrags = u32();
     const nFiles = u32();
     const frags: FragmentEntry[] = [];
@@ -1054,11 +1096,11 @@ function decodeSegmentMeta(b: Buffer): SegmentMeta | undefined {
       for (let k = 0; k < n; k++) sizes.push(u32());
       const flags = b.readUInt8(o++);
       const f: SegmentFile = { fd: { size, blocksStart, sizes, sparse, fragIndex, fragOffset } };
-      if (flags & 1) f.run = bytes(32);
-      if (flags & 2) f.tail = bytes(32);
+      if (flags & 1) [f.run, f.ownRun] = [bytes(32), (flags & 2) !== 0];
+      if (flags & 4) [f.tail, f.ownTail] = [bytes(32), (flags & 8) !== 0];
       files.push(f);
     }
-    return o === b.length ? { start, end, blocks, fragBase, frags, files } : undefined;
+    return o === b.length ? { length, blocks, ownTails, frags, files } : undefined;
   } catch {
     return undefined;
   }
