@@ -9,6 +9,7 @@
  *   shared/segment-cache.ts  what a group (a layer) added to an image, sealed, to place again
  *   shared/compress-block.ts  one block through cache (verified) and codec
  *   shared/output-file.ts  temp file beside OUT, O_EXCL|O_NOFOLLOW, one rename
+ *   shared/serial.ts       a writer's calls one after another, its first failure kept
  */
 export * from './squashfs/index.js';
 export { ErofsWriter, checkErofsOptions, type ErofsOptions, type ErofsResult, type ErofsCompressor } from './erofs/writer.js';

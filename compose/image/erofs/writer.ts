@@ -18,6 +18,7 @@ import type { CachePlace } from '../shared/block-cache.js';
 import { configRecord, resolveErofsCodec, type ErofsCodec, type ErofsCompressor } from './codec.js';
 import { BLOCK_BITS, BLOCK_SIZE, FEATURE_INCOMPAT, NAME_MAX, NULL_ADDR, PCLUSTER_MAX, SUPER_OFFSET, align, encodeSuperblock } from './format.js';
 import { Spill } from './spill.js';
+import { SerialCalls } from '../shared/serial.js';
 import { OutputFile, type OutputAccess } from '../shared/output-file.js';
 import { compareRecs, decodeExtents, encodeExtents, inodeKey, recCodec, usage, writeTree, type Extent, type FileData, type Rec, type Run } from './tree.js';
 
@@ -125,8 +126,7 @@ export class ErofsWriter {
   private readonly queue: Job[] = [];
   /** Next free byte of the data area (always a block boundary between writes). */
   private pos = BLOCK_SIZE;
-  private chain: Promise<void> = Promise.resolve();
-  private failed: unknown;
+  private readonly calls = new SerialCalls(() => this.checkOpen());
   private closed = false;
   private finishing = false;
   private hits = 0;
@@ -195,7 +195,11 @@ export class ErofsWriter {
   }
 
   private check(): void {
-    if (this.failed) throw this.failed;
+    this.calls.throwIfFailed();
+    this.checkOpen();
+  }
+
+  private checkOpen(): void {
     if (this.closed || this.finishing) throw usage('the EROFS writer is already finished or aborted');
   }
 
@@ -233,24 +237,11 @@ export class ErofsWriter {
    * layer's tar): extents are then cached by position (shared/block-cache.ts).
    */
   addFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: ErofsFileOptions = {}, origin?: number): Promise<void> {
-    try {
-      this.check();
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    const run = this.chain.then(async () => {
-      if (this.failed) throw this.failed;
+    return this.calls.run(async () => {
       this.group = group;
       this.groupGid = opts.cacheGid;
-      try {
-        await this.streamFile(entry, content, origin);
-      } catch (e) {
-        this.failed ??= e;
-        throw e;
-      }
+      await this.streamFile(entry, content, origin);
     });
-    this.chain = run.catch(() => undefined);
-    return run;
   }
 
   private async streamFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, origin: number | undefined): Promise<void> {
@@ -499,8 +490,8 @@ export class ErofsWriter {
     this.check();
     this.finishing = true;
     try {
-      await this.chain;
-      if (this.failed) throw this.failed;
+      await this.calls.settled();
+      this.calls.throwIfFailed();
       while (this.queue.length > 0) await this.writeHead();
       await this.pool?.close();
       this.firstFiles.release(); // every file is placed: the metadata needs the memory more
@@ -509,7 +500,7 @@ export class ErofsWriter {
       await this.release();
       return r;
     } catch (e) {
-      this.failed ??= e;
+      this.calls.fail(e);
       await this.abort();
       throw e;
     }

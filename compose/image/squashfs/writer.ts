@@ -17,6 +17,7 @@ import { WorkerPool } from '../shared/worker-pool.js';
 import { blockNamespace, type BlockJob, type BlockJobConfig, type BlockJobResult } from './block-job.js';
 import type { CachePlace } from '../shared/block-cache.js';
 import { SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
+import { SerialCalls } from '../shared/serial.js';
 import { COMPRESSOR, encodeCompressorOptions, squashCodecSpec, type SquashCompressor } from './compressor.js';
 import { encodeSizeWord } from './data.js';
 import { encodeDirectory, DIR_ENTRY_SIZE, DIR_HEADER_MAX, MAX_NAME, type DirChild } from './directory.js';
@@ -230,8 +231,7 @@ export class SquashfsWriter {
   private readonly maxInFlight: number;
   private readonly queue: { p: Promise<BlockJobResult>; done: (start: number, word: number, digest: Uint8Array) => void }[] = [];
   private pos: number;
-  private chain: Promise<void> = Promise.resolve();
-  private failed: unknown;
+  private readonly calls = new SerialCalls(() => this.checkOpen());
   private closed = false;
   private finishing = false;
   private hits = 0;
@@ -310,7 +310,11 @@ export class SquashfsWriter {
   }
 
   private check(): void {
-    if (this.failed) throw this.failed;
+    this.calls.throwIfFailed();
+    this.checkOpen();
+  }
+
+  private checkOpen(): void {
     if (this.closed || this.finishing) throw usage('the SquashFS writer is already finished or aborted');
   }
 
@@ -342,33 +346,7 @@ export class SquashfsWriter {
    * Full blocks or a tail equal to an earlier file's are not stored again (settleBlocks, placeTail).
    */
   addFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: GroupOptions = {}, origin?: number): Promise<void> {
-    return this.serialized(() => this.streamFile(entry, content, group, opts, origin));
-  }
-
-  /**
-   * Runs `work` after every call before it (addFile, beginGroup), even if the caller does not
-   * await; its failure fails the writer (every later call, and finish(), rejects with it).
-   */
-  private serialized<T>(work: () => Promise<T>): Promise<T> {
-    try {
-      this.check();
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    const run = this.chain.then(async () => {
-      if (this.failed) throw this.failed;
-      try {
-        return await work();
-      } catch (e) {
-        this.failed ??= e;
-        throw e;
-      }
-    });
-    this.chain = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    return run;
+    return this.calls.run(() => this.streamFile(entry, content, group, opts, origin));
   }
 
   private async streamFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: GroupOptions, origin: number | undefined): Promise<void> {
@@ -539,7 +517,7 @@ export class SquashfsWriter {
    * added. False: add the group's files as usual.
    */
   beginGroup(group: string, opts: GroupOptions, identity: string | undefined, files: () => Iterable<LayerEntry>): Promise<boolean> {
-    return this.serialized(() => this.switchGroup(group, opts, identity, files));
+    return this.calls.run(() => this.switchGroup(group, opts, identity, files));
   }
 
   /**
@@ -675,9 +653,9 @@ export class SquashfsWriter {
   async finish(): Promise<SquashResult> {
     this.check();
     this.finishing = true;
-    await this.chain;
+    await this.calls.settled();
     try {
-      if (this.failed) throw this.failed;
+      this.calls.throwIfFailed();
       await this.endRecording();
       if (this.fragUsed > 0) await this.flushFragment();
       while (this.queue.length) await this.writeHead();
@@ -697,7 +675,7 @@ export class SquashfsWriter {
       const [sha256] = await Promise.all([this.file.commit(), this.pool.close()]);
       return { ...r, sha256 };
     } catch (e) {
-      this.failed ??= e;
+      this.calls.fail(e);
       await this.abort();
       throw e;
     }
