@@ -80,8 +80,8 @@ export function checkImageOptions(opts: ImageOptions): void {
 interface ImageSink {
   addEntry(e: LayerEntry): void;
   addFile(e: LayerEntry, body: AsyncIterable<Uint8Array>, group: string, opts: { cacheGid?: number }, origin?: number): Promise<void>;
-  /** Opens a group (a layer); true when the writer placed it whole from a segment (SquashfsWriter.beginGroup). */
-  beginGroup?(group: string, opts: { cacheGid?: number }, identity: string | undefined, files: () => Iterable<LayerEntry>): Promise<boolean>;
+  /** Opens a group (a layer); true when the writer placed it whole from a segment (SquashfsWriter.beginGroup, ErofsWriter.beginGroup). */
+  beginGroup(group: string, opts: { cacheGid?: number }, identity: string | undefined, files: () => Iterable<LayerEntry>): Promise<boolean>;
   finish(): Promise<{ sha256: string; bytes: number; cacheHits: number; cacheMisses: number; segmentHits?: number }>;
   abort(): Promise<void>;
 }
@@ -92,7 +92,7 @@ async function createSink(out: string, store: StoreReader & { cacheDir?: string 
   const cacheSecret = cacheDir === undefined ? undefined : userCacheSecret();
   const access = gid !== undefined ? { access: { gid } } : {};
   if (opts.format === 'erofs') {
-    return ErofsWriter.create(out, { compressor: (opts.compressor ?? 'lz4') as ErofsCompressor, level: opts.level, extentSize: opts.blockSize, workers: opts.workers, cacheDir, cacheSecret, scratchDir, expectedFiles, ...access });
+    return ErofsWriter.create(out, { compressor: (opts.compressor ?? 'lz4') as ErofsCompressor, level: opts.level, extentSize: opts.blockSize, workers: opts.workers, cacheDir, cacheSecret, scratchDir, expectedFiles, useSegments, ...access });
   }
   return SquashfsWriter.create(out, {
     compressor: (opts.compressor ?? 'zstd') as SquashOptions['compressor'],
@@ -157,7 +157,6 @@ async function writeImage(
     // Each layer is a group of the writer's: one it may place from a segment of the user's own
     // earlier build, which then is not read (the user must still be allowed to read it).
     const placed = async (i: number): Promise<boolean> => {
-      if (!writer.beginGroup) return false;
       const mod = mods[i]!;
       const id = layerIdentity(store, mod, plan, i);
       if (id.files === 0) return false;

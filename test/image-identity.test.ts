@@ -25,15 +25,25 @@ import { giveToNobody, importStack, MODULES, STACK_ORDER, type SquashJson } from
 
 const sha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
 
-/** Squashes with --json and checks the reported sha256 against the file and unsquashfs. */
+/** Squashes with --json and checks the reported sha256 against the file and unsquashfs (fsck.erofs for `--format erofs`). */
 function squash(o: Workspace, out: string, ...flags: string[]): SquashJson {
   const r = strataJson<SquashJson>(['compose', 'squash', out, ...flags], o);
   assert.is(r.sha256, sha(out), `${out}: reported sha256 is the file's`);
   assert.is(statSync(out).size, r.bytes);
-  const l = mustRun('unsquashfs', ['-lln', out]).stdout.toString();
-  assert.match(l, /squashfs-root\/opt\/app\/share\/big.dat\n/);
+  if (flags.includes('erofs')) mustRun('fsck.erofs', [out]);
+  else assert.match(mustRun('unsquashfs', ['-lln', out]).stdout.toString(), /squashfs-root\/opt\/app\/share\/big.dat\n/);
   return r;
 }
+
+/** The formats segments are tested in (spec/squashfs.md, spec/erofs.md). */
+const SEGMENT_FORMATS = [
+  // above: whether top is placed from its segment after each change of low in the test below.
+  { name: 'SquashFS gzip', flags: ['--comp', 'gzip', '--block-size', '4096'], above: [1, 0, 0, 0, 1, 1] },
+  // EROFS deduplicates whole compressed files only (not tails), and shares zero pclusters and the zero block.
+  { name: 'EROFS lz4', flags: ['--format', 'erofs', '--comp', 'lz4', '--block-size', '8192'], above: [1, 0, 0, 1, 1, 0] },
+  // Uncompressed EROFS deduplicates nothing and writes zero blocks as holes: top never depends on low.
+  { name: 'EROFS uncompressed', flags: ['--format', 'erofs', '--comp', 'none'], above: [1, 1, 1, 1, 1, 1] },
+];
 
 /** Every record of the block cache, by pack and offset (STORE/cache holds other caches too). */
 function cacheRecords(store: string): Map<string, CacheEntry> {
@@ -265,8 +275,8 @@ function segments(store: string): Map<string, string[]> {
   return out;
 }
 
-Id('segments: layers before a changed one are placed from segments, the rest built again; damaged segments are not used; the bytes are always a cold build\'s', () => {
-  const flags = ['--comp', 'gzip', '--block-size', '4096'];
+for (const { name: format, flags } of SEGMENT_FORMATS)
+Id(`segments, ${format}: unchanged layers are placed from segments, changed ones built again; damaged segments are not used; the bytes are always a cold build's`, () => {
   const lock = () => JSON.parse(readFileSync(join(a.cwd, 'strata.lock'), 'utf8')) as { modules: { fullName: string; layer: string }[] };
   const first = squash(a, join(tmp, 's1.sqfs'), ...flags);
   assert.is(first.segmentHits, 0, 'a cold build has no segments to use');
@@ -339,10 +349,11 @@ Id('segments: layers before a changed one are placed from segments, the rest bui
   assert.not.ok(readdirSync(tmp).some((n) => n.startsWith('s10') || n.startsWith('.strata-tmp')), 'no image');
 });
 
-Id('segments: a layer above a changed one is placed from its segment at its new position only when every dedup lookup of it answers as before', () => {
-  // low holds contents top also has (a run of full blocks and a tail, found by top); top
-  // stores B itself. Each version of low moves top; the image must always be a cold build's.
-  const flags = ['--comp', 'gzip', '--block-size', '4096'];
+for (const { name: format, flags, above } of SEGMENT_FORMATS)
+Id(`segments, ${format}: a layer above a changed one is placed from its segment at its new position only when every dedup lookup of it answers as before`, () => {
+  // low holds contents top also has (SquashFS: a run of full blocks and a tail, found by
+  // top; EROFS: a compressed file, found by top); top stores B itself. Each version of low
+  // moves top; the image must always be a cold build's.
   const o: Workspace = { cwd: join(tmp, 'dedup'), store: join(tmp, 'store-dedup') };
   mkdirSync(o.cwd);
   const A = Buffer.alloc(3 * 4096 + 100, 'A-content ');
@@ -365,7 +376,8 @@ Id('segments: a layer above a changed one is placed from its segment at its new 
     const out = join(tmp, `dedup-${n++}.sqfs`);
     const r = strataJson<SquashJson>(['compose', 'squash', out, ...flags], o);
     assert.is(r.sha256, sha(out));
-    assert.match(mustRun('unsquashfs', ['-lln', out]).stdout.toString(), /squashfs-root\/top\/data\/own\.dat\n/);
+    if (flags.includes('erofs')) mustRun('fsck.erofs', [out]);
+    else assert.match(mustRun('unsquashfs', ['-lln', out]).stdout.toString(), /squashfs-root\/top\/data\/own\.dat\n/);
     return r;
   };
   /** A warm build, then the same stack cold (which records the segments anew): the same bytes. */
@@ -383,25 +395,34 @@ Id('segments: a layer above a changed one is placed from its segment at its new 
   writeFileSync(join(topDir, 'top', 'data', 'copy-a.dat'), A);
   writeFileSync(join(topDir, 'top', 'data', 'own.dat'), B);
   writeFileSync(join(topDir, 'top', 'data', 's.txt'), S);
+  writeFileSync(join(topDir, 'top', 'data', 'zeros.dat'), Buffer.alloc(2 * 8192 + 4096));
   strataOk(['-q', 'store', 'import', 'top/1', packGnu(topDir, join(tmp, 'top.tar'))], o);
   strataOk(['-q', 'compose', 'add', 'low/1', 'top/1'], o);
   assert.is(build().segmentHits, 0);
   assert.is(build().segmentHits, 2, 'the same stack again');
 
   // low grows (top moves) but holds the same contents top looks up: top from its segment.
-  useLow('low2', { 'a.dat': A, 's.txt': S, 'x.txt': Buffer.alloc(9000, 'two ') });
-  assert.is(warmThenCold().segmentHits, 1, 'top placed at its new position');
+  const low2 = { 'a.dat': A, 's.txt': S, 'x.txt': Buffer.alloc(9000, 'two ') };
+  useLow('low2', low2);
+  assert.is(warmThenCold().segmentHits, above[0], 'top placed at its new position');
   // low now holds B, which top stored itself: a build of top finds it, so the segment is not used.
-  useLow('low3', { 'a.dat': A, 's.txt': S, 'b.dat': B });
-  assert.is(warmThenCold().segmentHits, 0, 'top stored B, which low now has');
+  const low3 = { 'a.dat': A, 's.txt': S, 'b.dat': B };
+  useLow('low3', low3);
+  assert.is(warmThenCold().segmentHits, above[1], 'top stored B, which low now has');
   // low no longer holds A, which top found there: not used either.
-  useLow('low4', { 'a.dat': Buffer.alloc(A.length, 'A-changed '), 's.txt': S, 'b.dat': B });
-  assert.is(warmThenCold().segmentHits, 0, 'top found A in low, which low no longer has');
-  // nor S, a tail top found there.
-  useLow('low5', { 'a.dat': Buffer.alloc(A.length, 'A-changed '), 's.txt': Buffer.from('another tail\n'), 'b.dat': B });
-  assert.is(warmThenCold().segmentHits, 0, 'top found the tail S in low, which low no longer has');
-  useLow('low6', { 'a.dat': Buffer.alloc(A.length, 'A-changed '), 's.txt': Buffer.from('another tail\n'), 'b.dat': B, 'y.txt': Buffer.from('more\n') });
-  assert.is(warmThenCold().segmentHits, 1, 'and placed again once the answers are the same');
+  const low4 = { ...low3, 'a.dat': Buffer.alloc(A.length, 'A-changed ') };
+  useLow('low4', low4);
+  assert.is(warmThenCold().segmentHits, above[2], 'top found A in low, which low no longer has');
+  // nor S, a tail top found there (SquashFS).
+  const low5 = { ...low4, 's.txt': Buffer.from('another tail\n') };
+  useLow('low5', low5);
+  assert.is(warmThenCold().segmentHits, above[3], 'top found the tail S in low, which low no longer has');
+  const low6 = { ...low5, 'y.txt': Buffer.from('more\n') };
+  useLow('low6', low6);
+  assert.is(warmThenCold().segmentHits, above[4], 'and placed again once the answers are the same');
+  // low writes the shared zero pcluster and zero block first now (EROFS), which top wrote before.
+  useLow('low7', { ...low6, 'z.dat': Buffer.alloc(8192 + 100) });
+  assert.is(warmThenCold().segmentHits, above[5], 'top wrote the shared zero data, which low now writes');
 });
 
 Id.run();

@@ -17,3 +17,4 @@ export { ErofsImage } from './erofs/reader.js';
 export { openImage, imageFormat, formatOf, type ImageReader, type ImageFormat, type Piece } from './open.js';
 export { blockCacheUsage, pruneBlockCache, parseByteSize, listCacheEntries, BLOCK_CACHE_DIR, type BlockCacheUsage, type PruneOptions, type PruneResult, type CacheEntry } from './shared/block-cache.js';
 export { removeStaleTemps, type OutputAccess } from './shared/output-file.js';
+export { SEGMENT_MAX_FILES } from './shared/segment-cache.js';

@@ -13,7 +13,8 @@ import { baseName, SpillSorter, type LayerEntry } from '../../../store/index.js'
 import { makeCodec, type Codec } from '../shared/codecs.js';
 import { DigestTable } from '../shared/digest-table.js';
 import { transferable, WorkerPool } from '../shared/worker-pool.js';
-import type { BlockJob, BlockJobResult as BlockResult } from '../squashfs/block-job.js';
+import { blockNamespace, type BlockJob, type BlockJobResult as BlockResult } from '../squashfs/block-job.js';
+import { agrees, MetaChunks, SEGMENT_MAX_FILES, SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
 import type { CachePlace } from '../shared/block-cache.js';
 import { configRecord, resolveErofsCodec, type ErofsCodec, type ErofsCompressor } from './codec.js';
 import { BLOCK_BITS, BLOCK_SIZE, FEATURE_INCOMPAT, NAME_MAX, NULL_ADDR, PCLUSTER_MAX, SUPER_OFFSET, align, encodeSuperblock } from './format.js';
@@ -49,6 +50,11 @@ export interface ErofsOptions {
    * once instead of growing as they come. Only memory depends on it, never the bytes.
    */
   expectedFiles?: number;
+  /**
+   * Use segments of earlier builds (default true; they are still recorded when false): a
+   * build retried after a damaged segment passes false.
+   */
+  useSegments?: boolean;
 }
 
 /** Where a file's extents are cached: readable only by `cacheGid` for restricted content. */
@@ -64,6 +70,8 @@ export interface ErofsResult {
   inodes: number;
   cacheHits: number;
   cacheMisses: number;
+  /** Groups placed whole from segments of an earlier build (beginGroup); their extents count as hits. */
+  segmentHits: number;
 }
 
 export const DEFAULT_EXTENT_SIZE = 131072;
@@ -86,7 +94,64 @@ interface ExtentRun {
   start: number;
   /** ErofsWriter.zeroWrites when the first extent was placed. */
   zeroWrites: number;
+  /** The file as its group's segment records it (when the group is being recorded). */
+  rec?: SegmentFile;
 }
+
+/** What an extent's pblk is, for a segment: the group's own blocks, none, or a shared zero pcluster or block. */
+const enum Tag {
+  Own = 0,
+  Null = 1,
+  ZeroBlock = 2,
+  ZeroPcluster = 3,
+}
+
+/**
+ * A file of a recorded group, in addFile order: its data (positions still absolute), the
+ * tags of its extents, its identity and what the dedup lookup of it answered (compressed
+ * files), its tail's bytes (flat files; the layer is not read when the group is placed).
+ */
+interface SegmentFile {
+  data: FileData;
+  tags?: number[];
+  /** Zero pcluster lengths, for extents tagged ZeroPcluster, in order. */
+  lens?: number[];
+  key?: Buffer;
+  /** own: the first with its content (its extents recorded for later files); cut: points at the first's extents; kept: found but kept (a shared zero pcluster was written among its extents). */
+  first?: 'own' | 'cut' | 'kept';
+  tail?: Buffer;
+  done: boolean;
+}
+
+/** The first use of a shared zero pcluster (by length) or of the zero block in a group: whether the group wrote it. */
+interface ZeroUse {
+  len: number | undefined;
+  own: boolean;
+  /** Written by the group: its block from the group's start, and (pcluster) its blocks, or plain: it is the zero block. */
+  rel?: number;
+  blocks?: number;
+  plain?: boolean;
+}
+
+/** A group being recorded as a segment (SquashFS's Recording, with what EROFS shares between groups). */
+interface Recording {
+  key: Buffer;
+  group: string;
+  gid: number | undefined;
+  start: number;
+  blocksBefore: number;
+  count: number;
+  waiting: SegmentFile[];
+  meta: MetaChunks;
+  zeros: ZeroUse[];
+  /** Zero objects (a length, or 'block') whose first use the group has recorded. */
+  zeroSeen: Set<number | 'block'>;
+  ownFirsts: number;
+  ownExtentBytes: number;
+}
+
+/** A recorded group's meta (file data and tails) is held until the group ends: past this the group is not recorded. */
+const SEGMENT_META_MAX = 16 << 20;
 
 const badOption = (msg: string, hint: string) => new StrataError(IMAGE_ERR.OPTIONS, msg, { hint });
 
@@ -119,8 +184,8 @@ export class ErofsWriter {
   /** Hard links as added: path → the path it names. */
   private readonly links = new Map<string, string>();
   private readonly pool: WorkerPool<BlockJob, BlockResult> | undefined;
-  /** The group (layer) of the file being written: where its extents are filed in the block cache. */
-  private group = 'strata-metadata';
+  /** The group (layer) of the file being written: where its extents are filed in the block cache ('' before the first). */
+  private group = '';
   private groupGid: number | undefined;
   private readonly maxInFlight: number;
   private readonly queue: Job[] = [];
@@ -150,6 +215,16 @@ export class ErofsWriter {
   /** Where the last queued data write ends (queueData). */
   private queuedEnd: number | undefined;
 
+  /** Segments of groups (shared/segment-cache.ts): only with a cache and this user's secret. */
+  private readonly segments: SegmentCache | undefined;
+  /** What decides a group's bytes besides its files and what came before it (segment keys). */
+  private readonly segmentBase: Buffer | undefined;
+  private readonly useSegments: boolean;
+  private recording: Recording | undefined;
+  private readonly segmentWrites: Promise<void>[] = [];
+  private readonly segmentCopies: Promise<boolean>[] = [];
+  private segmentHits = 0;
+
   private constructor(
     private readonly out: OutputFile,
     private readonly codec: ErofsCodec,
@@ -159,8 +234,16 @@ export class ErofsWriter {
     cacheSecret: Uint8Array | undefined,
     scratchDir: string,
     expectedFiles: number,
+    useSegments: boolean,
   ) {
     this.firstFiles = new DigestTable(expectedFiles);
+    this.useSegments = useSegments;
+    if (cacheDir !== undefined && cacheSecret !== undefined) {
+      // Beside the layer's cached extents (the same namespace), or a plain one for uncompressed images.
+      const namespace = codec.spec ? blockNamespace(makeCodec(codec.spec), extentSize) : 'strata-erofs-plain-v1\0';
+      this.segments = new SegmentCache(cacheDir, namespace, cacheSecret);
+      this.segmentBase = createHash('sha256').update(`strata-erofs-segment-v1\0${namespace}\0${extentSize}\0${codec.alg}\0${BLOCK_SIZE}\0`).digest();
+    }
     this.pool = codec.spec
       ? new WorkerPool({
           module: new URL('../squashfs/block-job.js', import.meta.url).href,
@@ -187,7 +270,7 @@ export class ErofsWriter {
     const { codec, extentSize, workers } = checkErofsOptions(opts);
     const out = await OutputFile.create(outPath, opts.access ?? {});
     try {
-      return new ErofsWriter(out, codec, extentSize, workers, opts.cacheDir, opts.cacheSecret, opts.scratchDir ?? os.tmpdir(), opts.expectedFiles ?? 0);
+      return new ErofsWriter(out, codec, extentSize, workers, opts.cacheDir, opts.cacheSecret, opts.scratchDir ?? os.tmpdir(), opts.expectedFiles ?? 0, opts.useSegments ?? true);
     } catch (e) {
       await out.abort();
       throw e;
@@ -238,10 +321,174 @@ export class ErofsWriter {
    */
   addFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: ErofsFileOptions = {}, origin?: number): Promise<void> {
     return this.calls.run(async () => {
-      this.group = group;
-      this.groupGid = opts.cacheGid;
+      if (group !== this.group) await this.switchGroup(group, opts, undefined);
       await this.streamFile(entry, content, origin);
     });
+  }
+
+  /**
+   * Starts group `group` (its files then come through addFile with the same group; `opts`
+   * apply to all of them). `identity`: the caller's key for everything that decides what the
+   * group adds to the image given what came before it (for a layer: its CID, its entry list,
+   * and which of its files, in order, the image takes), or undefined when it has none. As
+   * SquashfsWriter.beginGroup: groups with an identity are recorded as segments (with a cache
+   * and the user's secret), and a later build places such a group from its segment wherever
+   * it now starts, when everything the group shares with the groups before it (the contents
+   * it deduplicated against, the shared zero pclusters and block) is as it was: then this
+   * returns true, `files()` gives the group's entries as addFile would have had them, in the
+   * same order, and none of the group's files may be added. False: add them as usual.
+   */
+  beginGroup(group: string, opts: ErofsFileOptions, identity: string | undefined, files: () => Iterable<LayerEntry>): Promise<boolean> {
+    return this.calls.run(() => this.switchGroup(group, opts, identity, files));
+  }
+
+  /** Ends the open group's recording and opens `group`: from its segment when one fits (true). The same group again goes on, unrecorded. */
+  private async switchGroup(group: string, opts: ErofsFileOptions, identity: string | undefined, files?: () => Iterable<LayerEntry>): Promise<boolean> {
+    if (group === this.group) {
+      this.recording = undefined;
+      return false;
+    }
+    await this.endRecording();
+    this.group = group;
+    this.groupGid = opts.cacheGid;
+    if (identity === undefined || this.segmentBase === undefined || this.segments === undefined) return false;
+    // The group starts where everything before it ended.
+    while (this.queue.length > 0) await this.writeHead();
+    const key = createHash('sha256').update(this.segmentBase).update(`\0${identity}\0${group}\0`).digest();
+    const found = this.useSegments ? await this.segments.open(group, key) : undefined;
+    if (found) {
+      if (await this.placeSegment(found, files!)) return true;
+      await found.close();
+    }
+    this.recording = {
+      key,
+      group,
+      gid: opts.cacheGid,
+      start: this.pos,
+      blocksBefore: this.hits + this.misses,
+      count: 0,
+      waiting: [],
+      meta: new MetaChunks(),
+      zeros: [],
+      zeroSeen: new Set(),
+      ownFirsts: 0,
+      ownExtentBytes: 0,
+    };
+    return false;
+  }
+
+  /** Ends the group being recorded: once all of it is written, its segment is saved (in the background). */
+  private async endRecording(): Promise<void> {
+    const r = this.recording;
+    if (!r) return;
+    while (this.queue.length > 0) await this.writeHead();
+    if (this.recording !== r) return; // given up while its last extents were placed
+    this.recording = undefined;
+    if (r.waiting.length > 0) throw new Error('EROFS writer: a recorded file was not placed by the end of its group');
+    // The group's range ends at pos. Past its last write, the bytes are zeros in any build
+    // (the next write fills the gap, or it stays a hole): written here so the range can be read.
+    const end = this.queuedEnd;
+    if (end !== undefined && end < this.pos) {
+      if (this.pos - end > BLOCK_SIZE) return;
+      await this.queueData(ZERO_BLOCK.subarray(0, this.pos - end), end);
+    }
+    await this.out.flush();
+    if ((await this.out.fh.stat()).size < this.pos) return; // a hole at the end (a dropped file's): not recorded
+    const meta = encodeSegmentMeta(r, this.pos - r.start, this.hits + this.misses - r.blocksBefore);
+    this.segmentWrites.push(this.segments!.write(r.group, r.gid, r.key, meta, this.out.fh, r.start, this.pos - r.start));
+  }
+
+  /** One file of the group being recorded is placed: files are encoded in addFile order as they are done. */
+  private filePlaced(rec: SegmentFile | undefined): void {
+    const r = this.recording;
+    if (!rec || !r) return;
+    rec.done = true;
+    while (r.waiting.length > 0 && r.waiting[0]!.done) encodeSegmentFile(r.meta, r.waiting.shift()!, r.start / BLOCK_SIZE);
+    if (r.meta.length > SEGMENT_META_MAX) this.recording = undefined;
+  }
+
+  /**
+   * Places a group from its segment when it fits: its files are the group's, and every lookup
+   * the group made of what groups before it left (a file's content among the first files, the
+   * shared zero block and zero pclusters) answers now as it did when it was recorded. Then the
+   * group's bytes are what a build of it here would write, only at another position: the
+   * writer's state moves past the group at once (its own blocks relocated, what it found
+   * taken from the writer's state), and the bytes are copied into the image while the writer
+   * goes on (finish() waits for them, and fails with ERR_SEGMENT_DAMAGED if they were not the
+   * sealed ones). False: nothing of the writer's state changed.
+   */
+  private async placeSegment(found: FoundSegment, files: () => Iterable<LayerEntry>): Promise<boolean> {
+    const m = decodeSegmentMeta(found.meta);
+    if (!m || m.length !== found.length) return false;
+    // The tables take keys up to their limits; a group whose own keys would not fit is built.
+    if (this.firstFiles.size + m.ownFirsts > DigestTable.MAX_KEYS || this.extentStore.size + m.ownExtentBytes > 0xffffffff) return false;
+    for (const z of m.zeros) {
+      const there = z.len === undefined ? this.zeroBlock !== NULL_ADDR : this.zeroPcluster.has(z.len);
+      if (z.own === there) return false;
+    }
+    const entries: LayerEntry[] = [];
+    const local = new Set<string>();
+    for (const entry of files()) {
+      const f = m.files[entries.length];
+      if (!f || entry.type !== 'file' || entry.size !== f.data.size) return false;
+      if (f.key && !agrees(f.first === 'own', f.key.toString('hex'), local, () => this.firstFiles.get(f.key!) !== undefined)) return false;
+      this.checkEntry(entry);
+      entries.push(entry);
+    }
+    if (entries.length !== m.files.length) return false;
+    const start = this.pos;
+    const base = start / BLOCK_SIZE;
+    const copy = found.copyInto(this.out.fh.fd, start).then(async (ok) => {
+      if (!ok) await found.drop();
+      await found.close();
+      return ok;
+    });
+    this.segmentCopies.push(copy);
+    for (const z of m.zeros) {
+      if (!z.own) continue;
+      if (z.len === undefined) {
+        this.zeroBlock = base + z.rel!;
+        this.zeroWrites++;
+      } else if (z.plain) this.zeroPcluster.set(z.len, { pblk: this.zeroBlock, blocks: 1, plain: true });
+      else {
+        this.zeroPcluster.set(z.len, { pblk: base + z.rel!, blocks: z.blocks!, plain: false });
+        this.zeroWrites++;
+      }
+    }
+    for (let i = 0; i < entries.length; i++) {
+      const f = m.files[i]!;
+      const d = f.data;
+      if (d.kind === 'flat') {
+        for (const run of d.runs) if (run.addr !== NULL_ADDR) run.addr += base;
+        if (f.tail) d.tail = await this.spill.append(f.tail);
+      } else if (f.first === 'cut') {
+        const first = this.firstFiles.get(f.key!)!;
+        d.extents = decodeExtents(await this.extentStore.read({ off: first[0], len: first[1] }));
+      } else {
+        let lens = 0;
+        d.extents.forEach((x, k) => {
+          const tag = f.tags![k];
+          if (tag === Tag.Own) x.pblk += base;
+          else if (tag === Tag.Null) x.pblk = NULL_ADDR;
+          else if (tag === Tag.ZeroBlock) x.pblk = this.zeroBlock;
+          else {
+            const z = this.zeroPcluster.get(f.lens![lens++]!)!;
+            x.pblk = z.pblk;
+            x.blocks = z.blocks;
+          }
+        });
+        if (f.first === 'own') {
+          const ref = await this.extentStore.append(encodeExtents(d.extents));
+          this.firstFiles.set(f.key!, ref.off, ref.len);
+        }
+      }
+      this.push(entries[i]!, d);
+    }
+    this.pos = start + m.length;
+    this.queuedEnd = undefined;
+    this.hits += m.blocks;
+    this.segmentHits++;
+    return true;
   }
 
   private async streamFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, origin: number | undefined): Promise<void> {
@@ -253,6 +500,12 @@ export class ErofsWriter {
       ? { kind: 'z', size: entry.size, extents: [] }
       : { kind: 'flat', size: entry.size, runs: [], tailZero: false };
     this.checkEntry(entry);
+    let rec: SegmentFile | undefined;
+    const r = this.recording;
+    if (r) {
+      if (r.count++ >= SEGMENT_MAX_FILES) this.recording = undefined;
+      else r.waiting.push((rec = data.kind === 'z' ? { data, tags: [], lens: [], done: false } : { data, done: false }));
+    }
     // Compressed files are cut into extents (buffers handed to the pool); flat files go
     // through one reused staging buffer, written a run of non-zero blocks at a time.
     const unit = data.kind === 'z' ? Math.min(this.extentSize, align(entry.size, BLOCK_SIZE)) : STAGE;
@@ -261,7 +514,7 @@ export class ErofsWriter {
     let total = 0;
     let extents = 0;
     const run: ExtentRun | undefined =
-      data.kind === 'z' ? { entry, data, digests: createHash('sha256').update(`${entry.size}\0`), pending: 0, ended: false, start: 0, zeroWrites: 0 } : undefined;
+      data.kind === 'z' ? { entry, data, digests: createHash('sha256').update(`${entry.size}\0`), pending: 0, ended: false, start: 0, zeroWrites: 0, ...(rec ? { rec } : {}) } : undefined;
     const flush = async (len: number): Promise<void> => {
       if (data.kind === 'z') {
         const at = origin === undefined ? undefined : origin + extents * unit;
@@ -297,8 +550,10 @@ export class ErofsWriter {
       const tail = buf.subarray(whole, fill);
       data.tailZero = isZero(tail);
       data.tail = await this.spill.append(tail);
+      if (rec) rec.tail = Buffer.from(tail); // a copy: the staging buffer is reused
     }
     this.push(entry, data);
+    this.filePlaced(rec);
   }
 
   /** Whole blocks of a flat file: all-zero blocks become holes, runs of others are written. */
@@ -356,7 +611,7 @@ export class ErofsWriter {
         }
         let queued = false;
         try {
-          queued = await this.placeExtent(run.data, r, raw, len, lclusters);
+          queued = await this.placeExtent(run.data, r, raw, len, lclusters, run.rec);
         } finally {
           if (!queued) this.spareExtent(r.raw);
         }
@@ -375,28 +630,49 @@ export class ErofsWriter {
   private async settleExtents(run: ExtentRun): Promise<void> {
     const key = run.digests.digest();
     const first = this.firstFiles.get(key);
+    const rec = run.rec;
+    if (rec) rec.key = key;
     if (!first) {
       const ref = await this.extentStore.append(encodeExtents(run.data.extents));
-      if (ref.off + ref.len <= 0xffffffff) this.firstFiles.set(key, ref.off, ref.len);
+      const taken = ref.off + ref.len <= 0xffffffff && this.firstFiles.size < DigestTable.MAX_KEYS;
+      if (taken) this.firstFiles.set(key, ref.off, ref.len);
+      if (rec && this.recording) {
+        // A content the table could not take: later files' answers depend on more than the contents before them.
+        if (!taken) this.recording = undefined;
+        else {
+          rec.first = 'own';
+          this.recording.ownFirsts++;
+          this.recording.ownExtentBytes += ref.len;
+        }
+      }
     } else if (this.zeroWrites === run.zeroWrites) {
       this.out.discardFrom(run.start);
       await this.out.fh.truncate(run.start);
       this.pos = run.start;
       this.queuedEnd = undefined;
       run.data.extents = decodeExtents(await this.extentStore.read({ off: first[0], len: first[1] }));
-    }
+      if (rec) rec.first = 'cut';
+    } else if (rec) rec.first = 'kept';
     this.push(run.entry, run.data);
+    this.filePlaced(rec);
   }
 
   /**
    * Where an extent's bytes go: a shared zero pcluster, one compressed pcluster, or plain
    * blocks. True when the raw block itself was queued to be written (it must not be reused).
    */
-  private async placeExtent(data: Extract<FileData, { kind: 'z' }>, r: BlockResult, raw: Buffer, len: number, lclusters: number): Promise<boolean> {
+  private async placeExtent(data: Extract<FileData, { kind: 'z' }>, r: BlockResult, raw: Buffer, len: number, lclusters: number, rec: SegmentFile | undefined): Promise<boolean> {
     if (r.kind === 'sparse') {
-      data.extents.push({ lclusters, ...(await this.zeroExtent(len, lclusters)) });
+      const x = await this.zeroExtent(len, lclusters);
+      data.extents.push({ lclusters, ...x });
+      if (rec) {
+        const tag = lclusters === 1 ? Tag.ZeroBlock : x.pblk === NULL_ADDR ? Tag.Null : Tag.ZeroPcluster;
+        rec.tags!.push(tag);
+        if (tag === Tag.ZeroPcluster) rec.lens!.push(len);
+      }
       return false;
     }
+    rec?.tags!.push(Tag.Own);
     const blocks = Math.ceil(r.data.length / BLOCK_SIZE);
     const at = this.pos;
     if (r.kind === 'compressed' && blocks < lclusters) {
@@ -417,7 +693,11 @@ export class ErofsWriter {
   private async zeroExtent(len: number, lclusters: number): Promise<Omit<Extent, 'lclusters'>> {
     if (lclusters === 1) return { plain: true, pblk: await this.sharedZeroBlock(), blocks: 1 };
     let z = this.zeroPcluster.get(len);
-    if (!z) {
+    // The first use of this length in a recorded group: whether the group wrote it (placeSegment).
+    const r = this.recording && !this.recording.zeroSeen.has(len) ? this.recording : undefined;
+    r?.zeroSeen.add(len);
+    if (z) r?.zeros.push({ len, own: false });
+    else {
       this.mainCodec ??= makeCodec(this.codec.spec!);
       const c = this.mainCodec.compress(Buffer.alloc(len));
       const blocks = Math.ceil(c.length / BLOCK_SIZE);
@@ -427,8 +707,10 @@ export class ErofsWriter {
         this.pos += blocks * BLOCK_SIZE;
         this.zeroWrites++;
         z = { pblk: at / BLOCK_SIZE, blocks, plain: false };
+        r?.zeros.push({ len, own: true, rel: z.pblk - r.start / BLOCK_SIZE, blocks });
       } else {
         z = { pblk: await this.sharedZeroBlock(), blocks: 1, plain: true };
+        r?.zeros.push({ len, own: true, plain: true });
       }
       this.zeroPcluster.set(len, z);
     }
@@ -436,12 +718,15 @@ export class ErofsWriter {
   }
 
   private async sharedZeroBlock(): Promise<number> {
+    const r = this.recording && !this.recording.zeroSeen.has('block') ? this.recording : undefined;
+    r?.zeroSeen.add('block');
     if (this.zeroBlock === NULL_ADDR) {
       this.zeroBlock = this.pos / BLOCK_SIZE;
       await this.queueData(Buffer.alloc(BLOCK_SIZE), this.pos);
       this.pos += BLOCK_SIZE;
       this.zeroWrites++;
-    }
+      r?.zeros.push({ len: undefined, own: true, rel: this.zeroBlock - r.start / BLOCK_SIZE });
+    } else r?.zeros.push({ len: undefined, own: false });
     return this.zeroBlock;
   }
 
@@ -492,7 +777,15 @@ export class ErofsWriter {
     try {
       await this.calls.settled();
       this.calls.throwIfFailed();
+      await this.endRecording();
       while (this.queue.length > 0) await this.writeHead();
+      // Segments read the image back: they are written before it is committed.
+      await Promise.all(this.segmentWrites.splice(0));
+      if ((await Promise.all(this.segmentCopies.splice(0))).includes(false)) {
+        throw new StrataError(IMAGE_ERR.SEGMENT_DAMAGED, 'a segment of the block cache was damaged (it was removed)', {
+          hint: 'build again: the layers are read instead',
+        });
+      }
       await this.pool?.close();
       this.firstFiles.release(); // every file is placed: the metadata needs the memory more
       const r = await this.writeMetadata();
@@ -509,6 +802,8 @@ export class ErofsWriter {
   /** Stops the workers and removes the partial output. Safe to call more than once. */
   async abort(): Promise<void> {
     this.closed = true;
+    this.recording = undefined;
+    await Promise.all([...this.segmentWrites.splice(0), ...this.segmentCopies.splice(0)]);
     await this.pool?.close();
     await this.out.abort();
     await this.release().catch(() => undefined);
@@ -570,7 +865,7 @@ export class ErofsWriter {
     await this.out.writeAll(Buffer.concat(head), SUPER_OFFSET);
     await this.out.setLength(tree.end, tree.end);
     const sha256 = await this.out.commit();
-    return { bytes: tree.end, sha256, inodes: tree.inodes, cacheHits: this.hits, cacheMisses: this.misses };
+    return { bytes: tree.end, sha256, inodes: tree.inodes, cacheHits: this.hits, cacheMisses: this.misses, segmentHits: this.segmentHits };
   }
 }
 
@@ -585,3 +880,145 @@ function addRun(runs: Run[], addr: number, count: number): void {
   } else runs.push({ addr, count });
 }
 
+
+// ---------------------------------------------------------------------------------------
+// Segment meta (little-endian): positions in blocks from the group's start.
+
+const META_VERSION = 1;
+
+interface SegmentMeta {
+  length: number;
+  blocks: number;
+  ownFirsts: number;
+  ownExtentBytes: number;
+  zeros: ZeroUse[];
+  files: SegmentFile[];
+}
+
+/**
+ * One file: flat (its runs, NULL_ADDR kept; its tail's bytes) or compressed (how its
+ * content was found, its identity, and unless it points at an earlier file's extents, its
+ * extents with their tags).
+ */
+function encodeSegmentFile(out: MetaChunks, f: SegmentFile, base: number): void {
+  const d = f.data;
+  if (d.kind === 'flat') {
+    const tail = f.tail ?? Buffer.alloc(0);
+    const [b, at] = out.room(1 + 8 + 4 + d.runs.length * 8 + 1 + 1 + 4 + tail.length);
+    let o = b.writeUInt8(0, at);
+    o = b.writeDoubleLE(d.size, o);
+    o = b.writeUInt32LE(d.runs.length, o);
+    for (const run of d.runs) {
+      o = b.writeUInt32LE(run.addr === NULL_ADDR ? NULL_ADDR : run.addr - base, o);
+      o = b.writeUInt32LE(run.count, o);
+    }
+    o = b.writeUInt8(d.tailZero ? 1 : 0, o);
+    o = b.writeUInt8(f.tail ? 1 : 0, o);
+    o = b.writeUInt32LE(tail.length, o);
+    tail.copy(b, o);
+    return;
+  }
+  const extents = f.first === 'cut' ? [] : d.extents;
+  const [b, at] = out.room(1 + 8 + 1 + 32 + 4 + extents.length * 14);
+  let o = b.writeUInt8(1, at);
+  o = b.writeDoubleLE(d.size, o);
+  o = b.writeUInt8(f.first === 'own' ? 0 : f.first === 'cut' ? 1 : 2, o);
+  o += f.key!.copy(b, o);
+  o = b.writeUInt32LE(extents.length, o);
+  let lens = 0;
+  extents.forEach((x, k) => {
+    const tag = f.tags![k]!;
+    o = b.writeUInt32LE(x.lclusters, o);
+    o = b.writeUInt8(x.plain ? 1 : 0, o);
+    o = b.writeUInt8(tag, o);
+    o = b.writeUInt32LE(tag === Tag.Own ? x.pblk - base : tag === Tag.ZeroPcluster ? f.lens![lens++]! : 0, o);
+    o = b.writeUInt32LE(x.blocks, o);
+  });
+}
+
+/** The meta: fixed fields, the group's first uses of shared zero data, then its files (encoded as they were placed). */
+function encodeSegmentMeta(r: Recording, length: number, blocks: number): Buffer {
+  const head = Buffer.alloc(4 + 8 * 2 + 4 + 8 + 4 + r.zeros.length * 15 + 4);
+  let o = head.writeUInt32LE(META_VERSION, 0);
+  o = head.writeDoubleLE(length, o);
+  o = head.writeDoubleLE(blocks, o);
+  o = head.writeUInt32LE(r.ownFirsts, o);
+  o = head.writeDoubleLE(r.ownExtentBytes, o);
+  o = head.writeUInt32LE(r.zeros.length, o);
+  for (const z of r.zeros) {
+    o = head.writeUInt8(z.len === undefined ? 0 : 1, o);
+    o = head.writeUInt8((z.own ? 1 : 0) | (z.plain ? 2 : 0), o);
+    o = head.writeUInt32LE(z.len ?? 0, o);
+    o = head.writeUInt32LE(z.rel ?? 0, o);
+    o = head.writeUInt8(0, o);
+    o = head.writeUInt32LE(z.blocks ?? 0, o);
+  }
+  head.writeUInt32LE(r.count, o);
+  return Buffer.concat([head, ...r.meta.all()]);
+}
+
+/** The meta as encodeSegmentMeta wrote it; undefined for anything else. */
+function decodeSegmentMeta(b: Buffer): SegmentMeta | undefined {
+  try {
+    let o = 0;
+    const u8 = () => b.readUInt8(o++);
+    const u32 = () => ((o += 4), b.readUInt32LE(o - 4));
+    const f64 = () => ((o += 8), b.readDoubleLE(o - 8));
+    const bytes = (n: number) => {
+      if (o + n > b.length) throw new RangeError('segment meta ends early');
+      return Buffer.from(b.subarray((o += n) - n, o));
+    };
+    if (u32() !== META_VERSION) return undefined;
+    const length = f64();
+    const blocks = f64();
+    const ownFirsts = u32();
+    const ownExtentBytes = f64();
+    const zeros: ZeroUse[] = [];
+    for (let i = u32(); i > 0; i--) {
+      const kind = u8();
+      const flags = u8();
+      const len = u32();
+      const rel = u32();
+      u8();
+      const zb = u32();
+      const z: ZeroUse = { len: kind === 0 ? undefined : len, own: (flags & 1) !== 0 };
+      if (z.own) Object.assign(z, (flags & 2) !== 0 ? { plain: true } : { rel, blocks: zb });
+      zeros.push(z);
+    }
+    const files: SegmentFile[] = [];
+    for (let i = u32(); i > 0; i--) {
+      const kind = u8();
+      const size = f64();
+      if (kind === 0) {
+        const runs: Run[] = [];
+        for (let n = u32(); n > 0; n--) runs.push({ addr: u32(), count: u32() });
+        const tailZero = u8() === 1;
+        const hasTail = u8() === 1;
+        const tail = bytes(u32());
+        files.push({ data: { kind: 'flat', size, runs, tailZero }, ...(hasTail ? { tail } : {}), done: true });
+      } else if (kind === 1) {
+        const first = (['own', 'cut', 'kept'] as const)[u8()];
+        if (!first) return undefined;
+        const key = bytes(32);
+        const extents: Extent[] = [];
+        const tags: number[] = [];
+        const lens: number[] = [];
+        for (let n = u32(); n > 0; n--) {
+          const lclusters = u32();
+          const plain = u8() === 1;
+          const tag = u8();
+          const v = u32();
+          const blocks32 = u32();
+          if (tag > Tag.ZeroPcluster) return undefined;
+          if (tag === Tag.ZeroPcluster) lens.push(v);
+          extents.push({ lclusters, plain, pblk: tag === Tag.Own ? v : 0, blocks: blocks32 });
+          tags.push(tag);
+        }
+        files.push({ data: { kind: 'z', size, extents }, tags, lens, key, first, done: true });
+      } else return undefined;
+    }
+    return o === b.length ? { length, blocks, ownFirsts, ownExtentBytes, zeros, files } : undefined;
+  } catch {
+    return undefined;
+  }
+}

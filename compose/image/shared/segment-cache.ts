@@ -71,6 +71,55 @@ export interface FoundSegment {
   drop(): Promise<void>;
 }
 
+/**
+ * Groups of more files than this are not recorded: a recorded group's meta is held until the
+ * group ends (about 60 bytes a file for SquashFS), and a build placing it holds its files' records.
+ */
+export const SEGMENT_MAX_FILES = 100_000;
+
+const META_CHUNK = 64 << 10;
+
+/** A segment's meta as a writer encodes it, in chunks of its own (no buffer grows by copying). */
+export class MetaChunks {
+  readonly done: Buffer[] = [];
+  private cur = Buffer.allocUnsafe(META_CHUNK);
+  private used = 0;
+  private total = 0;
+
+  /** Room for `n` more bytes; returns the buffer and where to write. */
+  room(n: number): [Buffer, number] {
+    if (this.used + n > this.cur.length) {
+      this.done.push(this.cur.subarray(0, this.used));
+      this.cur = Buffer.allocUnsafe(Math.max(META_CHUNK, n));
+      this.used = 0;
+    }
+    const at = this.used;
+    this.used += n;
+    this.total += n;
+    return [this.cur, at];
+  }
+
+  /** Bytes encoded so far. */
+  get length(): number {
+    return this.total;
+  }
+
+  all(): Buffer[] {
+    return [...this.done, this.cur.subarray(0, this.used)];
+  }
+}
+
+/**
+ * Whether a dedup lookup answers as it did when the group was recorded: a content the group
+ * stored itself must not be there yet, one it found must be. `local`: the keys the group
+ * stored so far (they are not in the writer's tables until the group is placed).
+ */
+export function agrees(own: boolean, key: string, local: Set<string>, held: (key: string) => boolean): boolean {
+  const there = local.has(key) || held(key);
+  if (own) local.add(key);
+  return own !== there;
+}
+
 export class SegmentCache {
   private readonly root: string;
   private readonly ns: string;

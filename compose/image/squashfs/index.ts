@@ -16,5 +16,5 @@
  *   block-job.ts        the writer's compression job (worker threads)
  *   writer.ts, reader.ts
  */
-export { SquashfsWriter, checkSquashOptions, SEGMENT_MAX_FILES, type SquashOptions, type SquashResult, type GroupOptions, type SquashCompressor } from './writer.js';
+export { SquashfsWriter, checkSquashOptions, type SquashOptions, type SquashResult, type GroupOptions, type SquashCompressor } from './writer.js';
 export { SquashfsImage, READ_FILE_MAX, q, type ImageEntry, type Extent, type WalkOptions, type SquashfsSuperblock } from './reader.js';

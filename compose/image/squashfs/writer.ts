@@ -16,7 +16,7 @@ import { OutputFile, type OutputAccess } from '../shared/output-file.js';
 import { WorkerPool } from '../shared/worker-pool.js';
 import { blockNamespace, type BlockJob, type BlockJobConfig, type BlockJobResult } from './block-job.js';
 import type { CachePlace } from '../shared/block-cache.js';
-import { SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
+import { agrees, MetaChunks, SEGMENT_MAX_FILES, SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
 import { SerialCalls } from '../shared/serial.js';
 import { COMPRESSOR, encodeCompressorOptions, squashCodecSpec, type SquashCompressor } from './compressor.js';
 import { encodeSizeWord } from './data.js';
@@ -145,12 +145,6 @@ interface Recording {
   waiting: SegmentFile[];
   meta: MetaChunks;
 }
-
-/**
- * Groups of more files than this are not recorded: a recorded group's meta is held until the
- * group ends (about 60 bytes a file), and a build placing it holds its files' records.
- */
-export const SEGMENT_MAX_FILES = 100_000;
 
 /** A file's full blocks on their way through the queue: settled when the last one is written. */
 interface BlockRun {
@@ -973,30 +967,6 @@ interface SegmentMeta {
 }
 
 const META_VERSION = 2;
-const META_CHUNK = 64 << 10;
-
-/** Encoded files, appended to chunks of their own (no buffer grows by copying). */
-class MetaChunks {
-  readonly done: Buffer[] = [];
-  private cur = Buffer.allocUnsafe(META_CHUNK);
-  private used = 0;
-
-  /** Room for `n` more bytes; returns the buffer and where to write. */
-  room(n: number): [Buffer, number] {
-    if (this.used + n > this.cur.length) {
-      this.done.push(this.cur.subarray(0, this.used));
-      this.cur = Buffer.allocUnsafe(Math.max(META_CHUNK, n));
-      this.used = 0;
-    }
-    const at = this.used;
-    this.used += n;
-    return [this.cur, at];
-  }
-
-  all(): Buffer[] {
-    return [...this.done, this.cur.subarray(0, this.used)];
-  }
-}
 
 /**
  * One file of a segment's meta: its FileData (numbers as f64, words as u32; its own blocks
@@ -1018,13 +988,6 @@ function encodeSegmentFile(out: MetaChunks, f: SegmentFile, group: { start: numb
   o = b.writeUInt8((f.run ? 1 : 0) | (f.ownRun ? 2 : 0) | (f.tail ? 4 : 0) | (f.ownTail ? 8 : 0), o);
   if (f.run) o += f.run.copy(b, o);
   if (f.tail) f.tail.copy(b, o);
-}
-
-/** Whether a dedup lookup answers as it did when recorded: a content the file stored must not be there yet, one it found must. `local`: the keys the group stored so far. */
-function agrees(own: boolean, key: string, local: Set<string>, held: (key: string) => boolean): boolean {
-  const there = local.has(key) || held(key);
-  if (own) local.add(key);
-  return own !== there;
 }
 
 /** The meta of a segment: fixed fields, the fragment blocks, then the files `encoded` holds (little-endian). */
