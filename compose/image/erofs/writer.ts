@@ -314,8 +314,9 @@ export class ErofsWriter {
   /**
    * Streams a regular file's data into the image now, in call order (calls are serialized
    * even if the caller does not await). `content` must yield exactly entry.size bytes.
-   * `group` (the layer a file comes from) files its extents in the block cache; EROFS packs
-   * no data of two files into one block, so it does not change the bytes. `origin`, when
+   * `group` (the layer a file comes from) files its extents in the block cache (`opts` of a
+   * group's first file apply to it); EROFS packs no data of two files into one block, so it
+   * does not change the bytes. `origin`, when
    * given, is where `content` starts in the content `group` names (the file's offset in its
    * layer's tar): extents are then cached by position (shared/block-cache.ts).
    */
