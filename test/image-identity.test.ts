@@ -307,21 +307,34 @@ Id(`segments, ${format}: unchanged layers are placed from segments, changed ones
     const cid = lock().modules.find((m) => m.fullName === MODULES[name].fullName)!.layer;
     return segs.get(cid)!.map((f) => ({ f, st: statSync(f) })).sort((x, y) => y.st.mtimeMs - x.st.mtimeMs)[0]!.f;
   };
-  const flip = (f: string, at: (len: number) => number) => {
+  const flip = (f: string, at: (b: Buffer) => number) => {
     const b = readFileSync(f);
-    b[at(b.length)]! ^= 0x40;
+    b[at(b)]! ^= 0x40;
     writeFileSync(f, b);
   };
-  flip(of('mid'), () => 152 + 8); // the meta
-  flip(of('app'), () => 130); // the seal
+  // Segment file: a 192-byte header (the extra part's length at 120, the seal from 160), the
+  // extra part, the meta, the bytes (segment-cache.ts).
+  const extraLength = (b: Buffer) => Number(b.readBigUInt64LE(120));
+  flip(of('mid'), (b) => 192 + extraLength(b) + 8); // the meta
+  flip(of('app'), () => 170); // the seal
   const damaged = squash(a, join(tmp, 's5.sqfs'), ...flags);
   assert.is(damaged.sha256, changed.sha256, 'damaged segments never change the image');
   assert.is(damaged.segmentHits, 2, 'base and lic were whole');
   const mended = squash(a, join(tmp, 's6.sqfs'), ...flags);
   assert.is(mended.segmentHits, 4, 'the damaged ones were recorded again');
   assert.is(mended.sha256, changed.sha256);
+  // The extra part (EROFS: the layer's tails), checked as it is read before the layer is placed.
+  const withExtra = (['base', 'mid', 'app', 'lic'] as const).find((n) => extraLength(readFileSync(of(n))) > 0);
+  assert.is(withExtra !== undefined, flags.includes('erofs'), 'EROFS segments keep tails in their extra part; SquashFS ones have none');
+  if (withExtra) {
+    flip(of(withExtra), (b) => 192 + extraLength(b) - 1);
+    const tails = squash(a, join(tmp, 's6t.sqfs'), ...flags);
+    assert.is(tails.sha256, changed.sha256, 'damaged tails never change the image');
+    assert.is(tails.segmentHits, 3, `${withExtra} built again`);
+    assert.is(squash(a, join(tmp, 's6u.sqfs'), ...flags).segmentHits, 4);
+  }
   // Bytes found wrong only once copied (the writer went on meanwhile): built again, layers read.
-  flip(of('base'), (n) => n - 1);
+  flip(of('base'), (b) => b.length - 1);
   const copied = squash(a, join(tmp, 's6b.sqfs'), ...flags);
   assert.is(copied.sha256, changed.sha256);
   assert.is(copied.segmentHits, 0, 'the build was done again without segments');
@@ -423,6 +436,29 @@ Id(`segments, ${format}: a layer above a changed one is placed from its segment 
   // low writes the shared zero pcluster and zero block first now (EROFS), which top wrote before.
   useLow('low7', { ...low6, 'z.dat': Buffer.alloc(8192 + 100) });
   assert.is(warmThenCold().segmentHits, above[5], 'top wrote the shared zero data, which low now writes');
+});
+
+Id('segments, EROFS: a layer whose tails outgrow the tail store\'s memory is placed from its segment with the same bytes', () => {
+  // 1,500 files of 3,000 bytes: 4.5 MB of tails, more than the writer keeps in memory (4 MiB),
+  // so the tails the segment gives back cross into the tail store's file.
+  const o: Workspace = { cwd: join(tmp, 'tails'), store: join(tmp, 'store-tails') };
+  mkdirSync(o.cwd);
+  const dir = join(tmp, 'tails-src');
+  mkdirSync(join(dir, 'many'), { recursive: true });
+  for (let i = 0; i < 1500; i++) writeFileSync(join(dir, 'many', `f${i}`), Buffer.alloc(3000, `file ${i} `));
+  strataOk(['-q', 'store', 'import', 'many/1', packGnu(dir, join(tmp, 'many.tar'))], o);
+  strataOk(['-q', 'compose', 'add', 'many/1'], o);
+  const build = (n: string) => {
+    const out = join(tmp, `${n}.erofs`);
+    const r = strataJson<SquashJson>(['compose', 'squash', out, '--format', 'erofs', '--comp', 'lz4'], o);
+    assert.is(r.sha256, sha(out));
+    mustRun('fsck.erofs', [out]);
+    return r;
+  };
+  const cold = build('t1');
+  const warm = build('t2');
+  assert.is(warm.segmentHits, 1);
+  assert.is(warm.sha256, cold.sha256, 'placed from its segment, the same bytes');
 });
 
 Id.run();

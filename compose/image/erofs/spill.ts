@@ -2,7 +2,8 @@
  * An append-only byte store for what the EROFS writer must keep until finish() (the inline
  * tails of files, at most 4095 bytes each): in memory up to `memoryLimit` bytes, then in a
  * temp file beside the image, so memory does not grow with the number of files.
- * read() may be called in any order once the appends are done; close() removes the file.
+ * read() may be called in any order once the appends are done, for any range appended;
+ * close() removes the file.
  */
 import fs from 'node:fs/promises';
 
@@ -85,6 +86,11 @@ export class Spill {
   async read(ref: SpillRef): Promise<Buffer> {
     if (ref.len === 0) return Buffer.alloc(0);
     const memEnd = this.fileStart < 0 ? this.size : this.fileStart;
+    if (ref.off < memEnd && ref.off + ref.len > memEnd) {
+      // Across the end of what is in memory (bytes appended in one piece, not tail by tail).
+      const head = await this.read({ off: ref.off, len: memEnd - ref.off });
+      return Buffer.concat([head, await this.read({ off: memEnd, len: ref.off + ref.len - memEnd })]);
+    }
     if (ref.off + ref.len <= memEnd) {
       const out = Buffer.allocUnsafe(ref.len);
       let at = 0;
@@ -117,6 +123,15 @@ export class Spill {
     }
     this.readCache = { off: rel, data };
     return Buffer.from(data.subarray(0, ref.len));
+  }
+
+  /** Hands `len` bytes from `off` to `each` in pieces of at most a MiB, in order (with no append meanwhile). */
+  async readRange(off: number, len: number, each: (piece: Buffer) => Promise<void>): Promise<void> {
+    for (const end = off + len; off < end; ) {
+      const n = Math.min(CHUNK, end - off);
+      await each(await this.read({ off, len: n }));
+      off += n;
+    }
   }
 
   async close(): Promise<void> {

@@ -109,7 +109,7 @@ const enum Tag {
 /**
  * A file of a recorded group, in addFile order: its data (positions still absolute), the
  * tags of its extents, its identity and what the dedup lookup of it answered (compressed
- * files), its tail's bytes (flat files; the layer is not read when the group is placed).
+ * files). Flat files' tails go into the segment's extra part, in the same order.
  */
 interface SegmentFile {
   data: FileData;
@@ -119,7 +119,6 @@ interface SegmentFile {
   key?: Buffer;
   /** own: the first with its content (its extents recorded for later files); cut: points at the first's extents; kept: found but kept (a shared zero pcluster was written among its extents). */
   first?: 'own' | 'cut' | 'kept';
-  tail?: Buffer;
   done: boolean;
 }
 
@@ -139,6 +138,8 @@ interface Recording {
   group: string;
   gid: number | undefined;
   start: number;
+  /** Where the group's tails start in the tail store (they are appended in file order). */
+  tailStart: number;
   blocksBefore: number;
   count: number;
   waiting: SegmentFile[];
@@ -150,7 +151,7 @@ interface Recording {
   ownExtentBytes: number;
 }
 
-/** A recorded group's meta (file data and tails) is held until the group ends: past this the group is not recorded. */
+/** A recorded group's meta is held until the group ends: past this the group is not recorded. */
 const SEGMENT_META_MAX = 16 << 20;
 
 const badOption = (msg: string, hint: string) => new StrataError(IMAGE_ERR.OPTIONS, msg, { hint });
@@ -366,6 +367,7 @@ export class ErofsWriter {
       group,
       gid: opts.cacheGid,
       start: this.pos,
+      tailStart: this.spill.size,
       blocksBefore: this.hits + this.misses,
       count: 0,
       waiting: [],
@@ -394,9 +396,16 @@ export class ErofsWriter {
       await this.queueData(ZERO_BLOCK.subarray(0, this.pos - end), end);
     }
     await this.out.flush();
-    if ((await this.out.fh.stat()).size < this.pos) return; // a hole at the end (a dropped file's): not recorded
+    if (this.pos > r.start && (await this.out.fh.stat()).size < this.pos) return; // a hole at the end (a dropped file's): not recorded
     const meta = encodeSegmentMeta(r, this.pos - r.start, this.hits + this.misses - r.blocksBefore);
-    this.segmentWrites.push(this.segments!.write(r.group, r.gid, r.key, meta, this.out.fh, r.start, this.pos - r.start));
+    const seg = await this.segments!.create(r.group, r.gid, r.key);
+    if (!seg) return;
+    // The group's tails are its extra part: read from the tail store now, before anything more is appended to it.
+    await this.spill.readRange(r.tailStart, this.spill.size - r.tailStart, (piece) => seg.appendExtra(piece)).catch(async (e: unknown) => {
+      await seg.abandon();
+      throw e;
+    });
+    this.segmentWrites.push(seg.finish(meta, this.out.fh, r.start, this.pos - r.start));
   }
 
   /** One file of the group being recorded is placed: files are encoded in addFile order as they are done. */
@@ -437,6 +446,12 @@ export class ErofsWriter {
       entries.push(entry);
     }
     if (entries.length !== m.files.length) return false;
+    let tails = 0;
+    for (const f of m.files) if (f.data.kind === 'flat' && f.data.tail) tails += f.data.tail.len;
+    if (tails !== found.extraLength) return false;
+    // The tails go to the tail store first: if they are not the sealed ones, nothing refers to them.
+    const tailBase = this.spill.size;
+    if (!(await found.readExtra(async (piece) => void (await this.spill.append(piece))))) return false;
     const start = this.pos;
     const base = start / BLOCK_SIZE;
     const copy = found.copyInto(this.out.fh.fd, start).then(async (ok) => {
@@ -456,12 +471,16 @@ export class ErofsWriter {
         this.zeroWrites++;
       }
     }
+    let tailAt = tailBase;
     for (let i = 0; i < entries.length; i++) {
       const f = m.files[i]!;
       const d = f.data;
       if (d.kind === 'flat') {
         for (const run of d.runs) if (run.addr !== NULL_ADDR) run.addr += base;
-        if (f.tail) d.tail = await this.spill.append(f.tail);
+        if (d.tail) {
+          d.tail = { off: tailAt, len: d.tail.len };
+          tailAt += d.tail.len;
+        }
       } else if (f.first === 'cut') {
         const first = this.firstFiles.get(f.key!)!;
         d.extents = decodeExtents(await this.extentStore.read({ off: first[0], len: first[1] }));
@@ -551,7 +570,6 @@ export class ErofsWriter {
       const tail = buf.subarray(whole, fill);
       data.tailZero = isZero(tail);
       data.tail = await this.spill.append(tail);
-      if (rec) rec.tail = Buffer.from(tail); // a copy: the staging buffer is reused
     }
     this.push(entry, data);
     this.filePlaced(rec);
@@ -897,15 +915,14 @@ interface SegmentMeta {
 }
 
 /**
- * One file: flat (its runs, NULL_ADDR kept; its tail's bytes) or compressed (how its
+ * One file: flat (its runs, NULL_ADDR kept; its tail's length, the bytes being in the extra part) or compressed (how its
  * content was found, its identity, and unless it points at an earlier file's extents, its
  * extents with their tags).
  */
 function encodeSegmentFile(out: MetaChunks, f: SegmentFile, base: number): void {
   const d = f.data;
   if (d.kind === 'flat') {
-    const tail = f.tail ?? Buffer.alloc(0);
-    const [b, at] = out.room(1 + 8 + 4 + d.runs.length * 8 + 1 + 1 + 4 + tail.length);
+    const [b, at] = out.room(1 + 8 + 4 + d.runs.length * 8 + 1 + 1 + 4);
     let o = b.writeUInt8(0, at);
     o = b.writeDoubleLE(d.size, o);
     o = b.writeUInt32LE(d.runs.length, o);
@@ -914,9 +931,8 @@ function encodeSegmentFile(out: MetaChunks, f: SegmentFile, base: number): void 
       o = b.writeUInt32LE(run.count, o);
     }
     o = b.writeUInt8(d.tailZero ? 1 : 0, o);
-    o = b.writeUInt8(f.tail ? 1 : 0, o);
-    o = b.writeUInt32LE(tail.length, o);
-    tail.copy(b, o);
+    o = b.writeUInt8(d.tail ? 1 : 0, o);
+    b.writeUInt32LE(d.tail?.len ?? 0, o);
     return;
   }
   const extents = f.first === 'cut' ? [] : d.extents;
@@ -995,8 +1011,8 @@ function decodeSegmentMeta(b: Buffer): SegmentMeta | undefined {
         for (let n = u32(); n > 0; n--) runs.push({ addr: u32(), count: u32() });
         const tailZero = u8() === 1;
         const hasTail = u8() === 1;
-        const tail = bytes(u32());
-        files.push({ data: { kind: 'flat', size, runs, tailZero }, ...(hasTail ? { tail } : {}), done: true });
+        const len = u32();
+        files.push({ data: { kind: 'flat', size, runs, tailZero, ...(hasTail ? { tail: { off: 0, len } } : {}) }, done: true });
       } else if (kind === 1) {
         const first = (['own', 'cut', 'kept'] as const)[u8()];
         if (!first) return undefined;

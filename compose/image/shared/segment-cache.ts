@@ -12,15 +12,19 @@
  * give every lookup the same answer, copies the bytes into its image and applies the meta:
  * the layer is not read, no block is looked up.
  *
+ * A writer may keep an *extra* part beside the bytes: data the group needs that does not go
+ * into the image where the group is (EROFS: its files' tails, written with the metadata at
+ * the end). It is read back, and checked, before the group is placed.
+ *
  * The cache is untrusted input (block-cache.ts), and segments are only ever trusted, never
  * checked another way: a segment is used only when it carries this user's seal (an HMAC
- * under the cache secret of the header, which holds the key, both lengths and the sha256 of
- * the meta and of the bytes), its meta hashes to what the header says (checked before the
- * meta is used) and its bytes do too (hashed as they are copied, while the writer goes on
- * with the groups after it; a mismatch drops the segment and fails the build with
- * ERR_SEGMENT_DAMAGED, which the composer answers by building again without segments). So a
- * segment is always what this user's own build wrote for that key, from layers it verified.
- * Without a secret there are no segments.
+ * under the cache secret of the header, which holds the key, the lengths and the sha256 of
+ * the extra part, the meta and the bytes), its meta hashes to what the header says (checked
+ * before the meta is used), its extra part too (checked as it is read), and its bytes do too
+ * (hashed as they are copied, while the writer goes on with the groups after it; a mismatch
+ * drops the segment and fails the build with ERR_SEGMENT_DAMAGED, which the composer answers
+ * by building again without segments). So a segment is always what this user's own build
+ * wrote for that key, from layers it verified. Without a secret there are no segments.
  *
  * Storage, beside the block packs of the same tag and namespace (so pruning and restrictions
  * treat both alike):
@@ -31,7 +35,7 @@
  * none); a restricted tag's segments are 0640, owned by its group, like its packs.
  *
  * Segment file (little-endian):
- *    0  4   magic "SQS1"
+ *    0  4   magic "SQS2"
  *    4  u32 flags (0)
  *    8  32  key
  *   40  u64 length of the bytes
@@ -39,8 +43,10 @@
  *   52  u32 reserved (0)
  *   56  32  sha256 of the meta
  *   88  32  sha256 of the bytes
- *  120  32  seal: HMAC-SHA256(secret, bytes 0..120)
- *  152  …   meta, then the bytes
+ *  120  u64 length of the extra part
+ *  128  32  sha256 of the extra part
+ *  160  32  seal: HMAC-SHA256(secret, bytes 0..160)
+ *  192  …   the extra part, the meta, then the bytes
  *
  * Nothing here throws: a segment that cannot be read is a miss, one that cannot be written is
  * simply not there next time.
@@ -52,15 +58,20 @@ import path from 'node:path';
 import { addon } from '../../../native/binding.js';
 import { BLOCK_CACHE_DIR, namespaceDir, namespaceId, tagDir } from './block-cache.js';
 
-const MAGIC = Buffer.from('SQS1');
-const HEADER = 152;
-const SEALED = 120;
+const MAGIC = Buffer.from('SQS2');
+const HEADER = 192;
+const SEALED = 160;
+/** The extra part is read back and written in pieces of this size. */
+const EXTRA_CHUNK = 1 << 20;
 export const SEGMENT_SUFFIX = '.seg';
 
 /** A sealed segment found for a key: its meta (checked), its bytes still to be copied. */
 export interface FoundSegment {
   meta: Buffer;
   length: number;
+  extraLength: number;
+  /** Hands the extra part to `each` piece by piece, in order; true when it was the sealed one. */
+  readExtra(each: (piece: Buffer) => Promise<void>): Promise<boolean>;
   /**
    * Writes the bytes to descriptor `fd` from `at` (on a thread of libuv's pool, hashed as
    * they go) and checks them: true when they are the sealed bytes.
@@ -153,16 +164,32 @@ export class SegmentCache {
       if (!timingSafeEqual(seal(this.secret, head), head.subarray(SEALED, HEADER))) throw new Error('unsealed');
       const length = Number(head.readBigUInt64LE(40));
       const metaLength = head.readUInt32LE(48);
-      if ((await fh.stat()).size !== HEADER + metaLength + length) throw new Error('torn');
+      const extraLength = Number(head.readBigUInt64LE(120));
+      if ((await fh.stat()).size !== HEADER + extraLength + metaLength + length) throw new Error('torn');
       const meta = Buffer.alloc(metaLength);
-      if ((await fh.read(meta, 0, metaLength, HEADER)).bytesRead !== metaLength) throw new Error('short');
+      if ((await fh.read(meta, 0, metaLength, HEADER + extraLength)).bytesRead !== metaLength) throw new Error('short');
       if (!createHash('sha256').update(meta).digest().equals(head.subarray(56, 88))) throw new Error('meta');
       const bytesDigest = head.subarray(88, 120).toString('hex');
-      const at = HEADER + metaLength;
+      const extraDigest = Buffer.from(head.subarray(128, 160));
+      const at = HEADER + extraLength + metaLength;
       const file = this.file(tag, key);
       return {
         meta,
         length,
+        extraLength,
+        readExtra: async (each) => {
+          const h = createHash('sha256');
+          const piece = Buffer.allocUnsafe(Math.min(EXTRA_CHUNK, extraLength));
+          for (let off = 0; off < extraLength; ) {
+            const n = Math.min(piece.length, extraLength - off);
+            const bytesRead = await fh.read(piece, 0, n, HEADER + off).then((r) => r.bytesRead, () => 0);
+            if (bytesRead <= 0) return false;
+            h.update(piece.subarray(0, bytesRead));
+            await each(Buffer.from(piece.subarray(0, bytesRead)));
+            off += bytesRead;
+          }
+          return h.digest().equals(extraDigest);
+        },
         copyInto: async (fd, to) => {
           const digest = await addon()
             .hashCopy(fh.fd, at, length, fd, to)
@@ -183,10 +210,12 @@ export class SegmentCache {
   }
 
   /**
-   * Records `length` bytes of `src` from `start` as the segment of `key` under `tag`, with
-   * `meta`; `gid`: readable by that group only. Best effort: resolves when done or given up.
+   * Starts the segment of `key` under `tag` (`gid`: readable by that group only): its extra
+   * part goes in first (NewSegment.appendExtra), then finish() records the meta and the bytes.
+   * Best effort: undefined when the file cannot be made; a segment that fails later is not
+   * there next time.
    */
-  async write(tag: string, gid: number | undefined, key: Buffer, meta: Buffer, src: fsp.FileHandle, start: number, length: number): Promise<void> {
+  async create(tag: string, gid: number | undefined, key: Buffer): Promise<NewSegment | undefined> {
     let tmp: string | undefined;
     let fh: fsp.FileHandle | undefined;
     try {
@@ -200,27 +229,75 @@ export class SegmentCache {
       } else {
         await fh.chmod(0o644 & ~process.umask());
       }
-      await writeAll(fh, meta, HEADER);
-      const bytesDigest = await addon().hashCopy(src.fd, start, length, fh.fd, HEADER + meta.length);
+      return new NewSegment(this.secret, key, tmp, fh, this.file(tag, key));
+    } catch {
+      await fh?.close().catch(() => undefined);
+      if (tmp !== undefined) await fsp.rm(tmp, { force: true }).catch(() => undefined);
+      return undefined;
+    }
+  }
+}
+
+/** A segment being written under a temporary name (SegmentCache.create). Nothing here throws. */
+export class NewSegment {
+  private extraLength = 0;
+  private readonly extraHash = createHash('sha256');
+  private failed = false;
+
+  constructor(
+    private readonly secret: Uint8Array,
+    private readonly key: Buffer,
+    private readonly tmp: string,
+    private readonly fh: fsp.FileHandle,
+    private readonly dest: string,
+  ) {}
+
+  /** Appends to the extra part (all of it before finish()). */
+  async appendExtra(b: Buffer): Promise<void> {
+    if (this.failed) return;
+    try {
+      await writeAll(this.fh, b, HEADER + this.extraLength);
+      this.extraHash.update(b);
+      this.extraLength += b.length;
+    } catch {
+      this.failed = true;
+    }
+  }
+
+  /** Records `meta` and `length` bytes of `src` from `start`, seals the header and renames the segment into place; resolves when done or given up. */
+  async finish(meta: Buffer, src: fsp.FileHandle, start: number, length: number): Promise<void> {
+    let placed = false;
+    try {
+      if (this.failed) return;
+      const at = HEADER + this.extraLength;
+      await writeAll(this.fh, meta, at);
+      const bytesDigest = await addon().hashCopy(src.fd, start, length, this.fh.fd, at + meta.length);
       const head = Buffer.alloc(HEADER);
       MAGIC.copy(head, 0);
-      key.copy(head, 8);
+      this.key.copy(head, 8);
       head.writeBigUInt64LE(BigInt(length), 40);
       head.writeUInt32LE(meta.length, 48);
       createHash('sha256').update(meta).digest().copy(head, 56);
       Buffer.from(bytesDigest, 'hex').copy(head, 88);
+      head.writeBigUInt64LE(BigInt(this.extraLength), 120);
+      this.extraHash.digest().copy(head, 128);
       seal(this.secret, head).copy(head, SEALED);
-      await writeAll(fh, head, 0);
-      await fh.close();
-      fh = undefined;
-      await fsp.rename(tmp, this.file(tag, key));
-      tmp = undefined;
+      await writeAll(this.fh, head, 0);
+      await this.fh.close();
+      await fsp.rename(this.tmp, this.dest);
+      placed = true;
     } catch {
       /* not recorded: the next build reads the layer */
     } finally {
-      await fh?.close().catch(() => undefined);
-      if (tmp !== undefined) await fsp.rm(tmp, { force: true }).catch(() => undefined);
+      if (!placed) await this.abandon();
     }
+  }
+
+  /** Gives the segment up: its temporary file is removed. */
+  async abandon(): Promise<void> {
+    this.failed = true;
+    await this.fh.close().catch(() => undefined);
+    await fsp.rm(this.tmp, { force: true }).catch(() => undefined);
   }
 }
 

@@ -554,7 +554,8 @@ export class SquashfsWriter {
     const frags = this.frags.slice(r.fragStart).map((f) => ({ start: f.start - r.start, word: f.word }));
     const meta = encodeSegmentMeta({ length: this.pos - r.start, blocks: this.hits + this.misses - r.blocksBefore, ownTails: r.ownTails, frags, files: r.count }, r.meta);
     await this.file.flush();
-    this.segmentWrites.push(this.segments!.write(r.group, r.gid, r.key, meta, this.file.fh, r.start, this.pos - r.start));
+    const [fh, length] = [this.file.fh, this.pos - r.start];
+    this.segmentWrites.push(this.segments!.create(r.group, r.gid, r.key).then((seg) => seg?.finish(meta, fh, r.start, length)));
   }
 
   /**

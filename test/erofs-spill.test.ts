@@ -1,0 +1,71 @@
+/**
+ * The EROFS writer's tail store (compose/image/erofs/spill.ts): what is appended, in tails or
+ * in pieces that cross the end of what it keeps in memory (a segment's tails come back in
+ * megabyte pieces), reads back byte for byte, by any range, and through readRange.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Spill, type SpillRef } from '../compose/image/erofs/spill.js';
+import { removeDir, tempDir } from './helpers/tmp.js';
+
+const S = suite('EROFS tail store');
+let tmp = '';
+
+S.before.each(() => {
+  tmp = tempDir('strata-spill-');
+});
+
+S.after.each(() => {
+  removeDir(tmp);
+});
+
+/** Deterministic bytes: `n` of them from the counter `seed`. */
+function bytes(seed: number, n: number): Buffer {
+  const out = Buffer.alloc(n);
+  for (let at = 0, i = 0; at < n; i++) at += createHash('sha256').update(`${seed}:${i}`).digest().copy(out, at);
+  return out;
+}
+
+S('tails and large pieces across the memory limit read back by any range', async () => {
+  const path = join(tmp, 'tails');
+  const spill = new Spill(path, 64 << 10);
+  const parts: Buffer[] = [];
+  const refs: SpillRef[] = [];
+  const add = async (b: Buffer) => {
+    refs.push(await spill.append(b));
+    parts.push(b);
+  };
+  for (let i = 0; i < 20; i++) await add(bytes(i, 1000 + i * 37)); // tails, in memory
+  await add(bytes(100, 3 << 20)); // one piece from memory past the limit: the rest goes to the file
+  for (let i = 0; i < 50; i++) await add(bytes(200 + i, 4095 - i)); // tails, in the file
+  await add(bytes(300, (1 << 20) + 5)); // a piece larger than the read-ahead
+  const all = Buffer.concat(parts);
+  assert.is(spill.size, all.length);
+  assert.ok(existsSync(path), 'past the limit the bytes went to the file');
+
+  for (let i = 0; i < refs.length; i++) assert.ok((await spill.read(refs[i]!)).equals(parts[i]!), `part ${i}`);
+  // Ranges that are no one part: across parts, across the end of what is in memory.
+  const memEnd = refs[20]!.off;
+  for (const [off, len] of [
+    [0, all.length],
+    [500, 70_000],
+    [memEnd - 10, 20],
+    [memEnd - 3000, 5 << 20],
+    [refs[21]!.off - 1, 4097],
+  ] as const) {
+    const l = Math.min(len, all.length - off);
+    assert.ok((await spill.read({ off, len: l })).equals(all.subarray(off, off + l)), `range ${off}+${l}`);
+  }
+  const pieces: Buffer[] = [];
+  await spill.readRange(7, all.length - 7, async (p) => void pieces.push(p));
+  assert.ok(pieces.every((p) => p.length <= 1 << 20), 'readRange hands out pieces of at most a MiB');
+  assert.ok(Buffer.concat(pieces).equals(all.subarray(7)));
+
+  await spill.close();
+  assert.not.ok(existsSync(path), 'close() removes the file');
+});
+
+S.run();
