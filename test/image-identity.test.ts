@@ -461,4 +461,19 @@ Id('segments, EROFS: a layer whose tails outgrow the tail store\'s memory is pla
   assert.is(warm.sha256, cold.sha256, 'placed from its segment, the same bytes');
 });
 
+Id('segments: two users building into one cache keep a segment each (named under their own secret) and each finds its own', () => {
+  // One store, one block cache, two cache secrets (XDG_CACHE_HOME): staff sharing a store.
+  const flags = ['--comp', 'gzip', '--block-size', '4096'];
+  const as = (who: string): Workspace => ({ ...a, env: { XDG_CACHE_HOME: join(tmp, `xdg-${who}`) } });
+  const first = squash(as('one'), join(tmp, 'u1.sqfs'), ...flags);
+  assert.is(first.segmentHits, 0);
+  const other = squash(as('two'), join(tmp, 'u2.sqfs'), ...flags);
+  assert.is(other.segmentHits, 0, 'the other user cannot use the first one\'s segments');
+  assert.is(other.sha256, first.sha256);
+  const perLayer = [...segments(a.store).values()].map((l) => l.length);
+  assert.equal(perLayer, [2, 2, 2, 2], 'a segment per layer per user');
+  assert.is(squash(as('one'), join(tmp, 'u3.sqfs'), ...flags).segmentHits, 4, 'the first user finds its own');
+  assert.is(squash(as('two'), join(tmp, 'u4.sqfs'), ...flags).segmentHits, 4, 'and so does the other');
+});
+
 Id.run();

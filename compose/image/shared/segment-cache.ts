@@ -29,7 +29,7 @@
  * Storage, beside the block packs of the same tag and namespace (so pruning and restrictions
  * treat both alike):
  *
- *   image-blocks/<tag>/<namespace id>/<key hex>.seg
+ *   image-blocks/<tag>/<namespace id>/<HMAC-SHA256(secret, "strata-segment-name\0" + key) hex>.seg
  *
  * written under a temporary name and renamed into place (a reader sees a whole segment or
  * none); a restricted tag's segments are 0640, owned by its group, like its packs.
@@ -145,8 +145,14 @@ export class SegmentCache {
     this.ns = namespaceId(namespace);
   }
 
+  /**
+   * A segment's file is named by the key under this user's secret: users who share a cache
+   * (staff writing one store) each keep their own segment of a layer instead of replacing
+   * each other's, which the other could not use.
+   */
   private file(tag: string, key: Buffer): string {
-    return path.join(this.root, tagDir(tag), this.ns, `${key.toString('hex')}${SEGMENT_SUFFIX}`);
+    const name = createHmac('sha256', this.secret).update('strata-segment-name\0').update(key).digest('hex');
+    return path.join(this.root, tagDir(tag), this.ns, `${name}${SEGMENT_SUFFIX}`);
   }
 
   /** The segment of `key` filed under `tag`, when there is one this user sealed; else undefined. */
