@@ -14,7 +14,7 @@ import { makeCodec, type Codec } from '../shared/codecs.js';
 import { DigestTable } from '../shared/digest-table.js';
 import { transferable, WorkerPool } from '../shared/worker-pool.js';
 import { blockNamespace, type BlockJob, type BlockJobResult as BlockResult } from '../squashfs/block-job.js';
-import { agrees, MetaChunks, SEGMENT_MAX_FILES, SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
+import { agrees, BuildSegments, MetaChunks, SEGMENT_MAX_FILES, SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
 import type { CachePlace } from '../shared/block-cache.js';
 import { configRecord, resolveErofsCodec, type ErofsCodec, type ErofsCompressor } from './codec.js';
 import { BLOCK_BITS, BLOCK_SIZE, FEATURE_INCOMPAT, NAME_MAX, NULL_ADDR, PCLUSTER_MAX, SUPER_OFFSET, align, encodeSuperblock } from './format.js';
@@ -217,14 +217,8 @@ export class ErofsWriter {
   private queuedEnd: number | undefined;
 
   /** Segments of groups (shared/segment-cache.ts): only with a cache and this user's secret. */
-  private readonly segments: SegmentCache | undefined;
-  /** What decides a group's bytes besides its files and what came before it (segment keys). */
-  private readonly segmentBase: Buffer | undefined;
-  private readonly useSegments: boolean;
+  private readonly segments: BuildSegments | undefined;
   private recording: Recording | undefined;
-  private readonly segmentWrites: Promise<void>[] = [];
-  private readonly segmentCopies: Promise<boolean>[] = [];
-  private segmentHits = 0;
 
   private constructor(
     private readonly out: OutputFile,
@@ -238,12 +232,11 @@ export class ErofsWriter {
     useSegments: boolean,
   ) {
     this.firstFiles = new DigestTable(expectedFiles);
-    this.useSegments = useSegments;
     if (cacheDir !== undefined && cacheSecret !== undefined) {
       // Beside the layer's cached extents (the same namespace), or a plain one for uncompressed images.
       const namespace = codec.spec ? blockNamespace(makeCodec(codec.spec), extentSize) : 'strata-erofs-plain-v1\0';
-      this.segments = new SegmentCache(cacheDir, namespace, cacheSecret);
-      this.segmentBase = createHash('sha256').update(`strata-erofs-segment-v1\0${namespace}\0${extentSize}\0${codec.alg}\0${BLOCK_SIZE}\0`).digest();
+      const base = `strata-erofs-segment-v1\0${namespace}\0${extentSize}\0${codec.alg}\0${BLOCK_SIZE}\0`;
+      this.segments = new BuildSegments(new SegmentCache(cacheDir, namespace, cacheSecret), base, useSegments);
     }
     this.pool = codec.spec
       ? new WorkerPool({
@@ -353,11 +346,11 @@ export class ErofsWriter {
     await this.endRecording();
     this.group = group;
     this.groupGid = opts.cacheGid;
-    if (identity === undefined || this.segmentBase === undefined || this.segments === undefined) return false;
+    if (identity === undefined || this.segments === undefined) return false;
     // The group starts where everything before it ended.
     while (this.queue.length > 0) await this.writeHead();
-    const key = createHash('sha256').update(this.segmentBase).update(`\0${identity}\0${group}\0`).digest();
-    const found = this.useSegments ? await this.segments.open(group, key) : undefined;
+    const key = this.segments.key(identity, group);
+    const found = await this.segments.find(group, key);
     if (found) {
       if (await this.placeSegment(found, files!)) return true;
       await found.close();
@@ -405,7 +398,7 @@ export class ErofsWriter {
       await seg.abandon();
       throw e;
     });
-    this.segmentWrites.push(seg.finish(meta, this.out.fh, r.start, this.pos - r.start));
+    this.segments!.saving(seg.finish(meta, this.out.fh, r.start, this.pos - r.start));
   }
 
   /** One file of the group being recorded is placed: files are encoded in addFile order as they are done. */
@@ -454,12 +447,7 @@ export class ErofsWriter {
     if (!(await found.readExtra(async (piece) => void (await this.spill.append(piece))))) return false;
     const start = this.pos;
     const base = start / BLOCK_SIZE;
-    const copy = found.copyInto(this.out.fh.fd, start).then(async (ok) => {
-      if (!ok) await found.drop();
-      await found.close();
-      return ok;
-    });
-    this.segmentCopies.push(copy);
+    this.segments!.place(found, this.out.fh.fd, start);
     for (const z of m.zeros) {
       if (!z.own) continue;
       if (z.len === undefined) {
@@ -507,7 +495,6 @@ export class ErofsWriter {
     this.pos = start + m.length;
     this.queuedEnd = undefined;
     this.hits += m.blocks;
-    this.segmentHits++;
     return true;
   }
 
@@ -799,12 +786,7 @@ export class ErofsWriter {
       await this.endRecording();
       while (this.queue.length > 0) await this.writeHead();
       // Segments read the image back: they are written before it is committed.
-      await Promise.all(this.segmentWrites.splice(0));
-      if ((await Promise.all(this.segmentCopies.splice(0))).includes(false)) {
-        throw new StrataError(IMAGE_ERR.SEGMENT_DAMAGED, 'a segment of the block cache was damaged (it was removed)', {
-          hint: 'build again: the layers are read instead',
-        });
-      }
+      await this.segments?.settle();
       await this.pool?.close();
       this.firstFiles.release(); // every file is placed: the metadata needs the memory more
       const r = await this.writeMetadata();
@@ -822,7 +804,7 @@ export class ErofsWriter {
   async abort(): Promise<void> {
     this.closed = true;
     this.recording = undefined;
-    await Promise.all([...this.segmentWrites.splice(0), ...this.segmentCopies.splice(0)]);
+    await this.segments?.abandon();
     await this.pool?.close();
     await this.out.abort();
     await this.release().catch(() => undefined);
@@ -884,7 +866,7 @@ export class ErofsWriter {
     await this.out.writeAll(Buffer.concat(head), SUPER_OFFSET);
     await this.out.setLength(tree.end, tree.end);
     const sha256 = await this.out.commit();
-    return { bytes: tree.end, sha256, inodes: tree.inodes, cacheHits: this.hits, cacheMisses: this.misses, segmentHits: this.segmentHits };
+    return { bytes: tree.end, sha256, inodes: tree.inodes, cacheHits: this.hits, cacheMisses: this.misses, segmentHits: this.segments?.hits ?? 0 };
   }
 }
 

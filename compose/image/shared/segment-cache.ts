@@ -48,14 +48,15 @@
  *  160  32  seal: HMAC-SHA256(secret, bytes 0..160)
  *  192  …   the extra part, the meta, then the bytes
  *
- * Nothing here throws: a segment that cannot be read is a miss, one that cannot be written is
- * simply not there next time.
+ * Nothing here throws but BuildSegments.settle() (a placed segment found damaged): a segment
+ * that cannot be read is a miss, one that cannot be written is simply not there next time.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { addon } from '../../../native/binding.js';
+import { IMAGE_ERR, StrataError } from '../errors.js';
 import { BLOCK_CACHE_DIR, namespaceDir, namespaceId, tagDir } from './block-cache.js';
 
 const MAGIC = Buffer.from('SQS2');
@@ -241,6 +242,75 @@ export class SegmentCache {
       if (tmp !== undefined) await fsp.rm(tmp, { force: true }).catch(() => undefined);
       return undefined;
     }
+  }
+}
+
+/**
+ * One build's segments, for a writer: the key of each group, the segments it placed (their
+ * bytes copied in the background) and the ones it is recording (written in the background).
+ * settle() before the image is committed, abandon() when the build stops.
+ */
+export class BuildSegments {
+  /** Groups placed from segments. */
+  hits = 0;
+  private readonly base: Buffer;
+  private readonly writes: Promise<void>[] = [];
+  private readonly copies: Promise<boolean>[] = [];
+
+  /** `base`: what decides a group's bytes besides its files and what came before it (the format and its options); `use`: place groups from segments (else only record them). */
+  constructor(
+    private readonly cache: SegmentCache,
+    base: string,
+    private readonly use: boolean,
+  ) {
+    this.base = createHash('sha256').update(base).digest();
+  }
+
+  /** The key of a group: the writer's base, the caller's identity of the group and its name. */
+  key(identity: string, group: string): Buffer {
+    return createHash('sha256').update(this.base).update(`\0${identity}\0${group}\0`).digest();
+  }
+
+  /** The segment of `key`, when this build uses segments and this user sealed one. */
+  find(group: string, key: Buffer): Promise<FoundSegment | undefined> {
+    return this.use ? this.cache.open(group, key) : Promise.resolve(undefined);
+  }
+
+  /** The group is placed from `found`: its bytes are copied to `fd` at `at` while the writer goes on (settle() checks them). */
+  place(found: FoundSegment, fd: number, at: number): void {
+    this.copies.push(
+      found.copyInto(fd, at).then(async (ok) => {
+        if (!ok) await found.drop();
+        await found.close();
+        return ok;
+      }),
+    );
+    this.hits++;
+  }
+
+  /** Starts recording a segment (SegmentCache.create). */
+  create(tag: string, gid: number | undefined, key: Buffer): Promise<NewSegment | undefined> {
+    return this.cache.create(tag, gid, key);
+  }
+
+  /** A segment being written in the background (it reads the image: settle() waits for it). */
+  saving(write: Promise<void>): void {
+    this.writes.push(write);
+  }
+
+  /** Waits for every write and copy; throws ERR_SEGMENT_DAMAGED when a placed segment's bytes were not the sealed ones (it is removed). */
+  async settle(): Promise<void> {
+    await Promise.all(this.writes.splice(0));
+    if ((await Promise.all(this.copies.splice(0))).includes(false)) {
+      throw new StrataError(IMAGE_ERR.SEGMENT_DAMAGED, 'a segment of the block cache was damaged (it was removed)', {
+        hint: 'build again: the layers are read instead',
+      });
+    }
+  }
+
+  /** Waits for every write and copy, whatever they found. */
+  async abandon(): Promise<void> {
+    await Promise.all([...this.writes.splice(0), ...this.copies.splice(0)]);
   }
 }
 

@@ -16,7 +16,7 @@ import { OutputFile, type OutputAccess } from '../shared/output-file.js';
 import { WorkerPool } from '../shared/worker-pool.js';
 import { blockNamespace, type BlockJob, type BlockJobConfig, type BlockJobResult } from './block-job.js';
 import type { CachePlace } from '../shared/block-cache.js';
-import { agrees, MetaChunks, SEGMENT_MAX_FILES, SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
+import { agrees, BuildSegments, MetaChunks, SEGMENT_MAX_FILES, SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
 import { SerialCalls } from '../shared/serial.js';
 import { COMPRESSOR, encodeCompressorOptions, squashCodecSpec, type SquashCompressor } from './compressor.js';
 import { encodeSizeWord } from './data.js';
@@ -243,16 +243,8 @@ export class SquashfsWriter {
   /** Where each distinct tail is, by the tail's sha256. */
   private readonly tails: DigestTable;
   /** Segments of groups (shared/segment-cache.ts): only with a cache and this user's secret. */
-  private readonly segments: SegmentCache | undefined;
-  /** What decides a group's bytes besides its files and the contents before it: the options, hashed (segment keys). */
-  private segmentBase: Buffer | undefined;
+  private readonly segments: BuildSegments | undefined;
   private recording: Recording | undefined;
-  /** Segment files being written (best effort), awaited before the image is committed. */
-  private readonly segmentWrites: Promise<void>[] = [];
-  /** Segments being copied into the image (their state already applied): each resolves to whether its bytes were sealed ones. */
-  private readonly segmentCopies: Promise<boolean>[] = [];
-  private segmentHits = 0;
-  private readonly useSegments: boolean;
 
   private constructor(
     private readonly file: OutputFile,
@@ -267,7 +259,6 @@ export class SquashfsWriter {
     expectedFiles: number,
     useSegments: boolean,
   ) {
-    this.useSegments = useSegments;
     this.records = new SpillSorter<Rec>({ compare: (a, b) => comparePaths(a.entry.path, b.entry.path), codec: recCodec, dir: scratchDir });
     this.tails = new DigestTable(expectedFiles);
     const config: BlockJobConfig = { codec: { name: codec.name, level: codec.level }, blockSize, cacheDir, cacheSecret };
@@ -280,8 +271,9 @@ export class SquashfsWriter {
     this.frag = Buffer.alloc(blockSize);
     if (cacheDir !== undefined && cacheSecret !== undefined) {
       const namespace = blockNamespace(codec, blockSize);
-      this.segments = new SegmentCache(cacheDir, namespace, cacheSecret);
-      this.segmentBase = createHash('sha256').update(`strata-squashfs-segment-v2\0${namespace}\0${this.pos}\0`).update(options ?? Buffer.alloc(0)).digest();
+      // Besides its files and the contents before it, the options decide a group's bytes.
+      const base = `strata-squashfs-segment-v2\0${namespace}\0${this.pos}\0${options?.toString('hex') ?? ''}\0`;
+      this.segments = new BuildSegments(new SegmentCache(cacheDir, namespace, cacheSecret), base, useSegments);
     }
   }
 
@@ -529,11 +521,11 @@ export class SquashfsWriter {
     if (this.fragUsed > 0) await this.flushFragment();
     this.group = group;
     this.groupOpts = opts;
-    if (identity === undefined || this.segmentBase === undefined || this.segments === undefined) return false;
+    if (identity === undefined || this.segments === undefined) return false;
     // The group starts where everything before it ended.
     while (this.queue.length) await this.writeHead();
-    const key = createHash('sha256').update(this.segmentBase).update(`\0${identity}\0${group}\0`).digest();
-    const found = this.useSegments ? await this.segments.open(group, key) : undefined;
+    const key = this.segments.key(identity, group);
+    const found = await this.segments.find(group, key);
     if (found) {
       if (this.placeSegment(found, files!)) return true;
       await found.close();
@@ -555,7 +547,7 @@ export class SquashfsWriter {
     const meta = encodeSegmentMeta({ length: this.pos - r.start, blocks: this.hits + this.misses - r.blocksBefore, ownTails: r.ownTails, frags, files: r.count }, r.meta);
     await this.file.flush();
     const [fh, length] = [this.file.fh, this.pos - r.start];
-    this.segmentWrites.push(this.segments!.create(r.group, r.gid, r.key).then((seg) => seg?.finish(meta, fh, r.start, length)));
+    this.segments!.saving(this.segments!.create(r.group, r.gid, r.key).then((seg) => seg?.finish(meta, fh, r.start, length)));
   }
 
   /**
@@ -584,12 +576,7 @@ export class SquashfsWriter {
     }
     if (recs.length !== m.files.length) return false;
     const start = this.pos;
-    const copy = found.copyInto(this.file.fh.fd, start).then(async (ok) => {
-      if (!ok) await found.drop();
-      await found.close();
-      return ok;
-    });
-    this.segmentCopies.push(copy);
+    this.segments!.place(found, this.file.fh.fd, start);
     for (let i = 0; i < recs.length; i++) {
       const { fd, run, ownRun, tail, ownTail } = m.files[i]!;
       if (run) {
@@ -611,7 +598,6 @@ export class SquashfsWriter {
     this.fragCount += m.frags.length;
     this.pos = start + m.length;
     this.hits += m.blocks;
-    this.segmentHits++;
     return true;
   }
 
@@ -655,12 +641,7 @@ export class SquashfsWriter {
       if (this.fragUsed > 0) await this.flushFragment();
       while (this.queue.length) await this.writeHead();
       // Segments read the image back: they are written before it is committed.
-      await Promise.all(this.segmentWrites.splice(0));
-      if ((await Promise.all(this.segmentCopies.splice(0))).includes(false)) {
-        throw new StrataError(IMAGE_ERR.SEGMENT_DAMAGED, 'a segment of the block cache was damaged (it was removed)', {
-          hint: 'build again: the layers are read instead',
-        });
-      }
+      await this.segments?.settle();
       // Every file is placed: the tables need the memory more than the dedup indexes.
       this.tails.release();
       this.blockRuns.clear();
@@ -681,7 +662,7 @@ export class SquashfsWriter {
     this.closed = true;
     this.recording = undefined;
     this.records.dispose();
-    await Promise.all([...this.segmentWrites.splice(0), ...this.segmentCopies.splice(0)]);
+    await this.segments?.abandon();
     await this.pool.close();
     await this.file.abort();
   }
@@ -949,7 +930,7 @@ export class SquashfsWriter {
     await this.file.writeAll(sb, 0);
     const padded = Math.ceil(bytesUsed / PAD) * PAD;
     await this.file.setLength(bytesUsed, padded); // blocks of duplicates may have been written past the end
-    return { bytes: padded, inodes: count, cacheHits: this.hits, cacheMisses: this.misses, segmentHits: this.segmentHits };
+    return { bytes: padded, inodes: count, cacheHits: this.hits, cacheMisses: this.misses, segmentHits: this.segments?.hits ?? 0 };
   }
 }
 
