@@ -46,6 +46,13 @@ function other(path: string, type: LayerEntry['type'], extra: Partial<LayerEntry
 const BIG_VALUE = noise(60_000, 99);
 const CAP = Buffer.from('0100000200200000000000000000000000000000', 'hex'); // cap_net_raw+ep, v2
 
+/** File heads of the three content kinds the fragment streams tell apart. */
+const KIND_HEADS: Record<string, Buffer> = {
+  text: Buffer.from('plain text\n'),
+  elf: Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]),
+  gzip: Buffer.from([0x1f, 0x8b, 8, 0]),
+};
+
 /** The awkward corpus (block size 4096). */
 function corpus(): Item[] {
   const items: Item[] = [dir('.', { mode: 0o755, mtime: T0 - 5 })];
@@ -114,6 +121,20 @@ function corpus(): Item[] {
   items.push(file('modes/none', Buffer.from('n'), { mode: 0 }));
   items.push(dir('modes/setgid', { mode: 0o2775 }));
   items.push(dir('modes/sticky', { mode: 0o1777 }));
+
+  // Tails of every fragment stream (compose/image/squashfs/data.ts, fragmentStream), the kinds
+  // interleaved in path order. Tails of larger files are longer, so their streams' blocks fill
+  // sooner: the data area holds fragment blocks out of index order.
+  items.push(dir('kinds'));
+  for (let i = 0; i < 24; i++) {
+    for (const [k, [kind, head]] of Object.entries(KIND_HEADS).entries()) {
+      for (const big of [false, true]) {
+        const body = noise((big ? 2 * BS + 1500 : 300) + (i % 5), 5000 + i * 8 + (big ? 4 : 0) + k);
+        head.copy(body);
+        items.push(file(`kinds/${String(i).padStart(2, '0')}-${kind}-${big ? 'big' : 'small'}`, body));
+      }
+    }
+  }
 
   items.push(dir('sym'));
   items.push(other('sym/rel', 'symlink', { linkname: '../sizes/one' }));
@@ -334,6 +355,18 @@ Writer('awkward corpus: listing, sqfsdiff, extraction and kernel mount match the
   assert.match(stat('sizes/text'), /Block #0 size: \d{2,3} \(compressed\)/);
   assert.match(stat('sizes/bs'), /Fragment index: 0xFFFFFFFF/);
   assert.match(stat('big'), /Inode type: extended directory/);
+  // Each fragment block holds tails of one stream only, and every stream filled several.
+  const streamOf = new Map<number, string>();
+  const blocksOf = new Map<string, Set<number>>();
+  for (const it of items.filter((x) => x.entry.path.startsWith('kinds/') && x.entry.type === 'file')) {
+    const index = Number(/Fragment index: (0x[0-9A-F]+)/.exec(stat(it.entry.path))![1]);
+    const stream = it.entry.path.slice('kinds/00-'.length);
+    assert.is(streamOf.get(index) ?? stream, stream, `fragment ${index} holds ${stream} and ${streamOf.get(index)}`);
+    streamOf.set(index, stream);
+    blocksOf.set(stream, (blocksOf.get(stream) ?? new Set()).add(index));
+  }
+  assert.is(blocksOf.size, 6);
+  for (const [stream, blocks] of blocksOf) assert.ok(blocks.size >= 2, `${stream}: ${blocks.size} fragment blocks`);
   assert.is(statSync(join(mnt, 'links/a')).ino, statSync(join(mnt, 'links/sub/c')).ino);
   assert.is(statSync(join(mnt, 'links/a')).nlink, 3);
 });

@@ -19,7 +19,7 @@ import type { CachePlace } from '../shared/block-cache.js';
 import { agrees, BuildSegments, MetaChunks, SEGMENT_MAX_FILES, SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
 import { SerialCalls } from '../shared/serial.js';
 import { COMPRESSOR, encodeCompressorOptions, squashCodecSpec, type SquashCompressor } from './compressor.js';
-import { encodeSizeWord } from './data.js';
+import { encodeSizeWord, FRAGMENT_STREAMS, fragmentStream } from './data.js';
 import { encodeDirectory, DIR_ENTRY_SIZE, DIR_HEADER_MAX, MAX_NAME, type DirChild } from './directory.js';
 import { encodeExportTable } from './export-table.js';
 import { encodeFragmentTable, type FragmentEntry } from './fragment-table.js';
@@ -157,6 +157,14 @@ interface BlockRun {
   ended: boolean;
 }
 
+/** A fragment block being filled: its index, taken when it opened, and its stream. */
+interface OpenFragment {
+  index: number;
+  data: Buffer;
+  used: number;
+  stream: number;
+}
+
 /** One entry of the image as finish() reads it back, in path order. */
 interface Rec {
   entry: LayerEntry;
@@ -232,8 +240,9 @@ export class SquashfsWriter {
   private misses = 0;
   private group: string | undefined;
   private groupOpts: GroupOptions = {};
-  private frag: Buffer;
-  private fragUsed = 0;
+  /** The open fragment block of each stream (data.ts, fragmentStream). */
+  private readonly openFrags: (OpenFragment | undefined)[] = new Array(FRAGMENT_STREAMS).fill(undefined);
+  /** By fragment index; an open block's entry is set once it is written. */
   private readonly frags: FragmentEntry[] = [];
   private fragCount = 0;
   /** Block buffers handed back by the workers, reused so memory stays flat on huge files. */
@@ -268,11 +277,10 @@ export class SquashfsWriter {
     // has work while the writer catches up.
     this.maxInFlight = threads * 6 + 4;
     this.pos = SUPERBLOCK_SIZE + (options ? 2 + options.length : 0);
-    this.frag = Buffer.alloc(blockSize);
     if (cacheDir !== undefined && cacheSecret !== undefined) {
       const namespace = blockNamespace(codec, blockSize);
       // Besides its files and the contents before it, the options decide a group's bytes.
-      const base = `strata-squashfs-segment-v2\0${namespace}\0${this.pos}\0${options?.toString('hex') ?? ''}\0`;
+      const base = `strata-squashfs-segment-v3\0${namespace}\0${this.pos}\0${options?.toString('hex') ?? ''}\0`;
       this.segments = new BuildSegments(new SegmentCache(cacheDir, namespace, cacheSecret), base, useSegments);
     }
   }
@@ -324,8 +332,9 @@ export class SquashfsWriter {
   /**
    * Streams a regular file's data into the image now, in call order (calls are serialized
    * even if the caller does not await). `content` must yield exactly entry.size bytes.
-   * Full blocks go to the compression pool; the tail (< blockSize) is packed into the open
-   * fragment block of `group`, which is flushed first when the group changes. `group` also
+   * Full blocks go to the compression pool; the tail (< blockSize) is packed into an open
+   * fragment block of `group` (one per stream: data.ts, fragmentStream), all of which are
+   * flushed first when the group changes. `group` also
    * files the blocks in the cache (a layer's CID); `opts` of a group's first file apply to it.
    * `origin`, when given, is where `content` starts in the content `group` names (the file's
    * offset in its layer's tar): full blocks are then cached by position (shared/block-cache.ts).
@@ -352,6 +361,7 @@ export class SquashfsWriter {
     let total = 0;
     let index = 0;
     let run: BlockRun | undefined;
+    let stream: number | undefined;
     for await (const chunk of content) {
       total += chunk.length;
       if (total > entry.size) throw usage(`${entry.path}: content is longer than its size ${entry.size}`);
@@ -366,6 +376,7 @@ export class SquashfsWriter {
           const r = (run ??= { file: pending, digests: createHash('sha256'), pending: 0, ended: false });
           r.pending++;
           const at = origin === undefined ? undefined : origin + i * bs;
+          stream ??= fragmentStream(block, true);
           await this.pushBlock(block, true, at, (start, word, digest) => {
             if (i === 0) fd.blocksStart = start;
             fd.sizes[i] = word;
@@ -383,7 +394,10 @@ export class SquashfsWriter {
       run.ended = true;
       if (run.pending === 0) this.settleBlocks(run);
     } else this.placed(pending);
-    if (fill > 0) await this.placeTail(fd, block.subarray(0, fill), pending.rec);
+    if (fill > 0) {
+      const tail = block.subarray(0, fill);
+      await this.placeTail(fd, tail, stream ?? fragmentStream(tail, false), pending.rec);
+    }
     this.spare.push(block);
     this.placed(pending);
   }
@@ -414,8 +428,8 @@ export class SquashfsWriter {
     this.placed(run.file);
   }
 
-  /** Packs a tail into the open fragment block, or points at an earlier copy of the same bytes. */
-  private async placeTail(fd: FileData, tail: Buffer, rec: SegmentFile | undefined): Promise<void> {
+  /** Packs a tail into the open fragment block of `stream`, or points at an earlier copy of the same bytes. */
+  private async placeTail(fd: FileData, tail: Buffer, stream: number, rec: SegmentFile | undefined): Promise<void> {
     // One call, no Hash object: one tail per small file (1.6 against 2.4 µs a tail here).
     const key = hash('sha256', tail, 'buffer');
     const first = this.tails.get(key);
@@ -427,11 +441,17 @@ export class SquashfsWriter {
       [fd.fragIndex, fd.fragOffset] = first;
       return;
     }
-    if (this.fragUsed + tail.length > this.blockSize) await this.flushFragment();
-    fd.fragIndex = this.fragCount;
-    fd.fragOffset = this.fragUsed;
-    this.frag.set(tail, this.fragUsed);
-    this.fragUsed += tail.length;
+    let open = this.openFrags[stream];
+    if (open && open.used + tail.length > this.blockSize) {
+      await this.flushFragment(open);
+      open = undefined;
+    }
+    // A block takes its index when it opens: the index of every tail is known as it is packed.
+    open ??= this.openFrags[stream] = { index: this.fragCount++, data: this.takeBlock(), used: 0, stream };
+    fd.fragIndex = open.index;
+    fd.fragOffset = open.used;
+    open.data.set(tail, open.used);
+    open.used += tail.length;
     if (this.recording && this.tails.size >= DigestTable.MAX_KEYS) {
       // The table no longer takes keys: what later files find depends on more than which
       // contents came before, so this group is not recorded (placeSegment's condition).
@@ -450,23 +470,30 @@ export class SquashfsWriter {
     if (ab instanceof ArrayBuffer && ab.byteLength === this.blockSize && this.spare.length < this.maxInFlight) this.spare.push(Buffer.from(ab));
   }
 
-  private async flushFragment(): Promise<void> {
-    // The fragment's own buffer goes to the worker (a view of its first fragUsed bytes) and
-    // comes back to the spare list; the next fragment fills a spare block.
-    const raw = this.frag.subarray(0, this.fragUsed);
-    this.frag = this.takeBlock();
-    this.fragUsed = 0;
-    const index = this.fragCount++;
-    await this.pushBlock(raw, false, undefined, (start, word) => {
+  /**
+   * Writes an open fragment block. Its buffer goes to the worker (a view of its first `used`
+   * bytes) and comes back to the spare list. Blocks are written as they fill, so the data area
+   * holds them in that order, not by index; the fragment table maps each index to its block.
+   */
+  private async flushFragment(open: OpenFragment): Promise<void> {
+    this.openFrags[open.stream] = undefined;
+    const index = open.index;
+    await this.pushBlock(open.data.subarray(0, open.used), false, undefined, (start, word) => {
       this.frags[index] = { start, word };
     });
+  }
+
+  /** Writes every open fragment block, in index order (the group ends, or the image). */
+  private async flushFragments(): Promise<void> {
+    const open = this.openFrags.filter((f) => f !== undefined).sort((a, b) => a.index - b.index);
+    for (const f of open) await this.flushFragment(f);
   }
 
   private async pushBlock(raw: Buffer, allowSparse: boolean, at: number | undefined, done: (start: number, word: number, digest: Uint8Array) => void): Promise<void> {
     const place: CachePlace = { tag: this.group ?? '' };
     if (this.groupOpts.cacheGid !== undefined) place.gid = this.groupOpts.cacheGid;
     if (at !== undefined) place.at = at;
-    // Every raw block here owns its whole buffer (takeBlock, flushFragment), a fragment's
+    // Every raw block here owns its whole buffer (takeBlock), a fragment's
     // included, which is a view of its first bytes.
     const p = this.pool.run({ raw, allowSparse, place }, [raw.buffer as ArrayBuffer]);
     p.catch(() => undefined); // awaited in order by writeHead; avoid an early unhandled rejection
@@ -518,7 +545,7 @@ export class SquashfsWriter {
       return false;
     }
     await this.endRecording();
-    if (this.fragUsed > 0) await this.flushFragment();
+    await this.flushFragments();
     this.group = group;
     this.groupOpts = opts;
     if (identity === undefined || this.segments === undefined) return false;
@@ -539,7 +566,7 @@ export class SquashfsWriter {
     const r = this.recording;
     if (!r) return;
     // Still recording while the group's last blocks are written: its last files are placed now.
-    if (this.fragUsed > 0) await this.flushFragment();
+    await this.flushFragments();
     while (this.queue.length) await this.writeHead();
     this.recording = undefined;
     if (r.waiting.length > 0) throw new Error('SquashFS writer: a recorded file was not placed by the end of its group');
@@ -638,7 +665,7 @@ export class SquashfsWriter {
     try {
       this.calls.throwIfFailed();
       await this.endRecording();
-      if (this.fragUsed > 0) await this.flushFragment();
+      await this.flushFragments();
       while (this.queue.length) await this.writeHead();
       // Segments read the image back: they are written before it is committed.
       await this.segments?.settle();
