@@ -14,7 +14,7 @@ import { makeCodec, type Codec } from '../shared/codecs.js';
 import { DigestTable } from '../shared/digest-table.js';
 import { transferable, WorkerPool } from '../shared/worker-pool.js';
 import { blockNamespace, type BlockJob, type BlockJobResult as BlockResult } from '../squashfs/block-job.js';
-import { agrees, BuildSegments, MetaChunks, SEGMENT_MAX_FILES, SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
+import { agrees, BuildSegments, MetaChunks, MetaCursor, SEGMENT_MAX_FILES, SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
 import type { CachePlace } from '../shared/block-cache.js';
 import { configRecord, resolveErofsCodec, type ErofsCodec, type ErofsCompressor } from './codec.js';
 import { BLOCK_BITS, BLOCK_SIZE, FEATURE_INCOMPAT, NAME_MAX, NULL_ADDR, PCLUSTER_MAX, SUPER_OFFSET, align, encodeSuperblock } from './format.js';
@@ -430,11 +430,11 @@ export class ErofsWriter {
       if (z.own === there) return false;
     }
     const entries: LayerEntry[] = [];
-    const local = new Set<string>();
+    const local = new DigestTable(m.ownFirsts);
     for (const entry of files()) {
       const f = m.files[entries.length];
       if (!f || entry.type !== 'file' || entry.size !== f.data.size) return false;
-      if (f.key && !agrees(f.first === 'own', f.key.toString('hex'), local, () => this.firstFiles.get(f.key!) !== undefined)) return false;
+      if (f.key && !agrees(f.first === 'own', f.key, local, (d) => this.firstFiles.has(d))) return false;
       this.checkEntry(entry);
       entries.push(entry);
     }
@@ -959,14 +959,8 @@ function encodeSegmentMeta(r: Recording, length: number, blocks: number): Buffer
 /** The meta as encodeSegmentMeta wrote it; undefined for anything else. */
 function decodeSegmentMeta(b: Buffer): SegmentMeta | undefined {
   try {
-    let o = 0;
-    const u8 = () => b.readUInt8(o++);
-    const u32 = () => ((o += 4), b.readUInt32LE(o - 4));
-    const f64 = () => ((o += 8), b.readDoubleLE(o - 8));
-    const bytes = (n: number) => {
-      if (o + n > b.length) throw new RangeError('segment meta ends early');
-      return Buffer.from(b.subarray((o += n) - n, o));
-    };
+    const c = new MetaCursor(b);
+    const [u8, u32, f64, bytes] = [() => c.u8(), () => c.u32(), () => c.f64(), (n: number) => c.bytes(n)];
     if (u32() !== META_VERSION) return undefined;
     const length = f64();
     const blocks = f64();
@@ -1016,7 +1010,7 @@ function decodeSegmentMeta(b: Buffer): SegmentMeta | undefined {
         files.push({ data: { kind: 'z', size, extents }, tags, lens, key, first, done: true });
       } else return undefined;
     }
-    return o === b.length ? { length, blocks, ownFirsts, ownExtentBytes, zeros, files } : undefined;
+    return c.atEnd ? { length, blocks, ownFirsts, ownExtentBytes, zeros, files } : undefined;
   } catch {
     return undefined;
   }

@@ -32,6 +32,10 @@ export class DigestTable {
     return this.used;
   }
 
+  has(digest: Buffer): boolean {
+    return this.table[this.find(digest) * DigestTable.WORDS + 4] !== 0;
+  }
+
   get(digest: Buffer): [number, number] | undefined {
     const at = this.find(digest) * DigestTable.WORDS;
     const a = this.table[at + 4]!;

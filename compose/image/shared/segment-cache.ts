@@ -58,6 +58,7 @@ import path from 'node:path';
 import { addon } from '../../../native/binding.js';
 import { IMAGE_ERR, StrataError } from '../errors.js';
 import { BLOCK_CACHE_DIR, namespaceDir, namespaceId, tagDir } from './block-cache.js';
+import type { DigestTable } from './digest-table.js';
 
 const MAGIC = Buffer.from('SQS2');
 const HEADER = 192;
@@ -123,13 +124,55 @@ export class MetaChunks {
 
 /**
  * Whether a dedup lookup answers as it did when the group was recorded: a content the group
- * stored itself must not be there yet, one it found must be. `local`: the keys the group
- * stored so far (they are not in the writer's tables until the group is placed).
+ * stored itself must not be there yet, one it found must be. `digest`: the content's sha256;
+ * `local`: the contents the group stored so far (they are not in the writer's tables until
+ * the group is placed).
  */
-export function agrees(own: boolean, key: string, local: Set<string>, held: (key: string) => boolean): boolean {
-  const there = local.has(key) || held(key);
-  if (own) local.add(key);
+export function agrees(own: boolean, digest: Buffer, local: DigestTable, held: (digest: Buffer) => boolean): boolean {
+  const there = local.has(digest) || held(digest);
+  if (own) local.set(digest, 0, 0);
   return own !== there;
+}
+
+/**
+ * Reads a segment's meta front to back (little-endian), as the writers encode it with
+ * MetaChunks. A read past the end throws RangeError. `bytes` gives views of the meta, not
+ * copies: they are valid while the meta is.
+ */
+export class MetaCursor {
+  private o = 0;
+  private readonly dv: DataView;
+
+  constructor(private readonly b: Buffer) {
+    this.dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  }
+
+  u8(): number {
+    return this.dv.getUint8(this.o++);
+  }
+
+  u32(): number {
+    const v = this.dv.getUint32(this.o, true);
+    this.o += 4;
+    return v;
+  }
+
+  f64(): number {
+    const v = this.dv.getFloat64(this.o, true);
+    this.o += 8;
+    return v;
+  }
+
+  bytes(n: number): Buffer {
+    if (this.o + n > this.b.length) throw new RangeError('segment meta ends early');
+    this.o += n;
+    return this.b.subarray(this.o - n, this.o);
+  }
+
+  /** Every byte read: a meta with more after what its counts announce is not one of ours. */
+  get atEnd(): boolean {
+    return this.o === this.b.length;
+  }
 }
 
 export class SegmentCache {

@@ -45,13 +45,12 @@ export interface DirIndexEntry {
   name: Buffer;
 }
 
-export function encodeDirIndex(e: DirIndexEntry): Buffer {
-  const b = Buffer.alloc(DIR_INDEX_SIZE + e.name.length);
-  b.writeUInt32LE(e.index, 0);
-  b.writeUInt32LE(e.start, 4);
-  b.writeUInt32LE(e.name.length - 1, 8);
-  e.name.copy(b, DIR_INDEX_SIZE);
-  return b;
+/** Writes a directory index entry into `b` at `o`; returns the offset after it. */
+export function encodeDirIndex(e: DirIndexEntry, b: Buffer, o: number): number {
+  o = b.writeUInt32LE(e.index, o);
+  o = b.writeUInt32LE(e.start, o);
+  o = b.writeUInt32LE(e.name.length - 1, o);
+  return o + e.name.copy(b, o);
 }
 
 /** One child of a directory being written, with its inode's position and number. */
@@ -101,22 +100,22 @@ export function encodeDirectory(children: readonly DirChild[], dirs: MetaWriter)
     cur.entries.push(c);
     size += DIR_ENTRY_SIZE + n;
   }
+  const listing = Buffer.allocUnsafe(size);
+  let o = 0;
   for (const r of runs) {
-    const h = Buffer.alloc(DIR_HEADER_SIZE);
-    h.writeUInt32LE(r.entries.length - 1, 0);
-    h.writeUInt32LE(r.block, 4);
-    h.writeUInt32LE(r.base, 8);
-    dirs.write(h);
+    o = listing.writeUInt32LE(r.entries.length - 1, o);
+    o = listing.writeUInt32LE(r.block, o);
+    o = listing.writeUInt32LE(r.base, o);
     for (const c of r.entries) {
-      const b = Buffer.alloc(DIR_ENTRY_SIZE);
-      b.writeUInt16LE(c.refOffset, 0);
-      b.writeInt16LE(c.ino - r.base, 2);
-      b.writeUInt16LE(c.basicType, 4);
-      b.writeUInt16LE(c.name.length - 1, 6);
-      dirs.write(b);
-      dirs.write(c.name);
+      o = listing.writeUInt16LE(c.refOffset, o);
+      o = listing.writeInt16LE(c.ino - r.base, o);
+      o = listing.writeUInt16LE(c.basicType, o);
+      o = listing.writeUInt16LE(c.name.length - 1, o);
+      o += c.name.copy(listing, o);
     }
   }
+  if (o !== size) throw new Error(`SquashFS directory listing: wrote ${o} of ${size} bytes`);
+  dirs.write(listing);
   const index: DirIndexEntry[] = [];
   for (const r of runs) {
     if (!r.indexed) continue;

@@ -31,7 +31,7 @@
  */
 import type { Cursor } from './metadata.js';
 import type { DirIndexEntry } from './directory.js';
-import { encodeDirIndex } from './directory.js';
+import { DIR_INDEX_SIZE, encodeDirIndex } from './directory.js';
 
 /** Inode types (common header `type`). */
 export const INODE = {
@@ -125,83 +125,87 @@ export function inodeType(body: InodeBody, extended = false): number {
   return BASIC[body.kind] + (ext ? 7 : 0);
 }
 
-const u32 = (v: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v >>> 0, 0);
-  return b;
-};
+/** Bytes of an inode of `type` (from inodeType) after its header. */
+function bodySize(ext: boolean, body: InodeBody): number {
+  switch (body.kind) {
+    case 'dir':
+      return ext ? 24 + body.index.reduce((n, x) => n + DIR_INDEX_SIZE + x.name.length, 0) : 16;
+    case 'file':
+      return (ext ? 40 : 16) + 4 * body.sizes.length;
+    case 'symlink':
+      return 8 + body.target.length + (ext ? 4 : 0);
+    case 'char':
+    case 'block':
+      return ext ? 12 : 8;
+    default:
+      return ext ? 8 : 4;
+  }
+}
 
-/** The bytes of an inode of `type` (from inodeType). */
+/** The bytes of an inode of `type` (from inodeType), in one buffer of exactly its size. */
 export function encodeInode(type: number, h: InodeHeader, body: InodeBody): Buffer {
-  const head = Buffer.alloc(INODE_HEADER_SIZE);
-  head.writeUInt16LE(type, 0);
-  head.writeUInt16LE(h.mode & 0o7777, 2);
-  head.writeUInt16LE(h.uidIndex, 4);
-  head.writeUInt16LE(h.gidIndex, 6);
-  head.writeUInt32LE(h.mtime, 8);
-  head.writeUInt32LE(h.number, 12);
   const ext = type > 7;
-  const parts: Buffer[] = [head];
+  const b = Buffer.allocUnsafe(INODE_HEADER_SIZE + bodySize(ext, body));
+  b.writeUInt16LE(type, 0);
+  b.writeUInt16LE(h.mode & 0o7777, 2);
+  b.writeUInt16LE(h.uidIndex, 4);
+  b.writeUInt16LE(h.gidIndex, 6);
+  b.writeUInt32LE(h.mtime, 8);
+  let o = b.writeUInt32LE(h.number, 12);
   switch (body.kind) {
     case 'dir':
       if (ext) {
-        const b = Buffer.alloc(24);
-        b.writeUInt32LE(body.nlink, 0);
-        b.writeUInt32LE(body.fileSize, 4);
-        b.writeUInt32LE(body.blockIndex, 8);
-        b.writeUInt32LE(body.parent, 12);
-        b.writeUInt16LE(body.index.length, 16);
-        b.writeUInt16LE(body.blockOffset, 18);
-        b.writeUInt32LE(body.xattr, 20);
-        parts.push(b, ...body.index.map(encodeDirIndex));
+        o = b.writeUInt32LE(body.nlink, o);
+        o = b.writeUInt32LE(body.fileSize, o);
+        o = b.writeUInt32LE(body.blockIndex, o);
+        o = b.writeUInt32LE(body.parent, o);
+        o = b.writeUInt16LE(body.index.length, o);
+        o = b.writeUInt16LE(body.blockOffset, o);
+        o = b.writeUInt32LE(body.xattr, o);
+        for (const x of body.index) o = encodeDirIndex(x, b, o);
       } else {
-        const b = Buffer.alloc(16);
-        b.writeUInt32LE(body.blockIndex, 0);
-        b.writeUInt32LE(body.nlink, 4);
-        b.writeUInt16LE(body.fileSize, 8);
-        b.writeUInt16LE(body.blockOffset, 10);
-        b.writeUInt32LE(body.parent, 12);
-        parts.push(b);
+        o = b.writeUInt32LE(body.blockIndex, o);
+        o = b.writeUInt32LE(body.nlink, o);
+        o = b.writeUInt16LE(body.fileSize, o);
+        o = b.writeUInt16LE(body.blockOffset, o);
+        o = b.writeUInt32LE(body.parent, o);
       }
       break;
-    case 'file': {
+    case 'file':
       if (ext) {
-        const b = Buffer.alloc(40);
-        b.writeBigUInt64LE(BigInt(body.blocksStart), 0);
-        b.writeBigUInt64LE(BigInt(body.fileSize), 8);
-        b.writeBigUInt64LE(BigInt(body.sparse), 16);
-        b.writeUInt32LE(body.nlink, 24);
-        b.writeUInt32LE(body.fragIndex, 28);
-        b.writeUInt32LE(body.fragOffset, 32);
-        b.writeUInt32LE(body.xattr, 36);
-        parts.push(b);
+        o = b.writeBigUInt64LE(BigInt(body.blocksStart), o);
+        o = b.writeBigUInt64LE(BigInt(body.fileSize), o);
+        o = b.writeBigUInt64LE(BigInt(body.sparse), o);
+        o = b.writeUInt32LE(body.nlink, o);
+        o = b.writeUInt32LE(body.fragIndex, o);
+        o = b.writeUInt32LE(body.fragOffset, o);
+        o = b.writeUInt32LE(body.xattr, o);
       } else {
-        const b = Buffer.alloc(16);
-        b.writeUInt32LE(body.blocksStart, 0);
-        b.writeUInt32LE(body.fragIndex, 4);
-        b.writeUInt32LE(body.fragOffset, 8);
-        b.writeUInt32LE(body.fileSize, 12);
-        parts.push(b);
+        o = b.writeUInt32LE(body.blocksStart, o);
+        o = b.writeUInt32LE(body.fragIndex, o);
+        o = b.writeUInt32LE(body.fragOffset, o);
+        o = b.writeUInt32LE(body.fileSize, o);
       }
-      const words = Buffer.alloc(4 * body.sizes.length);
-      body.sizes.forEach((w, i) => words.writeUInt32LE(w, 4 * i));
-      parts.push(words);
+      for (const w of body.sizes) o = b.writeUInt32LE(w, o);
       break;
-    }
     case 'symlink':
-      parts.push(u32(body.nlink), u32(body.target.length), body.target);
-      if (ext) parts.push(u32(body.xattr));
+      o = b.writeUInt32LE(body.nlink, o);
+      o = b.writeUInt32LE(body.target.length, o);
+      o += body.target.copy(b, o);
+      if (ext) o = b.writeUInt32LE(body.xattr, o);
       break;
     case 'char':
     case 'block':
-      parts.push(u32(body.nlink), u32(body.rdev));
-      if (ext) parts.push(u32(body.xattr));
+      o = b.writeUInt32LE(body.nlink, o);
+      o = b.writeUInt32LE(body.rdev >>> 0, o);
+      if (ext) o = b.writeUInt32LE(body.xattr, o);
       break;
     default:
-      parts.push(u32(body.nlink));
-      if (ext) parts.push(u32(body.xattr));
+      o = b.writeUInt32LE(body.nlink, o);
+      if (ext) o = b.writeUInt32LE(body.xattr, o);
   }
-  return Buffer.concat(parts);
+  if (o !== b.length) throw new Error(`SquashFS inode of type ${type}: wrote ${o} of ${b.length} bytes`);
+  return b;
 }
 
 /**

@@ -16,7 +16,7 @@ import { OutputFile, type OutputAccess } from '../shared/output-file.js';
 import { WorkerPool } from '../shared/worker-pool.js';
 import { blockNamespace, type BlockJob, type BlockJobConfig, type BlockJobResult } from './block-job.js';
 import type { CachePlace } from '../shared/block-cache.js';
-import { agrees, BuildSegments, MetaChunks, SEGMENT_MAX_FILES, SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
+import { agrees, BuildSegments, MetaChunks, MetaCursor, SEGMENT_MAX_FILES, SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
 import { SerialCalls } from '../shared/serial.js';
 import { COMPRESSOR, encodeCompressorOptions, squashCodecSpec, type SquashCompressor } from './compressor.js';
 import { encodeSizeWord, FRAGMENT_STREAMS, fragmentStream } from './data.js';
@@ -591,13 +591,13 @@ export class SquashfsWriter {
     const m = decodeSegmentMeta(found.meta);
     if (!m || m.length !== found.length || this.tails.size + m.ownTails > DigestTable.MAX_KEYS) return false;
     const recs: Rec[] = [];
-    const runs = new Set<string>();
-    const tails = new Set<string>();
+    const runs = new DigestTable();
+    const tails = new DigestTable(m.ownTails);
     for (const entry of files()) {
       const f = m.files[recs.length];
       if (!f || entry.type !== 'file' || entry.size !== f.fd.size) return false;
-      if (f.run && !agrees(f.ownRun!, f.run.toString('base64'), runs, (k) => this.blockRuns.has(k))) return false;
-      if (f.tail && !agrees(f.ownTail!, f.tail.toString('hex'), tails, () => this.tails.get(f.tail!) !== undefined)) return false;
+      if (f.run && !agrees(f.ownRun!, f.run, runs, (d) => this.blockRuns.has(d.toString('base64')))) return false;
+      if (f.tail && !agrees(f.ownTail!, f.tail, tails, (d) => this.tails.has(d))) return false;
       this.checkEntry(entry);
       recs.push({ entry, file: f.fd });
     }
@@ -1016,41 +1016,34 @@ function encodeSegmentMeta(m: Omit<SegmentMeta, 'files'> & { files: number }, en
   return Buffer.concat([head, ...encoded.all()]);
 }
 
-/** The meta as encodeSegmentMeta wrote it; undefined for anything else (a sealed segment of another version). */
+/** The meta as encodeSegmentMeta wrote it (its keys are views of `b`); undefined for anything else (a sealed segment of another version). */
 function decodeSegmentMeta(b: Buffer): SegmentMeta | undefined {
   try {
-    let o = 0;
-    const u32 = () => ((o += 4), b.readUInt32LE(o - 4));
-    const f64 = () => ((o += 8), b.readDoubleLE(o - 8));
-    const bytes = (n: number) => {
-      if (o + n > b.length) throw new RangeError('segment meta ends early');
-      return Buffer.from(b.subarray((o += n) - n, o));
-    };
-    if (u32() !== META_VERSION) return undefined;
-    const length = f64();
-    const blocks = f64();
-    const ownTails = u32();
-    const nFrags = u32();
-    const nFiles = u32();
+    const c = new MetaCursor(b);
+    if (c.u32() !== META_VERSION) return undefined;
+    const length = c.f64();
+    const blocks = c.f64();
+    const ownTails = c.u32();
+    const nFrags = c.u32();
+    const nFiles = c.u32();
     const frags: FragmentEntry[] = [];
-    for (let i = 0; i < nFrags; i++) frags.push({ start: f64(), word: u32() });
+    for (let i = 0; i < nFrags; i++) frags.push({ start: c.f64(), word: c.u32() });
     const files: SegmentFile[] = [];
     for (let i = 0; i < nFiles; i++) {
-      const size = f64();
-      const blocksStart = f64();
-      const sparse = f64();
-      const fragIndex = u32();
-      const fragOffset = u32();
-      const n = u32();
+      const size = c.f64();
+      const blocksStart = c.f64();
+      const sparse = c.f64();
+      const fragIndex = c.u32();
+      const fragOffset = c.u32();
       const sizes: number[] = [];
-      for (let k = 0; k < n; k++) sizes.push(u32());
-      const flags = b.readUInt8(o++);
+      for (let k = c.u32(); k > 0; k--) sizes.push(c.u32());
+      const flags = c.u8();
       const f: SegmentFile = { fd: { size, blocksStart, sizes, sparse, fragIndex, fragOffset } };
-      if (flags & 1) [f.run, f.ownRun] = [bytes(32), (flags & 2) !== 0];
-      if (flags & 4) [f.tail, f.ownTail] = [bytes(32), (flags & 8) !== 0];
+      if (flags & 1) [f.run, f.ownRun] = [c.bytes(32), (flags & 2) !== 0];
+      if (flags & 4) [f.tail, f.ownTail] = [c.bytes(32), (flags & 8) !== 0];
       files.push(f);
     }
-    return o === b.length ? { length, blocks, ownTails, frags, files } : undefined;
+    return c.atEnd ? { length, blocks, ownTails, frags, files } : undefined;
   } catch {
     return undefined;
   }
