@@ -1123,6 +1123,8 @@ function toRow(e: LayerEntry): EntryRow {
 }
 
 const ROW_TYPES = new Set(['file', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo']);
+/** A path no list row may have: absolute, a NUL, or an empty, `.` or `..` component (one test, no split per row). */
+const BAD_LIST_PATH = /^\/|\0|(?:^|\/)\.{0,2}(?:\/|$)/;
 const isId = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
 
 /**
@@ -1134,7 +1136,7 @@ function checkedRow(r: unknown): EntryRow | undefined {
   if (!Array.isArray(r) || r.length < 7 || r.length > 10) return undefined;
   const [p, type, mode, uid, gid, mtime, size] = r as unknown[];
   if (typeof p !== 'string' || !ROW_TYPES.has(type as string)) return undefined;
-  if (p !== '.' && (p.startsWith('/') || p.includes('\0') || p.split('/').some((c) => c === '' || c === '.' || c === '..'))) return undefined;
+  if (p !== '.' && BAD_LIST_PATH.test(p)) return undefined;
   if (!isId(mode) || (mode as number) > 0o7777 || !isId(uid) || !isId(gid) || !Number.isSafeInteger(mtime) || !isId(size)) return undefined;
   if (r.length > 7 && typeof r[7] !== 'string') return undefined;
   if (r.length > 8 && (!isId(r[8]) || !isId(r[9] ?? 0))) return undefined;
