@@ -349,12 +349,8 @@ export class ErofsWriter {
     if (identity === undefined || this.segments === undefined) return false;
     // The group starts where everything before it ended.
     while (this.queue.length > 0) await this.writeHead();
-    const key = this.segments.key(identity, group);
-    const found = await this.segments.find(group, key);
-    if (found) {
-      if (await this.placeSegment(found, files!)) return true;
-      await found.close();
-    }
+    const { key, placed } = await this.segments.begin(identity, group, (found) => this.placeSegment(found, files!));
+    if (placed) return true;
     this.recording = {
       key,
       group,
@@ -960,48 +956,47 @@ function encodeSegmentMeta(r: Recording, length: number, blocks: number): Buffer
 function decodeSegmentMeta(b: Buffer): SegmentMeta | undefined {
   try {
     const c = new MetaCursor(b);
-    const [u8, u32, f64, bytes] = [() => c.u8(), () => c.u32(), () => c.f64(), (n: number) => c.bytes(n)];
-    if (u32() !== META_VERSION) return undefined;
-    const length = f64();
-    const blocks = f64();
-    const ownFirsts = u32();
-    const ownExtentBytes = f64();
+    if (c.u32() !== META_VERSION) return undefined;
+    const length = c.f64();
+    const blocks = c.f64();
+    const ownFirsts = c.u32();
+    const ownExtentBytes = c.f64();
     const zeros: ZeroUse[] = [];
-    for (let i = u32(); i > 0; i--) {
-      const kind = u8();
-      const flags = u8();
-      const len = u32();
-      const rel = u32();
-      u8();
-      const zb = u32();
+    for (let i = c.u32(); i > 0; i--) {
+      const kind = c.u8();
+      const flags = c.u8();
+      const len = c.u32();
+      const rel = c.u32();
+      c.u8();
+      const zb = c.u32();
       const z: ZeroUse = { len: kind === 0 ? undefined : len, own: (flags & 1) !== 0 };
       if (z.own) Object.assign(z, (flags & 2) !== 0 ? { plain: true } : { rel, blocks: zb });
       zeros.push(z);
     }
     const files: SegmentFile[] = [];
-    for (let i = u32(); i > 0; i--) {
-      const kind = u8();
-      const size = f64();
+    for (let i = c.u32(); i > 0; i--) {
+      const kind = c.u8();
+      const size = c.f64();
       if (kind === 0) {
         const runs: Run[] = [];
-        for (let n = u32(); n > 0; n--) runs.push({ addr: u32(), count: u32() });
-        const tailZero = u8() === 1;
-        const hasTail = u8() === 1;
-        const len = u32();
+        for (let n = c.u32(); n > 0; n--) runs.push({ addr: c.u32(), count: c.u32() });
+        const tailZero = c.u8() === 1;
+        const hasTail = c.u8() === 1;
+        const len = c.u32();
         files.push({ data: { kind: 'flat', size, runs, tailZero, ...(hasTail ? { tail: { off: 0, len } } : {}) }, done: true });
       } else if (kind === 1) {
-        const first = (['own', 'cut', 'kept'] as const)[u8()];
+        const first = (['own', 'cut', 'kept'] as const)[c.u8()];
         if (!first) return undefined;
-        const key = bytes(32);
+        const key = c.bytes(32);
         const extents: Extent[] = [];
         const tags: number[] = [];
         const lens: number[] = [];
-        for (let n = u32(); n > 0; n--) {
-          const lclusters = u32();
-          const plain = u8() === 1;
-          const tag = u8();
-          const v = u32();
-          const blocks32 = u32();
+        for (let n = c.u32(); n > 0; n--) {
+          const lclusters = c.u32();
+          const plain = c.u8() === 1;
+          const tag = c.u8();
+          const v = c.u32();
+          const blocks32 = c.u32();
           if (tag > Tag.ZeroPcluster) return undefined;
           if (tag === Tag.ZeroPcluster) lens.push(v);
           extents.push({ lclusters, plain, pblk: tag === Tag.Own ? v : 0, blocks: blocks32 });

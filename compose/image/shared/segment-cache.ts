@@ -309,14 +309,18 @@ export class BuildSegments {
     this.base = createHash('sha256').update(base).digest();
   }
 
-  /** The key of a group: the writer's base, the caller's identity of the group and its name. */
-  key(identity: string, group: string): Buffer {
-    return createHash('sha256').update(this.base).update(`\0${identity}\0${group}\0`).digest();
-  }
-
-  /** The segment of `key`, when this build uses segments and this user sealed one. */
-  find(group: string, key: Buffer): Promise<FoundSegment | undefined> {
-    return this.use ? this.cache.open(group, key) : Promise.resolve(undefined);
+  /**
+   * A group begins: its key (the writer's base, the caller's identity of the group and its
+   * name), and whether `place` took the segment this user sealed under it (when this build
+   * uses segments and there is one; a segment `place` turns down is closed).
+   */
+  async begin(identity: string, group: string, place: (found: FoundSegment) => boolean | Promise<boolean>): Promise<{ key: Buffer; placed: boolean }> {
+    const key = createHash('sha256').update(this.base).update(`\0${identity}\0${group}\0`).digest();
+    const found = this.use ? await this.cache.open(group, key) : undefined;
+    if (!found) return { key, placed: false };
+    if (await place(found)) return { key, placed: true };
+    await found.close();
+    return { key, placed: false };
   }
 
   /** The group is placed from `found`: its bytes are copied to `fd` at `at` while the writer goes on (settle() checks them). */

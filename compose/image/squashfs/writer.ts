@@ -551,12 +551,8 @@ export class SquashfsWriter {
     if (identity === undefined || this.segments === undefined) return false;
     // The group starts where everything before it ended.
     while (this.queue.length) await this.writeHead();
-    const key = this.segments.key(identity, group);
-    const found = await this.segments.find(group, key);
-    if (found) {
-      if (this.placeSegment(found, files!)) return true;
-      await found.close();
-    }
+    const { key, placed } = await this.segments.begin(identity, group, (found) => this.placeSegment(found, files!));
+    if (placed) return true;
     this.recording = { key, group, gid: opts.cacheGid, start: this.pos, fragStart: this.fragCount, blocksBefore: this.hits + this.misses, count: 0, ownTails: 0, waiting: [], meta: new MetaChunks() };
     return false;
   }
