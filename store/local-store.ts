@@ -28,9 +28,9 @@ import { checkFullName, envOpProblem, EnvOp, fullNameOf, ModuleRecord, recordExt
 import { addSource } from './sources/index.js';
 import { lookupGroup } from '../native/ids.js';
 import { readTar } from './tar/reader.js';
-import { layerItems } from './layer/items.js';
+import { layerItem } from './layer/items.js';
 import { LayerEntry, WHITEOUT_PREFIX } from './types.js';
-import { whiteoutOrLink } from './layer/path.js';
+import { NOT_CANONICAL, whiteoutOrLink } from './layer/path.js';
 import type { EntryListOptions, LayerBlob } from './reader.js';
 
 export interface ImportOptions {
@@ -452,7 +452,8 @@ export class LocalStore {
     const what = `layer of ${mod.fullName}`;
     const check = this.cacheCheck(hex, what);
     try {
-      for await (const item of layerItems(readTar(this.blobs.read(hex, what, opts)), manifest)) {
+      for await (const t of readTar(this.blobs.read(hex, what, opts))) {
+        const item = layerItem(t, manifest);
         check?.(item.entry);
         yield item;
       }
@@ -1123,8 +1124,6 @@ function toRow(e: LayerEntry): EntryRow {
 }
 
 const ROW_TYPES = new Set(['file', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo']);
-/** A path no list row may have: absolute, a NUL, or an empty, `.` or `..` component (one test, no split per row). */
-const BAD_LIST_PATH = /^\/|\0|(?:^|\/)\.{0,2}(?:\/|$)/;
 const isId = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
 
 /**
@@ -1136,7 +1135,7 @@ function checkedRow(r: unknown): EntryRow | undefined {
   if (!Array.isArray(r) || r.length < 7 || r.length > 10) return undefined;
   const [p, type, mode, uid, gid, mtime, size] = r as unknown[];
   if (typeof p !== 'string' || !ROW_TYPES.has(type as string)) return undefined;
-  if (p !== '.' && BAD_LIST_PATH.test(p)) return undefined;
+  if (p !== '.' && NOT_CANONICAL.test(p)) return undefined;
   if (!isId(mode) || (mode as number) > 0o7777 || !isId(uid) || !isId(gid) || !Number.isSafeInteger(mtime) || !isId(size)) return undefined;
   if (r.length > 7 && typeof r[7] !== 'string') return undefined;
   if (r.length > 8 && (!isId(r[8]) || !isId(r[9] ?? 0))) return undefined;

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import { StrataError, STORE_ERR } from './errors.js';
 import { isCid, parseCid, sha256Hex } from './cid.js';
 import type { LayerItem, LoadedModule } from './internals.js';
-import { layerItems } from './layer/items.js';
+import { layerItem } from './layer/items.js';
 import type { LayerManifest } from './layer/manifest.js';
 import { fullNameOf, validateRecord, type ModuleRecord } from './record.js';
 import { readTar } from './tar/reader.js';
@@ -80,7 +80,7 @@ export class MemoryStore implements StoreReader {
     const hex = parseCid(mod.record.layer).hex;
     const ok = sha256Hex(bytes) === hex;
     try {
-      yield* layerItems(readTar(chunks(bytes)), manifest);
+      for await (const t of readTar(chunks(bytes))) yield layerItem(t, manifest);
     } catch (e) {
       if (ok) throw e;
     }

@@ -267,6 +267,20 @@ streaming('bodies are exact and a stale body cannot be read', async ({ raw }) =>
       assert.match(String(e), /after moving to the next entry/);
     }
   }
+  // A body read in part, then left: the rest is not handed out after the reader moved on
+  // (those input bytes are the next entry's).
+  let partial: AsyncIterator<Buffer> | undefined;
+  for await (const e of readTar(bytes(raw, 999))) {
+    if (e.header.path !== 't/f0') continue;
+    partial = e.body[Symbol.asyncIterator]();
+    const first = await partial.next();
+    assert.ok(!first.done && first.value.length < e.header.size);
+  }
+  const stale = await partial!.next().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  assert.match(String(stale), /after moving to the next entry/);
 });
 
 streaming('stopping early closes the source; finishing reads it to the end', async ({ raw }) => {

@@ -8,10 +8,18 @@ export { printable };
 import { WHITEOUT_PREFIX, OPAQUE_WHITEOUT } from '../types.js';
 
 /**
+ * Matches every path that is not a canonical layer path other than `.`: absolute, holding a
+ * NUL, or with an empty, `.` or `..` component (which a trailing or doubled `/` makes).
+ */
+export const NOT_CANONICAL = /^\/|\0|(?:^|\/)\.{0,2}(?:\/|$)/;
+
+/**
  * `./a//b/` → `a/b`; `.`, `./`, `` → `.` (the layer root). Refuses absolute paths, `..`
  * components and NUL bytes: a layer path can only name something inside the layer.
  */
 export function normalizeLayerPath(raw: string, what = 'entry'): string {
+  // Most paths are canonical already (every path of a store layer is): one test, no split.
+  if (!NOT_CANONICAL.test(raw)) return raw;
   if (raw.includes('\0')) throw unsafe(raw, what, 'contains a NUL byte');
   if (raw.startsWith('/')) throw unsafe(raw, what, 'is an absolute path');
   const parts: string[] = [];

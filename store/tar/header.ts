@@ -117,22 +117,45 @@ export function flavourOf(b: Buffer): 'posix' | 'gnu' | 'v7' {
 
 export function checksumOk(b: Buffer): boolean {
   // The sum with the checksum field read as spaces, bytes unsigned and (old tars) signed: a
-  // signed sum is the unsigned one less 256 for every byte of 0x80 or more. No branch per byte
-  // (every header of a million-entry import goes through this).
-  let unsigned = 8 * 0x20;
-  let high = 0;
-  for (let i = 0; i < 148; i++) {
-    const c = b[i]!;
-    unsigned += c;
-    high += c >> 7;
-  }
-  for (let i = 156; i < BLOCK; i++) {
-    const c = b[i]!;
-    unsigned += c;
-    high += c >> 7;
-  }
+  // signed sum is the unsigned one less 256 for every byte of 0x80 or more. Every header of
+  // a million-entry import goes through this, so no branch per byte, and four bytes at a
+  // time when the block is aligned for it.
+  const [unsigned, high] = (b.byteOffset & 3) === 0 ? sumWords(b) : sumBytes(b);
   const stored = parseOctal(b, 148, 8);
   return stored === unsigned || stored === unsigned - 256 * high;
+}
+
+/** [the unsigned byte sum with the checksum field as spaces, the bytes of 0x80 or more]. */
+function sumBytes(b: Buffer): [number, number] {
+  let unsigned = 8 * 0x20;
+  let high = 0;
+  for (let i = 0; i < BLOCK; i++) {
+    if (i === 148) i = 156;
+    const c = b[i]!;
+    unsigned += c;
+    high += c >> 7;
+  }
+  return [unsigned, high];
+}
+
+/**
+ * sumBytes over 32-bit words: two 16-bit lanes of byte sums and four 8-bit lanes of high-bit
+ * counts, which 128 words cannot overflow (lanes up to 65,280 and 128). Words 37 and 38 are
+ * the checksum field.
+ */
+function sumWords(b: Buffer): [number, number] {
+  const w = new Uint32Array(b.buffer, b.byteOffset, BLOCK / 4);
+  let pairs = 0;
+  let highs = 0;
+  for (let i = 0; i < BLOCK / 4; i++) {
+    if (i === 37) i = 39;
+    const x = w[i]!;
+    pairs += (x & 0x00ff00ff) + ((x >>> 8) & 0x00ff00ff);
+    highs += (x >>> 7) & 0x01010101;
+  }
+  const unsigned = 8 * 0x20 + (pairs & 0xffff) + Math.floor(pairs / 0x10000);
+  const high = (highs & 0xff) + ((highs >>> 8) & 0xff) + ((highs >>> 16) & 0xff) + (highs >>> 24);
+  return [unsigned, high];
 }
 
 /** Octal digits after optional leading spaces/NULs, ended by space, NUL or the field end;
