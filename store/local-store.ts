@@ -22,7 +22,7 @@ import { StrataError, STORE_ERR } from './errors.js';
 import { IndexView, LockOptions, preloadIndex, withIndex } from './catalog/leveldb.js';
 import { CATALOG_FILE, catalogView, pruneSnapshots, readCatalog, retainedSnapshots } from './catalog/snapshot.js';
 import { LayerBuilder } from './layer/builder.js';
-import { applyManifestEntry, LayerManifest } from './layer/manifest.js';
+import { applyManifestEntry, manifestLookup, LayerManifest } from './layer/manifest.js';
 import { checkCollectionName, parseCollection, serializeCollection, type Collection } from './collections.js';
 import { checkFullName, envOpProblem, EnvOp, fullNameOf, ModuleRecord, recordExtras, RecordExtras, splitFullName, validateRecord } from './record.js';
 import { addSource } from './sources/index.js';
@@ -447,7 +447,7 @@ export class LocalStore {
    * the end (a mismatch throws, naming the module).
    */
   async *readLayer(mod: LoadedModule, opts: ReadLayerOptions = {}): AsyncGenerator<LayerItem> {
-    const manifest = await this.manifestOf(mod);
+    const manifest = manifestLookup(await this.manifestOf(mod));
     const hex = parseCid(mod.record.layer).hex;
     const what = `layer of ${mod.fullName}`;
     const check = this.cacheCheck(hex, what);
@@ -483,7 +483,7 @@ export class LocalStore {
    */
   async *layerEntries(mod: LoadedModule, opts: EntryListOptions = {}): AsyncGenerator<LayerEntry> {
     const hex = parseCid(mod.record.layer).hex;
-    const manifest = await this.manifestOf(mod);
+    const manifest = manifestLookup(await this.manifestOf(mod));
     let file = this.entryCachePath(hex);
     // The list's digest is of the file's bytes as read (the rows and their framing).
     let h = createHash('sha256');
@@ -542,7 +542,7 @@ export class LocalStore {
       const list = new CachedRows();
       for await (const batch of lines) {
         for (const row of list.rows(batch, quick)) {
-          const e = applyManifestEntry(fromRow(row), manifest.entries[row[0]]);
+          const e = applyManifestEntry(fromRow(row), manifest(row[0]));
           if (!opts.whiteoutsAndLinks || whiteoutOrLink(e)) yield e;
         }
       }

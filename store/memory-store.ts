@@ -10,7 +10,7 @@ import { StrataError, STORE_ERR } from './errors.js';
 import { isCid, parseCid, sha256Hex } from './cid.js';
 import type { LayerItem, LoadedModule } from './internals.js';
 import { layerItem } from './layer/items.js';
-import type { LayerManifest } from './layer/manifest.js';
+import { manifestLookup, type LayerManifest } from './layer/manifest.js';
 import { fullNameOf, validateRecord, type ModuleRecord } from './record.js';
 import { readTar } from './tar/reader.js';
 import type { LayerEntry } from './types.js';
@@ -74,7 +74,7 @@ export class MemoryStore implements StoreReader {
   }
 
   async *readLayer(mod: LoadedModule): AsyncGenerator<LayerItem> {
-    const manifest = await this.manifestOf(mod);
+    const manifest = manifestLookup(await this.manifestOf(mod));
     const what = `layer of ${mod.fullName}`;
     const bytes = this.blob(mod.record.layer, what);
     const hex = parseCid(mod.record.layer).hex;

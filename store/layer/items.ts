@@ -7,10 +7,10 @@
 import type { LayerItem } from '../internals.js';
 import type { TarEntry } from '../tar/reader.js';
 import type { LayerEntry } from '../types.js';
-import { applyManifestEntry, type LayerManifest } from './manifest.js';
+import { applyManifestEntry, type ManifestLookup } from './manifest.js';
 import { normalizeLayerPath } from './path.js';
 
-export function layerItem({ header: h, body }: TarEntry, manifest: LayerManifest): LayerItem {
+export function layerItem({ header: h, body }: TarEntry, manifest: ManifestLookup): LayerItem {
   const p = normalizeLayerPath(h.path);
   const entry: LayerEntry = {
     path: p,
@@ -27,5 +27,5 @@ export function layerItem({ header: h, body }: TarEntry, manifest: LayerManifest
     entry.devmajor = h.devmajor;
     entry.devminor = h.devminor;
   }
-  return { entry: applyManifestEntry(entry, manifest.entries[p]), body, offset: h.dataOffset };
+  return { entry: applyManifestEntry(entry, manifest(p)), body, offset: h.dataOffset };
 }

@@ -35,6 +35,21 @@ export function manifestEntry(e: LayerEntry): ManifestEntry | undefined {
   return out.xattrs || out.acl ? out : undefined;
 }
 
+/** A manifest's entry of one path. */
+export type ManifestLookup = (path: string) => ManifestEntry | undefined;
+
+/**
+ * The manifest's entries by path, for a lookup per layer entry: a Map (a property lookup by a
+ * path string freshly read must intern it first, and would find Object.prototype's names),
+ * and no lookup at all for a manifest without entries (most layers' files have none).
+ */
+export function manifestLookup(m: LayerManifest): ManifestLookup {
+  const entries = Object.entries(m.entries);
+  if (entries.length === 0) return () => undefined;
+  const byPath = new Map(entries);
+  return (path) => byPath.get(path);
+}
+
 /** Puts a manifest entry's xattrs and ACLs back onto an entry read from the layer tar. */
 export function applyManifestEntry(e: LayerEntry, m: ManifestEntry | undefined): LayerEntry {
   if (!m) return e;

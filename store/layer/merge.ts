@@ -216,7 +216,7 @@ export class LayerMerge {
       if (last?.dir !== dir) last = { dir, at: this.resolveDir(dir, layer, name, e.path, true)! };
       const at = last.at;
       const key = baseName(e.path);
-      const finalPath = join(at.path, key);
+      const finalPath = at.path === dir ? e.path : join(at.path, key);
       const old = at.node.children!.get(key);
       if (e.type === 'dir' || e.type === 'symlink') {
         // Entries are the caller's fresh objects, owned by the tree from here on.

@@ -54,6 +54,7 @@ export function ancestors(p: string): string[] {
 
 /** For a whiteout path, what it hides: `{ opaque: dir }` or `{ hides: path }`; undefined if not a whiteout. */
 export function whiteoutTarget(p: string): { opaque: string } | { hides: string } | undefined {
+  if (!p.includes(WHITEOUT_PREFIX)) return undefined; // no name in it can start with the prefix
   const name = baseName(p);
   if (!name.startsWith(WHITEOUT_PREFIX)) return undefined;
   const dir = parentOf(p);
