@@ -39,12 +39,12 @@ const READ_CHUNK = 256 << 10;
 const MIN_READ_CHUNK = 16 << 10;
 
 /**
- * The buffer each run of a merge is read through: together at most half the budget (a
- * million-entry build merges fifty runs; at 256 KiB each that was 14 MiB), each between
+ * The buffer each source of a merge is read through: together at most half the budget (a
+ * million-entry build once merged fifty runs; at 256 KiB each that was 14 MiB), each between
  * MIN_READ_CHUNK and READ_CHUNK.
  */
-function mergeChunk(budget: number, runs: number): number {
-  return Math.max(MIN_READ_CHUNK, Math.min(READ_CHUNK, Math.floor(budget / 2 / runs)));
+function mergeChunk(budget: number, sources: number): number {
+  return Math.max(MIN_READ_CHUNK, Math.min(READ_CHUNK, Math.floor(budget / 2 / sources)));
 }
 
 /**
@@ -62,6 +62,15 @@ export class SpillSorter<T> {
   private heldBytes = 0;
   private seq = 0;
   private readonly runs: string[] = [];
+  /**
+   * The runs in push order, cut where a run does not start at or after the end of the one
+   * before. A chain is read as one sorted source: input that comes mostly in order (a layer's
+   * entries, a plan's files) merges a few chains instead of dozens of runs, each record taking
+   * a comparison or two instead of a dozen.
+   */
+  private readonly chains: string[][] = [];
+  /** The last record of the latest run. */
+  private lastOfRuns: T | undefined;
   private readonly budget: number;
   private disposed = false;
 
@@ -77,6 +86,11 @@ export class SpillSorter<T> {
   /** Records held in memory (the rest are in run files). */
   get held(): number {
     return this.heldRecords.length;
+  }
+
+  /** How many sorted sources of run files a read merges (chains; see `chains`). */
+  get chainCount(): number {
+    return this.chains.length;
   }
 
   /** True once a run has been written (the records no longer all fit the budget). */
@@ -100,6 +114,11 @@ export class SpillSorter<T> {
     const file = path.join(this.opts.dir, `spill-${process.pid}-${randomBytes(6).toString('hex')}`);
     const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
     this.runs.push(file);
+    const first = this.heldRecords[0]?.t;
+    const chain = this.chains[this.chains.length - 1];
+    if (chain && first !== undefined && this.opts.compare(this.lastOfRuns as T, first) <= 0) chain.push(file);
+    else this.chains.push([file]);
+    this.lastOfRuns = this.heldRecords[this.heldRecords.length - 1]?.t ?? this.lastOfRuns;
     try {
       // Records are copied into one chunk as they are encoded (an encoder may hand back a view
       // of its own buffer, valid until its next call), and the chunk written when full.
@@ -135,10 +154,10 @@ export class SpillSorter<T> {
       for (const { t } of this.heldRecords) yield t;
       return;
     }
-    // k-way merge: each run, plus the records still held, is a sorted source. Ties go to the
-    // earlier source (runs are in push order, the held records last), keeping it stable.
-    const chunk = mergeChunk(this.budget, this.runs.length);
-    const sources: Array<Iterator<T>> = [...this.runs.map((f) => readRun(f, this.opts.codec, chunk)), this.heldRecords.map((h) => h.t)[Symbol.iterator]()];
+    // k-way merge: each chain of runs, plus the records still held, is a sorted source. Ties go
+    // to the earlier source (chains are in push order, the held records last), keeping it stable.
+    const chunk = mergeChunk(this.budget, this.chains.length);
+    const sources: Array<Iterator<T>> = [...this.chains.map((c) => readChain(c, this.opts.codec, chunk)), this.heldRecords.map((h) => h.t)[Symbol.iterator]()];
     const heads: Array<{ t: T; src: number }> = [];
     const cmp = (a: { t: T; src: number }, b: { t: T; src: number }) => this.opts.compare(a.t, b.t) || a.src - b.src;
     const pushHead = (src: number) => {
@@ -157,12 +176,19 @@ export class SpillSorter<T> {
   dispose(): void {
     this.disposed = true;
     for (const f of this.runs.splice(0)) fs.rmSync(f, { force: true });
+    this.chains.length = 0;
+    this.lastOfRuns = undefined;
     this.heldRecords = [];
   }
 }
 
 function writeAll(fd: number, b: Buffer): void {
   for (let off = 0; off < b.length; ) off += fs.writeSync(fd, b, off, b.length - off);
+}
+
+/** The records of a chain's runs, one run after the other (the reads share one buffer size). */
+function* readChain<T>(files: string[], codec: RecordCodec<T>, chunk: number): Generator<T> {
+  for (const f of files) yield* readRun(f, codec, chunk);
 }
 
 /**

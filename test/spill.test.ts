@@ -38,6 +38,27 @@ for (const [n, budget] of [[0, 1024], [5, 1 << 20], [20_000, 64 * 50], [20_000, 
   });
 }
 
+test('input that comes in ascending stretches (layers) merges one chain of runs per stretch, sorted and stable', ({ dir }) => {
+  // Three stretches, each ascending with repeated keys (also across the runs' edges), the
+  // second and third starting below where the one before ended.
+  const input: Array<[number, number]> = [];
+  for (const [from, n] of [[0, 3000], [100, 2000], [50, 2500]] as const) {
+    for (let i = 0; i < n; i++) input.push([from + Math.floor(i / 7), input.length]);
+  }
+  const s = new SpillSorter<[number, number]>({ compare: (a, b) => a[0] - b[0], codec: pairs, dir, budget: 64 * 100 });
+  for (const r of input) s.push(r);
+  const out = [...s.sorted()];
+  assert.is(s.chainCount, 3, 'one chain per ascending stretch');
+  assert.equal(out, [...input].sort((a, b) => a[0] - b[0] || a[1] - b[1]));
+  const shuffled = new SpillSorter<[number, number]>({ compare: (a, b) => a[0] - b[0], codec: pairs, dir, budget: 64 * 100 });
+  for (let i = 0; i < input.length; i++) shuffled.push(input[(i * 7919) % input.length]!);
+  assert.equal([...shuffled.sorted()].map((r) => r[0]), out.map((r) => r[0]));
+  assert.ok(shuffled.chainCount > 10, `out-of-order runs are merged one by one (${shuffled.chainCount} chains)`);
+  s.dispose();
+  shuffled.dispose();
+  assert.equal(readdirSync(dir), []);
+});
+
 test('a sorter that spilled is read from disk alone: reading it leaves no record in memory', ({ dir }) => {
   const mk = (budget: number) => {
     const s = new SpillSorter<[number, number]>({ compare: (a, b) => a[0] - b[0], codec: pairs, dir, budget });
