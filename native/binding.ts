@@ -44,6 +44,8 @@ export interface NativeAddon {
    * are read (dst -1: only hashed), on a thread of libuv's pool (native/extract.c).
    */
   hashCopy(src: number, srcAt: number, length: number, dst: number, dstAt: number): Promise<string>;
+  /** sha256 of `data` into out[0, 32), on the calling thread (native/extract.c). */
+  sha256Into(data: Uint8Array, out: Uint8Array): void;
 }
 
 // From source (native/*.ts under tsx) the build dir is one level up; from dist/native/*.js two.

@@ -7,7 +7,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
-import { StreamHash } from '../native/sha256.js';
+import { StreamHash, sha256Short } from '../native/sha256.js';
+import { addon } from '../native/binding.js';
 import { noise, seeded } from './helpers/random.js';
 
 const test = suite('sha256 off the main thread');
@@ -65,6 +66,23 @@ test('streams interleaved on the one worker keep their own bytes; an aborted one
   // Every slot is free again: a long stream that waits on the backlog never needs a copy.
   const c = noise(20 << 20, 5);
   assert.is(await hashChunked(c, 1 << 20, 6, true), want(c));
+});
+
+test('sha256Short: the digest of every length, through the addon; digests kept stay as they were', () => {
+  const kept: Array<[Buffer, string]> = [];
+  for (let n = 0; n < 1200; n++) {
+    const b = noise(n, n + 7);
+    const d = sha256Short(b);
+    assert.is(d.length, 32);
+    assert.is(d.toString('hex'), want(b), `${n} bytes`);
+    kept.push([d, want(b)]);
+  }
+  // 1,200 digests fill more than one slab: none was written over.
+  for (const [d, hex] of kept) assert.is(d.toString('hex'), hex);
+  const out = Buffer.alloc(32);
+  addon().sha256Into(Buffer.from('abc'), out);
+  assert.is(out.toString('hex'), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+  assert.throws(() => addon().sha256Into(Buffer.from('abc'), Buffer.alloc(31)), /sha256Into\(data/);
 });
 
 test('digest is given once; update after it is a programming error', async () => {
