@@ -342,6 +342,27 @@ function checksum(b: Buffer, off: number, signed: boolean): void {
 
 const variants = suite('tar-reader: header variants');
 
+variants('text fields: a ustar prefix joins the name, non-ASCII bytes are decoded (names strictly, owners leniently)', async () => {
+  const h = encodeHeader({ path: 'n', type: 'symlink', mode: 0o777, uid: 0, gid: 0, mtime: 1, size: 0, linkname: 'tärget' });
+  h.write('dïr/sub\0', 345, 'utf8'); // the prefix field
+  h.write('ünï\0', 265, 'utf8'); // uname
+  Buffer.from([0x67, 0xff, 0]).copy(h, 297); // gname: not UTF-8
+  checksum(h, 0, false);
+  const [e] = await readAll(bytes(Buffer.concat([h, END_OF_ARCHIVE])));
+  assert.is(e!.header.path, 'dïr/sub/n');
+  assert.is(e!.header.linkname, 'tärget');
+  assert.is(e!.header.uname, 'ünï');
+  assert.is(e!.header.gname, 'g\uFFFD');
+  // A link target that is not UTF-8 is refused, naming the entry.
+  Buffer.from([0x74, 0xc3, 0x28, 0]).copy(h, 157);
+  checksum(h, 0, false);
+  const err = await readAll(bytes(Buffer.concat([h, END_OF_ARCHIVE]))).then(
+    () => undefined,
+    (x: unknown) => x,
+  );
+  assert.match(String(err), /link target of "dïr\/sub\/n" at byte 0 is not valid UTF-8/);
+});
+
 variants('signed checksums (old writers) and unsigned ones are both accepted', async () => {
   const h = Buffer.concat([encodeHeader({ path: 'ünï', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 1, size: 0 }), END_OF_ARCHIVE]);
   for (const signed of [false, true]) {

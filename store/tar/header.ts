@@ -111,8 +111,9 @@ export function hasUstarMagic(b: Buffer): boolean {
 
 /** 'posix' for "ustar\0", 'gnu' for "ustar ", 'v7' for neither. */
 export function flavourOf(b: Buffer): 'posix' | 'gnu' | 'v7' {
-  const magic = b.toString('latin1', 257, 263);
-  return magic === 'ustar\0' ? 'posix' : magic === 'ustar ' ? 'gnu' : 'v7';
+  // Byte by byte: no string made per header.
+  if (b[257] !== 0x75 || b[258] !== 0x73 || b[259] !== 0x74 || b[260] !== 0x61 || b[261] !== 0x72) return 'v7';
+  return b[262] === 0 ? 'posix' : b[262] === 0x20 ? 'gnu' : 'v7';
 }
 
 export function checksumOk(b: Buffer): boolean {
@@ -207,6 +208,36 @@ export function decodePath(b: Buffer): Buffer {
   const [off] = FIELD.prefix;
   const prefix = cstring(b.subarray(off, off + (star ? 131 : 155)));
   return prefix.length > 0 ? Buffer.concat([prefix, Buffer.from('/'), name]) : Buffer.from(name);
+}
+
+/**
+ * A text field (NUL-terminated, or filling the field) as a string, as `decode` would give it
+ * from decodeString's bytes: ASCII, nearly every field, is read directly; anything else is
+ * handed to `decode` (which may refuse it) as a view of the bytes.
+ */
+export function fieldText(b: Buffer, off: number, len: number, decode: (bytes: Buffer) => string): string {
+  const stop = off + len;
+  let end = off;
+  let high = 0;
+  for (; end < stop; end++) {
+    const c = b[end]!;
+    if (c === 0) break;
+    high |= c;
+  }
+  if (end === off) return '';
+  return high < 0x80 ? b.toString('latin1', off, end) : decode(b.subarray(off, end));
+}
+
+/** The entry name of a header block as text: decodePath's bytes through `decode`. */
+export function pathText(b: Buffer, flavour: 'posix' | 'gnu' | 'v7', decode: (bytes: Buffer) => string): string {
+  const [noff, nlen] = FIELD.name;
+  const name = fieldText(b, noff, nlen, decode);
+  if (flavour !== 'posix') return name;
+  const star = b[508] === 0x74 && b[509] === 0x61 && b[510] === 0x72 && b[511] === 0;
+  const prefix = fieldText(b, FIELD.prefix[0], star ? 131 : 155, decode);
+  // The '/' between is ASCII: decoding the two apart accepts and gives what decoding the
+  // joined bytes would.
+  return prefix.length > 0 ? `${prefix}/${name}` : name;
 }
 
 export function cstring(b: Buffer): Buffer {

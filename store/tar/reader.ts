@@ -10,8 +10,8 @@ import { open as openFile, type FileHandle } from 'node:fs/promises';
 import type { StrataError } from '../errors.js';
 import type { EntryType } from '../types.js';
 import {
-  BLOCK, checksumOk, cstring, decodeNumber, decodePath, decodeString, ENTRY_TYPE, flavourOf, hasUstarMagic, isZeroBlock,
-  LazyText, padding, showName, tarCorrupt, tarTruncated, tarUnsupported,
+  BLOCK, checksumOk, cstring, decodeNumber, decodePath, ENTRY_TYPE, FIELD, fieldText, flavourOf, hasUstarMagic, isZeroBlock,
+  LazyText, padding, pathText, showName, tarCorrupt, tarTruncated, tarUnsupported,
 } from './header.js';
 import { addXattrs, decodePaxRecords, GlobalPax, isXattrKey, paxInteger, paxText, paxTime } from './pax.js';
 
@@ -87,6 +87,8 @@ const EMPTY: Buffer = Buffer.alloc(0);
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 const utf8Lossy = new TextDecoder('utf-8');
+const strictUtf8 = (b: Buffer): string => utf8.decode(b);
+const lossyUtf8 = (b: Buffer): string => utf8Lossy.decode(b);
 
 /**
  * A pull-based byte source that hands out views of its chunks, copying only when a requested
@@ -409,8 +411,12 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
         const v = local.get(key) ?? globalPax.get(key);
         return v !== undefined && v.length > 0 ? v : undefined;
       };
-      const rawPath = pax('path') ?? longName ?? decodePath(blk);
-      const rawLink = pax('linkpath') ?? longLink ?? Buffer.from(decodeString(blk, 'linkname'));
+      const paxPath = pax('path');
+      const paxLink = pax('linkpath');
+      const longPath = longName;
+      const longTarget = longLink;
+      /** The name's bytes, for messages. */
+      const rawPath = (): Buffer => paxPath ?? longPath ?? decodePath(blk);
       localPax = null;
       longName = null;
       longLink = null;
@@ -420,24 +426,26 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
       let isSparse = flag === 'S' || globalPax.sparse;
       for (const k of local.keys()) if (k.startsWith('GNU.sparse.')) isSparse = true;
       if (isSparse) {
-        const real = local.get('GNU.sparse.name') ?? globalPax.get('GNU.sparse.name') ?? rawPath;
+        const real = local.get('GNU.sparse.name') ?? globalPax.get('GNU.sparse.name') ?? rawPath();
         throw tarUnsupported(
           `${showName(real)} ${where} is a sparse file (GNU tar --sparse); strata does not import sparse entries`,
           SPARSE_HINT,
         );
       }
       let type = ENTRY_TYPE[flag];
-      if (type === undefined) throw refuseType(flag, rawPath, where);
+      if (type === undefined) throw refuseType(flag, rawPath(), where);
 
       let path: string;
       let linkname: string;
       try {
-        path = utf8.decode(rawPath);
+        const p = paxPath ?? longPath;
+        path = p !== undefined && p !== null ? strictUtf8(p) : pathText(blk, flavour, strictUtf8);
       } catch {
-        throw tarUnsupported(`entry name ${showName(rawPath)} ${where} is not valid UTF-8`, 'repack the archive with UTF-8 file names');
+        throw tarUnsupported(`entry name ${showName(rawPath())} ${where} is not valid UTF-8`, 'repack the archive with UTF-8 file names');
       }
       try {
-        linkname = utf8.decode(rawLink);
+        const l = paxLink ?? longTarget;
+        linkname = l !== undefined && l !== null ? strictUtf8(l) : fieldText(blk, FIELD.linkname[0], FIELD.linkname[1], strictUtf8);
       } catch {
         throw tarUnsupported(`link target of ${showName(path)} ${where} is not valid UTF-8`, 'repack the archive with UTF-8 file names');
       }
@@ -472,8 +480,8 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
       let uname = '';
       let gname = '';
       if (ustar) {
-        uname = utf8Lossy.decode(decodeString(blk, 'uname'));
-        gname = utf8Lossy.decode(decodeString(blk, 'gname'));
+        uname = fieldText(blk, FIELD.uname[0], FIELD.uname[1], lossyUtf8);
+        gname = fieldText(blk, FIELD.gname[0], FIELD.gname[1], lossyUtf8);
       }
       const pun = pax('uname');
       if (pun !== undefined) uname = utf8Lossy.decode(pun);
