@@ -1110,18 +1110,32 @@ class ListDigest {
 const LIST_OPEN = '[';
 const LIST_CLOSE = '\n]\n';
 function listRow(e: LayerEntry, first: boolean): string {
-  return `${first ? '\n' : ',\n'}${JSON.stringify(toRow(e))}`;
+  return `${first ? '\n' : ',\n'}${rowText(e)}`;
 }
 
-/** A cached entry: [path, type, mode, uid, gid, mtime, size, linkname, devmajor, devminor]. */
+/**
+ * An entry's row as JSON text: the EntryRow array (below) as JSON.stringify writes it, made
+ * without the array: every layer read hashes a row per entry (cacheCheck), every import writes
+ * one. Strings JSON would escape (a quote, a backslash, a control character, any surrogate)
+ * go through JSON.stringify.
+ */
+export function rowText(e: LayerEntry): string {
+  let t = `[${jsonText(e.path)},"${e.type}",${e.mode},${e.uid},${e.gid},${e.mtime},${e.size}`;
+  if (e.linkname !== undefined || e.devmajor !== undefined) t += `,${jsonText(e.linkname ?? '')}`;
+  if (e.devmajor !== undefined) t += `,${e.devmajor},${e.devminor ?? 0}`;
+  return `${t}]`;
+}
+
+const JSON_ESCAPED = /["\\\u0000-\u001f\ud800-\udfff]/;
+function jsonText(s: string): string {
+  return JSON_ESCAPED.test(s) ? JSON.stringify(s) : `"${s}"`;
+}
+
+/**
+ * A cached entry: [path, type, mode, uid, gid, mtime, size, linkname, devmajor, devminor];
+ * linkname is there when the entry has one or device numbers, the device numbers when it has them.
+ */
 type EntryRow = [string, LayerEntry['type'], number, number, number, number, number, string?, number?, number?];
-
-function toRow(e: LayerEntry): EntryRow {
-  const row: EntryRow = [e.path, e.type, e.mode, e.uid, e.gid, e.mtime, e.size];
-  if (e.linkname !== undefined || e.devmajor !== undefined) row.push(e.linkname ?? '');
-  if (e.devmajor !== undefined) row.push(e.devmajor, e.devminor ?? 0);
-  return row;
-}
 
 const ROW_TYPES = new Set(['file', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo']);
 const isId = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;

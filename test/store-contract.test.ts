@@ -12,7 +12,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildImage } from '../compose/squash.js';
 import { comparePaths, MemoryStore, STORE_ERR, type LoadedModule, type StoreReader } from '../store/index.js';
-import { LocalStore } from '../store/local-store.js';
+import { LocalStore, rowText } from '../store/local-store.js';
+import type { LayerEntry } from '../store/types.js';
+import { seeded } from './helpers/random.js';
 import { parseCid } from '../store/cid.js';
 import { makeStack } from './fixtures/stack.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
@@ -124,3 +126,29 @@ test('a layer damaged late fails at the end of the read in both, never cleanly',
 });
 
 test.run();
+
+const rows = suite('entry list rows');
+
+rows('rowText writes what JSON.stringify writes of the row, whatever the strings hold', () => {
+  const pieces = ['a', 'dir/f', '"', '\\', '\n', '\u0001', '\u001f', '\u007f', 'é', '\u2028', '\ud83d\ude00', '\ud800', '\udfff', ' ', '/'];
+  const rnd = seeded(11);
+  const text = () => Array.from({ length: 1 + Math.floor(rnd() * 5) }, () => pieces[Math.floor(rnd() * pieces.length)]).join('');
+  for (let i = 0; i < 5000; i++) {
+    const e: LayerEntry = { path: text(), type: 'file', mode: i & 0o7777, uid: i * 7, gid: 65534, mtime: i % 3 === 0 ? -i : 1700000000 + i, size: i * 4099 };
+    const row: unknown[] = [e.path, e.type, e.mode, e.uid, e.gid, e.mtime, e.size];
+    if (i % 4 === 1) {
+      e.type = 'symlink';
+      e.linkname = text();
+    } else if (i % 4 === 2) {
+      e.type = 'char';
+      e.devmajor = i % 300;
+      if (i % 8 === 2) e.devminor = i % 7;
+    }
+    row[1] = e.type;
+    if (e.linkname !== undefined || e.devmajor !== undefined) row.push(e.linkname ?? '');
+    if (e.devmajor !== undefined) row.push(e.devmajor, e.devminor ?? 0);
+    assert.is(rowText(e), JSON.stringify(row), JSON.stringify(e.path));
+  }
+});
+
+rows.run();
