@@ -186,50 +186,48 @@ function writeAll(fd: number, b: Buffer): void {
   for (let off = 0; off < b.length; ) off += fs.writeSync(fd, b, off, b.length - off);
 }
 
-/** The records of a chain's runs, one run after the other (the reads share one buffer size). */
-function* readChain<T>(files: string[], codec: RecordCodec<T>, chunk: number): Generator<T> {
-  for (const f of files) yield* readRun(f, codec, chunk);
-}
-
 /**
- * A run's records, read through one buffer of its own (`chunk` bytes, larger only for a record
- * that needs it): a merge of many runs holds a buffer per run, and refills reuse it.
+ * The records of a chain's runs, one run after the other, read through one buffer (`chunk`
+ * bytes, larger only for a record that needs it): a merge holds a buffer per chain, and
+ * refills reuse it. One generator for the whole chain: a record costs one step, not two.
  */
-function* readRun<T>(file: string, codec: RecordCodec<T>, chunk: number): Generator<T> {
-  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-  try {
-    let buf = Buffer.allocUnsafe(chunk);
-    let start = 0; // unread bytes are buf[start, end)
-    let end = 0;
-    let eof = false;
-    const need = (n: number): boolean => {
-      while (end - start < n && !eof) {
-        if (start > 0) {
-          buf.copy(buf, 0, start, end);
-          end -= start;
-          start = 0;
+function* readChain<T>(files: string[], codec: RecordCodec<T>, chunk: number): Generator<T> {
+  let buf = Buffer.allocUnsafe(chunk);
+  for (const file of files) {
+    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      let start = 0; // unread bytes are buf[start, end)
+      let end = 0;
+      let eof = false;
+      const need = (n: number): boolean => {
+        while (end - start < n && !eof) {
+          if (start > 0) {
+            buf.copy(buf, 0, start, end);
+            end -= start;
+            start = 0;
+          }
+          if (buf.length < n) {
+            const bigger = Buffer.allocUnsafe(n);
+            buf.copy(bigger, 0, 0, end);
+            buf = bigger;
+          }
+          const got = fs.readSync(fd, buf, end, buf.length - end, null);
+          if (got === 0) eof = true;
+          end += got;
         }
-        if (buf.length < n) {
-          const bigger = Buffer.allocUnsafe(n);
-          buf.copy(bigger, 0, 0, end);
-          buf = bigger;
-        }
-        const got = fs.readSync(fd, buf, end, buf.length - end, null);
-        if (got === 0) eof = true;
-        end += got;
+        return end - start >= n;
+      };
+      for (;;) {
+        if (!need(4)) break;
+        const len = buf.readUInt32LE(start);
+        if (!need(4 + len)) throw new Error(`spill run ${file} is truncated`);
+        const body = buf.subarray(start + 4, start + 4 + len);
+        start += 4 + len;
+        yield codec.decode(body);
       }
-      return end - start >= n;
-    };
-    for (;;) {
-      if (!need(4)) return;
-      const len = buf.readUInt32LE(start);
-      if (!need(4 + len)) throw new Error(`spill run ${file} is truncated`);
-      const body = buf.subarray(start + 4, start + 4 + len);
-      start += 4 + len;
-      yield codec.decode(body);
+    } finally {
+      fs.closeSync(fd);
     }
-  } finally {
-    fs.closeSync(fd);
   }
 }
 
