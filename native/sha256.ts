@@ -67,12 +67,12 @@ parentPort.on('message', ([op, id, where, len]) => {
 });
 `;
 
-/**
- * The resource limits of strata's worker threads (this one and the image writers' pool): a
- * small young generation. By default each thread grows it to 16 MiB or more, for threads that
- * hold little but short-lived buffers; on the bench's cold zstd squash (two compression
- * workers and this one) the limit took peak RSS from 312 to about 270 MiB at the same speed.
- */
+/** sha256Short's state: the addon's call (null: not there), and the slab digests are cut from. */
+const SLAB = 32 * 1024;
+let slab = Buffer.allocUnsafe(0);
+let slabUsed = SLAB;
+let native: ((data: Uint8Array, out: Uint8Array) => void) | null | undefined;
+
 /**
  * sha256 of one short buffer (a small file, a file's tail) on the calling thread: through the
  * addon's low-level libcrypto call it costs half what Node's one-call hash does for a
@@ -99,11 +99,12 @@ export function sha256Short(data: Uint8Array): Buffer {
   native(data, out);
   return out;
 }
-const SLAB = 32 * 1024;
-let slab = Buffer.allocUnsafe(0);
-let slabUsed = SLAB;
-let native: ((data: Uint8Array, out: Uint8Array) => void) | null | undefined;
-
+/**
+ * The resource limits of strata's worker threads (this one and the image writers' pool): a
+ * small young generation. By default each thread grows it to 16 MiB or more, for threads that
+ * hold little but short-lived buffers; on the bench's cold zstd squash (two compression
+ * workers and this one) the limit took peak RSS from 312 to about 270 MiB at the same speed.
+ */
 export const WORKER_LIMITS = { maxYoungGenerationSizeMb: 2 };
 
 interface Waiter {
