@@ -22,7 +22,6 @@
  * alive. `close()` lets every handler release its files (`JobHandler.close`) and waits for the
  * threads to exit.
  */
-import os from 'node:os';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { WORKER_LIMITS } from '../../../native/sha256.js';
 
@@ -54,23 +53,6 @@ const REPLY_AFTER_MS = 1;
 
 /** Sent by the pool when it closes: the worker releases its files and exits. */
 const CLOSE = 'close';
-
-/**
- * The nice value of a pool's threads. The main thread feeds the pool and writes what it gives
- * back; where it is the slower side (many small files) a worker that wakes on its core takes
- * the core from it, and the whole build waits. Raised, the workers still get every core the
- * main thread leaves idle. On Linux a nice value is a thread's own: the rest of the process
- * keeps its priority.
- */
-export const WORKER_NICE = 10;
-
-function lowerPriority(): void {
-  try {
-    os.setPriority(0, Math.max(os.getPriority(0), WORKER_NICE));
-  } catch {
-    // Not permitted or not supported: the pool runs at the process's priority.
-  }
-}
 
 /** The buffer of `u` when it can be transferred (it owns its whole ArrayBuffer), else nothing. */
 export function transferable(u: Uint8Array): ArrayBuffer[] {
@@ -179,7 +161,6 @@ export class WorkerPool<J, R> {
 if (!isMainThread && (workerData as { strataWorkerPool?: boolean } | null)?.strataWorkerPool) {
   const { module, config } = workerData as { module: string; config: unknown };
   const port = parentPort!;
-  lowerPriority();
   // Messages wait in the port's queue until the listener is attached.
   void import(module).then((mod: { createJobHandler(config: unknown): JobHandler<unknown, unknown> }) => {
     const handler = mod.createJobHandler(config);
