@@ -75,9 +75,14 @@ static struct {
   int (*init)(EVP_MD_CTX *, const EVP_MD *, void *);
   int (*update)(EVP_MD_CTX *, const void *, size_t);
   int (*final)(EVP_MD_CTX *, unsigned char *, unsigned int *);
+  /* The low-level one-buffer calls (sha256Into); optional: `short_ok`. */
+  bool short_ok;
+  int (*short_init)(void *);
+  int (*short_update)(void *, const void *, size_t);
+  int (*short_final)(unsigned char *, void *);
 } ossl;
 
-/* Resolves the EVP calls once (on the JS thread: extractAvailable or extractOpen). */
+/* Resolves the libcrypto calls once (on the JS thread: extractAvailable, extractOpen, sha256Into). */
 static bool ossl_load(void) {
   if (ossl.tried) return ossl.ok;
   ossl.tried = true;
@@ -88,6 +93,10 @@ static bool ossl_load(void) {
   ossl.update = (int (*)(EVP_MD_CTX *, const void *, size_t))dlsym(RTLD_DEFAULT, "EVP_DigestUpdate");
   ossl.final = (int (*)(EVP_MD_CTX *, unsigned char *, unsigned int *))dlsym(RTLD_DEFAULT, "EVP_DigestFinal_ex");
   ossl.ok = ossl.ctx_new && ossl.ctx_free && ossl.sha256 && ossl.init && ossl.update && ossl.final;
+  ossl.short_init = (int (*)(void *))dlsym(RTLD_DEFAULT, "SHA256_Init");
+  ossl.short_update = (int (*)(void *, const void *, size_t))dlsym(RTLD_DEFAULT, "SHA256_Update");
+  ossl.short_final = (int (*)(unsigned char *, void *))dlsym(RTLD_DEFAULT, "SHA256_Final");
+  ossl.short_ok = ossl.short_init && ossl.short_update && ossl.short_final;
   return ossl.ok;
 }
 
@@ -1309,25 +1318,9 @@ static napi_value js_hash_copy(napi_env env, napi_callback_info info) {
  * low-level SHA256_* calls of the process's libcrypto (the same SHA instructions Node's crypto
  * uses): for the tail of a small file, a kilobyte, Node's one-call hash spends more on its setup
  * than on the bytes, and an image of a million small files hashes a million tails on its main
- * thread. Throws ENOSYS when the calls are not there (the caller then uses Node's crypto).
+ * thread. The calls are resolved with the EVP ones (ossl_load). Throws ENOSYS when they are not
+ * there (the caller then uses Node's crypto).
  */
-static struct {
-  bool tried, ok;
-  int (*init)(void *);
-  int (*update)(void *, const void *, size_t);
-  int (*final)(unsigned char *, void *);
-} sha;
-
-static bool sha_load(void) {
-  if (sha.tried) return sha.ok;
-  sha.tried = true;
-  sha.init = (int (*)(void *))dlsym(RTLD_DEFAULT, "SHA256_Init");
-  sha.update = (int (*)(void *, const void *, size_t))dlsym(RTLD_DEFAULT, "SHA256_Update");
-  sha.final = (int (*)(unsigned char *, void *))dlsym(RTLD_DEFAULT, "SHA256_Final");
-  sha.ok = sha.init && sha.update && sha.final;
-  return sha.ok;
-}
-
 static bool arg_bytes(napi_env env, napi_value v, void **data, size_t *len) {
   napi_typedarray_type type;
   return napi_get_typedarray_info(env, v, &type, len, data, NULL, NULL) == napi_ok && type == napi_uint8_array;
@@ -1343,13 +1336,14 @@ static napi_value js_sha256_into(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "sha256Into(data: Uint8Array, out: Uint8Array of 32 bytes or more)");
     return NULL;
   }
-  if (!sha_load()) {
+  ossl_load();
+  if (!ossl.short_ok) {
     napi_throw_error(env, "ENOSYS", "sha256Into: SHA256_* is not available from the process's libcrypto");
     return NULL;
   }
   /* SHA256_CTX is 112 bytes in every OpenSSL since 0.9.8; room for more, aligned. */
   uint64_t ctx[32];
-  if (sha.init(ctx) != 1 || sha.update(ctx, data == NULL ? (const void *)"" : data, n) != 1 || sha.final(out, ctx) != 1) {
+  if (ossl.short_init(ctx) != 1 || ossl.short_update(ctx, data == NULL ? (const void *)"" : data, n) != 1 || ossl.short_final(out, ctx) != 1) {
     napi_throw_error(env, "EIO", "sha256Into: libcrypto failed");
   }
   return NULL;
