@@ -272,20 +272,18 @@ export class LocalStore {
     };
     try {
       const { skipped, image } = await addSource(builder, source, { overlay: opts.overlay }, spool);
-      const built = builder.build();
       // The entry list goes to the cache as the canonical tar is written: no list in memory.
-      const rows = this.entryIndexWriter();
-      let hex: string;
-      let repaired = false; // a blob was absent or damaged before this put
-      try {
-        const size = built.bytes + 512 * built.entries; // about the tar's size (headers and padding aside)
-        const put = await this.blobs.put(counted(built.tar((e) => rows.add(e)), size, opts.onProgress), undefined, groupOf, size);
-        hex = put.hex;
-        repaired = put.prior !== 'ok';
-        await rows.commit(hex, gid ?? (await groupOf(hex)));
-      } finally {
-        rows.abort();
-      }
+      const { built, hex, repaired } = await builder.written(async (built) => {
+        const rows = this.entryIndexWriter();
+        try {
+          const put = await this.blobs.put(counted(built.tar((e) => rows.add(e)), built.sizeHint, opts.onProgress), undefined, groupOf, built.sizeHint);
+          await rows.commit(put.hex, gid ?? (await groupOf(put.hex)));
+          // repaired: a blob was absent or damaged before this put
+          return { built, hex: put.hex, repaired: put.prior !== 'ok' };
+        } finally {
+          rows.abort();
+        }
+      });
       const layer = cidFromHex(RAW_CODEC, hex);
       const manifest = built.manifest(layer);
       const layerGid = gid ?? (await groupOf(parseCid(layer).hex));
@@ -1225,13 +1223,13 @@ function fromRow(r: EntryRow): LayerEntry {
 /** Passes `source` through, reporting how many bytes went by. */
 export async function* counted(
   source: AsyncIterable<Uint8Array>,
-  total: number,
+  total: number | undefined,
   onProgress?: (done: number, total: number) => void,
 ): AsyncGenerator<Uint8Array> {
   let done = 0;
   for await (const chunk of source) {
     done += chunk.byteLength;
-    onProgress?.(done, Math.max(total, done));
+    onProgress?.(done, Math.max(total ?? 0, done));
     yield chunk;
   }
 }

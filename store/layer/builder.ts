@@ -17,7 +17,7 @@ import { aclFromText, aclModeBits } from '../../native/acl.js';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { LayerEntry, comparePaths } from '../types.js';
 import { isBelow, normalizeLayerPath, printable, whiteoutTarget } from './path.js';
-import { encodeHeader, END_OF_ARCHIVE } from '../tar/writer.js';
+import { encodeHeader, END_OF_ARCHIVE, type TarWriteHeader } from '../tar/writer.js';
 import { padding } from '../tar/header.js';
 import { LayerManifest, manifestEntry } from './manifest.js';
 import { checkOutputLimits } from './limits.js';
@@ -41,6 +41,21 @@ export interface ContentRef {
   b?: number;
 }
 
+/**
+ * One entry of a source that can give its entries again (LayerBuilder.addFrom): the entry, its
+ * content by reference, and the same content as the source reaches it.
+ */
+export interface SourceItem {
+  entry: LayerEntry;
+  /** The content, readable at any time and in any order (it goes through the spill files). */
+  content?: ContentRef;
+  /** The content read in sequence, valid until the next item is asked for. */
+  body?: ContentOpener;
+}
+
+/** A source's entries from its start, in the same order on every call. */
+export type SourceItems = () => AsyncIterable<SourceItem>;
+
 /** Where a record's content is: a content reference, or the id of an in-memory opener. */
 type Content = [number, number | string, number?] | ['fn', number] | null;
 
@@ -59,11 +74,14 @@ export interface BuiltLayer {
    */
   tar(onEntry?: (e: LayerEntry) => void): AsyncGenerator<Uint8Array>;
   /** The canonical entries with their contents, in order, held in memory (small layers only: OCI image layers). */
-  items(): Array<{ entry: LayerEntry; content?: ContentOpener }>;
+  items(): Promise<Array<{ entry: LayerEntry; content?: ContentOpener }>>;
   /** The manifest; after tar() has run (its entries are collected while the tar is written). */
   manifest(layerCid: string): LayerManifest;
-  entries: number;
-  bytes: number;
+  /** Entries and bytes of files; for a layer from an ordered source, after tar() has run. */
+  readonly entries: number;
+  readonly bytes: number;
+  /** About the canonical tar's bytes (a hint for progress and hashing). */
+  readonly sizeHint: number | undefined;
 }
 
 export interface BuilderOptions {
@@ -77,7 +95,9 @@ export interface BuilderOptions {
  * Collects a layer's entries, in any order and any number (past the budget they are sorted
  * to disk: store/spill.ts), and builds its canonical form. Memory is bounded by the budget,
  * plus the hard links of the layer (their groups are resolved in memory) and the manifest's
- * entries (paths with xattrs or ACLs).
+ * entries (paths with xattrs or ACLs). A source that can give its entries again (addFrom) and
+ * gives them in canonical order is not sorted at all: its canonical tar is written as it is
+ * read (`written`).
  */
 export class LayerBuilder {
   private readonly sorter: SpillSorter<Rec>;
@@ -91,6 +111,12 @@ export class LayerBuilder {
   private seq = 0;
   private bytes = 0;
   private built = false;
+  /**
+   * The source of every entry, when they all came in canonical order (addFrom): build() reads
+   * them again from it, and the sorter holds nothing.
+   */
+  private ordered: SourceItems | undefined;
+  private orderedSize: number | undefined;
 
   constructor(opts: BuilderOptions = {}) {
     this.sorter = new SpillSorter<Rec>({
@@ -120,25 +146,66 @@ export class LayerBuilder {
 
   /** Adds one entry. `entry.path` may be raw (it is normalized here); hard-link names too. */
   add(entry: LayerEntry, content?: ContentOpener | ContentRef): void {
-    if (this.built) throw new Error('LayerBuilder: add after build');
+    if (this.built || this.ordered) throw new Error('LayerBuilder: add after build or after an ordered source');
+    const r = this.record(entry, content, this.seq++);
+    this.note(r);
+    this.sorter.push(r);
+  }
+
+  /**
+   * Takes every entry from `items`, the builder's only source. Many archives come in canonical
+   * order already (GNU tar --sort=name, the layers OCI tools write, strata's own): the canonical
+   * tar is then written as the source is read, in one pass, with nothing held or spilled. A
+   * source that is not in order is found out during that pass, which is then given up
+   * (`written` runs it again from the sorter). `size`: about the bytes the source holds.
+   */
+  addFrom(items: SourceItems, opts: { size?: number } = {}): void {
+    if (this.built || this.ordered || this.seq > 0) throw new Error('LayerBuilder: addFrom must be the only source');
+    this.ordered = items;
+    this.orderedSize = opts.size;
+  }
+
+  /**
+   * Runs `use` with the built layer, which writes its canonical tar. When an ordered source
+   * (addFrom) turns out not to be in order, `use` has thrown away what it wrote (it must leave
+   * nothing behind when it throws); its entries are then sorted and `use` runs again.
+   */
+  async written<T>(use: (built: BuiltLayer) => Promise<T>): Promise<T> {
+    try {
+      return await use(this.build());
+    } catch (e) {
+      if (!(e instanceof Unordered)) throw e;
+    }
+    await this.sortAll();
+    return use(this.build());
+  }
+
+  /** Every entry of the ordered source, read again into the sorter. */
+  private async sortAll(): Promise<void> {
+    const items = this.ordered!;
+    this.ordered = undefined;
+    this.built = false;
+    this.links.clear();
+    this.linkSeq.clear();
+    this.bytes = 0;
+    this.seq = 0;
+    for await (const item of items()) this.add(item.entry, item.content);
+  }
+
+  /** The record of the `n`th entry: its path normalized, its metadata canonical and within the limits. */
+  private record(entry: LayerEntry, content: ContentOpener | ContentRef | undefined, n: number): Rec {
     const p = normalizeLayerPath(entry.path);
-    const n = this.seq++;
     if (whiteoutTarget(p)) {
-      this.sorter.push({ entry: { path: p, type: 'file', mode: 0, uid: 0, gid: 0, mtime: 0, size: 0 }, extra: [n, null] });
-      return;
+      return { entry: { path: p, type: 'file', mode: 0, uid: 0, gid: 0, mtime: 0, size: 0 }, extra: [n, null] };
     }
     // An empty xattr map costs memory on every entry of a large layer: keep none.
     const e: LayerEntry = { ...entry, path: p, mode: modeWithAcl(entry), mtime: Math.floor(entry.mtime), xattrs: entry.xattrs?.size ? entry.xattrs : undefined };
     checkOutputLimits(e);
     if (e.type === 'hardlink') {
       const target = normalizeLayerPath(e.linkname ?? '', `hard link target of '${printable(p)}'`);
-      this.links.set(p, target);
-      this.linkSeq.set(p, n);
-      this.sorter.push({ entry: { ...e, linkname: target, size: 0, xattrs: undefined, acl: undefined }, extra: [n, null] });
-      return;
+      return { entry: { ...e, linkname: target, size: 0, xattrs: undefined, acl: undefined }, extra: [n, null] };
     }
     if (e.type !== 'file') e.size = 0;
-    this.bytes += e.size;
     let c: Content = null;
     if (typeof content === 'function') {
       this.openers.push(content);
@@ -146,7 +213,15 @@ export class LayerBuilder {
     } else if (content !== undefined) {
       c = content.b === undefined ? [content.src, content.a] : [content.src, content.a, content.b];
     }
-    this.sorter.push({ entry: e, extra: [n, c] });
+    return { entry: e, extra: [n, c] };
+  }
+
+  /** What the builder keeps of every entry beside the sorter: its hard links, the bytes of its files. */
+  private note(r: Rec): void {
+    if (r.entry.type === 'hardlink') {
+      this.links.set(r.entry.path, r.entry.linkname!);
+      this.linkSeq.set(r.entry.path, r.extra[0]);
+    } else this.bytes += r.entry.size;
   }
 
   private opener(extra: Extra): ContentOpener | undefined {
@@ -159,9 +234,11 @@ export class LayerBuilder {
   }
 
   /**
-   * Validates the whole layer (one pass over the sorted entries, no content read) and fixes
-   * its canonical form. Refuses duplicates, entries beneath a symlink or non-directory of the
-   * layer, and hard links to anything but a regular file of the layer.
+   * Validates the whole layer and fixes its canonical form. Refuses duplicates, entries beneath
+   * a symlink or non-directory of the layer, and hard links to anything but a regular file of
+   * the layer, earlier in it. Sorted entries are checked here, in one pass over them with no
+   * content read; entries of an ordered source (addFrom) as the canonical tar reads them again,
+   * so a refusal then comes while the tar is written (the store discards it).
    */
   build(): BuiltLayer {
     this.built = true;
@@ -181,33 +258,35 @@ export class LayerBuilder {
       const g = groupOf(link);
       if (!groups.has(g)) groups.set(g, {});
     }
-    let count = 0;
-    let prev: string | undefined;
-    const ancestors: Array<{ path: string; type: LayerEntry['type'] }> = [];
-    for (const r of this.sorter.sorted()) {
-      const p = r.entry.path;
-      count++;
-      if (p === prev) {
-        throw new StrataError(STORE_ERR.LAYER_DUPLICATE, `the layer holds '${printable(p)}' twice`, { hint: 'repack it with each path once' });
-      }
-      prev = p;
-      // The staged ancestors of p are exactly the stack's entries that are prefixes of p.
-      while (ancestors.length > 0 && !isBelow(p, ancestors[ancestors.length - 1]!.path)) ancestors.pop();
-      const bad = ancestors.find((a) => a.type !== 'dir');
-      if (bad) {
-        const how = bad.type === 'symlink' ? 'through the symlink' : 'beneath the non-directory';
-        throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `entry '${printable(p)}' is written ${how} '${printable(bad.path)}'`, {
-          hint: 'refusing a layer that could write outside its root',
-        });
-      }
-      ancestors.push({ path: p, type: r.entry.type });
-      const g = groups.get(this.links.has(p) ? groupOf(p) : p);
-      if (g) {
-        if (!this.links.has(p)) g.original = r;
-        g.leader ??= p; // sorted order: the first member seen leads the group
-      }
-    }
-    for (const [link] of this.links) {
+    /** Checks each record against those before it, in canonical order; one per pass. */
+    const checker = () => {
+      let prev: string | undefined;
+      const ancestors: Array<{ path: string; type: LayerEntry['type'] }> = [];
+      return (r: Rec): void => {
+        const p = r.entry.path;
+        if (p === prev) {
+          throw new StrataError(STORE_ERR.LAYER_DUPLICATE, `the layer holds '${printable(p)}' twice`, { hint: 'repack it with each path once' });
+        }
+        prev = p;
+        // The staged ancestors of p are exactly the stack's entries that are prefixes of p.
+        while (ancestors.length > 0 && !isBelow(p, ancestors[ancestors.length - 1]!.path)) ancestors.pop();
+        const bad = ancestors.find((a) => a.type !== 'dir');
+        if (bad) {
+          const how = bad.type === 'symlink' ? 'through the symlink' : 'beneath the non-directory';
+          throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `entry '${printable(p)}' is written ${how} '${printable(bad.path)}'`, {
+            hint: 'refusing a layer that could write outside its root',
+          });
+        }
+        ancestors.push({ path: p, type: r.entry.type });
+        const g = groups.get(this.links.has(p) ? groupOf(p) : p);
+        if (g) {
+          if (!this.links.has(p)) g.original = r;
+          g.leader ??= p; // sorted order: the first member seen leads the group
+        }
+      };
+    };
+    /** Checks a hard link once its group's file has been seen (if the layer holds it). */
+    const checkLink = (link: string): void => {
       const g = groups.get(groupOf(link))!;
       if (!g.original) {
         throw new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(link)}' points at '${printable(this.links.get(link)!)}', which is not in the layer`, {
@@ -224,42 +303,122 @@ export class LayerBuilder {
           hint: 'a layer may only link to files it holds itself, before the link',
         });
       }
+    };
+    const ordered = this.ordered;
+    /** The records in canonical order, each with its content as read in sequence when the source gives it. */
+    let records: () => Iterable<Staged> | AsyncIterable<Staged>;
+    if (ordered === undefined) {
+      const check = checker();
+      for (const r of this.sorter.sorted()) check(r);
+      for (const link of this.links.keys()) checkLink(link);
+      const sorter = this.sorter;
+      records = function* () {
+        for (const rec of sorter.sorted()) yield { rec };
+      };
+    } else {
+      // One pass over the source, checked as it goes. A hard link needs its file's metadata,
+      // which came earlier: the last FILE_RING files are kept for that (a link names a file
+      // nearby in most layers). Anything else gives the pass up: an entry out of order (or a
+      // path twice), a link to a later path, or to a file no longer kept.
+      records = async function* (this: LayerBuilder) {
+        this.links.clear();
+        this.linkSeq.clear();
+        this.bytes = 0;
+        this.seq = 0;
+        const check = checker();
+        const files: Rec[] = [];
+        let filesSeen = 0;
+        let last: string | undefined;
+        for await (const item of ordered()) {
+          const rec = this.record(item.entry, item.content, this.seq);
+          if (!follows(last, rec)) throw new Unordered();
+          const p = rec.entry.path;
+          this.note(rec);
+          if (rec.entry.type === 'hardlink') {
+            const root = groupOf(p);
+            if (!groups.has(root)) {
+              const original = files.find((f) => f.entry.path === root);
+              if (original === undefined) throw new Unordered();
+              groups.set(root, { original, leader: root });
+            }
+          } else if (rec.entry.type === 'file') files[filesSeen++ % FILE_RING] = rec;
+          check(rec);
+          if (rec.entry.type === 'hardlink') checkLink(p);
+          last = p;
+          this.seq++;
+          yield { rec, body: item.body };
+        }
+      }.bind(this);
     }
     // The canonical record of each sorted record: the group's first path carries the file.
-    const canonical = (r: Rec): { entry: LayerEntry; content?: ContentOpener } => {
+    const canonical = ({ rec: r, body }: Staged): { entry: LayerEntry; content?: ContentOpener } => {
       const p = r.entry.path;
       const g = groups.get(this.links.has(p) ? groupOf(p) : p);
-      if (!g) return { entry: r.entry, content: this.opener(r.extra) };
+      if (!g) return { entry: r.entry, content: body ?? this.opener(r.extra) };
       const original = g.original!;
       if (g.leader === p) {
-        if (original === r) return { entry: r.entry, content: this.opener(r.extra) };
+        if (original === r) return { entry: r.entry, content: body ?? this.opener(r.extra) };
         return { entry: { ...original.entry, path: p, type: 'file', linkname: undefined }, content: this.opener(original.extra) };
       }
       const { xattrs: _x, acl: _a, ...meta } = original.entry;
       return { entry: { ...meta, path: p, type: 'hardlink', size: 0, linkname: g.leader } };
     };
     const manifestEntries: LayerManifest['entries'] = {};
-    const bytes = this.bytes;
-    const sorted = () => this.sorter.sorted();
+    const builder = this;
     return {
-      entries: count,
-      bytes,
+      get entries() {
+        return builder.seq;
+      },
+      get bytes() {
+        return builder.bytes;
+      },
+      sizeHint: ordered === undefined ? this.bytes + 512 * this.seq : this.orderedSize,
       tar: (onEntry) =>
-        canonicalTar(
-          (function* () {
-            for (const r of sorted()) {
-              const c = canonical(r);
-              const m = manifestEntry(c.entry);
-              if (m) manifestEntries[c.entry.path] = m;
-              onEntry?.(c.entry);
-              yield c;
-            }
-          })(),
-        ),
-      items: () => [...sorted()].map(canonical),
-      manifest: (layer) => ({ manifestVersion: 1, layer, stats: { entries: count, bytes }, entries: manifestEntries }),
+        canonicalTar(records(), (s) => {
+          const c = canonical(s);
+          const m = manifestEntry(c.entry);
+          if (m) manifestEntries[c.entry.path] = m;
+          onEntry?.(c.entry);
+          return c;
+        }),
+      items: async () => {
+        const out: Array<{ entry: LayerEntry; content?: ContentOpener }> = [];
+        try {
+          // By reference: these contents are read after the pass, in any order.
+          for await (const { rec } of records()) out.push(canonical({ rec }));
+        } catch (e) {
+          if (!(e instanceof Unordered)) throw e;
+          await this.sortAll();
+          return this.build().items();
+        }
+        return out;
+      },
+      manifest: (layer) => ({ manifestVersion: 1, layer, stats: { entries: builder.seq, bytes: builder.bytes }, entries: manifestEntries }),
     };
   }
+}
+
+/** How many of the latest files a pass over an ordered source keeps for the hard links that follow. */
+const FILE_RING = 4096;
+
+/** Thrown by a pass over an ordered source that finds it is not in order: LayerBuilder.written sorts it and runs again. */
+class Unordered extends Error {
+  constructor() {
+    super('the source is not in canonical order');
+  }
+}
+
+/** A record on its way to the canonical tar, with its content as read in sequence when there is one. */
+interface Staged {
+  rec: Rec;
+  body?: ContentOpener;
+}
+
+/** Whether `r` comes after `last` in canonical order and, a hard link, names a path before its own. */
+function follows(last: string | undefined, r: Rec): boolean {
+  const p = r.entry.path;
+  if (last !== undefined && comparePaths(last, p) >= 0) return false;
+  return r.entry.type !== 'hardlink' || comparePaths(r.entry.linkname!, p) < 0;
 }
 
 /**
@@ -278,9 +437,9 @@ export function tarPathOf(e: LayerEntry): string {
   return e.type === 'dir' ? `${e.path}/` : e.path;
 }
 
-/** The header block(s) of `e` in its canonical tar: everything of the entry but its body and padding. */
-export function canonicalHeader(e: LayerEntry): Buffer {
-  return encodeHeader({
+/** The header of `e` in its canonical tar, as TarWriteHeader. */
+function canonicalFields(e: LayerEntry): TarWriteHeader {
+  return {
     path: tarPathOf(e),
     type: e.type,
     mode: e.mode,
@@ -291,7 +450,12 @@ export function canonicalHeader(e: LayerEntry): Buffer {
     linkname: e.linkname,
     devmajor: e.devmajor,
     devminor: e.devminor,
-  });
+  };
+}
+
+/** The header block(s) of `e` in its canonical tar: everything of the entry but its body and padding. */
+export function canonicalHeader(e: LayerEntry): Buffer {
+  return encodeHeader(canonicalFields(e));
 }
 
 /** Bytes of small pieces (headers, small bodies, padding) gathered into one chunk of the canonical tar. */
@@ -300,12 +464,16 @@ const GATHER = 512 << 10;
 const PASS = 128 << 10;
 
 /**
- * The canonical tar of `ordered`, as chunks. A tree of small files is mostly headers, short
- * bodies and padding: each passed on alone cost more (a turn of every async loop downstream)
- * than copying it, so they are gathered into chunks of about GATHER bytes, in one buffer
- * reused once the consumer asks for more; large body chunks pass through as they come.
+ * The canonical tar of `records`, each made canonical by `canonical` as it comes, as chunks.
+ * A tree of small files is mostly headers, short bodies and padding: each passed on alone
+ * cost more (a turn of every async loop downstream) than copying it, so they are gathered
+ * into chunks of about GATHER bytes, in one buffer reused once the consumer asks for more;
+ * large body chunks pass through as they come.
  */
-async function* canonicalTar(ordered: Iterable<{ entry: LayerEntry; content?: ContentOpener }>): AsyncGenerator<Uint8Array> {
+async function* canonicalTar(
+  records: Iterable<Staged> | AsyncIterable<Staged>,
+  canonical: (s: Staged) => { entry: LayerEntry; content?: ContentOpener },
+): AsyncGenerator<Uint8Array> {
   const buf = Buffer.allocUnsafe(GATHER);
   let used = 0;
   /** The gathered bytes, to yield: the buffer fills again once the consumer asks for more. */
@@ -314,7 +482,8 @@ async function* canonicalTar(ordered: Iterable<{ entry: LayerEntry; content?: Co
     used = 0;
     return out;
   };
-  for (const { entry: e, content } of ordered) {
+  for await (const s of records) {
+    const { entry: e, content } = canonical(s);
     const header = canonicalHeader(e);
     if (used + header.length > GATHER) yield cut();
     if (header.length > GATHER) yield header;

@@ -191,7 +191,7 @@ async function mergeImageLayers(builder: LayerBuilder, layerFiles: ImageLayer[],
         if (e instanceof StrataError) throw new StrataError(e.code, `image layer ${i + 1}: ${e.message}`, { hint: e.hint, cause: e });
         throw e;
       }
-      const items = lb.build().items();
+      const items = await lb.build().items();
       layer = { entries: items.map((x) => x.entry), content: new Map(items.map((x) => [x.entry.path, x.content])) };
       done.set(key, layer);
     }

@@ -44,7 +44,11 @@ export async function plainTar(file: string, opts: TarSourceOptions): Promise<st
   return file;
 }
 
-/** Adds every entry of the plain tar at `plain` to the builder; bodies are read at tar() time. */
+/**
+ * Gives the builder every entry of the plain tar at `plain`. An archive in canonical order is
+ * read once, in sequence, as the canonical tar is written; one that is not is sorted first and
+ * its bodies read by offset (LayerBuilder.addFrom).
+ */
 export async function addPlainTar(builder: LayerBuilder, plain: string): Promise<void> {
   // One descriptor serves every member's content (positional reads): opening and closing
   // a stream per member costs more than reading a small file.
@@ -54,35 +58,38 @@ export async function addPlainTar(builder: LayerBuilder, plain: string): Promise
   const src = builder.contentSource((a, b) => reader.range(a as number, b!));
   // Entries that inherit global pax xattrs share one map; split it once, not per entry.
   const split = new WeakMap<ReadonlyMap<string, Buffer>, { xattrs: Map<string, Buffer>; acl: EntryAcl | undefined }>();
-  for await (const { header: h } of readTarFile(plain)) {
-    let s = split.get(h.xattrs);
-    if (s === undefined) {
-      const xattrs = new Map(h.xattrs);
-      s = { xattrs, acl: splitAclXattrs(xattrs, h.path) };
-      split.set(h.xattrs, s);
+  builder.addFrom(async function* () {
+    for await (const { header: h, body } of readTarFile(plain)) {
+      let s = split.get(h.xattrs);
+      if (s === undefined) {
+        const xattrs = new Map(h.xattrs);
+        s = { xattrs, acl: splitAclXattrs(xattrs, h.path) };
+        split.set(h.xattrs, s);
+      }
+      const { xattrs } = s;
+      const acl = aclFromTarText({ access: h.aclAccess, default: h.aclDefault }, s.acl, h.path);
+      const size = h.size;
+      const hasBody = h.type === 'file' && size > 0;
+      yield {
+        entry: {
+          path: h.path,
+          type: h.type,
+          mode: h.mode,
+          uid: h.uid,
+          gid: h.gid,
+          mtime: h.mtime,
+          size: h.type === 'file' ? size : 0,
+          linkname: h.type === 'symlink' || h.type === 'hardlink' ? h.linkname : undefined,
+          devmajor: h.type === 'char' || h.type === 'block' ? h.devmajor : undefined,
+          devminor: h.type === 'char' || h.type === 'block' ? h.devminor : undefined,
+          xattrs,
+          acl,
+        },
+        content: hasBody ? { src, a: h.dataOffset, b: size } : undefined,
+        body: hasBody ? () => body : undefined,
+      };
     }
-    const { xattrs } = s;
-    const acl = aclFromTarText({ access: h.aclAccess, default: h.aclDefault }, s.acl, h.path);
-    const start = h.dataOffset;
-    const size = h.size;
-    builder.add(
-      {
-        path: h.path,
-        type: h.type,
-        mode: h.mode,
-        uid: h.uid,
-        gid: h.gid,
-        mtime: h.mtime,
-        size: h.type === 'file' ? size : 0,
-        linkname: h.type === 'symlink' || h.type === 'hardlink' ? h.linkname : undefined,
-        devmajor: h.type === 'char' || h.type === 'block' ? h.devmajor : undefined,
-        devminor: h.type === 'char' || h.type === 'block' ? h.devminor : undefined,
-        xattrs,
-        acl,
-      },
-      h.type === 'file' && size > 0 ? { src, a: start, b: size } : undefined,
-    );
-  }
+  }, { size: fs.fstatSync(fd).size });
 }
 
 /** Top-level names an image archive holds: docker save (both formats), skopeo, OCI layouts. */
