@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
 import { diffTrees, snapshotTree, type TreeNode } from './helpers/tree.js';
 import { bytes, readAll, BIN_XATTR, UNICODE } from './tar-fixtures.js';
-import { encodeHeader, encodePadding, END_OF_ARCHIVE, type TarWriteHeader } from '../store/tar/writer.js';
+import { encodeHeader, encodeHeaderInto, encodePadding, END_OF_ARCHIVE, type TarWriteHeader } from '../store/tar/writer.js';
 import { readTar } from '../store/tar/reader.js';
 
 const T = 1600000000;
@@ -256,6 +256,41 @@ writer('sizes beyond 8 GiB go to pax; bad values are refused', async () => {
   assert.is(encodePadding(1).length, 511);
   assert.is(encodePadding(512).length, 0);
   assert.is(END_OF_ARCHIVE.length, 1024);
+});
+
+writer('encodeHeaderInto writes encodeHeader\'s block in place, and nothing for what needs more', () => {
+  const list = items().map((i) => i.h);
+  // Names at the field's edge in UTF-8: 100 bytes fit, 101 do not; NUL and bad values never do.
+  list.push(
+    { path: 'é'.repeat(50), type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: T, size: 0 },
+    { path: `x${'é'.repeat(50)}`, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: T, size: 0 },
+    { path: `${'a'.repeat(97)}😀`, type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: T, size: 0 },
+    { path: `${'a'.repeat(96)}😀`, type: 'symlink', mode: 0o777, uid: 0, gid: 0, mtime: T, size: 0, linkname: `${'b'.repeat(96)}😀` },
+    { path: 'w/max', type: 'file', mode: 0o107777, uid: 0o7777777, gid: 0o7777777, mtime: 0o77777777777, size: 0o77777777777 },
+    { path: 'w/nul\0', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: T, size: 0 },
+    { path: '', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: T, size: 0 },
+    { path: 'w/frac', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: T + 0.5, size: 0 },
+    { path: 'w/neg', type: 'file', mode: 0o644, uid: -1, gid: 0, mtime: T, size: 0 },
+  );
+  let inPlace = 0;
+  for (const h of list) {
+    const out = Buffer.alloc(3 * 512, 0xaa);
+    const wrote = encodeHeaderInto(out, 512, h);
+    let whole: Buffer | undefined;
+    try {
+      whole = encodeHeader(h);
+    } catch {
+      // refused: encodeHeaderInto must leave it to encodeHeader
+    }
+    const one = whole !== undefined && whole.length === 512;
+    assert.is(wrote, one, `${JSON.stringify(h.path)}: written in place exactly when it is one valid block`);
+    if (wrote) {
+      inPlace++;
+      assert.ok(out.subarray(512, 1024).equals(whole!), `${JSON.stringify(h.path)}: the same bytes`);
+    } else assert.ok(out.subarray(512, 1024).equals(Buffer.alloc(512, 0xaa)), `${JSON.stringify(h.path)}: nothing written`);
+    assert.ok(out.subarray(0, 512).equals(Buffer.alloc(512, 0xaa)) && out.subarray(1024).equals(Buffer.alloc(512, 0xaa)), 'nothing outside its block');
+  }
+  assert.ok(inPlace >= 10, `most headers are one block (${inPlace})`);
 });
 
 writer.run();

@@ -17,8 +17,8 @@ import { aclFromText, aclModeBits } from '../../native/acl.js';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { LayerEntry, comparePaths } from '../types.js';
 import { isBelow, normalizeLayerPath, printable, whiteoutTarget } from './path.js';
-import { encodeHeader, END_OF_ARCHIVE, type TarWriteHeader } from '../tar/writer.js';
-import { padding } from '../tar/header.js';
+import { encodeHeader, encodeHeaderInto, END_OF_ARCHIVE, type TarWriteHeader } from '../tar/writer.js';
+import { BLOCK, padding } from '../tar/header.js';
 import { LayerManifest, manifestEntry } from './manifest.js';
 import { checkOutputLimits } from './limits.js';
 import { entryCodec } from './entry-codec.js';
@@ -484,12 +484,18 @@ async function* canonicalTar(
   };
   for await (const s of records) {
     const { entry: e, content } = canonical(s);
-    const header = canonicalHeader(e);
-    if (used + header.length > GATHER) yield cut();
-    if (header.length > GATHER) yield header;
+    // Most headers are one block, written in place; the others (pax) are encoded apart.
+    const fields = canonicalFields(e);
+    if (used + BLOCK > GATHER) yield cut();
+    if (encodeHeaderInto(buf, used, fields)) used += BLOCK;
     else {
-      buf.set(header, used);
-      used += header.length;
+      const header = encodeHeader(fields);
+      if (used + header.length > GATHER) yield cut();
+      if (header.length > GATHER) yield header;
+      else {
+        buf.set(header, used);
+        used += header.length;
+      }
     }
     if (e.type !== 'file' || e.size === 0) continue;
     if (!content) throw new StrataError(STORE_ERR.SOURCE_INVALID, `'${printable(e.path)}' has ${e.size} bytes but its source gave no content`, { hint: 'the source is damaged; import it again' });

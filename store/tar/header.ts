@@ -248,14 +248,16 @@ export function cstring(b: Buffer): Buffer {
 // ---- encode ------------------------------------------------------------------------------
 
 export interface UstarFields {
-  name: Buffer;
+  /** The name field: bytes, or a string whose UTF-8 fits the field (the caller checked). */
+  name: Buffer | string;
   mode: number;
   uid: number;
   gid: number;
   size: number;
   mtime: number;
   flag: string;
-  linkname: Buffer;
+  /** As `name`. */
+  linkname: Buffer | string;
   devmajor: number;
   devminor: number;
   /** The entry's path, for RangeError messages. */
@@ -265,29 +267,38 @@ export interface UstarFields {
 /** One POSIX ustar block (magic "ustar\0" "00", empty uname/gname/prefix). Throws RangeError
  *  for a number that does not fit its octal field. */
 export function encodeUstar(f: UstarFields): Buffer {
-  // From Node's shared pool, then zeroed: Buffer.alloc would make an ArrayBuffer per header,
-  // which at a million entries was a tenth of an import's time (allocation and collection).
-  // Every field is written as bytes, the checksum summed as they go (the block is zeros
-  // elsewhere, the checksum field counts as eight spaces): no string per number.
-  const b = Buffer.allocUnsafe(BLOCK).fill(0);
-  let sum = 8 * 0x20 + MAGIC_SUM;
-  sum += copyField(b, f.name, FIELD.name);
-  sum += writeOctal(b, 'mode', f.mode, f.where);
-  sum += writeOctal(b, 'uid', f.uid, f.where);
-  sum += writeOctal(b, 'gid', f.gid, f.where);
-  sum += writeOctal(b, 'size', f.size, f.where);
-  sum += writeOctal(b, 'mtime', f.mtime, f.where);
-  b[FIELD.typeflag[0]] = f.flag.charCodeAt(0);
-  sum += b[FIELD.typeflag[0]]!;
-  sum += copyField(b, f.linkname, FIELD.linkname);
-  MAGIC.copy(b, FIELD.magic[0]);
-  sum += writeOctal(b, 'devmajor', f.devmajor, f.where);
-  sum += writeOctal(b, 'devminor', f.devminor, f.where);
-  // Six octal digits, NUL, space (sum < 8 * 512 * 255 < 8^6).
-  for (let i = 153, v = sum; i >= 148; i--, v >>>= 3) b[i] = 0x30 + (v & 7);
-  b[154] = 0;
-  b[155] = 0x20;
+  // From Node's shared pool: Buffer.alloc would make an ArrayBuffer per header, which at a
+  // million entries was a tenth of an import's time (allocation and collection).
+  const b = Buffer.allocUnsafe(BLOCK);
+  writeUstar(b, 0, f);
   return b;
+}
+
+/**
+ * encodeUstar's block written at b[at, at + 512). Every field is written as bytes, the
+ * checksum summed as they go (the block is zeros elsewhere, the checksum field counts as eight
+ * spaces): no string per number. A RangeError leaves the block partly written.
+ */
+export function writeUstar(b: Buffer, at: number, f: UstarFields): void {
+  b.fill(0, at, at + BLOCK);
+  let sum = 8 * 0x20 + MAGIC_SUM;
+  sum += copyField(b, at, f.name, FIELD.name);
+  sum += writeOctal(b, at, 'mode', f.mode, f.where);
+  sum += writeOctal(b, at, 'uid', f.uid, f.where);
+  sum += writeOctal(b, at, 'gid', f.gid, f.where);
+  sum += writeOctal(b, at, 'size', f.size, f.where);
+  sum += writeOctal(b, at, 'mtime', f.mtime, f.where);
+  const flag = f.flag.charCodeAt(0);
+  b[at + FIELD.typeflag[0]] = flag;
+  sum += flag;
+  sum += copyField(b, at, f.linkname, FIELD.linkname);
+  MAGIC.copy(b, at + FIELD.magic[0]);
+  sum += writeOctal(b, at, 'devmajor', f.devmajor, f.where);
+  sum += writeOctal(b, at, 'devminor', f.devminor, f.where);
+  // Six octal digits, NUL, space (sum < 8 * 512 * 255 < 8^6).
+  for (let i = at + 153, v = sum; i >= at + 148; i--, v >>>= 3) b[i] = 0x30 + (v & 7);
+  b[at + 154] = 0;
+  b[at + 155] = 0x20;
 }
 
 /** "ustar\0" "00", and the sum of its bytes. */
@@ -295,10 +306,12 @@ const MAGIC = Buffer.from('ustar\x0000', 'latin1');
 const MAGIC_SUM = MAGIC.reduce((a, x) => a + x, 0);
 
 /** Copies `src` (at most the field's length) into its field; returns the sum of its bytes. */
-function copyField(b: Buffer, src: Buffer, [off, len]: readonly [number, number]): number {
-  const n = Math.min(src.length, len);
+function copyField(b: Buffer, at: number, src: Buffer | string, [off, len]: readonly [number, number]): number {
+  const start = at + off;
+  const n = typeof src === 'string' ? b.write(src, start, len, 'utf8') : Math.min(src.length, len);
   let sum = 0;
-  for (let i = 0; i < n; i++) sum += b[off + i] = src[i]!;
+  if (typeof src === 'string') for (let i = start; i < start + n; i++) sum += b[i]!;
+  else for (let i = 0; i < n; i++) sum += b[start + i] = src[i]!;
   return sum;
 }
 
@@ -306,8 +319,9 @@ function copyField(b: Buffer, src: Buffer, [off, len]: readonly [number, number]
  * `v` as zero-padded octal filling the field but its last byte, which is NUL; returns the sum
  * of the bytes written.
  */
-function writeOctal(b: Buffer, name: NumericField, v: number, where: string): number {
-  const [off, len] = FIELD[name];
+function writeOctal(b: Buffer, at: number, name: NumericField, v: number, where: string): number {
+  const [field, len] = FIELD[name];
+  const off = at + field;
   if (!Number.isSafeInteger(v) || v < 0 || v > (len === 8 ? MAX_OCTAL_8 : MAX_OCTAL_12)) {
     throw new RangeError(`${name} ${v} of ${JSON.stringify(where)} does not fit a tar header`);
   }

@@ -18,7 +18,7 @@
  * records sorted by the bytes of their keys.
  */
 import type { EntryType } from '../types.js';
-import { BLOCK, encodePadding, encodeUstar, MAX_OCTAL_12 as MAX_11, MAX_OCTAL_8 as MAX_7, TYPEFLAG, truncateUtf8 } from './header.js';
+import { BLOCK, encodePadding, encodeUstar, MAX_OCTAL_12 as MAX_11, MAX_OCTAL_8 as MAX_7, TYPEFLAG, truncateUtf8, writeUstar } from './header.js';
 import { encodePaxRecords } from './pax.js';
 
 export { encodePadding };
@@ -51,6 +51,41 @@ const GENERATED = new Set(['path', 'linkpath', 'uid', 'gid', 'size', 'mtime']);
 
 /** Two zero blocks that end an archive. */
 export const END_OF_ARCHIVE: Buffer = Buffer.alloc(2 * BLOCK);
+
+/**
+ * The header of `h` written at out[at, at + 512) when it is one ustar block (no pax header
+ * needed, every value valid): the bytes encodeHeader gives, without a buffer of its own, for
+ * the many small entries of a layer. Returns false, having written nothing, otherwise; the
+ * caller then uses encodeHeader, which also reports what is invalid.
+ */
+export function encodeHeaderInto(out: Buffer, at: number, h: TarWriteHeader): boolean {
+  const link = h.linkname ?? '';
+  if ((h.pax !== undefined && h.pax.length > 0) || h.path.length === 0 || !fitsField(h.path) || !fitsField(link)) return false;
+  const { mode, uid, gid, size, mtime } = h;
+  if (!Number.isSafeInteger(mode) || mode < 0 || !Number.isSafeInteger(uid) || uid < 0 || uid > MAX_7 || !Number.isSafeInteger(gid) || gid < 0 || gid > MAX_7) return false;
+  if (!Number.isSafeInteger(size) || size < 0 || size > MAX_11 || !Number.isSafeInteger(mtime) || mtime < 0 || mtime > MAX_11) return false;
+  const dev = h.type === 'char' || h.type === 'block';
+  writeUstar(out, at, {
+    name: h.path,
+    mode: mode & 0o7777,
+    uid,
+    gid,
+    size,
+    mtime,
+    flag: TYPEFLAG[h.type],
+    linkname: link,
+    devmajor: dev ? (h.devmajor ?? 0) : 0,
+    devminor: dev ? (h.devminor ?? 0) : 0,
+    where: h.path,
+  });
+  return true;
+}
+
+/** Whether `s` fits a name field as it is: at most 100 bytes of UTF-8, no NUL. */
+function fitsField(s: string): boolean {
+  // A UTF-16 unit is at most three bytes of UTF-8: 33 of them always fit.
+  return s.length <= 100 && (s.length <= 33 || Buffer.byteLength(s, 'utf8') <= 100) && !s.includes('\0');
+}
 
 /**
  * The header block(s) of one entry: [pax 'x' header + its records, padded] + ustar block.
