@@ -16,6 +16,7 @@ import { LocalStore, rowText } from '../store/local-store.js';
 import type { LayerEntry } from '../store/types.js';
 import { seeded } from './helpers/random.js';
 import { parseCid } from '../store/cid.js';
+import { normalizeLayerPath } from '../store/layer/path.js';
 import { makeStack } from './fixtures/stack.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
 
@@ -152,3 +153,35 @@ rows('rowText writes what JSON.stringify writes of the row, whatever the strings
 });
 
 rows.run();
+
+const paths = suite('canonical layer paths');
+
+paths('normalizeLayerPath gives what splitting every component gives, and refuses the same paths', () => {
+  /** The rule spelled out: drop empty and '.' components, refuse '..', NUL and a leading '/'. */
+  const reference = (raw: string): string => {
+    if (raw.includes('\0')) throw new Error('NUL');
+    if (raw.startsWith('/')) throw new Error('absolute');
+    const parts = raw.split('/').filter((p) => p !== '' && p !== '.');
+    if (parts.includes('..')) throw new Error('dotdot');
+    return parts.length === 0 ? '.' : parts.join('/');
+  };
+  const outcome = (f: () => string): string => {
+    try {
+      return `= ${f()}`;
+    } catch {
+      return 'refused';
+    }
+  };
+  const pieces = ['', '.', '..', '...', 'a', 'bc', '.x', '..y', 'z.', 'é', '\0', ' '];
+  const rnd = seeded(5);
+  const samples = ['', '.', './', '/', './/', './a', './a/', 'a/', 'a//', './a//', './/a', './../a', './.', 'a/..', './a/b/'];
+  for (let i = 0; i < 20000; i++) {
+    const n = 1 + Math.floor(rnd() * 5);
+    samples.push(Array.from({ length: n }, () => pieces[Math.floor(rnd() * pieces.length)]).join('/'));
+  }
+  for (const raw of samples) {
+    assert.is(outcome(() => normalizeLayerPath(raw)), outcome(() => reference(raw)), JSON.stringify(raw));
+  }
+});
+
+paths.run();

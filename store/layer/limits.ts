@@ -43,20 +43,30 @@ function refuse(path: string, what: string, hint = 'no output (image or sandbox)
   return new StrataError(STORE_ERR.SOURCE_INVALID, `'${printable(path)}' ${what}`, { hint });
 }
 
+/** Refuses `e` unless its number `v` (named `k`) is whole and not negative. */
+function whole(e: LayerEntry, k: string, v: number): void {
+  if (!Number.isSafeInteger(v) || v < 0) throw refuse(e.path, `has ${k} ${v}; it must be a whole number, not negative`, 'the source is damaged');
+}
+
 /** Throws SOURCE_INVALID when `e` (canonical path, not a whiteout) is outside the limits above. */
 export function checkOutputLimits(e: LayerEntry): void {
   if (e.path !== '.') {
     const n = Buffer.byteLength(e.path);
     if (n > PATH_MAX) throw refuse(e.path, `has a path of ${n} bytes; Linux names at most ${PATH_MAX}`);
-    for (const part of e.path.split('/')) {
-      const n = Buffer.byteLength(part);
-      if (n > NAME_MAX) throw refuse(e.path, `has a name of ${n} bytes; Linux and SquashFS hold at most ${NAME_MAX}`);
+    // A path this short has no longer name in it: most are, and are not split (an array per entry).
+    if (n > NAME_MAX) {
+      for (const part of e.path.split('/')) {
+        const n = Buffer.byteLength(part);
+        if (n > NAME_MAX) throw refuse(e.path, `has a name of ${n} bytes; Linux and SquashFS hold at most ${NAME_MAX}`);
+      }
     }
   }
   if (e.type === 'hardlink') return; // the group's file carries the metadata
-  for (const [k, v] of [['uid', e.uid], ['gid', e.gid], ['size', e.size], ['device major', e.devmajor ?? 0], ['device minor', e.devminor ?? 0]] as const) {
-    if (!Number.isSafeInteger(v) || v < 0) throw refuse(e.path, `has ${k} ${v}; it must be a whole number, not negative`, 'the source is damaged');
-  }
+  whole(e, 'uid', e.uid);
+  whole(e, 'gid', e.gid);
+  whole(e, 'size', e.size);
+  whole(e, 'device major', e.devmajor ?? 0);
+  whole(e, 'device minor', e.devminor ?? 0);
   if (!Number.isSafeInteger(e.mtime)) throw refuse(e.path, `has mtime ${e.mtime}`, 'the source is damaged');
   if (e.type === 'symlink') {
     const n = Buffer.byteLength(e.linkname ?? '');

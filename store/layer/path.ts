@@ -20,6 +20,13 @@ export const NOT_CANONICAL = /^\/|\0|(?:^|\/)\.{0,2}(?:\/|$)/;
 export function normalizeLayerPath(raw: string, what = 'entry'): string {
   // Most paths are canonical already (every path of a store layer is): one test, no split.
   if (!NOT_CANONICAL.test(raw)) return raw;
+  // Most others are canonical but for GNU tar's './' before them and a directory's '/' after.
+  const start = raw.startsWith('./') ? 2 : 0;
+  const end = raw.length > start + 1 && raw.endsWith('/') ? raw.length - 1 : raw.length;
+  if (end - start < raw.length) {
+    const p = raw.slice(start, end);
+    if (p.length > 0 && !NOT_CANONICAL.test(p)) return p;
+  }
   if (raw.includes('\0')) throw unsafe(raw, what, 'contains a NUL byte');
   if (raw.startsWith('/')) throw unsafe(raw, what, 'is an absolute path');
   const parts: string[] = [];
