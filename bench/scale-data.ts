@@ -195,8 +195,10 @@ function header(name: string, dir: boolean, size: number): Buffer {
  * Writes the layer straight to a tar file, byte for byte what GNU tar 1.34 writes from
  * writeScaleTree's tree with GNU_TAR_SCALE_OPTIONS (members "./…", the root "./", directories with a
  * trailing slash, two zero blocks, padded to 10,240-byte records). Returns bytes in files.
+ * `reversed`: each directory's files in reverse order, an archive of the same layer that is
+ * not in canonical order (the tests' import through the sorter).
  */
-export function writeScaleTar(file: string, n: number): number {
+export function writeScaleTar(file: string, n: number, opts: { reversed?: boolean } = {}): number {
   const fd = openSync(file, 'wx', 0o644);
   const buf = Buffer.alloc(1 << 20);
   let used = 0;
@@ -212,7 +214,7 @@ export function writeScaleTar(file: string, n: number): number {
   };
   let bytes = 0;
   try {
-    for (const e of scaleEntries(n)) {
+    const write = (e: ScaleEntry) => {
       put(header(e.path === '.' ? './' : `./${e.path}${e.dir ? '/' : ''}`, e.dir, e.body.length));
       if (e.body.length) {
         put(e.body);
@@ -220,7 +222,21 @@ export function writeScaleTar(file: string, n: number): number {
         if (rest) put(Buffer.alloc(rest));
         bytes += e.body.length;
       }
+    };
+    let files: ScaleEntry[] = [];
+    const flushFiles = () => {
+      for (const f of files.reverse()) write(f);
+      files = [];
+    };
+    for (const e of scaleEntries(n)) {
+      if (!opts.reversed) write(e);
+      else if (!e.dir) files.push(e);
+      else {
+        flushFiles();
+        write(e);
+      }
     }
+    flushFiles();
     put(Buffer.alloc(1024));
     const tail = (RECORD - (total % RECORD)) % RECORD;
     if (tail) put(Buffer.alloc(tail));
