@@ -87,16 +87,22 @@ export function showName(raw: Buffer | string): string {
 // ---- decode ------------------------------------------------------------------------------
 
 /**
- * Where an entry is, for an error message: a string, or text made only if a message is
- * (naming the entry costs an escape of its path, which every header of an import would pay).
+ * Where an entry is, for an error message: a string, or an EntryAt, whose text is made only
+ * if a message is.
  */
-export type Where = string | LazyText;
+export type Where = string | EntryAt;
 
-export class LazyText {
-  private text: string | undefined;
-  constructor(private readonly make: () => string) {}
+/**
+ * An entry's place, `at byte N`, and once its name is known `'name' at byte N`. One object per
+ * header, and text only for a message: the offset's digits and the name's escape would
+ * otherwise be made for every header of every layer read.
+ */
+export class EntryAt {
+  /** The entry's name, once it is decoded. */
+  name: string | undefined;
+  constructor(readonly offset: number) {}
   toString(): string {
-    return (this.text ??= this.make());
+    return this.name === undefined ? `at byte ${this.offset}` : `${showName(this.name)} at byte ${this.offset}`;
   }
 }
 

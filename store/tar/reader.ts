@@ -11,7 +11,7 @@ import type { StrataError } from '../errors.js';
 import type { EntryType } from '../types.js';
 import {
   BLOCK, checksumOk, cstring, decodeNumber, decodePath, ENTRY_TYPE, FIELD, fieldText, flavourOf, hasUstarMagic, isZeroBlock,
-  LazyText, padding, pathText, showName, tarCorrupt, tarTruncated, tarUnsupported,
+  EntryAt, padding, pathText, showName, tarCorrupt, tarTruncated, tarUnsupported,
 } from './header.js';
 import { addXattrs, decodePaxRecords, GlobalPax, isXattrKey, paxInteger, paxText, paxTime } from './pax.js';
 
@@ -347,7 +347,7 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
   /** Bytes of 'x' records gathered for the next entry. */
   let pendingPax = 0;
 
-  const readMeta = async (size: number, max: number, what: string, where: string): Promise<Buffer> => {
+  const readMeta = async (size: number, max: number, what: string, where: EntryAt): Promise<Buffer> => {
     if (size < 0) throw tarCorrupt(`${what} ${where} has a negative size`, 'the archive is damaged');
     if (size > max) throw tarCorrupt(`${what} ${where} is ${size} bytes, larger than strata accepts (${max})`);
     const data = await input.read(size);
@@ -386,7 +386,7 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
       }
       first = false;
 
-      const where = `at byte ${off}`;
+      const where = new EntryAt(off);
       const flag = String.fromCharCode(blk[156]!);
       const flavour = flavourOf(blk);
       const rawSize = decodeNumber(blk, 'size', where);
@@ -400,10 +400,10 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
           if (pendingPax > MAX_PAX_SIZE) throw tarCorrupt(`pax headers ${where} give one entry ${pendingPax} bytes of records, more than strata accepts (${MAX_PAX_SIZE})`);
         }
         const data = await readMeta(rawSize, MAX_PAX_SIZE, 'pax header', where);
-        if (flag === 'g') globalPax.apply(data, where);
+        if (flag === 'g') globalPax.apply(data, String(where));
         else {
           const local = (localPax ??= new Map());
-          decodePaxRecords(data, where, (k, v) => local.set(k, v));
+          decodePaxRecords(data, String(where), (k, v) => local.set(k, v));
         }
         continue;
       }
@@ -417,17 +417,10 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
 
       // The entry proper.
       const local: ReadonlyMap<string, Buffer> = localPax ?? NO_RECORDS;
-      /** The entry's value for `key`: its own record, else the global one; empty is none. */
-      const pax = (key: string): Buffer | undefined => {
-        const v = local.get(key) ?? globalPax.get(key);
-        return v !== undefined && v.length > 0 ? v : undefined;
-      };
-      const paxPath = pax('path');
-      const paxLink = pax('linkpath');
+      const paxPath = paxValue(local, globalPax, 'path');
+      const paxLink = paxValue(local, globalPax, 'linkpath');
       const longPath = longName;
       const longTarget = longLink;
-      /** The name's bytes, for messages. */
-      const rawPath = (): Buffer => paxPath ?? longPath ?? decodePath(blk);
       localPax = null;
       longName = null;
       longLink = null;
@@ -437,14 +430,14 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
       let isSparse = flag === 'S' || globalPax.sparse;
       for (const k of local.keys()) if (k.startsWith('GNU.sparse.')) isSparse = true;
       if (isSparse) {
-        const real = local.get('GNU.sparse.name') ?? globalPax.get('GNU.sparse.name') ?? rawPath();
+        const real = local.get('GNU.sparse.name') ?? globalPax.get('GNU.sparse.name') ?? rawPathOf(paxPath, longPath, blk);
         throw tarUnsupported(
           `${showName(real)} ${where} is a sparse file (GNU tar --sparse); strata does not import sparse entries`,
           SPARSE_HINT,
         );
       }
       let type = ENTRY_TYPE[flag];
-      if (type === undefined) throw refuseType(flag, rawPath(), where);
+      if (type === undefined) throw refuseType(flag, rawPathOf(paxPath, longPath, blk), String(where));
 
       let path: string;
       let linkname: string;
@@ -452,7 +445,7 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
         const p = paxPath ?? longPath;
         path = p !== undefined && p !== null ? strictUtf8(p) : pathText(blk, flavour, strictUtf8);
       } catch {
-        throw tarUnsupported(`entry name ${showName(rawPath())} ${where} is not valid UTF-8`, 'repack the archive with UTF-8 file names');
+        throw tarUnsupported(`entry name ${showName(rawPathOf(paxPath, longPath, blk))} ${where} is not valid UTF-8`, 'repack the archive with UTF-8 file names');
       }
       try {
         const l = paxLink ?? longTarget;
@@ -463,30 +456,29 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
       // Pre-POSIX tars mark directories only by the trailing slash.
       if (flag === '\0' && path.endsWith('/')) type = 'dir';
 
-      const named = path;
-      const ew = new LazyText(() => `${showName(named)} ${where}`);
+      where.name = path; // from here on, messages name the entry
       let size = rawSize;
-      const ps = pax('size');
-      if (ps !== undefined) size = paxInteger(ps, 'size', ew);
-      let uid = decodeNumber(blk, 'uid', ew);
-      let gid = decodeNumber(blk, 'gid', ew);
-      let mtime = decodeNumber(blk, 'mtime', ew);
-      const pu = pax('uid');
-      if (pu !== undefined) uid = paxInteger(pu, 'uid', ew);
-      const pg = pax('gid');
-      if (pg !== undefined) gid = paxInteger(pg, 'gid', ew);
-      const pm = pax('mtime');
-      if (pm !== undefined) mtime = paxTime(pm, ew);
-      const mode = decodeNumber(blk, 'mode', ew) & 0o7777;
-      if (size < 0 || uid < 0 || gid < 0) throw tarCorrupt(`negative size or owner (${size}, ${uid}:${gid}) in the header of ${ew}`, 'the archive is damaged');
+      const ps = paxValue(local, globalPax, 'size');
+      if (ps !== undefined) size = paxInteger(ps, 'size', where);
+      let uid = decodeNumber(blk, 'uid', where);
+      let gid = decodeNumber(blk, 'gid', where);
+      let mtime = decodeNumber(blk, 'mtime', where);
+      const pu = paxValue(local, globalPax, 'uid');
+      if (pu !== undefined) uid = paxInteger(pu, 'uid', where);
+      const pg = paxValue(local, globalPax, 'gid');
+      if (pg !== undefined) gid = paxInteger(pg, 'gid', where);
+      const pm = paxValue(local, globalPax, 'mtime');
+      if (pm !== undefined) mtime = paxTime(pm, where);
+      const mode = decodeNumber(blk, 'mode', where) & 0o7777;
+      if (size < 0 || uid < 0 || gid < 0) throw tarCorrupt(`negative size or owner (${size}, ${uid}:${gid}) in the header of ${where}`, 'the archive is damaged');
 
       let devmajor = 0;
       let devminor = 0;
       const ustar = flavour !== 'v7';
       if ((type === 'char' || type === 'block') && ustar) {
-        devmajor = decodeNumber(blk, 'devmajor', ew);
-        devminor = decodeNumber(blk, 'devminor', ew);
-        if (devmajor < 0 || devminor < 0) throw tarCorrupt(`negative device number ${devmajor}:${devminor} in the header of ${ew}`, 'the archive is damaged');
+        devmajor = decodeNumber(blk, 'devmajor', where);
+        devminor = decodeNumber(blk, 'devminor', where);
+        if (devmajor < 0 || devminor < 0) throw tarCorrupt(`negative device number ${devmajor}:${devminor} in the header of ${where}`, 'the archive is damaged');
       }
       let uname = '';
       let gname = '';
@@ -494,18 +486,18 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
         uname = fieldText(blk, FIELD.uname[0], FIELD.uname[1], lossyUtf8);
         gname = fieldText(blk, FIELD.gname[0], FIELD.gname[1], lossyUtf8);
       }
-      const pun = pax('uname');
+      const pun = paxValue(local, globalPax, 'uname');
       if (pun !== undefined) uname = utf8Lossy.decode(pun);
-      const pgn = pax('gname');
+      const pgn = paxValue(local, globalPax, 'gname');
       if (pgn !== undefined) gname = utf8Lossy.decode(pgn);
 
       // The global xattrs are shared; an entry with xattr records of its own gets a copy.
-      let xattrs = globalPax.xattrs(ew);
+      let xattrs = globalPax.xattrs(where);
       let ownXattrs = false;
       for (const k of local.keys()) if (isXattrKey(k)) ownXattrs = true;
       if (ownXattrs) {
         const m = new Map<string, Buffer>();
-        addXattrs(local, m, ew);
+        addXattrs(local, m, where);
         for (const [k, v] of xattrs) if (!m.has(k)) m.set(k, v);
         xattrs = m;
       }
@@ -519,10 +511,10 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
         path, type, mode, uid, gid, size: dataSize, mtime, linkname, devmajor, devminor,
         uname, gname, xattrs, pax: local, offset: off, dataOffset: input.offset,
       };
-      if (acc !== undefined) header.aclAccess = paxText(acc, 'SCHILY.acl.access', ew);
-      if (dfl !== undefined) header.aclDefault = paxText(dfl, 'SCHILY.acl.default', ew);
+      if (acc !== undefined) header.aclAccess = paxText(acc, 'SCHILY.acl.access', where);
+      if (dfl !== undefined) header.aclDefault = paxText(dfl, 'SCHILY.acl.default', where);
 
-      const body = new Body(input, dataSize, ew);
+      const body = new Body(input, dataSize, where);
       try {
         yield { header, body };
       } finally {
@@ -531,13 +523,13 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
       if (body.remaining > 0) {
         const r = body.remaining;
         if (!input.skipNow(r) && (await input.skip(r)) < r) {
-          throw tarTruncated(`archive ends inside the body of ${ew} (${dataSize} bytes expected)`);
+          throw tarTruncated(`archive ends inside the body of ${where} (${dataSize} bytes expected)`);
         }
         body.remaining = 0;
       }
       const pad = padding(dataSize);
       if (pad > 0 && !input.skipNow(pad) && (await input.skip(pad)) < pad) {
-        throw tarTruncated(`archive ends inside the padding after ${ew}`);
+        throw tarTruncated(`archive ends inside the padding after ${where}`);
       }
     }
   } finally {
@@ -546,6 +538,17 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
 }
 
 const NO_RECORDS: ReadonlyMap<string, Buffer> = new Map();
+
+/** An entry's pax value for `key`: its own record, else the global one; empty is none. */
+function paxValue(local: ReadonlyMap<string, Buffer>, globalPax: GlobalPax, key: string): Buffer | undefined {
+  const v = local.get(key) ?? globalPax.get(key);
+  return v !== undefined && v.length > 0 ? v : undefined;
+}
+
+/** An entry's name as its bytes, for a message. */
+function rawPathOf(paxPath: Buffer | undefined, longPath: Buffer | null, blk: Buffer): Buffer {
+  return paxPath ?? longPath ?? decodePath(blk);
+}
 const DONE: IteratorReturnResult<undefined> = { value: undefined, done: true };
 
 /**
@@ -563,7 +566,7 @@ class Body implements AsyncIterable<Buffer>, AsyncIterator<Buffer, undefined> {
   constructor(
     private readonly input: ChunkInput,
     private readonly size: number,
-    private readonly where: LazyText,
+    private readonly where: EntryAt,
   ) {
     this.remaining = size;
   }
