@@ -151,16 +151,17 @@ const WINDOW = 512 * 1024;
 const CHUNK = 1 << 20;
 
 /**
- * Member bodies of one plain tar, read by offset. The canonical order (by path) is the
- * archive's own order for many archives (a generated or canonical one, GNU tar's of a sorted
- * tree), and then one small member after the next cost a system call each: 100,000 files
- * took 0.8 s of reads alone. So a read that starts just after the previous one ended takes in
- * a window of the archive, and the members that follow are served from it; a read anywhere
- * else reads just its member, as before. Chunks handed out are views of the reader's two
- * buffers (the window, and one for a chunk read alone): each is valid until the next chunk is
- * asked for, and its consumer (the canonical tar, then the blob put) copies it by then.
- * Synchronous reads from the page cache are cheap, and the blob writes they feed run in the
- * thread pool meanwhile.
+ * Member bodies of one plain tar, read by offset: an archive that had to be sorted, and an
+ * image's layers (read into memory whole). An archive imported as a layer in canonical order
+ * is read in one pass instead and never comes here. Much of what comes here is in order still
+ * (a sorted archive out of place in a few spots, an image layer), and then one small member
+ * after the next cost a system call each: 100,000 files took 0.8 s of reads alone. So a read
+ * that starts just after the previous one ended takes in a window of the archive, and the
+ * members that follow are served from it; a read anywhere else reads just its member, as
+ * before. Chunks handed out are views of the reader's two buffers (the window, and one for a
+ * chunk read alone): each is valid until the next chunk is asked for, and its consumer (the
+ * canonical tar, then the blob put) copies it by then. Synchronous reads from the page cache
+ * are cheap, and the blob writes they feed run in the thread pool meanwhile.
  */
 class MemberReader {
   private window: Buffer = Buffer.alloc(0);
