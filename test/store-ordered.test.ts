@@ -10,9 +10,9 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeTar, type TarMember } from './fixtures/hostile.js';
+import { hostileDuplicate, hostileTruncated, writeTar, type TarMember } from './fixtures/hostile.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
 import { assertOneLineError, strata, strataJson } from './helpers/cli.js';
@@ -97,6 +97,27 @@ else {
         assert.equal(strataJson(['store', 'ls'], { store }), list, `${fault}: no module added`);
         assert.equal(readdirSync(join(store, 'tmp')), [], `${fault}: nothing left in tmp/`);
       }
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  test('a damaged layer of a docker archive is named by its place in the image', () => {
+    // An image's layer in canonical order is read only when its entries are asked for, after
+    // its tar was given to the builder: a refusal then must still say which layer it is.
+    const dir = tempDir('strata-ordered-');
+    try {
+      const store = join(dir, 'store');
+      for (const [fault, make] of Object.entries({ truncated: hostileTruncated, duplicate: hostileDuplicate })) {
+        const layer = make(join(dir, fault));
+        const archive = writeTar(join(dir, `${fault}-image.tar`), [
+          { name: 'manifest.json', data: JSON.stringify([{ Config: 'config.json', Layers: ['layer.tar'] }]) },
+          { name: 'config.json', data: '{}' },
+          { name: 'layer.tar', data: readFileSync(layer) },
+        ]);
+        assertOneLineError(strata(['store', 'import', `img/${fault}`, `docker-archive:${archive}`], { store }), fault, /^strata: image layer 1: /);
+      }
+      assert.equal(strataJson(['store', 'ls'], { store }), [], 'no module');
     } finally {
       removeDir(dir);
     }

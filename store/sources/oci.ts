@@ -22,7 +22,7 @@ import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { printable } from '../../native/errors.js';
 import { StrataError, STORE_ERR } from '../errors.js';
-import { ContentOpener, LayerBuilder } from '../layer/builder.js';
+import { ContentOpener, LayerBuilder, type BuiltLayer } from '../layer/builder.js';
 import { LayerMerge } from '../layer/merge.js';
 import { envOpProblem, type EnvOp } from '../record.js';
 import { addTar } from './tar.js';
@@ -185,13 +185,16 @@ async function mergeImageLayers(builder: LayerBuilder, layerFiles: ImageLayer[],
       const lb = new LayerBuilder({ tmpDir: path.dirname(sp) });
       spools.push(sp);
       builder.defer(() => lb.dispose());
+      let items: Awaited<ReturnType<BuiltLayer['items']>>;
       try {
         await addTar(lb, file, { spoolPath: sp });
+        // The layer is read here (its tar, when in canonical order, only now): what is wrong
+        // with it is named by its place in the image too.
+        items = await lb.build().items();
       } catch (e) {
         if (e instanceof StrataError) throw new StrataError(e.code, `image layer ${i + 1}: ${e.message}`, { hint: e.hint, cause: e });
         throw e;
       }
-      const items = await lb.build().items();
       layer = { entries: items.map((x) => x.entry), content: new Map(items.map((x) => [x.entry.path, x.content])) };
       done.set(key, layer);
     }
