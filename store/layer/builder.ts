@@ -67,6 +67,10 @@ interface Rec {
   extra: Extra;
 }
 
+/**
+ * A layer ready to be read: once, by tar() or by items(), inside LayerBuilder.written (which
+ * runs the read again, sorted, when an ordered source turns out not to be in order).
+ */
 export interface BuiltLayer {
   /**
    * Streams the canonical tar, each chunk valid until the next is asked for; `onEntry` sees
@@ -112,8 +116,8 @@ export class LayerBuilder {
   private bytes = 0;
   private built = false;
   /**
-   * The source of every entry, when they all came in canonical order (addFrom): build() reads
-   * them again from it, and the sorter holds nothing.
+   * The source of every entry while it is taken to be in canonical order (addFrom): the built
+   * layer reads it as its canonical tar is written, and the sorter holds nothing.
    */
   private ordered: SourceItems | undefined;
   private orderedSize: number | undefined;
@@ -166,9 +170,9 @@ export class LayerBuilder {
   }
 
   /**
-   * Runs `use` with the built layer, which writes its canonical tar. When an ordered source
-   * (addFrom) turns out not to be in order, `use` has thrown away what it wrote (it must leave
-   * nothing behind when it throws); its entries are then sorted and `use` runs again.
+   * Runs `use` with the built layer, which reads it (its tar or its items). When an ordered
+   * source (addFrom) turns out not to be in order, `use` has thrown away what it made of it (it
+   * must leave nothing behind when it throws); the entries are then sorted and `use` runs again.
    */
   async written<T>(use: (built: BuiltLayer) => Promise<T>): Promise<T> {
     try {
@@ -185,11 +189,16 @@ export class LayerBuilder {
     const items = this.ordered!;
     this.ordered = undefined;
     this.built = false;
+    this.forget();
+    for await (const item of items()) this.add(item.entry, item.content);
+  }
+
+  /** Forgets what note() kept, before the entries are taken again. */
+  private forget(): void {
     this.links.clear();
     this.linkSeq.clear();
     this.bytes = 0;
     this.seq = 0;
-    for await (const item of items()) this.add(item.entry, item.content);
   }
 
   /** The record of the `n`th entry: its path normalized, its metadata canonical and within the limits. */
@@ -237,8 +246,8 @@ export class LayerBuilder {
    * Validates the whole layer and fixes its canonical form. Refuses duplicates, entries beneath
    * a symlink or non-directory of the layer, and hard links to anything but a regular file of
    * the layer, earlier in it. Sorted entries are checked here, in one pass over them with no
-   * content read; entries of an ordered source (addFrom) as the canonical tar reads them again,
-   * so a refusal then comes while the tar is written (the store discards it).
+   * content read; entries of an ordered source (addFrom) as they are read, so a refusal then
+   * comes while the tar is written (the store discards it).
    */
   build(): BuiltLayer {
     this.built = true;
@@ -321,10 +330,7 @@ export class LayerBuilder {
       // nearby in most layers). Anything else gives the pass up: an entry out of order (or a
       // path twice), a link to a later path, or to a file no longer kept.
       records = async function* (this: LayerBuilder) {
-        this.links.clear();
-        this.linkSeq.clear();
-        this.bytes = 0;
-        this.seq = 0;
+        this.forget();
         const check = checker();
         const files: Rec[] = [];
         let filesSeen = 0;
@@ -383,14 +389,8 @@ export class LayerBuilder {
         }),
       items: async () => {
         const out: Array<{ entry: LayerEntry; content?: ContentOpener }> = [];
-        try {
-          // By reference: these contents are read after the pass, in any order.
-          for await (const { rec } of records()) out.push(canonical({ rec }));
-        } catch (e) {
-          if (!(e instanceof Unordered)) throw e;
-          await this.sortAll();
-          return this.build().items();
-        }
+        // By reference: these contents are read after the pass, in any order.
+        for await (const { rec } of records()) out.push(canonical({ rec }));
         return out;
       },
       manifest: (layer) => ({ manifestVersion: 1, layer, stats: { entries: builder.seq, bytes: builder.bytes }, entries: manifestEntries }),

@@ -190,7 +190,7 @@ async function mergeImageLayers(builder: LayerBuilder, layerFiles: ImageLayer[],
         await addTar(lb, file, { spoolPath: sp });
         // The layer is read here (its tar, when in canonical order, only now): what is wrong
         // with it is named by its place in the image too.
-        items = await lb.build().items();
+        items = await lb.written((built) => built.items());
       } catch (e) {
         if (e instanceof StrataError) throw new StrataError(e.code, `image layer ${i + 1}: ${e.message}`, { hint: e.hint, cause: e });
         throw e;
