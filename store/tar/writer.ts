@@ -56,7 +56,8 @@ export const END_OF_ARCHIVE: Buffer = Buffer.alloc(2 * BLOCK);
  * The header of `h` written at out[at, at + 512) when it is one ustar block (no pax header
  * needed, every value valid): the bytes encodeHeader gives, without a buffer of its own, for
  * the many small entries of a layer. Returns false, having written nothing, otherwise; the
- * caller then uses encodeHeader, which also reports what is invalid.
+ * caller then uses encodeHeader, which also reports what is invalid. Device numbers that do not
+ * fit throw RangeError, as encodeHeader's do.
  */
 export function encodeHeaderInto(out: Buffer, at: number, h: TarWriteHeader): boolean {
   const link = h.linkname ?? '';
