@@ -31,6 +31,7 @@ import { readTar } from './tar/reader.js';
 import { layerItem } from './layer/items.js';
 import { LayerEntry, WHITEOUT_PREFIX } from './types.js';
 import { NOT_CANONICAL, whiteoutOrLink } from './layer/path.js';
+import { EntryListBytes } from './entry-rows.js';
 import type { EntryListOptions, LayerBlob } from './reader.js';
 
 export interface ImportOptions {
@@ -679,31 +680,17 @@ export class LocalStore {
     const tmp = this.blobs.tmpPath('entries');
     const fd = fsSync.openSync(tmp, fsSync.constants.O_WRONLY | fsSync.constants.O_CREAT | fsSync.constants.O_EXCL | fsSync.constants.O_NOFOLLOW, 0o600);
     let open = true;
-    let first = true;
-    let pending: string[] = [];
-    let pendingBytes = 0;
-    const flush = () => {
-      if (pending.length === 0) return;
-      fsSync.writeSync(fd, pending.join(''));
-      pending = [];
-      pendingBytes = 0;
-    };
+    const list = new EntryListBytes((b) => {
+      for (let off = 0; off < b.length; ) off += fsSync.writeSync(fd, b, off, b.length - off);
+    });
     const close = () => {
       if (open) fsSync.closeSync(fd);
       open = false;
     };
-    pending.push(LIST_OPEN);
     return {
-      add: (e) => {
-        const row = listRow(e, first);
-        pending.push(row);
-        first = false;
-        pendingBytes += row.length;
-        if (pendingBytes > 1 << 20) flush();
-      },
+      add: (e) => list.add(e),
       commit: async (hex, gid) => {
-        pending.push(LIST_CLOSE);
-        flush();
+        list.end();
         close();
         if (gid !== undefined) await BlobStore.restrict(tmp, gid);
         else fsSync.chmodSync(tmp, 0o644);
@@ -1082,56 +1069,25 @@ class CachedRows {
   }
 }
 
-/** sha256 of the text of an entry list (what entryIndexWriter writes for the entries added), hashed 512 rows at a time. */
+/** sha256 of the text of an entry list (what entryIndexWriter writes for the entries added). */
 class ListDigest {
   private readonly h = createHash('sha256');
-  private pieces: string[] = [LIST_OPEN];
-  private first = true;
+  private readonly list = new EntryListBytes((b) => this.h.update(b));
 
   add(e: LayerEntry): void {
-    this.pieces.push(listRow(e, this.first));
-    this.first = false;
-    if (this.pieces.length >= 512) {
-      this.h.update(this.pieces.join(''));
-      this.pieces = [];
-    }
+    this.list.add(e);
   }
 
   digest(): string {
-    this.pieces.push(LIST_CLOSE);
-    this.h.update(this.pieces.join(''));
+    this.list.end();
     return this.h.digest('hex');
   }
-}
-
-/** An entry list's file: `[`, then each row on a line of its own, `,` ending all but the last, then `]`. */
-const LIST_OPEN = '[';
-const LIST_CLOSE = '\n]\n';
-function listRow(e: LayerEntry, first: boolean): string {
-  return `${first ? '\n' : ',\n'}${rowText(e)}`;
-}
-
-/**
- * An entry's row as JSON text: the EntryRow array (below) as JSON.stringify writes it, made
- * without the array: every layer read hashes a row per entry (cacheCheck), every import writes
- * one. Strings JSON would escape (a quote, a backslash, a control character, any surrogate)
- * go through JSON.stringify.
- */
-export function rowText(e: LayerEntry): string {
-  let t = `[${jsonText(e.path)},"${e.type}",${e.mode},${e.uid},${e.gid},${e.mtime},${e.size}`;
-  if (e.linkname !== undefined || e.devmajor !== undefined) t += `,${jsonText(e.linkname ?? '')}`;
-  if (e.devmajor !== undefined) t += `,${e.devmajor},${e.devminor ?? 0}`;
-  return `${t}]`;
-}
-
-const JSON_ESCAPED = /["\\\u0000-\u001f\ud800-\udfff]/;
-function jsonText(s: string): string {
-  return JSON_ESCAPED.test(s) ? JSON.stringify(s) : `"${s}"`;
 }
 
 /**
  * A cached entry: [path, type, mode, uid, gid, mtime, size, linkname, devmajor, devminor];
  * linkname is there when the entry has one or device numbers, the device numbers when it has them.
+ * The list's file holds these as JSON, written by entry-rows.ts.
  */
 type EntryRow = [string, LayerEntry['type'], number, number, number, number, number, string?, number?, number?];
 

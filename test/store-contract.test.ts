@@ -12,7 +12,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildImage } from '../compose/squash.js';
 import { comparePaths, MemoryStore, STORE_ERR, type LoadedModule, type StoreReader } from '../store/index.js';
-import { LocalStore, rowText } from '../store/local-store.js';
+import { LocalStore } from '../store/local-store.js';
+import { EntryListBytes } from '../store/entry-rows.js';
 import type { LayerEntry } from '../store/types.js';
 import { seeded } from './helpers/random.js';
 import { parseCid } from '../store/cid.js';
@@ -130,12 +131,15 @@ test.run();
 
 const rows = suite('entry list rows');
 
-rows('rowText writes what JSON.stringify writes of the row, whatever the strings hold', () => {
+rows('an entry list is the rows as JSON.stringify writes them, whatever the strings hold, in chunks of any size', () => {
   const pieces = ['a', 'dir/f', '"', '\\', '\n', '\u0001', '\u001f', '\u007f', 'é', '\u2028', '\ud83d\ude00', '\ud800', '\udfff', ' ', '/'];
   const rnd = seeded(11);
   const text = () => Array.from({ length: 1 + Math.floor(rnd() * 5) }, () => pieces[Math.floor(rnd() * pieces.length)]).join('');
+  const entries: LayerEntry[] = [];
+  const expected: string[] = [];
   for (let i = 0; i < 5000; i++) {
-    const e: LayerEntry = { path: text(), type: 'file', mode: i & 0o7777, uid: i * 7, gid: 65534, mtime: i % 3 === 0 ? -i : 1700000000 + i, size: i * 4099 };
+    const mtime = i % 5 === 0 ? -i : i % 5 === 1 ? i + 0.5 : i % 5 === 2 ? 2 ** 53 + 2 * i : 1700000000 + i;
+    const e: LayerEntry = { path: i % 1000 === 7 ? text().repeat(400) : text(), type: 'file', mode: i & 0o7777, uid: i * 7, gid: 65534, mtime, size: i * 4099 };
     const row: unknown[] = [e.path, e.type, e.mode, e.uid, e.gid, e.mtime, e.size];
     if (i % 4 === 1) {
       e.type = 'symlink';
@@ -148,8 +152,23 @@ rows('rowText writes what JSON.stringify writes of the row, whatever the strings
     row[1] = e.type;
     if (e.linkname !== undefined || e.devmajor !== undefined) row.push(e.linkname ?? '');
     if (e.devmajor !== undefined) row.push(e.devmajor, e.devminor ?? 0);
-    assert.is(rowText(e), JSON.stringify(row), JSON.stringify(e.path));
+    entries.push(e);
+    expected.push(JSON.stringify(row));
   }
+  const text0 = `[${expected.map((r, i) => `${i === 0 ? '' : ','}\n${r}`).join('')}\n]\n`;
+  for (const chunk of [1 << 20, 4096, 300]) {
+    const parts: Buffer[] = [];
+    const list = new EntryListBytes((b) => parts.push(Buffer.from(b)), chunk);
+    for (const e of entries) list.add(e);
+    list.end();
+    const got = Buffer.concat(parts).toString('utf8');
+    assert.ok(got === text0, `chunk ${chunk}: first difference at ${[...got].findIndex((c, i) => c !== text0[i])}`);
+    if (chunk < 1 << 20) assert.ok(parts.length > 1, 'handed on in several chunks');
+  }
+  const empty: Buffer[] = [];
+  const none = new EntryListBytes((b) => empty.push(Buffer.from(b)));
+  none.end();
+  assert.is(Buffer.concat(empty).toString(), '[\n]\n', 'no entries');
 });
 
 rows.run();
