@@ -22,6 +22,7 @@ const NUMBER_MAX = 24;
 const JSON_ESCAPED = /["\\\u0000-\u001f\ud800-\udfff]/;
 
 const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
 const COMMA = 0x2c;
 const NEWLINE = 0x0a;
 const TYPE_TEXT = new Map<string, Buffer>(['file', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo'].map((t) => [t, Buffer.from(`,"${t}",`, 'latin1')]));
@@ -100,6 +101,20 @@ export class EntryListBytes {
 
 /** `s` as JSON writes it, at `at`; returns where it ends. */
 function writeString(b: Buffer, at: number, s: string): number {
+  // Most paths are printable ASCII that JSON leaves as it is: copied a code at a time (a
+  // Buffer.write per string cost more than the copy).
+  let i = at + 1;
+  for (let k = 0; k < s.length; k++) {
+    const c = s.charCodeAt(k);
+    if (c < 0x20 || c === QUOTE || c === BACKSLASH || c >= 0x80) return writeOtherString(b, at, s);
+    b[i++] = c;
+  }
+  b[at] = QUOTE;
+  b[i++] = QUOTE;
+  return i;
+}
+
+function writeOtherString(b: Buffer, at: number, s: string): number {
   if (JSON_ESCAPED.test(s)) return at + b.write(JSON.stringify(s), at, 'utf8');
   b[at++] = QUOTE;
   at += b.write(s, at, 'utf8');

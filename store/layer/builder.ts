@@ -458,6 +458,9 @@ export function canonicalHeader(e: LayerEntry): Buffer {
   return encodeHeader(canonicalFields(e));
 }
 
+/** Zeros from `start` to `end` of `b`: the typed array's own fill, without Buffer.fill's checks (a block's padding per file). */
+const zeroFill = (b: Uint8Array, start: number, end: number): void => void Uint8Array.prototype.fill.call(b, 0, start, end);
+
 /** Bytes of small pieces (headers, small bodies, padding) gathered into one chunk of the canonical tar. */
 const GATHER = 512 << 10;
 /** A body chunk at least this long goes out as it is. */
@@ -520,7 +523,7 @@ async function* canonicalTar(
     }
     const pad = padding(e.size);
     if (used + pad > GATHER) yield cut();
-    buf.fill(0, used, used + pad);
+    zeroFill(buf, used, used + pad);
     used += pad;
   }
   if (used > 0) yield cut();

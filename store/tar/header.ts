@@ -314,10 +314,25 @@ const MAGIC_SUM = MAGIC.reduce((a, x) => a + x, 0);
 /** Copies `src` (at most the field's length) into its field; returns the sum of its bytes. */
 function copyField(b: Buffer, at: number, src: Buffer | string, [off, len]: readonly [number, number]): number {
   const start = at + off;
-  const n = typeof src === 'string' ? b.write(src, start, len, 'utf8') : Math.min(src.length, len);
   let sum = 0;
-  if (typeof src === 'string') for (let i = start; i < start + n; i++) sum += b[i]!;
-  else for (let i = 0; i < n; i++) sum += b[start + i] = src[i]!;
+  if (typeof src !== 'string') {
+    const n = Math.min(src.length, len);
+    for (let i = 0; i < n; i++) sum += b[start + i] = src[i]!;
+    return sum;
+  }
+  // An ASCII string that fits (most names) a code at a time; anything else through Buffer.write.
+  if (src.length <= len) {
+    let k = 0;
+    for (; k < src.length; k++) {
+      const c = src.charCodeAt(k);
+      if (c >= 0x80) break;
+      sum += b[start + k] = c;
+    }
+    if (k === src.length) return sum;
+    sum = 0;
+  }
+  const n = b.write(src, start, len, 'utf8');
+  for (let i = start; i < start + n; i++) sum += b[i]!;
   return sum;
 }
 
