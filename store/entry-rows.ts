@@ -117,7 +117,7 @@ function writeString(b: Buffer, at: number, s: string): number {
 function writeOtherString(b: Buffer, at: number, s: string): number {
   if (JSON_ESCAPED.test(s)) return at + b.write(JSON.stringify(s), at, 'utf8');
   b[at++] = QUOTE;
-  at += b.write(s, at, 'utf8');
+  at += b.write(s, at); // UTF-8, the default
   b[at++] = QUOTE;
   return at;
 }

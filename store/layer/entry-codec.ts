@@ -72,7 +72,7 @@ const wellFormed = (s: string): boolean => (s as unknown as { isWellFormed(): bo
 function putStr(s: string): void {
   if (!wellFormed(s)) throw new Error(`entry codec: string ${JSON.stringify(s)} is not well-formed UTF-16`);
   room(4 + s.length * 3);
-  const n = out.write(s, pos + 4, 'utf8');
+  const n = out.write(s, pos + 4); // UTF-8, the default: no encoding lookup per string
   out.writeUInt32LE(n, pos);
   pos += 4 + n;
 }
@@ -195,7 +195,7 @@ class Reader {
     const n = this.u32();
     const end = this.at + n;
     if (end > this.b.length) throw new RangeError('entry codec: string past the record');
-    const s = this.b.toString('utf8', this.at, end);
+    const s = this.b.toString(undefined, this.at, end); // UTF-8, the default: no encoding lookup per string
     this.at = end;
     return s;
   }

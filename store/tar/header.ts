@@ -231,7 +231,8 @@ export function fieldText(b: Buffer, off: number, len: number, decode: (bytes: B
     high |= c;
   }
   if (end === off) return '';
-  return high < 0x80 ? b.toString('latin1', off, end) : decode(b.subarray(off, end));
+  // ASCII reads the same in every encoding: UTF-8, the default, skips the encoding lookup.
+  return high < 0x80 ? b.toString(undefined, off, end) : decode(b.subarray(off, end));
 }
 
 /** The entry name of a header block as text: decodePath's bytes through `decode`. */
