@@ -5,7 +5,7 @@
  * last, and in that one pass
  *   - hashes every byte: the blob's sha256, its name in the store;
  *   - derives the layer's entry list from its headers, as the text the store's entry-list
- *     cache holds (store/local-store.ts: `[`, a JSON row per entry on a line of its own, `]`),
+ *     cache holds (store/entry-rows.ts: `[`, a JSON row per entry on a line of its own, `]`),
  *     and hashes that: the store checks it against the digest of the list the plan was made
  *     from (openLayerBlob), as its readLayer does for the image writers;
  *   - writes the files the plan wants from the layer, in the layer's order: each is created
@@ -665,7 +665,7 @@ static void field(char *out, const uint8_t *f, size_t n) {
 
 /*
  * The entry-list row of a ustar header (its pax records applied), hashed with what goes
- * before it, as local-store.ts listRow writes it: [path, type, mode, uid, gid, mtime, size],
+ * before it, as store/entry-rows.ts writes it: [path, type, mode, uid, gid, mtime, size],
  * then the link target for links and devices ('' for devices), then the device numbers.
  */
 static bool hash_row(session *s, const uint8_t *h, uint8_t type, const char *path, uint64_t size) {

@@ -681,7 +681,11 @@ export class LocalStore {
     const fd = fsSync.openSync(tmp, fsSync.constants.O_WRONLY | fsSync.constants.O_CREAT | fsSync.constants.O_EXCL | fsSync.constants.O_NOFOLLOW, 0o600);
     let open = true;
     const list = new EntryListBytes((b) => {
-      for (let off = 0; off < b.length; ) off += fsSync.writeSync(fd, b, off, b.length - off);
+      for (let off = 0; off < b.length; ) {
+        const n = fsSync.writeSync(fd, b, off, b.length - off);
+        if (n <= 0) throw new Error(`short write to ${tmp}`);
+        off += n;
+      }
     });
     const close = () => {
       if (open) fsSync.closeSync(fd);

@@ -76,7 +76,7 @@ export interface LayerBlob {
    * Throws as readLayer would when the layer is not what the plan was made from: `blob` is
    * the sha256 of all its bytes, `rows` that of the entry list its headers give, as the
    * store's cache holds it (`[`, a JSON row per entry on a line of its own, `]`: see
-   * local-store.ts listRow), `problem` what made the blob unreadable as a layer's tar, `error`
+   * store/entry-rows.ts), `problem` what made the blob unreadable as a layer's tar, `error`
    * a failure to read it. A blob digest that differs is ERR_DIGEST_MISMATCH; an entry list that
    * differs from the one layerEntries handed out is ERR_CACHE_INVALID (the cached list is
    * dropped, as readLayer's check does).
