@@ -275,14 +275,16 @@ export class LocalStore {
       const { skipped, image } = await addSource(builder, source, { overlay: opts.overlay }, spool);
       // The entry list goes to the cache as the canonical tar is written: no list in memory.
       const { built, hex, repaired } = await builder.written(async (built) => {
-        const rows = this.entryIndexWriter();
+        const file = this.entryIndexWriter();
         try {
+          const rows = new EntryListBytes((b) => file.write(b));
           const put = await this.blobs.put(counted(built.tar((e) => rows.add(e)), built.sizeHint, opts.onProgress), undefined, groupOf, built.sizeHint);
-          await rows.commit(put.hex, gid ?? (await groupOf(put.hex)));
+          rows.end();
+          await file.commit(put.hex, gid ?? (await groupOf(put.hex)));
           // repaired: a blob was absent or damaged before this put
           return { built, hex: put.hex, repaired: put.prior !== 'ok' };
         } finally {
-          rows.abort();
+          file.abort();
         }
       });
       const layer = cidFromHex(RAW_CODEC, hex);
@@ -503,27 +505,26 @@ export class LocalStore {
       const group = mod.record.restricted ?? (await this.restrictionOf(mod.record.layer));
       await this.scratchDir();
       // A cache that cannot be written (a full disk, a read-only cache) only costs the next read.
-      const rows = (() => {
+      const file = (() => {
         try {
           return this.entryIndexWriter();
         } catch {
           return undefined;
         }
       })();
-      // What a cache file of these entries would hold, hashed as if it had been read.
-      const list = new ListDigest();
+      // The cache file's bytes, hashed as they are written (as if the file had been read).
+      const list = new ListDigest(file && ((b) => file.write(b)));
       try {
         for await (const { entry } of this.readLayer(mod)) {
-          rows?.add(entry);
           list.add(entry);
           if (!opts.whiteoutsAndLinks || whiteoutOrLink(entry)) yield entry;
         }
         this.handOut(hex, list.digest(), () => new StrataError(STORE_ERR.DIGEST_MISMATCH, `layer of ${mod.fullName} sha256:${hex} changed while it was read`, {
           hint: 'run `strata store verify`, then re-import or pull the module',
         }));
-        await rows?.commit(hex, group === null ? undefined : lookupGroup(group)).catch(() => undefined);
+        await file?.commit(hex, group === null ? undefined : lookupGroup(group)).catch(() => undefined);
       } finally {
-        rows?.abort();
+        file?.abort();
       }
       return;
     }
@@ -651,7 +652,7 @@ export class LocalStore {
   private cacheCheck(hex: string, what: string): ((e: LayerEntry | undefined) => void) | undefined {
     const want = this.handedOut.get(hex);
     if (want === undefined) return undefined;
-    // The bytes entryIndexWriter writes for these entries.
+    // The bytes the cache file of these entries holds.
     const list = new ListDigest();
     return (e) => {
       if (e !== undefined) {
@@ -672,29 +673,27 @@ export class LocalStore {
 
 
   /**
-   * Writes a layer's entry list row by row into tmp/, then commits it under the layer's digest.
-   * The file is one JSON array with a row per line (`[`, rows ending in `,` but the last, `]`),
-   * so it is read a line at a time (openLines).
+   * A layer's entry list file, written into tmp/ (the bytes EntryListBytes gives: one JSON
+   * array with a row per line, read a line at a time by openLines), then committed under the
+   * layer's digest.
    */
-  private entryIndexWriter(): { add(e: LayerEntry): void; commit(hex: string, gid?: number): Promise<void>; abort(): void } {
+  private entryIndexWriter(): { write(bytes: Buffer): void; commit(hex: string, gid?: number): Promise<void>; abort(): void } {
     const tmp = this.blobs.tmpPath('entries');
     const fd = fsSync.openSync(tmp, fsSync.constants.O_WRONLY | fsSync.constants.O_CREAT | fsSync.constants.O_EXCL | fsSync.constants.O_NOFOLLOW, 0o600);
     let open = true;
-    const list = new EntryListBytes((b) => {
-      for (let off = 0; off < b.length; ) {
-        const n = fsSync.writeSync(fd, b, off, b.length - off);
-        if (n <= 0) throw new Error(`short write to ${tmp}`);
-        off += n;
-      }
-    });
     const close = () => {
       if (open) fsSync.closeSync(fd);
       open = false;
     };
     return {
-      add: (e) => list.add(e),
+      write: (b) => {
+        for (let off = 0; off < b.length; ) {
+          const n = fsSync.writeSync(fd, b, off, b.length - off);
+          if (n <= 0) throw new Error(`short write to ${tmp}`);
+          off += n;
+        }
+      },
       commit: async (hex, gid) => {
-        list.end();
         close();
         if (gid !== undefined) await BlobStore.restrict(tmp, gid);
         else fsSync.chmodSync(tmp, 0o644);
@@ -1073,10 +1072,17 @@ class CachedRows {
   }
 }
 
-/** sha256 of the text of an entry list (what entryIndexWriter writes for the entries added). */
+/** sha256 of the text of an entry list (EntryListBytes), its bytes handed to `also` too when given (the cache file). */
 class ListDigest {
   private readonly h = createHash('sha256');
-  private readonly list = new EntryListBytes((b) => this.h.update(b));
+  private readonly list: EntryListBytes;
+
+  constructor(also?: (bytes: Buffer) => void) {
+    this.list = new EntryListBytes((b) => {
+      this.h.update(b);
+      also?.(b);
+    });
+  }
 
   add(e: LayerEntry): void {
     this.list.add(e);

@@ -8,7 +8,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildImage } from '../compose/squash.js';
 import { comparePaths, MemoryStore, STORE_ERR, type LoadedModule, type StoreReader } from '../store/index.js';
@@ -83,6 +83,12 @@ test('records, manifests, entry lists and bodies agree; the entry list is the la
     const entries = await collect(local.layerEntries(a));
     assert.equal(await collect(memory.layerEntries(b)), entries, `${name}: entry lists`);
     assert.equal(await collect(local.layerEntries(a)), entries, `${name}: the entry list read again (from the cache)`);
+    // A miss rebuilds the cache file from the layer, byte for byte what the import wrote.
+    const rowsFile = join(local.cacheDir, 'entries', `${parseCid(a.record.layer).hex}.rows`);
+    const written = readFileSync(rowsFile);
+    rmSync(rowsFile);
+    assert.equal(await collect(local.layerEntries(a)), entries, `${name}: the entry list read from the layer`);
+    assert.ok(readFileSync(rowsFile).equals(written), `${name}: the rebuilt entry list file is the import's`);
     const read: string[] = [];
     for await (const { entry } of local.readLayer(a)) read.push(entry.path);
     assert.equal(entries.map((e) => e.path), read, `${name}: the entry list is the layer's`);
