@@ -23,7 +23,7 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * Calls `record(key, value)` for each record of a pax header body, in order. Values are
  * copied out of `data`. Trailing NUL padding is tolerated.
  */
-export function decodePaxRecords(data: Buffer, where: string, record: (key: string, value: Buffer) => void): void {
+export function decodePaxRecords(data: Buffer, where: Where, record: (key: string, value: Buffer) => void): void {
   let i = 0;
   while (i < data.length) {
     if (data[i] === 0) {
@@ -184,7 +184,7 @@ export class GlobalPax {
   }
 
   /** Merges the records of one 'g' header body. */
-  apply(data: Buffer, where: string): void {
+  apply(data: Buffer, where: Where): void {
     decodePaxRecords(data, where, (key, value) => {
       const old = this.records.get(key);
       if (old !== undefined) {

@@ -400,10 +400,10 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
           if (pendingPax > MAX_PAX_SIZE) throw tarCorrupt(`pax headers ${where} give one entry ${pendingPax} bytes of records, more than strata accepts (${MAX_PAX_SIZE})`);
         }
         const data = await readMeta(rawSize, MAX_PAX_SIZE, 'pax header', where);
-        if (flag === 'g') globalPax.apply(data, String(where));
+        if (flag === 'g') globalPax.apply(data, where);
         else {
           const local = (localPax ??= new Map());
-          decodePaxRecords(data, String(where), (k, v) => local.set(k, v));
+          decodePaxRecords(data, where, (k, v) => local.set(k, v));
         }
         continue;
       }
