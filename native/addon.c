@@ -38,7 +38,8 @@
  *
  * And, from native/deflate.c: zlibCompress(src, level) -> Buffer, libdeflateVersion; from
  * native/lz4.c: lz4Compress(src) -> Buffer, lz4Version; from native/extract.c: extractAvailable,
- * extractOpen, extractRun, extractClose.
+ * extractOpen, extractRun, extractClose; from native/sha256.c: hashOpen, hashUpdate, hashDigest,
+ * hashCopy, sha256Into.
  *
  * None of them follows a symlink in the last path component: the l*xattr family acts on
  * the link itself.
@@ -81,6 +82,26 @@ void throw_pending(napi_env env, const char *what) {
   bool pending = false;
   napi_is_exception_pending(env, &pending);
   if (!pending) napi_throw_error(env, "ERR_STRATA_NATIVE", what);
+}
+
+/*
+ * Queues `data`'s work on libuv's pool and returns the promise `done` settles; NULL with a
+ * pending exception when it could not (the caller still owns `data` then).
+ */
+napi_value queue_job(napi_env env, const char *what, napi_async_execute_callback execute, napi_async_complete_callback done, void *data,
+                            napi_async_work *work, napi_deferred *deferred) {
+  napi_value promise, name;
+  if (napi_create_promise(env, deferred, &promise) != napi_ok || napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, execute, done, data, work) != napi_ok) {
+    throw_pending(env, "napi_create_async_work");
+    return NULL;
+  }
+  if (napi_queue_async_work(env, *work) != napi_ok) {
+    napi_delete_async_work(env, *work);
+    throw_pending(env, "napi_queue_async_work");
+    return NULL;
+  }
+  return promise;
 }
 
 /*
@@ -920,7 +941,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok ||
       deflate_register(env, exports) != napi_ok || lz4_register(env, exports) != napi_ok ||
-      extract_register(env, exports) != napi_ok)
+      extract_register(env, exports) != napi_ok || sha256_register(env, exports) != napi_ok)
     return NULL;
   return exports;
 }

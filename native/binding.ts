@@ -39,12 +39,18 @@ export interface NativeAddon {
   extractOpen(blobFd: number, rootFd: number): unknown;
   extractRun(session: unknown, batch: Buffer, count: number, last: boolean): Promise<unknown>;
   extractClose(session: unknown): void;
+  /** A sha256 stream (native/sha256.c): one update at a time, each on a thread of libuv's pool. */
+  hashOpen(): unknown;
+  /** Hashes `bytes` on the pool; they stay as they are, and the stream untouched, until it settles. */
+  hashUpdate(stream: unknown, bytes: Uint8Array): Promise<void>;
+  /** The stream's digest (hex), once. */
+  hashDigest(stream: unknown): string;
   /**
    * sha256 (hex) of `length` bytes of `src` from `srcAt`, written to `dst` at `dstAt` as they
-   * are read (dst -1: only hashed), on a thread of libuv's pool (native/extract.c).
+   * are read (dst -1: only hashed), on a thread of libuv's pool (native/sha256.c).
    */
   hashCopy(src: number, srcAt: number, length: number, dst: number, dstAt: number): Promise<string>;
-  /** sha256 of `data` into out[0, 32), on the calling thread (native/extract.c). */
+  /** sha256 of `data` into out[0, 32), on the calling thread (native/sha256.c). */
   sha256Into(data: Uint8Array, out: Uint8Array): void;
 }
 

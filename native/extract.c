@@ -20,9 +20,8 @@
  *
  * The files come in batches; each batch runs on a thread of libuv's pool. Runs of one session
  * never overlap (the caller waits for one before starting the next), so a session needs no
- * lock; sessions of different layers run at once. sha256 is the one of Node's own OpenSSL
- * (libcrypto's EVP interface, found in the process at run time: Node links it, statically or
- * not), so nothing more is built or linked.
+ * lock; sessions of different layers run at once. sha256 is the one of Node's own OpenSSL,
+ * found in the process at run time (native/sha256.c), so nothing more is built or linked.
  *
  * JS surface (native/extract.ts wraps it):
  *   extractAvailable -> boolean
@@ -47,7 +46,6 @@
  */
 #define _GNU_SOURCE
 #include <node_api.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -62,59 +60,6 @@
 #include <unistd.h>
 
 #include "native.h"
-
-/* ---- sha256 from the process's libcrypto ------------------------------------------------ */
-
-typedef struct evp_md_ctx EVP_MD_CTX;
-typedef struct evp_md EVP_MD;
-static struct {
-  bool tried, ok;
-  EVP_MD_CTX *(*ctx_new)(void);
-  void (*ctx_free)(EVP_MD_CTX *);
-  const EVP_MD *(*sha256)(void);
-  int (*init)(EVP_MD_CTX *, const EVP_MD *, void *);
-  int (*update)(EVP_MD_CTX *, const void *, size_t);
-  int (*final)(EVP_MD_CTX *, unsigned char *, unsigned int *);
-  /* The low-level one-buffer calls (sha256Into); optional: `short_ok`. */
-  bool short_ok;
-  int (*short_init)(void *);
-  int (*short_update)(void *, const void *, size_t);
-  int (*short_final)(unsigned char *, void *);
-} ossl;
-
-/* Resolves the libcrypto calls once (on the JS thread: extractAvailable, extractOpen, sha256Into). */
-static bool ossl_load(void) {
-  if (ossl.tried) return ossl.ok;
-  ossl.tried = true;
-  ossl.ctx_new = (EVP_MD_CTX * (*)(void)) dlsym(RTLD_DEFAULT, "EVP_MD_CTX_new");
-  ossl.ctx_free = (void (*)(EVP_MD_CTX *))dlsym(RTLD_DEFAULT, "EVP_MD_CTX_free");
-  ossl.sha256 = (const EVP_MD *(*)(void))dlsym(RTLD_DEFAULT, "EVP_sha256");
-  ossl.init = (int (*)(EVP_MD_CTX *, const EVP_MD *, void *))dlsym(RTLD_DEFAULT, "EVP_DigestInit_ex");
-  ossl.update = (int (*)(EVP_MD_CTX *, const void *, size_t))dlsym(RTLD_DEFAULT, "EVP_DigestUpdate");
-  ossl.final = (int (*)(EVP_MD_CTX *, unsigned char *, unsigned int *))dlsym(RTLD_DEFAULT, "EVP_DigestFinal_ex");
-  ossl.ok = ossl.ctx_new && ossl.ctx_free && ossl.sha256 && ossl.init && ossl.update && ossl.final;
-  ossl.short_init = (int (*)(void *))dlsym(RTLD_DEFAULT, "SHA256_Init");
-  ossl.short_update = (int (*)(void *, const void *, size_t))dlsym(RTLD_DEFAULT, "SHA256_Update");
-  ossl.short_final = (int (*)(unsigned char *, void *))dlsym(RTLD_DEFAULT, "SHA256_Final");
-  ossl.short_ok = ossl.short_init && ossl.short_update && ossl.short_final;
-  return ossl.ok;
-}
-
-static EVP_MD_CTX *hash_new(void) {
-  EVP_MD_CTX *c = ossl.ctx_new();
-  if (c != NULL && ossl.init(c, ossl.sha256(), NULL) != 1) {
-    ossl.ctx_free(c);
-    c = NULL;
-  }
-  return c;
-}
-
-static void hash_hex(EVP_MD_CTX *c, char out[65]) {
-  unsigned char md[32];
-  unsigned int n = 0;
-  ossl.final(c, md, &n);
-  for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
 
 /* ---- the session ------------------------------------------------------------------------- */
 
@@ -323,7 +268,7 @@ static bool read_slot(session *s) {
     }
     got += (size_t)r;
   }
-  ossl.update(s->blob_hash, buf, got);
+  sha256_update(s->blob_hash, buf, got);
   pthread_mutex_lock(&s->mu);
   s->read_to += got;
   s->eof = eof;
@@ -711,7 +656,7 @@ static bool hash_row(session *s, const uint8_t *h, uint8_t type, const char *pat
   }
   put(t, "]", 1);
   if (t->failed) return false;
-  ossl.update(s->rows_hash, t->data, t->len);
+  sha256_update(s->rows_hash, t->data, t->len);
   return true;
 }
 
@@ -797,9 +742,9 @@ static bool take_header(run_job *j) {
 
 /* The blob's digest, and the entry list's with its closing line. */
 static void finish_digests(run_job *j) {
-  hash_hex(j->s->blob_hash, j->blob_hex);
-  ossl.update(j->s->rows_hash, "\n]\n", 3);
-  hash_hex(j->s->rows_hash, j->rows_hex);
+  sha256_hex(j->s->blob_hash, j->blob_hex);
+  sha256_update(j->s->rows_hash, "\n]\n", 3);
+  sha256_hex(j->s->rows_hash, j->rows_hex);
 }
 
 /*
@@ -896,8 +841,8 @@ static void session_free(session *s) {
   pthread_cond_destroy(&s->has_job);
   pthread_cond_destroy(&s->has_data);
   pthread_cond_destroy(&s->to_reader);
-  if (s->blob_hash) ossl.ctx_free(s->blob_hash);
-  if (s->rows_hash) ossl.ctx_free(s->rows_hash);
+  if (s->blob_hash) sha256_free(s->blob_hash);
+  if (s->rows_hash) sha256_free(s->rows_hash);
   for (int i = 0; i < SLOTS; i++) free(s->slot[i]);
   free(s->row.data);
   free(s->pax);
@@ -936,7 +881,7 @@ static session *session_new(int blob, int root) {
   s->umask = read_umask();
   s->where = AT_HEADER;
   for (int w = 0; w < WRITERS; w++) s->writer_at[w] = UINT64_MAX;
-  bool ok = (s->blob_hash = hash_new()) != NULL && (s->rows_hash = hash_new()) != NULL;
+  bool ok = (s->blob_hash = sha256_new()) != NULL && (s->rows_hash = sha256_new()) != NULL;
   for (int i = 0; ok && i < SLOTS; i++) ok = (s->slot[i] = malloc(SLOT)) != NULL;
   /* The writers find their index by their thread id: they wait for `mu`, held until all are made. */
   pthread_mutex_lock(&s->mu);
@@ -956,7 +901,7 @@ static session *session_new(int blob, int root) {
     errno = e;
     return NULL;
   }
-  ossl.update(s->rows_hash, "[", 1);
+  sha256_update(s->rows_hash, "[", 1);
   posix_fadvise(blob, 0, 0, POSIX_FADV_SEQUENTIAL);
   return s;
 }
@@ -980,7 +925,7 @@ static session *get_session(napi_env env, napi_value v) {
 static napi_value js_extract_available(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value v;
-  napi_get_boolean(env, ossl_load(), &v);
+  napi_get_boolean(env, sha256_available(), &v);
   return v;
 }
 
@@ -993,7 +938,7 @@ static napi_value js_extract_open(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "extractOpen(blobFd, rootFd)");
     return NULL;
   }
-  if (!ossl_load()) {
+  if (!sha256_available()) {
     napi_throw_error(env, "ERR_NATIVE_UNAVAILABLE", "extractOpen: this process has no libcrypto sha256");
     return NULL;
   }
@@ -1107,25 +1052,6 @@ bad:
   return false;
 }
 
-/*
- * Queues `data`'s work on libuv's pool and returns the promise `done` settles; NULL with a
- * pending exception when it could not (the caller still owns `data` then).
- */
-static napi_value queue_job(napi_env env, const char *what, napi_async_execute_callback execute, napi_async_complete_callback done, void *data,
-                            napi_async_work *work, napi_deferred *deferred) {
-  napi_value promise, name;
-  if (napi_create_promise(env, deferred, &promise) != napi_ok || napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, execute, done, data, work) != napi_ok) {
-    throw_pending(env, "napi_create_async_work");
-    return NULL;
-  }
-  if (napi_queue_async_work(env, *work) != napi_ok) {
-    napi_delete_async_work(env, *work);
-    throw_pending(env, "napi_queue_async_work");
-    return NULL;
-  }
-  return promise;
-}
 
 static napi_value js_extract_run(napi_env env, napi_callback_info info) {
   size_t argc = 4;
@@ -1190,173 +1116,12 @@ static napi_value js_extract_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* ---- a byte range hashed, and copied, on libuv's pool --------------------------------------- */
-
-/*
- * hashCopy(src, srcAt, length, dst, dstAt): reads `length` bytes of descriptor `src` from
- * `srcAt` (pread), hashes them, and writes them to descriptor `dst` at `dstAt` (pwrite; none
- * when dst is -1), a MiB at a time on one thread of the pool; resolves to the sha256 (hex) of
- * the bytes read. What an image writer does with its segments (compose/image/shared/
- * segment-cache.ts) and its digest, without a chunk passing through the JS thread. Rejects
- * with the errno of a failed read or write, or ERR_OUT_OF_RANGE when the source ends early.
- */
-typedef struct {
-  napi_async_work work;
-  napi_deferred deferred;
-  int src, dst;
-  int64_t src_at, dst_at, length;
-  int err;
-  const char *syscall;
-  bool short_read;
-  char hex[65];
-} copy_job;
-
-#define COPY_CHUNK (1 << 20)
-
-static void copy_execute(napi_env env, void *data) {
-  (void)env;
-  copy_job *j = data;
-  EVP_MD_CTX *h = hash_new();
-  unsigned char *buf = malloc(COPY_CHUNK);
-  if (h == NULL || buf == NULL) {
-    j->err = ENOMEM;
-    j->syscall = "malloc";
-    goto done;
-  }
-  for (int64_t off = 0; off < j->length;) {
-    size_t want = (size_t)(j->length - off < COPY_CHUNK ? j->length - off : COPY_CHUNK);
-    ssize_t n = pread(j->src, buf, want, (off_t)(j->src_at + off));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      j->err = errno;
-      j->syscall = "pread";
-      goto done;
-    }
-    if (n == 0) {
-      j->short_read = true;
-      goto done;
-    }
-    ossl.update(h, buf, (size_t)n);
-    for (ssize_t w = 0; j->dst >= 0 && w < n;) {
-      ssize_t m = pwrite(j->dst, buf + w, (size_t)(n - w), (off_t)(j->dst_at + off + w));
-      if (m < 0 && errno == EINTR) continue;
-      if (m <= 0) {
-        j->err = m < 0 ? errno : EIO;
-        j->syscall = "pwrite";
-        goto done;
-      }
-      w += m;
-    }
-    off += n;
-  }
-  hash_hex(h, j->hex);
-done:
-  if (h != NULL) ossl.ctx_free(h);
-  free(buf);
-}
-
-static void copy_complete(napi_env env, napi_status status, void *data) {
-  copy_job *j = data;
-  napi_value v = NULL, code, msg;
-  if (status == napi_ok && j->hex[0] != 0 && napi_create_string_utf8(env, j->hex, 64, &v) == napi_ok) {
-    napi_resolve_deferred(env, j->deferred, v);
-  } else {
-    char text[160];
-    const char *c = j->short_read ? "ERR_OUT_OF_RANGE" : "EIO";
-    if (j->short_read) snprintf(text, sizeof text, "hashCopy: the source ended before %lld bytes", (long long)j->length);
-    else if (j->syscall != NULL) snprintf(text, sizeof text, "hashCopy: %s: %s", j->syscall, strerror(j->err));
-    else snprintf(text, sizeof text, "hashCopy failed");
-    napi_create_string_utf8(env, c, NAPI_AUTO_LENGTH, &code);
-    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, code, msg, &v);
-    napi_reject_deferred(env, j->deferred, v);
-  }
-  napi_delete_async_work(env, j->work);
-  free(j);
-}
-
-static bool arg_i64(napi_env env, napi_value v, int64_t *out) {
-  double d;
-  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0 && d <= 9007199254740991.0) || d != (double)(int64_t)d) return false;
-  *out = (int64_t)d;
-  return true;
-}
-
-static napi_value js_hash_copy(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  int32_t src, dst;
-  int64_t src_at, length, dst_at;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 || napi_get_value_int32(env, argv[0], &src) != napi_ok ||
-      !arg_i64(env, argv[1], &src_at) || !arg_i64(env, argv[2], &length) || napi_get_value_int32(env, argv[3], &dst) != napi_ok ||
-      !arg_i64(env, argv[4], &dst_at) || src < 0 || dst < -1) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "hashCopy(src: fd, srcAt, length, dst: fd or -1, dstAt)");
-    return NULL;
-  }
-  if (!ossl_load()) {
-    napi_throw_error(env, "ENOSYS", "hashCopy: sha256 is not available from the process's libcrypto");
-    return NULL;
-  }
-  copy_job *j = calloc(1, sizeof *j);
-  if (j == NULL) {
-    napi_throw_error(env, "ENOMEM", "hashCopy: out of memory");
-    return NULL;
-  }
-  j->src = src;
-  j->dst = dst;
-  j->src_at = src_at;
-  j->dst_at = dst_at;
-  j->length = length;
-  napi_value promise = queue_job(env, "hashCopy", copy_execute, copy_complete, j, &j->work, &j->deferred);
-  if (promise == NULL) free(j);
-  return promise;
-}
-
-/* ---- sha256 of one short buffer, on the calling thread -------------------------------------
- *
- * sha256Into(data: Uint8Array, out: Uint8Array): the digest of `data` in out[0, 32). Through the
- * low-level SHA256_* calls of the process's libcrypto (the same SHA instructions Node's crypto
- * uses): for the tail of a small file, a kilobyte, Node's one-call hash spends more on its setup
- * than on the bytes, and an image of a million small files hashes a million tails on its main
- * thread. The calls are resolved with the EVP ones (ossl_load). Throws ENOSYS when they are not
- * there (the caller then uses Node's crypto).
- */
-static bool arg_bytes(napi_env env, napi_value v, void **data, size_t *len) {
-  napi_typedarray_type type;
-  return napi_get_typedarray_info(env, v, &type, len, data, NULL, NULL) == napi_ok && type == napi_uint8_array;
-}
-
-static napi_value js_sha256_into(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  void *data = NULL, *out = NULL;
-  size_t n = 0, m = 0;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 || !arg_bytes(env, argv[0], &data, &n) ||
-      !arg_bytes(env, argv[1], &out, &m) || m < 32) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "sha256Into(data: Uint8Array, out: Uint8Array of 32 bytes or more)");
-    return NULL;
-  }
-  ossl_load();
-  if (!ossl.short_ok) {
-    napi_throw_error(env, "ENOSYS", "sha256Into: SHA256_* is not available from the process's libcrypto");
-    return NULL;
-  }
-  /* SHA256_CTX is 112 bytes in every OpenSSL since 0.9.8; room for more, aligned. */
-  uint64_t ctx[32];
-  if (ossl.short_init(ctx) != 1 || ossl.short_update(ctx, data == NULL ? (const void *)"" : data, n) != 1 || ossl.short_final(out, ctx) != 1) {
-    napi_throw_error(env, "EIO", "sha256Into: libcrypto failed");
-  }
-  return NULL;
-}
-
 napi_status extract_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"extractAvailable", NULL, js_extract_available, NULL, NULL, NULL, napi_enumerable, NULL},
       {"extractOpen", NULL, js_extract_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"extractRun", NULL, js_extract_run, NULL, NULL, NULL, napi_enumerable, NULL},
       {"extractClose", NULL, js_extract_close, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"hashCopy", NULL, js_hash_copy, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"sha256Into", NULL, js_sha256_into, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

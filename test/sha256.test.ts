@@ -1,8 +1,10 @@
 /**
  * native/sha256.ts: a stream's digest is the digest of its bytes whatever the chunking, the
- * stream's size and size hint (hashed here, or in the worker through the shared ring), interleaving with
- * other streams, a producer that never waits (the ring runs out: copies of its own), and the
- * caller reusing its buffer right after update(). abort() frees what the stream held.
+ * stream's size and size hint (hashed here, or on libuv's pool through the process's slots),
+ * interleaving with other streams, a producer that never waits (the slots run out: buffers of
+ * its own), more streams than slots each holding one half filled, and the caller reusing its
+ * buffer right after update(). abort() frees what the stream held. The addon's stream calls
+ * refuse to be used out of order.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -39,14 +41,14 @@ for (const [size, max] of [[0, 1], [1, 1], [1000, 7], [1 << 20, 1 << 20], [(1 <<
   });
 }
 
-test('a producer that never waits runs past the ring and still gets the right digest', async () => {
+test('a producer that never waits runs past the slots and still gets the right digest', async () => {
   const data = noise(40 << 20, 9);
   const h = new StreamHash();
   for (let off = 0; off < data.length; off += 1 << 20) h.update(data.subarray(off, off + (1 << 20)));
   assert.is(await h.digest(), want(data));
 });
 
-test('streams interleaved on the one worker keep their own bytes; an aborted one frees its slots', async () => {
+test('streams interleaved on the pool keep their own bytes; an aborted one frees its slots', async () => {
   const a = noise(6 << 20, 3);
   const b = noise(5 << 20, 4);
   const ha = new StreamHash();
@@ -66,6 +68,38 @@ test('streams interleaved on the one worker keep their own bytes; an aborted one
   // Every slot is free again: a long stream that waits on the backlog never needs a copy.
   const c = noise(20 << 20, 5);
   assert.is(await hashChunked(c, 1 << 20, 6, true), want(c));
+});
+
+test('more streams than slots, each holding a slot half filled, never wait on one another', async () => {
+  const n = 12;
+  const datas = Array.from({ length: n }, (_, i) => noise(3 << 19, 40 + i)); // 1.5 MiB each
+  const hs = datas.map(() => new StreamHash());
+  // Every stream takes a slot and leaves it half filled before any goes on.
+  for (let i = 0; i < n; i++) {
+    hs[i]!.update(datas[i]!.subarray(0, 1 << 19));
+    await hs[i]!.backlog();
+  }
+  for (let i = 0; i < n; i++) {
+    hs[i]!.update(datas[i]!.subarray(1 << 19));
+    await hs[i]!.backlog();
+  }
+  const got = await Promise.all(hs.map((h) => h.digest()));
+  got.forEach((d, i) => assert.is(d, want(datas[i]!), `stream ${i}`));
+});
+
+test('the addon\'s stream calls: one update at a time, one digest, a Uint8Array only', async () => {
+  const a = addon();
+  const s = a.hashOpen();
+  const first = a.hashUpdate(s, Buffer.from('ab'));
+  assert.throws(() => a.hashUpdate(s, Buffer.from('c')), /update outstanding/);
+  assert.throws(() => a.hashDigest(s), /update outstanding/);
+  await first;
+  await a.hashUpdate(s, Buffer.from('c'));
+  assert.throws(() => a.hashUpdate(s, 'c' as unknown as Uint8Array), /hashUpdate\(stream/);
+  assert.throws(() => a.hashUpdate({}, Buffer.from('c')), /hashUpdate\(stream/);
+  assert.is(a.hashDigest(s), want(Buffer.from('abc')));
+  assert.throws(() => a.hashDigest(s), /already taken/);
+  assert.throws(() => a.hashUpdate(s, Buffer.from('d')), /already taken/);
 });
 
 test('sha256Short: the digest of every length, through the addon; digests kept stay as they were', () => {
