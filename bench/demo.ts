@@ -13,7 +13,8 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeStack } from '../test/fixtures/stack.js';
 
-const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bundle', 'strata.js');
+/** The `strata` command, as `npm link` puts it on PATH (cli/strata, from dist/bench/). */
+const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'strata');
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'strata-demo-'));
 const store = path.join(work, 'store');
 const env = { ...process.env };
@@ -22,7 +23,7 @@ delete env.STRATA_PATH;
 delete env.STRATA_STACK; // the demo's stack files stay in its own directory
 const strata = (...args: string[]) => {
   process.stdout.write(`$ strata ${args.join(' ')}\n`);
-  execFileSync(process.execPath, [cli, '--store', store, ...args], { cwd: work, stdio: 'inherit', env });
+  execFileSync(cli, ['--store', store, ...args], { cwd: work, stdio: 'inherit', env });
 };
 process.stdout.write(`demo store: ${store}\n`);
 

@@ -171,8 +171,8 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
   await setAside(e2eTree);
   const e2eDir = join(S, 'e2e-stack');
   const e2eOut = join(S, 'e2e-strata.sqfs');
-  const node = (args: string[]) => [process.execPath, ...strata.args(store, args)].map(sh).join(' ');
-  const e2eScript = ['set -e', `cd ${sh(e2eDir)}`, node(['compose', 'add', ...data.stack.map((n) => MODULES[n])]), node(squashArgs(e2eOut, 'gzip'))].join('\n');
+  const call = (args: string[]) => strata.argv(store, args).map(sh).join(' ');
+  const e2eScript = ['set -e', `cd ${sh(e2eDir)}`, call(['compose', 'add', ...data.stack.map((n) => MODULES[n])]), call(squashArgs(e2eOut, 'gzip'))].join('\n');
   const e2e = await strataOr(() =>
     strata.measureScript('end to end', e2eScript, {
       runs: RUNS,

@@ -1,12 +1,13 @@
 /**
- * strata as the benchmark sees it: only through its CLI (DESIGN.md, "CLI"), plus the helpers
- * that turn a peer's or strata's run into an Outcome.
+ * strata as the benchmark sees it: only through its CLI (DESIGN.md, "CLI"), the `strata` command
+ * users run (cli/strata, which `npm link` puts on PATH), plus the helpers that turn a peer's or
+ * strata's run into an Outcome.
  *
- *   node dist/bundle/strata.js --store S -q store import NAME TAR
- *   node dist/bundle/strata.js --store S -q compose add M…            (cwd = the stack dir)
- *   node dist/bundle/strata.js --store S -q compose sandbox DIR
- *   node dist/bundle/strata.js --store S -q compose squash OUT --comp C --level N --block-size B
- *   node dist/bundle/strata.js --store S -q compose squash OUT --format erofs --comp C [--level N]
+ *   strata --store S -q store import NAME TAR
+ *   strata --store S -q compose add M…            (cwd = the stack dir)
+ *   strata --store S -q compose sandbox DIR
+ *   strata --store S -q compose squash OUT --comp C --level N --block-size B
+ *   strata --store S -q compose squash OUT --format erofs --comp C [--level N]
  *
  * When no executable was built, or a verb or option is not there yet (usage error, exit 2:
  * commander's "unknown option" and "unknown command" are usage errors), the strata cells say
@@ -45,8 +46,11 @@ export async function peer(what: string, cmd: string, args: string[], opts: Meas
   }
 }
 
-/** The executable `npm run build` makes (cli/bundle.mjs), else the compiled entry of a build before it. */
-const EXECUTABLES = ['dist/bundle/strata.js', 'dist/cli/main.js'];
+/**
+ * The `strata` command (cli/strata, which runs the bundle `npm run build` makes), else the
+ * bundle, else the compiled entry of a build before either (those two run with node).
+ */
+const EXECUTABLES = ['cli/strata', 'dist/bundle/strata.js', 'dist/cli/main.js'];
 
 export class Strata {
   readonly available: boolean;
@@ -55,12 +59,15 @@ export class Strata {
     this.available = cli !== undefined;
     this.cli = cli ?? EXECUTABLES[0];
   }
-  args(store: string, args: string[]): string[] {
-    return [this.cli, '--store', store, '-q', ...args];
+  /** The command line of one strata call: the command, or node and a script, then the arguments. */
+  argv(store: string, args: string[]): string[] {
+    const cli = this.cli.endsWith('.js') ? [process.execPath, this.cli] : [this.cli];
+    return [...cli, '--store', store, '-q', ...args];
   }
   /** Untimed call (setup); throws BenchError. */
   async call(store: string, args: string[], cwd?: string): Promise<void> {
-    await run(process.execPath, this.args(store, args), { cwd });
+    const [cmd, ...rest] = this.argv(store, args);
+    await run(cmd!, rest, { cwd });
   }
   /** Maps a strata failure to "not available" (no CLI, usage error), "stopped" or "failed". */
   classify(e: unknown): Outcome {
@@ -79,7 +86,8 @@ export class Strata {
     if (!this.available) return { kind: 'unavailable', reason: `${this.cli} not built` };
     log(`strata: ${what}`);
     try {
-      return measured(await measure(process.execPath, this.args(store, args), opts));
+      const [cmd, ...rest] = this.argv(store, args);
+      return measured(await measure(cmd!, rest, opts));
     } catch (e) {
       return this.classify(e);
     }
@@ -116,6 +124,10 @@ export async function snapshotCli(root: string, pkg: string): Promise<string | u
   if (executable === undefined) return undefined;
   await mkdir(pkg, { recursive: true });
   await run('cp', ['-a', join(root, 'dist'), join(root, 'package.json'), pkg]);
+  if (existsSync(join(root, 'cli/strata'))) {
+    await mkdir(join(pkg, 'cli'), { recursive: true });
+    await run('cp', ['-a', join(root, 'cli/strata'), join(pkg, 'cli')]);
+  }
   if (existsSync(join(root, 'build/Release'))) {
     await mkdir(join(pkg, 'build'), { recursive: true });
     await run('cp', ['-a', join(root, 'build/Release'), join(pkg, 'build')]);

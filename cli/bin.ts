@@ -6,6 +6,15 @@
  */
 import { main } from './main.js';
 
+// The launcher (cli/strata) held NODE_EXTRA_CA_CERTS back from Node's start, which it slows:
+// put back, so that the commands strata runs, and the registry client (store/remote/http.ts),
+// see the environment as the user set it.
+const heldBack = process.env['STRATA_NODE_EXTRA_CA_CERTS'];
+if (heldBack !== undefined) {
+  delete process.env['STRATA_NODE_EXTRA_CA_CERTS'];
+  process.env['NODE_EXTRA_CA_CERTS'] = heldBack;
+}
+
 // `strata … | head`: a closed pipe ends the output, it is not an error.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
   if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);

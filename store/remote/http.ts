@@ -15,6 +15,8 @@
  */
 import { request as httpRequest, Agent as HttpAgent, type IncomingMessage } from 'node:http';
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
+import { readFileSync } from 'node:fs';
+import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
@@ -39,8 +41,35 @@ export interface Agents {
 export function makeAgents(): Agents {
   return {
     http: new HttpAgent({ keepAlive: true, maxSockets: 8 }),
-    https: new HttpsAgent({ keepAlive: true, maxSockets: 8 }),
+    https: new HttpsAgent({ keepAlive: true, maxSockets: 8, ...extraTrust(process.env['NODE_EXTRA_CA_CERTS']) }),
   };
+}
+
+/**
+ * The TLS options that make a connection trust the certificates of NODE_EXTRA_CA_CERTS besides
+ * Node's own roots, as Node does for every connection when it starts with the variable. strata's
+ * launcher (cli/strata) keeps the variable from Node's start, which it slows for every command,
+ * so the registry client adds them itself (for a process that started with it, adding them
+ * again changes nothing). A file that cannot be read is ignored, as Node ignores it (with a
+ * warning at start); a connection to a server it would have vouched for then fails on the
+ * certificate.
+ */
+export function extraTrust(file: string | undefined): { secureContext?: SecureContext; ca?: string[] } {
+  if (!file) return {};
+  let pem: string;
+  try {
+    pem = readFileSync(file, 'utf8');
+  } catch {
+    return {};
+  }
+  // The default context holds the roots Node trusts (bundled, or the system's with
+  // --use-openssl-ca); addCACert adds every certificate of the PEM text to it, as Node's own
+  // loading of the file does. Where a Node lacks it: its bundled roots and the file's.
+  const secureContext = createSecureContext();
+  const native = (secureContext as unknown as { context?: { addCACert?: (pem: string) => void } }).context;
+  if (typeof native?.addCACert !== 'function') return { ca: [...rootCertificates, pem] };
+  native.addCACert(pem);
+  return { secureContext };
 }
 
 /** A failure of the connection itself (refused, reset, hang-up, timeout): always retryable. */

@@ -91,7 +91,9 @@ export class Requester {
     const headers: Record<string, string> = { 'user-agent': this.#opts.userAgent, ...extra };
     const a = this.auth.header(url, action, redirected);
     if (a) headers.authorization = a;
-    return send(url, { method, headers, body, timeoutMs: this.#opts.timeoutMs, deadline, agents: this.#agents });
+    return send(url, { method, headers, body, timeoutMs: this.#opts.timeoutMs, deadline, agents: this.#agents }).catch((e: unknown) => {
+      throw tlsRefusal(url, e) ?? e;
+    });
   }
 
   /** See the file comment. `attempts` lets a caller share one budget over several requests. */
@@ -209,4 +211,32 @@ export class Requester {
       }
     }
   }
+}
+
+/** OpenSSL's verdicts on a server's certificate, as Node gives them in `code`. */
+const UNTRUSTED = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'CERT_UNTRUSTED', 'CERT_SIGNATURE_FAILURE',
+  'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'CERT_REVOKED', 'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * A TLS connection the client refused (the server's certificate) or could not make (no TLS at
+ * that address), as the one-line error it is: retrying cannot help, and it is the user's to fix.
+ * Undefined for any other failure.
+ */
+function tlsRefusal(url: URL, e: unknown): StrataError | undefined {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return undefined;
+  if (UNTRUSTED.has(code)) {
+    return new StrataError(STORE_ERR.REGISTRY, `registry ${url.host}: its TLS certificate is not trusted (${oneLine((e as Error).message)})`, {
+      hint: 'a registry signed by a site CA needs that CA: set NODE_EXTRA_CA_CERTS to its PEM file',
+    });
+  }
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'EPROTO') {
+    return new StrataError(STORE_ERR.REGISTRY, `registry ${url.host} does not answer in TLS at ${url.origin}`, {
+      hint: `for a registry that speaks plain HTTP, write http://${url.host}`,
+    });
+  }
+  return undefined;
 }

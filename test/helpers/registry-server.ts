@@ -10,6 +10,8 @@
  *                                        and signs ES256 JWTs with a throw-away key whose
  *                                        self-signed certificate (openssl) is the registry's
  *                                        rootcertbundle; the JWT carries it in `x5c`.
+ *   startRegistry({ tls: true })         HTTPS, with a certificate for 127.0.0.1 signed by a
+ *                                        throw-away CA (openssl) whose certificate is `caFile`.
  *
  * `http.secret` is fixed in the config, so upload sessions (whose `_state` is HMAC-signed
  * with it) survive restart() the way they do on a production registry.
@@ -19,6 +21,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer as createHttpServer, get as httpGet, request as httpRequest, type Server } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { createServer as createNetServer } from 'node:net';
 import { createPrivateKey, randomBytes, sign } from 'node:crypto';
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -26,8 +29,10 @@ import { join } from 'node:path';
 import { mustRun, removeDir, tempDir } from './tmp.js';
 
 export interface RegistryServer {
-  /** Base URL, `http://127.0.0.1:<port>`. */
+  /** Base URL, `http://127.0.0.1:<port>` (`https://` with tls). */
   url: string;
+  /** With tls: the PEM file of the CA that signed the registry's certificate. */
+  caFile?: string;
   /** `127.0.0.1:<port>`, as skopeo and docker config want it. */
   host: string;
   port: number;
@@ -49,6 +54,19 @@ export interface RegistryServer {
 
 export interface StartOptions {
   auth?: 'htpasswd' | 'token';
+  tls?: boolean;
+}
+
+/** A throw-away CA and a certificate for 127.0.0.1 it signed, in `dir`. */
+function makeCertificates(dir: string): { ca: string; cert: string; key: string } {
+  const f = (n: string) => join(dir, n);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  mustRun('openssl', ['req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.crt'), '-days', '2', '-subj', '/CN=strata-test-ca']);
+  mustRun('openssl', ['req', ...ec, '-keyout', f('tls.key'), '-out', f('tls.csr'), '-subj', '/CN=127.0.0.1']);
+  writeFileSync(f('tls.ext'), 'subjectAltName=IP:127.0.0.1\n');
+  mustRun('openssl', ['x509', '-req', '-in', f('tls.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial',
+    '-out', f('tls.crt'), '-days', '2', '-extfile', f('tls.ext')]);
+  return { ca: f('ca.crt'), cert: f('tls.crt'), key: f('tls.key') };
 }
 
 async function freePort(): Promise<number> {
@@ -65,7 +83,8 @@ async function freePort(): Promise<number> {
 
 function probe(url: string): Promise<number> {
   return new Promise((resolve) => {
-    const req = httpGet(url, { agent: false }, (res) => {
+    const get = url.startsWith('https:') ? httpsGet : httpGet;
+    const req = get(url, { agent: false, rejectUnauthorized: false }, (res) => {
       res.resume();
       resolve(res.statusCode ?? 0);
     });
@@ -146,6 +165,8 @@ export async function startRegistry(opts: StartOptions = {}): Promise<RegistrySe
     `  addr: 127.0.0.1:${port}`,
     `  secret: ${randomBytes(16).toString('hex')}`,
   ];
+  const certs = opts.tls ? makeCertificates(dir) : undefined;
+  if (certs) cfg.push('  tls:', `    certificate: ${certs.cert}`, `    key: ${certs.key}`);
   if (opts.auth === 'htpasswd') {
     const file = join(dir, 'htpasswd');
     mustRun('htpasswd', ['-B', '-b', '-c', file, username!, password!]);
@@ -159,7 +180,7 @@ export async function startRegistry(opts: StartOptions = {}): Promise<RegistrySe
   const cfgPath = join(dir, 'config.yml');
   writeFileSync(cfgPath, cfg.join('\n') + '\n');
 
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${certs ? 'https' : 'http'}://127.0.0.1:${port}`;
   let child: ChildProcess | undefined;
   let stderr = '';
   let stopped = false;
@@ -201,6 +222,7 @@ export async function startRegistry(opts: StartOptions = {}): Promise<RegistrySe
   }
   return {
     url,
+    caFile: certs?.ca,
     host: `127.0.0.1:${port}`,
     port,
     storageDir,
