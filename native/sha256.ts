@@ -131,6 +131,23 @@ export class StreamHash {
   }
 
   /**
+   * Hashes `bytes` without copying them: the caller leaves them unchanged until `release` is
+   * called (at once when the stream is hashed here, else once they are hashed), and must not
+   * hand them to anyone who could (a transfer to another thread detaches them). For a producer
+   * whose buffers are its own, such as a blob being written: one copy of every byte less.
+   */
+  updateOwned(bytes: Uint8Array, release: () => void): void {
+    if (this.ended) throw new Error('StreamHash: update after digest or abort');
+    if (this.here || bytes.byteLength === 0) {
+      this.here?.update(bytes);
+      release();
+      return;
+    }
+    this.hand();
+    this.queue(bytes, release);
+  }
+
+  /**
    * Undefined, or a promise to await before producing more: the hashing of this stream is
    * behind. A producer that awaits it holds at most BEHIND + 1 slots.
    */
@@ -184,10 +201,17 @@ export class StreamHash {
     const bytes = f.bytes.subarray(0, this.filled);
     this.fill = undefined;
     this.filled = 0;
+    this.queue(bytes, () => {
+      if (f.pooled) slots.give(f.bytes);
+    });
+  }
+
+  /** Hashes `bytes` after everything queued before; `release` once they are hashed (or never will be). */
+  private queue(bytes: Uint8Array, release: () => void): void {
     const stream = this.stream;
     this.queued++;
     const done = () => {
-      if (f.pooled) slots.give(f.bytes);
+      release();
       if (--this.queued < BEHIND && this.caughtUp) {
         const resolve = this.caughtUp;
         this.caughtUp = undefined;

@@ -3,7 +3,8 @@
  * stream's size and size hint (hashed here, or on libuv's pool through the process's slots),
  * interleaving with other streams, a producer that never waits (the slots run out: buffers of
  * its own), more streams than slots each holding one half filled, and the caller reusing its
- * buffer right after update(). abort() frees what the stream held. The addon's stream calls
+ * buffer right after update(); buffers handed over without a copy (updateOwned) are hashed in
+ * order and released once hashed. abort() frees what the stream held. The addon's stream calls
  * refuse to be used out of order.
  */
 import { suite } from 'uvu';
@@ -68,6 +69,33 @@ test('streams interleaved on the pool keep their own bytes; an aborted one frees
   // Every slot is free again: a long stream that waits on the backlog never needs a copy.
   const c = noise(20 << 20, 5);
   assert.is(await hashChunked(c, 1 << 20, 6, true), want(c));
+});
+
+test('updateOwned: the caller\'s buffers hashed where they are, in order with copied chunks; each released once hashed', async () => {
+  for (const hint of [undefined, 1 << 20]) {
+    const data = noise(9 << 20, 77);
+    const h = new StreamHash(hint);
+    const released: number[] = [];
+    const owned: Buffer[] = [];
+    let off = 0;
+    for (let i = 0; off < data.length; i++) {
+      const n = Math.min(data.length - off, (1 << 20) + i * 4099);
+      if (i % 3 === 2) h.update(data.subarray(off, off + n));
+      else {
+        const b = Buffer.from(data.subarray(off, off + n));
+        owned.push(b);
+        h.updateOwned(b, () => {
+          released.push(i);
+          b.fill(0x5a); // the buffer is the caller's again: changing it now must not change the digest
+        });
+      }
+      off += n;
+      await h.backlog();
+    }
+    assert.is(await h.digest(), want(data), `hint ${hint}`);
+    assert.is(released.length, owned.length, 'every owned buffer released');
+    assert.equal(released, [...released].sort((a, b) => a - b), 'released in order');
+  }
 });
 
 test('more streams than slots, each holding a slot half filled, never wait on one another', async () => {
