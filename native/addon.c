@@ -104,6 +104,28 @@ napi_value queue_job(napi_env env, const char *what, napi_async_execute_callback
   return promise;
 }
 
+napi_value tagged_external(napi_env env, void *data, napi_finalize finalize, const napi_type_tag *tag) {
+  napi_value v;
+  if (napi_create_external(env, data, NULL, NULL, &v) != napi_ok || napi_type_tag_object(env, v, tag) != napi_ok ||
+      napi_add_finalizer(env, v, data, finalize, NULL, NULL) != napi_ok) {
+    throw_pending(env, "napi_create_external");
+    return NULL;
+  }
+  return v;
+}
+
+void *tagged_external_data(napi_env env, napi_value v, const napi_type_tag *tag, const char *usage) {
+  napi_valuetype t;
+  bool tagged = false;
+  void *data = NULL;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_check_object_type_tag(env, v, tag, &tagged) != napi_ok || !tagged ||
+      napi_get_value_external(env, v, &data) != napi_ok || data == NULL) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
+    return NULL;
+  }
+  return data;
+}
+
 /*
  * Node's names for errno values. glibc aliases (EOPNOTSUPP, EWOULDBLOCK, EDEADLOCK) come
  * after the names Node uses, so the first match wins. Anything not listed falls back to

@@ -912,14 +912,11 @@ static void session_finalize(napi_env env, void *data, void *hint) {
   session_free(data);
 }
 
+/* Marks a session's External, so that no other object (a hash stream's) passes for one. */
+static const napi_type_tag SESSION_TAG = {0x7374726174612d65ULL, 0x7874726163747331ULL};
+
 static session *get_session(napi_env env, napi_value v) {
-  void *data = NULL;
-  napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &data) != napi_ok || data == NULL) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "not an extraction session");
-    return NULL;
-  }
-  return data;
+  return tagged_external_data(env, v, &SESSION_TAG, "not an extraction session");
 }
 
 static napi_value js_extract_available(napi_env env, napi_callback_info info) {
@@ -949,12 +946,8 @@ static napi_value js_extract_open(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ENOMEM", msg);
     return NULL;
   }
-  napi_value v;
-  if (napi_create_external(env, s, session_finalize, NULL, &v) != napi_ok) {
-    session_free(s);
-    throw_pending(env, "napi_create_external");
-    return NULL;
-  }
+  napi_value v = tagged_external(env, s, session_finalize, &SESSION_TAG);
+  if (v == NULL) session_free(s);
   return v;
 }
 

@@ -25,6 +25,15 @@ int open_beneath_fd(int dirfd, const char *path, int flags, mode_t mode);
 napi_value queue_job(napi_env env, const char *what, napi_async_execute_callback execute, napi_async_complete_callback done, void *data,
                      napi_async_work *work, napi_deferred *deferred);
 
+/*
+ * An External holding `data`, tagged with `tag` (napi_type_tag_object): `finalize` frees data
+ * when the object is collected. NULL with a pending exception when it could not be made (the
+ * caller still owns `data` then).
+ */
+napi_value tagged_external(napi_env env, void *data, napi_finalize finalize, const napi_type_tag *tag);
+/* The data of an External made by tagged_external with `tag`; NULL (TypeError `usage` thrown) for anything else. */
+void *tagged_external_data(napi_env env, napi_value v, const napi_type_tag *tag, const char *usage);
+
 /* native/extract.c: adds extractAvailable, extractOpen, extractRun and extractClose to `exports`. */
 napi_status extract_register(napi_env env, napi_value exports);
 

@@ -113,14 +113,12 @@ static void stream_finalize(napi_env env, void *data, void *hint) {
   free(s);
 }
 
+/* Marks a stream's External, so that no other object (an extraction session's) passes for one. */
+static const napi_type_tag STREAM_TAG = {0x7374726174612d73ULL, 0x6861323536737431ULL};
+
 static hash_stream *stream_arg(napi_env env, napi_value v, const char *usage) {
-  napi_valuetype t;
-  void *p = NULL;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &p) != napi_ok || p == NULL) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
-    return NULL;
-  }
-  hash_stream *s = p;
+  hash_stream *s = tagged_external_data(env, v, &STREAM_TAG, usage);
+  if (s == NULL) return NULL;
   if (s->busy || s->spent) {
     napi_throw_error(env, "ERR_INVALID_STATE", s->spent ? "the sha256 stream's digest was already taken" : "the sha256 stream has an update outstanding");
     return NULL;
@@ -140,12 +138,10 @@ static napi_value js_hash_open(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ENOMEM", "hashOpen: out of memory");
     return NULL;
   }
-  napi_value v;
-  if (napi_create_external(env, s, stream_finalize, NULL, &v) != napi_ok) {
+  napi_value v = tagged_external(env, s, stream_finalize, &STREAM_TAG);
+  if (v == NULL) {
     sha256_free(s->ctx);
     free(s);
-    throw_pending(env, "napi_create_external");
-    return NULL;
   }
   return v;
 }

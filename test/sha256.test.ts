@@ -5,11 +5,13 @@
  * its own), more streams than slots each holding one half filled, and the caller reusing its
  * buffer right after update(); buffers handed over without a copy (updateOwned) are hashed in
  * order and released once hashed. abort() frees what the stream held. The addon's stream calls
- * refuse to be used out of order.
+ * refuse to be used out of order, or on an object of another kind (an extraction session).
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
+import { closeSync, openSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { StreamHash, sha256Short } from '../native/sha256.js';
 import { addon } from '../native/binding.js';
 import { noise, seeded } from './helpers/random.js';
@@ -128,6 +130,27 @@ test('the addon\'s stream calls: one update at a time, one digest, a Uint8Array 
   assert.is(a.hashDigest(s), want(Buffer.from('abc')));
   assert.throws(() => a.hashDigest(s), /already taken/);
   assert.throws(() => a.hashUpdate(s, Buffer.from('d')), /already taken/);
+});
+
+test('a hash stream and an extraction session are not taken for one another', async () => {
+  const a = addon();
+  const stream = a.hashOpen();
+  assert.throws(() => a.extractRun(stream, Buffer.alloc(0), 0, true), /not an extraction session/);
+  const blob = openSync('/dev/null', 'r');
+  const root = openSync(tmpdir(), 'r');
+  try {
+    const session = a.extractOpen(blob, root);
+    try {
+      assert.throws(() => a.hashUpdate(session, Buffer.from('x')), /hashUpdate\(stream/);
+      assert.throws(() => a.hashDigest(session), /hashDigest\(stream/);
+    } finally {
+      a.extractClose(session);
+    }
+  } finally {
+    closeSync(blob);
+    closeSync(root);
+  }
+  assert.is(a.hashDigest(stream), want(Buffer.alloc(0)));
 });
 
 test('sha256Short: the digest of every length, through the addon; digests kept stay as they were', () => {
