@@ -24,6 +24,7 @@
  * Without the addon (or a libcrypto it can find) every stream is hashed on the calling thread.
  *
  * Contract: update() never keeps the caller's buffer (it is copied before update returns);
+ * updateOwned() hashes the caller's buffer where it is and says when it is the caller's again;
  * digest() resolves to the lowercase hex digest, once; abort() drops the stream (always safe,
  * also after digest).
  */

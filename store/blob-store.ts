@@ -138,12 +138,12 @@ export class BlobStore {
     const hash = new StreamHash(sizeHint ?? (Array.isArray(source) ? source.reduce((n: number, b: Uint8Array) => n + b.byteLength, 0) : undefined));
     let size = 0;
     let hex: string;
-    // Up to WRITES_IN_FLIGHT positional writes run in the thread pool while the next chunks
-    // are hashed. Every chunk is copied into WRITE_SIZE buffers of the put's own, recycled once
-    // written and hashed, before the next is asked for: a producer may reuse a chunk's buffer as soon as
-    // it is resumed (store/sources/tar.ts does), and a large import does not fault in a fresh
-    // buffer per MiB (mpi.tar's import 0.84x the wall time and 138 against 192 MiB peak RSS
-    // of writing large chunks as they came, in buffers never reused).
+    // Every chunk is copied into WRITE_SIZE buffers of the put's own before the next is asked
+    // for: a producer may reuse a chunk's buffer as soon as it is resumed (store/sources/tar.ts
+    // does). A full buffer is hashed and written from where it is, up to WRITES_IN_FLIGHT
+    // positional writes in the thread pool, and recycled once both are done, so a large import
+    // does not fault in a fresh buffer per MiB (mpi.tar's import 0.84x the wall time and 138
+    // against 192 MiB peak RSS of writing large chunks as they came, in buffers never reused).
     const inflight = new Set<Promise<unknown>>();
     const spare: Buffer[] = [];
     let gather: Buffer = Buffer.allocUnsafe(WRITE_SIZE);
