@@ -199,21 +199,15 @@ static napi_value js_hash_update(napi_env env, napi_callback_info info) {
   j->s = s;
   j->data = data;
   j->len = len;
-  if (napi_create_reference(env, argv[0], 1, &j->stream_ref) != napi_ok) {
-    free(j);
+  napi_value promise = NULL;
+  if (napi_create_reference(env, argv[0], 1, &j->stream_ref) != napi_ok || napi_create_reference(env, argv[1], 1, &j->bytes_ref) != napi_ok) {
     throw_pending(env, "napi_create_reference");
-    return NULL;
+  } else {
+    promise = queue_job(env, "hashUpdate", update_execute, update_complete, j, &j->work, &j->deferred);
   }
-  if (napi_create_reference(env, argv[1], 1, &j->bytes_ref) != napi_ok) {
-    napi_delete_reference(env, j->stream_ref);
-    free(j);
-    throw_pending(env, "napi_create_reference");
-    return NULL;
-  }
-  napi_value promise = queue_job(env, "hashUpdate", update_execute, update_complete, j, &j->work, &j->deferred);
   if (promise == NULL) {
-    napi_delete_reference(env, j->stream_ref);
-    napi_delete_reference(env, j->bytes_ref);
+    if (j->stream_ref != NULL) napi_delete_reference(env, j->stream_ref);
+    if (j->bytes_ref != NULL) napi_delete_reference(env, j->bytes_ref);
     free(j);
     return NULL;
   }
