@@ -5,19 +5,21 @@
 import { comparePaths, LayerMerge, type LayerEntry, type LoadedModule, type MergePlan, type PlannedFile, type StoreReader } from '../store/index.js';
 export type { MergePlan, PlannedEntry, PlannedFile } from '../store/index.js';
 import type { AclIndex } from './embedded.js';
+import { fitHeapToPlan, LARGE_PLAN } from './heap.js';
 
 /**
  * Reads each layer's headers (bodies skipped) and plans the merged tree. `extra` is asked,
  * with the merged tree's ACLs, for entries to lay over everything (the embedded metadata);
  * they form the last layer, index `layers.length`. Memory is bounded: the plan spills to the
- * store's scratch directory past its budget. Call plan.dispose() when done.
+ * store's scratch directory past its budget; the heap is fitted to a large plan (heap.ts) as
+ * soon as the layers have given that many entries. Call plan.dispose() when done.
  */
 export async function planMerge(
   store: StoreReader,
   layers: LoadedModule[],
   extra?: (acls: AclIndex, hasDir: (p: string) => boolean) => LayerEntry[],
 ): Promise<MergePlan> {
-  const merge = new LayerMerge({ tmpDir: await store.scratchDir() });
+  const merge = new LayerMerge({ tmpDir: await store.scratchDir(), large: { entries: LARGE_PLAN, reached: fitHeapToPlan } });
   try {
     for (const mod of layers) await merge.addLayer((first) => store.layerEntries(mod, { whiteoutsAndLinks: first }), mod.fullName);
     if (extra) {

@@ -11,7 +11,6 @@ import { printable } from '../native/errors.js';
 import { IMAGE_ERR } from './image/errors.js';
 import type { LoadedModule, Store, StoreReader } from '../store/index.js';
 import { AclIndex, embeddedEntries, embeddedFiles } from './embedded.js';
-import { fitHeapToPlan } from './heap.js';
 import { Lock, lockOf, parseLock } from './lock.js';
 import { MergePlan, planMerge } from './merge.js';
 import { SandboxResult, writeSandbox } from './sandbox.js';
@@ -63,7 +62,6 @@ export async function planOutput(store: StoreReader, mods: LoadedModule[]): Prom
     for (const f of files) embedded.set(f.path, f.content);
     return embeddedEntries(files, hasDir);
   });
-  fitHeapToPlan(plan.count);
   return { plan, embedded, lock };
 }
 

@@ -145,6 +145,11 @@ export interface LayerMergeOptions {
   tmpDir: string;
   /** Bytes of leaves held in memory before they spill (default defaultBudget()). */
   budget?: number;
+  /**
+   * Called once, as soon as the layers have given `entries` entries: a caller that sizes its
+   * memory by the plan acts before the plan's own allocations, the largest, are made.
+   */
+  large?: { entries: number; reached(): void };
 }
 
 export class LayerMerge {
@@ -156,6 +161,8 @@ export class LayerMerge {
   private readonly linkTargets: Array<Map<string, LayerEntry>> = [];
   private readonly sorters: Array<SpillSorter<unknown>> = [];
   private aclSeen = false;
+  /** Entries the layers have given so far (LayerMergeOptions.large). */
+  private taken = 0;
 
   constructor(private readonly opts: LayerMergeOptions) {
     this.leaves = new SpillSorter<Leaf>({ compare: (a, b) => comparePaths(a.entry.path, b.entry.path), codec: leafCodec, dir: opts.tmpDir, budget: opts.budget });
@@ -204,6 +211,7 @@ export class LayerMerge {
     // other. Forgotten when a node is replaced by another kind (a resolution may change).
     let last: { dir: string; at: { node: Node; path: string } } | undefined;
     for await (const e of read(false)) {
+      if (++this.taken === this.opts.large?.entries) this.opts.large.reached();
       if (whiteoutTarget(e.path)) continue;
       if (e.acl && (e.acl.access || e.acl.default)) this.aclSeen = true;
       if (e.type === 'file' && linked.has(e.path)) targets.set(e.path, e);
