@@ -53,6 +53,11 @@ export function canonicalJson(value: unknown): Buffer {
   return Buffer.from(stringify(value), 'utf8');
 }
 
+/** canonicalJson's text of `value`: a part of a document written in pieces (a layer's manifest). */
+export function canonicalJsonText(value: unknown): string {
+  return stringify(value);
+}
+
 function stringify(v: unknown): string {
   if (v === null || typeof v === 'boolean' || typeof v === 'string') return JSON.stringify(v);
   if (typeof v === 'number') {

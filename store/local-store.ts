@@ -22,7 +22,7 @@ import { StrataError, STORE_ERR } from './errors.js';
 import { IndexView, LockOptions, preloadIndex, withIndex } from './catalog/leveldb.js';
 import { CATALOG_FILE, catalogView, pruneSnapshots, readCatalog, retainedSnapshots } from './catalog/snapshot.js';
 import { LayerBuilder } from './layer/builder.js';
-import { applyManifestEntry, manifestLookup, LayerManifest } from './layer/manifest.js';
+import { applyManifestEntry, ManifestIndex, summarizeManifest } from './layer/manifest.js';
 import { checkCollectionName, parseCollection, serializeCollection, type Collection } from './collections.js';
 import { checkFullName, envOpProblem, EnvOp, fullNameOf, ModuleRecord, recordExtras, RecordExtras, splitFullName, validateRecord } from './record.js';
 import { addSource } from './sources/index.js';
@@ -288,9 +288,8 @@ export class LocalStore {
         }
       });
       const layer = cidFromHex(RAW_CODEC, hex);
-      const manifest = built.manifest(layer);
       const layerGid = gid ?? (await groupOf(parseCid(layer).hex));
-      const mput = await this.blobs.put([canonicalJson(manifest)], undefined, async () => layerGid);
+      const mput = await this.blobs.put(built.manifest(layer), undefined, async () => layerGid);
       const manifestCid = cidFromHex(JSON_CODEC, mput.hex);
       return { layer, manifest: manifestCid, entries: built.entries, bytes: built.bytes, skipped, image, repaired: repaired || mput.prior !== 'ok' };
     } finally {
@@ -439,8 +438,30 @@ export class LocalStore {
     return { fullName: ref, cid, record: await this.loadRecord(cid, ref) };
   }
 
-  async manifestOf(mod: LoadedModule): Promise<LayerManifest> {
-    return this.getJson<LayerManifest>(mod.record.manifest, `manifest of ${mod.fullName}`);
+  /** A module's manifest, read as it streams (its digest checked at its end, before any use). */
+  private async manifestIndex(mod: LoadedModule): Promise<ManifestIndex> {
+    const tmp = await this.scratchDir();
+    return this.readManifestBlob(mod, (chunks, what) => ManifestIndex.read(chunks, what, tmp));
+  }
+
+  async manifestSummary(mod: LoadedModule) {
+    return this.readManifestBlob(mod, summarizeManifest);
+  }
+
+  /**
+   * Runs `read` over the bytes of a module's manifest as they stream. A damaged manifest trips
+   * the parser before the digest check at the end of the stream: it is named as the corrupt blob
+   * it is, as the digest check would.
+   */
+  private async readManifestBlob<T>(mod: LoadedModule, read: (chunks: AsyncIterable<Uint8Array>, what: string) => Promise<T>): Promise<T> {
+    const hex = parseCid(mod.record.manifest).hex;
+    const what = `manifest of ${mod.fullName}`;
+    try {
+      return await read(this.blobs.read(hex, what), what);
+    } catch (e) {
+      if (e instanceof StrataError && e.code === STORE_ERR.RECORD_INVALID && (await this.blobs.check(hex)) === 'corrupt') throw this.blobs.mismatch(hex, what);
+      throw e;
+    }
   }
 
   /**
@@ -448,7 +469,8 @@ export class LocalStore {
    * the end (a mismatch throws, naming the module).
    */
   async *readLayer(mod: LoadedModule, opts: ReadLayerOptions = {}): AsyncGenerator<LayerItem> {
-    const manifest = manifestLookup(await this.manifestOf(mod));
+    const index = await this.manifestIndex(mod);
+    const manifest = index.lookup();
     const hex = parseCid(mod.record.layer).hex;
     const what = `layer of ${mod.fullName}`;
     const check = this.cacheCheck(hex, what);
@@ -470,10 +492,10 @@ export class LocalStore {
         });
       }
       throw e;
+    } finally {
+      index.dispose();
     }
   }
-
-
 
   /**
    * A layer's entries with their xattrs and ACLs, without reading file contents, streamed: from
@@ -484,7 +506,6 @@ export class LocalStore {
    */
   async *layerEntries(mod: LoadedModule, opts: EntryListOptions = {}): AsyncGenerator<LayerEntry> {
     const hex = parseCid(mod.record.layer).hex;
-    const manifest = manifestLookup(await this.manifestOf(mod));
     let file = this.entryCachePath(hex);
     // The list's digest is of the file's bytes as read (the rows and their framing).
     let h = createHash('sha256');
@@ -535,7 +556,10 @@ export class LocalStore {
         hint: 'run the command again: the entry list is rebuilt from the layer',
       });
     };
+    // A pass for whiteouts and links only needs no xattrs or ACLs.
+    const index = opts.whiteoutsAndLinks ? undefined : await this.manifestIndex(mod);
     try {
+      const manifest = index?.lookup() ?? (() => undefined);
       // The quick test can only let through more than it must: a row that hides a whiteout
       // from it (an escaped character) is not the row the layer gives, and fails its check.
       const quick = opts.whiteoutsAndLinks ? (text: string) => text.includes(WHITEOUT_PREFIX) || text.includes('"hardlink"') : undefined;
@@ -549,6 +573,8 @@ export class LocalStore {
       list.end();
     } catch (e) {
       throw e === BAD_ROWS ? bad() : e;
+    } finally {
+      index?.dispose();
     }
     this.handOut(hex, h.digest('hex'), bad);
   }
@@ -776,14 +802,13 @@ export class LocalStore {
   /** A module with its layer size and manifest counts. */
   async describe(ref: string): Promise<ModuleDescription> {
     const mod = await this.get(ref);
-    const manifest = await this.manifestOf(mod);
-    const entries = Object.values(manifest.entries);
+    const { head, aclPaths, xattrPaths } = await this.manifestSummary(mod);
     return {
       fullName: mod.fullName,
       cid: mod.cid,
       record: mod.record,
       layerBytes: await this.blobs.size(parseCid(mod.record.layer).hex),
-      manifest: { stats: manifest.stats, aclPaths: entries.filter((e) => e.acl).length, xattrPaths: entries.filter((e) => e.xattrs).length },
+      manifest: { stats: head.stats, aclPaths, xattrPaths },
     };
   }
 

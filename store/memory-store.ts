@@ -10,7 +10,7 @@ import { StrataError, STORE_ERR } from './errors.js';
 import { isCid, parseCid, sha256Hex } from './cid.js';
 import type { LayerItem, LoadedModule } from './internals.js';
 import { layerItem } from './layer/items.js';
-import { manifestLookup, type LayerManifest } from './layer/manifest.js';
+import { ManifestIndex, summarizeManifest } from './layer/manifest.js';
 import { fullNameOf, validateRecord, type ModuleRecord } from './record.js';
 import { readTar } from './tar/reader.js';
 import type { LayerEntry } from './types.js';
@@ -61,8 +61,9 @@ export class MemoryStore implements StoreReader {
     return validateRecord(JSON.parse(this.verified(cid, what).toString('utf8')), fullName ?? cid);
   }
 
-  async manifestOf(mod: LoadedModule): Promise<LayerManifest> {
-    return JSON.parse(this.verified(mod.record.manifest, `manifest of ${mod.fullName}`).toString('utf8')) as LayerManifest;
+  async manifestSummary(mod: LoadedModule) {
+    const what = `manifest of ${mod.fullName}`;
+    return summarizeManifest([this.verified(mod.record.manifest, what)], what);
   }
 
   async *layerEntries(mod: LoadedModule, opts: EntryListOptions = {}): AsyncGenerator<LayerEntry> {
@@ -74,7 +75,8 @@ export class MemoryStore implements StoreReader {
   }
 
   async *readLayer(mod: LoadedModule): AsyncGenerator<LayerItem> {
-    const manifest = manifestLookup(await this.manifestOf(mod));
+    const index = await ManifestIndex.read([this.verified(mod.record.manifest, `manifest of ${mod.fullName}`)], `manifest of ${mod.fullName}`, os.tmpdir());
+    const manifest = index.lookup();
     const what = `layer of ${mod.fullName}`;
     const bytes = this.blob(mod.record.layer, what);
     const hex = parseCid(mod.record.layer).hex;
@@ -83,6 +85,8 @@ export class MemoryStore implements StoreReader {
       for await (const t of readTar(chunks(bytes))) yield layerItem(t, manifest);
     } catch (e) {
       if (ok) throw e;
+    } finally {
+      index.dispose();
     }
     // As the local store: the digest is checked when the stream ends, so a consumer that
     // commits only on a clean end never keeps bad bytes.

@@ -5,7 +5,7 @@
  */
 import type { LayerEntry } from './types.js';
 import type { ModuleRecord } from './record.js';
-import type { LayerManifest } from './layer/manifest.js';
+import type { ManifestHead } from './layer/manifest.js';
 import type { LayerItem, LoadedModule, ReadLayerOptions } from './internals.js';
 
 export interface EntryListOptions {
@@ -22,8 +22,12 @@ export interface StoreReader {
   get(ref: string): Promise<LoadedModule>;
   /** A record by CID, verified and validated (same errors as get). */
   loadRecord(cid: string, fullName?: string): Promise<ModuleRecord>;
-  /** The module's sidecar manifest, verified against its CID. */
-  manifestOf(mod: LoadedModule): Promise<LayerManifest>;
+  /**
+   * The module's sidecar manifest, verified against its CID, streamed: its fields but its
+   * entries, and how many of its paths carry ACLs and xattrs. (The entries themselves reach
+   * outputs on the layer's entries, layerEntries and readLayer.)
+   */
+  manifestSummary(mod: LoadedModule): Promise<{ head: ManifestHead; aclPaths: number; xattrPaths: number }>;
   /**
    * The layer's entries in canonical order with their xattrs and ACLs, without file contents.
    * Comes from a rebuildable cache when there is one; the layer itself is authoritative.

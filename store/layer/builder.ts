@@ -19,7 +19,8 @@ import { LayerEntry, comparePaths } from '../types.js';
 import { isBelow, normalizeLayerPath, printable, whiteoutTarget } from './path.js';
 import { encodeHeader, encodeHeaderInto, END_OF_ARCHIVE, type TarWriteHeader } from '../tar/writer.js';
 import { BLOCK, padding } from '../tar/header.js';
-import { LayerManifest, manifestEntry } from './manifest.js';
+import { manifestEntry, manifestRecCodec, type ManifestHead, type ManifestRec } from './manifest.js';
+import { canonicalJsonText } from '../cid.js';
 import { checkOutputLimits } from './limits.js';
 import { entryCodec } from './entry-codec.js';
 import { SpillSorter, type RecordCodec } from '../spill.js';
@@ -79,8 +80,11 @@ export interface BuiltLayer {
   tar(onEntry?: (e: LayerEntry) => void): AsyncGenerator<Uint8Array>;
   /** The canonical entries with their contents, in order, held in memory (small layers only: OCI image layers). */
   items(): Promise<Array<{ entry: LayerEntry; content?: ContentOpener }>>;
-  /** The manifest; after tar() has run (its entries are collected while the tar is written). */
-  manifest(layerCid: string): LayerManifest;
+  /**
+   * The manifest's bytes (its canonical JSON, manifest.ts), in chunks; after tar() has run (its
+   * entries are collected while the tar is written, and sorted through spill files). Read once.
+   */
+  manifest(layerCid: string): Iterable<Buffer>;
   /** Entries and bytes of files; for a layer from an ordered source, after tar() has run. */
   readonly entries: number;
   readonly bytes: number;
@@ -97,9 +101,9 @@ export interface BuilderOptions {
 
 /**
  * Collects a layer's entries, in any order and any number (past the budget they are sorted
- * to disk: store/spill.ts), and builds its canonical form. Memory is bounded by the budget,
- * plus the hard links of the layer (their groups are resolved in memory) and the manifest's
- * entries (paths with xattrs or ACLs). A source that can give its entries again (addFrom) and
+ * to disk: store/spill.ts), and builds its canonical form. Memory is bounded by the budgets
+ * (the entries', the manifest's), plus the hard links of the layer (their groups are resolved
+ * in memory). A source that can give its entries again (addFrom) and
  * gives them in canonical order is not sorted at all: its canonical tar is written as it is
  * read (`written`).
  */
@@ -122,12 +126,17 @@ export class LayerBuilder {
   private ordered: SourceItems | undefined;
   private orderedSize: number | undefined;
 
+  private readonly tmpDir: string;
+  private readonly budget: number | undefined;
+
   constructor(opts: BuilderOptions = {}) {
+    this.tmpDir = opts.tmpDir ?? os.tmpdir();
+    this.budget = opts.budget;
     this.sorter = new SpillSorter<Rec>({
       compare: (x, y) => comparePaths(x.entry.path, y.entry.path),
       codec: entryCodec<Extra>() as RecordCodec<Rec>,
-      dir: opts.tmpDir ?? os.tmpdir(),
-      budget: opts.budget,
+      dir: this.tmpDir,
+      budget: this.budget,
     });
     this.cleanups.push(() => this.sorter.dispose());
   }
@@ -369,7 +378,11 @@ export class LayerBuilder {
       const { xattrs: _x, acl: _a, ...meta } = original.entry;
       return { entry: { ...meta, path: p, type: 'hardlink', size: 0, linkname: g.leader } };
     };
-    const manifestEntries: LayerManifest['entries'] = {};
+    // The manifest's entries, in its order (JSON's, by UTF-16 code units: not the tar's), through
+    // spill files: a licensed tree has an ACL on every file, and 200,000 of them held as
+    // objects, then as one JSON string, took the import past 340 MiB.
+    const manifestEntries = new SpillSorter<ManifestRec>({ compare: byJsonKey, codec: manifestRecCodec, dir: this.tmpDir, budget: this.budget });
+    this.cleanups.push(() => manifestEntries.dispose());
     const builder = this;
     return {
       get entries() {
@@ -383,7 +396,7 @@ export class LayerBuilder {
         canonicalTar(records(), (s) => {
           const c = canonical(s);
           const m = manifestEntry(c.entry);
-          if (m) manifestEntries[c.entry.path] = m;
+          if (m) manifestEntries.push([c.entry.path, canonicalJsonText(m)]);
           onEntry?.(c.entry);
           return c;
         }),
@@ -393,9 +406,34 @@ export class LayerBuilder {
         for await (const { rec } of records()) out.push(canonical({ rec }));
         return out;
       },
-      manifest: (layer) => ({ manifestVersion: 1, layer, stats: { entries: builder.seq, bytes: builder.bytes }, entries: manifestEntries }),
+      manifest: (layer) => manifestBytes(manifestEntries.sorted(), { manifestVersion: 1, layer, stats: { entries: builder.seq, bytes: builder.bytes } }),
     };
   }
+}
+
+/** The order of a JSON document's keys in canonical JSON (cid.ts): by UTF-16 code units. */
+const byJsonKey = (a: ManifestRec, b: ManifestRec): number => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
+
+/** Bytes of manifest text gathered into one chunk. */
+const MANIFEST_CHUNK = 64 << 10;
+
+/**
+ * The bytes canonicalJson gives for `head` with `entries` added (manifest.ts's LayerManifest),
+ * written as they come: the sorted entries go into "entries", the document's first key.
+ */
+function* manifestBytes(entries: Iterable<ManifestRec>, head: ManifestHead): Generator<Buffer> {
+  let text = '{"entries":{';
+  let first = true;
+  for (const [path, json] of entries) {
+    text += `${first ? '' : ','}${JSON.stringify(path)}:${json}`;
+    first = false;
+    if (text.length >= MANIFEST_CHUNK) {
+      yield Buffer.from(text);
+      text = '';
+    }
+  }
+  const rest = canonicalJsonText(head);
+  yield Buffer.from(`${text}},${rest.slice(1)}`);
 }
 
 /** How many of the latest files a pass over an ordered source keeps for the hard links that follow. */

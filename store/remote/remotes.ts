@@ -45,7 +45,7 @@ import { CompressStream, DecompressStream } from 'zstd-napi';
 import { printable } from '../../native/errors.js';
 import { canonicalJson, cidFromHex, JSON_CODEC, parseCid, RAW_CODEC } from '../cid.js';
 import { StrataError, STORE_ERR } from '../errors.js';
-import type { LayerManifest } from '../layer/manifest.js';
+import { readManifest } from '../layer/manifest.js';
 import { fullNameOf, splitFullName, validateRecord, type ModuleRecord } from '../record.js';
 import { parseRepositoryRef, RegistryClient, MEDIA_TYPES, type RegistryClientOptions, type RegistryRef, type RetryInfo } from './client.js';
 import { isValidTag, tagFromFullName } from './tag.js';
@@ -834,7 +834,8 @@ async function pullArtifact(store: StoreInternals, s: Session, art: ParsedArtifa
     await store.blobs.put(s.client.getBlob(art.sidecar.digest, art.sidecar.size), sidecar.hex, groupOf, art.sidecar.size);
     bytes += art.sidecar.size;
   }
-  const m = await store.getJson<LayerManifest>(record.manifest, `manifest of ${fullName}`);
+  // Streamed: the entries are only checked to be a manifest's, not held.
+  const m = await readManifest(store.blobs.read(sidecar.hex, `manifest of ${fullName}`), `manifest of ${fullName}`, () => undefined);
   if (m.layer !== record.layer) throw mismatch(`layer manifest ${record.manifest} describes layer ${m.layer}, not ${record.layer}`);
   await store.blobs.put([recordBytes], recordHex);
   bytes += recordBytes.length;
