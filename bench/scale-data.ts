@@ -192,13 +192,38 @@ function header(name: string, dir: boolean, size: number): Buffer {
 }
 
 /**
+ * A pax extended header carrying POSIX ACLs (GNU tar's SCHILY.acl.* records, numeric group):
+ * a licensed tree, where every file and directory has one.
+ */
+function aclHeader(dir: boolean, group: number): Buffer {
+  const rec = (k: string, v: string) => {
+    const body = ` ${k}=${v}\n`;
+    let len = body.length + 1;
+    while (`${len}${body}`.length !== len) len = `${len}${body}`.length;
+    return `${len}${body}`;
+  };
+  const text = (x: string) => `user::rw${x}\ngroup::r-${x}\ngroup:${group}:r-${x}\nmask::r-${x}\nother::---\n`;
+  const records = Buffer.from(rec('SCHILY.acl.access', text(dir ? 'x' : '-')) + (dir ? rec('SCHILY.acl.default', text('x')) : ''));
+  const h = header('PaxHeader', false, records.length);
+  h.write('x', 156, 'latin1');
+  h.write('        ', 148, 'latin1');
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
+  const pad = (512 - (records.length % 512)) % 512;
+  return Buffer.concat([h, records, Buffer.alloc(pad)]);
+}
+
+/**
  * Writes the layer straight to a tar file, byte for byte what GNU tar 1.34 writes from
  * writeScaleTree's tree with GNU_TAR_SCALE_OPTIONS (members "./…", the root "./", directories with a
  * trailing slash, two zero blocks, padded to 10,240-byte records). Returns bytes in files.
  * `reversed`: each directory's files in reverse order, an archive of the same layer that is
- * not in canonical order (the tests' import through the sorter).
+ * not in canonical order (the tests' import through the sorter). `aclGroup`: every entry but the
+ * root carries an access ACL naming that group (directories a default ACL too), as GNU tar
+ * --acls writes a licensed tree: not what GNU tar writes from writeScaleTree's tree.
  */
-export function writeScaleTar(file: string, n: number, opts: { reversed?: boolean } = {}): number {
+export function writeScaleTar(file: string, n: number, opts: { reversed?: boolean; aclGroup?: number } = {}): number {
   const fd = openSync(file, 'wx', 0o644);
   const buf = Buffer.alloc(1 << 20);
   let used = 0;
@@ -215,6 +240,7 @@ export function writeScaleTar(file: string, n: number, opts: { reversed?: boolea
   let bytes = 0;
   try {
     const write = (e: ScaleEntry) => {
+      if (opts.aclGroup !== undefined && e.path !== '.') put(aclHeader(e.dir, opts.aclGroup));
       put(header(e.path === '.' ? './' : `./${e.path}${e.dir ? '/' : ''}`, e.dir, e.body.length));
       if (e.body.length) {
         put(e.body);

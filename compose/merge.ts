@@ -4,7 +4,7 @@
  */
 import { comparePaths, LayerMerge, type LayerEntry, type LoadedModule, type MergePlan, type PlannedFile, type StoreReader } from '../store/index.js';
 export type { MergePlan, PlannedEntry, PlannedFile } from '../store/index.js';
-import type { AclIndex } from './embedded.js';
+import type { AclIndexEntry, EmbeddedContent, EmbeddedFiles } from './embedded.js';
 import { fitHeapToPlan, LARGE_PLAN } from './heap.js';
 
 /**
@@ -17,13 +17,13 @@ import { fitHeapToPlan, LARGE_PLAN } from './heap.js';
 export async function planMerge(
   store: StoreReader,
   layers: LoadedModule[],
-  extra?: (acls: AclIndex, hasDir: (p: string) => boolean) => LayerEntry[],
+  extra?: (acls: Iterable<[string, AclIndexEntry]>, hasDir: (p: string) => boolean) => LayerEntry[],
 ): Promise<MergePlan> {
   const merge = new LayerMerge({ tmpDir: await store.scratchDir(), large: { entries: LARGE_PLAN, reached: fitHeapToPlan } });
   try {
     for (const mod of layers) await merge.addLayer((first) => store.layerEntries(mod, { whiteoutsAndLinks: first }), mod.fullName);
     if (extra) {
-      const entries = extra(aclIndex(merge), (p) => merge.isDir(p));
+      const entries = extra(aclEntries(merge), (p) => merge.isDir(p));
       await merge.addLayer(() => entries, 'strata metadata');
     }
     return merge.plan();
@@ -34,14 +34,13 @@ export async function planMerge(
 }
 
 /**
- * Every ACL of the merged tree, by path (each entry as its layer holds it). A walk of the whole
- * plan (from the spilled runs at scale), so skipped when no layer entry had an ACL at all.
+ * Every ACL of the merged tree, by path (each entry as its layer holds it), in the plan's
+ * order. A walk of the whole plan (from the spilled runs at scale), so skipped when no layer
+ * entry had an ACL at all.
  */
-function aclIndex(merge: LayerMerge): AclIndex {
-  const entries: AclIndex['entries'] = {};
-  if (!merge.hasAcls) return { aclVersion: 1, entries };
-  for (const { entry: e } of merge.walk(true)) if (e.acl && (e.acl.access || e.acl.default)) entries[e.path] = { mode: e.mode, gid: e.gid, ...e.acl };
-  return { aclVersion: 1, entries };
+function* aclEntries(merge: LayerMerge): Generator<[string, AclIndexEntry]> {
+  if (!merge.hasAcls) return;
+  for (const { entry: e } of merge.walk(true)) if (e.acl && (e.acl.access || e.acl.default)) yield [e.path, { mode: e.mode, gid: e.gid, ...e.acl }];
 }
 
 /**
@@ -107,7 +106,7 @@ function* lookahead<T>(items: Iterable<T>, depth: number, see: (t: T) => void): 
 }
 
 /** The embedded files (the plan's last layer), in `embedded`'s order, each with its final entry. */
-export function embeddedPlanned(plan: MergePlan, layers: number, embedded: Map<string, Buffer>): Array<{ entry: LayerEntry; content: Buffer }> {
+export function embeddedPlanned(plan: MergePlan, layers: number, embedded: EmbeddedFiles): Array<{ entry: LayerEntry; content: EmbeddedContent }> {
   const finals = new Map([...plan.files(layers)].map((f) => [f.contentPath, f.entry]));
-  return [...embedded].map(([p, content]) => ({ entry: finals.get(p)!, content }));
+  return [...embedded.files].map(([p, content]) => ({ entry: finals.get(p)!, content }));
 }

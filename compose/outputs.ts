@@ -10,7 +10,7 @@ import { StrataError, COMPOSE_ERR } from './errors.js';
 import { printable } from '../native/errors.js';
 import { IMAGE_ERR } from './image/errors.js';
 import type { LoadedModule, Store, StoreReader } from '../store/index.js';
-import { AclIndex, embeddedEntries, embeddedFiles } from './embedded.js';
+import { AclIndex, EmbeddedFiles } from './embedded.js';
 import { Lock, lockOf, parseLock } from './lock.js';
 import { MergePlan, planMerge } from './merge.js';
 import { SandboxResult, writeSandbox } from './sandbox.js';
@@ -54,15 +54,21 @@ export function outputLicence(mods: readonly LoadedModule[]): OutputLicence | un
 }
 
 /** Plans the merge of `mods` with the embedded metadata laid on top. */
-export async function planOutput(store: StoreReader, mods: LoadedModule[]): Promise<{ plan: MergePlan; embedded: Map<string, Buffer>; lock: Lock }> {
+/** The plan, and the embedded files' bytes; the caller disposes of both. */
+export async function planOutput(store: StoreReader, mods: LoadedModule[]): Promise<{ plan: MergePlan; embedded: EmbeddedFiles; lock: Lock }> {
   const lock = lockOf(mods);
-  const embedded = new Map<string, Buffer>();
-  const plan = await planMerge(store, mods, (acls, hasDir) => {
-    const files = embeddedFiles(lock, acls);
-    for (const f of files) embedded.set(f.path, f.content);
-    return embeddedEntries(files, hasDir);
-  });
-  return { plan, embedded, lock };
+  const tmp = await store.scratchDir();
+  let embedded: EmbeddedFiles | undefined;
+  try {
+    const plan = await planMerge(store, mods, (acls, hasDir) => {
+      embedded = new EmbeddedFiles(lock, acls, tmp);
+      return embedded.entries(hasDir);
+    });
+    return { plan, embedded: embedded!, lock };
+  } catch (e) {
+    embedded?.dispose();
+    throw e;
+  }
 }
 
 export async function buildSandbox(
@@ -77,6 +83,7 @@ export async function buildSandbox(
     return await writeSandbox(store, mods, plan, embedded, dir, { ...opts, keep: [store.root], licenceGid: licence?.gid });
   } finally {
     plan.dispose();
+    embedded.dispose();
   }
 }
 

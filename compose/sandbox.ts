@@ -15,6 +15,7 @@
 import * as fs from 'node:fs';
 import type { LoadedModule, Store, LayerEntry } from '../store/index.js';
 import { embeddedPlanned, forEachPlannedFile, type MergePlan } from './merge.js';
+import type { EmbeddedFiles } from './embedded.js';
 import { buildTree, canExtract, extractLayers, type TreeResult, type TreeWriter } from './tree/index.js';
 
 export interface SandboxResult extends TreeResult {
@@ -35,7 +36,7 @@ export async function writeSandbox(
   store: Store,
   layers: LoadedModule[],
   plan: MergePlan,
-  embedded: Map<string, Buffer>,
+  embedded: EmbeddedFiles,
   target: string,
   opts: SandboxOptions = {},
 ): Promise<SandboxResult> {
@@ -82,7 +83,7 @@ export async function writeSandbox(
         written(e.size);
       });
     }
-    for (const { entry, content } of embeddedPlanned(plan, layers.length, embedded)) await writeFile(w, entry, [content]);
+    for (const { entry, content } of embeddedPlanned(plan, layers.length, embedded)) await writeFile(w, entry, content.chunks());
 
     // 3. Hard links, to files, symlinks and nodes made above.
     if (hardlinks > 0) for (const { entry: e } of plan.others()) if (e.type === 'hardlink') w.hardlink(e);

@@ -23,6 +23,7 @@ import { aclFromText, narrowedNode } from '../native/acl.js';
 import { StrataError, COMPOSE_ERR, isStrataError } from './errors.js';
 import type { LoadedModule, StoreReader, LayerEntry } from '../store/index.js';
 import { embeddedPlanned, forEachPlannedFile, type MergePlan } from './merge.js';
+import type { EmbeddedFiles } from './embedded.js';
 import { outputLicence, planOutput } from './outputs.js';
 import { checkErofsOptions, checkSquashOptions, ErofsWriter, imageFormat, SEGMENT_MAX_FILES, SquashfsWriter, type ErofsCompressor, type ImageFormat, type SquashOptions } from './image/index.js';
 import { cacheSecret as userCacheSecret } from './caches.js';
@@ -127,6 +128,7 @@ export async function buildImage(store: StoreReader & { cacheDir?: string }, mod
     return await writeImage(store, mods, out, opts, plan, embedded, false);
   } finally {
     plan.dispose();
+    embedded.dispose();
   }
 }
 
@@ -137,7 +139,7 @@ async function writeImage(
   out: string,
   opts: ImageOptions,
   plan: MergePlan,
-  embedded: Map<string, Buffer>,
+  embedded: EmbeddedFiles,
   useSegments: boolean,
 ): Promise<ImageResult> {
   const licence = outputLicence(mods);
@@ -185,7 +187,7 @@ async function writeImage(
     );
     for (const { entry, content } of embeddedPlanned(plan, mods.length, embedded)) {
       if (entry.acl) aclPaths++;
-      await writer.addFile(finalOf(entry, mods.length), once(content), 'strata-metadata', cacheOf(true));
+      await writer.addFile(finalOf(entry, mods.length), content.chunks(), 'strata-metadata', cacheOf(true));
     }
     const r = await writer.finish();
     return { out, sha256: r.sha256, bytes: r.bytes, entries: plan.count, aclPaths, cacheHits: r.cacheHits, cacheMisses: r.cacheMisses, segmentHits: r.segmentHits ?? 0 };
@@ -255,6 +257,3 @@ async function checkOutput(out: string, force: boolean): Promise<void> {
   if (!dst?.isDirectory()) throw new StrataError(COMPOSE_ERR.TARGET_INVALID, `directory ${path.dirname(out)} does not exist`, { hint: 'create it first' });
 }
 
-async function* once(b: Buffer): AsyncGenerator<Buffer> {
-  yield b;
-}
