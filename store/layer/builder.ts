@@ -69,7 +69,7 @@ interface Rec {
 }
 
 /**
- * A layer ready to be read: once, by tar() or by items(), inside LayerBuilder.written (which
+ * A layer ready to be read: once, by tar() or by refs(), inside LayerBuilder.written (which
  * runs the read again, sorted, when an ordered source turns out not to be in order).
  */
 export interface BuiltLayer {
@@ -78,8 +78,12 @@ export interface BuiltLayer {
    * each canonical entry as it is written. Call once.
    */
   tar(onEntry?: (e: LayerEntry) => void): AsyncGenerator<Uint8Array>;
-  /** The canonical entries with their contents, in order, held in memory (small layers only: OCI image layers). */
-  items(): Promise<Array<{ entry: LayerEntry; content?: ContentOpener }>>;
+  /**
+   * The canonical entries in order, each file with where its content is (for a source that
+   * gives contents by reference: contentReader reads them), to be read after the pass, in any
+   * order: an OCI image's layers, merged before they become one layer.
+   */
+  refs(): AsyncGenerator<{ entry: LayerEntry; content?: ContentRef }>;
   /**
    * The manifest's bytes (its canonical JSON, manifest.ts), in chunks; after tar() has run (its
    * entries are collected while the tar is written, and sorted through spill files). Read once.
@@ -242,6 +246,20 @@ export class LayerBuilder {
     } else this.bytes += r.entry.size;
   }
 
+  /** The reader registered as content source `src` (contentSource). */
+  contentReader(src: number): (a: number | string, b?: number) => AsyncIterable<Uint8Array> {
+    return this.sources[src]!;
+  }
+
+  /** Where a record's content is, as a reference; a content given as an opener has none. */
+  private refOf(extra: Extra): ContentRef | undefined {
+    const c = extra[1];
+    if (c === null) return undefined;
+    if (c[0] === 'fn') throw new Error('LayerBuilder: a content given as an opener has no reference');
+    const [src, a, b] = c as [number, number | string, number?];
+    return b === undefined ? { src, a } : { src, a, b };
+  }
+
   private opener(extra: Extra): ContentOpener | undefined {
     const c = extra[1];
     if (c === null) return undefined;
@@ -366,17 +384,22 @@ export class LayerBuilder {
       }.bind(this);
     }
     // The canonical record of each sorted record: the group's first path carries the file.
-    const canonical = ({ rec: r, body }: Staged): { entry: LayerEntry; content?: ContentOpener } => {
+    /** The canonical record of `s`, and where its content is: read in sequence (`body`), or the record `from`. */
+    const canonicalOf = ({ rec: r, body }: Staged): { entry: LayerEntry; from?: Extra; body?: ContentOpener } => {
       const p = r.entry.path;
       const g = groups.get(this.links.has(p) ? groupOf(p) : p);
-      if (!g) return { entry: r.entry, content: body ?? this.opener(r.extra) };
+      if (!g) return { entry: r.entry, from: r.extra, body };
       const original = g.original!;
       if (g.leader === p) {
-        if (original === r) return { entry: r.entry, content: body ?? this.opener(r.extra) };
-        return { entry: { ...original.entry, path: p, type: 'file', linkname: undefined }, content: this.opener(original.extra) };
+        if (original === r) return { entry: r.entry, from: r.extra, body };
+        return { entry: { ...original.entry, path: p, type: 'file', linkname: undefined }, from: original.extra };
       }
       const { xattrs: _x, acl: _a, ...meta } = original.entry;
       return { entry: { ...meta, path: p, type: 'hardlink', size: 0, linkname: g.leader } };
+    };
+    const canonical = (s: Staged): { entry: LayerEntry; content?: ContentOpener } => {
+      const c = canonicalOf(s);
+      return { entry: c.entry, content: c.body ?? (c.from && this.opener(c.from)) };
     };
     // The manifest's entries, in its order (JSON's, by UTF-16 code units: not the tar's), through
     // spill files: a licensed tree has an ACL on every file, and 200,000 of them held as
@@ -400,11 +423,12 @@ export class LayerBuilder {
           onEntry?.(c.entry);
           return c;
         }),
-      items: async () => {
-        const out: Array<{ entry: LayerEntry; content?: ContentOpener }> = [];
+      refs: async function* () {
         // By reference: these contents are read after the pass, in any order.
-        for await (const { rec } of records()) out.push(canonical({ rec }));
-        return out;
+        for await (const { rec } of records()) {
+          const c = canonicalOf({ rec });
+          yield { entry: c.entry, content: c.from && builder.refOf(c.from) };
+        }
       },
       manifest: (layer) => manifestBytes(manifestEntries.sorted(), { manifestVersion: 1, layer, stats: { entries: builder.seq, bytes: builder.bytes } }),
     };
