@@ -2,16 +2,15 @@
  * The composer's merge: a stack's layers, read from the store, planned with the OCI
  * semantics of store/layer/merge.ts, plus the embedded metadata laid on top.
  */
-import { comparePaths, LayerMerge, type LayerEntry, type LoadedModule, type MergePlan, type PlannedFile, type StoreReader } from '../store/index.js';
+import { comparePaths, fitHeapToPlan, LARGE_PLAN, LayerMerge, type LayerEntry, type LoadedModule, type MergePlan, type PlannedFile, type StoreReader } from '../store/index.js';
 export type { MergePlan, PlannedEntry, PlannedFile } from '../store/index.js';
 import type { AclIndexEntry, EmbeddedContent, EmbeddedFiles } from './embedded.js';
-import { fitHeapToPlan, LARGE_PLAN } from './heap.js';
 
 /**
  * Reads each layer's headers (bodies skipped) and plans the merged tree. `extra` is asked,
  * with the merged tree's ACLs, for entries to lay over everything (the embedded metadata);
  * they form the last layer, index `layers.length`. Memory is bounded: the plan spills to the
- * store's scratch directory past its budget; the heap is fitted to a large plan (heap.ts) as
+ * store's scratch directory past its budget; the heap is fitted to a large plan (store/heap.ts) as
  * soon as the layers have given that many entries. Call plan.dispose() when done.
  */
 export async function planMerge(

@@ -26,6 +26,7 @@ import { LayerBuilder, type ContentRef } from '../layer/builder.js';
 import { entryCodec } from '../layer/entry-codec.js';
 import { SpillSorter, type RecordCodec } from '../spill.js';
 import { LayerMerge } from '../layer/merge.js';
+import { fitHeapToPlan, LARGE_PLAN } from '../heap.js';
 import { envOpProblem, type EnvOp } from '../record.js';
 import { addTar } from './tar.js';
 import { readTarFile } from '../tar/reader.js';
@@ -197,7 +198,7 @@ async function mergeImageLayers(builder: LayerBuilder, layerFiles: ImageLayer[],
   };
   const done = new Map<string, SpillSorter<LayerRec>>();
   const layers: Array<SpillSorter<LayerRec>> = [];
-  const merge = new LayerMerge({ tmpDir });
+  const merge = new LayerMerge({ tmpDir, large: { entries: LARGE_PLAN, reached: fitHeapToPlan } });
   builder.defer(() => merge.dispose());
   for (const [i, { key, file }] of layerFiles.entries()) {
     let layer = done.get(key);

@@ -10,9 +10,10 @@
  * 261 MiB instead of 299–314, in the same time. Smaller builds keep V8's own choice: on the
  * 17,000-entry bench stack the setting bought no memory and cost about 4 % of the time.
  *
- * The merge asks for it as soon as its layers have given LARGE_PLAN entries (compose/merge.ts),
- * not once the plan is made: making it is when the heap grows fastest, and the sandbox of the
- * 1,000,000-file stack peaked there, at 230–284 MiB, with the setting made after it.
+ * The merges ask for it as soon as their layers have given LARGE_PLAN entries (compose/merge.ts
+ * for outputs, sources/oci.ts for an image's layers), not once the plan is made: making it is
+ * when the heap grows fastest, and the sandbox of the 1,000,000-file stack peaked there, at
+ * 230–284 MiB, with the setting made after it.
  */
 import { setFlagsFromString } from 'node:v8';
 
