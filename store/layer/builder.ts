@@ -383,8 +383,10 @@ export class LayerBuilder {
         }
       }.bind(this);
     }
-    // The canonical record of each sorted record: the group's first path carries the file.
-    /** The canonical record of `s`, and where its content is: read in sequence (`body`), or the record `from`. */
+    /**
+     * The canonical record of `s` (a hard-link group's first path carries the file), and where
+     * its content is: read in sequence (`body`), or the record `from`'s.
+     */
     const canonicalOf = ({ rec: r, body }: Staged): { entry: LayerEntry; from?: Extra; body?: ContentOpener } => {
       const p = r.entry.path;
       const g = groups.get(this.links.has(p) ? groupOf(p) : p);
