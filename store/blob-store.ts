@@ -386,9 +386,11 @@ export class BlobStore {
     });
   }
 
-  mismatch(hex: string, what?: string): StrataError {
+  /** The error for blob `hex` found not to match its digest; `cause`: what was met first (a parser's failure). */
+  mismatch(hex: string, what?: string, cause?: unknown): StrataError {
     return new StrataError(STORE_ERR.DIGEST_MISMATCH, `${what ?? 'blob'} sha256:${hex} is corrupt (its content no longer matches its digest)`, {
       hint: 'run `strata store verify`, then re-import or pull the module',
+      ...(cause === undefined ? {} : { cause }),
     });
   }
 

@@ -450,8 +450,7 @@ export class LocalStore {
 
   /**
    * Runs `read` over the bytes of a module's manifest as they stream. A damaged manifest trips
-   * the parser before the digest check at the end of the stream: it is named as the corrupt blob
-   * it is, as the digest check would.
+   * the parser before the digest check at the end of the stream (asCorruption).
    */
   private async readManifestBlob<T>(mod: LoadedModule, read: (chunks: AsyncIterable<Uint8Array>, what: string) => Promise<T>): Promise<T> {
     const hex = parseCid(mod.record.manifest).hex;
@@ -459,9 +458,16 @@ export class LocalStore {
     try {
       return await read(this.blobs.read(hex, what), what);
     } catch (e) {
-      if (e instanceof StrataError && e.code === STORE_ERR.RECORD_INVALID && (await this.blobs.check(hex)) === 'corrupt') throw this.blobs.mismatch(hex, what);
-      throw e;
+      throw e instanceof StrataError && e.code === STORE_ERR.RECORD_INVALID ? await this.asCorruption(e, hex, what) : e;
     }
+  }
+
+  /**
+   * `e`, a failure met while blob `hex` streamed, as what it is when the blob no longer matches
+   * its digest: a corrupt blob, named as `what`, as the digest check at the stream's end would.
+   */
+  private async asCorruption(e: unknown, hex: string, what: string): Promise<unknown> {
+    return (await this.blobs.check(hex)) === 'corrupt' ? this.blobs.mismatch(hex, what, e) : e;
   }
 
   /**
@@ -485,13 +491,7 @@ export class LocalStore {
       // A damaged header trips the tar reader before the digest check at end of stream; say
       // what it really is (a corrupt blob) and name the module, as the digest check would.
       if (e instanceof StrataError && [STORE_ERR.DIGEST_MISMATCH, STORE_ERR.BLOB_MISSING, STORE_ERR.CACHE_INVALID, STORE_ERR.ACCESS_DENIED].includes(e.code as never)) throw e;
-      if ((await this.blobs.check(hex)) === 'corrupt') {
-        throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `${what} sha256:${hex} is corrupt (its content no longer matches its digest)`, {
-          hint: 'run `strata store verify`, then re-import or pull the module',
-          cause: e,
-        });
-      }
-      throw e;
+      throw await this.asCorruption(e, hex, what);
     } finally {
       index.dispose();
     }
