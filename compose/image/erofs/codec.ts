@@ -15,7 +15,7 @@
 import { createRequire } from 'node:module';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import { resolveCodecSpec, type CodecChoice, type CodecSpec } from '../shared/codecs.js';
-import { lz4Decompress as lz4 } from '../shared/lz4.js';
+import { lz4Decompress } from '../shared/lz4.js';
 import { ALG, PCLUSTER_MAX, BLOCK_SIZE } from './format.js';
 
 export type ErofsCompressor = 'none' | 'lz4' | 'zstd';
@@ -80,6 +80,11 @@ interface ZstdBinding {
   decompress(dst: Uint8Array, src: Uint8Array): number;
 }
 let zstdBinding: ZstdBinding | undefined;
+
+/** A pcluster's LZ4 stream, read until its output is whole (what follows may be padding). */
+function lz4(src: Buffer, maxOut: number): Buffer {
+  return lz4Decompress(src, maxOut, true);
+}
 
 function zstd(src: Buffer, maxOut: number): Buffer {
   zstdBinding ??= createRequire(import.meta.url)('zstd-napi/binding') as ZstdBinding;

@@ -23,6 +23,7 @@ import type { LayerEntry } from '../../../store/index.js';
 import { aclFromXattr, aclToText } from '../../../native/acl.js';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import { decoderFor, type PclusterDecoder } from './codec.js';
+import { LoadCache } from '../shared/lru.js';
 import {
   ADVISE,
   ALG_NAMES,
@@ -115,24 +116,6 @@ interface DirEntry {
   type: number;
 }
 
-class Lru<K, V> {
-  private readonly map = new Map<K, V>();
-  constructor(private readonly limit: number) {}
-  get(k: K): V | undefined {
-    const v = this.map.get(k);
-    if (v !== undefined) {
-      this.map.delete(k);
-      this.map.set(k, v);
-    }
-    return v;
-  }
-  set(k: K, v: V): void {
-    this.map.delete(k);
-    this.map.set(k, v);
-    if (this.map.size > this.limit) this.map.delete(this.map.keys().next().value as K);
-  }
-}
-
 const HINT = 'the image is damaged; rebuild it or copy it again';
 
 /** A path for a one-line message: quoted, control characters escaped. */
@@ -168,8 +151,8 @@ type Piece =
 
 export class ErofsImage {
   readonly superblock: Readonly<ErofsSuperblock>;
-  private readonly metaCache = new Lru<number, Buffer>(META_CACHE_BLOCKS);
-  private readonly extentCache = new Lru<string, { data: Buffer; zero: boolean }>(8);
+  private readonly metaCache = new LoadCache<number, Buffer>(META_CACHE_BLOCKS);
+  private readonly extentCache = new LoadCache<string, { data: Buffer; zero: boolean }>(8);
   private readonly fileInodes = new WeakMap<object, Inode>();
   private readonly sb: Superblock;
 
@@ -294,12 +277,8 @@ export class ErofsImage {
     return b;
   }
 
-  private async block(blk: number, what: string): Promise<Buffer> {
-    const hit = this.metaCache.get(blk);
-    if (hit) return hit;
-    const b = await this.readAt(blk * BLOCK_SIZE, BLOCK_SIZE, what);
-    this.metaCache.set(blk, b);
-    return b;
+  private block(blk: number, what: string): Promise<Buffer> {
+    return this.metaCache.get(blk, () => this.readAt(blk * BLOCK_SIZE, BLOCK_SIZE, what));
   }
 
   /** `n` bytes of metadata at absolute `pos` (through the block cache; may span blocks). */
@@ -506,7 +485,11 @@ export class ErofsImage {
       } else if (la !== head!.la) {
         throw this.corrupt(`${what}: extents out of order at logical cluster ${li.lcn}`);
       }
-      if (la >= size) break;
+      // A head at or past the end (mkfs.erofs marks where the last extent ends) starts nothing.
+      if (la >= size) {
+        head = undefined;
+        break;
+      }
       head = { la, type: li.type, pblk: li.blkaddr, blocks: 1, lcn: li.lcn };
     }
     if (head && head.la < size) yield finish(size);
@@ -532,10 +515,11 @@ export class ErofsImage {
   }
 
   /** Decompressed (or plain) bytes of one extent, cached by position, and whether all are zero. */
-  private async extent(p: Extract<Piece, { kind: 'z' }>, what: string): Promise<{ data: Buffer; zero: boolean }> {
-    const key = `${p.pa}:${p.len}`;
-    const hit = this.extentCache.get(key);
-    if (hit) return hit;
+  private extent(p: Extract<Piece, { kind: 'z' }>, what: string): Promise<{ data: Buffer; zero: boolean }> {
+    return this.extentCache.get(`${p.pa}:${p.len}`, () => this.loadExtent(p, what));
+  }
+
+  private async loadExtent(p: Extract<Piece, { kind: 'z' }>, what: string): Promise<{ data: Buffer; zero: boolean }> {
     const src = await this.readAt(p.pa, p.plen, what);
     let out: Buffer;
     if (p.plain) out = src.subarray(0, p.len);
@@ -555,9 +539,7 @@ export class ErofsImage {
       }
       if (out.length !== p.len) throw this.corrupt(`${what}: pcluster at byte ${p.pa} gives ${out.length} bytes, ${p.len} expected`);
     }
-    const r = { data: out, zero: isZero(out) };
-    this.extentCache.set(key, r);
-    return r;
+    return { data: out, zero: isZero(out) };
   }
 
   /** The listing of a directory: entries other than "." and "..", in stored order. */
@@ -859,7 +841,7 @@ export class ErofsImage {
       if (p.kind === 'z') {
         const x = await this.extent(p, what);
         zero = x.zero;
-        if (!zero) data = Buffer.from(x.data);
+        if (!zero) data = x.data;
       }
       if (zero) {
         if (hole) hole.length += p.len;

@@ -23,8 +23,13 @@ export function lz4BlockVersion(): string {
   return `liblz4-${lz4Version()}`;
 }
 
-/** Decodes one block into at most `maxOut` bytes; malformed input throws a plain Error. */
-export function lz4Decompress(src: Uint8Array, maxOut: number): Buffer {
+/**
+ * Decodes one block into at most `maxOut` bytes; malformed input throws a plain Error. The
+ * block ends with its input; with `untilFull`, also as soon as `maxOut` bytes are out, as the
+ * kernel's LZ4_decompress_safe_partial reads an EROFS pcluster: without the 0PADDING feature
+ * (mkfs.erofs of erofs-utils 1.5 by default) the stream is followed by zeros to the block's end.
+ */
+export function lz4Decompress(src: Uint8Array, maxOut: number, untilFull = false): Buffer {
   const out = Buffer.allocUnsafe(maxOut);
   let ip = 0;
   let op = 0;
@@ -46,7 +51,7 @@ export function lz4Decompress(src: Uint8Array, maxOut: number): Buffer {
     out.set(src.subarray(ip, ip + lit), op);
     ip += lit;
     op += lit;
-    if (ip === end) break;
+    if (ip === end || (untilFull && op === maxOut)) break;
     if (ip + 2 > end) throw bad('truncated match offset');
     const offset = src[ip]! | (src[ip + 1]! << 8);
     ip += 2;
@@ -68,6 +73,7 @@ export function lz4Decompress(src: Uint8Array, maxOut: number): Buffer {
     } else {
       for (let i = 0; i < len; i++) out[op++] = out[from++]!;
     }
+    if (untilFull && op === maxOut) break;
   }
   return out.subarray(0, op);
 }

@@ -16,6 +16,7 @@
  */
 import type { Codec, Decompress } from '../shared/codecs.js';
 import type { StrataError } from '../errors.js';
+import { LoadCache } from '../shared/lru.js';
 
 export const METADATA_SIZE = 8192;
 export const METADATA_UNCOMPRESSED = 0x8000;
@@ -124,28 +125,9 @@ export interface MetaSource {
   blockError(e: unknown, what: string): StrataError;
 }
 
-class Lru<K, V> {
-  private readonly map = new Map<K, V>();
-  constructor(private readonly limit: number) {}
-  get(k: K): V | undefined {
-    const v = this.map.get(k);
-    if (v !== undefined) {
-      this.map.delete(k);
-      this.map.set(k, v);
-    }
-    return v;
-  }
-  set(k: K, v: V): void {
-    this.map.delete(k);
-    this.map.set(k, v);
-    if (this.map.size > this.limit) this.map.delete(this.map.keys().next().value as K);
-  }
-}
-export { Lru };
-
 /** Reads metadata blocks, decompressed and kept in a small LRU cache (512 blocks, ≤ 4 MiB). */
 export class MetaReader {
-  private readonly cache = new Lru<number, MetaBlock>(512);
+  private readonly cache = new LoadCache<number, MetaBlock>(512);
   constructor(readonly src: MetaSource) {}
 
   /** The block whose u16 header is at absolute `pos`, which must lie within `region`. */
@@ -153,8 +135,12 @@ export class MetaReader {
     if (pos < region.start || pos + 2 > region.end) {
       throw this.src.corrupt(`${region.name} metadata block at byte ${pos} outside the table (bytes ${region.start}..${region.end})`);
     }
-    const hit = this.cache.get(pos);
-    if (hit && hit.next <= region.end) return hit;
+    const m = await this.cache.get(pos, () => this.load(pos, region));
+    if (m.next > region.end) throw this.src.corrupt(`corrupt metadata block at byte ${pos} (runs past the ${region.name})`);
+    return m;
+  }
+
+  private async load(pos: number, region: Region): Promise<MetaBlock> {
     const h = (await this.src.readAt(pos, 2, `${region.name} metadata block`)).readUInt16LE(0);
     const size = h & ~METADATA_UNCOMPRESSED & 0xffff;
     if (size === 0 || size > METADATA_SIZE) throw this.src.corrupt(`corrupt metadata block at byte ${pos} (size ${size})`);
@@ -170,9 +156,7 @@ export class MetaReader {
       }
       if (data.length === 0) throw this.src.corrupt(`corrupt metadata block at byte ${pos} (empty)`);
     }
-    const m = { data, next: pos + 2 + size };
-    this.cache.set(pos, m);
-    return m;
+    return { data, next: pos + 2 + size };
   }
 
   /** A cursor at absolute block position `block`, byte `offset` of its payload. */

@@ -27,7 +27,8 @@ import { readListing, type DirEntry, type ListingContext } from './directory.js'
 import { readFragmentEntry, readFragmentLocations } from './fragment-table.js';
 import { readIdTable } from './id-table.js';
 import { decodeDevice, decodeInode, INODE, INVALID_FRAG, INVALID_XATTR, readSymlinkTail, type DecodedInode } from './inode.js';
-import { Lru, METADATA_SIZE, MetaReader, type Region } from './metadata.js';
+import { METADATA_SIZE, MetaReader, type Region } from './metadata.js';
+import { LoadCache } from '../shared/lru.js';
 import { decodeSuperblock, FLAG, INVALID_TABLE, MAGIC, SUPERBLOCK_SIZE, validBlockSize } from './superblock.js';
 import type { TableSource } from './table.js';
 import { readXattrHeader, readXattrSet, type XattrTableInfo } from './xattr-table.js';
@@ -103,8 +104,8 @@ export class SquashfsImage {
   private fragmentList: number[] = [];
   private xattrTable: XattrTableInfo | undefined;
   private readonly meta: MetaReader;
-  private readonly fragCache = new Lru<number, Buffer>(FRAG_CACHE_BLOCKS);
-  private readonly xattrCache = new Lru<number, Map<string, Buffer>>(256);
+  private readonly fragCache = new LoadCache<number, Buffer>(FRAG_CACHE_BLOCKS);
+  private readonly xattrCache = new LoadCache<number, Map<string, Buffer>>(256);
   private readonly fileInodes = new WeakMap<object, Inode>();
   private readonly inodeRegion: Region;
   private readonly dirRegion: Region;
@@ -349,11 +350,8 @@ export class SquashfsImage {
   /** The inode's extended attributes (cached per xattr index). */
   private async xattrs(index: number): Promise<Map<string, Buffer> | undefined> {
     if (index === INVALID_XATTR || !this.xattrTable) return undefined;
-    const hit = this.xattrCache.get(index);
-    if (hit) return hit;
-    const set = await readXattrSet(this.meta, this.xattrTable, index, (b, what) => this.utf8(b, what));
-    this.xattrCache.set(index, set);
-    return set;
+    const table = this.xattrTable;
+    return this.xattrCache.get(index, () => readXattrSet(this.meta, table, index, (b, what) => this.utf8(b, what)));
   }
 
   private readDir(dir: Inode, path: string, find?: Buffer): Promise<DirEntry[]> {
@@ -598,7 +596,7 @@ export class SquashfsImage {
       const frag = await this.fragment(ino.frag!, where);
       const off = ino.fragOffset!;
       if (off + tail > frag.length) throw this.corrupt(`${where}: tail at ${off}+${tail} beyond fragment ${ino.frag} (${frag.length} bytes)`);
-      yield { offset, data: Buffer.from(frag.subarray(off, off + tail)) };
+      yield { offset, data: frag.subarray(off, off + tail) };
     }
   }
 
@@ -613,9 +611,11 @@ export class SquashfsImage {
   }
 
   private async fragment(index: number, where: string): Promise<Buffer> {
-    const hit = this.fragCache.get(index);
-    if (hit) return hit;
     if (index >= this.superblock.fragments) throw this.corrupt(`${where}: fragment ${index} of ${this.superblock.fragments}`);
+    return this.fragCache.get(index, () => this.loadFragment(index));
+  }
+
+  private async loadFragment(index: number): Promise<Buffer> {
     const { start, word: w } = await readFragmentEntry(this.meta, this.tableRegion, this.fragmentList, index);
     const sb = this.superblock;
     const word = decodeSizeWord(w, sb.blockSize);
@@ -623,9 +623,7 @@ export class SquashfsImage {
     if (start < BigInt(sb.dataStart) || start + BigInt(word.onDisk) > BigInt(sb.inodeTableStart)) {
       throw this.corrupt(`fragment ${index} at byte ${start} outside the data area`);
     }
-    const data = await this.dataBlock(Number(start), word.onDisk, word.stored, `fragment ${index}`);
-    this.fragCache.set(index, data);
-    return data;
+    return this.dataBlock(Number(start), word.onDisk, word.stored, `fragment ${index}`);
   }
 
   /** Closes the file handle. Iterators still running fail afterwards. */
