@@ -53,6 +53,7 @@
         "native/deflate.c",
         "native/compressors.c",
         "native/extract.c",
+        "native/files.c",
         "native/sha256.c",
         "native/instance.c",
         "native/lz4.c"

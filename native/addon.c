@@ -963,7 +963,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok ||
       deflate_register(env, exports) != napi_ok || lz4_register(env, exports) != napi_ok ||
-      extract_register(env, exports) != napi_ok || sha256_register(env, exports) != napi_ok)
+      extract_register(env, exports) != napi_ok || files_register(env, exports) != napi_ok || sha256_register(env, exports) != napi_ok)
     return NULL;
   return exports;
 }

@@ -39,6 +39,8 @@ export interface NativeAddon {
   extractOpen(blobFd: number, rootFd: number): unknown;
   extractRun(session: unknown, batch: Buffer, count: number, last: boolean): Promise<unknown>;
   extractClose(session: unknown): void;
+  /** Creates, writes and finishes files beneath rootFd on libuv's pool (native/files.c). */
+  writeFiles(rootFd: number, batch: Buffer, count: number, body: Buffer): Promise<unknown>;
   /** A sha256 stream (native/sha256.c): one update at a time, each on a thread of libuv's pool. */
   hashOpen(): unknown;
   /** Hashes `bytes` on the pool; they stay as they are, and the stream untouched, until it settles. */

@@ -33,10 +33,8 @@
  * of the member's path in the tar, then those of the file's path below the root:
  *   u32 tarPathLength, u32 pathLength, u32 flags, u32 uid, u32 gid, u32 mode, u32 modeRefused,
  *   u32 zero, f64 mtime
- * flags: FINISH (1) finish the file here, else hand it back open; CHOWN (2) fchown it to uid
- * (0xffffffff: leave) and gid; STRICT (4) a refused fchown (EPERM) fails the build, else
- * EPERM and EINVAL only set modeRefused instead of mode (a user who may not give files away).
- * A file finished here is created with its final mode when the umask allows (no fchmod then).
+ * (its last 32 bytes, from flags on, are the finish record native/files.c describes: whether
+ * the file is finished here, and its owner, mode and mtime).
  * result: { fds: Int32Array (a handed-back descriptor, -1 finished here, -2 not reached),
  *           refused: Uint8Array (1: the fchown was refused),
  *           failed: index of the file that failed, or -1; errno, syscall when it did,
@@ -75,13 +73,11 @@
 /* A pax header's records, at most (strata writes a few hundred bytes). */
 #define PAX_MAX (1 << 20)
 
-enum { F_FINISH = 1, F_CHOWN = 2, F_STRICT = 4 };
 enum { FD_FINISHED = -1, FD_NOT_REACHED = -2 };
 
 typedef struct {
   char *tar_path, *path;
-  uint32_t flags, uid, gid, mode, mode_refused;
-  time_t mtime;
+  file_finish finish;
 } wanted_file;
 
 /* Where the parser is: at a header, in a pax header's records, or past the end-of-archive block. */
@@ -281,38 +277,13 @@ static void set_problem(run_job *j, const char *what) {
   if (j->problem[0] == 0) snprintf(j->problem, sizeof j->problem, "%s (at byte %llu)", what, (unsigned long long)j->s->pos);
 }
 
-/*
- * The mode a file is created with: its final one when the umask leaves it whole and it has no
- * setuid, setgid or sticky bit (a chown would clear those), so no fchmod is needed after; else
- * 0600 (the tree's private root keeps everyone else out meanwhile).
- */
-static mode_t create_mode(const session *s, const wanted_file *w) {
-  if ((w->flags & F_FINISH) && s->umask >= 0 && (w->mode & 07000) == 0 && (w->mode & (mode_t)s->umask) == 0) return w->mode;
-  return 0600;
-}
-
 /* Owner, mode and mtime of a written file, then close; false (and the failure set) on an error. */
 static bool finish_file(session *s, run_job *j, uint32_t i, int fd) {
-  wanted_file *w = &j->files[i];
-  mode_t mode = w->mode;
-  bool chmod_needed = create_mode(s, w) != mode;
-  const char *call = NULL;
-  int e = 0;
-  if ((w->flags & F_CHOWN) && fchown(fd, w->uid, w->gid) < 0) {
-    e = errno;
-    if (e == EINVAL || (e == EPERM && !(w->flags & F_STRICT))) {
-      j->refused[i] = 1;
-      mode = w->mode_refused;
-      chmod_needed = true;
-    } else {
-      call = "fchown";
-    }
-  }
-  if (call == NULL && chmod_needed && fchmod(fd, mode) < 0) call = "fchmod", e = errno;
-  struct timespec ts[2] = {{w->mtime, 0}, {w->mtime, 0}};
-  if (call == NULL && futimens(fd, ts) < 0) call = "futime", e = errno;
-  if (close(fd) < 0 && errno != EINTR && call == NULL) call = "close", e = errno;
-  if (call == NULL) return true;
+  bool refused = false;
+  const char *call;
+  int e = finish_fd(fd, &j->files[i].finish, s->umask, &refused, &call);
+  if (refused) j->refused[i] = 1;
+  if (e == 0) return true;
   pthread_mutex_lock(&s->mu);
   fail_locked(s, (int32_t)i, e, call);
   pthread_mutex_unlock(&s->mu);
@@ -322,7 +293,7 @@ static bool finish_file(session *s, run_job *j, uint32_t i, int fd) {
 /* One file: created beneath the root, its body written from the ring, finished or handed back. */
 static void write_file(session *s, run_job *j, int me, job f) {
   wanted_file *w = &j->files[f.index];
-  int fd = open_beneath_fd(s->root, w->path, O_WRONLY | O_CREAT | O_EXCL, create_mode(s, w));
+  int fd = open_beneath_fd(s->root, w->path, O_WRONLY | O_CREAT | O_EXCL, finish_create_mode(&w->finish, s->umask));
   if (fd < 0) {
     int e = errno;
     pthread_mutex_lock(&s->mu);
@@ -367,7 +338,7 @@ static void write_file(session *s, run_job *j, int me, job f) {
     }
     pos += n;
   }
-  if (!(w->flags & F_FINISH)) j->fds[f.index] = fd;
+  if (!(w->finish.flags & FINISH_HERE)) j->fds[f.index] = fd;
   else if (finish_file(s, j, f.index, fd)) j->fds[f.index] = FD_FINISHED;
 }
 
@@ -851,23 +822,6 @@ static void session_free(session *s) {
   free(s);
 }
 
-/* The process's umask from /proc/self/status (reading it with umask(2) would change it for a moment, for every thread); -1 when absent. */
-static int read_umask(void) {
-  FILE *f = fopen("/proc/self/status", "re");
-  if (f == NULL) return -1;
-  char line[128];
-  int mask = -1;
-  while (fgets(line, sizeof line, f) != NULL) {
-    unsigned m;
-    if (sscanf(line, "Umask: %o", &m) == 1) {
-      mask = (int)(m & 0777);
-      break;
-    }
-  }
-  fclose(f);
-  return mask;
-}
-
 /* A new session: its ring, hashes and writer threads; NULL (errno) when one cannot be made. */
 static session *session_new(int blob, int root) {
   session *s = calloc(1, sizeof *s);
@@ -878,7 +832,7 @@ static session *session_new(int blob, int root) {
   pthread_cond_init(&s->to_reader, NULL);
   s->blob = blob;
   s->root = root;
-  s->umask = read_umask();
+  s->umask = process_umask();
   s->where = AT_HEADER;
   for (int w = 0; w < WRITERS; w++) s->writer_at[w] = UINT64_MAX;
   bool ok = (s->blob_hash = sha256_new()) != NULL && (s->rows_hash = sha256_new()) != NULL;
@@ -969,27 +923,14 @@ static bool set_prop(napi_env env, napi_value obj, const char *key, napi_value v
 static void run_complete(napi_env env, napi_status status, void *data) {
   run_job *j = data;
   j->s->busy = false;
-  napi_value result, fds_ab, fds, ref_ab, refused, v;
-  void *fd_bytes = NULL, *ref_bytes = NULL;
-  size_t n = j->n ? j->n : 1;
-  bool ok = status == napi_ok && napi_create_object(env, &result) == napi_ok &&
-            napi_create_arraybuffer(env, n * 4, &fd_bytes, &fds_ab) == napi_ok &&
-            napi_create_typedarray(env, napi_int32_array, j->n, fds_ab, 0, &fds) == napi_ok &&
-            napi_create_arraybuffer(env, n, &ref_bytes, &ref_ab) == napi_ok &&
-            napi_create_typedarray(env, napi_uint8_array, j->n, ref_ab, 0, &refused) == napi_ok && set_prop(env, result, "fds", fds) &&
-            set_prop(env, result, "refused", refused) && napi_create_int32(env, j->failed, &v) == napi_ok && set_prop(env, result, "failed", v);
-  if (ok && j->syscall != NULL) {
-    ok = napi_create_int32(env, j->err, &v) == napi_ok && set_prop(env, result, "errno", v) &&
-         napi_create_string_utf8(env, j->syscall, NAPI_AUTO_LENGTH, &v) == napi_ok && set_prop(env, result, "syscall", v);
-  }
+  napi_value result = status == napi_ok ? batch_result(env, j->n, j->fds, j->refused, j->failed, j->err, j->syscall) : NULL, v;
+  bool ok = result != NULL;
   if (ok && j->problem[0] != 0) ok = napi_create_string_utf8(env, j->problem, NAPI_AUTO_LENGTH, &v) == napi_ok && set_prop(env, result, "problem", v);
   if (ok && j->blob_hex[0] != 0) {
     ok = napi_create_string_utf8(env, j->blob_hex, 64, &v) == napi_ok && set_prop(env, result, "blob", v) &&
          napi_create_string_utf8(env, j->rows_hex, 64, &v) == napi_ok && set_prop(env, result, "rows", v);
   }
   if (ok) {
-    memcpy(fd_bytes, j->fds, (size_t)j->n * 4);
-    memcpy(ref_bytes, j->refused, j->n);
     napi_resolve_deferred(env, j->deferred, result);
   } else {
     /* The results reach no one: close what was handed back. */
@@ -1004,38 +945,17 @@ static void run_complete(napi_env env, napi_status status, void *data) {
   job_free(j);
 }
 
-static uint32_t le32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static char *copy_string(const uint8_t *p, uint32_t n) {
-  if (memchr(p, 0, n) != NULL) return NULL;
-  char *s = malloc((size_t)n + 1);
-  if (s == NULL) return NULL;
-  memcpy(s, p, n);
-  s[n] = 0;
-  return s;
-}
-
 /* The batch's records into j->files; false after throwing. */
 static bool read_batch(napi_env env, run_job *j, const uint8_t *b, size_t len) {
   size_t at = 0;
   for (uint32_t i = 0; i < j->n; i++) {
     if (len - at < 40) goto bad;
     const uint8_t *r = b + at;
-    uint32_t tl = le32(r), pl = le32(r + 4);
-    double mtime;
-    memcpy(&mtime, r + 32, 8);
-    at += 40;
-    if (tl == 0 || pl == 0 || len - at < (size_t)tl + pl || !(mtime >= -9007199254740991.0 && mtime <= 9007199254740991.0)) goto bad;
+    uint32_t tl = read_le32(r), pl = read_le32(r + 4);
     wanted_file *w = &j->files[i];
-    w->flags = le32(r + 8);
-    w->uid = le32(r + 12);
-    w->gid = le32(r + 16);
-    w->mode = le32(r + 20) & 07777;
-    w->mode_refused = le32(r + 24) & 07777;
-    w->mtime = (time_t)mtime;
-    if ((w->tar_path = copy_string(b + at, tl)) == NULL || (w->path = copy_string(b + at + tl, pl)) == NULL) goto bad;
+    at += 40;
+    if (tl == 0 || pl == 0 || len - at < (size_t)tl + pl || !finish_read(r + 8, &w->finish)) goto bad;
+    if ((w->tar_path = copy_cstring(b + at, tl)) == NULL || (w->path = copy_cstring(b + at + tl, pl)) == NULL) goto bad;
     at += (size_t)tl + pl;
     j->fds[i] = FD_NOT_REACHED;
   }
@@ -1044,7 +964,6 @@ bad:
   napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "extractRun: the batch is not count records of files");
   return false;
 }
-
 
 static napi_value js_extract_run(napi_env env, napi_callback_info info) {
   size_t argc = 4;

@@ -5,8 +5,8 @@
  * each file (where it goes, which member's body it gets, its owner, mode and mtime); this
  * module only carries those decisions to the other thread and the outcome back.
  */
-import * as util from 'node:util';
 import { addon } from './binding.js';
+import { batchResult, FINISH_RECORD, packFinish, type BatchResult, type FileFinish, type RawBatchResult } from './files.js';
 
 /** A file to write from the layer, in the layer's order. */
 export interface ExtractFile {
@@ -18,30 +18,10 @@ export interface ExtractFile {
    * Owner, mode and mtime applied on the other thread, the file then closed. Undefined: the
    * file comes back open, written, for the caller to finish (ExtractResult.fds).
    */
-  finish?: ExtractFinish;
+  finish?: FileFinish;
 }
 
-export interface ExtractFinish {
-  /**
-   * fchown to (uid, gid) first; uid -1 leaves the owner. With `strict`, a refusal (EPERM)
-   * fails the build; without, EPERM and EINVAL are a refusal (ExtractResult.refused).
-   */
-  chown?: { uid: number; gid: number; strict: boolean };
-  /** The mode when the chown was done or not asked for; `modeRefused` when it was refused. */
-  mode: number;
-  modeRefused: number;
-  /** Seconds since the epoch, for atime and mtime. */
-  mtime: number;
-}
-
-export interface ExtractResult {
-  /** Per file: its open descriptor when handed back, -1 finished, -2 not reached. */
-  fds: Int32Array;
-  /** Per file: 1 when its chown was refused. */
-  refused: Uint8Array;
-  /** The failure of one file (`failed` its index) or of reading the layer (`failed` -1). */
-  failed: number;
-  error?: NodeJS.ErrnoException;
+export interface ExtractResult extends BatchResult {
   /** The blob is not a tar this reader follows, or lacks a file the batch names. */
   problem?: string;
   /**
@@ -52,17 +32,9 @@ export interface ExtractResult {
   rows?: string;
 }
 
-const F_FINISH = 1;
-const F_CHOWN = 2;
-const F_STRICT = 4;
-const HEAD = 40;
+const HEAD = 8 + FINISH_RECORD;
 
-interface RawResult {
-  fds: Int32Array;
-  refused: Uint8Array;
-  failed: number;
-  errno?: number;
-  syscall?: string;
+interface RawResult extends RawBatchResult {
   problem?: string;
   blob?: string;
   rows?: string;
@@ -89,9 +61,7 @@ export class LayerExtraction {
    */
   async run(files: readonly ExtractFile[], last: boolean): Promise<ExtractResult> {
     const r = (await addon().extractRun(this.session, pack(files), files.length, last)) as RawResult;
-    const result: ExtractResult = { fds: r.fds, refused: r.refused, failed: r.failed, problem: r.problem, blob: r.blob, rows: r.rows };
-    if (r.errno !== undefined) result.error = errnoError(r.errno, r.syscall ?? 'read', r.failed >= 0 ? files[r.failed]!.path : undefined);
-    return result;
+    return { ...batchResult(r, (i) => files[i]!.path), problem: r.problem, blob: r.blob, rows: r.rows };
   }
 
   close(): void {
@@ -106,31 +76,12 @@ function pack(files: readonly ExtractFile[]): Buffer {
   const b = Buffer.allocUnsafe(size);
   let at = 0;
   for (const f of files) {
-    const fin = f.finish;
     const tl = b.write(f.tarPath, at + HEAD);
     const pl = b.write(f.path, at + HEAD + tl);
-    const flags = (fin ? F_FINISH : 0) | (fin?.chown ? F_CHOWN : 0) | (fin?.chown?.strict ? F_STRICT : 0);
     b.writeUInt32LE(tl, at);
     b.writeUInt32LE(pl, at + 4);
-    b.writeUInt32LE(flags, at + 8);
-    b.writeUInt32LE((fin?.chown?.uid ?? 0) >>> 0, at + 12);
-    b.writeUInt32LE((fin?.chown?.gid ?? 0) >>> 0, at + 16);
-    b.writeUInt32LE(fin?.mode ?? 0, at + 20);
-    b.writeUInt32LE(fin?.modeRefused ?? 0, at + 24);
-    b.writeUInt32LE(0, at + 28);
-    b.writeDoubleLE(fin?.mtime ?? 0, at + 32);
+    packFinish(b, at + 8, f.finish);
     at += HEAD + tl + pl;
   }
   return b;
-}
-
-/** An error shaped as Node's fs errors are (code, errno, syscall, "CODE: description, syscall"). */
-function errnoError(errno: number, syscall: string, path?: string): NodeJS.ErrnoException {
-  const [code, description] = util.getSystemErrorMap().get(-errno) ?? [`E${errno}`, 'unknown error'];
-  const e: NodeJS.ErrnoException = new Error(`${code}: ${description}, ${syscall}${path ? ` '${path}'` : ''}`);
-  e.code = code;
-  e.errno = -errno;
-  e.syscall = syscall;
-  if (path) e.path = path;
-  return e;
 }

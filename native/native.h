@@ -6,7 +6,9 @@
 #include <node_api.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 /* Throws a generic error naming `what` unless an exception is already pending. */
 void throw_pending(napi_env env, const char *what);
@@ -33,6 +35,39 @@ napi_value queue_job(napi_env env, const char *what, napi_async_execute_callback
 napi_value tagged_external(napi_env env, void *data, napi_finalize finalize, const napi_type_tag *tag);
 /* The data of an External made by tagged_external with `tag`; NULL (TypeError `usage` thrown) for anything else. */
 void *tagged_external_data(napi_env env, napi_value v, const napi_type_tag *tag, const char *usage);
+
+/*
+ * native/files.c: how a written file is finished, as a batch record carries it (32 bytes of
+ * little-endian numbers: u32 flags, uid, gid, mode, modeRefused, zero, f64 mtime), shared by
+ * extractRun and writeFiles.
+ */
+enum { FINISH_HERE = 1, FINISH_CHOWN = 2, FINISH_STRICT = 4 };
+typedef struct {
+  uint32_t flags, uid, gid, mode, mode_refused;
+  time_t mtime;
+} file_finish;
+uint32_t read_le32(const uint8_t *p);
+/* A NUL-terminated copy of n bytes; NULL when they hold a NUL or memory ran out. */
+char *copy_cstring(const uint8_t *p, uint32_t n);
+/* The 32-byte finish record at `r` into `f`; false when its mtime is not a safe integer. */
+bool finish_read(const uint8_t *r, file_finish *f);
+/* The process's umask from /proc/self/status (umask(2) would change it for a moment, for every thread); -1 when absent. */
+int process_umask(void);
+/*
+ * The mode a file is created with: its final one when it is finished here, the umask leaves it
+ * whole and it has no setuid, setgid or sticky bit (a chown would clear those), so no fchmod
+ * is needed after; else 0600 (the tree's private root keeps everyone else out meanwhile).
+ */
+mode_t finish_create_mode(const file_finish *f, int umask);
+/*
+ * Owner, mode and mtime of a written file (created with finish_create_mode), then close: 0,
+ * or the errno of the call *call names. *refused is set when a chown that may be refused was.
+ */
+int finish_fd(int fd, const file_finish *f, int umask, bool *refused, const char **call);
+/* A batch's result object { fds, refused, failed, errno?, syscall? }; NULL when it could not be made. */
+napi_value batch_result(napi_env env, uint32_t n, const int32_t *fds, const uint8_t *refused, int32_t failed, int err, const char *syscall);
+/* Adds writeFiles to `exports`. */
+napi_status files_register(napi_env env, napi_value exports);
 
 /* native/extract.c: adds extractAvailable, extractOpen, extractRun and extractClose to `exports`. */
 napi_status extract_register(napi_env env, napi_value exports);

@@ -31,6 +31,7 @@ export interface ImageReader {
 export interface Piece {
   offset: number;
   length: number;
+  /** May be a view of the reader's decoded block: read it, copy what is kept, never write to it. */
   data?: Buffer;
 }
 

@@ -18,6 +18,7 @@ import * as fs from 'node:fs';
 import type { LayerEntry } from '../../store/index.js';
 import { StrataError, IMAGE_ERR } from '../image/errors.js';
 import { q, type ImageEntry, type ImageReader } from '../image/index.js';
+import { HELD_MAX, HeldFiles } from './held.js';
 import { buildTree, type TreeOptions, type TreeResult } from './index.js';
 import type { SkipKind } from './writer.js';
 
@@ -44,6 +45,8 @@ export interface ExtractResult extends TreeResult {
 }
 
 const FILES_IN_FLIGHT = 8;
+/** The stretch of zeros left a hole: a page, the unit filesystems allocate in. */
+const HOLE_GRAIN = 4096;
 
 /** Throws ERR_IMAGE_CORRUPT unless `path` is '.' or canonical (plain names joined by '/'). */
 export function checkPath(path: string, where: string): void {
@@ -64,7 +67,6 @@ function parentOf(path: string): string {
 export async function extractImage(image: ImageReader, dir: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
   const restore = opts.restore ?? new Map<string, Restore>();
   return buildTree(dir, { force: opts.force, onSkip: opts.onSkip }, async (w) => {
-    const zeros = Buffer.alloc(image.superblock.blockSize);
     const dirs: LayerEntry[] = [];
     const dirPaths = new Set<string>();
     /** Non-directory entries made so far: hard links may name them. */
@@ -82,7 +84,9 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
     };
 
     // Holes are skipped, not written: the file stays sparse, and a file of huge holes costs
-    // work in its stored pieces only (readers with contentPieces()); otherwise zero chunks are skipped.
+    // work in its stored pieces only (readers with contentPieces()). Within what the image
+    // stores, every aligned 4 KiB of zeros is left a hole too (an EROFS extent holds data and
+    // zeros alike; a SquashFS block is 128 KiB).
     const chunks = async function* (src: ImageEntry): AsyncGenerator<{ offset: number; length: number; data?: Buffer }> {
       if (image.contentPieces) {
         yield* image.contentPieces(src);
@@ -90,39 +94,77 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
       }
       let offset = 0;
       for await (const data of image.openFile(src)) {
-        yield zeros.subarray(0, data.length).equals(data) ? { offset, length: data.length } : { offset, length: data.length, data };
+        yield { offset, length: data.length, data };
         offset += data.length;
       }
     };
-    const writeFile = async (e: LayerEntry, src: ImageEntry) => {
+    const zeros = Buffer.alloc(HOLE_GRAIN);
+    /** The runs of `data` (at `offset` in its file) that are not aligned HOLE_GRAIN-byte stretches of zeros. */
+    const dataRuns = (offset: number, data: Buffer, out: { offset: number; data: Buffer }[]) => {
+      let from = -1;
+      for (let at = 0; at < data.length; ) {
+        const next = Math.min(data.length, at + HOLE_GRAIN - ((offset + at) % HOLE_GRAIN));
+        const zero = zeros.subarray(0, next - at).equals(data.subarray(at, next));
+        if (zero && from >= 0) {
+          out.push({ offset: offset + from, data: data.subarray(from, at) });
+          from = -1;
+        } else if (!zero && from < 0) from = at;
+        at = next;
+      }
+      if (from >= 0) out.push({ offset: offset + from, data: data.subarray(from) });
+    };
+    // A small file is held, and written with others on the pool (held.ts); a large one is
+    // written here as it is read.
+    const writeFile = async (e: LayerEntry, src: ImageEntry): Promise<{ written: Promise<void> } | undefined> => {
+      if (src.size <= HELD_MAX) {
+        const pieces: { offset: number; data: Buffer }[] = [];
+        let size = 0;
+        for await (const { offset, length, data } of chunks(src)) {
+          if (data) dataRuns(offset, data, pieces);
+          size = offset + length;
+        }
+        return held.hold(e, pieces, size);
+      }
       const fd = w.createFile(e.path);
       try {
-        let pos = 0;
+        let end = 0;
+        let size = 0;
+        const runs: { offset: number; data: Buffer }[] = [];
         for await (const { offset, length, data } of chunks(src)) {
-          if (data && !zeros.subarray(0, data.length).equals(data)) {
-            for (let done = 0; done < data.length; ) done += fs.writeSync(fd, data, done, data.length - done, offset + done);
+          if (data) dataRuns(offset, data, runs);
+          for (const r of runs.splice(0)) {
+            for (let done = 0; done < r.data.length; ) done += fs.writeSync(fd, r.data, done, r.data.length - done, r.offset + done);
+            end = r.offset + r.data.length;
           }
-          pos = offset + length;
+          size = offset + length;
         }
-        fs.ftruncateSync(fd, pos);
+        if (end < size) fs.ftruncateSync(fd, size);
       } catch (err) {
         fs.closeSync(fd);
         throw err;
       }
       w.finishFile(fd, e);
+      return undefined;
     };
 
     // Files are read a few at a time so image reads overlap; everything else is made in walk
-    // order. A hard link waits for its target's task.
+    // order. A hard link waits for its target to be written.
+    const held = new HeldFiles(w);
     const tasks = new Set<Promise<void>>();
-    const fileTasks = new Map<string, Promise<void>>();
+    const fileTasks = new Map<string, Promise<{ written: Promise<void> } | undefined>>();
     const failed: unknown[] = [];
-    const spawn = async (fn: () => Promise<void>, key: string | undefined) => {
-      const p: Promise<void> = fn()
-        .catch((err: unknown) => void failed.push(err))
-        .finally(() => tasks.delete(p));
+    const spawn = async (read: Promise<{ written: Promise<void> } | undefined>, key: string | undefined) => {
+      const p: Promise<void> = read.then(
+        () => {
+          tasks.delete(p);
+        },
+        (err: unknown) => {
+          tasks.delete(p);
+          failed.push(err);
+        },
+      );
       tasks.add(p);
-      if (key !== undefined) fileTasks.set(key, p);
+      if (key !== undefined) fileTasks.set(key, read);
       while (tasks.size >= FILES_IN_FLIGHT) await Promise.race(tasks);
       if (failed.length > 0) throw failed[0];
     };
@@ -144,15 +186,15 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
             break;
           case 'file':
             linkable.add(e.path);
-            await spawn(() => writeFile(e, src), src.nlink > 1 ? e.path : undefined);
+            await spawn(writeFile(e, src), src.nlink > 1 ? e.path : undefined);
             break;
           case 'hardlink': {
             const target = e.linkname!;
             if (!linkable.has(target)) {
               throw new StrataError(IMAGE_ERR.CORRUPT, `${image.path}: hard link ${q(e.path)} to ${q(target)}, which is not an earlier entry`);
             }
-            await fileTasks.get(target);
-            if (failed.length > 0) throw failed[0];
+            const t = await fileTasks.get(target);
+            if (t) await held.wait(t.written);
             w.hardlink(e);
             if (restore.has(e.path)) w.restoreAt(e);
             break;
@@ -173,8 +215,10 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
       }
       await Promise.all(tasks);
       if (failed.length > 0) throw failed[0];
+      await held.flush();
     } finally {
       await Promise.allSettled(tasks);
+      await held.settled();
     }
     for (const p of restore.keys()) {
       if (!restored.has(p)) {

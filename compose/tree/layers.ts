@@ -16,8 +16,7 @@
  * Memory: a batch of files per layer being written and the next one being prepared; the plan
  * is read as it goes (it spills to disk past its budget).
  */
-import * as fs from 'node:fs';
-import { extractAvailable, LayerExtraction, type ExtractFile, type ExtractResult } from '../../native/extract.js';
+import { extractAvailable, LayerExtraction, type ExtractFile } from '../../native/extract.js';
 import type { LayerEntry, LoadedModule, MergePlan, PlannedFile, StoreReader } from '../../store/index.js';
 import type { TreeWriter } from './writer.js';
 
@@ -101,7 +100,7 @@ async function extractLayer(
       // The next batch is made while this one is written.
       const after = batch.last ? undefined : nextBatch();
       const r = await running;
-      settle(w, batch, r);
+      w.settleBatch(batch.entries, batch.refused, r, r.problem !== undefined);
       progress(batch.bytes);
       // A read that failed, a blob that is not a canonical tar, or the end: the store judges.
       if (batch.last || r.error !== undefined || r.problem !== undefined) {
@@ -114,27 +113,4 @@ async function extractLayer(
   } finally {
     session.close();
   }
-}
-
-/** Finishes what came back open (or closes it, when the batch failed), counts refused chowns, throws a file's failure. */
-function settle(w: TreeWriter, batch: Batch, r: ExtractResult): void {
-  let failed = r.error !== undefined || r.problem !== undefined;
-  let thrown: unknown;
-  for (let i = 0; i < batch.files.length; i++) {
-    const fd = r.fds[i]!;
-    if (r.refused[i]) batch.refused[i]?.();
-    if (fd < 0) continue;
-    if (failed) {
-      fs.closeSync(fd);
-      continue;
-    }
-    try {
-      w.finishFile(fd, batch.entries[i]!);
-    } catch (e) {
-      thrown = e;
-      failed = true;
-    }
-  }
-  if (thrown !== undefined) throw thrown;
-  if (r.error !== undefined && r.failed >= 0) throw w.failure(batch.entries[r.failed]!.path, r.error);
 }

@@ -44,7 +44,7 @@ import { lsetxattr } from '../../native/xattr.js';
 import { ACL_XATTR_ACCESS, ACL_XATTR_DEFAULT, aclFromText, aclToXattr, narrowedNode, type Acl } from '../../native/acl.js';
 import { printable, StrataError } from '../../native/errors.js';
 import { COMPOSE_ERR } from '../errors.js';
-import type { ExtractFinish } from '../../native/extract.js';
+import type { BatchResult, FileFinish } from '../../native/files.js';
 import type { LayerEntry } from '../../store/index.js';
 
 export type SkipKind = 'ownership' | 'device nodes' | 'sockets' | 'POSIX ACLs' | `${string}.* xattrs`;
@@ -143,6 +143,34 @@ export class TreeWriter {
     return this.guard(p, () => openBeneath(this.root, p, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o600));
   }
 
+  /**
+   * Settles a batch of files written on another thread (native/extract.ts, native/files.ts),
+   * whose finishes came from plainFinish(): counts the refused chowns, finishes the files that
+   * came back open (closes them instead once the batch has failed, or when `failed` says it
+   * has), and throws the batch's failure, naming its file.
+   */
+  settleBatch(entries: readonly LayerEntry[], refused: readonly ((() => void) | undefined)[], r: BatchResult, failed = false): void {
+    failed ||= r.error !== undefined;
+    let thrown: unknown;
+    for (let i = 0; i < entries.length; i++) {
+      const fd = r.fds[i]!;
+      if (r.refused[i]) refused[i]?.();
+      if (fd < 0) continue;
+      if (failed) {
+        fs.closeSync(fd);
+        continue;
+      }
+      try {
+        this.finishFile(fd, entries[i]!);
+      } catch (e) {
+        thrown = e;
+        failed = true;
+      }
+    }
+    if (thrown !== undefined) throw thrown;
+    if (r.error !== undefined && r.failed >= 0) throw this.failure(entries[r.failed]!.path, r.error);
+  }
+
   /** Applies a file's metadata through its descriptor and closes it (also on error). */
   finishFile(fd: number, e: LayerEntry): void {
     try {
@@ -158,7 +186,7 @@ export class TreeWriter {
    * (xattrs or ACLs). A skip meta() would count whatever the chown does is counted now; one it
    * counts only when the chown is refused, by `refused` (ExtractResult.refused).
    */
-  plainFinish(e: LayerEntry): (ExtractFinish & { refused?: () => void }) | undefined {
+  plainFinish(e: LayerEntry): (FileFinish & { refused?: () => void }) | undefined {
     if (e.xattrs?.size || e.acl?.access || e.acl?.default) return undefined;
     const mode = e.mode & 0o7777;
     const modeRefused = narrowedNode(mode, undefined, { ownGroupKept: false }).mode;
