@@ -363,7 +363,8 @@ export interface NarrowedNode {
  *
  * A group switch clears setgid: the node must not run with the licence group's privileges.
  * `ownGroupKept: false` says the owning group cannot be set at all (a non-root build leaves the
- * builder's primary group): the group class then gets no more than other.
+ * builder's primary group): the group class then gets no more than other, and setgid goes (the
+ * node must not run with the builder's group for everyone else).
  */
 export function narrowedNode(mode: number, access: Acl | undefined, opts: { prefer?: number; ownGroupKept?: boolean } = {}): NarrowedNode {
   const special = mode & 0o7000;
@@ -390,7 +391,7 @@ export function narrowedNode(mode: number, access: Acl | undefined, opts: { pref
     }
   }
   if (opts.ownGroupKept === false) group &= other;
-  const sgid = gid !== undefined ? 0o2000 : 0;
+  const sgid = gid !== undefined || opts.ownGroupKept === false ? 0o2000 : 0;
   return { mode: (special & ~sgid) | (user << 6) | (group << 3) | other, ...(gid !== undefined ? { gid } : {}) };
 }
 

@@ -256,6 +256,8 @@ codec('narrowedNode gives every class the least any of its members had', () => {
   // Without an ACL nothing changes, unless the owning group cannot be set: then group ≤ other.
   assert.is(n(0o4755, undefined), '4755');
   assert.is(n(0o770, undefined, { ownGroupKept: false }), '700');
+  // ... and setgid goes with it (setuid is the owner's: the tree writer's rule).
+  assert.is(n(0o6775, undefined, { ownGroupKept: false }), '4755');
   assert.is(n(0o750, 'u::rwx,g::r-x,g:7:r-x,m::r-x,o::---', { ownGroupKept: false }), '700');
 });
 

@@ -5,7 +5,8 @@
  * xattrs) through images made by mksquashfs and mkfs.erofs: several batches of small files,
  * a file past the held size, sparse and all-zero files, a setuid file of another owner, a file
  * with an xattr (finished here, not on the pool), hard links to files of an earlier batch and
- * of the filling one. As nobody: the owners it may not set are skipped and counted. The native call itself: a hostile path writes nothing outside
+ * of the filling one. As nobody: the owners it may not set are skipped and counted, and the
+ * setuid file is not left setuid. The native call itself: a hostile path writes nothing outside
  * the root, the batch stops at the failure, and a malformed batch is refused before anything runs.
  */
 import { suite } from 'uvu';
@@ -100,7 +101,7 @@ else {
     }
   });
 
-  t('as nobody: owners it may not set are counted, the content is the same', () => {
+  t('as nobody: owners it may not set are counted, nothing is left setuid, the content is the same', () => {
     const home = join(tmp, 'home');
     chmodSync(tmp, 0o711);
     mkdirSync(home);
@@ -112,7 +113,9 @@ else {
     const r = strata(['unsquash', img, out], { as: nobody(home) });
     assert.is(r.code, 0, r.stderr.toString());
     assert.match(r.stderr.toString() + r.stdout.toString(), /ownership \(\d+\)/, 'the skipped owners are counted');
-    assert.is(lstatSync(join(out, 'odd', 'setuid')).uid, 65534);
+    const st = lstatSync(join(out, 'odd', 'setuid'));
+    assert.is(st.uid, 65534);
+    assert.is(st.mode & 0o7000, 0, 'not setuid for a user who is not its owner');
     // Modes narrow where the group could not be kept; everything else is the source's.
     assert.equal(diffTrees(src, out, { ignoreAcls: true, ignoreOwners: true, ignoreRoot: true }).filter((l) => !/: mode /.test(l)), []);
   });

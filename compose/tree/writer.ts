@@ -18,6 +18,9 @@
  * directories and directory mtimes come out right; the root last (`finishRoot`).
  *
  * Modes never grant more than the layers do:
+ * - a setuid bit stays only where the owner could be set, a setgid bit only where the group
+ *   could (as GNU tar and unsquashfs do for a user): a node of the builder's must not run as
+ *   the builder, or with the builder's group, for everyone else;
  * - a licensed output's root (`licenceGid`) gets the licence group and no access for others;
  * - where the owning group cannot be set (a non-root build keeps the builder's group), the
  *   group class gets no more than others: group bits, and an ACL's group:: entry, & other;
@@ -58,6 +61,8 @@ export interface WriterOptions {
 
 /** Where a node's metadata goes: its own descriptor, or a name in its parent's. */
 type At = { fd: number } | { dir: number; name: string };
+
+const S_ISUID = 0o4000;
 
 const SKIP_XATTR = new Set(['EPERM', 'EACCES', 'ENOTSUP', 'EOPNOTSUPP']);
 
@@ -189,7 +194,8 @@ export class TreeWriter {
   plainFinish(e: LayerEntry): (FileFinish & { refused?: () => void }) | undefined {
     if (e.xattrs?.size || e.acl?.access || e.acl?.default) return undefined;
     const mode = e.mode & 0o7777;
-    const modeRefused = narrowedNode(mode, undefined, { ownGroupKept: false }).mode;
+    // Neither owner nor group set: no setuid, no setgid, the group class no more than other.
+    const modeRefused = narrowedNode(mode, undefined, { ownGroupKept: false }).mode & ~S_ISUID;
     // A new file is the creator's, uid and primary group: no chown when that is what it needs.
     if (this.ownersAsCreated && e.uid === this.uid && e.gid === this.gid) return { mode, modeRefused, mtime: e.mtime };
     if (this.isRoot || (e.uid === this.uid && this.groups.has(e.gid))) {
@@ -197,7 +203,7 @@ export class TreeWriter {
     }
     this.skip('ownership', e.path);
     if (!this.groups.has(e.gid)) return { mode: modeRefused, modeRefused, mtime: e.mtime };
-    return { chown: { uid: -1, gid: e.gid, strict: false }, mode, modeRefused, mtime: e.mtime };
+    return { chown: { uid: -1, gid: e.gid, strict: false }, mode: mode & ~S_ISUID, modeRefused, mtime: e.mtime };
   }
 
   symlink(e: LayerEntry): void {
@@ -294,6 +300,7 @@ export class TreeWriter {
     if (!licensed) gid = switched ?? gid;
 
     const groupKept = what.groupKept ?? this.chown(e, at, gid);
+    const ownerKept = e.uid === this.uid || (this.isRoot && groupKept);
     if (narrow) {
       // A licensed root keeps the licence group: a rule that picks another group cannot hold.
       const kept = groupKept && !(licensed && switched !== undefined && switched !== gid);
@@ -305,6 +312,7 @@ export class TreeWriter {
       const other = access?.find((x) => x.tag === 'other')?.perm ?? 7;
       access = access?.map((x) => (x.tag === 'group_obj' ? { ...x, perm: x.perm & other } : x));
     }
+    if (!ownerKept) mode &= ~S_ISUID;
 
     if (e.type !== 'symlink') {
       this.guard(e.path, () => ('fd' in at ? fs.fchmodSync(at.fd, mode) : fchmodat(at.dir, at.name, mode, AT_SYMLINK_NOFOLLOW)));
