@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import type { LoadedModule, Store, LayerEntry } from '../store/index.js';
 import { embeddedPlanned, forEachPlannedFile, type MergePlan } from './merge.js';
 import type { EmbeddedFiles } from './embedded.js';
-import { buildTree, canExtract, extractLayers, type TreeResult, type TreeWriter } from './tree/index.js';
+import { buildTree, canExtract, DirList, extractLayers, type TreeResult, type TreeWriter } from './tree/index.js';
 
 export interface SandboxResult extends TreeResult {
   entries: number;
@@ -40,10 +40,16 @@ export async function writeSandbox(
   target: string,
   opts: SandboxOptions = {},
 ): Promise<SandboxResult> {
-  return buildTree(target, opts, async (w) => {
+  const dirs = new DirList(await store.scratchDir());
+  try {
+    return await buildTree(target, opts, fill);
+  } finally {
+    dirs.dispose();
+  }
+
+  async function fill(w: TreeWriter) {
     let bytes = 0;
     const total = plan.bytes;
-    const dirs: LayerEntry[] = [];
     let hardlinks = 0;
 
     // 1. Directories, symlinks, device nodes and fifos, in path order.
@@ -89,9 +95,9 @@ export async function writeSandbox(
     if (hardlinks > 0) for (const { entry: e } of plan.others()) if (e.type === 'hardlink') w.hardlink(e);
 
     // 4. Directory metadata, deepest first; the root goes last, with the tree into place.
-    w.finishDirs(dirs);
+    w.finishDirs(dirs.deepestFirst());
     return { root: plan.root, value: { entries: plan.count, bytes } };
-  });
+  }
 }
 
 /** A file created, written and finished on this thread. */

@@ -4,12 +4,19 @@
  * each path's POSIX ACLs and original mode (and owning group, when the image changed it),
  * from the image's /.strata/acl.json, in the same pass through the one tree writer: nothing
  * is looked up or changed by path afterwards.
+ *
+ * Memory: acl.json is read as it streams and sorted into the image's walk order through spill
+ * files (a licensed tree has an ACL on every path); the walk asks for each path in that order.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { aclFromText } from '../native/acl.js';
+import { comparePaths, fitHeapToPlan, LARGE_PLAN, readEntriesDocument, SpillSorter, type RecordCodec } from '../store/index.js';
 import { StrataError } from './errors.js';
 import { IMAGE_ERR } from './image/errors.js';
 import { openImage, q } from './image/index.js';
-import { checkPath, extractImage, type Restore } from './tree/image.js';
+import { checkPath, extractImage, type Restore, type RestoreLookup } from './tree/image.js';
 
 export interface UnsquashResult {
   entries: number;
@@ -20,55 +27,124 @@ export interface UnsquashResult {
 
 export async function unsquash(image: string, dir: string): Promise<UnsquashResult> {
   const img = await openImage(image);
+  if (img.superblock.inodes > LARGE_PLAN) fitHeapToPlan();
+  // The spill files of the ACL index and the directory list: private, and gone at the end.
+  const scratchDir = mkdtempSync(join(tmpdir(), 'strata-unsquash-'));
+  let restore: AclIndexReader | undefined;
   try {
-    const restore = (await img.stat('.strata/acl.json')) ? parseAclIndex(image, await img.readFile('.strata/acl.json')) : undefined;
-    const r = await extractImage(img, dir, { restore });
+    const acl = await img.stat('.strata/acl.json');
+    if (acl) {
+      if (acl.type !== 'file') throw new StrataError(IMAGE_ERR.CORRUPT, `${image}: /.strata/acl.json is not a strata ACL index`);
+      restore = await AclIndexReader.read(image, img.openFile(acl), scratchDir);
+    }
+    const r = await extractImage(img, dir, { restore, scratchDir });
     return { entries: r.entries, acls: r.acls, skipped: r.skipped, warnings: r.warnings };
   } finally {
+    restore?.dispose();
+    rmSync(scratchDir, { recursive: true, force: true });
     await img.close();
   }
 }
 
+const HINT = 'the image was altered or not written by strata';
+
+/** A path and its Restore as JSON, through the spill files. A path holds no NUL. */
+type Rec = [path: string, json: string];
+const recCodec: RecordCodec<Rec> = {
+  encode: ([path, json]) => Buffer.from(`${path}\0${json}`),
+  decode: (b) => {
+    const s = b.toString();
+    const cut = s.indexOf('\0');
+    return [s.slice(0, cut), s.slice(cut + 1)];
+  },
+  size: ([path, json]) => 2 * (path.length + json.length) + 64,
+};
+
 /**
  * /.strata/acl.json as untrusted input: every path canonical, every mode an integer in
- * 0..0o7777, every ACL text parseable, a gid (optional) an id. Anything else is
- * ERR_IMAGE_CORRUPT, before DIR is touched.
+ * 0..0o7777, every ACL text parseable, a gid (optional) an id, no path twice. Anything else is
+ * ERR_IMAGE_CORRUPT, before DIR is touched. A path that is not an entry of the image is found
+ * as the walk passes where it would be, and fails the extraction (DIR is left as it was).
  */
-function parseAclIndex(image: string, bytes: Buffer): Map<string, Restore> {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(bytes.toString('utf8'));
-  } catch {
-    throw new StrataError(IMAGE_ERR.CORRUPT, `${image}: /.strata/acl.json is not valid JSON`);
+class AclIndexReader implements RestoreLookup {
+  private cursor: Generator<Rec> | undefined;
+  private cur: IteratorResult<Rec> | undefined;
+
+  private constructor(
+    private readonly image: string,
+    private readonly sorter: SpillSorter<Rec>,
+  ) {}
+
+  /** Reads the index from its bytes; `scratchDir` takes the spill files. */
+  static async read(image: string, chunks: AsyncIterable<Uint8Array>, scratchDir: string): Promise<AclIndexReader> {
+    const sorter = new SpillSorter<Rec>({ compare: (a, b) => comparePaths(a[0], b[0]), codec: recCodec, dir: scratchDir });
+    const reader = new AclIndexReader(image, sorter);
+    try {
+      const notIndex = (why: string) => new StrataError(IMAGE_ERR.CORRUPT, `${image}: /.strata/acl.json is not a strata ACL index (${why})`);
+      const { hasEntries } = await readEntriesDocument(chunks, 'entries', notIndex, (p, raw) => {
+        checkPath(p, `${image}: /.strata/acl.json`);
+        sorter.push([p, JSON.stringify(reader.restoreOf(p, raw as Record<string, unknown>))]);
+      });
+      if (!hasEntries) throw notIndex('no "entries"');
+      return reader;
+    } catch (e) {
+      reader.dispose();
+      throw e;
+    }
   }
-  const entries = (doc as { entries?: unknown })?.entries;
-  if (typeof entries !== 'object' || entries === null || Array.isArray(entries)) {
-    throw new StrataError(IMAGE_ERR.CORRUPT, `${image}: /.strata/acl.json is not a strata ACL index`);
+
+  private bad(p: string, why: string): StrataError {
+    return new StrataError(IMAGE_ERR.CORRUPT, `${this.image}: /.strata/acl.json names ${q(p)} ${why}`, { hint: HINT });
   }
-  const bad = (p: string, why: string) =>
-    new StrataError(IMAGE_ERR.CORRUPT, `${image}: /.strata/acl.json names ${q(p)} ${why}`, { hint: 'the image was altered or not written by strata' });
-  const out = new Map<string, Restore>();
-  for (const [p, raw] of Object.entries(entries as Record<string, unknown>)) {
-    checkPath(p, `${image}: /.strata/acl.json`);
-    const e = (raw ?? {}) as Record<string, unknown>;
+
+  private restoreOf(p: string, e: Record<string, unknown>): Restore {
     const mode = e.mode;
-    if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw bad(p, 'with an invalid mode');
+    if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw this.bad(p, 'with an invalid mode');
     const r: Restore = { mode };
     for (const k of ['access', 'default'] as const) {
       if (e[k] === undefined) continue;
-      if (typeof e[k] !== 'string') throw bad(p, `with an invalid ${k} ACL`);
+      if (typeof e[k] !== 'string') throw this.bad(p, `with an invalid ${k} ACL`);
       try {
         aclFromText(e[k] as string);
       } catch {
-        throw bad(p, `with an invalid ${k} ACL`);
+        throw this.bad(p, `with an invalid ${k} ACL`);
       }
       r[k] = e[k] as string;
     }
     if (e.gid !== undefined) {
-      if (typeof e.gid !== 'number' || !Number.isInteger(e.gid) || e.gid < 0 || e.gid > 0xfffffffe) throw bad(p, 'with an invalid group');
+      if (typeof e.gid !== 'number' || !Number.isInteger(e.gid) || e.gid < 0 || e.gid > 0xfffffffe) throw this.bad(p, 'with an invalid group');
       r.gid = e.gid;
     }
-    out.set(p, r);
+    return r;
   }
-  return out;
+
+  lookup(path: string): Restore | undefined {
+    if (this.cursor === undefined) {
+      this.cursor = this.sorter.sorted();
+      this.cur = this.cursor.next();
+    }
+    if (!this.cur!.done && comparePaths(this.cur!.value[0], path) < 0) throw this.notAnEntry(this.cur!.value[0]);
+    if (this.cur!.done || this.cur!.value[0] !== path) return undefined;
+    const json = this.cur!.value[1];
+    this.cur = this.cursor.next();
+    if (!this.cur.done && this.cur.value[0] === path) throw this.bad(path, 'twice');
+    return JSON.parse(json) as Restore;
+  }
+
+  finish(): void {
+    if (this.cursor === undefined) {
+      this.cursor = this.sorter.sorted();
+      this.cur = this.cursor.next();
+    }
+    if (!this.cur!.done) throw this.notAnEntry(this.cur!.value[0]);
+  }
+
+  private notAnEntry(p: string): StrataError {
+    return new StrataError(IMAGE_ERR.CORRUPT, `${this.image}: /.strata/acl.json names ${q(p)}, which is not an entry of the image`, { hint: HINT });
+  }
+
+  dispose(): void {
+    this.cursor?.return(undefined);
+    this.sorter.dispose();
+  }
 }

@@ -588,6 +588,11 @@ target('setuid, setgid and sticky bits and foreign owners come out as GNU tar gi
   assert.equal([snap.get('bin/su')?.mode, snap.get('bin/wall')?.mode, snap.get('shared')?.mode, snap.get('shared/drop')?.mode], [0o4755, 0o2755, 0o2775, 0o1733]);
   assert.equal([snap.get('shared/drop')?.uid, snap.get('shared/drop')?.gid], [3_000_000, 3_000_001]);
   assert.equal(diffTrees(snap, referenceExtract([layer!], join(dir, 'ref')), { ignoreStrataPaths: true }), []);
+  // With a tiny memory budget the plan and the directory list go through spill files: the
+  // same tree (directory modes and mtimes are applied from the spilled list, deepest first).
+  const spilled = join(dir, 'sandbox-spilled');
+  ok(strata(['compose', 'sandbox', spilled], { store, cwd: work, env: { STRATA_MEMORY_BUDGET: '512' } }), 'sandbox, spilled');
+  assert.equal(diffTrees(snap, spilled), []);
 });
 
 target("ACLs around the target are not inherited: a parent's default ACL, an old target's own", ({ dir, store, work }) => {

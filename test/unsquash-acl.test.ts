@@ -77,4 +77,43 @@ Un('a well-formed acl.json on a foreign image is applied inside DIR', () => {
   assert.match(mustRun('getfacl', ['-c', '-n', join(out, 'file')]).stdout.toString(), /user:1001:r--/);
 });
 
+Un('acl.json in any order, spilled: every ACL and directory mode back; a path named twice is refused', () => {
+  // Many directories and files, each with its ACL, written to acl.json in reverse order with
+  // numeric names (JSON puts array-index keys first): unsquash sorts the index into the walk's
+  // order, and with a tiny memory budget both it and the directory list go through spill files.
+  const tree = join(tmp, 'tree-many');
+  const entries: Array<[string, { mode: number; access: string; default?: string }]> = [];
+  mkdirSync(tree);
+  for (let d = 0; d < 40; d++) {
+    const dir = String(d * 7);
+    mkdirSync(join(tree, dir));
+    entries.push([dir, { mode: 0o750, access: 'user::rwx,group::r-x,group:1002:r-x,mask::r-x,other::---', default: 'user::rwx,group::r-x,other::---' }]);
+    for (let f = 0; f < 30; f++) {
+      writeFileSync(join(tree, dir, `f${f}`), `${d}/${f}\n`);
+      entries.push([`${dir}/f${f}`, { mode: 0o640, access: `user::rw-,user:${1000 + f}:r--,group::r--,mask::r--,other::---` }]);
+    }
+  }
+  mkdirSync(join(tree, '.strata'));
+  const text = (list: typeof entries) => `{"aclVersion":1,"entries":{${list.map(([p, e]) => `${JSON.stringify(p)}:${JSON.stringify(e)}`).join(',')}}}`;
+  writeFileSync(join(tree, '.strata/acl.json'), text([...entries].reverse()));
+  const img = join(tmp, 'many.sqfs');
+  mustRun('mksquashfs', [tree, img, '-noappend', '-quiet', '-no-progress']);
+  const out = join(tmp, 'out-many');
+  assert.match(strataOk(['unsquash', img, out], { ...o, env: { STRATA_MEMORY_BUDGET: '4096' } }), new RegExp(`restored ACLs on ${entries.length} paths$`, 'm'));
+  for (const [p, e] of [entries[0]!, entries[31]!, entries.at(-1)!]) {
+    assert.is(statSync(join(out, p)).mode & 0o7777, e.mode, `${p}: its original mode`);
+    assert.match(mustRun('getfacl', ['-c', '-n', join(out, p)]).stdout.toString(), new RegExp(e.access.split(',')[1]!.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')), `${p}: its ACL`);
+  }
+  assert.match(mustRun('getfacl', ['-c', '-n', '-d', join(out, '7')]).stdout.toString(), /^group::r-x$/m, 'a default ACL');
+
+  const twice = join(tmp, 'tree-twice');
+  mkdirSync(join(twice, '.strata'), { recursive: true });
+  writeFileSync(join(twice, 'file'), 'x\n');
+  writeFileSync(join(twice, '.strata/acl.json'), text([['file', entries[1]![1]], ['file', entries[1]![1]]]));
+  mustRun('mksquashfs', [twice, join(tmp, 'twice.sqfs'), '-noappend', '-quiet', '-no-progress']);
+  const r = strata(['unsquash', join(tmp, 'twice.sqfs'), join(tmp, 'out-twice')], o);
+  assert.is(r.code, 1);
+  assert.match(r.stderr, /^strata: .*acl\.json names 'file' twice \(the image was altered[^\n]*\n$/);
+});
+
 Un.run();

@@ -14,7 +14,7 @@ export type ImageFormat = 'squashfs' | 'erofs';
 /** A read-only image: its entries in walk order (parents first) and its files' bytes. */
 export interface ImageReader {
   readonly path: string;
-  readonly superblock: { readonly blockSize: number };
+  readonly superblock: { readonly blockSize: number; readonly inodes: number };
   walk(opts?: WalkOptions): AsyncGenerator<ImageEntry>;
   /** A regular file's bytes, holes as zeros, in chunks. */
   openFile(file: string | ImageEntry): AsyncGenerator<Buffer>;

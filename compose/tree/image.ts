@@ -8,19 +8,22 @@
  * - DIR as compose/tree/target.ts says: absent or an empty directory of the caller; the tree
  *   is built privately and put in place at the end, so on any error DIR is left as it was.
  * - Paths come from the image and are checked: plain names only (no '', '.', '..', '/'),
- *   each below a directory met earlier; a hard link names an earlier non-directory entry.
+ *   each below a directory met earlier (the walk is depth first, parents first); a hard
+ *   link names an earlier non-directory entry of more than one name.
  *   Anything else is ERR_IMAGE_CORRUPT. Nothing is ever written outside DIR.
  * - What the process may not do is skipped and counted with the writer's vocabulary
  *   ('ownership', 'device nodes', '<ns>.* xattrs', 'POSIX ACLs') plus 'sockets', which
  *   SquashFS can hold and a tree of layers cannot.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import type { LayerEntry } from '../../store/index.js';
 import { StrataError, IMAGE_ERR } from '../image/errors.js';
 import { q, type ImageEntry, type ImageReader } from '../image/index.js';
+import { DirList } from './dirs.js';
 import { HELD_MAX, HeldFiles } from './held.js';
 import { buildTree, type TreeOptions, type TreeResult } from './index.js';
-import type { SkipKind } from './writer.js';
+import type { SkipKind, TreeWriter } from './writer.js';
 
 /** What /.strata/acl.json says of one path: the mode before the image narrowed it, the ACLs, maybe the group. */
 export interface Restore {
@@ -30,11 +33,20 @@ export interface Restore {
   default?: string;
 }
 
+/** Modes and ACLs to put back (compose/unsquash.ts reads them from /.strata/acl.json). */
+export interface RestoreLookup {
+  /** What to put back on `path`; asked for every entry, in walk order, each once. */
+  lookup(path: string): Restore | undefined;
+  /** After the walk: throws if a path to restore was not an entry of the image. */
+  finish(): void;
+}
+
 export interface ExtractOptions extends Pick<TreeOptions, 'force'> {
   /** Called once for every entry or attribute left out. */
   onSkip?(kind: SkipKind, path: string): void;
-  /** Modes and ACLs to put back, by path; every path must be an entry of the image. */
-  restore?: Map<string, Restore>;
+  restore?: RestoreLookup;
+  /** Where the directory list spills past its budget (a directory strata owns); the system's tmp by default. */
+  scratchDir?: string;
 }
 
 export interface ExtractResult extends TreeResult {
@@ -65,20 +77,25 @@ function parentOf(path: string): string {
 
 /** Extracts every entry of `image` into `dir` (see the file comment). */
 export async function extractImage(image: ImageReader, dir: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
-  const restore = opts.restore ?? new Map<string, Restore>();
-  return buildTree(dir, { force: opts.force, onSkip: opts.onSkip }, async (w) => {
-    const dirs: LayerEntry[] = [];
-    const dirPaths = new Set<string>();
-    /** Non-directory entries made so far: hard links may name them. */
+  const restore = opts.restore;
+  const dirs = new DirList(opts.scratchDir ?? os.tmpdir());
+  try {
+    return await buildTree(dir, { force: opts.force, onSkip: opts.onSkip }, fill);
+  } finally {
+    dirs.dispose();
+  }
+
+  async function fill(w: TreeWriter): Promise<{ root: LayerEntry; value: { entries: number; acls: number } }> {
+    /** The directories from the root to the last one met: an entry's parent must be one of them (the walk is depth first). */
+    const chain: string[] = [];
+    /** Entries with more than one name so far: a hard link may name them (and only them). */
     const linkable = new Set<string>();
-    const restored = new Set<string>();
     let entries = 0;
     let acls = 0;
 
     const withRestore = (e: ImageEntry): LayerEntry => {
-      const r = restore.get(e.path);
+      const r = restore?.lookup(e.path);
       if (r === undefined) return e;
-      restored.add(e.path);
       if (r.access || r.default) acls++;
       return { ...e, mode: r.mode, gid: r.gid ?? e.gid, acl: { access: r.access, default: r.default } };
     };
@@ -173,19 +190,23 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
     try {
       for await (const src of image.walk({ onSkip: (_what, p) => w.skip('sockets', p) })) {
         checkPath(src.path, image.path);
-        if (src.path !== '.' && !dirPaths.has(parentOf(src.path))) {
-          throw new StrataError(IMAGE_ERR.CORRUPT, `${image.path}: entry ${q(src.path)} comes before its directory`);
+        if (src.path !== '.') {
+          const parent = parentOf(src.path);
+          while (chain.length > 0 && chain[chain.length - 1] !== parent) chain.pop();
+          if (chain.length === 0) throw new StrataError(IMAGE_ERR.CORRUPT, `${image.path}: entry ${q(src.path)} comes before its directory`);
+        } else if (entries > 0) {
+          throw new StrataError(IMAGE_ERR.CORRUPT, `${image.path}: the root comes twice`);
         }
         const e = withRestore(src);
+        if (src.nlink > 1 && e.type !== 'dir' && e.type !== 'hardlink') linkable.add(e.path);
         switch (e.type) {
           case 'dir':
             if (e.path === '.') root = e;
             else w.mkdir(e);
             dirs.push(e);
-            dirPaths.add(e.path);
+            chain.push(e.path);
             break;
           case 'file':
-            linkable.add(e.path);
             await spawn(writeFile(e, src), src.nlink > 1 ? e.path : undefined);
             break;
           case 'hardlink': {
@@ -196,19 +217,17 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
             const t = await fileTasks.get(target);
             if (t) await held.wait(t.written);
             w.hardlink(e);
-            if (restore.has(e.path)) w.restoreAt(e);
+            if (e !== src) w.restoreAt(e);
             break;
           }
           case 'symlink':
             // ACLs never apply to symlinks: an acl.json entry naming one is left out.
             w.symlink(src);
-            linkable.add(e.path);
             break;
           case 'char':
           case 'block':
           case 'fifo':
             w.node(e);
-            linkable.add(e.path);
             break;
         }
         entries++;
@@ -220,15 +239,9 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
       await Promise.allSettled(tasks);
       await held.settled();
     }
-    for (const p of restore.keys()) {
-      if (!restored.has(p)) {
-        throw new StrataError(IMAGE_ERR.CORRUPT, `${image.path}: /.strata/acl.json names ${q(p)}, which is not an entry of the image`, {
-          hint: 'the image was altered or not written by strata',
-        });
-      }
-    }
-    w.finishDirs(dirs);
+    restore?.finish();
+    w.finishDirs(dirs.deepestFirst());
     if (root === undefined) throw new StrataError(IMAGE_ERR.CORRUPT, `${image.path}: no root directory`);
     return { root, value: { entries, acls } };
-  });
+  }
 }

@@ -10,6 +10,7 @@ import { skipWarnings, TreeWriter, type WriterOptions } from './writer.js';
 export { isPrivateName, openTarget, type TreeTarget } from './target.js';
 export { skipWarnings, TreeWriter, type SkipKind, type WriterOptions } from './writer.js';
 export { canExtract, extractLayers } from './layers.js';
+export { DirList } from './dirs.js';
 
 export interface TreeOptions extends WriterOptions {
   /** Replace a non-empty DIR (its old contents go only once the new tree is in place). */

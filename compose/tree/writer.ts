@@ -258,10 +258,9 @@ export class TreeWriter {
     this.meta(e, { dir, name }, { groupKept: gid === e.gid, times: false });
   }
 
-  /** Metadata of `dirs` (path order, the root left out), deepest first. */
-  finishDirs(dirs: LayerEntry[]): void {
-    for (let i = dirs.length - 1; i >= 0; i--) {
-      const e = dirs[i]!;
+  /** Metadata of `dirs`, which come deepest first (DirList); the root is left out. */
+  finishDirs(dirs: Iterable<LayerEntry>): void {
+    for (const e of dirs) {
       if (e.path === '.') continue;
       this.meta(e, { fd: this.dirFd(e.path) });
     }
