@@ -8,8 +8,9 @@
  * Owner, mode and mtime follow the writer's own policy (TreeWriter.plainFinish); a file with
  * xattrs or ACLs comes back open and TreeWriter.finishFile finishes it here.
  *
- * Memory: at most two batches, of BATCH_FILES files or BATCH_BYTES of content each. A file
- * larger than HELD_MAX is not held: the caller writes it as it reads it.
+ * Memory: at most two batches, of BATCH_FILES files or BATCH_BYTES of content each (and the
+ * files of the readers in flight, waiting for room). A file larger than HELD_MAX is not
+ * held: the caller writes it as it reads it.
  */
 import { writeFiles, type HeldFile } from '../../native/files.js';
 import type { LayerEntry } from '../../store/index.js';
@@ -44,27 +45,38 @@ export class HeldFiles {
   private batch = newBatch();
   /** The batch on the pool, if any: settles when it is written and finished (rejects when it failed). */
   private running: Promise<void> = Promise.resolve();
+  /**
+   * Settles when the batch before the last one sent is done. Until then the last one waits to
+   * go to the pool, and no file is added: however fast files come (readers of several files at
+   * once, reads the page cache answers at once), two batches at most.
+   */
+  private room: Promise<void> = Promise.resolve();
 
   constructor(private readonly w: TreeWriter) {}
 
   /**
-   * Holds file `e` (its content `pieces`, its size `size`; see HeldFile). When that fills the
-   * batch, it goes to the pool, and this waits for the one before it. Gives the promise that it is written, for wait().
+   * Holds file `e` (its content `pieces`, its size `size`; see HeldFile), once there is room.
+   * When it fills the batch, the batch goes to the pool. Gives the promise that it is
+   * written, for wait().
    */
   async hold(e: LayerEntry, pieces: HeldFile['pieces'], size: number): Promise<{ written: Promise<void> }> {
+    await this.room;
     const b = this.batch;
     const finish = this.w.plainFinish(e);
     b.files.push({ path: e.path, pieces, size, finish });
     b.entries.push(e);
     b.refused.push(finish?.refused);
     for (const p of pieces) b.bytes += p.data.length;
-    if (b.files.length >= BATCH_FILES || b.bytes >= BATCH_BYTES) await this.send();
+    if (b.files.length >= BATCH_FILES || b.bytes >= BATCH_BYTES) {
+      this.room = this.send();
+      await this.room;
+    }
     return { written: b.written };
   }
 
   /** Waits until a held file is written (a hard link to it comes): its batch goes now if it is still filling. */
   async wait(written: Promise<void>): Promise<void> {
-    if (written === this.batch.written) void this.send();
+    if (written === this.batch.written) this.room = this.send();
     await written;
   }
 
@@ -81,7 +93,7 @@ export class HeldFiles {
 
   /**
    * Queues the filling batch behind the one on the pool (a chain, so that `running` is always
-   * the last) and starts a new one; gives the batch before, which the holder waits for.
+   * the last) and starts a new one; gives the batch before: the room for the next.
    */
   private send(): Promise<void> {
     const b = this.batch;

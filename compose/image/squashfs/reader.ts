@@ -13,10 +13,12 @@
  * passed through as Node's fs errors. Only a regular file is read (a FIFO or device could
  * block or never end); like any reader of a path, `open` follows symlinks to the image.
  *
- * Concurrency: one read-only file handle, positional reads; calls may overlap. Decompressed
- * metadata blocks and fragment blocks are kept in small LRU caches (a few MiB at most).
+ * Concurrency: one read-only file handle, positional reads on the calling thread (the page
+ * cache answers most of them at once; a trip through libuv's pool cost more than the read);
+ * calls may overlap. Decompressed metadata blocks and fragment blocks are kept in small LRU
+ * caches (a few MiB at most) that share a load in flight.
  */
-import { constants as C } from 'node:fs';
+import { constants as C, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { LayerEntry } from '../../../store/index.js';
 import { StrataError, IMAGE_ERR } from '../errors.js';
@@ -288,7 +290,7 @@ export class SquashfsImage {
     const b = Buffer.allocUnsafe(n);
     let done = 0;
     while (done < n) {
-      const { bytesRead } = await this.fh.read(b, done, n - done, pos + done);
+      const bytesRead = readSync(this.fh.fd, b, done, n - done, pos + done);
       if (bytesRead === 0) throw this.corrupt(`${what} at byte ${pos}: file shrank while reading`);
       done += bytesRead;
     }
