@@ -157,6 +157,24 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
     rows.push({ what: `cold EROFS, ${label}`, strata: erofsCold[mode]!, peerName: 'mkfs.erofs of extracted tree', peer: p });
   }
 
+  // --- unsquash: strata's gzip image back into a tree ----------------------------------
+  // strata puts the ACLs and modes back from the image's /.strata/acl.json; unsquashfs reads
+  // the same image and knows nothing of them (informational: no goal was set for it).
+  const gzipImage = join(S, 'strata-gzip.sqfs');
+  const unsquashDir = join(S, 'unsquashed');
+  const unsquashfsDir = join(S, 'unsquashfs-tree');
+  const unsquashPeer: Outcome =
+    cold.gzip?.kind === 'measured'
+      ? await peer('unsquashfs', 'unsquashfs', ['-q', '-n', '-d', unsquashfsDir, gzipImage], { runs: RUNS, before: () => setAside(unsquashfsDir) })
+      : { kind: 'unavailable', reason: 'no strata gzip image' };
+  await setAside(unsquashfsDir);
+  const unsquash = await strataOr(() =>
+    cold.gzip?.kind === 'measured'
+      ? strata.measure('unsquash', store, ['unsquash', gzipImage, unsquashDir], { runs: RUNS, before: () => setAside(unsquashDir) })
+      : Promise.resolve<Outcome>({ kind: 'unavailable', reason: 'no strata gzip image' }),
+  );
+  rows.push({ what: `unsquash of strata's gzip image`, strata: unsquash, peerName: 'unsquashfs of the same image', peer: unsquashPeer });
+
   // --- end to end ----------------------------------------------------------------------
   const e2eTree = join(S, 'e2e-tree');
   const e2ePeerOut = join(S, 'e2e-peer.sqfs');
@@ -252,6 +270,9 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
     else gate.push({ name, diffs: await fn() });
   };
   await gateDiff('sandbox vs GNU tar reference tree', sandbox, async () => diffTrees(await snapshotTreeFast(sandboxDir, { ignore: STRATA_EXTRAS }), refSnap));
+  await gateDiff("strata unsquash of strata's gzip image vs GNU tar reference tree, ACLs included", unsquash, async () =>
+    diffTrees(await snapshotTreeFast(unsquashDir, { ignore: STRATA_EXTRAS }), refSnap),
+  );
   const peerImages: Partial<Record<Comp, Map<string, TreeNode>>> = {};
   for (const comp of ['gzip', 'zstd'] as Comp[]) {
     peerImages[comp] = await snapshotImage(join(S, `peer-${comp}.sqfs`));
