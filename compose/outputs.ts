@@ -9,8 +9,8 @@ import { lookupGroup } from '../native/ids.js';
 import { StrataError, COMPOSE_ERR } from './errors.js';
 import { printable } from '../native/errors.js';
 import { IMAGE_ERR } from './image/errors.js';
-import type { LoadedModule, Store, StoreReader } from '../store/index.js';
-import { AclIndex, EmbeddedFiles } from './embedded.js';
+import { readEntriesDocument, type LoadedModule, type Store, type StoreReader } from '../store/index.js';
+import { AclIndex, AclIndexEntry, EmbeddedFiles } from './embedded.js';
 import { Lock, lockOf, parseLock } from './lock.js';
 import { MergePlan, planMerge } from './merge.js';
 import { SandboxResult, writeSandbox } from './sandbox.js';
@@ -91,10 +91,22 @@ export interface InspectInfo {
   kind: 'sandbox' | 'squashfs image' | 'erofs image';
   lock: Lock;
   env: string;
-  acls: { paths: number; withDefault: number; entries: AclIndex['entries'] };
+  /** `entries` only when asked for (--json): the counts hold nothing per path. */
+  acls: { paths: number; withDefault: number; entries?: AclIndex['entries'] };
 }
 
-export async function inspectTarget(target: string): Promise<InspectInfo> {
+/** Where describe() reads a target's embedded files: whole (small ones), or as they stream (the ACL index). */
+interface EmbeddedReader {
+  read(rel: string): Promise<Buffer | undefined>;
+  stream(rel: string): Promise<AsyncIterable<Uint8Array> | undefined>;
+}
+
+/**
+ * The lock, environment and ACL summary a sandbox or image embeds. The ACL index is read as
+ * it streams (a licensed tree of a million paths has a 125 MB one); its entries are kept
+ * only with `entries`.
+ */
+export async function inspectTarget(target: string, opts: { entries?: boolean } = {}): Promise<InspectInfo> {
   let st;
   try {
     st = await fsp.stat(target);
@@ -108,12 +120,20 @@ export async function inspectTarget(target: string): Promise<InspectInfo> {
         hint: 'build it again with --force',
       });
     }
-    return describe(target, 'sandbox', async (p) => readRegular(target, p));
+    return describe(target, 'sandbox', { read: (p) => readRegular(target, p), stream: (p) => streamRegular(target, p) }, opts);
   }
   const { openImage } = await import('./image/index.js');
   const img = await openImage(target);
   try {
-    return await describe(target, img.format === 'erofs' ? 'erofs image' : 'squashfs image', async (p) => ((await img.stat(p)) ? img.readFile(p) : undefined));
+    const reader: EmbeddedReader = {
+      read: async (p) => ((await img.stat(p)) ? img.readFile(p) : undefined),
+      stream: async (p) => {
+        const e = await img.stat(p);
+        if (e && e.type !== 'file') throw new StrataError(IMAGE_ERR.CORRUPT, `${target}: /${p} is not a regular file`, { hint: 'it was not written by strata' });
+        return e ? img.openFile(e) : undefined;
+      },
+    };
+    return await describe(target, img.format === 'erofs' ? 'erofs image' : 'squashfs image', reader, opts);
   } finally {
     await img.close();
   }
@@ -121,10 +141,10 @@ export async function inspectTarget(target: string): Promise<InspectInfo> {
 
 /**
  * A file of a sandbox as untrusted input: opened without following a symlink and without
- * blocking (a FIFO planted as lock.json must not hang inspect), read only when it is a regular
- * file of sane size; undefined when absent. Anything else is one line.
+ * blocking (a FIFO planted as lock.json must not hang inspect), taken only when it is a regular
+ * file; undefined when absent. Anything else is one line.
  */
-async function readRegular(root: string, rel: string): Promise<Buffer | undefined> {
+async function openRegular(root: string, rel: string): Promise<{ fh: fsp.FileHandle; size: number } | undefined> {
   const file = path.join(root, rel);
   let fh: fsp.FileHandle;
   try {
@@ -134,36 +154,61 @@ async function readRegular(root: string, rel: string): Promise<Buffer | undefine
     if (code === 'ENOENT') return undefined;
     throw new StrataError(IMAGE_ERR.CORRUPT, `${printable(root)}: /${rel} cannot be read (${code === 'ELOOP' ? 'a symlink' : code})`, { hint: 'it was not written by strata' });
   }
+  const st = await fh.stat();
+  if (!st.isFile()) {
+    await fh.close();
+    throw new StrataError(IMAGE_ERR.CORRUPT, `${printable(root)}: /${rel} is not a regular file`, { hint: 'it was not written by strata' });
+  }
+  return { fh, size: st.size };
+}
+
+/** A small file of a sandbox, whole (see openRegular; at most 64 MiB). */
+async function readRegular(root: string, rel: string): Promise<Buffer | undefined> {
+  const f = await openRegular(root, rel);
+  if (!f) return undefined;
   try {
-    const st = await fh.stat();
-    if (!st.isFile() || st.size > 64 << 20) {
+    if (f.size > 64 << 20) {
       throw new StrataError(IMAGE_ERR.CORRUPT, `${printable(root)}: /${rel} is not a regular file of a sane size`, { hint: 'it was not written by strata' });
     }
-    return await fh.readFile();
+    return await f.fh.readFile();
   } finally {
-    await fh.close();
+    await f.fh.close();
   }
 }
 
-async function describe(target: string, kind: InspectInfo['kind'], read: (p: string) => Promise<Buffer | undefined>): Promise<InspectInfo> {
-  const lockBytes = await read('.strata/lock.json');
+/** A file of a sandbox as it streams (see openRegular). */
+async function streamRegular(root: string, rel: string): Promise<AsyncIterable<Uint8Array> | undefined> {
+  const f = await openRegular(root, rel);
+  if (!f) return undefined;
+  return (async function* () {
+    try {
+      const b = Buffer.allocUnsafe(1 << 20);
+      for (;;) {
+        const { bytesRead } = await f.fh.read(b, 0, b.length, null);
+        if (bytesRead === 0) return;
+        yield b.subarray(0, bytesRead);
+      }
+    } finally {
+      await f.fh.close();
+    }
+  })();
+}
+
+async function describe(target: string, kind: InspectInfo['kind'], from: EmbeddedReader, opts: { entries?: boolean }): Promise<InspectInfo> {
+  const lockBytes = await from.read('.strata/lock.json');
   if (!lockBytes) throw new StrataError(COMPOSE_ERR.NOT_FOUND, `${target} has no /.strata/lock.json`, { hint: 'it was not built by strata' });
   const lock = parseLock(lockBytes.toString('utf8'), `${target}: /.strata/lock.json`, IMAGE_ERR.CORRUPT);
-  let acl: AclIndex | undefined;
-  try {
-    acl = JSON.parse((await read('.strata/acl.json'))?.toString('utf8') ?? '{"aclVersion":1,"entries":{}}') as AclIndex;
-  } catch {
-    acl = undefined;
+  const acls: InspectInfo['acls'] = { paths: 0, withDefault: 0, ...(opts.entries ? { entries: {} } : {}) };
+  const chunks = await from.stream('.strata/acl.json');
+  if (chunks) {
+    const notIndex = (why: string) => new StrataError(IMAGE_ERR.CORRUPT, `${target}: /.strata/acl.json is not a strata ACL index (${why})`);
+    const { hasEntries } = await readEntriesDocument(chunks, 'entries', notIndex, (p, e) => {
+      acls.paths++;
+      if ((e as AclIndexEntry).default) acls.withDefault++;
+      if (acls.entries) acls.entries[p] = e as AclIndexEntry;
+    });
+    if (!hasEntries) throw notIndex('no "entries"');
   }
-  if (!acl || typeof acl !== 'object' || typeof acl.entries !== 'object' || acl.entries === null || Array.isArray(acl.entries)) {
-    throw new StrataError(IMAGE_ERR.CORRUPT, `${target}: /.strata/acl.json is not a strata ACL index`);
-  }
-  const env = (await read('.strata/env.sh'))?.toString('utf8') ?? '';
-  const entries = acl.entries;
-  return {
-    kind,
-    lock,
-    env,
-    acls: { paths: Object.keys(entries).length, withDefault: Object.values(entries).filter((e) => e.default).length, entries },
-  };
+  const env = (await from.read('.strata/env.sh'))?.toString('utf8') ?? '';
+  return { kind, lock, env, acls };
 }

@@ -126,4 +126,11 @@ test(`strata unsquash of the SquashFS image puts every ACL back, in a ${UNSQUASH
   removeDir(out);
 });
 
+test(`strata inspect counts the image's ACL index as it streams, in a ${UNSQUASH_HEAP_MIB} MiB heap`, ({ dir }) => {
+  const env = { NODE_OPTIONS: `--max-old-space-size=${UNSQUASH_HEAP_MIB}` };
+  const r = strata(['inspect', join(dir, 'licensed.squashfs')], { env, timeout: 300_000 });
+  assert.is(r.code, 0, `inspect under a ${UNSQUASH_HEAP_MIB} MiB heap: ${r.stderr.toString().slice(-400)}`);
+  assert.match(r.stdout.toString(), new RegExp(`^ACLs: ${(N + 1001).toLocaleString('en').replace(',', ',?')} paths \\(1,?001 with default ACLs\\)$`, 'm'));
+});
+
 test.run();

@@ -130,9 +130,10 @@ export function outputCommands(program: Command, compose: Command, action: Actio
     .command('inspect <target>')
     .description('the lock, modules, environment and ACL summary embedded in an image or sandbox')
     .action(
-      action(async (_ctx, target: string) => {
+      action(async (ctx, target: string) => {
         const { inspectTarget } = await import('../../compose/outputs.js');
-        const info = await inspectTarget(target);
+        // Every path's ACLs for --json; people get the counts, which hold nothing per path.
+        const info = await inspectTarget(target, { entries: ctx.out.json });
         return result(info, () => [
           `${target}: ${info.kind}`,
           'modules (lowest layer first):',
