@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { aclFromText } from '../native/acl.js';
-import { comparePaths, fitHeapToPlan, LARGE_PLAN, readEntriesDocument, SpillSorter, type RecordCodec } from '../store/index.js';
+import { comparePaths, entryRecCodec, fitHeapToPlan, LARGE_PLAN, readEntriesDocument, SpillSorter, type EntryRec } from '../store/index.js';
 import { StrataError } from './errors.js';
 import { IMAGE_ERR } from './image/errors.js';
 import { openImage, q } from './image/index.js';
@@ -48,18 +48,6 @@ export async function unsquash(image: string, dir: string): Promise<UnsquashResu
 
 const HINT = 'the image was altered or not written by strata';
 
-/** A path and its Restore as JSON, through the spill files. A path holds no NUL. */
-type Rec = [path: string, json: string];
-const recCodec: RecordCodec<Rec> = {
-  encode: ([path, json]) => Buffer.from(`${path}\0${json}`),
-  decode: (b) => {
-    const s = b.toString();
-    const cut = s.indexOf('\0');
-    return [s.slice(0, cut), s.slice(cut + 1)];
-  },
-  size: ([path, json]) => 2 * (path.length + json.length) + 64,
-};
-
 /**
  * /.strata/acl.json as untrusted input: every path canonical, every mode an integer in
  * 0..0o7777, every ACL text parseable, a gid (optional) an id, no path twice. Anything else is
@@ -67,17 +55,17 @@ const recCodec: RecordCodec<Rec> = {
  * as the walk passes where it would be, and fails the extraction (DIR is left as it was).
  */
 class AclIndexReader implements RestoreLookup {
-  private cursor: Generator<Rec> | undefined;
-  private cur: IteratorResult<Rec> | undefined;
+  private cursor: Generator<EntryRec> | undefined;
+  private cur: IteratorResult<EntryRec> | undefined;
 
   private constructor(
     private readonly image: string,
-    private readonly sorter: SpillSorter<Rec>,
+    private readonly sorter: SpillSorter<EntryRec>,
   ) {}
 
   /** Reads the index from its bytes; `scratchDir` takes the spill files. */
   static async read(image: string, chunks: AsyncIterable<Uint8Array>, scratchDir: string): Promise<AclIndexReader> {
-    const sorter = new SpillSorter<Rec>({ compare: (a, b) => comparePaths(a[0], b[0]), codec: recCodec, dir: scratchDir });
+    const sorter = new SpillSorter<EntryRec>({ compare: (a, b) => comparePaths(a[0], b[0]), codec: entryRecCodec, dir: scratchDir });
     const reader = new AclIndexReader(image, sorter);
     try {
       const notIndex = (why: string) => new StrataError(IMAGE_ERR.CORRUPT, `${image}: /.strata/acl.json is not a strata ACL index (${why})`);
@@ -118,25 +106,27 @@ class AclIndexReader implements RestoreLookup {
     return r;
   }
 
-  lookup(path: string): Restore | undefined {
+  /** The cursor's record: the first path not yet passed, in walk order (undefined at the end). */
+  private head(): EntryRec | undefined {
     if (this.cursor === undefined) {
       this.cursor = this.sorter.sorted();
       this.cur = this.cursor.next();
     }
-    if (!this.cur!.done && comparePaths(this.cur!.value[0], path) < 0) throw this.notAnEntry(this.cur!.value[0]);
-    if (this.cur!.done || this.cur!.value[0] !== path) return undefined;
-    const json = this.cur!.value[1];
-    this.cur = this.cursor.next();
-    if (!this.cur.done && this.cur.value[0] === path) throw this.bad(path, 'twice');
-    return JSON.parse(json) as Restore;
+    return this.cur!.done ? undefined : this.cur!.value;
+  }
+
+  lookup(path: string): Restore | undefined {
+    const rec = this.head();
+    if (rec !== undefined && comparePaths(rec[0], path) < 0) throw this.notAnEntry(rec[0]);
+    if (rec === undefined || rec[0] !== path) return undefined;
+    this.cur = this.cursor!.next();
+    if (this.head()?.[0] === path) throw this.bad(path, 'twice');
+    return JSON.parse(rec[1]) as Restore;
   }
 
   finish(): void {
-    if (this.cursor === undefined) {
-      this.cursor = this.sorter.sorted();
-      this.cur = this.cursor.next();
-    }
-    if (!this.cur!.done) throw this.notAnEntry(this.cur!.value[0]);
+    const rec = this.head();
+    if (rec !== undefined) throw this.notAnEntry(rec[0]);
   }
 
   private notAnEntry(p: string): StrataError {

@@ -19,7 +19,8 @@ import { LayerEntry, comparePaths } from '../types.js';
 import { isBelow, normalizeLayerPath, printable, whiteoutTarget } from './path.js';
 import { encodeHeader, encodeHeaderInto, END_OF_ARCHIVE, type TarWriteHeader } from '../tar/writer.js';
 import { BLOCK, padding } from '../tar/header.js';
-import { manifestEntry, manifestRecCodec, type ManifestHead, type ManifestRec } from './manifest.js';
+import { entryRecCodec, type EntryRec } from '../entries-document.js';
+import { manifestEntry, type ManifestHead } from './manifest.js';
 import { canonicalJsonText } from '../cid.js';
 import { checkOutputLimits } from './limits.js';
 import { entryCodec } from './entry-codec.js';
@@ -406,7 +407,7 @@ export class LayerBuilder {
     // The manifest's entries, in its order (JSON's, by UTF-16 code units: not the tar's), through
     // spill files: a licensed tree has an ACL on every file, and 200,000 of them held as
     // objects, then as one JSON string, took the import past 340 MiB.
-    const manifestEntries = new SpillSorter<ManifestRec>({ compare: byJsonKey, codec: manifestRecCodec, dir: this.tmpDir, budget: this.budget });
+    const manifestEntries = new SpillSorter<EntryRec>({ compare: byJsonKey, codec: entryRecCodec, dir: this.tmpDir, budget: this.budget });
     this.cleanups.push(() => manifestEntries.dispose());
     const builder = this;
     return {
@@ -438,7 +439,7 @@ export class LayerBuilder {
 }
 
 /** The order of a JSON document's keys in canonical JSON (cid.ts): by UTF-16 code units. */
-const byJsonKey = (a: ManifestRec, b: ManifestRec): number => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
+const byJsonKey = (a: EntryRec, b: EntryRec): number => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
 
 /** Bytes of manifest text gathered into one chunk. */
 const MANIFEST_CHUNK = 64 << 10;
@@ -447,7 +448,7 @@ const MANIFEST_CHUNK = 64 << 10;
  * The bytes canonicalJson gives for `head` with `entries` added (manifest.ts's LayerManifest),
  * written as they come: the sorted entries go into "entries", the document's first key.
  */
-function* manifestBytes(entries: Iterable<ManifestRec>, head: ManifestHead): Generator<Buffer> {
+function* manifestBytes(entries: Iterable<EntryRec>, head: ManifestHead): Generator<Buffer> {
   let text = '{"entries":{';
   let first = true;
   for (const [path, json] of entries) {

@@ -8,8 +8,8 @@
  *     "entries": { "<path>": { "xattrs": { "<name>": "<base64>" }, "acl": { "access": "…", "default": "…" } } } }
  */
 import { StrataError, STORE_ERR } from '../errors.js';
-import { readEntriesDocument } from '../entries-document.js';
-import { SpillSorter, type RecordCodec } from '../spill.js';
+import { entryRecCodec, readEntriesDocument, type EntryRec } from '../entries-document.js';
+import { SpillSorter } from '../spill.js';
 import { comparePaths, LayerEntry, EntryAcl } from '../types.js';
 
 export interface ManifestEntry {
@@ -51,16 +51,16 @@ export type ManifestLookup = (path: string) => ManifestEntry | undefined;
 export class ManifestIndex {
   private constructor(
     readonly head: ManifestHead,
-    private readonly sorter: SpillSorter<ManifestRec>,
+    private readonly sorter: SpillSorter<EntryRec>,
     private readonly what: string,
   ) {}
 
   /** The lookups' cursors: a pass that stops early leaves its spill file open until dispose. */
-  private readonly cursors: Array<Generator<ManifestRec>> = [];
+  private readonly cursors: Array<Generator<EntryRec>> = [];
 
   /** Reads the manifest from its bytes (`what` names it in errors); `tmpDir` takes the spill files. */
   static async read(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, what: string, tmpDir: string): Promise<ManifestIndex> {
-    const sorter = new SpillSorter<ManifestRec>({ compare: (a, b) => comparePaths(a[0], b[0]), codec: manifestRecCodec, dir: tmpDir });
+    const sorter = new SpillSorter<EntryRec>({ compare: (a, b) => comparePaths(a[0], b[0]), codec: entryRecCodec, dir: tmpDir });
     try {
       const head = await readManifest(chunks, what, (path, _e, json) => sorter.push([path, json]));
       return new ManifestIndex(head, sorter, what);
@@ -124,20 +124,6 @@ export interface ManifestHead {
   layer: string;
   stats: { entries: number; bytes: number };
 }
-
-/** A manifest's entry on its way through spill files: its path, and the entry's JSON text. */
-export type ManifestRec = [path: string, json: string];
-
-/** A tar path holds no NUL, and JSON text none unescaped: one separates the two. */
-export const manifestRecCodec: RecordCodec<ManifestRec> = {
-  encode: ([path, json]) => Buffer.from(`${path}\0${json}`),
-  decode: (b) => {
-    const s = b.toString();
-    const cut = s.indexOf('\0');
-    return [s.slice(0, cut), s.slice(cut + 1)];
-  },
-  size: ([path, json]) => 2 * (path.length + json.length) + 64,
-};
 
 /**
  * Reads a manifest document as its bytes stream, holding one entry at a time
