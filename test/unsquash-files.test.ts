@@ -20,43 +20,33 @@ import { diffTrees } from './helpers/tree.js';
 import { strata, strataOk } from './helpers/cli.js';
 import { missing, skipSuite, testIf } from './helpers/probe.js';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
+import { noise } from './helpers/random.js';
 import { nobody } from './helpers/users.js';
-
-/** Deterministic bytes: `n` of them, from `seed`. */
-function bytes(n: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(n);
-  let x = seed * 2654435761 + 1;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 16;
-  }
-  return b;
-}
 
 /** The source tree: what every extraction must give back. */
 function makeTree(src: string): void {
   mkdirSync(src);
   for (let d = 0; d < 3; d++) {
     mkdirSync(join(src, `d${d}`));
-    for (let i = 0; i < 700; i++) writeFileSync(join(src, `d${d}`, `f${String(i).padStart(4, '0')}`), bytes(100 + ((i * 37) % 3000), d * 1000 + i));
+    for (let i = 0; i < 700; i++) writeFileSync(join(src, `d${d}`, `f${String(i).padStart(4, '0')}`), noise(100 + ((i * 37) % 3000), d * 1000 + i));
   }
   // Hard links: to a file of the first batch (the link far later), and within one directory.
   mustRun('ln', [join(src, 'd0', 'f0001'), join(src, 'd2', 'link-to-d0')]);
   mustRun('ln', [join(src, 'd1', 'f0699'), join(src, 'd1', 'z-link')]);
   mkdirSync(join(src, 'odd'));
-  writeFileSync(join(src, 'odd', 'big'), bytes(3 * (1 << 20) + 4321, 7));
+  writeFileSync(join(src, 'odd', 'big'), noise(3 * (1 << 20) + 4321, 7));
   writeFileSync(join(src, 'odd', 'empty'), '');
   writeFileSync(join(src, 'odd', 'zeros'), Buffer.alloc(200_000));
   // A hole between two pieces and one at the end.
   const fd = openSync(join(src, 'odd', 'sparse'), 'w');
-  writeSync(fd, bytes(5000, 8), 0, 5000, 0);
-  writeSync(fd, bytes(7000, 9), 0, 7000, 600_000);
+  writeSync(fd, noise(5000, 8), 0, 5000, 0);
+  writeSync(fd, noise(7000, 9), 0, 7000, 600_000);
   closeSync(fd);
   mustRun('truncate', ['-s', '900000', join(src, 'odd', 'sparse')]);
-  writeFileSync(join(src, 'odd', 'setuid'), bytes(999, 10), { mode: 0o4755 });
+  writeFileSync(join(src, 'odd', 'setuid'), noise(999, 10), { mode: 0o4755 });
   chownSync(join(src, 'odd', 'setuid'), 1234, 99);
   mustRun('chmod', ['4755', join(src, 'odd', 'setuid')]);
-  writeFileSync(join(src, 'odd', 'tagged'), bytes(300, 11));
+  writeFileSync(join(src, 'odd', 'tagged'), noise(300, 11));
   mustRun('setfattr', ['-n', 'user.strata', '-v', '0x00ff10', join(src, 'odd', 'tagged')]);
   symlinkSync('big', join(src, 'odd', 'to-big'));
   mustRun('mkfifo', [join(src, 'odd', 'pipe')]);

@@ -25,9 +25,11 @@ export function lz4BlockVersion(): string {
 
 /**
  * Decodes one block into at most `maxOut` bytes; malformed input throws a plain Error. The
- * block ends with its input; with `untilFull`, also as soon as `maxOut` bytes are out, as the
- * kernel's LZ4_decompress_safe_partial reads an EROFS pcluster: without the 0PADDING feature
- * (mkfs.erofs of erofs-utils 1.5 by default) the stream is followed by zeros to the block's end.
+ * block ends with its input. With `untilFull` it is decoded as the kernel's
+ * LZ4_decompress_safe_partial reads an EROFS pcluster: up to `maxOut` bytes and no further,
+ * the sequence that crosses it cut there. mkfs.erofs (erofs-utils 1.5) writes streams that
+ * go on past the extent they serve, and without the 0PADDING feature follows a stream with
+ * zeros to its block's end.
  */
 export function lz4Decompress(src: Uint8Array, maxOut: number, untilFull = false): Buffer {
   const out = Buffer.allocUnsafe(maxOut);
@@ -47,7 +49,10 @@ export function lz4Decompress(src: Uint8Array, maxOut: number, untilFull = false
       } while (b === 255);
     }
     if (ip + lit > end) throw bad('literals beyond input');
-    if (op + lit > maxOut) throw bad('output too large');
+    if (op + lit > maxOut) {
+      if (!untilFull) throw bad('output too large');
+      lit = maxOut - op;
+    }
     out.set(src.subarray(ip, ip + lit), op);
     ip += lit;
     op += lit;
@@ -65,7 +70,10 @@ export function lz4Decompress(src: Uint8Array, maxOut: number, untilFull = false
         len += b;
       } while (b === 255);
     }
-    if (op + len > maxOut) throw bad('output too large');
+    if (op + len > maxOut) {
+      if (!untilFull) throw bad('output too large');
+      len = maxOut - op;
+    }
     let from = op - offset;
     if (offset >= len) {
       out.copy(out, op, from, from + len);
