@@ -51,6 +51,19 @@ function assertNamesEvery(index: Buffer, what: string): void {
   for (const p of sample()) assert.match(doc.entries[p]?.access ?? '', `group:${GROUP}:r--`, `${what}: ${p}`);
 }
 
+/** getfacl of the sampled files in the tree at `out`: each carries the licence group's entry. */
+function assertSampleCarriesAcls(out: string): void {
+  const why = missing({ tools: ['getfacl'] });
+  if (why) {
+    console.log(`  ACLs in the tree not checked: ${why}`);
+    return;
+  }
+  for (const p of sample()) {
+    const acl = mustRun('getfacl', ['-n', '--omit-header', join(out, p)]).stdout.toString();
+    assert.match(acl, `group:${GROUP}:r--`, `${p} carries its ACL`);
+  }
+}
+
 test(`a ${N.toLocaleString('en')}-file layer with an ACL on every path imports in a ${HEAP_MIB} MiB heap`, ({ dir, store, cwd }) => {
   const tar = join(dir, 'acl.tar');
   writeScaleTar(tar, N, { aclGroup: GROUP });
@@ -68,15 +81,7 @@ test(`its sandbox, with every ACL, in a ${HEAP_MIB} MiB heap`, (ctx) => {
   assert.is(r.code, 0, `sandbox under a ${HEAP_MIB} MiB heap: ${r.stderr.toString().slice(-400)}`);
   ctx.index = readFileSync(join(out, '.strata', 'acl.json'));
   assertNamesEvery(ctx.index, 'the sandbox');
-  const why = missing({ tools: ['getfacl'] });
-  if (why) {
-    console.log(`  ACLs in the tree not checked: ${why}`);
-    return;
-  }
-  for (const p of sample()) {
-    const acl = mustRun('getfacl', ['-n', '--omit-header', join(out, p)]).stdout.toString();
-    assert.match(acl, `group:${GROUP}:r--`, `${p} carries its ACL`);
-  }
+  assertSampleCarriesAcls(out);
   removeDir(out);
 });
 
@@ -114,15 +119,7 @@ test(`strata unsquash of the SquashFS image puts every ACL back, in a ${UNSQUASH
   const r = strata(['unsquash', join(dir, 'licensed.squashfs'), out], { env, timeout: 600_000 });
   assert.is(r.code, 0, `unsquash under a ${UNSQUASH_HEAP_MIB} MiB heap: ${r.stderr.toString().slice(-400)}`);
   assert.match(r.stdout.toString(), `restored ACLs on ${(N + 1001).toString()} paths`);
-  const why = missing({ tools: ['getfacl'] });
-  if (why) {
-    console.log(`  ACLs in the tree not checked: ${why}`);
-    return;
-  }
-  for (const p of sample()) {
-    const acl = mustRun('getfacl', ['-n', '--omit-header', join(out, p)]).stdout.toString();
-    assert.match(acl, `group:${GROUP}:r--`, `${p} carries its ACL`);
-  }
+  assertSampleCarriesAcls(out);
   removeDir(out);
 });
 
