@@ -170,7 +170,7 @@ export const GNU_TAR_SCALE_OPTIONS = [
 const RECORD = 10240;
 
 /** A ustar header as GNU tar 1.34 writes it for these entries (pax format, nothing extended). */
-function header(name: string, dir: boolean, size: number): Buffer {
+function header(name: string, dir: boolean, size: number, linkname?: string): Buffer {
   const h = Buffer.alloc(512);
   if (Buffer.byteLength(name) > 100) throw new Error(`scale: name longer than 100 bytes: ${name}`);
   const oct = (v: number, width: number) => v.toString(8).padStart(width - 1, '0') + '\0';
@@ -181,7 +181,8 @@ function header(name: string, dir: boolean, size: number): Buffer {
   h.write(oct(size, 12), 124, 'latin1');
   h.write(oct(SCALE_MTIME, 12), 136, 'latin1');
   h.write('        ', 148, 'latin1');
-  h.write(dir ? '5' : '0', 156, 'latin1');
+  h.write(dir ? '5' : linkname !== undefined ? '1' : '0', 156, 'latin1');
+  if (linkname !== undefined) h.write(linkname, 157, 'latin1');
   h.write('ustar\x0000', 257, 'latin1');
   h.write(oct(0, 8), 329, 'latin1');
   h.write(oct(0, 8), 337, 'latin1');
@@ -222,8 +223,12 @@ function aclHeader(dir: boolean, group: number): Buffer {
  * not in canonical order (the tests' import through the sorter). `aclGroup`: every entry but the
  * root carries an access ACL naming that group (directories a default ACL too), as GNU tar
  * --acls writes a licensed tree: not what GNU tar writes from writeScaleTree's tree.
+ * `linkedAs`: the tree is followed by a second one under that name (a sibling of scale/), every
+ * file of it a hard link to its twin under scale/, as a Spack view or a conda environment
+ * made of hard links is archived (a name sorting before scale/, as "env", makes the sorted
+ * layer's files the links' names and scale/'s files links to them).
  */
-export function writeScaleTar(file: string, n: number, opts: { reversed?: boolean; aclGroup?: number } = {}): number {
+export function writeScaleTar(file: string, n: number, opts: { reversed?: boolean; aclGroup?: number; linkedAs?: string } = {}): number {
   const fd = openSync(file, 'wx', 0o644);
   const buf = Buffer.alloc(1 << 20);
   let used = 0;
@@ -263,6 +268,13 @@ export function writeScaleTar(file: string, n: number, opts: { reversed?: boolea
       }
     }
     flushFiles();
+    if (opts.linkedAs !== undefined) {
+      const twin = (p: string) => `./${opts.linkedAs}${p.slice('scale'.length)}`;
+      for (const e of scaleEntries(n)) {
+        if (e.path === '.') continue;
+        put(e.dir ? header(`${twin(e.path)}/`, true, 0) : header(twin(e.path), false, 0, `./${e.path}`));
+      }
+    }
     put(Buffer.alloc(1024));
     const tail = (RECORD - (total % RECORD)) % RECORD;
     if (tail) put(Buffer.alloc(tail));

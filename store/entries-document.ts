@@ -3,21 +3,13 @@
  * a layer's manifest (layer/manifest.ts) and an image's /.strata/acl.json (compose/unsquash.ts).
  */
 
-import type { RecordCodec } from './spill.js';
+import { stringsCodec, type RecordCodec } from './spill.js';
 
 /** An entry on its way through spill files: its path, and the entry's JSON text. */
 export type EntryRec = [path: string, json: string];
 
-/** A path holds no NUL, and JSON text none unescaped: one separates the two. */
-export const entryRecCodec: RecordCodec<EntryRec> = {
-  encode: ([path, json]) => Buffer.from(`${path}\0${json}`),
-  decode: (b) => {
-    const s = b.toString();
-    const cut = s.indexOf('\0');
-    return [s.slice(0, cut), s.slice(cut + 1)];
-  },
-  size: ([path, json]) => 2 * (path.length + json.length) + 64,
-};
+/** A path holds no NUL, and JSON text none unescaped: NUL separates the two. */
+export const entryRecCodec: RecordCodec<EntryRec> = stringsCodec<EntryRec>();
 
 /** The largest single value a document may hold (a manifest entry with every xattr a file can carry is far below). */
 const MAX_VALUE = 16 << 20;

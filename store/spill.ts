@@ -24,6 +24,19 @@ export interface RecordCodec<T> {
   size(t: T): number;
 }
 
+/**
+ * A record of strings that hold no NUL (paths, JSON text, numbers written out), as the strings
+ * joined by NUL: the spill form of the path-keyed tables built beside an entry list (an image's
+ * ACL index, hard-link groups). Size: two bytes a character, plus the array.
+ */
+export function stringsCodec<T extends readonly string[]>(): RecordCodec<T> {
+  return {
+    encode: (t) => Buffer.from(t.join('\0')),
+    decode: (b) => b.toString().split('\0') as unknown as T,
+    size: (t) => t.reduce((n, s) => n + 2 * s.length, 64),
+  };
+}
+
 export interface SpillOptions<T> {
   compare(a: T, b: T): number;
   codec: RecordCodec<T>;
