@@ -24,7 +24,7 @@ import { manifestEntry, type ManifestHead } from './manifest.js';
 import { canonicalJsonText } from '../cid.js';
 import { checkOutputLimits } from './limits.js';
 import { entryCodec } from './entry-codec.js';
-import { SpillSorter, type RecordCodec } from '../spill.js';
+import { SpillSorter, stringsCodec, type RecordCodec } from '../spill.js';
 import * as os from 'node:os';
 
 /**
@@ -107,8 +107,8 @@ export interface BuilderOptions {
 /**
  * Collects a layer's entries, in any order and any number (past the budget they are sorted
  * to disk: store/spill.ts), and builds its canonical form. Memory is bounded by the budgets
- * (the entries', the manifest's), plus the hard links of the layer (their groups are resolved
- * in memory). A source that can give its entries again (addFrom) and
+ * (the entries', the hard links', the manifest's), whatever the number of entries and links
+ * (sortedRecords says what is held beside them). A source that can give its entries again (addFrom) and
  * gives them in canonical order is not sorted at all: its canonical tar is written as it is
  * read (`written`).
  */
@@ -117,10 +117,8 @@ export class LayerBuilder {
   private readonly cleanups: Array<() => void> = [];
   private readonly sources: Array<(a: number | string, b?: number) => AsyncIterable<Uint8Array>> = [];
   private readonly openers: ContentOpener[] = [];
-  /** Hard links as added: path → target path (normalized). */
-  private readonly links = new Map<string, string>();
-  /** The order each hard link was added in: a link may only name an earlier entry. */
-  private readonly linkSeq = new Map<string, number>();
+  /** Hard links as added, by the path they name (spilled past the budget like the entries). */
+  private links: SpillSorter<LinkRec>;
   private seq = 0;
   private bytes = 0;
   private built = false;
@@ -137,13 +135,27 @@ export class LayerBuilder {
   constructor(opts: BuilderOptions = {}) {
     this.tmpDir = opts.tmpDir ?? os.tmpdir();
     this.budget = opts.budget;
-    this.sorter = new SpillSorter<Rec>({
+    this.sorter = this.recSorter();
+    this.links = this.linkSorter();
+  }
+
+  /** A sorter of hard links by the path they name, then their own (disposed with the builder). */
+  private linkSorter(): SpillSorter<LinkRec> {
+    const links = new SpillSorter<LinkRec>({ compare: byTarget, codec: stringsCodec<LinkRec>(), dir: this.tmpDir, budget: this.budget });
+    this.cleanups.push(() => links.dispose());
+    return links;
+  }
+
+  /** A sorter of records by path (disposed with the builder). */
+  private recSorter(): SpillSorter<Rec> {
+    const recs = new SpillSorter<Rec>({
       compare: (x, y) => comparePaths(x.entry.path, y.entry.path),
       codec: entryCodec<Extra>() as RecordCodec<Rec>,
       dir: this.tmpDir,
       budget: this.budget,
     });
-    this.cleanups.push(() => this.sorter.dispose());
+    this.cleanups.push(() => recs.dispose());
+    return recs;
   }
 
   /** Runs `fn` at dispose(): sources keep files open until the canonical tar is written. */
@@ -209,8 +221,7 @@ export class LayerBuilder {
 
   /** Forgets what note() kept, before the entries are taken again. */
   private forget(): void {
-    this.links.clear();
-    this.linkSeq.clear();
+    if (this.links.count > 0) this.links = this.linkSorter();
     this.bytes = 0;
     this.seq = 0;
   }
@@ -241,10 +252,8 @@ export class LayerBuilder {
 
   /** What the builder keeps of every entry beside the sorter: its hard links, the bytes of its files. */
   private note(r: Rec): void {
-    if (r.entry.type === 'hardlink') {
-      this.links.set(r.entry.path, r.entry.linkname!);
-      this.linkSeq.set(r.entry.path, r.extra[0]);
-    } else this.bytes += r.entry.size;
+    if (r.entry.type === 'hardlink') this.links.push([r.entry.linkname!, r.entry.path, String(r.extra[0])]);
+    else this.bytes += r.entry.size;
   }
 
   /** The reader registered as content source `src` (contentSource). */
@@ -271,6 +280,166 @@ export class LayerBuilder {
   }
 
   /**
+   * Checks the entries one after another in canonical order (one checker per pass): a path
+   * twice, or an entry beneath a symlink or non-directory of the layer, is refused.
+   */
+  private checker(): (e: LayerEntry) => void {
+    let prev: string | undefined;
+    const ancestors: Array<{ path: string; type: LayerEntry['type'] }> = [];
+    return (e) => {
+      const p = e.path;
+      if (p === prev) {
+        throw new StrataError(STORE_ERR.LAYER_DUPLICATE, `the layer holds '${printable(p)}' twice`, { hint: 'repack it with each path once' });
+      }
+      prev = p;
+      // The staged ancestors of p are exactly the stack's entries that are prefixes of p.
+      while (ancestors.length > 0 && !isBelow(p, ancestors[ancestors.length - 1]!.path)) ancestors.pop();
+      const bad = ancestors.find((a) => a.type !== 'dir');
+      if (bad) {
+        const how = bad.type === 'symlink' ? 'through the symlink' : 'beneath the non-directory';
+        throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `entry '${printable(p)}' is written ${how} '${printable(bad.path)}'`, {
+          hint: 'refusing a layer that could write outside its root',
+        });
+      }
+      ancestors.push({ path: p, type: e.type });
+    };
+  }
+
+  /**
+   * The sorted entries' canonical form, checked now: one pass over the entries checks them
+   * and joins the hard links (sorted by the path they name) with what they name; a second,
+   * over the linked files only, gives each group its leader (its first path) and writes every
+   * member's canonical entry to a sorter by path, which the tar's pass merges back in.
+   * Memory: the sorters' budgets, plus the links that name another link (no archiver writes
+   * those: GNU tar, bsdtar and OCI tools link every name to the first).
+   */
+  private sortedRecords(): () => Iterable<Canonical> {
+    const sorter = this.sorter;
+    const check = this.checker();
+    if (this.links.count === 0) {
+      for (const r of sorter.sorted()) check(r.entry);
+      return function* () {
+        for (const r of sorter.sorted()) yield { entry: r.entry, from: r.extra };
+      };
+    }
+    // Pass 1. A link's fault is kept until the pass is over (the entries' own come first), and
+    // of several, the one of the link added first.
+    let fault: { seq: number; error: StrataError } | undefined;
+    const blame = (link: LinkRec, why: string, hint?: string) => {
+      const seq = Number(link[2]);
+      if (fault && fault.seq < seq) return;
+      fault = { seq, error: new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(link[1])}' points at '${printable(link[0])}', which ${why}`, hint ? { hint } : undefined) };
+    };
+    const notInLayer = (link: LinkRec) => blame(link, 'is not in the layer', 'a layer may only link to files it holds itself');
+    /** Links that name a link: the path each names. */
+    const hops = new Map<string, string>();
+    /** Links that name a link, and the link each names. */
+    const chained: Array<[link: string, target: string]> = [];
+    const linked = this.recSorter();
+    const links = this.links.sorted()[Symbol.iterator]();
+    let link = links.next();
+    for (const r of sorter.sorted()) {
+      const e = r.entry;
+      check(e);
+      for (; !link.done && comparePaths(link.value[0], e.path) < 0; link = links.next()) notInLayer(link.value);
+      if (link.done || link.value[0] !== e.path) continue;
+      if (e.type === 'file') linked.push(r);
+      else if (e.type === 'hardlink') hops.set(e.path, e.linkname!);
+      for (; !link.done && link.value[0] === e.path; link = links.next()) {
+        const l = link.value;
+        if (e.type === 'hardlink') chained.push([l[1], e.path]);
+        else if (e.type !== 'file') blame(l, 'is not a regular file');
+        if (r.extra[0] > Number(l[2])) blame(l, 'is not earlier in the layer', 'a layer may only link to files it holds itself, before the link');
+      }
+    }
+    for (; !link.done; link = links.next()) notInLayer(link.value);
+    // A link that names a link belongs to the group of the file at the end of the chain.
+    const viaChain = new Map<string, string[]>();
+    for (const [p, target] of chained) {
+      let t = target;
+      for (let n = 0; hops.has(t); n++) {
+        if (n > hops.size) throw new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(p)}' is part of a loop of hard links`);
+        t = hops.get(t)!;
+      }
+      const members = viaChain.get(t);
+      if (members) members.push(p);
+      else viaChain.set(t, [p]);
+    }
+    if (fault) throw fault.error;
+
+    // Pass 2, over the linked files and their links: each member's canonical entry.
+    const members = this.recSorter();
+    const again = this.links.sorted()[Symbol.iterator]();
+    let next = again.next();
+    for (const file of linked.sorted()) {
+      const f = file.entry;
+      while (!next.done && comparePaths(next.value[0], f.path) < 0) next = again.next();
+      const extra = viaChain.get(f.path) ?? [];
+      let leader = f.path;
+      if (!next.done && next.value[0] === f.path && comparePaths(next.value[1], leader) < 0) leader = next.value[1];
+      for (const p of extra) if (comparePaths(p, leader) < 0) leader = p;
+      const member = (p: string) => {
+        if (p === leader) members.push({ entry: { ...f, path: leader, type: 'file', linkname: undefined }, extra: file.extra });
+        else members.push({ entry: linkTo(f, p, leader), extra: [file.extra[0], null] });
+      };
+      if (leader !== f.path) member(f.path);
+      for (; !next.done && next.value[0] === f.path; next = again.next()) member(next.value[1]);
+      for (const p of extra) member(p);
+    }
+    linked.dispose();
+    // The tar's pass: each member's entry in place of its record.
+    return function* () {
+      const canon = members.sorted()[Symbol.iterator]();
+      let m = canon.next();
+      for (const r of sorter.sorted()) {
+        if (!m.done && m.value.entry.path === r.entry.path) {
+          yield { entry: m.value.entry, from: m.value.extra[1] === null ? undefined : m.value.extra };
+          m = canon.next();
+        } else yield { entry: r.entry, from: r.extra };
+      }
+    };
+  }
+
+  /**
+   * The entries of an ordered source in canonical order, checked as they come: one pass that
+   * writes the tar as the source is read. A hard link needs its file's metadata, which came
+   * earlier: the last FILE_RING files (and links) are kept for that (a link names a file
+   * nearby in most layers). Anything else gives the pass up (Unordered), and the sorter
+   * takes over: an entry out of order (or a path twice), a link to a later path, or to a
+   * file no longer kept (or to anything but a file, which the sorter then refuses).
+   */
+  private orderedRecords(ordered: SourceItems): () => AsyncIterable<Canonical> {
+    return async function* (this: LayerBuilder) {
+      this.forget();
+      const check = this.checker();
+      const files = new Recent<Rec>(FILE_RING);
+      /** Recent hard links: the file each names in the end. */
+      const links = new Recent<string>(FILE_RING);
+      let last: string | undefined;
+      for await (const item of ordered()) {
+        const rec = this.record(item.entry, item.content, this.seq);
+        if (!follows(last, rec)) throw new Unordered();
+        const e = rec.entry;
+        if (e.type !== 'hardlink') this.bytes += e.size;
+        check(e);
+        last = e.path;
+        this.seq++;
+        if (e.type !== 'hardlink') {
+          if (e.type === 'file') files.set(e.path, rec);
+          yield { entry: e, from: rec.extra, body: item.body };
+          continue;
+        }
+        // Every member of the group came before this one: the file leads it.
+        const root = links.get(e.linkname!) ?? e.linkname!;
+        const file = files.get(root);
+        if (file === undefined) throw new Unordered();
+        links.set(e.path, root);
+        yield { entry: linkTo(file.entry, e.path, root) };
+      }
+    }.bind(this);
+  }
+
+  /**
    * Validates the whole layer and fixes its canonical form. Refuses duplicates, entries beneath
    * a symlink or non-directory of the layer, and hard links to anything but a regular file of
    * the layer, earlier in it. Sorted entries are checked here, in one pass over them with no
@@ -279,131 +448,10 @@ export class LayerBuilder {
    */
   build(): BuiltLayer {
     this.built = true;
-    // Hard-link groups: a link's group is the file it finally names (links to links followed).
-    const groupOf = (p: string): string => {
-      let t = p;
-      for (let hops = 0; this.links.has(t); hops++) {
-        if (hops > this.links.size) {
-          throw new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(p)}' is part of a loop of hard links`);
-        }
-        t = this.links.get(t)!;
-      }
-      return t;
-    };
-    const groups = new Map<string, { original?: Rec; leader?: string }>();
-    for (const link of this.links.keys()) {
-      const g = groupOf(link);
-      if (!groups.has(g)) groups.set(g, {});
-    }
-    /** Checks each record against those before it, in canonical order; one per pass. */
-    const checker = () => {
-      let prev: string | undefined;
-      const ancestors: Array<{ path: string; type: LayerEntry['type'] }> = [];
-      return (r: Rec): void => {
-        const p = r.entry.path;
-        if (p === prev) {
-          throw new StrataError(STORE_ERR.LAYER_DUPLICATE, `the layer holds '${printable(p)}' twice`, { hint: 'repack it with each path once' });
-        }
-        prev = p;
-        // The staged ancestors of p are exactly the stack's entries that are prefixes of p.
-        while (ancestors.length > 0 && !isBelow(p, ancestors[ancestors.length - 1]!.path)) ancestors.pop();
-        const bad = ancestors.find((a) => a.type !== 'dir');
-        if (bad) {
-          const how = bad.type === 'symlink' ? 'through the symlink' : 'beneath the non-directory';
-          throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `entry '${printable(p)}' is written ${how} '${printable(bad.path)}'`, {
-            hint: 'refusing a layer that could write outside its root',
-          });
-        }
-        ancestors.push({ path: p, type: r.entry.type });
-        const g = groups.get(this.links.has(p) ? groupOf(p) : p);
-        if (g) {
-          if (!this.links.has(p)) g.original = r;
-          g.leader ??= p; // sorted order: the first member seen leads the group
-        }
-      };
-    };
-    /** Checks a hard link once its group's file has been seen (if the layer holds it). */
-    const checkLink = (link: string): void => {
-      const g = groups.get(groupOf(link))!;
-      if (!g.original) {
-        throw new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(link)}' points at '${printable(this.links.get(link)!)}', which is not in the layer`, {
-          hint: 'a layer may only link to files it holds itself',
-        });
-      }
-      if (g.original.entry.type !== 'file') {
-        throw new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(link)}' points at '${printable(this.links.get(link)!)}', which is not a regular file`);
-      }
-      const target = this.links.get(link)!;
-      const targetSeq = this.links.has(target) ? this.linkSeq.get(target)! : g.original.extra[0];
-      if (targetSeq > this.linkSeq.get(link)!) {
-        throw new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(link)}' points at '${printable(target)}', which is not earlier in the layer`, {
-          hint: 'a layer may only link to files it holds itself, before the link',
-        });
-      }
-    };
     const ordered = this.ordered;
-    /** The records in canonical order, each with its content as read in sequence when the source gives it. */
-    let records: () => Iterable<Staged> | AsyncIterable<Staged>;
-    if (ordered === undefined) {
-      const check = checker();
-      for (const r of this.sorter.sorted()) check(r);
-      for (const link of this.links.keys()) checkLink(link);
-      const sorter = this.sorter;
-      records = function* () {
-        for (const rec of sorter.sorted()) yield { rec };
-      };
-    } else {
-      // One pass over the source, checked as it goes. A hard link needs its file's metadata,
-      // which came earlier: the last FILE_RING files are kept for that (a link names a file
-      // nearby in most layers). Anything else gives the pass up: an entry out of order (or a
-      // path twice), a link to a later path, or to a file no longer kept.
-      records = async function* (this: LayerBuilder) {
-        this.forget();
-        const check = checker();
-        const files: Rec[] = [];
-        let filesSeen = 0;
-        let last: string | undefined;
-        for await (const item of ordered()) {
-          const rec = this.record(item.entry, item.content, this.seq);
-          if (!follows(last, rec)) throw new Unordered();
-          const p = rec.entry.path;
-          this.note(rec);
-          if (rec.entry.type === 'hardlink') {
-            const root = groupOf(p);
-            if (!groups.has(root)) {
-              const original = files.find((f) => f.entry.path === root);
-              if (original === undefined) throw new Unordered();
-              groups.set(root, { original, leader: root });
-            }
-          } else if (rec.entry.type === 'file') files[filesSeen++ % FILE_RING] = rec;
-          check(rec);
-          if (rec.entry.type === 'hardlink') checkLink(p);
-          last = p;
-          this.seq++;
-          yield { rec, body: item.body };
-        }
-      }.bind(this);
-    }
-    /**
-     * The canonical record of `s` (a hard-link group's first path carries the file), and where
-     * its content is: read in sequence (`body`), or the record `from`'s.
-     */
-    const canonicalOf = ({ rec: r, body }: Staged): { entry: LayerEntry; from?: Extra; body?: ContentOpener } => {
-      const p = r.entry.path;
-      const g = groups.get(this.links.has(p) ? groupOf(p) : p);
-      if (!g) return { entry: r.entry, from: r.extra, body };
-      const original = g.original!;
-      if (g.leader === p) {
-        if (original === r) return { entry: r.entry, from: r.extra, body };
-        return { entry: { ...original.entry, path: p, type: 'file', linkname: undefined }, from: original.extra };
-      }
-      const { xattrs: _x, acl: _a, ...meta } = original.entry;
-      return { entry: { ...meta, path: p, type: 'hardlink', size: 0, linkname: g.leader } };
-    };
-    const canonical = (s: Staged): { entry: LayerEntry; content?: ContentOpener } => {
-      const c = canonicalOf(s);
-      return { entry: c.entry, content: c.body ?? (c.from && this.opener(c.from)) };
-    };
+    /** The canonical entries in order, each with where its content is. */
+    const records = ordered === undefined ? this.sortedRecords() : this.orderedRecords(ordered);
+    const canonical = (s: Canonical): { entry: LayerEntry; content?: ContentOpener } => ({ entry: s.entry, content: s.body ?? (s.from && this.opener(s.from)) });
     // The manifest's entries, in its order (JSON's, by UTF-16 code units: not the tar's), through
     // spill files: a licensed tree has an ACL on every file, and 200,000 of them held as
     // objects, then as one JSON string, took the import past 340 MiB.
@@ -428,10 +476,7 @@ export class LayerBuilder {
         }),
       refs: async function* () {
         // By reference: these contents are read after the pass, in any order.
-        for await (const { rec } of records()) {
-          const c = canonicalOf({ rec });
-          yield { entry: c.entry, content: c.from && builder.refOf(c.from) };
-        }
+        for await (const c of records()) yield { entry: c.entry, content: c.from && builder.refOf(c.from) };
       },
       manifest: (layer) => manifestBytes(manifestEntries.sorted(), { manifestVersion: 1, layer, stats: { entries: builder.seq, bytes: builder.bytes } }),
     };
@@ -463,8 +508,29 @@ function* manifestBytes(entries: Iterable<EntryRec>, head: ManifestHead): Genera
   yield Buffer.from(`${text}},${rest.slice(1)}`);
 }
 
-/** How many of the latest files a pass over an ordered source keeps for the hard links that follow. */
+/** How many of the latest files (and links) a pass over an ordered source keeps for the hard links that follow. */
 const FILE_RING = 4096;
+
+/** The latest `size` values set, by key; older ones are forgotten. */
+class Recent<T> {
+  private readonly map = new Map<string, T>();
+  private readonly keys: string[] = [];
+  private at = 0;
+
+  constructor(private readonly size: number) {}
+
+  set(key: string, value: T): void {
+    const old = this.keys[this.at];
+    if (old !== undefined) this.map.delete(old);
+    this.keys[this.at] = key;
+    this.at = (this.at + 1) % this.size;
+    this.map.set(key, value);
+  }
+
+  get(key: string): T | undefined {
+    return this.map.get(key);
+  }
+}
 
 /** Thrown by a pass over an ordered source that finds it is not in order: LayerBuilder.written sorts it and runs again. */
 class Unordered extends Error {
@@ -473,10 +539,26 @@ class Unordered extends Error {
   }
 }
 
-/** A record on its way to the canonical tar, with its content as read in sequence when there is one. */
-interface Staged {
-  rec: Rec;
+/**
+ * An entry on its way to the canonical tar, in its canonical form: where its content is (the
+ * record `from`'s), and the same content as read in sequence when the source gives it.
+ */
+interface Canonical {
+  entry: LayerEntry;
+  from?: Extra;
   body?: ContentOpener;
+}
+
+/** A hard link as added: the path it names, its own path, the order it was added in (decimal). */
+type LinkRec = [target: string, path: string, seq: string];
+
+/** Hard links by the path they name, then by their own. */
+const byTarget = (a: LinkRec, b: LinkRec): number => comparePaths(a[0], b[0]) || comparePaths(a[1], b[1]);
+
+/** The entry of hard link `path` to `leader` in a group whose file is `file`: the inode's metadata, no xattrs (the leader carries them). */
+function linkTo(file: LayerEntry, path: string, leader: string): LayerEntry {
+  const { xattrs: _x, acl: _a, ...meta } = file;
+  return { ...meta, path, type: 'hardlink', size: 0, linkname: leader };
 }
 
 /** Whether `r` comes after `last` in canonical order and, a hard link, names a path before its own. */
@@ -539,8 +621,8 @@ const PASS = 128 << 10;
  * large body chunks pass through as they come.
  */
 async function* canonicalTar(
-  records: Iterable<Staged> | AsyncIterable<Staged>,
-  canonical: (s: Staged) => { entry: LayerEntry; content?: ContentOpener },
+  records: Iterable<Canonical> | AsyncIterable<Canonical>,
+  canonical: (s: Canonical) => { entry: LayerEntry; content?: ContentOpener },
 ): AsyncGenerator<Uint8Array> {
   const buf = Buffer.allocUnsafe(GATHER);
   let used = 0;
