@@ -25,11 +25,14 @@
  * that merges the directory tree with the sorted leaves and drops what a hide covers; it is
  * re-run, not stored, each time a caller iterates the plan's entries.
  *
- * Memory: the directories and symlinks of the stack, the hides, the hard-link targets, plus
- * the sorters' budgets.
+ * Hard-link groups go through sorters too: a layer's links by the path they name (which marks
+ * its linked files as they come), the linked files' entries, and, once the layers are in, each
+ * surviving member under its final path, sorted by group, which gives the group its leader.
+ *
+ * Memory: the directories and symlinks of the stack and the hides, plus the sorters' budgets.
  */
 import { StrataError, STORE_ERR } from '../errors.js';
-import { SpillSorter, defaultBudget, type RecordCodec } from '../spill.js';
+import { SpillSorter, defaultBudget, stringsCodec, type RecordCodec } from '../spill.js';
 import { decodeEntry, encodeEntry, entrySize } from './entry-codec.js';
 import { baseName, isBelow, parentOf, printable, whiteoutTarget } from './path.js';
 import { comparePaths, LayerEntry } from '../types.js';
@@ -82,12 +85,18 @@ interface Node {
   children?: Map<string, Node>;
 }
 
-/** A leaf under its final path; `tarPath` when the layer holds it under another path. */
+/**
+ * A leaf under its final path; `tarPath` when the layer holds it under another path; `linked`
+ * for a file that hard links of its layer name.
+ */
 interface Leaf {
   entry: LayerEntry;
   layer: number;
   tarPath?: string;
+  linked?: boolean;
 }
+
+
 
 /** Nothing of a layer below `layer` survives below `path`, nor at it when `self`. */
 interface Hide {
@@ -113,13 +122,27 @@ const ROOT_DEFAULT: LayerEntry = { path: '.', type: 'dir', mode: 0o755, uid: 0, 
 const MAX_HOPS = 40;
 
 const leafCodec: RecordCodec<Leaf> = {
-  encode: (l) => encodeEntry(l.entry, l.tarPath === undefined ? [l.layer] : [l.layer, l.tarPath]),
+  encode: (l) => encodeEntry(l.entry, l.linked ? [l.layer, l.tarPath ?? null, 1] : l.tarPath === undefined ? [l.layer] : [l.layer, l.tarPath]),
   decode: (b) => {
     const { entry, extra } = decodeEntry(b);
-    const [layer, tarPath] = extra as [number, string?];
-    return tarPath === undefined ? { entry, layer } : { entry, layer, tarPath };
+    const [layer, tarPath, linked] = extra as [number, (string | null)?, 1?];
+    const leaf: Leaf = { entry, layer };
+    if (typeof tarPath === 'string') leaf.tarPath = tarPath;
+    if (linked) leaf.linked = true;
+    return leaf;
   },
   size: (l) => entrySize(l.entry) + (l.tarPath?.length ?? 0) * 2 + 32,
+};
+
+/** A planned entry with its content's path (the members of hard-link groups). */
+const memberCodec: RecordCodec<PlannedEntry> = {
+  encode: (p) => encodeEntry(p.entry, p.contentPath === undefined ? [p.layer] : [p.layer, p.contentPath]),
+  decode: (b) => {
+    const { entry, extra } = decodeEntry(b);
+    const [layer, contentPath] = extra as [number, string?];
+    return contentPath === undefined ? { entry, layer } : { entry, layer, contentPath };
+  },
+  size: (p) => entrySize(p.entry) + (p.contentPath?.length ?? 0) * 2 + 32,
 };
 
 const plannedCodec: RecordCodec<PlannedEntry> = {
@@ -157,8 +180,12 @@ export class LayerMerge {
   private readonly leaves: SpillSorter<Leaf>;
   private readonly hides: Hide[] = [];
   private readonly claims: Claim[] = [];
-  /** Per layer: the files hard links point at (their metadata outlives a whiteout of the path). */
-  private readonly linkTargets: Array<Map<string, LayerEntry>> = [];
+  /** Layers applied so far. */
+  private nLayers = 0;
+  /** The files hard links name, by layer and path in it (their metadata outlives a whiteout of the path). */
+  private readonly linkedFiles: SpillSorter<Leaf>;
+  /** Each surviving member of a hard-link group under its final path, as planned (groupMembers), once asked for. */
+  private members: SpillSorter<PlannedEntry> | undefined;
   private readonly sorters: Array<SpillSorter<unknown>> = [];
   private aclSeen = false;
   /** Entries the layers have given so far (LayerMergeOptions.large). */
@@ -167,11 +194,19 @@ export class LayerMerge {
   constructor(private readonly opts: LayerMergeOptions) {
     this.leaves = new SpillSorter<Leaf>({ compare: (a, b) => comparePaths(a.entry.path, b.entry.path), codec: leafCodec, dir: opts.tmpDir, budget: opts.budget });
     this.sorters.push(this.leaves as SpillSorter<unknown>);
+    this.linkedFiles = this.sorter<Leaf>((a, b) => a.layer - b.layer || comparePaths(a.entry.path, b.entry.path), leafCodec);
+  }
+
+  /** A sorter spilling to the merge's directory, disposed with it. */
+  private sorter<T>(compare: (a: T, b: T) => number, codec: RecordCodec<T>, budget = this.opts.budget): SpillSorter<T> {
+    const s = new SpillSorter<T>({ compare, codec, dir: this.opts.tmpDir, budget });
+    this.sorters.push(s as SpillSorter<unknown>);
+    return s;
   }
 
   /** Layers applied so far. */
   get layers(): number {
-    return this.linkTargets.length;
+    return this.nLayers;
   }
 
   /** False when no entry of the layers applied so far carries an ACL (then none of the tree does). */
@@ -184,10 +219,10 @@ export class LayerMerge {
    * (whiteouts and hard-link names first, then the entries).
    */
   async addLayer(read: EntrySource, name: string): Promise<void> {
-    const layer = this.linkTargets.length;
-    const linked = new Set<string>();
+    const layer = this.nLayers;
+    const linked = this.sorter<[string]>((a, b) => comparePaths(a[0], b[0]), stringsCodec<[string]>());
     for await (const e of read(true)) {
-      if (e.type === 'hardlink') linked.add(e.linkname!);
+      if (e.type === 'hardlink') linked.push([e.linkname!]);
       const w = whiteoutTarget(e.path);
       if (!w) continue;
       if ('opaque' in w) {
@@ -205,8 +240,10 @@ export class LayerMerge {
         this.hides.push({ path: join(at.path, key), layer, self: true });
       }
     }
-    const targets = new Map<string, LayerEntry>();
-    this.linkTargets.push(targets);
+    this.nLayers++;
+    // The files the links name, met in path order as the entries come.
+    const names = linked.count > 0 ? linked.sorted()[Symbol.iterator]() : undefined;
+    let named = names?.next();
     // The last parent resolved: a layer's entries come in path order, so siblings follow each
     // other. Forgotten when a node is replaced by another kind (a resolution may change).
     let last: { dir: string; at: { node: Node; path: string } } | undefined;
@@ -214,7 +251,12 @@ export class LayerMerge {
       if (++this.taken === this.opts.large?.entries) this.opts.large.reached();
       if (whiteoutTarget(e.path)) continue;
       if (e.acl && (e.acl.access || e.acl.default)) this.aclSeen = true;
-      if (e.type === 'file' && linked.has(e.path)) targets.set(e.path, e);
+      let isLinked = false;
+      if (named && !named.done) {
+        while (!named.done && comparePaths(named.value[0], e.path) < 0) named = names!.next();
+        isLinked = e.type === 'file' && !named.done && named.value[0] === e.path;
+        if (isLinked) this.linkedFiles.push({ entry: e, layer });
+      }
       if (e.path === '.') {
         this.root.entry = e;
         this.root.layer = layer;
@@ -242,8 +284,10 @@ export class LayerMerge {
       }
       const leaf: Leaf = { entry: finalPath === e.path ? e : { ...e, path: finalPath }, layer };
       if (finalPath !== e.path) leaf.tarPath = e.path;
+      if (isLinked) leaf.linked = true;
       this.leaves.push(leaf);
     }
+    linked.dispose();
   }
 
   /** True when `p` (a final path) is a directory of the tree so far. */
@@ -263,13 +307,71 @@ export class LayerMerge {
    * the entries' own metadata.
    */
   *walk(raw = false): Generator<PlannedEntry> {
-    const nLayers = this.linkTargets.length;
+    if (raw) {
+      yield* this.survivors((top) => ({ entry: top.entry, layer: top.layer }));
+      return;
+    }
+    const members = this.groupMembers()?.sorted()[Symbol.iterator]();
+    let m = members?.next();
+    yield* this.survivors((top) => {
+      const e = top.entry;
+      if (m && !m.done && m.value.entry.path === e.path) {
+        const planned = m.value;
+        m = members!.next();
+        return planned;
+      }
+      return e.type === 'file' || e.type === 'hardlink' ? { entry: e, layer: top.layer, contentPath: top.tarPath ?? e.path } : { entry: e, layer: top.layer };
+    });
+  }
+
+  /**
+   * The members of hard-link groups that the plan changes, under their final paths, sorted:
+   * a group's first survivor in path order (its leader) becomes the file if it was a link
+   * (the group's file was whited out or replaced above, or sorts after it now), and every
+   * other member a link to it. Found with one walk of the survivors, sorted by group; none
+   * when the layers hold no links.
+   */
+  private groupMembers(): SpillSorter<PlannedEntry> | undefined {
+    if (this.members || this.linkedFiles.count === 0) return this.members;
+    // Each surviving member, its tarPath the group's (the file's path in its layer's tar).
+    const byGroup = this.sorter<Leaf>((a, b) => a.layer - b.layer || comparePaths(a.tarPath!, b.tarPath!) || comparePaths(a.entry.path, b.entry.path), leafCodec);
+    const walk = this.survivors((top) => {
+      const e = top.entry;
+      if (e.type === 'hardlink') byGroup.push({ entry: e, layer: top.layer, tarPath: e.linkname! });
+      else if (top.linked) byGroup.push({ entry: e, layer: top.layer, tarPath: top.tarPath ?? e.path });
+      return undefined;
+    });
+    while (!walk.next().done);
+    const members = (this.members = this.sorter<PlannedEntry>((a, b) => comparePaths(a.entry.path, b.entry.path), memberCodec));
+    const files = this.linkedFiles.sorted()[Symbol.iterator]();
+    let f = files.next();
+    let group: { layer: number; path: string; leader: string; file?: LayerEntry } | undefined;
+    for (const { entry: e, layer, tarPath } of byGroup.sorted()) {
+      const path = tarPath!;
+      if (group?.layer === layer && group.path === path) {
+        if (group.file) members.push({ entry: { ...e, type: 'hardlink', size: 0, linkname: group.leader }, layer });
+        continue;
+      }
+      while (!f.done && (f.value.layer < layer || (f.value.layer === layer && comparePaths(f.value.entry.path, path) < 0))) f = files.next();
+      const file = !f.done && f.value.layer === layer && f.value.entry.path === path ? f.value.entry : undefined;
+      group = { layer, path, leader: e.path, file };
+      if (file && e.type === 'hardlink') members.push({ entry: { ...file, path: e.path, type: 'file', linkname: undefined }, layer, contentPath: path });
+    }
+    byGroup.dispose();
+    return members;
+  }
+
+  /**
+   * The final entries in path order: the tree's nodes as they are, each surviving leaf as
+   * `make` makes it (undefined: left out).
+   */
+  private *survivors(make: (top: Leaf) => PlannedEntry | undefined): Generator<PlannedEntry> {
+    const nLayers = this.nLayers;
     const hides = [...this.hides].sort((a, b) => comparePaths(a.path, b.path));
     const claims = [...this.claims].sort((a, b) => comparePaths(a.path, b.path));
     const active: Hide[] = [];
     let hi = 0;
     let ci = 0;
-    const leaders = new Map<string, string>();
     const leaves = this.leaves.sorted()[Symbol.iterator]();
     let leaf = leaves.next();
     const tree = dfs(this.root, '.');
@@ -314,26 +416,9 @@ export class LayerMerge {
         throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `'${printable(p)}' lies beneath the ${top.entry.type} '${printable(lastLeaf)}'`);
       }
       lastLeaf = p;
-      yield raw ? { entry: top.entry, layer: top.layer } : this.planned(top, leaders);
+      const planned = make(top);
+      if (planned) yield planned;
     }
-  }
-
-  /** A surviving leaf as planned: hard-link groups get their leader (the first survivor in path order). */
-  private planned(l: Leaf, leaders: Map<string, string>): PlannedEntry {
-    const e = l.entry;
-    const tarPath = l.tarPath ?? e.path;
-    if (e.type !== 'file' && e.type !== 'hardlink') return { entry: e, layer: l.layer };
-    const group = e.type === 'file' ? tarPath : e.linkname!;
-    const targets = this.linkTargets[l.layer]!;
-    if (!targets.has(group)) return { entry: e, layer: l.layer, contentPath: tarPath };
-    const key = `${l.layer}:${group}`;
-    const leader = leaders.get(key);
-    if (leader !== undefined) return { entry: { ...e, type: 'hardlink', size: 0, linkname: leader }, layer: l.layer };
-    leaders.set(key, e.path);
-    // The group's file was replaced or whited out above, or sorts after a link now: the
-    // first surviving member takes its content and the inode's metadata.
-    const entry = e.type === 'file' ? e : { ...targets.get(group)!, path: e.path, type: 'file' as const, linkname: undefined };
-    return { entry, layer: l.layer, contentPath: group };
   }
 
   /**
@@ -342,16 +427,11 @@ export class LayerMerge {
    * layer after this.
    */
   plan(): MergePlan {
-    const nLayers = this.linkTargets.length;
+    const nLayers = this.nLayers;
     const budget = Math.max(4 << 20, Math.floor((this.opts.budget ?? defaultBudget()) / Math.max(1, nLayers + 1)));
-    const sorter = <T>(compare: (a: T, b: T) => number, codec: RecordCodec<T>) => {
-      const s = new SpillSorter<T>({ compare, codec, dir: this.opts.tmpDir, budget });
-      this.sorters.push(s as SpillSorter<unknown>);
-      return s;
-    };
-    const files = Array.from({ length: nLayers }, () => sorter<PlannedFile>((a, b) => comparePaths(a.contentPath, b.contentPath), fileCodec));
+    const files = Array.from({ length: nLayers }, () => this.sorter<PlannedFile>((a, b) => comparePaths(a.contentPath, b.contentPath), fileCodec, budget));
     // Pushed in path order already: the sort keeps that order (equal keys never meet).
-    const others = sorter<PlannedEntry>((a, b) => comparePaths(a.entry.path, b.entry.path), plannedCodec);
+    const others = this.sorter<PlannedEntry>((a, b) => comparePaths(a.entry.path, b.entry.path), plannedCodec, budget);
     let count = 0;
     let bytes = 0;
     let root: LayerEntry | undefined;
