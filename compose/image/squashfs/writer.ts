@@ -24,6 +24,7 @@ import { encodeSizeWord, FRAGMENT_STREAMS, fragmentStream } from './data.js';
 import { encodeDirectory, DIR_ENTRY_SIZE, DIR_HEADER_MAX, MAX_NAME, type DirChild } from './directory.js';
 import { encodeExportTable } from './export-table.js';
 import { encodeFragmentTable, type FragmentEntry } from './fragment-table.js';
+import { HardLinks, type Placed } from './hard-links.js';
 import { IdTable, MAX_IDS } from './id-table.js';
 import { basicType, encodeDevice, encodeInode, inodeType, INVALID_FRAG, INVALID_XATTR, type InodeBody } from './inode.js';
 import { METADATA_SIZE, METADATA_UNCOMPRESSED, MetaWriter, metaRef } from './metadata.js';
@@ -172,14 +173,6 @@ interface Rec {
   file?: FileData;
 }
 
-/** Where an inode was written: what a directory entry naming it needs. */
-interface Placed {
-  ino: number;
-  refBlock: number;
-  refOffset: number;
-  type: number;
-}
-
 const recCodec: RecordCodec<Rec> = {
   encode: (r) => encodeEntry(r.entry, r.file ? [r.file.size, r.file.blocksStart, r.file.sizes, r.file.sparse, r.file.fragIndex, r.file.fragOffset] : undefined),
   decode: (b) => {
@@ -228,8 +221,8 @@ export function checkSquashOptions(opts: SquashOptions): { spec: CodecSpec; bloc
 export class SquashfsWriter {
   /** Every entry, files once placed: sorted by path at finish(), spilled past its budget. */
   private readonly records: SpillSorter<Rec>;
-  /** Hard links as added: path → the path it names. */
-  private readonly links = new Map<string, string>();
+  /** Hard links as added (none: nothing of them is kept or read). */
+  private links: HardLinks | undefined;
   private readonly pool: WorkerPool<BlockJob, BlockJobResult>;
   private readonly maxInFlight: number;
   private readonly queue: { p: Promise<BlockJobResult>; done: (start: number, word: number, digest: Uint8Array) => void }[] = [];
@@ -265,7 +258,7 @@ export class SquashfsWriter {
     threads: number,
     cacheDir: string | undefined,
     cacheSecret: Uint8Array | undefined,
-    scratchDir: string,
+    private readonly scratchDir: string,
     expectedFiles: number,
     useSegments: boolean,
   ) {
@@ -650,7 +643,7 @@ export class SquashfsWriter {
       throw usage(`${entry.type} without a target: ${entry.path}`);
     }
     this.checkEntry(entry);
-    if (entry.type === 'hardlink') this.links.set(entry.path, entry.linkname!);
+    if (entry.type === 'hardlink') (this.links ??= new HardLinks(this.scratchDir)).add(entry.path, entry.linkname!);
     this.records.push({ entry });
   }
 
@@ -671,6 +664,7 @@ export class SquashfsWriter {
       this.blockRuns.clear();
       const r = await this.writeTables();
       this.records.dispose();
+      this.links?.dispose();
       this.closed = true;
       const [sha256] = await Promise.all([this.file.commit(), this.pool.close()]);
       return { ...r, sha256 };
@@ -686,6 +680,7 @@ export class SquashfsWriter {
     this.closed = true;
     this.recording = undefined;
     this.records.dispose();
+    this.links?.dispose();
     await this.segments?.abandon();
     await this.pool.close();
     await this.file.abort();
@@ -707,35 +702,21 @@ export class SquashfsWriter {
     if (prev === undefined) yield { entry: { ...DEFAULT_ROOT } };
   }
 
-  /** The inode a hard link shares: its target, links to links followed. */
-  private ownerOf(link: string): string {
-    let t = link;
-    for (let hops = 0; this.links.has(t); hops++) {
-      if (hops > this.links.size) throw usage(`hard link loop at ${link}`);
-      t = this.links.get(t)!;
-    }
-    return t;
-  }
-
   /**
    * The first of finish()'s two passes over the entries: checks the tree (every parent a
    * directory that is there, every link's target a non-directory that is there), and counts
    * what the second pass must know before it writes: the inode numbers of directories (they
    * come after their children, but a child directory's inode names its parent's), each
-   * shared inode's links, the ids, and the records of link targets that sort after a link to
-   * them (their inode is written where it is first met). Memory: the open directories, the
-   * links and the directories' numbers.
+   * shared inode's links (hard-links.ts), the ids, and the records of link targets that sort
+   * after a link to them (their inode is written where it is first met). Memory: the open
+   * directories, the directories' numbers, and a slot per hard-link group.
    */
-  private survey(): { count: number; dirInos: number[]; nlinks: Map<string, number>; early: Map<string, Rec>; ids: IdTable } {
-    const nlinks = new Map<string, number>();
-    for (const link of this.links.keys()) {
-      const o = this.ownerOf(link);
-      nlinks.set(o, (nlinks.get(o) ?? 1) + 1);
-    }
-    const seen = new Map<string, LayerEntry['type']>(); // link targets met
-    const numbered = new Set<string>(); // link targets numbered (where first met)
-    const laterTargets = new Set<string>();
-    const early = new Map<string, Rec>();
+  private survey(): { count: number; dirInos: number[]; early: Map<number, Rec>; ids: IdTable } {
+    const links = this.links;
+    links?.resolve();
+    const groupOf = links?.walk();
+    /** Link targets that sort after a link to them, by group. */
+    const early = new Map<number, Rec>();
     const ids = new Set<number>();
     const dirInos: number[] = [];
     const stack: Array<{ path: string; slot: number }> = [];
@@ -766,32 +747,25 @@ export class SquashfsWriter {
         continue;
       }
       lastLeaf = { path: e.path, type: e.type };
-      const owner = e.type === 'hardlink' ? this.ownerOf(e.path) : e.path;
-      if (nlinks.has(owner)) {
+      const group = groupOf ? groupOf(e.path, e.type === 'hardlink') : -1;
+      if (links && group >= 0) {
         if (e.type !== 'hardlink') {
-          seen.set(owner, e.type);
-          if (laterTargets.has(owner)) early.set(owner, r);
+          links.meet(group);
+          if (links.numberedAtLink(group)) early.set(group, r);
         }
-        if (numbered.has(owner)) continue;
-        numbered.add(owner);
-        if (e.type === 'hardlink') laterTargets.add(owner);
+        if (!links.number(group, e.type === 'hardlink')) continue;
       }
       count++;
     }
     while (stack.length > 0) close();
-    for (const link of this.links.keys()) {
-      const o = this.ownerOf(link);
-      const type = seen.get(o);
-      if (type === undefined) throw usage(`hard link ${link} points at ${this.links.get(link)}, which is not in the image`);
-      if (type === 'dir') throw usage(`hard link ${link} points at a directory`);
-    }
+    links?.checkTargets();
     const idTable = new IdTable([...ids].sort((x, y) => x - y));
     if (idTable.ids.length > MAX_IDS) throw usage(`more than ${MAX_IDS} distinct uids and gids`);
-    return { count, dirInos, nlinks, early, ids: idTable };
+    return { count, dirInos, early, ids: idTable };
   }
 
   private async writeTables(): Promise<Omit<SquashResult, 'sha256'>> {
-    const { count, dirInos, nlinks, early, ids } = this.survey();
+    const { count, dirInos, early, ids } = this.survey();
     const inodes = new MetaWriter(this.codec);
     const dirs = new MetaWriter(this.codec);
     const xattrs = new XattrTableWriter(this.codec);
@@ -855,7 +829,8 @@ export class SquashfsWriter {
       subdirs: number;
     }
     const stack: Open[] = [];
-    const shared = new Map<string, Placed>();
+    const links = this.links;
+    const groupOf = links?.walk();
     let dirSlot = 0;
     let root: Placed | undefined;
     const closeDir = (): void => {
@@ -884,15 +859,15 @@ export class SquashfsWriter {
         stack.push({ entry: e, ino: dirInos[dirSlot++]!, parentIno: stack[stack.length - 1]?.ino ?? 0, children: [], subdirs: 0 });
         continue;
       }
-      const owner = e.type === 'hardlink' ? this.ownerOf(e.path) : e.path;
+      const group = groupOf ? groupOf(e.path, e.type === 'hardlink') : -1;
       let at: Placed;
-      if (!nlinks.has(owner)) at = writeLeaf(r, 1);
+      if (!links || group < 0) at = writeLeaf(r, 1);
       else {
-        const done = shared.get(owner);
+        const done = links.placed(group);
         if (done) at = done;
         else {
-          at = writeLeaf(e.type === 'hardlink' ? early.get(owner)! : r, nlinks.get(owner)!);
-          shared.set(owner, at);
+          at = writeLeaf(e.type === 'hardlink' ? early.get(group)! : r, links.nlink(group));
+          links.place(group, at);
         }
       }
       stack[stack.length - 1]!.children.push({ name: nameOf(e.path), ino: at.ino, refBlock: at.refBlock, refOffset: at.refOffset, basicType: basicType(at.type) });
