@@ -474,6 +474,63 @@ Writer('a file larger than 4 GiB (holes, tail past 2^32) streams in bounded memo
   }
 });
 
+/** Runs `fn` with every sorter's budget at `bytes` (the writer's sorters read it when made). */
+async function withBudget<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
+  const before = process.env.STRATA_MEMORY_BUDGET;
+  process.env.STRATA_MEMORY_BUDGET = String(bytes);
+  try {
+    return await fn();
+  } finally {
+    if (before === undefined) delete process.env.STRATA_MEMORY_BUDGET;
+    else process.env.STRATA_MEMORY_BUDGET = before;
+  }
+}
+
+Writer('hard links through spill files: targets before and after their links, links to links; faults name the first link added', async () => {
+  // (An image without xattrs refuses getfattr on a kernel mount: one xattr keeps the checks.)
+  const items: Item[] = [dir('.', { mtime: T0 }), dir('a', { xattrs: new Map([['user.note', Buffer.from('links')]]) }), dir('b'), dir('c')];
+  for (let i = 0; i < 400; i++) {
+    const name = `f${String(i).padStart(3, '0')}`;
+    items.push(file(`b/${name}`, Buffer.from(`content ${i % 50}\n`), { uid: i % 3 }));
+    items.push(other(`c/${name}`, 'hardlink', { linkname: `b/${name}` }));
+    if (i % 3 === 0) items.push(other(`a/${name}`, 'hardlink', { linkname: `b/${name}` })); // sorts before its target
+    if (i % 7 === 0) items.push(other(`c/${name}-2`, 'hardlink', { linkname: `c/${name}` })); // names a link
+  }
+  const tree = join(tmp, 'tree');
+  mkdirSync(tree);
+  materialize(items, tree);
+  const opts: SquashOptions = { compressor: 'gzip', blockSize: BS, workers: 1 };
+  const spilled = join(tmp, 'spilled.sqfs');
+  // About ten records a run: the links, their targets and the entries all go through run files.
+  const r = await withBudget(2048, () => squash(items, spilled, opts));
+  assert.is(r.inodes, 4 + 400, 'one inode per group');
+  const held = join(tmp, 'held.sqfs');
+  await squash(items, held, opts);
+  assert.ok(readFileSync(spilled).equals(readFileSync(held)), 'the same bytes spilled as held in memory');
+  assertHoldsTree(spilled, tree);
+  unmount(join(tmp, 'mnt'));
+
+  const fails = async (links: Array<[string, string]>, message: string) => {
+    await withBudget(2048, async () => {
+      const w = await SquashfsWriter.create(join(tmp, 'bad.sqfs'), opts);
+      w.addEntry(dir('b').entry);
+      for (let i = 0; i < 100; i++) await w.addFile(file(`b/${i}`, Buffer.from('x')).entry, chunks(Buffer.from('x')), 'g');
+      for (let i = 0; i < 100; i++) w.addEntry(other(`b/${i}-l`, 'hardlink', { linkname: `b/${i}` }).entry);
+      for (const [path, linkname] of links) w.addEntry(other(path, 'hardlink', { linkname }).entry);
+      try {
+        await w.finish();
+        assert.unreachable(`${message}: no error`);
+      } catch (e) {
+        assert.ok(isStrataError(e, 'ERR_IMAGE_INPUT'), String(e));
+        assert.is((e as Error).message, message);
+      }
+    });
+  };
+  await fails([['b/z', 'b/nope'], ['b/a', 'b/gone'], ['b/y', 'b']], 'hard link b/z points at b/nope, which is not in the image');
+  await fails([['b/z', 'b/y'], ['b/x', 'b/y'], ['b/y', 'b']], 'hard link b/z points at b/y, which is not in the image');
+  await fails([['b/z', 'b/1-l'], ['b/a', 'b/l1'], ['b/l1', 'b/l2'], ['b/l2', 'b/l1']], 'hard link loop at b/a');
+});
+
 Writer('missing root gets 0755 root:root mtime 0; zstd image mounts', async () => {
   const img = join(tmp, 'z.sqfs');
   const w = await SquashfsWriter.create(img, { compressor: 'zstd', workers: 1, mkfsTime: 1234 });
