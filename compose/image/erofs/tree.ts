@@ -1,7 +1,7 @@
 /**
  * The EROFS image's tree, laid out at finish() in bounded memory: the entries (files with
  * where their data went) come back from the external sorter in inode order and are read three
- * times, keeping only directories, hard links and what is shared:
+ * times, keeping only directories, hard-link groups and what is shared:
  *
  *  1. survey: the tree checks (parents, duplicates, hard links), each directory's size and
  *     link count, the most common mtime (the build time) and the xattrs two or more inodes
@@ -11,11 +11,11 @@
  *  3. writing: the same placement again, directory blocks from those names, inodes into a
  *     window of metadata blocks that are written once no later inode can land in them.
  *
- * Memory: a record per directory and per hard-link target, the shared xattrs, the child names
- * of the open directories, the sorters' budgets and the metadata window. The bytes are those
- * of laying the whole tree out in memory (spec/erofs.md).
+ * Memory: a record per directory, 9 bytes per hard-link group (HardLinks; none per link), the
+ * shared xattrs, the child names of the open directories, the sorters' budgets and the
+ * metadata window. The bytes are those of laying the whole tree out in memory (spec/erofs.md).
  */
-import { baseName as baseOf, compareNames, comparePaths, parentOf, decodeEntry, encodeEntry, entrySize, isBelow, SpillSorter, type LayerEntry, type RecordCodec } from '../../../store/index.js';
+import { baseName as baseOf, compareNames, comparePaths, parentOf, decodeEntry, encodeEntry, entrySize, isBelow, SpillSorter, stringsCodec, type LayerEntry, type RecordCodec } from '../../../store/index.js';
 import { aclFromText, aclToXattr } from '../../../native/acl.js';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import {
@@ -195,22 +195,11 @@ interface DirInfo {
   nid: number;
 }
 
-/** An inode that hard links name: its link count and the first of its names in inode order. */
-interface Owner {
-  nlink: number;
-  first: string;
-  firstKey: string;
-  /** Its record, kept when its first name is a link (the inode is laid out there). */
-  rec?: Rec;
-  type?: LayerEntry['type'];
-  nid: number;
-}
-
 interface Survey {
   dirs: Map<string, DirInfo>;
-  /** Hard link path → the path of the inode it names. */
-  ownerOf: Map<string, string>;
-  owners: Map<string, Owner>;
+  /** The hard-link groups, when there are hard links, with the inodes laid out at a link. */
+  links?: HardLinks;
+  moved?: SpillSorter<Moved>;
   buildTime: number;
   sharedItems: XattrItem[];
   sharedId: Map<string, number>;
@@ -227,6 +216,9 @@ interface Dirent {
   type: number;
 }
 
+/** A string as its UTF-8 bytes. */
+const textCodec: RecordCodec<string> = { encode: (k) => Buffer.from(k), decode: (b) => b.toString(), size: (k) => 48 + k.length * 2 };
+
 const direntCodec: RecordCodec<Dirent> = {
   encode: (d) => Buffer.from(JSON.stringify([d.parent, d.name, d.nid, d.type])),
   decode: (b) => {
@@ -238,8 +230,8 @@ const direntCodec: RecordCodec<Dirent> = {
 
 export interface TreeInput {
   records: SpillSorter<Rec>;
-  /** Hard links as added: path → the path it names. */
-  links: Map<string, string>;
+  /** Hard links as added: grouped, then read again for the links' names (HardLinks). */
+  links: SpillSorter<LinkRec>;
   tails: Spill;
   scratchDir: string;
   /** The first free byte after the file data (a block boundary). */
@@ -264,38 +256,40 @@ export interface TreeResult {
 
 /** Lays out and writes directories, shared xattrs and inodes after the file data. */
 export async function writeTree(input: TreeInput): Promise<TreeResult> {
-  const survey = await surveyTree(input);
+  const survey = await surveyTree(input, input.links.count > 0 ? groupLinks(input.links, input.scratchDir) : undefined);
+  const links = survey.links;
   const dirents = new SpillSorter<Dirent>({ compare: (a, b) => comparePaths(a.key, b.key) || compareNames(a.name, b.name), codec: direntCodec, dir: input.scratchDir });
   try {
     // Placement: nids and late-data blocks, and every name with the nid it names.
     const placing = new Layout(input.pos, survey);
     let rootNid = 0;
-    for (const { rec, inode } of names(input.records, survey)) {
+    const addName = (path: string, nid: number, type: number) => {
+      const parent = parentOf(path);
+      dirents.push({ parent, key: inodeKey(parent, true), name: baseOf(path), nid, type });
+    };
+    for (const { rec, inode, group, nlink } of names(input.records, survey)) {
       const path = rec.entry.path;
       let nid: number;
-      let type: LayerEntry['type'];
+      let type: number;
       if (inode) {
-        nid = placing.place(inode).nid;
-        type = inode.entry.type;
-        const owner = survey.owners.get(inode.entry.path);
-        if (owner) owner.nid = nid;
-        if (type === 'dir') {
+        nid = placing.place(inode, nlink).nid;
+        type = FILE_TYPE[inode.entry.type]!;
+        if (group >= 0) links!.nid[group] = nid;
+        if (type === FT.DIR) {
           survey.dirs.get(path)!.nid = nid;
           const up = path === '.' ? nid : survey.dirs.get(parentOf(path))!.nid;
           dirents.push({ parent: path, key: rec.key, name: '.', nid, type: FT.DIR });
           dirents.push({ parent: path, key: rec.key, name: '..', nid: up, type: FT.DIR });
         }
       } else {
-        const owner = survey.owners.get(survey.ownerOf.get(path) ?? path)!;
-        nid = owner.nid;
-        type = owner.type!;
+        nid = links!.nid[group]!;
+        type = links!.flags[group]! & FT_MASK;
       }
       if (path === '.') rootNid = nid;
-      else {
-        const parent = parentOf(path);
-        dirents.push({ parent, key: inodeKey(parent, true), name: baseOf(path), nid, type: FILE_TYPE[type]! });
-      }
+      else if (rec.entry.type !== 'hardlink') addName(path, nid, type);
     }
+    // The links' names, now that every group's inode has its nid.
+    if (links) for (const [path, group] of links.members()) addName(path, links.nid[group]!, links.flags[group]! & FT_MASK);
     if (rootNid > 0xffff) throw usage('the root directory does not fit the superblock');
     const lateEnd = placing.pos;
     const xattrBlkaddr = survey.sharedBytes > 0 ? lateEnd / BLOCK_SIZE : 0;
@@ -309,9 +303,9 @@ export async function writeTree(input: TreeInput): Promise<TreeResult> {
     const meta = new MetaArea(metaBlkaddr * BLOCK_SIZE, input.write);
     const named = dirents.sorted();
     let next = named.next();
-    for (const { rec, inode } of names(input.records, survey)) {
+    for (const { rec, inode, nlink } of names(input.records, survey)) {
       if (!inode) continue;
-      const { nid, plan: p, ino } = writing.place(inode);
+      const { nid, plan: p, ino } = writing.place(inode, nlink);
       const e = inode.entry;
       let inlineBytes: Buffer | undefined;
       let bytes: Buffer | undefined;
@@ -336,7 +330,7 @@ export async function writeTree(input: TreeInput): Promise<TreeResult> {
         const d = inode.data as Extract<FileData, { kind: 'flat' }>;
         inlineBytes = await input.tails.read(d.tail!);
       }
-      meta.put(nid * INODE_SLOT, encodeWhole(inode, p, ino, writing.nlinkOf(inode), inlineBytes, input));
+      meta.put(nid * INODE_SLOT, encodeWhole(inode, p, ino, writing.nlinkOf(inode, nlink), inlineBytes, input));
       await meta.settle(writing.placer.openBlocks());
     }
     await meta.settle([], true);
@@ -351,6 +345,8 @@ export async function writeTree(input: TreeInput): Promise<TreeResult> {
     };
   } finally {
     dirents.dispose();
+    survey.moved?.dispose();
+    links?.dispose();
   }
 }
 
@@ -365,20 +361,322 @@ function* inOrder(records: SpillSorter<Rec>): Generator<Rec> {
   if (first) yield { key: '', entry: DEFAULT_ROOT };
 }
 
+/** A name in inode order, with the inode laid out at it and its hard-link group (-1: none). */
+interface Name {
+  rec: Rec;
+  inode: Rec | undefined;
+  group: number;
+  /** The inode's names (a directory's link count is the survey's). */
+  nlink: number;
+}
+
 /**
- * Every name of the image in inode order, with the inode laid out at it: an inode comes with
+ * The names of the image in inode order, with the inode laid out at each: an inode comes with
  * the first of its names (a hard link's target may come with a link that sorts before it).
+ * Hard links come only where an inode is laid out: the others' names are their group's
+ * (HardLinks.members).
  */
-function* names(records: SpillSorter<Rec>, s: Survey): Generator<{ rec: Rec; inode: Rec | undefined }> {
-  for (const rec of inOrder(records)) {
-    const path = rec.entry.path;
-    if (rec.entry.type === 'hardlink') {
-      const owner = s.owners.get(s.ownerOf.get(path)!)!;
-      yield { rec, inode: owner.first === path ? owner.rec : undefined };
-      continue;
+function* names(records: SpillSorter<Rec>, s: Survey): Generator<Name> {
+  const links = s.links;
+  if (!links) {
+    for (const rec of inOrder(records)) yield { rec, inode: rec, group: -1, nlink: 1 };
+    return;
+  }
+  const walk = new LinkWalk(links, s.moved);
+  try {
+    for (const rec of inOrder(records)) {
+      if (rec.entry.type === 'hardlink') {
+        const moved = walk.movedAt(rec.key);
+        if (moved) yield { rec, inode: moved.rec, group: moved.group, nlink: moved.nlink };
+        continue;
+      }
+      const owner = walk.seek(rec.key);
+      if (!owner) yield { rec, inode: rec, group: -1, nlink: 1 };
+      else yield { rec, inode: links.flags[owner.group]! & MOVED ? undefined : rec, group: owner.group, nlink: owner.nlink };
     }
-    const owner = s.owners.get(path);
-    yield { rec, inode: owner && owner.first !== path ? undefined : rec };
+  } finally {
+    walk.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Hard links, in memory bounded whatever their number. Links are grouped by the path they
+// name, the group's owner: sorted by that path (as added, through the writer's sorter), each
+// run of links is a group. A group is a slot in two typed arrays (9 bytes); what is per name
+// goes through sorters and is read beside the records in inode order (LinkWalk): the owners
+// with their link count (`owners`), and the inodes whose first name in inode order is a link
+// (`moved`, found by the survey and laid out at that link). The links' own names go into the
+// directories after placement, from the sorted links, with their group's nid.
+//
+// That grouping is right when no link names a link (or itself) and no path is a link twice,
+// as compose's plan guarantees. Otherwise (the walk meets a link that is an owner, or a
+// survey that failed finds it so) the links are grouped in memory as they were before,
+// following chains and refusing loops (groupInMemory), and the survey runs again.
+
+/** A hard link as added: its path, the path it names (`key`: that path's inodeKey as a non-directory), the links added before it. */
+export interface LinkRec {
+  key: string;
+  path: string;
+  target: string;
+  seq: number;
+}
+
+/**
+ * The inode a group of links names, under its path's inodeKey: its names (the links and its
+ * own), its first name in inode order when that is a link (else ''), and the link its errors
+ * name (the first added) with the path that link names.
+ */
+interface Owner {
+  key: string;
+  path: string;
+  group: number;
+  nlink: number;
+  first: string;
+  link: string;
+  target: string;
+  seq: number;
+}
+
+/** A target not met as a non-directory, looked for as a directory (its inodeKey as one). */
+interface Probe {
+  key: string;
+  path: string;
+  link: string;
+}
+
+/** An inode laid out at a link, its first name (`path`, `key` its inodeKey). */
+interface Moved {
+  key: string;
+  path: string;
+  group: number;
+  nlink: number;
+  rec: Rec;
+}
+
+const byKey = (a: { key: string }, b: { key: string }): number => comparePaths(a.key, b.key);
+export const compareLinks = byKey;
+const strings = stringsCodec<string[]>();
+
+/** Records of paths as NUL-joined strings, their inode keys (which hold NULs) rebuilt when read back. */
+export const linkCodec: RecordCodec<LinkRec> = {
+  encode: (l) => strings.encode([l.path, l.target, String(l.seq)]),
+  decode: (b) => {
+    const [path, target, seq] = strings.decode(b) as [string, string, string];
+    return { key: inodeKey(target, false), path, target, seq: Number(seq) };
+  },
+  size: (l) => 96 + 2 * (l.key.length + l.path.length + l.target.length),
+};
+
+const ownerCodec: RecordCodec<Owner> = {
+  encode: (o) => strings.encode([o.path, String(o.group), String(o.nlink), o.first, o.link, o.target, String(o.seq)]),
+  decode: (b) => {
+    const [path, group, nlink, first, link, target, seq] = strings.decode(b) as [string, string, string, string, string, string, string];
+    return { key: inodeKey(path, false), path, group: Number(group), nlink: Number(nlink), first, link, target, seq: Number(seq) };
+  },
+  size: (o) => 160 + 2 * (o.key.length + o.path.length + o.first.length + o.link.length + o.target.length),
+};
+
+const probeCodec: RecordCodec<Probe> = {
+  encode: (p) => strings.encode([p.path, p.link]),
+  decode: (b) => {
+    const [path, link] = strings.decode(b) as [string, string];
+    return { key: inodeKey(path, true), path, link };
+  },
+  size: (p) => 80 + 2 * (p.key.length + p.path.length + p.link.length),
+};
+
+/** f64 group, f64 link count, u32 length and the path (UTF-8), then the record. */
+const movedCodec: RecordCodec<Moved> = {
+  encode: (m) => {
+    const rec = recCodec.encode(m.rec);
+    const path = Buffer.from(m.path);
+    const b = Buffer.allocUnsafe(20 + path.length + rec.length);
+    b.writeDoubleLE(m.group, 0);
+    b.writeDoubleLE(m.nlink, 8);
+    b.writeUInt32LE(path.length, 16);
+    path.copy(b, 20);
+    rec.copy(b, 20 + path.length);
+    return b;
+  },
+  decode: (b) => {
+    const end = 20 + b.readUInt32LE(16);
+    const path = b.toString('utf8', 20, end);
+    return { key: inodeKey(path, false), path, group: b.readDoubleLE(0), nlink: b.readDoubleLE(8), rec: recCodec.decode(b.subarray(end)) };
+  },
+  size: (m) => 64 + 2 * (m.key.length + m.path.length) + recCodec.size(m.rec),
+};
+
+/** Low bits of HardLinks.flags: the FT of the group's inode. */
+const FT_MASK = 0x7;
+/** The group's first name is a link: the inode is laid out there. */
+const MOVED = 0x8;
+
+/** The groups of hard links: per group a slot in `nid` and `flags`, per name a record in the sorters. */
+class HardLinks {
+  /** Per group: its inode's nid (placement). */
+  readonly nid: Float64Array;
+  /** Per group: FT | MOVED (survey). */
+  readonly flags: Uint8Array;
+
+  constructor(
+    readonly owners: SpillSorter<Owner>,
+    groups: number,
+    /** Where the links' groups are read from: the links as added (a run each), or the map groupInMemory made. */
+    private readonly added: SpillSorter<LinkRec> | Map<string, number>,
+  ) {
+    this.nid = new Float64Array(groups);
+    this.flags = new Uint8Array(groups);
+  }
+
+  /** Every link's path with its group. */
+  *members(): Generator<[string, number]> {
+    if (this.added instanceof Map) {
+      yield* this.added;
+      return;
+    }
+    let group = -1;
+    let key: string | undefined;
+    for (const l of this.added.sorted()) {
+      if (l.key !== key) {
+        key = l.key;
+        group++;
+      }
+      yield [l.path, group];
+    }
+  }
+
+  /**
+   * Whether the groups are right: no link's path is an owner (a link naming a link, or itself)
+   * and no path is a link twice. Asked only when a survey failed: one that walks to the end
+   * has met every link and found none an owner, and a path twice fails it. The links are
+   * sorted by their own paths for it.
+   */
+  direct(dir: string): boolean {
+    if (this.added instanceof Map) return true;
+    const paths = new SpillSorter<string>({ compare: comparePaths, codec: textCodec, dir });
+    const os = this.owners.sorted();
+    try {
+      for (const l of this.added.sorted()) paths.push(inodeKey(l.path, false));
+      let o = os.next();
+      let prev: string | undefined;
+      for (const key of paths.sorted()) {
+        if (key === prev) return false;
+        prev = key;
+        while (!o.done && comparePaths(o.value.key, key) < 0) o = os.next();
+        if (!o.done && o.value.key === key) return false;
+      }
+      return true;
+    } finally {
+      os.return(undefined);
+      paths.dispose();
+    }
+  }
+
+  dispose(): void {
+    this.owners.dispose();
+  }
+}
+
+/** Groups the links as added by the path they name (right unless HardLinks.direct says otherwise). */
+function groupLinks(links: SpillSorter<LinkRec>, dir: string): HardLinks {
+  const owners = new SpillSorter<Owner>({ compare: byKey, codec: ownerCodec, dir });
+  try {
+    let groups = 0;
+    let owner: Owner | undefined;
+    let firstKey = '';
+    for (const l of links.sorted()) {
+      if (owner?.key !== l.key) {
+        if (owner) owners.push(owner);
+        owner = { key: l.key, path: l.target, group: groups++, nlink: 1, first: '', link: l.path, target: l.target, seq: l.seq };
+        firstKey = l.key;
+      }
+      owner.nlink++;
+      const key = inodeKey(l.path, false);
+      if (comparePaths(key, firstKey) < 0) [owner.first, firstKey] = [l.path, key];
+    }
+    owners.push(owner!);
+    return new HardLinks(owners, groups, links);
+  } catch (e) {
+    owners.dispose();
+    throw e;
+  }
+}
+
+/**
+ * Groups links some of which name links (followed to a path that is not one; a loop is
+ * refused) or share a path (the last added counts), as a map of links did before: the shapes
+ * compose's plan never gives, grouped in memory, a few strings per link.
+ */
+function groupInMemory(links: SpillSorter<LinkRec>, dir: string): HardLinks {
+  const targetOf = new Map<string, string>();
+  for (const l of [...links.sorted()].sort((a, b) => a.seq - b.seq)) targetOf.set(l.path, l.target);
+  const byPath = new Map<string, Owner>();
+  const groupOf = new Map<string, number>();
+  let seq = 0;
+  for (const [path, target] of targetOf) {
+    let t = target;
+    for (let hops = 0; targetOf.has(t); hops++) {
+      if (hops > targetOf.size) throw usage(`hard link loop at ${path}`);
+      t = targetOf.get(t)!;
+    }
+    let o = byPath.get(t);
+    if (!o) byPath.set(t, (o = { key: inodeKey(t, false), path: t, group: byPath.size, nlink: 1, first: '', link: path, target, seq }));
+    o.nlink++;
+    if (comparePaths(inodeKey(path, false), inodeKey(o.first || t, false)) < 0) o.first = path;
+    groupOf.set(path, o.group);
+    seq++;
+  }
+  const owners = new SpillSorter<Owner>({ compare: byKey, codec: ownerCodec, dir });
+  for (const o of byPath.values()) owners.push(o);
+  return new HardLinks(owners, byPath.size, groupOf);
+}
+
+/**
+ * A walk's cursors over the groups, beside the records in inode order: the owner a record is,
+ * the inode laid out at a link. Owners passed over (not met as a non-directory) go to
+ * `missed`.
+ */
+class LinkWalk {
+  private readonly owners: Generator<Owner>;
+  private readonly moved: Generator<Moved> | undefined;
+  private owner: IteratorResult<Owner>;
+  private next: IteratorResult<Moved> | undefined;
+
+  constructor(
+    links: HardLinks,
+    moved: SpillSorter<Moved> | undefined,
+    private readonly missed?: (o: Owner) => void,
+  ) {
+    this.owners = links.owners.sorted();
+    this.owner = this.owners.next();
+    this.moved = moved?.sorted();
+    this.next = this.moved?.next();
+  }
+
+  /** The owner whose key is `key`, if any, past the ones before it (all of them when undefined). */
+  seek(key: string | undefined): Owner | undefined {
+    while (!this.owner.done && (key === undefined || comparePaths(this.owner.value.key, key) < 0)) {
+      this.missed?.(this.owner.value);
+      this.owner = this.owners.next();
+    }
+    if (this.owner.done || this.owner.value.key !== key) return undefined;
+    const o = this.owner.value;
+    this.owner = this.owners.next();
+    return o;
+  }
+
+  /** The inode laid out at the link `key`, if it is one's first name (links come in inode order). */
+  movedAt(key: string): Moved | undefined {
+    if (!this.next || this.next.done || this.next.value.key !== key) return undefined;
+    const m = this.next.value;
+    this.next = this.moved!.next();
+    return m;
+  }
+
+  /** Closes the sorters' run files (a walk may stop early). */
+  close(): void {
+    this.owners.return(undefined);
+    this.moved?.return(undefined);
   }
 }
 
@@ -390,15 +688,67 @@ interface Frame {
   dirs: string[];
 }
 
-async function surveyTree(input: TreeInput): Promise<Survey> {
-  const { ownerOf, owners } = resolveLinks(input.links);
+/**
+ * The survey, and the hard-link groups it was made with: groupLinks' when they are right,
+ * else groupInMemory's (the survey runs again with those). A hard link's target not met as a
+ * non-directory fails the build with the first error the walk meets: a link naming a
+ * directory is refused at that directory, but the walk only learns that no file of that path
+ * came once it has passed the directory's place among its parent's files. So when a target
+ * was not met, the walk runs again knowing the directories to look for. Disposes `links` when
+ * it throws or replaces them.
+ */
+async function surveyTree(input: TreeInput, links: HardLinks | undefined): Promise<Survey> {
+  if (!links) return (await survey(input, undefined))!;
+  const missed = new SpillSorter<Probe>({ compare: byKey, codec: probeCodec, dir: input.scratchDir });
+  try {
+    let failure: unknown;
+    try {
+      const s = await survey(input, links, missed);
+      if (s) return s;
+    } catch (e) {
+      failure = e;
+    }
+    if (failure !== undefined && links.direct(input.scratchDir)) {
+      if (missed.count === 0) throw failure;
+      await survey(input, links, undefined, missed.sorted());
+      throw failure; // not reached: a target is missing, so that survey fails too
+    }
+  } catch (e) {
+    links.dispose();
+    throw e;
+  } finally {
+    missed.dispose();
+  }
+  links.dispose();
+  return surveyTree(input, groupInMemory(input.links, input.scratchDir));
+}
+
+/**
+ * One walk of the survey. With hard links it also learns each group's inode type and keeps
+ * the inodes laid out at a link (`moved`); targets not met go to `missed`, or with `probes`
+ * (those targets again, as directories) a directory among them is refused where it is met.
+ * Undefined when a link is an owner (the groups are wrong: surveyTree).
+ */
+async function survey(input: TreeInput, links: HardLinks | undefined, missed?: SpillSorter<Probe>, probes?: Generator<Probe>): Promise<Survey | undefined> {
   const dirs = new Map<string, DirInfo>();
   const mtimes = new Map<number, number>();
   const xattrKeys = new SpillSorter<string>({
     compare: (a, b) => (a < b ? -1 : a > b ? 1 : 0),
-    codec: { encode: (k) => Buffer.from(k), decode: (b) => b.toString(), size: (k) => 48 + k.length * 2 },
+    codec: textCodec,
     dir: input.scratchDir,
   });
+  let moved: SpillSorter<Moved> | undefined;
+  let walk: LinkWalk | undefined;
+  /** The group not met whose first link was added first (its error comes last). */
+  let missing: Owner | undefined;
+  if (links) {
+    moved = new SpillSorter<Moved>({ compare: byKey, codec: movedCodec, dir: input.scratchDir });
+    walk = new LinkWalk(links, undefined, (o) => {
+      if (!missing || o.seq < missing.seq) missing = o;
+      missed?.push({ key: inodeKey(o.path, true), path: o.path, link: o.link });
+    });
+  }
+  let probe = probes?.next();
   try {
     const stack: Frame[] = [];
     const close = (f: Frame) => dirs.set(f.path, { size: dirSizeOf(f), nlink: 2 + f.dirs.length, nid: -1 });
@@ -408,6 +758,7 @@ async function surveyTree(input: TreeInput): Promise<Survey> {
       const path = e.path;
       if (rec.key === prev) throw usage(`duplicate path in EROFS image: ${path}`);
       prev = rec.key;
+      const owner = walk?.seek(rec.key);
       if (path !== '.') {
         const parent = parentOf(path);
         while (stack.length > 1 && parent !== stack[stack.length - 1]!.path && !isBelow(parent, stack[stack.length - 1]!.path)) close(stack.pop()!);
@@ -427,24 +778,32 @@ async function surveyTree(input: TreeInput): Promise<Survey> {
         }
       }
       if (e.type === 'dir') stack.push({ path, files: [], types: [], dirs: [] });
-      if (e.type === 'hardlink') continue;
-      const owner = owners.get(path);
-      if (owner) {
-        if (e.type === 'dir') {
-          const link = [...ownerOf].find(([, o]) => o === path)![0];
-          throw usage(`hard link ${link} points at a directory`);
+      if (e.type === 'hardlink') {
+        if (owner) {
+          moved!.dispose();
+          return undefined;
         }
-        owner.type = e.type;
-        if (owner.first !== path) owner.rec = rec;
+        continue;
+      }
+      if (owner) {
+        if (e.type === 'dir') throw usage(`hard link ${owner.link} points at a directory`);
+        const g = owner.group;
+        links!.flags[g] = FILE_TYPE[e.type]!;
+        if (owner.first) {
+          moved!.push({ key: inodeKey(owner.first, false), path: owner.first, group: g, nlink: owner.nlink, rec });
+          links!.flags[g] |= MOVED;
+        }
+      } else if (probe && e.type === 'dir') {
+        while (!probe.done && comparePaths(probe.value.key, rec.key) < 0) probe = probes!.next();
+        if (!probe.done && probe.value.key === rec.key) throw usage(`hard link ${probe.value.link} points at a directory`);
       }
       const t = clampTime(e.mtime);
       mtimes.set(t, (mtimes.get(t) ?? 0) + 1);
       for (const it of xattrItems(e)) xattrKeys.push(it.key);
     }
     while (stack.length > 0) close(stack.pop()!);
-    for (const [link, owner] of ownerOf) {
-      if (owners.get(owner)!.type === undefined) throw usage(`hard link ${link} points at ${input.links.get(link)!}, which is not in the image`);
-    }
+    walk?.seek(undefined);
+    if (missing) throw usage(`hard link ${missing.link} points at ${missing.target}, which is not in the image`);
 
     // build_time: the most common mtime (ties: the smallest), so most inodes can be compact.
     let buildTime = 0;
@@ -475,30 +834,15 @@ async function surveyTree(input: TreeInput): Promise<Survey> {
       sharedId.set(it.key, sharedBytes / 4);
       sharedBytes += xattrEntrySize(it.suffix.length, it.value.length);
     }
-    return { dirs, ownerOf, owners, buildTime, sharedItems, sharedId, sharedBytes };
+    return { dirs, links, moved, buildTime, sharedItems, sharedId, sharedBytes };
+  } catch (e) {
+    moved?.dispose();
+    throw e;
   } finally {
     xattrKeys.dispose();
+    walk?.close();
+    probes?.return(undefined);
   }
-}
-
-/** Follows hard links to the inodes they name (not a link); the targets are checked by the survey. */
-function resolveLinks(links: Map<string, string>): { ownerOf: Map<string, string>; owners: Map<string, Owner> } {
-  const ownerOf = new Map<string, string>();
-  const owners = new Map<string, Owner>();
-  for (const [path, target] of links) {
-    let t = target;
-    for (let hops = 0; links.has(t); hops++) {
-      if (hops > links.size) throw usage(`hard link loop at ${path}`);
-      t = links.get(t)!;
-    }
-    ownerOf.set(path, t);
-    let o = owners.get(t);
-    if (!o) owners.set(t, (o = { nlink: 1, first: t, firstKey: inodeKey(t, false), nid: -1 }));
-    o.nlink++;
-    const k = inodeKey(path, false);
-    if (comparePaths(k, o.firstKey) < 0) [o.first, o.firstKey] = [path, k];
-  }
-  return { ownerOf, owners };
 }
 
 /** Directory size: ".", ".." and the names in byte order, split into blocks (dirBlocks). */
@@ -578,14 +922,13 @@ class Layout {
     private readonly s: Survey,
   ) {}
 
-  nlinkOf(r: Rec): number {
-    const e = r.entry;
-    if (e.type === 'dir') return this.s.dirs.get(e.path)!.nlink;
-    return this.s.owners.get(e.path)?.nlink ?? 1;
+  /** The link count of inode `r`, which has `names` names (names()). */
+  nlinkOf(r: Rec, names: number): number {
+    return r.entry.type === 'dir' ? this.s.dirs.get(r.entry.path)!.nlink : names;
   }
 
-  place(r: Rec): { nid: number; plan: Plan; ino: number } {
-    const p = this.plan(r);
+  place(r: Rec, names: number): { nid: number; plan: Plan; ino: number } {
+    const p = this.plan(r, names);
     const nid = this.placer.place(p.fixed + p.extra) / INODE_SLOT;
     const ino = this.ino++;
     // Late data: directory blocks and symlink targets beyond the inline part, lone tails.
@@ -608,7 +951,7 @@ class Layout {
     return { nid, plan: p, ino };
   }
 
-  private plan(r: Rec): Plan {
+  private plan(r: Rec, names: number): Plan {
     const e = r.entry;
     const items = xattrItems(e);
     const shared: number[] = [];
@@ -651,7 +994,7 @@ class Layout {
       if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw usage(`${e.path}: uid/gid ${v} out of range`);
     }
     const mtime = clampTime(e.mtime);
-    const extended = mtime !== this.s.buildTime || e.uid > 0xffff || e.gid > 0xffff || this.nlinkOf(r) > 0xffff || size > 0xffffffff;
+    const extended = mtime !== this.s.buildTime || e.uid > 0xffff || e.gid > 0xffff || this.nlinkOf(r, names) > 0xffff || size > 0xffffffff;
     const fixed = (extended ? EXTENDED_SIZE : COMPACT_SIZE) + xattrSize;
     const p: Plan = { extended, layout: LAYOUT.FLAT_PLAIN, shared, inline, xattrSize, fixed, extra: 0, inlineLen: 0, size, u: 0 };
 

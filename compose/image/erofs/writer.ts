@@ -21,7 +21,7 @@ import { BLOCK_BITS, BLOCK_SIZE, FEATURE_INCOMPAT, NAME_MAX, NULL_ADDR, PCLUSTER
 import { Spill } from './spill.js';
 import { SerialCalls } from '../shared/serial.js';
 import { OutputFile, type OutputAccess } from '../shared/output-file.js';
-import { compareRecs, decodeExtents, encodeExtents, inodeKey, recCodec, usage, writeTree, type Extent, type FileData, type Rec, type Run } from './tree.js';
+import { compareLinks, compareRecs, decodeExtents, encodeExtents, inodeKey, linkCodec, recCodec, usage, writeTree, type Extent, type FileData, type LinkRec, type Rec, type Run } from './tree.js';
 
 export type { ErofsCompressor };
 
@@ -182,8 +182,8 @@ type Job = { p: Promise<BlockResult>; done: (r: BlockResult) => Promise<void> };
 export class ErofsWriter {
   /** Every entry, files once their data is placed: read back in inode order at finish() (tree.ts). */
   private readonly records: SpillSorter<Rec>;
-  /** Hard links as added: path → the path it names. */
-  private readonly links = new Map<string, string>();
+  /** Hard links as added: grouped at finish() (tree.ts). */
+  private readonly links: SpillSorter<LinkRec>;
   private readonly pool: WorkerPool<BlockJob, BlockResult> | undefined;
   /** The group (layer) of the file being written: where its extents are filed in the block cache ('' before the first). */
   private group = '';
@@ -253,6 +253,7 @@ export class ErofsWriter {
     this.extentStore = new Spill(`${out.tmpPath}.extents`, SPILL_MEMORY);
     this.scratchDir = scratchDir;
     this.records = new SpillSorter<Rec>({ compare: compareRecs, codec: recCodec, dir: scratchDir });
+    this.links = new SpillSorter<LinkRec>({ compare: compareLinks, codec: linkCodec, dir: scratchDir });
   }
 
   /**
@@ -768,7 +769,9 @@ export class ErofsWriter {
       throw usage(`${entry.type} without a target: ${entry.path}`);
     }
     this.checkEntry(entry);
-    if (entry.type === 'hardlink') this.links.set(entry.path, entry.linkname!);
+    if (entry.type === 'hardlink') {
+      this.links.push({ key: inodeKey(entry.linkname!, false), path: entry.path, target: entry.linkname!, seq: this.links.count });
+    }
     this.push(entry);
   }
 
@@ -808,6 +811,7 @@ export class ErofsWriter {
 
   private async release(): Promise<void> {
     this.records.dispose();
+    this.links.dispose();
     await this.spill.close();
     await this.extentStore.close();
   }
