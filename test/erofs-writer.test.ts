@@ -21,7 +21,7 @@ import { diffTrees } from './helpers/tree.js';
 import { mustRun, removeDir, run, tempDir, unmount } from './helpers/tmp.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { noise } from './helpers/random.js';
-import { buildErofs, corpus, expectedEntries, lineDiff, materialize, readerEntries, sha256, BS, COPIES } from './erofs-harness.js';
+import { buildErofs, corpus, dir, expectedEntries, file, lineDiff, materialize, other, readerEntries, sha256, BS, COPIES, T0, type Item } from './erofs-harness.js';
 
 const why = missing({ tools: ['fsck.erofs', 'dump.erofs', 'mkfs.erofs', 'getfacl', 'setfacl', 'getfattr', 'setfattr'], root: true });
 if (why) skipSuite('erofs writer vs reference tools', why);
@@ -257,6 +257,60 @@ else {
       }
     });
   }
+
+  Writer('hard links: a link before its target, chains, many groups, through spilled sorters; and the refusals', async () => {
+    // tree.ts groups links by the path they name through sorters: with a tiny budget every
+    // one of them spills. A link that sorts before its target in inode order (a file before a
+    // subdirectory) is where the inode is laid out; a link naming a link takes the path of
+    // groups made in memory. Same bytes either way, and the kernel sees the groups.
+    const items = [dir('.'), dir('s'), dir('s/t'), dir('e')];
+    items.push(file('s/t/target', Buffer.from('named from above\n')), other('s/a-link', 'hardlink', { linkname: 's/t/target' }));
+    items.push(other('s/z-link', 'hardlink', { linkname: 's/t/target' }));
+    for (let i = 0; i < 2000; i++) {
+      const name = String(i).padStart(4, '0');
+      items.push(file(`e/${name}`, Buffer.from(`file ${i}\n`), { mtime: T0 + (i % 3) }), other(`s/${name}`, 'hardlink', { linkname: `e/${name}` }));
+    }
+    const chained = [...items, file('c/0', Buffer.from('chained\n')), dir('c'), other('c/1', 'hardlink', { linkname: 'c/0' }), other('c/2', 'hardlink', { linkname: 'c/1' })];
+    const budget = process.env.STRATA_MEMORY_BUDGET;
+    const build = async (its: Item[], out: string, tiny: boolean) => {
+      if (tiny) process.env.STRATA_MEMORY_BUDGET = '4096';
+      try {
+        return await buildErofs(its, join(tmp, out), { compressor: 'none' });
+      } finally {
+        if (budget === undefined) delete process.env.STRATA_MEMORY_BUDGET;
+        else process.env.STRATA_MEMORY_BUDGET = budget;
+      }
+    };
+    for (const [name, its] of [['direct', items], ['chained', chained]] as const) {
+      const r = await build(its, `${name}.erofs`, false);
+      await build(its, `${name}-tiny.erofs`, true);
+      assert.is(sha256(readFileSync(join(tmp, `${name}-tiny.erofs`))), sha256(readFileSync(join(tmp, `${name}.erofs`))), `${name}: same bytes with spilled sorters`);
+      assert.is(r.inodes, its.filter((i) => i.entry.type !== 'hardlink').length, `${name}: one inode per group`);
+      const tree = join(tmp, `tree-${name}`);
+      mkdirSync(tree);
+      materialize(its, tree);
+      const mnt = join(tmp, `mnt-${name}`);
+      mountImage(join(tmp, `${name}.erofs`), mnt);
+      assert.equal(diffTrees(tree, mnt), [], `${name}: kernel mount`);
+      assert.is(statSync(join(mnt, 's/a-link')).nlink, 3);
+    }
+
+    const refused = async (its: Item[], message: string) => {
+      for (const tiny of [false, true]) {
+        try {
+          await build(its, 'refused.erofs', tiny);
+          assert.unreachable(`refused: ${message}`);
+        } catch (e) {
+          assert.is((e as { code?: string }).code, 'ERR_IMAGE_INPUT', String(e));
+          assert.is((e as Error).message, message);
+        }
+      }
+    };
+    await refused([...items, other('s/lost', 'hardlink', { linkname: 'e/none' })], 'hard link s/lost points at e/none, which is not in the image');
+    // A directory is refused where the walk meets it, before a missing target (found at the end).
+    await refused([...items, other('a-lost', 'hardlink', { linkname: 'nowhere' }), other('s/t-link', 'hardlink', { linkname: 's/t' })], 'hard link s/t-link points at a directory');
+    await refused([...items, other('loop/a', 'hardlink', { linkname: 'loop/b' }), other('loop/b', 'hardlink', { linkname: 'loop/a' }), dir('loop')], 'hard link loop at loop/b');
+  });
 
   Writer("strata's reader reads mkfs.erofs images of the tree equal to the tree: plain, and lz4", async () => {
     // (mkfs.erofs 1.5 fails on a 255-byte name: leave those out)
