@@ -511,24 +511,27 @@ function* manifestBytes(entries: Iterable<EntryRec>, head: ManifestHead): Genera
 /** How many of the latest files (and links) a pass over an ordered source keeps for the hard links that follow. */
 const FILE_RING = 4096;
 
-/** The latest `size` values set, by key; older ones are forgotten. */
+/**
+ * At least the latest `size` values set, by key (at most twice as many): two generations of a
+ * Map, the older dropped whole when the newer is full, cheaper than forgetting keys one by one
+ * (a pass over a million files sets one each).
+ */
 class Recent<T> {
-  private readonly map = new Map<string, T>();
-  private readonly keys: string[] = [];
-  private at = 0;
+  private newer = new Map<string, T>();
+  private older = new Map<string, T>();
 
   constructor(private readonly size: number) {}
 
   set(key: string, value: T): void {
-    const old = this.keys[this.at];
-    if (old !== undefined) this.map.delete(old);
-    this.keys[this.at] = key;
-    this.at = (this.at + 1) % this.size;
-    this.map.set(key, value);
+    if (this.newer.size >= this.size) {
+      this.older = this.newer;
+      this.newer = new Map();
+    }
+    this.newer.set(key, value);
   }
 
   get(key: string): T | undefined {
-    return this.map.get(key);
+    return this.newer.get(key) ?? this.older.get(key);
   }
 }
 
