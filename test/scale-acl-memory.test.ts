@@ -12,35 +12,22 @@
  * Checked after: the ACL of a sample of files in the sandbox (as getfacl reads it), and the
  * same /.strata/acl.json in all three outputs, naming every path.
  */
-import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { scaleEntries, writeScaleTar } from '../bench/scale-data.js';
+import { writeScaleTar } from '../bench/scale-data.js';
 import { strata, strataJson } from './helpers/cli.js';
 import { missing } from './helpers/probe.js';
-import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
+import { capped, HEAP_MIB, sampleFiles, scaleSuite, type ScaleContext } from './helpers/scale.js';
+import { mustRun, removeDir } from './helpers/tmp.js';
 
 const N = 200_000;
-const HEAP_MIB = 96;
 const GROUP = 4242;
-const capped = { NODE_OPTIONS: `--max-old-space-size=${HEAP_MIB}` };
 
-const test = suite<{ dir: string; store: string; cwd: string; index?: Buffer }>('scale: bounded memory with an ACL on every path');
-test.before((ctx) => {
-  ctx.dir = tempDir('strata-scale-acl-');
-  ctx.store = join(ctx.dir, 'store');
-  ctx.cwd = join(ctx.dir, 'work');
-});
-test.after((ctx) => removeDir(ctx.dir));
+const test = scaleSuite<ScaleContext & { index?: Buffer }>('scale: bounded memory with an ACL on every path', 'strata-scale-acl-');
 
 /** The paths sampled: every 9,999th file. */
-function sample(): string[] {
-  const out: string[] = [];
-  let i = 0;
-  for (const e of scaleEntries(N)) if (!e.dir && i++ % 9999 === 0) out.push(e.path);
-  return out;
-}
+const sample = (): string[] => [...sampleFiles(N, 9999)].map((e) => e.path);
 
 /** The paths /.strata/acl.json names, checked to be every path of the layer but its root. */
 function assertNamesEvery(index: Buffer, what: string): void {

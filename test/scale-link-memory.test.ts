@@ -14,32 +14,21 @@
  * the generator's bytes; unsquashfs reads the same bytes for them, fsck.erofs finds the EROFS
  * image whole.
  */
-import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { scaleEntries, writeScaleTar } from '../bench/scale-data.js';
+import { writeScaleTar } from '../bench/scale-data.js';
 import { strata, strataJson } from './helpers/cli.js';
 import { missing } from './helpers/probe.js';
-import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
+import { capped, HEAP_MIB, sampleFiles, scaleSuite, type ScaleContext } from './helpers/scale.js';
+import { mustRun, removeDir, run } from './helpers/tmp.js';
 
 const N = 200_000;
-const HEAP_MIB = 96;
-const capped = { NODE_OPTIONS: `--max-old-space-size=${HEAP_MIB}` };
 
-const test = suite<{ dir: string; store: string; cwd: string }>('scale: bounded memory with hard links');
-test.before((ctx) => {
-  ctx.dir = tempDir('strata-links-');
-  ctx.store = join(ctx.dir, 'store');
-  ctx.cwd = join(ctx.dir, 'work');
-});
-test.after((ctx) => removeDir(ctx.dir));
+const test = scaleSuite<ScaleContext>('scale: bounded memory with hard links', 'strata-links-');
 
 /** Every 4,999th file of the generated tree. */
-function* sample(): Generator<{ path: string; body: Buffer }> {
-  let i = 0;
-  for (const e of scaleEntries(N)) if (!e.dir && i++ % 4999 === 0) yield e;
-}
+const sample = () => sampleFiles(N, 4999);
 
 const twin = (path: string) => `env${path.slice('scale'.length)}`;
 

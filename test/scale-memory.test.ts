@@ -12,33 +12,21 @@
  * Checked after: every file is there, and a sample of them hold the generator's bytes (in
  * the images, as unsquashfs and fsck.erofs read them).
  */
-import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { scaleEntries, writeScaleTar } from '../bench/scale-data.js';
+import { writeScaleTar } from '../bench/scale-data.js';
 import { strata, strataJson } from './helpers/cli.js';
 import { missing } from './helpers/probe.js';
-import { mustRun, run } from './helpers/tmp.js';
-import { removeDir, tempDir } from './helpers/tmp.js';
+import { capped, HEAP_MIB, sampleFiles, scaleSuite, type ScaleContext } from './helpers/scale.js';
+import { mustRun, removeDir, run } from './helpers/tmp.js';
 
 const N = 200_000;
-const HEAP_MIB = 96;
-const capped = { NODE_OPTIONS: `--max-old-space-size=${HEAP_MIB}` };
 
-const test = suite<{ dir: string; store: string; cwd: string }>('scale: bounded memory');
-test.before((ctx) => {
-  ctx.dir = tempDir('strata-scale-');
-  ctx.store = join(ctx.dir, 'store');
-  ctx.cwd = join(ctx.dir, 'work');
-});
-test.after((ctx) => removeDir(ctx.dir));
+const test = scaleSuite<ScaleContext>('scale: bounded memory', 'strata-scale-');
 
 /** The sample checked in each output: every 4,999th file. */
-function* sample(): Generator<{ path: string; body: Buffer }> {
-  let i = 0;
-  for (const e of scaleEntries(N)) if (!e.dir && i++ % 4999 === 0) yield e;
-}
+const sample = () => sampleFiles(N, 4999);
 
 test(`a ${N.toLocaleString('en')}-file stack builds its sandbox in a ${HEAP_MIB} MiB heap`, ({ dir, store, cwd }) => {
   const tar = join(dir, 'scale.tar');

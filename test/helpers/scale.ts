@@ -1,0 +1,38 @@
+/**
+ * What the bounded-memory tests share (scale-memory, scale-acl-memory, scale-link-memory): a
+ * suite with a temp dir holding a store and a work dir, the V8 heap cap every step runs
+ * under, and a sample of the generated files (bench/scale-data.ts).
+ */
+import { suite, type Test } from 'uvu';
+import { join } from 'node:path';
+import { scaleEntries, type ScaleEntry } from '../../bench/scale-data.js';
+import { removeDir, tempDir } from './tmp.js';
+
+/** V8's old space in the bounded-memory tests: a step either fits or aborts. */
+export const HEAP_MIB = 96;
+/** The environment of a capped step. */
+export const capped = { NODE_OPTIONS: `--max-old-space-size=${HEAP_MIB}` };
+
+export interface ScaleContext {
+  dir: string;
+  store: string;
+  cwd: string;
+}
+
+/** A suite whose context has a fresh temp dir (`prefix`), the store and the work dir in it; removed after. */
+export function scaleSuite<T extends ScaleContext>(name: string, prefix: string): Test<T> {
+  const test = suite<T>(name);
+  test.before((ctx) => {
+    ctx.dir = tempDir(prefix);
+    ctx.store = join(ctx.dir, 'store');
+    ctx.cwd = join(ctx.dir, 'work');
+  });
+  test.after((ctx) => removeDir(ctx.dir));
+  return test;
+}
+
+/** Every `every`th file of the `n`-file generated tree. */
+export function* sampleFiles(n: number, every: number): Generator<ScaleEntry> {
+  let i = 0;
+  for (const e of scaleEntries(n)) if (!e.dir && i++ % every === 0) yield e;
+}
