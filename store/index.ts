@@ -20,7 +20,7 @@ import type { StoreReader } from './reader.js';
 
 export { STORE_ERR, StrataError, isStrataError } from './errors.js';
 export { compareNames, comparePaths, OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from './types.js';
-export { SpillSorter, defaultBudget, stringsCodec, type RecordCodec } from './spill.js';
+export { SpillSorter, defaultBudget, stringsCodec, textCodec, type RecordCodec } from './spill.js';
 export { entryRecCodec, readEntriesDocument, type EntryRec } from './entries-document.js';
 export { decodeEntry, encodeEntry, entrySize } from './layer/entry-codec.js';
 export { baseName, isBelow, parentOf } from './layer/path.js';

@@ -37,6 +37,13 @@ export function stringsCodec<T extends readonly string[]>(): RecordCodec<T> {
   };
 }
 
+/** A record that is one string (a path): its UTF-8 bytes. */
+export const textCodec: RecordCodec<string> = {
+  encode: (s) => Buffer.from(s),
+  decode: (b) => b.toString(),
+  size: (s) => 48 + 2 * s.length,
+};
+
 export interface SpillOptions<T> {
   compare(a: T, b: T): number;
   codec: RecordCodec<T>;

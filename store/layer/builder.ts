@@ -331,7 +331,7 @@ export class LayerBuilder {
       fault = { seq, error: new StrataError(STORE_ERR.LAYER_BAD_LINK, `hard link '${printable(link[1])}' points at '${printable(link[0])}', which ${why}`, hint ? { hint } : undefined) };
     };
     const notInLayer = (link: LinkRec) => blame(link, 'is not in the layer', 'a layer may only link to files it holds itself');
-    /** Links that name a link: the path each names. */
+    /** Links that a link names: the path each names in turn. */
     const hops = new Map<string, string>();
     /** Links that name a link, and the link each names. */
     const chained: Array<[link: string, target: string]> = [];

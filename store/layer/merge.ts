@@ -32,7 +32,7 @@
  * Memory: the directories and symlinks of the stack and the hides, plus the sorters' budgets.
  */
 import { StrataError, STORE_ERR } from '../errors.js';
-import { SpillSorter, defaultBudget, stringsCodec, type RecordCodec } from '../spill.js';
+import { SpillSorter, defaultBudget, textCodec, type RecordCodec } from '../spill.js';
 import { decodeEntry, encodeEntry, entrySize } from './entry-codec.js';
 import { baseName, isBelow, parentOf, printable, whiteoutTarget } from './path.js';
 import { comparePaths, LayerEntry } from '../types.js';
@@ -220,9 +220,9 @@ export class LayerMerge {
    */
   async addLayer(read: EntrySource, name: string): Promise<void> {
     const layer = this.nLayers;
-    const linked = this.sorter<[string]>((a, b) => comparePaths(a[0], b[0]), stringsCodec<[string]>());
+    const linked = this.sorter<string>(comparePaths, textCodec);
     for await (const e of read(true)) {
-      if (e.type === 'hardlink') linked.push([e.linkname!]);
+      if (e.type === 'hardlink') linked.push(e.linkname!);
       const w = whiteoutTarget(e.path);
       if (!w) continue;
       if ('opaque' in w) {
@@ -253,8 +253,8 @@ export class LayerMerge {
       if (e.acl && (e.acl.access || e.acl.default)) this.aclSeen = true;
       let isLinked = false;
       if (named && !named.done) {
-        while (!named.done && comparePaths(named.value[0], e.path) < 0) named = names!.next();
-        isLinked = e.type === 'file' && !named.done && named.value[0] === e.path;
+        while (!named.done && comparePaths(named.value, e.path) < 0) named = names!.next();
+        isLinked = e.type === 'file' && !named.done && named.value === e.path;
         if (isLinked) this.linkedFiles.push({ entry: e, layer });
       }
       if (e.path === '.') {

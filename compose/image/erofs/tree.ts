@@ -15,7 +15,7 @@
  * shared xattrs, the child names of the open directories, the sorters' budgets and the
  * metadata window. The bytes are those of laying the whole tree out in memory (spec/erofs.md).
  */
-import { baseName as baseOf, compareNames, comparePaths, parentOf, decodeEntry, encodeEntry, entrySize, isBelow, SpillSorter, stringsCodec, type LayerEntry, type RecordCodec } from '../../../store/index.js';
+import { baseName as baseOf, compareNames, comparePaths, parentOf, decodeEntry, encodeEntry, entrySize, isBelow, SpillSorter, stringsCodec, textCodec, type LayerEntry, type RecordCodec } from '../../../store/index.js';
 import { aclFromText, aclToXattr } from '../../../native/acl.js';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import {
@@ -215,9 +215,6 @@ interface Dirent {
   nid: number;
   type: number;
 }
-
-/** A string as its UTF-8 bytes. */
-const textCodec: RecordCodec<string> = { encode: (k) => Buffer.from(k), decode: (b) => b.toString(), size: (k) => 48 + k.length * 2 };
 
 const direntCodec: RecordCodec<Dirent> = {
   encode: (d) => Buffer.from(JSON.stringify([d.parent, d.name, d.nid, d.type])),

@@ -18,7 +18,7 @@
  *   the writer holds the target's record from the first pass to the second (writer.ts, early).
  * No hard links, no cost: the writer makes none of this until a link is added.
  */
-import { comparePaths, SpillSorter, type RecordCodec } from '../../../store/index.js';
+import { comparePaths, SpillSorter, textCodec, type RecordCodec } from '../../../store/index.js';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 
 /** A link as added: its path, the path it names, and how many links were added before it. */
@@ -28,17 +28,21 @@ interface AddedLink {
   seq: number;
 }
 
-/** f64 seq, u32 the target's byte length, the target, the link (UTF-8). */
+/**
+ * Both link records are `f64 seq, u32 n, UTF-8 text` (decoding this is about three times
+ * faster than NUL-joined strings): an added link's `n` is its target's byte length, the text
+ * the target then the link; a link row's `n` its group, the text its path.
+ */
+function linkBytes(seq: number, n: number, text: string): Buffer {
+  const b = Buffer.allocUnsafe(12 + Buffer.byteLength(text));
+  b.writeDoubleLE(seq, 0);
+  b.writeUInt32LE(n, 8);
+  b.write(text, 12);
+  return b;
+}
+
 const addedCodec: RecordCodec<AddedLink> = {
-  encode: (a) => {
-    const t = Buffer.byteLength(a.target);
-    const b = Buffer.allocUnsafe(12 + t + Buffer.byteLength(a.link));
-    b.writeDoubleLE(a.seq, 0);
-    b.writeUInt32LE(t, 8);
-    b.write(a.target, 12);
-    b.write(a.link, 12 + t);
-    return b;
-  },
+  encode: (a) => linkBytes(a.seq, Buffer.byteLength(a.target), a.target + a.link),
   decode: (b) => {
     const t = b.readUInt32LE(8);
     return { seq: b.readDoubleLE(0), target: b.toString('utf8', 12, 12 + t), link: b.toString('utf8', 12 + t) };
@@ -53,24 +57,10 @@ interface LinkRow {
   seq: number;
 }
 
-/** f64 seq, u32 group, the path (UTF-8). */
 const linkCodec: RecordCodec<LinkRow> = {
-  encode: (r) => {
-    const b = Buffer.allocUnsafe(12 + Buffer.byteLength(r.path));
-    b.writeDoubleLE(r.seq, 0);
-    b.writeUInt32LE(r.group, 8);
-    b.write(r.path, 12);
-    return b;
-  },
+  encode: (r) => linkBytes(r.seq, r.group, r.path),
   decode: (b) => ({ seq: b.readDoubleLE(0), group: b.readUInt32LE(8), path: b.toString('utf8', 12) }),
   size: (r) => 48 + 2 * r.path.length,
-};
-
-/** A path, as UTF-8. */
-const pathCodec: RecordCodec<string> = {
-  encode: (p) => Buffer.from(p),
-  decode: (b) => b.toString(),
-  size: (p) => 32 + 2 * p.length,
 };
 
 /** Where an inode was written: what a directory entry naming it needs. */
@@ -125,7 +115,7 @@ export class HardLinks {
   resolve(): void {
     // Targets come in order (their sorter only stores them); links in their targets' order,
     // which is theirs when a tree's links mirror another tree (a Spack view, a conda env).
-    const targets = new SpillSorter<string>({ compare: comparePaths, codec: pathCodec, dir: this.scratchDir });
+    const targets = new SpillSorter<string>({ compare: comparePaths, codec: textCodec, dir: this.scratchDir });
     const links = new SpillSorter<LinkRow>({ compare: (a, b) => comparePaths(a.path, b.path), codec: linkCodec, dir: this.scratchDir });
     [this.targets, this.links] = [targets, links];
     let target: string | undefined;
