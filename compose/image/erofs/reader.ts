@@ -323,7 +323,13 @@ export class ErofsImage {
     const end = pos + isize + xattrSize;
     if (end > this.limit) throw this.corrupt(`${what}: xattrs run past the end of the image`);
     if (core.size > BigInt(Number.MAX_SAFE_INTEGER)) throw this.corrupt(`${what} has size ${core.size}`);
-    return { ...core, nid, pos, end, xattrSize };
+    // The decoded core becomes the inode in place, not copied (see the SquashFS reader).
+    const ino = core as Inode;
+    ino.nid = nid;
+    ino.pos = pos;
+    ino.end = end;
+    ino.xattrSize = xattrSize;
+    return ino;
   }
 
   /** Xattrs of an inode as full names (ACLs as system.posix_acl_*), in stored order. */
