@@ -10,6 +10,7 @@
  *   shared/compress-block.ts  one block through cache (verified) and codec
  *   shared/output-file.ts  temp file beside OUT, O_EXCL|O_NOFOLLOW, one rename
  *   shared/serial.ts       a writer's calls one after another, its first failure kept
+ *   shared/walk.ts         the readers' walk, hard links known through sorters
  */
 export * from './squashfs/index.js';
 export { ErofsWriter, checkErofsOptions, type ErofsOptions, type ErofsResult, type ErofsCompressor } from './erofs/writer.js';

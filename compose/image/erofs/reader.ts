@@ -30,6 +30,7 @@ import { aclFromXattr, aclToText } from '../../../native/acl.js';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import { decoderFor, type PclusterDecoder } from './codec.js';
 import { LoadCache } from '../shared/lru.js';
+import { KIND, walkImage, type WalkOptions, type WalkSource } from '../shared/walk.js';
 import {
   ADVISE,
   ALG_NAMES,
@@ -102,10 +103,7 @@ export interface FileExtent {
 /** An entry of the image: a LayerEntry plus the inode's nid and link count. */
 export type ImageEntry = LayerEntry & { inode: number; nlink: number };
 
-export interface WalkOptions {
-  /** Called for each entry walk() leaves out: what ('socket') and its path. */
-  onSkip?(what: string, path: string): void;
-}
+export type { WalkOptions };
 
 interface Inode extends InodeCore {
   nid: number;
@@ -595,6 +593,19 @@ export class ErofsImage {
     }
   }
 
+  /**
+   * The link count of the inode an entry names, from its mode and nlink fields alone (walk.ts's
+   * survey): -1 for a directory, 0 for a socket.
+   */
+  private async links(de: DirEntry): Promise<number> {
+    const pos = this.sb.metaBlkaddr * BLOCK_SIZE + de.nid * INODE_SLOT;
+    const head = await this.meta(pos, COMPACT_SIZE, `inode ${de.nid}`);
+    const fmt = head.readUInt16LE(4) & S_IFMT;
+    if (fmt === S_IF.DIR) return -1;
+    if (fmt === S_IF.SOCK) return 0;
+    return head.readUInt16LE(0) & 1 ? (await this.meta(pos + 44, 4, `inode ${de.nid}`)).readUInt32LE(0) : head.readUInt16LE(6);
+  }
+
   private async entryInode(de: DirEntry, path: string): Promise<Inode> {
     const ino = await this.readInode(de.nid, path);
     const ft = FT_OF_MODE[ino.mode & S_IFMT];
@@ -657,53 +668,37 @@ export class ErofsImage {
   /**
    * Every entry, the root '.' first, then depth first in name order: the order of canonical
    * paths (comparePaths). The first path of an inode with nlink > 1 is its own type, later
-   * paths are 'hardlink' entries whose linkname is that first path. Sockets are left out and
+   * paths are 'hardlink' entries whose linkname is that first path, known without memory
+   * per link (shared/walk.ts; opts.scratchDir takes its spill files). Sockets are left out and
    * reported through opts.onSkip. POSIX ACLs come back in `acl` (canonical text), other
    * xattrs in `xattrs` by name. Entries of type 'file' can be passed to openFile().
    */
-  async *walk(opts: WalkOptions = {}): AsyncGenerator<ImageEntry> {
-    try {
+  walk(opts: WalkOptions = {}): AsyncGenerator<ImageEntry> {
+    return walkImage(this.walkSource, opts);
+  }
+
+  /** What the shared walk reads of this image (shared/walk.ts). */
+  private readonly walkSource: WalkSource<DirEntry, Inode, ImageEntry> = {
+    root: async () => {
       const root = await this.readInode(this.sb.rootNid, '.');
       if ((root.mode & S_IFMT) !== S_IF.DIR) throw this.corrupt('the root inode is not a directory');
-      yield await this.toEntry('.', root);
-      const seenDirs = new Set<number>([root.nid]);
-      const firstPath = new Map<number, string>();
-      const stack: { path: string; list: DirEntry[]; i: number }[] = [{ path: '.', list: await this.listing(root, '.'), i: 0 }];
-      while (stack.length > 0) {
-        const top = stack[stack.length - 1]!;
-        const de = top.list[top.i++];
-        if (de === undefined) {
-          stack.pop();
-          continue;
-        }
-        const path = top.path === '.' ? de.name : `${top.path}/${de.name}`;
-        const ino = await this.entryInode(de, path);
-        const fmt = ino.mode & S_IFMT;
-        if (fmt === S_IF.DIR) {
-          if (seenDirs.has(ino.nid)) throw this.corrupt(`directory ${q(path)} (nid ${ino.nid}) appears twice: a cycle`);
-          seenDirs.add(ino.nid);
-          yield await this.toEntry(path, ino);
-          stack.push({ path, list: await this.listing(ino, path), i: 0 });
-          continue;
-        }
-        if (fmt === S_IF.SOCK) {
-          opts.onSkip?.('socket', path);
-          continue;
-        }
-        if (ino.nlink > 1) {
-          const first = firstPath.get(ino.nid);
-          if (first !== undefined) {
-            yield await this.toEntry(path, ino, first);
-            continue;
-          }
-          firstPath.set(ino.nid, path);
-        }
-        yield await this.toEntry(path, ino);
-      }
-    } catch (e) {
-      throw toImageError(this.path, e);
-    }
-  }
+      return root;
+    },
+    listing: (dir, path) => this.listing(dir, path),
+    name: (de) => de.name,
+    inode: (de, path) => this.entryInode(de, path),
+    links: (de) => this.links(de),
+    key: (de) => de.nid,
+    kind: (ino) => {
+      const fmt = ino.mode & S_IFMT;
+      return fmt === S_IF.DIR ? KIND.DIR : fmt === S_IF.SOCK ? KIND.SOCKET : KIND.OTHER;
+    },
+    number: (ino) => ino.nid,
+    nlink: (ino) => ino.nlink,
+    cycle: (path, ino) => this.corrupt(`directory ${q(path)} (nid ${ino.nid}) appears twice: a cycle`),
+    entry: (path, ino, linkTo) => this.toEntry(path, ino, linkTo),
+    error: (e) => toImageError(this.path, e),
+  };
 
   /** A directory's entries sorted by name bytes (the order they are stored in, checked). */
   private async listing(dir: Inode, path: string): Promise<DirEntry[]> {

@@ -28,9 +28,10 @@ import { decodeSizeWord, fileBlockCount } from './data.js';
 import { readListing, type DirEntry, type ListingContext } from './directory.js';
 import { readFragmentEntry, readFragmentLocations } from './fragment-table.js';
 import { readIdTable } from './id-table.js';
-import { decodeDevice, decodeInode, INODE, INVALID_FRAG, INVALID_XATTR, readSymlinkTail, type DecodedInode } from './inode.js';
+import { decodeDevice, decodeInode, INODE, INODE_HEADER_SIZE, INVALID_FRAG, INVALID_XATTR, readSymlinkTail, type DecodedInode } from './inode.js';
 import { METADATA_SIZE, MetaReader, type Region } from './metadata.js';
 import { LoadCache } from '../shared/lru.js';
+import { KIND, walkImage, type WalkOptions, type WalkSource } from '../shared/walk.js';
 import { decodeSuperblock, FLAG, INVALID_TABLE, MAGIC, SUPERBLOCK_SIZE, validBlockSize } from './superblock.js';
 import type { TableSource } from './table.js';
 import { readXattrHeader, readXattrSet, type XattrTableInfo } from './xattr-table.js';
@@ -67,10 +68,7 @@ export interface SquashfsSuperblock {
 /** An entry of the image: a LayerEntry plus the inode number and link count it came from. */
 export type ImageEntry = LayerEntry & { inode: number; nlink: number };
 
-export interface WalkOptions {
-  /** Called for each entry walk() leaves out: what ('socket') and its path. */
-  onSkip?(what: string, path: string): void;
-}
+export type { WalkOptions };
 
 /**
  * A piece of a file's content from extents(): `data` at `offset`, or a hole of `length` zero
@@ -353,6 +351,22 @@ export class SquashfsImage {
     return ino;
   }
 
+  /**
+   * The link count of the inode an entry names, from its header and the field that holds it
+   * (walk.ts's survey): -1 for a directory, 0 for a socket, as the entry says (inode() checks
+   * that its inode agrees; the survey relies on nothing else).
+   */
+  private async links(de: DirEntry): Promise<number> {
+    if (de.type === INODE.BASIC_DIR) return -1;
+    if (de.type === INODE.BASIC_SOCKET) return 0;
+    if (de.ref.offset >= METADATA_SIZE) throw this.corrupt(`inode at byte ${de.ref.block}+${de.ref.offset}: offset beyond a metadata block`);
+    const c = this.meta.cursor(this.inodeRegion, de.ref.block, de.ref.offset);
+    const type = (await c.read(INODE_HEADER_SIZE)).readUInt16LE(0);
+    if (type === INODE.BASIC_FILE) return 1;
+    // nlink is the first field after the header but in an extended file's (after 24 bytes).
+    return type === INODE.EXT_FILE ? (await c.read(28)).readUInt32LE(24) : (await c.read(4)).readUInt32LE(0);
+  }
+
   /** The inode's extended attributes (cached per xattr index). */
   private async xattrs(index: number): Promise<Map<string, Buffer> | undefined> {
     if (index === INVALID_XATTR || !this.xattrTable) return undefined;
@@ -401,53 +415,35 @@ export class SquashfsImage {
   /**
    * Every entry, the root '.' first, then depth first in directory (byte) order: the order
    * of canonical paths (comparePaths). The first path of an inode with nlink > 1 is its
-   * own type, later paths are 'hardlink' entries whose linkname is that first path.
+   * own type, later paths are 'hardlink' entries whose linkname is that first path, known
+   * without memory per link (shared/walk.ts; opts.scratchDir takes its spill files).
    * Sockets have no EntryType: they are left out and reported through opts.onSkip.
    * xattrs are listed in byte order of their names.
    * Entries of type 'file' can be passed to openFile() while the walk goes on.
    */
-  async *walk(opts: WalkOptions = {}): AsyncGenerator<ImageEntry> {
-    try {
+  walk(opts: WalkOptions = {}): AsyncGenerator<ImageEntry> {
+    return walkImage(this.walkSource, opts);
+  }
+
+  /** What the shared walk reads of this image (shared/walk.ts). */
+  private readonly walkSource: WalkSource<DirEntry, Inode, ImageEntry> = {
+    root: async () => {
       const root = await this.readInode(this.rootRef);
       if (root.basic !== INODE.BASIC_DIR) throw this.corrupt(`root inode is type ${root.type}, not a directory`);
-      yield await this.toEntry('.', root);
-      const seenDirs = new Set<number>([root.number]);
-      const firstPath = new Map<number, string>();
-      const stack: { path: string; list: DirEntry[]; i: number }[] = [{ path: '.', list: await this.readDir(root, '.'), i: 0 }];
-      while (stack.length > 0) {
-        const top = stack[stack.length - 1]!;
-        const de = top.list[top.i++];
-        if (de === undefined) {
-          stack.pop();
-          continue;
-        }
-        const path = top.path === '.' ? de.name : `${top.path}/${de.name}`;
-        const ino = await this.entryInode(de, path);
-        if (ino.basic === INODE.BASIC_DIR) {
-          if (seenDirs.has(ino.number)) throw this.corrupt(`directory ${q(path)} (inode ${ino.number}) appears twice: a cycle`);
-          seenDirs.add(ino.number);
-          yield await this.toEntry(path, ino);
-          stack.push({ path, list: await this.readDir(ino, path), i: 0 });
-          continue;
-        }
-        if (ino.basic === INODE.BASIC_SOCKET) {
-          opts.onSkip?.('socket', path);
-          continue;
-        }
-        if (ino.nlink > 1) {
-          const first = firstPath.get(ino.number);
-          if (first !== undefined) {
-            yield await this.toEntry(path, ino, first);
-            continue;
-          }
-          firstPath.set(ino.number, path);
-        }
-        yield await this.toEntry(path, ino);
-      }
-    } catch (e) {
-      throw toImageError(this.path, e);
-    }
-  }
+      return root;
+    },
+    listing: (dir, path) => this.readDir(dir, path),
+    name: (de) => de.name,
+    inode: (de, path) => this.entryInode(de, path),
+    links: (de) => this.links(de),
+    key: (de) => de.number,
+    kind: (ino) => (ino.basic === INODE.BASIC_DIR ? KIND.DIR : ino.basic === INODE.BASIC_SOCKET ? KIND.SOCKET : KIND.OTHER),
+    number: (ino) => ino.number,
+    nlink: (ino) => ino.nlink,
+    cycle: (path, ino) => this.corrupt(`directory ${q(path)} (inode ${ino.number}) appears twice: a cycle`),
+    entry: (path, ino, linkTo) => this.toEntry(path, ino, linkTo),
+    error: (e) => toImageError(this.path, e),
+  };
 
   /** The inode at canonical `path` without following symlinks, or undefined. */
   private async resolve(path: string): Promise<{ ino: Inode; path: string } | undefined> {
