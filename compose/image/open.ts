@@ -15,6 +15,10 @@ export type ImageFormat = 'squashfs' | 'erofs';
 export interface ImageReader {
   readonly path: string;
   readonly superblock: { readonly blockSize: number; readonly inodes: number };
+  /**
+   * Every entry in canonical path order, parents first. A 'hardlink' entry's linkname is the
+   * first name of its inode, an entry given earlier as its own type (not a directory).
+   */
   walk(opts?: WalkOptions): AsyncGenerator<ImageEntry>;
   /** A regular file's bytes, holes as zeros, in chunks. */
   openFile(file: string | ImageEntry): AsyncGenerator<Buffer>;

@@ -9,15 +9,18 @@
  *   is built privately and put in place at the end, so on any error DIR is left as it was.
  * - Paths come from the image and are checked: plain names only (no '', '.', '..', '/'),
  *   each below a directory met earlier (the walk is depth first, parents first); a hard
- *   link names an earlier non-directory entry of more than one name.
- *   Anything else is ERR_IMAGE_CORRUPT. Nothing is ever written outside DIR.
+ *   link of an inode of more than one name names an earlier path (its inode's first name:
+ *   ImageReader.walk). Anything else is ERR_IMAGE_CORRUPT. Nothing is ever written outside
+ *   DIR.
+ * - Memory: nothing grows with the files or the links (the directories spill, compose/tree/dirs.ts;
+ *   the reader finds hard links through sorters in `scratchDir`).
  * - What the process may not do is skipped and counted with the writer's vocabulary
  *   ('ownership', 'device nodes', '<ns>.* xattrs', 'POSIX ACLs') plus 'sockets', which
  *   SquashFS can hold and a tree of layers cannot.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import type { LayerEntry } from '../../store/index.js';
+import { comparePaths, type LayerEntry } from '../../store/index.js';
 import { StrataError, IMAGE_ERR } from '../image/errors.js';
 import { q, type ImageEntry, type ImageReader } from '../image/index.js';
 import { DirList } from './dirs.js';
@@ -45,7 +48,7 @@ export interface ExtractOptions extends Pick<TreeOptions, 'force'> {
   /** Called once for every entry or attribute left out. */
   onSkip?(kind: SkipKind, path: string): void;
   restore?: RestoreLookup;
-  /** Where the directory list spills past its budget (a directory strata owns); the system's tmp by default. */
+  /** Where the directory list and the walk's hard links spill past their budgets (a directory strata owns); the system's tmp by default. */
   scratchDir?: string;
 }
 
@@ -88,8 +91,6 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
   async function fill(w: TreeWriter): Promise<{ root: LayerEntry; value: { entries: number; acls: number } }> {
     /** The directories from the root to the last one met: an entry's parent must be one of them (the walk is depth first). */
     const chain: string[] = [];
-    /** Entries with more than one name so far: a hard link may name them (and only them). */
-    const linkable = new Set<string>();
     let entries = 0;
     let acls = 0;
 
@@ -165,7 +166,10 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
     };
 
     // Files are read a few at a time so image reads overlap; everything else is made in walk
-    // order. A hard link waits for its target to be written.
+    // order. A hard link waits for its target to be written: the files of more than one name
+    // not written yet (in flight, or held in a batch) are kept by path, and dropped once
+    // written, so memory does not grow with the links. One that failed stays: a link to it
+    // fails with its error.
     const held = new HeldFiles(w);
     const tasks = new Set<Promise<void>>();
     const fileTasks = new Map<string, Promise<{ written: Promise<void> } | undefined>>();
@@ -181,14 +185,24 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
         },
       );
       tasks.add(p);
-      if (key !== undefined) fileTasks.set(key, read);
+      if (key !== undefined) {
+        fileTasks.set(key, read);
+        read
+          .then((r) => r?.written)
+          .then(
+            () => {
+              if (fileTasks.get(key) === read) fileTasks.delete(key);
+            },
+            () => {},
+          );
+      }
       while (tasks.size >= FILES_IN_FLIGHT) await Promise.race(tasks);
       if (failed.length > 0) throw failed[0];
     };
 
     let root: LayerEntry | undefined;
     try {
-      for await (const src of image.walk({ onSkip: (_what, p) => w.skip('sockets', p) })) {
+      for await (const src of image.walk({ onSkip: (_what, p) => w.skip('sockets', p), scratchDir: opts.scratchDir })) {
         checkPath(src.path, image.path);
         if (src.path !== '.') {
           const parent = parentOf(src.path);
@@ -198,7 +212,6 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
           throw new StrataError(IMAGE_ERR.CORRUPT, `${image.path}: the root comes twice`);
         }
         const e = withRestore(src);
-        if (src.nlink > 1 && e.type !== 'dir' && e.type !== 'hardlink') linkable.add(e.path);
         switch (e.type) {
           case 'dir':
             if (e.path === '.') root = e;
@@ -210,8 +223,10 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
             await spawn(writeFile(e, src), src.nlink > 1 ? e.path : undefined);
             break;
           case 'hardlink': {
+            // The reader names an earlier entry of the same inode (ImageReader.walk); what is
+            // checked here costs no memory per link.
             const target = e.linkname!;
-            if (!linkable.has(target)) {
+            if (src.nlink < 2 || comparePaths(target, e.path) >= 0) {
               throw new StrataError(IMAGE_ERR.CORRUPT, `${image.path}: hard link ${q(e.path)} to ${q(target)}, which is not an earlier entry`);
             }
             const t = await fileTasks.get(target);
