@@ -79,6 +79,23 @@ interface Frame<D> {
   i: number;
 }
 
+/** The next entry of a depth-first walk over `frames`, leaving its directory on top; undefined when all are done. */
+function nextIn<D>(frames: Frame<D>[]): D | undefined {
+  while (frames.length > 0) {
+    const top = frames[frames.length - 1]!;
+    const de = top.list[top.i++];
+    if (de !== undefined) return de;
+    frames.pop();
+  }
+  return undefined;
+}
+
+/** The path of `name` in the directory on top of `frames`. */
+function pathIn<D>(frames: Frame<D>[], name: string): string {
+  const dir = frames[frames.length - 1]!.path;
+  return dir === '.' ? name : `${dir}/${name}`;
+}
+
 /** Every entry of the image in walk order (see the file comment). */
 export async function* walkImage<D, I, E>(src: WalkSource<D, I, E>, opts: WalkOptions = {}): AsyncGenerator<E> {
   const links = new FirstNames(opts.scratchDir);
@@ -87,15 +104,8 @@ export async function* walkImage<D, I, E>(src: WalkSource<D, I, E>, opts: WalkOp
     yield await src.entry('.', root);
     const seenDirs = new Set<number>([src.number(root)]);
     const stack: Frame<D>[] = [{ path: '.', list: await src.listing(root, '.'), i: 0 }];
-    while (stack.length > 0) {
-      const top = stack[stack.length - 1]!;
-      const de = top.list[top.i++];
-      if (de === undefined) {
-        stack.pop();
-        continue;
-      }
-      const name = src.name(de);
-      const path = top.path === '.' ? name : `${top.path}/${name}`;
+    for (let de = nextIn(stack); de !== undefined; de = nextIn(stack)) {
+      const path = pathIn(stack, src.name(de));
       const ino = await src.inode(de, path);
       const kind = src.kind(ino);
       if (kind === KIND.DIR) {
@@ -180,17 +190,10 @@ class FirstNames {
       names.push({ ino, seq: seq++, path });
       const seen = new Set(seenDirs);
       const frames = stack.map((f) => ({ ...f }));
-      while (frames.length > 0) {
-        const top = frames[frames.length - 1]!;
-        const de = top.list[top.i++];
-        if (de === undefined) {
-          frames.pop();
-          continue;
-        }
+      for (let de = nextIn(frames); de !== undefined; de = nextIn(frames)) {
         const links = await src.links(de);
         if (links === 1 || links === 0) continue;
-        const name = src.name(de);
-        const p = top.path === '.' ? name : `${top.path}/${name}`;
+        const p = pathIn(frames, src.name(de));
         if (links > 1) {
           names.push({ ino: src.key(de), seq: seq++, path: p });
           continue;
