@@ -6,7 +6,7 @@
 import { suite, type Test } from 'uvu';
 import { join } from 'node:path';
 import { scaleEntries, type ScaleEntry } from '../../bench/scale-data.js';
-import { removeDir, tempDir } from './tmp.js';
+import { ramDir, removeDir } from './tmp.js';
 
 /** V8's old space in the bounded-memory tests: a step either fits or aborts. */
 export const HEAP_MIB = 96;
@@ -19,11 +19,11 @@ export interface ScaleContext {
   cwd: string;
 }
 
-/** A suite whose context has a fresh temp dir (`prefix`), the store and the work dir in it; removed after. */
+/** A suite whose context has a fresh temp dir (`prefix`; on tmpfs when there is one: ramDir), the store and the work dir in it; removed after. */
 export function scaleSuite<T extends ScaleContext>(name: string, prefix: string): Test<T> {
   const test = suite<T>(name);
   test.before((ctx) => {
-    ctx.dir = tempDir(prefix);
+    ctx.dir = ramDir(prefix);
     ctx.store = join(ctx.dir, 'store');
     ctx.cwd = join(ctx.dir, 'work');
   });
