@@ -12,7 +12,12 @@ import { join } from 'node:path';
 
 /** Creates a fresh, empty directory under the OS temp dir; `prefix` names it for humans. */
 export function tempDir(prefix = 'strata-test-'): string {
-  return mkdtempSync(join(tmpdir(), prefix.endsWith('-') ? prefix : `${prefix}-`));
+  return freshDirIn(tmpdir(), prefix);
+}
+
+/** A fresh, empty directory in `parent`, its name `prefix` and a random tail. */
+function freshDirIn(parent: string, prefix: string): string {
+  return mkdtempSync(join(parent, prefix.endsWith('-') ? prefix : `${prefix}-`));
 }
 
 /** statfs(2)'s f_type of a tmpfs. */
@@ -28,10 +33,8 @@ const RAM_ROOM = 8 * 2 ** 30;
  */
 export function ramDir(prefix = 'strata-test-'): string {
   try {
-    const fs = statfsSync('/dev/shm');
-    if (Number(fs.type) === TMPFS_MAGIC && Number(fs.bavail) * Number(fs.bsize) >= RAM_ROOM) {
-      return mkdtempSync(join('/dev/shm', prefix.endsWith('-') ? prefix : `${prefix}-`));
-    }
+    const shm = statfsSync('/dev/shm');
+    if (Number(shm.type) === TMPFS_MAGIC && Number(shm.bavail) * Number(shm.bsize) >= RAM_ROOM) return freshDirIn('/dev/shm', prefix);
   } catch {
     // no /dev/shm: the temp dir
   }
