@@ -51,9 +51,20 @@ export function strataArgv(args: readonly string[], store?: string): string[] {
   return [process.execPath, CLI, ...(store === undefined ? [] : ['--store', store]), ...args];
 }
 
+/**
+ * NODE_EXTRA_CA_CERTS from the tests' own environment, held back from Node's start as the
+ * launcher (cli/strata) holds it back, and put back by the CLI first thing: Node parses the
+ * file's certificates at every start otherwise (60 ms of each of the suite's CLI runs on a
+ * machine where it names the system bundle). Empty is what Node reads as unset. A test that
+ * sets the variable in `env` runs the CLI with it as given (registry-tls).
+ */
+const heldBack: Record<string, string> = process.env.NODE_EXTRA_CA_CERTS
+  ? { NODE_EXTRA_CA_CERTS: '', STRATA_NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS }
+  : {};
+
 function command(args: readonly string[], o: StrataOptions): { argv: string[]; env: Record<string, string> } {
   const argv = [...(o.prefix ?? []), ...(o.as ? asUser(o.as) : []), ...strataArgv(args, o.store)];
-  const env = { STRATA_STORE: '', ...(o.as ? userEnv(o.as) : {}), ...o.env };
+  const env = { STRATA_STORE: '', ...(o.env?.NODE_EXTRA_CA_CERTS === undefined ? heldBack : {}), ...(o.as ? userEnv(o.as) : {}), ...o.env };
   return { argv, env };
 }
 
