@@ -8,9 +8,7 @@
  * Memory: acl.json is read as it streams and sorted into the image's walk order through spill
  * files (a licensed tree has an ACL on every path); the walk asks for each path in that order.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { aclFromText } from '../native/acl.js';
 import { comparePaths, entryRecCodec, fitHeapToPlan, LARGE_PLAN, readEntriesDocument, SpillSorter, type EntryRec } from '../store/index.js';
 import { StrataError } from './errors.js';
@@ -28,8 +26,9 @@ export interface UnsquashResult {
 export async function unsquash(image: string, dir: string): Promise<UnsquashResult> {
   const img = await openImage(image);
   if (img.superblock.inodes > LARGE_PLAN) fitHeapToPlan();
-  // The spill files of the ACL index and the directory list: private, and gone at the end.
-  const scratchDir = mkdtempSync(join(tmpdir(), 'strata-unsquash-'));
+  // The spill files of the ACL index and the directory list (store/spill.ts: unlinked once
+  // open, so nothing is left behind however the process ends).
+  const scratchDir = tmpdir();
   let restore: AclIndexReader | undefined;
   try {
     const acl = await img.stat('.strata/acl.json');
@@ -41,7 +40,6 @@ export async function unsquash(image: string, dir: string): Promise<UnsquashResu
     return { entries: r.entries, acls: r.acls, skipped: r.skipped, warnings: r.warnings };
   } finally {
     restore?.dispose();
-    rmSync(scratchDir, { recursive: true, force: true });
     await img.close();
   }
 }

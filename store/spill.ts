@@ -4,10 +4,12 @@
  * case: a stack of tens of thousands of entries sorts in memory as before). Past it, the
  * records held are sorted and written to a run file; reading merges the runs.
  *
- * Run files: `<dir>/spill-<pid>-<random>` created O_EXCL (0600) in a directory strata owns
- * (the store's or the user's tmp/), each a sequence of records `u32le length, bytes`. They are
- * removed by dispose() (call it in a finally); a killed process leaves them to the tmp
- * cleaner of the next run (names start with the pid).
+ * Runs: byte ranges of one file per sorter, each a sequence of records `u32le length, bytes`.
+ * The file is created O_EXCL (0600, never through a symlink) under a random name in `dir` and
+ * unlinked at once: it has no name while it is used, so nothing can open it, and the kernel
+ * frees it when its descriptor closes, at dispose() (call it in a finally) or however the
+ * process ends. A process killed mid-build (the OOM killer, a batch system's time limit)
+ * leaves no run behind, in /tmp or the store's tmp/.
  *
  * Stability: records that compare equal come out in the order they were pushed.
  */
@@ -81,14 +83,18 @@ export class SpillSorter<T> {
   private heldRecords: Array<{ t: T; seq: number }> = [];
   private heldBytes = 0;
   private seq = 0;
-  private readonly runs: string[] = [];
+  /** The run file's descriptor (its name is gone), from the first run written until dispose(). */
+  private fd: number | undefined;
+  /** Bytes written to the run file: where the next run starts. */
+  private written = 0;
+  private readonly runs: Run[] = [];
   /**
    * The runs in push order, cut where a run does not start at or after the end of the one
    * before. A chain is read as one sorted source: input that comes mostly in order (a layer's
    * entries, a plan's files) merges a few chains instead of dozens of runs, each record taking
    * a comparison or two instead of a dozen.
    */
-  private readonly chains: string[][] = [];
+  private readonly chains: Run[][] = [];
   /** The last record of the latest run. */
   private lastOfRuns: T | undefined;
   private readonly budget: number;
@@ -131,34 +137,39 @@ export class SpillSorter<T> {
 
   private flush(): void {
     this.sortHeld();
-    const file = path.join(this.opts.dir, `spill-${process.pid}-${randomBytes(6).toString('hex')}`);
-    const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
-    this.runs.push(file);
-    const first = this.heldRecords[0]?.t;
-    const chain = this.chains[this.chains.length - 1];
-    if (chain && first !== undefined && this.opts.compare(this.lastOfRuns as T, first) <= 0) chain.push(file);
-    else this.chains.push([file]);
-    this.lastOfRuns = this.heldRecords[this.heldRecords.length - 1]?.t ?? this.lastOfRuns;
+    const fd = (this.fd ??= openUnnamed(this.opts.dir));
+    const run: Run = { start: this.written, end: this.written };
+    // Records are copied into one chunk as they are encoded (an encoder may hand back a view
+    // of its own buffer, valid until its next call), and the chunk written when full.
+    let chunk = Buffer.allocUnsafe(READ_CHUNK);
+    let used = 0;
+    const write = () => {
+      writeAll(fd, chunk.subarray(0, used), run.end);
+      run.end += used;
+      used = 0;
+    };
     try {
-      // Records are copied into one chunk as they are encoded (an encoder may hand back a view
-      // of its own buffer, valid until its next call), and the chunk written when full.
-      let chunk = Buffer.allocUnsafe(READ_CHUNK);
-      let used = 0;
       for (const { t } of this.heldRecords) {
         const body = this.opts.codec.encode(t);
         if (used + 4 + body.length > chunk.length) {
-          writeAll(fd, chunk.subarray(0, used));
-          used = 0;
+          write();
           if (4 + body.length > chunk.length) chunk = Buffer.allocUnsafe(4 + body.length);
         }
         chunk.writeUInt32LE(body.length, used);
         body.copy(chunk, used + 4);
         used += 4 + body.length;
       }
-      if (used > 0) writeAll(fd, chunk.subarray(0, used));
+      if (used > 0) write();
     } finally {
-      fs.closeSync(fd);
+      // A run cut short by a failed write is never read; the next one starts past its bytes.
+      this.written = run.end;
     }
+    this.runs.push(run);
+    const first = this.heldRecords[0]?.t;
+    const chain = this.chains[this.chains.length - 1];
+    if (chain && first !== undefined && this.opts.compare(this.lastOfRuns as T, first) <= 0) chain.push(run);
+    else this.chains.push([run]);
+    this.lastOfRuns = this.heldRecords[this.heldRecords.length - 1]?.t ?? this.lastOfRuns;
     this.heldRecords = [];
     this.heldBytes = 0;
   }
@@ -177,7 +188,13 @@ export class SpillSorter<T> {
     // k-way merge: each chain of runs, plus the records still held, is a sorted source. Ties go
     // to the earlier source (chains are in push order, the held records last), keeping it stable.
     const chunk = mergeChunk(this.budget, this.chains.length);
-    const sources: Array<Iterator<T>> = [...this.chains.map((c) => readChain(c, this.opts.codec, chunk)), this.heldRecords.map((h) => h.t)[Symbol.iterator]()];
+    const fd = this.fd!;
+    // Every read is checked for a dispose() since the last: the descriptor is closed then, and
+    // its number may be another file's by now.
+    const live = () => {
+      if (this.disposed) throw new Error('SpillSorter: disposed while it was read');
+    };
+    const sources: Array<Iterator<T>> = [...this.chains.map((c) => readChain(fd, [...c], this.opts.codec, chunk, live)), this.heldRecords.map((h) => h.t)[Symbol.iterator]()];
     const heads: Array<{ t: T; src: number }> = [];
     const cmp = (a: { t: T; src: number }, b: { t: T; src: number }) => this.opts.compare(a.t, b.t) || a.src - b.src;
     const pushHead = (src: number) => {
@@ -192,61 +209,84 @@ export class SpillSorter<T> {
     }
   }
 
-  /** Removes the run files. Safe to call more than once. */
+  /** Frees the run file (closes its descriptor). Safe to call more than once. */
   dispose(): void {
     this.disposed = true;
-    for (const f of this.runs.splice(0)) fs.rmSync(f, { force: true });
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = undefined;
+    this.runs.length = 0;
     this.chains.length = 0;
     this.lastOfRuns = undefined;
     this.heldRecords = [];
   }
 }
 
-function writeAll(fd: number, b: Buffer): void {
-  for (let off = 0; off < b.length; ) off += fs.writeSync(fd, b, off, b.length - off);
+/** A run: the byte range [start, end) of the sorter's run file. */
+interface Run {
+  start: number;
+  end: number;
 }
 
 /**
- * The records of a chain's runs, one run after the other, read through one buffer (`chunk`
- * bytes, larger only for a record that needs it): a merge holds a buffer per chain, and
- * refills reuse it. One generator for the whole chain: a record costs one step, not two.
+ * A new file in `dir`, open for reading and writing, with its name already gone: created
+ * O_EXCL|O_NOFOLLOW (0600) under a random name, so that nothing planted there is opened, and
+ * unlinked before anything is written to it.
  */
-function* readChain<T>(files: string[], codec: RecordCodec<T>, chunk: number): Generator<T> {
+function openUnnamed(dir: string): number {
+  const file = path.join(dir, `spill-${process.pid}-${randomBytes(6).toString('hex')}`);
+  const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+  try {
+    fs.unlinkSync(file);
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
+  return fd;
+}
+
+function writeAll(fd: number, b: Buffer, at: number): void {
+  for (let off = 0; off < b.length; ) off += fs.writeSync(fd, b, off, b.length - off, at + off);
+}
+
+/**
+ * The records of a chain's runs, one run after the other, read by position from the run file
+ * through one buffer (`chunk` bytes, larger only for a record that needs it): a merge holds a
+ * buffer per chain, and refills reuse it. One generator for the whole chain: a record costs
+ * one step, not two. `live` throws once the sorter is disposed.
+ */
+function* readChain<T>(fd: number, runs: Run[], codec: RecordCodec<T>, chunk: number, live: () => void): Generator<T> {
   let buf = Buffer.allocUnsafe(chunk);
-  for (const file of files) {
-    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-    try {
-      let start = 0; // unread bytes are buf[start, end)
-      let end = 0;
-      let eof = false;
-      const need = (n: number): boolean => {
-        while (end - start < n && !eof) {
-          if (start > 0) {
-            buf.copy(buf, 0, start, end);
-            end -= start;
-            start = 0;
-          }
-          if (buf.length < n) {
-            const bigger = Buffer.allocUnsafe(n);
-            buf.copy(bigger, 0, 0, end);
-            buf = bigger;
-          }
-          const got = fs.readSync(fd, buf, end, buf.length - end, null);
-          if (got === 0) eof = true;
-          end += got;
+  for (const run of runs) {
+    let pos = run.start; // the run's next byte not yet in buf
+    let start = 0; // unread bytes are buf[start, end)
+    let end = 0;
+    const need = (n: number): boolean => {
+      while (end - start < n && pos < run.end) {
+        if (start > 0) {
+          buf.copy(buf, 0, start, end);
+          end -= start;
+          start = 0;
         }
-        return end - start >= n;
-      };
-      for (;;) {
-        if (!need(4)) break;
-        const len = buf.readUInt32LE(start);
-        if (!need(4 + len)) throw new Error(`spill run ${file} is truncated`);
-        const body = buf.subarray(start + 4, start + 4 + len);
-        start += 4 + len;
-        yield codec.decode(body);
+        if (buf.length < n) {
+          const bigger = Buffer.allocUnsafe(n);
+          buf.copy(bigger, 0, 0, end);
+          buf = bigger;
+        }
+        live();
+        const got = fs.readSync(fd, buf, end, Math.min(buf.length - end, run.end - pos), pos);
+        if (got === 0) throw new Error(`spill run at byte ${run.start} ends early, at ${pos}`);
+        pos += got;
+        end += got;
       }
-    } finally {
-      fs.closeSync(fd);
+      return end - start >= n;
+    };
+    for (;;) {
+      if (!need(4)) break;
+      const len = buf.readUInt32LE(start);
+      if (!need(4 + len)) throw new Error(`spill run at byte ${run.start} is truncated`);
+      const body = buf.subarray(start + 4, start + 4 + len);
+      start += 4 + len;
+      yield codec.decode(body);
     }
   }
 }

@@ -81,6 +81,23 @@ test('a sorter that spilled is read from disk alone: reading it leaves no record
   assert.equal(readdirSync(dir), []);
 });
 
+test('runs live in one nameless file per sorter, closed by dispose; a read left open throws after it', ({ dir }) => {
+  const fds = () => readdirSync('/proc/self/fd').length;
+  const before = fds();
+  // Runs far larger than a merge's read buffers (16 KiB at least), so reading refills them.
+  const s = new SpillSorter<[number, number]>({ compare: (a, b) => a[0] - b[0], codec: pairs, dir, budget: 64 * 2000 });
+  for (let i = 0; i < 20_000; i++) s.push([(i * 7919) % 20_000, i]);
+  assert.ok(s.spilled);
+  assert.equal(readdirSync(dir), [], 'no run has a name');
+  assert.is(fds(), before + 1, 'one descriptor for all the runs');
+  const it = s.sorted();
+  assert.equal(it.next().value, [0, 0]);
+  s.dispose();
+  assert.is(fds(), before, 'dispose closes it');
+  assert.throws(() => [...it], /disposed while it was read/);
+  assert.throws(() => s.sorted().next(), /already disposed/);
+});
+
 test('comparePaths is the UTF-8 byte order of the components (parents first)', () => {
   // The reference: split into components and compare their UTF-8 bytes.
   const reference = (a: string, b: string): number => {

@@ -23,18 +23,13 @@
  * first names, as before, and meets the same failure at the same entry with the same error.
  * An image without such names costs nothing: no survey, no sorter.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { SpillSorter, type RecordCodec } from '../../../store/index.js';
 
 export interface WalkOptions {
   /** Called for each entry walk() leaves out: what ('socket') and its path. */
   onSkip?(what: string, path: string): void;
-  /**
-   * Where the hard-link sorters spill (a directory strata owns); without it, a private
-   * directory under the system's tmp, made when an image has hard links and removed after.
-   */
+  /** Where the hard-link sorters spill (store/spill.ts: files unlinked once open); without it, the system's tmp. */
   scratchDir?: string;
 }
 
@@ -171,9 +166,6 @@ class FirstNames {
   private seq = 0;
   /** The walk's Map of first names, when the survey could not be made. */
   private map: Map<number, string> | undefined;
-  /** The spill directory this walk made (removed by dispose()). */
-  private ownDir: string | undefined;
-
   constructor(private readonly scratchDir: string | undefined) {}
 
   /**
@@ -184,7 +176,7 @@ class FirstNames {
     this.started = true;
     let names: SpillSorter<Placed> | undefined;
     try {
-      const dir = this.scratchDir ?? (this.ownDir = mkdtempSync(join(tmpdir(), 'strata-walk-')));
+      const dir = this.scratchDir ?? tmpdir();
       names = new SpillSorter<Placed>({ compare: (a, b) => a.ino - b.ino || a.seq - b.seq, codec: placedCodec, dir });
       let seq = 0;
       names.push({ ino, seq: seq++, path });
@@ -241,14 +233,12 @@ class FirstNames {
     return r.path;
   }
 
-  /** Removes the spill files (and the directory made for them). Safe to call more than once. */
+  /** Frees the spill files. Safe to call more than once. */
   dispose(): void {
     this.cursor?.return(undefined);
     this.cursor = undefined;
     this.next = undefined;
     this.later?.dispose();
     this.later = undefined;
-    if (this.ownDir !== undefined) rmSync(this.ownDir, { recursive: true, force: true });
-    this.ownDir = undefined;
   }
 }
