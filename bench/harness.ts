@@ -6,7 +6,7 @@
  * `/usr/bin/time -f %M` (KiB), which for a shell script is the largest of its descendants.
  */
 import { createHash } from 'node:crypto';
-import type { ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { createReadStream, existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { lstat, mkdir, mkdtemp, open, readdir, readlink, rename, rm, writeFile, readFile } from 'node:fs/promises';
 import { cpus, release, totalmem } from 'node:os';
@@ -372,9 +372,12 @@ export interface Machine {
   node: string;
   /** The filesystem the outputs and trees are written to (scratchFilesystem). */
   scratch: string;
+  /** Seconds a process takes to start and end (processStart): Node's and a C program's. */
+  start: { node: number; c: number };
 }
 
-export function machine(scratchDir: string): Machine {
+/** `start`: processStarts(), taken at the start of the run, before any load of its own. */
+export function machine(scratchDir: string, start: Machine['start']): Machine {
   const c = cpus();
   return {
     cpu: c[0]?.model ?? 'unknown',
@@ -383,8 +386,35 @@ export function machine(scratchDir: string): Machine {
     kernel: release(),
     node: process.version,
     scratch: scratchFilesystem(scratchDir),
+    start,
   };
 }
+
+/** How long Node and a C program take to start and end (processStart). */
+export function processStarts(): Machine['start'] {
+  return { node: processStart(process.execPath, ['-e', '0']), c: processStart('true', []) };
+}
+
+/**
+ * Median wall time, in seconds, of STARTS runs of `cmd args` that do nothing: the floor under
+ * every row. A command the size of the small ingests is mostly its process's start, and that
+ * start is what moved most between machines the bench ran on (a bare Node 0.05 s on one,
+ * 0.08–0.10 s on another, while hashing and compressing took the same: spec/benchmark.md, The
+ * report). Node runs as the launcher runs it, without NODE_EXTRA_CA_CERTS (cli/strata).
+ */
+function processStart(cmd: string, args: string[]): number {
+  const env = { ...process.env };
+  delete env['NODE_EXTRA_CA_CERTS'];
+  const times: number[] = [];
+  for (let i = 0; i < STARTS; i++) {
+    const t = process.hrtime.bigint();
+    const r = spawnSync(cmd, args, { env, stdio: 'ignore' });
+    if (r.status !== 0) return Number.NaN;
+    times.push(Number(process.hrtime.bigint() - t) / 1e9);
+  }
+  return times.sort((a, b) => a - b)[STARTS >> 1]!;
+}
+const STARTS = 7;
 
 /**
  * The filesystem `dir` is on, from /proc/self/mountinfo (the last mount over the longest
@@ -514,6 +544,8 @@ function strataNotMeasured(sections: ReportSection[]): string[] {
   return [...out.values()];
 }
 
+const startText = (s: number): string => (Number.isNaN(s) ? 'not measured' : `${(s * 1000).toFixed(1)} ms`);
+
 export function renderReport(r: Report): string {
   const L: string[] = [];
   L.push('# strata benchmarks', '');
@@ -524,7 +556,8 @@ export function renderReport(r: Report): string {
   L.push(`- memory: ${r.machine.memoryGiB} GiB`);
   L.push(`- kernel: ${r.machine.kernel}`);
   L.push(`- Node: ${r.machine.node}`);
-  L.push(`- scratch filesystem (outputs and trees): ${r.machine.scratch}`, '');
+  L.push(`- scratch filesystem (outputs and trees): ${r.machine.scratch}`);
+  L.push(`- a process's start and end, spawned from this run (median of ${STARTS}): \`node -e 0\` ${startText(r.machine.start.node)}, \`true\` ${startText(r.machine.start.c)}; every strata row pays Node's, sha256sum and the other peers a C program's`, '');
   L.push('## Tools', '');
   for (const [k, v] of Object.entries(r.tools)) L.push(`- ${k}: ${v}`);
   L.push('', '## Data', '');
