@@ -34,6 +34,12 @@ import * as os from 'node:os';
 export type ContentOpener = () => AsyncIterable<Uint8Array>;
 
 /**
+ * A content's iterator that may also hand out a chunk it holds already without a promise:
+ * null at the end, undefined when only next() can give the chunk (a tar entry's body, TarBody).
+ */
+type NowIterator = AsyncIterator<Uint8Array> & { nextNow?(): Uint8Array | null | undefined };
+
+/**
  * Where a file's content is, in a form that can go through a spill file: `src` is a reader
  * registered with contentSource(), `a`/`b` its arguments (an offset and a length, a path).
  */
@@ -653,18 +659,35 @@ async function* canonicalTar(
     if (e.type !== 'file' || e.size === 0) continue;
     if (!content) throw new StrataError(STORE_ERR.SOURCE_INVALID, `'${printable(e.path)}' has ${e.size} bytes but its source gave no content`, { hint: 'the source is damaged; import it again' });
     let n = 0;
-    for await (const chunk of content()) {
-      n += chunk.byteLength;
-      if (n > e.size) break;
-      if (chunk.byteLength >= PASS) {
-        if (used > 0) yield cut();
-        yield chunk;
-        continue;
+    // As `for await` reads it, but a chunk the source holds already is taken without a promise
+    // (NowIterator): a small file's body mostly is.
+    const it: NowIterator = content()[Symbol.asyncIterator]();
+    let ended = false;
+    try {
+      for (;;) {
+        let chunk = it.nextNow?.();
+        if (chunk === undefined) {
+          const r = await it.next();
+          chunk = r.done ? null : r.value;
+        }
+        if (chunk === null) {
+          ended = true;
+          break;
+        }
+        n += chunk.byteLength;
+        if (n > e.size) break;
+        if (chunk.byteLength >= PASS) {
+          if (used > 0) yield cut();
+          yield chunk;
+          continue;
+        }
+        // Copied now: a source may reuse its buffer for the next chunk.
+        if (used + chunk.byteLength > GATHER) yield cut();
+        buf.set(chunk, used);
+        used += chunk.byteLength;
       }
-      // Copied now: a source may reuse its buffer for the next chunk.
-      if (used + chunk.byteLength > GATHER) yield cut();
-      buf.set(chunk, used);
-      used += chunk.byteLength;
+    } finally {
+      if (!ended) await it.return?.();
     }
     if (n !== e.size) {
       throw new StrataError(STORE_ERR.SOURCE_INVALID, `'${printable(e.path)}' changed while it was imported (expected ${e.size} bytes, read ${n})`, {

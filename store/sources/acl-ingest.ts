@@ -21,10 +21,12 @@ export function splitAclXattrs(xattrs: Map<string, Buffer>, where: string): Entr
 }
 
 /** ACL text from a tar header (GNU newline or bsdtar comma form), merged with any binary xattr form. */
-export function aclFromTarText(text: { access?: string; default?: string }, xattrAcl: EntryAcl | undefined, where: string): EntryAcl | undefined {
+export function aclFromTarText(access: string | undefined, dflt: string | undefined, xattrAcl: EntryAcl | undefined, where: string): EntryAcl | undefined {
+  // Most entries have no ACL text: nothing to parse, nothing made.
+  if (!access && !dflt) return xattrAcl;
   const fromText = combine(
-    text.access?.trim() ? parse(() => aclFromText(text.access!, hostResolver()), where) : undefined,
-    text.default?.trim() ? parse(() => aclFromText(text.default!, hostResolver()), where) : undefined,
+    access?.trim() ? parse(() => aclFromText(access, hostResolver()), where) : undefined,
+    dflt?.trim() ? parse(() => aclFromText(dflt, hostResolver()), where) : undefined,
   );
   if (!fromText) return xattrAcl;
   if (!xattrAcl) return fromText;

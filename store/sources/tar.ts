@@ -67,7 +67,7 @@ export async function addPlainTar(builder: LayerBuilder, plain: string): Promise
         split.set(h.xattrs, s);
       }
       const { xattrs } = s;
-      const acl = aclFromTarText({ access: h.aclAccess, default: h.aclDefault }, s.acl, h.path);
+      const acl = aclFromTarText(h.aclAccess, h.aclDefault, s.acl, h.path);
       const size = h.size;
       const hasBody = h.type === 'file' && size > 0;
       yield {

@@ -77,7 +77,18 @@ export interface TarEntry {
    * one that must outlive a large input chunk. An archive that ends inside the body makes
    * the iteration throw ERR_TAR_TRUNCATED.
    */
-  body: AsyncIterable<Buffer>;
+  body: TarBody;
+}
+
+/**
+ * An entry's body: its chunks, asked for with a promise (as any async iterable) or, when the
+ * input holds the next one already, without (`nextNow`). A tree of small files is a body per
+ * entry, nearly every one in the chunk the header came in, and each chunk awaited cost two
+ * promises and a turn of the microtask queue.
+ */
+export interface TarBody extends AsyncIterable<Buffer>, AsyncIterator<Buffer, undefined> {
+  /** The next chunk when the input holds it; null at the body's end; undefined when only next() can give it. */
+  nextNow(): Buffer | null | undefined;
 }
 
 /** Metadata bodies (pax headers, GNU long names) are read whole; bound them. */
@@ -556,7 +567,7 @@ const DONE: IteratorReturnResult<undefined> = { value: undefined, done: true };
  * own; a million-file layer has a million bodies). It hands out what the input holds without
  * waiting, and refuses to be read once the reader has moved to the next entry.
  */
-class Body implements AsyncIterable<Buffer>, AsyncIterator<Buffer, undefined> {
+class Body implements TarBody {
   /** Bytes of the body not yet handed out. */
   remaining: number;
   /** False once the reader has moved on. */
@@ -575,10 +586,19 @@ class Body implements AsyncIterable<Buffer>, AsyncIterator<Buffer, undefined> {
     return this;
   }
 
-  async next(): Promise<IteratorResult<Buffer, undefined>> {
+  nextNow(): Buffer | null | undefined {
     if (!this.live) throw new Error(`the body of ${this.where} was read after moving to the next entry`);
-    if (this.closed || this.remaining === 0) return DONE;
-    const c = this.input.takeNow(this.remaining) ?? (await this.input.take(this.remaining));
+    if (this.closed || this.remaining === 0) return null;
+    const c = this.input.takeNow(this.remaining);
+    if (c !== undefined) this.remaining -= c.length;
+    return c;
+  }
+
+  async next(): Promise<IteratorResult<Buffer, undefined>> {
+    const now = this.nextNow();
+    if (now === null) return DONE;
+    if (now !== undefined) return { value: now, done: false };
+    const c = await this.input.take(this.remaining);
     if (c.length === 0) {
       throw tarTruncated(`archive ends inside the body of ${this.where} (${this.remaining} of ${this.size} bytes missing)`);
     }
