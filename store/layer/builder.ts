@@ -24,6 +24,7 @@ import { manifestEntry, type ManifestHead } from './manifest.js';
 import { canonicalJsonText } from '../cid.js';
 import { checkOutputLimits } from './limits.js';
 import { entryCodec } from './entry-codec.js';
+import { mapItems } from '../map-items.js';
 import { SpillSorter, stringsCodec, type RecordCodec } from '../spill.js';
 import * as os from 'node:os';
 
@@ -415,34 +416,37 @@ export class LayerBuilder {
    * file no longer kept (or to anything but a file, which the sorter then refuses).
    */
   private orderedRecords(ordered: SourceItems): () => AsyncIterable<Canonical> {
-    return async function* (this: LayerBuilder) {
-      this.forget();
-      const check = this.checker();
-      const files = new Recent<Rec>(FILE_RING);
-      /** Recent hard links: the file each names in the end. */
-      const links = new Recent<string>(FILE_RING);
-      let last: string | undefined;
-      for await (const item of ordered()) {
-        const rec = this.record(item.entry, item.content, this.seq);
-        if (!follows(last, rec)) throw new Unordered();
-        const e = rec.entry;
-        if (e.type !== 'hardlink') this.bytes += e.size;
-        check(e);
-        last = e.path;
-        this.seq++;
-        if (e.type !== 'hardlink') {
-          if (e.type === 'file') files.set(e.path, rec);
-          yield { entry: e, from: rec.extra, body: item.body };
-          continue;
-        }
-        // Every member of the group came before this one: the file leads it.
-        const root = links.get(e.linkname!) ?? e.linkname!;
-        const file = files.get(root);
-        if (file === undefined) throw new Unordered();
-        links.set(e.path, root);
-        yield { entry: linkTo(file.entry, e.path, root) };
-      }
-    }.bind(this);
+    // Each item gives one record, so the pass is a map over the source (mapItems: not a
+    // generator, whose every step costs promises of its own), set up as iteration starts.
+    return () => ({
+      [Symbol.asyncIterator]: () => {
+        this.forget();
+        const check = this.checker();
+        const files = new Recent<Rec>(FILE_RING);
+        /** Recent hard links: the file each names in the end. */
+        const links = new Recent<string>(FILE_RING);
+        let last: string | undefined;
+        return mapItems(ordered(), (item): Canonical => {
+          const rec = this.record(item.entry, item.content, this.seq);
+          if (!follows(last, rec)) throw new Unordered();
+          const e = rec.entry;
+          if (e.type !== 'hardlink') this.bytes += e.size;
+          check(e);
+          last = e.path;
+          this.seq++;
+          if (e.type !== 'hardlink') {
+            if (e.type === 'file') files.set(e.path, rec);
+            return { entry: e, from: rec.extra, body: item.body };
+          }
+          // Every member of the group came before this one: the file leads it.
+          const root = links.get(e.linkname!) ?? e.linkname!;
+          const file = files.get(root);
+          if (file === undefined) throw new Unordered();
+          links.set(e.path, root);
+          return { entry: linkTo(file.entry, e.path, root) };
+        })[Symbol.asyncIterator]();
+      },
+    });
   }
 
   /**

@@ -14,8 +14,9 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { aclFromTarText, splitAclXattrs } from './acl-ingest.js';
 import { openArchive } from './decompress.js';
-import { LayerBuilder } from '../layer/builder.js';
-import { readTarFile } from '../tar/reader.js';
+import { LayerBuilder, type SourceItem } from '../layer/builder.js';
+import { mapItems } from '../map-items.js';
+import { readTarFile, type TarEntry } from '../tar/reader.js';
 import type { EntryAcl } from '../types.js';
 
 export interface TarSourceOptions {
@@ -58,38 +59,38 @@ export async function addPlainTar(builder: LayerBuilder, plain: string): Promise
   const src = builder.contentSource((a, b) => reader.range(a as number, b!));
   // Entries that inherit global pax xattrs share one map; split it once, not per entry.
   const split = new WeakMap<ReadonlyMap<string, Buffer>, { xattrs: Map<string, Buffer>; acl: EntryAcl | undefined }>();
-  builder.addFrom(async function* () {
-    for await (const { header: h, body } of readTarFile(plain)) {
-      let s = split.get(h.xattrs);
-      if (s === undefined) {
-        const xattrs = new Map(h.xattrs);
-        s = { xattrs, acl: splitAclXattrs(xattrs, h.path) };
-        split.set(h.xattrs, s);
-      }
-      const { xattrs } = s;
-      const acl = aclFromTarText(h.aclAccess, h.aclDefault, s.acl, h.path);
-      const size = h.size;
-      const hasBody = h.type === 'file' && size > 0;
-      yield {
-        entry: {
-          path: h.path,
-          type: h.type,
-          mode: h.mode,
-          uid: h.uid,
-          gid: h.gid,
-          mtime: h.mtime,
-          size: h.type === 'file' ? size : 0,
-          linkname: h.type === 'symlink' || h.type === 'hardlink' ? h.linkname : undefined,
-          devmajor: h.type === 'char' || h.type === 'block' ? h.devmajor : undefined,
-          devminor: h.type === 'char' || h.type === 'block' ? h.devminor : undefined,
-          xattrs,
-          acl,
-        },
-        content: hasBody ? { src, a: h.dataOffset, b: size } : undefined,
-        body: hasBody ? () => body : undefined,
-      };
+  // One item per tar entry: a map over the reader (mapItems), not a generator of its own.
+  const item = ({ header: h, body }: TarEntry): SourceItem => {
+    let s = split.get(h.xattrs);
+    if (s === undefined) {
+      const xattrs = new Map(h.xattrs);
+      s = { xattrs, acl: splitAclXattrs(xattrs, h.path) };
+      split.set(h.xattrs, s);
     }
-  }, { size: fs.fstatSync(fd).size });
+    const { xattrs } = s;
+    const acl = aclFromTarText(h.aclAccess, h.aclDefault, s.acl, h.path);
+    const size = h.size;
+    const hasBody = h.type === 'file' && size > 0;
+    return {
+      entry: {
+        path: h.path,
+        type: h.type,
+        mode: h.mode,
+        uid: h.uid,
+        gid: h.gid,
+        mtime: h.mtime,
+        size: h.type === 'file' ? size : 0,
+        linkname: h.type === 'symlink' || h.type === 'hardlink' ? h.linkname : undefined,
+        devmajor: h.type === 'char' || h.type === 'block' ? h.devmajor : undefined,
+        devminor: h.type === 'char' || h.type === 'block' ? h.devminor : undefined,
+        xattrs,
+        acl,
+      },
+      content: hasBody ? { src, a: h.dataOffset, b: size } : undefined,
+      body: hasBody ? () => body : undefined,
+    };
+  };
+  builder.addFrom(() => mapItems(readTarFile(plain), item), { size: fs.fstatSync(fd).size });
 }
 
 /** Top-level names an image archive holds: docker save (both formats), skopeo, OCI layouts. */

@@ -151,12 +151,13 @@ function sumBytes(b: Buffer): [number, number] {
  * the checksum field.
  */
 function sumWords(b: Buffer): [number, number] {
-  const w = new Uint32Array(b.buffer, b.byteOffset, BLOCK / 4);
+  const w = wordsOf(b.buffer);
+  const at = b.byteOffset >> 2;
   let pairs = 0;
   let highs = 0;
   for (let i = 0; i < BLOCK / 4; i++) {
     if (i === 37) i = 39;
-    const x = w[i]!;
+    const x = w[at + i]!;
     pairs += (x & 0x00ff00ff) + ((x >>> 8) & 0x00ff00ff);
     highs += (x >>> 7) & 0x01010101;
   }
@@ -164,6 +165,21 @@ function sumWords(b: Buffer): [number, number] {
   const high = (highs & 0xff) + ((highs >>> 8) & 0xff) + ((highs >>> 16) & 0xff) + (highs >>> 24);
   return [unsigned, high];
 }
+
+/**
+ * The 32-bit words of `buffer`, as one view kept for the buffer the headers came from last: a
+ * reader's headers come from a few buffers it reuses, and a view per header was garbage the
+ * import made a million times over.
+ */
+function wordsOf(buffer: ArrayBufferLike): Uint32Array<ArrayBufferLike> {
+  if (buffer !== lastBuffer) {
+    lastWords = new Uint32Array(buffer, 0, buffer.byteLength >> 2);
+    lastBuffer = buffer;
+  }
+  return lastWords;
+}
+let lastBuffer: ArrayBufferLike | undefined;
+let lastWords: Uint32Array<ArrayBufferLike> = new Uint32Array(0);
 
 /** Octal digits after optional leading spaces/NULs, ended by space, NUL or the field end;
  *  NaN when anything else is found. */

@@ -1,0 +1,42 @@
+/**
+ * An async iterable with a function applied to each item, one item out for each item in, as a
+ * plain iterator rather than an async generator.
+ *
+ * The import of a plain tar passes each entry through two such steps (the tar's headers become
+ * a source's items, the items the layer's canonical records) between the reader and the
+ * canonical tar. As async generators, each step cost a queued request, a resumption and
+ * promises of its own on top of the source's: about 0.12 s and 300 bytes of garbage per entry
+ * at a million entries. Here a step is the source's promise and one `then`.
+ *
+ * The protocol is `for await`'s: the source is closed (its `return()`) when the consumer stops
+ * early and when `f` throws; `f`'s error is what the consumer gets. An error of the source
+ * itself passes through (a source that threw is done).
+ */
+export function mapItems<A, B>(source: AsyncIterable<A>, f: (item: A) => B): AsyncIterable<B> {
+  return {
+    [Symbol.asyncIterator](): AsyncIterator<B> {
+      const it = source[Symbol.asyncIterator]();
+      const close = async (): Promise<void> => {
+        await it.return?.();
+      };
+      return {
+        next: () =>
+          it.next().then((r): IteratorResult<B> | Promise<IteratorResult<B>> => {
+            if (r.done) return { value: undefined, done: true };
+            try {
+              return { value: f(r.value), done: false };
+            } catch (e) {
+              return close().then(
+                () => Promise.reject(e),
+                () => Promise.reject(e),
+              );
+            }
+          }),
+        return: async (): Promise<IteratorResult<B>> => {
+          await close();
+          return { value: undefined, done: true };
+        },
+      };
+    },
+  };
+}
