@@ -87,7 +87,6 @@ export class SpillSorter<T> {
   private fd: number | undefined;
   /** Bytes written to the run file: where the next run starts. */
   private written = 0;
-  private readonly runs: Run[] = [];
   /**
    * The runs in push order, cut where a run does not start at or after the end of the one
    * before. A chain is read as one sorted source: input that comes mostly in order (a layer's
@@ -121,7 +120,7 @@ export class SpillSorter<T> {
 
   /** True once a run has been written (the records no longer all fit the budget). */
   get spilled(): boolean {
-    return this.runs.length > 0;
+    return this.chains.length > 0;
   }
 
   push(t: T): void {
@@ -164,7 +163,6 @@ export class SpillSorter<T> {
       // A run cut short by a failed write is never read; the next one starts past its bytes.
       this.written = run.end;
     }
-    this.runs.push(run);
     const first = this.heldRecords[0]?.t;
     const chain = this.chains[this.chains.length - 1];
     if (chain && first !== undefined && this.opts.compare(this.lastOfRuns as T, first) <= 0) chain.push(run);
@@ -179,9 +177,9 @@ export class SpillSorter<T> {
     if (this.disposed) throw new Error('SpillSorter: already disposed');
     // Once it has spilled, a sorter is read from disk alone: the records still held become the
     // last run, so a finished sorter holds no records while others fill (a build keeps several).
-    if (this.runs.length > 0 && this.heldRecords.length > 0) this.flush();
+    if (this.chains.length > 0 && this.heldRecords.length > 0) this.flush();
     this.sortHeld();
-    if (this.runs.length === 0) {
+    if (this.chains.length === 0) {
       for (const { t } of this.heldRecords) yield t;
       return;
     }
@@ -214,7 +212,6 @@ export class SpillSorter<T> {
     this.disposed = true;
     if (this.fd !== undefined) fs.closeSync(this.fd);
     this.fd = undefined;
-    this.runs.length = 0;
     this.chains.length = 0;
     this.lastOfRuns = undefined;
     this.heldRecords = [];
