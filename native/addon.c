@@ -961,6 +961,10 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"readdirfd", NULL, js_readdirfd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"rmtreeat", NULL, js_rmtreeat, NULL, NULL, NULL, napi_enumerable, NULL},
   };
+  /* O_TMPFILE's value differs between architectures (it includes O_DIRECTORY): this header's. */
+  napi_value tmpfile;
+  if (napi_create_uint32(env, O_TMPFILE, &tmpfile) != napi_ok || napi_set_named_property(env, exports, "O_TMPFILE", tmpfile) != napi_ok)
+    return NULL;
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok ||
       deflate_register(env, exports) != napi_ok || lz4_register(env, exports) != napi_ok ||
       extract_register(env, exports) != napi_ok || files_register(env, exports) != napi_ok || sha256_register(env, exports) != napi_ok)

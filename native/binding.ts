@@ -14,6 +14,8 @@ export interface NativeAddon {
   lremovexattr(path: string | Buffer, name: string): void;
   getpwnam(name: string): number | undefined;
   getgrnam(name: string): number | undefined;
+  /** O_TMPFILE as the C headers define it on this architecture. */
+  O_TMPFILE: number;
   openat(dirfd: number, path: string | Buffer, flags: number, mode: number): number;
   openBeneath(dirfd: number, path: string | Buffer, flags: number, mode: number): number;
   syncFileRange(fd: number, offset: number, nbytes: number): void;

@@ -29,6 +29,16 @@ export const RENAME_NOREPLACE = 1;
 export const RENAME_EXCHANGE = 2;
 /** O_PATH (Linux): a descriptor that only names a place, for use as a dirfd. */
 export const O_PATH = 0o10000000;
+/**
+ * O_TMPFILE (Linux 3.11; ext4, XFS, Btrfs, tmpfs among others, not NFS): opening a directory
+ * with it makes a file in that directory's filesystem that has no name. With O_EXCL it can
+ * never be given one (linkat refuses). Its value includes O_DIRECTORY, which differs between
+ * architectures: it is the addon's, from the C headers (read when first asked, so that
+ * importing this module does not load the addon).
+ */
+export function tmpfileFlag(): number {
+  return addon().O_TMPFILE;
+}
 /** Flags of a directory descriptor used to walk and to set a directory's own metadata. */
 export const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
 

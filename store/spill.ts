@@ -5,17 +5,19 @@
  * records held are sorted and written to a run file; reading merges the runs.
  *
  * Runs: byte ranges of one file per sorter, each a sequence of records `u32le length, bytes`.
- * The file is created O_EXCL (0600, never through a symlink) under a random name in `dir` and
- * unlinked at once: it has no name while it is used, so nothing can open it, and the kernel
- * frees it when its descriptor closes, at dispose() (call it in a finally) or however the
- * process ends. A process killed mid-build (the OOM killer, a batch system's time limit)
- * leaves no run behind, in /tmp or the store's tmp/.
+ * The file never has a name while it is used, so nothing can open it, and the kernel frees it
+ * when its descriptor closes, at dispose() (call it in a finally) or however the process ends:
+ * a process killed mid-build (the OOM killer, a batch system's time limit) leaves no run
+ * behind, in /tmp or the store's tmp/. Where `dir`'s filesystem can make a file without a name
+ * (O_TMPFILE: ext4, XFS, Btrfs, tmpfs) it is made so; elsewhere (NFS) it is created O_EXCL
+ * (0600, never through a symlink) under a random name and unlinked at once.
  *
  * Stability: records that compare equal come out in the order they were pushed.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { AT_FDCWD, openat, tmpfileFlag } from '../native/fsops.js';
 
 export interface RecordCodec<T> {
   /** `t` as bytes; they may be a view of the codec's own buffer, valid until its next call. */
@@ -224,12 +226,28 @@ interface Run {
   end: number;
 }
 
+/** What open(2) says when `dir`'s filesystem or the kernel cannot make a file without a name. */
+const NO_TMPFILE = new Set(['EOPNOTSUPP', 'EISDIR', 'EINVAL']);
+
+/**
+ * A new file in `dir`, open for reading and writing, that has no name: O_TMPFILE|O_EXCL (0600;
+ * it can never be linked into a directory) where the filesystem allows, else openNamedUnlinked.
+ */
+export function openUnnamed(dir: string): number {
+  try {
+    return openat(AT_FDCWD, dir, tmpfileFlag() | fs.constants.O_RDWR | fs.constants.O_EXCL, 0o600);
+  } catch (e) {
+    if (!NO_TMPFILE.has((e as NodeJS.ErrnoException).code ?? '')) throw e;
+  }
+  return openNamedUnlinked(dir);
+}
+
 /**
  * A new file in `dir`, open for reading and writing, with its name already gone: created
  * O_EXCL|O_NOFOLLOW (0600) under a random name, so that nothing planted there is opened, and
- * unlinked before anything is written to it.
+ * unlinked before anything is written to it. The name exists between the two calls.
  */
-function openUnnamed(dir: string): number {
+export function openNamedUnlinked(dir: string): number {
   const file = path.join(dir, `spill-${process.pid}-${randomBytes(6).toString('hex')}`);
   const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
   try {

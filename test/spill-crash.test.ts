@@ -7,8 +7,9 @@
  * - A Node process that spills and then kills itself with SIGKILL leaves its directory empty.
  * - `strata unsquash` killed with SIGKILL while its ACL index is spilled (its descriptor seen
  *   open in /proc) leaves $TMPDIR empty. Before, it left a strata-unsquash-* directory with
- *   the runs in it. A run file is named for the moment between its open and its unlink, so
- *   the process is stopped where nothing in $TMPDIR has a name, and killed there.
+ *   the runs in it. Where $TMPDIR has no O_TMPFILE, a run file is named for the moment
+ *   between its open and its unlink, so the process is stopped where nothing in $TMPDIR has a
+ *   name, and killed there.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -91,15 +92,18 @@ else {
       } catch {
         // not started yet, or ended (run.done says which)
       }
-      return open.map(linkOf).find((target) => target.startsWith(`${tmp}/`) && target.includes('/spill-'));
+      // A file made with O_TMPFILE shows as `${tmp}/#<inode> (deleted)`, a named one unlinked
+      // as `${tmp}/spill-... (deleted)`.
+      return open.map(linkOf).find((target) => target.startsWith(`${tmp}/`) && target.endsWith(' (deleted)'));
     };
     while (seen === undefined && !ended && Date.now() < until) {
       seen = spillOpen();
       if (seen === undefined) await new Promise((r) => setTimeout(r, 2));
     }
-    // A run file has its name for the moment between its open and its unlink. The process is
-    // stopped where $TMPDIR holds no name (tried again a little later otherwise, a bounded
-    // number of times), then killed there.
+    // Where the filesystem cannot make a file without a name (no O_TMPFILE), a run file has
+    // its name for the moment between its open and its unlink. The process is stopped where
+    // $TMPDIR holds no name (tried again a little later otherwise, a bounded number of times),
+    // then killed there.
     const signal = (sig: NodeJS.Signals) => {
       try {
         process.kill(run.pid, sig);

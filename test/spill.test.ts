@@ -4,8 +4,10 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readdirSync } from 'node:fs';
-import { SpillSorter, type RecordCodec } from '../store/spill.js';
+import { closeSync, constants, fstatSync, readdirSync, readSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { AT_FDCWD, openat, tmpfileFlag } from '../native/fsops.js';
+import { openNamedUnlinked, SpillSorter, type RecordCodec } from '../store/spill.js';
 import { decodeEntry, encodeEntry, entryCodec } from '../store/layer/entry-codec.js';
 import { comparePaths, type LayerEntry } from '../store/types.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
@@ -96,6 +98,41 @@ test('runs live in one nameless file per sorter, closed by dispose; a read left 
   assert.is(fds(), before, 'dispose closes it');
   assert.throws(() => [...it], /disposed while it was read/);
   assert.throws(() => s.sorted().next(), /already disposed/);
+});
+
+test('where the filesystem makes files without a name, the run file never has one: its directory is never written', ({ dir }) => {
+  // A name made and removed changes the directory's mtime; a file made with O_TMPFILE does not.
+  let probe: number;
+  try {
+    probe = openat(AT_FDCWD, dir, tmpfileFlag() | constants.O_RDWR | constants.O_EXCL, 0o600);
+  } catch (e) {
+    console.log(`skip: O_TMPFILE in ${dir}: ${(e as Error).message}`);
+    return;
+  }
+  closeSync(probe);
+  utimesSync(dir, 1_000_000, 1_000_000);
+  const s = new SpillSorter<[number, number]>({ compare: (a, b) => a[0] - b[0], codec: pairs, dir, budget: 64 * 50 });
+  for (let i = 0; i < 2000; i++) s.push([(i * 7919) % 2000, i]);
+  assert.ok(s.spilled);
+  assert.is([...s.sorted()].length, 2000);
+  s.dispose();
+  assert.is(statSync(dir).mtimeMs, 1_000_000_000, 'no name was made in the directory, not even for a moment');
+});
+
+test('elsewhere the run file is named O_EXCL, 0600, and unlinked before it is used; a planted symlink is refused', ({ dir }) => {
+  const fd = openNamedUnlinked(dir);
+  try {
+    assert.equal(readdirSync(dir), [], 'the name is gone');
+    assert.is(fstatSync(fd).mode & 0o777, 0o600);
+    assert.is(fstatSync(fd).nlink, 0);
+    writeSync(fd, Buffer.from('run'), 0, 3, 0);
+    const back = Buffer.alloc(3);
+    readSync(fd, back, 0, 3, 0);
+    assert.is(back.toString(), 'run', 'read and written by position');
+  } finally {
+    closeSync(fd);
+  }
+  assert.throws(() => openNamedUnlinked(join(dir, 'missing')), /ENOENT/, 'a directory that is not there is an error, not a fallback');
 });
 
 test('comparePaths is the UTF-8 byte order of the components (parents first)', () => {
