@@ -8,7 +8,8 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 const prefix = resolve(process.execPath, '..', '..');
-const args = ['rebuild'];
+// On every core unless JOBS says otherwise (node-gyp's own default is one).
+const args = ['rebuild', '--jobs', process.env.JOBS || 'max'];
 if (existsSync(join(prefix, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${prefix}`);
 const r = spawnSync('node-gyp', args, { stdio: 'inherit' });
 if (r.error) {

@@ -12,7 +12,7 @@ import { missing, skipSuite } from './helpers/probe.js';
 import { removeDir, run, tempDir } from './helpers/tmp.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
-const INSTALL = `npm_config_nodedir="$(node -p 'require("path").resolve(process.execPath, "../..")')" npm ci \\\n  && npm link`;
+const INSTALL = `JOBS=max npm_config_nodedir="$(node -p 'require("path").resolve(process.execPath, "../..")')" npm ci \\\n  && npm link`;
 
 const why = missing({
   tools: ['git', 'npm', 'make', 'g++'],
