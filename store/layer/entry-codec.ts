@@ -221,8 +221,10 @@ class Reader {
       case V_STRING:
         return this.str();
       case V_ARRAY: {
-        const a: unknown[] = [];
-        for (let n = this.u32(); n > 0; n--) a.push(this.value());
+        // Sized once: grown by push, a short array's first store reserves room for 17 elements.
+        const n = this.u32();
+        const a: unknown[] = new Array(n);
+        for (let i = 0; i < n; i++) a[i] = this.value();
         return a;
       }
       case V_JSON:
