@@ -374,10 +374,12 @@ export interface Machine {
   scratch: string;
   /** Seconds a process takes to start and end (processStart): Node's and a C program's. */
   start: { node: number; c: number };
+  /** Seconds the first write to 256 MiB of fresh memory takes (freshMemory). */
+  fresh: number;
 }
 
-/** `start`: processStarts(), taken at the start of the run, before any load of its own. */
-export function machine(scratchDir: string, start: Machine['start']): Machine {
+/** `start` and `fresh`: processStarts() and freshMemory(), taken at the start of the run, before any load of its own. */
+export function machine(scratchDir: string, start: Machine['start'], fresh: number): Machine {
   const c = cpus();
   return {
     cpu: c[0]?.model ?? 'unknown',
@@ -387,7 +389,27 @@ export function machine(scratchDir: string, start: Machine['start']): Machine {
     node: process.version,
     scratch: scratchFilesystem(scratchDir),
     start,
+    fresh,
   };
+}
+
+/**
+ * Seconds the first write to 256 MiB of newly mapped memory takes (median of 3, each in a
+ * Node process of its own): one page fault per 4 KiB page, the kernel zeroing it. Tools that
+ * allocate much pay it, V8's heap and mksquashfs's buffers among them; on the host where every
+ * strata row came out slower than the committed run it took 1.3 s, 20 µs a page
+ * (spec/benchmark.md, The report).
+ */
+export function freshMemory(): number {
+  const script = 'const b = Buffer.alloc(256 << 20); const t = process.hrtime.bigint(); b.fill(1); process.stdout.write(String(Number(process.hrtime.bigint() - t) / 1e9));';
+  const times: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+    const secs = Number(r.stdout);
+    if (r.status !== 0 || !Number.isFinite(secs)) return Number.NaN;
+    times.push(secs);
+  }
+  return times.sort((a, b) => a - b)[1]!;
 }
 
 /** How long Node and a C program take to start and end (processStart). */
@@ -544,6 +566,7 @@ function strataNotMeasured(sections: ReportSection[]): string[] {
   return [...out.values()];
 }
 
+const freshText = (s: number): string => (Number.isNaN(s) ? 'not measured' : `${(s * 1000).toFixed(0)} ms (${((s / 65536) * 1e6).toFixed(1)} µs a page)`);
 const startText = (s: number): string => (Number.isNaN(s) ? 'not measured' : `${(s * 1000).toFixed(1)} ms`);
 
 export function renderReport(r: Report): string {
@@ -557,7 +580,8 @@ export function renderReport(r: Report): string {
   L.push(`- kernel: ${r.machine.kernel}`);
   L.push(`- Node: ${r.machine.node}`);
   L.push(`- scratch filesystem (outputs and trees): ${r.machine.scratch}`);
-  L.push(`- a process's start and end, spawned from this run (median of ${STARTS}): \`node -e 0\` ${startText(r.machine.start.node)}, \`true\` ${startText(r.machine.start.c)}; every strata row pays Node's, sha256sum and the other peers a C program's`, '');
+  L.push(`- a process's start and end, spawned from this run (median of ${STARTS}): \`node -e 0\` ${startText(r.machine.start.node)}, \`true\` ${startText(r.machine.start.c)}; every strata row pays Node's, sha256sum and the other peers a C program's`);
+  L.push(`- the first write to 256 MiB of fresh memory, in a Node process (median of 3): ${freshText(r.machine.fresh)}; every tool that allocates much pays it per page`, '');
   L.push('## Tools', '');
   for (const [k, v] of Object.entries(r.tools)) L.push(`- ${k}: ${v}`);
   L.push('', '## Data', '');

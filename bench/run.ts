@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { libdeflateVersion } from '../native/deflate.js';
 import { lz4Version } from '../native/lz4.js';
 import { defaultDataRoot, ensureData, type BenchData, type LayerName } from './data.js';
-import { emptyTrash, freshDir, machine, processStarts, renderReport, table, toolVersions, useTrash, writeText, type Report, type ReportSection } from './harness.js';
+import { emptyTrash, freshDir, freshMemory, machine, processStarts, renderReport, table, toolVersions, useTrash, writeText, type Report, type ReportSection } from './harness.js';
 import { mkfsErofsCompressors } from './peers.js';
 import { scalePlot } from './plot.js';
 import { BenchError, log, run } from './proc.js';
@@ -45,6 +45,7 @@ async function main(): Promise<number> {
   const t0 = Date.now();
   const loadStart = loadavg();
   const starts = processStarts();
+  const fresh = freshMemory();
   const root = packageRoot();
   const data: BenchData = await ensureData(defaultDataRoot(root));
   const S = await freshDir(join(data.root, 'scratch'));
@@ -106,7 +107,7 @@ async function main(): Promise<number> {
   for (const sec of sections) if ('data' in sec.result) dataLines.push(...(sec.result as { data: string[] }).data);
   const report: Report = {
     date: new Date(),
-    machine: machine(S, starts),
+    machine: machine(S, starts, fresh),
     tools: await toolVersions(),
     settings: [
       strata.available
