@@ -93,9 +93,14 @@ export async function measure(cmd: string, args: readonly string[], opts: Measur
 
 export function summarize(samples: number[], rssKiB: number): Measurement {
   const s = [...samples].sort((a, b) => a - b);
+  return { samples, min: s[0]!, median: median(samples), max: s[s.length - 1]!, rssKiB };
+}
+
+/** The median of `samples` (of the middle two for an even count). */
+function median(samples: number[]): number {
+  const s = [...samples].sort((a, b) => a - b);
   const mid = s.length >> 1;
-  const median = s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-  return { samples, min: s[0]!, median, max: s[s.length - 1]!, rssKiB };
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -409,7 +414,7 @@ export function freshMemory(): number {
     if (r.status !== 0 || !Number.isFinite(secs)) return Number.NaN;
     times.push(secs);
   }
-  return times.sort((a, b) => a - b)[1]!;
+  return median(times);
 }
 
 /** How long Node and a C program take to start and end (processStart). */
@@ -434,7 +439,7 @@ function processStart(cmd: string, args: string[]): number {
     if (r.status !== 0) return Number.NaN;
     times.push(Number(process.hrtime.bigint() - t) / 1e9);
   }
-  return times.sort((a, b) => a - b)[STARTS >> 1]!;
+  return median(times);
 }
 const STARTS = 7;
 
