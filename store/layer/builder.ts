@@ -52,14 +52,15 @@ export interface ContentRef {
 
 /**
  * One entry of a source that can give its entries again (LayerBuilder.addFrom): the entry, its
- * content by reference, and the same content as the source reaches it.
+ * content by reference, and the same content as the source reaches it. The entry is the
+ * builder's from then on (it is made canonical in place), as an entry given to add() is.
  */
 export interface SourceItem {
   entry: LayerEntry;
   /** The content, readable at any time and in any order (it goes through the spill files). */
   content?: ContentRef;
-  /** The content read in sequence, valid until the next item is asked for. */
-  body?: ContentOpener;
+  /** The content read in sequence, once, valid until the next item is asked for. */
+  body?: AsyncIterable<Uint8Array>;
 }
 
 /** A source's entries from its start, in the same order on every call. */
@@ -181,10 +182,14 @@ export class LayerBuilder {
     return this.sources.length - 1;
   }
 
-  /** Adds one entry. `entry.path` may be raw (it is normalized here); hard-link names too. */
+  /**
+   * Adds one entry, which is the builder's from then on (made canonical in place). `entry.path`
+   * may be raw (it is normalized here); hard-link names too.
+   */
   add(entry: LayerEntry, content?: ContentOpener | ContentRef): void {
     if (this.built || this.ordered) throw new Error('LayerBuilder: add after build or after an ordered source');
-    const r = this.record(entry, content, this.seq++);
+    const e = this.canonicalEntry(entry);
+    const r: Rec = { entry: e, extra: [this.seq++, keepsContent(entry, e) ? this.contentOf(content) : null] };
     this.note(r);
     this.sorter.push(r);
   }
@@ -233,28 +238,38 @@ export class LayerBuilder {
     this.seq = 0;
   }
 
-  /** The record of the `n`th entry: its path normalized, its metadata canonical and within the limits. */
-  private record(entry: LayerEntry, content: ContentOpener | ContentRef | undefined, n: number): Rec {
+  /**
+   * `entry` made canonical in place (its path normalized, its metadata canonical, within the
+   * limits) and returned; for a whiteout, a new entry with its metadata zeroed. Made in place:
+   * a copy per entry was a sixth of the garbage of a large import.
+   */
+  private canonicalEntry(entry: LayerEntry): LayerEntry {
     const p = normalizeLayerPath(entry.path);
-    if (whiteoutTarget(p)) {
-      return { entry: { path: p, type: 'file', mode: 0, uid: 0, gid: 0, mtime: 0, size: 0 }, extra: [n, null] };
-    }
+    if (whiteoutTarget(p)) return { path: p, type: 'file', mode: 0, uid: 0, gid: 0, mtime: 0, size: 0 };
+    const e = entry;
+    e.mode = modeWithAcl(e);
+    e.path = p;
+    e.mtime = Math.floor(e.mtime);
     // An empty xattr map costs memory on every entry of a large layer: keep none.
-    const e: LayerEntry = { ...entry, path: p, mode: modeWithAcl(entry), mtime: Math.floor(entry.mtime), xattrs: entry.xattrs?.size ? entry.xattrs : undefined };
+    if (e.xattrs !== undefined && e.xattrs.size === 0) e.xattrs = undefined;
     checkOutputLimits(e);
     if (e.type === 'hardlink') {
-      const target = normalizeLayerPath(e.linkname ?? '', `hard link target of '${printable(p)}'`);
-      return { entry: { ...e, linkname: target, size: 0, xattrs: undefined, acl: undefined }, extra: [n, null] };
-    }
-    if (e.type !== 'file') e.size = 0;
-    let c: Content = null;
+      e.linkname = normalizeLayerPath(e.linkname ?? '', `hard link target of '${printable(p)}'`);
+      e.size = 0;
+      e.xattrs = undefined;
+      e.acl = undefined;
+    } else if (e.type !== 'file') e.size = 0;
+    return e;
+  }
+
+  /** A content as a record carries it. */
+  private contentOf(content: ContentOpener | ContentRef | undefined): Content {
     if (typeof content === 'function') {
       this.openers.push(content);
-      c = ['fn', this.openers.length - 1];
-    } else if (content !== undefined) {
-      c = content.b === undefined ? [content.src, content.a] : [content.src, content.a, content.b];
+      return ['fn', this.openers.length - 1];
     }
-    return { entry: e, extra: [n, c] };
+    if (content === undefined) return null;
+    return content.b === undefined ? [content.src, content.a] : [content.src, content.a, content.b];
   }
 
   /** What the builder keeps of every entry beside the sorter: its hard links, the bytes of its files. */
@@ -277,13 +292,15 @@ export class LayerBuilder {
     return b === undefined ? { src, a } : { src, a, b };
   }
 
-  private opener(extra: Extra): ContentOpener | undefined {
-    const c = extra[1];
-    if (c === null) return undefined;
-    if (c[0] === 'fn') return this.openers[c[1] as number];
+  /** The content of a canonical entry, to be read once: as the source reads it, or by its reference. */
+  private body(s: Canonical): AsyncIterable<Uint8Array> | undefined {
+    if (s.body !== undefined) return s.body;
+    if (s.ref !== undefined) return this.sources[s.ref.src]!(s.ref.a, s.ref.b);
+    const c = s.from?.[1];
+    if (c === undefined || c === null) return undefined;
+    if (c[0] === 'fn') return this.openers[c[1] as number]!();
     const [src, a, b] = c as [number, number | string, number?];
-    const read = this.sources[src]!;
-    return () => read(a, b);
+    return this.sources[src]!(a, b);
   }
 
   /**
@@ -422,28 +439,27 @@ export class LayerBuilder {
       [Symbol.asyncIterator]: () => {
         this.forget();
         const check = this.checker();
-        const files = new Recent<Rec>(FILE_RING);
+        const files = new Recent<LayerEntry>(FILE_RING);
         /** Recent hard links: the file each names in the end. */
         const links = new Recent<string>(FILE_RING);
         let last: string | undefined;
         return mapItems(ordered(), (item): Canonical => {
-          const rec = this.record(item.entry, item.content, this.seq);
-          if (!follows(last, rec)) throw new Unordered();
-          const e = rec.entry;
+          const e = this.canonicalEntry(item.entry);
+          if (!follows(last, e)) throw new Unordered();
           if (e.type !== 'hardlink') this.bytes += e.size;
           check(e);
           last = e.path;
           this.seq++;
           if (e.type !== 'hardlink') {
-            if (e.type === 'file') files.set(e.path, rec);
-            return { entry: e, from: rec.extra, body: item.body };
+            if (e.type === 'file') files.set(e.path, e);
+            return keepsContent(item.entry, e) ? { entry: e, ref: item.content, body: item.body } : { entry: e };
           }
           // Every member of the group came before this one: the file leads it.
           const root = links.get(e.linkname!) ?? e.linkname!;
           const file = files.get(root);
           if (file === undefined) throw new Unordered();
           links.set(e.path, root);
-          return { entry: linkTo(file.entry, e.path, root) };
+          return { entry: linkTo(file, e.path, root) };
         })[Symbol.asyncIterator]();
       },
     });
@@ -461,7 +477,6 @@ export class LayerBuilder {
     const ordered = this.ordered;
     /** The canonical entries in order, each with where its content is. */
     const records = ordered === undefined ? this.sortedRecords() : this.orderedRecords(ordered);
-    const canonical = (s: Canonical): { entry: LayerEntry; content?: ContentOpener } => ({ entry: s.entry, content: s.body ?? (s.from && this.opener(s.from)) });
     // The manifest's entries, in its order (JSON's, by UTF-16 code units: not the tar's), through
     // spill files: a licensed tree has an ACL on every file, and 200,000 of them held as
     // objects, then as one JSON string, took the import past 340 MiB.
@@ -477,16 +492,18 @@ export class LayerBuilder {
       },
       sizeHint: ordered === undefined ? this.bytes + 512 * this.seq : this.orderedSize,
       tar: (onEntry) =>
-        canonicalTar(records(), (s) => {
-          const c = canonical(s);
-          const m = manifestEntry(c.entry);
-          if (m) manifestEntries.push([c.entry.path, canonicalJsonText(m)]);
-          onEntry?.(c.entry);
-          return c;
-        }),
+        canonicalTar(
+          records(),
+          (e) => {
+            const m = manifestEntry(e);
+            if (m) manifestEntries.push([e.path, canonicalJsonText(m)]);
+            onEntry?.(e);
+          },
+          (s) => this.body(s),
+        ),
       refs: async function* () {
         // By reference: these contents are read after the pass, in any order.
-        for await (const c of records()) yield { entry: c.entry, content: c.from && builder.refOf(c.from) };
+        for await (const c of records()) yield { entry: c.entry, content: c.ref ?? (c.from && builder.refOf(c.from)) };
       },
       manifest: (layer) => manifestBytes(manifestEntries.sorted(), { manifestVersion: 1, layer, stats: { entries: builder.seq, bytes: builder.bytes } }),
     };
@@ -553,14 +570,19 @@ class Unordered extends Error {
 }
 
 /**
- * An entry on its way to the canonical tar, in its canonical form: where its content is (the
- * record `from`'s), and the same content as read in sequence when the source gives it.
+ * An entry on its way to the canonical tar, in its canonical form, and where its content is:
+ * for a sorted entry, its record's `from`; for one of an ordered source, the source's
+ * reference `ref` and the same content as read in sequence (`body`), when it gives them.
  */
 interface Canonical {
   entry: LayerEntry;
   from?: Extra;
-  body?: ContentOpener;
+  ref?: ContentRef;
+  body?: AsyncIterable<Uint8Array>;
 }
+
+/** Whether an entry made canonical (`e`, from `given`) keeps the content given with it: whiteouts and hard links have none. */
+const keepsContent = (given: LayerEntry, e: LayerEntry): boolean => e === given && e.type !== 'hardlink';
 
 /** A hard link as added: the path it names, its own path, the order it was added in (decimal). */
 type LinkRec = [target: string, path: string, seq: string];
@@ -574,11 +596,11 @@ function linkTo(file: LayerEntry, path: string, leader: string): LayerEntry {
   return { ...meta, path, type: 'hardlink', size: 0, linkname: leader };
 }
 
-/** Whether `r` comes after `last` in canonical order and, a hard link, names a path before its own. */
-function follows(last: string | undefined, r: Rec): boolean {
-  const p = r.entry.path;
+/** Whether `e` comes after `last` in canonical order and, a hard link, names a path before its own. */
+function follows(last: string | undefined, e: LayerEntry): boolean {
+  const p = e.path;
   if (last !== undefined && comparePaths(last, p) >= 0) return false;
-  return r.entry.type !== 'hardlink' || comparePaths(r.entry.linkname!, p) < 0;
+  return e.type !== 'hardlink' || comparePaths(e.linkname!, p) < 0;
 }
 
 /**
@@ -627,15 +649,16 @@ const GATHER = 512 << 10;
 const PASS = 128 << 10;
 
 /**
- * The canonical tar of `records`, each made canonical by `canonical` as it comes, as chunks.
- * A tree of small files is mostly headers, short bodies and padding: each passed on alone
- * cost more (a turn of every async loop downstream) than copying it, so they are gathered
- * into chunks of about GATHER bytes, in one buffer reused once the consumer asks for more;
- * large body chunks pass through as they come.
+ * The canonical tar of `records`, as chunks; `seen` is told of each entry as it is written,
+ * `body` gives a file's content. A tree of small files is mostly headers, short bodies and
+ * padding: each passed on alone cost more (a turn of every async loop downstream) than
+ * copying it, so they are gathered into chunks of about GATHER bytes, in one buffer reused
+ * once the consumer asks for more; large body chunks pass through as they come.
  */
 async function* canonicalTar(
   records: Iterable<Canonical> | AsyncIterable<Canonical>,
-  canonical: (s: Canonical) => { entry: LayerEntry; content?: ContentOpener },
+  seen: (e: LayerEntry) => void,
+  body: (s: Canonical) => AsyncIterable<Uint8Array> | undefined,
 ): AsyncGenerator<Uint8Array> {
   const buf = Buffer.allocUnsafe(GATHER);
   let used = 0;
@@ -646,7 +669,8 @@ async function* canonicalTar(
     return out;
   };
   for await (const s of records) {
-    const { entry: e, content } = canonical(s);
+    const e = s.entry;
+    seen(e);
     // Most headers are one block, written in place; the others (pax) are encoded apart.
     const fields = canonicalFields(e);
     if (used + BLOCK > GATHER) yield cut();
@@ -661,11 +685,12 @@ async function* canonicalTar(
       }
     }
     if (e.type !== 'file' || e.size === 0) continue;
+    const content = body(s);
     if (!content) throw new StrataError(STORE_ERR.SOURCE_INVALID, `'${printable(e.path)}' has ${e.size} bytes but its source gave no content`, { hint: 'the source is damaged; import it again' });
     let n = 0;
     // As `for await` reads it, but a chunk the source holds already is taken without a promise
     // (NowIterator): a small file's body mostly is.
-    const it: NowIterator = content()[Symbol.asyncIterator]();
+    const it: NowIterator = content[Symbol.asyncIterator]();
     let ended = false;
     try {
       for (;;) {

@@ -87,7 +87,7 @@ export async function addPlainTar(builder: LayerBuilder, plain: string): Promise
         acl,
       },
       content: hasBody ? { src, a: h.dataOffset, b: size } : undefined,
-      body: hasBody ? () => body : undefined,
+      body: hasBody ? body : undefined,
     };
   };
   builder.addFrom(() => mapItems(readTarFile(plain), item), { size: fs.fstatSync(fd).size });

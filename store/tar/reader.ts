@@ -4,6 +4,8 @@
  *
  * - GNU 'L' / 'K' headers carry the next entry's long name / link target as their body.
  * - The archive ends with a zero block (normally two; a lone one is accepted).
+ * - User and group names (uname, gname, and their pax records) are not read: a canonical
+ *   layer keeps numeric ids only, and decoding them cost two strings per entry.
  */
 import { readSync } from 'node:fs';
 import { open as openFile, type FileHandle } from 'node:fs/promises';
@@ -40,9 +42,6 @@ export interface TarHeader {
   /** Device numbers for 'char' and 'block'; 0 for every other type. */
   devmajor: number;
   devminor: number;
-  /** User and group names as stored (pax overrides), '' when absent. Lossy UTF-8 decode. */
-  uname: string;
-  gname: string;
   /**
    * Extended attributes by name, values byte-exact: `SCHILY.xattr.<name>` (raw bytes, as GNU
    * tar, star, umoci write them) and `LIBARCHIVE.xattr.<%-escaped name>` (base64, bsdtar).
@@ -97,9 +96,7 @@ const MAX_LONGNAME_SIZE = 1024 * 1024;
 const EMPTY: Buffer = Buffer.alloc(0);
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
-const utf8Lossy = new TextDecoder('utf-8');
 const strictUtf8 = (b: Buffer): string => utf8.decode(b);
-const lossyUtf8 = (b: Buffer): string => utf8Lossy.decode(b);
 
 /**
  * A pull-based byte source that hands out views of its chunks, copying only when a requested
@@ -491,16 +488,6 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
         devminor = decodeNumber(blk, 'devminor', where);
         if (devmajor < 0 || devminor < 0) throw tarCorrupt(`negative device number ${devmajor}:${devminor} in the header of ${where}`, 'the archive is damaged');
       }
-      let uname = '';
-      let gname = '';
-      if (ustar) {
-        uname = fieldText(blk, FIELD.uname[0], FIELD.uname[1], lossyUtf8);
-        gname = fieldText(blk, FIELD.gname[0], FIELD.gname[1], lossyUtf8);
-      }
-      const pun = paxValue(local, globalPax, 'uname');
-      if (pun !== undefined) uname = utf8Lossy.decode(pun);
-      const pgn = paxValue(local, globalPax, 'gname');
-      if (pgn !== undefined) gname = utf8Lossy.decode(pgn);
 
       // The global xattrs are shared; an entry with xattr records of its own gets a copy.
       let xattrs = globalPax.xattrs(where);
@@ -520,7 +507,7 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
       const dataSize = type === 'file' || (type === 'hardlink' && sawPax) ? size : 0;
       const header: TarHeader = {
         path, type, mode, uid, gid, size: dataSize, mtime, linkname, devmajor, devminor,
-        uname, gname, xattrs, pax: local, offset: off, dataOffset: input.offset,
+        xattrs, pax: local, offset: off, dataOffset: input.offset,
       };
       if (acc !== undefined) header.aclAccess = paxText(acc, 'SCHILY.acl.access', where);
       if (dfl !== undefined) header.aclDefault = paxText(dfl, 'SCHILY.acl.default', where);
