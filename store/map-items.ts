@@ -6,37 +6,55 @@
  * a source's items, the items the layer's canonical records) between the reader and the
  * canonical tar. As async generators, each step cost a queued request, a resumption and
  * promises of its own on top of the source's: about 0.12 s and 300 bytes of garbage per entry
- * at a million entries. Here a step is the source's promise and one `then`.
+ * at a million entries. Here a step is the source's promise and one `then`, and a map over a
+ * map is one step: the functions composed over the first one's source (another `then` and
+ * result per entry was a sixth of the import's garbage).
  *
  * The protocol is `for await`'s: the source is closed (its `return()`) when the consumer stops
  * early and when `f` throws; `f`'s error is what the consumer gets. An error of the source
  * itself passes through (a source that threw is done).
  */
 export function mapItems<A, B>(source: AsyncIterable<A>, f: (item: A) => B): AsyncIterable<B> {
-  return {
-    [Symbol.asyncIterator](): AsyncIterator<B> {
-      const it = source[Symbol.asyncIterator]();
-      const close = async (): Promise<void> => {
-        await it.return?.();
-      };
-      return {
-        next: () =>
-          it.next().then((r): IteratorResult<B> | Promise<IteratorResult<B>> => {
-            if (r.done) return { value: undefined, done: true };
-            try {
-              return { value: f(r.value), done: false };
-            } catch (e) {
-              return close().then(
-                () => Promise.reject(e),
-                () => Promise.reject(e),
-              );
-            }
-          }),
-        return: async (): Promise<IteratorResult<B>> => {
-          await close();
-          return { value: undefined, done: true };
-        },
-      };
-    },
-  };
+  if (source instanceof Mapped) return (source as Mapped<unknown, A>).map(f);
+  return new Mapped(source, f);
+}
+
+/** `source` with `f` applied to each item. */
+class Mapped<A, B> implements AsyncIterable<B> {
+  constructor(
+    private readonly source: AsyncIterable<A>,
+    private readonly f: (item: A) => B,
+  ) {}
+
+  /** This map followed by `g`, as one step over the same source. (Not named `then`: that would make a map thenable.) */
+  map<C>(g: (item: B) => C): Mapped<A, C> {
+    const f = this.f;
+    return new Mapped(this.source, (item: A) => g(f(item)));
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<B> {
+    const it = this.source[Symbol.asyncIterator]();
+    const f = this.f;
+    const close = async (): Promise<void> => {
+      await it.return?.();
+    };
+    return {
+      next: () =>
+        it.next().then((r): IteratorResult<B> | Promise<IteratorResult<B>> => {
+          if (r.done) return { value: undefined, done: true };
+          try {
+            return { value: f(r.value), done: false };
+          } catch (e) {
+            return close().then(
+              () => Promise.reject(e),
+              () => Promise.reject(e),
+            );
+          }
+        }),
+      return: async (): Promise<IteratorResult<B>> => {
+        await close();
+        return { value: undefined, done: true };
+      },
+    };
+  }
 }

@@ -74,4 +74,35 @@ test("the source's error passes through", async () => {
   assert.equal(out, [0, 1]);
 });
 
+test('a map over a map is one step: both functions, in order, and the protocol kept', async () => {
+  const { source, seen } = counted(100);
+  const calls: string[] = [];
+  const inner = mapItems(source, (i) => {
+    calls.push(`f${i}`);
+    return i + 1;
+  });
+  const outer = mapItems(inner, (i) => {
+    calls.push(`g${i}`);
+    if (i === 3) throw new Error('refused 3');
+    return i * 10;
+  });
+  const out: number[] = [];
+  try {
+    for await (const x of outer) out.push(x);
+    assert.unreachable('the error reaches the loop');
+  } catch (e) {
+    assert.match((e as Error).message, /refused 3/);
+  }
+  assert.equal(out, [10, 20]);
+  assert.equal(calls, ['f0', 'g1', 'f1', 'g2', 'f2', 'g3']);
+  assert.ok(seen.closed, 'the source was closed');
+  // The inner map is still a map of its own.
+  const again = counted(3);
+  const plain: number[] = [];
+  for await (const x of mapItems(again.source, (i) => i + 1)) plain.push(x);
+  assert.equal(plain, [1, 2, 3]);
+  // Awaiting a map is not taken for a promise (it has no `then`).
+  assert.is(await Promise.resolve(inner), inner);
+});
+
 test.run();
