@@ -14,6 +14,7 @@ import { buildImage } from '../compose/squash.js';
 import { comparePaths, MemoryStore, STORE_ERR, type LoadedModule, type StoreReader } from '../store/index.js';
 import { LocalStore } from '../store/local-store.js';
 import { EntryListBytes } from '../store/entry-rows.js';
+import { encodeHeader, END_OF_ARCHIVE } from '../store/tar/writer.js';
 import type { LayerEntry } from '../store/types.js';
 import { seeded } from './helpers/random.js';
 import { parseCid } from '../store/cid.js';
@@ -131,6 +132,22 @@ test('a layer damaged late fails at the end of the read in both, never cleanly',
     writeFileSync(file, good);
     memory.blobs.set(hex, good);
   }
+});
+
+test('an entry list read back across a MiB boundary inside a character gives the same entries', async ({ dir, local }) => {
+  // Names of three-byte characters, enough of them for a list past a MiB (the cache is read
+  // a MiB at a time), under a directory whose name's length puts the first MiB's end inside one.
+  const names: string[] = [];
+  for (let i = 0; i < 9000; i++) names.push(`dd/${'€'.repeat(40)}-${String(i).padStart(5, '0')}`);
+  const tar = join(dir, 'euro.tar');
+  const meta = { mode: 0o644, uid: 0, gid: 0, mtime: 1_700_000_000, size: 0 };
+  writeFileSync(tar, Buffer.concat([encodeHeader({ path: 'dd/', type: 'dir', ...meta, mode: 0o755 }), ...names.map((path) => encodeHeader({ path, type: 'file', ...meta })), END_OF_ARCHIVE]));
+  const r = await local.importModule('euro/1', tar, { allowMissing: true });
+  const rows = readFileSync(join(local.cacheDir, 'entries', `${parseCid(r.layer).hex}.rows`));
+  assert.ok(rows.length > 1 << 20 && (rows[1 << 20]! & 0xc0) === 0x80, 'the first MiB of the list ends inside a character');
+  const mod = await local.get('euro/1');
+  const listed = (await collect(local.layerEntries(mod))).map((e) => e.path);
+  assert.equal(listed, ['dd', ...names], 'the entries, every name whole');
 });
 
 test.run();
