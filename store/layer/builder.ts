@@ -239,14 +239,13 @@ export class LayerBuilder {
   }
 
   /**
-   * `entry` made canonical in place (its path normalized, its metadata canonical, within the
+   * `e` made canonical in place (its path normalized, its metadata canonical, within the
    * limits) and returned; for a whiteout, a new entry with its metadata zeroed. Made in place:
    * a copy per entry was a sixth of the garbage of a large import.
    */
-  private canonicalEntry(entry: LayerEntry): LayerEntry {
-    const p = normalizeLayerPath(entry.path);
+  private canonicalEntry(e: LayerEntry): LayerEntry {
+    const p = normalizeLayerPath(e.path);
     if (whiteoutTarget(p)) return { path: p, type: 'file', mode: 0, uid: 0, gid: 0, mtime: 0, size: 0 };
-    const e = entry;
     e.mode = modeWithAcl(e);
     e.path = p;
     e.mtime = Math.floor(e.mtime);

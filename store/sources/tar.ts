@@ -59,19 +59,14 @@ export async function addPlainTar(builder: LayerBuilder, plain: string): Promise
   const src = builder.contentSource((a, b) => reader.range(a as number, b!));
   // Entries that inherit global pax xattrs share one map; split it once, not per entry.
   const split = new WeakMap<ReadonlyMap<string, Buffer>, { xattrs: Map<string, Buffer>; acl: EntryAcl | undefined }>();
-  // The last map split, which the next entry mostly shares (a WeakMap lookup per entry saved).
-  let lastMap: ReadonlyMap<string, Buffer> | undefined;
-  let lastSplit: { xattrs: Map<string, Buffer>; acl: EntryAcl | undefined } | undefined;
   // One item per tar entry: a map over the reader (mapItems), not a generator of its own.
   const item = ({ header: h, body }: TarEntry): SourceItem => {
-    let s = h.xattrs === lastMap ? lastSplit : split.get(h.xattrs);
+    let s = split.get(h.xattrs);
     if (s === undefined) {
       const xattrs = new Map(h.xattrs);
       s = { xattrs, acl: splitAclXattrs(xattrs, h.path) };
       split.set(h.xattrs, s);
     }
-    lastMap = h.xattrs;
-    lastSplit = s;
     const { xattrs } = s;
     const acl = aclFromTarText(h.aclAccess, h.aclDefault, s.acl, h.path);
     const size = h.size;

@@ -12,7 +12,7 @@ import { open as openFile, type FileHandle } from 'node:fs/promises';
 import type { StrataError } from '../errors.js';
 import type { EntryType } from '../types.js';
 import {
-  BLOCK, checksumOk, cstring, decodeNumber, decodePath, ENTRY_TYPE, FIELD, fieldText, flavourOf, hasUstarMagic, isZeroBlock,
+  BLOCK, checksumOk, cstring, decodeNumber, decodePath, ENTRY_TYPE, FIELD, fieldText, flavourOf, hasUstarMagic, isZeroBlock, NUMERIC,
   EntryAt, padding, pathText, showName, tarCorrupt, tarTruncated, tarUnsupported,
 } from './header.js';
 import { addXattrs, decodePaxRecords, GlobalPax, isXattrKey, paxInteger, paxText, paxTime } from './pax.js';
@@ -397,7 +397,7 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
       const where = new EntryAt(off);
       const flag = String.fromCharCode(blk[156]!);
       const flavour = flavourOf(blk);
-      const rawSize = decodeNumber(blk, 'size', where);
+      const rawSize = decodeNumber(blk, NUMERIC.size, where);
 
       if (flag === 'x' || flag === 'g') {
         sawPax = true;
@@ -468,24 +468,24 @@ async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
       let size = rawSize;
       const ps = paxValue(local, globalPax, 'size');
       if (ps !== undefined) size = paxInteger(ps, 'size', where);
-      let uid = decodeNumber(blk, 'uid', where);
-      let gid = decodeNumber(blk, 'gid', where);
-      let mtime = decodeNumber(blk, 'mtime', where);
+      let uid = decodeNumber(blk, NUMERIC.uid, where);
+      let gid = decodeNumber(blk, NUMERIC.gid, where);
+      let mtime = decodeNumber(blk, NUMERIC.mtime, where);
       const pu = paxValue(local, globalPax, 'uid');
       if (pu !== undefined) uid = paxInteger(pu, 'uid', where);
       const pg = paxValue(local, globalPax, 'gid');
       if (pg !== undefined) gid = paxInteger(pg, 'gid', where);
       const pm = paxValue(local, globalPax, 'mtime');
       if (pm !== undefined) mtime = paxTime(pm, where);
-      const mode = decodeNumber(blk, 'mode', where) & 0o7777;
+      const mode = decodeNumber(blk, NUMERIC.mode, where) & 0o7777;
       if (size < 0 || uid < 0 || gid < 0) throw tarCorrupt(`negative size or owner (${size}, ${uid}:${gid}) in the header of ${where}`, 'the archive is damaged');
 
       let devmajor = 0;
       let devminor = 0;
       const ustar = flavour !== 'v7';
       if ((type === 'char' || type === 'block') && ustar) {
-        devmajor = decodeNumber(blk, 'devmajor', where);
-        devminor = decodeNumber(blk, 'devminor', where);
+        devmajor = decodeNumber(blk, NUMERIC.devmajor, where);
+        devminor = decodeNumber(blk, NUMERIC.devminor, where);
         if (devmajor < 0 || devminor < 0) throw tarCorrupt(`negative device number ${devmajor}:${devminor} in the header of ${where}`, 'the archive is damaged');
       }
 
