@@ -258,10 +258,16 @@ export interface Row {
   strata: Outcome;
   peerName: string;
   peer: Outcome;
-  /** What the issue asks of this row, as text (e.g. "≥ 1.0×"), and the threshold on speedup. */
-  goal?: { text: string; minSpeedup?: number };
+  /**
+   * What the issue asks of this row, as text (e.g. "≥ 1.0×"), the threshold on speedup, and
+   * why the row misses it when it does, where that is known (bench/why.ts).
+   */
+  goal?: { text: string; minSpeedup?: number; why?: Why };
   note?: string;
 }
+
+/** Why a row misses its goal, from the row and the machine lines of the same run (bench/why.ts). */
+export type Why = (row: Row, machine: Machine) => string;
 
 /**
  * peer median / strata median: above 1 means strata is faster. `atLeast` when the peer was
@@ -539,26 +545,35 @@ export interface Report {
   notRun: string[];
 }
 
-/** Every goal a run does not meet, one line each (speed, peak RSS, image size, strata cells not measured). */
-export function goalsNotMet(sections: ReportSection[]): string[] {
-  const out: string[] = [];
+/** A goal a run does not meet, and why where that is known. */
+export interface Missed {
+  text: string;
+  why?: string;
+}
+
+/** Every goal a run does not meet, one each (speed, peak RSS, image size), in the report's order. */
+export function goalsNotMet(sections: ReportSection[], machine: Machine): Missed[] {
+  const out = new Map<string, Missed>();
+  const add = (m: Missed): void => {
+    if (!out.has(m.text)) out.set(m.text, m);
+  };
   for (const { result } of sections) {
     const rssSeen = new Set<string>();
     for (const r of result.rows) {
       const s = speedup(r);
-      if (speedGoalMet(r) === false) out.push(`${r.what}: ${s!.value.toFixed(2)}× ${r.peerName}, goal ${r.goal!.text}`);
+      if (speedGoalMet(r) === false) add({ text: `${r.what}: ${s!.value.toFixed(2)}× ${r.peerName}, goal ${r.goal!.text}`, why: r.goal!.why?.(r, machine) });
       if (rssGoalMet(r) === false && !rssSeen.has(r.what)) {
         rssSeen.add(r.what);
-        out.push(`${r.what}: peak RSS ${mib(rssOf(r.strata)!)}, goal ≤ ${MAX_RSS_MIB} MiB`);
+        add({ text: `${r.what}: peak RSS ${mib(rssOf(r.strata)!)}, goal ≤ ${MAX_RSS_MIB} MiB` });
       }
     }
     for (const z of result.sizes) {
       if (z.goal && z.strata !== undefined && z.peer !== undefined && z.strata > z.peer) {
-        out.push(`image size, ${z.what}: ${((z.strata / z.peer) * 100).toFixed(1)} % of ${z.peerName}, goal ≤ 100 %`);
+        add({ text: `image size, ${z.what}: ${((z.strata / z.peer) * 100).toFixed(1)} % of ${z.peerName}, goal ≤ 100 %` });
       }
     }
   }
-  return [...new Set(out)];
+  return [...out.values()];
 }
 
 /** strata cells that hold no measurement, one line per distinct row name. */
@@ -595,7 +610,7 @@ export function renderReport(r: Report): string {
   for (const s of r.settings) L.push(`- ${s}`);
   for (const n of r.notRun) L.push(`- not run: ${n}`);
   L.push('', '## Goals not met', '');
-  const missed = goalsNotMet(r.sections);
+  const missed = goalsNotMet(r.sections, r.machine);
   const unmeasured = strataNotMeasured(r.sections);
   L.push(
     'The goals (issues 5, 12 and 15): sandbox ≥ 1.0× GNU tar; images ≥ 1.0× mksquashfs at gzip and zstd; image size ≤ mksquashfs’s; ingest ≥ 1.0× sha256sum; ' +
@@ -605,7 +620,10 @@ export function renderReport(r: Report): string {
   if (missed.length === 0) {
     L.push(unmeasured.length === 0 ? '- every row meets its goal' : '- none of the rows measured for strata misses a goal, but some could not be measured (below)');
   }
-  for (const m of missed) L.push(`- ${m}`);
+  for (const m of missed) {
+    L.push(`- ${m.text}`);
+    if (m.why) L.push(`  - why: ${m.why}`);
+  }
   if (unmeasured.length) {
     L.push('', 'Not measured for strata (so not known to meet its goal):', '');
     for (const u of unmeasured) L.push(`- ${u}`);

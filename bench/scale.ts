@@ -20,6 +20,7 @@ import { ensureScaleData, type ScaleStamp } from './scale-data.js';
 import { blockCacheOf, EROFS_LEVELS, LEVELS, settings } from './settings.js';
 import { erofsArgs, MODULES, squashArgs, STRATA_EXTRAS, type SectionContext } from './stack.js';
 import { peer, sizeOf } from './strata.js';
+import { mainThreadBound, perEntry } from './why.js';
 
 /** The series of the plot, in legend order; strata's first. */
 export const SERIES = ['strata import', 'strata sandbox', 'strata squash', 'strata EROFS', 'sha256sum', 'GNU tar', 'mksquashfs', 'tar2sqfs', 'mkfs.erofs'] as const;
@@ -86,7 +87,7 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
       },
     });
     const sha = await peer(`${tag}: sha256sum`, 'sha256sum', [sd.tar], opts);
-    rows.push({ what: `${tag}: import (${tarMiB.toFixed(0)} MiB tar)`, strata: imp, peerName: 'sha256sum', peer: sha, goal: { text: '≥ 1.0×', minSpeedup: 1 } });
+    rows.push({ what: `${tag}: import (${tarMiB.toFixed(0)} MiB tar)`, strata: imp, peerName: 'sha256sum', peer: sha, goal: { text: '≥ 1.0×', minSpeedup: 1, why: perEntry(n) } });
     point.series['strata import'] = imp;
     point.series['sha256sum'] = sha;
 
@@ -154,7 +155,7 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
       strata.measure(`${tag}: squash`, store, squashArgs(sqOut, comp), { ...opts, cwd: stackDir, before: rm_(sqOut, blockCacheOf(store)) }),
     );
     const sqLabel = `${tag}: squash ${comp}-${LEVELS[comp]}`;
-    rows.push({ what: sqLabel, strata: squash, peerName: 'mksquashfs of extracted tree', peer: mks, goal: { text: '≥ 1.0×', minSpeedup: 1 } });
+    rows.push({ what: sqLabel, strata: squash, peerName: 'mksquashfs of extracted tree', peer: mks, goal: { text: '≥ 1.0×', minSpeedup: 1, why: mainThreadBound } });
     rows.push({ what: sqLabel, strata: squash, peerName: 'tar2sqfs of base + generated tar', peer: t2s });
     point.series['strata squash'] = squash;
     point.series['mksquashfs'] = mks;

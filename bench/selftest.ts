@@ -11,10 +11,11 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { dumpXattrs, overlayToOci } from './data.js';
-import { diffTrees, emptyTrash, goalsNotMet, measure, setAside, snapshotTree, snapshotTreeFast, speedup, startEmptyingTrash, summarize, useTrash, type Outcome, type Row } from './harness.js';
+import { diffTrees, emptyTrash, goalsNotMet, measure, setAside, snapshotTree, snapshotTreeFast, renderReport, speedup, startEmptyingTrash, summarize, useTrash, type Machine, type Outcome, type Row, type Why } from './harness.js';
 import { tarDataEnd } from './peers.js';
 import { scalePlot } from './plot.js';
 import type { ScalePoint } from './scale.js';
+import { fixedCost, perEntry } from './why.js';
 import { GNU_TAR_SCALE_OPTIONS, writeScaleTar, writeScaleTree } from './scale-data.js';
 import { run } from './proc.js';
 
@@ -148,6 +149,9 @@ function scratchSuite(name: string) {
 
 const Scale = scratchSuite('scale data');
 
+/** A machine whose Node starts in 50 ms, for the reasons that use it. */
+const MACHINE: Machine = { cpu: 'test', cores: 2, memoryGiB: 1, kernel: 'test', node: 'v20', scratch: 'test', start: { node: 0.05, c: 0.001 }, fresh: 0.1 };
+
 Scale('writeScaleTar is byte for byte what GNU tar writes of writeScaleTree', async ({ dir }) => {
   for (const n of [1000, 257]) {
     const tree = join(dir, `tree-${n}`);
@@ -196,9 +200,30 @@ Scale('ratios against a stopped run are bounds, and goals are judged only when t
   assert.equal(speedup(row(m(60), stopped)), { value: 10, bound: 'atLeast' });
   assert.equal(speedup(row(stopped, m(60))), { value: 0.1, bound: 'atMost' });
   const sec = (rows: Row[]) => [{ title: 't', intro: [], result: { rows, sizes: [], gate: [], crossChecks: [] } }];
-  assert.equal(goalsNotMet(sec([row(m(60), stopped)])), []);
-  assert.equal(goalsNotMet(sec([row(stopped, m(60))])), ['r: 0.10× p, goal ≥ 1.0×', 'r: peak RSS 500 MiB, goal ≤ 300 MiB']);
-  assert.equal(goalsNotMet(sec([row(m(2), m(1))])), ['r: 0.50× p, goal ≥ 1.0×']);
+  const texts = (rows: Row[]) => goalsNotMet(sec(rows), MACHINE).map((x) => x.text);
+  assert.equal(texts([row(m(60), stopped)]), []);
+  assert.equal(texts([row(stopped, m(60))]), ['r: 0.10× p, goal ≥ 1.0×', 'r: peak RSS 500 MiB, goal ≤ 300 MiB']);
+  assert.equal(texts([row(m(2), m(1))]), ['r: 0.50× p, goal ≥ 1.0×']);
+});
+
+Scale('a missed goal carries its reason, filled in from the same run; a met one shows none', () => {
+  const m = (median: number): Outcome => ({ kind: 'measured', m: summarize([median], 1024) });
+  const row = (strata: number, peer: number, why: Why): Row => ({
+    what: 'r',
+    strata: m(strata),
+    peerName: 'p',
+    peer: m(peer),
+    goal: { text: '≥ 1.0×', minSpeedup: 1, why },
+  });
+  const sec = (rows: Row[]) => [{ title: 't', intro: [], result: { rows, sizes: [], gate: [], crossChecks: [] } }];
+  const [small] = goalsNotMet(sec([row(0.2, 0.1, fixedCost)]), MACHINE);
+  assert.match(small!.why!, /Node's start alone takes 50 ms \(25 % of strata's median here\)/);
+  const [many] = goalsNotMet(sec([row(1.05, 0.5, perEntry(100_000))]), MACHINE);
+  assert.match(many!.why!, /is 10\.0 µs an entry here, over 100,000 entries/);
+  assert.equal(goalsNotMet(sec([row(0.1, 0.2, fixedCost)]), MACHINE), [], 'met: no line, no reason');
+  // The report prints it under the goal's line.
+  const report = renderReport({ date: new Date(0), machine: MACHINE, tools: {}, settings: [], data: [], notRun: [], sections: sec([row(0.2, 0.1, fixedCost)]) });
+  assert.match(report, /\n- r: 0\.50× p, goal ≥ 1\.0×\n  - why: a cost per run/);
 });
 
 Scale.run();

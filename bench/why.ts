@@ -1,0 +1,56 @@
+/**
+ * Why a row misses its goal, where that is known: the breakdowns measured so far (profiles and
+ * perf, spec/decisions.md "Caches and speed"), with what this run measured filled in. The
+ * report prints the reason under each goal the run does not meet (issue 15: say which goals
+ * are not met, and why); a row that meets its goal shows none.
+ */
+import type { Machine, Row, Why } from './harness.js';
+
+const median = (row: Row): number | undefined => (row.strata.kind === 'measured' ? row.strata.m.median : undefined);
+const ms = (s: number): string => `${Math.round(s * 1000)} ms`;
+
+/** Node's start as part of strata's median, when both were measured. */
+function nodeShare(row: Row, m: Machine): string {
+  const s = median(row);
+  if (s === undefined || Number.isNaN(m.start.node)) return '';
+  return ` (${Math.round((m.start.node / s) * 100)} % of strata's median here)`;
+}
+
+/** An import of a small tar: a fixed cost per run outweighs sha256sum's whole run. */
+export const fixedCost: Why = (row, m) =>
+  `a cost per run that does not grow with the tar: Node's start alone takes ${ms(m.start.node)}${nodeShare(row, m)}, ` +
+  'then strata loads its modules, opens the store and syncs the blob and its index entry before it reports success. ' +
+  'The part that grows with the tar is faster than sha256sum (the hash runs on the thread pool, beside the reading), ' +
+  'which is why the largest tars meet the goal.';
+
+/** An import of many small files: per-entry work on one thread. */
+export const perEntry =
+  (entries: number): Why =>
+  (row, m) => {
+    const s = median(row);
+    const each = s === undefined || Number.isNaN(m.start.node) ? '' : `: strata's median less Node's start is ${(((s - m.start.node) / entries) * 1e6).toFixed(1)} µs an entry here, over ${entries.toLocaleString('en-US')} entries`;
+    return (
+      `every entry costs work on the main thread that sha256sum does not do (its header parsed and checked, written again in canonical form, its entry-list row encoded)${each}. ` +
+      'The hash runs beside it on the thread pool; the per-entry work is what is left (spec/decisions.md, Caches and speed).'
+    );
+  };
+
+/** A cold zstd image of the bench stack: compression alone is about mksquashfs's whole CPU. */
+export const coldCompression: Why = () =>
+  'compressing the blocks takes about as much CPU as mksquashfs\'s whole run (one thread, the tree\'s 609 MB at level 6: 4.7–5.1 s with either libzstd), ' +
+  'and strata does more on the same two cores: each layer\'s sha256 checked as it is read, each block hashed for deduplication and its block-cache key, ' +
+  'each compressed block hashed and written to the block cache as well as to the image (perf, 2026-11-25: compression 5.2 s, sha256 1.2 s, the main thread 1.5 s of CPU, ' +
+  'about 4 s for two cores against mksquashfs\'s 2.9 s). gzip meets the goal because libdeflate compresses faster than zlib (spec/decisions.md, Caches and speed).';
+
+/** A cold image of many small files: the main thread, not compression, is the bound. */
+export const mainThreadBound: Why = () =>
+  'the many small files are bound by the main thread, not by compression: per file it plans, keeps a record (spilled to disk and read back, which keeps memory bounded) ' +
+  'and packs the tail into a fragment block, while the compression workers wait for half of that phase ' +
+  '(a profile of a 7 s build of the 100,000-file stack, 2026-11-27: Node\'s start, reading the entry lists and planning 1.75 s, the base layer 1.5 s, the small files 2.4 s, the tables 0.6 s; spec/decisions.md, Caches and speed).';
+
+/** A re-build after one module changed: the work that does not shrink with the change. */
+export const unchangedWork: Why = () =>
+  'a re-build still does work that does not shrink with the change: Node\'s start and the compression workers\', the plan of every entry of the stack, ' +
+  'the unchanged layers\' segments copied into the image and their digests checked, the tables, and the whole image read back for its sha256 while it is synced. ' +
+  'In profiles of both re-builds (2026-11-27) the changed module was about a quarter of the time, the plan a fifth to a quarter, ' +
+  'the segments a fifth, and the start, the tables and the commit the rest (spec/decisions.md, Caches and speed).';
