@@ -14,8 +14,8 @@ import { blockCacheUsage, pruneBlockCache, type PruneResult } from './image/inde
 const SECRET_FILE = 'cache-secret';
 const SECRET_BYTES = 32;
 
-/** The tag of the embedded metadata blocks every image has (compose/squash.ts). */
-const METADATA_TAG = 'strata-metadata';
+/** The tag of the blocks of what every image holds besides its layers: the embedded files and the tables (compose/squash.ts). */
+export const METADATA_TAG = 'strata-metadata';
 
 /** Drops block-cache records of layers no module on the store path names; then LRU packs past `maxBytes`. */
 export async function collectBlockCache(store: Store, maxBytes?: number): Promise<PruneResult> {

@@ -26,7 +26,7 @@ import { embeddedPlanned, forEachPlannedFile, type MergePlan } from './merge.js'
 import type { EmbeddedFiles } from './embedded.js';
 import { outputLicence, planOutput } from './outputs.js';
 import { checkErofsOptions, checkSquashOptions, ErofsWriter, imageFormat, SEGMENT_MAX_FILES, SquashfsWriter, type ErofsCompressor, type ImageFormat, type SquashOptions } from './image/index.js';
-import { cacheSecret as userCacheSecret } from './caches.js';
+import { cacheSecret as userCacheSecret, METADATA_TAG } from './caches.js';
 import { IMAGE_ERR } from './image/errors.js';
 
 export interface ImageOptions {
@@ -106,6 +106,8 @@ async function createSink(out: string, store: StoreReader & { cacheDir?: string 
     expectedFiles,
     useSegments,
     mkfsTime: 0,
+    // The tables name every path of the image: filed with its embedded files, and readable as the image is.
+    tables: { tag: METADATA_TAG, ...(gid !== undefined ? { gid } : {}) },
     ...access,
   });
 }
@@ -187,7 +189,7 @@ async function writeImage(
     );
     for (const { entry, content } of embeddedPlanned(plan, mods.length, embedded)) {
       if (entry.acl) aclPaths++;
-      await writer.addFile(finalOf(entry, mods.length), content.chunks(), 'strata-metadata', cacheOf(true));
+      await writer.addFile(finalOf(entry, mods.length), content.chunks(), METADATA_TAG, cacheOf(true));
     }
     const r = await writer.finish();
     return { out, sha256: r.sha256, bytes: r.bytes, entries: plan.count, aclPaths, cacheHits: r.cacheHits, cacheMisses: r.cacheMisses, segmentHits: r.segmentHits ?? 0 };

@@ -12,7 +12,10 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { listCacheEntries, type CacheEntry } from '../compose/image/shared/block-cache.js';
+import { listCacheEntries, namespaceId, type CacheEntry } from '../compose/image/shared/block-cache.js';
+import { makeCodec } from '../compose/image/shared/codecs.js';
+import { squashCodecSpec } from '../compose/image/squashfs/compressor.js';
+import { tableNamespace } from '../compose/image/squashfs/writer.js';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
 import { CID } from 'multiformats/cid';
@@ -45,10 +48,22 @@ const SEGMENT_FORMATS = [
   { name: 'EROFS uncompressed', flags: ['--format', 'erofs', '--comp', 'none'], above: [1, 1, 1, 1, 1, 1] },
 ];
 
-/** Every record of the block cache, by pack and offset (STORE/cache holds other caches too). */
-function cacheRecords(store: string): Map<string, CacheEntry> {
-  return new Map(listCacheEntries(join(store, 'cache')).map((e) => [`${e.pack}@${e.offset}`, e]));
+/** Whether a block-cache record holds a block of an image's tables, built at `comp` and its default level. */
+function isTableBlock(e: CacheEntry, comp: 'gzip' | 'zstd'): boolean {
+  return e.pack.includes(`/strata-metadata/${namespaceId(tableNamespace(makeCodec(squashCodecSpec(comp))))}/`);
 }
+
+/** Every record of the block cache but the tables', by pack and offset (STORE/cache holds other caches too). */
+function cacheRecords(store: string, comp: 'gzip' | 'zstd'): Map<string, CacheEntry> {
+  return new Map(
+    listCacheEntries(join(store, 'cache'))
+      .filter((e) => !isTableBlock(e, comp))
+      .map((e) => [`${e.pack}@${e.offset}`, e]),
+  );
+}
+
+/** How many blocks of the images' tables (built at `comp`) the block cache holds. */
+const tableBlocks = (store: string, comp: 'gzip' | 'zstd'): number => listCacheEntries(join(store, 'cache')).filter((e) => isTableBlock(e, comp)).length;
 
 const Id = suite('image: byte identity, inspect, rebuild and the block cache, through the CLI');
 let tmp = '';
@@ -72,13 +87,16 @@ Id('same bytes: other import order, repeated, cold vs warm cache, 1 vs 2 workers
   mkdirSync(b.cwd);
   importStack(b, stack, ['lic', 'app', 'mid', 'base']);
 
-  for (const comp of ['gzip', 'zstd']) {
+  for (const comp of ['gzip', 'zstd'] as const) {
     const first = squash(a, join(tmp, `a1-${comp}.sqfs`), '--comp', comp, '--workers', '2');
     assert.ok(first.cacheMisses > 0 && first.cacheHits === 0, `${comp}: a fresh store misses every block (${first.cacheHits}/${first.cacheMisses})`);
+    const tables = tableBlocks(a.store, comp);
+    assert.ok(tables > 0, `${comp}: the tables' blocks are cached too`);
     const again = squash(a, join(tmp, `a2-${comp}.sqfs`), '--comp', comp, '--workers', '2');
     assert.is(again.sha256, first.sha256, `${comp}: repeated run`);
     assert.is(again.cacheMisses, 0, `${comp}: warm cache: no block compressed again`);
     assert.is(again.cacheHits, first.cacheMisses, `${comp}: warm cache: every block a hit`);
+    assert.is(tableBlocks(a.store, comp), tables, `${comp}: warm cache: no block of the tables compressed again`);
 
     rmSync(join(a.store, 'cache'), { recursive: true, force: true });
     const cold1 = squash(a, join(tmp, `a3-${comp}.sqfs`), '--comp', comp, '--workers', '1');
@@ -227,7 +245,7 @@ Id('inspect shows the lock; rebuild from that lock and from a hash list on anoth
 Id('block cache: after the top module changes, only its blocks (and the metadata) are compressed again', () => {
   const bs = ['--comp', 'gzip', '--block-size', '4096']; // gzip: the test reads cache payloads with zlib
   const cold = squash(a, join(tmp, 'v1.sqfs'), ...bs);
-  const before = cacheRecords(a.store);
+  const before = cacheRecords(a.store, 'gzip');
   assert.is(before.size, cold.cacheMisses, 'one cache record per compressed block');
 
   // lic with one file changed, big enough for two full blocks and a tail of its own.
@@ -247,7 +265,7 @@ Id('block cache: after the top module changes, only its blocks (and the metadata
   assert.ok(blocks >= 2);
   assert.is(warm.cacheMisses, blocks + 3, `misses ${warm.cacheMisses}, expected ${blocks} data blocks + 3 fragment blocks`);
   assert.is(warm.cacheHits, cold.cacheMisses - 2, 'every other block of the first build is reused');
-  const added = [...cacheRecords(a.store)].filter(([k]) => !before.has(k)).map(([, e]) => e);
+  const added = [...cacheRecords(a.store, 'gzip')].filter(([k]) => !before.has(k)).map(([, e]) => e);
   assert.is(added.length, warm.cacheMisses);
   // What was compressed again is lic's content and the metadata, nothing from base/mid/app.
   const payloads = added.map((e) => (e.raw ? undefined : inflateSync(e.payload).toString('latin1')));

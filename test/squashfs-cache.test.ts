@@ -196,10 +196,11 @@ Cache('a corrupt, torn, foreign or missing cache record is a miss, output unchan
 /**
  * Plants a record every structural check accepts but whose payload is another block's: a's
  * key and raw length with b's payload and b's payload digest (a's own index record removed).
- * With `secret`, the record also carries that secret's seal.
+ * With `secret`, the record also carries that secret's seal. `among`: which records a and b
+ * are taken from (default: all).
  */
-function plantSwapped(cache: string, secret?: Buffer): void {
-  const all = listCacheEntries(cache);
+function plantSwapped(cache: string, secret?: Buffer, among: (e: CacheEntry) => boolean = () => true): void {
+  const all = listCacheEntries(cache).filter(among);
   const [a, b] = all.filter((e) => !e.raw && e.payload.length < e.rawLength);
   assert.ok(a && b && !a.payload.equals(b.payload));
   assert.ok(b.payload.length < a.rawLength, 'the swapped payload fits the record');
@@ -270,6 +271,48 @@ Cache('records sealed with the build\'s secret are used as they are; under anoth
   const none = await build(items, join(tmp, 'd.sqfs'), opts);
   assert.is(none.cacheMisses, 0);
   assert.is(sha(join(tmp, 'd.sqfs')), sha(join(tmp, 'none.sqfs')), 'no secret: same bytes as with no cache');
+});
+
+Cache('the tables through the cache: a re-build compresses none of their blocks; a damaged or swapped record is a miss, the bytes unchanged; restricted ones are the group\'s', async () => {
+  const items = tree();
+  const cache = join(tmp, 'cache');
+  // Many entries, so that the inode and directory tables fill several metadata blocks.
+  for (let i = 0; i < 400; i++) items.push({ entry: { path: `L3/many-${String(i).padStart(3, '0')}`, type: 'symlink', mode: 0o777, uid: 0, gid: 0, mtime: 1_650_000_000, size: 0, linkname: 'a.txt' } });
+  const opts: SquashOptions = { compressor: 'zstd', blockSize: BS, workers: 2, cacheDir: cache, tables: { tag: 'tables' } };
+  await build(items, join(tmp, 'none.sqfs'), { ...opts, cacheDir: undefined });
+  const none = sha(join(tmp, 'none.sqfs'));
+  const tables = () => listCacheEntries(cache).filter((e) => e.tag === 'tables');
+  await build(items, join(tmp, 'a.sqfs'), opts);
+  const filed = tables();
+  assert.ok(filed.length >= 3, `table blocks cached (${filed.length})`);
+  assert.is(sha(join(tmp, 'a.sqfs')), none, 'cold: the bytes of a build without a cache');
+
+  await build(items, join(tmp, 'b.sqfs'), opts);
+  assert.is(tables().length, filed.length, 'the same tables again: no block compressed, none filed');
+  assert.is(sha(join(tmp, 'b.sqfs')), none);
+
+  // A payload damaged: that block is compressed and filed again, the rest found.
+  const hit = filed.find((e) => !e.raw)!;
+  flipRecordByte(hit, PACK_RECORD_HEADER + hit.payload.length - 1);
+  await build(items, join(tmp, 'c.sqfs'), opts);
+  assert.is(sha(join(tmp, 'c.sqfs')), none, 'a damaged table record changes no byte');
+  assert.is(tables().length, filed.length, 'the damaged record replaced by one new record');
+  // Another table block's payload under a block's key, its digest made consistent: decompressed, found wrong, a miss.
+  plantSwapped(cache, undefined, (e) => e.tag === 'tables');
+  await build(items, join(tmp, 'd.sqfs'), opts);
+  assert.is(sha(join(tmp, 'd.sqfs')), none, 'a swapped table record changes no byte');
+
+  // Tables of restricted content: their packs are the group's, no access for others.
+  const gid = 4242;
+  await build(items, join(tmp, 'e.sqfs'), { ...opts, cacheDir: join(tmp, 'cache2'), tables: { tag: 'tables', gid } });
+  const packs = listCacheEntries(join(tmp, 'cache2')).filter((e) => e.tag === 'tables').map((e) => e.pack);
+  assert.ok(packs.length > 0);
+  for (const p of new Set(packs)) {
+    const st = statSync(p);
+    assert.is(st.gid, gid, `${p}: group`);
+    assert.is(st.mode & 0o007, 0, `${p}: mode ${(st.mode & 0o777).toString(8)}`);
+  }
+  assert.is(sha(join(tmp, 'e.sqfs')), none);
 });
 
 Cache('changing one layer recompresses only that layer: fragments are packed per group', async () => {
