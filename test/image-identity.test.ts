@@ -19,7 +19,7 @@ import { tableNamespace } from '../compose/image/squashfs/writer.js';
 import { join } from 'node:path';
 import { inflateSync } from 'node:zlib';
 import { CID } from 'multiformats/cid';
-import { makeStack, STACK, type Stack } from './fixtures/stack.js';
+import { makeStack, STACK, stackAt, type Stack } from './fixtures/stack.js';
 import { packGnu } from './fixtures/small-tree.js';
 import { mustRun, removeDir, tempDir } from './helpers/tmp.js';
 import { strata, strataJson, strataOk, type Workspace } from './helpers/cli.js';
@@ -69,13 +69,26 @@ const Id = suite('image: byte identity, inspect, rebuild and the block cache, th
 let tmp = '';
 let stack: Stack;
 let a: Workspace;
+/** The stack and store-a every test starts from, made once; each test gets a copy of its own. */
+let template = '';
+
+Id.before(() => {
+  template = tempDir('strata-image-id-template-');
+  const w: Workspace = { cwd: join(template, 'a'), store: join(template, 'store-a') };
+  mkdirSync(w.cwd);
+  importStack(w, makeStack(join(template, 'stack')));
+});
+
+Id.after(() => {
+  removeDir(template);
+});
 
 Id.before.each(() => {
   tmp = tempDir('strata-image-id-');
-  stack = makeStack(join(tmp, 'stack'));
+  // cp -a keeps what the layers and the store hold besides bytes: modes, owners, ACLs, xattrs, mtimes.
+  mustRun('cp', ['-a', `${template}/.`, tmp]);
+  stack = stackAt(join(tmp, 'stack'));
   a = { cwd: join(tmp, 'a'), store: join(tmp, 'store-a') };
-  mkdirSync(a.cwd);
-  importStack(a, stack);
 });
 
 Id.after.each(() => {
