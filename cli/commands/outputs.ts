@@ -72,7 +72,7 @@ function imageOptions(c: Command): Command {
     .option('--comp <name>', 'compressor: squashfs zstd (default), gzip or lz4; erofs lz4 (default), zstd or none')
     .option('--level <n>', 'compression level', parseInteger('--level'))
     .option('--block-size <n>', 'data block size in bytes (squashfs: power of two, 4096..1048576; erofs: the extent size, 8192..1048576)', parseInteger('--block-size'))
-    .option('--workers <n>', 'compression threads (default: all cores; never changes the bytes)', parseInteger('--workers'))
+    .option('--workers <n>', 'compression threads at most (default: all cores; started as the work needs them; never changes the bytes)', parseInteger('--workers'))
     .option('--force', 'replace OUT even if it is not an image');
 }
 

@@ -9,7 +9,10 @@
  * thread); `run(job)` then answers each job with its result and the buffers to transfer back.
  * `WorkerPool.run` returns a promise per job: the caller decides the order results are used
  * in (the writers write in submission order, so output never depends on the number of threads
- * or on which finished first). Jobs go to the least-loaded worker.
+ * or on which finished first). Jobs go to the least-loaded worker that has loaded its job
+ * module (one still loading only when none has). One worker starts with the pool; another
+ * when a job finds every started one busy, up to `threads`: a build with one job to do (a warm
+ * build of a small stack compresses only its own /.strata files) loads one thread, not all.
  *
  * Jobs are posted in batches: those submitted before the event loop next turns go to their
  * worker in one message, and the worker answers in one message what it answered within a
@@ -60,6 +63,8 @@ const REPLY_AFTER_MS = 1;
 
 /** Sent by the pool when it closes: the worker releases its files and exits. */
 const CLOSE = 'close';
+/** Sent by a worker once its job module is loaded. */
+const READY = 'ready';
 
 /** The buffer of `u` when it can be transferred (it owns its whole ArrayBuffer), else nothing. */
 export function transferable(u: Uint8Array): ArrayBuffer[] {
@@ -86,23 +91,41 @@ export class WorkerPool<J, R> {
   private failed: Error | undefined;
   /** Per worker: jobs submitted and not yet posted, with the buffers they transfer. */
   private readonly unsent: Array<{ envs: Envelope<J>[]; transfer: ArrayBuffer[] }> = [];
+  /** Per worker: whether it has loaded its job module. */
+  private readonly ready: boolean[] = [];
   private flushing: NodeJS.Immediate | undefined;
+  private closed = false;
 
   constructor(private readonly options: PoolOptions) {
-    for (let i = 0; i < options.threads; i++) {
-      const w = spawn(options);
-      w.on('message', (m: Reply<R>[]) => {
-        for (const r of m) this.onReply(i, r);
-      });
-      w.on('error', (e) => this.fail(e));
-      w.on('exit', (code) => {
-        if (code !== 0 && this.workers.length) this.fail(new Error(`${options.what} worker exited with code ${code}`));
-      });
-      w.unref(); // idle workers do not hold the process open; ref'd while they have work
-      this.workers.push(w);
-      this.load.push(0);
-      this.unsent.push({ envs: [], transfer: [] });
+    this.start();
+  }
+
+  /** Starts one more worker. */
+  private start(): void {
+    const i = this.workers.length;
+    const w = spawn(this.options);
+    w.on('message', (m: Reply<R>[] | typeof READY) => {
+      if (m === READY) this.ready[i] = true;
+      else for (const r of m) this.onReply(i, r);
+    });
+    w.on('error', (e) => this.fail(e));
+    w.on('exit', (code) => {
+      if (code !== 0 && !this.closed) this.fail(new Error(`${this.options.what} worker exited with code ${code}`));
+    });
+    w.unref(); // idle workers do not hold the process open; ref'd while they have work
+    this.workers.push(w);
+    this.load.push(0);
+    this.ready.push(false);
+    this.unsent.push({ envs: [], transfer: [] });
+  }
+
+  /** The worker the next job goes to: the least loaded of those ready, else of all. */
+  private pick(): number {
+    let w = 0;
+    for (let i = 1; i < this.workers.length; i++) {
+      if (this.ready[i] !== this.ready[w] ? this.ready[i] : this.load[i]! < this.load[w]!) w = i;
     }
+    return w;
   }
 
   private onReply(w: number, m: Reply<R>): void {
@@ -120,12 +143,17 @@ export class WorkerPool<J, R> {
     this.waiting.clear();
   }
 
+  /** How many worker threads the pool has started so far. */
+  get started(): number {
+    return this.workers.length;
+  }
+
   /** Runs `job` on the least-loaded worker; `transfer` moves those buffers to it. */
   run(job: J, transfer: ArrayBuffer[] = []): Promise<R> {
     if (this.failed) return Promise.reject(this.failed);
-    if (this.workers.length === 0) return Promise.reject(new Error(`${this.options.what}: the worker pool is closed`));
-    let w = 0;
-    for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[w]!) w = i;
+    if (this.closed) return Promise.reject(new Error(`${this.options.what}: the worker pool is closed`));
+    if (this.workers.length < this.options.threads && this.load.every((n) => n > 0)) this.start();
+    const w = this.pick();
     const id = this.nextId++;
     if (this.load[w]!++ === 0) this.workers[w]!.ref();
     return new Promise((resolve, reject) => {
@@ -152,6 +180,7 @@ export class WorkerPool<J, R> {
   async close(): Promise<void> {
     if (this.flushing) clearImmediate(this.flushing);
     this.flush();
+    this.closed = true;
     const ws = this.workers.splice(0);
     await Promise.all(
       ws.map(async (w) => {
@@ -171,6 +200,7 @@ if (!isMainThread && (workerData as { strataWorkerPool?: boolean } | null)?.stra
   // Messages wait in the port's queue until the listener is attached.
   void import(module).then((mod: { createJobHandler(config: unknown): JobHandler<unknown, unknown> }) => {
     const handler = mod.createJobHandler(config);
+    port.postMessage(READY);
     port.on('message', (m: Envelope<unknown>[] | typeof CLOSE) => {
       if (m === CLOSE) {
         handler.close?.();
