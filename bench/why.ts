@@ -44,7 +44,7 @@ export const coldCompression: Why = () =>
 
 /** A cold image of many small files: the main thread, not compression, is the bound. */
 export const mainThreadBound: Why = () =>
-  'the many small files are bound by the main thread, not by compression: per file it plans, keeps a record (spilled to disk and read back, which keeps memory bounded) ' +
+  'the many small files are bound by the main thread, not by compression: per file it plans, keeps a record (spilled to disk past a budget and read back, which keeps memory bounded) ' +
   'and packs the tail into a fragment block, while the compression workers wait for half of that phase ' +
   '(a profile of a 7 s build of the 100,000-file stack, 2026-11-27: Node\'s start, reading the entry lists and planning 1.75 s, the base layer 1.5 s, the small files 2.4 s, the tables 0.6 s; spec/decisions.md, Caches and speed).';
 
