@@ -149,6 +149,11 @@ function scratchSuite(name: string) {
 
 const Scale = scratchSuite('scale data');
 
+/** A strata or peer side measured once at `median` seconds. */
+const measured = (median: number): Outcome => ({ kind: 'measured', m: summarize([median], 1024) });
+/** One report section of `rows`. */
+const section = (rows: Row[]) => [{ title: 't', intro: [], result: { rows, sizes: [], gate: [], crossChecks: [] } }];
+
 /** A machine whose Node starts in 50 ms, for the reasons that use it. */
 const MACHINE: Machine = { cpu: 'test', cores: 2, memoryGiB: 1, kernel: 'test', node: 'v20', scratch: 'test', start: { node: 0.05, c: 0.001 }, fresh: 0.1 };
 
@@ -194,28 +199,26 @@ Scale('the plot: a line per series with two points, hollow markers for stopped r
 });
 
 Scale('ratios against a stopped run are bounds, and goals are judged only when the bound decides', () => {
-  const m = (median: number): Outcome => ({ kind: 'measured', m: summarize([median], 1024) });
+  const m = measured;
   const stopped: Outcome = { kind: 'timeout', seconds: 600, rssKiB: 500 * 1024, reason: '' };
   const row = (strata: Outcome, peer: Outcome): Row => ({ what: 'r', strata, peerName: 'p', peer, goal: { text: '≥ 1.0×', minSpeedup: 1 } });
   assert.equal(speedup(row(m(60), stopped)), { value: 10, bound: 'atLeast' });
   assert.equal(speedup(row(stopped, m(60))), { value: 0.1, bound: 'atMost' });
-  const sec = (rows: Row[]) => [{ title: 't', intro: [], result: { rows, sizes: [], gate: [], crossChecks: [] } }];
-  const texts = (rows: Row[]) => goalsNotMet(sec(rows), MACHINE).map((x) => x.text);
+  const texts = (rows: Row[]) => goalsNotMet(section(rows), MACHINE).map((x) => x.text);
   assert.equal(texts([row(m(60), stopped)]), []);
   assert.equal(texts([row(stopped, m(60))]), ['r: 0.10× p, goal ≥ 1.0×', 'r: peak RSS 500 MiB, goal ≤ 300 MiB']);
   assert.equal(texts([row(m(2), m(1))]), ['r: 0.50× p, goal ≥ 1.0×']);
 });
 
 Scale('a missed goal carries its reason, filled in from the same run; a met one shows none', () => {
-  const m = (median: number): Outcome => ({ kind: 'measured', m: summarize([median], 1024) });
   const row = (strata: number, peer: number, why: Why): Row => ({
     what: 'r',
-    strata: m(strata),
+    strata: measured(strata),
     peerName: 'p',
-    peer: m(peer),
+    peer: measured(peer),
     goal: { text: '≥ 1.0×', minSpeedup: 1, why },
   });
-  const sec = (rows: Row[]) => [{ title: 't', intro: [], result: { rows, sizes: [], gate: [], crossChecks: [] } }];
+  const sec = section;
   const [small] = goalsNotMet(sec([row(0.2, 0.1, fixedCost)]), MACHINE);
   assert.match(small!.why!, /Node's start alone takes 50 ms \(25 % of strata's median here\)/);
   const [many] = goalsNotMet(sec([row(1.05, 0.5, perEntry(100_000))]), MACHINE);

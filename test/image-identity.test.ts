@@ -48,22 +48,24 @@ const SEGMENT_FORMATS = [
   { name: 'EROFS uncompressed', flags: ['--format', 'erofs', '--comp', 'none'], above: [1, 1, 1, 1, 1, 1] },
 ];
 
-/** Whether a block-cache record holds a block of an image's tables, built at `comp` and its default level. */
-function isTableBlock(e: CacheEntry, comp: 'gzip' | 'zstd'): boolean {
-  return e.pack.includes(`/strata-metadata/${namespaceId(tableNamespace(makeCodec(squashCodecSpec(comp))))}/`);
-}
+/** The block cache's directory of the images' table blocks, built at `comp` and its default level. */
+const tableDir = (comp: 'gzip' | 'zstd'): string => `/strata-metadata/${namespaceId(tableNamespace(makeCodec(squashCodecSpec(comp))))}/`;
 
 /** Every record of the block cache but the tables', by pack and offset (STORE/cache holds other caches too). */
 function cacheRecords(store: string, comp: 'gzip' | 'zstd'): Map<string, CacheEntry> {
+  const tables = tableDir(comp);
   return new Map(
     listCacheEntries(join(store, 'cache'))
-      .filter((e) => !isTableBlock(e, comp))
+      .filter((e) => !e.pack.includes(tables))
       .map((e) => [`${e.pack}@${e.offset}`, e]),
   );
 }
 
 /** How many blocks of the images' tables (built at `comp`) the block cache holds. */
-const tableBlocks = (store: string, comp: 'gzip' | 'zstd'): number => listCacheEntries(join(store, 'cache')).filter((e) => isTableBlock(e, comp)).length;
+function tableBlocks(store: string, comp: 'gzip' | 'zstd'): number {
+  const tables = tableDir(comp);
+  return listCacheEntries(join(store, 'cache')).filter((e) => e.pack.includes(tables)).length;
+}
 
 const Id = suite('image: byte identity, inspect, rebuild and the block cache, through the CLI');
 let tmp = '';
