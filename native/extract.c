@@ -70,6 +70,10 @@
 #define WRITERS 2
 /* Files handed to the writers and not yet taken, at most. */
 #define QUEUE 256
+/* Files the reader gathers before handing them over under one lock. */
+#define HANDOFF 32
+/* Files a writer takes at once (the first one, then only files whose bytes are all read). */
+#define TAKE 16
 /* A pax header's records, at most (strata writes a few hundred bytes). */
 #define PAX_MAX (1 << 20)
 
@@ -125,6 +129,8 @@ typedef struct {
   uint64_t pax_size, pax_uid, pax_gid;
   int64_t pax_mtime;
   bool busy; /* a run is in flight (the JS thread's flag) */
+  job gathered[HANDOFF]; /* files parsed and not yet queued for the writers */
+  uint32_t n_gathered;
 
   pthread_mutex_t mu;
   /* Writers wait for a job, or for bytes not yet read (`starving`); the reader for either side. */
@@ -230,11 +236,14 @@ static void fail_locked(session *s, int32_t index, int err, const char *syscall)
   pthread_cond_broadcast(&s->to_reader);
 }
 
+static bool hand_over(session *s);
+
 /*
  * Reads the next slot of the blob (hashing it), once the bytes it held are needed by nobody.
  * False when the batch was aborted meanwhile, or on a read error (recorded).
  */
 static bool read_slot(session *s) {
+  if (!hand_over(s)) return false;
   pthread_mutex_lock(&s->mu);
   uint64_t k = s->read_to / SLOT;
   while (!s->abort && k >= SLOTS && low_water(s) < (k - SLOTS + 1) * (uint64_t)SLOT) {
@@ -290,8 +299,44 @@ static bool finish_file(session *s, run_job *j, uint32_t i, int fd) {
   return false;
 }
 
-/* One file: created beneath the root, its body written from the ring, finished or handed back. */
-static void write_file(session *s, run_job *j, int me, job f) {
+/*
+ * Where a writer is, as far as the others know: `published` is the position it last told
+ * (writer_at), `known` how far the blob was read when it last looked. It takes the lock only
+ * when it needs bytes past `known`, or once it has moved into a later slot than the one it
+ * told, so that the reader may reuse the slots behind it: once per file it must wait for, or
+ * per slot of a long body, not per file.
+ */
+typedef struct {
+  int me;
+  uint64_t published, known;
+} writer_view;
+
+/*
+ * Tells the writer's position `pos` and, when its bytes are not read yet, waits for them.
+ * False when the batch was aborted, or the blob ends before `pos` (the reader tells).
+ */
+static bool writer_sync(session *s, writer_view *v, uint64_t pos) {
+  pthread_mutex_lock(&s->mu);
+  s->writer_at[v->me] = pos;
+  v->published = pos;
+  if (s->reader_waits) pthread_cond_signal(&s->to_reader);
+  while (pos >= s->read_to && !s->eof && !s->abort) {
+    s->starving++;
+    if (s->reader_waits) pthread_cond_signal(&s->to_reader);
+    pthread_cond_wait(&s->has_data, &s->mu);
+    s->starving--;
+  }
+  v->known = s->read_to;
+  bool go = !s->abort && pos < v->known;
+  pthread_mutex_unlock(&s->mu);
+  return go;
+}
+
+/*
+ * One file: created beneath the root, its body written from the ring, finished or handed
+ * back. False when it failed (recorded), or the batch stopped while it waited for bytes.
+ */
+static bool write_file(session *s, run_job *j, writer_view *v, job f) {
   wanted_file *w = &j->files[f.index];
   int fd = open_beneath_fd(s->root, w->path, O_WRONLY | O_CREAT | O_EXCL, finish_create_mode(&w->finish, s->umask));
   if (fd < 0) {
@@ -299,28 +344,17 @@ static void write_file(session *s, run_job *j, int me, job f) {
     pthread_mutex_lock(&s->mu);
     fail_locked(s, (int32_t)f.index, e, "openat2");
     pthread_mutex_unlock(&s->mu);
-    return;
+    return false;
   }
   uint64_t pos = f.start, end = f.start + f.len;
   while (pos < end) {
-    pthread_mutex_lock(&s->mu);
-    s->writer_at[me] = pos;
-    if (s->reader_waits) pthread_cond_signal(&s->to_reader);
-    while (pos >= s->read_to && !s->eof && !s->abort) {
-      s->starving++;
-      if (s->reader_waits) pthread_cond_signal(&s->to_reader);
-      pthread_cond_wait(&s->has_data, &s->mu);
-      s->starving--;
+    if ((pos >= v->known || pos / SLOT != v->published / SLOT) && !writer_sync(s, v, pos)) {
+      close(fd); /* aborted, or the blob ends inside the body */
+      return false;
     }
-    uint64_t avail = s->read_to;
-    bool stop = s->abort || pos >= avail;
-    pthread_mutex_unlock(&s->mu);
-    if (stop) { /* aborted, or the blob ends inside the body (the reader tells) */
-      close(fd);
-      return;
-    }
+    uint64_t stop = end < v->known ? end : v->known;
     uint64_t slot_end = (pos / SLOT + 1) * SLOT;
-    size_t n = (size_t)((end < avail ? end : avail) < slot_end ? (end < avail ? end : avail) - pos : slot_end - pos);
+    size_t n = (size_t)((stop < slot_end ? stop : slot_end) - pos);
     const uint8_t *p = at_byte(s, pos);
     for (size_t left = n; left > 0;) {
       ssize_t r = write(fd, p, left);
@@ -331,7 +365,7 @@ static void write_file(session *s, run_job *j, int me, job f) {
         pthread_mutex_lock(&s->mu);
         fail_locked(s, (int32_t)f.index, e, "write");
         pthread_mutex_unlock(&s->mu);
-        return;
+        return false;
       }
       p += r;
       left -= (size_t)r;
@@ -340,32 +374,43 @@ static void write_file(session *s, run_job *j, int me, job f) {
   }
   if (!(w->finish.flags & FINISH_HERE)) j->fds[f.index] = fd;
   else if (finish_file(s, j, f.index, fd)) j->fds[f.index] = FD_FINISHED;
+  else return false;
+  return true;
 }
 
-/* A writer thread: takes the queued files in order until the session closes. */
+/*
+ * A writer thread: takes the queued files in order until the session closes, several at a
+ * time (the first one queued, then those whose bytes are all read), so that small files cost
+ * no lock each.
+ */
 static void *writer_main(void *arg) {
   session *s = arg;
   pthread_mutex_lock(&s->mu);
-  int me = 0;
-  while (me < WRITERS && !pthread_equal(s->writers[me], pthread_self())) me++;
+  writer_view v = {0, 0, 0};
+  while (v.me < WRITERS && !pthread_equal(s->writers[v.me], pthread_self())) v.me++;
   for (;;) {
     while (!s->stop && s->q_len == 0) pthread_cond_wait(&s->has_job, &s->mu);
     if (s->q_len == 0) break; /* stop */
-    job f = s->queue[s->q_head];
-    s->q_head = (s->q_head + 1) % QUEUE;
-    s->q_len--;
+    job taken[TAKE];
+    uint32_t n = 0;
+    do {
+      taken[n++] = s->queue[s->q_head];
+      s->q_head = (s->q_head + 1) % QUEUE;
+      s->q_len--;
+    } while (n < TAKE && s->q_len > 0 && s->queue[s->q_head].start + s->queue[s->q_head].len <= s->read_to);
     run_job *j = s->run;
-    bool dropped = s->abort;
-    if (!dropped) {
+    bool busy = !s->abort; /* else the files are dropped */
+    if (busy) {
       s->busy_writers++;
-      s->writer_at[me] = f.start;
+      s->writer_at[v.me] = v.published = taken[0].start;
+      v.known = s->read_to;
     }
     if (s->reader_waits) pthread_cond_signal(&s->to_reader);
     pthread_mutex_unlock(&s->mu);
-    if (!dropped) write_file(s, j, me, f);
+    for (uint32_t i = 0, go = busy; i < n && go; i++) go = write_file(s, j, &v, taken[i]);
     pthread_mutex_lock(&s->mu);
-    if (!dropped) {
-      s->writer_at[me] = UINT64_MAX;
+    if (busy) {
+      s->writer_at[v.me] = UINT64_MAX;
       s->busy_writers--;
     }
     if (s->reader_waits) pthread_cond_signal(&s->to_reader);
@@ -374,22 +419,40 @@ static void *writer_main(void *arg) {
   return NULL;
 }
 
-/* Hands file `index` (body at start, len bytes) to the writers; false when the batch was aborted. */
-static bool dispatch(session *s, uint32_t index, uint64_t start, uint64_t len) {
+/*
+ * Queues the files gathered so far for the writers, under one lock; false when the batch was
+ * aborted (they are dropped).
+ */
+static bool hand_over(session *s) {
+  if (s->n_gathered == 0) return true;
   pthread_mutex_lock(&s->mu);
-  while (s->q_len == QUEUE && !s->abort) {
-    s->reader_waits = true;
-    pthread_cond_wait(&s->to_reader, &s->mu);
-  }
-  s->reader_waits = false;
-  bool ok = !s->abort;
-  if (ok) {
-    s->queue[(s->q_head + s->q_len) % QUEUE] = (job){index, start, len};
+  uint32_t i = 0;
+  while (i < s->n_gathered && !s->abort) {
+    if (s->q_len == QUEUE) {
+      pthread_cond_broadcast(&s->has_job);
+      s->reader_waits = true;
+      pthread_cond_wait(&s->to_reader, &s->mu);
+      s->reader_waits = false;
+      continue;
+    }
+    s->queue[(s->q_head + s->q_len) % QUEUE] = s->gathered[i++];
     s->q_len++;
-    pthread_cond_signal(&s->has_job);
   }
+  bool ok = !s->abort;
+  if (ok) pthread_cond_broadcast(&s->has_job);
   pthread_mutex_unlock(&s->mu);
+  s->n_gathered = 0;
   return ok;
+}
+
+/*
+ * Gathers file `index` (body at start, len bytes) for the writers, handed over HANDOFF at a
+ * time, and before the reader reads on or waits (read_slot, settle_writers): a gathered file's
+ * bytes are not in the low-water mark. False when the batch was aborted.
+ */
+static bool dispatch(session *s, uint32_t index, uint64_t start, uint64_t len) {
+  s->gathered[s->n_gathered++] = (job){index, start, len};
+  return s->n_gathered < HANDOFF || hand_over(s);
 }
 
 /* True when a writer's next byte is past what was read (under mu). */
@@ -406,6 +469,7 @@ static bool writer_waits_for_bytes(session *s) {
  * parser, whose own position then holds the next read back.)
  */
 static void settle_writers(session *s) {
+  hand_over(s);
   pthread_mutex_lock(&s->mu);
   for (;;) {
     if (s->q_len == 0 && s->busy_writers == 0) break;
