@@ -70,6 +70,8 @@ const file = (path: string, body: Buffer, mode = 0o644, extra: Partial<LayerEntr
 });
 const dir_ = (path: string): Member => ({ entry: { path, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 1_700_000_000, size: 0 } });
 
+/** The reader's slot (native/extract.c SLOT). */
+const SLOT = 256 << 10;
 const LONG = `deep/${'n'.repeat(120)}/file.bin`;
 const MEMBERS: Member[] = [
   dir_('.'),
@@ -210,7 +212,7 @@ else {
     const { tar, rows } = canonicalTar(members);
     mkdirSync(join(root, 'many'));
     const plan = members.slice(2).map((m) => ({ tarPath: m.entry.path, path: m.entry.path, finish: fin(m.entry) }));
-    // Each batch ends with the file whose body crosses a 1 MiB boundary of the blob (the
+    // Each batch ends with the file whose body crosses a 256 KiB boundary of the blob (the
     // reader's slots): the batch ends with a writer waiting for the next slot.
     const batches: ExtractFile[][] = [];
     let at = 2 * 512; // the two directories' headers
@@ -218,7 +220,7 @@ else {
     members.slice(2).forEach((m, i) => {
       const start = at + 512;
       at = start + m.body!.length + encodePadding(m.body!.length).length;
-      if (Math.floor(start / (1 << 20)) !== Math.floor((start + m.body!.length) / (1 << 20))) {
+      if (Math.floor(start / SLOT) !== Math.floor((start + m.body!.length) / SLOT)) {
         batches.push(plan.slice(from, i + 1));
         from = i + 1;
       }
