@@ -36,6 +36,12 @@ export interface Measurement {
   max: number;
   /** Largest peak RSS over the runs, KiB. */
   rssKiB: number;
+  /**
+   * Minor page faults of a run, the median over the runs (/usr/bin/time %R; for a shell
+   * script, with its descendants): each is a page of memory touched for the first time, which
+   * the machine line `fresh` prices. Undefined where not measured.
+   */
+  faults?: number;
 }
 
 /** A run stopped at MeasureOptions.timeoutSec; rssKiB is what it had reached. */
@@ -54,6 +60,7 @@ export async function measure(cmd: string, args: readonly string[], opts: Measur
   const runs = Math.max(1, opts.runs ?? 3);
   const tmp = await mkdtemp('/tmp/strata-bench-time-');
   const samples: number[] = [];
+  const faults: number[] = [];
   let rssKiB = 0;
   try {
     for (let i = 0; i < runs; i++) {
@@ -71,10 +78,11 @@ export async function measure(cmd: string, args: readonly string[], opts: Measur
         const out = join(tmp, `time.${i}`);
         const t0 = process.hrtime.bigint();
         const limit = opts.timeoutSec === undefined ? [] : ['timeout', '-k', '10', String(opts.timeoutSec)];
-        const r = await run('/usr/bin/time', ['-f', '%e %M', '-o', out, ...limit, cmd, ...args], { cwd: opts.cwd, env: opts.env, allowFail: limit.length > 0 });
+        const r = await run('/usr/bin/time', ['-f', '%e %R %M', '-o', out, ...limit, cmd, ...args], { cwd: opts.cwd, env: opts.env, allowFail: limit.length > 0 });
         wall = Number(process.hrtime.bigint() - t0) / 1e9;
-        const [, rss] = (await readFile(out, 'utf8')).trim().split(/\s+/).slice(-2);
+        const [, minor, rss] = (await readFile(out, 'utf8')).trim().split(/\s+/).slice(-3);
         rssKiB = Math.max(rssKiB, Number(rss) || 0);
+        if (Number.isFinite(Number(minor))) faults.push(Number(minor));
         if (r.code === 124 || r.code === 137) throw new MeasureTimeout(opts.timeoutSec!, rssKiB);
         if (r.code !== 0) {
           const tail = r.stderr.trim().split('\n').slice(-5).join('\n');
@@ -88,12 +96,13 @@ export async function measure(cmd: string, args: readonly string[], opts: Measur
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
-  return summarize(samples, rssKiB);
+  return summarize(samples, rssKiB, faults);
 }
 
-export function summarize(samples: number[], rssKiB: number): Measurement {
+/** `faults`: each run's minor page faults, when measured. */
+export function summarize(samples: number[], rssKiB: number, faults: number[] = []): Measurement {
   const s = [...samples].sort((a, b) => a - b);
-  return { samples, min: s[0]!, median: median(samples), max: s[s.length - 1]!, rssKiB };
+  return { samples, min: s[0]!, median: median(samples), max: s[s.length - 1]!, rssKiB, ...(faults.length > 0 ? { faults: median(faults) } : {}) };
 }
 
 /** The median of `samples` (of the middle two for an even count). */

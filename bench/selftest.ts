@@ -15,7 +15,7 @@ import { diffTrees, emptyTrash, goalsNotMet, measure, setAside, snapshotTree, sn
 import { tarDataEnd } from './peers.js';
 import { scalePlot } from './plot.js';
 import type { ScalePoint } from './scale.js';
-import { fixedCost, perEntry } from './why.js';
+import { fixedCost, pageFaults, perEntry } from './why.js';
 import { GNU_TAR_SCALE_OPTIONS, writeScaleTar, writeScaleTree } from './scale-data.js';
 import { run } from './proc.js';
 
@@ -224,6 +224,12 @@ Scale('a missed goal carries its reason, filled in from the same run; a met one 
   const [many] = goalsNotMet(sec([row(1.05, 0.5, perEntry(100_000))]), MACHINE);
   assert.match(many!.why!, /is 10\.0 µs an entry here, over 100,000 entries/);
   assert.equal(goalsNotMet(sec([row(0.1, 0.2, fixedCost)]), MACHINE), [], 'met: no line, no reason');
+  // Page faults priced at the machine's 0.1 s for 65,536 pages (1.5 µs a page).
+  const faulting = (median: number, faults: number): Outcome => ({ kind: 'measured', m: summarize([median], 1024, [faults]) });
+  const [tree] = goalsNotMet(sec([{ ...row(1.5, 1.3, pageFaults), strata: faulting(1.5, 200_000), peer: faulting(1.3, 30_000) }]), MACHINE);
+  assert.match(tree!.why!, /strata's median run faulted 200,000 pages in, p 30,000, and on this machine a page costs 1\.5 µs \(Machine\), up to 0\.26 s of strata's 1\.50 s against the peer's 1\.30 s/);
+  const [unpriced] = goalsNotMet(sec([row(1.5, 1.3, pageFaults)]), MACHINE);
+  assert.match(unpriced!.why!, /each page of it costs a page fault\.$/, 'no fault counts: the reason without numbers');
   // The report prints it under the goal's line.
   const report = renderReport({ date: new Date(0), machine: MACHINE, tools: {}, settings: [], data: [], notRun: [], sections: sec([row(0.2, 0.1, fixedCost)]) });
   assert.match(report, /\n- r: 0\.50× p, goal ≥ 1\.0×\n  - why: a cost per run/);
@@ -291,5 +297,11 @@ const Stats = suite('summarize');
 Stats('median of odd and even counts, max RSS kept', () => {
   assert.equal(summarize([3, 1, 2], 5), { samples: [3, 1, 2], min: 1, median: 2, max: 3, rssKiB: 5 });
   assert.equal(summarize([4, 1, 2, 3], 0).median, 2.5);
+  assert.is(summarize([1, 2, 3], 0, [900, 100, 500]).faults, 500, 'the median run\'s page faults');
+});
+Stats('a measured run carries its page faults: a command that touches 64 MiB shows at least 16,000', async () => {
+  const touch = await measure(process.execPath, ['-e', 'Buffer.alloc(64 << 20, 1)'], { runs: 1 });
+  const idle = await measure(process.execPath, ['-e', '0'], { runs: 1 });
+  assert.ok(touch.faults! - idle.faults! >= 16_000, `${touch.faults} against ${idle.faults}`);
 });
 Stats.run();
