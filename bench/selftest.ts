@@ -276,17 +276,42 @@ Trash('after startEmptyingTrash, what is set aside is deleted in the background,
   assert.equal(await readdir(dir), []);
 });
 
-Trash('nothing set aside is deleted while a run is timed', async ({ dir }) => {
+/** A tree of `n` empty files in `dir`/t, set aside. */
+async function trashOf(dir: string, n: number): Promise<string> {
   const trash = join(dir, 'trash');
   useTrash(trash);
   await mkdir(join(dir, 't'));
-  for (let i = 0; i < 500; i++) await writeFile(join(dir, 't', String(i)), '');
+  for (let i = 0; i < n; i++) await writeFile(join(dir, 't', String(i)), '');
   await setAside(join(dir, 't'));
-  startEmptyingTrash();
+  return trash;
+}
+
+/** A timed run that counts the trash's files, waits, and counts again: the two counts. */
+async function countsDuringARun(dir: string, trash: string, before?: () => Promise<void>): Promise<number[]> {
   const counts = join(dir, 'counts');
-  // The timed command counts the trash's files, waits, and counts again.
-  await measure('sh', ['-c', 'c() { find "$1" -type f | wc -l; }; c "$1" > "$2"; sleep 0.5; c "$1" >> "$2"', 'count', trash, counts], { runs: 1 });
-  assert.equal((await readFile(counts, 'utf8')).split('\n').filter(Boolean).map(Number), [500, 500]);
+  await measure('sh', ['-c', 'c() { find "$1" -type f | wc -l; }; c "$1" > "$2"; sleep 0.5; c "$1" >> "$2"', 'count', trash, counts], { runs: 1, before });
+  return (await readFile(counts, 'utf8')).split('\n').filter(Boolean).map(Number);
+}
+
+Trash('nothing set aside is deleted while a run is timed: a deletion begun during the run waits for its end', async ({ dir }) => {
+  const trash = await trashOf(dir, 500);
+  // Begun from the run's own set-up, once the run holds the trash.
+  assert.equal(await countsDuringARun(dir, trash, async () => startEmptyingTrash()), [500, 500]);
+  await emptyTrash();
+  assert.equal((await readdir(dir)).sort(), ['counts']);
+});
+
+Trash('nothing set aside is deleted while a run is timed: a deletion under way is stopped for the run', async ({ dir }) => {
+  const n = 20_000;
+  const trash = await trashOf(dir, n);
+  startEmptyingTrash();
+  // Until rm has begun (its files start to go), then a timed run.
+  const left = async () => Number((await run('sh', ['-c', 'find "$1" -type f | wc -l', 'count', trash])).stdout.trim());
+  const deadline = Date.now() + 30_000;
+  while ((await left()) === n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  const [first, second] = await countsDuringARun(dir, trash);
+  assert.ok(first! > 0 && first! < n, `rm was under way when the run began (${first} of ${n} left)`);
+  assert.is(second, first, 'no file deleted during the run');
   await emptyTrash();
   assert.equal((await readdir(dir)).sort(), ['counts']);
 });
