@@ -149,8 +149,8 @@ function scratchSuite(name: string) {
 
 const Scale = scratchSuite('scale data');
 
-/** A strata or peer side measured once at `median` seconds. */
-const measured = (median: number): Outcome => ({ kind: 'measured', m: summarize([median], 1024) });
+/** A strata or peer side measured once at `median` seconds (with `faults` page faults when given). */
+const measured = (median: number, faults?: number): Outcome => ({ kind: 'measured', m: summarize([median], 1024, faults === undefined ? [] : [faults]) });
 /** One report section of `rows`. */
 const section = (rows: Row[]) => [{ title: 't', intro: [], result: { rows, sizes: [], gate: [], crossChecks: [] } }];
 
@@ -225,8 +225,7 @@ Scale('a missed goal carries its reason, filled in from the same run; a met one 
   assert.match(many!.why!, /is 10\.0 µs an entry here, over 100,000 entries/);
   assert.equal(goalsNotMet(sec([row(0.1, 0.2, fixedCost)]), MACHINE), [], 'met: no line, no reason');
   // Page faults priced at the machine's 0.1 s for 65,536 pages (1.5 µs a page).
-  const faulting = (median: number, faults: number): Outcome => ({ kind: 'measured', m: summarize([median], 1024, [faults]) });
-  const [tree] = goalsNotMet(sec([{ ...row(1.5, 1.3, pageFaults), strata: faulting(1.5, 200_000), peer: faulting(1.3, 30_000) }]), MACHINE);
+  const [tree] = goalsNotMet(sec([{ ...row(1.5, 1.3, pageFaults), strata: measured(1.5, 200_000), peer: measured(1.3, 30_000) }]), MACHINE);
   assert.match(tree!.why!, /strata's median run faulted 200,000 pages in, p 30,000, and on this machine a page costs 1\.5 µs \(Machine\), up to 0\.26 s of strata's 1\.50 s against the peer's 1\.30 s/);
   const [unpriced] = goalsNotMet(sec([row(1.5, 1.3, pageFaults)]), MACHINE);
   assert.match(unpriced!.why!, /each page of it costs a page fault\.$/, 'no fault counts: the reason without numbers');
