@@ -672,6 +672,41 @@ edges('type changes, opaque and re-created paths, link groups losing a member, a
   assert.is(snap.get('k')?.mode, 0o700, 'whiteout of a directory, then a new one: no lower children');
 });
 
+edges('hard links in one directory to files of several, in turn, in the sandbox and through unsquash', ({ dir, store, work }) => {
+  // The tree writer keeps the last link target's directory open (compose/tree/writer.ts): z/2
+  // names a file of q/ between two links into p/, z/4 one at the root, p/l one beside it.
+  const [tar] = writeTars([
+    {
+      out: join(dir, 'links.tar'),
+      members: [
+        { name: 'p/', type: 'dir', mode: 0o755 }, { name: 'p/f', data: 'pf\n' }, { name: 'p/h', data: 'ph\n' },
+        { name: 'p/l', type: 'hardlink', linkname: 'p/f' },
+        { name: 'q/', type: 'dir', mode: 0o755 }, { name: 'q/g', data: 'qg\n' },
+        { name: 'r', data: 'r\n' },
+        { name: 'z/', type: 'dir', mode: 0o755 },
+        { name: 'z/1', type: 'hardlink', linkname: 'p/f' }, { name: 'z/2', type: 'hardlink', linkname: 'q/g' },
+        { name: 'z/3', type: 'hardlink', linkname: 'p/h' }, { name: 'z/4', type: 'hardlink', linkname: 'r' },
+      ],
+    },
+  ]);
+  ok(strata(['store', 'import', 'links/1', tar!], { store, cwd: work }), 'import');
+  ok(strata(['compose', 'add', 'links'], { store, cwd: work }), 'add');
+  const sb = join(dir, 'sandbox');
+  ok(strata(['compose', 'sandbox', sb], { store, cwd: work }), 'sandbox');
+  const img = join(dir, 'links.sqfs');
+  ok(strata(['compose', 'squash', img], { store, cwd: work }), 'squash');
+  const un = join(dir, 'unsquashed');
+  ok(strata(['unsquash', img, un]), 'unsquash');
+  for (const tree of [sb, un]) {
+    const snap = snapshotTree(tree);
+    assert.equal(snap.get('p/f')?.links, ['p/f', 'p/l', 'z/1'], `${tree}: p/f`);
+    assert.equal(snap.get('q/g')?.links, ['q/g', 'z/2'], `${tree}: q/g`);
+    assert.equal(snap.get('p/h')?.links, ['p/h', 'z/3'], `${tree}: p/h`);
+    assert.equal(snap.get('r')?.links, ['r', 'z/4'], `${tree}: r`);
+    assert.is(readFileSync(join(tree, 'z/2'), 'utf8'), 'qg\n', `${tree}: z/2`);
+  }
+});
+
 four.run();
 hostile.run();
 target.run();

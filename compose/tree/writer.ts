@@ -94,6 +94,12 @@ export class TreeWriter {
   private readonly stack: { name: string; fd: number }[] = [];
   /** Device nodes not made: hard links to them are skipped too. */
   private readonly missingNodes = new Set<string>();
+  /**
+   * The directory the last hard link's target was in, when not on the cursor: links come in
+   * path order, and a tree's links mostly name files of one directory in turn (a Spack view's
+   * directory of links into one package's), so it is opened once for them, not once a link.
+   */
+  private linkDir: { path: string; fd: number } | undefined;
 
   constructor(
     readonly root: number,
@@ -112,6 +118,12 @@ export class TreeWriter {
   /** Closes the cursor's descriptors (not the root). */
   close(): void {
     this.popTo(0);
+    this.closeLinkDir();
+  }
+
+  private closeLinkDir(): void {
+    if (this.linkDir) fs.closeSync(this.linkDir.fd);
+    this.linkDir = undefined;
   }
 
   /** The descriptor of directory `p` ('.' is the root), opened through the cursor. */
@@ -239,12 +251,17 @@ export class TreeWriter {
     const [tparent, tname] = splitPath(target);
     const [parent, name] = splitPath(e.path);
     const dir = this.dirFd(parent);
-    const tdir = tparent === parent ? dir : tparent === '.' ? this.root : this.guard(target, () => openBeneath(this.root, tparent, O_PATH | C.O_DIRECTORY));
-    try {
-      this.guard(e.path, () => linkat(tdir, tname, dir, name));
-    } finally {
-      if (tdir !== dir && tdir !== this.root) fs.closeSync(tdir);
-    }
+    const tdir = tparent === parent ? dir : tparent === '.' ? this.root : this.linkDirFd(tparent);
+    this.guard(e.path, () => linkat(tdir, tname, dir, name));
+  }
+
+  /** The descriptor of directory `p` (not '.'), opened beneath the root: the last one kept (`linkDir`). */
+  private linkDirFd(p: string): number {
+    if (this.linkDir?.path === p) return this.linkDir.fd;
+    this.closeLinkDir();
+    const fd = this.guard(p, () => openBeneath(this.root, p, O_PATH | C.O_DIRECTORY));
+    this.linkDir = { path: p, fd };
+    return fd;
   }
 
   /**
