@@ -177,6 +177,35 @@ export function aclToXattr(acl: Acl): Buffer {
  * incomplete ACL throws ACL_INVALID naming the entry. Blank text gives `[]` (no ACL).
  */
 export function aclFromText(text: string, resolve?: IdResolver): Acl {
+  if (resolve !== undefined) return parseAclText(text, resolve);
+  return remembered(parsedTexts, text, (t) => parseAclText(t, undefined)).map((e) => ({ ...e }));
+}
+
+/** aclToXattr(aclFromText(text)), for text with numeric ids only (as the store holds ACLs). */
+export function aclXattrFromText(text: string): Buffer {
+  return Buffer.from(remembered(xattrTexts, text, (t) => aclToXattr(parseAclText(t, undefined))));
+}
+
+/**
+ * Without names to resolve, the same text always gives the same ACL, and a tree's entries
+ * repeat a few texts (a licence group's ACL on every path): each is parsed once, and callers
+ * get their own copy. A map is emptied when it holds this many texts.
+ */
+const REMEMBERED_TEXTS = 1024;
+const parsedTexts = new Map<string, Acl>();
+const xattrTexts = new Map<string, Buffer>();
+
+function remembered<T>(memo: Map<string, T>, text: string, make: (text: string) => T): T {
+  let v = memo.get(text);
+  if (v === undefined) {
+    v = make(text);
+    if (memo.size >= REMEMBERED_TEXTS) memo.clear();
+    memo.set(text, v);
+  }
+  return v;
+}
+
+function parseAclText(text: string, resolve: IdResolver | undefined): Acl {
   const acl: Acl = [];
   for (const rawLine of text.split('\n')) {
     const hash = rawLine.indexOf('#');

@@ -18,6 +18,7 @@ import {
   aclToGnuText,
   aclToText,
   aclToXattr,
+  aclXattrFromText,
   groupClassGrant,
   narrowedNode,
   isMinimalAcl,
@@ -199,6 +200,22 @@ codec('incomplete or malformed text is ERR_ACL_INVALID', () => {
   expectInvalid(() => aclFromText('u::rw,g::r,o::r,u:5'), /tag:qualifier:perms/);
   expectInvalid(() => aclFromText('u::rw,g::r,o::r,m::r,u:5:r:x'), /numeric id "x"/);
   expectInvalid(() => aclFromText('u::rw,g::r,o::r,m::r,u:4294967295:r'), /numeric id/);
+});
+
+codec('a text parsed again gives the caller its own ACL and xattr value (each text is parsed once)', () => {
+  const first = aclFromText(SAMPLE_TEXT);
+  const parsed = structuredClone(first);
+  assert.is(aclToText(parsed), SAMPLE_TEXT);
+  first[0]!.perm = 0;
+  first.pop();
+  assert.equal(aclFromText(SAMPLE_TEXT), parsed, 'a changed result leaves the next one as parsed');
+  const value = aclXattrFromText(SAMPLE_TEXT);
+  assert.equal(value, aclToXattr(SAMPLE));
+  value.fill(0);
+  assert.equal(aclXattrFromText(SAMPLE_TEXT), aclToXattr(SAMPLE), 'a changed value leaves the next one as made');
+  assert.equal(aclFromText('u::rw,g::r,o::-'), [{ tag: 'user_obj', perm: 6 }, { tag: 'group_obj', perm: 4 }, { tag: 'other', perm: 0 }], 'another text, its own ACL');
+  expectInvalid(() => aclXattrFromText('u::rw,g::r'), /no other::/);
+  expectInvalid(() => aclXattrFromText('u::rw,g::r'), /no other::/);
 });
 
 codec('canonical and GNU text output', () => {

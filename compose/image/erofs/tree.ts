@@ -16,7 +16,7 @@
  * metadata window. The bytes are those of laying the whole tree out in memory (spec/erofs.md).
  */
 import { baseName as baseOf, compareNames, comparePaths, parentOf, decodeEntry, encodeEntry, entrySize, isBelow, SpillSorter, stringsCodec, textCodec, type LayerEntry, type RecordCodec } from '../../../store/index.js';
-import { aclFromText, aclToXattr } from '../../../native/acl.js';
+import { aclXattrFromText } from '../../../native/acl.js';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import {
   ADVISE,
@@ -898,8 +898,8 @@ function xattrItems(e: LayerEntry): XattrItem[] {
     add(s.index, s.suffix, Buffer.from(value), name);
   }
   const acl = e.acl;
-  if (acl?.access) add(2, '', aclToXattr(aclFromText(acl.access)), 'system.posix_acl_access');
-  if (acl?.default) add(3, '', aclToXattr(aclFromText(acl.default)), 'system.posix_acl_default');
+  if (acl?.access) add(2, '', aclXattrFromText(acl.access), 'system.posix_acl_access');
+  if (acl?.default) add(3, '', aclXattrFromText(acl.default), 'system.posix_acl_default');
   items.sort((a, b) => a.index - b.index || Buffer.compare(a.suffix, b.suffix));
   return items;
 }
