@@ -30,13 +30,14 @@
  *   extractRun(session, batch: Buffer, count, last) -> Promise<result>
  *   extractClose(session)
  * A batch is `count` records, each a 40-byte head of little-endian numbers, then the bytes
- * of the member's path in the tar, then those of the file's path below the root:
+ * of the member's path in the tar, those of the file's path below the root, and its finish's
+ * ACL value (aclLength bytes):
  *   u32 tarPathLength, u32 pathLength, u32 flags, u32 uid, u32 gid, u32 mode, u32 modeRefused,
- *   u32 zero, f64 mtime
+ *   u32 aclLength, f64 mtime
  * (its last 32 bytes, from flags on, are the finish record native/files.c describes: whether
- * the file is finished here, and its owner, mode and mtime).
+ * the file is finished here, and its owner, mode, access ACL and mtime).
  * result: { fds: Int32Array (a handed-back descriptor, -1 finished here, -2 not reached),
- *           refused: Uint8Array (1: the fchown was refused),
+ *           refused: Uint8Array (1: the fchown was refused, or the ACL),
  *           failed: index of the file that failed, or -1; errno, syscall when it did,
  *           problem: a string when the blob is not a tar of a layer, or a planned file is not
  *           in it (the rest of the blob is still hashed),
@@ -289,13 +290,16 @@ static void set_problem(run_job *j, const char *what) {
   if (j->problem[0] == 0) snprintf(j->problem, sizeof j->problem, "%s (at byte %llu)", what, (unsigned long long)j->s->pos);
 }
 
-/* Owner, mode and mtime of a written file, then close; false (and the failure set) on an error. */
+/* Owner, mode, ACL and mtime of a written file, then close (or handed back: finish_fd); false (and the failure set) on an error. */
 static bool finish_file(session *s, run_job *j, uint32_t i, int fd) {
-  bool refused = false;
+  bool refused = false, kept_open = false;
   const char *call;
-  int e = finish_fd(fd, &j->files[i].finish, s->umask, &refused, &call);
+  int e = finish_fd(fd, &j->files[i].finish, s->umask, &refused, &kept_open, &call);
   if (refused) j->refused[i] = 1;
-  if (e == 0) return true;
+  if (e == 0) {
+    j->fds[i] = kept_open ? fd : FD_FINISHED;
+    return true;
+  }
   pthread_mutex_lock(&s->mu);
   fail_locked(s, (int32_t)i, e, call);
   pthread_mutex_unlock(&s->mu);
@@ -376,8 +380,7 @@ static bool write_file(session *s, run_job *j, writer_view *v, job f) {
     pos += n;
   }
   if (!(w->finish.flags & FINISH_HERE)) j->fds[f.index] = fd;
-  else if (finish_file(s, j, f.index, fd)) j->fds[f.index] = FD_FINISHED;
-  else return false;
+  else if (!finish_file(s, j, f.index, fd)) return false;
   return true;
 }
 
@@ -976,6 +979,7 @@ static void job_free(run_job *j) {
   for (uint32_t i = 0; i < j->n; i++) {
     free(j->files[i].tar_path);
     free(j->files[i].path);
+    free(j->files[i].finish.acl);
   }
   free(j->files);
   free(j->fds);
@@ -1024,6 +1028,8 @@ static bool read_batch(napi_env env, run_job *j, const uint8_t *b, size_t len) {
     if (tl == 0 || pl == 0 || len - at < (size_t)tl + pl || !finish_read(r + 8, &w->finish)) goto bad;
     if ((w->tar_path = copy_cstring(b + at, tl)) == NULL || (w->path = copy_cstring(b + at + tl, pl)) == NULL) goto bad;
     at += (size_t)tl + pl;
+    if (!finish_read_acl(b + at, len - at, &w->finish)) goto bad;
+    at += w->finish.acl_len;
     j->fds[i] = FD_NOT_REACHED;
   }
   if (at == len) return true;

@@ -2,11 +2,11 @@
  * Layer extraction on libuv's pool (native/extract.c): one pass over a canonical layer blob
  * that hashes all of it, hashes the entry list its headers give, and writes the files a plan
  * wants from it beneath a tree's root. The caller (compose/tree/layers.ts) decides everything about
- * each file (where it goes, which member's body it gets, its owner, mode and mtime); this
+ * each file (where it goes, which member's body it gets, its owner, mode, access ACL and mtime); this
  * module only carries those decisions to the other thread and the outcome back.
  */
 import { addon } from './binding.js';
-import { batchResult, FINISH_RECORD, packFinish, type BatchResult, type FileFinish, type RawBatchResult } from './files.js';
+import { batchResult, FINISH_RECORD, packFinish, packFinishAcl, type BatchResult, type FileFinish, type RawBatchResult } from './files.js';
 
 /** A file to write from the layer, in the layer's order. */
 export interface ExtractFile {
@@ -69,10 +69,10 @@ export class LayerExtraction {
   }
 }
 
-/** The batch as extract.c reads it: a 40-byte head per file, then its two paths. */
+/** The batch as extract.c reads it: a 40-byte head per file, then its two paths and its finish's ACL value. */
 function pack(files: readonly ExtractFile[]): Buffer {
   let size = 0;
-  for (const f of files) size += HEAD + Buffer.byteLength(f.tarPath) + Buffer.byteLength(f.path);
+  for (const f of files) size += HEAD + Buffer.byteLength(f.tarPath) + Buffer.byteLength(f.path) + (f.finish?.acl?.length ?? 0);
   const b = Buffer.allocUnsafe(size);
   let at = 0;
   for (const f of files) {
@@ -82,6 +82,7 @@ function pack(files: readonly ExtractFile[]): Buffer {
     b.writeUInt32LE(pl, at + 4);
     packFinish(b, at + 8, f.finish);
     at += HEAD + tl + pl;
+    at += packFinishAcl(b, at, f.finish);
   }
   return b;
 }

@@ -13,19 +13,22 @@
  *   writeFiles(rootFd, batch: Buffer, count, body: Buffer) -> Promise<result>
  * rootFd stays the caller's, open until the promise settles; so do batch and body, unchanged.
  * A batch is `count` records, each a 48-byte head of little-endian numbers, the bytes of the
- * file's path below the root, then `pieces` pairs of f64 (offset in the file, length):
+ * file's path below the root, its finish's ACL value (aclLength bytes), then `pieces` pairs
+ * of f64 (offset in the file, length):
  *   u32 pathLength, u32 pieces, [finish: u32 flags, u32 uid, u32 gid, u32 mode,
- *   u32 modeRefused, u32 zero, f64 mtime], f64 size
+ *   u32 modeRefused, u32 aclLength, f64 mtime], f64 size
  * The pieces' bytes follow each other in `body`, in the order of the records.
  * result: { fds: Int32Array (a handed-back descriptor, -1 finished here, -2 not reached),
- *           refused: Uint8Array (1: the fchown was refused),
+ *           refused: Uint8Array (1: the fchown was refused, or the ACL),
  *           failed: index of the file that failed, or -1; errno, syscall when it did }
  *
  * The finish part of a record (extractRun's too): flags FINISH (1) finish the file here, else
  * hand it back open; CHOWN (2) fchown it to uid (0xffffffff: leave) and gid; STRICT (4) a
  * refused fchown (EPERM) fails the batch, else EPERM and EINVAL only set modeRefused instead
- * of mode (a user who may not give files away). A file finished here is created with its
- * final mode when the umask allows (no fchmod then).
+ * of mode (a user who may not give files away). aclLength (finished files only): the bytes of
+ * a system.posix_acl_access value set after the mode; a refusal of it (EPERM, EACCES,
+ * ENOTSUP) sets `refused`, and a refused fchown hands the file back instead (finish_fd). A
+ * file finished here is created with its final mode when the umask allows (no fchmod then).
  */
 #define _GNU_SOURCE
 #include <node_api.h>
@@ -37,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,7 +70,16 @@ bool finish_read(const uint8_t *r, file_finish *f) {
   f->gid = read_le32(r + 8);
   f->mode = read_le32(r + 12) & 07777;
   f->mode_refused = read_le32(r + 16) & 07777;
+  f->acl_len = read_le32(r + 20);
   f->mtime = (time_t)mtime;
+  f->acl = NULL;
+  return f->acl_len == 0 || ((f->flags & FINISH_HERE) && f->acl_len >= 4 && f->acl_len <= FINISH_ACL_MAX);
+}
+
+bool finish_read_acl(const uint8_t *p, size_t avail, file_finish *f) {
+  if (f->acl_len == 0) return true;
+  if (avail < f->acl_len || (f->acl = malloc(f->acl_len)) == NULL) return false;
+  memcpy(f->acl, p, f->acl_len);
   return true;
 }
 
@@ -91,14 +104,19 @@ mode_t finish_create_mode(const file_finish *f, int umask) {
   return 0600;
 }
 
-int finish_fd(int fd, const file_finish *f, int umask, bool *refused, const char **call) {
+int finish_fd(int fd, const file_finish *f, int umask, bool *refused, bool *kept_open, const char **call) {
   mode_t mode = f->mode;
   bool chmod_needed = finish_create_mode(f, umask) != mode;
   int e = 0;
   *call = NULL;
+  *kept_open = false;
   if ((f->flags & FINISH_CHOWN) && fchown(fd, f->uid, f->gid) < 0) {
     e = errno;
     if (e == EINVAL || (e == EPERM && !(f->flags & FINISH_STRICT))) {
+      if (f->acl != NULL) {
+        *kept_open = true;
+        return 0;
+      }
       *refused = true;
       mode = f->mode_refused;
       chmod_needed = true;
@@ -108,6 +126,12 @@ int finish_fd(int fd, const file_finish *f, int umask, bool *refused, const char
     }
   }
   if (*call == NULL && chmod_needed && fchmod(fd, mode) < 0) *call = "fchmod", e = errno;
+  /* After the mode, whose group bits the ACL's mask then sets, as compose/tree/writer.ts orders them. */
+  if (*call == NULL && f->acl != NULL && fsetxattr(fd, "system.posix_acl_access", f->acl, f->acl_len, 0) < 0) {
+    e = errno;
+    if (e == EPERM || e == EACCES || e == ENOTSUP || e == EOPNOTSUPP) *refused = true, e = 0;
+    else *call = "fsetxattr";
+  }
   struct timespec ts[2] = {{f->mtime, 0}, {f->mtime, 0}};
   if (*call == NULL && futimens(fd, ts) < 0) *call = "futime", e = errno;
   if (close(fd) < 0 && errno != EINTR && *call == NULL) *call = "close", e = errno;
@@ -168,7 +192,7 @@ static void files_job_free(napi_env env, files_job *j) {
   if (j->batch_ref) napi_delete_reference(env, j->batch_ref);
   if (j->body_ref) napi_delete_reference(env, j->body_ref);
   if (j->files)
-    for (uint32_t i = 0; i < j->n; i++) free(j->files[i].path);
+    for (uint32_t i = 0; i < j->n; i++) free(j->files[i].path), free(j->files[i].finish.acl);
   free(j->files);
   free(j->fds);
   free(j->refused);
@@ -226,14 +250,14 @@ static void files_execute(napi_env env, void *data) {
       j->fds[i] = fd;
       continue;
     }
-    bool refused = false;
-    e = finish_fd(fd, &f->finish, j->umask, &refused, &call);
+    bool refused = false, kept_open = false;
+    e = finish_fd(fd, &f->finish, j->umask, &refused, &kept_open, &call);
     j->refused[i] = refused;
     if (e != 0) {
       j->failed = (int32_t)i, j->err = e, j->syscall = call;
       return;
     }
-    j->fds[i] = -1;
+    j->fds[i] = kept_open ? fd : -1;
   }
 }
 
@@ -270,6 +294,8 @@ static bool read_files(napi_env env, files_job *j, const uint8_t *b, size_t len,
     f->size = (uint64_t)size;
     if ((f->path = copy_cstring(b + at, pl)) == NULL) goto bad;
     at += pl;
+    if (!finish_read_acl(b + at, len - at, &f->finish)) goto bad;
+    at += f->finish.acl_len;
     if ((len - at) / 16 < f->pieces) goto bad;
     f->pairs = b + at;
     double end = 0;

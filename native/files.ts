@@ -8,7 +8,7 @@ import * as util from 'node:util';
 import { addon } from './binding.js';
 
 /**
- * Owner, mode and mtime of a written file, applied on the other thread, the file then closed.
+ * Owner, mode, access ACL and mtime of a written file, applied on the other thread, the file then closed.
  * The caller decides them (compose/tree/writer.ts, TreeWriter.plainFinish).
  */
 export interface FileFinish {
@@ -22,6 +22,12 @@ export interface FileFinish {
   modeRefused: number;
   /** Seconds since the epoch, for atime and mtime. */
   mtime: number;
+  /**
+   * A system.posix_acl_access value, set after the mode; its refusal (EPERM, EACCES, ENOTSUP)
+   * is reported as a refused chown is (`refused`). A file with an ACL whose chown is refused
+   * comes back open instead, for the caller to finish.
+   */
+  acl?: Uint8Array;
 }
 
 /** What a batch of files came to. */
@@ -53,7 +59,7 @@ const F_CHOWN = 2;
 const F_STRICT = 4;
 const HEAD = 48;
 
-/** The finish record of `fin` (or of a file handed back) at `at`. */
+/** The finish record of `fin` (or of a file handed back) at `at`; its ACL value goes after the record's paths (packFinishAcl). */
 export function packFinish(b: Buffer, at: number, fin: FileFinish | undefined): void {
   const flags = (fin ? F_FINISH : 0) | (fin?.chown ? F_CHOWN : 0) | (fin?.chown?.strict ? F_STRICT : 0);
   b.writeUInt32LE(flags, at);
@@ -61,8 +67,15 @@ export function packFinish(b: Buffer, at: number, fin: FileFinish | undefined): 
   b.writeUInt32LE((fin?.chown?.gid ?? 0) >>> 0, at + 8);
   b.writeUInt32LE(fin?.mode ?? 0, at + 12);
   b.writeUInt32LE(fin?.modeRefused ?? 0, at + 16);
-  b.writeUInt32LE(0, at + 20);
+  b.writeUInt32LE(fin?.acl?.length ?? 0, at + 20);
   b.writeDoubleLE(fin?.mtime ?? 0, at + 24);
+}
+
+/** The bytes of `fin`'s ACL value, put at `at`: how many. */
+export function packFinishAcl(b: Buffer, at: number, fin: FileFinish | undefined): number {
+  if (!fin?.acl) return 0;
+  b.set(fin.acl, at);
+  return fin.acl.length;
 }
 
 /** A batch's result as native/files.c gives it. */
@@ -90,7 +103,7 @@ export async function writeFiles(rootFd: number, files: readonly HeldFile[]): Pr
   let size = 0;
   let bodySize = 0;
   for (const f of files) {
-    size += HEAD + Buffer.byteLength(f.path) + 16 * f.pieces.length;
+    size += HEAD + Buffer.byteLength(f.path) + (f.finish?.acl?.length ?? 0) + 16 * f.pieces.length;
     for (const p of f.pieces) bodySize += p.data.length;
   }
   const b = Buffer.allocUnsafe(size);
@@ -104,6 +117,7 @@ export async function writeFiles(rootFd: number, files: readonly HeldFile[]): Pr
     packFinish(b, at + 8, f.finish);
     b.writeDoubleLE(f.size, at + 40);
     at += HEAD + pl;
+    at += packFinishAcl(b, at, f.finish);
     for (const p of f.pieces) {
       b.writeDoubleLE(p.offset, at);
       b.writeDoubleLE(p.data.length, at + 8);

@@ -38,19 +38,25 @@ void *tagged_external_data(napi_env env, napi_value v, const napi_type_tag *tag,
 
 /*
  * native/files.c: how a written file is finished, as a batch record carries it (32 bytes of
- * little-endian numbers: u32 flags, uid, gid, mode, modeRefused, zero, f64 mtime), shared by
+ * little-endian numbers: u32 flags, uid, gid, mode, modeRefused, aclLength, f64 mtime; the
+ * record's aclLength bytes of a system.posix_acl_access value follow its paths), shared by
  * extractRun and writeFiles.
  */
 enum { FINISH_HERE = 1, FINISH_CHOWN = 2, FINISH_STRICT = 4 };
+/* The largest ACL value a record may carry: 4 + 8 bytes an entry, as many entries as the kernel's 32 pages of xattr value would hold are far more than any tree has. */
+#define FINISH_ACL_MAX 65536
 typedef struct {
-  uint32_t flags, uid, gid, mode, mode_refused;
+  uint32_t flags, uid, gid, mode, mode_refused, acl_len;
   time_t mtime;
+  uint8_t *acl; /* finish_read_acl's copy of the value, or NULL; the job frees it */
 } file_finish;
 uint32_t read_le32(const uint8_t *p);
 /* A NUL-terminated copy of n bytes; NULL when they hold a NUL or memory ran out. */
 char *copy_cstring(const uint8_t *p, uint32_t n);
-/* The 32-byte finish record at `r` into `f`; false when its mtime is not a safe integer. */
+/* The 32-byte finish record at `r` into `f`; false when its mtime is not a safe integer, or it carries an ACL it may not. */
 bool finish_read(const uint8_t *r, file_finish *f);
+/* The record's ACL value, f->acl_len bytes at `p` of `avail` there, copied into f->acl; false when they are not there or memory ran out. */
+bool finish_read_acl(const uint8_t *p, size_t avail, file_finish *f);
 /* The process's umask from /proc/self/status (umask(2) would change it for a moment, for every thread); -1 when absent. */
 int process_umask(void);
 /*
@@ -60,10 +66,13 @@ int process_umask(void);
  */
 mode_t finish_create_mode(const file_finish *f, int umask);
 /*
- * Owner, mode and mtime of a written file (created with finish_create_mode), then close: 0,
- * or the errno of the call *call names. *refused is set when a chown that may be refused was.
+ * Owner, mode, access ACL and mtime of a written file (created with finish_create_mode), then
+ * close: 0, or the errno of the call *call names. *refused is set when a chown that may be
+ * refused was, or the ACL was (EPERM, EACCES, ENOTSUP). A file with an ACL whose chown is
+ * refused is left open, *kept_open set: the group class of its ACL depends on the group it
+ * keeps, which the caller's policy decides (compose/tree/writer.ts).
  */
-int finish_fd(int fd, const file_finish *f, int umask, bool *refused, const char **call);
+int finish_fd(int fd, const file_finish *f, int umask, bool *refused, bool *kept_open, const char **call);
 /* A batch's result object { fds, refused, failed, errno?, syscall? }; NULL when it could not be made. */
 napi_value batch_result(napi_env env, uint32_t n, const int32_t *fds, const uint8_t *refused, int32_t failed, int err, const char *syscall);
 /* Adds writeFiles to `exports`. */

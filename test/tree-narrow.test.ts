@@ -64,6 +64,37 @@ else {
     assert.ok(l.some((x) => /^group:\d+:r--$/.test(x)), 'the licence group keeps its entry');
   });
 
+  test('root of a user namespace without the layer\'s ids: the owning group entry narrowed as a user\'s is', ({ dir, store, user }) => {
+    // Root there (only uid 0 mapped) cannot give a file the layer's owner (EINVAL): the file
+    // keeps root's group, which then gets no more than others, in its mode and in its ACL.
+    // The ACL names only ids mapped there (group 0 beside the owning group): one naming
+    // another cannot be set at all (EINVAL), and the build stops.
+    const ns = ['unshare', '--user', '--map-root-user'];
+    const probe = run(ns[0]!, [...ns.slice(1), 'true']);
+    if (probe.code !== 0) {
+      console.log(`  skip: no user namespace here: ${probe.stderr.toString().trim().split('\n')[0]}`);
+      return;
+    }
+    const src = join(dir, 'src-ns');
+    mkdirSync(join(src, 'd'), { recursive: true });
+    writeFileSync(join(src, 'd', 'foreign'), 'f\n', { mode: 0o640 });
+    mustRun('setfacl', ['-m', 'g:0:r', join(src, 'd', 'foreign')]);
+    chownSync(join(src, 'd', 'foreign'), user.uid, user.gid);
+    assert.is(strata(['-q', 'store', 'import', 'ns/1', src], { store }).code, 0);
+    const work = join(dir, 'work-ns');
+    mkdirSync(work);
+    assert.is(strata(['-q', 'compose', 'add', 'ns/1'], { store, cwd: work }).code, 0);
+    const r = strata(['compose', 'sandbox', 'sb'], { store, cwd: work, prefix: ns });
+    assert.is(r.code, 0, r.stderr.toString());
+    assert.match(r.stderr.toString(), /some metadata could not be applied: ownership \(\d+\)/);
+    const f = lstatSync(join(work, 'sb/d/foreign'));
+    assert.is.not(f.uid, user.uid, 'the owner could not be given');
+    const l = acl(join(work, 'sb/d/foreign'));
+    assert.ok(l.includes('group::---'), `the group kept gets no more than others: ${l.join(' ')}`);
+    assert.ok(l.includes('group:0:r--'), `the named group keeps its entry: ${l.join(' ')}`);
+    assert.is(f.mode & 0o070, 0o040, 'the mask (the named group\'s read) is the group bits');
+  });
+
   test('on a filesystem mounted noacl: no mask as group bits; narrowed and said once', ({ dir, store }) => {
     const img = join(dir, 'fs.img');
     mustRun('truncate', ['-s', '32M', img]);

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { DIR_FLAGS } from '../native/fsops.js';
 import { writeFiles } from '../native/files.js';
 import { addon } from '../native/binding.js';
+import { aclFromText, aclToXattr } from '../native/acl.js';
 import { diffTrees } from './helpers/tree.js';
 import { strata, strataOk } from './helpers/cli.js';
 import { missing, skipSuite, testIf } from './helpers/probe.js';
@@ -157,6 +158,30 @@ else {
     }
   });
 
+  t('writeFiles: a finish\'s access ACL is set after the mode, as the kernel then shows it', async () => {
+    const root = join(tmp, 'native-acl');
+    mkdirSync(root);
+    const rootFd = openSync(root, DIR_FLAGS);
+    try {
+      const acl = aclToXattr(aclFromText('u::rw,g::-,g:4242:r,m::r,o::-'));
+      const fin = { mode: 0o660, modeRefused: 0o600, mtime: 1_700_000_000 };
+      const r = await writeFiles(rootFd, [
+        { path: 'with', pieces: [{ offset: 0, data: Buffer.from('w\n') }], size: 2, finish: { ...fin, acl } },
+        { path: 'without', pieces: [], size: 0, finish: fin },
+      ]);
+      assert.is(r.error, undefined, r.error?.message);
+      assert.equal([...r.fds], [-1, -1], 'both finished there');
+      assert.equal([...r.refused], [0, 0]);
+      const shown = (p: string) => mustRun('getfacl', ['-n', '--omit-header', join(root, p)]).stdout.toString().trim().split('\n');
+      assert.equal(shown('with'), ['user::rw-', 'group::---', 'group:4242:r--', 'mask::r--', 'other::---']);
+      assert.is(lstatSync(join(root, 'with')).mode & 0o777, 0o640, 'the mask is the group bits');
+      assert.is(lstatSync(join(root, 'with')).mtimeMs, 1_700_000_000_000, 'the mtime set after the ACL');
+      assert.equal(shown('without'), ['user::rw-', 'group::rw-', 'other::---']);
+    } finally {
+      closeSync(rootFd);
+    }
+  });
+
   t('writeFiles: a malformed batch is refused before anything runs', async () => {
     const root = join(tmp, 'native-malformed');
     mkdirSync(root);
@@ -181,6 +206,20 @@ else {
       assert.throws(() => addon().writeFiles(rootFd, rec, 1, Buffer.from('extra')), /not count records/, 'a body the pieces do not fill');
       rec.writeDoubleLE(0.5, 40);
       assert.throws(() => addon().writeFiles(rootFd, rec, 1, Buffer.alloc(0)), /not count records/, 'a size that is not a whole number');
+      // A finish's ACL value (its length at byte 28, its bytes after the path): past the
+      // batch, shorter than an ACL's header, or on a file handed back unfinished.
+      const acl = aclToXattr(aclFromText('u::rw,g::r,o::-'));
+      for (const [what, flags, length, bytes] of [
+        ['an ACL past the batch', 1, acl.length + 1, acl],
+        ['an ACL shorter than its header', 1, 3, acl.subarray(0, 3)],
+        ['an ACL on a file handed back', 0, acl.length, acl],
+      ] as const) {
+        const r = Buffer.concat([Buffer.alloc(48), Buffer.from('h'), bytes]);
+        r.writeUInt32LE(1, 0);
+        r.writeUInt32LE(flags, 8);
+        r.writeUInt32LE(length, 28);
+        assert.throws(() => addon().writeFiles(rootFd, r, 1, Buffer.alloc(0)), /not count records/, what);
+      }
       assert.equal(readdirSync(root), [], 'nothing created');
     } finally {
       closeSync(rootFd);

@@ -5,8 +5,9 @@
  * the image did when they were made here one by one. One batch is written while the next
  * fills, so the two cores share the work.
  *
- * Owner, mode and mtime follow the writer's own policy (TreeWriter.plainFinish); a file with
- * xattrs or ACLs comes back open and TreeWriter.finishFile finishes it here.
+ * Owner, mode, access ACL and mtime follow the writer's own policy (TreeWriter.plainFinish); a
+ * file it cannot finish there (xattrs, say) comes back open and TreeWriter.finishFile finishes
+ * it here.
  *
  * Memory: at most two batches, of BATCH_FILES files or BATCH_BYTES of content each (and the
  * files of the readers in flight, waiting for room). A file larger than HELD_MAX is not

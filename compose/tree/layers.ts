@@ -4,9 +4,9 @@
  *
  * Each layer's blob is read once, whole, on another thread, which hashes it, hashes its header
  * blocks apart, and writes the files the plan takes from it. The plan decides every file
- * (where it goes, which member's body it gets) and this thread decides its owner, mode and
- * mtime with the writer's own policy (TreeWriter.plainFinish); a file with xattrs or ACLs
- * comes back open and TreeWriter.finishFile finishes it here. Several layers are read at once
+ * (where it goes, which member's body it gets) and this thread decides its owner, mode, access
+ * ACL and mtime with the writer's own policy (TreeWriter.plainFinish); a file it cannot finish
+ * there (xattrs, say) comes back open and TreeWriter.finishFile finishes it here. Several layers are read at once
  * (the plan gives every path to exactly one layer). Once a layer's blob has been read to its
  * end, the store checks both digests (StoreReader.openLayerBlob): the blob's against its
  * name, the entry list its headers give against the one the plan was made from. The tree goes in place

@@ -44,7 +44,7 @@ import {
   openBeneath, openat, symlinkat, utimensat,
 } from '../../native/fsops.js';
 import { lsetxattr } from '../../native/xattr.js';
-import { ACL_XATTR_ACCESS, ACL_XATTR_DEFAULT, aclFromText, aclToXattr, narrowedNode, type Acl } from '../../native/acl.js';
+import { ACL_XATTR_ACCESS, ACL_XATTR_DEFAULT, aclFromText, aclToXattr, aclXattrFromText, narrowedNode, type Acl } from '../../native/acl.js';
 import { printable, StrataError } from '../../native/errors.js';
 import { COMPOSE_ERR } from '../errors.js';
 import type { BatchResult, FileFinish } from '../../native/files.js';
@@ -63,6 +63,8 @@ export interface WriterOptions {
 type At = { fd: number } | { dir: number; name: string };
 
 const S_ISUID = 0o4000;
+/** Bytes of an ACL xattr value's header: a value of no more holds no entry. */
+const ACL_XATTR_HEAD = 4;
 
 const SKIP_XATTR = new Set(['EPERM', 'EACCES', 'ENOTSUP', 'EOPNOTSUPP']);
 
@@ -199,12 +201,16 @@ export class TreeWriter {
 
   /**
    * What meta() would do to file `e`, for a writer on another thread (native/extract.ts):
-   * owner, mode and mtime, decided here. Undefined when only meta() itself can finish the file
-   * (xattrs or ACLs). A skip meta() would count whatever the chown does is counted now; one it
-   * counts only when the chown is refused, by `refused` (ExtractResult.refused).
+   * owner, mode, access ACL and mtime, decided here. Undefined when only meta() itself can
+   * finish the file: xattrs, a default ACL, or an access ACL that meta() would change (ACLs
+   * narrowed to modes, or the owning group known not to be kept). A skip meta() would count
+   * whatever the chown does is counted now; one it counts only when the chown is refused, by
+   * `refused` (ExtractResult.refused). A file with an ACL whose chown is refused comes back
+   * open, to meta(); `refused` then means the ACL was.
    */
   plainFinish(e: LayerEntry): (FileFinish & { refused?: () => void }) | undefined {
-    if (e.xattrs?.size || e.acl?.access || e.acl?.default) return undefined;
+    if (e.xattrs?.size || e.acl?.default) return undefined;
+    if (e.acl?.access) return this.aclFinish(e, e.acl.access);
     const mode = e.mode & 0o7777;
     // Neither owner nor group set: no setuid, no setgid, the group class no more than other.
     const modeRefused = narrowedNode(mode, undefined, { ownGroupKept: false }).mode & ~S_ISUID;
@@ -216,6 +222,22 @@ export class TreeWriter {
     this.skip('ownership', e.path);
     if (!this.groups.has(e.gid)) return { mode: modeRefused, modeRefused, mtime: e.mtime };
     return { chown: { uid: -1, gid: e.gid, strict: false }, mode: mode & ~S_ISUID, modeRefused, mtime: e.mtime };
+  }
+
+  /**
+   * plainFinish() of a file with access ACL `text`: where meta() keeps the ACL and the mode as
+   * they are, the owner either the creator's already or given by root or a member of the group
+   * (a refusal sends the file back to meta()).
+   */
+  private aclFinish(e: LayerEntry, text: string): (FileFinish & { refused?: () => void }) | undefined {
+    if (!this.aclsSupported) return undefined;
+    const value = aclXattrFromText(text);
+    if (value.length <= ACL_XATTR_HEAD) return undefined;
+    const mode = e.mode & 0o7777;
+    const refused = () => this.skip('POSIX ACLs', `${e.path} ${ACL_XATTR_ACCESS}`);
+    if (this.ownersAsCreated && e.uid === this.uid && e.gid === this.gid) return { mode, modeRefused: mode, mtime: e.mtime, acl: value, refused };
+    if (!this.isRoot && !(e.uid === this.uid && this.groups.has(e.gid))) return undefined;
+    return { chown: { uid: e.uid, gid: e.gid, strict: this.isRoot }, mode, modeRefused: mode, mtime: e.mtime, acl: value, refused };
   }
 
   symlink(e: LayerEntry): void {
@@ -391,7 +413,8 @@ export class TreeWriter {
 
   /** The error a failure to create or write `p` is reported as (APPLY_FAILED, naming the path). */
   failure(p: string, err: unknown): StrataError {
-    return this.failed(p, err);
+    // The one attribute another thread sets on a file is its access ACL (plainFinish).
+    return this.failed(p, err, code(err) !== undefined && (err as NodeJS.ErrnoException).syscall === 'fsetxattr' ? ACL_XATTR_ACCESS : undefined);
   }
 
   private failed(p: string, err: unknown, attr?: string): StrataError {
