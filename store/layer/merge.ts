@@ -349,7 +349,9 @@ export class LayerMerge {
     for (const { entry: e, layer, tarPath } of byGroup.sorted()) {
       const path = tarPath!;
       if (group?.layer === layer && group.path === path) {
-        if (group.file) members.push({ entry: { ...e, type: 'hardlink', size: 0, linkname: group.leader }, layer });
+        // A link that names the leader already is planned as its layer holds it (walk()).
+        const unchanged = e.type === 'hardlink' && e.linkname === group.leader && e.size === 0;
+        if (group.file && !unchanged) members.push({ entry: { ...e, type: 'hardlink', size: 0, linkname: group.leader }, layer });
         continue;
       }
       while (!f.done && (f.value.layer < layer || (f.value.layer === layer && comparePaths(f.value.entry.path, path) < 0))) f = files.next();
