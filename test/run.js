@@ -18,6 +18,15 @@ const files = [];
   }
 })(root);
 
+// The longest suites start first (1-3 minutes each here), so that the last to finish are short
+// ones and the workers end together: in path order one worker sat idle for a minute at the end.
+const LONGEST = ['scale-link-memory', 'image-identity', 'install', 'scale-acl-memory', 'scale-memory', 'lmod/differential', 'tree-race', 'remote-roundtrip'];
+const rank = (file) => {
+  const i = LONGEST.findIndex((name) => file.endsWith(`/${name}.test.js`));
+  return i < 0 ? LONGEST.length : i;
+};
+files.sort((a, b) => rank(a) - rank(b));
+
 let passed = 0;
 let failed = 0;
 let skipped = 0;
