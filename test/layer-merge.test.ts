@@ -58,3 +58,45 @@ test('a plan below the threshold never tells', async ({ dir }) => {
 });
 
 test.run();
+
+const links = suite<{ dir: string }>('layer merge: hard-link groups');
+links.before.each((ctx) => {
+  ctx.dir = tempDir('strata-merge-');
+});
+links.after.each((ctx) => removeDir(ctx.dir));
+
+const node = (path: string, type: LayerEntry['type'], more: Partial<LayerEntry> = {}): LayerEntry => ({ path, type, mode: type === 'dir' ? 0o755 : 0o644, uid: 0, gid: 0, mtime: 0, size: type === 'file' ? 1 : 0, ...more });
+
+/** The plan's files and links: path, type, the path a link names or a file's body comes from. */
+async function planLinks(dir: string, layers: LayerEntry[][]): Promise<string[][]> {
+  const merge = new LayerMerge({ tmpDir: dir });
+  try {
+    for (const [i, entries] of layers.entries()) await merge.addLayer(() => entries, `l${i}`);
+    const plan = merge.plan();
+    return [...plan.entries()]
+      .filter((p) => p.entry.type === 'file' || p.entry.type === 'hardlink')
+      .map((p) => [p.entry.path, p.entry.type, p.entry.type === 'hardlink' ? p.entry.linkname! : p.contentPath!]);
+  } finally {
+    merge.dispose();
+  }
+}
+
+links('groups as their layer made them are planned as they are', async ({ dir }) => {
+  const layer = [node('a', 'dir'), node('a/f', 'file'), node('a/l', 'hardlink', { linkname: 'a/f' }), node('z', 'dir'), node('z/l', 'hardlink', { linkname: 'a/f' })];
+  assert.equal(await planLinks(dir, [layer]), [
+    ['a/f', 'file', 'a/f'],
+    ['a/l', 'hardlink', 'a/f'],
+    ['z/l', 'hardlink', 'a/f'],
+  ]);
+});
+
+links('a link put before its file by a lower symlink becomes the file, and the file a link to it', async ({ dir }) => {
+  // z -> b below: the upper layer's z/l lands at b/l, which sorts before its file c/f.
+  const lower = [node('b', 'dir'), node('z', 'symlink', { linkname: 'b' })];
+  const upper = [node('c', 'dir'), node('c/f', 'file'), node('z/l', 'hardlink', { linkname: 'c/f' })];
+  assert.equal(await planLinks(dir, [lower, upper]), [
+    ['b/l', 'file', 'c/f'],
+    ['c/f', 'hardlink', 'b/l'],
+  ]);
+});
+links.run();

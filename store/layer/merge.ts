@@ -329,20 +329,32 @@ export class LayerMerge {
    * a group's first survivor in path order (its leader) becomes the file if it was a link
    * (the group's file was whited out or replaced above, or sorts after it now), and every
    * other member a link to it. Found with one walk of the survivors, sorted by group; none
-   * when the layers hold no links.
+   * when the layers hold no links, or when every group is as its layer made it.
    */
   private groupMembers(): SpillSorter<PlannedEntry> | undefined {
     if (this.members || this.linkedFiles.count === 0) return this.members;
     // Each surviving member, its tarPath the group's (the file's path in its layer's tar).
     const byGroup = this.sorter<Leaf>((a, b) => a.layer - b.layer || comparePaths(a.tarPath!, b.tarPath!) || comparePaths(a.entry.path, b.entry.path), leafCodec);
+    // Whether a member lies elsewhere than its layer put it, and how many linked files survive.
+    let moved = false;
+    let filesKept = 0;
     const walk = this.survivors((top) => {
       const e = top.entry;
-      if (e.type === 'hardlink') byGroup.push({ entry: e, layer: top.layer, tarPath: e.linkname! });
-      else if (top.linked) byGroup.push({ entry: e, layer: top.layer, tarPath: top.tarPath ?? e.path });
+      if (e.type !== 'hardlink' && !top.linked) return undefined;
+      if (top.tarPath !== undefined) moved = true;
+      else if (e.type !== 'hardlink') filesKept++;
+      byGroup.push({ entry: e, layer: top.layer, tarPath: e.type === 'hardlink' ? e.linkname! : top.tarPath ?? e.path });
       return undefined;
     });
     while (!walk.next().done);
     const members = (this.members = this.sorter<PlannedEntry>((a, b) => comparePaths(a.entry.path, b.entry.path), memberCodec));
+    if (!moved && filesKept === this.linkedFiles.count) {
+      // Every group's file survives where its layer put it, so it is still its group's first
+      // name (a layer's links come after their file) and every surviving link names it: no
+      // member changes.
+      byGroup.dispose();
+      return members;
+    }
     const files = this.linkedFiles.sorted()[Symbol.iterator]();
     let f = files.next();
     let group: { layer: number; path: string; leader: string; file?: LayerEntry } | undefined;
