@@ -210,34 +210,28 @@ export class TreeWriter {
    */
   plainFinish(e: LayerEntry): (FileFinish & { refused?: () => void }) | undefined {
     if (e.xattrs?.size || e.acl?.default) return undefined;
-    if (e.acl?.access) return this.aclFinish(e, e.acl.access);
     const mode = e.mode & 0o7777;
+    // A new file is the creator's, uid and primary group: no chown when that is what it needs.
+    const asCreated = this.ownersAsCreated && e.uid === this.uid && e.gid === this.gid;
+    // Root gives a file any owner; a user gives a file of its own a group it is in.
+    const given = !asCreated && (this.isRoot || (e.uid === this.uid && this.groups.has(e.gid)));
+    const chown = { uid: e.uid, gid: e.gid, strict: this.isRoot };
+    if (e.acl?.access) {
+      // meta() keeps the ACL and the mode as they are when the owner is kept and ACLs are
+      // stored; else it changes them, and the file goes to it.
+      if (!(asCreated || given) || !this.aclsSupported) return undefined;
+      const acl = aclXattrFromText(e.acl.access);
+      if (acl.length <= ACL_XATTR_HEAD) return undefined;
+      const refused = () => this.skip('POSIX ACLs', `${e.path} ${ACL_XATTR_ACCESS}`);
+      return { ...(given ? { chown } : {}), mode, modeRefused: mode, mtime: e.mtime, acl, refused };
+    }
     // Neither owner nor group set: no setuid, no setgid, the group class no more than other.
     const modeRefused = narrowedNode(mode, undefined, { ownGroupKept: false }).mode & ~S_ISUID;
-    // A new file is the creator's, uid and primary group: no chown when that is what it needs.
-    if (this.ownersAsCreated && e.uid === this.uid && e.gid === this.gid) return { mode, modeRefused, mtime: e.mtime };
-    if (this.isRoot || (e.uid === this.uid && this.groups.has(e.gid))) {
-      return { chown: { uid: e.uid, gid: e.gid, strict: this.isRoot }, mode, modeRefused, mtime: e.mtime, refused: () => this.skip('ownership', e.path) };
-    }
+    if (asCreated) return { mode, modeRefused, mtime: e.mtime };
+    if (given) return { chown, mode, modeRefused, mtime: e.mtime, refused: () => this.skip('ownership', e.path) };
     this.skip('ownership', e.path);
     if (!this.groups.has(e.gid)) return { mode: modeRefused, modeRefused, mtime: e.mtime };
     return { chown: { uid: -1, gid: e.gid, strict: false }, mode: mode & ~S_ISUID, modeRefused, mtime: e.mtime };
-  }
-
-  /**
-   * plainFinish() of a file with access ACL `text`: where meta() keeps the ACL and the mode as
-   * they are, the owner either the creator's already or given by root or a member of the group
-   * (a refusal sends the file back to meta()).
-   */
-  private aclFinish(e: LayerEntry, text: string): (FileFinish & { refused?: () => void }) | undefined {
-    if (!this.aclsSupported) return undefined;
-    const value = aclXattrFromText(text);
-    if (value.length <= ACL_XATTR_HEAD) return undefined;
-    const mode = e.mode & 0o7777;
-    const refused = () => this.skip('POSIX ACLs', `${e.path} ${ACL_XATTR_ACCESS}`);
-    if (this.ownersAsCreated && e.uid === this.uid && e.gid === this.gid) return { mode, modeRefused: mode, mtime: e.mtime, acl: value, refused };
-    if (!this.isRoot && !(e.uid === this.uid && this.groups.has(e.gid))) return undefined;
-    return { chown: { uid: e.uid, gid: e.gid, strict: this.isRoot }, mode, modeRefused: mode, mtime: e.mtime, acl: value, refused };
   }
 
   symlink(e: LayerEntry): void {
@@ -414,7 +408,7 @@ export class TreeWriter {
   /** The error a failure to create or write `p` is reported as (APPLY_FAILED, naming the path). */
   failure(p: string, err: unknown): StrataError {
     // The one attribute another thread sets on a file is its access ACL (plainFinish).
-    return this.failed(p, err, code(err) !== undefined && (err as NodeJS.ErrnoException).syscall === 'fsetxattr' ? ACL_XATTR_ACCESS : undefined);
+    return this.failed(p, err, (err as NodeJS.ErrnoException | undefined)?.syscall === 'fsetxattr' ? ACL_XATTR_ACCESS : undefined);
   }
 
   private failed(p: string, err: unknown, attr?: string): StrataError {
