@@ -18,6 +18,7 @@ import { checkPath, extractImage, type Restore, type RestoreLookup } from './tre
 
 export interface UnsquashResult {
   entries: number;
+  /** Paths whose ACLs were set (the rest had a mode narrowed instead: `skipped`). */
   acls: number;
   skipped: Record<string, number>;
   warnings: string[];
@@ -37,7 +38,9 @@ export async function unsquash(image: string, dir: string): Promise<UnsquashResu
       restore = await AclIndexReader.read(image, img.openFile(acl), scratchDir);
     }
     const r = await extractImage(img, dir, { restore, scratchDir });
-    return { entries: r.entries, acls: r.acls, skipped: r.skipped, warnings: r.warnings };
+    // A path whose ACLs could not be set (a mode narrowed instead, skipped once) was not restored.
+    const notSet = (r.skipped['POSIX ACLs'] ?? 0) + (r.skipped['unmapped ACLs'] ?? 0);
+    return { entries: r.entries, acls: Math.max(0, r.acls - notSet), skipped: r.skipped, warnings: r.warnings };
   } finally {
     restore?.dispose();
     await img.close();

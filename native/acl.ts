@@ -391,11 +391,17 @@ export interface NarrowedNode {
  *   members are others now), & mask where the mask applies.
  *
  * A group switch clears setgid: the node must not run with the licence group's privileges.
+ * `switchGroup: false` says the node keeps the owning group it has (its ACL was refused after
+ * the owner was set): no named group is chosen, as when the ACL names several.
  * `ownGroupKept: false` says the owning group cannot be set at all (a non-root build leaves the
  * builder's primary group): the group class then gets no more than other, and setgid goes (the
  * node must not run with the builder's group for everyone else).
  */
-export function narrowedNode(mode: number, access: Acl | undefined, opts: { prefer?: number; ownGroupKept?: boolean } = {}): NarrowedNode {
+export function narrowedNode(
+  mode: number,
+  access: Acl | undefined,
+  opts: { prefer?: number; switchGroup?: boolean; ownGroupKept?: boolean } = {},
+): NarrowedNode {
   const special = mode & 0o7000;
   let user = (mode >> 6) & 7;
   let group = (mode >> 3) & 7;
@@ -407,7 +413,9 @@ export function narrowedNode(mode: number, access: Acl | undefined, opts: { pref
     const users = access.filter((e) => e.tag === 'user').map((e) => e.perm & mask);
     const groups = access.filter((e) => e.tag === 'group');
     const chosen =
-      (opts.prefer !== undefined ? groups.find((g) => g.id === opts.prefer) : undefined) ?? (groups.length === 1 ? groups[0] : undefined);
+      opts.switchGroup === false
+        ? undefined
+        : ((opts.prefer !== undefined ? groups.find((g) => g.id === opts.prefer) : undefined) ?? (groups.length === 1 ? groups[0] : undefined));
     const all = (perms: number[]) => perms.reduce((a, p) => a & p, 7);
     user = required(access, 'user_obj');
     if (chosen !== undefined && opts.ownGroupKept !== false) {

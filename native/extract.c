@@ -37,7 +37,7 @@
  * (its last 32 bytes, from flags on, are the finish record native/files.c describes: whether
  * the file is finished here, and its owner, mode, access ACL and mtime).
  * result: { fds: Int32Array (a handed-back descriptor, -1 finished here, -2 not reached),
- *           refused: Uint8Array (1: the fchown was refused, or the ACL),
+ *           refused: Uint8Array (1: the fchown was refused),
  *           failed: index of the file that failed, or -1; errno, syscall when it did,
  *           problem: a string when the blob is not a tar of a layer, or a planned file is not
  *           in it (the rest of the blob is still hashed),

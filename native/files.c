@@ -19,15 +19,16 @@
  *   u32 modeRefused, u32 aclLength, f64 mtime], f64 size
  * The pieces' bytes follow each other in `body`, in the order of the records.
  * result: { fds: Int32Array (a handed-back descriptor, -1 finished here, -2 not reached),
- *           refused: Uint8Array (1: the fchown was refused, or the ACL),
+ *           refused: Uint8Array (1: the fchown was refused),
  *           failed: index of the file that failed, or -1; errno, syscall when it did }
  *
  * The finish part of a record (extractRun's too): flags FINISH (1) finish the file here, else
  * hand it back open; CHOWN (2) fchown it to uid (0xffffffff: leave) and gid; STRICT (4) a
  * refused fchown (EPERM) fails the batch, else EPERM and EINVAL only set modeRefused instead
  * of mode (a user who may not give files away). aclLength (finished files only): the bytes of
- * a system.posix_acl_access value set after the mode; a refusal of it (EPERM, EACCES,
- * ENOTSUP) sets `refused`, and a refused fchown hands the file back instead (finish_fd). A
+ * a system.posix_acl_access value set after the mode. A refusal of it (EPERM, EACCES,
+ * ENOTSUP, or EINVAL: an id this user namespace does not map), or a refused fchown of a file
+ * with one, hands the file back open instead: the caller narrows its mode (finish_fd). A
  * file finished here is created with its final mode when the umask allows (no fchmod then).
  */
 #define _GNU_SOURCE
@@ -129,8 +130,12 @@ int finish_fd(int fd, const file_finish *f, int umask, bool *refused, bool *kept
   /* After the mode, whose group bits the ACL's mask then sets, as compose/tree/writer.ts orders them. */
   if (*call == NULL && f->acl != NULL && fsetxattr(fd, "system.posix_acl_access", f->acl, f->acl_len, 0) < 0) {
     e = errno;
-    if (e == EPERM || e == EACCES || e == ENOTSUP || e == EOPNOTSUPP) *refused = true, e = 0;
-    else *call = "fsetxattr";
+    if (e == EPERM || e == EACCES || e == ENOTSUP || e == EOPNOTSUPP || e == EINVAL) {
+      /* The mode set above has the mask as its group bits; the caller narrows it. */
+      *kept_open = true;
+      return 0;
+    }
+    *call = "fsetxattr";
   }
   struct timespec ts[2] = {{f->mtime, 0}, {f->mtime, 0}};
   if (*call == NULL && futimens(fd, ts) < 0) *call = "futime", e = errno;

@@ -23,9 +23,9 @@ export interface FileFinish {
   /** Seconds since the epoch, for atime and mtime. */
   mtime: number;
   /**
-   * A system.posix_acl_access value, set after the mode; its refusal (EPERM, EACCES, ENOTSUP)
-   * is reported as a refused chown is (`refused`). A file with an ACL whose chown is refused
-   * comes back open instead, for the caller to finish.
+   * A system.posix_acl_access value, set after the mode. A file whose ACL is refused (EPERM,
+   * EACCES, ENOTSUP, or EINVAL: an id this user namespace does not map), or whose chown is,
+   * comes back open for the caller to finish: its mode must be narrowed instead.
    */
   acl?: Uint8Array;
 }

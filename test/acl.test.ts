@@ -255,7 +255,7 @@ interface Ctx {
 }
 
 codec('narrowedNode gives every class the least any of its members had', () => {
-  const n = (mode: number, text: string | undefined, o?: { prefer?: number; ownGroupKept?: boolean }) => {
+  const n = (mode: number, text: string | undefined, o?: { prefer?: number; switchGroup?: boolean; ownGroupKept?: boolean }) => {
     const r = narrowedNode(mode, text === undefined ? undefined : aclFromText(text), o);
     return `${r.mode.toString(8)}${r.gid === undefined ? '' : ` gid ${r.gid}`}`;
   };
@@ -263,6 +263,9 @@ codec('narrowedNode gives every class the least any of its members had', () => {
   assert.is(n(0o750, 'u::rwx,g::r-x,g:1234:r-x,m::r-x,o::---', { prefer: 1234 }), '750 gid 1234');
   // One named group: chosen without a preference; setgid never travels to it; group:: --- caps other.
   assert.is(n(0o2750, 'u::rwx,g::---,g:500:r-x,m::r-x,o::r--'), '750 gid 500');
+  // The owning group kept where it is (the ACL refused after the chown): the named group is one of the others.
+  assert.is(n(0o2750, 'u::rwx,g::---,g:500:r-x,m::r-x,o::r--', { switchGroup: false }), '2704');
+  assert.is(n(0o750, 'u::rwx,g::r-x,g:1234:r-x,m::r-x,o::---', { prefer: 1234, switchGroup: false }), '750');
   // A named user with less than group:: or other:: caps both (she may be in either class).
   assert.is(n(0o770, 'u::rwx,g::rwx,u:1000:r--,m::rwx,o::r-x'), '744');
   // Two named groups and no preference: the owning group stays; each named group caps other.

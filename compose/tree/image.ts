@@ -15,7 +15,7 @@
  * - Memory: nothing grows with the files or the links (the directories spill, compose/tree/dirs.ts;
  *   the reader finds hard links through sorters in `scratchDir`).
  * - What the process may not do is skipped and counted with the writer's vocabulary
- *   ('ownership', 'device nodes', '<ns>.* xattrs', 'POSIX ACLs') plus 'sockets', which
+ *   ('ownership', 'device nodes', '<ns>.* xattrs', 'POSIX ACLs', 'unmapped ACLs') plus 'sockets', which
  *   SquashFS can hold and a tree of layers cannot.
  */
 import * as fs from 'node:fs';

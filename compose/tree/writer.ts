@@ -35,6 +35,8 @@
  *   '<ns>.* xattrs'   xattrs the kernel or filesystem refuses (EPERM, EACCES, ENOTSUP):
  *                     trusted.* and security.* as non-root, user.* on symlinks
  *   'POSIX ACLs'      ACLs on a filesystem without them (narrowed as above)
+ *   'unmapped ACLs'   ACLs naming an id this user namespace does not map (EINVAL, as chown's):
+ *                     the node's mode narrowed in place, its owner as set
  * Anything else is fatal: a StrataError APPLY_FAILED naming the path.
  */
 import * as fs from 'node:fs';
@@ -50,7 +52,7 @@ import { COMPOSE_ERR } from '../errors.js';
 import type { BatchResult, FileFinish } from '../../native/files.js';
 import type { LayerEntry } from '../../store/index.js';
 
-export type SkipKind = 'ownership' | 'device nodes' | 'sockets' | 'POSIX ACLs' | `${string}.* xattrs`;
+export type SkipKind = 'ownership' | 'device nodes' | 'sockets' | 'POSIX ACLs' | 'unmapped ACLs' | `${string}.* xattrs`;
 
 export interface WriterOptions {
   /** gid of the output's licence group: the root gets it with no access for others. */
@@ -205,8 +207,8 @@ export class TreeWriter {
    * finish the file: xattrs, a default ACL, or an access ACL that meta() would change (ACLs
    * narrowed to modes, or the owning group known not to be kept). A skip meta() would count
    * whatever the chown does is counted now; one it counts only when the chown is refused, by
-   * `refused` (ExtractResult.refused). A file with an ACL whose chown is refused comes back
-   * open, to meta(); `refused` then means the ACL was.
+   * `refused` (ExtractResult.refused). A file with an ACL whose chown or ACL is refused comes
+   * back open, to meta(), which narrows its mode.
    */
   plainFinish(e: LayerEntry): (FileFinish & { refused?: () => void }) | undefined {
     if (e.xattrs?.size || e.acl?.default) return undefined;
@@ -219,11 +221,11 @@ export class TreeWriter {
     if (e.acl?.access) {
       // meta() keeps the ACL and the mode as they are when the owner is kept and ACLs are
       // stored; else it changes them, and the file goes to it.
+      // A file whose chown or ACL is refused comes back open, to meta().
       if (!(asCreated || given) || !this.aclsSupported) return undefined;
       const acl = aclXattrFromText(e.acl.access);
       if (acl.length <= ACL_XATTR_HEAD) return undefined;
-      const refused = () => this.skip('POSIX ACLs', `${e.path} ${ACL_XATTR_ACCESS}`);
-      return { ...(given ? { chown } : {}), mode, modeRefused: mode, mtime: e.mtime, acl, refused };
+      return { ...(given ? { chown } : {}), mode, modeRefused: mode, mtime: e.mtime, acl };
     }
     // Neither owner nor group set: no setuid, no setgid, the group class no more than other.
     const modeRefused = narrowedNode(mode, undefined, { ownGroupKept: false }).mode & ~S_ISUID;
@@ -346,19 +348,32 @@ export class TreeWriter {
     }
     if (!ownerKept) mode &= ~S_ISUID;
 
-    if (e.type !== 'symlink') {
-      this.guard(e.path, () => ('fd' in at ? fs.fchmodSync(at.fd, mode) : fchmodat(at.dir, at.name, mode, AT_SYMLINK_NOFOLLOW)));
-    }
+    const chmod = (m: number) => this.guard(e.path, () => ('fd' in at ? fs.fchmodSync(at.fd, m) : fchmodat(at.dir, at.name, m, AT_SYMLINK_NOFOLLOW)));
+    if (e.type !== 'symlink') chmod(mode);
     const writes: [string, Uint8Array][] = [...(e.xattrs ?? [])];
     if (access) writes.push([ACL_XATTR_ACCESS, aclToXattr(access)]);
     if (deflt) writes.push([ACL_XATTR_DEFAULT, aclToXattr(deflt)]);
+    let aclRefused = false;
     for (const [name, value] of writes) {
       try {
         if ('fd' in at) fsetxattr(at.fd, name, value);
         else lsetxattr(fdPath(at.dir, at.name), name, value);
       } catch (err) {
-        if (!SKIP_XATTR.has(code(err) ?? '')) throw this.failed(e.path, err, name);
-        this.skip(name.startsWith('system.posix_acl_') ? 'POSIX ACLs' : `${name.split('.')[0]}.* xattrs`, `${e.path} ${name}`);
+        const c = code(err) ?? '';
+        const isAcl = name === ACL_XATTR_ACCESS || name === ACL_XATTR_DEFAULT;
+        // An ACL naming an id this user namespace does not map is refused with EINVAL, as a
+        // chown to one is (chown()): skipped, never fatal.
+        const unmapped = isAcl && c === 'EINVAL';
+        if (!SKIP_XATTR.has(c) && !unmapped) throw this.failed(e.path, err, name);
+        if (!isAcl) {
+          this.skip(`${name.split('.')[0]}.* xattrs`, `${e.path} ${name}`);
+          continue;
+        }
+        if (!aclRefused) this.skip(unmapped ? 'unmapped ACLs' : 'POSIX ACLs', e.path);
+        aclRefused = true;
+        // The mode set above carries the mask as its group bits: narrowed as where no ACL is
+        // kept, but in place (the owner is set already).
+        if (name === ACL_XATTR_ACCESS) chmod(narrowedNode(mode, access, { switchGroup: false, ...(groupKept ? {} : { ownGroupKept: false }) }).mode);
       }
     }
     if (what.times === false) return;
@@ -449,15 +464,15 @@ function probeAcls(fd: number): boolean {
  */
 export function skipWarnings(skipped: Record<string, number>, dir: string): string[] {
   const out: string[] = [];
-  const kinds = Object.entries(skipped).filter(([k]) => k !== 'POSIX ACLs');
+  const kinds = Object.entries(skipped).filter(([k]) => k !== 'POSIX ACLs' && k !== 'unmapped ACLs');
   if (kinds.length > 0) {
     out.push(`as uid ${process.geteuid?.()} some metadata could not be applied: ${kinds.map(([k, n]) => `${k} (${n})`).join(', ')}`);
   }
+  const paths = (n: number) => `${n} ${n === 1 ? 'path has' : 'paths have'}`;
+  const instead = 'a mode that grants no more than its ACL did instead (the ACLs are listed in /.strata/acl.json)';
   const acls = skipped['POSIX ACLs'];
-  if (acls) {
-    out.push(
-      `the filesystem of ${printable(dir)} does not keep POSIX ACLs: ${acls} ${acls === 1 ? 'path has' : 'paths have'} a mode that grants no more than its ACL did instead (the ACLs are listed in /.strata/acl.json)`,
-    );
-  }
+  if (acls) out.push(`the filesystem of ${printable(dir)} does not keep POSIX ACLs: ${paths(acls)} ${instead}`);
+  const unmapped = skipped['unmapped ACLs'];
+  if (unmapped) out.push(`this user namespace does not map every user and group the ACLs name: ${paths(unmapped)} ${instead}`);
   return out;
 }
