@@ -1,6 +1,7 @@
 /**
- * Member bodies of a plain tar are read by offset (store/sources/tar.ts, MemberReader): in the
- * archive's order through a window, out of order one member at a time. Whatever the order,
+ * Member bodies of a plain tar are read by offset (store/sources/tar.ts, MemberReader): small
+ * ones through windows of the archive (in its order, or near it), large ones and those of an
+ * archive whose windows stop paying one member at a time. Whatever the order,
  * the layer is the one a directory import of the same tree gives, and its bodies are the
  * tree's: 600 files from empty to 1.5 MiB (many smaller than the window, some across its
  * edges, some larger than it), archived by GNU tar sorted by name, in reverse, and shuffled.
