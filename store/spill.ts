@@ -82,9 +82,10 @@ export function defaultBudget(): number {
 }
 
 export class SpillSorter<T> {
-  private heldRecords: Array<{ t: T; seq: number }> = [];
+  /** Records held in memory, in push order until sorted (a stable sort keeps it among equals). */
+  private heldRecords: T[] = [];
   private heldBytes = 0;
-  private seq = 0;
+  private pushed = 0;
   /** The run file's descriptor (its name is gone), from the first run written until dispose(). */
   private fd: number | undefined;
   /** Bytes written to the run file: where the next run starts. */
@@ -107,7 +108,7 @@ export class SpillSorter<T> {
 
   /** Number of records pushed. */
   get count(): number {
-    return this.seq;
+    return this.pushed;
   }
 
   /** Records held in memory (the rest are in run files). */
@@ -126,14 +127,15 @@ export class SpillSorter<T> {
   }
 
   push(t: T): void {
-    this.heldRecords.push({ t, seq: this.seq++ });
+    this.heldRecords.push(t);
+    this.pushed++;
     this.heldBytes += this.opts.codec.size(t) + 48;
     if (this.heldBytes >= this.budget) this.flush();
   }
 
+  /** Array.prototype.sort is stable: records that compare equal stay in push order. */
   private sortHeld(): void {
-    const cmp = this.opts.compare;
-    this.heldRecords.sort((a, b) => cmp(a.t, b.t) || a.seq - b.seq);
+    this.heldRecords.sort(this.opts.compare);
   }
 
   private flush(): void {
@@ -150,7 +152,7 @@ export class SpillSorter<T> {
       used = 0;
     };
     try {
-      for (const { t } of this.heldRecords) {
+      for (const t of this.heldRecords) {
         const body = this.opts.codec.encode(t);
         if (used + 4 + body.length > chunk.length) {
           write();
@@ -165,11 +167,11 @@ export class SpillSorter<T> {
       // A run cut short by a failed write is never read; the next one starts past its bytes.
       this.written = run.end;
     }
-    const first = this.heldRecords[0]?.t;
+    const first = this.heldRecords[0];
     const chain = this.chains[this.chains.length - 1];
     if (chain && first !== undefined && this.opts.compare(this.lastOfRuns as T, first) <= 0) chain.push(run);
     else this.chains.push([run]);
-    this.lastOfRuns = this.heldRecords[this.heldRecords.length - 1]?.t ?? this.lastOfRuns;
+    this.lastOfRuns = this.heldRecords[this.heldRecords.length - 1] ?? this.lastOfRuns;
     this.heldRecords = [];
     this.heldBytes = 0;
   }
@@ -182,7 +184,7 @@ export class SpillSorter<T> {
     if (this.chains.length > 0 && this.heldRecords.length > 0) this.flush();
     this.sortHeld();
     if (this.chains.length === 0) {
-      for (const { t } of this.heldRecords) yield t;
+      for (const t of this.heldRecords) yield t;
       return;
     }
     // k-way merge: each chain of runs, plus the records still held, is a sorted source. Ties go
@@ -194,7 +196,7 @@ export class SpillSorter<T> {
     const live = () => {
       if (this.disposed) throw new Error('SpillSorter: disposed while it was read');
     };
-    const sources: Array<Iterator<T>> = [...this.chains.map((c) => readChain(fd, [...c], this.opts.codec, chunk, live)), this.heldRecords.map((h) => h.t)[Symbol.iterator]()];
+    const sources: Array<Iterator<T>> = [...this.chains.map((c) => readChain(fd, [...c], this.opts.codec, chunk, live)), this.heldRecords[Symbol.iterator]()];
     const heads: Array<{ t: T; src: number }> = [];
     const cmp = (a: { t: T; src: number }, b: { t: T; src: number }) => this.opts.compare(a.t, b.t) || a.src - b.src;
     const pushHead = (src: number) => {
