@@ -35,8 +35,8 @@
  *   '<ns>.* xattrs'   xattrs the kernel or filesystem refuses (EPERM, EACCES, ENOTSUP):
  *                     trusted.* and security.* as non-root, user.* on symlinks
  *   'POSIX ACLs'      ACLs on a filesystem without them (narrowed as above)
- *   'unmapped ACLs'   ACLs naming an id this user namespace does not map (EINVAL, as chown's):
- *                     the node's mode narrowed in place, its owner as set
+ *   'unmapped ACLs'   ACLs naming an id this user namespace does not map (EINVAL, as chown's;
+ *                     fatal outside such a namespace): the node's mode narrowed in place
  * Anything else is fatal: a StrataError APPLY_FAILED naming the path.
  */
 import * as fs from 'node:fs';
@@ -94,6 +94,8 @@ export class TreeWriter {
    */
   private readonly ownersAsCreated: boolean;
   private readonly groups = new Set<number>([process.getegid?.() ?? -1, ...(process.getgroups?.() ?? [])]);
+  /** In a user namespace that leaves some ids unmapped: asked at the first ACL refused with EINVAL. */
+  private idsPartlyMapped: boolean | undefined;
   /** Open directories below the root along the current path. */
   private readonly stack: { name: string; fd: number }[] = [];
   /** Device nodes not made: hard links to them are skipped too. */
@@ -362,8 +364,9 @@ export class TreeWriter {
         const c = code(err) ?? '';
         const isAcl = name === ACL_XATTR_ACCESS || name === ACL_XATTR_DEFAULT;
         // An ACL naming an id this user namespace does not map is refused with EINVAL, as a
-        // chown to one is (chown()): skipped, never fatal.
-        const unmapped = isAcl && c === 'EINVAL';
+        // chown to one is (chown()): skipped, never fatal. Where every id is mapped, EINVAL
+        // has no such reason and is a failure.
+        const unmapped = isAcl && c === 'EINVAL' && (this.idsPartlyMapped ??= idsPartlyMapped());
         if (!SKIP_XATTR.has(c) && !unmapped) throw this.failed(e.path, err, name);
         if (!isAcl) {
           this.skip(`${name.split('.')[0]}.* xattrs`, `${e.path} ${name}`);
@@ -435,6 +438,18 @@ export class TreeWriter {
       e.code === 'ELOOP' || e.code === 'EXDEV' ? 'something replaced part of the tree while it was being built; build again' : e.code === 'ENOSPC' || e.code === 'EDQUOT' ? 'free some space and build again' : undefined;
     return new StrataError(COMPOSE_ERR.APPLY_FAILED, `cannot ${what} ${printable(p === '.' ? '/' : `/${p}`)}: ${e.code ?? ''}${e.code ? ' ' : ''}${desc}`, { hint, cause: err });
   }
+}
+
+/** Whether this process is in a user namespace that maps only some ids (not the whole 32-bit range as the initial one does). */
+function idsPartlyMapped(): boolean {
+  const whole = (file: string) => {
+    try {
+      return /^\s*0\s+0\s+4294967295\s*$/.test(fs.readFileSync(file, 'utf8'));
+    } catch {
+      return true; // no /proc: nothing says otherwise
+    }
+  };
+  return !(whole('/proc/self/uid_map') && whole('/proc/self/gid_map'));
 }
 
 function parseAcl(text: string): Acl | undefined {
