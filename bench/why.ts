@@ -23,6 +23,12 @@ export const fixedCost: Why = (row, m) =>
   'The part that grows with the tar is faster than sha256sum (the hash runs on the thread pool, beside the reading), ' +
   'which is why the largest tars meet the goal.';
 
+/** An import of an archive that is not in canonical order: its entries are sorted first. */
+export const unordered: Why = (row, m) =>
+  `the archive is not in canonical order, so strata reads its headers once to sort the entries (spilled to disk past a budget, which keeps memory bounded), ` +
+  'then writes the canonical tar from the sorted entries, reading the bodies again by offset through windows of the archive: a sort and a second pass that sha256sum does not make, ' +
+  `beside Node's start (${ms(m.start.node)}${nodeShare(row, m)}) (spec/decisions.md, Caches and speed).`;
+
 /** An import of many small files: per-entry work on one thread. */
 export const perEntry =
   (entries: number): Why =>
@@ -40,7 +46,8 @@ export const coldCompression: Why = () =>
   'compressing the blocks takes about as much CPU as mksquashfs\'s whole run (one thread, the tree\'s 609 MB at level 6: 4.7–5.1 s with either libzstd), ' +
   'and strata does more on the same two cores: each layer\'s sha256 checked as it is read, each block hashed for deduplication and its block-cache key, ' +
   'each compressed block hashed and written to the block cache as well as to the image (perf, 2026-11-25: compression 5.2 s, sha256 1.2 s, the main thread 1.5 s of CPU, ' +
-  'about 4 s for two cores against mksquashfs\'s 2.9 s). gzip meets the goal because libdeflate compresses faster than zlib (spec/decisions.md, Caches and speed).';
+  'about 4 s for two cores against mksquashfs\'s 2.9 s; 2026-11-27 on a host whose mksquashfs kept both cores busy: strata 10.2 s of CPU, about 6 s of it compression, ' +
+  'against mksquashfs\'s 6.6 s). gzip meets the goal because libdeflate compresses faster than zlib (spec/decisions.md, Caches and speed).';
 
 /** A cold image of many small files: the main thread, not compression, is the bound. */
 export const mainThreadBound: Why = () =>
