@@ -227,6 +227,11 @@ Scale('a missed goal carries its reason, filled in from the same run; a met one 
   // Page faults priced at the machine's 0.1 s for 65,536 pages (1.5 µs a page).
   const [tree] = goalsNotMet(sec([{ ...row(1.5, 1.3, pageFaults), strata: measured(1.5, 200_000), peer: measured(1.3, 30_000) }]), MACHINE);
   assert.match(tree!.why!, /strata's median run faulted 200,000 pages in, p 30,000, and on this machine a page costs 1\.5 µs \(Machine\), up to 0\.26 s of strata's 1\.50 s against the peer's 1\.30 s/);
+  assert.not.match(tree!.why!, /That is not most of the gap/, 'one run: no spread to speak of');
+  // Faults explain little and strata's own runs spread widely: the spread is said, with the fastest run's ratio.
+  const spread: Outcome = { kind: 'measured', m: summarize([1.1, 2.8, 3.0], 1024, [20_000, 20_000, 20_000]) };
+  const [wide] = goalsNotMet(sec([{ ...row(2.8, 1.3, pageFaults), strata: spread, peer: measured(1.3, 3_000) }]), MACHINE);
+  assert.match(wide!.why!, /That is not most of the gap here: the same build's runs took 1\.10 to 3\.00 s \(the fastest 1\.18× the peer's median\)/);
   const [unpriced] = goalsNotMet(sec([row(1.5, 1.3, pageFaults)]), MACHINE);
   assert.match(unpriced!.why!, /each page of it costs a page fault\.$/, 'no fault counts: the reason without numbers');
   // The report prints it under the goal's line.

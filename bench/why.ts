@@ -78,9 +78,17 @@ export const pageFaults: Why = (row, m) => {
   const page = m.fresh / 65536; // the probe's 256 MiB in 4 KiB pages
   const extra = Math.max(0, s.faults - p.faults) * page;
   const count = (n: number) => Math.round(n).toLocaleString('en-US');
-  return (
+  const faults =
     `${general}: strata's median run faulted ${count(s.faults)} pages in, ${row.peerName} ${count(p.faults)}, ` +
     `and on this machine a page costs ${(page * 1e6).toFixed(1)} µs (Machine), up to ${extra.toFixed(2)} s of strata's ${s.median.toFixed(2)} s ` +
-    `against the peer's ${p.median.toFixed(2)} s (an upper bound: faults on strata's other threads overlap the main thread's work).`
+    `against the peer's ${p.median.toFixed(2)} s (an upper bound: faults on strata's other threads overlap the main thread's work).`;
+  // Where the faults explain little of the gap and strata's own runs differ widely, the
+  // spread is the larger part: the kernel's time for the same files changed between runs.
+  const gap = s.median - p.median;
+  if (gap <= 0 || extra >= gap / 4 || s.max < 1.5 * s.min) return faults;
+  return (
+    `${faults} That is not most of the gap here: the same build's runs took ${s.min.toFixed(2)} to ${s.max.toFixed(2)} s (the fastest ${(p.median / s.min).toFixed(2)}× the peer's median), ` +
+    'the kernel taking more or less time to create the same files on this filesystem from one run to the next (by hand on such a machine, 2026-11-27: ' +
+    'the bench stack\'s sandbox, five runs on ext4, each after the last tree was moved aside and a sync, took 0.65 to 3.76 s of system time).'
   );
 };

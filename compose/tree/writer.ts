@@ -222,8 +222,8 @@ export class TreeWriter {
     const chown = { uid: e.uid, gid: e.gid, strict: this.isRoot };
     if (e.acl?.access) {
       // meta() keeps the ACL and the mode as they are when the owner is kept and ACLs are
-      // stored; else it changes them, and the file goes to it.
-      // A file whose chown or ACL is refused comes back open, to meta().
+      // stored; else it changes them, and the file goes to it. So does a file whose chown or
+      // ACL is refused after all: the pool hands it back open.
       if (!(asCreated || given) || !this.aclsSupported) return undefined;
       const acl = aclXattrFromText(e.acl.access);
       if (acl.length <= ACL_XATTR_HEAD) return undefined;
