@@ -21,6 +21,22 @@ interface Ctx {
   lic: number;
 }
 
+/** The command prefix that runs as root of a new user namespace mapping only root; undefined (said) where none can be made. */
+function rootOfUserNamespace(): string[] | undefined {
+  const ns = ['unshare', '--user', '--map-root-user'];
+  const probe = run(ns[0]!, [...ns.slice(1), 'true']);
+  if (probe.code === 0) return ns;
+  console.log(`  skip: no user namespace here: ${probe.stderr.toString().trim().split('\n')[0]}`);
+  return undefined;
+}
+
+/** Imports `src` as module `name` and makes `work` a stack of it alone. */
+function stackOf(store: string, name: string, src: string, work: string): void {
+  assert.is(strata(['-q', 'store', 'import', name, src], { store }).code, 0);
+  mkdirSync(work);
+  assert.is(strata(['-q', 'compose', 'add', name], { store, cwd: work }).code, 0);
+}
+
 /** Every group that may read `file` by its mode and ACL, as getfacl shows them. */
 function acl(file: string): string[] {
   return mustRun('getfacl', ['-pn', '--omit-header', file]).stdout.toString().trim().split('\n');
@@ -69,21 +85,15 @@ else {
     // keeps root's group, which then gets no more than others, in its mode and in its ACL.
     // The ACL names only ids mapped there (group 0 beside the owning group): one naming
     // another cannot be set at all (the next test).
-    const ns = ['unshare', '--user', '--map-root-user'];
-    const probe = run(ns[0]!, [...ns.slice(1), 'true']);
-    if (probe.code !== 0) {
-      console.log(`  skip: no user namespace here: ${probe.stderr.toString().trim().split('\n')[0]}`);
-      return;
-    }
+    const ns = rootOfUserNamespace();
+    if (!ns) return;
     const src = join(dir, 'src-ns');
     mkdirSync(join(src, 'd'), { recursive: true });
     writeFileSync(join(src, 'd', 'foreign'), 'f\n', { mode: 0o640 });
     mustRun('setfacl', ['-m', 'g:0:r', join(src, 'd', 'foreign')]);
     chownSync(join(src, 'd', 'foreign'), user.uid, user.gid);
-    assert.is(strata(['-q', 'store', 'import', 'ns/1', src], { store }).code, 0);
     const work = join(dir, 'work-ns');
-    mkdirSync(work);
-    assert.is(strata(['-q', 'compose', 'add', 'ns/1'], { store, cwd: work }).code, 0);
+    stackOf(store, 'ns/1', src, work);
     const r = strata(['compose', 'sandbox', 'sb'], { store, cwd: work, prefix: ns });
     assert.is(r.code, 0, r.stderr.toString());
     assert.match(r.stderr.toString(), /some metadata could not be applied: ownership \(\d+\)/);
@@ -100,21 +110,15 @@ else {
     // a chown to one. The build goes on, and the node gets a mode granting no more than its
     // ACL did, never the mask as group bits: the owning group had nothing, the licence group
     // the read the mask shows. A directory's named group shared what everyone has.
-    const ns = ['unshare', '--user', '--map-root-user'];
-    const probe = run(ns[0]!, [...ns.slice(1), 'true']);
-    if (probe.code !== 0) {
-      console.log(`  skip: no user namespace here: ${probe.stderr.toString().trim().split('\n')[0]}`);
-      return;
-    }
+    const ns = rootOfUserNamespace();
+    if (!ns) return;
     const src = join(dir, 'src-unmapped');
     mkdirSync(join(src, 'd', 'shared'), { recursive: true });
     writeFileSync(join(src, 'd', 'licensed'), 'l\n', { mode: 0o640 });
     mustRun('setfacl', ['-m', `g:${lic}:r,g::-`, join(src, 'd', 'licensed')]);
     mustRun('setfacl', ['-m', `g:${lic}:rx,d:g:${lic}:rx`, join(src, 'd', 'shared')]);
-    assert.is(strata(['-q', 'store', 'import', 'unmapped/1', src], { store }).code, 0);
     const work = join(dir, 'work-unmapped');
-    mkdirSync(work);
-    assert.is(strata(['-q', 'compose', 'add', 'unmapped/1'], { store, cwd: work }).code, 0);
+    stackOf(store, 'unmapped/1', src, work);
     for (const image of ['img.erofs', 'img.sqfs']) assert.is(strata(['-q', 'compose', 'squash', image], { store, cwd: work }).code, 0);
     const builds: [string, string[]][] = [
       ['sb', ['compose', 'sandbox', 'sb']],
