@@ -3,7 +3,8 @@
  * BENCHMARKS.md, and the correctness gate (tree and image comparison with real tools).
  *
  * Timing: wall-clock seconds measured around the child with process.hrtime; peak RSS is
- * `/usr/bin/time -f %M` (KiB), which for a shell script is the largest of its descendants.
+ * `/usr/bin/time -f %M` (KiB), which for a shell script is the largest of its descendants; CPU
+ * is `%U` + `%S`, user and system seconds of the command and the descendants it waited for.
  */
 import { createHash } from 'node:crypto';
 import { spawnSync, type ChildProcess } from 'node:child_process';
@@ -42,6 +43,13 @@ export interface Measurement {
    * the machine line `fresh` prices. Undefined where not measured.
    */
   faults?: number;
+  /**
+   * CPU seconds of a run, user and system (/usr/bin/time %U + %S, every thread; for a shell
+   * script, with the descendants it waited for), the median over the runs. On a machine of few
+   * cores it tells work from waiting: a command slower than its peer that also spends more CPU
+   * does more work, not just less of it at once. Undefined where not measured.
+   */
+  cpu?: number;
 }
 
 /** A run stopped at MeasureOptions.timeoutSec; rssKiB is what it had reached. */
@@ -61,6 +69,7 @@ export async function measure(cmd: string, args: readonly string[], opts: Measur
   const tmp = await mkdtemp('/tmp/strata-bench-time-');
   const samples: number[] = [];
   const faults: number[] = [];
+  const cpu: number[] = [];
   let rssKiB = 0;
   try {
     for (let i = 0; i < runs; i++) {
@@ -78,11 +87,12 @@ export async function measure(cmd: string, args: readonly string[], opts: Measur
         const out = join(tmp, `time.${i}`);
         const t0 = process.hrtime.bigint();
         const limit = opts.timeoutSec === undefined ? [] : ['timeout', '-k', '10', String(opts.timeoutSec)];
-        const r = await run('/usr/bin/time', ['-f', '%e %R %M', '-o', out, ...limit, cmd, ...args], { cwd: opts.cwd, env: opts.env, allowFail: limit.length > 0 });
+        const r = await run('/usr/bin/time', ['-f', '%e %R %M %U %S', '-o', out, ...limit, cmd, ...args], { cwd: opts.cwd, env: opts.env, allowFail: limit.length > 0 });
         wall = Number(process.hrtime.bigint() - t0) / 1e9;
-        const [, minor, rss] = (await readFile(out, 'utf8')).trim().split(/\s+/).slice(-3);
+        const [, minor, rss, user, sys] = (await readFile(out, 'utf8')).trim().split(/\s+/).slice(-5);
         rssKiB = Math.max(rssKiB, Number(rss) || 0);
         if (Number.isFinite(Number(minor))) faults.push(Number(minor));
+        if (Number.isFinite(Number(user) + Number(sys))) cpu.push(Number(user) + Number(sys));
         if (r.code === 124 || r.code === 137) throw new MeasureTimeout(opts.timeoutSec!, rssKiB);
         if (r.code !== 0) {
           const tail = r.stderr.trim().split('\n').slice(-5).join('\n');
@@ -96,13 +106,21 @@ export async function measure(cmd: string, args: readonly string[], opts: Measur
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
-  return summarize(samples, rssKiB, faults);
+  return summarize(samples, rssKiB, faults, cpu);
 }
 
-/** `faults`: each run's minor page faults, when measured. */
-export function summarize(samples: number[], rssKiB: number, faults: number[] = []): Measurement {
+/** `faults`, `cpu`: each run's minor page faults and CPU seconds, when measured. */
+export function summarize(samples: number[], rssKiB: number, faults: number[] = [], cpu: number[] = []): Measurement {
   const s = [...samples].sort((a, b) => a - b);
-  return { samples, min: s[0]!, median: median(samples), max: s[s.length - 1]!, rssKiB, ...(faults.length > 0 ? { faults: median(faults) } : {}) };
+  return {
+    samples,
+    min: s[0]!,
+    median: median(samples),
+    max: s[s.length - 1]!,
+    rssKiB,
+    ...(faults.length > 0 ? { faults: median(faults) } : {}),
+    ...(cpu.length > 0 ? { cpu: median(cpu) } : {}),
+  };
 }
 
 /** The median of `samples` (of the middle two for an even count). */
@@ -312,6 +330,17 @@ function cell(o: Outcome): string {
   }
 }
 
+/** The median run's CPU seconds of each side ("—" for a side not measured). */
+export function cpuOf(o: Outcome): number | undefined {
+  return o.kind === 'measured' ? o.m.cpu : undefined;
+}
+
+function cpuCell(row: Row): string {
+  const [s, p] = [cpuOf(row.strata), cpuOf(row.peer)];
+  if (s === undefined && p === undefined) return '—';
+  return `${s === undefined ? '—' : f2(s)} / ${p === undefined ? '—' : f2(p)} s`;
+}
+
 function ratioCell(row: Row): string {
   const s = speedup(row);
   if (s === undefined) return '—';
@@ -347,7 +376,7 @@ function goalCell(row: Row): string {
 
 /** The results as a Markdown table (also what the terminal shows). */
 export function table(rows: Row[]): string {
-  const head = ['what', 'strata median (min–max)', 'strata peak RSS', 'peer', 'peer median (min–max)', 'peer peak RSS', 'speedup (peer/strata)', 'goal'];
+  const head = ['what', 'strata median (min–max)', 'strata peak RSS', 'peer', 'peer median (min–max)', 'peer peak RSS', 'CPU, strata / peer', 'speedup (peer/strata)', 'goal'];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const r of rows) {
     const rs = rssOf(r.strata);
@@ -360,6 +389,7 @@ export function table(rows: Row[]): string {
         r.peerName,
         cell(r.peer),
         rp === undefined ? '' : mib(rp),
+        cpuCell(r),
         ratioCell(r),
         goalCell(r),
       ].join(' | ')} |`,

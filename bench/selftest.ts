@@ -11,11 +11,11 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { dumpXattrs, overlayToOci } from './data.js';
-import { diffTrees, emptyTrash, goalsNotMet, measure, setAside, snapshotTree, snapshotTreeFast, renderReport, speedup, startEmptyingTrash, summarize, useTrash, type Machine, type Outcome, type Row, type Why } from './harness.js';
+import { diffTrees, emptyTrash, goalsNotMet, measure, setAside, snapshotTree, snapshotTreeFast, renderReport, speedup, startEmptyingTrash, summarize, table, useTrash, type Machine, type Outcome, type Row, type Why } from './harness.js';
 import { tarDataEnd } from './peers.js';
 import { scalePlot } from './plot.js';
 import type { ScalePoint } from './scale.js';
-import { fixedCost, pageFaults, perEntry } from './why.js';
+import { coldCompression, fixedCost, pageFaults, perEntry } from './why.js';
 import { GNU_TAR_SCALE_OPTIONS, writeScaleTar, writeScaleTree } from './scale-data.js';
 import { run } from './proc.js';
 
@@ -234,6 +234,18 @@ Scale('a missed goal carries its reason, filled in from the same run; a met one 
   assert.match(wide!.why!, /That is not most of the gap here: the same build's runs took 1\.10 to 3\.00 s \(the fastest 1\.18× the peer's median\)/);
   const [unpriced] = goalsNotMet(sec([row(1.5, 1.3, pageFaults)]), MACHINE);
   assert.match(unpriced!.why!, /each page of it costs a page fault\.$/, 'no fault counts: the reason without numbers');
+  // CPU: said where both sides were measured and strata spent more; the table shows it either way.
+  const withCpu = (median: number, cpu: number): Outcome => ({ kind: 'measured', m: summarize([median], 1024, [], [cpu]) });
+  const cold = { ...row(5.5, 4.0, coldCompression), strata: withCpu(5.5, 9.4), peer: withCpu(4.0, 5.3) };
+  const [busy] = goalsNotMet(sec([cold]), MACHINE);
+  assert.match(busy!.why!, /This run: strata spent 9\.4 s of CPU \(user and system, every thread\), p 5\.3 s \(1\.8×\)\.$/);
+  const [idle] = goalsNotMet(sec([{ ...cold, strata: withCpu(5.5, 5.0) }]), MACHINE);
+  assert.not.match(idle!.why!, /This run/, 'strata spent less: no CPU clause');
+  const [unknown] = goalsNotMet(sec([row(5.5, 4.0, coldCompression)]), MACHINE);
+  assert.not.match(unknown!.why!, /This run/, 'not measured: no CPU clause');
+  assert.match(table([cold]), /\| 9\.40 \/ 5\.30 s \| 0\.73× \|/);
+  assert.match(table([{ ...cold, peer: measured(4.0) }]), /\| 9\.40 \/ — s \| 0\.73× \|/);
+  assert.match(table([row(5.5, 4.0, coldCompression)]), /\| — \| 0\.73× \|/);
   // The report prints it under the goal's line.
   const report = renderReport({ date: new Date(0), machine: MACHINE, tools: {}, settings: [], data: [], notRun: [], sections: sec([row(0.2, 0.1, fixedCost)]) });
   assert.match(report, /\n- r: 0\.50× p, goal ≥ 1\.0×\n  - why: a cost per run/);
@@ -327,6 +339,13 @@ Stats('median of odd and even counts, max RSS kept', () => {
   assert.equal(summarize([3, 1, 2], 5), { samples: [3, 1, 2], min: 1, median: 2, max: 3, rssKiB: 5 });
   assert.equal(summarize([4, 1, 2, 3], 0).median, 2.5);
   assert.is(summarize([1, 2, 3], 0, [900, 100, 500]).faults, 500, 'the median run\'s page faults');
+  assert.is(summarize([1, 2, 3], 0, [], [0.9, 0.1, 0.5]).cpu, 0.5, 'the median run\'s CPU seconds');
+});
+Stats('a measured run carries its CPU seconds: a command that computes for half a second shows most of it, one that sleeps for it almost none', async () => {
+  const busy = await measure(process.execPath, ['-e', 'const end = Date.now() + 500; while (Date.now() < end);'], { runs: 1 });
+  const asleep = await measure('sleep', ['0.5'], { runs: 1 });
+  assert.ok(busy.cpu! >= 0.4, `busy: ${busy.cpu} s of CPU`);
+  assert.ok(asleep.cpu! < 0.1, `asleep: ${asleep.cpu} s of CPU`);
 });
 Stats('a measured run carries its page faults: a command that touches 64 MiB shows at least 16,000', async () => {
   const touch = await measure(process.execPath, ['-e', 'Buffer.alloc(64 << 20, 1)'], { runs: 1 });

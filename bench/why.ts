@@ -7,6 +7,17 @@
 import type { Machine, Row, Why } from './harness.js';
 
 const median = (row: Row): number | undefined => (row.strata.kind === 'measured' ? row.strata.m.median : undefined);
+const cpu = (o: Row['strata']): number | undefined => (o.kind === 'measured' ? o.m.cpu : undefined);
+
+/**
+ * This run's CPU seconds of both sides (their median runs), when both were measured and strata
+ * spent more: the work the two cores had to do, beside the wall times of the row.
+ */
+function cpuClause(row: Row): string {
+  const [s, p] = [cpu(row.strata), cpu(row.peer)];
+  if (s === undefined || p === undefined || s <= p) return '';
+  return ` This run: strata spent ${s.toFixed(1)} s of CPU (user and system, every thread), ${row.peerName} ${p.toFixed(1)} s (${(s / p).toFixed(1)}×).`;
+}
 const ms = (s: number): string => `${Math.round(s * 1000)} ms`;
 
 /** Node's start as part of strata's median, when both were measured. */
@@ -42,18 +53,23 @@ export const perEntry =
   };
 
 /** A cold zstd image of the bench stack: compression alone is about mksquashfs's whole CPU. */
-export const coldCompression: Why = () =>
+export const coldCompression: Why = (row) =>
   'compressing the blocks takes about as much CPU as mksquashfs\'s whole run (one thread, the tree\'s 609 MB at level 6: 4.7–5.1 s with either libzstd), ' +
   'and strata does more on the same two cores: each layer\'s sha256 checked as it is read, each block hashed for deduplication and its block-cache key, ' +
   'each compressed block hashed and written to the block cache as well as to the image (perf, 2026-11-25: compression 5.2 s, sha256 1.2 s, the main thread 1.5 s of CPU, ' +
   'about 4 s for two cores against mksquashfs\'s 2.9 s; 2026-11-27 on a host whose mksquashfs kept both cores busy: strata 10.2 s of CPU, about 6 s of it compression, ' +
-  'against mksquashfs\'s 6.6 s). gzip meets the goal because libdeflate compresses faster than zlib (spec/decisions.md, Caches and speed).';
+  'against mksquashfs\'s 6.6 s). gzip meets the goal because libdeflate compresses faster than zlib (spec/decisions.md, Caches and speed).' +
+  cpuClause(row);
 
 /** A cold image of many small files: the main thread, not compression, is the bound. */
-export const mainThreadBound: Why = () =>
+export const mainThreadBound: Why = (row) =>
   'the many small files are bound by the main thread, not by compression: per file it plans, keeps a record (spilled to disk past a budget and read back, which keeps memory bounded) ' +
   'and packs the tail into a fragment block, while the compression workers wait for half of that phase ' +
-  '(a profile of a 7 s build of the 100,000-file stack, 2026-11-27: Node\'s start, reading the entry lists and planning 1.75 s, the base layer 1.5 s, the small files 2.4 s, the tables 0.6 s; spec/decisions.md, Caches and speed).';
+  '(a profile of a 7 s build of the 100,000-file stack, 2026-11-27: Node\'s start, reading the entry lists and planning 1.75 s, the base layer 1.5 s, the small files 2.4 s, the tables 0.6 s). ' +
+  'Where the CPU goes (perf of a cold build of the same stack, 2026-11-27: 9.4 s of CPU, mksquashfs 5.3 s on the extracted tree): the main thread 3.7 s; ' +
+  'the compression threads 3.7 s for 207 MiB of files (zstd alone compresses the same bytes at 79 MiB/s here, 2.6 s; the rest is hashing, the block cache and messages); ' +
+  'V8\'s own thread 1.6 s, 1.1 s of it compiling JavaScript, most of that again after deoptimizations; libuv\'s pool 0.4 s (spec/decisions.md, Caches and speed).' +
+  cpuClause(row);
 
 /** A re-build after one module changed: the work that does not shrink with the change. */
 export const unchangedWork: Why = () =>
