@@ -4,21 +4,20 @@
  * report prints the reason under each goal the run does not meet (issue 15: say which goals
  * are not met, and why); a row that meets its goal shows none.
  */
-import type { Machine, Row, Why } from './harness.js';
+import { cpuOf, type Machine, type Row, type Why } from './harness.js';
 
 const median = (row: Row): number | undefined => (row.strata.kind === 'measured' ? row.strata.m.median : undefined);
-const cpu = (o: Row['strata']): number | undefined => (o.kind === 'measured' ? o.m.cpu : undefined);
+const ms = (s: number): string => `${Math.round(s * 1000)} ms`;
 
 /**
  * This run's CPU seconds of both sides (their median runs), when both were measured and strata
  * spent more: the work the two cores had to do, beside the wall times of the row.
  */
 function cpuClause(row: Row): string {
-  const [s, p] = [cpu(row.strata), cpu(row.peer)];
+  const [s, p] = [cpuOf(row.strata), cpuOf(row.peer)];
   if (s === undefined || p === undefined || s <= p) return '';
   return ` This run: strata spent ${s.toFixed(1)} s of CPU (user and system, every thread), ${row.peerName} ${p.toFixed(1)} s (${(s / p).toFixed(1)}×).`;
 }
-const ms = (s: number): string => `${Math.round(s * 1000)} ms`;
 
 /** Node's start as part of strata's median, when both were measured. */
 function nodeShare(row: Row, m: Machine): string {
