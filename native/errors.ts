@@ -38,3 +38,14 @@ export function printable(s: string, max = 120): string {
   const clean = s.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
   return clean.length > max ? `${clean.slice(0, max - 3)}...` : clean;
 }
+
+/**
+ * A value from a document where a string belongs, for a one-line message: a string quoted and
+ * made printable, a missing one as (none), anything else as its JSON. Never JavaScript's own
+ * words for a value that is not there ('undefined'), which read as a crash.
+ */
+export function printableValue(v: unknown, max = 120): string {
+  if (typeof v === 'string') return `'${printable(v, max)}'`;
+  if (v === undefined || v === null) return '(none)';
+  return printable(JSON.stringify(v) ?? typeof v, max);
+}

@@ -5,7 +5,7 @@
  * parents, prereq, loadAny) are optional and omitted when unset, so records written before
  * them keep their bytes and CIDs.
  */
-import { printable } from '../native/errors.js';
+import { printableValue } from '../native/errors.js';
 import { StrataError, STORE_ERR } from './errors.js';
 
 export interface EnvOp {
@@ -121,7 +121,7 @@ export function parseEnvOp(op: EnvOp['op'], text: string): EnvOp {
 export function envOpProblem(e: unknown): string | undefined {
   const o = e as EnvOp | undefined;
   if (!o || typeof o !== 'object' || !['prepend', 'append', 'set'].includes(o.op)) return 'an environment operation is not prepend, append or set';
-  if (typeof o.var !== 'string' || !VAR.test(o.var)) return `environment variable name ${printable(String(o.var))} is not a POSIX name`;
+  if (typeof o.var !== 'string' || !VAR.test(o.var)) return `environment variable name ${printableValue(o.var)} is not a POSIX name`;
   if (typeof o.value !== 'string' || o.value.includes('\0')) return `the value of ${o.var} is not text`;
   return undefined;
 }

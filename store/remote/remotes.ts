@@ -42,7 +42,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline as pipelineAsync } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import { CompressStream, DecompressStream } from 'zstd-napi';
-import { printable } from '../../native/errors.js';
+import { printable, printableValue } from '../../native/errors.js';
 import { canonicalJson, cidFromHex, JSON_CODEC, parseCid, RAW_CODEC } from '../cid.js';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { readManifest } from '../layer/manifest.js';
@@ -251,7 +251,7 @@ function parseArtifact(bytes: Buffer, digest: string, where: string): ParsedArti
     }
     return { mediaType: d.mediaType as string, digest: d.digest, size: d.size as number };
   };
-  if (m.mediaType !== MEDIA_TYPES.OCI_MANIFEST) throw bad(`media type ${printable(String(m.mediaType))}`);
+  if (m.mediaType !== MEDIA_TYPES.OCI_MANIFEST) throw bad(`media type ${printableValue(m.mediaType)}`);
   if (!Array.isArray(m.layers) || m.layers.length !== 2) throw bad('it must have two layers');
   const record = desc(m.config, [STRATA_MEDIA_TYPES.CONFIG], 'config');
   const l = desc(m.layers[0], Object.keys(LAYER_TYPES), 'layer');
@@ -273,7 +273,7 @@ function parseArtifact(bytes: Buffer, digest: string, where: string): ParsedArti
   const recordCid = cidFromHex(JSON_CODEC, record.digest.slice(7));
   const ann = m.annotations ?? {};
   if (ann[RECORD_ANNOTATION] !== undefined && ann[RECORD_ANNOTATION] !== recordCid) {
-    throw bad(`its record annotation ${printable(String(ann[RECORD_ANNOTATION]))} is not its config ${recordCid}`);
+    throw bad(`its record annotation ${printableValue(ann[RECORD_ANNOTATION])} is not its config ${recordCid}`);
   }
   const title = typeof ann[TITLE_ANNOTATION] === 'string' ? ann[TITLE_ANNOTATION] as string : undefined;
   return { digest, record, layer, sidecar, recordCid, title };

@@ -20,7 +20,7 @@ import { constants as fsc, createReadStream, createWriteStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { printable } from '../../native/errors.js';
+import { printable, printableValue } from '../../native/errors.js';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { LayerBuilder, type ContentRef } from '../layer/builder.js';
 import { entryCodec } from '../layer/entry-codec.js';
@@ -64,7 +64,7 @@ export async function addOciLayout(builder: LayerBuilder, ref: string, spool: (t
   const shown = printable(dir);
   const blobFile = (d: OciDescriptor | undefined, what: string) => {
     const m = /^sha256:([0-9a-f]{64})$/.exec(typeof d?.digest === 'string' ? d.digest : '');
-    if (!m) throw invalid(`${what} has digest '${printable(String(d?.digest))}', strata reads sha256 only`, 'the OCI layout is damaged or not one strata reads');
+    if (!m) throw invalid(`${what} has digest ${printableValue(d?.digest)}, strata reads sha256 only`, 'the OCI layout is damaged or not one strata reads');
     if (!Number.isSafeInteger(d!.size) || d!.size! < 0) {
       throw invalid(`the descriptor of ${what} (sha256:${m[1]}) declares no valid size`, 'every OCI descriptor carries the blob size; the layout is damaged');
     }

@@ -9,6 +9,7 @@
  *   strataJson<T>(args, opts)   `--json ARGS…`, asserts exit 0 and one JSON document on stdout
  *   strataAsync(args, opts)     started, not awaited: killable, stderr so far
  *   assertOneLineError(r, what, re?)  the way DESIGN.md says a refusal looks
+ *   assertNotACrash(text, what)       no trace of JavaScript failing in a message
  *
  * `as` runs it as another user (helpers/users.ts: ensureUser, or nobody(home) for uid 65534),
  * through the same argv and environment as runAs. STRATA_STORE is '' unless `env` sets it, so
@@ -136,9 +137,23 @@ export function assertOneLineError(r: RunResult, what: string, mustMatch?: RegEx
   assert.is(lines.length, 1, `${what}: expected one stderr line, got: ${text}`);
   const line = lines[0]!;
   assert.ok(line.startsWith('strata: '), `${what}: stderr does not start with 'strata: ': ${line}`);
-  assert.not.match(line, /^\s+at |internal error|Error: |\n\s+at /, `${what}: looks like a crash: ${line}`);
+  assertNotACrash(line, what);
   if (mustMatch) assert.match(line, mustMatch, `${what}: ${line}`);
   return line;
+}
+
+/**
+ * What a message shows when JavaScript failed rather than strata refusing: a stack frame, an
+ * error class's name, the CLI's last-resort "internal error", or a value that was never set.
+ * Whole words and case-sensitive, because messages name temporary paths whose random tails
+ * spell anything: /NaN/i once matched the directory strata-erofs-bad-y6JnAN. A tail of word
+ * characters cannot hold NaN or undefined as a whole word.
+ */
+const CRASH_WORDS = /^\s+at |internal error|Error:|\bundefined\b|\bNaN\b/m;
+
+/** Asserts `text` (a message or stderr) shows none of CRASH_WORDS. */
+export function assertNotACrash(text: string, what: string): void {
+  assert.not.match(text, CRASH_WORDS, `${what}: looks like a crash: ${text}`);
 }
 
 /** uvu drops an error thrown by a `before` hook without a word; print it before rethrowing. */
