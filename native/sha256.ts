@@ -9,9 +9,11 @@
  * 2026-11 one worker thread per process did it; a worker is a JS isolate of its own, about 40 ms
  * of CPU to start and a message each way per slot, on machines where two cores are all there is.
  *
- * A stream its caller knows to be at most SMALL_STREAM bytes (a size hint: records, manifests,
- * small layers) is hashed on the calling thread as it comes: handing it over costs more than
- * hashing a few MiB. Any other stream goes to the pool. update() copies the bytes into the
+ * A stream its caller knows to fit one slot (a size hint: records, manifests, the smallest
+ * layers) is hashed on the calling thread as it comes: on the pool it would be one job the
+ * caller only waits for. Any other stream goes to the pool. (The limit was 32 MiB while the
+ * other side was a worker thread; with the pool, a 20 MiB import hashed on the main thread
+ * spent 13 ms of its 160 there: spec/decisions.md.) update() copies the bytes into the
  * stream's current slot (a copy costs a fifth of the hash); a full slot is queued, and the
  * stream's slots are hashed one after the other, in order, each on whichever pool thread is
  * free. Slots come from one process-wide set of SLOTS buffers of SLOT bytes, made as needed and
@@ -31,11 +33,11 @@
 import { createHash, hash, type Hash } from 'node:crypto';
 import { addon, type NativeAddon } from './binding.js';
 
-/** Streams announced as no longer than this are hashed on the calling thread as they come. */
-const SMALL_STREAM = 32 << 20;
 /** The slots shared by every stream of the process: SLOTS of SLOT bytes. */
 const SLOTS = 8;
 const SLOT = 1 << 20;
+/** Streams announced as no longer than this are hashed on the calling thread as they come. */
+const SMALL_STREAM = SLOT;
 /** A stream with this many slots handed over and not yet hashed is behind (backlog()). */
 const BEHIND = 4;
 
