@@ -2,8 +2,9 @@
 // `npm run build` step after tsc: bundles the executable (dist/cli/bin.js) with the modules it
 // loads into dist/bundle/ (strata.js and the chunks the command groups load lazily, one directory), so that a
 // command starts from a few files instead of resolving and compiling a hundred (spec/decisions.md,
-// "One bundle for the executable"). LevelDB and zstd-napi stay outside: they find their native
-// builds relative to their own packages.
+// "One bundle for the executable"). LevelDB's JavaScript is bundled too (a chunk of its own,
+// loaded by the commands that write the index); what finds a native build relative to its own
+// package stays outside: classic-level's binding.js, and zstd-napi.
 //
 // The compiled tree stays beside the bundle and is still used: worker threads, the helper that
 // `strata exec` starts and the native addon are found relative to the module that names them.
@@ -32,6 +33,19 @@ const ownUrls = {
   },
 };
 
+/**
+ * classic-level's `require('./binding')` stays a require of `classic-level/binding.js`, resolved
+ * from the bundle as any package is: it loads the addon from the directory it sits in.
+ */
+const levelBinding = {
+  name: 'strata-level-binding',
+  setup(build) {
+    build.onResolve({ filter: /^\.\/binding(\.js)?$/ }, ({ importer }) =>
+      importer.includes(`${sep}classic-level${sep}`) ? { path: 'classic-level/binding.js', external: true } : undefined,
+    );
+  },
+};
+
 rmSync(out, { recursive: true, force: true });
 await esbuild.build({
   entryPoints: { strata: join(dist, 'cli', 'bin.js') },
@@ -43,10 +57,10 @@ await esbuild.build({
   format: 'esm',
   platform: 'node',
   target: 'node20',
-  external: ['level', 'zstd-napi'],
+  external: ['zstd-napi'],
   // Dependencies written as CommonJS (commander) call require(); an ES module has none.
   banner: { js: "import { createRequire as __strataRequire } from 'node:module'; const require = __strataRequire(import.meta.url);" },
-  plugins: [ownUrls],
+  plugins: [ownUrls, levelBinding],
   logLevel: 'warning',
 });
 chmodSync(join(out, 'strata.js'), 0o755);

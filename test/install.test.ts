@@ -6,7 +6,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { missing, skipSuite } from './helpers/probe.js';
 import { removeDir, run, tempDir } from './helpers/tmp.js';
@@ -38,6 +38,15 @@ else {
       assert.is(v.code, 0, v.stderr.toString());
       assert.match(v.stdout.toString(), `${join(prefix, 'bin', 'strata')}\n`);
       assert.match(v.stdout.toString(), /\n0\.\d+\.\d+\n/);
+      // A command that writes the index: LevelDB's JavaScript is in the bundle, its native
+      // binding found from the installed package.
+      mkdirSync(join(dir, 'layer', 'bin'), { recursive: true });
+      writeFileSync(join(dir, 'layer', 'bin', 'hello'), '#!/bin/sh\necho hello\n', { mode: 0o755 });
+      assert.is(run('tar', ['-cf', join(dir, 'layer.tar'), '-C', join(dir, 'layer'), '.']).code, 0, 'tar');
+      const store = join(dir, 'store');
+      const w = run('bash', ['-c', `strata --store "$1" -q store import hello/1 "$2" && strata --store "$1" store ls`, 'sh', store, join(dir, 'layer.tar')], { cwd: dir, env });
+      assert.is(w.code, 0, w.stderr.toString());
+      assert.match(w.stdout.toString(), /^hello\/1 /m);
     } finally {
       removeDir(dir);
     }

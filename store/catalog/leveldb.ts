@@ -30,16 +30,19 @@ export interface LockOptions {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-let levelModule: Promise<typeof import('level')> | undefined;
+type LevelClass = typeof import('level').Level;
+let levelClass: Promise<LevelClass> | undefined;
 
 /**
- * LevelDB's modules (some 25 files), loaded on first use: readers never open the index (they
- * read the published catalog), so only writers pay for them. A writer calls this as it starts
- * so that the load overlaps its first I/O; a failure surfaces where the index is opened.
+ * LevelDB's modules (a chunk of the bundle, or some 25 files from dist/), loaded on first use:
+ * readers never open the index (they read the published catalog), so only writers pay for
+ * them. A writer calls this as it starts so that the load overlaps its first I/O; a failure
+ * surfaces where the index is opened. Node names a CommonJS module's exports; the bundle's
+ * chunk of it has only a default export, module.exports.
  */
 export function preloadIndex(): void {
-  levelModule ??= import('level');
-  levelModule.catch(() => undefined);
+  levelClass ??= import('level').then((m) => m.Level ?? (m as unknown as { default: typeof m }).default.Level);
+  levelClass.catch(() => undefined);
 }
 
 /**
@@ -82,7 +85,7 @@ async function openLocked(dir: string, opts: LockOptions): Promise<Level<string,
   let told = false;
   let delay = 20;
   preloadIndex();
-  const { Level } = await levelModule!;
+  const Level = await levelClass!;
   for (;;) {
     const db = new Level<string, string>(dir, { valueEncoding: 'utf8' });
     try {
