@@ -344,7 +344,18 @@ function cpuCell(row: Row): string {
 function ratioCell(row: Row): string {
   const s = speedup(row);
   if (s === undefined) return '—';
-  return `${s.bound === 'atLeast' ? '> ' : s.bound === 'atMost' ? '< ' : ''}${s.value.toFixed(2)}×`;
+  return `${s.bound === 'atLeast' ? '> ' : s.bound === 'atMost' ? '< ' : ''}${speedupText(row)}×`;
+}
+
+/**
+ * A row's speedup with two decimals, rounded down where rounding would reach a goal it misses:
+ * a goal not met never reads as reached (0.997 against ≥ 1.0 is 0.99, not 1.00).
+ */
+export function speedupText(row: Row): string {
+  const { value } = speedup(row)!;
+  const goal = row.goal?.minSpeedup;
+  const text = value.toFixed(2);
+  return goal !== undefined && value < goal && Number(text) >= goal ? (Math.floor(value * 100) / 100).toFixed(2) : text;
 }
 
 /** Every strata command's peak RSS must stay under this (issue 5), whatever the stack. */
@@ -600,7 +611,7 @@ export function goalsNotMet(sections: ReportSection[], machine: Machine): Missed
     const rssSeen = new Set<string>();
     for (const r of result.rows) {
       const s = speedup(r);
-      if (speedGoalMet(r) === false) add({ text: `${r.what}: ${s!.value.toFixed(2)}× ${r.peerName}, goal ${r.goal!.text}`, why: r.goal!.why?.(r, machine) });
+      if (speedGoalMet(r) === false) add({ text: `${r.what}: ${speedupText(r)}× ${r.peerName}, goal ${r.goal!.text}`, why: r.goal!.why?.(r, machine) });
       if (rssGoalMet(r) === false && !rssSeen.has(r.what)) {
         rssSeen.add(r.what);
         add({ text: `${r.what}: peak RSS ${mib(rssOf(r.strata)!)}, goal ≤ ${MAX_RSS_MIB} MiB` });

@@ -208,6 +208,10 @@ Scale('ratios against a stopped run are bounds, and goals are judged only when t
   assert.equal(texts([row(m(60), stopped)]), []);
   assert.equal(texts([row(stopped, m(60))]), ['r: 0.10× p, goal ≥ 1.0×', 'r: peak RSS 500 MiB, goal ≤ 300 MiB']);
   assert.equal(texts([row(m(2), m(1))]), ['r: 0.50× p, goal ≥ 1.0×']);
+  // Just short of the goal: rounded down, in the list and in the table, never shown at the goal.
+  assert.equal(texts([row(m(0.376), m(0.375))]), ['r: 0.99× p, goal ≥ 1.0×']);
+  assert.match(table([row(m(0.376), m(0.375))]), /\| 0\.99× \|/);
+  assert.match(table([row(m(0.375), m(0.376))]), /\| 1\.00× \|/, 'above the goal: rounded as usual');
 });
 
 Scale('a missed goal carries its reason, filled in from the same run; a met one shows none', () => {
