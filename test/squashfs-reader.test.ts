@@ -31,6 +31,7 @@ import { decodeSuperblock } from '../compose/image/squashfs/superblock.js';
 import { isStrataError } from '../store/errors.js';
 import { COMPOSE_ERR } from '../compose/errors.js';
 import { IMAGE_ERR } from '../compose/image/errors.js';
+import { assertNotACrash } from './helpers/cli.js';
 import { tempDir, removeDir, mustRun, run } from './helpers/tmp.js';
 import { nobody, runAs } from './helpers/users.js';
 import { snapshotTree, diffTrees, type TreeSnapshot } from './helpers/tree.js';
@@ -577,6 +578,7 @@ function checkOutcome(e: unknown, label: string): boolean {
   }
   const msg = (e as Error).message;
   assert.not.match(msg, /\n/, `${label}: one line`);
+  assertNotACrash(msg, label);
   return true;
 }
 
