@@ -359,25 +359,33 @@ test('pull of foo/1 from a tag serving bar/1 is refused, with --force too; the s
   assert.equal(strataJson(['store', 'ls'], { store: B }).map((m: { fullName: string; record: string }) => [m.fullName, m.record]), [['foo/1', records[0]]]);
 });
 
-test('a pulled record whose environment variable name is a command is refused; the store is unchanged', async (ctx) => {
+test('a pulled record whose environment variable name is a command, or missing, is refused; the store is unchanged', async (ctx) => {
   const reg = await server(ctx);
   const { store: A } = storeWith(ctx, 'A', [['foo/1', 'foo\n', '--setenv', 'X=1']]);
   assert.is((await cli(A, ['store', 'push', `${reg.host}/${REPO}`])).code, 0);
-  // Rewrite the record (the manifest's config) with a hostile name, digests made consistent.
-  const m = JSON.parse(reg.manifests.get('foo_1')!.bytes.toString()) as { config: { digest: string; size: number } };
-  const record = JSON.parse(reg.blobs.get(m.config.digest)!.toString()) as { env: Array<{ var: string }> };
-  record.env[0]!.var = 'X;touch /tmp/pwned;Y';
-  const bytes = Buffer.from(JSON.stringify(record));
-  const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-  reg.blobs.set(digest, bytes);
-  const [oldCid, newCid] = [m.config.digest, digest].map((d) => cidFromHex(JSON_CODEC, d.slice(7)));
-  m.config = { ...m.config, digest, size: bytes.length };
-  const text = JSON.stringify(m).split(oldCid!).join(newCid!); // the record annotation names it too
-  reg.manifests.set('foo_1', { type: reg.manifests.get('foo_1')!.type, bytes: Buffer.from(text) });
-  const B = join(ctx.dir, 'B');
-  strataJson(['store', 'gc'], { store: B }); // creates the store
-  assertOneLineError(await cli(B, ['store', 'pull', `${reg.host}/${REPO}`, 'foo/1']), 'pull of a hostile record', /environment variable name .*X;touch \/tmp\/pwned;Y.* is not a POSIX name/);
-  assert.equal(strataJson(['store', 'ls'], { store: B }), []);
+  const pushed = reg.manifests.get('foo_1')!;
+  const cases: Array<[string, string | undefined, RegExp]> = [
+    ['a command', 'X;touch /tmp/pwned;Y', /environment variable name .*X;touch \/tmp\/pwned;Y.* is not a POSIX name/],
+    ['missing', undefined, /environment variable name \(none\) is not a POSIX name/],
+  ];
+  for (const [what, name, refusal] of cases) {
+    // Rewrite the record (the manifest's config), digests made consistent.
+    const m = JSON.parse(pushed.bytes.toString()) as { config: { digest: string; size: number } };
+    const record = JSON.parse(reg.blobs.get(m.config.digest)!.toString()) as { env: Array<{ var?: string }> };
+    if (name === undefined) delete record.env[0]!.var;
+    else record.env[0]!.var = name;
+    const bytes = Buffer.from(JSON.stringify(record));
+    const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+    reg.blobs.set(digest, bytes);
+    const [oldCid, newCid] = [m.config.digest, digest].map((d) => cidFromHex(JSON_CODEC, d.slice(7)));
+    m.config = { ...m.config, digest, size: bytes.length };
+    const text = JSON.stringify(m).split(oldCid!).join(newCid!); // the record annotation names it too
+    reg.manifests.set('foo_1', { type: pushed.type, bytes: Buffer.from(text) });
+    const B = join(ctx.dir, `B-${what.replace(/ /g, '-')}`);
+    strataJson(['store', 'gc'], { store: B }); // creates the store
+    assertOneLineError(await cli(B, ['store', 'pull', `${reg.host}/${REPO}`, 'foo/1']), `pull of a record whose variable name is ${what}`, refusal);
+    assert.equal(strataJson(['store', 'ls'], { store: B }), []);
+  }
 });
 
 test('a pull whose layer never ends, or decompresses past its declared size, stops there and leaves no module, blob or temp file', async (ctx) => {
