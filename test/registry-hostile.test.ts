@@ -388,6 +388,20 @@ test('a pulled record whose environment variable name is a command, or missing, 
   }
 });
 
+test('a pulled manifest with no media type of its own is refused in one line, naming it missing', async (ctx) => {
+  const reg = await server(ctx);
+  const { store: A } = storeWith(ctx, 'A', [['foo/1', 'foo\n']]);
+  assert.is((await cli(A, ['store', 'push', `${reg.host}/${REPO}`])).code, 0);
+  const pushed = reg.manifests.get('foo_1')!;
+  const m = JSON.parse(pushed.bytes.toString()) as { mediaType?: string };
+  delete m.mediaType;
+  reg.manifests.set('foo_1', { type: pushed.type, bytes: Buffer.from(JSON.stringify(m)) });
+  const B = join(ctx.dir, 'B');
+  strataJson(['store', 'gc'], { store: B }); // creates the store
+  assertOneLineError(await cli(B, ['store', 'pull', `${reg.host}/${REPO}`, 'foo/1']), 'pull of a manifest with no media type', /is not a well-formed strata module \(media type \(none\)\)/);
+  assert.equal(strataJson(['store', 'ls'], { store: B }), []);
+});
+
 test('a pull whose layer never ends, or decompresses past its declared size, stops there and leaves no module, blob or temp file', async (ctx) => {
   const reg = await server(ctx);
   const content = noise(MB3, 4).toString('base64');
