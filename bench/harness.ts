@@ -610,7 +610,6 @@ export function goalsNotMet(sections: ReportSection[], machine: Machine): Missed
   for (const { result } of sections) {
     const rssSeen = new Set<string>();
     for (const r of result.rows) {
-      const s = speedup(r);
       if (speedGoalMet(r) === false) add({ text: `${r.what}: ${speedupText(r)}× ${r.peerName}, goal ${r.goal!.text}`, why: r.goal!.why?.(r, machine) });
       if (rssGoalMet(r) === false && !rssSeen.has(r.what)) {
         rssSeen.add(r.what);
