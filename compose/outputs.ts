@@ -25,6 +25,22 @@ export interface OutputLicence {
 }
 
 /**
+ * `mods` with each record's `restricted` as its content is held here: a module imported open
+ * whose layer a restricted module named later is restricted too (restriction follows content,
+ * spec/store.md), so its outputs get the licence rule. A store that keeps no marks changes none.
+ */
+export async function withContentRestrictions(store: StoreReader, mods: LoadedModule[]): Promise<LoadedModule[]> {
+  const markOf = store.restrictionOf?.bind(store);
+  if (!markOf) return mods;
+  const out: LoadedModule[] = [];
+  for (const m of mods) {
+    const mark = m.record.restricted === null ? await markOf(m.record.layer) : null;
+    out.push(mark === null ? m : { ...m, record: { ...m.record, restricted: mark } });
+  }
+  return out;
+}
+
+/**
  * Outputs of licensed stacks stay licensed: an image file or sandbox root holding restricted
  * modules is created for the licence group only (no access for others). Modules of two
  * licence groups cannot share one output (each group's files would be open to the other's
@@ -77,6 +93,7 @@ export async function buildSandbox(
   dir: string,
   opts: { force?: boolean; onProgress?(done: number, total: number): void } = {},
 ): Promise<SandboxResult> {
+  mods = await withContentRestrictions(store, mods);
   const licence = outputLicence(mods);
   const { plan, embedded } = await planOutput(store, mods);
   try {

@@ -24,7 +24,7 @@ import { StrataError, COMPOSE_ERR, isStrataError } from './errors.js';
 import type { LoadedModule, StoreReader, LayerEntry } from '../store/index.js';
 import { embeddedPlanned, forEachPlannedFile, type MergePlan } from './merge.js';
 import type { EmbeddedFiles } from './embedded.js';
-import { outputLicence, planOutput } from './outputs.js';
+import { outputLicence, planOutput, withContentRestrictions } from './outputs.js';
 import { checkErofsOptions, checkSquashOptions, ErofsWriter, imageFormat, SEGMENT_MAX_FILES, SquashfsWriter, type ErofsCompressor, type ImageFormat, type SquashOptions } from './image/index.js';
 import { cacheSecret as userCacheSecret, METADATA_TAG } from './caches.js';
 import { IMAGE_ERR } from './image/errors.js';
@@ -119,6 +119,7 @@ async function createSink(out: string, store: StoreReader & { cacheDir?: string 
  */
 /** `store` is any StoreReader; with a `cacheDir` the block cache is used (unless opts.cache is false). */
 export async function buildImage(store: StoreReader & { cacheDir?: string }, mods: LoadedModule[], out: string, opts: ImageOptions = {}): Promise<ImageResult> {
+  mods = await withContentRestrictions(store, mods);
   const licence = outputLicence(mods);
   await checkOutput(out, opts.force === true);
   const { plan, embedded } = await planOutput(store, mods);

@@ -27,6 +27,7 @@ import { checkCollectionName, parseCollection, serializeCollection, type Collect
 import { checkFullName, envOpProblem, EnvOp, fullNameOf, ModuleRecord, recordExtras, RecordExtras, splitFullName, validateRecord } from './record.js';
 import { addSource } from './sources/index.js';
 import { lookupGroup } from '../native/ids.js';
+import { printable } from '../native/errors.js';
 import { readTar } from './tar/reader.js';
 import { layerItem } from './layer/items.js';
 import { LayerEntry, WHITEOUT_PREFIX } from './types.js';
@@ -238,6 +239,24 @@ export class LocalStore {
   }
 
   /**
+   * Makes content restricted to group `gid` the group's wherever this store keeps it: the layer
+   * and manifest blobs, the layer's entry list, and each cache outputs keep of the layer
+   * (`cache/<kind>/<layer CID>/`, spec/store.md). Content restricted only now may be here
+   * already, open to everyone: an import or pull without --restricted wrote its blobs 0644, a
+   * build cached its blocks in directories others may enter. Called before the mark is
+   * published; what is the group's already is left as it is. Others lose access at the first
+   * change (the mode), the group gains it at the second (the owner group).
+   */
+  async confine(layer: string, manifest: string, gid: number): Promise<void> {
+    for (const cid of [layer, manifest]) await confineNode(this.blobs.blobPath(parseCid(cid).hex), gid, 'file');
+    const cache = path.join(this.root, 'cache');
+    await confineNode(path.join(cache, 'entries', `${parseCid(layer).hex}.rows`), gid, 'file');
+    for (const kind of await fsp.readdir(cache).catch(() => [] as string[])) {
+      if (kind !== 'entries') await confineNode(path.join(cache, kind, layer), gid, 'dir');
+    }
+  }
+
+  /**
    * Keeps the blobs of `mods` (records, layers, manifests) open for this process, so an
    * output in progress is not broken by a concurrent rm + gc (see gc's grace period too).
    */
@@ -314,6 +333,8 @@ export class LocalStore {
     }
     if (!opts.allowMissing) await this.checkRequirementsExist(moduleName, opts.requires ?? [], extras);
     const { image, repaired, ...layer } = await this.importLayer(source, opts);
+    // The same content may be here already, open: written before it was restricted (confine).
+    if (opts.restricted !== undefined) await this.confine(layer.layer, layer.manifest, groupId(opts.restricted));
     const { name, version } = splitFullName(moduleName);
     const labels = { ...(image?.labels ?? {}), ...(opts.labels ?? {}) };
     const record: ModuleRecord = {
@@ -1038,6 +1059,26 @@ async function createStore(dir: string): Promise<void> {
   await fsp.mkdir(path.join(dir, 'index'), { recursive: true });
   await fsp.mkdir(path.join(dir, 'blobs', 'sha256'), { recursive: true });
   await fsp.mkdir(path.join(dir, 'cache'), { recursive: true });
+}
+
+/**
+ * Gives `p` (a file, or a directory: `kind`) to group `gid` with no access for others: 0640 or
+ * 0750, its owner kept. Absent, a symbolic link, not of `kind`, or the group's already: left
+ * as it is. Only the owner (or root) may: anyone else gets a one-line error naming the file.
+ */
+async function confineNode(p: string, gid: number, kind: 'file' | 'dir'): Promise<void> {
+  const st = await fsp.lstat(p).catch(() => undefined);
+  if (!st || (kind === 'dir' ? !st.isDirectory() : !st.isFile())) return;
+  const mode = kind === 'dir' ? 0o750 : 0o640;
+  if ((st.mode & 0o7777) === mode && st.gid === gid) return;
+  try {
+    await fsp.chmod(p, mode);
+    await fsp.chown(p, st.uid, gid);
+  } catch (e) {
+    throw new StrataError(STORE_ERR.ACCESS_DENIED, `cannot give '${printable(p)}' to the licence group: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+      hint: 'the store holds this content open already; restrict it as the owner of its files (or root)',
+    });
+  }
 }
 
 /** The gid of a licence group; a group the host does not know is an error (no silent restriction to nobody). */

@@ -68,6 +68,12 @@ export interface StoreReader {
    * layer still asks this first: no one gets from a cache what they could not read.
    */
   checkLayerAccess?(mod: LoadedModule): Promise<void>;
+  /**
+   * The group a layer's content is restricted to in any store on the path, or null; a store
+   * that keeps no such marks (MemoryStore) has none. Outputs take a module's restriction from
+   * its record, else from here (restriction follows content).
+   */
+  restrictionOf?(layer: string): Promise<string | null>;
 }
 
 /** A layer's blob, open for one reader (StoreReader.openLayerBlob). */

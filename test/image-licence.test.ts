@@ -13,7 +13,7 @@ import * as assert from 'uvu/assert';
 import { chmodSync, lstatSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
-import { strataOk } from './helpers/cli.js';
+import { assertOneLineError, strata, strataJson, strataOk } from './helpers/cli.js';
 import { missing, skipSuite } from './helpers/probe.js';
 import { mustRun, removeDir, tempDir, unmount } from './helpers/tmp.js';
 import { canSwitchUsers, ensureGroup, ensureUser, runAs, type TestUser } from './helpers/users.js';
@@ -130,6 +130,74 @@ else {
       assert.is(lstatSync(licence).mode & 0o777, 0o640);
       assert.match(mustRun('getfacl', ['-c', '-n', licence]).stdout.toString(), new RegExp(`^group:${lic}:r--$`, 'm'));
     }
+  });
+
+  // The usual way a site finds out it forgot --restricted: the content was imported open and
+  // built, and is imported again restricted. Every copy the store holds becomes the group's.
+  Lic('content imported open and built, then restricted: the restricting import gives the group every copy the store holds', () => {
+    const src = join(tmp, 'src');
+    layer(src);
+    const store = join(tmp, 'store');
+    const work = join(tmp, 'work');
+    mkdirSync(work);
+    strataOk(['-q', 'store', 'import', 'pub/1', src], { store, cwd: work });
+    strataOk(['-q', 'compose', 'add', 'pub/1'], { store, cwd: work });
+    const open = join(work, 'open.sqfs');
+    strataOk(['-q', 'compose', 'squash', open, '--comp', 'gzip'], { store, cwd: work });
+
+    const blocks = join(store, 'cache/image-blocks');
+    const tags = readdirSync(blocks).filter((t) => t !== 'strata-metadata');
+    assert.is(tags.length, 1, `one layer's blocks cached: ${tags.join(', ')}`);
+    const tagDir = join(blocks, tags[0]!);
+    const cached = mustRun('find', [tagDir, '-type', 'f']).stdout.toString().trim().split('\n');
+    assert.ok(cached.some((f) => f.endsWith('.pack')) && cached.some((f) => f.endsWith('.seg')), 'packs and a segment');
+    const copies = [join(store, 'blobs'), join(store, 'cache/entries')];
+    const outsiderReads = () => [
+      ...cached.filter((f) => runAs(outsider, 'head', ['-c', '1', f]).code === 0),
+      ...runAs(outsider, 'grep', ['-r', '-l', '-a', '-e', 'licensed table row', '-e', 'opt/lic/data', ...copies]).stdout.toString().trim().split('\n').filter(Boolean),
+    ];
+    // Open for now: the outsider reads the cached blocks, the layer and its entry list (so the
+    // check after the restricting import can fail).
+    const before = outsiderReads();
+    assert.equal(before.filter((f) => f.startsWith(tagDir)).length, cached.length, 'before: every cached block file is readable');
+    assert.ok(before.some((f) => f.startsWith(join(store, 'blobs'))) && before.some((f) => f.startsWith(join(store, 'cache/entries'))), `before: ${before.join(', ')}`);
+
+    strataOk(['-q', 'store', 'import', 'lic/1', src, '--restricted', 'st-img-lic'], { store, cwd: work });
+    assert.equal(outsiderReads(), [], 'after: the outsider reads none of them');
+    assert.is(lstatSync(tagDir).gid, lic, 'the layer\'s cache directory is the group\'s');
+    assert.is(lstatSync(tagDir).mode & 0o777, 0o750);
+    for (const f of cached) assert.is(runAs(member, 'head', ['-c', '1', f]).code, 0, `the member still reads ${f}`);
+
+    // The open module's outputs now carry the licence too: its content is restricted.
+    const again = join(work, 'again.sqfs');
+    strataOk(['-q', 'compose', 'squash', again, '--comp', 'gzip'], { store, cwd: work });
+    assert.is(lstatSync(again).gid, lic, 'the image of pub/1 is the group\'s');
+    assert.is(lstatSync(again).mode & 0o007, 0, 'no access for others');
+    assert.is(lstatSync(open).mode & 0o007, 0o004, 'the image built before stays as it was (an output is its owner\'s)');
+    const tar = join(work, 'pub.tar');
+    strataOk(['-q', 'store', 'export', 'pub/1', tar], { store, cwd: work });
+    assert.is(lstatSync(tar).gid, lic, 'and so is its export');
+    assert.is(lstatSync(tar).mode & 0o007, 0);
+  });
+
+  Lic('a restricting import that cannot give a cached copy to the group (another owner\'s) says so in one line and publishes nothing', () => {
+    const src = join(tmp, 'src');
+    layer(src);
+    const store = join(tmp, 'store');
+    const work = join(tmp, 'work');
+    mkdirSync(work);
+    strataOk(['-q', 'store', 'import', 'pub/1', src], { store, cwd: work });
+    strataOk(['-q', 'compose', 'add', 'pub/1'], { store, cwd: work });
+    strataOk(['-q', 'compose', 'squash', join(work, 'open.sqfs')], { store, cwd: work });
+    // The member runs the store now (as one of several staff); the cached blocks stay root's.
+    mustRun('chown', ['-R', `${member.uid}:${member.gid}`, store, work]);
+    const blocks = join(store, 'cache/image-blocks');
+    const tag = readdirSync(blocks).find((t) => t !== 'strata-metadata')!;
+    mustRun('chown', ['-R', '0:0', join(blocks, tag)]);
+    const r = strata(['-q', 'store', 'import', 'lic/1', src, '--restricted', 'st-img-lic'], { store, cwd: work, as: member });
+    const line = assertOneLineError(r, 'restricting import over root\'s cache');
+    assert.match(line, new RegExp(`cannot give '.*/cache/image-blocks/${tag}' to the licence group: EPERM`));
+    assert.equal(strataJson<Array<{ fullName: string }>>(['store', 'ls'], { store }).map((m) => m.fullName), ['pub/1'], 'lic/1 is not published');
   });
 
   Lic.run();

@@ -14,7 +14,7 @@ import { suite } from 'uvu';
 import { ensureGroup } from './helpers/users.js';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeSmallTree } from './fixtures/small-tree.js';
 import { missing, skipSuite } from './helpers/probe.js';
@@ -262,6 +262,40 @@ test('a restricted module is refused to a remote not marked site-internal, allow
   // The site-internal remote's URL given directly counts as that remote.
   assert.is(strata(['store', 'push', `${reg.host}/internal`, 'lic/vasp-6'], { store: S }).code, 0);
   assert.equal([...tags('internal').Tags].sort(), [ok[0]!.record, 'lic_vasp-6'].sort());
+});
+
+test('a restricted module pulled onto the same content held open: blobs and entry list become the group\'s; held for another group: refused', async ({ dir, reg }) => {
+  const tree = join(dir, 'vasp');
+  mkdirSync(join(tree, 'opt/vasp'), { recursive: true });
+  writeFileSync(join(tree, 'opt/vasp/LICENSE'), 'site licence\n');
+  const vasp = ensureGroup('vasp');
+  const other = ensureGroup('vasp-other');
+  const A = join(dir, 'A');
+  const target = `${reg.host}/internal`;
+  const { layer, manifest } = strataJson<{ layer: string; manifest: string }>(['store', 'import', 'lic/vasp-6', tree, '--restricted', 'vasp'], { store: A });
+  strataJson(['store', 'remote', 'add', 'site', target, '--site-internal'], { store: A });
+  strataJson(['store', 'push', 'site', 'lic/vasp-6'], { store: A });
+  const copies = (S: string) => [join(S, 'blobs/sha256', cidHex(layer)), join(S, 'blobs/sha256', cidHex(manifest)), join(S, 'cache/entries', `${cidHex(layer)}.rows`)];
+
+  // B imported the same content open; the pull gives every copy the group, in place.
+  const B = join(dir, 'B');
+  strataJson(['store', 'import', 'open/1', tree], { store: B });
+  for (const f of copies(B)) assert.is(statSync(f).mode & 0o777, 0o644, `before: ${f} is open`);
+  strataJson(['store', 'pull', target, 'lic/vasp-6'], { store: B });
+  for (const f of copies(B)) {
+    assert.is(statSync(f).gid, vasp, `${f}: group`);
+    assert.is(statSync(f).mode & 0o777, 0o640, `${f}: mode`);
+  }
+
+  // C holds it restricted to another group: refused before anything is fetched.
+  const C = join(dir, 'C');
+  strataJson(['store', 'import', 'lic/other-1', tree, '--restricted', 'vasp-other'], { store: C });
+  const held = () => [strataJson<Array<{ fullName: string }>>(['store', 'ls'], { store: C }).map((m) => m.fullName), readdirSync(join(C, 'blobs/sha256')).sort()];
+  const before = held();
+  const line = assertOneLineError(strata(['store', 'pull', target, 'lic/vasp-6'], { store: C }), 'pull onto content of another group');
+  assert.match(line, /lic\/vasp-6 names content restricted to group vasp-other in this store, and .* has it restricted to group vasp \(only staff may lift the restriction here/);
+  assert.equal(held(), before, 'C holds what it held');
+  for (const f of copies(C)) assert.is(statSync(f).gid, other, `${f} stays the other group's`);
 });
 
 test("default marks travel: pull applies the remote's mark unless the store has its own", async ({ dir, reg }) => {

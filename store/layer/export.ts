@@ -58,8 +58,10 @@ export async function exportModule(store: StoreInternals, mod: LoadedModule, out
       if (batched >= 1 << 20 || batch.length >= 1024) await flush();
     }
     await flush();
-    // Licensed content stays licensed: the export of a restricted module is for its group only.
-    const group = mod.record.restricted === null ? undefined : lookupGroup(mod.record.restricted);
+    // Licensed content stays licensed: the export of a restricted module, or of content a
+    // restricted module named (restriction follows content), is for its group only.
+    const restricted = mod.record.restricted ?? (await store.restrictionOf(mod.record.layer));
+    const group = restricted === null ? undefined : lookupGroup(restricted);
     const mode = 0o666 & ~process.umask();
     if (group !== undefined) await fh.chown(-1, group);
     await fh.chmod(group !== undefined ? mode & 0o660 : mode);

@@ -807,6 +807,13 @@ async function pullArtifact(store: StoreInternals, s: Session, art: ParsedArtifa
       });
     }
   }
+  // Restriction follows content, as on import: content restricted here joins only a module of its group.
+  const held = await store.restrictionOf(record.layer);
+  if (held !== null && held !== record.restricted) {
+    throw new StrataError(STORE_ERR.ACCESS_DENIED,
+      `${fullName} names content restricted to group ${printable(held)} in this store, and ${where} has it ${record.restricted === null ? 'unrestricted' : `restricted to group ${printable(record.restricted)}`}`,
+      { hint: 'only staff may lift the restriction here (store import --unrestrict), then pull again' });
+  }
   const groupOf = async () => gid;
   s.begin(fullName, 'pull', art.layer.size + art.sidecar.size + art.record.size);
   let bytes = 0;
@@ -840,6 +847,8 @@ async function pullArtifact(store: StoreInternals, s: Session, art: ParsedArtifa
   await store.blobs.put([recordBytes], recordHex);
   bytes += recordBytes.length;
   s.end();
+  // Blobs that were here already kept their mode: the same content, pulled or imported open before.
+  if (gid !== undefined) await store.confine(record.layer, record.manifest, gid);
 
   const status = await store.index(async (ix) => {
     const now = await ix.get(`m/${fullName}`);

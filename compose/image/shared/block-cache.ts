@@ -43,7 +43,10 @@
  * `namespace id` = the first 16 hex digits of sha256(namespace). Every writer (one per worker
  * thread per build and tag) appends to packs of its own, so concurrent builds need no lock, and
  * no pack is ever rewritten. A tag directory of a restricted tag is created 0750 and each of
- * its packs 0640, owned by the tag's group; any other pack is 0644 (less the umask).
+ * its packs 0640, owned by the tag's group; any other pack is 0644 (less the umask). A layer's
+ * tag is its CID: content restricted after it was cached open has its directory given to the
+ * group by the store (LocalStore.confine, the `cache/<kind>/<layer CID>/` rule), which keeps
+ * others out of every pack below it whatever their own modes.
  * A pack's mtime is its last use (writes, and hits at close), which `pruneBlockCache` uses.
  *
  * Pack record (little-endian):
