@@ -298,6 +298,40 @@ test('a restricted module pulled onto the same content held open: blobs and entr
   for (const f of copies(C)) assert.is(statSync(f).gid, other, `${f} stays the other group's`);
 });
 
+test('a restricted module fetched for a rebuild, its name another record\'s here: its content is restricted here all the same', async ({ dir, reg }) => {
+  const tree = join(dir, 'vasp');
+  mkdirSync(join(tree, 'opt/vasp'), { recursive: true });
+  writeFileSync(join(tree, 'opt/vasp/LICENSE'), 'site licence\n');
+  const vasp = ensureGroup('vasp');
+  const A = join(dir, 'A');
+  const target = `${reg.host}/internal`;
+  const { layer } = strataJson<{ layer: string }>(['store', 'import', 'lic/vasp-6', tree, '--restricted', 'vasp'], { store: A });
+  strataJson(['store', 'remote', 'add', 'site', target, '--site-internal'], { store: A });
+  strataJson(['store', 'push', 'site', 'lic/vasp-6'], { store: A });
+  const work = join(dir, 'work');
+  mkdirSync(work);
+  strataJson(['compose', 'add', 'lic/vasp-6'], { store: A, cwd: work });
+  const lock = join(dir, 'lic.lock');
+  strataJson(['compose', 'lock', '-o', lock], { store: A, cwd: work });
+
+  // G's lic/vasp-6 is another record (other content): the rebuild fetches A's without indexing it.
+  const G = join(dir, 'G');
+  const other = join(dir, 'other');
+  mkdirSync(other);
+  writeFileSync(join(other, 'README'), 'not the licensed tree\n');
+  strataJson(['store', 'import', 'lic/vasp-6', other], { store: G });
+  strataJson(['store', 'remote', 'add', 'site', target, '--site-internal'], { store: G });
+  const out = join(dir, 'g.sqfs');
+  const r = strata(['rebuild', lock, '-o', out], { store: G });
+  assert.is(r.code, 0, r.stderr);
+  assert.is(statSync(out).gid, vasp, 'the image is the group\'s');
+  assert.is(statSync(join(G, 'blobs/sha256', cidHex(layer))).mode & 0o777, 0o640, 'the fetched layer is the group\'s');
+  // The content is marked: an open import of the same tree is refused, the blob stays closed.
+  assertOneLineError(strata(['store', 'import', 'copy/1', tree], { store: G }), 'open import of fetched restricted content',
+    /this layer is restricted content \(group vasp\) in the store/);
+  assert.is(statSync(join(G, 'blobs/sha256', cidHex(layer))).mode & 0o777, 0o640, 'and stays so');
+});
+
 test("default marks travel: pull applies the remote's mark unless the store has its own", async ({ dir, reg }) => {
   const target = `${reg.host}/${REPO}`;
   const A = join(dir, 'A');

@@ -850,20 +850,22 @@ async function pullArtifact(store: StoreInternals, s: Session, art: ParsedArtifa
   // Blobs that were here already kept their mode: the same content, pulled or imported open before.
   if (gid !== undefined) await store.confine(record.layer, record.manifest, gid);
 
+  const mark = record.restricted !== null ? [{ type: 'put' as const, key: `x/${record.layer}`, value: record.restricted }] : [];
   const status = await store.index(async (ix) => {
     const now = await ix.get(`m/${fullName}`);
     if (now === art.recordCid) return 'unchanged' as const;
-    if (now !== undefined && opts.index === 'if-free') return 'fetched' as const;
+    if (now !== undefined && opts.index === 'if-free') {
+      // Fetched for an output, its name another record's here: not indexed, still marked.
+      if (mark.length > 0) await ix.batch(mark);
+      return 'fetched' as const;
+    }
     if (now !== undefined && !opts.force) {
       throw new StrataError(STORE_ERR.EXISTS, `${fullName} is already in the store with other content`, { hint: 'use --force to replace it' });
     }
     if (!(await present())) {
       throw new StrataError(STORE_ERR.BLOB_MISSING, `blobs of ${fullName} disappeared during the pull (a concurrent gc?)`, { hint: 'run the pull again' });
     }
-    await ix.batch([
-      { type: 'put', key: `m/${fullName}`, value: art.recordCid },
-      ...(record.restricted !== null ? [{ type: 'put' as const, key: `x/${record.layer}`, value: record.restricted }] : []),
-    ]);
+    await ix.batch([{ type: 'put', key: `m/${fullName}`, value: art.recordCid }, ...mark]);
     return now === undefined ? ('pulled' as const) : ('replaced' as const);
   });
   return { fullName, record: art.recordCid, tag, bytes, status };
