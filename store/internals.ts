@@ -14,6 +14,7 @@ export interface ModuleSummary {
   version: string;
   record: string;
   isDefault: boolean;
+  /** The record's group, else the group its layer's content is restricted to (restriction follows content). */
   restricted: string | null;
   description: string;
   /** Set when the module's record cannot be read; `strata store verify` says more. */

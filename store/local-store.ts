@@ -434,7 +434,8 @@ export class LocalStore {
         version: record.version,
         record: cid,
         isDefault: defaults.get(`d/${splitFullName(fullName).name}`) === fullName,
-        restricted: record.restricted,
+        // As its content is held: a module imported open is restricted once its layer is.
+        restricted: record.restricted ?? (await ix.get(`x/${record.layer}`)) ?? null,
         description: record.description,
       });
     }

@@ -168,6 +168,17 @@ else {
     assert.is(lstatSync(tagDir).mode & 0o777, 0o750);
     for (const f of cached) assert.is(runAs(member, 'head', ['-c', '1', f]).code, 0, `the member still reads ${f}`);
 
+    // The open module is listed as restricted, and the outsider may not load it (Lmod's words).
+    const listed = strataJson<Array<{ fullName: string; restricted: string | null }>>(['store', 'ls'], { store });
+    assert.equal(listed.map((m) => [m.fullName, m.restricted]), [['lic/1', 'st-img-lic'], ['pub/1', 'st-img-lic']]);
+    const owork = join(tmp, 'outsider-work');
+    mkdirSync(owork);
+    mustRun('chown', [`${outsider.uid}:${outsider.gid}`, owork]);
+    assertOneLineError(strata(['-q', 'compose', 'add', 'pub/1'], { store, cwd: owork, as: outsider }), 'the outsider loads pub/1', /Access to pub\/1 is denied/);
+    strataOk(['-q', 'compose', 'lock', '-o', join(owork, 'pub.lock')], { store, cwd: work });
+    assertOneLineError(strata(['-q', 'compose', 'squash', join(owork, 'x.sqfs'), '--lock', join(owork, 'pub.lock')], { store, cwd: owork, as: outsider }),
+      'the outsider builds from a lock naming pub/1', /Access to pub\/1 is denied/);
+
     // The open module's outputs now carry the licence too: its content is restricted.
     const again = join(work, 'again.sqfs');
     strataOk(['-q', 'compose', 'squash', again, '--comp', 'gzip'], { store, cwd: work });
