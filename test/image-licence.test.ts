@@ -134,7 +134,8 @@ else {
 
   // The usual way a site finds out it forgot --restricted: the content was imported open and
   // built, and is imported again restricted. Every copy the store holds becomes the group's.
-  Lic('content imported open and built, then restricted: the restricting import gives the group every copy the store holds', () => {
+  /** The licensed layer imported open as pub/1 and built into open.sqfs (gzip): its blocks are cached. */
+  function builtOpen(): { src: string; store: string; work: string; open: string } {
     const src = join(tmp, 'src');
     layer(src);
     const store = join(tmp, 'store');
@@ -144,6 +145,11 @@ else {
     strataOk(['-q', 'compose', 'add', 'pub/1'], { store, cwd: work });
     const open = join(work, 'open.sqfs');
     strataOk(['-q', 'compose', 'squash', open, '--comp', 'gzip'], { store, cwd: work });
+    return { src, store, work, open };
+  }
+
+  Lic('content imported open and built, then restricted: the restricting import gives the group every copy the store holds', () => {
+    const { src, store, work, open } = builtOpen();
 
     const blocks = join(store, 'cache/image-blocks');
     const tags = readdirSync(blocks).filter((t) => t !== 'strata-metadata');
@@ -192,14 +198,7 @@ else {
   });
 
   Lic('a restricting import that cannot give a cached copy to the group (another owner\'s) says so in one line and publishes nothing', () => {
-    const src = join(tmp, 'src');
-    layer(src);
-    const store = join(tmp, 'store');
-    const work = join(tmp, 'work');
-    mkdirSync(work);
-    strataOk(['-q', 'store', 'import', 'pub/1', src], { store, cwd: work });
-    strataOk(['-q', 'compose', 'add', 'pub/1'], { store, cwd: work });
-    strataOk(['-q', 'compose', 'squash', join(work, 'open.sqfs')], { store, cwd: work });
+    const { src, store, work } = builtOpen();
     // The member runs the store now (as one of several staff); the cached blocks stay root's.
     mustRun('chown', ['-R', `${member.uid}:${member.gid}`, store, work]);
     const blocks = join(store, 'cache/image-blocks');
