@@ -30,12 +30,10 @@ export interface OutputLicence {
  * spec/store.md), so its outputs get the licence rule. A store that keeps no marks changes none.
  */
 export async function withContentRestrictions(store: StoreReader, mods: LoadedModule[]): Promise<LoadedModule[]> {
-  const markOf = store.restrictionOf?.bind(store);
-  if (!markOf) return mods;
   const out: LoadedModule[] = [];
   for (const m of mods) {
-    const mark = m.record.restricted === null ? await markOf(m.record.layer) : null;
-    out.push(mark === null ? m : { ...m, record: { ...m.record, restricted: mark } });
+    const restricted = (await store.moduleRestriction?.(m.record)) ?? m.record.restricted;
+    out.push(restricted === m.record.restricted ? m : { ...m, record: { ...m.record, restricted } });
   }
   return out;
 }

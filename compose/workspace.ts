@@ -114,10 +114,7 @@ export async function outputModules(
     await writeStack(store, dir, stack);
   }
   const user = currentUser();
-  for (const m of mods) {
-    const restricted = m.record.restricted ?? (await store.restrictionOf?.(m.record.layer)) ?? null;
-    checkAccess({ fullName: m.fullName, restricted }, user);
-  }
+  for (const m of mods) checkAccess({ fullName: m.fullName, restricted: (await store.moduleRestriction?.(m.record)) ?? m.record.restricted }, user);
   // From here the build reads these blobs; holding them open keeps a concurrent rm + gc from
   // taking them away mid-build (gc's grace period covers the time until now).
   await store.hold(mods);

@@ -58,6 +58,7 @@ export interface StoreInternals {
   setDefault(fullName: string): Promise<void>;
   readLayer(mod: LoadedModule, opts?: ReadLayerOptions): AsyncGenerator<LayerItem>;
   restrictionOf(layer: string): Promise<string | null>;
+  moduleRestriction(record: Pick<ModuleRecord, 'restricted' | 'layer'>): Promise<string | null>;
   /** Makes a layer and its manifest, their entry list and caches, group `gid`'s only (content restricted now). */
   confine(layer: string, manifest: string, gid: number): Promise<void>;
 }

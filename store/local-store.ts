@@ -238,6 +238,11 @@ export class LocalStore {
     return (await (await this.view()).get(`x/${layer}`)) ?? null;
   }
 
+  /** The group a module's content is restricted to: its record's, else its layer's (restriction follows content). */
+  async moduleRestriction(record: Pick<ModuleRecord, 'restricted' | 'layer'>): Promise<string | null> {
+    return record.restricted ?? (await this.restrictionOf(record.layer));
+  }
+
   /**
    * Makes content restricted to group `gid` the group's wherever this store keeps it: the layer
    * and manifest blobs, the layer's entry list, and each cache outputs keep of the layer
@@ -434,8 +439,7 @@ export class LocalStore {
         version: record.version,
         record: cid,
         isDefault: defaults.get(`d/${splitFullName(fullName).name}`) === fullName,
-        // As its content is held: a module imported open is restricted once its layer is.
-        restricted: record.restricted ?? (await ix.get(`x/${record.layer}`)) ?? null,
+        restricted: await this.moduleRestriction(record),
         description: record.description,
       });
     }
@@ -545,7 +549,7 @@ export class LocalStore {
       }
     }
     if (lines === undefined) {
-      const group = mod.record.restricted ?? (await this.restrictionOf(mod.record.layer));
+      const group = await this.moduleRestriction(mod.record);
       await this.scratchDir();
       // A cache that cannot be written (a full disk, a read-only cache) only costs the next read.
       const file = (() => {

@@ -69,11 +69,11 @@ export interface StoreReader {
    */
   checkLayerAccess?(mod: LoadedModule): Promise<void>;
   /**
-   * The group a layer's content is restricted to in any store on the path, or null; a store
-   * that keeps no such marks (MemoryStore) has none. Outputs take a module's restriction from
-   * its record, else from here (restriction follows content).
+   * The group a module's content is restricted to: its record's, else the mark its layer has in
+   * any store on the path (restriction follows content). A store that keeps no marks
+   * (MemoryStore) has none: the record decides.
    */
-  restrictionOf?(layer: string): Promise<string | null>;
+  moduleRestriction?(record: Pick<ModuleRecord, 'restricted' | 'layer'>): Promise<string | null>;
 }
 
 /** A layer's blob, open for one reader (StoreReader.openLayerBlob). */

@@ -60,7 +60,7 @@ export async function exportModule(store: StoreInternals, mod: LoadedModule, out
     await flush();
     // Licensed content stays licensed: the export of a restricted module, or of content a
     // restricted module named (restriction follows content), is for its group only.
-    const restricted = mod.record.restricted ?? (await store.restrictionOf(mod.record.layer));
+    const restricted = await store.moduleRestriction(mod.record);
     const group = restricted === null ? undefined : lookupGroup(restricted);
     const mode = 0o666 & ~process.umask();
     if (group !== undefined) await fh.chown(-1, group);

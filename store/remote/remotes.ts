@@ -495,15 +495,6 @@ function restrictedError(fullName: string, group: string, label: string): Strata
 }
 
 /**
- * The group a module's content is restricted to, or null: its own record's group, else the
- * group its layer is restricted to in any store on the path (restriction follows content, so
- * an unrestricted re-import of a licensed layer cannot leave the site either).
- */
-async function restrictionOf(store: StoreInternals, m: LoadedModule): Promise<string | null> {
-  return m.record.restricted ?? (await store.restrictionOf(m.record.layer));
-}
-
-/**
  * Pushes modules (fullNames or record CIDs; none = every module in the store) to `target`
  * (a remote name or REGISTRY/REPO). A restricted module goes only to a configured remote
  * marked site-internal: when modules are named, one that may not go refuses the whole push
@@ -527,7 +518,8 @@ export async function push(store: StoreInternals, target: string, modules: strin
   const out: PushResult[] = [];
   const sending: LoadedModule[] = [];
   for (const m of mods) {
-    const group = await restrictionOf(store, m);
+    // Its record's group, else its layer's: a module imported open cannot leave the site once its content is restricted.
+    const group = await store.moduleRestriction(m.record);
     if (group !== null && !dest.remote?.siteInternal) {
       if (modules.length > 0) throw restrictedError(m.fullName, group, dest.label);
       out.push({ fullName: m.fullName, record: m.cid, tag: tagFromFullName(m.fullName), uploaded: [], status: 'skipped',
@@ -540,7 +532,7 @@ export async function push(store: StoreInternals, target: string, modules: strin
   const marks = new Map<string, string>();
   try {
     for (const m of sending) {
-      const r = await pushModule(store, s, dest.label, m, compression, (await restrictionOf(store, m)) !== null);
+      const r = await pushModule(store, s, dest.label, m, compression, (await store.moduleRestriction(m.record)) !== null);
       const { name } = splitFullName(m.fullName);
       if (defaultOf.get(name) === m.fullName) {
         marks.set(name, m.fullName);
