@@ -56,7 +56,8 @@
         "native/files.c",
         "native/sha256.c",
         "native/instance.c",
-        "native/lz4.c"
+        "native/lz4.c",
+        "native/readahead.c"
       ],
       "cflags": [
         "-O2",

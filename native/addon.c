@@ -39,7 +39,8 @@
  * And, from native/deflate.c: zlibCompress(src, level) -> Buffer, libdeflateVersion; from
  * native/lz4.c: lz4Compress(src) -> Buffer, lz4Version; from native/extract.c: extractAvailable,
  * extractOpen, extractRun, extractClose; from native/sha256.c: hashOpen, hashUpdate, hashDigest,
- * hashCopy, sha256Into.
+ * hashCopy, sha256Into; from native/readahead.c: readAheadOpen, readAheadTake, readAheadSeek,
+ * readAheadClose.
  *
  * None of them follows a symlink in the last path component: the l*xattr family acts on
  * the link itself.
@@ -155,7 +156,7 @@ static const char *errno_code(int err) {
   return "EUNKNOWN";
 }
 
-static void throw_errno(napi_env env, int err, const char *syscall, const char *path) {
+void throw_errno(napi_env env, int err, const char *syscall, const char *path) {
   const char *code = errno_code(err);
   char desc[256];
   snprintf(desc, sizeof desc, "%s", strerror(err));
@@ -967,7 +968,8 @@ static napi_value Init(napi_env env, napi_value exports) {
     return NULL;
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok ||
       deflate_register(env, exports) != napi_ok || lz4_register(env, exports) != napi_ok ||
-      extract_register(env, exports) != napi_ok || files_register(env, exports) != napi_ok || sha256_register(env, exports) != napi_ok)
+      extract_register(env, exports) != napi_ok || files_register(env, exports) != napi_ok || sha256_register(env, exports) != napi_ok ||
+      read_ahead_register(env, exports) != napi_ok)
     return NULL;
   return exports;
 }

@@ -56,6 +56,12 @@ export interface NativeAddon {
   hashCopy(src: number, srcAt: number, length: number, dst: number, dstAt: number): Promise<string>;
   /** sha256 of `data` into out[0, 32), on the calling thread (native/sha256.c). */
   sha256Into(data: Uint8Array, out: Uint8Array): void;
+  /** A file read in sequence into `slots` on a thread of its own (native/readahead.c). */
+  readAheadOpen(fd: number, from: number, end: number, slots: Buffer[]): unknown;
+  /** Bytes in the ring's next slot, once filled (0 at the end); the slot before it stays intact until the next take. */
+  readAheadTake(handle: unknown): number;
+  readAheadSeek(handle: unknown, pos: number): void;
+  readAheadClose(handle: unknown): void;
 }
 
 // From source (native/*.ts under tsx) the build dir is one level up; from dist/native/*.js two.

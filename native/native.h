@@ -12,6 +12,8 @@
 
 /* Throws a generic error naming `what` unless an exception is already pending. */
 void throw_pending(napi_env env, const char *what);
+/* Throws an Error shaped like Node's fs errors for errno `err`: "CODE: description, syscall 'path'". */
+void throw_errno(napi_env env, int err, const char *syscall, const char *path);
 
 /*
  * openBeneath's rule for one path (openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
@@ -96,5 +98,8 @@ void sha256_hex(EVP_MD_CTX *c, char out[65]);
 void sha256_free(EVP_MD_CTX *c);
 /* Adds hashOpen, hashUpdate, hashDigest, hashCopy and sha256Into to `exports`. */
 napi_status sha256_register(napi_env env, napi_value exports);
+
+/* native/readahead.c: adds readAheadOpen, readAheadTake, readAheadSeek and readAheadClose to `exports`. */
+napi_status read_ahead_register(napi_env env, napi_value exports);
 
 #endif

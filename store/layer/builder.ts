@@ -63,8 +63,13 @@ export interface SourceItem {
   body?: AsyncIterable<Uint8Array>;
 }
 
-/** A source's entries from its start, in the same order on every call. */
-export type SourceItems = () => AsyncIterable<SourceItem>;
+/**
+ * A source's entries from its start, in the same order on every call. `pass.bodies`: whether
+ * this pass reads every item's body, in sequence (the canonical tar written as the source is
+ * read), or none (the entries sorted, or taken by reference): a source read from a file may
+ * read ahead of the first kind only.
+ */
+export type SourceItems = (pass: { bodies: boolean }) => AsyncIterable<SourceItem>;
 
 /** Where a record's content is: a content reference, or the id of an in-memory opener. */
 type Content = [number, number | string, number?] | ['fn', number] | null;
@@ -228,7 +233,7 @@ export class LayerBuilder {
     this.ordered = undefined;
     this.built = false;
     this.forget();
-    for await (const item of items()) this.add(item.entry, item.content);
+    for await (const item of items({ bodies: false })) this.add(item.entry, item.content);
   }
 
   /** Forgets what note() kept, before the entries are taken again. */
@@ -431,10 +436,10 @@ export class LayerBuilder {
    * takes over: an entry out of order (or a path twice), a link to a later path, or to a
    * file no longer kept (or to anything but a file, which the sorter then refuses).
    */
-  private orderedRecords(ordered: SourceItems): () => AsyncIterable<Canonical> {
+  private orderedRecords(ordered: SourceItems): (bodies: boolean) => AsyncIterable<Canonical> {
     // Each item gives one record, so the pass is a map over the source (mapItems: not a
     // generator, whose every step costs promises of its own), set up as iteration starts.
-    return () => ({
+    return (bodies) => ({
       [Symbol.asyncIterator]: () => {
         this.forget();
         const check = this.checker();
@@ -442,7 +447,7 @@ export class LayerBuilder {
         /** Recent hard links: the file each names in the end. */
         const links = new Recent<string>(FILE_RING);
         let last: string | undefined;
-        return mapItems(ordered(), (item): Canonical => {
+        return mapItems(ordered({ bodies }), (item): Canonical => {
           const e = this.canonicalEntry(item.entry);
           if (!follows(last, e)) throw new Unordered();
           if (e.type !== 'hardlink') this.bytes += e.size;
@@ -492,7 +497,7 @@ export class LayerBuilder {
       sizeHint: ordered === undefined ? this.bytes + 512 * this.seq : this.orderedSize,
       tar: (onEntry) =>
         canonicalTar(
-          records(),
+          records(true),
           (e) => {
             const m = manifestEntry(e);
             if (m) manifestEntries.push([e.path, canonicalJsonText(m)]);
@@ -502,7 +507,7 @@ export class LayerBuilder {
         ),
       refs: async function* () {
         // By reference: these contents are read after the pass, in any order.
-        for await (const c of records()) yield { entry: c.entry, content: c.ref ?? (c.from && builder.refOf(c.from)) };
+        for await (const c of records(false)) yield { entry: c.entry, content: c.ref ?? (c.from && builder.refOf(c.from)) };
       },
       manifest: (layer) => manifestBytes(manifestEntries.sorted(), { manifestVersion: 1, layer, stats: { entries: builder.seq, bytes: builder.bytes } }),
     };

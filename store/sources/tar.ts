@@ -90,7 +90,7 @@ export async function addPlainTar(builder: LayerBuilder, plain: string): Promise
       body: hasBody ? body : undefined,
     };
   };
-  builder.addFrom(() => mapItems(readTarFile(plain), item), { size: fs.fstatSync(fd).size });
+  builder.addFrom(({ bodies }) => mapItems(readTarFile(plain, { sequential: bodies }), item), { size: fs.fstatSync(fd).size });
 }
 
 /** Top-level names an image archive holds: docker save (both formats), skopeo, OCI layouts. */

@@ -9,6 +9,7 @@
  */
 import { readSync } from 'node:fs';
 import { open as openFile, type FileHandle } from 'node:fs/promises';
+import { ReadAhead } from '../../native/readahead.js';
 import type { StrataError } from '../errors.js';
 import type { EntryType } from '../types.js';
 import {
@@ -253,7 +254,17 @@ class FileInput extends ChunkInput {
   private readonly turns: Buffer[] = [];
   private turn = 0;
 
-  constructor(private readonly path: string) {
+  /**
+   * The archive read ahead on a thread of its own, for a reader that takes every byte in order
+   * (native/readahead.ts): reading was a sixth of the main thread's time in an import of many
+   * small files, copied from the page cache while the other core mostly waited.
+   */
+  private ahead: ReadAhead | undefined;
+
+  constructor(
+    private readonly path: string,
+    private readonly sequential: boolean,
+  ) {
     super();
   }
 
@@ -261,6 +272,7 @@ class FileInput extends ChunkInput {
     if (!this.fh) {
       this.fh = await openFile(this.path, 'r');
       this.size = (await this.fh.stat()).size;
+      if (this.sequential) this.ahead = ReadAhead.start(this.fh.fd, 0, this.size);
     }
     return this.fh;
   }
@@ -269,6 +281,14 @@ class FileInput extends ChunkInput {
     if (this.unread > 0) return true;
     const fh = await this.open();
     if (this.pos >= this.size) return false;
+    if (this.ahead !== undefined) {
+      // Each chunk intact through the next fill, as with the two buffers below.
+      const chunk = this.ahead.take();
+      if (chunk === null) return false;
+      this.pos += chunk.length;
+      this.load(chunk);
+      return true;
+    }
     this.turn ^= 1;
     const whole = (this.turns[this.turn] ??= Buffer.allocUnsafe(FILE_CHUNK));
     const buf = whole.subarray(0, Math.min(this.want, this.size - this.pos));
@@ -289,6 +309,7 @@ class FileInput extends ChunkInput {
     this.pos += skipped - this.unread;
     this.load(EMPTY);
     this.want = AFTER_SKIP;
+    this.ahead?.seek(this.pos);
     this.offset += skipped;
     return skipped;
   }
@@ -298,11 +319,18 @@ class FileInput extends ChunkInput {
     this.offset += this.unread + (this.size - this.pos);
     this.load(EMPTY);
     this.pos = this.size;
+    this.stopAhead();
   }
 
   async close(): Promise<void> {
+    this.stopAhead();
     await this.fh?.close();
     this.fh = undefined;
+  }
+
+  private stopAhead(): void {
+    this.ahead?.close();
+    this.ahead = undefined;
   }
 }
 
@@ -337,9 +365,11 @@ export function readTar(source: AsyncIterable<Uint8Array>): AsyncGenerator<TarEn
  * readTar over a plain (uncompressed) archive on disk. Bodies that are not read are skipped
  * by position, not read, so a pass over the headers costs the headers only. A body's chunk is
  * valid until the next one is asked for (the reader's buffers are reused): keep a copy.
+ * `sequential`: the caller reads every body, so the archive is read ahead of it on a thread of
+ * its own (a skip past what was read ahead drops it and reads on from there).
  */
-export function readTarFile(path: string): AsyncGenerator<TarEntry> {
-  return parseTar(new FileInput(path));
+export function readTarFile(path: string, opts: { sequential?: boolean } = {}): AsyncGenerator<TarEntry> {
+  return parseTar(new FileInput(path, opts.sequential ?? false));
 }
 
 async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
