@@ -96,6 +96,7 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
     if (imp.kind !== 'measured') setup = imp.kind === 'timeout' ? { kind: 'unavailable', reason: `the import was stopped at ${imp.seconds} s` } : imp;
     else {
       try {
+        await strata.warm(store);
         await mkdir(stackDir, { recursive: true });
         await strata.call(store, ['compose', 'add', MODULES.base, mod], stackDir);
       } catch (e) {

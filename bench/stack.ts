@@ -119,6 +119,7 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
       for (const name of ['base', 'mpi', 'app', 'app2', 'lic'] as LayerName[]) {
         await strata.call(store, ['store', 'import', MODULES[name], data.layers[name].tar]);
       }
+      await strata.warm(store);
       await mkdir(stackDir, { recursive: true });
       await strata.call(store, ['compose', 'add', ...data.stack.map((n) => MODULES[n])], stackDir);
     } catch (e) {

@@ -69,6 +69,14 @@ export class Strata {
     const [cmd, ...rest] = this.argv(store, args);
     await run(cmd!, rest, { cwd });
   }
+  /**
+   * Reads every blob of the store once, untimed (`store verify`), so that the rows after it
+   * read them from the page cache as the peers read their tars: a large blob is written past
+   * the page cache (spec/decisions.md, Caches and speed).
+   */
+  async warm(store: string): Promise<void> {
+    await this.call(store, ['store', 'verify']);
+  }
   /** Maps a strata failure to "not available" (no CLI, usage error), "stopped" or "failed". */
   classify(e: unknown): Outcome {
     if (!this.available) return { kind: 'unavailable', reason: `${this.cli} not built` };

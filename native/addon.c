@@ -31,6 +31,8 @@
  *   fstatat(dirfd, name, flags) -> { dev, ino, mode, uid, gid, nlink }
  *   fsetxattr(fd, name, value, flags?)   fremovexattr(fd, name)
  *   readdirfd(fd) -> Buffer[]                              names (raw bytes) but . and .., any order
+ *   alignedBuffer(size) -> Buffer                          uninitialised, its first byte at a multiple
+ *        of 4096 (O_DIRECT writes); freed when collected
  *   rmtreeat(dirfd, name)                                  removes name and everything below it:
  *        never follows a symlink, never crosses into another filesystem (EXDEV), re-checks
  *        each directory it opened is the one it inspected, and gives the caller's own
@@ -936,6 +938,30 @@ static napi_value js_rmtreeat(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static void free_aligned(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
+/* alignedBuffer(size) -> Buffer of `size` bytes (uninitialised) whose first byte is at a multiple of 4096. */
+static napi_value js_aligned_buffer(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out;
+  uint32_t size;
+  if (!get_args(env, info, 1, argv) || !get_u32(env, argv[0], "size", &size)) return NULL;
+  void *data = NULL;
+  if (size == 0 || posix_memalign(&data, 4096, size) != 0) {
+    napi_throw_error(env, "ENOMEM", "alignedBuffer: out of memory");
+    return NULL;
+  }
+  if (napi_create_external_buffer(env, size, data, free_aligned, NULL, &out) != napi_ok) {
+    free(data);
+    throw_pending(env, "napi_create_external_buffer");
+    return NULL;
+  }
+  return out;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -961,6 +987,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"fremovexattr", NULL, js_fremovexattr, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readdirfd", NULL, js_readdirfd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"rmtreeat", NULL, js_rmtreeat, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"alignedBuffer", NULL, js_aligned_buffer, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   /* O_TMPFILE's value differs between architectures (it includes O_DIRECTORY): this header's. */
   napi_value tmpfile;

@@ -33,6 +33,8 @@ export interface NativeAddon {
   fremovexattr(fd: number, name: string): void;
   readdirfd(fd: number): Buffer[];
   rmtreeat(dirfd: number, name: string | Buffer): void;
+  /** `size` bytes, uninitialised, the first at a multiple of 4096 (O_DIRECT writes). */
+  alignedBuffer(size: number): Buffer;
   zlibCompress(src: Uint8Array, level: number): Buffer;
   libdeflateVersion: string;
   lz4Compress(src: Uint8Array): Buffer;

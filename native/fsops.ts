@@ -75,6 +75,11 @@ export function syncFileRange(fd: number, offset: number, nbytes: number): void 
   addon().syncFileRange(fd, offset, nbytes);
 }
 
+/** `size` bytes, uninitialised, the first at a multiple of 4096: a buffer O_DIRECT may write from. */
+export function alignedBuffer(size: number): Buffer {
+  return addon().alignedBuffer(size);
+}
+
 export function mkdirat(dirfd: number, name: PathArg, mode: number): void {
   addon().mkdirat(dirfd, name, mode);
 }

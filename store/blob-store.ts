@@ -17,7 +17,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { StrataError, STORE_ERR } from './errors.js';
 import { StreamHash } from '../native/sha256.js';
-import { syncFileRange } from '../native/fsops.js';
+import { alignedBuffer, syncFileRange } from '../native/fsops.js';
 
 const HEX = /^[0-9a-f]{64}$/;
 const WRITES_IN_FLIGHT = 8;
@@ -27,12 +27,44 @@ const WRITE_SIZE = 1 << 20;
 const READ_SIZE = 1 << 20;
 /** A large blob's writeback is started every this many bytes, so its fsync has little left. */
 const WRITEBACK_STEP = 16 << 20;
+/** A put announced at least this large is written past the page cache (O_DIRECT) where it can be. */
+const DIRECT_MIN = 8 << 20;
+/** What O_DIRECT asks of a write's buffer, offset and length: a multiple of the logical block (4096 covers them all). */
+const DIRECT_ALIGN = 4096;
+/**
+ * The filesystems a blob is written to with O_DIRECT (statfs f_type): ext2/3/4, XFS, Btrfs,
+ * local disks whose direct writes are plain block I/O. A network filesystem keeps the page
+ * cache (NFS turns each direct write into a request the server must answer on its own).
+ */
+const DIRECT_FILESYSTEMS = new Set([0xef53, 0x58465342, 0x9123683e]);
 
 export interface PutResult {
   hex: string;
   size: number;
   /** What the store held under this digest before: nothing, these bytes, or damaged bytes (now good). */
   prior: 'absent' | 'ok' | 'damaged';
+}
+
+/**
+ * `tmp` created for writing with O_DIRECT, or undefined where that cannot be: a filesystem that
+ * refuses the flag at open (EINVAL; the file may have been made all the same, and is removed),
+ * or no addon for the aligned buffers it needs.
+ */
+async function openDirect(tmp: string): Promise<fsp.FileHandle | undefined> {
+  const { O_WRONLY, O_CREAT, O_EXCL, O_DIRECT } = fsSync.constants;
+  if (O_DIRECT === undefined) return undefined;
+  try {
+    alignedBuffer(DIRECT_ALIGN);
+  } catch {
+    return undefined;
+  }
+  try {
+    return await fsp.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_DIRECT, 0o644);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+    await fsp.rm(tmp, { force: true });
+    return undefined;
+  }
 }
 
 export class BlobStore {
@@ -43,6 +75,8 @@ export class BlobStore {
   private readonly lowerDirs: string[];
   /** Blobs this process holds open (`hold`): readable even after a concurrent gc unlinks them. */
   private readonly held = new Map<string, fsp.FileHandle>();
+  /** Whether tmp/ is on a filesystem large blobs are written to with O_DIRECT (DIRECT_FILESYSTEMS). */
+  private direct: Promise<boolean> | undefined;
 
   /**
    * `root` is the store directory; `tmpDir` where in-flight files go (the store's tmp/ for its
@@ -133,7 +167,12 @@ export class BlobStore {
     sizeHint?: number,
   ): Promise<PutResult> {
     const tmp = this.tmpPath('blob');
-    const fh = await fsp.open(tmp, 'wx', 0o644);
+    // A large blob goes to the disk from the put's own buffers, past the page cache (O_DIRECT),
+    // where the filesystem takes it: the blob is not read again soon, and filling the page
+    // cache with it cost more CPU than the rest of the import (below, spec/decisions.md).
+    const direct = (sizeHint ?? 0) >= DIRECT_MIN && (await this.directWrites()) ? await openDirect(tmp) : undefined;
+    const fh = direct ?? (await fsp.open(tmp, 'wx', 0o644));
+    const newBuffer = () => (direct ? alignedBuffer(WRITE_SIZE) : Buffer.allocUnsafe(WRITE_SIZE));
     // A large stream is hashed off the main thread (native/sha256.ts); a list of buffers is its own hint.
     const hash = new StreamHash(sizeHint ?? (Array.isArray(source) ? source.reduce((n: number, b: Uint8Array) => n + b.byteLength, 0) : undefined));
     let size = 0;
@@ -146,7 +185,7 @@ export class BlobStore {
     // against 192 MiB peak RSS of writing large chunks as they came, in buffers never reused).
     const inflight = new Set<Promise<unknown>>();
     const spare: Buffer[] = [];
-    let gather: Buffer = Buffer.allocUnsafe(WRITE_SIZE);
+    let gather: Buffer = newBuffer();
     let gathered = 0;
     const writeAt = async (bytes: Uint8Array, at: number, written?: () => void) => {
       const p = fh.write(bytes, 0, bytes.byteLength, at).then(written);
@@ -161,14 +200,17 @@ export class BlobStore {
     const flush = async () => {
       const buf = gather;
       const n = gathered;
-      gather = spare.pop() ?? Buffer.allocUnsafe(WRITE_SIZE);
+      gather = spare.pop() ?? newBuffer();
       gathered = 0;
       let users = 2;
       const done = () => {
         if (--users === 0) spare.push(buf);
       };
       hash.updateOwned(buf.subarray(0, n), done);
-      await writeAt(buf.subarray(0, n), size - n, done);
+      // A direct write is of whole blocks: the last is padded with zeros, cut off by the truncate.
+      const length = direct ? Math.ceil(n / DIRECT_ALIGN) * DIRECT_ALIGN : n;
+      if (length > n) buf.fill(0, n, length);
+      await writeAt(buf.subarray(0, length), size - n, done);
       const behind = hash.backlog();
       if (behind) await behind;
     };
@@ -180,7 +222,7 @@ export class BlobStore {
       let kicked = 0;
       const kick = (handed: number) => {
         try {
-          syncFileRange(fh.fd, kicked, handed - kicked);
+          if (!direct) syncFileRange(fh.fd, kicked, handed - kicked);
         } catch {
           // A filesystem without it: the fsync does all the work, as before.
         }
@@ -199,6 +241,7 @@ export class BlobStore {
       }
       if (gathered > 0) await flush();
       await Promise.all(inflight);
+      if (direct) await fh.truncate(size);
       await fh.sync();
       hex = await hash.digest();
     } catch (e) {
@@ -224,6 +267,13 @@ export class BlobStore {
     }
     await this.commit(tmp, hex);
     return { hex, size, prior };
+  }
+
+  private directWrites(): Promise<boolean> {
+    return (this.direct ??= fsp.statfs(this.tmpDir).then(
+      (st) => DIRECT_FILESYSTEMS.has(Number(st.type)),
+      () => false,
+    ));
   }
 
   async putBytes(bytes: Uint8Array, groupOf?: (hex: string) => Promise<number | undefined>): Promise<string> {
