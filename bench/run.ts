@@ -120,7 +120,7 @@ async function main(): Promise<number> {
       `EROFS: uncompressed, and ${EC}${ecLevel} (BENCH_EROFS_COMP) with ${EROFS_PCLUSTER / 1024} KiB physical clusters for mkfs.erofs (-C${EROFS_PCLUSTER}) and strata's default extent size; strata's EROFS command is \`compose squash OUT --format erofs --comp C\`; strata's lz4 is liblz4 ${lz4Version()}, mkfs.erofs's the system liblz4`,
       'speedup = peer median / strata median; above 1 means strata is faster (two decimals; a row just short of its goal is rounded down, never shown at the goal)',
       `load average (1 min) ${loadStart[0]!.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end: the cores are shared, so other work on the machine shows up in the times`,
-      'page cache warm for both sides (the data was read just before; strata's store by `store verify` after the imports, which write large blobs past the page cache); before every run (untimed) the last output is removed, or moved aside if it is a tree (deleted at the end: see spec/benchmark.md), and `sync` is run',
+      "page cache warm for both sides (the data was read just before; strata's store by `store verify` after the imports, which write large blobs past the page cache); before every run (untimed) the last output is removed, or moved aside if it is a tree (deleted at the end: see spec/benchmark.md), and `sync` is run",
       `sections: ${timings.join(', ')}; whole run ${((Date.now() - t0) / 1000).toFixed(0)} s`,
     ],
     data: dataLines,
