@@ -12,6 +12,8 @@
 
 /* Throws a generic error naming `what` unless an exception is already pending. */
 void throw_pending(napi_env env, const char *what);
+/* A file offset or length: a safe non-negative integer into *out; false (nothing thrown: the caller says its usage) for anything else. */
+bool get_offset(napi_env env, napi_value v, int64_t *out);
 /* Throws an Error shaped like Node's fs errors for errno `err`: "CODE: description, syscall 'path'". */
 void throw_errno(napi_env env, int err, const char *syscall, const char *path);
 

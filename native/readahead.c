@@ -133,18 +133,6 @@ static void read_ahead_finalize(napi_env env, void *data, void *hint) {
   read_ahead_free(data);
 }
 
-static bool get_int64(napi_env env, napi_value v, const char *what, int64_t *out) {
-  double d;
-  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0 && d <= 9007199254740991.0) || d != (double)(int64_t)d) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be a safe non-negative integer", what);
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
-    return false;
-  }
-  *out = (int64_t)d;
-  return true;
-}
-
 static napi_value js_read_ahead_open(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -156,10 +144,10 @@ static napi_value js_read_ahead_open(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_MISSING_ARGS", "readAheadOpen(fd, from, end, slots)");
     return NULL;
   }
-  if (!get_int64(env, argv[0], "fd", &fd) || !get_int64(env, argv[1], "from", &from) || !get_int64(env, argv[2], "end", &end)) return NULL;
-  if (fd > INT32_MAX || napi_is_array(env, argv[3], &is_array) != napi_ok || !is_array ||
-      napi_get_array_length(env, argv[3], &count) != napi_ok || count < 3 || count > 1024) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "readAheadOpen: slots must be an array of 3 to 1024 Buffers");
+  if (!get_offset(env, argv[0], &fd) || fd > INT32_MAX || !get_offset(env, argv[1], &from) || !get_offset(env, argv[2], &end) ||
+      napi_is_array(env, argv[3], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[3], &count) != napi_ok || count < 3 ||
+      count > 1024) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "readAheadOpen(fd, from, end, slots: 3 to 1024 Buffers)");
     return NULL;
   }
   read_ahead *r = calloc(1, sizeof *r);
@@ -261,7 +249,11 @@ static napi_value js_read_ahead_seek(napi_env env, napi_callback_info info) {
   int64_t pos;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) return NULL;
   read_ahead *r = handle_arg(env, argv[0], "readAheadSeek(handle, pos)");
-  if (r == NULL || !get_int64(env, argv[1], "pos", &pos)) return NULL;
+  if (r == NULL) return NULL;
+  if (!get_offset(env, argv[1], &pos)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "readAheadSeek(handle, pos: a file offset)");
+    return NULL;
+  }
   pthread_mutex_lock(&r->mu);
   r->generation++;
   r->filled = 0;

@@ -319,21 +319,14 @@ static void copy_complete(napi_env env, napi_status status, void *data) {
   free(j);
 }
 
-static bool arg_i64(napi_env env, napi_value v, int64_t *out) {
-  double d;
-  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0 && d <= 9007199254740991.0) || d != (double)(int64_t)d) return false;
-  *out = (int64_t)d;
-  return true;
-}
-
 static napi_value js_hash_copy(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
   int32_t src, dst;
   int64_t src_at, length, dst_at;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 || napi_get_value_int32(env, argv[0], &src) != napi_ok ||
-      !arg_i64(env, argv[1], &src_at) || !arg_i64(env, argv[2], &length) || napi_get_value_int32(env, argv[3], &dst) != napi_ok ||
-      !arg_i64(env, argv[4], &dst_at) || src < 0 || dst < -1) {
+      !get_offset(env, argv[1], &src_at) || !get_offset(env, argv[2], &length) || napi_get_value_int32(env, argv[3], &dst) != napi_ok ||
+      !get_offset(env, argv[4], &dst_at) || src < 0 || dst < -1) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "hashCopy(src: fd, srcAt, length, dst: fd or -1, dstAt)");
     return NULL;
   }
