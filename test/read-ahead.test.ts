@@ -44,100 +44,86 @@ function takeAll(ra: ReadAhead): Buffer {
   return Buffer.concat(out);
 }
 
-/** A file of `size` random bytes in `dir`, and its bytes. */
-function randomFile(dir: string, name: string, size: number): { path: string; data: Buffer } {
-  const data = randomBytes(size);
-  const path = join(dir, name);
-  writeFileSync(path, data);
-  return { path, data };
+/**
+ * Runs `fn` with a file of `size` random bytes open (read-write, so a test may truncate it),
+ * its bytes, and the temp directory it is in; closes and removes them after.
+ */
+function withRandomFile(size: number, fn: (fd: number, data: Buffer, dir: string) => void): void {
+  const dir = tempDir('strata-readahead-');
+  try {
+    const data = randomBytes(size);
+    const path = join(dir, 'f');
+    writeFileSync(path, data);
+    const fd = openSync(path, 'r+');
+    try {
+      fn(fd, data, dir);
+    } finally {
+      closeSync(fd);
+    }
+  } finally {
+    removeDir(dir);
+  }
 }
 
 const test = suite('read-ahead: a file read in sequence on a thread of its own');
 
 test('every byte in order, once, from any start; chunks intact through the next take', () => {
-  const dir = tempDir('strata-readahead-');
-  try {
-    // Larger than the ring (16 × 256 KiB), and not a multiple of a chunk.
-    const { path, data } = randomFile(dir, 'f', 9 * 1024 * 1024 + 12345);
-    const fd = openSync(path, 'r');
-    try {
-      for (const from of [0, 1, 262144, data.length - 7, data.length]) {
-        const ra = ReadAhead.start(fd, from, data.length)!;
-        assert.ok(ra, 'the addon is built');
-        const got = takeAll(ra);
-        ra.close();
-        assert.is(got.length, data.length - from, `from ${from}: the length`);
-        assert.ok(got.equals(data.subarray(from)), `from ${from}: the bytes`);
-      }
-    } finally {
-      closeSync(fd);
+  // Larger than the ring (16 × 256 KiB), and not a multiple of a chunk.
+  withRandomFile(9 * 1024 * 1024 + 12345, (fd, data) => {
+    for (const from of [0, 1, 262144, data.length - 7, data.length]) {
+      const ra = ReadAhead.start(fd, from, data.length)!;
+      assert.ok(ra, 'the addon is built');
+      const got = takeAll(ra);
+      ra.close();
+      assert.is(got.length, data.length - from, `from ${from}: the length`);
+      assert.ok(got.equals(data.subarray(from)), `from ${from}: the bytes`);
     }
-  } finally {
-    removeDir(dir);
-  }
+  });
 });
 
 test('a seek drops what was read ahead and reads on from its position', () => {
-  const dir = tempDir('strata-readahead-');
-  try {
-    const { path, data } = randomFile(dir, 'f', 6 * 1024 * 1024);
-    const fd = openSync(path, 'r');
-    try {
-      const ra = ReadAhead.start(fd, 0, data.length)!;
-      const first = Buffer.from(ra.take()!);
-      assert.ok(first.equals(data.subarray(0, first.length)));
-      // Forward past everything read ahead, then back before it.
-      for (const pos of [5 * 1024 * 1024 + 3, 100]) {
-        ra.seek(pos);
-        const next = Buffer.from(ra.take()!);
-        assert.ok(next.length > 0, `after a seek to ${pos}: bytes`);
-        assert.ok(next.equals(data.subarray(pos, pos + next.length)), `after a seek to ${pos}: the bytes from there`);
-      }
-      const rest = takeAll(ra);
-      assert.ok(rest.equals(data.subarray(100 + 262144)), 'then the rest, in order');
-      ra.seek(data.length);
-      assert.is(ra.take(), null, 'a seek to the end: the end');
-      ra.close();
-      ra.close();
-      assert.throws(() => ra.take(), /closed/, 'a take after close throws');
-    } finally {
-      closeSync(fd);
+  withRandomFile(6 * 1024 * 1024, (fd, data) => {
+    const ra = ReadAhead.start(fd, 0, data.length)!;
+    const first = Buffer.from(ra.take()!);
+    assert.ok(first.equals(data.subarray(0, first.length)));
+    // Forward past everything read ahead, then back before it.
+    for (const pos of [5 * 1024 * 1024 + 3, 100]) {
+      ra.seek(pos);
+      const next = Buffer.from(ra.take()!);
+      assert.ok(next.length > 0, `after a seek to ${pos}: bytes`);
+      assert.ok(next.equals(data.subarray(pos, pos + next.length)), `after a seek to ${pos}: the bytes from there`);
     }
-  } finally {
-    removeDir(dir);
-  }
+    const rest = takeAll(ra);
+    assert.ok(rest.equals(data.subarray(100 + 262144)), 'then the rest, in order');
+    ra.seek(data.length);
+    assert.is(ra.take(), null, 'a seek to the end: the end');
+    ra.close();
+    ra.close();
+    assert.throws(() => ra.take(), /closed/, 'a take after close throws');
+  });
 });
 
 test('a file shorter than announced ends where it ends; an unreadable one throws', () => {
-  const dir = tempDir('strata-readahead-');
-  try {
-    const { path, data } = randomFile(dir, 'f', 3 * 1024 * 1024);
-    const fd = openSync(path, 'r+');
-    try {
-      ftruncateSync(fd, 1024 * 1024 + 5);
-      const ra = ReadAhead.start(fd, 0, data.length)!;
-      const got = takeAll(ra);
-      ra.close();
-      assert.ok(got.equals(data.subarray(0, 1024 * 1024 + 5)), 'the bytes the file still has, no more');
-    } finally {
-      closeSync(fd);
-    }
+  withRandomFile(3 * 1024 * 1024, (fd, data, dir) => {
+    ftruncateSync(fd, 1024 * 1024 + 5);
+    const ra = ReadAhead.start(fd, 0, data.length)!;
+    const got = takeAll(ra);
+    ra.close();
+    assert.ok(got.equals(data.subarray(0, 1024 * 1024 + 5)), 'the bytes the file still has, no more');
     const sub = join(dir, 'd');
     mkdirSync(sub);
     const dfd = openSync(sub, 'r');
     try {
-      const ra = ReadAhead.start(dfd, 0, 4096)!;
+      const dra = ReadAhead.start(dfd, 0, 4096)!;
       try {
-        assert.throws(() => ra.take(), (e: NodeJS.ErrnoException) => e.code === 'EISDIR' && e.syscall === 'read');
+        assert.throws(() => dra.take(), (e: NodeJS.ErrnoException) => e.code === 'EISDIR' && e.syscall === 'read');
       } finally {
-        ra.close();
+        dra.close();
       }
     } finally {
       closeSync(dfd);
     }
-  } finally {
-    removeDir(dir);
-  }
+  });
 });
 
 test.run();
