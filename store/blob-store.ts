@@ -46,18 +46,11 @@ export interface PutResult {
 }
 
 /**
- * `tmp` created for writing with O_DIRECT, or undefined where that cannot be: a filesystem that
- * refuses the flag at open (EINVAL; the file may have been made all the same, and is removed),
- * or no addon for the aligned buffers it needs.
+ * `tmp` created for writing with O_DIRECT, or undefined where the filesystem refuses the flag
+ * at open (EINVAL; the file may have been made all the same, and is removed).
  */
 async function openDirect(tmp: string): Promise<fsp.FileHandle | undefined> {
   const { O_WRONLY, O_CREAT, O_EXCL, O_DIRECT } = fsSync.constants;
-  if (O_DIRECT === undefined) return undefined;
-  try {
-    alignedBuffer(DIRECT_ALIGN);
-  } catch {
-    return undefined;
-  }
   try {
     return await fsp.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_DIRECT, 0o644);
   } catch (e) {
@@ -75,7 +68,10 @@ export class BlobStore {
   private readonly lowerDirs: string[];
   /** Blobs this process holds open (`hold`): readable even after a concurrent gc unlinks them. */
   private readonly held = new Map<string, fsp.FileHandle>();
-  /** Whether tmp/ is on a filesystem large blobs are written to with O_DIRECT (DIRECT_FILESYSTEMS). */
+  /**
+   * Whether large blobs are written with O_DIRECT: tmp/ is on one of DIRECT_FILESYSTEMS, and
+   * the addon is there for the aligned buffers.
+   */
   private direct: Promise<boolean> | undefined;
 
   /**
@@ -222,14 +218,15 @@ export class BlobStore {
       let kicked = 0;
       const kick = (handed: number) => {
         try {
-          if (!direct) syncFileRange(fh.fd, kicked, handed - kicked);
+          syncFileRange(fh.fd, kicked, handed - kicked);
         } catch {
           // A filesystem without it: the fsync does all the work, as before.
         }
         kicked = handed;
       };
       for await (const chunk of source) {
-        if (size - gathered - kicked >= WRITEBACK_STEP) kick(size - gathered);
+        // (A direct write leaves nothing to write back.)
+        if (!direct && size - gathered - kicked >= WRITEBACK_STEP) kick(size - gathered);
         for (let off = 0; off < chunk.byteLength; ) {
           const n = Math.min(WRITE_SIZE - gathered, chunk.byteLength - off);
           gather.set(n === chunk.byteLength ? chunk : chunk.subarray(off, off + n), gathered);
@@ -270,10 +267,15 @@ export class BlobStore {
   }
 
   private directWrites(): Promise<boolean> {
-    return (this.direct ??= fsp.statfs(this.tmpDir).then(
-      (st) => DIRECT_FILESYSTEMS.has(Number(st.type)),
-      () => false,
-    ));
+    return (this.direct ??= (async () => {
+      if (fsSync.constants.O_DIRECT === undefined) return false;
+      try {
+        alignedBuffer(DIRECT_ALIGN);
+        return DIRECT_FILESYSTEMS.has(Number((await fsp.statfs(this.tmpDir)).type));
+      } catch {
+        return false;
+      }
+    })());
   }
 
   async putBytes(bytes: Uint8Array, groupOf?: (hex: string) => Promise<number | undefined>): Promise<string> {
