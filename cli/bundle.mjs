@@ -1,17 +1,21 @@
 #!/usr/bin/env node
-// `npm run build` step after tsc: bundles the executable (dist/cli/bin.js) with the modules it
-// loads into dist/bundle/ (strata.js and the chunks the command groups load lazily, one directory), so that a
-// command starts from a few files instead of resolving and compiling a hundred (spec/decisions.md,
-// "One bundle for the executable"). LevelDB's JavaScript is bundled too (a chunk of its own,
-// loaded by the commands that write the index); what finds a native build relative to its own
-// package stays outside: classic-level's binding.js, and zstd-napi.
+// `npm run build` step after tsc: bundles the CLI (dist/cli/bin.js and every module it loads)
+// into one CommonJS file, dist/bundle/cli.cjs, and writes V8's code cache for it beside it,
+// cli.cjs.cache; dist/bundle/strata.js, the executable, compiles the one with the other
+// (cli/boot.ts, cli/code-cache.ts). So a command starts from two files instead of resolving
+// and compiling a hundred, and most of what it runs is deserialised, not compiled
+// (spec/decisions.md, "One bundle for the executable", "The bundle runs from V8's code cache").
+// LevelDB's JavaScript is bundled too; what finds a native build relative to its own package
+// stays outside: classic-level's binding.js, and zstd-napi.
 //
 // The compiled tree stays beside the bundle and is still used: worker threads, the helper that
 // `strata exec` starts and the native addon are found relative to the module that names them.
 // So each bundled module's `import.meta.url` is rewritten to that module's own file in dist/.
 import * as esbuild from 'esbuild';
-import { chmodSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -19,19 +23,25 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
 const out = join(dist, 'bundle');
 
-/** `import.meta.url` of a module in dist/ → the URL of that module's compiled file. */
-const ownUrls = {
+/**
+ * `import.meta.url` of a module in dist/ → the URL of that module's compiled file: in an ES
+ * module relative to the bundle's own URL, in the CommonJS bundle to its directory (a helper
+ * of the banner). `import.meta.resolve` is used only when running from source under tsx.
+ */
+const ownUrls = (format) => ({
   name: 'strata-own-urls',
   setup(build) {
     build.onLoad({ filter: /\.js$/ }, async ({ path }) => {
       if (!path.startsWith(dist + sep)) return undefined;
       const text = await readFile(path, 'utf8');
-      if (!text.includes('import.meta.url')) return undefined;
-      const own = `new URL(${JSON.stringify(relative(out, path).split(sep).join('/'))}, import.meta.url).href`;
-      return { contents: text.replaceAll('import.meta.url', own), loader: 'js' };
+      if (!text.includes('import.meta.')) return undefined;
+      const rel = JSON.stringify(relative(out, path).split(sep).join('/'));
+      const own = format === 'esm' ? `new URL(${rel}, import.meta.url).href` : `__strataOwnUrl(${rel})`;
+      const contents = text.replaceAll('import.meta.url', own).replaceAll('import.meta.resolve', '__strataNoResolve');
+      return { contents, loader: 'js' };
     });
   },
-};
+});
 
 /**
  * classic-level's `require('./binding')` stays a require of `classic-level/binding.js`, resolved
@@ -46,21 +56,77 @@ const levelBinding = {
   },
 };
 
+const common = { bundle: true, platform: 'node', target: 'node20', logLevel: 'warning' };
 rmSync(out, { recursive: true, force: true });
 await esbuild.build({
-  entryPoints: { strata: join(dist, 'cli', 'bin.js') },
-  outdir: out,
-  // Chunks beside the entry: the URLs above are relative to this one directory.
-  chunkNames: '[name]-[hash]',
-  bundle: true,
-  splitting: true,
-  format: 'esm',
-  platform: 'node',
-  target: 'node20',
+  ...common,
+  entryPoints: [join(dist, 'cli', 'bin.js')],
+  outfile: join(out, 'cli.cjs'),
+  format: 'cjs',
   external: ['zstd-napi'],
-  // Dependencies written as CommonJS (commander) call require(); an ES module has none.
-  banner: { js: "import { createRequire as __strataRequire } from 'node:module'; const require = __strataRequire(import.meta.url);" },
-  plugins: [ownUrls, levelBinding],
-  logLevel: 'warning',
+  banner: {
+    js: [
+      "const __strataOwnUrl = (rel) => require('node:url').pathToFileURL(require('node:path').join(__dirname, rel)).href;",
+      "const __strataNoResolve = () => { throw new Error('import.meta.resolve is not available in the bundle'); };",
+    ].join('\n'),
+  },
+  plugins: [ownUrls('cjs'), levelBinding],
+});
+await esbuild.build({
+  ...common,
+  entryPoints: [join(dist, 'cli', 'boot.js')],
+  outfile: join(out, 'strata.js'),
+  format: 'esm',
+  plugins: [ownUrls('esm')],
 });
 chmodSync(join(out, 'strata.js'), 0o755);
+warmCodeCache();
+
+/**
+ * Writes the code cache by running commands that cover what users run most, in a store and a
+ * stack of their own: each run compiles with the cache the runs before it wrote and writes it
+ * again with what it compiled itself (STRATA_CODE_CACHE=write). Best effort: a run that fails
+ * leaves the cache as the runs before it wrote it (the CLI compiles what the cache lacks), and
+ * is reported.
+ */
+function warmCodeCache() {
+  const tmp = mkdtempSync(join(tmpdir(), 'strata-warm-'));
+  try {
+    const store = join(tmp, 'store');
+    const stack = join(tmp, 'stack');
+    const tree = join(tmp, 'tree');
+    mkdirSync(join(tree, 'etc'), { recursive: true });
+    mkdirSync(stack);
+    writeFileSync(join(tree, 'etc', 'motd'), 'warm\n');
+    symlinkSync('etc/motd', join(tree, 'motd'));
+    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: tmp, LANG: 'C', STRATA_CODE_CACHE: 'write' };
+    const runs = [
+      ['--version'],
+      ['store', 'import', 'warm/1', tree],
+      ['store', 'export', 'warm/1', join(tmp, 'warm.tar')],
+      ['store', 'import', 'warm/2', join(tmp, 'warm.tar')],
+      ['store', 'ls'],
+      ['store', 'verify'],
+      ['compose', 'avail'],
+      ['compose', 'load', 'warm/2'],
+      ['compose', 'list'],
+      ['compose', 'show', 'warm/2'],
+      ['compose', 'sandbox', join(tmp, 'sandbox')],
+      ['compose', 'squash', join(tmp, 'image.sqfs')],
+      ['compose', 'squash', join(tmp, 'image.erofs'), '--format', 'erofs'],
+      ['unsquash', join(tmp, 'image.sqfs'), join(tmp, 'unsquashed')],
+      ['inspect', join(tmp, 'image.sqfs')],
+    ];
+    for (const args of runs) {
+      const argv = args[0] === '--version' ? args : ['--store', store, '-q', ...args];
+      const r = spawnSync(process.execPath, [join(out, 'strata.js'), ...argv], { cwd: stack, env, encoding: 'utf8', timeout: 60_000 });
+      if (r.status !== 0) {
+        const why = (r.stderr || r.error?.message || `exit ${r.status ?? r.signal}`).trim().split('\n')[0];
+        process.stderr.write(`bundle: the code cache covers less: \`strata ${args.join(' ')}\` failed: ${why}\n`);
+        return;
+      }
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
