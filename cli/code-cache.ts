@@ -9,12 +9,12 @@
  * `vm.Script#createCachedData` gave). V8 checks its own version and flags against the payload,
  * but the source only by its length, and a release build of V8 does not checksum the payload.
  * So the cache is used only for the very bytes it was made from and only whole: any other file
- * (missing, short, of another build, damaged) costs the compile it would have cost anyway, and
- * never changes what runs. It sits beside the bundle, as trusted as the bundle itself: whoever
- * can write one can write the other.
+ * (missing, short, of another build, damaged, far too large to be one, which is not read) costs
+ * the compile it would have cost anyway, and never changes what runs. It sits beside the
+ * bundle, as trusted as the bundle itself: whoever can write one can write the other.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as vm from 'node:vm';
@@ -22,6 +22,8 @@ import * as vm from 'node:vm';
 const MAGIC = Buffer.from('strata code cache 1\n');
 const DIGEST = 32;
 const HEADER = MAGIC.length + 2 * DIGEST;
+/** A larger file is not read: the cache of the whole CLI is about 1 MB. */
+const MAX_CACHE = 64 << 20;
 
 /** What became of the cache: `used` when V8 took it; otherwise why not. */
 export type CacheState = 'used' | 'absent' | 'foreign' | 'damaged' | 'rejected';
@@ -45,9 +47,10 @@ export function cachePayload(cache: Buffer | undefined, source: Buffer): Buffer 
   return sha256(payload).equals(cache.subarray(MAGIC.length + DIGEST, HEADER)) ? payload : 'damaged';
 }
 
-function readOptional(file: string): Buffer | undefined {
+/** The cache file's bytes; undefined when there is none to read, empty when it is too large to be one. */
+function readCache(file: string): Buffer | undefined {
   try {
-    return readFileSync(file);
+    return statSync(file).size > MAX_CACHE ? Buffer.alloc(0) : readFileSync(file);
   } catch {
     return undefined;
   }
@@ -62,7 +65,7 @@ function readOptional(file: string): Buffer | undefined {
 export function loadBundle(file: string, cacheFile: string | undefined): Bundle {
   const bytes = readFileSync(file);
   const digest = sha256(bytes);
-  const found = cachePayload(cacheFile === undefined ? undefined : readOptional(cacheFile), digest);
+  const found = cachePayload(cacheFile === undefined ? undefined : readCache(cacheFile), digest);
   let text = bytes.toString('utf8');
   // A hashbang is a comment only on a script's first line, which the wrapper takes.
   if (text.startsWith('#!')) text = `//${text.slice(2)}`;

@@ -11,7 +11,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mustRun, removeDir, run, tempDir } from './helpers/tmp.js';
 
@@ -109,6 +109,11 @@ test('a cache that is not exactly this bundle’s is not used, and the commands 
       assert.is(stateOf(pkg), state, what);
       assert.equal(session(pkg), baseline, what);
     }
+    // Far larger than a cache can be (a sparse file): not read at all.
+    writeFileSync(cacheOf(pkg), good);
+    truncateSync(cacheOf(pkg), 2 ** 40);
+    assert.is(stateOf(pkg), 'damaged', 'a terabyte');
+    assert.equal(session(pkg), baseline, 'a terabyte');
   } finally {
     removeDir(pkg);
   }
