@@ -36,8 +36,8 @@ const ownUrls = (format) => ({
       const text = await readFile(path, 'utf8');
       if (!text.includes('import.meta.')) return undefined;
       const rel = JSON.stringify(relative(out, path).split(sep).join('/'));
-      const own = format === 'esm' ? `new URL(${rel}, import.meta.url).href` : `__strataOwnUrl(${rel})`;
-      const contents = text.replaceAll('import.meta.url', own).replaceAll('import.meta.resolve', '__strataNoResolve');
+      if (format === 'esm') return { contents: text.replaceAll('import.meta.url', `new URL(${rel}, import.meta.url).href`), loader: 'js' };
+      const contents = text.replaceAll('import.meta.url', `__strataOwnUrl(${rel})`).replaceAll('import.meta.resolve', '__strataNoResolve');
       return { contents, loader: 'js' };
     });
   },
