@@ -13,7 +13,7 @@
 // So each bundled module's `import.meta.url` is rewritten to that module's own file in dist/.
 import * as esbuild from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
@@ -72,6 +72,13 @@ await esbuild.build({
   },
   plugins: [ownUrls('cjs'), levelBinding],
 });
+// esbuild escapes every non-ASCII character of the code (its default charset), not those of the
+// comments it keeps (a dash, an ellipsis): escaped as well, the file is ASCII, which the
+// executable decodes as Latin-1 (cli/code-cache.ts). \uXXXX means the same character in a
+// string, a template, a regular expression and an identifier, and is only text in a comment.
+const cjs = join(out, 'cli.cjs');
+const escape = (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+writeFileSync(cjs, readFileSync(cjs, 'utf8').replace(/[^\x00-\x7f]/g, escape));
 await esbuild.build({
   ...common,
   entryPoints: [join(dist, 'cli', 'boot.js')],

@@ -13,6 +13,7 @@
  * the compile it would have cost anyway, and never changes what runs. It sits beside the
  * bundle, as trusted as the bundle itself: whoever can write one can write the other.
  */
+import { isAscii } from 'node:buffer';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -66,7 +67,9 @@ export function loadBundle(file: string, cacheFile: string | undefined): Bundle 
   const bytes = readFileSync(file);
   const digest = sha256(bytes);
   const found = cachePayload(cacheFile === undefined ? undefined : readCache(cacheFile), digest);
-  let text = bytes.toString('utf8');
+  // The build leaves the bundle ASCII (cli/bundle.mjs): Latin-1 decodes it four times as fast
+  // as UTF-8, into text that V8 keeps at one byte a character.
+  let text = bytes.toString(isAscii(bytes) ? 'latin1' : 'utf8');
   // A hashbang is a comment only on a script's first line, which the wrapper takes.
   if (text.startsWith('#!')) text = `//${text.slice(2)}`;
   const script = new vm.Script(`(function (exports, require, module, __filename, __dirname) {${text}\n})`, {
