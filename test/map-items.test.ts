@@ -5,7 +5,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mapItems } from '../store/map-items.js';
+import { mapItems, nowIterator, type NowIterator } from '../store/map-items.js';
 
 const test = suite('mapItems');
 
@@ -103,6 +103,85 @@ test('a map over a map is one step: both functions, in order, and the protocol k
   assert.equal(plain, [1, 2, 3]);
   // Awaiting a map is not taken for a promise (it has no `then`).
   assert.is(await Promise.resolve(inner), inner);
+});
+
+/**
+ * A source holding items 0..n-1 of which `held` are there already (nextNow gives them); the
+ * rest need next(). Records how each was taken and whether it was closed.
+ */
+function holding(n: number, held: Set<number>) {
+  const seen = { now: 0, awaited: 0, closed: false };
+  let i = 0;
+  const it: NowIterator<number> & AsyncIterable<number> = {
+    [Symbol.asyncIterator]() {
+      return it;
+    },
+    nextNow() {
+      if (i >= n) return null;
+      if (!held.has(i)) return undefined;
+      seen.now++;
+      return i++;
+    },
+    async next() {
+      if (i >= n) return { value: undefined, done: true };
+      seen.awaited++;
+      return { value: i++, done: false };
+    },
+    async return() {
+      seen.closed = true;
+      return { value: undefined, done: true };
+    },
+  };
+  return { source: it, seen };
+}
+
+/** Every item, nextNow() first, as the canonical tar reads records. */
+async function nowFirst<T>(it: NowIterator<T>): Promise<T[]> {
+  const out: T[] = [];
+  for (;;) {
+    let x = it.nextNow?.();
+    if (x === undefined) {
+      const r = await it.next();
+      x = r.done === true ? null : r.value;
+    }
+    if (x === null) return out;
+    out.push(x);
+  }
+}
+
+test("a source's held items are mapped without a promise, by a map over a map too", async () => {
+  const { source, seen } = holding(6, new Set([1, 2, 4]));
+  const mapped = mapItems(mapItems(source, (i) => i + 1), (i) => i * 10);
+  assert.equal(await nowFirst(mapped[Symbol.asyncIterator]() as NowIterator<number>), [10, 20, 30, 40, 50, 60]);
+  assert.equal([seen.now, seen.awaited], [3, 3]);
+  // A source without nextNow gives a map without it.
+  assert.is((mapItems(counted(1).source, (i) => i)[Symbol.asyncIterator]() as NowIterator<number>).nextNow, undefined);
+});
+
+test("the function's error in nextNow reaches next(), which closes the source", async () => {
+  const { source, seen } = holding(6, new Set([0, 1, 2, 3, 4, 5]));
+  const it = mapItems(source, (i) => {
+    if (i === 2) throw new Error('refused 2');
+    return i;
+  })[Symbol.asyncIterator]() as NowIterator<number>;
+  assert.is(it.nextNow!(), 0);
+  assert.is(it.nextNow!(), 1);
+  assert.is(it.nextNow!(), undefined, 'the error is left to next()');
+  assert.not.ok(seen.closed);
+  try {
+    await it.next();
+    assert.unreachable('next() gives the error');
+  } catch (e) {
+    assert.match((e as Error).message, /refused 2/);
+  }
+  assert.ok(seen.closed, 'the source was closed');
+});
+
+test('nowIterator: a plain iterable is held whole; an async one keeps its own iterator', async () => {
+  const plain = nowIterator([1, 2, 3]);
+  assert.equal([plain.nextNow!(), plain.nextNow!(), plain.nextNow!(), plain.nextNow!()], [1, 2, 3, null]);
+  const { source } = holding(2, new Set([0]));
+  assert.equal(await nowFirst(nowIterator(source)), [0, 1]);
 });
 
 test.run();

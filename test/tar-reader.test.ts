@@ -15,7 +15,7 @@ import {
   buildTree, bytes, fileChunks, readAll, relOf, rejection, BIN_XATTR, DEEP, LINK_TARGET, NAME100,
   NAME101, NAME255, type Fixture, type ReadEntry,
 } from './tar-fixtures.js';
-import { readTar } from '../store/tar/reader.js';
+import { readTar, type TarEntries } from '../store/tar/reader.js';
 import { encodeHeader, END_OF_ARCHIVE } from '../store/tar/writer.js';
 import { openArchive, decompressStream } from '../store/sources/decompress.js';
 import { STORE_ERR as ERR } from '../store/errors.js';
@@ -314,6 +314,83 @@ streaming('stopping early closes the source; finishing reads it to the end', asy
   assert.is((await readAll(src2())).length, 6);
   assert.ok(closed);
   assert.is(pulled, padded.length, 'trailing blocks after the end marker are consumed');
+});
+
+/**
+ * Every entry and body byte, asked for as the canonical tar asks (store/layer/builder.ts):
+ * nextNow() first, next() when it has nothing. `now`: entries that came without a promise.
+ */
+async function readNowFirst(entries: TarEntries): Promise<{ list: string[]; now: number }> {
+  const list: string[] = [];
+  let now = 0;
+  for (;;) {
+    let e = entries.nextNow();
+    if (e) now++;
+    if (e === undefined) {
+      const r = await entries.next();
+      e = r.done === true ? null : r.value;
+    }
+    if (e === null) break;
+    let sum = 0;
+    let len = 0;
+    for (;;) {
+      let c = e.body.nextNow();
+      if (c === undefined) {
+        const r = await e.body.next();
+        c = r.done === true ? null : r.value;
+      }
+      if (c === null) break;
+      len += c.length;
+      for (const b of c) sum = (sum * 31 + b) >>> 0;
+    }
+    list.push(`${e.header.path} ${e.header.offset} ${len} ${sum}`);
+  }
+  return { list, now };
+}
+
+streaming('nextNow and next() in turn give what for await gives, wherever the chunks end', async ({ raw }) => {
+  const expected: string[] = [];
+  for await (const e of readTar(bytes(raw))) {
+    let sum = 0;
+    let len = 0;
+    for await (const c of e.body) {
+      len += c.length;
+      for (const b of c) sum = (sum * 31 + b) >>> 0;
+    }
+    expected.push(`${e.header.path} ${e.header.offset} ${len} ${sum}`);
+  }
+  assert.is(expected.length, 6);
+  for (const size of [1, 100, 511, 512, 513, 999, 4096, raw.length]) {
+    const { list, now } = await readNowFirst(readTar(bytes(raw, size)));
+    assert.equal(list, expected, `chunks of ${size} bytes`);
+    // One chunk: only the first entry waits (for the first fill).
+    if (size === raw.length) assert.is(now, 5, 'entries after the first came without a promise');
+  }
+});
+
+streaming('a damaged header met by nextNow is thrown by next(), and the source is closed', async ({ raw }) => {
+  const f2 = (await readAll(bytes(raw))).find((e) => e.header.path === 't/f2')!.header;
+  const bad = Buffer.from(raw);
+  bad[f2.offset + 10] ^= 0x20; // the name changes, the stored checksum does not
+  let closed = false;
+  async function* src(): AsyncGenerator<Buffer> {
+    try {
+      yield bad;
+    } finally {
+      closed = true;
+    }
+  }
+  const entries = readTar(src());
+  const first = await entries.next();
+  assert.is(first.value!.header.path, 't/');
+  assert.is(entries.nextNow()!.header.path, 't/f0');
+  assert.is(entries.nextNow()!.header.path, 't/f1');
+  assert.is(entries.nextNow(), undefined, 'the damaged header is left to next()');
+  const e = await rejection(entries.next(), ERR.TAR_CORRUPT);
+  assert.match(e.message, new RegExp(`bad header checksum at byte ${f2.offset}`));
+  assert.ok(closed, 'source closed');
+  assert.is(entries.nextNow(), null);
+  assert.equal(await entries.next(), { value: undefined, done: true });
 });
 
 streaming('an empty archive (only zero blocks) has no entries', async ({ dir }) => {

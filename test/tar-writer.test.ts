@@ -240,7 +240,7 @@ writer('sizes beyond 8 GiB go to pax; bad values are refused', async () => {
   const first = await it.next();
   assert.is(first.value!.header.size, size);
   assert.is(first.value!.header.pax.get('size')!.toString(), String(size));
-  await it.return(undefined);
+  await it.return();
 
   const base = { path: 'x', type: 'file' as const, mode: 0o644, uid: 0, gid: 0, mtime: T, size: 0 };
   assert.throws(() => encodeHeader({ ...base, pax: [['path', Buffer.from('y')]] }), /reserved/);

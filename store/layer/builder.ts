@@ -24,7 +24,7 @@ import { manifestEntry, type ManifestHead } from './manifest.js';
 import { canonicalJsonText } from '../cid.js';
 import { checkOutputLimits } from './limits.js';
 import { entryCodec } from './entry-codec.js';
-import { mapItems } from '../map-items.js';
+import { mapItems, nowIterator, type NowIterator } from '../map-items.js';
 import { SpillSorter, stringsCodec, type RecordCodec } from '../spill.js';
 import * as os from 'node:os';
 
@@ -33,12 +33,6 @@ import * as os from 'node:os';
  * buffers: the consumer copies what it keeps).
  */
 export type ContentOpener = () => AsyncIterable<Uint8Array>;
-
-/**
- * A content's iterator that may also hand out a chunk it holds already without a promise:
- * null at the end, undefined when only next() can give the chunk (a tar entry's body, TarBody).
- */
-type NowIterator = AsyncIterator<Uint8Array> & { nextNow?(): Uint8Array | null | undefined };
 
 /**
  * Where a file's content is, in a form that can go through a spill file: `src` is a reader
@@ -690,65 +684,82 @@ async function* canonicalTar(
     used = 0;
     return out;
   };
-  for await (const s of records) {
-    const e = s.entry;
-    seen(e);
-    // Most headers are one block, written in place; the others (pax) are encoded apart.
-    const fields = canonicalFields(e);
-    if (used + BLOCK > GATHER) yield cut();
-    if (encodeHeaderInto(buf, used, fields)) used += BLOCK;
-    else {
-      const header = encodeHeader(fields);
-      if (used + header.length > GATHER) yield cut();
-      if (header.length > GATHER) yield header;
+  // As `for await` reads them, but a record the source holds already is taken without a
+  // promise (NowIterator): the entries of a plain tar mostly are.
+  const items = nowIterator(records);
+  let done = false;
+  try {
+    for (;;) {
+      let s = items.nextNow?.();
+      if (s === undefined) {
+        const r = await items.next();
+        s = r.done === true ? null : r.value;
+      }
+      if (s === null) {
+        done = true;
+        break;
+      }
+      const e = s.entry;
+      seen(e);
+      // Most headers are one block, written in place; the others (pax) are encoded apart.
+      const fields = canonicalFields(e);
+      if (used + BLOCK > GATHER) yield cut();
+      if (encodeHeaderInto(buf, used, fields)) used += BLOCK;
       else {
-        buf.set(header, used);
-        used += header.length;
+        const header = encodeHeader(fields);
+        if (used + header.length > GATHER) yield cut();
+        if (header.length > GATHER) yield header;
+        else {
+          buf.set(header, used);
+          used += header.length;
+        }
       }
-    }
-    if (e.type !== 'file' || e.size === 0) continue;
-    const content = body(s);
-    if (!content) throw new StrataError(STORE_ERR.SOURCE_INVALID, `'${printable(e.path)}' has ${e.size} bytes but its source gave no content`, { hint: 'the source is damaged; import it again' });
-    let n = 0;
-    // As `for await` reads it, but a chunk the source holds already is taken without a promise
-    // (NowIterator): a small file's body mostly is.
-    const it: NowIterator = content[Symbol.asyncIterator]();
-    let ended = false;
-    try {
-      for (;;) {
-        let chunk = it.nextNow?.();
-        if (chunk === undefined) {
-          const r = await it.next();
-          chunk = r.done ? null : r.value;
+      if (e.type !== 'file' || e.size === 0) continue;
+      const content = body(s);
+      if (!content) throw new StrataError(STORE_ERR.SOURCE_INVALID, `'${printable(e.path)}' has ${e.size} bytes but its source gave no content`, { hint: 'the source is damaged; import it again' });
+      let n = 0;
+      // As `for await` reads it, but a chunk the source holds already is taken without a promise
+      // (NowIterator): a small file's body mostly is.
+      const it: NowIterator<Uint8Array> = content[Symbol.asyncIterator]();
+      let ended = false;
+      try {
+        for (;;) {
+          let chunk = it.nextNow?.();
+          if (chunk === undefined) {
+            const r = await it.next();
+            chunk = r.done ? null : r.value;
+          }
+          if (chunk === null) {
+            ended = true;
+            break;
+          }
+          n += chunk.byteLength;
+          if (n > e.size) break;
+          if (chunk.byteLength >= PASS) {
+            if (used > 0) yield cut();
+            yield chunk;
+            continue;
+          }
+          // Copied now: a source may reuse its buffer for the next chunk.
+          if (used + chunk.byteLength > GATHER) yield cut();
+          buf.set(chunk, used);
+          used += chunk.byteLength;
         }
-        if (chunk === null) {
-          ended = true;
-          break;
-        }
-        n += chunk.byteLength;
-        if (n > e.size) break;
-        if (chunk.byteLength >= PASS) {
-          if (used > 0) yield cut();
-          yield chunk;
-          continue;
-        }
-        // Copied now: a source may reuse its buffer for the next chunk.
-        if (used + chunk.byteLength > GATHER) yield cut();
-        buf.set(chunk, used);
-        used += chunk.byteLength;
+      } finally {
+        if (!ended) await it.return?.();
       }
-    } finally {
-      if (!ended) await it.return?.();
+      if (n !== e.size) {
+        throw new StrataError(STORE_ERR.SOURCE_INVALID, `'${printable(e.path)}' changed while it was imported (expected ${e.size} bytes, read ${n})`, {
+          hint: 'import again from a source that is not being written to',
+        });
+      }
+      const pad = padding(e.size);
+      if (used + pad > GATHER) yield cut();
+      zeroFill(buf, used, used + pad);
+      used += pad;
     }
-    if (n !== e.size) {
-      throw new StrataError(STORE_ERR.SOURCE_INVALID, `'${printable(e.path)}' changed while it was imported (expected ${e.size} bytes, read ${n})`, {
-        hint: 'import again from a source that is not being written to',
-      });
-    }
-    const pad = padding(e.size);
-    if (used + pad > GATHER) yield cut();
-    zeroFill(buf, used, used + pad);
-    used += pad;
+  } finally {
+    if (!done) await items.return?.();
   }
   if (used > 0) yield cut();
   yield END_OF_ARCHIVE;

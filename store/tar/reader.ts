@@ -123,6 +123,16 @@ abstract class ChunkInput {
     return this.buf.length - this.at;
   }
 
+  /** Whether the input holds n unread bytes already. */
+  holds(n: number): boolean {
+    return this.unread >= n;
+  }
+
+  /** The next n bytes when the input holds them already, not consumed; else undefined. */
+  peekNow(n: number): Buffer | undefined {
+    return this.unread < n ? undefined : this.buf.subarray(this.at, this.at + n);
+  }
+
   /** Exactly n bytes when the input holds them already, else undefined (nothing consumed). */
   readNow(n: number): Buffer | undefined {
     if (this.unread < n) return undefined;
@@ -357,8 +367,8 @@ const SPARSE_HINT = 'repack without --sparse';
  * decompressor's trailer is checked and a tee'd hash sees every byte. Stopping the
  * iteration early closes the source.
  */
-export function readTar(source: AsyncIterable<Uint8Array>): AsyncGenerator<TarEntry> {
-  return parseTar(new Input(source));
+export function readTar(source: AsyncIterable<Uint8Array>): TarEntries {
+  return new TarReader(new Input(source));
 }
 
 /**
@@ -368,201 +378,366 @@ export function readTar(source: AsyncIterable<Uint8Array>): AsyncGenerator<TarEn
  * `sequential`: the caller reads every body, so the archive is read ahead of it on a thread of
  * its own (a skip past what was read ahead drops it and reads on from there).
  */
-export function readTarFile(path: string, opts: { sequential?: boolean } = {}): AsyncGenerator<TarEntry> {
-  return parseTar(new FileInput(path, opts.sequential ?? false));
+export function readTarFile(path: string, opts: { sequential?: boolean } = {}): TarEntries {
+  return new TarReader(new FileInput(path, opts.sequential ?? false));
 }
 
-async function* parseTar(input: ChunkInput): AsyncGenerator<TarEntry> {
-  const globalPax = new GlobalPax();
-  let localPax: Map<string, Buffer> | null = null;
-  let longName: Buffer | null = null;
-  let longLink: Buffer | null = null;
-  let first = true;
-  let finished = false;
+/**
+ * A tar stream's entries, asked for one at a time (`for await`, or `next()` and `nextNow()`
+ * in turn; never two requests at once). Asking for the next entry moves past the body of the
+ * one before, read or not.
+ */
+export interface TarEntries extends AsyncIterableIterator<TarEntry> {
+  /**
+   * The next entry when the input holds all of its headers already, without a promise; null
+   * after the last; undefined when only next() can give it (more bytes are needed, the
+   * archive ends here, or the input is damaged: next() then throws what it found).
+   */
+  nextNow(): TarEntry | null | undefined;
+  /** Stops early: no more entries, and the input is closed. */
+  return(): Promise<IteratorResult<TarEntry, undefined>>;
+}
+
+/**
+ * The reader itself: an iterator, not an async generator, so that an entry whose headers are
+ * in the input's buffer already costs no promise (`nextNow`). A layer of small files has
+ * nearly every header there; as a generator each entry cost a queued request, a resumption
+ * and a turn of the microtask queue (spec/decisions.md, Caches and speed).
+ *
+ * One header block is handled in three steps that both ways of asking share: `check` (the
+ * block alone; nothing changes, so the synchronous way can still give up), the bytes of a
+ * metadata header's body (taken from the buffer, or awaited), and `apply`.
+ */
+class TarReader implements TarEntries {
+  private readonly globalPax = new GlobalPax();
+  private localPax: Map<string, Buffer> | null = null;
+  private longName: Buffer | null = null;
+  private longLink: Buffer | null = null;
+  private first = true;
+  /** The end-of-archive block was read and the rest of the input drained. */
+  private finished = false;
+  /** No more entries: the end, an error, or the consumer stopped. */
+  private done = false;
+  private closed = false;
+  /** An error the synchronous way met, which next() throws once the input is closed. */
+  private failed = false;
+  private failure: unknown;
   /** Offset of an 'x'/'L'/'K' header still waiting for its entry, else -1. */
-  let pendingAt = -1;
-  let sawPax = false;
+  private pendingAt = -1;
+  private sawPax = false;
   /** Bytes of 'x' records gathered for the next entry. */
-  let pendingPax = 0;
+  private pendingPax = 0;
+  /** The entry handed out last: its unread body and padding come before the next header. */
+  private body: Body | undefined;
+  private pad = 0;
 
-  const readMeta = async (size: number, max: number, what: string, where: EntryAt): Promise<Buffer> => {
-    if (size < 0) throw tarCorrupt(`${what} ${where} has a negative size`, 'the archive is damaged');
-    if (size > max) throw tarCorrupt(`${what} ${where} is ${size} bytes, larger than strata accepts (${max})`);
-    const data = await input.read(size);
-    if (data.length < size) throw tarTruncated(`archive ends inside the ${what} ${where}`);
-    const pad = padding(size);
-    if ((await input.skip(pad)) < pad) throw tarTruncated(`archive ends inside the ${what} ${where}`);
-    return data;
-  };
+  // The block `check` looked at last, for `apply` (fields, not an object per block).
+  private flag = '';
+  private flavour: ReturnType<typeof flavourOf> = 'posix';
+  private rawSize = 0;
+  private where: EntryAt = new EntryAt(0);
 
-  try {
-    for (;;) {
-      const off = input.offset;
-      const blk = input.readNow(BLOCK) ?? (await input.read(BLOCK));
-      if (blk.length < BLOCK) {
-        if (first && blk.length === 0) {
-          throw tarCorrupt('not a tar archive: the input is empty', 'is it the right file?');
-        }
-        if (first && !hasUstarMagic(blk)) throw notATar();
-        if (blk.length === 0) {
-          throw tarTruncated(`archive ends at byte ${off} without an end-of-archive block`);
-        }
-        throw tarTruncated(`archive ends inside the header at byte ${off}`);
-      }
-      if (isZeroBlock(blk)) {
-        if (pendingAt >= 0) {
-          throw tarCorrupt(`the extended header at byte ${pendingAt} is followed by the end of the archive, not by an entry`);
-        }
-        // A leading zero block is an empty archive (`tar -cf x.tar -T /dev/null`).
-        finished = true;
-        await input.drain();
-        return;
-      }
-      if (!checksumOk(blk)) {
-        if (first && !hasUstarMagic(blk)) throw notATar();
-        throw tarCorrupt(`bad header checksum at byte ${off}`, 'the archive is damaged');
-      }
-      first = false;
+  constructor(private readonly input: ChunkInput) {}
 
-      const where = new EntryAt(off);
-      const flag = String.fromCharCode(blk[156]!);
-      const flavour = flavourOf(blk);
-      const rawSize = decodeNumber(blk, NUMERIC.size, where);
-
-      if (flag === 'x' || flag === 'g') {
-        sawPax = true;
-        if (flag === 'x' && pendingAt < 0) pendingAt = off;
-        if (flag === 'x') {
-          // Several 'x' headers may precede one entry; together they are held to one header's bound.
-          pendingPax += Math.max(rawSize, 0);
-          if (pendingPax > MAX_PAX_SIZE) throw tarCorrupt(`pax headers ${where} give one entry ${pendingPax} bytes of records, more than strata accepts (${MAX_PAX_SIZE})`);
-        }
-        const data = await readMeta(rawSize, MAX_PAX_SIZE, 'pax header', where);
-        if (flag === 'g') globalPax.apply(data, where);
-        else {
-          const local = (localPax ??= new Map());
-          decodePaxRecords(data, where, (k, v) => local.set(k, v));
-        }
-        continue;
-      }
-      if (flag === 'L' || flag === 'K') {
-        if (pendingAt < 0) pendingAt = off;
-        const data = await readMeta(rawSize, MAX_LONGNAME_SIZE, 'GNU long name', where);
-        if (flag === 'L') longName = Buffer.from(cstring(data));
-        else longLink = Buffer.from(cstring(data));
-        continue;
-      }
-
-      // The entry proper.
-      const local: ReadonlyMap<string, Buffer> = localPax ?? NO_RECORDS;
-      const paxPath = paxValue(local, globalPax, 'path');
-      const paxLink = paxValue(local, globalPax, 'linkpath');
-      const longPath = longName;
-      const longTarget = longLink;
-      localPax = null;
-      longName = null;
-      longLink = null;
-      pendingAt = -1;
-      pendingPax = 0;
-
-      let isSparse = flag === 'S' || globalPax.sparse;
-      for (const k of local.keys()) if (k.startsWith('GNU.sparse.')) isSparse = true;
-      if (isSparse) {
-        const real = local.get('GNU.sparse.name') ?? globalPax.get('GNU.sparse.name') ?? rawPathOf(paxPath, longPath, blk);
-        throw tarUnsupported(
-          `${showName(real)} ${where} is a sparse file (GNU tar --sparse); strata does not import sparse entries`,
-          SPARSE_HINT,
-        );
-      }
-      let type = ENTRY_TYPE[flag];
-      if (type === undefined) throw refuseType(flag, rawPathOf(paxPath, longPath, blk), String(where));
-
-      let path: string;
-      let linkname: string;
-      try {
-        const p = paxPath ?? longPath;
-        path = p !== undefined && p !== null ? strictUtf8(p) : pathText(blk, flavour, strictUtf8);
-      } catch {
-        throw tarUnsupported(`entry name ${showName(rawPathOf(paxPath, longPath, blk))} ${where} is not valid UTF-8`, 'repack the archive with UTF-8 file names');
-      }
-      try {
-        const l = paxLink ?? longTarget;
-        linkname = l !== undefined && l !== null ? strictUtf8(l) : fieldText(blk, FIELD.linkname[0], FIELD.linkname[1], strictUtf8);
-      } catch {
-        throw tarUnsupported(`link target of ${showName(path)} ${where} is not valid UTF-8`, 'repack the archive with UTF-8 file names');
-      }
-      // Pre-POSIX tars mark directories only by the trailing slash.
-      if (flag === '\0' && path.endsWith('/')) type = 'dir';
-
-      where.name = path; // from here on, messages name the entry
-      let size = rawSize;
-      const ps = paxValue(local, globalPax, 'size');
-      if (ps !== undefined) size = paxInteger(ps, 'size', where);
-      let uid = decodeNumber(blk, NUMERIC.uid, where);
-      let gid = decodeNumber(blk, NUMERIC.gid, where);
-      let mtime = decodeNumber(blk, NUMERIC.mtime, where);
-      const pu = paxValue(local, globalPax, 'uid');
-      if (pu !== undefined) uid = paxInteger(pu, 'uid', where);
-      const pg = paxValue(local, globalPax, 'gid');
-      if (pg !== undefined) gid = paxInteger(pg, 'gid', where);
-      const pm = paxValue(local, globalPax, 'mtime');
-      if (pm !== undefined) mtime = paxTime(pm, where);
-      const mode = decodeNumber(blk, NUMERIC.mode, where) & 0o7777;
-      if (size < 0 || uid < 0 || gid < 0) throw tarCorrupt(`negative size or owner (${size}, ${uid}:${gid}) in the header of ${where}`, 'the archive is damaged');
-
-      let devmajor = 0;
-      let devminor = 0;
-      const ustar = flavour !== 'v7';
-      if ((type === 'char' || type === 'block') && ustar) {
-        devmajor = decodeNumber(blk, NUMERIC.devmajor, where);
-        devminor = decodeNumber(blk, NUMERIC.devminor, where);
-        if (devmajor < 0 || devminor < 0) throw tarCorrupt(`negative device number ${devmajor}:${devminor} in the header of ${where}`, 'the archive is damaged');
-      }
-
-      // The global xattrs are shared; an entry with xattr records of its own gets a copy.
-      let xattrs = globalPax.xattrs(where);
-      let ownXattrs = false;
-      for (const k of local.keys()) if (isXattrKey(k)) ownXattrs = true;
-      if (ownXattrs) {
-        const m = new Map<string, Buffer>();
-        addXattrs(local, m, where);
-        for (const [k, v] of xattrs) if (!m.has(k)) m.set(k, v);
-        xattrs = m;
-      }
-      const acc = local.get('SCHILY.acl.access') ?? globalPax.get('SCHILY.acl.access');
-      const dfl = local.get('SCHILY.acl.default') ?? globalPax.get('SCHILY.acl.default');
-
-      // Only files carry a body, and hard links in pax archives ("hard link with data");
-      // older writers (Solaris tar, star) put the target's size on a link and no data.
-      const dataSize = type === 'file' || (type === 'hardlink' && sawPax) ? size : 0;
-      const header: TarHeader = {
-        path, type, mode, uid, gid, size: dataSize, mtime, linkname, devmajor, devminor,
-        xattrs, pax: local, offset: off, dataOffset: input.offset,
-      };
-      if (acc !== undefined) header.aclAccess = paxText(acc, 'SCHILY.acl.access', where);
-      if (dfl !== undefined) header.aclDefault = paxText(dfl, 'SCHILY.acl.default', where);
-
-      const body = new Body(input, dataSize, where);
-      try {
-        yield { header, body };
-      } finally {
-        body.live = false;
-      }
-      if (body.remaining > 0) {
-        const r = body.remaining;
-        if (!input.skipNow(r) && (await input.skip(r)) < r) {
-          throw tarTruncated(`archive ends inside the body of ${where} (${dataSize} bytes expected)`);
-        }
-        body.remaining = 0;
-      }
-      const pad = padding(dataSize);
-      if (pad > 0 && !input.skipNow(pad) && (await input.skip(pad)) < pad) {
-        throw tarTruncated(`archive ends inside the padding after ${where}`);
-      }
-    }
-  } finally {
-    if (!finished || input instanceof FileInput) await input.close();
+  [Symbol.asyncIterator](): this {
+    return this;
   }
+
+  nextNow(): TarEntry | null | undefined {
+    if (this.done) return this.failed ? undefined : null;
+    const input = this.input;
+    try {
+      if (!this.leaveNow()) return undefined;
+      for (;;) {
+        const blk = input.peekNow(BLOCK);
+        // The end of the archive, and a short block, are next()'s to handle.
+        if (blk === undefined || isZeroBlock(blk)) return undefined;
+        this.check(blk, input.offset);
+        const meta = isMeta(this.flag);
+        if (!input.holds(meta ? BLOCK + this.rawSize + padding(this.rawSize) : BLOCK)) return undefined;
+        input.skipNow(BLOCK);
+        let data = EMPTY;
+        if (meta) {
+          data = input.readNow(this.rawSize)!;
+          input.skipNow(padding(this.rawSize));
+        }
+        const entry = this.apply(blk, data);
+        if (entry !== undefined) return entry;
+      }
+    } catch (e) {
+      this.done = true;
+      this.failed = true;
+      this.failure = e;
+      return undefined;
+    }
+  }
+
+  async next(): Promise<IteratorResult<TarEntry, undefined>> {
+    const now = this.nextNow();
+    if (now === null) return DONE;
+    if (now !== undefined) return { value: now, done: false };
+    const input = this.input;
+    try {
+      if (this.failed) {
+        this.failed = false;
+        throw this.failure;
+      }
+      await this.leave();
+      for (;;) {
+        const off = input.offset;
+        const blk = input.readNow(BLOCK) ?? (await input.read(BLOCK));
+        if (blk.length < BLOCK) {
+          if (this.first && blk.length === 0) {
+            throw tarCorrupt('not a tar archive: the input is empty', 'is it the right file?');
+          }
+          if (this.first && !hasUstarMagic(blk)) throw notATar();
+          if (blk.length === 0) {
+            throw tarTruncated(`archive ends at byte ${off} without an end-of-archive block`);
+          }
+          throw tarTruncated(`archive ends inside the header at byte ${off}`);
+        }
+        if (isZeroBlock(blk)) {
+          if (this.pendingAt >= 0) {
+            throw tarCorrupt(`the extended header at byte ${this.pendingAt} is followed by the end of the archive, not by an entry`);
+          }
+          // A leading zero block is an empty archive (`tar -cf x.tar -T /dev/null`).
+          this.done = true;
+          this.finished = true;
+          await input.drain();
+          await this.close();
+          return DONE;
+        }
+        this.check(blk, off);
+        const entry = this.apply(blk, isMeta(this.flag) ? await this.readMeta() : EMPTY);
+        if (entry !== undefined) return { value: entry, done: false };
+      }
+    } catch (e) {
+      this.done = true;
+      await this.close();
+      throw e;
+    }
+  }
+
+  async return(): Promise<IteratorResult<TarEntry, undefined>> {
+    if (this.body !== undefined) this.body.live = false;
+    this.done = true;
+    this.failed = false;
+    await this.close();
+    return DONE;
+  }
+
+  /** Closes the input once; a stream drained to its end is closed already. */
+  private async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (!this.finished || this.input instanceof FileInput) await this.input.close();
+  }
+
+  /** Moves past the last entry's unread body and padding when the input holds them (true). */
+  private leaveNow(): boolean {
+    const body = this.body;
+    if (body === undefined) return true;
+    body.live = false;
+    if (body.remaining > 0) {
+      if (!this.input.skipNow(body.remaining)) return false;
+      body.remaining = 0;
+    }
+    if (this.pad > 0) {
+      if (!this.input.skipNow(this.pad)) return false;
+      this.pad = 0;
+    }
+    this.body = undefined;
+    return true;
+  }
+
+  private async leave(): Promise<void> {
+    const body = this.body;
+    if (body === undefined) return;
+    body.live = false;
+    const input = this.input;
+    if (body.remaining > 0) {
+      const r = body.remaining;
+      if (!input.skipNow(r) && (await input.skip(r)) < r) {
+        throw tarTruncated(`archive ends inside the body of ${body.where} (${body.size} bytes expected)`);
+      }
+      body.remaining = 0;
+    }
+    const pad = this.pad;
+    if (pad > 0 && !input.skipNow(pad) && (await input.skip(pad)) < pad) {
+      throw tarTruncated(`archive ends inside the padding after ${body.where}`);
+    }
+    this.pad = 0;
+    this.body = undefined;
+  }
+
+  /**
+   * Checks a header block (not the zero block) that starts at byte `off`, and a metadata
+   * header's size, before anything is taken from the input. Changes nothing but the fields
+   * `apply` reads.
+   */
+  private check(blk: Buffer, off: number): void {
+    if (!checksumOk(blk)) {
+      if (this.first && !hasUstarMagic(blk)) throw notATar();
+      throw tarCorrupt(`bad header checksum at byte ${off}`, 'the archive is damaged');
+    }
+    const where = new EntryAt(off);
+    const flag = String.fromCharCode(blk[156]!);
+    const rawSize = decodeNumber(blk, NUMERIC.size, where);
+    this.where = where;
+    this.flag = flag;
+    this.flavour = flavourOf(blk);
+    this.rawSize = rawSize;
+    if (flag === 'x') {
+      // Several 'x' headers may precede one entry; together they are held to one header's bound.
+      const pending = this.pendingPax + Math.max(rawSize, 0);
+      if (pending > MAX_PAX_SIZE) throw tarCorrupt(`pax headers ${where} give one entry ${pending} bytes of records, more than strata accepts (${MAX_PAX_SIZE})`);
+    }
+    if (flag === 'x' || flag === 'g') checkMetaSize(rawSize, MAX_PAX_SIZE, 'pax header', where);
+    else if (flag === 'L' || flag === 'K') checkMetaSize(rawSize, MAX_LONGNAME_SIZE, 'GNU long name', where);
+  }
+
+  /** A metadata header's body and padding, awaited. */
+  private async readMeta(): Promise<Buffer> {
+    const size = this.rawSize;
+    const what = this.flag === 'x' || this.flag === 'g' ? 'pax header' : 'GNU long name';
+    const data = await this.input.read(size);
+    if (data.length < size) throw tarTruncated(`archive ends inside the ${what} ${this.where}`);
+    const pad = padding(size);
+    if ((await this.input.skip(pad)) < pad) throw tarTruncated(`archive ends inside the ${what} ${this.where}`);
+    return data;
+  }
+
+  /**
+   * The checked block, taken: a metadata header (`data`, its body) is kept for the entry it
+   * precedes (undefined); an entry's header gives the entry, its body starting at the input's
+   * offset.
+   */
+  private apply(blk: Buffer, data: Buffer): TarEntry | undefined {
+    const { flag, flavour, rawSize, where, globalPax } = this;
+    const off = where.offset;
+    this.first = false;
+    if (flag === 'x' || flag === 'g') {
+      this.sawPax = true;
+      if (flag === 'g') globalPax.apply(data, where);
+      else {
+        if (this.pendingAt < 0) this.pendingAt = off;
+        this.pendingPax += Math.max(rawSize, 0);
+        const local = (this.localPax ??= new Map());
+        decodePaxRecords(data, where, (k, v) => local.set(k, v));
+      }
+      return undefined;
+    }
+    if (flag === 'L' || flag === 'K') {
+      if (this.pendingAt < 0) this.pendingAt = off;
+      if (flag === 'L') this.longName = Buffer.from(cstring(data));
+      else this.longLink = Buffer.from(cstring(data));
+      return undefined;
+    }
+
+    // The entry proper.
+    const local: ReadonlyMap<string, Buffer> = this.localPax ?? NO_RECORDS;
+    const paxPath = paxValue(local, globalPax, 'path');
+    const paxLink = paxValue(local, globalPax, 'linkpath');
+    const longPath = this.longName;
+    const longTarget = this.longLink;
+    this.localPax = null;
+    this.longName = null;
+    this.longLink = null;
+    this.pendingAt = -1;
+    this.pendingPax = 0;
+
+    let isSparse = flag === 'S' || globalPax.sparse;
+    for (const k of local.keys()) if (k.startsWith('GNU.sparse.')) isSparse = true;
+    if (isSparse) {
+      const real = local.get('GNU.sparse.name') ?? globalPax.get('GNU.sparse.name') ?? rawPathOf(paxPath, longPath, blk);
+      throw tarUnsupported(
+        `${showName(real)} ${where} is a sparse file (GNU tar --sparse); strata does not import sparse entries`,
+        SPARSE_HINT,
+      );
+    }
+    let type = ENTRY_TYPE[flag];
+    if (type === undefined) throw refuseType(flag, rawPathOf(paxPath, longPath, blk), String(where));
+
+    let path: string;
+    let linkname: string;
+    try {
+      const p = paxPath ?? longPath;
+      path = p !== undefined && p !== null ? strictUtf8(p) : pathText(blk, flavour, strictUtf8);
+    } catch {
+      throw tarUnsupported(`entry name ${showName(rawPathOf(paxPath, longPath, blk))} ${where} is not valid UTF-8`, 'repack the archive with UTF-8 file names');
+    }
+    try {
+      const l = paxLink ?? longTarget;
+      linkname = l !== undefined && l !== null ? strictUtf8(l) : fieldText(blk, FIELD.linkname[0], FIELD.linkname[1], strictUtf8);
+    } catch {
+      throw tarUnsupported(`link target of ${showName(path)} ${where} is not valid UTF-8`, 'repack the archive with UTF-8 file names');
+    }
+    // Pre-POSIX tars mark directories only by the trailing slash.
+    if (flag === '\0' && path.endsWith('/')) type = 'dir';
+
+    where.name = path; // from here on, messages name the entry
+    let size = rawSize;
+    const ps = paxValue(local, globalPax, 'size');
+    if (ps !== undefined) size = paxInteger(ps, 'size', where);
+    let uid = decodeNumber(blk, NUMERIC.uid, where);
+    let gid = decodeNumber(blk, NUMERIC.gid, where);
+    let mtime = decodeNumber(blk, NUMERIC.mtime, where);
+    const pu = paxValue(local, globalPax, 'uid');
+    if (pu !== undefined) uid = paxInteger(pu, 'uid', where);
+    const pg = paxValue(local, globalPax, 'gid');
+    if (pg !== undefined) gid = paxInteger(pg, 'gid', where);
+    const pm = paxValue(local, globalPax, 'mtime');
+    if (pm !== undefined) mtime = paxTime(pm, where);
+    const mode = decodeNumber(blk, NUMERIC.mode, where) & 0o7777;
+    if (size < 0 || uid < 0 || gid < 0) throw tarCorrupt(`negative size or owner (${size}, ${uid}:${gid}) in the header of ${where}`, 'the archive is damaged');
+
+    let devmajor = 0;
+    let devminor = 0;
+    const ustar = flavour !== 'v7';
+    if ((type === 'char' || type === 'block') && ustar) {
+      devmajor = decodeNumber(blk, NUMERIC.devmajor, where);
+      devminor = decodeNumber(blk, NUMERIC.devminor, where);
+      if (devmajor < 0 || devminor < 0) throw tarCorrupt(`negative device number ${devmajor}:${devminor} in the header of ${where}`, 'the archive is damaged');
+    }
+
+    // The global xattrs are shared; an entry with xattr records of its own gets a copy.
+    let xattrs = globalPax.xattrs(where);
+    let ownXattrs = false;
+    for (const k of local.keys()) if (isXattrKey(k)) ownXattrs = true;
+    if (ownXattrs) {
+      const m = new Map<string, Buffer>();
+      addXattrs(local, m, where);
+      for (const [k, v] of xattrs) if (!m.has(k)) m.set(k, v);
+      xattrs = m;
+    }
+    const acc = local.get('SCHILY.acl.access') ?? globalPax.get('SCHILY.acl.access');
+    const dfl = local.get('SCHILY.acl.default') ?? globalPax.get('SCHILY.acl.default');
+
+    // Only files carry a body, and hard links in pax archives ("hard link with data");
+    // older writers (Solaris tar, star) put the target's size on a link and no data.
+    const dataSize = type === 'file' || (type === 'hardlink' && this.sawPax) ? size : 0;
+    const header: TarHeader = {
+      path, type, mode, uid, gid, size: dataSize, mtime, linkname, devmajor, devminor,
+      xattrs, pax: local, offset: off, dataOffset: this.input.offset,
+    };
+    if (acc !== undefined) header.aclAccess = paxText(acc, 'SCHILY.acl.access', where);
+    if (dfl !== undefined) header.aclDefault = paxText(dfl, 'SCHILY.acl.default', where);
+
+    const body = new Body(this.input, dataSize, where);
+    this.body = body;
+    this.pad = padding(dataSize);
+    return { header, body };
+  }
+}
+
+/** Header types whose body is metadata for the entry that follows. */
+function isMeta(flag: string): boolean {
+  return flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K';
+}
+
+function checkMetaSize(size: number, max: number, what: string, where: EntryAt): void {
+  if (size < 0) throw tarCorrupt(`${what} ${where} has a negative size`, 'the archive is damaged');
+  if (size > max) throw tarCorrupt(`${what} ${where} is ${size} bytes, larger than strata accepts (${max})`);
 }
 
 const NO_RECORDS: ReadonlyMap<string, Buffer> = new Map();
@@ -593,8 +768,8 @@ class Body implements TarBody {
 
   constructor(
     private readonly input: ChunkInput,
-    private readonly size: number,
-    private readonly where: EntryAt,
+    readonly size: number,
+    readonly where: EntryAt,
   ) {
     this.remaining = size;
   }
