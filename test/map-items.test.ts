@@ -5,7 +5,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mapItems, nowIterator, type NowIterator } from '../store/map-items.js';
+import { mapItems, nextItem, nowIterator, type NowIterator } from '../store/map-items.js';
 
 const test = suite('mapItems');
 
@@ -182,6 +182,16 @@ test('nowIterator: a plain iterable is held whole; an async one keeps its own it
   assert.equal([plain.nextNow!(), plain.nextNow!(), plain.nextNow!(), plain.nextNow!()], [1, 2, 3, null]);
   const { source } = holding(2, new Set([0]));
   assert.equal(await nowFirst(nowIterator(source)), [0, 1]);
+});
+
+test('nextItem: a held item at once, else a promise of it; null at the end', async () => {
+  const { source, seen } = holding(2, new Set([0]));
+  assert.is(nextItem(source), 0);
+  const later = nextItem(source);
+  assert.ok(later instanceof Promise);
+  assert.is(await later, 1);
+  assert.is(nextItem(source), null);
+  assert.equal([seen.now, seen.awaited], [1, 1]);
 });
 
 test.run();

@@ -24,7 +24,7 @@ import { manifestEntry, type ManifestHead } from './manifest.js';
 import { canonicalJsonText } from '../cid.js';
 import { checkOutputLimits } from './limits.js';
 import { entryCodec } from './entry-codec.js';
-import { mapItems, nowIterator, type NowIterator } from '../map-items.js';
+import { mapItems, nextItem, nowIterator } from '../map-items.js';
 import { SpillSorter, stringsCodec, type RecordCodec } from '../spill.js';
 import * as os from 'node:os';
 
@@ -690,11 +690,8 @@ async function* canonicalTar(
   let done = false;
   try {
     for (;;) {
-      let s = items.nextNow?.();
-      if (s === undefined) {
-        const r = await items.next();
-        s = r.done === true ? null : r.value;
-      }
+      let s = nextItem(items);
+      if (s instanceof Promise) s = await s;
       if (s === null) {
         done = true;
         break;
@@ -720,15 +717,12 @@ async function* canonicalTar(
       let n = 0;
       // As `for await` reads it, but a chunk the source holds already is taken without a promise
       // (NowIterator): a small file's body mostly is.
-      const it: NowIterator<Uint8Array> = content[Symbol.asyncIterator]();
+      const it = nowIterator(content);
       let ended = false;
       try {
         for (;;) {
-          let chunk = it.nextNow?.();
-          if (chunk === undefined) {
-            const r = await it.next();
-            chunk = r.done ? null : r.value;
-          }
+          let chunk = nextItem(it);
+          if (chunk instanceof Promise) chunk = await chunk;
           if (chunk === null) {
             ended = true;
             break;
