@@ -7,13 +7,16 @@
  * is `%U` + `%S`, user and system seconds of the command and the descendants it waited for.
  */
 import { createHash } from 'node:crypto';
-import { spawnSync, type ChildProcess } from 'node:child_process';
-import { createReadStream, existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, open, readdir, readlink, rename, rm, writeFile, readFile } from 'node:fs/promises';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createReadStream, existsSync } from 'node:fs';
+import { lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, writeFile } from 'node:fs/promises';
 import { cpus, release, totalmem } from 'node:os';
-import { basename, join } from 'node:path';
+import { extname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { dumpXattrs } from './data.js';
 import { BenchError, log, run } from './proc.js';
+import { describeScratch } from './scratch.js';
+import { listTar } from './tar-list.js';
 
 // ---------------------------------------------------------------------------------------
 // Measuring
@@ -58,6 +61,20 @@ export class MeasureTimeout extends BenchError {
     super(`stopped after ${seconds} s`, 124);
     this.name = 'MeasureTimeout';
   }
+}
+
+/**
+ * Starts a section of the bench on the memory of a machine that holds only its inputs:
+ * writes back what is dirty, drops the clean page cache (root only; dentries and inodes
+ * stay) and reads `inputs` back in, so both sides find them cached. Without it, a scale
+ * point ran with the page cache full of the trees and images of the points before, and the
+ * peer that allocates most paid for reclaiming it: mkfs.erofs of the 1,000,000-file tree
+ * (5.6 GiB RSS) took 246 s with 0.3 GiB free, 127 s with the earlier trees being deleted.
+ */
+export async function freshPageCache(inputs: readonly string[]): Promise<void> {
+  await run('sync', []);
+  if (process.getuid?.() === 0) await writeFile('/proc/sys/vm/drop_caches', '1');
+  if (inputs.length) await run('sh', ['-c', 'cat -- "$@" > /dev/null', 'cat', ...inputs]);
 }
 
 /**
@@ -134,8 +151,10 @@ function median(samples: number[]): number {
 // Trees between runs
 
 /**
- * Trees that timed runs wrote (sandboxes, extracted layers) are moved aside between runs and
- * deleted once no timed run follows (startEmptyingTrash, emptyTrash), not before the next run.
+ * Trees that timed runs wrote (sandboxes, extracted layers) are moved aside between runs. On
+ * a scratch filesystem made for the run (bench/scratch.ts) they stay until the next run drops
+ * the filesystem whole; on a plain directory they are deleted once no timed run follows
+ * (startEmptyingTrash, emptyTrash), not before the next run.
  *
  * Why: on ext4 without a journal (this machine's disk), the inode allocator passes over
  * every inode freed in the last minute or so, looking up its inode-table block for each one.
@@ -147,6 +166,8 @@ function median(samples: number[]): number {
 let trash:
   | {
       dir: string;
+      /** On a scratch filesystem made for the run (bench/scratch.ts): never deleted, dropped whole by the next run. */
+      keep: boolean;
       count: number;
       draining?: Promise<void>;
       eagerSince?: number;
@@ -157,9 +178,12 @@ let trash:
     }
   | undefined;
 
-/** Sets the directory trees are moved into (on the scratch filesystem); emptied by emptyTrash. */
-export function useTrash(dir: string): void {
-  trash = { dir, count: 0, running: new Set() };
+/**
+ * Sets the directory trees are moved into (on the scratch filesystem); emptied by emptyTrash,
+ * or, with `keep` (a filesystem made for the run), left for the next run to drop whole.
+ */
+export function useTrash(dir: string, { keep = false }: { keep?: boolean } = {}): void {
+  trash = { dir, keep, count: 0, running: new Set() };
 }
 
 /** Moves each existing path into the trash (removes it when there is none, or it is on another filesystem). */
@@ -181,16 +205,17 @@ export async function setAside(...paths: string[]): Promise<void> {
 }
 
 /**
- * Called once no timed run creates a tree any more: deletes what is set aside, and whatever
- * is set aside later, in the background, but never during a timed run (measure() holds it:
- * the rm processes are stopped, SIGSTOP, and `sync` writes back what they left before the run
- * starts). The gates and the untimed steps mostly wait on the CPU; deleting mostly waits on
- * the disk (this disk is mounted with `discard`, so every freed extent is trimmed as it is
- * freed), so the two overlap. Timed runs after this point write images (a few files each),
- * so they do not meet the inode allocator's scan of recently freed inodes.
+ * Called once no timed run creates a tree any more (a no-op when the trash is kept): deletes
+ * what is set aside, and whatever is set aside later, in the background, but never during a
+ * timed run (measure() holds it: the rm processes are stopped, SIGSTOP, and `sync` writes
+ * back what they left before the run starts). The gates and the untimed steps mostly wait on
+ * the CPU; deleting mostly waits on the disk (this disk is mounted with `discard`, so every
+ * freed extent is trimmed as it is freed), so the two overlap. Timed runs after this point
+ * write images (a few files each), so they do not meet the inode allocator's scan of
+ * recently freed inodes.
  */
 export function startEmptyingTrash(): void {
-  if (!trash || trash.eagerSince !== undefined) return;
+  if (!trash || trash.keep || trash.eagerSince !== undefined) return;
   trash.eagerSince = Date.now();
   void drainTrash();
 }
@@ -256,6 +281,7 @@ function drainTrash(): Promise<void> {
  */
 export async function emptyTrash(): Promise<{ waited: number; total: number }> {
   const t0 = Date.now();
+  if (trash?.keep) return { waited: 0, total: 0 };
   if (trash) {
     await drainTrash();
     await drainTrash(); // anything set aside while the last round ran
@@ -431,7 +457,7 @@ export interface Machine {
   memoryGiB: number;
   kernel: string;
   node: string;
-  /** The filesystem the outputs and trees are written to (scratchFilesystem). */
+  /** The filesystem the outputs and trees are written to (describeScratch). */
   scratch: string;
   /** Seconds a process takes to start and end (processStart): Node's and a C program's. */
   start: { node: number; c: number };
@@ -448,7 +474,7 @@ export function machine(scratchDir: string, start: Machine['start'], fresh: numb
     memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
     kernel: release(),
     node: process.version,
-    scratch: scratchFilesystem(scratchDir),
+    scratch: describeScratch(scratchDir),
     start,
     fresh,
   };
@@ -498,47 +524,6 @@ function processStart(cmd: string, args: string[]): number {
   return median(times);
 }
 const STARTS = 7;
-
-/**
- * The filesystem `dir` is on, from /proc/self/mountinfo (the last mount over the longest
- * prefix), and for ext4 whether it has a journal (/proc/fs/jbd2 lists the devices that do).
- * Without one, ext4 passes over inodes freed in the last minutes when it allocates new ones,
- * which slows every tool's file creation after a large deletion (spec/benchmark.md).
- */
-export function scratchFilesystem(dir: string): string {
-  let real: string;
-  let lines: string[];
-  try {
-    real = realpathSync(dir);
-    lines = readFileSync('/proc/self/mountinfo', 'utf8').split('\n');
-  } catch {
-    return 'unknown';
-  }
-  const unescape = (f: string) => f.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  let best: { mount: string; type: string; source: string } | undefined;
-  for (const line of lines) {
-    const [pre, post] = line.split(' - ');
-    const mount = unescape(pre?.split(' ')[4] ?? '');
-    const [type, source] = (post ?? '').split(' ');
-    if (!mount || !type || !source) continue;
-    const under = real === mount || real.startsWith(mount === '/' ? '/' : `${mount}/`);
-    if (under && (!best || mount.length >= best.mount.length)) best = { mount, type, source: unescape(source) };
-  }
-  if (!best) return 'unknown';
-  const what = `${best.type} on ${best.source} (mounted at ${best.mount})`;
-  if (best.type !== 'ext4') return what;
-  let journaled: boolean | undefined;
-  try {
-    const dev = basename(best.source);
-    journaled = readdirSync('/proc/fs/jbd2').some((n) => n.startsWith(`${dev}-`));
-  } catch {
-    journaled = undefined;
-  }
-  if (journaled === undefined) return what;
-  return journaled
-    ? `${what}, with a journal`
-    : `${what}, without a journal: creating files there costs every tool more for a few minutes after a large deletion on the machine (spec/benchmark.md)`;
-}
 
 /** First line of each tool's version output, as printed by the tool. */
 export async function toolVersions(): Promise<Record<string, string>> {
@@ -882,22 +867,41 @@ export async function snapshotTreeFast(dir: string, opts: SnapshotOptions = {}):
   return nodes;
 }
 
-/** sha256 of every regular file find(1) lists with `findArgs` under dir: `sha256sum -z` in parallel batches. */
+/** hash-files beside this module: .js in dist/, .ts when run with tsx (whose loader execArgv passes on). */
+const HASHER = fileURLToPath(new URL(`./hash-files${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
+
+/**
+ * sha256 of every regular file find(1) lists with `findArgs` under dir: the list cut into
+ * `readers` runs of consecutive paths, each hashed by a hash-files.js process of its own.
+ */
 async function contentHashes(dir: string, findArgs: readonly string[], readers: number): Promise<Map<string, string>> {
+  const list = (await run('find', [...findArgs, '-type', 'f', '-print0'], { cwd: dir })).stdout.split('\0').filter(Boolean);
+  const per = Math.ceil(list.length / readers);
+  const parts = Array.from({ length: readers }, (_, i) => list.slice(i * per, (i + 1) * per)).filter((p) => p.length);
+  const outputs = await Promise.all(parts.map((part) => hashFiles(dir, part)));
   const hashes = new Map<string, string>();
-  const tmp = await mkdtemp('/tmp/strata-bench-sha-');
-  try {
-    const jobs = String(readers);
-    await run('bash', ['-c', `set -o pipefail; find ${findArgs.map((a) => `'${a}'`).join(' ')} -type f -print0 | xargs -0 -r -P ${jobs} -n 4096 sh -c 'sha256sum -z -- "$@" > "$(mktemp "$0/h.XXXXXX")"' "$1"`, 'sha', tmp], { cwd: dir });
-    for (const name of await readdir(tmp)) {
-      for (const rec of (await readFile(join(tmp, name), 'utf8')).split('\0')) {
-        if (rec) hashes.set(rec.slice(66).replace(/^\.\//, ''), rec.slice(0, 64));
-      }
-    }
-  } finally {
-    await rm(tmp, { recursive: true, force: true });
+  for (const out of outputs) {
+    for (const rec of out.split('\0')) if (rec) hashes.set(rec.slice(66).replace(/^\.\//, ''), rec.slice(0, 64));
   }
   return hashes;
+}
+
+/** One hash-files.js process over `paths` (relative to dir): its "SHA256  PATH\0" records. */
+function hashFiles(dir: string, paths: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...process.execArgv, HASHER], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code === 0) resolve(Buffer.concat(out).toString('utf8'));
+      else reject(new BenchError(`hashing the files of ${dir} failed: ${Buffer.concat(err).toString('utf8').trim().split('\n').slice(-3).join('; ')}`));
+    });
+    child.stdin.on('error', () => {}); // a child that failed is reported by its exit status
+    child.stdin.end(paths.join('\0'));
+  });
 }
 
 export interface DiffOptions {
@@ -1023,6 +1027,35 @@ export function snapshotImage(image: string, opts: SnapshotOptions = {}): Promis
   return withMountedImage(image, (d, type) => snapshotTreeFast(d, { readers: type === 'squashfs' ? 1 : undefined, ...opts }));
 }
 
+/**
+ * Snapshot of a SquashFS image read by squashfs-tools-ng, with no kernel mount: sqfs2tar's
+ * archive listed by bench/tar-list.ts. The scale section's images: through the kernel, the
+ * million-file image took 147 s to list here, most of it the loop device's round trips for
+ * metadata (find alone: 101 s), and sqfs2tar writes the whole archive in 16 s. The stack
+ * section keeps the kernel mount (snapshotImage), the way users read an image.
+ */
+export async function snapshotSquashfs(image: string, opts: SnapshotOptions = {}): Promise<Map<string, TreeNode>> {
+  const ROOT = 'root';
+  const child = spawn('sqfs2tar', ['--no-skip', '--root-becomes', ROOT, image], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const err: Buffer[] = [];
+  child.stderr.on('data', (b: Buffer) => err.push(b));
+  const exited = new Promise<number>((resolve, reject) => {
+    child.on('error', (e) => reject(new BenchError(`cannot run sqfs2tar: ${e.message}`)));
+    child.on('close', (code) => resolve(code ?? 128));
+  });
+  let nodes: Map<string, TreeNode>;
+  try {
+    nodes = await listTar(child.stdout, { root: ROOT, ignore: opts.ignore });
+  } catch (e) {
+    child.kill();
+    await exited.catch(() => undefined);
+    throw e;
+  }
+  const code = await exited;
+  if (code !== 0) throw new BenchError(`sqfs2tar ${image} failed (exit ${code}): ${Buffer.concat(err).toString('utf8').trim().split('\n').slice(-3).join('; ')}`);
+  return nodes;
+}
+
 /** sqfsdiff -a A -b B, ignoring lines about ignored paths; [] when equal. */
 export async function sqfsdiff(a: string, b: string, opts: SnapshotOptions & { noPermissions?: boolean } = {}): Promise<string[]> {
   const args = ['--old', a, '--new', b];
@@ -1032,13 +1065,6 @@ export async function sqfsdiff(a: string, b: string, opts: SnapshotOptions & { n
   return r.stdout
     .split('\n')
     .filter((l) => l.trim() && !opts.ignore?.some((i) => l.includes(`/${i}`)));
-}
-
-/** Scratch directory helper: removes and recreates. */
-export async function freshDir(dir: string): Promise<string> {
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(dir, { recursive: true });
-  return dir;
 }
 
 export async function writeText(path: string, text: string): Promise<void> {

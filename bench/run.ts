@@ -20,11 +20,12 @@ import { fileURLToPath } from 'node:url';
 import { libdeflateVersion } from '../native/deflate.js';
 import { lz4Version } from '../native/lz4.js';
 import { defaultDataRoot, ensureData, type BenchData, type LayerName } from './data.js';
-import { emptyTrash, freshDir, freshMemory, machine, processStarts, renderReport, table, toolVersions, useTrash, writeText, type Report, type ReportSection } from './harness.js';
+import { emptyTrash, freshMemory, machine, processStarts, renderReport, table, toolVersions, useTrash, writeText, type Report, type ReportSection } from './harness.js';
 import { mkfsErofsCompressors } from './peers.js';
 import { scalePlot } from './plot.js';
 import { BenchError, log, run } from './proc.js';
 import { runScale, short } from './scale.js';
+import { prepareScratch } from './scratch.js';
 import { BLOCK_SIZE, EROFS_LEVELS, EROFS_PCLUSTER, fullRun, LEVELS, settings } from './settings.js';
 import { MODULES, runStack } from './stack.js';
 import { snapshotCli, Strata } from './strata.js';
@@ -48,8 +49,9 @@ async function main(): Promise<number> {
   const fresh = freshMemory();
   const root = packageRoot();
   const data: BenchData = await ensureData(defaultDataRoot(root));
-  const S = await freshDir(join(data.root, 'scratch'));
-  useTrash(join(S, 'trash'));
+  const scratch = await prepareScratch(data.root);
+  const S = scratch.dir;
+  useTrash(join(S, 'trash'), { keep: scratch.kind === 'filesystem' });
   const strata = new Strata(await snapshotCli(root, join(S, 'pkg')));
   // The commit the copy was built from, read now: the tree may change while the bench runs.
   const head = await run('git', ['-C', root, 'describe', '--always', '--dirty'], { allowFail: true });
@@ -95,9 +97,13 @@ async function main(): Promise<number> {
     });
   } else notRun.push('the scale section (BENCH_SECTIONS or BENCH_SCALE)');
 
-  const trashSec = await emptyTrash();
-  log(`removed the trees set aside (${trashSec.total.toFixed(0)} s since the deletion began, between timed runs; ${trashSec.waited.toFixed(0)} s of it after the last gate)`);
-  timings.push(`removing the trees set aside ${trashSec.total.toFixed(0)} s, between the last point's timed runs (${trashSec.waited.toFixed(0)} s after the last gate)`);
+  if (scratch.kind === 'filesystem') {
+    log(`the trees set aside stay on the scratch filesystem, which the next run drops whole`);
+  } else {
+    const trashSec = await emptyTrash();
+    log(`removed the trees set aside (${trashSec.total.toFixed(0)} s since the deletion began, between timed runs; ${trashSec.waited.toFixed(0)} s of it after the last gate)`);
+    timings.push(`removing the trees set aside ${trashSec.total.toFixed(0)} s, between the last point's timed runs (${trashSec.waited.toFixed(0)} s after the last gate)`);
+  }
 
   // --- report --------------------------------------------------------------------------
   const dataLines = Object.entries(data.stamp.layers).map(
@@ -120,7 +126,7 @@ async function main(): Promise<number> {
       `EROFS: uncompressed, and ${EC}${ecLevel} (BENCH_EROFS_COMP) with ${EROFS_PCLUSTER / 1024} KiB physical clusters for mkfs.erofs (-C${EROFS_PCLUSTER}) and strata's default extent size; strata's EROFS command is \`compose squash OUT --format erofs --comp C\`; strata's lz4 is liblz4 ${lz4Version()}, mkfs.erofs's the system liblz4`,
       'speedup = peer median / strata median; above 1 means strata is faster (two decimals; a row just short of its goal is rounded down, never shown at the goal)',
       `load average (1 min) ${loadStart[0]!.toFixed(2)} at the start, ${loadavg()[0]!.toFixed(2)} at the end: the cores are shared, so other work on the machine shows up in the times`,
-      "page cache warm for both sides (the data was read just before; strata's store by `store verify` after the imports, which write large blobs past the page cache); before every run (untimed) the last output is removed, or moved aside if it is a tree (deleted at the end: see spec/benchmark.md), and `sync` is run",
+      "page cache warm for both sides (the data was read just before; strata's store by `store verify` after the imports, which write large blobs past the page cache); before every run (untimed) the last output is removed, or moved aside if it is a tree (never deleted while a timed run goes on: spec/benchmark.md, Scratch space), and `sync` is run",
       `sections: ${timings.join(', ')}; whole run ${((Date.now() - t0) / 1000).toFixed(0)} s`,
     ],
     data: dataLines,

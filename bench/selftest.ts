@@ -5,13 +5,16 @@
  * overlay → OCI conversion must turn a real kernel upperdir into OCI whiteouts, and what is
  * set aside between runs must be gone at the end.
  */
-import { existsSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
 import { mkdtemp, mkdir, rm, symlink, writeFile, chmod, readdir, stat, link, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { dumpXattrs, overlayToOci } from './data.js';
-import { diffTrees, emptyTrash, goalsNotMet, measure, setAside, snapshotTree, snapshotTreeFast, renderReport, speedup, startEmptyingTrash, summarize, table, useTrash, type Machine, type Outcome, type Row, type Why } from './harness.js';
+import { diffTrees, emptyTrash, goalsNotMet, measure, setAside, snapshotImage, snapshotSquashfs, snapshotTree, snapshotTreeFast, renderReport, speedup, startEmptyingTrash, summarize, table, useTrash, type Machine, type Outcome, type Row, type TreeNode, type Why } from './harness.js';
+import { describeScratch, dropScratch, prepareScratch } from './scratch.js';
+import { listTar } from './tar-list.js';
 import { tarDataEnd } from './peers.js';
 import { scalePlot } from './plot.js';
 import type { ScalePoint } from './scale.js';
@@ -93,6 +96,44 @@ Compare('snapshotTreeFast gives the same map as snapshotTree: devices, fifos, ha
   assert.equal(norm(fast), norm(await snapshotTree(a, { ignore })));
   assert.equal(fast.get('null')?.rdev, (1 << 8) | 3);
   assert.ok(!fast.has('.strata'));
+});
+
+Compare('listTar of a GNU tar archive and snapshotSquashfs of its image give the JS walk\'s map: long names, hard links, devices, xattrs', async ({ dir, a }) => {
+  await run('mknod', [join(a, 'null'), 'c', '1', '3']);
+  await link(join(a, 'd/f'), join(a, 'd/hard'));
+  const deep = join(a, 'x'.repeat(90), 'y'.repeat(90));
+  await mkdir(deep, { recursive: true });
+  await writeFile(join(deep, 'z'.repeat(120)), 'long\n');
+  await symlink('t'.repeat(150), join(a, 'longlink'));
+  await writeFile(join(a, 'big'), Buffer.alloc(3 << 20, 7));
+  await run('setfattr', ['-n', 'user.bin', '-v', '0x00ff10', join(a, 'big')]);
+  await mkdir(join(a, '.strata'));
+  await writeFile(join(a, '.strata/lock'), '{}');
+  const norm = (m: Map<string, unknown>) => JSON.stringify([...m].map(([k, v]) => [k, { ...(v as object), acl: undefined, xattrs: [...(v as { xattrs: Map<string, string> }).xattrs].filter(([n]) => !n.startsWith('system.posix_acl_')) }]).sort());
+  const want = await snapshotTree(a, { ignore: ['.strata'] });
+  for (const format of ['gnu', 'pax']) {
+    const tar = join(dir, `${format}.tar`);
+    await run('tar', [...(format === 'pax' ? ['--xattrs', '--xattrs-include=user.*'] : []), '--numeric-owner', `--format=${format}`, '-C', a, '-cf', tar, '.']);
+    const listed = await listTar(createReadStream(tar, { highWaterMark: 700 }), { ignore: ['.strata'] });
+    // GNU tar keeps xattrs only in pax: the gnu archive is compared without them.
+    const strip = (m: Map<string, TreeNode>) => new Map([...m].map(([k, v]) => [k, { ...v, xattrs: new Map() }]));
+    assert.equal(norm(format === 'pax' ? listed : strip(listed)), norm(format === 'pax' ? want : strip(want)), format);
+  }
+  const image = join(dir, 'a.sqfs');
+  await run('mksquashfs', [a, image, '-quiet', '-no-progress']);
+  assert.equal(norm(await snapshotSquashfs(image, { ignore: ['.strata'] })), norm(await snapshotImage(image, { ignore: ['.strata'] })));
+  assert.equal((await snapshotSquashfs(image)).get('d/hard')?.nlink, 2);
+});
+
+Compare('listTar refuses a damaged header and an archive cut inside an entry', async ({ dir, a }) => {
+  const tar = join(dir, 'a.tar');
+  await run('tar', ['-C', a, '-cf', tar, '.']);
+  const bytes = await readFile(tar);
+  const bad = Buffer.from(bytes);
+  bad[600] = bad[600]! ^ 1;
+  const failure = (input: Buffer) => listTar(Readable.from([input])).then(() => 'listed', (e: Error) => e.message);
+  assert.match(await failure(bad), /wrong checksum/);
+  assert.match(await failure(bytes.subarray(0, 512 + 100)), /ends inside an entry/);
 });
 
 Compare.run();
@@ -337,6 +378,33 @@ Trash('nothing set aside is deleted while a run is timed: a deletion under way i
 });
 
 Trash.run();
+
+const Scratch = scratchSuite('scratch space');
+
+Scratch('prepareScratch makes a filesystem of the run\'s own and drops the last run\'s whole; BENCH_SCRATCH=dir a directory', async ({ dir }) => {
+  const mountsAt = (d: string) => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.split(' ')[4] === d).length;
+  try {
+    const first = await prepareScratch(dir);
+    assert.equal(first.kind, 'filesystem');
+    assert.match(describeScratch(first.dir), /^ext4 made for this run on \/dev\/loop\d+ \(over .*scratch\.ext4, direct I\/O\)/);
+    await writeFile(join(first.dir, 'left'), 'x');
+    const second = await prepareScratch(dir);
+    assert.equal(await readdir(second.dir), ['lost+found']);
+    assert.equal(mountsAt(second.dir), 1);
+    const loops = (await run('losetup', ['-j', join(dir, 'scratch.ext4')])).stdout.trim().split('\n');
+    assert.equal(loops.length, 1, loops.join('; '));
+    process.env['BENCH_SCRATCH'] = 'dir';
+    const plain = await prepareScratch(dir);
+    assert.equal(plain.kind, 'directory');
+    assert.equal(mountsAt(plain.dir), 0);
+    assert.ok(!existsSync(join(dir, 'scratch.ext4')));
+  } finally {
+    delete process.env['BENCH_SCRATCH'];
+    await dropScratch(dir);
+  }
+});
+
+Scratch.run();
 
 const Stats = suite('summarize');
 Stats('median of odd and even counts, max RSS kept', () => {
