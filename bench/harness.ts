@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { dumpXattrs } from './data.js';
 import { BenchError, log, run } from './proc.js';
 import { describeScratch } from './scratch.js';
-import { listTar } from './tar-list.js';
+import { listTar, makedev } from './tar-list.js';
 
 // ---------------------------------------------------------------------------------------
 // Measuring
@@ -729,7 +729,7 @@ export interface TreeNode {
 export interface SnapshotOptions {
   /** Top-level-relative path prefixes to leave out (e.g. '.strata'). */
   ignore?: readonly string[];
-  /** snapshotTreeFast: how many sha256sum processes read the files at once (default: one per core). */
+  /** snapshotTreeFast: how many hash-files processes read the files at once (default: one per core). */
   readers?: number;
 }
 
@@ -798,17 +798,11 @@ export async function snapshotTree(dir: string, opts: SnapshotOptions = {}): Pro
 /** The xattrs of every path that has none (one shared, never-changed map). */
 const NO_XATTRS: Map<string, string> = new Map();
 
-/** glibc's makedev: the st_rdev Node reports for a device of this major and minor. */
-function makedev(major: number, minor: number): number {
-  return (major & 0xfff) * 256 + (minor & 0xff) + (minor & ~0xff) * 4096 + Math.floor(major / 4096) * 2 ** 32 * 4096;
-}
-
 /**
- * The same map as snapshotTree, built by C tools instead of a JS walk (the gate's listing, up
- * to a million entries): `find -printf` for the metadata, `sha256sum -z` (in parallel
- * batches) for the contents, getfattr and getfacl for xattrs and ACLs, all four at once;
- * `stat` for device numbers.
- * bench/selftest.ts checks that both give equal maps.
+ * The same map as snapshotTree, built by tools that walk the tree instead of a JS walk (the
+ * gate's listing, up to a million entries): `find -printf` for the metadata, hash-files
+ * processes for the contents (contentHashes), getfattr and getfacl for xattrs and ACLs, all
+ * four at once; `stat` for device numbers. bench/selftest.ts checks that both give equal maps.
  */
 export async function snapshotTreeFast(dir: string, opts: SnapshotOptions = {}): Promise<Map<string, TreeNode>> {
   const prune: string[] = [];
@@ -856,7 +850,7 @@ export async function snapshotTreeFast(dir: string, opts: SnapshotOptions = {}):
   }
   for (const [p, sha256] of hashes) {
     const node = nodes.get(p);
-    if (!node) throw new BenchError(`sha256sum: unexpected path ${p}`);
+    if (!node) throw new BenchError(`hash-files: unexpected path ${p}`);
     node.sha256 = sha256;
   }
   for (const [p, attrs] of xattrs) {
@@ -1018,10 +1012,10 @@ export async function withMountedImage<T>(image: string, fn: (dir: string, type:
 
 /**
  * Snapshot of an image's contents through a read-only kernel mount (snapshotTreeFast). A
- * SquashFS mount is read by one sha256sum at a time: the kernel keeps three fragment blocks
- * decompressed, and two readers in different directories evict each other's (100,000 small
- * files of the 1M image: 7.5 s with one reader, 11.6 s with two, 23.9 s with four). EROFS
- * has no shared fragments and takes one reader per core (3.9 s with one, 1.9 s with two).
+ * SquashFS mount is read by one hash-files process at a time: the kernel keeps three fragment
+ * blocks decompressed, and two readers in different directories evict each other's (100,000
+ * small files of the 1M image: 7.5 s with one reader, 11.6 s with two, 23.9 s with four).
+ * EROFS has no shared fragments and takes one reader per core (3.9 s with one, 1.9 s with two).
  */
 export function snapshotImage(image: string, opts: SnapshotOptions = {}): Promise<Map<string, TreeNode>> {
   return withMountedImage(image, (d, type) => snapshotTreeFast(d, { readers: type === 'squashfs' ? 1 : undefined, ...opts }));

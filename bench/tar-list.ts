@@ -40,7 +40,7 @@ function str(b: Buffer, off: number, len: number): string {
 }
 
 /** glibc's makedev: the st_rdev Node reports for a device of this major and minor. */
-function makedev(major: number, minor: number): number {
+export function makedev(major: number, minor: number): number {
   return (major & 0xfff) * 256 + (minor & 0xff) + (minor & ~0xff) * 4096 + Math.floor(major / 4096) * 2 ** 32 * 4096;
 }
 
