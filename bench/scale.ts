@@ -125,7 +125,12 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
     // once (each listing waits on its walks as much as on the CPU). The GNU tar tree's
     // listing is kept for the images' gate below.
     const checked = (outcome: Outcome) => outcome.kind === 'measured' && n <= cfg.gateMax && haveRef;
-    let ref: Map<string, TreeNode> | undefined;
+    log(`${tag}: listing the GNU tar tree and the sandbox`);
+    const [ref, sandboxList] = await Promise.all([
+      haveRef && n <= Math.max(cfg.gateMax, cfg.crossMax) ? snapshotTreeFast(refTree) : undefined,
+      checked(sandbox) ? snapshotTreeFast(sandboxDir, { ignore: STRATA_EXTRAS }) : undefined,
+    ]);
+    const refAcls = ref && new Map([...ref].filter(([, v]) => v.acl).map(([k, v]) => [k, v.acl!]));
     const gateDiff = async (name: string, outcome: Outcome, fn: () => Promise<string[]>) => {
       if (outcome.kind !== 'measured') {
         const why = { failed: 'strata command failed', timeout: 'strata command stopped', skipped: 'not run', unavailable: 'strata not available' } as const;
@@ -134,13 +139,6 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
       else if (!ref) result.gate.push({ name, diffs: undefined, reason: 'no GNU tar tree to compare with' });
       else result.gate.push({ name, diffs: await fn() });
     };
-    log(`${tag}: listing the GNU tar tree and the sandbox`);
-    const [refList, sandboxList] = await Promise.all([
-      haveRef && n <= Math.max(cfg.gateMax, cfg.crossMax) ? snapshotTreeFast(refTree) : undefined,
-      checked(sandbox) ? snapshotTreeFast(sandboxDir, { ignore: STRATA_EXTRAS }) : undefined,
-    ]);
-    ref = refList;
-    const refAcls = ref && new Map([...ref].filter(([, v]) => v.acl).map(([k, v]) => [k, v.acl!]));
     await gateDiff(`${tag}: sandbox vs GNU tar tree`, sandbox, async () => diffTrees(sandboxList!, ref!));
     await setAside(sandboxDir);
 
@@ -199,7 +197,6 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
       if (mks.kind === 'measured') result.crossChecks.push({ name: `${tag}: mksquashfs image vs GNU tar tree (image rules)`, diffs: diffTrees(await snapshotSquashfs(mksOut), ref, { image: true }) });
       if (mkfs.kind === 'measured') result.crossChecks.push({ name: `${tag}: mkfs.erofs image vs GNU tar tree, ACLs included`, diffs: diffTrees(await snapshotImage(mkfsOut), ref) });
     }
-    ref = undefined;
 
     // --- sizes --------------------------------------------------------------------------
     const sqSize = squash.kind === 'measured' ? await sizeOf(sqOut) : undefined;

@@ -139,27 +139,6 @@ export async function listTar(input: Readable, opts: TarListOptions = {}): Promi
     pad = (512 - (left % 512)) % 512;
     if (path === undefined || (path !== '.' && ignored(path))) return;
 
-    const xattrs = new Map<string, string>();
-    for (const [k, v] of x ?? []) {
-      if (k.startsWith('SCHILY.xattr.')) xattrs.set(k.slice(13), `0x${v.toString('hex')}`);
-      else if (k.startsWith('LIBARCHIVE.xattr.')) xattrs.set(decodeURIComponent(k.slice(17)), `0x${Buffer.from(v.toString('latin1'), 'base64').toString('hex')}`);
-    }
-    const mtime = xs('mtime');
-    const n: TreeNode = {
-      type: flag === '1' ? 'file' : (TYPES[flag] ?? 'file'),
-      mode: num(h, 100, 8) & 0o7777,
-      uid: xs('uid') !== undefined ? Number(xs('uid')) : num(h, 108, 8),
-      gid: xs('gid') !== undefined ? Number(xs('gid')) : num(h, 116, 8),
-      size: 0,
-      mtime: mtime !== undefined ? Math.floor(Number(mtime)) : num(h, 136, 12),
-      nlink: 1,
-      rdev: 0,
-      xattrs,
-    };
-    if (!TYPES[flag] && flag !== '1') throw new BenchError(`tar listing: ${name}: entry type '${flag}' is not one a tree holds`);
-    if (n.type === 'dir') n.nlink = 0;
-    if (n.type === 'symlink') n.link = link;
-    if (n.type === 'char' || n.type === 'block') n.rdev = makedev(num(h, 329, 8), num(h, 337, 8));
     if (flag === '1') {
       const target = relative(link, opts.root);
       const t = target === undefined ? undefined : nodes.get(target);
@@ -172,6 +151,27 @@ export async function listTar(input: Readable, opts: TarListOptions = {}): Promi
       links.set(target!, group);
       return;
     }
+    if (!TYPES[flag]) throw new BenchError(`tar listing: ${name}: entry type '${flag}' is not one a tree holds`);
+    const xattrs = new Map<string, string>();
+    for (const [k, v] of x ?? []) {
+      if (k.startsWith('SCHILY.xattr.')) xattrs.set(k.slice(13), `0x${v.toString('hex')}`);
+      else if (k.startsWith('LIBARCHIVE.xattr.')) xattrs.set(decodeURIComponent(k.slice(17)), `0x${Buffer.from(v.toString('latin1'), 'base64').toString('hex')}`);
+    }
+    const mtime = xs('mtime');
+    const n: TreeNode = {
+      type: TYPES[flag]!,
+      mode: num(h, 100, 8) & 0o7777,
+      uid: xs('uid') !== undefined ? Number(xs('uid')) : num(h, 108, 8),
+      gid: xs('gid') !== undefined ? Number(xs('gid')) : num(h, 116, 8),
+      size: 0,
+      mtime: mtime !== undefined ? Math.floor(Number(mtime)) : num(h, 136, 12),
+      nlink: 1,
+      rdev: 0,
+      xattrs,
+    };
+    if (n.type === 'dir') n.nlink = 0;
+    if (n.type === 'symlink') n.link = link;
+    if (n.type === 'char' || n.type === 'block') n.rdev = makedev(num(h, 329, 8), num(h, 337, 8));
     if (n.type === 'file') {
       n.size = size;
       hash = createHash('sha256');
