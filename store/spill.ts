@@ -187,8 +187,8 @@ export class SpillSorter<T> {
       for (const t of this.heldRecords) yield t;
       return;
     }
-    // k-way merge: each chain of runs, plus the records still held, is a sorted source. Ties go
-    // to the earlier source (chains are in push order, the held records last), keeping it stable.
+    // Each chain of runs is a sorted source; ties go to the earlier chain (chains are in push
+    // order), which keeps the merge stable. The records still held became the last run above.
     const chunk = mergeChunk(this.budget, this.chains.length);
     const fd = this.fd!;
     // Every read is checked for a dispose() since the last: the descriptor is closed then, and
@@ -196,19 +196,10 @@ export class SpillSorter<T> {
     const live = () => {
       if (this.disposed) throw new Error('SpillSorter: disposed while it was read');
     };
-    const sources: Array<Iterator<T>> = [...this.chains.map((c) => readChain(fd, [...c], this.opts.codec, chunk, live)), this.heldRecords[Symbol.iterator]()];
-    const heads: Array<{ t: T; src: number }> = [];
-    const cmp = (a: { t: T; src: number }, b: { t: T; src: number }) => this.opts.compare(a.t, b.t) || a.src - b.src;
-    const pushHead = (src: number) => {
-      const n = sources[src]!.next();
-      if (!n.done) heapPush(heads, { t: n.value, src }, cmp);
-    };
-    for (let i = 0; i < sources.length; i++) pushHead(i);
-    while (heads.length > 0) {
-      const top = heapPop(heads, cmp)!;
-      yield top.t;
-      pushHead(top.src);
-    }
+    yield* merge(
+      this.chains.map((c) => readChain(fd, [...c], this.opts.codec, chunk, live)),
+      this.opts.compare,
+    );
   }
 
   /** Frees the run file (closes its descriptor). Safe to call more than once. */
@@ -308,34 +299,61 @@ function* readChain<T>(fd: number, runs: Run[], codec: RecordCodec<T>, chunk: nu
   }
 }
 
-function heapPush<X>(h: X[], x: X, cmp: (a: X, b: X) => number): void {
-  h.push(x);
-  let i = h.length - 1;
-  while (i > 0) {
-    const p = (i - 1) >> 1;
-    if (cmp(h[i]!, h[p]!) >= 0) break;
-    [h[i], h[p]] = [h[p]!, h[i]!];
-    i = p;
-  }
-}
-
-function heapPop<X>(h: X[], cmp: (a: X, b: X) => number): X | undefined {
-  if (h.length === 0) return undefined;
-  const top = h[0];
-  const last = h.pop()!;
-  if (h.length > 0) {
-    h[0] = last;
-    let i = 0;
+/**
+ * The records of sorted `sources` in one sorted sequence; records that compare equal come from
+ * the earlier source first. A binary heap of source numbers, least head at the root, and a
+ * gallop: the root's source goes on yielding while its records stay below the runner-up's
+ * head, one comparison each. The sources are mostly long stretches in order (a layer's
+ * entries, the chains of a plan), so most records never touch the heap, and no record is
+ * wrapped in an object of its own.
+ */
+export function* merge<T>(sources: Array<Iterator<T>>, compare: (a: T, b: T) => number): Generator<T> {
+  const heads: T[] = new Array<T>(sources.length);
+  const heap: number[] = [];
+  /** Source a's head goes before source b's. */
+  const before = (a: number, b: number): boolean => {
+    const c = compare(heads[a]!, heads[b]!);
+    return c < 0 || (c === 0 && a < b);
+  };
+  const siftDown = (i: number): void => {
     for (;;) {
       const l = 2 * i + 1;
-      const r = l + 1;
       let m = i;
-      if (l < h.length && cmp(h[l]!, h[m]!) < 0) m = l;
-      if (r < h.length && cmp(h[r]!, h[m]!) < 0) m = r;
-      if (m === i) break;
-      [h[i], h[m]] = [h[m]!, h[i]!];
+      if (l < heap.length && before(heap[l]!, heap[m]!)) m = l;
+      if (l + 1 < heap.length && before(heap[l + 1]!, heap[m]!)) m = l + 1;
+      if (m === i) return;
+      [heap[i], heap[m]] = [heap[m]!, heap[i]!];
       i = m;
     }
+  };
+  for (let s = 0; s < sources.length; s++) {
+    const n = sources[s]!.next();
+    if (n.done) continue;
+    heads[s] = n.value;
+    heap.push(s);
+    for (let i = heap.length - 1; i > 0 && before(heap[i]!, heap[(i - 1) >> 1]!); i = (i - 1) >> 1) {
+      [heap[i], heap[(i - 1) >> 1]] = [heap[(i - 1) >> 1]!, heap[i]!];
+    }
   }
-  return top;
+  while (heap.length > 0) {
+    const s = heap[0]!;
+    const src = sources[s]!;
+    yield heads[s]!;
+    let n = src.next();
+    if (heap.length === 1) {
+      for (; !n.done; n = src.next()) yield n.value;
+      return;
+    }
+    // The runner-up is the lesser child of the root; s yields on while it stays ahead of it.
+    const r = heap.length > 2 && before(heap[2]!, heap[1]!) ? heap[2]! : heap[1]!;
+    const rival = heads[r]!;
+    for (; !n.done; n = src.next()) {
+      const c = compare(n.value, rival);
+      if (c > 0 || (c === 0 && s > r)) break;
+      yield n.value;
+    }
+    if (n.done) heap[0] = heap.pop()!;
+    else heads[s] = n.value;
+    siftDown(0);
+  }
 }

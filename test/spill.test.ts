@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { closeSync, constants, fstatSync, readdirSync, readSync, statSync, utimesSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { AT_FDCWD, openat, tmpfileFlag } from '../native/fsops.js';
-import { openNamedUnlinked, SpillSorter, type RecordCodec } from '../store/spill.js';
+import { merge, openNamedUnlinked, SpillSorter, type RecordCodec } from '../store/spill.js';
 import { decodeEntry, encodeEntry, entryCodec } from '../store/layer/entry-codec.js';
 import { comparePaths, type LayerEntry } from '../store/types.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
@@ -59,6 +59,28 @@ test('input that comes in ascending stretches (layers) merges one chain of runs 
   s.dispose();
   shuffled.dispose();
   assert.equal(readdirSync(dir), []);
+});
+
+test('merge: sorted sources in one stable order, whether they interleave record by record or come in long stretches', () => {
+  const rnd = seeded(7);
+  for (let round = 0; round < 200; round++) {
+    const k = 1 + Math.floor(rnd() * 9);
+    const stretch = 1 + Math.floor(rnd() * 50); // 1: interleaved; larger: long stretches from one source
+    const sources: Array<Array<[number, number, number]>> = Array.from({ length: k }, () => []);
+    let key = 0;
+    for (let i = 0; i < 300; i++) {
+      if (i % stretch === 0) key += Math.floor(rnd() * 3); // repeated keys, within and across sources
+      const s = Math.floor(i / stretch) % k === 0 || rnd() < 0.3 ? Math.floor(rnd() * k) : Math.floor(i / stretch) % k;
+      sources[s]!.push([key, s, sources[s]!.length]);
+    }
+    if (rnd() < 0.2) sources.push([]); // an empty source
+    const out = [...merge(sources.map((x) => x[Symbol.iterator]()), (a, b) => a[0] - b[0])];
+    // Stable: equal keys in source order, then in each source's own order.
+    const want = sources.flat().sort((a, b) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2]);
+    const at = want.findIndex((w, i) => String(w) !== String(out[i]));
+    assert.ok(at < 0 && out.length === want.length, `round ${round}: ${k} sources, stretches of ${stretch}: record ${at} is ${out[at]}, want ${want[at]}`);
+  }
+  assert.equal([...merge<number>([], (a, b) => a - b)], []);
 });
 
 test('a sorter that spilled is read from disk alone: reading it leaves no record in memory', ({ dir }) => {
