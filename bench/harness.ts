@@ -993,14 +993,61 @@ export async function imageType(image: string): Promise<'squashfs' | 'erofs'> {
   throw new BenchError(`${image}: neither a SquashFS nor an EROFS image`);
 }
 
+let mounting: Promise<unknown> = Promise.resolve();
+
 /**
- * Mounts a SquashFS or EROFS image read-only (loop device, needs root), runs fn on the mount
- * point, and always unmounts.
+ * At most `n` of the functions given to the returned one run at once, started in the order
+ * given: the gates' listings, two at a time.
+ */
+export function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
+  let running = 0;
+  const waiting: Array<() => void> = [];
+  return async <T>(fn: () => Promise<T>): Promise<T> => {
+    if (running >= n) await new Promise<void>((go) => waiting.push(go));
+    else running++;
+    try {
+      return await fn();
+    } finally {
+      const next = waiting.shift();
+      if (next) next(); // its slot passes on: running stays as it is
+      else running--;
+    }
+  };
+}
+
+/**
+ * mount(2) of an image file itself, read-only, without a loop device: EROFS on kernels built
+ * with CONFIG_EROFS_FS_BACKED_BY_FILE (6.12 on). mount(8) cannot ask for it (util-linux 2.38
+ * puts a loop device under any regular file), so the call is made through python3's ctypes.
+ * Listing the million-file EROFS image took 25–30 s this way against 46–50 s through a loop
+ * device, whose round trip every block read pays. False when the kernel refuses.
+ */
+async function mountFile(image: string, mnt: string, type: string): Promise<boolean> {
+  const MS_RDONLY = 1;
+  const script = [
+    'import ctypes, os, sys',
+    "libc = ctypes.CDLL(None, use_errno=True)",
+    `if libc.mount(os.fsencode(sys.argv[1]), os.fsencode(sys.argv[2]), os.fsencode(sys.argv[3]), ${MS_RDONLY}, None) != 0:`,
+    '    sys.exit(os.strerror(ctypes.get_errno()))',
+  ].join('\n');
+  return (await run('python3', ['-c', script, image, mnt, type], { allowFail: true })).code === 0;
+}
+
+/**
+ * Mounts a SquashFS or EROFS image read-only (needs root), runs fn on the mount point, and
+ * always unmounts. EROFS is mounted from the file itself where the kernel can (mountFile),
+ * anything else through a loop device.
  */
 export async function withMountedImage<T>(image: string, fn: (dir: string, type: string) => Promise<T>): Promise<T> {
   const type = await imageType(image);
   const mnt = await mkdtemp('/tmp/strata-bench-mnt-');
-  await run('mount', ['-t', type, '-o', 'loop,ro', image, mnt]);
+  // One mount at a time: mount(8) looks for a free loop device, and two listings may mount at once.
+  const mounted = mounting.then(async () => {
+    if (type === 'erofs' && !process.env['BENCH_LOOP_MOUNT'] && (await mountFile(image, mnt, type))) return;
+    await run('mount', ['-t', type, '-o', 'loop,ro', image, mnt]);
+  });
+  mounting = mounted.catch(() => undefined);
+  await mounted;
   try {
     return await fn(mnt, type);
   } finally {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { dumpXattrs, overlayToOci } from './data.js';
-import { diffTrees, emptyTrash, goalsNotMet, measure, setAside, snapshotImage, snapshotSquashfs, snapshotTree, snapshotTreeFast, renderReport, speedup, startEmptyingTrash, summarize, table, useTrash, type Machine, type Outcome, type Row, type TreeNode, type Why } from './harness.js';
+import { diffTrees, emptyTrash, goalsNotMet, limiter, measure, withMountedImage, setAside, snapshotImage, snapshotSquashfs, snapshotTree, snapshotTreeFast, renderReport, speedup, startEmptyingTrash, summarize, table, useTrash, type Machine, type Outcome, type Row, type TreeNode, type Why } from './harness.js';
 import { describeScratch, dropScratch, prepareScratch } from './scratch.js';
 import { listTar } from './tar-list.js';
 import { tarDataEnd } from './peers.js';
@@ -425,3 +425,90 @@ Stats('a measured run carries its page faults: a command that touches 64 MiB sho
   assert.ok(touch.faults! - idle.faults! >= 16_000, `${touch.faults} against ${idle.faults}`);
 });
 Stats.run();
+
+const Limit = suite('limiter');
+Limit('at most n run at once, started in the order given; a failure frees its slot', async () => {
+  const two = limiter(2);
+  let running = 0;
+  let most = 0;
+  const started: number[] = [];
+  const job = (i: number, fail = false) =>
+    two(async () => {
+      started.push(i);
+      most = Math.max(most, ++running);
+      await new Promise((r) => setTimeout(r, 5 + ((i * 7) % 11)));
+      running--;
+      if (fail) throw new Error(`job ${i}`);
+      return i;
+    });
+  const results = await Promise.allSettled([0, 1, 2, 3, 4, 5, 6, 7].map((i) => job(i, i === 2)));
+  assert.is(most, 2);
+  assert.equal(started, [0, 1, 2, 3, 4, 5, 6, 7]);
+  assert.equal(results.map((r) => (r.status === 'fulfilled' ? r.value : r.reason.message)), [0, 1, 'job 2', 3, 4, 5, 6, 7]);
+});
+Limit('images listed two at a time (each mounted through its own loop device) give the maps they give one at a time', async () => {
+  if (process.getuid?.() !== 0) return console.log('  skipped: mounting images needs root');
+  const dir = await mkdtemp('/tmp/strata-bench-limit-');
+  try {
+    const images: string[] = [];
+    for (const k of [0, 1, 2]) {
+      const src = join(dir, `t${k}`);
+      await mkdir(join(src, 'd'), { recursive: true });
+      for (let i = 0; i < 50; i++) await writeFile(join(src, 'd', `f${i}`), `${k}:${i}\n`);
+      images.push(join(dir, `t${k}.${k === 1 ? 'erofs' : 'sqfs'}`));
+      if (k === 1) await run('mkfs.erofs', [images[k]!, src]);
+      else await run('mksquashfs', [src, images[k]!, '-quiet', '-no-progress']);
+    }
+    const norm = (m: Map<string, TreeNode>) => JSON.stringify([...m].map(([k, v]) => [k, { ...v, xattrs: [...v.xattrs] }]).sort());
+    const alone: string[] = [];
+    for (const img of images) alone.push(norm(await snapshotImage(img)));
+    const two = limiter(2);
+    const together = await Promise.all(images.map((img) => two(() => snapshotImage(img))));
+    assert.equal(together.map(norm), alone);
+    assert.not.equal(alone[0], alone[2], 'the images differ, so a mix-up would show');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+Limit.run();
+
+const Mounts = suite('image mounts');
+Mounts('an EROFS image is mounted from its file where the kernel can (no loop device), and lists as it does through one', async () => {
+  if (process.getuid?.() !== 0) return console.log('  skipped: mounting images needs root');
+  const dir = await mkdtemp('/tmp/strata-bench-mount-');
+  try {
+    const src = join(dir, 'src');
+    await mkdir(join(src, 'd'), { recursive: true });
+    for (let i = 0; i < 20; i++) await writeFile(join(src, 'd', `f${i}`), `${i}\n`.repeat(i * 100));
+    await run('setfacl', ['-m', 'g:12345:r-x', join(src, 'd')]);
+    const image = join(dir, 'a.erofs');
+    await run('mkfs.erofs', [image, src]);
+    // mountinfo: field 5 is the mount point, the source follows the ' - ' separator and the type.
+    const sourceOf = (mnt: string) => {
+      const f = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')).find((x) => x[4] === mnt);
+      return f ? f[f.indexOf('-') + 2] : undefined;
+    };
+    const fileBacked = readFileSync('/proc/filesystems', 'utf8').includes('erofs') && existsSync('/proc/config.gz')
+      ? (await run('sh', ['-c', 'zcat /proc/config.gz | grep -qx CONFIG_EROFS_FS_BACKED_BY_FILE=y'], { allowFail: true })).code === 0
+      : undefined;
+    const seen = await withMountedImage(image, async (mnt) => ({ source: sourceOf(mnt), nodes: await snapshotTreeFast(mnt) }));
+    if (fileBacked === true) assert.is(seen.source, image, 'mounted from the file itself');
+    else if (fileBacked === false) assert.match(seen.source ?? '', /^\/dev\/loop/);
+    process.env['BENCH_LOOP_MOUNT'] = '1';
+    let viaLoop: Map<string, TreeNode>;
+    try {
+      viaLoop = await withMountedImage(image, async (mnt) => {
+        assert.match(sourceOf(mnt) ?? '', /^\/dev\/loop/, 'BENCH_LOOP_MOUNT=1: through a loop device');
+        return snapshotTreeFast(mnt);
+      });
+    } finally {
+      delete process.env['BENCH_LOOP_MOUNT'];
+    }
+    const norm = (m: Map<string, TreeNode>) => JSON.stringify([...m].map(([k, v]) => [k, { ...v, xattrs: [...v.xattrs] }]).sort());
+    assert.is(norm(seen.nodes), norm(viaLoop));
+    assert.ok(seen.nodes.get('d')?.acl?.includes('group:12345:r-x'), 'the ACL is read through the mount');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+Mounts.run();

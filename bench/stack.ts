@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BenchData, LayerName } from './data.js';
-import { diffTrees, setAside, snapshotImage, snapshotTreeFast, startEmptyingTrash, type Outcome, type Row, type SectionResult, type TreeNode } from './harness.js';
+import { diffTrees, limiter, setAside, snapshotImage, snapshotTreeFast, startEmptyingTrash, type Outcome, type Row, type SectionResult, type SnapshotOptions, type TreeNode } from './harness.js';
 import { EXTRACT_SCRIPT, mkfsErofsArgs, mksquashfsArgs, TAR_CREATE, tar2sqfsScript } from './peers.js';
 import { log, run, sh } from './proc.js';
 import { BLOCK_SIZE, blockCacheOf, EROFS_LEVELS, LEVELS, settings, type Comp, type ErofsComp } from './settings.js';
@@ -281,8 +281,62 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
   // --- correctness gate ----------------------------------------------------------------
   if (final) startEmptyingTrash(); // the gate only reads
   log('checking outputs');
+  // Every listing the gate and the cross-checks need is started here, two at a time in this
+  // order, and each is awaited where it is compared: a SquashFS image is read by one process
+  // (snapshotImage), which leaves a core to the next listing (87 s for the gate one listing
+  // at a time, 2026-11-28).
+  const two = limiter(2);
+  const listings = new Map<string, Promise<Map<string, TreeNode>>>();
+  const listing = (key: string, fn: () => Promise<Map<string, TreeNode>>): Promise<Map<string, TreeNode>> => {
+    let p = listings.get(key);
+    if (!p) {
+      p = two(fn);
+      p.catch(() => undefined); // awaited (and its failure reported) where it is compared
+      listings.set(key, p);
+    }
+    return p;
+  };
+  const tree = (dir: string, opts?: SnapshotOptions) => listing(dir, () => snapshotTreeFast(dir, opts));
+  const image = (img: string, opts?: SnapshotOptions) => listing(img, () => snapshotImage(img, opts));
+  const measured = (o: Outcome | undefined) => o?.kind === 'measured';
+  // strata's swap follows Lmod (the new module goes where strata.lock says, possibly on
+  // top): the reference applies the tars in the lock's order, one tree per order.
+  const order2 = await lockOrder(join(S, 'resquash-stack', 'strata.lock'), data.stack2);
+  const order3 = await lockOrder(join(S, 'reerofs-stack', 'strata.lock'), data.stack2);
+  const tree2Dirs = new Map<string, string>();
+  const tree2 = (order: LayerName[]) => {
+    const key = order.join();
+    if (!tree2Dirs.has(key)) tree2Dirs.set(key, join(S, `ref-tree${tree2Dirs.size + 2}`));
+    const dir = tree2Dirs.get(key)!;
+    return listing(dir, async () => {
+      await rm(dir, { recursive: true, force: true });
+      await run('bash', ['-c', EXTRACT_SCRIPT, 'extract', dir, ...order.map((n) => data.layers[n].tar)]);
+      return snapshotTreeFast(dir);
+    });
+  };
+  const erofsImage = (mode: ErofsComp | 'none') => join(S, `strata-${mode}.erofs`);
+  void tree(refTree);
+  if (measured(sandbox)) void tree(sandboxDir, { ignore: STRATA_EXTRAS });
+  if (measured(unsquash)) void tree(unsquashDir, { ignore: STRATA_EXTRAS });
+  for (const comp of ['gzip', 'zstd'] as Comp[]) {
+    void image(join(S, `peer-${comp}.sqfs`));
+    if (measured(cold[comp])) void image(join(S, `strata-${comp}.sqfs`), { ignore: STRATA_EXTRAS });
+  }
+  for (const mode of erofsModes) if (measured(erofsCold[mode])) void image(erofsImage(mode), { ignore: STRATA_EXTRAS });
+  if (measured(resquash)) {
+    void tree2(order2);
+    void image(reOut, { ignore: STRATA_EXTRAS });
+  }
+  if (measured(reErofs)) {
+    void tree2(order3);
+    void image(reErofsOut, { ignore: STRATA_EXTRAS });
+  }
+  void tree(join(bundle, 'rootfs'));
+  void image(join(S, 'tar2sqfs-gzip.sqfs'));
+  for (const mode of erofsModes) if (existsSync(join(S, `mkfs-${mode}.erofs`))) void image(join(S, `mkfs-${mode}.erofs`));
+
   const gate: SectionResult['gate'] = [];
-  const refSnap = await snapshotTreeFast(refTree);
+  const refSnap = await tree(refTree);
   const refAcls = aclsOf(refSnap);
   const gateDiff = async (name: string, outcome: Outcome, fn: () => Promise<string[]>) => {
     if (outcome.kind !== 'measured') gate.push({ name, diffs: undefined, reason: outcome.kind === 'failed' ? 'strata command failed' : 'strata not available' });
@@ -300,65 +354,52 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
       return [`the layers could not be read: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`];
     }
   });
-  await gateDiff('sandbox vs GNU tar reference tree', sandbox, async () => diffTrees(await snapshotTreeFast(sandboxDir, { ignore: STRATA_EXTRAS }), refSnap));
+  await gateDiff('sandbox vs GNU tar reference tree', sandbox, async () => diffTrees(await tree(sandboxDir, { ignore: STRATA_EXTRAS }), refSnap));
   await gateDiff("strata unsquash of strata's gzip image vs GNU tar reference tree, ACLs included", unsquash, async () =>
-    diffTrees(await snapshotTreeFast(unsquashDir, { ignore: STRATA_EXTRAS }), refSnap),
+    diffTrees(await tree(unsquashDir, { ignore: STRATA_EXTRAS }), refSnap),
   );
   const peerImages: Partial<Record<Comp, Map<string, TreeNode>>> = {};
   for (const comp of ['gzip', 'zstd'] as Comp[]) {
-    peerImages[comp] = await snapshotImage(join(S, `peer-${comp}.sqfs`));
+    peerImages[comp] = await image(join(S, `peer-${comp}.sqfs`));
     await gateDiff(`strata ${comp} image vs mksquashfs ${comp} image`, cold[comp]!, async () =>
-      diffTrees(await snapshotImage(join(S, `strata-${comp}.sqfs`), { ignore: STRATA_EXTRAS }), peerImages[comp]!, { image: true, referenceAcls: refAcls }),
+      diffTrees(await image(join(S, `strata-${comp}.sqfs`), { ignore: STRATA_EXTRAS }), peerImages[comp]!, { image: true, referenceAcls: refAcls }),
     );
   }
   // EROFS keeps POSIX ACLs: strata's EROFS images are held to the tree rules, ACLs included.
   for (const mode of erofsModes) {
     await gateDiff(`strata EROFS image (${mode === 'none' ? 'uncompressed' : mode}) vs GNU tar reference tree, ACLs included`, erofsCold[mode]!, async () =>
-      diffTrees(await snapshotImage(join(S, `strata-${mode}.erofs`), { ignore: STRATA_EXTRAS }), refSnap),
+      diffTrees(await image(erofsImage(mode), { ignore: STRATA_EXTRAS }), refSnap),
     );
   }
   await gateDiff('end-to-end image vs mksquashfs gzip image', e2e, async () => {
     // Same lock and settings as the cold gzip squash: byte identity (DESIGN.md) settles it.
     const same = await run('cmp', ['-s', e2eOut, join(S, 'strata-gzip.sqfs')], { allowFail: true });
     if (same.code === 0 && cold.gzip!.kind === 'measured' && gate.find((g) => g.name.startsWith('strata gzip image'))?.diffs?.length === 0) return [];
-    return diffTrees(await snapshotImage(e2eOut, { ignore: STRATA_EXTRAS }), peerImages.gzip!, { image: true, referenceAcls: refAcls });
+    return diffTrees(await image(e2eOut, { ignore: STRATA_EXTRAS }), peerImages.gzip!, { image: true, referenceAcls: refAcls });
   });
-  // strata's swap follows Lmod (the new module goes where strata.lock says, possibly on
-  // top): the reference applies the tars in the lock's order.
-  let tree2Snap: Map<string, TreeNode> | undefined;
-  const tree2 = async (order: LayerName[]) => {
-    if (!tree2Snap) {
-      const dir = join(S, 'ref-tree2');
-      await rm(dir, { recursive: true, force: true });
-      await run('bash', ['-c', EXTRACT_SCRIPT, 'extract', dir, ...order.map((n) => data.layers[n].tar)]);
-      tree2Snap = await snapshotTreeFast(dir);
-    }
-    return tree2Snap;
-  };
-  const order2 = await lockOrder(join(S, 'resquash-stack', 'strata.lock'), data.stack2);
   await gateDiff(`re-squashed image vs GNU tar tree of ${order2.join(', ')}`, resquash, async () => {
     const snap2 = await tree2(order2);
-    return diffTrees(await snapshotImage(reOut, { ignore: STRATA_EXTRAS }), snap2, { image: true, referenceAcls: aclsOf(snap2) });
+    return diffTrees(await image(reOut, { ignore: STRATA_EXTRAS }), snap2, { image: true, referenceAcls: aclsOf(snap2) });
   });
-  const order3 = await lockOrder(join(S, 'reerofs-stack', 'strata.lock'), data.stack2);
-  await gateDiff(`re-built EROFS image vs GNU tar tree of ${order3.join(', ')}, ACLs included`, reErofs, async () => {
-    if (order3.join() !== order2.join()) tree2Snap = undefined;
-    return diffTrees(await snapshotImage(reErofsOut, { ignore: STRATA_EXTRAS }), await tree2(order3));
-  });
+  await gateDiff(`re-built EROFS image vs GNU tar tree of ${order3.join(', ')}, ACLs included`, reErofs, async () =>
+    diffTrees(await image(reErofsOut, { ignore: STRATA_EXTRAS }), await tree2(order3)),
+  );
 
   // Peers against each other: proves the comparators see what they should.
   const crossChecks: SectionResult['crossChecks'] = [];
-  crossChecks.push({ name: 'umoci unpack rootfs vs GNU tar reference tree', diffs: diffTrees(await snapshotTreeFast(join(bundle, 'rootfs')), refSnap) });
+  crossChecks.push({ name: 'umoci unpack rootfs vs GNU tar reference tree', diffs: diffTrees(await tree(join(bundle, 'rootfs')), refSnap) });
   crossChecks.push({ name: 'mksquashfs gzip image vs GNU tar reference tree (image rules)', diffs: diffTrees(peerImages.gzip!, refSnap, { image: true }) });
-  crossChecks.push({ name: 'tar2sqfs gzip image vs GNU tar reference tree (image rules)', diffs: diffTrees(await snapshotImage(join(S, 'tar2sqfs-gzip.sqfs')), refSnap, { image: true }) });
+  crossChecks.push({ name: 'tar2sqfs gzip image vs GNU tar reference tree (image rules)', diffs: diffTrees(await image(join(S, 'tar2sqfs-gzip.sqfs')), refSnap, { image: true }) });
   for (const mode of erofsModes) {
     const img = join(S, `mkfs-${mode}.erofs`);
-    if (existsSync(img)) crossChecks.push({ name: `mkfs.erofs ${mode === 'none' ? 'uncompressed' : mode} image vs GNU tar reference tree, ACLs included`, diffs: diffTrees(await snapshotImage(img), refSnap) });
+    if (existsSync(img)) crossChecks.push({ name: `mkfs.erofs ${mode === 'none' ? 'uncompressed' : mode} image vs GNU tar reference tree, ACLs included`, diffs: diffTrees(await image(img), refSnap) });
   }
+  // Every listing started above has been awaited, or its output was not measured after all.
+  await Promise.allSettled(listings.values());
 
   // The trees are done with: deleted with the other trees at the end (harness setAside), not
   // left behind for the next bench's first runs to pay for.
-  await setAside(refTree, sandboxDir, bundle, join(S, 'ref-tree2'));
+  await setAside(refTree, sandboxDir, bundle, ...tree2Dirs.values());
 
   // --- sizes ---------------------------------------------------------------------------
   const sizes: SectionResult['sizes'] = [];
