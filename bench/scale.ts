@@ -7,7 +7,8 @@
  * (snapshotTreeFast: listing, content hashes, xattrs, ACLs) up to BENCH_SCALE_GATE_MAX; the
  * trees are listed right after the sandbox runs, the images after the image runs: SquashFS
  * images as sqfs2tar reads them (snapshotSquashfs: a kernel mount of the million-file image
- * took five times as long), EROFS images through a kernel mount (of the image file itself where the kernel can: harness withMountedImage).
+ * took five times as long), EROFS images through a kernel mount (of the image file itself
+ * where the kernel can: harness withMountedImage).
  *
  * Each point works in <scratch>/scale-N/; once the point is done its stores are removed and
  * its trees set aside (harness setAside: never deleted while a later run could create files
