@@ -296,8 +296,10 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
     }
     return p;
   };
-  const tree = (dir: string, opts?: SnapshotOptions) => listing(dir, () => snapshotTreeFast(dir, opts));
-  const image = (img: string, opts?: SnapshotOptions) => listing(img, () => snapshotImage(img, opts));
+  // Keyed by path and what is left out, so a second ask with other options is a listing of its own.
+  const keyOf = (path: string, opts?: SnapshotOptions) => [path, ...(opts?.ignore ?? [])].join('\0');
+  const tree = (dir: string, opts?: SnapshotOptions) => listing(keyOf(dir, opts), () => snapshotTreeFast(dir, opts));
+  const image = (img: string, opts?: SnapshotOptions) => listing(keyOf(img, opts), () => snapshotImage(img, opts));
   const measured = (o: Outcome | undefined) => o?.kind === 'measured';
   // strata's swap follows Lmod (the new module goes where strata.lock says, possibly on
   // top): the reference applies the tars in the lock's order, one tree per order.
