@@ -898,6 +898,13 @@ function hashFiles(dir: string, paths: string[]): Promise<string> {
   });
 }
 
+/** The ACL text of every path of a listing that has one (DiffOptions.referenceAcls). */
+export function aclsOf(snap: Map<string, TreeNode>): Map<string, string> {
+  const acls = new Map<string, string>();
+  for (const [p, n] of snap) if (n.acl) acls.set(p, n.acl);
+  return acls;
+}
+
 export interface DiffOptions {
   /** Compare as an image against a tree or image: see imageRules below. */
   image?: boolean;
@@ -993,8 +1000,6 @@ export async function imageType(image: string): Promise<'squashfs' | 'erofs'> {
   throw new BenchError(`${image}: neither a SquashFS nor an EROFS image`);
 }
 
-let mounting: Promise<unknown> = Promise.resolve();
-
 /**
  * At most `n` of the functions given to the returned one run at once, started in the order
  * given: the gates' listings, two at a time.
@@ -1032,6 +1037,9 @@ async function mountFile(image: string, mnt: string, type: string): Promise<bool
   ].join('\n');
   return (await run('python3', ['-c', script, image, mnt, type], { allowFail: true })).code === 0;
 }
+
+/** The last mount begun by withMountedImage: the next waits for it. */
+let mounting: Promise<unknown> = Promise.resolve();
 
 /**
  * Mounts a SquashFS or EROFS image read-only (needs root), runs fn on the mount point, and

@@ -16,7 +16,7 @@
  */
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { diffTrees, freshPageCache, setAside, snapshotImage, snapshotSquashfs, snapshotTreeFast, startEmptyingTrash, type Outcome, type Row, type SectionResult, type TreeNode } from './harness.js';
+import { aclsOf, diffTrees, freshPageCache, setAside, snapshotImage, snapshotSquashfs, snapshotTreeFast, startEmptyingTrash, type Outcome, type Row, type SectionResult, type TreeNode } from './harness.js';
 import { EXTRACT_SCRIPT, mkfsErofsArgs, mksquashfsArgs, tar2sqfsScript, tarDataEnd } from './peers.js';
 import { log } from './proc.js';
 import { ensureScaleData, type ScaleStamp } from './scale-data.js';
@@ -131,7 +131,7 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
       haveRef && n <= Math.max(cfg.gateMax, cfg.crossMax) ? snapshotTreeFast(refTree) : undefined,
       checked(sandbox) ? snapshotTreeFast(sandboxDir, { ignore: STRATA_EXTRAS }) : undefined,
     ]);
-    const refAcls = ref && new Map([...ref].filter(([, v]) => v.acl).map(([k, v]) => [k, v.acl!]));
+    const refAcls = ref && aclsOf(ref);
     const gateDiff = async (name: string, outcome: Outcome, fn: () => Promise<string[]>) => {
       if (outcome.kind !== 'measured') {
         const why = { failed: 'strata command failed', timeout: 'strata command stopped', skipped: 'not run', unavailable: 'strata not available' } as const;

@@ -27,13 +27,13 @@ export interface Scratch {
 }
 
 /** A mount: where, what type, from which source (mountinfo's unescaped fields). */
-interface Mount {
+export interface Mount {
   mount: string;
   type: string;
   source: string;
 }
 
-function mounts(): Mount[] {
+export function mounts(): Mount[] {
   const unescape = (f: string) => f.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
   const out: Mount[] = [];
   for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {

@@ -5,7 +5,7 @@
  * overlay → OCI conversion must turn a real kernel upperdir into OCI whiteouts, and what is
  * set aside between runs must be gone at the end.
  */
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { mkdtemp, mkdir, rm, symlink, writeFile, chmod, readdir, stat, link, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,7 +13,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { dumpXattrs, overlayToOci } from './data.js';
 import { diffTrees, emptyTrash, goalsNotMet, limiter, measure, withMountedImage, setAside, snapshotImage, snapshotSquashfs, snapshotTree, snapshotTreeFast, renderReport, speedup, startEmptyingTrash, summarize, table, useTrash, type Machine, type Outcome, type Row, type TreeNode, type Why } from './harness.js';
-import { describeScratch, dropScratch, prepareScratch } from './scratch.js';
+import { describeScratch, dropScratch, mounts, prepareScratch } from './scratch.js';
 import { listTar } from './tar-list.js';
 import { tarDataEnd } from './peers.js';
 import { scalePlot } from './plot.js';
@@ -382,7 +382,7 @@ Trash.run();
 const Scratch = scratchSuite('scratch space');
 
 Scratch('prepareScratch makes a filesystem of the run\'s own and drops the last run\'s whole; BENCH_SCRATCH=dir a directory', async ({ dir }) => {
-  const mountsAt = (d: string) => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.split(' ')[4] === d).length;
+  const mountsAt = (d: string) => mounts().filter((m) => m.mount === d).length;
   try {
     const first = await prepareScratch(dir);
     assert.equal(first.kind, 'filesystem');
@@ -426,6 +426,9 @@ Stats('a measured run carries its page faults: a command that touches 64 MiB sho
 });
 Stats.run();
 
+/** A listing as comparable text: its paths in order, each node with its xattrs as pairs. */
+const listingText = (m: Map<string, TreeNode>) => JSON.stringify([...m].map(([k, v]) => [k, { ...v, xattrs: [...v.xattrs] }]).sort());
+
 const Limit = suite('limiter');
 Limit('at most n run at once, started in the order given; a failure frees its slot', async () => {
   const two = limiter(2);
@@ -446,7 +449,7 @@ Limit('at most n run at once, started in the order given; a failure frees its sl
   assert.equal(started, [0, 1, 2, 3, 4, 5, 6, 7]);
   assert.equal(results.map((r) => (r.status === 'fulfilled' ? r.value : r.reason.message)), [0, 1, 'job 2', 3, 4, 5, 6, 7]);
 });
-Limit('images listed two at a time (each mounted through its own loop device) give the maps they give one at a time', async () => {
+Limit('images listed two at a time (each through a mount of its own) give the maps they give one at a time', async () => {
   if (process.getuid?.() !== 0) return console.log('  skipped: mounting images needs root');
   const dir = await mkdtemp('/tmp/strata-bench-limit-');
   try {
@@ -459,12 +462,11 @@ Limit('images listed two at a time (each mounted through its own loop device) gi
       if (k === 1) await run('mkfs.erofs', [images[k]!, src]);
       else await run('mksquashfs', [src, images[k]!, '-quiet', '-no-progress']);
     }
-    const norm = (m: Map<string, TreeNode>) => JSON.stringify([...m].map(([k, v]) => [k, { ...v, xattrs: [...v.xattrs] }]).sort());
     const alone: string[] = [];
-    for (const img of images) alone.push(norm(await snapshotImage(img)));
+    for (const img of images) alone.push(listingText(await snapshotImage(img)));
     const two = limiter(2);
     const together = await Promise.all(images.map((img) => two(() => snapshotImage(img))));
-    assert.equal(together.map(norm), alone);
+    assert.equal(together.map(listingText), alone);
     assert.not.equal(alone[0], alone[2], 'the images differ, so a mix-up would show');
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -483,12 +485,9 @@ Mounts('an EROFS image is mounted from its file where the kernel can (no loop de
     await run('setfacl', ['-m', 'g:12345:r-x', join(src, 'd')]);
     const image = join(dir, 'a.erofs');
     await run('mkfs.erofs', [image, src]);
-    // mountinfo: field 5 is the mount point, the source follows the ' - ' separator and the type.
-    const sourceOf = (mnt: string) => {
-      const f = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')).find((x) => x[4] === mnt);
-      return f ? f[f.indexOf('-') + 2] : undefined;
-    };
-    const fileBacked = readFileSync('/proc/filesystems', 'utf8').includes('erofs') && existsSync('/proc/config.gz')
+    const sourceOf = (mnt: string) => mounts().find((m) => m.mount === mnt)?.source;
+    // Whether the kernel can mount an image file itself; undefined when its config cannot be read.
+    const fileBacked = existsSync('/proc/config.gz')
       ? (await run('sh', ['-c', 'zcat /proc/config.gz | grep -qx CONFIG_EROFS_FS_BACKED_BY_FILE=y'], { allowFail: true })).code === 0
       : undefined;
     const seen = await withMountedImage(image, async (mnt) => ({ source: sourceOf(mnt), nodes: await snapshotTreeFast(mnt) }));
@@ -504,8 +503,7 @@ Mounts('an EROFS image is mounted from its file where the kernel can (no loop de
     } finally {
       delete process.env['BENCH_LOOP_MOUNT'];
     }
-    const norm = (m: Map<string, TreeNode>) => JSON.stringify([...m].map(([k, v]) => [k, { ...v, xattrs: [...v.xattrs] }]).sort());
-    assert.is(norm(seen.nodes), norm(viaLoop));
+    assert.is(listingText(seen.nodes), listingText(viaLoop));
     assert.ok(seen.nodes.get('d')?.acl?.includes('group:12345:r-x'), 'the ACL is read through the mount');
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BenchData, LayerName } from './data.js';
-import { diffTrees, limiter, setAside, snapshotImage, snapshotTreeFast, startEmptyingTrash, type Outcome, type Row, type SectionResult, type SnapshotOptions, type TreeNode } from './harness.js';
+import { aclsOf, diffTrees, limiter, setAside, snapshotImage, snapshotTreeFast, startEmptyingTrash, type Outcome, type Row, type SectionResult, type SnapshotOptions, type TreeNode } from './harness.js';
 import { EXTRACT_SCRIPT, mkfsErofsArgs, mksquashfsArgs, TAR_CREATE, tar2sqfsScript } from './peers.js';
 import { log, run, sh } from './proc.js';
 import { BLOCK_SIZE, blockCacheOf, EROFS_LEVELS, LEVELS, settings, type Comp, type ErofsComp } from './settings.js';
@@ -58,12 +58,6 @@ async function lockOrder(lock: string, fallback: LayerName[]): Promise<LayerName
   } catch {
     return fallback;
   }
-}
-
-function aclsOf(snap: Map<string, TreeNode>): Map<string, string> {
-  const acls = new Map<string, string>();
-  for (const [p, n] of snap) if (n.acl) acls.set(p, n.acl);
-  return acls;
 }
 
 export async function runStack({ data, S, strata, erofsCompressors, final }: SectionContext): Promise<SectionResult> {
