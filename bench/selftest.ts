@@ -89,6 +89,15 @@ Compare('snapshotTreeFast gives the same map as snapshotTree: devices, fifos, ha
   await mkdir(join(a, '.strata/sub'), { recursive: true });
   await writeFile(join(a, '.strata/sub/lock'), '{}');
   await run('setfacl', ['-d', '-m', 'g:50:rx', join(a, 'd')]);
+  // ACLs of every shape aclText reads from the xattrs: named users and groups with a mask,
+  // a mask alone, access and default together, and a default over a mode of its own.
+  await mkdir(join(a, 'both'));
+  await writeFile(join(a, 'named'), 'x');
+  await writeFile(join(a, 'masked'), 'x');
+  await run('setfacl', ['-m', 'u:1000:rw,g:50:r,u:4294967294:x', join(a, 'named')]);
+  await run('setfacl', ['-m', 'm::r', join(a, 'masked')]);
+  await chmod(join(a, 'both'), 0o751);
+  await run('setfacl', ['-m', 'u:0:r', '-d', '-m', 'g:50:rx,o::-', join(a, 'both')]);
   const norm = (m: Map<string, unknown>) => JSON.stringify([...m].map(([k, v]) => [k, { ...(v as object), xattrs: [...(v as { xattrs: Map<string, string> }).xattrs] }]).sort());
   assert.equal(norm(await snapshotTreeFast(a)), norm(await snapshotTree(a)));
   const ignore = ['.strata'];
