@@ -96,26 +96,27 @@ export function resolveCodecSpec(name: string, level: number | undefined, choice
   return { name: n, level: lv };
 }
 
+/** The part of zstd-napi's native binding strata calls (its binding.d.ts). */
 interface ZstdBinding {
   versionString(): string;
   decompress(dst: Uint8Array, src: Uint8Array): number;
+  compressBound(srcSize: number): number;
+  CParameter: { compressionLevel: number };
+  CCtx: new () => ZstdCCtx;
 }
-interface ZstdCompressor {
-  setParameters(p: { compressionLevel?: number }): void;
-  compress(data: Uint8Array): Buffer;
-}
-interface ZstdModule {
-  Compressor: new () => ZstdCompressor;
+interface ZstdCCtx {
+  setParameter(param: number, value: number): void;
+  /** ZSTD_compress2: one whole frame of `src` into `dst` (at least compressBound long); its length. */
+  compress2(dst: Uint8Array, src: Uint8Array): number;
 }
 
-let zstdCache: { mod: ZstdModule; binding: ZstdBinding; version: string } | undefined;
+let zstdCache: { binding: ZstdBinding; version: string } | undefined;
 function loadZstd(): NonNullable<typeof zstdCache> {
   if (zstdCache) return zstdCache;
   const require = createRequire(import.meta.url);
   try {
-    const mod = require('zstd-napi') as ZstdModule;
     const binding = require('zstd-napi/binding') as ZstdBinding;
-    zstdCache = { mod, binding, version: `libzstd-${binding.versionString()}` };
+    zstdCache = { binding, version: `libzstd-${binding.versionString()}` };
     return zstdCache;
   } catch (e) {
     throw new StrataError(NATIVE_ERR.UNAVAILABLE, 'the zstd-napi addon could not be loaded', {
@@ -170,19 +171,31 @@ export function makeCodec(spec: CodecSpec): Codec {
     };
   }
   const z = loadZstd();
-  let cctx: ZstdCompressor | undefined;
+  let cctx: ZstdCCtx | undefined;
+  let scratch = new Uint8Array(0);
   return {
     name,
     level,
     version: z.version,
     // One context per codec (a codec lives in one thread), parameters set once: the same
-    // bytes as a fresh context, without re-initialising it for every block.
+    // bytes as a fresh context, without re-initialising it for every block. The frame is
+    // written into a scratch buffer the codec keeps, then copied into a buffer of its exact
+    // length, which owns its memory (so it can be transferred to another thread). zstd-napi's
+    // Compressor allocated a destination of compressBound(block) for every block, over
+    // glibc's mmap threshold for a 128 KiB block (its pages faulted in and unmapped again
+    // each time), and returned poorly compressed blocks as views of it, copied again when
+    // posted back to the writer.
     compress: (raw) => {
       if (!cctx) {
-        cctx = new z.mod.Compressor();
-        cctx.setParameters({ compressionLevel: level });
+        cctx = new z.binding.CCtx();
+        cctx.setParameter(z.binding.CParameter.compressionLevel, level);
       }
-      return cctx.compress(raw);
+      const bound = z.binding.compressBound(raw.length);
+      if (scratch.length < bound) scratch = new Uint8Array(bound);
+      const n = cctx.compress2(scratch, raw);
+      const out = Buffer.allocUnsafeSlow(n);
+      out.set(scratch.subarray(0, n));
+      return out;
     },
     decompress: unzstd,
   };
