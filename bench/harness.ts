@@ -867,6 +867,8 @@ export async function snapshotTreeFast(dir: string, opts: SnapshotOptions = {}):
 const ACL_TAGS: Record<number, string> = { 0x01: 'user:', 0x02: 'user:', 0x04: 'group:', 0x08: 'group:', 0x10: 'mask:', 0x20: 'other:' };
 /** Tags whose entries name a user or group. */
 const ACL_NAMED = new Set([0x02, 0x08]);
+/** Permission bits (0–7) as getfacl writes them: "r-x". */
+const rwx = (bits: number): string => `${bits & 4 ? 'r' : '-'}${bits & 2 ? 'w' : '-'}${bits & 1 ? 'x' : '-'}`;
 
 /** getfacl's lines for one ACL xattr value (getfattr's hex): version 2, then (u16 tag, u16 perm, u32 id) entries. */
 function aclLines(hex: string, prefix: string): string[] {
@@ -879,7 +881,7 @@ function aclLines(hex: string, prefix: string): string[] {
     const name = ACL_TAGS[tag];
     if (name === undefined) throw new BenchError(`an ACL entry of unknown tag ${tag}: ${hex}`);
     const who = ACL_NAMED.has(tag) ? String(b.readUInt32LE(at + 4)) : '';
-    lines.push(`${prefix}${name}${who}:${perm & 4 ? 'r' : '-'}${perm & 2 ? 'w' : '-'}${perm & 1 ? 'x' : '-'}`);
+    lines.push(`${prefix}${name}${who}:${rwx(perm)}`);
   }
   return lines;
 }
@@ -896,7 +898,6 @@ export function aclText(xattrs: Map<string, string>, mode: number): string | und
   const access = xattrs.get('system.posix_acl_access');
   const dflt = xattrs.get('system.posix_acl_default');
   if (access === undefined && dflt === undefined) return undefined;
-  const rwx = (bits: number) => `${bits & 4 ? 'r' : '-'}${bits & 2 ? 'w' : '-'}${bits & 1 ? 'x' : '-'}`;
   const own = access !== undefined ? aclLines(access, '') : [`user::${rwx(mode >> 6)}`, `group::${rwx(mode >> 3)}`, `other::${rwx(mode)}`];
   if (dflt === undefined && own.length <= 3) return undefined;
   return [...own, ...(dflt !== undefined ? aclLines(dflt, 'default:') : [])].join(',');
