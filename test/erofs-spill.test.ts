@@ -1,7 +1,8 @@
 /**
  * The EROFS writer's tail store (compose/image/erofs/spill.ts): what is appended, in tails or
  * in pieces that cross the end of what it keeps in memory (a segment's tails come back in
- * megabyte pieces), reads back byte for byte, by any range, and through readRange.
+ * megabyte pieces), reads back byte for byte, by any range, and through readRange; readNow
+ * answers without a read exactly where the bytes are at hand.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -66,6 +67,33 @@ S('tails and large pieces across the memory limit read back by any range', async
 
   await spill.close();
   assert.not.ok(existsSync(path), 'close() removes the file');
+});
+
+S('readNow gives the bytes in memory and in the megabyte last read back, and nothing it would have to read', async () => {
+  const spill = new Spill(join(tmp, 'tails'), 64 << 10);
+  const parts: Buffer[] = [];
+  const refs: SpillRef[] = [];
+  // 60 tails of 1–4 KiB in memory, then 3,000 in the file (about 7 MiB: past the read-ahead).
+  for (let i = 0; i < 3060; i++) {
+    parts.push(bytes(i, 1000 + ((i * 97) % 3000)));
+    refs.push(await spill.append(parts[i]!));
+  }
+  const inMemory = refs.findIndex((r) => r.off + r.len > 64 << 10);
+  assert.ok(inMemory > 10 && inMemory < 60, `the file starts at tail ${inMemory}`);
+  for (let i = 0; i < inMemory; i++) assert.ok(spill.readNow(refs[i]!)?.equals(parts[i]!), `tail ${i} from memory`);
+  assert.is(spill.readNow(refs[inMemory + 1]!), undefined, 'in the file, before any read back');
+  assert.is(spill.readNow(refs[3059]!), undefined, 'not yet written to the file');
+  assert.ok(spill.readNow({ off: 0, len: 0 })?.equals(Buffer.alloc(0)));
+
+  // In order, as the writer reads them: each read back either at hand or fetched, never different.
+  let now = 0;
+  for (let i = inMemory + 1; i < refs.length; i++) {
+    const at = spill.readNow(refs[i]!);
+    if (at) now++;
+    assert.ok((at ?? (await spill.read(refs[i]!))).equals(parts[i]!), `tail ${i}`);
+  }
+  assert.ok(now > 2900, `most tails were at hand (${now})`);
+  await spill.close();
 });
 
 S.run();

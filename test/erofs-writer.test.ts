@@ -13,7 +13,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErofsImage } from '../compose/image/erofs/reader.js';
 import { ErofsWriter, type ErofsCompressor } from '../compose/image/erofs/writer.js';
@@ -192,6 +192,28 @@ else {
       const ds = Object.entries(digests).filter(([k]) => k.startsWith(fam)).map(([, v]) => v);
       assert.is(new Set(ds).size, 1, `${fam}: ${JSON.stringify(digests)}`);
     }
+  });
+
+  Writer('a metadata area the disk cannot hold fails the build with ENOSPC and leaves OUT as it was', async () => {
+    // 8,000 small files: their tails go inline, into the metadata area, which is written
+    // behind the layout (MetaArea.settle) in runs: about 3.7 MB on a 2 MB filesystem (the tails,
+    // 3.2 MB, stay in memory: the failing writes are those of the metadata area).
+    const small = join(tmp, 'small');
+    mkdirSync(small);
+    mustRun('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', small]);
+    mounts.push(small);
+    const out = join(small, 'out.erofs');
+    writeFileSync(out, 'the image before');
+    const items: Item[] = [dir('.'), dir('d')];
+    for (let i = 0; i < 8000; i++) items.push(file(`d/f${String(i).padStart(4, '0')}`, noise(100 + (i % 600), i)));
+    const err = await buildErofs(items, out, { compressor: 'none' }).then(
+      () => undefined,
+      (e: unknown) => e as NodeJS.ErrnoException,
+    );
+    assert.ok(err, 'the build failed');
+    assert.match(String(err?.code ?? err?.message), /ENOSPC/);
+    assert.is(readFileSync(out, 'utf8'), 'the image before');
+    assert.equal(readdirSync(small), ['out.erofs'], 'no temp file left');
   });
 
   for (const comp of ['none', 'lz4'] as ErofsCompressor[]) {

@@ -83,35 +83,36 @@ export class Spill {
     this.pendingUsed = 0;
   }
 
-  async read(ref: SpillRef): Promise<Buffer> {
+  /**
+   * The bytes of `ref` when they are at hand without a read (in memory, or in the megabyte
+   * last read back from the file); undefined when read() must fetch them.
+   */
+  readNow(ref: SpillRef): Buffer | undefined {
     if (ref.len === 0) return Buffer.alloc(0);
+    const memEnd = this.fileStart < 0 ? this.size : this.fileStart;
+    if (ref.off + ref.len <= memEnd) return this.fromMemory(ref);
+    if (ref.off < memEnd) return undefined;
+    const rel = ref.off - this.fileStart;
+    const c = this.readCache;
+    if (rel + ref.len > this.fileBytes || !c || rel < c.off || rel + ref.len > c.off + c.data.length) return undefined;
+    return Buffer.from(c.data.subarray(rel - c.off, rel - c.off + ref.len));
+  }
+
+  async read(ref: SpillRef): Promise<Buffer> {
+    const now = this.readNow(ref);
+    if (now) return now;
     const memEnd = this.fileStart < 0 ? this.size : this.fileStart;
     if (ref.off < memEnd && ref.off + ref.len > memEnd) {
       // Across the end of what is in memory (bytes appended in one piece, not tail by tail).
       const head = await this.read({ off: ref.off, len: memEnd - ref.off });
       return Buffer.concat([head, await this.read({ off: memEnd, len: ref.off + ref.len - memEnd })]);
     }
-    if (ref.off + ref.len <= memEnd) {
-      const out = Buffer.allocUnsafe(ref.len);
-      let at = 0;
-      let pos = ref.off;
-      while (at < ref.len) {
-        const ci = Math.floor(pos / CHUNK);
-        const co = pos % CHUNK;
-        const src = ci < this.chunks.length ? this.chunks[ci]! : this.cur;
-        const n = Math.min(CHUNK - co, ref.len - at);
-        src.copy(out, at, co, co + n);
-        at += n;
-        pos += n;
-      }
-      return out;
-    }
     // Spilled tails are read back in roughly the order they were written: read ahead a MiB.
     const rel = ref.off - this.fileStart;
-    if (rel + ref.len > this.fileBytes) await this.flushPending();
-    const c = this.readCache;
-    if (c && rel >= c.off && rel + ref.len <= c.off + c.data.length) {
-      return Buffer.from(c.data.subarray(rel - c.off, rel - c.off + ref.len));
+    if (rel + ref.len > this.fileBytes) {
+      await this.flushPending();
+      const now = this.readNow(ref);
+      if (now) return now;
     }
     const n = Math.min(Math.max(CHUNK, ref.len), this.fileBytes - rel);
     const data = Buffer.allocUnsafe(n);
@@ -123,6 +124,23 @@ export class Spill {
     }
     this.readCache = { off: rel, data };
     return Buffer.from(data.subarray(0, ref.len));
+  }
+
+  /** A copy of bytes that are all in memory. */
+  private fromMemory(ref: SpillRef): Buffer {
+    const out = Buffer.allocUnsafe(ref.len);
+    let at = 0;
+    let pos = ref.off;
+    while (at < ref.len) {
+      const ci = Math.floor(pos / CHUNK);
+      const co = pos % CHUNK;
+      const src = ci < this.chunks.length ? this.chunks[ci]! : this.cur;
+      const n = Math.min(CHUNK - co, ref.len - at);
+      src.copy(out, at, co, co + n);
+      at += n;
+      pos += n;
+    }
+    return out;
   }
 
   /** Hands `len` bytes from `off` to `each` in pieces of at most a MiB, in order (with no append meanwhile). */

@@ -324,11 +324,12 @@ export async function writeTree(input: TreeInput): Promise<TreeResult> {
         await input.write(await input.tails.read(d.tail!), p.late * BLOCK_SIZE);
       }
       if (p.layout === LAYOUT.FLAT_INLINE && !inlineBytes) {
+        // Most tails are in memory, or in the megabyte last read back: no promise for those.
         const d = inode.data as Extract<FileData, { kind: 'flat' }>;
-        inlineBytes = await input.tails.read(d.tail!);
+        inlineBytes = input.tails.readNow(d.tail!) ?? (await input.tails.read(d.tail!));
       }
       meta.put(nid * INODE_SLOT, encodeWhole(inode, p, ino, writing.nlinkOf(inode, nlink), inlineBytes, input));
-      await meta.settle(writing.placer.openBlocks());
+      if (meta.due) await meta.settle(writing.placer.openBlocks());
     }
     await meta.settle([], true);
     return {
@@ -1147,6 +1148,8 @@ class Placer {
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 /** Blocks of finished inodes held before they are written together. */
 const META_BATCH = 256;
+/** Writes of the metadata area in flight at most (MetaArea.settle). */
+const WRITES_BEHIND = 4;
 
 /**
  * The metadata area as inodes land in it (in inode order, not nid order): blocks in memory
@@ -1155,6 +1158,8 @@ const META_BATCH = 256;
  */
 class MetaArea {
   private readonly blocks = new Map<number, Buffer>();
+  /** Writes handed out and not yet awaited, oldest first. */
+  private readonly writing: Promise<void>[] = [];
 
   constructor(
     private readonly base: number,
@@ -1173,18 +1178,34 @@ class MetaArea {
     }
   }
 
-  /** Writes the blocks no inode can land in any more (all of them with `all`). */
+  /** True when enough blocks are held for settle() to write them (asked per inode, without a promise). */
+  get due(): boolean {
+    return this.blocks.size >= META_BATCH;
+  }
+
+  /**
+   * Writes the blocks no inode can land in any more (all of them with `all`, which returns
+   * once every write is done). The writes go on behind the layout, WRITES_BEHIND at most:
+   * a large tree's metadata area holds its files' tails (a hundred megabytes at 100,000
+   * small files), and waiting for each run held the layout up for about half a second there.
+   * A block handed to a write is never changed again (put() makes a new one for its number).
+   */
   async settle(open: number[], all = false): Promise<void> {
-    if (!all && this.blocks.size < META_BATCH) return;
+    if (!all && !this.due) return;
     const ready = [...this.blocks.keys()].filter((b) => all || !open.includes(b)).sort((a, b) => a - b);
     for (let i = 0; i < ready.length; ) {
       let j = i + 1;
       while (j < ready.length && ready[j] === ready[j - 1]! + 1) j++;
       const run = ready.slice(i, j).map((b) => this.blocks.get(b) ?? ZERO_BLOCK);
-      await this.write(run.length === 1 ? run[0]! : Buffer.concat(run), this.base + ready[i]! * BLOCK_SIZE);
+      const written = this.write(run.length === 1 ? run[0]! : Buffer.concat(run), this.base + ready[i]! * BLOCK_SIZE);
+      // Handled when awaited below; until then a failure must not count as unhandled.
+      written.catch(() => undefined);
+      this.writing.push(written);
       for (let k = i; k < j; k++) this.blocks.delete(ready[k]!);
       i = j;
+      while (this.writing.length > WRITES_BEHIND) await this.writing.shift();
     }
+    if (all) while (this.writing.length > 0) await this.writing.shift();
   }
 }
 
