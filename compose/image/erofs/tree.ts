@@ -295,9 +295,11 @@ export async function writeTree(input: TreeInput): Promise<TreeResult> {
       await input.write(Buffer.concat(survey.sharedItems.map((it) => encodeXattrEntry(it.index, it.suffix, it.value))), lateEnd);
     }
 
-    // Writing: the same placement again, now with every directory's names.
+    // Writing: the same placement again, now with every directory's names. The writes go on
+    // behind it (WritesBehind); a tail at hand (Spill.readNow) is taken without a promise.
     const writing = new Layout(input.pos, survey);
-    const meta = new MetaArea(metaBlkaddr * BLOCK_SIZE, input.write);
+    const writes = new WritesBehind(input.write);
+    const meta = new MetaArea(metaBlkaddr * BLOCK_SIZE, writes);
     const named = dirents.sorted();
     let next = named.next();
     for (const { rec, inode, nlink } of names(input.records, survey)) {
@@ -317,21 +319,22 @@ export async function writeTree(input: TreeInput): Promise<TreeResult> {
       } else if (e.type === 'symlink') bytes = Buffer.from(e.linkname!);
       if (bytes) {
         const full = p.layout === LAYOUT.FLAT_INLINE ? bytes.length - p.inlineLen : bytes.length;
-        if (full > 0) await input.write(bytes.subarray(0, full), p.late! * BLOCK_SIZE);
+        if (full > 0) writes.push(bytes.subarray(0, full), p.late! * BLOCK_SIZE);
         if (p.layout === LAYOUT.FLAT_INLINE) inlineBytes = bytes.subarray(full);
       } else if (p.late !== undefined) {
         const d = inode.data as Extract<FileData, { kind: 'flat' }>;
-        await input.write(await input.tails.read(d.tail!), p.late * BLOCK_SIZE);
+        writes.push(input.tails.readNow(d.tail!) ?? (await input.tails.read(d.tail!)), p.late * BLOCK_SIZE);
       }
       if (p.layout === LAYOUT.FLAT_INLINE && !inlineBytes) {
-        // Most tails are in memory, or in the megabyte last read back: no promise for those.
         const d = inode.data as Extract<FileData, { kind: 'flat' }>;
         inlineBytes = input.tails.readNow(d.tail!) ?? (await input.tails.read(d.tail!));
       }
       meta.put(nid * INODE_SLOT, encodeWhole(inode, p, ino, writing.nlinkOf(inode, nlink), inlineBytes, input));
-      if (meta.due) await meta.settle(writing.placer.openBlocks());
+      if (meta.due) meta.settle(writing.placer.openBlocks());
+      if (writes.behind) await writes.catchUp();
     }
-    await meta.settle([], true);
+    meta.settle([], true);
+    await writes.drain();
     return {
       rootNid,
       inodes: writing.ino,
@@ -1148,22 +1151,55 @@ class Placer {
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 /** Blocks of finished inodes held before they are written together. */
 const META_BATCH = 256;
-/** Writes of the metadata area in flight at most (MetaArea.settle). */
+/** Writes of the writing pass in flight at most (WritesBehind). */
 const WRITES_BEHIND = 4;
+
+/**
+ * The writing pass's writes (metadata runs, directory blocks, tails in blocks of their own),
+ * going on behind it, WRITES_BEHIND at most in flight: a large tree's metadata area holds its
+ * files' tails (a hundred megabytes at 100,000 small files), and waiting for each write held
+ * the layout up for about half a second there. A buffer handed to push() is never changed
+ * again. A failed write fails the pass when it is next waited for (catchUp, drain).
+ */
+class WritesBehind {
+  /** Oldest first. */
+  private readonly inFlight: Promise<void>[] = [];
+
+  constructor(private readonly write: (b: Uint8Array, at: number) => Promise<void>) {}
+
+  push(b: Uint8Array, at: number): void {
+    const written = this.write(b, at);
+    // Handled when waited for; until then a failure must not count as unhandled.
+    written.catch(() => undefined);
+    this.inFlight.push(written);
+  }
+
+  /** More writes in flight than WRITES_BEHIND: catchUp() before going on. */
+  get behind(): boolean {
+    return this.inFlight.length > WRITES_BEHIND;
+  }
+
+  async catchUp(): Promise<void> {
+    while (this.behind) await this.inFlight.shift();
+  }
+
+  /** Waits for every write. */
+  async drain(): Promise<void> {
+    while (this.inFlight.length > 0) await this.inFlight.shift();
+  }
+}
 
 /**
  * The metadata area as inodes land in it (in inode order, not nid order): blocks in memory
  * until no later inode can land in them (they are not among the placer's open blocks), then
- * written in runs.
+ * handed to the writes in runs.
  */
 class MetaArea {
   private readonly blocks = new Map<number, Buffer>();
-  /** Writes handed out and not yet awaited, oldest first. */
-  private readonly writing: Promise<void>[] = [];
 
   constructor(
     private readonly base: number,
-    private readonly write: (b: Uint8Array, at: number) => Promise<void>,
+    private readonly writes: WritesBehind,
   ) {}
 
   put(at: number, b: Buffer): void {
@@ -1178,34 +1214,23 @@ class MetaArea {
     }
   }
 
-  /** True when enough blocks are held for settle() to write them (asked per inode, without a promise). */
+  /** True when enough blocks are held for settle() to hand them out (asked per inode). */
   get due(): boolean {
     return this.blocks.size >= META_BATCH;
   }
 
-  /**
-   * Writes the blocks no inode can land in any more (all of them with `all`, which returns
-   * once every write is done). The writes go on behind the layout, WRITES_BEHIND at most:
-   * a large tree's metadata area holds its files' tails (a hundred megabytes at 100,000
-   * small files), and waiting for each run held the layout up for about half a second there.
-   * A block handed to a write is never changed again (put() makes a new one for its number).
-   */
-  async settle(open: number[], all = false): Promise<void> {
+  /** Hands out the blocks no inode can land in any more (all of them with `all`); a block handed out is never changed again (put() makes a new one for its number). */
+  settle(open: number[], all = false): void {
     if (!all && !this.due) return;
     const ready = [...this.blocks.keys()].filter((b) => all || !open.includes(b)).sort((a, b) => a - b);
     for (let i = 0; i < ready.length; ) {
       let j = i + 1;
       while (j < ready.length && ready[j] === ready[j - 1]! + 1) j++;
       const run = ready.slice(i, j).map((b) => this.blocks.get(b) ?? ZERO_BLOCK);
-      const written = this.write(run.length === 1 ? run[0]! : Buffer.concat(run), this.base + ready[i]! * BLOCK_SIZE);
-      // Handled when awaited below; until then a failure must not count as unhandled.
-      written.catch(() => undefined);
-      this.writing.push(written);
+      this.writes.push(run.length === 1 ? run[0]! : Buffer.concat(run), this.base + ready[i]! * BLOCK_SIZE);
       for (let k = i; k < j; k++) this.blocks.delete(ready[k]!);
       i = j;
-      while (this.writing.length > WRITES_BEHIND) await this.writing.shift();
     }
-    if (all) while (this.writing.length > 0) await this.writing.shift();
   }
 }
 
