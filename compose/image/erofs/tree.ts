@@ -216,14 +216,37 @@ interface Dirent {
   type: number;
 }
 
-const direntCodec: RecordCodec<Dirent> = {
-  encode: (d) => Buffer.from(JSON.stringify([d.parent, d.name, d.nid, d.type])),
-  decode: (b) => {
-    const [parent, name, nid, type] = JSON.parse(b.toString('utf8')) as [string, string, number, number];
-    return { parent, key: inodeKey(parent, true), name, nid, type };
-  },
-  size: (d) => 96 + (d.parent.length + d.key.length + d.name.length) * 2,
-};
+/**
+ * A name as the dirent sorter spills it: nid (f64), type (u8), the parent's UTF-8 length (u32),
+ * the parent, the name. The names of a directory come together, so decoding keeps the last
+ * parent's inode key instead of building it again for each of its names.
+ */
+const direntCodec: RecordCodec<Dirent> = (() => {
+  let lastParent = '';
+  let lastKey = inodeKey('', true);
+  return {
+    encode: (d) => {
+      const parentLen = Buffer.byteLength(d.parent);
+      const b = Buffer.allocUnsafe(13 + parentLen + Buffer.byteLength(d.name));
+      b.writeDoubleLE(d.nid, 0);
+      b[8] = d.type;
+      b.writeUInt32LE(parentLen, 9);
+      b.write(d.parent, 13);
+      b.write(d.name, 13 + parentLen);
+      return b;
+    },
+    decode: (b) => {
+      const parentLen = b.readUInt32LE(9);
+      const parent = b.toString(undefined, 13, 13 + parentLen);
+      if (parent !== lastParent) {
+        lastParent = parent;
+        lastKey = inodeKey(parent, true);
+      }
+      return { parent, key: lastKey, name: b.toString(undefined, 13 + parentLen), nid: b.readDoubleLE(0), type: b[8]! };
+    },
+    size: (d) => 96 + (d.parent.length + d.key.length + d.name.length) * 2,
+  };
+})();
 
 export interface TreeInput {
   records: SpillSorter<Rec>;
