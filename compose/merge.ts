@@ -9,14 +9,17 @@ import type { AclIndexEntry, EmbeddedContent, EmbeddedFiles } from './embedded.j
 /**
  * Reads each layer's headers (bodies skipped) and plans the merged tree. `extra` is asked,
  * with the merged tree's ACLs, for entries to lay over everything (the embedded metadata);
- * they form the last layer, index `layers.length`. Memory is bounded: the plan spills to the
- * store's scratch directory past its budget; the heap is fitted to a large plan (store/heap.ts) as
- * soon as the layers have given that many entries. Call plan.dispose() when done.
+ * they form the last layer, index `layers.length`. `fingerprints`: the plan fingerprints the
+ * planned files of each layer of at most that many (MergePlan.layerFiles). Memory is bounded:
+ * the plan spills to the store's scratch directory past its budget; the heap is fitted to a
+ * large plan (store/heap.ts) as soon as the layers have given that many entries. Call
+ * plan.dispose() when done.
  */
 export async function planMerge(
   store: StoreReader,
   layers: LoadedModule[],
   extra?: (acls: Iterable<[string, AclIndexEntry]>, hasDir: (p: string) => boolean) => LayerEntry[],
+  { fingerprints = 0 }: { fingerprints?: number } = {},
 ): Promise<MergePlan> {
   const merge = new LayerMerge({ tmpDir: await store.scratchDir(), large: { entries: LARGE_PLAN, reached: fitHeapToPlan } });
   try {
@@ -25,7 +28,7 @@ export async function planMerge(
       const entries = extra(aclEntries(merge), (p) => merge.isDir(p));
       await merge.addLayer(() => entries, 'strata metadata');
     }
-    return merge.plan();
+    return merge.plan({ fingerprints });
   } catch (e) {
     merge.dispose();
     throw e;

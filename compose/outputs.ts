@@ -67,9 +67,11 @@ export function outputLicence(mods: readonly LoadedModule[]): OutputLicence | un
   return { group, gid, modules };
 }
 
-/** Plans the merge of `mods` with the embedded metadata laid on top. */
-/** The plan, and the embedded files' bytes; the caller disposes of both. */
-export async function planOutput(store: StoreReader, mods: LoadedModule[]): Promise<{ plan: MergePlan; embedded: EmbeddedFiles; lock: Lock }> {
+/**
+ * Plans the merge of `mods` with the embedded metadata laid on top: the plan, and the
+ * embedded files' bytes; the caller disposes of both. `fingerprints` as planMerge's.
+ */
+export async function planOutput(store: StoreReader, mods: LoadedModule[], opts: { fingerprints?: number } = {}): Promise<{ plan: MergePlan; embedded: EmbeddedFiles; lock: Lock }> {
   const lock = lockOf(mods);
   const tmp = await store.scratchDir();
   let embedded: EmbeddedFiles | undefined;
@@ -77,7 +79,7 @@ export async function planOutput(store: StoreReader, mods: LoadedModule[]): Prom
     const plan = await planMerge(store, mods, (acls, hasDir) => {
       embedded = new EmbeddedFiles(lock, acls, tmp);
       return embedded.entries(hasDir);
-    });
+    }, opts);
     return { plan, embedded: embedded!, lock };
   } catch (e) {
     embedded?.dispose();

@@ -122,7 +122,8 @@ export async function buildImage(store: StoreReader & { cacheDir?: string }, mod
   mods = await withContentRestrictions(store, mods);
   const licence = outputLicence(mods);
   await checkOutput(out, opts.force === true);
-  const { plan, embedded } = await planOutput(store, mods);
+  // Layers a segment can hold are fingerprinted as the plan is made (layerIdentity).
+  const { plan, embedded } = await planOutput(store, mods, { fingerprints: SEGMENT_MAX_FILES });
   try {
     return await writeImage(store, mods, out, opts, plan, embedded, true);
   } catch (e) {
@@ -208,35 +209,19 @@ interface LayerIdentity {
   /**
    * What decides the layer's part of an image given the layers before it: the layer (CID), the
    * entry list the plan was made from (its digest, which a read of the layer checks), and the
-   * planned files in order (path in the layer, size). Undefined when the store cannot say
-   * which list the plan came from, or for a layer of more files than a segment holds (whose
-   * count then stops one past SEGMENT_MAX_FILES, and bytes and acls are not counted).
+   * planned files (path in the layer, size, in the plan's order: MergePlan.layerFiles). Undefined
+   * when the store cannot say which list the plan came from, or for a layer of more files than a
+   * segment holds (the plan does not fingerprint those).
    */
   identity?: string;
 }
 
 function layerIdentity(store: StoreReader, mod: LoadedModule, plan: MergePlan, i: number): LayerIdentity {
+  const { count: files, bytes, acls, digest } = plan.layerFiles(i);
   const list = store.entryListDigest?.(mod);
-  const usable = list !== undefined && store.checkLayerAccess !== undefined;
-  const h = createHash('sha256').update(`strata-layer-files-v1\0${mod.record.layer}\0${list ?? ''}\0`);
-  let files = 0;
-  let bytes = 0;
-  let acls = 0;
-  let text = '';
-  for (const f of plan.files(i)) {
-    // More than a segment holds: the layer is read as usual, so its files are not walked twice.
-    if (++files > SEGMENT_MAX_FILES) return { files, bytes: 0, acls: 0 };
-    bytes += f.entry.size;
-    if (f.entry.acl) acls++;
-    if (!usable) continue;
-    text += `${f.contentPath}\0${f.entry.size}\n`;
-    if (text.length >= 1 << 16) {
-      h.update(text);
-      text = '';
-    }
-  }
-  h.update(text);
-  return { files, bytes, acls, ...(usable ? { identity: h.digest('hex') } : {}) };
+  if (list === undefined || store.checkLayerAccess === undefined || digest === undefined) return { files, bytes, acls };
+  const identity = createHash('sha256').update(`strata-layer-files-v2\0${mod.record.layer}\0${list}\0${digest}`).digest('hex');
+  return { files, bytes, acls, identity };
 }
 
 /**

@@ -36,7 +36,7 @@ export { matches } from './local-store.js';
 export { MemoryStore } from './memory-store.js';
 export { LayerMerge } from './layer/merge.js';
 export { fitHeapToPlan, LARGE_PLAN } from './heap.js';
-export type { EntrySource, MergePlan, PlannedEntry, PlannedFile } from './layer/merge.js';
+export type { EntrySource, LayerFiles, MergePlan, PlannedEntry, PlannedFile } from './layer/merge.js';
 
 export type { EntryListOptions, LayerBlob, StoreReader } from './reader.js';
 

@@ -31,6 +31,7 @@
  *
  * Memory: the directories and symlinks of the stack and the hides, plus the sorters' budgets.
  */
+import { createHash, type Hash } from 'node:crypto';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { SpillSorter, defaultBudget, textCodec, type RecordCodec } from '../spill.js';
 import { decodeEntry, encodeEntry, entrySize } from './entry-codec.js';
@@ -69,8 +70,23 @@ export interface MergePlan {
   others(): Iterable<PlannedEntry>;
   /** The files whose content is in layer `layer`, in that layer's canonical order. Re-iterable. */
   files(layer: number): Iterable<PlannedFile>;
+  /** What the plan takes from layer `layer`, counted as the plan was made (no walk). */
+  layerFiles(layer: number): LayerFiles;
   /** Removes the spill files. Call once the plan is no longer used. */
   dispose(): void;
+}
+
+/** The planned files of one layer: how many, their bytes, how many carry an ACL, and their fingerprint. */
+export interface LayerFiles {
+  count: number;
+  bytes: number;
+  acls: number;
+  /**
+   * sha256 (hex) of each planned file's path in the layer and size (`path\0size\n`), in the
+   * plan's order: which bodies of the layer the plan takes, and how long each is. Only for a
+   * layer of at most the `fingerprints` files plan() was asked for (else undefined).
+   */
+  digest?: string;
 }
 
 /**
@@ -437,13 +453,15 @@ export class LayerMerge {
 
   /**
    * Fixes the plan: one walk sorts each layer's files by their place in the layer, keeps every
-   * other entry aside in path order (both spilling past the budget), and counts. Apply no
+   * other entry aside in path order (both spilling past the budget), and counts, per layer
+   * too (`layerFiles`, fingerprinted for layers of at most `fingerprints` files). Apply no
    * layer after this.
    */
-  plan(): MergePlan {
+  plan({ fingerprints = 0 }: { fingerprints?: number } = {}): MergePlan {
     const nLayers = this.nLayers;
     const budget = Math.max(4 << 20, Math.floor((this.opts.budget ?? defaultBudget()) / Math.max(1, nLayers + 1)));
     const files = Array.from({ length: nLayers }, () => this.sorter<PlannedFile>((a, b) => comparePaths(a.contentPath, b.contentPath), fileCodec, budget));
+    const perLayer = Array.from({ length: nLayers }, () => new LayerCount(fingerprints));
     // Pushed in path order already: the sort keeps that order (equal keys never meet).
     const others = this.sorter<PlannedEntry>((a, b) => comparePaths(a.entry.path, b.entry.path), plannedCodec, budget);
     let count = 0;
@@ -457,8 +475,12 @@ export class LayerMerge {
         continue;
       }
       bytes += pe.entry.size;
-      if (pe.layer < nLayers) files[pe.layer]!.push({ contentPath: pe.contentPath!, entry: pe.entry });
+      if (pe.layer < nLayers) {
+        files[pe.layer]!.push({ contentPath: pe.contentPath!, entry: pe.entry });
+        perLayer[pe.layer]!.add(pe.contentPath!, pe.entry);
+      }
     }
+    const summaries = perLayer.map((c) => c.done());
     return {
       count,
       bytes,
@@ -466,6 +488,7 @@ export class LayerMerge {
       entries: () => ({ [Symbol.iterator]: () => this.walk() }),
       others: () => ({ [Symbol.iterator]: () => others.sorted() }),
       files: (layer) => ({ [Symbol.iterator]: () => files[layer]!.sorted() }),
+      layerFiles: (layer) => ({ ...summaries[layer]! }),
       dispose: () => this.dispose(),
     };
   }
@@ -514,6 +537,42 @@ export class LayerMerge {
       chain.push({ node: next, name: part });
     }
     return { node: chain.length > 0 ? chain[chain.length - 1]!.node : this.root, path: chain.length > 0 ? chain.map((c) => c.name).join('/') : '.' };
+  }
+}
+
+/** One layer's LayerFiles as the plan's walk meets its files; the fingerprint given up past `max` files. */
+class LayerCount {
+  private count = 0;
+  private bytes = 0;
+  private acls = 0;
+  private hash: Hash | undefined;
+  private text = '';
+
+  constructor(private readonly max: number) {
+    if (max > 0) this.hash = createHash('sha256');
+  }
+
+  add(contentPath: string, e: LayerEntry): void {
+    this.count++;
+    this.bytes += e.size;
+    if (e.acl) this.acls++;
+    if (!this.hash) return;
+    if (this.count > this.max) {
+      this.hash = undefined;
+      this.text = '';
+      return;
+    }
+    this.text += `${contentPath}\0${e.size}\n`;
+    if (this.text.length >= 1 << 16) {
+      this.hash.update(this.text);
+      this.text = '';
+    }
+  }
+
+  done(): LayerFiles {
+    const out: LayerFiles = { count: this.count, bytes: this.bytes, acls: this.acls };
+    if (this.hash) out.digest = this.hash.update(this.text).digest('hex');
+    return out;
   }
 }
 
