@@ -82,48 +82,84 @@ export async function freshPageCache(inputs: readonly string[]): Promise<void> {
  * set); throws BenchError if any run fails, MeasureTimeout if one is stopped.
  */
 export async function measure(cmd: string, args: readonly string[], opts: MeasureOptions = {}): Promise<Measurement> {
-  const runs = Math.max(1, opts.runs ?? 3);
+  const [r] = await measureInTurn([{ cmd, args, opts }]);
+  if (r!.status === 'rejected') throw r!.reason;
+  return r!.value;
+}
+
+/** A command to time, as measure() takes it. */
+export interface Timed {
+  cmd: string;
+  args: readonly string[];
+  opts: MeasureOptions;
+}
+
+/**
+ * Times the commands of one comparison in turn, run by run: the first run of each, then the
+ * second of each, and so on (each command opts.runs times). The sides of a row are meant to
+ * meet the same machine, and this one drifts over a minute: a run that needs pages the
+ * kernel does not hold yet pays a fault of the hypervisor's for each (free memory here is
+ * handed back to the host), and how many such pages there are depends on what ran before.
+ * GNU tar's three extractions of the bench stack took 1.8 s each timed before strata's
+ * sandbox, and 4.3–4.6 s each a few minutes later on the same filesystem; strata's sandbox,
+ * timed three times after them, 1.7, 2.4 and 3.0 s (spec/benchmark.md, Runs in turn).
+ *
+ * A command that fails or is stopped is not run again; its slot holds the error (BenchError,
+ * MeasureTimeout), and the others go on.
+ */
+export async function measureInTurn(commands: readonly Timed[]): Promise<PromiseSettledResult<Measurement>[]> {
   const tmp = await mkdtemp('/tmp/strata-bench-time-');
-  const samples: number[] = [];
-  const faults: number[] = [];
-  const cpu: number[] = [];
-  let rssKiB = 0;
+  const state = commands.map(() => ({ samples: [] as number[], faults: [] as number[], cpu: [] as number[], rssKiB: 0, error: undefined as unknown }));
+  const runs = commands.map((c) => Math.max(1, c.opts.runs ?? 3));
   try {
-    for (let i = 0; i < runs; i++) {
-      // No tree is deleted in the background while a run is timed (harness startEmptyingTrash).
-      holdTrash();
-      let wall: number;
-      try {
-        const p0 = Date.now();
-        if (opts.before) await opts.before();
-        // Untimed: write back what earlier runs or setup left dirty, so no run pays for
-        // another's writeback (it otherwise lands on whichever side happens to run next).
-        await run('sync', []);
-        const prep = (Date.now() - p0) / 1000;
-        if (prep >= 5) log(`  (clean-up and sync before the run: ${prep.toFixed(0)} s)`);
-        const out = join(tmp, `time.${i}`);
-        const t0 = process.hrtime.bigint();
-        const limit = opts.timeoutSec === undefined ? [] : ['timeout', '-k', '10', String(opts.timeoutSec)];
-        const r = await run('/usr/bin/time', ['-f', '%e %R %M %U %S', '-o', out, ...limit, cmd, ...args], { cwd: opts.cwd, env: opts.env, allowFail: limit.length > 0 });
-        wall = Number(process.hrtime.bigint() - t0) / 1e9;
-        const [, minor, rss, user, sys] = (await readFile(out, 'utf8')).trim().split(/\s+/).slice(-5);
-        rssKiB = Math.max(rssKiB, Number(rss) || 0);
-        if (Number.isFinite(Number(minor))) faults.push(Number(minor));
-        if (Number.isFinite(Number(user) + Number(sys))) cpu.push(Number(user) + Number(sys));
-        if (r.code === 124 || r.code === 137) throw new MeasureTimeout(opts.timeoutSec!, rssKiB);
-        if (r.code !== 0) {
-          const tail = r.stderr.trim().split('\n').slice(-5).join('\n');
-          throw new BenchError(`${cmd} ${args.join(' ')} failed (exit ${r.code})${tail ? `:\n${tail}` : ''}`, r.code, r.stderr);
+    for (let i = 0; i < Math.max(...runs); i++) {
+      for (const [k, c] of commands.entries()) {
+        const s = state[k]!;
+        if (i >= runs[k]! || s.error !== undefined) continue;
+        try {
+          await timeOnce(c, join(tmp, `time.${k}.${i}`), s);
+        } catch (e) {
+          s.error = e;
         }
-      } finally {
-        releaseTrash();
       }
-      samples.push(wall);
     }
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
-  return summarize(samples, rssKiB, faults, cpu);
+  return state.map((s) =>
+    s.error !== undefined ? { status: 'rejected', reason: s.error } : { status: 'fulfilled', value: summarize(s.samples, s.rssKiB, s.faults, s.cpu) },
+  );
+}
+
+/** One timed run of `c`, its figures added to `into`; `out` is /usr/bin/time's report file. */
+async function timeOnce({ cmd, args, opts }: Timed, out: string, into: { samples: number[]; faults: number[]; cpu: number[]; rssKiB: number }): Promise<void> {
+  // No tree is deleted in the background while a run is timed (harness startEmptyingTrash).
+  holdTrash();
+  try {
+    const p0 = Date.now();
+    if (opts.before) await opts.before();
+    // Untimed: write back what earlier runs or setup left dirty, so no run pays for
+    // another's writeback (it otherwise lands on whichever side happens to run next).
+    await run('sync', []);
+    const prep = (Date.now() - p0) / 1000;
+    if (prep >= 5) log(`  (clean-up and sync before the run: ${prep.toFixed(0)} s)`);
+    const t0 = process.hrtime.bigint();
+    const limit = opts.timeoutSec === undefined ? [] : ['timeout', '-k', '10', String(opts.timeoutSec)];
+    const r = await run('/usr/bin/time', ['-f', '%e %R %M %U %S', '-o', out, ...limit, cmd, ...args], { cwd: opts.cwd, env: opts.env, allowFail: limit.length > 0 });
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+    const [, minor, rss, user, sys] = (await readFile(out, 'utf8')).trim().split(/\s+/).slice(-5);
+    into.rssKiB = Math.max(into.rssKiB, Number(rss) || 0);
+    if (r.code === 124 || r.code === 137) throw new MeasureTimeout(opts.timeoutSec!, into.rssKiB);
+    if (r.code !== 0) {
+      const tail = r.stderr.trim().split('\n').slice(-5).join('\n');
+      throw new BenchError(`${cmd} ${args.join(' ')} failed (exit ${r.code})${tail ? `:\n${tail}` : ''}`, r.code, r.stderr);
+    }
+    if (Number.isFinite(Number(minor))) into.faults.push(Number(minor));
+    if (Number.isFinite(Number(user) + Number(sys))) into.cpu.push(Number(user) + Number(sys));
+    into.samples.push(wall);
+  } finally {
+    releaseTrash();
+  }
 }
 
 /** `faults`, `cpu`: each run's minor page faults and CPU seconds, when measured. */

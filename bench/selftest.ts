@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { dumpXattrs, overlayToOci } from './data.js';
-import { diffTrees, emptyTrash, goalsNotMet, limiter, measure, withMountedImage, setAside, snapshotImage, snapshotSquashfs, snapshotTree, snapshotTreeFast, renderReport, speedup, startEmptyingTrash, summarize, table, useTrash, type Machine, type Outcome, type Row, type TreeNode, type Why } from './harness.js';
+import { diffTrees, emptyTrash, goalsNotMet, limiter, measure, measureInTurn, withMountedImage, setAside, snapshotImage, snapshotSquashfs, snapshotTree, snapshotTreeFast, renderReport, speedup, startEmptyingTrash, summarize, table, useTrash, type Machine, type Outcome, type Row, type TreeNode, type Why } from './harness.js';
 import { describeScratch, dropScratch, mounts, prepareScratch } from './scratch.js';
 import { listTar } from './tar-list.js';
 import { tarDataEnd } from './peers.js';
@@ -432,6 +432,20 @@ Stats('a measured run carries its page faults: a command that touches 64 MiB sho
   const touch = await measure(process.execPath, ['-e', 'Buffer.alloc(64 << 20, 1)'], { runs: 1 });
   const idle = await measure(process.execPath, ['-e', '0'], { runs: 1 });
   assert.ok(touch.faults! - idle.faults! >= 16_000, `${touch.faults} against ${idle.faults}`);
+});
+Stats('commands of one comparison are timed in turn, run by run; one that fails stops its own runs, not the others\'', async () => {
+  const dir = await mkdtemp('/tmp/strata-bench-selftest-');
+  try {
+    const log = join(dir, 'log');
+    const say = (word: string, code = 0) => ({ cmd: 'sh', args: ['-c', `echo ${word} >> "$1"; exit ${code}`, 'say', log], opts: { runs: 3 } });
+    const [a, b, c] = await measureInTurn([say('a'), say('b', 1), say('c')]);
+    assert.equal((await readFile(log, 'utf8')).split('\n').filter(Boolean), ['a', 'b', 'c', 'a', 'c', 'a', 'c']);
+    assert.is(a!.status === 'fulfilled' && a!.value.samples.length, 3);
+    assert.is(b!.status, 'rejected');
+    assert.is(c!.status === 'fulfilled' && c!.value.samples.length, 3);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 Stats.run();
 

@@ -1,7 +1,8 @@
 /**
  * The stack section: the real Debian + OpenMPI + mpi4py + licensed-app stack of bench/data.ts
  * (issue 5's rows, with tar2sqfs and mkfs.erofs beside them and strata's EROFS images).
- * Every command runs settings.runs times (≥ 3).
+ * Every command runs settings.runs times (≥ 3), the commands of one comparison in turn, run
+ * by run (strata.ts inTurn): the peers, then strata.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
@@ -11,7 +12,7 @@ import { aclsOf, diffTrees, limiter, setAside, snapshotImage, snapshotTreeFast, 
 import { EXTRACT_SCRIPT, mkfsErofsArgs, mksquashfsArgs, TAR_CREATE, tar2sqfsScript } from './peers.js';
 import { log, run, sh } from './proc.js';
 import { BLOCK_SIZE, blockCacheOf, EROFS_LEVELS, LEVELS, settings, type Comp, type ErofsComp } from './settings.js';
-import { peer, sizeOf, type Strata } from './strata.js';
+import { inTurn, peerSide, sizeOf, type Side, type Strata } from './strata.js';
 import { coldCompression, fixedCost, pageFaults, unchangedWork, unordered } from './why.js';
 
 /** Module names the layers are imported under (Lmod rule: last component is the version). */
@@ -72,13 +73,11 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
   for (const name of [...data.stack, 'app2'] as LayerName[]) {
     const tar = data.layers[name].tar;
     const mb = ((await sizeOf(tar)) ?? 0) / 2 ** 20;
-    rows.push({
-      what: `ingest ${name}.tar (${mb.toFixed(0)} MiB)`,
-      strata: await strata.measure(`ingest ${name}`, ingestStore, ['store', 'import', MODULES[name], tar], { runs: RUNS, before: rm_(ingestStore) }),
-      peerName: 'sha256sum',
-      peer: await peer(`sha256sum ${name}`, 'sha256sum', [tar], { runs: RUNS }),
-      goal: { text: '≥ 1.0×', minSpeedup: 1, why: fixedCost },
-    });
+    const [sha, imp] = await inTurn([
+      peerSide(`sha256sum ${name}`, 'sha256sum', [tar], { runs: RUNS }),
+      strata.side(`ingest ${name}`, ingestStore, ['store', 'import', MODULES[name], tar], { runs: RUNS, before: rm_(ingestStore) }),
+    ]);
+    rows.push({ what: `ingest ${name}.tar (${mb.toFixed(0)} MiB)`, strata: imp!, peerName: 'sha256sum', peer: sha!, goal: { text: '≥ 1.0×', minSpeedup: 1, why: fixedCost } });
   }
 
   // The base layer once more as a plain `tar -cf` of its directory writes it: each directory
@@ -89,20 +88,19 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
   log('peer setup: the base layer archived in filesystem order (untimed)');
   await run('tar', [...TAR_CREATE.filter((a) => a !== '--sort=name'), '-C', data.layers.base.dir, '-cf', fsOrderTar, '.']);
   const fsOrderStore = join(S, 'ingest-fs-order-store');
-  const fsOrderIngest = await strata.measure('ingest base (filesystem order)', fsOrderStore, ['store', 'import', MODULES.base, fsOrderTar], { runs: RUNS, before: rm_(fsOrderStore) });
+  const [fsOrderSha, fsOrderIngest] = await inTurn([
+    peerSide('sha256sum base (filesystem order)', 'sha256sum', [fsOrderTar], { runs: RUNS }),
+    strata.side('ingest base (filesystem order)', fsOrderStore, ['store', 'import', MODULES.base, fsOrderTar], { runs: RUNS, before: rm_(fsOrderStore) }),
+  ]);
   rows.push({
     what: `ingest base.tar in filesystem order (${(((await sizeOf(fsOrderTar)) ?? 0) / 2 ** 20).toFixed(0)} MiB)`,
-    strata: fsOrderIngest,
+    strata: fsOrderIngest!,
     peerName: 'sha256sum',
-    peer: await peer('sha256sum base (filesystem order)', 'sha256sum', [fsOrderTar], { runs: RUNS }),
+    peer: fsOrderSha!,
     goal: { text: '≥ 1.0×', minSpeedup: 1, why: unordered },
   });
 
   // --- sandbox -------------------------------------------------------------------------
-  const gnuTar = await peer('GNU tar extraction of 4 tars', 'bash', ['-c', EXTRACT_SCRIPT, 'extract', refTree, ...tars], { runs: RUNS, before: () => setAside(refTree) });
-  const bundle = join(S, 'umoci-bundle');
-  const umoci = await peer('umoci unpack', 'umoci', ['unpack', '--image', `${data.oci}:${data.ociTag}`, bundle], { runs: RUNS, before: () => setAside(bundle) });
-
   // strata: one store with every module, and a stack dir holding strata.json/strata.lock.
   const store = join(S, 'store');
   const stackDir = join(S, 'stack');
@@ -122,11 +120,16 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
     }
   }
   const strataOr = async (fn: () => Promise<Outcome>): Promise<Outcome> => setup ?? (strata.available ? fn() : strata.classify(undefined));
+  /** strata's side of a comparison, or the setup's failure in its place. */
+  const strataSide = (make: () => Side | Outcome): Side | Outcome => setup ?? make();
 
   const sandboxDir = join(S, 'sandbox');
-  const sandbox = await strataOr(() =>
-    strata.measure('compose sandbox', store, ['compose', 'sandbox', sandboxDir], { runs: RUNS, cwd: stackDir, before: () => setAside(sandboxDir) }),
-  );
+  const bundle = join(S, 'umoci-bundle');
+  const [gnuTar, umoci, sandbox] = (await inTurn([
+    peerSide('GNU tar extraction of 4 tars', 'bash', ['-c', EXTRACT_SCRIPT, 'extract', refTree, ...tars], { runs: RUNS, before: () => setAside(refTree) }),
+    peerSide('umoci unpack', 'umoci', ['unpack', '--image', `${data.oci}:${data.ociTag}`, bundle], { runs: RUNS, before: () => setAside(bundle) }),
+    strataSide(() => strata.side('compose sandbox', store, ['compose', 'sandbox', sandboxDir], { runs: RUNS, cwd: stackDir, before: () => setAside(sandboxDir) })),
+  ])) as [Outcome, Outcome, Outcome];
   rows.push({ what: 'sandbox, 4 layers', strata: sandbox, peerName: 'GNU tar ×4 + whiteouts', peer: gnuTar, goal: { text: '≥ 1.0×', minSpeedup: 1, why: pageFaults } });
   rows.push({ what: 'sandbox, 4 layers', strata: sandbox, peerName: 'umoci unpack', peer: umoci, goal: { text: '≥ 3.0×', minSpeedup: 3 } });
 
@@ -143,13 +146,14 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
     const peerOut = join(S, `peer-${comp}.sqfs`);
     const t2sOut = join(S, `tar2sqfs-${comp}.sqfs`);
     const out = join(S, `strata-${comp}.sqfs`);
-    const p = await peer(`mksquashfs ${comp}`, 'mksquashfs', mksquashfsArgs(refTree, peerOut, comp), { runs: RUNS, before: rm_(peerOut) });
-    const t2s = await peer(`tar2sqfs ${comp}`, 'bash', ['-c', tar2sqfsScript(comp), 'tar2sqfs', t2sOut, flatTar, String(flatBytes)], { runs: RUNS, before: rm_(t2sOut) });
+    const [p, t2s, c] = (await inTurn([
+      peerSide(`mksquashfs ${comp}`, 'mksquashfs', mksquashfsArgs(refTree, peerOut, comp), { runs: RUNS, before: rm_(peerOut) }),
+      peerSide(`tar2sqfs ${comp}`, 'bash', ['-c', tar2sqfsScript(comp), 'tar2sqfs', t2sOut, flatTar, String(flatBytes)], { runs: RUNS, before: rm_(t2sOut) }),
+      strataSide(() => strata.side(`cold squash ${comp}`, store, squashArgs(out, comp), { runs: RUNS, cwd: stackDir, before: rm_(out, blockCacheOf(store)) })),
+    ])) as [Outcome, Outcome, Outcome];
     tar2sqfsDone[comp] = t2s;
-    cold[comp] = await strataOr(() =>
-      strata.measure(`cold squash ${comp}`, store, squashArgs(out, comp), { runs: RUNS, cwd: stackDir, before: rm_(out, blockCacheOf(store)) }),
-    );
-    rows.push({ what: `cold squash ${comp}-${LEVELS[comp]}`, strata: cold[comp]!, peerName: 'mksquashfs of extracted tree', peer: p, goal: { text: '≥ 1.0×', minSpeedup: 1, why: coldCompression } });
+    cold[comp] = c;
+    rows.push({ what: `cold squash ${comp}-${LEVELS[comp]}`, strata: c, peerName: 'mksquashfs of extracted tree', peer: p, goal: { text: '≥ 1.0×', minSpeedup: 1, why: coldCompression } });
     rows.push({ what: `cold squash ${comp}-${LEVELS[comp]}`, strata: cold[comp]!, peerName: 'tar2sqfs of one tar of the tree', peer: t2s });
   }
 
@@ -160,14 +164,14 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
     const peerOut = join(S, `mkfs-${mode}.erofs`);
     const out = join(S, `strata-${mode}.erofs`);
     const label = mode === 'none' ? 'uncompressed' : `${mode}${EROFS_LEVELS[mode] !== undefined && mode !== 'lz4' ? `-${EROFS_LEVELS[mode]}` : ''}`;
-    const p: Outcome =
+    const [p, e] = (await inTurn([
       mode === 'none' || erofsCompressors.has(mode)
-        ? await peer(`mkfs.erofs ${label}`, 'mkfs.erofs', mkfsErofsArgs(refTree, peerOut, mode === 'none' ? undefined : mode), { runs: RUNS, before: rm_(peerOut) })
-        : { kind: 'unavailable', reason: `this mkfs.erofs has no ${mode} (it offers ${[...erofsCompressors].join(', ') || 'none'})` };
-    erofsCold[mode] = await strataOr(() =>
-      strata.measure(`cold EROFS ${label}`, store, erofsArgs(out, mode), { runs: RUNS, cwd: stackDir, before: rm_(out, blockCacheOf(store)) }),
-    );
-    rows.push({ what: `cold EROFS, ${label}`, strata: erofsCold[mode]!, peerName: 'mkfs.erofs of extracted tree', peer: p });
+        ? peerSide(`mkfs.erofs ${label}`, 'mkfs.erofs', mkfsErofsArgs(refTree, peerOut, mode === 'none' ? undefined : mode), { runs: RUNS, before: rm_(peerOut) })
+        : { kind: 'unavailable', reason: `this mkfs.erofs has no ${mode} (it offers ${[...erofsCompressors].join(', ') || 'none'})` },
+      strataSide(() => strata.side(`cold EROFS ${label}`, store, erofsArgs(out, mode), { runs: RUNS, cwd: stackDir, before: rm_(out, blockCacheOf(store)) })),
+    ])) as [Outcome, Outcome];
+    erofsCold[mode] = e;
+    rows.push({ what: `cold EROFS, ${label}`, strata: e, peerName: 'mkfs.erofs of extracted tree', peer: p });
   }
 
   // --- unsquash: strata's gzip image back into a tree ----------------------------------
@@ -176,43 +180,45 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
   const gzipImage = join(S, 'strata-gzip.sqfs');
   const unsquashDir = join(S, 'unsquashed');
   const unsquashfsDir = join(S, 'unsquashfs-tree');
-  const unsquashPeer: Outcome =
+  const noImage: Outcome = { kind: 'unavailable', reason: 'no strata gzip image' };
+  const [unsquashPeer, unsquash] = (await inTurn(
     cold.gzip?.kind === 'measured'
-      ? await peer('unsquashfs', 'unsquashfs', ['-q', '-n', '-d', unsquashfsDir, gzipImage], { runs: RUNS, before: () => setAside(unsquashfsDir) })
-      : { kind: 'unavailable', reason: 'no strata gzip image' };
+      ? [
+          peerSide('unsquashfs', 'unsquashfs', ['-q', '-n', '-d', unsquashfsDir, gzipImage], { runs: RUNS, before: () => setAside(unsquashfsDir) }),
+          strataSide(() => strata.side('unsquash', store, ['unsquash', gzipImage, unsquashDir], { runs: RUNS, before: () => setAside(unsquashDir) })),
+        ]
+      : [noImage, noImage],
+  )) as [Outcome, Outcome];
   await setAside(unsquashfsDir);
-  const unsquash = await strataOr(() =>
-    cold.gzip?.kind === 'measured'
-      ? strata.measure('unsquash', store, ['unsquash', gzipImage, unsquashDir], { runs: RUNS, before: () => setAside(unsquashDir) })
-      : Promise.resolve<Outcome>({ kind: 'unavailable', reason: 'no strata gzip image' }),
-  );
   rows.push({ what: `unsquash of strata's gzip image`, strata: unsquash, peerName: 'unsquashfs of the same image', peer: unsquashPeer });
 
   // --- end to end ----------------------------------------------------------------------
   const e2eTree = join(S, 'e2e-tree');
   const e2ePeerOut = join(S, 'e2e-peer.sqfs');
   const e2ePeerScript = `${EXTRACT_SCRIPT}\nmksquashfs ${mksquashfsArgs(e2eTree, e2ePeerOut, 'gzip').map(sh).join(' ')} >/dev/null`;
-  const e2ePeer = await peer('GNU tar + mksquashfs', 'bash', ['-c', e2ePeerScript, 'e2e', e2eTree, ...tars], {
-    runs: RUNS,
-    before: async () => {
-      await setAside(e2eTree);
-      await rm_(e2ePeerOut)();
-    },
-  });
-  await setAside(e2eTree);
   const e2eDir = join(S, 'e2e-stack');
   const e2eOut = join(S, 'e2e-strata.sqfs');
   const call = (args: string[]) => strata.argv(store, args).map(sh).join(' ');
   const e2eScript = ['set -e', `cd ${sh(e2eDir)}`, call(['compose', 'add', ...data.stack.map((n) => MODULES[n])]), call(squashArgs(e2eOut, 'gzip'))].join('\n');
-  const e2e = await strataOr(() =>
-    strata.measureScript('end to end', e2eScript, {
+  const [e2ePeer, e2e] = (await inTurn([
+    peerSide('GNU tar + mksquashfs', 'bash', ['-c', e2ePeerScript, 'e2e', e2eTree, ...tars], {
       runs: RUNS,
       before: async () => {
-        await rm_(e2eDir, e2eOut, blockCacheOf(store))();
-        await mkdir(e2eDir, { recursive: true });
+        await setAside(e2eTree);
+        await rm_(e2ePeerOut)();
       },
     }),
-  );
+    strataSide(() =>
+      strata.scriptSide('end to end', e2eScript, {
+        runs: RUNS,
+        before: async () => {
+          await rm_(e2eDir, e2eOut, blockCacheOf(store))();
+          await mkdir(e2eDir, { recursive: true });
+        },
+      }),
+    ),
+  ])) as [Outcome, Outcome];
+  await setAside(e2eTree);
   rows.push({
     what: `end to end, store → image (gzip-${LEVELS.gzip})`,
     strata: e2e,

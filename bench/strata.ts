@@ -16,7 +16,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, stat, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { measure, MeasureTimeout, type Measurement, type Outcome } from './harness.js';
+import { measureInTurn, MeasureTimeout, type Measurement, type Outcome, type Timed } from './harness.js';
 import { BenchError, log, run } from './proc.js';
 
 export const measured = (m: Measurement): Outcome => ({ kind: 'measured', m });
@@ -32,18 +32,47 @@ function timedOut(e: MeasureTimeout): Outcome {
   return { kind: 'timeout', seconds: e.seconds, rssKiB: e.rssKiB, reason: `stopped at the time limit of ${e.seconds} s` };
 }
 
+/** One side of a comparison, not yet timed: its command, and how its result reads as an Outcome. */
+export interface Side {
+  /** For the log: "peer: …" or "strata: …". */
+  what: string;
+  timed: Timed;
+  outcome(r: PromiseSettledResult<Measurement>): Outcome;
+}
+
 /**
- * Runs a peer measurement. A peer failing is a broken benchmark, so it is fatal; a peer
- * stopped at its time limit is reported as such.
+ * A peer's side. A peer failing is a broken benchmark, so it is fatal; a peer stopped at its
+ * time limit is reported as such.
  */
+export function peerSide(what: string, cmd: string, args: string[], opts: MeasureOpts): Side {
+  return {
+    what: `peer: ${what}`,
+    timed: { cmd, args, opts },
+    outcome(r) {
+      if (r.status === 'fulfilled') return measured(r.value);
+      if (r.reason instanceof MeasureTimeout) return timedOut(r.reason);
+      throw r.reason;
+    },
+  };
+}
+
+/**
+ * Times the sides of one comparison in turn, run by run (harness measureInTurn), and gives
+ * each its Outcome in the order given. An Outcome given in place of a side (strata not built,
+ * its setup failed) is passed through untimed.
+ */
+export async function inTurn(sides: readonly (Side | Outcome)[]): Promise<Outcome[]> {
+  const timed = sides.filter((s): s is Side => 'timed' in s);
+  if (timed.length === 0) return sides as Outcome[];
+  log(timed.length === 1 ? timed[0]!.what : `in turn: ${timed.map((s) => s.what).join('; ')}`);
+  const results = await measureInTurn(timed.map((s) => s.timed));
+  let k = 0;
+  return sides.map((s) => ('timed' in s ? s.outcome(results[k++]!) : s));
+}
+
+/** A peer measured on its own (see peerSide). */
 export async function peer(what: string, cmd: string, args: string[], opts: MeasureOpts): Promise<Outcome> {
-  log(`peer: ${what}`);
-  try {
-    return measured(await measure(cmd, args, opts));
-  } catch (e) {
-    if (e instanceof MeasureTimeout) return timedOut(e);
-    throw e;
-  }
+  return (await inTurn([peerSide(what, cmd, args, opts)]))[0]!;
 }
 
 /**
@@ -90,25 +119,22 @@ export class Strata {
     }
     return { kind: 'failed', reason: first.slice(0, 300) };
   }
-  async measure(what: string, store: string, args: string[], opts: MeasureOpts): Promise<Outcome> {
-    if (!this.available) return { kind: 'unavailable', reason: `${this.cli} not built` };
-    log(`strata: ${what}`);
-    try {
-      const [cmd, ...rest] = this.argv(store, args);
-      return measured(await measure(cmd!, rest, opts));
-    } catch (e) {
-      return this.classify(e);
-    }
+  /** strata's side of a comparison: `args` on `store`, or why it cannot be timed. */
+  side(what: string, store: string, args: string[], opts: MeasureOpts): Side | Outcome {
+    const [cmd, ...rest] = this.argv(store, args);
+    return this.sideOf(what, { cmd: cmd!, args: rest, opts });
   }
-  /** A bash script timed as one command (end to end). */
-  async measureScript(what: string, script: string, opts: MeasureOpts): Promise<Outcome> {
-    if (!this.available) return { kind: 'unavailable', reason: `${this.cli} not built` };
-    log(`strata: ${what}`);
-    try {
-      return measured(await measure('bash', ['-c', script], opts));
-    } catch (e) {
-      return this.classify(e);
-    }
+  /** strata's side as a bash script timed as one command (end to end). */
+  scriptSide(what: string, script: string, opts: MeasureOpts): Side | Outcome {
+    return this.sideOf(what, { cmd: 'bash', args: ['-c', script], opts });
+  }
+  private sideOf(what: string, timed: Timed): Side | Outcome {
+    if (!this.available) return this.classify(undefined);
+    return { what: `strata: ${what}`, timed, outcome: (r) => (r.status === 'fulfilled' ? measured(r.value) : this.classify(r.reason)) };
+  }
+  /** strata measured on its own. */
+  async measure(what: string, store: string, args: string[], opts: MeasureOpts): Promise<Outcome> {
+    return (await inTurn([this.side(what, store, args, opts)]))[0]!;
   }
 }
 
