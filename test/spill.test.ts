@@ -208,6 +208,13 @@ test('the record codec keeps every extra value a caller gives, and refuses a lon
     assert.equal(back.extra, extra);
     assert.is('extra' in back, extra !== undefined);
   }
+  // A Buffer comes back as bytes of its own, not a view of the record (nor JSON of a Buffer).
+  const bytes = Buffer.from([0, 1, 2, 255]);
+  const record = Buffer.from(encodeEntry(e, bytes));
+  const got = decodeEntry(record).extra as Buffer;
+  assert.ok(Buffer.isBuffer(got) && got.equals(bytes), String(got));
+  record.fill(0);
+  assert.ok(got.equals(bytes), 'a copy');
   // An encoded record is a view of the encoder's buffer: the next call reuses it.
   const a = encodeEntry(e, 1);
   const copy = Buffer.from(a);

@@ -16,7 +16,8 @@
  *
  * `str` and `bytes` are a u32 length and that many bytes (strings as UTF-8). A `value` is a
  * tag byte, then: nothing (undefined, null), an f64 (number), a str (string), a u32 count and
- * that many values (array), or a str of JSON (anything else). Strings must be well-formed
+ * that many values (array), a bytes (a Buffer: a caller's own binary form, read back as a
+ * Buffer of its own), or a str of JSON (anything else). Strings must be well-formed
  * UTF-16 (every path here was decoded from UTF-8); a lone surrogate is refused rather than
  * turned into U+FFFD on the way back.
  */
@@ -39,6 +40,7 @@ const V_NUMBER = 2;
 const V_STRING = 3;
 const V_ARRAY = 4;
 const V_JSON = 5;
+const V_BYTES = 6;
 
 /**
  * The encoder's buffer, grown as needed: encodeEntry returns a view of it, valid until the
@@ -94,6 +96,9 @@ function putValue(v: unknown): void {
   } else if (typeof v === 'string') {
     out[pos++] = V_STRING;
     putStr(v);
+  } else if (Buffer.isBuffer(v)) {
+    out[pos++] = V_BYTES;
+    putBytes(v);
   } else if (Array.isArray(v)) {
     out[pos++] = V_ARRAY;
     putU32(v.length);
@@ -227,6 +232,8 @@ class Reader {
         for (let i = 0; i < n; i++) a[i] = this.value();
         return a;
       }
+      case V_BYTES:
+        return this.bytes();
       case V_JSON:
         return JSON.parse(this.str());
       default:

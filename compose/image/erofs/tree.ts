@@ -103,23 +103,63 @@ export function inodeKey(path: string, dir: boolean): string {
 
 export const compareRecs = (a: Rec, b: Rec): number => comparePaths(a.key, b.key);
 
-function encodeData(d: FileData): unknown {
-  if (d.kind === 'z') return ['z', d.size, d.extents.flatMap((x) => [x.lclusters, x.plain ? 1 : 0, x.pblk, x.blocks])];
-  return ['f', d.size, d.runs.flatMap((r) => [r.addr, r.count]), d.tail ? [d.tail.off, d.tail.len] : null, d.tailZero ? 1 : 0];
+/**
+ * A file's data as the bytes of its record's extra: a kind byte (0 flat, 1 compressed), the
+ * size, the count of runs or extents and each of them, every number an f64; a flat file's
+ * then a flags byte (1 a tail, 2 a tail of zeros) and the tail's offset and length. Written
+ * into one buffer reused for every record (the entry codec copies it at once); read back
+ * without an array or a string in between: each of the three passes decodes every record.
+ */
+let dataOut = Buffer.allocUnsafe(4096);
+
+function encodeData(d: FileData): Buffer {
+  const n = d.kind === 'z' ? d.extents.length : d.runs.length;
+  const len = d.kind === 'z' ? 13 + 25 * n : 13 + 16 * n + 17;
+  if (dataOut.length < len) dataOut = Buffer.allocUnsafe(Math.max(len, 2 * dataOut.length));
+  const b = dataOut;
+  b[0] = d.kind === 'z' ? 1 : 0;
+  b.writeDoubleLE(d.size, 1);
+  b.writeUInt32LE(n, 9);
+  let o = 13;
+  if (d.kind === 'z') {
+    for (const x of d.extents) {
+      b.writeDoubleLE(x.lclusters, o);
+      b[o + 8] = x.plain ? 1 : 0;
+      b.writeDoubleLE(x.pblk, o + 9);
+      b.writeDoubleLE(x.blocks, o + 17);
+      o += 25;
+    }
+    return b.subarray(0, o);
+  }
+  for (const r of d.runs) {
+    b.writeDoubleLE(r.addr, o);
+    b.writeDoubleLE(r.count, o + 8);
+    o += 16;
+  }
+  b[o] = (d.tail ? 1 : 0) | (d.tailZero ? 2 : 0);
+  b.writeDoubleLE(d.tail?.off ?? 0, o + 1);
+  b.writeDoubleLE(d.tail?.len ?? 0, o + 9);
+  return b.subarray(0, o + 17);
 }
 
-function decodeData(x: unknown): FileData {
-  const a = x as [string, number, number[], ([number, number] | null)?, number?];
-  const n = a[2];
-  if (a[0] === 'z') {
-    const extents: Extent[] = [];
-    for (let i = 0; i < n.length; i += 4) extents.push({ lclusters: n[i]!, plain: n[i + 1] === 1, pblk: n[i + 2]!, blocks: n[i + 3]! });
-    return { kind: 'z', size: a[1], extents };
+function decodeData(b: Buffer): FileData {
+  const size = b.readDoubleLE(1);
+  const n = b.readUInt32LE(9);
+  let o = 13;
+  if (b[0] === 1) {
+    if (b.length !== 13 + 25 * n) throw new Error(`EROFS record: ${b.length} bytes of data for ${n} extents`);
+    const extents = new Array<Extent>(n);
+    for (let i = 0; i < n; i++, o += 25) {
+      extents[i] = { lclusters: b.readDoubleLE(o), plain: b[o + 8] === 1, pblk: b.readDoubleLE(o + 9), blocks: b.readDoubleLE(o + 17) };
+    }
+    return { kind: 'z', size, extents };
   }
-  const runs: Run[] = [];
-  for (let i = 0; i < n.length; i += 2) runs.push({ addr: n[i]!, count: n[i + 1]! });
-  const d: FileData = { kind: 'flat', size: a[1], runs, tailZero: a[4] === 1 };
-  if (a[3]) d.tail = { off: a[3][0], len: a[3][1] };
+  if (b.length !== 13 + 16 * n + 17) throw new Error(`EROFS record: ${b.length} bytes of data for ${n} runs`);
+  const runs = new Array<Run>(n);
+  for (let i = 0; i < n; i++, o += 16) runs[i] = { addr: b.readDoubleLE(o), count: b.readDoubleLE(o + 8) };
+  const flags = b[o]!;
+  const d: FileData = { kind: 'flat', size, runs, tailZero: (flags & 2) !== 0 };
+  if (flags & 1) d.tail = { off: b.readDoubleLE(o + 1), len: b.readDoubleLE(o + 9) };
   return d;
 }
 
@@ -128,7 +168,7 @@ export const recCodec: RecordCodec<Rec> = {
   decode: (b) => {
     const { entry, extra } = decodeEntry(b);
     const r: Rec = { key: inodeKey(entry.path, entry.type === 'dir'), entry };
-    if (extra !== undefined) r.data = decodeData(extra);
+    if (extra !== undefined) r.data = decodeData(extra as Buffer);
     return r;
   },
   size: (r) => entrySize(r.entry) + r.key.length * 2 + (r.data ? 64 + 32 * (r.data.kind === 'z' ? r.data.extents.length : r.data.runs.length) : 0),
