@@ -2,8 +2,8 @@
  * The scale section: a generated layer of N small files (bench/scale-data.ts) over the Debian
  * base layer, for each N of settings.scale.points. Rows: import, sandbox, SquashFS and EROFS
  * images, time and peak RSS, strata beside sha256sum, GNU tar, mksquashfs, tar2sqfs and
- * mkfs.erofs; one run per command by default (BENCH_SCALE_RUNS), every command stopped at
- * BENCH_SCALE_TIMEOUT. The gate compares strata's sandbox and images with the GNU tar tree
+ * mkfs.erofs; one run per command by default (BENCH_SCALE_RUNS; more are taken in turn, as in
+ * the stack section), every command stopped at BENCH_SCALE_TIMEOUT. The gate compares strata's sandbox and images with the GNU tar tree
  * (snapshotTreeFast: listing, content hashes, xattrs, ACLs) up to BENCH_SCALE_GATE_MAX; the
  * trees are listed right after the sandbox runs, the images after the image runs: SquashFS
  * images as sqfs2tar reads them (snapshotSquashfs: a kernel mount of the million-file image
@@ -22,7 +22,7 @@ import { log } from './proc.js';
 import { ensureScaleData, type ScaleStamp } from './scale-data.js';
 import { blockCacheOf, EROFS_LEVELS, LEVELS, settings } from './settings.js';
 import { erofsArgs, MODULES, squashArgs, STRATA_EXTRAS, type SectionContext } from './stack.js';
-import { peer, sizeOf } from './strata.js';
+import { inTurn, peerSide, sizeOf, type Side } from './strata.js';
 import { mainThreadBound, pageFaults, perEntry } from './why.js';
 
 /** The series of the plot, in legend order; strata's first. */
@@ -83,14 +83,16 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
     const rows: Row[] = [];
 
     // --- import: the generated tar into a store that holds only the base --------------
-    const imp = await strata.measure(`${tag}: import`, store, ['store', 'import', mod, sd.tar], {
-      ...opts,
-      before: async () => {
-        await rm_(store)();
-        await strata.call(store, ['store', 'import', MODULES.base, baseTar]);
-      },
-    });
-    const sha = await peer(`${tag}: sha256sum`, 'sha256sum', [sd.tar], opts);
+    const [sha, imp] = (await inTurn([
+      peerSide(`${tag}: sha256sum`, 'sha256sum', [sd.tar], opts),
+      strata.side(`${tag}: import`, store, ['store', 'import', mod, sd.tar], {
+        ...opts,
+        before: async () => {
+          await rm_(store)();
+          await strata.call(store, ['store', 'import', MODULES.base, baseTar]);
+        },
+      }),
+    ])) as [Outcome, Outcome];
     rows.push({ what: `${tag}: import (${tarMiB.toFixed(0)} MiB tar)`, strata: imp, peerName: 'sha256sum', peer: sha, goal: { text: '≥ 1.0×', minSpeedup: 1, why: perEntry(n) } });
     point.series['strata import'] = imp;
     point.series['sha256sum'] = sha;
@@ -107,11 +109,14 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
         setup = strata.classify(e);
       }
     }
-    const strataOr = (fn: () => Promise<Outcome>): Promise<Outcome> => (setup ? Promise.resolve(setup) : fn());
+    /** strata's side of a comparison, or why it cannot be timed. */
+    const strataSide = (make: () => Side | Outcome): Side | Outcome => setup ?? make();
 
     // --- sandbox ------------------------------------------------------------------------
-    const gnu = await peer(`${tag}: GNU tar extraction`, 'bash', ['-c', EXTRACT_SCRIPT, 'extract', refTree, baseTar, sd.tar], { ...opts, before: () => setAside(refTree) });
-    const sandbox = await strataOr(() => strata.measure(`${tag}: sandbox`, store, ['compose', 'sandbox', sandboxDir], { ...opts, cwd: stackDir, before: () => setAside(sandboxDir) }));
+    const [gnu, sandbox] = (await inTurn([
+      peerSide(`${tag}: GNU tar extraction`, 'bash', ['-c', EXTRACT_SCRIPT, 'extract', refTree, baseTar, sd.tar], { ...opts, before: () => setAside(refTree) }),
+      strataSide(() => strata.side(`${tag}: sandbox`, store, ['compose', 'sandbox', sandboxDir], { ...opts, cwd: stackDir, before: () => setAside(sandboxDir) })),
+    ])) as [Outcome, Outcome];
     rows.push({ what: `${tag}: sandbox`, strata: sandbox, peerName: 'GNU tar ×2 + whiteouts', peer: gnu, goal: { text: '≥ 1.0×', minSpeedup: 1, why: pageFaults } });
     point.series['strata sandbox'] = sandbox;
     point.series['GNU tar'] = gnu;
@@ -147,18 +152,15 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
     const mksOut = join(P, `mksquashfs-${comp}.sqfs`);
     const t2sOut = join(P, `tar2sqfs-${comp}.sqfs`);
     const sqOut = join(P, `strata-${comp}.sqfs`);
-    const mks: Outcome = !haveRef
-      ? { kind: 'unavailable', reason: 'no extracted tree (GNU tar was stopped)' }
-      : n > cfg.mksquashfsMax
-        ? { kind: 'skipped', reason: `not run above BENCH_SCALE_MKSQUASHFS_MAX=${cfg.mksquashfsMax} files: mksquashfs 4.5.1 was measured at over 25 minutes for the 1,000,000-file tree` }
-        : await peer(`${tag}: mksquashfs`, 'mksquashfs', mksquashfsArgs(refTree, mksOut, comp), { ...opts, before: rm_(mksOut) });
-    const t2s = await peer(`${tag}: tar2sqfs`, 'bash', ['-c', tar2sqfsScript(comp), 'tar2sqfs', t2sOut, baseTar, String(baseEnd), sd.tar, String(sd.stamp.tarBytes)], {
-      ...opts,
-      before: rm_(t2sOut),
-    });
-    const squash = await strataOr(() =>
-      strata.measure(`${tag}: squash`, store, squashArgs(sqOut, comp), { ...opts, cwd: stackDir, before: rm_(sqOut, blockCacheOf(store)) }),
-    );
+    const [mks, t2s, squash] = (await inTurn([
+      !haveRef
+        ? { kind: 'unavailable', reason: 'no extracted tree (GNU tar was stopped)' }
+        : n > cfg.mksquashfsMax
+          ? { kind: 'skipped', reason: `not run above BENCH_SCALE_MKSQUASHFS_MAX=${cfg.mksquashfsMax} files: mksquashfs 4.5.1 was measured at over 25 minutes for the 1,000,000-file tree` }
+          : peerSide(`${tag}: mksquashfs`, 'mksquashfs', mksquashfsArgs(refTree, mksOut, comp), { ...opts, before: rm_(mksOut) }),
+      peerSide(`${tag}: tar2sqfs`, 'bash', ['-c', tar2sqfsScript(comp), 'tar2sqfs', t2sOut, baseTar, String(baseEnd), sd.tar, String(sd.stamp.tarBytes)], { ...opts, before: rm_(t2sOut) }),
+      strataSide(() => strata.side(`${tag}: squash`, store, squashArgs(sqOut, comp), { ...opts, cwd: stackDir, before: rm_(sqOut, blockCacheOf(store)) })),
+    ])) as [Outcome, Outcome, Outcome];
     const sqLabel = `${tag}: squash ${comp}-${LEVELS[comp]}`;
     rows.push({ what: sqLabel, strata: squash, peerName: 'mksquashfs of extracted tree', peer: mks, goal: { text: '≥ 1.0×', minSpeedup: 1, why: mainThreadBound } });
     rows.push({ what: sqLabel, strata: squash, peerName: 'tar2sqfs of base + generated tar', peer: t2s });
@@ -169,14 +171,14 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
     // --- EROFS --------------------------------------------------------------------------
     const mkfsOut = join(P, `mkfs-${EC}.erofs`);
     const erOut = join(P, `strata-${EC}.erofs`);
-    const mkfs: Outcome = !haveRef
-      ? { kind: 'unavailable', reason: 'no extracted tree (GNU tar was stopped)' }
-      : erofsCompressors.has(EC)
-        ? await peer(`${tag}: mkfs.erofs`, 'mkfs.erofs', mkfsErofsArgs(refTree, mkfsOut, EC), { ...opts, before: rm_(mkfsOut) })
-        : { kind: 'unavailable', reason: `this mkfs.erofs has no ${EC}` };
-    const erofs = await strataOr(() =>
-      strata.measure(`${tag}: EROFS`, store, erofsArgs(erOut, EC), { ...opts, cwd: stackDir, before: rm_(erOut, blockCacheOf(store)) }),
-    );
+    const [mkfs, erofs] = (await inTurn([
+      !haveRef
+        ? { kind: 'unavailable', reason: 'no extracted tree (GNU tar was stopped)' }
+        : erofsCompressors.has(EC)
+          ? peerSide(`${tag}: mkfs.erofs`, 'mkfs.erofs', mkfsErofsArgs(refTree, mkfsOut, EC), { ...opts, before: rm_(mkfsOut) })
+          : { kind: 'unavailable', reason: `this mkfs.erofs has no ${EC}` },
+      strataSide(() => strata.side(`${tag}: EROFS`, store, erofsArgs(erOut, EC), { ...opts, cwd: stackDir, before: rm_(erOut, blockCacheOf(store)) })),
+    ])) as [Outcome, Outcome];
     rows.push({ what: `${tag}: EROFS ${ecLabel}`, strata: erofs, peerName: 'mkfs.erofs of extracted tree', peer: mkfs });
     point.series['strata EROFS'] = erofs;
     point.series['mkfs.erofs'] = mkfs;

@@ -70,11 +70,6 @@ export async function inTurn(sides: readonly (Side | Outcome)[]): Promise<Outcom
   return sides.map((s) => ('timed' in s ? s.outcome(results[k++]!) : s));
 }
 
-/** A peer measured on its own (see peerSide). */
-export async function peer(what: string, cmd: string, args: string[], opts: MeasureOpts): Promise<Outcome> {
-  return (await inTurn([peerSide(what, cmd, args, opts)]))[0]!;
-}
-
 /**
  * The `strata` command (cli/strata, which runs the bundle `npm run build` makes), else the
  * bundle, else the compiled entry of a build before either (those two run with node).
