@@ -104,6 +104,8 @@ export const pageFaults: Why = (row, m) => {
   return (
     `${faults} That is not most of the gap here: the same build's runs took ${s.min.toFixed(2)} to ${s.max.toFixed(2)} s (the fastest ${(p.median / s.min).toFixed(2)}× the peer's median), ` +
     'the kernel taking more or less time to create the same files on this filesystem from one run to the next (by hand on such a machine, 2026-11-27: ' +
-    'the bench stack\'s sandbox, five runs on ext4, each after the last tree was moved aside and a sync, took 0.65 to 3.76 s of system time).'
+    'the bench stack\'s sandbox, five runs on ext4, each after the last tree was moved aside and a sync, took 0.65 to 3.76 s of system time; ' +
+    'on a host that hands free memory back to its hypervisor, each page the page cache takes anew costs a fault of the host\'s, and how many a run meets ' +
+    'depends on what ran before it: spec/benchmark.md, Runs in turn).'
   );
 };
