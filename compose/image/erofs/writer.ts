@@ -12,7 +12,7 @@ import { StrataError, IMAGE_ERR } from '../errors.js';
 import { baseName, SpillSorter, type LayerEntry } from '../../../store/index.js';
 import { makeCodec, type Codec } from '../shared/codecs.js';
 import { DigestTable } from '../shared/digest-table.js';
-import { transferable, WorkerPool } from '../shared/worker-pool.js';
+import { WorkerPool } from '../shared/worker-pool.js';
 import { blockNamespace, type BlockJob, type BlockJobResult as BlockResult } from '../squashfs/block-job.js';
 import { agrees, BuildSegments, MetaChunks, MetaCursor, SEGMENT_MAX_FILES, SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
 import type { CachePlace } from '../shared/block-cache.js';
@@ -578,6 +578,7 @@ export class ErofsWriter {
     await writeRun(blocks.length);
   }
 
+  /** A buffer of `size` bytes that owns its whole ArrayBuffer (it moves to a worker). */
   private takeExtentBuffer(size: number): Buffer {
     if (size === this.extentSize) {
       const b = this.spareBuffers.pop();
@@ -586,13 +587,21 @@ export class ErofsWriter {
     return Buffer.allocUnsafeSlow(size);
   }
 
+  /** Keeps an extent's buffer (whole, also when `b` views only its first bytes) for reuse. */
   private spareExtent(b: Uint8Array | undefined): void {
-    if (b && b.byteLength === this.extentSize && b.byteOffset === 0 && this.spareBuffers.length < this.maxInFlight) {
-      this.spareBuffers.push(Buffer.from(b.buffer, 0, b.byteLength));
+    const ab = b?.buffer;
+    if (ab instanceof ArrayBuffer && ab.byteLength === this.extentSize && this.spareBuffers.length < this.maxInFlight) {
+      this.spareBuffers.push(Buffer.from(ab, 0, ab.byteLength));
     }
   }
 
-  /** One extent of a compressed file: compressed in the pool, written in queue order. */
+  /**
+   * One extent of a compressed file: compressed in the pool, written in queue order. `raw`
+   * views the first bytes of a buffer of its own (takeExtentBuffer), which moves to the worker
+   * with it, a file's last extent too: posted as a view of part of a buffer not transferred,
+   * the whole buffer was copied to the worker and back, 128 KiB of fresh memory for each
+   * compressed file's tail.
+   */
   private async pushExtent(run: ExtentRun, raw: Buffer, at: number | undefined): Promise<void> {
     const lclusters = Math.ceil(raw.length / BLOCK_SIZE);
     const len = raw.length;
@@ -601,7 +610,7 @@ export class ErofsWriter {
     const place: CachePlace = { tag: this.group };
     if (this.groupGid !== undefined) place.gid = this.groupGid;
     if (at !== undefined) place.at = at;
-    const p = this.pool!.run({ raw, allowSparse: true, place }, transferable(raw));
+    const p = this.pool!.run({ raw, allowSparse: true, place }, [raw.buffer as ArrayBuffer]);
     p.catch(() => undefined); // awaited in order by writeHead
     await this.enqueue({
       p,
