@@ -96,4 +96,43 @@ S('readNow gives the bytes in memory and in the megabyte last read back, and not
   await spill.close();
 });
 
+S('what reads give stays right while held, and with one reader until the next read', async () => {
+  // 600 tails of 2–4 KiB (1.8 MB): the first 10 or so in memory, the rest in the file.
+  const parts = Array.from({ length: 600 }, (_, i) => bytes(5000 + i, 2000 + ((i * 131) % 2000)));
+  const fill = async (spill: Spill): Promise<SpillRef[]> => {
+    const refs: SpillRef[] = [];
+    for (const p of parts) refs.push(await spill.append(p));
+    return refs;
+  };
+
+  // Any number of readers (the writer's extent lists, read when files settle, in any order):
+  // every answer is still right after every later read.
+  const shared = new Spill(join(tmp, 'extents'), 32 << 10);
+  const sharedRefs = await fill(shared);
+  const held: Buffer[] = [];
+  for (let i = parts.length - 1; i >= 0; i -= 7) held.push(await shared.read(sharedRefs[i]!));
+  held.push(...(await Promise.all(sharedRefs.map((r) => shared.read(r)))));
+  const expect = [...Array.from({ length: Math.ceil(parts.length / 7) }, (_, k) => parts[parts.length - 1 - 7 * k]!), ...parts];
+  held.forEach((b, k) => assert.ok(b.equals(expect[k]!), `held answer ${k}`));
+  await shared.close();
+
+  // One reader (the tails: a group's extra part, the metadata pass): each answer right when it
+  // comes, in sequence and out of it, and readRange's pieces right in its callback.
+  const one = new Spill(join(tmp, 'tails'), 32 << 10, true);
+  const refs = await fill(one);
+  for (const i of [...parts.keys(), 550, 20, 599, 7, 180]) {
+    assert.ok((one.readNow(refs[i]!) ?? (await one.read(refs[i]!))).equals(parts[i]!), `tail ${i}`);
+  }
+  const all = Buffer.concat(parts);
+  const digest = createHash('sha256');
+  let pieces = 0;
+  await one.readRange(3, all.length - 3, async (p) => {
+    digest.update(p);
+    pieces++;
+  });
+  assert.is(digest.digest('hex'), createHash('sha256').update(all.subarray(3)).digest('hex'));
+  assert.ok(pieces > 1);
+  await one.close();
+});
+
 S.run();

@@ -219,34 +219,30 @@ export interface InodeCore {
   mtimeNsec: number;
 }
 
-export function encodeInode(i: InodeCore): Buffer {
+/** Writes inode `i` at `off` of `b` (32 or 64 bytes, as `inodeSize` says); returns its size. */
+export function writeInode(b: Buffer, off: number, i: InodeCore): number {
   const format = (i.extended ? 1 : 0) | (i.layout << 1);
+  const size = i.extended ? EXTENDED_SIZE : COMPACT_SIZE;
+  b.fill(0, off, off + size);
+  b.writeUInt16LE(format, off);
+  b.writeUInt16LE(i.xattrIcount, off + 2);
+  b.writeUInt16LE(i.mode, off + 4);
+  b.writeUInt32LE(i.u >>> 0, off + 16);
+  b.writeUInt32LE(i.ino >>> 0, off + 20);
   if (!i.extended) {
-    const b = Buffer.alloc(COMPACT_SIZE);
-    b.writeUInt16LE(format, 0);
-    b.writeUInt16LE(i.xattrIcount, 2);
-    b.writeUInt16LE(i.mode, 4);
-    b.writeUInt16LE(i.nlink, 6);
-    b.writeUInt32LE(Number(i.size), 8);
-    b.writeUInt32LE(i.u >>> 0, 16);
-    b.writeUInt32LE(i.ino >>> 0, 20);
-    b.writeUInt16LE(i.uid, 24);
-    b.writeUInt16LE(i.gid, 26);
-    return b;
+    b.writeUInt16LE(i.nlink, off + 6);
+    b.writeUInt32LE(Number(i.size), off + 8);
+    b.writeUInt16LE(i.uid, off + 24);
+    b.writeUInt16LE(i.gid, off + 26);
+    return size;
   }
-  const b = Buffer.alloc(EXTENDED_SIZE);
-  b.writeUInt16LE(format, 0);
-  b.writeUInt16LE(i.xattrIcount, 2);
-  b.writeUInt16LE(i.mode, 4);
-  b.writeBigUInt64LE(i.size, 8);
-  b.writeUInt32LE(i.u >>> 0, 16);
-  b.writeUInt32LE(i.ino >>> 0, 20);
-  b.writeUInt32LE(i.uid >>> 0, 24);
-  b.writeUInt32LE(i.gid >>> 0, 28);
-  b.writeBigUInt64LE(i.mtime, 32);
-  b.writeUInt32LE(i.mtimeNsec, 40);
-  b.writeUInt32LE(i.nlink >>> 0, 44);
-  return b;
+  b.writeBigUInt64LE(i.size, off + 8);
+  b.writeUInt32LE(i.uid >>> 0, off + 24);
+  b.writeUInt32LE(i.gid >>> 0, off + 28);
+  b.writeBigUInt64LE(i.mtime, off + 32);
+  b.writeUInt32LE(i.mtimeNsec, off + 40);
+  b.writeUInt32LE(i.nlink >>> 0, off + 44);
+  return size;
 }
 
 /**
@@ -305,14 +301,16 @@ export function xattrEntrySize(nameLen: number, valueLen: number): number {
   return align(XATTR_ENTRY_HEADER + nameLen + valueLen, 4);
 }
 
-export function encodeXattrEntry(index: number, name: Buffer, value: Buffer): Buffer {
-  const b = Buffer.alloc(xattrEntrySize(name.length, value.length));
-  b.writeUInt8(name.length, 0);
-  b.writeUInt8(index, 1);
-  b.writeUInt16LE(value.length, 2);
-  name.copy(b, XATTR_ENTRY_HEADER);
-  value.copy(b, XATTR_ENTRY_HEADER + name.length);
-  return b;
+/** Writes an xattr entry at `off` of `b`, padding included; returns its size (`xattrEntrySize`). */
+export function writeXattrEntry(b: Buffer, off: number, index: number, name: Buffer, value: Buffer): number {
+  const size = xattrEntrySize(name.length, value.length);
+  b.writeUInt8(name.length, off);
+  b.writeUInt8(index, off + 1);
+  b.writeUInt16LE(value.length, off + 2);
+  name.copy(b, off + XATTR_ENTRY_HEADER);
+  value.copy(b, off + XATTR_ENTRY_HEADER + name.length);
+  b.fill(0, off + XATTR_ENTRY_HEADER + name.length + value.length, off + size);
+  return size;
 }
 
 /** The index and name suffix of a full xattr name, or undefined when EROFS has no index for it. */
@@ -326,37 +324,36 @@ export function splitXattrName(full: string): { index: number; suffix: string } 
   return undefined;
 }
 
-export function encodeDirent(nid: bigint, nameoff: number, fileType: number): Buffer {
-  const b = Buffer.alloc(DIRENT_SIZE);
-  b.writeBigUInt64LE(nid, 0);
-  b.writeUInt16LE(nameoff, 8);
-  b.writeUInt8(fileType, 10);
-  return b;
+/** Writes a dirent (12 bytes) at `off` of `b`. */
+export function writeDirent(b: Buffer, off: number, nid: number, nameoff: number, fileType: number): void {
+  b.writeUInt32LE(nid % 2 ** 32, off);
+  b.writeUInt32LE(Math.floor(nid / 2 ** 32), off + 4);
+  b.writeUInt16LE(nameoff, off + 8);
+  b.writeUInt8(fileType, off + 10);
+  b.writeUInt8(0, off + 11);
 }
 
-/** Map header of a compressed inode. */
-export function encodeMapHeader(advise: number, algorithm: number, clusterbits: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeUInt16LE(advise, 4);
-  b.writeUInt8(algorithm & 0xf, 6);
-  b.writeUInt8(clusterbits, 7);
-  return b;
+/** Writes the map header of a compressed inode (8 bytes) at `off` of `b`. */
+export function writeMapHeader(b: Buffer, off: number, advise: number, algorithm: number, clusterbits: number): void {
+  b.fill(0, off, off + 8);
+  b.writeUInt16LE(advise, off + 4);
+  b.writeUInt8(algorithm & 0xf, off + 6);
+  b.writeUInt8(clusterbits, off + 7);
 }
 
-export function encodeHeadIndex(type: number, clusterofs: number, blkaddr: number): Buffer {
-  const b = Buffer.alloc(LCLUSTER_INDEX_SIZE);
-  b.writeUInt16LE(type, 0);
-  b.writeUInt16LE(clusterofs, 2);
-  b.writeUInt32LE(blkaddr >>> 0, 4);
-  return b;
+/** Writes a head lcluster index (HEAD1, PLAIN) at `off` of `b`. */
+export function writeHeadIndex(b: Buffer, off: number, type: number, clusterofs: number, blkaddr: number): void {
+  b.writeUInt16LE(type, off);
+  b.writeUInt16LE(clusterofs, off + 2);
+  b.writeUInt32LE(blkaddr >>> 0, off + 4);
 }
 
-export function encodeNonheadIndex(delta0: number, delta1: number): Buffer {
-  const b = Buffer.alloc(LCLUSTER_INDEX_SIZE);
-  b.writeUInt16LE(LCLUSTER.NONHEAD, 0);
-  b.writeUInt16LE(delta0, 4);
-  b.writeUInt16LE(delta1, 6);
-  return b;
+/** Writes a NONHEAD lcluster index at `off` of `b`. */
+export function writeNonheadIndex(b: Buffer, off: number, delta0: number, delta1: number): void {
+  b.writeUInt16LE(LCLUSTER.NONHEAD, off);
+  b.writeUInt16LE(0, off + 2);
+  b.writeUInt16LE(delta0, off + 4);
+  b.writeUInt16LE(delta1, off + 6);
 }
 
 /** Linux new_encode_dev: 12-bit major, 20-bit minor. */

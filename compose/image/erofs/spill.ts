@@ -4,6 +4,14 @@
  * temp file beside the image, so memory does not grow with the number of files.
  * read() may be called in any order once the appends are done, for any range appended;
  * close() removes the file.
+ *
+ * What read() and readNow() give is a view, not a copy (a copy only for bytes that span two
+ * chunks in memory): bytes in memory are never changed (a chunk is only appended to), and each
+ * read back from the file gets a buffer of its own, unless the store has one reader at a time
+ * (`oneReader`): then the file is read back into one reused megabyte, and what read() and
+ * readNow() give is valid until the next read(). A large tree's metadata pass reads a hundred
+ * megabytes of tails through here, and a new buffer for each read, or a copy of each tail, was
+ * garbage the collector had to count and collect (spec/decisions.md, Caches and speed).
  */
 import fs from 'node:fs/promises';
 
@@ -13,6 +21,7 @@ export interface SpillRef {
 }
 
 const CHUNK = 1 << 20;
+const EMPTY = Buffer.alloc(0);
 
 export class Spill {
   private readonly chunks: Buffer[] = [];
@@ -26,11 +35,16 @@ export class Spill {
   private pendingUsed = 0;
   /** Spilled data begins at this logical offset (everything before it is in memory). */
   private fileStart = -1;
+  /** The bytes last read back from the file, at `off` of the spilled part. */
   private readCache: { off: number; data: Buffer } | undefined;
+  /** What the file is read back into when there is one reader (`oneReader`). */
+  private readBuffer: Buffer | undefined;
 
   constructor(
     private readonly path: string,
     private readonly memoryLimit = 64 << 20,
+    /** Reads come one at a time, each used (or copied) before the next: the file is read back into one buffer. */
+    private readonly oneReader = false,
   ) {}
 
   /** Total bytes appended. */
@@ -88,14 +102,14 @@ export class Spill {
    * last read back from the file); undefined when read() must fetch them.
    */
   readNow(ref: SpillRef): Buffer | undefined {
-    if (ref.len === 0) return Buffer.alloc(0);
+    if (ref.len === 0) return EMPTY;
     const memEnd = this.fileStart < 0 ? this.size : this.fileStart;
     if (ref.off + ref.len <= memEnd) return this.fromMemory(ref);
     if (ref.off < memEnd) return undefined;
     const rel = ref.off - this.fileStart;
     const c = this.readCache;
     if (rel + ref.len > this.fileBytes || !c || rel < c.off || rel + ref.len > c.off + c.data.length) return undefined;
-    return Buffer.from(c.data.subarray(rel - c.off, rel - c.off + ref.len));
+    return c.data.subarray(rel - c.off, rel - c.off + ref.len);
   }
 
   async read(ref: SpillRef): Promise<Buffer> {
@@ -115,7 +129,12 @@ export class Spill {
       if (now) return now;
     }
     const n = Math.min(Math.max(CHUNK, ref.len), this.fileBytes - rel);
-    const data = Buffer.allocUnsafe(n);
+    let data: Buffer;
+    if (this.oneReader) {
+      if (!this.readBuffer || this.readBuffer.length < n) this.readBuffer = Buffer.allocUnsafe(Math.max(CHUNK, n));
+      data = this.readBuffer.subarray(0, n);
+      this.readCache = undefined;
+    } else data = Buffer.allocUnsafe(n);
     let got = 0;
     while (got < n) {
       const { bytesRead } = await this.fh!.read(data, got, n - got, rel + got);
@@ -123,11 +142,14 @@ export class Spill {
       got += bytesRead;
     }
     this.readCache = { off: rel, data };
-    return Buffer.from(data.subarray(0, ref.len));
+    return data.subarray(0, ref.len);
   }
 
-  /** A copy of bytes that are all in memory. */
+  /** Bytes that are all in memory: a view of their chunk, or a copy when they span two. */
   private fromMemory(ref: SpillRef): Buffer {
+    const ci = Math.floor(ref.off / CHUNK);
+    const co = ref.off % CHUNK;
+    if (co + ref.len <= CHUNK) return (ci < this.chunks.length ? this.chunks[ci]! : this.cur).subarray(co, co + ref.len);
     const out = Buffer.allocUnsafe(ref.len);
     let at = 0;
     let pos = ref.off;
@@ -143,10 +165,13 @@ export class Spill {
     return out;
   }
 
-  /** Hands `len` bytes from `off` to `each` in pieces of at most a MiB, in order (with no append meanwhile). */
+  /**
+   * Hands `len` bytes from `off` to `each` in pieces of at most a MiB, in order (with no append
+   * meanwhile). The pieces end where the chunks do, so that each is a view, not a copy.
+   */
   async readRange(off: number, len: number, each: (piece: Buffer) => Promise<void>): Promise<void> {
     for (const end = off + len; off < end; ) {
-      const n = Math.min(CHUNK, end - off);
+      const n = Math.min(CHUNK - (off % CHUNK), end - off);
       await each(await this.read({ off, len: n }));
       off += n;
     }
@@ -155,6 +180,7 @@ export class Spill {
   async close(): Promise<void> {
     this.chunks.length = 0;
     this.readCache = undefined;
+    this.readBuffer = undefined;
     if (this.fh) {
       await this.fh.close().catch(() => undefined);
       this.fh = undefined;

@@ -39,14 +39,14 @@ import {
   XATTR_VALUE_MAX,
   align,
   encodeDevice,
-  encodeDirent,
-  encodeHeadIndex,
-  encodeInode,
-  encodeMapHeader,
-  encodeNonheadIndex,
-  encodeXattrEntry,
   fullIndexOffset,
   splitXattrName,
+  writeDirent,
+  writeHeadIndex,
+  writeInode,
+  writeMapHeader,
+  writeNonheadIndex,
+  writeXattrEntry,
   xattrEntrySize,
 } from './format.js';
 import type { Spill, SpillRef } from './spill.js';
@@ -300,7 +300,8 @@ export interface TreeInput {
   alg: number;
   /** The shared zero block (PLAIN extents of zeros point at it). */
   zeroBlock: number;
-  write(b: Uint8Array, at: number): Promise<void>;
+  /** Writes `b` (or the buffers of `b` one after the other) at `at`. */
+  write(b: Uint8Array | readonly Uint8Array[], at: number): Promise<void>;
 }
 
 export interface TreeResult {
@@ -355,7 +356,10 @@ export async function writeTree(input: TreeInput): Promise<TreeResult> {
     const xattrBlkaddr = survey.sharedBytes > 0 ? lateEnd / BLOCK_SIZE : 0;
     const metaBlkaddr = (lateEnd + align(survey.sharedBytes, BLOCK_SIZE)) / BLOCK_SIZE;
     if (survey.sharedBytes > 0) {
-      await input.write(Buffer.concat(survey.sharedItems.map((it) => encodeXattrEntry(it.index, it.suffix, it.value))), lateEnd);
+      const shared = Buffer.alloc(survey.sharedBytes);
+      let at = 0;
+      for (const it of survey.sharedItems) at += writeXattrEntry(shared, at, it.index, it.suffix, it.value);
+      await input.write(shared.subarray(0, at), lateEnd);
     }
 
     // Writing: the same placement again, now with every directory's names. The writes go on
@@ -386,13 +390,24 @@ export async function writeTree(input: TreeInput): Promise<TreeResult> {
         if (p.layout === LAYOUT.FLAT_INLINE) inlineBytes = bytes.subarray(full);
       } else if (p.late !== undefined) {
         const d = inode.data as Extract<FileData, { kind: 'flat' }>;
-        writes.push(input.tails.readNow(d.tail!) ?? (await input.tails.read(d.tail!)), p.late * BLOCK_SIZE);
+        // A copy: the write goes on behind, past the next read of the tails.
+        writes.push(Buffer.from(input.tails.readNow(d.tail!) ?? (await input.tails.read(d.tail!))), p.late * BLOCK_SIZE);
       }
       if (p.layout === LAYOUT.FLAT_INLINE && !inlineBytes) {
         const d = inode.data as Extract<FileData, { kind: 'flat' }>;
         inlineBytes = input.tails.readNow(d.tail!) ?? (await input.tails.read(d.tail!));
       }
-      meta.put(nid * INODE_SLOT, encodeWhole(inode, p, ino, writing.nlinkOf(inode, nlink), inlineBytes, input));
+      // Most inodes are written straight into their metadata block; one larger than a block
+      // (a long extent list, many xattrs) is made whole first.
+      const at = nid * INODE_SLOT;
+      const len = p.fixed + p.extra;
+      const slot = meta.slot(at, len);
+      if (slot) encodeWhole(slot, inode, p, ino, writing.nlinkOf(inode, nlink), inlineBytes, input);
+      else {
+        const whole = Buffer.alloc(len);
+        encodeWhole(whole, inode, p, ino, writing.nlinkOf(inode, nlink), inlineBytes, input);
+        meta.put(at, whole);
+      }
       if (meta.due) meta.settle(writing.placer.openBlocks());
       if (writes.behind) await writes.catchUp();
     }
@@ -1130,42 +1145,44 @@ class Layout {
   }
 }
 
-/** One inode with its xattr body and what follows it (inline data, chunk map, lcluster indexes). */
-function encodeWhole(r: Rec, p: Plan, ino: number, nlink: number, inlineBytes: Buffer | undefined, input: TreeInput): Buffer {
+/**
+ * One inode with its xattr body and what follows it (inline data, chunk map, lcluster indexes),
+ * written into `out`, which is exactly its size (plan.fixed + plan.extra).
+ */
+function encodeWhole(out: Buffer, r: Rec, p: Plan, ino: number, nlink: number, inlineBytes: Buffer | undefined, input: TreeInput): void {
   const e = r.entry;
-  const parts: Buffer[] = [
-    encodeInode({
-      extended: p.extended,
-      layout: p.layout,
-      xattrIcount: p.xattrSize === 0 ? 0 : (p.xattrSize - XATTR_BODY_HEADER) / 4 + 1,
-      mode: MODE_TYPE[e.type]! | (e.mode & 0o7777),
-      nlink,
-      size: BigInt(p.size),
-      u: p.u,
-      ino,
-      uid: e.uid,
-      gid: e.gid,
-      mtime: BigInt(clampTime(e.mtime)),
-      mtimeNsec: 0,
-    }),
-  ];
+  let at = writeInode(out, 0, {
+    extended: p.extended,
+    layout: p.layout,
+    xattrIcount: p.xattrSize === 0 ? 0 : (p.xattrSize - XATTR_BODY_HEADER) / 4 + 1,
+    mode: MODE_TYPE[e.type]! | (e.mode & 0o7777),
+    nlink,
+    size: BigInt(p.size),
+    u: p.u,
+    ino,
+    uid: e.uid,
+    gid: e.gid,
+    mtime: BigInt(clampTime(e.mtime)),
+    mtimeNsec: 0,
+  });
   if (p.xattrSize > 0) {
-    const h = Buffer.alloc(XATTR_BODY_HEADER + 4 * p.shared.length);
-    h.writeUInt8(p.shared.length, 4);
-    p.shared.forEach((id, i) => h.writeUInt32LE(id, XATTR_BODY_HEADER + 4 * i));
-    parts.push(h, ...p.inline.map((it) => encodeXattrEntry(it.index, it.suffix, it.value)));
+    out.fill(0, at, at + XATTR_BODY_HEADER);
+    out.writeUInt8(p.shared.length, at + 4);
+    at += XATTR_BODY_HEADER;
+    for (const id of p.shared) at = out.writeUInt32LE(id, at);
+    for (const it of p.inline) at += writeXattrEntry(out, at, it.index, it.suffix, it.value);
   }
-  if (p.layout === LAYOUT.FLAT_INLINE) parts.push(inlineBytes!);
+  if (p.layout === LAYOUT.FLAT_INLINE) at += inlineBytes!.copy(out, at);
   else if (p.layout === LAYOUT.CHUNK_BASED) {
-    const b = Buffer.alloc(4 * p.chunks!.length);
-    p.chunks!.forEach((a, i) => b.writeUInt32LE(a >>> 0, 4 * i));
-    parts.push(b);
+    for (const a of p.chunks!) at = out.writeUInt32LE(a >>> 0, at);
   } else if (p.layout === LAYOUT.COMPRESSED_FULL) {
-    parts.push(Buffer.alloc(fullIndexOffset(p.fixed) - p.fixed - 16));
-    parts.push(encodeMapHeader(ADVISE.BIG_PCLUSTER_1, input.alg, 0), Buffer.alloc(8));
-    parts.push(compressedIndexes((r.data as Extract<FileData, { kind: 'z' }>).extents, input.zeroBlock));
+    const header = fullIndexOffset(p.fixed) - p.fixed;
+    out.fill(0, at, at + header);
+    writeMapHeader(out, at + header - 16, ADVISE.BIG_PCLUSTER_1, input.alg, 0);
+    at += header;
+    at = writeCompressedIndexes(out, at, (r.data as Extract<FileData, { kind: 'z' }>).extents, input.zeroBlock);
   }
-  return Buffer.concat(parts);
+  if (at !== out.length) throw new Error(`EROFS writer: the inode of ${e.path} came out ${at} bytes, planned ${out.length}`);
 }
 
 const OPEN_BLOCKS = 32;
@@ -1211,9 +1228,10 @@ class Placer {
   }
 }
 
-const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 /** Blocks of finished inodes held before they are written together. */
 const META_BATCH = 256;
+/** Written metadata blocks kept for reuse at most (the runs of WRITES_BEHIND writes in flight). */
+const SPARE_BLOCKS = 2 * META_BATCH;
 /** Writes of the writing pass in flight at most (WritesBehind). */
 const WRITES_BEHIND = 4;
 
@@ -1228,10 +1246,12 @@ class WritesBehind {
   /** Oldest first. */
   private readonly inFlight: Promise<void>[] = [];
 
-  constructor(private readonly write: (b: Uint8Array, at: number) => Promise<void>) {}
+  constructor(private readonly write: TreeInput['write']) {}
 
-  push(b: Uint8Array, at: number): void {
+  /** Starts writing `b` at `at`; `done` is called once it is written (not if it fails). */
+  push(b: Uint8Array | readonly Uint8Array[], at: number, done?: () => void): void {
     const written = this.write(b, at);
+    if (done) written.then(done, () => undefined);
     // Handled when waited for; until then a failure must not count as unhandled.
     written.catch(() => undefined);
     this.inFlight.push(written);
@@ -1255,26 +1275,48 @@ class WritesBehind {
 /**
  * The metadata area as inodes land in it (in inode order, not nid order): blocks in memory
  * until no later inode can land in them (they are not among the placer's open blocks), then
- * handed to the writes in runs.
+ * written in runs, a run's blocks in one writev. A written block is used again for a later
+ * one: a tree of 100,000 small files has a hundred megabytes of metadata (their tails are
+ * inline), and a new block for every 4 KiB, with a copy of each run, was garbage that set off
+ * a full collection of the heap every 40 ms (spec/decisions.md, Caches and speed).
  */
 class MetaArea {
   private readonly blocks = new Map<number, Buffer>();
+  /** Blocks whose writes are done, to be zeroed and used again. */
+  private readonly spare: Buffer[] = [];
 
   constructor(
     private readonly base: number,
     private readonly writes: WritesBehind,
   ) {}
 
+  /**
+   * The `len` bytes at `at` as a view of their block (zeros until written), when they lie in
+   * one block; undefined when they cross into the next (put() them).
+   */
+  slot(at: number, len: number): Buffer | undefined {
+    const o = at % BLOCK_SIZE;
+    return o + len <= BLOCK_SIZE ? this.block(Math.floor(at / BLOCK_SIZE)).subarray(o, o + len) : undefined;
+  }
+
   put(at: number, b: Buffer): void {
     for (let off = 0; off < b.length; ) {
-      const blk = Math.floor((at + off) / BLOCK_SIZE);
       const o = (at + off) % BLOCK_SIZE;
       const n = Math.min(BLOCK_SIZE - o, b.length - off);
-      let block = this.blocks.get(blk);
-      if (!block) this.blocks.set(blk, (block = Buffer.alloc(BLOCK_SIZE)));
-      b.copy(block, o, off, off + n);
+      b.copy(this.block(Math.floor((at + off) / BLOCK_SIZE)), o, off, off + n);
       off += n;
     }
+  }
+
+  /** Block `blk`, a new one (zeros) the first time; one handed out before gets a new one too. */
+  private block(blk: number): Buffer {
+    let block = this.blocks.get(blk);
+    if (!block) this.blocks.set(blk, (block = this.spare.pop()?.fill(0) ?? Buffer.alloc(BLOCK_SIZE)));
+    return block;
+  }
+
+  private reuse(written: Buffer[]): void {
+    for (const b of written) if (this.spare.length < SPARE_BLOCKS) this.spare.push(b);
   }
 
   /** True when enough blocks are held for settle() to hand them out (asked per inode). */
@@ -1282,15 +1324,15 @@ class MetaArea {
     return this.blocks.size >= META_BATCH;
   }
 
-  /** Hands out the blocks no inode can land in any more (all of them with `all`); a block handed out is never changed again (put() makes a new one for its number). */
+  /** Writes the blocks no inode can land in any more (all of them with `all`); a block written is never changed. */
   settle(open: number[], all = false): void {
     if (!all && !this.due) return;
     const ready = [...this.blocks.keys()].filter((b) => all || !open.includes(b)).sort((a, b) => a - b);
     for (let i = 0; i < ready.length; ) {
       let j = i + 1;
       while (j < ready.length && ready[j] === ready[j - 1]! + 1) j++;
-      const run = ready.slice(i, j).map((b) => this.blocks.get(b) ?? ZERO_BLOCK);
-      this.writes.push(run.length === 1 ? run[0]! : Buffer.concat(run), this.base + ready[i]! * BLOCK_SIZE);
+      const run = ready.slice(i, j).map((b) => this.blocks.get(b)!);
+      this.writes.push(run, this.base + ready[i]! * BLOCK_SIZE, () => this.reuse(run));
       for (let k = i; k < j; k++) this.blocks.delete(ready[k]!);
       i = j;
     }
@@ -1332,7 +1374,7 @@ function dirBytes(list: Dirent[]): Buffer {
     const base = bi * BLOCK_SIZE;
     let nameoff = (b.end - b.start) * DIRENT_SIZE;
     for (let i = b.start; i < b.end; i++) {
-      encodeDirent(BigInt(list[i]!.nid), nameoff, list[i]!.type).copy(out, base + (i - b.start) * DIRENT_SIZE);
+      writeDirent(out, base + (i - b.start) * DIRENT_SIZE, list[i]!.nid, nameoff, list[i]!.type);
       names[i]!.copy(out, base + nameoff);
       nameoff += names[i]!.length;
     }
@@ -1345,25 +1387,23 @@ function dirBytes(list: Dirent[]): Buffer {
  * its first (blkaddr = pcluster start), then NONHEAD with delta[0] = distance back to the
  * head (the first one instead carries CBLKCNT | pcluster blocks) and delta[1] = distance to
  * the next head. A plain extent: one PLAIN head per lcluster, each its own 4096-byte block.
+ * Written at `at` of `out`; returns the offset past them.
  */
-function compressedIndexes(extents: Extent[], zeroBlock: number): Buffer {
-  const total = extents.reduce((s, x) => s + x.lclusters, 0);
-  const out = Buffer.alloc(total * LCLUSTER_INDEX_SIZE);
-  let at = 0;
+function writeCompressedIndexes(out: Buffer, at: number, extents: Extent[], zeroBlock: number): number {
   for (const x of extents) {
     if (x.plain) {
       for (let k = 0; k < x.lclusters; k++) {
-        const blk = x.pblk === NULL_ADDR ? zeroBlock : x.pblk + k;
-        encodeHeadIndex(LCLUSTER.PLAIN, 0, blk).copy(out, (at + k) * LCLUSTER_INDEX_SIZE);
+        writeHeadIndex(out, at, LCLUSTER.PLAIN, 0, x.pblk === NULL_ADDR ? zeroBlock : x.pblk + k);
+        at += LCLUSTER_INDEX_SIZE;
       }
     } else {
-      encodeHeadIndex(LCLUSTER.HEAD1, 0, x.pblk).copy(out, at * LCLUSTER_INDEX_SIZE);
+      writeHeadIndex(out, at, LCLUSTER.HEAD1, 0, x.pblk);
+      at += LCLUSTER_INDEX_SIZE;
       for (let k = 1; k < x.lclusters; k++) {
-        const d0 = k === 1 ? LI_D0_CBLKCNT | x.blocks : k;
-        encodeNonheadIndex(d0, x.lclusters - k).copy(out, (at + k) * LCLUSTER_INDEX_SIZE);
+        writeNonheadIndex(out, at, k === 1 ? LI_D0_CBLKCNT | x.blocks : k, x.lclusters - k);
+        at += LCLUSTER_INDEX_SIZE;
       }
     }
-    at += x.lclusters;
   }
-  return out;
+  return at;
 }

@@ -249,7 +249,8 @@ export class ErofsWriter {
     // When full, the queue drains to half before more go out: extents reach the pool in
     // batches (shared/worker-pool.ts), as in the SquashFS writer.
     this.maxInFlight = codec.spec ? threads * 6 + 4 : 64;
-    this.spill = new Spill(`${out.tmpPath}.tails`, SPILL_MEMORY);
+    // The tails are read back in sequence, by one reader at a time (a group's extra part, the metadata pass).
+    this.spill = new Spill(`${out.tmpPath}.tails`, SPILL_MEMORY, true);
     this.extentStore = new Spill(`${out.tmpPath}.extents`, SPILL_MEMORY);
     this.scratchDir = scratchDir;
     this.records = new SpillSorter<Rec>({ compare: compareRecs, codec: recCodec, dir: scratchDir });
@@ -510,10 +511,11 @@ export class ErofsWriter {
       if (r.count++ >= SEGMENT_MAX_FILES) this.recording = undefined;
       else r.waiting.push((rec = data.kind === 'z' ? { data, tags: [], lens: [], done: false } : { data, done: false }));
     }
-    // Compressed files are cut into extents (buffers handed to the pool); flat files go
-    // through one reused staging buffer, written a run of non-zero blocks at a time.
+    // Compressed files are cut into extents (buffers handed to the pool, each taken when its
+    // first byte comes); flat files go through one reused staging buffer, written a run of
+    // non-zero blocks at a time.
     const unit = data.kind === 'z' ? Math.min(this.extentSize, align(entry.size, BLOCK_SIZE)) : STAGE;
-    let buf = data.kind === 'z' ? this.takeExtentBuffer(unit) : this.stage;
+    let buf: Buffer | undefined = data.kind === 'z' ? undefined : this.stage;
     let fill = 0;
     let total = 0;
     let extents = 0;
@@ -523,9 +525,10 @@ export class ErofsWriter {
       if (data.kind === 'z') {
         const at = origin === undefined ? undefined : origin + extents * unit;
         extents++;
-        await this.pushExtent(run!, len === buf.length ? buf : buf.subarray(0, len), at);
-        buf = this.takeExtentBuffer(unit);
-      } else await this.writeFlat(data, buf.subarray(0, len - (len % BLOCK_SIZE)));
+        const raw = buf!.subarray(0, len);
+        buf = undefined;
+        await this.pushExtent(run!, raw, at);
+      } else await this.writeFlat(data, buf!.subarray(0, len - (len % BLOCK_SIZE)));
       fill = 0;
     };
     for await (const chunk of content) {
@@ -534,6 +537,7 @@ export class ErofsWriter {
       let off = 0;
       while (off < chunk.length) {
         const n = Math.min(unit - fill, chunk.length - off);
+        buf ??= this.takeExtentBuffer();
         buf.set(chunk.subarray(off, off + n), fill);
         fill += n;
         off += n;
@@ -543,15 +547,14 @@ export class ErofsWriter {
     if (total !== entry.size) throw usage(`${entry.path}: content is ${total} bytes, its entry says ${entry.size}`);
     if (data.kind === 'z') {
       if (fill > 0) await flush(fill);
-      this.spareExtent(buf);
       run!.ended = true;
       if (run!.pending === 0) await this.settleExtents(run!);
       return;
     }
     const whole = fill - (fill % BLOCK_SIZE);
-    if (whole > 0) await this.writeFlat(data, buf.subarray(0, whole));
+    if (whole > 0) await this.writeFlat(data, buf!.subarray(0, whole));
     if (fill > whole) {
-      const tail = buf.subarray(whole, fill);
+      const tail = buf!.subarray(whole, fill);
       data.tailZero = isZero(tail);
       data.tail = await this.spill.append(tail);
     }
@@ -578,13 +581,9 @@ export class ErofsWriter {
     await writeRun(blocks.length);
   }
 
-  /** A buffer of `size` bytes that owns its whole ArrayBuffer (it moves to a worker). */
-  private takeExtentBuffer(size: number): Buffer {
-    if (size === this.extentSize) {
-      const b = this.spareBuffers.pop();
-      if (b) return b;
-    }
-    return Buffer.allocUnsafeSlow(size);
+  /** A buffer of the extent size that owns its whole ArrayBuffer (it moves to a worker): a spare one if there is. */
+  private takeExtentBuffer(): Buffer {
+    return this.spareBuffers.pop() ?? Buffer.allocUnsafeSlow(this.extentSize);
   }
 
   /** Keeps an extent's buffer (whole, also when `b` views only its first bytes) for reuse. */

@@ -89,10 +89,10 @@ export class OutputFile {
     return new OutputFile(abs, tmp, fh, access);
   }
 
-  /** Positional write of the whole buffer (a short write is retried, never left as a gap). */
-  async writeAll(b: Uint8Array, at: number): Promise<void> {
+  /** Positional write of the whole buffer, or of the buffers one after the other (a short write is finished, never left as a gap). */
+  async writeAll(b: Uint8Array | readonly Uint8Array[], at: number): Promise<void> {
     await this.flush();
-    await this.writeAt(b, at);
+    await (b instanceof Uint8Array ? this.writeAt(b, at) : this.writevAt(b, at));
   }
 
   /**
@@ -130,7 +130,12 @@ export class OutputFile {
     const at = this.queuedAt;
     this.queued = [];
     this.queuedBytes = 0;
-    const { bytesWritten } = await this.fh.writev(bufs, at);
+    await this.writevAt(bufs, at);
+  }
+
+  /** Positional write of the buffers one after the other (one writev; a short one is finished). */
+  private async writevAt(bufs: readonly Uint8Array[], at: number): Promise<void> {
+    const { bytesWritten } = await this.fh.writev(bufs as Uint8Array[], at);
     const total = bufs.reduce((n, b) => n + b.length, 0);
     if (bytesWritten < total) await this.writeAt(Buffer.concat(bufs).subarray(bytesWritten), at + bytesWritten);
   }
