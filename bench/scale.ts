@@ -121,6 +121,8 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
     point.series['strata sandbox'] = sandbox;
     point.series['GNU tar'] = gnu;
     const haveRef = gnu.kind === 'measured';
+    /** What a peer that reads the extracted tree gets when there is none. */
+    const noTree: Outcome = { kind: 'unavailable', reason: 'no extracted tree (GNU tar was stopped)' };
     // No later run creates a tree: from here on, what is set aside is deleted between the
     // timed runs (harness startEmptyingTrash).
     if (final && n === cfg.points[cfg.points.length - 1]) startEmptyingTrash();
@@ -154,7 +156,7 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
     const sqOut = join(P, `strata-${comp}.sqfs`);
     const [mks, t2s, squash] = (await inTurn([
       !haveRef
-        ? { kind: 'unavailable', reason: 'no extracted tree (GNU tar was stopped)' }
+        ? noTree
         : n > cfg.mksquashfsMax
           ? { kind: 'skipped', reason: `not run above BENCH_SCALE_MKSQUASHFS_MAX=${cfg.mksquashfsMax} files: mksquashfs 4.5.1 was measured at over 25 minutes for the 1,000,000-file tree` }
           : peerSide(`${tag}: mksquashfs`, 'mksquashfs', mksquashfsArgs(refTree, mksOut, comp), { ...opts, before: rm_(mksOut) }),
@@ -173,7 +175,7 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
     const erOut = join(P, `strata-${EC}.erofs`);
     const [mkfs, erofs] = (await inTurn([
       !haveRef
-        ? { kind: 'unavailable', reason: 'no extracted tree (GNU tar was stopped)' }
+        ? noTree
         : erofsCompressors.has(EC)
           ? peerSide(`${tag}: mkfs.erofs`, 'mkfs.erofs', mkfsErofsArgs(refTree, mkfsOut, EC), { ...opts, before: rm_(mkfsOut) })
           : { kind: 'unavailable', reason: `this mkfs.erofs has no ${EC}` },
