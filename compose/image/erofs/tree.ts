@@ -402,12 +402,9 @@ export async function writeTree(input: TreeInput): Promise<TreeResult> {
       const at = nid * INODE_SLOT;
       const len = p.fixed + p.extra;
       const slot = meta.slot(at, len);
-      if (slot) encodeWhole(slot, inode, p, ino, writing.nlinkOf(inode, nlink), inlineBytes, input);
-      else {
-        const whole = Buffer.alloc(len);
-        encodeWhole(whole, inode, p, ino, writing.nlinkOf(inode, nlink), inlineBytes, input);
-        meta.put(at, whole);
-      }
+      const out = slot ?? Buffer.alloc(len);
+      encodeWhole(out, inode, p, ino, writing.nlinkOf(inode, nlink), inlineBytes, input);
+      if (!slot) meta.put(at, out);
       if (meta.due) meta.settle(writing.placer.openBlocks());
       if (writes.behind) await writes.catchUp();
     }
