@@ -56,6 +56,11 @@ export interface NativeAddon {
    * are read (dst -1: only hashed), on a thread of libuv's pool (native/sha256.c).
    */
   hashCopy(src: number, srcAt: number, length: number, dst: number, dstAt: number): Promise<string>;
+  /**
+   * Hashes `length` bytes of `fd` from `at` into a stream from hashOpen, on the pool, as
+   * hashUpdate hashes bytes: one at a time, the stream untouched until it settles.
+   */
+  hashRead(stream: unknown, fd: number, at: number, length: number): Promise<void>;
   /** sha256 of `data` into out[0, 32), on the calling thread (native/sha256.c). */
   sha256Into(data: Uint8Array, out: Uint8Array): void;
   /** A file read in sequence into `slots` on a thread of its own (native/readahead.c). */

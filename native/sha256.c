@@ -10,6 +10,10 @@
  *                                               else on the stream until the promise settles
  *   hashDigest(stream) -> hex                   once, with no update outstanding
  *   hashCopy(src, srcAt, length, dst, dstAt) -> Promise<hex>
+ *   hashRead(stream, fd, at, length) -> Promise<void>
+ *                                               `length` bytes of descriptor `fd` from `at`
+ *                                               hashed into the stream on the pool, as
+ *                                               hashUpdate hashes bytes (one at a time)
  *   sha256Into(data, out)
  */
 #define _GNU_SOURCE
@@ -249,9 +253,12 @@ typedef struct {
   napi_deferred deferred;
   int src, dst;
   int64_t src_at, dst_at, length;
+  /* hashRead: the stream the bytes go into (kept alive by stream_ref); else a context of the job's own. */
+  hash_stream *s;
+  napi_ref stream_ref;
   int err;
   const char *syscall;
-  bool short_read;
+  bool short_read, done;
   char hex[65];
 } copy_job;
 
@@ -260,7 +267,7 @@ typedef struct {
 static void copy_execute(napi_env env, void *data) {
   (void)env;
   copy_job *j = data;
-  EVP_MD_CTX *h = sha256_new();
+  EVP_MD_CTX *h = j->s != NULL ? j->s->ctx : sha256_new();
   unsigned char *buf = malloc(COPY_CHUNK);
   if (h == NULL || buf == NULL) {
     j->err = ENOMEM;
@@ -293,23 +300,32 @@ static void copy_execute(napi_env env, void *data) {
     }
     off += n;
   }
-  sha256_hex(h, j->hex);
+  if (j->s == NULL) sha256_hex(h, j->hex);
+  j->done = true;
 done:
-  if (h != NULL) sha256_free(h);
+  if (h != NULL && j->s == NULL) sha256_free(h);
   free(buf);
 }
 
 static void copy_complete(napi_env env, napi_status status, void *data) {
   copy_job *j = data;
   napi_value v = NULL, code, msg;
-  if (status == napi_ok && j->hex[0] != 0 && napi_create_string_utf8(env, j->hex, 64, &v) == napi_ok) {
+  const char *name = j->s != NULL ? "hashRead" : "hashCopy";
+  bool ok = status == napi_ok && j->done;
+  if (j->s != NULL) {
+    j->s->busy = false;
+    /* Bytes hashed in part, or not at all: the stream's digest would be wrong. */
+    if (!ok) j->s->spent = true;
+    napi_delete_reference(env, j->stream_ref);
+  }
+  if (ok && (j->s != NULL ? napi_get_undefined(env, &v) : napi_create_string_utf8(env, j->hex, 64, &v)) == napi_ok) {
     napi_resolve_deferred(env, j->deferred, v);
   } else {
     char text[160];
     const char *c = j->short_read ? "ERR_OUT_OF_RANGE" : "EIO";
-    if (j->short_read) snprintf(text, sizeof text, "hashCopy: the source ended before %lld bytes", (long long)j->length);
-    else if (j->syscall != NULL) snprintf(text, sizeof text, "hashCopy: %s: %s", j->syscall, strerror(j->err));
-    else snprintf(text, sizeof text, "hashCopy failed");
+    if (j->short_read) snprintf(text, sizeof text, "%s: the source ended before %lld bytes", name, (long long)j->length);
+    else if (j->syscall != NULL) snprintf(text, sizeof text, "%s: %s: %s", name, j->syscall, strerror(j->err));
+    else snprintf(text, sizeof text, "%s failed", name);
     napi_create_string_utf8(env, c, NAPI_AUTO_LENGTH, &code);
     napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
     napi_create_error(env, code, msg, &v);
@@ -346,6 +362,44 @@ static napi_value js_hash_copy(napi_env env, napi_callback_info info) {
   j->length = length;
   napi_value promise = queue_job(env, "hashCopy", copy_execute, copy_complete, j, &j->work, &j->deferred);
   if (promise == NULL) free(j);
+  return promise;
+}
+
+static napi_value js_hash_read(napi_env env, napi_callback_info info) {
+  static const char usage[] = "hashRead(stream from hashOpen, fd, at, length)";
+  size_t argc = 4;
+  napi_value argv[4];
+  int32_t fd;
+  int64_t at, length;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 || napi_get_value_int32(env, argv[1], &fd) != napi_ok ||
+      !get_offset(env, argv[2], &at) || !get_offset(env, argv[3], &length) || fd < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", usage);
+    return NULL;
+  }
+  hash_stream *s = stream_arg(env, argv[0], usage);
+  if (s == NULL) return NULL;
+  copy_job *j = calloc(1, sizeof *j);
+  if (j == NULL) {
+    napi_throw_error(env, "ENOMEM", "hashRead: out of memory");
+    return NULL;
+  }
+  j->src = fd;
+  j->dst = -1;
+  j->src_at = at;
+  j->length = length;
+  j->s = s;
+  napi_value promise = NULL;
+  if (napi_create_reference(env, argv[0], 1, &j->stream_ref) != napi_ok) {
+    throw_pending(env, "napi_create_reference");
+  } else {
+    promise = queue_job(env, "hashRead", copy_execute, copy_complete, j, &j->work, &j->deferred);
+  }
+  if (promise == NULL) {
+    if (j->stream_ref != NULL) napi_delete_reference(env, j->stream_ref);
+    free(j);
+    return NULL;
+  }
+  s->busy = true;
   return promise;
 }
 
@@ -392,6 +446,7 @@ napi_status sha256_register(napi_env env, napi_value exports) {
       {"hashUpdate", NULL, js_hash_update, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashDigest", NULL, js_hash_digest, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashCopy", NULL, js_hash_copy, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hashRead", NULL, js_hash_read, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sha256Into", NULL, js_sha256_into, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -330,6 +330,33 @@ at('hashCopy hashes a byte range on the pool and writes it where asked; a short 
   }
 });
 
+at('hashRead hashes byte ranges of a file into a stream, one at a time; a short source spends the stream', async ({ dir }) => {
+  const bytes = Buffer.from(Array.from({ length: (2 << 20) + 777 }, (_, i) => (i * 2246822519) >>> 24));
+  writeFileSync(join(dir, 'src'), bytes);
+  const fd = openSync(join(dir, 'src'), 'r');
+  try {
+    const a = addon();
+    const s = a.hashOpen();
+    const first = a.hashRead(s, fd, 0, 1_500_000);
+    assert.throws(() => a.hashRead(s, fd, 1_500_000, 10), /update outstanding/, 'one read at a time');
+    await first;
+    await a.hashUpdate(s, bytes.subarray(1_500_000, 1_600_000)); // bytes and ranges mix in order
+    await a.hashRead(s, fd, 1_600_000, bytes.length - 1_600_000);
+    assert.is(a.hashDigest(s), createHash('sha256').update(bytes).digest('hex'), 'the ranges in order: the whole file');
+
+    const t = a.hashOpen();
+    const short = await a.hashRead(t, fd, bytes.length - 10, 11).catch((e: NodeJS.ErrnoException) => e);
+    assert.instance(short, Error);
+    assert.is((short as NodeJS.ErrnoException).code, 'ERR_OUT_OF_RANGE');
+    assert.match((short as Error).message, /^hashRead: /);
+    assert.throws(() => a.hashDigest(t), /digest was already taken/, 'a stream hashed in part gives no digest');
+    assert.throws(() => a.hashRead(a.hashOpen(), -1, 0, 1), /hashRead\(/);
+    assert.throws(() => a.hashRead({}, fd, 0, 1), /hashRead\(/);
+  } finally {
+    closeSync(fd);
+  }
+});
+
 at('the *at calls act on the name in the directory, never through a symlink', ({ dir }) => {
   const outside = join(dir, 'outside');
   writeFileSync(outside, 'x', { mode: 0o600 });

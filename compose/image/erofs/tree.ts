@@ -302,6 +302,12 @@ export interface TreeInput {
   zeroBlock: number;
   /** Writes `b` (or the buffers of `b` one after the other) at `at`. */
   write(b: Uint8Array | readonly Uint8Array[], at: number): Promise<void>;
+  /**
+   * Told the layout once every inode and block is placed, before the metadata is written (the
+   * writer's superblock needs nothing more); writeTree goes on when it settles. Nothing is
+   * written below `pos` after that.
+   */
+  placed?(layout: TreeResult): Promise<void>;
 }
 
 export interface TreeResult {
@@ -355,6 +361,8 @@ export async function writeTree(input: TreeInput): Promise<TreeResult> {
     const lateEnd = placing.pos;
     const xattrBlkaddr = survey.sharedBytes > 0 ? lateEnd / BLOCK_SIZE : 0;
     const metaBlkaddr = (lateEnd + align(survey.sharedBytes, BLOCK_SIZE)) / BLOCK_SIZE;
+    const layout = resultOf(rootNid, survey, xattrBlkaddr, metaBlkaddr, placing);
+    await input.placed?.(layout);
     if (survey.sharedBytes > 0) {
       const shared = Buffer.alloc(survey.sharedBytes);
       let at = 0;
@@ -410,20 +418,29 @@ export async function writeTree(input: TreeInput): Promise<TreeResult> {
     }
     meta.settle([], true);
     await writes.drain();
-    return {
-      rootNid,
-      inodes: writing.ino,
-      buildTime: survey.buildTime,
-      xattrBlkaddr,
-      metaBlkaddr,
-      end: align(metaBlkaddr * BLOCK_SIZE + writing.placer.size, BLOCK_SIZE),
-      usedChunks: writing.usedChunks,
-    };
+    const written = resultOf(rootNid, survey, xattrBlkaddr, metaBlkaddr, writing);
+    for (const k of Object.keys(layout) as (keyof TreeResult)[]) {
+      if (written[k] !== layout[k]) throw new Error(`EROFS writer: the metadata came out with ${k} ${written[k]}, placed as ${layout[k]}`);
+    }
+    return layout;
   } finally {
     dirents.dispose();
     survey.moved?.dispose();
     links?.dispose();
   }
+}
+
+/** What a pass of the layout (the placement's, then the writing's) gives the superblock. */
+function resultOf(rootNid: number, survey: Survey, xattrBlkaddr: number, metaBlkaddr: number, pass: Layout): TreeResult {
+  return {
+    rootNid,
+    inodes: pass.ino,
+    buildTime: survey.buildTime,
+    xattrBlkaddr,
+    metaBlkaddr,
+    end: align(metaBlkaddr * BLOCK_SIZE + pass.placer.size, BLOCK_SIZE),
+    usedChunks: pass.usedChunks,
+  };
 }
 
 /** The records in inode order, the root first (a default one when none was added). */

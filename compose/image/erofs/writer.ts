@@ -21,7 +21,7 @@ import { BLOCK_BITS, BLOCK_SIZE, FEATURE_INCOMPAT, NAME_MAX, NULL_ADDR, PCLUSTER
 import { Spill } from './spill.js';
 import { SerialCalls } from '../shared/serial.js';
 import { OutputFile, type OutputAccess } from '../shared/output-file.js';
-import { compareLinks, compareRecs, decodeExtents, encodeExtents, inodeKey, linkCodec, recCodec, usage, writeTree, type Extent, type FileData, type LinkRec, type Rec, type Run } from './tree.js';
+import { compareLinks, compareRecs, decodeExtents, encodeExtents, inodeKey, linkCodec, recCodec, usage, writeTree, type Extent, type FileData, type LinkRec, type Rec, type Run, type TreeResult } from './tree.js';
 
 export type { ErofsCompressor };
 
@@ -824,8 +824,14 @@ export class ErofsWriter {
     await this.extentStore.close();
   }
 
-  /** Directories, shared xattrs and inodes after the data (tree.ts), then the superblock; renames into place. */
+  /**
+   * The superblock, then directories, shared xattrs and inodes after the data (tree.ts); renames
+   * into place. The superblock needs only the layout, so it is written before the metadata, and
+   * the image's sha256 reads back everything before the metadata (the superblock's block and
+   * the file data, most of the image) while the metadata is written: commit reads only the rest.
+   */
   private async writeMetadata(): Promise<ErofsResult> {
+    const dataEnd = this.pos;
     const tree = await writeTree({
       records: this.records,
       links: this.links,
@@ -835,7 +841,18 @@ export class ErofsWriter {
       alg: this.codec.alg,
       zeroBlock: this.zeroBlock,
       write: (b, at) => this.out.writeAll(b, at),
+      placed: async (layout) => {
+        await this.out.writeAll(this.superblock(layout), SUPER_OFFSET);
+        await this.out.hashAhead(dataEnd);
+      },
     });
+    await this.out.setLength(tree.end, tree.end);
+    const sha256 = await this.out.commit();
+    return { bytes: tree.end, sha256, inodes: tree.inodes, cacheHits: this.hits, cacheMisses: this.misses, segmentHits: this.segments?.hits ?? 0 };
+  }
+
+  /** The superblock of the image `tree` lays out, with the compression configuration after it. */
+  private superblock(tree: TreeResult): Buffer {
     let incompat = 0;
     let u1 = 0;
     let cfg: Buffer | undefined;
@@ -871,10 +888,7 @@ export class ErofsWriter {
       len.writeUInt16LE(cfg.length, 0);
       head.push(len, cfg);
     }
-    await this.out.writeAll(Buffer.concat(head), SUPER_OFFSET);
-    await this.out.setLength(tree.end, tree.end);
-    const sha256 = await this.out.commit();
-    return { bytes: tree.end, sha256, inodes: tree.inodes, cacheHits: this.hits, cacheMisses: this.misses, segmentHits: this.segments?.hits ?? 0 };
+    return Buffer.concat(head);
   }
 }
 

@@ -10,6 +10,11 @@
  * commit it gets its final group and mode, then rename(2) replaces OUT — a symlink named OUT
  * is replaced, not followed — and the directory is synced.
  *
+ * The sha256 an image is reported with is read back from the temp file at commit. A writer that
+ * knows its first bytes final before the end (EROFS: the superblock, given the layout, and the
+ * file data, before the metadata is written) starts it over them with hashAhead(), and commit
+ * reads back only the rest; a write below that point after it throws.
+ *
  * Leftovers: a killed build leaves its temp file. Creating an output first removes the temp
  * files in that directory of processes of this host that no longer run (their pid is gone);
  * files of other hosts (a shared filesystem) or live processes are left alone.
@@ -69,6 +74,8 @@ export class OutputFile {
   private queued: Uint8Array[] = [];
   private queuedAt = 0;
   private queuedBytes = 0;
+  /** hashAhead's sha256 stream, the bytes it covers, and its read of them (on the pool). */
+  private ahead: { stream: unknown; length: number; read: Promise<void> } | undefined;
 
   private constructor(
     /** Where the file ends up. */
@@ -102,6 +109,7 @@ export class OutputFile {
    * pool, per megabyte instead of per block).
    */
   async queueWrite(b: Uint8Array, at: number): Promise<void> {
+    this.checkPast(at);
     if (this.queued.length > 0 && at !== this.queuedAt + this.queuedBytes) await this.flush();
     if (this.queued.length === 0) this.queuedAt = at;
     this.queued.push(b);
@@ -135,12 +143,14 @@ export class OutputFile {
 
   /** Positional write of the buffers one after the other (one writev; a short one is finished). */
   private async writevAt(bufs: readonly Uint8Array[], at: number): Promise<void> {
+    this.checkPast(at);
     const { bytesWritten } = await this.fh.writev(bufs as Uint8Array[], at);
     const total = bufs.reduce((n, b) => n + b.length, 0);
     if (bytesWritten < total) await this.writeAt(Buffer.concat(bufs).subarray(bytesWritten), at + bytesWritten);
   }
 
   private async writeAt(b: Uint8Array, at: number): Promise<void> {
+    this.checkPast(at);
     for (let off = 0; off < b.length; ) {
       const { bytesWritten } = await this.fh.write(b, off, b.length - off, at + off);
       if (bytesWritten <= 0) throw new Error(`short write to ${this.tmpPath}`);
@@ -154,16 +164,47 @@ export class OutputFile {
    */
   async setLength(length: number, padded: number): Promise<void> {
     await this.flush();
+    this.checkPast(length);
     await this.fh.truncate(length);
     if (padded > length) await this.fh.truncate(padded);
   }
 
   /**
+   * Starts the file's sha256 over its first `length` bytes as they are now: read back on a
+   * thread of libuv's pool while the writer goes on past them. commit() then reads back only
+   * what follows. From here on a write (or a truncation) below `length` throws: the digest
+   * would no longer be the file's.
+   */
+  async hashAhead(length: number): Promise<void> {
+    if (this.ahead) throw new Error('OutputFile.hashAhead: called twice');
+    await this.flush();
+    // Bytes not written yet are zeros: nothing may write them now.
+    if ((await this.fh.stat()).size < length) await this.fh.truncate(length);
+    const a = addon();
+    const stream = a.hashOpen();
+    const read = a.hashRead(stream, this.fh.fd, 0, length);
+    // Awaited by commit (or abort); a failure before then is not an unhandled rejection.
+    read.catch(() => undefined);
+    this.ahead = { stream, length, read };
+  }
+
+  private checkPast(at: number): void {
+    if (this.ahead && at < this.ahead.length) throw new Error(`image writer: a write at ${at}, inside the ${this.ahead.length} bytes already hashed`);
+  }
+
+  /**
    * sha256 (hex) of the temp file as it is now, read through its descriptor and hashed on a
-   * thread of libuv's pool (no chunk passes through the JS thread).
+   * thread of libuv's pool (no chunk passes through the JS thread): after what hashAhead read,
+   * if it was called.
    */
   private async sha256(): Promise<string> {
-    return addon().hashCopy(this.fh.fd, 0, (await this.fh.stat()).size, -1, 0);
+    const size = (await this.fh.stat()).size;
+    const a = addon();
+    if (!this.ahead) return a.hashCopy(this.fh.fd, 0, size, -1, 0);
+    const { stream, length, read } = this.ahead;
+    await read;
+    await a.hashRead(stream, this.fh.fd, length, size - length);
+    return a.hashDigest(stream);
   }
 
   /**
@@ -197,6 +238,8 @@ export class OutputFile {
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
+    // The descriptor stays open until hashAhead's read of it is over.
+    await this.ahead?.read.catch(() => undefined);
     await this.fh.close().catch(() => undefined);
     await fs.rm(this.tmpPath, { force: true });
   }
