@@ -70,7 +70,9 @@ async function main(): Promise<number> {
     timings.push(`stack ${((Date.now() - t) / 1000).toFixed(0)} s`);
     sections.push({
       title: 'The Debian + OpenMPI + mpi4py + licensed-app stack',
-      intro: [`${settings.runs} runs per command; times are wall-clock seconds, median (min–max); peak RSS is the largest over the runs`],
+      intro: [
+        `${settings.runs} runs per command (the ingests ${settings.ingestRuns}); times are wall-clock seconds, median (min–max); peak RSS is the largest over the runs`,
+      ],
       result,
     });
   } else notRun.push('the stack section (BENCH_SECTIONS)');

@@ -63,6 +63,7 @@ async function lockOrder(lock: string, fallback: LayerName[]): Promise<LayerName
 
 export async function runStack({ data, S, strata, erofsCompressors, final }: SectionContext): Promise<SectionResult> {
   const RUNS = settings.runs;
+  const INGEST_RUNS = settings.ingestRuns;
   const EC = settings.erofsComp;
   const tars = data.stack.map((n) => data.layers[n].tar);
   const refTree = join(S, 'ref-tree');
@@ -74,8 +75,8 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
     const tar = data.layers[name].tar;
     const mb = ((await sizeOf(tar)) ?? 0) / 2 ** 20;
     const [sha, imp] = await inTurn([
-      peerSide(`sha256sum ${name}`, 'sha256sum', [tar], { runs: RUNS }),
-      strata.side(`ingest ${name}`, ingestStore, ['store', 'import', MODULES[name], tar], { runs: RUNS, before: rm_(ingestStore) }),
+      peerSide(`sha256sum ${name}`, 'sha256sum', [tar], { runs: INGEST_RUNS }),
+      strata.side(`ingest ${name}`, ingestStore, ['store', 'import', MODULES[name], tar], { runs: INGEST_RUNS, before: rm_(ingestStore) }),
     ]);
     rows.push({ what: `ingest ${name}.tar (${mb.toFixed(0)} MiB)`, strata: imp!, peerName: 'sha256sum', peer: sha!, goal: { text: '≥ 1.0×', minSpeedup: 1, why: fixedCost } });
   }
@@ -89,8 +90,8 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
   await run('tar', [...TAR_CREATE.filter((a) => a !== '--sort=name'), '-C', data.layers.base.dir, '-cf', fsOrderTar, '.']);
   const fsOrderStore = join(S, 'ingest-fs-order-store');
   const [fsOrderSha, fsOrderIngest] = await inTurn([
-    peerSide('sha256sum base (filesystem order)', 'sha256sum', [fsOrderTar], { runs: RUNS }),
-    strata.side('ingest base (filesystem order)', fsOrderStore, ['store', 'import', MODULES.base, fsOrderTar], { runs: RUNS, before: rm_(fsOrderStore) }),
+    peerSide('sha256sum base (filesystem order)', 'sha256sum', [fsOrderTar], { runs: INGEST_RUNS }),
+    strata.side('ingest base (filesystem order)', fsOrderStore, ['store', 'import', MODULES.base, fsOrderTar], { runs: INGEST_RUNS, before: rm_(fsOrderStore) }),
   ]);
   rows.push({
     what: `ingest base.tar in filesystem order (${(((await sizeOf(fsOrderTar)) ?? 0) / 2 ** 20).toFixed(0)} MiB)`,
