@@ -2,8 +2,8 @@
  * The scale section: a generated layer of N small files (bench/scale-data.ts) over the Debian
  * base layer, for each N of settings.scale.points. Rows: import, sandbox, SquashFS and EROFS
  * images, time and peak RSS, strata beside sha256sum, GNU tar, mksquashfs, tar2sqfs and
- * mkfs.erofs; one run per command by default (BENCH_SCALE_RUNS; more are taken in turn, as in
- * the stack section), every command stopped at BENCH_SCALE_TIMEOUT. The gate compares strata's sandbox and images with the GNU tar tree
+ * mkfs.erofs; three runs per command up to 100,000 files and one above by default
+ * (BENCH_SCALE_RUNS; runs are taken in turn, as in the stack section), every command stopped at BENCH_SCALE_TIMEOUT. The gate compares strata's sandbox and images with the GNU tar tree
  * (snapshotTreeFast: listing, content hashes, xattrs, ACLs) up to BENCH_SCALE_GATE_MAX; the
  * trees are listed right after the sandbox runs, the images after the image runs: SquashFS
  * images as sqfs2tar reads them (snapshotSquashfs: a kernel mount of the million-file image
@@ -57,13 +57,13 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
   const comp = cfg.comp;
   const EC = settings.erofsComp;
   const ecLabel = `${EC}${EROFS_LEVELS[EC] !== undefined && EC !== 'lz4' ? `-${EROFS_LEVELS[EC]}` : ''}`;
-  const opts = { runs: cfg.runs, timeoutSec: cfg.timeoutSec };
   const result: ScaleResult = { rows: [], sizes: [], gate: [], crossChecks: [], points: [], data: [] };
   const baseTar = data.layers.base.tar;
   const baseEnd = tarDataEnd(baseTar);
 
   for (const n of cfg.points) {
     const sd = await ensureScaleData(data.root, n);
+    const opts = { runs: cfg.runsAt(n), timeoutSec: cfg.timeoutSec };
     const tarMiB = sd.stamp.tarBytes / 2 ** 20;
     result.data.push(
       `scale/${n} (generated): ${n} files in ${sd.stamp.dirs} directories under /scale, ${(sd.stamp.bytes / 2 ** 20).toFixed(1)} MiB in files, tar ${tarMiB.toFixed(0)} MiB; over base (debian/12)`,
