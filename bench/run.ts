@@ -26,7 +26,7 @@ import { scalePlot } from './plot.js';
 import { BenchError, log, run } from './proc.js';
 import { runScale, short } from './scale.js';
 import { prepareScratch } from './scratch.js';
-import { BLOCK_SIZE, EROFS_LEVELS, EROFS_PCLUSTER, fullRun, LEVELS, settings } from './settings.js';
+import { BLOCK_SIZE, EROFS_LEVELS, EROFS_PCLUSTER, fullRun, LEVELS, settings, SMALL_INGEST } from './settings.js';
 import { MODULES, runStack } from './stack.js';
 import { snapshotCli, Strata } from './strata.js';
 
@@ -91,7 +91,7 @@ async function main(): Promise<number> {
     sections.push({
       title: 'The Debian + OpenMPI + mpi4py + licensed-app stack',
       intro: [
-        `${settings.runs} runs per command (the ingests ${settings.ingestRuns}); times are wall-clock seconds, median (min–max); peak RSS is the largest over the runs`,
+        `${settings.runs} runs per command (the ingests of tars under ${SMALL_INGEST / 2 ** 20} MiB ${settings.ingestRuns(0)}); times are wall-clock seconds, median (min–max); peak RSS is the largest over the runs`,
       ],
       result,
     });

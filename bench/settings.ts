@@ -2,14 +2,15 @@
  * The benchmark's knobs, all read once from the environment (spec/benchmark.md, "Knobs").
  *
  *   BENCH_RUNS              runs per command in the stack section (default 3, minimum 3); the
- *                           ingest rows, each run under a second, take three times as many
+ *                           ingests of tars under 100 MiB, each run under half a second,
+ *                           take three times as many
  *   BENCH_SECTIONS          comma list of sections to run: stack, scale (default both). A run
  *                           without every section writes its report into the scratch dir,
  *                           never over BENCHMARKS.md
  *   BENCH_SCALE             comma list of generated-layer sizes in files (default
  *                           10000,100000,1000000; "0" or "" turns the section off)
  *   BENCH_SCALE_RUNS        runs per command in the scale section (default: 3 up to
- *                           100,000 files, 1 above)
+ *                           10,000 files, 1 above)
  *   BENCH_SCALE_COMP        SquashFS compressor of the scale rows: gzip or zstd (default zstd)
  *   BENCH_SCALE_MKSQUASHFS_MAX  largest size at which mksquashfs runs (default 100000:
  *                           mksquashfs 4.5.1 needs over 25 minutes for the 1,000,000-file tree)
@@ -65,7 +66,9 @@ const sections = (sectionsRaw === undefined || sectionsRaw === '' ? 'stack,scale
 for (const s of sections) if (s !== 'stack' && s !== 'scale') throw new BenchError(`BENCH_SECTIONS: unknown section ${s} (stack, scale)`);
 
 /** Points up to this many files run each command three times by default (settings.scale.runsAt). */
-export const SMALL_SCALE_POINT = 100_000;
+export const SMALL_SCALE_POINT = 10_000;
+/** Ingests of tars smaller than this run three times as often (settings.ingestRuns). */
+export const SMALL_INGEST = 100 * 2 ** 20;
 const scaleRuns = process.env['BENCH_SCALE_RUNS'] ? int('BENCH_SCALE_RUNS', 1, 1) : undefined;
 const scaleRaw = process.env['BENCH_SCALE'] ?? '10000,100000,1000000';
 const scalePoints = scaleRaw
@@ -82,21 +85,24 @@ const scalePoints = scaleRaw
 export const settings = {
   runs: Math.max(3, int('BENCH_RUNS', 3, 1)),
   /**
-   * Runs per command of the ingest rows. Each run takes 0.1–1.5 s, mostly a process's start
-   * for the small tars, and three runs left a median the host's noise moved by a third (one
-   * run of the same sha256sum of app.tar and app2.tar, the same size: 0.21 against 0.13 s).
+   * Runs per command of the ingest of a tar of `bytes`. A tar under SMALL_INGEST takes 0.1–0.4 s,
+   * mostly a process's start, and three runs left a median the host's noise moved by a third
+   * (one run of the same sha256sum of app.tar and app2.tar, the same size: 0.21 against
+   * 0.13 s): those run three times as often. The larger tars take seconds and run as every
+   * other row (on a slow host the mpi.tar row alone took 40 s at nine runs).
    */
-  get ingestRuns(): number {
-    return 3 * this.runs;
+  ingestRuns(bytes: number): number {
+    return bytes < SMALL_INGEST ? 3 * this.runs : this.runs;
   },
   sections: new Set(sections as Section[]),
   scale: {
     points: [...new Set(scalePoints)],
     /**
-     * Runs per command at `n` files. The points up to 100,000 take seconds a command, and one
-     * run of each left rows the host's noise moved by half (the 10,000-file sandbox 0.61–1.73×
-     * GNU tar over runs of near-identical code); the million-file point takes minutes and
-     * runs once.
+     * Runs per command at `n` files. The 10,000-file point takes a second or two a command,
+     * and one run of each left rows the host's noise moved by half (its sandbox 0.61–1.73×
+     * GNU tar over runs of near-identical code); the larger points take from seconds to
+     * minutes a command and run once, which keeps the whole run under 20 minutes on a slow
+     * host (three runs at 100,000 files too took the run from about 1,190 to 1,282 s).
      */
     runsAt(n: number): number {
       return scaleRuns ?? (n <= SMALL_SCALE_POINT ? 3 : 1);

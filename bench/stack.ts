@@ -63,7 +63,6 @@ async function lockOrder(lock: string, fallback: LayerName[]): Promise<LayerName
 
 export async function runStack({ data, S, strata, erofsCompressors, final }: SectionContext): Promise<SectionResult> {
   const RUNS = settings.runs;
-  const INGEST_RUNS = settings.ingestRuns;
   const EC = settings.erofsComp;
   const tars = data.stack.map((n) => data.layers[n].tar);
   const refTree = join(S, 'ref-tree');
@@ -73,10 +72,12 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
   const ingestStore = join(S, 'ingest-store');
   for (const name of [...data.stack, 'app2'] as LayerName[]) {
     const tar = data.layers[name].tar;
-    const mb = ((await sizeOf(tar)) ?? 0) / 2 ** 20;
+    const bytes = (await sizeOf(tar)) ?? 0;
+    const mb = bytes / 2 ** 20;
+    const runs = settings.ingestRuns(bytes);
     const [sha, imp] = await inTurn([
-      peerSide(`sha256sum ${name}`, 'sha256sum', [tar], { runs: INGEST_RUNS }),
-      strata.side(`ingest ${name}`, ingestStore, ['store', 'import', MODULES[name], tar], { runs: INGEST_RUNS, before: rm_(ingestStore) }),
+      peerSide(`sha256sum ${name}`, 'sha256sum', [tar], { runs }),
+      strata.side(`ingest ${name}`, ingestStore, ['store', 'import', MODULES[name], tar], { runs, before: rm_(ingestStore) }),
     ]);
     rows.push({ what: `ingest ${name}.tar (${mb.toFixed(0)} MiB)`, strata: imp!, peerName: 'sha256sum', peer: sha!, goal: { text: '≥ 1.0×', minSpeedup: 1, why: fixedCost } });
   }
@@ -89,12 +90,14 @@ export async function runStack({ data, S, strata, erofsCompressors, final }: Sec
   log('peer setup: the base layer archived in filesystem order (untimed)');
   await run('tar', [...TAR_CREATE.filter((a) => a !== '--sort=name'), '-C', data.layers.base.dir, '-cf', fsOrderTar, '.']);
   const fsOrderStore = join(S, 'ingest-fs-order-store');
+  const fsOrderBytes = (await sizeOf(fsOrderTar)) ?? 0;
+  const fsOrderRuns = settings.ingestRuns(fsOrderBytes);
   const [fsOrderSha, fsOrderIngest] = await inTurn([
-    peerSide('sha256sum base (filesystem order)', 'sha256sum', [fsOrderTar], { runs: INGEST_RUNS }),
-    strata.side('ingest base (filesystem order)', fsOrderStore, ['store', 'import', MODULES.base, fsOrderTar], { runs: INGEST_RUNS, before: rm_(fsOrderStore) }),
+    peerSide('sha256sum base (filesystem order)', 'sha256sum', [fsOrderTar], { runs: fsOrderRuns }),
+    strata.side('ingest base (filesystem order)', fsOrderStore, ['store', 'import', MODULES.base, fsOrderTar], { runs: fsOrderRuns, before: rm_(fsOrderStore) }),
   ]);
   rows.push({
-    what: `ingest base.tar in filesystem order (${(((await sizeOf(fsOrderTar)) ?? 0) / 2 ** 20).toFixed(0)} MiB)`,
+    what: `ingest base.tar in filesystem order (${(fsOrderBytes / 2 ** 20).toFixed(0)} MiB)`,
     strata: fsOrderIngest!,
     peerName: 'sha256sum',
     peer: fsOrderSha!,
