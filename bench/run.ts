@@ -44,7 +44,7 @@ const FIGURE = 'bench-scale.svg';
 
 /**
  * How many runs each point's commands took, for the scale section's intro: "3 runs per
- * command at 10,000 and 100,000 files, 1 at 1,000,000 files, so no min–max".
+ * command at 10,000 files; 1 at 100,000 and 1,000,000 files, so no min–max".
  */
 function runsText(points: [n: number, runs: number][]): string {
   const groups: { runs: number; ns: number[] }[] = [];

@@ -2,8 +2,9 @@
  * The scale section: a generated layer of N small files (bench/scale-data.ts) over the Debian
  * base layer, for each N of settings.scale.points. Rows: import, sandbox, SquashFS and EROFS
  * images, time and peak RSS, strata beside sha256sum, GNU tar, mksquashfs, tar2sqfs and
- * mkfs.erofs; three runs per command up to 100,000 files and one above by default
- * (BENCH_SCALE_RUNS; runs are taken in turn, as in the stack section), every command stopped at BENCH_SCALE_TIMEOUT. The gate compares strata's sandbox and images with the GNU tar tree
+ * mkfs.erofs; three runs per command up to 10,000 files and one above by default
+ * (settings.scale.runsAt, BENCH_SCALE_RUNS; runs are taken in turn, as in the stack section),
+ * every command stopped at BENCH_SCALE_TIMEOUT. The gate compares strata's sandbox and images with the GNU tar tree
  * (snapshotTreeFast: listing, content hashes, xattrs, ACLs) up to BENCH_SCALE_GATE_MAX; the
  * trees are listed right after the sandbox runs, the images after the image runs: SquashFS
  * images as sqfs2tar reads them (snapshotSquashfs: a kernel mount of the million-file image

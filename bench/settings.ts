@@ -66,7 +66,7 @@ const sections = (sectionsRaw === undefined || sectionsRaw === '' ? 'stack,scale
 for (const s of sections) if (s !== 'stack' && s !== 'scale') throw new BenchError(`BENCH_SECTIONS: unknown section ${s} (stack, scale)`);
 
 /** Points up to this many files run each command three times by default (settings.scale.runsAt). */
-export const SMALL_SCALE_POINT = 10_000;
+const SMALL_SCALE_POINT = 10_000;
 /** Ingests of tars smaller than this run three times as often (settings.ingestRuns). */
 export const SMALL_INGEST = 100 * 2 ** 20;
 const scaleRuns = process.env['BENCH_SCALE_RUNS'] ? int('BENCH_SCALE_RUNS', 1, 1) : undefined;
