@@ -1,5 +1,5 @@
 /*
- * strata_native: the few system calls Node does not expose, all synchronous; the layer extraction
+ * strata_native: the few system calls Node does not expose, synchronous but startWriteback; the layer extraction
  * (native/extract.c) and the image block compressors (deflate.c, lz4.c) are registered here too.
  *
  * Exports (every path argument is a string, UTF-8, or a Buffer of raw bytes):
@@ -20,7 +20,8 @@
  *        Kernels before 5.6 (ENOSYS): the same rule walked by hand, one openat(O_NOFOLLOW |
  *        O_DIRECTORY) per component, `.`/`..`/empty components refused with EINVAL.
  *   syncFileRange(fd, offset, nbytes)                      sync_file_range(2), SYNC_FILE_RANGE_WRITE:
- *        start writing back a range, without waiting
+ *        start writing back a range, without waiting (nbytes 0: to the end of the file)
+ *   startWriteback(fd, offset, nbytes) -> Promise<void>    the same, on a thread of libuv's pool
  *   mkdirat(dirfd, name, mode)   mknodat(dirfd, name, mode, major, minor)
  *   symlinkat(target, dirfd, name)   linkat(olddirfd, oldname, newdirfd, newname)  (no follow)
  *   renameat2(olddirfd, oldname, newdirfd, newname, flags)  RENAME_NOREPLACE 1, RENAME_EXCHANGE 2
@@ -614,6 +615,61 @@ static napi_value js_sync_file_range(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * startWriteback(fd, offset, nbytes) -> Promise<void>: the same sync_file_range(2), on a thread
+ * of libuv's pool. Where a writer has written a lot and goes on writing, its call could wait
+ * on a full device queue; there it waits beside the writer, not in its way. Rejects with the
+ * errno of a failed call (a hint still: the caller's fsync decides).
+ */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  int fd, err;
+  int64_t off, len;
+} writeback_job;
+
+static void writeback_execute(napi_env env, void *data) {
+  (void)env;
+  writeback_job *j = data;
+  if (sync_file_range(j->fd, (off64_t)j->off, (off64_t)j->len, SYNC_FILE_RANGE_WRITE) != 0) j->err = errno;
+}
+
+static void writeback_complete(napi_env env, napi_status status, void *data) {
+  writeback_job *j = data;
+  napi_value v = NULL;
+  if (status == napi_ok && j->err == 0 && napi_get_undefined(env, &v) == napi_ok) {
+    napi_resolve_deferred(env, j->deferred, v);
+  } else {
+    throw_errno(env, status == napi_ok && j->err != 0 ? j->err : EIO, "sync_file_range", "");
+    if (napi_get_and_clear_last_exception(env, &v) != napi_ok) napi_get_undefined(env, &v);
+    napi_reject_deferred(env, j->deferred, v);
+  }
+  napi_delete_async_work(env, j->work);
+  free(j);
+}
+
+static napi_value js_start_writeback(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int fd;
+  int64_t off, len;
+  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], "fd", &fd)) return NULL;
+  if (!get_offset(env, argv[1], &off) || !get_offset(env, argv[2], &len)) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "offset and nbytes must be non-negative integers");
+    return NULL;
+  }
+  writeback_job *j = calloc(1, sizeof *j);
+  if (j == NULL) {
+    napi_throw_error(env, "ENOMEM", "startWriteback: out of memory");
+    return NULL;
+  }
+  j->fd = fd;
+  j->off = off;
+  j->len = len;
+  napi_value promise = queue_job(env, "startWriteback", writeback_execute, writeback_complete, j, &j->work, &j->deferred);
+  if (promise == NULL) free(j);
+  return promise;
+}
+
 static napi_value js_mkdirat(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   int dirfd;
@@ -980,6 +1036,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"openat", NULL, js_openat, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openBeneath", NULL, js_open_beneath, NULL, NULL, NULL, napi_enumerable, NULL},
       {"syncFileRange", NULL, js_sync_file_range, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"startWriteback", NULL, js_start_writeback, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mkdirat", NULL, js_mkdirat, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mknodat", NULL, js_mknodat, NULL, NULL, NULL, napi_enumerable, NULL},
       {"symlinkat", NULL, js_symlinkat, NULL, NULL, NULL, napi_enumerable, NULL},

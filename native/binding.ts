@@ -19,6 +19,7 @@ export interface NativeAddon {
   openat(dirfd: number, path: string | Buffer, flags: number, mode: number): number;
   openBeneath(dirfd: number, path: string | Buffer, flags: number, mode: number): number;
   syncFileRange(fd: number, offset: number, nbytes: number): void;
+  startWriteback(fd: number, offset: number, nbytes: number): Promise<void>;
   mkdirat(dirfd: number, name: string | Buffer, mode: number): void;
   mknodat(dirfd: number, name: string | Buffer, mode: number, major: number, minor: number): void;
   symlinkat(target: string | Buffer, dirfd: number, name: string | Buffer): void;
@@ -55,7 +56,7 @@ export interface NativeAddon {
    * sha256 (hex) of `length` bytes of `src` from `srcAt`, written to `dst` at `dstAt` as they
    * are read (dst -1: only hashed), on a thread of libuv's pool (native/sha256.c).
    */
-  hashCopy(src: number, srcAt: number, length: number, dst: number, dstAt: number): Promise<string>;
+  hashCopy(src: number, srcAt: number, length: number, dst: number, dstAt: number, writeback?: boolean): Promise<string>;
   /**
    * Hashes `length` bytes of `fd` from `at` into a stream from hashOpen, on the pool, as
    * hashUpdate hashes bytes: one at a time, the stream untouched until it settles.

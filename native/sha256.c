@@ -9,7 +9,7 @@
  *                                               caller leaves them as they are and calls nothing
  *                                               else on the stream until the promise settles
  *   hashDigest(stream) -> hex                   once, with no update outstanding
- *   hashCopy(src, srcAt, length, dst, dstAt) -> Promise<hex>
+ *   hashCopy(src, srcAt, length, dst, dstAt, writeback?) -> Promise<hex>
  *   hashRead(stream, fd, at, length) -> Promise<void>
  *                                               `length` bytes of descriptor `fd` from `at`
  *                                               hashed into the stream on the pool, as
@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -245,8 +246,11 @@ static napi_value js_hash_digest(napi_env env, napi_callback_info info) {
  * `srcAt` (pread), hashes them, and writes them to descriptor `dst` at `dstAt` (pwrite; none
  * when dst is -1), a MiB at a time on one thread of the pool; resolves to the sha256 (hex) of
  * the bytes read. What an image writer does with its segments (compose/image/shared/
- * segment-cache.ts) and its digest, without a chunk passing through the JS thread. Rejects
- * with the errno of a failed read or write, or ERR_OUT_OF_RANGE when the source ends early.
+ * segment-cache.ts) and its digest, without a chunk passing through the JS thread. With
+ * `writeback` the writeback of the bytes written is started as they go (sync_file_range,
+ * SYNC_FILE_RANGE_WRITE, every WRITEBACK_STEP and at the end): for a file about to be
+ * synced, the disk takes them while the rest is made. Rejects with the errno of a failed read
+ * or write, or ERR_OUT_OF_RANGE when the source ends early.
  */
 typedef struct {
   napi_async_work work;
@@ -259,10 +263,13 @@ typedef struct {
   int err;
   const char *syscall;
   bool short_read, done;
+  /* hashCopy: start the writeback of what was written every WRITEBACK_STEP. */
+  bool writeback;
   char hex[65];
 } copy_job;
 
 #define COPY_CHUNK (1 << 20)
+#define WRITEBACK_STEP (16 << 20)
 
 static void copy_execute(napi_env env, void *data) {
   (void)env;
@@ -274,6 +281,7 @@ static void copy_execute(napi_env env, void *data) {
     j->syscall = "malloc";
     goto done;
   }
+  int64_t kicked = 0;
   for (int64_t off = 0; off < j->length;) {
     size_t want = (size_t)(j->length - off < COPY_CHUNK ? j->length - off : COPY_CHUNK);
     ssize_t n = pread(j->src, buf, want, (off_t)(j->src_at + off));
@@ -299,6 +307,11 @@ static void copy_execute(napi_env env, void *data) {
       w += m;
     }
     off += n;
+    /* A hint (the destination's fsync decides): a failure changes nothing. */
+    if (j->writeback && (off - kicked >= WRITEBACK_STEP || off == j->length)) {
+      sync_file_range(j->dst, (off64_t)(j->dst_at + kicked), (off64_t)(off - kicked), SYNC_FILE_RANGE_WRITE);
+      kicked = off;
+    }
   }
   if (j->s == NULL) sha256_hex(h, j->hex);
   j->done = true;
@@ -336,14 +349,15 @@ static void copy_complete(napi_env env, napi_status status, void *data) {
 }
 
 static napi_value js_hash_copy(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   int32_t src, dst;
   int64_t src_at, length, dst_at;
+  bool writeback = false;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 || napi_get_value_int32(env, argv[0], &src) != napi_ok ||
       !get_offset(env, argv[1], &src_at) || !get_offset(env, argv[2], &length) || napi_get_value_int32(env, argv[3], &dst) != napi_ok ||
-      !get_offset(env, argv[4], &dst_at) || src < 0 || dst < -1) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "hashCopy(src: fd, srcAt, length, dst: fd or -1, dstAt)");
+      !get_offset(env, argv[4], &dst_at) || src < 0 || dst < -1 || (argc > 5 && napi_get_value_bool(env, argv[5], &writeback) != napi_ok)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "hashCopy(src: fd, srcAt, length, dst: fd or -1, dstAt, writeback?: boolean)");
     return NULL;
   }
   if (!sha256_available()) {
@@ -360,6 +374,7 @@ static napi_value js_hash_copy(napi_env env, napi_callback_info info) {
   j->src_at = src_at;
   j->dst_at = dst_at;
   j->length = length;
+  j->writeback = writeback && dst >= 0;
   napi_value promise = queue_job(env, "hashCopy", copy_execute, copy_complete, j, &j->work, &j->deferred);
   if (promise == NULL) free(j);
   return promise;

@@ -19,7 +19,7 @@ import { lgetxattr, llistxattr, lremovexattr, lsetxattr, readXattrs, XATTR_CREAT
 import {
   AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, DIR_FLAGS, O_PATH, RENAME_EXCHANGE, RENAME_NOREPLACE, fchmodat, fchownat, fdPath, fremovexattr,
   fsetxattr, fstatat, linkat, mkdirat, mknodat, openBeneath, openat, readdirfd, renameat2, rmtreeat, symlinkat, unlinkat, utimensat,
-  syncFileRange,
+  startWriteback, syncFileRange,
 } from '../native/fsops.js';
 import { aclFromText, aclToXattr } from '../native/acl.js';
 import { unmount } from './helpers/tmp.js';
@@ -298,6 +298,50 @@ at('syncFileRange starts writeback without changing the file, and refuses what i
     closeSync(fd);
   }
   expectErrno(() => syncFileRange(fd, 0, 1), 'EBADF', 'sync_file_range', '');
+});
+
+at('startWriteback starts writeback on the pool without changing the file, and rejects what is not a file', async ({ dir }) => {
+  const f = join(dir, 'f');
+  const fd = openSync(f, 'w');
+  const data = Buffer.alloc(3 << 20, 9);
+  try {
+    writeSync(fd, data);
+    await startWriteback(fd, 0, 1 << 20);
+    await startWriteback(fd, 0, 0); // to the end of the file
+  } finally {
+    closeSync(fd);
+  }
+  assert.ok(readFileSync(f).equals(data));
+  const closed = await startWriteback(fd, 0, 0).catch((e: NodeJS.ErrnoException) => e);
+  assert.instance(closed, Error);
+  assert.is((closed as NodeJS.ErrnoException).code, 'EBADF');
+  assert.is((closed as NodeJS.ErrnoException).syscall, 'sync_file_range');
+  const dev = openSync('/dev/null', 'r');
+  try {
+    const notFile = await startWriteback(dev, 0, 0).catch((e: NodeJS.ErrnoException) => e);
+    assert.instance(notFile, Error);
+    assert.is((notFile as NodeJS.ErrnoException).code, 'ESPIPE');
+  } finally {
+    closeSync(dev);
+  }
+  assert.throws(() => startWriteback(0, -1, 0), /offset and nbytes/);
+});
+
+at('hashCopy with writeback writes and hashes the same bytes across its writeback steps', async ({ dir }) => {
+  const bytes = Buffer.from(Array.from({ length: (20 << 20) + 4321 }, (_, i) => (i * 2654435761) >>> 24));
+  writeFileSync(join(dir, 'src'), bytes);
+  const src = openSync(join(dir, 'src'), 'r');
+  const dst = openSync(join(dir, 'dst'), 'w+');
+  try {
+    const digest = await addon().hashCopy(src, 0, bytes.length, dst, 4096, true);
+    assert.is(digest, createHash('sha256').update(bytes).digest('hex'));
+    assert.ok(readFileSync(join(dir, 'dst')).subarray(4096).equals(bytes), 'the bytes, past 16 MiB too');
+    assert.is(await addon().hashCopy(src, 0, 100, -1, 0, true), createHash('sha256').update(bytes.subarray(0, 100)).digest('hex'), 'dst -1: nothing to write back');
+    assert.throws(() => addon().hashCopy(src, 0, 10, dst, 0, 1 as unknown as boolean), /writeback\?: boolean/);
+  } finally {
+    closeSync(src);
+    closeSync(dst);
+  }
 });
 
 at('hashCopy hashes a byte range on the pool and writes it where asked; a short source or a bad descriptor rejects', async ({ dir }) => {

@@ -76,7 +76,8 @@ export interface FoundSegment {
   readExtra(each: (piece: Buffer) => Promise<void>): Promise<boolean>;
   /**
    * Writes the bytes to descriptor `fd` from `at` (on a thread of libuv's pool, hashed as
-   * they go) and checks them: true when they are the sealed bytes.
+   * they go, their writeback started: `fd` is an image about to be synced) and checks them:
+   * true when they are the sealed bytes.
    */
   copyInto(fd: number, at: number): Promise<boolean>;
   close(): Promise<void>;
@@ -242,7 +243,7 @@ export class SegmentCache {
         },
         copyInto: async (fd, to) => {
           const digest = await addon()
-            .hashCopy(fh.fd, at, length, fd, to)
+            .hashCopy(fh.fd, at, length, fd, to, true)
             .catch(() => undefined);
           if (digest !== bytesDigest) return false;
           // Used now: what the cache's pruning keeps longest (block-cache.ts).
