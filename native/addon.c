@@ -1,6 +1,7 @@
 /*
- * strata_native: the few system calls Node does not expose, synchronous but startWriteback; the layer extraction
- * (native/extract.c) and the image block compressors (deflate.c, lz4.c) are registered here too.
+ * strata_native: the few system calls Node does not expose, all synchronous but startWriteback
+ * (on libuv's pool); the layer extraction (native/extract.c) and the image block compressors
+ * (deflate.c, lz4.c) are registered here too.
  *
  * Exports (every path argument is a string, UTF-8, or a Buffer of raw bytes):
  *   lgetxattr(path, name)          -> Buffer | undefined   (undefined on ENODATA)

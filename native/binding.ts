@@ -54,7 +54,8 @@ export interface NativeAddon {
   hashDigest(stream: unknown): string;
   /**
    * sha256 (hex) of `length` bytes of `src` from `srcAt`, written to `dst` at `dstAt` as they
-   * are read (dst -1: only hashed), on a thread of libuv's pool (native/sha256.c).
+   * are read (dst -1: only hashed), on a thread of libuv's pool (native/sha256.c). `writeback`:
+   * the writeback of what was written is started as it goes (sync_file_range, every 16 MiB).
    */
   hashCopy(src: number, srcAt: number, length: number, dst: number, dstAt: number, writeback?: boolean): Promise<string>;
   /**

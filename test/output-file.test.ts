@@ -2,7 +2,8 @@
  * An image's temp file (compose/image/shared/output-file.ts): the sha256 commit reports is the
  * committed file's, whether it was read back whole or begun early over the first bytes
  * (hashAhead); a write into bytes already hashed throws instead of changing them; an abort
- * while that read goes on removes the temp file and leaves OUT as it was.
+ * while that read goes on removes the temp file and leaves OUT as it was; the writeback started
+ * every 16 MiB changes no byte.
  */
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -75,6 +76,29 @@ test('a write or truncation into the hashed bytes throws; abort during the read 
   await rejects(() => f.queueWrite(Buffer.from('x'), 0), /already hashed/);
   await rejects(() => f.setLength(100, 100), /already hashed/);
   await f.abort(); // waits for the read of the descriptor before closing it
+  assert.is(readFileSync(out, 'utf8'), 'the previous image');
+  assert.equal(readdirSync(dir), ['image'], 'no temp file left');
+}));
+
+test('past the writeback steps: the file is what was written, rewrites included; an abort then removes it', withDir(async (dir) => {
+  const out = join(dir, 'image');
+  const chunk = pattern(1 << 20, 4);
+  const f = await OutputFile.create(out);
+  const n = 40; // the writeback is started at 16 and 32 MiB
+  for (let i = 0; i < n; i++) await f.queueWrite(chunk, i << 20);
+  const head = pattern(96, 5);
+  await f.writeAll(head, 0); // a superblock written last, over pages whose writeback began
+  const digest = await f.commit();
+  const expect = Buffer.concat(Array.from({ length: n }, () => chunk));
+  head.copy(expect, 0);
+  const bytes = readFileSync(out);
+  assert.ok(bytes.equals(expect), 'the bytes as written');
+  assert.is(digest, sha256(expect));
+
+  writeFileSync(out, 'the previous image');
+  const g = await OutputFile.create(out);
+  await g.writeAll(pattern(20 << 20, 6), 0); // one writeback started
+  await g.abort(); // waits for it before closing the descriptor
   assert.is(readFileSync(out, 'utf8'), 'the previous image');
   assert.equal(readdirSync(dir), ['image'], 'no temp file left');
 }));

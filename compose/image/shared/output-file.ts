@@ -177,8 +177,10 @@ export class OutputFile {
     this.unkicked += n;
     if (this.unkicked < WRITEBACK_STEP || this.kick) return;
     this.unkicked = 0;
-    this.kick = startWriteback(this.fh.fd, 0, 0)
-      .catch(() => undefined) // a hint: commit's fsync reports what failed
+    // A hint: whatever fails here (a filesystem without it), commit's fsync does the work and reports errors.
+    this.kick = Promise.resolve()
+      .then(() => startWriteback(this.fh.fd, 0, 0))
+      .catch(() => undefined)
       .finally(() => (this.kick = undefined));
   }
 
