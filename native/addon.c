@@ -596,6 +596,17 @@ static napi_value js_open_beneath(napi_env env, napi_callback_info info) {
   return open_call(env, info, open_beneath_fd, "openat2");
 }
 
+/* syncFileRange's and startWriteback's arguments: (fd, offset, nbytes), safe non-negative integers. */
+static bool range_args(napi_env env, napi_callback_info info, int *fd, int64_t *off, int64_t *len) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], "fd", fd)) return false;
+  if (!get_offset(env, argv[1], off) || !get_offset(env, argv[2], len)) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "offset and nbytes must be non-negative integers");
+    return false;
+  }
+  return true;
+}
+
 /*
  * syncFileRange(fd, offset, nbytes): sync_file_range(2) with SYNC_FILE_RANGE_WRITE: starts
  * writing back the dirty pages of that range and returns without waiting for them. A hint for
@@ -603,15 +614,9 @@ static napi_value js_open_beneath(napi_env env, napi_callback_info info) {
  * overlaps with producing the rest of it.
  */
 static napi_value js_sync_file_range(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
   int fd;
-  double off, len;
-  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], "fd", &fd)) return NULL;
-  if (napi_get_value_double(env, argv[1], &off) != napi_ok || napi_get_value_double(env, argv[2], &len) != napi_ok || !(off >= 0) ||
-      !(len >= 0) || off > 9007199254740991.0 || len > 9007199254740991.0) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "offset and nbytes must be non-negative integers");
-    return NULL;
-  }
+  int64_t off, len;
+  if (!range_args(env, info, &fd, &off, &len)) return NULL;
   if (sync_file_range(fd, (off64_t)off, (off64_t)len, SYNC_FILE_RANGE_WRITE) != 0) throw_errno(env, errno, "sync_file_range", "");
   return NULL;
 }
@@ -650,14 +655,9 @@ static void writeback_complete(napi_env env, napi_status status, void *data) {
 }
 
 static napi_value js_start_writeback(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
   int fd;
   int64_t off, len;
-  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], "fd", &fd)) return NULL;
-  if (!get_offset(env, argv[1], &off) || !get_offset(env, argv[2], &len)) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "offset and nbytes must be non-negative integers");
-    return NULL;
-  }
+  if (!range_args(env, info, &fd, &off, &len)) return NULL;
   writeback_job *j = calloc(1, sizeof *j);
   if (j == NULL) {
     napi_throw_error(env, "ENOMEM", "startWriteback: out of memory");
