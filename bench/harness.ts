@@ -852,30 +852,9 @@ export async function snapshotTreeFast(dir: string, opts: SnapshotOptions = {}):
     contentHashes(dir, findArgs, opts.readers ?? Math.max(1, cpus().length)),
     dumpXattrs(dir),
   ]);
-  const types: Record<string, TreeNode['type']> = { f: 'file', d: 'dir', l: 'symlink', c: 'char', b: 'block', p: 'fifo', s: 'socket' };
-  const f = listing.stdout.split('\0');
-  const nodes = new Map<string, TreeNode>();
+  const nodes = parseListing(listing.stdout);
   const devices: string[] = [];
-  for (let i = 0; i + 2 < f.length; i += 3) {
-    const p = f[i] || '.';
-    const [y, m, uid, gid, size, mtime, nlink] = f[i + 1]!.split(' ');
-    const type = types[y!];
-    if (!type) throw new BenchError(`find: unknown type ${y} of ${p}`);
-    const node: TreeNode = {
-      type,
-      mode: parseInt(m!, 8),
-      uid: Number(uid),
-      gid: Number(gid),
-      size: type === 'file' ? Number(size) : 0,
-      mtime: Math.floor(Number(mtime)),
-      nlink: type === 'dir' ? 0 : Number(nlink),
-      rdev: 0,
-      xattrs: NO_XATTRS,
-    };
-    if (type === 'symlink') node.link = f[i + 2]!;
-    if (type === 'char' || type === 'block') devices.push(p);
-    nodes.set(p, node);
-  }
+  for (const [p, node] of nodes) if (node.type === 'char' || node.type === 'block') devices.push(p);
   for (let i = 0; i < devices.length; i += 500) {
     const batch = devices.slice(i, i + 500);
     const r = await run('stat', ['-c', '%t %T', '--', ...batch.map((p) => `./${p}`)], { cwd: dir });
@@ -884,10 +863,17 @@ export async function snapshotTreeFast(dir: string, opts: SnapshotOptions = {}):
       nodes.get(batch[k]!)!.rdev = makedev(maj!, min!);
     });
   }
-  for (const [p, sha256] of hashes) {
-    const node = nodes.get(p);
-    if (!node) throw new BenchError(`hash-files: unexpected path ${p}`);
-    node.sha256 = sha256;
+  for (const out of hashes) {
+    // "SHA256  ./PATH\0" records (hash-files), read in place: a million files a listing.
+    for (let at = 0; at < out.length; ) {
+      const end = out.indexOf('\0', at);
+      const from = out.startsWith('./', at + 66) ? at + 68 : at + 66;
+      const p = out.slice(from, end);
+      const node = nodes.get(p);
+      if (!node) throw new BenchError(`hash-files: unexpected path ${p}`);
+      node.sha256 = out.slice(at, at + 64);
+      at = end + 1;
+    }
   }
   for (const [p, attrs] of xattrs) {
     const node = nodes.get(p);
@@ -895,6 +881,66 @@ export async function snapshotTreeFast(dir: string, opts: SnapshotOptions = {}):
     node.xattrs = attrs;
     const acl = aclText(attrs, node.mode);
     if (acl !== undefined) node.acl = acl;
+  }
+  return nodes;
+}
+
+const FIND_TYPES: Record<string, TreeNode['type']> = { f: 'file', d: 'dir', l: 'symlink', c: 'char', b: 'block', p: 'fifo', s: 'socket' };
+
+/**
+ * snapshotTreeFast's metadata: find's "PATH\0TYPE MODE UID GID SIZE MTIME NLINK\0LINK\0"
+ * records, read in place by character codes. Splitting the output into strings and each
+ * record's fields again made 10 million strings for a million-file tree: the bench's own
+ * thread, not the tools, was then the slowest part of the listing.
+ */
+function parseListing(s: string): Map<string, TreeNode> {
+  const nodes = new Map<string, TreeNode>();
+  let i = 0;
+  /** The decimal (or, with base 8, octal) digits at i, and the one separator after them. */
+  const num = (base: number): number => {
+    let v = 0;
+    for (let c = s.charCodeAt(i); c >= 48 && c <= 57; c = s.charCodeAt(++i)) v = v * base + (c - 48);
+    i++;
+    return v;
+  };
+  while (i < s.length) {
+    const pathEnd = s.indexOf('\0', i);
+    const p = pathEnd === i ? '.' : s.slice(i, pathEnd);
+    i = pathEnd + 1;
+    const type = FIND_TYPES[s[i]!];
+    if (!type || s.charCodeAt(i + 1) !== 32) throw new BenchError(`find: unknown type ${s.slice(i, s.indexOf(' ', i))} of ${p}`);
+    i += 2;
+    const mode = num(8);
+    const uid = num(10);
+    const gid = num(10);
+    const size = num(10);
+    // %T@ is "SECONDS.NANOSECONDS" of the timespec, so the part before the point is the
+    // whole seconds even before 1970 (1960-01-01 00:00:00.5 prints as -315619200.5).
+    const mtimeEnd = s.indexOf(' ', i);
+    const negative = s.charCodeAt(i) === 45;
+    if (negative) i++;
+    const mtime = negative ? -num(10) : num(10);
+    i = mtimeEnd + 1;
+    const nlink = num(10);
+    if (s.charCodeAt(i - 1) !== 0) throw new BenchError(`find: a record of ${p} that does not end where expected`);
+    const linkEnd = s.indexOf('\0', i);
+    // Every node of one shape: the contents' hashes are set later, and a property added to
+    // a million objects after they are made was half of this thread's time.
+    const node: TreeNode = {
+      type,
+      mode,
+      uid,
+      gid,
+      size: type === 'file' ? size : 0,
+      mtime,
+      nlink: type === 'dir' ? 0 : nlink,
+      rdev: 0,
+      link: type === 'symlink' ? s.slice(i, linkEnd) : undefined,
+      sha256: undefined,
+      xattrs: NO_XATTRS,
+    };
+    i = linkEnd + 1;
+    nodes.set(p, node);
   }
   return nodes;
 }
@@ -943,25 +989,21 @@ export function aclText(xattrs: Map<string, string>, mode: number): string | und
 const HASHER = fileURLToPath(new URL(`./hash-files${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
 
 /**
- * sha256 of every regular file find(1) lists with `findArgs` under dir: the list cut into
- * `readers` runs of consecutive paths, each hashed by a hash-files.js process of its own.
+ * sha256 of every regular file find(1) lists with `findArgs` under dir, read by `readers`
+ * hash-files processes at once: each is given the whole list and hashes its own share, a run
+ * of consecutive paths (their directories read together). The list is not cut into strings
+ * here: it can hold a million paths, and this thread is the listing's busiest.
  */
-async function contentHashes(dir: string, findArgs: readonly string[], readers: number): Promise<Map<string, string>> {
-  const list = (await run('find', [...findArgs, '-type', 'f', '-print0'], { cwd: dir })).stdout.split('\0').filter(Boolean);
-  const per = Math.ceil(list.length / readers);
-  const parts = Array.from({ length: readers }, (_, i) => list.slice(i * per, (i + 1) * per)).filter((p) => p.length);
-  const outputs = await Promise.all(parts.map((part) => hashFiles(dir, part)));
-  const hashes = new Map<string, string>();
-  for (const out of outputs) {
-    for (const rec of out.split('\0')) if (rec) hashes.set(rec.slice(66).replace(/^\.\//, ''), rec.slice(0, 64));
-  }
-  return hashes;
+async function contentHashes(dir: string, findArgs: readonly string[], readers: number): Promise<string[]> {
+  const list = (await run('find', [...findArgs, '-type', 'f', '-print0'], { cwd: dir })).stdout;
+  if (!list) return [];
+  return Promise.all(Array.from({ length: readers }, (_, k) => hashFiles(dir, list, `${k}/${readers}`)));
 }
 
-/** One hash-files.js process over `paths` (relative to dir): its "SHA256  PATH\0" records. */
-function hashFiles(dir: string, paths: string[]): Promise<string> {
+/** One hash-files.js process over its `share` of `list` (NUL-ended paths relative to dir): its "SHA256  PATH\0" records. */
+function hashFiles(dir: string, list: string, share: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...process.execArgv, HASHER], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...process.execArgv, HASHER, share], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
@@ -972,7 +1014,7 @@ function hashFiles(dir: string, paths: string[]): Promise<string> {
       else reject(new BenchError(`hashing the files of ${dir} failed: ${Buffer.concat(err).toString('utf8').trim().split('\n').slice(-3).join('; ')}`));
     });
     child.stdin.on('error', () => {}); // a child that failed is reported by its exit status
-    child.stdin.end(paths.join('\0'));
+    child.stdin.end(list);
   });
 }
 
@@ -1034,7 +1076,7 @@ export function diffTrees(actual: Map<string, TreeNode>, reference: Map<string, 
     if (act.type !== 'dir' && act.nlink !== ref.nlink) add(`${p}: nlink ${act.nlink}, expected ${ref.nlink}`);
     if (act.rdev !== ref.rdev) add(`${p}: device ${act.rdev}, expected ${ref.rdev}`);
     if (act.link !== ref.link) add(`${p}: link target ${act.link}, expected ${ref.link}`);
-    const names = new Set([...act.xattrs.keys(), ...ref.xattrs.keys()]);
+    const names = act.xattrs.size + ref.xattrs.size === 0 ? [] : new Set([...act.xattrs.keys(), ...ref.xattrs.keys()]);
     for (const n of names) {
       if (opts.image && n.startsWith('system.posix_acl_')) continue;
       const a = act.xattrs.get(n);
