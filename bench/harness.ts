@@ -852,9 +852,7 @@ export async function snapshotTreeFast(dir: string, opts: SnapshotOptions = {}):
     contentHashes(dir, findArgs, opts.readers ?? Math.max(1, cpus().length)),
     dumpXattrs(dir),
   ]);
-  const nodes = parseListing(listing.stdout);
-  const devices: string[] = [];
-  for (const [p, node] of nodes) if (node.type === 'char' || node.type === 'block') devices.push(p);
+  const { nodes, devices } = parseListing(listing.stdout);
   for (let i = 0; i < devices.length; i += 500) {
     const batch = devices.slice(i, i + 500);
     const r = await run('stat', ['-c', '%t %T', '--', ...batch.map((p) => `./${p}`)], { cwd: dir });
@@ -893,8 +891,10 @@ const FIND_TYPES: Record<string, TreeNode['type']> = { f: 'file', d: 'dir', l: '
  * record's fields again made 10 million strings for a million-file tree: the bench's own
  * thread, not the tools, was then the slowest part of the listing.
  */
-function parseListing(s: string): Map<string, TreeNode> {
+function parseListing(s: string): { nodes: Map<string, TreeNode>; devices: string[] } {
   const nodes = new Map<string, TreeNode>();
+  /** Paths of the character and block devices, whose numbers find does not print. */
+  const devices: string[] = [];
   let i = 0;
   /** The decimal (or, with base 8, octal) digits at i, and the one separator after them. */
   const num = (base: number): number => {
@@ -941,8 +941,9 @@ function parseListing(s: string): Map<string, TreeNode> {
     };
     i = linkEnd + 1;
     nodes.set(p, node);
+    if (type === 'char' || type === 'block') devices.push(p);
   }
-  return nodes;
+  return { nodes, devices };
 }
 
 /** The entry tags of a POSIX ACL xattr (the kernel's posix_acl_xattr.h), as getfacl names them. */

@@ -114,11 +114,10 @@ Compare('snapshotTreeFast gives the same map as snapshotTree: devices, fifos, ha
   await run('setfacl', ['-m', 'm::r', join(a, 'masked')]);
   await chmod(join(a, 'both'), 0o751);
   await run('setfacl', ['-m', 'u:0:r', '-d', '-m', 'g:50:rx,o::-', join(a, 'both')]);
-  const norm = (m: Map<string, TreeNode>) => listingText(m);
-  assert.equal(norm(await snapshotTreeFast(a)), norm(await snapshotTree(a)));
+  assert.equal(listingText(await snapshotTreeFast(a)), listingText(await snapshotTree(a)));
   const ignore = ['.strata'];
   const fast = await snapshotTreeFast(a, { ignore });
-  assert.equal(norm(fast), norm(await snapshotTree(a, { ignore })));
+  assert.equal(listingText(fast), listingText(await snapshotTree(a, { ignore })));
   assert.equal(fast.get('null')?.rdev, (1 << 8) | 3);
   assert.ok(!fast.has('.strata'));
 });

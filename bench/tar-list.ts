@@ -171,32 +171,29 @@ export async function listTar(input: Readable, opts: TarListOptions = {}): Promi
       links.set(target!, group);
       return;
     }
-    if (!TYPES[flag]) throw new BenchError(`tar listing: ${name}: entry type '${flag}' is not one a tree holds`);
+    const type = TYPES[flag];
+    if (!type) throw new BenchError(`tar listing: ${name}: entry type '${flag}' is not one a tree holds`);
     const xattrs = new Map<string, string>();
     for (const [k, v] of x ?? []) {
       if (k.startsWith('SCHILY.xattr.')) xattrs.set(k.slice(13), `0x${v.toString('hex')}`);
       else if (k.startsWith('LIBARCHIVE.xattr.')) xattrs.set(decodeURIComponent(k.slice(17)), `0x${Buffer.from(v.toString('latin1'), 'base64').toString('hex')}`);
     }
     const mtime = xs('mtime');
+    // Every node of one shape (harness parseListing): the content hash comes with the body.
     const n: TreeNode = {
-      type: TYPES[flag]!,
+      type,
       mode: num(h, 100, 8) & 0o7777,
       uid: xs('uid') !== undefined ? Number(xs('uid')) : num(h, 108, 8),
       gid: xs('gid') !== undefined ? Number(xs('gid')) : num(h, 116, 8),
-      size: 0,
+      size: type === 'file' ? size : 0,
       mtime: mtime !== undefined ? Math.floor(Number(mtime)) : num(h, 136, 12),
-      nlink: TYPES[flag] === 'dir' ? 0 : 1,
-      rdev: 0,
-      // Every node of one shape (harness parseListing): the content hash comes with the body.
-      link: TYPES[flag] === 'symlink' ? link : undefined,
+      nlink: type === 'dir' ? 0 : 1,
+      rdev: type === 'char' || type === 'block' ? makedev(num(h, 329, 8), num(h, 337, 8)) : 0,
+      link: type === 'symlink' ? link : undefined,
       sha256: undefined,
       xattrs,
     };
-    if (n.type === 'char' || n.type === 'block') n.rdev = makedev(num(h, 329, 8), num(h, 337, 8));
-    if (n.type === 'file') {
-      n.size = size;
-      node = n;
-    }
+    if (type === 'file') node = n;
     nodes.set(path, n);
     if (!left) finishBody();
   };
