@@ -84,6 +84,8 @@ export function defaultBudget(): number {
 export class SpillSorter<T> {
   /** Records held in memory, in push order until sorted (a stable sort keeps it among equals). */
   private heldRecords: T[] = [];
+  /** Whether heldRecords is sorted already (no push since the last sort): a sorter read again is not sorted again. */
+  private heldSorted = true;
   private heldBytes = 0;
   private pushed = 0;
   /** The run file's descriptor (its name is gone), from the first run written until dispose(). */
@@ -128,6 +130,7 @@ export class SpillSorter<T> {
 
   push(t: T): void {
     this.heldRecords.push(t);
+    this.heldSorted = false;
     this.pushed++;
     this.heldBytes += this.opts.codec.size(t) + 48;
     if (this.heldBytes >= this.budget) this.flush();
@@ -135,7 +138,9 @@ export class SpillSorter<T> {
 
   /** Array.prototype.sort is stable: records that compare equal stay in push order. */
   private sortHeld(): void {
+    if (this.heldSorted) return;
     this.heldRecords.sort(this.opts.compare);
+    this.heldSorted = true;
   }
 
   private flush(): void {
@@ -173,6 +178,7 @@ export class SpillSorter<T> {
     else this.chains.push([run]);
     this.lastOfRuns = this.heldRecords[this.heldRecords.length - 1] ?? this.lastOfRuns;
     this.heldRecords = [];
+    this.heldSorted = true;
     this.heldBytes = 0;
   }
 
@@ -210,6 +216,7 @@ export class SpillSorter<T> {
     this.chains.length = 0;
     this.lastOfRuns = undefined;
     this.heldRecords = [];
+    this.heldSorted = true;
   }
 }
 

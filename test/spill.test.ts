@@ -157,6 +157,19 @@ test('elsewhere the run file is named O_EXCL, 0600, and unlinked before it is us
   assert.throws(() => openNamedUnlinked(join(dir, 'missing')), /ENOENT/, 'a directory that is not there is an error, not a fallback');
 });
 
+test('a sorter read again without a push in between gives the same records, not sorted again', ({ dir }) => {
+  let compared = 0;
+  const s = new SpillSorter<[number, number]>({ compare: (a, b) => (compared++, a[0] - b[0]), codec: pairs, dir, budget: 1 << 20 });
+  for (let i = 0; i < 1000; i++) s.push([(i * 7919) % 1000, i]);
+  const first = [...s.sorted()];
+  const after = compared;
+  assert.equal([...s.sorted()], first);
+  assert.is(compared, after, 'no comparison on the second read');
+  s.push([-1, 1000]);
+  assert.equal([...s.sorted()], [[-1, 1000], ...first], 'a push sorts again');
+  s.dispose();
+});
+
 test('comparePaths is the UTF-8 byte order of the components (parents first)', () => {
   // The reference: split into components and compare their UTF-8 bytes.
   const reference = (a: string, b: string): number => {
