@@ -12,6 +12,7 @@ import { decodeEntry, encodeEntry, entryCodec } from '../store/layer/entry-codec
 import { comparePaths, type LayerEntry } from '../store/types.js';
 import { removeDir, tempDir } from './helpers/tmp.js';
 import { seeded } from './helpers/random.js';
+import { WideList } from '../compose/image/shared/wide-list.js';
 
 const test = suite<{ dir: string }>('spill sorter');
 test.before.each((ctx) => {
@@ -169,6 +170,28 @@ test('a sorter read again without a push in between gives the same records, not 
   assert.equal([...s.sorted()], [[-1, 1000], ...first], 'a push sorts again');
   s.dispose();
 });
+
+for (const [n, budget] of [[100, 1 << 20], [10_000, 1 << 20], [10_000, 4096]] as const) {
+  test(`WideList: ${n} records, budget ${budget}: given back in push order, as often as read; no run file left`, ({ dir }) => {
+    const before = process.env.STRATA_MEMORY_BUDGET;
+    process.env.STRATA_MEMORY_BUDGET = String(budget);
+    try {
+      const list = new WideList<[number, number]>(pairs, dir);
+      // Keys out of order: the queue keeps the order they came in, whatever they compare as.
+      const input: Array<[number, number]> = Array.from({ length: n }, (_, i) => [(i * 7919) % 97, i]);
+      for (const r of input) list.push(r);
+      assert.is(list.length, n);
+      assert.equal([...list], input);
+      assert.equal([...list], input, 'read again');
+      list.dispose();
+      list.dispose();
+      assert.equal(readdirSync(dir), []);
+    } finally {
+      if (before === undefined) delete process.env.STRATA_MEMORY_BUDGET;
+      else process.env.STRATA_MEMORY_BUDGET = before;
+    }
+  });
+}
 
 test('comparePaths is the UTF-8 byte order of the components (parents first)', () => {
   // The reference: split into components and compare their UTF-8 bytes.

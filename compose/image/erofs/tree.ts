@@ -18,6 +18,7 @@
 import { baseName as baseOf, compareNames, comparePaths, parentOf, decodeEntry, encodeEntry, entrySize, isBelow, SpillSorter, stringsCodec, textCodec, type LayerEntry, type RecordCodec } from '../../../store/index.js';
 import { aclXattrFromText } from '../../../native/acl.js';
 import { StrataError, IMAGE_ERR } from '../errors.js';
+import { WideList } from '../shared/wide-list.js';
 import {
   ADVISE,
   BLOCK_SIZE,
@@ -382,17 +383,40 @@ export async function writeTree(input: TreeInput): Promise<TreeResult> {
       const { nid, plan: p, ino } = writing.place(inode, nlink);
       const e = inode.entry;
       let inlineBytes: Buffer | undefined;
-      let bytes: Buffer | undefined;
       if (e.type === 'dir') {
-        const list: Dirent[] = [];
+        // Block by block as the names come (a directory of a million names is 24 MB): the
+        // full blocks written behind, up to DIR_WRITE bytes a write, the inline tail kept.
+        const full = p.layout === LAYOUT.FLAT_INLINE ? p.size - p.inlineLen : p.size;
+        const blocks = new DirBlocks();
+        let off = 0;
+        let run: Buffer[] = [];
+        let runAt = 0;
+        const flush = () => {
+          if (run.length > 0) writes.push(run, p.late! * BLOCK_SIZE + runAt);
+          run = [];
+        };
+        const emit = (b: Buffer) => {
+          const head = Math.max(0, Math.min(b.length, full - off));
+          if (head > 0) {
+            if (run.length === 0) runAt = off;
+            run.push(b.subarray(0, head));
+          }
+          if (head < b.length) inlineBytes = b.subarray(head);
+          off += b.length;
+          if (off - runAt >= DIR_WRITE) flush();
+        };
         while (!next.done && next.value.key === rec.key) {
-          list.push(next.value);
+          const block = blocks.add(next.value);
           next = named.next();
+          if (!block) continue;
+          emit(block);
+          if (writes.behind) await writes.catchUp();
         }
-        bytes = dirBytes(list);
-        if (bytes.length !== p.size) throw new Error(`EROFS writer: directory ${e.path} came out ${bytes.length} bytes, planned ${p.size}`);
-      } else if (e.type === 'symlink') bytes = Buffer.from(e.linkname!);
-      if (bytes) {
+        emit(blocks.end());
+        flush();
+        if (off !== p.size) throw new Error(`EROFS writer: directory ${e.path} came out ${off} bytes, planned ${p.size}`);
+      } else if (e.type === 'symlink') {
+        const bytes = Buffer.from(e.linkname!);
         const full = p.layout === LAYOUT.FLAT_INLINE ? bytes.length - p.inlineLen : bytes.length;
         if (full > 0) writes.push(bytes.subarray(0, full), p.late! * BLOCK_SIZE);
         if (p.layout === LAYOUT.FLAT_INLINE) inlineBytes = bytes.subarray(full);
@@ -773,12 +797,16 @@ class LinkWalk {
   }
 }
 
-/** An open directory during the survey: its names so far (others, then subdirectories). */
+/**
+ * An open directory during the survey: its names so far, each list in name order (its other
+ * entries, with their types, come before its subdirectories); a wide directory's go through
+ * spilling queues (WideList), so its names do not all stay in memory.
+ */
 interface Frame {
   path: string;
-  files: string[];
-  types: LayerEntry['type'][];
-  dirs: string[];
+  files: WideList<string>;
+  types: WideList<string>;
+  dirs: WideList<string>;
 }
 
 /**
@@ -842,9 +870,21 @@ async function survey(input: TreeInput, links: HardLinks | undefined, missed?: S
     });
   }
   let probe = probes?.next();
+  const stack: Frame[] = [];
+  const open = (path: string): Frame => ({ path, files: new WideList(textCodec, input.scratchDir), types: new WideList(textCodec, input.scratchDir), dirs: new WideList(textCodec, input.scratchDir) });
+  const release = (f: Frame) => {
+    f.files.dispose();
+    f.types.dispose();
+    f.dirs.dispose();
+  };
   try {
-    const stack: Frame[] = [];
-    const close = (f: Frame) => dirs.set(f.path, { size: dirSizeOf(f), nlink: 2 + f.dirs.length, nid: -1 });
+    const close = (f: Frame) => {
+      try {
+        dirs.set(f.path, { size: dirSizeOf(f), nlink: 2 + f.dirs.length, nid: -1 });
+      } finally {
+        release(f);
+      }
+    };
     let prev: string | undefined;
     for (const rec of inOrder(input.records)) {
       const e = rec.entry;
@@ -858,8 +898,8 @@ async function survey(input: TreeInput, links: HardLinks | undefined, missed?: S
         const top = stack[stack.length - 1]!;
         if (top.path !== parent) {
           const step = top.path === '.' ? path.slice(0, path.indexOf('/')) : path.slice(0, path.indexOf('/', top.path.length + 1));
-          const i = step === parent ? top.files.indexOf(baseOf(step)) : -1;
-          if (i >= 0) throw usage(`parent of ${path} is a ${top.types[i]!}, not a directory`);
+          const type = step === parent ? typeOf(top, baseOf(step)) : undefined;
+          if (type !== undefined) throw usage(`parent of ${path} is a ${type}, not a directory`);
           throw usage(`parent directory of ${path} is missing`, 'add every directory of the tree');
         }
         const name = baseOf(path);
@@ -870,7 +910,7 @@ async function survey(input: TreeInput, links: HardLinks | undefined, missed?: S
           top.types.push(e.type);
         }
       }
-      if (e.type === 'dir') stack.push({ path, files: [], types: [], dirs: [] });
+      if (e.type === 'dir') stack.push(open(path));
       if (e.type === 'hardlink') {
         if (owner) {
           moved!.dispose();
@@ -932,10 +972,24 @@ async function survey(input: TreeInput, links: HardLinks | undefined, missed?: S
     moved?.dispose();
     throw e;
   } finally {
+    // Directories a failure left open: their queues' run files go.
+    for (const f of stack) release(f);
     xattrKeys.dispose();
     walk?.close();
     probes?.return(undefined);
   }
+}
+
+/** The type of the entry named `name` among `f`'s other entries (not its subdirectories), if one is. */
+function typeOf(f: Frame, name: string): string | undefined {
+  let i = 0;
+  for (const n of f.files) {
+    if (n === name) break;
+    i++;
+  }
+  if (i === f.files.length) return undefined;
+  for (const t of f.types) if (i-- === 0) return t;
+  return undefined;
 }
 
 /** Directory size: ".", ".." and the names in byte order, split into blocks (dirBlocks). */
@@ -956,20 +1010,19 @@ function dirSizeOf(f: Frame): number {
   return blocks * BLOCK_SIZE + used;
 }
 
-/** ".", ".." and two lists sorted by name bytes, merged in that order (equal names both come). */
-function* mergeNames(a: string[], b: string[]): Generator<string> {
-  const dots = ['.', '..'];
-  let [i, j, k] = [0, 0, 0];
+/** ".", ".." and two lists sorted by name bytes, merged in that order (equal names both come, in that order too). */
+function* mergeNames(a: Iterable<string>, b: Iterable<string>): Generator<string> {
+  const sources = [['.', '..'][Symbol.iterator](), a[Symbol.iterator](), b[Symbol.iterator]()];
+  const heads = sources.map((it) => it.next());
   for (;;) {
-    let pick = k < dots.length ? dots[k] : undefined;
-    let from = 0;
-    if (i < a.length && (pick === undefined || compareNames(a[i]!, pick) < 0)) [pick, from] = [a[i], 1];
-    if (j < b.length && (pick === undefined || compareNames(b[j]!, pick) < 0)) [pick, from] = [b[j], 2];
-    if (pick === undefined) return;
-    if (from === 0) k++;
-    else if (from === 1) i++;
-    else j++;
-    yield pick;
+    let from = -1;
+    for (let k = 0; k < heads.length; k++) {
+      const h = heads[k]!;
+      if (!h.done && (from < 0 || compareNames(h.value, heads[from]!.value as string) < 0)) from = k;
+    }
+    if (from < 0) return;
+    yield heads[from]!.value as string;
+    heads[from] = sources[from]!.next();
   }
 }
 
@@ -1248,6 +1301,8 @@ const META_BATCH = 256;
 const SPARE_BLOCKS = 2 * META_BATCH;
 /** Writes of the writing pass in flight at most (WritesBehind). */
 const WRITES_BEHIND = 4;
+/** A directory's blocks go to the file in writes of at most about this many bytes. */
+const DIR_WRITE = 256 << 10;
 
 /**
  * The writing pass's writes (metadata runs, directory blocks, tails in blocks of their own),
@@ -1367,33 +1422,44 @@ function ctz(n: number): number {
   return c;
 }
 
-/** Directory blocks: dirents then names, as many as fit a 4096-byte block, the names in byte order. */
-function dirBytes(list: Dirent[]): Buffer {
-  const names = list.map((d) => Buffer.from(d.name));
-  const blocks: { start: number; end: number; bytes: number }[] = [];
-  let start = 0;
-  let used = 0;
-  for (let i = 0; i < list.length; i++) {
-    const need = DIRENT_SIZE + names[i]!.length;
-    if (used + need > BLOCK_SIZE) {
-      blocks.push({ start, end: i, bytes: used });
-      start = i;
-      used = 0;
-    }
-    used += need;
+/**
+ * A directory's blocks from its names in order: entries never straddle a block, each block's
+ * dirents come first, then their names; every block but the last is BLOCK_SIZE long, zeros
+ * after the names. add() gives the block that the new name did not fit in, when there is one.
+ */
+class DirBlocks {
+  private names: Buffer[] = [];
+  private dirents: Dirent[] = [];
+  private used = 0;
+
+  add(d: Dirent): Buffer | undefined {
+    const name = Buffer.from(d.name);
+    const need = DIRENT_SIZE + name.length;
+    let done: Buffer | undefined;
+    if (this.used + need > BLOCK_SIZE) done = this.block(BLOCK_SIZE);
+    this.names.push(name);
+    this.dirents.push(d);
+    this.used += need;
+    return done;
   }
-  blocks.push({ start, end: list.length, bytes: used });
-  const out = Buffer.alloc((blocks.length - 1) * BLOCK_SIZE + blocks[blocks.length - 1]!.bytes);
-  blocks.forEach((b, bi) => {
-    const base = bi * BLOCK_SIZE;
-    let nameoff = (b.end - b.start) * DIRENT_SIZE;
-    for (let i = b.start; i < b.end; i++) {
-      writeDirent(out, base + (i - b.start) * DIRENT_SIZE, list[i]!.nid, nameoff, list[i]!.type);
-      names[i]!.copy(out, base + nameoff);
-      nameoff += names[i]!.length;
+
+  /** The last block, as long as its names. */
+  end(): Buffer {
+    return this.block(this.used);
+  }
+
+  private block(size: number): Buffer {
+    const out = Buffer.alloc(size);
+    let nameoff = this.dirents.length * DIRENT_SIZE;
+    for (let i = 0; i < this.dirents.length; i++) {
+      writeDirent(out, i * DIRENT_SIZE, this.dirents[i]!.nid, nameoff, this.dirents[i]!.type);
+      nameoff += this.names[i]!.copy(out, nameoff);
     }
-  });
-  return out;
+    this.names = [];
+    this.dirents = [];
+    this.used = 0;
+    return out;
+  }
 }
 
 /**

@@ -72,56 +72,56 @@ export interface WrittenListing {
   index: DirIndexEntry[];
 }
 
-/** Writes the listing of `children` (sorted by name bytes) to the directory table `dirs`. */
-export function encodeDirectory(children: readonly DirChild[], dirs: MetaWriter): WrittenListing {
+/**
+ * Writes the listing of `children` (sorted by name bytes) to the directory table `dirs` as they
+ * come: one run (at most DIR_HEADER_MAX children) is held at a time, and goes to the table once
+ * the next child starts another. Nothing else may write to `dirs` until it returns.
+ */
+export function encodeDirectory(children: Iterable<DirChild>, dirs: MetaWriter): WrittenListing {
   const blockIndex = dirs.block;
   const blockOffset = dirs.offset;
   const firstBlock = dirs.flushed;
-  type Run = { at: number; base: number; block: number; entries: DirChild[]; indexed: boolean };
-  const runs: Run[] = [];
-  let cur: Run | undefined;
+  const index: DirIndexEntry[] = [];
+  let run: DirChild[] = [];
+  let at = 0; // where the run's header is in the listing
+  let base = 0;
+  let block = 0;
+  let indexed = false;
   let size = 0;
   let lastIndexed = 0;
+  const buf = Buffer.allocUnsafe(DIR_HEADER_SIZE + DIR_HEADER_MAX * (DIR_ENTRY_SIZE + MAX_NAME));
+  const writeRun = () => {
+    let o = buf.writeUInt32LE(run.length - 1, 0);
+    o = buf.writeUInt32LE(block, o);
+    o = buf.writeUInt32LE(base, o);
+    for (const c of run) {
+      o = buf.writeUInt16LE(c.refOffset, o);
+      o = buf.writeInt16LE(c.ino - base, o);
+      o = buf.writeUInt16LE(c.basicType, o);
+      o = buf.writeUInt16LE(c.name.length - 1, o);
+      o += c.name.copy(buf, o);
+    }
+    dirs.write(buf.subarray(0, o));
+    // The run's header is in the table now: its block (flushed or still open) has its start.
+    if (indexed) index.push({ index: at, start: dirs.blockStart(firstBlock + Math.floor((blockOffset + at) / METADATA_SIZE)), name: run[0]!.name });
+  };
   for (const c of children) {
     const n = c.name.length;
-    if (
-      !cur ||
-      cur.entries.length === DIR_HEADER_MAX ||
-      cur.block !== c.refBlock ||
-      Math.abs(c.ino - cur.base) > 32767 ||
-      size + n - lastIndexed > METADATA_SIZE
-    ) {
-      const indexed = cur !== undefined && size + DIR_ENTRY_SIZE + n - lastIndexed > METADATA_SIZE;
-      if (indexed) lastIndexed = size;
-      cur = { at: size, base: c.ino, block: c.refBlock, entries: [], indexed };
-      runs.push(cur);
+    if (run.length === 0 || run.length === DIR_HEADER_MAX || block !== c.refBlock || Math.abs(c.ino - base) > 32767 || size + n - lastIndexed > METADATA_SIZE) {
+      const next = run.length > 0 && size + DIR_ENTRY_SIZE + n - lastIndexed > METADATA_SIZE;
+      if (run.length > 0) writeRun();
+      if (next) lastIndexed = size;
+      run = [];
+      at = size;
+      base = c.ino;
+      block = c.refBlock;
+      indexed = next;
       size += DIR_HEADER_SIZE;
     }
-    cur.entries.push(c);
+    run.push(c);
     size += DIR_ENTRY_SIZE + n;
   }
-  const listing = Buffer.allocUnsafe(size);
-  let o = 0;
-  for (const r of runs) {
-    o = listing.writeUInt32LE(r.entries.length - 1, o);
-    o = listing.writeUInt32LE(r.block, o);
-    o = listing.writeUInt32LE(r.base, o);
-    for (const c of r.entries) {
-      o = listing.writeUInt16LE(c.refOffset, o);
-      o = listing.writeInt16LE(c.ino - r.base, o);
-      o = listing.writeUInt16LE(c.basicType, o);
-      o = listing.writeUInt16LE(c.name.length - 1, o);
-      o += c.name.copy(listing, o);
-    }
-  }
-  if (o !== size) throw new Error(`SquashFS directory listing: wrote ${o} of ${size} bytes`);
-  dirs.write(listing);
-  const index: DirIndexEntry[] = [];
-  for (const r of runs) {
-    if (!r.indexed) continue;
-    const start = dirs.blockStart(firstBlock + Math.floor((blockOffset + r.at) / METADATA_SIZE));
-    index.push({ index: r.at, start, name: r.entries[0]!.name });
-  }
+  if (run.length > 0) writeRun();
   return { blockIndex, blockOffset, fileSize: size + DIR_SIZE_BIAS, index };
 }
 

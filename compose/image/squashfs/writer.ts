@@ -24,6 +24,7 @@ import { SerialCalls } from '../shared/serial.js';
 import { COMPRESSOR, encodeCompressorOptions, squashCodecSpec, type SquashCompressor } from './compressor.js';
 import { encodeSizeWord, FRAGMENT_STREAMS, fragmentStream } from './data.js';
 import { encodeDirectory, DIR_ENTRY_SIZE, DIR_HEADER_MAX, MAX_NAME, type DirChild } from './directory.js';
+import { WideList } from '../shared/wide-list.js';
 import { encodeExportTable } from './export-table.js';
 import { encodeFragmentTable, type FragmentEntry } from './fragment-table.js';
 import { HardLinks, type Placed } from './hard-links.js';
@@ -201,6 +202,21 @@ const recCodec: RecordCodec<Rec> = {
     return { entry, file: { size, blocksStart, sizes, sparse, fragIndex, fragOffset } };
   },
   size: (r) => entrySize(r.entry) + (r.file ? 64 + r.file.sizes.length * 8 : 0),
+};
+
+/** A child of an open directory in its queue (WideList): ino, inode block, offset, type, name. */
+const dirChildCodec: RecordCodec<DirChild> = {
+  encode: (c) => {
+    const b = Buffer.allocUnsafe(12 + c.name.length);
+    b.writeUInt32LE(c.ino, 0);
+    b.writeUInt32LE(c.refBlock, 4);
+    b.writeUInt16LE(c.refOffset, 8);
+    b.writeUInt16LE(c.basicType, 10);
+    c.name.copy(b, 12);
+    return b;
+  },
+  decode: (b) => ({ ino: b.readUInt32LE(0), refBlock: b.readUInt32LE(4), refOffset: b.readUInt16LE(8), basicType: b.readUInt16LE(10), name: Buffer.from(b.subarray(12)) }),
+  size: (c) => 96 + c.name.length,
 };
 
 const DEFAULT_ROOT: LayerEntry = { path: '.', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 };
@@ -869,54 +885,71 @@ export class SquashfsWriter {
       entry: LayerEntry;
       ino: number;
       parentIno: number;
-      children: Array<DirChild>;
+      /** In name order; a wide directory's go through a spilling queue (WideList). */
+      children: WideList<DirChild>;
+      /** The listing's entries without headers, in bytes (whether the inode is extended). */
+      entryBytes: number;
       subdirs: number;
     }
     const stack: Open[] = [];
+    const addChild = (dir: Open, path: string, at: Placed): void => {
+      const name = nameOf(path);
+      dir.children.push({ name, ino: at.ino, refBlock: at.refBlock, refOffset: at.refOffset, basicType: basicType(at.type) });
+      dir.entryBytes += DIR_ENTRY_SIZE + name.length;
+    };
     const links = this.links;
     const groupOf = links?.walk();
     let dirSlot = 0;
     let root: Placed | undefined;
     const closeDir = (): void => {
       const d = stack.pop()!;
-      const listing = encodeDirectory(d.children, dirs);
+      let listing: ReturnType<typeof encodeDirectory>;
+      try {
+        listing = encodeDirectory(d.children, dirs);
+      } finally {
+        d.children.dispose();
+      }
       const xattr = xattrIndex(d.entry);
       // As mksquashfs decides: extended for any directory of more than 256 entries or ≥ 8 KiB
       // of entries without headers (besides what the basic form cannot hold).
-      const entryBytes = d.children.reduce((t, c) => t + DIR_ENTRY_SIZE + c.name.length, 0);
-      const large = d.children.length > DIR_HEADER_MAX || entryBytes >= METADATA_SIZE;
+      const large = d.children.length > DIR_HEADER_MAX || d.entryBytes >= METADATA_SIZE;
       if (++count2 !== d.ino) throw new Error(`SquashFS writer: directory ${d.entry.path} numbered ${count2}, surveyed ${d.ino}`);
       const at = emit(d.entry, d.ino, { kind: 'dir', nlink: 2 + d.subdirs, fileSize: listing.fileSize, blockIndex: listing.blockIndex, blockOffset: listing.blockOffset, parent: d.parentIno, xattr, index: listing.index }, large);
       const parent = stack[stack.length - 1];
       if (parent) {
         parent.subdirs++;
-        parent.children.push({ name: nameOf(d.entry.path), ino: at.ino, refBlock: at.refBlock, refOffset: at.refOffset, basicType: basicType(at.type) });
+        addChild(parent, d.entry.path, at);
       } else root = at;
     };
-    for (const r of this.ordered()) {
-      const e = r.entry;
-      if (e.path !== '.') {
-        const parent = parentOf(e.path);
-        while (stack[stack.length - 1]!.entry.path !== parent) closeDir();
-      }
-      if (e.type === 'dir') {
-        stack.push({ entry: e, ino: dirInos[dirSlot++]!, parentIno: stack[stack.length - 1]?.ino ?? 0, children: [], subdirs: 0 });
-        continue;
-      }
-      const group = groupOf ? groupOf(e.path, e.type === 'hardlink') : -1;
-      let at: Placed;
-      if (!links || group < 0) at = writeLeaf(r, 1);
-      else {
-        const done = links.placed(group);
-        if (done) at = done;
-        else {
-          at = writeLeaf(e.type === 'hardlink' ? early.get(group)! : r, links.nlink(group));
-          links.place(group, at);
+    try {
+      for (const r of this.ordered()) {
+        const e = r.entry;
+        if (e.path !== '.') {
+          const parent = parentOf(e.path);
+          while (stack[stack.length - 1]!.entry.path !== parent) closeDir();
         }
+        if (e.type === 'dir') {
+          stack.push({ entry: e, ino: dirInos[dirSlot++]!, parentIno: stack[stack.length - 1]?.ino ?? 0, children: new WideList(dirChildCodec, this.scratchDir), entryBytes: 0, subdirs: 0 });
+          continue;
+        }
+        const group = groupOf ? groupOf(e.path, e.type === 'hardlink') : -1;
+        let at: Placed;
+        if (!links || group < 0) at = writeLeaf(r, 1);
+        else {
+          const done = links.placed(group);
+          if (done) at = done;
+          else {
+            at = writeLeaf(e.type === 'hardlink' ? early.get(group)! : r, links.nlink(group));
+            links.place(group, at);
+          }
+        }
+        addChild(stack[stack.length - 1]!, e.path, at);
       }
-      stack[stack.length - 1]!.children.push({ name: nameOf(e.path), ino: at.ino, refBlock: at.refBlock, refOffset: at.refOffset, basicType: basicType(at.type) });
+      while (stack.length > 0) closeDir();
+    } finally {
+      // A failure leaves directories open: their queues' run files go.
+      for (const d of stack) d.children.dispose();
     }
-    while (stack.length > 0) closeDir();
 
     // Tables, in the order the kernel expects.
     let p = this.pos;
