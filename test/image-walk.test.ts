@@ -2,7 +2,8 @@
  * The readers' walk (compose/image/shared/walk.ts) and hard links, for both formats, against
  * images mksquashfs and mkfs.erofs make of one tree: links across directories, a link sorting
  * before the name it shares an inode with, 300 links to one file, interleaved groups, a
- * linked fifo (not a linked symlink: mksquashfs does not always keep one an inode). What the
+ * linked fifo (not a linked symlink: mksquashfs does not always keep one an inode), the first
+ * link in the middle of a 700-name directory. What the
  * walk must give comes from lstat of the tree, not from strata: every path in canonical
  * order, the first name of each inode of more than one name as its own type, the later ones
  * as hard links to it. Checked with the sorters in memory and spilled (a 256-byte budget),
@@ -33,6 +34,10 @@ function makeTree(root: string): void {
     mkdirSync(join(root, to, '..'), { recursive: true });
     linkSync(join(root, from), join(root, to));
   };
+  // A wide directory first in walk order, its first link in the middle of a header's run
+  // (SquashFS) and of a block (EROFS): the survey forks the walk's listings there.
+  for (let i = 0; i < 700; i++) w(`0-wide/f${String(i).padStart(3, '0')}`, `w${i}\n`);
+  ln('0-wide/f450', '0-wide/f650-link');
   w('m/f', 'one\n');
   for (const to of ['b/l', 'c/d/l2', 'zz', 'm/g', 'a-first']) ln('m/f', to);
   w('many/base', 'base\n');
@@ -80,16 +85,20 @@ function expected(root: string): string[] {
 
 const line = (e: ImageEntry) => (e.type === 'hardlink' ? `${e.path} hardlink ${e.linkname}` : `${e.path} ${e.type}`);
 
-/** The walk as lines, and its error; with `budget`, the sorters spill past that many bytes. */
-async function walk(img: Reader, opts: { budget?: number; scratchDir?: string } = {}): Promise<{ lines: string[]; error?: unknown }> {
+/**
+ * The walk as lines, its error, and whether its read-ahead for hard links (the survey) worked;
+ * with `budget`, the sorters spill past that many bytes.
+ */
+async function walk(img: Reader, opts: { budget?: number; scratchDir?: string } = {}): Promise<{ lines: string[]; error?: unknown; surveyed?: boolean }> {
   const lines: string[] = [];
+  let surveyed: boolean | undefined;
   const before = process.env.STRATA_MEMORY_BUDGET;
   if (opts.budget !== undefined) process.env.STRATA_MEMORY_BUDGET = String(opts.budget);
   try {
-    for await (const e of img.walk({ scratchDir: opts.scratchDir })) lines.push(line(e));
-    return { lines };
+    for await (const e of img.walk({ scratchDir: opts.scratchDir, onSurvey: (ok) => (surveyed = ok) })) lines.push(line(e));
+    return { lines, surveyed };
   } catch (error) {
-    return { lines, error };
+    return { lines, error, surveyed };
   } finally {
     if (before === undefined) delete process.env.STRATA_MEMORY_BUDGET;
     else process.env.STRATA_MEMORY_BUDGET = before;
@@ -129,6 +138,7 @@ else {
           mkdirSync(scratch);
           const r = await walk(img, { budget, scratchDir: scratch });
           assert.is(r.error, undefined, `${name}: ${String(r.error)}`);
+          assert.is(r.surveyed, true, `${name}: the walk read ahead from its first link (0-wide/f450, in the middle of its listing)`);
           assert.equal(r.lines, want, `${name}, budget ${budget ?? 'default'}`);
           assert.equal(readdirSync(scratch), [], `${name}: the spill files are removed`);
         }
@@ -163,7 +173,9 @@ else {
 
   test('damage the survey meets first: the same entries as far as the damage, then its one error', async () => {
     // zz-dir's listing put out of order: the survey starts at the tree's first link and fails
-    // there; the walk must still give every entry before zz-dir's listing, links included.
+    // there; the walk must still give every entry before the part of zz-dir's listing that holds
+    // the damage, links included (listings are read as the walk goes, a header's run or a block
+    // at a time, each checked whole before its entries are given; zz-dir's two names are one).
     const upto = want.indexOf('zz-dir dir') + 1;
     for (const name of ['plain.sqfs', 'plain.erofs']) {
       const bytes = readFileSync(images[name]!.path);
@@ -177,6 +189,7 @@ else {
         for (const budget of [undefined, 256]) {
           const r = await walk(img, { budget });
           assert.equal(r.lines, want.slice(0, upto), `${name}, budget ${budget ?? 'default'}`);
+          assert.is(r.surveyed, false, `${name}: the read-ahead met the damage first`);
           assert.ok(isStrataError(r.error) && r.error.code === IMAGE_ERR.CORRUPT, `${name}: ${String(r.error)}`);
           assert.match((r.error as Error).message, /zz-dir/);
           assert.not.match((r.error as Error).message, /\n/);

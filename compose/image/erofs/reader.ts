@@ -552,8 +552,8 @@ export class ErofsImage {
     return { data: out, zero: isZero(out) };
   }
 
-  /** The listing of a directory: entries other than "." and "..", in stored order. */
-  private async *dirEntries(dir: Inode, where: string): AsyncGenerator<DirEntry> {
+  /** The listing of a directory: entries other than "." and "..", in stored order, a block at a time. */
+  private async *dirEntries(dir: Inode, where: string): AsyncGenerator<DirEntry[]> {
     const size = Number(dir.size);
     const what = `directory ${q(where)}`;
     let seen = 0;
@@ -566,6 +566,7 @@ export class ErofsImage {
         const nameoff0 = blk.readUInt16LE(8);
         if (nameoff0 < DIRENT_SIZE || nameoff0 % DIRENT_SIZE !== 0 || nameoff0 >= maxsize) throw this.corrupt(`${what}: first name offset ${nameoff0}`);
         const n = nameoff0 / DIRENT_SIZE;
+        const entries: DirEntry[] = [];
         for (let i = 0; i < n; i++) {
           const at = i * DIRENT_SIZE;
           const nameoff = blk.readUInt16LE(at + 8);
@@ -587,8 +588,9 @@ export class ErofsImage {
           if (name.includes('/') || name.includes('\0')) throw this.corrupt(`${what}: entry name ${q(name)}`);
           const nid = blk.readBigUInt64LE(at);
           if (nid > BigInt(Number.MAX_SAFE_INTEGER) / BigInt(INODE_SLOT)) throw this.corrupt(`${what}: entry ${q(name)} has nid ${nid}`);
-          yield { name, nid: Number(nid), type: blk.readUInt8(at + 10) };
+          entries.push({ name, nid: Number(nid), type: blk.readUInt8(at + 10) });
         }
+        yield entries;
       }
     }
   }
@@ -700,18 +702,23 @@ export class ErofsImage {
     error: (e) => toImageError(this.path, e),
   };
 
-  /** A directory's entries sorted by name bytes (the order they are stored in, checked). */
-  private async listing(dir: Inode, path: string): Promise<DirEntry[]> {
-    const list: DirEntry[] = [];
-    let prev: Buffer | undefined;
-    for await (const de of this.dirEntries(dir, path)) {
-      const b = Buffer.from(de.name);
-      if (prev && Buffer.compare(prev, b) >= 0) throw this.corrupt(`directory ${q(path)} is not sorted at ${q(de.name)}`);
-      prev = b;
-      list.push(de);
-    }
-    return list;
+  /** A directory's entries sorted by name bytes (the order they are stored in, checked as they are read); each iteration reads from the start. */
+  private listing(dir: Inode, path: string): AsyncIterable<DirEntry[]> {
+    return {
+      [Symbol.asyncIterator]: async function* (this: ErofsImage) {
+        let prev: Buffer | undefined;
+        for await (const block of this.dirEntries(dir, path)) {
+          for (const de of block) {
+            const b = Buffer.from(de.name);
+            if (prev && Buffer.compare(prev, b) >= 0) throw this.corrupt(`directory ${q(path)} is not sorted at ${q(de.name)}`);
+            prev = b;
+          }
+          yield block;
+        }
+      }.bind(this),
+    };
   }
+
 
   private async resolve(path: string): Promise<{ ino: Inode; path: string } | undefined> {
     const parts = path.split('/').filter((p) => p !== '' && p !== '.');
@@ -722,11 +729,9 @@ export class ErofsImage {
     for (const name of parts) {
       if ((ino.mode & S_IFMT) !== S_IF.DIR) return undefined;
       let found: DirEntry | undefined;
-      for await (const de of this.dirEntries(ino, cur)) {
-        if (de.name === name) {
-          found = de;
-          break;
-        }
+      for await (const block of this.dirEntries(ino, cur)) {
+        found = block.find((de) => de.name === name);
+        if (found) break;
       }
       if (!found) return undefined;
       cur = cur === '.' ? name : `${cur}/${name}`;

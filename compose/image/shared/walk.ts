@@ -14,6 +14,10 @@
  * record's first name (its inode checked against the record's: only an image changed under
  * the walk differs), any other is the first of its inode. Memory: the sorters' buffers, and
  * while the survey runs a copy of the walk's directory stack and of its directories' numbers.
+ * Listings are read as the walk goes, never held whole: an open directory is an iteration of
+ * its listing, and the survey reads each open directory's listing again from its start,
+ * skipping what the walk has had of it (a directory of a million names held as entries took
+ * unsquash to 335 MiB).
  * Keyed by the place in the walk, not by path, the answer is the one a Map of first names
  * gives for any image, sound or not (a link count that does not match the names found, an
  * inode number two inodes claim).
@@ -31,6 +35,8 @@ export interface WalkOptions {
   onSkip?(what: string, path: string): void;
   /** Where the hard-link sorters spill (store/spill.ts: files unlinked once open); without it, the system's tmp. */
   scratchDir?: string;
+  /** Called once the walk has read ahead for hard links (the survey): whether it could, or goes on with a Map of first names. */
+  onSurvey?(ok: boolean): void;
 }
 
 /** What an inode is to the walk: a directory walked into, a socket left out, or a name. */
@@ -43,8 +49,12 @@ export const KIND = { OTHER: 0, DIR: 1, SOCKET: 2 } as const;
 export interface WalkSource<D, I, E> {
   /** The root inode, checked to be a directory. */
   root(): Promise<I>;
-  /** A directory's entries in stored order (sorted, checked). */
-  listing(dir: I, path: string): Promise<D[]>;
+  /**
+   * A directory's entries in stored order (sorted, checked as they are read), a batch at a
+   * time (as they are stored: a header's run, a block): each iteration reads the listing from
+   * its start, as it goes, so a wide directory is never held whole.
+   */
+  listing(dir: I, path: string): AsyncIterable<D[]>;
   name(de: D): string;
   /** The inode an entry names, checked against what the entry says of it. */
   inode(de: D, path: string): Promise<I>;
@@ -68,21 +78,52 @@ export interface WalkSource<D, I, E> {
   error(e: unknown): unknown;
 }
 
+/**
+ * An open directory of the walk: its listing, read a batch at a time as the walk goes, the
+ * batch at hand, and how many entries it gave (`skip`: entries still to pass over, for a fork).
+ */
 interface Frame<D> {
   path: string;
-  list: D[];
+  listing: AsyncIterable<D[]>;
+  it: AsyncIterator<D[]>;
+  batch: D[];
   i: number;
+  taken: number;
+  skip: number;
+}
+
+function open<D>(path: string, listing: AsyncIterable<D[]>, skip = 0): Frame<D> {
+  return { path, listing, it: listing[Symbol.asyncIterator](), batch: [], i: 0, taken: skip, skip };
 }
 
 /** The next entry of a depth-first walk over `frames`, leaving its directory on top; undefined when all are done. */
-function nextIn<D>(frames: Frame<D>[]): D | undefined {
+async function nextIn<D>(frames: Frame<D>[]): Promise<D | undefined> {
   while (frames.length > 0) {
     const top = frames[frames.length - 1]!;
-    const de = top.list[top.i++];
-    if (de !== undefined) return de;
-    frames.pop();
+    if (top.i < top.batch.length) {
+      top.taken++;
+      return top.batch[top.i++];
+    }
+    const r = await top.it.next();
+    if (r.done) {
+      frames.pop();
+      continue;
+    }
+    top.batch = r.value;
+    top.i = Math.min(top.skip, top.batch.length);
+    top.skip -= top.i;
   }
   return undefined;
+}
+
+/** `f` again, on an iteration of its own positioned where `f` is: its listing read again from the start, the entries `f` gave passed over. */
+function fork<D>(f: Frame<D>): Frame<D> {
+  return open(f.path, f.listing, f.taken);
+}
+
+/** Ends the iterations of `frames` (a walk or survey that stops before their end). */
+async function closeAll<D>(frames: Frame<D>[]): Promise<void> {
+  for (const f of frames.splice(0)) await f.it.return?.(undefined)?.catch(() => undefined);
 }
 
 /** The path of `name` in the directory on top of `frames`. */
@@ -94,12 +135,13 @@ function pathIn<D>(frames: Frame<D>[], name: string): string {
 /** Every entry of the image in walk order (see the file comment). */
 export async function* walkImage<D, I, E>(src: WalkSource<D, I, E>, opts: WalkOptions = {}): AsyncGenerator<E> {
   const links = new FirstNames(opts.scratchDir);
+  const stack: Frame<D>[] = [];
   try {
     const root = await src.root();
     yield await src.entry('.', root);
     const seenDirs = new Set<number>([src.number(root)]);
-    const stack: Frame<D>[] = [{ path: '.', list: await src.listing(root, '.'), i: 0 }];
-    for (let de = nextIn(stack); de !== undefined; de = nextIn(stack)) {
+    stack.push(open('.', src.listing(root, '.')));
+    for (let de = await nextIn(stack); de !== undefined; de = await nextIn(stack)) {
       const path = pathIn(stack, src.name(de));
       const ino = await src.inode(de, path);
       const kind = src.kind(ino);
@@ -108,7 +150,7 @@ export async function* walkImage<D, I, E>(src: WalkSource<D, I, E>, opts: WalkOp
         if (seenDirs.has(n)) throw src.cycle(path, ino);
         seenDirs.add(n);
         yield await src.entry(path, ino);
-        stack.push({ path, list: await src.listing(ino, path), i: 0 });
+        stack.push(open(path, src.listing(ino, path)));
         continue;
       }
       if (kind === KIND.SOCKET) {
@@ -116,7 +158,10 @@ export async function* walkImage<D, I, E>(src: WalkSource<D, I, E>, opts: WalkOp
         continue;
       }
       if (src.nlink(ino) > 1) {
-        if (!links.started) await links.survey(src, path, src.number(ino), stack, seenDirs);
+        if (!links.started) {
+          const ok = await links.survey(src, path, src.number(ino), stack, seenDirs);
+          opts.onSurvey?.(ok);
+        }
         const first = links.first(path, src.number(ino));
         if (first !== undefined) {
           yield await src.entry(path, ino, first);
@@ -128,6 +173,7 @@ export async function* walkImage<D, I, E>(src: WalkSource<D, I, E>, opts: WalkOp
   } catch (e) {
     throw src.error(e);
   } finally {
+    await closeAll(stack);
     links.dispose();
   }
 }
@@ -170,19 +216,21 @@ class FirstNames {
 
   /**
    * Reads the tree ahead from the name the walk has just met (`path`, inode `ino`; the walk's
-   * `stack` and `seenDirs` as they are), and sorts the later names.
+   * `stack` and `seenDirs` as they are), and sorts the later names. False when it could not
+   * (then a Map of first names answers).
    */
-  async survey<D, I, E>(src: WalkSource<D, I, E>, path: string, ino: number, stack: Frame<D>[], seenDirs: Set<number>): Promise<void> {
+  async survey<D, I, E>(src: WalkSource<D, I, E>, path: string, ino: number, stack: Frame<D>[], seenDirs: Set<number>): Promise<boolean> {
     this.started = true;
     let names: SpillSorter<Placed> | undefined;
+    let frames: Frame<D>[] = [];
     try {
       const dir = this.scratchDir ?? tmpdir();
       names = new SpillSorter<Placed>({ compare: (a, b) => a.ino - b.ino || a.seq - b.seq, codec: placedCodec, dir });
       let seq = 0;
       names.push({ ino, seq: seq++, path });
       const seen = new Set(seenDirs);
-      const frames = stack.map((f) => ({ ...f }));
-      for (let de = nextIn(frames); de !== undefined; de = nextIn(frames)) {
+      frames = stack.map(fork);
+      for (let de = await nextIn(frames); de !== undefined; de = await nextIn(frames)) {
         const links = await src.links(de);
         if (links === 1 || links === 0) continue;
         const p = pathIn(frames, src.name(de));
@@ -195,7 +243,7 @@ class FirstNames {
         const n = src.number(node);
         if (seen.has(n)) throw src.cycle(p, node);
         seen.add(n);
-        frames.push({ path: p, list: await src.listing(node, p), i: 0 });
+        frames.push(open(p, src.listing(node, p)));
       }
       const later = new SpillSorter<Placed>({ compare: (a, b) => a.seq - b.seq, codec: placedCodec, dir });
       this.later = later;
@@ -209,10 +257,13 @@ class FirstNames {
       }
       this.cursor = later.sorted();
       this.next = this.cursor.next().value;
+      return true;
     } catch {
       this.dispose();
       this.map = new Map();
+      return false;
     } finally {
+      await closeAll(frames);
       names?.dispose();
     }
   }

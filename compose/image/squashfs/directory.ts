@@ -25,7 +25,7 @@
  * run would reach past 8 KiB of listing from the last indexed header; a run started more than
  * 8 KiB after that header gets an index entry.
  */
-import { METADATA_SIZE, type MetaReader, type MetaWriter, type Region } from './metadata.js';
+import { METADATA_SIZE, type Cursor, type MetaReader, type MetaWriter, type Region } from './metadata.js';
 
 export const DIR_HEADER_SIZE = 12;
 export const DIR_ENTRY_SIZE = 8;
@@ -159,18 +159,17 @@ export interface Listing {
 }
 
 /**
- * The entries of a listing in stored (byte) order, every field checked. With `find`, returns
- * at the matching entry (or once past where it would be), starting from the directory index
- * when there is one.
+ * The entry of `find` in a listing (an array of it, or an empty one), starting from the
+ * directory index when there is one; every field read on the way checked.
  */
-export async function readListing(ctx: ListingContext, dir: Listing, where: string, find?: Buffer): Promise<DirEntry[]> {
+export async function readListing(ctx: ListingContext, dir: Listing, where: string, find: Buffer): Promise<DirEntry[]> {
   if (dir.size < DIR_SIZE_BIAS) {
     if (dir.size === 0) return [];
     throw ctx.corrupt(`${where}: listing size ${dir.size}`);
   }
   let remaining = dir.size - DIR_SIZE_BIAS;
   let c = ctx.meta.cursor(ctx.dirRegion, dir.start.block, dir.start.offset);
-  if (find && dir.indexCount > 0 && dir.indexAt) {
+  if (dir.indexCount > 0 && dir.indexAt) {
     const ic = ctx.meta.cursor(ctx.inodeRegion, dir.indexAt.block, dir.indexAt.offset);
     let best: { index: number; start: number } | undefined;
     for (let i = 0; i < dir.indexCount; i++) {
@@ -189,7 +188,35 @@ export async function readListing(ctx: ListingContext, dir: Listing, where: stri
       remaining -= best.index;
     }
   }
-  const out: DirEntry[] = [];
+  for await (const run of runsAt(ctx, c, remaining, where)) {
+    for (let i = 0; i < run.entries.length; i++) {
+      const cmp = Buffer.compare(run.names[i]!, find);
+      if (cmp === 0) return [run.entries[i]!];
+      if (cmp > 0) return [];
+    }
+  }
+  return [];
+}
+
+/**
+ * The entries of a listing in stored (byte) order, a header's run at a time, every field
+ * checked as it is read; each iteration reads from the start.
+ */
+export function listingEntries(ctx: ListingContext, dir: Listing, where: string): AsyncIterable<DirEntry[]> {
+  return {
+    async *[Symbol.asyncIterator]() {
+      if (dir.size < DIR_SIZE_BIAS) {
+        if (dir.size === 0) return;
+        throw ctx.corrupt(`${where}: listing size ${dir.size}`);
+      }
+      const c = ctx.meta.cursor(ctx.dirRegion, dir.start.block, dir.start.offset);
+      for await (const run of runsAt(ctx, c, dir.size - DIR_SIZE_BIAS, where)) yield run.entries;
+    },
+  };
+}
+
+/** The runs in the `remaining` bytes of a listing at `c` (a header next): each header's entries, with their names' bytes. */
+async function* runsAt(ctx: ListingContext, c: Cursor, remaining: number, where: string): AsyncGenerator<{ entries: DirEntry[]; names: Buffer[] }> {
   let prev: Buffer | undefined;
   while (remaining > 0) {
     if (remaining < DIR_HEADER_SIZE) throw ctx.corrupt(`${where}: listing ends inside a header`);
@@ -200,6 +227,8 @@ export async function readListing(ctx: ListingContext, dir: Listing, where: stri
     const base = h.readUInt32LE(8);
     if (count > DIR_HEADER_MAX) throw ctx.corrupt(`${where}: header with ${count} entries`);
     if (start >= ctx.directoryTableStart - ctx.inodeTableStart) throw ctx.corrupt(`${where}: inode block ${start} outside the inode table`);
+    const entries: DirEntry[] = [];
+    const names: Buffer[] = [];
     for (let i = 0; i < count; i++) {
       if (remaining < DIR_ENTRY_SIZE + 1) throw ctx.corrupt(`${where}: listing ends inside an entry`);
       const e = c.now(DIR_ENTRY_SIZE) ?? (await c.read(DIR_ENTRY_SIZE));
@@ -220,20 +249,14 @@ export async function readListing(ctx: ListingContext, dir: Listing, where: stri
       if (type < 1 || type > 7) throw ctx.corrupt(`${where}: entry of unknown type ${type}`);
       if (offset >= METADATA_SIZE) throw ctx.corrupt(`${where}: entry inode offset ${offset}`);
       if (number < 1 || number > ctx.inodes) throw ctx.corrupt(`${where}: entry inode number ${number}`);
-      const ent = {
+      entries.push({
         name: ctx.text(nameBytes, `entry ${JSON.stringify(nameBytes.toString('utf8'))} of the ${where}`),
         ref: { block: ctx.inodeTableStart + start, offset },
         number,
         type,
-      };
-      if (find) {
-        const cmp = Buffer.compare(nameBytes, find);
-        if (cmp === 0) return [ent];
-        if (cmp > 0) return [];
-        continue;
-      }
-      out.push(ent);
+      });
+      names.push(nameBytes);
     }
+    yield { entries, names };
   }
-  return find ? [] : out;
 }

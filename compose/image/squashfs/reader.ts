@@ -25,7 +25,7 @@ import { StrataError, IMAGE_ERR } from '../errors.js';
 import { decompressor, UnsupportedBlockError, type Decompress } from '../shared/codecs.js';
 import { COMPRESSOR_NAMES, unreadableOptions } from './compressor.js';
 import { decodeSizeWord, fileBlockCount } from './data.js';
-import { readListing, type DirEntry, type ListingContext } from './directory.js';
+import { listingEntries, readListing, type DirEntry, type Listing, type ListingContext } from './directory.js';
 import { readFragmentEntry, readFragmentLocations } from './fragment-table.js';
 import { readIdTable } from './id-table.js';
 import { decodeDevice, decodeInode, INODE, INODE_HEADER_SIZE, INVALID_FRAG, INVALID_XATTR, readSymlinkTail, type DecodedInode } from './inode.js';
@@ -374,9 +374,10 @@ export class SquashfsImage {
     return this.xattrCache.get(index, () => readXattrSet(this.meta, table, index, (b, what) => this.utf8(b, what)));
   }
 
-  private readDir(dir: Inode, path: string, find?: Buffer): Promise<DirEntry[]> {
-    return readListing(this.listing, { start: dir.dirStart!, size: dir.dirSize!, indexCount: dir.indexCount!, indexAt: dir.indexAt }, `directory ${q(path)}`, find);
+  private listingOf(dir: Inode): Listing {
+    return { start: dir.dirStart!, size: dir.dirSize!, indexCount: dir.indexCount!, indexAt: dir.indexAt };
   }
+
 
   /** The inode a directory entry names, checked against what the entry says about it. */
   private async entryInode(de: DirEntry, path: string): Promise<Inode> {
@@ -432,7 +433,7 @@ export class SquashfsImage {
       if (root.basic !== INODE.BASIC_DIR) throw this.corrupt(`root inode is type ${root.type}, not a directory`);
       return root;
     },
-    listing: (dir, path) => this.readDir(dir, path),
+    listing: (dir, path) => listingEntries(this.listing, this.listingOf(dir), `directory ${q(path)}`),
     name: (de) => de.name,
     inode: (de, path) => this.entryInode(de, path),
     links: (de) => this.links(de),
@@ -454,7 +455,7 @@ export class SquashfsImage {
     let cur = '.';
     for (const name of parts) {
       if (ino.basic !== INODE.BASIC_DIR) return undefined;
-      const [de] = await this.readDir(ino, cur, Buffer.from(name));
+      const [de] = await readListing(this.listing, this.listingOf(ino), `directory ${q(cur)}`, Buffer.from(name));
       if (de === undefined) return undefined;
       cur = cur === '.' ? name : `${cur}/${name}`;
       ino = await this.entryInode(de, cur);
