@@ -702,23 +702,22 @@ export class ErofsImage {
     error: (e) => toImageError(this.path, e),
   };
 
-  /** A directory's entries sorted by name bytes (the order they are stored in, checked as they are read); each iteration reads from the start. */
+  /** A directory's entries sorted by name bytes (the order they are stored in, checked as they are read), a block at a time; each iteration reads from the start. */
   private listing(dir: Inode, path: string): AsyncIterable<DirEntry[]> {
-    return {
-      [Symbol.asyncIterator]: async function* (this: ErofsImage) {
-        let prev: Buffer | undefined;
-        for await (const block of this.dirEntries(dir, path)) {
-          for (const de of block) {
-            const b = Buffer.from(de.name);
-            if (prev && Buffer.compare(prev, b) >= 0) throw this.corrupt(`directory ${q(path)} is not sorted at ${q(de.name)}`);
-            prev = b;
-          }
-          yield block;
-        }
-      }.bind(this),
-    };
+    return { [Symbol.asyncIterator]: () => this.sortedBlocks(dir, path) };
   }
 
+  private async *sortedBlocks(dir: Inode, path: string): AsyncGenerator<DirEntry[]> {
+    let prev: Buffer | undefined;
+    for await (const block of this.dirEntries(dir, path)) {
+      for (const de of block) {
+        const b = Buffer.from(de.name);
+        if (prev && Buffer.compare(prev, b) >= 0) throw this.corrupt(`directory ${q(path)} is not sorted at ${q(de.name)}`);
+        prev = b;
+      }
+      yield block;
+    }
+  }
 
   private async resolve(path: string): Promise<{ ino: Inode; path: string } | undefined> {
     const parts = path.split('/').filter((p) => p !== '' && p !== '.');
