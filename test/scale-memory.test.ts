@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { writeScaleTar } from '../bench/scale-data.js';
 import { strata, strataJson } from './helpers/cli.js';
 import { missing } from './helpers/probe.js';
-import { capped, HEAP_MIB, sampleFiles, scaleSuite, type ScaleContext } from './helpers/scale.js';
+import { BEHIND_SQUASH, capped, HEAP_MIB, sampleFiles, scaleSuite, type ScaleContext } from './helpers/scale.js';
 import { mustRun, removeDir, run } from './helpers/tmp.js';
 
 const N = 200_000;
@@ -73,7 +73,7 @@ test(`the same layer as an image (a docker archive) is imported through the OCI 
 
 test(`the same stack builds its SquashFS image in a ${HEAP_MIB} MiB heap`, ({ dir, store, cwd }) => {
   const image = join(dir, 'scale.sqfs');
-  const r = strata(['--json', 'compose', 'squash', image], { store, cwd, env: capped, timeout: 600_000 });
+  const r = strata(['--json', 'compose', 'squash', image, ...BEHIND_SQUASH], { store, cwd, env: capped, timeout: 600_000 });
   assert.is(r.code, 0, `squash under a ${HEAP_MIB} MiB heap: ${r.stderr.toString().slice(-400)}`);
   const why = missing({ tools: ['unsquashfs'] });
   if (why) {
