@@ -38,7 +38,7 @@ async function readAll(path: string): Promise<void> {
     let budget = 64 << 20;
     for await (const e of img.walk()) {
       if (e.type !== 'file') continue;
-      for await (const x of img.fileExtents(e)) {
+      for await (const x of img.contentPieces(e)) {
         if (x.data) budget -= x.data.length;
         if (budget < 0) throw new Error('read more data than the image could hold');
       }

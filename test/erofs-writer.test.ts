@@ -263,7 +263,7 @@ else {
         let holes = 0;
         let data: Buffer[] = [];
         let at = 0;
-        for await (const x of image.fileExtents('huge')) {
+        for await (const x of image.contentPieces('huge')) {
           assert.is(x.offset, at);
           at += x.length;
           if (x.data) data.push(x.data);

@@ -25,7 +25,7 @@ import {
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SquashfsImage, type ImageEntry } from '../compose/image/index.js';
-import { extractImage } from '../compose/tree/image.js';
+import { checkPath, extractImage } from '../compose/tree/image.js';
 import { SquashfsWriter } from '../compose/image/index.js';
 import { decodeSuperblock } from '../compose/image/squashfs/superblock.js';
 import { isStrataError } from '../store/errors.js';
@@ -752,3 +752,27 @@ Corrupt('stat() uses the directory index; a corrupt index entry is reported', as
 });
 
 Corrupt.run();
+
+// ---------------------------------------------------------------------------------------------
+// The path check extraction makes of every entry (and unsquash of every acl.json path), read
+// in place name by name: it must refuse exactly what splitting the path would.
+
+const Paths = suite('extraction path check');
+
+Paths('an empty name, ".", "..", a NUL or a slash at either end is refused; any other name is a name', () => {
+  const refused = (p: string) => {
+    try {
+      checkPath(p, 'img');
+      return false;
+    } catch (e) {
+      assert.ok(isStrataError(e, IMAGE_ERR.CORRUPT), `${JSON.stringify(p)}: ${String(e)}`);
+      return true;
+    }
+  };
+  for (const p of ['', '/', '/a', 'a/', 'a//b', '..', './a', 'a/.', 'a/..', 'a/../b', 'a/./b', 'a\0b', '\0', 'a/b\0']) {
+    assert.ok(refused(p), `${JSON.stringify(p)} is refused`);
+  }
+  for (const p of ['.', 'a', 'a/b', '...', '.a', '..a', 'a..', 'a/.b', 'a/..b', 'a/...', 'a/b/c']) assert.not.ok(refused(p), `${JSON.stringify(p)} is a path`);
+});
+
+Paths.run();

@@ -8,6 +8,7 @@ import { StrataError } from '../../native/errors.js';
 import { IMAGE_ERR } from './errors.js';
 import { SquashfsImage, type ImageEntry, type WalkOptions } from './squashfs/index.js';
 import { ErofsImage } from './erofs/reader.js';
+import type { Piece } from './shared/piece.js';
 
 export type ImageFormat = 'squashfs' | 'erofs';
 
@@ -29,15 +30,10 @@ export interface ImageReader {
    * A regular file's content as pieces in file order: data, or a hole (no `data`) of `length`
    * zero bytes. Work grows with the pieces stored, not with the size of the holes.
    */
-  contentPieces?(file: string | ImageEntry): AsyncGenerator<Piece>;
+  contentPieces(file: string | ImageEntry): AsyncGenerator<Piece>;
 }
 
-export interface Piece {
-  offset: number;
-  length: number;
-  /** May be a view of the reader's decoded block: read it, copy what is kept, never write to it. */
-  data?: Buffer;
-}
+export type { Piece };
 
 const SQUASHFS_MAGIC = 0x73717368;
 const EROFS_MAGIC = 0xe0f5e1e2;
@@ -63,18 +59,9 @@ export async function imageFormat(path: string): Promise<ImageFormat> {
 export async function openImage(path: string): Promise<ImageReader & { format: ImageFormat }> {
   const format = await imageFormat(path);
   if (format === 'squashfs') {
-    const img = await SquashfsImage.open(path);
-    return Object.assign(img, {
-      format,
-      async *contentPieces(file: string | ImageEntry): AsyncGenerator<Piece> {
-        for await (const x of img.extents(file)) {
-          yield x.data ? { offset: x.offset, length: x.data.length, data: x.data } : { offset: x.offset, length: x.hole! };
-        }
-      },
-    });
+    return Object.assign(await SquashfsImage.open(path), { format });
   }
-  const img = await ErofsImage.open(path);
-  return Object.assign(img, { format, contentPieces: (file: string | ImageEntry) => img.fileExtents(file) });
+  return Object.assign(await ErofsImage.open(path), { format });
 }
 
 /** The format an output name asks for: `.erofs` → EROFS, anything else SquashFS (unless given). */

@@ -10,10 +10,11 @@
  * it here.
  *
  * Memory: at most two batches, of BATCH_FILES files or BATCH_BYTES of content each (and the
- * files of the readers in flight, waiting for room). A file larger than HELD_MAX is not
- * held: the caller writes it as it reads it.
+ * files of the readers in flight, waiting for room), and the buffers a batch is packed into
+ * for the pool (as large as the largest batch). A file larger than HELD_MAX is not held: the
+ * caller writes it as it reads it.
  */
-import { writeFiles, type HeldFile } from '../../native/files.js';
+import { BatchBuffers, writeFiles, type HeldFile } from '../../native/files.js';
 import type { LayerEntry } from '../../store/index.js';
 import type { TreeWriter } from './writer.js';
 
@@ -52,6 +53,8 @@ export class HeldFiles {
    * once, reads the page cache answers at once), two batches at most.
    */
   private room: Promise<void> = Promise.resolve();
+  /** What every batch is packed into: one batch is written at a time (send). */
+  private readonly buffers = new BatchBuffers();
 
   constructor(private readonly w: TreeWriter) {}
 
@@ -115,7 +118,7 @@ export class HeldFiles {
 
   private async write(b: Batch): Promise<void> {
     try {
-      const r = await writeFiles(this.w.root, b.files);
+      const r = await writeFiles(this.w.root, b.files, this.buffers);
       this.w.settleBatch(b.entries, b.refused, r);
       b.done();
     } catch (e) {

@@ -63,14 +63,26 @@ const FILES_IN_FLIGHT = 8;
 /** The stretch of zeros left a hole: a page, the unit filesystems allocate in. */
 const HOLE_GRAIN = 4096;
 
-/** Throws ERR_IMAGE_CORRUPT unless `path` is '.' or canonical (plain names joined by '/'). */
+const DOT = 0x2e;
+
+/**
+ * Throws ERR_IMAGE_CORRUPT unless `path` is '.' or canonical (plain names joined by '/': none
+ * empty, '.' or '..', no NUL). Read in place, name by name: it runs for every entry.
+ */
 export function checkPath(path: string, where: string): void {
   if (path === '.') return;
-  for (const p of path.split('/')) {
-    if (p === '' || p === '.' || p === '..' || p.includes('\0')) {
-      throw new StrataError(IMAGE_ERR.CORRUPT, `${where}: unsafe path ${q(path)}`);
+  for (let start = 0; ; ) {
+    const slash = path.indexOf('/', start);
+    const end = slash < 0 ? path.length : slash;
+    const n = end - start;
+    if (n === 0 || (path.charCodeAt(start) === DOT && (n === 1 || (n === 2 && path.charCodeAt(start + 1) === DOT)))) break;
+    if (slash < 0) {
+      if (!path.includes('\0')) return;
+      break;
     }
+    start = slash + 1;
   }
+  throw new StrataError(IMAGE_ERR.CORRUPT, `${where}: unsafe path ${q(path)}`);
 }
 
 function parentOf(path: string): string {
@@ -102,34 +114,23 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
     };
 
     // Holes are skipped, not written: the file stays sparse, and a file of huge holes costs
-    // work in its stored pieces only (readers with contentPieces()). Within what the image
-    // stores, every aligned 4 KiB of zeros is left a hole too (an EROFS extent holds data and
-    // zeros alike; a SquashFS block is 128 KiB).
-    const chunks = async function* (src: ImageEntry): AsyncGenerator<{ offset: number; length: number; data?: Buffer }> {
-      if (image.contentPieces) {
-        yield* image.contentPieces(src);
-        return;
-      }
-      let offset = 0;
-      for await (const data of image.openFile(src)) {
-        yield { offset, length: data.length, data };
-        offset += data.length;
-      }
-    };
+    // work in its stored pieces only (contentPieces()). Within what the image stores, every
+    // aligned 4 KiB of zeros is left a hole too (an EROFS extent holds data and zeros alike; a
+    // SquashFS block is 128 KiB).
     const zeros = Buffer.alloc(HOLE_GRAIN);
     /** The runs of `data` (at `offset` in its file) that are not aligned HOLE_GRAIN-byte stretches of zeros. */
     const dataRuns = (offset: number, data: Buffer, out: { offset: number; data: Buffer }[]) => {
       let from = -1;
       for (let at = 0; at < data.length; ) {
         const next = Math.min(data.length, at + HOLE_GRAIN - ((offset + at) % HOLE_GRAIN));
-        const zero = zeros.subarray(0, next - at).equals(data.subarray(at, next));
+        const zero = zeros.compare(data, at, next, 0, next - at) === 0;
         if (zero && from >= 0) {
           out.push({ offset: offset + from, data: data.subarray(from, at) });
           from = -1;
         } else if (!zero && from < 0) from = at;
         at = next;
       }
-      if (from >= 0) out.push({ offset: offset + from, data: data.subarray(from) });
+      if (from >= 0) out.push({ offset: offset + from, data: from === 0 ? data : data.subarray(from) });
     };
     // A small file is held, and written with others on the pool (held.ts); a large one is
     // written here as it is read.
@@ -137,7 +138,7 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
       if (src.size <= HELD_MAX) {
         const pieces: { offset: number; data: Buffer }[] = [];
         let size = 0;
-        for await (const { offset, length, data } of chunks(src)) {
+        for await (const { offset, length, data } of image.contentPieces(src)) {
           if (data) dataRuns(offset, data, pieces);
           size = offset + length;
         }
@@ -148,7 +149,7 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
         let end = 0;
         let size = 0;
         const runs: { offset: number; data: Buffer }[] = [];
-        for await (const { offset, length, data } of chunks(src)) {
+        for await (const { offset, length, data } of image.contentPieces(src)) {
           if (data) dataRuns(offset, data, runs);
           for (const r of runs.splice(0)) {
             for (let done = 0; done < r.data.length; ) done += fs.writeSync(fd, r.data, done, r.data.length - done, r.offset + done);
@@ -174,14 +175,19 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
     const tasks = new Set<Promise<void>>();
     const fileTasks = new Map<string, Promise<{ written: Promise<void> } | undefined>>();
     const failed: unknown[] = [];
+    // The walk waits for room (a file read ending) on a promise of its own: a Promise.race
+    // over the reads in flight added a reaction to each of them per file.
+    let roomMade: (() => void) | undefined;
+    const ended = (p: Promise<void>) => {
+      tasks.delete(p);
+      roomMade?.();
+    };
     const spawn = async (read: Promise<{ written: Promise<void> } | undefined>, key: string | undefined) => {
       const p: Promise<void> = read.then(
-        () => {
-          tasks.delete(p);
-        },
+        () => ended(p),
         (err: unknown) => {
-          tasks.delete(p);
           failed.push(err);
+          ended(p);
         },
       );
       tasks.add(p);
@@ -196,7 +202,8 @@ export async function extractImage(image: ImageReader, dir: string, opts: Extrac
             () => {},
           );
       }
-      while (tasks.size >= FILES_IN_FLIGHT) await Promise.race(tasks);
+      while (tasks.size >= FILES_IN_FLIGHT) await new Promise<void>((resolve) => (roomMade = resolve));
+      roomMade = undefined;
       if (failed.length > 0) throw failed[0];
     };
 

@@ -30,6 +30,7 @@ import { aclFromXattr, aclToText } from '../../../native/acl.js';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import { decoderFor, type PclusterDecoder } from './codec.js';
 import { LoadCache } from '../shared/lru.js';
+import type { Piece } from '../shared/piece.js';
 import { KIND, walkImage, type WalkOptions, type WalkSource } from '../shared/walk.js';
 import {
   ADVISE,
@@ -93,13 +94,6 @@ export interface ErofsSuperblock {
   compressors: string[];
 }
 
-/** A piece of a file: bytes at `offset` (`data`, length `length`), or a hole when `data` is absent. */
-export interface FileExtent {
-  offset: number;
-  length: number;
-  data?: Buffer;
-}
-
 /** An entry of the image: a LayerEntry plus the inode's nid and link count. */
 export type ImageEntry = LayerEntry & { inode: number; nlink: number };
 
@@ -146,8 +140,8 @@ const FT_OF_MODE: Record<number, number> = {
   [S_IF.SOCK]: FT.SOCK,
 };
 
-/** One piece of a file's content: bytes from the image, zeros, or a decompressed extent. */
-type Piece =
+/** Where a piece of a file's content is stored: bytes of the image, zeros, or a compressed extent. */
+type Stored =
   | { kind: 'raw'; la: number; len: number; pa: number }
   | { kind: 'zero'; la: number; len: number }
   | { kind: 'inline'; la: number; len: number; pa: number }
@@ -383,7 +377,7 @@ export class ErofsImage {
    * The pieces of an inode's data, in order, covering [0, size). Compressed files are
    * mapped from their lcluster indexes in one pass (O(lclusters), read in 4 KiB batches).
    */
-  private async *pieces(ino: Inode, where: string): AsyncGenerator<Piece> {
+  private async *stored(ino: Inode, where: string): AsyncGenerator<Stored> {
     const size = Number(ino.size);
     if (size === 0) return;
     const what = `data of ${q(where)}`;
@@ -442,7 +436,7 @@ export class ErofsImage {
     }
   }
 
-  private async *compressedPieces(ino: Inode, size: number, what: string): AsyncGenerator<Piece> {
+  private async *compressedPieces(ino: Inode, size: number, what: string): AsyncGenerator<Stored> {
     const hpos = align(ino.end, 8);
     const h = await this.meta(hpos, 8, `${what}: map header`);
     if (h.readUInt8(7) & 0x80) throw this.unsupported('a file stored in the packed inode');
@@ -460,7 +454,7 @@ export class ErofsImage {
     // Walk the lclusters: a HEAD starts an extent that runs to the next HEAD (or EOF).
     let head: { la: number; type: number; pblk: number; blocks: number; lcn: number } | undefined;
     let first = true;
-    const finish = (end: number): Piece => {
+    const finish = (end: number): Stored => {
       const x = head!;
       const len = end - x.la;
       if (len <= 0 || len > EXTENT_MAX) throw this.corrupt(`${what}: extent at ${x.la} of ${len} bytes`);
@@ -525,11 +519,11 @@ export class ErofsImage {
   }
 
   /** Decompressed (or plain) bytes of one extent, cached by position, and whether all are zero. */
-  private extent(p: Extract<Piece, { kind: 'z' }>, what: string): Promise<{ data: Buffer; zero: boolean }> {
+  private extent(p: Extract<Stored, { kind: 'z' }>, what: string): Promise<{ data: Buffer; zero: boolean }> {
     return this.extentCache.get(`${p.pa}:${p.len}`, () => this.loadExtent(p, what));
   }
 
-  private async loadExtent(p: Extract<Piece, { kind: 'z' }>, what: string): Promise<{ data: Buffer; zero: boolean }> {
+  private async loadExtent(p: Extract<Stored, { kind: 'z' }>, what: string): Promise<{ data: Buffer; zero: boolean }> {
     const src = await this.readAt(p.pa, p.plen, what);
     let out: Buffer;
     if (p.plain) out = src.subarray(0, p.len);
@@ -782,19 +776,80 @@ export class ErofsImage {
   }
 
   /**
-   * The content of a regular file as extents in order: data pieces (at most 1 MiB, or one
-   * compressed extent) with their bytes, and holes (no `data`) whole — hole chunks and
-   * all-zero compressed extents, consecutive ones merged — so a sparse file costs
-   * O(extents) to copy: an extractor seeks over holes instead of writing zeros.
-   * Same `file` as openFile().
+   * The content of a regular file as pieces in order: data (at most 1 MiB, or one compressed
+   * extent) with its bytes, and holes (no `data`) whole — hole chunks and all-zero compressed
+   * extents, consecutive ones merged — so a sparse file costs O(extents) to copy: an
+   * extractor seeks over holes instead of writing zeros. Same `file` as openFile().
    */
-  async *fileExtents(file: string | ImageEntry): AsyncGenerator<FileExtent> {
+  async *contentPieces(file: string | ImageEntry): AsyncGenerator<Piece> {
     try {
       const { ino, path } = await this.fileInode(file);
-      yield* this.extentsOf(ino, path);
+      yield* this.pieces(ino, path);
     } catch (e) {
       throw toImageError(this.path, e);
     }
+  }
+
+  /** An inode's content as bytes, holes as zeros (chunks of at most READ_CHUNK). */
+  private async *content(ino: Inode, path: string): AsyncGenerator<Buffer> {
+    for await (const x of this.pieces(ino, path)) {
+      if (x.data) {
+        yield x.data;
+        continue;
+      }
+      for (let done = 0; done < x.length; ) {
+        const n = Math.min(READ_CHUNK, x.length - done);
+        yield Buffer.alloc(n);
+        done += n;
+      }
+    }
+  }
+
+  /** An inode's content as pieces (contentPieces). */
+  private async *pieces(ino: Inode, path: string): AsyncGenerator<Piece> {
+    const size = Number(ino.size);
+    let at = 0;
+    const what = `data of ${q(path)}`;
+    // Consecutive holes (hole chunks, all-zero extents) are given as one.
+    let hole: Piece | undefined;
+    for await (const p of this.stored(ino, path)) {
+      if (p.la !== at) throw this.corrupt(`${what}: piece at ${p.la}, expected ${at}`);
+      if (p.len <= 0 || p.la + p.len > size) throw this.corrupt(`${what}: piece ${p.la}+${p.len} beyond size ${size}`);
+      at += p.len;
+      let zero = p.kind === 'zero';
+      let data: Buffer | undefined;
+      if (p.kind === 'z') {
+        const x = await this.extent(p, what);
+        zero = x.zero;
+        if (!zero) data = x.data;
+      }
+      if (zero) {
+        if (hole) hole.length += p.len;
+        else hole = { offset: p.la, length: p.len };
+        continue;
+      }
+      if (hole) {
+        yield hole;
+        hole = undefined;
+      }
+      switch (p.kind) {
+        case 'z':
+          yield { offset: p.la, length: p.len, data: data! };
+          break;
+        case 'raw':
+          for (let done = 0; done < p.len; ) {
+            const n = Math.min(READ_CHUNK, p.len - done);
+            yield { offset: p.la + done, length: n, data: await this.readAt(p.pa + done, n, what) };
+            done += n;
+          }
+          break;
+        case 'inline':
+          yield { offset: p.la, length: p.len, data: Buffer.from(await this.meta(p.pa, p.len, what)) };
+          break;
+      }
+    }
+    if (hole) yield hole;
+    if (at !== size) throw this.corrupt(`${what}: data ends at ${at}, size is ${size}`);
   }
 
   private async fileInode(file: string | ImageEntry): Promise<{ ino: Inode; path: string }> {
@@ -816,68 +871,6 @@ export class ErofsImage {
       }
     }
     return { ino, path };
-  }
-
-  private async *content(ino: Inode, path: string): AsyncGenerator<Buffer> {
-    for await (const x of this.extentsOf(ino, path)) {
-      if (x.data) {
-        yield x.data;
-        continue;
-      }
-      for (let done = 0; done < x.length; ) {
-        const n = Math.min(READ_CHUNK, x.length - done);
-        yield Buffer.alloc(n);
-        done += n;
-      }
-    }
-  }
-
-  /** Data pieces of at most 1 MiB, and holes whole (a hole of any length is one item). */
-  private async *extentsOf(ino: Inode, path: string): AsyncGenerator<FileExtent> {
-    const size = Number(ino.size);
-    let at = 0;
-    const what = `data of ${q(path)}`;
-    // Consecutive holes (hole chunks, all-zero extents) are reported as one.
-    let hole: FileExtent | undefined;
-    const endHole = function* (): Generator<FileExtent> {
-      if (hole) yield hole;
-      hole = undefined;
-    };
-    for await (const p of this.pieces(ino, path)) {
-      if (p.la !== at) throw this.corrupt(`${what}: piece at ${p.la}, expected ${at}`);
-      if (p.len <= 0 || p.la + p.len > size) throw this.corrupt(`${what}: piece ${p.la}+${p.len} beyond size ${size}`);
-      at += p.len;
-      let zero = p.kind === 'zero';
-      let data: Buffer | undefined;
-      if (p.kind === 'z') {
-        const x = await this.extent(p, what);
-        zero = x.zero;
-        if (!zero) data = x.data;
-      }
-      if (zero) {
-        if (hole) hole.length += p.len;
-        else hole = { offset: p.la, length: p.len };
-        continue;
-      }
-      yield* endHole();
-      switch (p.kind) {
-        case 'z':
-          yield { offset: p.la, length: p.len, data: data! };
-          break;
-        case 'raw':
-          for (let done = 0; done < p.len; ) {
-            const n = Math.min(READ_CHUNK, p.len - done);
-            yield { offset: p.la + done, length: n, data: await this.readAt(p.pa + done, n, what) };
-            done += n;
-          }
-          break;
-        case 'inline':
-          yield { offset: p.la, length: p.len, data: Buffer.from(await this.meta(p.pa, p.len, what)) };
-          break;
-      }
-    }
-    yield* endHole();
-    if (at !== size) throw this.corrupt(`${what}: data ends at ${at}, size is ${size}`);
   }
 
   /** Closes the file handle. Iterators still running fail afterwards. */

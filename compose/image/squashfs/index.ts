@@ -17,4 +17,4 @@
  *   writer.ts, reader.ts
  */
 export { SquashfsWriter, checkSquashOptions, type SquashOptions, type SquashResult, type GroupOptions, type SquashCompressor } from './writer.js';
-export { SquashfsImage, READ_FILE_MAX, q, type ImageEntry, type Extent, type WalkOptions, type SquashfsSuperblock } from './reader.js';
+export { SquashfsImage, READ_FILE_MAX, q, type ImageEntry, type WalkOptions, type SquashfsSuperblock } from './reader.js';
