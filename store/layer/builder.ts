@@ -606,10 +606,14 @@ type LinkRec = [target: string, path: string, seq: string];
 /** Hard links by the path they name, then by their own. */
 const byTarget = (a: LinkRec, b: LinkRec): number => comparePaths(a[0], b[0]) || comparePaths(a[1], b[1]);
 
-/** The entry of hard link `path` to `leader` in a group whose file is `file`: the inode's metadata, no xattrs (the leader carries them). */
+/**
+ * The entry of hard link `path` to `leader` in a group whose file (a regular file) is `file`:
+ * the inode's metadata, no xattrs (the leader carries them). Written out field by field: a
+ * rest-and-spread copy went through V8's slow path, and a large layer of hard links makes
+ * one per link.
+ */
 function linkTo(file: LayerEntry, path: string, leader: string): LayerEntry {
-  const { xattrs: _x, acl: _a, ...meta } = file;
-  return { ...meta, path, type: 'hardlink', size: 0, linkname: leader };
+  return { path, type: 'hardlink', mode: file.mode, uid: file.uid, gid: file.gid, mtime: file.mtime, size: 0, linkname: leader };
 }
 
 /** Whether `e` comes after `last` in canonical order and, a hard link, names a path before its own. */
