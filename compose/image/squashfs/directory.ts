@@ -163,11 +163,8 @@ export interface Listing {
  * directory index when there is one; every field read on the way checked.
  */
 export async function readListing(ctx: ListingContext, dir: Listing, where: string, find: Buffer): Promise<DirEntry[]> {
-  if (dir.size < DIR_SIZE_BIAS) {
-    if (dir.size === 0) return [];
-    throw ctx.corrupt(`${where}: listing size ${dir.size}`);
-  }
-  let remaining = dir.size - DIR_SIZE_BIAS;
+  let remaining = runBytes(ctx, dir, where);
+  if (remaining === 0) return [];
   let c = ctx.meta.cursor(ctx.dirRegion, dir.start.block, dir.start.offset);
   if (dir.indexCount > 0 && dir.indexAt) {
     const ic = ctx.meta.cursor(ctx.inodeRegion, dir.indexAt.block, dir.indexAt.offset);
@@ -205,14 +202,19 @@ export async function readListing(ctx: ListingContext, dir: Listing, where: stri
 export function listingEntries(ctx: ListingContext, dir: Listing, where: string): AsyncIterable<DirEntry[]> {
   return {
     async *[Symbol.asyncIterator]() {
-      if (dir.size < DIR_SIZE_BIAS) {
-        if (dir.size === 0) return;
-        throw ctx.corrupt(`${where}: listing size ${dir.size}`);
-      }
+      const remaining = runBytes(ctx, dir, where);
+      if (remaining === 0) return;
       const c = ctx.meta.cursor(ctx.dirRegion, dir.start.block, dir.start.offset);
-      for await (const run of runsAt(ctx, c, dir.size - DIR_SIZE_BIAS, where)) yield run.entries;
+      for await (const run of runsAt(ctx, c, remaining, where)) yield run.entries;
     },
   };
+}
+
+/** The bytes of a listing's runs: none for an empty directory (size 0, or the bias alone); below the bias otherwise, corrupt. */
+function runBytes(ctx: ListingContext, dir: Listing, where: string): number {
+  if (dir.size >= DIR_SIZE_BIAS) return dir.size - DIR_SIZE_BIAS;
+  if (dir.size === 0) return 0;
+  throw ctx.corrupt(`${where}: listing size ${dir.size}`);
 }
 
 /** The runs in the `remaining` bytes of a listing at `c` (a header next): each header's entries, with their names' bytes. */

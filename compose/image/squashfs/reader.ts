@@ -379,7 +379,6 @@ export class SquashfsImage {
     return { start: dir.dirStart!, size: dir.dirSize!, indexCount: dir.indexCount!, indexAt: dir.indexAt };
   }
 
-
   /** The inode a directory entry names, checked against what the entry says about it. */
   private async entryInode(de: DirEntry, path: string): Promise<Inode> {
     const ino = await this.readInode(de.ref);
