@@ -2,8 +2,9 @@
  * The scale section: a generated layer of N small files (bench/scale-data.ts) over the Debian
  * base layer, for each N of settings.scale.points. Rows: import, sandbox, SquashFS and EROFS
  * images, time and peak RSS, strata beside sha256sum, GNU tar, mksquashfs, tar2sqfs and
- * mkfs.erofs; three runs per command up to 10,000 files and one above by default
- * (settings.scale.runsAt, BENCH_SCALE_RUNS; runs are taken in turn, as in the stack section),
+ * mkfs.erofs; three runs per command up to 10,000 files and one above by default, the
+ * imports of tars up to 512 MiB three (settings.scale.runsAt and importRunsAt,
+ * BENCH_SCALE_RUNS; runs are taken in turn, as in the stack section),
  * every command stopped at BENCH_SCALE_TIMEOUT. The gate compares strata's sandbox and images with the GNU tar tree
  * (snapshotTreeFast: listing, content hashes, xattrs, ACLs) up to BENCH_SCALE_GATE_MAX; the
  * trees are listed right after the sandbox runs, the images after the image runs: SquashFS
@@ -84,10 +85,11 @@ export async function runScale({ data, S, strata, erofsCompressors, final }: Sec
     const rows: Row[] = [];
 
     // --- import: the generated tar into a store that holds only the base --------------
+    const importOpts = { ...opts, runs: cfg.importRunsAt(n, sd.stamp.tarBytes) };
     const [sha, imp] = (await inTurn([
-      peerSide(`${tag}: sha256sum`, 'sha256sum', [sd.tar], opts),
+      peerSide(`${tag}: sha256sum`, 'sha256sum', [sd.tar], importOpts),
       strata.side(`${tag}: import`, store, ['store', 'import', mod, sd.tar], {
-        ...opts,
+        ...importOpts,
         before: async () => {
           await rm_(store)();
           await strata.call(store, ['store', 'import', MODULES.base, baseTar]);
