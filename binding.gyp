@@ -9,8 +9,10 @@
       "sources": [
         "native/vendor/libdeflate/lib/adler32.c",
         "native/vendor/libdeflate/lib/deflate_compress.c",
+        "native/vendor/libdeflate/lib/deflate_decompress.c",
         "native/vendor/libdeflate/lib/utils.c",
         "native/vendor/libdeflate/lib/zlib_compress.c",
+        "native/vendor/libdeflate/lib/zlib_decompress.c",
         "native/vendor/libdeflate/lib/x86/cpu_features.c",
         "native/vendor/libdeflate/lib/arm/cpu_features.c"
       ],

@@ -37,6 +37,7 @@ export interface NativeAddon {
   /** `size` bytes, uninitialised, the first at a multiple of 4096 (O_DIRECT writes). */
   alignedBuffer(size: number): Buffer;
   zlibCompress(src: Uint8Array, level: number): Buffer;
+  zlibDecompress(dst: Uint8Array, src: Uint8Array): number;
   libdeflateVersion: string;
   lz4Compress(src: Uint8Array): Buffer;
   lz4Version: string;

@@ -1,8 +1,10 @@
 /**
- * native/deflate.ts, the images' gzip compressor (the vendored libdeflate): its zlib streams
- * decode with Node's zlib and with the system's (Python's zlib module, the library mksquashfs
- * and the kernel's zlib follow), the bytes depend only on the level (same in a worker thread,
- * pinned for the vendored version), and bad arguments are refused.
+ * native/deflate.ts, the images' gzip compressor and decompressor (the vendored libdeflate):
+ * its zlib streams decode with Node's zlib and with the system's (Python's zlib module, the
+ * library mksquashfs and the kernel's zlib follow), the bytes depend only on the level (same
+ * in a worker thread, pinned for the vendored version); it inflates what those zlibs make,
+ * refuses damaged streams and ones that need more room than given without writing past it,
+ * and bad arguments are refused.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -11,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import zlib from 'node:zlib';
-import { libdeflateVersion, zlibCompress } from '../native/deflate.js';
+import { libdeflateVersion, zlibCompress, zlibDecompress } from '../native/deflate.js';
 import { noise, seeded } from './helpers/random.js';
 
 const test = suite('deflate');
@@ -71,10 +73,47 @@ test('the bytes depend only on the level: repeated, in a worker thread, and pinn
   assert.is(sha(main), PINNED_LEVEL6);
 });
 
+/** What the system's zlib (through Python) deflates `raw` to at `level`. */
+function systemDeflate(raw: Buffer, level: number): Buffer {
+  const r = spawnSync('python3', ['-c', `import sys, zlib; sys.stdout.buffer.write(zlib.compress(sys.stdin.buffer.read(), ${level}))`], { input: raw, maxBuffer: 1 << 26 });
+  assert.is(r.status, 0, `python3 zlib.compress: ${r.stderr?.toString()}`);
+  return r.stdout;
+}
+
+test('zlibDecompress inflates the streams of libdeflate, Node and the system zlib, and nothing past them', () => {
+  const mixed = Buffer.concat([words(70_000, 8), noise(50_000, 9), Buffer.alloc(11_072)]);
+  for (const input of [mixed, words(8192, 10), Buffer.alloc(131072), Buffer.alloc(0)]) {
+    for (const z of [zlibCompress(input, 6), zlibCompress(input, 12), zlib.deflateSync(input), systemDeflate(input, 9)]) {
+      const dst = Buffer.alloc(input.length);
+      assert.is(zlibDecompress(dst, z), input.length);
+      assert.ok(dst.equals(input), `${input.length} bytes`);
+      // Bytes after the stream's end are not part of it (node:zlib's inflate ignores them too).
+      assert.is(zlibDecompress(Buffer.alloc(input.length + 10), Buffer.concat([z, Buffer.from('after')])), input.length);
+    }
+  }
+});
+
+test('zlibDecompress refuses damaged streams and ones that need more room, writing nothing past its room', () => {
+  const input = Buffer.concat([words(60_000, 11), noise(40_000, 12)]);
+  const z = zlibCompress(input, 6);
+  // Room for all but the last byte, inside a larger buffer whose tail must stay as it is.
+  const whole = Buffer.alloc(input.length + 4096, 0xa5);
+  assert.throws(() => zlibDecompress(whole.subarray(0, input.length - 1), z), /past the room/);
+  assert.ok(whole.subarray(input.length - 1).every((b) => b === 0xa5), 'nothing written past the room');
+  assert.throws(() => zlibDecompress(Buffer.alloc(input.length), z.subarray(0, z.length - 5)), /invalid zlib data/);
+  const flipped = Buffer.from(z);
+  flipped[z.length >> 1] ^= 0xff;
+  assert.throws(() => zlibDecompress(Buffer.alloc(input.length * 2), flipped), /invalid zlib data/);
+  assert.throws(() => zlibDecompress(Buffer.alloc(16), Buffer.from('not a zlib stream')), /invalid zlib data/);
+  assert.throws(() => zlibDecompress(Buffer.alloc(16), Buffer.alloc(0)), /invalid zlib data/);
+});
+
 test('bad arguments are refused', () => {
   assert.throws(() => zlibCompress('text' as unknown as Uint8Array, 6), (e: Error) => e instanceof TypeError);
   assert.throws(() => zlibCompress(Buffer.alloc(1), 13), (e: Error) => e instanceof RangeError);
   assert.throws(() => zlibCompress(Buffer.alloc(1), -1), (e: Error) => e instanceof RangeError);
+  assert.throws(() => zlibDecompress('room' as unknown as Uint8Array, Buffer.alloc(1)), (e: Error) => e instanceof TypeError);
+  assert.throws(() => zlibDecompress(Buffer.alloc(1), 'text' as unknown as Uint8Array), (e: Error) => e instanceof TypeError);
 });
 
 const PINNED_LEVEL6 = 'e3be053bd23d3e7fd261178094f40a3d9f20867731361734616da23580832f7a';

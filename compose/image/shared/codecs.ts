@@ -8,7 +8,7 @@
  *
  * Routes:
  *   gzip  the vendored libdeflate (native/deflate.ts) with a zlib wrapper (RFC 1950), one
- *         whole block at a time; version "libdeflate-<version>"; decoded by node:zlib
+ *         whole block at a time, both ways; version "libdeflate-<version>"
  *   zstd  the `zstd-napi` package (Node 20's zlib has no zstd): one frame per block, no
  *         checksum; version "libzstd-<ZSTD_versionString()>"
  *   lz4   the vendored liblz4 (native/lz4.ts), one raw LZ4 block per block; version
@@ -20,8 +20,7 @@
  * a feature strata does not decode throws `UnsupportedBlockError`.
  */
 import { createRequire } from 'node:module';
-import zlib from 'node:zlib';
-import { libdeflateVersion, zlibCompress } from '../../../native/deflate.js';
+import { libdeflateVersion, zlibCompress, zlibDecompress } from '../../../native/deflate.js';
 import { NATIVE_ERR } from '../../../native/errors.js';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import { lz4BlockVersion, lz4Compress, lz4Decompress } from './lz4.js';
@@ -133,7 +132,8 @@ export function codecVersion(spec: CodecSpec): string {
 }
 
 function gunzip(src: Uint8Array, maxOut: number): Buffer {
-  return zlib.inflateSync(src, { maxOutputLength: maxOut });
+  const dst = Buffer.allocUnsafe(maxOut);
+  return dst.subarray(0, zlibDecompress(dst, src));
 }
 
 function unzstd(src: Uint8Array, maxOut: number): Buffer {
