@@ -17,7 +17,6 @@
  */
 import { baseName as baseOf, compareNames, comparePaths, parentOf, decodeEntry, encodeEntry, entrySize, isBelow, SpillSorter, stringsCodec, textCodec, type LayerEntry, type RecordCodec } from '../../../store/index.js';
 import { aclXattrFromText } from '../../../native/acl.js';
-import { StrataError, IMAGE_ERR } from '../errors.js';
 import { WideList } from '../shared/wide-list.js';
 import {
   ADVISE,
@@ -51,6 +50,7 @@ import {
   xattrEntrySize,
 } from './format.js';
 import type { Spill, SpillRef } from './spill.js';
+import { inputError as usage } from '../shared/entry-rules.js';
 
 /** Block runs of a flat file: `count` blocks from `addr` (NULL_ADDR = a hole). */
 export interface Run {
@@ -81,7 +81,7 @@ export interface Rec {
 }
 
 /** Entries the writer cannot store (ERR_IMAGE_INPUT). */
-export const usage = (msg: string, hint?: string) => new StrataError(IMAGE_ERR.INPUT, msg, hint ? { hint } : {});
+export { usage };
 
 /**
  * Inode order as a path order: a directory, then its other entries by name, then its

@@ -9,7 +9,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import os from 'node:os';
 import { StrataError, IMAGE_ERR } from '../errors.js';
-import { baseName, SpillSorter, type LayerEntry } from '../../../store/index.js';
+import { SpillSorter, type LayerEntry } from '../../../store/index.js';
 import { makeCodec, type Codec } from '../shared/codecs.js';
 import { DigestTable } from '../shared/digest-table.js';
 import { WorkerPool } from '../shared/worker-pool.js';
@@ -20,6 +20,7 @@ import { configRecord, resolveErofsCodec, type ErofsCodec, type ErofsCompressor 
 import { BLOCK_BITS, BLOCK_SIZE, FEATURE_INCOMPAT, NAME_MAX, NULL_ADDR, PCLUSTER_MAX, SUPER_OFFSET, align, encodeSuperblock } from './format.js';
 import { Spill } from './spill.js';
 import { SerialCalls } from '../shared/serial.js';
+import { checkName, checkOtherEntry } from '../shared/entry-rules.js';
 import { OutputFile, type OutputAccess } from '../shared/output-file.js';
 import { compareLinks, compareRecs, decodeExtents, encodeExtents, inodeKey, linkCodec, recCodec, usage, writeTree, type Extent, type FileData, type LinkRec, type Rec, type Run, type TreeResult } from './tree.js';
 
@@ -296,11 +297,6 @@ export class ErofsWriter {
   }
 
   /** Checks what can be checked of one entry alone; the tree is checked at finish(). */
-  private checkEntry(entry: LayerEntry): void {
-    const name = entry.path === '.' ? '.' : baseName(entry.path);
-    if (Buffer.byteLength(name) > NAME_MAX) throw usage(`name longer than ${NAME_MAX} bytes: ${entry.path}`);
-  }
-
   private push(entry: LayerEntry, data?: FileData): void {
     const rec: Rec = { key: inodeKey(entry.path, entry.type === 'dir'), entry };
     if (data) rec.data = data;
@@ -433,7 +429,7 @@ export class ErofsWriter {
       const f = m.files[entries.length];
       if (!f || entry.type !== 'file' || entry.size !== f.data.size) return false;
       if (f.key && !agrees(f.first === 'own', f.key, local, (d) => this.firstFiles.has(d))) return false;
-      this.checkEntry(entry);
+      checkName(entry, NAME_MAX);
       entries.push(entry);
     }
     if (entries.length !== m.files.length) return false;
@@ -504,7 +500,7 @@ export class ErofsWriter {
     const data: FileData = compressed
       ? { kind: 'z', size: entry.size, extents: [] }
       : { kind: 'flat', size: entry.size, runs: [], tailZero: false };
-    this.checkEntry(entry);
+    checkName(entry, NAME_MAX);
     let rec: SegmentFile | undefined;
     const r = this.recording;
     if (r) {
@@ -759,24 +755,7 @@ export class ErofsWriter {
    */
   addEntry(entry: LayerEntry): void {
     this.check();
-    switch (entry.type) {
-      case 'dir':
-      case 'symlink':
-      case 'char':
-      case 'block':
-      case 'fifo':
-      case 'hardlink':
-        break;
-      case 'file':
-        throw usage(`regular files go through addFile: ${entry.path}`);
-      default:
-        throw usage(`unsupported entry type ${String(entry.type)}: ${entry.path}`);
-    }
-    if (entry.path === '.' && entry.type !== 'dir') throw usage('the image root must be a directory');
-    if ((entry.type === 'symlink' || entry.type === 'hardlink') && !entry.linkname) {
-      throw usage(`${entry.type} without a target: ${entry.path}`);
-    }
-    this.checkEntry(entry);
+    checkOtherEntry(entry, NAME_MAX);
     if (entry.type === 'hardlink') {
       this.links.push({ key: inodeKey(entry.linkname!, false), path: entry.path, target: entry.linkname!, seq: this.links.count });
     }

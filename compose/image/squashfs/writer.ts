@@ -21,6 +21,8 @@ import { BlockCache, type CachePlace } from '../shared/block-cache.js';
 import { compressCached } from '../shared/compress-block.js';
 import { agrees, BuildSegments, MetaChunks, MetaCursor, SEGMENT_MAX_FILES, SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
 import { SerialCalls } from '../shared/serial.js';
+// Entries or calls the writer cannot store: ERR_IMAGE_INPUT.
+import { checkName, checkOtherEntry, inputError as usage } from '../shared/entry-rules.js';
 import { COMPRESSOR, encodeCompressorOptions, squashCodecSpec, type SquashCompressor } from './compressor.js';
 import { encodeSizeWord, FRAGMENT_STREAMS, fragmentStream } from './data.js';
 import { encodeDirectory, DIR_ENTRY_SIZE, DIR_HEADER_MAX, MAX_NAME, type DirChild } from './directory.js';
@@ -221,8 +223,6 @@ const dirChildCodec: RecordCodec<DirChild> = {
 
 const DEFAULT_ROOT: LayerEntry = { path: '.', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 };
 
-/** Entries or calls the writer cannot store (ERR_IMAGE_INPUT). */
-const usage = (msg: string, hint?: string) => new StrataError(IMAGE_ERR.INPUT, msg, hint ? { hint } : {});
 /** Writer options out of range (ERR_IMAGE_OPTIONS). */
 const badOption = (msg: string, hint: string) => new StrataError(IMAGE_ERR.OPTIONS, msg, { hint });
 
@@ -346,11 +346,6 @@ export class SquashfsWriter {
   }
 
   /** Checks what can be checked of one entry alone; the tree is checked at finish(). */
-  private checkEntry(entry: LayerEntry): void {
-    const name = entry.path === '.' ? '.' : baseName(entry.path);
-    if (Buffer.byteLength(name) > MAX_NAME) throw usage(`name longer than ${MAX_NAME} bytes: ${entry.path}`);
-  }
-
   /** One part of a file placed; with the last, its record joins the entry list. */
   private placed(f: PendingFile): void {
     if (--f.open !== 0) return;
@@ -380,7 +375,7 @@ export class SquashfsWriter {
   private async streamFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: GroupOptions, origin: number | undefined): Promise<void> {
     if (entry.type !== 'file') throw usage(`addFile needs a regular file, got ${entry.type}: ${entry.path}`);
     if (entry.path === '.') throw usage('the image root must be a directory');
-    this.checkEntry(entry);
+    checkName(entry, MAX_NAME);
     const fd: FileData = { size: entry.size, blocksStart: 0, sizes: [], sparse: 0, fragIndex: INVALID_FRAG, fragOffset: 0 };
     const pending: PendingFile = { entry, fd, open: 2 };
     if (group !== this.group) await this.switchGroup(group, opts, undefined);
@@ -627,7 +622,7 @@ export class SquashfsWriter {
       if (!f || entry.type !== 'file' || entry.size !== f.fd.size) return false;
       if (f.run && !agrees(f.ownRun!, f.run, runs, (d) => this.blockRuns.has(d.toString('base64')))) return false;
       if (f.tail && !agrees(f.ownTail!, f.tail, tails, (d) => this.tails.has(d))) return false;
-      this.checkEntry(entry);
+      checkName(entry, MAX_NAME);
       recs.push({ entry, file: f.fd });
     }
     if (recs.length !== m.files.length) return false;
@@ -664,24 +659,7 @@ export class SquashfsWriter {
    */
   addEntry(entry: LayerEntry): void {
     this.check();
-    switch (entry.type) {
-      case 'dir':
-      case 'symlink':
-      case 'char':
-      case 'block':
-      case 'fifo':
-      case 'hardlink':
-        break;
-      case 'file':
-        throw usage(`regular files go through addFile: ${entry.path}`);
-      default:
-        throw usage(`unsupported entry type ${String(entry.type)}: ${entry.path}`);
-    }
-    if (entry.path === '.' && entry.type !== 'dir') throw usage('the image root must be a directory');
-    if ((entry.type === 'symlink' || entry.type === 'hardlink') && !entry.linkname) {
-      throw usage(`${entry.type} without a target: ${entry.path}`);
-    }
-    this.checkEntry(entry);
+    checkOtherEntry(entry, MAX_NAME);
     if (entry.type === 'hardlink') (this.links ??= new HardLinks(this.scratchDir)).add(entry.path, entry.linkname!);
     this.records.push({ entry });
   }
