@@ -1,7 +1,8 @@
 /**
  * The image writers' worker pool (compose/image/shared/worker-pool.ts): how many threads it
- * starts, and where jobs go while a thread is still loading. Real worker threads running a job
- * module of the tests' own (fixtures/thread-job.ts), which answers with its thread's id.
+ * starts (another only when the ones it has are busy most of the time), and where jobs go
+ * while a thread is still loading. Real worker threads running a job module of the tests' own
+ * (fixtures/thread-job.ts), which answers with its thread's id after keeping it busy.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -9,8 +10,25 @@ import { WorkerPool } from '../compose/image/shared/worker-pool.js';
 import type { ThreadJob } from './fixtures/thread-job.js';
 
 const test = suite('worker pool');
-const pool = (threads: number) =>
-  new WorkerPool<ThreadJob, { n: number; thread: number }>({ module: new URL('./fixtures/thread-job.js', import.meta.url).href, config: null, threads, what: 'test jobs' });
+type Done = { n: number; thread: number };
+const pool = (threads: number) => new WorkerPool<ThreadJob, Done>({ module: new URL('./fixtures/thread-job.js', import.meta.url).href, config: null, threads, what: 'test jobs' });
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Runs `count` jobs of `ms` each as an image writer does: up to `window` in flight, the next
+ * submitted as the oldest is answered, `gap` ms apart (0: as fast as they are answered).
+ * `submitted(n, started)` is told the pool's threads after each submission.
+ */
+async function feed(p: WorkerPool<ThreadJob, Done>, count: number, ms: number, window: number, gap = 0, submitted?: (n: number, started: number) => void): Promise<Done[]> {
+  const all: Promise<Done>[] = [];
+  for (let n = 0; n < count; n++) {
+    if (n >= window) await all[n - window];
+    if (gap > 0) await sleep(gap);
+    all.push(p.run({ n, ms }));
+    submitted?.(n, p.started);
+  }
+  return Promise.all(all);
+}
 
 test('one job at a time: one thread, however many the pool may start', async () => {
   const p = pool(3);
@@ -22,16 +40,35 @@ test('one job at a time: one thread, however many the pool may start', async () 
   }
 });
 
-test('a burst of jobs starts threads up to the limit, and both answer', async () => {
-  const p = pool(2);
+test('jobs that keep a thread busy start threads up to the limit, and both answer', async () => {
+  const p = pool(3);
   try {
-    const done = await Promise.all(Array.from({ length: 40 }, (_, n) => p.run({ n, ms: 20 })));
+    const done = await feed(p, 150, 5, 8);
     assert.equal(
       done.map((d) => d.n),
-      Array.from({ length: 40 }, (_, n) => n),
+      Array.from({ length: 150 }, (_, n) => n),
     );
-    assert.is(p.started, 2);
-    assert.is(new Set(done.map((d) => d.thread)).size, 2, 'the second thread took jobs once it had loaded');
+    assert.is(p.started, 3);
+    assert.is(new Set(done.map((d) => d.thread)).size, 3, 'the later threads took jobs once they had loaded');
+  } finally {
+    await p.close();
+  }
+});
+
+test('jobs a thread answers faster than they come start no other thread, though it has one in hand at each', async () => {
+  const p = pool(2);
+  try {
+    // Two jobs at a time, every 2 ms: the second always finds the thread with work (a second
+    // thread started under the old rule), but the thread is busy a fifth of the time. The
+    // thread has loaded first: jobs that queue while it loads are a backlog, which is busy.
+    await p.run({ n: -1, ms: 0 });
+    const all: Promise<Done>[] = [];
+    for (let n = 0; n < 120; n += 2) {
+      all.push(p.run({ n, ms: 0.2 }), p.run({ n: n + 1, ms: 0.2 }));
+      await sleep(2);
+    }
+    assert.is((await Promise.all(all)).length, 120);
+    assert.is(p.started, 1, 'a thread that waits for work does not get company');
   } finally {
     await p.close();
   }
@@ -40,13 +77,17 @@ test('a burst of jobs starts threads up to the limit, and both answer', async ()
 test('jobs go to a thread that has loaded, not to one still loading', async () => {
   const p = pool(2);
   try {
-    const first = await p.run({ n: 0, ms: 0 }); // the first thread has loaded
-    // The second job finds the first thread busy: a second thread starts, but the job waits
-    // for the first rather than for the new thread to load.
-    const [a, b] = await Promise.all([p.run({ n: 1, ms: 0 }), p.run({ n: 2, ms: 0 })]);
+    // Busy jobs until the second thread starts; the jobs submitted while it loads go to the first.
+    const whileLoading: number[] = [];
+    let at: number | undefined;
+    const done = await feed(p, 60, 5, 8, 0, (n, started) => {
+      if (started === 2 && at === undefined) at = n;
+      if (at !== undefined && n < at + 3) whileLoading.push(n);
+    });
     assert.is(p.started, 2);
-    assert.is(a.thread, first.thread);
-    assert.is(b.thread, first.thread);
+    assert.ok(at !== undefined && at >= 16, `the second thread started after the first had shown it was busy (job ${at})`);
+    const first = done[0]!.thread;
+    for (const n of whileLoading) assert.is(done[n]!.thread, first, `job ${n}, submitted as the second thread loaded`);
   } finally {
     await p.close();
   }

@@ -168,6 +168,15 @@ export class BlockCache {
     this.ns = namespaceId(namespace);
   }
 
+  /**
+   * Reads the index of every pack of the namespace now, not at the first lookup: a worker
+   * thread does it as it starts, before it says it is ready (shared/worker-pool.ts), so that
+   * its first answers are as quick as the rest.
+   */
+  preload(): void {
+    this.load();
+  }
+
   /** The key of a raw block, from the hex sha256 of its bytes. */
   key(rawDigestHex: string): string {
     return contentKey(this.namespace, rawDigestHex);

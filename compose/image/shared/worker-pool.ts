@@ -11,8 +11,11 @@
  * in (the writers write in submission order, so output never depends on the number of threads
  * or on which finished first). Jobs go to the least-loaded worker that has loaded its job
  * module (one still loading only when none has). One worker starts with the pool; another
- * when a job finds every started one busy, up to `threads`: a build with one job to do (a warm
- * build of a small stack compresses only its own /.strata files) loads one thread, not all.
+ * when a job finds every started one busy and one of them behind (busy most of its recent
+ * time: BUSY_SHARE), up to `threads`: a build with little to compress loads one thread, not
+ * all (a warm build of a small stack compresses only its own /.strata files; a re-build after
+ * one module changed finds most blocks in the block cache, which one thread answers as fast
+ * as they come).
  *
  * Jobs are posted in batches: those submitted before the event loop next turns go to their
  * worker in one message, and the worker answers in one message what it answered within a
@@ -45,6 +48,15 @@ export interface PoolOptions {
 }
 
 type Reply<R> = { id: number; ok: true; result: R } | { id: number; ok: false; message: string };
+/**
+ * A worker's answers, with the time (ms) it spent answering them and, before that, waiting
+ * for work since its last message: what the pool judges its load by (BUSY_SHARE).
+ */
+interface Answers<R> {
+  replies: Reply<R>[];
+  busy: number;
+  idle: number;
+}
 interface Envelope<J> {
   id: number;
   job: J;
@@ -60,6 +72,22 @@ const WORKER_LIMITS = { maxYoungGenerationSizeMb: 2 };
 
 /** A worker answering a batch sends what it has once this long has passed since it last sent. */
 const REPLY_AFTER_MS = 1;
+
+/**
+ * A worker is behind when it is busy at least BUSY_SHARE of its recent time (a moving
+ * average over about BUSY_WINDOW_MS, once it has answered BUSY_AFTER_JOBS jobs): it then has
+ * the next batch waiting as it ends one, and another thread would share the work. A worker
+ * that waits for its batches has a writer that cannot keep it busy, and another thread, which
+ * takes 0.1–0.3 s of a core to load, would only take that core from the writer: a re-squash
+ * of the bench stack after one module changed, whose blocks one thread finds in the block
+ * cache as fast as they come, took 2.37 s with one thread against 2.57 s with two (5 pairs).
+ * Measured by the worker, so a main thread busy elsewhere, which leaves answers waiting in
+ * its queue, does not count; the first jobs (the first write of a pack, code not yet
+ * compiled) do not decide alone.
+ */
+const BUSY_SHARE = 0.8;
+const BUSY_WINDOW_MS = 50;
+const BUSY_AFTER_JOBS = 16;
 
 /** Sent by the pool when it closes: the worker releases its files and exits. */
 const CLOSE = 'close';
@@ -93,6 +121,8 @@ export class WorkerPool<J, R> {
   private readonly unsent: Array<{ envs: Envelope<J>[]; transfer: ArrayBuffer[] }> = [];
   /** Per worker: whether it has loaded its job module. */
   private readonly ready: boolean[] = [];
+  /** Per worker: the jobs it has answered, and its recent busy and total time (ms, decaying over BUSY_WINDOW_MS). */
+  private readonly pace: Array<{ jobs: number; busy: number; total: number }> = [];
   private flushing: NodeJS.Immediate | undefined;
   private closed = false;
 
@@ -104,9 +134,17 @@ export class WorkerPool<J, R> {
   private start(): void {
     const i = this.workers.length;
     const w = spawn(this.options);
-    w.on('message', (m: Reply<R>[] | typeof READY) => {
-      if (m === READY) this.ready[i] = true;
-      else for (const r of m) this.onReply(i, r);
+    w.on('message', (m: Answers<R> | typeof READY) => {
+      if (m === READY) {
+        this.ready[i] = true;
+        return;
+      }
+      const p = this.pace[i]!;
+      const keep = Math.exp(-(m.busy + m.idle) / BUSY_WINDOW_MS);
+      p.busy = p.busy * keep + m.busy;
+      p.total = p.total * keep + m.busy + m.idle;
+      p.jobs += m.replies.length;
+      for (const r of m.replies) this.onReply(i, r);
     });
     w.on('error', (e) => this.fail(e));
     w.on('exit', (code) => {
@@ -116,6 +154,7 @@ export class WorkerPool<J, R> {
     this.workers.push(w);
     this.load.push(0);
     this.ready.push(false);
+    this.pace.push({ jobs: 0, busy: 0, total: 0 });
     this.unsent.push({ envs: [], transfer: [] });
   }
 
@@ -143,6 +182,11 @@ export class WorkerPool<J, R> {
     this.waiting.clear();
   }
 
+  /** Whether a worker is busy enough that another thread would share its work (BUSY_SHARE). */
+  private behind(): boolean {
+    return this.pace.some((p) => p.jobs >= BUSY_AFTER_JOBS && p.busy >= BUSY_SHARE * p.total);
+  }
+
   /** How many worker threads the pool has started so far. */
   get started(): number {
     return this.workers.length;
@@ -152,7 +196,7 @@ export class WorkerPool<J, R> {
   run(job: J, transfer: ArrayBuffer[] = []): Promise<R> {
     if (this.failed) return Promise.reject(this.failed);
     if (this.closed) return Promise.reject(new Error(`${this.options.what}: the worker pool is closed`));
-    if (this.workers.length < this.options.threads && this.load.every((n) => n > 0)) this.start();
+    if (this.workers.length < this.options.threads && this.load.every((n) => n > 0) && this.behind()) this.start();
     const w = this.pick();
     const id = this.nextId++;
     if (this.load[w]!++ === 0) this.workers[w]!.ref();
@@ -200,6 +244,9 @@ if (!isMainThread && (workerData as { strataWorkerPool?: boolean } | null)?.stra
   // Messages wait in the port's queue until the listener is attached.
   void import(module).then((mod: { createJobHandler(config: unknown): JobHandler<unknown, unknown> }) => {
     const handler = mod.createJobHandler(config);
+    // When the worker last sent answers (at first, when it was ready); the time since then
+    // until the next batch came is idle.
+    let sent = performance.now();
     port.postMessage(READY);
     port.on('message', (m: Envelope<unknown>[] | typeof CLOSE) => {
       if (m === CLOSE) {
@@ -211,7 +258,16 @@ if (!isMainThread && (workerData as { strataWorkerPool?: boolean } | null)?.stra
       // writer, which waits for the oldest, is not held up by the rest of the batch.
       let replies: Reply<unknown>[] = [];
       let back: ArrayBuffer[] = [];
-      let since = performance.now();
+      const start = performance.now();
+      let idle = start - sent;
+      sent = start;
+      const send = (now: number) => {
+        port.postMessage({ replies, busy: now - sent, idle } satisfies Answers<unknown>, back);
+        replies = [];
+        back = [];
+        idle = 0;
+        sent = now;
+      };
       for (const env of m) {
         try {
           const r = handler.run(env.job);
@@ -221,14 +277,9 @@ if (!isMainThread && (workerData as { strataWorkerPool?: boolean } | null)?.stra
           replies.push({ id: env.id, ok: false, message: e instanceof Error ? e.message : String(e) });
         }
         const now = performance.now();
-        if (now - since >= REPLY_AFTER_MS) {
-          port.postMessage(replies, back);
-          replies = [];
-          back = [];
-          since = now;
-        }
+        if (now - sent >= REPLY_AFTER_MS) send(now);
       }
-      if (replies.length > 0) port.postMessage(replies, back);
+      if (replies.length > 0) send(performance.now());
     });
   });
 }

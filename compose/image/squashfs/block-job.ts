@@ -68,6 +68,7 @@ export function createJobHandler(config: unknown): JobHandler<BlockJob, BlockJob
   const c = config as BlockJobConfig;
   const codec = makeCodec(c.codec);
   const cache = c.cacheDir ? new BlockCache(c.cacheDir, blockNamespace(codec, c.blockSize), c.cacheSecret) : undefined;
+  cache?.preload();
   return {
     run(job) {
       let result: BlockJobResult;
