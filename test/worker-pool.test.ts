@@ -40,16 +40,21 @@ test('one job at a time: one thread, however many the pool may start', async () 
   }
 });
 
-test('jobs that keep a thread busy start threads up to the limit, and both answer', async () => {
+test('jobs that keep a thread busy start threads up to the limit, together, and all answer', async () => {
   const p = pool(3);
   try {
-    const done = await feed(p, 150, 5, 8);
+    const startedAt: number[] = [];
+    const done = await feed(p, 150, 5, 8, 0, (n, started) => {
+      if (startedAt[started] === undefined) startedAt[started] = n;
+    });
     assert.equal(
       done.map((d) => d.n),
       Array.from({ length: 150 }, (_, n) => n),
     );
     assert.is(p.started, 3);
     assert.is(new Set(done.map((d) => d.thread)).size, 3, 'the later threads took jobs once they had loaded');
+    // The third starts as soon as the first is still behind, not once the second has loaded.
+    assert.ok(startedAt[3]! - startedAt[2]! <= 2, `threads 2 and 3 started at jobs ${startedAt[2]} and ${startedAt[3]}`);
   } finally {
     await p.close();
   }

@@ -11,8 +11,10 @@
  * in (the writers write in submission order, so output never depends on the number of threads
  * or on which finished first). Jobs go to the least-loaded worker that has loaded its job
  * module (one still loading only when none has). One worker starts with the pool; another
- * when a job finds every started one busy and one of them behind (busy most of its recent
- * time: BUSY_SHARE), up to `threads`: a build with little to compress loads one thread, not
+ * when a job finds every loaded one busy and one of them behind (busy most of its recent
+ * time: BUSY_SHARE), up to `threads`, without waiting for the ones still loading (on a machine
+ * of many cores the threads load together, not one after another): a build with little to
+ * compress loads one thread, not
  * all (a warm build of a small stack compresses only its own /.strata files; a re-build after
  * one module changed finds most blocks in the block cache, which one thread answers as fast
  * as they come).
@@ -196,7 +198,7 @@ export class WorkerPool<J, R> {
   run(job: J, transfer: ArrayBuffer[] = []): Promise<R> {
     if (this.failed) return Promise.reject(this.failed);
     if (this.closed) return Promise.reject(new Error(`${this.options.what}: the worker pool is closed`));
-    if (this.workers.length < this.options.threads && this.load.every((n) => n > 0) && this.behind()) this.start();
+    if (this.workers.length < this.options.threads && this.behind() && this.load.every((n, i) => n > 0 || !this.ready[i])) this.start();
     const w = this.pick();
     const id = this.nextId++;
     if (this.load[w]!++ === 0) this.workers[w]!.ref();
