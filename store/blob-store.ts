@@ -38,6 +38,16 @@ const DIRECT_ALIGN = 4096;
  */
 const DIRECT_FILESYSTEMS = new Set([0xef53, 0x58465342, 0x9123683e]);
 
+/** A put whose bytes are written and hashed (BlobStore.stage): the digest, and its durability to come. */
+export interface StagedPut {
+  hex: string;
+  size: number;
+  /** The group the blob is restricted to (what `groupOf` answered), if any. */
+  gid: number | undefined;
+  /** Resolves once the blob is durable at its digest, as put() does. */
+  durable: Promise<PutResult>;
+}
+
 export interface PutResult {
   hex: string;
   size: number;
@@ -162,6 +172,25 @@ export class BlobStore {
     groupOf?: (hex: string) => Promise<number | undefined>,
     sizeHint?: number,
   ): Promise<PutResult> {
+    return (await this.stage(source, expectHex, groupOf, sizeHint)).durable;
+  }
+
+  /**
+   * put() in two steps. The promise resolves once every byte is written and hashed, the
+   * digest checked against `expectHex` and the blob's group decided (`groupOf` asked; a
+   * refusal rejects it, and nothing is kept); `durable` then resolves as put's promise would,
+   * once the data is fsynced, renamed into place and its directory fsynced. What needs only
+   * the digest (a document naming the blob) can be made while the disk flushes; an index
+   * update naming the blob waits for `durable`. If `durable` rejects, the blob is not in the
+   * store (its temp file is removed). It never rejects unobserved: a caller that gives up
+   * first need not wait for it.
+   */
+  async stage(
+    source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    expectHex?: string,
+    groupOf?: (hex: string) => Promise<number | undefined>,
+    sizeHint?: number,
+  ): Promise<StagedPut> {
     const tmp = this.tmpPath('blob');
     // A large blob goes to the disk from the put's own buffers, past the page cache (O_DIRECT),
     // where the filesystem takes it: the blob is not read again soon, and filling the page
@@ -173,6 +202,7 @@ export class BlobStore {
     const hash = new StreamHash(sizeHint ?? (Array.isArray(source) ? source.reduce((n: number, b: Uint8Array) => n + b.byteLength, 0) : undefined));
     let size = 0;
     let hex: string;
+    let synced: Promise<void> | undefined;
     // Every chunk is copied into WRITE_SIZE buffers of the put's own before the next is asked
     // for: a producer may reuse a chunk's buffer as soon as it is resumed (store/sources/tar.ts
     // does). A full buffer is hashed and written from where it is, up to WRITES_IN_FLIGHT
@@ -239,31 +269,48 @@ export class BlobStore {
       if (gathered > 0) await flush();
       await Promise.all(inflight);
       if (direct) await fh.truncate(size);
-      await fh.sync();
+      // The disk flushes while the digest is finished and the group decided.
+      synced = fh.sync();
+      synced.catch(() => undefined);
       hex = await hash.digest();
     } catch (e) {
       hash.abort();
-      await Promise.allSettled(inflight);
+      await Promise.allSettled([...inflight, ...(synced ? [synced] : [])]);
       await fh.close().catch(() => {});
       await fsp.rm(tmp, { force: true });
       throw e;
     }
-    await fh.close();
-    if (expectHex !== undefined && hex !== expectHex) {
-      await fsp.rm(tmp, { force: true });
-      throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `content does not match sha256:${expectHex} (got sha256:${hex})`);
-    }
-    let prior: 'absent' | 'ok' | 'damaged';
+    let gid: number | undefined;
     try {
-      const gid = await groupOf?.(hex);
-      if (gid !== undefined) await BlobStore.restrict(tmp, gid);
-      prior = await this.prior(hex, size);
+      if (expectHex !== undefined && hex !== expectHex) {
+        throw new StrataError(STORE_ERR.DIGEST_MISMATCH, `content does not match sha256:${expectHex} (got sha256:${hex})`);
+      }
+      gid = await groupOf?.(hex);
     } catch (e) {
+      await synced.catch(() => undefined);
+      await fh.close().catch(() => {});
       await fsp.rm(tmp, { force: true });
       throw e;
     }
-    await this.commit(tmp, hex);
-    return { hex, size, prior };
+    const durable = (async (): Promise<PutResult> => {
+      let prior: 'absent' | 'ok' | 'damaged';
+      try {
+        try {
+          await synced;
+        } finally {
+          await fh.close();
+        }
+        if (gid !== undefined) await BlobStore.restrict(tmp, gid);
+        prior = await this.prior(hex, size);
+        await this.commit(tmp, hex);
+      } catch (e) {
+        await fsp.rm(tmp, { force: true });
+        throw e;
+      }
+      return { hex, size, prior };
+    })();
+    durable.catch(() => undefined);
+    return { hex, size, gid, durable };
   }
 
   private directWrites(): Promise<boolean> {

@@ -11,7 +11,7 @@ import * as fsSync from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BlobStore } from './blob-store.js';
+import { BlobStore, type PutResult } from './blob-store.js';
 import { exportModule } from './layer/export.js';
 import type { FetchMissing, PullOptions, PullResult, PushOptions, PushResult, Remote, TransferHooks } from './remote/remotes.js';
 import type { ModuleDescription, VerifyReport } from './types.js';
@@ -274,7 +274,10 @@ export class LocalStore {
   /**
    * Builds the canonical layer and manifest of `source` — a tar (plain, gzip, zstd), a directory
    * (an overlay upperdir with `overlay`), `oci:DIR[:TAG]` or `docker-archive:FILE` — and stores
-   * both. No index change. An image's config Env and Labels come back for the record.
+   * both. No index change. An image's config Env and Labels come back for the record. It
+   * returns once both blobs are written and hashed; `durable` resolves once both are durable
+   * (true when either was absent or damaged before, and is now repaired), and the index may
+   * name them only then.
    */
   async importLayer(source: string, opts: { overlay?: boolean; restricted?: string; unrestrict?: boolean; onProgress?(done: number, total: number): void } = {}) {
     await this.ensureWritable();
@@ -295,27 +298,37 @@ export class LocalStore {
       spools.push(p);
       return p;
     };
+    // Blobs whose bytes are written and hashed, still being made durable (BlobStore.stage).
+    const staged: Promise<PutResult>[] = [];
     try {
       const { skipped, image } = await addSource(builder, source, { overlay: opts.overlay }, spool);
       // The entry list goes to the cache as the canonical tar is written: no list in memory.
-      const { built, hex, repaired } = await builder.written(async (built) => {
+      const { built, put } = await builder.written(async (built) => {
         const file = this.entryIndexWriter();
         try {
           const rows = new EntryListBytes((b) => file.write(b));
-          const put = await this.blobs.put(counted(built.tar((e) => rows.add(e)), built.sizeHint, opts.onProgress), undefined, groupOf, built.sizeHint);
+          const put = await this.blobs.stage(counted(built.tar((e) => rows.add(e)), built.sizeHint, opts.onProgress), undefined, groupOf, built.sizeHint);
+          staged.push(put.durable);
           rows.end();
-          await file.commit(put.hex, gid ?? (await groupOf(put.hex)));
-          // repaired: a blob was absent or damaged before this put
-          return { built, hex: put.hex, repaired: put.prior !== 'ok' };
+          await file.commit(put.hex, put.gid);
+          return { built, put };
         } finally {
           file.abort();
         }
       });
-      const layer = cidFromHex(RAW_CODEC, hex);
-      const layerGid = gid ?? (await groupOf(parseCid(layer).hex));
-      const mput = await this.blobs.put(built.manifest(layer), undefined, async () => layerGid);
+      const layer = cidFromHex(RAW_CODEC, put.hex);
+      // The manifest is written while the layer's blob is flushed to the disk.
+      const mput = await this.blobs.stage(built.manifest(layer), undefined, async () => put.gid);
+      staged.push(mput.durable);
       const manifestCid = cidFromHex(JSON_CODEC, mput.hex);
-      return { layer, manifest: manifestCid, entries: built.entries, bytes: built.bytes, skipped, image, repaired: repaired || mput.prior !== 'ok' };
+      // repaired: a blob was absent or damaged before this put
+      const durable = Promise.all([put.durable, mput.durable]).then((r) => r.some((p) => p.prior !== 'ok'));
+      durable.catch(() => undefined); // awaited by the caller, also when it fails first
+      return { layer, manifest: manifestCid, entries: built.entries, bytes: built.bytes, skipped, image, durable };
+    } catch (e) {
+      // Nothing is left being written behind a failed import.
+      await Promise.allSettled(staged);
+      throw e;
     } finally {
       builder.dispose();
       for (const p of spools) await fsp.rm(p, { force: true });
@@ -337,9 +350,7 @@ export class LocalStore {
       if (why) throw new StrataError(STORE_ERR.INVALID_ARGUMENT, why);
     }
     if (!opts.allowMissing) await this.checkRequirementsExist(moduleName, opts.requires ?? [], extras);
-    const { image, repaired, ...layer } = await this.importLayer(source, opts);
-    // The same content may be here already, open: written before it was restricted (confine).
-    if (opts.restricted !== undefined) await this.confine(layer.layer, layer.manifest, groupId(opts.restricted));
+    const { image, durable, ...layer } = await this.importLayer(source, opts);
     const { name, version } = splitFullName(moduleName);
     const labels = { ...(image?.labels ?? {}), ...(opts.labels ?? {}) };
     const record: ModuleRecord = {
@@ -358,8 +369,17 @@ export class LocalStore {
       ...extras,
     };
     const fullName = fullNameOf(record);
-    const rput = await this.blobs.put([canonicalJson(record)]);
+    // The record is written while the layer's blobs are made durable; the index waits for all three.
+    const staged = await this.blobs.stage([canonicalJson(record)]).catch(async (e: unknown) => {
+      await durable.catch(() => undefined);
+      throw e;
+    });
+    await Promise.allSettled([durable, staged.durable]);
+    const repaired = await durable;
+    const rput = await staged.durable;
     const recordCid = cidFromHex(JSON_CODEC, rput.hex);
+    // The same content may be here already, open: written before it was restricted (confine).
+    if (opts.restricted !== undefined) await this.confine(layer.layer, layer.manifest, groupId(opts.restricted));
     // For a module already indexed with this record, a blob that was not intact before was missing
     // or damaged, and is now repaired.
     const same = repaired || rput.prior !== 'ok' ? ('repaired' as const) : ('unchanged' as const);

@@ -5,9 +5,14 @@
  * exactly the bytes given, under their digest; fincore (util-linux) shows the page cache was
  * passed by (none of the blob's pages resident), and a small blob, or one on tmpfs, goes
  * through the page cache as before.
+ *
+ * BlobStore.stage, put in two steps: the digest once the bytes are written and hashed (what
+ * an import needs to write the documents that name the blob), durability after. A refused or
+ * mismatched blob rejects the first step and leaves nothing; a blob whose commit fails
+ * rejects the second and leaves nothing either.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, statfsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -102,5 +107,84 @@ if (!onRam || missing({ tools: ['fincore'] })) {
       removeDir(ram);
     }
   });
+  test.run();
+}
+
+{
+  const test = suite('blob stage: the digest before durability');
+  const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+  /** What is left in the store's tmp/ besides this process's pin file. */
+  const leftInTmp = (root: string) => readdirSync(join(root, 'tmp')).filter((n) => !n.startsWith('pins-'));
+
+  test('gives the digest and the group, then the blob durable under it', async () => {
+    const root = tempDir('strata-blob-stage-');
+    const blobs = new BlobStore(root);
+    await blobs.init();
+    try {
+      const data = randomBytes(3 * MiB + 5);
+      const asked: string[] = [];
+      const staged = await blobs.stage(chunked(data, [65536]), undefined, async (hex) => {
+        asked.push(hex);
+        return undefined;
+      });
+      assert.is(staged.hex, sha(data));
+      assert.is(staged.size, data.length);
+      assert.is(staged.gid, undefined);
+      assert.equal(asked, [staged.hex], 'the group is decided before stage resolves');
+      const done = await staged.durable;
+      assert.equal(done, { hex: staged.hex, size: data.length, prior: 'absent' });
+      assert.ok(readFileSync(blobs.blobPath(staged.hex)).equals(data), 'the bytes, under their digest');
+      assert.is((await blobs.put([data])).prior, 'ok', 'the same bytes again: found intact');
+      assert.equal(leftInTmp(root), []);
+    } finally {
+      await blobs.close();
+      removeDir(root);
+    }
+  });
+
+  test('a refusal or a digest mismatch rejects the first step and keeps nothing', async () => {
+    const root = tempDir('strata-blob-stage-');
+    const blobs = new BlobStore(root);
+    await blobs.init();
+    try {
+      const data = randomBytes(MiB);
+      const refused = new Error('restricted elsewhere');
+      await blobs.stage([data], undefined, async () => Promise.reject(refused)).then(
+        () => assert.unreachable('refused content was staged'),
+        (e: unknown) => assert.is(e, refused),
+      );
+      await blobs.stage([data], 'ab'.repeat(32)).then(
+        () => assert.unreachable('a mismatch was staged'),
+        (e: unknown) => assert.match(String(e), /does not match sha256:abab/),
+      );
+      assert.not.ok(existsSync(blobs.blobPath(sha(data))), 'no blob');
+      assert.equal(leftInTmp(root), [], 'no temp file');
+    } finally {
+      await blobs.close();
+      removeDir(root);
+    }
+  });
+
+  test('a commit that fails rejects durable and leaves no temp file', async () => {
+    const root = tempDir('strata-blob-stage-');
+    const blobs = new BlobStore(root);
+    await blobs.init();
+    try {
+      const data = randomBytes(2 * MiB);
+      const staged = await blobs.stage([data]);
+      // The rename into place follows the fsync and a stat, both on the thread pool: the
+      // directory is gone before it.
+      rmSync(join(root, 'blobs'), { recursive: true });
+      await staged.durable.then(
+        () => assert.unreachable('durable without its directory'),
+        (e: unknown) => assert.is((e as NodeJS.ErrnoException).code, 'ENOENT'),
+      );
+      assert.equal(leftInTmp(root), [], 'no temp file');
+    } finally {
+      await blobs.close();
+      removeDir(root);
+    }
+  });
+
   test.run();
 }
