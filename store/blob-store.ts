@@ -73,7 +73,8 @@ async function openDirect(tmp: string): Promise<fsp.FileHandle | undefined> {
 export class BlobStore {
   readonly blobDir: string;
   readonly tmpDir: string;
-  private pinFile: fsp.FileHandle | undefined;
+  /** This process's pin file, opened by the first pin (one promise: puts commit concurrently). */
+  private pinFile: Promise<fsp.FileHandle> | undefined;
   /** Blob directories of the stores below this one on the store path: read, never written. */
   private readonly lowerDirs: string[];
   /** Blobs this process holds open (`hold`): readable even after a concurrent gc unlinks them. */
@@ -461,16 +462,22 @@ export class BlobStore {
     for (const fh of this.held.values()) await fh.close().catch(() => {});
     this.held.clear();
     if (this.pinFile) {
-      await this.pinFile.close();
+      const fh = await this.pinFile.catch(() => undefined);
       this.pinFile = undefined;
+      await fh?.close();
       await fsp.rm(path.join(this.tmpDir, `pins-${process.pid}`), { force: true });
     }
   }
 
   private async pin(hex: string): Promise<void> {
-    this.pinFile ??= await fsp.open(path.join(this.tmpDir, `pins-${process.pid}`), 'a');
-    await this.pinFile.write(`${hex}\n`);
-    await this.pinFile.datasync();
+    this.pinFile ??= fsp.open(path.join(this.tmpDir, `pins-${process.pid}`), 'a').catch((e: unknown) => {
+      this.pinFile = undefined;
+      throw e;
+    });
+    const fh = await this.pinFile;
+    // O_APPEND: concurrent pins each add their line whole.
+    await fh.write(`${hex}\n`);
+    await fh.datasync();
   }
 
   /** A blob that cannot be opened: missing, or (EACCES) restricted to a group the user is not in. */

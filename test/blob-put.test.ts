@@ -9,10 +9,11 @@
  * BlobStore.stage, put in two steps: the digest once the bytes are written and hashed (what
  * an import needs to write the documents that name the blob), durability after. A refused or
  * mismatched blob rejects the first step and leaves nothing; a blob whose commit fails
- * rejects the second and leaves nothing either.
+ * rejects the second and leaves nothing either. Blobs made durable together pin through one
+ * descriptor (a second, lost to the garbage collector, made Node print a warning).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -159,6 +160,40 @@ if (!onRam || missing({ tools: ['fincore'] })) {
       );
       assert.not.ok(existsSync(blobs.blobPath(sha(data))), 'no blob');
       assert.equal(leftInTmp(root), [], 'no temp file');
+    } finally {
+      await blobs.close();
+      removeDir(root);
+    }
+  });
+
+  test('blobs made durable together share one pin file, opened once', async () => {
+    const root = tempDir('strata-blob-stage-');
+    const blobs = new BlobStore(root);
+    await blobs.init();
+    const pinFile = join(root, 'tmp', `pins-${process.pid}`);
+    /** This process's descriptors open on the pin file. */
+    const pinDescriptors = () => readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`) === pinFile;
+      } catch {
+        return false; // the directory's own descriptor, gone by now
+      }
+    }).length;
+    try {
+      // Committed in one turn of the event loop, as an import's layer, manifest and record can be.
+      const data = [randomBytes(MiB), randomBytes(MiB + 1), randomBytes(3)];
+      const tmps = data.map((d, i) => {
+        const tmp = join(root, 'tmp', `${process.pid}-blob-${i}`);
+        writeFileSync(tmp, d);
+        return tmp;
+      });
+      await Promise.all(tmps.map((tmp, i) => blobs.commit(tmp, sha(data[i]!))));
+      assert.is(pinDescriptors(), 1, 'one descriptor, not one per blob');
+      for (const d of data) assert.ok(readFileSync(blobs.blobPath(sha(d))).equals(d), 'in place');
+      assert.equal(readFileSync(pinFile, 'utf8').split('\n').filter(Boolean).sort(), data.map(sha).sort(), 'each blob pinned');
+      await blobs.close();
+      assert.is(pinDescriptors(), 0, 'closed with the store');
+      assert.not.ok(existsSync(pinFile), 'and removed');
     } finally {
       await blobs.close();
       removeDir(root);
