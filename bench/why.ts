@@ -53,11 +53,23 @@ export const perEntry =
 
 /** A cold zstd image of the bench stack: compression alone is about mksquashfs's whole CPU. */
 export const coldCompression: Why = (row) =>
-  'compressing the blocks takes about as much CPU as mksquashfs\'s whole run (one thread, the tree\'s 609 MB at level 6: 4.7–5.1 s with either libzstd), ' +
+  'compressing the blocks takes about as much CPU as mksquashfs\'s whole run (one thread, the tree\'s 609 MB at level 6: 4.7–5.1 s with either libzstd on 2026-11-25\'s host, ' +
+  '9.2 s with strata\'s libzstd 1.5.7 and 10.8 s with the system\'s 1.5.4, which mksquashfs uses, in one run each on 2026-11-29\'s), ' +
   'and strata does more on the same two cores: each layer\'s sha256 checked as it is read, each block hashed for deduplication and its block-cache key, ' +
-  'each compressed block hashed and written to the block cache as well as to the image (perf, 2026-11-25: compression 5.2 s, sha256 1.2 s, the main thread 1.5 s of CPU, ' +
-  'about 4 s for two cores against mksquashfs\'s 2.9 s; 2026-11-27 on a host whose mksquashfs kept both cores busy: strata 10.2 s of CPU, about 6 s of it compression, ' +
-  'against mksquashfs\'s 6.6 s). gzip meets the goal because libdeflate compresses faster than zlib (spec/decisions.md, Caches and speed).' +
+  'each compressed block hashed and written to the block cache as well as to the image, and V8 compiling and collecting. ' +
+  'perf by thread (2026-11-29): strata 19.6 s of CPU against mksquashfs\'s 12.1 s; compression 10.1 s, the rest of the compression threads 2.0 s (sha256 0.5 s), ' +
+  'the main thread 3.3 s, V8\'s own thread 2.2 s, libuv\'s pool 1.2 s. gzip meets the goal because libdeflate compresses faster than zlib (spec/decisions.md, Caches and speed).' +
+  cpuClause(row);
+
+/**
+ * A cold zstd image of the Debian base and a few small files: as for the stack, compression
+ * takes both cores for most of the build.
+ */
+export const scaleCompression: Why = (row) =>
+  'most of this stack is the Debian base\'s 115 MiB, and compressing it keeps both cores busy for most of the build, as for the bench stack (cold squash zstd-6, above): ' +
+  'in a profile of the 10,000-file build (2026-11-29, 3.8 s) the two compression threads compressed for 3.3 s of CPU while the main thread waited for them ' +
+  'through 70 % of the 2.2 s of file data; Node\'s start and the plan took the first 0.5 s, the small files\' fragments, the tables and the commit the last 1 s ' +
+  '(spec/decisions.md, Caches and speed).' +
   cpuClause(row);
 
 /** A cold image of many small files: the main thread, not compression, is the bound. */
