@@ -161,19 +161,15 @@ export class BlobStore {
   }
 
   /**
-   * Streams `source` into the store. If `expectHex` is given, a mismatch is an error and nothing
-   * is kept. `groupOf`, when given, is asked once the digest is known and before the blob becomes
-   * visible: a gid makes the blob group-only (0640); it may throw to refuse the content.
-   * `sizeHint`: the stream's length when known, or about it (a small stream is hashed inline;
-   * a wrong hint costs only speed). A chunk of `source` is not kept once the next is asked for.
+   * Streams `source` into the store; resolves once the blob is durable at its digest. If
+   * `expectHex` is given, a mismatch is an error and nothing is kept. `groupOf`, when given, is
+   * asked once the digest is known and before the blob becomes visible: a gid makes the blob
+   * group-only (0640); it may throw to refuse the content. `sizeHint`: the stream's length
+   * when known, or about it (a small stream is hashed inline; a wrong hint costs only speed).
+   * A chunk of `source` is not kept once the next is asked for.
    */
-  async put(
-    source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
-    expectHex?: string,
-    groupOf?: (hex: string) => Promise<number | undefined>,
-    sizeHint?: number,
-  ): Promise<PutResult> {
-    return (await this.stage(source, expectHex, groupOf, sizeHint)).durable;
+  async put(...args: Parameters<BlobStore['stage']>): Promise<PutResult> {
+    return (await this.stage(...args)).durable;
   }
 
   /**

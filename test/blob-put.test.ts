@@ -116,12 +116,21 @@ if (!onRam || missing({ tools: ['fincore'] })) {
   const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
   /** What is left in the store's tmp/ besides this process's pin file. */
   const leftInTmp = (root: string) => readdirSync(join(root, 'tmp')).filter((n) => !n.startsWith('pins-'));
-
-  test('gives the digest and the group, then the blob durable under it', async () => {
+  /** Runs `fn` with the blob store of a fresh store directory, closed and removed after. */
+  const withBlobs = async (fn: (blobs: BlobStore, root: string) => Promise<void>) => {
     const root = tempDir('strata-blob-stage-');
     const blobs = new BlobStore(root);
     await blobs.init();
     try {
+      await fn(blobs, root);
+    } finally {
+      await blobs.close();
+      removeDir(root);
+    }
+  };
+
+  test('gives the digest and the group, then the blob durable under it', () =>
+    withBlobs(async (blobs, root) => {
       const data = randomBytes(3 * MiB + 5);
       const asked: string[] = [];
       const staged = await blobs.stage(chunked(data, [65536]), undefined, async (hex) => {
@@ -137,17 +146,10 @@ if (!onRam || missing({ tools: ['fincore'] })) {
       assert.ok(readFileSync(blobs.blobPath(staged.hex)).equals(data), 'the bytes, under their digest');
       assert.is((await blobs.put([data])).prior, 'ok', 'the same bytes again: found intact');
       assert.equal(leftInTmp(root), []);
-    } finally {
-      await blobs.close();
-      removeDir(root);
-    }
-  });
+    }));
 
-  test('a refusal or a digest mismatch rejects the first step and keeps nothing', async () => {
-    const root = tempDir('strata-blob-stage-');
-    const blobs = new BlobStore(root);
-    await blobs.init();
-    try {
+  test('a refusal or a digest mismatch rejects the first step and keeps nothing', () =>
+    withBlobs(async (blobs, root) => {
       const data = randomBytes(MiB);
       const refused = new Error('restricted elsewhere');
       await blobs.stage([data], undefined, async () => Promise.reject(refused)).then(
@@ -160,26 +162,20 @@ if (!onRam || missing({ tools: ['fincore'] })) {
       );
       assert.not.ok(existsSync(blobs.blobPath(sha(data))), 'no blob');
       assert.equal(leftInTmp(root), [], 'no temp file');
-    } finally {
-      await blobs.close();
-      removeDir(root);
-    }
-  });
+    }));
 
-  test('blobs made durable together share one pin file, opened once', async () => {
-    const root = tempDir('strata-blob-stage-');
-    const blobs = new BlobStore(root);
-    await blobs.init();
-    const pinFile = join(root, 'tmp', `pins-${process.pid}`);
-    /** This process's descriptors open on the pin file. */
-    const pinDescriptors = () => readdirSync('/proc/self/fd').filter((fd) => {
-      try {
-        return readlinkSync(`/proc/self/fd/${fd}`) === pinFile;
-      } catch {
-        return false; // the directory's own descriptor, gone by now
-      }
-    }).length;
-    try {
+  test('blobs made durable together share one pin file, opened once', () =>
+    withBlobs(async (blobs, root) => {
+      const pinFile = join(root, 'tmp', `pins-${process.pid}`);
+      /** This process's descriptors open on the pin file. */
+      const pinDescriptors = () =>
+        readdirSync('/proc/self/fd').filter((fd) => {
+          try {
+            return readlinkSync(`/proc/self/fd/${fd}`) === pinFile;
+          } catch {
+            return false; // the directory's own descriptor, gone by now
+          }
+        }).length;
       // Committed in one turn of the event loop, as an import's layer, manifest and record can be.
       const data = [randomBytes(MiB), randomBytes(MiB + 1), randomBytes(3)];
       const tmps = data.map((d, i) => {
@@ -194,17 +190,10 @@ if (!onRam || missing({ tools: ['fincore'] })) {
       await blobs.close();
       assert.is(pinDescriptors(), 0, 'closed with the store');
       assert.not.ok(existsSync(pinFile), 'and removed');
-    } finally {
-      await blobs.close();
-      removeDir(root);
-    }
-  });
+    }));
 
-  test('a commit that fails rejects durable and leaves no temp file', async () => {
-    const root = tempDir('strata-blob-stage-');
-    const blobs = new BlobStore(root);
-    await blobs.init();
-    try {
+  test('a commit that fails rejects durable and leaves no temp file', () =>
+    withBlobs(async (blobs, root) => {
       const data = randomBytes(2 * MiB);
       const staged = await blobs.stage([data]);
       // The rename into place follows the fsync and a stat, both on the thread pool: the
@@ -215,11 +204,7 @@ if (!onRam || missing({ tools: ['fincore'] })) {
         (e: unknown) => assert.is((e as NodeJS.ErrnoException).code, 'ENOENT'),
       );
       assert.equal(leftInTmp(root), [], 'no temp file');
-    } finally {
-      await blobs.close();
-      removeDir(root);
-    }
-  });
+    }));
 
   test.run();
 }
