@@ -46,12 +46,6 @@ const FIGURE = 'bench-scale.svg';
  * How many runs each point's commands took, for the scale section's intro: "3 runs per
  * command at 10,000 files; 1 at 100,000 and 1,000,000 files, so no min–max".
  */
-/** "3, 3 and 1 runs": the import rows' runs, point by point. */
-function importRunsText(runs: number[]): string {
-  const list = runs.length < 3 ? runs.join(' and ') : `${runs.slice(0, -1).join(', ')} and ${runs[runs.length - 1]}`;
-  return `${list} run${runs.length === 1 && runs[0] === 1 ? '' : 's'}`;
-}
-
 function runsText(points: [n: number, runs: number][]): string {
   const groups: { runs: number; ns: number[] }[] = [];
   for (const [n, runs] of points) {
@@ -66,6 +60,12 @@ function runsText(points: [n: number, runs: number][]): string {
     return `${what}${where}${runs === 1 ? ', so no min–max' : ''}`;
   });
   return parts.join('; ');
+}
+
+/** "3, 3 and 1 runs": the import rows' runs, point by point. */
+function importRunsText(runs: number[]): string {
+  const list = runs.length < 3 ? runs.join(' and ') : `${runs.slice(0, -1).join(', ')} and ${runs[runs.length - 1]}`;
+  return `${list} run${runs.length === 1 && runs[0] === 1 ? '' : 's'}`;
 }
 
 async function main(): Promise<number> {

@@ -23,6 +23,7 @@
  * goes away.
  */
 #include <node_api.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "vendor/libdeflate/libdeflate.h"
@@ -47,6 +48,16 @@ static void state_free(void *data) {
   free(s);
 }
 
+/* `p`, a (de)compressor of this thread's state; when it could not be made, throws ENOMEM naming `fn`. */
+static void *made(napi_env env, const char *fn, void *p) {
+  if (p == NULL) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "%s: out of memory", fn);
+    napi_throw_error(env, "ENOMEM", msg);
+  }
+  return p;
+}
+
 static napi_value js_zlib_compress(napi_env env, napi_callback_info info) {
   static const char fn[] = "zlibCompress";
   size_t argc = 2;
@@ -62,11 +73,8 @@ static napi_value js_zlib_compress(napi_env env, napi_callback_info info) {
   }
   deflate_state *s = instance_slot(env, SLOT_DEFLATE, state_new, state_free);
   if (s != NULL && s->compressors[level] == NULL) s->compressors[level] = libdeflate_alloc_compressor(level);
-  if (s == NULL || s->compressors[level] == NULL) {
-    napi_throw_error(env, "ENOMEM", "zlibCompress: out of memory");
-    return NULL;
-  }
-  struct libdeflate_compressor *c = s->compressors[level];
+  struct libdeflate_compressor *c = made(env, fn, s == NULL ? NULL : s->compressors[level]);
+  if (c == NULL) return NULL;
   /* The bound always fits, so the result is the same as with any larger buffer. */
   size_t bound = libdeflate_zlib_compress_bound(c, length);
   void *out = block_scratch(env, &s->out, bound, fn);
@@ -86,13 +94,11 @@ static napi_value js_zlib_decompress(napi_env env, napi_callback_info info) {
   if (!block_source(env, argv[0], fn, &dst, &room) || !block_source(env, argv[1], fn, &src, &length)) return NULL;
   deflate_state *s = instance_slot(env, SLOT_DEFLATE, state_new, state_free);
   if (s != NULL && s->decompressor == NULL) s->decompressor = libdeflate_alloc_decompressor();
-  if (s == NULL || s->decompressor == NULL) {
-    napi_throw_error(env, "ENOMEM", "zlibDecompress: out of memory");
-    return NULL;
-  }
+  struct libdeflate_decompressor *d = made(env, fn, s == NULL ? NULL : s->decompressor);
+  if (d == NULL) return NULL;
   /* Bytes after the stream's end are left alone, as node:zlib's inflate leaves them. */
   size_t in = 0, out = 0;
-  enum libdeflate_result r = libdeflate_zlib_decompress_ex(s->decompressor, src, length, (void *)dst, room, &in, &out);
+  enum libdeflate_result r = libdeflate_zlib_decompress_ex(d, src, length, (void *)dst, room, &in, &out);
   if (r == LIBDEFLATE_INSUFFICIENT_SPACE) {
     napi_throw_error(env, "ERR_BUFFER_TOO_LARGE", "zlibDecompress: the data inflates past the room given");
     return NULL;

@@ -80,9 +80,6 @@ export interface Rec {
   data?: FileData;
 }
 
-/** Entries the writer cannot store (ERR_IMAGE_INPUT). */
-export { usage };
-
 /**
  * Inode order as a path order: a directory, then its other entries by name, then its
  * subdirectories by name, each with its own entries. Every component carries a flag that

@@ -20,9 +20,9 @@ import { configRecord, resolveErofsCodec, type ErofsCodec, type ErofsCompressor 
 import { BLOCK_BITS, BLOCK_SIZE, FEATURE_INCOMPAT, NAME_MAX, NULL_ADDR, PCLUSTER_MAX, SUPER_OFFSET, align, encodeSuperblock } from './format.js';
 import { Spill } from './spill.js';
 import { SerialCalls } from '../shared/serial.js';
-import { checkName, checkOtherEntry } from '../shared/entry-rules.js';
+import { checkFileEntry, checkName, checkOtherEntry, inputError as usage } from '../shared/entry-rules.js';
 import { OutputFile, type OutputAccess } from '../shared/output-file.js';
-import { compareLinks, compareRecs, decodeExtents, encodeExtents, inodeKey, linkCodec, recCodec, usage, writeTree, type Extent, type FileData, type LinkRec, type Rec, type Run, type TreeResult } from './tree.js';
+import { compareLinks, compareRecs, decodeExtents, encodeExtents, inodeKey, linkCodec, recCodec, writeTree, type Extent, type FileData, type LinkRec, type Rec, type Run, type TreeResult } from './tree.js';
 
 export type { ErofsCompressor };
 
@@ -296,7 +296,7 @@ export class ErofsWriter {
     this.queuedEnd = at + b.length;
   }
 
-  /** Checks what can be checked of one entry alone; the tree is checked at finish(). */
+  /** Adds an entry's record (with its file data) to the records the tree is written from. */
   private push(entry: LayerEntry, data?: FileData): void {
     const rec: Rec = { key: inodeKey(entry.path, entry.type === 'dir'), entry };
     if (data) rec.data = data;
@@ -493,14 +493,12 @@ export class ErofsWriter {
   }
 
   private async streamFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, origin: number | undefined): Promise<void> {
-    if (entry.type !== 'file') throw usage(`addFile needs a regular file, got ${entry.type}: ${entry.path}`);
-    if (entry.path === '.') throw usage('the image root must be a directory');
+    checkFileEntry(entry, NAME_MAX);
     if (!Number.isSafeInteger(entry.size) || entry.size < 0) throw usage(`${entry.path}: size ${entry.size} is invalid`);
     const compressed = this.pool !== undefined && entry.size >= BLOCK_SIZE;
     const data: FileData = compressed
       ? { kind: 'z', size: entry.size, extents: [] }
       : { kind: 'flat', size: entry.size, runs: [], tailZero: false };
-    checkName(entry, NAME_MAX);
     let rec: SegmentFile | undefined;
     const r = this.recording;
     if (r) {

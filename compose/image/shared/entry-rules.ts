@@ -16,6 +16,13 @@ export function checkName(entry: LayerEntry, nameMax: number): void {
   if (Buffer.byteLength(name) > nameMax) throw inputError(`name longer than ${nameMax} bytes: ${entry.path}`);
 }
 
+/** Throws ERR_IMAGE_INPUT for an entry addFile cannot take: not a regular file, the root, a name too long for the format. */
+export function checkFileEntry(entry: LayerEntry, nameMax: number): void {
+  if (entry.type !== 'file') throw inputError(`addFile needs a regular file, got ${entry.type}: ${entry.path}`);
+  if (entry.path === '.') throw inputError('the image root must be a directory');
+  checkName(entry, nameMax);
+}
+
 /**
  * Throws ERR_IMAGE_INPUT for an entry addEntry cannot take: a regular file (those go through
  * addFile), a type no image holds, a root that is not a directory, a symlink or hard link

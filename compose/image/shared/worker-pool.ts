@@ -14,10 +14,9 @@
  * when a job finds every loaded one busy and one of them behind (busy most of its recent
  * time: BUSY_SHARE), up to `threads`, without waiting for the ones still loading (on a machine
  * of many cores the threads load together, not one after another): a build with little to
- * compress loads one thread, not
- * all (a warm build of a small stack compresses only its own /.strata files; a re-build after
- * one module changed finds most blocks in the block cache, which one thread answers as fast
- * as they come).
+ * compress loads one thread, not all (a warm build of a small stack compresses only its own
+ * /.strata files; a re-build after one module changed finds most blocks in the block cache,
+ * which one thread answers as fast as they come).
  *
  * Jobs are posted in batches: those submitted before the event loop next turns go to their
  * worker in one message, and the worker answers in one message what it answered within a

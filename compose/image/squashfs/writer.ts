@@ -22,7 +22,7 @@ import { compressCached } from '../shared/compress-block.js';
 import { agrees, BuildSegments, MetaChunks, MetaCursor, SEGMENT_MAX_FILES, SegmentCache, type FoundSegment } from '../shared/segment-cache.js';
 import { SerialCalls } from '../shared/serial.js';
 // Entries or calls the writer cannot store: ERR_IMAGE_INPUT.
-import { checkName, checkOtherEntry, inputError as usage } from '../shared/entry-rules.js';
+import { checkFileEntry, checkName, checkOtherEntry, inputError as usage } from '../shared/entry-rules.js';
 import { COMPRESSOR, encodeCompressorOptions, squashCodecSpec, type SquashCompressor } from './compressor.js';
 import { encodeSizeWord, FRAGMENT_STREAMS, fragmentStream } from './data.js';
 import { encodeDirectory, DIR_ENTRY_SIZE, DIR_HEADER_MAX, MAX_NAME, type DirChild } from './directory.js';
@@ -345,7 +345,6 @@ export class SquashfsWriter {
     if (this.closed || this.finishing) throw usage('the SquashFS writer is already finished or aborted');
   }
 
-  /** Checks what can be checked of one entry alone; the tree is checked at finish(). */
   /** One part of a file placed; with the last, its record joins the entry list. */
   private placed(f: PendingFile): void {
     if (--f.open !== 0) return;
@@ -373,9 +372,7 @@ export class SquashfsWriter {
   }
 
   private async streamFile(entry: LayerEntry, content: AsyncIterable<Uint8Array>, group: string, opts: GroupOptions, origin: number | undefined): Promise<void> {
-    if (entry.type !== 'file') throw usage(`addFile needs a regular file, got ${entry.type}: ${entry.path}`);
-    if (entry.path === '.') throw usage('the image root must be a directory');
-    checkName(entry, MAX_NAME);
+    checkFileEntry(entry, MAX_NAME);
     const fd: FileData = { size: entry.size, blocksStart: 0, sizes: [], sparse: 0, fragIndex: INVALID_FRAG, fragOffset: 0 };
     const pending: PendingFile = { entry, fd, open: 2 };
     if (group !== this.group) await this.switchGroup(group, opts, undefined);
