@@ -20,9 +20,6 @@
  *        symlink, `..` may not climb above dirfd, no mount is crossed (ELOOP, EXDEV otherwise).
  *        Kernels before 5.6 (ENOSYS): the same rule walked by hand, one openat(O_NOFOLLOW |
  *        O_DIRECTORY) per component, `.`/`..`/empty components refused with EINVAL.
- *   syncFileRange(fd, offset, nbytes)                      sync_file_range(2), SYNC_FILE_RANGE_WRITE:
- *        start writing back a range, without waiting (nbytes 0: to the end of the file)
- *   startWriteback(fd, offset, nbytes) -> Promise<void>    the same, on a thread of libuv's pool
  *   mkdirat(dirfd, name, mode)   mknodat(dirfd, name, mode, major, minor)
  *   symlinkat(target, dirfd, name)   linkat(olddirfd, oldname, newdirfd, newname)  (no follow)
  *   renameat2(olddirfd, oldname, newdirfd, newname, flags)  RENAME_NOREPLACE 1, RENAME_EXCHANGE 2
@@ -596,81 +593,6 @@ static napi_value js_open_beneath(napi_env env, napi_callback_info info) {
   return open_call(env, info, open_beneath_fd, "openat2");
 }
 
-/* syncFileRange's and startWriteback's arguments: (fd, offset, nbytes), safe non-negative integers. */
-static bool range_args(napi_env env, napi_callback_info info, int *fd, int64_t *off, int64_t *len) {
-  napi_value argv[3];
-  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], "fd", fd)) return false;
-  if (!get_offset(env, argv[1], off) || !get_offset(env, argv[2], len)) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "offset and nbytes must be non-negative integers");
-    return false;
-  }
-  return true;
-}
-
-/*
- * syncFileRange(fd, offset, nbytes): sync_file_range(2) with SYNC_FILE_RANGE_WRITE: starts
- * writing back the dirty pages of that range and returns without waiting for them. A hint for
- * a later fsync (which still makes the data durable), so that writing a large file to disk
- * overlaps with producing the rest of it.
- */
-static napi_value js_sync_file_range(napi_env env, napi_callback_info info) {
-  int fd;
-  int64_t off, len;
-  if (!range_args(env, info, &fd, &off, &len)) return NULL;
-  if (sync_file_range(fd, (off64_t)off, (off64_t)len, SYNC_FILE_RANGE_WRITE) != 0) throw_errno(env, errno, "sync_file_range", "");
-  return NULL;
-}
-
-/*
- * startWriteback(fd, offset, nbytes) -> Promise<void>: the same sync_file_range(2), on a thread
- * of libuv's pool. Where a writer has written a lot and goes on writing, its call could wait
- * on a full device queue; there it waits beside the writer, not in its way. Rejects with the
- * errno of a failed call (a hint still: the caller's fsync decides).
- */
-typedef struct {
-  napi_async_work work;
-  napi_deferred deferred;
-  int fd, err;
-  int64_t off, len;
-} writeback_job;
-
-static void writeback_execute(napi_env env, void *data) {
-  (void)env;
-  writeback_job *j = data;
-  if (sync_file_range(j->fd, (off64_t)j->off, (off64_t)j->len, SYNC_FILE_RANGE_WRITE) != 0) j->err = errno;
-}
-
-static void writeback_complete(napi_env env, napi_status status, void *data) {
-  writeback_job *j = data;
-  napi_value v = NULL;
-  if (status == napi_ok && j->err == 0 && napi_get_undefined(env, &v) == napi_ok) {
-    napi_resolve_deferred(env, j->deferred, v);
-  } else {
-    throw_errno(env, status == napi_ok && j->err != 0 ? j->err : EIO, "sync_file_range", "");
-    if (napi_get_and_clear_last_exception(env, &v) != napi_ok) napi_get_undefined(env, &v);
-    napi_reject_deferred(env, j->deferred, v);
-  }
-  napi_delete_async_work(env, j->work);
-  free(j);
-}
-
-static napi_value js_start_writeback(napi_env env, napi_callback_info info) {
-  int fd;
-  int64_t off, len;
-  if (!range_args(env, info, &fd, &off, &len)) return NULL;
-  writeback_job *j = calloc(1, sizeof *j);
-  if (j == NULL) {
-    napi_throw_error(env, "ENOMEM", "startWriteback: out of memory");
-    return NULL;
-  }
-  j->fd = fd;
-  j->off = off;
-  j->len = len;
-  napi_value promise = queue_job(env, "startWriteback", writeback_execute, writeback_complete, j, &j->work, &j->deferred);
-  if (promise == NULL) free(j);
-  return promise;
-}
-
 static napi_value js_mkdirat(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   int dirfd;
@@ -1036,8 +958,6 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"getgrnam", NULL, js_getgrnam, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openat", NULL, js_openat, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openBeneath", NULL, js_open_beneath, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"syncFileRange", NULL, js_sync_file_range, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"startWriteback", NULL, js_start_writeback, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mkdirat", NULL, js_mkdirat, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mknodat", NULL, js_mknodat, NULL, NULL, NULL, napi_enumerable, NULL},
       {"symlinkat", NULL, js_symlinkat, NULL, NULL, NULL, napi_enumerable, NULL},

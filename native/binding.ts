@@ -18,8 +18,6 @@ export interface NativeAddon {
   O_TMPFILE: number;
   openat(dirfd: number, path: string | Buffer, flags: number, mode: number): number;
   openBeneath(dirfd: number, path: string | Buffer, flags: number, mode: number): number;
-  syncFileRange(fd: number, offset: number, nbytes: number): void;
-  startWriteback(fd: number, offset: number, nbytes: number): Promise<void>;
   mkdirat(dirfd: number, name: string | Buffer, mode: number): void;
   mknodat(dirfd: number, name: string | Buffer, mode: number, major: number, minor: number): void;
   symlinkat(target: string | Buffer, dirfd: number, name: string | Buffer): void;

@@ -66,24 +66,6 @@ export function openBeneath(dirfd: number, path: PathArg, flags: number, mode = 
   return addon().openBeneath(dirfd, path, flags, mode);
 }
 
-/**
- * Starts writing back the dirty pages of `nbytes` from `offset` of `fd` (sync_file_range(2),
- * SYNC_FILE_RANGE_WRITE) without waiting for them: a later fsync, which alone makes the data
- * durable, then has less left to do.
- */
-export function syncFileRange(fd: number, offset: number, nbytes: number): void {
-  addon().syncFileRange(fd, offset, nbytes);
-}
-
-/**
- * syncFileRange on a thread of libuv's pool: the call may wait for room in the device's
- * queue, and a writer that goes on writing should not wait with it. `fd` must stay open
- * until the promise settles. `nbytes` 0: to the end of the file.
- */
-export function startWriteback(fd: number, offset: number, nbytes: number): Promise<void> {
-  return addon().startWriteback(fd, offset, nbytes);
-}
-
 /** `size` bytes, uninitialised, the first at a multiple of 4096: a buffer O_DIRECT may write from. */
 export function alignedBuffer(size: number): Buffer {
   return addon().alignedBuffer(size);

@@ -19,7 +19,6 @@ import { lgetxattr, llistxattr, lremovexattr, lsetxattr, readXattrs, XATTR_CREAT
 import {
   AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW, DIR_FLAGS, O_PATH, RENAME_EXCHANGE, RENAME_NOREPLACE, fchmodat, fchownat, fdPath, fremovexattr,
   fsetxattr, fstatat, linkat, mkdirat, mknodat, openBeneath, openat, readdirfd, renameat2, rmtreeat, symlinkat, unlinkat, utimensat,
-  startWriteback, syncFileRange,
 } from '../native/fsops.js';
 import { aclFromText, aclToXattr } from '../native/acl.js';
 import { unmount } from './helpers/tmp.js';
@@ -284,47 +283,6 @@ at('openBeneath creates below the root and refuses symlinks, `..`, absolute path
   }
   assert.is(readFileSync(join(outside, 'victim'), 'utf8'), 'keep\n');
   assert.equal(readdirfd(openSync(outside, DIR_FLAGS)).map(String), ['victim']);
-});
-
-at('syncFileRange starts writeback without changing the file, and refuses what is not a file descriptor', ({ dir }) => {
-  const f = join(dir, 'f');
-  const fd = openSync(f, 'w');
-  try {
-    writeSync(fd, Buffer.alloc(1 << 20, 7));
-    syncFileRange(fd, 0, 1 << 20);
-    syncFileRange(fd, 0, 0); // 0 bytes: to the end of the file
-    assert.is(statSync(f).size, 1 << 20);
-  } finally {
-    closeSync(fd);
-  }
-  expectErrno(() => syncFileRange(fd, 0, 1), 'EBADF', 'sync_file_range', '');
-});
-
-at('startWriteback starts writeback on the pool without changing the file, and rejects what is not a file', async ({ dir }) => {
-  const f = join(dir, 'f');
-  const fd = openSync(f, 'w');
-  const data = Buffer.alloc(3 << 20, 9);
-  try {
-    writeSync(fd, data);
-    await startWriteback(fd, 0, 1 << 20);
-    await startWriteback(fd, 0, 0); // to the end of the file
-  } finally {
-    closeSync(fd);
-  }
-  assert.ok(readFileSync(f).equals(data));
-  const closed = await startWriteback(fd, 0, 0).catch((e: NodeJS.ErrnoException) => e);
-  assert.instance(closed, Error);
-  assert.is((closed as NodeJS.ErrnoException).code, 'EBADF');
-  assert.is((closed as NodeJS.ErrnoException).syscall, 'sync_file_range');
-  const dev = openSync('/dev/null', 'r');
-  try {
-    const notFile = await startWriteback(dev, 0, 0).catch((e: NodeJS.ErrnoException) => e);
-    assert.instance(notFile, Error);
-    assert.is((notFile as NodeJS.ErrnoException).code, 'ESPIPE');
-  } finally {
-    closeSync(dev);
-  }
-  assert.throws(() => startWriteback(0, -1, 0), /offset and nbytes/);
 });
 
 at('hashCopy with writeback writes and hashes the same bytes across its writeback steps', async ({ dir }) => {

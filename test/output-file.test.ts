@@ -2,8 +2,8 @@
  * An image's temp file (compose/image/shared/output-file.ts): the sha256 commit reports is the
  * committed file's, whether it was read back whole or begun early over the first bytes
  * (hashAhead); a write into bytes already hashed throws instead of changing them; an abort
- * while that read goes on removes the temp file and leaves OUT as it was; the writeback started
- * every 16 MiB changes no byte.
+ * while that read goes on removes the temp file and leaves OUT as it was; the syncs every
+ * 16 MiB change no byte.
  */
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -80,14 +80,14 @@ test('a write or truncation into the hashed bytes throws; abort during the read 
   assert.equal(readdirSync(dir), ['image'], 'no temp file left');
 }));
 
-test('past the writeback steps: the file is what was written, rewrites included; an abort then removes it', withDir(async (dir) => {
+test('past the sync steps: the file is what was written, rewrites included; an abort then removes it', withDir(async (dir) => {
   const out = join(dir, 'image');
   const chunk = pattern(1 << 20, 4);
   const f = await OutputFile.create(out);
-  const n = 40; // the writeback is started at 16 and 32 MiB
+  const n = 40; // synced at 16 and 32 MiB
   for (let i = 0; i < n; i++) await f.queueWrite(chunk, i << 20);
   const head = pattern(96, 5);
-  await f.writeAll(head, 0); // a superblock written last, over pages whose writeback began
+  await f.writeAll(head, 0); // a superblock written last, over pages already synced
   const digest = await f.commit();
   const expect = Buffer.concat(Array.from({ length: n }, () => chunk));
   head.copy(expect, 0);
@@ -97,7 +97,7 @@ test('past the writeback steps: the file is what was written, rewrites included;
 
   writeFileSync(out, 'the previous image');
   const g = await OutputFile.create(out);
-  await g.writeAll(pattern(20 << 20, 6), 0); // one writeback started
+  await g.writeAll(pattern(20 << 20, 6), 0); // one sync started
   await g.abort(); // waits for it before closing the descriptor
   assert.is(readFileSync(out, 'utf8'), 'the previous image');
   assert.equal(readdirSync(dir), ['image'], 'no temp file left');

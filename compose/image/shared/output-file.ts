@@ -25,12 +25,10 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { addon } from '../../../native/binding.js';
-import { startWriteback } from '../../../native/fsops.js';
+import { SyncBehind } from '../../../native/sync-behind.js';
 
 /** Queued writes go out once this many bytes are queued. */
 const WRITE_BEHIND = 1 << 20;
-/** The file's writeback is started again once this many more bytes were written. */
-const WRITEBACK_STEP = 16 << 20;
 const HOST = createHash('sha256').update(os.hostname()).digest('hex').slice(0, 8);
 const TEMP = /^\.strata-tmp-([0-9a-f]{8})-(\d+)-[0-9a-f]{12}$/;
 
@@ -79,9 +77,12 @@ export class OutputFile {
   private queuedBytes = 0;
   /** hashAhead's sha256 stream, the bytes it covers, and its read of them (on the pool). */
   private ahead: { stream: unknown; length: number; read: Promise<void> } | undefined;
-  /** Bytes written since the file's writeback was last started, and that start while it runs (on the pool). */
-  private unkicked = 0;
-  private kick: Promise<void> | undefined;
+  /**
+   * The file synced a step behind the writer (on the pool), so that commit's fsync has only
+   * the last step left (spec/decisions.md, Caches and speed). Writers that copy into the file
+   * themselves start the writeback of what they copied (hashCopy's `writeback`).
+   */
+  private readonly behind: SyncBehind;
 
   private constructor(
     /** Where the file ends up. */
@@ -90,7 +91,9 @@ export class OutputFile {
     readonly tmpPath: string,
     readonly fh: fs.FileHandle,
     private readonly access: OutputAccess,
-  ) {}
+  ) {
+    this.behind = new SyncBehind(fh);
+  }
 
   /** Creates the temp file for `out` (after removing stale ones). Errors are the open's (EACCES, ENOENT…). */
   static async create(out: string, access: OutputAccess = {}): Promise<OutputFile> {
@@ -152,7 +155,7 @@ export class OutputFile {
     this.checkPast(at);
     const { bytesWritten } = await this.fh.writev(bufs as Uint8Array[], at);
     const total = bufs.reduce((n, b) => n + b.length, 0);
-    this.written(bytesWritten);
+    this.behind.wrote(bytesWritten);
     if (bytesWritten < total) await this.writeAt(Buffer.concat(bufs).subarray(bytesWritten), at + bytesWritten);
   }
 
@@ -162,26 +165,8 @@ export class OutputFile {
       const { bytesWritten } = await this.fh.write(b, off, b.length - off, at + off);
       if (bytesWritten <= 0) throw new Error(`short write to ${this.tmpPath}`);
       off += bytesWritten;
-      this.written(bytesWritten);
+      this.behind.wrote(bytesWritten);
     }
-  }
-
-  /**
-   * Every WRITEBACK_STEP bytes written, the file's writeback is started (sync_file_range
-   * WRITE over the whole file, on the pool, one at a time): the disk takes the image while
-   * the rest of it is made, and commit's fsync, which alone makes it durable, has only the
-   * last pages left (spec/decisions.md, Caches and speed). Writers that copy into the file
-   * themselves start the writeback of what they copied (hashCopy's `writeback`).
-   */
-  private written(n: number): void {
-    this.unkicked += n;
-    if (this.unkicked < WRITEBACK_STEP || this.kick) return;
-    this.unkicked = 0;
-    // A hint: whatever fails here (a filesystem without it), commit's fsync does the work and reports errors.
-    this.kick = Promise.resolve()
-      .then(() => startWriteback(this.fh.fd, 0, 0))
-      .catch(() => undefined)
-      .finally(() => (this.kick = undefined));
   }
 
   /**
@@ -249,7 +234,7 @@ export class OutputFile {
     }
     await this.fh.chmod(mode);
     const [sha256] = await Promise.all([this.sha256(), this.fh.sync()]);
-    await this.kick;
+    await this.behind.settled();
     await this.fh.close();
     await fs.rename(this.tmpPath, this.path);
     this.done = true;
@@ -265,9 +250,9 @@ export class OutputFile {
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
-    // The descriptor stays open until hashAhead's read of it, and a writeback started, are over.
+    // The descriptor stays open until hashAhead's read of it, and a sync started, are over.
     await this.ahead?.read.catch(() => undefined);
-    await this.kick;
+    await this.behind.settled();
     await this.fh.close().catch(() => undefined);
     await fs.rm(this.tmpPath, { force: true });
   }
