@@ -4,10 +4,12 @@
  * closing fsync, which alone makes the file durable, then has only the last step left.
  *
  * Why a sync and not a writeback hint (sync_file_range): a disk with a volatile write cache
- * (or a virtual one, or a network filesystem) still holds what a hint or an O_DIRECT write sent
- * it, and the closing fsync's flush writes all of it out at once. Measured on the benchmark's
- * host (spec/decisions.md, Caches and speed): the closing fsync of a 171 MiB blob written with
- * O_DIRECT 150 → 25 ms, of mpi.tar's 401 MiB 0.5 s → 13 ms.
+ * (or a virtual one, or a network filesystem) still holds what a hint sent it, and the closing
+ * fsync's flush writes all of it out at once. Measured on the benchmark's host: the closing
+ * fsync of the EROFS re-build's 312 MB image 0.40 s → 13 ms. It is for a writer slower than
+ * the disk (an image, a blob through the page cache): among the writes of one as fast as the
+ * disk (a large blob written with O_DIRECT) the flushes held the writes back
+ * (spec/decisions.md, Caches and speed).
  *
  * Every sync is a hint: its failure is left for the closing fsync to report. The caller
  * closes the file only after `settled()`.
