@@ -10,8 +10,8 @@
  * and figure into the scratch dir instead, so BENCHMARKS.md always shows one full run.
  * BENCH_DATA: the data root (default .bench-data/ in the package root). BENCH_CLI: measure
  * this executable as is instead of a copy of the `strata` command and dist/ (cli/strata; or,
- * run with node, dist/bundle/strata.js, or dist/cli/main.js of an older build; a path that
- * does not exist makes every strata row "not available").
+ * run with node, dist/bundle/strata.cjs, or dist/bundle/strata.js or dist/cli/main.js of an
+ * older build; a path that does not exist makes every strata row "not available").
  */
 import { existsSync } from 'node:fs';
 import { loadavg } from 'node:os';

@@ -72,9 +72,10 @@ export async function inTurn(sides: readonly (Side | Outcome)[]): Promise<Outcom
 
 /**
  * The `strata` command (cli/strata, which runs the bundle `npm run build` makes), else the
- * bundle, else the compiled entry of a build before either (those two run with node).
+ * bundle's executable (an ES module before 2026-11-29), else the compiled entry of a build
+ * before either (those run with node).
  */
-const EXECUTABLES = ['cli/strata', 'dist/bundle/strata.js', 'dist/cli/main.js'];
+const EXECUTABLES = ['cli/strata', 'dist/bundle/strata.cjs', 'dist/bundle/strata.js', 'dist/cli/main.js'];
 
 export class Strata {
   readonly available: boolean;
@@ -85,7 +86,7 @@ export class Strata {
   }
   /** The command line of one strata call: the command, or node and a script, then the arguments. */
   argv(store: string, args: string[]): string[] {
-    const cli = this.cli.endsWith('.js') ? [process.execPath, this.cli] : [this.cli];
+    const cli = /\.c?js$/.test(this.cli) ? [process.execPath, this.cli] : [this.cli];
     return [...cli, '--store', store, '-q', ...args];
   }
   /** Untimed call (setup); throws BenchError. */

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `strata` executable as `npm run build` leaves it (dist/bundle/strata.js, which the
+ * The `strata` executable as `npm run build` leaves it (dist/bundle/strata.cjs, which the
  * launcher cli/strata runs): compiles the CLI's bundle (dist/bundle/cli.cjs: cli/bin.ts and all
  * it loads) with the code cache beside it, cli.cjs.cache, and runs it (cli/code-cache.ts).
  *

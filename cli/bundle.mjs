@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `npm run build` step after tsc: bundles the CLI (dist/cli/bin.js and every module it loads)
 // into one CommonJS file, dist/bundle/cli.cjs, and writes V8's code cache for it beside it,
-// cli.cjs.cache; dist/bundle/strata.js, the executable, compiles the one with the other
+// cli.cjs.cache; dist/bundle/strata.cjs, the executable, compiles the one with the other
 // (cli/boot.ts, cli/code-cache.ts). So a command starts from two files instead of resolving
 // and compiling a hundred, and most of what it runs is deserialised, not compiled
 // (spec/decisions.md, "One bundle for the executable", "The bundle runs from V8's code cache").
@@ -24,11 +24,11 @@ const dist = join(root, 'dist');
 const out = join(dist, 'bundle');
 
 /**
- * `import.meta.url` of a module in dist/ → the URL of that module's compiled file: in an ES
- * module relative to the bundle's own URL, in the CommonJS bundle to its directory (a helper
- * of the banner). `import.meta.resolve` is used only when running from source under tsx.
+ * `import.meta.url` of a module in dist/ → the URL of that module's compiled file, relative to
+ * the bundle's directory (a helper of the banner, cjsBanner). `import.meta.resolve` is used
+ * only when running from source under tsx.
  */
-const ownUrls = (format) => ({
+const ownUrls = {
   name: 'strata-own-urls',
   setup(build) {
     build.onLoad({ filter: /\.js$/ }, async ({ path }) => {
@@ -36,12 +36,11 @@ const ownUrls = (format) => ({
       const text = await readFile(path, 'utf8');
       if (!text.includes('import.meta.')) return undefined;
       const rel = JSON.stringify(relative(out, path).split(sep).join('/'));
-      if (format === 'esm') return { contents: text.replaceAll('import.meta.url', `new URL(${rel}, import.meta.url).href`), loader: 'js' };
       const contents = text.replaceAll('import.meta.url', `__strataOwnUrl(${rel})`).replaceAll('import.meta.resolve', '__strataNoResolve');
       return { contents, loader: 'js' };
     });
   },
-});
+};
 
 /**
  * classic-level's `require('./binding')` stays a require of `classic-level/binding.js`, resolved
@@ -57,6 +56,13 @@ const levelBinding = {
 };
 
 const common = { bundle: true, platform: 'node', target: 'node20', logLevel: 'warning' };
+/** What a CommonJS bundle's rewritten `import.meta` calls (ownUrls). */
+const cjsBanner = {
+  js: [
+    "const __strataOwnUrl = (rel) => require('node:url').pathToFileURL(require('node:path').join(__dirname, rel)).href;",
+    "const __strataNoResolve = () => { throw new Error('import.meta.resolve is not available in the bundle'); };",
+  ].join('\n'),
+};
 rmSync(out, { recursive: true, force: true });
 await esbuild.build({
   ...common,
@@ -64,13 +70,8 @@ await esbuild.build({
   outfile: join(out, 'cli.cjs'),
   format: 'cjs',
   external: ['zstd-napi'],
-  banner: {
-    js: [
-      "const __strataOwnUrl = (rel) => require('node:url').pathToFileURL(require('node:path').join(__dirname, rel)).href;",
-      "const __strataNoResolve = () => { throw new Error('import.meta.resolve is not available in the bundle'); };",
-    ].join('\n'),
-  },
-  plugins: [ownUrls('cjs'), levelBinding],
+  banner: cjsBanner,
+  plugins: [ownUrls, levelBinding],
 });
 // esbuild escapes every non-ASCII character of the code (its default charset), not those of the
 // comments it keeps (a dash, an ellipsis): escaped as well, the file is ASCII, which the
@@ -79,14 +80,18 @@ await esbuild.build({
 const cjs = join(out, 'cli.cjs');
 const escape = (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 writeFileSync(cjs, readFileSync(cjs, 'utf8').replace(/[^\x00-\x7f]/g, escape));
+// The executable is CommonJS too: Node starts a CommonJS main without its ES module loader,
+// 7-10 ms sooner a command (spec/decisions.md, "The bundle runs from V8's code cache").
+const exe = join(out, 'strata.cjs');
 await esbuild.build({
   ...common,
   entryPoints: [join(dist, 'cli', 'boot.js')],
-  outfile: join(out, 'strata.js'),
-  format: 'esm',
-  plugins: [ownUrls('esm')],
+  outfile: exe,
+  format: 'cjs',
+  banner: cjsBanner,
+  plugins: [ownUrls],
 });
-chmodSync(join(out, 'strata.js'), 0o755);
+chmodSync(exe, 0o755);
 warmCodeCache();
 
 /**
@@ -126,7 +131,7 @@ function warmCodeCache() {
     ];
     for (const args of runs) {
       const argv = args[0] === '--version' ? args : ['--store', store, '-q', ...args];
-      const r = spawnSync(process.execPath, [join(out, 'strata.js'), ...argv], { cwd: stack, env, encoding: 'utf8', timeout: 60_000 });
+      const r = spawnSync(process.execPath, [exe, ...argv], { cwd: stack, env, encoding: 'utf8', timeout: 60_000 });
       if (r.status !== 0) {
         const why = (r.stderr || r.error?.message || `exit ${r.status ?? r.signal}`).trim().split('\n')[0];
         process.stderr.write(`bundle: the code cache covers less: \`strata ${args.join(' ')}\` failed: ${why}\n`);

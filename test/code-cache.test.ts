@@ -40,9 +40,9 @@ function stateOf(pkg: string): string {
   return mustRun(process.execPath, ['--input-type=module', '-e', code, bundleOf(pkg), cacheOf(pkg)]).stdout.toString();
 }
 
-/** `strata ARGS…` of the package (its dist/bundle/strata.js); STRATA_CODE_CACHE as given. */
+/** `strata ARGS…` of the package (its dist/bundle/strata.cjs); STRATA_CODE_CACHE as given. */
 function strata(pkg: string, args: string[], cache?: 'off' | 'write', cwd?: string): { code: number; out: string; err: string } {
-  const r = run(process.execPath, [join(pkg, 'dist', 'bundle', 'strata.js'), ...args], { cwd, env: { STRATA_CODE_CACHE: cache ?? '', STRATA_STORE: '', HOME: pkg } });
+  const r = run(process.execPath, [join(pkg, 'dist', 'bundle', 'strata.cjs'), ...args], { cwd, env: { STRATA_CODE_CACHE: cache ?? '', STRATA_STORE: '', HOME: pkg } });
   return { code: r.code, out: r.stdout.toString(), err: r.stderr };
 }
 
@@ -158,7 +158,7 @@ test('STRATA_CODE_CACHE=write writes a cache the next run takes', () => {
     assert.is(r.code, 0, r.err);
     assert.is(r.err, '');
     assert.is(stateOf(pkg), 'used');
-    assert.equal(readdirSync(join(pkg, 'dist', 'bundle')).sort(), ['cli.cjs', 'cli.cjs.cache', 'strata.js'], 'no temp file left');
+    assert.equal(readdirSync(join(pkg, 'dist', 'bundle')).sort(), ['cli.cjs', 'cli.cjs.cache', 'strata.cjs'], 'no temp file left');
   } finally {
     removeDir(pkg);
   }

@@ -1,5 +1,5 @@
 /**
- * The strata CLI as the tests run it: the executable `dist/bundle/strata.js` (`npm test` builds it
+ * The strata CLI as the tests run it: the executable `dist/bundle/strata.cjs` (`npm test` builds it
  * first), or $STRATA_TEST_CLI to check that the tests fail against a mutated build.
  *
  * One runner for every suite, a real subprocess each time (no shell):
@@ -24,7 +24,7 @@ import { asUser, userEnv, type TestUser } from './users.js';
 
 export const CLI =
   process.env.STRATA_TEST_CLI ||
-  [new URL('../../bundle/strata.js', import.meta.url), new URL('../../dist/bundle/strata.js', import.meta.url)]
+  [new URL('../../bundle/strata.cjs', import.meta.url), new URL('../../dist/bundle/strata.cjs', import.meta.url)]
     .map((u) => fileURLToPath(u))
     .find((p) => existsSync(p))!;
 
