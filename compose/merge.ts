@@ -35,14 +35,9 @@ export async function planMerge(
   }
 }
 
-/**
- * Every ACL of the merged tree, by path (each entry as its layer holds it), in the plan's
- * order. A walk of the whole plan (from the spilled runs at scale), so skipped when no layer
- * entry had an ACL at all.
- */
+/** Every ACL of the merged tree, by path (each entry as its layer holds it), in the plan's order. */
 function* aclEntries(merge: LayerMerge): Generator<[string, AclIndexEntry]> {
-  if (!merge.hasAcls) return;
-  for (const { entry: e } of merge.walk(true)) if (e.acl && (e.acl.access || e.acl.default)) yield [e.path, { mode: e.mode, gid: e.gid, ...e.acl }];
+  for (const e of merge.aclEntries()) yield [e.path, { mode: e.mode, gid: e.gid, ...e.acl }];
 }
 
 /**

@@ -136,6 +136,10 @@ interface Claim {
 const ROOT_DEFAULT: LayerEntry = { path: '.', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 };
 /** Symlinks followed while resolving one path, at most (as Linux's MAXSYMLINKS). */
 const MAX_HOPS = 40;
+/** The most leaves with an ACL that aclEntries() keeps track of before it walks the plan instead. */
+const ACL_LEAVES_MAX = 4096;
+
+const hasAcl = (e: LayerEntry): boolean => Boolean(e.acl && (e.acl.access || e.acl.default));
 
 const leafCodec: RecordCodec<Leaf> = {
   encode: (l) => encodeEntry(l.entry, l.linked ? [l.layer, l.tarPath ?? null, 1] : l.tarPath === undefined ? [l.layer] : [l.layer, l.tarPath]),
@@ -203,7 +207,13 @@ export class LayerMerge {
   /** Each surviving member of a hard-link group under its final path, as planned (groupMembers), once asked for. */
   private members: SpillSorter<PlannedEntry> | undefined;
   private readonly sorters: Array<SpillSorter<unknown>> = [];
+  /** False while no entry of the layers applied so far carries an ACL (then none of the tree does). */
   private aclSeen = false;
+  /**
+   * The leaves with an ACL that no leaf pushed after them has replaced, by final path, while
+   * there are at most ACL_LEAVES_MAX (then undefined: aclEntries() walks the plan).
+   */
+  private aclLeaves: Map<string, Leaf> | undefined = new Map();
   /** Entries the layers have given so far (LayerMergeOptions.large). */
   private taken = 0;
 
@@ -223,11 +233,6 @@ export class LayerMerge {
   /** Layers applied so far. */
   get layers(): number {
     return this.nLayers;
-  }
-
-  /** False when no entry of the layers applied so far carries an ACL (then none of the tree does). */
-  get hasAcls(): boolean {
-    return this.aclSeen;
   }
 
   /**
@@ -266,7 +271,7 @@ export class LayerMerge {
     for await (const e of read(false)) {
       if (++this.taken === this.opts.large?.entries) this.opts.large.reached();
       if (whiteoutTarget(e.path)) continue;
-      if (e.acl && (e.acl.access || e.acl.default)) this.aclSeen = true;
+      if (hasAcl(e)) this.aclSeen = true;
       let isLinked = false;
       if (named && !named.done) {
         while (!named.done && comparePaths(named.value, e.path) < 0) named = names!.next();
@@ -302,19 +307,70 @@ export class LayerMerge {
       if (finalPath !== e.path) leaf.tarPath = e.path;
       if (isLinked) leaf.linked = true;
       this.leaves.push(leaf);
+      if (this.aclLeaves) this.trackAcl(finalPath, leaf);
     }
     linked.dispose();
   }
 
+  /**
+   * Of the leaves at one final path, the one pushed last is the only one that can survive: a
+   * hide that covers it covers those pushed before it, which are of its layer or below.
+   */
+  private trackAcl(finalPath: string, leaf: Leaf): void {
+    const leaves = this.aclLeaves!;
+    if (!hasAcl(leaf.entry)) leaves.delete(finalPath);
+    else if (leaves.size < ACL_LEAVES_MAX || leaves.has(finalPath)) leaves.set(finalPath, leaf);
+    else this.aclLeaves = undefined;
+  }
+
   /** True when `p` (a final path) is a directory of the tree so far. */
   isDir(p: string): boolean {
-    if (p === '.') return true;
+    return this.nodeAt(p)?.entry.type === 'dir';
+  }
+
+  /** The tree's node at `p` (a final path), if any. */
+  private nodeAt(p: string): Node | undefined {
+    if (p === '.') return this.root;
     let n: Node | undefined = this.root;
     for (const part of p.split('/')) {
       n = n?.children?.get(part);
-      if (!n) return false;
+      if (!n) return undefined;
     }
-    return n.entry.type === 'dir';
+    return n;
+  }
+
+  /**
+   * The final entries that carry an ACL, in path order, as the layers hold them: those of
+   * walk(true). Where few leaves carry one (ACL_LEAVES_MAX) they are found without that walk,
+   * which reads every leaf of the stack back: the tree's nodes with an ACL, and each tracked
+   * leaf that no node took the place of and no hide of a layer above it covers. Errors in the
+   * layers that walk() reports are left for the plan's walk.
+   */
+  *aclEntries(): Generator<LayerEntry> {
+    if (!this.aclSeen) return;
+    if (!this.aclLeaves) {
+      for (const { entry } of this.walk(true)) if (hasAcl(entry)) yield entry;
+      return;
+    }
+    const hidesAt = new Map<string, Hide[]>();
+    for (const h of this.hides) hidesAt.set(h.path, [...(hidesAt.get(h.path) ?? []), h]);
+    // Hides that cover `p` lie at it or at one of its ancestors ('.' included).
+    const covered = (p: string, layer: number) => {
+      for (let at = p; ; at = parentOf(at)) {
+        if (hidesAt.get(at)?.some((h) => h.layer > layer && (h.path !== p || h.self))) return true;
+        if (at === '.') return false;
+      }
+    };
+    const leaves = [...this.aclLeaves.values()]
+      .filter((l) => !this.nodeAt(l.entry.path) && !covered(l.entry.path, l.layer))
+      .map((l) => l.entry)
+      .sort((a, b) => comparePaths(a.path, b.path));
+    let i = 0;
+    for (const { node, path } of dfs(this.root, '.')) {
+      for (; i < leaves.length && comparePaths(leaves[i]!.path, path) < 0; i++) yield leaves[i]!;
+      if (hasAcl(node.entry)) yield node.entry.path === path ? node.entry : { ...node.entry, path };
+    }
+    for (; i < leaves.length; i++) yield leaves[i]!;
   }
 
   /**
