@@ -214,10 +214,11 @@ export class BlobStore {
     const spare: Buffer[] = [];
     let gather: Buffer = newBuffer();
     let gathered = 0;
-    const writeAt = async (bytes: Uint8Array, at: number, written?: () => void) => {
+    /** Writes `bytes` at `at`, waiting only while WRITES_IN_FLIGHT are; `written` once it is done. */
+    const writeAt = async (bytes: Uint8Array, at: number, written: () => void) => {
       const p = fh.write(bytes, 0, bytes.byteLength, at).then(() => {
         behind?.wrote(bytes.byteLength);
-        written?.();
+        written();
       });
       inflight.add(p);
       void p.finally(() => inflight.delete(p)).catch(() => undefined);
