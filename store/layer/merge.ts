@@ -353,7 +353,11 @@ export class LayerMerge {
       return;
     }
     const hidesAt = new Map<string, Hide[]>();
-    for (const h of this.hides) hidesAt.set(h.path, [...(hidesAt.get(h.path) ?? []), h]);
+    for (const h of this.hides) {
+      const at = hidesAt.get(h.path);
+      if (at) at.push(h);
+      else hidesAt.set(h.path, [h]);
+    }
     // Hides that cover `p` lie at it or at one of its ancestors ('.' included).
     const covered = (p: string, layer: number) => {
       for (let at = p; ; at = parentOf(at)) {
