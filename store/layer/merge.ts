@@ -28,8 +28,12 @@
  * Hard-link groups go through sorters too: a layer's links by the path they name (which marks
  * its linked files as they come), the linked files' entries, and, once the layers are in, each
  * surviving member under its final path, sorted by group, which gives the group its leader.
+ * The few leaves of a kind some callers need (those with an ACL, the members of hard-link
+ * groups) are watched as they come (LeafWatch, at most 4,096 of each), so that finding which
+ * of them survive takes no walk of the plan.
  *
- * Memory: the directories and symlinks of the stack and the hides, plus the sorters' budgets.
+ * Memory: the directories and symlinks of the stack and the hides, plus the sorters' budgets
+ * and the watched leaves.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { StrataError, STORE_ERR } from '../errors.js';
@@ -136,10 +140,37 @@ interface Claim {
 const ROOT_DEFAULT: LayerEntry = { path: '.', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0 };
 /** Symlinks followed while resolving one path, at most (as Linux's MAXSYMLINKS). */
 const MAX_HOPS = 40;
-/** The most leaves with an ACL that aclEntries() keeps track of before it walks the plan instead. */
-const ACL_LEAVES_MAX = 4096;
+/**
+ * The most leaves of one kind (LeafWatch: those with an ACL, the members of hard-link groups)
+ * the merge keeps track of; past it, what needs them walks the plan instead.
+ */
+const WATCHED_LEAVES_MAX = 4096;
 
 const hasAcl = (e: LayerEntry): boolean => Boolean(e.acl && (e.acl.access || e.acl.default));
+
+/**
+ * The leaves of one kind (those `keeps` picks) by final path, each dropped by any leaf pushed
+ * after it at its path, while there are at most `max`; then it gives up (`leaves` undefined).
+ * Of the leaves at one final path, the one pushed last is the only one that can survive: a hide
+ * that covers it covers those pushed before it, which are of its layer or below. So the watched
+ * leaves that survive are those no node of the tree took the place of and no hide of a layer
+ * above covers (LayerMerge.surviving), found without a walk of the plan.
+ */
+class LeafWatch {
+  leaves: Map<string, Leaf> | undefined = new Map();
+  constructor(
+    private readonly keeps: (l: Leaf) => boolean,
+    private readonly max: number,
+  ) {}
+
+  push(leaf: Leaf): void {
+    const leaves = this.leaves!;
+    const at = leaf.entry.path;
+    if (!this.keeps(leaf)) leaves.delete(at);
+    else if (leaves.size < this.max || leaves.has(at)) leaves.set(at, leaf);
+    else this.leaves = undefined;
+  }
+}
 
 const leafCodec: RecordCodec<Leaf> = {
   encode: (l) => encodeEntry(l.entry, l.linked ? [l.layer, l.tarPath ?? null, 1] : l.tarPath === undefined ? [l.layer] : [l.layer, l.tarPath]),
@@ -193,6 +224,8 @@ export interface LayerMergeOptions {
    * memory by the plan acts before the plan's own allocations, the largest, are made.
    */
   large?: { entries: number; reached(): void };
+  /** The most leaves of one kind kept track of (LeafWatch; default WATCHED_LEAVES_MAX; 0: always walk). */
+  watch?: number;
 }
 
 export class LayerMerge {
@@ -209,11 +242,9 @@ export class LayerMerge {
   private readonly sorters: Array<SpillSorter<unknown>> = [];
   /** False while no entry of the layers applied so far carries an ACL (then none of the tree does). */
   private aclSeen = false;
-  /**
-   * The leaves with an ACL that no leaf pushed after them has replaced, by final path, while
-   * there are at most ACL_LEAVES_MAX (then undefined: aclEntries() walks the plan).
-   */
-  private aclLeaves: Map<string, Leaf> | undefined = new Map();
+  /** The leaves with an ACL (aclEntries()) and the members of hard-link groups (groupMembers()). */
+  private readonly aclWatch: LeafWatch;
+  private readonly linkWatch: LeafWatch;
   /** Entries the layers have given so far (LayerMergeOptions.large). */
   private taken = 0;
 
@@ -221,6 +252,9 @@ export class LayerMerge {
     this.leaves = new SpillSorter<Leaf>({ compare: (a, b) => comparePaths(a.entry.path, b.entry.path), codec: leafCodec, dir: opts.tmpDir, budget: opts.budget });
     this.sorters.push(this.leaves as SpillSorter<unknown>);
     this.linkedFiles = this.sorter<Leaf>((a, b) => a.layer - b.layer || comparePaths(a.entry.path, b.entry.path), leafCodec);
+    const max = opts.watch ?? WATCHED_LEAVES_MAX;
+    this.aclWatch = new LeafWatch((l) => hasAcl(l.entry), max);
+    this.linkWatch = new LeafWatch((l) => l.entry.type === 'hardlink' || l.linked === true, max);
   }
 
   /** A sorter spilling to the merge's directory, disposed with it. */
@@ -307,20 +341,10 @@ export class LayerMerge {
       if (finalPath !== e.path) leaf.tarPath = e.path;
       if (isLinked) leaf.linked = true;
       this.leaves.push(leaf);
-      if (this.aclLeaves) this.trackAcl(finalPath, leaf);
+      if (this.aclWatch.leaves) this.aclWatch.push(leaf);
+      if (this.linkWatch.leaves) this.linkWatch.push(leaf);
     }
     linked.dispose();
-  }
-
-  /**
-   * Of the leaves at one final path, the one pushed last is the only one that can survive: a
-   * hide that covers it covers those pushed before it, which are of its layer or below.
-   */
-  private trackAcl(finalPath: string, leaf: Leaf): void {
-    const leaves = this.aclLeaves!;
-    if (!hasAcl(leaf.entry)) leaves.delete(finalPath);
-    else if (leaves.size < ACL_LEAVES_MAX || leaves.has(finalPath)) leaves.set(finalPath, leaf);
-    else this.aclLeaves = undefined;
   }
 
   /** True when `p` (a final path) is a directory of the tree so far. */
@@ -341,17 +365,33 @@ export class LayerMerge {
 
   /**
    * The final entries that carry an ACL, in path order, as the layers hold them: those of
-   * walk(true). Where few leaves carry one (ACL_LEAVES_MAX) they are found without that walk,
-   * which reads every leaf of the stack back: the tree's nodes with an ACL, and each tracked
-   * leaf that no node took the place of and no hide of a layer above it covers. Errors in the
-   * layers that walk() reports are left for the plan's walk.
+   * walk(true). Where few leaves carry one (LeafWatch) they are found without that walk, which
+   * reads every leaf of the stack back: the tree's nodes with an ACL, and each watched leaf that
+   * survives. Errors in the layers that walk() reports are left for the plan's walk.
    */
   *aclEntries(): Generator<LayerEntry> {
     if (!this.aclSeen) return;
-    if (!this.aclLeaves) {
+    const leaves = this.surviving(this.aclWatch);
+    if (!leaves) {
       for (const { entry } of this.walk(true)) if (hasAcl(entry)) yield entry;
       return;
     }
+    let i = 0;
+    for (const { node, path } of dfs(this.root, '.')) {
+      for (; i < leaves.length && comparePaths(leaves[i]!.entry.path, path) < 0; i++) yield leaves[i]!.entry;
+      if (hasAcl(node.entry)) yield node.entry.path === path ? node.entry : { ...node.entry, path };
+    }
+    for (; i < leaves.length; i++) yield leaves[i]!.entry;
+  }
+
+  /**
+   * The leaves `watch` kept that are final entries (those of walk(true)), in path order: each
+   * one no node of the tree took the place of and no hide of a layer above it covers.
+   * Undefined when the watch gave up.
+   */
+  private surviving(watch: LeafWatch): Leaf[] | undefined {
+    if (!watch.leaves) return undefined;
+    if (watch.leaves.size === 0) return [];
     const hidesAt = new Map<string, Hide[]>();
     for (const h of this.hides) {
       const at = hidesAt.get(h.path);
@@ -365,16 +405,9 @@ export class LayerMerge {
         if (at === '.') return false;
       }
     };
-    const leaves = [...this.aclLeaves.values()]
+    return [...watch.leaves.values()]
       .filter((l) => !this.nodeAt(l.entry.path) && !covered(l.entry.path, l.layer))
-      .map((l) => l.entry)
-      .sort((a, b) => comparePaths(a.path, b.path));
-    let i = 0;
-    for (const { node, path } of dfs(this.root, '.')) {
-      for (; i < leaves.length && comparePaths(leaves[i]!.path, path) < 0; i++) yield leaves[i]!;
-      if (hasAcl(node.entry)) yield node.entry.path === path ? node.entry : { ...node.entry, path };
-    }
-    for (; i < leaves.length; i++) yield leaves[i]!;
+      .sort((a, b) => comparePaths(a.entry.path, b.entry.path));
   }
 
   /**
@@ -404,8 +437,9 @@ export class LayerMerge {
    * The members of hard-link groups that the plan changes, under their final paths, sorted:
    * a group's first survivor in path order (its leader) becomes the file if it was a link
    * (the group's file was whited out or replaced above, or sorts after it now), and every
-   * other member a link to it. Found with one walk of the survivors, sorted by group; none
-   * when the layers hold no links, or when every group is as its layer made it.
+   * other member a link to it. Found from the surviving members sorted by group (watched
+   * while there are few, else from a walk of the survivors); none when the layers hold no
+   * links, or when every group is as its layer made it.
    */
   private groupMembers(): SpillSorter<PlannedEntry> | undefined {
     if (this.members || this.linkedFiles.count === 0) return this.members;
@@ -414,15 +448,18 @@ export class LayerMerge {
     // Whether a member lies elsewhere than its layer put it, and how many linked files survive.
     let moved = false;
     let filesKept = 0;
-    const walk = this.survivors((top) => {
+    const member = (top: Leaf): undefined => {
       const e = top.entry;
       if (e.type !== 'hardlink' && !top.linked) return undefined;
       if (top.tarPath !== undefined) moved = true;
       else if (e.type !== 'hardlink') filesKept++;
       byGroup.push({ entry: e, layer: top.layer, tarPath: e.type === 'hardlink' ? e.linkname! : top.tarPath ?? e.path });
       return undefined;
-    });
-    while (!walk.next().done);
+    };
+    // The members that survive: those the merge watched, while few, else a walk of the plan.
+    const watched = this.surviving(this.linkWatch);
+    if (watched) watched.forEach(member);
+    else for (const walk = this.survivors(member); !walk.next().done; );
     const members = (this.members = this.sorter<PlannedEntry>((a, b) => comparePaths(a.entry.path, b.entry.path), memberCodec));
     if (!moved && filesKept === this.linkedFiles.count) {
       // Every group's file survives where its layer put it, so it is still its group's first
