@@ -163,13 +163,26 @@ class LeafWatch {
     private readonly max: number,
   ) {}
 
+  /** A leaf pushed to the merge (nothing once the watch gave up). */
   push(leaf: Leaf): void {
-    const leaves = this.leaves!;
+    const leaves = this.leaves;
+    if (!leaves) return;
     const at = leaf.entry.path;
     if (!this.keeps(leaf)) leaves.delete(at);
     else if (leaves.size < this.max || leaves.has(at)) leaves.set(at, leaf);
     else this.leaves = undefined;
   }
+}
+
+/** The hides by the path they lie at. */
+function byPath(hides: readonly Hide[]): Map<string, Hide[]> {
+  const m = new Map<string, Hide[]>();
+  for (const h of hides) {
+    const at = m.get(h.path);
+    if (at) at.push(h);
+    else m.set(h.path, [h]);
+  }
+  return m;
 }
 
 const leafCodec: RecordCodec<Leaf> = {
@@ -245,6 +258,8 @@ export class LayerMerge {
   /** The leaves with an ACL (aclEntries()) and the members of hard-link groups (groupMembers()). */
   private readonly aclWatch: LeafWatch;
   private readonly linkWatch: LeafWatch;
+  /** The hides by the path they lie at, once surviving() asked (forgotten when a layer is applied). */
+  private hidesByPath: Map<string, Hide[]> | undefined;
   /** Entries the layers have given so far (LayerMergeOptions.large). */
   private taken = 0;
 
@@ -275,6 +290,7 @@ export class LayerMerge {
    */
   async addLayer(read: EntrySource, name: string): Promise<void> {
     const layer = this.nLayers;
+    this.hidesByPath = undefined;
     const linked = this.sorter<string>(comparePaths, textCodec);
     for await (const e of read(true)) {
       if (e.type === 'hardlink') linked.push(e.linkname!);
@@ -341,8 +357,8 @@ export class LayerMerge {
       if (finalPath !== e.path) leaf.tarPath = e.path;
       if (isLinked) leaf.linked = true;
       this.leaves.push(leaf);
-      if (this.aclWatch.leaves) this.aclWatch.push(leaf);
-      if (this.linkWatch.leaves) this.linkWatch.push(leaf);
+      this.aclWatch.push(leaf);
+      this.linkWatch.push(leaf);
     }
     linked.dispose();
   }
@@ -392,12 +408,7 @@ export class LayerMerge {
   private surviving(watch: LeafWatch): Leaf[] | undefined {
     if (!watch.leaves) return undefined;
     if (watch.leaves.size === 0) return [];
-    const hidesAt = new Map<string, Hide[]>();
-    for (const h of this.hides) {
-      const at = hidesAt.get(h.path);
-      if (at) at.push(h);
-      else hidesAt.set(h.path, [h]);
-    }
+    const hidesAt = (this.hidesByPath ??= byPath(this.hides));
     // Hides that cover `p` lie at it or at one of its ancestors ('.' included).
     const covered = (p: string, layer: number) => {
       for (let at = p; ; at = parentOf(at)) {
