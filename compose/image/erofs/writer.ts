@@ -10,7 +10,7 @@ import { createHash, type Hash } from 'node:crypto';
 import os from 'node:os';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import { SpillSorter, type LayerEntry } from '../../../store/index.js';
-import { makeCodec, type Codec } from '../shared/codecs.js';
+import { blocksInFlight, makeCodec, type Codec } from '../shared/codecs.js';
 import { DigestTable } from '../shared/digest-table.js';
 import { WorkerPool } from '../shared/worker-pool.js';
 import { blockNamespace, type BlockJob, type BlockJobResult as BlockResult } from '../squashfs/block-job.js';
@@ -249,7 +249,7 @@ export class ErofsWriter {
       : undefined;
     // When full, the queue drains to half before more go out: extents reach the pool in
     // batches (shared/worker-pool.ts), as in the SquashFS writer.
-    this.maxInFlight = codec.spec ? threads * 6 + 4 : 64;
+    this.maxInFlight = codec.spec ? blocksInFlight(codec.spec, threads) : 64;
     // The tails are read back in sequence, by one reader at a time (a group's extra part, the metadata pass).
     this.spill = new Spill(`${out.tmpPath}.tails`, SPILL_MEMORY, true);
     this.extentStore = new Spill(`${out.tmpPath}.extents`, SPILL_MEMORY);

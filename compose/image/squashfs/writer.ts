@@ -12,7 +12,7 @@ import { sha256Short } from '../../../native/sha256.js';
 import os from 'node:os';
 import { StrataError, IMAGE_ERR } from '../errors.js';
 import { baseName, comparePaths, isBelow, parentOf, decodeEntry, encodeEntry, entrySize, SpillSorter, type LayerEntry, type RecordCodec } from '../../../store/index.js';
-import { codecVersion, makeCodec, type Codec, type CodecSpec } from '../shared/codecs.js';
+import { blocksInFlight, codecVersion, makeCodec, type Codec, type CodecSpec } from '../shared/codecs.js';
 import { DigestTable } from '../shared/digest-table.js';
 import { OutputFile, type OutputAccess } from '../shared/output-file.js';
 import { WorkerPool } from '../shared/worker-pool.js';
@@ -307,7 +307,7 @@ export class SquashfsWriter {
     // Blocks in flight (memory: this many blocks). When full, the queue drains to half before
     // more go out, so blocks reach the pool in batches (shared/worker-pool.ts) and each worker
     // has work while the writer catches up.
-    this.maxInFlight = threads * 6 + 4;
+    this.maxInFlight = blocksInFlight(codec, threads);
     this.pos = SUPERBLOCK_SIZE + (options ? 2 + options.length : 0);
     if (cacheDir !== undefined && cacheSecret !== undefined) {
       const namespace = blockNamespace(codec, blockSize);
