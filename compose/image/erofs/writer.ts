@@ -249,7 +249,7 @@ export class ErofsWriter {
       : undefined;
     // When full, the queue drains to half before more go out: extents reach the pool in
     // batches (shared/worker-pool.ts), as in the SquashFS writer.
-    this.maxInFlight = codec.spec ? blocksInFlight(codec.spec, threads) : 64;
+    this.maxInFlight = codec.spec ? blocksInFlight(codec.spec, threads, extentSize) : 64;
     // The tails are read back in sequence, by one reader at a time (a group's extra part, the metadata pass).
     this.spill = new Spill(`${out.tmpPath}.tails`, SPILL_MEMORY, true);
     this.extentStore = new Spill(`${out.tmpPath}.extents`, SPILL_MEMORY);

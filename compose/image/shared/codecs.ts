@@ -67,18 +67,25 @@ export interface CodecChoice {
   notWritten?: readonly string[];
 }
 
+/** What an image writer's blocks in flight may hold beyond its gzip or zstd depth (blocksInFlight). */
+const IN_FLIGHT_BYTES = 16 << 20;
+
 /**
- * How many blocks an image writer keeps in flight to its compression pool (`threads` workers):
- * enough that each worker still has blocks to compress while the writer reads the next ones
- * in, copies results out or collects its garbage. What that takes is time, so a cheap codec
- * needs more blocks: an lz4 block compresses in a few tenths of a millisecond, a gzip or zstd
- * one in milliseconds. Measured on 2 cores (2026-11-30, alternating runs): with 32 lz4 blocks
- * a thread instead of 6 the bench stack's cold EROFS lz4 image took 6.1–6.9 s against 7.0–7.5,
- * its SquashFS lz4 image 5.4–5.7 s against 5.9, with less CPU (larger batches, fewer wake-ups)
- * and about 20 MiB more peak RSS; gzip and zstd images did not move, so they keep 6.
+ * How many blocks of `blockSize` bytes an image writer keeps in flight to its compression pool
+ * (`threads` workers): enough that each worker still has blocks to compress while the writer
+ * reads the next ones in, copies results out or collects its garbage. What that takes is
+ * time, so a cheap codec needs more blocks: an lz4 block of 128 KiB compresses in a few tenths
+ * of a millisecond, a gzip or zstd one in milliseconds. Measured on 2 cores (2026-11-30,
+ * alternating runs): with 32 lz4 blocks a thread instead of 6 the bench stack's cold EROFS
+ * lz4 image took 6.1–6.9 s against 7.0–7.5, its SquashFS lz4 image 5.4–5.7 s against 5.9,
+ * with less CPU (larger batches, fewer wake-ups) and 20–30 MiB more peak RSS; gzip and zstd
+ * images did not move, so they keep 6. lz4's extra depth is for speed alone, so it is bounded
+ * in bytes (IN_FLIGHT_BYTES): many threads or large blocks do not add memory past that.
  */
-export function blocksInFlight(codec: CodecSpec, threads: number): number {
-  return threads * (codec.name === 'lz4' ? 32 : 6) + 4;
+export function blocksInFlight(codec: CodecSpec, threads: number, blockSize: number): number {
+  const base = threads * 6 + 4;
+  if (codec.name !== 'lz4') return base;
+  return Math.max(base, Math.min(threads * 32 + 4, Math.floor(IN_FLIGHT_BYTES / blockSize)));
 }
 
 /** Validates a user's choice; throws StrataError(IMAGE_ERR.OPTIONS) with a hint when unusable. */

@@ -307,7 +307,7 @@ export class SquashfsWriter {
     // Blocks in flight (memory: this many blocks). When full, the queue drains to half before
     // more go out, so blocks reach the pool in batches (shared/worker-pool.ts) and each worker
     // has work while the writer catches up.
-    this.maxInFlight = blocksInFlight(codec, threads);
+    this.maxInFlight = blocksInFlight(codec, threads, blockSize);
     this.pos = SUPERBLOCK_SIZE + (options ? 2 + options.length : 0);
     if (cacheDir !== undefined && cacheSecret !== undefined) {
       const namespace = blockNamespace(codec, blockSize);
