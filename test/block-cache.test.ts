@@ -100,3 +100,65 @@ test('a faithful record this user did not seal is used, with the digest computed
 });
 
 test.run();
+
+// The index a cache loads (RecordIndex): records stay bytes, found through slots by a key's
+// first four bytes. Keys here are made to share those bytes in groups, so each lookup walks a
+// chain of other keys' records; enough records to grow the table past its first size.
+const index = suite<{ dir: string }>('block cache: the index');
+index.before.each((ctx) => {
+  ctx.dir = tempDir('strata-bcache-index-');
+});
+index.after.each((ctx) => removeDir(ctx.dir));
+
+const N = 5000;
+/** Key i: its first four bytes one of seven values, the rest i's own. */
+const keyOf = (i: number) => {
+  const b = Buffer.alloc(32, 0xa5);
+  b.writeUInt32LE(i % 7, 0);
+  b.writeUInt32LE(i, 4);
+  return b.toString('hex');
+};
+const digestOf = (i: number) => createHash('sha256').update(`block ${i}`).digest();
+const payload = (c: BlockCache, i: number) => c.get(keyOf(i), 64, () => true)?.data.toString();
+
+index('every key is found with its latest record, in the cache that wrote it and after a reopen', ({ dir }) => {
+  const c = new BlockCache(dir, NS);
+  const at = { tag: 'bafylayer' };
+  for (let i = 0; i < N; i++) c.put(keyOf(i), 64, { raw: false, data: Buffer.from(`first ${i}`) }, at, digestOf(i));
+  for (let i = 0; i < N; i += 3) c.put(keyOf(i), 64, { raw: false, data: Buffer.from(`second ${i}`) }, at, digestOf(i));
+  const check = (cache: BlockCache, what: string) => {
+    for (let i = 0; i < N; i++) assert.is(payload(cache, i), i % 3 === 0 ? `second ${i}` : `first ${i}`, `${what}: key ${i}`);
+    assert.is(payload(cache, N + 1), undefined, `${what}: a key never put`);
+  };
+  check(c, 'the writer');
+  c.close();
+  const again = new BlockCache(dir, NS);
+  check(again, 'reopened');
+  again.close();
+});
+
+index('a refused record is passed over for the key’s earlier one, and not offered again', ({ dir }) => {
+  const c = new BlockCache(dir, NS);
+  const at = { tag: 'bafylayer' };
+  for (let i = 0; i < 30; i++) c.put(keyOf(i), 64, { raw: false, data: Buffer.from(`first ${i}`) }, at, digestOf(i));
+  c.put(keyOf(3), 64, { raw: false, data: Buffer.from('second 3') }, at, digestOf(3));
+  c.close();
+  const again = new BlockCache(dir, NS);
+  const offered: string[] = [];
+  const got = again.get(keyOf(3), 64, (b) => {
+    offered.push(b.data.toString());
+    return b.data.toString().startsWith('first');
+  });
+  assert.equal(offered, ['second 3', 'first 3']);
+  assert.is(got?.data.toString(), 'first 3');
+  assert.is(payload(again, 3), 'first 3', 'the refused record stays forgotten');
+  assert.is(again.get(keyOf(10), 64, () => false), undefined, 'every record of a key refused');
+  assert.is(payload(again, 10), undefined, 'and then forgotten');
+  // Another key of the same chain is untouched; a put after the refusals is found.
+  assert.is(payload(again, 17), 'first 17');
+  again.put(keyOf(10), 64, { raw: false, data: Buffer.from('third 10') }, at, digestOf(10));
+  assert.is(payload(again, 10), 'third 10');
+  again.close();
+});
+
+index.run();
