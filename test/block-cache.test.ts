@@ -8,6 +8,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash, randomBytes } from 'node:crypto';
+import { appendFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlockCache } from '../compose/image/shared/block-cache.js';
 import { makeCodec } from '../compose/image/shared/codecs.js';
@@ -158,6 +159,28 @@ index('a refused record is passed over for the key’s earlier one, and not offe
   assert.is(payload(again, 17), 'first 17');
   again.put(keyOf(10), 64, { raw: false, data: Buffer.from('third 10') }, at, digestOf(10));
   assert.is(payload(again, 10), 'third 10');
+  again.close();
+});
+
+index('an index record claiming a payload as long as its block is passed over unread, nothing allocated for it', ({ dir }) => {
+  const c = new BlockCache(dir, NS);
+  const key = keyOf(1);
+  c.put(key, 4096, { raw: false, data: Buffer.from('the real one') }, { tag: 'bafylayer' }, digestOf(1));
+  c.close();
+  // A later record of the same key in the index, naming 2 GiB at the start of the pack.
+  const tagDirs = readdirSync(join(dir, 'image-blocks'));
+  const nsDir = join(dir, 'image-blocks', tagDirs[0]!, readdirSync(join(dir, 'image-blocks', tagDirs[0]!))[0]!);
+  const idx = readdirSync(nsDir).find((n) => n.endsWith('.idx'))!;
+  const lie = Buffer.alloc(48);
+  Buffer.from(key, 'hex').copy(lie, 0);
+  lie.writeUInt32LE(2 ** 31 - 1, 40);
+  appendFileSync(join(nsDir, idx), lie);
+  const again = new BlockCache(dir, NS);
+  const before = process.memoryUsage().arrayBuffers;
+  const got = again.get(key, 4096, () => true);
+  const grew = process.memoryUsage().arrayBuffers - before;
+  assert.is(got?.data.toString(), 'the real one');
+  assert.ok(grew < 64 * 2 ** 20, `a lookup allocated ${grew} bytes`);
   again.close();
 });
 

@@ -198,19 +198,24 @@ export class BlockCache {
     // The latest record first; an earlier one of the same key may still be good.
     for (let r = index.latest(k); r >= 0; r = index.before(r, k)) {
       const pack = index.pack(r);
+      const length = index.payloadLength(r);
       let block: FoundBlock | undefined;
-      try {
-        // A buffer of its own, so that the payload can be transferred to another thread.
-        const buf = Buffer.allocUnsafeSlow(HEADER + index.payloadLength(r));
-        const got = fs.readSync(this.fd(pack), buf, 0, buf.length, index.offset(r));
-        const head = buf.subarray(0, HEADER);
-        const found = got === buf.length ? decodeRecord(head, buf.subarray(HEADER), key, rawLength, this.namespace) : undefined;
-        if (found) {
-          const sealed = this.sealedBy(head);
-          if (sealed || accept(found)) block = { ...found, sealed, rawDigest: head.subarray(RAW_DIGEST, SEALED) };
+      // A payload never as long as its raw block (decodeRecord): an index that says so is not
+      // read, whatever it asks to be allocated.
+      if (length < rawLength) {
+        try {
+          // A buffer of its own, so that the payload can be transferred to another thread.
+          const buf = Buffer.allocUnsafeSlow(HEADER + length);
+          const got = fs.readSync(this.fd(pack), buf, 0, buf.length, index.offset(r));
+          const head = buf.subarray(0, HEADER);
+          const found = got === buf.length ? decodeRecord(head, buf.subarray(HEADER), key, rawLength, this.namespace) : undefined;
+          if (found) {
+            const sealed = this.sealedBy(head);
+            if (sealed || accept(found)) block = { ...found, sealed, rawDigest: head.subarray(RAW_DIGEST, SEALED) };
+          }
+        } catch {
+          block = undefined;
         }
-      } catch {
-        block = undefined;
       }
       if (block) {
         this.used.add(pack);
