@@ -239,6 +239,8 @@ export class BlockCache {
     head.set(rawDigest, RAW_DIGEST);
     if (this.secret) seal(this.secret, head).copy(head, SEALED);
     try {
+      // Loaded before the record is written: a first load after it would read it in twice.
+      const index = this.load();
       const w = this.writer(place);
       if (!w) return;
       const offset = w.offset;
@@ -254,7 +256,7 @@ export class BlockCache {
         rec.writeUInt32LE(payload.length, i * INDEX_RECORD + 40);
       });
       fs.writeSync(w.idx, rec);
-      this.load().add(rec, w.pack);
+      index.add(rec, w.pack);
     } catch {
       /* the block is simply not cached */
     }
