@@ -33,6 +33,7 @@ import { layerItem } from './layer/items.js';
 import { LayerEntry, WHITEOUT_PREFIX } from './types.js';
 import { NOT_CANONICAL, whiteoutOrLink } from './layer/path.js';
 import { EntryListBytes } from './entry-rows.js';
+import { flatItems } from './map-items.js';
 import type { EntryListOptions, LayerBlob } from './reader.js';
 
 export interface ImportOptions {
@@ -548,9 +549,15 @@ export class LocalStore {
    * the rebuildable entry index in cache/entries/ (written at import), else by reading the
    * layer once (verifying it) and writing that index as it goes. The cache is safe to delete.
    * A cache whose first line is not the list's is a miss; a row found bad further on drops the
-   * cache and fails in one line (the caller has used the rows before it).
+   * cache and fails in one line (the caller has used the rows of the MiBs before it). The
+   * entries of a MiB of rows read come without a promise each (`nextNow`, map-items.ts).
    */
-  async *layerEntries(mod: LoadedModule, opts: EntryListOptions = {}): AsyncGenerator<LayerEntry> {
+  layerEntries(mod: LoadedModule, opts: EntryListOptions = {}): AsyncIterable<LayerEntry> {
+    return flatItems(this.layerEntryBatches(mod, opts));
+  }
+
+  /** layerEntries' entries, a batch at a time: a cached list's rows as each MiB of it is read. */
+  private async *layerEntryBatches(mod: LoadedModule, opts: EntryListOptions): AsyncGenerator<LayerEntry[]> {
     const hex = parseCid(mod.record.layer).hex;
     let file = this.entryCachePath(hex);
     // The list's digest is of the file's bytes as read (the rows and their framing).
@@ -584,7 +591,7 @@ export class LocalStore {
       try {
         for await (const { entry } of this.readLayer(mod)) {
           list.add(entry);
-          if (!opts.whiteoutsAndLinks || whiteoutOrLink(entry)) yield entry;
+          if (!opts.whiteoutsAndLinks || whiteoutOrLink(entry)) yield [entry];
         }
         this.handOut(hex, list.digest(), () => new StrataError(STORE_ERR.DIGEST_MISMATCH, `layer of ${mod.fullName} sha256:${hex} changed while it was read`, {
           hint: 'run `strata store verify`, then re-import or pull the module',
@@ -611,10 +618,12 @@ export class LocalStore {
       const quick = opts.whiteoutsAndLinks ? (text: string) => text.includes(WHITEOUT_PREFIX) || text.includes('"hardlink"') : undefined;
       const list = new CachedRows();
       for await (const batch of lines) {
+        const entries: LayerEntry[] = [];
         for (const row of list.rows(batch, quick)) {
           const e = applyManifestEntry(fromRow(row), manifest(row[0]));
-          if (!opts.whiteoutsAndLinks || whiteoutOrLink(e)) yield e;
+          if (!opts.whiteoutsAndLinks || whiteoutOrLink(e)) entries.push(e);
         }
+        if (entries.length > 0) yield entries;
       }
       list.end();
     } catch (e) {

@@ -113,6 +113,46 @@ export function nowIterator<T>(source: Iterable<T> | AsyncIterable<T>): NowItera
 }
 
 /**
+ * The items of `batches`, one at a time, as a NowIterator: the rest of a batch comes without a
+ * promise, only the next batch through one. A source that reads in chunks (an entry list's
+ * lines, a MiB at a time) yields what each chunk holds; as an async generator of single
+ * items, each one cost a suspension and a promise of its own. Closing the items closes the
+ * batches.
+ */
+export function flatItems<T>(batches: AsyncIterable<readonly T[]>): AsyncIterable<T> {
+  return {
+    [Symbol.asyncIterator](): NowIterator<T> {
+      const it = batches[Symbol.asyncIterator]();
+      let batch: readonly T[] = [];
+      let at = 0;
+      let ended = false;
+      return {
+        nextNow: (): T | null | undefined => (at < batch.length ? batch[at++]! : ended ? null : undefined),
+        next: async (): Promise<IteratorResult<T>> => {
+          while (at === batch.length && !ended) {
+            const r = await it.next();
+            if (r.done === true) ended = true;
+            else {
+              batch = r.value;
+              at = 0;
+            }
+          }
+          return at < batch.length ? { value: batch[at++]!, done: false } : { value: undefined, done: true };
+        },
+        return: async (): Promise<IteratorResult<T>> => {
+          batch = [];
+          if (!ended) {
+            ended = true;
+            await it.return?.();
+          }
+          return { value: undefined, done: true };
+        },
+      };
+    },
+  };
+}
+
+/**
  * The next item of `it`: at once when it holds one (nextNow), else through next(); null at the
  * end. Await only a promise: `let x = nextItem(it); if (x instanceof Promise) x = await x;`
  * (awaiting a plain value would cost the turn of the microtask queue nextNow saves).
@@ -120,4 +160,26 @@ export function nowIterator<T>(source: Iterable<T> | AsyncIterable<T>): NowItera
 export function nextItem<T>(it: NowIterator<T>): T | null | Promise<T | null> {
   const now = it.nextNow?.();
   return now !== undefined ? now : it.next().then((r) => (r.done === true ? null : r.value));
+}
+
+/**
+ * Calls `f` with each item of `source` in order, as `for await` would, but an item the source
+ * holds already (nextNow) costs no promise. The source is closed when `f` throws.
+ */
+export async function forEachItem<T>(source: Iterable<T> | AsyncIterable<T>, f: (item: T) => void): Promise<void> {
+  const it = nowIterator(source);
+  let done = false;
+  try {
+    for (;;) {
+      let item = nextItem(it);
+      if (item instanceof Promise) item = await item;
+      if (item === null) {
+        done = true;
+        return;
+      }
+      f(item);
+    }
+  } finally {
+    if (!done) await it.return?.();
+  }
 }

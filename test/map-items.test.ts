@@ -5,7 +5,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mapItems, nextItem, nowIterator, type NowIterator } from '../store/map-items.js';
+import { flatItems, forEachItem, mapItems, nextItem, nowIterator, type NowIterator } from '../store/map-items.js';
 
 const test = suite('mapItems');
 
@@ -192,6 +192,76 @@ test('nextItem: a held item at once, else a promise of it; null at the end', asy
   assert.is(await later, 1);
   assert.is(nextItem(source), null);
   assert.equal([seen.now, seen.awaited], [1, 1]);
+});
+
+/** A source of batches (arrays of consecutive numbers from 0) that records how it was read and whether it was closed. */
+function batched(sizes: number[], failAfter = -1) {
+  const seen = { batches: 0, closed: false };
+  async function* gen() {
+    try {
+      let n = 0;
+      for (const size of sizes) {
+        if (seen.batches === failAfter) throw new Error(`source failed after ${failAfter} batches`);
+        seen.batches++;
+        yield Array.from({ length: size }, () => n++);
+      }
+    } finally {
+      seen.closed = true;
+    }
+  }
+  return { source: gen(), seen };
+}
+
+test('flatItems: each batch item by item; the rest of a batch without a promise, empty batches passed over', async () => {
+  const { source, seen } = batched([3, 0, 2]);
+  const it = flatItems(source)[Symbol.asyncIterator]() as NowIterator<number>;
+  assert.is(it.nextNow!(), undefined, 'nothing held before the first batch');
+  assert.equal(await it.next(), { value: 0, done: false });
+  assert.equal([it.nextNow!(), it.nextNow!(), it.nextNow!()], [1, 2, undefined]);
+  assert.equal(await it.next(), { value: 3, done: false }, 'the empty batch is passed over');
+  assert.is(it.nextNow!(), 4);
+  assert.equal(await it.next(), { value: undefined, done: true });
+  assert.is(it.nextNow!(), null, 'null once the batches ended');
+  assert.equal([seen.batches, seen.closed], [3, true]);
+  const all: number[] = [];
+  for await (const x of flatItems(batched([2, 2]).source)) all.push(x);
+  assert.equal(all, [0, 1, 2, 3], 'for await reads it as any async iterable');
+});
+
+test("flatItems: stopping early closes the batches; their error passes through", async () => {
+  const { source, seen } = batched([2, 2, 2]);
+  for await (const x of flatItems(source)) if (x === 2) break;
+  assert.equal([seen.batches, seen.closed], [2, true]);
+  const failing = batched([2, 2], 1);
+  const got: number[] = [];
+  try {
+    for await (const x of flatItems(failing.source)) got.push(x);
+    assert.unreachable('the error reaches the consumer');
+  } catch (e) {
+    assert.match((e as Error).message, /failed after 1 batches/);
+  }
+  assert.equal(got, [0, 1]);
+});
+
+test('forEachItem: every item in order, held ones without a promise; f throwing closes the source', async () => {
+  const { source, seen } = holding(5, new Set([1, 2, 3]));
+  const out: number[] = [];
+  await forEachItem(source, (i) => out.push(i));
+  assert.equal(out, [0, 1, 2, 3, 4]);
+  assert.equal([seen.now, seen.awaited], [3, 2]);
+  const plain: string[] = [];
+  await forEachItem(['a', 'b'], (x) => plain.push(x));
+  assert.equal(plain, ['a', 'b'], 'a plain iterable too');
+  const { source: batches, seen: bs } = batched([2, 2, 2]);
+  try {
+    await forEachItem(flatItems(batches), (i) => {
+      if (i === 3) throw new Error('refused 3');
+    });
+    assert.unreachable('f\'s error reaches the caller');
+  } catch (e) {
+    assert.match((e as Error).message, /refused 3/);
+  }
+  assert.equal([bs.batches, bs.closed], [2, true], 'the source was closed at the error, not read on');
 });
 
 test.run();

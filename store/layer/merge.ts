@@ -38,6 +38,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { StrataError, STORE_ERR } from '../errors.js';
 import { SpillSorter, defaultBudget, textCodec, type RecordCodec } from '../spill.js';
+import { forEachItem } from '../map-items.js';
 import { decodeEntry, encodeEntry, entrySize } from './entry-codec.js';
 import { baseName, isBelow, parentOf, printable, whiteoutTarget } from './path.js';
 import { comparePaths, LayerEntry } from '../types.js';
@@ -292,10 +293,10 @@ export class LayerMerge {
     const layer = this.nLayers;
     this.hidesByPath = undefined;
     const linked = this.sorter<string>(comparePaths, textCodec);
-    for await (const e of read(true)) {
+    await forEachItem(read(true), (e) => {
       if (e.type === 'hardlink') linked.push(e.linkname!);
       const w = whiteoutTarget(e.path);
-      if (!w) continue;
+      if (!w) return;
       if ('opaque' in w) {
         const at = this.resolveDir(w.opaque, layer, name, e.path, false);
         if (at?.node.children) {
@@ -304,13 +305,13 @@ export class LayerMerge {
         }
       } else {
         const at = this.resolveDir(parentOf(w.hides), layer, name, e.path, false);
-        if (!at) continue;
+        if (!at) return;
         const key = baseName(w.hides);
         const child = at.node.children!.get(key);
         if (child && child.layer < layer) at.node.children!.delete(key);
         this.hides.push({ path: join(at.path, key), layer, self: true });
       }
-    }
+    });
     this.nLayers++;
     // The files the links name, met in path order as the entries come.
     const names = linked.count > 0 ? linked.sorted()[Symbol.iterator]() : undefined;
@@ -318,9 +319,9 @@ export class LayerMerge {
     // The last parent resolved: a layer's entries come in path order, so siblings follow each
     // other. Forgotten when a node is replaced by another kind (a resolution may change).
     let last: { dir: string; at: { node: Node; path: string } } | undefined;
-    for await (const e of read(false)) {
+    await forEachItem(read(false), (e) => {
       if (++this.taken === this.opts.large?.entries) this.opts.large.reached();
-      if (whiteoutTarget(e.path)) continue;
+      if (whiteoutTarget(e.path)) return;
       if (hasAcl(e)) this.aclSeen = true;
       let isLinked = false;
       if (named && !named.done) {
@@ -331,7 +332,7 @@ export class LayerMerge {
       if (e.path === '.') {
         this.root.entry = e;
         this.root.layer = layer;
-        continue;
+        return;
       }
       const dir = parentOf(e.path);
       if (last?.dir !== dir) last = { dir, at: this.resolveDir(dir, layer, name, e.path, true)! };
@@ -346,7 +347,7 @@ export class LayerMerge {
         else if (old?.children) this.hides.push({ path: finalPath, layer, self: false });
         if (e.type === 'symlink' || (old && old.entry.type !== 'dir')) last = undefined;
         at.node.children!.set(key, node);
-        continue;
+        return;
       }
       if (old) {
         last = undefined;
@@ -359,7 +360,7 @@ export class LayerMerge {
       this.leaves.push(leaf);
       this.aclWatch.push(leaf);
       this.linkWatch.push(leaf);
-    }
+    });
     linked.dispose();
   }
 
