@@ -301,6 +301,13 @@ Scale('a missed goal carries its reason, filled in from the same run; a met one 
   const spread: Outcome = { kind: 'measured', m: summarize([1.1, 2.8, 3.0], 1024, [20_000, 20_000, 20_000]) };
   const [wide] = goalsNotMet(sec([{ ...row(2.8, 1.3, pageFaults), strata: spread, peer: measured(1.3, 3_000) }]), MACHINE);
   assert.match(wide!.why!, /That is not most of the gap here: the same build's runs took 1\.10 to 3\.00 s \(the fastest 1\.18× the peer's median\)/);
+  // Faults explain little and strata's runs agree: the work only strata does is said, with the CPU.
+  const agree: Outcome = { kind: 'measured', m: summarize([0.87, 0.89, 0.9], 1024, [15_000, 15_000, 15_000], [2.4, 2.4, 2.4]) };
+  const tar: Outcome = { kind: 'measured', m: summarize([0.76], 1024, [3_000], [1.37]) };
+  const [busyTree] = goalsNotMet(sec([{ ...row(0.89, 0.76, pageFaults), strata: agree, peer: tar }]), MACHINE);
+  assert.match(busyTree!.why!, /That is not most of the gap here: beside the kernel's work of creating and writing the same files, strata hashes every byte/);
+  assert.match(busyTree!.why!, /This run: strata spent 2\.4 s of CPU \(user and system, every thread\), p 1\.4 s \(1\.8×\)\.$/);
+  assert.not.match(tree!.why!, /strata hashes every byte/, 'faults that explain the gap: no more is said');
   const [unpriced] = goalsNotMet(sec([row(1.5, 1.3, pageFaults)]), MACHINE);
   assert.match(unpriced!.why!, /each page of it costs a page fault\.$/, 'no fault counts: the reason without numbers');
   // CPU: said where both sides were measured and strata spent more; the table shows it either way.
