@@ -100,3 +100,35 @@ links('a link put before its file by a lower symlink becomes the file, and the f
   ]);
 });
 links.run();
+
+const parents = suite<{ dir: string }>('layer merge: parents resolved');
+parents.before.each((ctx) => {
+  ctx.dir = tempDir('strata-merge-');
+});
+parents.after.each((ctx) => removeDir(ctx.dir));
+
+/** Every entry of the plan, as path:type. */
+async function planPaths(dir: string, layers: LayerEntry[][]): Promise<string[]> {
+  const merge = new LayerMerge({ tmpDir: dir });
+  try {
+    for (const [i, entries] of layers.entries()) await merge.addLayer(() => entries, `l${i}`);
+    return [...merge.plan().entries()].map((p) => `${p.entry.path}:${p.entry.type}`);
+  } finally {
+    merge.dispose();
+  }
+}
+
+parents("a directory's parent resolution is kept across its subdirectories' entries, and dropped when the layer replaces it", async ({ dir }) => {
+  // Below: p/d/up -> .. (so p/d/up/d is p/d itself), and p/e. The upper layer writes into p/d,
+  // then, through p/d/up, replaces p/d with a symlink to e, then writes p/d/b: that must be
+  // resolved again, through the new symlink, to p/e/b.
+  const lower = [node('p', 'dir'), node('p/d', 'dir'), node('p/d/up', 'symlink', { linkname: '..' }), node('p/e', 'dir')];
+  const upper = [node('p/d/a', 'file'), node('p/d/up/d', 'symlink', { linkname: 'e' }), node('p/d/b', 'file')];
+  const paths = await planPaths(dir, [lower, upper]);
+  assert.ok(paths.includes('p/e/b:file'), `p/d/b goes through the new symlink: ${paths.join(' ')}`);
+  assert.not.ok(paths.includes('p/d/b:file'), 'not into the directory the symlink replaced');
+  // Siblings after a subdirectory's entries land in their own directory.
+  const tree = [node('a', 'dir'), node('a/b', 'dir'), node('a/b/c', 'dir'), node('a/b/c/f', 'file'), node('a/b/g', 'file'), node('a/h', 'file')];
+  assert.equal(await planPaths(dir, [tree]), ['.:dir', 'a:dir', 'a/b:dir', 'a/b/c:dir', 'a/b/c/f:file', 'a/b/g:file', 'a/h:file']);
+});
+parents.run();

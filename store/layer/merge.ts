@@ -316,9 +316,21 @@ export class LayerMerge {
     // The files the links name, met in path order as the entries come.
     const names = linked.count > 0 ? linked.sorted()[Symbol.iterator]() : undefined;
     let named = names?.next();
-    // The last parent resolved: a layer's entries come in path order, so siblings follow each
-    // other. Forgotten when a node is replaced by another kind (a resolution may change).
-    let last: { dir: string; at: { node: Node; path: string } } | undefined;
+    // The parents resolved along the current path, outermost first: a layer's entries come in
+    // path order, so siblings follow each other, and a directory's entries go on after those of
+    // its subdirectories, whose resolutions are dropped as the path leaves them. Forgotten when a
+    // node is replaced by another kind (a resolution may change).
+    const resolved: Array<{ dir: string; at: { node: Node; path: string } }> = [];
+    const parentAt = (dir: string, entryPath: string): { node: Node; path: string } => {
+      for (let top = resolved.at(-1); top !== undefined; top = resolved.at(-1)) {
+        if (top.dir === dir) return top.at;
+        if (isBelow(dir, top.dir)) break;
+        resolved.pop();
+      }
+      const at = this.resolveDir(dir, layer, name, entryPath, true)!;
+      resolved.push({ dir, at });
+      return at;
+    };
     await forEachItem(read(false), (e) => {
       if (++this.taken === this.opts.large?.entries) this.opts.large.reached();
       if (whiteoutTarget(e.path)) return;
@@ -335,8 +347,7 @@ export class LayerMerge {
         return;
       }
       const dir = parentOf(e.path);
-      if (last?.dir !== dir) last = { dir, at: this.resolveDir(dir, layer, name, e.path, true)! };
-      const at = last.at;
+      const at = parentAt(dir, e.path);
       const key = baseName(e.path);
       const finalPath = at.path === dir ? e.path : join(at.path, key);
       const old = at.node.children!.get(key);
@@ -345,12 +356,12 @@ export class LayerMerge {
         const node: Node = { entry: e, layer };
         if (e.type === 'dir') node.children = old?.entry.type === 'dir' ? old.children : new Map();
         else if (old?.children) this.hides.push({ path: finalPath, layer, self: false });
-        if (e.type === 'symlink' || (old && old.entry.type !== 'dir')) last = undefined;
+        if (e.type === 'symlink' || (old && old.entry.type !== 'dir')) resolved.length = 0;
         at.node.children!.set(key, node);
         return;
       }
       if (old) {
-        last = undefined;
+        resolved.length = 0;
         at.node.children!.delete(key);
         if (old.children) this.hides.push({ path: finalPath, layer, self: false });
       }
