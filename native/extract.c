@@ -98,10 +98,14 @@ typedef struct {
   bool failed; /* out of memory */
 } text;
 
-/* A file of the batch for a writer: its index and where its body is in the blob. */
+/*
+ * A file of the batch for a writer: its index, where its body is in the blob, and which
+ * directory it goes into (a hash of its parent's path: equal for the files of one directory).
+ */
 typedef struct {
-  uint32_t index;
+  uint32_t index, dir;
   uint64_t start, len;
+  bool taken; /* in the queue: taken by a writer out of turn */
 } job;
 
 struct run_job;
@@ -144,6 +148,7 @@ typedef struct {
   job queue[QUEUE];
   uint32_t q_head, q_len;
   uint64_t writer_at[WRITERS]; /* the first byte each writer still needs; UINT64_MAX when idle */
+  uint32_t writer_dir[WRITERS]; /* the directory of a busy writer's files */
   uint32_t busy_writers, starving; /* writers with a job; writers waiting for bytes not yet read */
   bool reader_waits;
   struct run_job *run; /* the batch the jobs belong to */
@@ -384,10 +389,36 @@ static bool write_file(session *s, run_job *j, writer_view *v, job f) {
   return true;
 }
 
+/* True when a busy writer other than `me` writes into directory `dir` (under mu). */
+static bool dir_busy(session *s, int me, uint32_t dir) {
+  for (int w = 0; w < WRITERS; w++)
+    if (w != me && s->writer_at[w] != UINT64_MAX && s->writer_dir[w] == dir) return true;
+  return false;
+}
+
 /*
- * A writer thread: takes the queued files in order until the session closes, several at a
- * time (the first one queued, then those whose bytes are all read), so that small files cost
- * no lock each.
+ * Where in the queue writer `me` starts taking (under mu): at its head, unless another writer
+ * is creating files in the head's directory and a file of a directory nobody writes into is
+ * queued behind it, its bytes all read (the writer would wait for them, where the head's it can
+ * write now). Two writers in one directory take turns at its lock (the kernel spins for it): a
+ * layer of many small files spends more CPU that way than it gains from the second writer.
+ */
+static uint32_t take_from(session *s, int me) {
+  if (!dir_busy(s, me, s->queue[s->q_head].dir)) return 0;
+  for (uint32_t i = 1; i < s->q_len; i++) {
+    const job *f = &s->queue[(s->q_head + i) % QUEUE];
+    if (f->start + f->len > s->read_to) break;
+    if (!f->taken && !dir_busy(s, me, f->dir)) return i;
+  }
+  return 0;
+}
+
+/*
+ * A writer thread: takes queued files until the session closes, several at a time (the first
+ * one, then those of its directory that follow it and whose bytes are all read), so that small
+ * files cost no lock each. It takes them in order, but passes over those of a directory
+ * another writer is in while there are others (take_from); the queue's head is always the
+ * first file not taken, whose start the reader keeps (low_water).
  */
 static void *writer_main(void *arg) {
   session *s = arg;
@@ -399,16 +430,22 @@ static void *writer_main(void *arg) {
     if (s->q_len == 0) break; /* stop */
     job taken[TAKE];
     uint32_t n = 0;
-    do {
-      taken[n++] = s->queue[s->q_head];
+    for (uint32_t i = take_from(s, v.me); i < s->q_len && n < TAKE; i++) {
+      job *f = &s->queue[(s->q_head + i) % QUEUE];
+      if (f->taken || (n > 0 && (f->dir != taken[0].dir || f->start + f->len > s->read_to))) break;
+      taken[n++] = *f;
+      f->taken = true;
+    }
+    while (s->q_len > 0 && s->queue[s->q_head].taken) {
       s->q_head = (s->q_head + 1) % QUEUE;
       s->q_len--;
-    } while (n < TAKE && s->q_len > 0 && s->queue[s->q_head].start + s->queue[s->q_head].len <= s->read_to);
+    }
     run_job *j = s->run;
     bool busy = !s->abort; /* else the files are dropped */
     if (busy) {
       s->busy_writers++;
       s->writer_at[v.me] = v.published = taken[0].start;
+      s->writer_dir[v.me] = taken[0].dir;
       v.known = s->read_to;
     }
     if (s->reader_waits) pthread_cond_signal(&s->to_reader);
@@ -451,13 +488,22 @@ static bool hand_over(session *s) {
   return ok;
 }
 
+/* A hash of the directory `path` goes into (FNV-1a of its parent's path). */
+static uint32_t dir_of(const char *path) {
+  const char *slash = strrchr(path, '/');
+  uint32_t h = 2166136261u;
+  for (const char *c = path; slash != NULL && c < slash; c++) h = (h ^ (uint8_t)*c) * 16777619u;
+  return h;
+}
+
 /*
  * Gathers file `index` (body at start, len bytes) for the writers, handed over HANDOFF at a
  * time, and before the reader reads on or waits (read_slot, settle_writers): a gathered file's
  * bytes are not in the low-water mark. False when the batch was aborted.
  */
-static bool dispatch(session *s, uint32_t index, uint64_t start, uint64_t len) {
-  s->gathered[s->n_gathered++] = (job){index, start, len};
+static bool dispatch(run_job *j, uint32_t index, uint64_t start, uint64_t len) {
+  session *s = j->s;
+  s->gathered[s->n_gathered++] = (job){index, dir_of(j->files[index].path), start, len, false};
   return s->n_gathered < HANDOFF || hand_over(s);
 }
 
@@ -777,7 +823,7 @@ static bool take_header(run_job *j) {
     return false;
   }
   s->pos = body + size + padded(size);
-  if (wanted && !dispatch(s, j->next++, body, size)) return false;
+  if (wanted && !dispatch(j, j->next++, body, size)) return false;
   return true;
 }
 
