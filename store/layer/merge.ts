@@ -526,7 +526,10 @@ export class LayerMerge {
     let leaf = leaves.next();
     const tree = dfs(this.root, '.');
     let node = tree.next();
-    let lastLeaf: string | undefined;
+    // The last leaf or symlink passed: nothing may follow below it (a layer that wrote into a
+    // directory and then replaced it with a symlink leaves its own earlier leaves there).
+    let lastPath: string | undefined;
+    let lastType = '';
     const cands: Leaf[] = [];
     // Whether a hide of a layer in (from, to] covers `p`.
     const covered = (p: string, from: number, to: number) => active.some((h) => h.layer > from && h.layer <= to && (h.path !== p || h.self));
@@ -556,16 +559,21 @@ export class LayerMerge {
         }
       }
       if (n) {
+        if (n.entry.type === 'symlink') {
+          lastPath = p;
+          lastType = 'symlink';
+        }
         yield { entry: n.entry.path === p ? n.entry : { ...n.entry, path: p }, layer: n.layer < 0 ? nLayers : n.layer };
         continue;
       }
       let top: Leaf | undefined;
       for (let i = cands.length - 1; i >= 0 && !top; i--) if (!covered(p, cands[i]!.layer, Infinity)) top = cands[i];
       if (!top) continue;
-      if (lastLeaf !== undefined && atOrBelow(p, lastLeaf)) {
-        throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `'${printable(p)}' lies beneath the ${top.entry.type} '${printable(lastLeaf)}'`);
+      if (lastPath !== undefined && atOrBelow(p, lastPath)) {
+        throw new StrataError(STORE_ERR.LAYER_UNSAFE_PATH, `'${printable(p)}' lies beneath the ${lastType} '${printable(lastPath)}'`);
       }
-      lastLeaf = p;
+      lastPath = p;
+      lastType = top.entry.type;
       const planned = make(top);
       if (planned) yield planned;
     }
