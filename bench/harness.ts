@@ -96,7 +96,7 @@ export interface Timed {
 
 /**
  * Times the commands of one comparison in turn, run by run: the first run of each, then the
- * second of each, and so on (each command opts.runs times). The sides of a row are meant to
+ * second of each (in the opposite order), and so on (each command opts.runs times). The sides of a row are meant to
  * meet the same machine, and this one drifts over a minute: a run that needs pages the
  * kernel does not hold yet pays a fault of the hypervisor's for each (free memory here is
  * handed back to the host), and how many such pages there are depends on what ran before.
@@ -113,7 +113,12 @@ export async function measureInTurn(commands: readonly Timed[]): Promise<Promise
   const runs = commands.map((c) => Math.max(1, c.opts.runs ?? 3));
   try {
     for (let i = 0; i < Math.max(...runs); i++) {
-      for (const [k, c] of commands.entries()) {
+      // Every other turn in the opposite order: a filesystem fills as the turns go on (each
+      // tree a run writes stays on it), and so does the kernel's inode cache, which makes
+      // each file created a little dearer: the side that ran second would always pay more.
+      const order = [...commands.entries()];
+      if (i % 2 === 1) order.reverse();
+      for (const [k, c] of order) {
         const s = state[k]!;
         if (i >= runs[k]! || s.error !== undefined) continue;
         try {

@@ -455,13 +455,13 @@ Stats('a measured run carries its page faults: a command that touches 64 MiB sho
   const idle = await measure(process.execPath, ['-e', '0'], { runs: 1 });
   assert.ok(touch.faults! - idle.faults! >= 16_000, `${touch.faults} against ${idle.faults}`);
 });
-Stats('commands of one comparison are timed in turn, run by run; one that fails stops its own runs, not the others\'', async () => {
+Stats('commands of one comparison are timed in turn, run by run, every other turn in the opposite order; one that fails stops its own runs, not the others\'', async () => {
   const dir = await mkdtemp('/tmp/strata-bench-selftest-');
   try {
     const log = join(dir, 'log');
     const say = (word: string, code = 0) => ({ cmd: 'sh', args: ['-c', `echo ${word} >> "$1"; exit ${code}`, 'say', log], opts: { runs: 3 } });
     const [a, b, c] = await measureInTurn([say('a'), say('b', 1), say('c')]);
-    assert.equal((await readFile(log, 'utf8')).split('\n').filter(Boolean), ['a', 'b', 'c', 'a', 'c', 'a', 'c']);
+    assert.equal((await readFile(log, 'utf8')).split('\n').filter(Boolean), ['a', 'b', 'c', 'c', 'a', 'a', 'c']);
     assert.is(a!.status === 'fulfilled' && a!.value.samples.length, 3);
     assert.is(b!.status, 'rejected');
     assert.is(c!.status === 'fulfilled' && c!.value.samples.length, 3);

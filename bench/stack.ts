@@ -3,7 +3,7 @@
  * (issue 5's rows, with tar2sqfs and mkfs.erofs beside them and strata's EROFS images).
  * Every command runs settings.runs times (≥ 3; umoci unpack and the end-to-end row, whose
  * goals are met by far, settings.clearRuns), the commands of one comparison in turn, run by
- * run (strata.ts inTurn): the peers, then strata.
+ * run (strata.ts inTurn): the peers, then strata, and the next turn the other way round.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
