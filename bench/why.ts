@@ -117,8 +117,9 @@ export const pageFaults: Why = (row, m) => {
   if (s.max < 1.5 * s.min) {
     return (
       `${faults} That is not most of the gap here: beside the kernel's work of creating and writing the same files, strata hashes every byte of every layer it reads ` +
-      '(the digest check GNU tar does not make) and plans the merged tree before it writes the first file, and on this host the second core gives back less than that costs ' +
-      `(spec/benchmark.md, the fourth host).${cpuClause(row)}`
+      '(the digest check GNU tar does not make), plans the merged tree before it writes the first file, and has two threads a layer create the files, which take turns ' +
+      "at a directory's lock where they write into the same one, the kernel spinning for it (11 % of a million-file sandbox's CPU on a fresh filesystem, 2026-11-30); " +
+      `on this host the second core gives back less than that costs (spec/benchmark.md, the fourth host).${cpuClause(row)}`
     );
   }
   return (
