@@ -96,10 +96,11 @@ export interface Timed {
 
 /**
  * Times the commands of one comparison in turn, run by run: the first run of each, then the
- * second of each (in the opposite order), and so on (each command opts.runs times). The sides of a row are meant to
- * meet the same machine, and this one drifts over a minute: a run that needs pages the
- * kernel does not hold yet pays a fault of the hypervisor's for each (free memory here is
- * handed back to the host), and how many such pages there are depends on what ran before.
+ * second of each in the opposite order, and so on (each command opts.runs times; every other
+ * turn reversed). The sides of a row are meant to meet the same machine, and this one drifts
+ * over a minute: a run that needs pages the kernel does not hold yet pays a fault of the
+ * hypervisor's for each (free memory here is handed back to the host), and how many such
+ * pages there are depends on what ran before.
  * GNU tar's three extractions of the bench stack took 1.8 s each timed before strata's
  * sandbox, and 4.3–4.6 s each a few minutes later on the same filesystem; strata's sandbox,
  * timed three times after them, 1.7, 2.4 and 3.0 s (spec/benchmark.md, Runs in turn).

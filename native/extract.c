@@ -400,8 +400,9 @@ static bool dir_busy(session *s, int me, uint32_t dir) {
  * Where in the queue writer `me` starts taking (under mu): at its head, unless another writer
  * is creating files in the head's directory and a file of a directory nobody writes into is
  * queued behind it, its bytes all read (the writer would wait for them, where the head's it can
- * write now). Two writers in one directory take turns at its lock (the kernel spins for it): a
- * layer of many small files spends more CPU that way than it gains from the second writer.
+ * write now). Two writers in one directory take turns at its lock, and the kernel spins for it:
+ * CPU spent for nothing while a file of another directory could be written. Where there is
+ * none, sharing the directory is still faster than waiting (spec/decisions.md).
  */
 static uint32_t take_from(session *s, int me) {
   if (!dir_busy(s, me, s->queue[s->q_head].dir)) return 0;
